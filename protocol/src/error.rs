@@ -1,0 +1,557 @@
+//! Stable error codes: what every error that crosses the wire or reaches a user is, what the user
+//! is told, whether and how to retry, and which process exit code the CLI uses for it.
+//!
+//! The codes, their names and their exit codes are a contract (scripts match on them): append new
+//! codes at the end, never renumber or rename one.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{NodeId, RequestId};
+
+/// How a failed operation may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// Retrying will not help; the user must act.
+    Never,
+    /// Retry up to `attempts` times (`None`: until it succeeds), waiting `initial` before the first
+    /// retry and doubling the wait each time when `exponential`, capped at `max_delay`.
+    Retry {
+        attempts: Option<u32>,
+        initial: Duration,
+        exponential: bool,
+        max_delay: Duration,
+    },
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt` (1 for the first retry), or `None` when the policy
+    /// allows no such retry. Callers add their own jitter.
+    pub fn delay_before(self, attempt: u32) -> Option<Duration> {
+        let RetryPolicy::Retry {
+            attempts,
+            initial,
+            exponential,
+            max_delay,
+        } = self
+        else {
+            return None;
+        };
+        if attempt == 0 || attempts.is_some_and(|limit| attempt > limit) {
+            return None;
+        }
+        if !exponential {
+            return Some(initial.min(max_delay));
+        }
+        let factor = 1u32.checked_shl(attempt - 1).unwrap_or(u32::MAX);
+        Some(initial.saturating_mul(factor).min(max_delay))
+    }
+}
+
+/// What changes between attempts, besides waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryChange {
+    Nothing,
+    /// Ask for a different host port (the old one is held by someone else).
+    NewPort,
+    /// Allow the next attempt a longer timeout.
+    LongerTimeout,
+}
+
+struct CodeInfo {
+    name: &'static str,
+    message: &'static str,
+    suggestion: &'static str,
+    retry: RetryPolicy,
+    change: RetryChange,
+    exit_code: u8,
+}
+
+const NEVER: RetryPolicy = RetryPolicy::Never;
+
+const fn retry(attempts: u32, initial_ms: u64, exponential: bool) -> RetryPolicy {
+    RetryPolicy::Retry {
+        attempts: Some(attempts),
+        initial: Duration::from_millis(initial_ms),
+        exponential,
+        max_delay: Duration::from_secs(30),
+    }
+}
+
+const fn retry_forever(every_ms: u64) -> RetryPolicy {
+    RetryPolicy::Retry {
+        attempts: None,
+        initial: Duration::from_millis(every_ms),
+        exponential: false,
+        max_delay: Duration::from_millis(every_ms),
+    }
+}
+
+/// A stable, machine-readable error code. Serialized as its index (bincode) on the wire and as its
+/// `SCREAMING_SNAKE_CASE` name in JSON and text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    WorkspaceNotFound,
+    WorkspaceAlreadyExists,
+    WorkspaceStartFailed,
+    PortConflict,
+    ResourceExhausted,
+    BackendUnavailable,
+    ContainerError,
+    PermissionDenied,
+    AuthenticationFailed,
+    Timeout,
+    NetworkError,
+    DiskFull,
+    SyncSessionFailed,
+    SyncConflict,
+    SyncPaused,
+    SyncProviderNotFound,
+    /// The request itself is malformed (a bad name, a flag out of range).
+    InvalidArgument,
+    /// The peer broke the protocol: undecodable or oversized frames, an unexpected message.
+    ProtocolError,
+    /// The peers speak incompatible protocol versions.
+    VersionMismatch,
+    /// This coordinator is not the leader; the detail names the leader when it is known.
+    NotLeader,
+    /// The server understood the request but does not serve it (yet, or any more).
+    Unsupported,
+    /// A bug or an unexpected failure on the server's side.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in wire order.
+    pub const ALL: [ErrorCode; 22] = [
+        ErrorCode::WorkspaceNotFound,
+        ErrorCode::WorkspaceAlreadyExists,
+        ErrorCode::WorkspaceStartFailed,
+        ErrorCode::PortConflict,
+        ErrorCode::ResourceExhausted,
+        ErrorCode::BackendUnavailable,
+        ErrorCode::ContainerError,
+        ErrorCode::PermissionDenied,
+        ErrorCode::AuthenticationFailed,
+        ErrorCode::Timeout,
+        ErrorCode::NetworkError,
+        ErrorCode::DiskFull,
+        ErrorCode::SyncSessionFailed,
+        ErrorCode::SyncConflict,
+        ErrorCode::SyncPaused,
+        ErrorCode::SyncProviderNotFound,
+        ErrorCode::InvalidArgument,
+        ErrorCode::ProtocolError,
+        ErrorCode::VersionMismatch,
+        ErrorCode::NotLeader,
+        ErrorCode::Unsupported,
+        ErrorCode::Internal,
+    ];
+
+    fn info(self) -> CodeInfo {
+        use ErrorCode::*;
+        let (name, message, suggestion, retry, change, exit_code) = match self {
+            WorkspaceNotFound => (
+                "WORKSPACE_NOT_FOUND",
+                "Workspace doesn't exist",
+                "list your workspaces with `nexus workspace list`",
+                NEVER,
+                RetryChange::Nothing,
+                10,
+            ),
+            WorkspaceAlreadyExists => (
+                "WORKSPACE_ALREADY_EXISTS",
+                "Workspace already exists",
+                "switch to it with `nexus workspace switch NAME`, or pick another name",
+                NEVER,
+                RetryChange::Nothing,
+                11,
+            ),
+            WorkspaceStartFailed => (
+                "WORKSPACE_START_FAILED",
+                "Failed to start",
+                "Nexus retries by itself; if it keeps failing, run `nexus workspace repair NAME`",
+                retry(3, 1_000, true),
+                RetryChange::Nothing,
+                12,
+            ),
+            PortConflict => (
+                "PORT_CONFLICT",
+                "Port already in use",
+                "Nexus assigns another port by itself; free the port if you need that one",
+                retry(1, 0, false),
+                RetryChange::NewPort,
+                13,
+            ),
+            ResourceExhausted => (
+                "RESOURCE_EXHAUSTED",
+                "Not enough resources",
+                "destroy unused workspaces (`nexus workspace cleanup`) or try again in 30 s",
+                retry(1, 30_000, false),
+                RetryChange::Nothing,
+                14,
+            ),
+            BackendUnavailable => (
+                "BACKEND_UNAVAILABLE",
+                "Docker daemon not responding",
+                "check that dockerd runs on the host (`systemctl status docker`); Nexus retries every 5 s",
+                retry_forever(5_000),
+                RetryChange::Nothing,
+                15,
+            ),
+            ContainerError => (
+                "CONTAINER_ERROR",
+                "Container crashed",
+                "look at `nexus workspace logs NAME`, then run `nexus workspace repair NAME`",
+                NEVER,
+                RetryChange::Nothing,
+                16,
+            ),
+            PermissionDenied => (
+                "PERMISSION_DENIED",
+                "You don't have permission",
+                "ask an admin for access",
+                NEVER,
+                RetryChange::Nothing,
+                17,
+            ),
+            AuthenticationFailed => (
+                "AUTHENTICATION_FAILED",
+                "Session expired",
+                "re-authenticate: get a certificate from this cluster's CA (`nexus pki issue user`)",
+                NEVER,
+                RetryChange::Nothing,
+                18,
+            ),
+            Timeout => (
+                "TIMEOUT",
+                "Operation timed out",
+                "Nexus retries once with a longer timeout; check the coordinators with `nexus admin health-check`",
+                retry(1, 0, false),
+                RetryChange::LongerTimeout,
+                19,
+            ),
+            NetworkError => (
+                "NETWORK_ERROR",
+                "Network connection failed",
+                "check the coordinator address and that it is running; Nexus retries by itself",
+                retry(5, 200, true),
+                RetryChange::Nothing,
+                20,
+            ),
+            DiskFull => (
+                "DISK_FULL",
+                "Not enough disk space",
+                "free space with `nexus workspace cleanup`",
+                NEVER,
+                RetryChange::Nothing,
+                21,
+            ),
+            SyncSessionFailed => (
+                "SYNC_SESSION_FAILED",
+                "File sync failed to start",
+                "check the sync provider; Nexus retries 3 times",
+                retry(3, 1_000, false),
+                RetryChange::Nothing,
+                22,
+            ),
+            SyncConflict => (
+                "SYNC_CONFLICT",
+                "File sync conflict detected",
+                "list them with `nexus workspace sync conflicts NAME`, then `nexus workspace sync resolve`",
+                NEVER,
+                RetryChange::Nothing,
+                23,
+            ),
+            SyncPaused => (
+                "SYNC_PAUSED",
+                "File sync is paused",
+                "it resumes when the workspace starts, or run `nexus workspace sync resume NAME`",
+                NEVER,
+                RetryChange::Nothing,
+                24,
+            ),
+            SyncProviderNotFound => (
+                "SYNC_PROVIDER_NOT_FOUND",
+                "Mutagen not installed",
+                "install Mutagen, or use the embedded provider (the default)",
+                NEVER,
+                RetryChange::Nothing,
+                25,
+            ),
+            InvalidArgument => (
+                "INVALID_ARGUMENT",
+                "Invalid request",
+                "check the command's arguments (`--help`)",
+                NEVER,
+                RetryChange::Nothing,
+                26,
+            ),
+            ProtocolError => (
+                "PROTOCOL_ERROR",
+                "The peer broke the Nexus protocol",
+                "check that both sides run compatible Nexus versions; report a bug if they do",
+                NEVER,
+                RetryChange::Nothing,
+                27,
+            ),
+            VersionMismatch => (
+                "VERSION_MISMATCH",
+                "Incompatible Nexus versions",
+                "upgrade the older side so that both speak the same protocol version",
+                NEVER,
+                RetryChange::Nothing,
+                28,
+            ),
+            NotLeader => (
+                "NOT_LEADER",
+                "This coordinator is not the leader",
+                "the CLI follows the leader by itself; check `nexus admin status` if it cannot",
+                retry(5, 100, true),
+                RetryChange::Nothing,
+                29,
+            ),
+            Unsupported => (
+                "UNSUPPORTED",
+                "Not supported by this server",
+                "upgrade the coordinator, or check `nexus --version` on both sides",
+                NEVER,
+                RetryChange::Nothing,
+                30,
+            ),
+            Internal => (
+                "INTERNAL",
+                "Internal error",
+                "report a bug with the request id (`nexus admin trace REQUEST-ID`)",
+                NEVER,
+                RetryChange::Nothing,
+                31,
+            ),
+        };
+        CodeInfo {
+            name,
+            message,
+            suggestion,
+            retry,
+            change,
+            exit_code,
+        }
+    }
+
+    /// The stable name, e.g. `RESOURCE_EXHAUSTED`.
+    pub fn as_str(self) -> &'static str {
+        self.info().name
+    }
+
+    /// The short message a user sees.
+    pub fn message(self) -> &'static str {
+        self.info().message
+    }
+
+    /// What the user can do about it.
+    pub fn suggestion(self) -> &'static str {
+        self.info().suggestion
+    }
+
+    pub fn retry_policy(self) -> RetryPolicy {
+        self.info().retry
+    }
+
+    pub fn retry_change(self) -> RetryChange {
+        self.info().change
+    }
+
+    /// The CLI's process exit code for this error: stable, distinct, and clear of 0 (success),
+    /// 1 (an error without a code) and 2 (bad command line).
+    pub fn exit_code(self) -> u8 {
+        self.info().exit_code
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ErrorCode {
+    type Err = String;
+    fn from_str(name: &str) -> Result<ErrorCode, String> {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|code| code.as_str() == name)
+            .ok_or_else(|| format!("unknown error code {name:?}"))
+    }
+}
+
+/// Facts some errors carry beyond their code, for the caller to act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorDetail {
+    /// The host port that a foreign process holds.
+    PortConflict { port: u16 },
+    /// Where the leader is, when this node knows.
+    NotLeader {
+        leader: Option<NodeId>,
+        address: Option<String>,
+    },
+    /// The protocol versions of both sides.
+    VersionMismatch { ours: u16, theirs: u16 },
+}
+
+/// An error as it crosses the wire: a stable code, a specific message, optional detail, and the id
+/// of the request it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub detail: Option<ErrorDetail>,
+    pub request_id: Option<RequestId>,
+}
+
+impl WireError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> WireError {
+        WireError {
+            code,
+            message: message.into(),
+            detail: None,
+            request_id: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: ErrorDetail) -> WireError {
+        self.detail = Some(detail);
+        self
+    }
+
+    pub fn with_request_id(mut self, request_id: RequestId) -> WireError {
+        self.request_id = Some(request_id);
+        self
+    }
+
+    pub fn suggestion(&self) -> &'static str {
+        self.code.suggestion()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_code_is_listed_once_in_wire_order() {
+        let config = bincode::config::standard();
+        for (index, code) in ErrorCode::ALL.into_iter().enumerate() {
+            let bytes = bincode::serde::encode_to_vec(code, config).unwrap();
+            assert_eq!(
+                bytes,
+                vec![u8::try_from(index).unwrap()],
+                "{code} moved on the wire"
+            );
+        }
+    }
+
+    #[test]
+    fn names_and_exit_codes_are_unique_and_round_trip() {
+        let mut names = BTreeSet::new();
+        let mut exits = BTreeSet::new();
+        for code in ErrorCode::ALL {
+            assert!(names.insert(code.as_str()), "{code} name repeats");
+            assert!(exits.insert(code.exit_code()), "{code} exit code repeats");
+            assert!(
+                code.exit_code() >= 10,
+                "{code} collides with generic exit codes"
+            );
+            assert_eq!(code.as_str().parse::<ErrorCode>(), Ok(code));
+            assert_eq!(serde_plain_name(code), code.as_str());
+            assert!(!code.message().is_empty() && !code.suggestion().is_empty());
+        }
+        assert!("NOPE".parse::<ErrorCode>().is_err());
+    }
+
+    /// The serde name (as JSON shows it) equals the table's name.
+    fn serde_plain_name(code: ErrorCode) -> String {
+        let text = format!("{code:?}");
+        let mut out = String::new();
+        for (i, c) in text.chars().enumerate() {
+            if c.is_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_uppercase());
+        }
+        out
+    }
+
+    #[test]
+    fn the_design_table_is_kept() {
+        let expect = expect_test::expect![[r#"
+            WORKSPACE_NOT_FOUND exit=10 retry=[] change=Nothing | Workspace doesn't exist
+            WORKSPACE_ALREADY_EXISTS exit=11 retry=[] change=Nothing | Workspace already exists
+            WORKSPACE_START_FAILED exit=12 retry=[1s, 2s, 4s] change=Nothing | Failed to start
+            PORT_CONFLICT exit=13 retry=[0ns] change=NewPort | Port already in use
+            RESOURCE_EXHAUSTED exit=14 retry=[30s] change=Nothing | Not enough resources
+            BACKEND_UNAVAILABLE exit=15 retry=[5s, 5s, 5s, 5s, 5s, 5s, 5s, 5s, ...] change=Nothing | Docker daemon not responding
+            CONTAINER_ERROR exit=16 retry=[] change=Nothing | Container crashed
+            PERMISSION_DENIED exit=17 retry=[] change=Nothing | You don't have permission
+            AUTHENTICATION_FAILED exit=18 retry=[] change=Nothing | Session expired
+            TIMEOUT exit=19 retry=[0ns] change=LongerTimeout | Operation timed out
+            NETWORK_ERROR exit=20 retry=[200ms, 400ms, 800ms, 1.6s, 3.2s] change=Nothing | Network connection failed
+            DISK_FULL exit=21 retry=[] change=Nothing | Not enough disk space
+            SYNC_SESSION_FAILED exit=22 retry=[1s, 1s, 1s] change=Nothing | File sync failed to start
+            SYNC_CONFLICT exit=23 retry=[] change=Nothing | File sync conflict detected
+            SYNC_PAUSED exit=24 retry=[] change=Nothing | File sync is paused
+            SYNC_PROVIDER_NOT_FOUND exit=25 retry=[] change=Nothing | Mutagen not installed
+            INVALID_ARGUMENT exit=26 retry=[] change=Nothing | Invalid request
+            PROTOCOL_ERROR exit=27 retry=[] change=Nothing | The peer broke the Nexus protocol
+            VERSION_MISMATCH exit=28 retry=[] change=Nothing | Incompatible Nexus versions
+            NOT_LEADER exit=29 retry=[100ms, 200ms, 400ms, 800ms, 1.6s] change=Nothing | This coordinator is not the leader
+            UNSUPPORTED exit=30 retry=[] change=Nothing | Not supported by this server
+            INTERNAL exit=31 retry=[] change=Nothing | Internal error
+        "#]];
+        let mut table = String::new();
+        for code in ErrorCode::ALL {
+            let delays: Vec<String> = (1..=8)
+                .map_while(|attempt| code.retry_policy().delay_before(attempt))
+                .map(|d| format!("{d:?}"))
+                .collect();
+            let more = if code.retry_policy().delay_before(9).is_some() {
+                ", ..."
+            } else {
+                ""
+            };
+            table.push_str(&format!(
+                "{} exit={} retry=[{}{more}] change={:?} | {}\n",
+                code,
+                code.exit_code(),
+                delays.join(", "),
+                code.retry_change(),
+                code.message()
+            ));
+        }
+        expect.assert_eq(&table);
+    }
+
+    #[test]
+    fn backoff_saturates_and_caps() {
+        let policy = RetryPolicy::Retry {
+            attempts: None,
+            initial: Duration::from_millis(100),
+            exponential: true,
+            max_delay: Duration::from_secs(10),
+        };
+        assert_eq!(policy.delay_before(0), None);
+        assert_eq!(policy.delay_before(1), Some(Duration::from_millis(100)));
+        assert_eq!(
+            policy.delay_before(8),
+            Some(Duration::from_millis(12_800).min(Duration::from_secs(10)))
+        );
+        assert_eq!(policy.delay_before(u32::MAX), Some(Duration::from_secs(10)));
+        assert_eq!(RetryPolicy::Never.delay_before(1), None);
+    }
+}

@@ -1,0 +1,31 @@
+//! The shared vocabulary of Nexus: everything the coordinator, the agent and the CLI must agree
+//! on to talk to each other.
+//!
+//! - [`id`], [`model`]: validated identifiers and the plain data of workspaces and hosts;
+//! - [`error`]: the stable [`ErrorCode`]s with their user messages, retry policies and exit codes;
+//! - [`message`]: the append-only request, response and push enums that cross the wire;
+//! - [`codec`]: length-prefixed bincode frames with a bounded size (sans-IO, plus async helpers);
+//! - [`identity`], [`pki`]: who a peer is (from its certificate's SAN URI) and how certificates
+//!   are made;
+//! - [`transport`]: QUIC endpoints with mutual TLS, the version handshake, request/response and
+//!   push streams.
+//!
+//! This crate depends on none of the other Nexus crates. It is the only place that names `quinn`,
+//! `rustls`, `rcgen` or `bincode`.
+
+pub mod clock;
+pub mod codec;
+pub mod error;
+pub mod id;
+pub mod identity;
+pub mod message;
+pub mod model;
+pub mod pki;
+pub mod transport;
+
+pub use error::{ErrorCode, WireError};
+pub use id::{HostId, NodeId, RequestId, UserName, WorkspaceName};
+pub use identity::{Identity, Role};
+
+/// The software version, sent in the handshake and shown by `--version`.
+pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,204 @@
+//! Everything that crosses the wire after the handshake.
+//!
+//! Each bidirectional QUIC stream carries one request: the client sends one [`RequestFrame`] and
+//! finishes its side; the server answers with one [`ResponseFrame`], or, for a subscription (such
+//! as an agent's watch of its desired state), with a frame per update until either side closes.
+//!
+//! **These enums are append-only.** bincode encodes a variant by its index, so a variant is never
+//! removed, reordered or changed; a new need gets a new variant at the end. The golden-byte tests
+//! in `tests/golden.rs` fail on an accidental change.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::error::WireError;
+use crate::id::{HostId, NodeId, RequestId, UserName, WorkspaceName};
+use crate::identity::{Identity, IdentityKind};
+use crate::model::{
+    HostInfo, HostStats, HostStatus, PortBinding, WorkspaceSpec, WorkspaceState, WorkspaceView,
+};
+
+/// The protocol version both sides must share. Raised on an incompatible change of any message
+/// (which the append-only rule should make rare).
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The TLS application protocol. It names the major protocol generation only; versions within it
+/// are negotiated by the hello, so that a mismatch is reported clearly instead of as a TLS alert.
+pub const ALPN: &[u8] = b"nexus/1";
+
+/// The body of the client's first frame (after the fixed magic and version, see
+/// [`crate::codec::encode_hello`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The software version, for logs and `admin status`.
+    pub software: String,
+    /// The role the client means to speak in. It must match the identity in its certificate.
+    pub role: IdentityKind,
+}
+
+/// The server's answer to a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    Accepted {
+        software: String,
+        /// The server's own identity.
+        server: Identity,
+        /// The client's identity as the server read it from the client's certificate.
+        client: Identity,
+    },
+    Refused(WireError),
+}
+
+/// A request and the id that names it end to end (retries, traces, errors).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    pub request_id: RequestId,
+    pub request: Request,
+}
+
+/// A response (or one update of a subscription) to the request of the same id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    pub request_id: RequestId,
+    pub result: Result<Response, WireError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Is the server there, and who is it? Answered by [`Response::Pong`].
+    Ping,
+    /// From an agent, about its own host.
+    Agent(AgentRequest),
+    /// From a user (or an admin), about workspaces.
+    Workspace(WorkspaceRequest),
+    /// From an admin, about the fleet and the cluster.
+    Admin(AdminRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentRequest {
+    /// Join the fleet, or say again who this host is after a reconnect.
+    Register(HostInfo),
+    /// Still alive. Soft state: the leader keeps it in memory, never in the Raft log.
+    Heartbeat {
+        sequence: u64,
+        stats: Option<HostStats>,
+    },
+    /// Subscribe to this host's desired state: a push of [`Response::Desired`] now (unless the
+    /// agent already has `known_version`) and after every change.
+    WatchDesired { known_version: Option<u64> },
+    /// What the agent sees running, after reconciling.
+    ReportObserved(Vec<ObservedWorkspace>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkspaceRequest {
+    Create(WorkspaceSpec),
+    List,
+    Inspect(WorkspaceName),
+    Start(WorkspaceName),
+    Stop(WorkspaceName),
+    Restart(WorkspaceName),
+    Destroy(WorkspaceName),
+    /// Stop the user's current workspace and start this one.
+    Switch(WorkspaceName),
+    /// Recreate the container from its spec.
+    Repair(WorkspaceName),
+    /// Destroy the caller's stopped workspaces older than this many seconds.
+    Cleanup {
+        older_than_secs: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// The cluster's members, leader and term.
+    Status,
+    /// Every host with its status, workspaces, capacity and latest stats.
+    Hosts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Pong(Pong),
+    /// Done; nothing to say.
+    Ack,
+    Registered {
+        host_id: HostId,
+    },
+    /// One update of a [`AgentRequest::WatchDesired`] subscription.
+    Desired(DesiredState),
+    Workspace(WorkspaceView),
+    Workspaces(Vec<WorkspaceView>),
+    ClusterStatus(ClusterStatus),
+    Hosts(Vec<HostView>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    pub software: String,
+    pub server: Identity,
+    pub client: Identity,
+    pub time: Timestamp,
+}
+
+/// Whether a workspace should be running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DesiredRun {
+    Running,
+    Stopped,
+}
+
+/// One workspace a host should have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub spec: WorkspaceSpec,
+    pub owner: UserName,
+    /// Bumped when the container must be recreated (a repair, a new port), so the agent can tell
+    /// an old container from a current one by its label.
+    pub generation: u64,
+    pub run: DesiredRun,
+    pub ports: Vec<PortBinding>,
+}
+
+/// Everything one host should run, at a version that only grows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    pub version: u64,
+    pub assignments: Vec<Assignment>,
+}
+
+/// What an agent observed of one workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedWorkspace {
+    pub name: WorkspaceName,
+    pub generation: u64,
+    pub state: WorkspaceState,
+    pub ports: Vec<PortBinding>,
+    pub error: Option<WireError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub members: Vec<MemberView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub addr: String,
+    pub role: String,
+    pub healthy: bool,
+}
+
+/// A host as `nexus admin hosts` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostView {
+    pub info: HostInfo,
+    pub status: HostStatus,
+    pub workspaces: u32,
+    pub stats: Option<HostStats>,
+    pub last_heartbeat: Option<Timestamp>,
+}

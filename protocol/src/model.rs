@@ -1,0 +1,288 @@
+//! The plain data of the fleet: workspace specs and states, resource classes, host facts and
+//! stats. No behaviour beyond validation and small conversions lives here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::id::{HostId, UserName, WorkspaceName};
+
+/// Free-form key/value labels on hosts and workspaces. A `BTreeMap`, so replicated state that
+/// holds labels stays deterministic.
+pub type Labels = BTreeMap<String, String>;
+
+/// The size of a workspace: what the scheduler reserves and the runtime enforces.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+pub enum ResourceClass {
+    Small,
+    #[default]
+    Medium,
+    Large,
+}
+
+/// What a resource class reserves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    /// Thousandths of a CPU core.
+    pub cpu_millis: u32,
+    pub memory_bytes: u64,
+}
+
+const GIB: u64 = 1 << 30;
+
+impl ResourceClass {
+    pub const ALL: [ResourceClass; 3] = [
+        ResourceClass::Small,
+        ResourceClass::Medium,
+        ResourceClass::Large,
+    ];
+
+    pub fn resources(self) -> Resources {
+        match self {
+            ResourceClass::Small => Resources {
+                cpu_millis: 500,
+                memory_bytes: GIB,
+            },
+            ResourceClass::Medium => Resources {
+                cpu_millis: 1_000,
+                memory_bytes: 2 * GIB,
+            },
+            ResourceClass::Large => Resources {
+                cpu_millis: 2_000,
+                memory_bytes: 4 * GIB,
+            },
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceClass::Small => "small",
+            ResourceClass::Medium => "medium",
+            ResourceClass::Large => "large",
+        }
+    }
+}
+
+impl fmt::Display for ResourceClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ResourceClass {
+    type Err = String;
+    fn from_str(value: &str) -> Result<ResourceClass, String> {
+        ResourceClass::ALL
+            .into_iter()
+            .find(|class| class.as_str() == value)
+            .ok_or_else(|| {
+                format!("unknown resource class {value:?} (expected small, medium or large)")
+            })
+    }
+}
+
+/// A port the workspace's container listens on, to be published on some host port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortSpec {
+    pub container: u16,
+}
+
+/// A container port and the host port it is published on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortBinding {
+    pub container: u16,
+    pub host: u16,
+}
+
+/// What the user asked for. The coordinator adds the owner, the placement and the ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceSpec {
+    pub name: WorkspaceName,
+    pub image: String,
+    pub class: ResourceClass,
+    pub ports: Vec<PortSpec>,
+    pub env: BTreeMap<String, String>,
+    pub labels: Labels,
+    /// The command to run instead of the image's default; empty for the default.
+    pub command: Vec<String>,
+    /// Pin to this host instead of letting the scheduler choose.
+    pub host: Option<HostId>,
+}
+
+/// Where a workspace is in its life. Transitions are the coordinator's; the agent reports what it
+/// observes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum WorkspaceState {
+    Pending,
+    Scheduled,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+    Destroying,
+    Gone,
+    /// Its host is down; its files live there, so it is never moved silently.
+    Lost,
+}
+
+impl WorkspaceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkspaceState::Pending => "pending",
+            WorkspaceState::Scheduled => "scheduled",
+            WorkspaceState::Starting => "starting",
+            WorkspaceState::Running => "running",
+            WorkspaceState::Stopping => "stopping",
+            WorkspaceState::Stopped => "stopped",
+            WorkspaceState::Failed => "failed",
+            WorkspaceState::Destroying => "destroying",
+            WorkspaceState::Gone => "gone",
+            WorkspaceState::Lost => "lost",
+        }
+    }
+}
+
+impl fmt::Display for WorkspaceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A workspace as the coordinator shows it to users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceView {
+    pub name: WorkspaceName,
+    pub owner: UserName,
+    pub state: WorkspaceState,
+    pub host: Option<HostId>,
+    pub image: String,
+    pub class: ResourceClass,
+    pub ports: Vec<PortBinding>,
+    pub created_at: Timestamp,
+}
+
+/// A host's health as the coordinator judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum HostStatus {
+    Ready,
+    Down,
+    Draining,
+    Cordoned,
+}
+
+/// A range of host ports, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub const DEFAULT: PortRange = PortRange {
+        first: 20_000,
+        last: 32_000,
+    };
+
+    pub fn new(first: u16, last: u16) -> Result<PortRange, String> {
+        if first == 0 || first > last {
+            return Err(format!(
+                "invalid port range {first}-{last}: expected FIRST-LAST with 0 < FIRST <= LAST"
+            ));
+        }
+        Ok(PortRange { first, last })
+    }
+
+    pub fn len(self) -> u32 {
+        u32::from(self.last) - u32::from(self.first) + 1
+    }
+
+    pub fn is_empty(self) -> bool {
+        false
+    }
+
+    pub fn contains(self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(value: &str) -> Result<PortRange, String> {
+        let bad = || format!("invalid port range {value:?}: expected FIRST-LAST, e.g. 20000-32000");
+        let (first, last) = value.split_once('-').ok_or_else(bad)?;
+        let first = first.trim().parse::<u16>().map_err(|_| bad())?;
+        let last = last.trim().parse::<u16>().map_err(|_| bad())?;
+        PortRange::new(first, last)
+    }
+}
+
+/// What an agent tells the coordinator about its host when it registers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub host_id: HostId,
+    pub hostname: String,
+    pub os: String,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub labels: Labels,
+    pub port_range: PortRange,
+    pub agent_version: String,
+}
+
+/// A sample of a host's load, sent at the stats interval. Soft state: never a Raft entry.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct HostStats {
+    pub at: Option<Timestamp>,
+    /// Percent of all cores, 0–100.
+    pub cpu_percent: f32,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    pub disk_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub network_rx_bytes: u64,
+    pub network_tx_bytes: u64,
+    pub load_average_1m: f32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges_parse() {
+        assert_eq!("20000-32000".parse::<PortRange>(), Ok(PortRange::DEFAULT));
+        assert_eq!(PortRange::DEFAULT.len(), 12_001);
+        assert!(PortRange::DEFAULT.contains(20_000) && PortRange::DEFAULT.contains(32_000));
+        assert!(!PortRange::DEFAULT.contains(32_001));
+        assert!("5-4".parse::<PortRange>().is_err());
+        assert!("0-4".parse::<PortRange>().is_err());
+        assert!("70000-70001".parse::<PortRange>().is_err());
+        assert!("20000".parse::<PortRange>().is_err());
+    }
+
+    #[test]
+    fn resource_classes_parse_and_grow() {
+        for class in ResourceClass::ALL {
+            assert_eq!(class.as_str().parse::<ResourceClass>(), Ok(class));
+        }
+        assert!("huge".parse::<ResourceClass>().is_err());
+        let sizes: Vec<_> = ResourceClass::ALL
+            .iter()
+            .map(|c| c.resources().cpu_millis)
+            .collect();
+        assert!(sizes.windows(2).all(|w| w[0] < w[1]));
+    }
+}

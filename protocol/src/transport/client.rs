@@ -1,0 +1,377 @@
+//! The client side: a [`Connector`] (one UDP socket, shared by any number of connections) makes
+//! [`Connection`]s, each of which has passed the hello before the caller sees it.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicClientConfig;
+use rustls::pki_types::CertificateDer;
+
+use super::tls::{Credentials, TlsError};
+use super::{TransportConfig, close_code, connection_error, timeout, version_mismatch};
+use crate::codec::{self, CodecError, HELLO_MAGIC, HELLO_REPLY_MAGIC};
+use crate::error::{ErrorCode, WireError};
+use crate::id::RequestId;
+use crate::identity::{Identity, IdentityKind};
+use crate::message::{Hello, HelloReply, Request, RequestFrame, Response, ResponseFrame};
+
+/// Makes client connections. Cheap to share: connections made by one connector share its socket.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    endpoint: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    config: TransportConfig,
+    role: IdentityKind,
+}
+
+impl Connector {
+    /// A connector that presents `credentials` to servers. Without an own certificate it can still
+    /// connect, and is refused by every Nexus server (as `AUTHENTICATION_FAILED`).
+    pub fn new(credentials: &Credentials, config: TransportConfig) -> Result<Connector, TlsError> {
+        let tls = credentials.client_config()?;
+        let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
+        let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
+        client_config.transport_config(Arc::new(config.quinn()?));
+        // A dual-stack socket reaches both IPv4 and IPv6 servers; fall back where IPv6 is off.
+        let endpoint = quinn::Endpoint::client(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+            .or_else(|_| quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))))
+            .map_err(|e| TlsError::Config(format!("cannot open a UDP socket: {e}")))?;
+        let role = credentials
+            .identity()
+            .map_or(IdentityKind::User, Identity::kind);
+        Ok(Connector {
+            endpoint,
+            client_config,
+            config,
+            role,
+        })
+    }
+
+    /// Connects to `address`, verifies that the server's certificate names `server_name` (an IP
+    /// address or DNS name in its SANs) and carries one of the `expect`ed identities, and passes the
+    /// hello. Bounded by the handshake timeout.
+    pub async fn connect(
+        &self,
+        address: SocketAddr,
+        server_name: &str,
+        expect: &[IdentityKind],
+    ) -> Result<Connection, WireError> {
+        let limit = self.config.handshake_timeout;
+        tokio::time::timeout(limit, self.connect_unbounded(address, server_name, expect)).await.map_err(|_| {
+            WireError::new(
+                ErrorCode::NetworkError,
+                format!("no Nexus server answered at {address} within {limit:?}: is one running there?"),
+            )
+        })?
+    }
+
+    async fn connect_unbounded(
+        &self,
+        address: SocketAddr,
+        server_name: &str,
+        expect: &[IdentityKind],
+    ) -> Result<Connection, WireError> {
+        let connecting = self
+            .endpoint
+            .connect_with(self.client_config.clone(), address, server_name)
+            .map_err(|e| {
+                WireError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("cannot connect to {address} as {server_name:?}: {e}"),
+                )
+            })?;
+        let conn = connecting.await.map_err(|e| connection_error(&e))?;
+        let server = peer_identity(&conn).map_err(|message| {
+            conn.close(
+                close_code(ErrorCode::AuthenticationFailed),
+                message.as_bytes(),
+            );
+            WireError::new(ErrorCode::AuthenticationFailed, message)
+        })?;
+        if !expect.contains(&server.kind()) {
+            let message = format!(
+                "{address} is {server}, not the {} this client expected",
+                names(expect)
+            );
+            conn.close(
+                close_code(ErrorCode::AuthenticationFailed),
+                message.as_bytes(),
+            );
+            return Err(WireError::new(ErrorCode::AuthenticationFailed, message));
+        }
+        let (client, software) = self.hello(&conn).await?;
+        Ok(Connection {
+            conn,
+            server,
+            client,
+            software,
+            config: self.config.clone(),
+        })
+    }
+
+    async fn hello(&self, conn: &quinn::Connection) -> Result<(Identity, String), WireError> {
+        let ours = self.config.protocol_version;
+        let hello = Hello {
+            software: crate::SOFTWARE_VERSION.into(),
+            role: self.role,
+        };
+        let frame = codec::encode_versioned(HELLO_MAGIC, ours, &hello, self.config.codec)
+            .map_err(|e| e.to_wire())?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| connection_error(&e))?;
+        let exchange = async {
+            codec::write_frame(&mut send, &frame).await?;
+            let _ = send.finish();
+            codec::read_frame(&mut recv, self.config.codec).await
+        };
+        let payload = exchange
+            .await
+            .map_err(|e| stream_error(conn, e))?
+            .ok_or_else(|| stream_error(conn, CodecError::Truncated))?;
+        let (theirs, body) = codec::split_versioned(HELLO_REPLY_MAGIC, &payload).map_err(|e| {
+            WireError::new(
+                ErrorCode::ProtocolError,
+                format!("the server's hello reply: {e}"),
+            )
+        })?;
+        if theirs != ours {
+            let error = version_mismatch(ours, theirs);
+            conn.close(close_code(error.code), error.message.as_bytes());
+            return Err(error);
+        }
+        match codec::decode::<HelloReply>(body) {
+            Ok(HelloReply::Accepted {
+                software, client, ..
+            }) => Ok((client, software)),
+            Ok(HelloReply::Refused(error)) => {
+                conn.close(close_code(error.code), error.message.as_bytes());
+                Err(error)
+            }
+            Err(e) => Err(WireError::new(
+                ErrorCode::ProtocolError,
+                format!("the server's hello reply: {e}"),
+            )),
+        }
+    }
+}
+
+fn names(kinds: &[IdentityKind]) -> String {
+    kinds
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// The identity in the peer's certificate.
+pub(super) fn peer_identity(conn: &quinn::Connection) -> Result<Identity, String> {
+    let chain = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or_else(|| "the peer presented no certificate".to_string())?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| "the peer presented no certificate".to_string())?;
+    Identity::from_certificate(leaf).map_err(|e| format!("the peer's certificate: {e}"))
+}
+
+/// A stream failed: if the connection is gone, say why it went (a refused certificate surfaces
+/// here with TLS 1.3), else describe the stream's own failure.
+pub(super) fn stream_error(conn: &quinn::Connection, error: CodecError) -> WireError {
+    match conn.close_reason() {
+        Some(reason) => connection_error(&reason),
+        None => error.to_wire(),
+    }
+}
+
+/// A connection that has passed the hello.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    conn: quinn::Connection,
+    server: Identity,
+    client: Identity,
+    software: String,
+    config: TransportConfig,
+}
+
+impl Connection {
+    /// The server's identity, from its certificate.
+    pub fn server(&self) -> &Identity {
+        &self.server
+    }
+
+    /// This client's identity as the server read it.
+    pub fn client(&self) -> &Identity {
+        &self.client
+    }
+
+    /// The server's software version.
+    pub fn server_software(&self) -> &str {
+        &self.software
+    }
+
+    /// The server's address (an IPv4 address as such, not mapped into IPv6 by a dual-stack socket).
+    pub fn remote_address(&self) -> SocketAddr {
+        let address = self.conn.remote_address();
+        SocketAddr::new(address.ip().to_canonical(), address.port())
+    }
+
+    /// Sends `request` under a fresh id and waits for its response.
+    pub async fn request(&self, request: Request) -> Result<Response, WireError> {
+        self.request_with(RequestId::random(), request, self.config.request_timeout)
+            .await
+    }
+
+    /// Sends `request` under `request_id` (a retry reuses its id) and waits up to `limit`.
+    pub async fn request_with(
+        &self,
+        request_id: RequestId,
+        request: Request,
+        limit: Duration,
+    ) -> Result<Response, WireError> {
+        let frame = codec::encode(
+            &RequestFrame {
+                request_id,
+                request,
+            },
+            self.config.codec,
+        )
+        .map_err(|e| e.to_wire().with_request_id(request_id))?;
+        let exchange = async {
+            let (mut send, mut recv) = self.open(&frame).await?;
+            let _ = send.finish();
+            self.read_response(&mut recv)
+                .await?
+                .ok_or_else(|| self.gone(CodecError::Truncated))
+        };
+        let frame = tokio::time::timeout(limit, exchange)
+            .await
+            .map_err(|_| timeout("the request", limit))
+            .and_then(|result| result)
+            .map_err(|e| e.with_request_id(request_id))?;
+        frame.result.map_err(|e| {
+            if e.request_id.is_none() {
+                e.with_request_id(request_id)
+            } else {
+                e
+            }
+        })
+    }
+
+    /// Sends `request` and returns the stream of its updates, for requests that subscribe.
+    pub async fn subscribe(&self, request: Request) -> Result<Subscription, WireError> {
+        let request_id = RequestId::random();
+        let frame = codec::encode(
+            &RequestFrame {
+                request_id,
+                request,
+            },
+            self.config.codec,
+        )
+        .map_err(|e| e.to_wire().with_request_id(request_id))?;
+        let limit = self.config.request_timeout;
+        let (send, recv) = tokio::time::timeout(limit, self.open(&frame))
+            .await
+            .map_err(|_| timeout("opening the subscription", limit))?
+            .map_err(|e| e.with_request_id(request_id))?;
+        Ok(Subscription {
+            connection: self.clone(),
+            send,
+            recv,
+            request_id,
+        })
+    }
+
+    /// Sends raw bytes on a new stream and reads one response frame. For tests of how servers
+    /// treat bad input.
+    #[doc(hidden)]
+    pub async fn request_raw(&self, bytes: &[u8]) -> Result<ResponseFrame, WireError> {
+        let limit = self.config.request_timeout;
+        let exchange = async {
+            let (mut send, mut recv) = self.open(bytes).await?;
+            let _ = send.finish();
+            self.read_response(&mut recv)
+                .await?
+                .ok_or_else(|| self.gone(CodecError::Truncated))
+        };
+        tokio::time::timeout(limit, exchange)
+            .await
+            .map_err(|_| timeout("the request", limit))?
+    }
+
+    async fn open(
+        &self,
+        frame: &[u8],
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), WireError> {
+        let (mut send, recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| connection_error(&e))?;
+        codec::write_frame(&mut send, frame)
+            .await
+            .map_err(|e| self.gone(e))?;
+        Ok((send, recv))
+    }
+
+    async fn read_response(
+        &self,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<Option<ResponseFrame>, WireError> {
+        let Some(payload) = codec::read_frame(recv, self.config.codec)
+            .await
+            .map_err(|e| self.gone(e))?
+        else {
+            return Ok(None);
+        };
+        codec::decode::<ResponseFrame>(&payload)
+            .map(Some)
+            .map_err(|e| {
+                WireError::new(
+                    ErrorCode::ProtocolError,
+                    format!("the server's response: {e}"),
+                )
+            })
+    }
+
+    fn gone(&self, error: CodecError) -> WireError {
+        stream_error(&self.conn, error)
+    }
+
+    /// Closes the connection; pending requests fail.
+    pub fn close(&self) {
+        self.conn
+            .close(quinn::VarInt::from_u32(0), b"closed by the client");
+    }
+
+    /// Waits until the connection is gone and says why.
+    pub async fn closed(&self) -> WireError {
+        connection_error(&self.conn.closed().await)
+    }
+}
+
+/// The updates of one subscription, until the server ends it or the connection goes.
+#[derive(Debug)]
+pub struct Subscription {
+    connection: Connection,
+    /// Kept so the server sees the subscription end when this value is dropped.
+    #[allow(dead_code)]
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    request_id: RequestId,
+}
+
+impl Subscription {
+    pub fn request_id(&self) -> RequestId {
+        self.request_id
+    }
+
+    /// The next update; `None` once the server has ended the subscription cleanly.
+    pub async fn next(&mut self) -> Option<Result<Response, WireError>> {
+        match self.connection.read_response(&mut self.recv).await {
+            Ok(Some(frame)) => Some(frame.result),
+            Ok(None) => None,
+            Err(error) => Some(Err(error.with_request_id(self.request_id))),
+        }
+    }
+}

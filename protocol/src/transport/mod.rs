@@ -1,0 +1,307 @@
+//! QUIC endpoints with mutual TLS, and the Nexus handshake on top.
+//!
+//! Every connection starts with an application-level hello on the first bidirectional stream: the
+//! client sends its protocol version and the role it speaks in, the server answers with its own
+//! version and identity or refuses with a stable error code. After that, each request uses its own
+//! bidirectional stream (see [`crate::message`]). Every failure a caller sees is a [`WireError`]
+//! with a stable code — a refused certificate, a version mismatch, an unreachable server or a
+//! timeout — never a bare I/O error or a hang: every wait is bounded.
+//!
+//! This module is the only home of `quinn`; [`tls`] is the only home of `rustls`.
+
+mod client;
+mod server;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use client::{Connection, Connector, Subscription};
+pub use server::{Handler, Refusal, Reply, Server};
+pub use tls::{Credentials, TlsError};
+
+use crate::codec::CodecConfig;
+use crate::error::{ErrorCode, ErrorDetail, WireError};
+use crate::identity::{Identity, IdentityKind};
+use crate::message::PROTOCOL_VERSION;
+
+/// Timeouts, limits and the protocol version of an endpoint.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    pub codec: CodecConfig,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Sent on quiet connections, well below the idle timeout, so live peers are never dropped.
+    pub keep_alive: Duration,
+    /// The whole of connecting: QUIC, TLS and the hello.
+    pub handshake_timeout: Duration,
+    /// A request's default deadline, from opening its stream to reading the response.
+    pub request_timeout: Duration,
+    /// How long a server waits for a request's frame on a new stream.
+    pub read_request_timeout: Duration,
+    /// Streams a peer may have open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// The version spoken in the hello. Only tests set anything but [`PROTOCOL_VERSION`].
+    pub protocol_version: u16,
+}
+
+impl Default for TransportConfig {
+    fn default() -> TransportConfig {
+        TransportConfig {
+            codec: CodecConfig::default(),
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            read_request_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 256,
+            protocol_version: PROTOCOL_VERSION,
+        }
+    }
+}
+
+impl TransportConfig {
+    fn quinn(&self) -> Result<quinn::TransportConfig, TlsError> {
+        let mut transport = quinn::TransportConfig::default();
+        let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
+            .map_err(|e| TlsError::Config(format!("idle timeout: {e}")))?;
+        transport.max_idle_timeout(Some(idle));
+        transport.keep_alive_interval(Some(self.keep_alive.min(self.idle_timeout / 2)));
+        transport.max_concurrent_bidi_streams(self.max_concurrent_streams.into());
+        transport.max_concurrent_uni_streams(0u32.into());
+        Ok(transport)
+    }
+}
+
+/// Who is on the other end of a connection, as a handler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub identity: Identity,
+    pub address: SocketAddr,
+    pub software: String,
+}
+
+/// Which identities an endpoint serves. Anyone else is refused in the hello with
+/// `PERMISSION_DENIED`.
+#[derive(Debug, Clone)]
+pub struct AcceptPolicy {
+    kinds: Arc<[IdentityKind]>,
+}
+
+impl AcceptPolicy {
+    pub fn only(kinds: &[IdentityKind]) -> AcceptPolicy {
+        AcceptPolicy {
+            kinds: kinds.into(),
+        }
+    }
+
+    pub fn everyone() -> AcceptPolicy {
+        AcceptPolicy::only(&[
+            IdentityKind::Coordinator,
+            IdentityKind::Agent,
+            IdentityKind::User,
+            IdentityKind::Admin,
+        ])
+    }
+
+    pub fn accepts(&self, kind: IdentityKind) -> bool {
+        self.kinds.contains(&kind)
+    }
+}
+
+/// Application close codes: the error code's exit code, so either side can name the reason.
+fn close_code(code: ErrorCode) -> quinn::VarInt {
+    quinn::VarInt::from_u32(code.exit_code().into())
+}
+
+fn code_from_close(code: quinn::VarInt) -> Option<ErrorCode> {
+    ErrorCode::ALL
+        .into_iter()
+        .find(|c| u64::from(c.exit_code()) == code.into_inner())
+}
+
+/// A TLS alert's meaning for the side that received it.
+fn alert_error(alert: u8, sent_by_peer: bool) -> WireError {
+    let name = match alert {
+        40 => "handshake failure",
+        42 => "bad certificate",
+        43 => "unsupported certificate",
+        44 => "certificate revoked",
+        45 => "certificate expired",
+        46 => "certificate unknown",
+        48 => "unknown CA",
+        49 => "access denied",
+        50 => "decode error",
+        51 => "signature does not verify (a certificate from another CA of the same name?)",
+        116 => "certificate required",
+        120 => "no common application protocol",
+        _ => "TLS failure",
+    };
+    let whose = if sent_by_peer {
+        "the server refused this client's"
+    } else {
+        "this side refused the peer's"
+    };
+    match alert {
+        120 => WireError::new(
+            ErrorCode::VersionMismatch,
+            format!(
+                "the peer does not speak {} ({name})",
+                String::from_utf8_lossy(crate::message::ALPN)
+            ),
+        ),
+        42..=51 | 116 => WireError::new(
+            ErrorCode::AuthenticationFailed,
+            format!("{whose} certificate: {name} (TLS alert {alert})"),
+        ),
+        _ => WireError::new(
+            ErrorCode::AuthenticationFailed,
+            format!("TLS handshake failed: {name} (TLS alert {alert})"),
+        ),
+    }
+}
+
+/// Every way a QUIC connection can fail, as a stable error.
+pub(crate) fn connection_error(error: &quinn::ConnectionError) -> WireError {
+    use quinn::ConnectionError as E;
+    let crypto_alert = |code: quinn::TransportErrorCode| {
+        let code = u64::from(code);
+        if (0x100..=0x1ff).contains(&code) {
+            u8::try_from(code & 0xff).ok()
+        } else {
+            None
+        }
+    };
+    match error {
+        E::ConnectionClosed(close) => match crypto_alert(close.error_code) {
+            Some(alert) => alert_error(alert, true),
+            None => WireError::new(
+                ErrorCode::NetworkError,
+                format!("the peer closed the connection: {close}"),
+            ),
+        },
+        E::TransportError(local) => match crypto_alert(local.code) {
+            // Our side refused: most often the server's certificate is not from our CA.
+            Some(alert) => WireError::new(
+                ErrorCode::AuthenticationFailed,
+                format!(
+                    "the peer's certificate was refused: {} ({})",
+                    local.reason,
+                    alert_error(alert, false).message
+                ),
+            ),
+            None => WireError::new(
+                ErrorCode::ProtocolError,
+                format!("QUIC transport error: {local}"),
+            ),
+        },
+        E::ApplicationClosed(close) => {
+            let reason = String::from_utf8_lossy(&close.reason).into_owned();
+            let code = code_from_close(close.error_code).unwrap_or(ErrorCode::NetworkError);
+            WireError::new(code, format!("the peer closed the connection: {reason}"))
+        }
+        E::TimedOut => WireError::new(
+            ErrorCode::Timeout,
+            "the peer stopped answering (idle timeout)",
+        ),
+        E::Reset => WireError::new(ErrorCode::NetworkError, "the peer reset the connection"),
+        E::LocallyClosed => WireError::new(ErrorCode::NetworkError, "the connection was closed"),
+        E::VersionMismatch => WireError::new(
+            ErrorCode::VersionMismatch,
+            "the peer speaks no common QUIC version",
+        ),
+        E::CidsExhausted => WireError::new(ErrorCode::Internal, "QUIC connection ids exhausted"),
+    }
+}
+
+/// Resolves `HOST:PORT` to an address and the name the server's certificate must carry (the IP
+/// address or DNS name as written).
+pub async fn resolve(target: &str) -> Result<(SocketAddr, String), WireError> {
+    let invalid = |why: &str| {
+        WireError::new(
+            ErrorCode::InvalidArgument,
+            format!("invalid address {target:?}: {why}"),
+        )
+    };
+    if let Ok(address) = target.parse::<SocketAddr>() {
+        return Ok((address, address.ip().to_string()));
+    }
+    let (host, _port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("expected HOST:PORT"))?;
+    let address = tokio::net::lookup_host(target)
+        .await
+        .map_err(|e| {
+            WireError::new(
+                ErrorCode::NetworkError,
+                format!("cannot resolve {target:?}: {e}"),
+            )
+        })?
+        .next()
+        .ok_or_else(|| invalid("the name has no address"))?;
+    Ok((
+        address,
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    ))
+}
+
+/// Completes when the process is asked to stop (SIGINT or SIGTERM).
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+pub(crate) fn version_mismatch(ours: u16, theirs: u16) -> WireError {
+    WireError::new(
+        ErrorCode::VersionMismatch,
+        format!("this side speaks Nexus protocol {ours}, the peer speaks {theirs}"),
+    )
+    .with_detail(ErrorDetail::VersionMismatch { ours, theirs })
+}
+
+pub(crate) fn timeout(what: &str, after: Duration) -> WireError {
+    WireError::new(
+        ErrorCode::Timeout,
+        format!("{what} took longer than {after:?}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_round_trip() {
+        for code in ErrorCode::ALL {
+            assert_eq!(code_from_close(close_code(code)), Some(code));
+        }
+        assert_eq!(code_from_close(quinn::VarInt::from_u32(0)), None);
+    }
+
+    #[test]
+    fn alerts_name_the_refusal() {
+        assert_eq!(alert_error(48, true).code, ErrorCode::AuthenticationFailed);
+        assert!(alert_error(48, true).message.contains("unknown CA"));
+        assert_eq!(alert_error(116, true).code, ErrorCode::AuthenticationFailed);
+        assert_eq!(alert_error(120, true).code, ErrorCode::VersionMismatch);
+    }
+}

@@ -1,0 +1,387 @@
+//! The server side: accepts connections, runs the hello (refusing versions, roles and identities
+//! it does not serve, with the reason sent to the client), then serves each stream with a
+//! [`Handler`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicServerConfig;
+use tokio::sync::mpsc;
+
+use super::client::{peer_identity, stream_error};
+use super::tls::{Credentials, TlsError};
+use super::{
+    AcceptPolicy, Peer, TransportConfig, close_code, connection_error, timeout, version_mismatch,
+};
+use crate::codec::{self, CodecError, HELLO_MAGIC, HELLO_REPLY_MAGIC};
+use crate::error::{ErrorCode, WireError};
+use crate::id::RequestId;
+use crate::identity::Identity;
+use crate::message::{Hello, HelloReply, Request, RequestFrame, Response, ResponseFrame};
+
+/// How long a refused client gets to read the refusal before the server closes the connection.
+const REFUSAL_GRACE: Duration = Duration::from_secs(1);
+
+/// What a handler answers.
+#[derive(Debug)]
+pub enum Reply {
+    /// One response, and the stream ends.
+    Once(Result<Response, WireError>),
+    /// Updates until the sender is dropped (the stream then ends cleanly) or the client goes away
+    /// (the sender then fails, so the producer notices).
+    Stream(mpsc::Receiver<Result<Response, WireError>>),
+}
+
+/// A connection the server refused, for logs and tests.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub address: SocketAddr,
+    /// The client's identity, when it got as far as presenting a valid certificate.
+    pub identity: Option<Identity>,
+    pub error: WireError,
+}
+
+/// Serves requests. One value serves every connection, each request in its own task.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        request: Request,
+    ) -> impl Future<Output = Reply> + Send;
+
+    /// Told of every refused connection. Logs by default.
+    fn refused(&self, refusal: &Refusal) {
+        tracing::warn!(
+            address = %refusal.address,
+            identity = ?refusal.identity.as_ref().map(ToString::to_string),
+            code = %refusal.error.code,
+            "refused a connection: {}",
+            refusal.error.message
+        );
+    }
+
+    /// Told when a peer's connection ends after a successful hello.
+    fn disconnected(&self, peer: &Peer, reason: &WireError) {
+        tracing::debug!(peer = %peer.identity, "disconnected: {}", reason.message);
+    }
+}
+
+/// A bound server endpoint.
+#[derive(Debug)]
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    config: TransportConfig,
+    policy: AcceptPolicy,
+    identity: Identity,
+}
+
+impl Server {
+    /// Binds `address` (port 0 picks a free one) with this server's credentials.
+    pub fn bind(
+        address: SocketAddr,
+        credentials: &Credentials,
+        policy: AcceptPolicy,
+        config: TransportConfig,
+    ) -> Result<Server, TlsError> {
+        let identity = credentials
+            .identity()
+            .cloned()
+            .ok_or_else(|| TlsError::Config("a server needs its own certificate".into()))?;
+        let tls = credentials.server_config()?;
+        let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        server_config.transport_config(Arc::new(config.quinn()?));
+        let endpoint = quinn::Endpoint::server(server_config, address)
+            .map_err(|e| TlsError::Config(format!("cannot listen on {address}: {e}")))?;
+        Ok(Server {
+            endpoint,
+            config,
+            policy,
+            identity,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Serves until `shutdown` completes, then closes every connection.
+    pub async fn serve<H: Handler>(
+        self,
+        handler: Arc<H>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
+        let shared = Arc::new(Shared {
+            config: self.config,
+            policy: self.policy,
+            identity: self.identity,
+        });
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                incoming = self.endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    tokio::spawn(serve_connection(incoming, shared.clone(), handler.clone()));
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"server shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: TransportConfig,
+    policy: AcceptPolicy,
+    identity: Identity,
+}
+
+async fn serve_connection<H: Handler>(
+    incoming: quinn::Incoming,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+) {
+    let address = incoming.remote_address();
+    let limit = shared.config.handshake_timeout;
+    let conn = match tokio::time::timeout(limit, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            handler.refused(&Refusal {
+                address,
+                identity: None,
+                error: connection_error(&e),
+            });
+            return;
+        }
+        Err(_) => {
+            handler.refused(&Refusal {
+                address,
+                identity: None,
+                error: timeout("the TLS handshake", limit),
+            });
+            return;
+        }
+    };
+    let peer = match tokio::time::timeout(limit, hello(&conn, &shared)).await {
+        Ok(Ok(peer)) => peer,
+        Ok(Err((identity, error))) => {
+            handler.refused(&Refusal {
+                address,
+                identity,
+                error,
+            });
+            return;
+        }
+        Err(_) => {
+            let error = timeout("the hello", limit);
+            conn.close(close_code(error.code), error.message.as_bytes());
+            handler.refused(&Refusal {
+                address,
+                identity: None,
+                error,
+            });
+            return;
+        }
+    };
+    let peer = Arc::new(peer);
+    let reason = loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(serve_stream(
+                    send,
+                    recv,
+                    peer.clone(),
+                    shared.clone(),
+                    handler.clone(),
+                ));
+            }
+            Err(e) => break connection_error(&e),
+        }
+    };
+    handler.disconnected(&peer, &reason);
+}
+
+type HelloFailure = (Option<Identity>, WireError);
+
+/// Reads the client's hello and accepts or refuses it. A refusal is sent to the client, which
+/// gets a moment to read it before the connection closes with the code's close code.
+async fn hello(conn: &quinn::Connection, shared: &Shared) -> Result<Peer, HelloFailure> {
+    let identity = peer_identity(conn).map_err(|message| {
+        let error = WireError::new(ErrorCode::AuthenticationFailed, message);
+        conn.close(close_code(error.code), error.message.as_bytes());
+        (None, error)
+    })?;
+    let (mut send, mut recv) = conn
+        .accept_bi()
+        .await
+        .map_err(|e| (Some(identity.clone()), connection_error(&e)))?;
+    let verdict = read_hello(conn, &mut recv, shared, &identity).await;
+    let reply = match &verdict {
+        Ok(_) => HelloReply::Accepted {
+            software: crate::SOFTWARE_VERSION.into(),
+            server: shared.identity.clone(),
+            client: identity.clone(),
+        },
+        Err(error) => HelloReply::Refused(error.clone()),
+    };
+    let ours = shared.config.protocol_version;
+    let sent = match codec::encode_versioned(HELLO_REPLY_MAGIC, ours, &reply, shared.config.codec) {
+        Ok(frame) => codec::write_frame(&mut send, &frame).await.is_ok() && send.finish().is_ok(),
+        Err(_) => false,
+    };
+    match verdict {
+        Ok(hello) if sent => {
+            let address = conn.remote_address();
+            let address = SocketAddr::new(address.ip().to_canonical(), address.port());
+            Ok(Peer {
+                identity,
+                address,
+                software: hello.software,
+            })
+        }
+        Ok(_) => Err((Some(identity), stream_error(conn, CodecError::Truncated))),
+        Err(error) => {
+            let _ = tokio::time::timeout(REFUSAL_GRACE, conn.closed()).await;
+            conn.close(close_code(error.code), error.message.as_bytes());
+            Err((Some(identity), error))
+        }
+    }
+}
+
+async fn read_hello(
+    conn: &quinn::Connection,
+    recv: &mut quinn::RecvStream,
+    shared: &Shared,
+    identity: &Identity,
+) -> Result<Hello, WireError> {
+    let payload = codec::read_frame(recv, shared.config.codec)
+        .await
+        .map_err(|e| stream_error(conn, e))?
+        .ok_or_else(|| WireError::new(ErrorCode::ProtocolError, "the client sent no hello"))?;
+    let protocol_error = |e: CodecError| {
+        WireError::new(ErrorCode::ProtocolError, format!("the client's hello: {e}"))
+    };
+    let (theirs, body) = codec::split_versioned(HELLO_MAGIC, &payload).map_err(protocol_error)?;
+    let ours = shared.config.protocol_version;
+    if theirs != ours {
+        return Err(version_mismatch(ours, theirs));
+    }
+    let hello: Hello = codec::decode(body).map_err(protocol_error)?;
+    if hello.role != identity.kind() {
+        return Err(WireError::new(
+            ErrorCode::AuthenticationFailed,
+            format!(
+                "the hello claims the role {}, but the certificate says {identity}",
+                hello.role
+            ),
+        ));
+    }
+    if !shared.policy.accepts(identity.kind()) {
+        return Err(WireError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "this endpoint does not serve the {} role ({identity})",
+                identity.kind()
+            ),
+        ));
+    }
+    Ok(hello)
+}
+
+/// The id used in a response to a request whose own id could not be read.
+const UNKNOWN_REQUEST: RequestId = RequestId::from_u128(0);
+
+async fn serve_stream<H: Handler>(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    peer: Arc<Peer>,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+) {
+    let codec_config = shared.config.codec;
+    let limit = shared.config.read_request_timeout;
+    let read = tokio::time::timeout(limit, codec::read_frame(&mut recv, codec_config)).await;
+    let frame = match read {
+        Err(_) => Err(timeout("reading the request", limit)),
+        Ok(Err(e)) => Err(e.to_wire()),
+        Ok(Ok(None)) => Err(WireError::new(
+            ErrorCode::ProtocolError,
+            "the stream ended before a request",
+        )),
+        Ok(Ok(Some(payload))) => codec::decode::<RequestFrame>(&payload).map_err(|e| e.to_wire()),
+    };
+    let RequestFrame {
+        request_id,
+        request,
+    } = match frame {
+        Ok(frame) => frame,
+        Err(error) => {
+            tracing::debug!(peer = %peer.identity, code = %error.code, "refused a request: {}", error.message);
+            // Tell the client, and stop its sending side: whatever else it sends is not read.
+            let _ = recv.stop(close_code(error.code));
+            let _ = write_response(&mut send, UNKNOWN_REQUEST, Err(error), &shared).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    match handler.handle(&peer, request_id, request).await {
+        Reply::Once(result) => {
+            let _ = write_response(&mut send, request_id, result, &shared).await;
+        }
+        Reply::Stream(mut updates) => {
+            while let Some(result) = updates.recv().await {
+                if write_response(&mut send, request_id, result, &shared)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = send.finish();
+}
+
+/// Writes one response frame; a response too large for a frame becomes an error response.
+async fn write_response(
+    send: &mut quinn::SendStream,
+    request_id: RequestId,
+    result: Result<Response, WireError>,
+    shared: &Shared,
+) -> Result<(), CodecError> {
+    let result = result.map_err(|e| {
+        if e.request_id.is_none() {
+            e.with_request_id(request_id)
+        } else {
+            e
+        }
+    });
+    let frame = match codec::encode(&ResponseFrame { request_id, result }, shared.config.codec) {
+        Ok(frame) => frame,
+        Err(e) => {
+            let error = WireError::new(
+                ErrorCode::Internal,
+                format!("the response could not be sent: {e}"),
+            )
+            .with_request_id(request_id);
+            codec::encode(
+                &ResponseFrame {
+                    request_id,
+                    result: Err(error),
+                },
+                shared.config.codec,
+            )?
+        }
+    };
+    codec::write_frame(send, &frame).await
+}

@@ -1,0 +1,154 @@
+//! Golden bytes of the wire format. A failure here means a change would break compatibility with
+//! deployed peers: make it a new variant at the end of its enum (or raise `PROTOCOL_VERSION` and
+//! write down why in docs/protocol.md), never an edit of an old one. Regenerate only on purpose,
+//! with `UPDATE_EXPECT=1 cargo nextest run -p nexus-protocol --test golden`.
+
+// Tests fail by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use expect_test::{Expect, expect};
+use nexus_protocol::clock::Timestamp;
+use nexus_protocol::codec::{self, CodecConfig, HELLO_MAGIC, HELLO_REPLY_MAGIC};
+use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
+use nexus_protocol::identity::{Identity, IdentityKind, Role};
+use nexus_protocol::message::*;
+use nexus_protocol::model::*;
+use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Encodes `message`, compares the bytes with `expect`, and decodes them back to the same value.
+fn check<T>(message: &T, expect: Expect)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let frame = codec::encode(message, CodecConfig::default()).unwrap();
+    expect.assert_eq(&hex(&frame));
+    let (payload, _) = codec::split_frame(&frame, CodecConfig::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(&codec::decode::<T>(payload).unwrap(), message);
+}
+
+fn request(request: Request) -> RequestFrame {
+    RequestFrame {
+        request_id: RequestId::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10),
+        request,
+    }
+}
+
+fn spec() -> WorkspaceSpec {
+    WorkspaceSpec {
+        name: WorkspaceName::new("api").unwrap(),
+        image: "dev:latest".into(),
+        class: ResourceClass::Small,
+        ports: vec![PortSpec { container: 3000 }],
+        env: BTreeMap::from([("K".into(), "V".into())]),
+        labels: BTreeMap::new(),
+        command: vec!["sleep".into(), "1".into()],
+        host: Some(HostId::new("h1").unwrap()),
+    }
+}
+
+#[test]
+fn hello() {
+    let hello = Hello {
+        software: "0.1.0".into(),
+        role: IdentityKind::Agent,
+    };
+    let frame = codec::encode_versioned(HELLO_MAGIC, 1, &hello, CodecConfig::default()).unwrap();
+    expect!["0000000d4e58484900010530 2e312e3001"].assert_eq(&spaced(&frame, 12));
+    let reply = HelloReply::Refused(
+        WireError::new(ErrorCode::VersionMismatch, "no")
+            .with_detail(ErrorDetail::VersionMismatch { ours: 1, theirs: 2 }),
+    );
+    let frame =
+        codec::encode_versioned(HELLO_REPLY_MAGIC, 1, &reply, CodecConfig::default()).unwrap();
+    expect!["000000104e584f4b00010112 026e6f0102010200"].assert_eq(&spaced(&frame, 12));
+}
+
+/// Hex with a space after `at` bytes, to show where the fixed prefix ends.
+fn spaced(bytes: &[u8], at: usize) -> String {
+    format!("{} {}", hex(&bytes[..at]), hex(&bytes[at..]))
+}
+
+#[test]
+fn requests() {
+    check(
+        &request(Request::Ping),
+        expect!["00000012fe100f0e0d0c0b0a09080706050403020100"],
+    );
+    check(
+        &request(Request::Workspace(WorkspaceRequest::Create(spec()))),
+        expect![
+            "0000003afe100f0e0d0c0b0a0908070605040302010200036170690a6465763a6c61746573740001fbb80b01014b0156000205736c656570013101026831"
+        ],
+    );
+    check(
+        &request(Request::Agent(AgentRequest::Heartbeat {
+            sequence: 7,
+            stats: None,
+        })),
+        expect!["00000015fe100f0e0d0c0b0a09080706050403020101010700"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::Hosts)),
+        expect!["00000013fe100f0e0d0c0b0a0908070605040302010301"],
+    );
+}
+
+#[test]
+fn responses() {
+    let id = RequestId::from_u128(1);
+    check(
+        &ResponseFrame {
+            request_id: id,
+            result: Ok(Response::Pong(Pong {
+                software: "0.1.0".into(),
+                server: Identity::Coordinator(NodeId::new(1).unwrap()),
+                client: Identity::User {
+                    name: UserName::new("alice").unwrap(),
+                    role: Role::Admin,
+                },
+                time: Timestamp(1_700_000_000_000),
+            })),
+        },
+        expect!["0000001c01000005302e312e3000010205616c69636501fd0068e5cf8b010000"],
+    );
+    check(
+        &ResponseFrame {
+            request_id: id,
+            result: Err(
+                WireError::new(ErrorCode::PortConflict, "port 20001 is taken")
+                    .with_detail(ErrorDetail::PortConflict { port: 20001 })
+                    .with_request_id(id),
+            ),
+        },
+        expect!["0000001e01010313706f72742032303030312069732074616b656e0100fb214e0101"],
+    );
+    check(
+        &ResponseFrame {
+            request_id: id,
+            result: Ok(Response::Desired(DesiredState {
+                version: 3,
+                assignments: vec![Assignment {
+                    spec: spec(),
+                    owner: UserName::new("bob").unwrap(),
+                    generation: 2,
+                    run: DesiredRun::Running,
+                    ports: vec![PortBinding {
+                        container: 3000,
+                        host: 20001,
+                    }],
+                }],
+            })),
+        },
+        expect![
+            "000000390100030301036170690a6465763a6c61746573740001fbb80b01014b0156000205736c65657001310102683103626f62020001fbb80bfb214e"
+        ],
+    );
+}
