@@ -1,0 +1,217 @@
+//! The coordinator's configuration: command-line flags, or a TOML file with the same keys (flags
+//! win).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use nexus_protocol::NodeId;
+use nexus_protocol::transport::TransportConfig;
+use serde::Deserialize;
+
+/// Flags, as the command line gives them. Every field may also come from `--config FILE`.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "nexus-coordinator",
+    version,
+    about = "The Nexus coordinator: the fleet's state, its scheduler and its API"
+)]
+pub struct Args {
+    /// This node's Raft id (a positive number, unique in the cluster).
+    #[arg(long)]
+    pub node_id: Option<NodeId>,
+    /// The UDP address to serve QUIC on, e.g. 127.0.0.1:7400.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Another coordinator, as ID=HOST:PORT. Repeat for each. None: a one-node cluster.
+    #[arg(long = "peer", value_parser = parse_peer)]
+    pub peers: Vec<(NodeId, String)>,
+    /// Where this node keeps its state.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The `nexus pki` directory with ca.pem and coordinator-<ID>.pem/.key.
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// A TOML file with any of the settings above (flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The largest message frame accepted, in bytes.
+    #[arg(long)]
+    pub max_frame_bytes: Option<usize>,
+}
+
+fn parse_peer(value: &str) -> Result<(NodeId, String), String> {
+    let (id, address) = value
+        .split_once('=')
+        .ok_or_else(|| format!("invalid peer {value:?}: expected ID=HOST:PORT"))?;
+    let id = id.parse::<NodeId>().map_err(|e| e.to_string())?;
+    if !address.contains(':') {
+        return Err(format!("invalid peer {value:?}: expected ID=HOST:PORT"));
+    }
+    Ok((id, address.to_string()))
+}
+
+/// The keys a `--config` file may hold.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<u64>,
+    listen: Option<SocketAddr>,
+    #[serde(default)]
+    peers: Vec<String>,
+    data_dir: Option<PathBuf>,
+    tls_dir: Option<PathBuf>,
+    max_frame_bytes: Option<usize>,
+}
+
+/// A complete, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: NodeId,
+    pub listen: SocketAddr,
+    pub peers: Vec<(NodeId, String)>,
+    pub data_dir: PathBuf,
+    pub tls_dir: PathBuf,
+    pub max_frame_bytes: usize,
+}
+
+impl Config {
+    /// Merges the flags over the config file they name, and checks the result.
+    pub fn from_args(args: Args) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let file_peers = file
+            .peers
+            .iter()
+            .map(|peer| parse_peer(peer).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let node_id = match (args.node_id, file.node_id) {
+            (Some(id), _) => id,
+            (None, Some(id)) => NodeId::new(id)?,
+            (None, None) => {
+                bail!("--node-id is required (a positive number, unique in the cluster)")
+            }
+        };
+        let peers = if args.peers.is_empty() {
+            file_peers
+        } else {
+            args.peers
+        };
+        if peers.iter().any(|(id, _)| *id == node_id) {
+            bail!("--peer lists this node's own id {node_id}: list only the other coordinators");
+        }
+        Ok(Config {
+            node_id,
+            listen: args
+                .listen
+                .or(file.listen)
+                .context("--listen is required, e.g. --listen 127.0.0.1:7400")?,
+            peers,
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .context("--data-dir is required")?,
+            tls_dir: args
+                .tls_dir
+                .or(file.tls_dir)
+                .context("--tls-dir is required (a `nexus pki` directory)")?,
+            max_frame_bytes: args
+                .max_frame_bytes
+                .or(file.max_frame_bytes)
+                .unwrap_or(nexus_protocol::codec::DEFAULT_MAX_FRAME_LEN),
+        })
+    }
+
+    pub fn transport(&self) -> TransportConfig {
+        let codec =
+            nexus_protocol::codec::CodecConfig::new(self.max_frame_bytes).unwrap_or_default();
+        TransportConfig {
+            codec,
+            idle_timeout: Duration::from_secs(30),
+            ..TransportConfig::default()
+        }
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("nexus-coordinator").chain(list.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn flags_make_a_config() {
+        let config = Config::from_args(args(&[
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:7400",
+            "--data-dir",
+            "/d",
+            "--tls-dir",
+            "/t",
+            "--peer",
+            "2=10.0.0.2:7400",
+            "--peer",
+            "3=coord3:7400",
+        ]))
+        .unwrap();
+        assert_eq!(config.node_id.get(), 1);
+        assert_eq!(config.peers.len(), 2);
+        assert_eq!(config.peers[1].1, "coord3:7400");
+    }
+
+    #[test]
+    fn a_file_fills_what_flags_leave_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "node_id = 2\nlisten = \"127.0.0.1:1\"\ndata_dir = \"/d\"\ntls_dir = \"/t\"\npeers = [\"1=a:1\"]\n").unwrap();
+        let config = Config::from_args(args(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:2",
+        ]))
+        .unwrap();
+        assert_eq!(config.node_id.get(), 2);
+        assert_eq!(config.listen.port(), 2);
+        assert_eq!(config.peers.len(), 1);
+        std::fs::write(&path, "node_id = 2\nbogus = 1\n").unwrap();
+        let error = Config::from_args(args(&["--config", path.to_str().unwrap()])).unwrap_err();
+        assert!(format!("{error:#}").contains("unknown field"), "{error:#}");
+    }
+
+    #[test]
+    fn bad_flags_are_explained() {
+        let missing = Config::from_args(args(&["--listen", "127.0.0.1:1"])).unwrap_err();
+        assert!(missing.to_string().contains("--node-id is required"));
+        assert!(Args::try_parse_from(["c", "--peer", "x"]).is_err());
+        assert!(Args::try_parse_from(["c", "--node-id", "0"]).is_err());
+        let own = Config::from_args(args(&[
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--data-dir",
+            "d",
+            "--tls-dir",
+            "t",
+            "--peer",
+            "1=a:1",
+        ]));
+        assert!(own.unwrap_err().to_string().contains("own id"));
+    }
+}
