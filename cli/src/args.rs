@@ -1,0 +1,169 @@
+//! The command line, as clap parses it. Names, flags and JSON fields are a contract (see
+//! docs/cli.md): extend freely, change only with a reason written down.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use nexus_protocol::identity::Role;
+use nexus_protocol::{HostId, NodeId, UserName};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nexus",
+    version,
+    about = "Nexus: a fleet manager for developer workspaces",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// How to print results.
+    #[arg(long, short = 'o', value_enum, env = "NEXUS_OUTPUT", global = true)]
+    pub output: Option<OutputFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the coordinators are and who this user is. Each falls back to its environment variable,
+/// then to ~/.config/nexus/config.toml.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ConnectionArgs {
+    /// Coordinators, as HOST:PORT, comma-separated.
+    #[arg(
+        long = "coordinator",
+        env = "NEXUS_COORDINATORS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub coordinators: Vec<String>,
+    /// The cluster CA certificate.
+    #[arg(long, env = "NEXUS_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// This user's certificate.
+    #[arg(long, env = "NEXUS_CERT", global = true)]
+    pub cert: Option<PathBuf>,
+    /// This user's private key.
+    #[arg(long, env = "NEXUS_KEY", global = true)]
+    pub key: Option<PathBuf>,
+    /// The CLI's config file (default: ~/.config/nexus/config.toml).
+    #[arg(long = "config", env = "NEXUS_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring up a one-host fleet here: a one-node coordinator and an agent.
+    Up(UpArgs),
+    /// Stop the fleet that `nexus up --detach` started.
+    Down(StateArgs),
+    /// Check that a coordinator answers, and who it is.
+    Ping,
+    /// Make the cluster's CA and certificates.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Operate the fleet (admins).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// Where the local fleet keeps its PKI, data and logs (default: ~/.local/state/nexus).
+    #[arg(long, env = "NEXUS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The coordinator's UDP port on 127.0.0.1.
+    #[arg(long, default_value_t = 7400)]
+    pub port: u16,
+    /// Return once the fleet is up, leaving it running (stop it with `nexus down`).
+    #[arg(long)]
+    pub detach: bool,
+    /// Seconds to wait for the fleet to come up.
+    #[arg(long, default_value_t = 30)]
+    pub wait: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Make the cluster CA: DIR/ca.pem and DIR/ca.key (mode 0600).
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Replace an existing CA (every certificate it issued stops working).
+        #[arg(long)]
+        force: bool,
+        #[arg(long, default_value_t = 3650)]
+        validity_days: u32,
+    },
+    /// Issue a certificate signed by the CA in DIR.
+    #[command(subcommand)]
+    Issue(IssueCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IssueCommand {
+    /// A coordinator's certificate: DIR/coordinator-N.pem and .key.
+    Coordinator {
+        #[arg(long)]
+        node_id: NodeId,
+        #[command(flatten)]
+        common: IssueArgs,
+    },
+    /// An agent's certificate: DIR/agent-H.pem and .key.
+    Agent {
+        #[arg(long)]
+        host_id: HostId,
+        #[command(flatten)]
+        common: IssueArgs,
+    },
+    /// A user's certificate: DIR/user-U.pem and .key.
+    User {
+        #[arg(long)]
+        name: UserName,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[command(flatten)]
+        common: IssueArgs,
+    },
+}
+
+fn parse_role(value: &str) -> Result<Role, String> {
+    value.parse()
+}
+
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// The PKI directory holding ca.pem and ca.key.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// An IP address the holder is reached at. Repeat for each.
+    #[arg(long = "ip")]
+    pub ips: Vec<IpAddr>,
+    /// A DNS name the holder is reached at. Repeat for each.
+    #[arg(long = "dns")]
+    pub dns: Vec<String>,
+    #[arg(long, default_value_t = 365)]
+    pub validity_days: u32,
+    /// Replace an existing key.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Every host with its status, workspaces, capacity and latest stats.
+    Hosts,
+}

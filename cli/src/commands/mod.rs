@@ -1,0 +1,7 @@
+//! One module per command group. Each takes parsed arguments and the output format, talks to
+//! whom it must, and prints its result; errors go back to `main` for rendering.
+
+pub mod admin;
+pub mod ping;
+pub mod pki;
+pub mod up;

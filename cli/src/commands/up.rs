@@ -1,0 +1,502 @@
+//! `nexus up` and `nexus down`: a one-host fleet on this machine — a one-node coordinator and an
+//! agent as child processes, the PKI in a local state dir, and the CLI configured to use them.
+//!
+//! Layout of the state dir (default `~/.local/state/nexus`): `pki/`, `coordinator/`, `agent/`,
+//! `logs/`, `cli.toml` (the CLI settings for this fleet) and, while detached, `pids.json`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nexus_protocol::clock;
+use nexus_protocol::error::ErrorCode;
+use nexus_protocol::identity::{Identity, Role};
+use nexus_protocol::message::{AdminRequest, Request, Response};
+use nexus_protocol::pki::{
+    DEFAULT_CA_VALIDITY, DEFAULT_CERT_VALIDITY, PkiDir, SubjectName, Validity,
+};
+use nexus_protocol::{HostId, NodeId, UserName};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::pki::pki_error;
+use crate::args::{OutputFormat, StateArgs, UpArgs};
+use crate::error::CliError;
+use crate::output;
+use crate::settings::{FileSettings, Settings, default_config_path, read_file};
+
+/// The first line of a config file that `nexus up` wrote and may therefore rewrite.
+const MARKER: &str =
+    "# Written by `nexus up`; it rewrites this file. Remove this line to keep your edits.";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Pids {
+    coordinator: u32,
+    agent: u32,
+}
+
+fn local(message: impl Into<String>) -> CliError {
+    CliError::local(ErrorCode::InvalidArgument, message)
+}
+
+fn io_error(what: &str, path: &Path, error: std::io::Error) -> CliError {
+    CliError::local(
+        ErrorCode::Internal,
+        format!("cannot {what} {}: {error}", path.display()),
+    )
+}
+
+pub fn state_dir(args: &StateArgs) -> Result<PathBuf, CliError> {
+    if let Some(dir) = &args.state_dir {
+        return Ok(dir.clone());
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| Path::new(&home).join(".local").join("state"))
+        })
+        .ok_or_else(|| {
+            local("cannot tell where to keep state: HOME is not set")
+                .suggest("pass --state-dir DIR")
+        })?;
+    Ok(base.join("nexus"))
+}
+
+/// Names the host id and admin user after this machine and this user, where they are valid ids,
+/// else `local` and `admin`.
+fn local_names() -> Result<(HostId, UserName), CliError> {
+    let hostname = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = HostId::new(hostname.trim()).or_else(|_| HostId::new("local"));
+    let user = UserName::new(std::env::var("USER").unwrap_or_default().to_lowercase())
+        .or_else(|_| UserName::new("admin"));
+    Ok((
+        host.map_err(|e| local(e.to_string()))?,
+        user.map_err(|e| local(e.to_string()))?,
+    ))
+}
+
+/// A sibling binary of this `nexus` (they are built and installed together).
+fn sibling(name: &str) -> Result<PathBuf, CliError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| local(format!("cannot find this program's path: {e}")))?;
+    let path = exe.with_file_name(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(local(format!(
+            "{} is missing next to {}",
+            path.display(),
+            exe.display()
+        ))
+        .suggest("build all binaries with `cargo build --bins` (or run ./deploy/dev/up.sh)"))
+    }
+}
+
+fn alive(pid: u32, name: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| name.starts_with(comm.trim()))
+}
+
+fn docker_answers() -> bool {
+    std::os::unix::net::UnixStream::connect("/var/run/docker.sock").is_ok()
+}
+
+/// Makes whatever PKI files are missing.
+fn ensure_pki(
+    pki: &PkiDir,
+    coordinator: &Identity,
+    agent: &Identity,
+    admin: &Identity,
+) -> Result<(), CliError> {
+    let now = clock::now();
+    if !pki.ca_key().exists() {
+        pki.init(now, DEFAULT_CA_VALIDITY, false)
+            .map_err(pki_error)?;
+    }
+    let loopback = [
+        SubjectName::Ip([127, 0, 0, 1].into()),
+        SubjectName::Ip(std::net::Ipv6Addr::LOCALHOST.into()),
+        SubjectName::Dns("localhost".into()),
+    ];
+    for (identity, names) in [
+        (coordinator, &loopback[..]),
+        (agent, &loopback[..]),
+        (admin, &[][..]),
+    ] {
+        if !pki.key(identity).exists() {
+            pki.issue(
+                identity,
+                names,
+                Validity::starting(now, DEFAULT_CERT_VALIDITY),
+                false,
+            )
+            .map_err(pki_error)?;
+        }
+    }
+    Ok(())
+}
+
+fn spawn(binary: &Path, args: &[String], log: &Path) -> Result<Child, CliError> {
+    let file = fs::File::create(log).map_err(|e| io_error("create", log, e))?;
+    let err = file.try_clone().map_err(|e| io_error("open", log, e))?;
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err);
+    // Its own process group: a detached fleet outlives this terminal's hangup and Ctrl-C.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    command.spawn().map_err(|e| io_error("start", binary, e))
+}
+
+fn tail(log: &Path) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
+    let state = state_dir(&args.state)?;
+    let pids_path = state.join("pids.json");
+    let address = format!("127.0.0.1:{}", args.port);
+    let (host_id, user) = local_names()?;
+    let settings = Settings {
+        coordinators: vec![address.clone()],
+        ca: state.join("pki/ca.pem"),
+        cert: state.join(format!("pki/user-{user}.pem")),
+        key: state.join(format!("pki/user-{user}.key")),
+    };
+    if let Some(pids) = read_pids(&pids_path)?
+        && alive(pids.coordinator, "nexus-coordinator")
+        && alive(pids.agent, "nexus-agent")
+    {
+        output::emit(
+            format,
+            &json!({ "already_up": true, "state_dir": state }),
+            || {
+                format!(
+                    "Nexus is already up (state in {}). Stop it with `nexus down`.\n",
+                    state.display()
+                )
+            },
+        );
+        return Ok(());
+    }
+
+    let coordinator_bin = sibling("nexus-coordinator")?;
+    let agent_bin = sibling("nexus-agent")?;
+    for dir in ["pki", "coordinator", "agent", "logs"] {
+        fs::create_dir_all(state.join(dir)).map_err(|e| io_error("create", &state.join(dir), e))?;
+    }
+    let pki = PkiDir::new(state.join("pki"));
+    let node_id = NodeId::new(1).map_err(|e| local(e.to_string()))?;
+    let coordinator = Identity::Coordinator(node_id);
+    let agent = Identity::Agent(host_id.clone());
+    let admin = Identity::User {
+        name: user.clone(),
+        role: Role::Admin,
+    };
+    ensure_pki(&pki, &coordinator, &agent, &admin)?;
+
+    let runtime = if docker_answers() { "docker" } else { "hollow" };
+    let tls_dir = pki.path().display().to_string();
+    let coordinator_log = state.join("logs/coordinator.log");
+    let agent_log = state.join("logs/agent.log");
+    let mut coordinator_child = spawn(
+        &coordinator_bin,
+        &[
+            "--node-id".into(),
+            "1".into(),
+            "--listen".into(),
+            address.clone(),
+            "--data-dir".into(),
+            state.join("coordinator").display().to_string(),
+            "--tls-dir".into(),
+            tls_dir.clone(),
+        ],
+        &coordinator_log,
+    )?;
+    let mut agent_child = spawn(
+        &agent_bin,
+        &[
+            "--host-id".into(),
+            host_id.to_string(),
+            "--coordinator".into(),
+            address.clone(),
+            "--data-dir".into(),
+            state.join("agent").display().to_string(),
+            "--tls-dir".into(),
+            tls_dir,
+            "--runtime".into(),
+            runtime.into(),
+        ],
+        &agent_log,
+    )?;
+
+    let ready = wait_until_registered(
+        &settings,
+        &host_id,
+        Duration::from_secs(args.wait),
+        &mut [
+            (&mut coordinator_child, coordinator_log.as_path()),
+            (&mut agent_child, agent_log.as_path()),
+        ],
+    )
+    .await;
+    if let Err(error) = ready {
+        let _ = coordinator_child.kill();
+        let _ = agent_child.kill();
+        let _ = coordinator_child.wait();
+        let _ = agent_child.wait();
+        return Err(error);
+    }
+
+    let config_note = write_cli_config(&state, &settings)?;
+    let summary = json!({
+        "coordinator": address,
+        "host_id": host_id.as_str(),
+        "runtime": runtime,
+        "user": user.as_str(),
+        "state_dir": state,
+        "config": config_note.0,
+        "detached": args.detach,
+    });
+    output::emit(format, &summary, || {
+        let mut text = format!(
+            "Nexus is up on this host.\n  coordinator  {coordinator} at {address} (log: {})\n  agent        {host_id}, registered, runtime {runtime} (log: {})\n  you          admin {user}; CLI settings in {}\n",
+            coordinator_log.display(),
+            agent_log.display(),
+            config_note.0.display(),
+        );
+        if runtime == "hollow" {
+            text.push_str("  note         no Docker engine answers at /var/run/docker.sock, so the agent simulates containers (hollow runtime)\n");
+        }
+        if let Some(hint) = &config_note.1 {
+            text.push_str(&format!("  note         {hint}\n"));
+        }
+        text.push_str("Next:\n  nexus ping             # who answers, and as whom you speak\n  nexus admin hosts      # the fleet's hosts\n");
+        text.push_str(if args.detach {
+            "  nexus down             # stop the fleet\n"
+        } else {
+            "Press Ctrl-C to stop the fleet.\n"
+        });
+        text
+    });
+
+    if args.detach {
+        let pids = Pids {
+            coordinator: coordinator_child.id(),
+            agent: agent_child.id(),
+        };
+        let text = serde_json::to_string(&pids).map_err(|e| local(e.to_string()))?;
+        fs::write(&pids_path, text).map_err(|e| io_error("write", &pids_path, e))?;
+        return Ok(());
+    }
+    // Foreground: stop both when asked, or when either dies.
+    let watch = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if matches!(coordinator_child.try_wait(), Ok(Some(_)))
+                || matches!(agent_child.try_wait(), Ok(Some(_)))
+            {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        () = nexus_protocol::transport::shutdown_signal() => {}
+        () = watch => {
+            output::print("A fleet process exited; stopping the other (see the logs in the state dir).\n");
+        }
+    }
+    stop(&[coordinator_child.id(), agent_child.id()]).await;
+    let _ = coordinator_child.wait();
+    let _ = agent_child.wait();
+    Ok(())
+}
+
+async fn wait_until_registered(
+    settings: &Settings,
+    host_id: &HostId,
+    limit: Duration,
+    children: &mut [(&mut Child, &Path)],
+) -> Result<(), CliError> {
+    let started = Instant::now();
+    let mut last_error = None;
+    while started.elapsed() < limit {
+        for (child, log) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(CliError::local(
+                    ErrorCode::Internal,
+                    format!(
+                        "a fleet process exited ({status}) while starting; its log ends:\n{}",
+                        tail(log)
+                    ),
+                )
+                .suggest(&format!("read {}", log.display())));
+            }
+        }
+        match registered(settings, host_id).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(error) => last_error = Some(error),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let why = last_error.map_or("the agent has not registered".to_string(), |e| {
+        e.error.message
+    });
+    Err(CliError::local(
+        ErrorCode::Timeout,
+        format!("the fleet did not come up within {limit:?}: {why}"),
+    )
+    .suggest("read the logs in the state dir's logs/ folder"))
+}
+
+async fn registered(settings: &Settings, host_id: &HostId) -> Result<bool, CliError> {
+    let connection = settings.connect().await?;
+    match connection
+        .request(Request::Admin(AdminRequest::Hosts))
+        .await?
+    {
+        Response::Hosts(hosts) => Ok(hosts.iter().any(|host| &host.info.host_id == host_id)),
+        other => Err(CliError::unexpected(&other)),
+    }
+}
+
+/// Writes the fleet's CLI settings to `state/cli.toml`, and to the user's config file too when
+/// there is none yet or `nexus up` wrote it. Returns the file the CLI will read, and a hint when
+/// the user's own file was left alone.
+fn write_cli_config(
+    state: &Path,
+    settings: &Settings,
+) -> Result<(PathBuf, Option<String>), CliError> {
+    let file = FileSettings {
+        coordinators: settings.coordinators.clone(),
+        ca: Some(settings.ca.clone()),
+        cert: Some(settings.cert.clone()),
+        key: Some(settings.key.clone()),
+        output: None,
+    };
+    let body = toml::to_string(&file).map_err(|e| local(e.to_string()))?;
+    let text = format!("{MARKER}\n{body}");
+    let own = state.join("cli.toml");
+    fs::write(&own, &text).map_err(|e| io_error("write", &own, e))?;
+    let Some(user_config) = default_config_path() else {
+        return Ok((
+            own.clone(),
+            Some(format!(
+                "to use this fleet: export NEXUS_CONFIG={}",
+                own.display()
+            )),
+        ));
+    };
+    let ours = match fs::read_to_string(&user_config) {
+        Ok(existing) => existing.starts_with(MARKER),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(io_error("read", &user_config, e)),
+    };
+    if !ours {
+        let hint = format!(
+            "kept your own {}; to use this fleet: export NEXUS_CONFIG={}",
+            user_config.display(),
+            own.display()
+        );
+        return Ok((own, Some(hint)));
+    }
+    if let Some(parent) = user_config.parent() {
+        fs::create_dir_all(parent).map_err(|e| io_error("create", parent, e))?;
+    }
+    fs::write(&user_config, &text).map_err(|e| io_error("write", &user_config, e))?;
+    // Read it back as the CLI will, so a broken file fails here and not on the next command.
+    read_file(&user_config)?;
+    Ok((user_config, None))
+}
+
+fn read_pids(path: &Path) -> Result<Option<Pids>, CliError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(serde_json::from_str(&text).ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error("read", path, e)),
+    }
+}
+
+/// SIGTERM, then up to 10 s for a graceful exit, then SIGKILL.
+async fn stop(pids: &[u32]) {
+    let signal = |name: &str, pid: u32| {
+        let _ = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .stderr(Stdio::null())
+            .status();
+    };
+    for &pid in pids {
+        signal("TERM", pid);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && pids
+            .iter()
+            .any(|pid| Path::new(&format!("/proc/{pid}")).exists() && !zombie(*pid))
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for &pid in pids {
+        if Path::new(&format!("/proc/{pid}")).exists() && !zombie(pid) {
+            signal("KILL", pid);
+        }
+    }
+}
+
+/// An exited child not yet reaped still has a /proc entry, in state Z.
+fn zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+pub async fn down(args: StateArgs, format: OutputFormat) -> Result<(), CliError> {
+    let state = state_dir(&args)?;
+    let path = state.join("pids.json");
+    let Some(pids) = read_pids(&path)? else {
+        output::emit(format, &json!({ "stopped": false }), || {
+            "Nothing to stop: no detached fleet found.\n".into()
+        });
+        return Ok(());
+    };
+    let running: Vec<u32> = [
+        (pids.coordinator, "nexus-coordinator"),
+        (pids.agent, "nexus-agent"),
+    ]
+    .into_iter()
+    .filter(|(pid, name)| alive(*pid, name))
+    .map(|(pid, _)| pid)
+    .collect();
+    stop(&running).await;
+    fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
+    output::emit(
+        format,
+        &json!({ "stopped": true, "processes": running.len() }),
+        || {
+            format!(
+                "Stopped the fleet ({} processes). Its state stays in {}.\n",
+                running.len(),
+                state.display()
+            )
+        },
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_names_are_valid() {
+        let (host, user) = local_names().unwrap();
+        assert!(!host.as_str().is_empty() && !user.as_str().is_empty());
+    }
+}

@@ -1,0 +1,69 @@
+//! `nexus`: the command line for users and admins. The binary is `main.rs`, which calls [`main`];
+//! everything lives here so that it can be tested.
+
+pub mod args;
+pub mod commands;
+pub mod error;
+pub mod output;
+pub mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command, OutputFormat};
+use crate::error::CliError;
+use crate::settings::Settings;
+
+/// Parses the command line, runs the command, prints the result or the error, and returns the
+/// exit code (stable per error code).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut format = cli.output.unwrap_or(OutputFormat::Table);
+    let result = (|| {
+        let file = settings::load(&cli.connection)?;
+        format = cli.output.or(file.output).unwrap_or(OutputFormat::Table);
+        let runtime = tokio::runtime::Runtime::new().map_err(|e| {
+            CliError::local(
+                nexus_protocol::ErrorCode::Internal,
+                format!("cannot start the runtime: {e}"),
+            )
+        })?;
+        runtime.block_on(run(cli.command, &cli.connection, file, format))
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let text = match format {
+                OutputFormat::Json => format!("{}\n", error.render_json()),
+                OutputFormat::Table => error.render_text(),
+            };
+            eprint!("{text}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+async fn run(
+    command: Command,
+    connection: &args::ConnectionArgs,
+    file: settings::FileSettings,
+    format: OutputFormat,
+) -> Result<(), CliError> {
+    match command {
+        Command::Up(args) => commands::up::up(args, format).await,
+        Command::Down(args) => commands::up::down(args, format).await,
+        Command::Pki(command) => commands::pki::run(command, format),
+        Command::Ping => commands::ping::run(&Settings::resolve(connection, file)?, format).await,
+        Command::Admin(command) => {
+            commands::admin::run(command, &Settings::resolve(connection, file)?, format).await
+        }
+    }
+}

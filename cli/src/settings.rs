@@ -1,0 +1,139 @@
+//! Connection settings: flags, then environment variables (both through clap), then the config
+//! file. Also connecting to the first coordinator that answers.
+
+use std::path::{Path, PathBuf};
+
+use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::identity::IdentityKind;
+use nexus_protocol::transport::{Connection, Connector, Credentials, TransportConfig, resolve};
+use serde::{Deserialize, Serialize};
+
+use crate::args::{ConnectionArgs, OutputFormat};
+use crate::error::CliError;
+
+/// The CLI's config file, `~/.config/nexus/config.toml`.
+#[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    #[serde(default)]
+    pub coordinators: Vec<String>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub output: Option<OutputFormat>,
+}
+
+/// The config file's default place: `$XDG_CONFIG_HOME/nexus/config.toml`, else
+/// `~/.config/nexus/config.toml`.
+pub fn default_config_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".config")))?;
+    Some(base.join("nexus").join("config.toml"))
+}
+
+pub fn read_file(path: &Path) -> Result<Option<FileSettings>, CliError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).map(Some).map_err(|e| {
+            CliError::local(
+                ErrorCode::InvalidArgument,
+                format!("invalid config file {}: {e}", path.display()),
+            )
+            .suggest("fix the file, or point NEXUS_CONFIG elsewhere")
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CliError::local(
+            ErrorCode::InvalidArgument,
+            format!("cannot read {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// Settings complete enough to connect.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub coordinators: Vec<String>,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Loads the file settings (explicit or default path) once.
+pub fn load(args: &ConnectionArgs) -> Result<FileSettings, CliError> {
+    let path = args.config.clone().or_else(default_config_path);
+    Ok(match path {
+        Some(path) => read_file(&path)?.unwrap_or_default(),
+        None => FileSettings::default(),
+    })
+}
+
+impl Settings {
+    pub fn resolve(args: &ConnectionArgs, file: FileSettings) -> Result<Settings, CliError> {
+        let missing = |what: &str, flag: &str, env: &str| {
+            CliError::local(ErrorCode::InvalidArgument, format!("no {what} configured")).suggest(
+                &format!("pass {flag}, set {env}, or run `nexus up` to configure a local fleet"),
+            )
+        };
+        let coordinators = if args.coordinators.is_empty() {
+            file.coordinators
+        } else {
+            args.coordinators.clone()
+        };
+        if coordinators.is_empty() {
+            return Err(missing(
+                "coordinator address",
+                "--coordinator HOST:PORT",
+                "NEXUS_COORDINATORS",
+            ));
+        }
+        Ok(Settings {
+            coordinators,
+            ca: args
+                .ca
+                .clone()
+                .or(file.ca)
+                .ok_or_else(|| missing("CA certificate", "--ca FILE", "NEXUS_CA"))?,
+            cert: args
+                .cert
+                .clone()
+                .or(file.cert)
+                .ok_or_else(|| missing("certificate", "--cert FILE", "NEXUS_CERT"))?,
+            key: args
+                .key
+                .clone()
+                .or(file.key)
+                .ok_or_else(|| missing("private key", "--key FILE", "NEXUS_KEY"))?,
+        })
+    }
+
+    /// Connects to the first coordinator that answers, in the configured order.
+    pub async fn connect(&self) -> Result<Connection, CliError> {
+        let credentials = Credentials::load(&self.ca, &self.cert, &self.key).map_err(|e| {
+            CliError::local(ErrorCode::AuthenticationFailed, e.to_string())
+                .suggest("check --ca, --cert and --key (or NEXUS_CA, NEXUS_CERT, NEXUS_KEY)")
+        })?;
+        let connector = Connector::new(&credentials, TransportConfig::default())
+            .map_err(|e| CliError::local(ErrorCode::Internal, e.to_string()))?;
+        let mut last = None;
+        for target in &self.coordinators {
+            let attempt = async {
+                let (address, name) = resolve(target).await?;
+                connector
+                    .connect(address, &name, &[IdentityKind::Coordinator])
+                    .await
+            };
+            match attempt.await {
+                Ok(connection) => return Ok(connection),
+                Err(error) => last = Some(annotate(target, error)),
+            }
+        }
+        Err(CliError::from(last.unwrap_or_else(|| {
+            WireError::new(ErrorCode::NetworkError, "no coordinator configured")
+        })))
+    }
+}
+
+fn annotate(target: &str, mut error: WireError) -> WireError {
+    error.message = format!("{target}: {}", error.message);
+    error
+}
