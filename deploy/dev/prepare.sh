@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Makes this machine ready to build and test Nexus, and changes only what is missing:
+#   - Debian packages: Docker (docker.io), busybox-static (the test image's contents), openssl
+#     (tests verify certificates with it), iproute2;
+#   - the pinned Rust toolchain name, where the machine's stable toolchain is that version;
+#   - a running dockerd (started in the background when none answers), and
+#   - the local test image nexus-test/busybox:latest (no registry is reachable: it is a busybox
+#     rootfs through `docker import`).
+# Idempotent; needs root only to install packages or start dockerd.
+set -euo pipefail
+
+IMAGE="${NEXUS_TEST_IMAGE:-nexus-test/busybox:latest}"
+log() { echo "prepare: $*"; }
+
+need=()
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+if ((${#need[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing packages: ${need[*]}; run this script as root (or install them) first" >&2
+    exit 1
+  fi
+  log "installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# rust-toolchain.toml pins a version; where only "stable" of that version is installed and
+# nothing can be downloaded, give it the pinned name.
+pinned=$(sed -n 's/^channel = "\(.*\)"/\1/p' "$(dirname "$0")/../../rust-toolchain.toml")
+if command -v rustup >/dev/null 2>&1 && ! rustup toolchain list | grep -q "^${pinned}-"; then
+  stable_version=$(rustc +stable --version 2>/dev/null | awk '{print $2}')
+  if [ "$stable_version" = "$pinned" ]; then
+    log "linking the stable toolchain as ${pinned}"
+    rustup toolchain link "$pinned" "$(rustc +stable --print sysroot)"
+  else
+    log "toolchain ${pinned} is not installed (stable is ${stable_version:-absent})" >&2
+    exit 1
+  fi
+fi
+
+docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
+if ! docker_answers; then
+  if [ "$(id -u)" -ne 0 ]; then
+    log "no Docker engine answers and starting one needs root" >&2
+    exit 1
+  fi
+  log "starting dockerd (log: /var/log/nexus-dockerd.log)"
+  nohup dockerd >/var/log/nexus-dockerd.log 2>&1 &
+  for _ in $(seq 1 120); do
+    docker_answers && break
+    sleep 0.5
+  done
+  docker_answers || { log "dockerd did not come up; its log ends:" >&2; tail -n 30 /var/log/nexus-dockerd.log >&2; exit 1; }
+fi
+log "docker engine $(docker version --format '{{.Server.Version}}' 2>/dev/null) answers"
+
+if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  log "building ${IMAGE} from $(command -v busybox)"
+  rootfs=$(mktemp -d)
+  trap 'rm -rf "$rootfs"' EXIT
+  mkdir -p "$rootfs"/{bin,etc,tmp,root,workspace}
+  cp "$(readlink -f "$(command -v busybox)")" "$rootfs/bin/busybox"
+  for applet in $("$rootfs/bin/busybox" --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$rootfs/bin/$applet"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\n' >"$rootfs/etc/passwd"
+  printf 'root:x:0:\n' >"$rootfs/etc/group"
+  tar -C "$rootfs" -c . | docker import \
+    --change 'CMD ["/bin/sh"]' --change 'ENV PATH=/bin' --change 'WORKDIR /workspace' - "$IMAGE" >/dev/null
+fi
+log "test image ${IMAGE} is present"

@@ -1,0 +1,117 @@
+//! A fresh cluster CA per test, and certificates for any identity.
+
+use std::net::Ipv6Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use nexus_protocol::clock::{self, Timestamp};
+use nexus_protocol::identity::{Identity, Role};
+use nexus_protocol::pki::{DEFAULT_CA_VALIDITY, PkiDir, SubjectName, Validity};
+use nexus_protocol::transport::Credentials;
+use nexus_protocol::{HostId, NodeId, UserName};
+use tempfile::TempDir;
+
+/// A PKI directory with a fresh CA, removed when dropped.
+#[derive(Debug)]
+pub struct TestPki {
+    dir: TempDir,
+    pki: PkiDir,
+}
+
+pub fn coordinator(id: u64) -> Identity {
+    Identity::Coordinator(NodeId::new(id).expect("test node ids are positive"))
+}
+
+pub fn agent(host: &str) -> Identity {
+    Identity::Agent(HostId::new(host).expect("test host ids are valid"))
+}
+
+pub fn user(name: &str, role: Role) -> Identity {
+    Identity::User {
+        name: UserName::new(name).expect("test user names are valid"),
+        role,
+    }
+}
+
+/// The names a server on this machine is reached at.
+pub fn loopback() -> Vec<SubjectName> {
+    vec![
+        SubjectName::Ip([127, 0, 0, 1].into()),
+        SubjectName::Ip(Ipv6Addr::LOCALHOST.into()),
+        SubjectName::Dns("localhost".into()),
+    ]
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let pki = PkiDir::new(dir.path().join("pki"));
+        pki.init(clock::now(), DEFAULT_CA_VALIDITY, false)
+            .expect("a fresh CA");
+        TestPki { dir, pki }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.pki.path()
+    }
+
+    /// A scratch directory beside the PKI, removed with it.
+    pub fn scratch(&self, name: &str) -> std::path::PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(&path).expect("a scratch directory");
+        path
+    }
+
+    /// Issues (or re-issues) `identity`'s files, valid for a day from a minute ago and reachable on
+    /// loopback, and returns its credentials.
+    pub fn issue(&self, identity: &Identity) -> Credentials {
+        self.issue_with(
+            identity,
+            Validity::starting(clock::now(), Duration::from_secs(86_400)),
+        )
+    }
+
+    pub fn issue_with(&self, identity: &Identity, validity: Validity) -> Credentials {
+        self.pki
+            .issue(identity, &loopback(), validity, true)
+            .expect("an issued certificate");
+        Credentials::from_pki_dir(self.dir(), identity).expect("loadable credentials")
+    }
+
+    /// Credentials whose certificate expired yesterday.
+    pub fn expired(&self, identity: &Identity) -> Credentials {
+        let now = clock::now().as_millis();
+        let day = 86_400_000;
+        let validity = Validity {
+            not_before: Timestamp(now - 3 * day),
+            not_after: Timestamp(now - day),
+        };
+        self.issue_with(identity, validity)
+    }
+
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.pki.ca_cert()).expect("the CA certificate")
+    }
+
+    pub fn ca_cert_path(&self) -> std::path::PathBuf {
+        self.pki.ca_cert()
+    }
+
+    pub fn paths(&self, identity: &Identity) -> (std::path::PathBuf, std::path::PathBuf) {
+        (self.pki.cert(identity), self.pki.key(identity))
+    }
+
+    /// A certificate and key signed by this CA that carries no Nexus identity.
+    pub fn without_identity(&self) -> Credentials {
+        let ca = self.pki.load_ca().expect("the CA");
+        let (cert, key) = ca.issue_plain(&loopback()).expect("a plain certificate");
+        Credentials::from_pem_without_identity(&self.ca_pem(), cert.as_bytes(), key.as_bytes())
+            .expect("credentials without identity")
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> TestPki {
+        TestPki::new()
+    }
+}

@@ -1,0 +1,241 @@
+//! Our binaries as real processes: started with free loopback ports and fresh data dirs, their
+//! output captured to a log file, and killed with SIGKILL when dropped.
+
+use std::fs::File;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use nexus_protocol::identity::{Identity, IdentityKind, Role};
+use nexus_protocol::message::{AdminRequest, HostView, Request, Response};
+use nexus_protocol::transport::{Connection, Connector, TransportConfig};
+use nexus_protocol::{HostId, NodeId};
+
+use crate::pki::{self, TestPki};
+
+/// The path of one of our binaries, built by cargo beside this test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a target directory");
+    let path = profile_dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build --workspace --bins` (nextest builds it when run with --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port()
+}
+
+/// A child process of one of our binaries. Dropping it kills it with SIGKILL.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(name: &str, args: &[String], log: PathBuf) -> Process {
+        let out = File::create(&log).expect("a log file");
+        let err = out.try_clone().expect("a log file handle");
+        let child = Command::new(binary(name))
+            .args(args)
+            .env("NEXUS_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Process { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `nexus-coordinator` process.
+#[derive(Debug)]
+pub struct CoordinatorProcess {
+    pub process: Process,
+    pub node_id: NodeId,
+    pub address: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl CoordinatorProcess {
+    /// Issues the coordinator's certificate, starts it on a free port, and waits until it answers.
+    pub async fn start(pki: &TestPki, node_id: u64) -> CoordinatorProcess {
+        let identity = pki::coordinator(node_id);
+        pki.issue(&identity);
+        let address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let data_dir = pki.scratch(&format!("coordinator-{node_id}"));
+        CoordinatorProcess::start_at(pki, node_id, address, data_dir).await
+    }
+
+    /// Starts a coordinator on a given address and data dir (as after a crash), with the
+    /// certificate already issued, and waits until it answers.
+    pub async fn start_at(
+        pki: &TestPki,
+        node_id: u64,
+        address: SocketAddr,
+        data_dir: PathBuf,
+    ) -> CoordinatorProcess {
+        let args = vec![
+            "--node-id".into(),
+            node_id.to_string(),
+            "--listen".into(),
+            address.to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--tls-dir".into(),
+            pki.dir().display().to_string(),
+        ];
+        let process = Process::spawn("nexus-coordinator", &args, data_dir.join("coordinator.log"));
+        let mut coordinator = CoordinatorProcess {
+            process,
+            node_id: NodeId::new(node_id).expect("a positive node id"),
+            address,
+            data_dir,
+        };
+        coordinator.wait_until_answering(pki).await;
+        coordinator
+    }
+
+    /// Waits until a ping succeeds; fails the test with the log if the process died first.
+    pub async fn wait_until_answering(&mut self, pki: &TestPki) {
+        let admin = pki::user("harness", Role::Admin);
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.process.exited() {
+                panic!(
+                    "nexus-coordinator exited ({status}) while starting:\n{}",
+                    self.process.log()
+                );
+            }
+            if let Ok(connection) = connect(pki, &admin, self.address).await
+                && matches!(
+                    connection.request(Request::Ping).await,
+                    Ok(Response::Pong(_))
+                )
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "nexus-coordinator did not answer:\n{}",
+                self.process.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The hosts it knows, asked as an admin.
+    pub async fn hosts(&self, pki: &TestPki) -> Result<Vec<HostView>, nexus_protocol::WireError> {
+        let connection = connect(pki, &pki::user("harness", Role::Admin), self.address).await?;
+        match connection
+            .request(Request::Admin(AdminRequest::Hosts))
+            .await?
+        {
+            Response::Hosts(hosts) => Ok(hosts),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+}
+
+/// A `nexus-agent` process.
+#[derive(Debug)]
+pub struct AgentProcess {
+    pub process: Process,
+    pub host_id: HostId,
+    pub data_dir: PathBuf,
+}
+
+impl AgentProcess {
+    /// Issues the agent's certificate and starts it against `coordinators`, with a fast heartbeat
+    /// and any `extra` flags.
+    pub fn start(
+        pki: &TestPki,
+        host: &str,
+        coordinators: &[SocketAddr],
+        extra: &[&str],
+    ) -> AgentProcess {
+        let identity = pki::agent(host);
+        pki.issue(&identity);
+        let data_dir = pki.scratch(&format!("agent-{host}"));
+        let list: Vec<String> = coordinators.iter().map(ToString::to_string).collect();
+        let mut args: Vec<String> = vec![
+            "--host-id".into(),
+            host.into(),
+            "--coordinator".into(),
+            list.join(","),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--tls-dir".into(),
+            pki.dir().display().to_string(),
+            "--runtime".into(),
+            "hollow".into(),
+            "--heartbeat-interval".into(),
+            "0.2".into(),
+        ];
+        args.extend(extra.iter().map(ToString::to_string));
+        let process = Process::spawn("nexus-agent", &args, data_dir.join("agent.log"));
+        AgentProcess {
+            process,
+            host_id: HostId::new(host).expect("a valid host id"),
+            data_dir,
+        }
+    }
+}
+
+/// Connects to a coordinator at `address` as `identity` (issuing its certificate if needed).
+pub async fn connect(
+    pki: &TestPki,
+    identity: &Identity,
+    address: SocketAddr,
+) -> Result<Connection, nexus_protocol::WireError> {
+    let (cert, _) = pki.paths(identity);
+    let credentials = if cert.exists() {
+        nexus_protocol::transport::Credentials::from_pki_dir(pki.dir(), identity)
+            .expect("credentials")
+    } else {
+        pki.issue(identity)
+    };
+    let connector = Connector::new(&credentials, TransportConfig::default()).expect("a connector");
+    connector
+        .connect(address, "127.0.0.1", &[IdentityKind::Coordinator])
+        .await
+}
