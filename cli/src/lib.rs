@@ -19,13 +19,7 @@ use crate::settings::Settings;
 /// exit code (stable per error code).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    nexus_protocol::logging::init("warn");
     let mut format = cli.output.unwrap_or(OutputFormat::Table);
     let result = (|| {
         let file = settings::load(&cli.connection)?;

@@ -8,7 +8,8 @@
 //! - [`identity`], [`pki`]: who a peer is (from its certificate's SAN URI) and how certificates
 //!   are made;
 //! - [`transport`]: QUIC endpoints with mutual TLS, the version handshake, request/response and
-//!   push streams.
+//!   push streams;
+//! - [`logging`]: what every binary does at its top (logging to stderr, the exit code).
 //!
 //! This crate depends on none of the other Nexus crates. It is the only place that names `quinn`,
 //! `rustls`, `rcgen` or `bincode`.
@@ -18,6 +19,7 @@ pub mod codec;
 pub mod error;
 pub mod id;
 pub mod identity;
+pub mod logging;
 pub mod message;
 pub mod model;
 pub mod pki;

@@ -237,17 +237,9 @@ impl Connection {
             self.config.codec,
         )
         .map_err(|e| e.to_wire().with_request_id(request_id))?;
-        let exchange = async {
-            let (mut send, mut recv) = self.open(&frame).await?;
-            let _ = send.finish();
-            self.read_response(&mut recv)
-                .await?
-                .ok_or_else(|| self.gone(CodecError::Truncated))
-        };
-        let frame = tokio::time::timeout(limit, exchange)
+        let frame = self
+            .exchange(&frame, limit)
             .await
-            .map_err(|_| timeout("the request", limit))
-            .and_then(|result| result)
             .map_err(|e| e.with_request_id(request_id))?;
         frame.result.map_err(|e| {
             if e.request_id.is_none() {
@@ -256,6 +248,21 @@ impl Connection {
                 e
             }
         })
+    }
+
+    /// Writes one encoded frame on a new stream, finishes it, and reads one response frame,
+    /// all within `limit`.
+    async fn exchange(&self, frame: &[u8], limit: Duration) -> Result<ResponseFrame, WireError> {
+        let exchange = async {
+            let (mut send, mut recv) = self.open(frame).await?;
+            let _ = send.finish();
+            self.read_response(&mut recv)
+                .await?
+                .ok_or_else(|| self.gone(CodecError::Truncated))
+        };
+        tokio::time::timeout(limit, exchange)
+            .await
+            .map_err(|_| timeout("the request", limit))?
     }
 
     /// Sends `request` and returns the stream of its updates, for requests that subscribe.
@@ -286,17 +293,7 @@ impl Connection {
     /// treat bad input.
     #[doc(hidden)]
     pub async fn request_raw(&self, bytes: &[u8]) -> Result<ResponseFrame, WireError> {
-        let limit = self.config.request_timeout;
-        let exchange = async {
-            let (mut send, mut recv) = self.open(bytes).await?;
-            let _ = send.finish();
-            self.read_response(&mut recv)
-                .await?
-                .ok_or_else(|| self.gone(CodecError::Truncated))
-        };
-        tokio::time::timeout(limit, exchange)
-            .await
-            .map_err(|_| timeout("the request", limit))?
+        self.exchange(bytes, self.config.request_timeout).await
     }
 
     async fn open(
