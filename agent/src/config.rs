@@ -203,6 +203,20 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/agent.toml");
+        let config = args(&["--config", example]).unwrap();
+        assert_eq!(config.host_id.as_str(), "dev-01");
+        assert_eq!(config.coordinators.len(), 3);
+        assert_eq!(config.runtime, RuntimeKind::Docker);
+        assert_eq!(config.port_range, PortRange::DEFAULT);
+        assert_eq!(
+            config.labels.get("zone").map(String::as_str),
+            Some("eu-west-1a")
+        );
+    }
+
+    #[test]
     fn bad_values_are_explained() {
         let base = [
             "--host-id",

@@ -195,6 +195,21 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let example = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/examples/coordinator.toml"
+        );
+        let config = Config::from_args(args(&["--config", example])).unwrap();
+        assert_eq!(config.node_id.get(), 1);
+        assert_eq!(config.listen.port(), 7400);
+        assert_eq!(
+            config.max_frame_bytes,
+            nexus_protocol::codec::DEFAULT_MAX_FRAME_LEN
+        );
+    }
+
+    #[test]
     fn bad_flags_are_explained() {
         let missing = Config::from_args(args(&["--listen", "127.0.0.1:1"])).unwrap_err();
         assert!(missing.to_string().contains("--node-id is required"));

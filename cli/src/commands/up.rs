@@ -93,6 +93,21 @@ fn sibling(name: &str) -> Result<PathBuf, CliError> {
     }
 }
 
+/// How the user should type this program: `nexus` when that finds this very binary on PATH, else
+/// its full path (as after `cargo build`, before any install).
+fn command_name() -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|path| path.canonicalize().ok());
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("nexus").canonicalize().ok() == exe)
+    });
+    match exe {
+        Some(exe) if !on_path => exe.display().to_string(),
+        _ => "nexus".to_string(),
+    }
+}
+
 fn alive(pid: u32, name: &str) -> bool {
     fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| name.starts_with(comm.trim()))
 }
@@ -275,12 +290,15 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
         if let Some(hint) = &config_note.1 {
             text.push_str(&format!("  note         {hint}\n"));
         }
-        text.push_str("Next:\n  nexus ping             # who answers, and as whom you speak\n  nexus admin hosts      # the fleet's hosts\n");
-        text.push_str(if args.detach {
-            "  nexus down             # stop the fleet\n"
+        let nexus = command_name();
+        text.push_str(&format!(
+            "Next:\n  {nexus} ping           # who answers, and as whom you speak\n  {nexus} admin hosts    # the fleet's hosts\n"
+        ));
+        if args.detach {
+            text.push_str(&format!("  {nexus} down           # stop the fleet\n"));
         } else {
-            "Press Ctrl-C to stop the fleet.\n"
-        });
+            text.push_str("Press Ctrl-C to stop the fleet.\n");
+        }
         text
     });
 
