@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -17,11 +17,11 @@ use crate::pki::{self, TestPki};
 /// The path of one of our binaries, built by cargo beside this test executable.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("a target directory");
+    // A test runs from target/<profile>/deps/, a benchmark binary from target/<profile>/.
+    let mut profile_dir = exe.parent().expect("a target directory");
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().expect("a target directory");
+    }
     let path = profile_dir.join(name);
     assert!(
         path.is_file(),
