@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod service;
+pub mod state;
 
 use std::sync::Arc;
 

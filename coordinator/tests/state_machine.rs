@@ -1,0 +1,169 @@
+//! Properties of the replicated state machine over random proposal sequences in a small fleet
+//! (3 hosts, 6 names, 6 ports each, small limits, so collisions are frequent):
+//! - no sequence breaks an invariant (no port given twice), and no applied creation takes a port
+//!   outside its host's range;
+//! - no applied creation puts a host over the workspace limit in force at that moment, and a
+//!   creation refused for a full host really found it full;
+//! - two replicas that apply the same log hold identical state, and so does one restored from a
+//!   snapshot taken anywhere in the log;
+//! - re-applying any proposal already applied (a retry) changes nothing.
+
+// Tests fail by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use nexus_coordinator::state::{Command, LimitsPatch, Outcome, Proposal, State};
+use nexus_protocol::clock::Timestamp;
+use nexus_protocol::codec::{self, CodecConfig, HARD_MAX_FRAME_LEN};
+use nexus_protocol::error::ErrorCode;
+use nexus_protocol::identity::Identity;
+use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
+use nexus_protocol::model::{
+    HostInfo, HostStatus, PortBinding, PortRange, PortSpec, ResourceClass, WorkspaceSpec,
+    WorkspaceState,
+};
+use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
+use proptest::prelude::*;
+
+fn host_id(i: u8) -> HostId {
+    HostId::new(format!("h{i}")).unwrap()
+}
+
+fn name(i: u8) -> WorkspaceName {
+    WorkspaceName::new(format!("w{i}")).unwrap()
+}
+
+fn host_info(i: u8, last_port: u16) -> HostInfo {
+    HostInfo {
+        host_id: host_id(i),
+        hostname: format!("h{i}"),
+        os: "linux".into(),
+        cpus: 4,
+        memory_bytes: 8 << 30,
+        disk_bytes: 0,
+        labels: Default::default(),
+        port_range: PortRange::new(20_000, last_port).unwrap(),
+        agent_version: "test".into(),
+    }
+}
+
+fn state_strategy() -> impl Strategy<Value = WorkspaceState> {
+    prop_oneof![
+        Just(WorkspaceState::Running),
+        Just(WorkspaceState::Stopped),
+        Just(WorkspaceState::Failed),
+        Just(WorkspaceState::Gone),
+    ]
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    let hosts = 0u8..3;
+    let names = 0u8..6;
+    prop_oneof![
+        2 => (hosts.clone(), 20_002u16..20_006).prop_map(|(h, last)| Command::RegisterHost(host_info(h, last))),
+        1 => (hosts.clone(), prop_oneof![Just(HostStatus::Ready), Just(HostStatus::Down), Just(HostStatus::Cordoned)])
+            .prop_map(|(h, status)| Command::SetHostStatus { host: host_id(h), status }),
+        6 => (names.clone(), hosts.clone(), proptest::collection::vec((80u16..83, 19_999u16..20_007), 0..4)).prop_map(
+            |(n, h, bindings)| Command::CreateWorkspace {
+                spec: WorkspaceSpec {
+                    name: name(n),
+                    image: "img".into(),
+                    class: ResourceClass::Small,
+                    ports: bindings.iter().map(|&(container, _)| PortSpec { container }).collect(),
+                    env: Default::default(),
+                    labels: Default::default(),
+                    command: vec![],
+                    host: None,
+                },
+                owner: UserName::new("alice").unwrap(),
+                host: host_id(h),
+                ports: bindings.into_iter().map(|(container, host)| PortBinding { container, host }).collect(),
+            }
+        ),
+        1 => (names.clone(), any::<bool>()).prop_map(|(n, run)| Command::SetDesiredRun {
+            name: name(n),
+            run: if run { DesiredRun::Running } else { DesiredRun::Stopped },
+        }),
+        2 => (hosts.clone(), names.clone(), 0u64..3, state_strategy()).prop_map(|(h, n, generation, state)| {
+            Command::RecordObserved {
+                host: host_id(h),
+                observed: vec![ObservedWorkspace { name: name(n), generation, state, ports: vec![], error: None }],
+            }
+        }),
+        2 => names.clone().prop_map(|n| Command::DestroyWorkspace { name: name(n) }),
+        1 => (proptest::option::of(hosts), proptest::option::of(0u32..4), proptest::option::of(0u32..4)).prop_map(
+            |(h, workspaces, ports)| Command::SetLimits {
+                host: h.map(host_id),
+                patch: LimitsPatch { max_workspaces_per_host: workspaces, max_ports_per_workspace: ports, ..Default::default() },
+            }
+        ),
+    ]
+}
+
+fn proposals() -> impl Strategy<Value = Vec<Proposal>> {
+    proptest::collection::vec(command(), 1..80).prop_map(|commands| {
+        commands
+            .into_iter()
+            .enumerate()
+            .map(|(i, command)| Proposal {
+                request_id: RequestId::from_u128(i as u128 + 1),
+                at: Timestamp(1_000 * i as u64),
+                proposer: Identity::Coordinator(NodeId::new(1).unwrap()),
+                command,
+            })
+            .collect()
+    })
+}
+
+fn snapshot(state: &State) -> State {
+    let config = CodecConfig::new(HARD_MAX_FRAME_LEN).unwrap();
+    let frame = codec::encode(state, config).unwrap();
+    let (payload, _) = codec::split_frame(&frame, config).unwrap().unwrap();
+    codec::decode(payload).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn no_sequence_breaks_a_limit_and_replicas_agree(log in proposals(), snapshot_at in any::<prop::sample::Index>()) {
+        let mut leader = State::default();
+        let mut restored: Option<State> = None;
+        let snapshot_at = snapshot_at.index(log.len());
+        for (i, proposal) in log.iter().enumerate() {
+            let before = leader.clone();
+            let outcome = leader.apply(proposal);
+            leader.check_invariants().map_err(TestCaseError::fail)?;
+            if let Command::CreateWorkspace { host, ports, .. } = &proposal.command {
+                let limit = leader.limits_for(host).max_workspaces_per_host;
+                match &outcome {
+                    Outcome::Applied => {
+                        prop_assert!(leader.workspaces_on(host) <= limit, "{host} over {limit}");
+                        let range = leader.hosts()[host].info.port_range;
+                        prop_assert!(ports.iter().all(|p| range.contains(p.host)), "a port outside {range}");
+                    }
+                    Outcome::Rejected(error) if error.code == ErrorCode::ResourceExhausted => {
+                        let ready = before.hosts().get(host).is_some_and(|h| h.status == HostStatus::Ready);
+                        prop_assert!(!ready || before.workspaces_on(host) >= limit, "refused with room on {host}");
+                    }
+                    Outcome::Rejected(_) => {}
+                }
+            }
+            // A retry of this very proposal changes nothing and answers the same.
+            let after = leader.clone();
+            prop_assert_eq!(leader.apply(proposal), outcome);
+            prop_assert_eq!(&leader, &after);
+            if i == snapshot_at {
+                restored = Some(snapshot(&leader));
+            }
+            if let Some(replica) = restored.as_mut().filter(|_| i > snapshot_at) {
+                replica.apply(proposal);
+            }
+        }
+        let mut follower = State::default();
+        for proposal in &log {
+            follower.apply(proposal);
+        }
+        prop_assert_eq!(&follower, &leader);
+        prop_assert_eq!(restored.as_ref(), Some(&leader));
+    }
+}
