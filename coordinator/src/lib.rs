@@ -8,6 +8,7 @@
 //! `UNSUPPORTED`.
 
 pub mod config;
+pub mod consensus;
 pub mod service;
 pub mod state;
 
