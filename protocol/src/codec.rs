@@ -126,19 +126,30 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
     Ok(message)
 }
 
-/// bincode with a claim limit a step above the payload's size. Through serde, bincode claims memory
-/// only for strings and byte buffers, whose bytes must all be in the payload, so any honest message
-/// fits; a lying length prefix fails before allocating more than the step allows.
+/// How many times its encoded size a message may claim while decoding. bincode charges every
+/// primitive its in-memory size (a `u128` varint-encoded in one byte claims 16), and every string
+/// or byte buffer its length (which must be in the payload).
+const CLAIM_RATIO: usize = 16;
+
+/// bincode with a claim limit of [`CLAIM_RATIO`] times the top of the payload's size class, so any
+/// honest message fits, while a lying length prefix fails before allocating more than that.
 fn decode_bounded<T: DeserializeOwned>(
     payload: &[u8],
 ) -> Result<(T, usize), bincode::error::DecodeError> {
     use bincode::serde::decode_from_slice;
     let standard = bincode::config::standard();
     match payload.len() {
-        0..=0xFFFF => decode_from_slice(payload, standard.with_limit::<{ 1 << 16 }>()),
-        0x1_0000..=0xF_FFFF => decode_from_slice(payload, standard.with_limit::<{ 1 << 20 }>()),
-        0x10_0000..=0xFF_FFFF => decode_from_slice(payload, standard.with_limit::<{ 1 << 24 }>()),
-        _ => decode_from_slice(payload, standard.with_limit::<{ HARD_MAX_FRAME_LEN }>()),
+        0..=0xFFFF => decode_from_slice(payload, standard.with_limit::<{ CLAIM_RATIO << 16 }>()),
+        0x1_0000..=0xF_FFFF => {
+            decode_from_slice(payload, standard.with_limit::<{ CLAIM_RATIO << 20 }>())
+        }
+        0x10_0000..=0xFF_FFFF => {
+            decode_from_slice(payload, standard.with_limit::<{ CLAIM_RATIO << 24 }>())
+        }
+        _ => decode_from_slice(
+            payload,
+            standard.with_limit::<{ HARD_MAX_FRAME_LEN.saturating_mul(CLAIM_RATIO) }>(),
+        ),
     }
 }
 
@@ -320,6 +331,23 @@ mod tests {
         payload.extend_from_slice(&(1u64 << 40).to_le_bytes());
         let result = decode::<String>(&payload);
         assert!(matches!(result, Err(CodecError::Decode(_))), "{result:?}");
+    }
+
+    #[test]
+    fn messages_dense_in_small_integers_decode_at_every_size() {
+        // Each u128 is one byte on the wire and claims 16 while decoding: the worst case.
+        for len in [10, 0xFFF0, 0x1_0000, 0xF_FF00, 0x10_0000] {
+            let numbers = vec![1u128; len];
+            let frame = encode(&numbers, CodecConfig::new(HARD_MAX_FRAME_LEN).unwrap()).unwrap();
+            let (payload, _) = split_frame(&frame, CodecConfig::new(HARD_MAX_FRAME_LEN).unwrap())
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                decode::<Vec<u128>>(payload).unwrap().len(),
+                len,
+                "{len} numbers"
+            );
+        }
     }
 
     #[test]
