@@ -5,8 +5,8 @@
 //! these calls [`RaftNode::process_ready`], which persists what Raft asks to persist (through the
 //! [`LogStore`]), applies committed entries to the state machine, and returns the messages to send
 //! and the outcomes of the applied proposals. The same node runs in the deterministic simulation
-//! (`tests/raft_simulation.rs`) and, with the Coordinator issue's next part, under a tokio task
-//! with QUIC peers and a RocksDB store.
+//! (`tests/raft_simulation.rs`, over the RocksDB store) and, with the Coordinator issue's next
+//! part, under a tokio task with QUIC peers.
 //!
 //! This module is the only home of the `raft` crate.
 //!
@@ -19,12 +19,18 @@
 use nexus_protocol::codec::{self, CodecConfig};
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::{NodeId, RequestId};
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState};
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{RawNode, StateRole};
 
 use crate::state::{Outcome, Proposal, State};
 
 pub use raft::eraftpb::Message as RaftMessage;
+
+/// Whether a message carries a snapshot (whose fate the sender must learn, see
+/// [`RaftNode::report_snapshot`]).
+pub fn carries_snapshot(message: &RaftMessage) -> bool {
+    message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot
+}
 
 /// Timing and flow control of a Raft node, in ticks (the caller decides how long a tick is:
 /// about 100 ms in production).
@@ -38,6 +44,9 @@ pub struct RaftConfig {
     pub max_size_per_message: u64,
     /// Append messages in flight to one follower.
     pub max_inflight_messages: usize,
+    /// Snapshot the state machine (and truncate the log behind it) every this many applied
+    /// entries; 0 never does.
+    pub snapshot_every: u64,
 }
 
 impl Default for RaftConfig {
@@ -47,6 +56,7 @@ impl Default for RaftConfig {
             heartbeat_ticks: 3,
             max_size_per_message: 1 << 20,
             max_inflight_messages: 256,
+            snapshot_every: 10_000,
         }
     }
 }
@@ -65,84 +75,20 @@ pub trait LogStore: raft::Storage {
     fn set_hard_state(&self, hard_state: &HardState) -> Result<(), StoreError>;
     fn set_commit(&self, commit: u64) -> Result<(), StoreError>;
     fn set_conf_state(&self, conf_state: &ConfState) -> Result<(), StoreError>;
-}
-
-/// A log kept in memory, for the simulation and tests. Cloning shares it, so a node "restarted"
-/// with a clone finds its log as it left it, as it would find its disk.
-#[derive(Clone, Default)]
-pub struct MemLogStore(raft::storage::MemStorage);
-
-impl std::fmt::Debug for MemLogStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemLogStore").finish_non_exhaustive()
-    }
-}
-
-impl MemLogStore {
-    /// A store for a new cluster whose first voters are `voters`.
-    pub fn with_voters(voters: &[NodeId]) -> MemLogStore {
-        let ids: Vec<u64> = voters.iter().map(|id| id.get()).collect();
-        MemLogStore(raft::storage::MemStorage::new_with_conf_state(
-            ConfState::from((ids, vec![])),
-        ))
-    }
+    /// Replaces the log and state with a snapshot the leader sent.
+    fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
+    /// Stores a snapshot of the state machine at `index` and may truncate the log behind it.
+    fn save_snapshot(
+        &self,
+        data: Vec<u8>,
+        index: u64,
+        term: u64,
+        conf_state: &ConfState,
+    ) -> Result<(), StoreError>;
 }
 
 fn store_error(error: raft::Error) -> StoreError {
     StoreError(error.to_string())
-}
-
-impl raft::Storage for MemLogStore {
-    fn initial_state(&self) -> raft::Result<raft::RaftState> {
-        self.0.initial_state()
-    }
-
-    fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: impl Into<Option<u64>>,
-        context: raft::GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
-        self.0.entries(low, high, max_size, context)
-    }
-
-    fn term(&self, index: u64) -> raft::Result<u64> {
-        self.0.term(index)
-    }
-
-    fn first_index(&self) -> raft::Result<u64> {
-        self.0.first_index()
-    }
-
-    fn last_index(&self) -> raft::Result<u64> {
-        self.0.last_index()
-    }
-
-    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<raft::eraftpb::Snapshot> {
-        self.0.snapshot(request_index, to)
-    }
-}
-
-impl LogStore for MemLogStore {
-    fn append(&self, entries: &[Entry]) -> Result<(), StoreError> {
-        self.0.wl().append(entries).map_err(store_error)
-    }
-
-    fn set_hard_state(&self, hard_state: &HardState) -> Result<(), StoreError> {
-        self.0.wl().set_hardstate(hard_state.clone());
-        Ok(())
-    }
-
-    fn set_commit(&self, commit: u64) -> Result<(), StoreError> {
-        self.0.wl().mut_hard_state().set_commit(commit);
-        Ok(())
-    }
-
-    fn set_conf_state(&self, conf_state: &ConfState) -> Result<(), StoreError> {
-        self.0.wl().set_conf_state(conf_state.clone());
-        Ok(())
-    }
 }
 
 /// A proposal's fate, once its entry is applied.
@@ -168,6 +114,9 @@ pub struct RaftNode<S: LogStore> {
     raw: RawNode<S>,
     state: State,
     applied_index: u64,
+    snapshot_every: u64,
+    snapshot_index: u64,
+    snapshots_restored: u64,
 }
 
 impl<S: LogStore> std::fmt::Debug for RaftNode<S> {
@@ -239,6 +188,9 @@ impl<S: LogStore> RaftNode<S> {
             raw,
             state,
             applied_index,
+            snapshot_every: config.snapshot_every,
+            snapshot_index: applied_index,
+            snapshots_restored: 0,
         })
     }
 
@@ -274,6 +226,27 @@ impl<S: LogStore> RaftNode<S> {
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
         self.raw.tick();
+    }
+
+    /// How many snapshots from a leader this node has restored since it started.
+    pub fn snapshots_restored(&self) -> u64 {
+        self.snapshots_restored
+    }
+
+    /// Tells Raft whether a snapshot this node sent to `peer` arrived. The transport must call it
+    /// for every snapshot message, or replication to that peer stalls for ever.
+    pub fn report_snapshot(&mut self, peer: NodeId, delivered: bool) {
+        let status = if delivered {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(peer.get(), status);
+    }
+
+    /// Tells Raft that a message to `peer` could not be sent, so it probes instead of streaming.
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        self.raw.report_unreachable(peer.get());
     }
 
     /// Starts an election now (tests, and leader transfer targets).
@@ -328,9 +301,14 @@ impl<S: LogStore> RaftNode<S> {
         // A leader may send before persisting (Raft thesis 10.2.1); followers may not.
         output.messages.extend(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            return Err(StoreError(
-                "snapshots are not supported by this store yet".into(),
-            ));
+            // The leader compacted past this node's log: start over from its snapshot.
+            let snapshot = ready.snapshot().clone();
+            self.raw.store().apply_snapshot(&snapshot)?;
+            self.state = State::from_snapshot(&snapshot.data).map_err(StoreError)?;
+            self.applied_index = snapshot.get_metadata().index;
+            self.snapshot_index = self.applied_index;
+            self.snapshots_restored += 1;
+            tracing::info!(node = %self.id, index = self.applied_index, "restored from the leader's snapshot");
         }
         if !ready.entries().is_empty() {
             self.raw.store().append(ready.entries())?;
@@ -349,7 +327,26 @@ impl<S: LogStore> RaftNode<S> {
         let committed = light.take_committed_entries();
         self.apply_entries(committed, &mut output)?;
         self.raw.advance_apply();
+        self.maybe_snapshot()?;
         Ok(output)
+    }
+
+    /// Snapshots the state machine when enough entries were applied since the last snapshot.
+    fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
+        if self.snapshot_every == 0
+            || self.applied_index < self.snapshot_index + self.snapshot_every
+        {
+            return Ok(());
+        }
+        let index = self.applied_index;
+        let term = self.raw.raft.raft_log.term(index).map_err(store_error)?;
+        let conf_state = self.raw.raft.prs().conf().to_conf_state();
+        let data = self.state.to_snapshot().map_err(StoreError)?;
+        self.raw
+            .store()
+            .save_snapshot(data, index, term, &conf_state)?;
+        self.snapshot_index = index;
+        Ok(())
     }
 
     fn apply_entries(

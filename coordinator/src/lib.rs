@@ -11,6 +11,7 @@ pub mod config;
 pub mod consensus;
 pub mod service;
 pub mod state;
+pub mod store;
 
 use std::sync::Arc;
 

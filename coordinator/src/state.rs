@@ -467,6 +467,25 @@ impl State {
         workspace.updated_at = at;
     }
 
+    /// The state as snapshot bytes (the protocol's codec, bounded by the largest frame).
+    pub fn to_snapshot(&self) -> Result<Vec<u8>, String> {
+        let config =
+            nexus_protocol::codec::CodecConfig::new(nexus_protocol::codec::HARD_MAX_FRAME_LEN)
+                .unwrap_or_default();
+        nexus_protocol::codec::encode(self, config)
+            .map_err(|e| format!("cannot encode the state: {e}"))
+    }
+
+    pub fn from_snapshot(bytes: &[u8]) -> Result<State, String> {
+        let config =
+            nexus_protocol::codec::CodecConfig::new(nexus_protocol::codec::HARD_MAX_FRAME_LEN)
+                .unwrap_or_default();
+        let (payload, _) = nexus_protocol::codec::split_frame(bytes, config)
+            .map_err(|e| format!("corrupt state snapshot: {e}"))?
+            .ok_or_else(|| "truncated state snapshot".to_string())?;
+        nexus_protocol::codec::decode(payload).map_err(|e| format!("corrupt state snapshot: {e}"))
+    }
+
     /// The invariants no sequence of proposals may break: every workspace is on a known host, every
     /// bound port is allocated to it alone, and the indexes agree. Returns the first one broken.
     ///

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes this machine ready to build and test Nexus, and changes only what is missing:
 #   - Debian packages: Docker (docker.io), busybox-static (the test image's contents), openssl
-#     (tests verify certificates with it), iproute2;
+#     (tests verify certificates with it), iproute2, libclang-dev and g++ (RocksDB's build);
 #   - the pinned Rust toolchain name, where the machine's stable toolchain is that version;
 #   - a running dockerd (started in the background when none answers), and
 #   - the local test image nexus-test/busybox:latest (no registry is reachable: it is a busybox
@@ -17,6 +17,9 @@ command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# RocksDB's bindings are generated with bindgen, which needs libclang; its C++ needs a compiler.
+compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || need+=(libclang-dev)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing packages: ${need[*]}; run this script as root (or install them) first" >&2

@@ -1,0 +1,504 @@
+//! The coordinator's durable store on RocksDB: the Raft log, Raft's metadata, and snapshots of the
+//! state machine. The only home of `rocksdb`.
+//!
+//! Layout, one database with three column families:
+//!
+//! | family | key | value |
+//! |---|---|---|
+//! | `raft_log` | entry index, `u64` big-endian (so keys sort by index) | the entry (protobuf) |
+//! | `raft_meta` | `identity` | [`StoreIdentity`]: format version, cluster, node id |
+//! | | `hard_state`, `conf_state`, `snapshot_meta` | protobuf |
+//! | `state` | `snapshot` | the state machine at `snapshot_meta.index` (the protocol's codec) |
+//!
+//! The state machine is applied in memory; its durable form is a snapshot taken every N entries,
+//! written with its index **in one batch**, so the stored state and the index it covers never
+//! disagree. A restart restores the snapshot and sets Raft's `applied` to its index, and Raft
+//! hands back every committed entry after it. The log is truncated behind each snapshot, so it
+//! stays bounded, and a peer that fell behind the truncation catches up from the snapshot.
+//!
+//! Every write is synced unless the store is opened for simulation. A failed write is fatal
+//! ([`StoreError`]): the node must stop rather than run on with a replica that may diverge.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use nexus_protocol::NodeId;
+use nexus_protocol::codec::{self, CodecConfig, HARD_MAX_FRAME_LEN};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::consensus::{LogStore, StoreError};
+use crate::state::State;
+
+const LOG: &str = "raft_log";
+const META: &str = "raft_meta";
+const STATE: &str = "state";
+
+const IDENTITY_KEY: &[u8] = b"identity";
+const HARD_STATE_KEY: &[u8] = b"hard_state";
+const CONF_STATE_KEY: &[u8] = b"conf_state";
+const SNAPSHOT_META_KEY: &[u8] = b"snapshot_meta";
+const SNAPSHOT_KEY: &[u8] = b"snapshot";
+
+/// The on-disk format this code writes and reads. Raised on an incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Whose data a directory holds. A node refuses a data dir of another cluster or node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreIdentity {
+    pub format: u32,
+    /// The cluster's identity: the fingerprint of its CA certificate.
+    pub cluster: String,
+    pub node: NodeId,
+}
+
+/// How durable writes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync every write (production).
+    Synced,
+    /// Leave it to the OS (simulation and benchmarks of everything but the disk).
+    Unsynced,
+}
+
+/// What Raft reads often, kept in memory (the database stays the truth).
+#[derive(Debug, Clone, Default)]
+struct Cached {
+    hard_state: HardState,
+    conf_state: ConfState,
+    snapshot: SnapshotMetadata,
+    last_index: u64,
+}
+
+/// The RocksDB store. Cloning shares it.
+#[derive(Clone)]
+pub struct RocksStore {
+    db: Arc<DB>,
+    cached: Arc<RwLock<Cached>>,
+    durability: Durability,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("path", &self.db.path())
+            .finish_non_exhaustive()
+    }
+}
+
+fn db_error(error: rocksdb::Error) -> StoreError {
+    StoreError(format!("rocksdb: {error}"))
+}
+
+fn proto_error(what: &str, error: protobuf::ProtobufError) -> StoreError {
+    StoreError(format!("corrupt {what}: {error}"))
+}
+
+fn snapshot_codec() -> CodecConfig {
+    CodecConfig::new(HARD_MAX_FRAME_LEN).unwrap_or_default()
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn key_index(key: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| StoreError(format!("a log key of {} bytes", key.len())))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+impl RocksStore {
+    /// Opens (or creates) the store in `dir` for `identity`. A new store is bootstrapped with
+    /// `voters` as the first configuration (leave it empty for a node that will join an existing
+    /// cluster and learn its configuration from the leader). A store of another cluster, node or
+    /// format is refused.
+    pub fn open(
+        dir: &Path,
+        identity: &StoreIdentity,
+        voters: &[NodeId],
+        durability: Durability,
+    ) -> Result<RocksStore, StoreError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let families =
+            [LOG, META, STATE].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, dir, families).map_err(db_error)?;
+        let store = RocksStore {
+            db: Arc::new(db),
+            cached: Arc::default(),
+            durability,
+        };
+        match store.get(META, IDENTITY_KEY)? {
+            Some(bytes) => {
+                let stored: StoreIdentity = decode_record(&bytes, "store identity")?;
+                if stored.format != identity.format {
+                    return Err(StoreError(format!(
+                        "{} holds format {} data; this build reads format {}",
+                        dir.display(),
+                        stored.format,
+                        identity.format
+                    )));
+                }
+                if stored.cluster != identity.cluster {
+                    return Err(StoreError(format!(
+                        "{} belongs to another cluster (CA {}), not this one (CA {})",
+                        dir.display(),
+                        stored.cluster,
+                        identity.cluster
+                    )));
+                }
+                if stored.node != identity.node {
+                    return Err(StoreError(format!(
+                        "{} belongs to node {}, not node {}",
+                        dir.display(),
+                        stored.node,
+                        identity.node
+                    )));
+                }
+            }
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(store.cf(META)?, IDENTITY_KEY, encode_record(identity)?);
+                let ids: Vec<u64> = voters.iter().map(|id| id.get()).collect();
+                let conf_state = ConfState::from((ids, vec![]));
+                batch.put_cf(
+                    store.cf(META)?,
+                    CONF_STATE_KEY,
+                    conf_state
+                        .write_to_bytes()
+                        .map_err(|e| proto_error("conf state", e))?,
+                );
+                store.write(batch)?;
+            }
+        }
+        store.load_cache()?;
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError(format!("column family {name} is missing")))
+    }
+
+    fn get(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get_cf(self.cf(family)?, key).map_err(db_error)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(self.durability == Durability::Synced);
+        self.db.write_opt(batch, &options).map_err(db_error)
+    }
+
+    fn load_cache(&self) -> Result<(), StoreError> {
+        let mut cached = Cached::default();
+        if let Some(bytes) = self.get(META, HARD_STATE_KEY)? {
+            cached
+                .hard_state
+                .merge_from_bytes(&bytes)
+                .map_err(|e| proto_error("hard state", e))?;
+        }
+        if let Some(bytes) = self.get(META, CONF_STATE_KEY)? {
+            cached
+                .conf_state
+                .merge_from_bytes(&bytes)
+                .map_err(|e| proto_error("conf state", e))?;
+        }
+        if let Some(bytes) = self.get(META, SNAPSHOT_META_KEY)? {
+            cached
+                .snapshot
+                .merge_from_bytes(&bytes)
+                .map_err(|e| proto_error("snapshot metadata", e))?;
+        }
+        cached.last_index = match self.db.iterator_cf(self.cf(LOG)?, IteratorMode::End).next() {
+            Some(item) => key_index(&item.map_err(db_error)?.0)?,
+            None => cached.snapshot.index,
+        };
+        *self.write_cache() = cached;
+        Ok(())
+    }
+
+    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, Cached> {
+        // The cache is replaced whole or field by field after a successful write; a panic while
+        // holding the lock cannot leave it half-written, so a poisoned lock is still usable.
+        self.cached
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_cache(&self) -> std::sync::RwLockWriteGuard<'_, Cached> {
+        self.cached
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The stored snapshot of the state machine and the index it covers, for a restart.
+    pub fn state_snapshot(&self) -> Result<(State, u64), StoreError> {
+        let index = self.read_cache().snapshot.index;
+        match self.get(STATE, SNAPSHOT_KEY)? {
+            Some(bytes) => Ok((State::from_snapshot(&bytes).map_err(StoreError)?, index)),
+            None => Ok((State::default(), 0)),
+        }
+    }
+
+    /// The hard state as last persisted.
+    pub fn hard_state(&self) -> HardState {
+        self.read_cache().hard_state.clone()
+    }
+
+    fn entry(&self, index: u64) -> Result<Entry, StoreError> {
+        let bytes = self
+            .get(LOG, &index_key(index))?
+            .ok_or_else(|| StoreError(format!("log entry {index} is missing")))?;
+        let mut entry = Entry::default();
+        entry
+            .merge_from_bytes(&bytes)
+            .map_err(|e| proto_error("log entry", e))?;
+        Ok(entry)
+    }
+}
+
+fn encode_record<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    codec::encode(value, snapshot_codec()).map_err(|e| StoreError(e.to_string()))
+}
+
+fn decode_record<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, StoreError> {
+    let (payload, _) = codec::split_frame(bytes, snapshot_codec())
+        .map_err(|e| StoreError(format!("corrupt {what}: {e}")))?
+        .ok_or_else(|| StoreError(format!("truncated {what}")))?;
+    codec::decode(payload).map_err(|e| StoreError(format!("corrupt {what}: {e}")))
+}
+
+fn unavailable() -> raft::Error {
+    raft::Error::Store(raft::StorageError::Unavailable)
+}
+
+fn other(error: StoreError) -> raft::Error {
+    raft::Error::Store(raft::StorageError::Other(Box::new(error)))
+}
+
+impl raft::Storage for RocksStore {
+    fn initial_state(&self) -> raft::Result<raft::RaftState> {
+        let cached = self.read_cache();
+        Ok(raft::RaftState {
+            hard_state: cached.hard_state.clone(),
+            conf_state: cached.conf_state.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: raft::GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let (first, last) = {
+            let cached = self.read_cache();
+            (cached.snapshot.index + 1, cached.last_index)
+        };
+        if low < first {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        if high > last + 1 {
+            return Err(unavailable());
+        }
+        let mut entries = Vec::with_capacity(usize::try_from(high - low).unwrap_or(0));
+        for index in low..high {
+            entries.push(self.entry(index).map_err(other)?);
+        }
+        raft::util::limit_size(&mut entries, max_size.into());
+        Ok(entries)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        let (snapshot, last) = {
+            let cached = self.read_cache();
+            (cached.snapshot.clone(), cached.last_index)
+        };
+        if index == snapshot.index {
+            return Ok(snapshot.term);
+        }
+        if index < snapshot.index {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        if index > last {
+            return Err(unavailable());
+        }
+        Ok(self.entry(index).map_err(other)?.term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.read_cache().snapshot.index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.read_cache().last_index)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let metadata = self.read_cache().snapshot.clone();
+        if metadata.index < request_index {
+            // Raft asks again later; the next periodic snapshot will cover it.
+            return Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let data = self
+            .get(STATE, SNAPSHOT_KEY)
+            .map_err(other)?
+            .unwrap_or_default();
+        let mut snapshot = Snapshot::default();
+        snapshot.set_metadata(metadata);
+        snapshot.set_data(data.into());
+        Ok(snapshot)
+    }
+}
+
+impl LogStore for RocksStore {
+    fn append(&self, entries: &[Entry]) -> Result<(), StoreError> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let old_last = self.read_cache().last_index;
+        let log = self.cf(LOG)?;
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put_cf(
+                log,
+                index_key(entry.index),
+                entry
+                    .write_to_bytes()
+                    .map_err(|e| proto_error("log entry", e))?,
+            );
+        }
+        // A conflicting suffix from an older leader goes in the same batch, or a follower would
+        // keep entries that the new leader never sent and reject its appends for ever.
+        if old_last > last.index {
+            batch.delete_range_cf(log, index_key(last.index + 1), index_key(old_last + 1));
+        }
+        self.write(batch)?;
+        self.write_cache().last_index = last.index;
+        Ok(())
+    }
+
+    fn set_hard_state(&self, hard_state: &HardState) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(META)?,
+            HARD_STATE_KEY,
+            hard_state
+                .write_to_bytes()
+                .map_err(|e| proto_error("hard state", e))?,
+        );
+        self.write(batch)?;
+        self.write_cache().hard_state = hard_state.clone();
+        Ok(())
+    }
+
+    fn set_commit(&self, commit: u64) -> Result<(), StoreError> {
+        let mut hard_state = self.read_cache().hard_state.clone();
+        hard_state.commit = commit;
+        self.set_hard_state(&hard_state)
+    }
+
+    fn set_conf_state(&self, conf_state: &ConfState) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(META)?,
+            CONF_STATE_KEY,
+            conf_state
+                .write_to_bytes()
+                .map_err(|e| proto_error("conf state", e))?,
+        );
+        self.write(batch)?;
+        self.write_cache().conf_state = conf_state.clone();
+        Ok(())
+    }
+
+    fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let metadata = snapshot.get_metadata();
+        let old_last = self.read_cache().last_index;
+        let mut hard_state = self.read_cache().hard_state.clone();
+        hard_state.term = hard_state.term.max(metadata.term);
+        hard_state.commit = metadata.index;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(STATE)?, SNAPSHOT_KEY, &snapshot.data);
+        batch.put_cf(
+            self.cf(META)?,
+            SNAPSHOT_META_KEY,
+            metadata
+                .write_to_bytes()
+                .map_err(|e| proto_error("snapshot metadata", e))?,
+        );
+        batch.put_cf(
+            self.cf(META)?,
+            CONF_STATE_KEY,
+            metadata
+                .get_conf_state()
+                .write_to_bytes()
+                .map_err(|e| proto_error("conf state", e))?,
+        );
+        batch.put_cf(
+            self.cf(META)?,
+            HARD_STATE_KEY,
+            hard_state
+                .write_to_bytes()
+                .map_err(|e| proto_error("hard state", e))?,
+        );
+        // The whole old log goes: the snapshot replaces it.
+        batch.delete_range_cf(
+            self.cf(LOG)?,
+            index_key(0),
+            index_key(old_last.max(metadata.index) + 1),
+        );
+        self.write(batch)?;
+        let mut cached = self.write_cache();
+        cached.snapshot = metadata.clone();
+        cached.conf_state = metadata.get_conf_state().clone();
+        cached.hard_state = hard_state;
+        cached.last_index = metadata.index;
+        Ok(())
+    }
+
+    fn save_snapshot(
+        &self,
+        data: Vec<u8>,
+        index: u64,
+        term: u64,
+        conf_state: &ConfState,
+    ) -> Result<(), StoreError> {
+        let mut metadata = SnapshotMetadata {
+            index,
+            term,
+            ..Default::default()
+        };
+        metadata.set_conf_state(conf_state.clone());
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(STATE)?, SNAPSHOT_KEY, data);
+        batch.put_cf(
+            self.cf(META)?,
+            SNAPSHOT_META_KEY,
+            metadata
+                .write_to_bytes()
+                .map_err(|e| proto_error("snapshot metadata", e))?,
+        );
+        // The log behind the snapshot is no longer needed.
+        batch.delete_range_cf(self.cf(LOG)?, index_key(0), index_key(index + 1));
+        self.write(batch)?;
+        let mut cached = self.write_cache();
+        cached.snapshot = metadata;
+        cached.last_index = cached.last_index.max(index);
+        Ok(())
+    }
+}

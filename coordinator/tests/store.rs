@@ -1,0 +1,247 @@
+//! The RocksDB store on a real disk: what is written survives a reopen, a conflicting suffix is
+//! cut in the same write, snapshots truncate the log, a data dir of another cluster or node is
+//! refused, and a write-ahead log cut off mid-batch recovers to its last whole batch.
+
+// Tests fail by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use nexus_coordinator::consensus::LogStore;
+use nexus_coordinator::state::State;
+use nexus_coordinator::store::{Durability, FORMAT_VERSION, RocksStore, StoreIdentity};
+use nexus_protocol::NodeId;
+use raft::Storage;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+
+fn identity(cluster: &str, node: u64) -> StoreIdentity {
+    StoreIdentity {
+        format: FORMAT_VERSION,
+        cluster: cluster.into(),
+        node: NodeId::new(node).unwrap(),
+    }
+}
+
+fn voters() -> Vec<NodeId> {
+    [1, 2, 3].map(|id| NodeId::new(id).unwrap()).to_vec()
+}
+
+fn open(dir: &Path) -> RocksStore {
+    RocksStore::open(dir, &identity("c1", 1), &voters(), Durability::Synced).unwrap()
+}
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        data: format!("entry {index} of term {term}").into_bytes().into(),
+        ..Default::default()
+    }
+}
+
+fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+    range.map(|index| entry(index, term)).collect()
+}
+
+fn context() -> raft::GetEntriesContext {
+    raft::GetEntriesContext::empty(false)
+}
+
+#[test]
+fn what_is_written_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        assert_eq!(store.initial_state().unwrap().conf_state.voters, [1, 2, 3]);
+        assert_eq!(
+            (store.first_index().unwrap(), store.last_index().unwrap()),
+            (1, 0)
+        );
+        store.append(&entries(1..=5, 1)).unwrap();
+        let hard_state = HardState {
+            term: 1,
+            vote: 2,
+            commit: 3,
+            ..Default::default()
+        };
+        store.set_hard_state(&hard_state).unwrap();
+        store.set_commit(4).unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.last_index().unwrap(), 5);
+    assert_eq!(store.term(5).unwrap(), 1);
+    let state = store.initial_state().unwrap();
+    assert_eq!(
+        (
+            state.hard_state.term,
+            state.hard_state.vote,
+            state.hard_state.commit
+        ),
+        (1, 2, 4)
+    );
+    let read = store.entries(2, 5, None, context()).unwrap();
+    assert_eq!(read, entries(2..=4, 1));
+    assert!(
+        store.entries(2, 7, None, context()).is_err(),
+        "past the last index"
+    );
+}
+
+#[test]
+fn a_conflicting_suffix_is_cut_in_the_same_write() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.append(&entries(1..=10, 1)).unwrap();
+        // A new leader overwrites from index 6 with a shorter log of term 2.
+        store.append(&entries(6..=7, 2)).unwrap();
+        assert_eq!(store.last_index().unwrap(), 7);
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        store.last_index().unwrap(),
+        7,
+        "entries 8..10 of the old term are gone on disk too"
+    );
+    assert_eq!(store.term(5).unwrap(), 1);
+    assert_eq!(store.term(7).unwrap(), 2);
+    assert!(store.term(8).is_err());
+}
+
+#[test]
+fn a_data_dir_of_another_cluster_or_node_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    let other_cluster = RocksStore::open(
+        dir.path(),
+        &identity("c2", 1),
+        &voters(),
+        Durability::Synced,
+    )
+    .unwrap_err();
+    assert!(
+        other_cluster
+            .to_string()
+            .contains("belongs to another cluster"),
+        "{other_cluster}"
+    );
+    let other_node = RocksStore::open(
+        dir.path(),
+        &identity("c1", 2),
+        &voters(),
+        Durability::Synced,
+    )
+    .unwrap_err();
+    assert!(
+        other_node
+            .to_string()
+            .contains("belongs to node 1, not node 2"),
+        "{other_node}"
+    );
+    let newer = StoreIdentity {
+        format: FORMAT_VERSION + 1,
+        ..identity("c1", 1)
+    };
+    let newer = RocksStore::open(dir.path(), &newer, &voters(), Durability::Synced).unwrap_err();
+    assert!(newer.to_string().contains("format"), "{newer}");
+    // And the right identity still opens it.
+    drop(open(dir.path()));
+}
+
+#[test]
+fn snapshots_truncate_the_log_and_restore_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = State::default();
+    {
+        let store = open(dir.path());
+        store.append(&entries(1..=20, 3)).unwrap();
+        let conf_state = ConfState::from((vec![1, 2, 3], vec![]));
+        store
+            .save_snapshot(state.to_snapshot().unwrap(), 12, 3, &conf_state)
+            .unwrap();
+        assert_eq!(store.first_index().unwrap(), 13);
+        assert_eq!(store.last_index().unwrap(), 20);
+        assert_eq!(
+            store.term(12).unwrap(),
+            3,
+            "the snapshot's own index keeps its term"
+        );
+        assert!(matches!(
+            store.entries(5, 10, None, context()),
+            Err(raft::Error::Store(raft::StorageError::Compacted))
+        ));
+        assert!(matches!(
+            store.snapshot(15, 2),
+            Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
+        assert_eq!(store.snapshot(10, 2).unwrap().get_metadata().index, 12);
+    }
+    let store = open(dir.path());
+    let (restored, index) = store.state_snapshot().unwrap();
+    assert_eq!((restored, index), (state, 12));
+    assert_eq!(
+        (store.first_index().unwrap(), store.last_index().unwrap()),
+        (13, 20)
+    );
+}
+
+#[test]
+fn a_snapshot_from_the_leader_replaces_the_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append(&entries(1..=8, 1)).unwrap();
+    let mut snapshot = Snapshot::default();
+    snapshot.mut_metadata().index = 50;
+    snapshot.mut_metadata().term = 4;
+    snapshot
+        .mut_metadata()
+        .set_conf_state(ConfState::from((vec![1, 2, 3, 4], vec![])));
+    snapshot.set_data(State::default().to_snapshot().unwrap().into());
+    store.apply_snapshot(&snapshot).unwrap();
+    assert_eq!(
+        (store.first_index().unwrap(), store.last_index().unwrap()),
+        (51, 50)
+    );
+    let state = store.initial_state().unwrap();
+    assert_eq!(state.hard_state.commit, 50);
+    assert_eq!(state.conf_state.voters, [1, 2, 3, 4]);
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.last_index().unwrap(), 50);
+    assert_eq!(store.state_snapshot().unwrap().1, 50);
+}
+
+#[test]
+fn a_write_ahead_log_cut_mid_batch_recovers_to_the_last_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        for index in 1..=30 {
+            store.append(&[entry(index, 1)]).unwrap();
+        }
+    }
+    // Cut the newest WAL file in the middle of its last record, as a crash mid-write can.
+    let mut wals: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    wals.sort();
+    let wal = wals.last().expect("a write-ahead log file");
+    let len = std::fs::metadata(wal).unwrap().len();
+    assert!(len > 10, "the WAL holds the writes");
+    let file = std::fs::OpenOptions::new().write(true).open(wal).unwrap();
+    file.set_len(len - 7).unwrap();
+    drop(file);
+
+    let store = open(dir.path());
+    let last = store.last_index().unwrap();
+    assert!(
+        (25..30).contains(&last),
+        "recovered to {last}: the torn batch is dropped, the rest kept"
+    );
+    let read = store.entries(1, last + 1, None, context()).unwrap();
+    assert_eq!(read, entries(1..=last, 1), "every surviving entry is whole");
+}
