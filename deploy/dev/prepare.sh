@@ -6,17 +6,24 @@
 #   - a running dockerd (started in the background when none answers), and
 #   - the local test image nexus-test/busybox:latest (no registry is reachable: it is a busybox
 #     rootfs through `docker import`).
+# With --build-only: only what building needs (no Docker, no test image), for deploy/dev/up.sh.
 # Idempotent; needs root only to install packages or start dockerd.
 set -euo pipefail
+trap 'echo "prepare: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
+
+build_only=false
+[ "${1:-}" = "--build-only" ] && build_only=true
 
 IMAGE="${NEXUS_TEST_IMAGE:-nexus-test/busybox:latest}"
 log() { echo "prepare: $*"; }
 
 need=()
-command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
-command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-command -v ip >/dev/null 2>&1 || need+=(iproute2)
+if ! $build_only; then
+  command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+  command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
+fi
 # RocksDB's bindings are generated with bindgen, which needs libclang; its C++ needs a compiler.
 compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || need+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
@@ -34,7 +41,7 @@ fi
 # nothing can be downloaded, give it the pinned name.
 pinned=$(sed -n 's/^channel = "\(.*\)"/\1/p' "$(dirname "$0")/../../rust-toolchain.toml")
 if command -v rustup >/dev/null 2>&1 && ! rustup toolchain list | grep -q "^${pinned}-"; then
-  stable_version=$(rustc +stable --version 2>/dev/null | awk '{print $2}')
+  stable_version=$(rustc +stable --version 2>/dev/null | awk '{print $2}') || stable_version=""
   if [ "$stable_version" = "$pinned" ]; then
     log "linking the stable toolchain as ${pinned}"
     rustup toolchain link "$pinned" "$(rustc +stable --print sysroot)"
@@ -43,6 +50,8 @@ if command -v rustup >/dev/null 2>&1 && ! rustup toolchain list | grep -q "^${pi
     exit 1
   fi
 fi
+
+$build_only && exit 0
 
 docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
 if ! docker_answers; then

@@ -4,5 +4,8 @@
 # Extra arguments go to `nexus up`, e.g. `--detach`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# What building needs (libclang for RocksDB's bindings, the pinned toolchain's name); installing
+# a missing package needs root.
+deploy/dev/prepare.sh --build-only
 cargo build --locked --workspace --bins
 exec cargo run --locked --quiet -p nexus-cli --bin nexus -- up "$@"
