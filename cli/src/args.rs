@@ -165,5 +165,36 @@ pub struct IssueArgs {
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Every host with its status, workspaces, capacity and latest stats.
-    Hosts,
+    Hosts {
+        /// Answer from the coordinator's own replica without confirming with the leader: works
+        /// without a quorum, may be a little behind.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// The coordinators: members, roles, the leader, term, commit and applied index, health and
+    /// last contact (as the leader sees them, when one is reachable).
+    Status,
+    /// Exit 0 if the cluster has a leader and a quorum of healthy voters, non-zero otherwise.
+    HealthCheck,
+    /// The coordinator cluster's membership.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The members, as `admin status` shows them.
+    Members,
+    /// Add a coordinator (started with `--join`): it joins as a learner, catches up, and is
+    /// promoted to voter.
+    Add {
+        /// Its node id.
+        id: NodeId,
+        /// The address others reach it at, HOST:PORT.
+        address: String,
+    },
+    /// Remove a coordinator from the cluster.
+    Remove { id: NodeId },
+    /// Hand leadership to another voter.
+    TransferLeader { id: NodeId },
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use comfy_table::{Table, presets};
 use nexus_protocol::clock::Timestamp;
-use nexus_protocol::message::HostView;
+use nexus_protocol::message::{ClusterStatus, HostView};
 use nexus_protocol::model::HostStatus;
 use serde_json::{Value, json};
 
@@ -82,6 +82,60 @@ pub fn ago(then: Option<Timestamp>, now: Timestamp) -> String {
         120..=7199 => format!("{}m ago", seconds / 60),
         _ => format!("{}h ago", seconds / 3600),
     }
+}
+
+/// `admin status`: `{"leader", "term", "members": [{"id", "addr", "role", "healthy", ...}], ...}`.
+pub fn status_json(status: &ClusterStatus) -> Value {
+    json!({
+        "node": status.node.get(),
+        "leader": status.leader.map(|l| l.get()),
+        "term": status.term,
+        "commit_index": status.commit_index,
+        "applied_index": status.applied_index,
+        "members": status.members.iter().map(|m| json!({
+            "id": m.id.get(),
+            "addr": m.addr,
+            "role": m.role.as_str(),
+            "healthy": m.healthy,
+            "last_contact_ms": m.last_contact_ms,
+            "matched_index": m.matched_index,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn status_table(status: &ClusterStatus) -> String {
+    let leader = status.leader.map_or("none".to_string(), |l| l.to_string());
+    let mut text = format!(
+        "leader {leader}, term {}; as seen by coordinator {}: commit {}, applied {}\n\n",
+        status.term, status.node, status.commit_index, status.applied_index
+    );
+    let rows = status
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                m.addr.clone(),
+                m.role.as_str().to_string(),
+                if m.healthy { "yes" } else { "no" }.to_string(),
+                m.last_contact_ms
+                    .map_or("never".to_string(), |ms| format!("{ms} ms ago")),
+                m.matched_index.map_or("-".to_string(), |i| i.to_string()),
+            ]
+        })
+        .collect();
+    text.push_str(&table(
+        &[
+            "ID",
+            "ADDRESS",
+            "ROLE",
+            "HEALTHY",
+            "LAST CONTACT",
+            "MATCHED",
+        ],
+        rows,
+    ));
+    text
 }
 
 pub fn hosts_json(hosts: &[HostView]) -> Value {

@@ -2,9 +2,12 @@
 //! file. Also connecting to the first coordinator that answers.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::RequestId;
+use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::identity::IdentityKind;
+use nexus_protocol::message::{Request, Response};
 use nexus_protocol::transport::{Connection, Connector, Credentials, TransportConfig, resolve};
 use serde::{Deserialize, Serialize};
 
@@ -106,31 +109,77 @@ impl Settings {
         })
     }
 
-    /// Connects to the first coordinator that answers, in the configured order.
-    pub async fn connect(&self) -> Result<Connection, CliError> {
+    fn connector(&self) -> Result<Connector, CliError> {
         let credentials = Credentials::load(&self.ca, &self.cert, &self.key).map_err(|e| {
             CliError::local(ErrorCode::AuthenticationFailed, e.to_string())
                 .suggest("check --ca, --cert and --key (or NEXUS_CA, NEXUS_CERT, NEXUS_KEY)")
         })?;
-        let connector = Connector::new(&credentials, TransportConfig::default())
-            .map_err(|e| CliError::local(ErrorCode::Internal, e.to_string()))?;
+        Connector::new(&credentials, TransportConfig::default())
+            .map_err(|e| CliError::local(ErrorCode::Internal, e.to_string()))
+    }
+
+    /// Connects to the first coordinator that answers, in the configured order.
+    pub async fn connect(&self) -> Result<Connection, CliError> {
+        let connector = self.connector()?;
         let mut last = None;
         for target in &self.coordinators {
-            let attempt = async {
-                let (address, name) = resolve(target).await?;
-                connector
-                    .connect(address, &name, &[IdentityKind::Coordinator])
-                    .await
-            };
-            match attempt.await {
+            match connect_to(&connector, target).await {
                 Ok(connection) => return Ok(connection),
-                Err(error) => last = Some(annotate(target, error)),
+                Err(error) => last = Some(error),
             }
         }
         Err(CliError::from(last.unwrap_or_else(|| {
             WireError::new(ErrorCode::NetworkError, "no coordinator configured")
         })))
     }
+
+    /// Sends `request` to the first coordinator that answers and follows it to the leader when
+    /// it answers `NOT_LEADER` with the leader's address (a few hops at most, under the same
+    /// request id, so a write is never applied twice). Waits up to `limit` for each answer.
+    pub async fn request(&self, request: Request, limit: Duration) -> Result<Response, CliError> {
+        let connector = self.connector()?;
+        let mut connection = self.connect().await?;
+        let request_id = RequestId::random();
+        for _ in 0..MAX_REDIRECTS {
+            match connection
+                .request_with(request_id, request.clone(), limit)
+                .await
+            {
+                Err(WireError {
+                    code: ErrorCode::NotLeader,
+                    detail:
+                        Some(ErrorDetail::NotLeader {
+                            address: Some(address),
+                            ..
+                        }),
+                    ..
+                }) => connection = connect_to(&connector, &address).await?,
+                other => return Ok(other?),
+            }
+        }
+        Err(CliError::local(
+            ErrorCode::NotLeader,
+            format!("the coordinators sent this request on more than {MAX_REDIRECTS} hops"),
+        ))
+    }
+
+    /// Connects to one coordinator at `target` (HOST:PORT).
+    pub async fn connect_to(&self, target: &str) -> Result<Connection, CliError> {
+        Ok(connect_to(&self.connector()?, target).await?)
+    }
+}
+
+/// How many `NOT_LEADER` answers a request follows before it gives up.
+const MAX_REDIRECTS: usize = 3;
+
+async fn connect_to(connector: &Connector, target: &str) -> Result<Connection, WireError> {
+    let attempt = async {
+        let (address, name) = resolve(target).await?;
+        connector
+            .connect(address, &name, &[IdentityKind::Coordinator])
+            .await
+    };
+    attempt.await.map_err(|error| annotate(target, error))
 }
 
 fn annotate(target: &str, mut error: WireError) -> WireError {

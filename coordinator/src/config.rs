@@ -11,6 +11,8 @@ use nexus_protocol::NodeId;
 use nexus_protocol::transport::TransportConfig;
 use serde::Deserialize;
 
+use crate::cluster::DriverConfig;
+
 /// Flags, as the command line gives them. Every field may also come from `--config FILE`.
 #[derive(Debug, Parser, Default)]
 #[command(
@@ -40,6 +42,26 @@ pub struct Args {
     /// The largest message frame accepted, in bytes.
     #[arg(long)]
     pub max_frame_bytes: Option<usize>,
+    /// Start as a new member of an existing cluster (`--peer` lists members to reach); an admin
+    /// then adds it with `nexus admin cluster add`. Without it, a first start founds a cluster of
+    /// this node and its `--peer`s.
+    #[arg(long)]
+    pub join: bool,
+    /// The address peers and clients use to reach this node, if not `--listen`'s.
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Milliseconds between Raft ticks.
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
+    /// Ticks without a leader before an election (randomised up to twice this).
+    #[arg(long)]
+    pub election_ticks: Option<usize>,
+    /// Ticks between a leader's heartbeats.
+    #[arg(long)]
+    pub heartbeat_ticks: Option<usize>,
+    /// Snapshot the state and truncate the log every this many entries.
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
 }
 
 fn parse_peer(value: &str) -> Result<(NodeId, String), String> {
@@ -64,6 +86,13 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     tls_dir: Option<PathBuf>,
     max_frame_bytes: Option<usize>,
+    #[serde(default)]
+    join: bool,
+    advertise: Option<String>,
+    tick_ms: Option<u64>,
+    election_ticks: Option<usize>,
+    heartbeat_ticks: Option<usize>,
+    snapshot_every: Option<u64>,
 }
 
 /// A complete, checked configuration.
@@ -75,6 +104,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub tls_dir: PathBuf,
     pub max_frame_bytes: usize,
+    pub join: bool,
+    pub advertise: Option<String>,
+    pub driver: DriverConfig,
 }
 
 impl Config {
@@ -104,7 +136,39 @@ impl Config {
         if peers.iter().any(|(id, _)| *id == node_id) {
             bail!("--peer lists this node's own id {node_id}: list only the other coordinators");
         }
+        let mut driver = DriverConfig::default();
+        if let Some(ms) = args.tick_ms.or(file.tick_ms) {
+            if !(1..=10_000).contains(&ms) {
+                bail!("--tick-ms must be between 1 and 10000, not {ms}");
+            }
+            driver.tick = Duration::from_millis(ms);
+        }
+        if let Some(ticks) = args.election_ticks.or(file.election_ticks) {
+            driver.raft.election_ticks = ticks;
+        }
+        if let Some(ticks) = args.heartbeat_ticks.or(file.heartbeat_ticks) {
+            driver.raft.heartbeat_ticks = ticks;
+        }
+        if driver.raft.heartbeat_ticks == 0
+            || driver.raft.election_ticks <= driver.raft.heartbeat_ticks
+        {
+            bail!(
+                "--election-ticks ({}) must be more than --heartbeat-ticks ({}), which must be positive",
+                driver.raft.election_ticks,
+                driver.raft.heartbeat_ticks
+            );
+        }
+        if let Some(every) = args.snapshot_every.or(file.snapshot_every) {
+            driver.raft.snapshot_every = every;
+        }
+        let join = args.join || file.join;
+        if join && peers.is_empty() {
+            bail!("--join needs at least one --peer: a member of the cluster to join");
+        }
         Ok(Config {
+            join,
+            advertise: args.advertise.or(file.advertise),
+            driver,
             node_id,
             listen: args
                 .listen
@@ -124,6 +188,13 @@ impl Config {
                 .or(file.max_frame_bytes)
                 .unwrap_or(nexus_protocol::codec::DEFAULT_MAX_FRAME_LEN),
         })
+    }
+
+    /// The address others reach this node at.
+    pub fn advertise(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
     }
 
     pub fn transport(&self) -> TransportConfig {

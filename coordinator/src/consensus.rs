@@ -19,7 +19,9 @@
 use nexus_protocol::codec::{self, CodecConfig};
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::{NodeId, RequestId};
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Snapshot};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState, Snapshot,
+};
 use raft::{RawNode, StateRole};
 
 use crate::state::{Outcome, Proposal, State};
@@ -106,6 +108,29 @@ pub struct ReadyOutput {
     pub messages: Vec<RaftMessage>,
     /// Proposals applied in this round, in log order.
     pub applied: Vec<Applied>,
+    /// Answers to [`RaftNode::read_index`]: the read's context and the index the state machine
+    /// must have applied before the read may be served.
+    pub reads: Vec<(u64, u64)>,
+}
+
+/// A membership change, one node at a time (so the cluster never enters a joint configuration
+/// of its own making).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Join as a learner at this address: receives the log, does not vote.
+    AddLearner(NodeId, String),
+    /// Make a learner (or a new node) a voter.
+    Promote(NodeId),
+    Remove(NodeId),
+}
+
+/// A member of the configuration as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberProgress {
+    pub id: NodeId,
+    pub voter: bool,
+    /// The leader's view of its replication (none on followers).
+    pub matched: Option<u64>,
 }
 
 /// A Raft node and the state machine it drives.
@@ -254,6 +279,116 @@ impl<S: LogStore> RaftNode<S> {
         self.raw.campaign().map_err(store_error)
     }
 
+    /// The current configuration: voters and learners, with the leader's view of their
+    /// replication.
+    pub fn members(&self) -> Vec<MemberProgress> {
+        let conf = self.raw.raft.prs().conf().to_conf_state();
+        let leader = self.is_leader();
+        let progress = |id: u64| {
+            leader
+                .then(|| self.raw.raft.prs().get(id).map(|p| p.matched))
+                .flatten()
+        };
+        let mut members = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (ids, voter) in [
+            (&conf.voters, true),
+            (&conf.voters_outgoing, true),
+            (&conf.learners, false),
+            (&conf.learners_next, false),
+        ] {
+            for &id in ids {
+                if let Ok(node) = NodeId::new(id)
+                    && seen.insert(id)
+                {
+                    members.push(MemberProgress {
+                        id: node,
+                        voter,
+                        matched: progress(id),
+                    });
+                }
+            }
+        }
+        members.sort_by_key(|m| m.id);
+        members
+    }
+
+    /// Whether a membership change is proposed and not yet applied.
+    pub fn conf_change_pending(&self) -> bool {
+        self.raw.raft.pending_conf_index > self.applied_index
+    }
+
+    /// Whether the node is a candidate (or pre-candidate) in an election.
+    pub fn is_candidate(&self) -> bool {
+        matches!(
+            self.raw.raft.state,
+            StateRole::Candidate | StateRole::PreCandidate
+        )
+    }
+
+    /// The last index of this node's log.
+    pub fn last_index(&self) -> u64 {
+        self.raw.raft.raft_log.last_index()
+    }
+
+    /// Asks for the index a linearizable read must wait for. The answer comes back from
+    /// [`RaftNode::process_ready`] in `reads`, tagged with `context` — or never, if leadership
+    /// is lost meanwhile: the caller needs a timeout.
+    pub fn read_index(&mut self, context: u64) {
+        self.raw.read_index(context.to_be_bytes().to_vec());
+    }
+
+    /// Proposes one membership change (leader only). A change proposed while another is pending
+    /// is dropped by Raft: the caller checks the configuration and retries after a timeout.
+    pub fn propose_member_change(&mut self, change: &MemberChange) -> Result<(), WireError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        if self.conf_change_pending() {
+            return Err(WireError::new(
+                ErrorCode::Timeout,
+                "another membership change is in progress; retry when it is done",
+            ));
+        }
+        let mut conf_change = ConfChange::default();
+        let (kind, node, context) = match change {
+            MemberChange::AddLearner(node, address) => (
+                ConfChangeType::AddLearnerNode,
+                node,
+                address.as_bytes().to_vec(),
+            ),
+            MemberChange::Promote(node) => (ConfChangeType::AddNode, node, Vec::new()),
+            MemberChange::Remove(node) => (ConfChangeType::RemoveNode, node, Vec::new()),
+        };
+        conf_change.set_change_type(kind);
+        conf_change.node_id = node.get();
+        conf_change.context = context.into();
+        self.raw
+            .propose_conf_change(Vec::new(), conf_change)
+            .map_err(|e| {
+                WireError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("the membership change was refused: {e}"),
+                )
+            })
+    }
+
+    /// Asks the leader to hand over to `to` (which must be an up-to-date voter).
+    pub fn transfer_leader(&mut self, to: NodeId) {
+        self.raw.transfer_leader(to.get());
+    }
+
+    fn not_leader(&self) -> WireError {
+        WireError::new(
+            ErrorCode::NotLeader,
+            format!("node {} is not the leader", self.id),
+        )
+        .with_detail(ErrorDetail::NotLeader {
+            leader: self.leader(),
+            address: None,
+        })
+    }
+
     /// Takes a message from a peer. Messages that raft-rs refuses (from unknown peers, stale
     /// terms) are dropped with a debug log: the network is allowed to deliver anything.
     pub fn step(&mut self, message: RaftMessage) {
@@ -267,18 +402,9 @@ impl<S: LogStore> RaftNode<S> {
     /// leader: the caller waits for its request id among the applied outcomes, with a timeout.
     pub fn propose(&mut self, proposal: &Proposal) -> Result<(), WireError> {
         if !self.is_leader() {
-            let leader = self.leader();
-            return Err(WireError::new(
-                ErrorCode::NotLeader,
-                format!("node {} is not the leader", self.id),
-            )
-            .with_detail(ErrorDetail::NotLeader {
-                leader,
-                address: None,
-            })
-            .with_request_id(proposal.request_id));
+            return Err(self.not_leader().with_request_id(proposal.request_id));
         }
-        let data = codec::encode(proposal, entry_codec()).map_err(|e| e.to_wire())?;
+        let data = encode_forwarded(proposal)?;
         let context = proposal.request_id.as_u128().to_be_bytes().to_vec();
         self.raw.propose(context, data).map_err(|e| {
             WireError::new(
@@ -300,6 +426,12 @@ impl<S: LogStore> RaftNode<S> {
         let mut ready = self.raw.ready();
         // A leader may send before persisting (Raft thesis 10.2.1); followers may not.
         output.messages.extend(ready.take_messages());
+        output
+            .reads
+            .extend(ready.take_read_states().into_iter().filter_map(|read| {
+                let context: [u8; 8] = read.request_ctx.as_slice().try_into().ok()?;
+                Some((u64::from_be_bytes(context), read.index))
+            }));
         if !ready.snapshot().is_empty() {
             // The leader compacted past this node's log: start over from its snapshot.
             let snapshot = ready.snapshot().clone();
@@ -328,7 +460,34 @@ impl<S: LogStore> RaftNode<S> {
         self.apply_entries(committed, &mut output)?;
         self.raw.advance_apply();
         self.maybe_snapshot()?;
+        self.leave_joint_if_needed();
         Ok(output)
+    }
+
+    /// A leader that finds the configuration joint (a change of several members, or a leader that
+    /// died between entering and leaving) proposes the leave itself, so joint consensus is always
+    /// left.
+    fn leave_joint_if_needed(&mut self) {
+        if !self.is_leader() || self.conf_change_pending() {
+            return;
+        }
+        if self
+            .raw
+            .raft
+            .prs()
+            .conf()
+            .to_conf_state()
+            .voters_outgoing
+            .is_empty()
+        {
+            return;
+        }
+        if let Err(error) = self
+            .raw
+            .propose_conf_change(Vec::new(), ConfChangeV2::default())
+        {
+            tracing::warn!(node = %self.id, "cannot propose leaving the joint configuration: {error}");
+        }
     }
 
     /// Snapshots the state machine when enough entries were applied since the last snapshot.
@@ -374,6 +533,7 @@ impl<S: LogStore> RaftNode<S> {
                         .map_err(|e| StoreError(e.to_string()))?;
                     let conf_state = self.raw.apply_conf_change(&change).map_err(store_error)?;
                     self.raw.store().set_conf_state(&conf_state)?;
+                    self.record_member_address(&change);
                 }
                 EntryType::EntryConfChangeV2 => {
                     // The leave-joint entry has empty data, and must be applied all the same.
@@ -390,11 +550,64 @@ impl<S: LogStore> RaftNode<S> {
     }
 }
 
+impl<S: LogStore> RaftNode<S> {
+    /// Keeps the replicated address book in step with the configuration: an added node's address
+    /// travels in its conf change's context.
+    fn record_member_address(&mut self, change: &ConfChange) {
+        let Ok(node) = NodeId::new(change.node_id) else {
+            return;
+        };
+        match change.get_change_type() {
+            ConfChangeType::RemoveNode => self.state.set_member_address(node, None),
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                if let Ok(address) = std::str::from_utf8(&change.context)
+                    && !address.is_empty()
+                {
+                    self.state
+                        .set_member_address(node, Some(address.to_string()));
+                }
+            }
+        }
+    }
+}
+
 /// A corrupt entry is a corrupt log: fatal, never skipped (skipping would diverge the replica).
 fn decode_proposal(data: &[u8]) -> Result<Proposal, StoreError> {
-    let config = entry_codec();
-    let (payload, _) = codec::split_frame(data, config)
-        .map_err(|e| StoreError(format!("a log entry: {e}")))?
-        .ok_or_else(|| StoreError("a truncated log entry".into()))?;
-    codec::decode(payload).map_err(|e| StoreError(format!("a log entry: {e}")))
+    decode_forwarded(data).map_err(|e| StoreError(format!("a log entry: {e}")))
+}
+
+/// A proposal as it travels from a follower to the leader: the log entry's own encoding.
+pub fn encode_forwarded(proposal: &Proposal) -> Result<Vec<u8>, WireError> {
+    codec::encode(proposal, entry_codec()).map_err(|e| e.to_wire())
+}
+
+/// Reads a forwarded proposal (from an authenticated coordinator; still checked, never trusted
+/// to be well formed).
+pub fn decode_forwarded(data: &[u8]) -> Result<Proposal, String> {
+    let (payload, _) = codec::split_frame(data, entry_codec())
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "truncated".to_string())?;
+    codec::decode(payload).map_err(|e| e.to_string())
+}
+
+/// A Raft message in its wire form (protobuf).
+pub fn encode_message(message: &RaftMessage) -> Result<Vec<u8>, WireError> {
+    protobuf::Message::write_to_bytes(message).map_err(|e| {
+        WireError::new(
+            ErrorCode::Internal,
+            format!("cannot encode a raft message: {e}"),
+        )
+    })
+}
+
+/// Reads a Raft message from a peer. Only authenticated coordinators' bytes reach this (protobuf 2
+/// is not hardened against hostile input, see `../shared/notes.md`); a bad one is an error, never a
+/// panic.
+pub fn decode_message(bytes: &[u8]) -> Result<RaftMessage, WireError> {
+    <RaftMessage as protobuf::Message>::parse_from_bytes(bytes).map_err(|e| {
+        WireError::new(
+            ErrorCode::ProtocolError,
+            format!("a corrupt raft message: {e}"),
+        )
+    })
 }

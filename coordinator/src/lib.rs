@@ -1,28 +1,98 @@
-//! `nexus-coordinator`: keeps the fleet's state and serves agents, users and admins over QUIC with
-//! mutual TLS.
+//! `nexus-coordinator`: keeps the fleet's state, replicated with Raft on RocksDB, and serves
+//! agents, users, admins and its peers over QUIC with mutual TLS.
 //!
-//! What exists today: the configuration ([`config`]), the endpoint and its request handler
-//! ([`service`]) with an in-memory registry of agents' hosts (soft state, as heartbeats will stay).
-//! The Raft-replicated state on RocksDB, the scheduler and the watch hub arrive with the
-//! Coordinator and Workspaces issues; until then every request they serve is answered
-//! `UNSUPPORTED`.
+//! The parts: the configuration ([`config`]); the pure state machine ([`state`]); the Raft node
+//! without I/O ([`consensus`]) over the RocksDB store ([`store`]); the driver that owns the node
+//! and its handle ([`cluster`]); the other coordinators ([`peers`]); and the request handler
+//! ([`service`]). The scheduler and the watch hub arrive with the Workspaces issue; until then
+//! workspace requests are answered `UNSUPPORTED`.
 
+pub mod cluster;
 pub mod config;
 pub mod consensus;
+pub mod peers;
 pub mod service;
 pub mod state;
 pub mod store;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
 use nexus_protocol::Identity;
-use nexus_protocol::transport::{AcceptPolicy, Credentials, Server};
+use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Server};
+use tokio::sync::oneshot;
 
 pub use config::Config;
 pub use service::Service;
 
-/// Runs a coordinator until `shutdown` completes.
+use crate::cluster::Cluster;
+use crate::consensus::{RaftNode, StoreError};
+use crate::peers::Peers;
+use crate::store::{Durability, RocksStore, StoreIdentity};
+
+/// A running Raft node: its handle, and what stops it.
+#[derive(Debug)]
+pub struct Node {
+    pub cluster: Cluster,
+    stop: oneshot::Sender<()>,
+    stopped: oneshot::Receiver<Result<(), StoreError>>,
+}
+
+impl Node {
+    /// Opens the store in `config.data_dir` (bootstrapping it on first start) and starts the
+    /// driver. Must be called within a tokio runtime (the peer senders run on it).
+    pub fn start(config: &Config, credentials: &Credentials) -> anyhow::Result<Node> {
+        let identity = StoreIdentity {
+            format: store::FORMAT_VERSION,
+            cluster: credentials.ca_fingerprint().to_string(),
+            node: config.node_id,
+        };
+        // Founders start as voters of the same first configuration; a joining node starts empty
+        // and learns the configuration from the leader's snapshot.
+        let voters: Vec<_> = if config.join {
+            vec![]
+        } else {
+            std::iter::once(config.node_id)
+                .chain(config.peers.iter().map(|(id, _)| *id))
+                .collect()
+        };
+        let dir = config.data_dir.join("raft");
+        let store = RocksStore::open(&dir, &identity, &voters, Durability::Synced)
+            .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+        let (state, applied) = store.state_snapshot()?;
+        let node = RaftNode::new(config.node_id, store, state, applied, &config.driver.raft)?;
+        let mut addresses: BTreeMap<_, _> = config.peers.iter().cloned().collect();
+        addresses.insert(config.node_id, config.advertise());
+        let connector = Connector::new(credentials, config.transport())
+            .context("cannot set up connections to peers")?;
+        let peers = Peers::new(
+            config.node_id,
+            connector,
+            addresses,
+            config.driver.tick.saturating_mul(10),
+            tokio::runtime::Handle::current(),
+        );
+        let (stop, stop_signal) = oneshot::channel();
+        let (cluster, stopped) = cluster::start(node, peers, config.driver.clone(), stop_signal)
+            .context("cannot start the raft driver")?;
+        Ok(Node {
+            cluster,
+            stop,
+            stopped,
+        })
+    }
+
+    /// Stops the driver and waits for it.
+    pub async fn stop(self) -> Result<(), StoreError> {
+        let _ = self.stop.send(());
+        self.stopped
+            .await
+            .unwrap_or_else(|_| Err(StoreError("the driver thread died".into())))
+    }
+}
+
+/// Runs a coordinator until `shutdown` completes, or until its store fails (an error).
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send,
@@ -55,16 +125,31 @@ pub async fn run(
     let address = server
         .local_addr()
         .context("cannot read the bound address")?;
-    if !config.peers.is_empty() {
-        tracing::warn!(
-            peers = config.peers.len(),
-            "peers are configured, but this build runs a one-node coordinator: clustering arrives with Raft"
-        );
-    }
-    tracing::info!(node_id = %config.node_id, %address, "nexus-coordinator listening");
-    server
-        .serve(Arc::new(Service::new(identity)), shutdown)
-        .await;
+    let Node {
+        cluster,
+        stop,
+        mut stopped,
+    } = Node::start(&config, &credentials)?;
+    tracing::info!(node_id = %config.node_id, %address, peers = config.peers.len(), "nexus-coordinator listening");
+    let service = Arc::new(Service::new(identity, cluster));
+    let mut failure = None;
+    let until = async {
+        tokio::select! {
+            () = shutdown => {}
+            result = &mut stopped => failure = Some(result),
+        }
+    };
+    server.serve(service, until).await;
+    let result = match failure {
+        Some(result) => result.unwrap_or_else(|_| Err(StoreError("the driver thread died".into()))),
+        None => {
+            let _ = stop.send(());
+            stopped
+                .await
+                .unwrap_or_else(|_| Err(StoreError("the driver thread died".into())))
+        }
+    };
+    result.context("the raft node failed")?;
     tracing::info!("nexus-coordinator stopped");
     Ok(())
 }

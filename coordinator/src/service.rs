@@ -1,44 +1,70 @@
-//! The coordinator's request handler: who may ask what, and the answers this build can give.
+//! The coordinator's request handler: who may ask what, and the answers.
 //!
-//! The registry of hosts here is soft state in this process's memory: agents re-register on every
-//! connect, so losing it loses nothing. The replicated hosts table replaces it as the source of
-//! truth when the Raft state machine lands; heartbeats and stats stay here by design.
+//! Writes go through Raft ([`Cluster::propose`]; a follower forwards them to the leader) and are
+//! answered once applied. Reads are linearizable (ReadIndex) unless the client asks for a stale
+//! read. Heartbeats and host stats are soft state in this process's memory, never in the Raft log:
+//! agents send them every few seconds, so losing them loses nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use nexus_protocol::clock;
+use nexus_protocol::clock::{self, Timestamp};
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::{Identity, IdentityKind};
-use nexus_protocol::message::{AdminRequest, AgentRequest, HostView, Pong, Request, Response};
-use nexus_protocol::model::{HostInfo, HostStatus};
+use nexus_protocol::message::{
+    AdminRequest, AgentRequest, ClusterStatus, HostView, MemberRole, MemberView, PeerRequest, Pong,
+    Request, Response, StaleRead,
+};
+use nexus_protocol::model::HostStats;
 use nexus_protocol::transport::{Handler, Peer, Reply};
-use nexus_protocol::{HostId, RequestId};
+use nexus_protocol::{HostId, NodeId, RequestId};
+
+use crate::cluster::{Cluster, NodeView};
+use crate::consensus;
+use crate::state::{Command, State};
+
+/// How long a membership change or leader transfer may take before it is answered `TIMEOUT`.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A host's latest heartbeat, as this coordinator received it.
+#[derive(Debug, Clone)]
+struct Liveness {
+    at: Timestamp,
+    stats: Option<HostStats>,
+}
 
 #[derive(Debug)]
 pub struct Service {
     identity: Identity,
-    hosts: Mutex<BTreeMap<HostId, HostView>>,
+    cluster: Cluster,
+    liveness: Mutex<BTreeMap<HostId, Liveness>>,
 }
 
 impl Service {
-    pub fn new(identity: Identity) -> Service {
+    pub fn new(identity: Identity, cluster: Cluster) -> Service {
         Service {
             identity,
-            hosts: Mutex::new(BTreeMap::new()),
+            cluster,
+            liveness: Mutex::new(BTreeMap::new()),
         }
     }
 
-    fn hosts(&self) -> std::sync::MutexGuard<'_, BTreeMap<HostId, HostView>> {
-        // A panic while holding this lock cannot leave the map half-updated (every update is one
-        // insert or one field write), so a poisoned lock is still safe to use.
-        self.hosts
+    fn liveness(&self) -> std::sync::MutexGuard<'_, BTreeMap<HostId, Liveness>> {
+        // Every update is one insert: a panic while holding the lock cannot leave the map
+        // half-updated, so a poisoned lock is still safe to use.
+        self.liveness
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Answers one request from `peer`.
-    pub fn answer(&self, peer: &Peer, request: Request) -> Result<Response, WireError> {
+    pub async fn answer(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        request: Request,
+    ) -> Result<Response, WireError> {
         match request {
             Request::Ping => Ok(Response::Pong(Pong {
                 software: nexus_protocol::SOFTWARE_VERSION.into(),
@@ -46,19 +72,138 @@ impl Service {
                 client: peer.identity.clone(),
                 time: clock::now(),
             })),
-            Request::Agent(request) => self.agent(peer, request),
-            Request::Admin(AdminRequest::Hosts) => {
-                require(peer, &[IdentityKind::Admin, IdentityKind::Coordinator])?;
-                Ok(Response::Hosts(self.hosts().values().cloned().collect()))
-            }
-            Request::Admin(AdminRequest::Status) | Request::Workspace(_) => Err(WireError::new(
+            Request::Agent(request) => self.agent(peer, request_id, request).await,
+            Request::Admin(request) => self.admin(peer, request, false).await,
+            Request::Stale(StaleRead::Admin(request)) => self.admin(peer, request, true).await,
+            Request::Peer(request) => self.peer(peer, request_id, request).await,
+            Request::Workspace(_) | Request::Stale(StaleRead::Workspace(_)) => Err(WireError::new(
                 ErrorCode::Unsupported,
-                "this coordinator build does not serve that request yet (it arrives with the Raft state machine)",
+                "this coordinator build does not serve workspaces yet",
             )),
         }
     }
 
-    fn agent(&self, peer: &Peer, request: AgentRequest) -> Result<Response, WireError> {
+    async fn admin(
+        &self,
+        peer: &Peer,
+        request: AdminRequest,
+        stale: bool,
+    ) -> Result<Response, WireError> {
+        require(peer, &[IdentityKind::Admin, IdentityKind::Coordinator])?;
+        let write = matches!(
+            request,
+            AdminRequest::ClusterAdd { .. }
+                | AdminRequest::ClusterRemove(_)
+                | AdminRequest::TransferLeader(_)
+        );
+        if stale && write {
+            return Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                "only reads may be stale; send the change without --stale",
+            ));
+        }
+        match request {
+            AdminRequest::Hosts => {
+                let liveness = self.liveness().clone();
+                let hosts = self
+                    .cluster
+                    .read(stale, move |state| host_views(state, &liveness))
+                    .await?;
+                Ok(Response::Hosts(hosts))
+            }
+            AdminRequest::Status => Ok(Response::ClusterStatus(self.status().await?)),
+            AdminRequest::ClusterAdd { id, address } => {
+                nexus_protocol::transport::resolve(&address).await?;
+                self.cluster
+                    .add_member(id, address, MEMBERSHIP_TIMEOUT)
+                    .await?;
+                Ok(Response::ClusterStatus(self.status().await?))
+            }
+            AdminRequest::ClusterRemove(id) => {
+                self.cluster.remove_member(id, MEMBERSHIP_TIMEOUT).await?;
+                Ok(Response::ClusterStatus(self.status().await?))
+            }
+            AdminRequest::TransferLeader(to) => {
+                self.cluster.transfer_leader(to, MEMBERSHIP_TIMEOUT).await?;
+                Ok(Response::ClusterStatus(self.status().await?))
+            }
+        }
+    }
+
+    /// The cluster as this node sees it.
+    pub async fn status(&self) -> Result<ClusterStatus, WireError> {
+        let view = self.cluster.view().await?;
+        Ok(cluster_status(
+            &view,
+            &self.cluster.peers().addresses(),
+            self.cluster.config().health_window(),
+        ))
+    }
+
+    async fn peer(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        request: PeerRequest,
+    ) -> Result<Response, WireError> {
+        let Identity::Coordinator(from) = peer.identity else {
+            return Err(denied(peer, "only coordinators of this cluster speak Raft"));
+        };
+        match request {
+            PeerRequest::Raft(batch) => {
+                let mut messages = Vec::with_capacity(batch.len());
+                for bytes in &batch {
+                    let message = consensus::decode_message(bytes).inspect_err(|error| {
+                        tracing::warn!(peer = %from, "dropped a corrupt raft message: {}", error.message);
+                    })?;
+                    if message.from != from.get() || message.to != self.cluster.id().get() {
+                        tracing::warn!(
+                            peer = %from,
+                            claimed_from = message.from,
+                            to = message.to,
+                            "dropped a raft message that does not match its sender's certificate or is not for this node"
+                        );
+                        return Err(denied(
+                            peer,
+                            &format!(
+                                "a raft message from node {} to node {} arrived from {} at node {}",
+                                message.from,
+                                message.to,
+                                peer.identity,
+                                self.cluster.id()
+                            ),
+                        ));
+                    }
+                    messages.push(message);
+                }
+                self.cluster.step(from, messages).await?;
+                Ok(Response::Ack)
+            }
+            PeerRequest::Propose(bytes) => {
+                let proposal = consensus::decode_forwarded(&bytes).map_err(|error| {
+                    WireError::new(
+                        ErrorCode::ProtocolError,
+                        format!("a corrupt forwarded proposal: {error}"),
+                    )
+                })?;
+                if proposal.request_id != request_id {
+                    return Err(WireError::new(
+                        ErrorCode::ProtocolError,
+                        "a forwarded proposal must travel under its own request id",
+                    ));
+                }
+                self.cluster.propose_here(proposal).await?;
+                Ok(Response::Ack)
+            }
+        }
+    }
+
+    async fn agent(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        request: AgentRequest,
+    ) -> Result<Response, WireError> {
         let Identity::Agent(host_id) = &peer.identity else {
             return Err(denied(peer, "only agents speak for hosts"));
         };
@@ -73,22 +218,44 @@ impl Service {
                         ),
                     ));
                 }
-                self.register(info);
+                self.cluster
+                    .propose(
+                        request_id,
+                        peer.identity.clone(),
+                        Command::RegisterHost(info),
+                    )
+                    .await?;
+                self.liveness().insert(
+                    host_id.clone(),
+                    Liveness {
+                        at: clock::now(),
+                        stats: None,
+                    },
+                );
                 Ok(Response::Registered {
                     host_id: host_id.clone(),
                 })
             }
             AgentRequest::Heartbeat { sequence: _, stats } => {
-                let mut hosts = self.hosts();
-                let host = hosts.get_mut(host_id).ok_or_else(|| {
-                    WireError::new(
+                let host = host_id.clone();
+                let known = self
+                    .cluster
+                    .read(true, move |state| state.hosts().contains_key(&host))
+                    .await?;
+                if !known {
+                    return Err(WireError::new(
                         ErrorCode::InvalidArgument,
                         format!("host {host_id} has not registered; register first"),
-                    )
-                })?;
-                host.last_heartbeat = Some(clock::now());
+                    ));
+                }
+                let mut liveness = self.liveness();
+                let entry = liveness.entry(host_id.clone()).or_insert(Liveness {
+                    at: clock::now(),
+                    stats: None,
+                });
+                entry.at = clock::now();
                 if stats.is_some() {
-                    host.stats = stats;
+                    entry.stats = stats;
                 }
                 Ok(Response::Ack)
             }
@@ -100,27 +267,68 @@ impl Service {
             }
         }
     }
+}
 
-    fn register(&self, info: HostInfo) {
-        let now = clock::now();
-        let mut hosts = self.hosts();
-        match hosts.get_mut(&info.host_id) {
-            Some(host) => {
-                host.info = info;
-                host.last_heartbeat = Some(now);
+fn host_views(state: &State, liveness: &BTreeMap<HostId, Liveness>) -> Vec<HostView> {
+    state
+        .hosts()
+        .iter()
+        .map(|(id, record)| {
+            let live = liveness.get(id);
+            HostView {
+                info: record.info.clone(),
+                status: record.status,
+                workspaces: state.workspaces_on(id),
+                stats: live.and_then(|l| l.stats),
+                last_heartbeat: live.map(|l| l.at),
             }
-            None => {
-                tracing::info!(host = %info.host_id, cpus = info.cpus, "host registered");
-                let view = HostView {
-                    info,
-                    status: HostStatus::Ready,
-                    workspaces: 0,
-                    stats: None,
-                    last_heartbeat: Some(now),
-                };
-                hosts.insert(view.info.host_id.clone(), view);
+        })
+        .collect()
+}
+
+/// `admin status` from a node's view: members' roles, health (heard from within `window`) and
+/// replication progress.
+pub fn cluster_status(
+    view: &NodeView,
+    addresses: &BTreeMap<NodeId, String>,
+    window: Duration,
+) -> ClusterStatus {
+    let members = view
+        .members
+        .iter()
+        .map(|member| {
+            let me = member.id == view.id;
+            let heard = view.last_heard.get(&member.id).copied();
+            let role = if me {
+                view.role
+            } else if view.leader == Some(member.id) {
+                MemberRole::Leader
+            } else if !member.voter {
+                MemberRole::Learner
+            } else {
+                MemberRole::Follower
+            };
+            MemberView {
+                id: member.id,
+                addr: addresses.get(&member.id).cloned().unwrap_or_default(),
+                role,
+                healthy: me || heard.is_some_and(|ago| ago < window),
+                last_contact_ms: if me {
+                    Some(0)
+                } else {
+                    heard.map(|ago| u64::try_from(ago.as_millis()).unwrap_or(u64::MAX))
+                },
+                matched_index: member.matched,
             }
-        }
+        })
+        .collect();
+    ClusterStatus {
+        node: view.id,
+        leader: view.leader,
+        term: view.term,
+        commit_index: view.commit_index,
+        applied_index: view.applied_index,
+        members,
     }
 }
 
@@ -144,7 +352,7 @@ fn denied(peer: &Peer, why: &str) -> WireError {
 
 impl Handler for Service {
     async fn handle(&self, peer: &Peer, request_id: RequestId, request: Request) -> Reply {
-        let result = self.answer(peer, request);
+        let result = self.answer(peer, request_id, request).await;
         if let Err(error) = &result {
             tracing::debug!(%request_id, peer = %peer.identity, code = %error.code, "request refused: {}", error.message);
         }
@@ -154,11 +362,44 @@ impl Handler for Service {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use nexus_protocol::identity::Role;
-    use nexus_protocol::model::PortRange;
+    use nexus_protocol::model::{HostInfo, PortRange};
+    use nexus_protocol::pki::{DEFAULT_CA_VALIDITY, PkiDir, SubjectName, Validity};
+    use nexus_protocol::transport::Credentials;
     use nexus_protocol::{NodeId, UserName};
 
     use super::*;
+    use crate::{Config, Node};
+
+    /// A one-node cluster on a real store in a temporary directory.
+    async fn one_node() -> (tempfile::TempDir, Node, Service) {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = PkiDir::new(dir.path().join("pki"));
+        pki.init(clock::now(), DEFAULT_CA_VALIDITY, false).unwrap();
+        let identity = Identity::Coordinator(NodeId::new(1).unwrap());
+        pki.issue(
+            &identity,
+            &[SubjectName::Ip([127, 0, 0, 1].into())],
+            Validity::starting(clock::now(), Duration::from_secs(3600)),
+            false,
+        )
+        .unwrap();
+        let credentials = Credentials::from_pki_dir(pki.path(), &identity).unwrap();
+        let mut config = Config::from_args(crate::config::Args {
+            node_id: Some(NodeId::new(1).unwrap()),
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            data_dir: Some(dir.path().join("data")),
+            tls_dir: Some(pki.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap();
+        config.driver.tick = Duration::from_millis(10);
+        let node = Node::start(&config, &credentials).unwrap();
+        let service = Service::new(identity, node.cluster.clone());
+        (dir, node, service)
+    }
 
     fn peer(identity: Identity) -> Peer {
         Peer {
@@ -197,17 +438,32 @@ mod tests {
         result.err().map(|e| e.code)
     }
 
-    #[test]
-    fn agents_speak_only_for_their_own_host() {
-        let service = Service::new(Identity::Coordinator(NodeId::new(1).unwrap()));
-        let register =
-            |p: &Peer, host| service.answer(p, Request::Agent(AgentRequest::Register(info(host))));
+    async fn ask(service: &Service, peer: &Peer, request: Request) -> Result<Response, WireError> {
+        service.answer(peer, RequestId::random(), request).await
+    }
+
+    /// Waits for the one node to elect itself.
+    async fn leading(service: &Service) {
+        for _ in 0..500 {
+            if service.cluster.require_leader().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the one-node cluster elected no leader");
+    }
+
+    #[tokio::test]
+    async fn agents_speak_only_for_their_own_host() {
+        let (_dir, node, service) = one_node().await;
+        leading(&service).await;
+        let register = |host: &'static str| Request::Agent(AgentRequest::Register(info(host)));
         assert_eq!(
-            code(register(&agent("h1"), "h2")),
+            code(ask(&service, &agent("h1"), register("h2")).await),
             Some(ErrorCode::PermissionDenied)
         );
         assert_eq!(
-            code(register(&user(Role::Admin), "h1")),
+            code(ask(&service, &user(Role::Admin), register("h1")).await),
             Some(ErrorCode::PermissionDenied)
         );
         let heartbeat = Request::Agent(AgentRequest::Heartbeat {
@@ -215,47 +471,114 @@ mod tests {
             stats: None,
         });
         assert_eq!(
-            code(service.answer(&agent("h1"), heartbeat.clone())),
+            code(ask(&service, &agent("h1"), heartbeat.clone()).await),
             Some(ErrorCode::InvalidArgument)
         );
         assert!(matches!(
-            register(&agent("h1"), "h1"),
+            ask(&service, &agent("h1"), register("h1")).await,
             Ok(Response::Registered { .. })
         ));
         assert!(matches!(
-            service.answer(&agent("h1"), heartbeat),
+            ask(&service, &agent("h1"), heartbeat).await,
             Ok(Response::Ack)
         ));
+        node.stop().await.unwrap();
     }
 
-    #[test]
-    fn only_admins_list_hosts() {
-        let service = Service::new(Identity::Coordinator(NodeId::new(1).unwrap()));
-        service
-            .answer(
-                &agent("h1"),
-                Request::Agent(AgentRequest::Register(info("h1"))),
-            )
-            .unwrap();
+    #[tokio::test]
+    async fn only_admins_list_hosts_and_writes_are_never_stale() {
+        let (_dir, node, service) = one_node().await;
+        leading(&service).await;
+        ask(
+            &service,
+            &agent("h1"),
+            Request::Agent(AgentRequest::Register(info("h1"))),
+        )
+        .await
+        .unwrap();
         let hosts = Request::Admin(AdminRequest::Hosts);
         assert_eq!(
-            code(service.answer(&user(Role::User), hosts.clone())),
+            code(ask(&service, &user(Role::User), hosts.clone()).await),
             Some(ErrorCode::PermissionDenied)
         );
         assert_eq!(
-            code(service.answer(&agent("h1"), hosts.clone())),
+            code(ask(&service, &agent("h1"), hosts.clone()).await),
             Some(ErrorCode::PermissionDenied)
         );
-        match service.answer(&user(Role::Admin), hosts) {
-            Ok(Response::Hosts(list)) => assert_eq!(list.len(), 1),
-            other => panic!("{other:?}"),
+        for request in [hosts, Request::Stale(StaleRead::Admin(AdminRequest::Hosts))] {
+            match ask(&service, &user(Role::Admin), request).await {
+                Ok(Response::Hosts(list)) => assert_eq!(list.len(), 1),
+                other => panic!("{other:?}"),
+            }
         }
+        let stale_write = Request::Stale(StaleRead::Admin(AdminRequest::ClusterRemove(
+            NodeId::new(1).unwrap(),
+        )));
+        assert_eq!(
+            code(ask(&service, &user(Role::Admin), stale_write).await),
+            Some(ErrorCode::InvalidArgument)
+        );
+        node.stop().await.unwrap();
     }
 
-    #[test]
-    fn unbuilt_requests_say_so() {
-        let service = Service::new(Identity::Coordinator(NodeId::new(1).unwrap()));
-        let status = service.answer(&user(Role::Admin), Request::Admin(AdminRequest::Status));
-        assert_eq!(code(status), Some(ErrorCode::Unsupported));
+    #[tokio::test]
+    async fn only_coordinators_speak_raft_and_only_for_themselves() {
+        let (_dir, node, service) = one_node().await;
+        let raft = |bytes: Vec<u8>| Request::Peer(PeerRequest::Raft(vec![bytes]));
+        assert_eq!(
+            code(ask(&service, &user(Role::Admin), raft(vec![])).await),
+            Some(ErrorCode::PermissionDenied)
+        );
+        let coordinator2 = peer(Identity::Coordinator(NodeId::new(2).unwrap()));
+        assert_eq!(
+            code(ask(&service, &coordinator2, raft(vec![0xff, 0xff, 0xff])).await),
+            Some(ErrorCode::ProtocolError)
+        );
+        // A well-formed message that claims to come from node 3, sent by node 2.
+        let mut message = consensus::RaftMessage {
+            from: 3,
+            to: 1,
+            ..Default::default()
+        };
+        let forged = consensus::encode_message(&message).unwrap();
+        assert_eq!(
+            code(ask(&service, &coordinator2, raft(forged)).await),
+            Some(ErrorCode::PermissionDenied)
+        );
+        message.from = 2;
+        let honest = consensus::encode_message(&message).unwrap();
+        assert!(matches!(
+            ask(&service, &coordinator2, raft(honest)).await,
+            Ok(Response::Ack)
+        ));
+        let corrupt = Request::Peer(PeerRequest::Propose(vec![1, 2, 3]));
+        assert_eq!(
+            code(ask(&service, &coordinator2, corrupt).await),
+            Some(ErrorCode::ProtocolError)
+        );
+        node.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn status_names_the_one_node_as_leader() {
+        let (_dir, node, service) = one_node().await;
+        leading(&service).await;
+        match ask(
+            &service,
+            &user(Role::Admin),
+            Request::Admin(AdminRequest::Status),
+        )
+        .await
+        {
+            Ok(Response::ClusterStatus(status)) => {
+                assert_eq!(status.leader, Some(NodeId::new(1).unwrap()));
+                assert_eq!(status.members.len(), 1);
+                assert_eq!(status.members[0].role, MemberRole::Leader);
+                assert!(status.members[0].healthy);
+                assert!(status.applied_index >= 2, "{status:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        node.stop().await.unwrap();
     }
 }

@@ -17,7 +17,7 @@ use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::identity::Identity;
 use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
 use nexus_protocol::model::{HostInfo, HostStatus, PortBinding, WorkspaceSpec, WorkspaceState};
-use nexus_protocol::{HostId, RequestId, UserName, WorkspaceName};
+use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use serde::{Deserialize, Serialize};
 
 /// How long a completed request's outcome is remembered for retries.
@@ -171,6 +171,9 @@ pub struct State {
     journal: BTreeMap<RequestId, (Timestamp, Outcome)>,
     /// The journal in time order, for pruning.
     journal_by_time: BTreeSet<(Timestamp, RequestId)>,
+    /// The addresses of coordinators added after the cluster was founded (founders' come from
+    /// each node's configuration). Written by the Raft node when it applies a membership change.
+    member_addresses: BTreeMap<NodeId, String>,
 }
 
 fn reject(code: ErrorCode, message: impl Into<String>) -> Outcome {
@@ -178,6 +181,20 @@ fn reject(code: ErrorCode, message: impl Into<String>) -> Outcome {
 }
 
 impl State {
+    /// Coordinators' addresses learned from membership changes.
+    pub fn member_addresses(&self) -> &BTreeMap<NodeId, String> {
+        &self.member_addresses
+    }
+
+    /// Records (or, with `None`, forgets) a member's address. Called only while applying a
+    /// committed membership change, so every replica does the same.
+    pub fn set_member_address(&mut self, node: NodeId, address: Option<String>) {
+        match address {
+            Some(address) => self.member_addresses.insert(node, address),
+            None => self.member_addresses.remove(&node),
+        };
+    }
+
     pub fn hosts(&self) -> &BTreeMap<HostId, HostRecord> {
         &self.hosts
     }

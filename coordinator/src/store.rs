@@ -42,6 +42,9 @@ const CONF_STATE_KEY: &[u8] = b"conf_state";
 const SNAPSHOT_META_KEY: &[u8] = b"snapshot_meta";
 const SNAPSHOT_KEY: &[u8] = b"snapshot";
 
+/// The index (and term) of the snapshot every founding member starts from.
+pub const BOOTSTRAP_INDEX: u64 = 1;
+
 /// The on-disk format this code writes and reads. Raised on an incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -162,23 +165,63 @@ impl RocksStore {
                     )));
                 }
             }
-            None => {
-                let mut batch = WriteBatch::default();
-                batch.put_cf(store.cf(META)?, IDENTITY_KEY, encode_record(identity)?);
-                let ids: Vec<u64> = voters.iter().map(|id| id.get()).collect();
-                let conf_state = ConfState::from((ids, vec![]));
-                batch.put_cf(
-                    store.cf(META)?,
-                    CONF_STATE_KEY,
-                    conf_state
-                        .write_to_bytes()
-                        .map_err(|e| proto_error("conf state", e))?,
-                );
-                store.write(batch)?;
-            }
+            None => store.bootstrap(identity, voters)?,
         }
         store.load_cache()?;
         Ok(store)
+    }
+
+    /// Writes a new store's first records. A founding member starts from the same snapshot as
+    /// every other founder: index 1, term 1, the founding voters, the empty state. So the log of
+    /// every cluster begins after index 1, and a node that joins later (with an empty store, no
+    /// voters) is always sent a snapshot first, from which it learns the configuration it joins;
+    /// replaying entries from index 1 it would never see the founders and could think itself
+    /// alone.
+    fn bootstrap(&self, identity: &StoreIdentity, voters: &[NodeId]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(META)?, IDENTITY_KEY, encode_record(identity)?);
+        let ids: Vec<u64> = voters.iter().map(|id| id.get()).collect();
+        let conf_state = ConfState::from((ids, vec![]));
+        batch.put_cf(
+            self.cf(META)?,
+            CONF_STATE_KEY,
+            conf_state
+                .write_to_bytes()
+                .map_err(|e| proto_error("conf state", e))?,
+        );
+        if !voters.is_empty() {
+            let mut metadata = SnapshotMetadata {
+                index: BOOTSTRAP_INDEX,
+                term: BOOTSTRAP_INDEX,
+                ..Default::default()
+            };
+            metadata.set_conf_state(conf_state);
+            let hard_state = HardState {
+                term: BOOTSTRAP_INDEX,
+                commit: BOOTSTRAP_INDEX,
+                ..Default::default()
+            };
+            batch.put_cf(
+                self.cf(META)?,
+                SNAPSHOT_META_KEY,
+                metadata
+                    .write_to_bytes()
+                    .map_err(|e| proto_error("snapshot metadata", e))?,
+            );
+            batch.put_cf(
+                self.cf(META)?,
+                HARD_STATE_KEY,
+                hard_state
+                    .write_to_bytes()
+                    .map_err(|e| proto_error("hard state", e))?,
+            );
+            batch.put_cf(
+                self.cf(STATE)?,
+                SNAPSHOT_KEY,
+                State::default().to_snapshot().map_err(StoreError)?,
+            );
+        }
+        self.write(batch)
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {

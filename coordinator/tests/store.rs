@@ -9,7 +9,9 @@ use std::path::Path;
 
 use nexus_coordinator::consensus::LogStore;
 use nexus_coordinator::state::State;
-use nexus_coordinator::store::{Durability, FORMAT_VERSION, RocksStore, StoreIdentity};
+use nexus_coordinator::store::{
+    BOOTSTRAP_INDEX, Durability, FORMAT_VERSION, RocksStore, StoreIdentity,
+};
 use nexus_protocol::NodeId;
 use raft::Storage;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
@@ -26,8 +28,37 @@ fn voters() -> Vec<NodeId> {
     [1, 2, 3].map(|id| NodeId::new(id).unwrap()).to_vec()
 }
 
+/// A store as a joining node has it: empty, its log starting at index 1 (the log tests use it).
 fn open(dir: &Path) -> RocksStore {
-    RocksStore::open(dir, &identity("c1", 1), &voters(), Durability::Synced).unwrap()
+    RocksStore::open(dir, &identity("c1", 1), &[], Durability::Synced).unwrap()
+}
+
+#[test]
+fn a_founder_starts_from_the_shared_bootstrap_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksStore::open(
+        dir.path(),
+        &identity("c1", 1),
+        &voters(),
+        Durability::Synced,
+    )
+    .unwrap();
+    let initial = store.initial_state().unwrap();
+    assert_eq!(initial.conf_state.voters, [1, 2, 3]);
+    assert_eq!((initial.hard_state.term, initial.hard_state.commit), (1, 1));
+    assert_eq!(
+        (store.first_index().unwrap(), store.last_index().unwrap()),
+        (2, 1),
+        "the log begins after the bootstrap snapshot"
+    );
+    let snapshot = store.snapshot(0, 4).unwrap();
+    assert_eq!(snapshot.get_metadata().index, BOOTSTRAP_INDEX);
+    assert_eq!(snapshot.get_metadata().get_conf_state().voters, [1, 2, 3]);
+    assert_eq!(store.state_snapshot().unwrap(), (State::default(), 1));
+    // A second open keeps what the first wrote, whatever voters it is given.
+    drop(store);
+    let store = RocksStore::open(dir.path(), &identity("c1", 1), &[], Durability::Synced).unwrap();
+    assert_eq!(store.initial_state().unwrap().conf_state.voters, [1, 2, 3]);
 }
 
 fn entry(index: u64, term: u64) -> Entry {
@@ -52,7 +83,7 @@ fn what_is_written_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path());
-        assert_eq!(store.initial_state().unwrap().conf_state.voters, [1, 2, 3]);
+        assert!(store.initial_state().unwrap().conf_state.voters.is_empty());
         assert_eq!(
             (store.first_index().unwrap(), store.last_index().unwrap()),
             (1, 0)

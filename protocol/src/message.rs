@@ -73,6 +73,31 @@ pub enum Request {
     Workspace(WorkspaceRequest),
     /// From an admin, about the fleet and the cluster.
     Admin(AdminRequest),
+    /// From another coordinator of the same cluster (refused from anyone else).
+    Peer(PeerRequest),
+    /// A read answered from the receiving coordinator's own replica, without confirming with the
+    /// leader that it is current (the default read is linearizable). Cheaper, works without a
+    /// quorum, and may be behind by a few entries.
+    Stale(StaleRead),
+}
+
+/// The reads that may be served stale. Writes have no stale form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StaleRead {
+    Admin(AdminRequest),
+    Workspace(WorkspaceRequest),
+}
+
+/// Coordinator to coordinator. The payloads are opaque here: Raft's own encoding (protobuf) and the
+/// coordinator's log-entry encoding, which only coordinators of one cluster exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Raft messages, each protobuf-encoded, all from the sending node. Answered [`Response::Ack`]
+    /// once queued for the receiver's Raft node.
+    Raft(Vec<Vec<u8>>),
+    /// A follower forwards a client's write (an encoded proposal) to the leader. Answered like the
+    /// write: [`Response::Ack`] once applied, or the rejection.
+    Propose(Vec<u8>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +141,13 @@ pub enum AdminRequest {
     Status,
     /// Every host with its status, workspaces, capacity and latest stats.
     Hosts,
+    /// Add a coordinator: it joins as a learner, catches up, and is promoted to voter. Answered
+    /// with the cluster's status once it votes.
+    ClusterAdd { id: NodeId, address: String },
+    /// Remove a coordinator from the cluster.
+    ClusterRemove(NodeId),
+    /// Hand leadership to another voter.
+    TransferLeader(NodeId),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,19 +210,52 @@ pub struct ObservedWorkspace {
     pub error: Option<WireError>,
 }
 
+/// The cluster as one coordinator sees it (`nexus admin status`). Members' health and progress are
+/// known on the leader; a follower reports what it can (its own view, and the leader's id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterStatus {
+    /// The coordinator that answered.
+    pub node: NodeId,
     pub leader: Option<NodeId>,
     pub term: u64,
+    /// The answering node's commit and applied index.
+    pub commit_index: u64,
+    pub applied_index: u64,
     pub members: Vec<MemberView>,
+}
+
+/// A member's place in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberRole {
+    Leader,
+    Follower,
+    /// Receives the log but does not vote (a joining node, until it has caught up).
+    Learner,
+    Candidate,
+}
+
+impl MemberRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::Leader => "leader",
+            MemberRole::Follower => "follower",
+            MemberRole::Learner => "learner",
+            MemberRole::Candidate => "candidate",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberView {
     pub id: NodeId,
     pub addr: String,
-    pub role: String,
+    pub role: MemberRole,
+    /// Heard from within the election timeout (always true for the answering node itself).
     pub healthy: bool,
+    /// Milliseconds since the answering node last heard from this member, if ever.
+    pub last_contact_ms: Option<u64>,
+    /// The highest log index known to be replicated on this member (leader's view only).
+    pub matched_index: Option<u64>,
 }
 
 /// A host as `nexus admin hosts` shows it.

@@ -1,31 +1,163 @@
-//! `nexus admin ...`: the fleet as admins see it.
+//! `nexus admin ...`: the fleet and the coordinator cluster as admins see them.
+
+use std::time::Duration;
 
 use nexus_protocol::clock;
-use nexus_protocol::message::{AdminRequest, Request, Response};
+use nexus_protocol::error::ErrorCode;
+use nexus_protocol::message::{
+    AdminRequest, ClusterStatus, MemberRole, Request, Response, StaleRead,
+};
 
-use crate::args::{AdminCommand, OutputFormat};
+use crate::args::{AdminCommand, ClusterCommand, OutputFormat};
 use crate::error::CliError;
 use crate::output;
 use crate::settings::Settings;
+
+/// How long a read waits for its answer.
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a membership change may take (a new node catching up on a large log).
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub async fn run(
     command: AdminCommand,
     settings: &Settings,
     format: OutputFormat,
 ) -> Result<(), CliError> {
-    let connection = settings.connect().await?;
     match command {
-        AdminCommand::Hosts => match connection
-            .request(Request::Admin(AdminRequest::Hosts))
-            .await?
-        {
-            Response::Hosts(hosts) => {
-                output::emit(format, &output::hosts_json(&hosts), || {
-                    output::hosts_table(&hosts, clock::now())
-                });
-                Ok(())
+        AdminCommand::Hosts { stale } => {
+            let request = if stale {
+                Request::Stale(StaleRead::Admin(AdminRequest::Hosts))
+            } else {
+                Request::Admin(AdminRequest::Hosts)
+            };
+            match settings.request(request, READ_TIMEOUT).await? {
+                Response::Hosts(hosts) => {
+                    output::emit(format, &output::hosts_json(&hosts), || {
+                        output::hosts_table(&hosts, clock::now())
+                    });
+                    Ok(())
+                }
+                other => Err(CliError::unexpected(&other)),
             }
-            other => Err(CliError::unexpected(&other)),
-        },
+        }
+        AdminCommand::Status => {
+            print_status(format, &leader_status(settings).await?);
+            Ok(())
+        }
+        AdminCommand::HealthCheck => health_check(settings, format).await,
+        AdminCommand::Cluster(change) => {
+            let request = match change {
+                ClusterCommand::Add { id, address } => AdminRequest::ClusterAdd { id, address },
+                ClusterCommand::Remove { id } => AdminRequest::ClusterRemove(id),
+                ClusterCommand::TransferLeader { id } => AdminRequest::TransferLeader(id),
+                ClusterCommand::Members => {
+                    print_status(format, &leader_status(settings).await?);
+                    return Ok(());
+                }
+            };
+            match settings
+                .request(Request::Admin(request), CHANGE_TIMEOUT)
+                .await?
+            {
+                Response::ClusterStatus(status) => {
+                    print_status(format, &status);
+                    Ok(())
+                }
+                other => Err(CliError::unexpected(&other)),
+            }
+        }
     }
+}
+
+fn print_status(format: OutputFormat, status: &ClusterStatus) {
+    output::emit(format, &output::status_json(status), || {
+        output::status_table(status)
+    });
+}
+
+async fn status_of(
+    connection: &nexus_protocol::transport::Connection,
+) -> Result<ClusterStatus, CliError> {
+    match connection
+        .request_with(
+            nexus_protocol::RequestId::random(),
+            Request::Admin(AdminRequest::Status),
+            READ_TIMEOUT,
+        )
+        .await?
+    {
+        Response::ClusterStatus(status) => Ok(status),
+        other => Err(CliError::unexpected(&other)),
+    }
+}
+
+/// The status as the leader sees it (it alone knows every member's health and progress), or the
+/// first coordinator's own view when the leader is unknown or unreachable.
+async fn leader_status(settings: &Settings) -> Result<ClusterStatus, CliError> {
+    let connection = settings.connect().await?;
+    let status = status_of(&connection).await?;
+    let Some(leader) = status.leader.filter(|leader| *leader != status.node) else {
+        return Ok(status);
+    };
+    let Some(address) = status
+        .members
+        .iter()
+        .find(|m| m.id == leader && !m.addr.is_empty())
+        .map(|m| m.addr.clone())
+    else {
+        return Ok(status);
+    };
+    match settings.connect_to(&address).await {
+        Ok(connection) => Ok(status_of(&connection).await.unwrap_or(status)),
+        Err(_) => Ok(status),
+    }
+}
+
+/// Healthy: a leader that hears from a quorum of voters (itself included).
+async fn health_check(settings: &Settings, format: OutputFormat) -> Result<(), CliError> {
+    let status = leader_status(settings).await?;
+    let voters: Vec<_> = status
+        .members
+        .iter()
+        .filter(|m| m.role != MemberRole::Learner)
+        .collect();
+    let healthy = voters.iter().filter(|m| m.healthy).count();
+    let quorum = voters.len() / 2 + 1;
+    let leading = status.leader == Some(status.node);
+    let ok = leading && healthy >= quorum;
+    let json = serde_json::json!({
+        "healthy": ok,
+        "leader": status.leader.map(|l| l.get()),
+        "term": status.term,
+        "voters": voters.len(),
+        "healthy_voters": healthy,
+        "quorum": quorum,
+    });
+    output::emit(format, &json, || {
+        format!(
+            "{}: leader {}, {healthy} of {} voters healthy (quorum {quorum}), term {}\n",
+            if ok { "healthy" } else { "UNHEALTHY" },
+            status.leader.map_or("none".to_string(), |l| l.to_string()),
+            voters.len(),
+            status.term
+        )
+    });
+    if ok {
+        return Ok(());
+    }
+    let why = if status.leader.is_none() {
+        "the cluster has no leader".to_string()
+    } else if !leading {
+        format!(
+            "the leader {} could not be reached",
+            status.leader.map_or(0, |l| l.get())
+        )
+    } else {
+        format!("only {healthy} of {} voters are healthy", voters.len())
+    };
+    Err(CliError::local(
+        ErrorCode::NotLeader,
+        format!("the coordinator cluster has no quorum: {why}"),
+    )
+    .suggest("start the coordinators that are down (see `nexus admin status`)"))
 }

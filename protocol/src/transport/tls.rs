@@ -36,6 +36,7 @@ pub struct Credentials {
     pub(crate) roots: Arc<RootCertStore>,
     pub(crate) own: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     identity: Option<Identity>,
+    ca_fingerprint: String,
 }
 
 impl Clone for Credentials {
@@ -47,6 +48,7 @@ impl Clone for Credentials {
                 .as_ref()
                 .map(|(chain, key)| (chain.clone(), key.clone_key())),
             identity: self.identity.clone(),
+            ca_fingerprint: self.ca_fingerprint.clone(),
         }
     }
 }
@@ -117,10 +119,18 @@ impl Credentials {
             reason: e.to_string(),
         };
         let mut roots = RootCertStore::empty();
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
         for cert in CertificateDer::pem_slice_iter(ca_pem) {
             let cert = cert.map_err(|e| read_error(ca_label, &e))?;
+            digest.update(&cert);
             roots.add(cert).map_err(|e| read_error(ca_label, &e))?;
         }
+        let ca_fingerprint = digest
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
         if roots.is_empty() {
             return Err(TlsError::Empty {
                 path: ca_label.clone(),
@@ -151,7 +161,14 @@ impl Credentials {
             roots: Arc::new(roots),
             own,
             identity,
+            ca_fingerprint,
         })
+    }
+
+    /// The SHA-256 of the trusted CA certificates (DER, in file order), in hex: the cluster's
+    /// identity, which a coordinator's data dir is bound to.
+    pub fn ca_fingerprint(&self) -> &str {
+        &self.ca_fingerprint
     }
 
     /// The identity in this party's own certificate, if it has one.

@@ -1,0 +1,659 @@
+//! The Raft driver and its handle.
+//!
+//! One task owns the [`RaftNode`] (on a thread of its own, because RocksDB's synced writes block);
+//! everything else talks to it through a bounded channel of [`Input`]s via the cloneable
+//! [`Cluster`] handle. The loop: wait for a tick (every `tick`, about 100 ms) or an input; take
+//! every input already queued (so one fsync covers many proposals); run `process_ready`; hand the
+//! outgoing messages to [`Peers`]; answer the proposals and reads that became answerable.
+//!
+//! Waiters are matched by request id (proposals) or by a read's context (ReadIndex), never by
+//! position. A proposal or read that Raft drops silently (leadership lost, a conf change already
+//! pending) is answered `TIMEOUT` after its deadline, which is retryable: a retry under the same
+//! request id returns the first outcome if the first attempt was applied after all.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nexus_protocol::clock;
+use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
+use nexus_protocol::identity::Identity;
+use nexus_protocol::message::MemberRole;
+use nexus_protocol::{NodeId, RequestId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::consensus::{
+    MemberChange, MemberProgress, RaftConfig, RaftMessage, RaftNode, ReadyOutput, StoreError,
+    carries_snapshot,
+};
+use crate::peers::Peers;
+use crate::state::{Command, Outcome, Proposal, State};
+use crate::store::RocksStore;
+
+/// Inputs taken per round before `process_ready`, so a flood cannot starve ticks.
+const MAX_INPUTS_PER_ROUND: usize = 1024;
+
+/// The driver's timing.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub tick: Duration,
+    pub raft: RaftConfig,
+    /// How long a write may wait to be applied before it is answered `TIMEOUT`.
+    pub proposal_timeout: Duration,
+    /// How long a linearizable read may wait for its ReadIndex.
+    pub read_timeout: Duration,
+    /// The input channel's bound.
+    pub queue: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> DriverConfig {
+        DriverConfig {
+            tick: Duration::from_millis(100),
+            raft: RaftConfig::default(),
+            proposal_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(5),
+            queue: 4096,
+        }
+    }
+}
+
+impl DriverConfig {
+    /// How long without a word from a member before it counts as unhealthy: the election timeout.
+    pub fn health_window(&self) -> Duration {
+        self.tick
+            .saturating_mul(u32::try_from(self.raft.election_ticks).unwrap_or(u32::MAX))
+    }
+}
+
+/// A caller waiting for its proposal to be applied, and since when.
+type Waiter = (Instant, oneshot::Sender<Result<Outcome, WireError>>);
+
+/// A read of the state machine, run on the driver's task once the read may be served.
+type Query = Box<dyn FnOnce(Result<&State, WireError>) + Send>;
+
+/// What the driver is asked to do.
+pub(crate) enum Input {
+    Propose {
+        proposal: Box<Proposal>,
+        reply: oneshot::Sender<Result<Outcome, WireError>>,
+    },
+    Read {
+        stale: bool,
+        query: Query,
+    },
+    /// Messages from a peer, already checked to be from `from`.
+    Peer {
+        from: NodeId,
+        messages: Vec<RaftMessage>,
+    },
+    /// A sender task's report: a batch to `to` failed, or a snapshot's fate.
+    Sent {
+        to: NodeId,
+        snapshot: bool,
+        delivered: bool,
+    },
+    Member {
+        change: MemberChange,
+        reply: oneshot::Sender<Result<(), WireError>>,
+    },
+    Transfer {
+        to: NodeId,
+    },
+    View {
+        reply: oneshot::Sender<NodeView>,
+    },
+}
+
+/// This node's view of the cluster, for `admin status` and the membership workflow.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub id: NodeId,
+    pub role: MemberRole,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_index: u64,
+    pub members: Vec<MemberProgress>,
+    pub conf_change_pending: bool,
+    /// How long ago each peer was last heard from.
+    pub last_heard: BTreeMap<NodeId, Duration>,
+}
+
+struct Driver {
+    node: RaftNode<RocksStore>,
+    config: DriverConfig,
+    peers: Arc<Peers>,
+    inputs: mpsc::Receiver<Input>,
+    proposals: HashMap<RequestId, Vec<Waiter>>,
+    /// Reads waiting for their ReadIndex, by context.
+    reads_waiting: HashMap<u64, (Instant, Query)>,
+    /// Reads with a ReadIndex, waiting for the state machine to reach it.
+    reads_ready: Vec<(u64, Query)>,
+    next_read: u64,
+    last_heard: HashMap<NodeId, Instant>,
+    known_addresses: BTreeMap<NodeId, String>,
+}
+
+/// Starts the driver on a thread of its own. It runs until `shutdown` fires (or every handle is
+/// dropped); the returned receiver yields its result — an error means the store failed and the
+/// process must stop.
+pub fn start(
+    node: RaftNode<RocksStore>,
+    peers: Arc<Peers>,
+    config: DriverConfig,
+    shutdown: oneshot::Receiver<()>,
+) -> std::io::Result<(Cluster, oneshot::Receiver<Result<(), StoreError>>)> {
+    let (sender, inputs) = mpsc::channel(config.queue);
+    peers.set_reports(sender.clone());
+    let cluster = Cluster {
+        id: node.id(),
+        inputs: sender,
+        peers: peers.clone(),
+        config: config.clone(),
+    };
+    let (done, result) = oneshot::channel();
+    let driver = Driver {
+        known_addresses: node.state().member_addresses().clone(),
+        node,
+        config,
+        peers,
+        inputs,
+        proposals: HashMap::new(),
+        reads_waiting: HashMap::new(),
+        reads_ready: Vec::new(),
+        next_read: 0,
+        last_heard: HashMap::new(),
+    };
+    std::thread::Builder::new()
+        .name("raft-driver".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build();
+            let result = match runtime {
+                Ok(runtime) => runtime.block_on(driver.run(shutdown)),
+                Err(error) => Err(StoreError(format!("cannot start the driver: {error}"))),
+            };
+            if let Err(error) = &result {
+                tracing::error!("the raft driver stopped: {error}");
+            }
+            let _ = done.send(result);
+        })?;
+    Ok((cluster, result))
+}
+
+impl Driver {
+    async fn run(mut self, mut shutdown: oneshot::Receiver<()>) -> Result<(), StoreError> {
+        let mut ticker = tokio::time::interval(self.config.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.peers.learn(&self.known_addresses);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = ticker.tick() => {
+                    self.node.tick();
+                    self.expire();
+                }
+                input = self.inputs.recv() => {
+                    let Some(input) = input else { return Ok(()) };
+                    self.handle(input);
+                    for _ in 0..MAX_INPUTS_PER_ROUND {
+                        match self.inputs.try_recv() {
+                            Ok(input) => self.handle(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            let output = self.node.process_ready()?;
+            self.dispatch(output);
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Propose { proposal, reply } => {
+                if let Some(outcome) = self.node.state().outcome_of(proposal.request_id) {
+                    let _ = reply.send(Ok(outcome.clone()));
+                    return;
+                }
+                match self.node.propose(&proposal) {
+                    Ok(()) => self
+                        .proposals
+                        .entry(proposal.request_id)
+                        .or_default()
+                        .push((Instant::now(), reply)),
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+            Input::Read { stale: true, query } => query(Ok(self.node.state())),
+            Input::Read {
+                stale: false,
+                query,
+            } => {
+                if self.node.leader().is_none() {
+                    query(Err(no_leader(self.node.id())));
+                    return;
+                }
+                self.next_read += 1;
+                self.node.read_index(self.next_read);
+                self.reads_waiting
+                    .insert(self.next_read, (Instant::now(), query));
+            }
+            Input::Peer { from, messages } => {
+                self.last_heard.insert(from, Instant::now());
+                for message in messages {
+                    self.node.step(message);
+                }
+            }
+            Input::Sent {
+                to,
+                snapshot,
+                delivered,
+            } => {
+                if !delivered {
+                    self.node.report_unreachable(to);
+                }
+                if snapshot {
+                    self.node.report_snapshot(to, delivered);
+                }
+            }
+            Input::Member { change, reply } => {
+                let _ = reply.send(self.node.propose_member_change(&change));
+            }
+            Input::Transfer { to } => self.node.transfer_leader(to),
+            Input::View { reply } => {
+                let _ = reply.send(self.view());
+            }
+        }
+    }
+
+    fn view(&self) -> NodeView {
+        let role = if self.node.is_leader() {
+            MemberRole::Leader
+        } else if self.node.is_candidate() {
+            MemberRole::Candidate
+        } else if self
+            .node
+            .members()
+            .iter()
+            .any(|m| m.id == self.node.id() && !m.voter)
+        {
+            MemberRole::Learner
+        } else {
+            MemberRole::Follower
+        };
+        NodeView {
+            id: self.node.id(),
+            role,
+            leader: self.node.leader(),
+            term: self.node.term(),
+            commit_index: self.node.commit_index(),
+            applied_index: self.node.applied_index(),
+            last_index: self.node.last_index(),
+            members: self.node.members(),
+            conf_change_pending: self.node.conf_change_pending(),
+            last_heard: self
+                .last_heard
+                .iter()
+                .map(|(node, at)| (*node, at.elapsed()))
+                .collect(),
+        }
+    }
+
+    fn dispatch(&mut self, output: ReadyOutput) {
+        for message in output.messages {
+            let snapshot = carries_snapshot(&message);
+            let to = NodeId::new(message.to);
+            if !self.peers.send(message)
+                && let Ok(to) = to
+            {
+                self.node.report_unreachable(to);
+                if snapshot {
+                    self.node.report_snapshot(to, false);
+                }
+            }
+        }
+        for applied in output.applied {
+            for (_, reply) in self
+                .proposals
+                .remove(&applied.request_id)
+                .unwrap_or_default()
+            {
+                let _ = reply.send(Ok(applied.outcome.clone()));
+            }
+        }
+        for (context, index) in output.reads {
+            if let Some((_, query)) = self.reads_waiting.remove(&context) {
+                self.reads_ready.push((index, query));
+            }
+        }
+        let applied = self.node.applied_index();
+        if self.reads_ready.iter().any(|(index, _)| *index <= applied) {
+            let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_ready)
+                .into_iter()
+                .partition(|(index, _)| *index <= applied);
+            self.reads_ready = later;
+            for (_, query) in now {
+                query(Ok(self.node.state()));
+            }
+        }
+        let learned = self.node.state().member_addresses();
+        if learned != &self.known_addresses {
+            self.known_addresses = learned.clone();
+            self.peers.learn(&self.known_addresses);
+        }
+    }
+
+    /// Answers waiters whose deadline passed, and forgets those whose caller went away.
+    fn expire(&mut self) {
+        let limit = self.config.proposal_timeout;
+        self.proposals.retain(|request_id, waiters| {
+            waiters.retain(|(since, reply)| {
+                if reply.is_closed() {
+                    return false;
+                }
+                since.elapsed() < limit
+            });
+            if waiters.is_empty() {
+                tracing::debug!(%request_id, "a proposal's waiters gave up");
+            }
+            !waiters.is_empty()
+        });
+        let limit = self.config.read_timeout;
+        let expired: Vec<u64> = self
+            .reads_waiting
+            .iter()
+            .filter(|(_, (since, _))| since.elapsed() >= limit)
+            .map(|(context, _)| *context)
+            .collect();
+        for context in expired {
+            if let Some((_, query)) = self.reads_waiting.remove(&context) {
+                query(Err(timed_out("the read", limit)));
+            }
+        }
+    }
+}
+
+fn no_leader(node: NodeId) -> WireError {
+    WireError::new(
+        ErrorCode::NotLeader,
+        format!(
+            "coordinator {node} knows no leader: an election is under way or there is no quorum"
+        ),
+    )
+    .with_detail(ErrorDetail::NotLeader {
+        leader: None,
+        address: None,
+    })
+}
+
+fn timed_out(what: &str, limit: Duration) -> WireError {
+    WireError::new(
+        ErrorCode::Timeout,
+        format!(
+            "{what} was not confirmed by the cluster within {limit:?} (a change of leader, or no quorum)"
+        ),
+    )
+}
+
+/// A handle on the driver. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    id: NodeId,
+    inputs: mpsc::Sender<Input>,
+    peers: Arc<Peers>,
+    config: DriverConfig,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn stopped() -> WireError {
+    WireError::new(
+        ErrorCode::Internal,
+        "this coordinator's Raft node has stopped; it is shutting down",
+    )
+}
+
+impl Cluster {
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
+    }
+
+    pub fn config(&self) -> &DriverConfig {
+        &self.config
+    }
+
+    async fn input(&self, input: Input) -> Result<(), WireError> {
+        self.inputs.send(input).await.map_err(|_| stopped())
+    }
+
+    /// Proposes `command` for `proposer` and waits until it is applied. On a follower the write
+    /// is forwarded to the leader. `Ok` only once it is applied; a rejection by the state machine
+    /// is its error.
+    pub async fn propose(
+        &self,
+        request_id: RequestId,
+        proposer: Identity,
+        command: Command,
+    ) -> Result<(), WireError> {
+        let proposal = Proposal {
+            request_id,
+            at: clock::now(),
+            proposer,
+            command,
+        };
+        match self.propose_here(proposal.clone()).await {
+            Err(error) if error.code == ErrorCode::NotLeader => {
+                let Some(ErrorDetail::NotLeader {
+                    leader: Some(leader),
+                    ..
+                }) = error.detail
+                else {
+                    return Err(error);
+                };
+                self.peers
+                    .forward(leader, &proposal, self.config.proposal_timeout)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// Proposes on this node only (a forwarded write ends here: never forwarded twice).
+    pub async fn propose_here(&self, proposal: Proposal) -> Result<(), WireError> {
+        let request_id = proposal.request_id;
+        let (reply, answer) = oneshot::channel();
+        self.input(Input::Propose {
+            proposal: Box::new(proposal),
+            reply,
+        })
+        .await?;
+        let limit = self.config.proposal_timeout;
+        match tokio::time::timeout(limit, answer).await {
+            Err(_) => Err(timed_out("the write", limit).with_request_id(request_id)),
+            Ok(Err(_)) => Err(timed_out("the write", limit).with_request_id(request_id)),
+            Ok(Ok(Err(error))) => Err(error),
+            Ok(Ok(Ok(Outcome::Applied))) => Ok(()),
+            Ok(Ok(Ok(Outcome::Rejected(error)))) => Err(error.with_request_id(request_id)),
+        }
+    }
+
+    /// Reads the state machine: linearizably (confirmed current with the leader by ReadIndex)
+    /// unless `stale`.
+    pub async fn read<T, F>(&self, stale: bool, read: F) -> Result<T, WireError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&State) -> T + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let query: Query = Box::new(move |state| {
+            let _ = reply.send(state.map(read));
+        });
+        self.input(Input::Read { stale, query }).await?;
+        let limit = self.config.read_timeout;
+        match tokio::time::timeout(limit + Duration::from_secs(1), answer).await {
+            Ok(Ok(result)) => result,
+            _ => Err(timed_out("the read", limit)),
+        }
+    }
+
+    /// Hands checked messages from peer `from` to Raft.
+    pub async fn step(&self, from: NodeId, messages: Vec<RaftMessage>) -> Result<(), WireError> {
+        self.input(Input::Peer { from, messages }).await
+    }
+
+    pub async fn view(&self) -> Result<NodeView, WireError> {
+        let (reply, answer) = oneshot::channel();
+        self.input(Input::View { reply }).await?;
+        answer.await.map_err(|_| stopped())
+    }
+
+    /// Errors with `NOT_LEADER` (naming the leader and its address) unless this node leads.
+    pub async fn require_leader(&self) -> Result<NodeView, WireError> {
+        let view = self.view().await?;
+        if view.role == MemberRole::Leader {
+            return Ok(view);
+        }
+        let address = view.leader.and_then(|leader| self.peers.address(leader));
+        Err(WireError::new(
+            ErrorCode::NotLeader,
+            match view.leader {
+                Some(leader) => format!("coordinator {} is not the leader; {leader} is", self.id),
+                None => format!("coordinator {} knows no leader yet", self.id),
+            },
+        )
+        .with_detail(ErrorDetail::NotLeader {
+            leader: view.leader,
+            address,
+        }))
+    }
+
+    /// Polls this node's view until `done` holds, or fails with `TIMEOUT` after `limit`.
+    async fn wait_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&NodeView) -> bool,
+    ) -> Result<NodeView, WireError> {
+        let started = Instant::now();
+        loop {
+            let view = self.view().await?;
+            if done(&view) {
+                return Ok(view);
+            }
+            if started.elapsed() > limit {
+                return Err(WireError::new(
+                    ErrorCode::Timeout,
+                    format!("{what} did not happen within {limit:?}"),
+                ));
+            }
+            tokio::time::sleep(self.config.tick).await;
+        }
+    }
+
+    /// Proposes one membership change and waits until it is applied here.
+    async fn change(&self, change: MemberChange, limit: Duration) -> Result<(), WireError> {
+        let (reply, answer) = oneshot::channel();
+        self.input(Input::Member {
+            change: change.clone(),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| stopped())??;
+        let applied = |view: &NodeView| {
+            let member = view.members.iter().find(|m| match &change {
+                MemberChange::AddLearner(id, _) | MemberChange::Promote(id) => m.id == *id,
+                MemberChange::Remove(id) => m.id == *id,
+            });
+            match (&change, member) {
+                (MemberChange::AddLearner(..), Some(_)) => true,
+                (MemberChange::Promote(_), Some(member)) => member.voter,
+                (MemberChange::Remove(_), None) => true,
+                _ => false,
+            }
+        };
+        // A change Raft dropped (another was pending) never applies: the wait times out, and
+        // the configuration tells the caller what happened.
+        self.wait_for("the membership change", limit, |view| {
+            !view.conf_change_pending && applied(view)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Adds a coordinator: as a learner first; once it has caught up with the leader's log, as a
+    /// voter. Leader only.
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        address: String,
+        limit: Duration,
+    ) -> Result<(), WireError> {
+        let view = self.require_leader().await?;
+        if let Some(member) = view.members.iter().find(|m| m.id == id) {
+            if member.voter {
+                return Ok(());
+            }
+        } else {
+            self.change(MemberChange::AddLearner(id, address), limit)
+                .await?;
+        }
+        self.wait_for("the new member catching up", limit, |view| {
+            view.role != MemberRole::Leader
+                || view
+                    .members
+                    .iter()
+                    .any(|m| m.id == id && m.matched.unwrap_or(0) >= view.commit_index)
+        })
+        .await?;
+        self.require_leader().await?;
+        self.change(MemberChange::Promote(id), limit).await
+    }
+
+    /// Removes a coordinator. Leader only.
+    pub async fn remove_member(&self, id: NodeId, limit: Duration) -> Result<(), WireError> {
+        let view = self.require_leader().await?;
+        if !view.members.iter().any(|m| m.id == id) {
+            return Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                format!("coordinator {id} is not a member"),
+            ));
+        }
+        self.change(MemberChange::Remove(id), limit).await
+    }
+
+    /// Hands leadership to `to` and waits until this node sees it lead. Leader only.
+    pub async fn transfer_leader(&self, to: NodeId, limit: Duration) -> Result<(), WireError> {
+        let view = self.require_leader().await?;
+        if !view.members.iter().any(|m| m.id == to && m.voter) {
+            return Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                format!("coordinator {to} is not a voting member"),
+            ));
+        }
+        if to == self.id {
+            return Ok(());
+        }
+        self.input(Input::Transfer { to }).await?;
+        self.wait_for("the leadership transfer", limit, |view| {
+            view.leader == Some(to)
+        })
+        .await
+        .map(|_| ())
+    }
+}

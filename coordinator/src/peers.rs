@@ -1,0 +1,292 @@
+//! The other coordinators, as this one reaches them: the address book, one cached QUIC connection
+//! per peer, and one sender task per peer that batches the Raft messages queued for it.
+//!
+//! Sending never blocks the Raft driver: [`Peers::send`] only queues (a full queue drops the
+//! message, which Raft tolerates and repairs). The sender tasks report each failed batch, and the
+//! fate of each snapshot, back to the driver, which tells Raft (`report_unreachable`,
+//! `report_snapshot`) so replication to that peer resumes instead of stalling.
+//!
+//! Every connection is checked to end at the coordinator it was meant for: an address that answers
+//! with another node's certificate is refused, so a stale address book cannot cross-wire nodes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::identity::{Identity, IdentityKind};
+use nexus_protocol::message::{PeerRequest, Request, Response};
+use nexus_protocol::transport::{self, Connection, Connector};
+use nexus_protocol::{NodeId, RequestId};
+use tokio::sync::mpsc;
+
+use crate::cluster::Input;
+use crate::consensus::{self, RaftMessage, carries_snapshot};
+use crate::state::Proposal;
+
+/// Messages queued for one peer before new ones are dropped.
+const QUEUE: usize = 4096;
+/// Messages sent in one request.
+const BATCH: usize = 256;
+/// The pause after a failed batch, so a dead peer costs little.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// The address book and the senders.
+pub struct Peers {
+    me: NodeId,
+    connector: Connector,
+    /// A Raft batch's deadline (a snapshot may take longer to send; see `snapshot_timeout`).
+    timeout: Duration,
+    snapshot_timeout: Duration,
+    addresses: RwLock<BTreeMap<NodeId, String>>,
+    connections: Mutex<HashMap<NodeId, Connection>>,
+    queues: Mutex<HashMap<NodeId, mpsc::Sender<RaftMessage>>>,
+    reports: OnceLock<mpsc::Sender<Input>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers")
+            .field("me", &self.me)
+            .field("addresses", &*read(&self.addresses))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Locks whose holders never panic mid-update (each update is one insert or remove), so a
+/// poisoned lock is still consistent.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Peers {
+    /// `addresses` are the founders' (from the configuration); members added later are learned
+    /// with [`Peers::learn`]. Sender tasks run on `runtime`.
+    pub fn new(
+        me: NodeId,
+        connector: Connector,
+        addresses: BTreeMap<NodeId, String>,
+        timeout: Duration,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Peers> {
+        Arc::new(Peers {
+            me,
+            connector,
+            timeout,
+            snapshot_timeout: timeout.max(Duration::from_secs(30)),
+            addresses: RwLock::new(addresses),
+            connections: Mutex::default(),
+            queues: Mutex::default(),
+            reports: OnceLock::new(),
+            runtime,
+        })
+    }
+
+    /// Where the senders report failures: the driver's input.
+    pub(crate) fn set_reports(&self, reports: mpsc::Sender<Input>) {
+        let _ = self.reports.set(reports);
+    }
+
+    /// A member's address, if known.
+    pub fn address(&self, node: NodeId) -> Option<String> {
+        read(&self.addresses).get(&node).cloned()
+    }
+
+    /// Every known address.
+    pub fn addresses(&self) -> BTreeMap<NodeId, String> {
+        read(&self.addresses).clone()
+    }
+
+    /// Adds addresses learned from applied membership changes (they win over the configuration:
+    /// they are what the cluster agreed on).
+    pub fn learn(&self, learned: &BTreeMap<NodeId, String>) {
+        let mut addresses = self
+            .addresses
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (node, address) in learned {
+            if addresses.get(node) != Some(address) {
+                tracing::info!(node = %node, %address, "learned a member's address");
+                addresses.insert(*node, address.clone());
+                lock(&self.connections).remove(node);
+            }
+        }
+    }
+
+    /// Queues a message for its recipient. False if it could not be queued (no such recipient, a
+    /// full queue): the caller tells Raft.
+    pub fn send(self: &Arc<Self>, message: RaftMessage) -> bool {
+        let Ok(to) = NodeId::new(message.to) else {
+            return false;
+        };
+        let mut queues = lock(&self.queues);
+        let queue = queues.entry(to).or_insert_with(|| {
+            let (sender, receiver) = mpsc::channel(QUEUE);
+            self.runtime.spawn(self.clone().pump(to, receiver));
+            sender
+        });
+        queue.try_send(message).is_ok()
+    }
+
+    /// Sends what is queued for `to`, a batch at a time, until the queue is dropped.
+    async fn pump(self: Arc<Self>, to: NodeId, mut queue: mpsc::Receiver<RaftMessage>) {
+        let mut failing = false;
+        while let Some(first) = queue.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match queue.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            let snapshots = batch.iter().filter(|m| carries_snapshot(m)).count();
+            let result = self.deliver(to, &batch, snapshots > 0).await;
+            match &result {
+                Ok(()) if failing => {
+                    tracing::info!(peer = %to, "reaching the peer again");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(error) if !failing => {
+                    tracing::warn!(peer = %to, code = %error.code, "cannot reach the peer: {}", error.message);
+                    failing = true;
+                }
+                Err(error) => {
+                    tracing::debug!(peer = %to, "still cannot reach the peer: {}", error.message)
+                }
+            }
+            let delivered = result.is_ok();
+            if let Some(reports) = self.reports.get() {
+                if !delivered {
+                    let _ = reports
+                        .send(Input::Sent {
+                            to,
+                            snapshot: false,
+                            delivered,
+                        })
+                        .await;
+                }
+                for _ in 0..snapshots {
+                    let _ = reports
+                        .send(Input::Sent {
+                            to,
+                            snapshot: true,
+                            delivered,
+                        })
+                        .await;
+                }
+            }
+            if !delivered {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        to: NodeId,
+        batch: &[RaftMessage],
+        has_snapshot: bool,
+    ) -> Result<(), WireError> {
+        let encoded = batch
+            .iter()
+            .map(consensus::encode_message)
+            .collect::<Result<Vec<_>, _>>()?;
+        let limit = if has_snapshot {
+            self.snapshot_timeout
+        } else {
+            self.timeout
+        };
+        let request = Request::Peer(PeerRequest::Raft(encoded));
+        match self
+            .request(to, RequestId::random(), request, limit)
+            .await?
+        {
+            Response::Ack => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Hands a client's write to the leader and waits for its outcome (the leader answers once it
+    /// is applied, or with the rejection).
+    pub async fn forward(
+        &self,
+        leader: NodeId,
+        proposal: &Proposal,
+        limit: Duration,
+    ) -> Result<(), WireError> {
+        let bytes = consensus::encode_forwarded(proposal)?;
+        let request = Request::Peer(PeerRequest::Propose(bytes));
+        match self
+            .request(leader, proposal.request_id, request, limit)
+            .await?
+        {
+            Response::Ack => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn request(
+        &self,
+        to: NodeId,
+        request_id: RequestId,
+        request: Request,
+        limit: Duration,
+    ) -> Result<Response, WireError> {
+        let connection = self.connection(to).await?;
+        let result = connection.request_with(request_id, request, limit).await;
+        if let Err(error) = &result
+            && matches!(error.code, ErrorCode::NetworkError | ErrorCode::Timeout)
+        {
+            // The next request reconnects.
+            lock(&self.connections).remove(&to);
+        }
+        result
+    }
+
+    async fn connection(&self, to: NodeId) -> Result<Connection, WireError> {
+        if let Some(connection) = lock(&self.connections).get(&to) {
+            return Ok(connection.clone());
+        }
+        let address = self.address(to).ok_or_else(|| {
+            WireError::new(
+                ErrorCode::InvalidArgument,
+                format!("no address is known for coordinator {to}"),
+            )
+        })?;
+        let (socket, server_name) = transport::resolve(&address).await?;
+        let connection = self
+            .connector
+            .connect(socket, &server_name, &[IdentityKind::Coordinator])
+            .await?;
+        let expected = Identity::Coordinator(to);
+        if connection.server() != &expected {
+            let error = WireError::new(
+                ErrorCode::AuthenticationFailed,
+                format!(
+                    "{address} answers as {}, not {expected}: check the peer addresses",
+                    connection.server()
+                ),
+            );
+            connection.close();
+            return Err(error);
+        }
+        lock(&self.connections).insert(to, connection.clone());
+        Ok(connection)
+    }
+}
+
+fn unexpected(response: &Response) -> WireError {
+    WireError::new(
+        ErrorCode::ProtocolError,
+        format!("a peer answered with an unexpected {response:?}"),
+    )
+}
