@@ -142,6 +142,8 @@ pub struct RaftNode<S: LogStore> {
     snapshot_every: u64,
     snapshot_index: u64,
     snapshots_restored: u64,
+    /// A membership change was applied since the last snapshot.
+    conf_changed: bool,
 }
 
 impl<S: LogStore> std::fmt::Debug for RaftNode<S> {
@@ -216,6 +218,7 @@ impl<S: LogStore> RaftNode<S> {
             snapshot_every: config.snapshot_every,
             snapshot_index: applied_index,
             snapshots_restored: 0,
+            conf_changed: false,
         })
     }
 
@@ -490,13 +493,16 @@ impl<S: LogStore> RaftNode<S> {
         }
     }
 
-    /// Snapshots the state machine when enough entries were applied since the last snapshot.
+    /// Snapshots the state machine when enough entries were applied since the last snapshot, or
+    /// a membership change was: a snapshot carries the configuration it was taken in, and a node
+    /// added since would refuse an older one ("not in the ConfState") and never catch up.
     fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
-        if self.snapshot_every == 0
-            || self.applied_index < self.snapshot_index + self.snapshot_every
-        {
+        let due = self.snapshot_every > 0
+            && self.applied_index >= self.snapshot_index + self.snapshot_every;
+        if !(due || self.conf_changed) || self.applied_index <= self.snapshot_index {
             return Ok(());
         }
+        self.conf_changed = false;
         let index = self.applied_index;
         let term = self.raw.raft.raft_log.term(index).map_err(store_error)?;
         let conf_state = self.raw.raft.prs().conf().to_conf_state();
@@ -534,6 +540,7 @@ impl<S: LogStore> RaftNode<S> {
                     let conf_state = self.raw.apply_conf_change(&change).map_err(store_error)?;
                     self.raw.store().set_conf_state(&conf_state)?;
                     self.record_member_address(&change);
+                    self.conf_changed = true;
                 }
                 EntryType::EntryConfChangeV2 => {
                     // The leave-joint entry has empty data, and must be applied all the same.
@@ -542,6 +549,7 @@ impl<S: LogStore> RaftNode<S> {
                         .map_err(|e| StoreError(e.to_string()))?;
                     let conf_state = self.raw.apply_conf_change(&change).map_err(store_error)?;
                     self.raw.store().set_conf_state(&conf_state)?;
+                    self.conf_changed = true;
                 }
             }
             self.applied_index = entry.index;

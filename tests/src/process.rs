@@ -114,7 +114,20 @@ impl CoordinatorProcess {
         address: SocketAddr,
         data_dir: PathBuf,
     ) -> CoordinatorProcess {
-        let args = vec![
+        CoordinatorProcess::start_with(pki, node_id, address, data_dir, &[], &[]).await
+    }
+
+    /// Starts a coordinator with `peers` (id and address of each other member) and `extra`
+    /// flags, and waits until it answers.
+    pub async fn start_with(
+        pki: &TestPki,
+        node_id: u64,
+        address: SocketAddr,
+        data_dir: PathBuf,
+        peers: &[(u64, SocketAddr)],
+        extra: &[&str],
+    ) -> CoordinatorProcess {
+        let mut args: Vec<String> = vec![
             "--node-id".into(),
             node_id.to_string(),
             "--listen".into(),
@@ -124,6 +137,11 @@ impl CoordinatorProcess {
             "--tls-dir".into(),
             pki.dir().display().to_string(),
         ];
+        for (id, peer) in peers {
+            args.push("--peer".into());
+            args.push(format!("{id}={peer}"));
+        }
+        args.extend(extra.iter().map(ToString::to_string));
         let process = Process::spawn("nexus-coordinator", &args, data_dir.join("coordinator.log"));
         let mut coordinator = CoordinatorProcess {
             process,

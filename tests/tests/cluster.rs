@@ -1,0 +1,395 @@
+//! Coordinator clusters as real processes: three (and four) `nexus-coordinator`s on loopback with
+//! real QUIC, mTLS and RocksDB, killed with SIGKILL.
+//!
+//! - Kill -9 the leader during a stream of writes: a new leader takes over, and once the killed
+//!   node is back every acknowledged write is on every node; restart all three: still there.
+//! - A node that was down while the log was compacted catches up from a snapshot; a fourth node
+//!   joins as a learner and is promoted; a node is removed; leadership is transferred; the CLI's
+//!   `admin status` and `health-check` tell a healthy cluster from one without quorum.
+//! - Bad input: a data dir of another cluster, a peer that is not a coordinator, corrupt peer
+//!   messages and a Raft message claiming another node's id.
+
+// Tests fail by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use nexus_coordinator::consensus::{RaftMessage, encode_message};
+use nexus_protocol::error::ErrorCode;
+use nexus_protocol::identity::Role;
+use nexus_protocol::message::{AdminRequest, MemberRole, PeerRequest, Request, Response};
+use nexus_protocol::{HostId, NodeId};
+use nexus_tests::cluster::{
+    TestCluster, admin_request, admin_to_leader, register, replica_hosts, status,
+};
+use nexus_tests::eventually;
+use nexus_tests::pki::{self, TestPki};
+use nexus_tests::process::{CoordinatorProcess, binary, connect};
+
+const ELECTION: Duration = Duration::from_secs(20);
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// Waits until the replica at `address` holds every host of `expected`.
+async fn replica_has(pki: &TestPki, address: SocketAddr, expected: &BTreeSet<HostId>) {
+    eventually(
+        &format!("the replica at {address} to hold every acknowledged write"),
+        CONVERGE,
+        || async {
+            let hosts: BTreeSet<HostId> = replica_hosts(pki, address)
+                .await
+                .ok()?
+                .into_iter()
+                .collect();
+            expected.is_subset(&hosts).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Registers `count` hosts named `prefix-N` through any live member; returns those acknowledged.
+async fn write(
+    pki: &TestPki,
+    addresses: &[SocketAddr],
+    prefix: &str,
+    count: usize,
+) -> BTreeSet<HostId> {
+    let mut acked = BTreeSet::new();
+    for i in 0..count {
+        let host = format!("{prefix}-{i}");
+        for attempt in 0..addresses.len() * 3 {
+            let address = addresses[(i + attempt) % addresses.len()];
+            if register(pki, &host, address).await.is_ok() {
+                acked.insert(HostId::new(&host).unwrap());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_killing_the_leader_and_restarting_everything() {
+    let pki = TestPki::new();
+    let mut cluster = TestCluster::start(&pki, 3, &[]).await;
+    let first = cluster.leader(&pki, ELECTION).await;
+    let killed = cluster.index_of(first.node.get());
+    let addresses: Vec<SocketAddr> = cluster.members.iter().map(|m| m.address).collect();
+
+    // A writer registers host after host at each node in turn; what it records as acknowledged
+    // must survive. Meanwhile the leader is killed.
+    let acked = RefCell::new(BTreeSet::new());
+    let failed = Cell::new(0usize);
+    let stop = Cell::new(false);
+    let writer = async {
+        // An address that failed rests a while, so the writer does not keep waiting on the dead.
+        let mut resting = vec![std::time::Instant::now(); addresses.len()];
+        let mut i = 0usize;
+        while !stop.get() {
+            let host = format!("host-{i}");
+            i += 1;
+            let now = std::time::Instant::now();
+            let Some(target) = (0..addresses.len())
+                .map(|k| (i + k) % addresses.len())
+                .find(|k| resting[*k] <= now)
+            else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            match register(&pki, &host, addresses[target]).await {
+                Ok(()) => {
+                    acked.borrow_mut().insert(HostId::new(&host).unwrap());
+                }
+                Err(_) => {
+                    failed.set(failed.get() + 1);
+                    resting[target] = std::time::Instant::now() + Duration::from_secs(3);
+                }
+            }
+        }
+    };
+    let control = async {
+        eventually("20 writes before the kill", CONVERGE, || async {
+            (acked.borrow().len() >= 20).then_some(())
+        })
+        .await;
+        cluster.kill(killed);
+        let before = acked.borrow().len();
+        eventually("20 more writes after the kill", CONVERGE, || async {
+            (acked.borrow().len() >= before + 20).then_some(())
+        })
+        .await;
+        stop.set(true);
+    };
+    tokio::join!(writer, control);
+    let acked = acked.into_inner();
+    assert!(
+        failed.get() > 0,
+        "writes to the killed node must fail, not hang"
+    );
+
+    let second = cluster.leader(&pki, ELECTION).await;
+    assert_ne!(second.node, first.node, "a new leader took over");
+    assert!(second.term > first.term);
+
+    cluster.restart(&pki, killed).await;
+    for address in &addresses {
+        replica_has(&pki, *address, &acked).await;
+    }
+
+    for index in 0..3 {
+        cluster.kill(index);
+    }
+    for index in 0..3 {
+        cluster.restart(&pki, index).await;
+    }
+    cluster.leader(&pki, ELECTION).await;
+    for address in &addresses {
+        replica_has(&pki, *address, &acked).await;
+    }
+}
+
+fn nexus(pki: &TestPki, home: &Path, coordinator: SocketAddr, args: &[&str]) -> Output {
+    let admin = pki::user("harness", Role::Admin);
+    let (cert, key) = pki.paths(&admin);
+    if !cert.exists() {
+        pki.issue(&admin);
+    }
+    Command::new(binary("nexus"))
+        .args(["--coordinator", &coordinator.to_string()])
+        .args(["--ca", pki.ca_cert_path().to_str().unwrap()])
+        .args([
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
+        .args(args)
+        .env("HOME", home)
+        .env_remove("NEXUS_CONFIG")
+        .output()
+        .expect("nexus runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_catch_up_from_snapshots_join_leave_and_hand_over() {
+    let pki = TestPki::new();
+    let mut cluster = TestCluster::start(&pki, 3, &["--snapshot-every", "20"]).await;
+    let leader = cluster.leader(&pki, ELECTION).await;
+    let follower = cluster
+        .members
+        .iter()
+        .position(|m| m.id != leader.node.get())
+        .unwrap();
+    cluster.kill(follower);
+
+    // 50 writes while it is down: the log is compacted past everything it has.
+    let live = cluster.live_addresses();
+    let mut acked = write(&pki, &live, "early", 50).await;
+    assert_eq!(acked.len(), 50, "a two-node majority takes every write");
+    cluster.restart(&pki, follower).await;
+    replica_has(&pki, cluster.members[follower].address, &acked).await;
+    let log = cluster.running[follower].as_ref().unwrap().process.log();
+    assert!(
+        log.contains("restored from the leader's snapshot"),
+        "the returning node caught up from a snapshot:\n{log}"
+    );
+
+    // A fourth node joins as a learner, catches up (from a snapshot too) and votes.
+    let fourth = cluster.start_joiner(&pki, 4).await;
+    let fourth_address = cluster.members[fourth].address;
+    let added = admin_to_leader(
+        &pki,
+        cluster.members[0].address,
+        Request::Admin(AdminRequest::ClusterAdd {
+            id: NodeId::new(4).unwrap(),
+            address: fourth_address.to_string(),
+        }),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("add failed: {e:?}\n{}", cluster.logs()));
+    let Response::ClusterStatus(added) = added else {
+        panic!("{added:?}")
+    };
+    let member = added
+        .members
+        .iter()
+        .find(|m| m.id.get() == 4)
+        .expect("node 4 is a member");
+    assert_ne!(member.role, MemberRole::Learner, "promoted once caught up");
+    assert_eq!(added.members.len(), 4);
+    replica_has(&pki, fourth_address, &acked).await;
+
+    // Remove node 1 (whichever role it has); the other three carry on.
+    let removed = admin_to_leader(
+        &pki,
+        fourth_address,
+        Request::Admin(AdminRequest::ClusterRemove(NodeId::new(1).unwrap())),
+    )
+    .await
+    .unwrap();
+    let Response::ClusterStatus(removed) = removed else {
+        panic!("{removed:?}")
+    };
+    assert!(
+        removed.members.iter().all(|m| m.id.get() != 1),
+        "{removed:?}"
+    );
+    cluster.kill(0);
+    let rest: Vec<SocketAddr> = cluster.live_addresses();
+    acked.extend(write(&pki, &rest, "late", 10).await);
+    assert_eq!(acked.len(), 60);
+
+    // Hand leadership to node 4.
+    let transferred = admin_to_leader(
+        &pki,
+        rest[0],
+        Request::Admin(AdminRequest::TransferLeader(NodeId::new(4).unwrap())),
+    )
+    .await
+    .unwrap();
+    let Response::ClusterStatus(transferred) = transferred else {
+        panic!()
+    };
+    assert_eq!(transferred.leader, NodeId::new(4).ok());
+    for address in &rest {
+        replica_has(&pki, *address, &acked).await;
+    }
+
+    // The CLI: healthy with three of three voters, unhealthy with one of three.
+    let home = pki.scratch("home");
+    let out = nexus(
+        &pki,
+        &home,
+        rest[0],
+        &["--output", "json", "admin", "health-check"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["healthy"], true);
+    assert_eq!(report["voters"], 3);
+    let out = nexus(
+        &pki,
+        &home,
+        rest[0],
+        &["--output", "json", "admin", "status"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["leader"], 4);
+    assert_eq!(shown["members"].as_array().unwrap().len(), 3);
+
+    let survivor = cluster.index_of(4);
+    for index in 0..cluster.members.len() {
+        if index != survivor {
+            cluster.kill(index);
+        }
+    }
+    let out = eventually("health-check to fail without quorum", CONVERGE, || async {
+        let out = nexus(
+            &pki,
+            &home,
+            fourth_address,
+            &["--output", "json", "admin", "health-check"],
+        );
+        (!out.status.success()).then_some(out)
+    })
+    .await;
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(error["error"]["code"], "NOT_LEADER", "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_peers_and_foreign_data_dirs_are_refused() {
+    let pki = TestPki::new();
+    let mut cluster = TestCluster::start(&pki, 1, &[]).await;
+    cluster.leader(&pki, ELECTION).await;
+    let address = cluster.members[0].address;
+
+    // Only coordinators speak Raft.
+    let admin = admin_request(&pki, address, Request::Peer(PeerRequest::Raft(vec![]))).await;
+    assert_eq!(admin.unwrap_err().code, ErrorCode::PermissionDenied);
+    // A coordinator of this cluster sending garbage, or a message in another node's name.
+    let rogue = connect(&pki, &pki::coordinator(7), address).await.unwrap();
+    let garbage = rogue
+        .request(Request::Peer(PeerRequest::Raft(vec![vec![0xff; 64]])))
+        .await;
+    assert_eq!(garbage.unwrap_err().code, ErrorCode::ProtocolError);
+    let forged = RaftMessage {
+        from: 2,
+        to: 1,
+        term: 1000,
+        ..Default::default()
+    };
+    let forged = rogue
+        .request(Request::Peer(PeerRequest::Raft(vec![
+            encode_message(&forged).unwrap(),
+        ])))
+        .await;
+    assert_eq!(forged.unwrap_err().code, ErrorCode::PermissionDenied);
+    let corrupt = rogue
+        .request(Request::Peer(PeerRequest::Propose(vec![0, 0, 0, 9, 1])))
+        .await;
+    assert_eq!(corrupt.unwrap_err().code, ErrorCode::ProtocolError);
+    // None of it moved the node: same leader, same term.
+    let after = status(&pki, address).await.unwrap();
+    assert_eq!(after.leader, NodeId::new(1).ok());
+    assert!(after.term < 1000);
+    register(&pki, "still-works", address).await.unwrap();
+
+    // The data dir now belongs to this cluster; a node of another CA refuses it.
+    cluster.kill(0);
+    let other = TestPki::new();
+    other.issue(&pki::coordinator(1));
+    let data_dir = cluster.members[0].data_dir.clone();
+    let mut process = nexus_tests::process::Process::spawn(
+        "nexus-coordinator",
+        &[
+            "--node-id".into(),
+            "1".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--tls-dir".into(),
+            other.dir().display().to_string(),
+        ],
+        other.scratch("log").join("coordinator.log"),
+    );
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = process.exited() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < CONVERGE,
+            "the foreign node did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    assert!(
+        process.log().contains("belongs to another cluster"),
+        "{}",
+        process.log()
+    );
+    // And the rightful node still starts on it, with its data.
+    let restarted = CoordinatorProcess::start_at(&pki, 1, address, data_dir).await;
+    let hosts = eventually("the restarted node to answer", CONVERGE, || async {
+        replica_hosts(&pki, restarted.address).await.ok()
+    })
+    .await;
+    assert!(hosts.contains(&HostId::new("still-works").unwrap()));
+}
