@@ -99,6 +99,14 @@ fn requests() {
         &request(Request::Admin(AdminRequest::Hosts)),
         expect!["00000013fe100f0e0d0c0b0a0908070605040302010301"],
     );
+    check(
+        &request(Request::Stale(StaleRead::Admin(AdminRequest::Hosts))),
+        expect!["00000014fe100f0e0d0c0b0a090807060504030201050001"],
+    );
+    check(
+        &request(Request::Peer(PeerRequest::Raft(vec![vec![8, 1], vec![]]))),
+        expect!["00000018fe100f0e0d0c0b0a09080706050403020104000202080100"],
+    );
 }
 
 #[test]

@@ -243,3 +243,12 @@ pub async fn register(pki: &TestPki, host: &str, address: SocketAddr) -> Result<
         other => panic!("unexpected answer {other:?}"),
     }
 }
+
+/// Waits until the leader reports every member healthy.
+pub async fn wait_healthy(pki: &TestPki, cluster: &TestCluster, limit: Duration) {
+    crate::eventually("every member healthy", limit, || async {
+        let leader = cluster.leader(pki, limit).await;
+        leader.members.iter().all(|m| m.healthy).then_some(())
+    })
+    .await;
+}

@@ -37,3 +37,35 @@ fn the_transport_scenario_runs_and_reports() {
     assert!(result["sequential_round_trip"]["p50_ms"].as_f64().unwrap() > 0.0);
     assert!(result["coordinator_rss_mib"].as_f64().unwrap() > 0.0);
 }
+
+fn run_bench(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("result.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus-bench"))
+        .args(["--json", json.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
+}
+
+#[test]
+fn the_raft_scenario_runs_and_reports() {
+    let result = run_bench(&["raft", "--writes", "10", "--concurrency", "2"]);
+    assert_eq!(result["sequential_write_at_leader"]["n"], 10);
+    assert_eq!(result["sequential_write_at_follower"]["n"], 10);
+    assert_eq!(result["concurrent"]["writes"], 10);
+    assert!(result["concurrent"]["writes_per_second"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn the_failover_scenario_runs_and_reports() {
+    let result = run_bench(&["failover", "--kills", "1"]);
+    assert_eq!(result["kill_to_first_write"]["n"], 1);
+    assert!(result["kill_to_first_write"]["p50_ms"].as_f64().unwrap() > 0.0);
+}

@@ -4,6 +4,8 @@
 //! ```sh
 //! cargo build --release --workspace --bins
 //! $CARGO_TARGET_DIR/release/nexus-bench transport
+//! $CARGO_TARGET_DIR/release/nexus-bench raft
+//! $CARGO_TARGET_DIR/release/nexus-bench failover
 //! ```
 
 // A benchmark fails loudly: it panics on a broken setup rather than report a number.
@@ -19,11 +21,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use nexus_protocol::RequestId;
 use nexus_protocol::identity::{IdentityKind, Role};
-use nexus_protocol::message::{Request, Response};
+use nexus_protocol::message::{AgentRequest, Request, Response};
 use nexus_protocol::transport::{Connector, TransportConfig};
+use nexus_tests::cluster::{self, TestCluster};
 use nexus_tests::pki::{self, TestPki};
-use nexus_tests::process::CoordinatorProcess;
+use nexus_tests::process::{CoordinatorProcess, connect};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -47,6 +51,21 @@ enum Scenario {
         requests: usize,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+    },
+    /// Three real coordinators on loopback (synced RocksDB): the latency of one write at a time
+    /// (at the leader, and at a follower that forwards it), and throughput with many in flight
+    /// (Raft batches them into shared appends and fsyncs).
+    Raft {
+        #[arg(long, default_value_t = 1_000)]
+        writes: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    /// Three real coordinators: SIGKILL the leader, and time until a client's write succeeds
+    /// again; restart the killed node, let it catch up, repeat.
+    Failover {
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
     },
 }
 
@@ -148,7 +167,169 @@ async fn transport(connections: usize, requests: usize, concurrency: usize) -> s
     })
 }
 
+/// One write: a host's agent (re-)registers it, which the cluster applies through Raft.
+async fn register_once(
+    connection: &nexus_protocol::transport::Connection,
+    request_id: RequestId,
+    limit: Duration,
+) -> Result<(), nexus_protocol::WireError> {
+    let host = match connection.client() {
+        nexus_protocol::Identity::Agent(host) => host.clone(),
+        other => panic!("{other} is not an agent"),
+    };
+    match connection
+        .request_with(
+            request_id,
+            Request::Agent(AgentRequest::Register(cluster::host_info(host.as_str()))),
+            limit,
+        )
+        .await?
+    {
+        Response::Registered { .. } => Ok(()),
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+async fn raft(writes: usize, concurrency: usize) -> serde_json::Value {
+    let pki = TestPki::new();
+    let cluster = TestCluster::start(&pki, 3, &[]).await;
+    let leader = cluster.leader(&pki, Duration::from_secs(20)).await;
+    let leader_address = cluster.members[cluster.index_of(leader.node.get())].address;
+    let follower_address = cluster
+        .members
+        .iter()
+        .find(|m| m.id != leader.node.get())
+        .unwrap()
+        .address;
+    let agent = pki::agent("bench-host");
+    let at_leader = connect(&pki, &agent, leader_address).await.unwrap();
+    let at_follower = connect(&pki, &agent, follower_address).await.unwrap();
+    let limit = Duration::from_secs(10);
+    let sequential = |connection: &nexus_protocol::transport::Connection| {
+        let connection = connection.clone();
+        async move {
+            let mut samples = Vec::with_capacity(writes);
+            for _ in 0..writes {
+                let started = Instant::now();
+                register_once(&connection, RequestId::random(), limit)
+                    .await
+                    .unwrap();
+                samples.push(started.elapsed());
+            }
+            samples
+        }
+    };
+    let leader_samples = sequential(&at_leader).await;
+    let follower_samples = sequential(&at_follower).await;
+
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let per_task = writes.div_ceil(concurrency);
+    for _ in 0..concurrency {
+        let connection = at_leader.clone();
+        tasks.spawn(async move {
+            for _ in 0..per_task {
+                register_once(&connection, RequestId::random(), limit)
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    tasks.join_all().await;
+    let elapsed = started.elapsed();
+    let total = per_task * concurrency;
+    let rss: Vec<f64> = cluster
+        .running
+        .iter()
+        .flatten()
+        .map(|p| process_usage(p.process.pid()).0 as f64 / 1024.0)
+        .collect();
+    json!({
+        "scenario": "raft",
+        "sequential_write_at_leader": percentiles(leader_samples.clone()),
+        "sequential_write_at_follower": percentiles(follower_samples),
+        "sequential_writes_per_second": writes as f64 / leader_samples.iter().sum::<Duration>().as_secs_f64(),
+        "concurrent": {
+            "in_flight": concurrency,
+            "writes": total,
+            "seconds": elapsed.as_secs_f64(),
+            "writes_per_second": total as f64 / elapsed.as_secs_f64(),
+        },
+        "coordinator_rss_mib": rss,
+    })
+}
+
+async fn failover(kills: usize) -> serde_json::Value {
+    let pki = TestPki::new();
+    let mut cluster = TestCluster::start(&pki, 3, &[]).await;
+    let agent = pki::agent("bench-host");
+    let mut samples = Vec::with_capacity(kills);
+    let mut elections = Vec::with_capacity(kills);
+    for round in 0..kills {
+        let leader = cluster.leader(&pki, Duration::from_secs(30)).await;
+        // Every member healthy, as the leader sees it, before the next kill.
+        cluster::wait_healthy(&pki, &cluster, Duration::from_secs(30)).await;
+        let victim = cluster.index_of(leader.node.get());
+        let survivors: Vec<_> = cluster
+            .members
+            .iter()
+            .filter(|m| m.id != leader.node.get())
+            .map(|m| m.address)
+            .collect();
+        let mut connections = Vec::new();
+        for address in &survivors {
+            connections.push(connect(&pki, &agent, *address).await.unwrap());
+        }
+        // A client with a sane retry policy: short attempts, alternating between the
+        // survivors, one request id throughout (so a retry never applies twice).
+        let request_id = RequestId::random();
+        let killed_at = Instant::now();
+        cluster.kill(victim);
+        let mut attempt = 0usize;
+        loop {
+            let connection = &connections[attempt % connections.len()];
+            attempt += 1;
+            if register_once(connection, request_id, Duration::from_millis(300))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(30),
+                "no write succeeded within 30 s of the kill"
+            );
+        }
+        samples.push(killed_at.elapsed());
+        let new_leader = cluster.leader(&pki, Duration::from_secs(30)).await;
+        elections.push(new_leader.term - leader.term);
+        println!(
+            "round {round}: leader {} killed, writes again after {:.0} ms (new leader {}, term +{})",
+            leader.node,
+            killed_at.elapsed().as_secs_f64() * 1000.0,
+            new_leader.node,
+            new_leader.term - leader.term
+        );
+        cluster.restart(&pki, victim).await;
+    }
+    json!({
+        "scenario": "failover",
+        "kill_to_first_write": percentiles(samples),
+        "terms_per_failover_max": elections.iter().max(),
+    })
+}
+
 fn print_table(result: &serde_json::Value) {
+    match result["scenario"].as_str() {
+        Some("raft") => return print_raft(result),
+        Some("failover") => {
+            return print_percentiles(
+                "kill -9 leader → first successful write",
+                &result["kill_to_first_write"],
+            );
+        }
+        _ => {}
+    }
     let ms = |v: &serde_json::Value| format!("{:.3}", v.as_f64().unwrap_or(0.0));
     for (name, key) in [
         ("connection setup (QUIC + mTLS + hello)", "connection_setup"),
@@ -182,6 +363,41 @@ fn print_table(result: &serde_json::Value) {
     );
 }
 
+fn print_percentiles(name: &str, p: &serde_json::Value) {
+    let ms = |v: &serde_json::Value| format!("{:.3}", v.as_f64().unwrap_or(0.0));
+    println!(
+        "{name:<42} n={:<6} p50 {} ms  p95 {} ms  p99 {} ms  max {} ms",
+        p["n"],
+        ms(&p["p50_ms"]),
+        ms(&p["p95_ms"]),
+        ms(&p["p99_ms"]),
+        ms(&p["max_ms"])
+    );
+}
+
+fn print_raft(result: &serde_json::Value) {
+    print_percentiles(
+        "write at the leader (one at a time)",
+        &result["sequential_write_at_leader"],
+    );
+    print_percentiles(
+        "write at a follower (forwarded)",
+        &result["sequential_write_at_follower"],
+    );
+    let c = &result["concurrent"];
+    println!(
+        "{:<42} {:.0} writes/s with {} in flight ({} writes)",
+        "write throughput",
+        c["writes_per_second"].as_f64().unwrap_or(0.0),
+        c["in_flight"],
+        c["writes"]
+    );
+    println!(
+        "{:<42} {} MiB",
+        "coordinators' memory after", result["coordinator_rss_mib"]
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -191,6 +407,11 @@ async fn main() {
             requests,
             concurrency,
         } => transport(connections, requests, concurrency.max(1)).await,
+        Scenario::Raft {
+            writes,
+            concurrency,
+        } => raft(writes.max(1), concurrency.max(1)).await,
+        Scenario::Failover { kills } => failover(kills.max(1)).await,
     };
     print_table(&result);
     if let Some(path) = cli.json {
