@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nexus_protocol::RequestId;
-use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
+use nexus_protocol::error::{ErrorCode, ErrorDetail, RetryChange, WireError};
 use nexus_protocol::identity::IdentityKind;
 use nexus_protocol::message::{Request, Response};
 use nexus_protocol::transport::{Connection, Connector, Credentials, TransportConfig, resolve};
@@ -134,33 +134,53 @@ impl Settings {
     }
 
     /// Sends `request` to the first coordinator that answers and follows it to the leader when
-    /// it answers `NOT_LEADER` with the leader's address (a few hops at most, under the same
-    /// request id, so a write is never applied twice). Waits up to `limit` for each answer.
+    /// it answers `NOT_LEADER` with the leader's address. Other retryable errors are retried as
+    /// their code's policy says (a `TIMEOUT` once with twice the time, a leaderless `NOT_LEADER`
+    /// a few times while an election runs). Every attempt carries the same request id, so a write
+    /// is never applied twice. `limit` bounds each attempt.
     pub async fn request(&self, request: Request, limit: Duration) -> Result<Response, CliError> {
         let connector = self.connector()?;
-        let mut connection = self.connect().await?;
         let request_id = RequestId::random();
-        for _ in 0..MAX_REDIRECTS {
-            match connection
+        let mut connection: Option<Connection> = None;
+        let mut limit = limit;
+        let mut redirects = 0;
+        let mut retries = 0u32;
+        loop {
+            let current = match connection.take() {
+                Some(connection) => connection,
+                None => self.connect().await?,
+            };
+            let error = match current
                 .request_with(request_id, request.clone(), limit)
                 .await
             {
-                Err(WireError {
-                    code: ErrorCode::NotLeader,
-                    detail:
-                        Some(ErrorDetail::NotLeader {
-                            address: Some(address),
-                            ..
-                        }),
+                Ok(response) => return Ok(response),
+                Err(error) => error,
+            };
+            if let (
+                ErrorCode::NotLeader,
+                Some(ErrorDetail::NotLeader {
+                    address: Some(address),
                     ..
-                }) => connection = connect_to(&connector, &address).await?,
-                other => return Ok(other?),
+                }),
+            ) = (error.code, &error.detail)
+                && redirects < MAX_REDIRECTS
+            {
+                redirects += 1;
+                connection = Some(connect_to(&connector, address).await?);
+                continue;
             }
+            retries += 1;
+            let Some(delay) = error.code.retry_policy().delay_before(retries) else {
+                return Err(error.into());
+            };
+            if error.code.retry_change() == RetryChange::LongerTimeout {
+                limit = limit.saturating_mul(2);
+            } else {
+                connection = Some(current);
+            }
+            tokio::time::sleep(delay).await;
         }
-        Err(CliError::local(
-            ErrorCode::NotLeader,
-            format!("the coordinators sent this request on more than {MAX_REDIRECTS} hops"),
-        ))
     }
 
     /// Connects to one coordinator at `target` (HOST:PORT).

@@ -182,13 +182,13 @@ impl RocksStore {
         batch.put_cf(self.cf(META)?, IDENTITY_KEY, encode_record(identity)?);
         let ids: Vec<u64> = voters.iter().map(|id| id.get()).collect();
         let conf_state = ConfState::from((ids, vec![]));
-        batch.put_cf(
+        put_meta(
+            &mut batch,
             self.cf(META)?,
             CONF_STATE_KEY,
-            conf_state
-                .write_to_bytes()
-                .map_err(|e| proto_error("conf state", e))?,
-        );
+            "conf state",
+            &conf_state,
+        )?;
         if !voters.is_empty() {
             let mut metadata = SnapshotMetadata {
                 index: BOOTSTRAP_INDEX,
@@ -201,20 +201,20 @@ impl RocksStore {
                 commit: BOOTSTRAP_INDEX,
                 ..Default::default()
             };
-            batch.put_cf(
+            put_meta(
+                &mut batch,
                 self.cf(META)?,
                 SNAPSHOT_META_KEY,
-                metadata
-                    .write_to_bytes()
-                    .map_err(|e| proto_error("snapshot metadata", e))?,
-            );
-            batch.put_cf(
+                "snapshot metadata",
+                &metadata,
+            )?;
+            put_meta(
+                &mut batch,
                 self.cf(META)?,
                 HARD_STATE_KEY,
-                hard_state
-                    .write_to_bytes()
-                    .map_err(|e| proto_error("hard state", e))?,
-            );
+                "hard state",
+                &hard_state,
+            )?;
             batch.put_cf(
                 self.cf(STATE)?,
                 SNAPSHOT_KEY,
@@ -306,6 +306,19 @@ impl RocksStore {
             .map_err(|e| proto_error("log entry", e))?;
         Ok(entry)
     }
+}
+
+/// Adds a protobuf record to the metadata family in `batch`.
+fn put_meta(
+    batch: &mut WriteBatch,
+    family: &rocksdb::ColumnFamily,
+    key: &[u8],
+    what: &str,
+    record: &impl protobuf::Message,
+) -> Result<(), StoreError> {
+    let bytes = record.write_to_bytes().map_err(|e| proto_error(what, e))?;
+    batch.put_cf(family, key, bytes);
+    Ok(())
 }
 
 fn encode_record<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -437,13 +450,13 @@ impl LogStore for RocksStore {
 
     fn set_hard_state(&self, hard_state: &HardState) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        batch.put_cf(
+        put_meta(
+            &mut batch,
             self.cf(META)?,
             HARD_STATE_KEY,
-            hard_state
-                .write_to_bytes()
-                .map_err(|e| proto_error("hard state", e))?,
-        );
+            "hard state",
+            hard_state,
+        )?;
         self.write(batch)?;
         self.write_cache().hard_state = hard_state.clone();
         Ok(())
@@ -457,13 +470,13 @@ impl LogStore for RocksStore {
 
     fn set_conf_state(&self, conf_state: &ConfState) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        batch.put_cf(
+        put_meta(
+            &mut batch,
             self.cf(META)?,
             CONF_STATE_KEY,
-            conf_state
-                .write_to_bytes()
-                .map_err(|e| proto_error("conf state", e))?,
-        );
+            "conf state",
+            conf_state,
+        )?;
         self.write(batch)?;
         self.write_cache().conf_state = conf_state.clone();
         Ok(())
@@ -477,28 +490,27 @@ impl LogStore for RocksStore {
         hard_state.commit = metadata.index;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(STATE)?, SNAPSHOT_KEY, &snapshot.data);
-        batch.put_cf(
+        put_meta(
+            &mut batch,
             self.cf(META)?,
             SNAPSHOT_META_KEY,
-            metadata
-                .write_to_bytes()
-                .map_err(|e| proto_error("snapshot metadata", e))?,
-        );
-        batch.put_cf(
+            "snapshot metadata",
+            metadata,
+        )?;
+        put_meta(
+            &mut batch,
             self.cf(META)?,
             CONF_STATE_KEY,
-            metadata
-                .get_conf_state()
-                .write_to_bytes()
-                .map_err(|e| proto_error("conf state", e))?,
-        );
-        batch.put_cf(
+            "conf state",
+            metadata.get_conf_state(),
+        )?;
+        put_meta(
+            &mut batch,
             self.cf(META)?,
             HARD_STATE_KEY,
-            hard_state
-                .write_to_bytes()
-                .map_err(|e| proto_error("hard state", e))?,
-        );
+            "hard state",
+            &hard_state,
+        )?;
         // The whole old log goes: the snapshot replaces it.
         batch.delete_range_cf(
             self.cf(LOG)?,
@@ -529,13 +541,13 @@ impl LogStore for RocksStore {
         metadata.set_conf_state(conf_state.clone());
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(STATE)?, SNAPSHOT_KEY, data);
-        batch.put_cf(
+        put_meta(
+            &mut batch,
             self.cf(META)?,
             SNAPSHOT_META_KEY,
-            metadata
-                .write_to_bytes()
-                .map_err(|e| proto_error("snapshot metadata", e))?,
-        );
+            "snapshot metadata",
+            &metadata,
+        )?;
         // The log behind the snapshot is no longer needed.
         batch.delete_range_cf(self.cf(LOG)?, index_key(0), index_key(index + 1));
         self.write(batch)?;

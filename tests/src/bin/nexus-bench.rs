@@ -330,20 +330,11 @@ fn print_table(result: &serde_json::Value) {
         }
         _ => {}
     }
-    let ms = |v: &serde_json::Value| format!("{:.3}", v.as_f64().unwrap_or(0.0));
     for (name, key) in [
         ("connection setup (QUIC + mTLS + hello)", "connection_setup"),
         ("request round trip (sequential)", "sequential_round_trip"),
     ] {
-        let p = &result[key];
-        println!(
-            "{name:<42} n={:<6} p50 {} ms  p95 {} ms  p99 {} ms  max {} ms",
-            p["n"],
-            ms(&p["p50_ms"]),
-            ms(&p["p95_ms"]),
-            ms(&p["p99_ms"]),
-            ms(&p["max_ms"])
-        );
+        print_percentiles(name, &result[key]);
     }
     let c = &result["concurrent"];
     println!(
