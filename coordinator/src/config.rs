@@ -197,6 +197,29 @@ impl Config {
             .unwrap_or_else(|| self.listen.to_string())
     }
 
+    /// Connections to peers notice a dead peer within seconds (QUIC's idle timeout is the smaller
+    /// of both sides'), not after the 30 s clients get: a connection cached to a process that was
+    /// killed would otherwise swallow Raft messages to its successor on the same address and
+    /// delay the next election.
+    pub fn peer_transport(&self) -> TransportConfig {
+        TransportConfig {
+            idle_timeout: Duration::from_secs(3),
+            keep_alive: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(2),
+            ..self.transport()
+        }
+    }
+
+    /// A batch of Raft messages not acknowledged within a heartbeat interval counts as lost (Raft
+    /// sends again); the connection is then dropped and made anew.
+    pub fn peer_batch_timeout(&self) -> Duration {
+        let heartbeat = self
+            .driver
+            .tick
+            .saturating_mul(u32::try_from(self.driver.raft.heartbeat_ticks).unwrap_or(u32::MAX));
+        heartbeat.max(Duration::from_millis(200))
+    }
+
     pub fn transport(&self) -> TransportConfig {
         let codec =
             nexus_protocol::codec::CodecConfig::new(self.max_frame_bytes).unwrap_or_default();

@@ -64,13 +64,13 @@ impl Node {
         let node = RaftNode::new(config.node_id, store, state, applied, &config.driver.raft)?;
         let mut addresses: BTreeMap<_, _> = config.peers.iter().cloned().collect();
         addresses.insert(config.node_id, config.advertise());
-        let connector = Connector::new(credentials, config.transport())
+        let connector = Connector::new(credentials, config.peer_transport())
             .context("cannot set up connections to peers")?;
         let peers = Peers::new(
             config.node_id,
             connector,
             addresses,
-            config.driver.tick.saturating_mul(10),
+            config.peer_batch_timeout(),
             tokio::runtime::Handle::current(),
         );
         let (stop, stop_signal) = oneshot::channel();
