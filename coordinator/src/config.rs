@@ -53,7 +53,7 @@ pub struct Args {
     /// Milliseconds between Raft ticks.
     #[arg(long)]
     pub tick_ms: Option<u64>,
-    /// Ticks without a leader before an election (randomised up to twice this).
+    /// Ticks without a leader before an election (randomised in [this, 1.5 × this)).
     #[arg(long)]
     pub election_ticks: Option<usize>,
     /// Ticks between a leader's heartbeats.

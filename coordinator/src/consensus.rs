@@ -38,7 +38,7 @@ pub fn carries_snapshot(message: &RaftMessage) -> bool {
 /// about 100 ms in production).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RaftConfig {
-    /// Ticks without a leader before a follower campaigns (randomised by raft-rs up to twice this).
+    /// Ticks without a leader before a follower campaigns (randomised in [this, 1.5 × this)).
     pub election_ticks: usize,
     /// Ticks between a leader's heartbeats.
     pub heartbeat_ticks: usize,
