@@ -174,6 +174,9 @@ impl Service {
                             ),
                         ));
                     }
+                    consensus::check_peer_message(&message).inspect_err(|error| {
+                        tracing::warn!(peer = %from, "dropped a raft message: {}", error.message);
+                    })?;
                     messages.push(message);
                 }
                 self.cluster.step(from, messages).await?;
@@ -546,11 +549,30 @@ mod tests {
             Some(ErrorCode::PermissionDenied)
         );
         message.from = 2;
+        message.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeatResponse);
         let honest = consensus::encode_message(&message).unwrap();
         assert!(matches!(
             ask(&service, &coordinator2, raft(honest)).await,
             Ok(Response::Ack)
         ));
+        // A proposal in Raft's own form would put unchecked bytes in the log, and a local
+        // message never travels: both are refused, however well-formed.
+        for kind in [
+            raft::eraftpb::MessageType::MsgPropose,
+            raft::eraftpb::MessageType::MsgHup,
+        ] {
+            message.set_msg_type(kind);
+            message.mut_entries().push(raft::eraftpb::Entry {
+                data: vec![0xff; 8].into(),
+                ..Default::default()
+            });
+            let refused = consensus::encode_message(&message).unwrap();
+            assert_eq!(
+                code(ask(&service, &coordinator2, raft(refused)).await),
+                Some(ErrorCode::ProtocolError),
+                "{kind:?}"
+            );
+        }
         let corrupt = Request::Peer(PeerRequest::Propose(vec![1, 2, 3]));
         assert_eq!(
             code(ask(&service, &coordinator2, corrupt).await),
@@ -560,25 +582,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn status_names_the_one_node_as_leader() {
+    async fn the_last_voter_cannot_be_removed() {
         let (_dir, node, service) = one_node().await;
         leading(&service).await;
+        let remove = Request::Admin(AdminRequest::ClusterRemove(NodeId::new(1).unwrap()));
+        assert_eq!(
+            code(ask(&service, &user(Role::Admin), remove).await),
+            Some(ErrorCode::InvalidArgument)
+        );
+        // Refused before it reached the log: the node still leads, and its driver still runs.
+        let status = admin_status(&service).await;
+        assert_eq!(status.leader, NodeId::new(1).ok());
+        assert_eq!(status.members.len(), 1);
+        node.stop().await.unwrap();
+    }
+
+    async fn admin_status(service: &Service) -> ClusterStatus {
         match ask(
-            &service,
+            service,
             &user(Role::Admin),
             Request::Admin(AdminRequest::Status),
         )
         .await
         {
-            Ok(Response::ClusterStatus(status)) => {
-                assert_eq!(status.leader, Some(NodeId::new(1).unwrap()));
-                assert_eq!(status.members.len(), 1);
-                assert_eq!(status.members[0].role, MemberRole::Leader);
-                assert!(status.members[0].healthy);
-                assert!(status.applied_index >= 2, "{status:?}");
-            }
+            Ok(Response::ClusterStatus(status)) => status,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn status_names_the_one_node_as_leader() {
+        let (_dir, node, service) = one_node().await;
+        leading(&service).await;
+        let status = admin_status(&service).await;
+        assert_eq!(status.leader, Some(NodeId::new(1).unwrap()));
+        assert_eq!(status.members.len(), 1);
+        assert_eq!(status.members[0].role, MemberRole::Leader);
+        assert!(status.members[0].healthy);
+        assert!(status.applied_index >= 2, "{status:?}");
         node.stop().await.unwrap();
     }
 }

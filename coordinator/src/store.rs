@@ -7,12 +7,14 @@
 //! |---|---|---|
 //! | `raft_log` | entry index, `u64` big-endian (so keys sort by index) | the entry (protobuf) |
 //! | `raft_meta` | `identity` | [`StoreIdentity`]: format version, cluster, node id |
-//! | | `hard_state`, `conf_state`, `snapshot_meta` | protobuf |
+//! | | `hard_state`, `snapshot_meta` (with the configuration at its index) | protobuf |
 //! | `state` | `snapshot` | the state machine at `snapshot_meta.index` (the protocol's codec) |
 //!
 //! The state machine is applied in memory; its durable form is a snapshot taken every N entries,
-//! written with its index **in one batch**, so the stored state and the index it covers never
-//! disagree. A restart restores the snapshot and sets Raft's `applied` to its index, and Raft
+//! written with its index and the configuration in force there **in one batch**, so the stored
+//! state, the index it covers and the membership never disagree (a membership change is followed
+//! by a snapshot at once, so the configuration on disk is never older than the last applied
+//! change for long, and never newer than the state). A restart restores the snapshot and sets Raft's `applied` to its index, and Raft
 //! hands back every committed entry after it. The log is truncated behind each snapshot, so it
 //! stays bounded, and a peer that fell behind the truncation catches up from the snapshot.
 //!
@@ -38,7 +40,6 @@ const STATE: &str = "state";
 
 const IDENTITY_KEY: &[u8] = b"identity";
 const HARD_STATE_KEY: &[u8] = b"hard_state";
-const CONF_STATE_KEY: &[u8] = b"conf_state";
 const SNAPSHOT_META_KEY: &[u8] = b"snapshot_meta";
 const SNAPSHOT_KEY: &[u8] = b"snapshot";
 
@@ -70,7 +71,6 @@ pub enum Durability {
 #[derive(Debug, Clone, Default)]
 struct Cached {
     hard_state: HardState,
-    conf_state: ConfState,
     snapshot: SnapshotMetadata,
     last_index: u64,
 }
@@ -180,16 +180,9 @@ impl RocksStore {
     fn bootstrap(&self, identity: &StoreIdentity, voters: &[NodeId]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(META)?, IDENTITY_KEY, encode_record(identity)?);
-        let ids: Vec<u64> = voters.iter().map(|id| id.get()).collect();
-        let conf_state = ConfState::from((ids, vec![]));
-        put_meta(
-            &mut batch,
-            self.cf(META)?,
-            CONF_STATE_KEY,
-            "conf state",
-            &conf_state,
-        )?;
         if !voters.is_empty() {
+            let ids: Vec<u64> = voters.iter().map(|id| id.get()).collect();
+            let conf_state = ConfState::from((ids, vec![]));
             let mut metadata = SnapshotMetadata {
                 index: BOOTSTRAP_INDEX,
                 term: BOOTSTRAP_INDEX,
@@ -247,12 +240,6 @@ impl RocksStore {
                 .hard_state
                 .merge_from_bytes(&bytes)
                 .map_err(|e| proto_error("hard state", e))?;
-        }
-        if let Some(bytes) = self.get(META, CONF_STATE_KEY)? {
-            cached
-                .conf_state
-                .merge_from_bytes(&bytes)
-                .map_err(|e| proto_error("conf state", e))?;
         }
         if let Some(bytes) = self.get(META, SNAPSHOT_META_KEY)? {
             cached
@@ -348,7 +335,7 @@ impl raft::Storage for RocksStore {
         let cached = self.read_cache();
         Ok(raft::RaftState {
             hard_state: cached.hard_state.clone(),
-            conf_state: cached.conf_state.clone(),
+            conf_state: cached.snapshot.get_conf_state().clone(),
         })
     }
 
@@ -468,20 +455,6 @@ impl LogStore for RocksStore {
         self.set_hard_state(&hard_state)
     }
 
-    fn set_conf_state(&self, conf_state: &ConfState) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        put_meta(
-            &mut batch,
-            self.cf(META)?,
-            CONF_STATE_KEY,
-            "conf state",
-            conf_state,
-        )?;
-        self.write(batch)?;
-        self.write_cache().conf_state = conf_state.clone();
-        Ok(())
-    }
-
     fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
         let metadata = snapshot.get_metadata();
         let old_last = self.read_cache().last_index;
@@ -500,13 +473,6 @@ impl LogStore for RocksStore {
         put_meta(
             &mut batch,
             self.cf(META)?,
-            CONF_STATE_KEY,
-            "conf state",
-            metadata.get_conf_state(),
-        )?;
-        put_meta(
-            &mut batch,
-            self.cf(META)?,
             HARD_STATE_KEY,
             "hard state",
             &hard_state,
@@ -520,7 +486,6 @@ impl LogStore for RocksStore {
         self.write(batch)?;
         let mut cached = self.write_cache();
         cached.snapshot = metadata.clone();
-        cached.conf_state = metadata.get_conf_state().clone();
         cached.hard_state = hard_state;
         cached.last_index = metadata.index;
         Ok(())
