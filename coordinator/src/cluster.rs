@@ -129,9 +129,15 @@ struct Driver {
     proposals: HashMap<RequestId, Vec<Waiter>>,
     /// Reads waiting for their ReadIndex, by context.
     reads_waiting: HashMap<u64, (Instant, Query)>,
-    /// Reads with a ReadIndex, waiting for the state machine to reach it.
-    reads_ready: Vec<(u64, Query)>,
+    /// Reads with a ReadIndex, waiting for the state machine to reach it: the index, and when
+    /// the read was asked.
+    reads_ready: Vec<(u64, Instant, Query)>,
+    /// The last ReadIndex context used. It starts at random: the leader drops a read whose
+    /// context is already pending (so two nodes counting from zero would drop each other's), and
+    /// a late answer to a read of an earlier run of this node must not match a new one.
     next_read: u64,
+    /// How many leader's snapshots the node had restored when the driver last looked.
+    snapshots_seen: u64,
     last_heard: HashMap<NodeId, Instant>,
     known_addresses: BTreeMap<NodeId, String>,
 }
@@ -163,7 +169,8 @@ pub fn start(
         proposals: HashMap::new(),
         reads_waiting: HashMap::new(),
         reads_ready: Vec::new(),
-        next_read: 0,
+        next_read: nexus_protocol::id::random_u64(),
+        snapshots_seen: 0,
         last_heard: HashMap::new(),
     };
     std::thread::Builder::new()
@@ -239,7 +246,7 @@ impl Driver {
                     query(Err(no_leader(self.node.id())));
                     return;
                 }
-                self.next_read += 1;
+                self.next_read = self.next_read.wrapping_add(1);
                 self.node.read_index(self.next_read);
                 self.reads_waiting
                     .insert(self.next_read, (Instant::now(), query));
@@ -328,17 +335,36 @@ impl Driver {
             }
         }
         for (context, index) in output.reads {
-            if let Some((_, query)) = self.reads_waiting.remove(&context) {
-                self.reads_ready.push((index, query));
+            if let Some((since, query)) = self.reads_waiting.remove(&context) {
+                self.reads_ready.push((index, since, query));
             }
         }
+        // A write applied through a leader's snapshot never appears among the applied entries;
+        // its outcome is in the restored state's record of completed requests.
+        if self.node.snapshots_restored() != self.snapshots_seen {
+            self.snapshots_seen = self.node.snapshots_restored();
+            let state = self.node.state();
+            self.proposals.retain(|request_id, waiters| {
+                let Some(outcome) = state.outcome_of(*request_id) else {
+                    return true;
+                };
+                for (_, reply) in waiters.drain(..) {
+                    let _ = reply.send(Ok(outcome.clone()));
+                }
+                false
+            });
+        }
         let applied = self.node.applied_index();
-        if self.reads_ready.iter().any(|(index, _)| *index <= applied) {
+        if self
+            .reads_ready
+            .iter()
+            .any(|(index, _, _)| *index <= applied)
+        {
             let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_ready)
                 .into_iter()
-                .partition(|(index, _)| *index <= applied);
+                .partition(|(index, _, _)| *index <= applied);
             self.reads_ready = later;
-            for (_, query) in now {
+            for (_, _, query) in now {
                 query(Ok(self.node.state()));
             }
         }
@@ -373,6 +399,21 @@ impl Driver {
             .collect();
         for context in expired {
             if let Some((_, query)) = self.reads_waiting.remove(&context) {
+                query(Err(timed_out("the read", limit)));
+            }
+        }
+        // A read that has its index but whose replica is slow to reach it (cut off, or catching
+        // up) gives up on the same deadline.
+        if self
+            .reads_ready
+            .iter()
+            .any(|(_, since, _)| since.elapsed() >= limit)
+        {
+            let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_ready)
+                .into_iter()
+                .partition(|(_, since, _)| since.elapsed() >= limit);
+            self.reads_ready = waiting;
+            for (_, _, query) in expired {
                 query(Err(timed_out("the read", limit)));
             }
         }

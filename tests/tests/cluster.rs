@@ -2,7 +2,8 @@
 //! real QUIC, mTLS and RocksDB, killed with SIGKILL.
 //!
 //! - Kill -9 the leader during a stream of writes: a new leader takes over, and once the killed
-//!   node is back every acknowledged write is on every node; restart all three: still there.
+//!   node is back every acknowledged write is on every node; restart all three: still there, and
+//!   linearizable reads at all three at once are all answered.
 //! - A node that was down while the log was compacted catches up from a snapshot; a fourth node
 //!   joins as a learner and is promoted; a node is removed; leadership is transferred; the CLI's
 //!   `admin status` and `health-check` tell a healthy cluster from one without quorum.
@@ -150,6 +151,31 @@ async fn acknowledged_writes_survive_killing_the_leader_and_restarting_everythin
     cluster.leader(&pki, ELECTION).await;
     for address in &addresses {
         replica_has(&pki, *address, &acked).await;
+    }
+
+    // Linearizable reads at every node at once, just after a restart: each node numbers its
+    // reads for the leader, and none may be lost to another's number (each would time out).
+    let mut connections = Vec::new();
+    for address in &addresses {
+        let reader = pki::user("reader", Role::Admin);
+        connections.push(connect(&pki, &reader, *address).await.unwrap());
+    }
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        for connection in &connections {
+            let connection = connection.clone();
+            reads.spawn(async move {
+                connection
+                    .request(Request::Admin(AdminRequest::Hosts))
+                    .await
+            });
+        }
+    }
+    while let Some(answer) = reads.join_next().await {
+        match answer.unwrap() {
+            Ok(Response::Hosts(hosts)) => assert!(hosts.len() >= acked.len()),
+            other => panic!("a linearizable read failed: {other:?}"),
+        }
     }
 }
 
