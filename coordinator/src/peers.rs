@@ -206,8 +206,10 @@ impl Peers {
             self.timeout
         };
         let request = Request::Peer(PeerRequest::Raft(encoded));
+        // A Raft batch is answered as soon as the peer has queued it: no answer in time means the
+        // connection (or the peer) is gone.
         match self
-            .request(to, RequestId::random(), request, limit)
+            .request(to, RequestId::random(), request, limit, true)
             .await?
         {
             Response::Ack => Ok(()),
@@ -225,8 +227,10 @@ impl Peers {
     ) -> Result<(), WireError> {
         let bytes = consensus::encode_forwarded(proposal)?;
         let request = Request::Peer(PeerRequest::Propose(bytes));
+        // A forward is answered once the write is applied: running out of time says nothing of
+        // the connection, which Raft's own traffic keeps using.
         match self
-            .request(leader, proposal.request_id, request, limit)
+            .request(leader, proposal.request_id, request, limit, false)
             .await?
         {
             Response::Ack => Ok(()),
@@ -240,14 +244,23 @@ impl Peers {
         request_id: RequestId,
         request: Request,
         limit: Duration,
+        timeout_means_gone: bool,
     ) -> Result<Response, WireError> {
         let connection = self.connection(to).await?;
         let result = connection.request_with(request_id, request, limit).await;
         if let Err(error) = &result
-            && matches!(error.code, ErrorCode::NetworkError | ErrorCode::Timeout)
+            && (error.code == ErrorCode::NetworkError
+                || (timeout_means_gone && error.code == ErrorCode::Timeout))
         {
-            // The next request reconnects.
-            lock(&self.connections).remove(&to);
+            // The next request reconnects. Only this connection is forgotten: another task may
+            // have replaced it with a working one meanwhile.
+            let mut connections = lock(&self.connections);
+            if connections
+                .get(&to)
+                .is_some_and(|c| c.id() == connection.id())
+            {
+                connections.remove(&to);
+            }
         }
         result
     }

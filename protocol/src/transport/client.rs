@@ -216,6 +216,12 @@ impl Connection {
         SocketAddr::new(address.ip().to_canonical(), address.port())
     }
 
+    /// A number that tells this connection from any other alive at the same time (its clones
+    /// share it).
+    pub fn id(&self) -> usize {
+        self.conn.stable_id()
+    }
+
     /// Sends `request` under a fresh id and waits for its response.
     pub async fn request(&self, request: Request) -> Result<Response, WireError> {
         self.request_with(RequestId::random(), request, self.config.request_timeout)
