@@ -12,6 +12,9 @@ use nexus_protocol::model::{Labels, PortRange};
 use nexus_protocol::transport::TransportConfig;
 use serde::Deserialize;
 
+use crate::runtime::docker::RegistryAuth;
+use crate::runtime::hollow::HollowConfig;
+
 /// Which container runtime runs the workspaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -61,6 +64,30 @@ pub struct Args {
     /// Seconds between heartbeats.
     #[arg(long)]
     pub heartbeat_interval: Option<f64>,
+    /// Seconds between samples of host and container stats.
+    #[arg(long)]
+    pub stats_interval: Option<f64>,
+    /// At most this many container operations at once.
+    #[arg(long)]
+    pub max_concurrent_ops: Option<u32>,
+    /// The Docker engine's socket.
+    #[arg(long)]
+    pub docker_socket: Option<String>,
+    /// Report this many CPUs instead of the host's count (what the scheduler may fill).
+    #[arg(long)]
+    pub capacity_cpus: Option<u32>,
+    /// Report this much memory, in MiB, instead of the host's.
+    #[arg(long)]
+    pub capacity_memory_mib: Option<u64>,
+    /// Hollow runtime: milliseconds a simulated start takes.
+    #[arg(long)]
+    pub hollow_start_ms: Option<u64>,
+    /// Hollow runtime: milliseconds a simulated stop takes.
+    #[arg(long)]
+    pub hollow_stop_ms: Option<u64>,
+    /// Hollow runtime: the chance, 0 to 1, that a simulated create or start fails.
+    #[arg(long)]
+    pub hollow_failure_rate: Option<f64>,
     /// A TOML file with any of the settings above (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -86,7 +113,21 @@ struct FileConfig {
     #[serde(default)]
     labels: Labels,
     heartbeat_interval: Option<f64>,
+    stats_interval: Option<f64>,
+    max_concurrent_ops: Option<u32>,
+    docker_socket: Option<String>,
+    capacity_cpus: Option<u32>,
+    capacity_memory_mib: Option<u64>,
+    hollow_start_ms: Option<u64>,
+    hollow_stop_ms: Option<u64>,
+    hollow_failure_rate: Option<f64>,
+    /// Credentials for private registries (file only: secrets do not belong on a command line).
+    #[serde(default)]
+    registry: Vec<RegistryAuth>,
 }
+
+/// The default Docker socket.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -98,6 +139,29 @@ pub struct Config {
     pub port_range: PortRange,
     pub labels: Labels,
     pub heartbeat_interval: Duration,
+    pub stats_interval: Duration,
+    pub max_concurrent_ops: usize,
+    pub docker_socket: String,
+    pub capacity_cpus: Option<u32>,
+    pub capacity_memory_bytes: Option<u64>,
+    pub hollow: HollowConfig,
+    pub registries: Vec<RegistryAuth>,
+}
+
+/// Seconds from a flag or file, checked against a range.
+fn seconds(
+    name: &str,
+    value: f64,
+    range: std::ops::RangeInclusive<f64>,
+) -> anyhow::Result<Duration> {
+    if !range.contains(&value) {
+        bail!(
+            "--{name} must be between {} and {} seconds, not {value}",
+            range.start(),
+            range.end()
+        );
+    }
+    Ok(Duration::from_secs_f64(value))
 }
 
 impl Config {
@@ -126,12 +190,55 @@ impl Config {
         };
         let mut labels = file.labels;
         labels.extend(args.labels);
-        let interval = args
-            .heartbeat_interval
-            .or(file.heartbeat_interval)
-            .unwrap_or(5.0);
-        if !(0.05..=3600.0).contains(&interval) {
-            bail!("--heartbeat-interval must be between 0.05 and 3600 seconds, not {interval}");
+        let heartbeat_interval = seconds(
+            "heartbeat-interval",
+            args.heartbeat_interval
+                .or(file.heartbeat_interval)
+                .unwrap_or(5.0),
+            0.05..=3600.0,
+        )?;
+        let stats_interval = seconds(
+            "stats-interval",
+            args.stats_interval.or(file.stats_interval).unwrap_or(10.0),
+            0.2..=3600.0,
+        )?;
+        let max_concurrent_ops = args
+            .max_concurrent_ops
+            .or(file.max_concurrent_ops)
+            .unwrap_or(20);
+        if !(1..=1000).contains(&max_concurrent_ops) {
+            bail!("--max-concurrent-ops must be between 1 and 1000, not {max_concurrent_ops}");
+        }
+        let failure_rate = args
+            .hollow_failure_rate
+            .or(file.hollow_failure_rate)
+            .unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&failure_rate) {
+            bail!("--hollow-failure-rate must be between 0 and 1, not {failure_rate}");
+        }
+        let defaults = HollowConfig::default();
+        let hollow = HollowConfig {
+            start_latency: args
+                .hollow_start_ms
+                .or(file.hollow_start_ms)
+                .map_or(defaults.start_latency, Duration::from_millis),
+            stop_latency: args
+                .hollow_stop_ms
+                .or(file.hollow_stop_ms)
+                .map_or(defaults.stop_latency, Duration::from_millis),
+            failure_rate,
+        };
+        let capacity_memory_bytes = match args.capacity_memory_mib.or(file.capacity_memory_mib) {
+            Some(0) => bail!("--capacity-memory-mib must be positive"),
+            Some(mib) => Some(
+                mib.checked_mul(1 << 20)
+                    .context("--capacity-memory-mib is too large")?,
+            ),
+            None => None,
+        };
+        let capacity_cpus = args.capacity_cpus.or(file.capacity_cpus);
+        if capacity_cpus == Some(0) {
+            bail!("--capacity-cpus must be positive");
         }
         Ok(Config {
             host_id,
@@ -147,7 +254,17 @@ impl Config {
             runtime: args.runtime.or(file.runtime).unwrap_or(RuntimeKind::Docker),
             port_range,
             labels,
-            heartbeat_interval: Duration::from_secs_f64(interval),
+            heartbeat_interval,
+            stats_interval,
+            max_concurrent_ops: usize::try_from(max_concurrent_ops).unwrap_or(20),
+            docker_socket: args
+                .docker_socket
+                .or(file.docker_socket)
+                .unwrap_or_else(|| DEFAULT_DOCKER_SOCKET.to_string()),
+            capacity_cpus,
+            capacity_memory_bytes,
+            hollow,
+            registries: file.registry,
         })
     }
 
@@ -193,6 +310,20 @@ mod tests {
             "gpu=no",
             "--heartbeat-interval",
             "0.5",
+            "--stats-interval",
+            "2",
+            "--max-concurrent-ops",
+            "5",
+            "--docker-socket",
+            "/run/d.sock",
+            "--capacity-cpus",
+            "4",
+            "--capacity-memory-mib",
+            "1024",
+            "--hollow-start-ms",
+            "7",
+            "--hollow-failure-rate",
+            "0.25",
         ])
         .unwrap();
         assert_eq!(config.coordinators, ["127.0.0.1:1", "127.0.0.1:2", "c3:3"]);
@@ -200,6 +331,13 @@ mod tests {
         assert_eq!(config.port_range.len(), 11);
         assert_eq!(config.labels.get("gpu").map(String::as_str), Some("no"));
         assert_eq!(config.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(config.stats_interval, Duration::from_secs(2));
+        assert_eq!(config.max_concurrent_ops, 5);
+        assert_eq!(config.docker_socket, "/run/d.sock");
+        assert_eq!(config.capacity_cpus, Some(4));
+        assert_eq!(config.capacity_memory_bytes, Some(1 << 30));
+        assert_eq!(config.hollow.start_latency, Duration::from_millis(7));
+        assert!((config.hollow.failure_rate - 0.25).abs() < f64::EPSILON);
     }
 
     #[test]
@@ -238,6 +376,10 @@ mod tests {
                 .to_string()
                 .contains("between")
         );
+        assert!(with(&["--max-concurrent-ops", "0"]).is_err());
+        assert!(with(&["--hollow-failure-rate", "1.5"]).is_err());
+        assert!(with(&["--capacity-cpus", "0"]).is_err());
+        assert!(with(&["--stats-interval", "0.01"]).is_err());
         assert!(args(&["--host-id", "bad/id"]).is_err());
         assert!(
             args(&["--host-id", "h"])

@@ -1,24 +1,66 @@
 //! `nexus-agent`: the per-host daemon. It registers its host with the coordinators, keeps a
-//! heartbeat, and (with the Agent issue) runs the workspaces it is assigned on Docker.
+//! heartbeat, watches the host's desired state and makes the host's containers match it.
 //!
-//! What exists today: the configuration ([`config`]), the host's facts ([`host`]) and the
-//! coordinator link ([`link`]): connect to any coordinator, pass the mTLS hello, register, heartbeat,
-//! and reconnect with exponential backoff and jitter. Containers, ports, stats and the reconcile
-//! loop arrive with the Agent issue.
+//! - [`config`]: flags and TOML.
+//! - [`link`]: the coordinator link (register, heartbeat, watch, reports, stats; follows the
+//!   leader, reconnects with backoff).
+//! - [`reconcile`] and [`plan`]: the level-triggered reconcile loop and its pure plan.
+//! - [`runtime`]: Docker (bollard) and the hollow simulation, behind one trait.
+//! - [`ports`]: the bind check before publishing.
+//! - [`stats`] and [`sampler`]: host stats (sysinfo) and container stats.
+//! - [`cache`]: the desired state on disk.
 
+pub mod cache;
 pub mod config;
-pub mod host;
 pub mod link;
+pub mod plan;
+pub mod ports;
+pub mod reconcile;
+pub mod runtime;
+pub mod sampler;
+pub mod stats;
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use nexus_protocol::Identity;
 use nexus_protocol::transport::{Connector, Credentials};
+use tokio::sync::{Notify, watch};
 
 pub use config::Config;
+use config::RuntimeKind;
+use runtime::Runtime;
+use runtime::docker::DockerRuntime;
+use runtime::hollow::HollowRuntime;
 
-/// Runs an agent until `shutdown` completes.
+/// Runs an agent with the configured runtime until `shutdown` completes.
 pub async fn run(
     config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    match config.runtime {
+        RuntimeKind::Docker => {
+            let runtime = DockerRuntime::connect(
+                config.host_id.clone(),
+                &config.docker_socket,
+                config.registries.clone(),
+            )?;
+            if let Err(error) = runtime.ping().await {
+                tracing::warn!(socket = %config.docker_socket, "the Docker engine does not answer yet; workspaces wait for it: {error}");
+            }
+            run_with(config, Arc::new(runtime), shutdown).await
+        }
+        RuntimeKind::Hollow => {
+            let runtime = HollowRuntime::new(config.host_id.clone(), config.hollow);
+            run_with(config, Arc::new(runtime), shutdown).await
+        }
+    }
+}
+
+/// Runs an agent on `runtime` until `shutdown` completes. What runs keeps running when it stops.
+pub async fn run_with<R: Runtime>(
+    config: Config,
+    runtime: Arc<R>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -32,9 +74,45 @@ pub async fn run(
     })?;
     let connector =
         Connector::new(&credentials, config.transport()).context("cannot set up QUIC")?;
-    let info = host::describe(&config);
-    tracing::info!(host = %config.host_id, runtime = %config.runtime, coordinators = ?config.coordinators, "nexus-agent starting");
-    link::Link::new(connector, config, info).run(shutdown).await;
-    tracing::info!("nexus-agent stopped");
+    let mut host_sampler =
+        stats::HostSampler::new(&config.data_dir).context("cannot read this host's facts")?;
+    let info = host_sampler.describe(&config);
+    tracing::info!(host = %config.host_id, runtime = runtime.name(), coordinators = ?config.coordinators, cpus = info.cpus, memory = info.memory_bytes, "nexus-agent starting");
+
+    let (reconciler, reports) = reconcile::Reconciler::new(
+        runtime.clone(),
+        config.host_id.clone(),
+        config.max_concurrent_ops,
+        cache::Cache::new(&config.data_dir),
+    );
+    let (desired_sender, desired) = watch::channel(reconciler.current_desired());
+    let (sample_sender, samples) = watch::channel(None);
+    let wake = Arc::new(Notify::new());
+    let events = tokio::spawn({
+        let runtime = runtime.clone();
+        let wake = wake.clone();
+        async move { runtime.watch_events(wake).await }
+    });
+    let sampling = tokio::spawn(sampler::run(
+        runtime.clone(),
+        host_sampler,
+        config.stats_interval,
+        sample_sender,
+    ));
+    let link = link::Link::new(connector, config, info, desired_sender, reports, samples);
+
+    let (stop, stopped) = watch::channel(false);
+    let stopped_for = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let reconciling = tokio::spawn(reconciler.run(desired, wake, stopped_for(stopped.clone())));
+    let linking = tokio::spawn(link.run(stopped_for(stopped)));
+    shutdown.await;
+    let _ = stop.send(true);
+    let _ = linking.await;
+    let _ = reconciling.await;
+    events.abort();
+    sampling.abort();
+    tracing::info!("nexus-agent stopped; workspaces keep running");
     Ok(())
 }

@@ -1,57 +1,110 @@
-//! The agent's link to the coordinators: one loop that connects to a coordinator, registers the
-//! host, and heartbeats until the connection fails; then it backs off (exponentially, with jitter,
-//! so a thousand agents that lost the same coordinator do not return in step) and tries the next
-//! coordinator in the list.
+//! The agent's link to the coordinators: connect to one, register the host, then, until the
+//! connection fails, at once:
 //!
-//! Losing the link never touches workspaces: what runs keeps running.
+//! - watch this host's desired state (a subscription the leader pushes to) and hand each version
+//!   to the reconciler;
+//! - heartbeat every interval, with the latest host stats;
+//! - report what the reconciler observed whenever it changes;
+//! - send container stats at the stats interval.
+//!
+//! Heartbeats, stats and the watch are the leader's: a follower answers `NOT_LEADER` with the
+//! leader's address, and the link goes there next. When a connection fails the link backs off
+//! (exponentially, with jitter, so a thousand agents that lost the same coordinator do not
+//! return in step) and tries the next coordinator.
+//!
+//! Losing the link never touches workspaces: what runs keeps running, and the reconciler carries
+//! on with the last desired state.
 
 use std::time::Duration;
 
 use nexus_protocol::RequestId;
-use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::id::random_u64;
 use nexus_protocol::identity::IdentityKind;
-use nexus_protocol::message::{AgentRequest, Request, Response};
+use nexus_protocol::message::{AgentRequest, DesiredState, ObservedWorkspace, Request, Response};
 use nexus_protocol::model::HostInfo;
-use nexus_protocol::transport::{Connector, resolve};
+use nexus_protocol::transport::{Connection, Connector, Subscription, resolve};
+use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::sampler::Sample;
 
 /// The first retry waits about this long; each failure doubles it up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A report is a Raft write: it may wait for a new leader to be elected.
+const REPORT_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Where the link is, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LinkState {
+    #[default]
+    Connecting,
+    /// Registered with, and watching, this coordinator (its address).
+    Connected(String),
+}
 
 #[derive(Debug)]
 pub struct Link {
     connector: Connector,
     config: Config,
     info: HostInfo,
-    sequence: u64,
     failures: u32,
+    desired: watch::Sender<Option<DesiredState>>,
+    reports: watch::Receiver<Vec<ObservedWorkspace>>,
+    samples: watch::Receiver<Option<Sample>>,
+    state: watch::Sender<LinkState>,
 }
 
 impl Link {
-    pub fn new(connector: Connector, config: Config, info: HostInfo) -> Link {
+    pub fn new(
+        connector: Connector,
+        config: Config,
+        info: HostInfo,
+        desired: watch::Sender<Option<DesiredState>>,
+        reports: watch::Receiver<Vec<ObservedWorkspace>>,
+        samples: watch::Receiver<Option<Sample>>,
+    ) -> Link {
         Link {
             connector,
             config,
             info,
-            sequence: 0,
             failures: 0,
+            desired,
+            reports,
+            samples,
+            state: watch::Sender::new(LinkState::Connecting),
         }
+    }
+
+    /// Follows the link's state.
+    pub fn state(&self) -> watch::Receiver<LinkState> {
+        self.state.subscribe()
     }
 
     /// Keeps the link up until `shutdown` completes.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut index = 0usize;
+        let mut leader_hint: Option<String> = None;
         loop {
-            let target = self.config.coordinators[index % self.config.coordinators.len()].clone();
+            let target = leader_hint.take().unwrap_or_else(|| {
+                self.config.coordinators[index % self.config.coordinators.len()].clone()
+            });
             tokio::select! {
                 error = self.session(&target) => {
+                    self.state.send_replace(LinkState::Connecting);
                     self.failures = self.failures.saturating_add(1);
-                    tracing::warn!(coordinator = %target, code = %error.code, failures = self.failures, "coordinator link lost: {}", error.message);
-                    index = index.wrapping_add(1);
+                    if let Some(ErrorDetail::NotLeader { address: Some(address), .. }) = &error.detail {
+                        tracing::info!(coordinator = %target, leader = %address, "following the leader");
+                        leader_hint = Some(address.clone());
+                        // A hint is worth following at once, but two nodes that name each other
+                        // mid-election must not make the link spin.
+                        self.failures = self.failures.min(1);
+                    } else {
+                        tracing::warn!(coordinator = %target, code = %error.code, failures = self.failures, "coordinator link lost: {}", error.message);
+                        index = index.wrapping_add(1);
+                    }
                 }
                 () = &mut shutdown => return,
             }
@@ -63,8 +116,7 @@ impl Link {
         }
     }
 
-    /// One connection's life: connect, register, heartbeat. Returns only with the error that ended
-    /// it.
+    /// One connection's life. Returns only with the error that ended it.
     async fn session(&mut self, target: &str) -> WireError {
         let (address, server_name) = match resolve(target).await {
             Ok(resolved) => resolved,
@@ -86,29 +138,140 @@ impl Link {
             Ok(other) => return unexpected(&other),
             Err(error) => return error,
         }
-        tracing::info!(coordinator = %connection.server(), %address, "registered");
+        let known_version = self.desired.borrow().as_ref().map(|d| d.version);
+        let subscription = match connection
+            .subscribe(Request::Agent(AgentRequest::WatchDesired { known_version }))
+            .await
+        {
+            Ok(subscription) => subscription,
+            Err(error) => return error,
+        };
+        tracing::info!(coordinator = %connection.server(), %address, ?known_version, "registered; watching the desired state");
         self.failures = 0;
+        self.state
+            .send_replace(LinkState::Connected(target.to_string()));
         // A coordinator killed outright sends nothing, so a heartbeat must not wait out the
         // connection's idle timeout: two intervals (at least 2 s) is plenty for a live one.
         let deadline = (self.config.heartbeat_interval * 2).max(Duration::from_secs(2));
-        let mut ticker = tokio::time::interval(self.config.heartbeat_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        loop {
-            ticker.tick().await;
-            self.sequence += 1;
-            let heartbeat = AgentRequest::Heartbeat {
-                sequence: self.sequence,
-                stats: None,
-            };
-            match connection
-                .request_with(RequestId::random(), Request::Agent(heartbeat), deadline)
-                .await
-            {
-                Ok(Response::Ack) => {}
-                Ok(other) => return unexpected(&other),
-                Err(error) => return error,
+        let mut reports = self.reports.clone();
+        // Whatever was observed before this connection is news to this coordinator.
+        reports.mark_changed();
+        let mut samples = self.samples.clone();
+        samples.mark_unchanged();
+        tokio::select! {
+            error = watch(subscription, &self.desired) => error,
+            error = heartbeat(&connection, self.config.heartbeat_interval, deadline, self.samples.clone()) => error,
+            error = report(&connection, reports) => error,
+            error = container_stats(&connection, deadline, samples) => error,
+        }
+    }
+}
+
+/// Hands every desired state the coordinator pushes to the reconciler.
+async fn watch(
+    mut subscription: Subscription,
+    desired: &watch::Sender<Option<DesiredState>>,
+) -> WireError {
+    loop {
+        match subscription.next().await {
+            Some(Ok(Response::Desired(state))) => {
+                tracing::debug!(version = state.version, "desired state received");
+                desired.send_replace(Some(state));
             }
+            Some(Ok(other)) => return unexpected(&other),
+            Some(Err(error)) => return error,
+            None => {
+                return WireError::new(
+                    ErrorCode::NetworkError,
+                    "the coordinator ended the desired-state watch",
+                );
+            }
+        }
+    }
+}
+
+async fn heartbeat(
+    connection: &Connection,
+    interval: Duration,
+    deadline: Duration,
+    samples: watch::Receiver<Option<Sample>>,
+) -> WireError {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut sequence = 0u64;
+    loop {
+        ticker.tick().await;
+        sequence += 1;
+        let stats = samples.borrow().as_ref().map(|s| s.host);
+        let heartbeat = AgentRequest::Heartbeat { sequence, stats };
+        match connection
+            .request_with(RequestId::random(), Request::Agent(heartbeat), deadline)
+            .await
+        {
+            Ok(Response::Ack) => {}
+            Ok(other) => return unexpected(&other),
+            Err(error) => return error,
+        }
+    }
+}
+
+/// Sends the reconciler's report whenever it changes. A report the cluster could not commit in
+/// time is sent again a little later rather than ending the connection.
+async fn report(
+    connection: &Connection,
+    mut reports: watch::Receiver<Vec<ObservedWorkspace>>,
+) -> WireError {
+    loop {
+        if reports.changed().await.is_err() {
+            // The reconciler stopped: the agent is shutting down. Keep the connection until then.
+            std::future::pending::<()>().await;
+        }
+        let observed = reports.borrow_and_update().clone();
+        if observed.is_empty() {
+            continue;
+        }
+        let request = Request::Agent(AgentRequest::ReportObserved(observed));
+        match connection
+            .request_with(RequestId::random(), request, REPORT_DEADLINE)
+            .await
+        {
+            Ok(Response::Ack) => {}
+            Ok(other) => return unexpected(&other),
+            Err(error) if error.code == ErrorCode::Timeout => {
+                tracing::warn!(
+                    "the coordinator did not confirm a report in time; sending it again"
+                );
+                reports.mark_changed();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return error,
+        }
+    }
+}
+
+async fn container_stats(
+    connection: &Connection,
+    deadline: Duration,
+    mut samples: watch::Receiver<Option<Sample>>,
+) -> WireError {
+    loop {
+        if samples.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        let containers = samples
+            .borrow_and_update()
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default();
+        let request = Request::Agent(AgentRequest::ContainerStats(containers));
+        match connection
+            .request_with(RequestId::random(), request, deadline)
+            .await
+        {
+            Ok(Response::Ack) => {}
+            Ok(other) => return unexpected(&other),
+            Err(error) => return error,
         }
     }
 }

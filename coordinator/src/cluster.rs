@@ -20,7 +20,7 @@ use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::identity::Identity;
 use nexus_protocol::message::MemberRole;
 use nexus_protocol::{NodeId, RequestId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::consensus::{
     MemberChange, MemberProgress, RaftConfig, RaftMessage, RaftNode, ReadyOutput, StoreError,
@@ -140,6 +140,8 @@ struct Driver {
     snapshots_seen: u64,
     last_heard: HashMap<NodeId, Instant>,
     known_addresses: BTreeMap<NodeId, String>,
+    /// The applied index, for those who wait for the state to change (the desired-state watch).
+    applied: watch::Sender<u64>,
 }
 
 /// Starts the driver on a thread of its own. It runs until `shutdown` fires (or every handle is
@@ -153,11 +155,13 @@ pub fn start(
 ) -> std::io::Result<(Cluster, oneshot::Receiver<Result<(), StoreError>>)> {
     let (sender, inputs) = mpsc::channel(config.queue);
     peers.set_reports(sender.clone());
+    let applied = watch::Sender::new(node.applied_index());
     let cluster = Cluster {
         id: node.id(),
         inputs: sender,
         peers: peers.clone(),
         config: config.clone(),
+        applied: applied.subscribe(),
     };
     let (done, result) = oneshot::channel();
     let driver = Driver {
@@ -172,6 +176,7 @@ pub fn start(
         next_read: nexus_protocol::id::random_u64(),
         snapshots_seen: 0,
         last_heard: HashMap::new(),
+        applied,
     };
     std::thread::Builder::new()
         .name("raft-driver".into())
@@ -216,6 +221,12 @@ impl Driver {
             }
             let output = self.node.process_ready()?;
             self.dispatch(output);
+            let index = self.node.applied_index();
+            self.applied.send_if_modified(|applied| {
+                let changed = *applied != index;
+                *applied = index;
+                changed
+            });
         }
     }
 
@@ -449,6 +460,7 @@ pub struct Cluster {
     inputs: mpsc::Sender<Input>,
     peers: Arc<Peers>,
     config: DriverConfig,
+    applied: watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -473,6 +485,11 @@ impl Cluster {
 
     pub fn peers(&self) -> &Arc<Peers> {
         &self.peers
+    }
+
+    /// Changes whenever this replica applies entries (or restores a snapshot).
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
     }
 
     pub fn config(&self) -> &DriverConfig {

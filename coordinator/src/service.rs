@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+
 use nexus_protocol::clock::{self, Timestamp};
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::{Identity, IdentityKind};
@@ -16,7 +18,7 @@ use nexus_protocol::message::{
     AdminRequest, AgentRequest, ClusterStatus, HostView, MemberRole, MemberView, PeerRequest, Pong,
     Request, Response, StaleRead,
 };
-use nexus_protocol::model::HostStats;
+use nexus_protocol::model::{ContainerStats, HostStats};
 use nexus_protocol::transport::{Handler, Peer, Reply};
 use nexus_protocol::{HostId, NodeId, RequestId};
 
@@ -32,7 +34,18 @@ const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 struct Liveness {
     at: Timestamp,
     stats: Option<HostStats>,
+    /// The latest sample of each workspace container on the host.
+    containers: Vec<ContainerStats>,
 }
+
+/// How often a desired-state watch checks that this node still leads (it also wakes on every
+/// applied entry). A watch on a node that lost the lead ends with `NOT_LEADER`, naming the new
+/// leader, and the agent moves there.
+const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);
+
+/// At most this many entries in one report or stats message: a host holds at most a few hundred
+/// workspaces, so more is a confused or hostile agent.
+const MAX_ENTRIES: usize = 10_000;
 
 #[derive(Debug)]
 pub struct Service {
@@ -233,6 +246,7 @@ impl Service {
                     Liveness {
                         at: clock::now(),
                         stats: None,
+                        containers: Vec::new(),
                     },
                 );
                 Ok(Response::Registered {
@@ -240,6 +254,8 @@ impl Service {
                 })
             }
             AgentRequest::Heartbeat { sequence: _, stats } => {
+                // Liveness is the leader's to judge: agents heartbeat the leader.
+                self.cluster.require_leader().await?;
                 let host = host_id.clone();
                 let known = self
                     .cluster
@@ -255,6 +271,7 @@ impl Service {
                 let entry = liveness.entry(host_id.clone()).or_insert(Liveness {
                     at: clock::now(),
                     stats: None,
+                    containers: Vec::new(),
                 });
                 entry.at = clock::now();
                 if stats.is_some() {
@@ -262,12 +279,32 @@ impl Service {
                 }
                 Ok(Response::Ack)
             }
-            AgentRequest::WatchDesired { .. } | AgentRequest::ReportObserved(_) => {
-                Err(WireError::new(
-                    ErrorCode::Unsupported,
-                    "this coordinator build does not assign workspaces yet",
-                ))
+            AgentRequest::ReportObserved(observed) => {
+                too_many(observed.len())?;
+                self.cluster
+                    .propose(
+                        request_id,
+                        peer.identity.clone(),
+                        Command::RecordObserved {
+                            host: host_id.clone(),
+                            observed,
+                        },
+                    )
+                    .await?;
+                Ok(Response::Ack)
             }
+            AgentRequest::ContainerStats(containers) => {
+                too_many(containers.len())?;
+                self.cluster.require_leader().await?;
+                if let Some(entry) = self.liveness().get_mut(host_id) {
+                    entry.containers = containers;
+                }
+                Ok(Response::Ack)
+            }
+            AgentRequest::WatchDesired { .. } => Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                "a desired-state watch is a subscription; open it as one",
+            )),
         }
     }
 }
@@ -353,8 +390,87 @@ fn denied(peer: &Peer, why: &str) -> WireError {
     )
 }
 
+fn too_many(entries: usize) -> Result<(), WireError> {
+    if entries > MAX_ENTRIES {
+        return Err(WireError::new(
+            ErrorCode::InvalidArgument,
+            format!("{entries} entries in one message; at most {MAX_ENTRIES}"),
+        ));
+    }
+    Ok(())
+}
+
+impl Service {
+    /// An agent's watch of its host's desired state: the state now (unless the agent has that
+    /// version already), then again after every change, for as long as this node leads.
+    async fn watch_desired(&self, peer: &Peer, known_version: Option<u64>) -> Reply {
+        let Identity::Agent(host) = &peer.identity else {
+            return Reply::Once(Err(denied(
+                peer,
+                "only agents watch a host's desired state",
+            )));
+        };
+        if let Err(error) = self.cluster.require_leader().await {
+            return Reply::Once(Err(error));
+        }
+        let (sender, updates) = mpsc::channel(2);
+        tokio::spawn(watch_desired(
+            self.cluster.clone(),
+            host.clone(),
+            known_version,
+            sender,
+        ));
+        Reply::Stream(updates)
+    }
+}
+
+async fn watch_desired(
+    cluster: Cluster,
+    host: HostId,
+    mut sent: Option<u64>,
+    updates: mpsc::Sender<Result<Response, WireError>>,
+) {
+    let mut applied = cluster.applied();
+    loop {
+        applied.borrow_and_update();
+        if let Err(error) = cluster.require_leader().await {
+            let _ = updates.send(Err(error)).await;
+            return;
+        }
+        let wanted = host.clone();
+        let last = sent;
+        // The leader's own replica: it has applied everything it has told anyone about.
+        let update = cluster
+            .read(true, move |state| {
+                (Some(state.desired_version(&wanted)) != last).then(|| state.desired_for(&wanted))
+            })
+            .await;
+        match update {
+            Ok(Some(desired)) => {
+                sent = Some(desired.version);
+                if updates.send(Ok(Response::Desired(desired))).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                let _ = updates.send(Err(error)).await;
+                return;
+            }
+        }
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(LEADERSHIP_CHECK) => {}
+            () = updates.closed() => return,
+        }
+    }
+}
+
 impl Handler for Service {
     async fn handle(&self, peer: &Peer, request_id: RequestId, request: Request) -> Reply {
+        if let Request::Agent(AgentRequest::WatchDesired { known_version }) = request {
+            return self.watch_desired(peer, known_version).await;
+        }
         let result = self.answer(peer, request_id, request).await;
         if let Err(error) = &result {
             tracing::debug!(%request_id, peer = %peer.identity, code = %error.code, "request refused: {}", error.message);

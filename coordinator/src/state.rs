@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::identity::Identity;
-use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
+use nexus_protocol::message::{Assignment, DesiredRun, DesiredState, ObservedWorkspace};
 use nexus_protocol::model::{HostInfo, HostStatus, PortBinding, WorkspaceSpec, WorkspaceState};
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use serde::{Deserialize, Serialize};
@@ -220,6 +220,31 @@ impl State {
 
     pub fn desired_version(&self, host: &HostId) -> u64 {
         self.desired_versions.get(host).copied().unwrap_or(0)
+    }
+
+    /// What `host` should run: every workspace placed on it, at the host's desired-state version.
+    /// A workspace being destroyed is said `Absent` until its agent reports it gone.
+    pub fn desired_for(&self, host: &HostId) -> DesiredState {
+        let assignments = self
+            .workspaces
+            .values()
+            .filter(|w| &w.host == host)
+            .map(|w| Assignment {
+                spec: w.spec.clone(),
+                owner: w.owner.clone(),
+                generation: w.generation,
+                run: if w.state == WorkspaceState::Destroying {
+                    DesiredRun::Absent
+                } else {
+                    w.desired
+                },
+                ports: w.ports.clone(),
+            })
+            .collect();
+        DesiredState {
+            version: self.desired_version(host),
+            assignments,
+        }
     }
 
     /// The first outcome of a request, if it was applied and is still remembered.
@@ -808,6 +833,38 @@ mod tests {
             1,
             "the name and the port are free again"
         );
+    }
+
+    #[test]
+    fn each_host_is_told_its_own_workspaces_and_a_destroyed_one_is_absent() {
+        let (_, state) = check(vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            Command::RegisterHost(host("h2", 20000, 20010)),
+            create("a", "h1", &[(80, 20000)]),
+            create("b", "h1", &[]),
+            create("c", "h2", &[]),
+            Command::SetDesiredRun {
+                name: w("b"),
+                run: DesiredRun::Stopped,
+            },
+            Command::DestroyWorkspace { name: w("a") },
+        ]);
+        let desired = state.desired_for(&h("h1"));
+        assert_eq!(desired.version, state.desired_version(&h("h1")));
+        assert_eq!(desired.version, 4, "two creates, a stop and a destroy");
+        let runs: Vec<_> = desired
+            .assignments
+            .iter()
+            .map(|a| (a.spec.name.as_str(), a.run, a.generation))
+            .collect();
+        assert_eq!(
+            runs,
+            [("a", DesiredRun::Absent, 1), ("b", DesiredRun::Stopped, 1)]
+        );
+        assert_eq!(desired.assignments[0].ports[0].host, 20000);
+        let other = state.desired_for(&h("h2"));
+        assert_eq!(other.assignments.len(), 1);
+        assert_eq!(state.desired_for(&h("nowhere")).assignments.len(), 0);
     }
 
     #[test]

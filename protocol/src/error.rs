@@ -400,6 +400,12 @@ pub enum ErrorDetail {
     },
     /// The protocol versions of both sides.
     VersionMismatch { ours: u16, theirs: u16 },
+    /// A workspace's container stopped on its own: its exit code and the last lines it wrote.
+    ContainerExited {
+        exit_code: i64,
+        oom_killed: bool,
+        last_lines: Vec<String>,
+    },
 }
 
 /// An error as it crosses the wire: a stable code, a specific message, optional detail, and the id

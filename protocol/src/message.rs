@@ -15,7 +15,8 @@ use crate::error::WireError;
 use crate::id::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use crate::identity::{Identity, IdentityKind};
 use crate::model::{
-    HostInfo, HostStats, HostStatus, PortBinding, WorkspaceSpec, WorkspaceState, WorkspaceView,
+    ContainerStats, HostInfo, HostStats, HostStatus, PortBinding, WorkspaceSpec, WorkspaceState,
+    WorkspaceView,
 };
 
 /// The protocol version both sides must share. Raised on an incompatible change of any message
@@ -114,6 +115,9 @@ pub enum AgentRequest {
     WatchDesired { known_version: Option<u64> },
     /// What the agent sees running, after reconciling.
     ReportObserved(Vec<ObservedWorkspace>),
+    /// Per-workspace resource use, sent at the stats interval. Soft state, like heartbeats: the
+    /// leader keeps the latest sample in memory.
+    ContainerStats(Vec<ContainerStats>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +183,10 @@ pub struct Pong {
 pub enum DesiredRun {
     Running,
     Stopped,
+    /// Being destroyed: the agent removes the container and the workspace's network, then reports
+    /// the workspace `Gone`. Said until the agent has reported it, so a lost report is repaired by
+    /// the next one rather than leaving the workspace half-destroyed.
+    Absent,
 }
 
 /// One workspace a host should have.

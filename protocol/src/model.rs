@@ -257,6 +257,21 @@ pub struct HostStats {
     pub load_average_1m: f32,
 }
 
+/// One workspace container's resource use, as the agent last sampled it. Soft state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ContainerStats {
+    pub workspace: Option<WorkspaceName>,
+    pub at: Option<Timestamp>,
+    /// Percent of one core (a container using two full cores shows 200).
+    pub cpu_percent: f32,
+    pub memory_used_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub network_rx_bytes: u64,
+    pub network_tx_bytes: u64,
+    pub block_read_bytes: u64,
+    pub block_write_bytes: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

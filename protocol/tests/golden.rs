@@ -107,6 +107,24 @@ fn requests() {
         &request(Request::Peer(PeerRequest::Raft(vec![vec![8, 1], vec![]]))),
         expect!["00000018fe100f0e0d0c0b0a09080706050403020104000202080100"],
     );
+    check(
+        &request(Request::Agent(AgentRequest::ContainerStats(vec![
+            ContainerStats {
+                workspace: Some(WorkspaceName::new("api").unwrap()),
+                at: Some(Timestamp(1)),
+                cpu_percent: 12.5,
+                memory_used_bytes: 1 << 20,
+                memory_limit_bytes: 1 << 30,
+                network_rx_bytes: 1,
+                network_tx_bytes: 2,
+                block_read_bytes: 3,
+                block_write_bytes: 4,
+            },
+        ]))),
+        expect![
+            "0000002dfe100f0e0d0c0b0a0908070605040302010104010103617069010100004841fc00001000fc0000004001020304"
+        ],
+    );
 }
 
 #[test]
@@ -157,6 +175,39 @@ fn responses() {
         },
         expect![
             "000000390100030301036170690a6465763a6c61746573740001fbb80b01014b0156000205736c65657001310102683103626f62020001fbb80bfb214e"
+        ],
+    );
+    check(
+        &ResponseFrame {
+            request_id: id,
+            result: Err(
+                WireError::new(ErrorCode::ContainerError, "exited").with_detail(
+                    ErrorDetail::ContainerExited {
+                        exit_code: 3,
+                        oom_killed: false,
+                        last_lines: vec!["boom".into()],
+                    },
+                ),
+            ),
+        },
+        expect!["0000001501010606657869746564010306000104626f6f6d00"],
+    );
+    check(
+        &ResponseFrame {
+            request_id: id,
+            result: Ok(Response::Desired(DesiredState {
+                version: 4,
+                assignments: vec![Assignment {
+                    spec: spec(),
+                    owner: UserName::new("bob").unwrap(),
+                    generation: 2,
+                    run: DesiredRun::Absent,
+                    ports: vec![],
+                }],
+            })),
+        },
+        expect![
+            "000000330100030401036170690a6465763a6c61746573740001fbb80b01014b0156000205736c65657001310102683103626f62020200"
         ],
     );
 }

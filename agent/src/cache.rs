@@ -1,0 +1,166 @@
+//! What the agent keeps on disk: the last desired state it was given, and which stopped
+//! containers it may start again. With it, an agent restarted while no coordinator answers
+//! carries on with what it was last told instead of knowing nothing.
+//!
+//! One JSON file in the data dir, replaced atomically (written aside, synced, renamed, the
+//! directory synced). A file that cannot be read is moved aside with a warning, never deleted,
+//! and the agent starts as if it had none: it then touches nothing until a coordinator answers.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use nexus_protocol::WorkspaceName;
+use nexus_protocol::message::DesiredState;
+use serde::{Deserialize, Serialize};
+
+const FILE_NAME: &str = "agent-state.json";
+const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Saved {
+    pub desired: Option<DesiredState>,
+    pub restartable: BTreeSet<(WorkspaceName, u64)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct OnDisk {
+    format: u32,
+    #[serde(flatten)]
+    saved: Saved,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    path: PathBuf,
+}
+
+impl Cache {
+    pub fn new(data_dir: &Path) -> Cache {
+        Cache {
+            path: data_dir.join(FILE_NAME),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What was saved, or nothing (first start, or a damaged file, which is moved aside).
+    pub fn load(&self) -> Saved {
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Saved::default(),
+            Err(error) => {
+                tracing::warn!(path = %self.path.display(), "cannot read the agent's state: {error}");
+                return Saved::default();
+            }
+        };
+        match serde_json::from_slice::<OnDisk>(&bytes) {
+            Ok(on_disk) if on_disk.format == FORMAT => on_disk.saved,
+            Ok(on_disk) => {
+                self.set_aside(&format!("unknown format {}", on_disk.format));
+                Saved::default()
+            }
+            Err(error) => {
+                self.set_aside(&error.to_string());
+                Saved::default()
+            }
+        }
+    }
+
+    fn set_aside(&self, why: &str) {
+        let aside = self.path.with_extension("json.damaged");
+        let moved = fs::rename(&self.path, &aside);
+        tracing::warn!(
+            path = %self.path.display(),
+            aside = %aside.display(),
+            moved = moved.is_ok(),
+            "the agent's saved state is unreadable ({why}); starting without it"
+        );
+    }
+
+    /// Replaces the saved state atomically.
+    pub fn save(&self, saved: &Saved) -> std::io::Result<()> {
+        let on_disk = OnDisk {
+            format: FORMAT,
+            saved: saved.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&on_disk).map_err(std::io::Error::other)?;
+        let temporary = self.path.with_extension("json.new");
+        {
+            let mut file = File::create(&temporary)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+        }
+        fs::rename(&temporary, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use nexus_protocol::message::{Assignment, DesiredRun};
+    use nexus_protocol::model::{PortBinding, PortSpec, ResourceClass, WorkspaceSpec};
+
+    use super::*;
+
+    fn sample() -> Saved {
+        Saved {
+            desired: Some(DesiredState {
+                version: 7,
+                assignments: vec![Assignment {
+                    spec: WorkspaceSpec {
+                        name: "api".parse().unwrap(),
+                        image: "dev:latest".into(),
+                        class: ResourceClass::Large,
+                        ports: vec![PortSpec { container: 3000 }],
+                        env: BTreeMap::from([("A".into(), "b".into())]),
+                        labels: BTreeMap::new(),
+                        command: vec!["sleep".into(), "1".into()],
+                        host: None,
+                    },
+                    owner: "ada".parse().unwrap(),
+                    generation: 2,
+                    run: DesiredRun::Stopped,
+                    ports: vec![PortBinding {
+                        container: 3000,
+                        host: 20001,
+                    }],
+                }],
+            }),
+            restartable: BTreeSet::from([("api".parse().unwrap(), 2)]),
+        }
+    }
+
+    #[test]
+    fn saves_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        assert_eq!(cache.load(), Saved::default());
+        cache.save(&sample()).unwrap();
+        assert_eq!(cache.load(), sample());
+        let mut newer = sample();
+        newer.restartable.clear();
+        cache.save(&newer).unwrap();
+        assert_eq!(cache.load(), newer);
+    }
+
+    #[test]
+    fn a_damaged_file_is_set_aside_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        fs::write(cache.path(), b"{\"format\": 1, \"desired\": {\"version\": ").unwrap();
+        assert_eq!(cache.load(), Saved::default());
+        assert!(!cache.path().exists());
+        assert!(dir.path().join("agent-state.json.damaged").exists());
+        fs::write(cache.path(), b"{\"format\": 99}").unwrap();
+        assert_eq!(cache.load(), Saved::default());
+    }
+}

@@ -1,0 +1,532 @@
+//! The reconcile loop: makes the host's containers match the desired state, over and over.
+//!
+//! A pass lists this host's containers, plans ([`crate::plan`]), runs the workspaces' steps with
+//! at most `max_concurrent_ops` at once, and publishes what it observed. Passes run when the
+//! desired state changes, when the engine reports a container event, when a retry is due, and
+//! every [`RESYNC`] regardless, so a missed event costs at most that long.
+//!
+//! Failures follow the design's retry policy per error code: `WORKSPACE_START_FAILED` three
+//! times with exponential backoff, `BACKEND_UNAVAILABLE` every 5 s until the engine answers,
+//! `PORT_CONFLICT`, `CONTAINER_ERROR` and `DISK_FULL` not at all (the coordinator or the user
+//! acts; a new generation or run from the coordinator starts the count afresh).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use nexus_protocol::error::{ErrorCode, RetryChange, RetryPolicy, WireError};
+use nexus_protocol::id::random_u64;
+use nexus_protocol::message::{Assignment, DesiredRun, DesiredState, ObservedWorkspace};
+use nexus_protocol::model::WorkspaceState;
+use nexus_protocol::{HostId, WorkspaceName};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::cache::{Cache, Saved};
+use crate::plan::{Memory, Step, WorkspacePlan, plan};
+use crate::ports;
+use crate::runtime::{ContainerStatus, CreateSpec, ErrorKind, Runtime, RuntimeError, STOP_GRACE};
+
+/// A full pass runs at least this often, events or not.
+pub const RESYNC: Duration = Duration::from_secs(30);
+
+/// A step that failed, and when (if ever) to try it again.
+#[derive(Debug, Clone)]
+struct Failure {
+    generation: u64,
+    run: DesiredRun,
+    error: WireError,
+    attempts: u32,
+    retry_at: Option<Instant>,
+}
+
+/// What running one workspace's steps changed, for the reconciler to remember.
+#[derive(Debug, Default)]
+struct Done {
+    started: bool,
+    stopped: bool,
+    exit: Option<(String, WireError)>,
+    network_removed: bool,
+}
+
+#[derive(Debug)]
+pub struct Reconciler<R: Runtime> {
+    runtime: Arc<R>,
+    host: HostId,
+    max_ops: usize,
+    cache: Cache,
+    desired: Option<DesiredState>,
+    memory: Memory,
+    failures: BTreeMap<WorkspaceName, Failure>,
+    /// The error of each container that stopped on its own, by container id.
+    exits: BTreeMap<String, WireError>,
+    /// Set while the engine does not answer.
+    outage: Option<WireError>,
+    next_outage_retry: Option<Instant>,
+    /// Containers (workspace, generation) running at the last successful listing: those found
+    /// stopped after an outage were stopped by the outage, not by themselves.
+    running_before: BTreeSet<(WorkspaceName, u64)>,
+    orphans_logged: BTreeSet<String>,
+    report: watch::Sender<Vec<ObservedWorkspace>>,
+}
+
+impl<R: Runtime> Reconciler<R> {
+    /// A reconciler that starts from what `cache` saved. Returns it with the receiver of its
+    /// reports (the latest observed state of every workspace it was assigned).
+    pub fn new(
+        runtime: Arc<R>,
+        host: HostId,
+        max_ops: usize,
+        cache: Cache,
+    ) -> (Reconciler<R>, watch::Receiver<Vec<ObservedWorkspace>>) {
+        let Saved {
+            desired,
+            restartable,
+        } = cache.load();
+        if let Some(desired) = &desired {
+            tracing::info!(
+                version = desired.version,
+                workspaces = desired.assignments.len(),
+                "carrying on with the saved desired state"
+            );
+        }
+        let (report, reports) = watch::channel(Vec::new());
+        let reconciler = Reconciler {
+            runtime,
+            host,
+            max_ops: max_ops.max(1),
+            cache,
+            desired,
+            memory: Memory {
+                restartable,
+                ..Memory::default()
+            },
+            failures: BTreeMap::new(),
+            exits: BTreeMap::new(),
+            outage: None,
+            next_outage_retry: None,
+            running_before: BTreeSet::new(),
+            orphans_logged: BTreeSet::new(),
+            report,
+        };
+        (reconciler, reports)
+    }
+
+    /// The desired state it acts on (the saved one, until the coordinator sends another).
+    pub fn current_desired(&self) -> Option<DesiredState> {
+        self.desired.clone()
+    }
+
+    /// Runs passes until `shutdown` completes. `desired` yields each desired state the
+    /// coordinator pushes; `wake` is notified by the runtime's events.
+    pub async fn run(
+        mut self,
+        mut desired: watch::Receiver<Option<DesiredState>>,
+        wake: Arc<Notify>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            let progressed = self.pass().await;
+            if progressed {
+                // Steps ran: look again at once, to confirm or to take the next step.
+                continue;
+            }
+            let deadline = self.next_deadline();
+            tokio::select! {
+                () = &mut shutdown => return,
+                changed = desired.changed() => {
+                    if changed.is_err() {
+                        // The link is gone (the agent is stopping): keep what runs as it is.
+                        shutdown.await;
+                        return;
+                    }
+                    let update = desired.borrow_and_update().clone();
+                    if let Some(update) = update {
+                        self.set_desired(update);
+                    }
+                }
+                () = wake.notified() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// Takes a desired state from the coordinator and saves it before acting on it.
+    pub fn set_desired(&mut self, desired: DesiredState) {
+        if self.desired.as_ref() == Some(&desired) {
+            return;
+        }
+        tracing::info!(
+            version = desired.version,
+            workspaces = desired.assignments.len(),
+            "new desired state"
+        );
+        self.desired = Some(desired);
+        self.save();
+    }
+
+    fn save(&self) {
+        let saved = Saved {
+            desired: self.desired.clone(),
+            restartable: self.memory.restartable.clone(),
+        };
+        if let Err(error) = self.cache.save(&saved) {
+            tracing::warn!(path = %self.cache.path().display(), "cannot save the agent's state: {error}");
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut deadline = Instant::now() + RESYNC;
+        if let Some(at) = self.next_outage_retry {
+            deadline = deadline.min(at);
+        }
+        for failure in self.failures.values() {
+            if let Some(at) = failure.retry_at {
+                deadline = deadline.min(at);
+            }
+        }
+        deadline
+    }
+
+    /// One pass. Returns whether any step ran.
+    pub async fn pass(&mut self) -> bool {
+        let now = Instant::now();
+        if self.next_outage_retry.is_some_and(|at| at > now) {
+            return false;
+        }
+        let actual = match self.runtime.list().await {
+            Ok(actual) => actual,
+            Err(error) => {
+                self.engine_failed(&error);
+                return false;
+            }
+        };
+        if let Some(outage) = self.outage.take() {
+            tracing::info!(
+                runtime = self.runtime.name(),
+                "the container engine answers again (it was: {})",
+                outage.message
+            );
+            self.next_outage_retry = None;
+            // Containers that were running before the outage and are stopped now were stopped by
+            // it: they may be started again.
+            for container in &actual {
+                let key = (container.workspace.clone(), container.generation);
+                if container.status == ContainerStatus::Exited && self.running_before.contains(&key)
+                {
+                    self.memory.restartable.insert(key);
+                }
+            }
+        }
+        self.running_before = actual
+            .iter()
+            .filter(|c| c.status == ContainerStatus::Running)
+            .map(|c| (c.workspace.clone(), c.generation))
+            .collect();
+        let plan = plan(self.desired.as_ref(), &actual, &self.memory);
+        for orphan in &plan.orphans {
+            if self.orphans_logged.insert(orphan.id.clone()) {
+                tracing::warn!(container = %orphan.id, workspace = %orphan.workspace, generation = orphan.generation, "a container of this host that no coordinator assignment names; leaving it alone");
+            }
+        }
+        let assignments: BTreeMap<WorkspaceName, (u64, DesiredRun)> = self
+            .desired
+            .iter()
+            .flat_map(|d| d.assignments.iter())
+            .map(|a| (a.spec.name.clone(), (a.generation, a.run)))
+            .collect();
+        // Forget failures of an older generation or run: the coordinator asked for something new.
+        self.failures.retain(|name, failure| {
+            assignments.get(name).is_some_and(|&(generation, run)| {
+                generation == failure.generation && run == failure.run
+            })
+        });
+        let due: Vec<(WorkspacePlan, DesiredRun, CreateSpec)> = plan
+            .workspaces
+            .iter()
+            .filter(|w| !w.steps.is_empty())
+            .filter(|w| {
+                self.failures
+                    .get(&w.name)
+                    .is_none_or(|f| f.retry_at.is_some_and(|at| at <= now))
+            })
+            .filter_map(|w| {
+                let assignment = self
+                    .desired
+                    .iter()
+                    .flat_map(|d| d.assignments.iter())
+                    .find(|a| a.spec.name == w.name)?;
+                Some((w.clone(), assignment.run, self.create_spec(assignment)))
+            })
+            .collect();
+        let ran = !due.is_empty();
+        let results: Vec<(WorkspaceName, u64, DesiredRun, Result<Done, RuntimeError>)> =
+            futures_util::stream::iter(due)
+                .map(|(workspace, run, spec)| {
+                    let runtime = self.runtime.clone();
+                    let host = self.host.clone();
+                    async move {
+                        let result = execute(runtime.as_ref(), &host, &workspace, &spec).await;
+                        (workspace.name, workspace.generation, run, result)
+                    }
+                })
+                .buffer_unordered(self.max_ops)
+                .collect()
+                .await;
+        let mut save = false;
+        for (name, generation, run, result) in results {
+            let key = (name.clone(), generation);
+            match result {
+                Ok(done) => {
+                    self.failures.remove(&name);
+                    if done.started {
+                        save |= self.memory.restartable.remove(&key);
+                    }
+                    if done.stopped {
+                        save |= self.memory.restartable.insert(key);
+                    }
+                    if let Some((id, error)) = done.exit {
+                        tracing::warn!(workspace = %name, code = %error.code, "{}", error.message);
+                        self.memory.exits_read.insert(id.clone());
+                        self.exits.insert(id, error);
+                    }
+                    if done.network_removed {
+                        self.memory.networks_removed.insert(name);
+                    }
+                }
+                Err(error) => {
+                    if error.kind == ErrorKind::Unavailable {
+                        self.engine_failed(&error);
+                    }
+                    self.step_failed(name, generation, run, &error);
+                }
+            }
+        }
+        // A workspace desired stopped whose container is not running may be started later.
+        for workspace in &plan.workspaces {
+            let desired_stopped = assignments
+                .get(&workspace.name)
+                .is_some_and(|&(_, run)| run == DesiredRun::Stopped);
+            if desired_stopped && workspace.steps.is_empty() && workspace.container.is_some() {
+                save |= self
+                    .memory
+                    .restartable
+                    .insert((workspace.name.clone(), workspace.generation));
+            }
+        }
+        save |= self.forget_the_departed(&actual);
+        if save {
+            self.save();
+        }
+        self.publish(&plan.workspaces);
+        ran
+    }
+
+    fn create_spec(&self, assignment: &Assignment) -> CreateSpec {
+        CreateSpec {
+            host: self.host.clone(),
+            workspace: assignment.spec.name.clone(),
+            generation: assignment.generation,
+            owner: assignment.owner.clone(),
+            image: assignment.spec.image.clone(),
+            class: assignment.spec.class,
+            env: assignment.spec.env.clone(),
+            command: assignment.spec.command.clone(),
+            ports: assignment.ports.clone(),
+        }
+    }
+
+    fn engine_failed(&mut self, error: &RuntimeError) {
+        let wire = error.to_wire();
+        if self.outage.is_none() {
+            tracing::warn!(runtime = self.runtime.name(), code = %wire.code, "the container engine does not answer; retrying every 5 s: {}", wire.message);
+        }
+        let delay = ErrorCode::BackendUnavailable
+            .retry_policy()
+            .delay_before(1)
+            .unwrap_or(Duration::from_secs(5));
+        self.next_outage_retry = Some(Instant::now() + delay);
+        self.outage = Some(wire);
+        // Say so: every workspace keeps its last reported state, with the engine's error.
+        let outage = self.outage.clone();
+        self.report.send_if_modified(|report| {
+            let mut changed = false;
+            for observed in report.iter_mut() {
+                if observed.error != outage {
+                    observed.error.clone_from(&outage);
+                    changed = true;
+                }
+            }
+            changed
+        });
+    }
+
+    fn step_failed(
+        &mut self,
+        name: WorkspaceName,
+        generation: u64,
+        run: DesiredRun,
+        error: &RuntimeError,
+    ) {
+        let wire = error.to_wire();
+        let attempts = self
+            .failures
+            .get(&name)
+            .map_or(0, |f| f.attempts)
+            .saturating_add(1);
+        // A retry that needs a new port is the coordinator's to make: it hands out another and
+        // the workspace comes back as a new generation.
+        let policy = if wire.code.retry_change() == RetryChange::NewPort {
+            RetryPolicy::Never
+        } else {
+            wire.code.retry_policy()
+        };
+        let retry_at = policy.delay_before(attempts).map(|delay| {
+            // Up to a fifth more, so many workspaces failing together do not retry in step.
+            let jitter_ms = random_u64() % (u64::try_from(delay.as_millis() / 5).unwrap_or(0) + 1);
+            Instant::now() + delay + Duration::from_millis(jitter_ms)
+        });
+        tracing::warn!(workspace = %name, generation, code = %wire.code, attempts, retry = retry_at.is_some(), "{}", wire.message);
+        self.failures.insert(
+            name,
+            Failure {
+                generation,
+                run,
+                error: wire,
+                attempts,
+                retry_at,
+            },
+        );
+    }
+
+    /// Drops memory of workspaces no longer assigned and containers no longer present.
+    fn forget_the_departed(&mut self, actual: &[crate::runtime::Container]) -> bool {
+        let assigned: BTreeSet<&WorkspaceName> = self
+            .desired
+            .iter()
+            .flat_map(|d| d.assignments.iter())
+            .map(|a| &a.spec.name)
+            .collect();
+        let present: BTreeSet<&str> = actual.iter().map(|c| c.id.as_str()).collect();
+        let before = self.memory.restartable.len();
+        self.memory
+            .restartable
+            .retain(|(name, _)| assigned.contains(name));
+        self.memory
+            .networks_removed
+            .retain(|name| assigned.contains(name));
+        self.memory
+            .exits_read
+            .retain(|id| present.contains(id.as_str()));
+        self.exits.retain(|id, _| present.contains(id.as_str()));
+        self.orphans_logged
+            .retain(|id| present.contains(id.as_str()));
+        before != self.memory.restartable.len()
+    }
+
+    /// Publishes what this pass observed, if it differs from the last report.
+    fn publish(&mut self, workspaces: &[WorkspacePlan]) {
+        let report: Vec<ObservedWorkspace> = workspaces
+            .iter()
+            .map(|workspace| self.observe(workspace))
+            .collect();
+        self.report.send_if_modified(|current| {
+            if *current == report {
+                false
+            } else {
+                *current = report;
+                true
+            }
+        });
+    }
+
+    fn observe(&self, workspace: &WorkspacePlan) -> ObservedWorkspace {
+        let assignment = self
+            .desired
+            .iter()
+            .flat_map(|d| d.assignments.iter())
+            .find(|a| a.spec.name == workspace.name);
+        let ports = assignment.map(|a| a.ports.clone()).unwrap_or_default();
+        let (state, error) = if let Some(failure) = self.failures.get(&workspace.name) {
+            let state = if failure.retry_at.is_some() {
+                in_progress(workspace)
+            } else {
+                WorkspaceState::Failed
+            };
+            (state, Some(failure.error.clone()))
+        } else if workspace.steps.is_empty() {
+            let error = workspace
+                .container
+                .as_ref()
+                .and_then(|id| self.exits.get(id))
+                .filter(|_| workspace.state == WorkspaceState::Failed)
+                .cloned();
+            (workspace.state, error)
+        } else {
+            (in_progress(workspace), None)
+        };
+        ObservedWorkspace {
+            name: workspace.name.clone(),
+            generation: workspace.generation,
+            state,
+            ports,
+            error: error.or_else(|| self.outage.clone()),
+        }
+    }
+}
+
+/// The state of a workspace whose steps have not all run yet.
+fn in_progress(workspace: &WorkspacePlan) -> WorkspaceState {
+    match workspace.state {
+        WorkspaceState::Gone => WorkspaceState::Destroying,
+        WorkspaceState::Stopped => WorkspaceState::Stopping,
+        WorkspaceState::Failed => WorkspaceState::Failed,
+        _ => WorkspaceState::Starting,
+    }
+}
+
+/// Runs one workspace's steps in order, stopping at the first failure.
+async fn execute<R: Runtime>(
+    runtime: &R,
+    host: &HostId,
+    workspace: &WorkspacePlan,
+    spec: &CreateSpec,
+) -> Result<Done, RuntimeError> {
+    let mut done = Done::default();
+    for step in &workspace.steps {
+        tracing::debug!(workspace = %workspace.name, ?step, "step");
+        match step {
+            Step::Remove { id } => runtime.remove(id).await?,
+            Step::Launch => {
+                ports::check_free(&spec.ports)?;
+                let id = runtime.create(spec).await?;
+                runtime.start(&id).await?;
+                done.started = true;
+                tracing::info!(workspace = %workspace.name, generation = workspace.generation, container = %id, "started");
+            }
+            Step::Start { id } => {
+                ports::check_free(&spec.ports)?;
+                runtime.start(id).await?;
+                done.started = true;
+                tracing::info!(workspace = %workspace.name, container = %id, "started again");
+            }
+            Step::Stop { id } => {
+                runtime.stop(id, STOP_GRACE).await?;
+                done.stopped = true;
+                tracing::info!(workspace = %workspace.name, container = %id, "stopped");
+            }
+            Step::ReadExit { id } => {
+                let details = runtime.exit_details(id).await?;
+                done.exit = Some((id.clone(), details.to_error(&workspace.name)));
+            }
+            Step::RemoveNetwork => {
+                runtime.remove_network(host, &workspace.name).await?;
+                done.network_removed = true;
+                tracing::info!(workspace = %workspace.name, "destroyed");
+            }
+        }
+    }
+    Ok(done)
+}

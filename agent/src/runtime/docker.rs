@@ -1,0 +1,650 @@
+//! The real runtime: the Docker engine through bollard, over its local socket.
+//!
+//! One network per workspace (a bridge named after host and workspace), containers with an init
+//! process (a shell as PID 1 ignores SIGTERM), CPU and memory limits from the resource class,
+//! ports published on all interfaces, and images pulled when missing (with progress in the log and
+//! optional registry credentials).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, ContainerStatsResponse, ContainerSummaryStateEnum, HostConfig,
+    NetworkCreateRequest, PortBinding as DockerPortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StatsOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use nexus_protocol::clock;
+use nexus_protocol::model::ContainerStats;
+use nexus_protocol::{HostId, WorkspaceName};
+use tokio::sync::Notify;
+
+use super::{
+    Container, ContainerStatus, CreateSpec, ErrorKind, ExecOutput, ExitDetails, LABEL_HOST,
+    Runtime, RuntimeError, container_from_labels, network_name,
+};
+
+/// The answer to one API call may take this long before the engine counts as unresponsive.
+/// Pulls and stops are given longer (the stop's grace, the pull's progress keeps it alive).
+const CALL_TIMEOUT: u64 = 30;
+
+/// Credentials for one registry, e.g. `127.0.0.1:5000`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryAuth {
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug)]
+pub struct DockerRuntime {
+    docker: Docker,
+    host: HostId,
+    socket: String,
+    registries: Vec<RegistryAuth>,
+    /// Each container's previous CPU sample (total usage, system usage), for CPU %.
+    cpu_samples: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl DockerRuntime {
+    /// Connects to the engine at `socket` (a unix socket path). Does not wait for it to answer: an
+    /// engine that is down now is retried by the reconciler.
+    pub fn connect(
+        host: HostId,
+        socket: &str,
+        registries: Vec<RegistryAuth>,
+    ) -> Result<DockerRuntime, RuntimeError> {
+        let docker = Docker::connect_with_unix(socket, CALL_TIMEOUT, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| classify(&e, &format!("cannot use the Docker socket {socket}")))?;
+        Ok(DockerRuntime {
+            docker,
+            host,
+            socket: socket.to_string(),
+            registries,
+            cpu_samples: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn label_filter(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_HOST}={}", self.host)],
+        )])
+    }
+
+    async fn ensure_network(&self, spec: &CreateSpec) -> Result<(), RuntimeError> {
+        let name = network_name(&spec.host, &spec.workspace);
+        match self.docker.inspect_network(&name, None).await {
+            Ok(_) => return Ok(()),
+            Err(error) if status_of(&error) == Some(404) => {}
+            Err(error) => return Err(classify(&error, &format!("cannot inspect network {name}"))),
+        }
+        let labels = spec.labels().into_iter().collect();
+        let request = NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            // Made by an earlier attempt whose answer was lost.
+            Err(error) if status_of(&error) == Some(409) => Ok(()),
+            Err(error) => Err(classify(&error, &format!("cannot create network {name}"))),
+        }
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(error) if status_of(&error) == Some(404) => {}
+            Err(error) => return Err(classify(&error, &format!("cannot inspect image {image}"))),
+        }
+        let (repository, tag) = split_image(image);
+        let options = CreateImageOptionsBuilder::new()
+            .from_image(repository)
+            .tag(tag)
+            .build();
+        let credentials = self.credentials_for(repository);
+        tracing::info!(image, "pulling the image");
+        let mut progress = self.docker.create_image(Some(options), None, credentials);
+        let mut last_status = String::new();
+        while let Some(update) = progress.next().await {
+            match update {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail {
+                        let message = detail.message.unwrap_or_default();
+                        return Err(RuntimeError::new(
+                            ErrorKind::Image,
+                            format!("cannot pull image {image}: {message}"),
+                        ));
+                    }
+                    let status = info.status.unwrap_or_default();
+                    if status != last_status {
+                        tracing::info!(image, layer = ?info.id, "pull: {status}");
+                        last_status = status;
+                    }
+                }
+                Err(error) => {
+                    let kind = classify(&error, "").kind;
+                    let kind = if kind == ErrorKind::Unavailable {
+                        kind
+                    } else {
+                        ErrorKind::Image
+                    };
+                    return Err(RuntimeError::new(
+                        kind,
+                        format!("cannot pull image {image}: {}", describe(&error)),
+                    ));
+                }
+            }
+        }
+        tracing::info!(image, "pulled");
+        Ok(())
+    }
+
+    fn credentials_for(&self, repository: &str) -> Option<DockerCredentials> {
+        let registry = repository.split('/').next().unwrap_or_default();
+        let auth = self.registries.iter().find(|r| r.server == registry)?;
+        Some(DockerCredentials {
+            username: Some(auth.username.clone()),
+            password: Some(auth.password.clone()),
+            serveraddress: Some(auth.server.clone()),
+            ..Default::default()
+        })
+    }
+}
+
+/// `repo:tag` → (`repo`, `tag`), with `latest` when no tag is given. A registry's port is not a
+/// tag (`127.0.0.1:5000/img`); a digest is kept whole.
+pub fn split_image(image: &str) -> (&str, &str) {
+    if image.contains('@') {
+        return (image, "");
+    }
+    let last_part = image.rsplit('/').next().unwrap_or(image);
+    match last_part.rsplit_once(':') {
+        Some((_, tag)) => {
+            let repository = &image[..image.len() - tag.len() - 1];
+            (repository, tag)
+        }
+        None => (image, "latest"),
+    }
+}
+
+fn status_of(error: &BollardError) -> Option<u16> {
+    match error {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn describe(error: &BollardError) -> String {
+    match error {
+        BollardError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Sorts a bollard error into the reconciler's kinds; `context` prefixes the message.
+fn classify(error: &BollardError, context: &str) -> RuntimeError {
+    let message = describe(error);
+    let text = if context.is_empty() {
+        message.clone()
+    } else {
+        format!("{context}: {message}")
+    };
+    let lower = message.to_ascii_lowercase();
+    let kind = match error {
+        BollardError::DockerResponseServerError { status_code, .. } => {
+            if lower.contains("no space left on device") {
+                ErrorKind::DiskFull
+            } else if let Some(port) = port_in_use(&message) {
+                ErrorKind::PortInUse(port)
+            } else {
+                match status_code {
+                    404 => ErrorKind::NotFound,
+                    304 | 409 => ErrorKind::Conflict,
+                    _ => ErrorKind::Failed,
+                }
+            }
+        }
+        BollardError::DockerStreamError { .. } | BollardError::JsonDataError { .. } => {
+            ErrorKind::Failed
+        }
+        // Socket missing, connection refused or reset, a timed-out call: the engine is not
+        // answering.
+        _ => ErrorKind::Unavailable,
+    };
+    RuntimeError::new(kind, text)
+}
+
+/// The host port in Docker's "port is already allocated" or "address already in use" messages.
+fn port_in_use(message: &str) -> Option<u16> {
+    let lower = message.to_ascii_lowercase();
+    if !(lower.contains("address already in use") || lower.contains("port is already allocated")) {
+        return None;
+    }
+    // "... 0.0.0.0:20001 failed: port is already allocated" or "listen tcp4 0.0.0.0:20001: bind:
+    // address already in use".
+    lower
+        .split(|c: char| c.is_whitespace())
+        .filter_map(|word| word.trim_end_matches(':').rsplit_once(':'))
+        .find_map(|(_, port)| port.parse::<u16>().ok())
+}
+
+fn status_from(state: Option<ContainerSummaryStateEnum>) -> ContainerStatus {
+    match state {
+        Some(
+            ContainerSummaryStateEnum::RUNNING
+            | ContainerSummaryStateEnum::PAUSED
+            | ContainerSummaryStateEnum::RESTARTING,
+        ) => ContainerStatus::Running,
+        Some(ContainerSummaryStateEnum::CREATED) => ContainerStatus::Created,
+        _ => ContainerStatus::Exited,
+    }
+}
+
+/// CPU % (of one core) between two samples of cumulative usage, in nanoseconds of CPU time
+/// and of system time (which counts every core).
+pub fn cpu_percent(previous: (u64, u64), current: (u64, u64), online_cpus: u32) -> f32 {
+    let used = current.0.saturating_sub(previous.0);
+    let system = current.1.saturating_sub(previous.1);
+    if system == 0 {
+        return 0.0;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let percent = used as f64 / system as f64 * f64::from(online_cpus.max(1)) * 100.0;
+    #[allow(clippy::cast_possible_truncation)]
+    let percent = percent as f32;
+    percent
+}
+
+fn stats_from(sample: &ContainerStatsResponse, previous: Option<(u64, u64)>) -> ContainerStats {
+    let cpu = sample.cpu_stats.as_ref();
+    let total = cpu
+        .and_then(|c| c.cpu_usage.as_ref())
+        .and_then(|u| u.total_usage)
+        .unwrap_or(0);
+    let system = cpu.and_then(|c| c.system_cpu_usage).unwrap_or(0);
+    let online = cpu.and_then(|c| c.online_cpus).unwrap_or(1);
+    let memory = sample.memory_stats.as_ref();
+    // Page cache is reclaimable: report what `docker stats` reports (usage minus inactive file).
+    let cache = memory
+        .and_then(|m| m.stats.as_ref())
+        .and_then(|s| {
+            s.get("inactive_file")
+                .or_else(|| s.get("total_inactive_file"))
+        })
+        .copied()
+        .unwrap_or(0);
+    let (mut rx, mut tx) = (0, 0);
+    for network in sample.networks.iter().flat_map(HashMap::values) {
+        rx += network.rx_bytes.unwrap_or(0);
+        tx += network.tx_bytes.unwrap_or(0);
+    }
+    let (mut read, mut write) = (0, 0);
+    for entry in sample
+        .blkio_stats
+        .as_ref()
+        .and_then(|b| b.io_service_bytes_recursive.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        match entry.op.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("read") => read += entry.value.unwrap_or(0),
+            Some("write") => write += entry.value.unwrap_or(0),
+            _ => {}
+        }
+    }
+    ContainerStats {
+        workspace: None,
+        at: Some(clock::now()),
+        cpu_percent: previous.map_or(0.0, |p| cpu_percent(p, (total, system), online)),
+        memory_used_bytes: memory
+            .and_then(|m| m.usage)
+            .unwrap_or(0)
+            .saturating_sub(cache),
+        memory_limit_bytes: memory.and_then(|m| m.limit).unwrap_or(0),
+        network_rx_bytes: rx,
+        network_tx_bytes: tx,
+        block_read_bytes: read,
+        block_write_bytes: write,
+    }
+}
+
+/// Docker's log stream frames as text lines.
+fn lines_of(chunks: Vec<LogOutput>) -> Vec<String> {
+    let mut text = String::new();
+    for chunk in chunks {
+        text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    text.lines().map(str::to_string).collect()
+}
+
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.docker.ping().await.map(|_| ()).map_err(|e| {
+            classify(
+                &e,
+                &format!("the Docker engine at {} does not answer", self.socket),
+            )
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<Container>, RuntimeError> {
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&self.label_filter())
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| classify(&e, "cannot list containers"))?;
+        Ok(summaries
+            .into_iter()
+            .filter_map(|summary| {
+                let id = summary.id?;
+                let labels = summary.labels.unwrap_or_default();
+                container_from_labels(&self.host, id, &labels, status_from(summary.state))
+            })
+            .collect())
+    }
+
+    async fn create(&self, spec: &CreateSpec) -> Result<String, RuntimeError> {
+        self.ensure_network(spec).await?;
+        self.ensure_image(&spec.image).await?;
+        let resources = spec.class.resources();
+        let mut bindings = HashMap::new();
+        let mut exposed = Vec::new();
+        for port in &spec.ports {
+            let key = format!("{}/tcp", port.container);
+            exposed.push(key.clone());
+            bindings.insert(
+                key,
+                Some(vec![DockerPortBinding {
+                    host_ip: Some("0.0.0.0".into()),
+                    host_port: Some(port.host.to_string()),
+                }]),
+            );
+        }
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(spec.labels().into_iter().collect()),
+            exposed_ports: Some(exposed),
+            hostname: Some(spec.workspace.to_string()),
+            host_config: Some(HostConfig {
+                init: Some(true),
+                nano_cpus: Some(i64::from(resources.cpu_millis) * 1_000_000),
+                memory: i64::try_from(resources.memory_bytes).ok(),
+                port_bindings: Some(bindings),
+                network_mode: Some(network_name(&spec.host, &spec.workspace)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = spec.container_name();
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        match self.docker.create_container(Some(options), body).await {
+            Ok(response) => Ok(response.id),
+            Err(error) if status_of(&error) == Some(409) => {
+                // An earlier attempt made it: answer that container.
+                let existing = self
+                    .docker
+                    .inspect_container(&name, None)
+                    .await
+                    .map_err(|e| classify(&e, &format!("cannot inspect container {name}")))?;
+                existing.id.ok_or_else(|| {
+                    RuntimeError::new(ErrorKind::Failed, format!("container {name} has no id"))
+                })
+            }
+            Err(error) => Err(classify(
+                &error,
+                &format!("cannot create workspace {}'s container", spec.workspace),
+            )),
+        }
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.docker.start_container(id, None).await {
+            // 304: already running.
+            Ok(()) => Ok(()),
+            Err(error) if status_of(&error) == Some(304) => Ok(()),
+            Err(error) => Err(classify(&error, &format!("cannot start container {id}"))),
+        }
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::new().t(seconds).build();
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(error) if matches!(status_of(&error), Some(304 | 404)) => Ok(()),
+            Err(error) => Err(classify(&error, &format!("cannot stop container {id}"))),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.cpu_samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(error) if status_of(&error) == Some(404) => Ok(()),
+            Err(error) => Err(classify(&error, &format!("cannot remove container {id}"))),
+        }
+    }
+
+    async fn remove_network(
+        &self,
+        host: &HostId,
+        workspace: &WorkspaceName,
+    ) -> Result<(), RuntimeError> {
+        let name = network_name(host, workspace);
+        match self.docker.remove_network(&name).await {
+            Ok(()) => Ok(()),
+            Err(error) if status_of(&error) == Some(404) => Ok(()),
+            Err(error) => Err(classify(&error, &format!("cannot remove network {name}"))),
+        }
+    }
+
+    async fn exit_details(&self, id: &str) -> Result<ExitDetails, RuntimeError> {
+        let inspect = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| classify(&e, &format!("cannot inspect container {id}")))?;
+        let state = inspect.state.unwrap_or_default();
+        Ok(ExitDetails {
+            exit_code: state.exit_code.unwrap_or(-1),
+            oom_killed: state.oom_killed.unwrap_or(false),
+            last_lines: self.logs(id, 20).await.unwrap_or_default(),
+        })
+    }
+
+    async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, RuntimeError> {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut chunks = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            chunks.push(chunk.map_err(|e| classify(&e, &format!("cannot read {id}'s logs")))?);
+        }
+        Ok(lines_of(chunks))
+    }
+
+    async fn exec(&self, id: &str, command: &[String]) -> Result<ExecOutput, RuntimeError> {
+        let options = CreateExecOptions {
+            cmd: Some(command.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(id, options)
+            .await
+            .map_err(|e| classify(&e, &format!("cannot exec in container {id}")))?;
+        let started = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| classify(&e, &format!("cannot exec in container {id}")))?;
+        let mut output = ExecOutput {
+            exit_code: -1,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        };
+        if let StartExecResults::Attached {
+            output: mut stream, ..
+        } = started
+        {
+            while let Some(chunk) = stream.next().await {
+                match chunk.map_err(|e| classify(&e, "exec output"))? {
+                    LogOutput::StdErr { message } => output.stderr.extend_from_slice(&message),
+                    other => output.stdout.extend_from_slice(&other.into_bytes()),
+                }
+            }
+        }
+        let inspect = self
+            .docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| classify(&e, "cannot read the exec's exit code"))?;
+        output.exit_code = inspect.exit_code.unwrap_or(-1);
+        Ok(output)
+    }
+
+    async fn stats(&self, id: &str) -> Result<ContainerStats, RuntimeError> {
+        let options = StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stream = self.docker.stats(id, Some(options));
+        let sample = match stream.next().await {
+            Some(Ok(sample)) => sample,
+            Some(Err(error)) => return Err(classify(&error, &format!("cannot read {id}'s stats"))),
+            None => {
+                return Err(RuntimeError::new(
+                    ErrorKind::Failed,
+                    format!("no stats for container {id}"),
+                ));
+            }
+        };
+        let cpu = sample.cpu_stats.as_ref();
+        let current = (
+            cpu.and_then(|c| c.cpu_usage.as_ref())
+                .and_then(|u| u.total_usage)
+                .unwrap_or(0),
+            cpu.and_then(|c| c.system_cpu_usage).unwrap_or(0),
+        );
+        let previous = {
+            let mut samples = self
+                .cpu_samples
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            samples.insert(id.to_string(), current)
+        };
+        Ok(stats_from(&sample, previous))
+    }
+
+    async fn watch_events(&self, wake: Arc<Notify>) {
+        let mut filters = self.label_filter();
+        filters.insert("type".into(), vec!["container".into()]);
+        let mut failures: u32 = 0;
+        loop {
+            let options = EventsOptionsBuilder::new().filters(&filters).build();
+            let mut events = self.docker.events(Some(options));
+            // A (re)connected stream may have missed events: have the reconciler re-list.
+            wake.notify_one();
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(event) => {
+                        failures = 0;
+                        tracing::debug!(action = ?event.action, "container event");
+                        wake.notify_one();
+                    }
+                    Err(error) => {
+                        tracing::debug!("the Docker event stream failed: {}", describe(&error));
+                        break;
+                    }
+                }
+            }
+            // The stream ends when dockerd stops or restarts.
+            failures = failures.saturating_add(1);
+            let wait = Duration::from_millis(250 * u64::from(failures.min(20)));
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_split_into_repository_and_tag() {
+        assert_eq!(split_image("busybox"), ("busybox", "latest"));
+        assert_eq!(split_image("busybox:1.36"), ("busybox", "1.36"));
+        assert_eq!(
+            split_image("127.0.0.1:5000/team/dev"),
+            ("127.0.0.1:5000/team/dev", "latest")
+        );
+        assert_eq!(
+            split_image("127.0.0.1:5000/team/dev:v2"),
+            ("127.0.0.1:5000/team/dev", "v2")
+        );
+        assert_eq!(split_image("img@sha256:abc"), ("img@sha256:abc", ""));
+    }
+
+    #[test]
+    fn port_conflicts_are_recognised_with_their_port() {
+        assert_eq!(
+            port_in_use(
+                "driver failed programming external connectivity on endpoint x: Bind for 0.0.0.0:20001 failed: port is already allocated"
+            ),
+            Some(20001)
+        );
+        assert_eq!(
+            port_in_use(
+                "Error starting userland proxy: listen tcp4 0.0.0.0:20002: bind: address already in use"
+            ),
+            Some(20002)
+        );
+        assert_eq!(port_in_use("no such image"), None);
+    }
+
+    #[test]
+    fn cpu_percent_is_per_core() {
+        // Half of the system's time over 2 cores is one full core: 100 %.
+        assert!((cpu_percent((0, 0), (50, 100), 2) - 100.0).abs() < 0.01);
+        assert!(cpu_percent((10, 10), (10, 10), 4).abs() < f32::EPSILON);
+        // Counters that went backwards (a restarted container) read as idle, not as garbage.
+        assert!(cpu_percent((100, 100), (50, 200), 1).abs() < f32::EPSILON);
+    }
+}

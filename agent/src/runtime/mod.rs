@@ -1,0 +1,375 @@
+//! Container runtimes: the real Docker engine ([`docker`]) and the simulated one ([`hollow`]).
+//!
+//! Both keep the same contract, so the reconciler cannot tell them apart:
+//!
+//! - Every container an agent makes carries the labels [`LABEL_HOST`], [`LABEL_WORKSPACE`] and
+//!   [`LABEL_GENERATION`] (plus the owner and the published ports). [`Runtime::list`] returns
+//!   only containers labelled with this agent's host, so two agents sharing one engine never see,
+//!   let alone touch, each other's containers, and nothing unlabelled is ever touched.
+//! - Names are derived from host, workspace and generation, so a create retried after a lost
+//!   answer finds the first attempt's container instead of making a second.
+//! - Errors are classified ([`ErrorKind`]) so the reconciler can apply the design's retry policy.
+
+pub mod docker;
+pub mod hollow;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
+use nexus_protocol::model::{ContainerStats, PortBinding, ResourceClass};
+use nexus_protocol::{HostId, UserName, WorkspaceName};
+use tokio::sync::Notify;
+
+pub const LABEL_HOST: &str = "nexus.host";
+pub const LABEL_WORKSPACE: &str = "nexus.workspace";
+pub const LABEL_GENERATION: &str = "nexus.generation";
+pub const LABEL_OWNER: &str = "nexus.owner";
+/// The published ports, as `CONTAINER:HOST` pairs separated by commas.
+pub const LABEL_PORTS: &str = "nexus.ports";
+
+/// A container as the runtime reports it: only containers of this agent's host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub workspace: WorkspaceName,
+    pub generation: u64,
+    pub status: ContainerStatus,
+    pub ports: Vec<PortBinding>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ContainerStatus {
+    /// Made, never started.
+    Created,
+    /// Running (or paused, or being restarted by the engine).
+    Running,
+    /// Stopped: exited, dead, or being removed.
+    Exited,
+}
+
+/// Everything needed to make one workspace's container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateSpec {
+    pub host: HostId,
+    pub workspace: WorkspaceName,
+    pub generation: u64,
+    pub owner: UserName,
+    pub image: String,
+    pub class: ResourceClass,
+    pub env: BTreeMap<String, String>,
+    /// Replaces the image's command when not empty.
+    pub command: Vec<String>,
+    pub ports: Vec<PortBinding>,
+}
+
+impl CreateSpec {
+    /// The container's name: unique per host, workspace and generation.
+    pub fn container_name(&self) -> String {
+        format!(
+            "nexus.{}.{}.g{}",
+            self.host, self.workspace, self.generation
+        )
+    }
+
+    /// The labels that mark the container as this agent's.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (LABEL_HOST.to_string(), self.host.to_string()),
+            (LABEL_WORKSPACE.to_string(), self.workspace.to_string()),
+            (LABEL_GENERATION.to_string(), self.generation.to_string()),
+            (LABEL_OWNER.to_string(), self.owner.to_string()),
+            (LABEL_PORTS.to_string(), format_ports(&self.ports)),
+        ])
+    }
+}
+
+/// The network of one workspace on one host.
+pub fn network_name(host: &HostId, workspace: &WorkspaceName) -> String {
+    format!("nexus.{host}.{workspace}")
+}
+
+pub fn format_ports(ports: &[PortBinding]) -> String {
+    ports
+        .iter()
+        .map(|p| format!("{}:{}", p.container, p.host))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The inverse of [`format_ports`]; `None` for anything malformed.
+pub fn parse_ports(text: &str) -> Option<Vec<PortBinding>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    text.split(',')
+        .map(|pair| {
+            let (container, host) = pair.split_once(':')?;
+            Some(PortBinding {
+                container: container.parse().ok()?,
+                host: host.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Reads our labels back into a [`Container`]; `None` when the container is not `host`'s or its
+/// labels are damaged (such a container is left alone).
+pub fn container_from_labels(
+    host: &HostId,
+    id: String,
+    labels: &std::collections::HashMap<String, String>,
+    status: ContainerStatus,
+) -> Option<Container> {
+    if labels.get(LABEL_HOST).map(String::as_str) != Some(host.as_str()) {
+        return None;
+    }
+    let workspace = labels.get(LABEL_WORKSPACE)?.parse().ok()?;
+    let generation = labels.get(LABEL_GENERATION)?.parse().ok()?;
+    let ports = parse_ports(labels.get(LABEL_PORTS).map_or("", String::as_str))?;
+    Some(Container {
+        id,
+        workspace,
+        generation,
+        status,
+        ports,
+    })
+}
+
+/// How a container stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitDetails {
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    pub last_lines: Vec<String>,
+}
+
+impl ExitDetails {
+    /// The report of a container that stopped on its own: `CONTAINER_ERROR` with the details.
+    pub fn to_error(&self, workspace: &WorkspaceName) -> WireError {
+        let why = if self.oom_killed {
+            " (killed: out of memory)".to_string()
+        } else {
+            String::new()
+        };
+        let tail = self
+            .last_lines
+            .last()
+            .map_or(String::new(), |line| format!("; last output: {line}"));
+        WireError::new(
+            ErrorCode::ContainerError,
+            format!(
+                "workspace {workspace}'s container exited with code {}{why}{tail}",
+                self.exit_code
+            ),
+        )
+        .with_detail(ErrorDetail::ContainerExited {
+            exit_code: self.exit_code,
+            oom_killed: self.oom_killed,
+            last_lines: self.last_lines.clone(),
+        })
+    }
+}
+
+/// The result of running a command in a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// What went wrong, in the terms the reconciler's retry policy needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The engine does not answer: retried every 5 s until it does.
+    Unavailable,
+    /// The container (or network, or image) does not exist.
+    NotFound,
+    /// A name is taken (a create that already happened) or the thing is in the wrong state.
+    Conflict,
+    /// A host port is held by something else.
+    PortInUse(u16),
+    DiskFull,
+    /// The image could not be found or pulled.
+    Image,
+    /// Anything else the engine refused.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RuntimeError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl RuntimeError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> RuntimeError {
+        RuntimeError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The error as reported to the coordinator, with the design's code.
+    pub fn to_wire(&self) -> WireError {
+        let code = match self.kind {
+            ErrorKind::Unavailable => ErrorCode::BackendUnavailable,
+            ErrorKind::PortInUse(_) => ErrorCode::PortConflict,
+            ErrorKind::DiskFull => ErrorCode::DiskFull,
+            ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Image | ErrorKind::Failed => {
+                ErrorCode::WorkspaceStartFailed
+            }
+        };
+        let error = WireError::new(code, self.message.clone());
+        match self.kind {
+            ErrorKind::PortInUse(port) => error.with_detail(ErrorDetail::PortConflict { port }),
+            _ => error,
+        }
+    }
+}
+
+impl fmt::Display for ContainerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ContainerStatus::Created => "created",
+            ContainerStatus::Running => "running",
+            ContainerStatus::Exited => "exited",
+        })
+    }
+}
+
+/// The grace a container gets to stop before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A container engine, as the reconciler drives it. Every operation is idempotent in effect:
+/// starting a running container, stopping a stopped one or removing a missing one succeeds.
+pub trait Runtime: Send + Sync + 'static {
+    /// `docker` or `hollow`, for logs.
+    fn name(&self) -> &'static str;
+
+    /// Does the engine answer?
+    fn ping(&self) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// This host's containers (by label), in every state.
+    fn list(&self) -> impl Future<Output = Result<Vec<Container>, RuntimeError>> + Send;
+
+    /// Makes the workspace's network (if missing), pulls the image (if missing) and creates the
+    /// container; answers its id. An existing container of the same name is answered as is.
+    fn create(
+        &self,
+        spec: &CreateSpec,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Asks the container to stop (SIGTERM to its init), killing it after `grace`.
+    fn stop(
+        &self,
+        id: &str,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Removes the container (stopping it first if need be).
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Removes a workspace's network, if there is one.
+    fn remove_network(
+        &self,
+        host: &HostId,
+        workspace: &WorkspaceName,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// How a stopped container ended.
+    fn exit_details(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<ExitDetails, RuntimeError>> + Send;
+
+    /// The last `tail` lines the container wrote (stdout and stderr).
+    fn logs(
+        &self,
+        id: &str,
+        tail: usize,
+    ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+
+    /// Runs a command in a running container and waits for it.
+    fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+    ) -> impl Future<Output = Result<ExecOutput, RuntimeError>> + Send;
+
+    /// One sample of the container's resource use. CPU % is measured against the previous sample
+    /// of the same container (the first sample of a container reports 0).
+    fn stats(&self, id: &str) -> impl Future<Output = Result<ContainerStats, RuntimeError>> + Send;
+
+    /// Wakes `wake` whenever one of this host's containers changes (starts, dies, is removed) or
+    /// the engine comes back after an outage. Never returns; the agent runs it in a task of its
+    /// own and aborts the task when it stops.
+    fn watch_events(&self, wake: Arc<Notify>) -> impl Future<Output = ()> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_round_trip_and_damage_is_refused() {
+        let ports = vec![
+            PortBinding {
+                container: 3000,
+                host: 20001,
+            },
+            PortBinding {
+                container: 22,
+                host: 20002,
+            },
+        ];
+        assert_eq!(parse_ports(&format_ports(&ports)), Some(ports));
+        assert_eq!(parse_ports(""), Some(vec![]));
+        assert_eq!(parse_ports("3000"), None);
+        assert_eq!(parse_ports("3000:99999"), None);
+        assert_eq!(parse_ports("a:1"), None);
+    }
+
+    #[test]
+    fn labels_are_read_back_only_for_our_host() {
+        let spec = CreateSpec {
+            host: "h1".parse().unwrap(),
+            workspace: "api".parse().unwrap(),
+            generation: 3,
+            owner: "ada".parse().unwrap(),
+            image: "img".into(),
+            class: ResourceClass::Small,
+            env: BTreeMap::new(),
+            command: vec![],
+            ports: vec![PortBinding {
+                container: 80,
+                host: 20000,
+            }],
+        };
+        let labels: std::collections::HashMap<_, _> = spec.labels().into_iter().collect();
+        let container =
+            container_from_labels(&spec.host, "id".into(), &labels, ContainerStatus::Running)
+                .unwrap();
+        assert_eq!(container.workspace, spec.workspace);
+        assert_eq!(container.generation, 3);
+        assert_eq!(container.ports, spec.ports);
+        let other: HostId = "h2".parse().unwrap();
+        assert!(
+            container_from_labels(&other, "id".into(), &labels, ContainerStatus::Running).is_none()
+        );
+        let mut damaged = labels.clone();
+        damaged.insert(LABEL_GENERATION.into(), "x".into());
+        assert!(
+            container_from_labels(&spec.host, "id".into(), &damaged, ContainerStatus::Running)
+                .is_none()
+        );
+        assert_eq!(spec.container_name(), "nexus.h1.api.g3");
+    }
+}

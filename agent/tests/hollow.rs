@@ -1,0 +1,246 @@
+//! The reconciler on the hollow runtime: the same path as Docker, with simulated containers, so
+//! concurrency, retries and restarts can be checked quickly (with tokio's clock paused where a
+//! test waits out backoffs).
+
+// Tests fail by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Agent, assignment, desired, name, observed, unique_host};
+use nexus_agent::runtime::Runtime;
+use nexus_agent::runtime::hollow::{HollowConfig, HollowRuntime};
+use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
+use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
+use nexus_protocol::model::WorkspaceState;
+use tokio::sync::{Notify, watch};
+
+fn hollow(test: &str, config: HollowConfig) -> (Arc<HollowRuntime>, nexus_protocol::HostId) {
+    let host = unique_host(test);
+    (Arc::new(HollowRuntime::new(host.clone(), config)), host)
+}
+
+fn state_of(
+    reports: &watch::Receiver<Vec<ObservedWorkspace>>,
+) -> Option<(WorkspaceState, Option<WireError>)> {
+    reports
+        .borrow()
+        .iter()
+        .find(|o| o.name == name("w"))
+        .map(|o| (o.state, o.error.clone()))
+}
+
+/// Waits until workspace `w` is reported `wanted`; answers its error.
+async fn until(
+    reports: &watch::Receiver<Vec<ObservedWorkspace>>,
+    wanted: WorkspaceState,
+) -> Option<WireError> {
+    let mut reports = reports.clone();
+    let waited = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some((state, error)) = state_of(&reports)
+                && state == wanted
+            {
+                return error;
+            }
+            reports.changed().await.unwrap();
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|_| panic!("never {wanted:?}: {:?}", state_of(&reports)))
+}
+
+fn running(workspace: &str) -> nexus_protocol::message::Assignment {
+    assignment(workspace, 1, DesiredRun::Running, &[], "img", &[])
+}
+
+#[tokio::test]
+async fn no_more_than_the_configured_operations_run_at_once() {
+    let config = HollowConfig {
+        start_latency: Duration::from_millis(20),
+        ..HollowConfig::default()
+    };
+    let (runtime, host) = hollow("ops", config);
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 7);
+    let all = (0..60).map(|i| running(&format!("w{i}"))).collect();
+    agent.reconciler.set_desired(desired(1, all));
+    let report = agent.settle().await;
+    assert_eq!(report.len(), 60);
+    assert!(
+        report
+            .iter()
+            .all(|o| o.state == WorkspaceState::Running && o.error.is_none())
+    );
+    let peak = runtime.peak_concurrency();
+    assert!(peak <= 7, "{peak} operations ran at once, at most 7 may");
+    assert!(peak > 1, "the operations ran one at a time");
+    assert_eq!(runtime.list().await.unwrap().len(), 60);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_that_keeps_failing_is_retried_three_times_then_failed() {
+    let config = HollowConfig {
+        failure_rate: 1.0,
+        ..HollowConfig::default()
+    };
+    let (runtime, host) = hollow("retry", config);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    let mut reports = agent.reports.clone();
+    let (desired_tx, desired_rx) = watch::channel(None);
+    let started = tokio::time::Instant::now();
+    let loop_task = tokio::spawn(agent.reconciler.run(
+        desired_rx,
+        Arc::new(Notify::new()),
+        std::future::pending(),
+    ));
+    desired_tx.send_replace(Some(desired(1, vec![running("w")])));
+    let mut seen_retrying = false;
+    loop {
+        reports.changed().await.unwrap();
+        let report = reports.borrow_and_update().clone();
+        let w = observed(&report, "w");
+        let error = w.error.as_ref().expect("a failing start carries its error");
+        assert_eq!(error.code, ErrorCode::WorkspaceStartFailed);
+        if w.state == WorkspaceState::Starting {
+            seen_retrying = true;
+        }
+        if w.state == WorkspaceState::Failed {
+            break;
+        }
+    }
+    assert!(seen_retrying, "reported failed without retrying");
+    // Three retries, 1 s, 2 s and 4 s apart (plus up to a fifth of jitter).
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(7) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    loop_task.abort();
+}
+
+#[tokio::test]
+async fn a_crash_is_reported_with_its_exit_code_and_not_restarted() {
+    let (runtime, host) = hollow("crash", HollowConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    let mut reports = agent.reports.clone();
+    let (desired_tx, desired_rx) = watch::channel(None);
+    let wake = Arc::new(Notify::new());
+    let events = tokio::spawn({
+        let runtime = runtime.clone();
+        let wake = wake.clone();
+        async move { runtime.watch_events(wake).await }
+    });
+    let loop_task = tokio::spawn(
+        agent
+            .reconciler
+            .run(desired_rx, wake, std::future::pending()),
+    );
+    desired_tx.send_replace(Some(desired(1, vec![running("w")])));
+    until(&reports, WorkspaceState::Running).await;
+    assert!(runtime.crash(&name("w"), 3));
+    // The runtime's event wakes the reconciler: no waiting for the 30 s resync.
+    let error = until(&reports, WorkspaceState::Failed)
+        .await
+        .expect("the crash's error");
+    assert_eq!(error.code, ErrorCode::ContainerError);
+    match error.detail {
+        Some(ErrorDetail::ContainerExited { exit_code, .. }) => assert_eq!(exit_code, 3),
+        other => panic!("no exit details: {other:?}"),
+    }
+    // Not restarted: a crash is the user's to repair.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(state_of(&reports).unwrap().0, WorkspaceState::Failed);
+    // A stop and a start from the coordinator start the same container again.
+    desired_tx.send_replace(Some(desired(
+        2,
+        vec![assignment("w", 1, DesiredRun::Stopped, &[], "img", &[])],
+    )));
+    assert_eq!(until(&reports, WorkspaceState::Stopped).await, None);
+    desired_tx.send_replace(Some(desired(3, vec![running("w")])));
+    assert_eq!(until(&reports, WorkspaceState::Running).await, None);
+    assert_eq!(runtime.list().await.unwrap().len(), 1);
+    loop_task.abort();
+    events.abort();
+}
+
+#[tokio::test]
+async fn a_restarted_agent_carries_on_from_its_saved_state_without_duplicates() {
+    let (runtime, host) = hollow("restart", HollowConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    first.reconciler.set_desired(desired(
+        4,
+        vec![
+            running("a"),
+            assignment("b", 2, DesiredRun::Stopped, &[], "img", &[]),
+        ],
+    ));
+    first.settle().await;
+    let before = runtime.list().await.unwrap();
+    assert_eq!(before.len(), 1, "b is stopped and was never made");
+    drop(first);
+    // No coordinator answers: the saved desired state is all the new agent has.
+    let mut second = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    assert_eq!(second.reconciler.current_desired().unwrap().version, 4);
+    let report = second.settle().await;
+    assert_eq!(observed(&report, "a").state, WorkspaceState::Running);
+    assert_eq!(observed(&report, "b").state, WorkspaceState::Stopped);
+    assert_eq!(
+        runtime.list().await.unwrap(),
+        before,
+        "adopted, not made again"
+    );
+}
+
+#[tokio::test]
+async fn without_a_desired_state_nothing_is_touched() {
+    let (runtime, host) = hollow("nothing", HollowConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    first.reconciler.set_desired(desired(1, vec![running("a")]));
+    first.settle().await;
+    // The saved state is damaged: the next agent knows nothing, and must not act on nothing.
+    std::fs::write(dir.path().join("agent-state.json"), b"garbage").unwrap();
+    let mut second = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    assert!(second.reconciler.current_desired().is_none());
+    assert!(second.settle().await.is_empty());
+    let containers = runtime.list().await.unwrap();
+    assert_eq!(containers.len(), 1);
+    assert_eq!(
+        containers[0].status,
+        nexus_agent::runtime::ContainerStatus::Running
+    );
+}
+
+#[tokio::test]
+async fn a_new_generation_replaces_the_container_and_absent_removes_it() {
+    let (runtime, host) = hollow("generation", HollowConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    agent.reconciler.set_desired(desired(1, vec![running("w")]));
+    agent.settle().await;
+    let first = runtime.list().await.unwrap();
+    agent.reconciler.set_desired(desired(
+        2,
+        vec![assignment("w", 2, DesiredRun::Running, &[], "img", &[])],
+    ));
+    let report = agent.settle().await;
+    assert_eq!(observed(&report, "w").generation, 2);
+    let second = runtime.list().await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_ne!(second[0].id, first[0].id);
+    assert_eq!(second[0].generation, 2);
+    agent.reconciler.set_desired(desired(
+        3,
+        vec![assignment("w", 2, DesiredRun::Absent, &[], "img", &[])],
+    ));
+    let report = agent.settle().await;
+    assert_eq!(observed(&report, "w").state, WorkspaceState::Gone);
+    assert!(runtime.list().await.unwrap().is_empty());
+}
