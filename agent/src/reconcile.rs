@@ -226,6 +226,16 @@ impl<R: Runtime> Reconciler<R> {
             .map(|c| (c.workspace.clone(), c.generation))
             .collect();
         let plan = plan(self.desired.as_ref(), &actual, &self.memory);
+        tracing::debug!(
+            containers = actual.len(),
+            workspaces = plan.workspaces.len(),
+            with_steps = plan
+                .workspaces
+                .iter()
+                .filter(|w| !w.steps.is_empty())
+                .count(),
+            "pass"
+        );
         for orphan in &plan.orphans {
             if self.orphans_logged.insert(orphan.id.clone()) {
                 tracing::warn!(container = %orphan.id, workspace = %orphan.workspace, generation = orphan.generation, "a container of this host that no coordinator assignment names; leaving it alone");
@@ -276,11 +286,13 @@ impl<R: Runtime> Reconciler<R> {
                 .collect()
                 .await;
         let mut save = false;
+        let mut succeeded = BTreeSet::new();
         for (name, generation, run, result) in results {
             let key = (name.clone(), generation);
             match result {
                 Ok(done) => {
                     self.failures.remove(&name);
+                    succeeded.insert(name.clone());
                     if done.started {
                         save |= self.memory.restartable.remove(&key);
                     }
@@ -320,7 +332,7 @@ impl<R: Runtime> Reconciler<R> {
         if save {
             self.save();
         }
-        self.publish(&plan.workspaces);
+        self.publish(&plan.workspaces, &succeeded);
         ran
     }
 
@@ -426,11 +438,12 @@ impl<R: Runtime> Reconciler<R> {
         before != self.memory.restartable.len()
     }
 
-    /// Publishes what this pass observed, if it differs from the last report.
-    fn publish(&mut self, workspaces: &[WorkspacePlan]) {
+    /// Publishes what this pass observed, if it differs from the last report. `done` names the
+    /// workspaces whose steps all ran in this pass: they are where their plan was headed.
+    fn publish(&mut self, workspaces: &[WorkspacePlan], done: &BTreeSet<WorkspaceName>) {
         let report: Vec<ObservedWorkspace> = workspaces
             .iter()
-            .map(|workspace| self.observe(workspace))
+            .map(|workspace| self.observe(workspace, done.contains(&workspace.name)))
             .collect();
         self.report.send_if_modified(|current| {
             if *current == report {
@@ -442,7 +455,7 @@ impl<R: Runtime> Reconciler<R> {
         });
     }
 
-    fn observe(&self, workspace: &WorkspacePlan) -> ObservedWorkspace {
+    fn observe(&self, workspace: &WorkspacePlan, done: bool) -> ObservedWorkspace {
         let assignment = self
             .desired
             .iter()
@@ -456,7 +469,7 @@ impl<R: Runtime> Reconciler<R> {
                 WorkspaceState::Failed
             };
             (state, Some(failure.error.clone()))
-        } else if workspace.steps.is_empty() {
+        } else if workspace.steps.is_empty() || done {
             let error = workspace
                 .container
                 .as_ref()

@@ -128,7 +128,7 @@ async fn a_crash_is_reported_with_its_exit_code_and_not_restarted() {
     let (runtime, host) = hollow("crash", HollowConfig::default());
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
-    let mut reports = agent.reports.clone();
+    let reports = agent.reports.clone();
     let (desired_tx, desired_rx) = watch::channel(None);
     let wake = Arc::new(Notify::new());
     let events = tokio::spawn({

@@ -38,6 +38,9 @@ use super::{
 /// Pulls and stops are given longer (the stop's grace, the pull's progress keeps it alive).
 const CALL_TIMEOUT: u64 = 30;
 
+/// How long after an event the reconciler is woken a second time.
+const EVENT_FOLLOW_UP: Duration = Duration::from_millis(500);
+
 /// Credentials for one registry, e.g. `127.0.0.1:5000`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -582,16 +585,34 @@ impl Runtime for DockerRuntime {
             let mut events = self.docker.events(Some(options));
             // A (re)connected stream may have missed events: have the reconciler re-list.
             wake.notify_one();
-            while let Some(event) = events.next().await {
-                match event {
-                    Ok(event) => {
-                        failures = 0;
-                        tracing::debug!(action = ?event.action, "container event");
-                        wake.notify_one();
+            // The engine reports an event a moment before its container list shows it (a "die"
+            // can come while the list still says running): wake the reconciler again shortly
+            // after the last event.
+            let mut again: Option<tokio::time::Instant> = None;
+            loop {
+                let follow_up = async {
+                    match again {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
                     }
-                    Err(error) => {
-                        tracing::debug!("the Docker event stream failed: {}", describe(&error));
-                        break;
+                };
+                tokio::select! {
+                    event = events.next() => match event {
+                        Some(Ok(event)) => {
+                            failures = 0;
+                            tracing::debug!(action = ?event.action, "container event");
+                            wake.notify_one();
+                            again = Some(tokio::time::Instant::now() + EVENT_FOLLOW_UP);
+                        }
+                        Some(Err(error)) => {
+                            tracing::debug!("the Docker event stream failed: {}", describe(&error));
+                            break;
+                        }
+                        None => break,
+                    },
+                    () = follow_up => {
+                        again = None;
+                        wake.notify_one();
                     }
                 }
             }

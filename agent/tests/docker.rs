@@ -1,0 +1,676 @@
+//! The reconciler on the real Docker engine (`deploy/dev/prepare.sh` starts one and builds the
+//! test image). Each test uses a host id of its own, so tests running at once never see each
+//! other's containers, and removes what it made when it ends, even when it fails.
+
+// Tests fail by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Agent, IMAGE, assignment, desired, observed, unique_host};
+use nexus_agent::runtime::docker::DockerRuntime;
+use nexus_agent::runtime::{ContainerStatus, Runtime};
+use nexus_protocol::HostId;
+use nexus_protocol::error::{ErrorCode, ErrorDetail};
+use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
+use nexus_protocol::model::WorkspaceState;
+use tokio::sync::{Notify, watch};
+
+const SOCKET: &str = "/var/run/docker.sock";
+
+fn docker(args: &[&str]) -> String {
+    docker_at(None, args)
+}
+
+fn docker_at(socket: Option<&Path>, args: &[&str]) -> String {
+    let mut command = Command::new("docker");
+    if let Some(socket) = socket {
+        command
+            .arg("-H")
+            .arg(format!("unix://{}", socket.display()));
+    }
+    let out = command.args(args).output().expect("the docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes every container and network of `host` when dropped.
+struct Cleanup {
+    host: HostId,
+    socket: Option<PathBuf>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let filter = format!("label=nexus.host={}", self.host);
+        let socket = self.socket.as_deref();
+        let run = |args: &[&str]| {
+            let mut command = Command::new("docker");
+            if let Some(socket) = socket {
+                command
+                    .arg("-H")
+                    .arg(format!("unix://{}", socket.display()));
+            }
+            command
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                .unwrap_or_default()
+        };
+        for id in run(&["ps", "-aq", "--filter", &filter]).split_whitespace() {
+            run(&["rm", "-f", id]);
+        }
+        for id in run(&["network", "ls", "-q", "--filter", &filter]).split_whitespace() {
+            run(&["network", "rm", id]);
+        }
+    }
+}
+
+fn engine(test: &str) -> (HostId, Arc<DockerRuntime>, Cleanup) {
+    let host = unique_host(test);
+    let runtime = DockerRuntime::connect(host.clone(), SOCKET, vec![]).unwrap();
+    let cleanup = Cleanup {
+        host: host.clone(),
+        socket: None,
+    };
+    (host, Arc::new(runtime), cleanup)
+}
+
+/// A host port nothing listens on now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+async fn answers(port: u16, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+fn web(
+    workspace: &str,
+    generation: u64,
+    run: DesiredRun,
+    port: u16,
+) -> nexus_protocol::message::Assignment {
+    assignment(
+        workspace,
+        generation,
+        run,
+        &[(8080, port)],
+        IMAGE,
+        &["sh", "-c", "echo ready; exec httpd -f -p 8080"],
+    )
+}
+
+/// Waits until `workspace` is reported in a state `done` accepts.
+async fn until(
+    reports: &watch::Receiver<Vec<ObservedWorkspace>>,
+    workspace: &str,
+    limit: Duration,
+    done: impl Fn(&ObservedWorkspace) -> bool,
+) -> ObservedWorkspace {
+    let mut reports = reports.clone();
+    let found = |reports: &watch::Receiver<Vec<ObservedWorkspace>>| {
+        reports
+            .borrow()
+            .iter()
+            .find(|o| o.name.as_str() == workspace)
+            .cloned()
+    };
+    let waited = tokio::time::timeout(limit, async {
+        loop {
+            if let Some(observed) = found(&reports)
+                && done(&observed)
+            {
+                return observed;
+            }
+            let _ = reports.changed().await;
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|_| panic!("{workspace} never got there: {:?}", found(&reports)))
+}
+
+#[tokio::test]
+async fn a_workspace_is_created_started_stopped_started_and_destroyed() {
+    let (host, runtime, _cleanup) = engine("lifecycle");
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    let port = free_port();
+
+    agent
+        .reconciler
+        .set_desired(desired(1, vec![web("w", 1, DesiredRun::Running, port)]));
+    let report = agent.settle().await;
+    let w = observed(&report, "w");
+    assert_eq!((w.state, &w.error), (WorkspaceState::Running, &None));
+    assert_eq!(w.ports[0].host, port);
+    assert!(
+        answers(port, Duration::from_secs(5)).await,
+        "the published port does not answer"
+    );
+
+    let containers = runtime.list().await.unwrap();
+    assert_eq!(containers.len(), 1);
+    let id = containers[0].id.clone();
+    // Labels, init, limits and the network, as the engine has them.
+    let inspect = docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"nexus.workspace\"}} {{index .Config.Labels \"nexus.generation\"}} {{.HostConfig.Init}} {{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.NetworkMode}}",
+        &id,
+    ]);
+    assert_eq!(
+        inspect,
+        format!("w 1 true {} 500000000 nexus.{host}.w", 1u64 << 30)
+    );
+
+    let exec = runtime
+        .exec(
+            &id,
+            &[
+                "sh".into(),
+                "-c".into(),
+                "echo out; echo err >&2; exit 7".into(),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(exec.exit_code, 7);
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&exec.stderr), "err\n");
+    assert_eq!(runtime.logs(&id, 10).await.unwrap(), ["ready"]);
+    runtime.stats(&id).await.unwrap();
+    let stats = runtime.stats(&id).await.unwrap();
+    assert!(stats.memory_used_bytes > 0);
+    assert_eq!(stats.memory_limit_bytes, 1 << 30);
+
+    agent
+        .reconciler
+        .set_desired(desired(2, vec![web("w", 1, DesiredRun::Stopped, port)]));
+    let report = agent.settle().await;
+    assert_eq!(observed(&report, "w").state, WorkspaceState::Stopped);
+    assert_eq!(
+        runtime.list().await.unwrap()[0].status,
+        ContainerStatus::Exited
+    );
+    assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err());
+
+    agent
+        .reconciler
+        .set_desired(desired(3, vec![web("w", 1, DesiredRun::Running, port)]));
+    let report = agent.settle().await;
+    assert_eq!(observed(&report, "w").state, WorkspaceState::Running);
+    let containers = runtime.list().await.unwrap();
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0].id, id, "the same container is started again");
+    assert!(answers(port, Duration::from_secs(5)).await);
+
+    agent
+        .reconciler
+        .set_desired(desired(4, vec![web("w", 1, DesiredRun::Absent, port)]));
+    let report = agent.settle().await;
+    assert_eq!(observed(&report, "w").state, WorkspaceState::Gone);
+    assert!(runtime.list().await.unwrap().is_empty());
+    let filter = format!("label=nexus.host={host}");
+    assert_eq!(docker(&["network", "ls", "-q", "--filter", &filter]), "");
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_its_containers_without_duplicates() {
+    let (host, runtime, _cleanup) = engine("adopt");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut first = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    first
+        .reconciler
+        .set_desired(desired(1, vec![web("w", 1, DesiredRun::Running, port)]));
+    first.settle().await;
+    let before = runtime.list().await.unwrap();
+    drop(first);
+
+    // A new agent process, as after a crash: only its data dir and the engine remember.
+    let fresh = Arc::new(DockerRuntime::connect(host.clone(), SOCKET, vec![]).unwrap());
+    let mut second = Agent::new(fresh.clone(), &host, dir.path(), 20);
+    let report = second.settle().await;
+    assert_eq!(observed(&report, "w").state, WorkspaceState::Running);
+    assert_eq!(fresh.list().await.unwrap(), before);
+    let filter = format!("label=nexus.host={host}");
+    assert_eq!(
+        docker(&["ps", "-aq", "--filter", &filter]).lines().count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_port_held_by_a_foreign_listener_is_reported_with_its_number() {
+    let (host, runtime, _cleanup) = engine("port");
+    let dir = tempfile::tempdir().unwrap();
+    let held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    let port = held.local_addr().unwrap().port();
+    let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    agent
+        .reconciler
+        .set_desired(desired(1, vec![web("w", 1, DesiredRun::Running, port)]));
+    let report = agent.settle().await;
+    let w = observed(&report, "w");
+    assert_eq!(w.state, WorkspaceState::Failed);
+    let error = w.error.as_ref().unwrap();
+    assert_eq!(error.code, ErrorCode::PortConflict);
+    assert_eq!(error.detail, Some(ErrorDetail::PortConflict { port }));
+    assert!(runtime.list().await.unwrap().is_empty(), "nothing was made");
+    // Not retried on the same port: the coordinator hands out another (a new generation).
+    assert!(!agent.reconciler.pass().await);
+    let other = free_port();
+    agent
+        .reconciler
+        .set_desired(desired(2, vec![web("w", 2, DesiredRun::Running, other)]));
+    let report = agent.settle().await;
+    assert_eq!(observed(&report, "w").state, WorkspaceState::Running);
+    drop(held);
+}
+
+/// The desired-state feed, the reports and the tasks of an agent's loop.
+type Running = (
+    watch::Sender<Option<nexus_protocol::message::DesiredState>>,
+    watch::Receiver<Vec<ObservedWorkspace>>,
+    Vec<tokio::task::JoinHandle<()>>,
+);
+
+/// Runs an agent's reconcile loop and the engine's event stream in tasks, as the binary does.
+fn run_loop(agent: Agent<DockerRuntime>, runtime: &Arc<DockerRuntime>) -> Running {
+    // The agent's log, shown with a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("nexus_agent=debug")
+        .try_init();
+    let (desired_tx, desired_rx) = watch::channel(None);
+    let wake = Arc::new(Notify::new());
+    let events = tokio::spawn({
+        let runtime = runtime.clone();
+        let wake = wake.clone();
+        async move { runtime.watch_events(wake).await }
+    });
+    let reports = agent.reports.clone();
+    let reconciling = tokio::spawn(
+        agent
+            .reconciler
+            .run(desired_rx, wake, std::future::pending()),
+    );
+    (desired_tx, reports, vec![events, reconciling])
+}
+
+#[tokio::test]
+async fn a_container_that_exits_on_its_own_is_reported_with_its_code_and_last_lines() {
+    let (host, runtime, _cleanup) = engine("exit");
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    let (desired_tx, reports, tasks) = run_loop(agent, &runtime);
+    desired_tx.send_replace(Some(desired(
+        1,
+        vec![assignment(
+            "w",
+            1,
+            DesiredRun::Running,
+            &[],
+            IMAGE,
+            &["sh", "-c", "echo about to fail; sleep 1; exit 3"],
+        )],
+    )));
+    // Well inside the 30 s resync: the engine's "die" event wakes the reconciler.
+    let w = until(&reports, "w", Duration::from_secs(15), |o| {
+        o.state == WorkspaceState::Failed
+    })
+    .await;
+    let error = w.error.unwrap();
+    assert_eq!(error.code, ErrorCode::ContainerError);
+    match error.detail {
+        Some(ErrorDetail::ContainerExited {
+            exit_code,
+            oom_killed,
+            last_lines,
+        }) => {
+            assert_eq!(exit_code, 3);
+            assert!(!oom_killed);
+            assert_eq!(last_lines, ["about to fail"]);
+        }
+        other => panic!("no exit details: {other:?}"),
+    }
+    // Left as it is, for the user to look at and repair.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let containers = runtime.list().await.unwrap();
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0].status, ContainerStatus::Exited);
+    tasks.iter().for_each(tokio::task::JoinHandle::abort);
+}
+
+#[tokio::test]
+async fn two_agents_on_one_engine_never_touch_each_other() {
+    let (host_a, runtime_a, _cleanup_a) = engine("apart-a");
+    let (host_b, runtime_b, _cleanup_b) = engine("apart-b");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = Agent::new(runtime_a.clone(), &host_a, dir_a.path(), 20);
+    let mut b = Agent::new(runtime_b.clone(), &host_b, dir_b.path(), 20);
+    let sleeper = |run| assignment("w", 1, run, &[], IMAGE, &["sleep", "600"]);
+    a.reconciler
+        .set_desired(desired(1, vec![sleeper(DesiredRun::Running)]));
+    b.reconciler
+        .set_desired(desired(1, vec![sleeper(DesiredRun::Running)]));
+    a.settle().await;
+    b.settle().await;
+    let (list_a, list_b) = (
+        runtime_a.list().await.unwrap(),
+        runtime_b.list().await.unwrap(),
+    );
+    assert_eq!((list_a.len(), list_b.len()), (1, 1));
+    assert_ne!(list_a[0].id, list_b[0].id);
+    // B destroys its "w", then is told nothing at all: A's "w" runs on, untouched.
+    b.reconciler
+        .set_desired(desired(2, vec![sleeper(DesiredRun::Absent)]));
+    assert_eq!(observed(&b.settle().await, "w").state, WorkspaceState::Gone);
+    b.reconciler.set_desired(desired(3, vec![]));
+    b.settle().await;
+    assert_eq!(runtime_a.list().await.unwrap(), list_a);
+    assert!(runtime_b.list().await.unwrap().is_empty());
+    assert_eq!(
+        observed(&a.settle().await, "w").state,
+        WorkspaceState::Running
+    );
+}
+
+/// A dockerd of the test's own (socket, data and state dirs in a temporary directory, and a
+/// bridge interface of its own), so stopping it disturbs no other test.
+///
+/// Not `--bridge none`: dockerd then deletes any `docker0` it finds, and that is the shared
+/// engine's.
+struct PrivateEngine {
+    dir: tempfile::TempDir,
+    bridge: String,
+    child: Option<Child>,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PrivateEngine {
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
+    fn start(dir: tempfile::TempDir) -> PrivateEngine {
+        let id = std::process::id();
+        let bridge = format!("nxpd{}", id % 100_000);
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        let address = format!("10.213.{}.1/24", id % 250);
+        ip(&["addr", "add", &address, "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+        let mut engine = PrivateEngine {
+            dir,
+            bridge,
+            child: None,
+        };
+        engine.restart();
+        engine
+    }
+
+    fn restart(&mut self) {
+        let root = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("dockerd.log"))
+            .unwrap();
+        let child = Command::new("dockerd")
+            .arg("--host")
+            .arg(format!("unix://{}", self.socket().display()))
+            .arg("--data-root")
+            .arg(root.join("data"))
+            .arg("--exec-root")
+            .arg(root.join("exec"))
+            .arg("--pidfile")
+            .arg(root.join("dockerd.pid"))
+            .args(["--bridge", &self.bridge, "--iptables=false"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd");
+        self.child = Some(child);
+        let started = Instant::now();
+        while Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket().display()))
+            .arg("info")
+            .output()
+            .map_or(true, |o| !o.status.success())
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the private dockerd did not come up: {}",
+                std::fs::read_to_string(root.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops it as an operator would (SIGTERM) and waits for it to exit.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn an_engine_that_stops_is_reported_and_its_return_recovers_the_workspaces() {
+    let engine_dir = tempfile::Builder::new()
+        .prefix("nexus-dockerd-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let mut engine = PrivateEngine::start(engine_dir);
+    let socket = engine.socket();
+    // The test image, into the private engine's store.
+    let mut save = Command::new("docker")
+        .args(["save", IMAGE])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let load = Command::new("docker")
+        .arg("-H")
+        .arg(format!("unix://{}", socket.display()))
+        .arg("load")
+        .stdin(save.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(save.wait().unwrap().success());
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+
+    let host = unique_host("outage");
+    let _cleanup = Cleanup {
+        host: host.clone(),
+        socket: Some(socket.clone()),
+    };
+    let runtime =
+        Arc::new(DockerRuntime::connect(host.clone(), socket.to_str().unwrap(), vec![]).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    let (desired_tx, reports, tasks) = run_loop(agent, &runtime);
+    let port = free_port();
+    desired_tx.send_replace(Some(desired(
+        1,
+        vec![web("w", 1, DesiredRun::Running, port)],
+    )));
+    until(&reports, "w", Duration::from_secs(20), |o| {
+        o.state == WorkspaceState::Running && o.error.is_none()
+    })
+    .await;
+    let before = runtime.list().await.unwrap();
+
+    engine.stop();
+    let w = until(&reports, "w", Duration::from_secs(20), |o| {
+        o.error.is_some()
+    })
+    .await;
+    assert_eq!(w.error.unwrap().code, ErrorCode::BackendUnavailable);
+
+    engine.restart();
+    // Retried every 5 s: back within a couple of retries, with the same container started again.
+    until(&reports, "w", Duration::from_secs(30), |o| {
+        o.state == WorkspaceState::Running && o.error.is_none()
+    })
+    .await;
+    assert!(answers(port, Duration::from_secs(5)).await);
+    let after = runtime.list().await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].id, before[0].id);
+    assert_eq!(after[0].status, ContainerStatus::Running);
+    tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    drop(_cleanup);
+}
+
+/// Debian's `docker-registry`, serving on a loopback port from a temporary directory.
+struct Registry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (deploy/dev/prepare.sh installs it)");
+        let started = Instant::now();
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the registry did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_image_missing_here_is_pulled_from_the_registry() {
+    let registry = Registry::start();
+    let (host, runtime, _cleanup) = engine("pull");
+    let image = format!(
+        "127.0.0.1:{}/nexus-test/pulled-{}:v1",
+        registry.port,
+        std::process::id()
+    );
+    docker(&["tag", IMAGE, &image]);
+    docker(&["push", &image]);
+    docker(&["rmi", &image]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    agent.reconciler.set_desired(desired(
+        1,
+        vec![assignment(
+            "w",
+            1,
+            DesiredRun::Running,
+            &[],
+            &image,
+            &["sleep", "600"],
+        )],
+    ));
+    let report = agent.settle().await;
+    let w = observed(&report, "w");
+    assert_eq!((w.state, &w.error), (WorkspaceState::Running, &None));
+    assert!(!docker(&["image", "inspect", "-f", "{{.Id}}", &image]).is_empty());
+    // An image no registry has is a clear start failure, not a hang.
+    let missing = format!("127.0.0.1:{}/nexus-test/absent:v1", registry.port);
+    agent.reconciler.set_desired(desired(
+        2,
+        vec![
+            assignment("w", 1, DesiredRun::Running, &[], &image, &["sleep", "600"]),
+            assignment(
+                "x",
+                1,
+                DesiredRun::Running,
+                &[],
+                &missing,
+                &["sleep", "600"],
+            ),
+        ],
+    ));
+    agent.reconciler.pass().await;
+    let report = agent.report();
+    let x = observed(&report, "x");
+    let error = x.error.as_ref().unwrap();
+    assert_eq!(error.code, ErrorCode::WorkspaceStartFailed);
+    assert!(error.message.contains("absent"), "{}", error.message);
+    drop(_cleanup);
+    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+}
