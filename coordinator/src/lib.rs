@@ -97,6 +97,16 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    run_with(config, shutdown, |_, _| {}).await
+}
+
+/// [`run`], telling `ready` the bound address and the cluster's handle once the node serves: for
+/// tools and tests that run a coordinator in their own process and act on its Raft node directly.
+pub async fn run_with(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+    ready: impl FnOnce(std::net::SocketAddr, Cluster) + Send,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let identity = Identity::Coordinator(config.node_id);
@@ -131,6 +141,7 @@ pub async fn run(
         mut stopped,
     } = Node::start(&config, &credentials)?;
     tracing::info!(node_id = %config.node_id, %address, peers = config.peers.len(), "nexus-coordinator listening");
+    ready(address, cluster.clone());
     let service = Arc::new(Service::new(identity, cluster));
     let mut failure = None;
     let until = async {

@@ -241,14 +241,8 @@ impl Service {
                         Command::RegisterHost(info),
                     )
                     .await?;
-                self.liveness().insert(
-                    host_id.clone(),
-                    Liveness {
-                        at: clock::now(),
-                        stats: None,
-                        containers: Vec::new(),
-                    },
-                );
+                // Liveness starts with the first heartbeat, which only the leader takes: a
+                // follower that forwarded the registration keeps no record of the host's health.
                 Ok(Response::Registered {
                     host_id: host_id.clone(),
                 })

@@ -203,8 +203,8 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Issues the agent's certificate and starts it against `coordinators`, with a fast heartbeat
-    /// and any `extra` flags.
+    /// Issues the agent's certificate and starts it against `coordinators`, with a fast heartbeat,
+    /// the hollow runtime (unless `extra` names one) and any `extra` flags.
     pub fn start(
         pki: &TestPki,
         host: &str,
@@ -224,11 +224,13 @@ impl AgentProcess {
             data_dir.display().to_string(),
             "--tls-dir".into(),
             pki.dir().display().to_string(),
-            "--runtime".into(),
-            "hollow".into(),
             "--heartbeat-interval".into(),
             "0.2".into(),
         ];
+        // The hollow runtime unless the test asks for another.
+        if !extra.contains(&"--runtime") {
+            args.extend(["--runtime".into(), "hollow".into()]);
+        }
         args.extend(extra.iter().map(ToString::to_string));
         let process = Process::spawn("nexus-agent", &args, data_dir.join("agent.log"));
         AgentProcess {
