@@ -12,7 +12,7 @@ use nexus_protocol::model::{Labels, PortRange};
 use nexus_protocol::transport::TransportConfig;
 use serde::Deserialize;
 
-use crate::runtime::docker::RegistryAuth;
+use crate::runtime::docker::{NetworkPool, RegistryAuth};
 use crate::runtime::hollow::HollowConfig;
 
 /// Which container runtime runs the workspaces.
@@ -73,6 +73,11 @@ pub struct Args {
     /// The Docker engine's socket.
     #[arg(long)]
     pub docker_socket: Option<String>,
+    /// Where workspace networks take their /24 subnets from, as a CIDR (default 10.213.0.0/16,
+    /// 256 networks); `docker` leaves it to the engine's own pools (about 30 networks by
+    /// default).
+    #[arg(long)]
+    pub network_pool: Option<String>,
     /// Report this many CPUs instead of the host's count (what the scheduler may fill).
     #[arg(long)]
     pub capacity_cpus: Option<u32>,
@@ -116,6 +121,7 @@ struct FileConfig {
     stats_interval: Option<f64>,
     max_concurrent_ops: Option<u32>,
     docker_socket: Option<String>,
+    network_pool: Option<String>,
     capacity_cpus: Option<u32>,
     capacity_memory_mib: Option<u64>,
     hollow_start_ms: Option<u64>,
@@ -142,6 +148,7 @@ pub struct Config {
     pub stats_interval: Duration,
     pub max_concurrent_ops: usize,
     pub docker_socket: String,
+    pub network_pool: Option<NetworkPool>,
     pub capacity_cpus: Option<u32>,
     pub capacity_memory_bytes: Option<u64>,
     pub hollow: HollowConfig,
@@ -236,6 +243,11 @@ impl Config {
             ),
             None => None,
         };
+        let network_pool = match args.network_pool.or(file.network_pool).as_deref() {
+            None => Some(NetworkPool::DEFAULT),
+            Some("docker") => None,
+            Some(cidr) => Some(cidr.parse().map_err(anyhow::Error::msg)?),
+        };
         let capacity_cpus = args.capacity_cpus.or(file.capacity_cpus);
         if capacity_cpus == Some(0) {
             bail!("--capacity-cpus must be positive");
@@ -261,6 +273,7 @@ impl Config {
                 .docker_socket
                 .or(file.docker_socket)
                 .unwrap_or_else(|| DEFAULT_DOCKER_SOCKET.to_string()),
+            network_pool,
             capacity_cpus,
             capacity_memory_bytes,
             hollow,
@@ -316,6 +329,8 @@ mod tests {
             "5",
             "--docker-socket",
             "/run/d.sock",
+            "--network-pool",
+            "docker",
             "--capacity-cpus",
             "4",
             "--capacity-memory-mib",
@@ -334,6 +349,7 @@ mod tests {
         assert_eq!(config.stats_interval, Duration::from_secs(2));
         assert_eq!(config.max_concurrent_ops, 5);
         assert_eq!(config.docker_socket, "/run/d.sock");
+        assert_eq!(config.network_pool, None);
         assert_eq!(config.capacity_cpus, Some(4));
         assert_eq!(config.capacity_memory_bytes, Some(1 << 30));
         assert_eq!(config.hollow.start_latency, Duration::from_millis(7));
@@ -377,6 +393,12 @@ mod tests {
                 .contains("between")
         );
         assert!(with(&["--max-concurrent-ops", "0"]).is_err());
+        assert!(with(&["--network-pool", "10.0.0.0/30"]).is_err());
+        assert_eq!(
+            with(&[]).unwrap().network_pool,
+            Some(NetworkPool::DEFAULT),
+            "the default pool"
+        );
         assert!(with(&["--hollow-failure-rate", "1.5"]).is_err());
         assert!(with(&["--capacity-cpus", "0"]).is_err());
         assert!(with(&["--stats-interval", "0.01"]).is_err());

@@ -44,6 +44,7 @@ pub async fn run(
                 config.host_id.clone(),
                 &config.docker_socket,
                 config.registries.clone(),
+                config.network_pool,
             )?;
             if let Err(error) = runtime.ping().await {
                 tracing::warn!(socket = %config.docker_socket, "the Docker engine does not answer yet; workspaces wait for it: {error}");

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Agent, IMAGE, assignment, desired, observed, unique_host};
-use nexus_agent::runtime::docker::DockerRuntime;
+use nexus_agent::runtime::docker::{DockerRuntime, NetworkPool};
 use nexus_agent::runtime::{ContainerStatus, Runtime};
 use nexus_protocol::HostId;
 use nexus_protocol::error::{ErrorCode, ErrorDetail};
@@ -78,7 +78,8 @@ impl Drop for Cleanup {
 
 fn engine(test: &str) -> (HostId, Arc<DockerRuntime>, Cleanup) {
     let host = unique_host(test);
-    let runtime = DockerRuntime::connect(host.clone(), SOCKET, vec![]).unwrap();
+    let runtime =
+        DockerRuntime::connect(host.clone(), SOCKET, vec![], Some(NetworkPool::DEFAULT)).unwrap();
     let cleanup = Cleanup {
         host: host.clone(),
         socket: None,
@@ -181,6 +182,18 @@ async fn a_workspace_is_created_started_stopped_started_and_destroyed() {
         inspect,
         format!("w 1 true {} 500000000 nexus.{host}.w", 1u64 << 30)
     );
+    // The workspace's network has a /24 of the agent's pool, not one of Docker's few defaults.
+    let subnet = docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Subnet}}",
+        &format!("nexus.{host}.w"),
+    ]);
+    assert!(
+        subnet.starts_with("10.213.") && subnet.ends_with(".0/24"),
+        "{subnet}"
+    );
 
     let exec = runtime
         .exec(
@@ -247,7 +260,9 @@ async fn a_restarted_agent_adopts_its_containers_without_duplicates() {
     drop(first);
 
     // A new agent process, as after a crash: only its data dir and the engine remember.
-    let fresh = Arc::new(DockerRuntime::connect(host.clone(), SOCKET, vec![]).unwrap());
+    let fresh = Arc::new(
+        DockerRuntime::connect(host.clone(), SOCKET, vec![], Some(NetworkPool::DEFAULT)).unwrap(),
+    );
     let mut second = Agent::new(fresh.clone(), &host, dir.path(), 20);
     let report = second.settle().await;
     assert_eq!(observed(&report, "w").state, WorkspaceState::Running);
@@ -428,7 +443,7 @@ impl PrivateEngine {
         let bridge = format!("nxpd{}", id % 100_000);
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
         ip(&["link", "add", &bridge, "type", "bridge"]);
-        let address = format!("10.213.{}.1/24", id % 250);
+        let address = format!("10.254.{}.1/24", id % 250);
         ip(&["addr", "add", &address, "dev", &bridge]);
         ip(&["link", "set", &bridge, "up"]);
         let mut engine = PrivateEngine {
@@ -532,8 +547,15 @@ async fn an_engine_that_stops_is_reported_and_its_return_recovers_the_workspaces
         host: host.clone(),
         socket: Some(socket.clone()),
     };
-    let runtime =
-        Arc::new(DockerRuntime::connect(host.clone(), socket.to_str().unwrap(), vec![]).unwrap());
+    let runtime = Arc::new(
+        DockerRuntime::connect(
+            host.clone(),
+            socket.to_str().unwrap(),
+            vec![],
+            Some(NetworkPool::DEFAULT),
+        )
+        .unwrap(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
     let (desired_tx, reports, tasks) = run_loop(agent, &runtime);

@@ -6,6 +6,9 @@
 //! optional registry credentials).
 
 use std::collections::HashMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,8 +18,8 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerStatsResponse, ContainerSummaryStateEnum, HostConfig,
-    NetworkCreateRequest, PortBinding as DockerPortBinding,
+    ContainerCreateBody, ContainerStatsResponse, ContainerSummaryStateEnum, HostConfig, Ipam,
+    IpamConfig, NetworkCreateRequest, PortBinding as DockerPortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -56,6 +59,8 @@ pub struct DockerRuntime {
     host: HostId,
     socket: String,
     registries: Vec<RegistryAuth>,
+    /// Where workspace networks get their subnets (`None`: Docker's own address pools).
+    network_pool: Option<NetworkPool>,
     /// Each container's previous CPU sample (total usage, system usage), for CPU %.
     cpu_samples: Mutex<HashMap<String, (u64, u64)>>,
 }
@@ -67,6 +72,7 @@ impl DockerRuntime {
         host: HostId,
         socket: &str,
         registries: Vec<RegistryAuth>,
+        network_pool: Option<NetworkPool>,
     ) -> Result<DockerRuntime, RuntimeError> {
         let docker = Docker::connect_with_unix(socket, CALL_TIMEOUT, bollard::API_DEFAULT_VERSION)
             .map_err(|e| classify(&e, &format!("cannot use the Docker socket {socket}")))?;
@@ -75,6 +81,7 @@ impl DockerRuntime {
             host,
             socket: socket.to_string(),
             registries,
+            network_pool,
             cpu_samples: Mutex::new(HashMap::new()),
         })
     }
@@ -93,19 +100,71 @@ impl DockerRuntime {
             Err(error) if status_of(&error) == Some(404) => {}
             Err(error) => return Err(classify(&error, &format!("cannot inspect network {name}"))),
         }
-        let labels = spec.labels().into_iter().collect();
-        let request = NetworkCreateRequest {
+        let labels: HashMap<String, String> = spec.labels().into_iter().collect();
+        let request = |ipam: Option<Ipam>| NetworkCreateRequest {
             name: name.clone(),
             driver: Some("bridge".into()),
-            labels: Some(labels),
+            labels: Some(labels.clone()),
+            ipam,
             ..Default::default()
         };
-        match self.docker.create_network(request).await {
-            Ok(_) => Ok(()),
-            // Made by an earlier attempt whose answer was lost.
-            Err(error) if status_of(&error) == Some(409) => Ok(()),
-            Err(error) => Err(classify(&error, &format!("cannot create network {name}"))),
+        let Some(pool) = self.network_pool else {
+            return match self.docker.create_network(request(None)).await {
+                Ok(_) => Ok(()),
+                // Made by an earlier attempt whose answer was lost.
+                Err(error) if status_of(&error) == Some(409) => Ok(()),
+                Err(error) => Err(classify(&error, &format!("cannot create network {name}"))),
+            };
+        };
+        // A /24 of the pool, starting from one the name picks so that workspaces rarely probe
+        // the same subnets, skipping those any network of the engine already has.
+        let taken = self.subnets_in_use().await?;
+        let count = pool.subnets();
+        let start = fnv1a(name.as_bytes()) % count;
+        for step in 0..count {
+            let subnet = pool.subnet((start + step) % count);
+            if taken.contains(&subnet.to_string()) {
+                continue;
+            }
+            let ipam = Ipam {
+                config: Some(vec![IpamConfig {
+                    subnet: Some(subnet.to_string()),
+                    gateway: Some(subnet.gateway().to_string()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            };
+            match self.docker.create_network(request(Some(ipam))).await {
+                Ok(_) => return Ok(()),
+                Err(error) if status_of(&error) == Some(409) => return Ok(()),
+                // Taken meanwhile, or by an interface outside Docker: try the next.
+                Err(error) if describe(&error).to_ascii_lowercase().contains("overlap") => {}
+                Err(error) => {
+                    return Err(classify(&error, &format!("cannot create network {name}")));
+                }
+            }
         }
+        Err(RuntimeError::new(
+            ErrorKind::Failed,
+            format!(
+                "no free /24 is left in the network pool {pool} for network {name}: widen --network-pool"
+            ),
+        ))
+    }
+
+    /// The subnets of every network the engine has.
+    async fn subnets_in_use(&self) -> Result<std::collections::HashSet<String>, RuntimeError> {
+        let networks = self
+            .docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .map_err(|e| classify(&e, "cannot list networks"))?;
+        Ok(networks
+            .into_iter()
+            .filter_map(|n| n.ipam?.config)
+            .flatten()
+            .filter_map(|c| c.subnet)
+            .collect())
     }
 
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
@@ -167,6 +226,87 @@ impl DockerRuntime {
             ..Default::default()
         })
     }
+}
+
+/// A range of IPv4 addresses that workspace networks take /24 subnets from, e.g. `10.213.0.0/16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkPool {
+    base: Ipv4Addr,
+    prefix: u8,
+}
+
+/// One /24 of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet(Ipv4Addr);
+
+impl Subnet {
+    /// The bridge's own address: the first of the subnet.
+    pub fn gateway(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.0) + 1)
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/24", self.0)
+    }
+}
+
+impl NetworkPool {
+    /// The default: 256 subnets, from a range Docker's own pools (172.17–31, 192.168) avoid.
+    pub const DEFAULT: NetworkPool = NetworkPool {
+        base: Ipv4Addr::new(10, 213, 0, 0),
+        prefix: 16,
+    };
+
+    /// How many /24 subnets the pool holds.
+    pub fn subnets(self) -> u32 {
+        1 << (24 - u32::from(self.prefix))
+    }
+
+    /// The `index`th /24 of the pool.
+    pub fn subnet(self, index: u32) -> Subnet {
+        Subnet(Ipv4Addr::from(
+            u32::from(self.base) + ((index % self.subnets()) << 8),
+        ))
+    }
+}
+
+impl fmt::Display for NetworkPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
+
+impl FromStr for NetworkPool {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<NetworkPool, String> {
+        let bad = |why: &str| format!("invalid network pool {value:?}: {why}, e.g. 10.213.0.0/16");
+        let (address, prefix) = value.split_once('/').ok_or_else(|| bad("no /PREFIX"))?;
+        let address: Ipv4Addr = address.parse().map_err(|_| bad("not an IPv4 address"))?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad("not a prefix length"))?;
+        if !(8..=24).contains(&prefix) {
+            return Err(bad(
+                "the prefix must be between 8 and 24 (it is cut into /24s)",
+            ));
+        }
+        let mask = u32::MAX << (32 - u32::from(prefix));
+        if u32::from(address) & !mask != 0 {
+            return Err(bad("host bits are set"));
+        }
+        Ok(NetworkPool {
+            base: address,
+            prefix,
+        })
+    }
+}
+
+/// FNV-1a: a stable hash (the same on every run and build) for choosing a first subnet.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |hash, &byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// `repo:tag` → (`repo`, `tag`), with `latest` when no tag is given. A registry's port is not a
@@ -658,6 +798,31 @@ mod tests {
             Some(20002)
         );
         assert_eq!(port_in_use("no such image"), None);
+    }
+
+    #[test]
+    fn network_pools_parse_and_cut_into_24s() {
+        let pool: NetworkPool = "10.213.0.0/16".parse().unwrap();
+        assert_eq!(pool, NetworkPool::DEFAULT);
+        assert_eq!(pool.subnets(), 256);
+        assert_eq!(pool.subnet(0).to_string(), "10.213.0.0/24");
+        assert_eq!(pool.subnet(255).to_string(), "10.213.255.0/24");
+        assert_eq!(pool.subnet(256), pool.subnet(0));
+        assert_eq!(pool.subnet(7).gateway(), Ipv4Addr::new(10, 213, 7, 1));
+        let small: NetworkPool = "192.168.64.0/22".parse().unwrap();
+        assert_eq!(small.subnets(), 4);
+        assert_eq!(small.subnet(3).to_string(), "192.168.67.0/24");
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/25",
+            "10.0.0.0/4",
+            "10.0.0.1/16",
+            "x/16",
+            "10.0.0.0/x",
+        ] {
+            assert!(bad.parse::<NetworkPool>().is_err(), "{bad}");
+        }
+        assert_eq!(fnv1a(b"nexus.h.w"), fnv1a(b"nexus.h.w"));
     }
 
     #[test]

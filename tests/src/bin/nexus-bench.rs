@@ -21,13 +21,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use nexus_protocol::HostId;
 use nexus_protocol::RequestId;
 use nexus_protocol::identity::{IdentityKind, Role};
 use nexus_protocol::message::{AgentRequest, Request, Response};
 use nexus_protocol::transport::{Connector, TransportConfig};
 use nexus_tests::cluster::{self, TestCluster};
+use nexus_tests::inproc::InProcessCoordinator;
 use nexus_tests::pki::{self, TestPki};
-use nexus_tests::process::{CoordinatorProcess, connect};
+use nexus_tests::process::{CoordinatorProcess, Process, connect};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -67,6 +69,19 @@ enum Scenario {
         #[arg(long, default_value_t = 20)]
         kills: usize,
     },
+    /// The agent's footprint: a real nexus-agent process (defaults: 5 s heartbeats, 10 s stats)
+    /// with N running workspaces assigned by an in-process coordinator, then idle for a while:
+    /// its resident memory and CPU over the idle window.
+    AgentIdle {
+        /// docker or hollow.
+        #[arg(long, default_value = "docker")]
+        runtime: String,
+        #[arg(long, default_value_t = 50)]
+        workspaces: usize,
+        /// Seconds of idling measured.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+    },
 }
 
 /// Percentiles of durations, in milliseconds.
@@ -98,6 +113,138 @@ fn process_usage(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (rss, ticks(11) + ticks(12)) // utime and stime, counted from field 3 (state) as 0
+}
+
+async fn agent_idle(runtime: &str, workspaces: usize, seconds: u64) -> serde_json::Value {
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    let pki = TestPki::new();
+    let coordinator = InProcessCoordinator::start(&pki).await;
+    let host = format!("bench-{}", std::process::id());
+    let host_id: HostId = host.parse().unwrap();
+    pki.issue(&pki::agent(&host));
+    let data_dir = pki.scratch("agent");
+    let args: Vec<String> = [
+        "--host-id",
+        &host,
+        "--coordinator",
+        &coordinator.address.to_string(),
+        "--tls-dir",
+        &pki.dir().display().to_string(),
+        "--data-dir",
+        &data_dir.display().to_string(),
+        "--runtime",
+        runtime,
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let agent = Process::spawn("nexus-agent", &args, data_dir.join("agent.log"));
+    let pid = agent.pid();
+    let registered = |host_id: HostId| {
+        let coordinator = &coordinator;
+        async move {
+            coordinator
+                .read(move |state| state.hosts().contains_key(&host_id))
+                .await
+                .then_some(())
+        }
+    };
+    nexus_tests::eventually("the agent to register", Duration::from_secs(30), || {
+        registered(host_id.clone())
+    })
+    .await;
+    let started = Instant::now();
+    for i in 0..workspaces {
+        let port = 20_000 + u16::try_from(i).unwrap();
+        coordinator
+            .place(
+                &host_id,
+                &format!("idle-{i}"),
+                "nexus-test/busybox:latest",
+                &[(8080, port)],
+                &["sleep", "1000000"],
+            )
+            .await
+            .unwrap();
+    }
+    let all_running = || async {
+        let running = coordinator
+            .read(|state| {
+                state
+                    .workspaces()
+                    .values()
+                    .filter(|w| w.state == nexus_protocol::model::WorkspaceState::Running)
+                    .count()
+            })
+            .await;
+        (running == workspaces).then_some(())
+    };
+    nexus_tests::eventually(
+        "every workspace running",
+        Duration::from_secs(300),
+        all_running,
+    )
+    .await;
+    let to_running = started.elapsed();
+    // Let the start-up settle (the first stats round, the reports) before measuring idle.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let (_, cpu_before) = process_usage(pid);
+    let window = Instant::now();
+    let mut rss_samples = Vec::new();
+    while window.elapsed() < Duration::from_secs(seconds) {
+        rss_samples.push(process_usage(pid).0);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (rss_end, cpu_after) = process_usage(pid);
+    let elapsed = window.elapsed();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (peak_kib, threads) = (field("VmHWM:"), field("Threads:"));
+    let max_kib = rss_samples.iter().copied().max().unwrap_or(0);
+    let mean_kib = rss_samples.iter().sum::<u64>() / rss_samples.len().max(1) as u64;
+    // Clean up: stop the agent (or it would make again what is removed), then remove the
+    // containers and networks it made.
+    drop(agent);
+    if runtime == "docker" {
+        let filter = format!("label=nexus.host={host}");
+        for kind in [&["ps", "-aq"][..], &["network", "ls", "-q"][..]] {
+            let ids = std::process::Command::new("docker")
+                .args(kind)
+                .args(["--filter", &filter])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                .unwrap_or_default();
+            let remove: &[&str] = if kind[0] == "ps" {
+                &["rm", "-f"]
+            } else {
+                &["network", "rm"]
+            };
+            for id in ids.split_whitespace() {
+                let _ = std::process::Command::new("docker")
+                    .args(remove)
+                    .arg(id)
+                    .output();
+            }
+        }
+    }
+    coordinator.stop().await;
+    json!({
+        "scenario": "agent-idle",
+        "runtime": runtime,
+        "workspaces": workspaces,
+        "seconds_to_all_running": to_running.as_secs_f64(),
+        "idle_seconds": elapsed.as_secs_f64(),
+        "agent_cpu_percent_of_one_core": (cpu_after - cpu_before) as f64 / ticks_per_second / elapsed.as_secs_f64() * 100.0,
+        "agent_rss_mib": { "mean": mean_kib as f64 / 1024.0, "max": max_kib as f64 / 1024.0, "end": rss_end as f64 / 1024.0, "peak_ever": peak_kib as f64 / 1024.0 },
+        "agent_threads": threads,
+    })
 }
 
 async fn transport(connections: usize, requests: usize, concurrency: usize) -> serde_json::Value {
@@ -335,6 +482,26 @@ fn print_table(result: &serde_json::Value) {
                 &result["kill_to_first_write"],
             );
         }
+        Some("agent-idle") => {
+            let rss = &result["agent_rss_mib"];
+            let mib = |key: &str| rss[key].as_f64().unwrap_or(0.0);
+            println!(
+                "agent ({} runtime, {} workspaces, all running after {:.1} s), idle {:.0} s: CPU {:.3}% of one core; RSS mean {:.1} / max {:.1} / end {:.1} MiB (peak ever {:.1}); {} threads",
+                result["runtime"].as_str().unwrap_or("?"),
+                result["workspaces"],
+                result["seconds_to_all_running"].as_f64().unwrap_or(0.0),
+                result["idle_seconds"].as_f64().unwrap_or(0.0),
+                result["agent_cpu_percent_of_one_core"]
+                    .as_f64()
+                    .unwrap_or(0.0),
+                mib("mean"),
+                mib("max"),
+                mib("end"),
+                mib("peak_ever"),
+                result["agent_threads"],
+            );
+            return;
+        }
         _ => {}
     }
     for (name, key) in [
@@ -410,6 +577,11 @@ async fn main() {
             concurrency,
         } => raft(writes.max(1), concurrency.max(1)).await,
         Scenario::Failover { kills } => failover(kills.max(1)).await,
+        Scenario::AgentIdle {
+            runtime,
+            workspaces,
+            seconds,
+        } => agent_idle(&runtime, workspaces, seconds).await,
     };
     print_table(&result);
     if let Some(path) = cli.json {
