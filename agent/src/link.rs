@@ -15,6 +15,7 @@
 //! Losing the link never touches workspaces: what runs keeps running, and the reconciler carries
 //! on with the last desired state.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nexus_protocol::RequestId;
@@ -34,6 +35,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A report is a Raft write: it may wait for a new leader to be elected.
 const REPORT_DEADLINE: Duration = Duration::from_secs(15);
+/// An unchanged report is sent again this often.
+const REPORT_REFRESH: Duration = Duration::from_secs(30);
 
 /// Where the link is, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -92,9 +95,12 @@ impl Link {
                 self.config.coordinators[index % self.config.coordinators.len()].clone()
             });
             tokio::select! {
-                error = self.session(&target) => {
+                (error, healthy) = self.session(&target) => {
                     self.state.send_replace(LinkState::Connecting);
-                    self.failures = self.failures.saturating_add(1);
+                    // A session that worked for a while starts the count afresh; one that failed
+                    // early (however far it got) counts as one more failure, so an error that
+                    // recurs right after connecting backs off like any other.
+                    self.failures = if healthy { 1 } else { self.failures.saturating_add(1) };
                     if let Some(ErrorDetail::NotLeader { address: Some(address), .. }) = &error.detail {
                         tracing::info!(coordinator = %target, leader = %address, "following the leader");
                         leader_hint = Some(address.clone());
@@ -116,8 +122,15 @@ impl Link {
         }
     }
 
-    /// One connection's life. Returns only with the error that ended it.
-    async fn session(&mut self, target: &str) -> WireError {
+    /// One connection's life. Returns only with the error that ended it, and whether the
+    /// session got as far as a heartbeat the coordinator acknowledged.
+    async fn session(&mut self, target: &str) -> (WireError, bool) {
+        let healthy = AtomicBool::new(false);
+        let error = self.connected(target, &healthy).await;
+        (error, healthy.load(Ordering::Relaxed))
+    }
+
+    async fn connected(&mut self, target: &str, healthy: &AtomicBool) -> WireError {
         let (address, server_name) = match resolve(target).await {
             Ok(resolved) => resolved,
             Err(error) => return error,
@@ -147,7 +160,6 @@ impl Link {
             Err(error) => return error,
         };
         tracing::info!(coordinator = %connection.server(), %address, ?known_version, "registered; watching the desired state");
-        self.failures = 0;
         self.state
             .send_replace(LinkState::Connected(target.to_string()));
         // A coordinator killed outright sends nothing, so a heartbeat must not wait out the
@@ -160,7 +172,7 @@ impl Link {
         samples.mark_unchanged();
         tokio::select! {
             error = watch(subscription, &self.desired) => error,
-            error = heartbeat(&connection, self.config.heartbeat_interval, deadline, self.samples.clone()) => error,
+            error = heartbeat(&connection, self.config.heartbeat_interval, deadline, self.samples.clone(), healthy) => error,
             error = report(&connection, reports) => error,
             error = container_stats(&connection, deadline, samples) => error,
         }
@@ -195,6 +207,7 @@ async fn heartbeat(
     interval: Duration,
     deadline: Duration,
     samples: watch::Receiver<Option<Sample>>,
+    healthy: &AtomicBool,
 ) -> WireError {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -209,23 +222,33 @@ async fn heartbeat(
             .request_with(RequestId::random(), Request::Agent(heartbeat), deadline)
             .await
         {
-            Ok(Response::Ack) => {}
+            Ok(Response::Ack) => healthy.store(true, Ordering::Relaxed),
             Ok(other) => return unexpected(&other),
             Err(error) => return error,
         }
     }
 }
 
-/// Sends the reconciler's report whenever it changes. A report the cluster could not commit in
-/// time is sent again a little later rather than ending the connection.
+/// Sends the reconciler's report whenever it changes, and again every [`REPORT_REFRESH`] (a
+/// report forwarded through a node that lost the lead may be applied after a newer one; the
+/// next refresh puts the newer one back). A report the cluster could not commit in time is sent
+/// again a little later; one the coordinator refuses is logged and not sent again until it
+/// changes: neither ends the connection.
 async fn report(
     connection: &Connection,
     mut reports: watch::Receiver<Vec<ObservedWorkspace>>,
 ) -> WireError {
+    let mut refresh = tokio::time::interval(REPORT_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    refresh.tick().await;
     loop {
-        if reports.changed().await.is_err() {
-            // The reconciler stopped: the agent is shutting down. Keep the connection until then.
-            std::future::pending::<()>().await;
+        tokio::select! {
+            changed = reports.changed() => if changed.is_err() {
+                // The reconciler stopped: the agent is shutting down. Keep the connection
+                // until then.
+                std::future::pending::<()>().await;
+            },
+            _ = refresh.tick() => {}
         }
         let observed = reports.borrow_and_update().clone();
         if observed.is_empty() {
@@ -244,6 +267,9 @@ async fn report(
                 );
                 reports.mark_changed();
                 tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) if error.code == ErrorCode::InvalidArgument => {
+                tracing::error!(code = %error.code, "the coordinator refused a report: {}", error.message);
             }
             Err(error) => return error,
         }

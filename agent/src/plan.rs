@@ -68,6 +68,9 @@ pub struct Plan {
     pub workspaces: Vec<WorkspacePlan>,
     /// Containers of this host whose workspace the coordinator does not name: left alone.
     pub orphans: Vec<Container>,
+    /// Containers of a generation newer than the desired one: this desired state is older than
+    /// what the host already ran, so their workspaces are left alone until a newer one comes.
+    pub ahead: Vec<Container>,
 }
 
 /// What the reconciler remembers between passes, as the plan needs it.
@@ -96,6 +99,7 @@ pub fn plan(desired: Option<&DesiredState>, actual: &[Container], memory: &Memor
         return Plan {
             workspaces: Vec::new(),
             orphans: actual.to_vec(),
+            ahead: Vec::new(),
         };
     };
     let named: BTreeSet<&WorkspaceName> =
@@ -105,24 +109,35 @@ pub fn plan(desired: Option<&DesiredState>, actual: &[Container], memory: &Memor
         .filter(|c| !named.contains(&c.workspace))
         .cloned()
         .collect();
+    let mut ahead = Vec::new();
     let workspaces = desired
         .assignments
         .iter()
-        .map(|assignment| {
+        .filter_map(|assignment| {
             let name = &assignment.spec.name;
             let containers = by_workspace.remove(name).unwrap_or_default();
-            plan_one(
+            let newer: Vec<Container> = containers
+                .iter()
+                .filter(|c| c.generation > assignment.generation)
+                .map(|c| (*c).clone())
+                .collect();
+            if !newer.is_empty() {
+                ahead.extend(newer);
+                return None;
+            }
+            Some(plan_one(
                 name,
                 assignment.generation,
                 assignment.run,
                 &containers,
                 memory,
-            )
+            ))
         })
         .collect();
     Plan {
         workspaces,
         orphans,
+        ahead,
     }
 }
 
@@ -405,6 +420,29 @@ mod tests {
         );
         assert!(plan.workspaces[0].steps.is_empty());
         assert_eq!(plan.workspaces[0].state, WorkspaceState::Gone);
+    }
+
+    #[test]
+    fn a_desired_state_older_than_the_host_touches_nothing_of_that_workspace() {
+        // The host runs generation 3; a stale desired state says generation 2 (or destroy it).
+        for run in [DesiredRun::Running, DesiredRun::Stopped, DesiredRun::Absent] {
+            let actual = vec![
+                container("new", "w", 3, ContainerStatus::Running),
+                container("old", "w", 2, ContainerStatus::Exited),
+            ];
+            let plan = plan(
+                Some(&desired(vec![
+                    assignment("w", 2, run),
+                    assignment("x", 1, DesiredRun::Running),
+                ])),
+                &actual,
+                &Memory::default(),
+            );
+            assert_eq!(plan.workspaces.len(), 1, "{run:?}");
+            assert_eq!(plan.workspaces[0].name, name("x"));
+            assert_eq!(plan.ahead, vec![actual[0].clone()]);
+            assert!(plan.orphans.is_empty());
+        }
     }
 
     #[test]

@@ -31,6 +31,11 @@ use crate::runtime::{ContainerStatus, CreateSpec, ErrorKind, Runtime, RuntimeErr
 /// A full pass runs at least this often, events or not.
 pub const RESYNC: Duration = Duration::from_secs(30);
 
+/// Passes that run steps back to back before the loop waits for an event or a timer.
+const MAX_PASSES_IN_A_ROW: u32 = 10;
+/// How soon a desired state that could not be saved is tried again.
+const SAVE_RETRY: Duration = Duration::from_secs(5);
+
 /// A step that failed, and when (if ever) to try it again.
 #[derive(Debug, Clone)]
 struct Failure {
@@ -68,6 +73,8 @@ pub struct Reconciler<R: Runtime> {
     /// stopped after an outage were stopped by the outage, not by themselves.
     running_before: BTreeSet<(WorkspaceName, u64)>,
     orphans_logged: BTreeSet<String>,
+    /// A desired state that could not be saved yet (retried each pass).
+    unsaved: Option<DesiredState>,
     report: watch::Sender<Vec<ObservedWorkspace>>,
 }
 
@@ -108,6 +115,7 @@ impl<R: Runtime> Reconciler<R> {
             next_outage_retry: None,
             running_before: BTreeSet::new(),
             orphans_logged: BTreeSet::new(),
+            unsaved: None,
             report,
         };
         (reconciler, reports)
@@ -127,12 +135,25 @@ impl<R: Runtime> Reconciler<R> {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
+        let mut streak = 0u32;
         loop {
             let progressed = self.pass().await;
-            if progressed {
-                // Steps ran: look again at once, to confirm or to take the next step.
+            // Steps ran: look again at once, to confirm or to take the next step. But not for
+            // ever: passes that keep finding work (an engine that accepts a step and then
+            // shows no effect) fall back to the normal wait, which also hears a shutdown.
+            if progressed && streak < MAX_PASSES_IN_A_ROW {
+                streak += 1;
+                if futures_util::FutureExt::now_or_never(&mut shutdown).is_some() {
+                    return;
+                }
                 continue;
             }
+            if progressed {
+                tracing::warn!(
+                    "{MAX_PASSES_IN_A_ROW} passes in a row found work; pausing until the next event"
+                );
+            }
+            streak = 0;
             let deadline = self.next_deadline();
             tokio::select! {
                 () = &mut shutdown => return,
@@ -153,9 +174,30 @@ impl<R: Runtime> Reconciler<R> {
         }
     }
 
-    /// Takes a desired state from the coordinator and saves it before acting on it.
+    /// Takes a desired state from the coordinator. Only a newer version is taken (a new leader
+    /// a few entries behind must not send the host back in time), and only once it is saved, so
+    /// what the agent acts on is what it will find again after a restart.
     pub fn set_desired(&mut self, desired: DesiredState) {
-        if self.desired.as_ref() == Some(&desired) {
+        if let Some(current) = &self.desired
+            && desired.version <= current.version
+        {
+            if desired.version < current.version {
+                tracing::warn!(
+                    offered = desired.version,
+                    held = current.version,
+                    "ignoring an older desired state; if the coordinators' data was rebuilt \
+                     from nothing, remove this agent's agent-state.json"
+                );
+            }
+            return;
+        }
+        let saved = Saved {
+            desired: Some(desired.clone()),
+            restartable: self.memory.restartable.clone(),
+        };
+        if let Err(error) = self.cache.save(&saved) {
+            tracing::error!(path = %self.cache.path().display(), version = desired.version, "cannot save the new desired state, so not acting on it: {error}");
+            self.unsaved = Some(desired);
             return;
         }
         tracing::info!(
@@ -163,8 +205,8 @@ impl<R: Runtime> Reconciler<R> {
             workspaces = desired.assignments.len(),
             "new desired state"
         );
+        self.unsaved = None;
         self.desired = Some(desired);
-        self.save();
     }
 
     fn save(&self) {
@@ -179,6 +221,9 @@ impl<R: Runtime> Reconciler<R> {
 
     fn next_deadline(&self) -> Instant {
         let mut deadline = Instant::now() + RESYNC;
+        if self.unsaved.is_some() {
+            deadline = deadline.min(Instant::now() + SAVE_RETRY);
+        }
         if let Some(at) = self.next_outage_retry {
             deadline = deadline.min(at);
         }
@@ -192,6 +237,9 @@ impl<R: Runtime> Reconciler<R> {
 
     /// One pass. Returns whether any step ran.
     pub async fn pass(&mut self) -> bool {
+        if let Some(unsaved) = self.unsaved.take() {
+            self.set_desired(unsaved);
+        }
         let now = Instant::now();
         if self.next_outage_retry.is_some_and(|at| at > now) {
             return false;
@@ -241,17 +289,31 @@ impl<R: Runtime> Reconciler<R> {
                 tracing::warn!(container = %orphan.id, workspace = %orphan.workspace, generation = orphan.generation, "a container of this host that no coordinator assignment names; leaving it alone");
             }
         }
+        for newer in &plan.ahead {
+            if self.orphans_logged.insert(newer.id.clone()) {
+                tracing::warn!(container = %newer.id, workspace = %newer.workspace, generation = newer.generation, "a container newer than the desired state; leaving its workspace alone until a newer desired state comes");
+            }
+        }
         let assignments: BTreeMap<WorkspaceName, (u64, DesiredRun)> = self
             .desired
             .iter()
             .flat_map(|d| d.assignments.iter())
             .map(|a| (a.spec.name.clone(), (a.generation, a.run)))
             .collect();
-        // Forget failures of an older generation or run: the coordinator asked for something new.
+        // Forget failures of an older generation or run (the coordinator asked for something
+        // new), and of workspaces with nothing left to do (the step took effect after all, or
+        // the container got there by itself).
+        let pending: BTreeSet<&WorkspaceName> = plan
+            .workspaces
+            .iter()
+            .filter(|w| !w.steps.is_empty())
+            .map(|w| &w.name)
+            .collect();
         self.failures.retain(|name, failure| {
-            assignments.get(name).is_some_and(|&(generation, run)| {
-                generation == failure.generation && run == failure.run
-            })
+            pending.contains(name)
+                && assignments.get(name).is_some_and(|&(generation, run)| {
+                    generation == failure.generation && run == failure.run
+                })
         });
         let due: Vec<(WorkspacePlan, DesiredRun, CreateSpec)> = plan
             .workspaces
@@ -287,6 +349,7 @@ impl<R: Runtime> Reconciler<R> {
                 .await;
         let mut save = false;
         let mut succeeded = BTreeSet::new();
+        let mut unavailable = None;
         for (name, generation, run, result) in results {
             let key = (name.clone(), generation);
             match result {
@@ -310,11 +373,18 @@ impl<R: Runtime> Reconciler<R> {
                 }
                 Err(error) => {
                     if error.kind == ErrorKind::Unavailable {
-                        self.engine_failed(&error);
+                        unavailable = Some(error.clone());
                     }
                     self.step_failed(name, generation, run, &error);
                 }
             }
+        }
+        // One slow call is not an outage (an outage makes stopped containers restartable):
+        // only an engine that does not answer a ping is down.
+        if let Some(error) = unavailable
+            && self.runtime.ping().await.is_err()
+        {
+            self.engine_failed(&error);
         }
         // A workspace desired stopped whose container is not running may be started later.
         for workspace in &plan.workspaces {
@@ -383,9 +453,12 @@ impl<R: Runtime> Reconciler<R> {
         error: &RuntimeError,
     ) {
         let wire = error.to_wire();
+        // Attempts count per error: three start failures after an engine outage still get their
+        // three retries.
         let attempts = self
             .failures
             .get(&name)
+            .filter(|f| f.error.code == wire.code)
             .map_or(0, |f| f.attempts)
             .saturating_add(1);
         // A retry that needs a new port is the coordinator's to make: it hands out another and

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use common::{Agent, IMAGE, assignment, desired, observed, unique_host};
 use nexus_agent::runtime::docker::{DockerRuntime, NetworkPool};
-use nexus_agent::runtime::{ContainerStatus, Runtime};
+use nexus_agent::runtime::{ContainerStatus, CreateSpec, ErrorKind, Runtime};
 use nexus_protocol::HostId;
 use nexus_protocol::error::{ErrorCode, ErrorDetail};
 use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
+use nexus_protocol::model::ResourceClass;
 use nexus_protocol::model::WorkspaceState;
 use tokio::sync::{Notify, watch};
 
@@ -194,6 +195,31 @@ async fn a_workspace_is_created_started_stopped_started_and_destroyed() {
         subnet.starts_with("10.213.") && subnet.ends_with(".0/24"),
         "{subnet}"
     );
+
+    // A create retried after a lost answer finds the first container; a container that merely
+    // took a workspace's name (no labels of ours) is refused, not adopted.
+    let spec = CreateSpec {
+        host: host.clone(),
+        workspace: "w".parse().unwrap(),
+        generation: 1,
+        owner: "ada".parse().unwrap(),
+        image: IMAGE.into(),
+        class: ResourceClass::Small,
+        env: Default::default(),
+        command: vec![],
+        ports: vec![],
+    };
+    assert_eq!(runtime.create(&spec).await.unwrap(), id);
+    let squatter = format!("nexus.{host}.z.g1");
+    docker(&["create", "--name", &squatter, IMAGE, "true"]);
+    let taken = CreateSpec {
+        workspace: "z".parse().unwrap(),
+        ..spec.clone()
+    };
+    let refused = runtime.create(&taken).await.unwrap_err();
+    docker(&["rm", "-f", &squatter]);
+    docker(&["network", "rm", &format!("nexus.{host}.z")]);
+    assert_eq!(refused.kind, ErrorKind::Conflict, "{refused}");
 
     let exec = runtime
         .exec(

@@ -11,10 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Agent, assignment, desired, name, observed, unique_host};
-use nexus_agent::runtime::Runtime;
 use nexus_agent::runtime::hollow::{HollowConfig, HollowRuntime};
+use nexus_agent::runtime::{
+    Container, CreateSpec, ErrorKind, ExecOutput, ExitDetails, Runtime, RuntimeError,
+};
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
+use nexus_protocol::model::ContainerStats;
 use nexus_protocol::model::WorkspaceState;
 use tokio::sync::{Notify, watch};
 
@@ -242,5 +245,91 @@ async fn a_new_generation_replaces_the_container_and_absent_removes_it() {
     ));
     let report = agent.settle().await;
     assert_eq!(observed(&report, "w").state, WorkspaceState::Gone);
+    assert!(runtime.list().await.unwrap().is_empty());
+}
+
+/// The hollow runtime, except that every start takes effect and then answers with an error, as
+/// when an engine's answer is lost.
+struct LostAnswers(HollowRuntime);
+
+impl Runtime for LostAnswers {
+    fn name(&self) -> &'static str {
+        "lost-answers"
+    }
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.0.ping().await
+    }
+    async fn list(&self) -> Result<Vec<Container>, RuntimeError> {
+        self.0.list().await
+    }
+    async fn create(&self, spec: &CreateSpec) -> Result<String, RuntimeError> {
+        self.0.create(spec).await
+    }
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.0.start(id).await?;
+        Err(RuntimeError::new(ErrorKind::Failed, "the answer was lost"))
+    }
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        self.0.stop(id, grace).await
+    }
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.0.remove(id).await
+    }
+    async fn remove_network(
+        &self,
+        host: &nexus_protocol::HostId,
+        workspace: &nexus_protocol::WorkspaceName,
+    ) -> Result<(), RuntimeError> {
+        self.0.remove_network(host, workspace).await
+    }
+    async fn exit_details(&self, id: &str) -> Result<ExitDetails, RuntimeError> {
+        self.0.exit_details(id).await
+    }
+    async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, RuntimeError> {
+        self.0.logs(id, tail).await
+    }
+    async fn exec(&self, id: &str, command: &[String]) -> Result<ExecOutput, RuntimeError> {
+        self.0.exec(id, command).await
+    }
+    async fn stats(&self, id: &str) -> Result<ContainerStats, RuntimeError> {
+        self.0.stats(id).await
+    }
+    async fn watch_events(&self, wake: Arc<Notify>) {
+        self.0.watch_events(wake).await;
+    }
+}
+
+#[tokio::test]
+async fn a_step_that_took_effect_despite_its_error_is_reported_as_done() {
+    let host = unique_host("lost");
+    let runtime = Arc::new(LostAnswers(HollowRuntime::new(
+        host.clone(),
+        HollowConfig::default(),
+    )));
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    agent.reconciler.set_desired(desired(1, vec![running("w")]));
+    // The start "fails", the next pass finds the container running: nothing is left to do, the
+    // failure is forgotten (no retry timer left to spin on), and the report says running.
+    let report = agent.settle().await;
+    let w = observed(&report, "w");
+    assert_eq!((w.state, &w.error), (WorkspaceState::Running, &None));
+    assert!(!agent.reconciler.pass().await);
+}
+
+#[tokio::test]
+async fn an_older_desired_state_is_ignored() {
+    let (runtime, host) = hollow("older", HollowConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    agent.reconciler.set_desired(desired(
+        5,
+        vec![assignment("w", 1, DesiredRun::Absent, &[], "img", &[])],
+    ));
+    agent.settle().await;
+    // A new leader a few entries behind offers version 4, where w still runs: not taken.
+    agent.reconciler.set_desired(desired(4, vec![running("w")]));
+    assert_eq!(agent.reconciler.current_desired().unwrap().version, 5);
+    agent.settle().await;
     assert!(runtime.list().await.unwrap().is_empty());
 }

@@ -6,19 +6,19 @@
 //! agents send them every few seconds, so losing them loses nothing.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use nexus_protocol::clock::{self, Timestamp};
-use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::identity::{Identity, IdentityKind};
 use nexus_protocol::message::{
-    AdminRequest, AgentRequest, ClusterStatus, HostView, MemberRole, MemberView, PeerRequest, Pong,
-    Request, Response, StaleRead,
+    AdminRequest, AgentRequest, ClusterStatus, HostView, MemberRole, MemberView, ObservedWorkspace,
+    PeerRequest, Pong, Request, Response, StaleRead,
 };
-use nexus_protocol::model::{ContainerStats, HostStats};
+use nexus_protocol::model::{ContainerStats, HostStats, WorkspaceState};
 use nexus_protocol::transport::{Handler, Peer, Reply};
 use nexus_protocol::{HostId, NodeId, RequestId};
 
@@ -43,15 +43,17 @@ struct Liveness {
 /// leader, and the agent moves there.
 const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);
 
-/// At most this many entries in one report or stats message: a host holds at most a few hundred
-/// workspaces, so more is a confused or hostile agent.
-const MAX_ENTRIES: usize = 10_000;
+/// At most this many entries in one report or stats message: a host holds 50 workspaces by
+/// default, so more is a confused or hostile agent.
+const MAX_ENTRIES: usize = 1_000;
 
 #[derive(Debug)]
 pub struct Service {
     identity: Identity,
     cluster: Cluster,
     liveness: Mutex<BTreeMap<HostId, Liveness>>,
+    /// The newest desired-state watch of each host: a new watch replaces the host's older one.
+    watches: Arc<Mutex<BTreeMap<HostId, u64>>>,
 }
 
 impl Service {
@@ -60,6 +62,7 @@ impl Service {
             identity,
             cluster,
             liveness: Mutex::new(BTreeMap::new()),
+            watches: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
 
@@ -275,6 +278,7 @@ impl Service {
             }
             AgentRequest::ReportObserved(observed) => {
                 too_many(observed.len())?;
+                check_report(&observed)?;
                 self.cluster
                     .propose(
                         request_id,
@@ -384,6 +388,59 @@ fn denied(peer: &Peer, why: &str) -> WireError {
     )
 }
 
+/// The largest report, encoded, that becomes a Raft entry: a hostile or confused agent must not
+/// put an entry in the log that the peers' frames cannot carry, nor grow the state without bound.
+const MAX_REPORT_BYTES: usize = 1 << 20;
+/// Per workspace: an error's message and output lines as stored in the state.
+const MAX_MESSAGE_BYTES: usize = 4 << 10;
+const MAX_LAST_LINES: usize = 50;
+const MAX_PORTS: usize = 64;
+
+/// Refuses a report an honest agent would not send: states only the coordinator sets, or fields
+/// beyond what the state keeps.
+fn check_report(observed: &[ObservedWorkspace]) -> Result<(), WireError> {
+    let invalid = |why: String| Err(WireError::new(ErrorCode::InvalidArgument, why));
+    for report in observed {
+        if !matches!(
+            report.state,
+            WorkspaceState::Starting
+                | WorkspaceState::Running
+                | WorkspaceState::Stopping
+                | WorkspaceState::Stopped
+                | WorkspaceState::Failed
+                | WorkspaceState::Gone
+        ) {
+            return invalid(format!(
+                "an agent may not report workspace {} {}: the coordinator sets that state",
+                report.name, report.state
+            ));
+        }
+        if report.ports.len() > MAX_PORTS {
+            return invalid(format!("{} ports for {}", report.ports.len(), report.name));
+        }
+        if let Some(error) = &report.error {
+            let lines = match &error.detail {
+                Some(ErrorDetail::ContainerExited { last_lines, .. }) => last_lines.as_slice(),
+                _ => &[],
+            };
+            if error.message.len() > MAX_MESSAGE_BYTES
+                || lines.len() > MAX_LAST_LINES
+                || lines.iter().any(|line| line.len() > MAX_MESSAGE_BYTES)
+            {
+                return invalid(format!(
+                    "the error reported for {} is too long",
+                    report.name
+                ));
+            }
+        }
+    }
+    let limit = nexus_protocol::codec::CodecConfig::new(MAX_REPORT_BYTES).unwrap_or_default();
+    if nexus_protocol::codec::encode(&observed, limit).is_err() {
+        return invalid(format!("a report larger than {MAX_REPORT_BYTES} bytes"));
+    }
+    Ok(())
+}
+
 fn too_many(entries: usize) -> Result<(), WireError> {
     if entries > MAX_ENTRIES {
         return Err(WireError::new(
@@ -408,25 +465,72 @@ impl Service {
             return Reply::Once(Err(error));
         }
         let (sender, updates) = mpsc::channel(2);
-        tokio::spawn(watch_desired(
-            self.cluster.clone(),
-            host.clone(),
-            known_version,
-            sender,
-        ));
+        let generation = {
+            let mut watches = lock(&self.watches);
+            let next = watches.get(host).map_or(1, |g| g + 1);
+            watches.insert(host.clone(), next);
+            next
+        };
+        let watch = Watch {
+            cluster: self.cluster.clone(),
+            host: host.clone(),
+            generation,
+            watches: self.watches.clone(),
+        };
+        tokio::spawn(watch.run(known_version, sender));
         Reply::Stream(updates)
     }
 }
 
-async fn watch_desired(
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every update is a single insert or remove: a panic while holding the lock cannot leave the
+    // map half-updated.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One agent's watch of its host's desired state.
+struct Watch {
     cluster: Cluster,
     host: HostId,
+    /// Which of the host's watches this is; a newer one ends it.
+    generation: u64,
+    watches: Arc<Mutex<BTreeMap<HostId, u64>>>,
+}
+
+impl Watch {
+    fn replaced(&self) -> bool {
+        lock(&self.watches).get(&self.host) != Some(&self.generation)
+    }
+
+    async fn run(self, sent: Option<u64>, updates: mpsc::Sender<Result<Response, WireError>>) {
+        watch_desired(&self, sent, &updates).await;
+        let mut watches = lock(&self.watches);
+        if watches.get(&self.host) == Some(&self.generation) {
+            watches.remove(&self.host);
+        }
+    }
+}
+
+async fn watch_desired(
+    watch: &Watch,
     mut sent: Option<u64>,
-    updates: mpsc::Sender<Result<Response, WireError>>,
+    updates: &mpsc::Sender<Result<Response, WireError>>,
 ) {
+    let Watch { cluster, host, .. } = watch;
     let mut applied = cluster.applied();
     loop {
         applied.borrow_and_update();
+        if watch.replaced() {
+            let _ = updates
+                .send(Err(WireError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("a newer watch of host {host} replaced this one"),
+                )))
+                .await;
+            return;
+        }
         if let Err(error) = cluster.require_leader().await {
             let _ = updates.send(Err(error)).await;
             return;
@@ -436,7 +540,12 @@ async fn watch_desired(
         // The leader's own replica: it has applied everything it has told anyone about.
         let update = cluster
             .read(true, move |state| {
-                (Some(state.desired_version(&wanted)) != last).then(|| state.desired_for(&wanted))
+                // Only ever forward: a leader whose replica is a few entries behind what an
+                // earlier leader sent waits until it has caught up, rather than send the agent
+                // back in time.
+                let version = state.desired_version(&wanted);
+                last.is_none_or(|last| version > last)
+                    .then(|| state.desired_for(&wanted))
             })
             .await;
         match update {
@@ -595,6 +704,117 @@ mod tests {
             ask(&service, &agent("h1"), heartbeat).await,
             Ok(Response::Ack)
         ));
+        node.stop().await.unwrap();
+    }
+
+    fn report(state: WorkspaceState, error: Option<WireError>) -> Request {
+        Request::Agent(AgentRequest::ReportObserved(vec![ObservedWorkspace {
+            name: "w".parse().unwrap(),
+            generation: 1,
+            state,
+            ports: vec![],
+            error,
+        }]))
+    }
+
+    #[tokio::test]
+    async fn reports_an_agent_may_not_send_are_refused() {
+        let (_dir, node, service) = one_node().await;
+        leading(&service).await;
+        let h1 = agent("h1");
+        ask(
+            &service,
+            &h1,
+            Request::Agent(AgentRequest::Register(info("h1"))),
+        )
+        .await
+        .unwrap();
+        // States only the coordinator sets.
+        for state in [
+            WorkspaceState::Destroying,
+            WorkspaceState::Lost,
+            WorkspaceState::Scheduled,
+        ] {
+            assert_eq!(
+                code(ask(&service, &h1, report(state, None)).await),
+                Some(ErrorCode::InvalidArgument),
+                "{state}"
+            );
+        }
+        // Errors longer than the state keeps.
+        let long = WireError::new(ErrorCode::ContainerError, "x".repeat(5_000));
+        assert_eq!(
+            code(ask(&service, &h1, report(WorkspaceState::Failed, Some(long))).await),
+            Some(ErrorCode::InvalidArgument)
+        );
+        let lines = WireError::new(ErrorCode::ContainerError, "exited").with_detail(
+            ErrorDetail::ContainerExited {
+                exit_code: 1,
+                oom_killed: false,
+                last_lines: vec!["y".into(); 51],
+            },
+        );
+        assert_eq!(
+            code(ask(&service, &h1, report(WorkspaceState::Failed, Some(lines))).await),
+            Some(ErrorCode::InvalidArgument)
+        );
+        // A report of a workspace the state does not know changes nothing, and is fine.
+        assert!(matches!(
+            ask(&service, &h1, report(WorkspaceState::Running, None)).await,
+            Ok(Response::Ack)
+        ));
+        node.stop().await.unwrap();
+    }
+
+    async fn next_update(reply: &mut Reply) -> Option<Result<Response, WireError>> {
+        let Reply::Stream(updates) = reply else {
+            panic!("not a stream");
+        };
+        tokio::time::timeout(Duration::from_millis(500), updates.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn a_watch_pushes_only_newer_versions_and_a_new_watch_replaces_the_old() {
+        let (_dir, node, service) = one_node().await;
+        leading(&service).await;
+        let h1 = agent("h1");
+        ask(
+            &service,
+            &h1,
+            Request::Agent(AgentRequest::Register(info("h1"))),
+        )
+        .await
+        .unwrap();
+        let watch = |known_version| Request::Agent(AgentRequest::WatchDesired { known_version });
+        let mut first = service.handle(&h1, RequestId::random(), watch(None)).await;
+        match next_update(&mut first).await {
+            Some(Ok(Response::Desired(desired))) => assert_eq!(desired.version, 0),
+            other => panic!("{other:?}"),
+        }
+        // An agent ahead of this replica (it heard from a newer leader) is not sent back.
+        let mut ahead = service
+            .handle(&h1, RequestId::random(), watch(Some(5)))
+            .await;
+        assert_eq!(next_update(&mut ahead).await, None);
+        // The newer watch replaced the first, which ends with a reason.
+        assert_eq!(
+            code(next_update(&mut first).await.expect("an end")),
+            Some(ErrorCode::InvalidArgument)
+        );
+        // Only agents watch.
+        let mut refused = service
+            .handle(&user(Role::Admin), RequestId::random(), watch(None))
+            .await;
+        let Reply::Once(result) = &mut refused else {
+            panic!("a refusal is one answer");
+        };
+        assert_eq!(
+            result.as_ref().err().map(|e| e.code),
+            Some(ErrorCode::PermissionDenied)
+        );
         node.stop().await.unwrap();
     }
 

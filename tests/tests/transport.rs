@@ -28,6 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 struct TestHandler {
     refusals: Mutex<Vec<Refusal>>,
     identity: Mutex<Option<Identity>>,
+    /// Long-lived watches whose producer saw the client go away.
+    watches_ended: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Handler for TestHandler {
@@ -39,6 +41,23 @@ impl Handler for TestHandler {
                 client: peer.identity.clone(),
                 time: clock::now(),
             }))),
+            // A watch that pushes once, then waits for changes that never come.
+            Request::Agent(AgentRequest::WatchDesired {
+                known_version: Some(_),
+            }) => {
+                let (send, receive) = mpsc::channel(4);
+                let ended = self.watches_ended.clone();
+                tokio::spawn(async move {
+                    let state = DesiredState {
+                        version: 1,
+                        assignments: vec![],
+                    };
+                    let _ = send.send(Ok(Response::Desired(state))).await;
+                    send.closed().await;
+                    ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                });
+                Reply::Stream(receive)
+            }
             Request::Agent(AgentRequest::WatchDesired { .. }) => {
                 let (send, receive) = mpsc::channel(4);
                 tokio::spawn(async move {
@@ -198,6 +217,49 @@ async fn a_good_pair_exchanges_requests_and_a_push_stream() {
     assert_eq!(error.code, ErrorCode::Unsupported);
     assert!(error.request_id.is_some());
     assert!(server.handler.refusals.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_subscription_the_client_drops_ends_its_producer() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki, AcceptPolicy::everyone(), config()).await;
+    let connection = connect_with(&pki.issue(&pki::agent("dev-01")), server.address, config())
+        .await
+        .unwrap();
+    let watch = |connection: Connection| async move {
+        let mut watch = connection
+            .subscribe(Request::Agent(AgentRequest::WatchDesired {
+                known_version: Some(0),
+            }))
+            .await
+            .unwrap();
+        assert!(matches!(watch.next().await, Some(Ok(Response::Desired(_)))));
+        watch
+    };
+    // The client drops the subscription; the connection stays up.
+    drop(watch(connection.clone()).await);
+    let ended = server.handler.watches_ended.clone();
+    nexus_tests::eventually(
+        "the producer to see the end",
+        Duration::from_secs(5),
+        || {
+            let ended = ended.clone();
+            async move { (ended.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(()) }
+        },
+    )
+    .await;
+    // The connection itself goes away.
+    let _held = watch(connection.clone()).await;
+    connection.close();
+    nexus_tests::eventually(
+        "the producer to see the close",
+        Duration::from_secs(5),
+        || {
+            let ended = ended.clone();
+            async move { (ended.load(std::sync::atomic::Ordering::SeqCst) == 2).then_some(()) }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -548,15 +548,37 @@ impl Runtime for DockerRuntime {
         match self.docker.create_container(Some(options), body).await {
             Ok(response) => Ok(response.id),
             Err(error) if status_of(&error) == Some(409) => {
-                // An earlier attempt made it: answer that container.
+                // An earlier attempt made it: answer that container, if it is truly ours for
+                // this very workspace and generation (a container that only took the name is
+                // not touched).
                 let existing = self
                     .docker
                     .inspect_container(&name, None)
                     .await
                     .map_err(|e| classify(&e, &format!("cannot inspect container {name}")))?;
-                existing.id.ok_or_else(|| {
-                    RuntimeError::new(ErrorKind::Failed, format!("container {name} has no id"))
-                })
+                let labels = existing
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.labels.clone())
+                    .unwrap_or_default();
+                let id = existing.id.unwrap_or_default();
+                let ours = container_from_labels(
+                    &self.host,
+                    id.clone(),
+                    &labels,
+                    ContainerStatus::Created,
+                )
+                .is_some_and(|c| c.workspace == spec.workspace && c.generation == spec.generation);
+                if ours && !id.is_empty() {
+                    Ok(id)
+                } else {
+                    Err(RuntimeError::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "a container named {name} exists and is not this workspace's; remove or rename it"
+                        ),
+                    ))
+                }
             }
             Err(error) => Err(classify(
                 &error,

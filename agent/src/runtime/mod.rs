@@ -147,18 +147,42 @@ pub struct ExitDetails {
     pub last_lines: Vec<String>,
 }
 
+/// The most output lines a crash report carries, and the longest line (a report becomes a Raft
+/// entry and stays in the state).
+pub const REPORTED_LINES: usize = 20;
+pub const REPORTED_LINE_BYTES: usize = 512;
+/// The longest error message reported.
+pub const REPORTED_MESSAGE_BYTES: usize = 1024;
+
+/// `text` cut to at most `max` bytes, on a character boundary, marked when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
 impl ExitDetails {
-    /// The report of a container that stopped on its own: `CONTAINER_ERROR` with the details.
+    /// The report of a container that stopped on its own: `CONTAINER_ERROR` with the details,
+    /// cut to what a report may carry.
     pub fn to_error(&self, workspace: &WorkspaceName) -> WireError {
         let why = if self.oom_killed {
-            " (killed: out of memory)".to_string()
+            " (killed: out of memory)"
         } else {
-            String::new()
+            ""
         };
-        let tail = self
-            .last_lines
-            .last()
-            .map_or(String::new(), |line| format!("; last output: {line}"));
+        let skip = self.last_lines.len().saturating_sub(REPORTED_LINES);
+        let last_lines: Vec<String> = self.last_lines[skip..]
+            .iter()
+            .map(|line| truncate(line, REPORTED_LINE_BYTES))
+            .collect();
+        let tail = last_lines.last().map_or(String::new(), |line| {
+            format!("; last output: {}", truncate(line, 200))
+        });
         WireError::new(
             ErrorCode::ContainerError,
             format!(
@@ -169,7 +193,7 @@ impl ExitDetails {
         .with_detail(ErrorDetail::ContainerExited {
             exit_code: self.exit_code,
             oom_killed: self.oom_killed,
-            last_lines: self.last_lines.clone(),
+            last_lines,
         })
     }
 }
@@ -225,7 +249,7 @@ impl RuntimeError {
                 ErrorCode::WorkspaceStartFailed
             }
         };
-        let error = WireError::new(code, self.message.clone());
+        let error = WireError::new(code, truncate(&self.message, REPORTED_MESSAGE_BYTES));
         match self.kind {
             ErrorKind::PortInUse(port) => error.with_detail(ErrorDetail::PortConflict { port }),
             _ => error,
@@ -317,6 +341,34 @@ pub trait Runtime: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_are_cut_to_size() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("abcdefghijk", 8), "abcde...");
+        // Never inside a character.
+        assert_eq!(truncate("ééééé", 6), "é...");
+        let details = ExitDetails {
+            exit_code: 3,
+            oom_killed: true,
+            last_lines: (0..100)
+                .map(|i| format!("{i}{}", "x".repeat(2000)))
+                .collect(),
+        };
+        let error = details.to_error(&"w".parse().unwrap());
+        assert!(error.message.contains("code 3") && error.message.contains("out of memory"));
+        assert!(error.message.len() < 400);
+        match error.detail {
+            Some(ErrorDetail::ContainerExited { last_lines, .. }) => {
+                assert_eq!(last_lines.len(), REPORTED_LINES);
+                assert!(last_lines[0].starts_with("80x"), "the last lines are kept");
+                assert!(last_lines.iter().all(|l| l.len() <= REPORTED_LINE_BYTES));
+            }
+            other => panic!("{other:?}"),
+        }
+        let long = RuntimeError::new(ErrorKind::Failed, "y".repeat(5000)).to_wire();
+        assert!(long.message.len() <= REPORTED_MESSAGE_BYTES);
+    }
 
     #[test]
     fn ports_round_trip_and_damage_is_refused() {

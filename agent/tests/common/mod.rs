@@ -84,14 +84,18 @@ impl<R: Runtime> Agent<R> {
         }
     }
 
-    /// Runs passes until one runs no step (at most `limit`), and answers the last report.
+    /// Runs passes until one runs no step, and answers the last report. Fails the test if 20
+    /// passes in a row still find work: a reconciler must settle.
     pub async fn settle(&mut self) -> Vec<ObservedWorkspace> {
         for _ in 0..20 {
             if !self.reconciler.pass().await {
-                break;
+                return self.report();
             }
         }
-        self.report()
+        panic!(
+            "the reconciler did not settle in 20 passes: {:?}",
+            self.report()
+        );
     }
 
     pub fn report(&self) -> Vec<ObservedWorkspace> {

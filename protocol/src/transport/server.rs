@@ -338,16 +338,22 @@ async fn serve_stream<H: Handler>(
         Reply::Once(result) => {
             let _ = write_response(&mut send, request_id, result, &shared).await;
         }
-        Reply::Stream(mut updates) => {
-            while let Some(result) = updates.recv().await {
-                if write_response(&mut send, request_id, result, &shared)
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
+        Reply::Stream(mut updates) => loop {
+            // A client that goes away (it drops the subscription, or the connection ends) stops
+            // the stream: drop the receiver then, so the producer notices at once rather than
+            // at its next update.
+            let next = tokio::select! {
+                update = updates.recv() => update,
+                _ = send.stopped() => None,
+            };
+            let Some(result) = next else { break };
+            if write_response(&mut send, request_id, result, &shared)
+                .await
+                .is_err()
+            {
+                break;
             }
-        }
+        },
     }
     let _ = send.finish();
 }
