@@ -445,6 +445,8 @@ struct PrivateEngine {
     dir: tempfile::TempDir,
     bridge: String,
     child: Option<Child>,
+    /// The engine's data dir is a tmpfs of this test's (unmounted when dropped).
+    mounted: bool,
 }
 
 fn ip(args: &[&str]) {
@@ -464,21 +466,64 @@ impl PrivateEngine {
         self.dir.path().join("docker.sock")
     }
 
-    fn start(dir: tempfile::TempDir) -> PrivateEngine {
+    /// Starts one, with the test image loaded. `slot` (0 or 1) keeps the bridges' subnets of
+    /// two tests apart; `data_size`, when given, puts the engine's data on a tmpfs that small.
+    fn start(slot: u32, data_size: Option<&str>) -> PrivateEngine {
+        let dir = tempfile::Builder::new()
+            .prefix("nexus-dockerd-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
         let id = std::process::id();
-        let bridge = format!("nxpd{}", id % 100_000);
+        let bridge = format!("nxpd{slot}{}", id % 10_000);
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
         ip(&["link", "add", &bridge, "type", "bridge"]);
-        let address = format!("10.254.{}.1/24", id % 250);
+        // Different parities, so two tests' subnets never meet whatever their pids.
+        let address = format!("10.254.{}.1/24", (id % 125) * 2 + slot % 2);
         ip(&["addr", "add", &address, "dev", &bridge]);
         ip(&["link", "set", &bridge, "up"]);
+        let mounted = if let Some(size) = data_size {
+            let data = dir.path().join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            let status = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&data)
+                .status()
+                .unwrap();
+            assert!(status.success(), "mount a tmpfs");
+            true
+        } else {
+            false
+        };
         let mut engine = PrivateEngine {
             dir,
             bridge,
             child: None,
+            mounted,
         };
         engine.restart();
+        engine.load_test_image();
         engine
+    }
+
+    fn load_test_image(&self) {
+        let mut save = Command::new("docker")
+            .args(["save", IMAGE])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let load = Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket().display()))
+            .arg("load")
+            .stdin(save.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        assert!(save.wait().unwrap().success());
+        assert!(
+            load.status.success(),
+            "{}",
+            String::from_utf8_lossy(&load.stderr)
+        );
     }
 
     fn restart(&mut self) {
@@ -537,36 +582,19 @@ impl Drop for PrivateEngine {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();
+        if self.mounted {
+            let _ = Command::new("umount")
+                .args(["-R"])
+                .arg(self.dir.path().join("data"))
+                .output();
+        }
     }
 }
 
 #[tokio::test]
 async fn an_engine_that_stops_is_reported_and_its_return_recovers_the_workspaces() {
-    let engine_dir = tempfile::Builder::new()
-        .prefix("nexus-dockerd-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let mut engine = PrivateEngine::start(engine_dir);
+    let mut engine = PrivateEngine::start(0, None);
     let socket = engine.socket();
-    // The test image, into the private engine's store.
-    let mut save = Command::new("docker")
-        .args(["save", IMAGE])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let load = Command::new("docker")
-        .arg("-H")
-        .arg(format!("unix://{}", socket.display()))
-        .arg("load")
-        .stdin(save.stdout.take().unwrap())
-        .output()
-        .unwrap();
-    assert!(save.wait().unwrap().success());
-    assert!(
-        load.status.success(),
-        "{}",
-        String::from_utf8_lossy(&load.stderr)
-    );
 
     let host = unique_host("outage");
     let _cleanup = Cleanup {
@@ -721,4 +749,64 @@ async fn an_image_missing_here_is_pulled_from_the_registry() {
     assert!(error.message.contains("absent"), "{}", error.message);
     drop(_cleanup);
     let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+}
+
+#[tokio::test]
+async fn a_full_disk_is_reported_as_disk_full() {
+    // The engine's data on a small tmpfs, filled up once the image is in.
+    let engine = PrivateEngine::start(1, Some("48m"));
+    let socket = engine.socket();
+    let host = unique_host("full");
+    let _cleanup = Cleanup {
+        host: host.clone(),
+        socket: Some(socket.clone()),
+    };
+    let fill = engine.dir.path().join("data").join("fill");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M"])
+        .arg(format!("of={}", fill.display()))
+        .output()
+        .unwrap();
+    let runtime = Arc::new(
+        DockerRuntime::connect(
+            host.clone(),
+            socket.to_str().unwrap(),
+            vec![],
+            Some(NetworkPool::DEFAULT),
+        )
+        .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    agent.reconciler.set_desired(desired(
+        1,
+        vec![assignment(
+            "w",
+            1,
+            DesiredRun::Running,
+            &[],
+            IMAGE,
+            &["sleep", "600"],
+        )],
+    ));
+    let report = agent.settle().await;
+    let w = observed(&report, "w");
+    let error = w.error.as_ref().expect("an error");
+    assert_eq!(error.code, ErrorCode::DiskFull, "{error:?}");
+    assert_eq!(w.state, WorkspaceState::Failed, "DISK_FULL is not retried");
+    // Room again: a new generation from the coordinator starts it.
+    std::fs::remove_file(&fill).unwrap();
+    agent.reconciler.set_desired(desired(
+        2,
+        vec![assignment(
+            "w",
+            2,
+            DesiredRun::Running,
+            &[],
+            IMAGE,
+            &["sleep", "600"],
+        )],
+    ));
+    let report = agent.settle().await;
+    assert_eq!(observed(&report, "w").state, WorkspaceState::Running);
 }
