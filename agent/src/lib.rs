@@ -89,11 +89,7 @@ pub async fn run_with<R: Runtime>(
     let (desired_sender, desired) = watch::channel(reconciler.current_desired());
     let (sample_sender, samples) = watch::channel(None);
     let wake = Arc::new(Notify::new());
-    let events = tokio::spawn({
-        let runtime = runtime.clone();
-        let wake = wake.clone();
-        async move { runtime.watch_events(wake).await }
-    });
+    let events = runtime::spawn_events(&runtime, &wake);
     let sampling = tokio::spawn(sampler::run(
         runtime.clone(),
         host_sampler,

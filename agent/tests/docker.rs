@@ -344,11 +344,7 @@ fn run_loop(agent: Agent<DockerRuntime>, runtime: &Arc<DockerRuntime>) -> Runnin
         .try_init();
     let (desired_tx, desired_rx) = watch::channel(None);
     let wake = Arc::new(Notify::new());
-    let events = tokio::spawn({
-        let runtime = runtime.clone();
-        let wake = wake.clone();
-        async move { runtime.watch_events(wake).await }
-    });
+    let events = nexus_agent::runtime::spawn_events(runtime, &wake);
     let reports = agent.reports.clone();
     let reconciling = tokio::spawn(
         agent
@@ -809,4 +805,51 @@ async fn a_full_disk_is_reported_as_disk_full() {
     ));
     let report = agent.settle().await;
     assert_eq!(observed(&report, "w").state, WorkspaceState::Running);
+}
+
+#[tokio::test]
+async fn logs_are_followed_as_they_are_written() {
+    let (host, runtime, _cleanup) = engine("follow");
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    agent.reconciler.set_desired(desired(
+        1,
+        vec![assignment(
+            "w",
+            1,
+            DesiredRun::Running,
+            &[],
+            IMAGE,
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 8 ]; do echo line $i; i=$((i+1)); sleep 0.2; done",
+            ],
+        )],
+    ));
+    agent.settle().await;
+    let id = runtime.list().await.unwrap()[0].id.clone();
+    let (sender, mut lines) = tokio::sync::mpsc::channel(16);
+    let follow = tokio::spawn({
+        let runtime = runtime.clone();
+        let id = id.clone();
+        async move { runtime.follow_logs(&id, 1, sender).await }
+    });
+    let mut seen = Vec::new();
+    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(10), lines.recv()).await {
+        seen.push(line);
+    }
+    // The tail (one line written before the call) and then the rest as the container wrote it,
+    // until it stopped, which ends the follow.
+    follow.await.unwrap().unwrap();
+    assert_eq!(seen.last().map(String::as_str), Some("line 7"), "{seen:?}");
+    assert!(seen.len() >= 6 && seen.len() <= 8, "{seen:?}");
+    let numbers: Vec<u32> = seen
+        .iter()
+        .map(|l| l.trim_start_matches("line ").parse().unwrap())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order: {seen:?}"
+    );
 }

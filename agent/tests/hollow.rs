@@ -134,11 +134,7 @@ async fn a_crash_is_reported_with_its_exit_code_and_not_restarted() {
     let reports = agent.reports.clone();
     let (desired_tx, desired_rx) = watch::channel(None);
     let wake = Arc::new(Notify::new());
-    let events = tokio::spawn({
-        let runtime = runtime.clone();
-        let wake = wake.clone();
-        async move { runtime.watch_events(wake).await }
-    });
+    let events = nexus_agent::runtime::spawn_events(&runtime, &wake);
     let loop_task = tokio::spawn(
         agent
             .reconciler
@@ -287,6 +283,14 @@ impl Runtime for LostAnswers {
     }
     async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, RuntimeError> {
         self.0.logs(id, tail).await
+    }
+    async fn follow_logs(
+        &self,
+        id: &str,
+        tail: usize,
+        lines: tokio::sync::mpsc::Sender<String>,
+    ) -> Result<(), RuntimeError> {
+        self.0.follow_logs(id, tail, lines).await
     }
     async fn exec(&self, id: &str, command: &[String]) -> Result<ExecOutput, RuntimeError> {
         self.0.exec(id, command).await

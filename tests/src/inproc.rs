@@ -29,10 +29,16 @@ impl InProcessCoordinator {
     /// Starts node 1 of a one-node cluster on a free loopback port, with its data in the PKI's
     /// scratch space.
     pub async fn start(pki: &TestPki) -> InProcessCoordinator {
+        InProcessCoordinator::start_on(pki, ([127, 0, 0, 1], free_port()).into()).await
+    }
+
+    /// Starts it on `address`, with the data of any earlier run from the same PKI's scratch
+    /// space (as after a restart).
+    pub async fn start_on(pki: &TestPki, address: SocketAddr) -> InProcessCoordinator {
         pki.issue(&pki::coordinator(1));
         let config = nexus_coordinator::Config::from_args(Args {
             node_id: Some(NodeId::new(1).expect("1 is a node id")),
-            listen: Some(([127, 0, 0, 1], free_port()).into()),
+            listen: Some(address),
             data_dir: Some(pki.scratch("coordinator-1")),
             tls_dir: Some(pki.dir().to_path_buf()),
             ..Args::default()

@@ -9,6 +9,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod cluster;
+pub mod docker;
 pub mod inproc;
 pub mod pki;
 pub mod process;

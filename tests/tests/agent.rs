@@ -7,13 +7,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::Command;
 use std::time::Duration;
 
 use nexus_protocol::HostId;
 use nexus_protocol::message::{AdminRequest, DesiredRun, HostView, Request, Response};
 use nexus_protocol::model::WorkspaceState;
 use nexus_tests::cluster::{TestCluster, admin_request};
+use nexus_tests::docker::{HostCleanup, containers_of};
 use nexus_tests::eventually;
 use nexus_tests::inproc::InProcessCoordinator;
 use nexus_tests::pki::TestPki;
@@ -36,28 +36,6 @@ async fn hosts(pki: &TestPki, address: std::net::SocketAddr) -> Vec<HostView> {
     }
 }
 
-/// Removes the host's containers and networks from the shared engine when the test ends.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let filter = format!("label=nexus.host={}", self.0);
-        let list = |args: &[&str]| {
-            Command::new("docker")
-                .args(args)
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-                .unwrap_or_default()
-        };
-        for id in list(&["ps", "-aq", "--filter", &filter]).split_whitespace() {
-            list(&["rm", "-f", id]);
-        }
-        for id in list(&["network", "ls", "-q", "--filter", &filter]).split_whitespace() {
-            list(&["network", "rm", id]);
-        }
-    }
-}
-
 /// A port of the agent's default range (20000–32000) that nothing listens on now.
 fn free_port_in_range() -> u16 {
     let start = 20_000 + u16::try_from(std::process::id() % 10_000).unwrap();
@@ -65,23 +43,6 @@ fn free_port_in_range() -> u16 {
         .chain(20_000..start)
         .find(|&port| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok())
         .expect("a free port in 20000-32000")
-}
-
-fn containers_of(host: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--no-trunc",
-            "--filter",
-            &format!("label=nexus.host={host}"),
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
 }
 
 async fn state_of(
@@ -104,7 +65,7 @@ async fn an_agent_runs_what_it_is_assigned_on_docker_reports_it_and_survives_sig
     let coordinator = InProcessCoordinator::start(&pki).await;
     let host = format!("e2e-{}", std::process::id());
     let host_id: HostId = host.parse().unwrap();
-    let _cleanup = Cleanup(host.clone());
+    let _cleanup = HostCleanup(host.clone());
     let flags = ["--runtime", "docker", "--stats-interval", "0.3"];
     let mut agent = AgentProcess::start(&pki, &host, &[coordinator.address], &flags);
 
@@ -174,6 +135,19 @@ async fn an_agent_runs_what_it_is_assigned_on_docker_reports_it_and_survives_sig
         Some(WorkspaceState::Running)
     );
     assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok());
+
+    // No coordinator at all: what runs keeps running.
+    let address = coordinator.address;
+    coordinator.stop().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(containers_of(&host), first);
+    assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok());
+    assert!(
+        agent.process.log().contains("coordinator link lost"),
+        "{}",
+        agent.process.log()
+    );
+    let coordinator = InProcessCoordinator::start_on(&pki, address).await;
 
     coordinator
         .set_run("web", DesiredRun::Stopped)

@@ -30,7 +30,7 @@ use futures_util::StreamExt;
 use nexus_protocol::clock;
 use nexus_protocol::model::ContainerStats;
 use nexus_protocol::{HostId, WorkspaceName};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use super::{
     Container, ContainerStatus, CreateSpec, ErrorKind, ExecOutput, ExitDetails, LABEL_HOST,
@@ -661,6 +661,41 @@ impl Runtime for DockerRuntime {
             chunks.push(chunk.map_err(|e| classify(&e, &format!("cannot read {id}'s logs")))?);
         }
         Ok(lines_of(chunks))
+    }
+
+    async fn follow_logs(
+        &self,
+        id: &str,
+        tail: usize,
+        lines: mpsc::Sender<String>,
+    ) -> Result<(), RuntimeError> {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .tail(&tail.to_string())
+            .build();
+        let mut stream = self.docker.logs(id, Some(options));
+        // Frames are not lines: keep a partial line until its end arrives.
+        let mut partial = String::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| classify(&e, &format!("cannot follow {id}'s logs")))?;
+            partial.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            while let Some(end) = partial.find('\n') {
+                let line: String = partial.drain(..=end).collect();
+                if lines
+                    .send(line.trim_end_matches(['\n', '\r']).to_string())
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        if !partial.is_empty() {
+            let _ = lines.send(partial).await;
+        }
+        Ok(())
     }
 
     async fn exec(&self, id: &str, command: &[String]) -> Result<ExecOutput, RuntimeError> {

@@ -12,7 +12,7 @@ use nexus_protocol::clock;
 use nexus_protocol::id::random_u64;
 use nexus_protocol::model::ContainerStats;
 use nexus_protocol::{HostId, WorkspaceName};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use super::{
     Container, ContainerStatus, CreateSpec, ErrorKind, ExecOutput, ExitDetails, Runtime,
@@ -233,6 +233,21 @@ impl Runtime for HollowRuntime {
         let containers = self.containers();
         let entry = containers.get(id).ok_or_else(|| not_found(id))?;
         Ok(vec![format!("hollow container {}", entry.name)])
+    }
+
+    async fn follow_logs(
+        &self,
+        id: &str,
+        tail: usize,
+        lines: mpsc::Sender<String>,
+    ) -> Result<(), RuntimeError> {
+        // A hollow container writes one line and nothing more.
+        for line in self.logs(id, tail).await? {
+            if lines.send(line).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     async fn exec(&self, id: &str, command: &[String]) -> Result<ExecOutput, RuntimeError> {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::model::{ContainerStats, PortBinding, ResourceClass};
 use nexus_protocol::{HostId, UserName, WorkspaceName};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 pub const LABEL_HOST: &str = "nexus.host";
 pub const LABEL_WORKSPACE: &str = "nexus.workspace";
@@ -321,6 +321,15 @@ pub trait Runtime: Send + Sync + 'static {
         tail: usize,
     ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
 
+    /// Sends the last `tail` lines the container wrote, then every new line as it is written,
+    /// until the container stops (answered `Ok`) or `lines`' receiver goes away (also `Ok`).
+    fn follow_logs(
+        &self,
+        id: &str,
+        tail: usize,
+        lines: mpsc::Sender<String>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
     /// Runs a command in a running container and waits for it.
     fn exec(
         &self,
@@ -336,6 +345,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// the engine comes back after an outage. Never returns; the agent runs it in a task of its
     /// own and aborts the task when it stops.
     fn watch_events(&self, wake: Arc<Notify>) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs `runtime`'s event watch in a task of its own, waking `wake`; abort the handle to stop it.
+pub fn spawn_events<R: Runtime>(
+    runtime: &Arc<R>,
+    wake: &Arc<Notify>,
+) -> tokio::task::JoinHandle<()> {
+    let runtime = runtime.clone();
+    let wake = wake.clone();
+    tokio::spawn(async move { runtime.watch_events(wake).await })
 }
 
 #[cfg(test)]

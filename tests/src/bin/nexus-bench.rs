@@ -213,26 +213,7 @@ async fn agent_idle(runtime: &str, workspaces: usize, seconds: u64) -> serde_jso
     // containers and networks it made.
     drop(agent);
     if runtime == "docker" {
-        let filter = format!("label=nexus.host={host}");
-        for kind in [&["ps", "-aq"][..], &["network", "ls", "-q"][..]] {
-            let ids = std::process::Command::new("docker")
-                .args(kind)
-                .args(["--filter", &filter])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-                .unwrap_or_default();
-            let remove: &[&str] = if kind[0] == "ps" {
-                &["rm", "-f"]
-            } else {
-                &["network", "rm"]
-            };
-            for id in ids.split_whitespace() {
-                let _ = std::process::Command::new("docker")
-                    .args(remove)
-                    .arg(id)
-                    .output();
-            }
-        }
+        nexus_tests::docker::remove_host(&host);
     }
     coordinator.stop().await;
     json!({
