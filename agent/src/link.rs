@@ -107,6 +107,11 @@ impl Link {
                         // A hint is worth following at once, but two nodes that name each other
                         // mid-election must not make the link spin.
                         self.failures = self.failures.min(1);
+                    } else if error.code == ErrorCode::NotLeader {
+                        // An election under way (or a cluster just started): not a failure of
+                        // this link, but nothing to follow yet.
+                        tracing::info!(coordinator = %target, failures = self.failures, "no leader yet; trying again: {}", error.message);
+                        index = index.wrapping_add(1);
                     } else {
                         tracing::warn!(coordinator = %target, code = %error.code, failures = self.failures, "coordinator link lost: {}", error.message);
                         index = index.wrapping_add(1);
