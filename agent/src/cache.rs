@@ -12,6 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use nexus_protocol::WorkspaceName;
+use nexus_protocol::clock::Timestamp;
 use nexus_protocol::message::DesiredState;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,12 @@ const FORMAT: u32 = 1;
 pub struct Saved {
     pub desired: Option<DesiredState>,
     pub restartable: BTreeSet<(WorkspaceName, u64)>,
+    /// The workspace generations whose containers were running at the agent's last listing.
+    #[serde(default)]
+    pub running: BTreeSet<(WorkspaceName, u64)>,
+    /// When this was saved (wall clock): a host that booted since has stopped every container.
+    #[serde(default)]
+    pub saved_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -136,6 +143,8 @@ mod tests {
                 }],
             }),
             restartable: BTreeSet::from([("api".parse().unwrap(), 2)]),
+            running: BTreeSet::from([("api".parse().unwrap(), 2)]),
+            saved_at: Some(Timestamp(1_700_000_000_000)),
         }
     }
 
@@ -150,6 +159,20 @@ mod tests {
         newer.restartable.clear();
         cache.save(&newer).unwrap();
         assert_eq!(cache.load(), newer);
+    }
+
+    #[test]
+    fn a_file_of_an_earlier_build_without_the_newer_fields_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        fs::write(
+            cache.path(),
+            br#"{"format": 1, "desired": null, "restartable": [["api", 2]]}"#,
+        )
+        .unwrap();
+        let saved = cache.load();
+        assert_eq!(saved.restartable.len(), 1);
+        assert!(saved.running.is_empty() && saved.saved_at.is_none());
     }
 
     #[test]

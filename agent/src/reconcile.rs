@@ -69,6 +69,9 @@ pub struct Reconciler<R: Runtime> {
     /// Set while the engine does not answer.
     outage: Option<WireError>,
     next_outage_retry: Option<Instant>,
+    /// Set by an outage of the engine or a reboot of the host: the next successful listing
+    /// makes restartable what was running before.
+    interrupted: bool,
     /// Containers (workspace, generation) running at the last successful listing: those found
     /// stopped after an outage were stopped by the outage, not by themselves.
     running_before: BTreeSet<(WorkspaceName, u64)>,
@@ -90,7 +93,22 @@ impl<R: Runtime> Reconciler<R> {
         let Saved {
             desired,
             restartable,
+            running,
+            saved_at,
         } = cache.load();
+        // A host that booted after the agent last saved has stopped every container: those that
+        // were running then are to be started again, as after an outage of the engine, not
+        // taken for crashes.
+        let rebooted = match (saved_at, crate::stats::boot_time()) {
+            (Some(saved), Some(booted)) => saved < booted,
+            _ => false,
+        };
+        if rebooted && !running.is_empty() {
+            tracing::info!(
+                workspaces = running.len(),
+                "the host restarted since the agent last ran; starting again what was running"
+            );
+        }
         if let Some(desired) = &desired {
             tracing::info!(
                 version = desired.version,
@@ -113,7 +131,8 @@ impl<R: Runtime> Reconciler<R> {
             exits: BTreeMap::new(),
             outage: None,
             next_outage_retry: None,
-            running_before: BTreeSet::new(),
+            interrupted: rebooted,
+            running_before: running,
             orphans_logged: BTreeSet::new(),
             unsaved: None,
             report,
@@ -191,10 +210,7 @@ impl<R: Runtime> Reconciler<R> {
             }
             return;
         }
-        let saved = Saved {
-            desired: Some(desired.clone()),
-            restartable: self.memory.restartable.clone(),
-        };
+        let saved = self.saved(Some(desired.clone()));
         if let Err(error) = self.cache.save(&saved) {
             tracing::error!(path = %self.cache.path().display(), version = desired.version, "cannot save the new desired state, so not acting on it: {error}");
             self.unsaved = Some(desired);
@@ -209,11 +225,17 @@ impl<R: Runtime> Reconciler<R> {
         self.desired = Some(desired);
     }
 
-    fn save(&self) {
-        let saved = Saved {
-            desired: self.desired.clone(),
+    fn saved(&self, desired: Option<DesiredState>) -> Saved {
+        Saved {
+            desired,
             restartable: self.memory.restartable.clone(),
-        };
+            running: self.running_before.clone(),
+            saved_at: Some(nexus_protocol::clock::now()),
+        }
+    }
+
+    fn save(&self) {
+        let saved = self.saved(self.desired.clone());
         if let Err(error) = self.cache.save(&saved) {
             tracing::warn!(path = %self.cache.path().display(), "cannot save the agent's state: {error}");
         }
@@ -258,8 +280,11 @@ impl<R: Runtime> Reconciler<R> {
                 outage.message
             );
             self.next_outage_retry = None;
-            // Containers that were running before the outage and are stopped now were stopped by
-            // it: they may be started again.
+            self.interrupted = true;
+        }
+        if std::mem::take(&mut self.interrupted) {
+            // Containers that were running before the outage (or the reboot) and are stopped
+            // now were stopped by it: they may be started again.
             for container in &actual {
                 let key = (container.workspace.clone(), container.generation);
                 if container.status == ContainerStatus::Exited && self.running_before.contains(&key)
@@ -268,11 +293,13 @@ impl<R: Runtime> Reconciler<R> {
                 }
             }
         }
-        self.running_before = actual
+        let running: BTreeSet<(WorkspaceName, u64)> = actual
             .iter()
             .filter(|c| c.status == ContainerStatus::Running)
             .map(|c| (c.workspace.clone(), c.generation))
             .collect();
+        let running_changed = running != self.running_before;
+        self.running_before = running;
         let plan = plan(self.desired.as_ref(), &actual, &self.memory);
         tracing::debug!(
             containers = actual.len(),
@@ -399,6 +426,7 @@ impl<R: Runtime> Reconciler<R> {
             }
         }
         save |= self.forget_the_departed(&actual);
+        save |= running_changed;
         if save {
             self.save();
         }

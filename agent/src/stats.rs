@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nexus_protocol::clock;
+use nexus_protocol::clock::{self, Timestamp};
 use nexus_protocol::model::{HostInfo, HostStats};
 use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, Networks, RefreshKind, System};
 
@@ -16,6 +16,12 @@ use crate::config::Config;
 /// the default bridge and user-defined bridges, and loopback.
 pub fn is_host_interface(name: &str) -> bool {
     !(name.starts_with("veth") || name == "docker0" || name.starts_with("br-") || name == "lo")
+}
+
+/// When this host booted, if the system says.
+pub fn boot_time() -> Option<Timestamp> {
+    let seconds = System::boot_time().ok()?;
+    (seconds > 0).then(|| Timestamp(seconds.saturating_mul(1000)))
 }
 
 #[derive(Debug)]

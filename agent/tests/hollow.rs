@@ -337,3 +337,39 @@ async fn an_older_desired_state_is_ignored() {
     agent.settle().await;
     assert!(runtime.list().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn after_a_reboot_what_was_running_starts_again_but_a_crash_stays_failed() {
+    for rebooted in [true, false] {
+        let (runtime, host) = hollow(
+            if rebooted { "reboot" } else { "no-reboot" },
+            HollowConfig::default(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = Agent::new(runtime.clone(), &host, dir.path(), 20);
+        first.reconciler.set_desired(desired(1, vec![running("w")]));
+        assert_eq!(
+            observed(&first.settle().await, "w").state,
+            WorkspaceState::Running
+        );
+        drop(first);
+        // The container stops while no agent runs: a reboot, or a crash.
+        assert!(runtime.crash(&name("w"), 143));
+        let cache = nexus_agent::cache::Cache::new(dir.path());
+        let mut saved = cache.load();
+        assert!(saved.running.contains(&(name("w"), 1)), "{saved:?}");
+        if rebooted {
+            // The agent last saved before this boot.
+            saved.saved_at = Some(nexus_protocol::clock::Timestamp(0));
+            cache.save(&saved).unwrap();
+        }
+        let mut second = Agent::new(runtime.clone(), &host, dir.path(), 20);
+        let w = observed(&second.settle().await, "w").clone();
+        if rebooted {
+            assert_eq!((w.state, w.error), (WorkspaceState::Running, None));
+        } else {
+            assert_eq!(w.state, WorkspaceState::Failed);
+            assert_eq!(w.error.unwrap().code, ErrorCode::ContainerError);
+        }
+    }
+}
