@@ -20,6 +20,62 @@ use nexus_protocol::model::{HostInfo, HostStatus, PortBinding, WorkspaceSpec, Wo
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use serde::{Deserialize, Serialize};
 
+/// How many times over a host's CPUs and memory may be promised to workspaces. A resource class
+/// is a ceiling the runtime enforces, not a use: developers' workspaces idle most of the time.
+pub const CPU_OVERCOMMIT: u64 = 4;
+pub const MEMORY_OVERCOMMIT: u64 = 4;
+
+/// Why a host cannot take a workspace. The scheduler and `apply` ask the same question here, so
+/// a placement the scheduler chose never fails `apply` for a reason the scheduler did not see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unfit {
+    NotReady(HostStatus),
+    Workspaces {
+        max: u32,
+    },
+    Cpu {
+        reserved_millis: u64,
+        capacity_millis: u64,
+    },
+    Memory {
+        reserved_bytes: u64,
+        capacity_bytes: u64,
+    },
+    Ports {
+        free: u32,
+        needed: u32,
+    },
+}
+
+impl std::fmt::Display for Unfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const GIB: f64 = (1u64 << 30) as f64;
+        match self {
+            Unfit::NotReady(status) => write!(f, "{}", format!("{status:?}").to_lowercase()),
+            Unfit::Workspaces { max } => write!(f, "holds its maximum of {max} workspaces"),
+            Unfit::Cpu {
+                reserved_millis,
+                capacity_millis,
+            } => write!(
+                f,
+                "CPU: {:.1} of {:.1} cores promised",
+                *reserved_millis as f64 / 1000.0,
+                *capacity_millis as f64 / 1000.0
+            ),
+            Unfit::Memory {
+                reserved_bytes,
+                capacity_bytes,
+            } => write!(
+                f,
+                "memory: {:.1} of {:.1} GiB promised",
+                *reserved_bytes as f64 / GIB,
+                *capacity_bytes as f64 / GIB
+            ),
+            Unfit::Ports { free, needed } => write!(f, "{free} free ports, {needed} needed"),
+        }
+    }
+}
+
 /// How long a completed request's outcome is remembered for retries.
 pub const JOURNAL_RETENTION_MS: u64 = 24 * 3600 * 1000;
 
@@ -252,6 +308,78 @@ impl State {
         self.journal.get(&request_id).map(|(_, outcome)| outcome)
     }
 
+    /// What `host`'s workspaces are promised: (CPU millis, memory bytes), by their classes.
+    pub fn reserved_on(&self, host: &HostId) -> (u64, u64) {
+        self.workspaces
+            .values()
+            .filter(|w| &w.host == host)
+            .map(|w| w.spec.class.resources())
+            .fold((0, 0), |(cpu, memory), r| {
+                (cpu + u64::from(r.cpu_millis), memory + r.memory_bytes)
+            })
+    }
+
+    /// How many host ports of `host`'s range are not allocated.
+    pub fn free_ports_on(&self, host: &HostId) -> u32 {
+        let Some(record) = self.hosts.get(host) else {
+            return 0;
+        };
+        let used = self
+            .ports
+            .range((host.clone(), 0)..=(host.clone(), u16::MAX))
+            .filter(|((_, port), _)| record.info.port_range.contains(*port))
+            .count();
+        record
+            .info
+            .port_range
+            .len()
+            .saturating_sub(u32::try_from(used).unwrap_or(u32::MAX))
+    }
+
+    /// Whether `host` can take one more workspace of `class` with `ports` host ports; the first
+    /// reason it cannot, if not. (An unknown host is the caller's to refuse.)
+    pub fn unfit(
+        &self,
+        host: &HostId,
+        class: nexus_protocol::model::ResourceClass,
+        ports: u32,
+    ) -> Option<Unfit> {
+        let record = self.hosts.get(host)?;
+        if record.status != HostStatus::Ready {
+            return Some(Unfit::NotReady(record.status));
+        }
+        let limits = self.limits_for(host);
+        if self.workspaces_on(host) >= limits.max_workspaces_per_host {
+            return Some(Unfit::Workspaces {
+                max: limits.max_workspaces_per_host,
+            });
+        }
+        let (cpu, memory) = self.reserved_on(host);
+        let wanted = class.resources();
+        let cpu_capacity = u64::from(record.info.cpus) * 1000 * CPU_OVERCOMMIT;
+        if cpu + u64::from(wanted.cpu_millis) > cpu_capacity {
+            return Some(Unfit::Cpu {
+                reserved_millis: cpu,
+                capacity_millis: cpu_capacity,
+            });
+        }
+        let memory_capacity = record.info.memory_bytes.saturating_mul(MEMORY_OVERCOMMIT);
+        if memory + wanted.memory_bytes > memory_capacity {
+            return Some(Unfit::Memory {
+                reserved_bytes: memory,
+                capacity_bytes: memory_capacity,
+            });
+        }
+        let free = self.free_ports_on(host);
+        if free < ports {
+            return Some(Unfit::Ports {
+                free,
+                needed: ports,
+            });
+        }
+        None
+    }
+
     /// How many workspaces `host` holds (every state but gone).
     pub fn workspaces_on(&self, host: &HostId) -> u32 {
         let count = self.workspaces.values().filter(|w| &w.host == host).count();
@@ -403,22 +531,7 @@ impl State {
         let Some(record) = self.hosts.get(host) else {
             return reject(ErrorCode::InvalidArgument, format!("no host {host}"));
         };
-        if record.status != HostStatus::Ready {
-            return reject(
-                ErrorCode::ResourceExhausted,
-                format!("host {host} is {:?}, not ready", record.status),
-            );
-        }
         let limits = self.limits_for(host);
-        if self.workspaces_on(host) >= limits.max_workspaces_per_host {
-            return reject(
-                ErrorCode::ResourceExhausted,
-                format!(
-                    "host {host} holds its maximum of {} workspaces",
-                    limits.max_workspaces_per_host
-                ),
-            );
-        }
         let wanted = u32::try_from(ports.len()).unwrap_or(u32::MAX);
         if wanted > limits.max_ports_per_workspace {
             return reject(
@@ -427,6 +540,12 @@ impl State {
                     "{wanted} ports asked, at most {} per workspace",
                     limits.max_ports_per_workspace
                 ),
+            );
+        }
+        if let Some(unfit) = self.unfit(host, spec.class, wanted) {
+            return reject(
+                ErrorCode::ResourceExhausted,
+                format!("host {host}: {unfit}"),
             );
         }
         let container_ports: BTreeSet<u16> = spec.ports.iter().map(|p| p.container).collect();

@@ -11,7 +11,9 @@
 // Tests fail by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use nexus_coordinator::state::{Command, LimitsPatch, Outcome, Proposal, State};
+use nexus_coordinator::state::{
+    CPU_OVERCOMMIT, Command, LimitsPatch, MEMORY_OVERCOMMIT, Outcome, Proposal, State,
+};
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::codec::{self, CodecConfig, HARD_MAX_FRAME_LEN};
 use nexus_protocol::error::ErrorCode;
@@ -37,8 +39,9 @@ fn host_info(i: u8, last_port: u16) -> HostInfo {
         host_id: host_id(i),
         hostname: format!("h{i}"),
         os: "linux".into(),
-        cpus: 4,
-        memory_bytes: 8 << 30,
+        // Small enough that CPU and memory bind before the workspace count does.
+        cpus: 1,
+        memory_bytes: 1 << 30,
         disk_bytes: 0,
         labels: Default::default(),
         port_range: PortRange::new(20_000, last_port).unwrap(),
@@ -62,12 +65,12 @@ fn command() -> impl Strategy<Value = Command> {
         2 => (hosts.clone(), 20_002u16..20_006).prop_map(|(h, last)| Command::RegisterHost(host_info(h, last))),
         1 => (hosts.clone(), prop_oneof![Just(HostStatus::Ready), Just(HostStatus::Down), Just(HostStatus::Cordoned)])
             .prop_map(|(h, status)| Command::SetHostStatus { host: host_id(h), status }),
-        6 => (names.clone(), hosts.clone(), proptest::collection::vec((80u16..83, 19_999u16..20_007), 0..4)).prop_map(
-            |(n, h, bindings)| Command::CreateWorkspace {
+        6 => (names.clone(), hosts.clone(), proptest::collection::vec((80u16..83, 19_999u16..20_007), 0..4), proptest::sample::select(ResourceClass::ALL.to_vec())).prop_map(
+            |(n, h, bindings, class)| Command::CreateWorkspace {
                 spec: WorkspaceSpec {
                     name: name(n),
                     image: "img".into(),
-                    class: ResourceClass::Small,
+                    class,
                     ports: bindings.iter().map(|&(container, _)| PortSpec { container }).collect(),
                     env: Default::default(),
                     labels: Default::default(),
@@ -133,17 +136,36 @@ proptest! {
             let before = leader.clone();
             let outcome = leader.apply(proposal);
             leader.check_invariants().map_err(TestCaseError::fail)?;
-            if let Command::CreateWorkspace { host, ports, .. } = &proposal.command {
+            if let Command::CreateWorkspace { host, ports, spec, .. } = &proposal.command {
                 let limit = leader.limits_for(host).max_workspaces_per_host;
+                // The host's capacity, counted here independently of the state machine.
+                let capacity = |state: &State| {
+                    let info = &state.hosts()[host].info;
+                    (u64::from(info.cpus) * 1000 * CPU_OVERCOMMIT, info.memory_bytes * MEMORY_OVERCOMMIT)
+                };
+                let promised = |state: &State| {
+                    state.workspaces().values().filter(|w| &w.host == host).fold((0, 0), |(c, m), w| {
+                        let r = w.spec.class.resources();
+                        (c + u64::from(r.cpu_millis), m + r.memory_bytes)
+                    })
+                };
                 match &outcome {
                     Outcome::Applied => {
                         prop_assert!(leader.workspaces_on(host) <= limit, "{host} over {limit}");
                         let range = leader.hosts()[host].info.port_range;
                         prop_assert!(ports.iter().all(|p| range.contains(p.host)), "a port outside {range}");
+                        let ((cpu, memory), (cpu_cap, memory_cap)) = (promised(&leader), capacity(&leader));
+                        prop_assert!(cpu <= cpu_cap && memory <= memory_cap, "{host} overcommitted");
                     }
                     Outcome::Rejected(error) if error.code == ErrorCode::ResourceExhausted => {
                         let ready = before.hosts().get(host).is_some_and(|h| h.status == HostStatus::Ready);
-                        prop_assert!(!ready || before.workspaces_on(host) >= limit, "refused with room on {host}");
+                        let full = before.workspaces_on(host) >= limit;
+                        let wanted = spec.class.resources();
+                        let ((cpu, memory), (cpu_cap, memory_cap)) = (promised(&before), capacity(&before));
+                        let no_cpu = cpu + u64::from(wanted.cpu_millis) > cpu_cap;
+                        let no_memory = memory + wanted.memory_bytes > memory_cap;
+                        let no_ports = (before.free_ports_on(host) as usize) < ports.len();
+                        prop_assert!(!ready || full || no_cpu || no_memory || no_ports, "refused with room on {host}");
                     }
                     Outcome::Rejected(_) => {}
                 }

@@ -1,0 +1,494 @@
+//! The scheduler: where a new workspace goes. Pure: the leader's view of the fleet (the
+//! replicated [`State`] and the operations in flight per host) and one request in, a placement
+//! or a refusal out.
+//!
+//! **Filter.** A host qualifies when [`State::unfit`] finds nothing against it (ready, below its
+//! workspace limit, CPU and memory within capacity × overcommit, enough free ports), it carries
+//! every label the workspace asks for, and it has fewer operations in flight than its limit.
+//! **Score.** Bin-pack (the default, as Nomad): the host that is fullest after the placement,
+//! so whole hosts stay free; spread: the emptiest. Fullness is the larger of the CPU and memory
+//! shares promised, in parts per million. **Ties** go to the smaller host id, so every replica
+//! and every run choose alike. A pinned request (`spec.host`) considers only that host.
+//! **Ports** are the lowest free ones of the host's range.
+//!
+//! `apply` checks the placement again ([`State::unfit`] and the port table), so two placements
+//! chosen from the same view can never overfill a host together: the second is refused.
+
+use std::collections::BTreeMap;
+
+use nexus_protocol::HostId;
+use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::model::{PortBinding, WorkspaceSpec};
+
+use crate::state::{CPU_OVERCOMMIT, MEMORY_OVERCOMMIT, State, Unfit};
+
+/// How the scheduler scores hosts that fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scoring {
+    /// The fullest host that fits: keeps whole hosts free.
+    #[default]
+    BinPack,
+    /// The emptiest host: spreads load and failure.
+    Spread,
+}
+
+/// Where a workspace goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub host: HostId,
+    pub ports: Vec<PortBinding>,
+}
+
+/// Why a host was passed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skipped {
+    Unfit(Unfit),
+    /// A label the workspace asks for that the host lacks (or has with another value).
+    Label {
+        key: String,
+        wanted: String,
+    },
+    /// Too many operations under way on the host.
+    Busy {
+        max: u32,
+    },
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skipped::Unfit(unfit) => unfit.fmt(f),
+            Skipped::Label { key, wanted } => write!(f, "no label {key}={wanted}"),
+            Skipped::Busy { max } => write!(f, "{max} operations already under way"),
+        }
+    }
+}
+
+/// Why `host` cannot take `spec` now, if it cannot.
+pub fn skip_reason(
+    state: &State,
+    in_flight: &BTreeMap<HostId, u32>,
+    host: &HostId,
+    spec: &WorkspaceSpec,
+) -> Option<Skipped> {
+    let ports = u32::try_from(spec.ports.len()).unwrap_or(u32::MAX);
+    if let Some(unfit) = state.unfit(host, spec.class, ports) {
+        return Some(Skipped::Unfit(unfit));
+    }
+    let labels = &state.hosts().get(host)?.info.labels;
+    for (key, wanted) in &spec.labels {
+        if labels.get(key) != Some(wanted) {
+            return Some(Skipped::Label {
+                key: key.clone(),
+                wanted: wanted.clone(),
+            });
+        }
+    }
+    let max = state.limits_for(host).max_concurrent_ops_per_host;
+    if in_flight.get(host).copied().unwrap_or(0) >= max {
+        return Some(Skipped::Busy { max });
+    }
+    None
+}
+
+/// How full `host` would be with `spec` on it: the larger of its CPU and memory shares, in parts
+/// per million of its capacity.
+fn fullness_after(state: &State, host: &HostId, spec: &WorkspaceSpec) -> u64 {
+    let Some(record) = state.hosts().get(host) else {
+        return 0;
+    };
+    let (cpu, memory) = state.reserved_on(host);
+    let wanted = spec.class.resources();
+    let cpu_capacity = (u64::from(record.info.cpus) * 1000 * CPU_OVERCOMMIT).max(1);
+    let memory_capacity = record
+        .info
+        .memory_bytes
+        .saturating_mul(MEMORY_OVERCOMMIT)
+        .max(1);
+    let share = |used: u64, capacity: u64| {
+        u64::try_from(u128::from(used) * 1_000_000 / u128::from(capacity)).unwrap_or(u64::MAX)
+    };
+    share(cpu + u64::from(wanted.cpu_millis), cpu_capacity)
+        .max(share(memory + wanted.memory_bytes, memory_capacity))
+}
+
+/// The lowest free host ports of `host`'s range, one per container port of `spec`.
+fn free_ports(state: &State, host: &HostId, spec: &WorkspaceSpec) -> Option<Vec<PortBinding>> {
+    let range = state.hosts().get(host)?.info.port_range;
+    let taken = state.ports();
+    let mut free =
+        (range.first..=range.last).filter(|port| !taken.contains_key(&(host.clone(), *port)));
+    spec.ports
+        .iter()
+        .map(|p| {
+            free.next().map(|host_port| PortBinding {
+                container: p.container,
+                host: host_port,
+            })
+        })
+        .collect()
+}
+
+/// Places `spec` on the fleet, or refuses with `RESOURCE_EXHAUSTED` naming, per host, what
+/// stopped it (`INVALID_ARGUMENT` for a pin to an unknown host, or more ports than a workspace
+/// may have anywhere).
+pub fn place(
+    state: &State,
+    in_flight: &BTreeMap<HostId, u32>,
+    spec: &WorkspaceSpec,
+    strategy: Scoring,
+) -> Result<Placement, WireError> {
+    let candidates: Vec<&HostId> = match &spec.host {
+        Some(pinned) => {
+            if !state.hosts().contains_key(pinned) {
+                return Err(WireError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("no host {pinned}; `nexus admin hosts` lists them"),
+                ));
+            }
+            vec![pinned]
+        }
+        None => state.hosts().keys().collect(),
+    };
+    let wanted = u32::try_from(spec.ports.len()).unwrap_or(u32::MAX);
+    let mut skipped = Vec::new();
+    let mut best: Option<(u64, &HostId)> = None;
+    for host in candidates {
+        let max_ports = state.limits_for(host).max_ports_per_workspace;
+        if wanted > max_ports {
+            skipped.push(format!("{host}: {wanted} ports asked, at most {max_ports}"));
+            continue;
+        }
+        if let Some(reason) = skip_reason(state, in_flight, host, spec) {
+            skipped.push(format!("{host}: {reason}"));
+            continue;
+        }
+        let fullness = fullness_after(state, host, spec);
+        // Bin-pack wants the largest fullness, spread the smallest; ties keep the first host
+        // (hosts come in id order).
+        let better = match (best, strategy) {
+            (None, _) => true,
+            (Some((score, _)), Scoring::BinPack) => fullness > score,
+            (Some((score, _)), Scoring::Spread) => fullness < score,
+        };
+        if better {
+            best = Some((fullness, host));
+        }
+    }
+    let Some((_, host)) = best else {
+        let code = if skipped.iter().all(|s| s.contains("ports asked")) && !skipped.is_empty() {
+            ErrorCode::InvalidArgument
+        } else {
+            ErrorCode::ResourceExhausted
+        };
+        let reasons = if skipped.is_empty() {
+            "no host has registered".to_string()
+        } else {
+            skipped.join("; ")
+        };
+        return Err(WireError::new(
+            code,
+            format!("no host can take workspace {}: {reasons}", spec.name),
+        ));
+    };
+    let ports = free_ports(state, host, spec).ok_or_else(|| {
+        WireError::new(
+            ErrorCode::Internal,
+            format!("host {host} fit but has no free ports"),
+        )
+    })?;
+    Ok(Placement {
+        host: host.clone(),
+        ports,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use nexus_protocol::clock::Timestamp;
+    use nexus_protocol::identity::{Identity, Role};
+    use nexus_protocol::model::{HostInfo, HostStatus, Labels, PortRange, PortSpec, ResourceClass};
+    use nexus_protocol::{RequestId, UserName, WorkspaceName};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::state::{Command, LimitsPatch, Outcome, Proposal};
+
+    fn host(
+        id: &str,
+        cpus: u32,
+        memory_gib: u64,
+        ports: (u16, u16),
+        labels: &[(&str, &str)],
+    ) -> HostInfo {
+        HostInfo {
+            host_id: id.parse().unwrap(),
+            hostname: id.into(),
+            os: "linux".into(),
+            cpus,
+            memory_bytes: memory_gib << 30,
+            disk_bytes: 0,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Labels>(),
+            port_range: PortRange::new(ports.0, ports.1).unwrap(),
+            agent_version: "test".into(),
+        }
+    }
+
+    fn spec(name: &str, class: ResourceClass, ports: &[u16]) -> WorkspaceSpec {
+        WorkspaceSpec {
+            name: WorkspaceName::new(name).unwrap(),
+            image: "img".into(),
+            class,
+            ports: ports
+                .iter()
+                .map(|&container| PortSpec { container })
+                .collect(),
+            env: Default::default(),
+            labels: Default::default(),
+            command: vec![],
+            host: None,
+        }
+    }
+
+    struct Fleet {
+        state: State,
+        next: u128,
+    }
+
+    impl Fleet {
+        fn new(hosts: Vec<HostInfo>) -> Fleet {
+            let mut fleet = Fleet {
+                state: State::default(),
+                next: 1,
+            };
+            for info in hosts {
+                fleet.apply(Command::RegisterHost(info));
+            }
+            fleet
+        }
+
+        fn apply(&mut self, command: Command) -> Outcome {
+            self.next += 1;
+            self.state.apply(&Proposal {
+                request_id: RequestId::from_u128(self.next),
+                at: Timestamp(1_000),
+                proposer: Identity::User {
+                    name: UserName::new("admin").unwrap(),
+                    role: Role::Admin,
+                },
+                command,
+            })
+        }
+
+        /// Places and commits, as the leader does; answers the host, or the refusal's code.
+        fn create(&mut self, spec: WorkspaceSpec, strategy: Scoring) -> Result<String, ErrorCode> {
+            let placement =
+                place(&self.state, &BTreeMap::new(), &spec, strategy).map_err(|e| e.code)?;
+            let outcome = self.apply(Command::CreateWorkspace {
+                spec,
+                owner: UserName::new("ada").unwrap(),
+                host: placement.host.clone(),
+                ports: placement.ports,
+            });
+            assert_eq!(
+                outcome,
+                Outcome::Applied,
+                "a placement the state machine refused"
+            );
+            Ok(placement.host.to_string())
+        }
+    }
+
+    #[test]
+    fn golden_placements() {
+        use ResourceClass::*;
+        let hosts = || {
+            vec![
+                host("a", 2, 4, (20000, 20009), &[("zone", "x")]),
+                host("b", 4, 8, (20000, 20009), &[("zone", "y"), ("gpu", "yes")]),
+                host("c", 2, 4, (20000, 20001), &[("zone", "y")]),
+            ]
+        };
+        // Bin-pack: the first lands on the host it fills most (a small host), and the next join it.
+        let mut fleet = Fleet::new(hosts());
+        let placed: Vec<_> = (0..4)
+            .map(|i| {
+                fleet
+                    .create(spec(&format!("w{i}"), Medium, &[3000]), Scoring::BinPack)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(placed, ["a", "a", "a", "a"]);
+        // a is at 4 of 8 CPUs' worth, 8 of 16 GiB: a large one still fits there.
+        assert_eq!(
+            fleet.create(spec("big", Large, &[]), Scoring::BinPack),
+            Ok("a".into())
+        );
+        // Ports are the lowest free ones of the host's range.
+        assert_eq!(
+            fleet.state.workspaces()[&WorkspaceName::new("w3").unwrap()].ports[0].host,
+            20003
+        );
+
+        // Spread: the emptiest after placing, ties to the smaller id: b has twice the room, so
+        // it takes one, a (tied with c) one, then b again (tied with c, which is half as big).
+        let mut fleet = Fleet::new(hosts());
+        let placed: Vec<_> = (0..4)
+            .map(|i| {
+                fleet
+                    .create(spec(&format!("w{i}"), Medium, &[]), Scoring::Spread)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(placed, ["b", "a", "b", "c"]);
+
+        // Labels constrain; a pin decides; too many ports for any host is the caller's mistake.
+        let mut fleet = Fleet::new(hosts());
+        let mut gpu = spec("g", Small, &[]);
+        gpu.labels.insert("gpu".into(), "yes".into());
+        assert_eq!(fleet.create(gpu, Scoring::BinPack), Ok("b".into()));
+        let mut pinned = spec("p", Small, &[]);
+        pinned.host = Some("c".parse().unwrap());
+        assert_eq!(fleet.create(pinned, Scoring::BinPack), Ok("c".into()));
+        let mut nowhere = spec("n", Small, &[]);
+        nowhere.host = Some("zz".parse().unwrap());
+        assert_eq!(
+            fleet.create(nowhere, Scoring::BinPack),
+            Err(ErrorCode::InvalidArgument)
+        );
+        let eleven: Vec<u16> = (1..=11).collect();
+        assert_eq!(
+            fleet.create(spec("e", Small, &eleven), Scoring::BinPack),
+            Err(ErrorCode::InvalidArgument)
+        );
+        // c has two ports: a three-port workspace cannot go there, but can elsewhere.
+        let mut three = spec("t", Small, &[1, 2, 3]);
+        three.labels.insert("zone".into(), "y".into());
+        assert_eq!(fleet.create(three, Scoring::BinPack), Ok("b".into()));
+    }
+
+    #[test]
+    fn a_refusal_names_what_stopped_it_on_each_host() {
+        let mut fleet = Fleet::new(vec![
+            host("a", 1, 1, (20000, 20009), &[]),
+            host("b", 8, 64, (20000, 20009), &[]),
+        ]);
+        fleet.apply(Command::SetHostStatus {
+            host: "b".parse().unwrap(),
+            status: HostStatus::Cordoned,
+        });
+        fleet
+            .create(spec("w1", ResourceClass::Large, &[]), Scoring::BinPack)
+            .unwrap();
+        let error = place(
+            &fleet.state,
+            &BTreeMap::new(),
+            &spec("w2", ResourceClass::Large, &[]),
+            Scoring::BinPack,
+        )
+        .unwrap_err();
+        assert_eq!(error.code, ErrorCode::ResourceExhausted);
+        assert!(
+            error.message.contains("a: memory: 4.0 of 4.0 GiB promised"),
+            "{}",
+            error.message
+        );
+        assert!(error.message.contains("b: cordoned"), "{}", error.message);
+        // Operations in flight count too.
+        fleet.apply(Command::SetHostStatus {
+            host: "b".parse().unwrap(),
+            status: HostStatus::Ready,
+        });
+        fleet.apply(Command::SetLimits {
+            host: None,
+            patch: LimitsPatch {
+                max_concurrent_ops_per_host: Some(2),
+                ..Default::default()
+            },
+        });
+        let busy = BTreeMap::from([("b".parse().unwrap(), 2)]);
+        let error = place(
+            &fleet.state,
+            &busy,
+            &spec("w3", ResourceClass::Small, &[]),
+            Scoring::BinPack,
+        )
+        .unwrap_err();
+        assert!(
+            error.message.contains("b: 2 operations already under way"),
+            "{}",
+            error.message
+        );
+    }
+
+    fn fleet_strategy() -> impl Strategy<Value = Vec<HostInfo>> {
+        proptest::collection::vec((1u32..5, 1u64..9, 0u16..6), 1..5).prop_map(|hosts| {
+            hosts
+                .into_iter()
+                .enumerate()
+                .map(|(i, (cpus, gib, ports))| {
+                    host(&format!("h{i}"), cpus, gib, (20000, 20000 + ports), &[])
+                })
+                .collect()
+        })
+    }
+
+    fn requests() -> impl Strategy<Value = Vec<(ResourceClass, usize)>> {
+        proptest::collection::vec(
+            (
+                proptest::sample::select(ResourceClass::ALL.to_vec()),
+                0usize..3,
+            ),
+            1..60,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the fleet and the requests: every placement is accepted by the state machine
+        /// (which checks every limit), and a refusal happens only when no host fits.
+        #[test]
+        fn placements_never_break_a_limit(hosts in fleet_strategy(), requests in requests(), spread in any::<bool>()) {
+            let strategy = if spread { Scoring::Spread } else { Scoring::BinPack };
+            let mut fleet = Fleet::new(hosts);
+            for (i, (class, ports)) in requests.into_iter().enumerate() {
+                let ports: Vec<u16> = (0..ports).map(|p| 3000 + p as u16).collect();
+                let spec = spec(&format!("w{i}"), class, &ports);
+                let fits_somewhere = fleet.state.hosts().keys().any(|h| skip_reason(&fleet.state, &BTreeMap::new(), h, &spec).is_none());
+                match fleet.create(spec, strategy) {
+                    Ok(_) => prop_assert!(fits_somewhere),
+                    Err(code) => {
+                        prop_assert_eq!(code, ErrorCode::ResourceExhausted);
+                        prop_assert!(!fits_somewhere, "refused though a host fits");
+                    }
+                }
+                fleet.state.check_invariants().map_err(TestCaseError::fail)?;
+            }
+        }
+
+        /// On identical hosts with identical workspaces: bin-pack fills one host before it
+        /// touches the next; spread keeps every host within one workspace of the others.
+        #[test]
+        fn bin_pack_packs_and_spread_spreads(count in 1usize..6, workspaces in 1usize..40) {
+            for strategy in [Scoring::BinPack, Scoring::Spread] {
+                let hosts = (0..count).map(|i| host(&format!("h{i}"), 2, 4, (20000, 20100), &[])).collect();
+                let mut fleet = Fleet::new(hosts);
+                for i in 0..workspaces {
+                    let _ = fleet.create(spec(&format!("w{i}"), ResourceClass::Medium, &[]), strategy);
+                }
+                let loads: Vec<u32> = fleet.state.hosts().keys().map(|h| fleet.state.workspaces_on(h)).collect();
+                let max = *loads.iter().max().unwrap();
+                let min = *loads.iter().min().unwrap();
+                match strategy {
+                    // Medium: 1 CPU, 2 GiB; a host takes 8 (both CPU and memory, overcommitted 4x).
+                    Scoring::BinPack => prop_assert!(loads.iter().filter(|&&l| l > 0 && l < 8).count() <= 1, "{loads:?}"),
+                    Scoring::Spread => prop_assert!(max - min <= 1, "{loads:?}"),
+                }
+            }
+        }
+    }
+}
