@@ -13,18 +13,21 @@ use tokio::sync::mpsc;
 
 use nexus_protocol::clock::{self, Timestamp};
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
-use nexus_protocol::identity::{Identity, IdentityKind};
+use nexus_protocol::identity::{Identity, IdentityKind, Role};
 use nexus_protocol::message::{
-    AdminRequest, AgentRequest, ClusterStatus, HostView, MemberRole, MemberView, ObservedWorkspace,
-    PeerRequest, Pong, Request, Response, StaleRead,
+    AdminRequest, AgentRequest, ClusterStatus, DesiredRun, HostView, MemberRole, MemberView,
+    ObservedWorkspace, PeerRequest, Pong, Request, Response, StaleRead, WorkspaceRequest,
 };
-use nexus_protocol::model::{ContainerStats, HostStats, WorkspaceState};
+use nexus_protocol::model::{
+    ContainerStats, HostStats, WorkspaceSpec, WorkspaceState, WorkspaceView,
+};
 use nexus_protocol::transport::{Handler, Peer, Reply};
-use nexus_protocol::{HostId, NodeId, RequestId};
+use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 
 use crate::cluster::{Cluster, NodeView};
 use crate::consensus;
-use crate::state::{Command, State};
+use crate::scheduler::{Scoring, place};
+use crate::state::{Command, Outcome, State, WorkspaceRecord};
 
 /// How long a membership change or leader transfer may take before it is answered `TIMEOUT`.
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -54,6 +57,8 @@ pub struct Service {
     liveness: Mutex<BTreeMap<HostId, Liveness>>,
     /// The newest desired-state watch of each host: a new watch replaces the host's older one.
     watches: Arc<Mutex<BTreeMap<HostId, u64>>>,
+    /// Held while a create is placed and committed.
+    placing: tokio::sync::Mutex<()>,
 }
 
 impl Service {
@@ -63,6 +68,7 @@ impl Service {
             cluster,
             liveness: Mutex::new(BTreeMap::new()),
             watches: Arc::new(Mutex::new(BTreeMap::new())),
+            placing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -92,10 +98,10 @@ impl Service {
             Request::Admin(request) => self.admin(peer, request, false).await,
             Request::Stale(StaleRead::Admin(request)) => self.admin(peer, request, true).await,
             Request::Peer(request) => self.peer(peer, request_id, request).await,
-            Request::Workspace(_) | Request::Stale(StaleRead::Workspace(_)) => Err(WireError::new(
-                ErrorCode::Unsupported,
-                "this coordinator build does not serve workspaces yet",
-            )),
+            Request::Workspace(request) => self.workspace(peer, request_id, request, false).await,
+            Request::Stale(StaleRead::Workspace(request)) => {
+                self.workspace(peer, request_id, request, true).await
+            }
         }
     }
 
@@ -441,6 +447,50 @@ fn check_report(observed: &[ObservedWorkspace]) -> Result<(), WireError> {
     Ok(())
 }
 
+/// The longest image reference a workspace may name.
+const MAX_IMAGE_LEN: usize = 512;
+
+/// A workspace as users see it.
+fn view_of(record: &WorkspaceRecord) -> WorkspaceView {
+    WorkspaceView {
+        name: record.spec.name.clone(),
+        owner: record.owner.clone(),
+        state: record.state,
+        host: Some(record.host.clone()),
+        image: record.spec.image.clone(),
+        class: record.spec.class,
+        ports: record.ports.clone(),
+        created_at: record.created_at,
+    }
+}
+
+/// Refuses a spec no host could run, before it reaches the scheduler.
+fn check_spec(spec: &WorkspaceSpec) -> Result<(), WireError> {
+    let invalid = |why: String| Err(WireError::new(ErrorCode::InvalidArgument, why));
+    if spec.image.trim().is_empty() || spec.image.len() > MAX_IMAGE_LEN {
+        return invalid(format!(
+            "the image must be named (at most {MAX_IMAGE_LEN} characters)"
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for port in &spec.ports {
+        if port.container == 0 || !seen.insert(port.container) {
+            return invalid(format!(
+                "container port {} is zero or given twice",
+                port.container
+            ));
+        }
+    }
+    if let Some(key) = spec
+        .env
+        .keys()
+        .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+    {
+        return invalid(format!("invalid environment variable name {key:?}"));
+    }
+    Ok(())
+}
+
 fn too_many(entries: usize) -> Result<(), WireError> {
     if entries > MAX_ENTRIES {
         return Err(WireError::new(
@@ -452,6 +502,188 @@ fn too_many(entries: usize) -> Result<(), WireError> {
 }
 
 impl Service {
+    /// A user's (or an admin's) workspace request. Users see and change their own workspaces;
+    /// admins all of them.
+    async fn workspace(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        request: WorkspaceRequest,
+        stale: bool,
+    ) -> Result<Response, WireError> {
+        let Identity::User { name: user, role } = &peer.identity else {
+            return Err(denied(peer, "only users manage workspaces"));
+        };
+        let admin = *role == Role::Admin;
+        let reading = matches!(
+            request,
+            WorkspaceRequest::List | WorkspaceRequest::Inspect(_)
+        );
+        if stale && !reading {
+            return Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                "only reads may be stale; send the change without --stale",
+            ));
+        }
+        match request {
+            WorkspaceRequest::List => {
+                let user = user.clone();
+                let views = self
+                    .cluster
+                    .read(stale, move |state| {
+                        state
+                            .workspaces()
+                            .values()
+                            .filter(|w| admin || w.owner == user)
+                            .map(view_of)
+                            .collect()
+                    })
+                    .await?;
+                Ok(Response::Workspaces(views))
+            }
+            WorkspaceRequest::Inspect(name) => Ok(Response::Workspace(
+                self.owned(peer, &name, admin, stale).await?,
+            )),
+            WorkspaceRequest::Create(spec) => self.create(peer, request_id, user, spec).await,
+            WorkspaceRequest::Start(name) => {
+                self.set_run(peer, request_id, &name, admin, DesiredRun::Running)
+                    .await
+            }
+            WorkspaceRequest::Stop(name) => {
+                self.set_run(peer, request_id, &name, admin, DesiredRun::Stopped)
+                    .await
+            }
+            WorkspaceRequest::Destroy(name) => {
+                self.owned(peer, &name, admin, false).await?;
+                self.cluster
+                    .propose(
+                        request_id,
+                        peer.identity.clone(),
+                        Command::DestroyWorkspace { name: name.clone() },
+                    )
+                    .await?;
+                Ok(Response::Workspace(
+                    self.owned(peer, &name, admin, false).await?,
+                ))
+            }
+            WorkspaceRequest::Restart(_)
+            | WorkspaceRequest::Switch(_)
+            | WorkspaceRequest::Repair(_)
+            | WorkspaceRequest::Cleanup { .. } => Err(WireError::new(
+                ErrorCode::Unsupported,
+                "this coordinator build does not restart, switch, repair or clean up workspaces yet",
+            )),
+        }
+    }
+
+    async fn set_run(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        name: &WorkspaceName,
+        admin: bool,
+        run: DesiredRun,
+    ) -> Result<Response, WireError> {
+        self.owned(peer, name, admin, false).await?;
+        self.cluster
+            .propose(
+                request_id,
+                peer.identity.clone(),
+                Command::SetDesiredRun {
+                    name: name.clone(),
+                    run,
+                },
+            )
+            .await?;
+        Ok(Response::Workspace(
+            self.owned(peer, name, admin, false).await?,
+        ))
+    }
+
+    /// The workspace `name`, if `peer` may see it: `WORKSPACE_NOT_FOUND` or
+    /// `PERMISSION_DENIED` otherwise.
+    async fn owned(
+        &self,
+        peer: &Peer,
+        name: &WorkspaceName,
+        admin: bool,
+        stale: bool,
+    ) -> Result<WorkspaceView, WireError> {
+        let wanted = name.clone();
+        let view = self
+            .cluster
+            .read(stale, move |state| {
+                state.workspaces().get(&wanted).map(view_of)
+            })
+            .await?
+            .ok_or_else(|| {
+                WireError::new(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"))
+            })?;
+        if let Identity::User { name: user, .. } = &peer.identity
+            && (admin || &view.owner == user)
+        {
+            return Ok(view);
+        }
+        Err(denied(peer, &format!("workspace {name} is not theirs")))
+    }
+
+    /// Places and commits a new workspace, on the leader. Creates are placed one at a time, each
+    /// against the state the previous one left, so concurrent creates are never refused for
+    /// room another host had. A retried request is answered with its first outcome.
+    async fn create(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        user: &UserName,
+        spec: WorkspaceSpec,
+    ) -> Result<Response, WireError> {
+        check_spec(&spec)?;
+        self.cluster.require_leader().await?;
+        let _one_at_a_time = self.placing.lock().await;
+        let name = spec.name.clone();
+        let wanted = spec.clone();
+        let decision = self
+            .cluster
+            .read(true, move |state| match state.outcome_of(request_id) {
+                Some(Outcome::Applied) => Ok(None),
+                Some(Outcome::Rejected(error)) => Err(error.clone()),
+                None if state.workspaces().contains_key(&wanted.name) => Err(WireError::new(
+                    ErrorCode::WorkspaceAlreadyExists,
+                    format!("workspace {} already exists", wanted.name),
+                )),
+                None => place(state, &BTreeMap::new(), &wanted, Scoring::BinPack).map(Some),
+            })
+            .await??;
+        if let Some(placement) = decision {
+            tracing::info!(workspace = %name, host = %placement.host, %request_id, "placed");
+            self.cluster
+                .propose(
+                    request_id,
+                    peer.identity.clone(),
+                    Command::CreateWorkspace {
+                        spec,
+                        owner: user.clone(),
+                        host: placement.host,
+                        ports: placement.ports,
+                    },
+                )
+                .await?;
+        }
+        let found = name.clone();
+        self.cluster
+            .read(true, move |state| {
+                state.workspaces().get(&found).map(view_of)
+            })
+            .await?
+            .map(Response::Workspace)
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::WorkspaceNotFound,
+                    format!("workspace {name} was created and is gone already"),
+                )
+            })
+    }
+
     /// An agent's watch of its host's desired state: the state now (unless the agent has that
     /// version already), then again after every change, for as long as this node leads.
     async fn watch_desired(&self, peer: &Peer, known_version: Option<u64>) -> Reply {
@@ -704,6 +936,180 @@ mod tests {
             ask(&service, &agent("h1"), heartbeat).await,
             Ok(Response::Ack)
         ));
+        node.stop().await.unwrap();
+    }
+
+    fn named(name: &str, role: Role) -> Peer {
+        peer(Identity::User {
+            name: UserName::new(name).unwrap(),
+            role,
+        })
+    }
+
+    fn workspace_spec(name: &str, ports: &[u16]) -> WorkspaceSpec {
+        WorkspaceSpec {
+            name: name.parse().unwrap(),
+            image: "dev:latest".into(),
+            class: nexus_protocol::model::ResourceClass::Small,
+            ports: ports
+                .iter()
+                .map(|&container| nexus_protocol::model::PortSpec { container })
+                .collect(),
+            env: Default::default(),
+            labels: Default::default(),
+            command: vec![],
+            host: None,
+        }
+    }
+
+    fn ws(request: WorkspaceRequest) -> Request {
+        Request::Workspace(request)
+    }
+
+    #[tokio::test]
+    async fn users_create_see_and_change_only_their_own_workspaces() {
+        let (_dir, node, service) = one_node().await;
+        leading(&service).await;
+        ask(
+            &service,
+            &agent("h1"),
+            Request::Agent(AgentRequest::Register(info("h1"))),
+        )
+        .await
+        .unwrap();
+        let (ada, bob, admin) = (
+            named("ada", Role::User),
+            named("bob", Role::User),
+            named("root", Role::Admin),
+        );
+        let create = ws(WorkspaceRequest::Create(workspace_spec("w", &[3000])));
+        let id = RequestId::random();
+        let first = service.answer(&ada, id, create.clone()).await.unwrap();
+        let Response::Workspace(view) = &first else {
+            panic!("{first:?}");
+        };
+        assert_eq!(view.owner.as_str(), "ada");
+        assert_eq!(view.host.as_ref().map(HostId::as_str), Some("h1"));
+        assert_eq!(view.state, WorkspaceState::Scheduled);
+        assert_eq!(view.ports[0].host, PortRange::DEFAULT.first);
+
+        // The host is full now; a retry of the same request still gets its first answer.
+        service
+            .cluster
+            .propose(
+                RequestId::random(),
+                admin.identity.clone(),
+                Command::SetLimits {
+                    host: None,
+                    patch: crate::state::LimitsPatch {
+                        max_workspaces_per_host: Some(1),
+                        ..Default::default()
+                    },
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            service.answer(&ada, id, create.clone()).await.unwrap(),
+            first
+        );
+        let refused = ask(
+            &service,
+            &ada,
+            ws(WorkspaceRequest::Create(workspace_spec("x", &[]))),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::ResourceExhausted);
+        assert!(
+            refused.message.contains("h1: holds its maximum of 1"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(
+            code(ask(&service, &ada, create.clone()).await),
+            Some(ErrorCode::WorkspaceAlreadyExists)
+        );
+        let eleven: Vec<u16> = (1..=11).collect();
+        assert_eq!(
+            code(
+                ask(
+                    &service,
+                    &ada,
+                    ws(WorkspaceRequest::Create(workspace_spec("y", &eleven)))
+                )
+                .await
+            ),
+            Some(ErrorCode::InvalidArgument)
+        );
+
+        // Each sees their own; an admin sees all.
+        let list = |who: Peer| {
+            let service = &service;
+            async move {
+                match ask(service, &who, ws(WorkspaceRequest::List))
+                    .await
+                    .unwrap()
+                {
+                    Response::Workspaces(views) => views.len(),
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        assert_eq!(
+            (
+                list(ada.clone()).await,
+                list(bob.clone()).await,
+                list(admin.clone()).await
+            ),
+            (1, 0, 1)
+        );
+        let name: WorkspaceName = "w".parse().unwrap();
+        for request in [
+            WorkspaceRequest::Inspect(name.clone()),
+            WorkspaceRequest::Stop(name.clone()),
+            WorkspaceRequest::Destroy(name.clone()),
+        ] {
+            assert_eq!(
+                code(ask(&service, &bob, ws(request)).await),
+                Some(ErrorCode::PermissionDenied)
+            );
+        }
+        assert_eq!(
+            code(ask(&service, &agent("h1"), ws(WorkspaceRequest::List)).await),
+            Some(ErrorCode::PermissionDenied)
+        );
+        assert_eq!(
+            code(
+                ask(
+                    &service,
+                    &ada,
+                    ws(WorkspaceRequest::Inspect("nope".parse().unwrap()))
+                )
+                .await
+            ),
+            Some(ErrorCode::WorkspaceNotFound)
+        );
+
+        // The owner stops it, an admin destroys it.
+        ask(&service, &ada, ws(WorkspaceRequest::Stop(name.clone())))
+            .await
+            .unwrap();
+        let desired = service
+            .cluster
+            .read(false, |state| {
+                state.desired_for(&HostId::new("h1").unwrap())
+            })
+            .await
+            .unwrap();
+        assert_eq!(desired.assignments[0].run, DesiredRun::Stopped);
+        match ask(&service, &admin, ws(WorkspaceRequest::Destroy(name)))
+            .await
+            .unwrap()
+        {
+            Response::Workspace(view) => assert_eq!(view.state, WorkspaceState::Destroying),
+            other => panic!("{other:?}"),
+        }
         node.stop().await.unwrap();
     }
 
