@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nexus_protocol::identity::Role;
-use nexus_protocol::{HostId, NodeId, UserName};
+use nexus_protocol::{HostId, NodeId, UserName, WorkspaceName};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -72,6 +72,68 @@ pub enum Command {
     /// Operate the fleet (admins).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Your workspaces (all of them, for an admin).
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace; the scheduler picks a host (or `--host`) and host ports.
+    Create(CreateArgs),
+    /// Your workspaces.
+    List {
+        /// Answer from the coordinator's own replica (may be a little behind).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// One workspace.
+    Inspect { name: WorkspaceName },
+    /// Start a stopped workspace (the same container).
+    Start { name: WorkspaceName },
+    /// Stop a workspace; its container and files stay.
+    Stop { name: WorkspaceName },
+    /// Destroy a workspace: its container, network and ports.
+    Destroy { name: WorkspaceName },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    pub name: WorkspaceName,
+    /// The image to run, e.g. dev:latest.
+    #[arg(long)]
+    pub image: String,
+    /// A container port to publish on a host port. Repeat for each.
+    #[arg(long = "port")]
+    pub ports: Vec<u16>,
+    #[arg(long, value_enum, default_value = "medium")]
+    pub class: ClassArg,
+    /// Put it on this host instead of letting the scheduler choose.
+    #[arg(long)]
+    pub host: Option<HostId>,
+    /// Only on hosts with this label, K=V. Repeat for each.
+    #[arg(long = "label", value_parser = key_value)]
+    pub labels: Vec<(String, String)>,
+    /// An environment variable, K=V. Repeat for each.
+    #[arg(long = "env", value_parser = key_value)]
+    pub env: Vec<(String, String)>,
+    /// The command to run instead of the image's, after `--`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ClassArg {
+    Small,
+    Medium,
+    Large,
+}
+
+fn key_value(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((key, val)) if !key.is_empty() => Ok((key.to_string(), val.to_string())),
+        _ => Err(format!("invalid {value:?}: expected KEY=VALUE")),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -59,5 +59,8 @@ async fn run(
         Command::Admin(command) => {
             commands::admin::run(command, &Settings::resolve(connection, file)?, format).await
         }
+        Command::Workspace(command) => {
+            commands::workspace::run(command, &Settings::resolve(connection, file)?, format).await
+        }
     }
 }

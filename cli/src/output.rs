@@ -4,9 +4,10 @@
 use std::io::Write;
 
 use comfy_table::{Table, presets};
+use nexus_protocol::HostId;
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::message::{ClusterStatus, HostView};
-use nexus_protocol::model::HostStatus;
+use nexus_protocol::model::{HostStatus, WorkspaceView};
 use serde_json::{Value, json};
 
 use crate::args::OutputFormat;
@@ -136,6 +137,60 @@ pub fn status_table(status: &ClusterStatus) -> String {
         rows,
     ));
     text
+}
+
+/// A workspace as `--output json` prints it (the contract: name, owner, state, host, image,
+/// ports, created_at; plus class).
+pub fn workspace_json(view: &WorkspaceView) -> Value {
+    json!({
+        "name": view.name.as_str(),
+        "owner": view.owner.as_str(),
+        "state": view.state.as_str(),
+        "host": view.host.as_ref().map(HostId::as_str),
+        "image": view.image,
+        "class": view.class.as_str(),
+        "ports": view.ports.iter().map(|p| json!({"container": p.container, "host": p.host})).collect::<Vec<_>>(),
+        "created_at": rfc3339(view.created_at),
+    })
+}
+
+/// A time as RFC 3339, in UTC.
+pub fn rfc3339(at: Timestamp) -> String {
+    at.to_offset_date_time()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.as_millis().to_string())
+}
+
+pub fn workspaces_table(views: &[WorkspaceView]) -> String {
+    if views.is_empty() {
+        return "no workspaces\n".to_string();
+    }
+    let rows = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.to_string(),
+                v.state.to_string(),
+                v.host.as_ref().map_or("-".to_string(), ToString::to_string),
+                v.image.clone(),
+                v.class.to_string(),
+                if v.ports.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.ports
+                        .iter()
+                        .map(|p| format!("{}:{}", p.host, p.container))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+                v.owner.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "STATE", "HOST", "IMAGE", "CLASS", "PORTS", "OWNER"],
+        rows,
+    )
 }
 
 pub fn hosts_json(hosts: &[HostView]) -> Value {

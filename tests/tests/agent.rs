@@ -219,3 +219,181 @@ async fn an_agent_heartbeats_the_leader_and_moves_when_the_leader_dies() {
         agent.process.log()
     );
 }
+
+/// Runs `nexus` as user `name` against `coordinator`.
+fn nexus_as(
+    pki: &TestPki,
+    name: &str,
+    role: nexus_protocol::identity::Role,
+    coordinator: std::net::SocketAddr,
+    args: &[&str],
+) -> std::process::Output {
+    let identity = nexus_tests::pki::user(name, role);
+    let (cert, key) = pki.paths(&identity);
+    if !cert.exists() {
+        pki.issue(&identity);
+    }
+    let home = pki.scratch(&format!("home-{name}"));
+    std::process::Command::new(nexus_tests::process::binary("nexus"))
+        .args(["--coordinator", &coordinator.to_string()])
+        .args(["--ca", pki.ca_cert_path().to_str().unwrap()])
+        .args([
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
+        .args(args)
+        .env("HOME", home)
+        .env_remove("NEXUS_CONFIG")
+        .env_remove("NEXUS_COORDINATORS")
+        .output()
+        .expect("nexus runs")
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "nexus failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn users_drive_their_workspaces_with_the_cli() {
+    use nexus_protocol::identity::Role;
+    let pki = TestPki::new();
+    let coordinator = nexus_tests::process::CoordinatorProcess::start(&pki, 1).await;
+    let address = coordinator.address;
+    let _agent = AgentProcess::start(&pki, "cli-host", &[address], &[]);
+    eventually("the agent to register", Duration::from_secs(20), || async {
+        (!hosts(&pki, address).await.is_empty()).then_some(())
+    })
+    .await;
+
+    let created = json_of(&nexus_as(
+        &pki,
+        "ada",
+        Role::User,
+        address,
+        &[
+            "-o",
+            "json",
+            "workspace",
+            "create",
+            "web",
+            "--image",
+            "dev:latest",
+            "--port",
+            "3000",
+            "--class",
+            "small",
+            "--env",
+            "A=b",
+            "--",
+            "sleep",
+            "600",
+        ],
+    ));
+    assert_eq!(created["name"], "web");
+    assert_eq!(created["owner"], "ada");
+    assert_eq!(created["host"], "cli-host");
+    assert_eq!(created["ports"][0]["container"], 3000);
+    assert_eq!(created["ports"][0]["host"], 20000);
+    assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let state = |name: &'static str| {
+        let pki = &pki;
+        async move {
+            let out = nexus_as(
+                pki,
+                "ada",
+                Role::User,
+                address,
+                &["-o", "json", "workspace", "inspect", name],
+            );
+            json_of(&out)["state"].as_str().map(str::to_string)
+        }
+    };
+    eventually("web running", Duration::from_secs(20), || async {
+        (state("web").await.as_deref() == Some("running")).then_some(())
+    })
+    .await;
+    let table = nexus_as(&pki, "ada", Role::User, address, &["workspace", "list"]);
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(
+        table.contains("web") && table.contains("running") && table.contains("20000:3000"),
+        "{table}"
+    );
+
+    // Bob sees nothing of it and may not touch it.
+    let listed = json_of(&nexus_as(
+        &pki,
+        "bob",
+        Role::User,
+        address,
+        &["-o", "json", "workspace", "list"],
+    ));
+    assert_eq!(listed, serde_json::json!([]));
+    let denied = nexus_as(
+        &pki,
+        "bob",
+        Role::User,
+        address,
+        &["-o", "json", "workspace", "stop", "web"],
+    );
+    assert!(!denied.status.success());
+    let error: serde_json::Value = serde_json::from_slice(&denied.stderr).unwrap();
+    assert_eq!(error["error"]["code"], "PERMISSION_DENIED");
+    assert_eq!(
+        denied.status.code(),
+        Some(i32::from(
+            nexus_protocol::ErrorCode::PermissionDenied.exit_code()
+        ))
+    );
+
+    json_of(&nexus_as(
+        &pki,
+        "ada",
+        Role::User,
+        address,
+        &["-o", "json", "workspace", "stop", "web"],
+    ));
+    eventually("web stopped", Duration::from_secs(20), || async {
+        (state("web").await.as_deref() == Some("stopped")).then_some(())
+    })
+    .await;
+    json_of(&nexus_as(
+        &pki,
+        "ada",
+        Role::User,
+        address,
+        &["-o", "json", "workspace", "start", "web"],
+    ));
+    eventually("web running again", Duration::from_secs(20), || async {
+        (state("web").await.as_deref() == Some("running")).then_some(())
+    })
+    .await;
+    // An admin may destroy anyone's; it is gone once the agent has removed it.
+    json_of(&nexus_as(
+        &pki,
+        "root",
+        Role::Admin,
+        address,
+        &["-o", "json", "workspace", "destroy", "web"],
+    ));
+    eventually("web gone", Duration::from_secs(20), || async {
+        let out = nexus_as(
+            &pki,
+            "ada",
+            Role::User,
+            address,
+            &["-o", "json", "workspace", "inspect", "web"],
+        );
+        let gone = !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("WORKSPACE_NOT_FOUND");
+        gone.then_some(())
+    })
+    .await;
+}

@@ -5,3 +5,4 @@ pub mod admin;
 pub mod ping;
 pub mod pki;
 pub mod up;
+pub mod workspace;
