@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use nexus_protocol::HostId;
 use nexus_protocol::error::{ErrorCode, WireError};
-use nexus_protocol::model::{PortBinding, WorkspaceSpec};
+use nexus_protocol::model::{PortBinding, WorkspaceSpec, WorkspaceState};
 
 use crate::state::{CPU_OVERCOMMIT, MEMORY_OVERCOMMIT, State, Unfit};
 
@@ -62,6 +62,25 @@ impl std::fmt::Display for Skipped {
             Skipped::Busy { max } => write!(f, "{max} operations already under way"),
         }
     }
+}
+
+/// Operations under way per host, as the replicated state shows them: workspaces on their way
+/// somewhere (scheduled, starting, stopping, being destroyed) that their agent has not reported
+/// arrived.
+pub fn in_flight(state: &State) -> BTreeMap<HostId, u32> {
+    let mut counts = BTreeMap::new();
+    for workspace in state.workspaces().values() {
+        if matches!(
+            workspace.state,
+            WorkspaceState::Scheduled
+                | WorkspaceState::Starting
+                | WorkspaceState::Stopping
+                | WorkspaceState::Destroying
+        ) {
+            *counts.entry(workspace.host.clone()).or_insert(0) += 1;
+        }
+    }
+    counts
 }
 
 /// Why `host` cannot take `spec` now, if it cannot.
@@ -422,6 +441,30 @@ mod tests {
             "{}",
             error.message
         );
+    }
+
+    #[test]
+    fn workspaces_on_their_way_count_as_operations_in_flight() {
+        let mut fleet = Fleet::new(vec![host("a", 4, 8, (20000, 20009), &[])]);
+        fleet
+            .create(spec("w1", ResourceClass::Small, &[]), Scoring::BinPack)
+            .unwrap();
+        fleet
+            .create(spec("w2", ResourceClass::Small, &[]), Scoring::BinPack)
+            .unwrap();
+        let a: HostId = "a".parse().unwrap();
+        assert_eq!(in_flight(&fleet.state).get(&a), Some(&2));
+        fleet.apply(Command::RecordObserved {
+            host: a.clone(),
+            observed: vec![nexus_protocol::message::ObservedWorkspace {
+                name: WorkspaceName::new("w1").unwrap(),
+                generation: 1,
+                state: nexus_protocol::model::WorkspaceState::Running,
+                ports: vec![],
+                error: None,
+            }],
+        });
+        assert_eq!(in_flight(&fleet.state).get(&a), Some(&1));
     }
 
     fn fleet_strategy() -> impl Strategy<Value = Vec<HostInfo>> {

@@ -26,7 +26,7 @@ use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 
 use crate::cluster::{Cluster, NodeView};
 use crate::consensus;
-use crate::scheduler::{Scoring, place};
+use crate::scheduler::{Scoring, in_flight, place};
 use crate::state::{Command, Outcome, State, WorkspaceRecord};
 
 /// How long a membership change or leader transfer may take before it is answered `TIMEOUT`.
@@ -651,7 +651,7 @@ impl Service {
                     ErrorCode::WorkspaceAlreadyExists,
                     format!("workspace {} already exists", wanted.name),
                 )),
-                None => place(state, &BTreeMap::new(), &wanted, Scoring::BinPack).map(Some),
+                None => place(state, &in_flight(state), &wanted, Scoring::BinPack).map(Some),
             })
             .await??;
         if let Some(placement) = decision {
