@@ -12,7 +12,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use nexus_protocol::WorkspaceName;
-use nexus_protocol::clock::Timestamp;
 use nexus_protocol::message::DesiredState;
 use serde::{Deserialize, Serialize};
 
@@ -26,9 +25,10 @@ pub struct Saved {
     /// The workspace generations whose containers were running at the agent's last listing.
     #[serde(default)]
     pub running: BTreeSet<(WorkspaceName, u64)>,
-    /// When this was saved (wall clock): a host that booted since has stopped every container.
+    /// The host's boot id when `running` was listed: a host that booted since has stopped every
+    /// container.
     #[serde(default)]
-    pub saved_at: Option<Timestamp>,
+    pub boot_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -144,7 +144,7 @@ mod tests {
             }),
             restartable: BTreeSet::from([("api".parse().unwrap(), 2)]),
             running: BTreeSet::from([("api".parse().unwrap(), 2)]),
-            saved_at: Some(Timestamp(1_700_000_000_000)),
+            boot_id: Some("2f1c".into()),
         }
     }
 
@@ -172,7 +172,7 @@ mod tests {
         .unwrap();
         let saved = cache.load();
         assert_eq!(saved.restartable.len(), 1);
-        assert!(saved.running.is_empty() && saved.saved_at.is_none());
+        assert!(saved.running.is_empty() && saved.boot_id.is_none());
     }
 
     #[test]

@@ -246,6 +246,7 @@ async fn report(
     let mut refresh = tokio::time::interval(REPORT_REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh.tick().await;
+    let mut refused: Option<Vec<ObservedWorkspace>> = None;
     loop {
         tokio::select! {
             changed = reports.changed() => if changed.is_err() {
@@ -256,15 +257,15 @@ async fn report(
             _ = refresh.tick() => {}
         }
         let observed = reports.borrow_and_update().clone();
-        if observed.is_empty() {
+        if observed.is_empty() || refused.as_ref() == Some(&observed) {
             continue;
         }
-        let request = Request::Agent(AgentRequest::ReportObserved(observed));
+        let request = Request::Agent(AgentRequest::ReportObserved(observed.clone()));
         match connection
             .request_with(RequestId::random(), request, REPORT_DEADLINE)
             .await
         {
-            Ok(Response::Ack) => {}
+            Ok(Response::Ack) => refused = None,
             Ok(other) => return unexpected(&other),
             Err(error) if error.code == ErrorCode::Timeout => {
                 tracing::warn!(
@@ -274,7 +275,8 @@ async fn report(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(error) if error.code == ErrorCode::InvalidArgument => {
-                tracing::error!(code = %error.code, "the coordinator refused a report: {}", error.message);
+                tracing::error!(code = %error.code, "the coordinator refused a report; not sending it again until it changes: {}", error.message);
+                refused = Some(observed);
             }
             Err(error) => return error,
         }

@@ -72,6 +72,9 @@ pub struct Reconciler<R: Runtime> {
     /// Set by an outage of the engine or a reboot of the host: the next successful listing
     /// makes restartable what was running before.
     interrupted: bool,
+    /// The boot under which `running_before` was listed, and this boot.
+    running_boot: Option<String>,
+    boot_id: Option<String>,
     /// Containers (workspace, generation) running at the last successful listing: those found
     /// stopped after an outage were stopped by the outage, not by themselves.
     running_before: BTreeSet<(WorkspaceName, u64)>,
@@ -94,15 +97,13 @@ impl<R: Runtime> Reconciler<R> {
             desired,
             restartable,
             running,
-            saved_at,
+            boot_id: running_boot,
         } = cache.load();
-        // A host that booted after the agent last saved has stopped every container: those that
-        // were running then are to be started again, as after an outage of the engine, not
-        // taken for crashes.
-        let rebooted = match (saved_at, crate::stats::boot_time()) {
-            (Some(saved), Some(booted)) => saved < booted,
-            _ => false,
-        };
+        // A host that booted since the agent listed what was running has stopped every
+        // container: those that were running then are to be started again, as after an outage
+        // of the engine, not taken for crashes.
+        let boot_id = crate::stats::boot_id();
+        let rebooted = running_boot.is_some() && boot_id.is_some() && running_boot != boot_id;
         if rebooted && !running.is_empty() {
             tracing::info!(
                 workspaces = running.len(),
@@ -133,6 +134,8 @@ impl<R: Runtime> Reconciler<R> {
             next_outage_retry: None,
             interrupted: rebooted,
             running_before: running,
+            running_boot,
+            boot_id,
             orphans_logged: BTreeSet::new(),
             unsaved: None,
             report,
@@ -230,7 +233,7 @@ impl<R: Runtime> Reconciler<R> {
             desired,
             restartable: self.memory.restartable.clone(),
             running: self.running_before.clone(),
-            saved_at: Some(nexus_protocol::clock::now()),
+            boot_id: self.running_boot.clone(),
         }
     }
 
@@ -269,7 +272,17 @@ impl<R: Runtime> Reconciler<R> {
         let actual = match self.runtime.list().await {
             Ok(actual) => actual,
             Err(error) => {
-                self.engine_failed(&error);
+                // Only an engine that fails a ping is out (an outage makes stopped containers
+                // restartable); one failed list is retried like an outage, nothing more.
+                if self.runtime.ping().await.is_err() {
+                    self.engine_failed(&error);
+                } else {
+                    tracing::warn!(
+                        runtime = self.runtime.name(),
+                        "cannot list containers; trying again in 5 s: {error}"
+                    );
+                    self.next_outage_retry = Some(Instant::now() + Duration::from_secs(5));
+                }
                 return false;
             }
         };
@@ -298,7 +311,13 @@ impl<R: Runtime> Reconciler<R> {
             .filter(|c| c.status == ContainerStatus::Running)
             .map(|c| (c.workspace.clone(), c.generation))
             .collect();
-        let running_changed = running != self.running_before;
+        let running_changed = running != self.running_before || self.running_boot != self.boot_id;
+        self.running_boot.clone_from(&self.boot_id);
+        // A container seen running is no longer "stopped on purpose": if it stops later, that
+        // is its own doing (and a start whose answer was lost must not leave it restartable).
+        let before = self.memory.restartable.len();
+        self.memory.restartable.retain(|key| !running.contains(key));
+        let restartable_changed = before != self.memory.restartable.len();
         self.running_before = running;
         let plan = plan(self.desired.as_ref(), &actual, &self.memory);
         tracing::debug!(
@@ -426,7 +445,7 @@ impl<R: Runtime> Reconciler<R> {
             }
         }
         save |= self.forget_the_departed(&actual);
-        save |= running_changed;
+        save |= running_changed || restartable_changed;
         if save {
             self.save();
         }
@@ -542,9 +561,12 @@ impl<R: Runtime> Reconciler<R> {
     /// Publishes what this pass observed, if it differs from the last report. `done` names the
     /// workspaces whose steps all ran in this pass: they are where their plan was headed.
     fn publish(&mut self, workspaces: &[WorkspacePlan], done: &BTreeSet<WorkspaceName>) {
+        // A workspace still being destroyed is not reported: `destroying` is the coordinator's
+        // state to set, and it waits for `gone`.
         let report: Vec<ObservedWorkspace> = workspaces
             .iter()
             .map(|workspace| self.observe(workspace, done.contains(&workspace.name)))
+            .filter(|observed| observed.state != WorkspaceState::Destroying)
             .collect();
         self.report.send_if_modified(|current| {
             if *current == report {

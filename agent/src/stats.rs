@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nexus_protocol::clock::{self, Timestamp};
+use nexus_protocol::clock;
 use nexus_protocol::model::{HostInfo, HostStats};
 use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, Networks, RefreshKind, System};
 
@@ -18,10 +18,12 @@ pub fn is_host_interface(name: &str) -> bool {
     !(name.starts_with("veth") || name == "docker0" || name.starts_with("br-") || name == "lo")
 }
 
-/// When this host booted, if the system says.
-pub fn boot_time() -> Option<Timestamp> {
-    let seconds = System::boot_time().ok()?;
-    (seconds > 0).then(|| Timestamp(seconds.saturating_mul(1000)))
+/// This boot's id (Linux's `/proc/sys/kernel/random/boot_id`): it changes at every boot, and
+/// unlike a boot time it does not move with the wall clock.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_string())
 }
 
 #[derive(Debug)]
@@ -115,6 +117,12 @@ impl HostSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_boot_has_an_id() {
+        let id = boot_id().expect("a boot id");
+        assert_eq!(boot_id().as_deref(), Some(id.as_str()));
+    }
 
     #[test]
     fn docker_plumbing_is_not_host_traffic() {

@@ -837,6 +837,14 @@ async fn logs_are_followed_as_they_are_written() {
     });
     let mut seen = Vec::new();
     while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(10), lines.recv()).await {
+        if seen.is_empty() {
+            // Lines arrive as they are written, not when the container ends.
+            assert_eq!(
+                runtime.list().await.unwrap()[0].status,
+                ContainerStatus::Running,
+                "the first line came only after the container stopped"
+            );
+        }
         seen.push(line);
     }
     // The tail (one line written before the call) and then the rest as the container wrote it,

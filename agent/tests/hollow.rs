@@ -244,9 +244,9 @@ async fn a_new_generation_replaces_the_container_and_absent_removes_it() {
     assert!(runtime.list().await.unwrap().is_empty());
 }
 
-/// The hollow runtime, except that every start takes effect and then answers with an error, as
-/// when an engine's answer is lost.
-struct LostAnswers(HollowRuntime);
+/// The hollow runtime, except that every start takes effect and then answers with an error (as
+/// when an engine's answer is lost), and removes fail while `fail_removes` is set.
+struct LostAnswers(HollowRuntime, std::sync::atomic::AtomicBool);
 
 impl Runtime for LostAnswers {
     fn name(&self) -> &'static str {
@@ -269,6 +269,12 @@ impl Runtime for LostAnswers {
         self.0.stop(id, grace).await
     }
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RuntimeError::new(
+                ErrorKind::Failed,
+                "device or resource busy",
+            ));
+        }
         self.0.remove(id).await
     }
     async fn remove_network(
@@ -306,10 +312,10 @@ impl Runtime for LostAnswers {
 #[tokio::test]
 async fn a_step_that_took_effect_despite_its_error_is_reported_as_done() {
     let host = unique_host("lost");
-    let runtime = Arc::new(LostAnswers(HollowRuntime::new(
-        host.clone(),
-        HollowConfig::default(),
-    )));
+    let runtime = Arc::new(LostAnswers(
+        HollowRuntime::new(host.clone(), HollowConfig::default()),
+        std::sync::atomic::AtomicBool::new(false),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
     agent.reconciler.set_desired(desired(1, vec![running("w")]));
@@ -358,9 +364,10 @@ async fn after_a_reboot_what_was_running_starts_again_but_a_crash_stays_failed()
         let cache = nexus_agent::cache::Cache::new(dir.path());
         let mut saved = cache.load();
         assert!(saved.running.contains(&(name("w"), 1)), "{saved:?}");
+        assert!(saved.boot_id.is_some());
         if rebooted {
-            // The agent last saved before this boot.
-            saved.saved_at = Some(nexus_protocol::clock::Timestamp(0));
+            // The agent last listed under another boot.
+            saved.boot_id = Some("an-earlier-boot".into());
             cache.save(&saved).unwrap();
         }
         let mut second = Agent::new(runtime.clone(), &host, dir.path(), 20);
@@ -372,4 +379,74 @@ async fn after_a_reboot_what_was_running_starts_again_but_a_crash_stays_failed()
             assert_eq!(w.error.unwrap().code, ErrorCode::ContainerError);
         }
     }
+}
+
+#[tokio::test]
+async fn a_start_whose_answer_was_lost_leaves_no_licence_to_restart_a_later_crash() {
+    let host = unique_host("licence");
+    let runtime = Arc::new(LostAnswers(
+        HollowRuntime::new(host.clone(), HollowConfig::default()),
+        std::sync::atomic::AtomicBool::new(false),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    let stopped = || assignment("w", 1, DesiredRun::Stopped, &[], "img", &[]);
+    agent.reconciler.set_desired(desired(1, vec![running("w")]));
+    agent.settle().await;
+    // Stopped on purpose, then started again (the start's answer is lost, the start happens).
+    agent.reconciler.set_desired(desired(2, vec![stopped()]));
+    agent.settle().await;
+    agent.reconciler.set_desired(desired(3, vec![running("w")]));
+    assert_eq!(
+        observed(&agent.settle().await, "w").state,
+        WorkspaceState::Running
+    );
+    // Later it crashes: that is reported, not restarted.
+    assert!(runtime.0.crash(&name("w"), 1));
+    let w = observed(&agent.settle().await, "w").clone();
+    assert_eq!(w.state, WorkspaceState::Failed);
+    assert_eq!(w.error.unwrap().code, ErrorCode::ContainerError);
+}
+
+#[tokio::test]
+async fn a_destroy_that_keeps_failing_is_never_reported_destroying() {
+    let host = unique_host("stuck");
+    let runtime = Arc::new(LostAnswers(
+        HollowRuntime::new(host.clone(), HollowConfig::default()),
+        std::sync::atomic::AtomicBool::new(true),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    agent.reconciler.set_desired(desired(
+        1,
+        vec![
+            assignment("w", 1, DesiredRun::Stopped, &[], "img", &[]),
+            assignment("x", 1, DesiredRun::Stopped, &[], "img", &[]),
+        ],
+    ));
+    agent.settle().await;
+    // Make the container, so that there is something to fail to remove.
+    agent.reconciler.set_desired(desired(
+        2,
+        vec![
+            running("w"),
+            assignment("x", 1, DesiredRun::Stopped, &[], "img", &[]),
+        ],
+    ));
+    agent.settle().await;
+    agent.reconciler.set_desired(desired(
+        3,
+        vec![
+            assignment("w", 1, DesiredRun::Absent, &[], "img", &[]),
+            assignment("x", 1, DesiredRun::Stopped, &[], "img", &[]),
+        ],
+    ));
+    agent.reconciler.pass().await;
+    let report = agent.report();
+    // The coordinator refuses a report naming a state only it sets; the others still go out.
+    assert!(
+        report.iter().all(|o| o.state != WorkspaceState::Destroying),
+        "{report:?}"
+    );
+    assert_eq!(observed(&report, "x").state, WorkspaceState::Stopped);
 }

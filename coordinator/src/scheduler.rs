@@ -171,6 +171,7 @@ pub fn place(
     };
     let wanted = u32::try_from(spec.ports.len()).unwrap_or(u32::MAX);
     let mut skipped = Vec::new();
+    let mut too_many_ports_everywhere = true;
     let mut best: Option<(u64, &HostId)> = None;
     for host in candidates {
         let max_ports = state.limits_for(host).max_ports_per_workspace;
@@ -178,6 +179,7 @@ pub fn place(
             skipped.push(format!("{host}: {wanted} ports asked, at most {max_ports}"));
             continue;
         }
+        too_many_ports_everywhere = false;
         if let Some(reason) = skip_reason(state, in_flight, host, spec) {
             skipped.push(format!("{host}: {reason}"));
             continue;
@@ -195,7 +197,7 @@ pub fn place(
         }
     }
     let Some((_, host)) = best else {
-        let code = if skipped.iter().all(|s| s.contains("ports asked")) && !skipped.is_empty() {
+        let code = if too_many_ports_everywhere && !skipped.is_empty() {
             ErrorCode::InvalidArgument
         } else {
             ErrorCode::ResourceExhausted
@@ -467,6 +469,38 @@ mod tests {
         assert_eq!(in_flight(&fleet.state).get(&a), Some(&1));
     }
 
+    /// Whether `host` can take `spec`, worked out here from the tables alone (not with the
+    /// state machine's own check), as the property's oracle.
+    fn fits(state: &State, host: &HostId, spec: &WorkspaceSpec) -> bool {
+        let record = &state.hosts()[host];
+        let limits = state.limits_for(host);
+        let mine: Vec<_> = state
+            .workspaces()
+            .values()
+            .filter(|w| &w.host == host)
+            .collect();
+        let cpu: u64 = mine
+            .iter()
+            .map(|w| u64::from(w.spec.class.resources().cpu_millis))
+            .sum();
+        let memory: u64 = mine
+            .iter()
+            .map(|w| w.spec.class.resources().memory_bytes)
+            .sum();
+        let wanted = spec.class.resources();
+        let range = record.info.port_range;
+        let taken = state
+            .ports()
+            .keys()
+            .filter(|(h, p)| h == host && range.contains(*p))
+            .count();
+        record.status == HostStatus::Ready
+            && (mine.len() as u32) < limits.max_workspaces_per_host
+            && cpu + u64::from(wanted.cpu_millis) <= u64::from(record.info.cpus) * 4000
+            && memory + wanted.memory_bytes <= record.info.memory_bytes * 4
+            && range.len() as usize - taken >= spec.ports.len()
+    }
+
     fn fleet_strategy() -> impl Strategy<Value = Vec<HostInfo>> {
         proptest::collection::vec((1u32..5, 1u64..9, 0u16..6), 1..5).prop_map(|hosts| {
             hosts
@@ -490,48 +524,48 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+            #![proptest_config(ProptestConfig::with_cases(256))]
 
-        /// Whatever the fleet and the requests: every placement is accepted by the state machine
-        /// (which checks every limit), and a refusal happens only when no host fits.
-        #[test]
-        fn placements_never_break_a_limit(hosts in fleet_strategy(), requests in requests(), spread in any::<bool>()) {
-            let strategy = if spread { Scoring::Spread } else { Scoring::BinPack };
-            let mut fleet = Fleet::new(hosts);
-            for (i, (class, ports)) in requests.into_iter().enumerate() {
-                let ports: Vec<u16> = (0..ports).map(|p| 3000 + p as u16).collect();
-                let spec = spec(&format!("w{i}"), class, &ports);
-                let fits_somewhere = fleet.state.hosts().keys().any(|h| skip_reason(&fleet.state, &BTreeMap::new(), h, &spec).is_none());
-                match fleet.create(spec, strategy) {
-                    Ok(_) => prop_assert!(fits_somewhere),
-                    Err(code) => {
-                        prop_assert_eq!(code, ErrorCode::ResourceExhausted);
-                        prop_assert!(!fits_somewhere, "refused though a host fits");
+            /// Whatever the fleet and the requests: every placement is accepted by the state machine
+            /// (which checks every limit), and a refusal happens only when no host fits.
+            #[test]
+            fn placements_never_break_a_limit(hosts in fleet_strategy(), requests in requests(), spread in any::<bool>()) {
+                let strategy = if spread { Scoring::Spread } else { Scoring::BinPack };
+                let mut fleet = Fleet::new(hosts);
+                for (i, (class, ports)) in requests.into_iter().enumerate() {
+                    let ports: Vec<u16> = (0..ports).map(|p| 3000 + p as u16).collect();
+                    let spec = spec(&format!("w{i}"), class, &ports);
+    let fits_somewhere = fleet.state.hosts().keys().any(|h| fits(&fleet.state, h, &spec));
+                    match fleet.create(spec, strategy) {
+                        Ok(_) => prop_assert!(fits_somewhere),
+                        Err(code) => {
+                            prop_assert_eq!(code, ErrorCode::ResourceExhausted);
+                            prop_assert!(!fits_somewhere, "refused though a host fits");
+                        }
+                    }
+                    fleet.state.check_invariants().map_err(TestCaseError::fail)?;
+                }
+            }
+
+            /// On identical hosts with identical workspaces: bin-pack fills one host before it
+            /// touches the next; spread keeps every host within one workspace of the others.
+            #[test]
+            fn bin_pack_packs_and_spread_spreads(count in 1usize..6, workspaces in 1usize..40) {
+                for strategy in [Scoring::BinPack, Scoring::Spread] {
+                    let hosts = (0..count).map(|i| host(&format!("h{i}"), 2, 4, (20000, 20100), &[])).collect();
+                    let mut fleet = Fleet::new(hosts);
+                    for i in 0..workspaces {
+                        let _ = fleet.create(spec(&format!("w{i}"), ResourceClass::Medium, &[]), strategy);
+                    }
+                    let loads: Vec<u32> = fleet.state.hosts().keys().map(|h| fleet.state.workspaces_on(h)).collect();
+                    let max = *loads.iter().max().unwrap();
+                    let min = *loads.iter().min().unwrap();
+                    match strategy {
+                        // Medium: 1 CPU, 2 GiB; a host takes 8 (both CPU and memory, overcommitted 4x).
+                        Scoring::BinPack => prop_assert!(loads.iter().filter(|&&l| l > 0 && l < 8).count() <= 1, "{loads:?}"),
+                        Scoring::Spread => prop_assert!(max - min <= 1, "{loads:?}"),
                     }
                 }
-                fleet.state.check_invariants().map_err(TestCaseError::fail)?;
             }
         }
-
-        /// On identical hosts with identical workspaces: bin-pack fills one host before it
-        /// touches the next; spread keeps every host within one workspace of the others.
-        #[test]
-        fn bin_pack_packs_and_spread_spreads(count in 1usize..6, workspaces in 1usize..40) {
-            for strategy in [Scoring::BinPack, Scoring::Spread] {
-                let hosts = (0..count).map(|i| host(&format!("h{i}"), 2, 4, (20000, 20100), &[])).collect();
-                let mut fleet = Fleet::new(hosts);
-                for i in 0..workspaces {
-                    let _ = fleet.create(spec(&format!("w{i}"), ResourceClass::Medium, &[]), strategy);
-                }
-                let loads: Vec<u32> = fleet.state.hosts().keys().map(|h| fleet.state.workspaces_on(h)).collect();
-                let max = *loads.iter().max().unwrap();
-                let min = *loads.iter().min().unwrap();
-                match strategy {
-                    // Medium: 1 CPU, 2 GiB; a host takes 8 (both CPU and memory, overcommitted 4x).
-                    Scoring::BinPack => prop_assert!(loads.iter().filter(|&&l| l > 0 && l < 8).count() <= 1, "{loads:?}"),
-                    Scoring::Spread => prop_assert!(max - min <= 1, "{loads:?}"),
-                }
-            }
-        }
-    }
 }

@@ -19,7 +19,7 @@ use nexus_protocol::message::{
     ObservedWorkspace, PeerRequest, Pong, Request, Response, StaleRead, WorkspaceRequest,
 };
 use nexus_protocol::model::{
-    ContainerStats, HostStats, WorkspaceSpec, WorkspaceState, WorkspaceView,
+    ContainerStats, HostStats, PortRange, WorkspaceSpec, WorkspaceState, WorkspaceView,
 };
 use nexus_protocol::transport::{Handler, Peer, Reply};
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
@@ -59,6 +59,7 @@ pub struct Service {
     watches: Arc<Mutex<BTreeMap<HostId, u64>>>,
     /// Held while a create is placed and committed.
     placing: tokio::sync::Mutex<()>,
+    watch_numbers: std::sync::atomic::AtomicU64,
 }
 
 impl Service {
@@ -69,6 +70,7 @@ impl Service {
             liveness: Mutex::new(BTreeMap::new()),
             watches: Arc::new(Mutex::new(BTreeMap::new())),
             placing: tokio::sync::Mutex::new(()),
+            watch_numbers: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -234,6 +236,12 @@ impl Service {
         };
         match request {
             AgentRequest::Register(info) => {
+                if PortRange::new(info.port_range.first, info.port_range.last).is_err() {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("invalid port range {}", info.port_range),
+                    ));
+                }
                 if &info.host_id != host_id {
                     return Err(denied(
                         peer,
@@ -697,12 +705,12 @@ impl Service {
             return Reply::Once(Err(error));
         }
         let (sender, updates) = mpsc::channel(2);
-        let generation = {
-            let mut watches = lock(&self.watches);
-            let next = watches.get(host).map_or(1, |g| g + 1);
-            watches.insert(host.clone(), next);
-            next
-        };
+        // Numbers never reused (a host's entry goes when its watch ends), so a stale watch can
+        // never mistake a newer one for itself.
+        let generation = self
+            .watch_numbers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.watches).insert(host.clone(), generation);
         let watch = Watch {
             cluster: self.cluster.clone(),
             host: host.clone(),
@@ -752,6 +760,7 @@ async fn watch_desired(
 ) {
     let Watch { cluster, host, .. } = watch;
     let mut applied = cluster.applied();
+    let mut first = true;
     loop {
         applied.borrow_and_update();
         if watch.replaced() {
@@ -769,17 +778,30 @@ async fn watch_desired(
         }
         let wanted = host.clone();
         let last = sent;
-        // The leader's own replica: it has applied everything it has told anyone about.
+        // The first look is linearizable (the replica has applied everything committed when it
+        // was asked); later ones read the leader's own replica, which only moves forward.
         let update = cluster
-            .read(true, move |state| {
-                // Only ever forward: a leader whose replica is a few entries behind what an
-                // earlier leader sent waits until it has caught up, rather than send the agent
-                // back in time.
+            .read(!first, move |state| {
+                // Only ever forward: what an earlier leader sent is not sent back in time.
                 let version = state.desired_version(&wanted);
-                last.is_none_or(|last| version > last)
-                    .then(|| state.desired_for(&wanted))
+                let ahead = last.is_some_and(|last| version < last);
+                let push = last.is_none_or(|last| version > last) || (first && ahead);
+                (push.then(|| state.desired_for(&wanted)), ahead)
             })
             .await;
+        let update = match update {
+            Ok((desired, ahead)) => {
+                if first && ahead {
+                    // Even a current replica is behind the agent: this is another history (the
+                    // cluster's data was rebuilt). Say so on both sides; the agent keeps what
+                    // it has until someone removes its saved state.
+                    tracing::warn!(%host, agent_version = ?last, "an agent holds a newer desired state than this cluster has ever made; was the cluster rebuilt? (the agent ignores older ones)");
+                }
+                Ok(desired)
+            }
+            Err(error) => Err(error),
+        };
+        first = false;
         match update {
             Ok(Some(desired)) => {
                 sent = Some(desired.version);
@@ -1200,10 +1222,16 @@ mod tests {
             Some(Ok(Response::Desired(desired))) => assert_eq!(desired.version, 0),
             other => panic!("{other:?}"),
         }
-        // An agent ahead of this replica (it heard from a newer leader) is not sent back.
+        // An agent ahead of even a linearizable read holds another history (a rebuilt
+        // cluster): it is told the current state once (it ignores it, and says so), then only
+        // newer ones.
         let mut ahead = service
             .handle(&h1, RequestId::random(), watch(Some(5)))
             .await;
+        match next_update(&mut ahead).await {
+            Some(Ok(Response::Desired(desired))) => assert_eq!(desired.version, 0),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(next_update(&mut ahead).await, None);
         // The newer watch replaced the first, which ends with a reason.
         assert_eq!(

@@ -417,6 +417,12 @@ impl State {
     fn execute(&mut self, at: Timestamp, command: &Command) -> Outcome {
         match command {
             Command::RegisterHost(info) => {
+                if info.port_range.is_empty() || info.port_range.first == 0 {
+                    return reject(
+                        ErrorCode::InvalidArgument,
+                        format!("invalid port range {}", info.port_range),
+                    );
+                }
                 match self.hosts.get_mut(&info.host_id) {
                     Some(host) => host.info = info.clone(),
                     None => {

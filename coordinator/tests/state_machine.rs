@@ -164,7 +164,10 @@ proptest! {
                         let ((cpu, memory), (cpu_cap, memory_cap)) = (promised(&before), capacity(&before));
                         let no_cpu = cpu + u64::from(wanted.cpu_millis) > cpu_cap;
                         let no_memory = memory + wanted.memory_bytes > memory_cap;
-                        let no_ports = (before.free_ports_on(host) as usize) < ports.len();
+                        // Free ports counted from the allocation table and the range alone.
+                        let range = before.hosts()[host].info.port_range;
+                        let taken = before.ports().keys().filter(|(h, p)| h == host && range.contains(*p)).count();
+                        let no_ports = (range.len() as usize - taken) < ports.len();
                         prop_assert!(!ready || full || no_cpu || no_memory || no_ports, "refused with room on {host}");
                     }
                     Outcome::Rejected(_) => {}

@@ -198,12 +198,17 @@ impl PortRange {
         Ok(PortRange { first, last })
     }
 
+    /// How many ports; zero for a range whose ends are the wrong way round (which
+    /// [`PortRange::new`] refuses, but a decoded message may carry).
     pub fn len(self) -> u32 {
+        if self.first > self.last {
+            return 0;
+        }
         u32::from(self.last) - u32::from(self.first) + 1
     }
 
     pub fn is_empty(self) -> bool {
-        false
+        self.len() == 0
     }
 
     pub fn contains(self, port: u16) -> bool {

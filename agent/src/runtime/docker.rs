@@ -41,6 +41,9 @@ use super::{
 /// Pulls and stops are given longer (the stop's grace, the pull's progress keeps it alive).
 const CALL_TIMEOUT: u64 = 30;
 
+/// The longest line a followed log hands on; longer output without a newline is cut there.
+const FOLLOWED_LINE_BYTES: usize = 64 << 10;
+
 /// How long after an event the reconciler is woken a second time.
 const EVENT_FOLLOW_UP: Duration = Duration::from_millis(500);
 
@@ -676,24 +679,45 @@ impl Runtime for DockerRuntime {
             .tail(&tail.to_string())
             .build();
         let mut stream = self.docker.logs(id, Some(options));
-        // Frames are not lines: keep a partial line until its end arrives.
-        let mut partial = String::new();
-        while let Some(chunk) = stream.next().await {
+        // Frames are not lines: keep each stream's partial line, as bytes (a character may be
+        // split across frames), until its end arrives; a line longer than the cap is cut.
+        let mut partial: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+        let decode = |bytes: &[u8]| {
+            String::from_utf8_lossy(bytes)
+                .trim_end_matches(['\n', '\r'])
+                .to_string()
+        };
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                // Nobody reads any more: stop following rather than wait for output.
+                () = lines.closed() => return Ok(()),
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| classify(&e, &format!("cannot follow {id}'s logs")))?;
-            partial.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-            while let Some(end) = partial.find('\n') {
-                let line: String = partial.drain(..=end).collect();
-                if lines
-                    .send(line.trim_end_matches(['\n', '\r']).to_string())
-                    .await
-                    .is_err()
-                {
+            let (index, bytes) = match chunk {
+                LogOutput::StdErr { message } => (1, message),
+                other => (0, other.into_bytes()),
+            };
+            let buffer = &mut partial[index];
+            buffer.extend_from_slice(&bytes);
+            while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                if lines.send(decode(&line)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if buffer.len() > FOLLOWED_LINE_BYTES {
+                let line: Vec<u8> = std::mem::take(buffer);
+                if lines.send(decode(&line)).await.is_err() {
                     return Ok(());
                 }
             }
         }
-        if !partial.is_empty() {
-            let _ = lines.send(partial).await;
+        for buffer in partial {
+            if !buffer.is_empty() && lines.send(decode(&buffer)).await.is_err() {
+                break;
+            }
         }
         Ok(())
     }
