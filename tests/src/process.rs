@@ -259,3 +259,32 @@ pub async fn connect(
         .connect(address, "127.0.0.1", &[IdentityKind::Coordinator])
         .await
 }
+
+/// Runs the `nexus` CLI as `identity` (issuing its certificate if needed) against `coordinator`,
+/// with `home` as its home directory and no settings from the environment.
+pub fn cli_as(
+    pki: &TestPki,
+    identity: &Identity,
+    home: &std::path::Path,
+    coordinator: SocketAddr,
+    args: &[&str],
+) -> std::process::Output {
+    let (cert, key) = pki.paths(identity);
+    if !cert.exists() {
+        pki.issue(identity);
+    }
+    std::process::Command::new(binary("nexus"))
+        .args(["--coordinator", &coordinator.to_string()])
+        .arg("--ca")
+        .arg(pki.ca_cert_path())
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .args(args)
+        .env("HOME", home)
+        .env_remove("NEXUS_CONFIG")
+        .env_remove("NEXUS_COORDINATORS")
+        .output()
+        .expect("nexus runs")
+}

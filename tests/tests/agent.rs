@@ -228,27 +228,14 @@ fn nexus_as(
     coordinator: std::net::SocketAddr,
     args: &[&str],
 ) -> std::process::Output {
-    let identity = nexus_tests::pki::user(name, role);
-    let (cert, key) = pki.paths(&identity);
-    if !cert.exists() {
-        pki.issue(&identity);
-    }
     let home = pki.scratch(&format!("home-{name}"));
-    std::process::Command::new(nexus_tests::process::binary("nexus"))
-        .args(["--coordinator", &coordinator.to_string()])
-        .args(["--ca", pki.ca_cert_path().to_str().unwrap()])
-        .args([
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-        ])
-        .args(args)
-        .env("HOME", home)
-        .env_remove("NEXUS_CONFIG")
-        .env_remove("NEXUS_COORDINATORS")
-        .output()
-        .expect("nexus runs")
+    nexus_tests::process::cli_as(
+        pki,
+        &nexus_tests::pki::user(name, role),
+        &home,
+        coordinator,
+        args,
+    )
 }
 
 fn json_of(out: &std::process::Output) -> serde_json::Value {

@@ -17,7 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use nexus_coordinator::consensus::{RaftMessage, encode_message};
@@ -30,7 +30,7 @@ use nexus_tests::cluster::{
 };
 use nexus_tests::eventually;
 use nexus_tests::pki::{self, TestPki};
-use nexus_tests::process::{CoordinatorProcess, binary, connect};
+use nexus_tests::process::{CoordinatorProcess, cli_as, connect};
 
 const ELECTION: Duration = Duration::from_secs(20);
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -180,25 +180,13 @@ async fn acknowledged_writes_survive_killing_the_leader_and_restarting_everythin
 }
 
 fn nexus(pki: &TestPki, home: &Path, coordinator: SocketAddr, args: &[&str]) -> Output {
-    let admin = pki::user("harness", Role::Admin);
-    let (cert, key) = pki.paths(&admin);
-    if !cert.exists() {
-        pki.issue(&admin);
-    }
-    Command::new(binary("nexus"))
-        .args(["--coordinator", &coordinator.to_string()])
-        .args(["--ca", pki.ca_cert_path().to_str().unwrap()])
-        .args([
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-        ])
-        .args(args)
-        .env("HOME", home)
-        .env_remove("NEXUS_CONFIG")
-        .output()
-        .expect("nexus runs")
+    cli_as(
+        pki,
+        &pki::user("harness", Role::Admin),
+        home,
+        coordinator,
+        args,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
