@@ -62,6 +62,10 @@ pub struct Args {
     /// Snapshot the state and truncate the log every this many entries.
     #[arg(long)]
     pub snapshot_every: Option<u64>,
+    /// Seconds without a heartbeat before the leader marks a host down (the design: three
+    /// heartbeats of 5 s).
+    #[arg(long)]
+    pub host_ttl: Option<f64>,
 }
 
 fn parse_peer(value: &str) -> Result<(NodeId, String), String> {
@@ -93,6 +97,7 @@ struct FileConfig {
     election_ticks: Option<usize>,
     heartbeat_ticks: Option<usize>,
     snapshot_every: Option<u64>,
+    host_ttl: Option<f64>,
 }
 
 /// A complete, checked configuration.
@@ -107,6 +112,8 @@ pub struct Config {
     pub join: bool,
     pub advertise: Option<String>,
     pub driver: DriverConfig,
+    /// How long a host may be silent before the leader marks it down.
+    pub host_ttl: Duration,
 }
 
 impl Config {
@@ -165,7 +172,12 @@ impl Config {
         if join && peers.is_empty() {
             bail!("--join needs at least one --peer: a member of the cluster to join");
         }
+        let host_ttl = args.host_ttl.or(file.host_ttl).unwrap_or(15.0);
+        if !(0.2..=86_400.0).contains(&host_ttl) {
+            bail!("--host-ttl must be between 0.2 and 86400 seconds, not {host_ttl}");
+        }
         Ok(Config {
+            host_ttl: Duration::from_secs_f64(host_ttl),
             join,
             advertise: args.advertise.or(file.advertise),
             driver,

@@ -143,7 +143,11 @@ pub async fn run_with(
     } = Node::start(&config, &credentials)?;
     tracing::info!(node_id = %config.node_id, %address, peers = config.peers.len(), "nexus-coordinator listening");
     ready(address, cluster.clone());
-    let service = Arc::new(Service::new(identity, cluster));
+    let service = Arc::new(Service::new(identity, cluster).with_host_ttl(config.host_ttl));
+    let detector = tokio::spawn({
+        let service = service.clone();
+        async move { service.detect_failures().await }
+    });
     let mut failure = None;
     let until = async {
         tokio::select! {
@@ -152,6 +156,7 @@ pub async fn run_with(
         }
     };
     server.serve(service, until).await;
+    detector.abort();
     let result = match failure {
         Some(result) => result.unwrap_or_else(|_| Err(StoreError("the driver thread died".into()))),
         None => {

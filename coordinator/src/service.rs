@@ -19,7 +19,7 @@ use nexus_protocol::message::{
     ObservedWorkspace, PeerRequest, Pong, Request, Response, StaleRead, WorkspaceRequest,
 };
 use nexus_protocol::model::{
-    ContainerStats, HostStats, PortRange, WorkspaceSpec, WorkspaceState, WorkspaceView,
+    ContainerStats, HostStats, HostStatus, PortRange, WorkspaceSpec, WorkspaceState, WorkspaceView,
 };
 use nexus_protocol::transport::{Handler, Peer, Reply};
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
@@ -28,6 +28,9 @@ use crate::cluster::{Cluster, NodeView};
 use crate::consensus;
 use crate::scheduler::{Scoring, in_flight, place};
 use crate::state::{Command, Outcome, State, WorkspaceRecord};
+
+/// How long a host may be silent before the leader marks it down: three heartbeats of 5 s.
+pub const DEFAULT_HOST_TTL: Duration = Duration::from_secs(15);
 
 /// How long a membership change or leader transfer may take before it is answered `TIMEOUT`.
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -60,6 +63,8 @@ pub struct Service {
     /// Held while a create is placed and committed.
     placing: tokio::sync::Mutex<()>,
     watch_numbers: std::sync::atomic::AtomicU64,
+    /// How long a host may be silent before the leader marks it down.
+    host_ttl: Duration,
 }
 
 impl Service {
@@ -71,6 +76,7 @@ impl Service {
             watches: Arc::new(Mutex::new(BTreeMap::new())),
             placing: tokio::sync::Mutex::new(()),
             watch_numbers: std::sync::atomic::AtomicU64::new(1),
+            host_ttl: DEFAULT_HOST_TTL,
         }
     }
 
@@ -268,10 +274,27 @@ impl Service {
                 // Liveness is the leader's to judge: agents heartbeat the leader.
                 self.cluster.require_leader().await?;
                 let host = host_id.clone();
-                let known = self
+                let status = self
                     .cluster
-                    .read(true, move |state| state.hosts().contains_key(&host))
+                    .read(true, move |state| {
+                        state.hosts().get(&host).map(|h| h.status)
+                    })
                     .await?;
+                let known = status.is_some();
+                if status == Some(HostStatus::Down) {
+                    // Back: its workspaces return from lost to what its agent reports.
+                    tracing::info!(host = %host_id, "a host that was down heartbeats again");
+                    self.cluster
+                        .propose(
+                            RequestId::random(),
+                            self.identity.clone(),
+                            Command::SetHostStatus {
+                                host: host_id.clone(),
+                                status: HostStatus::Ready,
+                            },
+                        )
+                        .await?;
+                }
                 if !known {
                     return Err(WireError::new(
                         ErrorCode::InvalidArgument,
@@ -510,6 +533,71 @@ fn too_many(entries: usize) -> Result<(), WireError> {
 }
 
 impl Service {
+    /// The same service, marking hosts down after `ttl` of silence.
+    pub fn with_host_ttl(mut self, ttl: Duration) -> Service {
+        self.host_ttl = ttl;
+        self
+    }
+
+    /// The failure detector, for as long as the process runs: on the leader, a host silent for
+    /// the TTL is marked down through Raft (its workspaces become lost). A node that has just
+    /// become leader first grants every host a full TTL from that moment, since heartbeats went
+    /// to the old leader: a failover never marks a host down.
+    pub async fn detect_failures(&self) {
+        let period = (self.host_ttl / 5).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut leading_since: Option<Timestamp> = None;
+        loop {
+            tokio::time::sleep(period).await;
+            if self.cluster.require_leader().await.is_err() {
+                leading_since = None;
+                continue;
+            }
+            let now = clock::now();
+            let since = *leading_since.get_or_insert(now);
+            let Ok(hosts) = self
+                .cluster
+                .read(true, |state| {
+                    state
+                        .hosts()
+                        .iter()
+                        .filter(|(_, h)| h.status != HostStatus::Down)
+                        .map(|(id, _)| id.clone())
+                        .collect::<Vec<_>>()
+                })
+                .await
+            else {
+                continue;
+            };
+            let silent: Vec<HostId> = {
+                let liveness = self.liveness();
+                hosts
+                    .into_iter()
+                    .filter(|host| {
+                        let heard = liveness.get(host).map_or(since, |l| l.at.max(since));
+                        now.saturating_since(heard) > self.host_ttl
+                    })
+                    .collect()
+            };
+            for host in silent {
+                tracing::warn!(%host, ttl = ?self.host_ttl, "no heartbeat within the TTL; marking the host down");
+                let proposal = self
+                    .cluster
+                    .propose(
+                        RequestId::random(),
+                        self.identity.clone(),
+                        Command::SetHostStatus {
+                            host: host.clone(),
+                            status: HostStatus::Down,
+                        },
+                    )
+                    .await;
+                if let Err(error) = proposal {
+                    tracing::warn!(%host, code = %error.code, "cannot mark the host down: {}", error.message);
+                }
+            }
+        }
+    }
+
     /// A user's (or an admin's) workspace request. Users see and change their own workspaces;
     /// admins all of them.
     async fn workspace(

@@ -174,7 +174,9 @@ async fn an_agent_runs_what_it_is_assigned_on_docker_reports_it_and_survives_sig
 #[tokio::test]
 async fn an_agent_heartbeats_the_leader_and_moves_when_the_leader_dies() {
     let pki = TestPki::new();
-    let mut cluster = TestCluster::start(&pki, 3, &[]).await;
+    // A TTL of 5 s: a failover (about 1 s) plus the agent finding the new leader (a heartbeat's
+    // deadline of 2 s, then a reconnect) fits in it, and the new leader's grace must cover it.
+    let mut cluster = TestCluster::start(&pki, 3, &["--host-ttl", "5"]).await;
     let leader = cluster.leader(&pki, Duration::from_secs(20)).await.node;
     let leader_index = cluster.index_of(leader.get());
     // The leader last in the list: the agent must be sent there.
@@ -218,6 +220,19 @@ async fn an_agent_heartbeats_the_leader_and_moves_when_the_leader_dies() {
         "{}",
         agent.process.log()
     );
+    // The failover raised no false alarm: no coordinator marked the host down.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !cluster.logs().contains("marking the host down"),
+        "{}",
+        cluster.logs()
+    );
+    let view = hosts(&pki, new_address)
+        .await
+        .into_iter()
+        .find(|h| h.info.host_id.as_str() == "follower")
+        .unwrap();
+    assert_eq!(view.status, nexus_protocol::model::HostStatus::Ready);
 }
 
 /// Runs `nexus` as user `name` against `coordinator`.
@@ -381,6 +396,103 @@ async fn users_drive_their_workspaces_with_the_cli() {
         let gone = !out.status.success()
             && String::from_utf8_lossy(&out.stderr).contains("WORKSPACE_NOT_FOUND");
         gone.then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_silent_host_is_marked_down_its_workspaces_lost_and_both_come_back() {
+    use nexus_protocol::identity::Role;
+    let pki = TestPki::new();
+    pki.issue(&nexus_tests::pki::coordinator(1));
+    let coordinator = nexus_tests::process::CoordinatorProcess::start_with(
+        &pki,
+        1,
+        ([127, 0, 0, 1], nexus_tests::process::free_port()).into(),
+        pki.scratch("coordinator-1"),
+        &[],
+        &["--host-ttl", "1"],
+    )
+    .await;
+    let address = coordinator.address;
+    let mut agent = AgentProcess::start(&pki, "flaky", &[address], &[]);
+    let status_of_host = || {
+        let pki = &pki;
+        async move {
+            hosts(pki, address)
+                .await
+                .into_iter()
+                .find(|h| h.info.host_id.as_str() == "flaky")
+                .map(|h| h.status)
+        }
+    };
+    eventually("the host ready", Duration::from_secs(20), || async {
+        (status_of_host().await == Some(nexus_protocol::model::HostStatus::Ready)).then_some(())
+    })
+    .await;
+    json_of(&nexus_as(
+        &pki,
+        "ada",
+        Role::User,
+        address,
+        &[
+            "-o",
+            "json",
+            "workspace",
+            "create",
+            "web",
+            "--image",
+            "img",
+            "--class",
+            "small",
+        ],
+    ));
+    let state = || {
+        let pki = &pki;
+        async move {
+            let out = nexus_as(
+                pki,
+                "ada",
+                Role::User,
+                address,
+                &["-o", "json", "workspace", "inspect", "web"],
+            );
+            json_of(&out)["state"].as_str().map(str::to_string)
+        }
+    };
+    eventually("web running", Duration::from_secs(20), || async {
+        (state().await.as_deref() == Some("running")).then_some(())
+    })
+    .await;
+
+    // The agent dies: within about the TTL the host is down and its workspace lost (its files
+    // are there; it is not moved).
+    agent.process.kill();
+    let started = std::time::Instant::now();
+    eventually("web lost", Duration::from_secs(10), || async {
+        (state().await.as_deref() == Some("lost")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        status_of_host().await,
+        Some(nexus_protocol::model::HostStatus::Down)
+    );
+    // Not at once: the TTL (1 s) runs from the last heartbeat, which came shortly before the
+    // kill (0.2 s apart, give or take the scheduling of two busy cores).
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "down {:?} after the kill, well before the TTL",
+        started.elapsed()
+    );
+
+    // It returns: the host is ready and the workspace runs again.
+    let _agent = AgentProcess::start(&pki, "flaky", &[address], &[]);
+    eventually("web running again", Duration::from_secs(20), || async {
+        (state().await.as_deref() == Some("running")).then_some(())
+    })
+    .await;
+    eventually("the host ready again", Duration::from_secs(10), || async {
+        (status_of_host().await == Some(nexus_protocol::model::HostStatus::Ready)).then_some(())
     })
     .await;
 }
