@@ -241,6 +241,25 @@ pub enum AdminCommand {
     /// The coordinator cluster's membership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Take a host out of scheduling, or put it back.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Every allocated host port, fleet-wide.
+    Ports {
+        /// Answer from the coordinator's own replica (may be a little behind).
+        #[arg(long)]
+        stale: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// No new workspaces on the host; the ones it has stay (moving them comes later).
+    Drain { host: HostId },
+    /// No new workspaces on the host.
+    Cordon { host: HostId },
+    /// The host takes new workspaces again.
+    Uncordon { host: HostId },
 }
 
 #[derive(Debug, Subcommand)]

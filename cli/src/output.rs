@@ -6,7 +6,7 @@ use std::io::Write;
 use comfy_table::{Table, presets};
 use nexus_protocol::HostId;
 use nexus_protocol::clock::Timestamp;
-use nexus_protocol::message::{ClusterStatus, HostView};
+use nexus_protocol::message::{ClusterStatus, HostView, PortAllocation};
 use nexus_protocol::model::{HostStatus, WorkspaceView};
 use serde_json::{Value, json};
 
@@ -191,6 +191,41 @@ pub fn workspaces_table(views: &[WorkspaceView]) -> String {
         &["NAME", "STATE", "HOST", "IMAGE", "CLASS", "PORTS", "OWNER"],
         rows,
     )
+}
+
+/// `nexus admin ports` as JSON: `[{"host", "port", "workspace", "container"}]`.
+pub fn ports_json(ports: &[PortAllocation]) -> Value {
+    Value::Array(
+        ports
+            .iter()
+            .map(|p| {
+                json!({
+                    "host": p.host.as_str(),
+                    "port": p.port,
+                    "workspace": p.workspace.as_str(),
+                    "container": p.container,
+                })
+            })
+            .collect(),
+    )
+}
+
+pub fn ports_table(ports: &[PortAllocation]) -> String {
+    if ports.is_empty() {
+        return "no ports allocated\n".to_string();
+    }
+    let rows = ports
+        .iter()
+        .map(|p| {
+            vec![
+                p.host.to_string(),
+                p.port.to_string(),
+                p.workspace.to_string(),
+                p.container.map_or("-".to_string(), |c| c.to_string()),
+            ]
+        })
+        .collect();
+    table(&["HOST", "PORT", "WORKSPACE", "CONTAINER PORT"], rows)
 }
 
 pub fn hosts_json(hosts: &[HostView]) -> Value {

@@ -171,7 +171,14 @@ impl Settings {
                 continue;
             }
             retries += 1;
-            let Some(delay) = error.code.retry_policy().delay_before(retries) else {
+            // A retry the policy puts far off (RESOURCE_EXHAUSTED: in 30 s) is the user's to
+            // make: the error says so, rather than the command hanging without a word.
+            let Some(delay) = error
+                .code
+                .retry_policy()
+                .delay_before(retries)
+                .filter(|delay| *delay <= MAX_SILENT_RETRY_WAIT)
+            else {
                 return Err(error.into());
             };
             if error.code.retry_change() == RetryChange::LongerTimeout {
@@ -188,6 +195,9 @@ impl Settings {
         Ok(connect_to(&self.connector()?, target).await?)
     }
 }
+
+/// The longest wait before an automatic retry; a policy asking for longer is left to the user.
+const MAX_SILENT_RETRY_WAIT: Duration = Duration::from_secs(10);
 
 /// How many `NOT_LEADER` answers a request follows before it gives up.
 const MAX_REDIRECTS: usize = 3;

@@ -16,7 +16,8 @@ use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::identity::{Identity, IdentityKind, Role};
 use nexus_protocol::message::{
     AdminRequest, AgentRequest, ClusterStatus, DesiredRun, HostView, MemberRole, MemberView,
-    ObservedWorkspace, PeerRequest, Pong, Request, Response, StaleRead, WorkspaceRequest,
+    ObservedWorkspace, PeerRequest, Pong, PortAllocation, Request, Response, StaleRead,
+    WorkspaceRequest,
 };
 use nexus_protocol::model::{
     ContainerStats, HostStats, HostStatus, PortRange, WorkspaceSpec, WorkspaceState, WorkspaceView,
@@ -103,8 +104,10 @@ impl Service {
                 time: clock::now(),
             })),
             Request::Agent(request) => self.agent(peer, request_id, request).await,
-            Request::Admin(request) => self.admin(peer, request, false).await,
-            Request::Stale(StaleRead::Admin(request)) => self.admin(peer, request, true).await,
+            Request::Admin(request) => self.admin(peer, request_id, request, false).await,
+            Request::Stale(StaleRead::Admin(request)) => {
+                self.admin(peer, request_id, request, true).await
+            }
             Request::Peer(request) => self.peer(peer, request_id, request).await,
             Request::Workspace(request) => self.workspace(peer, request_id, request, false).await,
             Request::Stale(StaleRead::Workspace(request)) => {
@@ -116,6 +119,7 @@ impl Service {
     async fn admin(
         &self,
         peer: &Peer,
+        request_id: RequestId,
         request: AdminRequest,
         stale: bool,
     ) -> Result<Response, WireError> {
@@ -125,6 +129,7 @@ impl Service {
             AdminRequest::ClusterAdd { .. }
                 | AdminRequest::ClusterRemove(_)
                 | AdminRequest::TransferLeader(_)
+                | AdminRequest::SetHostStatus { .. }
         );
         if stale && write {
             return Err(WireError::new(
@@ -156,6 +161,50 @@ impl Service {
             AdminRequest::TransferLeader(to) => {
                 self.cluster.transfer_leader(to, MEMBERSHIP_TIMEOUT).await?;
                 Ok(Response::ClusterStatus(self.status().await?))
+            }
+            AdminRequest::SetHostStatus { host, status } => {
+                if status == HostStatus::Down {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidArgument,
+                        "a host is marked down by the failure detector, not by hand; cordon it",
+                    ));
+                }
+                self.cluster
+                    .propose(
+                        request_id,
+                        peer.identity.clone(),
+                        Command::SetHostStatus { host, status },
+                    )
+                    .await?;
+                let liveness = self.liveness().clone();
+                let hosts = self
+                    .cluster
+                    .read(false, move |state| host_views(state, &liveness))
+                    .await?;
+                Ok(Response::Hosts(hosts))
+            }
+            AdminRequest::Ports => {
+                let ports = self
+                    .cluster
+                    .read(stale, |state| {
+                        state
+                            .ports()
+                            .iter()
+                            .map(|((host, port), workspace)| PortAllocation {
+                                host: host.clone(),
+                                port: *port,
+                                workspace: workspace.clone(),
+                                container: state.workspaces().get(workspace).and_then(|w| {
+                                    w.ports
+                                        .iter()
+                                        .find(|b| b.host == *port)
+                                        .map(|b| b.container)
+                                }),
+                            })
+                            .collect()
+                    })
+                    .await?;
+                Ok(Response::Ports(ports))
             }
         }
     }
@@ -1283,10 +1332,17 @@ mod tests {
     }
 
     async fn next_update(reply: &mut Reply) -> Option<Result<Response, WireError>> {
+        update_within(reply, Duration::from_millis(500)).await
+    }
+
+    async fn update_within(
+        reply: &mut Reply,
+        limit: Duration,
+    ) -> Option<Result<Response, WireError>> {
         let Reply::Stream(updates) = reply else {
             panic!("not a stream");
         };
-        tokio::time::timeout(Duration::from_millis(500), updates.recv())
+        tokio::time::timeout(limit, updates.recv())
             .await
             .ok()
             .flatten()
@@ -1323,7 +1379,11 @@ mod tests {
         assert_eq!(next_update(&mut ahead).await, None);
         // The newer watch replaced the first, which ends with a reason.
         assert_eq!(
-            code(next_update(&mut first).await.expect("an end")),
+            code(
+                update_within(&mut first, Duration::from_secs(3))
+                    .await
+                    .expect("an end within the watch's leadership check (1 s)")
+            ),
             Some(ErrorCode::InvalidArgument)
         );
         // Only agents watch.

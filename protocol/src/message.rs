@@ -152,6 +152,11 @@ pub enum AdminRequest {
     ClusterRemove(NodeId),
     /// Hand leadership to another voter.
     TransferLeader(NodeId),
+    /// Drain, cordon or uncordon a host (`Ready`, `Draining` or `Cordoned`; `Down` is the failure
+    /// detector's). Answered with the fleet's hosts.
+    SetHostStatus { host: HostId, status: HostStatus },
+    /// Every allocated host port, fleet-wide.
+    Ports,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +173,17 @@ pub enum Response {
     Workspaces(Vec<WorkspaceView>),
     ClusterStatus(ClusterStatus),
     Hosts(Vec<HostView>),
+    Ports(Vec<PortAllocation>),
+}
+
+/// One allocated host port (`nexus admin ports`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortAllocation {
+    pub host: HostId,
+    pub port: u16,
+    pub workspace: WorkspaceName,
+    /// The container port it is published for.
+    pub container: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

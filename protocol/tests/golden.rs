@@ -108,6 +108,13 @@ fn requests() {
         expect!["00000018fe100f0e0d0c0b0a09080706050403020104000202080100"],
     );
     check(
+        &request(Request::Admin(AdminRequest::SetHostStatus {
+            host: HostId::new("dev-01").unwrap(),
+            status: HostStatus::Cordoned,
+        })),
+        expect!["0000001bfe100f0e0d0c0b0a0908070605040302010305066465762d303103"],
+    );
+    check(
         &request(Request::Agent(AgentRequest::ContainerStats(vec![
             ContainerStats {
                 workspace: Some(WorkspaceName::new("api").unwrap()),

@@ -269,6 +269,7 @@ async fn users_drive_their_workspaces_with_the_cli() {
     let coordinator = nexus_tests::process::CoordinatorProcess::start(&pki, 1).await;
     let address = coordinator.address;
     let _agent = AgentProcess::start(&pki, "cli-host", &[address], &[]);
+
     eventually("the agent to register", Duration::from_secs(20), || async {
         (!hosts(&pki, address).await.is_empty()).then_some(())
     })
@@ -322,12 +323,73 @@ async fn users_drive_their_workspaces_with_the_cli() {
         (state("web").await.as_deref() == Some("running")).then_some(())
     })
     .await;
+    eprintln!("AGENTLOG {}", _agent.process.log());
+    eprintln!("COORDLOG {}", coordinator.process.log());
     let table = nexus_as(&pki, "ada", Role::User, address, &["workspace", "list"]);
     let table = String::from_utf8_lossy(&table.stdout).to_string();
     assert!(
         table.contains("web") && table.contains("running") && table.contains("20000:3000"),
         "{table}"
     );
+
+    // An admin sees the port fleet-wide; cordoning the only host stops new placements there.
+    let ports = json_of(&nexus_as(
+        &pki,
+        "root",
+        Role::Admin,
+        address,
+        &["-o", "json", "admin", "ports"],
+    ));
+    assert_eq!(
+        ports,
+        serde_json::json!([{"host": "cli-host", "port": 20000, "workspace": "web", "container": 3000}])
+    );
+    json_of(&nexus_as(
+        &pki,
+        "root",
+        Role::Admin,
+        address,
+        &["-o", "json", "admin", "host", "cordon", "cli-host"],
+    ));
+    let refused = nexus_as(
+        &pki,
+        "ada",
+        Role::User,
+        address,
+        &[
+            "-o",
+            "json",
+            "workspace",
+            "create",
+            "more",
+            "--image",
+            "dev:latest",
+        ],
+    );
+    let error: serde_json::Value = serde_json::from_slice(&refused.stderr).unwrap();
+    assert_eq!(error["error"]["code"], "RESOURCE_EXHAUSTED");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cli-host: cordoned"),
+        "{error}"
+    );
+    json_of(&nexus_as(
+        &pki,
+        "root",
+        Role::Admin,
+        address,
+        &["-o", "json", "admin", "host", "uncordon", "cli-host"],
+    ));
+    let denied = nexus_as(
+        &pki,
+        "ada",
+        Role::User,
+        address,
+        &["-o", "json", "admin", "ports"],
+    );
+    assert!(!denied.status.success());
 
     // Bob sees nothing of it and may not touch it.
     let listed = json_of(&nexus_as(

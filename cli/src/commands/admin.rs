@@ -7,8 +7,9 @@ use nexus_protocol::error::ErrorCode;
 use nexus_protocol::message::{
     AdminRequest, ClusterStatus, MemberRole, Request, Response, StaleRead,
 };
+use nexus_protocol::model::HostStatus;
 
-use crate::args::{AdminCommand, ClusterCommand, OutputFormat};
+use crate::args::{AdminCommand, ClusterCommand, HostCommand, OutputFormat};
 use crate::error::CliError;
 use crate::output;
 use crate::settings::Settings;
@@ -45,6 +46,39 @@ pub async fn run(
             Ok(())
         }
         AdminCommand::HealthCheck => health_check(settings, format).await,
+        AdminCommand::Host(command) => {
+            let (host, status) = match command {
+                HostCommand::Drain { host } => (host, HostStatus::Draining),
+                HostCommand::Cordon { host } => (host, HostStatus::Cordoned),
+                HostCommand::Uncordon { host } => (host, HostStatus::Ready),
+            };
+            let request = Request::Admin(AdminRequest::SetHostStatus { host, status });
+            match settings.request(request, READ_TIMEOUT).await? {
+                Response::Hosts(hosts) => {
+                    output::emit(format, &output::hosts_json(&hosts), || {
+                        output::hosts_table(&hosts, clock::now())
+                    });
+                    Ok(())
+                }
+                other => Err(CliError::unexpected(&other)),
+            }
+        }
+        AdminCommand::Ports { stale } => {
+            let request = if stale {
+                Request::Stale(StaleRead::Admin(AdminRequest::Ports))
+            } else {
+                Request::Admin(AdminRequest::Ports)
+            };
+            match settings.request(request, READ_TIMEOUT).await? {
+                Response::Ports(ports) => {
+                    output::emit(format, &output::ports_json(&ports), || {
+                        output::ports_table(&ports)
+                    });
+                    Ok(())
+                }
+                other => Err(CliError::unexpected(&other)),
+            }
+        }
         AdminCommand::Cluster(change) => {
             let request = match change {
                 ClusterCommand::Add { id, address } => AdminRequest::ClusterAdd { id, address },
