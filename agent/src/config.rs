@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use nexus_protocol::HostId;
-use nexus_protocol::model::{Labels, PortRange};
+use nexus_protocol::model::{Labels, PortRange, parse_key_value};
 use nexus_protocol::transport::TransportConfig;
 use serde::Deserialize;
 
@@ -59,7 +59,7 @@ pub struct Args {
     #[arg(long)]
     pub port_range: Option<PortRange>,
     /// A label for scheduling constraints, K=V. Repeat for each.
-    #[arg(long = "label", value_parser = parse_label)]
+    #[arg(long = "label", value_parser = parse_key_value)]
     pub labels: Vec<(String, String)>,
     /// Seconds between heartbeats.
     #[arg(long)]
@@ -96,13 +96,6 @@ pub struct Args {
     /// A TOML file with any of the settings above (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
-}
-
-fn parse_label(value: &str) -> Result<(String, String), String> {
-    match value.split_once('=') {
-        Some((key, val)) if !key.is_empty() => Ok((key.to_string(), val.to_string())),
-        _ => Err(format!("invalid label {value:?}: expected KEY=VALUE")),
-    }
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -38,15 +38,6 @@ const REPORT_DEADLINE: Duration = Duration::from_secs(15);
 /// An unchanged report is sent again this often.
 const REPORT_REFRESH: Duration = Duration::from_secs(30);
 
-/// Where the link is, for logs and tests.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum LinkState {
-    #[default]
-    Connecting,
-    /// Registered with, and watching, this coordinator (its address).
-    Connected(String),
-}
-
 #[derive(Debug)]
 pub struct Link {
     connector: Connector,
@@ -56,7 +47,6 @@ pub struct Link {
     desired: watch::Sender<Option<DesiredState>>,
     reports: watch::Receiver<Vec<ObservedWorkspace>>,
     samples: watch::Receiver<Option<Sample>>,
-    state: watch::Sender<LinkState>,
 }
 
 impl Link {
@@ -76,13 +66,7 @@ impl Link {
             desired,
             reports,
             samples,
-            state: watch::Sender::new(LinkState::Connecting),
         }
-    }
-
-    /// Follows the link's state.
-    pub fn state(&self) -> watch::Receiver<LinkState> {
-        self.state.subscribe()
     }
 
     /// Keeps the link up until `shutdown` completes.
@@ -96,7 +80,6 @@ impl Link {
             });
             tokio::select! {
                 (error, healthy) = self.session(&target) => {
-                    self.state.send_replace(LinkState::Connecting);
                     // A session that worked for a while starts the count afresh; one that failed
                     // early (however far it got) counts as one more failure, so an error that
                     // recurs right after connecting backs off like any other.
@@ -165,8 +148,6 @@ impl Link {
             Err(error) => return error,
         };
         tracing::info!(coordinator = %connection.server(), %address, ?known_version, "registered; watching the desired state");
-        self.state
-            .send_replace(LinkState::Connected(target.to_string()));
         // A coordinator killed outright sends nothing, so a heartbeat must not wait out the
         // connection's idle timeout: two intervals (at least 2 s) is plenty for a live one.
         let deadline = (self.config.heartbeat_interval * 2).max(Duration::from_secs(2));

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nexus_protocol::identity::Role;
+use nexus_protocol::model::parse_key_value;
 use nexus_protocol::{HostId, NodeId, UserName, WorkspaceName};
 
 #[derive(Debug, Parser)]
@@ -112,10 +113,10 @@ pub struct CreateArgs {
     #[arg(long)]
     pub host: Option<HostId>,
     /// Only on hosts with this label, K=V. Repeat for each.
-    #[arg(long = "label", value_parser = key_value)]
+    #[arg(long = "label", value_parser = parse_key_value)]
     pub labels: Vec<(String, String)>,
     /// An environment variable, K=V. Repeat for each.
-    #[arg(long = "env", value_parser = key_value)]
+    #[arg(long = "env", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
     /// The command to run instead of the image's, after `--`.
     #[arg(last = true)]
@@ -127,13 +128,6 @@ pub enum ClassArg {
     Small,
     Medium,
     Large,
-}
-
-fn key_value(value: &str) -> Result<(String, String), String> {
-    match value.split_once('=') {
-        Some((key, val)) if !key.is_empty() => Ok((key.to_string(), val.to_string())),
-        _ => Err(format!("invalid {value:?}: expected KEY=VALUE")),
-    }
 }
 
 #[derive(Debug, Args)]

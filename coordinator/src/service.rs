@@ -20,7 +20,7 @@ use nexus_protocol::message::{
     WorkspaceRequest,
 };
 use nexus_protocol::model::{
-    ContainerStats, HostStats, HostStatus, PortRange, WorkspaceSpec, WorkspaceState, WorkspaceView,
+    ContainerStats, HostStats, HostStatus, WorkspaceSpec, WorkspaceState, WorkspaceView,
 };
 use nexus_protocol::transport::{Handler, Peer, Reply};
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
@@ -82,11 +82,7 @@ impl Service {
     }
 
     fn liveness(&self) -> std::sync::MutexGuard<'_, BTreeMap<HostId, Liveness>> {
-        // Every update is one insert: a panic while holding the lock cannot leave the map
-        // half-updated, so a poisoned lock is still safe to use.
-        self.liveness
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.liveness)
     }
 
     /// Answers one request from `peer`.
@@ -291,12 +287,6 @@ impl Service {
         };
         match request {
             AgentRequest::Register(info) => {
-                if PortRange::new(info.port_range.first, info.port_range.last).is_err() {
-                    return Err(WireError::new(
-                        ErrorCode::InvalidArgument,
-                        format!("invalid port range {}", info.port_range),
-                    ));
-                }
                 if &info.host_id != host_id {
                     return Err(denied(
                         peer,
@@ -859,9 +849,10 @@ impl Service {
     }
 }
 
+/// Locks one of the service's maps. Every update of them is a single insert, remove or field
+/// write: a panic while holding the lock cannot leave one half-updated, so a poisoned lock is
+/// still safe to use.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every update is a single insert or remove: a panic while holding the lock cannot leave the
-    // map half-updated.
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

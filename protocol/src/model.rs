@@ -14,6 +14,14 @@ use crate::id::{HostId, UserName, WorkspaceName};
 /// holds labels stays deterministic.
 pub type Labels = BTreeMap<String, String>;
 
+/// Parses `KEY=VALUE` (a label or an environment variable, as command lines take them).
+pub fn parse_key_value(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((key, val)) if !key.is_empty() => Ok((key.to_string(), val.to_string())),
+        _ => Err(format!("invalid {value:?}: expected KEY=VALUE")),
+    }
+}
+
 /// The size of a workspace: what the scheduler reserves and the runtime enforces.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,

@@ -416,14 +416,23 @@ pub fn cpu_percent(previous: (u64, u64), current: (u64, u64), online_cpus: u32) 
     percent
 }
 
-fn stats_from(sample: &ContainerStatsResponse, previous: Option<(u64, u64)>) -> ContainerStats {
+/// A sample's cumulative CPU use: (the container's, the system's), in nanoseconds.
+fn cpu_sample(sample: &ContainerStatsResponse) -> (u64, u64) {
     let cpu = sample.cpu_stats.as_ref();
-    let total = cpu
-        .and_then(|c| c.cpu_usage.as_ref())
-        .and_then(|u| u.total_usage)
-        .unwrap_or(0);
-    let system = cpu.and_then(|c| c.system_cpu_usage).unwrap_or(0);
-    let online = cpu.and_then(|c| c.online_cpus).unwrap_or(1);
+    (
+        cpu.and_then(|c| c.cpu_usage.as_ref())
+            .and_then(|u| u.total_usage)
+            .unwrap_or(0),
+        cpu.and_then(|c| c.system_cpu_usage).unwrap_or(0),
+    )
+}
+
+fn stats_from(sample: &ContainerStatsResponse, previous: Option<(u64, u64)>) -> ContainerStats {
+    let online = sample
+        .cpu_stats
+        .as_ref()
+        .and_then(|c| c.online_cpus)
+        .unwrap_or(1);
     let memory = sample.memory_stats.as_ref();
     // Page cache is reclaimable: report what `docker stats` reports (usage minus inactive file).
     let cache = memory
@@ -456,7 +465,7 @@ fn stats_from(sample: &ContainerStatsResponse, previous: Option<(u64, u64)>) -> 
     ContainerStats {
         workspace: None,
         at: Some(clock::now()),
-        cpu_percent: previous.map_or(0.0, |p| cpu_percent(p, (total, system), online)),
+        cpu_percent: previous.map_or(0.0, |p| cpu_percent(p, cpu_sample(sample), online)),
         memory_used_bytes: memory
             .and_then(|m| m.usage)
             .unwrap_or(0)
@@ -470,12 +479,17 @@ fn stats_from(sample: &ContainerStatsResponse, previous: Option<(u64, u64)>) -> 
 }
 
 /// Docker's log stream frames as text lines.
+/// Docker's log stream frames as text lines. The bytes are joined before decoding: a frame may
+/// end inside a character.
 fn lines_of(chunks: Vec<LogOutput>) -> Vec<String> {
-    let mut text = String::new();
-    for chunk in chunks {
-        text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-    }
-    text.lines().map(str::to_string).collect()
+    let bytes: Vec<u8> = chunks
+        .into_iter()
+        .flat_map(|chunk| chunk.into_bytes())
+        .collect();
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 impl Runtime for DockerRuntime {
@@ -780,13 +794,7 @@ impl Runtime for DockerRuntime {
                 ));
             }
         };
-        let cpu = sample.cpu_stats.as_ref();
-        let current = (
-            cpu.and_then(|c| c.cpu_usage.as_ref())
-                .and_then(|u| u.total_usage)
-                .unwrap_or(0),
-            cpu.and_then(|c| c.system_cpu_usage).unwrap_or(0),
-        );
+        let current = cpu_sample(&sample);
         let previous = {
             let mut samples = self
                 .cpu_samples

@@ -5,7 +5,7 @@ use std::time::Duration;
 use nexus_protocol::clock;
 use nexus_protocol::error::ErrorCode;
 use nexus_protocol::message::{
-    AdminRequest, ClusterStatus, MemberRole, Request, Response, StaleRead,
+    AdminRequest, ClusterStatus, HostView, MemberRole, Request, Response, StaleRead,
 };
 use nexus_protocol::model::HostStatus;
 
@@ -26,16 +26,12 @@ pub async fn run(
 ) -> Result<(), CliError> {
     match command {
         AdminCommand::Hosts { stale } => {
-            let request = if stale {
-                Request::Stale(StaleRead::Admin(AdminRequest::Hosts))
-            } else {
-                Request::Admin(AdminRequest::Hosts)
-            };
-            match settings.request(request, READ_TIMEOUT).await? {
+            match settings
+                .request(read(AdminRequest::Hosts, stale), READ_TIMEOUT)
+                .await?
+            {
                 Response::Hosts(hosts) => {
-                    output::emit(format, &output::hosts_json(&hosts), || {
-                        output::hosts_table(&hosts, clock::now())
-                    });
+                    print_hosts(format, &hosts);
                     Ok(())
                 }
                 other => Err(CliError::unexpected(&other)),
@@ -55,21 +51,17 @@ pub async fn run(
             let request = Request::Admin(AdminRequest::SetHostStatus { host, status });
             match settings.request(request, READ_TIMEOUT).await? {
                 Response::Hosts(hosts) => {
-                    output::emit(format, &output::hosts_json(&hosts), || {
-                        output::hosts_table(&hosts, clock::now())
-                    });
+                    print_hosts(format, &hosts);
                     Ok(())
                 }
                 other => Err(CliError::unexpected(&other)),
             }
         }
         AdminCommand::Ports { stale } => {
-            let request = if stale {
-                Request::Stale(StaleRead::Admin(AdminRequest::Ports))
-            } else {
-                Request::Admin(AdminRequest::Ports)
-            };
-            match settings.request(request, READ_TIMEOUT).await? {
+            match settings
+                .request(read(AdminRequest::Ports, stale), READ_TIMEOUT)
+                .await?
+            {
                 Response::Ports(ports) => {
                     output::emit(format, &output::ports_json(&ports), || {
                         output::ports_table(&ports)
@@ -101,6 +93,21 @@ pub async fn run(
             }
         }
     }
+}
+
+/// An admin read, from the coordinator's own replica when `stale`.
+fn read(request: AdminRequest, stale: bool) -> Request {
+    if stale {
+        Request::Stale(StaleRead::Admin(request))
+    } else {
+        Request::Admin(request)
+    }
+}
+
+fn print_hosts(format: OutputFormat, hosts: &[HostView]) {
+    output::emit(format, &output::hosts_json(hosts), || {
+        output::hosts_table(hosts, clock::now())
+    });
 }
 
 fn print_status(format: OutputFormat, status: &ClusterStatus) {
