@@ -17,20 +17,13 @@
 use std::collections::BTreeMap;
 
 use nexus_protocol::HostId;
+use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::model::{PortBinding, WorkspaceSpec, WorkspaceState};
 
-use crate::state::{CPU_OVERCOMMIT, MEMORY_OVERCOMMIT, State, Unfit};
+pub use nexus_protocol::model::Scoring;
 
-/// How the scheduler scores hosts that fit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Scoring {
-    /// The fullest host that fits: keeps whole hosts free.
-    #[default]
-    BinPack,
-    /// The emptiest host: spreads load and failure.
-    Spread,
-}
+use crate::state::{State, Unfit};
 
 /// Where a workspace goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,17 +106,10 @@ pub fn skip_reason(
 /// How full `host` would be with `spec` on it: the larger of its CPU and memory shares, in parts
 /// per million of its capacity.
 fn fullness_after(state: &State, host: &HostId, spec: &WorkspaceSpec) -> u64 {
-    let Some(record) = state.hosts().get(host) else {
-        return 0;
-    };
     let (cpu, memory) = state.reserved_on(host);
     let wanted = spec.class.resources();
-    let cpu_capacity = (u64::from(record.info.cpus) * 1000 * CPU_OVERCOMMIT).max(1);
-    let memory_capacity = record
-        .info
-        .memory_bytes
-        .saturating_mul(MEMORY_OVERCOMMIT)
-        .max(1);
+    let (cpu_capacity, memory_capacity) = state.capacity_of(host);
+    let (cpu_capacity, memory_capacity) = (cpu_capacity.max(1), memory_capacity.max(1));
     let share = |used: u64, capacity: u64| {
         u64::try_from(u128::from(used) * 1_000_000 / u128::from(capacity)).unwrap_or(u64::MAX)
     };
@@ -131,12 +117,16 @@ fn fullness_after(state: &State, host: &HostId, spec: &WorkspaceSpec) -> u64 {
         .max(share(memory + wanted.memory_bytes, memory_capacity))
 }
 
-/// The lowest free host ports of `host`'s range, one per container port of `spec`.
-fn free_ports(state: &State, host: &HostId, spec: &WorkspaceSpec) -> Option<Vec<PortBinding>> {
+/// The lowest free host ports of `host`'s range, one per container port of `spec` (skipping
+/// ports found held by something else).
+fn free_ports(
+    state: &State,
+    host: &HostId,
+    spec: &WorkspaceSpec,
+    now: Timestamp,
+) -> Option<Vec<PortBinding>> {
     let range = state.hosts().get(host)?.info.port_range;
-    let taken = state.ports();
-    let mut free =
-        (range.first..=range.last).filter(|port| !taken.contains_key(&(host.clone(), *port)));
+    let mut free = (range.first..=range.last).filter(|port| state.port_free(host, *port, now));
     spec.ports
         .iter()
         .map(|p| {
@@ -156,6 +146,7 @@ pub fn place(
     in_flight: &BTreeMap<HostId, u32>,
     spec: &WorkspaceSpec,
     strategy: Scoring,
+    now: Timestamp,
 ) -> Result<Placement, WireError> {
     let candidates: Vec<&HostId> = match &spec.host {
         Some(pinned) => {
@@ -212,7 +203,7 @@ pub fn place(
             format!("no host can take workspace {}: {reasons}", spec.name),
         ));
     };
-    let ports = free_ports(state, host, spec).ok_or_else(|| {
+    let ports = free_ports(state, host, spec, now).ok_or_else(|| {
         WireError::new(
             ErrorCode::Internal,
             format!("host {host} fit but has no free ports"),
@@ -306,8 +297,14 @@ mod tests {
 
         /// Places and commits, as the leader does; answers the host, or the refusal's code.
         fn create(&mut self, spec: WorkspaceSpec, strategy: Scoring) -> Result<String, ErrorCode> {
-            let placement =
-                place(&self.state, &BTreeMap::new(), &spec, strategy).map_err(|e| e.code)?;
+            let placement = place(
+                &self.state,
+                &BTreeMap::new(),
+                &spec,
+                strategy,
+                Timestamp(1_000),
+            )
+            .map_err(|e| e.code)?;
             let outcome = self.apply(Command::CreateWorkspace {
                 spec,
                 owner: UserName::new("ada").unwrap(),
@@ -409,6 +406,7 @@ mod tests {
             &BTreeMap::new(),
             &spec("w2", ResourceClass::Large, &[]),
             Scoring::BinPack,
+            Timestamp(1_000),
         )
         .unwrap_err();
         assert_eq!(error.code, ErrorCode::ResourceExhausted);
@@ -436,6 +434,7 @@ mod tests {
             &busy,
             &spec("w3", ResourceClass::Small, &[]),
             Scoring::BinPack,
+            Timestamp(1_000),
         )
         .unwrap_err();
         assert!(

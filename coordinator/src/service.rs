@@ -15,9 +15,9 @@ use nexus_protocol::clock::{self, Timestamp};
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::identity::{Identity, IdentityKind, Role};
 use nexus_protocol::message::{
-    AdminRequest, AgentRequest, ClusterStatus, DesiredRun, HostView, MemberRole, MemberView,
-    ObservedWorkspace, PeerRequest, Pong, PortAllocation, Request, Response, StaleRead,
-    WorkspaceRequest,
+    AdminRequest, AgentRequest, ClusterStatus, DesiredRun, FleetStats, HostLimits, HostView,
+    LimitsView, MemberRole, MemberView, ObservedWorkspace, PeerRequest, Pong, PortAllocation,
+    Request, Response, StaleRead, WorkspaceDetail, WorkspaceRequest, WorkspaceUsage,
 };
 use nexus_protocol::model::{
     ContainerStats, HostStats, HostStatus, WorkspaceSpec, WorkspaceState, WorkspaceView,
@@ -126,6 +126,7 @@ impl Service {
                 | AdminRequest::ClusterRemove(_)
                 | AdminRequest::TransferLeader(_)
                 | AdminRequest::SetHostStatus { .. }
+                | AdminRequest::SetLimits { .. }
         );
         if stale && write {
             return Err(WireError::new(
@@ -201,6 +202,70 @@ impl Service {
                     })
                     .await?;
                 Ok(Response::Ports(ports))
+            }
+            AdminRequest::Limits => Ok(Response::Limits(
+                self.cluster.read(stale, limits_view).await?,
+            )),
+            AdminRequest::SetLimits { host, patch } => {
+                if patch.is_empty() {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidArgument,
+                        "no limit given; `nexus admin limits set --help` lists them",
+                    ));
+                }
+                patch
+                    .check()
+                    .map_err(|why| WireError::new(ErrorCode::InvalidArgument, why))?;
+                if host.is_some() && patch.scoring.is_some() {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidArgument,
+                        "scoring chooses between hosts, so it is cluster-wide; drop --host",
+                    ));
+                }
+                self.cluster
+                    .propose(
+                        request_id,
+                        peer.identity.clone(),
+                        Command::SetLimits { host, patch },
+                    )
+                    .await?;
+                Ok(Response::Limits(
+                    self.cluster.read(false, limits_view).await?,
+                ))
+            }
+            AdminRequest::Stats => Ok(Response::FleetStats(
+                self.cluster.read(stale, fleet_stats).await?,
+            )),
+            AdminRequest::Top => {
+                // Samples live on the leader (agents send them there).
+                if !stale {
+                    self.cluster.require_leader().await?;
+                }
+                let samples: Vec<(HostId, ContainerStats)> = self
+                    .liveness()
+                    .iter()
+                    .flat_map(|(host, live)| {
+                        live.containers.iter().map(|c| (host.clone(), c.clone()))
+                    })
+                    .collect();
+                let usage = self
+                    .cluster
+                    .read(stale, move |state| {
+                        samples
+                            .into_iter()
+                            .map(|(host, stats)| WorkspaceUsage {
+                                owner: stats
+                                    .workspace
+                                    .as_ref()
+                                    .and_then(|name| state.workspaces().get(name))
+                                    .map(|w| w.owner.clone()),
+                                host,
+                                stats,
+                            })
+                            .collect()
+                    })
+                    .await?;
+                Ok(Response::Usage(usage))
             }
         }
     }
@@ -327,9 +392,8 @@ impl Service {
                         .propose(
                             RequestId::random(),
                             self.identity.clone(),
-                            Command::SetHostStatus {
+                            Command::HostReturned {
                                 host: host_id.clone(),
-                                status: HostStatus::Ready,
                             },
                         )
                         .await?;
@@ -381,6 +445,53 @@ impl Service {
             )),
         }
     }
+}
+
+fn limits_view(state: &State) -> LimitsView {
+    LimitsView {
+        cluster: state.cluster_limits(),
+        hosts: state
+            .hosts()
+            .keys()
+            .map(|host| HostLimits {
+                host: host.clone(),
+                overrides: state.host_overrides(host),
+                effective: state.limits_for(host),
+            })
+            .collect(),
+    }
+}
+
+fn fleet_stats(state: &State) -> FleetStats {
+    let mut hosts = BTreeMap::new();
+    let mut stats = FleetStats {
+        hosts: Vec::new(),
+        workspaces: Vec::new(),
+        cpu_promised_millis: 0,
+        cpu_capacity_millis: 0,
+        memory_promised_bytes: 0,
+        memory_capacity_bytes: 0,
+        ports_allocated: u64::try_from(state.ports().len()).unwrap_or(u64::MAX),
+        ports_total: 0,
+        operations_in_flight: in_flight(state).values().map(|&n| u64::from(n)).sum(),
+    };
+    for (id, host) in state.hosts() {
+        *hosts.entry(host.status).or_insert(0) += 1;
+        let (cpu, memory) = state.reserved_on(id);
+        let (cpu_capacity, memory_capacity) = state.capacity_of(id);
+        stats.cpu_promised_millis += cpu;
+        stats.memory_promised_bytes += memory;
+        stats.cpu_capacity_millis += cpu_capacity;
+        stats.memory_capacity_bytes += memory_capacity;
+        stats.ports_total += u64::from(host.info.port_range.len());
+    }
+    let mut workspaces = BTreeMap::new();
+    for workspace in state.workspaces().values() {
+        *workspaces.entry(workspace.state).or_insert(0) += 1;
+    }
+    stats.hosts = hosts.into_iter().collect();
+    stats.workspaces = workspaces.into_iter().collect();
+    stats
 }
 
 fn host_views(state: &State, liveness: &BTreeMap<HostId, Liveness>) -> Vec<HostView> {
@@ -534,6 +645,18 @@ fn view_of(record: &WorkspaceRecord) -> WorkspaceView {
     }
 }
 
+fn detail_of(record: &WorkspaceRecord) -> WorkspaceDetail {
+    WorkspaceDetail {
+        view: view_of(record),
+        spec: record.spec.clone(),
+        desired: record.desired,
+        generation: record.generation,
+        updated_at: record.updated_at,
+        last_error: record.last_error.clone(),
+        port_reassigned: record.port_reassigned,
+    }
+}
+
 /// Refuses a spec no host could run, before it reaches the scheduler.
 fn check_spec(spec: &WorkspaceSpec) -> Result<(), WireError> {
     let invalid = |why: String| Err(WireError::new(ErrorCode::InvalidArgument, why));
@@ -652,7 +775,7 @@ impl Service {
         let admin = *role == Role::Admin;
         let reading = matches!(
             request,
-            WorkspaceRequest::List | WorkspaceRequest::Inspect(_)
+            WorkspaceRequest::List | WorkspaceRequest::Inspect(_) | WorkspaceRequest::Describe(_)
         );
         if stale && !reading {
             return Err(WireError::new(
@@ -679,7 +802,26 @@ impl Service {
             WorkspaceRequest::Inspect(name) => Ok(Response::Workspace(
                 self.owned(peer, &name, admin, stale).await?,
             )),
-            WorkspaceRequest::Create(spec) => self.create(peer, request_id, user, spec).await,
+            WorkspaceRequest::Describe(name) => {
+                self.owned(peer, &name, admin, stale).await?;
+                let wanted = name.clone();
+                self.cluster
+                    .read(stale, move |state| {
+                        state
+                            .workspaces()
+                            .get(&wanted)
+                            .map(|w| Box::new(detail_of(w)))
+                    })
+                    .await?
+                    .map(Response::WorkspaceDetail)
+                    .ok_or_else(|| {
+                        WireError::new(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"))
+                    })
+            }
+            WorkspaceRequest::Create(spec) => self.create(peer, request_id, user, spec, None).await,
+            WorkspaceRequest::CreateWith { spec, scoring } => {
+                self.create(peer, request_id, user, spec, scoring).await
+            }
             WorkspaceRequest::Start(name) => {
                 self.set_run(peer, request_id, &name, admin, DesiredRun::Running)
                     .await
@@ -689,26 +831,91 @@ impl Service {
                     .await
             }
             WorkspaceRequest::Destroy(name) => {
-                self.owned(peer, &name, admin, false).await?;
+                let command = Command::DestroyWorkspace { name: name.clone() };
+                self.change(peer, request_id, &name, admin, command).await
+            }
+            WorkspaceRequest::Restart(name) => {
+                let command = Command::RestartWorkspace { name: name.clone() };
+                self.change(peer, request_id, &name, admin, command).await
+            }
+            WorkspaceRequest::Repair(name) => {
+                let command = Command::RepairWorkspace { name: name.clone() };
+                self.change(peer, request_id, &name, admin, command).await
+            }
+            WorkspaceRequest::Switch(name) => {
+                // In the owner's context: an admin switching a user's workspace stops that
+                // user's others, not the admin's.
+                let owner = self.owned(peer, &name, admin, false).await?.owner;
+                let command = Command::SwitchWorkspace {
+                    owner,
+                    name: name.clone(),
+                };
+                self.change(peer, request_id, &name, admin, command).await
+            }
+            WorkspaceRequest::Cleanup { older_than_secs } => {
+                let horizon = clock::now()
+                    .as_millis()
+                    .saturating_sub(older_than_secs.saturating_mul(1000));
+                let user = user.clone();
+                let names: Vec<WorkspaceName> = self
+                    .cluster
+                    .read(false, move |state| {
+                        state
+                            .workspaces()
+                            .values()
+                            .filter(|w| {
+                                w.owner == user
+                                    && w.state == WorkspaceState::Stopped
+                                    && w.desired == DesiredRun::Stopped
+                                    && w.updated_at.as_millis() <= horizon
+                            })
+                            .map(|w| w.spec.name.clone())
+                            .collect()
+                    })
+                    .await?;
+                too_many(names.len())?;
                 self.cluster
                     .propose(
                         request_id,
                         peer.identity.clone(),
-                        Command::DestroyWorkspace { name: name.clone() },
+                        Command::DestroyStopped {
+                            names: names.clone(),
+                        },
                     )
                     .await?;
-                Ok(Response::Workspace(
-                    self.owned(peer, &name, admin, false).await?,
-                ))
+                let views = self
+                    .cluster
+                    .read(false, move |state| {
+                        names
+                            .iter()
+                            .filter_map(|name| state.workspaces().get(name))
+                            .filter(|w| w.state == WorkspaceState::Destroying)
+                            .map(view_of)
+                            .collect()
+                    })
+                    .await?;
+                Ok(Response::Workspaces(views))
             }
-            WorkspaceRequest::Restart(_)
-            | WorkspaceRequest::Switch(_)
-            | WorkspaceRequest::Repair(_)
-            | WorkspaceRequest::Cleanup { .. } => Err(WireError::new(
-                ErrorCode::Unsupported,
-                "this coordinator build does not restart, switch, repair or clean up workspaces yet",
-            )),
         }
+    }
+
+    /// Checks that `peer` may change `name`, proposes `command`, and answers the workspace as it
+    /// is after.
+    async fn change(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        name: &WorkspaceName,
+        admin: bool,
+        command: Command,
+    ) -> Result<Response, WireError> {
+        self.owned(peer, name, admin, false).await?;
+        self.cluster
+            .propose(request_id, peer.identity.clone(), command)
+            .await?;
+        Ok(Response::Workspace(
+            self.owned(peer, name, admin, false).await?,
+        ))
     }
 
     async fn set_run(
@@ -719,20 +926,11 @@ impl Service {
         admin: bool,
         run: DesiredRun,
     ) -> Result<Response, WireError> {
-        self.owned(peer, name, admin, false).await?;
-        self.cluster
-            .propose(
-                request_id,
-                peer.identity.clone(),
-                Command::SetDesiredRun {
-                    name: name.clone(),
-                    run,
-                },
-            )
-            .await?;
-        Ok(Response::Workspace(
-            self.owned(peer, name, admin, false).await?,
-        ))
+        let command = Command::SetDesiredRun {
+            name: name.clone(),
+            run,
+        };
+        self.change(peer, request_id, name, admin, command).await
     }
 
     /// The workspace `name`, if `peer` may see it: `WORKSPACE_NOT_FOUND` or
@@ -771,6 +969,7 @@ impl Service {
         request_id: RequestId,
         user: &UserName,
         spec: WorkspaceSpec,
+        scoring: Option<Scoring>,
     ) -> Result<Response, WireError> {
         check_spec(&spec)?;
         self.cluster.require_leader().await?;
@@ -786,7 +985,10 @@ impl Service {
                     ErrorCode::WorkspaceAlreadyExists,
                     format!("workspace {} already exists", wanted.name),
                 )),
-                None => place(state, &in_flight(state), &wanted, Scoring::BinPack).map(Some),
+                None => {
+                    let scoring = scoring.unwrap_or(state.cluster_limits().scoring);
+                    place(state, &in_flight(state), &wanted, scoring, clock::now()).map(Some)
+                }
             })
             .await??;
         if let Some(placement) = decision {
@@ -1217,7 +1419,11 @@ mod tests {
         let name: WorkspaceName = "w".parse().unwrap();
         for request in [
             WorkspaceRequest::Inspect(name.clone()),
+            WorkspaceRequest::Describe(name.clone()),
             WorkspaceRequest::Stop(name.clone()),
+            WorkspaceRequest::Restart(name.clone()),
+            WorkspaceRequest::Repair(name.clone()),
+            WorkspaceRequest::Switch(name.clone()),
             WorkspaceRequest::Destroy(name.clone()),
         ] {
             assert_eq!(
@@ -1258,6 +1464,181 @@ mod tests {
             .unwrap()
         {
             Response::Workspace(view) => assert_eq!(view.state, WorkspaceState::Destroying),
+            other => panic!("{other:?}"),
+        }
+        node.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_admins_read_and_set_limits_and_limits_bind_creates() {
+        let (_dir, node, service) = one_node().await;
+        leading(&service).await;
+        ask(
+            &service,
+            &agent("h1"),
+            Request::Agent(AgentRequest::Register(info("h1"))),
+        )
+        .await
+        .unwrap();
+        let (ada, admin) = (named("ada", Role::User), named("root", Role::Admin));
+        let admin_request = |request| Request::Admin(request);
+        let one = nexus_protocol::model::LimitsPatch {
+            max_workspaces_per_host: Some(1),
+            ..Default::default()
+        };
+        for request in [
+            AdminRequest::Limits,
+            AdminRequest::Stats,
+            AdminRequest::Top,
+            AdminRequest::SetLimits {
+                host: None,
+                patch: one,
+            },
+        ] {
+            assert_eq!(
+                code(ask(&service, &ada, admin_request(request)).await),
+                Some(ErrorCode::PermissionDenied)
+            );
+        }
+        let zero = nexus_protocol::model::LimitsPatch {
+            max_workspaces_per_host: Some(0),
+            ..Default::default()
+        };
+        let per_host_scoring = nexus_protocol::model::LimitsPatch {
+            scoring: Some(Scoring::Spread),
+            ..Default::default()
+        };
+        for (host, patch) in [
+            (None, zero),
+            (Some(HostId::new("h1").unwrap()), per_host_scoring),
+        ] {
+            assert_eq!(
+                code(
+                    ask(
+                        &service,
+                        &admin,
+                        admin_request(AdminRequest::SetLimits { host, patch })
+                    )
+                    .await
+                ),
+                Some(ErrorCode::InvalidArgument)
+            );
+        }
+        let set = AdminRequest::SetLimits {
+            host: Some(HostId::new("h1").unwrap()),
+            patch: one,
+        };
+        match ask(&service, &admin, admin_request(set)).await.unwrap() {
+            Response::Limits(view) => {
+                assert_eq!(view.cluster.max_workspaces_per_host, 50);
+                assert_eq!(view.hosts[0].effective.max_workspaces_per_host, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        ask(
+            &service,
+            &ada,
+            ws(WorkspaceRequest::Create(workspace_spec("a", &[]))),
+        )
+        .await
+        .unwrap();
+        let refused = ask(
+            &service,
+            &ada,
+            ws(WorkspaceRequest::Create(workspace_spec("b", &[]))),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::ResourceExhausted, "{refused:?}");
+        match ask(&service, &admin, admin_request(AdminRequest::Stats))
+            .await
+            .unwrap()
+        {
+            Response::FleetStats(stats) => {
+                assert_eq!(stats.hosts, vec![(HostStatus::Ready, 1)]);
+                assert_eq!(stats.workspaces, vec![(WorkspaceState::Scheduled, 1)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        node.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn cleanup_destroys_only_the_callers_old_stopped_workspaces() {
+        let (_dir, node, service) = one_node().await;
+        leading(&service).await;
+        let h1 = agent("h1");
+        ask(
+            &service,
+            &h1,
+            Request::Agent(AgentRequest::Register(info("h1"))),
+        )
+        .await
+        .unwrap();
+        let (ada, bob) = (named("ada", Role::User), named("bob", Role::User));
+        ask(
+            &service,
+            &ada,
+            ws(WorkspaceRequest::Create(workspace_spec("w", &[]))),
+        )
+        .await
+        .unwrap();
+        ask(
+            &service,
+            &bob,
+            ws(WorkspaceRequest::Create(workspace_spec("v", &[]))),
+        )
+        .await
+        .unwrap();
+        for (who, name) in [(&ada, "w"), (&bob, "v")] {
+            ask(
+                &service,
+                who,
+                ws(WorkspaceRequest::Stop(name.parse().unwrap())),
+            )
+            .await
+            .unwrap();
+        }
+        let stopped = |name: &str| ObservedWorkspace {
+            name: name.parse().unwrap(),
+            generation: 1,
+            state: WorkspaceState::Stopped,
+            ports: vec![],
+            error: None,
+        };
+        ask(
+            &service,
+            &h1,
+            Request::Agent(AgentRequest::ReportObserved(vec![
+                stopped("w"),
+                stopped("v"),
+            ])),
+        )
+        .await
+        .unwrap();
+        let cleanup = |older_than_secs| ws(WorkspaceRequest::Cleanup { older_than_secs });
+        // Nothing is a day old yet.
+        match ask(&service, &ada, cleanup(86_400)).await.unwrap() {
+            Response::Workspaces(views) => assert!(views.is_empty(), "{views:?}"),
+            other => panic!("{other:?}"),
+        }
+        match ask(&service, &ada, cleanup(0)).await.unwrap() {
+            Response::Workspaces(views) => {
+                let names: Vec<_> = views.iter().map(|v| v.name.to_string()).collect();
+                assert_eq!(names, ["w"]);
+                assert_eq!(views[0].state, WorkspaceState::Destroying);
+            }
+            other => panic!("{other:?}"),
+        }
+        match ask(
+            &service,
+            &bob,
+            ws(WorkspaceRequest::Inspect("v".parse().unwrap())),
+        )
+        .await
+        .unwrap()
+        {
+            Response::Workspace(view) => assert_eq!(view.state, WorkspaceState::Stopped),
             other => panic!("{other:?}"),
         }
         node.stop().await.unwrap();

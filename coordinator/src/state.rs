@@ -16,14 +16,11 @@ use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::identity::Identity;
 use nexus_protocol::message::{Assignment, DesiredRun, DesiredState, ObservedWorkspace};
-use nexus_protocol::model::{HostInfo, HostStatus, PortBinding, WorkspaceSpec, WorkspaceState};
+use nexus_protocol::model::{
+    HostInfo, HostStatus, PortBinding, ResourceClass, WorkspaceSpec, WorkspaceState,
+};
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use serde::{Deserialize, Serialize};
-
-/// How many times over a host's CPUs and memory may be promised to workspaces. A resource class
-/// is a ceiling the runtime enforces, not a use: developers' workspaces idle most of the time.
-pub const CPU_OVERCOMMIT: u64 = 4;
-pub const MEMORY_OVERCOMMIT: u64 = 4;
 
 /// Why a host cannot take a workspace. The scheduler and `apply` ask the same question here, so
 /// a placement the scheduler chose never fails `apply` for a reason the scheduler did not see.
@@ -79,62 +76,11 @@ impl std::fmt::Display for Unfit {
 /// How long a completed request's outcome is remembered for retries.
 pub const JOURNAL_RETENTION_MS: u64 = 24 * 3600 * 1000;
 
-/// Limits, cluster-wide or for one host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    pub max_workspaces_per_host: u32,
-    pub max_ports_per_workspace: u32,
-    pub max_concurrent_ops_per_host: u32,
-}
+pub use nexus_protocol::model::{Limits, LimitsPatch};
 
-impl Default for Limits {
-    /// The design's defaults.
-    fn default() -> Limits {
-        Limits {
-            max_workspaces_per_host: 50,
-            max_ports_per_workspace: 10,
-            max_concurrent_ops_per_host: 20,
-        }
-    }
-}
-
-/// A change of limits: each `Some` replaces that limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct LimitsPatch {
-    pub max_workspaces_per_host: Option<u32>,
-    pub max_ports_per_workspace: Option<u32>,
-    pub max_concurrent_ops_per_host: Option<u32>,
-}
-
-impl LimitsPatch {
-    fn over(self, base: Limits) -> Limits {
-        Limits {
-            max_workspaces_per_host: self
-                .max_workspaces_per_host
-                .unwrap_or(base.max_workspaces_per_host),
-            max_ports_per_workspace: self
-                .max_ports_per_workspace
-                .unwrap_or(base.max_ports_per_workspace),
-            max_concurrent_ops_per_host: self
-                .max_concurrent_ops_per_host
-                .unwrap_or(base.max_concurrent_ops_per_host),
-        }
-    }
-
-    fn merge(self, newer: LimitsPatch) -> LimitsPatch {
-        LimitsPatch {
-            max_workspaces_per_host: newer
-                .max_workspaces_per_host
-                .or(self.max_workspaces_per_host),
-            max_ports_per_workspace: newer
-                .max_ports_per_workspace
-                .or(self.max_ports_per_workspace),
-            max_concurrent_ops_per_host: newer
-                .max_concurrent_ops_per_host
-                .or(self.max_concurrent_ops_per_host),
-        }
-    }
-}
+/// How long a port found held by something else on a host (a `PORT_CONFLICT`) is skipped when
+/// ports are handed out there. Such holders come and go, so the memory fades.
+pub const FOREIGN_PORT_MEMORY_MS: u64 = 3600 * 1000;
 
 /// One entry of the Raft log: who asked, when, under which request id, for what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,6 +127,28 @@ pub enum Command {
         host: Option<HostId>,
         patch: LimitsPatch,
     },
+    /// Stop the workspace's container, then start it again once its agent reports it stopped.
+    RestartWorkspace {
+        name: WorkspaceName,
+    },
+    /// Stop every other workspace `owner` wants running and run `name` (a context switch).
+    SwitchWorkspace {
+        owner: UserName,
+        name: WorkspaceName,
+    },
+    /// Recreate the container from its spec: a new generation, wanted running.
+    RepairWorkspace {
+        name: WorkspaceName,
+    },
+    /// Destroy those of `names` that are still stopped (`nexus workspace cleanup`).
+    DestroyStopped {
+        names: Vec<WorkspaceName>,
+    },
+    /// A down host heartbeats again: it returns to the status its admins gave it, and its lost
+    /// workspaces to what its agent reports.
+    HostReturned {
+        host: HostId,
+    },
 }
 
 /// What applying a proposal did. Identical on every replica.
@@ -193,7 +161,11 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostRecord {
     pub info: HostInfo,
+    /// What the scheduler goes by: `Down` while the host is silent, else `admin_status`.
     pub status: HostStatus,
+    /// What its admins set (ready, draining or cordoned), kept while the host is down so that a
+    /// cordoned host that fails and returns is still cordoned.
+    pub admin_status: HostStatus,
     pub registered_at: Timestamp,
 }
 
@@ -210,6 +182,11 @@ pub struct WorkspaceRecord {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub last_error: Option<WireError>,
+    /// Stopping in order to start again: the next stopped report from its agent starts it.
+    pub restart_pending: bool,
+    /// Its host ports were already reassigned once after a `PORT_CONFLICT`; a second conflict
+    /// leaves it failed for a person to look at.
+    pub port_reassigned: bool,
 }
 
 /// The whole replicated state. Serialized as it is for snapshots.
@@ -219,6 +196,9 @@ pub struct State {
     workspaces: BTreeMap<WorkspaceName, WorkspaceRecord>,
     /// Every allocated host port and the workspace that holds it: no port is given twice.
     ports: BTreeMap<(HostId, u16), WorkspaceName>,
+    /// Ports an agent found held by something else, and when: skipped for
+    /// [`FOREIGN_PORT_MEMORY_MS`] when ports are handed out.
+    foreign_ports: BTreeMap<(HostId, u16), Timestamp>,
     limits: Limits,
     host_limits: BTreeMap<HostId, LimitsPatch>,
     /// Each host's desired-state version: bumped whenever what that host should run changes.
@@ -272,6 +252,11 @@ impl State {
         self.host_limits
             .get(host)
             .map_or(self.limits, |patch| patch.over(self.limits))
+    }
+
+    /// `host`'s own overrides of the cluster's limits.
+    pub fn host_overrides(&self, host: &HostId) -> LimitsPatch {
+        self.host_limits.get(host).copied().unwrap_or_default()
     }
 
     pub fn desired_version(&self, host: &HostId) -> u64 {
@@ -338,12 +323,7 @@ impl State {
 
     /// Whether `host` can take one more workspace of `class` with `ports` host ports; the first
     /// reason it cannot, if not. (An unknown host is the caller's to refuse.)
-    pub fn unfit(
-        &self,
-        host: &HostId,
-        class: nexus_protocol::model::ResourceClass,
-        ports: u32,
-    ) -> Option<Unfit> {
+    pub fn unfit(&self, host: &HostId, class: ResourceClass, ports: u32) -> Option<Unfit> {
         let record = self.hosts.get(host)?;
         if record.status != HostStatus::Ready {
             return Some(Unfit::NotReady(record.status));
@@ -356,14 +336,13 @@ impl State {
         }
         let (cpu, memory) = self.reserved_on(host);
         let wanted = class.resources();
-        let cpu_capacity = u64::from(record.info.cpus) * 1000 * CPU_OVERCOMMIT;
+        let (cpu_capacity, memory_capacity) = self.capacity_of(host);
         if cpu + u64::from(wanted.cpu_millis) > cpu_capacity {
             return Some(Unfit::Cpu {
                 reserved_millis: cpu,
                 capacity_millis: cpu_capacity,
             });
         }
-        let memory_capacity = record.info.memory_bytes.saturating_mul(MEMORY_OVERCOMMIT);
         if memory + wanted.memory_bytes > memory_capacity {
             return Some(Unfit::Memory {
                 reserved_bytes: memory,
@@ -378,6 +357,39 @@ impl State {
             });
         }
         None
+    }
+
+    /// What `host` may be promised: (CPU millis, memory bytes), its own times its overcommit.
+    pub fn capacity_of(&self, host: &HostId) -> (u64, u64) {
+        let Some(record) = self.hosts.get(host) else {
+            return (0, 0);
+        };
+        let limits = self.limits_for(host);
+        let times = |amount: u64, percent: u32| {
+            u64::try_from(u128::from(amount) * u128::from(percent) / 100).unwrap_or(u64::MAX)
+        };
+        (
+            times(
+                u64::from(record.info.cpus) * 1000,
+                limits.cpu_overcommit_percent,
+            ),
+            times(record.info.memory_bytes, limits.memory_overcommit_percent),
+        )
+    }
+
+    /// Whether `port` on `host` may be handed out at `now`: not allocated, and not found held by
+    /// something else within [`FOREIGN_PORT_MEMORY_MS`].
+    pub fn port_free(&self, host: &HostId, port: u16, now: Timestamp) -> bool {
+        let key = (host.clone(), port);
+        !self.ports.contains_key(&key)
+            && self.foreign_ports.get(&key).is_none_or(|seen| {
+                now.as_millis() >= seen.as_millis().saturating_add(FOREIGN_PORT_MEMORY_MS)
+            })
+    }
+
+    /// The ports found held by something else, and when.
+    pub fn foreign_ports(&self) -> &BTreeMap<(HostId, u16), Timestamp> {
+        &self.foreign_ports
     }
 
     /// How many workspaces `host` holds (every state but gone).
@@ -429,6 +441,7 @@ impl State {
                         let record = HostRecord {
                             info: info.clone(),
                             status: HostStatus::Ready,
+                            admin_status: HostStatus::Ready,
                             registered_at: at,
                         };
                         self.hosts.insert(info.host_id.clone(), record);
@@ -440,8 +453,16 @@ impl State {
                 let Some(record) = self.hosts.get_mut(host) else {
                     return reject(ErrorCode::InvalidArgument, format!("no host {host}"));
                 };
-                record.status = *status;
-                self.mark_lost(host, *status == HostStatus::Down, at);
+                if *status == HostStatus::Down {
+                    record.status = HostStatus::Down;
+                    self.mark_lost(host, true, at);
+                } else {
+                    // An admin's word holds from now on, and is what a down host returns to.
+                    record.admin_status = *status;
+                    if record.status != HostStatus::Down {
+                        record.status = *status;
+                    }
+                }
                 Outcome::Applied
             }
             Command::CreateWorkspace {
@@ -461,6 +482,7 @@ impl State {
                     );
                 }
                 workspace.desired = *run;
+                workspace.restart_pending = false;
                 workspace.updated_at = at;
                 let host = workspace.host.clone();
                 self.bump(&host);
@@ -478,11 +500,46 @@ impl State {
                 };
                 workspace.state = WorkspaceState::Destroying;
                 workspace.desired = DesiredRun::Stopped;
+                workspace.restart_pending = false;
                 workspace.updated_at = at;
                 let host = workspace.host.clone();
                 self.bump(&host);
                 Outcome::Applied
             }
+            Command::RestartWorkspace { name } => self.restart(at, name),
+            Command::SwitchWorkspace { owner, name } => self.switch(at, owner, name),
+            Command::RepairWorkspace { name } => self.repair(at, name),
+            Command::DestroyStopped { names } => {
+                for name in names {
+                    let Some(workspace) = self.workspaces.get_mut(name) else {
+                        continue;
+                    };
+                    if workspace.state != WorkspaceState::Stopped
+                        || workspace.desired != DesiredRun::Stopped
+                    {
+                        continue;
+                    }
+                    workspace.state = WorkspaceState::Destroying;
+                    workspace.updated_at = at;
+                    let host = workspace.host.clone();
+                    self.bump(&host);
+                }
+                Outcome::Applied
+            }
+            Command::HostReturned { host } => {
+                let Some(record) = self.hosts.get_mut(host) else {
+                    return reject(ErrorCode::InvalidArgument, format!("no host {host}"));
+                };
+                if record.status == HostStatus::Down {
+                    record.status = record.admin_status;
+                    self.mark_lost(host, false, at);
+                }
+                Outcome::Applied
+            }
+            Command::SetLimits { patch, .. } if patch.check().is_err() => reject(
+                ErrorCode::InvalidArgument,
+                patch.check().err().unwrap_or_default(),
+            ),
             Command::SetLimits { host: None, patch } => {
                 self.limits = patch.over(self.limits);
                 Outcome::Applied
@@ -602,9 +659,110 @@ impl State {
                 created_at: at,
                 updated_at: at,
                 last_error: None,
+                restart_pending: false,
+                port_reassigned: false,
             },
         );
         self.bump(host);
+        Outcome::Applied
+    }
+
+    /// The workspace `name` if it may be changed (not being destroyed), else the refusal.
+    fn changeable(&mut self, name: &WorkspaceName) -> Result<&mut WorkspaceRecord, Outcome> {
+        let Some(workspace) = self.workspaces.get_mut(name) else {
+            return Err(reject(
+                ErrorCode::WorkspaceNotFound,
+                format!("no workspace {name}"),
+            ));
+        };
+        if workspace.state == WorkspaceState::Destroying {
+            return Err(reject(
+                ErrorCode::InvalidArgument,
+                format!("workspace {name} is being destroyed"),
+            ));
+        }
+        Ok(workspace)
+    }
+
+    fn restart(&mut self, at: Timestamp, name: &WorkspaceName) -> Outcome {
+        let workspace = match self.changeable(name) {
+            Ok(workspace) => workspace,
+            Err(refusal) => return refusal,
+        };
+        // Stopped already (or never started): a restart is a start.
+        if workspace.desired == DesiredRun::Running
+            && !matches!(
+                workspace.state,
+                WorkspaceState::Stopped | WorkspaceState::Scheduled
+            )
+        {
+            workspace.desired = DesiredRun::Stopped;
+            workspace.restart_pending = true;
+        } else {
+            workspace.desired = DesiredRun::Running;
+            workspace.restart_pending = false;
+        }
+        workspace.updated_at = at;
+        let host = workspace.host.clone();
+        self.bump(&host);
+        Outcome::Applied
+    }
+
+    fn switch(&mut self, at: Timestamp, owner: &UserName, name: &WorkspaceName) -> Outcome {
+        match self.changeable(name) {
+            Ok(target) if &target.owner != owner => {
+                return reject(
+                    ErrorCode::PermissionDenied,
+                    format!("workspace {name} is not {owner}'s"),
+                );
+            }
+            Ok(_) => {}
+            Err(refusal) => return refusal,
+        }
+        let mut hosts = BTreeSet::new();
+        for (other, workspace) in &mut self.workspaces {
+            let stop = other != name
+                && &workspace.owner == owner
+                && workspace.desired == DesiredRun::Running
+                && workspace.state != WorkspaceState::Destroying;
+            if stop || other == name {
+                workspace.desired = if stop {
+                    DesiredRun::Stopped
+                } else {
+                    DesiredRun::Running
+                };
+                workspace.restart_pending = false;
+                workspace.updated_at = at;
+                hosts.insert(workspace.host.clone());
+            }
+        }
+        for host in hosts {
+            self.bump(&host);
+        }
+        Outcome::Applied
+    }
+
+    fn repair(&mut self, at: Timestamp, name: &WorkspaceName) -> Outcome {
+        let host = match self.changeable(name) {
+            Ok(workspace) => workspace.host.clone(),
+            Err(refusal) => return refusal,
+        };
+        if self.hosts.get(&host).map(|h| h.status) == Some(HostStatus::Down) {
+            return reject(
+                ErrorCode::BackendUnavailable,
+                format!("host {host} of workspace {name} is down; its files live there"),
+            );
+        }
+        if let Some(workspace) = self.workspaces.get_mut(name) {
+            workspace.generation += 1;
+            workspace.state = WorkspaceState::Scheduled;
+            workspace.desired = DesiredRun::Running;
+            workspace.restart_pending = false;
+            workspace.port_reassigned = false;
+            workspace.last_error = None;
+            workspace.updated_at = at;
+        }
+        self.bump(&host);
         Outcome::Applied
     }
 
@@ -632,6 +790,65 @@ impl State {
         workspace.state = report.state;
         workspace.last_error = report.error.clone();
         workspace.updated_at = at;
+        let stopped = matches!(
+            report.state,
+            WorkspaceState::Stopped | WorkspaceState::Failed
+        );
+        if workspace.restart_pending && stopped && workspace.desired == DesiredRun::Stopped {
+            workspace.restart_pending = false;
+            workspace.desired = DesiredRun::Running;
+            self.bump(host);
+            return;
+        }
+        let conflict = report.error.as_ref().and_then(|error| match error.detail {
+            Some(ErrorDetail::PortConflict { port }) if error.code == ErrorCode::PortConflict => {
+                Some(port)
+            }
+            _ => None,
+        });
+        if let Some(port) = conflict
+            && report.state == WorkspaceState::Failed
+        {
+            let name = report.name.clone();
+            self.reassign_port(at, host, &name, port);
+        }
+    }
+
+    /// `port` on `host` is held by something else: remember that, and give `name` another port,
+    /// as a new generation, once. No free port, or a second conflict: it stays failed.
+    fn reassign_port(&mut self, at: Timestamp, host: &HostId, name: &WorkspaceName, port: u16) {
+        self.foreign_ports
+            .retain(|_, seen| at.as_millis() < seen.as_millis() + FOREIGN_PORT_MEMORY_MS);
+        self.foreign_ports.insert((host.clone(), port), at);
+        let Some(workspace) = self.workspaces.get(name) else {
+            return;
+        };
+        let bound = workspace.ports.iter().any(|b| b.host == port);
+        if workspace.port_reassigned || workspace.desired != DesiredRun::Running || !bound {
+            return;
+        }
+        let Some(range) = self.hosts.get(host).map(|h| h.info.port_range) else {
+            return;
+        };
+        let Some(new_port) =
+            (range.first..=range.last).find(|&candidate| self.port_free(host, candidate, at))
+        else {
+            return;
+        };
+        self.ports.remove(&(host.clone(), port));
+        self.ports.insert((host.clone(), new_port), name.clone());
+        if let Some(workspace) = self.workspaces.get_mut(name) {
+            for binding in &mut workspace.ports {
+                if binding.host == port {
+                    binding.host = new_port;
+                }
+            }
+            workspace.generation += 1;
+            workspace.state = WorkspaceState::Scheduled;
+            workspace.port_reassigned = true;
+            workspace.updated_at = at;
+        }
+        self.bump(host);
     }
 
     /// The state as snapshot bytes (the protocol's codec, bounded by the largest frame).
@@ -878,6 +1095,20 @@ mod tests {
                 status: HostStatus::Ready,
             },
         ]);
+        assert_eq!(
+            state.workspaces()[&w("a")].state,
+            WorkspaceState::Lost,
+            "an admin's word does not bring a silent host back"
+        );
+        let (_, state) = check(vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            create("a", "h1", &[]),
+            Command::SetHostStatus {
+                host: h("h1"),
+                status: HostStatus::Down,
+            },
+            Command::HostReturned { host: h("h1") },
+        ]);
         assert_eq!(state.workspaces()[&w("a")].state, WorkspaceState::Scheduled);
     }
 
@@ -1034,5 +1265,280 @@ mod tests {
         assert!(state.outcome_of(RequestId::from_u128(2)).is_none());
         assert!(state.outcome_of(RequestId::from_u128(4)).is_some());
         state.check_invariants().unwrap();
+    }
+
+    fn run_of(state: &State, name: &str) -> (DesiredRun, WorkspaceState, u64) {
+        let w = &state.workspaces()[&w(name)];
+        (w.desired, w.state, w.generation)
+    }
+
+    #[test]
+    fn a_restart_stops_then_starts_on_the_agents_word() {
+        let running = |name| Command::RecordObserved {
+            host: h("h1"),
+            observed: vec![observed(name, 1, WorkspaceState::Running)],
+        };
+        let (codes, state) = check(vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            create("a", "h1", &[]),
+            running("a"),
+            Command::RestartWorkspace { name: w("a") },
+        ]);
+        assert_eq!(codes, [None; 4]);
+        assert_eq!(
+            run_of(&state, "a"),
+            (DesiredRun::Stopped, WorkspaceState::Running, 1)
+        );
+        let version = state.desired_version(&h("h1"));
+        let (_, state) = check(vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            create("a", "h1", &[]),
+            running("a"),
+            Command::RestartWorkspace { name: w("a") },
+            Command::RecordObserved {
+                host: h("h1"),
+                observed: vec![observed("a", 1, WorkspaceState::Stopped)],
+            },
+        ]);
+        assert_eq!(
+            run_of(&state, "a"),
+            (DesiredRun::Running, WorkspaceState::Stopped, 1),
+            "the stop seen, the start is asked"
+        );
+        assert_eq!(state.desired_version(&h("h1")), version + 1);
+        // A stop while the restart is under way wins: the stopped report starts nothing.
+        let (_, state) = check(vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            create("a", "h1", &[]),
+            running("a"),
+            Command::RestartWorkspace { name: w("a") },
+            Command::SetDesiredRun {
+                name: w("a"),
+                run: DesiredRun::Stopped,
+            },
+            Command::RecordObserved {
+                host: h("h1"),
+                observed: vec![observed("a", 1, WorkspaceState::Stopped)],
+            },
+        ]);
+        assert_eq!(run_of(&state, "a").0, DesiredRun::Stopped);
+    }
+
+    #[test]
+    fn a_switch_stops_the_owners_other_workspaces_only() {
+        let bob = |name: &str| {
+            let Command::CreateWorkspace {
+                spec, host, ports, ..
+            } = create(name, "h2", &[])
+            else {
+                unreachable!()
+            };
+            Command::CreateWorkspace {
+                spec,
+                owner: UserName::new("bob").unwrap(),
+                host,
+                ports,
+            }
+        };
+        let (codes, state) = check(vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            Command::RegisterHost(host("h2", 20000, 20010)),
+            create("a", "h1", &[]),
+            create("b", "h2", &[]),
+            Command::SetDesiredRun {
+                name: w("b"),
+                run: DesiredRun::Stopped,
+            },
+            bob("c"),
+            Command::SwitchWorkspace {
+                owner: UserName::new("alice").unwrap(),
+                name: w("b"),
+            },
+            Command::SwitchWorkspace {
+                owner: UserName::new("alice").unwrap(),
+                name: w("c"),
+            },
+        ]);
+        assert_eq!(codes[6], None);
+        assert_eq!(codes[7], Some(ErrorCode::PermissionDenied), "not hers");
+        assert_eq!(run_of(&state, "a").0, DesiredRun::Stopped);
+        assert_eq!(run_of(&state, "b").0, DesiredRun::Running);
+        assert_eq!(
+            run_of(&state, "c").0,
+            DesiredRun::Running,
+            "bob's untouched"
+        );
+    }
+
+    #[test]
+    fn a_repair_is_a_new_generation_and_not_for_a_down_host() {
+        let (codes, state) = check(vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            create("a", "h1", &[]),
+            Command::RecordObserved {
+                host: h("h1"),
+                observed: vec![observed("a", 1, WorkspaceState::Failed)],
+            },
+            Command::RepairWorkspace { name: w("a") },
+            Command::SetHostStatus {
+                host: h("h1"),
+                status: HostStatus::Down,
+            },
+            Command::RepairWorkspace { name: w("a") },
+        ]);
+        assert_eq!(codes[3], None);
+        assert_eq!(codes[5], Some(ErrorCode::BackendUnavailable));
+        assert_eq!(
+            run_of(&state, "a"),
+            (DesiredRun::Running, WorkspaceState::Lost, 2)
+        );
+    }
+
+    #[test]
+    fn cleanup_destroys_only_what_is_still_stopped() {
+        let stopped = |name| Command::RecordObserved {
+            host: h("h1"),
+            observed: vec![observed(name, 1, WorkspaceState::Stopped)],
+        };
+        let (_, state) = check(vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            create("a", "h1", &[]),
+            create("b", "h1", &[]),
+            Command::SetDesiredRun {
+                name: w("a"),
+                run: DesiredRun::Stopped,
+            },
+            stopped("a"),
+            Command::DestroyStopped {
+                names: vec![w("a"), w("b"), w("nobody")],
+            },
+        ]);
+        assert_eq!(run_of(&state, "a").1, WorkspaceState::Destroying);
+        assert_eq!(run_of(&state, "b").1, WorkspaceState::Scheduled);
+    }
+
+    #[test]
+    fn a_port_conflict_moves_the_workspace_to_another_port_once() {
+        let conflict = |generation, port| Command::RecordObserved {
+            host: h("h1"),
+            observed: vec![ObservedWorkspace {
+                error: Some(
+                    WireError::new(ErrorCode::PortConflict, "taken")
+                        .with_detail(ErrorDetail::PortConflict { port }),
+                ),
+                ..observed("a", generation, WorkspaceState::Failed)
+            }],
+        };
+        let (_, state) = check(vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            create("a", "h1", &[(80, 20000), (81, 20001)]),
+            create("b", "h1", &[(80, 20002)]),
+            conflict(1, 20000),
+        ]);
+        let a = &state.workspaces()[&w("a")];
+        assert_eq!(
+            a.ports,
+            [
+                PortBinding {
+                    container: 80,
+                    host: 20003
+                },
+                PortBinding {
+                    container: 81,
+                    host: 20001
+                }
+            ],
+            "the lowest free port, the other binding kept"
+        );
+        assert_eq!((a.generation, a.state), (2, WorkspaceState::Scheduled));
+        assert!(a.port_reassigned);
+        assert!(
+            !state.port_free(&h("h1"), 20000, Timestamp(5_000)),
+            "held by a stranger"
+        );
+        assert!(state.port_free(&h("h1"), 20000, Timestamp(5_000 + FOREIGN_PORT_MEMORY_MS)));
+        assert!(state.ports().get(&(h("h1"), 20000)).is_none());
+        // A second conflict leaves it failed, on its second port.
+        let (_, state) = check(vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            create("a", "h1", &[(80, 20000)]),
+            conflict(1, 20000),
+            conflict(2, 20001),
+        ]);
+        let a = &state.workspaces()[&w("a")];
+        assert_eq!((a.generation, a.state), (2, WorkspaceState::Failed));
+        assert_eq!(a.ports[0].host, 20001);
+    }
+
+    #[test]
+    fn a_cordoned_host_that_fails_and_returns_is_still_cordoned() {
+        let status = |host: &str, status| Command::SetHostStatus {
+            host: h(host),
+            status,
+        };
+        let (_, state) = check(vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            create("a", "h1", &[]),
+            status("h1", HostStatus::Cordoned),
+            status("h1", HostStatus::Down),
+            Command::HostReturned { host: h("h1") },
+        ]);
+        assert_eq!(state.hosts()[&h("h1")].status, HostStatus::Cordoned);
+        assert_eq!(run_of(&state, "a").1, WorkspaceState::Scheduled);
+        // Uncordoned while down: it returns ready.
+        let (_, state) = check(vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            status("h1", HostStatus::Cordoned),
+            status("h1", HostStatus::Down),
+            status("h1", HostStatus::Ready),
+            Command::HostReturned { host: h("h1") },
+        ]);
+        assert_eq!(state.hosts()[&h("h1")].status, HostStatus::Ready);
+    }
+
+    #[test]
+    fn overcommit_is_a_limit() {
+        // 8 CPUs, 32 GiB: at 100 % a host takes 8 large (2 CPU, 4 GiB) workspaces... of which
+        // CPU binds at 4.
+        let mut commands = vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            Command::SetLimits {
+                host: Some(h("h1")),
+                patch: LimitsPatch {
+                    cpu_overcommit_percent: Some(100),
+                    ..Default::default()
+                },
+            },
+        ];
+        for i in 0..5 {
+            let Command::CreateWorkspace {
+                mut spec,
+                owner,
+                host,
+                ports,
+            } = create(&format!("w{i}"), "h1", &[])
+            else {
+                unreachable!()
+            };
+            spec.class = ResourceClass::Large;
+            commands.push(Command::CreateWorkspace {
+                spec,
+                owner,
+                host,
+                ports,
+            });
+        }
+        commands.push(Command::SetLimits {
+            host: None,
+            patch: LimitsPatch {
+                cpu_overcommit_percent: Some(50),
+                ..Default::default()
+            },
+        });
+        let (codes, state) = check(commands);
+        assert_eq!(&codes[2..6], [None; 4]);
+        assert_eq!(codes[6], Some(ErrorCode::ResourceExhausted));
+        assert_eq!(codes[7], Some(ErrorCode::InvalidArgument), "below 100 %");
+        assert_eq!(state.capacity_of(&h("h1")).0, 8_000);
     }
 }

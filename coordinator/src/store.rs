@@ -46,8 +46,10 @@ const SNAPSHOT_KEY: &[u8] = b"snapshot";
 /// The index (and term) of the snapshot every founding member starts from.
 pub const BOOTSTRAP_INDEX: u64 = 1;
 
-/// The on-disk format this code writes and reads. Raised on an incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this code writes and reads. Raised on an incompatible change. 2: the
+/// state's limits, hosts and workspaces grew fields (overcommit, scoring, a host's admin status,
+/// restarts and port reassignment) and the log's commands new variants.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Whose data a directory holds. A node refuses a data dir of another cluster or node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

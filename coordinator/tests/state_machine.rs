@@ -11,12 +11,10 @@
 // Tests fail by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use nexus_coordinator::state::{
-    CPU_OVERCOMMIT, Command, LimitsPatch, MEMORY_OVERCOMMIT, Outcome, Proposal, State,
-};
+use nexus_coordinator::state::{Command, LimitsPatch, Outcome, Proposal, State};
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::codec::{self, CodecConfig, HARD_MAX_FRAME_LEN};
-use nexus_protocol::error::ErrorCode;
+use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::identity::Identity;
 use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
 use nexus_protocol::model::{
@@ -86,17 +84,37 @@ fn command() -> impl Strategy<Value = Command> {
             name: name(n),
             run: if run { DesiredRun::Running } else { DesiredRun::Stopped },
         }),
-        2 => (hosts.clone(), names.clone(), 0u64..3, state_strategy()).prop_map(|(h, n, generation, state)| {
+        2 => (hosts.clone(), names.clone(), 0u64..3, state_strategy(), proptest::option::of(19_999u16..20_007)).prop_map(|(h, n, generation, state, conflict)| {
+            // Some failures are port conflicts, which the state machine answers with a new port.
+            let error = conflict.map(|port| {
+                WireError::new(ErrorCode::PortConflict, "taken").with_detail(ErrorDetail::PortConflict { port })
+            });
             Command::RecordObserved {
                 host: host_id(h),
-                observed: vec![ObservedWorkspace { name: name(n), generation, state, ports: vec![], error: None }],
+                observed: vec![ObservedWorkspace { name: name(n), generation, state, ports: vec![], error }],
             }
         }),
+        1 => names.clone().prop_map(|n| Command::RestartWorkspace { name: name(n) }),
+        1 => names.clone().prop_map(|n| Command::RepairWorkspace { name: name(n) }),
+        1 => (names.clone(), any::<bool>()).prop_map(|(n, alice)| Command::SwitchWorkspace {
+            owner: UserName::new(if alice { "alice" } else { "bob" }).unwrap(),
+            name: name(n),
+        }),
+        1 => proptest::collection::vec(names.clone(), 0..4).prop_map(|ns| Command::DestroyStopped {
+            names: ns.into_iter().map(name).collect(),
+        }),
+        1 => hosts.clone().prop_map(|h| Command::HostReturned { host: host_id(h) }),
         2 => names.clone().prop_map(|n| Command::DestroyWorkspace { name: name(n) }),
-        1 => (proptest::option::of(hosts), proptest::option::of(0u32..4), proptest::option::of(0u32..4)).prop_map(
-            |(h, workspaces, ports)| Command::SetLimits {
+        1 => (proptest::option::of(hosts), proptest::option::of(0u32..4), proptest::option::of(0u32..4), proptest::option::of(100u32..500)).prop_map(
+            |(h, workspaces, ports, overcommit)| Command::SetLimits {
                 host: h.map(host_id),
-                patch: LimitsPatch { max_workspaces_per_host: workspaces, max_ports_per_workspace: ports, ..Default::default() },
+                patch: LimitsPatch {
+                    max_workspaces_per_host: workspaces,
+                    max_ports_per_workspace: ports,
+                    cpu_overcommit_percent: overcommit,
+                    memory_overcommit_percent: overcommit,
+                    ..Default::default()
+                },
             }
         ),
     ]
@@ -141,7 +159,11 @@ proptest! {
                 // The host's capacity, counted here independently of the state machine.
                 let capacity = |state: &State| {
                     let info = &state.hosts()[host].info;
-                    (u64::from(info.cpus) * 1000 * CPU_OVERCOMMIT, info.memory_bytes * MEMORY_OVERCOMMIT)
+                    let limits = state.limits_for(host);
+                    (
+                        u64::from(info.cpus) * 10 * u64::from(limits.cpu_overcommit_percent),
+                        (u128::from(info.memory_bytes) * u128::from(limits.memory_overcommit_percent) / 100) as u64,
+                    )
                 };
                 let promised = |state: &State| {
                     state.workspaces().values().filter(|w| &w.host == host).fold((0, 0), |(c, m), w| {

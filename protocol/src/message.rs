@@ -15,8 +15,8 @@ use crate::error::WireError;
 use crate::id::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use crate::identity::{Identity, IdentityKind};
 use crate::model::{
-    ContainerStats, HostInfo, HostStats, HostStatus, PortBinding, WorkspaceSpec, WorkspaceState,
-    WorkspaceView,
+    ContainerStats, HostInfo, HostStats, HostStatus, Limits, LimitsPatch, PortBinding, Scoring,
+    WorkspaceSpec, WorkspaceState, WorkspaceView,
 };
 
 /// The protocol version both sides must share. Raised on an incompatible change of any message
@@ -137,6 +137,13 @@ pub enum WorkspaceRequest {
     Cleanup {
         older_than_secs: u64,
     },
+    /// Create, choosing the scoring for this one placement (`None`: the cluster's).
+    CreateWith {
+        spec: WorkspaceSpec,
+        scoring: Option<Scoring>,
+    },
+    /// Everything known of one workspace: [`Response::WorkspaceDetail`].
+    Describe(WorkspaceName),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +164,18 @@ pub enum AdminRequest {
     SetHostStatus { host: HostId, status: HostStatus },
     /// Every allocated host port, fleet-wide.
     Ports,
+    /// The cluster's limits and each host's overrides: [`Response::Limits`].
+    Limits,
+    /// Change the cluster's limits (`host: None`) or one host's overrides. Answered with the
+    /// limits.
+    SetLimits {
+        host: Option<HostId>,
+        patch: LimitsPatch,
+    },
+    /// The fleet in numbers: [`Response::FleetStats`].
+    Stats,
+    /// Every workspace container's latest resource sample, fleet-wide: [`Response::Usage`].
+    Top,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,6 +193,63 @@ pub enum Response {
     ClusterStatus(ClusterStatus),
     Hosts(Vec<HostView>),
     Ports(Vec<PortAllocation>),
+    Limits(LimitsView),
+    FleetStats(FleetStats),
+    Usage(Vec<WorkspaceUsage>),
+    /// Boxed: the largest answer by far, it would otherwise size every response.
+    WorkspaceDetail(Box<WorkspaceDetail>),
+}
+
+/// The limits in force: the cluster's, and per host its overrides and what they make.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsView {
+    pub cluster: Limits,
+    pub hosts: Vec<HostLimits>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostLimits {
+    pub host: HostId,
+    pub overrides: LimitsPatch,
+    pub effective: Limits,
+}
+
+/// The fleet in numbers (`nexus admin stats`). Promised CPU and memory count every workspace
+/// by its class; capacity is the hosts' own times their overcommit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStats {
+    pub hosts: Vec<(HostStatus, u32)>,
+    pub workspaces: Vec<(WorkspaceState, u32)>,
+    pub cpu_promised_millis: u64,
+    pub cpu_capacity_millis: u64,
+    pub memory_promised_bytes: u64,
+    pub memory_capacity_bytes: u64,
+    pub ports_allocated: u64,
+    pub ports_total: u64,
+    /// Workspaces on their way somewhere (scheduled, starting, stopping, destroying).
+    pub operations_in_flight: u64,
+}
+
+/// One workspace container's latest sample, with where it runs and whose it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceUsage {
+    pub host: HostId,
+    pub owner: Option<UserName>,
+    pub stats: ContainerStats,
+}
+
+/// Everything the coordinator knows of one workspace (`nexus workspace inspect`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceDetail {
+    pub view: WorkspaceView,
+    pub spec: WorkspaceSpec,
+    pub desired: DesiredRun,
+    pub generation: u64,
+    pub updated_at: Timestamp,
+    /// Why it failed, as its agent reported.
+    pub last_error: Option<WireError>,
+    /// Whether its host ports were already reassigned once after a `PORT_CONFLICT`.
+    pub port_reassigned: bool,
 }
 
 /// One allocated host port (`nexus admin ports`).

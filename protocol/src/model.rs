@@ -285,6 +285,164 @@ pub struct ContainerStats {
     pub block_write_bytes: u64,
 }
 
+/// How the scheduler scores the hosts a workspace fits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Scoring {
+    /// The fullest host that fits (as Nomad): keeps whole hosts free.
+    #[default]
+    BinPack,
+    /// The emptiest host: spreads load and the cost of a host failure.
+    Spread,
+}
+
+impl Scoring {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scoring::BinPack => "binpack",
+            Scoring::Spread => "spread",
+        }
+    }
+}
+
+impl fmt::Display for Scoring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Scoring {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Scoring, String> {
+        match value {
+            "binpack" | "bin-pack" => Ok(Scoring::BinPack),
+            "spread" => Ok(Scoring::Spread),
+            _ => Err(format!(
+                "unknown scoring {value:?} (expected binpack or spread)"
+            )),
+        }
+    }
+}
+
+/// The limits the scheduler and the state machine enforce, cluster-wide or on one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_workspaces_per_host: u32,
+    pub max_ports_per_workspace: u32,
+    pub max_concurrent_ops_per_host: u32,
+    /// How many times over a host's CPUs may be promised, in percent (400 = 4×). A resource
+    /// class is a ceiling the runtime enforces, not a use: workspaces idle most of the time.
+    pub cpu_overcommit_percent: u32,
+    /// The same for memory.
+    pub memory_overcommit_percent: u32,
+    /// Bin-pack or spread, for creates that do not ask (cluster-wide only).
+    pub scoring: Scoring,
+}
+
+impl Default for Limits {
+    /// The design's defaults.
+    fn default() -> Limits {
+        Limits {
+            max_workspaces_per_host: 50,
+            max_ports_per_workspace: 10,
+            max_concurrent_ops_per_host: 20,
+            cpu_overcommit_percent: 400,
+            memory_overcommit_percent: 400,
+            scoring: Scoring::BinPack,
+        }
+    }
+}
+
+/// The bounds a limit must stay within: a typo must not make a host refuse everything (0) or
+/// promise a thousand times its memory.
+pub const LIMIT_BOUNDS: [(&str, u32, u32); 5] = [
+    ("max-workspaces-per-host", 1, 10_000),
+    ("max-ports-per-workspace", 0, 64),
+    ("max-concurrent-ops-per-host", 1, 1_000),
+    ("cpu-overcommit-percent", 100, 10_000),
+    ("memory-overcommit-percent", 100, 10_000),
+];
+
+/// A change of limits: each `Some` replaces that limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LimitsPatch {
+    pub max_workspaces_per_host: Option<u32>,
+    pub max_ports_per_workspace: Option<u32>,
+    pub max_concurrent_ops_per_host: Option<u32>,
+    pub cpu_overcommit_percent: Option<u32>,
+    pub memory_overcommit_percent: Option<u32>,
+    pub scoring: Option<Scoring>,
+}
+
+impl LimitsPatch {
+    fn numbers(&self) -> [Option<u32>; 5] {
+        [
+            self.max_workspaces_per_host,
+            self.max_ports_per_workspace,
+            self.max_concurrent_ops_per_host,
+            self.cpu_overcommit_percent,
+            self.memory_overcommit_percent,
+        ]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.numbers().iter().all(Option::is_none) && self.scoring.is_none()
+    }
+
+    /// The first value outside [`LIMIT_BOUNDS`], as a message.
+    pub fn check(&self) -> Result<(), String> {
+        for (value, (name, low, high)) in self.numbers().into_iter().zip(LIMIT_BOUNDS) {
+            if let Some(value) = value
+                && !(low..=high).contains(&value)
+            {
+                return Err(format!("{name} {value} is outside {low}..={high}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `base` with this patch's values in place of its own.
+    pub fn over(self, base: Limits) -> Limits {
+        Limits {
+            max_workspaces_per_host: self
+                .max_workspaces_per_host
+                .unwrap_or(base.max_workspaces_per_host),
+            max_ports_per_workspace: self
+                .max_ports_per_workspace
+                .unwrap_or(base.max_ports_per_workspace),
+            max_concurrent_ops_per_host: self
+                .max_concurrent_ops_per_host
+                .unwrap_or(base.max_concurrent_ops_per_host),
+            cpu_overcommit_percent: self
+                .cpu_overcommit_percent
+                .unwrap_or(base.cpu_overcommit_percent),
+            memory_overcommit_percent: self
+                .memory_overcommit_percent
+                .unwrap_or(base.memory_overcommit_percent),
+            scoring: self.scoring.unwrap_or(base.scoring),
+        }
+    }
+
+    /// This patch with `newer`'s values where it has them.
+    pub fn merge(self, newer: LimitsPatch) -> LimitsPatch {
+        LimitsPatch {
+            max_workspaces_per_host: newer
+                .max_workspaces_per_host
+                .or(self.max_workspaces_per_host),
+            max_ports_per_workspace: newer
+                .max_ports_per_workspace
+                .or(self.max_ports_per_workspace),
+            max_concurrent_ops_per_host: newer
+                .max_concurrent_ops_per_host
+                .or(self.max_concurrent_ops_per_host),
+            cpu_overcommit_percent: newer.cpu_overcommit_percent.or(self.cpu_overcommit_percent),
+            memory_overcommit_percent: newer
+                .memory_overcommit_percent
+                .or(self.memory_overcommit_percent),
+            scoring: newer.scoring.or(self.scoring),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

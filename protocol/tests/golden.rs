@@ -132,6 +132,132 @@ fn requests() {
             "0000002dfe100f0e0d0c0b0a0908070605040302010104010103617069010100004841fc00001000fc0000004001020304"
         ],
     );
+    check(
+        &request(Request::Workspace(WorkspaceRequest::CreateWith {
+            spec: spec(),
+            scoring: Some(Scoring::Spread),
+        })),
+        expect![
+            "0000003cfe100f0e0d0c0b0a090807060504030201020a036170690a6465763a6c61746573740001fbb80b01014b0156000205736c6565700131010268310101"
+        ],
+    );
+    check(
+        &request(Request::Workspace(WorkspaceRequest::Describe(
+            WorkspaceName::new("api").unwrap(),
+        ))),
+        expect!["00000017fe100f0e0d0c0b0a090807060504030201020b03617069"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::SetLimits {
+            host: Some(HostId::new("dev-01").unwrap()),
+            patch: LimitsPatch {
+                max_workspaces_per_host: Some(30),
+                scoring: None,
+                ..LimitsPatch::default()
+            },
+        })),
+        expect!["00000022fe100f0e0d0c0b0a090807060504030201030801066465762d3031011e0000000000"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::Limits)),
+        expect!["00000013fe100f0e0d0c0b0a0908070605040302010307"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::Stats)),
+        expect!["00000013fe100f0e0d0c0b0a0908070605040302010309"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::Top)),
+        expect!["00000013fe100f0e0d0c0b0a090807060504030201030a"],
+    );
+}
+
+/// The answers added with the Workspaces issue: limits, fleet stats, usage and a workspace's
+/// detail.
+#[test]
+fn workspace_issue_responses() {
+    let frame = |result| ResponseFrame {
+        request_id: RequestId::from_u128(1),
+        result,
+    };
+    let host = HostId::new("dev-01").unwrap();
+    check(
+        &frame(Ok(Response::Limits(LimitsView {
+            cluster: Limits::default(),
+            hosts: vec![HostLimits {
+                host: host.clone(),
+                overrides: LimitsPatch {
+                    scoring: Some(Scoring::Spread),
+                    ..LimitsPatch::default()
+                },
+                effective: Limits::default(),
+            }],
+        }))),
+        expect![
+            "00000026010009320a14fb9001fb90010001066465762d303100000000000101320a14fb9001fb900100"
+        ],
+    );
+    check(
+        &frame(Ok(Response::FleetStats(FleetStats {
+            hosts: vec![(HostStatus::Ready, 2)],
+            workspaces: vec![(WorkspaceState::Running, 3)],
+            cpu_promised_millis: 1500,
+            cpu_capacity_millis: 64_000,
+            memory_promised_bytes: 1 << 30,
+            memory_capacity_bytes: 1 << 36,
+            ports_allocated: 4,
+            ports_total: 24_002,
+            operations_in_flight: 1,
+        }))),
+        expect!["0000002201000a010002010303fbdc05fb00fafc00000040fd000000001000000004fbc25d01"],
+    );
+    check(
+        &frame(Ok(Response::Usage(vec![WorkspaceUsage {
+            host: host.clone(),
+            owner: Some(UserName::new("ada").unwrap()),
+            stats: ContainerStats {
+                workspace: Some(WorkspaceName::new("api").unwrap()),
+                at: Some(Timestamp(1)),
+                cpu_percent: 1.0,
+                memory_used_bytes: 1,
+                memory_limit_bytes: 2,
+                network_rx_bytes: 3,
+                network_tx_bytes: 4,
+                block_read_bytes: 5,
+                block_write_bytes: 6,
+            },
+        }]))),
+        expect!["0000002101000b01066465762d30310103616461010361706901010000803f010203040506"],
+    );
+    check(
+        &frame(Ok(Response::WorkspaceDetail(Box::new(WorkspaceDetail {
+            view: WorkspaceView {
+                name: WorkspaceName::new("api").unwrap(),
+                owner: UserName::new("ada").unwrap(),
+                state: WorkspaceState::Failed,
+                host: Some(host),
+                image: "dev:latest".into(),
+                class: ResourceClass::Small,
+                ports: vec![PortBinding {
+                    container: 3000,
+                    host: 20001,
+                }],
+                created_at: Timestamp(2),
+            },
+            spec: spec(),
+            desired: DesiredRun::Running,
+            generation: 3,
+            updated_at: Timestamp(4),
+            last_error: Some(WireError::new(
+                ErrorCode::PortConflict,
+                "port 20000 is in use",
+            )),
+            port_reassigned: true,
+        })))),
+        expect![
+            "0000006c01000c03617069036164610601066465762d30310a6465763a6c61746573740001fbb80bfb214e02036170690a6465763a6c61746573740001fbb80b01014b0156000205736c656570013101026831000304010314706f727420323030303020697320696e20757365000001"
+        ],
+    );
 }
 
 #[test]
