@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nexus_protocol::identity::Role;
-use nexus_protocol::model::parse_key_value;
+use nexus_protocol::model::{Scoring, parse_key_value};
 use nexus_protocol::{HostId, NodeId, UserName, WorkspaceName};
 
 #[derive(Debug, Parser)]
@@ -63,6 +63,11 @@ pub enum OutputFormat {
 pub enum Command {
     /// Bring up a one-host fleet here: a one-node coordinator and an agent.
     Up(UpArgs),
+    /// Print a shell completion script: `nexus completions bash > /etc/bash_completion.d/nexus`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Stop the fleet that `nexus up --detach` started.
     Down(StateArgs),
     /// Check that a coordinator answers, and who it is.
@@ -80,7 +85,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum WorkspaceCommand {
-    /// Create a workspace; the scheduler picks a host (or `--host`) and host ports.
+    /// Create a workspace; the scheduler picks a host (or `--host`) and host ports. Waits until
+    /// it runs.
     Create(CreateArgs),
     /// Your workspaces.
     List {
@@ -88,14 +94,69 @@ pub enum WorkspaceCommand {
         #[arg(long)]
         stale: bool,
     },
-    /// One workspace.
+    /// One workspace: its state, spec, desired state and last error.
     Inspect { name: WorkspaceName },
-    /// Start a stopped workspace (the same container).
-    Start { name: WorkspaceName },
-    /// Stop a workspace; its container and files stay.
-    Stop { name: WorkspaceName },
-    /// Destroy a workspace: its container, network and ports.
-    Destroy { name: WorkspaceName },
+    /// Start a stopped workspace (the same container). Waits until it runs.
+    Start(Target),
+    /// Stop a workspace; its container and files stay. Waits until it has stopped.
+    Stop(Target),
+    /// Stop and start a workspace's container. Waits until it runs again.
+    Restart(Target),
+    /// Destroy a workspace: its container, network and ports. Waits until it is gone.
+    Destroy(Target),
+    /// Stop your other running workspaces and start this one. Waits until it runs.
+    Switch(Target),
+    /// Recreate a workspace's container from its spec (its files stay). Waits until it runs.
+    Repair(Target),
+    /// Destroy your stopped workspaces that have not changed for a while.
+    Cleanup(CleanupArgs),
+}
+
+/// A workspace to change, and whether to wait for the change.
+#[derive(Debug, Args)]
+pub struct Target {
+    pub name: WorkspaceName,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args, Clone, Copy)]
+pub struct WaitArgs {
+    /// Return once the coordinator has accepted the change, without waiting for the host.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the host, in seconds.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Only workspaces stopped at least this long: 90s, 30m, 12h, 7d.
+    #[arg(long, value_parser = parse_age, value_name = "AGE")]
+    pub older_than: u64,
+}
+
+/// `90s`, `30m`, `12h`, `7d` (or plain seconds) as seconds.
+pub fn parse_age(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let (digits, unit) = match value.char_indices().last() {
+        Some((at, c)) if c.is_ascii_alphabetic() => (&value[..at], c),
+        _ => (value, 's'),
+    };
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        other => return Err(format!("unknown unit {other:?}: use s, m, h or d")),
+    };
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{value:?} is not an age like 90s, 30m, 12h or 7d"))?;
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{value:?} is too long"))
 }
 
 #[derive(Debug, Args)]
@@ -118,9 +179,21 @@ pub struct CreateArgs {
     /// An environment variable, K=V. Repeat for each.
     #[arg(long = "env", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
+    /// How to choose among the hosts it fits on (default: the cluster's, see `admin limits`).
+    #[arg(long, value_parser = parse_scoring)]
+    pub scoring: Option<Scoring>,
+    /// Short for `--scoring spread`: the emptiest host.
+    #[arg(long, conflicts_with = "scoring")]
+    pub spread: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// The command to run instead of the image's, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+fn parse_scoring(value: &str) -> Result<Scoring, String> {
+    value.parse()
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -244,6 +317,77 @@ pub enum AdminCommand {
         #[arg(long)]
         stale: bool,
     },
+    /// The fleet in numbers: hosts and workspaces by state, CPU, memory and ports promised.
+    Stats,
+    /// Every workspace container's latest CPU, memory and network use, fleet-wide.
+    Top {
+        #[arg(long, value_enum, default_value = "cpu")]
+        sort: TopSort,
+        /// Only the first N.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// The limits the scheduler enforces, cluster-wide and per host.
+    #[command(subcommand)]
+    Limits(LimitsCommand),
+    /// Any user's workspaces.
+    #[command(subcommand)]
+    Workspace(AdminWorkspaceCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopSort {
+    Cpu,
+    Memory,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LimitsCommand {
+    /// The cluster's limits and each host's overrides.
+    Show,
+    /// Change the cluster's limits, or one host's with `--host`.
+    Set(LimitsSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LimitsSetArgs {
+    /// Override this host's limits instead of the cluster's.
+    #[arg(long)]
+    pub host: Option<HostId>,
+    #[arg(long, value_name = "N")]
+    pub max_workspaces_per_host: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub max_ports_per_workspace: Option<u32>,
+    /// Workspaces being scheduled, started, stopped or destroyed on one host at once.
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_ops: Option<u32>,
+    /// How far a host's CPUs may be promised, in percent (400 = 4 times).
+    #[arg(long, value_name = "PERCENT")]
+    pub cpu_overcommit: Option<u32>,
+    /// How far a host's memory may be promised, in percent.
+    #[arg(long, value_name = "PERCENT")]
+    pub memory_overcommit: Option<u32>,
+    /// The scoring for creates that do not choose (cluster-wide only).
+    #[arg(long, value_parser = parse_scoring)]
+    pub scoring: Option<Scoring>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminWorkspaceCommand {
+    /// Every workspace, or those on one host or of one owner.
+    List {
+        #[arg(long)]
+        host: Option<HostId>,
+        #[arg(long)]
+        owner: Option<UserName>,
+        /// Answer from the coordinator's own replica (may be a little behind).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Any user's workspace, in full.
+    Inspect { name: WorkspaceName },
+    /// Recreate any user's workspace's container from its spec.
+    Repair(Target),
 }
 
 #[derive(Debug, Subcommand)]
@@ -272,4 +416,28 @@ pub enum ClusterCommand {
     Remove { id: NodeId },
     /// Hand leadership to another voter.
     TransferLeader { id: NodeId },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_with_their_units() {
+        assert_eq!(parse_age("90"), Ok(90));
+        assert_eq!(parse_age("90s"), Ok(90));
+        assert_eq!(parse_age("30m"), Ok(1800));
+        assert_eq!(parse_age("12h"), Ok(43_200));
+        assert_eq!(parse_age("7d"), Ok(604_800));
+        assert!(parse_age("7w").unwrap_err().contains("unknown unit"));
+        assert!(parse_age("d").is_err());
+        assert!(parse_age("-1h").is_err());
+        assert!(parse_age("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

@@ -9,7 +9,7 @@ pub mod settings;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::args::{Cli, Command, OutputFormat};
 use crate::error::CliError;
@@ -52,6 +52,12 @@ async fn run(
     format: OutputFormat,
 ) -> Result<(), CliError> {
     match command {
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "nexus", &mut script);
+            output::print(&String::from_utf8_lossy(&script));
+            Ok(())
+        }
         Command::Up(args) => commands::up::up(args, format).await,
         Command::Down(args) => commands::up::down(args, format).await,
         Command::Pki(command) => commands::pki::run(command, format),

@@ -6,8 +6,11 @@ use std::io::Write;
 use comfy_table::{Table, presets};
 use nexus_protocol::HostId;
 use nexus_protocol::clock::Timestamp;
-use nexus_protocol::message::{ClusterStatus, HostView, PortAllocation};
-use nexus_protocol::model::{HostStatus, WorkspaceView};
+use nexus_protocol::message::{
+    ClusterStatus, DesiredRun, FleetStats, HostView, LimitsView, PortAllocation, WorkspaceDetail,
+    WorkspaceUsage,
+};
+use nexus_protocol::model::{HostStatus, Limits, LimitsPatch, WorkspaceView};
 use serde_json::{Value, json};
 
 use crate::args::OutputFormat;
@@ -47,7 +50,7 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     text
 }
 
-fn status_name(status: HostStatus) -> &'static str {
+pub fn status_name(status: HostStatus) -> &'static str {
     match status {
         HostStatus::Ready => "ready",
         HostStatus::Down => "down",
@@ -295,6 +298,358 @@ pub fn hosts_table(hosts: &[HostView], now: Timestamp) -> String {
     )
 }
 
+fn desired_name(desired: DesiredRun) -> &'static str {
+    match desired {
+        DesiredRun::Running => "running",
+        DesiredRun::Stopped => "stopped",
+        DesiredRun::Absent => "absent",
+    }
+}
+
+/// `workspace inspect` as JSON: the contract's fields (as [`workspace_json`]) and the detail.
+pub fn workspace_detail_json(detail: &WorkspaceDetail) -> Value {
+    let mut json = workspace_json(&detail.view);
+    if let Value::Object(map) = &mut json {
+        map.insert("desired".into(), json!(desired_name(detail.desired)));
+        map.insert("generation".into(), json!(detail.generation));
+        map.insert("updated_at".into(), json!(rfc3339(detail.updated_at)));
+        map.insert("env".into(), json!(detail.spec.env));
+        map.insert("labels".into(), json!(detail.spec.labels));
+        map.insert("command".into(), json!(detail.spec.command));
+        map.insert(
+            "pinned_host".into(),
+            json!(detail.spec.host.as_ref().map(HostId::as_str)),
+        );
+        map.insert("port_reassigned".into(), json!(detail.port_reassigned));
+        map.insert(
+            "last_error".into(),
+            json!(detail.last_error.as_ref().map(|e| json!({
+                "code": e.code.as_str(),
+                "message": e.message,
+            }))),
+        );
+    }
+    json
+}
+
+/// `workspace inspect` for people: one `key: value` per line.
+pub fn workspace_detail_text(detail: &WorkspaceDetail) -> String {
+    let view = &detail.view;
+    let mut lines = vec![
+        ("name", view.name.to_string()),
+        ("owner", view.owner.to_string()),
+        (
+            "state",
+            format!("{} (wanted: {})", view.state, desired_name(detail.desired)),
+        ),
+        (
+            "host",
+            view.host.as_ref().map_or("-".into(), ToString::to_string),
+        ),
+        ("image", view.image.clone()),
+        ("class", view.class.to_string()),
+        (
+            "ports",
+            if view.ports.is_empty() {
+                "-".into()
+            } else {
+                view.ports
+                    .iter()
+                    .map(|p| format!("{} -> {}", p.host, p.container))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ),
+        ("created", rfc3339(view.created_at)),
+        ("updated", rfc3339(detail.updated_at)),
+        ("generation", detail.generation.to_string()),
+    ];
+    if !detail.spec.command.is_empty() {
+        lines.push(("command", detail.spec.command.join(" ")));
+    }
+    if !detail.spec.env.is_empty() {
+        let env = detail.spec.env.iter().map(|(k, v)| format!("{k}={v}"));
+        lines.push(("env", env.collect::<Vec<_>>().join(" ")));
+    }
+    if !detail.spec.labels.is_empty() {
+        let labels = detail.spec.labels.iter().map(|(k, v)| format!("{k}={v}"));
+        lines.push(("labels", labels.collect::<Vec<_>>().join(" ")));
+    }
+    if detail.port_reassigned {
+        lines.push((
+            "note",
+            "a host port was reassigned after a PORT_CONFLICT".into(),
+        ));
+    }
+    if let Some(error) = &detail.last_error {
+        lines.push(("last error", format!("{}: {}", error.code, error.message)));
+    }
+    lines
+        .into_iter()
+        .map(|(key, value)| format!("{:<12}{value}\n", format!("{key}:")))
+        .collect()
+}
+
+fn limits_json(limits: &Limits) -> Value {
+    json!({
+        "max_workspaces_per_host": limits.max_workspaces_per_host,
+        "max_ports_per_workspace": limits.max_ports_per_workspace,
+        "max_concurrent_ops_per_host": limits.max_concurrent_ops_per_host,
+        "cpu_overcommit_percent": limits.cpu_overcommit_percent,
+        "memory_overcommit_percent": limits.memory_overcommit_percent,
+        "scoring": limits.scoring.as_str(),
+    })
+}
+
+fn patch_json(patch: &LimitsPatch) -> Value {
+    let mut map = serde_json::Map::new();
+    let numbers = [
+        ("max_workspaces_per_host", patch.max_workspaces_per_host),
+        ("max_ports_per_workspace", patch.max_ports_per_workspace),
+        (
+            "max_concurrent_ops_per_host",
+            patch.max_concurrent_ops_per_host,
+        ),
+        ("cpu_overcommit_percent", patch.cpu_overcommit_percent),
+        ("memory_overcommit_percent", patch.memory_overcommit_percent),
+    ];
+    for (key, value) in numbers {
+        if let Some(value) = value {
+            map.insert(key.into(), json!(value));
+        }
+    }
+    if let Some(scoring) = patch.scoring {
+        map.insert("scoring".into(), json!(scoring.as_str()));
+    }
+    Value::Object(map)
+}
+
+/// `admin limits` as JSON: `{"cluster": {...}, "hosts": [{"host", "overrides", "effective"}]}`.
+pub fn limits_view_json(view: &LimitsView) -> Value {
+    json!({
+        "cluster": limits_json(&view.cluster),
+        "hosts": view.hosts.iter().map(|h| json!({
+            "host": h.host.as_str(),
+            "overrides": patch_json(&h.overrides),
+            "effective": limits_json(&h.effective),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `admin limits show`: one row for the cluster and one per host; a host's overridden values
+/// are marked `*`.
+pub fn limits_table(view: &LimitsView) -> String {
+    let row = |name: String, limits: &Limits, patch: &LimitsPatch| {
+        let mark = |value: u32, set: Option<u32>| {
+            if set.is_some() {
+                format!("{value}*")
+            } else {
+                value.to_string()
+            }
+        };
+        vec![
+            name,
+            mark(
+                limits.max_workspaces_per_host,
+                patch.max_workspaces_per_host,
+            ),
+            mark(
+                limits.max_ports_per_workspace,
+                patch.max_ports_per_workspace,
+            ),
+            mark(
+                limits.max_concurrent_ops_per_host,
+                patch.max_concurrent_ops_per_host,
+            ),
+            format!(
+                "{}%{}",
+                limits.cpu_overcommit_percent,
+                if patch.cpu_overcommit_percent.is_some() {
+                    "*"
+                } else {
+                    ""
+                }
+            ),
+            format!(
+                "{}%{}",
+                limits.memory_overcommit_percent,
+                if patch.memory_overcommit_percent.is_some() {
+                    "*"
+                } else {
+                    ""
+                }
+            ),
+            limits.scoring.to_string(),
+        ]
+    };
+    let mut rows = vec![row(
+        "(cluster)".into(),
+        &view.cluster,
+        &LimitsPatch::default(),
+    )];
+    rows.extend(
+        view.hosts
+            .iter()
+            .filter(|h| !h.overrides.is_empty())
+            .map(|h| row(h.host.to_string(), &h.effective, &h.overrides)),
+    );
+    let mut text = table(
+        &[
+            "SCOPE",
+            "WORKSPACES/HOST",
+            "PORTS/WORKSPACE",
+            "OPS/HOST",
+            "CPU OVERCOMMIT",
+            "MEMORY OVERCOMMIT",
+            "SCORING",
+        ],
+        rows,
+    );
+    if view.hosts.iter().any(|h| !h.overrides.is_empty()) {
+        text.push_str("* set for that host; other hosts follow the cluster\n");
+    }
+    text
+}
+
+/// `admin stats` as JSON.
+pub fn fleet_stats_json(stats: &FleetStats) -> Value {
+    let counts = |pairs: Vec<(&str, u32)>| {
+        Value::Object(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect(),
+        )
+    };
+    json!({
+        "hosts": counts(stats.hosts.iter().map(|(s, n)| (status_name(*s), *n)).collect()),
+        "workspaces": counts(stats.workspaces.iter().map(|(s, n)| (s.as_str(), *n)).collect()),
+        "cpu_promised_millis": stats.cpu_promised_millis,
+        "cpu_capacity_millis": stats.cpu_capacity_millis,
+        "memory_promised_bytes": stats.memory_promised_bytes,
+        "memory_capacity_bytes": stats.memory_capacity_bytes,
+        "ports_allocated": stats.ports_allocated,
+        "ports_total": stats.ports_total,
+        "operations_in_flight": stats.operations_in_flight,
+    })
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".into()
+    } else {
+        format!("{:.0}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+pub fn fleet_stats_text(stats: &FleetStats) -> String {
+    let list = |pairs: Vec<String>| {
+        if pairs.is_empty() {
+            "none".to_string()
+        } else {
+            pairs.join(", ")
+        }
+    };
+    let total = |pairs: &[u32]| pairs.iter().map(|n| u64::from(*n)).sum::<u64>();
+    let hosts: Vec<u32> = stats.hosts.iter().map(|(_, n)| *n).collect();
+    let workspaces: Vec<u32> = stats.workspaces.iter().map(|(_, n)| *n).collect();
+    format!(
+        "hosts:       {} ({})\nworkspaces:  {} ({})\ncpu:         {:.1} of {:.1} cores promised ({})\nmemory:      {} of {} promised ({})\nports:       {} of {} allocated\nin flight:   {} operations\n",
+        total(&hosts),
+        list(
+            stats
+                .hosts
+                .iter()
+                .map(|(s, n)| format!("{n} {}", status_name(*s)))
+                .collect()
+        ),
+        total(&workspaces),
+        list(
+            stats
+                .workspaces
+                .iter()
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect()
+        ),
+        stats.cpu_promised_millis as f64 / 1000.0,
+        stats.cpu_capacity_millis as f64 / 1000.0,
+        percent(stats.cpu_promised_millis, stats.cpu_capacity_millis),
+        bytes(stats.memory_promised_bytes),
+        bytes(stats.memory_capacity_bytes),
+        percent(stats.memory_promised_bytes, stats.memory_capacity_bytes),
+        stats.ports_allocated,
+        stats.ports_total,
+        stats.operations_in_flight,
+    )
+}
+
+/// `admin top` as JSON: `[{"workspace", "host", "owner", "cpu_percent", ...}]`.
+pub fn usage_json(usage: &[WorkspaceUsage]) -> Value {
+    Value::Array(
+        usage
+            .iter()
+            .map(|u| {
+                json!({
+                    "workspace": u.stats.workspace.as_ref().map(|w| w.as_str()),
+                    "host": u.host.as_str(),
+                    "owner": u.owner.as_ref().map(|o| o.as_str()),
+                    "cpu_percent": u.stats.cpu_percent,
+                    "memory_used_bytes": u.stats.memory_used_bytes,
+                    "memory_limit_bytes": u.stats.memory_limit_bytes,
+                    "network_rx_bytes": u.stats.network_rx_bytes,
+                    "network_tx_bytes": u.stats.network_tx_bytes,
+                    "block_read_bytes": u.stats.block_read_bytes,
+                    "block_write_bytes": u.stats.block_write_bytes,
+                    "at_ms": u.stats.at.map(Timestamp::as_millis),
+                })
+            })
+            .collect(),
+    )
+}
+
+pub fn usage_table(usage: &[WorkspaceUsage], now: Timestamp) -> String {
+    if usage.is_empty() {
+        return "no workspace has reported stats yet\n".into();
+    }
+    let rows = usage
+        .iter()
+        .map(|u| {
+            vec![
+                u.stats
+                    .workspace
+                    .as_ref()
+                    .map_or("-".into(), ToString::to_string),
+                u.host.to_string(),
+                u.owner.as_ref().map_or("-".into(), ToString::to_string),
+                format!("{:.1}%", u.stats.cpu_percent),
+                format!(
+                    "{} / {}",
+                    bytes(u.stats.memory_used_bytes),
+                    bytes(u.stats.memory_limit_bytes)
+                ),
+                format!(
+                    "{} / {}",
+                    bytes(u.stats.network_rx_bytes),
+                    bytes(u.stats.network_tx_bytes)
+                ),
+                ago(u.stats.at, now),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "WORKSPACE",
+            "HOST",
+            "OWNER",
+            "CPU",
+            "MEMORY",
+            "NET RX / TX",
+            "SAMPLED",
+        ],
+        rows,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use expect_test::expect;
@@ -340,6 +695,153 @@ mod tests {
     fn hosts_render_as_json() {
         expect![[r#"[{"agent_version":"0.1.0","capacity":{"cpus":16,"disk_bytes":1099511627776,"memory_bytes":68719476736,"port_range":"20000-32000"},"host_id":"dev-01","hostname":"dev-01.example.com","labels":{"zone":"a"},"last_heartbeat_ms":5,"stats":null,"status":"ready","workspaces":3}]"#]]
         .assert_eq(&hosts_json(&[host("dev-01", Some(5))]).to_string());
+    }
+
+    fn detail() -> WorkspaceDetail {
+        use nexus_protocol::error::{ErrorCode, WireError};
+        use nexus_protocol::model::{
+            PortBinding, PortSpec, ResourceClass, WorkspaceSpec, WorkspaceState,
+        };
+        let name = nexus_protocol::WorkspaceName::new("api").unwrap();
+        WorkspaceDetail {
+            view: WorkspaceView {
+                name: name.clone(),
+                owner: "ada".parse().unwrap(),
+                state: WorkspaceState::Failed,
+                host: Some(HostId::new("dev-01").unwrap()),
+                image: "dev:latest".into(),
+                class: ResourceClass::Small,
+                ports: vec![PortBinding {
+                    container: 3000,
+                    host: 20001,
+                }],
+                created_at: Timestamp(1_700_000_000_000),
+            },
+            spec: WorkspaceSpec {
+                name,
+                image: "dev:latest".into(),
+                class: ResourceClass::Small,
+                ports: vec![PortSpec { container: 3000 }],
+                env: [("A".to_string(), "b".to_string())].into(),
+                labels: Default::default(),
+                command: vec!["httpd".into(), "-f".into()],
+                host: None,
+            },
+            desired: DesiredRun::Running,
+            generation: 2,
+            updated_at: Timestamp(1_700_000_060_000),
+            last_error: Some(WireError::new(ErrorCode::ContainerError, "exited with 127")),
+            port_reassigned: true,
+        }
+    }
+
+    #[test]
+    fn a_workspace_inspects_for_people_and_scripts() {
+        expect![[r#"
+            name:       api
+            owner:      ada
+            state:      failed (wanted: running)
+            host:       dev-01
+            image:      dev:latest
+            class:      small
+            ports:      20001 -> 3000
+            created:    2023-11-14T22:13:20Z
+            updated:    2023-11-14T22:14:20Z
+            generation: 2
+            command:    httpd -f
+            env:        A=b
+            note:       a host port was reassigned after a PORT_CONFLICT
+            last error: CONTAINER_ERROR: exited with 127
+        "#]]
+        .assert_eq(&workspace_detail_text(&detail()));
+        expect![[r#"{"class":"small","command":["httpd","-f"],"created_at":"2023-11-14T22:13:20Z","desired":"running","env":{"A":"b"},"generation":2,"host":"dev-01","image":"dev:latest","labels":{},"last_error":{"code":"CONTAINER_ERROR","message":"exited with 127"},"name":"api","owner":"ada","pinned_host":null,"port_reassigned":true,"ports":[{"container":3000,"host":20001}],"state":"failed","updated_at":"2023-11-14T22:14:20Z"}"#]]
+        .assert_eq(&workspace_detail_json(&detail()).to_string());
+    }
+
+    #[test]
+    fn limits_show_the_cluster_and_the_hosts_that_differ() {
+        use nexus_protocol::message::HostLimits;
+        let patch = LimitsPatch {
+            max_workspaces_per_host: Some(30),
+            cpu_overcommit_percent: Some(200),
+            ..LimitsPatch::default()
+        };
+        let view = LimitsView {
+            cluster: Limits::default(),
+            hosts: vec![
+                HostLimits {
+                    host: HostId::new("dev-01").unwrap(),
+                    overrides: patch,
+                    effective: Limits {
+                        max_workspaces_per_host: 30,
+                        cpu_overcommit_percent: 200,
+                        ..Limits::default()
+                    },
+                },
+                HostLimits {
+                    host: HostId::new("dev-02").unwrap(),
+                    overrides: LimitsPatch::default(),
+                    effective: Limits::default(),
+                },
+            ],
+        };
+        expect![[r#"
+            SCOPE      WORKSPACES/HOST  PORTS/WORKSPACE  OPS/HOST  CPU OVERCOMMIT  MEMORY OVERCOMMIT  SCORING
+            (cluster)  50               10               20        400%            400%               binpack
+            dev-01     30*              10               20        200%*           400%               binpack
+            * set for that host; other hosts follow the cluster
+        "#]]
+        .assert_eq(&limits_table(&view));
+        expect![[r#"{"cluster":{"cpu_overcommit_percent":400,"max_concurrent_ops_per_host":20,"max_ports_per_workspace":10,"max_workspaces_per_host":50,"memory_overcommit_percent":400,"scoring":"binpack"},"hosts":[{"effective":{"cpu_overcommit_percent":200,"max_concurrent_ops_per_host":20,"max_ports_per_workspace":10,"max_workspaces_per_host":30,"memory_overcommit_percent":400,"scoring":"binpack"},"host":"dev-01","overrides":{"cpu_overcommit_percent":200,"max_workspaces_per_host":30}},{"effective":{"cpu_overcommit_percent":400,"max_concurrent_ops_per_host":20,"max_ports_per_workspace":10,"max_workspaces_per_host":50,"memory_overcommit_percent":400,"scoring":"binpack"},"host":"dev-02","overrides":{}}]}"#]]
+        .assert_eq(&limits_view_json(&view).to_string());
+    }
+
+    #[test]
+    fn fleet_stats_and_top_read_well() {
+        use nexus_protocol::model::{ContainerStats, WorkspaceState};
+        let stats = FleetStats {
+            hosts: vec![(HostStatus::Ready, 2), (HostStatus::Down, 1)],
+            workspaces: vec![(WorkspaceState::Running, 3), (WorkspaceState::Lost, 1)],
+            cpu_promised_millis: 2_500,
+            cpu_capacity_millis: 16_000,
+            memory_promised_bytes: 3 << 30,
+            memory_capacity_bytes: 64 << 30,
+            ports_allocated: 4,
+            ports_total: 36_003,
+            operations_in_flight: 1,
+        };
+        expect![[r#"
+            hosts:       3 (2 ready, 1 down)
+            workspaces:  4 (3 running, 1 lost)
+            cpu:         2.5 of 16.0 cores promised (16%)
+            memory:      3.0 GiB of 64.0 GiB promised (5%)
+            ports:       4 of 36003 allocated
+            in flight:   1 operations
+        "#]]
+        .assert_eq(&fleet_stats_text(&stats));
+        expect![[r#"{"cpu_capacity_millis":16000,"cpu_promised_millis":2500,"hosts":{"down":1,"ready":2},"memory_capacity_bytes":68719476736,"memory_promised_bytes":3221225472,"operations_in_flight":1,"ports_allocated":4,"ports_total":36003,"workspaces":{"lost":1,"running":3}}"#]]
+        .assert_eq(&fleet_stats_json(&stats).to_string());
+        let usage = [WorkspaceUsage {
+            host: HostId::new("dev-01").unwrap(),
+            owner: Some("ada".parse().unwrap()),
+            stats: ContainerStats {
+                workspace: Some("api".parse().unwrap()),
+                at: Some(Timestamp(995_000)),
+                cpu_percent: 12.5,
+                memory_used_bytes: 256 << 20,
+                memory_limit_bytes: 1 << 30,
+                network_rx_bytes: 2048,
+                network_tx_bytes: 512,
+                block_read_bytes: 0,
+                block_write_bytes: 0,
+            },
+        }];
+        expect![[r#"
+            WORKSPACE  HOST    OWNER  CPU    MEMORY               NET RX / TX      SAMPLED
+            api        dev-01  ada    12.5%  256.0 MiB / 1.0 GiB  2.0 KiB / 512 B  5s ago
+        "#]]
+        .assert_eq(&usage_table(&usage, Timestamp(1_000_000)));
+        expect!["no workspace has reported stats yet\n"].assert_eq(&usage_table(&[], Timestamp(0)));
     }
 
     #[test]

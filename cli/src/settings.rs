@@ -133,61 +133,18 @@ impl Settings {
         })))
     }
 
-    /// Sends `request` to the first coordinator that answers and follows it to the leader when
-    /// it answers `NOT_LEADER` with the leader's address. Other retryable errors are retried as
-    /// their code's policy says (a `TIMEOUT` once with twice the time, a leaderless `NOT_LEADER`
-    /// a few times while an election runs). Every attempt carries the same request id, so a write
-    /// is never applied twice. `limit` bounds each attempt.
+    /// Sends `request` once, on a connection of its own: [`Client::request`].
     pub async fn request(&self, request: Request, limit: Duration) -> Result<Response, CliError> {
-        let connector = self.connector()?;
-        let request_id = RequestId::random();
-        let mut connection: Option<Connection> = None;
-        let mut limit = limit;
-        let mut redirects = 0;
-        let mut retries = 0u32;
-        loop {
-            let current = match connection.take() {
-                Some(connection) => connection,
-                None => self.connect().await?,
-            };
-            let error = match current
-                .request_with(request_id, request.clone(), limit)
-                .await
-            {
-                Ok(response) => return Ok(response),
-                Err(error) => error,
-            };
-            if let (
-                ErrorCode::NotLeader,
-                Some(ErrorDetail::NotLeader {
-                    address: Some(address),
-                    ..
-                }),
-            ) = (error.code, &error.detail)
-                && redirects < MAX_REDIRECTS
-            {
-                redirects += 1;
-                connection = Some(connect_to(&connector, address).await?);
-                continue;
-            }
-            retries += 1;
-            // A retry the policy puts far off (RESOURCE_EXHAUSTED: in 30 s) is the user's to
-            // make: the error says so, rather than the command hanging without a word.
-            let Some(delay) = error
-                .code
-                .retry_policy()
-                .delay_before(retries)
-                .filter(|delay| *delay <= MAX_SILENT_RETRY_WAIT)
-            else {
-                return Err(error.into());
-            };
-            if error.code.retry_change() == RetryChange::LongerTimeout {
-                limit = limit.saturating_mul(2);
-            } else {
-                connection = Some(current);
-            }
-            tokio::time::sleep(delay).await;
-        }
+        self.client()?.request(request, limit).await
+    }
+
+    /// A client that keeps its connection between requests (a command that polls).
+    pub fn client(&self) -> Result<Client<'_>, CliError> {
+        Ok(Client {
+            settings: self,
+            connector: self.connector()?,
+            connection: None,
+        })
     }
 
     /// Connects to one coordinator at `target` (HOST:PORT).
@@ -215,4 +172,82 @@ async fn connect_to(connector: &Connector, target: &str) -> Result<Connection, W
 fn annotate(target: &str, mut error: WireError) -> WireError {
     error.message = format!("{target}: {}", error.message);
     error
+}
+
+/// Requests over one connection, kept between them and replaced when it fails or points at a
+/// follower.
+#[derive(Debug)]
+pub struct Client<'a> {
+    settings: &'a Settings,
+    connector: Connector,
+    connection: Option<Connection>,
+}
+
+impl Client<'_> {
+    /// Sends `request` to the first coordinator that answers and follows it to the leader when
+    /// it answers `NOT_LEADER` with the leader's address. Other retryable errors are retried as
+    /// their code's policy says (a `TIMEOUT` once with twice the time, a leaderless `NOT_LEADER`
+    /// a few times while an election runs). Every attempt carries the same request id, so a write
+    /// is never applied twice. `limit` bounds each attempt.
+    pub async fn request(
+        &mut self,
+        request: Request,
+        limit: Duration,
+    ) -> Result<Response, CliError> {
+        let request_id = RequestId::random();
+        let mut limit = limit;
+        let mut redirects = 0;
+        let mut retries = 0u32;
+        loop {
+            let current = match self.connection.take() {
+                Some(connection) => connection,
+                None => self.settings.connect().await?,
+            };
+            let error = match current
+                .request_with(request_id, request.clone(), limit)
+                .await
+            {
+                Ok(response) => {
+                    self.connection = Some(current);
+                    return Ok(response);
+                }
+                Err(error) => error,
+            };
+            if let (
+                ErrorCode::NotLeader,
+                Some(ErrorDetail::NotLeader {
+                    address: Some(address),
+                    ..
+                }),
+            ) = (error.code, &error.detail)
+                && redirects < MAX_REDIRECTS
+            {
+                redirects += 1;
+                self.connection = Some(connect_to(&self.connector, address).await?);
+                continue;
+            }
+            // An answer from the server leaves the connection good for the next request.
+            let answered = !matches!(error.code, ErrorCode::NetworkError | ErrorCode::Timeout);
+            retries += 1;
+            // A retry the policy puts far off (RESOURCE_EXHAUSTED: in 30 s) is the user's to
+            // make: the error says so, rather than the command hanging without a word.
+            let Some(delay) = error
+                .code
+                .retry_policy()
+                .delay_before(retries)
+                .filter(|delay| *delay <= MAX_SILENT_RETRY_WAIT)
+            else {
+                if answered {
+                    self.connection = Some(current);
+                }
+                return Err(error.into());
+            };
+            if error.code.retry_change() == RetryChange::LongerTimeout {
+                limit = limit.saturating_mul(2);
+            } else {
+                self.connection = Some(current);
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
 }

@@ -35,3 +35,89 @@ fn the_commands_of_the_contract_exist() {
     }
     assert!(help(&["pki", "issue", "coordinator"]).contains("--ip"));
 }
+
+#[test]
+fn the_workspace_and_admin_commands_of_the_contract_exist() {
+    let workspace = help(&["workspace"]);
+    for command in [
+        "create", "list", "inspect", "start", "stop", "restart", "destroy", "switch", "repair",
+        "cleanup",
+    ] {
+        assert!(workspace.contains(command), "workspace {command} missing");
+    }
+    let admin = help(&["admin"]);
+    for command in [
+        "status",
+        "stats",
+        "health-check",
+        "hosts",
+        "ports",
+        "top",
+        "host",
+        "limits",
+        "cluster",
+        "workspace",
+    ] {
+        assert!(admin.contains(command), "admin {command} missing");
+    }
+    let set = help(&["admin", "limits", "set"]);
+    for flag in [
+        "--max-workspaces-per-host",
+        "--max-ports-per-workspace",
+        "--max-concurrent-ops",
+        "--host",
+    ] {
+        assert!(set.contains(flag), "limits set {flag} missing");
+    }
+    assert!(help(&["workspace", "start"]).contains("--no-wait"));
+    assert!(help(&["admin", "top"]).contains("--sort"));
+}
+
+#[test]
+fn shell_completions_cover_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_nexus"))
+            .args(["completions", shell])
+            .env("NEXUS_CONFIG", "/nonexistent/nexus.toml")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains("workspace") && script.contains("cleanup"),
+            "{shell}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_limit_is_refused_before_anything_is_sent() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .args([
+            "--coordinator",
+            "127.0.0.1:1",
+            "--ca",
+            "/nonexistent",
+            "--cert",
+            "/nonexistent",
+            "--key",
+            "/nonexistent",
+            "-o",
+            "json",
+            "admin",
+            "limits",
+            "set",
+        ])
+        .env("NEXUS_CONFIG", "/nonexistent/nexus.toml")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(error["error"]["code"], "INVALID_ARGUMENT", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to set")
+    );
+}

@@ -6,10 +6,15 @@ use nexus_protocol::clock;
 use nexus_protocol::error::ErrorCode;
 use nexus_protocol::message::{
     AdminRequest, ClusterStatus, HostView, MemberRole, Request, Response, StaleRead,
+    WorkspaceRequest, WorkspaceUsage,
 };
-use nexus_protocol::model::HostStatus;
+use nexus_protocol::model::{HostStatus, LimitsPatch};
 
-use crate::args::{AdminCommand, ClusterCommand, HostCommand, OutputFormat};
+use crate::args::{
+    AdminCommand, AdminWorkspaceCommand, ClusterCommand, HostCommand, LimitsCommand, OutputFormat,
+    TopSort,
+};
+use crate::commands::workspace;
 use crate::error::CliError;
 use crate::output;
 use crate::settings::Settings;
@@ -71,6 +76,115 @@ pub async fn run(
                 other => Err(CliError::unexpected(&other)),
             }
         }
+        AdminCommand::Stats => match settings
+            .request(Request::Admin(AdminRequest::Stats), READ_TIMEOUT)
+            .await?
+        {
+            Response::FleetStats(stats) => {
+                output::emit(format, &output::fleet_stats_json(&stats), || {
+                    output::fleet_stats_text(&stats)
+                });
+                Ok(())
+            }
+            other => Err(CliError::unexpected(&other)),
+        },
+        AdminCommand::Top { sort, limit } => match settings
+            .request(Request::Admin(AdminRequest::Top), READ_TIMEOUT)
+            .await?
+        {
+            Response::Usage(mut usage) => {
+                sort_usage(&mut usage, sort);
+                usage.truncate(limit.unwrap_or(usize::MAX));
+                output::emit(format, &output::usage_json(&usage), || {
+                    output::usage_table(&usage, clock::now())
+                });
+                Ok(())
+            }
+            other => Err(CliError::unexpected(&other)),
+        },
+        AdminCommand::Limits(command) => {
+            let request = match command {
+                LimitsCommand::Show => AdminRequest::Limits,
+                LimitsCommand::Set(args) => {
+                    let patch = LimitsPatch {
+                        max_workspaces_per_host: args.max_workspaces_per_host,
+                        max_ports_per_workspace: args.max_ports_per_workspace,
+                        max_concurrent_ops_per_host: args.max_concurrent_ops,
+                        cpu_overcommit_percent: args.cpu_overcommit,
+                        memory_overcommit_percent: args.memory_overcommit,
+                        scoring: args.scoring,
+                    };
+                    if patch.is_empty() {
+                        return Err(CliError::local(
+                            ErrorCode::InvalidArgument,
+                            "nothing to set",
+                        )
+                        .suggest("name at least one limit, e.g. --max-workspaces-per-host 30 (see `nexus admin limits set --help`)"));
+                    }
+                    // Checked here too, so a typo is refused before anything is sent.
+                    patch.check().map_err(|why| {
+                        CliError::local(ErrorCode::InvalidArgument, why)
+                            .suggest("see `nexus admin limits set --help` for each limit")
+                    })?;
+                    AdminRequest::SetLimits {
+                        host: args.host,
+                        patch,
+                    }
+                }
+            };
+            match settings
+                .request(Request::Admin(request), READ_TIMEOUT)
+                .await?
+            {
+                Response::Limits(view) => {
+                    output::emit(format, &output::limits_view_json(&view), || {
+                        output::limits_table(&view)
+                    });
+                    Ok(())
+                }
+                other => Err(CliError::unexpected(&other)),
+            }
+        }
+        AdminCommand::Workspace(command) => match command {
+            AdminWorkspaceCommand::List { host, owner, stale } => {
+                match settings
+                    .request(
+                        if stale {
+                            Request::Stale(StaleRead::Workspace(WorkspaceRequest::List))
+                        } else {
+                            Request::Workspace(WorkspaceRequest::List)
+                        },
+                        READ_TIMEOUT,
+                    )
+                    .await?
+                {
+                    Response::Workspaces(mut views) => {
+                        views.retain(|v| {
+                            host.as_ref().is_none_or(|h| v.host.as_ref() == Some(h))
+                                && owner.as_ref().is_none_or(|o| &v.owner == o)
+                        });
+                        let json = serde_json::Value::Array(
+                            views.iter().map(output::workspace_json).collect(),
+                        );
+                        output::emit(format, &json, || output::workspaces_table(&views));
+                        Ok(())
+                    }
+                    other => Err(CliError::unexpected(&other)),
+                }
+            }
+            AdminWorkspaceCommand::Inspect { name } => {
+                workspace::inspect(settings, name, format).await
+            }
+            AdminWorkspaceCommand::Repair(target) => {
+                workspace::change(
+                    settings,
+                    WorkspaceRequest::Repair(target.name.clone()),
+                    Some((target.name, workspace::Goal::Running, target.wait)),
+                    format,
+                )
+                .await
+            }
+        },
         AdminCommand::Cluster(change) => {
             let request = match change {
                 ClusterCommand::Add { id, address } => AdminRequest::ClusterAdd { id, address },
@@ -93,6 +207,19 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Heaviest first; ties by host and workspace, so the order is stable between runs.
+fn sort_usage(usage: &mut [WorkspaceUsage], sort: TopSort) {
+    usage.sort_by(|a, b| {
+        let heavier = match sort {
+            TopSort::Cpu => b.stats.cpu_percent.total_cmp(&a.stats.cpu_percent),
+            TopSort::Memory => b.stats.memory_used_bytes.cmp(&a.stats.memory_used_bytes),
+        };
+        heavier
+            .then_with(|| a.host.cmp(&b.host))
+            .then_with(|| a.stats.workspace.cmp(&b.stats.workspace))
+    });
 }
 
 /// An admin read, from the coordinator's own replica when `stale`.

@@ -1,27 +1,38 @@
-//! `nexus workspace ...`: a user's workspaces.
+//! `nexus workspace ...`: a user's workspaces. A change is accepted by the coordinator first
+//! (committed through Raft) and carried out by the workspace's host after; the commands that
+//! change a workspace wait for the host too, unless `--no-wait`.
 
-use std::time::Duration;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
 
-use nexus_protocol::message::{Request, Response, StaleRead, WorkspaceRequest};
-use nexus_protocol::model::{PortSpec, ResourceClass, WorkspaceSpec};
+use nexus_protocol::WorkspaceName;
+use nexus_protocol::error::ErrorCode;
+use nexus_protocol::message::{
+    DesiredRun, Request, Response, StaleRead, WorkspaceDetail, WorkspaceRequest,
+};
+use nexus_protocol::model::{PortSpec, ResourceClass, Scoring, WorkspaceSpec, WorkspaceState};
 
-use crate::args::{ClassArg, OutputFormat, WorkspaceCommand};
+use crate::args::{ClassArg, OutputFormat, WaitArgs, WorkspaceCommand};
 use crate::error::CliError;
 use crate::output;
-use crate::settings::Settings;
+use crate::settings::{Client, Settings};
 
 /// How long a request waits for its answer (a create waits for a Raft commit).
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a waiting command asks for the workspace's state. A read is one round trip on a
+/// kept connection (and a Raft read index on the leader): cheap enough to keep the wait short.
+const POLL: Duration = Duration::from_millis(50);
 
 pub async fn run(
     command: WorkspaceCommand,
     settings: &Settings,
     format: OutputFormat,
 ) -> Result<(), CliError> {
-    let request = match command {
+    let (request, wait) = match command {
         WorkspaceCommand::Create(args) => {
             let spec = WorkspaceSpec {
-                name: args.name,
+                name: args.name.clone(),
                 image: args.image,
                 class: match args.class {
                     ClassArg::Small => ResourceClass::Small,
@@ -38,18 +49,112 @@ pub async fn run(
                 command: args.command,
                 host: args.host,
             };
-            Request::Workspace(WorkspaceRequest::Create(spec))
+            let scoring = if args.spread {
+                Some(Scoring::Spread)
+            } else {
+                args.scoring
+            };
+            let request = match scoring {
+                // The older request, which every coordinator of this major version answers.
+                None => WorkspaceRequest::Create(spec),
+                Some(scoring) => WorkspaceRequest::CreateWith {
+                    spec,
+                    scoring: Some(scoring),
+                },
+            };
+            (request, Some((args.name, Goal::Running, args.wait)))
         }
-        WorkspaceCommand::List { stale: true } => {
-            Request::Stale(StaleRead::Workspace(WorkspaceRequest::List))
+        WorkspaceCommand::List { stale } => {
+            let request = WorkspaceRequest::List;
+            let request = if stale {
+                Request::Stale(StaleRead::Workspace(request))
+            } else {
+                Request::Workspace(request)
+            };
+            return print_answer(settings.request(request, TIMEOUT).await?, format);
         }
-        WorkspaceCommand::List { stale: false } => Request::Workspace(WorkspaceRequest::List),
-        WorkspaceCommand::Inspect { name } => Request::Workspace(WorkspaceRequest::Inspect(name)),
-        WorkspaceCommand::Start { name } => Request::Workspace(WorkspaceRequest::Start(name)),
-        WorkspaceCommand::Stop { name } => Request::Workspace(WorkspaceRequest::Stop(name)),
-        WorkspaceCommand::Destroy { name } => Request::Workspace(WorkspaceRequest::Destroy(name)),
+        WorkspaceCommand::Inspect { name } => return inspect(settings, name, format).await,
+        WorkspaceCommand::Start(t) => (
+            WorkspaceRequest::Start(t.name.clone()),
+            Some((t.name, Goal::Running, t.wait)),
+        ),
+        WorkspaceCommand::Stop(t) => (
+            WorkspaceRequest::Stop(t.name.clone()),
+            Some((t.name, Goal::Stopped, t.wait)),
+        ),
+        WorkspaceCommand::Restart(t) => (
+            WorkspaceRequest::Restart(t.name.clone()),
+            Some((t.name, Goal::Running, t.wait)),
+        ),
+        WorkspaceCommand::Destroy(t) => (
+            WorkspaceRequest::Destroy(t.name.clone()),
+            Some((t.name, Goal::Gone, t.wait)),
+        ),
+        WorkspaceCommand::Switch(t) => (
+            WorkspaceRequest::Switch(t.name.clone()),
+            Some((t.name, Goal::Running, t.wait)),
+        ),
+        WorkspaceCommand::Repair(t) => (
+            WorkspaceRequest::Repair(t.name.clone()),
+            Some((t.name, Goal::Running, t.wait)),
+        ),
+        WorkspaceCommand::Cleanup(args) => (
+            WorkspaceRequest::Cleanup {
+                older_than_secs: args.older_than,
+            },
+            None,
+        ),
     };
+    change(settings, request, wait, format).await
+}
+
+/// Sends a change and, unless told not to, waits for its workspace to reach `goal`; prints the
+/// workspace as it ends up.
+pub async fn change(
+    settings: &Settings,
+    request: WorkspaceRequest,
+    wait: Option<(WorkspaceName, Goal, WaitArgs)>,
+    format: OutputFormat,
+) -> Result<(), CliError> {
+    let mut client = settings.client()?;
+    let answer = client.request(Request::Workspace(request), TIMEOUT).await?;
+    let Some((name, goal, args)) = wait.filter(|(_, _, args)| !args.no_wait) else {
+        return print_answer(answer, format);
+    };
+    let progress = Progress::new(&name, format);
+    let limit = Duration::from_secs(args.timeout);
+    let outcome = wait_for(&mut client, &name, goal, limit, |state, elapsed| {
+        progress.show(state, elapsed)
+    })
+    .await;
+    progress.clear();
+    match outcome? {
+        Some(detail) => print_answer(Response::Workspace(detail.view), format),
+        // Gone: print it as the coordinator last answered, in its last state.
+        None => print_answer(answer, format),
+    }
+}
+
+/// `inspect`: everything the coordinator knows of one workspace.
+pub async fn inspect(
+    settings: &Settings,
+    name: WorkspaceName,
+    format: OutputFormat,
+) -> Result<(), CliError> {
+    let request = Request::Workspace(WorkspaceRequest::Describe(name));
     match settings.request(request, TIMEOUT).await? {
+        Response::WorkspaceDetail(detail) => {
+            output::emit(format, &output::workspace_detail_json(&detail), || {
+                output::workspace_detail_text(&detail)
+            });
+            Ok(())
+        }
+        other => Err(CliError::unexpected(&other)),
+    }
+}
+
+fn print_answer(answer: Response, format: OutputFormat) -> Result<(), CliError> {
+    match answer {
         Response::Workspace(view) => {
             output::emit(format, &output::workspace_json(&view), || {
                 output::workspaces_table(std::slice::from_ref(&view))
@@ -62,5 +167,229 @@ pub async fn run(
             Ok(())
         }
         other => Err(CliError::unexpected(&other)),
+    }
+}
+
+/// Where a change leaves a workspace once its host has carried it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    Running,
+    Stopped,
+    Gone,
+}
+
+/// What one look at a workspace says about the wait.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    Done,
+    Waiting,
+    Failed(CliError),
+}
+
+/// Judges one look at the workspace against the goal. Pure, so it is tested on its own.
+///
+/// The desired state must agree as well as the observed one: right after a restart the
+/// workspace still runs, but is wanted stopped until its host has stopped it, so the old
+/// `running` is not mistaken for the new.
+pub fn judge(detail: &WorkspaceDetail, goal: Goal) -> Verdict {
+    let view = &detail.view;
+    let name = &view.name;
+    match (goal, view.state, detail.desired) {
+        (Goal::Running, WorkspaceState::Running, DesiredRun::Running)
+        | (Goal::Stopped, WorkspaceState::Stopped, DesiredRun::Stopped)
+        | (Goal::Gone, WorkspaceState::Gone, _) => Verdict::Done,
+        (Goal::Stopped, WorkspaceState::Failed, DesiredRun::Stopped) => Verdict::Done,
+        (Goal::Running, WorkspaceState::Failed, DesiredRun::Running) => {
+            let (code, why) = detail.last_error.as_ref().map_or(
+                (ErrorCode::WorkspaceStartFailed, "no reason reported".into()),
+                |e| (e.code, e.message.clone()),
+            );
+            let code = if code == ErrorCode::PortConflict {
+                code
+            } else {
+                ErrorCode::WorkspaceStartFailed
+            };
+            Verdict::Failed(
+                CliError::local(code, format!("workspace {name} failed to start: {why}")).suggest(
+                    &format!(
+                        "see `nexus workspace inspect {name}`, then `nexus workspace repair {name}`"
+                    ),
+                ),
+            )
+        }
+        (_, WorkspaceState::Lost, _) => {
+            let host = view.host.as_ref().map_or("-".into(), ToString::to_string);
+            Verdict::Failed(
+                CliError::local(
+                    ErrorCode::BackendUnavailable,
+                    format!("workspace {name} is lost: its host {host} is down"),
+                )
+                .suggest("it comes back when its host does; see `nexus admin hosts`"),
+            )
+        }
+        _ => Verdict::Waiting,
+    }
+}
+
+/// Polls `name` until `goal` (its detail; `None` once gone), a failure, or `limit`.
+pub async fn wait_for(
+    client: &mut Client<'_>,
+    name: &WorkspaceName,
+    goal: Goal,
+    limit: Duration,
+    mut progress: impl FnMut(WorkspaceState, Duration),
+) -> Result<Option<WorkspaceDetail>, CliError> {
+    let started = Instant::now();
+    let describe = Request::Workspace(WorkspaceRequest::Describe(name.clone()));
+    loop {
+        let state = match client.request(describe.clone(), TIMEOUT).await {
+            Ok(Response::WorkspaceDetail(detail)) => match judge(&detail, goal) {
+                Verdict::Done => return Ok(Some(*detail)),
+                Verdict::Failed(error) => return Err(error),
+                Verdict::Waiting => detail.view.state,
+            },
+            Ok(other) => return Err(CliError::unexpected(&other)),
+            Err(error)
+                if goal == Goal::Gone && error.error.code == ErrorCode::WorkspaceNotFound =>
+            {
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
+        };
+        let elapsed = started.elapsed();
+        progress(state, elapsed);
+        if elapsed >= limit {
+            return Err(CliError::local(
+                ErrorCode::Timeout,
+                format!(
+                    "workspace {name} is still {state} after {} s",
+                    limit.as_secs()
+                ),
+            )
+            .suggest(&format!(
+                "the change stands and its host is still at it: see `nexus workspace inspect {name}`, or wait longer with --timeout"
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The one-line progress display on stderr: the workspace's state and the time waited. Shown only
+/// to a person (a terminal, table output); scripts see only the result.
+struct Progress {
+    name: String,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(name: &WorkspaceName, format: OutputFormat) -> Progress {
+        Progress {
+            name: name.to_string(),
+            shown: format == OutputFormat::Table && std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&self, state: WorkspaceState, elapsed: Duration) {
+        if self.shown {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(
+                stderr,
+                "\r\x1b[2K{}: {state} ({:.1} s)",
+                self.name,
+                elapsed.as_secs_f64()
+            );
+            let _ = stderr.flush();
+        }
+    }
+
+    fn clear(&self) {
+        if self.shown {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "\r\x1b[2K");
+            let _ = stderr.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nexus_protocol::HostId;
+    use nexus_protocol::clock::Timestamp;
+    use nexus_protocol::error::WireError;
+    use nexus_protocol::model::{PortBinding, WorkspaceView};
+
+    use super::*;
+
+    fn detail(state: WorkspaceState, desired: DesiredRun) -> WorkspaceDetail {
+        let name = WorkspaceName::new("api").unwrap_or_else(|e| panic!("{e}"));
+        WorkspaceDetail {
+            view: WorkspaceView {
+                name: name.clone(),
+                owner: "ada".parse().unwrap_or_else(|e| panic!("{e:?}")),
+                state,
+                host: Some(HostId::new("dev-01").unwrap_or_else(|e| panic!("{e}"))),
+                image: "dev:latest".into(),
+                class: ResourceClass::Small,
+                ports: vec![PortBinding {
+                    container: 3000,
+                    host: 20000,
+                }],
+                created_at: Timestamp(0),
+            },
+            spec: WorkspaceSpec {
+                name,
+                image: "dev:latest".into(),
+                class: ResourceClass::Small,
+                ports: vec![PortSpec { container: 3000 }],
+                env: Default::default(),
+                labels: Default::default(),
+                command: vec![],
+                host: None,
+            },
+            desired,
+            generation: 1,
+            updated_at: Timestamp(0),
+            last_error: None,
+            port_reassigned: false,
+        }
+    }
+
+    #[test]
+    fn a_wait_ends_only_when_the_host_has_done_what_is_wanted() {
+        use DesiredRun as D;
+        use WorkspaceState as S;
+        let done = |s, d, goal| judge(&detail(s, d), goal) == Verdict::Done;
+        assert!(done(S::Running, D::Running, Goal::Running));
+        // Restarted: still running but wanted stopped first, so not yet done.
+        assert!(!done(S::Running, D::Stopped, Goal::Running));
+        assert!(!done(S::Starting, D::Running, Goal::Running));
+        assert!(!done(S::Scheduled, D::Running, Goal::Running));
+        assert!(done(S::Stopped, D::Stopped, Goal::Stopped));
+        assert!(!done(S::Stopping, D::Stopped, Goal::Stopped));
+        // Stopped, but a start was asked since: not what a stop waits for.
+        assert!(!done(S::Stopped, D::Running, Goal::Stopped));
+        assert!(!done(S::Destroying, D::Absent, Goal::Gone));
+        assert!(done(S::Gone, D::Absent, Goal::Gone));
+    }
+
+    #[test]
+    fn a_failure_or_a_lost_host_ends_the_wait_with_the_reason() {
+        let mut failed = detail(WorkspaceState::Failed, DesiredRun::Running);
+        failed.last_error = Some(WireError::new(
+            ErrorCode::ContainerError,
+            "exec: \"nope\": not found",
+        ));
+        let Verdict::Failed(error) = judge(&failed, Goal::Running) else {
+            panic!("a failed start must end the wait");
+        };
+        assert_eq!(error.error.code, ErrorCode::WorkspaceStartFailed);
+        assert!(error.error.message.contains("not found"), "{error:?}");
+        assert!(error.render_text().contains("nexus workspace repair api"));
+        let lost = detail(WorkspaceState::Lost, DesiredRun::Running);
+        let Verdict::Failed(error) = judge(&lost, Goal::Stopped) else {
+            panic!("a lost workspace must end the wait");
+        };
+        assert_eq!(error.error.code, ErrorCode::BackendUnavailable);
+        assert!(error.error.message.contains("dev-01 is down"));
     }
 }
