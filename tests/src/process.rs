@@ -269,22 +269,37 @@ pub fn cli_as(
     coordinator: SocketAddr,
     args: &[&str],
 ) -> std::process::Output {
+    cli_command(pki, identity, home, &[coordinator])
+        .args(args)
+        .output()
+        .expect("nexus runs")
+}
+
+/// The `nexus` CLI as `identity` against `coordinators`, ready for its arguments: run it, or spawn
+/// many at once.
+pub fn cli_command(
+    pki: &TestPki,
+    identity: &Identity,
+    home: &std::path::Path,
+    coordinators: &[SocketAddr],
+) -> std::process::Command {
     let (cert, key) = pki.paths(identity);
     if !cert.exists() {
         pki.issue(identity);
     }
-    std::process::Command::new(binary("nexus"))
-        .args(["--coordinator", &coordinator.to_string()])
+    let list: Vec<String> = coordinators.iter().map(ToString::to_string).collect();
+    let mut command = std::process::Command::new(binary("nexus"));
+    command
+        .args(["--coordinator", &list.join(",")])
         .arg("--ca")
         .arg(pki.ca_cert_path())
         .arg("--cert")
         .arg(cert)
         .arg("--key")
         .arg(key)
-        .args(args)
         .env("HOME", home)
         .env_remove("NEXUS_CONFIG")
         .env_remove("NEXUS_COORDINATORS")
-        .output()
-        .expect("nexus runs")
+        .env_remove("NEXUS_OUTPUT");
+    command
 }

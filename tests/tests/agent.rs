@@ -305,6 +305,8 @@ async fn users_drive_their_workspaces_with_the_cli() {
     assert_eq!(created["ports"][0]["container"], 3000);
     assert_eq!(created["ports"][0]["host"], 20000);
     assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
+    // The create waited for the host: it answers with the workspace running.
+    assert_eq!(created["state"], "running");
 
     let state = |name: &'static str| {
         let pki = &pki;
@@ -323,8 +325,6 @@ async fn users_drive_their_workspaces_with_the_cli() {
         (state("web").await.as_deref() == Some("running")).then_some(())
     })
     .await;
-    eprintln!("AGENTLOG {}", _agent.process.log());
-    eprintln!("COORDLOG {}", coordinator.process.log());
     let table = nexus_as(&pki, "ada", Role::User, address, &["workspace", "list"]);
     let table = String::from_utf8_lossy(&table.stdout).to_string();
     assert!(
@@ -417,49 +417,66 @@ async fn users_drive_their_workspaces_with_the_cli() {
         ))
     );
 
-    json_of(&nexus_as(
-        &pki,
-        "ada",
-        Role::User,
-        address,
-        &["-o", "json", "workspace", "stop", "web"],
-    ));
-    eventually("web stopped", Duration::from_secs(20), || async {
-        (state("web").await.as_deref() == Some("stopped")).then_some(())
-    })
+    // Each change waits for the host and answers with where it left the workspace.
+    let ada = |args: &[&str]| {
+        let mut all = vec!["-o", "json", "workspace"];
+        all.extend_from_slice(args);
+        json_of(&nexus_as(&pki, "ada", Role::User, address, &all))
+    };
+    assert_eq!(ada(&["stop", "web"])["state"], "stopped");
+    assert_eq!(state("web").await.as_deref(), Some("stopped"));
+    assert_eq!(ada(&["start", "web"])["state"], "running");
+    assert_eq!(ada(&["restart", "web"])["state"], "running");
+    let inspected = ada(&["inspect", "web"]);
+    assert_eq!(inspected["desired"], "running");
+    assert_eq!(inspected["env"]["A"], "b");
+    assert_eq!(inspected["command"], serde_json::json!(["sleep", "600"]));
+
+    // Switch: the other workspace runs and this one stops.
+    let other = ada(&[
+        "create",
+        "other",
+        "--image",
+        "dev:latest",
+        "--class",
+        "small",
+        "--no-wait",
+    ]);
+    assert_ne!(
+        other["state"], "running",
+        "--no-wait answers before the host acts"
+    );
+    assert_eq!(ada(&["switch", "other"])["state"], "running");
+    eventually(
+        "web stopped by the switch",
+        Duration::from_secs(20),
+        || async { (state("web").await.as_deref() == Some("stopped")).then_some(()) },
+    )
     .await;
-    json_of(&nexus_as(
-        &pki,
-        "ada",
-        Role::User,
-        address,
-        &["-o", "json", "workspace", "start", "web"],
-    ));
-    eventually("web running again", Duration::from_secs(20), || async {
-        (state("web").await.as_deref() == Some("running")).then_some(())
-    })
-    .await;
-    // An admin may destroy anyone's; it is gone once the agent has removed it.
+    // Cleanup takes the stopped one only.
+    let cleaned = ada(&["cleanup", "--older-than", "0s"]);
+    assert_eq!(cleaned[0]["name"], "web", "{cleaned}");
+    assert_eq!(cleaned.as_array().unwrap().len(), 1, "{cleaned}");
+
+    // An admin may destroy anyone's; the command waits until the agent has removed it.
     json_of(&nexus_as(
         &pki,
         "root",
         Role::Admin,
         address,
-        &["-o", "json", "workspace", "destroy", "web"],
+        &["-o", "json", "workspace", "destroy", "other"],
     ));
-    eventually("web gone", Duration::from_secs(20), || async {
-        let out = nexus_as(
-            &pki,
-            "ada",
-            Role::User,
-            address,
-            &["-o", "json", "workspace", "inspect", "web"],
-        );
-        let gone = !out.status.success()
-            && String::from_utf8_lossy(&out.stderr).contains("WORKSPACE_NOT_FOUND");
-        gone.then_some(())
-    })
-    .await;
+    let out = nexus_as(
+        &pki,
+        "ada",
+        Role::User,
+        address,
+        &["-o", "json", "workspace", "inspect", "other"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("WORKSPACE_NOT_FOUND"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]

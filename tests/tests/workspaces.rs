@@ -1,0 +1,622 @@
+//! Workspaces end to end, as a user drives them: three `nexus-coordinator` processes, two
+//! `nexus-agent` processes on the real Docker engine, and the `nexus` CLI. Published ports
+//! answer, limits hold under concurrency, a killed leader loses and duplicates nothing, a dead
+//! host's workspaces are lost and come back, and users stay out of each other's workspaces.
+
+// Tests fail by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use nexus_protocol::identity::{Identity, Role};
+use nexus_tests::cluster::TestCluster;
+use nexus_tests::docker::{HostCleanup, containers_of};
+use nexus_tests::eventually;
+use nexus_tests::pki::{self, TestPki};
+use nexus_tests::process::{AgentProcess, cli_command};
+use serde_json::Value;
+
+const IMAGE: &str = "nexus-test/busybox:latest";
+
+/// A fleet of three coordinators (host TTL 2 s) and Docker agents with small port ranges of
+/// their own, so that tests running side by side do not share host ports.
+struct Fleet {
+    pki: TestPki,
+    cluster: TestCluster,
+    hosts: Vec<String>,
+    ranges: Vec<(u16, u16)>,
+    agents: Vec<Option<AgentProcess>>,
+    _cleanup: Vec<HostCleanup>,
+}
+
+impl Fleet {
+    async fn start(tag: &str, agents: usize) -> Fleet {
+        let pki = TestPki::new();
+        let cluster = TestCluster::start(&pki, 3, &["--host-ttl", "2"]).await;
+        cluster.leader(&pki, Duration::from_secs(20)).await;
+        let pid = std::process::id();
+        // 20 ports per host; the process id spreads concurrent tests over 22000-29999.
+        let base = 22_000 + u16::try_from(pid % 390).unwrap() * 20;
+        let hosts: Vec<String> = (0..agents).map(|i| format!("{tag}{i}-{pid}")).collect();
+        let ranges = (0..agents)
+            .map(|i| {
+                let start = base + u16::try_from(i).unwrap() * 10;
+                (start, start + 9)
+            })
+            .collect();
+        let mut fleet = Fleet {
+            _cleanup: hosts.iter().cloned().map(HostCleanup).collect(),
+            agents: hosts.iter().map(|_| None).collect(),
+            pki,
+            cluster,
+            hosts,
+            ranges,
+        };
+        for index in 0..agents {
+            fleet.start_agent(index);
+        }
+        let fleet_ref = &fleet;
+        eventually(
+            "every agent registered",
+            Duration::from_secs(30),
+            || async {
+                let hosts = fleet_ref.ok("root", Role::Admin, &["admin", "hosts"]);
+                let ready = hosts
+                    .as_array()?
+                    .iter()
+                    .filter(|h| h["status"] == "ready")
+                    .count();
+                (ready == agents).then_some(())
+            },
+        )
+        .await;
+        fleet
+    }
+
+    fn start_agent(&mut self, index: usize) {
+        let (low, high) = self.ranges[index];
+        let range = format!("{low}-{high}");
+        let flags = ["--runtime", "docker", "--port-range", &range];
+        self.agents[index] = Some(AgentProcess::start(
+            &self.pki,
+            &self.hosts[index],
+            &self.cluster.live_addresses(),
+            &flags,
+        ));
+    }
+
+    fn kill_agent(&mut self, index: usize) {
+        if let Some(mut agent) = self.agents[index].take() {
+            agent.process.kill();
+        }
+    }
+
+    fn command(&self, user: &str, role: Role) -> std::process::Command {
+        let identity = pki::user(user, role);
+        let home = self.pki.scratch(&format!("home-{user}"));
+        let mut command = cli_command(&self.pki, &identity, &home, &self.cluster.live_addresses());
+        command.args(["-o", "json"]);
+        command
+    }
+
+    fn run(&self, user: &str, role: Role, args: &[&str]) -> Output {
+        self.command(user, role)
+            .args(args)
+            .output()
+            .expect("nexus runs")
+    }
+
+    /// The JSON a command printed; fails the test if it failed.
+    fn ok(&self, user: &str, role: Role, args: &[&str]) -> Value {
+        let out = self.run(user, role, args);
+        assert!(
+            out.status.success(),
+            "nexus {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The error code a command failed with; fails the test if it succeeded.
+    fn refused(&self, user: &str, role: Role, args: &[&str]) -> (String, String) {
+        let out = self.run(user, role, args);
+        assert!(!out.status.success(), "nexus {args:?} succeeded");
+        let error: Value = serde_json::from_slice(&out.stderr)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (
+            error["error"]["code"].as_str().unwrap().to_string(),
+            error["error"]["message"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Every workspace, as an admin lists them: name → (state, host).
+    fn workspaces(&self) -> Vec<(String, String, String)> {
+        self.ok("root", Role::Admin, &["workspace", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                (
+                    w["name"].as_str().unwrap().to_string(),
+                    w["state"].as_str().unwrap().to_string(),
+                    w["host"].as_str().unwrap_or("-").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn containers(&self) -> usize {
+        self.hosts.iter().map(|h| containers_of(h).len()).sum()
+    }
+
+    fn logs(&self) -> String {
+        let agents: String = self
+            .agents
+            .iter()
+            .flatten()
+            .map(|a| format!("--- agent {}\n{}", a.host_id, a.process.log()))
+            .collect();
+        format!("{agents}{}", self.cluster.logs())
+    }
+}
+
+fn ada() -> (&'static str, Role) {
+    ("ada", Role::User)
+}
+
+#[tokio::test]
+async fn a_user_creates_reaches_switches_and_destroys_workspaces_on_docker() {
+    let fleet = Fleet::start("life", 2).await;
+    let (user, role) = ada();
+    let host0 = fleet.hosts[0].as_str();
+
+    // Create waits until the host runs it; its published port answers.
+    let web = fleet.ok(
+        user,
+        role,
+        &[
+            "workspace",
+            "create",
+            "web",
+            "--image",
+            IMAGE,
+            "--class",
+            "small",
+            "--port",
+            "8080",
+            "--host",
+            host0,
+            "--",
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+        ],
+    );
+    assert_eq!(web["state"], "running", "{web}");
+    let port = u16::try_from(web["ports"][0]["host"].as_u64().unwrap()).unwrap();
+    assert_eq!(
+        port, fleet.ranges[0].0,
+        "the first port of the host's range"
+    );
+    eventually(
+        "the published port to answer",
+        Duration::from_secs(10),
+        || async { TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok() },
+    )
+    .await;
+
+    // A port held by a foreign listener: the agent reports PORT_CONFLICT and the workspace gets
+    // another port, once, by itself.
+    let foreign = TcpListener::bind((Ipv4Addr::UNSPECIFIED, fleet.ranges[0].0 + 1)).unwrap();
+    let api = fleet.ok(
+        user,
+        role,
+        &[
+            "workspace",
+            "create",
+            "api",
+            "--image",
+            IMAGE,
+            "--class",
+            "small",
+            "--port",
+            "8080",
+            "--host",
+            host0,
+            "--",
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+        ],
+    );
+    assert_eq!(api["state"], "running", "{api}");
+    let api_port = u16::try_from(api["ports"][0]["host"].as_u64().unwrap()).unwrap();
+    assert_ne!(
+        api_port,
+        fleet.ranges[0].0 + 1,
+        "the foreign port was not reassigned"
+    );
+    let detail = fleet.ok(user, role, &["workspace", "inspect", "api"]);
+    assert_eq!(detail["port_reassigned"], true, "{detail}");
+    eventually(
+        "the reassigned port to answer",
+        Duration::from_secs(10),
+        || async { TcpStream::connect((Ipv4Addr::LOCALHOST, api_port)).ok() },
+    )
+    .await;
+    drop(foreign);
+
+    // Eleven ports are more than a workspace may have.
+    let mut eleven = vec!["workspace", "create", "many", "--image", IMAGE];
+    eleven.extend(std::iter::repeat_n(["--port", "80"], 11).flatten());
+    let (code, _) = fleet.refused(user, role, &eleven);
+    assert_eq!(code, "INVALID_ARGUMENT");
+
+    // Bob sees none of Ada's workspaces and may not change them.
+    let listed = fleet.ok("bob", Role::User, &["workspace", "list"]);
+    assert_eq!(listed, serde_json::json!([]));
+    for verb in ["inspect", "stop", "destroy", "switch", "restart"] {
+        let (code, _) = fleet.refused("bob", Role::User, &["workspace", verb, "web"]);
+        assert_eq!(code, "PERMISSION_DENIED", "bob may not {verb}");
+    }
+
+    // Switch to web: api stops, web keeps running; then back.
+    let switched = fleet.ok(user, role, &["workspace", "switch", "web"]);
+    assert_eq!(switched["state"], "running");
+    eventually(
+        "api stopped by the switch",
+        Duration::from_secs(20),
+        || async {
+            let api = fleet.ok(user, role, &["workspace", "inspect", "api"]);
+            (api["state"] == "stopped").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        fleet.ok(user, role, &["workspace", "switch", "api"])["state"],
+        "running"
+    );
+    eventually(
+        "web stopped by the switch",
+        Duration::from_secs(20),
+        || async {
+            let web = fleet.ok(user, role, &["workspace", "inspect", "web"]);
+            (web["state"] == "stopped").then_some(())
+        },
+    )
+    .await;
+
+    // Restart and repair keep one container per workspace.
+    assert_eq!(fleet.containers(), 2);
+    let before = containers_of(host0);
+    assert_eq!(
+        fleet.ok(user, role, &["workspace", "restart", "api"])["state"],
+        "running"
+    );
+    assert_eq!(
+        containers_of(host0),
+        before,
+        "a restart keeps the container"
+    );
+    assert_eq!(
+        fleet.ok(user, role, &["workspace", "repair", "api"])["state"],
+        "running"
+    );
+    assert_eq!(fleet.containers(), 2, "a repair replaces the container");
+
+    // Destroy waits until the container is gone and the port is free again.
+    fleet.ok(user, role, &["workspace", "destroy", "web"]);
+    fleet.ok(user, role, &["workspace", "destroy", "api"]);
+    assert_eq!(fleet.containers(), 0);
+    let ports = fleet.ok("root", Role::Admin, &["admin", "ports"]);
+    assert_eq!(ports, serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn concurrent_creates_never_overfill_a_host_and_the_51st_is_refused() {
+    let fleet = Fleet::start("full", 2).await;
+    // Room for 15 per host; CPU overcommit raised so that the workspace count is what binds on
+    // this 2-core machine.
+    fleet.ok(
+        "root",
+        Role::Admin,
+        &[
+            "admin",
+            "limits",
+            "set",
+            "--max-workspaces-per-host",
+            "15",
+            "--cpu-overcommit",
+            "10000",
+        ],
+    );
+    // Certificates first: forty processes must not all issue Ada's at once.
+    fleet.pki.issue(&Identity::User {
+        name: "ada".parse().unwrap(),
+        role: Role::User,
+    });
+    let children: Vec<_> = (0..40)
+        .map(|i| {
+            fleet
+                .command("ada", Role::User)
+                .args([
+                    "workspace",
+                    "create",
+                    &format!("w{i:02}"),
+                    "--image",
+                    IMAGE,
+                    "--class",
+                    "small",
+                    "--no-wait",
+                    "--",
+                    "sleep",
+                    "3600",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut created = BTreeSet::new();
+    let mut refused = 0;
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            created.insert(format!("w{i:02}"));
+        } else {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("RESOURCE_EXHAUSTED"), "{stderr}");
+            refused += 1;
+        }
+    }
+    assert_eq!((created.len(), refused), (30, 10));
+    let fleet_ref = &fleet;
+    let workspaces = eventually("thirty running", Duration::from_secs(120), || async {
+        let all = fleet_ref.workspaces();
+        all.iter()
+            .all(|(_, state, _)| state == "running")
+            .then_some(all)
+    })
+    .await;
+    let names: BTreeSet<String> = workspaces.iter().map(|(n, _, _)| n.clone()).collect();
+    assert_eq!(names, created, "exactly the acknowledged creates exist");
+    for host in &fleet.hosts {
+        let on_host = workspaces.iter().filter(|(_, _, h)| h == host).count();
+        assert_eq!(on_host, 15, "host {host}");
+        assert_eq!(
+            containers_of(host).len(),
+            15,
+            "one container each on {host}"
+        );
+    }
+
+    // A one-host fleet: cordon the second host, give the first the default 50 (and room for the
+    // burst of 35 creates in flight at once, above the default 20), and fill it.
+    fleet.ok(
+        "root",
+        Role::Admin,
+        &["admin", "host", "cordon", &fleet.hosts[1]],
+    );
+    fleet.ok(
+        "root",
+        Role::Admin,
+        &[
+            "admin",
+            "limits",
+            "set",
+            "--host",
+            &fleet.hosts[0],
+            "--max-workspaces-per-host",
+            "50",
+            "--max-concurrent-ops",
+            "40",
+        ],
+    );
+    let more: Vec<_> = (0..35)
+        .map(|i| {
+            fleet
+                .command("ada", Role::User)
+                .args([
+                    "workspace",
+                    "create",
+                    &format!("x{i:02}"),
+                    "--image",
+                    IMAGE,
+                    "--class",
+                    "small",
+                    "--no-wait",
+                    "--",
+                    "sleep",
+                    "3600",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in more {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (code, message) = fleet.refused(
+        "ada",
+        Role::User,
+        &[
+            "workspace",
+            "create",
+            "the51st",
+            "--image",
+            IMAGE,
+            "--class",
+            "small",
+        ],
+    );
+    assert_eq!(code, "RESOURCE_EXHAUSTED");
+    assert!(
+        message.contains(&format!(
+            "{}: holds its maximum of 50 workspaces",
+            fleet.hosts[0]
+        )) && message.contains(&format!("{}: cordoned", fleet.hosts[1])),
+        "the error names the limit and the host: {message}"
+    );
+    let stats = fleet.ok("root", Role::Admin, &["admin", "stats"]);
+    let total: u64 = stats["workspaces"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 65, "{stats}");
+}
+
+#[tokio::test]
+async fn a_killed_leader_or_a_dead_host_loses_and_duplicates_nothing() {
+    let mut fleet = Fleet::start("fail", 2).await;
+    fleet.pki.issue(&Identity::User {
+        name: "ada".parse().unwrap(),
+        role: Role::User,
+    });
+    // Twenty creates in flight while the leader is killed with SIGKILL.
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            fleet
+                .command("ada", Role::User)
+                .args([
+                    "workspace",
+                    "create",
+                    &format!("k{i:02}"),
+                    "--image",
+                    IMAGE,
+                    "--class",
+                    "small",
+                    "--no-wait",
+                    "--",
+                    "sleep",
+                    "3600",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let leader = fleet
+        .cluster
+        .leader(&fleet.pki, Duration::from_secs(10))
+        .await;
+    let index = fleet.cluster.index_of(leader.node.get());
+    fleet.cluster.kill(index);
+    let mut acknowledged = BTreeSet::new();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            acknowledged.insert(format!("k{i:02}"));
+        } else {
+            // A create cut off by the kill may fail, but only with a network or leader error,
+            // and then it may or may not have been applied: never a wrong answer.
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("NETWORK_ERROR")
+                    || stderr.contains("NOT_LEADER")
+                    || stderr.contains("TIMEOUT"),
+                "{stderr}"
+            );
+        }
+    }
+    assert!(
+        acknowledged.len() >= 15,
+        "most creates should ride out a failover: {acknowledged:?}\n{}",
+        fleet.logs()
+    );
+    let fleet_ref = &fleet;
+    let workspaces = eventually(
+        "every workspace running",
+        Duration::from_secs(120),
+        || async {
+            let all = fleet_ref.workspaces();
+            all.iter()
+                .all(|(_, state, _)| state == "running")
+                .then_some(all)
+        },
+    )
+    .await;
+    let names: BTreeSet<String> = workspaces.iter().map(|(n, _, _)| n.clone()).collect();
+    assert!(
+        acknowledged.is_subset(&names),
+        "an acknowledged create is missing: {acknowledged:?} vs {names:?}"
+    );
+    assert_eq!(
+        fleet.containers(),
+        names.len(),
+        "one container per workspace"
+    );
+
+    // The second agent dies: after the TTL its host is down and its workspaces lost, never
+    // moved; started again, they run again in the same containers.
+    let dead = fleet.hosts[1].clone();
+    let before = containers_of(&dead);
+    let on_dead: BTreeSet<String> = workspaces
+        .iter()
+        .filter(|(_, _, h)| *h == dead)
+        .map(|(n, _, _)| n.clone())
+        .collect();
+    assert!(
+        !on_dead.is_empty(),
+        "bin-packing filled host 0 first? {workspaces:?}"
+    );
+    fleet.kill_agent(1);
+    let fleet_ref = &fleet;
+    eventually(
+        "the host down and its workspaces lost",
+        Duration::from_secs(20),
+        || async {
+            let all = fleet_ref.workspaces();
+            let lost: BTreeSet<String> = all
+                .iter()
+                .filter(|(_, state, _)| state == "lost")
+                .map(|(n, _, _)| n.clone())
+                .collect();
+            (lost == on_dead).then_some(())
+        },
+    )
+    .await;
+    let hosts = fleet.ok("root", Role::Admin, &["admin", "hosts"]);
+    let status = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host_id"] == dead.as_str())
+        .map(|h| h["status"].clone());
+    assert_eq!(status, Some(Value::from("down")));
+    fleet.start_agent(1);
+    let fleet_ref = &fleet;
+    eventually(
+        "the lost workspaces running again",
+        Duration::from_secs(60),
+        || async {
+            let all = fleet_ref.workspaces();
+            all.iter()
+                .all(|(_, state, _)| state == "running")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        containers_of(&dead),
+        before,
+        "the same containers, no duplicates"
+    );
+}
