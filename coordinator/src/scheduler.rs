@@ -224,7 +224,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::state::{Command, LimitsPatch, Outcome, Proposal};
+    use std::collections::BTreeSet;
+
+    use crate::state::{Command, LimitsPatch, Outcome, PlaceRequest, Proposal};
 
     fn host(
         id: &str,
@@ -295,29 +297,84 @@ mod tests {
             })
         }
 
-        /// Places and commits, as the leader does; answers the host, or the refusal's code.
+        /// Places and commits, as the leader does (one create in a batch, scheduled at apply);
+        /// answers the host, or the refusal's code.
         fn create(&mut self, spec: WorkspaceSpec, strategy: Scoring) -> Result<String, ErrorCode> {
-            let placement = place(
-                &self.state,
-                &BTreeMap::new(),
-                &spec,
-                strategy,
-                Timestamp(1_000),
-            )
-            .map_err(|e| e.code)?;
-            let outcome = self.apply(Command::CreateWorkspace {
-                spec,
-                owner: UserName::new("ada").unwrap(),
-                host: placement.host.clone(),
-                ports: placement.ports,
-            });
-            assert_eq!(
-                outcome,
-                Outcome::Applied,
-                "a placement the state machine refused"
-            );
-            Ok(placement.host.to_string())
+            let name = spec.name.clone();
+            let ids = self.create_all(vec![(spec, strategy)]);
+            match self.state.outcome_of(ids[0]) {
+                Some(Outcome::Applied) => Ok(self.state.workspaces()[&name].host.to_string()),
+                Some(Outcome::Rejected(error)) => Err(error.code),
+                None => panic!("no outcome journaled"),
+            }
         }
+
+        /// Many creates in one batch; answers their request ids.
+        fn create_all(&mut self, creates: Vec<(WorkspaceSpec, Scoring)>) -> Vec<RequestId> {
+            let requests: Vec<PlaceRequest> = creates
+                .into_iter()
+                .map(|(spec, strategy)| {
+                    self.next += 1;
+                    PlaceRequest {
+                        request_id: RequestId::from_u128(self.next),
+                        owner: UserName::new("ada").unwrap(),
+                        spec,
+                        scoring: Some(strategy),
+                    }
+                })
+                .collect();
+            let ids = requests.iter().map(|r| r.request_id).collect();
+            assert_eq!(
+                self.apply(Command::PlaceWorkspaces(requests)),
+                Outcome::Applied
+            );
+            ids
+        }
+    }
+
+    #[test]
+    fn one_batch_fills_the_room_there_is_and_refuses_the_rest() {
+        use ResourceClass::*;
+        // Two hosts of 2 CPUs at 4× overcommit: room for 8 medium workspaces each.
+        let mut fleet = Fleet::new(vec![
+            host("a", 2, 64, (20000, 20099), &[]),
+            host("b", 2, 64, (20000, 20099), &[]),
+        ]);
+        let creates = (0..20)
+            .map(|i| (spec(&format!("w{i}"), Medium, &[3000]), Scoring::BinPack))
+            .collect();
+        let ids = fleet.create_all(creates);
+        let refused: Vec<ErrorCode> = ids
+            .iter()
+            .filter_map(|id| match fleet.state.outcome_of(*id) {
+                Some(Outcome::Rejected(error)) => Some(error.code),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused, vec![ErrorCode::ResourceExhausted; 4]);
+        for host in ["a", "b"] {
+            assert_eq!(fleet.state.workspaces_on(&HostId::new(host).unwrap()), 8);
+        }
+        // Every placed workspace has its own port on its host.
+        let mut ports = BTreeSet::new();
+        for w in fleet.state.workspaces().values() {
+            assert!(ports.insert((w.host.clone(), w.ports[0].host)));
+        }
+        // A retried request id in a later batch is answered with its first outcome, not run
+        // again: the refused stay refused, the placed are not placed twice.
+        let before = fleet.state.clone();
+        let again: Vec<PlaceRequest> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| PlaceRequest {
+                request_id: *id,
+                owner: UserName::new("ada").unwrap(),
+                spec: spec(&format!("retry{i}"), Small, &[]),
+                scoring: None,
+            })
+            .collect();
+        fleet.apply(Command::PlaceWorkspaces(again));
+        assert_eq!(fleet.state.workspaces(), before.workspaces());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! read. Heartbeats and host stats are soft state in this process's memory, never in the Raft log:
 //! agents send them every few seconds, so losing them loses nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,8 +27,9 @@ use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 
 use crate::cluster::{Cluster, NodeView};
 use crate::consensus;
-use crate::scheduler::{Scoring, in_flight, place};
-use crate::state::{Command, Outcome, State, WorkspaceRecord};
+use crate::placer::Placer;
+use crate::scheduler::{Scoring, in_flight};
+use crate::state::{Command, PlaceRequest, State, WorkspaceRecord};
 
 /// How long a host may be silent before the leader marks it down: three heartbeats of 5 s.
 pub const DEFAULT_HOST_TTL: Duration = Duration::from_secs(15);
@@ -61,21 +62,23 @@ pub struct Service {
     liveness: Mutex<BTreeMap<HostId, Liveness>>,
     /// The newest desired-state watch of each host: a new watch replaces the host's older one.
     watches: Arc<Mutex<BTreeMap<HostId, u64>>>,
-    /// Held while a create is placed and committed.
-    placing: tokio::sync::Mutex<()>,
+    /// Creates go through it, batched into shared log entries.
+    placer: Placer,
     watch_numbers: std::sync::atomic::AtomicU64,
     /// How long a host may be silent before the leader marks it down.
     host_ttl: Duration,
 }
 
 impl Service {
+    /// Must be called within the Tokio runtime (it starts the placement task).
     pub fn new(identity: Identity, cluster: Cluster) -> Service {
+        let placer = Placer::start(cluster.clone());
         Service {
             identity,
             cluster,
             liveness: Mutex::new(BTreeMap::new()),
             watches: Arc::new(Mutex::new(BTreeMap::new())),
-            placing: tokio::sync::Mutex::new(()),
+            placer,
             watch_numbers: std::sync::atomic::AtomicU64::new(1),
             host_ttl: DEFAULT_HOST_TTL,
         }
@@ -704,14 +707,17 @@ impl Service {
     /// The failure detector, for as long as the process runs: on the leader, a host silent for
     /// the TTL is marked down through Raft (its workspaces become lost). A node that has just
     /// become leader first grants every host a full TTL from that moment, since heartbeats went
-    /// to the old leader: a failover never marks a host down.
+    /// to the old leader: a failover never marks a host down. A host that registers later is
+    /// granted a full TTL from when this leader first sees it (registering is not a heartbeat).
     pub async fn detect_failures(&self) {
         let period = (self.host_ttl / 5).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut leading_since: Option<Timestamp> = None;
+        let mut first_seen: BTreeMap<HostId, Timestamp> = BTreeMap::new();
         loop {
             tokio::time::sleep(period).await;
             if self.cluster.require_leader().await.is_err() {
                 leading_since = None;
+                first_seen.clear();
                 continue;
             }
             let now = clock::now();
@@ -724,18 +730,23 @@ impl Service {
                         .iter()
                         .filter(|(_, h)| h.status != HostStatus::Down)
                         .map(|(id, _)| id.clone())
-                        .collect::<Vec<_>>()
+                        .collect::<BTreeSet<_>>()
                 })
                 .await
             else {
                 continue;
             };
+            first_seen.retain(|host, _| hosts.contains(host));
             let silent: Vec<HostId> = {
                 let liveness = self.liveness();
                 hosts
                     .into_iter()
                     .filter(|host| {
-                        let heard = liveness.get(host).map_or(since, |l| l.at.max(since));
+                        let seen = *first_seen.entry(host.clone()).or_insert(now);
+                        let heard = liveness
+                            .get(host)
+                            .map_or(since, |l| l.at.max(since))
+                            .max(seen);
                         now.saturating_since(heard) > self.host_ttl
                     })
                     .collect()
@@ -818,9 +829,9 @@ impl Service {
                         WireError::new(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"))
                     })
             }
-            WorkspaceRequest::Create(spec) => self.create(peer, request_id, user, spec, None).await,
+            WorkspaceRequest::Create(spec) => self.create(request_id, user, spec, None).await,
             WorkspaceRequest::CreateWith { spec, scoring } => {
-                self.create(peer, request_id, user, spec, scoring).await
+                self.create(request_id, user, spec, scoring).await
             }
             WorkspaceRequest::Start(name) => {
                 self.set_run(peer, request_id, &name, admin, DesiredRun::Running)
@@ -960,12 +971,12 @@ impl Service {
         Err(denied(peer, &format!("workspace {name} is not theirs")))
     }
 
-    /// Places and commits a new workspace, on the leader. Creates are placed one at a time, each
-    /// against the state the previous one left, so concurrent creates are never refused for
-    /// room another host had. A retried request is answered with its first outcome.
+    /// Places and commits a new workspace, on the leader, through the placer: concurrent creates
+    /// share log entries, and each is scheduled at apply against the state the ones before it
+    /// left, so none is refused for room another host had and none overfills a host. A retried
+    /// request is answered with its first outcome.
     async fn create(
         &self,
-        peer: &Peer,
         request_id: RequestId,
         user: &UserName,
         spec: WorkspaceSpec,
@@ -973,39 +984,16 @@ impl Service {
     ) -> Result<Response, WireError> {
         check_spec(&spec)?;
         self.cluster.require_leader().await?;
-        let _one_at_a_time = self.placing.lock().await;
         let name = spec.name.clone();
-        let wanted = spec.clone();
-        let decision = self
-            .cluster
-            .read(true, move |state| match state.outcome_of(request_id) {
-                Some(Outcome::Applied) => Ok(None),
-                Some(Outcome::Rejected(error)) => Err(error.clone()),
-                None if state.workspaces().contains_key(&wanted.name) => Err(WireError::new(
-                    ErrorCode::WorkspaceAlreadyExists,
-                    format!("workspace {} already exists", wanted.name),
-                )),
-                None => {
-                    let scoring = scoring.unwrap_or(state.cluster_limits().scoring);
-                    place(state, &in_flight(state), &wanted, scoring, clock::now()).map(Some)
-                }
+        tracing::debug!(workspace = %name, %request_id, "placing");
+        self.placer
+            .place(PlaceRequest {
+                request_id,
+                owner: user.clone(),
+                spec,
+                scoring,
             })
-            .await??;
-        if let Some(placement) = decision {
-            tracing::info!(workspace = %name, host = %placement.host, %request_id, "placed");
-            self.cluster
-                .propose(
-                    request_id,
-                    peer.identity.clone(),
-                    Command::CreateWorkspace {
-                        spec,
-                        owner: user.clone(),
-                        host: placement.host,
-                        ports: placement.ports,
-                    },
-                )
-                .await?;
-        }
+            .await?;
         let found = name.clone();
         self.cluster
             .read(true, move |state| {
@@ -1560,6 +1548,42 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        node.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_host_that_registers_late_gets_a_full_ttl_before_it_is_marked_down() {
+        let (_dir, node, service) = one_node().await;
+        leading(&service).await;
+        let service = Arc::new(service.with_host_ttl(Duration::from_millis(400)));
+        let detector = tokio::spawn({
+            let service = service.clone();
+            async move { service.detect_failures().await }
+        });
+        // Long past the grace of the election: the next host to register has no heartbeat yet.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        ask(
+            &service,
+            &agent("h1"),
+            Request::Agent(AgentRequest::Register(info("h1"))),
+        )
+        .await
+        .unwrap();
+        let status = |service: Arc<Service>| async move {
+            service
+                .cluster
+                .read(false, |state| {
+                    state.hosts()[&HostId::new("h1").unwrap()].status
+                })
+                .await
+                .unwrap()
+        };
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(status(service.clone()).await, HostStatus::Ready);
+        // Still silent a TTL later: down.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(status(service.clone()).await, HostStatus::Down);
+        detector.abort();
         node.stop().await.unwrap();
     }
 

@@ -149,6 +149,22 @@ pub enum Command {
     HostReturned {
         host: HostId,
     },
+    /// Creates, many in one entry: each is scheduled here, at apply, against the state as the
+    /// creates before it left it, and its outcome journaled under its own request id. The
+    /// scheduler is a pure function of the state and the proposal's time, so every replica
+    /// places alike; and no two creates can both take a host's last room.
+    PlaceWorkspaces(Vec<PlaceRequest>),
+}
+
+/// One create of a [`Command::PlaceWorkspaces`] batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlaceRequest {
+    /// The client's request id: a retry is answered with this create's first outcome.
+    pub request_id: RequestId,
+    pub owner: UserName,
+    pub spec: WorkspaceSpec,
+    /// `None`: the cluster's scoring.
+    pub scoring: Option<crate::scheduler::Scoring>,
 }
 
 /// What applying a proposal did. Identical on every replica.
@@ -526,6 +542,10 @@ impl State {
                 }
                 Outcome::Applied
             }
+            Command::PlaceWorkspaces(requests) => {
+                self.place_all(at, requests);
+                Outcome::Applied
+            }
             Command::HostReturned { host } => {
                 let Some(record) = self.hosts.get_mut(host) else {
                     return reject(ErrorCode::InvalidArgument, format!("no host {host}"));
@@ -574,6 +594,42 @@ impl State {
                 workspace.state = WorkspaceState::Scheduled;
                 workspace.updated_at = at;
             }
+        }
+    }
+
+    /// Schedules and creates each of `requests` in order (see [`Command::PlaceWorkspaces`]).
+    fn place_all(&mut self, at: Timestamp, requests: &[PlaceRequest]) {
+        let mut in_flight = crate::scheduler::in_flight(self);
+        for request in requests {
+            if self.journal.contains_key(&request.request_id) {
+                continue;
+            }
+            let spec = &request.spec;
+            let outcome = if self.workspaces.contains_key(&spec.name) {
+                reject(
+                    ErrorCode::WorkspaceAlreadyExists,
+                    format!("workspace {} already exists", spec.name),
+                )
+            } else {
+                let scoring = request.scoring.unwrap_or(self.cluster_limits().scoring);
+                match crate::scheduler::place(self, &in_flight, spec, scoring, at) {
+                    Ok(placement) => {
+                        let outcome = self.create(
+                            at,
+                            spec,
+                            &request.owner,
+                            &placement.host,
+                            &placement.ports,
+                        );
+                        if outcome == Outcome::Applied {
+                            *in_flight.entry(placement.host).or_insert(0) += 1;
+                        }
+                        outcome
+                    }
+                    Err(error) => Outcome::Rejected(error),
+                }
+            };
+            self.remember(request.request_id, at, outcome);
         }
     }
 

@@ -11,7 +11,8 @@
 // Tests fail by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use nexus_coordinator::state::{Command, LimitsPatch, Outcome, Proposal, State};
+use nexus_coordinator::scheduler::Scoring;
+use nexus_coordinator::state::{Command, LimitsPatch, Outcome, PlaceRequest, Proposal, State};
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::codec::{self, CodecConfig, HARD_MAX_FRAME_LEN};
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
@@ -104,6 +105,25 @@ fn command() -> impl Strategy<Value = Command> {
             names: ns.into_iter().map(name).collect(),
         }),
         1 => hosts.clone().prop_map(|h| Command::HostReturned { host: host_id(h) }),
+        // A batch of creates scheduled at apply; request ids from a small pool, so a batch may
+        // repeat one (a retry) or reuse one from an earlier batch.
+        3 => proptest::collection::vec((0u128..8, names.clone(), 0usize..3, proptest::sample::select(ResourceClass::ALL.to_vec()), any::<bool>()), 1..6).prop_map(
+            |creates| Command::PlaceWorkspaces(creates.into_iter().map(|(id, n, ports, class, spread)| PlaceRequest {
+                request_id: RequestId::from_u128(1_000_000 + id),
+                owner: UserName::new("alice").unwrap(),
+                spec: WorkspaceSpec {
+                    name: name(n),
+                    image: "img".into(),
+                    class,
+                    ports: (0..ports).map(|i| PortSpec { container: 80 + i as u16 }).collect(),
+                    env: Default::default(),
+                    labels: Default::default(),
+                    command: vec![],
+                    host: None,
+                },
+                scoring: spread.then_some(Scoring::Spread),
+            }).collect())
+        ),
         2 => names.clone().prop_map(|n| Command::DestroyWorkspace { name: name(n) }),
         1 => (proptest::option::of(hosts), proptest::option::of(0u32..4), proptest::option::of(0u32..4), proptest::option::of(100u32..500)).prop_map(
             |(h, workspaces, ports, overcommit)| Command::SetLimits {
@@ -193,6 +213,26 @@ proptest! {
                         prop_assert!(!ready || full || no_cpu || no_memory || no_ports, "refused with room on {host}");
                     }
                     Outcome::Rejected(_) => {}
+                }
+            }
+            if let Command::PlaceWorkspaces(requests) = &proposal.command {
+                // Every create placed by this batch landed on a host that is Ready and within its
+                // limits after all of them; each journaled outcome is one the batch decided.
+                for request in requests {
+                    prop_assert!(leader.outcome_of(request.request_id).is_some(), "a create without an outcome");
+                    let Some(workspace) = leader.workspaces().get(&request.spec.name) else { continue };
+                    if before.workspaces().contains_key(&request.spec.name) || workspace.spec != request.spec {
+                        continue;
+                    }
+                    let host = &workspace.host;
+                    prop_assert_eq!(before.hosts()[host].status, HostStatus::Ready);
+                    let limits = leader.limits_for(host);
+                    prop_assert!(leader.workspaces_on(host) <= limits.max_workspaces_per_host, "{} over its count", host);
+                    let (cpu, memory) = leader.reserved_on(host);
+                    let (cpu_cap, memory_cap) = leader.capacity_of(host);
+                    prop_assert!(cpu <= cpu_cap && memory <= memory_cap, "{} overcommitted", host);
+                    let range = leader.hosts()[host].info.port_range;
+                    prop_assert!(workspace.ports.iter().all(|p| range.contains(p.host)));
                 }
             }
             // A retry of this very proposal changes nothing and answers the same.

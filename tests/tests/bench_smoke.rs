@@ -55,3 +55,12 @@ fn the_failover_scenario_runs_and_reports() {
     assert_eq!(result["kill_to_first_write"]["n"], 1);
     assert!(result["kill_to_first_write"]["p50_ms"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn the_start_scenario_runs_on_docker_and_reports() {
+    let result = run_bench(&["start", "--trials", "2"]);
+    for key in ["create_to_running", "warm_start", "switch"] {
+        assert_eq!(result[key]["n"], 2, "{key}");
+        assert!(result[key]["p50_ms"].as_f64().unwrap() > 0.0, "{key}");
+    }
+}

@@ -6,6 +6,7 @@
 //! $CARGO_TARGET_DIR/release/nexus-bench transport
 //! $CARGO_TARGET_DIR/release/nexus-bench raft
 //! $CARGO_TARGET_DIR/release/nexus-bench failover
+//! $CARGO_TARGET_DIR/release/nexus-bench start
 //! ```
 
 // A benchmark fails loudly: it panics on a broken setup rather than report a number.
@@ -69,6 +70,16 @@ enum Scenario {
         #[arg(long, default_value_t = 20)]
         kills: usize,
     },
+    /// Workspace start latency through the `nexus` CLI, on Docker: three real coordinators and
+    /// one real agent. Each trial is one CLI invocation, timed from spawn to exit (the CLI waits
+    /// until the agent reports the workspace running): create → running, warm start (stopped →
+    /// running, the same container) and switch (stop one, start the other).
+    Start {
+        #[arg(long, default_value_t = 50)]
+        trials: usize,
+        #[arg(long, default_value = "nexus-test/busybox:latest")]
+        image: String,
+    },
     /// The agent's footprint: a real nexus-agent process (defaults: 5 s heartbeats, 10 s stats)
     /// with N running workspaces assigned by an in-process coordinator, then idle for a while:
     /// its resident memory and CPU over the idle window.
@@ -113,6 +124,107 @@ fn process_usage(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (rss, ticks(11) + ticks(12)) // utime and stime, counted from field 3 (state) as 0
+}
+
+/// Runs one `nexus` CLI command as Ada and returns how long it took; panics if it failed.
+fn timed_cli(pki: &TestPki, coordinators: &[std::net::SocketAddr], args: &[&str]) -> Duration {
+    let identity = pki::user("ada", Role::User);
+    let home = pki.scratch("home-ada");
+    let mut command = nexus_tests::process::cli_command(pki, &identity, &home, coordinators);
+    command.args(["-o", "json"]).args(args);
+    let started = Instant::now();
+    let out = command.output().unwrap();
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "nexus {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+async fn start(trials: usize, image: &str) -> serde_json::Value {
+    let pki = TestPki::new();
+    let cluster = TestCluster::start(&pki, 3, &[]).await;
+    cluster.leader(&pki, Duration::from_secs(20)).await;
+    let coordinators = cluster.live_addresses();
+    let host = format!("bench-start-{}", std::process::id());
+    let _cleanup = nexus_tests::docker::HostCleanup(host.clone());
+    let agent = nexus_tests::process::AgentProcess::start(
+        &pki,
+        &host,
+        &coordinators,
+        &["--runtime", "docker"],
+    );
+    pki.issue(&pki::user("ada", Role::User));
+    let hosts = || {
+        let pki = &pki;
+        let address = coordinators[0];
+        async move {
+            match cluster::admin_request(
+                pki,
+                address,
+                Request::Stale(nexus_protocol::message::StaleRead::Admin(
+                    nexus_protocol::message::AdminRequest::Hosts,
+                )),
+            )
+            .await
+            {
+                Ok(Response::Hosts(hosts)) => (!hosts.is_empty()).then_some(()),
+                _ => None,
+            }
+        }
+    };
+    nexus_tests::eventually("the agent to register", Duration::from_secs(30), hosts).await;
+    let create = |name: &str| {
+        vec![
+            "workspace".to_string(),
+            "create".into(),
+            name.into(),
+            "--image".into(),
+            image.into(),
+            "--class".into(),
+            "small".into(),
+            "--".into(),
+            "sleep".into(),
+            "1000000".into(),
+        ]
+    };
+    let run = |args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        timed_cli(&pki, &coordinators, &args)
+    };
+    // One untimed round first: the image's layers and the CLI's binary into the page cache.
+    run(&create("warmup"));
+    run(&["workspace".into(), "destroy".into(), "warmup".into()]);
+
+    let mut created = Vec::with_capacity(trials);
+    for i in 0..trials {
+        let name = format!("c{i}");
+        created.push(run(&create(&name)));
+        run(&["workspace".into(), "destroy".into(), name]);
+    }
+    run(&create("warm"));
+    let mut warm = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        run(&["workspace".into(), "stop".into(), "warm".into()]);
+        warm.push(run(&["workspace".into(), "start".into(), "warm".into()]));
+    }
+    run(&create("other"));
+    let mut switched = Vec::with_capacity(trials);
+    for i in 0..trials {
+        let target = if i % 2 == 0 { "warm" } else { "other" };
+        switched.push(run(&["workspace".into(), "switch".into(), target.into()]));
+    }
+    drop(agent);
+    json!({
+        "scenario": "start",
+        "trials": trials,
+        "image": image,
+        "create_to_running": percentiles(created),
+        "warm_start": percentiles(warm),
+        "switch": percentiles(switched),
+    })
 }
 
 async fn agent_idle(runtime: &str, workspaces: usize, seconds: u64) -> serde_json::Value {
@@ -463,6 +575,16 @@ fn print_table(result: &serde_json::Value) {
                 &result["kill_to_first_write"],
             );
         }
+        Some("start") => {
+            for (name, key) in [
+                ("create → running (CLI, Docker)", "create_to_running"),
+                ("warm start: stopped → running", "warm_start"),
+                ("switch: stop one, start the other", "switch"),
+            ] {
+                print_percentiles(name, &result[key]);
+            }
+            return;
+        }
         Some("agent-idle") => {
             let rss = &result["agent_rss_mib"];
             let mib = |key: &str| rss[key].as_f64().unwrap_or(0.0);
@@ -558,6 +680,7 @@ async fn main() {
             concurrency,
         } => raft(writes.max(1), concurrency.max(1)).await,
         Scenario::Failover { kills } => failover(kills.max(1)).await,
+        Scenario::Start { trials, image } => start(trials.max(1), &image).await,
         Scenario::AgentIdle {
             runtime,
             workspaces,

@@ -1,0 +1,149 @@
+//! Creates ride to the Raft log in batches: every create that arrives while a batch is being
+//! committed waits for the next, and goes with the others in one [`Command::PlaceWorkspaces`]
+//! entry. Under load that turns one append and one fsync per create into one per batch; when
+//! idle, a create goes alone at once. Scheduling happens in `apply`, so batches may be in flight
+//! side by side without two of them promising a host's last room twice.
+
+use std::sync::Arc;
+
+use nexus_protocol::RequestId;
+use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::identity::Identity;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::cluster::Cluster;
+use crate::state::{Command, Outcome, PlaceRequest};
+
+/// The most creates in one log entry: keeps an entry (and its apply) well under the transport's
+/// frame limit and a few milliseconds of work.
+pub const MAX_BATCH: usize = 1_024;
+
+/// Batches committing at once. More overlap the leader's fsync with the next batch's
+/// replication; each waits its turn in apply anyway.
+const IN_FLIGHT: usize = 4;
+
+/// How many creates may wait for a batch before new ones are told to retry.
+const QUEUE: usize = 16 * MAX_BATCH;
+
+struct Job {
+    request: PlaceRequest,
+    reply: oneshot::Sender<Result<(), WireError>>,
+}
+
+/// The handle creates go through. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Placer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("request_id", &self.request.request_id)
+            .finish()
+    }
+}
+
+impl Placer {
+    /// Starts the batching task; it ends when every handle is dropped.
+    pub fn start(cluster: Cluster) -> Placer {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(run(cluster, queue));
+        Placer { jobs }
+    }
+
+    /// Schedules and creates `request`'s workspace: `Ok` once committed and applied, or the
+    /// create's own refusal (from the journal: a retried request id gets its first outcome).
+    pub async fn place(&self, request: PlaceRequest) -> Result<(), WireError> {
+        let (reply, answer) = oneshot::channel();
+        let request_id = request.request_id;
+        self.jobs.try_send(Job { request, reply }).map_err(|_| {
+            WireError::new(
+                ErrorCode::ResourceExhausted,
+                "the coordinator has too many creates waiting",
+            )
+            .with_request_id(request_id)
+        })?;
+        answer.await.unwrap_or_else(|_| {
+            Err(WireError::new(
+                ErrorCode::Internal,
+                "the placement task ended before answering",
+            )
+            .with_request_id(request_id))
+        })
+    }
+}
+
+async fn run(cluster: Cluster, mut queue: mpsc::Receiver<Job>) {
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        // Take a permit first: while every batch slot is busy, creates gather in the queue.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = queue.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            commit(&cluster, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Proposes one batch and answers each of its creates with its own outcome.
+async fn commit(cluster: &Cluster, batch: Vec<Job>) {
+    let requests: Vec<PlaceRequest> = batch.iter().map(|job| job.request.clone()).collect();
+    let ids: Vec<RequestId> = requests.iter().map(|r| r.request_id).collect();
+    let proposer = Identity::Coordinator(cluster.id());
+    let committed = cluster
+        .propose(
+            RequestId::random(),
+            proposer,
+            Command::PlaceWorkspaces(requests),
+        )
+        .await;
+    let outcomes = match committed {
+        Ok(()) => {
+            cluster
+                .read(false, move |state| {
+                    ids.iter()
+                        .map(|id| state.outcome_of(*id).cloned())
+                        .collect::<Vec<_>>()
+                })
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    match outcomes {
+        Ok(outcomes) => {
+            for (job, outcome) in batch.into_iter().zip(outcomes) {
+                let id = job.request.request_id;
+                let answer = match outcome {
+                    Some(Outcome::Applied) => Ok(()),
+                    Some(Outcome::Rejected(error)) => Err(error.with_request_id(id)),
+                    None => Err(WireError::new(
+                        ErrorCode::Internal,
+                        "the create was committed but its outcome is not in the journal",
+                    )
+                    .with_request_id(id)),
+                };
+                let _ = job.reply.send(answer);
+            }
+        }
+        Err(error) => {
+            for job in batch {
+                let id = job.request.request_id;
+                let _ = job.reply.send(Err(error.clone().with_request_id(id)));
+            }
+        }
+    }
+}
