@@ -1,6 +1,7 @@
 //! The agent's configuration: command-line flags, or a TOML file with the same keys (flags win).
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -93,6 +94,15 @@ pub struct Args {
     /// Hollow runtime: the chance, 0 to 1, that a simulated create or start fails.
     #[arg(long)]
     pub hollow_failure_rate: Option<f64>,
+    /// Where to serve users' `nexus workspace logs|exec`, HOST:PORT (default 0.0.0.0:7401), or
+    /// `off`.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The HOST:PORT users reach that endpoint at (a name or address this agent's certificate
+    /// holds). Default: the listen address, or this host's name when listening on every
+    /// interface.
+    #[arg(long)]
+    pub advertise: Option<String>,
     /// A TOML file with any of the settings above (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -120,6 +130,8 @@ struct FileConfig {
     hollow_start_ms: Option<u64>,
     hollow_stop_ms: Option<u64>,
     hollow_failure_rate: Option<f64>,
+    listen: Option<String>,
+    advertise: Option<String>,
     /// Credentials for private registries (file only: secrets do not belong on a command line).
     #[serde(default)]
     registry: Vec<RegistryAuth>,
@@ -146,7 +158,13 @@ pub struct Config {
     pub capacity_memory_bytes: Option<u64>,
     pub hollow: HollowConfig,
     pub registries: Vec<RegistryAuth>,
+    /// Where users' logs and exec are served; `None`: not at all.
+    pub listen: Option<SocketAddr>,
+    pub advertise: Option<String>,
 }
+
+/// Where an agent serves users by default.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7401";
 
 /// Seconds from a flag or file, checked against a range.
 fn seconds(
@@ -241,6 +259,26 @@ impl Config {
             Some("docker") => None,
             Some(cidr) => Some(cidr.parse().map_err(anyhow::Error::msg)?),
         };
+        let listen = match args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string())
+            .as_str()
+        {
+            "off" => None,
+            address => Some(address.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!("--listen takes IP:PORT or `off`, not {address:?}")
+            })?),
+        };
+        let advertise = args.advertise.or(file.advertise);
+        if let Some(address) = &advertise
+            && address
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+        {
+            bail!("--advertise takes HOST:PORT, not {address:?}");
+        }
         let capacity_cpus = args.capacity_cpus.or(file.capacity_cpus);
         if capacity_cpus == Some(0) {
             bail!("--capacity-cpus must be positive");
@@ -271,6 +309,8 @@ impl Config {
             capacity_memory_bytes,
             hollow,
             registries: file.registry,
+            listen,
+            advertise,
         })
     }
 
@@ -293,6 +333,36 @@ mod tests {
         let args =
             Args::try_parse_from(std::iter::once("nexus-agent").chain(list.iter().copied()))?;
         Config::from_args(args)
+    }
+
+    #[test]
+    fn the_users_endpoint_listens_by_default_and_can_be_turned_off() {
+        let base = [
+            "--host-id",
+            "h",
+            "--coordinator",
+            "c:1",
+            "--tls-dir",
+            "/t",
+            "--data-dir",
+            "/d",
+        ];
+        let with = |extra: &[&str]| {
+            let mut list = base.to_vec();
+            list.extend_from_slice(extra);
+            args(&list)
+        };
+        let config = with(&[]).unwrap();
+        assert_eq!(config.listen, Some(DEFAULT_LISTEN.parse().unwrap()));
+        assert_eq!(config.advertise, None);
+        assert_eq!(with(&["--listen", "off"]).unwrap().listen, None);
+        let config = with(&["--listen", "127.0.0.1:0", "--advertise", "dev-01:7401"]).unwrap();
+        assert_eq!(config.listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(config.advertise.as_deref(), Some("dev-01:7401"));
+        let error = with(&["--listen", "everywhere"]).unwrap_err().to_string();
+        assert!(error.contains("IP:PORT or `off`"), "{error}");
+        let error = with(&["--advertise", "dev-01"]).unwrap_err().to_string();
+        assert!(error.contains("HOST:PORT"), "{error}");
     }
 
     #[test]

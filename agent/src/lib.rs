@@ -9,9 +9,11 @@
 //! - [`ports`]: the bind check before publishing.
 //! - [`stats`] and [`sampler`]: host stats (sysinfo) and container stats.
 //! - [`cache`]: the desired state on disk.
+//! - [`endpoint`]: users' `logs` and `exec`, served straight from this host.
 
 pub mod cache;
 pub mod config;
+pub mod endpoint;
 pub mod link;
 pub mod plan;
 pub mod ports;
@@ -24,7 +26,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use nexus_protocol::Identity;
-use nexus_protocol::transport::{Connector, Credentials};
+use nexus_protocol::identity::IdentityKind;
+use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Server};
 use tokio::sync::{Notify, watch};
 
 pub use config::Config;
@@ -78,6 +81,7 @@ pub async fn run_with<R: Runtime>(
     let mut host_sampler =
         stats::HostSampler::new(&config.data_dir).context("cannot read this host's facts")?;
     let info = host_sampler.describe(&config);
+    let host_name = info.hostname.clone();
     tracing::info!(host = %config.host_id, runtime = runtime.name(), coordinators = ?config.coordinators, cpus = info.cpus, memory = info.memory_bytes, "nexus-agent starting");
 
     let (reconciler, reports) = reconcile::Reconciler::new(
@@ -96,11 +100,44 @@ pub async fn run_with<R: Runtime>(
         config.stats_interval,
         sample_sender,
     ));
-    let link = link::Link::new(connector, config, info, desired_sender, reports, samples);
-
     let (stop, stopped) = watch::channel(false);
     let stopped_for = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|s| *s).await;
+    };
+    let mut link = link::Link::new(
+        connector,
+        config.clone(),
+        info,
+        desired_sender,
+        reports,
+        samples,
+    );
+    let serving = match config.listen {
+        Some(listen) => {
+            let server = Server::bind(
+                listen,
+                &credentials,
+                AcceptPolicy::only(&[IdentityKind::User, IdentityKind::Admin]),
+                config.transport(),
+            )
+            .with_context(|| format!("cannot serve users on {listen} (--listen, or `off`)"))?;
+            let bound = server.local_addr().context("the endpoint's address")?;
+            let advertise = config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| advertised(bound, &host_name));
+            tracing::info!(%bound, %advertise, "serving users' logs and exec");
+            link = link.serving(advertise);
+            let handler = Arc::new(endpoint::Endpoint::new(
+                identity.clone(),
+                runtime.clone(),
+                desired.clone(),
+            ));
+            Some(tokio::spawn(
+                server.serve(handler, stopped_for(stopped.clone())),
+            ))
+        }
+        None => None,
     };
     let reconciling = tokio::spawn(reconciler.run(desired, wake, stopped_for(stopped.clone())));
     let linking = tokio::spawn(link.run(stopped_for(stopped)));
@@ -108,8 +145,21 @@ pub async fn run_with<R: Runtime>(
     let _ = stop.send(true);
     let _ = linking.await;
     let _ = reconciling.await;
+    if let Some(serving) = serving {
+        let _ = serving.await;
+    }
     events.abort();
     sampling.abort();
     tracing::info!("nexus-agent stopped; workspaces keep running");
     Ok(())
+}
+
+/// The address users are told: the bound one, or, bound to every interface, this host's name
+/// with the bound port (the agent's certificate must hold that name).
+fn advertised(bound: std::net::SocketAddr, host_name: &str) -> String {
+    if bound.ip().is_unspecified() {
+        format!("{host_name}:{}", bound.port())
+    } else {
+        bound.to_string()
+    }
 }

@@ -47,6 +47,8 @@ pub struct Link {
     desired: watch::Sender<Option<DesiredState>>,
     reports: watch::Receiver<Vec<ObservedWorkspace>>,
     samples: watch::Receiver<Option<Sample>>,
+    /// Where this agent serves users' logs and exec, told to every coordinator it registers with.
+    serving: Option<String>,
 }
 
 impl Link {
@@ -66,7 +68,14 @@ impl Link {
             desired,
             reports,
             samples,
+            serving: None,
         }
+    }
+
+    /// Tells each coordinator, after registering, where this agent serves users.
+    pub fn serving(mut self, address: String) -> Link {
+        self.serving = Some(address);
+        self
     }
 
     /// Keeps the link up until `shutdown` completes.
@@ -138,6 +147,14 @@ impl Link {
             Ok(Response::Registered { .. }) => {}
             Ok(other) => return unexpected(&other),
             Err(error) => return error,
+        }
+        if let Some(address) = &self.serving {
+            let serving = Request::Agent(AgentRequest::Serving(address.clone()));
+            match connection.request(serving).await {
+                Ok(Response::Ack) => {}
+                Ok(other) => return unexpected(&other),
+                Err(error) => return error,
+            }
         }
         let known_version = self.desired.borrow().as_ref().map(|d| d.version);
         let subscription = match connection

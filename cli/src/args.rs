@@ -110,6 +110,24 @@ pub enum WorkspaceCommand {
     Repair(Target),
     /// Destroy your stopped workspaces that have not changed for a while.
     Cleanup(CleanupArgs),
+    /// What the workspace's container wrote, from its host.
+    Logs {
+        name: WorkspaceName,
+        /// How many of the last lines.
+        #[arg(long, default_value_t = 100)]
+        tail: u32,
+        /// Keep printing new lines until the container stops (or Ctrl-C).
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Run a command in the running workspace, without a terminal or input; exits with its
+    /// exit code.
+    Exec {
+        name: WorkspaceName,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 /// A workspace to change, and whether to wait for the change.

@@ -33,7 +33,7 @@ pub fn main() -> ExitCode {
         runtime.block_on(run(cli.command, &cli.connection, file, format))
     })();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
             let text = match format {
                 OutputFormat::Json => format!("{}\n", error.render_json()),
@@ -50,8 +50,8 @@ async fn run(
     connection: &args::ConnectionArgs,
     file: settings::FileSettings,
     format: OutputFormat,
-) -> Result<(), CliError> {
-    match command {
+) -> Result<u8, CliError> {
+    let done = match command {
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "nexus", &mut script);
@@ -66,7 +66,13 @@ async fn run(
             commands::admin::run(command, &Settings::resolve(connection, file)?, format).await
         }
         Command::Workspace(command) => {
-            commands::workspace::run(command, &Settings::resolve(connection, file)?, format).await
+            return commands::workspace::run(
+                command,
+                &Settings::resolve(connection, file)?,
+                format,
+            )
+            .await;
         }
-    }
+    };
+    done.map(|()| 0)
 }

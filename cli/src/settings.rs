@@ -109,7 +109,7 @@ impl Settings {
         })
     }
 
-    fn connector(&self) -> Result<Connector, CliError> {
+    pub fn connector(&self) -> Result<Connector, CliError> {
         let credentials = Credentials::load(&self.ca, &self.cert, &self.key).map_err(|e| {
             CliError::local(ErrorCode::AuthenticationFailed, e.to_string())
                 .suggest("check --ca, --cert and --key (or NEXUS_CA, NEXUS_CERT, NEXUS_KEY)")

@@ -41,7 +41,7 @@ fn the_workspace_and_admin_commands_of_the_contract_exist() {
     let workspace = help(&["workspace"]);
     for command in [
         "create", "list", "inspect", "start", "stop", "restart", "destroy", "switch", "repair",
-        "cleanup",
+        "cleanup", "logs", "exec",
     ] {
         assert!(workspace.contains(command), "workspace {command} missing");
     }

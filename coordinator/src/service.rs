@@ -64,6 +64,9 @@ pub struct Service {
     watches: Arc<Mutex<BTreeMap<HostId, u64>>>,
     /// Creates go through it, batched into shared log entries.
     placer: Placer,
+    /// Where each host's agent serves logs and exec, as it last said (soft state, like
+    /// heartbeats: an agent says it again to every new leader).
+    endpoints: Mutex<BTreeMap<HostId, String>>,
     watch_numbers: std::sync::atomic::AtomicU64,
     /// How long a host may be silent before the leader marks it down.
     host_ttl: Duration,
@@ -79,6 +82,7 @@ impl Service {
             liveness: Mutex::new(BTreeMap::new()),
             watches: Arc::new(Mutex::new(BTreeMap::new())),
             placer,
+            endpoints: Mutex::new(BTreeMap::new()),
             watch_numbers: std::sync::atomic::AtomicU64::new(1),
             host_ttl: DEFAULT_HOST_TTL,
         }
@@ -112,6 +116,10 @@ impl Service {
             Request::Stale(StaleRead::Workspace(request)) => {
                 self.workspace(peer, request_id, request, true).await
             }
+            Request::Host(_) => Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                "logs and exec are served by the workspace's agent, not by a coordinator",
+            )),
         }
     }
 
@@ -442,12 +450,33 @@ impl Service {
                 }
                 Ok(Response::Ack)
             }
+            AgentRequest::Serving(address) => {
+                check_endpoint(&address)?;
+                self.cluster.require_leader().await?;
+                lock(&self.endpoints).insert(host_id.clone(), address);
+                Ok(Response::Ack)
+            }
             AgentRequest::WatchDesired { .. } => Err(WireError::new(
                 ErrorCode::InvalidArgument,
                 "a desired-state watch is a subscription; open it as one",
             )),
         }
     }
+}
+
+/// An agent's endpoint as it may say it: HOST:PORT, short, with a port.
+fn check_endpoint(address: &str) -> Result<(), WireError> {
+    let port = address
+        .rsplit_once(':')
+        .and_then(|(host, port)| (!host.is_empty()).then_some(port))
+        .and_then(|port| port.parse::<u16>().ok());
+    if address.len() > 255 || port.is_none_or(|port| port == 0) {
+        return Err(WireError::new(
+            ErrorCode::InvalidArgument,
+            format!("{address:.64?} is not HOST:PORT"),
+        ));
+    }
+    Ok(())
 }
 
 fn limits_view(state: &State) -> LimitsView {
@@ -786,7 +815,10 @@ impl Service {
         let admin = *role == Role::Admin;
         let reading = matches!(
             request,
-            WorkspaceRequest::List | WorkspaceRequest::Inspect(_) | WorkspaceRequest::Describe(_)
+            WorkspaceRequest::List
+                | WorkspaceRequest::Inspect(_)
+                | WorkspaceRequest::Describe(_)
+                | WorkspaceRequest::Endpoint(_)
         );
         if stale && !reading {
             return Err(WireError::new(
@@ -828,6 +860,24 @@ impl Service {
                     .ok_or_else(|| {
                         WireError::new(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"))
                     })
+            }
+            WorkspaceRequest::Endpoint(name) => {
+                let view = self.owned(peer, &name, admin, false).await?;
+                let host = view.host.ok_or_else(|| {
+                    WireError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("workspace {name} has no host"),
+                    )
+                })?;
+                if let Some(address) = lock(&self.endpoints).get(&host).cloned() {
+                    return Ok(Response::Endpoint { host, address });
+                }
+                // Only the leader hears agents; a follower sends the client there.
+                self.cluster.require_leader().await?;
+                Err(WireError::new(
+                    ErrorCode::BackendUnavailable,
+                    format!("host {host}'s agent has not said where it serves logs and exec"),
+                ))
             }
             WorkspaceRequest::Create(spec) => self.create(request_id, user, spec, None).await,
             WorkspaceRequest::CreateWith { spec, scoring } => {
@@ -1236,6 +1286,20 @@ mod tests {
         service.answer(peer, RequestId::random(), request).await
     }
 
+    /// A one-node cluster that leads, with host h1 registered.
+    async fn one_node_with_h1() -> (tempfile::TempDir, Node, Service) {
+        let (dir, node, service) = one_node().await;
+        leading(&service).await;
+        ask(
+            &service,
+            &agent("h1"),
+            Request::Agent(AgentRequest::Register(info("h1"))),
+        )
+        .await
+        .unwrap();
+        (dir, node, service)
+    }
+
     /// Waits for the one node to elect itself.
     async fn leading(service: &Service) {
         for _ in 0..500 {
@@ -1308,15 +1372,7 @@ mod tests {
 
     #[tokio::test]
     async fn users_create_see_and_change_only_their_own_workspaces() {
-        let (_dir, node, service) = one_node().await;
-        leading(&service).await;
-        ask(
-            &service,
-            &agent("h1"),
-            Request::Agent(AgentRequest::Register(info("h1"))),
-        )
-        .await
-        .unwrap();
+        let (_dir, node, service) = one_node_with_h1().await;
         let (ada, bob, admin) = (
             named("ada", Role::User),
             named("bob", Role::User),
@@ -1459,15 +1515,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_admins_read_and_set_limits_and_limits_bind_creates() {
-        let (_dir, node, service) = one_node().await;
-        leading(&service).await;
-        ask(
-            &service,
-            &agent("h1"),
-            Request::Agent(AgentRequest::Register(info("h1"))),
-        )
-        .await
-        .unwrap();
+        let (_dir, node, service) = one_node_with_h1().await;
         let (ada, admin) = (named("ada", Role::User), named("root", Role::Admin));
         let admin_request = |request| Request::Admin(request);
         let one = nexus_protocol::model::LimitsPatch {
@@ -1588,17 +1636,59 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cleanup_destroys_only_the_callers_old_stopped_workspaces() {
-        let (_dir, node, service) = one_node().await;
-        leading(&service).await;
+    async fn owners_learn_where_the_host_serves_logs_and_exec() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let (ada, bob) = (named("ada", Role::User), named("bob", Role::User));
         let h1 = agent("h1");
         ask(
             &service,
-            &h1,
-            Request::Agent(AgentRequest::Register(info("h1"))),
+            &ada,
+            ws(WorkspaceRequest::Create(workspace_spec("w", &[]))),
         )
         .await
         .unwrap();
+        let endpoint = || ws(WorkspaceRequest::Endpoint("w".parse().unwrap()));
+        assert_eq!(
+            code(ask(&service, &ada, endpoint()).await),
+            Some(ErrorCode::BackendUnavailable),
+            "before the agent has said"
+        );
+        for bad in ["nope", ":7401", "h:0", "h:99999"] {
+            let serving = Request::Agent(AgentRequest::Serving(bad.into()));
+            assert_eq!(
+                code(ask(&service, &h1, serving).await),
+                Some(ErrorCode::InvalidArgument),
+                "{bad}"
+            );
+        }
+        let serving = Request::Agent(AgentRequest::Serving("10.0.0.5:7401".into()));
+        ask(&service, &h1, serving).await.unwrap();
+        match ask(&service, &ada, endpoint()).await.unwrap() {
+            Response::Endpoint { host, address } => {
+                assert_eq!((host.as_str(), address.as_str()), ("h1", "10.0.0.5:7401"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            code(ask(&service, &bob, endpoint()).await),
+            Some(ErrorCode::PermissionDenied)
+        );
+        let logs = Request::Host(nexus_protocol::message::HostRequest::Logs {
+            workspace: "w".parse().unwrap(),
+            tail: 1,
+            follow: false,
+        });
+        assert_eq!(
+            code(ask(&service, &ada, logs).await),
+            Some(ErrorCode::InvalidArgument)
+        );
+        node.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn cleanup_destroys_only_the_callers_old_stopped_workspaces() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let h1 = agent("h1");
         let (ada, bob) = (named("ada", Role::User), named("bob", Role::User));
         ask(
             &service,
@@ -1680,16 +1770,8 @@ mod tests {
 
     #[tokio::test]
     async fn reports_an_agent_may_not_send_are_refused() {
-        let (_dir, node, service) = one_node().await;
-        leading(&service).await;
+        let (_dir, node, service) = one_node_with_h1().await;
         let h1 = agent("h1");
-        ask(
-            &service,
-            &h1,
-            Request::Agent(AgentRequest::Register(info("h1"))),
-        )
-        .await
-        .unwrap();
         // States only the coordinator sets.
         for state in [
             WorkspaceState::Destroying,
@@ -1746,16 +1828,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_watch_pushes_only_newer_versions_and_a_new_watch_replaces_the_old() {
-        let (_dir, node, service) = one_node().await;
-        leading(&service).await;
+        let (_dir, node, service) = one_node_with_h1().await;
         let h1 = agent("h1");
-        ask(
-            &service,
-            &h1,
-            Request::Agent(AgentRequest::Register(info("h1"))),
-        )
-        .await
-        .unwrap();
         let watch = |known_version| Request::Agent(AgentRequest::WatchDesired { known_version });
         let mut first = service.handle(&h1, RequestId::random(), watch(None)).await;
         match next_update(&mut first).await {
@@ -1798,15 +1872,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_admins_list_hosts_and_writes_are_never_stale() {
-        let (_dir, node, service) = one_node().await;
-        leading(&service).await;
-        ask(
-            &service,
-            &agent("h1"),
-            Request::Agent(AgentRequest::Register(info("h1"))),
-        )
-        .await
-        .unwrap();
+        let (_dir, node, service) = one_node_with_h1().await;
         let hosts = Request::Admin(AdminRequest::Hosts);
         assert_eq!(
             code(ask(&service, &user(Role::User), hosts.clone()).await),

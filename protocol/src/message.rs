@@ -80,6 +80,27 @@ pub enum Request {
     /// leader that it is current (the default read is linearizable). Cheaper, works without a
     /// quorum, and may be behind by a few entries.
     Stale(StaleRead),
+    /// To an agent, from a user or an admin: about one workspace on the agent's host (`nexus
+    /// workspace logs|exec`). The agent serves only the workspace's owner, or an admin.
+    Host(HostRequest),
+}
+
+/// What a user asks of a workspace's host directly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostRequest {
+    /// The container's last `tail` lines (stdout and stderr): one [`Response::LogLines`]; with
+    /// `follow`, a frame per batch of new lines after it, until the container stops.
+    Logs {
+        workspace: WorkspaceName,
+        tail: u32,
+        follow: bool,
+    },
+    /// Runs `command` in the running container, without a terminal or input, and answers
+    /// [`Response::Exec`] when it ends.
+    Exec {
+        workspace: WorkspaceName,
+        command: Vec<String>,
+    },
 }
 
 /// The reads that may be served stale. Writes have no stale form.
@@ -118,6 +139,9 @@ pub enum AgentRequest {
     /// Per-workspace resource use, sent at the stats interval. Soft state, like heartbeats: the
     /// leader keeps the latest sample in memory.
     ContainerStats(Vec<ContainerStats>),
+    /// Where this agent serves users' [`HostRequest`]s, as HOST:PORT (a name or address its
+    /// certificate holds). Soft state on the leader, sent again after every (re)connection.
+    Serving(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +168,8 @@ pub enum WorkspaceRequest {
     },
     /// Everything known of one workspace: [`Response::WorkspaceDetail`].
     Describe(WorkspaceName),
+    /// Where the workspace's host serves `logs` and `exec`: [`Response::Endpoint`].
+    Endpoint(WorkspaceName),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +224,29 @@ pub enum Response {
     Usage(Vec<WorkspaceUsage>),
     /// Boxed: the largest answer by far, it would otherwise size every response.
     WorkspaceDetail(Box<WorkspaceDetail>),
+    /// Lines a container wrote.
+    LogLines(Vec<String>),
+    Exec(ExecResult),
+    /// A workspace's host and where its agent serves [`HostRequest`]s.
+    Endpoint {
+        host: HostId,
+        address: String,
+    },
+}
+
+/// How a command run in a workspace ended, and what it wrote (each stream cut at
+/// [`ExecResult::MAX_OUTPUT`] bytes, with `truncated` set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    pub exit_code: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub truncated: bool,
+}
+
+impl ExecResult {
+    /// The most of each stream an answer carries: well inside a frame.
+    pub const MAX_OUTPUT: usize = 4 << 20;
 }
 
 /// The limits in force: the cluster's, and per host its overrides and what they make.

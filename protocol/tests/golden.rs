@@ -172,6 +172,61 @@ fn requests() {
     );
 }
 
+/// Logs and exec, asked of a workspace's agent, and where the agent serves them.
+#[test]
+fn host_requests_and_answers() {
+    let web = || WorkspaceName::new("web").unwrap();
+    check(
+        &request(Request::Host(HostRequest::Logs {
+            workspace: web(),
+            tail: 100,
+            follow: true,
+        })),
+        expect!["00000019fe100f0e0d0c0b0a0908070605040302010600037765626401"],
+    );
+    check(
+        &request(Request::Host(HostRequest::Exec {
+            workspace: web(),
+            command: vec!["echo".into(), "hi".into()],
+        })),
+        expect!["00000020fe100f0e0d0c0b0a09080706050403020106010377656202046563686f026869"],
+    );
+    check(
+        &request(Request::Agent(AgentRequest::Serving(
+            "10.0.0.5:7401".into(),
+        ))),
+        expect!["00000021fe100f0e0d0c0b0a09080706050403020101050d31302e302e302e353a37343031"],
+    );
+    check(
+        &request(Request::Workspace(WorkspaceRequest::Endpoint(web()))),
+        expect!["00000017fe100f0e0d0c0b0a090807060504030201020c03776562"],
+    );
+    let frame = |result| ResponseFrame {
+        request_id: RequestId::from_u128(1),
+        result,
+    };
+    check(
+        &frame(Ok(Response::LogLines(vec!["a".into(), "b".into()]))),
+        expect!["0000000801000d0201610162"],
+    );
+    check(
+        &frame(Ok(Response::Exec(ExecResult {
+            exit_code: 3,
+            stdout: b"out\n".to_vec(),
+            stderr: vec![],
+            truncated: false,
+        }))),
+        expect!["0000000b01000e06046f75740a0000"],
+    );
+    check(
+        &frame(Ok(Response::Endpoint {
+            host: HostId::new("dev-01").unwrap(),
+            address: "dev-01:7401".into(),
+        })),
+        expect!["0000001601000f066465762d30310b6465762d30313a37343031"],
+    );
+}
+
 /// The answers added with the Workspaces issue: limits, fleet stats, usage and a workspace's
 /// detail.
 #[test]

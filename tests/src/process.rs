@@ -231,6 +231,10 @@ impl AgentProcess {
         if !extra.contains(&"--runtime") {
             args.extend(["--runtime".into(), "hollow".into()]);
         }
+        // Users' endpoint on a free loopback port, unless the test asks for another.
+        if !extra.contains(&"--listen") {
+            args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        }
         args.extend(extra.iter().map(ToString::to_string));
         let process = Process::spawn("nexus-agent", &args, data_dir.join("agent.log"));
         AgentProcess {

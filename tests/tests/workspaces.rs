@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use nexus_protocol::identity::{Identity, Role};
+use nexus_protocol::identity::Role;
 use nexus_tests::cluster::TestCluster;
 use nexus_tests::docker::{HostCleanup, containers_of};
 use nexus_tests::eventually;
@@ -97,13 +97,12 @@ impl Fleet {
     fn command(&self, user: &str, role: Role) -> std::process::Command {
         let identity = pki::user(user, role);
         let home = self.pki.scratch(&format!("home-{user}"));
-        let mut command = cli_command(&self.pki, &identity, &home, &self.cluster.live_addresses());
-        command.args(["-o", "json"]);
-        command
+        cli_command(&self.pki, &identity, &home, &self.cluster.live_addresses())
     }
 
     fn run(&self, user: &str, role: Role, args: &[&str]) -> Output {
         self.command(user, role)
+            .args(["-o", "json"])
             .args(args)
             .output()
             .expect("nexus runs")
@@ -131,6 +130,54 @@ impl Fleet {
             error["error"]["code"].as_str().unwrap().to_string(),
             error["error"]["message"].as_str().unwrap().to_string(),
         )
+    }
+
+    /// Starts `count` creates of small `sleep` workspaces named PREFIX00.. at once, as Ada,
+    /// without waiting for their hosts; answers each one's output, in order.
+    fn create_at_once(&self, prefix: &str, count: usize) -> Vec<(String, Output)> {
+        self.pki.issue(&pki::user("ada", Role::User));
+        let children: Vec<_> = (0..count)
+            .map(|i| {
+                let name = format!("{prefix}{i:02}");
+                let child = self
+                    .command("ada", Role::User)
+                    .args([
+                        "-o",
+                        "json",
+                        "workspace",
+                        "create",
+                        &name,
+                        "--image",
+                        IMAGE,
+                        "--class",
+                        "small",
+                        "--no-wait",
+                        "--",
+                        "sleep",
+                        "3600",
+                    ])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (name, child)
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|(name, child)| (name, child.wait_with_output().unwrap()))
+            .collect()
+    }
+
+    /// Every workspace once all of them run.
+    async fn all_running(&self, limit: Duration) -> Vec<(String, String, String)> {
+        eventually("every workspace running", limit, || async {
+            let all = self.workspaces();
+            all.iter()
+                .all(|(_, state, _)| state == "running")
+                .then_some(all)
+        })
+        .await
     }
 
     /// Every workspace, as an admin lists them: name → (state, host).
@@ -336,40 +383,11 @@ async fn concurrent_creates_never_overfill_a_host_and_the_51st_is_refused() {
             "10000",
         ],
     );
-    // Certificates first: forty processes must not all issue Ada's at once.
-    fleet.pki.issue(&Identity::User {
-        name: "ada".parse().unwrap(),
-        role: Role::User,
-    });
-    let children: Vec<_> = (0..40)
-        .map(|i| {
-            fleet
-                .command("ada", Role::User)
-                .args([
-                    "workspace",
-                    "create",
-                    &format!("w{i:02}"),
-                    "--image",
-                    IMAGE,
-                    "--class",
-                    "small",
-                    "--no-wait",
-                    "--",
-                    "sleep",
-                    "3600",
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
     let mut created = BTreeSet::new();
     let mut refused = 0;
-    for (i, child) in children.into_iter().enumerate() {
-        let out = child.wait_with_output().unwrap();
+    for (name, out) in fleet.create_at_once("w", 40) {
         if out.status.success() {
-            created.insert(format!("w{i:02}"));
+            created.insert(name);
         } else {
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(stderr.contains("RESOURCE_EXHAUSTED"), "{stderr}");
@@ -377,14 +395,7 @@ async fn concurrent_creates_never_overfill_a_host_and_the_51st_is_refused() {
         }
     }
     assert_eq!((created.len(), refused), (30, 10));
-    let fleet_ref = &fleet;
-    let workspaces = eventually("thirty running", Duration::from_secs(120), || async {
-        let all = fleet_ref.workspaces();
-        all.iter()
-            .all(|(_, state, _)| state == "running")
-            .then_some(all)
-    })
-    .await;
+    let workspaces = fleet.all_running(Duration::from_secs(120)).await;
     let names: BTreeSet<String> = workspaces.iter().map(|(n, _, _)| n.clone()).collect();
     assert_eq!(names, created, "exactly the acknowledged creates exist");
     for host in &fleet.hosts {
@@ -419,31 +430,7 @@ async fn concurrent_creates_never_overfill_a_host_and_the_51st_is_refused() {
             "40",
         ],
     );
-    let more: Vec<_> = (0..35)
-        .map(|i| {
-            fleet
-                .command("ada", Role::User)
-                .args([
-                    "workspace",
-                    "create",
-                    &format!("x{i:02}"),
-                    "--image",
-                    IMAGE,
-                    "--class",
-                    "small",
-                    "--no-wait",
-                    "--",
-                    "sleep",
-                    "3600",
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in more {
-        let out = child.wait_with_output().unwrap();
+    for (_, out) in fleet.create_at_once("x", 35) {
         assert!(
             out.status.success(),
             "{}",
@@ -484,46 +471,28 @@ async fn concurrent_creates_never_overfill_a_host_and_the_51st_is_refused() {
 #[tokio::test]
 async fn a_killed_leader_or_a_dead_host_loses_and_duplicates_nothing() {
     let mut fleet = Fleet::start("fail", 2).await;
-    fleet.pki.issue(&Identity::User {
-        name: "ada".parse().unwrap(),
-        role: Role::User,
-    });
     // Twenty creates in flight while the leader is killed with SIGKILL.
-    let children: Vec<_> = (0..20)
-        .map(|i| {
-            fleet
-                .command("ada", Role::User)
-                .args([
-                    "workspace",
-                    "create",
-                    &format!("k{i:02}"),
-                    "--image",
-                    IMAGE,
-                    "--class",
-                    "small",
-                    "--no-wait",
-                    "--",
-                    "sleep",
-                    "3600",
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(150)).await;
     let leader = fleet
         .cluster
         .leader(&fleet.pki, Duration::from_secs(10))
         .await;
     let index = fleet.cluster.index_of(leader.node.get());
+    let pid = fleet.cluster.running[index].as_ref().unwrap().process.pid();
+    let creates = std::thread::scope(|scope| {
+        let creates = scope.spawn(|| fleet.create_at_once("k", 20));
+        std::thread::sleep(Duration::from_millis(150));
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        creates.join().unwrap()
+    });
     fleet.cluster.kill(index);
     let mut acknowledged = BTreeSet::new();
-    for (i, child) in children.into_iter().enumerate() {
-        let out = child.wait_with_output().unwrap();
+    for (name, out) in creates {
         if out.status.success() {
-            acknowledged.insert(format!("k{i:02}"));
+            acknowledged.insert(name);
         } else {
             // A create cut off by the kill may fail, but only with a network or leader error,
             // and then it may or may not have been applied: never a wrong answer.
@@ -541,18 +510,7 @@ async fn a_killed_leader_or_a_dead_host_loses_and_duplicates_nothing() {
         "most creates should ride out a failover: {acknowledged:?}\n{}",
         fleet.logs()
     );
-    let fleet_ref = &fleet;
-    let workspaces = eventually(
-        "every workspace running",
-        Duration::from_secs(120),
-        || async {
-            let all = fleet_ref.workspaces();
-            all.iter()
-                .all(|(_, state, _)| state == "running")
-                .then_some(all)
-        },
-    )
-    .await;
+    let workspaces = fleet.all_running(Duration::from_secs(120)).await;
     let names: BTreeSet<String> = workspaces.iter().map(|(n, _, _)| n.clone()).collect();
     assert!(
         acknowledged.is_subset(&names),
@@ -602,21 +560,173 @@ async fn a_killed_leader_or_a_dead_host_loses_and_duplicates_nothing() {
         .map(|h| h["status"].clone());
     assert_eq!(status, Some(Value::from("down")));
     fleet.start_agent(1);
-    let fleet_ref = &fleet;
-    eventually(
-        "the lost workspaces running again",
-        Duration::from_secs(60),
-        || async {
-            let all = fleet_ref.workspaces();
-            all.iter()
-                .all(|(_, state, _)| state == "running")
-                .then_some(())
-        },
-    )
-    .await;
+    fleet.all_running(Duration::from_secs(60)).await;
     assert_eq!(
         containers_of(&dead),
         before,
         "the same containers, no duplicates"
     );
+}
+
+#[tokio::test]
+async fn logs_and_exec_come_from_the_workspaces_own_agent_and_only_to_its_owner() {
+    use std::io::{BufRead, BufReader};
+
+    let fleet = Fleet::start("logs", 1).await;
+    let (user, role) = ada();
+    let web = fleet.ok(
+        user,
+        role,
+        &[
+            "workspace",
+            "create",
+            "web",
+            "--image",
+            IMAGE,
+            "--class",
+            "small",
+            "--",
+            "sh",
+            "-c",
+            "echo hello-from-web; exec sleep 1000000",
+        ],
+    );
+    assert_eq!(web["state"], "running");
+
+    // Logs, from the agent.
+    let fleet_ref = &fleet;
+    eventually(
+        "the first line in the logs",
+        Duration::from_secs(10),
+        || async {
+            let logs = fleet_ref.ok(user, role, &["workspace", "logs", "web"]);
+            (logs["lines"] == serde_json::json!(["hello-from-web"])).then_some(())
+        },
+    )
+    .await;
+
+    // Exec: output and exit code pass through (table output writes the bytes as they are).
+    let out = fleet
+        .command(user, role)
+        .args(["-o", "table"])
+        .args([
+            "workspace",
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let json = fleet.ok(
+        user,
+        role,
+        &["workspace", "exec", "web", "--", "echo", "hi"],
+    );
+    assert_eq!(
+        (json["exit_code"].as_i64(), json["stdout"].as_str()),
+        (Some(0), Some("hi\n"))
+    );
+
+    // Following: a line the container writes later arrives.
+    let mut follow = fleet
+        .command(user, role)
+        .args(["-o", "table", "workspace", "logs", "web", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "hello-from-web");
+    fleet.ok(
+        user,
+        role,
+        &[
+            "workspace",
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo later > /proc/1/fd/1",
+        ],
+    );
+    assert_eq!(lines.next().unwrap().unwrap(), "later");
+    follow.kill().unwrap();
+    let _ = follow.wait();
+
+    // Bob is refused by the coordinator, and by the agent itself when he goes there directly.
+    for args in [
+        &["workspace", "logs", "web"][..],
+        &["workspace", "exec", "web", "--", "true"][..],
+    ] {
+        let (code, _) = fleet.refused("bob", Role::User, args);
+        assert_eq!(code, "PERMISSION_DENIED", "{args:?}");
+    }
+    // Where the agent serves, as the coordinators tell its owner.
+    let leader = fleet
+        .cluster
+        .leader(&fleet.pki, Duration::from_secs(10))
+        .await;
+    let leader_address = fleet.cluster.members[fleet.cluster.index_of(leader.node.get())].address;
+    let as_ada =
+        nexus_tests::process::connect(&fleet.pki, &pki::user("ada", Role::User), leader_address)
+            .await
+            .unwrap();
+    let address = match as_ada
+        .request(nexus_protocol::message::Request::Workspace(
+            nexus_protocol::message::WorkspaceRequest::Endpoint("web".parse().unwrap()),
+        ))
+        .await
+        .unwrap()
+    {
+        nexus_protocol::message::Response::Endpoint { host, address } => {
+            assert_eq!(host.as_str(), fleet.hosts[0]);
+            address
+        }
+        other => panic!("{other:?}"),
+    };
+    let bob = nexus_tests::pki::user("bob", Role::User);
+    fleet.pki.issue(&bob);
+    let credentials =
+        nexus_protocol::transport::Credentials::from_pki_dir(fleet.pki.dir(), &bob).unwrap();
+    let connector = nexus_protocol::transport::Connector::new(
+        &credentials,
+        nexus_protocol::transport::TransportConfig::default(),
+    )
+    .unwrap();
+    let connection = connector
+        .connect(
+            address.parse().unwrap(),
+            "127.0.0.1",
+            &[nexus_protocol::identity::IdentityKind::Agent],
+        )
+        .await
+        .unwrap();
+    let denied = connection
+        .request(nexus_protocol::message::Request::Host(
+            nexus_protocol::message::HostRequest::Exec {
+                workspace: "web".parse().unwrap(),
+                command: vec!["true".into()],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code, nexus_protocol::ErrorCode::PermissionDenied);
+    let unknown = connection
+        .request(nexus_protocol::message::Request::Host(
+            nexus_protocol::message::HostRequest::Logs {
+                workspace: "nope".parse().unwrap(),
+                tail: 10,
+                follow: false,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code, nexus_protocol::ErrorCode::WorkspaceNotFound);
 }

@@ -175,6 +175,8 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
     let state = state_dir(&args.state)?;
     let pids_path = state.join("pids.json");
     let address = format!("127.0.0.1:{}", args.port);
+    // The agent serves logs and exec on the next port, on loopback like the coordinator.
+    let agent_listen = format!("127.0.0.1:{}", args.port.saturating_add(1));
     let (host_id, user) = local_names()?;
     let settings = Settings {
         coordinators: vec![address.clone()],
@@ -245,6 +247,8 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
             tls_dir,
             "--runtime".into(),
             runtime.into(),
+            "--listen".into(),
+            agent_listen,
         ],
         &agent_log,
     )?;

@@ -13,6 +13,7 @@ use nexus_protocol::message::{
 use nexus_protocol::model::{PortSpec, ResourceClass, Scoring, WorkspaceSpec, WorkspaceState};
 
 use crate::args::{ClassArg, OutputFormat, WaitArgs, WorkspaceCommand};
+use crate::commands::host;
 use crate::error::CliError;
 use crate::output;
 use crate::settings::{Client, Settings};
@@ -24,11 +25,12 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// kept connection (and a Raft read index on the leader): cheap enough to keep the wait short.
 const POLL: Duration = Duration::from_millis(50);
 
+/// Runs one workspace command; answers the exit code (an exec's command's own, else 0).
 pub async fn run(
     command: WorkspaceCommand,
     settings: &Settings,
     format: OutputFormat,
-) -> Result<(), CliError> {
+) -> Result<u8, CliError> {
     let (request, wait) = match command {
         WorkspaceCommand::Create(args) => {
             let spec = WorkspaceSpec {
@@ -71,9 +73,19 @@ pub async fn run(
             } else {
                 Request::Workspace(request)
             };
-            return print_answer(settings.request(request, TIMEOUT).await?, format);
+            return print_answer(settings.request(request, TIMEOUT).await?, format).map(|()| 0);
         }
-        WorkspaceCommand::Inspect { name } => return inspect(settings, name, format).await,
+        WorkspaceCommand::Inspect { name } => {
+            return inspect(settings, name, format).await.map(|()| 0);
+        }
+        WorkspaceCommand::Logs { name, tail, follow } => {
+            return host::logs(settings, name, tail, follow, format)
+                .await
+                .map(|()| 0);
+        }
+        WorkspaceCommand::Exec { name, command } => {
+            return host::exec(settings, name, command, format).await;
+        }
         WorkspaceCommand::Start(t) => (
             WorkspaceRequest::Start(t.name.clone()),
             Some((t.name, Goal::Running, t.wait)),
@@ -105,7 +117,7 @@ pub async fn run(
             None,
         ),
     };
-    change(settings, request, wait, format).await
+    change(settings, request, wait, format).await.map(|()| 0)
 }
 
 /// Sends a change and, unless told not to, waits for its workspace to reach `goal`; prints the

@@ -246,6 +246,8 @@ async fn agent_idle(runtime: &str, workspaces: usize, seconds: u64) -> serde_jso
         &data_dir.display().to_string(),
         "--runtime",
         runtime,
+        "--listen",
+        "127.0.0.1:0",
     ]
     .iter()
     .map(ToString::to_string)

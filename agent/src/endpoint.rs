@@ -1,0 +1,232 @@
+//! The agent's own endpoint: users' `nexus workspace logs|exec` come here straight, over QUIC
+//! with mTLS, not through the coordinators. The coordinators decide who owns what; the agent
+//! learns it with its desired state, so it authorises each request against that: the
+//! workspace must be assigned to this host, and the caller must be its owner or an admin.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::identity::{Identity, Role};
+use nexus_protocol::message::{
+    Assignment, DesiredState, ExecResult, HostRequest, Pong, Request, Response,
+};
+use nexus_protocol::transport::{Handler, Peer, Reply};
+use nexus_protocol::{RequestId, WorkspaceName, clock};
+use tokio::sync::{mpsc, watch};
+
+use crate::runtime::{ContainerStatus, Runtime, RuntimeError};
+
+/// The most lines a logs request may ask for.
+pub const MAX_TAIL: u32 = 100_000;
+/// The most arguments, and bytes in all, an exec's command may have.
+const MAX_ARGS: usize = 1_024;
+const MAX_COMMAND_BYTES: usize = 256 << 10;
+/// Lines of a followed log sent together, at most; a frame goes as soon as lines wait.
+const FOLLOW_BATCH: usize = 256;
+/// How long an exec may run before the agent stops waiting for it.
+const EXEC_LIMIT: Duration = Duration::from_secs(600);
+
+/// Serves [`HostRequest`]s for the workspaces of this host.
+#[derive(Debug)]
+pub struct Endpoint<R> {
+    identity: Identity,
+    runtime: Arc<R>,
+    desired: watch::Receiver<Option<DesiredState>>,
+}
+
+impl<R: Runtime> Endpoint<R> {
+    pub fn new(
+        identity: Identity,
+        runtime: Arc<R>,
+        desired: watch::Receiver<Option<DesiredState>>,
+    ) -> Endpoint<R> {
+        Endpoint {
+            identity,
+            runtime,
+            desired,
+        }
+    }
+
+    /// The workspace's assignment, if `peer` may see it.
+    fn authorise(&self, peer: &Peer, workspace: &WorkspaceName) -> Result<Assignment, WireError> {
+        let Identity::User { name, role } = &peer.identity else {
+            return Err(WireError::new(
+                ErrorCode::PermissionDenied,
+                format!("{} may not ask an agent about workspaces", peer.identity),
+            ));
+        };
+        let assignment = self
+            .desired
+            .borrow()
+            .as_ref()
+            .and_then(|d| d.assignments.iter().find(|a| &a.spec.name == workspace))
+            .cloned()
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::WorkspaceNotFound,
+                    format!("no workspace {workspace} on this host"),
+                )
+            })?;
+        if *role != Role::Admin && &assignment.owner != name {
+            return Err(WireError::new(
+                ErrorCode::PermissionDenied,
+                format!("workspace {workspace} is not {name}'s"),
+            ));
+        }
+        Ok(assignment)
+    }
+
+    /// The id and status of the workspace's current container.
+    async fn container(
+        &self,
+        assignment: &Assignment,
+    ) -> Result<(String, ContainerStatus), WireError> {
+        let containers = self.runtime.list().await.map_err(runtime_error)?;
+        containers
+            .into_iter()
+            .filter(|c| c.workspace == assignment.spec.name)
+            .max_by_key(|c| c.generation)
+            .map(|c| (c.id, c.status))
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::ContainerError,
+                    format!(
+                        "workspace {} has no container on this host yet",
+                        assignment.spec.name
+                    ),
+                )
+            })
+    }
+
+    async fn logs(
+        &self,
+        peer: &Peer,
+        workspace: WorkspaceName,
+        tail: u32,
+        follow: bool,
+    ) -> Result<Reply, WireError> {
+        if tail > MAX_TAIL {
+            return Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                format!("at most {MAX_TAIL} lines, not {tail}"),
+            ));
+        }
+        let assignment = self.authorise(peer, &workspace)?;
+        let (id, _) = self.container(&assignment).await?;
+        let tail = usize::try_from(tail).unwrap_or(usize::MAX);
+        if !follow {
+            let lines = self.runtime.logs(&id, tail).await.map_err(runtime_error)?;
+            return Ok(Reply::Once(Ok(Response::LogLines(lines))));
+        }
+        let (lines_in, mut lines) = mpsc::channel::<String>(FOLLOW_BATCH * 4);
+        let (frames, frames_out) = mpsc::channel(4);
+        let runtime = self.runtime.clone();
+        tokio::spawn(async move {
+            let following =
+                tokio::spawn(async move { runtime.follow_logs(&id, tail, lines_in).await });
+            // Whatever waits goes in one frame: a burst makes few frames, a trickle goes at once.
+            while let Some(first) = lines.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < FOLLOW_BATCH {
+                    match lines.try_recv() {
+                        Ok(line) => batch.push(line),
+                        Err(_) => break,
+                    }
+                }
+                if frames.send(Ok(Response::LogLines(batch))).await.is_err() {
+                    break;
+                }
+            }
+            // The client went away (the follower then sees its receiver closed) or the
+            // container stopped; an engine error ends the stream with it.
+            drop(lines);
+            if let Ok(Err(error)) = following.await {
+                let _ = frames.send(Err(runtime_error(error))).await;
+            }
+        });
+        Ok(Reply::Stream(frames_out))
+    }
+
+    async fn exec(
+        &self,
+        peer: &Peer,
+        workspace: WorkspaceName,
+        command: Vec<String>,
+    ) -> Result<Response, WireError> {
+        let bytes: usize = command.iter().map(String::len).sum();
+        if command.is_empty() || command.len() > MAX_ARGS || bytes > MAX_COMMAND_BYTES {
+            return Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "a command of 1 to {MAX_ARGS} arguments and at most {MAX_COMMAND_BYTES} bytes, please"
+                ),
+            ));
+        }
+        let assignment = self.authorise(peer, &workspace)?;
+        let (id, status) = self.container(&assignment).await?;
+        if status != ContainerStatus::Running {
+            return Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                format!("workspace {workspace} is not running; start it first"),
+            ));
+        }
+        tracing::info!(%workspace, user = %peer.identity, ?command, "exec");
+        let output = tokio::time::timeout(EXEC_LIMIT, self.runtime.exec(&id, &command))
+            .await
+            .map_err(|_| {
+                WireError::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "the command ran longer than {} s; it may still be running",
+                        EXEC_LIMIT.as_secs()
+                    ),
+                )
+            })?
+            .map_err(runtime_error)?;
+        let truncated = output.stdout.len() > ExecResult::MAX_OUTPUT
+            || output.stderr.len() > ExecResult::MAX_OUTPUT;
+        let cut = |mut bytes: Vec<u8>| {
+            bytes.truncate(ExecResult::MAX_OUTPUT);
+            bytes
+        };
+        Ok(Response::Exec(ExecResult {
+            exit_code: output.exit_code,
+            stdout: cut(output.stdout),
+            stderr: cut(output.stderr),
+            truncated,
+        }))
+    }
+}
+
+fn runtime_error(error: RuntimeError) -> WireError {
+    error.to_wire()
+}
+
+impl<R: Runtime> Handler for Endpoint<R> {
+    async fn handle(&self, peer: &Peer, _request_id: RequestId, request: Request) -> Reply {
+        match request {
+            Request::Ping => Reply::Once(Ok(Response::Pong(Pong {
+                software: nexus_protocol::SOFTWARE_VERSION.into(),
+                server: self.identity.clone(),
+                client: peer.identity.clone(),
+                time: clock::now(),
+            }))),
+            Request::Host(HostRequest::Logs {
+                workspace,
+                tail,
+                follow,
+            }) => self
+                .logs(peer, workspace, tail, follow)
+                .await
+                .unwrap_or_else(|error| Reply::Once(Err(error))),
+            Request::Host(HostRequest::Exec { workspace, command }) => {
+                Reply::Once(self.exec(peer, workspace, command).await)
+            }
+            _ => Reply::Once(Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                "an agent serves only logs and exec; ask a coordinator",
+            ))),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `nexus workspace logs|exec`: asked of the workspace's host itself. A coordinator says which
+//! host and where its agent serves (checking that the workspace is the caller's); the CLI then
+//! connects to that agent over QUIC with mTLS, makes sure it is that host's agent, and asks.
+
+use std::io::Write;
+use std::time::Duration;
+
+use nexus_protocol::error::ErrorCode;
+use nexus_protocol::identity::{Identity, IdentityKind};
+use nexus_protocol::message::{HostRequest, Request, Response, WorkspaceRequest};
+use nexus_protocol::transport::{Connection, resolve};
+use nexus_protocol::{HostId, RequestId, WorkspaceName};
+use serde_json::json;
+
+use crate::args::OutputFormat;
+use crate::error::CliError;
+use crate::output;
+use crate::settings::Settings;
+
+/// How long an exec may take: the agent gives up at 10 minutes.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(610);
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connects to the agent of `name`'s host, as the coordinators name it.
+async fn agent_of(
+    settings: &Settings,
+    name: &WorkspaceName,
+) -> Result<(HostId, Connection), CliError> {
+    let request = Request::Workspace(WorkspaceRequest::Endpoint(name.clone()));
+    let (host, address) = match settings.request(request, READ_TIMEOUT).await? {
+        Response::Endpoint { host, address } => (host, address),
+        other => return Err(CliError::unexpected(&other)),
+    };
+    let unreachable = |error: nexus_protocol::WireError| {
+        CliError::from(error).suggest(&format!(
+            "host {host}'s agent serves logs and exec at {address}: check that it runs and that this machine reaches it (its --listen and --advertise)"
+        ))
+    };
+    let (socket, server_name) = resolve(&address).await.map_err(unreachable)?;
+    let connection = settings
+        .connector()?
+        .connect(socket, &server_name, &[IdentityKind::Agent])
+        .await
+        .map_err(unreachable)?;
+    if connection.server() != &Identity::Agent(host.clone()) {
+        return Err(CliError::local(
+            ErrorCode::AuthenticationFailed,
+            format!(
+                "{address} answered as {}, not as host {host}'s agent",
+                connection.server()
+            ),
+        )
+        .suggest(
+            "an agent advertises an address another host holds: check the agents' --advertise",
+        ));
+    }
+    Ok((host, connection))
+}
+
+pub async fn logs(
+    settings: &Settings,
+    name: WorkspaceName,
+    tail: u32,
+    follow: bool,
+    format: OutputFormat,
+) -> Result<(), CliError> {
+    let (host, connection) = agent_of(settings, &name).await?;
+    let request = Request::Host(HostRequest::Logs {
+        workspace: name.clone(),
+        tail,
+        follow,
+    });
+    // One JSON document, or with --follow one per batch of lines (JSON lines).
+    let print = |lines: Vec<String>| {
+        let json = json!({"workspace": name.as_str(), "host": host.as_str(), "lines": lines});
+        output::emit(format, &json, || {
+            lines.iter().map(|line| format!("{line}\n")).collect()
+        });
+    };
+    if !follow {
+        return match connection
+            .request_with(RequestId::random(), request, READ_TIMEOUT)
+            .await?
+        {
+            Response::LogLines(lines) => {
+                print(lines);
+                Ok(())
+            }
+            other => Err(CliError::unexpected(&other)),
+        };
+    }
+    let mut frames = connection.subscribe(request).await?;
+    while let Some(frame) = frames.next().await {
+        match frame? {
+            Response::LogLines(lines) => print(lines),
+            other => return Err(CliError::unexpected(&other)),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the command; answers its exit code (clamped to 0–255; a signal's death is 255).
+pub async fn exec(
+    settings: &Settings,
+    name: WorkspaceName,
+    command: Vec<String>,
+    format: OutputFormat,
+) -> Result<u8, CliError> {
+    let (host, connection) = agent_of(settings, &name).await?;
+    let request = Request::Host(HostRequest::Exec {
+        workspace: name.clone(),
+        command,
+    });
+    let result = match connection
+        .request_with(RequestId::random(), request, EXEC_TIMEOUT)
+        .await?
+    {
+        Response::Exec(result) => result,
+        other => return Err(CliError::unexpected(&other)),
+    };
+    match format {
+        OutputFormat::Json => output::print(&format!(
+            "{}\n",
+            json!({
+                "workspace": name.as_str(),
+                "host": host.as_str(),
+                "exit_code": result.exit_code,
+                "stdout": String::from_utf8_lossy(&result.stdout),
+                "stderr": String::from_utf8_lossy(&result.stderr),
+                "truncated": result.truncated,
+            })
+        )),
+        OutputFormat::Table => {
+            let _ = std::io::stdout().lock().write_all(&result.stdout);
+            let _ = std::io::stdout().lock().flush();
+            let mut stderr = std::io::stderr().lock();
+            let _ = stderr.write_all(&result.stderr);
+            if result.truncated {
+                let _ = writeln!(
+                    stderr,
+                    "nexus: the output was cut at {} MiB per stream",
+                    nexus_protocol::message::ExecResult::MAX_OUTPUT >> 20
+                );
+            }
+        }
+    }
+    Ok(u8::try_from(result.exit_code).unwrap_or(u8::MAX))
+}
