@@ -2,6 +2,7 @@
 //! with mTLS, not through the coordinators. The coordinators decide who owns what; the agent
 //! learns it with its desired state, so it authorises each request against that: the
 //! workspace must be assigned to this host, and the caller must be its owner or an admin.
+//! `admin networks` asks here too, admins only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::{Identity, Role};
 use nexus_protocol::message::{
-    Assignment, DesiredState, ExecResult, HostRequest, Pong, Request, Response,
+    Assignment, DesiredState, ExecResult, HostRequest, NetworkView, Pong, Request, Response,
 };
 use nexus_protocol::transport::{Handler, Peer, Reply};
 use nexus_protocol::{RequestId, WorkspaceName, clock};
@@ -126,7 +127,13 @@ impl<R: Runtime> Endpoint<R> {
             let following =
                 tokio::spawn(async move { runtime.follow_logs(&id, tail, lines_in).await });
             // Whatever waits goes in one frame: a burst makes few frames, a trickle goes at once.
-            while let Some(first) = lines.recv().await {
+            // A client that goes away ends it at once, even while the container is quiet.
+            loop {
+                let first = tokio::select! {
+                    line = lines.recv() => line,
+                    () = frames.closed() => None,
+                };
+                let Some(first) = first else { break };
                 let mut batch = vec![first];
                 while batch.len() < FOLLOW_BATCH {
                     match lines.try_recv() {
@@ -138,8 +145,11 @@ impl<R: Runtime> Endpoint<R> {
                     break;
                 }
             }
-            // The client went away (the follower then sees its receiver closed) or the
-            // container stopped; an engine error ends the stream with it.
+            if frames.is_closed() {
+                following.abort();
+                return;
+            }
+            // The container stopped; an engine error ends the stream with it.
             drop(lines);
             if let Ok(Err(error)) = following.await {
                 let _ = frames.send(Err(runtime_error(error))).await;
@@ -171,7 +181,8 @@ impl<R: Runtime> Endpoint<R> {
                 format!("workspace {workspace} is not running; start it first"),
             ));
         }
-        tracing::info!(%workspace, user = %peer.identity, ?command, "exec");
+        // The program only: arguments may carry secrets.
+        tracing::info!(%workspace, user = %peer.identity, program = %command[0], arguments = command.len() - 1, "exec");
         let output = tokio::time::timeout(EXEC_LIMIT, self.runtime.exec(&id, &command))
             .await
             .map_err(|_| {
@@ -199,6 +210,35 @@ impl<R: Runtime> Endpoint<R> {
     }
 }
 
+impl<R: Runtime> Endpoint<R> {
+    /// The host's workspace networks, for admins.
+    async fn networks(&self, peer: &Peer) -> Result<Response, WireError> {
+        if !matches!(
+            peer.identity,
+            Identity::User {
+                role: Role::Admin,
+                ..
+            }
+        ) {
+            return Err(WireError::new(
+                ErrorCode::PermissionDenied,
+                "only admins list a host's networks",
+            ));
+        }
+        let networks = self.runtime.networks().await.map_err(runtime_error)?;
+        Ok(Response::Networks(
+            networks
+                .into_iter()
+                .map(|n| NetworkView {
+                    name: n.name,
+                    workspace: n.workspace,
+                    subnet: n.subnet,
+                })
+                .collect(),
+        ))
+    }
+}
+
 fn runtime_error(error: RuntimeError) -> WireError {
     error.to_wire()
 }
@@ -223,6 +263,7 @@ impl<R: Runtime> Handler for Endpoint<R> {
             Request::Host(HostRequest::Exec { workspace, command }) => {
                 Reply::Once(self.exec(peer, workspace, command).await)
             }
+            Request::Host(HostRequest::Networks) => Reply::Once(self.networks(peer).await),
             _ => Reply::Once(Err(WireError::new(
                 ErrorCode::InvalidArgument,
                 "an agent serves only logs and exec; ask a coordinator",

@@ -284,6 +284,9 @@ impl Runtime for LostAnswers {
     ) -> Result<(), RuntimeError> {
         self.0.remove_network(host, workspace).await
     }
+    async fn networks(&self) -> Result<Vec<nexus_agent::runtime::NetworkInfo>, RuntimeError> {
+        self.0.networks().await
+    }
     async fn exit_details(&self, id: &str) -> Result<ExitDetails, RuntimeError> {
         self.0.exit_details(id).await
     }

@@ -337,6 +337,8 @@ pub enum AdminCommand {
     },
     /// The fleet in numbers: hosts and workspaces by state, CPU, memory and ports promised.
     Stats,
+    /// Every host's workspace networks, asked of each host's agent.
+    Networks,
     /// Every workspace container's latest CPU, memory and network use, fleet-wide.
     Top {
         #[arg(long, value_enum, default_value = "cpu")]
@@ -406,6 +408,21 @@ pub enum AdminWorkspaceCommand {
     Inspect { name: WorkspaceName },
     /// Recreate any user's workspace's container from its spec.
     Repair(Target),
+    /// Any user's workspace's logs.
+    Logs {
+        name: WorkspaceName,
+        #[arg(long, default_value_t = 100)]
+        tail: u32,
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Destroy stopped workspaces unchanged for a while: one user's (`--owner`) or everyone's.
+    Cleanup {
+        #[arg(long)]
+        owner: Option<UserName>,
+        #[command(flatten)]
+        age: CleanupArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

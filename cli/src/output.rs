@@ -7,8 +7,8 @@ use comfy_table::{Table, presets};
 use nexus_protocol::HostId;
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::message::{
-    ClusterStatus, DesiredRun, FleetStats, HostView, LimitsView, PortAllocation, WorkspaceDetail,
-    WorkspaceUsage,
+    ClusterStatus, DesiredRun, FleetStats, HostView, LimitsView, NetworkView, PortAllocation,
+    WorkspaceDetail, WorkspaceUsage,
 };
 use nexus_protocol::model::{HostStatus, Limits, LimitsPatch, WorkspaceView};
 use serde_json::{Value, json};
@@ -511,6 +511,47 @@ pub fn limits_table(view: &LimitsView) -> String {
     text
 }
 
+/// `admin networks` as JSON: `{"networks": [{"host", "name", "workspace", "subnet"}],
+/// "unreachable": [{"host", "error"}]}`.
+pub fn networks_json(rows: &[(HostId, NetworkView)], unreachable: &[(HostId, String)]) -> Value {
+    json!({
+        "networks": rows.iter().map(|(host, n)| json!({
+            "host": host.as_str(),
+            "name": n.name,
+            "workspace": n.workspace.as_ref().map(|w| w.as_str()),
+            "subnet": n.subnet,
+        })).collect::<Vec<_>>(),
+        "unreachable": unreachable.iter().map(|(host, error)| json!({
+            "host": host.as_str(),
+            "error": error,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn networks_table(rows: &[(HostId, NetworkView)], unreachable: &[(HostId, String)]) -> String {
+    let mut text = if rows.is_empty() {
+        "no workspace networks\n".to_string()
+    } else {
+        table(
+            &["HOST", "NETWORK", "WORKSPACE", "SUBNET"],
+            rows.iter()
+                .map(|(host, n)| {
+                    vec![
+                        host.to_string(),
+                        n.name.clone(),
+                        n.workspace.as_ref().map_or("-".into(), ToString::to_string),
+                        n.subnet.clone().unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect(),
+        )
+    };
+    for (host, error) in unreachable {
+        text.push_str(&format!("{host}: unreachable: {error}\n"));
+    }
+    text
+}
+
 /// `admin stats` as JSON.
 pub fn fleet_stats_json(stats: &FleetStats) -> Value {
     let counts = |pairs: Vec<(&str, u32)>| {
@@ -842,6 +883,27 @@ mod tests {
         "#]]
         .assert_eq(&usage_table(&usage, Timestamp(1_000_000)));
         expect!["no workspace has reported stats yet\n"].assert_eq(&usage_table(&[], Timestamp(0)));
+    }
+
+    #[test]
+    fn networks_list_by_host_and_say_which_hosts_did_not_answer() {
+        let rows = vec![(
+            HostId::new("dev-01").unwrap(),
+            NetworkView {
+                name: "nexus.dev-01.api".into(),
+                workspace: Some("api".parse().unwrap()),
+                subnet: Some("10.213.7.0/24".into()),
+            },
+        )];
+        let unreachable = vec![(HostId::new("dev-02").unwrap(), "timed out".to_string())];
+        expect![[r#"
+            HOST    NETWORK           WORKSPACE  SUBNET
+            dev-01  nexus.dev-01.api  api        10.213.7.0/24
+            dev-02: unreachable: timed out
+        "#]]
+        .assert_eq(&networks_table(&rows, &unreachable));
+        expect![[r#"{"networks":[{"host":"dev-01","name":"nexus.dev-01.api","subnet":"10.213.7.0/24","workspace":"api"}],"unreachable":[{"error":"timed out","host":"dev-02"}]}"#]]
+        .assert_eq(&networks_json(&rows, &unreachable).to_string());
     }
 
     #[test]

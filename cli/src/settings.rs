@@ -156,6 +156,9 @@ impl Settings {
 /// The longest wait before an automatic retry; a policy asking for longer is left to the user.
 const MAX_SILENT_RETRY_WAIT: Duration = Duration::from_secs(10);
 
+/// The most time one request spends waiting between its automatic retries.
+const MAX_SILENT_RETRY_TOTAL: Duration = Duration::from_secs(15);
+
 /// How many `NOT_LEADER` answers a request follows before it gives up.
 const MAX_REDIRECTS: usize = 3;
 
@@ -198,6 +201,7 @@ impl Client<'_> {
         let mut limit = limit;
         let mut redirects = 0;
         let mut retries = 0u32;
+        let mut waited = Duration::ZERO;
         loop {
             let current = match self.connection.take() {
                 Some(connection) => connection,
@@ -231,11 +235,14 @@ impl Client<'_> {
             retries += 1;
             // A retry the policy puts far off (RESOURCE_EXHAUSTED: in 30 s) is the user's to
             // make: the error says so, rather than the command hanging without a word.
+            // Nor does a command retry in silence for long: a refusal that says "the host is
+            // down" would otherwise be asked again every 5 s for ever.
             let Some(delay) = error
                 .code
                 .retry_policy()
                 .delay_before(retries)
                 .filter(|delay| *delay <= MAX_SILENT_RETRY_WAIT)
+                .filter(|delay| waited + *delay <= MAX_SILENT_RETRY_TOTAL)
             else {
                 if answered {
                     self.connection = Some(current);
@@ -244,9 +251,12 @@ impl Client<'_> {
             };
             if error.code.retry_change() == RetryChange::LongerTimeout {
                 limit = limit.saturating_mul(2);
-            } else {
+            } else if answered {
                 self.connection = Some(current);
             }
+            // Else the connection failed: the next attempt connects afresh, to whichever
+            // coordinator answers (the one it had may be the leader that just died).
+            waited += delay;
             tokio::time::sleep(delay).await;
         }
     }

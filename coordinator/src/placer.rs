@@ -14,9 +14,31 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::cluster::Cluster;
 use crate::state::{Command, Outcome, PlaceRequest};
 
-/// The most creates in one log entry: keeps an entry (and its apply) well under the transport's
-/// frame limit and a few milliseconds of work.
+/// The most creates in one log entry, and the most bytes of specs: an entry must fit in one
+/// Raft message between coordinators, whose frames are 16 MiB at most (raft-rs sends at least
+/// one entry per message, however large).
 pub const MAX_BATCH: usize = 1_024;
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// The most bytes a workspace's spec may take (image, environment, labels, command).
+pub const MAX_SPEC_BYTES: usize = 64 << 10;
+
+/// About how many bytes `spec` takes in a log entry.
+pub fn spec_bytes(spec: &nexus_protocol::model::WorkspaceSpec) -> usize {
+    let pairs = |map: &std::collections::BTreeMap<String, String>| {
+        map.iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>()
+    };
+    spec.name.as_str().len()
+        + spec.image.len()
+        + pairs(&spec.env)
+        + pairs(&spec.labels)
+        + spec.command.iter().map(|arg| arg.len() + 1).sum::<usize>()
+        + spec.ports.len() * 3
+        + spec.host.as_ref().map_or(0, |h| h.as_str().len())
+        + 16
+}
 
 /// Batches committing at once. More overlap the leader's fsync with the next batch's
 /// replication; each waits its turn in apply anyway.
@@ -57,13 +79,21 @@ impl Placer {
     pub async fn place(&self, request: PlaceRequest) -> Result<(), WireError> {
         let (reply, answer) = oneshot::channel();
         let request_id = request.request_id;
-        self.jobs.try_send(Job { request, reply }).map_err(|_| {
-            WireError::new(
-                ErrorCode::ResourceExhausted,
-                "the coordinator has too many creates waiting",
-            )
-            .with_request_id(request_id)
-        })?;
+        self.jobs
+            .try_send(Job { request, reply })
+            .map_err(|error| {
+                let (code, why) = match error {
+                    mpsc::error::TrySendError::Full(_) => (
+                        ErrorCode::ResourceExhausted,
+                        "the coordinator has too many creates waiting",
+                    ),
+                    mpsc::error::TrySendError::Closed(_) => (
+                        ErrorCode::Internal,
+                        "the coordinator's placement task has stopped",
+                    ),
+                };
+                WireError::new(code, why).with_request_id(request_id)
+            })?;
         answer.await.unwrap_or_else(|_| {
             Err(WireError::new(
                 ErrorCode::Internal,
@@ -76,20 +106,30 @@ impl Placer {
 
 async fn run(cluster: Cluster, mut queue: mpsc::Receiver<Job>) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    // A create that would have overflowed the last batch opens the next one.
+    let mut carried: Option<Job> = None;
     loop {
         // Take a permit first: while every batch slot is busy, creates gather in the queue.
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = queue.recv().await else {
-            return;
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match queue.recv().await {
+                Some(job) => job,
+                None => return,
+            },
         };
+        let mut bytes = spec_bytes(&first.request.spec);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+            let Ok(job) = queue.try_recv() else { break };
+            bytes += spec_bytes(&job.request.spec);
+            if bytes > MAX_BATCH_BYTES {
+                carried = Some(job);
+                break;
             }
+            batch.push(job);
         }
         let cluster = cluster.clone();
         tokio::spawn(async move {

@@ -82,9 +82,10 @@ pub fn skip_reason(
     in_flight: &BTreeMap<HostId, u32>,
     host: &HostId,
     spec: &WorkspaceSpec,
+    now: Timestamp,
 ) -> Option<Skipped> {
     let ports = u32::try_from(spec.ports.len()).unwrap_or(u32::MAX);
-    if let Some(unfit) = state.unfit(host, spec.class, ports) {
+    if let Some(unfit) = state.unfit(host, spec.class, ports, now) {
         return Some(Skipped::Unfit(unfit));
     }
     let labels = &state.hosts().get(host)?.info.labels;
@@ -171,7 +172,7 @@ pub fn place(
             continue;
         }
         too_many_ports_everywhere = false;
-        if let Some(reason) = skip_reason(state, in_flight, host, spec) {
+        if let Some(reason) = skip_reason(state, in_flight, host, spec, now) {
             skipped.push(format!("{host}: {reason}"));
             continue;
         }
@@ -330,6 +331,44 @@ mod tests {
             );
             ids
         }
+    }
+
+    #[test]
+    fn a_port_held_by_a_foreign_process_counts_as_taken_when_filtering() {
+        use ResourceClass::*;
+        // Host a has two ports, host b ten; bin-packing prefers the fuller a.
+        let mut fleet = Fleet::new(vec![
+            host("a", 8, 64, (20000, 20001), &[]),
+            host("b", 8, 64, (20000, 20009), &[]),
+        ]);
+        assert_eq!(
+            fleet.create(spec("w1", Small, &[80]), Scoring::BinPack),
+            Ok("a".into())
+        );
+        // w1's port 20000 turns out to be held by something else: w1 moves to 20001, and
+        // 20000 is remembered as foreign, so a has no free port left.
+        let conflict = nexus_protocol::message::ObservedWorkspace {
+            name: "w1".parse().unwrap(),
+            generation: 1,
+            state: WorkspaceState::Failed,
+            ports: vec![],
+            error: Some(
+                WireError::new(ErrorCode::PortConflict, "taken")
+                    .with_detail(nexus_protocol::error::ErrorDetail::PortConflict { port: 20000 }),
+            ),
+        };
+        fleet.apply(Command::RecordObserved {
+            host: "a".parse().unwrap(),
+            observed: vec![conflict],
+        });
+        assert_eq!(
+            fleet.state.workspaces()[&"w1".parse().unwrap()].ports[0].host,
+            20001
+        );
+        assert_eq!(
+            fleet.create(spec("w2", Small, &[80]), Scoring::BinPack),
+            Ok("b".into())
+        );
     }
 
     #[test]

@@ -247,6 +247,14 @@ impl Service {
             AdminRequest::Stats => Ok(Response::FleetStats(
                 self.cluster.read(stale, fleet_stats).await?,
             )),
+            AdminRequest::Endpoints => {
+                self.cluster.require_leader().await?;
+                let endpoints = lock(&self.endpoints)
+                    .iter()
+                    .map(|(host, address)| (host.clone(), address.clone()))
+                    .collect();
+                Ok(Response::Endpoints(endpoints))
+            }
             AdminRequest::Top => {
                 // Samples live on the leader (agents send them there).
                 if !stale {
@@ -713,6 +721,13 @@ fn check_spec(spec: &WorkspaceSpec) -> Result<(), WireError> {
     {
         return invalid(format!("invalid environment variable name {key:?}"));
     }
+    let bytes = crate::placer::spec_bytes(spec);
+    if bytes > crate::placer::MAX_SPEC_BYTES {
+        return invalid(format!(
+            "the spec takes {bytes} bytes (image, environment, labels and command); at most {}",
+            crate::placer::MAX_SPEC_BYTES
+        ));
+    }
     Ok(())
 }
 
@@ -869,11 +884,12 @@ impl Service {
                         format!("workspace {name} has no host"),
                     )
                 })?;
+                // Only the leader hears agents (a former leader's book may be stale): a
+                // follower sends the client there.
+                self.cluster.require_leader().await?;
                 if let Some(address) = lock(&self.endpoints).get(&host).cloned() {
                     return Ok(Response::Endpoint { host, address });
                 }
-                // Only the leader hears agents; a follower sends the client there.
-                self.cluster.require_leader().await?;
                 Err(WireError::new(
                     ErrorCode::BackendUnavailable,
                     format!("host {host}'s agent has not said where it serves logs and exec"),
@@ -914,50 +930,71 @@ impl Service {
                 self.change(peer, request_id, &name, admin, command).await
             }
             WorkspaceRequest::Cleanup { older_than_secs } => {
-                let horizon = clock::now()
-                    .as_millis()
-                    .saturating_sub(older_than_secs.saturating_mul(1000));
-                let user = user.clone();
-                let names: Vec<WorkspaceName> = self
-                    .cluster
-                    .read(false, move |state| {
-                        state
-                            .workspaces()
-                            .values()
-                            .filter(|w| {
-                                w.owner == user
-                                    && w.state == WorkspaceState::Stopped
-                                    && w.desired == DesiredRun::Stopped
-                                    && w.updated_at.as_millis() <= horizon
-                            })
-                            .map(|w| w.spec.name.clone())
-                            .collect()
-                    })
-                    .await?;
-                too_many(names.len())?;
-                self.cluster
-                    .propose(
-                        request_id,
-                        peer.identity.clone(),
-                        Command::DestroyStopped {
-                            names: names.clone(),
-                        },
-                    )
-                    .await?;
-                let views = self
-                    .cluster
-                    .read(false, move |state| {
-                        names
-                            .iter()
-                            .filter_map(|name| state.workspaces().get(name))
-                            .filter(|w| w.state == WorkspaceState::Destroying)
-                            .map(view_of)
-                            .collect()
-                    })
-                    .await?;
-                Ok(Response::Workspaces(views))
+                self.cleanup(peer, request_id, Some(user.clone()), older_than_secs)
+                    .await
+            }
+            WorkspaceRequest::CleanupOf {
+                owner,
+                older_than_secs,
+            } => {
+                if !admin {
+                    return Err(denied(peer, "only admins clean up others' workspaces"));
+                }
+                self.cleanup(peer, request_id, owner, older_than_secs).await
             }
         }
+    }
+
+    /// Destroys the stopped workspaces (of `owner`, or everyone's) unchanged for
+    /// `older_than_secs`; answers them, being destroyed.
+    async fn cleanup(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        owner: Option<UserName>,
+        older_than_secs: u64,
+    ) -> Result<Response, WireError> {
+        let horizon = clock::now()
+            .as_millis()
+            .saturating_sub(older_than_secs.saturating_mul(1000));
+        let names: Vec<WorkspaceName> = self
+            .cluster
+            .read(false, move |state| {
+                state
+                    .workspaces()
+                    .values()
+                    .filter(|w| {
+                        owner.as_ref().is_none_or(|owner| &w.owner == owner)
+                            && w.state == WorkspaceState::Stopped
+                            && w.desired == DesiredRun::Stopped
+                            && w.updated_at.as_millis() <= horizon
+                    })
+                    .map(|w| w.spec.name.clone())
+                    .collect()
+            })
+            .await?;
+        too_many(names.len())?;
+        self.cluster
+            .propose(
+                request_id,
+                peer.identity.clone(),
+                Command::DestroyStopped {
+                    names: names.clone(),
+                },
+            )
+            .await?;
+        let views = self
+            .cluster
+            .read(false, move |state| {
+                names
+                    .iter()
+                    .filter_map(|name| state.workspaces().get(name))
+                    .filter(|w| w.state == WorkspaceState::Destroying)
+                    .map(view_of)
+                    .collect()
+            })
+            .await?;
+        Ok(Response::Workspaces(views))
     }
 
     /// Checks that `peer` may change `name`, proposes `command`, and answers the workspace as it
@@ -1636,6 +1673,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_spec_too_large_for_the_log_is_refused() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let mut spec = workspace_spec("big", &[]);
+        spec.env.insert("BLOB".into(), "x".repeat(100 << 10));
+        let refused = ask(
+            &service,
+            &named("ada", Role::User),
+            ws(WorkspaceRequest::Create(spec)),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidArgument);
+        assert!(refused.message.contains("at most 65536"), "{refused:?}");
+        node.stop().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn owners_learn_where_the_host_serves_logs_and_exec() {
         let (_dir, node, service) = one_node_with_h1().await;
         let (ada, bob) = (named("ada", Role::User), named("bob", Role::User));
@@ -1753,6 +1807,25 @@ mod tests {
         .unwrap()
         {
             Response::Workspace(view) => assert_eq!(view.state, WorkspaceState::Stopped),
+            other => panic!("{other:?}"),
+        }
+        // Others' workspaces: admins only, one owner's or everyone's.
+        let of_bob = ws(WorkspaceRequest::CleanupOf {
+            owner: Some(UserName::new("bob").unwrap()),
+            older_than_secs: 0,
+        });
+        assert_eq!(
+            code(ask(&service, &ada, of_bob.clone()).await),
+            Some(ErrorCode::PermissionDenied)
+        );
+        match ask(&service, &named("root", Role::Admin), of_bob)
+            .await
+            .unwrap()
+        {
+            Response::Workspaces(views) => {
+                let names: Vec<_> = views.iter().map(|v| v.name.to_string()).collect();
+                assert_eq!(names, ["v"]);
+            }
             other => panic!("{other:?}"),
         }
         node.stop().await.unwrap();

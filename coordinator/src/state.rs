@@ -321,15 +321,27 @@ impl State {
     }
 
     /// How many host ports of `host`'s range are not allocated.
-    pub fn free_ports_on(&self, host: &HostId) -> u32 {
+    pub fn free_ports_on(&self, host: &HostId, now: Timestamp) -> u32 {
         let Some(record) = self.hosts.get(host) else {
             return 0;
         };
-        let used = self
+        let span = (host.clone(), 0)..=(host.clone(), u16::MAX);
+        let allocated = self
             .ports
-            .range((host.clone(), 0)..=(host.clone(), u16::MAX))
+            .range(span.clone())
             .filter(|((_, port), _)| record.info.port_range.contains(*port))
             .count();
+        // Held by something else, as an agent found, and not allocated to a workspace.
+        let foreign = self
+            .foreign_ports
+            .range(span)
+            .filter(|(key, _)| {
+                record.info.port_range.contains(key.1)
+                    && !self.ports.contains_key(key)
+                    && !self.port_free(host, key.1, now)
+            })
+            .count();
+        let used = allocated + foreign;
         record
             .info
             .port_range
@@ -339,7 +351,13 @@ impl State {
 
     /// Whether `host` can take one more workspace of `class` with `ports` host ports; the first
     /// reason it cannot, if not. (An unknown host is the caller's to refuse.)
-    pub fn unfit(&self, host: &HostId, class: ResourceClass, ports: u32) -> Option<Unfit> {
+    pub fn unfit(
+        &self,
+        host: &HostId,
+        class: ResourceClass,
+        ports: u32,
+        now: Timestamp,
+    ) -> Option<Unfit> {
         let record = self.hosts.get(host)?;
         if record.status != HostStatus::Ready {
             return Some(Unfit::NotReady(record.status));
@@ -365,7 +383,7 @@ impl State {
                 capacity_bytes: memory_capacity,
             });
         }
-        let free = self.free_ports_on(host);
+        let free = self.free_ports_on(host, now);
         if free < ports {
             return Some(Unfit::Ports {
                 free,
@@ -661,7 +679,7 @@ impl State {
                 ),
             );
         }
-        if let Some(unfit) = self.unfit(host, spec.class, wanted) {
+        if let Some(unfit) = self.unfit(host, spec.class, wanted, at) {
             return reject(
                 ErrorCode::ResourceExhausted,
                 format!("host {host}: {unfit}"),
@@ -745,6 +763,11 @@ impl State {
             Ok(workspace) => workspace,
             Err(refusal) => return refusal,
         };
+        // A failed container is not started again as it is (the agent remembers the failure of
+        // that generation): restarting it means making it again.
+        if workspace.state == WorkspaceState::Failed {
+            return self.repair(at, name);
+        }
         // Stopped already (or never started): a restart is a start.
         if workspace.desired == DesiredRun::Running
             && !matches!(
@@ -843,9 +866,13 @@ impl State {
         if workspace.state == WorkspaceState::Destroying {
             return;
         }
+        // A report repeats what the agent sees (every 30 s): only a change is an update, so
+        // `cleanup --older-than` measures how long a workspace has been as it is.
+        if workspace.state != report.state || workspace.last_error != report.error {
+            workspace.updated_at = at;
+        }
         workspace.state = report.state;
         workspace.last_error = report.error.clone();
-        workspace.updated_at = at;
         let stopped = matches!(
             report.state,
             WorkspaceState::Stopped | WorkspaceState::Failed
@@ -1471,6 +1498,47 @@ mod tests {
         ]);
         assert_eq!(run_of(&state, "a").1, WorkspaceState::Destroying);
         assert_eq!(run_of(&state, "b").1, WorkspaceState::Scheduled);
+    }
+
+    #[test]
+    fn restarting_a_failed_workspace_makes_its_container_again() {
+        let failed = Command::RecordObserved {
+            host: h("h1"),
+            observed: vec![observed("a", 1, WorkspaceState::Failed)],
+        };
+        let (codes, state) = check(vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            create("a", "h1", &[]),
+            failed,
+            Command::RestartWorkspace { name: w("a") },
+        ]);
+        assert_eq!(codes, [None, None, None, None]);
+        assert_eq!(
+            run_of(&state, "a"),
+            (DesiredRun::Running, WorkspaceState::Scheduled, 2)
+        );
+    }
+
+    #[test]
+    fn a_repeated_report_is_not_a_change() {
+        let stopped = || Command::RecordObserved {
+            host: h("h1"),
+            observed: vec![observed("a", 1, WorkspaceState::Stopped)],
+        };
+        let (_, state) = check(vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            create("a", "h1", &[]),
+            Command::SetDesiredRun {
+                name: w("a"),
+                run: DesiredRun::Stopped,
+            },
+            stopped(),
+            stopped(),
+            stopped(),
+        ]);
+        // Applied at 1,003 (the first report); the agent's resends at 1,004 and 1,005 change
+        // nothing, so the workspace has been stopped since 1,003.
+        assert_eq!(state.workspaces()[&w("a")].updated_at, Timestamp(1_003));
     }
 
     #[test]

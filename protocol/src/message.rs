@@ -101,6 +101,8 @@ pub enum HostRequest {
         workspace: WorkspaceName,
         command: Vec<String>,
     },
+    /// The host's workspace networks (admins only): [`Response::Networks`].
+    Networks,
 }
 
 /// The reads that may be served stale. Writes have no stale form.
@@ -170,6 +172,11 @@ pub enum WorkspaceRequest {
     Describe(WorkspaceName),
     /// Where the workspace's host serves `logs` and `exec`: [`Response::Endpoint`].
     Endpoint(WorkspaceName),
+    /// Admins: [`WorkspaceRequest::Cleanup`] of one user's workspaces, or everyone's.
+    CleanupOf {
+        owner: Option<UserName>,
+        older_than_secs: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +209,9 @@ pub enum AdminRequest {
     Stats,
     /// Every workspace container's latest resource sample, fleet-wide: [`Response::Usage`].
     Top,
+    /// Where each host's agent serves [`HostRequest`]s, as the leader last heard:
+    /// [`Response::Endpoints`].
+    Endpoints,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,6 +242,17 @@ pub enum Response {
         host: HostId,
         address: String,
     },
+    Networks(Vec<NetworkView>),
+    /// Each host and where its agent serves [`HostRequest`]s.
+    Endpoints(Vec<(HostId, String)>),
+}
+
+/// One workspace network of a host (`nexus admin networks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkView {
+    pub name: String,
+    pub workspace: Option<WorkspaceName>,
+    pub subnet: Option<String>,
 }
 
 /// How a command run in a workspace ended, and what it wrote (each stream cut at

@@ -632,6 +632,22 @@ async fn logs_and_exec_come_from_the_workspaces_own_agent_and_only_to_its_owner(
         (json["exit_code"].as_i64(), json["stdout"].as_str()),
         (Some(0), Some("hi\n"))
     );
+    // A command that writes more than an answer carries: cut at 4 MiB, and said so.
+    let flood = fleet.ok(
+        user,
+        role,
+        &[
+            "workspace",
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "yes | head -c 5000000",
+        ],
+    );
+    assert_eq!(flood["truncated"], true);
+    assert_eq!(flood["stdout"].as_str().unwrap().len(), 4 << 20);
 
     // Following: a line the container writes later arrives.
     let mut follow = fleet
@@ -729,4 +745,23 @@ async fn logs_and_exec_come_from_the_workspaces_own_agent_and_only_to_its_owner(
         .await
         .unwrap_err();
     assert_eq!(unknown.code, nexus_protocol::ErrorCode::WorkspaceNotFound);
+
+    // An admin sees the host's networks, asked of its agent; a user may not.
+    let networks = fleet.ok("root", Role::Admin, &["admin", "networks"]);
+    let web_network = format!("nexus.{}.web", fleet.hosts[0]);
+    let listed = networks["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == web_network.as_str())
+        .unwrap_or_else(|| panic!("{networks}"));
+    assert_eq!(listed["workspace"], "web");
+    assert_eq!(listed["host"], fleet.hosts[0].as_str());
+    assert!(
+        listed["subnet"].as_str().unwrap().starts_with("10.213."),
+        "{listed}"
+    );
+    assert_eq!(networks["unreachable"], serde_json::json!([]));
+    let (code, _) = fleet.refused(user, role, &["admin", "networks"]);
+    assert_eq!(code, "PERMISSION_DENIED");
 }

@@ -34,7 +34,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::{
     Container, ContainerStatus, CreateSpec, ErrorKind, ExecOutput, ExitDetails, LABEL_HOST,
-    Runtime, RuntimeError, container_from_labels, network_name,
+    LABEL_WORKSPACE, NetworkInfo, Runtime, RuntimeError, container_from_labels, network_name,
 };
 
 /// The answer to one API call may take this long before the engine counts as unresponsive.
@@ -481,6 +481,11 @@ fn stats_from(sample: &ContainerStatsResponse, previous: Option<(u64, u64)>) -> 
 /// Docker's log stream frames as text lines.
 /// Docker's log stream frames as text lines. The bytes are joined before decoding: a frame may
 /// end inside a character.
+/// The most bytes of a container's logs one answer carries (the newest).
+const LOGS_MAX_BYTES: usize = 8 << 20;
+/// The most bytes of each of an exec's streams kept (the answer carries 4 MiB).
+const EXEC_MAX_BYTES: usize = nexus_protocol::message::ExecResult::MAX_OUTPUT;
+
 fn lines_of(chunks: Vec<LogOutput>) -> Vec<String> {
     let bytes: Vec<u8> = chunks
         .into_iter()
@@ -639,6 +644,38 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    async fn networks(&self) -> Result<Vec<NetworkInfo>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_HOST}={}", self.host)],
+        )]);
+        let options = bollard::query_parameters::ListNetworksOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        let networks = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|e| classify(&e, "cannot list networks"))?;
+        let mut listed: Vec<NetworkInfo> = networks
+            .into_iter()
+            .map(|network| NetworkInfo {
+                workspace: network
+                    .labels
+                    .as_ref()
+                    .and_then(|labels| labels.get(LABEL_WORKSPACE))
+                    .and_then(|name| name.parse().ok()),
+                subnet: network
+                    .ipam
+                    .and_then(|ipam| ipam.config)
+                    .and_then(|config| config.into_iter().find_map(|c| c.subnet)),
+                name: network.name.unwrap_or_default(),
+            })
+            .collect();
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(listed)
+    }
+
     async fn remove_network(
         &self,
         host: &HostId,
@@ -673,11 +710,18 @@ impl Runtime for DockerRuntime {
             .tail(&tail.to_string())
             .build();
         let mut stream = self.docker.logs(id, Some(options));
-        let mut chunks = Vec::new();
+        // The newest bytes only, however long the lines: the oldest chunks go first.
+        let mut chunks = std::collections::VecDeque::new();
+        let mut kept = 0usize;
         while let Some(chunk) = stream.next().await {
-            chunks.push(chunk.map_err(|e| classify(&e, &format!("cannot read {id}'s logs")))?);
+            let chunk = chunk.map_err(|e| classify(&e, &format!("cannot read {id}'s logs")))?;
+            kept += chunk.as_ref().len();
+            chunks.push_back(chunk);
+            while kept > LOGS_MAX_BYTES && chunks.len() > 1 {
+                kept -= chunks.pop_front().map_or(0, |c| c.as_ref().len());
+            }
         }
-        Ok(lines_of(chunks))
+        Ok(lines_of(chunks.into_iter().collect()))
     }
 
     async fn follow_logs(
@@ -762,10 +806,16 @@ impl Runtime for DockerRuntime {
             output: mut stream, ..
         } = started
         {
+            // Read to the end (the command runs until then) but keep at most a little over
+            // the answer's cap of each stream: the caller cuts and says so.
+            let keep = |buffer: &mut Vec<u8>, bytes: &[u8]| {
+                let room = (EXEC_MAX_BYTES + 1).saturating_sub(buffer.len());
+                buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            };
             while let Some(chunk) = stream.next().await {
                 match chunk.map_err(|e| classify(&e, "exec output"))? {
-                    LogOutput::StdErr { message } => output.stderr.extend_from_slice(&message),
-                    other => output.stdout.extend_from_slice(&other.into_bytes()),
+                    LogOutput::StdErr { message } => keep(&mut output.stderr, &message),
+                    other => keep(&mut output.stdout, &other.into_bytes()),
                 }
             }
         }

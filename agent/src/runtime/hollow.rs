@@ -15,8 +15,8 @@ use nexus_protocol::{HostId, WorkspaceName};
 use tokio::sync::{Notify, mpsc};
 
 use super::{
-    Container, ContainerStatus, CreateSpec, ErrorKind, ExecOutput, ExitDetails, Runtime,
-    RuntimeError,
+    Container, ContainerStatus, CreateSpec, ErrorKind, ExecOutput, ExitDetails, NetworkInfo,
+    Runtime, RuntimeError, network_name,
 };
 
 /// How the simulation behaves.
@@ -217,6 +217,23 @@ impl Runtime for HollowRuntime {
         _workspace: &WorkspaceName,
     ) -> Result<(), RuntimeError> {
         Ok(())
+    }
+
+    /// A simulated network per workspace that has a container, without a subnet.
+    async fn networks(&self) -> Result<Vec<NetworkInfo>, RuntimeError> {
+        let workspaces: std::collections::BTreeSet<WorkspaceName> = self
+            .containers()
+            .values()
+            .map(|c| c.container.workspace.clone())
+            .collect();
+        Ok(workspaces
+            .into_iter()
+            .map(|workspace| NetworkInfo {
+                name: network_name(&self.host, &workspace),
+                workspace: Some(workspace),
+                subnet: None,
+            })
+            .collect())
     }
 
     async fn exit_details(&self, id: &str) -> Result<ExitDetails, RuntimeError> {

@@ -198,6 +198,15 @@ impl ExitDetails {
     }
 }
 
+/// One workspace network on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub workspace: Option<WorkspaceName>,
+    /// Its IPv4 subnet, when it has one (the hollow runtime's have none).
+    pub subnet: Option<String>,
+}
+
 /// The result of running a command in a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecOutput {
@@ -307,6 +316,9 @@ pub trait Runtime: Send + Sync + 'static {
         host: &HostId,
         workspace: &WorkspaceName,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// This host's workspace networks (those labelled for it).
+    fn networks(&self) -> impl Future<Output = Result<Vec<NetworkInfo>, RuntimeError>> + Send;
 
     /// How a stopped container ended.
     fn exit_details(

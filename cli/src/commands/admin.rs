@@ -76,6 +76,7 @@ pub async fn run(
                 other => Err(CliError::unexpected(&other)),
             }
         }
+        AdminCommand::Networks => crate::commands::host::networks(settings, format).await,
         AdminCommand::Stats => match settings
             .request(Request::Admin(AdminRequest::Stats), READ_TIMEOUT)
             .await?
@@ -174,6 +175,16 @@ pub async fn run(
             }
             AdminWorkspaceCommand::Inspect { name } => {
                 workspace::inspect(settings, name, format).await
+            }
+            AdminWorkspaceCommand::Logs { name, tail, follow } => {
+                crate::commands::host::logs(settings, name, tail, follow, format).await
+            }
+            AdminWorkspaceCommand::Cleanup { owner, age } => {
+                let request = WorkspaceRequest::CleanupOf {
+                    owner,
+                    older_than_secs: age.older_than,
+                };
+                workspace::change(settings, request, None, format).await
             }
             AdminWorkspaceCommand::Repair(target) => {
                 workspace::change(

@@ -31,12 +31,22 @@ async fn agent_of(
         Response::Endpoint { host, address } => (host, address),
         other => return Err(CliError::unexpected(&other)),
     };
+    let connection = connect_agent(settings, &host, &address).await?;
+    Ok((host, connection))
+}
+
+/// Connects to the agent at `address` and checks that it is `host`'s.
+async fn connect_agent(
+    settings: &Settings,
+    host: &HostId,
+    address: &str,
+) -> Result<Connection, CliError> {
     let unreachable = |error: nexus_protocol::WireError| {
         CliError::from(error).suggest(&format!(
             "host {host}'s agent serves logs and exec at {address}: check that it runs and that this machine reaches it (its --listen and --advertise)"
         ))
     };
-    let (socket, server_name) = resolve(&address).await.map_err(unreachable)?;
+    let (socket, server_name) = resolve(address).await.map_err(unreachable)?;
     let connection = settings
         .connector()?
         .connect(socket, &server_name, &[IdentityKind::Agent])
@@ -54,7 +64,48 @@ async fn agent_of(
             "an agent advertises an address another host holds: check the agents' --advertise",
         ));
     }
-    Ok((host, connection))
+    Ok(connection)
+}
+
+/// `nexus admin networks`: every host's workspace networks, asked of each agent at once. A host
+/// whose agent does not answer is listed as unreachable, not left out.
+pub async fn networks(settings: &Settings, format: OutputFormat) -> Result<(), CliError> {
+    let request = Request::Admin(nexus_protocol::message::AdminRequest::Endpoints);
+    let endpoints = match settings.request(request, READ_TIMEOUT).await? {
+        Response::Endpoints(endpoints) => endpoints,
+        other => return Err(CliError::unexpected(&other)),
+    };
+    let asks = endpoints.into_iter().map(|(host, address)| async move {
+        let answer = async {
+            let connection = connect_agent(settings, &host, &address).await?;
+            match connection
+                .request_with(
+                    RequestId::random(),
+                    Request::Host(HostRequest::Networks),
+                    READ_TIMEOUT,
+                )
+                .await?
+            {
+                Response::Networks(networks) => Ok(networks),
+                other => Err(CliError::unexpected(&other)),
+            }
+        }
+        .await;
+        (host, answer)
+    });
+    let answers = futures_util::future::join_all(asks).await;
+    let mut rows = Vec::new();
+    let mut unreachable = Vec::new();
+    for (host, answer) in answers {
+        match answer {
+            Ok(networks) => rows.extend(networks.into_iter().map(|n| (host.clone(), n))),
+            Err(error) => unreachable.push((host, error.error.message.clone())),
+        }
+    }
+    output::emit(format, &output::networks_json(&rows, &unreachable), || {
+        output::networks_table(&rows, &unreachable)
+    });
+    Ok(())
 }
 
 pub async fn logs(
