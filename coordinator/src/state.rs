@@ -226,6 +226,34 @@ pub struct State {
     /// The addresses of coordinators added after the cluster was founded (founders' come from
     /// each node's configuration). Written by the Raft node when it applies a membership change.
     member_addresses: BTreeMap<NodeId, String>,
+    /// Per host: how many workspaces it holds and what they are promised. An index of
+    /// `workspaces`, kept where workspaces come and go, so that the scheduler's filter costs
+    /// the same however many workspaces the fleet has.
+    usage: BTreeMap<HostId, Usage>,
+}
+
+/// What one host's workspaces add up to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    pub workspaces: u32,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+impl Usage {
+    fn add(&mut self, class: ResourceClass) {
+        let r = class.resources();
+        self.workspaces += 1;
+        self.cpu_millis += u64::from(r.cpu_millis);
+        self.memory_bytes += r.memory_bytes;
+    }
+
+    fn remove(&mut self, class: ResourceClass) {
+        let r = class.resources();
+        self.workspaces = self.workspaces.saturating_sub(1);
+        self.cpu_millis = self.cpu_millis.saturating_sub(u64::from(r.cpu_millis));
+        self.memory_bytes = self.memory_bytes.saturating_sub(r.memory_bytes);
+    }
 }
 
 fn reject(code: ErrorCode, message: impl Into<String>) -> Outcome {
@@ -311,13 +339,8 @@ impl State {
 
     /// What `host`'s workspaces are promised: (CPU millis, memory bytes), by their classes.
     pub fn reserved_on(&self, host: &HostId) -> (u64, u64) {
-        self.workspaces
-            .values()
-            .filter(|w| &w.host == host)
-            .map(|w| w.spec.class.resources())
-            .fold((0, 0), |(cpu, memory), r| {
-                (cpu + u64::from(r.cpu_millis), memory + r.memory_bytes)
-            })
+        let usage = self.usage.get(host).copied().unwrap_or_default();
+        (usage.cpu_millis, usage.memory_bytes)
     }
 
     /// How many host ports of `host`'s range are not allocated.
@@ -428,8 +451,7 @@ impl State {
 
     /// How many workspaces `host` holds (every state but gone).
     pub fn workspaces_on(&self, host: &HostId) -> u32 {
-        let count = self.workspaces.values().filter(|w| &w.host == host).count();
-        u32::try_from(count).unwrap_or(u32::MAX)
+        self.usage.get(host).map_or(0, |u| u.workspaces)
     }
 
     /// Applies one proposal. Deterministic: the same state and proposal give the same result on
@@ -720,6 +742,7 @@ impl State {
             self.ports
                 .insert((host.clone(), binding.host), spec.name.clone());
         }
+        self.usage.entry(host.clone()).or_default().add(spec.class);
         self.workspaces.insert(
             spec.name.clone(),
             WorkspaceRecord {
@@ -859,7 +882,14 @@ impl State {
             for binding in &workspace.ports {
                 self.ports.remove(&(host.clone(), binding.host));
             }
-            self.workspaces.remove(&name);
+            if let Some(gone) = self.workspaces.remove(&name)
+                && let Some(usage) = self.usage.get_mut(host)
+            {
+                usage.remove(gone.spec.class);
+                if usage.workspaces == 0 {
+                    self.usage.remove(host);
+                }
+            }
             self.bump(host);
             return;
         }
@@ -983,6 +1013,19 @@ impl State {
         }
         if self.journal.len() != self.journal_by_time.len() {
             return Err("the journal's two indexes disagree".into());
+        }
+        let mut usage: BTreeMap<HostId, Usage> = BTreeMap::new();
+        for workspace in self.workspaces.values() {
+            usage
+                .entry(workspace.host.clone())
+                .or_default()
+                .add(workspace.spec.class);
+        }
+        if usage != self.usage {
+            return Err(format!(
+                "the usage index {:?} is not the workspaces' {usage:?}",
+                self.usage
+            ));
         }
         Ok(())
     }

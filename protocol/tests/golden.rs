@@ -225,7 +225,10 @@ fn host_requests_and_answers() {
         })),
         expect!["0000001601000f066465762d30310b6465762d30313a37343031"],
     );
-    check(&request(Request::Host(HostRequest::Networks)), expect!["00000013fe100f0e0d0c0b0a0908070605040302010602"]);
+    check(
+        &request(Request::Host(HostRequest::Networks)),
+        expect!["00000013fe100f0e0d0c0b0a0908070605040302010602"],
+    );
     check(
         &request(Request::Admin(AdminRequest::Endpoints)),
         expect!["00000013fe100f0e0d0c0b0a090807060504030201030b"],
@@ -236,7 +239,9 @@ fn host_requests_and_answers() {
             workspace: Some(web()),
             subnet: Some("10.213.7.0/24".into()),
         }]))),
-        expect!["0000002901001001106e657875732e6465762d30312e7765620103776562010d31302e3231332e372e302f3234"],
+        expect![
+            "0000002901001001106e657875732e6465762d30312e7765620103776562010d31302e3231332e372e302f3234"
+        ],
     );
     check(
         &frame(Ok(Response::Endpoints(vec![(
