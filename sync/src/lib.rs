@@ -1,0 +1,17 @@
+//! `nexus-sync`: the file sync engine's pure core. It compares two trees, alpha (the user's
+//! directory) and beta (the workspace's), against the last state both agreed on (the ancestor),
+//! and says what to copy which way, what conflicts, and what is now agreed. It reads no disk,
+//! clock or socket: scanning, transfer and watching sit around it, so every case is tested here
+//! deterministically.
+//!
+//! - [`path`]: relative paths that cannot leave the root.
+//! - [`tree`]: entries (files by content digest, directories, symlinks) and flat trees of them.
+//! - [`reconcile`]: the three-way reconciliation, per synchronization mode.
+
+pub mod path;
+pub mod reconcile;
+pub mod tree;
+
+pub use path::RelPath;
+pub use reconcile::{Change, Conflict, Mode, Plan, Side, reconcile, resolve};
+pub use tree::{Digest, Entry, Stale, Tree};
