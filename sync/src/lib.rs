@@ -7,9 +7,15 @@
 //! - [`path`]: relative paths that cannot leave the root.
 //! - [`tree`]: entries (files by content digest, directories, symlinks) and flat trees of them.
 //! - [`reconcile`]: the three-way reconciliation, per synchronization mode.
+//! - [`filter`]: what a session leaves out (`.gitignore` syntax).
+//! - [`scan`]: reading a directory into a tree; [`local`]: applying a change to one. The only
+//!   modules here that touch the disk.
 
+pub mod filter;
+pub mod local;
 pub mod path;
 pub mod reconcile;
+pub mod scan;
 pub mod tree;
 
 pub use path::RelPath;
