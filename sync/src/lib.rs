@@ -8,9 +8,11 @@
 //! - [`tree`]: entries (files by content digest, directories, symlinks) and flat trees of them.
 //! - [`reconcile`]: the three-way reconciliation, per synchronization mode.
 //! - [`filter`]: what a session leaves out (`.gitignore` syntax).
+//! - [`delta`]: rsync-style delta transfer of a changed file.
 //! - [`scan`]: reading a directory into a tree; [`local`]: applying a change to one. The only
 //!   modules here that touch the disk.
 
+pub mod delta;
 pub mod filter;
 pub mod local;
 pub mod path;
