@@ -90,6 +90,7 @@ pub async fn run_with<R: Runtime>(
         config.max_concurrent_ops,
         cache::Cache::new(&config.data_dir),
     );
+    let reconciler = reconciler.with_files(config.data_dir.join("workspaces"));
     let (desired_sender, desired) = watch::channel(reconciler.current_desired());
     let (sample_sender, samples) = watch::channel(None);
     let wake = Arc::new(Notify::new());

@@ -66,6 +66,8 @@ pub struct Reconciler<R: Runtime> {
     failures: BTreeMap<WorkspaceName, Failure>,
     /// The error of each container that stopped on its own, by container id.
     exits: BTreeMap<String, WireError>,
+    /// Where workspaces' files directories are made, if anywhere.
+    files: Option<std::path::PathBuf>,
     /// Set while the engine does not answer.
     outage: Option<WireError>,
     next_outage_retry: Option<Instant>,
@@ -130,6 +132,7 @@ impl<R: Runtime> Reconciler<R> {
             },
             failures: BTreeMap::new(),
             exits: BTreeMap::new(),
+            files: None,
             outage: None,
             next_outage_retry: None,
             interrupted: rebooted,
@@ -464,7 +467,18 @@ impl<R: Runtime> Reconciler<R> {
             env: assignment.spec.env.clone(),
             command: assignment.spec.command.clone(),
             ports: assignment.ports.clone(),
+            files: self
+                .files
+                .as_ref()
+                .map(|root| root.join(assignment.spec.name.as_str())),
         }
+    }
+
+    /// Gives each workspace a files directory under `root`, mounted into its container and
+    /// removed when the workspace is destroyed.
+    pub fn with_files(mut self, root: std::path::PathBuf) -> Self {
+        self.files = Some(root);
+        self
     }
 
     fn engine_failed(&mut self, error: &RuntimeError) {
@@ -659,6 +673,18 @@ async fn execute<R: Runtime>(
             }
             Step::RemoveNetwork => {
                 runtime.remove_network(host, &workspace.name).await?;
+                if let Some(files) = &spec.files {
+                    match std::fs::remove_dir_all(files) {
+                        Ok(()) => {}
+                        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(error) => {
+                            return Err(RuntimeError::new(
+                                crate::runtime::ErrorKind::Failed,
+                                format!("cannot remove {}: {error}", files.display()),
+                            ));
+                        }
+                    }
+                }
                 done.network_removed = true;
                 tracing::info!(workspace = %workspace.name, "destroyed");
             }

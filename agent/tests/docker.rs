@@ -208,6 +208,7 @@ async fn a_workspace_is_created_started_stopped_started_and_destroyed() {
         env: Default::default(),
         command: vec![],
         ports: vec![],
+        files: None,
     };
     assert_eq!(runtime.create(&spec).await.unwrap(), id);
     let squatter = format!("nexus.{host}.z.g1");

@@ -632,6 +632,30 @@ async fn logs_and_exec_come_from_the_workspaces_own_agent_and_only_to_its_owner(
         (json["exit_code"].as_i64(), json["stdout"].as_str()),
         (Some(0), Some("hi\n"))
     );
+    // The workspace's files directory on its host is mounted at /workspace.
+    fleet.ok(
+        user,
+        role,
+        &[
+            "workspace",
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo from-container > /workspace/f",
+        ],
+    );
+    let files = fleet.agents[0]
+        .as_ref()
+        .unwrap()
+        .data_dir
+        .join("workspaces/web");
+    assert_eq!(
+        std::fs::read_to_string(files.join("f")).unwrap(),
+        "from-container\n"
+    );
+
     // A command that writes more than an answer carries: cut at 4 MiB, and said so.
     let flood = fleet.ok(
         user,
@@ -764,4 +788,8 @@ async fn logs_and_exec_come_from_the_workspaces_own_agent_and_only_to_its_owner(
     assert_eq!(networks["unreachable"], serde_json::json!([]));
     let (code, _) = fleet.refused(user, role, &["admin", "networks"]);
     assert_eq!(code, "PERMISSION_DENIED");
+
+    // Destroyed, its files go with it.
+    fleet.ok(user, role, &["workspace", "destroy", "web"]);
+    assert!(!files.exists(), "{} is still there", files.display());
 }

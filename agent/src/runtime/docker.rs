@@ -33,8 +33,9 @@ use nexus_protocol::{HostId, WorkspaceName};
 use tokio::sync::{Notify, mpsc};
 
 use super::{
-    Container, ContainerStatus, CreateSpec, ErrorKind, ExecOutput, ExitDetails, LABEL_HOST,
-    LABEL_WORKSPACE, NetworkInfo, Runtime, RuntimeError, container_from_labels, network_name,
+    Container, ContainerStatus, CreateSpec, ErrorKind, ExecOutput, ExitDetails, FILES_MOUNT,
+    LABEL_HOST, LABEL_WORKSPACE, NetworkInfo, Runtime, RuntimeError, container_from_labels,
+    network_name,
 };
 
 /// The answer to one API call may take this long before the engine counts as unresponsive.
@@ -534,6 +535,16 @@ impl Runtime for DockerRuntime {
     async fn create(&self, spec: &CreateSpec) -> Result<String, RuntimeError> {
         self.ensure_network(spec).await?;
         self.ensure_image(&spec.image).await?;
+        if let Some(files) = &spec.files {
+            std::fs::create_dir_all(files).map_err(|e| {
+                let kind = if e.raw_os_error() == Some(28) {
+                    ErrorKind::DiskFull
+                } else {
+                    ErrorKind::Failed
+                };
+                RuntimeError::new(kind, format!("cannot make {}: {e}", files.display()))
+            })?;
+        }
         let resources = spec.class.resources();
         let mut bindings = HashMap::new();
         let mut exposed = Vec::new();
@@ -561,6 +572,10 @@ impl Runtime for DockerRuntime {
                 memory: i64::try_from(resources.memory_bytes).ok(),
                 port_bindings: Some(bindings),
                 network_mode: Some(network_name(&spec.host, &spec.workspace)),
+                binds: spec
+                    .files
+                    .as_ref()
+                    .map(|dir| vec![format!("{}:{FILES_MOUNT}", dir.display())]),
                 ..Default::default()
             }),
             ..Default::default()

@@ -64,7 +64,13 @@ pub struct CreateSpec {
     /// Replaces the image's command when not empty.
     pub command: Vec<String>,
     pub ports: Vec<PortBinding>,
+    /// The workspace's files on this host, mounted at [`FILES_MOUNT`] (what sync keeps in step
+    /// with the user's copy); `None`: no files directory.
+    pub files: Option<std::path::PathBuf>,
 }
+
+/// Where a workspace's files directory appears inside its container.
+pub const FILES_MOUNT: &str = "/workspace";
 
 impl CreateSpec {
     /// The container's name: unique per host, workspace and generation.
@@ -435,6 +441,7 @@ mod tests {
                 container: 80,
                 host: 20000,
             }],
+            files: None,
         };
         let labels: std::collections::HashMap<_, _> = spec.labels().into_iter().collect();
         let container =
