@@ -9,6 +9,7 @@
 //! - [`reconcile`]: the three-way reconciliation, per synchronization mode.
 //! - [`filter`]: what a session leaves out (`.gitignore` syntax).
 //! - [`delta`]: rsync-style delta transfer of a changed file.
+//! - [`session`]: cycles between two endpoints, and the state that lets a session resume.
 //! - [`scan`]: reading a directory into a tree; [`local`]: applying a change to one. The only
 //!   modules here that touch the disk.
 
@@ -18,6 +19,7 @@ pub mod local;
 pub mod path;
 pub mod reconcile;
 pub mod scan;
+pub mod session;
 pub mod tree;
 
 pub use path::RelPath;

@@ -128,7 +128,18 @@ pub fn apply(
                             .map_err(io(&full))?;
                     }
                     _ => {
-                        let bytes = source.content(p, digest).map_err(io(&full))?;
+                        let bytes = source.content(p, digest).map_err(|error| {
+                            // Content that cannot be rebuilt (a delta against a version that
+                            // changed meanwhile) is a stale change, not a broken side.
+                            if error.kind() == std::io::ErrorKind::InvalidData {
+                                ApplyError::Content(p.clone())
+                            } else {
+                                ApplyError::Io {
+                                    path: full.clone(),
+                                    source: error,
+                                }
+                            }
+                        })?;
                         if digest_of(&mut bytes.as_slice()).map_err(io(&full))? != *digest {
                             return Err(ApplyError::Content(p.clone()));
                         }

@@ -1,0 +1,332 @@
+//! A sync session between two endpoints: each cycle scans both, plans, moves the content each
+//! change needs (a delta against the target's old version for a large file, else the whole
+//! file) and has the target apply it; then records what both sides now agree on. The ancestor
+//! is kept in a state file after every cycle, so a session that stops (or whose either side
+//! restarts) carries on from what was agreed, without copying anything again.
+//!
+//! An endpoint is where one side lives: a directory on this machine ([`LocalEndpoint`]), or a
+//! workspace's directory behind its agent (the network endpoint, built on the same trait).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::delta::{self, Op, Signature, WORTH_A_DELTA};
+use crate::filter::Filter;
+use crate::local::{self, ApplyError, Source};
+use crate::path::RelPath;
+use crate::reconcile::{Change, Conflict, Mode, Side, reconcile};
+use crate::scan::{ScanError, Scanner};
+use crate::tree::{Digest, Entry, Tree};
+
+/// A file's new content, as it travels to the side that lacks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Content {
+    Whole(Vec<u8>),
+    /// Rebuilt from the target's current version at the same path.
+    Delta {
+        block_size: u32,
+        ops: Vec<Op>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// The side changed since it was scanned: the change was not made; the next cycle sees it.
+    #[error("{0} changed meanwhile")]
+    Stale(RelPath),
+    /// The side cannot be read or written now (a scan that met a busy file, a full disk, an
+    /// unreachable agent): the cycle is abandoned and tried again.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A change that must never be made (it would leave the root): refused for good.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<ApplyError> for EndpointError {
+    fn from(error: ApplyError) -> EndpointError {
+        match error {
+            ApplyError::Stale(path) | ApplyError::Content(path) => EndpointError::Stale(path),
+            ApplyError::Unsafe { .. } => EndpointError::Refused(error.to_string()),
+            other => EndpointError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<ScanError> for EndpointError {
+    fn from(error: ScanError) -> EndpointError {
+        EndpointError::Unavailable(error.to_string())
+    }
+}
+
+/// One side of a session.
+pub trait Endpoint: Send {
+    fn scan(&mut self) -> impl Future<Output = Result<Tree, EndpointError>> + Send;
+    /// The whole content of the file at `path`, which should have `digest`.
+    fn read(
+        &mut self,
+        path: &RelPath,
+        digest: &Digest,
+    ) -> impl Future<Output = Result<Vec<u8>, EndpointError>> + Send;
+    /// The signature of the file at `path` as this side holds it (for a delta to it).
+    fn signature(
+        &mut self,
+        path: &RelPath,
+    ) -> impl Future<Output = Result<Signature, EndpointError>> + Send;
+    /// Applies `change` with the content of its files (those whose content this side lacks).
+    fn apply(
+        &mut self,
+        change: &Change,
+        contents: BTreeMap<RelPath, Content>,
+    ) -> impl Future<Output = Result<(), EndpointError>> + Send;
+}
+
+/// What a cycle did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CycleReport {
+    pub applied: usize,
+    /// Changes dropped because their side changed meanwhile (the next cycle plans again).
+    pub stale: usize,
+    /// Changes refused for good (they would leave a root).
+    pub refused: Vec<String>,
+    pub conflicts: Vec<Conflict>,
+    /// Bytes of file content sent whole, and as deltas (literals only).
+    pub whole_bytes: u64,
+    pub delta_bytes: u64,
+}
+
+impl CycleReport {
+    /// Whether the cycle found nothing to do.
+    pub fn quiet(&self) -> bool {
+        self.applied == 0 && self.stale == 0 && self.refused.is_empty()
+    }
+}
+
+/// What a session keeps between cycles and across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionState {
+    pub mode: Mode,
+    pub ancestor: Tree,
+}
+
+/// The state file's format: raised on any incompatible change.
+const STATE_FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    format: u32,
+    state: SessionState,
+}
+
+impl SessionState {
+    /// Loads a session's state, or `None` when it has none yet.
+    pub fn load(path: &Path) -> Result<Option<SessionState>, String> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
+        };
+        let not_ours = |e: serde_json::Error| {
+            format!("{} is not a sync session's state: {e}", path.display())
+        };
+        // The format first, so that another version's file says so rather than fail to decode.
+        #[derive(Deserialize)]
+        struct Header {
+            format: u32,
+        }
+        let header: Header = serde_json::from_slice(&bytes).map_err(not_ours)?;
+        if header.format != STATE_FORMAT {
+            return Err(format!(
+                "{} has format {}, this build reads {STATE_FORMAT}",
+                path.display(),
+                header.format
+            ));
+        }
+        let file: StateFile = serde_json::from_slice(&bytes).map_err(not_ours)?;
+        Ok(Some(file.state))
+    }
+
+    /// Saves atomically (a temporary file renamed over the old one).
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let bytes = serde_json::to_vec(&StateFile {
+            format: STATE_FORMAT,
+            state: self.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        let temp = path.with_extension("tmp");
+        std::fs::write(&temp, bytes)
+            .and_then(|()| std::fs::rename(&temp, path))
+            .map_err(|e| format!("cannot save {}: {e}", path.display()))
+    }
+}
+
+/// Runs one cycle between `alpha` and `beta`, updating `state`.
+pub async fn cycle(
+    state: &mut SessionState,
+    alpha: &mut impl Endpoint,
+    beta: &mut impl Endpoint,
+) -> Result<CycleReport, EndpointError> {
+    let alpha_tree = alpha.scan().await?;
+    let beta_tree = beta.scan().await?;
+    let mut plan = reconcile(&state.ancestor, &alpha_tree, &beta_tree, state.mode);
+    let mut report = CycleReport {
+        conflicts: plan.conflicts.clone(),
+        ..CycleReport::default()
+    };
+    for change in plan.changes.clone() {
+        let result = match change.side {
+            Side::Beta => carry(&change, &beta_tree, alpha, beta, &mut report).await,
+            Side::Alpha => carry(&change, &alpha_tree, beta, alpha, &mut report).await,
+        };
+        match result {
+            Ok(()) => {
+                plan.applied(&change);
+                report.applied += 1;
+            }
+            Err(EndpointError::Stale(_)) => report.stale += 1,
+            Err(EndpointError::Refused(why)) => report.refused.push(why),
+            Err(unavailable) => {
+                // Keep what was agreed so far; the rest waits for the next cycle.
+                state.ancestor = plan.ancestor;
+                return Err(unavailable);
+            }
+        }
+    }
+    state.ancestor = plan.ancestor;
+    Ok(report)
+}
+
+/// Moves the content `change` needs from `from` and applies it on `to` (whose scan is `target`).
+async fn carry(
+    change: &Change,
+    target: &Tree,
+    from: &mut impl Endpoint,
+    to: &mut impl Endpoint,
+    report: &mut CycleReport,
+) -> Result<(), EndpointError> {
+    let mut contents = BTreeMap::new();
+    for (path, entry) in &change.desired {
+        let Entry::File { digest, size, .. } = entry else {
+            continue;
+        };
+        match target.get(path) {
+            // The target has this content already (only the executable bit may change).
+            Some(Entry::File { digest: had, .. }) if had == digest => continue,
+            // An old version worth a delta.
+            Some(Entry::File { size: old, .. })
+                if *size >= WORTH_A_DELTA && *old >= WORTH_A_DELTA =>
+            {
+                let signature = to.signature(path).await?;
+                let bytes = from.read(path, digest).await?;
+                let ops = delta::delta(&signature, &bytes);
+                report.delta_bytes += delta::literal_bytes(&ops) as u64;
+                contents.insert(
+                    path.clone(),
+                    Content::Delta {
+                        block_size: signature.block_size,
+                        ops,
+                    },
+                );
+            }
+            _ => {
+                let bytes = from.read(path, digest).await?;
+                report.whole_bytes += bytes.len() as u64;
+                contents.insert(path.clone(), Content::Whole(bytes));
+            }
+        }
+    }
+    to.apply(change, contents).await
+}
+
+/// A side in a directory on this machine.
+#[derive(Debug)]
+pub struct LocalEndpoint {
+    scanner: Scanner,
+    filter: Filter,
+}
+
+impl LocalEndpoint {
+    pub fn new(root: impl Into<PathBuf>, filter: Filter) -> LocalEndpoint {
+        LocalEndpoint {
+            scanner: Scanner::new(root),
+            filter,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.scanner.root()
+    }
+
+    fn full(&self, path: &RelPath) -> PathBuf {
+        self.scanner.root().join(path.as_str())
+    }
+
+    /// A regular file's bytes, refusing to follow a symlink anywhere on the way.
+    fn read_file(&self, path: &RelPath) -> Result<Vec<u8>, EndpointError> {
+        let full = self.full(path);
+        match std::fs::symlink_metadata(&full) {
+            Ok(metadata) if metadata.file_type().is_file() => {}
+            _ => return Err(EndpointError::Stale(path.clone())),
+        }
+        std::fs::read(&full).map_err(|_| EndpointError::Stale(path.clone()))
+    }
+}
+
+impl Endpoint for LocalEndpoint {
+    async fn scan(&mut self) -> Result<Tree, EndpointError> {
+        Ok(self.scanner.scan(&self.filter)?.tree)
+    }
+
+    async fn read(&mut self, path: &RelPath, digest: &Digest) -> Result<Vec<u8>, EndpointError> {
+        let bytes = self.read_file(path)?;
+        let actual = crate::scan::digest_of(&mut bytes.as_slice())
+            .map_err(|e| EndpointError::Unavailable(e.to_string()))?;
+        if actual != *digest {
+            return Err(EndpointError::Stale(path.clone()));
+        }
+        Ok(bytes)
+    }
+
+    async fn signature(&mut self, path: &RelPath) -> Result<Signature, EndpointError> {
+        Ok(delta::signature(&self.read_file(path)?))
+    }
+
+    async fn apply(
+        &mut self,
+        change: &Change,
+        contents: BTreeMap<RelPath, Content>,
+    ) -> Result<(), EndpointError> {
+        let mut source = Contents {
+            endpoint_root: self.scanner.root().to_path_buf(),
+            contents,
+        };
+        local::apply(&mut self.scanner, &self.filter, change, &mut source)?;
+        Ok(())
+    }
+}
+
+/// The content sent with a change, rebuilding deltas against the file on disk.
+struct Contents {
+    endpoint_root: PathBuf,
+    contents: BTreeMap<RelPath, Content>,
+}
+
+impl Source for Contents {
+    fn content(&mut self, path: &RelPath, digest: &Digest) -> std::io::Result<Vec<u8>> {
+        match self.contents.remove(path) {
+            Some(Content::Whole(bytes)) => Ok(bytes),
+            Some(Content::Delta { block_size, ops }) => {
+                let old = std::fs::read(self.endpoint_root.join(path.as_str()))?;
+                delta::patch(&old, block_size, &ops, digest).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                })
+            }
+            None => Err(std::io::Error::other(format!(
+                "no content was sent for {path}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Sessions between two directories: the first cycle copies, a later edit of a large file
+//! travels as a delta, and a session restarted from its state file carries on without copying
+//! anything again.
+
+// Tests fail by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::path::Path;
+
+use nexus_sync::Mode;
+use nexus_sync::filter::Filter;
+use nexus_sync::session::{CycleReport, LocalEndpoint, SessionState, cycle};
+
+fn endpoints(root: &Path) -> (LocalEndpoint, LocalEndpoint) {
+    let filter = || Filter::new(&[], true).unwrap();
+    (
+        LocalEndpoint::new(root.join("alpha"), filter()),
+        LocalEndpoint::new(root.join("beta"), filter()),
+    )
+}
+
+async fn settle(
+    state: &mut SessionState,
+    alpha: &mut LocalEndpoint,
+    beta: &mut LocalEndpoint,
+) -> Vec<CycleReport> {
+    let mut reports = vec![];
+    for _ in 0..10 {
+        let report = cycle(state, alpha, beta).await.unwrap();
+        let quiet = report.quiet();
+        reports.push(report);
+        if quiet {
+            return reports;
+        }
+    }
+    panic!("no quiet after 10 cycles: {reports:?}");
+}
+
+/// 2 MiB of content that does not repeat.
+fn big(seed: u32) -> Vec<u8> {
+    (0..2u32 << 20)
+        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_edit_of_a_large_file_travels_as_a_delta_and_a_restart_copies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("alpha"), dir.path().join("beta"));
+    fs::create_dir_all(a.join("src")).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("src/lib.rs"), "pub fn f() {}").unwrap();
+    fs::write(a.join("data.bin"), big(1)).unwrap();
+    let state_file = dir.path().join("session.json");
+    let mut state = SessionState {
+        mode: Mode::TwoWaySafe,
+        ..SessionState::default()
+    };
+    let (mut alpha, mut beta) = endpoints(dir.path());
+    let first = settle(&mut state, &mut alpha, &mut beta).await;
+    assert_eq!(first[0].applied, 2, "{first:?}");
+    assert!(first[0].whole_bytes >= 2 << 20);
+    assert_eq!(fs::read(b.join("data.bin")).unwrap(), big(1));
+    state.save(&state_file).unwrap();
+
+    // A few bytes change in the middle of the large file: a delta, not 2 MiB.
+    let mut edited = big(1);
+    edited[1 << 20..(1 << 20) + 6].copy_from_slice(b"edited");
+    fs::write(a.join("data.bin"), &edited).unwrap();
+    let reports = settle(&mut state, &mut alpha, &mut beta).await;
+    assert_eq!(reports[0].applied, 1);
+    assert_eq!(reports[0].whole_bytes, 0);
+    assert!(
+        reports[0].delta_bytes < 8 << 10,
+        "{} bytes for a 6-byte edit",
+        reports[0].delta_bytes
+    );
+    assert_eq!(fs::read(b.join("data.bin")).unwrap(), edited);
+    state.save(&state_file).unwrap();
+
+    // The session stops; a new one starts from the state file with cold scanners: nothing moves.
+    drop((alpha, beta));
+    let mut resumed = SessionState::load(&state_file).unwrap().unwrap();
+    assert_eq!(resumed, state);
+    let (mut alpha, mut beta) = endpoints(dir.path());
+    let report = cycle(&mut resumed, &mut alpha, &mut beta).await.unwrap();
+    assert!(report.quiet(), "{report:?}");
+    assert_eq!(report.whole_bytes + report.delta_bytes, 0);
+
+    // Edits made while it was stopped, on both sides, travel on resume.
+    fs::write(b.join("src/lib.rs"), "pub fn f() { g() }").unwrap();
+    fs::write(a.join("new.txt"), "hello").unwrap();
+    settle(&mut resumed, &mut alpha, &mut beta).await;
+    assert_eq!(
+        fs::read_to_string(a.join("src/lib.rs")).unwrap(),
+        "pub fn f() { g() }"
+    );
+    assert_eq!(fs::read_to_string(b.join("new.txt")).unwrap(), "hello");
+}
+
+#[tokio::test]
+async fn a_state_file_that_is_not_ours_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("session.json");
+    assert_eq!(SessionState::load(&path).unwrap(), None);
+    fs::write(&path, "{\"format\": 99, \"state\": {}}").unwrap();
+    assert!(SessionState::load(&path).unwrap_err().contains("format"));
+    fs::write(&path, "garbage").unwrap();
+    assert!(SessionState::load(&path).is_err());
+}
