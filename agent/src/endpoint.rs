@@ -13,8 +13,11 @@ use nexus_protocol::message::{
     Assignment, DesiredState, ExecResult, HostRequest, NetworkView, Pong, Request, Response,
 };
 use nexus_protocol::transport::{Handler, Peer, Reply};
-use nexus_protocol::{RequestId, WorkspaceName, clock};
-use tokio::sync::{mpsc, watch};
+use nexus_protocol::{RequestId, WorkspaceName, clock, codec};
+use nexus_sync::remote::Served;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::runtime::{ContainerStatus, Runtime, RuntimeError};
 
@@ -34,6 +37,10 @@ pub struct Endpoint<R> {
     identity: Identity,
     runtime: Arc<R>,
     desired: watch::Receiver<Option<DesiredState>>,
+    /// Where workspaces' files directories are (sync sessions' roots), if anywhere.
+    files: Option<PathBuf>,
+    /// One served root per workspace, kept between requests (its scanner remembers digests).
+    sync: Mutex<BTreeMap<WorkspaceName, Arc<Mutex<Served>>>>,
 }
 
 impl<R: Runtime> Endpoint<R> {
@@ -46,7 +53,44 @@ impl<R: Runtime> Endpoint<R> {
             identity,
             runtime,
             desired,
+            files: None,
+            sync: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Serves file sync sessions with the workspaces' files directories under `root`.
+    pub fn with_files(mut self, root: PathBuf) -> Endpoint<R> {
+        self.files = Some(root);
+        self
+    }
+
+    /// One step of a sync session with the workspace's files directory.
+    async fn sync(
+        &self,
+        peer: &Peer,
+        workspace: WorkspaceName,
+        payload: Vec<u8>,
+    ) -> Result<Response, WireError> {
+        self.authorise(peer, &workspace)?;
+        let Some(files) = &self.files else {
+            return Err(WireError::new(
+                ErrorCode::SyncSessionFailed,
+                "this agent keeps no workspace files",
+            ));
+        };
+        let request: nexus_sync::remote::Request = codec::decode(&payload).map_err(|e| {
+            WireError::new(ErrorCode::ProtocolError, format!("not a sync request: {e}"))
+        })?;
+        let served = self
+            .sync
+            .lock()
+            .await
+            .entry(workspace.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(Served::new(files.join(workspace.as_str())))))
+            .clone();
+        let answer = served.lock().await.serve(request).await;
+        let bytes = codec::encode_payload(&answer).map_err(|e| e.to_wire())?;
+        Ok(Response::Sync(bytes))
     }
 
     /// The workspace's assignment, if `peer` may see it.
@@ -264,6 +308,9 @@ impl<R: Runtime> Handler for Endpoint<R> {
                 Reply::Once(self.exec(peer, workspace, command).await)
             }
             Request::Host(HostRequest::Networks) => Reply::Once(self.networks(peer).await),
+            Request::Host(HostRequest::Sync { workspace, payload }) => {
+                Reply::Once(self.sync(peer, workspace, payload).await)
+            }
             _ => Reply::Once(Err(WireError::new(
                 ErrorCode::InvalidArgument,
                 "an agent serves only logs and exec; ask a coordinator",

@@ -129,11 +129,10 @@ pub async fn run_with<R: Runtime>(
                 .unwrap_or_else(|| advertised(bound, &host_name));
             tracing::info!(%bound, %advertise, "serving users' logs and exec");
             link = link.serving(advertise);
-            let handler = Arc::new(endpoint::Endpoint::new(
-                identity.clone(),
-                runtime.clone(),
-                desired.clone(),
-            ));
+            let handler = Arc::new(
+                endpoint::Endpoint::new(identity.clone(), runtime.clone(), desired.clone())
+                    .with_files(config.data_dir.join("workspaces")),
+            );
             Some(tokio::spawn(
                 server.serve(handler, stopped_for(stopped.clone())),
             ))

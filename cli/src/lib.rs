@@ -6,6 +6,7 @@ pub mod commands;
 pub mod error;
 pub mod output;
 pub mod settings;
+pub mod sync;
 
 use std::process::ExitCode;
 

@@ -96,6 +96,13 @@ pub fn encode<T: Serialize>(message: &T, config: CodecConfig) -> Result<Vec<u8>,
     seal(frame, config)
 }
 
+/// Encodes `message` as a bare payload (no frame header), for a message carried inside another
+/// (a sync session's requests inside `HostRequest::Sync`). [`decode`] reads it back.
+pub fn encode_payload<T: Serialize>(message: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(message, bincode::config::standard())
+        .map_err(|e| CodecError::Encode(e.to_string()))
+}
+
 /// Writes the header of a frame whose payload follows the first `HEADER_LEN` bytes.
 fn seal(mut frame: Vec<u8>, config: CodecConfig) -> Result<Vec<u8>, CodecError> {
     let len = frame.len() - HEADER_LEN;

@@ -103,6 +103,13 @@ pub enum HostRequest {
     },
     /// The host's workspace networks (admins only): [`Response::Networks`].
     Networks,
+    /// One step of a file sync session with the workspace's files directory: `payload` is a
+    /// request of the sync engine's (`nexus_sync::remote::Request`), encoded by
+    /// [`crate::codec::encode_payload`]; answered with [`Response::Sync`].
+    Sync {
+        workspace: WorkspaceName,
+        payload: Vec<u8>,
+    },
 }
 
 /// The reads that may be served stale. Writes have no stale form.
@@ -245,6 +252,8 @@ pub enum Response {
     Networks(Vec<NetworkView>),
     /// Each host and where its agent serves [`HostRequest`]s.
     Endpoints(Vec<(HostId, String)>),
+    /// The sync engine's answer (`nexus_sync::remote::Answer`), encoded like the request.
+    Sync(Vec<u8>),
 }
 
 /// One workspace network of a host (`nexus admin networks`).

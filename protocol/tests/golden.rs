@@ -250,6 +250,17 @@ fn host_requests_and_answers() {
         )]))),
         expect!["0000001701001101066465762d30310b6465762d30313a37343031"],
     );
+    check(
+        &request(Request::Host(HostRequest::Sync {
+            workspace: web(),
+            payload: vec![0, 1],
+        })),
+        expect!["0000001afe100f0e0d0c0b0a090807060504030201060303776562020001"],
+    );
+    check(
+        &frame(Ok(Response::Sync(vec![4]))),
+        expect!["000000050100120104"],
+    );
 }
 
 /// The answers added with the Workspaces issue: limits, fleet stats, usage and a workspace's

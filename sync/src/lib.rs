@@ -10,6 +10,8 @@
 //! - [`filter`]: what a session leaves out (`.gitignore` syntax).
 //! - [`delta`]: rsync-style delta transfer of a changed file.
 //! - [`session`]: cycles between two endpoints, and the state that lets a session resume.
+//! - [`remote`]: a side across the network: its requests, serving them, and the endpoint that
+//!   sends them.
 //! - [`scan`]: reading a directory into a tree; [`local`]: applying a change to one. The only
 //!   modules here that touch the disk.
 
@@ -18,6 +20,7 @@ pub mod filter;
 pub mod local;
 pub mod path;
 pub mod reconcile;
+pub mod remote;
 pub mod scan;
 pub mod session;
 pub mod tree;

@@ -160,7 +160,7 @@ pub fn apply(
 }
 
 /// Whether every directory above `path` is a real directory (not a symlink, not missing).
-fn parents_are_directories(root: &Path, path: &RelPath) -> Result<bool, ApplyError> {
+pub(crate) fn parents_are_directories(root: &Path, path: &RelPath) -> Result<bool, ApplyError> {
     let mut parents = Vec::new();
     let mut next = path.parent();
     while let Some(parent) = next {

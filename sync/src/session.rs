@@ -129,9 +129,8 @@ impl SessionState {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
         };
-        let not_ours = |e: serde_json::Error| {
-            format!("{} is not a sync session's state: {e}", path.display())
-        };
+        let not_ours =
+            |e: serde_json::Error| format!("{} is not a sync session's state: {e}", path.display());
         // The format first, so that another version's file says so rather than fail to decode.
         #[derive(Deserialize)]
         struct Header {
@@ -222,7 +221,15 @@ async fn carry(
                 let signature = to.signature(path).await?;
                 let bytes = from.read(path, digest).await?;
                 let ops = delta::delta(&signature, &bytes);
-                report.delta_bytes += delta::literal_bytes(&ops) as u64;
+                let literal = delta::literal_bytes(&ops);
+                // A delta that carries most of the file, or more than one message holds, is
+                // worth nothing: the file goes whole (in pieces, across a network).
+                if literal > bytes.len() / 2 || literal > crate::remote::CHUNK {
+                    report.whole_bytes += bytes.len() as u64;
+                    contents.insert(path.clone(), Content::Whole(bytes));
+                    continue;
+                }
+                report.delta_bytes += literal as u64;
                 contents.insert(
                     path.clone(),
                     Content::Delta {
@@ -264,9 +271,41 @@ impl LocalEndpoint {
         self.scanner.root().join(path.as_str())
     }
 
+    /// Up to `len` bytes of a regular file from `offset` (fewer at its end).
+    pub fn read_range(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, EndpointError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let full = self.regular_file(path)?;
+        let stale = |_| EndpointError::Stale(path.clone());
+        match std::fs::symlink_metadata(&full) {
+            Ok(metadata) if metadata.file_type().is_file() => {}
+            _ => return Err(EndpointError::Stale(path.clone())),
+        }
+        let mut file = std::fs::File::open(&full).map_err(stale)?;
+        file.seek(SeekFrom::Start(offset)).map_err(stale)?;
+        let mut bytes = Vec::with_capacity(len.min(1 << 20));
+        file.take(len as u64)
+            .read_to_end(&mut bytes)
+            .map_err(stale)?;
+        Ok(bytes)
+    }
+
+    /// The full path of a regular file inside the root, reached without following a symlink
+    /// anywhere on the way (a request may name any path; this is where it is checked).
+    fn regular_file(&self, path: &RelPath) -> Result<PathBuf, EndpointError> {
+        if !local::parents_are_directories(self.scanner.root(), path)? {
+            return Err(EndpointError::Stale(path.clone()));
+        }
+        Ok(self.full(path))
+    }
+
     /// A regular file's bytes, refusing to follow a symlink anywhere on the way.
     fn read_file(&self, path: &RelPath) -> Result<Vec<u8>, EndpointError> {
-        let full = self.full(path);
+        let full = self.regular_file(path)?;
         match std::fs::symlink_metadata(&full) {
             Ok(metadata) if metadata.file_type().is_file() => {}
             _ => return Err(EndpointError::Stale(path.clone())),

@@ -34,8 +34,14 @@ fn dependencies_point_one_way() {
     assert_eq!(nexus_dependencies("protocol"), Vec::<String>::new());
     // The sync engine is a pure core: it depends on none of ours, and none of ours on it yet.
     assert_eq!(nexus_dependencies("sync"), Vec::<String>::new());
-    for krate in ["coordinator", "agent", "cli"] {
-        assert_eq!(nexus_dependencies(krate), ["nexus-protocol"], "{krate}");
+    assert_eq!(nexus_dependencies("coordinator"), ["nexus-protocol"]);
+    // The agent serves sync sessions and the CLI drives them, both with the engine.
+    for krate in ["agent", "cli"] {
+        assert_eq!(
+            nexus_dependencies(krate),
+            ["nexus-protocol", "nexus-sync"],
+            "{krate}"
+        );
     }
 }
 

@@ -793,3 +793,143 @@ async fn logs_and_exec_come_from_the_workspaces_own_agent_and_only_to_its_owner(
     fleet.ok(user, role, &["workspace", "destroy", "web"]);
     assert!(!files.exists(), "{} is still there", files.display());
 }
+
+/// Connects to the agent serving `workspace` as `user`, after asking the leader where it is.
+async fn agent_connection(
+    fleet: &Fleet,
+    user: &str,
+    role: Role,
+    workspace: &str,
+) -> nexus_protocol::transport::Connection {
+    let leader = fleet
+        .cluster
+        .leader(&fleet.pki, Duration::from_secs(10))
+        .await;
+    let leader_address = fleet.cluster.members[fleet.cluster.index_of(leader.node.get())].address;
+    let as_owner =
+        nexus_tests::process::connect(&fleet.pki, &pki::user("ada", Role::User), leader_address)
+            .await
+            .unwrap();
+    let address = match as_owner
+        .request(nexus_protocol::message::Request::Workspace(
+            nexus_protocol::message::WorkspaceRequest::Endpoint(workspace.parse().unwrap()),
+        ))
+        .await
+        .unwrap()
+    {
+        nexus_protocol::message::Response::Endpoint { address, .. } => address,
+        other => panic!("{other:?}"),
+    };
+    let identity = pki::user(user, role);
+    fleet.pki.issue(&identity);
+    let credentials =
+        nexus_protocol::transport::Credentials::from_pki_dir(fleet.pki.dir(), &identity).unwrap();
+    nexus_protocol::transport::Connector::new(
+        &credentials,
+        nexus_protocol::transport::TransportConfig::default(),
+    )
+    .unwrap()
+    .connect(
+        address.parse().unwrap(),
+        "127.0.0.1",
+        &[nexus_protocol::identity::IdentityKind::Agent],
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_sync_session_carries_edits_between_a_local_directory_and_the_container() {
+    use nexus_sync::filter::Filter;
+    use nexus_sync::remote::RemoteEndpoint;
+    use nexus_sync::session::{EndpointError, LocalEndpoint, SessionState, cycle};
+
+    let fleet = Fleet::start("sync", 1).await;
+    let (user, role) = ada();
+    fleet.ok(
+        user,
+        role,
+        &[
+            "workspace",
+            "create",
+            "web",
+            "--image",
+            IMAGE,
+            "--class",
+            "small",
+            "--",
+            "sleep",
+            "1000000",
+        ],
+    );
+    let local = tempfile::tempdir().unwrap();
+    std::fs::write(local.path().join("hello.txt"), "from the laptop\n").unwrap();
+    let connection = agent_connection(&fleet, user, role, "web").await;
+    let carrier = nexus_cli::sync::AgentCarrier::new(connection, "web".parse().unwrap());
+    let mut beta = RemoteEndpoint::new(carrier, vec![], true);
+    let mut alpha = LocalEndpoint::new(local.path(), Filter::new(&[], true).unwrap());
+    let mut state = SessionState::default();
+    let exec = |script: &str| {
+        let out = fleet.ok(
+            user,
+            role,
+            &["workspace", "exec", "web", "--", "sh", "-c", script],
+        );
+        out["stdout"].as_str().unwrap().to_string()
+    };
+
+    // Local to container.
+    let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
+    assert_eq!(report.applied, 1, "{report:?}");
+    assert_eq!(exec("cat /workspace/hello.txt"), "from the laptop\n");
+
+    // Container to local.
+    exec("mkdir -p /workspace/src && echo 'made inside' > /workspace/src/made.txt");
+    let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
+    assert_eq!(report.applied, 1, "{report:?}");
+    assert_eq!(
+        std::fs::read_to_string(local.path().join("src/made.txt")).unwrap(),
+        "made inside\n"
+    );
+
+    // Both sides edit one file: a conflict, neither edit lost; keeping the local one settles it.
+    std::fs::write(local.path().join("hello.txt"), "laptop edit\n").unwrap();
+    exec("echo 'container edit' > /workspace/hello.txt");
+    let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    assert_eq!(exec("cat /workspace/hello.txt"), "container edit\n");
+    let path = report.conflicts[0].path.clone();
+    let (alpha_tree, beta_tree) = {
+        use nexus_sync::session::Endpoint;
+        (alpha.scan().await.unwrap(), beta.scan().await.unwrap())
+    };
+    nexus_sync::resolve(
+        &mut state.ancestor,
+        &alpha_tree,
+        &beta_tree,
+        state.mode,
+        &path,
+        nexus_sync::Side::Alpha,
+    )
+    .unwrap();
+    let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
+    assert_eq!(
+        (report.applied, report.conflicts.len()),
+        (1, 0),
+        "{report:?}"
+    );
+    assert_eq!(exec("cat /workspace/hello.txt"), "laptop edit\n");
+
+    // Someone who does not own the workspace gets nothing from its agent.
+    let stranger = agent_connection(&fleet, "bob", Role::User, "web").await;
+    let mut theirs = RemoteEndpoint::new(
+        nexus_cli::sync::AgentCarrier::new(stranger, "web".parse().unwrap()),
+        vec![],
+        true,
+    );
+    let refused = {
+        use nexus_sync::session::Endpoint;
+        theirs.scan().await.unwrap_err()
+    };
+    assert!(matches!(refused, EndpointError::Refused(_)), "{refused}");
+}

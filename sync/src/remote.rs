@@ -1,0 +1,293 @@
+//! A session's side across the network: the requests one side sends the other, how the side
+//! that holds the directory serves them ([`Served`]), and the endpoint that sends them
+//! ([`RemoteEndpoint`]) through whatever carries them (a [`Carrier`]: the agent's QUIC
+//! endpoint, or a loopback in tests). Large files travel in chunks both ways, so no message
+//! comes near a frame's limit.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::delta::Signature;
+use crate::filter::Filter;
+use crate::path::RelPath;
+use crate::reconcile::Change;
+use crate::session::{Content, Endpoint, EndpointError, LocalEndpoint};
+use crate::tree::{Digest, Tree};
+
+/// The most bytes one request or answer carries of a file.
+pub const CHUNK: usize = 4 << 20;
+/// The most bytes a serving side holds staged for one session's next change.
+pub const MAX_STAGED: usize = 256 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Scan the root with this filter (sent with every scan: the session's filter is the rule).
+    Scan {
+        ignore: Vec<String>,
+        ignore_vcs: bool,
+    },
+    /// Up to `len` bytes of a file from `offset`.
+    Read {
+        path: RelPath,
+        offset: u64,
+        len: u32,
+    },
+    Signature {
+        path: RelPath,
+    },
+    /// A piece of a file's new content, kept until the change that needs it.
+    Stage {
+        path: RelPath,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// Applies a change; contents not given are the staged ones.
+    Apply {
+        change: Change,
+        contents: BTreeMap<RelPath, Content>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    Tree(Tree),
+    Bytes(Vec<u8>),
+    Signature(Signature),
+    Done,
+    Stale(RelPath),
+    Refused(String),
+    Unavailable(String),
+}
+
+impl From<EndpointError> for Answer {
+    fn from(error: EndpointError) -> Answer {
+        match error {
+            EndpointError::Stale(path) => Answer::Stale(path),
+            EndpointError::Refused(why) => Answer::Refused(why),
+            EndpointError::Unavailable(why) => Answer::Unavailable(why),
+        }
+    }
+}
+
+/// The side that holds a directory, serving another side's requests.
+#[derive(Debug)]
+pub struct Served {
+    root: PathBuf,
+    endpoint: Option<(Vec<String>, bool, LocalEndpoint)>,
+    staged: BTreeMap<RelPath, Vec<u8>>,
+}
+
+impl Served {
+    pub fn new(root: impl Into<PathBuf>) -> Served {
+        Served {
+            root: root.into(),
+            endpoint: None,
+            staged: BTreeMap::new(),
+        }
+    }
+
+    fn endpoint(&mut self) -> Result<&mut LocalEndpoint, EndpointError> {
+        self.endpoint
+            .as_mut()
+            .map(|(_, _, endpoint)| endpoint)
+            .ok_or_else(|| EndpointError::Unavailable("scan first".into()))
+    }
+
+    pub async fn serve(&mut self, request: Request) -> Answer {
+        match self.answer(request).await {
+            Ok(answer) => answer,
+            Err(error) => error.into(),
+        }
+    }
+
+    async fn answer(&mut self, request: Request) -> Result<Answer, EndpointError> {
+        match request {
+            Request::Scan { ignore, ignore_vcs } => {
+                let same = self
+                    .endpoint
+                    .as_ref()
+                    .is_some_and(|(i, v, _)| *i == ignore && *v == ignore_vcs);
+                if !same {
+                    let filter =
+                        Filter::new(&ignore, ignore_vcs).map_err(EndpointError::Refused)?;
+                    std::fs::create_dir_all(&self.root).map_err(|e| {
+                        EndpointError::Unavailable(format!(
+                            "cannot make {}: {e}",
+                            self.root.display()
+                        ))
+                    })?;
+                    self.endpoint =
+                        Some((ignore, ignore_vcs, LocalEndpoint::new(&self.root, filter)));
+                }
+                Ok(Answer::Tree(self.endpoint()?.scan().await?))
+            }
+            Request::Read { path, offset, len } => {
+                let len = (len as usize).min(CHUNK);
+                Ok(Answer::Bytes(
+                    self.endpoint()?.read_range(&path, offset, len)?,
+                ))
+            }
+            Request::Signature { path } => {
+                Ok(Answer::Signature(self.endpoint()?.signature(&path).await?))
+            }
+            Request::Stage {
+                path,
+                offset,
+                bytes,
+            } => {
+                let staged: usize = self.staged.values().map(Vec::len).sum();
+                if staged + bytes.len() > MAX_STAGED {
+                    self.staged.clear();
+                    return Err(EndpointError::Refused(format!(
+                        "more than {} MiB staged at once; files that large are not synced",
+                        MAX_STAGED >> 20
+                    )));
+                }
+                let buffer = self.staged.entry(path.clone()).or_default();
+                if offset != buffer.len() as u64 {
+                    buffer.clear();
+                    return Err(EndpointError::Stale(path));
+                }
+                buffer.extend_from_slice(&bytes);
+                Ok(Answer::Done)
+            }
+            Request::Apply {
+                change,
+                mut contents,
+            } => {
+                for (path, _) in &change.desired {
+                    if !contents.contains_key(path)
+                        && let Some(bytes) = self.staged.remove(path)
+                    {
+                        contents.insert(path.clone(), Content::Whole(bytes));
+                    }
+                }
+                let result = self.endpoint()?.apply(&change, contents).await;
+                self.staged.clear();
+                result.map(|()| Answer::Done)
+            }
+        }
+    }
+}
+
+/// Sends a request to the serving side and brings back its answer.
+pub trait Carrier: Send {
+    fn call(
+        &mut self,
+        request: Request,
+    ) -> impl Future<Output = Result<Answer, EndpointError>> + Send;
+}
+
+/// A side reached through a [`Carrier`].
+#[derive(Debug)]
+pub struct RemoteEndpoint<C> {
+    carrier: C,
+    ignore: Vec<String>,
+    ignore_vcs: bool,
+}
+
+impl<C: Carrier> RemoteEndpoint<C> {
+    pub fn new(carrier: C, ignore: Vec<String>, ignore_vcs: bool) -> RemoteEndpoint<C> {
+        RemoteEndpoint {
+            carrier,
+            ignore,
+            ignore_vcs,
+        }
+    }
+
+    async fn call(&mut self, request: Request) -> Result<Answer, EndpointError> {
+        match self.carrier.call(request).await? {
+            Answer::Stale(path) => Err(EndpointError::Stale(path)),
+            Answer::Refused(why) => Err(EndpointError::Refused(why)),
+            Answer::Unavailable(why) => Err(EndpointError::Unavailable(why)),
+            answer => Ok(answer),
+        }
+    }
+}
+
+fn unexpected(answer: &Answer) -> EndpointError {
+    EndpointError::Unavailable(format!("unexpected answer from the other side: {answer:?}"))
+}
+
+impl<C: Carrier> Endpoint for RemoteEndpoint<C> {
+    async fn scan(&mut self) -> Result<Tree, EndpointError> {
+        let request = Request::Scan {
+            ignore: self.ignore.clone(),
+            ignore_vcs: self.ignore_vcs,
+        };
+        match self.call(request).await? {
+            Answer::Tree(tree) => Ok(tree),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn read(&mut self, path: &RelPath, digest: &Digest) -> Result<Vec<u8>, EndpointError> {
+        let mut bytes = Vec::new();
+        loop {
+            let request = Request::Read {
+                path: path.clone(),
+                offset: bytes.len() as u64,
+                len: CHUNK as u32,
+            };
+            let chunk = match self.call(request).await? {
+                Answer::Bytes(chunk) => chunk,
+                other => return Err(unexpected(&other)),
+            };
+            let last = chunk.len() < CHUNK;
+            bytes.extend_from_slice(&chunk);
+            if last {
+                break;
+            }
+        }
+        // The pieces must make the version that was planned, not a mix of two.
+        let actual = crate::scan::digest_of(&mut bytes.as_slice())
+            .map_err(|e| EndpointError::Unavailable(e.to_string()))?;
+        if actual != *digest {
+            return Err(EndpointError::Stale(path.clone()));
+        }
+        Ok(bytes)
+    }
+
+    async fn signature(&mut self, path: &RelPath) -> Result<Signature, EndpointError> {
+        match self.call(Request::Signature { path: path.clone() }).await? {
+            Answer::Signature(signature) => Ok(signature),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        change: &Change,
+        mut contents: BTreeMap<RelPath, Content>,
+    ) -> Result<(), EndpointError> {
+        // Whole files larger than a chunk go ahead in pieces.
+        let large: Vec<RelPath> = contents
+            .iter()
+            .filter(|(_, c)| matches!(c, Content::Whole(bytes) if bytes.len() > CHUNK))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in large {
+            if let Some(Content::Whole(bytes)) = contents.remove(&path) {
+                for (index, piece) in bytes.chunks(CHUNK).enumerate() {
+                    let request = Request::Stage {
+                        path: path.clone(),
+                        offset: (index * CHUNK) as u64,
+                        bytes: piece.to_vec(),
+                    };
+                    self.call(request).await?;
+                }
+            }
+        }
+        let request = Request::Apply {
+            change: change.clone(),
+            contents,
+        };
+        match self.call(request).await? {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
