@@ -12,6 +12,7 @@
 //! - [`session`]: cycles between two endpoints, and the state that lets a session resume.
 //! - [`remote`]: a side across the network: its requests, serving them, and the endpoint that
 //!   sends them.
+//! - [`watch`]: file events, coalesced into cycles.
 //! - [`scan`]: reading a directory into a tree; [`local`]: applying a change to one. The only
 //!   modules here that touch the disk.
 
@@ -24,6 +25,7 @@ pub mod remote;
 pub mod scan;
 pub mod session;
 pub mod tree;
+pub mod watch;
 
 pub use path::RelPath;
 pub use reconcile::{Change, Conflict, Mode, Plan, Side, reconcile, resolve};

@@ -68,7 +68,7 @@ fn non_test_code(path: &Path) -> String {
 #[test]
 fn each_external_dependency_has_one_home() {
     // (what code names, where it may)
-    let homes: [(&str, &[&str]); 11] = [
+    let homes: [(&str, &[&str]); 12] = [
         ("quinn::", &["protocol/src/transport/"]),
         ("rustls::", &["protocol/src/transport/"]),
         ("rcgen::", &["protocol/src/pki.rs"]),
@@ -86,6 +86,7 @@ fn each_external_dependency_has_one_home() {
         ("bollard::", &["agent/src/runtime/docker.rs"]),
         ("sysinfo::", &["agent/src/stats.rs"]),
         ("ignore::", &["sync/src/filter.rs"]),
+        ("notify::", &["sync/src/watch.rs"]),
     ];
     let mut files = vec![];
     for krate in ["protocol", "coordinator", "agent", "cli", "sync", "tests"] {
