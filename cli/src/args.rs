@@ -63,6 +63,12 @@ pub enum OutputFormat {
 pub enum Command {
     /// Bring up a one-host fleet here: a one-node coordinator and an agent.
     Up(UpArgs),
+    /// The per-user sync daemon (started by `nexus workspace sync start`).
+    #[command(hide = true)]
+    SyncDaemon {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Print a shell completion script: `nexus completions bash > /etc/bash_completion.d/nexus`.
     Completions {
         #[arg(value_enum)]
@@ -120,6 +126,9 @@ pub enum WorkspaceCommand {
         #[arg(long, short = 'f')]
         follow: bool,
     },
+    /// Keep a local directory in sync with the workspace's files (/workspace in its container).
+    #[command(subcommand)]
+    Sync(SyncCommand),
     /// Run a command in the running workspace, without a terminal or input; exits with its
     /// exit code.
     Exec {
@@ -146,6 +155,80 @@ pub struct WaitArgs {
     /// How long to wait for the host, in seconds.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Start syncing DIR with the workspace, in the background (a per-user daemon).
+    Start(SyncStartArgs),
+    /// Your sync sessions.
+    Status,
+    /// The paths both sides changed, which wait for you.
+    Conflicts {
+        name: WorkspaceName,
+    },
+    /// Settle a conflict by keeping one side's version.
+    Resolve {
+        name: WorkspaceName,
+        /// The path, relative to the synced directory.
+        path: String,
+        #[arg(long, value_enum)]
+        keep: KeepArg,
+    },
+    /// Sync now, and wait until both sides agree (or say why not).
+    Flush {
+        name: WorkspaceName,
+    },
+    /// Stop carrying changes until `resume`.
+    Pause {
+        name: WorkspaceName,
+    },
+    Resume {
+        name: WorkspaceName,
+    },
+    /// End the session (the files stay on both sides).
+    Stop {
+        name: WorkspaceName,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeepArg {
+    /// Your directory's version.
+    Local,
+    /// The workspace's version.
+    Remote,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderArg {
+    /// Nexus' own engine: nothing to install.
+    Embedded,
+    /// A `mutagen` binary on PATH.
+    Mutagen,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncStartArgs {
+    pub name: WorkspaceName,
+    /// The local directory.
+    #[arg(long)]
+    pub local: PathBuf,
+    /// two-way-safe, two-way-resolved, one-way-safe or one-way-replica.
+    #[arg(long, default_value = "two-way-safe", value_parser = parse_mode)]
+    pub mode: nexus_sync::Mode,
+    /// A path to leave out, in .gitignore syntax. Repeat for each.
+    #[arg(long = "ignore")]
+    pub ignore: Vec<String>,
+    /// Leave out .git, .svn, .hg and their kind.
+    #[arg(long)]
+    pub ignore_vcs: bool,
+    #[arg(long, value_enum, default_value = "embedded")]
+    pub provider: ProviderArg,
+}
+
+fn parse_mode(value: &str) -> Result<nexus_sync::Mode, String> {
+    value.parse()
 }
 
 #[derive(Debug, Args)]

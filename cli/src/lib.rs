@@ -7,6 +7,7 @@ pub mod error;
 pub mod output;
 pub mod settings;
 pub mod sync;
+pub mod syncd;
 
 use std::process::ExitCode;
 
@@ -66,6 +67,9 @@ async fn run(
         Command::Admin(command) => {
             commands::admin::run(command, &Settings::resolve(connection, file)?, format).await
         }
+        Command::Workspace(args::WorkspaceCommand::Sync(command)) => {
+            commands::sync::run(command, Settings::resolve(connection, file), format).await
+        }
         Command::Workspace(command) => {
             return commands::workspace::run(
                 command,
@@ -74,6 +78,9 @@ async fn run(
             )
             .await;
         }
+        Command::SyncDaemon { dir } => crate::syncd::run(crate::syncd::Paths { dir })
+            .await
+            .map_err(|e| CliError::local(nexus_protocol::ErrorCode::SyncSessionFailed, e)),
     };
     done.map(|()| 0)
 }

@@ -52,8 +52,9 @@ pub fn read_file(path: &Path) -> Result<Option<FileSettings>, CliError> {
     }
 }
 
-/// Settings complete enough to connect.
-#[derive(Debug, Clone)]
+/// Settings complete enough to connect. (Serialized for the sync daemon, which connects on
+/// the user's behalf: paths, never key material.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
     pub coordinators: Vec<String>,
     pub ca: PathBuf,

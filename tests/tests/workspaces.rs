@@ -933,3 +933,153 @@ async fn a_sync_session_carries_edits_between_a_local_directory_and_the_containe
     };
     assert!(matches!(refused, EndpointError::Refused(_)), "{refused}");
 }
+
+#[tokio::test]
+async fn nexus_workspace_sync_runs_sessions_in_the_background() {
+    let fleet = Fleet::start("syncd", 1).await;
+    let (user, role) = ada();
+    fleet.ok(
+        user,
+        role,
+        &[
+            "workspace",
+            "create",
+            "web",
+            "--image",
+            IMAGE,
+            "--class",
+            "small",
+            "--",
+            "sleep",
+            "1000000",
+        ],
+    );
+    let local = tempfile::tempdir().unwrap();
+    let local_dir = local.path().to_str().unwrap().to_string();
+    std::fs::write(local.path().join("a.txt"), "one\n").unwrap();
+    let sync_dir = fleet.pki.scratch("sync-ada");
+    let sync = |who: &str, who_role: Role, dir: &std::path::Path, args: &[&str]| {
+        fleet
+            .command(who, who_role)
+            .env("NEXUS_SYNC_DIR", dir)
+            .args(["-o", "json", "workspace", "sync"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let out = sync(user, role, &sync_dir, args);
+        assert!(
+            out.status.success(),
+            "sync {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let code = |out: Output| {
+        assert!(!out.status.success());
+        let error: Value = serde_json::from_slice(&out.stderr).unwrap();
+        error["error"]["code"].as_str().unwrap().to_string()
+    };
+    let exec = |script: &str| {
+        let out = fleet.ok(
+            user,
+            role,
+            &["workspace", "exec", "web", "--", "sh", "-c", script],
+        );
+        out["stdout"].as_str().unwrap().to_string()
+    };
+
+    let started = ok(&["start", "web", "--local", &local_dir, "--ignore", "*.tmp"]);
+    assert_eq!(started["workspace"], "web");
+    // The command returned; the session goes on in the daemon.
+    let fleet_ref = &fleet;
+    let _ = fleet_ref;
+    eventually(
+        "a.txt in the container",
+        Duration::from_secs(20),
+        || async { (exec("cat /workspace/a.txt 2>/dev/null") == "one\n").then_some(()) },
+    )
+    .await;
+    exec("echo made inside > /workspace/b.txt");
+    eventually("b.txt locally", Duration::from_secs(20), || async {
+        std::fs::read_to_string(local.path().join("b.txt"))
+            .ok()
+            .filter(|text| text == "made inside\n")
+    })
+    .await;
+    std::fs::write(local.path().join("skip.tmp"), "ignored").unwrap();
+    ok(&["flush", "web"]);
+    assert_eq!(exec("ls /workspace"), "a.txt\nb.txt\n");
+
+    // A conflict: flush says so, conflicts lists it, resolve settles it.
+    ok(&["pause", "web"]);
+    assert_eq!(
+        code(sync(user, role, &sync_dir, &["flush", "web"])),
+        "SYNC_PAUSED"
+    );
+    std::fs::write(local.path().join("a.txt"), "local edit\n").unwrap();
+    exec("echo remote edit > /workspace/a.txt");
+    ok(&["resume", "web"]);
+    assert_eq!(
+        code(sync(user, role, &sync_dir, &["flush", "web"])),
+        "SYNC_CONFLICT"
+    );
+    let conflicts = ok(&["conflicts", "web"]);
+    assert_eq!(conflicts[0]["path"], "a.txt", "{conflicts}");
+    ok(&["resolve", "web", "a.txt", "--keep", "local"]);
+    ok(&["flush", "web"]);
+    assert_eq!(exec("cat /workspace/a.txt"), "local edit\n");
+    let status = ok(&["status"]);
+    assert_eq!(status[0]["conflicts"], serde_json::json!([]), "{status}");
+
+    // Someone else's workspace: the session cannot reach it, and says why.
+    let bob_dir = fleet.pki.scratch("sync-bob");
+    let out = sync(
+        "bob",
+        Role::User,
+        &bob_dir,
+        &["start", "web", "--local", &local_dir],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        code(sync("bob", Role::User, &bob_dir, &["flush", "web"])),
+        "SYNC_SESSION_FAILED"
+    );
+    let out = sync("bob", Role::User, &bob_dir, &["status"]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        status[0]["last_error"].as_str().unwrap().contains("not"),
+        "{status}"
+    );
+    sync("bob", Role::User, &bob_dir, &["stop", "web"]);
+
+    // Mutagen, absent here, is named as the missing provider.
+    assert_eq!(
+        code(sync(
+            user,
+            role,
+            &sync_dir,
+            &[
+                "start",
+                "web",
+                "--local",
+                &local_dir,
+                "--provider",
+                "mutagen"
+            ]
+        )),
+        "SYNC_PROVIDER_NOT_FOUND"
+    );
+    let stopped = ok(&["stop", "web"]);
+    assert_eq!(stopped["state"], "stopped");
+    // The daemon leaves with its last session.
+    eventually("the daemon gone", Duration::from_secs(5), || async {
+        (!sync_dir.join("daemon.sock").exists()).then_some(())
+    })
+    .await;
+}

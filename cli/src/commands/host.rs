@@ -22,7 +22,7 @@ const EXEC_TIMEOUT: Duration = Duration::from_secs(610);
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connects to the agent of `name`'s host, as the coordinators name it.
-async fn agent_of(
+pub(crate) async fn agent_of(
     settings: &Settings,
     name: &WorkspaceName,
 ) -> Result<(HostId, Connection), CliError> {

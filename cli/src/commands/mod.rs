@@ -5,5 +5,6 @@ pub mod admin;
 pub mod host;
 pub mod ping;
 pub mod pki;
+pub mod sync;
 pub mod up;
 pub mod workspace;

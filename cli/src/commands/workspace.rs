@@ -86,6 +86,12 @@ pub async fn run(
         WorkspaceCommand::Exec { name, command } => {
             return host::exec(settings, name, command, format).await;
         }
+        WorkspaceCommand::Sync(_) => {
+            return Err(CliError::local(
+                ErrorCode::Internal,
+                "sync commands are run by commands::sync",
+            ));
+        }
         WorkspaceCommand::Start(t) => (
             WorkspaceRequest::Start(t.name.clone()),
             Some((t.name, Goal::Running, t.wait)),

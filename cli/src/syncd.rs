@@ -1,0 +1,532 @@
+//! The per-user sync daemon: it runs a user's sync sessions in the background, so that they
+//! outlive the command that started them, and answers the `nexus workspace sync` commands over a
+//! Unix socket (one JSON request per line, one JSON answer per line). Each session is a task:
+//! it connects to the workspace's agent, watches the local directory (changes coalesced into a
+//! cycle), looks at the workspace's side every [`POLL`], and saves what both sides agree on
+//! after every cycle, so a daemon started again carries on without copying anything again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nexus_protocol::WorkspaceName;
+use nexus_sync::filter::Filter;
+use nexus_sync::remote::RemoteEndpoint;
+use nexus_sync::session::{Endpoint, EndpointError, LocalEndpoint, SessionState, cycle};
+use nexus_sync::watch::{Coalescer, Watcher};
+use nexus_sync::{Mode, RelPath, Side};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::settings::Settings;
+use crate::sync::AgentCarrier;
+
+/// How often the workspace's side is looked at (it cannot be watched from here).
+pub const POLL: Duration = Duration::from_millis(500);
+/// How long local changes must be still before a cycle, and the longest they wait.
+const QUIET: Duration = Duration::from_millis(10);
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// Between attempts to reach the workspace's agent.
+const RECONNECT: Duration = Duration::from_secs(2);
+
+/// What a session is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionConfig {
+    pub workspace: WorkspaceName,
+    pub local: PathBuf,
+    pub mode: Mode,
+    pub ignore: Vec<String>,
+    pub ignore_vcs: bool,
+    pub settings: Settings,
+}
+
+/// A session as `sync status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStatus {
+    pub workspace: WorkspaceName,
+    pub local: PathBuf,
+    pub mode: Mode,
+    /// connecting, watching, paused or failing.
+    pub state: String,
+    pub cycles: u64,
+    pub changes: u64,
+    pub conflicts: Vec<ConflictView>,
+    pub last_error: Option<String>,
+    /// Changes refused for good (they would leave a root), most recent first.
+    pub refused: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictView {
+    pub path: String,
+    pub local: Option<String>,
+    pub remote: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    Start(SessionConfig),
+    Status,
+    Flush(WorkspaceName),
+    Resolve {
+        workspace: WorkspaceName,
+        path: RelPath,
+        keep: Side,
+    },
+    Pause(WorkspaceName),
+    Resume(WorkspaceName),
+    Stop(WorkspaceName),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlAnswer {
+    Sessions(Vec<SessionStatus>),
+    Session(SessionStatus),
+    /// A stable error code's name and a message.
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+enum Command {
+    Flush(oneshot::Sender<Result<(), String>>),
+    Resolve(RelPath, Side, oneshot::Sender<Result<(), String>>),
+    Pause,
+    Resume,
+    Stop,
+}
+
+struct Running {
+    status: Arc<Mutex<SessionStatus>>,
+    commands: mpsc::Sender<Command>,
+}
+
+/// Where the daemon keeps its socket and its sessions.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub dir: PathBuf,
+}
+
+impl Paths {
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("daemon.sock")
+    }
+
+    fn config(&self, workspace: &WorkspaceName) -> PathBuf {
+        self.dir.join(format!("{workspace}.session.json"))
+    }
+
+    fn state(&self, workspace: &WorkspaceName) -> PathBuf {
+        self.dir.join(format!("{workspace}.state.json"))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each update is a single assignment: a panic cannot leave one half-made.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs the daemon until it has no sessions left (after at least one request).
+pub async fn run(paths: Paths) -> Result<(), String> {
+    std::fs::create_dir_all(&paths.dir)
+        .map_err(|e| format!("cannot make {}: {e}", paths.dir.display()))?;
+    let socket = paths.socket();
+    if UnixStream::connect(&socket).await.is_ok() {
+        return Err(format!(
+            "a sync daemon already answers at {}",
+            socket.display()
+        ));
+    }
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket)
+        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    let mut sessions: BTreeMap<WorkspaceName, Running> = BTreeMap::new();
+    // Sessions saved by an earlier daemon carry on.
+    for config in saved_sessions(&paths) {
+        let name = config.workspace.clone();
+        sessions.insert(name, start(config, &paths));
+    }
+    loop {
+        let (stream, _) = listener
+            .accept()
+            .await
+            .map_err(|e| format!("cannot accept on {}: {e}", socket.display()))?;
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let answer = match serde_json::from_str::<Control>(&line) {
+                Ok(control) => handle(control, &mut sessions, &paths).await,
+                Err(e) => error("INVALID_ARGUMENT", format!("not a sync request: {e}")),
+            };
+            let mut text = serde_json::to_string(&answer).unwrap_or_default();
+            text.push('\n');
+            if write.write_all(text.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        if sessions.is_empty() {
+            let _ = std::fs::remove_file(&socket);
+            return Ok(());
+        }
+    }
+}
+
+fn error(code: &str, message: impl Into<String>) -> ControlAnswer {
+    ControlAnswer::Error {
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+fn saved_sessions(paths: &Paths) -> Vec<SessionConfig> {
+    let Ok(entries) = std::fs::read_dir(&paths.dir) else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".session.json"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+        .collect()
+}
+
+async fn handle(
+    control: Control,
+    sessions: &mut BTreeMap<WorkspaceName, Running>,
+    paths: &Paths,
+) -> ControlAnswer {
+    let status_of = |running: &Running| ControlAnswer::Session(lock(&running.status).clone());
+    match control {
+        Control::Start(config) => {
+            if let Some(running) = sessions.get(&config.workspace) {
+                return status_of(running);
+            }
+            if !config.local.is_dir() {
+                return error(
+                    "INVALID_ARGUMENT",
+                    format!("{} is not a directory", config.local.display()),
+                );
+            }
+            if let Err(e) = Filter::new(&config.ignore, config.ignore_vcs) {
+                return error("INVALID_ARGUMENT", e);
+            }
+            let saved = serde_json::to_vec(&config)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    std::fs::write(paths.config(&config.workspace), bytes)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = saved {
+                return error(
+                    "SYNC_SESSION_FAILED",
+                    format!("cannot save the session: {e}"),
+                );
+            }
+            let name = config.workspace.clone();
+            let running = start(config, paths);
+            let answer = status_of(&running);
+            sessions.insert(name, running);
+            answer
+        }
+        Control::Status => {
+            ControlAnswer::Sessions(sessions.values().map(|r| lock(&r.status).clone()).collect())
+        }
+        Control::Flush(name) => {
+            let Some(running) = sessions.get(&name) else {
+                return no_session(&name);
+            };
+            if lock(&running.status).state == "paused" {
+                return error("SYNC_PAUSED", format!("the sync of {name} is paused"));
+            }
+            let (reply, answer) = oneshot::channel();
+            let _ = running.commands.send(Command::Flush(reply)).await;
+            match answer.await {
+                Ok(Ok(())) => {
+                    let status = lock(&running.status).clone();
+                    if status.conflicts.is_empty() {
+                        ControlAnswer::Session(status)
+                    } else {
+                        error(
+                            "SYNC_CONFLICT",
+                            format!(
+                                "{} conflict(s) in the sync of {name}; see `nexus workspace sync conflicts {name}`",
+                                status.conflicts.len()
+                            ),
+                        )
+                    }
+                }
+                Ok(Err(e)) => error("SYNC_SESSION_FAILED", e),
+                Err(_) => error("SYNC_SESSION_FAILED", "the session ended"),
+            }
+        }
+        Control::Resolve {
+            workspace,
+            path,
+            keep,
+        } => {
+            let Some(running) = sessions.get(&workspace) else {
+                return no_session(&workspace);
+            };
+            let (reply, answer) = oneshot::channel();
+            let _ = running
+                .commands
+                .send(Command::Resolve(path, keep, reply))
+                .await;
+            match answer.await {
+                Ok(Ok(())) => status_of(running),
+                Ok(Err(e)) => error("INVALID_ARGUMENT", e),
+                Err(_) => error("SYNC_SESSION_FAILED", "the session ended"),
+            }
+        }
+        Control::Pause(ref name) | Control::Resume(ref name) => {
+            let Some(running) = sessions.get(name) else {
+                return no_session(name);
+            };
+            let pause = matches!(control, Control::Pause(_));
+            let command = if pause {
+                Command::Pause
+            } else {
+                Command::Resume
+            };
+            let _ = running.commands.send(command).await;
+            lock(&running.status).state = if pause { "paused" } else { "watching" }.into();
+            status_of(running)
+        }
+        Control::Stop(name) => {
+            let Some(running) = sessions.remove(&name) else {
+                return no_session(&name);
+            };
+            let _ = running.commands.send(Command::Stop).await;
+            let _ = std::fs::remove_file(paths.config(&name));
+            let _ = std::fs::remove_file(paths.state(&name));
+            let mut status = lock(&running.status).clone();
+            status.state = "stopped".into();
+            ControlAnswer::Session(status)
+        }
+    }
+}
+
+fn no_session(name: &WorkspaceName) -> ControlAnswer {
+    error(
+        "WORKSPACE_NOT_FOUND",
+        format!(
+            "no sync session for {name}; start one with `nexus workspace sync start {name} --local DIR`"
+        ),
+    )
+}
+
+fn start(config: SessionConfig, paths: &Paths) -> Running {
+    let status = Arc::new(Mutex::new(SessionStatus {
+        workspace: config.workspace.clone(),
+        local: config.local.clone(),
+        mode: config.mode,
+        state: "connecting".into(),
+        cycles: 0,
+        changes: 0,
+        conflicts: vec![],
+        last_error: None,
+        refused: vec![],
+    }));
+    let (commands, receiver) = mpsc::channel(16);
+    let state_path = paths.state(&config.workspace);
+    tokio::spawn(session(config, state_path, status.clone(), receiver));
+    Running { status, commands }
+}
+
+/// Connects to the workspace's agent: the remote side of the session.
+async fn remote(config: &SessionConfig) -> Result<RemoteEndpoint<AgentCarrier>, String> {
+    let (_, connection) = crate::commands::host::agent_of(&config.settings, &config.workspace)
+        .await
+        .map_err(|e| e.error.message.clone())?;
+    let carrier = AgentCarrier::new(connection, config.workspace.clone());
+    Ok(RemoteEndpoint::new(
+        carrier,
+        config.ignore.clone(),
+        config.ignore_vcs,
+    ))
+}
+
+fn conflicts_of(report: &nexus_sync::session::CycleReport) -> Vec<ConflictView> {
+    report
+        .conflicts
+        .iter()
+        .map(|c| ConflictView {
+            path: c.path.to_string(),
+            local: c.alpha.as_ref().map(|e| e.kind().to_string()),
+            remote: c.beta.as_ref().map(|e| e.kind().to_string()),
+        })
+        .collect()
+}
+
+/// One session, until it is stopped.
+async fn session(
+    config: SessionConfig,
+    state_path: PathBuf,
+    status: Arc<Mutex<SessionStatus>>,
+    mut commands: mpsc::Receiver<Command>,
+) {
+    let mut state = match SessionState::load(&state_path) {
+        Ok(Some(state)) => state,
+        Ok(None) => SessionState {
+            mode: config.mode,
+            ..SessionState::default()
+        },
+        Err(e) => {
+            lock(&status).last_error = Some(e);
+            SessionState {
+                mode: config.mode,
+                ..SessionState::default()
+            }
+        }
+    };
+    let filter = match Filter::new(&config.ignore, config.ignore_vcs) {
+        Ok(filter) => filter,
+        Err(e) => {
+            lock(&status).last_error = Some(e);
+            return;
+        }
+    };
+    let mut local = LocalEndpoint::new(&config.local, filter);
+    let changed = Arc::new(Notify::new());
+    let notify = changed.clone();
+    let _watcher = match Watcher::start(&config.local, move || notify.notify_one()) {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            // Without events the poll still finds every change, later.
+            lock(&status).last_error = Some(e);
+            None
+        }
+    };
+    let mut paused = false;
+    let mut remote_side: Option<RemoteEndpoint<AgentCarrier>> = None;
+    let mut coalescer = Coalescer::new(QUIET, MAX_WAIT);
+    let mut next_poll = Instant::now();
+    loop {
+        if remote_side.is_none() && !paused {
+            match remote(&config).await {
+                Ok(endpoint) => {
+                    remote_side = Some(endpoint);
+                    let mut status = lock(&status);
+                    status.state = "watching".into();
+                    status.last_error = None;
+                }
+                Err(e) => {
+                    let mut status = lock(&status);
+                    status.state = "failing".into();
+                    status.last_error = Some(e);
+                    next_poll = Instant::now() + RECONNECT;
+                }
+            }
+        }
+        let due = coalescer.due().unwrap_or(next_poll).min(next_poll);
+        let mut flush: Option<oneshot::Sender<Result<(), String>>> = None;
+        tokio::select! {
+            () = changed.notified() => {
+                coalescer.noticed(Instant::now());
+                continue;
+            }
+            () = tokio::time::sleep_until(due.into()) => {}
+            command = commands.recv() => match command {
+                None | Some(Command::Stop) => return,
+                Some(Command::Pause) => { paused = true; continue; }
+                Some(Command::Resume) => { paused = false; next_poll = Instant::now(); continue; }
+                Some(Command::Flush(reply)) => flush = Some(reply),
+                Some(Command::Resolve(path, keep, reply)) => {
+                    let answer = match remote_side.as_mut() {
+                        None => Err("the workspace's agent is not reachable now".to_string()),
+                        Some(beta) => resolve(&mut state, &mut local, beta, &path, keep).await,
+                    };
+                    let _ = reply.send(answer);
+                }
+            },
+        }
+        if paused {
+            if let Some(reply) = flush {
+                let _ = reply.send(Err("the session is paused".into()));
+            }
+            next_poll = Instant::now() + POLL;
+            continue;
+        }
+        let Some(beta) = remote_side.as_mut() else {
+            if let Some(reply) = flush {
+                let _ = reply.send(Err(lock(&status)
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "not connected".into())));
+            }
+            continue;
+        };
+        coalescer.ran();
+        next_poll = Instant::now() + POLL;
+        // A flush runs cycles until one finds nothing to do.
+        let mut outcome = Ok(());
+        for _ in 0..if flush.is_some() { 10 } else { 1 } {
+            match cycle(&mut state, &mut local, beta).await {
+                Ok(report) => {
+                    let quiet = report.quiet();
+                    {
+                        let mut status = lock(&status);
+                        status.cycles += 1;
+                        status.changes += report.applied as u64;
+                        status.conflicts = conflicts_of(&report);
+                        status.refused.splice(0..0, report.refused.iter().cloned());
+                        status.refused.truncate(20);
+                        status.last_error = None;
+                    }
+                    if let Err(e) = state.save(&state_path) {
+                        lock(&status).last_error = Some(e);
+                    }
+                    if quiet {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    if let EndpointError::Unavailable(_) = error {
+                        remote_side = None;
+                    }
+                    let mut status = lock(&status);
+                    status.last_error = Some(error.to_string());
+                    status.state = "failing".into();
+                    outcome = Err(error.to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(reply) = flush {
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+async fn resolve(
+    state: &mut SessionState,
+    local: &mut LocalEndpoint,
+    beta: &mut RemoteEndpoint<AgentCarrier>,
+    path: &RelPath,
+    keep: Side,
+) -> Result<(), String> {
+    let alpha = local.scan().await.map_err(|e| e.to_string())?;
+    let beta = beta.scan().await.map_err(|e| e.to_string())?;
+    nexus_sync::resolve(&mut state.ancestor, &alpha, &beta, state.mode, path, keep)
+}
+
+/// Sends one request to the daemon at `socket` and reads its answer.
+pub async fn ask(socket: &Path, control: &Control) -> Result<ControlAnswer, std::io::Error> {
+    let stream = UnixStream::connect(socket).await?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_string(control).map_err(std::io::Error::other)?;
+    line.push('\n');
+    write.write_all(line.as_bytes()).await?;
+    let mut lines = BufReader::new(read).lines();
+    let answer = lines
+        .next_line()
+        .await?
+        .ok_or_else(|| std::io::Error::other("the sync daemon closed the connection"))?;
+    serde_json::from_str(&answer).map_err(std::io::Error::other)
+}
