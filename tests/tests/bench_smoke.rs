@@ -64,3 +64,11 @@ fn the_start_scenario_runs_on_docker_and_reports() {
         assert!(result[key]["p50_ms"].as_f64().unwrap() > 0.0, "{key}");
     }
 }
+
+#[test]
+fn the_sync_scenario_runs_and_reports() {
+    let result = run_bench(&["sync", "--files", "20", "--total-mb", "1", "--trials", "2"]);
+    assert_eq!(result["files"], 20);
+    assert_eq!(result["change_cycle"]["n"], 2);
+    assert!(result["initial_seconds"].as_f64().unwrap() > 0.0);
+}

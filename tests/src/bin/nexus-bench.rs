@@ -7,6 +7,7 @@
 //! $CARGO_TARGET_DIR/release/nexus-bench raft
 //! $CARGO_TARGET_DIR/release/nexus-bench failover
 //! $CARGO_TARGET_DIR/release/nexus-bench start
+//! $CARGO_TARGET_DIR/release/nexus-bench sync
 //! ```
 
 // A benchmark fails loudly: it panics on a broken setup rather than report a number.
@@ -79,6 +80,18 @@ enum Scenario {
         trials: usize,
         #[arg(long, default_value = "nexus-test/busybox:latest")]
         image: String,
+    },
+    /// File sync through a real agent (hollow runtime: the workspace's files directory is real)
+    /// over QUIC with mTLS on loopback: the initial sync of a tree of N files, then the time of
+    /// one sync cycle after a single-file change on the local side, over T trials.
+    Sync {
+        #[arg(long, default_value_t = 10_000)]
+        files: usize,
+        /// The tree's total size.
+        #[arg(long, default_value_t = 200)]
+        total_mb: usize,
+        #[arg(long, default_value_t = 50)]
+        trials: usize,
     },
     /// The agent's footprint: a real nexus-agent process (defaults: 5 s heartbeats, 10 s stats)
     /// with N running workspaces assigned by an in-process coordinator, then idle for a while:
@@ -224,6 +237,114 @@ async fn start(trials: usize, image: &str) -> serde_json::Value {
         "create_to_running": percentiles(created),
         "warm_start": percentiles(warm),
         "switch": percentiles(switched),
+    })
+}
+
+async fn sync(files: usize, total_mb: usize, trials: usize) -> serde_json::Value {
+    use nexus_sync::filter::Filter;
+    use nexus_sync::remote::RemoteEndpoint;
+    use nexus_sync::session::{Endpoint, LocalEndpoint, SessionState, cycle};
+
+    let pki = TestPki::new();
+    let coordinator = InProcessCoordinator::start(&pki).await;
+    let host = format!("bench-sync-{}", std::process::id());
+    let host_id: HostId = host.parse().unwrap();
+    let agent = nexus_tests::process::AgentProcess::start(&pki, &host, &[coordinator.address], &[]);
+    let registered = || async {
+        let id = host_id.clone();
+        coordinator
+            .read(move |state| state.hosts().contains_key(&id))
+            .await
+            .then_some(())
+    };
+    nexus_tests::eventually("the agent to register", Duration::from_secs(30), registered).await;
+    coordinator
+        .place(&host_id, "tree", "img", &[], &["sleep", "1"])
+        .await
+        .unwrap();
+    // Where the agent serves, asked as the workspace's owner; then the agent itself.
+    let owner = pki::user("harness", Role::User);
+    let address =
+        nexus_tests::eventually("the agent's endpoint", Duration::from_secs(20), || async {
+            let connection = connect(&pki, &owner, coordinator.address).await.ok()?;
+            match connection
+                .request(Request::Workspace(
+                    nexus_protocol::message::WorkspaceRequest::Endpoint("tree".parse().unwrap()),
+                ))
+                .await
+            {
+                Ok(Response::Endpoint { address, .. }) => Some(address),
+                _ => None,
+            }
+        })
+        .await;
+    let credentials =
+        nexus_protocol::transport::Credentials::from_pki_dir(pki.dir(), &owner).unwrap();
+    let connection = Connector::new(&credentials, TransportConfig::default())
+        .unwrap()
+        .connect(
+            address.parse().unwrap(),
+            "127.0.0.1",
+            &[IdentityKind::Agent],
+        )
+        .await
+        .unwrap();
+    // The local tree: `files` files of random content, 100 to a directory.
+    let local = pki.scratch("local-tree");
+    let size = (total_mb << 20) / files;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = |len: usize| {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect::<Vec<u8>>()
+    };
+    for i in 0..files {
+        let dir = local.join(format!("d{}", i / 100));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}")), noise(size)).unwrap();
+    }
+    let carrier = nexus_cli::sync::AgentCarrier::new(connection, "tree".parse().unwrap());
+    let mut beta = RemoteEndpoint::new(carrier, vec![], true);
+    let mut alpha = LocalEndpoint::new(&local, Filter::new(&[], true).unwrap());
+    let mut state = SessionState::default();
+    let started = Instant::now();
+    loop {
+        let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
+        if report.quiet() {
+            break;
+        }
+    }
+    let initial = started.elapsed();
+    let mut cycles = Vec::with_capacity(trials);
+    let mut scans = Vec::with_capacity(trials);
+    for trial in 0..trials {
+        let path = local
+            .join(format!("d{}", (trial * 37 % files) / 100))
+            .join(format!("f{}", trial * 37 % files));
+        std::fs::write(&path, noise(size)).unwrap();
+        let started = Instant::now();
+        let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
+        cycles.push(started.elapsed());
+        assert_eq!(report.applied, 1, "{report:?}");
+        let scanning = Instant::now();
+        alpha.scan().await.unwrap();
+        beta.scan().await.unwrap();
+        scans.push(scanning.elapsed());
+    }
+    drop(agent);
+    coordinator.stop().await;
+    json!({
+        "scenario": "sync",
+        "files": files,
+        "total_mb": total_mb,
+        "initial_seconds": initial.as_secs_f64(),
+        "change_cycle": percentiles(cycles),
+        "scan_both": percentiles(scans),
     })
 }
 
@@ -577,6 +698,17 @@ fn print_table(result: &serde_json::Value) {
                 &result["kill_to_first_write"],
             );
         }
+        Some("sync") => {
+            println!(
+                "initial sync of {} files ({} MB): {:.2} s",
+                result["files"],
+                result["total_mb"],
+                result["initial_seconds"].as_f64().unwrap_or(0.0)
+            );
+            print_percentiles("single-file change, one cycle", &result["change_cycle"]);
+            print_percentiles("  of which: scan both sides", &result["scan_both"]);
+            return;
+        }
         Some("start") => {
             for (name, key) in [
                 ("create → running (CLI, Docker)", "create_to_running"),
@@ -683,6 +815,11 @@ async fn main() {
         } => raft(writes.max(1), concurrency.max(1)).await,
         Scenario::Failover { kills } => failover(kills.max(1)).await,
         Scenario::Start { trials, image } => start(trials.max(1), &image).await,
+        Scenario::Sync {
+            files,
+            total_mb,
+            trials,
+        } => sync(files.max(1), total_mb, trials.max(1)).await,
         Scenario::AgentIdle {
             runtime,
             workspaces,
