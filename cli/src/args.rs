@@ -117,15 +117,7 @@ pub enum WorkspaceCommand {
     /// Destroy your stopped workspaces that have not changed for a while.
     Cleanup(CleanupArgs),
     /// What the workspace's container wrote, from its host.
-    Logs {
-        name: WorkspaceName,
-        /// How many of the last lines.
-        #[arg(long, default_value_t = 100)]
-        tail: u32,
-        /// Keep printing new lines until the container stops (or Ctrl-C).
-        #[arg(long, short = 'f')]
-        follow: bool,
-    },
+    Logs(LogsArgs),
     /// Keep a local directory in sync with the workspace's files (/workspace in its container).
     #[command(subcommand)]
     Sync(SyncCommand),
@@ -155,6 +147,17 @@ pub struct WaitArgs {
     /// How long to wait for the host, in seconds.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub name: WorkspaceName,
+    /// How many of the last lines.
+    #[arg(long, default_value_t = 100)]
+    pub tail: u32,
+    /// Keep printing new lines until the container stops (or Ctrl-C).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -492,13 +495,7 @@ pub enum AdminWorkspaceCommand {
     /// Recreate any user's workspace's container from its spec.
     Repair(Target),
     /// Any user's workspace's logs.
-    Logs {
-        name: WorkspaceName,
-        #[arg(long, default_value_t = 100)]
-        tail: u32,
-        #[arg(long, short = 'f')]
-        follow: bool,
-    },
+    Logs(LogsArgs),
     /// Destroy stopped workspaces unchanged for a while: one user's (`--owner`) or everyone's.
     Cleanup {
         #[arg(long)]

@@ -216,11 +216,19 @@ async fn handle(
             if let Err(e) = Filter::new(&config.ignore, config.ignore_vcs) {
                 return error("INVALID_ARGUMENT", e);
             }
+            // Only the user reads it: it says where the user's key is.
             let saved = serde_json::to_vec(&config)
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| {
-                    std::fs::write(paths.config(&config.workspace), bytes)
-                        .map_err(|e| e.to_string())
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let mut file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(paths.config(&config.workspace))
+                        .map_err(|e| e.to_string())?;
+                    std::io::Write::write_all(&mut file, &bytes).map_err(|e| e.to_string())
                 });
             if let Err(e) = saved {
                 return error(

@@ -243,12 +243,7 @@ impl<C: Carrier> Endpoint for RemoteEndpoint<C> {
             }
         }
         // The pieces must make the version that was planned, not a mix of two.
-        let actual = crate::scan::digest_of(&mut bytes.as_slice())
-            .map_err(|e| EndpointError::Unavailable(e.to_string()))?;
-        if actual != *digest {
-            return Err(EndpointError::Stale(path.clone()));
-        }
-        Ok(bytes)
+        crate::session::checked(path, bytes, digest)
     }
 
     async fn signature(&mut self, path: &RelPath) -> Result<Signature, EndpointError> {

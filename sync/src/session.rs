@@ -320,13 +320,7 @@ impl Endpoint for LocalEndpoint {
     }
 
     async fn read(&mut self, path: &RelPath, digest: &Digest) -> Result<Vec<u8>, EndpointError> {
-        let bytes = self.read_file(path)?;
-        let actual = crate::scan::digest_of(&mut bytes.as_slice())
-            .map_err(|e| EndpointError::Unavailable(e.to_string()))?;
-        if actual != *digest {
-            return Err(EndpointError::Stale(path.clone()));
-        }
-        Ok(bytes)
+        checked(path, self.read_file(path)?, digest)
     }
 
     async fn signature(&mut self, path: &RelPath) -> Result<Signature, EndpointError> {
@@ -345,6 +339,16 @@ impl Endpoint for LocalEndpoint {
         local::apply(&mut self.scanner, &self.filter, change, &mut source)?;
         Ok(())
     }
+}
+
+/// `bytes` if they are the version with `digest`: a file read while it changed is stale.
+pub fn checked(path: &RelPath, bytes: Vec<u8>, digest: &Digest) -> Result<Vec<u8>, EndpointError> {
+    let actual = crate::scan::digest_of(&mut bytes.as_slice())
+        .map_err(|e| EndpointError::Unavailable(e.to_string()))?;
+    if actual != *digest {
+        return Err(EndpointError::Stale(path.clone()));
+    }
+    Ok(bytes)
 }
 
 /// The content sent with a change, rebuilding deltas against the file on disk.

@@ -180,6 +180,28 @@ impl Fleet {
         .await
     }
 
+    /// Ada's small workspace `name` that sleeps, running.
+    fn create_sleeper(&self, name: &str) {
+        let (user, role) = ada();
+        let created = self.ok(
+            user,
+            role,
+            &[
+                "workspace",
+                "create",
+                name,
+                "--image",
+                IMAGE,
+                "--class",
+                "small",
+                "--",
+                "sleep",
+                "1000000",
+            ],
+        );
+        assert_eq!(created["state"], "running");
+    }
+
     /// Every workspace, as an admin lists them: name → (state, host).
     fn workspaces(&self) -> Vec<(String, String, String)> {
         self.ok("root", Role::Admin, &["workspace", "list"])
@@ -846,22 +868,7 @@ async fn a_sync_session_carries_edits_between_a_local_directory_and_the_containe
 
     let fleet = Fleet::start("sync", 1).await;
     let (user, role) = ada();
-    fleet.ok(
-        user,
-        role,
-        &[
-            "workspace",
-            "create",
-            "web",
-            "--image",
-            IMAGE,
-            "--class",
-            "small",
-            "--",
-            "sleep",
-            "1000000",
-        ],
-    );
+    fleet.create_sleeper("web");
     let local = tempfile::tempdir().unwrap();
     std::fs::write(local.path().join("hello.txt"), "from the laptop\n").unwrap();
     let connection = agent_connection(&fleet, user, role, "web").await;
@@ -938,22 +945,7 @@ async fn a_sync_session_carries_edits_between_a_local_directory_and_the_containe
 async fn nexus_workspace_sync_runs_sessions_in_the_background() {
     let fleet = Fleet::start("syncd", 1).await;
     let (user, role) = ada();
-    fleet.ok(
-        user,
-        role,
-        &[
-            "workspace",
-            "create",
-            "web",
-            "--image",
-            IMAGE,
-            "--class",
-            "small",
-            "--",
-            "sleep",
-            "1000000",
-        ],
-    );
+    fleet.create_sleeper("web");
     let local = tempfile::tempdir().unwrap();
     let local_dir = local.path().to_str().unwrap().to_string();
     std::fs::write(local.path().join("a.txt"), "one\n").unwrap();

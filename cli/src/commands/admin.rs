@@ -176,8 +176,8 @@ pub async fn run(
             AdminWorkspaceCommand::Inspect { name } => {
                 workspace::inspect(settings, name, format).await
             }
-            AdminWorkspaceCommand::Logs { name, tail, follow } => {
-                crate::commands::host::logs(settings, name, tail, follow, format).await
+            AdminWorkspaceCommand::Logs(args) => {
+                crate::commands::host::logs(settings, args, format).await
             }
             AdminWorkspaceCommand::Cleanup { owner, age } => {
                 let request = WorkspaceRequest::CleanupOf {

@@ -110,11 +110,10 @@ pub async fn networks(settings: &Settings, format: OutputFormat) -> Result<(), C
 
 pub async fn logs(
     settings: &Settings,
-    name: WorkspaceName,
-    tail: u32,
-    follow: bool,
+    args: crate::args::LogsArgs,
     format: OutputFormat,
 ) -> Result<(), CliError> {
+    let crate::args::LogsArgs { name, tail, follow } = args;
     let (host, connection) = agent_of(settings, &name).await?;
     let request = Request::Host(HostRequest::Logs {
         workspace: name.clone(),

@@ -78,10 +78,8 @@ pub async fn run(
         WorkspaceCommand::Inspect { name } => {
             return inspect(settings, name, format).await.map(|()| 0);
         }
-        WorkspaceCommand::Logs { name, tail, follow } => {
-            return host::logs(settings, name, tail, follow, format)
-                .await
-                .map(|()| 0);
+        WorkspaceCommand::Logs(args) => {
+            return host::logs(settings, args, format).await.map(|()| 0);
         }
         WorkspaceCommand::Exec { name, command } => {
             return host::exec(settings, name, command, format).await;
