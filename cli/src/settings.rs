@@ -208,7 +208,7 @@ impl Client<'_> {
                 Some(connection) => connection,
                 None => self.settings.connect().await?,
             };
-            let error = match current
+            let mut error = match current
                 .request_with(request_id, request.clone(), limit)
                 .await
             {
@@ -228,8 +228,15 @@ impl Client<'_> {
                 && redirects < MAX_REDIRECTS
             {
                 redirects += 1;
-                self.connection = Some(connect_to(&self.connector, address).await?);
-                continue;
+                match connect_to(&self.connector, address).await {
+                    Ok(leader) => {
+                        self.connection = Some(leader);
+                        continue;
+                    }
+                    // The leader named may have just died (a failover under way): retry as a
+                    // network error, from whichever coordinator answers.
+                    Err(unreachable) => error = unreachable,
+                }
             }
             // An answer from the server leaves the connection good for the next request.
             let answered = !matches!(error.code, ErrorCode::NetworkError | ErrorCode::Timeout);

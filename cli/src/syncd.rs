@@ -14,7 +14,7 @@ use nexus_protocol::WorkspaceName;
 use nexus_sync::filter::Filter;
 use nexus_sync::remote::RemoteEndpoint;
 use nexus_sync::session::{Endpoint, EndpointError, LocalEndpoint, SessionState, cycle};
-use nexus_sync::watch::{Coalescer, Watcher};
+use nexus_sync::watch::Coalescer;
 use nexus_sync::{Mode, RelPath, Side};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -403,14 +403,10 @@ async fn session(
     let mut local = LocalEndpoint::new(&config.local, filter);
     let changed = Arc::new(Notify::new());
     let notify = changed.clone();
-    let _watcher = match Watcher::start(&config.local, move || notify.notify_one()) {
-        Ok(watcher) => Some(watcher),
-        Err(e) => {
-            // Without events the poll still finds every change, later.
-            lock(&status).last_error = Some(e);
-            None
-        }
-    };
+    if let Err(e) = local.watch(move || notify.notify_one()) {
+        // Without events the poll still finds every change, later.
+        lock(&status).last_error = Some(e);
+    }
     let mut paused = false;
     let mut remote_side: Option<RemoteEndpoint<AgentCarrier>> = None;
     let mut coalescer = Coalescer::new(QUIET, MAX_WAIT);

@@ -119,8 +119,10 @@ impl Served {
                             self.root.display()
                         ))
                     })?;
-                    self.endpoint =
-                        Some((ignore, ignore_vcs, LocalEndpoint::new(&self.root, filter)));
+                    let mut endpoint = LocalEndpoint::new(&self.root, filter);
+                    // Without a watcher every scan reads the whole tree: slower, still right.
+                    let _ = endpoint.watch(|| {});
+                    self.endpoint = Some((ignore, ignore_vcs, endpoint));
                 }
                 Ok(Answer::Tree(self.endpoint()?.scan().await?))
             }

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,7 @@ use crate::path::RelPath;
 use crate::reconcile::{Change, Conflict, Mode, Side, reconcile};
 use crate::scan::{ScanError, Scanner};
 use crate::tree::{Digest, Entry, Tree};
+use crate::watch::Dirty;
 
 /// A file's new content, as it travels to the side that lacks it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,11 +250,19 @@ async fn carry(
     to.apply(change, contents).await
 }
 
+/// How long a watched side goes on rescanning only what its watcher names before it scans
+/// everything again: the safety net under a missed event.
+pub const FULL_RESCAN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A side in a directory on this machine.
 #[derive(Debug)]
 pub struct LocalEndpoint {
     scanner: Scanner,
     filter: Filter,
+    /// With a watcher: what it says changed, and the tree as of the last scan (with when the
+    /// last full scan was).
+    watch: Option<(crate::watch::Watcher, Arc<Mutex<Dirty>>)>,
+    tree: Option<(Tree, std::time::Instant)>,
 }
 
 impl LocalEndpoint {
@@ -260,7 +270,60 @@ impl LocalEndpoint {
         LocalEndpoint {
             scanner: Scanner::new(root),
             filter,
+            watch: None,
+            tree: None,
         }
+    }
+
+    /// Watches the root: scans then read again only what changed (and everything every
+    /// [`FULL_RESCAN`]); `wake` is called on every change.
+    pub fn watch(&mut self, wake: impl Fn() + Send + 'static) -> Result<(), String> {
+        let dirty = Arc::new(Mutex::new(Dirty::default()));
+        let marks = dirty.clone();
+        let root = self.scanner.root().to_path_buf();
+        let watcher = crate::watch::Watcher::with_paths(&root.clone(), move |paths| {
+            marks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .mark(&root, paths);
+            wake();
+        })?;
+        self.watch = Some((watcher, dirty));
+        self.tree = None;
+        Ok(())
+    }
+
+    /// The tree, read again only where the watcher saw changes when it can.
+    fn scan_tree(&mut self) -> Result<Tree, EndpointError> {
+        let Some((_, dirty)) = &self.watch else {
+            return Ok(self.scanner.scan(&self.filter)?.tree);
+        };
+        let dirty = std::mem::take(
+            &mut *dirty
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if let Some((tree, full_at)) = &mut self.tree
+            && !dirty.everything()
+            && full_at.elapsed() < FULL_RESCAN
+        {
+            let root = self.scanner.root().to_path_buf();
+            for path in dirty.roots() {
+                // Never through a symlink: a path whose parents are not directories is gone.
+                if local::parents_are_directories(&root, &path).unwrap_or(false) {
+                    let entries = self.scanner.scan_subtree(&path, &self.filter)?;
+                    tree.replace_subtree(&path, &entries);
+                } else {
+                    tree.remove_subtree(&path);
+                }
+            }
+            if tree.check().is_ok() {
+                return Ok(tree.clone());
+            }
+        }
+        let tree = self.scanner.scan(&self.filter)?.tree;
+        self.tree = Some((tree.clone(), std::time::Instant::now()));
+        Ok(tree)
     }
 
     pub fn root(&self) -> &Path {
@@ -316,7 +379,7 @@ impl LocalEndpoint {
 
 impl Endpoint for LocalEndpoint {
     async fn scan(&mut self) -> Result<Tree, EndpointError> {
-        Ok(self.scanner.scan(&self.filter)?.tree)
+        self.scan_tree()
     }
 
     async fn read(&mut self, path: &RelPath, digest: &Digest) -> Result<Vec<u8>, EndpointError> {
@@ -337,6 +400,11 @@ impl Endpoint for LocalEndpoint {
             contents,
         };
         local::apply(&mut self.scanner, &self.filter, change, &mut source)?;
+        // What was just written is known: the cached tree must not wait for the watcher's
+        // events to see it (a tree without it would read as a deletion here).
+        if let Some((tree, _)) = &mut self.tree {
+            tree.replace_subtree(&change.path, &change.desired);
+        }
         Ok(())
     }
 }

@@ -4,8 +4,11 @@
 //! after it began. Events only say "look again": every cycle scans, so a lost or overflowing
 //! event queue costs latency, never correctness; a periodic rescan is the safety net.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use crate::path::RelPath;
 
 use notify::{RecursiveMode, Watcher as _};
 
@@ -19,16 +22,76 @@ impl Watcher {
     /// Calls `changed` (from another thread) whenever something beneath `root` may have
     /// changed, including when the event queue overflowed.
     pub fn start(root: &Path, changed: impl Fn() + Send + 'static) -> Result<Watcher, String> {
-        let mut inner = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // An error (an overflowed queue among them) also means: look again.
-            let _ = event;
-            changed();
-        })
-        .map_err(|e| format!("cannot watch {}: {e}", root.display()))?;
+        Watcher::with_paths(root, move |_| changed())
+    }
+
+    /// Calls `changed` with the paths an event names, or `None` when it names none usable (an
+    /// error, an overflowed queue): then anything may have changed.
+    pub fn with_paths(
+        root: &Path,
+        changed: impl Fn(Option<Vec<PathBuf>>) + Send + 'static,
+    ) -> Result<Watcher, String> {
+        let mut inner =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+                // Reading changes nothing (and a scan's own reads would wake it for ever).
+                Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => {}
+                Ok(event) if !event.need_rescan() && !event.paths.is_empty() => {
+                    changed(Some(event.paths));
+                }
+                _ => changed(None),
+            })
+            .map_err(|e| format!("cannot watch {}: {e}", root.display()))?;
         inner
             .watch(root, RecursiveMode::Recursive)
             .map_err(|e| format!("cannot watch {}: {e}", root.display()))?;
         Ok(Watcher { _inner: inner })
+    }
+}
+
+/// The paths changed since the last scan, as the watcher named them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dirty {
+    paths: BTreeSet<RelPath>,
+    everything: bool,
+}
+
+impl Dirty {
+    /// Records an event's paths (absolute, beneath `root`); a path it cannot place makes
+    /// everything dirty.
+    pub fn mark(&mut self, root: &Path, paths: Option<Vec<PathBuf>>) {
+        let Some(paths) = paths else {
+            self.everything = true;
+            return;
+        };
+        for path in paths {
+            let relative = path
+                .strip_prefix(root)
+                .ok()
+                .and_then(|p| p.to_str())
+                .map(RelPath::new);
+            match relative {
+                Some(Ok(path)) => {
+                    self.paths.insert(path);
+                }
+                // The root itself, or a name that cannot be a path here.
+                _ => self.everything = true,
+            }
+        }
+    }
+
+    pub fn everything(&self) -> bool {
+        self.everything
+    }
+
+    /// The dirty paths, none beneath another.
+    pub fn roots(&self) -> Vec<RelPath> {
+        let mut roots: Vec<RelPath> = Vec::new();
+        for path in &self.paths {
+            if !roots.last().is_some_and(|root| path.is_within(root)) {
+                roots.push(path.clone());
+            }
+        }
+        roots
     }
 }
 

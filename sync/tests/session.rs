@@ -109,3 +109,46 @@ async fn a_state_file_that_is_not_ours_is_refused() {
     fs::write(&path, "garbage").unwrap();
     assert!(SessionState::load(&path).is_err());
 }
+
+#[tokio::test]
+async fn a_watched_side_rescans_only_what_changed_and_still_sees_everything() {
+    use nexus_sync::scan::Scanner;
+    use nexus_sync::session::Endpoint;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("alpha");
+    fs::create_dir_all(root.join("a/b")).unwrap();
+    fs::write(root.join("a/b/f"), "1").unwrap();
+    let filter = || Filter::new(&["*.log".into()], true).unwrap();
+    let mut watched = LocalEndpoint::new(&root, filter());
+    watched.watch(|| {}).unwrap();
+    let full = |root: &Path| Scanner::new(root).scan(&filter()).unwrap().tree;
+    assert_eq!(watched.scan().await.unwrap(), full(&root));
+    type Step = Box<dyn Fn(&Path)>;
+    let steps: Vec<Step> = vec![
+        Box::new(|r| fs::write(r.join("a/b/f"), "2").unwrap()),
+        Box::new(|r| fs::create_dir_all(r.join("new/deep/er")).unwrap()),
+        Box::new(|r| fs::write(r.join("new/deep/er/g"), "g").unwrap()),
+        Box::new(|r| fs::rename(r.join("new"), r.join("moved")).unwrap()),
+        Box::new(|r| fs::write(r.join("x.log"), "ignored").unwrap()),
+        Box::new(|r| std::os::unix::fs::symlink("a/b/f", r.join("link")).unwrap()),
+        Box::new(|r| fs::remove_dir_all(r.join("a")).unwrap()),
+        Box::new(|r| fs::write(r.join("a"), "a file where a directory was").unwrap()),
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        step(&root);
+        let want = full(&root);
+        let started = std::time::Instant::now();
+        loop {
+            let got = watched.scan().await.unwrap();
+            if got == want {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(3),
+                "step {i}: the watched scan never caught up:\n{got:?}\nwant {want:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -311,6 +311,13 @@ async fn sync(files: usize, total_mb: usize, trials: usize) -> serde_json::Value
     let carrier = nexus_cli::sync::AgentCarrier::new(connection, "tree".parse().unwrap());
     let mut beta = RemoteEndpoint::new(carrier, vec![], true);
     let mut alpha = LocalEndpoint::new(&local, Filter::new(&[], true).unwrap());
+    // Watched, as the sync daemon has it: a change is seen through its event.
+    let (events, noticed) = std::sync::mpsc::channel();
+    alpha
+        .watch(move || {
+            let _ = events.send(());
+        })
+        .unwrap();
     let mut state = SessionState::default();
     let started = Instant::now();
     loop {
@@ -322,18 +329,24 @@ async fn sync(files: usize, total_mb: usize, trials: usize) -> serde_json::Value
     let initial = started.elapsed();
     let mut cycles = Vec::with_capacity(trials);
     let mut scans = Vec::with_capacity(trials);
+    let mut remote_scans = Vec::with_capacity(trials);
     for trial in 0..trials {
         let path = local
             .join(format!("d{}", (trial * 37 % files) / 100))
             .join(format!("f{}", trial * 37 % files));
+        while noticed.try_recv().is_ok() {}
         std::fs::write(&path, noise(size)).unwrap();
         let started = Instant::now();
+        // From the write: the event, then the cycle.
+        noticed.recv_timeout(Duration::from_secs(5)).unwrap();
         let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
         cycles.push(started.elapsed());
         assert_eq!(report.applied, 1, "{report:?}");
         let scanning = Instant::now();
         alpha.scan().await.unwrap();
+        let remote = Instant::now();
         beta.scan().await.unwrap();
+        remote_scans.push(remote.elapsed());
         scans.push(scanning.elapsed());
     }
     drop(agent);
@@ -345,6 +358,7 @@ async fn sync(files: usize, total_mb: usize, trials: usize) -> serde_json::Value
         "initial_seconds": initial.as_secs_f64(),
         "change_cycle": percentiles(cycles),
         "scan_both": percentiles(scans),
+        "scan_remote": percentiles(remote_scans),
     })
 }
 
@@ -707,6 +721,7 @@ fn print_table(result: &serde_json::Value) {
             );
             print_percentiles("single-file change, one cycle", &result["change_cycle"]);
             print_percentiles("  of which: scan both sides", &result["scan_both"]);
+            print_percentiles("    of which: the workspace's side", &result["scan_remote"]);
             return;
         }
         Some("start") => {
