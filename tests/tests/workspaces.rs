@@ -558,21 +558,26 @@ async fn a_killed_leader_or_a_dead_host_loses_and_duplicates_nothing() {
         "bin-packing filled host 0 first? {workspaces:?}"
     );
     fleet.kill_agent(1);
-    let fleet_ref = &fleet;
-    eventually(
-        "the host down and its workspaces lost",
-        Duration::from_secs(20),
-        || async {
-            let all = fleet_ref.workspaces();
-            let lost: BTreeSet<String> = all
-                .iter()
-                .filter(|(_, state, _)| state == "lost")
-                .map(|(n, _, _)| n.clone())
-                .collect();
-            (lost == on_dead).then_some(())
-        },
-    )
-    .await;
+    // Exactly its workspaces: a live host marked down meanwhile would be a false alarm.
+    let started = std::time::Instant::now();
+    loop {
+        let all = fleet.workspaces();
+        let lost: BTreeSet<String> = all
+            .iter()
+            .filter(|(_, state, _)| state == "lost")
+            .map(|(n, _, _)| n.clone())
+            .collect();
+        if lost == on_dead {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the dead host's workspaces {on_dead:?} were not exactly the lost ones: {all:?}\nhosts: {}\n{}",
+            fleet.ok("root", Role::Admin, &["admin", "hosts"]),
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let hosts = fleet.ok("root", Role::Admin, &["admin", "hosts"]);
     let status = hosts
         .as_array()
