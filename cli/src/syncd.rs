@@ -146,6 +146,16 @@ pub async fn run(paths: Paths) -> Result<(), String> {
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)
         .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    // A daemon whose directory is removed has nothing left to keep: it goes too.
+    let dir = paths.dir.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if !dir.is_dir() {
+                std::process::exit(0);
+            }
+        }
+    });
     let mut sessions: BTreeMap<WorkspaceName, Running> = BTreeMap::new();
     // Sessions saved by an earlier daemon carry on.
     for config in saved_sessions(&paths) {
@@ -411,8 +421,11 @@ async fn session(
     let mut remote_side: Option<RemoteEndpoint<AgentCarrier>> = None;
     let mut coalescer = Coalescer::new(QUIET, MAX_WAIT);
     let mut next_poll = Instant::now();
+    let mut next_connect = Instant::now();
     loop {
-        if remote_side.is_none() && !paused {
+        // Reconnecting waits its turn: an event storm must not become a connection storm.
+        if remote_side.is_none() && !paused && Instant::now() >= next_connect {
+            next_connect = Instant::now() + RECONNECT;
             match remote(&config).await {
                 Ok(endpoint) => {
                     remote_side = Some(endpoint);
@@ -424,11 +437,16 @@ async fn session(
                     let mut status = lock(&status);
                     status.state = "failing".into();
                     status.last_error = Some(e);
-                    next_poll = Instant::now() + RECONNECT;
+                    next_poll = next_connect;
                 }
             }
         }
-        let due = coalescer.due().unwrap_or(next_poll).min(next_poll);
+        // Without the workspace's side there is nothing to cycle: wait for the next attempt.
+        let due = if remote_side.is_none() {
+            next_connect
+        } else {
+            coalescer.due().unwrap_or(next_poll).min(next_poll)
+        };
         let mut flush: Option<oneshot::Sender<Result<(), String>>> = None;
         tokio::select! {
             () = changed.notified() => {
@@ -458,6 +476,7 @@ async fn session(
             continue;
         }
         let Some(beta) = remote_side.as_mut() else {
+            coalescer.ran();
             if let Some(reply) = flush {
                 let _ = reply.send(Err(lock(&status)
                     .last_error

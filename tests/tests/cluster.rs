@@ -207,11 +207,19 @@ async fn members_catch_up_from_snapshots_join_leave_and_hand_over() {
     assert_eq!(acked.len(), 50, "a two-node majority takes every write");
     cluster.restart(&pki, follower).await;
     replica_has(&pki, cluster.members[follower].address, &acked).await;
-    let log = cluster.running[follower].as_ref().unwrap().process.log();
-    assert!(
-        log.contains("restored from the leader's snapshot"),
-        "the returning node caught up from a snapshot:\n{log}"
-    );
+    // The line may reach the log file a moment after the data is visible (seen under load).
+    let started = std::time::Instant::now();
+    loop {
+        let log = cluster.running[follower].as_ref().unwrap().process.log();
+        if log.contains("restored from the leader's snapshot") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the returning node caught up from a snapshot:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A fourth node joins as a learner, catches up (from a snapshot too) and votes.
     let fourth = cluster.start_joiner(&pki, 4).await;

@@ -28,7 +28,8 @@ struct Fleet {
     cluster: TestCluster,
     hosts: Vec<String>,
     ranges: Vec<(u16, u16)>,
-    agents: Vec<Option<AgentProcess>>,
+    /// Each agent, while it runs (a cell: tests kill and restart them while sharing the fleet).
+    agents: std::sync::Mutex<Vec<Option<AgentProcess>>>,
     _cleanup: Vec<HostCleanup>,
 }
 
@@ -47,9 +48,9 @@ impl Fleet {
                 (start, start + 9)
             })
             .collect();
-        let mut fleet = Fleet {
+        let fleet = Fleet {
             _cleanup: hosts.iter().cloned().map(HostCleanup).collect(),
-            agents: hosts.iter().map(|_| None).collect(),
+            agents: std::sync::Mutex::new(hosts.iter().map(|_| None).collect()),
             pki,
             cluster,
             hosts,
@@ -76,11 +77,11 @@ impl Fleet {
         fleet
     }
 
-    fn start_agent(&mut self, index: usize) {
+    fn start_agent(&self, index: usize) {
         let (low, high) = self.ranges[index];
         let range = format!("{low}-{high}");
         let flags = ["--runtime", "docker", "--port-range", &range];
-        self.agents[index] = Some(AgentProcess::start(
+        self.agents.lock().unwrap()[index] = Some(AgentProcess::start(
             &self.pki,
             &self.hosts[index],
             &self.cluster.live_addresses(),
@@ -88,8 +89,8 @@ impl Fleet {
         ));
     }
 
-    fn kill_agent(&mut self, index: usize) {
-        if let Some(mut agent) = self.agents[index].take() {
+    fn kill_agent(&self, index: usize) {
+        if let Some(mut agent) = self.agents.lock().unwrap()[index].take() {
             agent.process.kill();
         }
     }
@@ -225,6 +226,8 @@ impl Fleet {
     fn logs(&self) -> String {
         let agents: String = self
             .agents
+            .lock()
+            .unwrap()
             .iter()
             .flatten()
             .map(|a| format!("--- agent {}\n{}", a.host_id, a.process.log()))
@@ -673,7 +676,7 @@ async fn logs_and_exec_come_from_the_workspaces_own_agent_and_only_to_its_owner(
             "echo from-container > /workspace/f",
         ],
     );
-    let files = fleet.agents[0]
+    let files = fleet.agents.lock().unwrap()[0]
         .as_ref()
         .unwrap()
         .data_dir
@@ -1029,6 +1032,54 @@ async fn nexus_workspace_sync_runs_sessions_in_the_background() {
     assert_eq!(exec("cat /workspace/a.txt"), "local edit\n");
     let status = ok(&["status"]);
     assert_eq!(status[0]["conflicts"], serde_json::json!([]), "{status}");
+
+    // The agent dies mid-sync and comes back (a new port, the same files): the session
+    // reconnects and carries on, and what changed meanwhile travels without a fresh copy.
+    fleet.kill_agent(0);
+    std::fs::write(
+        local.path().join("during.txt"),
+        "written while the agent was down\n",
+    )
+    .unwrap();
+    fleet.start_agent(0);
+    let exec = |script: &str| {
+        let out = fleet.ok(
+            user,
+            role,
+            &["workspace", "exec", "web", "--", "sh", "-c", script],
+        );
+        out["stdout"].as_str().unwrap().to_string()
+    };
+    eventually(
+        "during.txt in the container",
+        Duration::from_secs(30),
+        || async {
+            // Until the agent is back and has said where, exec itself fails: try again.
+            let out = fleet.run(
+                user,
+                role,
+                &[
+                    "workspace",
+                    "exec",
+                    "web",
+                    "--",
+                    "cat",
+                    "/workspace/during.txt",
+                ],
+            );
+            let json: Value = serde_json::from_slice(&out.stdout).ok()?;
+            (json["stdout"] == "written while the agent was down\n").then_some(())
+        },
+    )
+    .await;
+    let changes_before = ok(&["status"])[0]["changes"].as_u64().unwrap();
+    ok(&["flush", "web"]);
+    assert_eq!(exec("cat /workspace/a.txt"), "local edit\n");
+    assert_eq!(
+        ok(&["status"])[0]["changes"].as_u64().unwrap(),
+        changes_before,
+        "nothing copied again after the reconnection"
+    );
 
     // Someone else's workspace: the session cannot reach it, and says why.
     let bob_dir = fleet.pki.scratch("sync-bob");
