@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nexus_protocol::WorkspaceName;
+use nexus_protocol::error::ErrorCode;
 use nexus_sync::filter::Filter;
 use nexus_sync::remote::RemoteEndpoint;
 use nexus_sync::session::{Endpoint, EndpointError, LocalEndpoint, SessionState, cycle};
@@ -85,11 +86,7 @@ pub enum Control {
 pub enum ControlAnswer {
     Sessions(Vec<SessionStatus>),
     Session(SessionStatus),
-    /// A stable error code's name and a message.
-    Error {
-        code: String,
-        message: String,
-    },
+    Error { code: ErrorCode, message: String },
 }
 
 enum Command {
@@ -172,7 +169,10 @@ pub async fn run(paths: Paths) -> Result<(), String> {
         while let Ok(Some(line)) = lines.next_line().await {
             let answer = match serde_json::from_str::<Control>(&line) {
                 Ok(control) => handle(control, &mut sessions, &paths).await,
-                Err(e) => error("INVALID_ARGUMENT", format!("not a sync request: {e}")),
+                Err(e) => error(
+                    ErrorCode::InvalidArgument,
+                    format!("not a sync request: {e}"),
+                ),
             };
             let mut text = serde_json::to_string(&answer).unwrap_or_default();
             text.push('\n');
@@ -187,9 +187,9 @@ pub async fn run(paths: Paths) -> Result<(), String> {
     }
 }
 
-fn error(code: &str, message: impl Into<String>) -> ControlAnswer {
+fn error(code: ErrorCode, message: impl Into<String>) -> ControlAnswer {
     ControlAnswer::Error {
-        code: code.into(),
+        code,
         message: message.into(),
     }
 }
@@ -219,12 +219,12 @@ async fn handle(
             }
             if !config.local.is_dir() {
                 return error(
-                    "INVALID_ARGUMENT",
+                    ErrorCode::InvalidArgument,
                     format!("{} is not a directory", config.local.display()),
                 );
             }
             if let Err(e) = Filter::new(&config.ignore, config.ignore_vcs) {
-                return error("INVALID_ARGUMENT", e);
+                return error(ErrorCode::InvalidArgument, e);
             }
             // Only the user reads it: it says where the user's key is.
             let saved = serde_json::to_vec(&config)
@@ -242,7 +242,7 @@ async fn handle(
                 });
             if let Err(e) = saved {
                 return error(
-                    "SYNC_SESSION_FAILED",
+                    ErrorCode::SyncSessionFailed,
                     format!("cannot save the session: {e}"),
                 );
             }
@@ -260,7 +260,10 @@ async fn handle(
                 return no_session(&name);
             };
             if lock(&running.status).state == "paused" {
-                return error("SYNC_PAUSED", format!("the sync of {name} is paused"));
+                return error(
+                    ErrorCode::SyncPaused,
+                    format!("the sync of {name} is paused"),
+                );
             }
             let (reply, answer) = oneshot::channel();
             let _ = running.commands.send(Command::Flush(reply)).await;
@@ -271,7 +274,7 @@ async fn handle(
                         ControlAnswer::Session(status)
                     } else {
                         error(
-                            "SYNC_CONFLICT",
+                            ErrorCode::SyncConflict,
                             format!(
                                 "{} conflict(s) in the sync of {name}; see `nexus workspace sync conflicts {name}`",
                                 status.conflicts.len()
@@ -279,8 +282,8 @@ async fn handle(
                         )
                     }
                 }
-                Ok(Err(e)) => error("SYNC_SESSION_FAILED", e),
-                Err(_) => error("SYNC_SESSION_FAILED", "the session ended"),
+                Ok(Err(e)) => error(ErrorCode::SyncSessionFailed, e),
+                Err(_) => error(ErrorCode::SyncSessionFailed, "the session ended"),
             }
         }
         Control::Resolve {
@@ -298,8 +301,8 @@ async fn handle(
                 .await;
             match answer.await {
                 Ok(Ok(())) => status_of(running),
-                Ok(Err(e)) => error("INVALID_ARGUMENT", e),
-                Err(_) => error("SYNC_SESSION_FAILED", "the session ended"),
+                Ok(Err(e)) => error(ErrorCode::InvalidArgument, e),
+                Err(_) => error(ErrorCode::SyncSessionFailed, "the session ended"),
             }
         }
         Control::Pause(ref name) | Control::Resume(ref name) => {
@@ -332,7 +335,7 @@ async fn handle(
 
 fn no_session(name: &WorkspaceName) -> ControlAnswer {
     error(
-        "WORKSPACE_NOT_FOUND",
+        ErrorCode::WorkspaceNotFound,
         format!(
             "no sync session for {name}; start one with `nexus workspace sync start {name} --local DIR`"
         ),

@@ -177,7 +177,8 @@ pub async fn cycle(
         conflicts: plan.conflicts.clone(),
         ..CycleReport::default()
     };
-    for change in plan.changes.clone() {
+    // Taken, not cloned: a first sync's changes carry whole subtrees.
+    for change in std::mem::take(&mut plan.changes) {
         let result = match change.side {
             Side::Beta => carry(&change, &beta_tree, alpha, beta, &mut report).await,
             Side::Alpha => carry(&change, &alpha_tree, beta, alpha, &mut report).await,

@@ -140,14 +140,6 @@ fn print_session(format: OutputFormat, status: &SessionStatus) {
     });
 }
 
-fn answer_error(code: &str, message: String) -> CliError {
-    let code = ErrorCode::ALL
-        .into_iter()
-        .find(|c| c.as_str() == code)
-        .unwrap_or(ErrorCode::SyncSessionFailed);
-    CliError::local(code, message)
-}
-
 pub async fn run(
     command: SyncCommand,
     settings: Result<Settings, CliError>,
@@ -255,6 +247,6 @@ pub async fn run(
             output::emit(format, &json, || status_table(&sessions));
             Ok(())
         }
-        ControlAnswer::Error { code, message } => Err(answer_error(&code, message)),
+        ControlAnswer::Error { code, message } => Err(CliError::local(code, message)),
     }
 }
