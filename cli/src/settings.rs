@@ -111,11 +111,17 @@ impl Settings {
     }
 
     pub fn connector(&self) -> Result<Connector, CliError> {
+        self.connector_with(TransportConfig::default())
+    }
+
+    /// A connector with its own transport settings (a long-lived connection to an agent
+    /// notices a dead peer sooner).
+    pub fn connector_with(&self, config: TransportConfig) -> Result<Connector, CliError> {
         let credentials = Credentials::load(&self.ca, &self.cert, &self.key).map_err(|e| {
             CliError::local(ErrorCode::AuthenticationFailed, e.to_string())
                 .suggest("check --ca, --cert and --key (or NEXUS_CA, NEXUS_CERT, NEXUS_KEY)")
         })?;
-        Connector::new(&credentials, TransportConfig::default())
+        Connector::new(&credentials, config)
             .map_err(|e| CliError::local(ErrorCode::Internal, e.to_string()))
     }
 

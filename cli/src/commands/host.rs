@@ -47,8 +47,15 @@ async fn connect_agent(
         ))
     };
     let (socket, server_name) = resolve(address).await.map_err(unreachable)?;
+    // A sync session keeps this connection for hours: a dead agent (killed, rebooted) must be
+    // noticed in seconds, not at the default 30 s idle timeout.
+    let config = nexus_protocol::transport::TransportConfig {
+        idle_timeout: std::time::Duration::from_secs(5),
+        keep_alive: std::time::Duration::from_secs(1),
+        ..Default::default()
+    };
     let connection = settings
-        .connector()?
+        .connector_with(config)?
         .connect(socket, &server_name, &[IdentityKind::Agent])
         .await
         .map_err(unreachable)?;
