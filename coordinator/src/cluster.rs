@@ -140,8 +140,59 @@ struct Driver {
     snapshots_seen: u64,
     last_heard: HashMap<NodeId, Instant>,
     known_addresses: BTreeMap<NodeId, String>,
-    /// The applied index, for those who wait for the state to change (the desired-state watch).
+    /// The applied index, for those who wait for the state to change.
     applied: watch::Sender<u64>,
+    /// Wakes the desired-state watches of the hosts whose desired state changed.
+    hosts: Arc<HostSignals>,
+    /// Whether this node leads, and in which term.
+    leadership: watch::Sender<(bool, u64)>,
+}
+
+/// One signal per host with a desired-state watch, raised when that host's desired state
+/// changes: an applied entry wakes only the watches it concerns, not every agent's.
+#[derive(Debug, Default)]
+pub struct HostSignals {
+    signals: std::sync::Mutex<HashMap<nexus_protocol::HostId, watch::Sender<()>>>,
+}
+
+impl HostSignals {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<nexus_protocol::HostId, watch::Sender<()>>> {
+        self.signals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A signal that changes whenever `host`'s desired state may have.
+    pub fn subscribe(&self, host: &nexus_protocol::HostId) -> watch::Receiver<()> {
+        self.lock()
+            .entry(host.clone())
+            .or_insert_with(|| watch::Sender::new(()))
+            .subscribe()
+    }
+
+    fn raise(&self, changed: crate::state::ChangedHosts) {
+        let mut signals = self.lock();
+        match changed {
+            crate::state::ChangedHosts::All => {
+                for signal in signals.values() {
+                    signal.send_replace(());
+                }
+            }
+            crate::state::ChangedHosts::Some(hosts) => {
+                for host in hosts {
+                    if let Some(signal) = signals.get(&host) {
+                        signal.send_replace(());
+                    }
+                }
+            }
+        }
+        // Hosts whose watches ended are forgotten.
+        if signals.len() > 64 {
+            signals.retain(|_, signal| signal.receiver_count() > 0);
+        }
+    }
 }
 
 /// Starts the driver on a thread of its own. It runs until `shutdown` fires (or every handle is
@@ -156,12 +207,16 @@ pub fn start(
     let (sender, inputs) = mpsc::channel(config.queue);
     peers.set_reports(sender.clone());
     let applied = watch::Sender::new(node.applied_index());
+    let hosts = Arc::new(HostSignals::default());
+    let leadership = watch::Sender::new((node.is_leader(), node.term()));
     let cluster = Cluster {
         id: node.id(),
         inputs: sender,
         peers: peers.clone(),
         config: config.clone(),
         applied: applied.subscribe(),
+        hosts: hosts.clone(),
+        leadership: leadership.subscribe(),
     };
     let (done, result) = oneshot::channel();
     let driver = Driver {
@@ -177,6 +232,8 @@ pub fn start(
         snapshots_seen: 0,
         last_heard: HashMap::new(),
         applied,
+        hosts,
+        leadership,
     };
     std::thread::Builder::new()
         .name("raft-driver".into())
@@ -221,6 +278,13 @@ impl Driver {
             }
             let output = self.node.process_ready()?;
             self.dispatch(output);
+            self.hosts.raise(self.node.take_changed_hosts());
+            let leading = (self.node.is_leader(), self.node.term());
+            self.leadership.send_if_modified(|now| {
+                let changed = *now != leading;
+                *now = leading;
+                changed
+            });
             let index = self.node.applied_index();
             self.applied.send_if_modified(|applied| {
                 let changed = *applied != index;
@@ -461,6 +525,8 @@ pub struct Cluster {
     peers: Arc<Peers>,
     config: DriverConfig,
     applied: watch::Receiver<u64>,
+    hosts: Arc<HostSignals>,
+    leadership: watch::Receiver<(bool, u64)>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -490,6 +556,18 @@ impl Cluster {
     /// Changes whenever this replica applies entries (or restores a snapshot).
     pub fn applied(&self) -> watch::Receiver<u64> {
         self.applied.clone()
+    }
+
+    /// Changes whenever `host`'s desired state may have changed on this replica.
+    pub fn desired_changes(&self, host: &nexus_protocol::HostId) -> watch::Receiver<()> {
+        self.hosts.subscribe(host)
+    }
+
+    /// Whether this node leads, and in which term, as of the driver's last round: a cheap look
+    /// for those who check often ([`Cluster::require_leader`] asks the driver, and names the
+    /// leader).
+    pub fn leadership(&self) -> watch::Receiver<(bool, u64)> {
+        self.leadership.clone()
     }
 
     pub fn config(&self) -> &DriverConfig {

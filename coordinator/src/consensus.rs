@@ -263,6 +263,11 @@ impl<S: LogStore> RaftNode<S> {
         &self.state
     }
 
+    /// The hosts whose desired state changed since the last call (see [`State::take_changed_hosts`]).
+    pub fn take_changed_hosts(&mut self) -> crate::state::ChangedHosts {
+        self.state.take_changed_hosts()
+    }
+
     pub fn applied_index(&self) -> u64 {
         self.applied_index
     }

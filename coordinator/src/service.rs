@@ -28,7 +28,7 @@ use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use crate::cluster::{Cluster, NodeView};
 use crate::consensus;
 use crate::placer::Placer;
-use crate::scheduler::{Scoring, in_flight};
+use crate::scheduler::{Scoring, is_in_flight};
 use crate::state::{Command, PlaceRequest, State, WorkspaceRecord};
 
 /// How long a host may be silent before the leader marks it down: three heartbeats of 5 s.
@@ -46,9 +46,10 @@ struct Liveness {
     containers: Vec<ContainerStats>,
 }
 
-/// How often a desired-state watch checks that this node still leads (it also wakes on every
-/// applied entry). A watch on a node that lost the lead ends with `NOT_LEADER`, naming the new
-/// leader, and the agent moves there.
+/// How often a desired-state watch checks that a newer watch has not replaced it. It also wakes
+/// when its host's desired state changes and when this node's leadership does: a watch on a
+/// node that lost the lead ends with `NOT_LEADER`, naming the new leader, and the agent moves
+/// there.
 const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);
 
 /// At most this many entries in one report or stats message: a host holds 50 workspaces by
@@ -513,7 +514,11 @@ fn fleet_stats(state: &State) -> FleetStats {
         memory_capacity_bytes: 0,
         ports_allocated: u64::try_from(state.ports().len()).unwrap_or(u64::MAX),
         ports_total: 0,
-        operations_in_flight: in_flight(state).values().map(|&n| u64::from(n)).sum(),
+        operations_in_flight: state
+            .workspaces()
+            .values()
+            .filter(|w| is_in_flight(w.state))
+            .count() as u64,
     };
     for (id, host) in state.hosts() {
         *hosts.entry(host.status).or_insert(0) += 1;
@@ -750,8 +755,10 @@ impl Service {
 
     /// The failure detector, for as long as the process runs: on the leader, a host silent for
     /// the TTL is marked down through Raft (its workspaces become lost). A node that has just
-    /// become leader first grants every host a full TTL from that moment, since heartbeats went
-    /// to the old leader: a failover never marks a host down. A host that registers later is
+    /// become leader first grants every host two TTLs from that moment, since heartbeats went
+    /// to the old leader and an agent needs time to notice (up to its heartbeat deadline) and
+    /// to reconnect: a failover never marks a live host down. (Nomad does the same with its
+    /// `failover_heartbeat_ttl`, five minutes by default.) A host that registers later is
     /// granted a full TTL from when this leader first sees it (registering is not a heartbeat).
     pub async fn detect_failures(&self) {
         let period = (self.host_ttl / 5).clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -787,15 +794,21 @@ impl Service {
                     .into_iter()
                     .filter(|host| {
                         let seen = *first_seen.entry(host.clone()).or_insert(now);
+                        // Heard from since this node took the lead: silence counts from then.
+                        // Not yet: from one TTL after the election, so a host has two TTLs to
+                        // notice the old leader is gone and find this one.
                         let heard = liveness
                             .get(host)
-                            .map_or(since, |l| l.at.max(since))
+                            .filter(|l| l.at >= since)
+                            .map_or(since.saturating_add(self.host_ttl), |l| l.at)
                             .max(seen);
                         now.saturating_since(heard) > self.host_ttl
                     })
                     .collect()
             };
-            for host in silent {
+            // All at once: Raft batches them, so a thousand hosts lost together (a rack, a
+            // zone) are marked down in one or two appends, not one after another.
+            let marking = silent.into_iter().map(|host| async move {
                 tracing::warn!(%host, ttl = ?self.host_ttl, "no heartbeat within the TTL; marking the host down");
                 let proposal = self
                     .cluster
@@ -811,7 +824,8 @@ impl Service {
                 if let Err(error) = proposal {
                     tracing::warn!(%host, code = %error.code, "cannot mark the host down: {}", error.message);
                 }
-            }
+            });
+            futures_util::future::join_all(marking).await;
         }
     }
 
@@ -1164,10 +1178,14 @@ async fn watch_desired(
     updates: &mpsc::Sender<Result<Response, WireError>>,
 ) {
     let Watch { cluster, host, .. } = watch;
-    let mut applied = cluster.applied();
+    let mut changes = cluster.desired_changes(host);
+    let mut leadership = cluster.leadership();
     let mut first = true;
+    // Whether the host's desired state may have changed since the last look.
+    let mut dirty = true;
     loop {
-        applied.borrow_and_update();
+        changes.borrow_and_update();
+        let (leading, _) = *leadership.borrow_and_update();
         if watch.replaced() {
             let _ = updates
                 .send(Err(WireError::new(
@@ -1177,51 +1195,62 @@ async fn watch_desired(
                 .await;
             return;
         }
-        if let Err(error) = cluster.require_leader().await {
+        // The driver is asked only at the start and when the lead seems lost (the answer names
+        // the new leader); otherwise the driver's published leadership is enough.
+        if (first || !leading)
+            && let Err(error) = cluster.require_leader().await
+        {
             let _ = updates.send(Err(error)).await;
             return;
         }
-        let wanted = host.clone();
-        let last = sent;
-        // The first look is linearizable (the replica has applied everything committed when it
-        // was asked); later ones read the leader's own replica, which only moves forward.
-        let update = cluster
-            .read(!first, move |state| {
-                // Only ever forward: what an earlier leader sent is not sent back in time.
-                let version = state.desired_version(&wanted);
-                let ahead = last.is_some_and(|last| version < last);
-                let push = last.is_none_or(|last| version > last) || (first && ahead);
-                (push.then(|| state.desired_for(&wanted)), ahead)
-            })
-            .await;
-        let update = match update {
-            Ok((desired, ahead)) => {
-                if first && ahead {
-                    // Even a current replica is behind the agent: this is another history (the
-                    // cluster's data was rebuilt). Say so on both sides; the agent keeps what
-                    // it has until someone removes its saved state.
-                    tracing::warn!(%host, agent_version = ?last, "an agent holds a newer desired state than this cluster has ever made; was the cluster rebuilt? (the agent ignores older ones)");
+        if dirty {
+            let wanted = host.clone();
+            let last = sent;
+            // The first look is linearizable (the replica has applied everything committed when
+            // it was asked); later ones read the leader's own replica, which only moves forward.
+            let update = cluster
+                .read(!first, move |state| {
+                    // Only ever forward: what an earlier leader sent is not sent back in time.
+                    let version = state.desired_version(&wanted);
+                    let ahead = last.is_some_and(|last| version < last);
+                    let push = last.is_none_or(|last| version > last) || (first && ahead);
+                    (push.then(|| state.desired_for(&wanted)), ahead)
+                })
+                .await;
+            let update = match update {
+                Ok((desired, ahead)) => {
+                    if first && ahead {
+                        // Even a current replica is behind the agent: this is another history
+                        // (the cluster's data was rebuilt). Say so on both sides; the agent
+                        // keeps what it has until someone removes its saved state.
+                        tracing::warn!(%host, agent_version = ?last, "an agent holds a newer desired state than this cluster has ever made; was the cluster rebuilt? (the agent ignores older ones)");
+                    }
+                    Ok(desired)
                 }
-                Ok(desired)
-            }
-            Err(error) => Err(error),
-        };
-        first = false;
-        match update {
-            Ok(Some(desired)) => {
-                sent = Some(desired.version);
-                if updates.send(Ok(Response::Desired(desired))).await.is_err() {
+                Err(error) => Err(error),
+            };
+            first = false;
+            match update {
+                Ok(Some(desired)) => {
+                    sent = Some(desired.version);
+                    if updates.send(Ok(Response::Desired(desired))).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    let _ = updates.send(Err(error)).await;
                     return;
                 }
             }
-            Ok(None) => {}
-            Err(error) => {
-                let _ = updates.send(Err(error)).await;
-                return;
-            }
         }
+        dirty = false;
         tokio::select! {
-            changed = applied.changed() => if changed.is_err() { return },
+            changed = changes.changed() => {
+                if changed.is_err() { return }
+                dirty = true;
+            }
+            changed = leadership.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(LEADERSHIP_CHECK) => {}
             () = updates.closed() => return,
         }

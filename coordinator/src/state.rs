@@ -230,6 +230,55 @@ pub struct State {
     /// `workspaces`, kept where workspaces come and go, so that the scheduler's filter costs
     /// the same however many workspaces the fleet has.
     usage: BTreeMap<HostId, Usage>,
+    /// Which workspaces each host holds: an index of `workspaces`, so that a host's desired state
+    /// costs that host's workspaces rather than the fleet's. Derived, so not serialized: rebuilt
+    /// when a snapshot is read.
+    #[serde(skip)]
+    on_host: BTreeMap<HostId, BTreeSet<WorkspaceName>>,
+    /// The hosts' ids in order, for the scheduler to start its search anywhere in the fleet.
+    /// Derived like `on_host`.
+    #[serde(skip)]
+    host_ids: Vec<HostId>,
+    /// Which hosts' desired states changed since the driver last looked, so that only those
+    /// hosts' watches wake. A note for this process, not replicated state: never serialized,
+    /// never compared.
+    #[serde(skip)]
+    changed_hosts: ChangedHosts,
+}
+
+/// Hosts whose desired state changed: a set, or (after a restore, or too many to list) all.
+#[derive(Debug, Clone)]
+pub enum ChangedHosts {
+    Some(BTreeSet<HostId>),
+    All,
+}
+
+/// More changed hosts than this between two looks are reported as all of them, so a state
+/// nobody drains (a test's, a simulation's) stays small.
+const MAX_CHANGED_HOSTS: usize = 65_536;
+
+impl Default for ChangedHosts {
+    /// A state just made or restored: nothing is known about what changed.
+    fn default() -> ChangedHosts {
+        ChangedHosts::All
+    }
+}
+
+impl PartialEq for ChangedHosts {
+    fn eq(&self, _: &ChangedHosts) -> bool {
+        true
+    }
+}
+
+impl ChangedHosts {
+    fn note(&mut self, host: &HostId) {
+        if let ChangedHosts::Some(hosts) = self {
+            hosts.insert(host.clone());
+            if hosts.len() > MAX_CHANGED_HOSTS {
+                *self = ChangedHosts::All;
+            }
+        }
+    }
 }
 
 /// What one host's workspaces add up to.
@@ -311,9 +360,11 @@ impl State {
     /// A workspace being destroyed is said `Absent` until its agent reports it gone.
     pub fn desired_for(&self, host: &HostId) -> DesiredState {
         let assignments = self
-            .workspaces
-            .values()
-            .filter(|w| &w.host == host)
+            .on_host
+            .get(host)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.workspaces.get(name))
             .map(|w| Assignment {
                 spec: w.spec.clone(),
                 owner: w.owner.clone(),
@@ -449,6 +500,22 @@ impl State {
         &self.foreign_ports
     }
 
+    /// How many of `host`'s workspaces are on their way somewhere (see
+    /// [`crate::scheduler::is_in_flight`]).
+    pub fn in_flight_on(&self, host: &HostId) -> u32 {
+        let names = self.on_host.get(host).into_iter().flatten();
+        let moving = names
+            .filter_map(|name| self.workspaces.get(name))
+            .filter(|w| crate::scheduler::is_in_flight(w.state))
+            .count();
+        u32::try_from(moving).unwrap_or(u32::MAX)
+    }
+
+    /// Every host's id, in order.
+    pub fn host_ids(&self) -> &[HostId] {
+        &self.host_ids
+    }
+
     /// How many workspaces `host` holds (every state but gone).
     pub fn workspaces_on(&self, host: &HostId) -> u32 {
         self.usage.get(host).map_or(0, |u| u.workspaces)
@@ -480,6 +547,12 @@ impl State {
 
     fn bump(&mut self, host: &HostId) {
         *self.desired_versions.entry(host.clone()).or_insert(0) += 1;
+        self.changed_hosts.note(host);
+    }
+
+    /// The hosts whose desired state changed since the last call (all of them, the first time).
+    pub fn take_changed_hosts(&mut self) -> ChangedHosts {
+        std::mem::replace(&mut self.changed_hosts, ChangedHosts::Some(BTreeSet::new()))
     }
 
     fn execute(&mut self, at: Timestamp, command: &Command) -> Outcome {
@@ -501,6 +574,9 @@ impl State {
                             registered_at: at,
                         };
                         self.hosts.insert(info.host_id.clone(), record);
+                        if let Err(at) = self.host_ids.binary_search(&info.host_id) {
+                            self.host_ids.insert(at, info.host_id.clone());
+                        }
                     }
                 }
                 Outcome::Applied
@@ -626,7 +702,11 @@ impl State {
     /// Every workspace on a host that went down is lost (its files live there); when the host
     /// comes back they return to what their agent reports.
     fn mark_lost(&mut self, host: &HostId, down: bool, at: Timestamp) {
-        for workspace in self.workspaces.values_mut().filter(|w| &w.host == host) {
+        let names = self.on_host.get(host).into_iter().flatten();
+        for name in names {
+            let Some(workspace) = self.workspaces.get_mut(name) else {
+                continue;
+            };
             if down && workspace.state != WorkspaceState::Destroying {
                 workspace.state = WorkspaceState::Lost;
                 workspace.updated_at = at;
@@ -639,7 +719,7 @@ impl State {
 
     /// Schedules and creates each of `requests` in order (see [`Command::PlaceWorkspaces`]).
     fn place_all(&mut self, at: Timestamp, requests: &[PlaceRequest]) {
-        let mut in_flight = crate::scheduler::in_flight(self);
+        let mut in_flight = crate::scheduler::InFlight::default();
         for request in requests {
             if self.journal.contains_key(&request.request_id) {
                 continue;
@@ -652,7 +732,7 @@ impl State {
                 )
             } else {
                 let scoring = request.scoring.unwrap_or(self.cluster_limits().scoring);
-                match crate::scheduler::place(self, &in_flight, spec, scoring, at) {
+                match crate::scheduler::place(self, &mut in_flight, spec, scoring, at) {
                     Ok(placement) => {
                         let outcome = self.create(
                             at,
@@ -662,7 +742,7 @@ impl State {
                             &placement.ports,
                         );
                         if outcome == Outcome::Applied {
-                            *in_flight.entry(placement.host).or_insert(0) += 1;
+                            in_flight.add(&placement.host);
                         }
                         outcome
                     }
@@ -743,6 +823,10 @@ impl State {
                 .insert((host.clone(), binding.host), spec.name.clone());
         }
         self.usage.entry(host.clone()).or_default().add(spec.class);
+        self.on_host
+            .entry(host.clone())
+            .or_default()
+            .insert(spec.name.clone());
         self.workspaces.insert(
             spec.name.clone(),
             WorkspaceRecord {
@@ -890,6 +974,12 @@ impl State {
                     self.usage.remove(host);
                 }
             }
+            if let Some(names) = self.on_host.get_mut(host) {
+                names.remove(&name);
+                if names.is_empty() {
+                    self.on_host.remove(host);
+                }
+            }
             self.bump(host);
             return;
         }
@@ -980,7 +1070,23 @@ impl State {
         let (payload, _) = nexus_protocol::codec::split_frame(bytes, config)
             .map_err(|e| format!("corrupt state snapshot: {e}"))?
             .ok_or_else(|| "truncated state snapshot".to_string())?;
-        nexus_protocol::codec::decode(payload).map_err(|e| format!("corrupt state snapshot: {e}"))
+        let mut state: State = nexus_protocol::codec::decode(payload)
+            .map_err(|e| format!("corrupt state snapshot: {e}"))?;
+        state.on_host = state.hosts_index();
+        state.host_ids = state.hosts.keys().cloned().collect();
+        Ok(state)
+    }
+
+    /// The `on_host` index, from the workspaces.
+    fn hosts_index(&self) -> BTreeMap<HostId, BTreeSet<WorkspaceName>> {
+        let mut index: BTreeMap<HostId, BTreeSet<WorkspaceName>> = BTreeMap::new();
+        for (name, workspace) in &self.workspaces {
+            index
+                .entry(workspace.host.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+        index
     }
 
     /// The invariants no sequence of proposals may break: every workspace is on a known host, every
@@ -1026,6 +1132,12 @@ impl State {
                 "the usage index {:?} is not the workspaces' {usage:?}",
                 self.usage
             ));
+        }
+        if !self.host_ids.iter().eq(self.hosts.keys()) {
+            return Err("the list of host ids is not the hosts'".into());
+        }
+        if self.hosts_index() != self.on_host {
+            return Err("the index of workspaces by host is not the workspaces'".into());
         }
         Ok(())
     }

@@ -14,7 +14,6 @@
 use nexus_coordinator::scheduler::Scoring;
 use nexus_coordinator::state::{Command, LimitsPatch, Outcome, PlaceRequest, Proposal, State};
 use nexus_protocol::clock::Timestamp;
-use nexus_protocol::codec::{self, CodecConfig, HARD_MAX_FRAME_LEN};
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::identity::Identity;
 use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
@@ -156,10 +155,7 @@ fn proposals() -> impl Strategy<Value = Vec<Proposal>> {
 }
 
 fn snapshot(state: &State) -> State {
-    let config = CodecConfig::new(HARD_MAX_FRAME_LEN).unwrap();
-    let frame = codec::encode(state, config).unwrap();
-    let (payload, _) = codec::split_frame(&frame, config).unwrap().unwrap();
-    codec::decode(payload).unwrap()
+    State::from_snapshot(&state.to_snapshot().unwrap()).unwrap()
 }
 
 proptest! {
