@@ -154,6 +154,51 @@ pub async fn run_with<R: Runtime>(
     Ok(())
 }
 
+/// One hollow host of a simulated fleet (as Kubernetes' kubemark runs hollow kubelets): the real
+/// reconciler, desired-state cache and coordinator link on the [`HollowRuntime`], with its own
+/// identity and connection (`connector`, which may share a UDP socket with other hosts' through
+/// [`Connector::sharing`]). What a process of thousands of them cannot afford each is left out:
+/// host sampling (heartbeats carry a fixed `stats` sample instead), container stats and the
+/// users' endpoint. Runs until `shutdown` completes; dropping the future is the host dying.
+pub async fn run_hollow_host(
+    config: Config,
+    runtime: Arc<HollowRuntime>,
+    connector: Connector,
+    info: nexus_protocol::model::HostInfo,
+    stats: nexus_protocol::model::HostStats,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+    let (reconciler, reports) = reconcile::Reconciler::new(
+        runtime.clone(),
+        config.host_id.clone(),
+        config.max_concurrent_ops,
+        cache::Cache::new(&config.data_dir),
+    );
+    let (desired_sender, desired) = watch::channel(reconciler.current_desired());
+    let (_samples, samples) = watch::channel(Some(sampler::Sample {
+        host: stats,
+        containers: Vec::new(),
+    }));
+    let wake = Arc::new(Notify::new());
+    let events = runtime::spawn_events(&runtime, &wake);
+    let link = link::Link::new(connector, config, info, desired_sender, reports, samples);
+    let (stop, stopped) = watch::channel(false);
+    let stopped_for = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let reconciling = reconciler.run(desired, wake, stopped_for(stopped.clone()));
+    let linking = link.run(stopped_for(stopped));
+    let stopping = async {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    tokio::join!(reconciling, linking, stopping);
+    events.abort();
+    Ok(())
+}
+
 /// The address users are told: the bound one, or, bound to every interface, this host's name
 /// with the bound port (the agent's certificate must hold that name).
 fn advertised(bound: std::net::SocketAddr, host_name: &str) -> String {

@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod docker;
+pub mod fleet;
 pub mod inproc;
 pub mod pki;
 pub mod process;

@@ -72,3 +72,66 @@ fn the_sync_scenario_runs_and_reports() {
     assert_eq!(result["change_cycle"]["n"], 2);
     assert!(result["initial_seconds"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn the_fleet_scenario_places_on_hollow_hosts_and_checks_them() {
+    let result = run_bench(&[
+        "fleet",
+        "--hosts",
+        "5",
+        "--workspaces",
+        "40",
+        "--concurrency",
+        "8",
+        "--idle",
+        "1",
+    ]);
+    assert_eq!(result["placed"], 40);
+    assert_eq!(result["refused"], 0);
+    assert_eq!(result["create_latency"]["n"], 40);
+    assert!(result["placements_per_second"].as_f64().unwrap() > 0.0);
+    for key in ["missing", "doubled", "unexpected", "hosts_over_limit"] {
+        assert_eq!(result["check"][key], 0, "{key}");
+    }
+}
+
+#[test]
+fn the_detect_scenario_finds_the_dead_hosts_and_no_others() {
+    let result = run_bench(&[
+        "detect",
+        "--hosts",
+        "10",
+        "--kill-share",
+        "0.2",
+        "--failovers",
+        "1",
+        "--heartbeat",
+        "0.5",
+        "--ttl",
+        "2",
+    ]);
+    assert_eq!(result["killed"], 2);
+    assert_eq!(result["detected"], 2);
+    assert_eq!(result["false_downs_after_failover"], 0);
+    assert_eq!(result["live_hosts_marked_down"], 0);
+    let p50 = result["kill_to_down"]["p50_ms"].as_f64().unwrap();
+    assert!(
+        p50 >= 1_000.0,
+        "marked down {p50} ms after the kill, before the TTL could pass"
+    );
+}
+
+#[test]
+fn the_agent_idle_scenario_runs_and_reports() {
+    let result = run_bench(&[
+        "agent-idle",
+        "--runtime",
+        "hollow",
+        "--workspaces",
+        "2",
+        "--seconds",
+        "2",
+    ]);
+    assert_eq!(result["workspaces"], 2);
+    assert!(result["agent_rss_mib"]["max"].as_f64().unwrap() > 0.0);
+}

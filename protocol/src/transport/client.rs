@@ -25,26 +25,49 @@ pub struct Connector {
     role: IdentityKind,
 }
 
+fn client_config(
+    credentials: &Credentials,
+    config: &TransportConfig,
+) -> Result<quinn::ClientConfig, TlsError> {
+    let tls = credentials.client_config()?;
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
+    client_config.transport_config(Arc::new(config.quinn()?));
+    Ok(client_config)
+}
+
+/// The role a client says it speaks as in the hello.
+fn role(credentials: &Credentials) -> IdentityKind {
+    credentials
+        .identity()
+        .map_or(IdentityKind::User, Identity::kind)
+}
+
 impl Connector {
     /// A connector that presents `credentials` to servers. Without an own certificate it can still
     /// connect, and is refused by every Nexus server (as `AUTHENTICATION_FAILED`).
     pub fn new(credentials: &Credentials, config: TransportConfig) -> Result<Connector, TlsError> {
-        let tls = credentials.client_config()?;
-        let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
-        let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
-        client_config.transport_config(Arc::new(config.quinn()?));
         // A dual-stack socket reaches both IPv4 and IPv6 servers; fall back where IPv6 is off.
         let endpoint = quinn::Endpoint::client(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
             .or_else(|_| quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))))
             .map_err(|e| TlsError::Config(format!("cannot open a UDP socket: {e}")))?;
-        let role = credentials
-            .identity()
-            .map_or(IdentityKind::User, Identity::kind);
         Ok(Connector {
+            client_config: client_config(credentials, &config)?,
+            role: role(credentials),
             endpoint,
-            client_config,
             config,
-            role,
+        })
+    }
+
+    /// A connector that presents other `credentials` on this one's UDP socket, so one process can
+    /// be many clients (the hollow fleet: thousands of agents, each with its own certificate and
+    /// connection, over a few sockets).
+    pub fn sharing(&self, credentials: &Credentials) -> Result<Connector, TlsError> {
+        Ok(Connector {
+            endpoint: self.endpoint.clone(),
+            client_config: client_config(credentials, &self.config)?,
+            config: self.config.clone(),
+            role: role(credentials),
         })
     }
 

@@ -93,6 +93,46 @@ enum Scenario {
         #[arg(long, default_value_t = 50)]
         trials: usize,
     },
+    /// Fleet-scale scheduling: three real coordinators and N hollow agents in this process (the
+    /// real agent code on the simulated runtime, each with its own certificate and QUIC
+    /// connection), then M workspace creates issued concurrently. Reports the placements
+    /// committed per second, the time until every workspace runs as its agent reports it,
+    /// create latency, the coordinators' CPU and memory, and the leader's heartbeat load; then
+    /// checks that no host is over a limit and that no workspace is missing or doubled.
+    Fleet {
+        #[arg(long, default_value_t = 1_000)]
+        hosts: usize,
+        #[arg(long, default_value_t = 10_000)]
+        workspaces: usize,
+        /// Creates in flight at once.
+        #[arg(long, default_value_t = 512)]
+        concurrency: usize,
+        /// Seconds between an agent's heartbeats (the agent's default is 5).
+        #[arg(long, default_value_t = 5.0)]
+        heartbeat: f64,
+        /// Seconds the leader's idle load is measured before the creates.
+        #[arg(long, default_value_t = 10)]
+        idle: u64,
+    },
+    /// Dead-host detection: three real coordinators and N hollow agents. First the leader is
+    /// killed K times (hosts marked down meanwhile are false downs: must be zero); then a share
+    /// of the hosts dies at once, and the time until each is marked down is measured.
+    Detect {
+        #[arg(long, default_value_t = 1_000)]
+        hosts: usize,
+        /// The share of hosts killed, 0–1.
+        #[arg(long, default_value_t = 0.1)]
+        kill_share: f64,
+        /// Leader kills before the hosts die.
+        #[arg(long, default_value_t = 1)]
+        failovers: usize,
+        /// Seconds between heartbeats.
+        #[arg(long, default_value_t = 5.0)]
+        heartbeat: f64,
+        /// Seconds of silence before a host is marked down (the coordinator's --host-ttl).
+        #[arg(long, default_value_t = 15.0)]
+        ttl: f64,
+    },
     /// The agent's footprint: a real nexus-agent process (defaults: 5 s heartbeats, 10 s stats)
     /// with N running workspaces assigned by an in-process coordinator, then idle for a while:
     /// its resident memory and CPU over the idle window.
@@ -703,6 +743,506 @@ async fn failover(kills: usize) -> serde_json::Value {
     })
 }
 
+/// CPU time (clock ticks) and resident memory (KiB) of a set of processes, to take differences.
+fn usage_of(pids: &[u32]) -> Vec<(u64, u64)> {
+    pids.iter().map(|pid| process_usage(*pid)).collect()
+}
+
+/// Each process's share of one core between two readings, and its resident memory at the end.
+fn cpu_and_rss(before: &[(u64, u64)], after: &[(u64, u64)], over: Duration) -> serde_json::Value {
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    before
+        .iter()
+        .zip(after)
+        .map(|((_, cpu0), (rss, cpu1))| {
+            json!({
+                "cpu_percent_of_one_core": cpu1.saturating_sub(*cpu0) as f64 / ticks_per_second / over.as_secs_f64() * 100.0,
+                "rss_mib": *rss as f64 / 1024.0,
+            })
+        })
+        .collect()
+}
+
+/// The fleet in numbers, as the coordinator at `address` has applied it (a stale read: no
+/// round to the leader, and any replica answers).
+async fn fleet_stats(
+    connection: &nexus_protocol::transport::Connection,
+) -> Option<nexus_protocol::message::FleetStats> {
+    use nexus_protocol::message::{AdminRequest, StaleRead};
+    match connection
+        .request_with(
+            RequestId::random(),
+            Request::Stale(StaleRead::Admin(AdminRequest::Stats)),
+            Duration::from_secs(30),
+        )
+        .await
+    {
+        Ok(Response::FleetStats(stats)) => Some(stats),
+        _ => None,
+    }
+}
+
+fn count_of<T: PartialEq>(counts: &[(T, u32)], what: &T) -> usize {
+    counts
+        .iter()
+        .filter(|(state, _)| state == what)
+        .map(|(_, n)| *n as usize)
+        .sum()
+}
+
+/// Waits until `count` of the fleet's stats reaches `wanted`; answers how long it took.
+async fn until_count(
+    connection: &nexus_protocol::transport::Connection,
+    what: &str,
+    wanted: usize,
+    limit: Duration,
+    count: impl Fn(&nexus_protocol::message::FleetStats) -> usize,
+) -> Duration {
+    let started = Instant::now();
+    let mut last = None;
+    let mut told = Instant::now();
+    loop {
+        if let Some(stats) = fleet_stats(connection).await {
+            if count(&stats) >= wanted {
+                return started.elapsed();
+            }
+            last = Some(stats);
+        }
+        if told.elapsed() > Duration::from_secs(10) {
+            println!("  waiting for {what}: {last:?}");
+            told = Instant::now();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what}: not {wanted} after {limit:?}: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Three coordinators with `extra` flags, and a hollow fleet of `hosts` heartbeating every
+/// `heartbeat` seconds, all registered and ready. Answers how long the fleet took to come up.
+async fn cluster_and_fleet(
+    pki: &TestPki,
+    hosts: usize,
+    heartbeat: f64,
+    extra: &[&str],
+) -> (TestCluster, nexus_tests::fleet::HollowFleet, Duration) {
+    use nexus_protocol::model::HostStatus;
+    let cluster = TestCluster::start(pki, 3, extra).await;
+    cluster.leader(pki, Duration::from_secs(30)).await;
+    let options = nexus_tests::fleet::FleetOptions {
+        prefix: "h".into(),
+        hosts,
+        heartbeat_interval: Duration::from_secs_f64(heartbeat),
+        ..nexus_tests::fleet::FleetOptions::default()
+    };
+    let started = Instant::now();
+    let fleet =
+        nexus_tests::fleet::HollowFleet::start(pki, &cluster.live_addresses(), &options).await;
+    let observer = connect(
+        pki,
+        &pki::user("observer", Role::Admin),
+        cluster.members[0].address,
+    )
+    .await
+    .unwrap();
+    until_count(
+        &observer,
+        "hosts ready",
+        hosts,
+        Duration::from_secs(600),
+        |s| count_of(&s.hosts, &HostStatus::Ready),
+    )
+    .await;
+    let up = started.elapsed();
+    println!(
+        "{hosts} hollow hosts registered and ready in {:.1} s",
+        up.as_secs_f64()
+    );
+    (cluster, fleet, up)
+}
+
+async fn fleet(
+    hosts: usize,
+    workspaces: usize,
+    concurrency: usize,
+    heartbeat: f64,
+    idle: u64,
+) -> serde_json::Value {
+    use nexus_protocol::message::{AdminRequest, WorkspaceRequest};
+    use nexus_protocol::model::{ResourceClass, WorkspaceSpec, WorkspaceState};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let pki = TestPki::new();
+    let (cluster, fleet, up) = cluster_and_fleet(&pki, hosts, heartbeat, &[]).await;
+    let leader = cluster.leader(&pki, Duration::from_secs(30)).await;
+    let leader_address = cluster.members[cluster.index_of(leader.node.get())].address;
+    let pids: Vec<u32> = cluster
+        .running
+        .iter()
+        .map(|p| p.as_ref().unwrap().process.pid())
+        .collect();
+    let leader_index = cluster.index_of(leader.node.get());
+
+    // The leader's load with the fleet idle: heartbeats and nothing else.
+    let before = usage_of(&pids);
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(idle)).await;
+    let idle_usage = cpu_and_rss(&before, &usage_of(&pids), window.elapsed());
+    println!(
+        "idle, {hosts} hosts heartbeating every {heartbeat} s ({:.0}/s): leader at {:.1} % of a core",
+        hosts as f64 / heartbeat,
+        idle_usage[leader_index]["cpu_percent_of_one_core"]
+            .as_f64()
+            .unwrap_or(0.0)
+    );
+
+    // M creates, `concurrency` in flight, over a few connections to the leader.
+    let user = pki::user("fleet", Role::User);
+    // Four connections to each coordinator; a task starts on the leader's and, like the CLI,
+    // moves where a NOT_LEADER answer points, retrying with the same request id (so a create
+    // whose answer was lost is answered with its first outcome, never made twice).
+    let mut connections = Vec::new();
+    for _ in 0..4 {
+        for member in &cluster.members {
+            let connection = connect(&pki, &user, member.address).await.unwrap();
+            connections.push((member.address, Arc::new(connection)));
+        }
+    }
+    let connections = Arc::new(connections);
+    let next = Arc::new(AtomicUsize::new(0));
+    let before = usage_of(&pids);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..concurrency {
+        let connections = connections.clone();
+        let mut at = connections
+            .iter()
+            .enumerate()
+            .filter(|(_, (address, _))| *address == leader_address)
+            .map(|(index, _)| index)
+            .nth(task % 4)
+            .unwrap();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut refused = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= workspaces {
+                    return (latencies, refused);
+                }
+                let spec = WorkspaceSpec {
+                    name: format!("w{i}").parse().unwrap(),
+                    image: "hollow".into(),
+                    class: ResourceClass::Small,
+                    ports: Vec::new(),
+                    env: Default::default(),
+                    labels: Default::default(),
+                    command: Vec::new(),
+                    host: None,
+                };
+                let sent = Instant::now();
+                let request_id = RequestId::random();
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    let answer = connections[at]
+                        .1
+                        .request_with(
+                            request_id,
+                            Request::Workspace(WorkspaceRequest::Create(spec.clone())),
+                            Duration::from_secs(30),
+                        )
+                        .await;
+                    match answer {
+                        Ok(Response::Workspace(_)) => latencies.push(sent.elapsed()),
+                        Err(error)
+                            if attempts < 20
+                                && matches!(
+                                    error.code,
+                                    nexus_protocol::ErrorCode::NotLeader
+                                        | nexus_protocol::ErrorCode::Timeout
+                                        | nexus_protocol::ErrorCode::NetworkError
+                                ) =>
+                        {
+                            let leader = match &error.detail {
+                                Some(nexus_protocol::error::ErrorDetail::NotLeader {
+                                    address: Some(address),
+                                    ..
+                                }) => address.parse::<std::net::SocketAddr>().ok(),
+                                _ => None,
+                            };
+                            at = match leader {
+                                Some(leader) => connections
+                                    .iter()
+                                    .position(|(address, _)| *address == leader)
+                                    .unwrap_or(at),
+                                None => {
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                    (at + 1) % connections.len()
+                                }
+                            };
+                            continue;
+                        }
+                        other => refused.push(format!("w{i}: {other:?}")),
+                    }
+                    break;
+                }
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(workspaces);
+    let mut refused = Vec::new();
+    for task in tasks {
+        let (l, r) = task.await.unwrap();
+        latencies.extend(l);
+        refused.extend(r);
+    }
+    let placed_in = started.elapsed();
+    let placed = latencies.len();
+    println!(
+        "{placed} placements committed in {:.2} s ({:.0}/s), {} refused",
+        placed_in.as_secs_f64(),
+        placed as f64 / placed_in.as_secs_f64(),
+        refused.len()
+    );
+    for refusal in refused.iter().take(5) {
+        println!("  refused: {refusal}");
+    }
+    let observer = connect(&pki, &pki::user("observer", Role::Admin), leader_address)
+        .await
+        .unwrap();
+    let waiting = until_count(
+        &observer,
+        "workspaces running",
+        placed,
+        Duration::from_secs(1200),
+        |s| count_of(&s.workspaces, &WorkspaceState::Running),
+    );
+    let stuck = async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        // Still waiting: say which workspaces, where, and what those hosts run.
+        let list = observer
+            .request_with(
+                RequestId::random(),
+                Request::Workspace(WorkspaceRequest::List),
+                Duration::from_secs(60),
+            )
+            .await;
+        if let Ok(Response::Workspaces(views)) = list {
+            for view in views
+                .iter()
+                .filter(|v| v.state != WorkspaceState::Running)
+                .take(30)
+            {
+                let host = fleet
+                    .hosts
+                    .iter()
+                    .find(|h| Some(&h.id) == view.host.as_ref());
+                let held = match host {
+                    Some(h) => format!(
+                        "alive {}, {} containers",
+                        h.alive(),
+                        nexus_agent::runtime::Runtime::list(h.runtime.as_ref())
+                            .await
+                            .map(|l| l.len())
+                            .unwrap_or(0)
+                    ),
+                    None => "no such host".into(),
+                };
+                println!(
+                    "  stuck: {} {:?} on {:?}: {held}",
+                    view.name, view.state, view.host
+                );
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = waiting => {}
+        () = stuck => {}
+    }
+    let running_in = started.elapsed();
+    let busy_usage = cpu_and_rss(&before, &usage_of(&pids), running_in);
+    println!(
+        "all {placed} running (as their agents report) {:.2} s after the first create",
+        running_in.as_secs_f64()
+    );
+
+    // Verify: every workspace placed is on exactly one live host, nothing else exists, and no
+    // host holds more than its limits allow.
+    let containers = fleet.containers().await;
+    let missing = (0..workspaces)
+        .filter(|i| !containers.contains_key(&format!("w{i}").parse().unwrap()))
+        .count()
+        .saturating_sub(refused.len());
+    let doubled = containers.values().filter(|hosts| hosts.len() > 1).count();
+    let unexpected = containers.len().saturating_sub(placed);
+    let limits =
+        match cluster::admin_to_leader(&pki, leader_address, Request::Admin(AdminRequest::Limits))
+            .await
+        {
+            Ok(Response::Limits(limits)) => limits,
+            other => panic!("no limits: {other:?}"),
+        };
+    let options = nexus_tests::fleet::FleetOptions::default();
+    let per_host = {
+        let mut counts = std::collections::BTreeMap::new();
+        for hosts in containers.values() {
+            for host in hosts {
+                *counts.entry(host.clone()).or_insert(0u64) += 1;
+            }
+        }
+        counts
+    };
+    let small = ResourceClass::Small.resources();
+    let cluster_limits = &limits.cluster;
+    let over_limit = per_host
+        .values()
+        .filter(|&&n| {
+            n > u64::from(cluster_limits.max_workspaces_per_host)
+                || n * u64::from(small.cpu_millis) * 100
+                    > u64::from(options.cpus)
+                        * 1000
+                        * u64::from(cluster_limits.cpu_overcommit_percent)
+                || n * small.memory_bytes * 100
+                    > options.memory_mib
+                        * 1024
+                        * 1024
+                        * u64::from(cluster_limits.memory_overcommit_percent)
+        })
+        .count();
+    println!(
+        "check: {missing} missing, {doubled} on two hosts, {unexpected} unexpected, {over_limit} hosts over a limit (all must be 0); busiest host {}",
+        per_host.values().max().unwrap_or(&0)
+    );
+    json!({
+        "scenario": "fleet",
+        "hosts": hosts,
+        "workspaces": workspaces,
+        "concurrency": concurrency,
+        "heartbeat_seconds": heartbeat,
+        "fleet_up_seconds": up.as_secs_f64(),
+        "idle": { "seconds": idle, "heartbeats_per_second": hosts as f64 / heartbeat, "coordinators": idle_usage, "leader": leader_index },
+        "placed": placed,
+        "refused": refused.len(),
+        "placement_seconds": placed_in.as_secs_f64(),
+        "placements_per_second": placed as f64 / placed_in.as_secs_f64(),
+        "all_running_seconds": running_in.as_secs_f64(),
+        "create_latency": percentiles(latencies),
+        "busy": { "coordinators": busy_usage },
+        "check": { "missing": missing, "doubled": doubled, "unexpected": unexpected, "hosts_over_limit": over_limit },
+    })
+}
+
+async fn detect(
+    hosts: usize,
+    kill_share: f64,
+    failovers: usize,
+    heartbeat: f64,
+    ttl: f64,
+) -> serde_json::Value {
+    use nexus_protocol::model::HostStatus;
+    let pki = TestPki::new();
+    let ttl_flag = ttl.to_string();
+    let (mut cluster, fleet, up) =
+        cluster_and_fleet(&pki, hosts, heartbeat, &["--host-ttl", &ttl_flag]).await;
+    let admin = pki::user("observer", Role::Admin);
+    let down = |s: &nexus_protocol::message::FleetStats| count_of(&s.hosts, &HostStatus::Down);
+
+    // Leader failovers: no host may be marked down. Watched from a survivor for three TTLs
+    // after each new leader (its grace is two TTLs from when it took over).
+    let mut false_downs = 0usize;
+    let mut failover_times = Vec::new();
+    for round in 0..failovers {
+        let leader = cluster.leader(&pki, Duration::from_secs(60)).await;
+        cluster::wait_healthy(&pki, &cluster, Duration::from_secs(60)).await;
+        let victim = cluster.index_of(leader.node.get());
+        let survivor = cluster.members[(victim + 1) % cluster.members.len()].address;
+        let observer = connect(&pki, &admin, survivor).await.unwrap();
+        let killed = Instant::now();
+        cluster.kill(victim);
+        let new_leader = cluster.leader(&pki, Duration::from_secs(60)).await;
+        failover_times.push(killed.elapsed());
+        let watch = Instant::now();
+        let mut most = 0;
+        while watch.elapsed() < Duration::from_secs_f64(3.0 * ttl + heartbeat) {
+            if let Some(stats) = fleet_stats(&observer).await {
+                most = most.max(down(&stats));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "failover {round}: leader {} killed, {} leads after {:.2} s; hosts marked down meanwhile: {most}",
+            leader.node,
+            new_leader.node,
+            killed.elapsed().as_secs_f64() - watch.elapsed().as_secs_f64()
+        );
+        false_downs += most;
+        cluster.restart(&pki, victim).await;
+        // The ones marked down come back with their next heartbeat.
+        until_count(
+            &observer,
+            "hosts ready again",
+            hosts,
+            Duration::from_secs(120),
+            |s| count_of(&s.hosts, &HostStatus::Ready),
+        )
+        .await;
+    }
+
+    // Kill a share of the hosts at once; time each one's marking down.
+    let killed_count = ((hosts as f64 * kill_share).round() as usize).clamp(1, hosts);
+    let step = hosts / killed_count;
+    let victims: Vec<usize> = (0..killed_count).map(|i| i * step).collect();
+    let observer = connect(&pki, &admin, cluster.live_addresses()[0])
+        .await
+        .unwrap();
+    let killed_at = Instant::now();
+    for &victim in &victims {
+        fleet.kill(victim);
+    }
+    let mut detections = Vec::with_capacity(killed_count);
+    let mut most = 0;
+    let limit = Duration::from_secs_f64(ttl * 4.0 + 30.0);
+    while detections.len() < killed_count && killed_at.elapsed() < limit {
+        if let Some(stats) = fleet_stats(&observer).await {
+            let now = down(&stats);
+            most = most.max(now);
+            while detections.len() < now.min(killed_count) {
+                detections.push(killed_at.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then one more TTL: nobody else may go down.
+    tokio::time::sleep(Duration::from_secs_f64(ttl)).await;
+    if let Some(stats) = fleet_stats(&observer).await {
+        most = most.max(down(&stats));
+    }
+    let extra_downs = most.saturating_sub(killed_count);
+    println!(
+        "{} of {killed_count} killed hosts marked down; {extra_downs} live hosts marked down too",
+        detections.len()
+    );
+    json!({
+        "scenario": "detect",
+        "hosts": hosts,
+        "heartbeat_seconds": heartbeat,
+        "ttl_seconds": ttl,
+        "fleet_up_seconds": up.as_secs_f64(),
+        "failovers": failovers,
+        "leader_elected_after": percentiles(failover_times),
+        "false_downs_after_failover": false_downs,
+        "killed": killed_count,
+        "detected": detections.len(),
+        "kill_to_down": percentiles(detections),
+        "live_hosts_marked_down": extra_downs,
+    })
+}
+
 fn print_table(result: &serde_json::Value) {
     match result["scenario"].as_str() {
         Some("raft") => return print_raft(result),
@@ -711,6 +1251,33 @@ fn print_table(result: &serde_json::Value) {
                 "kill -9 leader → first successful write",
                 &result["kill_to_first_write"],
             );
+        }
+        Some("fleet") => {
+            println!(
+                "{} hosts, {} workspaces: {:.0} placements/s, all running after {:.2} s, {} refused",
+                result["hosts"],
+                result["workspaces"],
+                result["placements_per_second"].as_f64().unwrap_or(0.0),
+                result["all_running_seconds"].as_f64().unwrap_or(0.0),
+                result["refused"]
+            );
+            print_percentiles("create (placed and committed)", &result["create_latency"]);
+            println!("idle coordinators: {}", result["idle"]["coordinators"]);
+            println!("busy coordinators: {}", result["busy"]["coordinators"]);
+            println!("check: {}", result["check"]);
+            return;
+        }
+        Some("detect") => {
+            print_percentiles("kill → marked down", &result["kill_to_down"]);
+            println!(
+                "{} of {} killed hosts detected; false downs after {} failovers: {}; live hosts marked down: {}",
+                result["detected"],
+                result["killed"],
+                result["failovers"],
+                result["false_downs_after_failover"],
+                result["live_hosts_marked_down"]
+            );
+            return;
         }
         Some("sync") => {
             println!(
@@ -835,6 +1402,29 @@ async fn main() {
             total_mb,
             trials,
         } => sync(files.max(1), total_mb, trials.max(1)).await,
+        Scenario::Fleet {
+            hosts,
+            workspaces,
+            concurrency,
+            heartbeat,
+            idle,
+        } => {
+            fleet(
+                hosts.max(1),
+                workspaces,
+                concurrency.max(1),
+                heartbeat,
+                idle,
+            )
+            .await
+        }
+        Scenario::Detect {
+            hosts,
+            kill_share,
+            failovers,
+            heartbeat,
+            ttl,
+        } => detect(hosts.max(1), kill_share, failovers, heartbeat, ttl).await,
         Scenario::AgentIdle {
             runtime,
             workspaces,
