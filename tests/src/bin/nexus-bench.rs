@@ -1014,16 +1014,27 @@ async fn fleet(
     let observer = connect(&pki, &pki::user("observer", Role::Admin), leader_address)
         .await
         .unwrap();
-    let waiting = until_count(
-        &observer,
-        "workspaces running",
-        placed,
-        Duration::from_secs(1200),
-        |s| count_of(&s.workspaces, &WorkspaceState::Running),
-    );
-    let stuck = async {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        // Still waiting: say which workspaces, where, and what those hosts run.
+    // Until every placed workspace runs, or the count has not moved for a minute: then the ones
+    // left are reported (and counted missing below), not waited on for ever.
+    let mut running = 0;
+    let mut moved = Instant::now();
+    while running < placed && moved.elapsed() < Duration::from_secs(60) {
+        if let Some(stats) = fleet_stats(&observer).await {
+            let now = count_of(&stats.workspaces, &WorkspaceState::Running);
+            if now != running {
+                running = now;
+                moved = Instant::now();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let running_in = if running == placed {
+        started.elapsed()
+    } else {
+        moved.duration_since(started)
+    };
+    if running < placed {
+        println!("{} placed workspaces never ran:", placed - running);
         let list = observer
             .request_with(
                 RequestId::random(),
@@ -1035,7 +1046,7 @@ async fn fleet(
             for view in views
                 .iter()
                 .filter(|v| v.state != WorkspaceState::Running)
-                .take(30)
+                .take(20)
             {
                 let host = fleet
                     .hosts
@@ -1053,21 +1064,15 @@ async fn fleet(
                     None => "no such host".into(),
                 };
                 println!(
-                    "  stuck: {} {:?} on {:?}: {held}",
+                    "  {} {:?} on {:?}: {held}",
                     view.name, view.state, view.host
                 );
             }
         }
-        std::future::pending::<()>().await;
-    };
-    tokio::select! {
-        _ = waiting => {}
-        () = stuck => {}
     }
-    let running_in = started.elapsed();
     let busy_usage = cpu_and_rss(&before, &usage_of(&pids), running_in);
     println!(
-        "all {placed} running (as their agents report) {:.2} s after the first create",
+        "{running} of {placed} running (as their agents report) {:.2} s after the first create",
         running_in.as_secs_f64()
     );
 
@@ -1130,6 +1135,7 @@ async fn fleet(
         "refused": refused.len(),
         "placement_seconds": placed_in.as_secs_f64(),
         "placements_per_second": placed as f64 / placed_in.as_secs_f64(),
+        "running": running,
         "all_running_seconds": running_in.as_secs_f64(),
         "create_latency": percentiles(latencies),
         "busy": { "coordinators": busy_usage },
