@@ -172,25 +172,24 @@ impl HostSignals {
             .subscribe()
     }
 
+    /// Raises the signals of the hosts that changed. A signal nobody waits on any more (its
+    /// host's watch ended) is dropped when it would be raised: the cost stays with the hosts
+    /// that changed, not the fleet.
     fn raise(&self, changed: crate::state::ChangedHosts) {
         let mut signals = self.lock();
         match changed {
             crate::state::ChangedHosts::All => {
-                for signal in signals.values() {
-                    signal.send_replace(());
-                }
+                signals.retain(|_, signal| signal.send(()).is_ok());
             }
             crate::state::ChangedHosts::Some(hosts) => {
                 for host in hosts {
-                    if let Some(signal) = signals.get(&host) {
-                        signal.send_replace(());
+                    if let Some(signal) = signals.get(&host)
+                        && signal.send(()).is_err()
+                    {
+                        signals.remove(&host);
                     }
                 }
             }
-        }
-        // Hosts whose watches ended are forgotten.
-        if signals.len() > 64 {
-            signals.retain(|_, signal| signal.receiver_count() > 0);
         }
     }
 }

@@ -177,18 +177,22 @@ fn options_wanted(hosts: usize) -> usize {
 /// starting at a host chosen by the workspace's name (FNV-1a, the same on every replica and
 /// every version), so that creates arriving together look at different hosts first instead of
 /// all queueing for the same one.
-fn visiting_order<'a>(hosts: &'a [HostId], name: &WorkspaceName) -> Vec<&'a HostId> {
-    if hosts.len() <= SEARCH_ALL_UP_TO {
-        return hosts.iter().collect();
-    }
-    let hash = name
-        .as_str()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-    let start = usize::try_from(hash % hosts.len() as u64).unwrap_or(0);
-    hosts[start..].iter().chain(&hosts[..start]).collect()
+fn visiting_order<'a>(
+    hosts: &'a [HostId],
+    name: &WorkspaceName,
+) -> std::iter::Chain<std::slice::Iter<'a, HostId>, std::slice::Iter<'a, HostId>> {
+    let start = if hosts.len() <= SEARCH_ALL_UP_TO {
+        0
+    } else {
+        let hash = name
+            .as_str()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        usize::try_from(hash % hosts.len() as u64).unwrap_or(0)
+    };
+    hosts[start..].iter().chain(&hosts[..start])
 }
 
 /// Places `spec` on the fleet, or refuses with `RESOURCE_EXHAUSTED` naming, per host, what
@@ -201,7 +205,7 @@ pub fn place(
     strategy: Scoring,
     now: Timestamp,
 ) -> Result<Placement, WireError> {
-    let candidates: Vec<&HostId> = match &spec.host {
+    let (candidates, enough) = match &spec.host {
         Some(pinned) => {
             if !state.hosts().contains_key(pinned) {
                 return Err(WireError::new(
@@ -209,12 +213,14 @@ pub fn place(
                     format!("no host {pinned}; `nexus admin hosts` lists them"),
                 ));
             }
-            vec![pinned]
+            (std::slice::from_ref(pinned).iter().chain(&[]), 1)
         }
-        None => visiting_order(state.host_ids(), &spec.name),
+        // Past this many fitting hosts the best of them is taken (see `options_wanted`).
+        None => (
+            visiting_order(state.host_ids(), &spec.name),
+            options_wanted(state.host_ids().len()),
+        ),
     };
-    // Past this many fitting hosts the best of them is taken (see `options_wanted`).
-    let enough = options_wanted(candidates.len());
     let mut options = 0usize;
     let wanted = u32::try_from(spec.ports.len()).unwrap_or(u32::MAX);
     let mut skipped = Vec::new();

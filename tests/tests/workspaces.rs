@@ -739,45 +739,9 @@ async fn logs_and_exec_come_from_the_workspaces_own_agent_and_only_to_its_owner(
         assert_eq!(code, "PERMISSION_DENIED", "{args:?}");
     }
     // Where the agent serves, as the coordinators tell its owner.
-    let leader = fleet
-        .cluster
-        .leader(&fleet.pki, Duration::from_secs(10))
-        .await;
-    let leader_address = fleet.cluster.members[fleet.cluster.index_of(leader.node.get())].address;
-    let as_ada =
-        nexus_tests::process::connect(&fleet.pki, &pki::user("ada", Role::User), leader_address)
-            .await
-            .unwrap();
-    let address = match as_ada
-        .request(nexus_protocol::message::Request::Workspace(
-            nexus_protocol::message::WorkspaceRequest::Endpoint("web".parse().unwrap()),
-        ))
-        .await
-        .unwrap()
-    {
-        nexus_protocol::message::Response::Endpoint { host, address } => {
-            assert_eq!(host.as_str(), fleet.hosts[0]);
-            address
-        }
-        other => panic!("{other:?}"),
-    };
-    let bob = nexus_tests::pki::user("bob", Role::User);
-    fleet.pki.issue(&bob);
-    let credentials =
-        nexus_protocol::transport::Credentials::from_pki_dir(fleet.pki.dir(), &bob).unwrap();
-    let connector = nexus_protocol::transport::Connector::new(
-        &credentials,
-        nexus_protocol::transport::TransportConfig::default(),
-    )
-    .unwrap();
-    let connection = connector
-        .connect(
-            address.parse().unwrap(),
-            "127.0.0.1",
-            &[nexus_protocol::identity::IdentityKind::Agent],
-        )
-        .await
-        .unwrap();
+    let (host, _) = endpoint(&fleet, "web").await;
+    assert_eq!(host.as_str(), fleet.hosts[0]);
+    let connection = agent_connection(&fleet, "bob", Role::User, "web").await;
     let denied = connection
         .request(nexus_protocol::message::Request::Host(
             nexus_protocol::message::HostRequest::Exec {
@@ -824,13 +788,8 @@ async fn logs_and_exec_come_from_the_workspaces_own_agent_and_only_to_its_owner(
     assert!(!files.exists(), "{} is still there", files.display());
 }
 
-/// Connects to the agent serving `workspace` as `user`, after asking the leader where it is.
-async fn agent_connection(
-    fleet: &Fleet,
-    user: &str,
-    role: Role,
-    workspace: &str,
-) -> nexus_protocol::transport::Connection {
+/// The host of `workspace` and where its agent serves, as the leader tells the owner (ada).
+async fn endpoint(fleet: &Fleet, workspace: &str) -> (nexus_protocol::HostId, String) {
     let leader = fleet
         .cluster
         .leader(&fleet.pki, Duration::from_secs(10))
@@ -840,16 +799,26 @@ async fn agent_connection(
         nexus_tests::process::connect(&fleet.pki, &pki::user("ada", Role::User), leader_address)
             .await
             .unwrap();
-    let address = match as_owner
+    match as_owner
         .request(nexus_protocol::message::Request::Workspace(
             nexus_protocol::message::WorkspaceRequest::Endpoint(workspace.parse().unwrap()),
         ))
         .await
         .unwrap()
     {
-        nexus_protocol::message::Response::Endpoint { address, .. } => address,
+        nexus_protocol::message::Response::Endpoint { host, address } => (host, address),
         other => panic!("{other:?}"),
-    };
+    }
+}
+
+/// Connects to the agent serving `workspace` as `user`, after asking the leader where it is.
+async fn agent_connection(
+    fleet: &Fleet,
+    user: &str,
+    role: Role,
+    workspace: &str,
+) -> nexus_protocol::transport::Connection {
+    let (_, address) = endpoint(fleet, workspace).await;
     let identity = pki::user(user, role);
     fleet.pki.issue(&identity);
     let credentials =

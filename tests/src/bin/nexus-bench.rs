@@ -156,6 +156,11 @@ fn percentiles(mut samples: Vec<Duration>) -> serde_json::Value {
     json!({ "n": samples.len(), "p50_ms": at(50), "p95_ms": at(95), "p99_ms": at(99), "max_ms": at(100) })
 }
 
+/// CPU time in clock ticks (USER_HZ, 100 on Linux) as a share of one core over `over`, in %.
+fn cpu_percent(ticks: u64, over: Duration) -> f64 {
+    ticks as f64 / 100.0 / over.as_secs_f64() * 100.0
+}
+
 /// A process's resident memory (KiB) and CPU time (clock ticks) from /proc.
 fn process_usage(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -403,7 +408,6 @@ async fn sync(files: usize, total_mb: usize, trials: usize) -> serde_json::Value
 }
 
 async fn agent_idle(runtime: &str, workspaces: usize, seconds: u64) -> serde_json::Value {
-    let ticks_per_second = 100.0; // USER_HZ on Linux
     let pki = TestPki::new();
     let coordinator = InProcessCoordinator::start(&pki).await;
     let host = format!("bench-{}", std::process::id());
@@ -511,7 +515,7 @@ async fn agent_idle(runtime: &str, workspaces: usize, seconds: u64) -> serde_jso
         "workspaces": workspaces,
         "seconds_to_all_running": to_running.as_secs_f64(),
         "idle_seconds": elapsed.as_secs_f64(),
-        "agent_cpu_percent_of_one_core": (cpu_after - cpu_before) as f64 / ticks_per_second / elapsed.as_secs_f64() * 100.0,
+        "agent_cpu_percent_of_one_core": cpu_percent(cpu_after.saturating_sub(cpu_before), elapsed),
         "agent_rss_mib": { "mean": mean_kib as f64 / 1024.0, "max": max_kib as f64 / 1024.0, "end": rss_end as f64 / 1024.0, "peak_ever": peak_kib as f64 / 1024.0 },
         "agent_threads": threads,
     })
@@ -567,7 +571,6 @@ async fn transport(connections: usize, requests: usize, concurrency: usize) -> s
     tasks.join_all().await;
     let elapsed = started.elapsed();
     let (rss_kib, cpu_after) = process_usage(pid);
-    let ticks_per_second = 100.0; // USER_HZ on Linux
     let total = per_task * concurrency;
     json!({
         "scenario": "transport",
@@ -578,7 +581,7 @@ async fn transport(connections: usize, requests: usize, concurrency: usize) -> s
             "requests": total,
             "seconds": elapsed.as_secs_f64(),
             "requests_per_second": total as f64 / elapsed.as_secs_f64(),
-            "coordinator_cpu_percent_of_one_core": (cpu_after - cpu_before) as f64 / ticks_per_second / elapsed.as_secs_f64() * 100.0,
+            "coordinator_cpu_percent_of_one_core": cpu_percent(cpu_after.saturating_sub(cpu_before), elapsed),
         },
         "coordinator_rss_mib": rss_kib as f64 / 1024.0,
     })
@@ -750,13 +753,12 @@ fn usage_of(pids: &[u32]) -> Vec<(u64, u64)> {
 
 /// Each process's share of one core between two readings, and its resident memory at the end.
 fn cpu_and_rss(before: &[(u64, u64)], after: &[(u64, u64)], over: Duration) -> serde_json::Value {
-    let ticks_per_second = 100.0; // USER_HZ on Linux
     before
         .iter()
         .zip(after)
         .map(|((_, cpu0), (rss, cpu1))| {
             json!({
-                "cpu_percent_of_one_core": cpu1.saturating_sub(*cpu0) as f64 / ticks_per_second / over.as_secs_f64() * 100.0,
+                "cpu_percent_of_one_core": cpu_percent(cpu1.saturating_sub(*cpu0), over),
                 "rss_mib": *rss as f64 / 1024.0,
             })
         })
