@@ -592,20 +592,45 @@ impl Cluster {
             proposer,
             command,
         };
-        match self.propose_here(proposal.clone()).await {
-            Err(error) if error.code == ErrorCode::NotLeader => {
-                let Some(ErrorDetail::NotLeader {
-                    leader: Some(leader),
-                    ..
-                }) = error.detail
-                else {
-                    return Err(error);
-                };
-                self.peers
-                    .forward(leader, &proposal, self.config.proposal_timeout)
-                    .await
+        let deadline = Instant::now() + self.config.proposal_timeout;
+        let mut leadership = self.leadership();
+        loop {
+            let term = leadership.borrow_and_update().1;
+            let error = match self.propose_here(proposal.clone()).await {
+                Err(error) if error.code == ErrorCode::NotLeader => error,
+                other => return other,
+            };
+            let Some(ErrorDetail::NotLeader {
+                leader: Some(leader),
+                ..
+            }) = error.detail
+            else {
+                return Err(error);
+            };
+            // A leader that dies with the forward in flight never answers it. Once this node
+            // sees a new term, the forward is abandoned and the write asked again of whoever
+            // leads now, or refused with NOT_LEADER while nobody does, rather than held until
+            // the proposal times out. The request id makes a second delivery harmless: the
+            // journal answers it with the first one's outcome.
+            // A forward that fails for want of a connection (the leader may have just died, its
+            // connection timing out before anyone campaigns) is asked again a tick later, while
+            // time remains.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let failed = tokio::select! {
+                result = self.peers.forward(leader, &proposal, remaining) => match result {
+                    Err(error)
+                        if matches!(error.code, ErrorCode::NetworkError | ErrorCode::Timeout) =>
+                    {
+                        error
+                    }
+                    other => return other,
+                },
+                () = next_term(&mut leadership, term) => continue,
+            };
+            if Instant::now() + self.config.tick >= deadline {
+                return Err(failed);
             }
-            other => other,
+            tokio::time::sleep(self.config.tick).await;
         }
     }
 
@@ -790,5 +815,13 @@ impl Cluster {
         })
         .await
         .map(|_| ())
+    }
+}
+
+/// Returns once the term differs from `term`; never if the driver has stopped (whatever waits
+/// beside it decides).
+async fn next_term(leadership: &mut watch::Receiver<(bool, u64)>, term: u64) {
+    if leadership.wait_for(|(_, now)| *now != term).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }

@@ -6,6 +6,8 @@
 
 use std::process::Command;
 
+use serde_json::json;
+
 #[test]
 fn the_transport_scenario_runs_and_reports() {
     let result = run_bench(&[
@@ -51,9 +53,12 @@ fn the_raft_scenario_runs_and_reports() {
 
 #[test]
 fn the_failover_scenario_runs_and_reports() {
-    let result = run_bench(&["failover", "--kills", "1"]);
+    let result = run_bench(&["failover", "--kills", "1", "--rate", "50", "--writers", "4"]);
     assert_eq!(result["kill_to_first_write"]["n"], 1);
     assert!(result["kill_to_first_write"]["p50_ms"].as_f64().unwrap() > 0.0);
+    assert!(result["stream"]["acknowledged"].as_u64().unwrap() > 50);
+    assert_eq!(result["acknowledged_missing_at_leader"], 0);
+    assert_eq!(result["acknowledged_missing_on_members"], json!([0, 0, 0]));
 }
 
 #[test]

@@ -119,6 +119,18 @@ async fn acknowledged_writes_survive_killing_the_leader_and_restarting_everythin
         })
         .await;
         cluster.kill(killed);
+        // A write that a follower forwards to the dead leader is not held until the proposal
+        // times out (TIMEOUT, after 10 s): once the follower sees a new term it asks the new
+        // leader, or answers NOT_LEADER while there is none.
+        let survivor = addresses[(killed + 1) % addresses.len()];
+        match register(&pki, "forwarded-across-the-kill", survivor).await {
+            Ok(()) => {
+                acked
+                    .borrow_mut()
+                    .insert(HostId::new("forwarded-across-the-kill").unwrap());
+            }
+            Err(error) => assert_eq!(error.code, ErrorCode::NotLeader, "{error}"),
+        }
         let before = acked.borrow().len();
         eventually("20 more writes after the kill", CONVERGE, || async {
             (acked.borrow().len() >= before + 20).then_some(())
