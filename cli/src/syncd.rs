@@ -14,7 +14,7 @@ use nexus_protocol::WorkspaceName;
 use nexus_protocol::error::ErrorCode;
 use nexus_sync::filter::Filter;
 use nexus_sync::remote::RemoteEndpoint;
-use nexus_sync::session::{Endpoint, EndpointError, LocalEndpoint, SessionState, cycle};
+use nexus_sync::session::{EndpointError, LocalEndpoint, SessionState, cycle};
 use nexus_sync::watch::Coalescer;
 use nexus_sync::{Mode, RelPath, Side};
 use serde::{Deserialize, Serialize};
@@ -537,9 +537,7 @@ async fn resolve(
     path: &RelPath,
     keep: Side,
 ) -> Result<(), String> {
-    let alpha = local.scan().await.map_err(|e| e.to_string())?;
-    let beta = beta.scan().await.map_err(|e| e.to_string())?;
-    nexus_sync::resolve(&mut state.ancestor, &alpha, &beta, state.mode, path, keep)
+    nexus_sync::session::resolve_conflict(state, local, beta, path, keep).await
 }
 
 /// Sends one request to the daemon at `socket` and reads its answer.

@@ -8,6 +8,7 @@
 //! - [`tree`]: entries (files by content digest, directories, symlinks) and flat trees of them.
 //! - [`reconcile`]: the three-way reconciliation, per synchronization mode.
 //! - [`filter`]: what a session leaves out (`.gitignore` syntax).
+//! - [`history`]: a side's versions, and what changed between them.
 //! - [`delta`]: rsync-style delta transfer of a changed file.
 //! - [`session`]: cycles between two endpoints, and the state that lets a session resume.
 //! - [`remote`]: a side across the network: its requests, serving them, and the endpoint that
@@ -18,6 +19,7 @@
 
 pub mod delta;
 pub mod filter;
+pub mod history;
 pub mod local;
 pub mod path;
 pub mod reconcile;
@@ -28,5 +30,7 @@ pub mod tree;
 pub mod watch;
 
 pub use path::RelPath;
-pub use reconcile::{Change, Conflict, Mode, Plan, Side, reconcile, resolve};
+pub use reconcile::{
+    Change, Conflict, Mode, Plan, Planned, Side, reconcile, reconcile_in_place, resolve,
+};
 pub use tree::{Digest, Entry, Stale, Tree};

@@ -124,11 +124,56 @@ impl Plan {
 
 /// Plans one cycle of `mode` between `alpha` and `beta`, against `ancestor`.
 pub fn reconcile(ancestor: &Tree, alpha: &Tree, beta: &Tree, mode: Mode) -> Plan {
-    let mut plan = Plan {
-        changes: Vec::new(),
-        conflicts: Vec::new(),
-        ancestor: ancestor.clone(),
+    let (planned, edits) = walk(
+        ancestor,
+        alpha,
+        beta,
+        mode,
+        every_path(ancestor, alpha, beta),
+    );
+    let mut ancestor = ancestor.clone();
+    record(&mut ancestor, edits);
+    Plan {
+        changes: planned.changes,
+        conflicts: planned.conflicts,
+        ancestor,
+    }
+}
+
+/// What [`reconcile_in_place`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Planned {
+    pub changes: Vec<Change>,
+    pub conflicts: Vec<Conflict>,
+    /// Paths this plan leaves as they are although the sides differ there (the conflicts, and
+    /// beta's own content that one-way-safe leaves alone): a scoped plan must look at them
+    /// again, with the paths of the changes that were not applied.
+    pub unsettled: Vec<RelPath>,
+}
+
+/// Plans as [`reconcile`] does, recording the agreements in `ancestor` itself. With `scope`,
+/// only the paths at and beneath those roots are walked (and the directories above them). The
+/// caller answers for the rest: every path outside the scope must be as the previous plan left
+/// it, agreed (both sides and the ancestor the same) and untouched since. Then the plan is the
+/// one a walk of every path makes, at the cost of the scope instead of the trees.
+pub fn reconcile_in_place(
+    ancestor: &mut Tree,
+    alpha: &Tree,
+    beta: &Tree,
+    mode: Mode,
+    scope: Option<&[RelPath]>,
+) -> Planned {
+    let paths = match scope {
+        None => every_path(ancestor, alpha, beta),
+        Some(roots) => scoped_paths(ancestor, alpha, beta, roots),
     };
+    let (planned, edits) = walk(ancestor, alpha, beta, mode, paths);
+    record(ancestor, edits);
+    planned
+}
+
+/// Every path of the three trees, in order, once.
+fn every_path<'t>(ancestor: &'t Tree, alpha: &'t Tree, beta: &'t Tree) -> Vec<&'t RelPath> {
     let mut paths: Vec<&RelPath> = ancestor
         .iter()
         .chain(alpha.iter())
@@ -137,6 +182,62 @@ pub fn reconcile(ancestor: &Tree, alpha: &Tree, beta: &Tree, mode: Mode) -> Plan
         .collect();
     paths.sort();
     paths.dedup();
+    paths
+}
+
+/// The paths of the three trees at and beneath `roots`, and the directories above them, in
+/// order, once.
+fn scoped_paths<'t>(
+    ancestor: &'t Tree,
+    alpha: &'t Tree,
+    beta: &'t Tree,
+    roots: &'t [RelPath],
+) -> Vec<&'t RelPath> {
+    let trees = [ancestor, alpha, beta];
+    let mut paths: Vec<&RelPath> = Vec::new();
+    for root in roots {
+        let mut above = root.parent();
+        while let Some(dir) = above {
+            paths.extend(trees.iter().filter_map(|t| t.key(&dir)));
+            above = dir.parent();
+        }
+        for tree in trees {
+            paths.extend(tree.subtree_iter(root).map(|(p, _)| p));
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// A change to the ancestor that a walk decided.
+enum Record {
+    Dir(RelPath),
+    Subtree(RelPath, Vec<(RelPath, Entry)>),
+}
+
+fn record(ancestor: &mut Tree, records: Vec<Record>) {
+    for record in records {
+        match record {
+            Record::Dir(path) => {
+                ancestor.insert(path, Entry::Dir);
+            }
+            Record::Subtree(path, entries) => ancestor.replace_subtree(&path, &entries),
+        }
+    }
+}
+
+/// The walk over `paths` (in order): the plan, and what the ancestor must record. The records
+/// are made after the walk, which reads the ancestor as it was.
+fn walk(
+    ancestor: &Tree,
+    alpha: &Tree,
+    beta: &Tree,
+    mode: Mode,
+    paths: Vec<&RelPath>,
+) -> (Planned, Vec<Record>) {
+    let mut planned = Planned::default();
+    let mut records = Vec::new();
     let mut decided: Option<&RelPath> = None;
     for path in paths {
         if decided.is_some_and(|whole| path.is_within(whole)) {
@@ -145,16 +246,20 @@ pub fn reconcile(ancestor: &Tree, alpha: &Tree, beta: &Tree, mode: Mode) -> Plan
         let (a, b) = (alpha.get(path), beta.get(path));
         if a.is_some_and(Entry::is_dir) && b.is_some_and(Entry::is_dir) {
             // The directory agrees; its contents are walked next.
-            plan.ancestor.insert(path.clone(), Entry::Dir);
+            if !ancestor.get(path).is_some_and(Entry::is_dir) {
+                records.push(Record::Dir(path.clone()));
+            }
             continue;
         }
         decided = Some(path);
         if a == b {
             // Agreed (a directory is never one of the two here): nothing beneath it on either
             // side, so the ancestor's subtree is just this entry.
-            let agreed: Vec<(RelPath, Entry)> =
-                a.map(|e| (path.clone(), e.clone())).into_iter().collect();
-            plan.ancestor.replace_subtree(path, &agreed);
+            if !ancestor.subtree_iter(path).eq(a.map(|e| (path, e))) {
+                let agreed: Vec<(RelPath, Entry)> =
+                    a.map(|e| (path.clone(), e.clone())).into_iter().collect();
+                records.push(Record::Subtree(path.clone(), agreed));
+            }
             continue;
         }
         let alpha_unchanged = alpha.same_subtree(ancestor, path);
@@ -183,13 +288,16 @@ pub fn reconcile(ancestor: &Tree, alpha: &Tree, beta: &Tree, mode: Mode) -> Plan
             alpha_unchanged,
             beta_unchanged,
         ) {
-            Decision::ToAlpha => plan.changes.push(to_alpha()),
-            Decision::ToBeta => plan.changes.push(to_beta()),
-            Decision::Conflict => plan.conflicts.push(conflict()),
-            Decision::Leave => {}
+            Decision::ToAlpha => planned.changes.push(to_alpha()),
+            Decision::ToBeta => planned.changes.push(to_beta()),
+            Decision::Conflict => {
+                planned.conflicts.push(conflict());
+                planned.unsettled.push(path.clone());
+            }
+            Decision::Leave => planned.unsettled.push(path.clone()),
         }
     }
-    plan
+    (planned, records)
 }
 
 enum Decision {

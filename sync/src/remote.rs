@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::delta::Signature;
 use crate::filter::Filter;
+use crate::history::{Seen, Since, Version};
 use crate::path::RelPath;
 use crate::reconcile::Change;
 use crate::session::{Content, Endpoint, EndpointError, LocalEndpoint};
@@ -49,6 +50,13 @@ pub enum Request {
         change: Change,
         contents: BTreeMap<RelPath, Content>,
     },
+    /// Scan the root with this filter, and say what changed since `since`
+    /// ([`Answer::Since`]). Added after `Scan`, which is still answered (with the whole tree).
+    ScanSince {
+        ignore: Vec<String>,
+        ignore_vcs: bool,
+        since: Option<Version>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +68,7 @@ pub enum Answer {
     Stale(RelPath),
     Refused(String),
     Unavailable(String),
+    Since(Since),
 }
 
 impl From<EndpointError> for Answer {
@@ -96,6 +105,31 @@ impl Served {
             .ok_or_else(|| EndpointError::Unavailable("scan first".into()))
     }
 
+    /// Scans with this filter (a new one starts the root's history afresh) and answers what
+    /// changed since `since`.
+    async fn scan(
+        &mut self,
+        ignore: Vec<String>,
+        ignore_vcs: bool,
+        since: Option<Version>,
+    ) -> Result<Since, EndpointError> {
+        let same = self
+            .endpoint
+            .as_ref()
+            .is_some_and(|(i, v, _)| *i == ignore && *v == ignore_vcs);
+        if !same {
+            let filter = Filter::new(&ignore, ignore_vcs).map_err(EndpointError::Refused)?;
+            std::fs::create_dir_all(&self.root).map_err(|e| {
+                EndpointError::Unavailable(format!("cannot make {}: {e}", self.root.display()))
+            })?;
+            let mut endpoint = LocalEndpoint::new(&self.root, filter);
+            // Without a watcher every scan reads the whole tree: slower, still right.
+            let _ = endpoint.watch(|| {});
+            self.endpoint = Some((ignore, ignore_vcs, endpoint));
+        }
+        self.endpoint()?.scan(since).await
+    }
+
     pub async fn serve(&mut self, request: Request) -> Answer {
         match self.answer(request).await {
             Ok(answer) => answer,
@@ -106,26 +140,19 @@ impl Served {
     async fn answer(&mut self, request: Request) -> Result<Answer, EndpointError> {
         match request {
             Request::Scan { ignore, ignore_vcs } => {
-                let same = self
-                    .endpoint
-                    .as_ref()
-                    .is_some_and(|(i, v, _)| *i == ignore && *v == ignore_vcs);
-                if !same {
-                    let filter =
-                        Filter::new(&ignore, ignore_vcs).map_err(EndpointError::Refused)?;
-                    std::fs::create_dir_all(&self.root).map_err(|e| {
-                        EndpointError::Unavailable(format!(
-                            "cannot make {}: {e}",
-                            self.root.display()
-                        ))
-                    })?;
-                    let mut endpoint = LocalEndpoint::new(&self.root, filter);
-                    // Without a watcher every scan reads the whole tree: slower, still right.
-                    let _ = endpoint.watch(|| {});
-                    self.endpoint = Some((ignore, ignore_vcs, endpoint));
+                let answer = self.scan(ignore, ignore_vcs, None).await?;
+                match answer.seen {
+                    Seen::Whole(tree) => Ok(Answer::Tree(tree)),
+                    Seen::Changed(_) => {
+                        Err(EndpointError::Unavailable("changes to a whole scan".into()))
+                    }
                 }
-                Ok(Answer::Tree(self.endpoint()?.scan().await?))
             }
+            Request::ScanSince {
+                ignore,
+                ignore_vcs,
+                since,
+            } => Ok(Answer::Since(self.scan(ignore, ignore_vcs, since).await?)),
             Request::Read { path, offset, len } => {
                 let len = (len as usize).min(CHUNK);
                 Ok(Answer::Bytes(
@@ -215,13 +242,14 @@ fn unexpected(answer: &Answer) -> EndpointError {
 }
 
 impl<C: Carrier> Endpoint for RemoteEndpoint<C> {
-    async fn scan(&mut self) -> Result<Tree, EndpointError> {
-        let request = Request::Scan {
+    async fn scan(&mut self, since: Option<Version>) -> Result<Since, EndpointError> {
+        let request = Request::ScanSince {
             ignore: self.ignore.clone(),
             ignore_vcs: self.ignore_vcs,
+            since,
         };
         match self.call(request).await? {
-            Answer::Tree(tree) => Ok(tree),
+            Answer::Since(answer) => Ok(answer),
             other => Err(unexpected(&other)),
         }
     }

@@ -7,7 +7,7 @@
 //! An endpoint is where one side lives: a directory on this machine ([`LocalEndpoint`]), or a
 //! workspace's directory behind its agent (the network endpoint, built on the same trait).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::delta::{self, Op, Signature, WORTH_A_DELTA};
 use crate::filter::Filter;
+use crate::history::{self, History, Since, Version};
 use crate::local::{self, ApplyError, Source};
 use crate::path::RelPath;
-use crate::reconcile::{Change, Conflict, Mode, Side, reconcile};
+use crate::reconcile::{Change, Conflict, Mode, Side, reconcile_in_place};
 use crate::scan::{ScanError, Scanner};
 use crate::tree::{Digest, Entry, Tree};
 use crate::watch::Dirty;
@@ -66,7 +67,12 @@ impl From<ScanError> for EndpointError {
 
 /// One side of a session.
 pub trait Endpoint: Send {
-    fn scan(&mut self) -> impl Future<Output = Result<Tree, EndpointError>> + Send;
+    /// The side's tree: what changed since `since` (a version an earlier scan answered), or the
+    /// whole tree when there is no `since` or the side cannot say.
+    fn scan(
+        &mut self,
+        since: Option<Version>,
+    ) -> impl Future<Output = Result<Since, EndpointError>> + Send;
     /// The whole content of the file at `path`, which should have `digest`.
     fn read(
         &mut self,
@@ -112,6 +118,109 @@ impl CycleReport {
 pub struct SessionState {
     pub mode: Mode,
     pub ancestor: Tree,
+    /// What the session knows of the sides now; in memory only.
+    #[serde(skip)]
+    pub sides: Sides,
+}
+
+/// A session's picture of both sides between cycles: their trees as last scanned, the versions
+/// they were at, and the paths the next plan must walk. It lives in memory only. A session that
+/// starts again scans both sides whole and walks every path once, and so does a copy of one
+/// (a clone starts empty, and any two compare equal).
+#[derive(Debug, Default)]
+pub struct Sides {
+    alpha: Option<(Version, Tree)>,
+    beta: Option<(Version, Tree)>,
+    /// The roots the next plan walks; `None`: every path.
+    next: Option<BTreeSet<RelPath>>,
+}
+
+impl Clone for Sides {
+    fn clone(&self) -> Sides {
+        Sides::default()
+    }
+}
+
+impl PartialEq for Sides {
+    fn eq(&self, _: &Sides) -> bool {
+        true
+    }
+}
+
+impl Eq for Sides {}
+
+impl Sides {
+    /// The trees of both sides, once both were scanned.
+    pub fn trees(&self) -> Option<(&Tree, &Tree)> {
+        match (&self.alpha, &self.beta) {
+            (Some((_, alpha)), Some((_, beta))) => Some((alpha, beta)),
+            _ => None,
+        }
+    }
+
+    /// Makes the next plan walk `path` too.
+    pub fn plan_again(&mut self, path: &RelPath) {
+        if let Some(next) = &mut self.next {
+            next.insert(path.clone());
+        }
+    }
+}
+
+/// Takes a side's answer into its picture (`slot`), noting in `next` what the next plan must
+/// walk.
+fn absorb(
+    slot: &mut Option<(Version, Tree)>,
+    next: &mut Option<BTreeSet<RelPath>>,
+    answer: Since,
+) -> Result<(), EndpointError> {
+    match history::absorb(slot, answer).map_err(EndpointError::Unavailable)? {
+        None => *next = None,
+        Some(roots) => {
+            if let Some(next) = next {
+                next.extend(roots);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Brings the session's picture of both sides up to date: each is asked what changed since the
+/// version last seen of it.
+pub async fn refresh(
+    state: &mut SessionState,
+    alpha: &mut impl Endpoint,
+    beta: &mut impl Endpoint,
+) -> Result<(), EndpointError> {
+    let sides = &mut state.sides;
+    let answer = alpha.scan(sides.alpha.as_ref().map(|(v, _)| *v)).await?;
+    absorb(&mut sides.alpha, &mut sides.next, answer)?;
+    let answer = beta.scan(sides.beta.as_ref().map(|(v, _)| *v)).await?;
+    absorb(&mut sides.beta, &mut sides.next, answer)
+}
+
+/// Settles the conflict at `path` for the side to `keep` (see [`crate::resolve`]), against both
+/// sides as they are now; the next cycle carries the kept version over.
+pub async fn resolve_conflict(
+    state: &mut SessionState,
+    alpha: &mut impl Endpoint,
+    beta: &mut impl Endpoint,
+    path: &RelPath,
+    keep: Side,
+) -> Result<(), String> {
+    refresh(state, alpha, beta)
+        .await
+        .map_err(|e| e.to_string())?;
+    let SessionState {
+        mode,
+        ancestor,
+        sides,
+    } = state;
+    let (alpha_tree, beta_tree) = sides
+        .trees()
+        .ok_or_else(|| "both sides must be scanned first".to_string())?;
+    crate::resolve(ancestor, alpha_tree, beta_tree, *mode, path, keep)?;
+    sides.plan_again(path);
+    Ok(())
 }
 
 /// The state file's format: raised on any incompatible change.
@@ -152,9 +261,14 @@ impl SessionState {
 
     /// Saves atomically (a temporary file renamed over the old one).
     pub fn save(&self, path: &Path) -> Result<(), String> {
-        let bytes = serde_json::to_vec(&StateFile {
+        #[derive(Serialize)]
+        struct StateFileRef<'a> {
+            format: u32,
+            state: &'a SessionState,
+        }
+        let bytes = serde_json::to_vec(&StateFileRef {
             format: STATE_FORMAT,
-            state: self.clone(),
+            state: self,
         })
         .map_err(|e| e.to_string())?;
         let temp = path.with_extension("tmp");
@@ -164,40 +278,68 @@ impl SessionState {
     }
 }
 
-/// Runs one cycle between `alpha` and `beta`, updating `state`.
+/// Runs one cycle between `alpha` and `beta`, updating `state`. The plan walks only the paths
+/// either side changed since the last cycle, with those the last cycle left unsettled; every
+/// path when a side was scanned whole.
 pub async fn cycle(
     state: &mut SessionState,
     alpha: &mut impl Endpoint,
     beta: &mut impl Endpoint,
 ) -> Result<CycleReport, EndpointError> {
-    let alpha_tree = alpha.scan().await?;
-    let beta_tree = beta.scan().await?;
-    let mut plan = reconcile(&state.ancestor, &alpha_tree, &beta_tree, state.mode);
+    refresh(state, alpha, beta).await?;
+    let SessionState {
+        mode,
+        ancestor,
+        sides,
+    } = state;
+    let scope = sides
+        .next
+        .replace(BTreeSet::new())
+        .map(|roots| history::minimal(roots.into_iter().collect()));
+    let Sides {
+        alpha: Some((_, alpha_tree)),
+        beta: Some((_, beta_tree)),
+        next,
+    } = sides
+    else {
+        return Err(EndpointError::Unavailable("a side was not scanned".into()));
+    };
+    let planned = reconcile_in_place(ancestor, alpha_tree, beta_tree, *mode, scope.as_deref());
     let mut report = CycleReport {
-        conflicts: plan.conflicts.clone(),
+        conflicts: planned.conflicts,
         ..CycleReport::default()
     };
-    // Taken, not cloned: a first sync's changes carry whole subtrees.
-    for change in std::mem::take(&mut plan.changes) {
+    let mut unsettled = planned.unsettled;
+    for change in planned.changes {
         let result = match change.side {
-            Side::Beta => carry(&change, &beta_tree, alpha, beta, &mut report).await,
-            Side::Alpha => carry(&change, &alpha_tree, beta, alpha, &mut report).await,
+            Side::Beta => carry(&change, beta_tree, alpha, beta, &mut report).await,
+            Side::Alpha => carry(&change, alpha_tree, beta, alpha, &mut report).await,
         };
         match result {
             Ok(()) => {
-                plan.applied(&change);
+                // Both sides hold it now; the target's next scan names it again, and the walk
+                // then finds it agreed.
+                ancestor.replace_subtree(&change.path, &change.desired);
                 report.applied += 1;
             }
-            Err(EndpointError::Stale(_)) => report.stale += 1,
-            Err(EndpointError::Refused(why)) => report.refused.push(why),
+            Err(EndpointError::Stale(_)) => {
+                report.stale += 1;
+                unsettled.push(change.path);
+            }
+            Err(EndpointError::Refused(why)) => {
+                report.refused.push(why);
+                unsettled.push(change.path);
+            }
             Err(unavailable) => {
-                // Keep what was agreed so far; the rest waits for the next cycle.
-                state.ancestor = plan.ancestor;
+                // Keep what was agreed so far; the next cycle walks every path again.
+                *next = None;
                 return Err(unavailable);
             }
         }
     }
-    state.ancestor = plan.ancestor;
+    if let Some(next) = next {
+        next.extend(unsettled);
+    }
     Ok(report)
 }
 
@@ -264,6 +406,8 @@ pub struct LocalEndpoint {
     /// last full scan was).
     watch: Option<(crate::watch::Watcher, Arc<Mutex<Dirty>>)>,
     tree: Option<(Tree, std::time::Instant)>,
+    /// Every step of `tree`: rescans and this side's own changes.
+    history: History,
 }
 
 impl LocalEndpoint {
@@ -273,6 +417,7 @@ impl LocalEndpoint {
             filter,
             watch: None,
             tree: None,
+            history: History::new(),
         }
     }
 
@@ -294,37 +439,56 @@ impl LocalEndpoint {
         Ok(())
     }
 
-    /// The tree, read again only where the watcher saw changes when it can.
-    fn scan_tree(&mut self) -> Result<Tree, EndpointError> {
-        let Some((_, dirty)) = &self.watch else {
-            return Ok(self.scanner.scan(&self.filter)?.tree);
-        };
-        let dirty = std::mem::take(
-            &mut *dirty
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        if let Some((tree, full_at)) = &mut self.tree
-            && !dirty.everything()
-            && full_at.elapsed() < FULL_RESCAN
-        {
-            let root = self.scanner.root().to_path_buf();
-            for path in dirty.roots() {
-                // Never through a symlink: a path whose parents are not directories is gone.
-                if local::parents_are_directories(&root, &path).unwrap_or(false) {
-                    let entries = self.scanner.scan_subtree(&path, &self.filter)?;
-                    tree.replace_subtree(&path, &entries);
-                } else {
-                    tree.remove_subtree(&path);
+    /// Brings the tree up to date, reading again only where the watcher saw changes when it
+    /// can, and records the step in the history.
+    fn refresh(&mut self) -> Result<(), EndpointError> {
+        let mut touched = Vec::new();
+        if let Some((_, dirty)) = &self.watch {
+            let dirty = std::mem::take(
+                &mut *dirty
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            if let Some((tree, full_at)) = &mut self.tree
+                && !dirty.everything()
+                && full_at.elapsed() < FULL_RESCAN
+            {
+                let root = self.scanner.root().to_path_buf();
+                touched = dirty.roots();
+                for path in &touched {
+                    // Never through a symlink: a path whose parents are not directories is gone.
+                    if local::parents_are_directories(&root, path).unwrap_or(false) {
+                        let entries = self.scanner.scan_subtree(path, &self.filter)?;
+                        tree.replace_subtree(path, &entries);
+                    } else {
+                        tree.remove_subtree(path);
+                    }
+                }
+                // Each subtree read again must hang from a directory the tree holds (else a
+                // directory above it is new too, and only a full scan finds it).
+                let whole = touched.iter().all(|path| {
+                    tree.get(path).is_none()
+                        || path
+                            .parent()
+                            .is_none_or(|parent| tree.get(&parent).is_some_and(Entry::is_dir))
+                });
+                if whole {
+                    self.history.record(touched);
+                    return Ok(());
                 }
             }
-            if tree.check().is_ok() {
-                return Ok(tree.clone());
-            }
         }
-        let tree = self.scanner.scan(&self.filter)?.tree;
-        self.tree = Some((tree.clone(), std::time::Instant::now()));
-        Ok(tree)
+        let fresh = self.scanner.scan(&self.filter)?.tree;
+        match &self.tree {
+            // The subtrees read again above changed the cached tree too.
+            Some((old, _)) => {
+                touched.extend(history::differences(old, &fresh));
+                self.history.record(history::minimal(touched));
+            }
+            None => self.history.record_everything(),
+        }
+        self.tree = Some((fresh, std::time::Instant::now()));
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -379,8 +543,10 @@ impl LocalEndpoint {
 }
 
 impl Endpoint for LocalEndpoint {
-    async fn scan(&mut self) -> Result<Tree, EndpointError> {
-        self.scan_tree()
+    async fn scan(&mut self, since: Option<Version>) -> Result<Since, EndpointError> {
+        self.refresh()?;
+        let tree = self.tree.as_ref().map(|(tree, _)| tree);
+        Ok(self.history.answer(tree.unwrap_or(&Tree::new()), since))
     }
 
     async fn read(&mut self, path: &RelPath, digest: &Digest) -> Result<Vec<u8>, EndpointError> {
@@ -406,6 +572,7 @@ impl Endpoint for LocalEndpoint {
         if let Some((tree, _)) = &mut self.tree {
             tree.replace_subtree(&change.path, &change.desired);
         }
+        self.history.record(vec![change.path.clone()]);
         Ok(())
     }
 }

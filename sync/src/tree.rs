@@ -75,6 +75,11 @@ impl Tree {
         self.entries.get(path)
     }
 
+    /// The tree's own copy of `path`, if it holds an entry there.
+    pub fn key(&self, path: &RelPath) -> Option<&RelPath> {
+        self.entries.get_key_value(path).map(|(p, _)| p)
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -100,7 +105,8 @@ impl Tree {
             .collect()
     }
 
-    fn subtree_iter<'a>(
+    /// [`Tree::subtree`], borrowed.
+    pub fn subtree_iter<'a>(
         &'a self,
         path: &'a RelPath,
     ) -> impl Iterator<Item = (&'a RelPath, &'a Entry)> {

@@ -85,13 +85,7 @@ impl Dirty {
 
     /// The dirty paths, none beneath another.
     pub fn roots(&self) -> Vec<RelPath> {
-        let mut roots: Vec<RelPath> = Vec::new();
-        for path in &self.paths {
-            if !roots.last().is_some_and(|root| path.is_within(root)) {
-                roots.push(path.clone());
-            }
-        }
-        roots
+        crate::history::minimal(self.paths.iter().cloned().collect())
     }
 }
 

@@ -175,3 +175,72 @@ proptest! {
         }
     }
 }
+
+/// Applies a user's edit to `tree`, noting where it changed in `roots`.
+fn edit_noted(tree: &mut Tree, edit: &Edit, roots: &mut Vec<RelPath>) {
+    let before = tree.clone();
+    apply(tree, edit);
+    roots.extend(nexus_sync::history::differences(&before, tree));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// A plan that walks only the paths changed since the last one (with those it left
+    /// unsettled and those whose change did not land) is the plan of every path, and records
+    /// the same ancestor: what lets a session plan at the cost of a change, not of the tree.
+    #[test]
+    fn a_plan_of_the_changed_paths_is_the_plan_of_every_path(
+        mode in proptest::sample::select(Mode::ALL.to_vec()),
+        steps in proptest::collection::vec(step(), 0..40),
+    ) {
+        let (mut alpha, mut beta) = (Tree::new(), Tree::new());
+        let (mut ancestor, mut scoped_ancestor) = (Tree::new(), Tree::new());
+        let mut roots: Vec<RelPath> = Vec::new();
+        let mut first = true;
+        for step in steps.iter().chain([Step::Cycle, Step::Cycle].iter()) {
+            let between = match step {
+                Step::Alpha(e) => {
+                    edit_noted(&mut alpha, e, &mut roots);
+                    continue;
+                }
+                Step::Beta(e) => {
+                    edit_noted(&mut beta, e, &mut roots);
+                    continue;
+                }
+                Step::Cycle => None,
+                Step::CycleWhile(on_alpha, e) => Some((*on_alpha, e)),
+            };
+            let mut full = nexus_sync::reconcile(&ancestor, &alpha, &beta, mode);
+            let scope = nexus_sync::history::minimal(std::mem::take(&mut roots));
+            let planned = nexus_sync::reconcile_in_place(
+                &mut scoped_ancestor,
+                &alpha,
+                &beta,
+                mode,
+                (!first).then_some(scope.as_slice()),
+            );
+            first = false;
+            prop_assert_eq!(&planned.changes, &full.changes);
+            prop_assert_eq!(&planned.conflicts, &full.conflicts);
+            prop_assert_eq!(&scoped_ancestor, &full.ancestor);
+            roots.extend(planned.unsettled);
+            if let Some((on_alpha, e)) = between {
+                edit_noted(if on_alpha { &mut alpha } else { &mut beta }, e, &mut roots);
+            }
+            for change in &planned.changes {
+                let target = match change.side {
+                    nexus_sync::Side::Alpha => &mut alpha,
+                    nexus_sync::Side::Beta => &mut beta,
+                };
+                if target.apply(&change.path, &change.expected, &change.desired).is_ok() {
+                    full.applied(change);
+                    scoped_ancestor.replace_subtree(&change.path, &change.desired);
+                }
+                // Landed (the target changed there) or not (still to do): walked next time.
+                roots.push(change.path.clone());
+            }
+            ancestor = full.ancestor;
+        }
+    }
+}

@@ -123,7 +123,15 @@ async fn a_watched_side_rescans_only_what_changed_and_still_sees_everything() {
     let mut watched = LocalEndpoint::new(&root, filter());
     watched.watch(|| {}).unwrap();
     let full = |root: &Path| Scanner::new(root).scan(&filter()).unwrap().tree;
-    assert_eq!(watched.scan().await.unwrap(), full(&root));
+    // What a session knows of the side: the whole tree first, then only what changed since the
+    // version it saw.
+    let mut known = None;
+    let first = watched.scan(None).await.unwrap();
+    assert_eq!(
+        nexus_sync::history::absorb(&mut known, first).unwrap(),
+        None
+    );
+    assert_eq!(known.as_ref().unwrap().1, full(&root));
     type Step = Box<dyn Fn(&Path)>;
     let steps: Vec<Step> = vec![
         Box::new(|r| fs::write(r.join("a/b/f"), "2").unwrap()),
@@ -140,8 +148,12 @@ async fn a_watched_side_rescans_only_what_changed_and_still_sees_everything() {
         let want = full(&root);
         let started = std::time::Instant::now();
         loop {
-            let got = watched.scan().await.unwrap();
-            if got == want {
+            let since = known.as_ref().map(|(version, _)| *version);
+            let answer = watched.scan(since).await.unwrap();
+            let changed = nexus_sync::history::absorb(&mut known, answer).unwrap();
+            assert!(changed.is_some(), "step {i}: the whole tree came again");
+            let got = &known.as_ref().unwrap().1;
+            if *got == want {
                 break;
             }
             assert!(

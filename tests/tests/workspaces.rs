@@ -883,18 +883,14 @@ async fn a_sync_session_carries_edits_between_a_local_directory_and_the_containe
     assert_eq!(report.conflicts.len(), 1, "{report:?}");
     assert_eq!(exec("cat /workspace/hello.txt"), "container edit\n");
     let path = report.conflicts[0].path.clone();
-    let (alpha_tree, beta_tree) = {
-        use nexus_sync::session::Endpoint;
-        (alpha.scan().await.unwrap(), beta.scan().await.unwrap())
-    };
-    nexus_sync::resolve(
-        &mut state.ancestor,
-        &alpha_tree,
-        &beta_tree,
-        state.mode,
+    nexus_sync::session::resolve_conflict(
+        &mut state,
+        &mut alpha,
+        &mut beta,
         &path,
         nexus_sync::Side::Alpha,
     )
+    .await
     .unwrap();
     let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
     assert_eq!(
@@ -913,7 +909,7 @@ async fn a_sync_session_carries_edits_between_a_local_directory_and_the_containe
     );
     let refused = {
         use nexus_sync::session::Endpoint;
-        theirs.scan().await.unwrap_err()
+        theirs.scan(None).await.unwrap_err()
     };
     assert!(matches!(refused, EndpointError::Refused(_)), "{refused}");
 }
