@@ -57,6 +57,8 @@ impl Default for FleetOptions {
 pub struct HollowHost {
     pub id: HostId,
     pub runtime: Arc<HollowRuntime>,
+    /// Where its agent keeps its state (the desired state it acts on).
+    pub data_dir: std::path::PathBuf,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -124,6 +126,7 @@ impl HollowFleet {
             .expect("a connector");
             socket.get_or_insert_with(|| connector.clone());
             let config = host_config(&id, &list, &data, options);
+            let data_dir = config.data_dir.clone();
             let runtime = Arc::new(HollowRuntime::new(id.clone(), config.hollow));
             let info = host_info(&config, options);
             let stats = HostStats {
@@ -138,12 +141,20 @@ impl HollowFleet {
                 stats,
                 std::future::pending(),
             );
+            // Its logs (NEXUS_LOG) name the host.
+            let host =
+                tracing::Instrument::instrument(host, tracing::info_span!("hollow", host = %id));
             let task = tokio::spawn(async move {
                 if let Err(error) = host.await {
                     panic!("a hollow host failed: {error:#}");
                 }
             });
-            hosts.push(HollowHost { id, runtime, task });
+            hosts.push(HollowHost {
+                id,
+                runtime,
+                data_dir,
+                task,
+            });
             if (index + 1) % batch == 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -438,6 +438,12 @@ async fn agent_idle(runtime: &str, workspaces: usize, seconds: u64) -> serde_jso
         runtime,
         "--listen",
         "127.0.0.1:0",
+        // Room for N small workspaces whatever this machine has: the footprint is measured,
+        // not the placement.
+        "--capacity-cpus",
+        "64",
+        "--capacity-memory-mib",
+        "262144",
     ]
     .iter()
     .map(ToString::to_string)
@@ -1060,6 +1066,30 @@ async fn until_count(
     }
 }
 
+/// What a hollow host's agent saved of `workspace` in its desired state: whether its agent
+/// ever took the assignment (the diagnosis of a workspace that never ran).
+fn agent_holds(data_dir: &std::path::Path, workspace: &str) -> String {
+    let saved = std::fs::read(data_dir.join("agent-state.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+    let Some(desired) = saved.as_ref().map(|s| &s["desired"]) else {
+        return "no saved state".into();
+    };
+    let assignment = desired["assignments"].as_array().and_then(|all| {
+        all.iter()
+            .find(|a| a["spec"]["name"].as_str() == Some(workspace))
+    });
+    format!(
+        "the agent holds desired version {} with {} assignments; this one: {}",
+        desired["version"],
+        desired["assignments"].as_array().map_or(0, Vec::len),
+        assignment.map_or("absent".into(), |a| format!(
+            "generation {}, run {}",
+            a["generation"], a["run"]
+        ))
+    )
+}
+
 /// Three coordinators with `extra` flags, and a hollow fleet of `hosts` heartbeating every
 /// `heartbeat` seconds, all registered and ready. Answers how long the fleet took to come up.
 async fn cluster_and_fleet(
@@ -1274,7 +1304,13 @@ async fn fleet(
         moved.duration_since(started)
     };
     if running < placed {
-        println!("{} placed workspaces never ran:", placed - running);
+        let logs = std::env::temp_dir().join("nexus-bench-fleet-coordinators.log");
+        std::fs::write(&logs, cluster.logs()).unwrap();
+        println!(
+            "{} placed workspaces never ran (the coordinators' logs: {}):",
+            placed - running,
+            logs.display()
+        );
         let list = observer
             .request_with(
                 RequestId::random(),
@@ -1282,6 +1318,19 @@ async fn fleet(
                 Duration::from_secs(60),
             )
             .await;
+        let statuses = match cluster::admin_to_leader(
+            &pki,
+            leader_address,
+            Request::Admin(AdminRequest::Hosts),
+        )
+        .await
+        {
+            Ok(Response::Hosts(hosts)) => hosts
+                .into_iter()
+                .map(|h| (h.info.host_id, (h.status, h.last_heartbeat)))
+                .collect(),
+            _ => std::collections::BTreeMap::new(),
+        };
         if let Ok(Response::Workspaces(views)) = list {
             for view in views
                 .iter()
@@ -1294,12 +1343,14 @@ async fn fleet(
                     .find(|h| Some(&h.id) == view.host.as_ref());
                 let held = match host {
                     Some(h) => format!(
-                        "alive {}, {} containers",
+                        "alive {}, {:?} to the leader, {} containers; {}",
                         h.alive(),
+                        statuses.get(&h.id),
                         nexus_agent::runtime::Runtime::list(h.runtime.as_ref())
                             .await
                             .map(|l| l.len())
-                            .unwrap_or(0)
+                            .unwrap_or(0),
+                        agent_holds(&h.data_dir, view.name.as_str())
                     ),
                     None => "no such host".into(),
                 };
@@ -1649,6 +1700,8 @@ fn print_raft(result: &serde_json::Value) {
 
 #[tokio::main]
 async fn main() {
+    // The in-process agents (fleet, detect, sync) log only when asked: NEXUS_LOG=warn, say.
+    nexus_protocol::logging::init("off");
     let cli = Cli::parse();
     let result = match cli.scenario {
         Scenario::Transport {
