@@ -156,15 +156,7 @@ impl Link {
                 Err(error) => return error,
             }
         }
-        let known_version = self.desired.borrow().as_ref().map(|d| d.version);
-        let subscription = match connection
-            .subscribe(Request::Agent(AgentRequest::WatchDesired { known_version }))
-            .await
-        {
-            Ok(subscription) => subscription,
-            Err(error) => return error,
-        };
-        tracing::info!(coordinator = %connection.server(), %address, ?known_version, "registered; watching the desired state");
+        tracing::info!(coordinator = %connection.server(), %address, "registered; watching the desired state");
         // A coordinator killed outright sends nothing, so a heartbeat must not wait out the
         // connection's idle timeout: two intervals (at least 2 s) is plenty for a live one.
         let deadline = (self.config.heartbeat_interval * 2).max(Duration::from_secs(2));
@@ -173,8 +165,9 @@ impl Link {
         reports.mark_changed();
         let mut samples = self.samples.clone();
         samples.mark_unchanged();
+        let rewatch = rewatch_interval(self.config.heartbeat_interval);
         tokio::select! {
-            error = watch(subscription, &self.desired) => error,
+            error = watch_refreshed(&connection, &self.desired, rewatch) => error,
             error = heartbeat(&connection, self.config.heartbeat_interval, deadline, self.samples.clone(), healthy) => error,
             error = report(&connection, reports) => error,
             error = container_stats(&connection, deadline, samples) => error,
@@ -182,14 +175,67 @@ impl Link {
     }
 }
 
-/// Hands every desired state the coordinator pushes to the reconciler.
+/// How long one desired-state watch runs before the agent asks afresh: twelve heartbeats (a
+/// minute by default), give or take a sixth at random so a fleet's agents do not ask at once.
+fn rewatch_interval(heartbeat: Duration) -> Duration {
+    let base = heartbeat.saturating_mul(12).max(Duration::from_secs(1));
+    let spread = base / 3;
+    let spread_ms = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX).max(1);
+    base - spread / 2 + Duration::from_millis(random_u64() % spread_ms)
+}
+
+/// Watches the desired state, and every `every` starts the watch again from the version held.
+/// A watch sends only what changed, so a push lost on the way would leave the host behind for
+/// good. One was seen at fleet scale and not yet explained: a workspace placed on a live host
+/// whose agent never heard of it. Asking afresh bounds such a loss to one interval, and the
+/// agent says when it happens.
+async fn watch_refreshed(
+    connection: &Connection,
+    desired: &watch::Sender<Option<DesiredState>>,
+    every: Duration,
+) -> WireError {
+    let mut refreshed = false;
+    loop {
+        let known_version = desired.borrow().as_ref().map(|d| d.version);
+        let subscription = match connection
+            .subscribe(Request::Agent(AgentRequest::WatchDesired { known_version }))
+            .await
+        {
+            Ok(subscription) => subscription,
+            Err(error) => return error,
+        };
+        tracing::debug!(?known_version, refreshed, "watching the desired state");
+        let held = refreshed.then_some(known_version);
+        match tokio::time::timeout(every, watch(subscription, desired, held)).await {
+            Ok(error) => return error,
+            Err(_) => refreshed = true,
+        }
+    }
+}
+
+/// Hands every desired state the coordinator pushes to the reconciler. `refreshed` holds the
+/// version the agent had when it asked afresh: anything newer in the first answer is a change
+/// the previous watch never sent.
 async fn watch(
     mut subscription: Subscription,
     desired: &watch::Sender<Option<DesiredState>>,
+    refreshed: Option<Option<u64>>,
 ) -> WireError {
+    let mut first = true;
     loop {
         match subscription.next().await {
             Some(Ok(Response::Desired(state))) => {
+                if first
+                    && let Some(held) = refreshed
+                    && held.is_none_or(|held| state.version > held)
+                {
+                    tracing::warn!(
+                        version = state.version,
+                        held = ?held,
+                        "a fresh watch of the desired state brought a version the previous watch had not sent (made just as the watch was renewed, or missed)"
+                    );
+                }
+                first = false;
                 tracing::debug!(version = state.version, "desired state received");
                 desired.send_replace(Some(state));
             }
@@ -327,6 +373,18 @@ pub fn backoff(failures: u32, random: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watch_is_renewed_every_twelve_heartbeats_give_or_take_a_sixth() {
+        for _ in 0..100 {
+            let every = rewatch_interval(Duration::from_secs(5));
+            assert!(
+                every >= Duration::from_secs(50) && every < Duration::from_secs(70),
+                "{every:?}"
+            );
+        }
+        assert!(rewatch_interval(Duration::ZERO) >= Duration::from_millis(800));
+    }
 
     #[test]
     fn backoff_grows_caps_and_jitters() {

@@ -31,6 +31,17 @@ use crate::placer::Placer;
 use crate::scheduler::{Scoring, is_in_flight};
 use crate::state::{Command, PlaceRequest, State, WorkspaceRecord};
 
+/// The share of the fleet silent at once (counting hosts already down) above which the failure
+/// detector holds off: see [`Service::detect_failures`].
+pub const MASS_SILENCE_SHARE: f64 = 0.55;
+/// Below this many silent hosts the detector never holds off: a small fleet's outage is real.
+pub const MASS_SILENCE_MIN: usize = 10;
+
+/// Whether `silent` hosts of a fleet of `fleet` is a mass silence.
+fn mass_silence(silent: usize, fleet: usize) -> bool {
+    silent > MASS_SILENCE_MIN && silent as f64 > MASS_SILENCE_SHARE * fleet as f64
+}
+
 /// How long a host may be silent before the leader marks it down: three heartbeats of 5 s.
 pub const DEFAULT_HOST_TTL: Duration = Duration::from_secs(15);
 
@@ -760,10 +771,19 @@ impl Service {
     /// to reconnect: a failover never marks a live host down. (Nomad does the same with its
     /// `failover_heartbeat_ttl`, five minutes by default.) A host that registers later is
     /// granted a full TTL from when this leader first sees it (registering is not a heartbeat).
+    ///
+    /// When most of the fleet falls silent at once (more than [`MASS_SILENCE_SHARE`] of the
+    /// hosts, counting those already down, and more than [`MASS_SILENCE_MIN`] hosts), the fault is
+    /// far more likely here than on all those hosts: an overloaded leader whose heartbeats queue,
+    /// or a partition between it and them. The detector then holds off, and says so, until the
+    /// silence shrinks below that share (Kubernetes stops evicting in a zone more than 55 %
+    /// unready for the same reason). A real outage of most of a fleet is then not marked down
+    /// until most of it is back or replaced; that is the price.
     pub async fn detect_failures(&self) {
         let period = (self.host_ttl / 5).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut leading_since: Option<Timestamp> = None;
         let mut first_seen: BTreeMap<HostId, Timestamp> = BTreeMap::new();
+        let mut held_off_said: Option<std::time::Instant> = None;
         loop {
             tokio::time::sleep(period).await;
             if self.cluster.require_leader().await.is_err() {
@@ -773,20 +793,22 @@ impl Service {
             }
             let now = clock::now();
             let since = *leading_since.get_or_insert(now);
-            let Ok(hosts) = self
+            let Ok((hosts, fleet)) = self
                 .cluster
                 .read(true, |state| {
-                    state
+                    let up = state
                         .hosts()
                         .iter()
                         .filter(|(_, h)| h.status != HostStatus::Down)
                         .map(|(id, _)| id.clone())
-                        .collect::<BTreeSet<_>>()
+                        .collect::<BTreeSet<_>>();
+                    (up, state.hosts().len())
                 })
                 .await
             else {
                 continue;
             };
+            let down = fleet - hosts.len();
             first_seen.retain(|host, _| hosts.contains(host));
             let silent: Vec<HostId> = {
                 let liveness = self.liveness();
@@ -806,6 +828,20 @@ impl Service {
                     })
                     .collect()
             };
+            if mass_silence(silent.len() + down, fleet) {
+                if held_off_said.is_none_or(|at| at.elapsed() > Duration::from_secs(30)) {
+                    tracing::warn!(
+                        silent = silent.len(),
+                        down,
+                        hosts = fleet,
+                        "most of the fleet is silent at once: not marking hosts down, since the \
+                         fault is more likely here (an overloaded leader, a partition) than on \
+                         all of them"
+                    );
+                    held_off_said = Some(std::time::Instant::now());
+                }
+                continue;
+            }
             // All at once: Raft batches them, so a thousand hosts lost together (a rack, a
             // zone) are marked down in one or two appends, not one after another.
             let marking = silent.into_iter().map(|host| async move {
@@ -1698,6 +1734,83 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(800)).await;
         assert_eq!(status(service.clone()).await, HostStatus::Down);
         detector.abort();
+        node.stop().await.unwrap();
+    }
+
+    #[test]
+    fn a_mass_silence_is_most_of_a_fleet_beyond_a_few_hosts() {
+        assert!(!mass_silence(1, 1), "a one-host fleet's outage is real");
+        assert!(!mass_silence(10, 10));
+        assert!(mass_silence(11, 11));
+        assert!(mass_silence(56, 100));
+        assert!(!mass_silence(55, 100));
+        assert!(
+            !mass_silence(500, 5_000),
+            "a rack of a large fleet is marked down"
+        );
+    }
+
+    #[tokio::test]
+    async fn most_of_a_fleet_silent_at_once_is_not_marked_down_and_a_few_are() {
+        let (_dir, node, service) = one_node().await;
+        leading(&service).await;
+        let ttl = Duration::from_millis(400);
+        let service = Arc::new(service.with_host_ttl(ttl));
+        let hosts: Vec<String> = (0..14).map(|i| format!("h{i}")).collect();
+        for host in &hosts {
+            ask(
+                &service,
+                &agent(host),
+                Request::Agent(AgentRequest::Register(info(host))),
+            )
+            .await
+            .unwrap();
+        }
+        // Hosts 0 and 1 heartbeat throughout; the other twelve are silent at first.
+        let beating = |from: usize, to: usize| {
+            let (service, hosts) = (service.clone(), hosts.clone());
+            tokio::spawn(async move {
+                loop {
+                    for host in &hosts[from..to] {
+                        let heartbeat = AgentRequest::Heartbeat {
+                            sequence: 1,
+                            stats: None,
+                        };
+                        let _ = ask(&service, &agent(host), Request::Agent(heartbeat)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        let few = beating(0, 2);
+        let detector = tokio::spawn({
+            let service = service.clone();
+            async move { service.detect_failures().await }
+        });
+        let downs = |service: Arc<Service>| async move {
+            service
+                .cluster
+                .read(false, |state| {
+                    state
+                        .hosts()
+                        .values()
+                        .filter(|h| h.status == HostStatus::Down)
+                        .count()
+                })
+                .await
+                .unwrap()
+        };
+        // Well past the grace of the election (two TTLs) and a TTL of silence: 12 of 14 silent
+        // is a mass silence, so nobody is marked down.
+        tokio::time::sleep(ttl * 5).await;
+        assert_eq!(downs(service.clone()).await, 0);
+        // Most hosts speak again; the three still silent are a minority, and are marked down.
+        let most = beating(2, 11);
+        tokio::time::sleep(ttl * 4).await;
+        assert_eq!(downs(service.clone()).await, 3);
+        for task in [few, most, detector] {
+            task.abort();
+        }
         node.stop().await.unwrap();
     }
 
