@@ -164,3 +164,13 @@ async fn a_watched_side_rescans_only_what_changed_and_still_sees_everything() {
         }
     }
 }
+
+#[test]
+fn a_large_tree_is_scanned_whole_less_often() {
+    use nexus_sync::session::full_rescan_after;
+    use std::time::Duration;
+    assert_eq!(full_rescan_after(0), Duration::from_secs(10));
+    assert_eq!(full_rescan_after(10_000), Duration::from_secs(10));
+    assert_eq!(full_rescan_after(100_000), Duration::from_secs(100));
+    assert_eq!(full_rescan_after(usize::MAX), Duration::from_secs(600));
+}
