@@ -254,6 +254,27 @@ fn up_brings_a_fleet_up_that_the_cli_can_use_and_down_stops_it() {
         String::from_utf8_lossy(&ping.stderr)
     );
     assert_eq!(json(&ping.stdout)["server"], "nexus://coordinator/1");
+    // A coordinator that never answers, first in the list, is passed over for the next.
+    let silent = format!("127.0.0.1:{}", free_port());
+    let live = format!("127.0.0.1:{port}");
+    let ping = nexus(
+        &[
+            "ping",
+            "--coordinator",
+            &silent,
+            "--coordinator",
+            &live,
+            "-o",
+            "json",
+        ],
+        home.path(),
+    );
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stderr)
+    );
+    assert_eq!(json(&ping.stdout)["server"], "nexus://coordinator/1");
     let hosts = nexus(&["admin", "hosts", "-o", "json"], home.path());
     assert!(
         hosts.status.success(),
