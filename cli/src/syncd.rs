@@ -465,7 +465,9 @@ async fn session(
                 Some(Command::Resolve(path, keep, reply)) => {
                     let answer = match remote_side.as_mut() {
                         None => Err("the workspace's agent is not reachable now".to_string()),
-                        Some(beta) => resolve(&mut state, &mut local, beta, &path, keep).await,
+                        Some(beta) => resolve(&mut state, &mut local, beta, &path, keep)
+                            .await
+                            .and_then(|()| state.save(&state_path)),
                     };
                     let _ = reply.send(answer);
                 }
@@ -505,7 +507,11 @@ async fn session(
                         status.refused.truncate(20);
                         status.last_error = None;
                     }
-                    if let Err(e) = state.save(&state_path) {
+                    // Saved when it changed: a quiet cycle every 500 ms would otherwise
+                    // rewrite the whole agreed tree each time.
+                    if report.ancestor_changed
+                        && let Err(e) = state.save(&state_path)
+                    {
                         lock(&status).last_error = Some(e);
                     }
                     if quiet {

@@ -11,9 +11,31 @@ pub const MAX_PATH_BYTES: usize = 4096;
 /// The longest component accepted, in bytes (Linux's `NAME_MAX`).
 pub const MAX_NAME_BYTES: usize = 255;
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Ordered component by component (as if `/` sorted before every other byte), so a directory's
+/// subtree follows it directly, as one range: `foo`, `foo/a`, `foo/a/b`, `foo-b`, `foo.txt`. In
+/// plain string order `foo.txt` would come between `foo` and `foo/a`, and a range from `foo` would
+/// stop there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct RelPath(String);
+
+impl Ord for RelPath {
+    fn cmp(&self, other: &RelPath) -> std::cmp::Ordering {
+        // A path holds no NUL, so mapping `/` to it keeps distinct paths distinct.
+        let key = |b: &u8| if *b == b'/' { 0 } else { *b };
+        self.0
+            .as_bytes()
+            .iter()
+            .map(key)
+            .cmp(other.0.as_bytes().iter().map(key))
+    }
+}
+
+impl PartialOrd for RelPath {
+    fn partial_cmp(&self, other: &RelPath) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -120,7 +142,23 @@ impl std::str::FromStr for RelPath {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    #[test]
+    fn a_subtree_follows_its_directory_as_one_range() {
+        let mut paths: Vec<RelPath> = ["foo.txt", "foo/a/b", "foo", "foo-b", "foo/a", "fo", "g"]
+            .iter()
+            .map(|p| RelPath::new(*p).unwrap())
+            .collect();
+        paths.sort();
+        let names: Vec<&str> = paths.iter().map(RelPath::as_str).collect();
+        assert_eq!(
+            names,
+            ["fo", "foo", "foo/a", "foo/a/b", "foo-b", "foo.txt", "g"]
+        );
+    }
 
     #[test]
     fn only_paths_inside_the_root_exist() {

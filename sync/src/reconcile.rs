@@ -145,10 +145,13 @@ pub fn reconcile(ancestor: &Tree, alpha: &Tree, beta: &Tree, mode: Mode) -> Plan
 pub struct Planned {
     pub changes: Vec<Change>,
     pub conflicts: Vec<Conflict>,
-    /// Paths this plan leaves as they are although the sides differ there (the conflicts, and
-    /// beta's own content that one-way-safe leaves alone): a scoped plan must look at them
-    /// again, with the paths of the changes that were not applied.
+    /// The conflicts' paths: a scoped plan must look at them again (to list them again), with
+    /// the paths of the changes that were not applied. Beta's own content that one-way-safe
+    /// leaves alone is not listed: it is decided the same way until one side changes it, and
+    /// a change brings it into the scope.
     pub unsettled: Vec<RelPath>,
+    /// Whether the ancestor recorded an agreement.
+    pub recorded: bool,
 }
 
 /// Plans as [`reconcile`] does, recording the agreements in `ancestor` itself. With `scope`,
@@ -167,7 +170,8 @@ pub fn reconcile_in_place(
         None => every_path(ancestor, alpha, beta),
         Some(roots) => scoped_paths(ancestor, alpha, beta, roots),
     };
-    let (planned, edits) = walk(ancestor, alpha, beta, mode, paths);
+    let (mut planned, edits) = walk(ancestor, alpha, beta, mode, paths);
+    planned.recorded = !edits.is_empty();
     record(ancestor, edits);
     planned
 }
@@ -294,7 +298,7 @@ fn walk(
                 planned.conflicts.push(conflict());
                 planned.unsettled.push(path.clone());
             }
-            Decision::Leave => planned.unsettled.push(path.clone()),
+            Decision::Leave => {}
         }
     }
     (planned, records)

@@ -104,6 +104,9 @@ pub struct CycleReport {
     /// Bytes of file content sent whole, and as deltas (literals only).
     pub whole_bytes: u64,
     pub delta_bytes: u64,
+    /// Whether the ancestor changed (a change landed, or an agreement was recorded): what a
+    /// saved state must catch up with.
+    pub ancestor_changed: bool,
 }
 
 impl CycleReport {
@@ -307,6 +310,7 @@ pub async fn cycle(
     let planned = reconcile_in_place(ancestor, alpha_tree, beta_tree, *mode, scope.as_deref());
     let mut report = CycleReport {
         conflicts: planned.conflicts,
+        ancestor_changed: planned.recorded,
         ..CycleReport::default()
     };
     let mut unsettled = planned.unsettled;
@@ -321,6 +325,7 @@ pub async fn cycle(
                 // then finds it agreed.
                 ancestor.replace_subtree(&change.path, &change.desired);
                 report.applied += 1;
+                report.ancestor_changed = true;
             }
             Err(EndpointError::Stale(_)) => {
                 report.stale += 1;
@@ -449,8 +454,18 @@ impl LocalEndpoint {
     }
 
     /// Brings the tree up to date, reading again only where the watcher saw changes when it
-    /// can, and records the step in the history.
+    /// can, and records the step in the history. A scan that fails part way may have changed
+    /// the cached tree without a step to say so: the cache is then dropped, and the next scan is
+    /// a whole one (and answers the whole tree).
     fn refresh(&mut self) -> Result<(), EndpointError> {
+        let refreshed = self.refresh_cached();
+        if refreshed.is_err() {
+            self.tree = None;
+        }
+        refreshed
+    }
+
+    fn refresh_cached(&mut self) -> Result<(), EndpointError> {
         let mut touched = Vec::new();
         if let Some((_, dirty)) = &self.watch {
             let dirty = std::mem::take(

@@ -12,7 +12,9 @@ use common::{Session, file, path};
 use nexus_sync::{Entry, Mode, RelPath, Tree};
 use proptest::prelude::*;
 
-const PATHS: [&str; 6] = ["a", "b", "a/x", "a/y", "a/x/z", "b/w"];
+// `a.b` and `a-c/d` sort between `a` and `a/x` in plain string order: a subtree must still be one
+// range.
+const PATHS: [&str; 8] = ["a", "b", "a/x", "a/y", "a/x/z", "b/w", "a.b", "a-c/d"];
 
 #[derive(Debug, Clone)]
 enum Edit {
