@@ -156,7 +156,18 @@ impl Link {
                 Err(error) => return error,
             }
         }
-        tracing::info!(coordinator = %connection.server(), %address, "registered; watching the desired state");
+        // The watch first: a follower refuses it (NOT_LEADER), and the session ends before a
+        // report goes out. A report a follower forwarded would land even for a host the
+        // leader has marked down, bringing its lost workspaces back without a heartbeat.
+        let known_version = self.desired.borrow().as_ref().map(|d| d.version);
+        let subscription = match connection
+            .subscribe(Request::Agent(AgentRequest::WatchDesired { known_version }))
+            .await
+        {
+            Ok(subscription) => subscription,
+            Err(error) => return error,
+        };
+        tracing::info!(coordinator = %connection.server(), %address, ?known_version, "registered; watching the desired state");
         // A coordinator killed outright sends nothing, so a heartbeat must not wait out the
         // connection's idle timeout: two intervals (at least 2 s) is plenty for a live one.
         let deadline = (self.config.heartbeat_interval * 2).max(Duration::from_secs(2));
@@ -167,7 +178,7 @@ impl Link {
         samples.mark_unchanged();
         let rewatch = rewatch_interval(self.config.heartbeat_interval);
         tokio::select! {
-            error = watch_refreshed(&connection, &self.desired, rewatch) => error,
+            error = watch_refreshed(&connection, subscription, &self.desired, rewatch) => error,
             error = heartbeat(&connection, self.config.heartbeat_interval, deadline, self.samples.clone(), healthy) => error,
             error = report(&connection, reports) => error,
             error = container_stats(&connection, deadline, samples) => error,
@@ -191,10 +202,13 @@ fn rewatch_interval(heartbeat: Duration) -> Duration {
 /// agent logs what a renewal caught up.
 async fn watch_refreshed(
     connection: &Connection,
+    first: Subscription,
     desired: &watch::Sender<Option<DesiredState>>,
     every: Duration,
 ) -> WireError {
-    let mut refreshed = false;
+    if let Ok(error) = tokio::time::timeout(every, watch(first, desired, None)).await {
+        return error;
+    }
     loop {
         let known_version = desired.borrow().as_ref().map(|d| d.version);
         let subscription = match connection
@@ -204,11 +218,10 @@ async fn watch_refreshed(
             Ok(subscription) => subscription,
             Err(error) => return error,
         };
-        tracing::debug!(?known_version, refreshed, "watching the desired state");
-        let held = refreshed.then_some(known_version);
-        match tokio::time::timeout(every, watch(subscription, desired, held)).await {
-            Ok(error) => return error,
-            Err(_) => refreshed = true,
+        tracing::debug!(?known_version, "renewed the desired-state watch");
+        let held = Some(known_version);
+        if let Ok(error) = tokio::time::timeout(every, watch(subscription, desired, held)).await {
+            return error;
         }
     }
 }
