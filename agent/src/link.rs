@@ -156,9 +156,18 @@ impl Link {
                 Err(error) => return error,
             }
         }
-        // The watch first: a follower refuses it (NOT_LEADER), and the session ends before a
-        // report goes out. A report a follower forwarded would land even for a host the
-        // leader has marked down, bringing its lost workspaces back without a heartbeat.
+        // A heartbeat first, answered: only the leader takes one (a follower refuses with
+        // NOT_LEADER, and the session ends before a report goes out: a report a follower
+        // forwarded would land even for a host the leader has marked down, bringing its lost
+        // workspaces back without a heartbeat). It also tells a new leader at once that this
+        // host is alive, rather than one interval later.
+        // A coordinator killed outright sends nothing, so a heartbeat must not wait out the
+        // connection's idle timeout: two intervals (at least 2 s) is plenty for a live one.
+        let deadline = (self.config.heartbeat_interval * 2).max(Duration::from_secs(2));
+        if let Err(error) = beat(&connection, 0, &self.samples, deadline).await {
+            return error;
+        }
+        healthy.store(true, Ordering::Relaxed);
         let known_version = self.desired.borrow().as_ref().map(|d| d.version);
         let subscription = match connection
             .subscribe(Request::Agent(AgentRequest::WatchDesired { known_version }))
@@ -168,9 +177,6 @@ impl Link {
             Err(error) => return error,
         };
         tracing::info!(coordinator = %connection.server(), %address, ?known_version, "registered; watching the desired state");
-        // A coordinator killed outright sends nothing, so a heartbeat must not wait out the
-        // connection's idle timeout: two intervals (at least 2 s) is plenty for a live one.
-        let deadline = (self.config.heartbeat_interval * 2).max(Duration::from_secs(2));
         let mut reports = self.reports.clone();
         // Whatever was observed before this connection is news to this coordinator.
         reports.mark_changed();
@@ -282,16 +288,28 @@ async fn heartbeat(
     loop {
         ticker.tick().await;
         sequence += 1;
-        let stats = samples.borrow().as_ref().map(|s| s.host);
-        let heartbeat = AgentRequest::Heartbeat { sequence, stats };
-        match connection
-            .request_with(RequestId::random(), Request::Agent(heartbeat), deadline)
-            .await
-        {
-            Ok(Response::Ack) => healthy.store(true, Ordering::Relaxed),
-            Ok(other) => return unexpected(&other),
+        match beat(connection, sequence, &samples, deadline).await {
+            Ok(()) => healthy.store(true, Ordering::Relaxed),
             Err(error) => return error,
         }
+    }
+}
+
+/// One heartbeat, with the latest host stats, answered within `deadline`.
+async fn beat(
+    connection: &Connection,
+    sequence: u64,
+    samples: &watch::Receiver<Option<Sample>>,
+    deadline: Duration,
+) -> Result<(), WireError> {
+    let stats = samples.borrow().as_ref().map(|s| s.host);
+    let heartbeat = AgentRequest::Heartbeat { sequence, stats };
+    match connection
+        .request_with(RequestId::random(), Request::Agent(heartbeat), deadline)
+        .await?
+    {
+        Response::Ack => Ok(()),
+        other => Err(unexpected(&other)),
     }
 }
 

@@ -145,7 +145,14 @@ impl Settings {
             tokio::select! {
                 Some(result) = trying.next() => match result {
                     Ok(connection) => return Ok(connection),
-                    Err(error) => last = Some(error),
+                    // A server's refusal (a certificate, a version) says more than a silent
+                    // address's timeout that may arrive after it.
+                    Err(error) => {
+                        let silent = error.code == ErrorCode::NetworkError;
+                        if !(silent && last.as_ref().is_some_and(|l: &WireError| l.code != ErrorCode::NetworkError)) {
+                            last = Some(error);
+                        }
+                    }
                 },
                 () = tokio::time::sleep(NEXT_COORDINATOR_AFTER), if more => {}
             }

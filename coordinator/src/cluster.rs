@@ -596,7 +596,13 @@ impl Cluster {
         let mut leadership = self.leadership();
         loop {
             let term = leadership.borrow_and_update().1;
-            let error = match self.propose_here(proposal.clone()).await {
+            // One deadline for every round: a new term never restarts the clock.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(timed_out("the write", self.config.proposal_timeout)
+                    .with_request_id(request_id));
+            }
+            let error = match self.propose_here_within(proposal.clone(), remaining).await {
                 Err(error) if error.code == ErrorCode::NotLeader => error,
                 other => return other,
             };
@@ -626,6 +632,11 @@ impl Cluster {
                     other => return other,
                 },
                 () = next_term(&mut leadership, term) => continue,
+                // The forward's own limit leaves out connecting to the leader.
+                () = tokio::time::sleep(remaining) => {
+                    return Err(timed_out("the write", self.config.proposal_timeout)
+                        .with_request_id(request_id));
+                }
             };
             if Instant::now() + self.config.tick >= deadline {
                 return Err(failed);
@@ -636,6 +647,16 @@ impl Cluster {
 
     /// Proposes on this node only (a forwarded write ends here: never forwarded twice).
     pub async fn propose_here(&self, proposal: Proposal) -> Result<(), WireError> {
+        self.propose_here_within(proposal, self.config.proposal_timeout)
+            .await
+    }
+
+    /// [`Cluster::propose_here`], waiting at most `limit` for the outcome.
+    async fn propose_here_within(
+        &self,
+        proposal: Proposal,
+        limit: Duration,
+    ) -> Result<(), WireError> {
         let request_id = proposal.request_id;
         let (reply, answer) = oneshot::channel();
         self.input(Input::Propose {
@@ -643,7 +664,6 @@ impl Cluster {
             reply,
         })
         .await?;
-        let limit = self.config.proposal_timeout;
         match tokio::time::timeout(limit, answer).await {
             Err(_) => Err(timed_out("the write", limit).with_request_id(request_id)),
             Ok(Err(_)) => Err(timed_out("the write", limit).with_request_id(request_id)),

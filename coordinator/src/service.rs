@@ -773,7 +773,8 @@ impl Service {
     /// granted a full TTL from when this leader first sees it (registering is not a heartbeat).
     ///
     /// When most of the fleet falls silent at once (more than [`MASS_SILENCE_SHARE`] of the
-    /// hosts, counting those already down, and more than [`MASS_SILENCE_MIN`] hosts), the fault is
+    /// hosts, counting those this detector marked down within the last two TTLs but not hosts
+    /// down for longer, and more than [`MASS_SILENCE_MIN`] hosts), the fault is
     /// far more likely here than on all those hosts: an overloaded leader whose heartbeats queue,
     /// or a partition between it and them. The detector then holds off, and says so, until the
     /// silence shrinks below that share (Kubernetes stops evicting in a zone more than 55 %
@@ -784,31 +785,39 @@ impl Service {
         let mut leading_since: Option<Timestamp> = None;
         let mut first_seen: BTreeMap<HostId, Timestamp> = BTreeMap::new();
         let mut held_off_said: Option<std::time::Instant> = None;
+        // The hosts this detector marked down lately, and when: part of the silence a burst
+        // makes. Hosts down for longer (retired, switched off) are not: they would keep the
+        // share high for ever and hold every later marking off.
+        let mut recent_downs: Vec<(Timestamp, HostId)> = Vec::new();
         loop {
             tokio::time::sleep(period).await;
             if self.cluster.require_leader().await.is_err() {
                 leading_since = None;
                 first_seen.clear();
+                recent_downs.clear();
                 continue;
             }
             let now = clock::now();
             let since = *leading_since.get_or_insert(now);
-            let Ok((hosts, fleet)) = self
+            let Ok(hosts) = self
                 .cluster
                 .read(true, |state| {
-                    let up = state
+                    state
                         .hosts()
                         .iter()
                         .filter(|(_, h)| h.status != HostStatus::Down)
                         .map(|(id, _)| id.clone())
-                        .collect::<BTreeSet<_>>();
-                    (up, state.hosts().len())
+                        .collect::<BTreeSet<_>>()
                 })
                 .await
             else {
                 continue;
             };
-            let down = fleet - hosts.len();
+            let window = self.host_ttl.saturating_mul(2);
+            recent_downs
+                .retain(|(at, host)| now.saturating_since(*at) <= window && !hosts.contains(host));
+            let down = recent_downs.len();
+            let fleet = hosts.len() + down;
             first_seen.retain(|host, _| hosts.contains(host));
             let silent: Vec<HostId> = {
                 let liveness = self.liveness();
@@ -857,11 +866,16 @@ impl Service {
                         },
                     )
                     .await;
-                if let Err(error) = proposal {
-                    tracing::warn!(%host, code = %error.code, "cannot mark the host down: {}", error.message);
+                match proposal {
+                    Ok(()) => Some(host),
+                    Err(error) => {
+                        tracing::warn!(%host, code = %error.code, "cannot mark the host down: {}", error.message);
+                        None
+                    }
                 }
             });
-            futures_util::future::join_all(marking).await;
+            let marked: Vec<Option<HostId>> = futures_util::future::join_all(marking).await;
+            recent_downs.extend(marked.into_iter().flatten().map(|host| (now, host)));
         }
     }
 
@@ -1808,7 +1822,14 @@ mod tests {
         let most = beating(2, 11);
         tokio::time::sleep(ttl * 4).await;
         assert_eq!(downs(service.clone()).await, 3);
-        for task in [few, most, detector] {
+        // Two TTLs on, those three are old news: when nine more fall silent, the three do not
+        // count towards a mass silence (hosts down for good would otherwise hold off every
+        // later marking), and the nine are marked down.
+        tokio::time::sleep(ttl * 2).await;
+        most.abort();
+        tokio::time::sleep(ttl * 4).await;
+        assert_eq!(downs(service.clone()).await, 12);
+        for task in [few, detector] {
             task.abort();
         }
         node.stop().await.unwrap();
