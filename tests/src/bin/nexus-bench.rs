@@ -99,6 +99,10 @@ enum Scenario {
         total_mb: usize,
         #[arg(long, default_value_t = 50)]
         trials: usize,
+        /// Seconds between trials: spread over minutes, trials meet the sides' periodic full
+        /// scans as a long session does.
+        #[arg(long, default_value_t = 0.0)]
+        spacing: f64,
     },
     /// Fleet-scale scheduling: three real coordinators and N hollow agents in this process (the
     /// real agent code on the simulated runtime, each with its own certificate and QUIC
@@ -292,7 +296,12 @@ async fn start(trials: usize, image: &str) -> serde_json::Value {
     })
 }
 
-async fn sync(files: usize, total_mb: usize, trials: usize) -> serde_json::Value {
+async fn sync(
+    files: usize,
+    total_mb: usize,
+    trials: usize,
+    spacing: Duration,
+) -> serde_json::Value {
     use nexus_sync::filter::Filter;
     use nexus_sync::remote::RemoteEndpoint;
     use nexus_sync::session::{Endpoint, LocalEndpoint, SessionState, cycle};
@@ -383,6 +392,9 @@ async fn sync(files: usize, total_mb: usize, trials: usize) -> serde_json::Value
     let mut scans = Vec::with_capacity(trials);
     let mut remote_scans = Vec::with_capacity(trials);
     for trial in 0..trials {
+        if trial > 0 {
+            tokio::time::sleep(spacing).await;
+        }
         let path = local
             .join(format!("d{}", (trial * 37 % files) / 100))
             .join(format!("f{}", trial * 37 % files));
@@ -412,6 +424,7 @@ async fn sync(files: usize, total_mb: usize, trials: usize) -> serde_json::Value
         "files": files,
         "total_mb": total_mb,
         "initial_seconds": initial.as_secs_f64(),
+        "spacing_seconds": spacing.as_secs_f64(),
         "change_cycle": percentiles(cycles),
         "quiet_look_both": percentiles(scans),
         "whole_remote_tree": percentiles(remote_scans),
@@ -1723,7 +1736,11 @@ async fn main() {
             files,
             total_mb,
             trials,
-        } => sync(files.max(1), total_mb, trials.max(1)).await,
+            spacing,
+        } => {
+            let spacing = Duration::from_secs_f64(spacing.clamp(0.0, 3_600.0));
+            sync(files.max(1), total_mb, trials.max(1), spacing).await
+        }
         Scenario::Fleet {
             hosts,
             workspaces,
