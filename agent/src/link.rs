@@ -168,12 +168,8 @@ impl Link {
             return error;
         }
         healthy.store(true, Ordering::Relaxed);
-        let known_version = self.desired.borrow().as_ref().map(|d| d.version);
-        let subscription = match connection
-            .subscribe(Request::Agent(AgentRequest::WatchDesired { known_version }))
-            .await
-        {
-            Ok(subscription) => subscription,
+        let (subscription, known_version) = match watch_desired(&connection, &self.desired).await {
+            Ok(watching) => watching,
             Err(error) => return error,
         };
         tracing::info!(coordinator = %connection.server(), %address, ?known_version, "registered; watching the desired state");
@@ -216,12 +212,8 @@ async fn watch_refreshed(
         return error;
     }
     loop {
-        let known_version = desired.borrow().as_ref().map(|d| d.version);
-        let subscription = match connection
-            .subscribe(Request::Agent(AgentRequest::WatchDesired { known_version }))
-            .await
-        {
-            Ok(subscription) => subscription,
+        let (subscription, known_version) = match watch_desired(connection, desired).await {
+            Ok(watching) => watching,
             Err(error) => return error,
         };
         tracing::debug!(?known_version, "renewed the desired-state watch");
@@ -230,6 +222,16 @@ async fn watch_refreshed(
             return error;
         }
     }
+}
+
+/// Asks for the desired state from the version held on: the subscription, and that version.
+async fn watch_desired(
+    connection: &Connection,
+    desired: &watch::Sender<Option<DesiredState>>,
+) -> Result<(Subscription, Option<u64>), WireError> {
+    let known_version = desired.borrow().as_ref().map(|d| d.version);
+    let request = Request::Agent(AgentRequest::WatchDesired { known_version });
+    Ok((connection.subscribe(request).await?, known_version))
 }
 
 /// Hands every desired state the coordinator pushes to the reconciler. `refreshed` holds the

@@ -140,8 +140,6 @@ struct Driver {
     snapshots_seen: u64,
     last_heard: HashMap<NodeId, Instant>,
     known_addresses: BTreeMap<NodeId, String>,
-    /// The applied index, for those who wait for the state to change.
-    applied: watch::Sender<u64>,
     /// Wakes the desired-state watches of the hosts whose desired state changed.
     hosts: Arc<HostSignals>,
     /// Whether this node leads, and in which term.
@@ -205,7 +203,6 @@ pub fn start(
 ) -> std::io::Result<(Cluster, oneshot::Receiver<Result<(), StoreError>>)> {
     let (sender, inputs) = mpsc::channel(config.queue);
     peers.set_reports(sender.clone());
-    let applied = watch::Sender::new(node.applied_index());
     let hosts = Arc::new(HostSignals::default());
     let leadership = watch::Sender::new((node.is_leader(), node.term()));
     let cluster = Cluster {
@@ -213,7 +210,6 @@ pub fn start(
         inputs: sender,
         peers: peers.clone(),
         config: config.clone(),
-        applied: applied.subscribe(),
         hosts: hosts.clone(),
         leadership: leadership.subscribe(),
     };
@@ -230,7 +226,6 @@ pub fn start(
         next_read: nexus_protocol::id::random_u64(),
         snapshots_seen: 0,
         last_heard: HashMap::new(),
-        applied,
         hosts,
         leadership,
     };
@@ -282,12 +277,6 @@ impl Driver {
             self.leadership.send_if_modified(|now| {
                 let changed = *now != leading;
                 *now = leading;
-                changed
-            });
-            let index = self.node.applied_index();
-            self.applied.send_if_modified(|applied| {
-                let changed = *applied != index;
-                *applied = index;
                 changed
             });
         }
@@ -523,7 +512,6 @@ pub struct Cluster {
     inputs: mpsc::Sender<Input>,
     peers: Arc<Peers>,
     config: DriverConfig,
-    applied: watch::Receiver<u64>,
     hosts: Arc<HostSignals>,
     leadership: watch::Receiver<(bool, u64)>,
 }
@@ -550,11 +538,6 @@ impl Cluster {
 
     pub fn peers(&self) -> &Arc<Peers> {
         &self.peers
-    }
-
-    /// Changes whenever this replica applies entries (or restores a snapshot).
-    pub fn applied(&self) -> watch::Receiver<u64> {
-        self.applied.clone()
     }
 
     /// Changes whenever `host`'s desired state may have changed on this replica.
@@ -616,11 +599,10 @@ impl Cluster {
             // A leader that dies with the forward in flight never answers it. Once this node
             // sees a new term, the forward is abandoned and the write asked again of whoever
             // leads now, or refused with NOT_LEADER while nobody does, rather than held until
-            // the proposal times out. The request id makes a second delivery harmless: the
-            // journal answers it with the first one's outcome.
-            // A forward that fails for want of a connection (the leader may have just died, its
-            // connection timing out before anyone campaigns) is asked again a tick later, while
-            // time remains.
+            // the proposal times out; a forward that fails for want of a connection (the leader
+            // may have just died) is asked again a tick later, while time remains. The request
+            // id makes a second delivery harmless: the journal answers it with the first one's
+            // outcome.
             let remaining = deadline.saturating_duration_since(Instant::now());
             let failed = tokio::select! {
                 result = self.peers.forward(leader, &proposal, remaining) => match result {

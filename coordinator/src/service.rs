@@ -31,8 +31,8 @@ use crate::placer::Placer;
 use crate::scheduler::{Scoring, is_in_flight};
 use crate::state::{Command, PlaceRequest, State, WorkspaceRecord};
 
-/// The share of the fleet silent at once (counting hosts already down) above which the failure
-/// detector holds off: see [`Service::detect_failures`].
+/// The share of the fleet silent at once (counting the hosts the detector marked down lately)
+/// above which the failure detector holds off: see [`Service::detect_failures`].
 pub const MASS_SILENCE_SHARE: f64 = 0.55;
 /// Below this many silent hosts the detector never holds off: a small fleet's outage is real.
 pub const MASS_SILENCE_MIN: usize = 10;

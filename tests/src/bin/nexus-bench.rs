@@ -843,16 +843,20 @@ async fn failover(kills: usize, rate: f64, writers: usize) -> serde_json::Value 
         let pki = pki.clone();
         let stop = stop.clone();
         std::thread::spawn(move || {
-            for n in 0.. {
-                let host = HostId::new(format!("w-{n:07}")).unwrap();
-                let credentials = pki
-                    .issue_in_memory(&[nexus_protocol::Identity::Agent(host.clone())])
-                    .pop()
-                    .unwrap();
-                if stop.load(Ordering::Relaxed)
-                    || credentials_tx.blocking_send((host, credentials)).is_err()
-                {
-                    break;
+            // In batches: each batch loads the CA once.
+            for batch in 0usize.. {
+                let hosts: Vec<HostId> = (batch * 64..(batch + 1) * 64)
+                    .map(|n| HostId::new(format!("w-{n:07}")).unwrap())
+                    .collect();
+                let identities: Vec<_> = hosts
+                    .iter()
+                    .map(|host| nexus_protocol::Identity::Agent(host.clone()))
+                    .collect();
+                let issued = pki.issue_in_memory(&identities);
+                for pair in hosts.into_iter().zip(issued) {
+                    if stop.load(Ordering::Relaxed) || credentials_tx.blocking_send(pair).is_err() {
+                        return;
+                    }
                 }
             }
         })
