@@ -33,7 +33,7 @@ if ! $build_only; then
   fi
 fi
 # RocksDB's bindings are generated with bindgen, which needs libclang; its C++ needs a compiler.
-compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || need+=(libclang-dev)
+compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null || need+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
