@@ -24,7 +24,7 @@ pub const DEFAULTS: [&str; 6] = [
 /// Left out with `--ignore-vcs`.
 pub const VCS: [&str; 5] = [".git/", ".svn/", ".hg/", ".bzr/", "_darcs/"];
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Filter {
     rules: Gitignore,
 }

@@ -83,6 +83,11 @@ impl Scanner {
         &self.root
     }
 
+    /// Takes the digests `other` learned (newer than this one's) into this scanner.
+    pub fn absorb(&mut self, other: Scanner) {
+        self.digests.extend(other.digests);
+    }
+
     /// The whole root.
     pub fn scan(&mut self, filter: &Filter) -> Result<Scan, ScanError> {
         let metadata = fs::metadata(&self.root).map_err(|_| ScanError::Root(self.root.clone()))?;

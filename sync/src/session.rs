@@ -417,11 +417,43 @@ pub struct LocalEndpoint {
     scanner: Scanner,
     filter: Filter,
     /// With a watcher: what it says changed, and the tree as of the last scan (with when the
-    /// last full scan was).
-    watch: Option<(crate::watch::Watcher, Arc<Mutex<Dirty>>)>,
+    /// last full scan began).
+    watch: Option<Watching>,
     tree: Option<(Tree, std::time::Instant)>,
     /// Every step of `tree`: rescans and this side's own changes.
     history: History,
+    /// The safety-net full scan, when one is running beside the cycles.
+    full_scan: Option<FullScan>,
+    /// Overrides [`full_rescan_after`].
+    full_rescan: Option<std::time::Duration>,
+}
+
+struct Watching {
+    _watcher: crate::watch::Watcher,
+    dirty: Arc<Mutex<Dirty>>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for Watching {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watching")
+            .field("dirty", &self.dirty)
+            .finish_non_exhaustive()
+    }
+}
+
+type FullScanThread = std::thread::JoinHandle<(Scanner, Result<crate::scan::Scan, ScanError>)>;
+
+/// A full scan on a thread of its own, so that a cycle never waits for it: the safety net of
+/// a large tree costs hundreds of milliseconds, and the cycles go on from the watcher's events
+/// meanwhile (with a scanner that starts without digests, and so reads again what they touch).
+#[derive(Debug)]
+struct FullScan {
+    started: std::time::Instant,
+    thread: FullScanThread,
+    /// What the cycles read again or wrote while it ran: the full scan may have seen each of
+    /// them before or after it changed, so each is read again over the full scan's tree.
+    touched: Vec<RelPath>,
 }
 
 impl LocalEndpoint {
@@ -432,23 +464,51 @@ impl LocalEndpoint {
             watch: None,
             tree: None,
             history: History::new(),
+            full_scan: None,
+            full_rescan: None,
         }
     }
 
+    /// Scans everything again this often instead of after [`full_rescan_after`].
+    pub fn with_full_rescan(mut self, every: std::time::Duration) -> LocalEndpoint {
+        self.full_rescan = Some(every);
+        self
+    }
+
+    /// Whether a full scan is running beside the cycles (or has finished, and is not taken in
+    /// yet).
+    pub fn full_scan_running(&self) -> bool {
+        self.full_scan.is_some()
+    }
+
+    fn full_scan_due(&self, tree: &Tree, full_at: std::time::Instant) -> bool {
+        full_at.elapsed()
+            >= self
+                .full_rescan
+                .unwrap_or_else(|| full_rescan_after(tree.len()))
+    }
+
     /// Watches the root: scans then read again only what changed (and everything every
-    /// [`full_rescan_after`]); `wake` is called on every change.
-    pub fn watch(&mut self, wake: impl Fn() + Send + 'static) -> Result<(), String> {
+    /// [`full_rescan_after`], beside the cycles); `wake` is called on every change, and when a
+    /// full scan has finished.
+    pub fn watch(&mut self, wake: impl Fn() + Send + Sync + 'static) -> Result<(), String> {
         let dirty = Arc::new(Mutex::new(Dirty::default()));
         let marks = dirty.clone();
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(wake);
+        let woken = wake.clone();
         let root = self.scanner.root().to_path_buf();
         let watcher = crate::watch::Watcher::with_paths(&root.clone(), move |paths| {
             marks
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .mark(&root, paths);
-            wake();
+            woken();
         })?;
-        self.watch = Some((watcher, dirty));
+        self.watch = Some(Watching {
+            _watcher: watcher,
+            dirty,
+            wake,
+        });
         self.tree = None;
         Ok(())
     }
@@ -461,32 +521,34 @@ impl LocalEndpoint {
         let refreshed = self.refresh_cached();
         if refreshed.is_err() {
             self.tree = None;
+            self.cancel_full_scan();
         }
         refreshed
     }
 
     fn refresh_cached(&mut self) -> Result<(), EndpointError> {
+        self.adopt_full_scan()?;
         let mut touched = Vec::new();
-        if let Some((_, dirty)) = &self.watch {
+        if let Some(watching) = &self.watch {
             let dirty = std::mem::take(
-                &mut *dirty
+                &mut *watching
+                    .dirty
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner),
             );
-            if let Some((tree, full_at)) = &mut self.tree
-                && !dirty.everything()
-                && full_at.elapsed() < full_rescan_after(tree.len())
+            if let Some((tree, full_at)) = &self.tree
+                && self.full_scan.is_none()
+                && self.full_scan_due(tree, *full_at)
             {
-                let root = self.scanner.root().to_path_buf();
+                self.start_full_scan();
+            }
+            if let Some((tree, _)) = &mut self.tree
+                && !dirty.everything()
+            {
                 touched = dirty.roots();
-                for path in &touched {
-                    // Never through a symlink: a path whose parents are not directories is gone.
-                    if local::parents_are_directories(&root, path).unwrap_or(false) {
-                        let entries = self.scanner.scan_subtree(path, &self.filter)?;
-                        tree.replace_subtree(path, &entries);
-                    } else {
-                        tree.remove_subtree(path);
-                    }
+                read_again(&mut self.scanner, &self.filter, tree, &touched)?;
+                if let Some(full_scan) = &mut self.full_scan {
+                    full_scan.touched.extend(touched.iter().cloned());
                 }
                 // Each subtree read again must hang from a directory the tree holds (else a
                 // directory above it is new too, and only a full scan finds it).
@@ -502,6 +564,8 @@ impl LocalEndpoint {
                 }
             }
         }
+        // A full scan here and now supersedes one running beside.
+        self.cancel_full_scan();
         let fresh = self.scanner.scan(&self.filter)?.tree;
         match &self.tree {
             // The subtrees read again above changed the cached tree too.
@@ -513,6 +577,86 @@ impl LocalEndpoint {
         }
         self.tree = Some((fresh, std::time::Instant::now()));
         Ok(())
+    }
+
+    /// Starts the safety-net full scan on a thread of its own, with this side's scanner (and
+    /// its digests); the cycles go on with a fresh one meanwhile.
+    fn start_full_scan(&mut self) {
+        let root = self.scanner.root().to_path_buf();
+        let mut scanner = std::mem::replace(&mut self.scanner, Scanner::new(root));
+        let filter = self.filter.clone();
+        let wake = self.watch.as_ref().map(|watching| watching.wake.clone());
+        let thread = std::thread::Builder::new()
+            .name("nexus-sync-full-scan".into())
+            .spawn(move || {
+                let scan = scanner.scan(&filter);
+                if let Some(wake) = wake {
+                    wake();
+                }
+                (scanner, scan)
+            });
+        // Without a thread to be had, the next refresh tries again (the scanner's digests are
+        // lost, and read again).
+        if let Ok(thread) = thread {
+            self.full_scan = Some(FullScan {
+                started: std::time::Instant::now(),
+                thread,
+                touched: Vec::new(),
+            });
+        }
+    }
+
+    /// Takes a finished full scan's tree as the side's: what the cycles read again or wrote
+    /// while it ran is read again over it, and what it found that the watcher missed is a step.
+    fn adopt_full_scan(&mut self) -> Result<(), EndpointError> {
+        if !self
+            .full_scan
+            .as_ref()
+            .is_some_and(|full_scan| full_scan.thread.is_finished())
+        {
+            return Ok(());
+        }
+        let Some(full_scan) = self.full_scan.take() else {
+            return Ok(());
+        };
+        let Some(scan) = self.take_back_scanner(full_scan.thread) else {
+            return Err(EndpointError::Unavailable("the full scan failed".into()));
+        };
+        let mut fresh = scan?.tree;
+        let touched = history::minimal(full_scan.touched);
+        read_again(&mut self.scanner, &self.filter, &mut fresh, &touched)?;
+        if let Some((old, _)) = &self.tree {
+            let missed = history::differences(old, &fresh);
+            if !missed.is_empty() {
+                self.history.record(history::minimal(missed));
+            }
+        } else {
+            self.history.record_everything();
+        }
+        self.tree = Some((fresh, full_scan.started));
+        Ok(())
+    }
+
+    /// Waits for a running full scan and drops its tree, keeping its scanner's digests.
+    fn cancel_full_scan(&mut self) {
+        if let Some(full_scan) = self.full_scan.take() {
+            self.take_back_scanner(full_scan.thread);
+        }
+    }
+
+    /// Waits for a full scan's thread, and takes back its scanner with what the cycles' scanner
+    /// learned meanwhile; `None` if the thread panicked.
+    fn take_back_scanner(
+        &mut self,
+        thread: FullScanThread,
+    ) -> Option<Result<crate::scan::Scan, ScanError>> {
+        let (mut scanner, scan) = thread.join().ok()?;
+        scanner.absorb(std::mem::replace(
+            &mut self.scanner,
+            Scanner::new(scanner.root().to_path_buf()),
+        ));
+        self.scanner = scanner;
+        Some(scan)
     }
 
     pub fn root(&self) -> &Path {
@@ -596,9 +740,32 @@ impl Endpoint for LocalEndpoint {
         if let Some((tree, _)) = &mut self.tree {
             tree.replace_subtree(&change.path, &change.desired);
         }
+        if let Some(full_scan) = &mut self.full_scan {
+            full_scan.touched.push(change.path.clone());
+        }
         self.history.record(vec![change.path.clone()]);
         Ok(())
     }
+}
+
+/// Reads `paths` again into `tree`, from the disk as it is now.
+fn read_again(
+    scanner: &mut Scanner,
+    filter: &Filter,
+    tree: &mut Tree,
+    paths: &[RelPath],
+) -> Result<(), EndpointError> {
+    let root = scanner.root().to_path_buf();
+    for path in paths {
+        // Never through a symlink: a path whose parents are not directories is gone.
+        if local::parents_are_directories(&root, path).unwrap_or(false) {
+            let entries = scanner.scan_subtree(path, filter)?;
+            tree.replace_subtree(path, &entries);
+        } else {
+            tree.remove_subtree(path);
+        }
+    }
+    Ok(())
 }
 
 /// `bytes` if they are the version with `digest`: a file read while it changed is stale.

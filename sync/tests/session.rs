@@ -112,6 +112,17 @@ async fn a_state_file_that_is_not_ours_is_refused() {
 
 #[tokio::test]
 async fn a_watched_side_rescans_only_what_changed_and_still_sees_everything() {
+    watched_side_sees_everything(None).await;
+}
+
+/// With a full scan always running beside the cycles, what they read again and what the full
+/// scans find come together into the same trees.
+#[tokio::test]
+async fn full_scans_beside_the_cycles_lose_no_step() {
+    watched_side_sees_everything(Some(std::time::Duration::ZERO)).await;
+}
+
+async fn watched_side_sees_everything(full_rescan: Option<std::time::Duration>) {
     use nexus_sync::scan::Scanner;
     use nexus_sync::session::Endpoint;
 
@@ -121,6 +132,9 @@ async fn a_watched_side_rescans_only_what_changed_and_still_sees_everything() {
     fs::write(root.join("a/b/f"), "1").unwrap();
     let filter = || Filter::new(&["*.log".into()], true).unwrap();
     let mut watched = LocalEndpoint::new(&root, filter());
+    if let Some(every) = full_rescan {
+        watched = watched.with_full_rescan(every);
+    }
     watched.watch(|| {}).unwrap();
     let full = |root: &Path| Scanner::new(root).scan(&filter()).unwrap().tree;
     // What a session knows of the side: the whole tree first, then only what changed since the
@@ -163,6 +177,117 @@ async fn a_watched_side_rescans_only_what_changed_and_still_sees_everything() {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
+}
+
+/// A change the watcher cannot see: a file written through a hard link outside the watched
+/// root (inotify tells the directory the write went through). Only the full scan finds it, and
+/// it runs beside the scans that answer, which go on meanwhile.
+#[tokio::test]
+async fn the_full_scan_finds_what_the_watcher_missed() {
+    use nexus_sync::session::Endpoint;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("alpha");
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&root).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(root.join("f"), "before").unwrap();
+    fs::hard_link(root.join("f"), outside.join("f")).unwrap();
+    let filter = || Filter::new(&[], true).unwrap();
+    let (woken, wakes) = std::sync::mpsc::channel();
+    let mut rare = LocalEndpoint::new(&root, filter()).with_full_rescan(Duration::from_secs(600));
+    rare.watch(|| {}).unwrap();
+    let mut often =
+        LocalEndpoint::new(&root, filter()).with_full_rescan(Duration::from_millis(200));
+    often
+        .watch(move || {
+            let _ = woken.send(());
+        })
+        .unwrap();
+    let mut known_rare = None;
+    let mut known_often = None;
+    let sees_after = |known: &Option<(nexus_sync::history::Version, nexus_sync::tree::Tree)>| {
+        known.as_ref().is_some_and(|(_, tree)| {
+            tree.iter().any(|(path, entry)| {
+                path.as_str() == "f"
+                    && matches!(entry, nexus_sync::tree::Entry::File { size: 5, .. })
+            })
+        })
+    };
+    nexus_sync::history::absorb(&mut known_rare, rare.scan(None).await.unwrap()).unwrap();
+    nexus_sync::history::absorb(&mut known_often, often.scan(None).await.unwrap()).unwrap();
+    fs::write(outside.join("f"), "after").unwrap();
+    let started = Instant::now();
+    while !sees_after(&known_often) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the full scan never found the change"
+        );
+        let since = known_often.as_ref().map(|(version, _)| *version);
+        nexus_sync::history::absorb(&mut known_often, often.scan(since).await.unwrap()).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The finished full scan woke the session.
+    assert!(wakes.try_iter().count() > 0);
+    // Without it, the change stays unseen: the watcher did miss it.
+    let since = known_rare.as_ref().map(|(version, _)| *version);
+    nexus_sync::history::absorb(&mut known_rare, rare.scan(since).await.unwrap()).unwrap();
+    assert!(!sees_after(&known_rare), "the watcher saw the write");
+}
+
+/// Files edited while a full scan runs, after it read them: the cycles read each edit, and
+/// the full scan's older view of them must not win when it is taken in.
+#[tokio::test]
+async fn edits_during_a_full_scan_are_not_undone_by_it() {
+    use nexus_sync::scan::Scanner;
+    use nexus_sync::session::Endpoint;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("alpha");
+    for d in 0..50 {
+        let sub = root.join(format!("d{d}"));
+        fs::create_dir_all(&sub).unwrap();
+        for f in 0..100 {
+            fs::write(sub.join(format!("f{f}")), "x").unwrap();
+        }
+        fs::write(sub.join("edited"), "0").unwrap();
+    }
+    let filter = || Filter::new(&[], true).unwrap();
+    let mut watched = LocalEndpoint::new(&root, filter()).with_full_rescan(Duration::from_secs(1));
+    watched.watch(|| {}).unwrap();
+    let mut known = None;
+    let mut scan = async |watched: &mut LocalEndpoint| {
+        let since = known.as_ref().map(|(version, _)| *version);
+        nexus_sync::history::absorb(&mut known, watched.scan(since).await.unwrap()).unwrap();
+        known.as_ref().unwrap().1.clone()
+    };
+    scan(&mut watched).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // This one starts the full scan beside it.
+    scan(&mut watched).await;
+    assert!(watched.full_scan_running());
+    // Edits the cycles read while it runs (as long as it runs, three rounds at most).
+    for round in 1..=3 {
+        if !watched.full_scan_running() {
+            break;
+        }
+        for d in 0..50 {
+            fs::write(root.join(format!("d{d}/edited")), round.to_string()).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        scan(&mut watched).await;
+    }
+    let started = Instant::now();
+    while watched.full_scan_running() {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        scan(&mut watched).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let got = scan(&mut watched).await;
+    assert_eq!(got, Scanner::new(&root).scan(&filter()).unwrap().tree);
 }
 
 #[test]
