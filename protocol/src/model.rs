@@ -162,6 +162,14 @@ impl fmt::Display for WorkspaceState {
     }
 }
 
+/// The label on every container an agent makes that names its host (a Docker label: what
+/// `docker ps --filter label=...` finds).
+pub const LABEL_HOST: &str = "nexus.host";
+/// The label on every container an agent makes that names its workspace.
+pub const LABEL_WORKSPACE: &str = "nexus.workspace";
+/// Where a workspace's files directory (what sync keeps in step) appears inside its container.
+pub const FILES_MOUNT: &str = "/workspace";
+
 /// A workspace as the coordinator shows it to users.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkspaceView {

@@ -1095,4 +1095,156 @@ async fn nexus_workspace_sync_runs_sessions_in_the_background() {
         (!sync_dir.join("daemon.sock").exists()).then_some(())
     })
     .await;
+
+    // With a `mutagen` on PATH, `--provider mutagen` drives it. The real one cannot be installed
+    // here (only package registries are reachable), so a stand-in records what it is asked and
+    // keeps one session's JSON as Mutagen's `sync list` prints it.
+    let fake = fleet.pki.scratch("fake-mutagen");
+    let script = fake.join("mutagen");
+    std::fs::write(&script, FAKE_MUTAGEN).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap());
+    let with_mutagen = |who: &str, who_role: Role, args: &[&str]| {
+        fleet
+            .command(who, who_role)
+            .env("NEXUS_SYNC_DIR", &sync_dir)
+            .env("PATH", &path)
+            .env_remove("DOCKER_HOST")
+            .args(["-o", "json", "workspace", "sync"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let calls = || std::fs::read_to_string(fake.join("calls")).unwrap_or_default();
+    let mutagen_ok = |args: &[&str]| {
+        let out = with_mutagen(user, role, args);
+        assert!(
+            out.status.success(),
+            "sync {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let start = [
+        "start",
+        "web",
+        "--local",
+        &local_dir,
+        "--provider",
+        "mutagen",
+        "--mode",
+        "two-way-resolved",
+        "--ignore",
+        "*.tmp",
+    ];
+    // Someone else's workspace: refused before Mutagen is asked anything.
+    let out = with_mutagen("bob", Role::User, &start);
+    assert!(!out.status.success());
+    assert_eq!(calls(), "", "Mutagen was asked for bob");
+    let started = mutagen_ok(&start);
+    assert_eq!(started["provider"], "mutagen", "{started}");
+    assert_eq!(started["state"], "watching", "{started}");
+    assert_eq!(started["mode"], "two-way-resolved", "{started}");
+    // The other end is the workspace's running container, through this machine's engine.
+    let container = String::from_utf8(
+        std::process::Command::new("docker")
+            .args([
+                "ps",
+                "--filter",
+                "label=nexus.workspace=web",
+                "--format",
+                "{{.Names}}",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    assert!(
+        container.starts_with("nexus.") && container.contains(".web.g"),
+        "{container}"
+    );
+    let local_real = std::fs::canonicalize(local.path()).unwrap();
+    assert!(
+        calls().contains(&format!(
+            "DOCKER_HOST= sync create --name nexus-web --label nexus-workspace=web --mode two-way-resolved --ignore *.tmp {} docker://{container}/workspace\n",
+            local_real.display()
+        )),
+        "{}",
+        calls()
+    );
+    let status = mutagen_ok(&["status"]);
+    assert_eq!(status.as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(status[0]["provider"], "mutagen", "{status}");
+    assert_eq!(status[0]["local"], local_real.display().to_string());
+    // The session commands go to Mutagen, by the session's name.
+    assert_eq!(mutagen_ok(&["pause", "web"])["state"], "paused");
+    assert_eq!(
+        code(with_mutagen(user, role, &["flush", "web"])),
+        "SYNC_PAUSED"
+    );
+    assert_eq!(mutagen_ok(&["resume", "web"])["state"], "watching");
+    mutagen_ok(&["flush", "web"]);
+    assert_eq!(
+        code(with_mutagen(
+            user,
+            role,
+            &["resolve", "web", "a.txt", "--keep", "local"]
+        )),
+        "UNSUPPORTED"
+    );
+    assert_eq!(mutagen_ok(&["stop", "web"])["state"], "stopped");
+    assert_eq!(mutagen_ok(&["status"]), serde_json::json!([]));
+    let asked: Vec<_> = calls()
+        .lines()
+        .filter(|line| !line.contains(" sync list "))
+        .map(|line| line.split_once(' ').unwrap().1.to_string())
+        .collect();
+    assert_eq!(
+        asked[1..],
+        [
+            "sync pause nexus-web",
+            "sync resume nexus-web",
+            "sync flush nexus-web",
+            "sync terminate nexus-web"
+        ],
+        "{asked:?}"
+    );
 }
+
+/// A stand-in for Mutagen's CLI: appends `DOCKER_HOST=... ARGS` to `calls` beside itself, and
+/// keeps the one session's JSON in `session.json`, in the form `mutagen sync list --template
+/// '{{ json . }}'` prints.
+const FAKE_MUTAGEN: &str = r#"#!/bin/sh
+dir=$(dirname "$0")
+echo "DOCKER_HOST=${DOCKER_HOST:-} $*" >> "$dir/calls"
+state="$dir/session.json"
+case "$1 $2" in
+"sync create")
+    shift 2
+    while [ $# -gt 2 ]; do
+        case "$1" in
+        --label) label=$2; shift 2 ;;
+        --mode) mode=$2; shift 2 ;;
+        --name|--ignore) shift 2 ;;
+        *) shift ;;
+        esac
+    done
+    ws=${label#nexus-workspace=}
+    printf '{"name":"nexus-%s","labels":{"nexus-workspace":"%s"},"alpha":{"protocol":"local","path":"%s"},"beta":{"protocol":"docker","path":"%s"},"mode":"%s","paused":false,"status":"watching","successfulCycles":1,"conflicts":[]}'         "$ws" "$ws" "$1" "$2" "$mode" > "$state" ;;
+"sync list")
+    if [ -f "$state" ]; then printf '[%s]
+' "$(cat "$state")"; else echo null; fi ;;
+"sync pause")
+    sed -i 's/"paused":false/"paused":true/' "$state" ;;
+"sync resume")
+    sed -i 's/"paused":true/"paused":false/' "$state" ;;
+"sync flush") ;;
+"sync terminate")
+    rm -f "$state" ;;
+*)
+    echo "unknown command: $*" >&2; exit 1 ;;
+esac
+"#;

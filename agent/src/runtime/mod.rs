@@ -24,8 +24,7 @@ use nexus_protocol::model::{ContainerStats, PortBinding, ResourceClass};
 use nexus_protocol::{HostId, UserName, WorkspaceName};
 use tokio::sync::{Notify, mpsc};
 
-pub const LABEL_HOST: &str = "nexus.host";
-pub const LABEL_WORKSPACE: &str = "nexus.workspace";
+pub use nexus_protocol::model::{FILES_MOUNT, LABEL_HOST, LABEL_WORKSPACE};
 pub const LABEL_GENERATION: &str = "nexus.generation";
 pub const LABEL_OWNER: &str = "nexus.owner";
 /// The published ports, as `CONTAINER:HOST` pairs separated by commas.
@@ -68,9 +67,6 @@ pub struct CreateSpec {
     /// with the user's copy); `None`: no files directory.
     pub files: Option<std::path::PathBuf>,
 }
-
-/// Where a workspace's files directory appears inside its container.
-pub const FILES_MOUNT: &str = "/workspace";
 
 impl CreateSpec {
     /// The container's name: unique per host, workspace and generation.

@@ -26,13 +26,22 @@ pub(crate) async fn agent_of(
     settings: &Settings,
     name: &WorkspaceName,
 ) -> Result<(HostId, Connection), CliError> {
-    let request = Request::Workspace(WorkspaceRequest::Endpoint(name.clone()));
-    let (host, address) = match settings.request(request, READ_TIMEOUT).await? {
-        Response::Endpoint { host, address } => (host, address),
-        other => return Err(CliError::unexpected(&other)),
-    };
+    let (host, address) = endpoint_of(settings, name).await?;
     let connection = connect_agent(settings, &host, &address).await?;
     Ok((host, connection))
+}
+
+/// Where `name` runs: its host, and its agent's address. The coordinator tells only the
+/// workspace's owner or an admin.
+pub(crate) async fn endpoint_of(
+    settings: &Settings,
+    name: &WorkspaceName,
+) -> Result<(HostId, String), CliError> {
+    let request = Request::Workspace(WorkspaceRequest::Endpoint(name.clone()));
+    match settings.request(request, READ_TIMEOUT).await? {
+        Response::Endpoint { host, address } => Ok((host, address)),
+        other => Err(CliError::unexpected(&other)),
+    }
 }
 
 /// Connects to the agent at `address` and checks that it is `host`'s.

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod host;
+pub mod mutagen;
 pub mod ping;
 pub mod pki;
 pub mod sync;

@@ -9,6 +9,7 @@ use nexus_sync::{RelPath, Side};
 use serde_json::json;
 
 use crate::args::{KeepArg, OutputFormat, ProviderArg, SyncCommand};
+use crate::commands::mutagen;
 use crate::error::CliError;
 use crate::output;
 use crate::settings::Settings;
@@ -87,9 +88,26 @@ async fn ask(paths: &Paths, control: &Control, start: bool) -> Result<ControlAns
     }
 }
 
-fn status_json(status: &SessionStatus) -> serde_json::Value {
+/// Which engine runs a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Provider {
+    Embedded,
+    Mutagen,
+}
+
+impl Provider {
+    fn as_str(self) -> &'static str {
+        match self {
+            Provider::Embedded => "embedded",
+            Provider::Mutagen => "mutagen",
+        }
+    }
+}
+
+fn status_json(status: &SessionStatus, provider: Provider) -> serde_json::Value {
     json!({
         "workspace": status.workspace.as_str(),
+        "provider": provider.as_str(),
         "local": status.local.display().to_string(),
         "mode": status.mode.as_str(),
         "state": status.state,
@@ -103,13 +121,14 @@ fn status_json(status: &SessionStatus) -> serde_json::Value {
     })
 }
 
-fn status_table(sessions: &[SessionStatus]) -> String {
+fn status_table(sessions: &[(SessionStatus, Provider)]) -> String {
     if sessions.is_empty() {
         return "no sync sessions\n".into();
     }
     output::table(
         &[
             "WORKSPACE",
+            "PROVIDER",
             "LOCAL",
             "MODE",
             "STATE",
@@ -119,9 +138,10 @@ fn status_table(sessions: &[SessionStatus]) -> String {
         ],
         sessions
             .iter()
-            .map(|s| {
+            .map(|(s, provider)| {
                 vec![
                     s.workspace.to_string(),
+                    provider.as_str().to_string(),
                     s.local.display().to_string(),
                     s.mode.to_string(),
                     s.state.clone(),
@@ -134,9 +154,9 @@ fn status_table(sessions: &[SessionStatus]) -> String {
     )
 }
 
-fn print_session(format: OutputFormat, status: &SessionStatus) {
-    output::emit(format, &status_json(status), || {
-        status_table(std::slice::from_ref(status))
+fn print_session(format: OutputFormat, status: &SessionStatus, provider: Provider) {
+    output::emit(format, &status_json(status, provider), || {
+        status_table(&[(status.clone(), provider)])
     });
 }
 
@@ -146,24 +166,31 @@ pub async fn run(
     format: OutputFormat,
 ) -> Result<(), CliError> {
     let paths = paths()?;
+    // A workspace whose session is Mutagen's: Mutagen does what is asked.
+    let mutagen_verb = match &command {
+        SyncCommand::Flush { name } => Some((name, Some(mutagen::Verb::Flush))),
+        SyncCommand::Pause { name } => Some((name, Some(mutagen::Verb::Pause))),
+        SyncCommand::Resume { name } => Some((name, Some(mutagen::Verb::Resume))),
+        SyncCommand::Stop { name } => Some((name, Some(mutagen::Verb::Stop))),
+        SyncCommand::Resolve { name, .. } => Some((name, None)),
+        SyncCommand::Start(_) | SyncCommand::Status | SyncCommand::Conflicts { .. } => None,
+    };
+    if let Some((name, verb)) = mutagen_verb
+        && let Some(before) = mutagen::session_of(name).await?
+    {
+        let Some(verb) = verb else {
+            return Err(mutagen::resolve_refused(name));
+        };
+        let status = mutagen::drive(name, before, verb).await?;
+        print_session(format, &status, Provider::Mutagen);
+        return Ok(());
+    }
     let (control, start) = match command {
         SyncCommand::Start(args) => {
             if args.provider == ProviderArg::Mutagen {
-                let found = std::env::var_os("PATH").is_some_and(|path| {
-                    std::env::split_paths(&path).any(|dir| dir.join("mutagen").is_file())
-                });
-                if !found {
-                    return Err(CliError::local(
-                        ErrorCode::SyncProviderNotFound,
-                        "no `mutagen` on PATH",
-                    )
-                    .suggest("install Mutagen, or use the embedded provider (the default): drop --provider"));
-                }
-                return Err(CliError::local(
-                    ErrorCode::Unsupported,
-                    "driving Mutagen is not built yet",
-                )
-                .suggest("use the embedded provider (the default): drop --provider"));
+                let status = mutagen::start(&args, &settings?).await?;
+                print_session(format, &status, Provider::Mutagen);
+                return Ok(());
             }
             let local = std::fs::canonicalize(&args.local).map_err(|e| {
                 CliError::local(
@@ -181,19 +208,27 @@ pub async fn run(
             };
             (Control::Start(config), true)
         }
-        SyncCommand::Status => (Control::Status, false),
+        SyncCommand::Status => {
+            let sessions = all_sessions(&paths).await?;
+            let json = serde_json::Value::Array(
+                sessions
+                    .iter()
+                    .map(|(status, provider)| status_json(status, *provider))
+                    .collect(),
+            );
+            output::emit(format, &json, || status_table(&sessions));
+            return Ok(());
+        }
         SyncCommand::Conflicts { name } => {
-            let answer = ask(&paths, &Control::Status, false).await?;
-            let ControlAnswer::Sessions(sessions) = answer else {
-                return Err(failed(format!("unexpected answer: {answer:?}")));
-            };
-            let Some(session) = sessions.into_iter().find(|s| s.workspace == name) else {
+            let sessions = all_sessions(&paths).await?;
+            let Some((session, provider)) = sessions.into_iter().find(|(s, _)| s.workspace == name)
+            else {
                 return Err(CliError::local(
                     ErrorCode::WorkspaceNotFound,
                     format!("no sync session for {name}"),
                 ));
             };
-            let json = status_json(&session)["conflicts"].clone();
+            let json = status_json(&session, provider)["conflicts"].clone();
             output::emit(format, &json, || {
                 if session.conflicts.is_empty() {
                     return "no conflicts\n".into();
@@ -239,14 +274,32 @@ pub async fn run(
     };
     match ask(&paths, &control, start).await? {
         ControlAnswer::Session(status) => {
-            print_session(format, &status);
+            print_session(format, &status, Provider::Embedded);
             Ok(())
         }
-        ControlAnswer::Sessions(sessions) => {
-            let json = serde_json::Value::Array(sessions.iter().map(status_json).collect());
-            output::emit(format, &json, || status_table(&sessions));
-            Ok(())
+        answer @ ControlAnswer::Sessions(_) => {
+            Err(failed(format!("unexpected answer: {answer:?}")))
         }
         ControlAnswer::Error { code, message } => Err(CliError::local(code, message)),
     }
+}
+
+/// Every session: the daemon's (if it runs) and Mutagen's (if it is installed).
+async fn all_sessions(paths: &Paths) -> Result<Vec<(SessionStatus, Provider)>, CliError> {
+    let mut sessions = match syncd::ask(&paths.socket(), &Control::Status).await {
+        Ok(ControlAnswer::Sessions(sessions)) => sessions
+            .into_iter()
+            .map(|status| (status, Provider::Embedded))
+            .collect(),
+        Ok(answer) => return Err(failed(format!("unexpected answer: {answer:?}"))),
+        // No daemon: no embedded sessions.
+        Err(_) => vec![],
+    };
+    sessions.extend(
+        mutagen::sessions()
+            .await?
+            .into_iter()
+            .map(|status| (status, Provider::Mutagen)),
+    );
+    Ok(sessions)
 }
