@@ -62,8 +62,8 @@ pub struct Args {
     /// Snapshot the state and truncate the log every this many entries.
     #[arg(long)]
     pub snapshot_every: Option<u64>,
-    /// Seconds without a heartbeat before the leader marks a host down (the design: three
-    /// heartbeats of 5 s).
+    /// Seconds without a heartbeat before the leader marks a host down (default 14: three
+    /// heartbeats of 5 s, less a second, so a dead host is marked down within 15 s).
     #[arg(long)]
     pub host_ttl: Option<f64>,
 }
@@ -172,7 +172,10 @@ impl Config {
         if join && peers.is_empty() {
             bail!("--join needs at least one --peer: a member of the cluster to join");
         }
-        let host_ttl = args.host_ttl.or(file.host_ttl).unwrap_or(15.0);
+        let host_ttl = args
+            .host_ttl
+            .or(file.host_ttl)
+            .unwrap_or(crate::service::DEFAULT_HOST_TTL.as_secs_f64());
         if !(0.2..=86_400.0).contains(&host_ttl) {
             bail!("--host-ttl must be between 0.2 and 86400 seconds, not {host_ttl}");
         }

@@ -140,8 +140,9 @@ enum Scenario {
         /// Seconds between heartbeats.
         #[arg(long, default_value_t = 5.0)]
         heartbeat: f64,
-        /// Seconds of silence before a host is marked down (the coordinator's --host-ttl).
-        #[arg(long, default_value_t = 15.0)]
+        /// Seconds of silence before a host is marked down (the coordinator's --host-ttl, and
+        /// its default).
+        #[arg(long, default_value_t = 14.0)]
         ttl: f64,
     },
     /// The agent's footprint: a real nexus-agent process (defaults: 5 s heartbeats, 10 s stats)
