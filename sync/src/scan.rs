@@ -137,7 +137,15 @@ impl Scanner {
             path: full.clone(),
             source,
         };
-        for item in fs::read_dir(&full).map_err(io)? {
+        let items = match fs::read_dir(&full) {
+            Ok(items) => items,
+            // A directory removed since its parent was listed.
+            Err(error) if dir.is_some() && error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(());
+            }
+            Err(error) => return Err(io(error)),
+        };
+        for item in items {
             let item = item.map_err(io)?;
             let name = item.file_name();
             let Some(name) = name.to_str() else {
@@ -161,10 +169,18 @@ impl Scanner {
                     continue;
                 }
             };
-            let metadata = fs::symlink_metadata(item.path()).map_err(|source| ScanError::Io {
-                path: item.path(),
-                source,
-            })?;
+            let metadata = match fs::symlink_metadata(item.path()) {
+                Ok(metadata) => metadata,
+                // Listed, then gone (a temporary file renamed into place, a directory removed):
+                // it is not there any more, and its removal is an event of its own.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(ScanError::Io {
+                        path: item.path(),
+                        source,
+                    });
+                }
+            };
             self.visit(path, &metadata, filter, scan, seen)?;
         }
         Ok(())

@@ -426,6 +426,8 @@ pub struct LocalEndpoint {
     full_scan: Option<FullScan>,
     /// Overrides [`full_rescan_after`].
     full_rescan: Option<std::time::Duration>,
+    /// For tests: each full scan, once done, meets this barrier twice before it may be taken in.
+    full_scan_gate: Option<Arc<std::sync::Barrier>>,
 }
 
 struct Watching {
@@ -466,7 +468,17 @@ impl LocalEndpoint {
             history: History::new(),
             full_scan: None,
             full_rescan: None,
+            full_scan_gate: None,
         }
+    }
+
+    /// For tests: each full scan beside the cycles, once it has read the disk, waits at `gate`
+    /// (with the test, which then knows the scan is done) and again (until the test lets it be
+    /// taken in), so that a test can change files between the two.
+    #[doc(hidden)]
+    pub fn with_full_scan_gate(mut self, gate: Arc<std::sync::Barrier>) -> LocalEndpoint {
+        self.full_scan_gate = Some(gate);
+        self
     }
 
     /// Scans everything again this often instead of after [`full_rescan_after`].
@@ -538,6 +550,7 @@ impl LocalEndpoint {
             );
             if let Some((tree, full_at)) = &self.tree
                 && self.full_scan.is_none()
+                && !dirty.everything()
                 && self.full_scan_due(tree, *full_at)
             {
                 self.start_full_scan();
@@ -586,10 +599,15 @@ impl LocalEndpoint {
         let mut scanner = std::mem::replace(&mut self.scanner, Scanner::new(root));
         let filter = self.filter.clone();
         let wake = self.watch.as_ref().map(|watching| watching.wake.clone());
+        let gate = self.full_scan_gate.clone();
         let thread = std::thread::Builder::new()
             .name("nexus-sync-full-scan".into())
             .spawn(move || {
                 let scan = scanner.scan(&filter);
+                if let Some(gate) = gate {
+                    gate.wait();
+                    gate.wait();
+                }
                 if let Some(wake) = wake {
                     wake();
                 }
@@ -619,10 +637,15 @@ impl LocalEndpoint {
         let Some(full_scan) = self.full_scan.take() else {
             return Ok(());
         };
-        let Some(scan) = self.take_back_scanner(full_scan.thread) else {
-            return Err(EndpointError::Unavailable("the full scan failed".into()));
+        // A full scan that failed (a directory removed under it, say) changes nothing: the
+        // cached tree stands, and the next comes after the usual interval.
+        let Some(Ok(scan)) = self.take_back_scanner(full_scan.thread) else {
+            if let Some((_, full_at)) = &mut self.tree {
+                *full_at = std::time::Instant::now();
+            }
+            return Ok(());
         };
-        let mut fresh = scan?.tree;
+        let mut fresh = scan.tree;
         let touched = history::minimal(full_scan.touched);
         read_again(&mut self.scanner, &self.filter, &mut fresh, &touched)?;
         if let Some((old, _)) = &self.tree {

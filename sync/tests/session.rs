@@ -236,26 +236,28 @@ async fn the_full_scan_finds_what_the_watcher_missed() {
     assert!(!sees_after(&known_rare), "the watcher saw the write");
 }
 
-/// Files edited while a full scan runs, after it read them: the cycles read each edit, and
-/// the full scan's older view of them must not win when it is taken in.
+/// Files edited and written while a full scan runs, after it read them: the cycles read each
+/// edit (and wrote each change), and the full scan's older view of them must not win when it is
+/// taken in. A gate holds the scan between its reading the disk and its being taken in.
 #[tokio::test]
 async fn edits_during_a_full_scan_are_not_undone_by_it() {
     use nexus_sync::scan::Scanner;
     use nexus_sync::session::Endpoint;
+    use std::sync::{Arc, Barrier};
     use std::time::{Duration, Instant};
 
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("alpha");
-    for d in 0..50 {
-        let sub = root.join(format!("d{d}"));
-        fs::create_dir_all(&sub).unwrap();
-        for f in 0..100 {
-            fs::write(sub.join(format!("f{f}")), "x").unwrap();
-        }
-        fs::write(sub.join("edited"), "0").unwrap();
+    for d in 0..5 {
+        fs::create_dir_all(root.join(format!("d{d}"))).unwrap();
+        fs::write(root.join(format!("d{d}/edited")), "0").unwrap();
+        fs::write(root.join(format!("d{d}/kept")), "k").unwrap();
     }
     let filter = || Filter::new(&[], true).unwrap();
-    let mut watched = LocalEndpoint::new(&root, filter()).with_full_rescan(Duration::from_secs(1));
+    let gate = Arc::new(Barrier::new(2));
+    let mut watched = LocalEndpoint::new(&root, filter())
+        .with_full_rescan(Duration::from_millis(300))
+        .with_full_scan_gate(gate.clone());
     watched.watch(|| {}).unwrap();
     let mut known = None;
     let mut scan = async |watched: &mut LocalEndpoint| {
@@ -264,30 +266,41 @@ async fn edits_during_a_full_scan_are_not_undone_by_it() {
         known.as_ref().unwrap().1.clone()
     };
     scan(&mut watched).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    // This one starts the full scan beside it.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // This one starts the full scan beside it; the gate says when it has read the disk.
     scan(&mut watched).await;
     assert!(watched.full_scan_running());
-    // Edits the cycles read while it runs (as long as it runs, three rounds at most).
-    for round in 1..=3 {
-        if !watched.full_scan_running() {
-            break;
-        }
-        for d in 0..50 {
-            fs::write(root.join(format!("d{d}/edited")), round.to_string()).unwrap();
-        }
+    let waiting = gate.clone();
+    tokio::task::spawn_blocking(move || waiting.wait())
+        .await
+        .unwrap();
+    // Now the files change, and the cycles see it, while the scan waits to be taken in.
+    for d in 0..5 {
+        fs::write(root.join(format!("d{d}/edited")), "edited").unwrap();
+    }
+    fs::remove_dir_all(root.join("d4")).unwrap();
+    let want = Scanner::new(&root).scan(&filter()).unwrap().tree;
+    let started = Instant::now();
+    while scan(&mut watched).await != want {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the cycles never saw the edits"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(watched.full_scan_running());
+    // Let it be taken in: the tree must stay what the disk holds.
+    let releasing = gate.clone();
+    tokio::task::spawn_blocking(move || releasing.wait())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while watched.full_scan_running() {
+        assert!(started.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(5)).await;
         scan(&mut watched).await;
     }
-    let started = Instant::now();
-    while watched.full_scan_running() {
-        assert!(started.elapsed() < Duration::from_secs(30));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        scan(&mut watched).await;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let got = scan(&mut watched).await;
-    assert_eq!(got, Scanner::new(&root).scan(&filter()).unwrap().tree);
+    assert_eq!(scan(&mut watched).await, want);
 }
 
 #[test]
