@@ -1175,6 +1175,17 @@ async fn nexus_workspace_sync_runs_sessions_in_the_background() {
         "{}",
         calls()
     );
+    // One provider a workspace.
+    let out = with_mutagen(user, role, &["start", "web", "--local", &local_dir]);
+    assert!(!out.status.success());
+    let error: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Mutagen syncs web already"),
+        "{error}"
+    );
     let status = mutagen_ok(&["status"]);
     assert_eq!(status.as_array().unwrap().len(), 1, "{status}");
     assert_eq!(status[0]["provider"], "mutagen", "{status}");
@@ -1235,8 +1246,13 @@ case "$1 $2" in
     ws=${label#nexus-workspace=}
     printf '{"name":"nexus-%s","labels":{"nexus-workspace":"%s"},"alpha":{"protocol":"local","path":"%s"},"beta":{"protocol":"docker","path":"%s"},"mode":"%s","paused":false,"status":"watching","successfulCycles":1,"conflicts":[]}'         "$ws" "$ws" "$1" "$2" "$mode" > "$state" ;;
 "sync list")
-    if [ -f "$state" ]; then printf '[%s]
-' "$(cat "$state")"; else echo null; fi ;;
+    case "$*" in
+    "sync list --label-selector nexus-workspace --template {{ json . }}") ;;
+    "sync list --label-selector nexus-workspace="*" --template {{ json . }}") ;;
+    *) echo "not how Nexus lists: $*" >&2; exit 1 ;;
+    esac
+    if [ "$MUTAGEN_DISABLE_AUTOSTART" != 1 ]; then echo "listing would start the daemon" >&2; exit 1; fi
+    if [ -f "$state" ]; then printf '[%s]\n' "$(cat "$state")"; else echo null; fi ;;
 "sync pause")
     sed -i 's/"paused":false/"paused":true/' "$state" ;;
 "sync resume")

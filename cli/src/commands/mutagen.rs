@@ -53,12 +53,25 @@ fn failed(message: impl Into<String>) -> CliError {
     CliError::local(ErrorCode::SyncSessionFailed, message)
 }
 
-/// Runs a command and gives its standard output, or its failure as `SYNC_SESSION_FAILED`.
-async fn output(command: &mut tokio::process::Command, what: &str) -> Result<String, CliError> {
-    let out = command
+/// How long listing Mutagen's sessions may take.
+const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long any other Mutagen command may take (a flush waits for a whole cycle).
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Runs a command for at most `limit` and gives its standard output, or its failure as
+/// `SYNC_SESSION_FAILED`.
+async fn output(
+    command: &mut tokio::process::Command,
+    what: &str,
+    limit: std::time::Duration,
+) -> Result<String, CliError> {
+    let running = command
         .stdin(std::process::Stdio::null())
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(limit, running)
         .await
+        .map_err(|_| failed(format!("{what} did not answer within {limit:?}")))?
         .map_err(|e| failed(format!("cannot run {what}: {e}")))?;
     if !out.status.success() {
         return Err(failed(format!(
@@ -80,11 +93,15 @@ fn docker_host(address: &str) -> Option<String> {
         Some((host, _port)) => host.trim_start_matches('[').trim_end_matches(']'),
         None => address,
     };
-    let local = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
-    (!local).then(|| format!("ssh://{host}"))
+    let ip = host.parse::<std::net::IpAddr>().ok();
+    let local = host == "localhost" || ip.is_some_and(|ip| ip.is_loopback() || ip.is_unspecified());
+    if local {
+        return None;
+    }
+    Some(match ip {
+        Some(std::net::IpAddr::V6(v6)) => format!("ssh://[{v6}]"),
+        _ => format!("ssh://{host}"),
+    })
 }
 
 /// Starts a Mutagen session between `args.local` and the workspace's container, and gives its
@@ -101,7 +118,11 @@ pub async fn start(args: &SyncStartArgs, settings: &Settings) -> Result<SessionS
     let (host, address) = crate::commands::host::endpoint_of(settings, &args.name).await?;
     let docker_host = docker_host(&address);
     let container = container_of(&host, &args.name, docker_host.as_deref()).await?;
-    if !existing(&mutagen, &args.name).await?.is_empty() {
+    // (A Mutagen whose daemon is not running has no sessions; `create` starts it.)
+    if existing(&mutagen, &args.name)
+        .await
+        .is_ok_and(|sessions| !sessions.is_empty())
+    {
         return Err(failed(format!(
             "a Mutagen session for {} exists already",
             args.name
@@ -116,7 +137,7 @@ pub async fn start(args: &SyncStartArgs, settings: &Settings) -> Result<SessionS
     if let Some(docker_host) = &docker_host {
         command.env("DOCKER_HOST", docker_host);
     }
-    output(&mut command, "mutagen sync create").await?;
+    output(&mut command, "mutagen sync create", COMMAND_TIMEOUT).await?;
     let mut sessions = existing(&mutagen, &args.name).await?;
     sessions
         .pop()
@@ -164,7 +185,7 @@ async fn container_of(
     if let Some(docker_host) = docker_host {
         command.env("DOCKER_HOST", docker_host);
     }
-    let names = output(&mut command, "docker ps").await.map_err(|e| {
+    let names = output(&mut command, "docker ps", LIST_TIMEOUT).await.map_err(|e| {
         e.suggest(&format!(
             "Mutagen reaches the workspace through the Docker engine of host {host}: this machine needs the docker CLI and access to that engine (DOCKER_HOST, or SSH to the host)"
         ))
@@ -276,7 +297,9 @@ impl Listed {
     }
 }
 
-/// Mutagen's sessions for `workspace`, or for every workspace.
+/// Mutagen's sessions for `workspace`, or for every workspace. Listing never starts Mutagen's
+/// daemon: none running means no sessions (and a failure, which the callers that only look
+/// leave out).
 async fn list(
     mutagen: &Path,
     workspace: Option<&WorkspaceName>,
@@ -286,15 +309,18 @@ async fn list(
         None => LABEL.to_string(),
     };
     let json = output(
-        tokio::process::Command::new(mutagen).args([
-            "sync",
-            "list",
-            "--label-selector",
-            &selector,
-            "--template",
-            "{{ json . }}",
-        ]),
+        tokio::process::Command::new(mutagen)
+            .env("MUTAGEN_DISABLE_AUTOSTART", "1")
+            .args([
+                "sync",
+                "list",
+                "--label-selector",
+                &selector,
+                "--template",
+                "{{ json . }}",
+            ]),
         "mutagen sync list",
+        LIST_TIMEOUT,
     )
     .await?;
     let listed: Option<Vec<Listed>> = serde_json::from_str(json.trim()).map_err(|e| {
@@ -316,20 +342,33 @@ async fn existing(
     list(mutagen, Some(workspace)).await
 }
 
-/// Every workspace's Mutagen sessions; none when Mutagen is not installed.
-pub async fn sessions() -> Result<Vec<SessionStatus>, CliError> {
-    match binary() {
-        Some(mutagen) => list(&mutagen, None).await,
-        None => Ok(vec![]),
-    }
+/// Says on stderr that Mutagen could not be asked, and goes on without its sessions: a broken
+/// Mutagen must not stop the embedded provider's commands.
+fn unasked(error: &CliError) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "nexus: Mutagen's sessions are left out: {}",
+        error.error.message
+    );
 }
 
-/// The Mutagen session of `workspace`, if Mutagen is installed and runs one.
-pub async fn session_of(workspace: &WorkspaceName) -> Result<Option<SessionStatus>, CliError> {
-    match binary() {
-        Some(mutagen) => Ok(existing(&mutagen, workspace).await?.pop()),
-        None => Ok(None),
-    }
+/// Every workspace's Mutagen sessions; none when Mutagen is not installed (or fails).
+pub async fn sessions() -> Vec<SessionStatus> {
+    let Some(mutagen) = binary() else {
+        return vec![];
+    };
+    list(&mutagen, None).await.unwrap_or_else(|error| {
+        unasked(&error);
+        vec![]
+    })
+}
+
+/// The Mutagen session of `workspace`, if Mutagen is installed and runs one. A Mutagen that
+/// cannot answer (its daemon not running, most often) runs none: the embedded provider's
+/// commands go on, and `status` says what failed.
+pub async fn session_of(workspace: &WorkspaceName) -> Option<SessionStatus> {
+    existing(&binary()?, workspace).await.ok()?.pop()
 }
 
 /// What a session command does to a Mutagen session.
@@ -367,6 +406,7 @@ pub async fn drive(
     output(
         tokio::process::Command::new(&mutagen).args(["sync", word, &session_name(workspace)]),
         &format!("mutagen sync {word}"),
+        COMMAND_TIMEOUT,
     )
     .await?;
     if verb == Verb::Stop {

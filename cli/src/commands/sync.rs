@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use nexus_protocol::WorkspaceName;
 use nexus_protocol::error::ErrorCode;
 use nexus_sync::{RelPath, Side};
 use serde_json::json;
@@ -176,7 +177,7 @@ pub async fn run(
         SyncCommand::Start(_) | SyncCommand::Status | SyncCommand::Conflicts { .. } => None,
     };
     if let Some((name, verb)) = mutagen_verb
-        && let Some(before) = mutagen::session_of(name).await?
+        && let Some(before) = mutagen::session_of(name).await
     {
         let Some(verb) = verb else {
             return Err(mutagen::resolve_refused(name));
@@ -187,10 +188,30 @@ pub async fn run(
     }
     let (control, start) = match command {
         SyncCommand::Start(args) => {
+            // One provider a workspace: two would sync the same files against each other.
             if args.provider == ProviderArg::Mutagen {
+                mutagen::required()?;
+                if embedded_session(&paths, &args.name).await.is_some() {
+                    return Err(failed(format!(
+                        "the embedded provider syncs {} already",
+                        args.name
+                    ))
+                    .suggest(&format!(
+                        "stop that session first: nexus workspace sync stop {}",
+                        args.name
+                    )));
+                }
                 let status = mutagen::start(&args, &settings?).await?;
                 print_session(format, &status, Provider::Mutagen);
                 return Ok(());
+            }
+            if mutagen::session_of(&args.name).await.is_some() {
+                return Err(
+                    failed(format!("Mutagen syncs {} already", args.name)).suggest(&format!(
+                        "stop that session first: nexus workspace sync stop {}",
+                        args.name
+                    )),
+                );
             }
             let local = std::fs::canonicalize(&args.local).map_err(|e| {
                 CliError::local(
@@ -284,6 +305,16 @@ pub async fn run(
     }
 }
 
+/// The daemon's session of `workspace`, if the daemon runs and has one.
+async fn embedded_session(paths: &Paths, workspace: &WorkspaceName) -> Option<SessionStatus> {
+    match syncd::ask(&paths.socket(), &Control::Status).await {
+        Ok(ControlAnswer::Sessions(sessions)) => {
+            sessions.into_iter().find(|s| &s.workspace == workspace)
+        }
+        _ => None,
+    }
+}
+
 /// Every session: the daemon's (if it runs) and Mutagen's (if it is installed).
 async fn all_sessions(paths: &Paths) -> Result<Vec<(SessionStatus, Provider)>, CliError> {
     let mut sessions = match syncd::ask(&paths.socket(), &Control::Status).await {
@@ -297,7 +328,7 @@ async fn all_sessions(paths: &Paths) -> Result<Vec<(SessionStatus, Provider)>, C
     };
     sessions.extend(
         mutagen::sessions()
-            .await?
+            .await
             .into_iter()
             .map(|status| (status, Provider::Mutagen)),
     );
