@@ -40,7 +40,15 @@ pub struct Endpoint<R> {
     /// Where workspaces' files directories are (sync sessions' roots), if anywhere.
     files: Option<PathBuf>,
     /// One served root per workspace, kept between requests (its scanner remembers digests).
-    sync: Mutex<BTreeMap<WorkspaceName, Arc<Mutex<Served>>>>,
+    sync: Mutex<BTreeMap<WorkspaceName, Synced>>,
+}
+
+/// A workspace's served files, and the count of changes its watcher has seen (what
+/// `WaitChange` waits on, without holding the served side).
+#[derive(Debug, Clone)]
+struct Synced {
+    served: Arc<Mutex<Served>>,
+    changes: watch::Receiver<u64>,
 }
 
 impl<R: Runtime> Endpoint<R> {
@@ -81,14 +89,33 @@ impl<R: Runtime> Endpoint<R> {
         let request: nexus_sync::remote::Request = codec::decode(&payload).map_err(|e| {
             WireError::new(ErrorCode::ProtocolError, format!("not a sync request: {e}"))
         })?;
-        let served = self
+        let synced = self
             .sync
             .lock()
             .await
             .entry(workspace.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(Served::new(files.join(workspace.as_str())))))
+            .or_insert_with(|| {
+                let (count, changes) = watch::channel(0u64);
+                let root = files.join(workspace.as_str());
+                let served = Served::with_wake(root, move || count.send_modify(|n| *n += 1));
+                Synced {
+                    served: Arc::new(Mutex::new(served)),
+                    changes,
+                }
+            })
             .clone();
-        let answer = served.lock().await.serve(request).await;
+        let answer = match request {
+            nexus_sync::remote::Request::WaitChange { seen, within_ms } => {
+                let within = Duration::from_millis(u64::from(
+                    within_ms.min(nexus_sync::remote::MAX_WAIT_MS),
+                ));
+                let mut changes = synced.changes;
+                let _ = tokio::time::timeout(within, changes.wait_for(|count| *count > seen)).await;
+                let count = *changes.borrow();
+                nexus_sync::remote::Answer::Changes(count)
+            }
+            request => synced.served.lock().await.serve(request).await,
+        };
         let bytes = codec::encode_payload(&answer).map_err(|e| e.to_wire())?;
         Ok(Response::Sync(bytes))
     }

@@ -14,7 +14,7 @@ use nexus_sync::session::EndpointError;
 const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Carries one workspace's sync requests to its agent.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AgentCarrier {
     connection: Connection,
     workspace: WorkspaceName,

@@ -7,13 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nexus_protocol::WorkspaceName;
 use nexus_protocol::error::ErrorCode;
 use nexus_sync::filter::Filter;
-use nexus_sync::remote::RemoteEndpoint;
+use nexus_sync::remote::{MAX_WAIT_MS, RemoteEndpoint};
 use nexus_sync::session::{EndpointError, LocalEndpoint, SessionState, cycle};
 use nexus_sync::watch::Coalescer;
 use nexus_sync::{Mode, RelPath, Side};
@@ -25,8 +26,11 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::settings::Settings;
 use crate::sync::AgentCarrier;
 
-/// How often the workspace's side is looked at (it cannot be watched from here).
+/// How often the workspace's side is looked at when its agent cannot say when it changes (an
+/// agent older than `WaitChange`, or a wait that failed).
 pub const POLL: Duration = Duration::from_millis(500);
+/// How often it is looked at anyway while the agent says when it changes: the safety net.
+const POLL_WHILE_TOLD: Duration = Duration::from_secs(10);
 /// How long local changes must be still before a cycle, and the longest they wait.
 const QUIET: Duration = Duration::from_millis(10);
 const MAX_WAIT: Duration = Duration::from_millis(100);
@@ -360,17 +364,50 @@ fn start(config: SessionConfig, paths: &Paths) -> Running {
     Running { status, commands }
 }
 
-/// Connects to the workspace's agent: the remote side of the session.
-async fn remote(config: &SessionConfig) -> Result<RemoteEndpoint<AgentCarrier>, String> {
+/// Connects to the workspace's agent: the remote side of the session, and a task beside it
+/// that waits on the agent for changes there and wakes the session for each (`told` says
+/// whether the agent can be waited on; until it ends, the session need not poll).
+async fn remote(
+    config: &SessionConfig,
+    changed: Arc<Notify>,
+    told: Arc<AtomicBool>,
+) -> Result<(RemoteEndpoint<AgentCarrier>, Waiter), String> {
     let (_, connection) = crate::commands::host::agent_of(&config.settings, &config.workspace)
         .await
         .map_err(|e| e.error.message.clone())?;
     let carrier = AgentCarrier::new(connection, config.workspace.clone());
-    Ok(RemoteEndpoint::new(
-        carrier,
-        config.ignore.clone(),
-        config.ignore_vcs,
-    ))
+    let side = |carrier| RemoteEndpoint::new(carrier, config.ignore.clone(), config.ignore_vcs);
+    let mut waiting = side(carrier.clone());
+    let waiter = tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            match waiting.wait_change(seen, MAX_WAIT_MS).await {
+                Ok(count) => {
+                    told.store(true, Ordering::Relaxed);
+                    if count != seen {
+                        seen = count;
+                        changed.notify_one();
+                    }
+                }
+                // An agent that cannot wait (older than `WaitChange`), or a lost connection,
+                // which the session notices on its own: it polls meanwhile.
+                Err(_) => {
+                    told.store(false, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    });
+    Ok((side(carrier), Waiter(waiter)))
+}
+
+/// The task that waits on the agent; it ends with its session's connection.
+struct Waiter(tokio::task::JoinHandle<()>);
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn conflicts_of(report: &nexus_sync::session::CycleReport) -> Vec<ConflictView> {
@@ -421,7 +458,9 @@ async fn session(
         lock(&status).last_error = Some(e);
     }
     let mut paused = false;
+    let told = Arc::new(AtomicBool::new(false));
     let mut remote_side: Option<RemoteEndpoint<AgentCarrier>> = None;
+    let mut _waiter: Option<Waiter> = None;
     let mut coalescer = Coalescer::new(QUIET, MAX_WAIT);
     let mut next_poll = Instant::now();
     let mut next_connect = Instant::now();
@@ -429,9 +468,10 @@ async fn session(
         // Reconnecting waits its turn: an event storm must not become a connection storm.
         if remote_side.is_none() && !paused && Instant::now() >= next_connect {
             next_connect = Instant::now() + RECONNECT;
-            match remote(&config).await {
-                Ok(endpoint) => {
+            match remote(&config, changed.clone(), told.clone()).await {
+                Ok((endpoint, waiting)) => {
                     remote_side = Some(endpoint);
+                    _waiter = Some(waiting);
                     let mut status = lock(&status);
                     status.state = "watching".into();
                     status.last_error = None;
@@ -491,7 +531,12 @@ async fn session(
             continue;
         };
         coalescer.ran();
-        next_poll = Instant::now() + POLL;
+        let poll = if told.load(Ordering::Relaxed) {
+            POLL_WHILE_TOLD
+        } else {
+            POLL
+        };
+        next_poll = Instant::now() + poll;
         // A flush runs cycles until one finds nothing to do.
         let mut outcome = Ok(());
         for _ in 0..if flush.is_some() { 10 } else { 1 } {
@@ -521,6 +566,8 @@ async fn session(
                 Err(error) => {
                     if let EndpointError::Unavailable(_) = error {
                         remote_side = None;
+                        _waiter = None;
+                        told.store(false, Ordering::Relaxed);
                     }
                     let mut status = lock(&status);
                     status.last_error = Some(error.to_string());

@@ -57,7 +57,18 @@ pub enum Request {
         ignore_vcs: bool,
         since: Option<Version>,
     },
+    /// Answer ([`Answer::Changes`]) once the root's watcher has counted more than `seen`
+    /// changes, or after `within_ms` (at most [`MAX_WAIT_MS`]) with the count as it is: what
+    /// lets a session hear of a change on this side at once instead of polling for it. Served by
+    /// the agent itself (it must not hold the session's side while it waits), not by [`Served`].
+    WaitChange {
+        seen: u64,
+        within_ms: u32,
+    },
 }
+
+/// The longest a [`Request::WaitChange`] is held.
+pub const MAX_WAIT_MS: u32 = 25_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answer {
@@ -69,6 +80,8 @@ pub enum Answer {
     Refused(String),
     Unavailable(String),
     Since(Since),
+    /// How many changes the root's watcher has counted (since the agent began serving it).
+    Changes(u64),
 }
 
 impl From<EndpointError> for Answer {
@@ -87,14 +100,31 @@ pub struct Served {
     root: PathBuf,
     endpoint: Option<(Vec<String>, bool, LocalEndpoint)>,
     staged: BTreeMap<RelPath, Vec<u8>>,
+    wake: Wake,
+}
+
+/// Called on every change the root's watcher sees.
+#[derive(Clone)]
+struct Wake(std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wake")
+    }
 }
 
 impl Served {
     pub fn new(root: impl Into<PathBuf>) -> Served {
+        Served::with_wake(root, || {})
+    }
+
+    /// Calls `wake` on every change the root's watcher sees (once a scan has started it).
+    pub fn with_wake(root: impl Into<PathBuf>, wake: impl Fn() + Send + Sync + 'static) -> Served {
         Served {
             root: root.into(),
             endpoint: None,
             staged: BTreeMap::new(),
+            wake: Wake(std::sync::Arc::new(wake)),
         }
     }
 
@@ -124,7 +154,8 @@ impl Served {
             })?;
             let mut endpoint = LocalEndpoint::new(&self.root, filter);
             // Without a watcher every scan reads the whole tree: slower, still right.
-            let _ = endpoint.watch(|| {});
+            let wake = self.wake.clone();
+            let _ = endpoint.watch(move || (wake.0)());
             self.endpoint = Some((ignore, ignore_vcs, endpoint));
         }
         self.endpoint()?.scan(since).await
@@ -153,6 +184,9 @@ impl Served {
                 ignore_vcs,
                 since,
             } => Ok(Answer::Since(self.scan(ignore, ignore_vcs, since).await?)),
+            Request::WaitChange { .. } => Err(EndpointError::Unavailable(
+                "waiting for changes is not served here".into(),
+            )),
             Request::Read { path, offset, len } => {
                 let len = (len as usize).min(CHUNK);
                 Ok(Answer::Bytes(
@@ -233,6 +267,17 @@ impl<C: Carrier> RemoteEndpoint<C> {
             Answer::Refused(why) => Err(EndpointError::Refused(why)),
             Answer::Unavailable(why) => Err(EndpointError::Unavailable(why)),
             answer => Ok(answer),
+        }
+    }
+}
+
+impl<C: Carrier> RemoteEndpoint<C> {
+    /// Waits until the other side has counted more than `seen` changes, or `within_ms`; gives
+    /// its count.
+    pub async fn wait_change(&mut self, seen: u64, within_ms: u32) -> Result<u64, EndpointError> {
+        match self.call(Request::WaitChange { seen, within_ms }).await? {
+            Answer::Changes(count) => Ok(count),
+            other => Err(unexpected(&other)),
         }
     }
 }

@@ -867,8 +867,27 @@ async fn a_sync_session_carries_edits_between_a_local_directory_and_the_containe
     assert_eq!(report.applied, 1, "{report:?}");
     assert_eq!(exec("cat /workspace/hello.txt"), "from the laptop\n");
 
-    // Container to local.
+    // Container to local. The agent says when its side changed: a wait held open beside the
+    // session (on its own carrier) ends with the edit, not at its 20 s limit; a wait with nothing
+    // to see ends at its limit with the same count.
+    let mut waiting = RemoteEndpoint::new(
+        nexus_cli::sync::AgentCarrier::new(
+            agent_connection(&fleet, user, role, "web").await,
+            "web".parse().unwrap(),
+        ),
+        vec![],
+        true,
+    );
+    let quiet = waiting.wait_change(0, 0).await.unwrap();
+    assert_eq!(waiting.wait_change(quiet, 300).await.unwrap(), quiet);
+    let wait = tokio::spawn(async move { waiting.wait_change(quiet, 20_000).await });
     exec("mkdir -p /workspace/src && echo 'made inside' > /workspace/src/made.txt");
+    let told = tokio::time::timeout(Duration::from_secs(15), wait)
+        .await
+        .expect("the wait ended with the edit")
+        .unwrap()
+        .unwrap();
+    assert!(told > quiet, "{told} changes after {quiet}");
     let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
     assert_eq!(report.applied, 1, "{report:?}");
     assert_eq!(

@@ -371,6 +371,8 @@ async fn sync(
         std::fs::write(dir.join(format!("f{i}")), noise(size)).unwrap();
     }
     let carrier = nexus_cli::sync::AgentCarrier::new(connection, "tree".parse().unwrap());
+    // The wait the sync daemon holds open beside a session, on its own carrier.
+    let mut waiting = RemoteEndpoint::new(carrier.clone(), vec![], true);
     let mut beta = RemoteEndpoint::new(carrier, vec![], true);
     let mut alpha = LocalEndpoint::new(&local, Filter::new(&[], true).unwrap());
     // Watched, as the sync daemon has it: a change is seen through its event.
@@ -392,6 +394,9 @@ async fn sync(
     let mut cycles = Vec::with_capacity(trials);
     let mut scans = Vec::with_capacity(trials);
     let mut remote_scans = Vec::with_capacity(trials);
+    let mut told = Vec::with_capacity(trials);
+    let mut remote_changes = Vec::with_capacity(trials);
+    let workspace_files = agent.data_dir.join("workspaces").join("tree");
     for trial in 0..trials {
         if trial > 0 {
             tokio::time::sleep(spacing).await;
@@ -417,6 +422,40 @@ async fn sync(
         let remote = Instant::now();
         beta.scan(None).await.unwrap();
         remote_scans.push(remote.elapsed());
+        // A change made in the workspace: from the write to the agent's answer to the wait
+        // (`told`), then to the change landing here (the cycle after it).
+        // The wait must be held before the write: one that ends first (an event of an earlier
+        // write, late) measures nothing, and is held again.
+        let (seen, wait) = loop {
+            let seen = waiting.wait_change(0, 0).await.unwrap();
+            let wait = tokio::spawn(async move {
+                let count = waiting.wait_change(seen, 20_000).await;
+                (waiting, count, Instant::now())
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if !wait.is_finished() {
+                break (seen, wait);
+            }
+            waiting = wait.await.unwrap().0;
+        };
+        let inside = workspace_files
+            .join(format!("d{}", (trial * 53 % files) / 100))
+            .join(format!("f{}", trial * 53 % files));
+        let started = Instant::now();
+        std::fs::write(&inside, noise(size)).unwrap();
+        let (back, count, answered) = wait.await.unwrap();
+        waiting = back;
+        assert!(count.unwrap() > seen, "the wait ended without a change");
+        told.push(answered - started);
+        let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
+        remote_changes.push(started.elapsed());
+        assert_eq!(report.applied, 1, "{report:?}");
+        // The write it made here echoes through this side's watcher: let that pass, so that
+        // the next trial's event is its own.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let echo = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
+        assert_eq!(echo.applied, 0, "{echo:?}");
+        while noticed.try_recv().is_ok() {}
     }
     drop(agent);
     coordinator.stop().await;
@@ -429,6 +468,8 @@ async fn sync(
         "change_cycle": percentiles(cycles),
         "quiet_look_both": percentiles(scans),
         "whole_remote_tree": percentiles(remote_scans),
+        "workspace_change_told": percentiles(told),
+        "workspace_change_landed": percentiles(remote_changes),
     })
 }
 
@@ -1622,6 +1663,14 @@ fn print_table(result: &serde_json::Value) {
             print_percentiles(
                 "the workspace's whole tree (a fresh session)",
                 &result["whole_remote_tree"],
+            );
+            print_percentiles(
+                "a change in the workspace → the wait told",
+                &result["workspace_change_told"],
+            );
+            print_percentiles(
+                "a change in the workspace → landed here",
+                &result["workspace_change_landed"],
             );
             return;
         }
