@@ -459,8 +459,8 @@ async fn session(
     }
     let mut paused = false;
     let told = Arc::new(AtomicBool::new(false));
-    let mut remote_side: Option<RemoteEndpoint<AgentCarrier>> = None;
-    let mut _waiter: Option<Waiter> = None;
+    // The workspace's side, with the task that waits on it (they go together).
+    let mut remote_side: Option<(RemoteEndpoint<AgentCarrier>, Waiter)> = None;
     let mut coalescer = Coalescer::new(QUIET, MAX_WAIT);
     let mut next_poll = Instant::now();
     let mut next_connect = Instant::now();
@@ -469,9 +469,8 @@ async fn session(
         if remote_side.is_none() && !paused && Instant::now() >= next_connect {
             next_connect = Instant::now() + RECONNECT;
             match remote(&config, changed.clone(), told.clone()).await {
-                Ok((endpoint, waiting)) => {
-                    remote_side = Some(endpoint);
-                    _waiter = Some(waiting);
+                Ok(remote) => {
+                    remote_side = Some(remote);
                     let mut status = lock(&status);
                     status.state = "watching".into();
                     status.last_error = None;
@@ -503,7 +502,7 @@ async fn session(
                 Some(Command::Resume) => { paused = false; next_poll = Instant::now(); continue; }
                 Some(Command::Flush(reply)) => flush = Some(reply),
                 Some(Command::Resolve(path, keep, reply)) => {
-                    let answer = match remote_side.as_mut() {
+                    let answer = match remote_side.as_mut().map(|(side, _)| side) {
                         None => Err("the workspace's agent is not reachable now".to_string()),
                         Some(beta) => resolve(&mut state, &mut local, beta, &path, keep)
                             .await
@@ -520,7 +519,7 @@ async fn session(
             next_poll = Instant::now() + POLL;
             continue;
         }
-        let Some(beta) = remote_side.as_mut() else {
+        let Some((beta, _)) = remote_side.as_mut() else {
             coalescer.ran();
             if let Some(reply) = flush {
                 let _ = reply.send(Err(lock(&status)
@@ -566,7 +565,6 @@ async fn session(
                 Err(error) => {
                     if let EndpointError::Unavailable(_) = error {
                         remote_side = None;
-                        _waiter = None;
                         told.store(false, Ordering::Relaxed);
                     }
                     let mut status = lock(&status);

@@ -627,14 +627,10 @@ impl LocalEndpoint {
     /// Takes a finished full scan's tree as the side's: what the cycles read again or wrote
     /// while it ran is read again over it, and what it found that the watcher missed is a step.
     fn adopt_full_scan(&mut self) -> Result<(), EndpointError> {
-        if !self
+        let Some(full_scan) = self
             .full_scan
-            .as_ref()
-            .is_some_and(|full_scan| full_scan.thread.is_finished())
-        {
-            return Ok(());
-        }
-        let Some(full_scan) = self.full_scan.take() else {
+            .take_if(|full_scan| full_scan.thread.is_finished())
+        else {
             return Ok(());
         };
         // A full scan that failed (a directory removed under it, say) changes nothing: the

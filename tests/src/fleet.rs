@@ -87,11 +87,7 @@ impl HollowFleet {
         let ids: Vec<HostId> = (1..=options.hosts)
             .map(|i| HostId::new(format!("{}-{i:05}", options.prefix)).expect("a valid host id"))
             .collect();
-        let identities: Vec<_> = ids
-            .iter()
-            .map(|id| nexus_protocol::Identity::Agent(id.clone()))
-            .collect();
-        let credentials = pki.issue_in_memory(&identities);
+        let credentials = pki.issue_agents_in_memory(&ids);
         let list: Vec<String> = coordinators.iter().map(ToString::to_string).collect();
         let mut scratch = None;
         // Each host keeps its desired state on disk with two fsyncs per change, as a real agent

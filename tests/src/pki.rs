@@ -78,6 +78,16 @@ impl TestPki {
         Credentials::from_pki_dir(self.dir(), identity).expect("loadable credentials")
     }
 
+    /// An agent's credentials for each of `hosts`, issued in memory (see
+    /// [`TestPki::issue_in_memory`]).
+    pub fn issue_agents_in_memory(&self, hosts: &[HostId]) -> Vec<Credentials> {
+        let identities: Vec<Identity> = hosts
+            .iter()
+            .map(|host| Identity::Agent(host.clone()))
+            .collect();
+        self.issue_in_memory(&identities)
+    }
+
     /// Credentials for each of `identities`, issued in memory (no files): a hollow fleet's
     /// thousands of agents. Valid for a day, reachable on loopback.
     pub fn issue_in_memory(&self, identities: &[Identity]) -> Vec<Credentials> {

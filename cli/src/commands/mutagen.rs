@@ -106,8 +106,11 @@ fn docker_host(address: &str) -> Option<String> {
 
 /// Starts a Mutagen session between `args.local` and the workspace's container, and gives its
 /// status.
-pub async fn start(args: &SyncStartArgs, settings: &Settings) -> Result<SessionStatus, CliError> {
-    let mutagen = required()?;
+pub async fn start(
+    mutagen: &Path,
+    args: &SyncStartArgs,
+    settings: &Settings,
+) -> Result<SessionStatus, CliError> {
     let local = std::fs::canonicalize(&args.local).map_err(|e| {
         CliError::local(
             ErrorCode::InvalidArgument,
@@ -119,7 +122,7 @@ pub async fn start(args: &SyncStartArgs, settings: &Settings) -> Result<SessionS
     let docker_host = docker_host(&address);
     let container = container_of(&host, &args.name, docker_host.as_deref()).await?;
     // (A Mutagen whose daemon is not running has no sessions; `create` starts it.)
-    if existing(&mutagen, &args.name)
+    if existing(mutagen, &args.name)
         .await
         .is_ok_and(|sessions| !sessions.is_empty())
     {
@@ -132,13 +135,13 @@ pub async fn start(args: &SyncStartArgs, settings: &Settings) -> Result<SessionS
             args.name
         )));
     }
-    let mut command = tokio::process::Command::new(&mutagen);
+    let mut command = tokio::process::Command::new(mutagen);
     command.args(create_args(args, &local, &container));
     if let Some(docker_host) = &docker_host {
         command.env("DOCKER_HOST", docker_host);
     }
     output(&mut command, "mutagen sync create", COMMAND_TIMEOUT).await?;
-    let mut sessions = existing(&mutagen, &args.name).await?;
+    let mut sessions = existing(mutagen, &args.name).await?;
     sessions
         .pop()
         .ok_or_else(|| failed("mutagen made no session (it lists none)"))

@@ -190,7 +190,7 @@ pub async fn run(
         SyncCommand::Start(args) => {
             // One provider a workspace: two would sync the same files against each other.
             if args.provider == ProviderArg::Mutagen {
-                mutagen::required()?;
+                let binary = mutagen::required()?;
                 if embedded_session(&paths, &args.name).await.is_some() {
                     return Err(failed(format!(
                         "the embedded provider syncs {} already",
@@ -201,7 +201,7 @@ pub async fn run(
                         args.name
                     )));
                 }
-                let status = mutagen::start(&args, &settings?).await?;
+                let status = mutagen::start(&binary, &args, &settings?).await?;
                 print_session(format, &status, Provider::Mutagen);
                 return Ok(());
             }

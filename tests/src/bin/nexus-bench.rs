@@ -890,11 +890,7 @@ async fn failover(kills: usize, rate: f64, writers: usize) -> serde_json::Value 
                 let hosts: Vec<HostId> = (batch * 64..(batch + 1) * 64)
                     .map(|n| HostId::new(format!("w-{n:07}")).unwrap())
                     .collect();
-                let identities: Vec<_> = hosts
-                    .iter()
-                    .map(|host| nexus_protocol::Identity::Agent(host.clone()))
-                    .collect();
-                let issued = pki.issue_in_memory(&identities);
+                let issued = pki.issue_agents_in_memory(&hosts);
                 for pair in hosts.into_iter().zip(issued) {
                     if stop.load(Ordering::Relaxed) || credentials_tx.blocking_send(pair).is_err() {
                         return;
