@@ -103,10 +103,10 @@ impl Link {
                         // An election under way (or a cluster just started): not a failure of
                         // this link, but nothing to follow yet.
                         tracing::info!(coordinator = %target, failures = self.failures, "no leader yet; trying again: {}", error.message);
-                        index = index.wrapping_add(1);
+                        index = next_after(&self.config.coordinators, &target, index);
                     } else {
                         tracing::warn!(coordinator = %target, code = %error.code, failures = self.failures, "coordinator link lost: {}", error.message);
-                        index = index.wrapping_add(1);
+                        index = next_after(&self.config.coordinators, &target, index);
                     }
                 }
                 () = &mut shutdown => return,
@@ -407,9 +407,34 @@ pub fn backoff(failures: u32, random: u64) -> Duration {
     Duration::from_millis(half + random % (half + 1))
 }
 
+/// The index of the coordinator to try after `target` failed: the one after it in the list. A
+/// leader reached through a hint is not where `index` points, and stepping `index` on from there
+/// could land on the very coordinator that just died (trying it then costs the handshake
+/// timeout, past a new leader's grace for the hosts it has not heard from).
+fn next_after(coordinators: &[String], target: &str, index: usize) -> usize {
+    coordinators
+        .iter()
+        .position(|coordinator| coordinator == target)
+        .unwrap_or(index)
+        .wrapping_add(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_a_lost_coordinator_the_next_one_in_the_list_is_tried() {
+        let list: Vec<String> = ["a:1", "b:2", "c:3"].map(String::from).to_vec();
+        // Reached through the list: the next in it.
+        assert_eq!(next_after(&list, "a:1", 0) % 3, 1);
+        assert_eq!(next_after(&list, "c:3", 2) % 3, 0);
+        // Reached through a leader's hint while the list pointed at "a:1": never "b:2" again,
+        // which just failed.
+        assert_eq!(next_after(&list, "b:2", 0) % 3, 2);
+        // A hint naming an address not in the list: the list goes on from where it was.
+        assert_eq!(next_after(&list, "d:4", 0) % 3, 1);
+    }
 
     #[test]
     fn the_watch_is_renewed_every_twelve_heartbeats_give_or_take_a_sixth() {
