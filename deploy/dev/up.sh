@@ -7,5 +7,10 @@ cd "$(dirname "$0")/../.."
 # What building needs (libclang for RocksDB's bindings, the pinned toolchain's name); installing
 # a missing package needs root.
 deploy/dev/prepare.sh --build-only
+# The same features as the test command's build (see the workspace manifest), so whichever of the
+# two runs second reuses what the first compiled.
 cargo build --locked --workspace --bins
-exec cargo run --locked --quiet -p nexus-cli --bin nexus -- up "$@"
+# The binary itself, not `cargo run -p nexus-cli`: features resolved for one package differ from
+# the workspace's, and would build the dependencies again.
+target_dir=$(cargo metadata --locked --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+exec "${target_dir}/debug/nexus" up "$@"
