@@ -114,7 +114,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use nexus_protocol::message::{Assignment, DesiredRun};
-    use nexus_protocol::model::{PortBinding, PortSpec, ResourceClass, WorkspaceSpec};
+    use nexus_protocol::model::{PortBinding, ResourceClass, WorkspaceSpec};
 
     use super::*;
 
@@ -124,14 +124,11 @@ mod tests {
                 version: 7,
                 assignments: vec![Assignment {
                     spec: WorkspaceSpec {
-                        name: "api".parse().unwrap(),
-                        image: "dev:latest".into(),
                         class: ResourceClass::Large,
-                        ports: vec![PortSpec { container: 3000 }],
+                        ports: nexus_fixtures::ports(&[3000]),
                         env: BTreeMap::from([("A".into(), "b".into())]),
-                        labels: BTreeMap::new(),
-                        command: vec!["sleep".into(), "1".into()],
-                        host: None,
+                        command: nexus_fixtures::command(&["sleep", "1"]),
+                        ..nexus_fixtures::spec("api")
                     },
                     owner: "ada".parse().unwrap(),
                     generation: 2,

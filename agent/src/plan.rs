@@ -222,7 +222,7 @@ fn plan_one(
 #[cfg(test)]
 mod tests {
     use nexus_protocol::message::Assignment;
-    use nexus_protocol::model::{PortBinding, ResourceClass, WorkspaceSpec};
+    use nexus_protocol::model::{PortBinding, WorkspaceSpec};
 
     use super::*;
 
@@ -233,14 +233,8 @@ mod tests {
     fn assignment(workspace: &str, generation: u64, run: DesiredRun) -> Assignment {
         Assignment {
             spec: WorkspaceSpec {
-                name: name(workspace),
                 image: "img".into(),
-                class: ResourceClass::Small,
-                ports: vec![],
-                env: BTreeMap::new(),
-                labels: BTreeMap::new(),
-                command: vec![],
-                host: None,
+                ..nexus_fixtures::spec(workspace)
             },
             owner: "ada".parse().unwrap(),
             generation,

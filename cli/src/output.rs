@@ -695,22 +695,20 @@ pub fn usage_table(usage: &[WorkspaceUsage], now: Timestamp) -> String {
 mod tests {
     use expect_test::expect;
     use nexus_protocol::HostId;
-    use nexus_protocol::model::{HostInfo, PortRange};
+    use nexus_protocol::model::HostInfo;
 
     use super::*;
 
     fn host(id: &str, heartbeat: Option<u64>) -> HostView {
         HostView {
             info: HostInfo {
-                host_id: HostId::new(id).unwrap(),
                 hostname: format!("{id}.example.com"),
-                os: "linux".into(),
                 cpus: 16,
                 memory_bytes: 64 << 30,
                 disk_bytes: 1 << 40,
                 labels: [("zone".to_string(), "a".to_string())].into(),
-                port_range: PortRange::DEFAULT,
                 agent_version: "0.1.0".into(),
+                ..nexus_fixtures::host(id)
             },
             status: HostStatus::Ready,
             workspaces: 3,
@@ -740,9 +738,7 @@ mod tests {
 
     fn detail() -> WorkspaceDetail {
         use nexus_protocol::error::{ErrorCode, WireError};
-        use nexus_protocol::model::{
-            PortBinding, PortSpec, ResourceClass, WorkspaceSpec, WorkspaceState,
-        };
+        use nexus_protocol::model::{PortBinding, ResourceClass, WorkspaceSpec, WorkspaceState};
         let name = nexus_protocol::WorkspaceName::new("api").unwrap();
         WorkspaceDetail {
             view: WorkspaceView {
@@ -760,13 +756,10 @@ mod tests {
             },
             spec: WorkspaceSpec {
                 name,
-                image: "dev:latest".into(),
-                class: ResourceClass::Small,
-                ports: vec![PortSpec { container: 3000 }],
+                ports: nexus_fixtures::ports(&[3000]),
                 env: [("A".to_string(), "b".to_string())].into(),
-                labels: Default::default(),
-                command: vec!["httpd".into(), "-f".into()],
-                host: None,
+                command: nexus_fixtures::command(&["httpd", "-f"]),
+                ..nexus_fixtures::spec("w")
             },
             desired: DesiredRun::Running,
             generation: 2,

@@ -14,14 +14,10 @@ use proptest::prelude::*;
 
 fn valid_frame() -> Vec<u8> {
     let spec = WorkspaceSpec {
-        name: WorkspaceName::new("api").unwrap(),
-        image: "dev:latest".into(),
         class: ResourceClass::Large,
-        ports: vec![PortSpec { container: 80 }, PortSpec { container: 443 }],
+        ports: nexus_fixtures::ports(&[80, 443]),
         env: BTreeMap::from([("A".into(), "1".into())]),
-        labels: BTreeMap::new(),
-        command: vec![],
-        host: None,
+        ..nexus_fixtures::spec("api")
     };
     let frame = RequestFrame {
         request_id: RequestId::from_u128(9),

@@ -43,14 +43,11 @@ fn request(request: Request) -> RequestFrame {
 
 fn spec() -> WorkspaceSpec {
     WorkspaceSpec {
-        name: WorkspaceName::new("api").unwrap(),
-        image: "dev:latest".into(),
-        class: ResourceClass::Small,
-        ports: vec![PortSpec { container: 3000 }],
+        ports: nexus_fixtures::ports(&[3000]),
         env: BTreeMap::from([("K".into(), "V".into())]),
-        labels: BTreeMap::new(),
-        command: vec!["sleep".into(), "1".into()],
-        host: Some(HostId::new("h1").unwrap()),
+        command: nexus_fixtures::command(&["sleep", "1"]),
+        host: Some(nexus_fixtures::host_id("h1")),
+        ..nexus_fixtures::spec("api")
     }
 }
 

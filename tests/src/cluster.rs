@@ -9,7 +9,7 @@ use nexus_protocol::identity::{Identity, Role};
 use nexus_protocol::message::{
     AdminRequest, AgentRequest, ClusterStatus, Request, Response, StaleRead,
 };
-use nexus_protocol::model::{HostInfo, PortRange};
+use nexus_protocol::model::HostInfo;
 use nexus_protocol::{HostId, RequestId};
 
 use crate::pki::{self, TestPki};
@@ -214,17 +214,7 @@ pub async fn replica_hosts(pki: &TestPki, address: SocketAddr) -> Result<Vec<Hos
 
 /// A host's facts, for registering it.
 pub fn host_info(host: &str) -> HostInfo {
-    HostInfo {
-        host_id: HostId::new(host).expect("a valid host id"),
-        hostname: host.into(),
-        os: "linux".into(),
-        cpus: 2,
-        memory_bytes: 1 << 30,
-        disk_bytes: 0,
-        labels: Default::default(),
-        port_range: PortRange::DEFAULT,
-        agent_version: "test".into(),
-    }
+    nexus_fixtures::host(host)
 }
 
 /// Registers `host` (a write through Raft) at the coordinator at `address`, as that host's

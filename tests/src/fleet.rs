@@ -226,8 +226,6 @@ fn host_config(
 
 fn host_info(config: &Config, options: &FleetOptions) -> HostInfo {
     HostInfo {
-        host_id: config.host_id.clone(),
-        hostname: config.host_id.to_string(),
         os: "hollow".into(),
         cpus: options.cpus,
         memory_bytes: options.memory_mib * 1024 * 1024,
@@ -235,5 +233,6 @@ fn host_info(config: &Config, options: &FleetOptions) -> HostInfo {
         labels: config.labels.clone(),
         port_range: config.port_range,
         agent_version: nexus_protocol::SOFTWARE_VERSION.to_string(),
+        ..nexus_fixtures::host(config.host_id.as_str())
     }
 }

@@ -10,7 +10,7 @@ use nexus_coordinator::config::Args;
 use nexus_coordinator::state::{Command, State};
 use nexus_protocol::identity::Role;
 use nexus_protocol::message::DesiredRun;
-use nexus_protocol::model::{PortBinding, PortSpec, ResourceClass, WorkspaceSpec};
+use nexus_protocol::model::{PortBinding, WorkspaceSpec};
 use nexus_protocol::{HostId, NodeId, RequestId, WireError, WorkspaceName};
 use tokio::sync::oneshot;
 
@@ -102,18 +102,13 @@ impl InProcessCoordinator {
         ports: &[(u16, u16)],
         command: &[&str],
     ) -> Result<(), WireError> {
+        let containers: Vec<u16> = ports.iter().map(|&(container, _)| container).collect();
         let spec = WorkspaceSpec {
-            name: WorkspaceName::new(name).expect("a workspace name"),
             image: image.into(),
-            class: ResourceClass::Small,
-            ports: ports
-                .iter()
-                .map(|&(container, _)| PortSpec { container })
-                .collect(),
-            env: Default::default(),
-            labels: Default::default(),
-            command: command.iter().map(ToString::to_string).collect(),
+            ports: nexus_fixtures::ports(&containers),
+            command: nexus_fixtures::command(command),
             host: Some(host.clone()),
+            ..nexus_fixtures::spec(name)
         };
         self.propose(Command::CreateWorkspace {
             spec,

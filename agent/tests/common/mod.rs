@@ -10,7 +10,7 @@ use nexus_agent::cache::Cache;
 use nexus_agent::reconcile::Reconciler;
 use nexus_agent::runtime::Runtime;
 use nexus_protocol::message::{Assignment, DesiredRun, DesiredState, ObservedWorkspace};
-use nexus_protocol::model::{PortBinding, PortSpec, ResourceClass, WorkspaceSpec};
+use nexus_protocol::model::{PortBinding, WorkspaceSpec};
 use nexus_protocol::{HostId, WorkspaceName};
 use tokio::sync::watch;
 
@@ -35,17 +35,11 @@ pub fn assignment(
 ) -> Assignment {
     Assignment {
         spec: WorkspaceSpec {
-            name: name(workspace),
             image: image.into(),
-            class: ResourceClass::Small,
-            ports: ports
-                .iter()
-                .map(|&(container, _)| PortSpec { container })
-                .collect(),
+            ports: nexus_fixtures::ports(&ports.iter().map(|&(c, _)| c).collect::<Vec<_>>()),
             env: BTreeMap::from([("NEXUS_TEST".into(), "1".into())]),
-            labels: BTreeMap::new(),
-            command: command.iter().map(ToString::to_string).collect(),
-            host: None,
+            command: nexus_fixtures::command(command),
+            ..nexus_fixtures::spec(workspace)
         },
         owner: "ada".parse().unwrap(),
         generation,

@@ -354,13 +354,8 @@ mod tests {
             },
             spec: WorkspaceSpec {
                 name,
-                image: "dev:latest".into(),
-                class: ResourceClass::Small,
-                ports: vec![PortSpec { container: 3000 }],
-                env: Default::default(),
-                labels: Default::default(),
-                command: vec![],
-                host: None,
+                ports: nexus_fixtures::ports(&[3000]),
+                ..nexus_fixtures::spec("w")
             },
             desired,
             generation: 1,
