@@ -18,10 +18,12 @@ use std::collections::BTreeMap;
 
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::{ErrorCode, WireError};
-use nexus_protocol::model::{PortBinding, WorkspaceSpec, WorkspaceState};
+use nexus_protocol::model::{PortBinding, WorkspaceSpec};
 use nexus_protocol::{HostId, WorkspaceName};
 
 pub use nexus_protocol::model::Scoring;
+
+pub use crate::fit::is_in_flight;
 
 use crate::state::{State, Unfit};
 
@@ -55,18 +57,6 @@ impl std::fmt::Display for Skipped {
             Skipped::Busy { max } => write!(f, "{max} operations already under way"),
         }
     }
-}
-
-/// Whether a workspace in `state` is on its way somewhere (scheduled, starting, stopping, being
-/// destroyed) and its agent has not reported it arrived: an operation under way on its host.
-pub fn is_in_flight(state: WorkspaceState) -> bool {
-    matches!(
-        state,
-        WorkspaceState::Scheduled
-            | WorkspaceState::Starting
-            | WorkspaceState::Stopping
-            | WorkspaceState::Destroying
-    )
 }
 
 /// Operations under way per host, as the replicated state shows them, counted for a host when
@@ -295,7 +285,9 @@ pub fn place(
 mod tests {
     use nexus_protocol::clock::Timestamp;
     use nexus_protocol::identity::{Identity, Role};
-    use nexus_protocol::model::{HostInfo, HostStatus, Labels, PortRange, PortSpec, ResourceClass};
+    use nexus_protocol::model::{
+        HostInfo, HostStatus, Labels, PortRange, PortSpec, ResourceClass, WorkspaceState,
+    };
     use nexus_protocol::{RequestId, UserName, WorkspaceName};
     use proptest::prelude::*;
 

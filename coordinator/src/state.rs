@@ -22,56 +22,8 @@ use nexus_protocol::model::{
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use serde::{Deserialize, Serialize};
 
-/// Why a host cannot take a workspace. The scheduler and `apply` ask the same question here, so
-/// a placement the scheduler chose never fails `apply` for a reason the scheduler did not see.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unfit {
-    NotReady(HostStatus),
-    Workspaces {
-        max: u32,
-    },
-    Cpu {
-        reserved_millis: u64,
-        capacity_millis: u64,
-    },
-    Memory {
-        reserved_bytes: u64,
-        capacity_bytes: u64,
-    },
-    Ports {
-        free: u32,
-        needed: u32,
-    },
-}
-
-impl std::fmt::Display for Unfit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        const GIB: f64 = (1u64 << 30) as f64;
-        match self {
-            Unfit::NotReady(status) => write!(f, "{}", format!("{status:?}").to_lowercase()),
-            Unfit::Workspaces { max } => write!(f, "holds its maximum of {max} workspaces"),
-            Unfit::Cpu {
-                reserved_millis,
-                capacity_millis,
-            } => write!(
-                f,
-                "CPU: {:.1} of {:.1} cores promised",
-                *reserved_millis as f64 / 1000.0,
-                *capacity_millis as f64 / 1000.0
-            ),
-            Unfit::Memory {
-                reserved_bytes,
-                capacity_bytes,
-            } => write!(
-                f,
-                "memory: {:.1} of {:.1} GiB promised",
-                *reserved_bytes as f64 / GIB,
-                *capacity_bytes as f64 / GIB
-            ),
-            Unfit::Ports { free, needed } => write!(f, "{free} free ports, {needed} needed"),
-        }
-    }
-}
+use crate::fit::HostFacts;
+pub use crate::fit::{Unfit, Usage};
 
 /// How long a completed request's outcome is remembered for retries.
 pub const JOURNAL_RETENTION_MS: u64 = 24 * 3600 * 1000;
@@ -281,30 +233,6 @@ impl ChangedHosts {
     }
 }
 
-/// What one host's workspaces add up to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Usage {
-    pub workspaces: u32,
-    pub cpu_millis: u64,
-    pub memory_bytes: u64,
-}
-
-impl Usage {
-    fn add(&mut self, class: ResourceClass) {
-        let r = class.resources();
-        self.workspaces += 1;
-        self.cpu_millis += u64::from(r.cpu_millis);
-        self.memory_bytes += r.memory_bytes;
-    }
-
-    fn remove(&mut self, class: ResourceClass) {
-        let r = class.resources();
-        self.workspaces = self.workspaces.saturating_sub(1);
-        self.cpu_millis = self.cpu_millis.saturating_sub(u64::from(r.cpu_millis));
-        self.memory_bytes = self.memory_bytes.saturating_sub(r.memory_bytes);
-    }
-}
-
 fn reject(code: ErrorCode, message: impl Into<String>) -> Outcome {
     Outcome::Rejected(WireError::new(code, message))
 }
@@ -423,6 +351,17 @@ impl State {
             .saturating_sub(u32::try_from(used).unwrap_or(u32::MAX))
     }
 
+    /// What the fit rules need of `host`, if it is known.
+    pub fn facts(&self, host: &HostId) -> Option<HostFacts<'_>> {
+        let record = self.hosts.get(host)?;
+        Some(HostFacts {
+            info: &record.info,
+            status: record.status,
+            limits: self.limits_for(host),
+            usage: self.usage.get(host).copied().unwrap_or_default(),
+        })
+    }
+
     /// Whether `host` can take one more workspace of `class` with `ports` host ports; the first
     /// reason it cannot, if not. (An unknown host is the caller's to refuse.)
     pub fn unfit(
@@ -432,57 +371,13 @@ impl State {
         ports: u32,
         now: Timestamp,
     ) -> Option<Unfit> {
-        let record = self.hosts.get(host)?;
-        if record.status != HostStatus::Ready {
-            return Some(Unfit::NotReady(record.status));
-        }
-        let limits = self.limits_for(host);
-        if self.workspaces_on(host) >= limits.max_workspaces_per_host {
-            return Some(Unfit::Workspaces {
-                max: limits.max_workspaces_per_host,
-            });
-        }
-        let (cpu, memory) = self.reserved_on(host);
-        let wanted = class.resources();
-        let (cpu_capacity, memory_capacity) = self.capacity_of(host);
-        if cpu + u64::from(wanted.cpu_millis) > cpu_capacity {
-            return Some(Unfit::Cpu {
-                reserved_millis: cpu,
-                capacity_millis: cpu_capacity,
-            });
-        }
-        if memory + wanted.memory_bytes > memory_capacity {
-            return Some(Unfit::Memory {
-                reserved_bytes: memory,
-                capacity_bytes: memory_capacity,
-            });
-        }
-        let free = self.free_ports_on(host, now);
-        if free < ports {
-            return Some(Unfit::Ports {
-                free,
-                needed: ports,
-            });
-        }
-        None
+        self.facts(host)?
+            .unfit(class, ports, || self.free_ports_on(host, now))
     }
 
     /// What `host` may be promised: (CPU millis, memory bytes), its own times its overcommit.
     pub fn capacity_of(&self, host: &HostId) -> (u64, u64) {
-        let Some(record) = self.hosts.get(host) else {
-            return (0, 0);
-        };
-        let limits = self.limits_for(host);
-        let times = |amount: u64, percent: u32| {
-            u64::try_from(u128::from(amount) * u128::from(percent) / 100).unwrap_or(u64::MAX)
-        };
-        (
-            times(
-                u64::from(record.info.cpus) * 1000,
-                limits.cpu_overcommit_percent,
-            ),
-            times(record.info.memory_bytes, limits.memory_overcommit_percent),
-        )
+        self.facts(host).map_or((0, 0), |facts| facts.capacity())
     }
 
     /// Whether `port` on `host` may be handed out at `now`: not allocated, and not found held by
@@ -501,12 +396,12 @@ impl State {
     }
 
     /// How many of `host`'s workspaces are on their way somewhere (see
-    /// [`crate::scheduler::is_in_flight`]).
+    /// [`crate::fit::is_in_flight`]).
     pub fn in_flight_on(&self, host: &HostId) -> u32 {
         let names = self.on_host.get(host).into_iter().flatten();
         let moving = names
             .filter_map(|name| self.workspaces.get(name))
-            .filter(|w| crate::scheduler::is_in_flight(w.state))
+            .filter(|w| crate::fit::is_in_flight(w.state))
             .count();
         u32::try_from(moving).unwrap_or(u32::MAX)
     }
