@@ -190,3 +190,110 @@ pub fn is_in_flight(state: WorkspaceState) -> bool {
             | WorkspaceState::Destroying
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use nexus_protocol::HostId;
+    use nexus_protocol::model::PortRange;
+
+    use super::*;
+
+    /// A host of 2 CPUs and 4 GiB, labelled zone=x.
+    fn info() -> HostInfo {
+        HostInfo {
+            host_id: HostId::new("h").unwrap(),
+            hostname: "h".into(),
+            os: "linux".into(),
+            cpus: 2,
+            memory_bytes: 4 << 30,
+            disk_bytes: 0,
+            labels: [("zone".to_string(), "x".to_string())].into(),
+            port_range: PortRange::new(20000, 20009).unwrap(),
+            agent_version: "test".into(),
+        }
+    }
+
+    /// `info`'s host, ready, holding workspaces of the `held` classes, under the cluster's
+    /// default limits (4× overcommit: 8 cores' and 16 GiB's worth may be promised).
+    fn facts<'a>(info: &'a HostInfo, held: &[ResourceClass]) -> HostFacts<'a> {
+        let mut usage = Usage::default();
+        for class in held {
+            usage.add(*class);
+        }
+        HostFacts {
+            info,
+            status: HostStatus::Ready,
+            limits: Limits::default(),
+            usage,
+        }
+    }
+
+    /// The reason `facts` refuses one more `class` workspace with `ports` ports when
+    /// `free_ports` are free, as the refusal reads.
+    fn check(facts: &HostFacts<'_>, class: ResourceClass, ports: u32, free_ports: u32) -> String {
+        facts
+            .unfit(class, ports, || free_ports)
+            .map_or("fits".into(), |unfit| unfit.to_string())
+    }
+
+    #[test]
+    fn capacity_is_the_hosts_own_times_its_overcommit() {
+        let info = info();
+        let mut host = facts(&info, &[]);
+        assert_eq!(host.capacity(), (8_000, 16 << 30));
+        host.limits.cpu_overcommit_percent = 150;
+        host.limits.memory_overcommit_percent = 100;
+        assert_eq!(host.capacity(), (3_000, 4 << 30));
+    }
+
+    #[test]
+    fn the_first_reason_a_host_cannot_take_a_workspace_is_given() {
+        use ResourceClass::*;
+        let info = info();
+        assert_eq!(check(&facts(&info, &[]), Large, 2, 10), "fits");
+        // Ports are counted last, and only when everything else fits.
+        let host = facts(&info, &[Large; 4]);
+        let unasked = host.unfit(Large, 1, || panic!("ports counted for a full host"));
+        assert_eq!(
+            unasked.map(|unfit| unfit.to_string()).as_deref(),
+            Some("CPU: 8.0 of 8.0 cores promised")
+        );
+        assert_eq!(
+            check(&facts(&info, &[]), Small, 3, 2),
+            "2 free ports, 3 needed"
+        );
+        let mut memory = facts(&info, &[Small; 15]);
+        memory.limits.cpu_overcommit_percent = 1_000;
+        assert_eq!(
+            check(&memory, Medium, 0, 10),
+            "memory: 15.0 of 16.0 GiB promised"
+        );
+        let mut count = facts(&info, &[Small]);
+        count.limits.max_workspaces_per_host = 1;
+        assert_eq!(
+            check(&count, Small, 0, 10),
+            "holds its maximum of 1 workspaces"
+        );
+        count.status = HostStatus::Draining;
+        assert_eq!(check(&count, Small, 0, 10), "draining");
+    }
+
+    #[test]
+    fn labels_and_operations_in_flight() {
+        let info = info();
+        let host = facts(&info, &[]);
+        let wanted: Labels = [("zone".to_string(), "x".to_string())].into();
+        assert_eq!(host.missing_label(&wanted), None);
+        let wanted: Labels = [
+            ("gpu".to_string(), "yes".to_string()),
+            ("zone".to_string(), "y".to_string()),
+        ]
+        .into();
+        let (key, value) = host.missing_label(&wanted).unwrap();
+        assert_eq!((key.as_str(), value.as_str()), ("gpu", "yes"));
+        assert!(!host.busy(19));
+        assert!(host.busy(20));
+        assert!(is_in_flight(WorkspaceState::Destroying));
+        assert!(!is_in_flight(WorkspaceState::Running));
+    }
+}

@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::fit::HostFacts;
 pub use crate::fit::{Unfit, Usage};
 
+mod placement;
+
 /// How long a completed request's outcome is remembered for retries.
 pub const JOURNAL_RETENTION_MS: u64 = 24 * 3600 * 1000;
 
@@ -609,42 +611,6 @@ impl State {
                 workspace.state = WorkspaceState::Scheduled;
                 workspace.updated_at = at;
             }
-        }
-    }
-
-    /// Schedules and creates each of `requests` in order (see [`Command::PlaceWorkspaces`]).
-    fn place_all(&mut self, at: Timestamp, requests: &[PlaceRequest]) {
-        let mut in_flight = crate::scheduler::InFlight::default();
-        for request in requests {
-            if self.journal.contains_key(&request.request_id) {
-                continue;
-            }
-            let spec = &request.spec;
-            let outcome = if self.workspaces.contains_key(&spec.name) {
-                reject(
-                    ErrorCode::WorkspaceAlreadyExists,
-                    format!("workspace {} already exists", spec.name),
-                )
-            } else {
-                let scoring = request.scoring.unwrap_or(self.cluster_limits().scoring);
-                match crate::scheduler::place(self, &mut in_flight, spec, scoring, at) {
-                    Ok(placement) => {
-                        let outcome = self.create(
-                            at,
-                            spec,
-                            &request.owner,
-                            &placement.host,
-                            &placement.ports,
-                        );
-                        if outcome == Outcome::Applied {
-                            in_flight.add(&placement.host);
-                        }
-                        outcome
-                    }
-                    Err(error) => Outcome::Rejected(error),
-                }
-            };
-            self.remember(request.request_id, at, outcome);
         }
     }
 
