@@ -32,7 +32,9 @@ pub enum Command {
         host: HostId,
         status: HostStatus,
     },
-    /// Place a new workspace on `host` with these host ports (the scheduler's choice).
+    /// Create a workspace on `host` with these host ports: a placement chosen before proposing,
+    /// which `apply` checks by the same fit rules. The coordinator's own creates go as
+    /// [`Command::PlaceWorkspaces`] instead; tools and tests propose this one.
     CreateWorkspace {
         spec: WorkspaceSpec,
         owner: UserName,

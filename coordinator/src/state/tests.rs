@@ -1,7 +1,9 @@
 //! The state machine's tests: sequences of commands applied in order, each checked against the
 //! invariants, then the outcomes and the tables asserted.
 
+use nexus_protocol::error::ErrorDetail;
 use nexus_protocol::identity::{Identity, Role};
+use nexus_protocol::message::ObservedWorkspace;
 use nexus_protocol::model::{PortRange, PortSpec, ResourceClass};
 
 use super::*;
