@@ -44,9 +44,11 @@ mod workspaces;
 
 pub use command::{Command, Outcome, PlaceRequest, Proposal};
 pub use desired::ChangedHosts;
+pub use invariants::BrokenInvariant;
 pub use journal::JOURNAL_RETENTION_MS;
 pub use nexus_protocol::model::{Limits, LimitsPatch};
 pub use ports::FOREIGN_PORT_MEMORY_MS;
+pub use snapshot::SnapshotError;
 
 pub use crate::fit::{Unfit, Usage};
 

@@ -507,7 +507,7 @@ mod tests {
                             prop_assert!(!fits_somewhere, "refused though a host fits");
                         }
                     }
-                    fleet.state.check_invariants().map_err(TestCaseError::fail)?;
+                    fleet.state.check_invariants().map_err(|broken| TestCaseError::fail(broken.to_string()))?;
                 }
             }
 

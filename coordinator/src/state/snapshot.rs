@@ -3,29 +3,37 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use nexus_protocol::codec::{self, CodecConfig, CodecError, HARD_MAX_FRAME_LEN};
 use nexus_protocol::{HostId, WorkspaceName};
 
 use super::State;
 
+/// Why the state could not become snapshot bytes, or be read back from them. Either is fatal to
+/// the Raft node that asked (its store cannot hold or restore the state).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("cannot encode the state: {0}")]
+    Encode(CodecError),
+    #[error("corrupt state snapshot: {0}")]
+    Corrupt(CodecError),
+    #[error("truncated state snapshot")]
+    Truncated,
+}
+
 impl State {
     /// The state as snapshot bytes (the protocol's codec, bounded by the largest frame).
-    pub fn to_snapshot(&self) -> Result<Vec<u8>, String> {
-        let config =
-            nexus_protocol::codec::CodecConfig::new(nexus_protocol::codec::HARD_MAX_FRAME_LEN)
-                .unwrap_or_default();
-        nexus_protocol::codec::encode(self, config)
-            .map_err(|e| format!("cannot encode the state: {e}"))
+    pub fn to_snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        let config = CodecConfig::new(HARD_MAX_FRAME_LEN).unwrap_or_default();
+        codec::encode(self, config).map_err(SnapshotError::Encode)
     }
 
-    pub fn from_snapshot(bytes: &[u8]) -> Result<State, String> {
-        let config =
-            nexus_protocol::codec::CodecConfig::new(nexus_protocol::codec::HARD_MAX_FRAME_LEN)
-                .unwrap_or_default();
-        let (payload, _) = nexus_protocol::codec::split_frame(bytes, config)
-            .map_err(|e| format!("corrupt state snapshot: {e}"))?
-            .ok_or_else(|| "truncated state snapshot".to_string())?;
-        let mut state: State = nexus_protocol::codec::decode(payload)
-            .map_err(|e| format!("corrupt state snapshot: {e}"))?;
+    /// The state from snapshot bytes, with its derived indexes rebuilt.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
+        let config = CodecConfig::new(HARD_MAX_FRAME_LEN).unwrap_or_default();
+        let (payload, _) = codec::split_frame(bytes, config)
+            .map_err(SnapshotError::Corrupt)?
+            .ok_or(SnapshotError::Truncated)?;
+        let mut state: State = codec::decode(payload).map_err(SnapshotError::Corrupt)?;
         state.on_host = state.hosts_index();
         state.host_ids = state.hosts.keys().cloned().collect();
         Ok(state)
