@@ -25,7 +25,7 @@ use raft::eraftpb::{
 };
 use raft::{RawNode, StateRole};
 
-use crate::state::{Outcome, Proposal, State};
+use crate::state::{Outcome, Proposal, SnapshotError, State};
 
 pub use raft::eraftpb::Message as RaftMessage;
 
@@ -94,6 +94,13 @@ pub trait LogStore: raft::Storage {
 
 fn store_error(error: raft::Error) -> StoreError {
     StoreError(error.to_string())
+}
+
+/// The state machine's snapshot cannot be written or read: the store cannot hold or restore it.
+impl From<SnapshotError> for StoreError {
+    fn from(error: SnapshotError) -> StoreError {
+        StoreError(error.to_string())
+    }
 }
 
 /// A proposal's fate, once its entry is applied.
@@ -479,7 +486,7 @@ impl<S: LogStore> RaftNode<S> {
             // decoded before it is persisted, so a bad one stops this node without leaving on
             // disk a snapshot that every restart would fail on.
             let snapshot = ready.snapshot().clone();
-            let state = State::from_snapshot(&snapshot.data).map_err(StoreError)?;
+            let state = State::from_snapshot(&snapshot.data)?;
             self.raw.store().apply_snapshot(&snapshot)?;
             self.state = state;
             self.applied_index = snapshot.get_metadata().index;
@@ -548,7 +555,7 @@ impl<S: LogStore> RaftNode<S> {
         let index = self.applied_index;
         let term = self.raw.raft.raft_log.term(index).map_err(store_error)?;
         let conf_state = self.raw.raft.prs().conf().to_conf_state();
-        let data = self.state.to_snapshot().map_err(StoreError)?;
+        let data = self.state.to_snapshot()?;
         self.raw
             .store()
             .save_snapshot(data, index, term, &conf_state)?;

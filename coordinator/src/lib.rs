@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod config;
 pub mod consensus;
+pub mod fit;
 pub mod peers;
 pub mod placer;
 pub mod scheduler;

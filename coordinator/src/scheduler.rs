@@ -1,29 +1,69 @@
-//! The scheduler: where a new workspace goes. Pure: the leader's view of the fleet (the
-//! replicated [`State`] and the operations in flight per host) and one request in, a placement
-//! or a refusal out.
+//! The scheduler: where a new workspace goes. Pure: a view of the fleet ([`FleetView`]), the
+//! operations already under way per host ([`InFlight`]), one workspace's spec and the time in; a
+//! placement or a refusal out. It reads no clock, RNG, disk or socket.
 //!
-//! **Filter.** A host qualifies when [`State::unfit`] finds nothing against it (ready, below its
-//! workspace limit, CPU and memory within capacity × overcommit, enough free ports), it carries
-//! every label the workspace asks for, and it has fewer operations in flight than its limit.
-//! **Score.** Bin-pack (the default, as Nomad): the host that is fullest after the placement,
-//! so whole hosts stay free; spread: the emptiest. Fullness is the larger of the CPU and memory
-//! shares promised, in parts per million. **Ties** go to the smaller host id, so every replica
-//! and every run choose alike. A pinned request (`spec.host`) considers only that host.
-//! **Ports** are the lowest free ones of the host's range.
+//! It runs inside `apply`, on every replica: creates reach the Raft log as one
+//! `Command::PlaceWorkspaces` batch, and the state machine schedules each create of the batch
+//! here, against the replicated state as the creates before it left it (the state is the
+//! [`FleetView`]). So every replica places alike, and two creates can never both take a host's
+//! last room. The leader does not schedule; its placer only gathers creates into batches.
 //!
-//! `apply` checks the placement again ([`State::unfit`] and the port table), so two placements
-//! chosen from the same view can never overfill a host together: the second is refused.
+//! **Filter.** A host qualifies when the fit rules ([`crate::fit`]) find nothing against it
+//! (ready, below its workspace limit, CPU and memory within capacity × overcommit, enough free
+//! ports), it carries every label the workspace asks for, and it has fewer operations in flight
+//! than its limit. **Score.** Bin-pack (the default, as Nomad): the host that is fullest after
+//! the placement, so whole hosts stay free; spread: the emptiest. Fullness is the larger of the
+//! CPU and memory shares promised, in parts per million. **Ties** go to the host seen first, so
+//! every replica and every run choose alike: hosts are seen in id order, in a fleet of more than
+//! [`SEARCH_ALL_UP_TO`] hosts starting at one chosen by the workspace's name, and there only the
+//! best of about log2(n) fitting hosts is taken. A pinned request (`spec.host`) considers only
+//! that host. **Ports** are the lowest free ones of the host's range.
+//!
+//! Not here: the fit rules (`fit`), the tables the view is read from (`state`), and the batching
+//! of creates into log entries (`placer`).
 
 use std::collections::BTreeMap;
 
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::{ErrorCode, WireError};
-use nexus_protocol::model::{PortBinding, WorkspaceSpec, WorkspaceState};
+use nexus_protocol::model::{PortBinding, WorkspaceSpec};
 use nexus_protocol::{HostId, WorkspaceName};
 
 pub use nexus_protocol::model::Scoring;
 
-use crate::state::{State, Unfit};
+pub use crate::fit::is_in_flight;
+use crate::fit::{HostFacts, Unfit};
+
+/// The scheduler's view of the fleet: the hosts it may consider and what the fit rules need of
+/// each. The replicated state implements it; so does the small fleet of this module's tests.
+pub trait FleetView {
+    /// Every host's id, in order. Each is a host that [`FleetView::host`] knows; one that is
+    /// not is passed over.
+    fn host_ids(&self) -> &[HostId];
+
+    /// What the fit rules need of `host` (its facts, status, limits and usage), if it is known.
+    fn host(&self, host: &HostId) -> Option<HostFacts<'_>>;
+
+    /// Whether `port` on `host` may be handed out at `now`: not allocated, and not recently
+    /// found held by something else.
+    fn port_free(&self, host: &HostId, port: u16, now: Timestamp) -> bool;
+
+    /// How many operations are under way on `host` (see [`is_in_flight`]).
+    fn in_flight_on(&self, host: &HostId) -> u32;
+
+    /// How many ports of `host`'s range may be handed out at `now`. The default counts them one
+    /// by one; an implementation with an index of allocated ports answers the same faster.
+    fn free_ports_on(&self, host: &HostId, now: Timestamp) -> u32 {
+        let Some(facts) = self.host(host) else {
+            return 0;
+        };
+        let range = facts.info.port_range;
+        let free = (range.first..=range.last)
+            .filter(|port| self.port_free(host, *port, now))
+            .count();
+        u32::try_from(free).unwrap_or(u32::MAX)
+    }
+}
 
 /// Where a workspace goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,30 +97,18 @@ impl std::fmt::Display for Skipped {
     }
 }
 
-/// Whether a workspace in `state` is on its way somewhere (scheduled, starting, stopping, being
-/// destroyed) and its agent has not reported it arrived: an operation under way on its host.
-pub fn is_in_flight(state: WorkspaceState) -> bool {
-    matches!(
-        state,
-        WorkspaceState::Scheduled
-            | WorkspaceState::Starting
-            | WorkspaceState::Stopping
-            | WorkspaceState::Destroying
-    )
-}
-
-/// Operations under way per host, as the replicated state shows them, counted for a host when
-/// first asked (from that host's own workspaces) and kept for one batch of placements, which
-/// adds its own.
+/// Operations under way per host, as the fleet view shows them, counted for a host when first
+/// asked (from that host's own workspaces) and kept for one batch of placements, which adds its
+/// own.
 #[derive(Debug, Default)]
-pub struct InFlight(BTreeMap<HostId, u32>);
+pub struct InFlight(pub(crate) BTreeMap<HostId, u32>);
 
 impl InFlight {
-    pub fn on(&mut self, state: &State, host: &HostId) -> u32 {
+    pub fn on(&mut self, fleet: &impl FleetView, host: &HostId) -> u32 {
         *self
             .0
             .entry(host.clone())
-            .or_insert_with(|| state.in_flight_on(host))
+            .or_insert_with(|| fleet.in_flight_on(host))
     }
 
     /// One more on `host`, placed since it was counted.
@@ -93,38 +121,37 @@ impl InFlight {
 
 /// Why `host` cannot take `spec` now, if it cannot.
 pub fn skip_reason(
-    state: &State,
+    fleet: &impl FleetView,
     in_flight: &mut InFlight,
     host: &HostId,
     spec: &WorkspaceSpec,
     now: Timestamp,
 ) -> Option<Skipped> {
+    let facts = fleet.host(host)?;
     let ports = u32::try_from(spec.ports.len()).unwrap_or(u32::MAX);
-    if let Some(unfit) = state.unfit(host, spec.class, ports, now) {
+    if let Some(unfit) = facts.unfit(spec.class, ports, || fleet.free_ports_on(host, now)) {
         return Some(Skipped::Unfit(unfit));
     }
-    let labels = &state.hosts().get(host)?.info.labels;
-    for (key, wanted) in &spec.labels {
-        if labels.get(key) != Some(wanted) {
-            return Some(Skipped::Label {
-                key: key.clone(),
-                wanted: wanted.clone(),
-            });
-        }
+    if let Some((key, wanted)) = facts.missing_label(&spec.labels) {
+        return Some(Skipped::Label {
+            key: key.clone(),
+            wanted: wanted.clone(),
+        });
     }
-    let max = state.limits_for(host).max_concurrent_ops_per_host;
-    if in_flight.on(state, host) >= max {
-        return Some(Skipped::Busy { max });
+    if facts.busy(in_flight.on(fleet, host)) {
+        return Some(Skipped::Busy {
+            max: facts.limits.max_concurrent_ops_per_host,
+        });
     }
     None
 }
 
-/// How full `host` would be with `spec` on it: the larger of its CPU and memory shares, in parts
-/// per million of its capacity.
-fn fullness_after(state: &State, host: &HostId, spec: &WorkspaceSpec) -> u64 {
-    let (cpu, memory) = state.reserved_on(host);
+/// How full the host would be with `spec` on it: the larger of its CPU and memory shares, in
+/// parts per million of its capacity.
+fn fullness_after(facts: &HostFacts<'_>, spec: &WorkspaceSpec) -> u64 {
+    let (cpu, memory) = (facts.usage.cpu_millis, facts.usage.memory_bytes);
     let wanted = spec.class.resources();
-    let (cpu_capacity, memory_capacity) = state.capacity_of(host);
+    let (cpu_capacity, memory_capacity) = facts.capacity();
     let (cpu_capacity, memory_capacity) = (cpu_capacity.max(1), memory_capacity.max(1));
     let share = |used: u64, capacity: u64| {
         u64::try_from(u128::from(used) * 1_000_000 / u128::from(capacity)).unwrap_or(u64::MAX)
@@ -136,13 +163,13 @@ fn fullness_after(state: &State, host: &HostId, spec: &WorkspaceSpec) -> u64 {
 /// The lowest free host ports of `host`'s range, one per container port of `spec` (skipping
 /// ports found held by something else).
 fn free_ports(
-    state: &State,
+    fleet: &impl FleetView,
     host: &HostId,
     spec: &WorkspaceSpec,
     now: Timestamp,
 ) -> Option<Vec<PortBinding>> {
-    let range = state.hosts().get(host)?.info.port_range;
-    let mut free = (range.first..=range.last).filter(|port| state.port_free(host, *port, now));
+    let range = fleet.host(host)?.info.port_range;
+    let mut free = (range.first..=range.last).filter(|port| fleet.port_free(host, *port, now));
     spec.ports
         .iter()
         .map(|p| {
@@ -199,7 +226,7 @@ fn visiting_order<'a>(
 /// stopped it (`INVALID_ARGUMENT` for a pin to an unknown host, or more ports than a workspace
 /// may have anywhere).
 pub fn place(
-    state: &State,
+    fleet: &impl FleetView,
     in_flight: &mut InFlight,
     spec: &WorkspaceSpec,
     strategy: Scoring,
@@ -207,7 +234,7 @@ pub fn place(
 ) -> Result<Placement, WireError> {
     let (candidates, enough) = match &spec.host {
         Some(pinned) => {
-            if !state.hosts().contains_key(pinned) {
+            if fleet.host(pinned).is_none() {
                 return Err(WireError::new(
                     ErrorCode::InvalidArgument,
                     format!("no host {pinned}; `nexus admin hosts` lists them"),
@@ -217,8 +244,8 @@ pub fn place(
         }
         // Past this many fitting hosts the best of them is taken (see `options_wanted`).
         None => (
-            visiting_order(state.host_ids(), &spec.name),
-            options_wanted(state.host_ids().len()),
+            visiting_order(fleet.host_ids(), &spec.name),
+            options_wanted(fleet.host_ids().len()),
         ),
     };
     let mut options = 0usize;
@@ -238,18 +265,21 @@ pub fn place(
         if options >= enough {
             break;
         }
-        let max_ports = state.limits_for(host).max_ports_per_workspace;
+        let Some(facts) = fleet.host(host) else {
+            continue;
+        };
+        let max_ports = facts.limits.max_ports_per_workspace;
         if wanted > max_ports {
             skip(format!("{host}: {wanted} ports asked, at most {max_ports}"));
             continue;
         }
         too_many_ports_everywhere = false;
-        if let Some(reason) = skip_reason(state, in_flight, host, spec, now) {
+        if let Some(reason) = skip_reason(fleet, in_flight, host, spec, now) {
             skip(format!("{host}: {reason}"));
             continue;
         }
         options += 1;
-        let fullness = fullness_after(state, host, spec);
+        let fullness = fullness_after(&facts, spec);
         // Bin-pack wants the largest fullness, spread the smallest; ties keep the first host
         // (hosts come in id order).
         let better = match (best, strategy) {
@@ -279,7 +309,7 @@ pub fn place(
             format!("no host can take workspace {}: {reasons}", spec.name),
         ));
     };
-    let ports = free_ports(state, host, spec, now).ok_or_else(|| {
+    let ports = free_ports(fleet, host, spec, now).ok_or_else(|| {
         WireError::new(
             ErrorCode::Internal,
             format!("host {host} fit but has no free ports"),
@@ -293,37 +323,105 @@ pub fn place(
 
 #[cfg(test)]
 mod tests {
-    use nexus_protocol::clock::Timestamp;
-    use nexus_protocol::identity::{Identity, Role};
-    use nexus_protocol::model::{HostInfo, HostStatus, Labels, PortRange, PortSpec, ResourceClass};
-    use nexus_protocol::{RequestId, UserName, WorkspaceName};
-    use proptest::prelude::*;
+    //! The scheduler over a fleet of plain tables: what it reads, and nothing it does not. The
+    //! tests that place through the state machine (a whole `State`) are in `state::placement`.
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use nexus_protocol::model::{HostInfo, HostStatus, Limits, PortRange, PortSpec, ResourceClass};
 
     use super::*;
-    use std::collections::BTreeSet;
+    use crate::fit::Usage;
 
-    use crate::state::{Command, LimitsPatch, Outcome, PlaceRequest, Proposal};
+    /// One host of the test fleet.
+    struct TestHost {
+        info: HostInfo,
+        status: HostStatus,
+        usage: Usage,
+        in_flight: u32,
+    }
 
-    fn host(
-        id: &str,
-        cpus: u32,
-        memory_gib: u64,
-        ports: (u16, u16),
-        labels: &[(&str, &str)],
-    ) -> HostInfo {
-        HostInfo {
-            host_id: id.parse().unwrap(),
-            hostname: id.into(),
-            os: "linux".into(),
-            cpus,
-            memory_bytes: memory_gib << 30,
-            disk_bytes: 0,
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<Labels>(),
-            port_range: PortRange::new(ports.0, ports.1).unwrap(),
-            agent_version: "test".into(),
+    /// A fleet as plain tables, with the cluster's default limits on every host.
+    #[derive(Default)]
+    struct TestFleet {
+        ids: Vec<HostId>,
+        hosts: BTreeMap<HostId, TestHost>,
+        limits: Limits,
+        taken: BTreeSet<(HostId, u16)>,
+    }
+
+    impl TestFleet {
+        /// Hosts of `cpus` CPUs, `gib` GiB of memory and ports 20000..=20000 + `ports` - 1.
+        fn new(hosts: &[(&str, u32, u64, u16)]) -> TestFleet {
+            let mut fleet = TestFleet::default();
+            for &(id, cpus, gib, ports) in hosts {
+                let host_id = HostId::new(id).unwrap();
+                let info = HostInfo {
+                    host_id: host_id.clone(),
+                    hostname: id.into(),
+                    os: "linux".into(),
+                    cpus,
+                    memory_bytes: gib << 30,
+                    disk_bytes: 0,
+                    labels: Default::default(),
+                    port_range: PortRange::new(20000, 20000 + ports - 1).unwrap(),
+                    agent_version: "test".into(),
+                };
+                let host = TestHost {
+                    info,
+                    status: HostStatus::Ready,
+                    usage: Usage::default(),
+                    in_flight: 0,
+                };
+                fleet.ids.push(host_id.clone());
+                fleet.hosts.insert(host_id, host);
+            }
+            fleet.ids.sort();
+            fleet
+        }
+
+        fn host_mut(&mut self, id: &str) -> &mut TestHost {
+            self.hosts.get_mut(&HostId::new(id).unwrap()).unwrap()
+        }
+
+        /// `host` holds one more workspace of `class`.
+        fn load(&mut self, host: &HostId, class: ResourceClass) {
+            self.hosts.get_mut(host).unwrap().usage.add(class);
+        }
+
+        /// Places `spec` with `scoring`: the host's id, or the refusal's code and message.
+        fn place(
+            &self,
+            spec: &WorkspaceSpec,
+            scoring: Scoring,
+        ) -> Result<String, (ErrorCode, String)> {
+            place(self, &mut InFlight::default(), spec, scoring, Timestamp(0))
+                .map(|placement| placement.host.to_string())
+                .map_err(|error| (error.code, error.message))
+        }
+    }
+
+    impl FleetView for TestFleet {
+        fn host_ids(&self) -> &[HostId] {
+            &self.ids
+        }
+
+        fn host(&self, host: &HostId) -> Option<HostFacts<'_>> {
+            let test = self.hosts.get(host)?;
+            Some(HostFacts {
+                info: &test.info,
+                status: test.status,
+                limits: self.limits,
+                usage: test.usage,
+            })
+        }
+
+        fn port_free(&self, host: &HostId, port: u16, _: Timestamp) -> bool {
+            !self.taken.contains(&(host.clone(), port))
+        }
+
+        fn in_flight_on(&self, host: &HostId) -> u32 {
+            self.hosts.get(host).map_or(0, |test| test.in_flight)
         }
     }
 
@@ -343,399 +441,147 @@ mod tests {
         }
     }
 
-    struct Fleet {
-        state: State,
-        next: u128,
+    #[test]
+    fn bin_pack_takes_the_fullest_host_spread_the_emptiest_and_ties_the_first() {
+        use ResourceClass::*;
+        let mut fleet = TestFleet::new(&[("a", 2, 4, 10), ("b", 2, 4, 10), ("c", 4, 8, 10)]);
+        let one = spec("w", Medium, &[]);
+        // All empty: bin-pack fills a small host, the first of the two; spread the big one.
+        assert_eq!(fleet.place(&one, Scoring::BinPack), Ok("a".into()));
+        assert_eq!(fleet.place(&one, Scoring::Spread), Ok("c".into()));
+        // b holds a workspace: it is the fullest after placing, and no longer the emptiest.
+        fleet.host_mut("b").usage.add(Medium);
+        assert_eq!(fleet.place(&one, Scoring::BinPack), Ok("b".into()));
+        assert_eq!(fleet.place(&one, Scoring::Spread), Ok("c".into()));
     }
 
-    impl Fleet {
-        fn new(hosts: Vec<HostInfo>) -> Fleet {
-            let mut fleet = Fleet {
-                state: State::default(),
-                next: 1,
-            };
-            for info in hosts {
-                fleet.apply(Command::RegisterHost(info));
-            }
+    #[test]
+    fn a_refusal_names_each_hosts_reason() {
+        use ResourceClass::*;
+        let mut fleet = TestFleet::new(&[
+            ("busy", 8, 64, 10),
+            ("down", 8, 64, 10),
+            ("full", 8, 64, 10),
+            ("small", 1, 64, 10),
+            ("unlabelled", 8, 64, 10),
+        ]);
+        fleet.limits.max_workspaces_per_host = 3;
+        fleet.limits.max_concurrent_ops_per_host = 3;
+        fleet.host_mut("busy").in_flight = 3;
+        fleet.host_mut("down").status = HostStatus::Down;
+        for _ in 0..3 {
+            fleet.host_mut("full").usage.add(Small);
+        }
+        fleet.host_mut("small").usage.add(Large);
+        fleet.host_mut("small").usage.add(Small);
+        for host in ["busy", "down", "full", "small"] {
             fleet
+                .host_mut(host)
+                .info
+                .labels
+                .insert("zone".into(), "x".into());
         }
-
-        fn apply(&mut self, command: Command) -> Outcome {
-            self.next += 1;
-            self.state.apply(&Proposal {
-                request_id: RequestId::from_u128(self.next),
-                at: Timestamp(1_000),
-                proposer: Identity::User {
-                    name: UserName::new("admin").unwrap(),
-                    role: Role::Admin,
-                },
-                command,
-            })
-        }
-
-        /// Places and commits, as the leader does (one create in a batch, scheduled at apply);
-        /// answers the host, or the refusal's code.
-        fn create(&mut self, spec: WorkspaceSpec, strategy: Scoring) -> Result<String, ErrorCode> {
-            let name = spec.name.clone();
-            let ids = self.create_all(vec![(spec, strategy)]);
-            match self.state.outcome_of(ids[0]) {
-                Some(Outcome::Applied) => Ok(self.state.workspaces()[&name].host.to_string()),
-                Some(Outcome::Rejected(error)) => Err(error.code),
-                None => panic!("no outcome journaled"),
-            }
-        }
-
-        /// Many creates in one batch; answers their request ids.
-        fn create_all(&mut self, creates: Vec<(WorkspaceSpec, Scoring)>) -> Vec<RequestId> {
-            let requests: Vec<PlaceRequest> = creates
-                .into_iter()
-                .map(|(spec, strategy)| {
-                    self.next += 1;
-                    PlaceRequest {
-                        request_id: RequestId::from_u128(self.next),
-                        owner: UserName::new("ada").unwrap(),
-                        spec,
-                        scoring: Some(strategy),
-                    }
-                })
-                .collect();
-            let ids = requests.iter().map(|r| r.request_id).collect();
-            assert_eq!(
-                self.apply(Command::PlaceWorkspaces(requests)),
-                Outcome::Applied
-            );
-            ids
-        }
-    }
-
-    #[test]
-    fn a_port_held_by_a_foreign_process_counts_as_taken_when_filtering() {
-        use ResourceClass::*;
-        // Host a has two ports, host b ten; bin-packing prefers the fuller a.
-        let mut fleet = Fleet::new(vec![
-            host("a", 8, 64, (20000, 20001), &[]),
-            host("b", 8, 64, (20000, 20009), &[]),
-        ]);
+        let mut wanted = spec("w", Large, &[]);
+        wanted.labels.insert("zone".into(), "x".into());
+        let (code, message) = fleet.place(&wanted, Scoring::BinPack).unwrap_err();
+        assert_eq!(code, ErrorCode::ResourceExhausted);
         assert_eq!(
-            fleet.create(spec("w1", Small, &[80]), Scoring::BinPack),
-            Ok("a".into())
+            message,
+            "no host can take workspace w: busy: 3 operations already under way; down: down; \
+             full: holds its maximum of 3 workspaces; small: CPU: 2.5 of 4.0 cores promised; \
+             unlabelled: no label zone=x"
         );
-        // w1's port 20000 turns out to be held by something else: w1 moves to 20001, and
-        // 20000 is remembered as foreign, so a has no free port left.
-        let conflict = nexus_protocol::message::ObservedWorkspace {
-            name: "w1".parse().unwrap(),
-            generation: 1,
-            state: WorkspaceState::Failed,
-            ports: vec![],
-            error: Some(
-                WireError::new(ErrorCode::PortConflict, "taken")
-                    .with_detail(nexus_protocol::error::ErrorDetail::PortConflict { port: 20000 }),
-            ),
-        };
-        fleet.apply(Command::RecordObserved {
-            host: "a".parse().unwrap(),
-            observed: vec![conflict],
-        });
-        assert_eq!(
-            fleet.state.workspaces()[&"w1".parse().unwrap()].ports[0].host,
-            20001
-        );
-        assert_eq!(
-            fleet.create(spec("w2", Small, &[80]), Scoring::BinPack),
-            Ok("b".into())
-        );
-    }
-
-    #[test]
-    fn one_batch_fills_the_room_there_is_and_refuses_the_rest() {
-        use ResourceClass::*;
-        // Two hosts of 2 CPUs at 4× overcommit: room for 8 medium workspaces each.
-        let mut fleet = Fleet::new(vec![
-            host("a", 2, 64, (20000, 20099), &[]),
-            host("b", 2, 64, (20000, 20099), &[]),
-        ]);
-        let creates = (0..20)
-            .map(|i| (spec(&format!("w{i}"), Medium, &[3000]), Scoring::BinPack))
-            .collect();
-        let ids = fleet.create_all(creates);
-        let refused: Vec<ErrorCode> = ids
-            .iter()
-            .filter_map(|id| match fleet.state.outcome_of(*id) {
-                Some(Outcome::Rejected(error)) => Some(error.code),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(refused, vec![ErrorCode::ResourceExhausted; 4]);
-        for host in ["a", "b"] {
-            assert_eq!(fleet.state.workspaces_on(&HostId::new(host).unwrap()), 8);
-        }
-        // Every placed workspace has its own port on its host.
-        let mut ports = BTreeSet::new();
-        for w in fleet.state.workspaces().values() {
-            assert!(ports.insert((w.host.clone(), w.ports[0].host)));
-        }
-        // A retried request id in a later batch is answered with its first outcome, not run
-        // again: the refused stay refused, the placed are not placed twice.
-        let before = fleet.state.clone();
-        let again: Vec<PlaceRequest> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| PlaceRequest {
-                request_id: *id,
-                owner: UserName::new("ada").unwrap(),
-                spec: spec(&format!("retry{i}"), Small, &[]),
-                scoring: None,
-            })
-            .collect();
-        fleet.apply(Command::PlaceWorkspaces(again));
-        assert_eq!(fleet.state.workspaces(), before.workspaces());
-    }
-
-    #[test]
-    fn golden_placements() {
-        use ResourceClass::*;
-        let hosts = || {
-            vec![
-                host("a", 2, 4, (20000, 20009), &[("zone", "x")]),
-                host("b", 4, 8, (20000, 20009), &[("zone", "y"), ("gpu", "yes")]),
-                host("c", 2, 4, (20000, 20001), &[("zone", "y")]),
-            ]
-        };
-        // Bin-pack: the first lands on the host it fills most (a small host), and the next join it.
-        let mut fleet = Fleet::new(hosts());
-        let placed: Vec<_> = (0..4)
-            .map(|i| {
-                fleet
-                    .create(spec(&format!("w{i}"), Medium, &[3000]), Scoring::BinPack)
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(placed, ["a", "a", "a", "a"]);
-        // a is at 4 of 8 CPUs' worth, 8 of 16 GiB: a large one still fits there.
-        assert_eq!(
-            fleet.create(spec("big", Large, &[]), Scoring::BinPack),
-            Ok("a".into())
-        );
-        // Ports are the lowest free ones of the host's range.
-        assert_eq!(
-            fleet.state.workspaces()[&WorkspaceName::new("w3").unwrap()].ports[0].host,
-            20003
-        );
-
-        // Spread: the emptiest after placing, ties to the smaller id: b has twice the room, so
-        // it takes one, a (tied with c) one, then b again (tied with c, which is half as big).
-        let mut fleet = Fleet::new(hosts());
-        let placed: Vec<_> = (0..4)
-            .map(|i| {
-                fleet
-                    .create(spec(&format!("w{i}"), Medium, &[]), Scoring::Spread)
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(placed, ["b", "a", "b", "c"]);
-
-        // Labels constrain; a pin decides; too many ports for any host is the caller's mistake.
-        let mut fleet = Fleet::new(hosts());
-        let mut gpu = spec("g", Small, &[]);
-        gpu.labels.insert("gpu".into(), "yes".into());
-        assert_eq!(fleet.create(gpu, Scoring::BinPack), Ok("b".into()));
-        let mut pinned = spec("p", Small, &[]);
-        pinned.host = Some("c".parse().unwrap());
-        assert_eq!(fleet.create(pinned, Scoring::BinPack), Ok("c".into()));
-        let mut nowhere = spec("n", Small, &[]);
-        nowhere.host = Some("zz".parse().unwrap());
-        assert_eq!(
-            fleet.create(nowhere, Scoring::BinPack),
-            Err(ErrorCode::InvalidArgument)
-        );
+        // Too many ports for every host is the caller's mistake, not a full fleet.
         let eleven: Vec<u16> = (1..=11).collect();
-        assert_eq!(
-            fleet.create(spec("e", Small, &eleven), Scoring::BinPack),
-            Err(ErrorCode::InvalidArgument)
-        );
-        // c has two ports: a three-port workspace cannot go there, but can elsewhere.
-        let mut three = spec("t", Small, &[1, 2, 3]);
-        three.labels.insert("zone".into(), "y".into());
-        assert_eq!(fleet.create(three, Scoring::BinPack), Ok("b".into()));
+        let (code, _) = fleet
+            .place(&spec("e", Small, &eleven), Scoring::BinPack)
+            .unwrap_err();
+        assert_eq!(code, ErrorCode::InvalidArgument);
+        // An empty fleet says so.
+        let (code, message) = TestFleet::default()
+            .place(&spec("w", Small, &[]), Scoring::BinPack)
+            .unwrap_err();
+        assert_eq!(code, ErrorCode::ResourceExhausted);
+        assert!(message.ends_with("no host has registered"), "{message}");
     }
 
     #[test]
-    fn a_refusal_names_what_stopped_it_on_each_host() {
-        let mut fleet = Fleet::new(vec![
-            host("a", 1, 1, (20000, 20009), &[]),
-            host("b", 8, 64, (20000, 20009), &[]),
-        ]);
-        fleet.apply(Command::SetHostStatus {
-            host: "b".parse().unwrap(),
-            status: HostStatus::Cordoned,
-        });
-        fleet
-            .create(spec("w1", ResourceClass::Large, &[]), Scoring::BinPack)
-            .unwrap();
-        let error = place(
-            &fleet.state,
-            &mut InFlight::default(),
-            &spec("w2", ResourceClass::Large, &[]),
-            Scoring::BinPack,
-            Timestamp(1_000),
-        )
-        .unwrap_err();
-        assert_eq!(error.code, ErrorCode::ResourceExhausted);
-        assert!(
-            error.message.contains("a: memory: 4.0 of 4.0 GiB promised"),
-            "{}",
-            error.message
-        );
-        assert!(error.message.contains("b: cordoned"), "{}", error.message);
-        // Operations in flight count too.
-        fleet.apply(Command::SetHostStatus {
-            host: "b".parse().unwrap(),
-            status: HostStatus::Ready,
-        });
-        fleet.apply(Command::SetLimits {
-            host: None,
-            patch: LimitsPatch {
-                max_concurrent_ops_per_host: Some(2),
-                ..Default::default()
-            },
-        });
-        let mut busy = InFlight(BTreeMap::from([("b".parse().unwrap(), 2)]));
-        let error = place(
-            &fleet.state,
-            &mut busy,
-            &spec("w3", ResourceClass::Small, &[]),
-            Scoring::BinPack,
-            Timestamp(1_000),
-        )
-        .unwrap_err();
-        assert!(
-            error.message.contains("b: 2 operations already under way"),
-            "{}",
-            error.message
-        );
-    }
-
-    #[test]
-    fn workspaces_on_their_way_count_as_operations_in_flight() {
-        let mut fleet = Fleet::new(vec![host("a", 4, 8, (20000, 20009), &[])]);
-        fleet
-            .create(spec("w1", ResourceClass::Small, &[]), Scoring::BinPack)
-            .unwrap();
-        fleet
-            .create(spec("w2", ResourceClass::Small, &[]), Scoring::BinPack)
-            .unwrap();
-        let a: HostId = "a".parse().unwrap();
-        assert_eq!(fleet.state.in_flight_on(&a), 2);
-        fleet.apply(Command::RecordObserved {
-            host: a.clone(),
-            observed: vec![nexus_protocol::message::ObservedWorkspace {
-                name: WorkspaceName::new("w1").unwrap(),
-                generation: 1,
-                state: nexus_protocol::model::WorkspaceState::Running,
-                ports: vec![],
-                error: None,
-            }],
-        });
-        assert_eq!(fleet.state.in_flight_on(&a), 1);
-    }
-
-    /// Whether `host` can take `spec`, worked out here from the tables alone (not with the
-    /// state machine's own check), as the property's oracle.
-    fn fits(state: &State, host: &HostId, spec: &WorkspaceSpec) -> bool {
-        let record = &state.hosts()[host];
-        let limits = state.limits_for(host);
-        let mine: Vec<_> = state
-            .workspaces()
-            .values()
-            .filter(|w| &w.host == host)
-            .collect();
-        let cpu: u64 = mine
-            .iter()
-            .map(|w| u64::from(w.spec.class.resources().cpu_millis))
-            .sum();
-        let memory: u64 = mine
-            .iter()
-            .map(|w| w.spec.class.resources().memory_bytes)
-            .sum();
-        let wanted = spec.class.resources();
-        let range = record.info.port_range;
-        let taken = state
-            .ports()
-            .keys()
-            .filter(|(h, p)| h == host && range.contains(*p))
-            .count();
-        record.status == HostStatus::Ready
-            && (mine.len() as u32) < limits.max_workspaces_per_host
-            && cpu + u64::from(wanted.cpu_millis) <= u64::from(record.info.cpus) * 4000
-            && memory + wanted.memory_bytes <= record.info.memory_bytes * 4
-            && range.len() as usize - taken >= spec.ports.len()
-    }
-
-    fn fleet_strategy() -> impl Strategy<Value = Vec<HostInfo>> {
-        proptest::collection::vec((1u32..5, 1u64..9, 0u16..6), 1..5).prop_map(|hosts| {
-            hosts
-                .into_iter()
-                .enumerate()
-                .map(|(i, (cpus, gib, ports))| {
-                    host(&format!("h{i}"), cpus, gib, (20000, 20000 + ports), &[])
-                })
-                .collect()
-        })
-    }
-
-    fn requests() -> impl Strategy<Value = Vec<(ResourceClass, usize)>> {
-        proptest::collection::vec(
-            (
-                proptest::sample::select(ResourceClass::ALL.to_vec()),
-                0usize..3,
-            ),
-            1..60,
-        )
-    }
-
-    proptest! {
-            #![proptest_config(ProptestConfig::with_cases(256))]
-
-            /// Whatever the fleet and the requests: every placement is accepted by the state machine
-            /// (which checks every limit), and a refusal happens only when no host fits.
-            #[test]
-            fn placements_never_break_a_limit(hosts in fleet_strategy(), requests in requests(), spread in any::<bool>()) {
-                let strategy = if spread { Scoring::Spread } else { Scoring::BinPack };
-                let mut fleet = Fleet::new(hosts);
-                for (i, (class, ports)) in requests.into_iter().enumerate() {
-                    let ports: Vec<u16> = (0..ports).map(|p| 3000 + p as u16).collect();
-                    let spec = spec(&format!("w{i}"), class, &ports);
-    let fits_somewhere = fleet.state.hosts().keys().any(|h| fits(&fleet.state, h, &spec));
-                    match fleet.create(spec, strategy) {
-                        Ok(_) => prop_assert!(fits_somewhere),
-                        Err(code) => {
-                            prop_assert_eq!(code, ErrorCode::ResourceExhausted);
-                            prop_assert!(!fits_somewhere, "refused though a host fits");
-                        }
-                    }
-                    fleet.state.check_invariants().map_err(TestCaseError::fail)?;
-                }
-            }
-
-            /// On identical hosts with identical workspaces: bin-pack fills one host before it
-            /// touches the next; spread keeps every host within one workspace of the others.
-            #[test]
-            fn bin_pack_packs_and_spread_spreads(count in 1usize..6, workspaces in 1usize..40) {
-                for strategy in [Scoring::BinPack, Scoring::Spread] {
-                    let hosts = (0..count).map(|i| host(&format!("h{i}"), 2, 4, (20000, 20100), &[])).collect();
-                    let mut fleet = Fleet::new(hosts);
-                    for i in 0..workspaces {
-                        let _ = fleet.create(spec(&format!("w{i}"), ResourceClass::Medium, &[]), strategy);
-                    }
-                    let loads: Vec<u32> = fleet.state.hosts().keys().map(|h| fleet.state.workspaces_on(h)).collect();
-                    let max = *loads.iter().max().unwrap();
-                    let min = *loads.iter().min().unwrap();
-                    match strategy {
-                        // Medium: 1 CPU, 2 GiB; a host takes 8 (both CPU and memory, overcommitted 4x).
-                        Scoring::BinPack => prop_assert!(loads.iter().filter(|&&l| l > 0 && l < 8).count() <= 1, "{loads:?}"),
-                        Scoring::Spread => prop_assert!(max - min <= 1, "{loads:?}"),
-                    }
-                }
-            }
+    fn ports_are_the_lowest_free_ones_and_a_pin_decides() {
+        let mut fleet = TestFleet::new(&[("a", 8, 64, 10), ("b", 8, 64, 3)]);
+        for port in [20000, 20002] {
+            fleet.taken.insert((HostId::new("b").unwrap(), port));
         }
+        let mut pinned = spec("w", ResourceClass::Small, &[80]);
+        pinned.host = Some(HostId::new("b").unwrap());
+        let placement = place(
+            &fleet,
+            &mut InFlight::default(),
+            &pinned,
+            Scoring::BinPack,
+            Timestamp(0),
+        )
+        .unwrap();
+        assert_eq!(placement.host.as_str(), "b");
+        assert_eq!(
+            placement.ports,
+            [PortBinding {
+                container: 80,
+                host: 20001
+            }]
+        );
+        // b has one free port: two do not fit, and the pin keeps the workspace from a.
+        pinned.ports.push(PortSpec { container: 81 });
+        let (code, message) = fleet.place(&pinned, Scoring::BinPack).unwrap_err();
+        assert_eq!(code, ErrorCode::ResourceExhausted);
+        assert!(message.contains("b: 1 free ports, 2 needed"), "{message}");
+        pinned.host = Some(HostId::new("nowhere").unwrap());
+        let (code, _) = fleet.place(&pinned, Scoring::BinPack).unwrap_err();
+        assert_eq!(code, ErrorCode::InvalidArgument);
+    }
+
+    #[test]
+    fn a_large_fleet_scores_about_log2_fitting_hosts_from_where_the_name_points() {
+        let ids: Vec<String> = (0..100).map(|i| format!("h{i:03}")).collect();
+        let hosts: Vec<_> = ids.iter().map(|id| (id.as_str(), 8, 64, 10)).collect();
+        let mut fleet = TestFleet::new(&hosts);
+        assert_eq!(options_wanted(100), 7);
+        let name = WorkspaceName::new("w").unwrap();
+        let order: Vec<HostId> = visiting_order(&fleet.ids, &name).cloned().collect();
+        assert_eq!(order.len(), 100);
+        assert_ne!(order[0], fleet.ids[0], "this name starts elsewhere");
+        // All alike: the first host visited.
+        let small = spec("w", ResourceClass::Small, &[]);
+        let placed = |fleet: &TestFleet| fleet.place(&small, Scoring::BinPack).unwrap();
+        assert_eq!(placed(&fleet), order[0].as_str());
+        // The seventh fitting host is scored; the eighth is not.
+        fleet.load(&order[7], ResourceClass::Large);
+        assert_eq!(placed(&fleet), order[0].as_str());
+        fleet.load(&order[6], ResourceClass::Large);
+        assert_eq!(placed(&fleet), order[6].as_str());
+        // A host that does not fit is not an option: the search goes one further.
+        fleet.hosts.get_mut(&order[0]).unwrap().status = HostStatus::Cordoned;
+        fleet.load(&order[7], ResourceClass::Large);
+        assert_eq!(placed(&fleet), order[7].as_str());
+    }
+
+    #[test]
+    fn operations_in_flight_are_counted_once_and_then_added_to() {
+        let mut fleet = TestFleet::new(&[("a", 8, 64, 10)]);
+        fleet.host_mut("a").in_flight = 2;
+        let a = HostId::new("a").unwrap();
+        let mut in_flight = InFlight::default();
+        in_flight.add(&a);
+        assert_eq!(
+            in_flight.on(&fleet, &a),
+            2,
+            "not counted yet: nothing to add to"
+        );
+        in_flight.add(&a);
+        fleet.host_mut("a").in_flight = 0;
+        assert_eq!(
+            in_flight.on(&fleet, &a),
+            3,
+            "counted once, for the whole batch"
+        );
+    }
 }

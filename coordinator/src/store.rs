@@ -213,7 +213,7 @@ impl RocksStore {
             batch.put_cf(
                 self.cf(STATE)?,
                 SNAPSHOT_KEY,
-                State::default().to_snapshot().map_err(StoreError)?,
+                State::default().to_snapshot()?,
             );
         }
         self.write(batch)
@@ -275,7 +275,7 @@ impl RocksStore {
     pub fn state_snapshot(&self) -> Result<(State, u64), StoreError> {
         let index = self.read_cache().snapshot.index;
         match self.get(STATE, SNAPSHOT_KEY)? {
-            Some(bytes) => Ok((State::from_snapshot(&bytes).map_err(StoreError)?, index)),
+            Some(bytes) => Ok((State::from_snapshot(&bytes)?, index)),
             None => Ok((State::default(), 0)),
         }
     }

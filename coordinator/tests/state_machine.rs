@@ -169,7 +169,7 @@ proptest! {
         for (i, proposal) in log.iter().enumerate() {
             let before = leader.clone();
             let outcome = leader.apply(proposal);
-            leader.check_invariants().map_err(TestCaseError::fail)?;
+            leader.check_invariants().map_err(|broken| TestCaseError::fail(broken.to_string()))?;
             if let Command::CreateWorkspace { host, ports, spec, .. } = &proposal.command {
                 let limit = leader.limits_for(host).max_workspaces_per_host;
                 // The host's capacity, counted here independently of the state machine.

@@ -1,0 +1,107 @@
+//! The vocabulary of the Raft log: a [`Proposal`] carries a [`Command`], and applying it gives
+//! an [`Outcome`]. All of it is bincode-encoded in log entries and snapshots, so it only grows:
+//! a new need is a new variant at the end, never a changed or reordered one.
+//!
+//! Not here: what applying each command does (the other modules of `state`).
+
+use nexus_protocol::clock::Timestamp;
+use nexus_protocol::error::WireError;
+use nexus_protocol::identity::Identity;
+use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
+use nexus_protocol::model::{HostInfo, HostStatus, LimitsPatch, PortBinding, WorkspaceSpec};
+use nexus_protocol::{HostId, RequestId, UserName, WorkspaceName};
+use serde::{Deserialize, Serialize};
+
+/// One entry of the Raft log: who asked, when, under which request id, for what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub request_id: RequestId,
+    /// The proposer's clock when it proposed; every replica applies this same time.
+    pub at: Timestamp,
+    pub proposer: Identity,
+    pub command: Command,
+}
+
+/// What a proposal asks. **Append-only**: bincode encodes the variant index, and old log entries
+/// must keep their meaning. A new need is a new variant at the end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Add a host, or update the facts of a known one (its status is kept).
+    RegisterHost(HostInfo),
+    SetHostStatus {
+        host: HostId,
+        status: HostStatus,
+    },
+    /// Create a workspace on `host` with these host ports: a placement chosen before proposing,
+    /// which `apply` checks by the same fit rules. The coordinator's own creates go as
+    /// [`Command::PlaceWorkspaces`] instead; tools and tests propose this one.
+    CreateWorkspace {
+        spec: WorkspaceSpec,
+        owner: UserName,
+        host: HostId,
+        ports: Vec<PortBinding>,
+    },
+    SetDesiredRun {
+        name: WorkspaceName,
+        run: DesiredRun,
+    },
+    /// What a host's agent reports it observed.
+    RecordObserved {
+        host: HostId,
+        observed: Vec<ObservedWorkspace>,
+    },
+    /// Start destroying a workspace; it is forgotten once its host reports it gone.
+    DestroyWorkspace {
+        name: WorkspaceName,
+    },
+    /// Change the cluster limits (`host: None`) or one host's overrides.
+    SetLimits {
+        host: Option<HostId>,
+        patch: LimitsPatch,
+    },
+    /// Stop the workspace's container, then start it again once its agent reports it stopped.
+    RestartWorkspace {
+        name: WorkspaceName,
+    },
+    /// Stop every other workspace `owner` wants running and run `name` (a context switch).
+    SwitchWorkspace {
+        owner: UserName,
+        name: WorkspaceName,
+    },
+    /// Recreate the container from its spec: a new generation, wanted running.
+    RepairWorkspace {
+        name: WorkspaceName,
+    },
+    /// Destroy those of `names` that are still stopped (`nexus workspace cleanup`).
+    DestroyStopped {
+        names: Vec<WorkspaceName>,
+    },
+    /// A down host heartbeats again: it returns to the status its admins gave it, and its lost
+    /// workspaces to what its agent reports.
+    HostReturned {
+        host: HostId,
+    },
+    /// Creates, many in one entry: each is scheduled here, at apply, against the state as the
+    /// creates before it left it, and its outcome journaled under its own request id. The
+    /// scheduler is a pure function of the state and the proposal's time, so every replica
+    /// places alike; and no two creates can both take a host's last room.
+    PlaceWorkspaces(Vec<PlaceRequest>),
+}
+
+/// One create of a [`Command::PlaceWorkspaces`] batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlaceRequest {
+    /// The client's request id: a retry is answered with this create's first outcome.
+    pub request_id: RequestId,
+    pub owner: UserName,
+    pub spec: WorkspaceSpec,
+    /// `None`: the cluster's scoring.
+    pub scoring: Option<crate::scheduler::Scoring>,
+}
+
+/// What applying a proposal did. Identical on every replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Applied,
+    Rejected(WireError),
+}

@@ -1,0 +1,160 @@
+//! The hosts table: registering a host, its status (an admin's word, or `Down` while it is
+//! silent, which loses its workspaces until it returns), and what each host holds and can take
+//! (its usage, capacity, operations in flight, and the fit rules asked of it).
+//!
+//! Not here: the fit rules themselves (`crate::fit`), the limits in force on a host (`limits`),
+//! and the heartbeats that decide a host is down (the service's soft state).
+
+use std::collections::BTreeMap;
+
+use nexus_protocol::HostId;
+use nexus_protocol::clock::Timestamp;
+use nexus_protocol::error::ErrorCode;
+use nexus_protocol::model::{HostInfo, HostStatus, ResourceClass, WorkspaceState};
+
+use super::{HostRecord, Outcome, State, reject};
+use crate::fit::{HostFacts, Unfit};
+
+impl State {
+    /// Every known host, by id.
+    pub fn hosts(&self) -> &BTreeMap<HostId, HostRecord> {
+        &self.hosts
+    }
+
+    /// Every host's id, in order.
+    pub fn host_ids(&self) -> &[HostId] {
+        &self.host_ids
+    }
+
+    /// How many workspaces `host` holds (every state but gone).
+    pub fn workspaces_on(&self, host: &HostId) -> u32 {
+        self.usage.get(host).map_or(0, |u| u.workspaces)
+    }
+
+    /// What `host`'s workspaces are promised: (CPU millis, memory bytes), by their classes.
+    pub fn reserved_on(&self, host: &HostId) -> (u64, u64) {
+        let usage = self.usage.get(host).copied().unwrap_or_default();
+        (usage.cpu_millis, usage.memory_bytes)
+    }
+
+    /// What `host` may be promised: (CPU millis, memory bytes), its own times its overcommit.
+    pub fn capacity_of(&self, host: &HostId) -> (u64, u64) {
+        self.facts(host).map_or((0, 0), |facts| facts.capacity())
+    }
+
+    /// What the fit rules need of `host`, if it is known.
+    pub fn facts(&self, host: &HostId) -> Option<HostFacts<'_>> {
+        let record = self.hosts.get(host)?;
+        Some(HostFacts {
+            info: &record.info,
+            status: record.status,
+            limits: self.limits_for(host),
+            usage: self.usage.get(host).copied().unwrap_or_default(),
+        })
+    }
+
+    /// Whether `host` can take one more workspace of `class` with `ports` host ports; the first
+    /// reason it cannot, if not. (An unknown host is the caller's to refuse.)
+    pub fn unfit(
+        &self,
+        host: &HostId,
+        class: ResourceClass,
+        ports: u32,
+        now: Timestamp,
+    ) -> Option<Unfit> {
+        self.facts(host)?
+            .unfit(class, ports, || self.free_ports_on(host, now))
+    }
+
+    /// How many of `host`'s workspaces are on their way somewhere (see
+    /// [`crate::fit::is_in_flight`]).
+    pub fn in_flight_on(&self, host: &HostId) -> u32 {
+        let names = self.on_host.get(host).into_iter().flatten();
+        let moving = names
+            .filter_map(|name| self.workspaces.get(name))
+            .filter(|w| crate::fit::is_in_flight(w.state))
+            .count();
+        u32::try_from(moving).unwrap_or(u32::MAX)
+    }
+
+    /// Adds a host, or updates the facts of a known one (its status is kept).
+    pub(super) fn register_host(&mut self, at: Timestamp, info: &HostInfo) -> Outcome {
+        if info.port_range.is_empty() || info.port_range.first == 0 {
+            return reject(
+                ErrorCode::InvalidArgument,
+                format!("invalid port range {}", info.port_range),
+            );
+        }
+        match self.hosts.get_mut(&info.host_id) {
+            Some(host) => host.info = info.clone(),
+            None => {
+                let record = HostRecord {
+                    info: info.clone(),
+                    status: HostStatus::Ready,
+                    admin_status: HostStatus::Ready,
+                    registered_at: at,
+                };
+                self.hosts.insert(info.host_id.clone(), record);
+                if let Err(at) = self.host_ids.binary_search(&info.host_id) {
+                    self.host_ids.insert(at, info.host_id.clone());
+                }
+            }
+        }
+        Outcome::Applied
+    }
+
+    /// `Down` (the leader found the host silent) loses its workspaces; any other status is its
+    /// admins' word.
+    pub(super) fn set_host_status(
+        &mut self,
+        at: Timestamp,
+        host: &HostId,
+        status: HostStatus,
+    ) -> Outcome {
+        let Some(record) = self.hosts.get_mut(host) else {
+            return reject(ErrorCode::InvalidArgument, format!("no host {host}"));
+        };
+        if status == HostStatus::Down {
+            record.status = HostStatus::Down;
+            self.mark_lost(host, true, at);
+        } else {
+            // An admin's word holds from now on, and is what a down host returns to.
+            record.admin_status = status;
+            if record.status != HostStatus::Down {
+                record.status = status;
+            }
+        }
+        Outcome::Applied
+    }
+
+    /// A down host heartbeats again: it returns to the status its admins gave it, and its lost
+    /// workspaces to what its agent reports.
+    pub(super) fn host_returned(&mut self, at: Timestamp, host: &HostId) -> Outcome {
+        let Some(record) = self.hosts.get_mut(host) else {
+            return reject(ErrorCode::InvalidArgument, format!("no host {host}"));
+        };
+        if record.status == HostStatus::Down {
+            record.status = record.admin_status;
+            self.mark_lost(host, false, at);
+        }
+        Outcome::Applied
+    }
+
+    /// Every workspace on a host that went down is lost (its files live there); when the host
+    /// comes back they return to what their agent reports.
+    fn mark_lost(&mut self, host: &HostId, down: bool, at: Timestamp) {
+        let names = self.on_host.get(host).into_iter().flatten();
+        for name in names {
+            let Some(workspace) = self.workspaces.get_mut(name) else {
+                continue;
+            };
+            if down && workspace.state != WorkspaceState::Destroying {
+                workspace.state = WorkspaceState::Lost;
+                workspace.updated_at = at;
+            } else if !down && workspace.state == WorkspaceState::Lost {
+                workspace.state = WorkspaceState::Scheduled;
+                workspace.updated_at = at;
+            }
+        }
+    }
+}

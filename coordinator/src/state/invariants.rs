@@ -1,0 +1,91 @@
+//! The invariants no sequence of proposals may break, checked by the tests after every apply.
+//! A broken one is a bug in `apply`, never a user's mistake, so nothing in production asks.
+
+use std::collections::BTreeMap;
+
+use nexus_protocol::{HostId, WorkspaceName};
+
+use super::{State, Usage};
+
+/// The first invariant found broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokenInvariant {
+    #[error("{workspace} is on unknown host {host}")]
+    UnknownHost {
+        workspace: WorkspaceName,
+        host: HostId,
+    },
+    #[error("{workspace}'s port {port} is not allocated to it")]
+    PortNotAllocated { workspace: WorkspaceName, port: u16 },
+    #[error("{allocated} ports allocated, {bound} bound")]
+    PortCount { allocated: usize, bound: usize },
+    #[error("the journal's two indexes disagree")]
+    JournalIndexes,
+    #[error("the usage index {kept:?} is not the workspaces' {counted:?}")]
+    UsageIndex {
+        kept: BTreeMap<HostId, Usage>,
+        counted: BTreeMap<HostId, Usage>,
+    },
+    #[error("the list of host ids is not the hosts'")]
+    HostIds,
+    #[error("the index of workspaces by host is not the workspaces'")]
+    HostIndex,
+}
+
+impl State {
+    /// The invariants no sequence of proposals may break: every workspace is on a known host, every
+    /// bound port is allocated to it alone, and the indexes agree. Returns the first one broken.
+    ///
+    /// Two rules hold at creation rather than forever, and are checked there: a host's workspace
+    /// count within its limit (lowering a limit evicts nothing), and ports inside the host's range
+    /// (a host that re-registers with a narrower range keeps the ports its containers hold).
+    pub fn check_invariants(&self) -> Result<(), BrokenInvariant> {
+        let mut bindings = 0;
+        for (name, workspace) in &self.workspaces {
+            if !self.hosts.contains_key(&workspace.host) {
+                return Err(BrokenInvariant::UnknownHost {
+                    workspace: name.clone(),
+                    host: workspace.host.clone(),
+                });
+            }
+            for binding in &workspace.ports {
+                bindings += 1;
+                if self.ports.get(&(workspace.host.clone(), binding.host)) != Some(name) {
+                    return Err(BrokenInvariant::PortNotAllocated {
+                        workspace: name.clone(),
+                        port: binding.host,
+                    });
+                }
+            }
+        }
+        if bindings != self.ports.len() {
+            return Err(BrokenInvariant::PortCount {
+                allocated: self.ports.len(),
+                bound: bindings,
+            });
+        }
+        if self.journal.len() != self.journal_by_time.len() {
+            return Err(BrokenInvariant::JournalIndexes);
+        }
+        let mut usage: BTreeMap<HostId, Usage> = BTreeMap::new();
+        for workspace in self.workspaces.values() {
+            usage
+                .entry(workspace.host.clone())
+                .or_default()
+                .add(workspace.spec.class);
+        }
+        if usage != self.usage {
+            return Err(BrokenInvariant::UsageIndex {
+                kept: self.usage.clone(),
+                counted: usage,
+            });
+        }
+        if !self.host_ids.iter().eq(self.hosts.keys()) {
+            return Err(BrokenInvariant::HostIds);
+        }
+        if self.hosts_index() != self.on_host {
+            return Err(BrokenInvariant::HostIndex);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! What agents report: each workspace's observed state. A report moves the workspace's state,
+//! finishes a destroy (the workspace and its ports are forgotten once it is gone), completes a
+//! restart, and answers a `PORT_CONFLICT` with another port, once.
+//!
+//! Not here: the agents' heartbeats and stats (soft state, never in the log).
+
+use nexus_protocol::HostId;
+use nexus_protocol::clock::Timestamp;
+use nexus_protocol::error::{ErrorCode, ErrorDetail};
+use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
+use nexus_protocol::model::WorkspaceState;
+
+use super::{Outcome, State};
+
+impl State {
+    /// Takes what `host`'s agent reports it observed, workspace by workspace.
+    pub(super) fn record_observed(
+        &mut self,
+        at: Timestamp,
+        host: &HostId,
+        observed: &[ObservedWorkspace],
+    ) -> Outcome {
+        for report in observed {
+            self.observe(at, host, report);
+        }
+        Outcome::Applied
+    }
+
+    /// Takes one observation from `host`'s agent. Reports about another host's workspace, or an
+    /// older generation, are ignored: an agent speaks only for what it currently runs.
+    fn observe(&mut self, at: Timestamp, host: &HostId, report: &ObservedWorkspace) {
+        let Some(workspace) = self.workspaces.get_mut(&report.name) else {
+            return;
+        };
+        if &workspace.host != host || report.generation != workspace.generation {
+            return;
+        }
+        if workspace.state == WorkspaceState::Destroying && report.state == WorkspaceState::Gone {
+            let name = report.name.clone();
+            for binding in &workspace.ports {
+                self.ports.remove(&(host.clone(), binding.host));
+            }
+            if let Some(gone) = self.workspaces.remove(&name)
+                && let Some(usage) = self.usage.get_mut(host)
+            {
+                usage.remove(gone.spec.class);
+                if usage.workspaces == 0 {
+                    self.usage.remove(host);
+                }
+            }
+            if let Some(names) = self.on_host.get_mut(host) {
+                names.remove(&name);
+                if names.is_empty() {
+                    self.on_host.remove(host);
+                }
+            }
+            self.bump(host);
+            return;
+        }
+        if workspace.state == WorkspaceState::Destroying {
+            return;
+        }
+        // A report repeats what the agent sees (every 30 s): only a change is an update, so
+        // `cleanup --older-than` measures how long a workspace has been as it is.
+        if workspace.state != report.state || workspace.last_error != report.error {
+            workspace.updated_at = at;
+        }
+        workspace.state = report.state;
+        workspace.last_error = report.error.clone();
+        let stopped = matches!(
+            report.state,
+            WorkspaceState::Stopped | WorkspaceState::Failed
+        );
+        if workspace.restart_pending && stopped && workspace.desired == DesiredRun::Stopped {
+            workspace.restart_pending = false;
+            workspace.desired = DesiredRun::Running;
+            self.bump(host);
+            return;
+        }
+        let conflict = report.error.as_ref().and_then(|error| match error.detail {
+            Some(ErrorDetail::PortConflict { port }) if error.code == ErrorCode::PortConflict => {
+                Some(port)
+            }
+            _ => None,
+        });
+        if let Some(port) = conflict
+            && report.state == WorkspaceState::Failed
+        {
+            let name = report.name.clone();
+            self.reassign_port(at, host, &name, port);
+        }
+    }
+}

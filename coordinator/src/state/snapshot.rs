@@ -1,0 +1,53 @@
+//! The state as snapshot bytes, and back: the protocol's codec, bounded by its largest frame.
+//! The derived indexes are not in the bytes; they are rebuilt when a snapshot is read.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use nexus_protocol::codec::{self, CodecConfig, CodecError, HARD_MAX_FRAME_LEN};
+use nexus_protocol::{HostId, WorkspaceName};
+
+use super::State;
+
+/// Why the state could not become snapshot bytes, or be read back from them. Either is fatal to
+/// the Raft node that asked (its store cannot hold or restore the state).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("cannot encode the state: {0}")]
+    Encode(CodecError),
+    #[error("corrupt state snapshot: {0}")]
+    Corrupt(CodecError),
+    #[error("truncated state snapshot")]
+    Truncated,
+}
+
+impl State {
+    /// The state as snapshot bytes (the protocol's codec, bounded by the largest frame).
+    pub fn to_snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        let config = CodecConfig::new(HARD_MAX_FRAME_LEN).unwrap_or_default();
+        codec::encode(self, config).map_err(SnapshotError::Encode)
+    }
+
+    /// The state from snapshot bytes, with its derived indexes rebuilt.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
+        let config = CodecConfig::new(HARD_MAX_FRAME_LEN).unwrap_or_default();
+        let (payload, _) = codec::split_frame(bytes, config)
+            .map_err(SnapshotError::Corrupt)?
+            .ok_or(SnapshotError::Truncated)?;
+        let mut state: State = codec::decode(payload).map_err(SnapshotError::Corrupt)?;
+        state.on_host = state.hosts_index();
+        state.host_ids = state.hosts.keys().cloned().collect();
+        Ok(state)
+    }
+
+    /// The `on_host` index, from the workspaces.
+    pub(super) fn hosts_index(&self) -> BTreeMap<HostId, BTreeSet<WorkspaceName>> {
+        let mut index: BTreeMap<HostId, BTreeSet<WorkspaceName>> = BTreeMap::new();
+        for (name, workspace) in &self.workspaces {
+            index
+                .entry(workspace.host.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+        index
+    }
+}
