@@ -1,0 +1,132 @@
+//! The `agent-idle` scenario: the footprint of a real agent process with N running workspaces,
+//! idle: its resident memory and CPU over a window.
+
+use std::time::{Duration, Instant};
+
+use nexus_protocol::HostId;
+use nexus_tests::inproc::InProcessCoordinator;
+use nexus_tests::pki::{self, TestPki};
+use nexus_tests::process::Process;
+use serde_json::json;
+
+use crate::measure::{cpu_percent, process_usage};
+
+pub(crate) async fn run(runtime: &str, workspaces: usize, seconds: u64) -> serde_json::Value {
+    let pki = TestPki::new();
+    let coordinator = InProcessCoordinator::start(&pki).await;
+    let host = format!("bench-{}", std::process::id());
+    let host_id: HostId = host.parse().unwrap();
+    pki.issue(&pki::agent(&host));
+    let data_dir = pki.scratch("agent");
+    let args: Vec<String> = [
+        "--host-id",
+        &host,
+        "--coordinator",
+        &coordinator.address.to_string(),
+        "--tls-dir",
+        &pki.dir().display().to_string(),
+        "--data-dir",
+        &data_dir.display().to_string(),
+        "--runtime",
+        runtime,
+        "--listen",
+        "127.0.0.1:0",
+        // Room for N small workspaces whatever this machine has: the footprint is measured,
+        // not the placement.
+        "--capacity-cpus",
+        "64",
+        "--capacity-memory-mib",
+        "262144",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let agent = Process::spawn("nexus-agent", &args, data_dir.join("agent.log"));
+    let pid = agent.pid();
+    let registered = |host_id: HostId| {
+        let coordinator = &coordinator;
+        async move {
+            coordinator
+                .read(move |state| state.hosts().contains_key(&host_id))
+                .await
+                .then_some(())
+        }
+    };
+    nexus_tests::eventually("the agent to register", Duration::from_secs(30), || {
+        registered(host_id.clone())
+    })
+    .await;
+    let started = Instant::now();
+    for i in 0..workspaces {
+        let port = 20_000 + u16::try_from(i).unwrap();
+        coordinator
+            .place(
+                &host_id,
+                &format!("idle-{i}"),
+                "nexus-test/busybox:latest",
+                &[(8080, port)],
+                &["sleep", "1000000"],
+            )
+            .await
+            .unwrap();
+    }
+    let all_running = || async {
+        let running = coordinator
+            .read(|state| {
+                state
+                    .workspaces()
+                    .values()
+                    .filter(|w| w.state == nexus_protocol::model::WorkspaceState::Running)
+                    .count()
+            })
+            .await;
+        (running == workspaces).then_some(())
+    };
+    nexus_tests::eventually(
+        "every workspace running",
+        Duration::from_secs(300),
+        all_running,
+    )
+    .await;
+    let to_running = started.elapsed();
+    // Let the start-up settle (the first stats round, the reports) before measuring idle.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let (_, cpu_before) = process_usage(pid);
+    let window = Instant::now();
+    let mut rss_samples = Vec::new();
+    while window.elapsed() < Duration::from_secs(seconds) {
+        rss_samples.push(process_usage(pid).0);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (rss_end, cpu_after) = process_usage(pid);
+    let elapsed = window.elapsed();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (peak_kib, threads) = (field("VmHWM:"), field("Threads:"));
+    let max_kib = rss_samples.iter().copied().max().unwrap_or(0);
+    let mean_kib = rss_samples.iter().sum::<u64>() / rss_samples.len().max(1) as u64;
+    // Clean up: stop the agent (or it would make again what is removed), then remove the
+    // containers and networks it made.
+    drop(agent);
+    if runtime == "docker" {
+        nexus_tests::docker::remove_host(&host);
+    }
+    coordinator.stop().await;
+    json!({
+        "scenario": "agent-idle",
+        "runtime": runtime,
+        "workspaces": workspaces,
+        "seconds_to_all_running": to_running.as_secs_f64(),
+        "idle_seconds": elapsed.as_secs_f64(),
+        "agent_cpu_percent_of_one_core": cpu_percent(cpu_after.saturating_sub(cpu_before), elapsed),
+        "agent_rss_mib": { "mean": mean_kib as f64 / 1024.0, "max": max_kib as f64 / 1024.0, "end": rss_end as f64 / 1024.0, "peak_ever": peak_kib as f64 / 1024.0 },
+        "agent_threads": threads,
+    })
+}

@@ -1,0 +1,343 @@
+//! The `fleet` scenario: three coordinators and a hollow fleet in this process, then many
+//! workspace creates at once: placements per second, the time until all run, create latency, the
+//! coordinators' load, and a check that no host is over a limit and no workspace is missing or
+//! doubled. Bringing the fleet up is `setup`'s, shared with `detect`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nexus_protocol::RequestId;
+use nexus_protocol::identity::Role;
+use nexus_protocol::message::{Request, Response};
+use nexus_tests::cluster;
+use nexus_tests::pki::{self, TestPki};
+use nexus_tests::process::connect;
+use serde_json::json;
+
+use crate::measure::{cpu_and_rss, percentiles, usage_of};
+use crate::setup::{cluster_and_fleet, count_of, fleet_stats};
+
+pub(crate) async fn run(
+    hosts: usize,
+    workspaces: usize,
+    concurrency: usize,
+    heartbeat: f64,
+    idle: u64,
+) -> serde_json::Value {
+    use nexus_protocol::message::{AdminRequest, WorkspaceRequest};
+    use nexus_protocol::model::{ResourceClass, WorkspaceSpec, WorkspaceState};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let pki = TestPki::new();
+    let (cluster, fleet, up) = cluster_and_fleet(&pki, hosts, heartbeat, &[]).await;
+    let leader = cluster.leader(&pki, Duration::from_secs(30)).await;
+    let leader_address = cluster.members[cluster.index_of(leader.node.get())].address;
+    let pids: Vec<u32> = cluster
+        .running
+        .iter()
+        .map(|p| p.as_ref().unwrap().process.pid())
+        .collect();
+    let leader_index = cluster.index_of(leader.node.get());
+
+    // The leader's load with the fleet idle: heartbeats and nothing else.
+    let before = usage_of(&pids);
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(idle)).await;
+    let idle_usage = cpu_and_rss(&before, &usage_of(&pids), window.elapsed());
+    println!(
+        "idle, {hosts} hosts heartbeating every {heartbeat} s ({:.0}/s): leader at {:.1} % of a core",
+        hosts as f64 / heartbeat,
+        idle_usage[leader_index]["cpu_percent_of_one_core"]
+            .as_f64()
+            .unwrap_or(0.0)
+    );
+
+    // M creates, `concurrency` in flight, over a few connections to the leader.
+    let user = pki::user("fleet", Role::User);
+    // Four connections to each coordinator; a task starts on the leader's and, like the CLI,
+    // moves where a NOT_LEADER answer points, retrying with the same request id (so a create
+    // whose answer was lost is answered with its first outcome, never made twice).
+    let mut connections = Vec::new();
+    for _ in 0..4 {
+        for member in &cluster.members {
+            let connection = connect(&pki, &user, member.address).await.unwrap();
+            connections.push((member.address, Arc::new(connection)));
+        }
+    }
+    let connections = Arc::new(connections);
+    let next = Arc::new(AtomicUsize::new(0));
+    let before = usage_of(&pids);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..concurrency {
+        let connections = connections.clone();
+        let mut at = connections
+            .iter()
+            .enumerate()
+            .filter(|(_, (address, _))| *address == leader_address)
+            .map(|(index, _)| index)
+            .nth(task % 4)
+            .unwrap();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut refused = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= workspaces {
+                    return (latencies, refused);
+                }
+                let spec = WorkspaceSpec {
+                    name: format!("w{i}").parse().unwrap(),
+                    image: "hollow".into(),
+                    class: ResourceClass::Small,
+                    ports: Vec::new(),
+                    env: Default::default(),
+                    labels: Default::default(),
+                    command: Vec::new(),
+                    host: None,
+                };
+                let sent = Instant::now();
+                let request_id = RequestId::random();
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    let answer = connections[at]
+                        .1
+                        .request_with(
+                            request_id,
+                            Request::Workspace(WorkspaceRequest::Create(spec.clone())),
+                            Duration::from_secs(30),
+                        )
+                        .await;
+                    match answer {
+                        Ok(Response::Workspace(_)) => latencies.push(sent.elapsed()),
+                        Err(error)
+                            if attempts < 20
+                                && matches!(
+                                    error.code,
+                                    nexus_protocol::ErrorCode::NotLeader
+                                        | nexus_protocol::ErrorCode::Timeout
+                                        | nexus_protocol::ErrorCode::NetworkError
+                                ) =>
+                        {
+                            let leader = match &error.detail {
+                                Some(nexus_protocol::error::ErrorDetail::NotLeader {
+                                    address: Some(address),
+                                    ..
+                                }) => address.parse::<std::net::SocketAddr>().ok(),
+                                _ => None,
+                            };
+                            at = match leader {
+                                Some(leader) => connections
+                                    .iter()
+                                    .position(|(address, _)| *address == leader)
+                                    .unwrap_or(at),
+                                None => {
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                    (at + 1) % connections.len()
+                                }
+                            };
+                            continue;
+                        }
+                        other => refused.push(format!("w{i}: {other:?}")),
+                    }
+                    break;
+                }
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(workspaces);
+    let mut refused = Vec::new();
+    for task in tasks {
+        let (l, r) = task.await.unwrap();
+        latencies.extend(l);
+        refused.extend(r);
+    }
+    let placed_in = started.elapsed();
+    let placed = latencies.len();
+    println!(
+        "{placed} placements committed in {:.2} s ({:.0}/s), {} refused",
+        placed_in.as_secs_f64(),
+        placed as f64 / placed_in.as_secs_f64(),
+        refused.len()
+    );
+    for refusal in refused.iter().take(5) {
+        println!("  refused: {refusal}");
+    }
+    let observer = connect(&pki, &pki::user("observer", Role::Admin), leader_address)
+        .await
+        .unwrap();
+    // Until every placed workspace runs, or the count has not moved for a minute: then the ones
+    // left are reported (and counted missing below), not waited on for ever.
+    let mut running = 0;
+    let mut moved = Instant::now();
+    while running < placed && moved.elapsed() < Duration::from_secs(60) {
+        if let Some(stats) = fleet_stats(&observer).await {
+            let now = count_of(&stats.workspaces, &WorkspaceState::Running);
+            if now != running {
+                running = now;
+                moved = Instant::now();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let running_in = if running == placed {
+        started.elapsed()
+    } else {
+        moved.duration_since(started)
+    };
+    if running < placed {
+        let logs = std::env::temp_dir().join("nexus-bench-fleet-coordinators.log");
+        std::fs::write(&logs, cluster.logs()).unwrap();
+        println!(
+            "{} placed workspaces never ran (the coordinators' logs: {}):",
+            placed - running,
+            logs.display()
+        );
+        let list = observer
+            .request_with(
+                RequestId::random(),
+                Request::Workspace(WorkspaceRequest::List),
+                Duration::from_secs(60),
+            )
+            .await;
+        let statuses = match cluster::admin_to_leader(
+            &pki,
+            leader_address,
+            Request::Admin(AdminRequest::Hosts),
+        )
+        .await
+        {
+            Ok(Response::Hosts(hosts)) => hosts
+                .into_iter()
+                .map(|h| (h.info.host_id, (h.status, h.last_heartbeat)))
+                .collect(),
+            _ => std::collections::BTreeMap::new(),
+        };
+        if let Ok(Response::Workspaces(views)) = list {
+            for view in views
+                .iter()
+                .filter(|v| v.state != WorkspaceState::Running)
+                .take(20)
+            {
+                let host = fleet
+                    .hosts
+                    .iter()
+                    .find(|h| Some(&h.id) == view.host.as_ref());
+                let held = match host {
+                    Some(h) => format!(
+                        "alive {}, {:?} to the leader, {} containers; {}",
+                        h.alive(),
+                        statuses.get(&h.id),
+                        nexus_agent::runtime::Runtime::list(h.runtime.as_ref())
+                            .await
+                            .map(|l| l.len())
+                            .unwrap_or(0),
+                        agent_holds(&h.data_dir, view.name.as_str())
+                    ),
+                    None => "no such host".into(),
+                };
+                println!(
+                    "  {} {:?} on {:?}: {held}",
+                    view.name, view.state, view.host
+                );
+            }
+        }
+    }
+    let busy_usage = cpu_and_rss(&before, &usage_of(&pids), running_in);
+    println!(
+        "{running} of {placed} running (as their agents report) {:.2} s after the first create",
+        running_in.as_secs_f64()
+    );
+
+    // Verify: every workspace placed is on exactly one live host, nothing else exists, and no
+    // host holds more than its limits allow.
+    let containers = fleet.containers().await;
+    let missing = (0..workspaces)
+        .filter(|i| !containers.contains_key(&format!("w{i}").parse().unwrap()))
+        .count()
+        .saturating_sub(refused.len());
+    let doubled = containers.values().filter(|hosts| hosts.len() > 1).count();
+    let unexpected = containers.len().saturating_sub(placed);
+    let limits =
+        match cluster::admin_to_leader(&pki, leader_address, Request::Admin(AdminRequest::Limits))
+            .await
+        {
+            Ok(Response::Limits(limits)) => limits,
+            other => panic!("no limits: {other:?}"),
+        };
+    let options = nexus_tests::fleet::FleetOptions::default();
+    let per_host = {
+        let mut counts = std::collections::BTreeMap::new();
+        for hosts in containers.values() {
+            for host in hosts {
+                *counts.entry(host.clone()).or_insert(0u64) += 1;
+            }
+        }
+        counts
+    };
+    let small = ResourceClass::Small.resources();
+    let cluster_limits = &limits.cluster;
+    let over_limit = per_host
+        .values()
+        .filter(|&&n| {
+            n > u64::from(cluster_limits.max_workspaces_per_host)
+                || n * u64::from(small.cpu_millis) * 100
+                    > u64::from(options.cpus)
+                        * 1000
+                        * u64::from(cluster_limits.cpu_overcommit_percent)
+                || n * small.memory_bytes * 100
+                    > options.memory_mib
+                        * 1024
+                        * 1024
+                        * u64::from(cluster_limits.memory_overcommit_percent)
+        })
+        .count();
+    println!(
+        "check: {missing} missing, {doubled} on two hosts, {unexpected} unexpected, {over_limit} hosts over a limit (all must be 0); busiest host {}",
+        per_host.values().max().unwrap_or(&0)
+    );
+    json!({
+        "scenario": "fleet",
+        "hosts": hosts,
+        "workspaces": workspaces,
+        "concurrency": concurrency,
+        "heartbeat_seconds": heartbeat,
+        "fleet_up_seconds": up.as_secs_f64(),
+        "idle": { "seconds": idle, "heartbeats_per_second": hosts as f64 / heartbeat, "coordinators": idle_usage, "leader": leader_index },
+        "placed": placed,
+        "refused": refused.len(),
+        "placement_seconds": placed_in.as_secs_f64(),
+        "placements_per_second": placed as f64 / placed_in.as_secs_f64(),
+        "running": running,
+        "all_running_seconds": running_in.as_secs_f64(),
+        "create_latency": percentiles(latencies),
+        "busy": { "coordinators": busy_usage },
+        "check": { "missing": missing, "doubled": doubled, "unexpected": unexpected, "hosts_over_limit": over_limit },
+    })
+}
+
+/// What a hollow host's agent saved of `workspace` in its desired state: whether its agent
+/// ever took the assignment (the diagnosis of a workspace that never ran).
+fn agent_holds(data_dir: &std::path::Path, workspace: &str) -> String {
+    let saved = std::fs::read(data_dir.join("agent-state.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+    let Some(desired) = saved.as_ref().map(|s| &s["desired"]) else {
+        return "no saved state".into();
+    };
+    let assignment = desired["assignments"].as_array().and_then(|all| {
+        all.iter()
+            .find(|a| a["spec"]["name"].as_str() == Some(workspace))
+    });
+    format!(
+        "the agent holds desired version {} with {} assignments; this one: {}",
+        desired["version"],
+        desired["assignments"].as_array().map_or(0, Vec::len),
+        assignment.map_or("absent".into(), |a| format!(
+            "generation {}, run {}",
+            a["generation"], a["run"]
+        ))
+    )
+}

@@ -1,0 +1,82 @@
+//! The `raft` scenario: three coordinators on synced RocksDB; the latency of one write at a time
+//! (at the leader, and forwarded by a follower) and the throughput of many in flight.
+
+use std::time::{Duration, Instant};
+
+use nexus_protocol::RequestId;
+use nexus_tests::cluster::TestCluster;
+use nexus_tests::pki::{self, TestPki};
+use nexus_tests::process::connect;
+use serde_json::json;
+
+use crate::measure::{percentiles, process_usage};
+use crate::setup::register_once;
+
+pub(crate) async fn run(writes: usize, concurrency: usize) -> serde_json::Value {
+    let pki = TestPki::new();
+    let cluster = TestCluster::start(&pki, 3, &[]).await;
+    let leader = cluster.leader(&pki, Duration::from_secs(20)).await;
+    let leader_address = cluster.members[cluster.index_of(leader.node.get())].address;
+    let follower_address = cluster
+        .members
+        .iter()
+        .find(|m| m.id != leader.node.get())
+        .unwrap()
+        .address;
+    let agent = pki::agent("bench-host");
+    let at_leader = connect(&pki, &agent, leader_address).await.unwrap();
+    let at_follower = connect(&pki, &agent, follower_address).await.unwrap();
+    let limit = Duration::from_secs(10);
+    let sequential = |connection: &nexus_protocol::transport::Connection| {
+        let connection = connection.clone();
+        async move {
+            let mut samples = Vec::with_capacity(writes);
+            for _ in 0..writes {
+                let started = Instant::now();
+                register_once(&connection, RequestId::random(), limit)
+                    .await
+                    .unwrap();
+                samples.push(started.elapsed());
+            }
+            samples
+        }
+    };
+    let leader_samples = sequential(&at_leader).await;
+    let follower_samples = sequential(&at_follower).await;
+
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let per_task = writes.div_ceil(concurrency);
+    for _ in 0..concurrency {
+        let connection = at_leader.clone();
+        tasks.spawn(async move {
+            for _ in 0..per_task {
+                register_once(&connection, RequestId::random(), limit)
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    tasks.join_all().await;
+    let elapsed = started.elapsed();
+    let total = per_task * concurrency;
+    let rss: Vec<f64> = cluster
+        .running
+        .iter()
+        .flatten()
+        .map(|p| process_usage(p.process.pid()).0 as f64 / 1024.0)
+        .collect();
+    json!({
+        "scenario": "raft",
+        "sequential_write_at_leader": percentiles(leader_samples.clone()),
+        "sequential_write_at_follower": percentiles(follower_samples),
+        "sequential_writes_per_second": writes as f64 / leader_samples.iter().sum::<Duration>().as_secs_f64(),
+        "concurrent": {
+            "in_flight": concurrency,
+            "writes": total,
+            "seconds": elapsed.as_secs_f64(),
+            "writes_per_second": total as f64 / elapsed.as_secs_f64(),
+        },
+        "coordinator_rss_mib": rss,
+    })
+}

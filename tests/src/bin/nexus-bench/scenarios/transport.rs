@@ -1,0 +1,84 @@
+//! The `transport` scenario: one coordinator process on loopback; connection setup (QUIC, mTLS,
+//! hello), sequential request round trips, and throughput over concurrent streams.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use nexus_protocol::identity::{IdentityKind, Role};
+use nexus_protocol::message::{Request, Response};
+use nexus_protocol::transport::{Connector, TransportConfig};
+use nexus_tests::pki::{self, TestPki};
+use nexus_tests::process::CoordinatorProcess;
+use serde_json::json;
+
+use crate::measure::{cpu_percent, percentiles, process_usage};
+
+pub(crate) async fn run(
+    connections: usize,
+    requests: usize,
+    concurrency: usize,
+) -> serde_json::Value {
+    let pki = TestPki::new();
+    let coordinator = CoordinatorProcess::start(&pki, 1).await;
+    let pid = coordinator.process.pid();
+    let credentials = pki.issue(&pki::user("bench", Role::Admin));
+    let connector = Connector::new(&credentials, TransportConfig::default()).unwrap();
+    let connect = || {
+        connector.connect(
+            coordinator.address,
+            "127.0.0.1",
+            &[IdentityKind::Coordinator],
+        )
+    };
+
+    let mut setup = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let started = Instant::now();
+        let connection = connect().await.unwrap();
+        setup.push(started.elapsed());
+        connection.close();
+    }
+
+    let connection = connect().await.unwrap();
+    let mut round_trips = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let started = Instant::now();
+        let answer = connection.request(Request::Ping).await.unwrap();
+        round_trips.push(started.elapsed());
+        assert!(matches!(answer, Response::Pong(_)));
+    }
+
+    let (_, cpu_before) = process_usage(pid);
+    let started = Instant::now();
+    let connection = Arc::new(connection);
+    let mut tasks = tokio::task::JoinSet::new();
+    let per_task = requests.div_ceil(concurrency);
+    for _ in 0..concurrency {
+        let connection = connection.clone();
+        tasks.spawn(async move {
+            for _ in 0..per_task {
+                assert!(matches!(
+                    connection.request(Request::Ping).await.unwrap(),
+                    Response::Pong(_)
+                ));
+            }
+        });
+    }
+    tasks.join_all().await;
+    let elapsed = started.elapsed();
+    let (rss_kib, cpu_after) = process_usage(pid);
+    let total = per_task * concurrency;
+    json!({
+        "scenario": "transport",
+        "connection_setup": percentiles(setup),
+        "sequential_round_trip": percentiles(round_trips),
+        "concurrent": {
+            "streams": concurrency,
+            "requests": total,
+            "seconds": elapsed.as_secs_f64(),
+            "requests_per_second": total as f64 / elapsed.as_secs_f64(),
+            "coordinator_cpu_percent_of_one_core": cpu_percent(cpu_after.saturating_sub(cpu_before), elapsed),
+        },
+        "coordinator_rss_mib": rss_kib as f64 / 1024.0,
+    })
+}
