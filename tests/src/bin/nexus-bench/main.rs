@@ -33,6 +33,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::cli::{Cli, Scenario};
+use crate::report::Report;
 use crate::scenarios::{agent_idle, detect, failover, fleet, raft_writes, start, sync, transport};
 
 #[tokio::main]
@@ -40,22 +41,22 @@ async fn main() {
     // The in-process agents (fleet, detect, sync) log only when asked: NEXUS_LOG=warn, say.
     nexus_protocol::logging::init("off");
     let cli = Cli::parse();
-    let result = match cli.scenario {
+    let report = match cli.scenario {
         Scenario::Transport {
             connections,
             requests,
             concurrency,
-        } => transport::run(connections, requests, concurrency.max(1)).await,
+        } => Report::Transport(transport::run(connections, requests, concurrency.max(1)).await),
         Scenario::Raft {
             writes,
             concurrency,
-        } => raft_writes::run(writes.max(1), concurrency.max(1)).await,
+        } => Report::Raft(raft_writes::run(writes.max(1), concurrency.max(1)).await),
         Scenario::Failover {
             kills,
             rate,
             writers,
-        } => failover::run(kills.max(1), rate.max(1.0), writers.max(1)).await,
-        Scenario::Start { trials, image } => start::run(trials.max(1), &image).await,
+        } => Report::Failover(failover::run(kills.max(1), rate.max(1.0), writers.max(1)).await),
+        Scenario::Start { trials, image } => Report::Start(start::run(trials.max(1), &image).await),
         Scenario::Sync {
             files,
             total_mb,
@@ -63,7 +64,7 @@ async fn main() {
             spacing,
         } => {
             let spacing = Duration::from_secs_f64(spacing.clamp(0.0, 3_600.0));
-            sync::run(files.max(1), total_mb, trials.max(1), spacing).await
+            Report::Sync(sync::run(files.max(1), total_mb, trials.max(1), spacing).await)
         }
         Scenario::Fleet {
             hosts,
@@ -71,7 +72,7 @@ async fn main() {
             concurrency,
             heartbeat,
             idle,
-        } => {
+        } => Report::Fleet(
             fleet::run(
                 hosts.max(1),
                 workspaces,
@@ -79,23 +80,23 @@ async fn main() {
                 heartbeat,
                 idle,
             )
-            .await
-        }
+            .await,
+        ),
         Scenario::Detect {
             hosts,
             kill_share,
             failovers,
             heartbeat,
             ttl,
-        } => detect::run(hosts.max(1), kill_share, failovers, heartbeat, ttl).await,
+        } => Report::Detect(detect::run(hosts.max(1), kill_share, failovers, heartbeat, ttl).await),
         Scenario::AgentIdle {
             runtime,
             workspaces,
             seconds,
-        } => agent_idle::run(&runtime, workspaces, seconds).await,
+        } => Report::AgentIdle(agent_idle::run(&runtime, workspaces, seconds).await),
     };
-    report::print_table(&result);
+    print!("{}", report.text());
     if let Some(path) = cli.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&result).unwrap()).unwrap();
+        std::fs::write(&path, report.json()).unwrap();
     }
 }

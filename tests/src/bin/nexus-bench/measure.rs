@@ -3,63 +3,123 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde::Serialize;
 
-/// Percentiles of durations, in milliseconds.
-pub(crate) fn percentiles(mut samples: Vec<Duration>) -> serde_json::Value {
-    samples.sort();
-    let at =
-        |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)].as_secs_f64() * 1000.0;
-    json!({ "n": samples.len(), "p50_ms": at(50), "p95_ms": at(95), "p99_ms": at(99), "max_ms": at(100) })
+/// Percentiles of a set of durations, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Percentiles {
+    pub(crate) n: usize,
+    pub(crate) p50_ms: f64,
+    pub(crate) p95_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
+}
+
+impl Percentiles {
+    /// The percentiles of `samples`, which must not be empty: a scenario that measured nothing
+    /// has failed, and fails here.
+    pub(crate) fn of(mut samples: Vec<Duration>) -> Percentiles {
+        samples.sort();
+        let at = |p: usize| {
+            samples[(samples.len() * p / 100).min(samples.len() - 1)].as_secs_f64() * 1000.0
+        };
+        Percentiles {
+            n: samples.len(),
+            p50_ms: at(50),
+            p95_ms: at(95),
+            p99_ms: at(99),
+            max_ms: at(100),
+        }
+    }
+}
+
+/// A process's share of one core over a window, and its resident memory at the window's end.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Load {
+    pub(crate) cpu_percent_of_one_core: f64,
+    pub(crate) rss_mib: f64,
+}
+
+impl Load {
+    /// The load between two readings of one process taken `over` apart.
+    pub(crate) fn between(before: &Usage, after: &Usage, over: Duration) -> Load {
+        Load {
+            cpu_percent_of_one_core: cpu_percent(
+                after.cpu_ticks.saturating_sub(before.cpu_ticks),
+                over,
+            ),
+            rss_mib: after.rss_mib(),
+        }
+    }
+
+    /// Each process's load between two readings of a set of processes, in the same order.
+    pub(crate) fn of_each(before: &[Usage], after: &[Usage], over: Duration) -> Vec<Load> {
+        before
+            .iter()
+            .zip(after)
+            .map(|(before, after)| Load::between(before, after, over))
+            .collect()
+    }
+}
+
+/// One reading of a process's counters, to take differences between.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Usage {
+    pub(crate) rss_kib: u64,
+    /// User and system CPU time, in clock ticks.
+    pub(crate) cpu_ticks: u64,
+}
+
+impl Usage {
+    /// A process's resident memory and CPU time from /proc; zeros for what cannot be read (a
+    /// process that has exited).
+    pub(crate) fn of(pid: u32) -> Usage {
+        let rss_kib = status_field(&proc_status(pid), "VmRSS:");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Usage {
+            rss_kib,
+            // utime and stime, counted from field 3 (state) as 0.
+            cpu_ticks: ticks(11) + ticks(12),
+        }
+    }
+
+    /// A reading of each of a set of processes.
+    pub(crate) fn of_each(pids: &[u32]) -> Vec<Usage> {
+        pids.iter().map(|pid| Usage::of(*pid)).collect()
+    }
+
+    pub(crate) fn rss_mib(&self) -> f64 {
+        self.rss_kib as f64 / 1024.0
+    }
+}
+
+/// A process's /proc status, or nothing if it cannot be read.
+pub(crate) fn proc_status(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
+}
+
+/// A numeric field of a /proc status (`name` with its colon, as `VmRSS:`) in its own unit (kB
+/// for memory); 0 when absent.
+pub(crate) fn status_field(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
 }
 
 /// CPU time in clock ticks (USER_HZ, 100 on Linux) as a share of one core over `over`, in %.
-pub(crate) fn cpu_percent(ticks: u64, over: Duration) -> f64 {
+fn cpu_percent(ticks: u64, over: Duration) -> f64 {
     ticks as f64 / 100.0 / over.as_secs_f64() * 100.0
-}
-
-/// A process's resident memory (KiB) and CPU time (clock ticks) from /proc.
-pub(crate) fn process_usage(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (rss, ticks(11) + ticks(12)) // utime and stime, counted from field 3 (state) as 0
-}
-
-/// CPU time (clock ticks) and resident memory (KiB) of a set of processes, to take differences.
-pub(crate) fn usage_of(pids: &[u32]) -> Vec<(u64, u64)> {
-    pids.iter().map(|pid| process_usage(*pid)).collect()
-}
-
-/// Each process's share of one core between two readings, and its resident memory at the end.
-pub(crate) fn cpu_and_rss(
-    before: &[(u64, u64)],
-    after: &[(u64, u64)],
-    over: Duration,
-) -> serde_json::Value {
-    before
-        .iter()
-        .zip(after)
-        .map(|((_, cpu0), (rss, cpu1))| {
-            json!({
-                "cpu_percent_of_one_core": cpu_percent(cpu1.saturating_sub(*cpu0), over),
-                "rss_mib": *rss as f64 / 1024.0,
-            })
-        })
-        .collect()
 }

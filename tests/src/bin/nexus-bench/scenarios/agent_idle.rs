@@ -7,11 +7,33 @@ use nexus_protocol::HostId;
 use nexus_tests::inproc::InProcessCoordinator;
 use nexus_tests::pki::{self, TestPki};
 use nexus_tests::process::Process;
-use serde_json::json;
+use serde::Serialize;
 
-use crate::measure::{cpu_percent, process_usage};
+use crate::measure::{Load, Usage, proc_status, status_field};
 
-pub(crate) async fn run(runtime: &str, workspaces: usize, seconds: u64) -> serde_json::Value {
+/// What the `agent-idle` scenario measured of the agent process.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) runtime: String,
+    pub(crate) workspaces: usize,
+    pub(crate) seconds_to_all_running: f64,
+    pub(crate) idle_seconds: f64,
+    pub(crate) agent_cpu_percent_of_one_core: f64,
+    pub(crate) agent_rss_mib: Memory,
+    pub(crate) agent_threads: u64,
+}
+
+/// The agent's resident memory over the idle window (sampled each second), and its peak over
+/// its whole life.
+#[derive(Debug, Serialize)]
+pub(crate) struct Memory {
+    pub(crate) mean: f64,
+    pub(crate) max: f64,
+    pub(crate) end: f64,
+    pub(crate) peak_ever: f64,
+}
+
+pub(crate) async fn run(runtime: &str, workspaces: usize, seconds: u64) -> Report {
     let pki = TestPki::new();
     let coordinator = InProcessCoordinator::start(&pki).await;
     let host = format!("bench-{}", std::process::id());
@@ -91,25 +113,20 @@ pub(crate) async fn run(runtime: &str, workspaces: usize, seconds: u64) -> serde
     let to_running = started.elapsed();
     // Let the start-up settle (the first stats round, the reports) before measuring idle.
     tokio::time::sleep(Duration::from_secs(15)).await;
-    let (_, cpu_before) = process_usage(pid);
+    let before = Usage::of(pid);
     let window = Instant::now();
     let mut rss_samples = Vec::new();
     while window.elapsed() < Duration::from_secs(seconds) {
-        rss_samples.push(process_usage(pid).0);
+        rss_samples.push(Usage::of(pid).rss_kib);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let (rss_end, cpu_after) = process_usage(pid);
+    let after = Usage::of(pid);
     let elapsed = window.elapsed();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let (peak_kib, threads) = (field("VmHWM:"), field("Threads:"));
+    let status = proc_status(pid);
+    let (peak_kib, threads) = (
+        status_field(&status, "VmHWM:"),
+        status_field(&status, "Threads:"),
+    );
     let max_kib = rss_samples.iter().copied().max().unwrap_or(0);
     let mean_kib = rss_samples.iter().sum::<u64>() / rss_samples.len().max(1) as u64;
     // Clean up: stop the agent (or it would make again what is removed), then remove the
@@ -119,14 +136,19 @@ pub(crate) async fn run(runtime: &str, workspaces: usize, seconds: u64) -> serde
         nexus_tests::docker::remove_host(&host);
     }
     coordinator.stop().await;
-    json!({
-        "scenario": "agent-idle",
-        "runtime": runtime,
-        "workspaces": workspaces,
-        "seconds_to_all_running": to_running.as_secs_f64(),
-        "idle_seconds": elapsed.as_secs_f64(),
-        "agent_cpu_percent_of_one_core": cpu_percent(cpu_after.saturating_sub(cpu_before), elapsed),
-        "agent_rss_mib": { "mean": mean_kib as f64 / 1024.0, "max": max_kib as f64 / 1024.0, "end": rss_end as f64 / 1024.0, "peak_ever": peak_kib as f64 / 1024.0 },
-        "agent_threads": threads,
-    })
+    Report {
+        runtime: runtime.to_string(),
+        workspaces,
+        seconds_to_all_running: to_running.as_secs_f64(),
+        idle_seconds: elapsed.as_secs_f64(),
+        agent_cpu_percent_of_one_core: Load::between(&before, &after, elapsed)
+            .cpu_percent_of_one_core,
+        agent_rss_mib: Memory {
+            mean: mean_kib as f64 / 1024.0,
+            max: max_kib as f64 / 1024.0,
+            end: after.rss_mib(),
+            peak_ever: peak_kib as f64 / 1024.0,
+        },
+        agent_threads: threads,
+    }
 }

@@ -8,10 +8,28 @@ use nexus_protocol::identity::Role;
 use nexus_tests::cluster;
 use nexus_tests::pki::{self, TestPki};
 use nexus_tests::process::connect;
-use serde_json::json;
+use serde::Serialize;
 
-use crate::measure::percentiles;
+use crate::measure::Percentiles;
 use crate::setup::{cluster_and_fleet, count_of, fleet_stats, until_count};
+
+/// What the `detect` scenario measured, and what it checked.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) hosts: usize,
+    pub(crate) heartbeat_seconds: f64,
+    pub(crate) ttl_seconds: f64,
+    pub(crate) fleet_up_seconds: f64,
+    pub(crate) failovers: usize,
+    pub(crate) leader_elected_after: Percentiles,
+    /// Hosts marked down while the leader changed: must be 0.
+    pub(crate) false_downs_after_failover: usize,
+    pub(crate) killed: usize,
+    pub(crate) detected: usize,
+    pub(crate) kill_to_down: Percentiles,
+    /// Hosts marked down that were not killed: must be 0.
+    pub(crate) live_hosts_marked_down: usize,
+}
 
 pub(crate) async fn run(
     hosts: usize,
@@ -19,7 +37,7 @@ pub(crate) async fn run(
     failovers: usize,
     heartbeat: f64,
     ttl: f64,
-) -> serde_json::Value {
+) -> Report {
     use nexus_protocol::model::HostStatus;
     let pki = TestPki::new();
     let ttl_flag = ttl.to_string();
@@ -103,18 +121,17 @@ pub(crate) async fn run(
         "{} of {killed_count} killed hosts marked down; {extra_downs} live hosts marked down too",
         detections.len()
     );
-    json!({
-        "scenario": "detect",
-        "hosts": hosts,
-        "heartbeat_seconds": heartbeat,
-        "ttl_seconds": ttl,
-        "fleet_up_seconds": up.as_secs_f64(),
-        "failovers": failovers,
-        "leader_elected_after": percentiles(failover_times),
-        "false_downs_after_failover": false_downs,
-        "killed": killed_count,
-        "detected": detections.len(),
-        "kill_to_down": percentiles(detections),
-        "live_hosts_marked_down": extra_downs,
-    })
+    Report {
+        hosts,
+        heartbeat_seconds: heartbeat,
+        ttl_seconds: ttl,
+        fleet_up_seconds: up.as_secs_f64(),
+        failovers,
+        leader_elected_after: Percentiles::of(failover_times),
+        false_downs_after_failover: false_downs,
+        killed: killed_count,
+        detected: detections.len(),
+        kill_to_down: Percentiles::of(detections),
+        live_hosts_marked_down: extra_downs,
+    }
 }

@@ -12,12 +12,36 @@ use nexus_protocol::message::{Request, Response};
 use nexus_protocol::transport::{Connector, TransportConfig};
 use nexus_tests::cluster::{self, TestCluster};
 use nexus_tests::pki::{self, TestPki};
-use serde_json::json;
+use serde::Serialize;
 
-use crate::measure::percentiles;
+use crate::measure::Percentiles;
 use crate::setup::register_once;
 
-pub(crate) async fn run(kills: usize, rate: f64, writers: usize) -> serde_json::Value {
+/// What the `failover` scenario measured, and what it checked.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) kill_to_first_write: Percentiles,
+    /// The most terms one failover took (one: a single election); none without failovers.
+    pub(crate) terms_per_failover_max: Option<u64>,
+    pub(crate) stream: Stream,
+    /// Acknowledged writes missing at the leader: must be 0.
+    pub(crate) acknowledged_missing_at_leader: usize,
+    /// Acknowledged writes missing on each member once caught up: must be 0 each.
+    pub(crate) acknowledged_missing_on_members: Vec<usize>,
+}
+
+/// The steady stream of writes that ran through the kills.
+#[derive(Debug, Serialize)]
+pub(crate) struct Stream {
+    pub(crate) writers: usize,
+    pub(crate) rate_asked: f64,
+    pub(crate) acknowledged: usize,
+    pub(crate) writes_per_second: f64,
+    pub(crate) latency: Percentiles,
+    pub(crate) longest_gap_ms: f64,
+}
+
+pub(crate) async fn run(kills: usize, rate: f64, writers: usize) -> Report {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let pki = Arc::new(TestPki::new());
     // The stream's hosts never heartbeat: an hour's TTL keeps the leader from marking them down
@@ -180,21 +204,20 @@ pub(crate) async fn run(kills: usize, rate: f64, writers: usize) -> serde_json::
         .map(|w| w[1] - w[0])
         .max()
         .unwrap_or_default();
-    json!({
-        "scenario": "failover",
-        "kill_to_first_write": percentiles(samples),
-        "terms_per_failover_max": elections.iter().max(),
-        "stream": {
-            "writers": writers,
-            "rate_asked": rate,
-            "acknowledged": acked.len(),
-            "writes_per_second": acked.len() as f64 / stream_seconds,
-            "latency": percentiles(acked.iter().map(|a| a.latency).collect()),
-            "longest_gap_ms": longest_gap.as_secs_f64() * 1000.0,
+    Report {
+        kill_to_first_write: Percentiles::of(samples),
+        terms_per_failover_max: elections.iter().max().copied(),
+        stream: Stream {
+            writers,
+            rate_asked: rate,
+            acknowledged: acked.len(),
+            writes_per_second: acked.len() as f64 / stream_seconds,
+            latency: Percentiles::of(acked.iter().map(|a| a.latency).collect()),
+            longest_gap_ms: longest_gap.as_secs_f64() * 1000.0,
         },
-        "acknowledged_missing_at_leader": at_leader,
-        "acknowledged_missing_on_members": on_members,
-    })
+        acknowledged_missing_at_leader: at_leader,
+        acknowledged_missing_on_members: on_members,
+    }
 }
 
 /// A write of the failover stream that the cluster acknowledged.

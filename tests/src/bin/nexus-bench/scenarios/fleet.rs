@@ -12,10 +12,56 @@ use nexus_protocol::message::{Request, Response};
 use nexus_tests::cluster;
 use nexus_tests::pki::{self, TestPki};
 use nexus_tests::process::connect;
-use serde_json::json;
+use serde::Serialize;
 
-use crate::measure::{cpu_and_rss, percentiles, usage_of};
+use crate::measure::{Load, Percentiles, Usage};
 use crate::setup::{cluster_and_fleet, count_of, fleet_stats};
+
+/// What the `fleet` scenario measured, and what it checked.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) hosts: usize,
+    pub(crate) workspaces: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) heartbeat_seconds: f64,
+    pub(crate) fleet_up_seconds: f64,
+    pub(crate) idle: Idle,
+    pub(crate) placed: usize,
+    pub(crate) refused: usize,
+    pub(crate) placement_seconds: f64,
+    pub(crate) placements_per_second: f64,
+    pub(crate) running: usize,
+    pub(crate) all_running_seconds: f64,
+    pub(crate) create_latency: Percentiles,
+    pub(crate) busy: Busy,
+    pub(crate) check: Check,
+}
+
+/// The coordinators' load with the fleet idle: heartbeats and nothing else.
+#[derive(Debug, Serialize)]
+pub(crate) struct Idle {
+    pub(crate) seconds: u64,
+    pub(crate) heartbeats_per_second: f64,
+    /// Each coordinator's, in the cluster's order.
+    pub(crate) coordinators: Vec<Load>,
+    /// The leader's index in `coordinators`.
+    pub(crate) leader: usize,
+}
+
+/// The coordinators' load from the first create until every workspace ran.
+#[derive(Debug, Serialize)]
+pub(crate) struct Busy {
+    pub(crate) coordinators: Vec<Load>,
+}
+
+/// The fleet's state after the creates, as its agents hold it: every count must be 0.
+#[derive(Debug, Serialize)]
+pub(crate) struct Check {
+    pub(crate) missing: usize,
+    pub(crate) doubled: usize,
+    pub(crate) unexpected: usize,
+    pub(crate) hosts_over_limit: usize,
+}
 
 pub(crate) async fn run(
     hosts: usize,
@@ -23,7 +69,7 @@ pub(crate) async fn run(
     concurrency: usize,
     heartbeat: f64,
     idle: u64,
-) -> serde_json::Value {
+) -> Report {
     use nexus_protocol::message::{AdminRequest, WorkspaceRequest};
     use nexus_protocol::model::{ResourceClass, WorkspaceSpec, WorkspaceState};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,16 +86,14 @@ pub(crate) async fn run(
     let leader_index = cluster.index_of(leader.node.get());
 
     // The leader's load with the fleet idle: heartbeats and nothing else.
-    let before = usage_of(&pids);
+    let before = Usage::of_each(&pids);
     let window = Instant::now();
     tokio::time::sleep(Duration::from_secs(idle)).await;
-    let idle_usage = cpu_and_rss(&before, &usage_of(&pids), window.elapsed());
+    let idle_usage = Load::of_each(&before, &Usage::of_each(&pids), window.elapsed());
     println!(
         "idle, {hosts} hosts heartbeating every {heartbeat} s ({:.0}/s): leader at {:.1} % of a core",
         hosts as f64 / heartbeat,
-        idle_usage[leader_index]["cpu_percent_of_one_core"]
-            .as_f64()
-            .unwrap_or(0.0)
+        idle_usage[leader_index].cpu_percent_of_one_core
     );
 
     // M creates, `concurrency` in flight, over a few connections to the leader.
@@ -66,7 +110,7 @@ pub(crate) async fn run(
     }
     let connections = Arc::new(connections);
     let next = Arc::new(AtomicUsize::new(0));
-    let before = usage_of(&pids);
+    let before = Usage::of_each(&pids);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for task in 0..concurrency {
@@ -245,7 +289,7 @@ pub(crate) async fn run(
             }
         }
     }
-    let busy_usage = cpu_and_rss(&before, &usage_of(&pids), running_in);
+    let busy_usage = Load::of_each(&before, &Usage::of_each(&pids), running_in);
     println!(
         "{running} of {placed} running (as their agents report) {:.2} s after the first create",
         running_in.as_secs_f64()
@@ -298,24 +342,35 @@ pub(crate) async fn run(
         "check: {missing} missing, {doubled} on two hosts, {unexpected} unexpected, {over_limit} hosts over a limit (all must be 0); busiest host {}",
         per_host.values().max().unwrap_or(&0)
     );
-    json!({
-        "scenario": "fleet",
-        "hosts": hosts,
-        "workspaces": workspaces,
-        "concurrency": concurrency,
-        "heartbeat_seconds": heartbeat,
-        "fleet_up_seconds": up.as_secs_f64(),
-        "idle": { "seconds": idle, "heartbeats_per_second": hosts as f64 / heartbeat, "coordinators": idle_usage, "leader": leader_index },
-        "placed": placed,
-        "refused": refused.len(),
-        "placement_seconds": placed_in.as_secs_f64(),
-        "placements_per_second": placed as f64 / placed_in.as_secs_f64(),
-        "running": running,
-        "all_running_seconds": running_in.as_secs_f64(),
-        "create_latency": percentiles(latencies),
-        "busy": { "coordinators": busy_usage },
-        "check": { "missing": missing, "doubled": doubled, "unexpected": unexpected, "hosts_over_limit": over_limit },
-    })
+    Report {
+        hosts,
+        workspaces,
+        concurrency,
+        heartbeat_seconds: heartbeat,
+        fleet_up_seconds: up.as_secs_f64(),
+        idle: Idle {
+            seconds: idle,
+            heartbeats_per_second: hosts as f64 / heartbeat,
+            coordinators: idle_usage,
+            leader: leader_index,
+        },
+        placed,
+        refused: refused.len(),
+        placement_seconds: placed_in.as_secs_f64(),
+        placements_per_second: placed as f64 / placed_in.as_secs_f64(),
+        running,
+        all_running_seconds: running_in.as_secs_f64(),
+        create_latency: Percentiles::of(latencies),
+        busy: Busy {
+            coordinators: busy_usage,
+        },
+        check: Check {
+            missing,
+            doubled,
+            unexpected,
+            hosts_over_limit: over_limit,
+        },
+    }
 }
 
 /// What a hollow host's agent saved of `workspace` in its desired state: whether its agent

@@ -7,12 +7,32 @@ use nexus_protocol::RequestId;
 use nexus_tests::cluster::TestCluster;
 use nexus_tests::pki::{self, TestPki};
 use nexus_tests::process::connect;
-use serde_json::json;
+use serde::Serialize;
 
-use crate::measure::{percentiles, process_usage};
+use crate::measure::{Percentiles, Usage};
 use crate::setup::register_once;
 
-pub(crate) async fn run(writes: usize, concurrency: usize) -> serde_json::Value {
+/// What the `raft` scenario measured.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) sequential_write_at_leader: Percentiles,
+    pub(crate) sequential_write_at_follower: Percentiles,
+    pub(crate) sequential_writes_per_second: f64,
+    pub(crate) concurrent: Concurrent,
+    /// Each running coordinator's resident memory at the end.
+    pub(crate) coordinator_rss_mib: Vec<f64>,
+}
+
+/// Writes with many in flight at the leader.
+#[derive(Debug, Serialize)]
+pub(crate) struct Concurrent {
+    pub(crate) in_flight: usize,
+    pub(crate) writes: usize,
+    pub(crate) seconds: f64,
+    pub(crate) writes_per_second: f64,
+}
+
+pub(crate) async fn run(writes: usize, concurrency: usize) -> Report {
     let pki = TestPki::new();
     let cluster = TestCluster::start(&pki, 3, &[]).await;
     let leader = cluster.leader(&pki, Duration::from_secs(20)).await;
@@ -64,19 +84,19 @@ pub(crate) async fn run(writes: usize, concurrency: usize) -> serde_json::Value 
         .running
         .iter()
         .flatten()
-        .map(|p| process_usage(p.process.pid()).0 as f64 / 1024.0)
+        .map(|p| Usage::of(p.process.pid()).rss_mib())
         .collect();
-    json!({
-        "scenario": "raft",
-        "sequential_write_at_leader": percentiles(leader_samples.clone()),
-        "sequential_write_at_follower": percentiles(follower_samples),
-        "sequential_writes_per_second": writes as f64 / leader_samples.iter().sum::<Duration>().as_secs_f64(),
-        "concurrent": {
-            "in_flight": concurrency,
-            "writes": total,
-            "seconds": elapsed.as_secs_f64(),
-            "writes_per_second": total as f64 / elapsed.as_secs_f64(),
+    Report {
+        sequential_writes_per_second: writes as f64
+            / leader_samples.iter().sum::<Duration>().as_secs_f64(),
+        sequential_write_at_leader: Percentiles::of(leader_samples),
+        sequential_write_at_follower: Percentiles::of(follower_samples),
+        concurrent: Concurrent {
+            in_flight: concurrency,
+            writes: total,
+            seconds: elapsed.as_secs_f64(),
+            writes_per_second: total as f64 / elapsed.as_secs_f64(),
         },
-        "coordinator_rss_mib": rss,
-    })
+        coordinator_rss_mib: rss,
+    }
 }

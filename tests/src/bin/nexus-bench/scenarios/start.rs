@@ -8,11 +8,21 @@ use nexus_protocol::identity::Role;
 use nexus_protocol::message::{Request, Response};
 use nexus_tests::cluster::{self, TestCluster};
 use nexus_tests::pki::{self, TestPki};
-use serde_json::json;
+use serde::Serialize;
 
-use crate::measure::percentiles;
+use crate::measure::Percentiles;
 
-pub(crate) async fn run(trials: usize, image: &str) -> serde_json::Value {
+/// What the `start` scenario measured: each a CLI invocation, from spawn to exit.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) trials: usize,
+    pub(crate) image: String,
+    pub(crate) create_to_running: Percentiles,
+    pub(crate) warm_start: Percentiles,
+    pub(crate) switch: Percentiles,
+}
+
+pub(crate) async fn run(trials: usize, image: &str) -> Report {
     let pki = TestPki::new();
     let cluster = TestCluster::start(&pki, 3, &[]).await;
     cluster.leader(&pki, Duration::from_secs(20)).await;
@@ -59,41 +69,40 @@ pub(crate) async fn run(trials: usize, image: &str) -> serde_json::Value {
             "1000000".into(),
         ]
     };
-    let run = |args: &[String]| {
+    let timed = |args: &[String]| {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         timed_cli(&pki, &coordinators, &args)
     };
     // One untimed round first: the image's layers and the CLI's binary into the page cache.
-    run(&create("warmup"));
-    run(&["workspace".into(), "destroy".into(), "warmup".into()]);
+    timed(&create("warmup"));
+    timed(&["workspace".into(), "destroy".into(), "warmup".into()]);
 
     let mut created = Vec::with_capacity(trials);
     for i in 0..trials {
         let name = format!("c{i}");
-        created.push(run(&create(&name)));
-        run(&["workspace".into(), "destroy".into(), name]);
+        created.push(timed(&create(&name)));
+        timed(&["workspace".into(), "destroy".into(), name]);
     }
-    run(&create("warm"));
+    timed(&create("warm"));
     let mut warm = Vec::with_capacity(trials);
     for _ in 0..trials {
-        run(&["workspace".into(), "stop".into(), "warm".into()]);
-        warm.push(run(&["workspace".into(), "start".into(), "warm".into()]));
+        timed(&["workspace".into(), "stop".into(), "warm".into()]);
+        warm.push(timed(&["workspace".into(), "start".into(), "warm".into()]));
     }
-    run(&create("other"));
+    timed(&create("other"));
     let mut switched = Vec::with_capacity(trials);
     for i in 0..trials {
         let target = if i % 2 == 0 { "warm" } else { "other" };
-        switched.push(run(&["workspace".into(), "switch".into(), target.into()]));
+        switched.push(timed(&["workspace".into(), "switch".into(), target.into()]));
     }
     drop(agent);
-    json!({
-        "scenario": "start",
-        "trials": trials,
-        "image": image,
-        "create_to_running": percentiles(created),
-        "warm_start": percentiles(warm),
-        "switch": percentiles(switched),
-    })
+    Report {
+        trials,
+        image: image.to_string(),
+        create_to_running: Percentiles::of(created),
+        warm_start: Percentiles::of(warm),
+        switch: Percentiles::of(switched),
+    }
 }
 
 /// Runs one `nexus` CLI command as Ada and returns how long it took; panics if it failed.

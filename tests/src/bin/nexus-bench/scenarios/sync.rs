@@ -10,16 +10,30 @@ use nexus_protocol::transport::{Connector, TransportConfig};
 use nexus_tests::inproc::InProcessCoordinator;
 use nexus_tests::pki::{self, TestPki};
 use nexus_tests::process::connect;
-use serde_json::json;
+use serde::Serialize;
 
-use crate::measure::percentiles;
+use crate::measure::Percentiles;
 
-pub(crate) async fn run(
-    files: usize,
-    total_mb: usize,
-    trials: usize,
-    spacing: Duration,
-) -> serde_json::Value {
+/// What the `sync` scenario measured.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) files: usize,
+    pub(crate) total_mb: usize,
+    pub(crate) initial_seconds: f64,
+    pub(crate) spacing_seconds: f64,
+    /// A single-file change here: from the write to the end of the cycle that carried it.
+    pub(crate) change_cycle: Percentiles,
+    /// Both sides asked what changed since the last cycle, with nothing changed.
+    pub(crate) quiet_look_both: Percentiles,
+    /// The workspace's whole tree, as a fresh session asks for it.
+    pub(crate) whole_remote_tree: Percentiles,
+    /// A change in the workspace: from the write to the agent's answer to the wait.
+    pub(crate) workspace_change_told: Percentiles,
+    /// A change in the workspace: from the write to its landing here.
+    pub(crate) workspace_change_landed: Percentiles,
+}
+
+pub(crate) async fn run(files: usize, total_mb: usize, trials: usize, spacing: Duration) -> Report {
     use nexus_sync::filter::Filter;
     use nexus_sync::remote::RemoteEndpoint;
     use nexus_sync::session::{Endpoint, LocalEndpoint, SessionState, cycle};
@@ -176,16 +190,15 @@ pub(crate) async fn run(
     }
     drop(agent);
     coordinator.stop().await;
-    json!({
-        "scenario": "sync",
-        "files": files,
-        "total_mb": total_mb,
-        "initial_seconds": initial.as_secs_f64(),
-        "spacing_seconds": spacing.as_secs_f64(),
-        "change_cycle": percentiles(cycles),
-        "quiet_look_both": percentiles(scans),
-        "whole_remote_tree": percentiles(remote_scans),
-        "workspace_change_told": percentiles(told),
-        "workspace_change_landed": percentiles(remote_changes),
-    })
+    Report {
+        files,
+        total_mb,
+        initial_seconds: initial.as_secs_f64(),
+        spacing_seconds: spacing.as_secs_f64(),
+        change_cycle: Percentiles::of(cycles),
+        quiet_look_both: Percentiles::of(scans),
+        whole_remote_tree: Percentiles::of(remote_scans),
+        workspace_change_told: Percentiles::of(told),
+        workspace_change_landed: Percentiles::of(remote_changes),
+    }
 }

@@ -9,15 +9,30 @@ use nexus_protocol::message::{Request, Response};
 use nexus_protocol::transport::{Connector, TransportConfig};
 use nexus_tests::pki::{self, TestPki};
 use nexus_tests::process::CoordinatorProcess;
-use serde_json::json;
+use serde::Serialize;
 
-use crate::measure::{cpu_percent, percentiles, process_usage};
+use crate::measure::{Load, Percentiles, Usage};
 
-pub(crate) async fn run(
-    connections: usize,
-    requests: usize,
-    concurrency: usize,
-) -> serde_json::Value {
+/// What the `transport` scenario measured.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) connection_setup: Percentiles,
+    pub(crate) sequential_round_trip: Percentiles,
+    pub(crate) concurrent: Concurrent,
+    pub(crate) coordinator_rss_mib: f64,
+}
+
+/// Requests over concurrent streams on one connection.
+#[derive(Debug, Serialize)]
+pub(crate) struct Concurrent {
+    pub(crate) streams: usize,
+    pub(crate) requests: usize,
+    pub(crate) seconds: f64,
+    pub(crate) requests_per_second: f64,
+    pub(crate) coordinator_cpu_percent_of_one_core: f64,
+}
+
+pub(crate) async fn run(connections: usize, requests: usize, concurrency: usize) -> Report {
     let pki = TestPki::new();
     let coordinator = CoordinatorProcess::start(&pki, 1).await;
     let pid = coordinator.process.pid();
@@ -48,7 +63,7 @@ pub(crate) async fn run(
         assert!(matches!(answer, Response::Pong(_)));
     }
 
-    let (_, cpu_before) = process_usage(pid);
+    let before = Usage::of(pid);
     let started = Instant::now();
     let connection = Arc::new(connection);
     let mut tasks = tokio::task::JoinSet::new();
@@ -66,19 +81,18 @@ pub(crate) async fn run(
     }
     tasks.join_all().await;
     let elapsed = started.elapsed();
-    let (rss_kib, cpu_after) = process_usage(pid);
+    let load = Load::between(&before, &Usage::of(pid), elapsed);
     let total = per_task * concurrency;
-    json!({
-        "scenario": "transport",
-        "connection_setup": percentiles(setup),
-        "sequential_round_trip": percentiles(round_trips),
-        "concurrent": {
-            "streams": concurrency,
-            "requests": total,
-            "seconds": elapsed.as_secs_f64(),
-            "requests_per_second": total as f64 / elapsed.as_secs_f64(),
-            "coordinator_cpu_percent_of_one_core": cpu_percent(cpu_after.saturating_sub(cpu_before), elapsed),
+    Report {
+        connection_setup: Percentiles::of(setup),
+        sequential_round_trip: Percentiles::of(round_trips),
+        concurrent: Concurrent {
+            streams: concurrency,
+            requests: total,
+            seconds: elapsed.as_secs_f64(),
+            requests_per_second: total as f64 / elapsed.as_secs_f64(),
+            coordinator_cpu_percent_of_one_core: load.cpu_percent_of_one_core,
         },
-        "coordinator_rss_mib": rss_kib as f64 / 1024.0,
-    })
+        coordinator_rss_mib: load.rss_mib,
+    }
 }
