@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::scenarios::{agent_idle, detect, failover, fleet, raft_writes, start, sync, transport};
+
 #[derive(Debug, Parser)]
 #[command(name = "nexus-bench", about = "Measure Nexus against real processes")]
 pub(crate) struct Cli {
@@ -19,114 +21,37 @@ pub(crate) struct Cli {
 pub(crate) enum Scenario {
     /// One real nexus-coordinator on loopback: connection setup (QUIC + mTLS + hello), request
     /// round trips, and throughput with concurrent streams on one connection.
-    Transport {
-        #[arg(long, default_value_t = 200)]
-        connections: usize,
-        #[arg(long, default_value_t = 5_000)]
-        requests: usize,
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-    },
+    Transport(transport::Args),
     /// Three real coordinators on loopback (synced RocksDB): the latency of one write at a time
     /// (at the leader, and at a follower that forwards it), and throughput with many in flight
     /// (Raft batches them into shared appends and fsyncs).
-    Raft {
-        #[arg(long, default_value_t = 1_000)]
-        writes: usize,
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-    },
+    Raft(raft_writes::Args),
     /// Three real coordinators and a steady stream of writes: SIGKILL the leader, and time until
     /// a write sent after the kill is acknowledged; restart the killed node, let it catch up,
     /// repeat. Then check that every acknowledged write is in the state of every member.
-    Failover {
-        #[arg(long, default_value_t = 20)]
-        kills: usize,
-        /// Writes per second in the steady stream.
-        #[arg(long, default_value_t = 100.0)]
-        rate: f64,
-        /// Writers of the stream, each with one write in flight.
-        #[arg(long, default_value_t = 8)]
-        writers: usize,
-    },
+    Failover(failover::Args),
     /// Workspace start latency through the `nexus` CLI, on Docker: three real coordinators and
     /// one real agent. Each trial is one CLI invocation, timed from spawn to exit (the CLI waits
     /// until the agent reports the workspace running): create → running, warm start (stopped →
     /// running, the same container) and switch (stop one, start the other).
-    Start {
-        #[arg(long, default_value_t = 50)]
-        trials: usize,
-        #[arg(long, default_value = "nexus-test/busybox:latest")]
-        image: String,
-    },
+    Start(start::Args),
     /// File sync through a real agent (hollow runtime: the workspace's files directory is real)
     /// over QUIC with mTLS on loopback: the initial sync of a tree of N files, then the time of
     /// one sync cycle after a single-file change on the local side, over T trials.
-    Sync {
-        #[arg(long, default_value_t = 10_000)]
-        files: usize,
-        /// The tree's total size.
-        #[arg(long, default_value_t = 200)]
-        total_mb: usize,
-        #[arg(long, default_value_t = 50)]
-        trials: usize,
-        /// Seconds between trials: spread over minutes, trials meet the sides' periodic full
-        /// scans as a long session does.
-        #[arg(long, default_value_t = 0.0)]
-        spacing: f64,
-    },
+    Sync(sync::Args),
     /// Fleet-scale scheduling: three real coordinators and N hollow agents in this process (the
     /// real agent code on the simulated runtime, each with its own certificate and QUIC
     /// connection), then M workspace creates issued concurrently. Reports the placements
     /// committed per second, the time until every workspace runs as its agent reports it,
     /// create latency, the coordinators' CPU and memory, and the leader's heartbeat load; then
     /// checks that no host is over a limit and that no workspace is missing or doubled.
-    Fleet {
-        #[arg(long, default_value_t = 1_000)]
-        hosts: usize,
-        #[arg(long, default_value_t = 10_000)]
-        workspaces: usize,
-        /// Creates in flight at once.
-        #[arg(long, default_value_t = 512)]
-        concurrency: usize,
-        /// Seconds between an agent's heartbeats (the agent's default is 5).
-        #[arg(long, default_value_t = 5.0)]
-        heartbeat: f64,
-        /// Seconds the leader's idle load is measured before the creates.
-        #[arg(long, default_value_t = 10)]
-        idle: u64,
-    },
+    Fleet(fleet::Args),
     /// Dead-host detection: three real coordinators and N hollow agents. First the leader is
     /// killed K times (hosts marked down meanwhile are false downs: must be zero); then a share
     /// of the hosts dies at once, and the time until each is marked down is measured.
-    Detect {
-        #[arg(long, default_value_t = 1_000)]
-        hosts: usize,
-        /// The share of hosts killed, 0–1.
-        #[arg(long, default_value_t = 0.1)]
-        kill_share: f64,
-        /// Leader kills before the hosts die.
-        #[arg(long, default_value_t = 1)]
-        failovers: usize,
-        /// Seconds between heartbeats.
-        #[arg(long, default_value_t = 5.0)]
-        heartbeat: f64,
-        /// Seconds of silence before a host is marked down (the coordinator's --host-ttl, and
-        /// its default).
-        #[arg(long, default_value_t = 14.0)]
-        ttl: f64,
-    },
+    Detect(detect::Args),
     /// The agent's footprint: a real nexus-agent process (defaults: 5 s heartbeats, 10 s stats)
     /// with N running workspaces assigned by an in-process coordinator, then idle for a while:
     /// its resident memory and CPU over the idle window.
-    AgentIdle {
-        /// docker or hollow.
-        #[arg(long, default_value = "docker")]
-        runtime: String,
-        #[arg(long, default_value_t = 50)]
-        workspaces: usize,
-        /// Seconds of idling measured.
-        #[arg(long, default_value_t = 300)]
-        seconds: u64,
-    },
+    AgentIdle(agent_idle::Args),
 }

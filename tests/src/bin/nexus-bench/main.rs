@@ -28,8 +28,6 @@ mod report;
 mod scenarios;
 mod setup;
 
-use std::time::Duration;
-
 use clap::Parser;
 
 use crate::cli::{Cli, Scenario};
@@ -42,58 +40,14 @@ async fn main() {
     nexus_protocol::logging::init("off");
     let cli = Cli::parse();
     let report = match cli.scenario {
-        Scenario::Transport {
-            connections,
-            requests,
-            concurrency,
-        } => Report::Transport(transport::run(connections, requests, concurrency.max(1)).await),
-        Scenario::Raft {
-            writes,
-            concurrency,
-        } => Report::Raft(raft_writes::run(writes.max(1), concurrency.max(1)).await),
-        Scenario::Failover {
-            kills,
-            rate,
-            writers,
-        } => Report::Failover(failover::run(kills.max(1), rate.max(1.0), writers.max(1)).await),
-        Scenario::Start { trials, image } => Report::Start(start::run(trials.max(1), &image).await),
-        Scenario::Sync {
-            files,
-            total_mb,
-            trials,
-            spacing,
-        } => {
-            let spacing = Duration::from_secs_f64(spacing.clamp(0.0, 3_600.0));
-            Report::Sync(sync::run(files.max(1), total_mb, trials.max(1), spacing).await)
-        }
-        Scenario::Fleet {
-            hosts,
-            workspaces,
-            concurrency,
-            heartbeat,
-            idle,
-        } => Report::Fleet(
-            fleet::run(
-                hosts.max(1),
-                workspaces,
-                concurrency.max(1),
-                heartbeat,
-                idle,
-            )
-            .await,
-        ),
-        Scenario::Detect {
-            hosts,
-            kill_share,
-            failovers,
-            heartbeat,
-            ttl,
-        } => Report::Detect(detect::run(hosts.max(1), kill_share, failovers, heartbeat, ttl).await),
-        Scenario::AgentIdle {
-            runtime,
-            workspaces,
-            seconds,
-        } => Report::AgentIdle(agent_idle::run(&runtime, workspaces, seconds).await),
+        Scenario::Transport(args) => Report::Transport(transport::run(args).await),
+        Scenario::Raft(args) => Report::Raft(raft_writes::run(args).await),
+        Scenario::Failover(args) => Report::Failover(failover::run(args).await),
+        Scenario::Start(args) => Report::Start(start::run(args).await),
+        Scenario::Sync(args) => Report::Sync(sync::run(args).await),
+        Scenario::Fleet(args) => Report::Fleet(fleet::run(args).await),
+        Scenario::Detect(args) => Report::Detect(detect::run(args).await),
+        Scenario::AgentIdle(args) => Report::AgentIdle(agent_idle::run(args).await),
     };
     print!("{}", report.text());
     if let Some(path) = cli.json {

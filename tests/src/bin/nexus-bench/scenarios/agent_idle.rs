@@ -11,6 +11,19 @@ use serde::Serialize;
 
 use crate::measure::{Load, Usage, proc_status, status_field};
 
+/// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// docker or hollow.
+    #[arg(long, default_value = "docker")]
+    pub(crate) runtime: String,
+    #[arg(long, default_value_t = 50)]
+    pub(crate) workspaces: usize,
+    /// Seconds of idling measured.
+    #[arg(long, default_value_t = 300)]
+    pub(crate) seconds: u64,
+}
+
 /// What the `agent-idle` scenario measured of the agent process.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
@@ -33,7 +46,8 @@ pub(crate) struct Memory {
     pub(crate) peak_ever: f64,
 }
 
-pub(crate) async fn run(runtime: &str, workspaces: usize, seconds: u64) -> Report {
+pub(crate) async fn run(args: Args) -> Report {
+    let (runtime, workspaces, seconds) = (args.runtime.as_str(), args.workspaces, args.seconds);
     let pki = TestPki::new();
     let coordinator = InProcessCoordinator::start(&pki).await;
     let host = format!("bench-{}", std::process::id());

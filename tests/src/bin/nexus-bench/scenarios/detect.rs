@@ -13,6 +13,26 @@ use serde::Serialize;
 use crate::measure::Percentiles;
 use crate::setup::{cluster_and_fleet, count_of, fleet_stats, until_count};
 
+/// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) hosts: usize,
+    /// The share of hosts killed, 0–1.
+    #[arg(long, default_value_t = 0.1)]
+    pub(crate) kill_share: f64,
+    /// Leader kills before the hosts die.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) failovers: usize,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) heartbeat: f64,
+    /// Seconds of silence before a host is marked down (the coordinator's --host-ttl, and
+    /// its default).
+    #[arg(long, default_value_t = 14.0)]
+    pub(crate) ttl: f64,
+}
+
 /// What the `detect` scenario measured, and what it checked.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
@@ -31,13 +51,15 @@ pub(crate) struct Report {
     pub(crate) live_hosts_marked_down: usize,
 }
 
-pub(crate) async fn run(
-    hosts: usize,
-    kill_share: f64,
-    failovers: usize,
-    heartbeat: f64,
-    ttl: f64,
-) -> Report {
+pub(crate) async fn run(args: Args) -> Report {
+    let Args {
+        hosts,
+        kill_share,
+        failovers,
+        heartbeat,
+        ttl,
+    } = args;
+    let hosts = hosts.max(1);
     use nexus_protocol::model::HostStatus;
     let pki = TestPki::new();
     let ttl_flag = ttl.to_string();

@@ -17,6 +17,19 @@ use serde::Serialize;
 use crate::measure::Percentiles;
 use crate::setup::register_once;
 
+/// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[arg(long, default_value_t = 20)]
+    pub(crate) kills: usize,
+    /// Writes per second in the steady stream.
+    #[arg(long, default_value_t = 100.0)]
+    pub(crate) rate: f64,
+    /// Writers of the stream, each with one write in flight.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) writers: usize,
+}
+
 /// What the `failover` scenario measured, and what it checked.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
@@ -41,7 +54,8 @@ pub(crate) struct Stream {
     pub(crate) longest_gap_ms: f64,
 }
 
-pub(crate) async fn run(kills: usize, rate: f64, writers: usize) -> Report {
+pub(crate) async fn run(args: Args) -> Report {
+    let (kills, rate, writers) = (args.kills.max(1), args.rate.max(1.0), args.writers.max(1));
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let pki = Arc::new(TestPki::new());
     // The stream's hosts never heartbeat: an hour's TTL keeps the leader from marking them down

@@ -17,6 +17,24 @@ use serde::Serialize;
 use crate::measure::{Load, Percentiles, Usage};
 use crate::setup::{cluster_and_fleet, count_of, fleet_stats};
 
+/// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) hosts: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) workspaces: usize,
+    /// Creates in flight at once.
+    #[arg(long, default_value_t = 512)]
+    pub(crate) concurrency: usize,
+    /// Seconds between an agent's heartbeats (the agent's default is 5).
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) heartbeat: f64,
+    /// Seconds the leader's idle load is measured before the creates.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) idle: u64,
+}
+
 /// What the `fleet` scenario measured, and what it checked.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
@@ -63,13 +81,15 @@ pub(crate) struct Check {
     pub(crate) hosts_over_limit: usize,
 }
 
-pub(crate) async fn run(
-    hosts: usize,
-    workspaces: usize,
-    concurrency: usize,
-    heartbeat: f64,
-    idle: u64,
-) -> Report {
+pub(crate) async fn run(args: Args) -> Report {
+    let Args {
+        hosts,
+        workspaces,
+        concurrency,
+        heartbeat,
+        idle,
+    } = args;
+    let (hosts, concurrency) = (hosts.max(1), concurrency.max(1));
     use nexus_protocol::message::{AdminRequest, WorkspaceRequest};
     use nexus_protocol::model::{ResourceClass, WorkspaceSpec, WorkspaceState};
     use std::sync::atomic::{AtomicUsize, Ordering};

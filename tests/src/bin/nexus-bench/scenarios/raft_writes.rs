@@ -12,6 +12,15 @@ use serde::Serialize;
 use crate::measure::{Percentiles, Usage};
 use crate::setup::register_once;
 
+/// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) writes: usize,
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+}
+
 /// What the `raft` scenario measured.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
@@ -32,7 +41,8 @@ pub(crate) struct Concurrent {
     pub(crate) writes_per_second: f64,
 }
 
-pub(crate) async fn run(writes: usize, concurrency: usize) -> Report {
+pub(crate) async fn run(args: Args) -> Report {
+    let (writes, concurrency) = (args.writes.max(1), args.concurrency.max(1));
     let pki = TestPki::new();
     let cluster = TestCluster::start(&pki, 3, &[]).await;
     let leader = cluster.leader(&pki, Duration::from_secs(20)).await;

@@ -12,6 +12,15 @@ use serde::Serialize;
 
 use crate::measure::Percentiles;
 
+/// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[arg(long, default_value_t = 50)]
+    pub(crate) trials: usize,
+    #[arg(long, default_value = "nexus-test/busybox:latest")]
+    pub(crate) image: String,
+}
+
 /// What the `start` scenario measured: each a CLI invocation, from spawn to exit.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
@@ -22,7 +31,8 @@ pub(crate) struct Report {
     pub(crate) switch: Percentiles,
 }
 
-pub(crate) async fn run(trials: usize, image: &str) -> Report {
+pub(crate) async fn run(args: Args) -> Report {
+    let (trials, image) = (args.trials.max(1), args.image.as_str());
     let pki = TestPki::new();
     let cluster = TestCluster::start(&pki, 3, &[]).await;
     cluster.leader(&pki, Duration::from_secs(20)).await;

@@ -14,6 +14,22 @@ use serde::Serialize;
 
 use crate::measure::Percentiles;
 
+/// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) files: usize,
+    /// The tree's total size.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) total_mb: usize,
+    #[arg(long, default_value_t = 50)]
+    pub(crate) trials: usize,
+    /// Seconds between trials: spread over minutes, trials meet the sides' periodic full
+    /// scans as a long session does.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) spacing: f64,
+}
+
 /// What the `sync` scenario measured.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
@@ -33,7 +49,15 @@ pub(crate) struct Report {
     pub(crate) workspace_change_landed: Percentiles,
 }
 
-pub(crate) async fn run(files: usize, total_mb: usize, trials: usize, spacing: Duration) -> Report {
+pub(crate) async fn run(args: Args) -> Report {
+    let Args {
+        files,
+        total_mb,
+        trials,
+        spacing,
+    } = args;
+    let (files, trials) = (files.max(1), trials.max(1));
+    let spacing = Duration::from_secs_f64(spacing.clamp(0.0, 3_600.0));
     use nexus_sync::filter::Filter;
     use nexus_sync::remote::RemoteEndpoint;
     use nexus_sync::session::{Endpoint, LocalEndpoint, SessionState, cycle};

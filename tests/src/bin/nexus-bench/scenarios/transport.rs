@@ -13,6 +13,17 @@ use serde::Serialize;
 
 use crate::measure::{Load, Percentiles, Usage};
 
+/// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[arg(long, default_value_t = 200)]
+    pub(crate) connections: usize,
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) requests: usize,
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+}
+
 /// What the `transport` scenario measured.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
@@ -32,7 +43,13 @@ pub(crate) struct Concurrent {
     pub(crate) coordinator_cpu_percent_of_one_core: f64,
 }
 
-pub(crate) async fn run(connections: usize, requests: usize, concurrency: usize) -> Report {
+pub(crate) async fn run(args: Args) -> Report {
+    let Args {
+        connections,
+        requests,
+        concurrency,
+    } = args;
+    let concurrency = concurrency.max(1);
     let pki = TestPki::new();
     let coordinator = CoordinatorProcess::start(&pki, 1).await;
     let pid = coordinator.process.pid();
