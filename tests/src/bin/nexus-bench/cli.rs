@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::scenarios::{agent_idle, detect, failover, fleet, raft_writes, start, sync, transport};
 
+/// What `nexus-bench` was asked: a scenario, and where to write its report as JSON.
 #[derive(Debug, Parser)]
 #[command(name = "nexus-bench", about = "Measure Nexus against real processes")]
 pub(crate) struct Cli {
@@ -17,6 +18,8 @@ pub(crate) struct Cli {
     pub(crate) scenario: Scenario,
 }
 
+/// The scenarios, one subcommand each. A variant's doc is its subcommand's help; its flags are
+/// declared beside the scenario's code.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Scenario {
     /// One real nexus-coordinator on loopback: connection setup (QUIC + mTLS + hello), request

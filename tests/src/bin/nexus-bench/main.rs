@@ -8,6 +8,9 @@
 //! $CARGO_TARGET_DIR/release/nexus-bench failover
 //! $CARGO_TARGET_DIR/release/nexus-bench start
 //! $CARGO_TARGET_DIR/release/nexus-bench sync
+//! $CARGO_TARGET_DIR/release/nexus-bench fleet
+//! $CARGO_TARGET_DIR/release/nexus-bench detect
+//! $CARGO_TARGET_DIR/release/nexus-bench agent-idle
 //! ```
 //!
 //! The rooms: `cli` (what can be asked), `scenarios` (one module a scenario, each measuring and

@@ -1,7 +1,9 @@
-//! What the scenarios share to measure: percentiles of durations, and a process's CPU time and
-//! resident memory from /proc. It measures only; bringing up what is measured is `setup`'s.
+//! What the scenarios share to measure: percentiles of durations, operations run from many tasks
+//! under one timer, and a process's CPU time and resident memory from /proc. It measures only;
+//! bringing up what is measured is `setup`'s, and printing the numbers is `report`'s.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -31,6 +33,24 @@ impl Percentiles {
             max_ms: at(100),
         }
     }
+}
+
+/// Runs `count` operations (rounded up to a multiple of `tasks`) from `tasks` tasks at once:
+/// `task(n)` is a task's work, `n` operations one after another. Answers how many operations ran
+/// and how long they took together, from the first task's start to the last one's end.
+pub(crate) async fn concurrently<F, Fut>(tasks: usize, count: usize, task: F) -> (usize, Duration)
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let started = Instant::now();
+    let per_task = count.div_ceil(tasks);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..tasks {
+        set.spawn(task(per_task));
+    }
+    set.join_all().await;
+    (per_task * tasks, started.elapsed())
 }
 
 /// A process's share of one core over a window, and its resident memory at the window's end.

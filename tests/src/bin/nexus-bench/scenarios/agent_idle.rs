@@ -10,6 +10,7 @@ use nexus_tests::process::Process;
 use serde::Serialize;
 
 use crate::measure::{Load, Usage, proc_status, status_field};
+use crate::setup::until_registered;
 
 /// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
 #[derive(Debug, clap::Args)]
@@ -79,19 +80,7 @@ pub(crate) async fn run(args: Args) -> Report {
     .collect();
     let agent = Process::spawn("nexus-agent", &args, data_dir.join("agent.log"));
     let pid = agent.pid();
-    let registered = |host_id: HostId| {
-        let coordinator = &coordinator;
-        async move {
-            coordinator
-                .read(move |state| state.hosts().contains_key(&host_id))
-                .await
-                .then_some(())
-        }
-    };
-    nexus_tests::eventually("the agent to register", Duration::from_secs(30), || {
-        registered(host_id.clone())
-    })
-    .await;
+    until_registered(&coordinator, &host_id).await;
     let started = Instant::now();
     for i in 0..workspaces {
         let port = 20_000 + u16::try_from(i).unwrap();

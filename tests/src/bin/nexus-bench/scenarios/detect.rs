@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use nexus_protocol::identity::Role;
+use nexus_protocol::model::HostStatus;
 use nexus_tests::cluster;
 use nexus_tests::pki::{self, TestPki};
 use nexus_tests::process::connect;
@@ -60,7 +61,6 @@ pub(crate) async fn run(args: Args) -> Report {
         ttl,
     } = args;
     let hosts = hosts.max(1);
-    use nexus_protocol::model::HostStatus;
     let pki = TestPki::new();
     let ttl_flag = ttl.to_string();
     let (mut cluster, fleet, up) =

@@ -4,12 +4,13 @@
 use std::time::{Duration, Instant};
 
 use nexus_protocol::RequestId;
+use nexus_protocol::transport::Connection;
 use nexus_tests::cluster::TestCluster;
 use nexus_tests::pki::{self, TestPki};
 use nexus_tests::process::connect;
 use serde::Serialize;
 
-use crate::measure::{Percentiles, Usage};
+use crate::measure::{Percentiles, Usage, concurrently};
 use crate::setup::register_once;
 
 /// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
@@ -57,7 +58,7 @@ pub(crate) async fn run(args: Args) -> Report {
     let at_leader = connect(&pki, &agent, leader_address).await.unwrap();
     let at_follower = connect(&pki, &agent, follower_address).await.unwrap();
     let limit = Duration::from_secs(10);
-    let sequential = |connection: &nexus_protocol::transport::Connection| {
+    let sequential = |connection: &Connection| {
         let connection = connection.clone();
         async move {
             let mut samples = Vec::with_capacity(writes);
@@ -74,22 +75,17 @@ pub(crate) async fn run(args: Args) -> Report {
     let leader_samples = sequential(&at_leader).await;
     let follower_samples = sequential(&at_follower).await;
 
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    let per_task = writes.div_ceil(concurrency);
-    for _ in 0..concurrency {
+    let (total, elapsed) = concurrently(concurrency, writes, |per_task| {
         let connection = at_leader.clone();
-        tasks.spawn(async move {
+        async move {
             for _ in 0..per_task {
                 register_once(&connection, RequestId::random(), limit)
                     .await
                     .unwrap();
             }
-        });
-    }
-    tasks.join_all().await;
-    let elapsed = started.elapsed();
-    let total = per_task * concurrency;
+        }
+    })
+    .await;
     let rss: Vec<f64> = cluster
         .running
         .iter()

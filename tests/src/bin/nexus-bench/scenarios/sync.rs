@@ -7,12 +7,16 @@ use nexus_protocol::HostId;
 use nexus_protocol::identity::{IdentityKind, Role};
 use nexus_protocol::message::{Request, Response};
 use nexus_protocol::transport::{Connector, TransportConfig};
+use nexus_sync::filter::Filter;
+use nexus_sync::remote::RemoteEndpoint;
+use nexus_sync::session::{Endpoint, LocalEndpoint, SessionState, cycle};
 use nexus_tests::inproc::InProcessCoordinator;
 use nexus_tests::pki::{self, TestPki};
 use nexus_tests::process::connect;
 use serde::Serialize;
 
 use crate::measure::Percentiles;
+use crate::setup::until_registered;
 
 /// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
 #[derive(Debug, clap::Args)]
@@ -58,23 +62,12 @@ pub(crate) async fn run(args: Args) -> Report {
     } = args;
     let (files, trials) = (files.max(1), trials.max(1));
     let spacing = Duration::from_secs_f64(spacing.clamp(0.0, 3_600.0));
-    use nexus_sync::filter::Filter;
-    use nexus_sync::remote::RemoteEndpoint;
-    use nexus_sync::session::{Endpoint, LocalEndpoint, SessionState, cycle};
-
     let pki = TestPki::new();
     let coordinator = InProcessCoordinator::start(&pki).await;
     let host = format!("bench-sync-{}", std::process::id());
     let host_id: HostId = host.parse().unwrap();
     let agent = nexus_tests::process::AgentProcess::start(&pki, &host, &[coordinator.address], &[]);
-    let registered = || async {
-        let id = host_id.clone();
-        coordinator
-            .read(move |state| state.hosts().contains_key(&id))
-            .await
-            .then_some(())
-    };
-    nexus_tests::eventually("the agent to register", Duration::from_secs(30), registered).await;
+    until_registered(&coordinator, &host_id).await;
     coordinator
         .place(&host_id, "tree", "img", &[], &["sleep", "1"])
         .await

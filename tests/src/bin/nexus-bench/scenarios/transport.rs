@@ -11,7 +11,7 @@ use nexus_tests::pki::{self, TestPki};
 use nexus_tests::process::CoordinatorProcess;
 use serde::Serialize;
 
-use crate::measure::{Load, Percentiles, Usage};
+use crate::measure::{Load, Percentiles, Usage, concurrently};
 
 /// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
 #[derive(Debug, clap::Args)]
@@ -80,26 +80,21 @@ pub(crate) async fn run(args: Args) -> Report {
         assert!(matches!(answer, Response::Pong(_)));
     }
 
-    let before = Usage::of(pid);
-    let started = Instant::now();
     let connection = Arc::new(connection);
-    let mut tasks = tokio::task::JoinSet::new();
-    let per_task = requests.div_ceil(concurrency);
-    for _ in 0..concurrency {
+    let before = Usage::of(pid);
+    let (total, elapsed) = concurrently(concurrency, requests, |per_task| {
         let connection = connection.clone();
-        tasks.spawn(async move {
+        async move {
             for _ in 0..per_task {
                 assert!(matches!(
                     connection.request(Request::Ping).await.unwrap(),
                     Response::Pong(_)
                 ));
             }
-        });
-    }
-    tasks.join_all().await;
-    let elapsed = started.elapsed();
+        }
+    })
+    .await;
     let load = Load::between(&before, &Usage::of(pid), elapsed);
-    let total = per_task * concurrency;
     Report {
         connection_setup: Percentiles::of(setup),
         sequential_round_trip: Percentiles::of(round_trips),
