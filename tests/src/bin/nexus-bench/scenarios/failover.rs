@@ -2,14 +2,17 @@
 //! with SIGKILL again and again; the time until a write sent after the kill is acknowledged, and
 //! a check that every acknowledged write is on every member. The stream's client is here too.
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nexus_protocol::HostId;
 use nexus_protocol::RequestId;
 use nexus_protocol::identity::IdentityKind;
-use nexus_protocol::message::{Request, Response};
-use nexus_protocol::transport::{Connector, TransportConfig};
+use nexus_protocol::message::{AdminRequest, Request, Response};
+use nexus_protocol::transport::{Connection, Connector, Credentials, TransportConfig};
 use nexus_tests::cluster::{self, TestCluster};
 use nexus_tests::pki::{self, TestPki};
 use serde::Serialize;
@@ -56,20 +59,17 @@ pub(crate) struct Stream {
 
 pub(crate) async fn run(args: Args) -> Report {
     let (kills, rate, writers) = (args.kills.max(1), args.rate.max(1.0), args.writers.max(1));
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let pki = Arc::new(TestPki::new());
     // The stream's hosts never heartbeat: an hour's TTL keeps the leader from marking them down
     // (a burst of writes of its own) in the middle of the measurement.
     let mut cluster = TestCluster::start(&pki, 3, &["--host-ttl", "3600"]).await;
     cluster.leader(&pki, Duration::from_secs(30)).await;
-    let addresses: Vec<std::net::SocketAddr> = cluster.members.iter().map(|m| m.address).collect();
+    let addresses: Vec<SocketAddr> = cluster.members.iter().map(|m| m.address).collect();
 
     // Each write needs a certificate of its own. A thread issues them ahead of the stream, a
     // few seconds' worth at a time, so signing keeps pace without a burst during an election.
-    let (credentials_tx, credentials_rx) = tokio::sync::mpsc::channel::<(
-        HostId,
-        nexus_protocol::transport::Credentials,
-    )>((rate * 5.0) as usize + 16);
+    let (credentials_tx, credentials_rx) =
+        tokio::sync::mpsc::channel::<(HostId, Credentials)>((rate * 5.0) as usize + 16);
     let stop = Arc::new(AtomicBool::new(false));
     let issuer = {
         let pki = pki.clone();
@@ -177,40 +177,7 @@ pub(crate) async fn run(args: Args) -> Report {
     let stream_seconds = stream_started.elapsed().as_secs_f64();
     let acked = std::mem::take(&mut *acked.lock().unwrap());
 
-    // No acknowledged write may be missing: at the leader (a linearizable read), and on every
-    // member once it has caught up.
-    cluster.leader(&pki, Duration::from_secs(30)).await;
-    cluster::wait_healthy(&pki, &cluster, Duration::from_secs(30)).await;
-    let missing_of = |hosts: &[HostId]| {
-        let present: std::collections::HashSet<&HostId> = hosts.iter().collect();
-        acked.iter().filter(|a| !present.contains(&a.host)).count()
-    };
-    let at_leader = match cluster::admin_to_leader(
-        &pki,
-        addresses[0],
-        Request::Admin(nexus_protocol::message::AdminRequest::Hosts),
-    )
-    .await
-    .unwrap()
-    {
-        Response::Hosts(hosts) => {
-            let ids: Vec<HostId> = hosts.into_iter().map(|h| h.info.host_id).collect();
-            missing_of(&ids)
-        }
-        other => panic!("unexpected answer {other:?}"),
-    };
-    let mut on_members = Vec::new();
-    for address in &addresses {
-        let started = Instant::now();
-        let missing = loop {
-            let missing = missing_of(&cluster::replica_hosts(&pki, *address).await.unwrap());
-            if missing == 0 || started.elapsed() > Duration::from_secs(30) {
-                break missing;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        on_members.push(missing);
-    }
+    let (at_leader, on_members) = missing_writes(&pki, &cluster, &addresses, &acked).await;
     let mut acks: Vec<Instant> = acked.iter().map(|a| a.acked).collect();
     acks.sort();
     let longest_gap = acks
@@ -234,6 +201,46 @@ pub(crate) async fn run(args: Args) -> Report {
     }
 }
 
+/// Counts the acknowledged writes that are missing, none of which may be: at the leader (a
+/// linearizable read), and on each member once it has caught up (or after 30 s of trying).
+async fn missing_writes(
+    pki: &TestPki,
+    cluster: &TestCluster,
+    addresses: &[SocketAddr],
+    acked: &[Acked],
+) -> (usize, Vec<usize>) {
+    cluster.leader(pki, Duration::from_secs(30)).await;
+    cluster::wait_healthy(pki, cluster, Duration::from_secs(30)).await;
+    let missing_of = |hosts: &[HostId]| {
+        let present: HashSet<&HostId> = hosts.iter().collect();
+        acked.iter().filter(|a| !present.contains(&a.host)).count()
+    };
+    let at_leader =
+        match cluster::admin_to_leader(pki, addresses[0], Request::Admin(AdminRequest::Hosts))
+            .await
+            .unwrap()
+        {
+            Response::Hosts(hosts) => {
+                let ids: Vec<HostId> = hosts.into_iter().map(|h| h.info.host_id).collect();
+                missing_of(&ids)
+            }
+            other => panic!("unexpected answer {other:?}"),
+        };
+    let mut on_members = Vec::new();
+    for address in addresses {
+        let started = Instant::now();
+        let missing = loop {
+            let missing = missing_of(&cluster::replica_hosts(pki, *address).await.unwrap());
+            if missing == 0 || started.elapsed() > Duration::from_secs(30) {
+                break missing;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        on_members.push(missing);
+    }
+    (at_leader, on_members)
+}
+
 /// A write of the failover stream that the cluster acknowledged.
 #[derive(Debug)]
 struct Acked {
@@ -253,24 +260,19 @@ struct Acked {
 /// client that knows its cluster does, rather than wait out a dead member's timeout each time).
 struct FailoverWriter {
     base: Connector,
-    addresses: Vec<std::net::SocketAddr>,
-    target: std::sync::atomic::AtomicUsize,
+    addresses: Vec<SocketAddr>,
+    target: AtomicUsize,
     /// Per member: until when (ms after `epoch`) it is passed over.
-    silent_until: Vec<std::sync::atomic::AtomicU64>,
+    silent_until: Vec<AtomicU64>,
     epoch: Instant,
 }
 
 impl FailoverWriter {
-    async fn write(
-        &self,
-        host: HostId,
-        credentials: &nexus_protocol::transport::Credentials,
-    ) -> Acked {
-        use std::sync::atomic::Ordering;
+    async fn write(&self, host: HostId, credentials: &Credentials) -> Acked {
         let connector = self.base.sharing(credentials).unwrap();
         let request_id = RequestId::random();
         let first = Instant::now();
-        let mut connection: Option<(usize, nexus_protocol::transport::Connection)> = None;
+        let mut connection: Option<(usize, Connection)> = None;
         loop {
             let index = self.target.load(Ordering::Relaxed);
             let sent = Instant::now();
