@@ -55,7 +55,7 @@ pub(crate) async fn run(args: Args) -> Report {
     let host_id: HostId = host.parse().unwrap();
     pki.issue(&pki::agent(&host));
     let data_dir = pki.scratch("agent");
-    let args: Vec<String> = [
+    let flags: Vec<String> = [
         "--host-id",
         &host,
         "--coordinator",
@@ -78,7 +78,7 @@ pub(crate) async fn run(args: Args) -> Report {
     .iter()
     .map(ToString::to_string)
     .collect();
-    let agent = Process::spawn("nexus-agent", &args, data_dir.join("agent.log"));
+    let agent = Process::spawn("nexus-agent", &flags, data_dir.join("agent.log"));
     let pid = agent.pid();
     until_registered(&coordinator, &host_id).await;
     let started = Instant::now();
