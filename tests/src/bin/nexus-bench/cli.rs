@@ -1,0 +1,60 @@
+//! The command line: the `--json` flag and one subcommand a scenario, with its flags and their
+//! defaults. It parses only; `main` runs what it asks for.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::scenarios::{agent_idle, detect, failover, fleet, raft_writes, start, sync, transport};
+
+/// What `nexus-bench` was asked: a scenario, and where to write its report as JSON.
+#[derive(Debug, Parser)]
+#[command(name = "nexus-bench", about = "Measure Nexus against real processes")]
+pub(crate) struct Cli {
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) scenario: Scenario,
+}
+
+/// The scenarios, one subcommand each. A variant's doc is its subcommand's help; its flags are
+/// declared beside the scenario's code.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Scenario {
+    /// One real nexus-coordinator on loopback: connection setup (QUIC + mTLS + hello), request
+    /// round trips, and throughput with concurrent streams on one connection.
+    Transport(transport::Args),
+    /// Three real coordinators on loopback (synced RocksDB): the latency of one write at a time
+    /// (at the leader, and at a follower that forwards it), and throughput with many in flight
+    /// (Raft batches them into shared appends and fsyncs).
+    Raft(raft_writes::Args),
+    /// Three real coordinators and a steady stream of writes: SIGKILL the leader, and time until
+    /// a write sent after the kill is acknowledged; restart the killed node, let it catch up,
+    /// repeat. Then check that every acknowledged write is in the state of every member.
+    Failover(failover::Args),
+    /// Workspace start latency through the `nexus` CLI, on Docker: three real coordinators and
+    /// one real agent. Each trial is one CLI invocation, timed from spawn to exit (the CLI waits
+    /// until the agent reports the workspace running): create → running, warm start (stopped →
+    /// running, the same container) and switch (stop one, start the other).
+    Start(start::Args),
+    /// File sync through a real agent (hollow runtime: the workspace's files directory is real)
+    /// over QUIC with mTLS on loopback: the initial sync of a tree of N files, then the time of
+    /// one sync cycle after a single-file change on the local side, over T trials.
+    Sync(sync::Args),
+    /// Fleet-scale scheduling: three real coordinators and N hollow agents in this process (the
+    /// real agent code on the simulated runtime, each with its own certificate and QUIC
+    /// connection), then M workspace creates issued concurrently. Reports the placements
+    /// committed per second, the time until every workspace runs as its agent reports it,
+    /// create latency, the coordinators' CPU and memory, and the leader's heartbeat load; then
+    /// checks that no host is over a limit and that no workspace is missing or doubled.
+    Fleet(fleet::Args),
+    /// Dead-host detection: three real coordinators and N hollow agents. First the leader is
+    /// killed K times (hosts marked down meanwhile are false downs: must be zero); then a share
+    /// of the hosts dies at once, and the time until each is marked down is measured.
+    Detect(detect::Args),
+    /// The agent's footprint: a real nexus-agent process (defaults: 5 s heartbeats, 10 s stats)
+    /// with N running workspaces assigned by an in-process coordinator, then idle for a while:
+    /// its resident memory and CPU over the idle window.
+    AgentIdle(agent_idle::Args),
+}

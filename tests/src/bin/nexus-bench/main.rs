@@ -1,0 +1,59 @@
+//! `nexus-bench`: measurements of Nexus against real processes, from one command each. Results go
+//! to `docs/benchmarks.md` with the machine and the date. Scenarios grow with the issues.
+//!
+//! ```sh
+//! cargo build --release --workspace --bins
+//! $CARGO_TARGET_DIR/release/nexus-bench transport
+//! $CARGO_TARGET_DIR/release/nexus-bench raft
+//! $CARGO_TARGET_DIR/release/nexus-bench failover
+//! $CARGO_TARGET_DIR/release/nexus-bench start
+//! $CARGO_TARGET_DIR/release/nexus-bench sync
+//! $CARGO_TARGET_DIR/release/nexus-bench fleet
+//! $CARGO_TARGET_DIR/release/nexus-bench detect
+//! $CARGO_TARGET_DIR/release/nexus-bench agent-idle
+//! ```
+//!
+//! The rooms: `cli` (what can be asked), `scenarios` (one module a scenario, each measuring and
+//! returning its report), `measure` and `setup` (what scenarios share to measure and to bring a
+//! cluster up), and `report` (the one printer of every report, as text and as JSON).
+
+// A benchmark fails loudly: it panics on a broken setup rather than report a number.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+mod cli;
+mod measure;
+mod report;
+mod scenarios;
+mod setup;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Scenario};
+use crate::report::Report;
+use crate::scenarios::{agent_idle, detect, failover, fleet, raft_writes, start, sync, transport};
+
+#[tokio::main]
+async fn main() {
+    // The in-process agents (fleet, detect, sync) log only when asked: NEXUS_LOG=warn, say.
+    nexus_protocol::logging::init("off");
+    let cli = Cli::parse();
+    let report = match cli.scenario {
+        Scenario::Transport(args) => Report::Transport(transport::run(args).await),
+        Scenario::Raft(args) => Report::Raft(raft_writes::run(args).await),
+        Scenario::Failover(args) => Report::Failover(failover::run(args).await),
+        Scenario::Start(args) => Report::Start(start::run(args).await),
+        Scenario::Sync(args) => Report::Sync(sync::run(args).await),
+        Scenario::Fleet(args) => Report::Fleet(fleet::run(args).await),
+        Scenario::Detect(args) => Report::Detect(detect::run(args).await),
+        Scenario::AgentIdle(args) => Report::AgentIdle(agent_idle::run(args).await),
+    };
+    print!("{}", report.text());
+    if let Some(path) = cli.json {
+        std::fs::write(&path, report.json()).unwrap();
+    }
+}

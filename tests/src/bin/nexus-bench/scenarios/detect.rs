@@ -1,0 +1,159 @@
+//! The `detect` scenario: three coordinators and a hollow fleet; leader failovers (hosts marked
+//! down meanwhile are false downs), then a share of the hosts killed at once and the time until
+//! each is marked down.
+
+use std::time::{Duration, Instant};
+
+use nexus_protocol::identity::Role;
+use nexus_protocol::model::HostStatus;
+use nexus_tests::cluster;
+use nexus_tests::pki::{self, TestPki};
+use nexus_tests::process::connect;
+use serde::Serialize;
+
+use crate::measure::Percentiles;
+use crate::setup::{cluster_and_fleet, count_of, fleet_stats, until_count};
+
+/// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) hosts: usize,
+    /// The share of hosts killed, 0–1.
+    #[arg(long, default_value_t = 0.1)]
+    pub(crate) kill_share: f64,
+    /// Leader kills before the hosts die.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) failovers: usize,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) heartbeat: f64,
+    /// Seconds of silence before a host is marked down (the coordinator's --host-ttl, and
+    /// its default).
+    #[arg(long, default_value_t = 14.0)]
+    pub(crate) ttl: f64,
+}
+
+/// What the `detect` scenario measured, and what it checked.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) hosts: usize,
+    pub(crate) heartbeat_seconds: f64,
+    pub(crate) ttl_seconds: f64,
+    pub(crate) fleet_up_seconds: f64,
+    pub(crate) failovers: usize,
+    pub(crate) leader_elected_after: Percentiles,
+    /// Hosts marked down while the leader changed: must be 0.
+    pub(crate) false_downs_after_failover: usize,
+    pub(crate) killed: usize,
+    pub(crate) detected: usize,
+    pub(crate) kill_to_down: Percentiles,
+    /// Hosts marked down that were not killed: must be 0.
+    pub(crate) live_hosts_marked_down: usize,
+}
+
+pub(crate) async fn run(args: Args) -> Report {
+    let Args {
+        hosts,
+        kill_share,
+        failovers,
+        heartbeat,
+        ttl,
+    } = args;
+    let hosts = hosts.max(1);
+    let pki = TestPki::new();
+    let ttl_flag = ttl.to_string();
+    let (mut cluster, fleet, up) =
+        cluster_and_fleet(&pki, hosts, heartbeat, &["--host-ttl", &ttl_flag]).await;
+    let admin = pki::user("observer", Role::Admin);
+    let down = |s: &nexus_protocol::message::FleetStats| count_of(&s.hosts, &HostStatus::Down);
+
+    // Leader failovers: no host may be marked down. Watched from a survivor for three TTLs
+    // after each new leader (its grace is two TTLs from when it took over).
+    let mut false_downs = 0usize;
+    let mut failover_times = Vec::new();
+    for round in 0..failovers {
+        let leader = cluster.leader(&pki, Duration::from_secs(60)).await;
+        cluster::wait_healthy(&pki, &cluster, Duration::from_secs(60)).await;
+        let victim = cluster.index_of(leader.node.get());
+        let survivor = cluster.members[(victim + 1) % cluster.members.len()].address;
+        let observer = connect(&pki, &admin, survivor).await.unwrap();
+        let killed = Instant::now();
+        cluster.kill(victim);
+        let new_leader = cluster.leader(&pki, Duration::from_secs(60)).await;
+        failover_times.push(killed.elapsed());
+        let watch = Instant::now();
+        let mut most = 0;
+        while watch.elapsed() < Duration::from_secs_f64(3.0 * ttl + heartbeat) {
+            if let Some(stats) = fleet_stats(&observer).await {
+                most = most.max(down(&stats));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "failover {round}: leader {} killed, {} leads after {:.2} s; hosts marked down meanwhile: {most}",
+            leader.node,
+            new_leader.node,
+            killed.elapsed().as_secs_f64() - watch.elapsed().as_secs_f64()
+        );
+        false_downs += most;
+        cluster.restart(&pki, victim).await;
+        // The ones marked down come back with their next heartbeat.
+        until_count(
+            &observer,
+            "hosts ready again",
+            hosts,
+            Duration::from_secs(120),
+            |s| count_of(&s.hosts, &HostStatus::Ready),
+        )
+        .await;
+    }
+
+    // Kill a share of the hosts at once; time each one's marking down.
+    let killed_count = ((hosts as f64 * kill_share).round() as usize).clamp(1, hosts);
+    let step = hosts / killed_count;
+    let victims: Vec<usize> = (0..killed_count).map(|i| i * step).collect();
+    let observer = connect(&pki, &admin, cluster.live_addresses()[0])
+        .await
+        .unwrap();
+    let killed_at = Instant::now();
+    for &victim in &victims {
+        fleet.kill(victim);
+    }
+    let mut detections = Vec::with_capacity(killed_count);
+    let mut most = 0;
+    let limit = Duration::from_secs_f64(ttl * 4.0 + 30.0);
+    while detections.len() < killed_count && killed_at.elapsed() < limit {
+        if let Some(stats) = fleet_stats(&observer).await {
+            let now = down(&stats);
+            most = most.max(now);
+            while detections.len() < now.min(killed_count) {
+                detections.push(killed_at.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then one more TTL: nobody else may go down.
+    tokio::time::sleep(Duration::from_secs_f64(ttl)).await;
+    if let Some(stats) = fleet_stats(&observer).await {
+        most = most.max(down(&stats));
+    }
+    let extra_downs = most.saturating_sub(killed_count);
+    println!(
+        "{} of {killed_count} killed hosts marked down; {extra_downs} live hosts marked down too",
+        detections.len()
+    );
+    Report {
+        hosts,
+        heartbeat_seconds: heartbeat,
+        ttl_seconds: ttl,
+        fleet_up_seconds: up.as_secs_f64(),
+        failovers,
+        leader_elected_after: Percentiles::of(failover_times),
+        false_downs_after_failover: false_downs,
+        killed: killed_count,
+        detected: detections.len(),
+        kill_to_down: Percentiles::of(detections),
+        live_hosts_marked_down: extra_downs,
+    }
+}
