@@ -211,12 +211,7 @@ fn visiting_order<'a>(
     let start = if hosts.len() <= SEARCH_ALL_UP_TO {
         0
     } else {
-        let hash = name
-            .as_str()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
+        let hash = nexus_protocol::hash::fnv1a_64(name.as_str().as_bytes());
         usize::try_from(hash % hosts.len() as u64).unwrap_or(0)
     };
     hosts[start..].iter().chain(&hosts[..start])

@@ -17,6 +17,7 @@
 pub mod clock;
 pub mod codec;
 pub mod error;
+pub mod hash;
 pub mod id;
 pub mod identity;
 pub mod logging;

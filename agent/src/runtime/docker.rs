@@ -28,6 +28,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use nexus_protocol::clock;
+use nexus_protocol::hash::fnv1a_32;
 use nexus_protocol::model::ContainerStats;
 use nexus_protocol::{HostId, WorkspaceName};
 use tokio::sync::{Notify, mpsc};
@@ -124,7 +125,7 @@ impl DockerRuntime {
         // the same subnets, skipping those any network of the engine already has.
         let taken = self.subnets_in_use().await?;
         let count = pool.subnets();
-        let start = fnv1a(name.as_bytes()) % count;
+        let start = fnv1a_32(name.as_bytes()) % count;
         for step in 0..count {
             let subnet = pool.subnet((start + step) % count);
             if taken.contains(&subnet.to_string()) {
@@ -306,12 +307,6 @@ impl FromStr for NetworkPool {
     }
 }
 
-/// FNV-1a: a stable hash (the same on every run and build) for choosing a first subnet.
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5, |hash, &byte| {
-        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-    })
-}
 
 /// `repo:tag` → (`repo`, `tag`), with `latest` when no tag is given. A registry's port is not a
 /// tag (`127.0.0.1:5000/img`); a digest is kept whole.
@@ -976,7 +971,7 @@ mod tests {
         ] {
             assert!(bad.parse::<NetworkPool>().is_err(), "{bad}");
         }
-        assert_eq!(fnv1a(b"nexus.h.w"), fnv1a(b"nexus.h.w"));
+        assert_eq!(fnv1a_32(b"nexus.h.w"), fnv1a_32(b"nexus.h.w"));
     }
 
     #[test]
