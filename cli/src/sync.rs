@@ -7,8 +7,8 @@ use std::time::Duration;
 use nexus_protocol::message::{HostRequest, Request, Response};
 use nexus_protocol::transport::Connection;
 use nexus_protocol::{RequestId, WorkspaceName, codec};
-use nexus_sync::remote::{Answer, Carrier};
-use nexus_sync::session::EndpointError;
+use nexus_sync::endpoint::{Answer, EndpointError};
+use nexus_sync::remote::Carrier;
 
 /// How long one sync request may take (a scan of a large tree, a piece of a large file).
 const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
@@ -34,7 +34,7 @@ impl AgentCarrier {
 impl Carrier for AgentCarrier {
     async fn call(
         &mut self,
-        request: nexus_sync::remote::Request,
+        request: nexus_sync::endpoint::Request,
     ) -> Result<Answer, EndpointError> {
         let payload = codec::encode_payload(&request)
             .map_err(|e| EndpointError::Unavailable(e.to_string()))?;

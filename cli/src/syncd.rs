@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use nexus_protocol::WorkspaceName;
 use nexus_protocol::error::ErrorCode;
+use nexus_sync::endpoint::{EndpointError, MAX_WAIT_MS};
 use nexus_sync::filter::Filter;
-use nexus_sync::remote::{MAX_WAIT_MS, RemoteEndpoint};
-use nexus_sync::session::{EndpointError, LocalEndpoint, SessionState, cycle};
+use nexus_sync::local_endpoint::LocalEndpoint;
+use nexus_sync::remote::RemoteEndpoint;
+use nexus_sync::session::{SessionState, cycle};
 use nexus_sync::watch::Coalescer;
 use nexus_sync::{Mode, RelPath, Side};
 use serde::{Deserialize, Serialize};
