@@ -230,7 +230,7 @@ async fn handle(
                 );
             }
             if let Err(e) = Filter::new(&config.ignore, config.ignore_vcs) {
-                return error(ErrorCode::InvalidArgument, e);
+                return error(ErrorCode::InvalidArgument, e.to_string());
             }
             // Only the user reads it: it says where the user's key is.
             let saved = serde_json::to_vec(&config)
@@ -438,7 +438,7 @@ async fn session(
             ..SessionState::default()
         },
         Err(e) => {
-            lock(&status).last_error = Some(e);
+            lock(&status).last_error = Some(e.to_string());
             SessionState {
                 mode: config.mode,
                 ..SessionState::default()
@@ -448,7 +448,7 @@ async fn session(
     let filter = match Filter::new(&config.ignore, config.ignore_vcs) {
         Ok(filter) => filter,
         Err(e) => {
-            lock(&status).last_error = Some(e);
+            lock(&status).last_error = Some(e.to_string());
             return;
         }
     };
@@ -457,7 +457,7 @@ async fn session(
     let notify = changed.clone();
     if let Err(e) = local.watch(move || notify.notify_one()) {
         // Without events the poll still finds every change, later.
-        lock(&status).last_error = Some(e);
+        lock(&status).last_error = Some(e.to_string());
     }
     let mut paused = false;
     let told = Arc::new(AtomicBool::new(false));
@@ -508,7 +508,7 @@ async fn session(
                         None => Err("the workspace's agent is not reachable now".to_string()),
                         Some(beta) => resolve(&mut state, &mut local, beta, &path, keep)
                             .await
-                            .and_then(|()| state.save(&state_path)),
+                            .and_then(|()| state.save(&state_path).map_err(|e| e.to_string())),
                     };
                     let _ = reply.send(answer);
                 }
@@ -558,7 +558,7 @@ async fn session(
                     if report.ancestor_changed
                         && let Err(e) = state.save(&state_path)
                     {
-                        lock(&status).last_error = Some(e);
+                        lock(&status).last_error = Some(e.to_string());
                     }
                     if quiet {
                         break;
@@ -590,7 +590,9 @@ async fn resolve(
     path: &RelPath,
     keep: Side,
 ) -> Result<(), String> {
-    nexus_sync::session::resolve_conflict(state, local, beta, path, keep).await
+    nexus_sync::session::resolve_conflict(state, local, beta, path, keep)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Sends one request to the daemon at `socket` and reads its answer.

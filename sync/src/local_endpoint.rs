@@ -18,7 +18,7 @@ use crate::path::RelPath;
 use crate::reconcile::Change;
 use crate::scan::{ScanError, Scanner};
 use crate::tree::{Digest, Entry, Tree};
-use crate::watch::Dirty;
+use crate::watch::{Dirty, WatchError};
 
 /// How long a watched side goes on rescanning only what its watcher names before it scans
 /// everything again, the safety net under a missed event: 10 s for a small tree, a millisecond
@@ -125,7 +125,7 @@ impl LocalEndpoint {
     /// Watches the root: scans then read again only what changed (and everything every
     /// [`full_rescan_after`], beside the cycles); `wake` is called on every change, and when a
     /// full scan has finished.
-    pub fn watch(&mut self, wake: impl Fn() + Send + Sync + 'static) -> Result<(), String> {
+    pub fn watch(&mut self, wake: impl Fn() + Send + Sync + 'static) -> Result<(), WatchError> {
         let dirty = Arc::new(Mutex::new(Dirty::default()));
         let marks = dirty.clone();
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(wake);

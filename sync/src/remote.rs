@@ -73,7 +73,8 @@ impl Served {
             .as_ref()
             .is_some_and(|(i, v, _)| *i == ignore && *v == ignore_vcs);
         if !same {
-            let filter = Filter::new(&ignore, ignore_vcs).map_err(EndpointError::Refused)?;
+            let filter = Filter::new(&ignore, ignore_vcs)
+                .map_err(|e| EndpointError::Refused(e.to_string()))?;
             std::fs::create_dir_all(&self.root).map_err(|e| {
                 EndpointError::Unavailable(format!("cannot make {}: {e}", self.root.display()))
             })?;

@@ -9,7 +9,7 @@
 //! agent in [`crate::remote`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +17,7 @@ use crate::delta::{self, WORTH_A_DELTA};
 use crate::endpoint::{CHUNK, Content, Endpoint, EndpointError};
 use crate::history::{self, Since, Version};
 use crate::path::RelPath;
-use crate::reconcile::{Change, Conflict, Mode, Side, reconcile_in_place};
+use crate::reconcile::{Change, Conflict, Mode, OneWayOnly, Side, reconcile_in_place};
 use crate::tree::{Entry, Tree};
 
 /// What a cycle did.
@@ -104,7 +104,7 @@ fn absorb(
     next: &mut Option<BTreeSet<RelPath>>,
     answer: Since,
 ) -> Result<(), EndpointError> {
-    match history::absorb(slot, answer).map_err(EndpointError::Unavailable)? {
+    match history::absorb(slot, answer).map_err(|e| EndpointError::Unavailable(e.to_string()))? {
         None => *next = None,
         Some(roots) => {
             if let Some(next) = next {
@@ -137,21 +137,30 @@ pub async fn resolve_conflict(
     beta: &mut impl Endpoint,
     path: &RelPath,
     keep: Side,
-) -> Result<(), String> {
-    refresh(state, alpha, beta)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<(), ResolveError> {
+    refresh(state, alpha, beta).await?;
     let SessionState {
         mode,
         ancestor,
         sides,
     } = state;
-    let (alpha_tree, beta_tree) = sides
-        .trees()
-        .ok_or_else(|| "both sides must be scanned first".to_string())?;
+    let (alpha_tree, beta_tree) = sides.trees().ok_or(ResolveError::NotScanned)?;
     crate::resolve(ancestor, alpha_tree, beta_tree, *mode, path, keep)?;
     sides.plan_again(path);
     Ok(())
+}
+
+/// Why a conflict could not be settled.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// A side could not say what it holds now.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("both sides must be scanned first")]
+    NotScanned,
+    /// The side to keep cannot be kept in this mode.
+    #[error(transparent)]
+    OneWayOnly(#[from] OneWayOnly),
 }
 
 /// The state file's format: raised on any incompatible change.
@@ -165,14 +174,21 @@ struct StateFile {
 
 impl SessionState {
     /// Loads a session's state, or `None` when it has none yet.
-    pub fn load(path: &Path) -> Result<Option<SessionState>, String> {
+    pub fn load(path: &Path) -> Result<Option<SessionState>, StateFileError> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
+            Err(source) => {
+                return Err(StateFileError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
         };
-        let not_ours =
-            |e: serde_json::Error| format!("{} is not a sync session's state: {e}", path.display());
+        let not_ours = |source| StateFileError::NotOurs {
+            path: path.to_path_buf(),
+            source,
+        };
         // The format first, so that another version's file says so rather than fail to decode.
         #[derive(Deserialize)]
         struct Header {
@@ -180,18 +196,17 @@ impl SessionState {
         }
         let header: Header = serde_json::from_slice(&bytes).map_err(not_ours)?;
         if header.format != STATE_FORMAT {
-            return Err(format!(
-                "{} has format {}, this build reads {STATE_FORMAT}",
-                path.display(),
-                header.format
-            ));
+            return Err(StateFileError::Format {
+                path: path.to_path_buf(),
+                format: header.format,
+            });
         }
         let file: StateFile = serde_json::from_slice(&bytes).map_err(not_ours)?;
         Ok(Some(file.state))
     }
 
     /// Saves atomically (a temporary file renamed over the old one).
-    pub fn save(&self, path: &Path) -> Result<(), String> {
+    pub fn save(&self, path: &Path) -> Result<(), StateFileError> {
         #[derive(Serialize)]
         struct StateFileRef<'a> {
             format: u32,
@@ -201,12 +216,41 @@ impl SessionState {
             format: STATE_FORMAT,
             state: self,
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(StateFileError::Encode)?;
         let temp = path.with_extension("tmp");
         std::fs::write(&temp, bytes)
             .and_then(|()| std::fs::rename(&temp, path))
-            .map_err(|e| format!("cannot save {}: {e}", path.display()))
+            .map_err(|source| StateFileError::Save {
+                path: path.to_path_buf(),
+                source,
+            })
     }
+}
+
+/// A state file that cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Not JSON of ours: another program's file, or a damaged one.
+    #[error("{} is not a sync session's state: {source}", .path.display())]
+    NotOurs {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// Another build's format, which this one cannot read.
+    #[error("{} has format {format}, this build reads {STATE_FORMAT}", .path.display())]
+    Format { path: PathBuf, format: u32 },
+    #[error("{0}")]
+    Encode(serde_json::Error),
+    #[error("cannot save {}: {source}", .path.display())]
+    Save {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Runs one cycle between `alpha` and `beta`, updating `state`. The plan walks only the paths

@@ -106,7 +106,12 @@ async fn a_state_file_that_is_not_ours_is_refused() {
     let path = dir.path().join("session.json");
     assert_eq!(SessionState::load(&path).unwrap(), None);
     fs::write(&path, "{\"format\": 99, \"state\": {}}").unwrap();
-    assert!(SessionState::load(&path).unwrap_err().contains("format"));
+    assert!(
+        SessionState::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("format")
+    );
     fs::write(&path, "garbage").unwrap();
     assert!(SessionState::load(&path).is_err());
 }
