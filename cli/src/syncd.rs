@@ -549,7 +549,9 @@ async fn session(
                         status.cycles += 1;
                         status.changes += report.applied as u64;
                         status.conflicts = conflicts_of(&report);
-                        status.refused.splice(0..0, report.refused.iter().cloned());
+                        status
+                            .refused
+                            .splice(0..0, report.refused.iter().map(|r| r.message.clone()));
                         status.refused.truncate(20);
                         status.last_error = None;
                     }

@@ -1,8 +1,8 @@
 //! `nexus-sync`: the file sync engine's pure core. It compares two trees, alpha (the user's
 //! directory) and beta (the workspace's), against the last state both agreed on (the ancestor),
-//! and says what to copy which way, what conflicts, and what is now agreed. It reads no disk,
-//! clock or socket: scanning, transfer and watching sit around it, so every case is tested here
-//! deterministically.
+//! and says what to copy which way, what conflicts, and what is now agreed. That core reads no
+//! disk, clock or socket: scanning, transfer and watching sit around it, in modules of their own,
+//! so every case is tested here deterministically.
 //!
 //! - [`path`]: relative paths that cannot leave the root.
 //! - [`tree`]: entries (files by content digest, directories, symlinks) and flat trees of them.

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use crate::delta::Signature;
 use crate::endpoint::{
-    Answer, CHUNK, Content, Endpoint, EndpointError, MAX_STAGED, Request, checked,
+    Answer, CHUNK, Content, Endpoint, EndpointError, MAX_STAGED, Refusal, RefusalCode, Request,
+    checked,
 };
 use crate::filter::Filter;
 use crate::history::{Seen, Since, Version};
@@ -73,8 +74,9 @@ impl Served {
             .as_ref()
             .is_some_and(|(i, v, _)| *i == ignore && *v == ignore_vcs);
         if !same {
-            let filter = Filter::new(&ignore, ignore_vcs)
-                .map_err(|e| EndpointError::Refused(e.to_string()))?;
+            let filter = Filter::new(&ignore, ignore_vcs).map_err(|e| {
+                EndpointError::Refused(Refusal::new(RefusalCode::InvalidFilter, e.to_string()))
+            })?;
             std::fs::create_dir_all(&self.root).map_err(|e| {
                 EndpointError::Unavailable(format!("cannot make {}: {e}", self.root.display()))
             })?;
@@ -130,9 +132,12 @@ impl Served {
                 let staged: usize = self.staged.values().map(Vec::len).sum();
                 if staged + bytes.len() > MAX_STAGED {
                     self.staged.clear();
-                    return Err(EndpointError::Refused(format!(
-                        "more than {} MiB staged at once; files that large are not synced",
-                        MAX_STAGED >> 20
+                    return Err(EndpointError::Refused(Refusal::new(
+                        RefusalCode::TooLarge,
+                        format!(
+                            "more than {} MiB staged at once; files that large are not synced",
+                            MAX_STAGED >> 20
+                        ),
                     )));
                 }
                 let buffer = self.staged.entry(path.clone()).or_default();
@@ -188,12 +193,7 @@ impl<C: Carrier> RemoteEndpoint<C> {
     }
 
     async fn call(&mut self, request: Request) -> Result<Answer, EndpointError> {
-        match self.carrier.call(request).await? {
-            Answer::Stale(path) => Err(EndpointError::Stale(path)),
-            Answer::Refused(why) => Err(EndpointError::Refused(why)),
-            Answer::Unavailable(why) => Err(EndpointError::Unavailable(why)),
-            answer => Ok(answer),
-        }
+        self.carrier.call(request).await?.into_result()
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::delta::{self, WORTH_A_DELTA};
-use crate::endpoint::{CHUNK, Content, Endpoint, EndpointError};
+use crate::endpoint::{CHUNK, Content, Endpoint, EndpointError, Refusal};
 use crate::history::{self, Since, Version};
 use crate::path::RelPath;
 use crate::reconcile::{Change, Conflict, Mode, OneWayOnly, Side, reconcile_in_place};
@@ -27,7 +27,7 @@ pub struct CycleReport {
     /// Changes dropped because their side changed meanwhile (the next cycle plans again).
     pub stale: usize,
     /// Changes refused for good (they would leave a root).
-    pub refused: Vec<String>,
+    pub refused: Vec<Refusal>,
     pub conflicts: Vec<Conflict>,
     /// Bytes of file content sent whole, and as deltas (literals only).
     pub whole_bytes: u64,
@@ -303,8 +303,8 @@ pub async fn cycle(
                 report.stale += 1;
                 unsettled.push(change.path);
             }
-            Err(EndpointError::Refused(why)) => {
-                report.refused.push(why);
+            Err(EndpointError::Refused(refusal)) => {
+                report.refused.push(refusal);
                 unsettled.push(change.path);
             }
             Err(unavailable) => {
