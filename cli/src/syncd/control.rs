@@ -83,3 +83,138 @@ pub(crate) fn to_line<T: Serialize>(message: &T) -> Result<String, serde_json::E
     line.push('\n');
     Ok(line)
 }
+
+#[cfg(test)]
+mod tests {
+    use expect_test::{Expect, expect};
+
+    use super::*;
+
+    fn workspace() -> WorkspaceName {
+        WorkspaceName::new("web").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn status() -> SessionStatus {
+        SessionStatus {
+            workspace: workspace(),
+            local: "/home/ada/web".into(),
+            mode: Mode::TwoWaySafe,
+            state: "watching".into(),
+            cycles: 3,
+            changes: 2,
+            conflicts: vec![ConflictView {
+                path: "a.txt".into(),
+                local: Some("file".into()),
+                remote: None,
+            }],
+            last_error: None,
+            refused: vec!["refused to write l/f: l is a symlink".into()],
+        }
+    }
+
+    /// The message's line is `expect`, and it reads back as the same message.
+    fn check<T>(message: &T, expect: Expect)
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let line = to_line(message).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            line.ends_with('\n') && !line.trim_end().contains('\n'),
+            "{line:?}"
+        );
+        expect.assert_eq(&line);
+        let back: T = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&back, message);
+    }
+
+    #[test]
+    fn controls_are_one_json_line_each_and_read_back() {
+        check(
+            &Control::Start(SessionConfig {
+                workspace: workspace(),
+                local: "/home/ada/web".into(),
+                mode: Mode::OneWayReplica,
+                ignore: vec!["*.o".into()],
+                ignore_vcs: true,
+                settings: Settings {
+                    coordinators: vec!["127.0.0.1:7000".into()],
+                    ca: "/pki/ca.pem".into(),
+                    cert: "/pki/ada.pem".into(),
+                    key: "/pki/ada.key".into(),
+                },
+            }),
+            expect![[r#"
+                {"Start":{"workspace":"web","local":"/home/ada/web","mode":"OneWayReplica","ignore":["*.o"],"ignore_vcs":true,"settings":{"coordinators":["127.0.0.1:7000"],"ca":"/pki/ca.pem","cert":"/pki/ada.pem","key":"/pki/ada.key"}}}
+            "#]],
+        );
+        check(
+            &Control::Status,
+            expect![[r#"
+            "Status"
+        "#]],
+        );
+        check(
+            &Control::Flush(workspace()),
+            expect![[r#"
+            {"Flush":"web"}
+        "#]],
+        );
+        check(
+            &Control::Resolve {
+                workspace: workspace(),
+                path: "src/a.txt".parse().unwrap_or_else(|e| panic!("{e}")),
+                keep: Side::Beta,
+            },
+            expect![[r#"
+                {"Resolve":{"workspace":"web","path":"src/a.txt","keep":"Beta"}}
+            "#]],
+        );
+        check(
+            &Control::Pause(workspace()),
+            expect![[r#"
+            {"Pause":"web"}
+        "#]],
+        );
+        check(
+            &Control::Resume(workspace()),
+            expect![[r#"
+            {"Resume":"web"}
+        "#]],
+        );
+        check(
+            &Control::Stop(workspace()),
+            expect![[r#"
+            {"Stop":"web"}
+        "#]],
+        );
+    }
+
+    #[test]
+    fn answers_are_one_json_line_each_and_read_back() {
+        check(
+            &ControlAnswer::Sessions(vec![status()]),
+            expect![[r#"
+            {"Sessions":[{"workspace":"web","local":"/home/ada/web","mode":"TwoWaySafe","state":"watching","cycles":3,"changes":2,"conflicts":[{"path":"a.txt","local":"file","remote":null}],"last_error":null,"refused":["refused to write l/f: l is a symlink"]}]}
+        "#]],
+        );
+        check(
+            &ControlAnswer::Session(status()),
+            expect![[r#"
+            {"Session":{"workspace":"web","local":"/home/ada/web","mode":"TwoWaySafe","state":"watching","cycles":3,"changes":2,"conflicts":[{"path":"a.txt","local":"file","remote":null}],"last_error":null,"refused":["refused to write l/f: l is a symlink"]}}
+        "#]],
+        );
+        check(
+            &ControlAnswer::error(ErrorCode::SyncPaused, "the sync of web is paused"),
+            expect![[r#"
+                {"Error":{"code":"SYNC_PAUSED","message":"the sync of web is paused"}}
+            "#]],
+        );
+    }
+
+    #[test]
+    fn a_line_that_is_not_a_control_does_not_read_as_one() {
+        for line in ["", "{}", "\"Launch\"", "{\"Flush\":\"not a name!\"}"] {
+            assert!(serde_json::from_str::<Control>(line).is_err(), "{line}");
+        }
+    }
+}

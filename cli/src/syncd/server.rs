@@ -234,3 +234,182 @@ fn no_session(name: &WorkspaceName) -> ControlAnswer {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use nexus_sync::Mode;
+
+    use super::*;
+    use crate::settings::Settings;
+    use crate::syncd::client::ask;
+    use crate::syncd::control::SessionConfig;
+
+    fn name(name: &str) -> WorkspaceName {
+        WorkspaceName::new(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn paths() -> (tempfile::TempDir, Paths) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let paths = Paths {
+            dir: dir.path().to_path_buf(),
+        };
+        (dir, paths)
+    }
+
+    /// A session of `web` on `local`, whose agent cannot be reached (there are no credentials):
+    /// it starts, and fails to connect, without a network.
+    fn config(local: &std::path::Path) -> SessionConfig {
+        SessionConfig {
+            workspace: name("web"),
+            local: local.to_path_buf(),
+            mode: Mode::TwoWaySafe,
+            ignore: vec![],
+            ignore_vcs: true,
+            settings: Settings {
+                coordinators: vec![],
+                ca: local.join("no-ca.pem"),
+                cert: local.join("no-cert.pem"),
+                key: local.join("no-key.pem"),
+            },
+        }
+    }
+
+    fn error_of(answer: ControlAnswer) -> (ErrorCode, String) {
+        match answer {
+            ControlAnswer::Error { code, message } => (code, message),
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+
+    fn session_of(answer: ControlAnswer) -> crate::syncd::SessionStatus {
+        match answer {
+            ControlAnswer::Session(status) => status,
+            other => panic!("not a session: {other:?}"),
+        }
+    }
+
+    async fn next_answer(
+        lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    ) -> ControlAnswer {
+        let line = lines.next_line().await.unwrap_or_else(|e| panic!("{e}"));
+        let line = line.unwrap_or_else(|| panic!("no answer"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn a_daemon_answers_its_client_and_goes_when_no_session_is_left() {
+        let (_dir, paths) = paths();
+        let listener = UnixListener::bind(paths.socket()).unwrap_or_else(|e| panic!("{e}"));
+        let serving = paths.clone();
+        let daemon = tokio::spawn(async move { serve(listener, BTreeMap::new(), &serving).await });
+        let answer = ask(&paths.socket(), &Control::Status).await;
+        assert_eq!(
+            answer.unwrap_or_else(|e| panic!("{e}")),
+            ControlAnswer::Sessions(vec![])
+        );
+        let served = daemon.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(served.is_ok(), "{served:?}");
+        assert!(!paths.socket().exists());
+    }
+
+    #[tokio::test]
+    async fn a_line_that_is_no_request_is_answered_and_the_connection_goes_on() {
+        let (_dir, paths) = paths();
+        let listener = UnixListener::bind(paths.socket()).unwrap_or_else(|e| panic!("{e}"));
+        let serving = paths.clone();
+        let daemon = tokio::spawn(async move { serve(listener, BTreeMap::new(), &serving).await });
+        let stream = UnixStream::connect(paths.socket())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(b"hello\n\"Status\"\n")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut lines = BufReader::new(read).lines();
+        let (code, message) = error_of(next_answer(&mut lines).await);
+        assert_eq!(code, ErrorCode::InvalidArgument);
+        assert!(message.starts_with("not a sync request: "), "{message}");
+        assert_eq!(
+            next_answer(&mut lines).await,
+            ControlAnswer::Sessions(vec![])
+        );
+        drop(write);
+        let served = daemon.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(served.is_ok(), "{served:?}");
+    }
+
+    #[tokio::test]
+    async fn asking_about_a_session_that_is_not_there_says_how_to_start_one() {
+        let (_dir, paths) = paths();
+        let mut sessions = BTreeMap::new();
+        let web = name("web");
+        for control in [
+            Control::Flush(web.clone()),
+            Control::Resolve {
+                workspace: web.clone(),
+                path: "a".parse().unwrap_or_else(|e| panic!("{e}")),
+                keep: nexus_sync::Side::Alpha,
+            },
+            Control::Pause(web.clone()),
+            Control::Resume(web.clone()),
+            Control::Stop(web.clone()),
+        ] {
+            let (code, message) = error_of(handle(control, &mut sessions, &paths).await);
+            assert_eq!(code, ErrorCode::WorkspaceNotFound);
+            assert_eq!(
+                message,
+                "no sync session for web; start one with `nexus workspace sync start web --local DIR`"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_start_without_a_directory_or_with_bad_patterns_starts_nothing() {
+        let (dir, paths) = paths();
+        let mut sessions = BTreeMap::new();
+        let missing = config(&dir.path().join("missing"));
+        let (code, message) =
+            error_of(handle(Control::Start(missing), &mut sessions, &paths).await);
+        assert_eq!(code, ErrorCode::InvalidArgument);
+        assert!(message.ends_with("missing is not a directory"), "{message}");
+        let mut patterns = config(dir.path());
+        patterns.ignore = vec!["a\nb".into()];
+        let (code, message) =
+            error_of(handle(Control::Start(patterns), &mut sessions, &paths).await);
+        assert_eq!(code, ErrorCode::InvalidArgument);
+        assert_eq!(message, "\"a\\nb\": one pattern per --ignore");
+        assert!(sessions.is_empty());
+        assert_eq!(saved::saved_sessions(&paths), vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_started_session_is_saved_listed_paused_and_stopped() {
+        let (_dir, paths) = paths();
+        let local = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut sessions = BTreeMap::new();
+        let start = || Control::Start(config(local.path()));
+        let started = session_of(handle(start(), &mut sessions, &paths).await);
+        assert_eq!(
+            (started.workspace.as_str(), started.state.as_str()),
+            ("web", "connecting")
+        );
+        assert_eq!(saved::saved_sessions(&paths), [config(local.path())]);
+        // A second start of the same workspace is the first session.
+        session_of(handle(start(), &mut sessions, &paths).await);
+        assert_eq!(sessions.len(), 1);
+        match handle(Control::Status, &mut sessions, &paths).await {
+            ControlAnswer::Sessions(listed) => {
+                assert_eq!(listed.len(), 1, "{listed:?}");
+                assert_eq!(listed[0].workspace, name("web"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let paused = session_of(handle(Control::Pause(name("web")), &mut sessions, &paths).await);
+        assert_eq!(paused.state, "paused");
+        let stopped = session_of(handle(Control::Stop(name("web")), &mut sessions, &paths).await);
+        assert_eq!(stopped.state, "stopped");
+        assert!(sessions.is_empty());
+        assert_eq!(saved::saved_sessions(&paths), vec![]);
+    }
+}
