@@ -86,7 +86,7 @@ impl<R: Runtime> Endpoint<R> {
                 "this agent keeps no workspace files",
             ));
         };
-        let request: nexus_sync::remote::Request = codec::decode(&payload).map_err(|e| {
+        let request: nexus_sync::endpoint::Request = codec::decode(&payload).map_err(|e| {
             WireError::new(ErrorCode::ProtocolError, format!("not a sync request: {e}"))
         })?;
         let synced = self
@@ -105,14 +105,14 @@ impl<R: Runtime> Endpoint<R> {
             })
             .clone();
         let answer = match request {
-            nexus_sync::remote::Request::WaitChange { seen, within_ms } => {
+            nexus_sync::endpoint::Request::WaitChange { seen, within_ms } => {
                 let within = Duration::from_millis(u64::from(
-                    within_ms.min(nexus_sync::remote::MAX_WAIT_MS),
+                    within_ms.min(nexus_sync::endpoint::MAX_WAIT_MS),
                 ));
                 let mut changes = synced.changes;
                 let _ = tokio::time::timeout(within, changes.wait_for(|count| *count > seen)).await;
                 let count = *changes.borrow();
-                nexus_sync::remote::Answer::Changes(count)
+                nexus_sync::endpoint::Answer::Changes(count)
             }
             request => synced.served.lock().await.serve(request).await,
         };

@@ -231,7 +231,9 @@ pub struct SyncStartArgs {
 }
 
 fn parse_mode(value: &str) -> Result<nexus_sync::Mode, String> {
-    value.parse()
+    value
+        .parse()
+        .map_err(|e: nexus_sync::reconcile::UnknownMode| e.to_string())
 }
 
 #[derive(Debug, Args)]

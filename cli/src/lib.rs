@@ -80,7 +80,9 @@ async fn run(
         }
         Command::SyncDaemon { dir } => crate::syncd::run(crate::syncd::Paths { dir })
             .await
-            .map_err(|e| CliError::local(nexus_protocol::ErrorCode::SyncSessionFailed, e)),
+            .map_err(|e| {
+                CliError::local(nexus_protocol::ErrorCode::SyncSessionFailed, e.to_string())
+            }),
     };
     done.map(|()| 0)
 }

@@ -104,7 +104,7 @@ pub enum HostRequest {
     /// The host's workspace networks (admins only): [`Response::Networks`].
     Networks,
     /// One step of a file sync session with the workspace's files directory: `payload` is a
-    /// request of the sync engine's (`nexus_sync::remote::Request`), encoded by
+    /// request of the sync engine's (`nexus_sync::endpoint::Request`), encoded by
     /// [`crate::codec::encode_payload`]; answered with [`Response::Sync`].
     Sync {
         workspace: WorkspaceName,
@@ -252,7 +252,7 @@ pub enum Response {
     Networks(Vec<NetworkView>),
     /// Each host and where its agent serves [`HostRequest`]s.
     Endpoints(Vec<(HostId, String)>),
-    /// The sync engine's answer (`nexus_sync::remote::Answer`), encoded like the request.
+    /// The sync engine's answer (`nexus_sync::endpoint::Answer`), encoded like the request.
     Sync(Vec<u8>),
 }
 

@@ -32,23 +32,31 @@ pub struct Filter {
 impl Filter {
     /// The defaults, the VCS directories if asked, then `patterns` (later lines win, and `!`
     /// re-includes, as in `.gitignore`).
-    pub fn new(patterns: &[String], ignore_vcs: bool) -> Result<Filter, String> {
+    pub fn new(patterns: &[String], ignore_vcs: bool) -> Result<Filter, FilterError> {
         let mut builder = GitignoreBuilder::new("/");
-        let vcs: &[&str] = if ignore_vcs { &VCS } else { &[] };
+        let vcs: &[&'static str] = if ignore_vcs { &VCS } else { &[] };
         for line in DEFAULTS.iter().chain(vcs) {
             builder
                 .add_line(None, line)
-                .map_err(|e| format!("default pattern {line:?}: {e}"))?;
+                .map_err(|e| FilterError::Default {
+                    pattern: line,
+                    reason: e.to_string(),
+                })?;
         }
         for line in patterns {
             if line.contains('\n') {
-                return Err(format!("{line:?}: one pattern per --ignore"));
+                return Err(FilterError::Multiline(line.clone()));
             }
             builder
                 .add_line(None, line)
-                .map_err(|e| format!("invalid ignore pattern {line:?}: {e}"))?;
+                .map_err(|e| FilterError::Invalid {
+                    pattern: line.clone(),
+                    reason: e.to_string(),
+                })?;
         }
-        let rules = builder.build().map_err(|e| e.to_string())?;
+        let rules = builder
+            .build()
+            .map_err(|e| FilterError::Build(e.to_string()))?;
         Ok(Filter { rules })
     }
 
@@ -58,6 +66,27 @@ impl Filter {
             .matched_path_or_any_parents(path.as_str(), is_dir)
             .is_ignore()
     }
+}
+
+/// Patterns that make no filter. The reasons are the matcher's words, as text: its error type
+/// stays inside this module (the one home of the `ignore` crate).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// The user's pattern does not parse.
+    #[error("invalid ignore pattern {pattern:?}: {reason}")]
+    Invalid { pattern: String, reason: String },
+    /// A pattern holds a line break: each `--ignore` is one pattern.
+    #[error("{0:?}: one pattern per --ignore")]
+    Multiline(String),
+    /// One of our own defaults does not parse: a bug here, not the user's doing.
+    #[error("default pattern {pattern:?}: {reason}")]
+    Default {
+        pattern: &'static str,
+        reason: String,
+    },
+    /// The matcher refused the patterns as a whole.
+    #[error("{0}")]
+    Build(String),
 }
 
 #[cfg(test)]

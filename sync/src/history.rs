@@ -161,7 +161,7 @@ impl History {
 pub fn absorb(
     slot: &mut Option<(Version, Tree)>,
     answer: Since,
-) -> Result<Option<Vec<RelPath>>, String> {
+) -> Result<Option<Vec<RelPath>>, AbsorbError> {
     match (answer.seen, slot.as_mut()) {
         (Seen::Whole(tree), _) => {
             *slot = Some((answer.version, tree));
@@ -173,8 +173,7 @@ pub fn absorb(
                 .iter()
                 .find(|(root, entries)| entries.iter().any(|(p, _)| !p.is_within(root)))
             {
-                let error =
-                    format!("the other side sent entries outside {root} as its changes there");
+                let error = AbsorbError::Outside(root.clone());
                 *slot = None;
                 return Err(error);
             }
@@ -186,10 +185,20 @@ pub fn absorb(
             }
             Ok(Some(roots))
         }
-        (Seen::Changed(_), None) => {
-            Err("the other side sent changes to a tree it never sent".into())
-        }
+        (Seen::Changed(_), None) => Err(AbsorbError::NoTree),
     }
+}
+
+/// An answer that does not fit what one knows of the side (see [`absorb`]). The side may be
+/// across a network, so this is its fault, not a bug here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AbsorbError {
+    /// A changed subtree came with entries outside its root.
+    #[error("the other side sent entries outside {0} as its changes there")]
+    Outside(RelPath),
+    /// Changes came to a tree one never had.
+    #[error("the other side sent changes to a tree it never sent")]
+    NoTree,
 }
 
 /// `paths` in order, without duplicates or any beneath another.

@@ -1,8 +1,8 @@
 //! `nexus-sync`: the file sync engine's pure core. It compares two trees, alpha (the user's
 //! directory) and beta (the workspace's), against the last state both agreed on (the ancestor),
-//! and says what to copy which way, what conflicts, and what is now agreed. It reads no disk,
-//! clock or socket: scanning, transfer and watching sit around it, so every case is tested here
-//! deterministically.
+//! and says what to copy which way, what conflicts, and what is now agreed. That core reads no
+//! disk, clock or socket: scanning, transfer and watching sit around it, in modules of their own,
+//! so every case is tested here deterministically.
 //!
 //! - [`path`]: relative paths that cannot leave the root.
 //! - [`tree`]: entries (files by content digest, directories, symlinks) and flat trees of them.
@@ -10,17 +10,22 @@
 //! - [`filter`]: what a session leaves out (`.gitignore` syntax).
 //! - [`history`]: a side's versions, and what changed between them.
 //! - [`delta`]: rsync-style delta transfer of a changed file.
+//! - [`endpoint`]: the contract between a session and its sides: the `Endpoint` trait, its
+//!   errors, and the requests and answers that carry its calls across a network.
 //! - [`session`]: cycles between two endpoints, and the state that lets a session resume.
-//! - [`remote`]: a side across the network: its requests, serving them, and the endpoint that
-//!   sends them.
+//! - [`local_endpoint`]: a side in a directory on this machine, watched.
+//! - [`remote`]: a side across the network: serving requests, and the endpoint that sends them.
 //! - [`watch`]: file events, coalesced into cycles.
-//! - [`scan`]: reading a directory into a tree; [`local`]: applying a change to one. The only
-//!   modules here that touch the disk.
+//! - [`scan`]: reading a directory into a tree; [`local`]: applying a change to one. With
+//!   [`local_endpoint`] (reading files) and [`session`] (its state file), the only modules here
+//!   that touch the disk.
 
 pub mod delta;
+pub mod endpoint;
 pub mod filter;
 pub mod history;
 pub mod local;
+pub mod local_endpoint;
 pub mod path;
 pub mod reconcile;
 pub mod remote;

@@ -64,18 +64,19 @@ impl fmt::Display for Mode {
 }
 
 impl FromStr for Mode {
-    type Err = String;
-    fn from_str(value: &str) -> Result<Mode, String> {
+    type Err = UnknownMode;
+    fn from_str(value: &str) -> Result<Mode, UnknownMode> {
         Mode::ALL
             .into_iter()
             .find(|mode| mode.as_str() == value)
-            .ok_or_else(|| {
-                format!(
-                    "unknown mode {value:?}: two-way-safe, two-way-resolved, one-way-safe or one-way-replica"
-                )
-            })
+            .ok_or_else(|| UnknownMode(value.to_string()))
     }
 }
+
+/// A name that is no [`Mode`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown mode {0:?}: two-way-safe, two-way-resolved, one-way-safe or one-way-replica")]
+pub struct UnknownMode(pub String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Side {
@@ -360,15 +361,11 @@ pub fn resolve(
     mode: Mode,
     path: &RelPath,
     keep: Side,
-) -> Result<(), String> {
+) -> Result<(), OneWayOnly> {
     let losing = match (keep, mode) {
         (Side::Alpha, _) => beta,
         (Side::Beta, Mode::TwoWaySafe | Mode::TwoWayResolved) => alpha,
-        (Side::Beta, _) => {
-            return Err(format!(
-                "{mode} carries changes to the workspace only: keep the local version, or change it locally"
-            ));
-        }
+        (Side::Beta, _) => return Err(OneWayOnly(mode)),
     };
     ancestor.replace_subtree(path, &losing.subtree(path));
     // The ancestor must stay a tree: the parents the losing side has for it.
@@ -381,3 +378,8 @@ pub fn resolve(
     }
     Ok(())
 }
+
+/// Beta's version cannot be kept in a one-way mode: nothing travels to alpha.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0} carries changes to the workspace only: keep the local version, or change it locally")]
+pub struct OneWayOnly(pub Mode);

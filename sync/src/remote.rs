@@ -1,5 +1,5 @@
-//! A session's side across the network: the requests one side sends the other, how the side
-//! that holds the directory serves them ([`Served`]), and the endpoint that sends them
+//! A session's side across the network: how the side that holds the directory serves the
+//! requests of [`crate::endpoint`] ([`Served`]), and the endpoint that sends them
 //! ([`RemoteEndpoint`]) through whatever carries them (a [`Carrier`]: the agent's QUIC
 //! endpoint, or a loopback in tests). Large files travel in chunks both ways, so no message
 //! comes near a frame's limit.
@@ -8,91 +8,17 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
 use crate::delta::Signature;
+use crate::endpoint::{
+    Answer, CHUNK, Content, Endpoint, EndpointError, MAX_STAGED, Refusal, RefusalCode, Request,
+    checked,
+};
 use crate::filter::Filter;
 use crate::history::{Seen, Since, Version};
+use crate::local_endpoint::LocalEndpoint;
 use crate::path::RelPath;
 use crate::reconcile::Change;
-use crate::session::{Content, Endpoint, EndpointError, LocalEndpoint};
-use crate::tree::{Digest, Tree};
-
-/// The most bytes one request or answer carries of a file.
-pub const CHUNK: usize = 4 << 20;
-/// The most bytes a serving side holds staged for one session's next change.
-pub const MAX_STAGED: usize = 256 << 20;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Request {
-    /// Scan the root with this filter (sent with every scan: the session's filter is the rule).
-    Scan {
-        ignore: Vec<String>,
-        ignore_vcs: bool,
-    },
-    /// Up to `len` bytes of a file from `offset`.
-    Read {
-        path: RelPath,
-        offset: u64,
-        len: u32,
-    },
-    Signature {
-        path: RelPath,
-    },
-    /// A piece of a file's new content, kept until the change that needs it.
-    Stage {
-        path: RelPath,
-        offset: u64,
-        bytes: Vec<u8>,
-    },
-    /// Applies a change; contents not given are the staged ones.
-    Apply {
-        change: Change,
-        contents: BTreeMap<RelPath, Content>,
-    },
-    /// Scan the root with this filter, and say what changed since `since`
-    /// ([`Answer::Since`]). Added after `Scan`, which is still answered (with the whole tree).
-    ScanSince {
-        ignore: Vec<String>,
-        ignore_vcs: bool,
-        since: Option<Version>,
-    },
-    /// Answer ([`Answer::Changes`]) once the root's watcher has counted more than `seen`
-    /// changes, or after `within_ms` (at most [`MAX_WAIT_MS`]) with the count as it is: what
-    /// lets a session hear of a change on this side at once instead of polling for it. Served by
-    /// the agent itself (it must not hold the session's side while it waits), not by [`Served`].
-    WaitChange {
-        seen: u64,
-        within_ms: u32,
-    },
-}
-
-/// The longest a [`Request::WaitChange`] is held.
-pub const MAX_WAIT_MS: u32 = 25_000;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Answer {
-    Tree(Tree),
-    Bytes(Vec<u8>),
-    Signature(Signature),
-    Done,
-    Stale(RelPath),
-    Refused(String),
-    Unavailable(String),
-    Since(Since),
-    /// How many changes the root's watcher has counted (since the agent began serving it).
-    Changes(u64),
-}
-
-impl From<EndpointError> for Answer {
-    fn from(error: EndpointError) -> Answer {
-        match error {
-            EndpointError::Stale(path) => Answer::Stale(path),
-            EndpointError::Refused(why) => Answer::Refused(why),
-            EndpointError::Unavailable(why) => Answer::Unavailable(why),
-        }
-    }
-}
+use crate::tree::Digest;
 
 /// The side that holds a directory, serving another side's requests.
 #[derive(Debug)]
@@ -148,7 +74,9 @@ impl Served {
             .as_ref()
             .is_some_and(|(i, v, _)| *i == ignore && *v == ignore_vcs);
         if !same {
-            let filter = Filter::new(&ignore, ignore_vcs).map_err(EndpointError::Refused)?;
+            let filter = Filter::new(&ignore, ignore_vcs).map_err(|e| {
+                EndpointError::Refused(Refusal::new(RefusalCode::InvalidFilter, e.to_string()))
+            })?;
             std::fs::create_dir_all(&self.root).map_err(|e| {
                 EndpointError::Unavailable(format!("cannot make {}: {e}", self.root.display()))
             })?;
@@ -204,9 +132,12 @@ impl Served {
                 let staged: usize = self.staged.values().map(Vec::len).sum();
                 if staged + bytes.len() > MAX_STAGED {
                     self.staged.clear();
-                    return Err(EndpointError::Refused(format!(
-                        "more than {} MiB staged at once; files that large are not synced",
-                        MAX_STAGED >> 20
+                    return Err(EndpointError::Refused(Refusal::new(
+                        RefusalCode::TooLarge,
+                        format!(
+                            "more than {} MiB staged at once; files that large are not synced",
+                            MAX_STAGED >> 20
+                        ),
                     )));
                 }
                 let buffer = self.staged.entry(path.clone()).or_default();
@@ -262,12 +193,7 @@ impl<C: Carrier> RemoteEndpoint<C> {
     }
 
     async fn call(&mut self, request: Request) -> Result<Answer, EndpointError> {
-        match self.carrier.call(request).await? {
-            Answer::Stale(path) => Err(EndpointError::Stale(path)),
-            Answer::Refused(why) => Err(EndpointError::Refused(why)),
-            Answer::Unavailable(why) => Err(EndpointError::Unavailable(why)),
-            answer => Ok(answer),
-        }
+        self.carrier.call(request).await?.into_result()
     }
 }
 
@@ -318,7 +244,7 @@ impl<C: Carrier> Endpoint for RemoteEndpoint<C> {
             }
         }
         // The pieces must make the version that was planned, not a mix of two.
-        crate::session::checked(path, bytes, digest)
+        checked(path, bytes, digest)
     }
 
     async fn signature(&mut self, path: &RelPath) -> Result<Signature, EndpointError> {

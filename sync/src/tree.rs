@@ -66,6 +66,11 @@ pub struct Stale {
     pub path: RelPath,
 }
 
+/// An entry whose parent is not a directory of its tree (see [`Tree::check`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} has no parent directory")]
+pub struct NoParent(pub RelPath);
+
 impl Tree {
     pub fn new() -> Tree {
         Tree::default()
@@ -162,12 +167,12 @@ impl Tree {
     }
 
     /// Whether every entry's parent is a directory of the tree.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), NoParent> {
         for path in self.entries.keys() {
             if let Some(parent) = path.parent()
                 && !self.entries.get(&parent).is_some_and(Entry::is_dir)
             {
-                return Err(format!("{path} has no parent directory"));
+                return Err(NoParent(path.clone()));
             }
         }
         Ok(())

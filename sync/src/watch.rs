@@ -21,7 +21,7 @@ pub struct Watcher {
 impl Watcher {
     /// Calls `changed` (from another thread) whenever something beneath `root` may have
     /// changed, including when the event queue overflowed.
-    pub fn start(root: &Path, changed: impl Fn() + Send + 'static) -> Result<Watcher, String> {
+    pub fn start(root: &Path, changed: impl Fn() + Send + 'static) -> Result<Watcher, WatchError> {
         Watcher::with_paths(root, move |_| changed())
     }
 
@@ -30,7 +30,7 @@ impl Watcher {
     pub fn with_paths(
         root: &Path,
         changed: impl Fn(Option<Vec<PathBuf>>) + Send + 'static,
-    ) -> Result<Watcher, String> {
+    ) -> Result<Watcher, WatchError> {
         let mut inner =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
                 // Reading changes nothing (and a scan's own reads would wake it for ever).
@@ -40,11 +40,29 @@ impl Watcher {
                 }
                 _ => changed(None),
             })
-            .map_err(|e| format!("cannot watch {}: {e}", root.display()))?;
+            .map_err(|source| WatchError::new(root, source))?;
         inner
             .watch(root, RecursiveMode::Recursive)
-            .map_err(|e| format!("cannot watch {}: {e}", root.display()))?;
+            .map_err(|source| WatchError::new(root, source))?;
         Ok(Watcher { _inner: inner })
+    }
+}
+
+/// The operating system would not watch a root (too many watches, a root that is gone). Without
+/// events every scan reads the whole tree: slower, still right.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {}: {source}", .root.display())]
+pub struct WatchError {
+    root: PathBuf,
+    source: notify::Error,
+}
+
+impl WatchError {
+    fn new(root: &Path, source: notify::Error) -> WatchError {
+        WatchError {
+            root: root.to_path_buf(),
+            source,
+        }
     }
 }
 

@@ -9,9 +9,11 @@ use std::fs;
 use std::sync::{Arc, Mutex};
 
 use nexus_sync::Mode;
+use nexus_sync::endpoint::{Answer, CHUNK, EndpointError, Request};
 use nexus_sync::filter::Filter;
-use nexus_sync::remote::{Answer, CHUNK, Carrier, RemoteEndpoint, Request, Served};
-use nexus_sync::session::{EndpointError, LocalEndpoint, SessionState, cycle};
+use nexus_sync::local_endpoint::LocalEndpoint;
+use nexus_sync::remote::{Carrier, RemoteEndpoint, Served};
+use nexus_sync::session::{SessionState, cycle};
 
 /// Serves in the same process, through JSON both ways as a wire would (except file pieces,
 /// whose bytes would only make the test slow).

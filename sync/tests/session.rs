@@ -10,7 +10,8 @@ use std::path::Path;
 
 use nexus_sync::Mode;
 use nexus_sync::filter::Filter;
-use nexus_sync::session::{CycleReport, LocalEndpoint, SessionState, cycle};
+use nexus_sync::local_endpoint::LocalEndpoint;
+use nexus_sync::session::{CycleReport, SessionState, cycle};
 
 fn endpoints(root: &Path) -> (LocalEndpoint, LocalEndpoint) {
     let filter = || Filter::new(&[], true).unwrap();
@@ -105,7 +106,12 @@ async fn a_state_file_that_is_not_ours_is_refused() {
     let path = dir.path().join("session.json");
     assert_eq!(SessionState::load(&path).unwrap(), None);
     fs::write(&path, "{\"format\": 99, \"state\": {}}").unwrap();
-    assert!(SessionState::load(&path).unwrap_err().contains("format"));
+    assert!(
+        SessionState::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("format")
+    );
     fs::write(&path, "garbage").unwrap();
     assert!(SessionState::load(&path).is_err());
 }
@@ -123,8 +129,8 @@ async fn full_scans_beside_the_cycles_lose_no_step() {
 }
 
 async fn watched_side_sees_everything(full_rescan: Option<std::time::Duration>) {
+    use nexus_sync::endpoint::Endpoint;
     use nexus_sync::scan::Scanner;
-    use nexus_sync::session::Endpoint;
 
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("alpha");
@@ -184,7 +190,7 @@ async fn watched_side_sees_everything(full_rescan: Option<std::time::Duration>) 
 /// it runs beside the scans that answer, which go on meanwhile.
 #[tokio::test]
 async fn the_full_scan_finds_what_the_watcher_missed() {
-    use nexus_sync::session::Endpoint;
+    use nexus_sync::endpoint::Endpoint;
     use std::time::{Duration, Instant};
 
     let dir = tempfile::tempdir().unwrap();
@@ -241,8 +247,8 @@ async fn the_full_scan_finds_what_the_watcher_missed() {
 /// taken in. A gate holds the scan between its reading the disk and its being taken in.
 #[tokio::test]
 async fn edits_during_a_full_scan_are_not_undone_by_it() {
+    use nexus_sync::endpoint::Endpoint;
     use nexus_sync::scan::Scanner;
-    use nexus_sync::session::Endpoint;
     use std::sync::{Arc, Barrier};
     use std::time::{Duration, Instant};
 
@@ -305,7 +311,7 @@ async fn edits_during_a_full_scan_are_not_undone_by_it() {
 
 #[test]
 fn a_large_tree_is_scanned_whole_less_often() {
-    use nexus_sync::session::full_rescan_after;
+    use nexus_sync::local_endpoint::full_rescan_after;
     use std::time::Duration;
     assert_eq!(full_rescan_after(0), Duration::from_secs(10));
     assert_eq!(full_rescan_after(10_000), Duration::from_secs(10));

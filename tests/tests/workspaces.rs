@@ -839,9 +839,11 @@ async fn agent_connection(
 
 #[tokio::test]
 async fn a_sync_session_carries_edits_between_a_local_directory_and_the_container() {
+    use nexus_sync::endpoint::EndpointError;
     use nexus_sync::filter::Filter;
+    use nexus_sync::local_endpoint::LocalEndpoint;
     use nexus_sync::remote::RemoteEndpoint;
-    use nexus_sync::session::{EndpointError, LocalEndpoint, SessionState, cycle};
+    use nexus_sync::session::{SessionState, cycle};
 
     let fleet = Fleet::start("sync", 1).await;
     let (user, role) = ada();
@@ -927,7 +929,7 @@ async fn a_sync_session_carries_edits_between_a_local_directory_and_the_containe
         true,
     );
     let refused = {
-        use nexus_sync::session::Endpoint;
+        use nexus_sync::endpoint::Endpoint;
         theirs.scan(None).await.unwrap_err()
     };
     assert!(matches!(refused, EndpointError::Refused(_)), "{refused}");
