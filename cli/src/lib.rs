@@ -1,6 +1,7 @@
 //! `nexus`: the command line for users and admins. The binary is `main.rs`, which calls [`main`];
 //! everything lives here so that it can be tested.
 
+pub mod agents;
 pub mod args;
 pub mod commands;
 pub mod error;

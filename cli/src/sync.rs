@@ -24,7 +24,7 @@ pub struct AgentCarrier {
 
 impl AgentCarrier {
     /// A carrier on `connection`, which must be to `workspace`'s agent (see
-    /// `commands::host::agent_of`).
+    /// `agents::agent_of`).
     pub fn new(connection: Connection, workspace: WorkspaceName) -> AgentCarrier {
         AgentCarrier {
             connection,

@@ -118,7 +118,7 @@ pub async fn start(
         )
     })?;
     // The coordinator answers only the workspace's owner or an admin.
-    let (host, address) = crate::commands::host::endpoint_of(settings, &args.name).await?;
+    let (host, address) = crate::agents::endpoint_of(settings, &args.name).await?;
     let docker_host = docker_host(&address);
     let container = container_of(&host, &args.name, docker_host.as_deref()).await?;
     // (A Mutagen whose daemon is not running has no sessions; `create` starts it.)

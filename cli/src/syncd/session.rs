@@ -353,8 +353,7 @@ async fn remote(
     changed: Arc<Notify>,
     told: Arc<AtomicBool>,
 ) -> Result<(RemoteEndpoint<AgentCarrier>, Waiter), CliError> {
-    let (_, connection) =
-        crate::commands::host::agent_of(&config.settings, &config.workspace).await?;
+    let (_, connection) = crate::agents::agent_of(&config.settings, &config.workspace).await?;
     let carrier = AgentCarrier::new(connection, config.workspace.clone());
     let side = |carrier| RemoteEndpoint::new(carrier, config.ignore.clone(), config.ignore_vcs);
     let mut waiting = side(carrier.clone());
