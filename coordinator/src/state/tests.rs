@@ -244,6 +244,27 @@ fn observations_count_only_from_the_workspaces_host_and_generation() {
     assert_eq!(state.workspaces()[&w("a")].state, WorkspaceState::Running);
 }
 
+/// A known defect (docs/known-defects.md): a report that lands while its host is marked down is
+/// applied, so the lost workspace reads running on a host that is still down. When the state
+/// machine learns to hold such reports, this test changes with it.
+#[test]
+fn a_report_from_a_down_host_is_applied_today() {
+    let (_, state) = check(vec![
+        Command::RegisterHost(host("h1", 20000, 20010)),
+        create("a", "h1", &[]),
+        Command::SetHostStatus {
+            host: h("h1"),
+            status: HostStatus::Down,
+        },
+        Command::RecordObserved {
+            host: h("h1"),
+            observed: vec![observed("a", 1, WorkspaceState::Running)],
+        },
+    ]);
+    assert_eq!(state.hosts()[&h("h1")].status, HostStatus::Down);
+    assert_eq!(state.workspaces()[&w("a")].state, WorkspaceState::Running);
+}
+
 #[test]
 fn destruction_releases_ports_once_the_host_reports_it_gone() {
     let (codes, state) = check(vec![
