@@ -193,7 +193,6 @@ pub fn is_in_flight(state: WorkspaceState) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use nexus_protocol::HostId;
     use nexus_protocol::model::PortRange;
 
     use super::*;
@@ -201,15 +200,10 @@ mod tests {
     /// A host of 2 CPUs and 4 GiB, labelled zone=x.
     fn info() -> HostInfo {
         HostInfo {
-            host_id: HostId::new("h").unwrap(),
-            hostname: "h".into(),
-            os: "linux".into(),
-            cpus: 2,
             memory_bytes: 4 << 30,
-            disk_bytes: 0,
             labels: [("zone".to_string(), "x".to_string())].into(),
             port_range: PortRange::new(20000, 20009).unwrap(),
-            agent_version: "test".into(),
+            ..nexus_fixtures::host("h")
         }
     }
 

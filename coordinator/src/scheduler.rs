@@ -352,15 +352,10 @@ mod tests {
             for &(id, cpus, gib, ports) in hosts {
                 let host_id = HostId::new(id).unwrap();
                 let info = HostInfo {
-                    host_id: host_id.clone(),
-                    hostname: id.into(),
-                    os: "linux".into(),
                     cpus,
                     memory_bytes: gib << 30,
-                    disk_bytes: 0,
-                    labels: Default::default(),
                     port_range: PortRange::new(20000, 20000 + ports - 1).unwrap(),
-                    agent_version: "test".into(),
+                    ..nexus_fixtures::host(id)
                 };
                 let host = TestHost {
                     info,
@@ -422,17 +417,10 @@ mod tests {
 
     fn spec(name: &str, class: ResourceClass, ports: &[u16]) -> WorkspaceSpec {
         WorkspaceSpec {
-            name: WorkspaceName::new(name).unwrap(),
             image: "img".into(),
             class,
-            ports: ports
-                .iter()
-                .map(|&container| PortSpec { container })
-                .collect(),
-            env: Default::default(),
-            labels: Default::default(),
-            command: vec![],
-            host: None,
+            ports: nexus_fixtures::ports(ports),
+            ..nexus_fixtures::spec(name)
         }
     }
 

@@ -19,8 +19,8 @@ use nexus_coordinator::state::{Command, Proposal, State};
 use nexus_coordinator::store::{Durability, FORMAT_VERSION, RocksStore, StoreIdentity};
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::identity::Identity;
-use nexus_protocol::model::{HostInfo, PortRange};
-use nexus_protocol::{HostId, NodeId, RequestId};
+use nexus_protocol::model::HostInfo;
+use nexus_protocol::{NodeId, RequestId};
 
 /// xorshift64*: small, seeded, and the same on every machine.
 struct Rng(u64);
@@ -255,15 +255,11 @@ impl Sim {
 
 fn host(request_id: RequestId) -> HostInfo {
     HostInfo {
-        host_id: HostId::new(format!("h{}", request_id.as_u128())).unwrap(),
         hostname: "sim".into(),
-        os: "linux".into(),
         cpus: 1,
         memory_bytes: 1,
-        disk_bytes: 0,
-        labels: Default::default(),
-        port_range: PortRange::DEFAULT,
         agent_version: "sim".into(),
+        ..nexus_fixtures::host(&format!("h{}", request_id.as_u128()))
     }
 }
 

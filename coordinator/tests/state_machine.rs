@@ -34,16 +34,10 @@ fn name(i: u8) -> WorkspaceName {
 
 fn host_info(i: u8, last_port: u16) -> HostInfo {
     HostInfo {
-        host_id: host_id(i),
-        hostname: format!("h{i}"),
-        os: "linux".into(),
         // Small enough that CPU and memory bind before the workspace count does.
         cpus: 1,
-        memory_bytes: 1 << 30,
-        disk_bytes: 0,
-        labels: Default::default(),
         port_range: PortRange::new(20_000, last_port).unwrap(),
-        agent_version: "test".into(),
+        ..nexus_fixtures::host(&format!("h{i}"))
     }
 }
 
@@ -66,14 +60,10 @@ fn command() -> impl Strategy<Value = Command> {
         6 => (names.clone(), hosts.clone(), proptest::collection::vec((80u16..83, 19_999u16..20_007), 0..4), proptest::sample::select(ResourceClass::ALL.to_vec())).prop_map(
             |(n, h, bindings, class)| Command::CreateWorkspace {
                 spec: WorkspaceSpec {
-                    name: name(n),
                     image: "img".into(),
                     class,
                     ports: bindings.iter().map(|&(container, _)| PortSpec { container }).collect(),
-                    env: Default::default(),
-                    labels: Default::default(),
-                    command: vec![],
-                    host: None,
+                    ..nexus_fixtures::spec(name(n).as_str())
                 },
                 owner: UserName::new("alice").unwrap(),
                 host: host_id(h),
@@ -111,14 +101,10 @@ fn command() -> impl Strategy<Value = Command> {
                 request_id: RequestId::from_u128(1_000_000 + id),
                 owner: UserName::new("alice").unwrap(),
                 spec: WorkspaceSpec {
-                    name: name(n),
                     image: "img".into(),
                     class,
                     ports: (0..ports).map(|i| PortSpec { container: 80 + i as u16 }).collect(),
-                    env: Default::default(),
-                    labels: Default::default(),
-                    command: vec![],
-                    host: None,
+                    ..nexus_fixtures::spec(name(n).as_str())
                 },
                 scoring: spread.then_some(Scoring::Spread),
             }).collect())

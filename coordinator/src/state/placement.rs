@@ -89,8 +89,7 @@ mod tests {
     use nexus_protocol::error::{ErrorCode, WireError};
     use nexus_protocol::identity::{Identity, Role};
     use nexus_protocol::model::{
-        HostInfo, HostStatus, Labels, PortRange, PortSpec, ResourceClass, WorkspaceSpec,
-        WorkspaceState,
+        HostInfo, HostStatus, Labels, PortRange, ResourceClass, WorkspaceSpec, WorkspaceState,
     };
     use nexus_protocol::{HostId, RequestId, UserName, WorkspaceName};
     use proptest::prelude::*;
@@ -106,34 +105,23 @@ mod tests {
         labels: &[(&str, &str)],
     ) -> HostInfo {
         HostInfo {
-            host_id: id.parse().unwrap(),
-            hostname: id.into(),
-            os: "linux".into(),
             cpus,
             memory_bytes: memory_gib << 30,
-            disk_bytes: 0,
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<Labels>(),
             port_range: PortRange::new(ports.0, ports.1).unwrap(),
-            agent_version: "test".into(),
+            ..nexus_fixtures::host(id)
         }
     }
 
     fn spec(name: &str, class: ResourceClass, ports: &[u16]) -> WorkspaceSpec {
         WorkspaceSpec {
-            name: WorkspaceName::new(name).unwrap(),
             image: "img".into(),
             class,
-            ports: ports
-                .iter()
-                .map(|&container| PortSpec { container })
-                .collect(),
-            env: Default::default(),
-            labels: Default::default(),
-            command: vec![],
-            host: None,
+            ports: nexus_fixtures::ports(ports),
+            ..nexus_fixtures::spec(name)
         }
     }
 

@@ -4,37 +4,24 @@
 use nexus_protocol::error::ErrorDetail;
 use nexus_protocol::identity::{Identity, Role};
 use nexus_protocol::message::ObservedWorkspace;
-use nexus_protocol::model::{PortRange, PortSpec, ResourceClass};
+use nexus_protocol::model::{PortRange, ResourceClass};
 
 use super::*;
 
 fn host(id: &str, first: u16, last: u16) -> HostInfo {
     HostInfo {
-        host_id: HostId::new(id).unwrap(),
-        hostname: id.into(),
-        os: "linux".into(),
         cpus: 8,
         memory_bytes: 32 << 30,
-        disk_bytes: 0,
-        labels: Default::default(),
         port_range: PortRange::new(first, last).unwrap(),
-        agent_version: "test".into(),
+        ..nexus_fixtures::host(id)
     }
 }
 
 fn spec(name: &str, container_ports: &[u16]) -> WorkspaceSpec {
     WorkspaceSpec {
-        name: WorkspaceName::new(name).unwrap(),
         image: "img".into(),
-        class: ResourceClass::Small,
-        ports: container_ports
-            .iter()
-            .map(|&container| PortSpec { container })
-            .collect(),
-        env: Default::default(),
-        labels: Default::default(),
-        command: vec![],
-        host: None,
+        ports: nexus_fixtures::ports(container_ports),
+        ..nexus_fixtures::spec(name)
     }
 }
 

@@ -254,14 +254,8 @@ async fn creator(
             return (latencies, refused);
         }
         let spec = WorkspaceSpec {
-            name: format!("w{i}").parse().unwrap(),
             image: "hollow".into(),
-            class: ResourceClass::Small,
-            ports: Vec::new(),
-            env: Default::default(),
-            labels: Default::default(),
-            command: Vec::new(),
-            host: None,
+            ..nexus_fixtures::spec(&format!("w{i}"))
         };
         let sent = Instant::now();
         let request_id = RequestId::random();
