@@ -307,7 +307,6 @@ impl FromStr for NetworkPool {
     }
 }
 
-
 /// `repo:tag` → (`repo`, `tag`), with `latest` when no tag is given. A registry's port is not a
 /// tag (`127.0.0.1:5000/img`); a digest is kept whole.
 pub fn split_image(image: &str) -> (&str, &str) {
