@@ -26,6 +26,7 @@ use crate::consensus::{
     MemberChange, MemberProgress, RaftConfig, RaftMessage, RaftNode, ReadyOutput, StoreError,
     carries_snapshot,
 };
+use crate::locks::lock;
 use crate::peers::Peers;
 use crate::state::{Command, Outcome, Proposal, State};
 use crate::store::RocksStore;
@@ -154,17 +155,9 @@ pub struct HostSignals {
 }
 
 impl HostSignals {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<nexus_protocol::HostId, watch::Sender<()>>> {
-        self.signals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// A signal that changes whenever `host`'s desired state may have.
     pub fn subscribe(&self, host: &nexus_protocol::HostId) -> watch::Receiver<()> {
-        self.lock()
+        lock(&self.signals)
             .entry(host.clone())
             .or_insert_with(|| watch::Sender::new(()))
             .subscribe()
@@ -174,7 +167,7 @@ impl HostSignals {
     /// host's watch ended) is dropped when it would be raised: the cost stays with the hosts
     /// that changed, not the fleet.
     fn raise(&self, changed: crate::state::ChangedHosts) {
-        let mut signals = self.lock();
+        let mut signals = lock(&self.signals);
         match changed {
             crate::state::ChangedHosts::All => {
                 signals.retain(|_, signal| signal.send(()).is_ok());

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod consensus;
 pub mod fit;
+mod locks;
 pub mod peers;
 pub mod placer;
 pub mod scheduler;

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::cluster::Input;
 use crate::consensus::{self, RaftMessage, carries_snapshot};
+use crate::locks::{lock, read, write};
 use crate::state::Proposal;
 
 /// Messages queued for one peer before new ones are dropped.
@@ -52,19 +53,6 @@ impl std::fmt::Debug for Peers {
             .field("addresses", &*read(&self.addresses))
             .finish_non_exhaustive()
     }
-}
-
-/// Locks whose holders never panic mid-update (each update is one insert or remove), so a
-/// poisoned lock is still consistent.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Peers {
@@ -108,10 +96,7 @@ impl Peers {
     /// Adds addresses learned from applied membership changes (they win over the configuration:
     /// they are what the cluster agreed on).
     pub fn learn(&self, learned: &BTreeMap<NodeId, String>) {
-        let mut addresses = self
-            .addresses
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut addresses = write(&self.addresses);
         for (node, address) in learned {
             if addresses.get(node) != Some(address) {
                 tracing::info!(node = %node, %address, "learned a member's address");

@@ -27,6 +27,7 @@ use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 
 use crate::cluster::{Cluster, NodeView};
 use crate::consensus;
+use crate::locks::lock;
 use crate::placer::Placer;
 use crate::scheduler::{Scoring, is_in_flight};
 use crate::state::{Command, PlaceRequest, State, WorkspaceRecord};
@@ -1201,15 +1202,6 @@ impl Service {
         tokio::spawn(watch.run(known_version, sender));
         Reply::Stream(updates)
     }
-}
-
-/// Locks one of the service's maps. Every update of them is a single insert, remove or field
-/// write: a panic while holding the lock cannot leave one half-updated, so a poisoned lock is
-/// still safe to use.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One agent's watch of its host's desired state.
