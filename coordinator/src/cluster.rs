@@ -80,7 +80,7 @@ pub(crate) enum Input {
         reply: oneshot::Sender<Result<Outcome, WireError>>,
     },
     Read {
-        stale: bool,
+        consistency: Consistency,
         query: Query,
     },
     /// Messages from a peer, already checked to be from `from`.
@@ -104,6 +104,17 @@ pub(crate) enum Input {
     View {
         reply: oneshot::Sender<NodeView>,
     },
+}
+
+/// How current a read of the state machine must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Confirmed current with the leader (ReadIndex) before it is served: it sees every write
+    /// that was acknowledged before it was asked.
+    Linearizable,
+    /// Served from this node's replica as it is, at once: it may miss recent writes (a
+    /// follower's replica lags the leader's).
+    Stale,
 }
 
 /// This node's view of the cluster, for `admin status` and the membership workflow.
@@ -293,9 +304,12 @@ impl Driver {
                     }
                 }
             }
-            Input::Read { stale: true, query } => query(Ok(self.node.state())),
             Input::Read {
-                stale: false,
+                consistency: Consistency::Stale,
+                query,
+            } => query(Ok(self.node.state())),
+            Input::Read {
+                consistency: Consistency::Linearizable,
                 query,
             } => {
                 if self.node.leader().is_none() {
@@ -648,9 +662,8 @@ impl Cluster {
         }
     }
 
-    /// Reads the state machine: linearizably (confirmed current with the leader by ReadIndex)
-    /// unless `stale`.
-    pub async fn read<T, F>(&self, stale: bool, read: F) -> Result<T, WireError>
+    /// Reads the state machine, as current as `consistency` asks.
+    pub async fn read<T, F>(&self, consistency: Consistency, read: F) -> Result<T, WireError>
     where
         T: Send + 'static,
         F: FnOnce(&State) -> T + Send + 'static,
@@ -659,7 +672,7 @@ impl Cluster {
         let query: Query = Box::new(move |state| {
             let _ = reply.send(state.map(read));
         });
-        self.input(Input::Read { stale, query }).await?;
+        self.input(Input::Read { consistency, query }).await?;
         let limit = self.config.read_timeout;
         match tokio::time::timeout(limit + Duration::from_secs(1), answer).await {
             Ok(Ok(result)) => result,

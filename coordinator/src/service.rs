@@ -25,7 +25,7 @@ use nexus_protocol::model::{
 use nexus_protocol::transport::{Handler, Peer, Reply};
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 
-use crate::cluster::{Cluster, NodeView};
+use crate::cluster::{Cluster, Consistency, NodeView};
 use crate::consensus;
 use crate::locks::lock;
 use crate::placer::Placer;
@@ -127,14 +127,22 @@ impl Service {
                 time: clock::now(),
             })),
             Request::Agent(request) => self.agent(peer, request_id, request).await,
-            Request::Admin(request) => self.admin(peer, request_id, request, false).await,
+            Request::Admin(request) => {
+                self.admin(peer, request_id, request, Consistency::Linearizable)
+                    .await
+            }
             Request::Stale(StaleRead::Admin(request)) => {
-                self.admin(peer, request_id, request, true).await
+                self.admin(peer, request_id, request, Consistency::Stale)
+                    .await
             }
             Request::Peer(request) => self.peer(peer, request_id, request).await,
-            Request::Workspace(request) => self.workspace(peer, request_id, request, false).await,
+            Request::Workspace(request) => {
+                self.workspace(peer, request_id, request, Consistency::Linearizable)
+                    .await
+            }
             Request::Stale(StaleRead::Workspace(request)) => {
-                self.workspace(peer, request_id, request, true).await
+                self.workspace(peer, request_id, request, Consistency::Stale)
+                    .await
             }
             Request::Host(_) => Err(WireError::new(
                 ErrorCode::InvalidArgument,
@@ -148,7 +156,7 @@ impl Service {
         peer: &Peer,
         request_id: RequestId,
         request: AdminRequest,
-        stale: bool,
+        consistency: Consistency,
     ) -> Result<Response, WireError> {
         require(peer, &[IdentityKind::Admin, IdentityKind::Coordinator])?;
         let write = matches!(
@@ -159,7 +167,7 @@ impl Service {
                 | AdminRequest::SetHostStatus { .. }
                 | AdminRequest::SetLimits { .. }
         );
-        if stale && write {
+        if consistency == Consistency::Stale && write {
             return Err(WireError::new(
                 ErrorCode::InvalidArgument,
                 "only reads may be stale; send the change without --stale",
@@ -170,7 +178,7 @@ impl Service {
                 let liveness = self.liveness().clone();
                 let hosts = self
                     .cluster
-                    .read(stale, move |state| host_views(state, &liveness))
+                    .read(consistency, move |state| host_views(state, &liveness))
                     .await?;
                 Ok(Response::Hosts(hosts))
             }
@@ -207,14 +215,16 @@ impl Service {
                 let liveness = self.liveness().clone();
                 let hosts = self
                     .cluster
-                    .read(false, move |state| host_views(state, &liveness))
+                    .read(Consistency::Linearizable, move |state| {
+                        host_views(state, &liveness)
+                    })
                     .await?;
                 Ok(Response::Hosts(hosts))
             }
             AdminRequest::Ports => {
                 let ports = self
                     .cluster
-                    .read(stale, |state| {
+                    .read(consistency, |state| {
                         state
                             .ports()
                             .iter()
@@ -235,7 +245,7 @@ impl Service {
                 Ok(Response::Ports(ports))
             }
             AdminRequest::Limits => Ok(Response::Limits(
-                self.cluster.read(stale, limits_view).await?,
+                self.cluster.read(consistency, limits_view).await?,
             )),
             AdminRequest::SetLimits { host, patch } => {
                 if patch.is_empty() {
@@ -261,11 +271,13 @@ impl Service {
                     )
                     .await?;
                 Ok(Response::Limits(
-                    self.cluster.read(false, limits_view).await?,
+                    self.cluster
+                        .read(Consistency::Linearizable, limits_view)
+                        .await?,
                 ))
             }
             AdminRequest::Stats => Ok(Response::FleetStats(
-                self.cluster.read(stale, fleet_stats).await?,
+                self.cluster.read(consistency, fleet_stats).await?,
             )),
             AdminRequest::Endpoints => {
                 self.cluster.require_leader().await?;
@@ -277,7 +289,7 @@ impl Service {
             }
             AdminRequest::Top => {
                 // Samples live on the leader (agents send them there).
-                if !stale {
+                if consistency == Consistency::Linearizable {
                     self.cluster.require_leader().await?;
                 }
                 let samples: Vec<(HostId, ContainerStats)> = self
@@ -289,7 +301,7 @@ impl Service {
                     .collect();
                 let usage = self
                     .cluster
-                    .read(stale, move |state| {
+                    .read(consistency, move |state| {
                         samples
                             .into_iter()
                             .map(|(host, stats)| WorkspaceUsage {
@@ -419,7 +431,7 @@ impl Service {
                 let host = host_id.clone();
                 let status = self
                     .cluster
-                    .read(true, move |state| {
+                    .read(Consistency::Stale, move |state| {
                         state.hosts().get(&host).map(|h| h.status)
                     })
                     .await?;
@@ -809,7 +821,7 @@ impl Service {
             let since = *leading_since.get_or_insert(now);
             let Ok(hosts) = self
                 .cluster
-                .read(true, |state| {
+                .read(Consistency::Stale, |state| {
                     state
                         .hosts()
                         .iter()
@@ -900,7 +912,7 @@ impl Service {
         peer: &Peer,
         request_id: RequestId,
         request: WorkspaceRequest,
-        stale: bool,
+        consistency: Consistency,
     ) -> Result<Response, WireError> {
         let Identity::User { name: user, role } = &peer.identity else {
             return Err(denied(peer, "only users manage workspaces"));
@@ -913,7 +925,7 @@ impl Service {
                 | WorkspaceRequest::Describe(_)
                 | WorkspaceRequest::Endpoint(_)
         );
-        if stale && !reading {
+        if consistency == Consistency::Stale && !reading {
             return Err(WireError::new(
                 ErrorCode::InvalidArgument,
                 "only reads may be stale; send the change without --stale",
@@ -924,7 +936,7 @@ impl Service {
                 let user = user.clone();
                 let views = self
                     .cluster
-                    .read(stale, move |state| {
+                    .read(consistency, move |state| {
                         state
                             .workspaces()
                             .values()
@@ -936,13 +948,13 @@ impl Service {
                 Ok(Response::Workspaces(views))
             }
             WorkspaceRequest::Inspect(name) => Ok(Response::Workspace(
-                self.owned(peer, &name, admin, stale).await?,
+                self.owned(peer, &name, admin, consistency).await?,
             )),
             WorkspaceRequest::Describe(name) => {
-                self.owned(peer, &name, admin, stale).await?;
+                self.owned(peer, &name, admin, consistency).await?;
                 let wanted = name.clone();
                 self.cluster
-                    .read(stale, move |state| {
+                    .read(consistency, move |state| {
                         state
                             .workspaces()
                             .get(&wanted)
@@ -955,7 +967,9 @@ impl Service {
                     })
             }
             WorkspaceRequest::Endpoint(name) => {
-                let view = self.owned(peer, &name, admin, false).await?;
+                let view = self
+                    .owned(peer, &name, admin, Consistency::Linearizable)
+                    .await?;
                 let host = view.host.ok_or_else(|| {
                     WireError::new(
                         ErrorCode::InvalidArgument,
@@ -1000,7 +1014,10 @@ impl Service {
             WorkspaceRequest::Switch(name) => {
                 // In the owner's context: an admin switching a user's workspace stops that
                 // user's others, not the admin's.
-                let owner = self.owned(peer, &name, admin, false).await?.owner;
+                let owner = self
+                    .owned(peer, &name, admin, Consistency::Linearizable)
+                    .await?
+                    .owner;
                 let command = Command::SwitchWorkspace {
                     owner,
                     name: name.clone(),
@@ -1037,7 +1054,7 @@ impl Service {
             .saturating_sub(older_than_secs.saturating_mul(1000));
         let names: Vec<WorkspaceName> = self
             .cluster
-            .read(false, move |state| {
+            .read(Consistency::Linearizable, move |state| {
                 state
                     .workspaces()
                     .values()
@@ -1063,7 +1080,7 @@ impl Service {
             .await?;
         let views = self
             .cluster
-            .read(false, move |state| {
+            .read(Consistency::Linearizable, move |state| {
                 names
                     .iter()
                     .filter_map(|name| state.workspaces().get(name))
@@ -1085,12 +1102,14 @@ impl Service {
         admin: bool,
         command: Command,
     ) -> Result<Response, WireError> {
-        self.owned(peer, name, admin, false).await?;
+        self.owned(peer, name, admin, Consistency::Linearizable)
+            .await?;
         self.cluster
             .propose(request_id, peer.identity.clone(), command)
             .await?;
         Ok(Response::Workspace(
-            self.owned(peer, name, admin, false).await?,
+            self.owned(peer, name, admin, Consistency::Linearizable)
+                .await?,
         ))
     }
 
@@ -1116,12 +1135,12 @@ impl Service {
         peer: &Peer,
         name: &WorkspaceName,
         admin: bool,
-        stale: bool,
+        consistency: Consistency,
     ) -> Result<WorkspaceView, WireError> {
         let wanted = name.clone();
         let view = self
             .cluster
-            .read(stale, move |state| {
+            .read(consistency, move |state| {
                 state.workspaces().get(&wanted).map(view_of)
             })
             .await?
@@ -1161,7 +1180,7 @@ impl Service {
             .await?;
         let found = name.clone();
         self.cluster
-            .read(true, move |state| {
+            .read(Consistency::Stale, move |state| {
                 state.workspaces().get(&found).map(view_of)
             })
             .await?
@@ -1264,13 +1283,20 @@ async fn watch_desired(
             // The first look is linearizable (the replica has applied everything committed when
             // it was asked); later ones read the leader's own replica, which only moves forward.
             let update = cluster
-                .read(!first, move |state| {
-                    // Only ever forward: what an earlier leader sent is not sent back in time.
-                    let version = state.desired_version(&wanted);
-                    let ahead = last.is_some_and(|last| version < last);
-                    let push = last.is_none_or(|last| version > last) || (first && ahead);
-                    (push.then(|| state.desired_for(&wanted)), ahead)
-                })
+                .read(
+                    if first {
+                        Consistency::Linearizable
+                    } else {
+                        Consistency::Stale
+                    },
+                    move |state| {
+                        // Only ever forward: what an earlier leader sent is not sent back in time.
+                        let version = state.desired_version(&wanted);
+                        let ahead = last.is_some_and(|last| version < last);
+                        let push = last.is_none_or(|last| version > last) || (first && ahead);
+                        (push.then(|| state.desired_for(&wanted)), ahead)
+                    },
+                )
                 .await;
             let update = match update {
                 Ok((desired, ahead)) => {
@@ -1618,7 +1644,7 @@ mod tests {
             .unwrap();
         let desired = service
             .cluster
-            .read(false, |state| {
+            .read(Consistency::Linearizable, |state| {
                 state.desired_for(&HostId::new("h1").unwrap())
             })
             .await
@@ -1741,7 +1767,7 @@ mod tests {
         let status = |service: Arc<Service>| async move {
             service
                 .cluster
-                .read(false, |state| {
+                .read(Consistency::Linearizable, |state| {
                     state.hosts()[&HostId::new("h1").unwrap()].status
                 })
                 .await
@@ -1809,7 +1835,7 @@ mod tests {
         let downs = |service: Arc<Service>| async move {
             service
                 .cluster
-                .read(false, |state| {
+                .read(Consistency::Linearizable, |state| {
                     state
                         .hosts()
                         .values()
