@@ -117,6 +117,14 @@ pub enum Consistency {
     Stale,
 }
 
+/// Whether this node leads, as the driver last published it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    pub leading: bool,
+    /// The Raft term this node is in (led by it or not).
+    pub term: u64,
+}
+
 /// This node's view of the cluster, for `admin status` and the membership workflow.
 #[derive(Debug, Clone)]
 pub struct NodeView {
@@ -155,7 +163,7 @@ struct Driver {
     /// Wakes the desired-state watches of the hosts whose desired state changed.
     hosts: Arc<HostSignals>,
     /// Whether this node leads, and in which term.
-    leadership: watch::Sender<(bool, u64)>,
+    leadership: watch::Sender<Leadership>,
 }
 
 /// One signal per host with a desired-state watch, raised when that host's desired state
@@ -208,7 +216,10 @@ pub fn start(
     let (sender, inputs) = mpsc::channel(config.queue);
     peers.set_reports(sender.clone());
     let hosts = Arc::new(HostSignals::default());
-    let leadership = watch::Sender::new((node.is_leader(), node.term()));
+    let leadership = watch::Sender::new(Leadership {
+        leading: node.is_leader(),
+        term: node.term(),
+    });
     let cluster = Cluster {
         id: node.id(),
         inputs: sender,
@@ -277,10 +288,13 @@ impl Driver {
             let output = self.node.process_ready()?;
             self.dispatch(output);
             self.hosts.raise(self.node.take_changed_hosts());
-            let leading = (self.node.is_leader(), self.node.term());
+            let leadership = Leadership {
+                leading: self.node.is_leader(),
+                term: self.node.term(),
+            };
             self.leadership.send_if_modified(|now| {
-                let changed = *now != leading;
-                *now = leading;
+                let changed = *now != leadership;
+                *now = leadership;
                 changed
             });
         }
@@ -520,7 +534,7 @@ pub struct Cluster {
     peers: Arc<Peers>,
     config: DriverConfig,
     hosts: Arc<HostSignals>,
-    leadership: watch::Receiver<(bool, u64)>,
+    leadership: watch::Receiver<Leadership>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -555,7 +569,7 @@ impl Cluster {
     /// Whether this node leads, and in which term, as of the driver's last round: a cheap look
     /// for those who check often ([`Cluster::require_leader`] asks the driver, and names the
     /// leader).
-    pub fn leadership(&self) -> watch::Receiver<(bool, u64)> {
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
         self.leadership.clone()
     }
 
@@ -585,7 +599,7 @@ impl Cluster {
         let deadline = Instant::now() + self.config.proposal_timeout;
         let mut leadership = self.leadership();
         loop {
-            let term = leadership.borrow_and_update().1;
+            let term = leadership.borrow_and_update().term;
             // One deadline for every round: a new term never restarts the clock.
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -828,8 +842,8 @@ impl Cluster {
 
 /// Returns once the term differs from `term`; never if the driver has stopped (whatever waits
 /// beside it decides).
-async fn next_term(leadership: &mut watch::Receiver<(bool, u64)>, term: u64) {
-    if leadership.wait_for(|(_, now)| *now != term).await.is_err() {
+async fn next_term(leadership: &mut watch::Receiver<Leadership>, term: u64) {
+    if leadership.wait_for(|now| now.term != term).await.is_err() {
         std::future::pending::<()>().await;
     }
 }

@@ -1259,7 +1259,7 @@ async fn watch_desired(
     let mut dirty = true;
     loop {
         changes.borrow_and_update();
-        let (leading, _) = *leadership.borrow_and_update();
+        let leading = leadership.borrow_and_update().leading;
         if watch.replaced() {
             let _ = updates
                 .send(Err(WireError::new(
