@@ -2,9 +2,10 @@
 //!
 //! One task owns the [`RaftNode`] (on a thread of its own, because RocksDB's synced writes block);
 //! everything else talks to it through a bounded channel of [`Input`]s via the cloneable
-//! [`Cluster`] handle. The loop: wait for a tick (every `tick`, about 100 ms) or an input; take
-//! every input already queued (so one fsync covers many proposals); run `process_ready`; hand the
-//! outgoing messages to [`Peers`]; answer the proposals and reads that became answerable.
+//! [`Cluster`] handle. The loop: wait for a tick (every `tick`, about 100 ms), an input or a
+//! sender's [`Delivery`] report; take every input already queued (so one fsync covers many
+//! proposals); run `process_ready`; hand the outgoing messages to [`Peers`]; answer the proposals
+//! and reads that became answerable.
 //!
 //! Waiters are matched by request id (proposals) or by a read's context (ReadIndex), never by
 //! position. A proposal or read that Raft drops silently (leadership lost, a conf change already
@@ -27,7 +28,7 @@ use crate::consensus::{
     carries_snapshot,
 };
 use crate::locks::lock;
-use crate::peers::Peers;
+use crate::peers::{Delivery, Peers};
 use crate::state::{Command, Outcome, Proposal, State};
 use crate::store::RocksStore;
 
@@ -88,12 +89,6 @@ pub(crate) enum Input {
         from: NodeId,
         messages: Vec<RaftMessage>,
     },
-    /// A sender task's report: a batch to `to` failed, or a snapshot's fate.
-    Sent {
-        to: NodeId,
-        snapshot: bool,
-        delivered: bool,
-    },
     Member {
         change: MemberChange,
         reply: oneshot::Sender<Result<(), WireError>>,
@@ -146,6 +141,8 @@ struct Driver {
     config: DriverConfig,
     peers: Arc<Peers>,
     inputs: mpsc::Receiver<Input>,
+    /// The peers' sender tasks' reports.
+    deliveries: mpsc::Receiver<Delivery>,
     proposals: HashMap<RequestId, Vec<Waiter>>,
     /// Reads waiting for their ReadIndex, by context.
     reads_waiting: HashMap<u64, (Instant, Query)>,
@@ -204,17 +201,18 @@ impl HostSignals {
     }
 }
 
-/// Starts the driver on a thread of its own. It runs until `shutdown` fires (or every handle is
+/// Starts the driver on a thread of its own, with the peers and the receiver of their reports
+/// ([`Peers::new`] makes both). It runs until `shutdown` fires (or every handle is
 /// dropped); the returned receiver yields its result — an error means the store failed and the
 /// process must stop.
 pub fn start(
     node: RaftNode<RocksStore>,
     peers: Arc<Peers>,
+    deliveries: mpsc::Receiver<Delivery>,
     config: DriverConfig,
     shutdown: oneshot::Receiver<()>,
 ) -> std::io::Result<(Cluster, oneshot::Receiver<Result<(), StoreError>>)> {
     let (sender, inputs) = mpsc::channel(config.queue);
-    peers.set_reports(sender.clone());
     let hosts = Arc::new(HostSignals::default());
     let leadership = watch::Sender::new(Leadership {
         leading: node.is_leader(),
@@ -235,6 +233,7 @@ pub fn start(
         config,
         peers,
         inputs,
+        deliveries,
         proposals: HashMap::new(),
         reads_waiting: HashMap::new(),
         reads_ready: Vec::new(),
@@ -280,6 +279,17 @@ impl Driver {
                     for _ in 0..MAX_INPUTS_PER_ROUND {
                         match self.inputs.try_recv() {
                             Ok(input) => self.handle(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                // The peers hold the sending end for as long as the driver holds them, so the
+                // channel never closes under it.
+                Some(delivery) = self.deliveries.recv() => {
+                    self.delivered(delivery);
+                    for _ in 0..MAX_INPUTS_PER_ROUND {
+                        match self.deliveries.try_recv() {
+                            Ok(delivery) => self.delivered(delivery),
                             Err(_) => break,
                         }
                     }
@@ -341,18 +351,6 @@ impl Driver {
                     self.node.step(message);
                 }
             }
-            Input::Sent {
-                to,
-                snapshot,
-                delivered,
-            } => {
-                if !delivered {
-                    self.node.report_unreachable(to);
-                }
-                if snapshot {
-                    self.node.report_snapshot(to, delivered);
-                }
-            }
             Input::Member { change, reply } => {
                 let _ = reply.send(self.node.propose_member_change(&change));
             }
@@ -360,6 +358,21 @@ impl Driver {
             Input::View { reply } => {
                 let _ = reply.send(self.view());
             }
+        }
+    }
+
+    /// Tells Raft what a sender task reported: a peer it could not reach, a snapshot's fate.
+    fn delivered(&mut self, report: Delivery) {
+        let Delivery {
+            to,
+            snapshot,
+            delivered,
+        } = report;
+        if !delivered {
+            self.node.report_unreachable(to);
+        }
+        if snapshot {
+            self.node.report_snapshot(to, delivered);
         }
     }
 

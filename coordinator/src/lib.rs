@@ -70,7 +70,7 @@ impl Node {
         addresses.insert(config.node_id, config.advertise());
         let connector = Connector::new(credentials, config.peer_transport())
             .context("cannot set up connections to peers")?;
-        let peers = Peers::new(
+        let (peers, deliveries) = Peers::new(
             config.node_id,
             connector,
             addresses,
@@ -78,8 +78,9 @@ impl Node {
             tokio::runtime::Handle::current(),
         );
         let (stop, stop_signal) = oneshot::channel();
-        let (cluster, stopped) = cluster::start(node, peers, config.driver.clone(), stop_signal)
-            .context("cannot start the raft driver")?;
+        let (cluster, stopped) =
+            cluster::start(node, peers, deliveries, config.driver.clone(), stop_signal)
+                .context("cannot start the raft driver")?;
         Ok(Node {
             cluster,
             stop,
