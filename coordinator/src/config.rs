@@ -210,7 +210,7 @@ impl Config {
         let host_ttl = args
             .host_ttl
             .or(file.host_ttl)
-            .unwrap_or(crate::service::DEFAULT_HOST_TTL.as_secs_f64());
+            .unwrap_or(crate::detector::DEFAULT_HOST_TTL.as_secs_f64());
         if !(0.2..=86_400.0).contains(&host_ttl) {
             return Err(ConfigError::Invalid(format!(
                 "--host-ttl must be between 0.2 and 86400 seconds, not {host_ttl}"

@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod config;
 pub mod consensus;
+pub mod detector;
 pub mod fit;
 mod locks;
 pub mod peers;

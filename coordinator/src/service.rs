@@ -5,7 +5,7 @@
 //! read. Heartbeats and host stats are soft state in this process's memory, never in the Raft log:
 //! agents send them every few seconds, so losing them loses nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,31 +27,11 @@ use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 
 use crate::cluster::{Cluster, Consistency, NodeView};
 use crate::consensus;
+use crate::detector::{self, Decision, Memory, Policy};
 use crate::locks::lock;
 use crate::placer::Placer;
 use crate::scheduler::{Scoring, is_in_flight};
 use crate::state::{Command, PlaceRequest, State, WorkspaceRecord};
-
-/// The share of the fleet silent at once (counting the hosts the detector marked down lately)
-/// above which the failure detector holds off: see [`Service::detect_failures`].
-pub const MASS_SILENCE_SHARE: f64 = 0.55;
-/// Below this many silent hosts the detector never holds off: a small fleet's outage is real.
-pub const MASS_SILENCE_MIN: usize = 10;
-
-/// Whether `silent` hosts of a fleet of `fleet` is a mass silence.
-fn mass_silence(silent: usize, fleet: usize) -> bool {
-    silent > MASS_SILENCE_MIN && silent as f64 > MASS_SILENCE_SHARE * fleet as f64
-}
-
-/// How long a host may be silent before the leader marks it down: three heartbeats of 5 s, less
-/// a second. A host that dies just after a heartbeat is then marked down within 15 s of its death
-/// (the detector looks every 500 ms, and the marking commits in milliseconds); at 15 s, with a
-/// look every second, the worst case was 16 s. It tolerates what 15 s did in practice: one lost heartbeat and seconds of delay
-/// on the next (two lost in a row were never safe: the third lands at the TTL itself).
-pub const DEFAULT_HOST_TTL: Duration = Duration::from_secs(14);
-
-/// The longest the failure detector waits between two looks at the fleet.
-const DETECTOR_PERIOD: Duration = Duration::from_millis(500);
 
 /// How long a membership change or leader transfer may take before it is answered `TIMEOUT`.
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -104,7 +84,7 @@ impl Service {
             placer,
             endpoints: Mutex::new(BTreeMap::new()),
             watch_numbers: std::sync::atomic::AtomicU64::new(1),
-            host_ttl: DEFAULT_HOST_TTL,
+            host_ttl: detector::DEFAULT_HOST_TTL,
         }
     }
 
@@ -784,99 +764,68 @@ impl Service {
         self
     }
 
-    /// The failure detector, for as long as the process runs: on the leader, a host silent for
-    /// the TTL is marked down through Raft (its workspaces become lost). A node that has just
-    /// become leader first grants every host two TTLs from that moment, since heartbeats went
-    /// to the old leader and an agent needs time to notice (up to its heartbeat deadline) and
-    /// to reconnect: a failover never marks a live host down. (Nomad does the same with its
-    /// `failover_heartbeat_ttl`, five minutes by default.) A host that registers later is
-    /// granted a full TTL from when this leader first sees it (registering is not a heartbeat).
-    ///
-    /// When most of the fleet falls silent at once (more than [`MASS_SILENCE_SHARE`] of the
-    /// hosts, counting those this detector marked down within the last two TTLs but not hosts
-    /// down for longer, and more than [`MASS_SILENCE_MIN`] hosts), the fault is
-    /// far more likely here than on all those hosts: an overloaded leader whose heartbeats queue,
-    /// or a partition between it and them. The detector then holds off, and says so, until the
-    /// silence shrinks below that share (Kubernetes stops evicting in a zone more than 55 %
-    /// unready for the same reason). A real outage of most of a fleet is then not marked down
-    /// until most of it is back or replaced; that is the price.
+    /// The failure detector, for as long as the process runs: on the leader, it looks at the
+    /// fleet every [`Policy::period`] and marks down through Raft the hosts that
+    /// [`detector::decide`] names (the rules are there), all at once. While most of the fleet is
+    /// silent it holds off instead, and says so at most every 30 s.
     pub async fn detect_failures(&self) {
-        let period = (self.host_ttl / 20).clamp(Duration::from_millis(50), DETECTOR_PERIOD);
-        let mut leading_since: Option<Timestamp> = None;
-        let mut first_seen: BTreeMap<HostId, Timestamp> = BTreeMap::new();
+        let policy = Policy { ttl: self.host_ttl };
+        // What the detector remembers while this node leads; none while it does not.
+        let mut leading: Option<Memory> = None;
         let mut held_off_said: Option<std::time::Instant> = None;
-        // The hosts this detector marked down lately, and when: part of the silence a burst
-        // makes. Hosts down for longer (retired, switched off) are not: they would keep the
-        // share high for ever and hold every later marking off.
-        let mut recent_downs: Vec<(Timestamp, HostId)> = Vec::new();
         loop {
-            tokio::time::sleep(period).await;
+            tokio::time::sleep(policy.period()).await;
             if self.cluster.require_leader().await.is_err() {
-                leading_since = None;
-                first_seen.clear();
-                recent_downs.clear();
+                leading = None;
                 continue;
             }
             let now = clock::now();
-            let since = *leading_since.get_or_insert(now);
+            let memory = leading.get_or_insert_with(|| Memory::new(now));
             let Ok(hosts) = self
                 .cluster
                 .read(Consistency::Stale, |state| {
                     state
                         .hosts()
                         .iter()
-                        .filter(|(_, h)| h.status != HostStatus::Down)
-                        .map(|(id, _)| id.clone())
-                        .collect::<BTreeSet<_>>()
+                        .map(|(id, h)| (id.clone(), h.status))
+                        .collect::<BTreeMap<_, _>>()
                 })
                 .await
             else {
                 continue;
             };
-            let window = self.host_ttl.saturating_mul(2);
-            recent_downs
-                .retain(|(at, host)| now.saturating_since(*at) <= window && !hosts.contains(host));
-            let down = recent_downs.len();
-            let fleet = hosts.len() + down;
-            first_seen.retain(|host, _| hosts.contains(host));
-            let silent: Vec<HostId> = {
+            let decision = {
                 let liveness = self.liveness();
-                hosts
-                    .into_iter()
-                    .filter(|host| {
-                        let seen = match first_seen.get(host) {
-                            Some(seen) => *seen,
-                            None => {
-                                first_seen.insert(host.clone(), now);
-                                now
-                            }
-                        };
-                        // Heard from since this node took the lead: silence counts from then.
-                        // Not yet: from one TTL after the election, so a host has two TTLs to
-                        // notice the old leader is gone and find this one.
-                        let heard = liveness
-                            .get(host)
-                            .filter(|l| l.at >= since)
-                            .map_or(since.saturating_add(self.host_ttl), |l| l.at)
-                            .max(seen);
-                        now.saturating_since(heard) > self.host_ttl
-                    })
-                    .collect()
+                detector::decide(
+                    now,
+                    &hosts,
+                    |host| liveness.get(host).map(|l| l.at),
+                    memory,
+                    &policy,
+                )
             };
-            if mass_silence(silent.len() + down, fleet) {
-                if held_off_said.is_none_or(|at| at.elapsed() > Duration::from_secs(30)) {
-                    tracing::warn!(
-                        silent = silent.len(),
-                        down,
-                        hosts = fleet,
-                        "most of the fleet is silent at once: not marking hosts down, since the \
-                         fault is more likely here (an overloaded leader, a partition) than on \
-                         all of them"
-                    );
-                    held_off_said = Some(std::time::Instant::now());
+            memory.observe(now, &hosts, &policy);
+            let silent = match decision {
+                Decision::MarkDown(silent) => silent,
+                Decision::HoldOff {
+                    silent,
+                    recently_down,
+                    fleet,
+                } => {
+                    if held_off_said.is_none_or(|at| at.elapsed() > Duration::from_secs(30)) {
+                        tracing::warn!(
+                            silent,
+                            down = recently_down,
+                            hosts = fleet,
+                            "most of the fleet is silent at once: not marking hosts down, since the \
+                             fault is more likely here (an overloaded leader, a partition) than on \
+                             all of them"
+                        );
+                        held_off_said = Some(std::time::Instant::now());
+                    }
+                    continue;
                 }
-                continue;
-            }
+            };
             // All at once: Raft batches them, so a thousand hosts lost together (a rack, a
             // zone) are marked down in one or two appends, not one after another.
             let marking = silent.into_iter().map(|host| async move {
@@ -901,7 +850,7 @@ impl Service {
                 }
             });
             let marked: Vec<Option<HostId>> = futures_util::future::join_all(marking).await;
-            recent_downs.extend(marked.into_iter().flatten().map(|host| (now, host)));
+            memory.marked_down(now, marked.into_iter().flatten());
         }
     }
 
@@ -1780,19 +1729,6 @@ mod tests {
         assert_eq!(status(service.clone()).await, HostStatus::Down);
         detector.abort();
         node.stop().await.unwrap();
-    }
-
-    #[test]
-    fn a_mass_silence_is_most_of_a_fleet_beyond_a_few_hosts() {
-        assert!(!mass_silence(1, 1), "a one-host fleet's outage is real");
-        assert!(!mass_silence(10, 10));
-        assert!(mass_silence(11, 11));
-        assert!(mass_silence(56, 100));
-        assert!(!mass_silence(55, 100));
-        assert!(
-            !mass_silence(500, 5_000),
-            "a rack of a large fleet is marked down"
-        );
     }
 
     #[tokio::test]
