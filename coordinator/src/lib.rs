@@ -1,11 +1,12 @@
 //! `nexus-coordinator`: keeps the fleet's state, replicated with Raft on RocksDB, and serves
 //! agents, users, admins and its peers over QUIC with mutual TLS.
 //!
-//! The parts: the configuration ([`config`]); the pure state machine ([`state`]); the Raft node
-//! without I/O ([`consensus`]) over the RocksDB store ([`store`]); the driver that owns the node
-//! and its handle ([`cluster`]); the other coordinators ([`peers`]); and the request handler
-//! ([`service`]). The scheduler and the watch hub arrive with the Workspaces issue; until then
-//! workspace requests are answered `UNSUPPORTED`.
+//! The parts: the configuration ([`config`]); the pure state machine ([`state`]), scheduler
+//! ([`scheduler`]) and the fit rules both apply ([`fit`]); the Raft node without I/O
+//! ([`consensus`]) over the RocksDB store ([`store`]); the node's handle and the driver that owns
+//! it ([`cluster`]); the other coordinators ([`peers`]); the batching of creates ([`placer`]); the
+//! failure detector's pure decision ([`detector`]); and the request handler ([`service`]), which
+//! runs the detector's loop.
 
 pub mod cluster;
 pub mod config;
