@@ -14,120 +14,6 @@ use serde::Deserialize;
 
 use crate::cluster::DriverConfig;
 
-/// Why flags and a config file do not make a configuration. Each message names the flag (or the
-/// file) to fix. The file's own error is part of the message rather than a `source()`: a binary
-/// that prints the chain would otherwise say it twice.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {}: {error}", path.display())]
-    ReadFile {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("invalid config file {}: {error}", path.display())]
-    ParseFile {
-        path: PathBuf,
-        error: Box<toml::de::Error>,
-    },
-    #[error("invalid peer {0:?}: expected ID=HOST:PORT")]
-    InvalidPeer(String),
-    #[error(transparent)]
-    InvalidNodeId(#[from] InvalidId),
-    /// A required setting is missing; the message says what it is.
-    #[error("{0}")]
-    Missing(&'static str),
-    /// A setting is out of its range or contradicts another; the message says which.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// Flags, as the command line gives them. Every field may also come from `--config FILE`.
-#[derive(Debug, Parser, Default)]
-#[command(
-    name = "nexus-coordinator",
-    version,
-    about = "The Nexus coordinator: the fleet's state, its scheduler and its API"
-)]
-pub struct Args {
-    /// This node's Raft id (a positive number, unique in the cluster).
-    #[arg(long)]
-    pub node_id: Option<NodeId>,
-    /// The UDP address to serve QUIC on, e.g. 127.0.0.1:7400.
-    #[arg(long)]
-    pub listen: Option<SocketAddr>,
-    /// Another coordinator, as ID=HOST:PORT. Repeat for each. None: a one-node cluster.
-    #[arg(long = "peer", value_parser = parse_peer)]
-    pub peers: Vec<(NodeId, String)>,
-    /// Where this node keeps its state.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// The `nexus pki` directory with ca.pem and coordinator-<ID>.pem/.key.
-    #[arg(long)]
-    pub tls_dir: Option<PathBuf>,
-    /// A TOML file with any of the settings above (flags win).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// The largest message frame accepted, in bytes.
-    #[arg(long)]
-    pub max_frame_bytes: Option<usize>,
-    /// Start as a new member of an existing cluster (`--peer` lists members to reach); an admin
-    /// then adds it with `nexus admin cluster add`. Without it, a first start founds a cluster of
-    /// this node and its `--peer`s.
-    #[arg(long)]
-    pub join: bool,
-    /// The address peers and clients use to reach this node, if not `--listen`'s.
-    #[arg(long)]
-    pub advertise: Option<String>,
-    /// Milliseconds between Raft ticks.
-    #[arg(long)]
-    pub tick_ms: Option<u64>,
-    /// Ticks without a leader before an election (randomised in [this, 1.5 × this)).
-    #[arg(long)]
-    pub election_ticks: Option<usize>,
-    /// Ticks between a leader's heartbeats.
-    #[arg(long)]
-    pub heartbeat_ticks: Option<usize>,
-    /// Snapshot the state and truncate the log every this many entries.
-    #[arg(long)]
-    pub snapshot_every: Option<u64>,
-    /// Seconds without a heartbeat before the leader marks a host down (default 14: three
-    /// heartbeats of 5 s, less a second, so a dead host is marked down within 15 s).
-    #[arg(long)]
-    pub host_ttl: Option<f64>,
-}
-
-fn parse_peer(value: &str) -> Result<(NodeId, String), ConfigError> {
-    let (id, address) = value
-        .split_once('=')
-        .ok_or_else(|| ConfigError::InvalidPeer(value.to_string()))?;
-    let id = id.parse::<NodeId>()?;
-    if !address.contains(':') {
-        return Err(ConfigError::InvalidPeer(value.to_string()));
-    }
-    Ok((id, address.to_string()))
-}
-
-/// The keys a `--config` file may hold.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    node_id: Option<u64>,
-    listen: Option<SocketAddr>,
-    #[serde(default)]
-    peers: Vec<String>,
-    data_dir: Option<PathBuf>,
-    tls_dir: Option<PathBuf>,
-    max_frame_bytes: Option<usize>,
-    #[serde(default)]
-    join: bool,
-    advertise: Option<String>,
-    tick_ms: Option<u64>,
-    election_ticks: Option<usize>,
-    heartbeat_ticks: Option<usize>,
-    snapshot_every: Option<u64>,
-    host_ttl: Option<f64>,
-}
-
 /// A complete, checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -279,6 +165,120 @@ impl Config {
             ..TransportConfig::default()
         }
     }
+}
+
+/// Why flags and a config file do not make a configuration. Each message names the flag (or the
+/// file) to fix. The file's own error is part of the message rather than a `source()`: a binary
+/// that prints the chain would otherwise say it twice.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {error}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("invalid config file {}: {error}", path.display())]
+    ParseFile {
+        path: PathBuf,
+        error: Box<toml::de::Error>,
+    },
+    #[error("invalid peer {0:?}: expected ID=HOST:PORT")]
+    InvalidPeer(String),
+    #[error(transparent)]
+    InvalidNodeId(#[from] InvalidId),
+    /// A required setting is missing; the message says what it is.
+    #[error("{0}")]
+    Missing(&'static str),
+    /// A setting is out of its range or contradicts another; the message says which.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Flags, as the command line gives them. Every field may also come from `--config FILE`.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "nexus-coordinator",
+    version,
+    about = "The Nexus coordinator: the fleet's state, its scheduler and its API"
+)]
+pub struct Args {
+    /// This node's Raft id (a positive number, unique in the cluster).
+    #[arg(long)]
+    pub node_id: Option<NodeId>,
+    /// The UDP address to serve QUIC on, e.g. 127.0.0.1:7400.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Another coordinator, as ID=HOST:PORT. Repeat for each. None: a one-node cluster.
+    #[arg(long = "peer", value_parser = parse_peer)]
+    pub peers: Vec<(NodeId, String)>,
+    /// Where this node keeps its state.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The `nexus pki` directory with ca.pem and coordinator-<ID>.pem/.key.
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// A TOML file with any of the settings above (flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The largest message frame accepted, in bytes.
+    #[arg(long)]
+    pub max_frame_bytes: Option<usize>,
+    /// Start as a new member of an existing cluster (`--peer` lists members to reach); an admin
+    /// then adds it with `nexus admin cluster add`. Without it, a first start founds a cluster of
+    /// this node and its `--peer`s.
+    #[arg(long)]
+    pub join: bool,
+    /// The address peers and clients use to reach this node, if not `--listen`'s.
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Milliseconds between Raft ticks.
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
+    /// Ticks without a leader before an election (randomised in [this, 1.5 × this)).
+    #[arg(long)]
+    pub election_ticks: Option<usize>,
+    /// Ticks between a leader's heartbeats.
+    #[arg(long)]
+    pub heartbeat_ticks: Option<usize>,
+    /// Snapshot the state and truncate the log every this many entries.
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
+    /// Seconds without a heartbeat before the leader marks a host down (default 14: three
+    /// heartbeats of 5 s, less a second, so a dead host is marked down within 15 s).
+    #[arg(long)]
+    pub host_ttl: Option<f64>,
+}
+
+/// The keys a `--config` file may hold.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<u64>,
+    listen: Option<SocketAddr>,
+    #[serde(default)]
+    peers: Vec<String>,
+    data_dir: Option<PathBuf>,
+    tls_dir: Option<PathBuf>,
+    max_frame_bytes: Option<usize>,
+    #[serde(default)]
+    join: bool,
+    advertise: Option<String>,
+    tick_ms: Option<u64>,
+    election_ticks: Option<usize>,
+    heartbeat_ticks: Option<usize>,
+    snapshot_every: Option<u64>,
+    host_ttl: Option<f64>,
+}
+
+fn parse_peer(value: &str) -> Result<(NodeId, String), ConfigError> {
+    let (id, address) = value
+        .split_once('=')
+        .ok_or_else(|| ConfigError::InvalidPeer(value.to_string()))?;
+    let id = id.parse::<NodeId>()?;
+    if !address.contains(':') {
+        return Err(ConfigError::InvalidPeer(value.to_string()));
+    }
+    Ok((id, address.to_string()))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
