@@ -114,21 +114,19 @@ async fn watch_desired(
             let last = sent;
             // The first look is linearizable (the replica has applied everything committed when
             // it was asked); later ones read the leader's own replica, which only moves forward.
+            let consistency = if first {
+                Consistency::Linearizable
+            } else {
+                Consistency::Stale
+            };
             let update = cluster
-                .read(
-                    if first {
-                        Consistency::Linearizable
-                    } else {
-                        Consistency::Stale
-                    },
-                    move |state| {
-                        // Only ever forward: what an earlier leader sent is not sent back in time.
-                        let version = state.desired_version(&wanted);
-                        let ahead = last.is_some_and(|last| version < last);
-                        let push = last.is_none_or(|last| version > last) || (first && ahead);
-                        (push.then(|| state.desired_for(&wanted)), ahead)
-                    },
-                )
+                .read(consistency, move |state| {
+                    // Only ever forward: what an earlier leader sent is not sent back in time.
+                    let version = state.desired_version(&wanted);
+                    let ahead = last.is_some_and(|last| version < last);
+                    let push = last.is_none_or(|last| version > last) || (first && ahead);
+                    (push.then(|| state.desired_for(&wanted)), ahead)
+                })
                 .await;
             let update = match update {
                 Ok((desired, ahead)) => {
