@@ -7,7 +7,7 @@ use nexus_protocol::clock;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::{Identity, Role};
 use nexus_protocol::message::{AgentRequest, Request, Response, WorkspaceRequest};
-use nexus_protocol::model::{HostInfo, PortRange, WorkspaceSpec};
+use nexus_protocol::model::{HostInfo, WorkspaceSpec};
 use nexus_protocol::pki::{DEFAULT_CA_VALIDITY, PkiDir, SubjectName, Validity};
 use nexus_protocol::transport::{Credentials, Peer};
 use nexus_protocol::{HostId, NodeId, RequestId, UserName};
@@ -94,33 +94,16 @@ pub(super) fn named(name: &str, role: Role) -> Peer {
     })
 }
 
+/// Host `host` as its agent registers it.
 pub(super) fn info(host: &str) -> HostInfo {
-    HostInfo {
-        host_id: HostId::new(host).unwrap(),
-        hostname: host.into(),
-        os: "linux".into(),
-        cpus: 2,
-        memory_bytes: 1 << 30,
-        disk_bytes: 0,
-        labels: Default::default(),
-        port_range: PortRange::DEFAULT,
-        agent_version: "test".into(),
-    }
+    nexus_fixtures::host(host)
 }
 
+/// A small workspace of image `dev:latest` publishing these container ports.
 pub(super) fn workspace_spec(name: &str, ports: &[u16]) -> WorkspaceSpec {
     WorkspaceSpec {
-        name: name.parse().unwrap(),
-        image: "dev:latest".into(),
-        class: nexus_protocol::model::ResourceClass::Small,
-        ports: ports
-            .iter()
-            .map(|&container| nexus_protocol::model::PortSpec { container })
-            .collect(),
-        env: Default::default(),
-        labels: Default::default(),
-        command: vec![],
-        host: None,
+        ports: nexus_fixtures::ports(ports),
+        ..nexus_fixtures::spec(name)
     }
 }
 
