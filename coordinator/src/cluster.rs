@@ -1,15 +1,12 @@
-//! The Raft driver and its handle.
+//! The Raft node's handle, [`Cluster`]: how the rest of the coordinator proposes, reads, asks
+//! for this node's view and changes the membership. It does not own the node: the
+//! [`driver`] does, on a thread of its own, and the handle talks to it through a bounded channel.
 //!
-//! One task owns the [`RaftNode`] (on a thread of its own, because RocksDB's synced writes block);
-//! everything else talks to it through a bounded channel of [`Input`]s via the cloneable
-//! [`Cluster`] handle. The loop: wait for a tick (every `tick`, about 100 ms) or an input; take
-//! every input already queued (so one fsync covers many proposals); run `process_ready`; hand the
-//! outgoing messages to [`Peers`]; answer the proposals and reads that became answerable.
-//!
-//! Waiters are matched by request id (proposals) or by a read's context (ReadIndex), never by
-//! position. A proposal or read that Raft drops silently (leadership lost, a conf change already
-//! pending) is answered `TIMEOUT` after its deadline, which is retryable: a retry under the same
+//! A write on a follower is forwarded to the leader (through [`Peers`]); a write or read that
+//! Raft drops is answered `TIMEOUT` after its deadline, which is retryable: a retry under the same
 //! request id returns the first outcome if the first attempt was applied after all.
+
+mod driver;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -22,488 +19,14 @@ use nexus_protocol::message::MemberRole;
 use nexus_protocol::{NodeId, RequestId};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use self::driver::{Driver, Input, Query};
 use crate::consensus::{
-    MemberChange, MemberProgress, RaftConfig, RaftMessage, RaftNode, ReadyOutput, StoreError,
-    carries_snapshot,
+    MemberChange, MemberProgress, RaftConfig, RaftMessage, RaftNode, StoreError,
 };
-use crate::peers::Peers;
+use crate::locks::lock;
+use crate::peers::{Delivery, Peers};
 use crate::state::{Command, Outcome, Proposal, State};
 use crate::store::RocksStore;
-
-/// Inputs taken per round before `process_ready`, so a flood cannot starve ticks.
-const MAX_INPUTS_PER_ROUND: usize = 1024;
-
-/// The driver's timing.
-#[derive(Debug, Clone)]
-pub struct DriverConfig {
-    pub tick: Duration,
-    pub raft: RaftConfig,
-    /// How long a write may wait to be applied before it is answered `TIMEOUT`.
-    pub proposal_timeout: Duration,
-    /// How long a linearizable read may wait for its ReadIndex.
-    pub read_timeout: Duration,
-    /// The input channel's bound.
-    pub queue: usize,
-}
-
-impl Default for DriverConfig {
-    fn default() -> DriverConfig {
-        DriverConfig {
-            tick: Duration::from_millis(100),
-            raft: RaftConfig::default(),
-            proposal_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(5),
-            queue: 4096,
-        }
-    }
-}
-
-impl DriverConfig {
-    /// How long without a word from a member before it counts as unhealthy: the election timeout.
-    pub fn health_window(&self) -> Duration {
-        self.tick
-            .saturating_mul(u32::try_from(self.raft.election_ticks).unwrap_or(u32::MAX))
-    }
-}
-
-/// A caller waiting for its proposal to be applied, and since when.
-type Waiter = (Instant, oneshot::Sender<Result<Outcome, WireError>>);
-
-/// A read of the state machine, run on the driver's task once the read may be served.
-type Query = Box<dyn FnOnce(Result<&State, WireError>) + Send>;
-
-/// What the driver is asked to do.
-pub(crate) enum Input {
-    Propose {
-        proposal: Box<Proposal>,
-        reply: oneshot::Sender<Result<Outcome, WireError>>,
-    },
-    Read {
-        stale: bool,
-        query: Query,
-    },
-    /// Messages from a peer, already checked to be from `from`.
-    Peer {
-        from: NodeId,
-        messages: Vec<RaftMessage>,
-    },
-    /// A sender task's report: a batch to `to` failed, or a snapshot's fate.
-    Sent {
-        to: NodeId,
-        snapshot: bool,
-        delivered: bool,
-    },
-    Member {
-        change: MemberChange,
-        reply: oneshot::Sender<Result<(), WireError>>,
-    },
-    Transfer {
-        to: NodeId,
-    },
-    View {
-        reply: oneshot::Sender<NodeView>,
-    },
-}
-
-/// This node's view of the cluster, for `admin status` and the membership workflow.
-#[derive(Debug, Clone)]
-pub struct NodeView {
-    pub id: NodeId,
-    pub role: MemberRole,
-    pub leader: Option<NodeId>,
-    pub term: u64,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub last_index: u64,
-    pub members: Vec<MemberProgress>,
-    pub conf_change_pending: bool,
-    /// How long ago each peer was last heard from.
-    pub last_heard: BTreeMap<NodeId, Duration>,
-}
-
-struct Driver {
-    node: RaftNode<RocksStore>,
-    config: DriverConfig,
-    peers: Arc<Peers>,
-    inputs: mpsc::Receiver<Input>,
-    proposals: HashMap<RequestId, Vec<Waiter>>,
-    /// Reads waiting for their ReadIndex, by context.
-    reads_waiting: HashMap<u64, (Instant, Query)>,
-    /// Reads with a ReadIndex, waiting for the state machine to reach it: the index, and when
-    /// the read was asked.
-    reads_ready: Vec<(u64, Instant, Query)>,
-    /// The last ReadIndex context used. It starts at random: the leader drops a read whose
-    /// context is already pending (so two nodes counting from zero would drop each other's), and
-    /// a late answer to a read of an earlier run of this node must not match a new one.
-    next_read: u64,
-    /// How many leader's snapshots the node had restored when the driver last looked.
-    snapshots_seen: u64,
-    last_heard: HashMap<NodeId, Instant>,
-    known_addresses: BTreeMap<NodeId, String>,
-    /// Wakes the desired-state watches of the hosts whose desired state changed.
-    hosts: Arc<HostSignals>,
-    /// Whether this node leads, and in which term.
-    leadership: watch::Sender<(bool, u64)>,
-}
-
-/// One signal per host with a desired-state watch, raised when that host's desired state
-/// changes: an applied entry wakes only the watches it concerns, not every agent's.
-#[derive(Debug, Default)]
-pub struct HostSignals {
-    signals: std::sync::Mutex<HashMap<nexus_protocol::HostId, watch::Sender<()>>>,
-}
-
-impl HostSignals {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<nexus_protocol::HostId, watch::Sender<()>>> {
-        self.signals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A signal that changes whenever `host`'s desired state may have.
-    pub fn subscribe(&self, host: &nexus_protocol::HostId) -> watch::Receiver<()> {
-        self.lock()
-            .entry(host.clone())
-            .or_insert_with(|| watch::Sender::new(()))
-            .subscribe()
-    }
-
-    /// Raises the signals of the hosts that changed. A signal nobody waits on any more (its
-    /// host's watch ended) is dropped when it would be raised: the cost stays with the hosts
-    /// that changed, not the fleet.
-    fn raise(&self, changed: crate::state::ChangedHosts) {
-        let mut signals = self.lock();
-        match changed {
-            crate::state::ChangedHosts::All => {
-                signals.retain(|_, signal| signal.send(()).is_ok());
-            }
-            crate::state::ChangedHosts::Some(hosts) => {
-                for host in hosts {
-                    if let Some(signal) = signals.get(&host)
-                        && signal.send(()).is_err()
-                    {
-                        signals.remove(&host);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Starts the driver on a thread of its own. It runs until `shutdown` fires (or every handle is
-/// dropped); the returned receiver yields its result — an error means the store failed and the
-/// process must stop.
-pub fn start(
-    node: RaftNode<RocksStore>,
-    peers: Arc<Peers>,
-    config: DriverConfig,
-    shutdown: oneshot::Receiver<()>,
-) -> std::io::Result<(Cluster, oneshot::Receiver<Result<(), StoreError>>)> {
-    let (sender, inputs) = mpsc::channel(config.queue);
-    peers.set_reports(sender.clone());
-    let hosts = Arc::new(HostSignals::default());
-    let leadership = watch::Sender::new((node.is_leader(), node.term()));
-    let cluster = Cluster {
-        id: node.id(),
-        inputs: sender,
-        peers: peers.clone(),
-        config: config.clone(),
-        hosts: hosts.clone(),
-        leadership: leadership.subscribe(),
-    };
-    let (done, result) = oneshot::channel();
-    let driver = Driver {
-        known_addresses: node.state().member_addresses().clone(),
-        node,
-        config,
-        peers,
-        inputs,
-        proposals: HashMap::new(),
-        reads_waiting: HashMap::new(),
-        reads_ready: Vec::new(),
-        next_read: nexus_protocol::id::random_u64(),
-        snapshots_seen: 0,
-        last_heard: HashMap::new(),
-        hosts,
-        leadership,
-    };
-    std::thread::Builder::new()
-        .name("raft-driver".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build();
-            let result = match runtime {
-                Ok(runtime) => runtime.block_on(driver.run(shutdown)),
-                Err(error) => Err(StoreError(format!("cannot start the driver: {error}"))),
-            };
-            if let Err(error) = &result {
-                tracing::error!("the raft driver stopped: {error}");
-            }
-            let _ = done.send(result);
-        })?;
-    Ok((cluster, result))
-}
-
-impl Driver {
-    async fn run(mut self, mut shutdown: oneshot::Receiver<()>) -> Result<(), StoreError> {
-        let mut ticker = tokio::time::interval(self.config.tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.peers.learn(&self.known_addresses);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                _ = ticker.tick() => {
-                    self.node.tick();
-                    self.expire();
-                }
-                input = self.inputs.recv() => {
-                    let Some(input) = input else { return Ok(()) };
-                    self.handle(input);
-                    for _ in 0..MAX_INPUTS_PER_ROUND {
-                        match self.inputs.try_recv() {
-                            Ok(input) => self.handle(input),
-                            Err(_) => break,
-                        }
-                    }
-                }
-            }
-            let output = self.node.process_ready()?;
-            self.dispatch(output);
-            self.hosts.raise(self.node.take_changed_hosts());
-            let leading = (self.node.is_leader(), self.node.term());
-            self.leadership.send_if_modified(|now| {
-                let changed = *now != leading;
-                *now = leading;
-                changed
-            });
-        }
-    }
-
-    fn handle(&mut self, input: Input) {
-        match input {
-            Input::Propose { proposal, reply } => {
-                if let Some(outcome) = self.node.state().outcome_of(proposal.request_id) {
-                    let _ = reply.send(Ok(outcome.clone()));
-                    return;
-                }
-                match self.node.propose(&proposal) {
-                    Ok(()) => self
-                        .proposals
-                        .entry(proposal.request_id)
-                        .or_default()
-                        .push((Instant::now(), reply)),
-                    Err(error) => {
-                        let _ = reply.send(Err(error));
-                    }
-                }
-            }
-            Input::Read { stale: true, query } => query(Ok(self.node.state())),
-            Input::Read {
-                stale: false,
-                query,
-            } => {
-                if self.node.leader().is_none() {
-                    query(Err(no_leader(self.node.id())));
-                    return;
-                }
-                self.next_read = self.next_read.wrapping_add(1);
-                self.node.read_index(self.next_read);
-                self.reads_waiting
-                    .insert(self.next_read, (Instant::now(), query));
-            }
-            Input::Peer { from, messages } => {
-                self.last_heard.insert(from, Instant::now());
-                for message in messages {
-                    self.node.step(message);
-                }
-            }
-            Input::Sent {
-                to,
-                snapshot,
-                delivered,
-            } => {
-                if !delivered {
-                    self.node.report_unreachable(to);
-                }
-                if snapshot {
-                    self.node.report_snapshot(to, delivered);
-                }
-            }
-            Input::Member { change, reply } => {
-                let _ = reply.send(self.node.propose_member_change(&change));
-            }
-            Input::Transfer { to } => self.node.transfer_leader(to),
-            Input::View { reply } => {
-                let _ = reply.send(self.view());
-            }
-        }
-    }
-
-    fn view(&self) -> NodeView {
-        let role = if self.node.is_leader() {
-            MemberRole::Leader
-        } else if self.node.is_candidate() {
-            MemberRole::Candidate
-        } else if self
-            .node
-            .members()
-            .iter()
-            .any(|m| m.id == self.node.id() && !m.voter)
-        {
-            MemberRole::Learner
-        } else {
-            MemberRole::Follower
-        };
-        NodeView {
-            id: self.node.id(),
-            role,
-            leader: self.node.leader(),
-            term: self.node.term(),
-            commit_index: self.node.commit_index(),
-            applied_index: self.node.applied_index(),
-            last_index: self.node.last_index(),
-            members: self.node.members(),
-            conf_change_pending: self.node.conf_change_pending(),
-            last_heard: self
-                .last_heard
-                .iter()
-                .map(|(node, at)| (*node, at.elapsed()))
-                .collect(),
-        }
-    }
-
-    fn dispatch(&mut self, output: ReadyOutput) {
-        for message in output.messages {
-            let snapshot = carries_snapshot(&message);
-            let to = NodeId::new(message.to);
-            if !self.peers.send(message)
-                && let Ok(to) = to
-            {
-                self.node.report_unreachable(to);
-                if snapshot {
-                    self.node.report_snapshot(to, false);
-                }
-            }
-        }
-        for applied in output.applied {
-            for (_, reply) in self
-                .proposals
-                .remove(&applied.request_id)
-                .unwrap_or_default()
-            {
-                let _ = reply.send(Ok(applied.outcome.clone()));
-            }
-        }
-        for (context, index) in output.reads {
-            if let Some((since, query)) = self.reads_waiting.remove(&context) {
-                self.reads_ready.push((index, since, query));
-            }
-        }
-        // A write applied through a leader's snapshot never appears among the applied entries;
-        // its outcome is in the restored state's record of completed requests.
-        if self.node.snapshots_restored() != self.snapshots_seen {
-            self.snapshots_seen = self.node.snapshots_restored();
-            let state = self.node.state();
-            self.proposals.retain(|request_id, waiters| {
-                let Some(outcome) = state.outcome_of(*request_id) else {
-                    return true;
-                };
-                for (_, reply) in waiters.drain(..) {
-                    let _ = reply.send(Ok(outcome.clone()));
-                }
-                false
-            });
-        }
-        let applied = self.node.applied_index();
-        if self
-            .reads_ready
-            .iter()
-            .any(|(index, _, _)| *index <= applied)
-        {
-            let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_ready)
-                .into_iter()
-                .partition(|(index, _, _)| *index <= applied);
-            self.reads_ready = later;
-            for (_, _, query) in now {
-                query(Ok(self.node.state()));
-            }
-        }
-        let learned = self.node.state().member_addresses();
-        if learned != &self.known_addresses {
-            self.known_addresses = learned.clone();
-            self.peers.learn(&self.known_addresses);
-        }
-    }
-
-    /// Answers waiters whose deadline passed, and forgets those whose caller went away.
-    fn expire(&mut self) {
-        let limit = self.config.proposal_timeout;
-        self.proposals.retain(|request_id, waiters| {
-            waiters.retain(|(since, reply)| {
-                if reply.is_closed() {
-                    return false;
-                }
-                since.elapsed() < limit
-            });
-            if waiters.is_empty() {
-                tracing::debug!(%request_id, "a proposal's waiters gave up");
-            }
-            !waiters.is_empty()
-        });
-        let limit = self.config.read_timeout;
-        let expired: Vec<u64> = self
-            .reads_waiting
-            .iter()
-            .filter(|(_, (since, _))| since.elapsed() >= limit)
-            .map(|(context, _)| *context)
-            .collect();
-        for context in expired {
-            if let Some((_, query)) = self.reads_waiting.remove(&context) {
-                query(Err(timed_out("the read", limit)));
-            }
-        }
-        // A read that has its index but whose replica is slow to reach it (cut off, or catching
-        // up) gives up on the same deadline.
-        if self
-            .reads_ready
-            .iter()
-            .any(|(_, since, _)| since.elapsed() >= limit)
-        {
-            let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_ready)
-                .into_iter()
-                .partition(|(_, since, _)| since.elapsed() >= limit);
-            self.reads_ready = waiting;
-            for (_, _, query) in expired {
-                query(Err(timed_out("the read", limit)));
-            }
-        }
-    }
-}
-
-fn no_leader(node: NodeId) -> WireError {
-    WireError::new(
-        ErrorCode::NotLeader,
-        format!(
-            "coordinator {node} knows no leader: an election is under way or there is no quorum"
-        ),
-    )
-    .with_detail(ErrorDetail::NotLeader {
-        leader: None,
-        address: None,
-    })
-}
-
-fn timed_out(what: &str, limit: Duration) -> WireError {
-    WireError::new(
-        ErrorCode::Timeout,
-        format!(
-            "{what} was not confirmed by the cluster within {limit:?} (a change of leader, or no quorum)"
-        ),
-    )
-}
 
 /// A handle on the driver. Cheap to clone.
 #[derive(Clone)]
@@ -513,7 +36,7 @@ pub struct Cluster {
     peers: Arc<Peers>,
     config: DriverConfig,
     hosts: Arc<HostSignals>,
-    leadership: watch::Receiver<(bool, u64)>,
+    leadership: watch::Receiver<Leadership>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -524,11 +47,34 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-fn stopped() -> WireError {
-    WireError::new(
-        ErrorCode::Internal,
-        "this coordinator's Raft node has stopped; it is shutting down",
-    )
+/// Starts the driver on a thread of its own, with the peers and the receiver of their reports
+/// ([`Peers::new`] makes both). It runs until `shutdown` fires (or every handle is
+/// dropped); the returned receiver yields its result — an error means the store failed and the
+/// process must stop.
+pub fn start(
+    node: RaftNode<RocksStore>,
+    peers: Arc<Peers>,
+    deliveries: mpsc::Receiver<Delivery>,
+    config: DriverConfig,
+    shutdown: oneshot::Receiver<()>,
+) -> std::io::Result<(Cluster, oneshot::Receiver<Result<(), StoreError>>)> {
+    let (sender, inputs) = mpsc::channel(config.queue);
+    let hosts = Arc::new(HostSignals::default());
+    let leadership = watch::Sender::new(Leadership {
+        leading: node.is_leader(),
+        term: node.term(),
+    });
+    let cluster = Cluster {
+        id: node.id(),
+        inputs: sender,
+        peers: peers.clone(),
+        config: config.clone(),
+        hosts: hosts.clone(),
+        leadership: leadership.subscribe(),
+    };
+    let driver = Driver::new(node, config, peers, inputs, deliveries, hosts, leadership);
+    let stopped = driver.spawn(shutdown)?;
+    Ok((cluster, stopped))
 }
 
 impl Cluster {
@@ -548,7 +94,7 @@ impl Cluster {
     /// Whether this node leads, and in which term, as of the driver's last round: a cheap look
     /// for those who check often ([`Cluster::require_leader`] asks the driver, and names the
     /// leader).
-    pub fn leadership(&self) -> watch::Receiver<(bool, u64)> {
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
         self.leadership.clone()
     }
 
@@ -578,7 +124,7 @@ impl Cluster {
         let deadline = Instant::now() + self.config.proposal_timeout;
         let mut leadership = self.leadership();
         loop {
-            let term = leadership.borrow_and_update().1;
+            let term = leadership.borrow_and_update().term;
             // One deadline for every round: a new term never restarts the clock.
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -655,9 +201,8 @@ impl Cluster {
         }
     }
 
-    /// Reads the state machine: linearizably (confirmed current with the leader by ReadIndex)
-    /// unless `stale`.
-    pub async fn read<T, F>(&self, stale: bool, read: F) -> Result<T, WireError>
+    /// Reads the state machine, as current as `consistency` asks.
+    pub async fn read<T, F>(&self, consistency: Consistency, read: F) -> Result<T, WireError>
     where
         T: Send + 'static,
         F: FnOnce(&State) -> T + Send + 'static,
@@ -666,7 +211,7 @@ impl Cluster {
         let query: Query = Box::new(move |state| {
             let _ = reply.send(state.map(read));
         });
-        self.input(Input::Read { stale, query }).await?;
+        self.input(Input::Read { consistency, query }).await?;
         let limit = self.config.read_timeout;
         match tokio::time::timeout(limit + Duration::from_secs(1), answer).await {
             Ok(Ok(result)) => result,
@@ -820,10 +365,132 @@ impl Cluster {
     }
 }
 
+/// How current a read of the state machine must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Confirmed current with the leader (ReadIndex) before it is served: it sees every write
+    /// that was acknowledged before it was asked.
+    Linearizable,
+    /// Served from this node's replica as it is, at once: it may miss recent writes (a
+    /// follower's replica lags the leader's).
+    Stale,
+}
+
+/// Whether this node leads, as the driver last published it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    pub leading: bool,
+    /// The Raft term this node is in (led by it or not).
+    pub term: u64,
+}
+
+/// This node's view of the cluster, for `admin status` and the membership workflow.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub id: NodeId,
+    pub role: MemberRole,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_index: u64,
+    pub members: Vec<MemberProgress>,
+    pub conf_change_pending: bool,
+    /// How long ago each peer was last heard from.
+    pub last_heard: BTreeMap<NodeId, Duration>,
+}
+
+/// The driver's timing.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub tick: Duration,
+    pub raft: RaftConfig,
+    /// How long a write may wait to be applied before it is answered `TIMEOUT`.
+    pub proposal_timeout: Duration,
+    /// How long a linearizable read may wait for its ReadIndex.
+    pub read_timeout: Duration,
+    /// The input channel's bound.
+    pub queue: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> DriverConfig {
+        DriverConfig {
+            tick: Duration::from_millis(100),
+            raft: RaftConfig::default(),
+            proposal_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(5),
+            queue: 4096,
+        }
+    }
+}
+
+impl DriverConfig {
+    /// How long without a word from a member before it counts as unhealthy: the election timeout.
+    pub fn health_window(&self) -> Duration {
+        self.tick
+            .saturating_mul(u32::try_from(self.raft.election_ticks).unwrap_or(u32::MAX))
+    }
+}
+
+/// One signal per host with a desired-state watch, raised when that host's desired state
+/// changes: an applied entry wakes only the watches it concerns, not every agent's.
+#[derive(Debug, Default)]
+pub struct HostSignals {
+    signals: std::sync::Mutex<HashMap<nexus_protocol::HostId, watch::Sender<()>>>,
+}
+
+impl HostSignals {
+    /// A signal that changes whenever `host`'s desired state may have.
+    pub fn subscribe(&self, host: &nexus_protocol::HostId) -> watch::Receiver<()> {
+        lock(&self.signals)
+            .entry(host.clone())
+            .or_insert_with(|| watch::Sender::new(()))
+            .subscribe()
+    }
+
+    /// Raises the signals of the hosts that changed. A signal nobody waits on any more (its
+    /// host's watch ended) is dropped when it would be raised: the cost stays with the hosts
+    /// that changed, not the fleet.
+    fn raise(&self, changed: crate::state::ChangedHosts) {
+        let mut signals = lock(&self.signals);
+        match changed {
+            crate::state::ChangedHosts::All => {
+                signals.retain(|_, signal| signal.send(()).is_ok());
+            }
+            crate::state::ChangedHosts::Some(hosts) => {
+                for host in hosts {
+                    if let Some(signal) = signals.get(&host)
+                        && signal.send(()).is_err()
+                    {
+                        signals.remove(&host);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn stopped() -> WireError {
+    WireError::new(
+        ErrorCode::Internal,
+        "this coordinator's Raft node has stopped; it is shutting down",
+    )
+}
+
+fn timed_out(what: &str, limit: Duration) -> WireError {
+    WireError::new(
+        ErrorCode::Timeout,
+        format!(
+            "{what} was not confirmed by the cluster within {limit:?} (a change of leader, or no quorum)"
+        ),
+    )
+}
+
 /// Returns once the term differs from `term`; never if the driver has stopped (whatever waits
 /// beside it decides).
-async fn next_term(leadership: &mut watch::Receiver<(bool, u64)>, term: u64) {
-    if leadership.wait_for(|(_, now)| *now != term).await.is_err() {
+async fn next_term(leadership: &mut watch::Receiver<Leadership>, term: u64) {
+    if leadership.wait_for(|now| now.term != term).await.is_err() {
         std::future::pending::<()>().await;
     }
 }

@@ -1,17 +1,198 @@
 //! The coordinator's configuration: command-line flags, or a TOML file with the same keys (flags
-//! win).
+//! win). It checks what it is given and says what is wrong ([`ConfigError`]); it does not open
+//! files other than the one `--config` names, nor anything the settings point to.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use clap::Parser;
 use nexus_protocol::NodeId;
+use nexus_protocol::id::InvalidId;
 use nexus_protocol::transport::TransportConfig;
 use serde::Deserialize;
 
 use crate::cluster::DriverConfig;
+
+/// A complete, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: NodeId,
+    pub listen: SocketAddr,
+    pub peers: Vec<(NodeId, String)>,
+    pub data_dir: PathBuf,
+    pub tls_dir: PathBuf,
+    pub max_frame_bytes: usize,
+    pub join: bool,
+    pub advertise: Option<String>,
+    pub driver: DriverConfig,
+    /// How long a host may be silent before the leader marks it down.
+    pub host_ttl: Duration,
+}
+
+impl Config {
+    /// Merges the flags over the config file they name, and checks the result.
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let file_peers = file
+            .peers
+            .iter()
+            .map(|peer| parse_peer(peer))
+            .collect::<Result<Vec<_>, _>>()?;
+        let node_id = match (args.node_id, file.node_id) {
+            (Some(id), _) => id,
+            (None, Some(id)) => NodeId::new(id)?,
+            (None, None) => {
+                return Err(ConfigError::Missing(
+                    "--node-id is required (a positive number, unique in the cluster)",
+                ));
+            }
+        };
+        let peers = if args.peers.is_empty() {
+            file_peers
+        } else {
+            args.peers
+        };
+        if peers.iter().any(|(id, _)| *id == node_id) {
+            return Err(ConfigError::Invalid(format!(
+                "--peer lists this node's own id {node_id}: list only the other coordinators"
+            )));
+        }
+        let mut driver = DriverConfig::default();
+        if let Some(ms) = args.tick_ms.or(file.tick_ms) {
+            if !(1..=10_000).contains(&ms) {
+                return Err(ConfigError::Invalid(format!(
+                    "--tick-ms must be between 1 and 10000, not {ms}"
+                )));
+            }
+            driver.tick = Duration::from_millis(ms);
+        }
+        if let Some(ticks) = args.election_ticks.or(file.election_ticks) {
+            driver.raft.election_ticks = ticks;
+        }
+        if let Some(ticks) = args.heartbeat_ticks.or(file.heartbeat_ticks) {
+            driver.raft.heartbeat_ticks = ticks;
+        }
+        if driver.raft.heartbeat_ticks == 0
+            || driver.raft.election_ticks <= driver.raft.heartbeat_ticks
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--election-ticks ({}) must be more than --heartbeat-ticks ({}), which must be positive",
+                driver.raft.election_ticks, driver.raft.heartbeat_ticks
+            )));
+        }
+        if let Some(every) = args.snapshot_every.or(file.snapshot_every) {
+            driver.raft.snapshot_every = every;
+        }
+        let join = args.join || file.join;
+        if join && peers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "--join needs at least one --peer: a member of the cluster to join".into(),
+            ));
+        }
+        let host_ttl = args
+            .host_ttl
+            .or(file.host_ttl)
+            .unwrap_or(crate::detector::DEFAULT_HOST_TTL.as_secs_f64());
+        if !(0.2..=86_400.0).contains(&host_ttl) {
+            return Err(ConfigError::Invalid(format!(
+                "--host-ttl must be between 0.2 and 86400 seconds, not {host_ttl}"
+            )));
+        }
+        Ok(Config {
+            host_ttl: Duration::from_secs_f64(host_ttl),
+            join,
+            advertise: args.advertise.or(file.advertise),
+            driver,
+            node_id,
+            listen: args.listen.or(file.listen).ok_or(ConfigError::Missing(
+                "--listen is required, e.g. --listen 127.0.0.1:7400",
+            ))?,
+            peers,
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .ok_or(ConfigError::Missing("--data-dir is required"))?,
+            tls_dir: args.tls_dir.or(file.tls_dir).ok_or(ConfigError::Missing(
+                "--tls-dir is required (a `nexus pki` directory)",
+            ))?,
+            max_frame_bytes: args
+                .max_frame_bytes
+                .or(file.max_frame_bytes)
+                .unwrap_or(nexus_protocol::codec::DEFAULT_MAX_FRAME_LEN),
+        })
+    }
+
+    /// The address others reach this node at.
+    pub fn advertise(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// Connections to peers notice a dead peer within seconds (QUIC's idle timeout is the smaller
+    /// of both sides'), not after the 30 s clients get: a connection cached to a process that was
+    /// killed would otherwise swallow Raft messages to its successor on the same address and
+    /// delay the next election.
+    pub fn peer_transport(&self) -> TransportConfig {
+        TransportConfig {
+            idle_timeout: Duration::from_secs(3),
+            keep_alive: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(2),
+            ..self.transport()
+        }
+    }
+
+    /// A batch of Raft messages not acknowledged within a heartbeat interval counts as lost (Raft
+    /// sends again); the connection is then dropped and made anew.
+    pub fn peer_batch_timeout(&self) -> Duration {
+        let heartbeat = self
+            .driver
+            .tick
+            .saturating_mul(u32::try_from(self.driver.raft.heartbeat_ticks).unwrap_or(u32::MAX));
+        heartbeat.max(Duration::from_millis(200))
+    }
+
+    pub fn transport(&self) -> TransportConfig {
+        let codec =
+            nexus_protocol::codec::CodecConfig::new(self.max_frame_bytes).unwrap_or_default();
+        TransportConfig {
+            codec,
+            idle_timeout: Duration::from_secs(30),
+            ..TransportConfig::default()
+        }
+    }
+}
+
+/// Why flags and a config file do not make a configuration. Each message names the flag (or the
+/// file) to fix. The file's own error is part of the message rather than a `source()`: a binary
+/// that prints the chain would otherwise say it twice.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {error}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("invalid config file {}: {error}", path.display())]
+    ParseFile {
+        path: PathBuf,
+        error: Box<toml::de::Error>,
+    },
+    #[error("invalid peer {0:?}: expected ID=HOST:PORT")]
+    InvalidPeer(String),
+    #[error(transparent)]
+    InvalidNodeId(#[from] InvalidId),
+    /// A required setting is missing; the message says what it is.
+    #[error("{0}")]
+    Missing(&'static str),
+    /// A setting is out of its range or contradicts another; the message says which.
+    #[error("{0}")]
+    Invalid(String),
+}
 
 /// Flags, as the command line gives them. Every field may also come from `--config FILE`.
 #[derive(Debug, Parser, Default)]
@@ -68,17 +249,6 @@ pub struct Args {
     pub host_ttl: Option<f64>,
 }
 
-fn parse_peer(value: &str) -> Result<(NodeId, String), String> {
-    let (id, address) = value
-        .split_once('=')
-        .ok_or_else(|| format!("invalid peer {value:?}: expected ID=HOST:PORT"))?;
-    let id = id.parse::<NodeId>().map_err(|e| e.to_string())?;
-    if !address.contains(':') {
-        return Err(format!("invalid peer {value:?}: expected ID=HOST:PORT"));
-    }
-    Ok((id, address.to_string()))
-}
-
 /// The keys a `--config` file may hold.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -100,156 +270,26 @@ struct FileConfig {
     host_ttl: Option<f64>,
 }
 
-/// A complete, checked configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub node_id: NodeId,
-    pub listen: SocketAddr,
-    pub peers: Vec<(NodeId, String)>,
-    pub data_dir: PathBuf,
-    pub tls_dir: PathBuf,
-    pub max_frame_bytes: usize,
-    pub join: bool,
-    pub advertise: Option<String>,
-    pub driver: DriverConfig,
-    /// How long a host may be silent before the leader marks it down.
-    pub host_ttl: Duration,
+fn parse_peer(value: &str) -> Result<(NodeId, String), ConfigError> {
+    let (id, address) = value
+        .split_once('=')
+        .ok_or_else(|| ConfigError::InvalidPeer(value.to_string()))?;
+    let id = id.parse::<NodeId>()?;
+    if !address.contains(':') {
+        return Err(ConfigError::InvalidPeer(value.to_string()));
+    }
+    Ok((id, address.to_string()))
 }
 
-impl Config {
-    /// Merges the flags over the config file they name, and checks the result.
-    pub fn from_args(args: Args) -> anyhow::Result<Config> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        let file_peers = file
-            .peers
-            .iter()
-            .map(|peer| parse_peer(peer).map_err(anyhow::Error::msg))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let node_id = match (args.node_id, file.node_id) {
-            (Some(id), _) => id,
-            (None, Some(id)) => NodeId::new(id)?,
-            (None, None) => {
-                bail!("--node-id is required (a positive number, unique in the cluster)")
-            }
-        };
-        let peers = if args.peers.is_empty() {
-            file_peers
-        } else {
-            args.peers
-        };
-        if peers.iter().any(|(id, _)| *id == node_id) {
-            bail!("--peer lists this node's own id {node_id}: list only the other coordinators");
-        }
-        let mut driver = DriverConfig::default();
-        if let Some(ms) = args.tick_ms.or(file.tick_ms) {
-            if !(1..=10_000).contains(&ms) {
-                bail!("--tick-ms must be between 1 and 10000, not {ms}");
-            }
-            driver.tick = Duration::from_millis(ms);
-        }
-        if let Some(ticks) = args.election_ticks.or(file.election_ticks) {
-            driver.raft.election_ticks = ticks;
-        }
-        if let Some(ticks) = args.heartbeat_ticks.or(file.heartbeat_ticks) {
-            driver.raft.heartbeat_ticks = ticks;
-        }
-        if driver.raft.heartbeat_ticks == 0
-            || driver.raft.election_ticks <= driver.raft.heartbeat_ticks
-        {
-            bail!(
-                "--election-ticks ({}) must be more than --heartbeat-ticks ({}), which must be positive",
-                driver.raft.election_ticks,
-                driver.raft.heartbeat_ticks
-            );
-        }
-        if let Some(every) = args.snapshot_every.or(file.snapshot_every) {
-            driver.raft.snapshot_every = every;
-        }
-        let join = args.join || file.join;
-        if join && peers.is_empty() {
-            bail!("--join needs at least one --peer: a member of the cluster to join");
-        }
-        let host_ttl = args
-            .host_ttl
-            .or(file.host_ttl)
-            .unwrap_or(crate::service::DEFAULT_HOST_TTL.as_secs_f64());
-        if !(0.2..=86_400.0).contains(&host_ttl) {
-            bail!("--host-ttl must be between 0.2 and 86400 seconds, not {host_ttl}");
-        }
-        Ok(Config {
-            host_ttl: Duration::from_secs_f64(host_ttl),
-            join,
-            advertise: args.advertise.or(file.advertise),
-            driver,
-            node_id,
-            listen: args
-                .listen
-                .or(file.listen)
-                .context("--listen is required, e.g. --listen 127.0.0.1:7400")?,
-            peers,
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .context("--data-dir is required")?,
-            tls_dir: args
-                .tls_dir
-                .or(file.tls_dir)
-                .context("--tls-dir is required (a `nexus pki` directory)")?,
-            max_frame_bytes: args
-                .max_frame_bytes
-                .or(file.max_frame_bytes)
-                .unwrap_or(nexus_protocol::codec::DEFAULT_MAX_FRAME_LEN),
-        })
-    }
-
-    /// The address others reach this node at.
-    pub fn advertise(&self) -> String {
-        self.advertise
-            .clone()
-            .unwrap_or_else(|| self.listen.to_string())
-    }
-
-    /// Connections to peers notice a dead peer within seconds (QUIC's idle timeout is the smaller
-    /// of both sides'), not after the 30 s clients get: a connection cached to a process that was
-    /// killed would otherwise swallow Raft messages to its successor on the same address and
-    /// delay the next election.
-    pub fn peer_transport(&self) -> TransportConfig {
-        TransportConfig {
-            idle_timeout: Duration::from_secs(3),
-            keep_alive: Duration::from_secs(1),
-            handshake_timeout: Duration::from_secs(2),
-            ..self.transport()
-        }
-    }
-
-    /// A batch of Raft messages not acknowledged within a heartbeat interval counts as lost (Raft
-    /// sends again); the connection is then dropped and made anew.
-    pub fn peer_batch_timeout(&self) -> Duration {
-        let heartbeat = self
-            .driver
-            .tick
-            .saturating_mul(u32::try_from(self.driver.raft.heartbeat_ticks).unwrap_or(u32::MAX));
-        heartbeat.max(Duration::from_millis(200))
-    }
-
-    pub fn transport(&self) -> TransportConfig {
-        let codec =
-            nexus_protocol::codec::CodecConfig::new(self.max_frame_bytes).unwrap_or_default();
-        TransportConfig {
-            codec,
-            idle_timeout: Duration::from_secs(30),
-            ..TransportConfig::default()
-        }
-    }
-}
-
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::ReadFile {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    toml::from_str(&text).map_err(|error| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        error: Box::new(error),
+    })
 }
 
 #[cfg(test)]

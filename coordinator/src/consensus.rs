@@ -70,6 +70,17 @@ impl Default for RaftConfig {
 #[error("the Raft store failed: {0}")]
 pub struct StoreError(pub String);
 
+/// Why the bytes of a proposal (forwarded by a follower, or read back from a log entry, which
+/// has the same encoding) are not a proposal. The service refuses a corrupt forward; a corrupt
+/// log entry is a [`StoreError`].
+#[derive(Debug, thiserror::Error)]
+pub enum CorruptProposal {
+    #[error("truncated")]
+    Truncated,
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
+}
+
 /// Where a node keeps its Raft log and hard state. raft-rs reads through [`raft::Storage`]; the
 /// node writes through these methods.
 pub trait LogStore: raft::Storage {
@@ -660,11 +671,10 @@ pub fn encode_forwarded(proposal: &Proposal) -> Result<Vec<u8>, WireError> {
 
 /// Reads a forwarded proposal (from an authenticated coordinator; still checked, never trusted
 /// to be well formed).
-pub fn decode_forwarded(data: &[u8]) -> Result<Proposal, String> {
-    let (payload, _) = codec::split_frame(data, entry_codec())
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "truncated".to_string())?;
-    codec::decode(payload).map_err(|e| e.to_string())
+pub fn decode_forwarded(data: &[u8]) -> Result<Proposal, CorruptProposal> {
+    let (payload, _) =
+        codec::split_frame(data, entry_codec())?.ok_or(CorruptProposal::Truncated)?;
+    Ok(codec::decode(payload)?)
 }
 
 /// A Raft message in its wire form (protobuf).

@@ -1,16 +1,19 @@
 //! `nexus-coordinator`: keeps the fleet's state, replicated with Raft on RocksDB, and serves
 //! agents, users, admins and its peers over QUIC with mutual TLS.
 //!
-//! The parts: the configuration ([`config`]); the pure state machine ([`state`]); the Raft node
-//! without I/O ([`consensus`]) over the RocksDB store ([`store`]); the driver that owns the node
-//! and its handle ([`cluster`]); the other coordinators ([`peers`]); and the request handler
-//! ([`service`]). The scheduler and the watch hub arrive with the Workspaces issue; until then
-//! workspace requests are answered `UNSUPPORTED`.
+//! The parts: the configuration ([`config`]); the pure state machine ([`state`]), scheduler
+//! ([`scheduler`]) and the fit rules both apply ([`fit`]); the Raft node without I/O
+//! ([`consensus`]) over the RocksDB store ([`store`]); the node's handle and the driver that owns
+//! it ([`cluster`]); the other coordinators ([`peers`]); the batching of creates ([`placer`]); the
+//! failure detector's pure decision ([`detector`]); and the request handler ([`service`]), which
+//! runs the detector's loop.
 
 pub mod cluster;
 pub mod config;
 pub mod consensus;
+pub mod detector;
 pub mod fit;
+mod locks;
 pub mod peers;
 pub mod placer;
 pub mod scheduler;
@@ -69,7 +72,7 @@ impl Node {
         addresses.insert(config.node_id, config.advertise());
         let connector = Connector::new(credentials, config.peer_transport())
             .context("cannot set up connections to peers")?;
-        let peers = Peers::new(
+        let (peers, deliveries) = Peers::new(
             config.node_id,
             connector,
             addresses,
@@ -77,8 +80,9 @@ impl Node {
             tokio::runtime::Handle::current(),
         );
         let (stop, stop_signal) = oneshot::channel();
-        let (cluster, stopped) = cluster::start(node, peers, config.driver.clone(), stop_signal)
-            .context("cannot start the raft driver")?;
+        let (cluster, stopped) =
+            cluster::start(node, peers, deliveries, config.driver.clone(), stop_signal)
+                .context("cannot start the raft driver")?;
         Ok(Node {
             cluster,
             stop,

@@ -3,14 +3,15 @@
 //!
 //! Sending never blocks the Raft driver: [`Peers::send`] only queues (a full queue drops the
 //! message, which Raft tolerates and repairs). The sender tasks report each failed batch, and the
-//! fate of each snapshot, back to the driver, which tells Raft (`report_unreachable`,
-//! `report_snapshot`) so replication to that peer resumes instead of stalling.
+//! fate of each snapshot, as a [`Delivery`] on the channel [`Peers::new`] returns; the driver
+//! reads it and tells Raft (`report_unreachable`, `report_snapshot`) so replication to that peer
+//! resumes instead of stalling. This module knows nothing of the driver beyond that channel.
 //!
 //! Every connection is checked to end at the coordinator it was meant for: an address that answers
 //! with another node's certificate is refused, so a stale address book cannot cross-wire nodes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use nexus_protocol::error::{ErrorCode, WireError};
@@ -20,8 +21,8 @@ use nexus_protocol::transport::{self, Connection, Connector};
 use nexus_protocol::{NodeId, RequestId};
 use tokio::sync::mpsc;
 
-use crate::cluster::Input;
 use crate::consensus::{self, RaftMessage, carries_snapshot};
+use crate::locks::{lock, read, write};
 use crate::state::Proposal;
 
 /// Messages queued for one peer before new ones are dropped.
@@ -30,6 +31,15 @@ const QUEUE: usize = 4096;
 const BATCH: usize = 256;
 /// The pause after a failed batch, so a dead peer costs little.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// A sender task's report on what it sent to `to`: a batch that was not delivered
+/// (`snapshot: false, delivered: false`), or the fate of one snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub to: NodeId,
+    pub snapshot: bool,
+    pub delivered: bool,
+}
 
 /// The address book and the senders.
 pub struct Peers {
@@ -41,7 +51,7 @@ pub struct Peers {
     addresses: RwLock<BTreeMap<NodeId, String>>,
     connections: Mutex<HashMap<NodeId, Connection>>,
     queues: Mutex<HashMap<NodeId, mpsc::Sender<RaftMessage>>>,
-    reports: OnceLock<mpsc::Sender<Input>>,
+    reports: mpsc::Sender<Delivery>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -54,30 +64,19 @@ impl std::fmt::Debug for Peers {
     }
 }
 
-/// Locks whose holders never panic mid-update (each update is one insert or remove), so a
-/// poisoned lock is still consistent.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Peers {
     /// `addresses` are the founders' (from the configuration); members added later are learned
-    /// with [`Peers::learn`]. Sender tasks run on `runtime`.
+    /// with [`Peers::learn`]. Sender tasks run on `runtime`. The receiver yields the senders'
+    /// reports, for whoever drives Raft.
     pub fn new(
         me: NodeId,
         connector: Connector,
         addresses: BTreeMap<NodeId, String>,
         timeout: Duration,
         runtime: tokio::runtime::Handle,
-    ) -> Arc<Peers> {
-        Arc::new(Peers {
+    ) -> (Arc<Peers>, mpsc::Receiver<Delivery>) {
+        let (reports, deliveries) = mpsc::channel(QUEUE);
+        let peers = Arc::new(Peers {
             me,
             connector,
             timeout,
@@ -85,14 +84,10 @@ impl Peers {
             addresses: RwLock::new(addresses),
             connections: Mutex::default(),
             queues: Mutex::default(),
-            reports: OnceLock::new(),
+            reports,
             runtime,
-        })
-    }
-
-    /// Where the senders report failures: the driver's input.
-    pub(crate) fn set_reports(&self, reports: mpsc::Sender<Input>) {
-        let _ = self.reports.set(reports);
+        });
+        (peers, deliveries)
     }
 
     /// A member's address, if known.
@@ -108,10 +103,7 @@ impl Peers {
     /// Adds addresses learned from applied membership changes (they win over the configuration:
     /// they are what the cluster agreed on).
     pub fn learn(&self, learned: &BTreeMap<NodeId, String>) {
-        let mut addresses = self
-            .addresses
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut addresses = write(&self.addresses);
         for (node, address) in learned {
             if addresses.get(node) != Some(address) {
                 tracing::info!(node = %node, %address, "learned a member's address");
@@ -164,25 +156,25 @@ impl Peers {
                 }
             }
             let delivered = result.is_ok();
-            if let Some(reports) = self.reports.get() {
-                if !delivered {
-                    let _ = reports
-                        .send(Input::Sent {
-                            to,
-                            snapshot: false,
-                            delivered,
-                        })
-                        .await;
-                }
-                for _ in 0..snapshots {
-                    let _ = reports
-                        .send(Input::Sent {
-                            to,
-                            snapshot: true,
-                            delivered,
-                        })
-                        .await;
-                }
+            if !delivered {
+                let _ = self
+                    .reports
+                    .send(Delivery {
+                        to,
+                        snapshot: false,
+                        delivered,
+                    })
+                    .await;
+            }
+            for _ in 0..snapshots {
+                let _ = self
+                    .reports
+                    .send(Delivery {
+                        to,
+                        snapshot: true,
+                        delivered,
+                    })
+                    .await;
             }
             if !delivered {
                 tokio::time::sleep(RETRY_PAUSE).await;

@@ -11,7 +11,7 @@ use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::Identity;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Consistency};
 use crate::state::{Command, Outcome, PlaceRequest};
 
 /// The most creates in one log entry, and the most bytes of specs: an entry must fit in one
@@ -154,7 +154,7 @@ async fn commit(cluster: &Cluster, batch: Vec<Job>) {
     let outcomes = match committed {
         Ok(()) => {
             cluster
-                .read(false, move |state| {
+                .read(Consistency::Linearizable, move |state| {
                     ids.iter()
                         .map(|id| state.outcome_of(*id).cloned())
                         .collect::<Vec<_>>()

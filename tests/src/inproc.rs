@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use nexus_coordinator::cluster::Cluster;
+use nexus_coordinator::cluster::{Cluster, Consistency};
 use nexus_coordinator::config::Args;
 use nexus_coordinator::state::{Command, State};
 use nexus_protocol::identity::Role;
@@ -88,7 +88,7 @@ impl InProcessCoordinator {
         read: impl FnOnce(&State) -> T + Send + 'static,
     ) -> T {
         self.cluster
-            .read(false, read)
+            .read(Consistency::Linearizable, read)
             .await
             .expect("a read of the state")
     }

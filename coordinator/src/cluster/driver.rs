@@ -1,0 +1,417 @@
+//! The Raft driver: the one task that owns the [`RaftNode`], on a thread of its own (RocksDB's
+//! synced writes block). It is not the handle others use; that is [`Cluster`](super::Cluster).
+//!
+//! The loop: wait for a tick (every `tick`, about 100 ms), an [`Input`] from a handle or a
+//! sender's [`Delivery`] report; take every input already queued (so one fsync covers many
+//! proposals); run `process_ready`; hand the outgoing messages to [`Peers`]; answer the proposals
+//! and reads that became answerable; publish the leadership and wake the desired-state watches
+//! of the hosts that changed.
+//!
+//! Waiters are matched by request id (proposals) or by a read's context (ReadIndex), never by
+//! position. A proposal or read that Raft drops silently (leadership lost, a conf change already
+//! pending) is answered `TIMEOUT` after its deadline, which is retryable: a retry under the same
+//! request id returns the first outcome if the first attempt was applied after all.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
+use nexus_protocol::message::MemberRole;
+use nexus_protocol::{NodeId, RequestId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Consistency, DriverConfig, HostSignals, Leadership, NodeView, timed_out};
+use crate::consensus::{
+    MemberChange, RaftMessage, RaftNode, ReadyOutput, StoreError, carries_snapshot,
+};
+use crate::peers::{Delivery, Peers};
+use crate::state::{Outcome, Proposal, State};
+use crate::store::RocksStore;
+
+/// Inputs taken per round before `process_ready`, so a flood cannot starve ticks.
+const MAX_INPUTS_PER_ROUND: usize = 1024;
+
+/// A caller waiting for its proposal to be applied, and since when.
+type Waiter = (Instant, oneshot::Sender<Result<Outcome, WireError>>);
+
+/// A read of the state machine, run on the driver's task once the read may be served.
+pub(super) type Query = Box<dyn FnOnce(Result<&State, WireError>) + Send>;
+
+/// What the driver is asked to do.
+pub(super) enum Input {
+    Propose {
+        proposal: Box<Proposal>,
+        reply: oneshot::Sender<Result<Outcome, WireError>>,
+    },
+    Read {
+        consistency: Consistency,
+        query: Query,
+    },
+    /// Messages from a peer, already checked to be from `from`.
+    Peer {
+        from: NodeId,
+        messages: Vec<RaftMessage>,
+    },
+    Member {
+        change: MemberChange,
+        reply: oneshot::Sender<Result<(), WireError>>,
+    },
+    Transfer {
+        to: NodeId,
+    },
+    View {
+        reply: oneshot::Sender<NodeView>,
+    },
+}
+
+/// The node, and everything waiting on it.
+pub(super) struct Driver {
+    node: RaftNode<RocksStore>,
+    config: DriverConfig,
+    peers: Arc<Peers>,
+    inputs: mpsc::Receiver<Input>,
+    /// The peers' sender tasks' reports.
+    deliveries: mpsc::Receiver<Delivery>,
+    proposals: HashMap<RequestId, Vec<Waiter>>,
+    /// Reads waiting for their ReadIndex, by context.
+    reads_waiting: HashMap<u64, (Instant, Query)>,
+    /// Reads with a ReadIndex, waiting for the state machine to reach it: the index, and when
+    /// the read was asked.
+    reads_ready: Vec<(u64, Instant, Query)>,
+    /// The last ReadIndex context used. It starts at random: the leader drops a read whose
+    /// context is already pending (so two nodes counting from zero would drop each other's), and
+    /// a late answer to a read of an earlier run of this node must not match a new one.
+    next_read: u64,
+    /// How many leader's snapshots the node had restored when the driver last looked.
+    snapshots_seen: u64,
+    last_heard: HashMap<NodeId, Instant>,
+    known_addresses: BTreeMap<NodeId, String>,
+    /// Wakes the desired-state watches of the hosts whose desired state changed.
+    hosts: Arc<HostSignals>,
+    /// Whether this node leads, and in which term.
+    leadership: watch::Sender<Leadership>,
+}
+
+impl Driver {
+    /// A driver for `node`, fed by `inputs` from the handles and `deliveries` from the peers'
+    /// sender tasks.
+    pub(super) fn new(
+        node: RaftNode<RocksStore>,
+        config: DriverConfig,
+        peers: Arc<Peers>,
+        inputs: mpsc::Receiver<Input>,
+        deliveries: mpsc::Receiver<Delivery>,
+        hosts: Arc<HostSignals>,
+        leadership: watch::Sender<Leadership>,
+    ) -> Driver {
+        Driver {
+            known_addresses: node.state().member_addresses().clone(),
+            node,
+            config,
+            peers,
+            inputs,
+            deliveries,
+            proposals: HashMap::new(),
+            reads_waiting: HashMap::new(),
+            reads_ready: Vec::new(),
+            next_read: nexus_protocol::id::random_u64(),
+            snapshots_seen: 0,
+            last_heard: HashMap::new(),
+            hosts,
+            leadership,
+        }
+    }
+
+    /// Runs the driver on a thread of its own until `shutdown` fires (or every handle is
+    /// dropped); the receiver yields its result.
+    pub(super) fn spawn(
+        self,
+        shutdown: oneshot::Receiver<()>,
+    ) -> std::io::Result<oneshot::Receiver<Result<(), StoreError>>> {
+        let (done, result) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("raft-driver".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build();
+                let result = match runtime {
+                    Ok(runtime) => runtime.block_on(self.run(shutdown)),
+                    Err(error) => Err(StoreError(format!("cannot start the driver: {error}"))),
+                };
+                if let Err(error) = &result {
+                    tracing::error!("the raft driver stopped: {error}");
+                }
+                let _ = done.send(result);
+            })?;
+        Ok(result)
+    }
+
+    async fn run(mut self, mut shutdown: oneshot::Receiver<()>) -> Result<(), StoreError> {
+        let mut ticker = tokio::time::interval(self.config.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.peers.learn(&self.known_addresses);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = ticker.tick() => {
+                    self.node.tick();
+                    self.expire();
+                }
+                input = self.inputs.recv() => {
+                    let Some(input) = input else { return Ok(()) };
+                    self.handle(input);
+                    for _ in 0..MAX_INPUTS_PER_ROUND {
+                        match self.inputs.try_recv() {
+                            Ok(input) => self.handle(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                // The peers hold the sending end for as long as the driver holds them, so the
+                // channel never closes under it.
+                Some(delivery) = self.deliveries.recv() => {
+                    self.delivered(delivery);
+                    for _ in 0..MAX_INPUTS_PER_ROUND {
+                        match self.deliveries.try_recv() {
+                            Ok(delivery) => self.delivered(delivery),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            let output = self.node.process_ready()?;
+            self.dispatch(output);
+            self.hosts.raise(self.node.take_changed_hosts());
+            let leadership = Leadership {
+                leading: self.node.is_leader(),
+                term: self.node.term(),
+            };
+            self.leadership.send_if_modified(|now| {
+                let changed = *now != leadership;
+                *now = leadership;
+                changed
+            });
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Propose { proposal, reply } => {
+                if let Some(outcome) = self.node.state().outcome_of(proposal.request_id) {
+                    let _ = reply.send(Ok(outcome.clone()));
+                    return;
+                }
+                match self.node.propose(&proposal) {
+                    Ok(()) => self
+                        .proposals
+                        .entry(proposal.request_id)
+                        .or_default()
+                        .push((Instant::now(), reply)),
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+            Input::Read {
+                consistency: Consistency::Stale,
+                query,
+            } => query(Ok(self.node.state())),
+            Input::Read {
+                consistency: Consistency::Linearizable,
+                query,
+            } => {
+                if self.node.leader().is_none() {
+                    query(Err(no_leader(self.node.id())));
+                    return;
+                }
+                self.next_read = self.next_read.wrapping_add(1);
+                self.node.read_index(self.next_read);
+                self.reads_waiting
+                    .insert(self.next_read, (Instant::now(), query));
+            }
+            Input::Peer { from, messages } => {
+                self.last_heard.insert(from, Instant::now());
+                for message in messages {
+                    self.node.step(message);
+                }
+            }
+            Input::Member { change, reply } => {
+                let _ = reply.send(self.node.propose_member_change(&change));
+            }
+            Input::Transfer { to } => self.node.transfer_leader(to),
+            Input::View { reply } => {
+                let _ = reply.send(self.view());
+            }
+        }
+    }
+
+    /// Tells Raft what a sender task reported: a peer it could not reach, a snapshot's fate.
+    fn delivered(&mut self, report: Delivery) {
+        let Delivery {
+            to,
+            snapshot,
+            delivered,
+        } = report;
+        if !delivered {
+            self.node.report_unreachable(to);
+        }
+        if snapshot {
+            self.node.report_snapshot(to, delivered);
+        }
+    }
+
+    fn view(&self) -> NodeView {
+        let role = if self.node.is_leader() {
+            MemberRole::Leader
+        } else if self.node.is_candidate() {
+            MemberRole::Candidate
+        } else if self
+            .node
+            .members()
+            .iter()
+            .any(|m| m.id == self.node.id() && !m.voter)
+        {
+            MemberRole::Learner
+        } else {
+            MemberRole::Follower
+        };
+        NodeView {
+            id: self.node.id(),
+            role,
+            leader: self.node.leader(),
+            term: self.node.term(),
+            commit_index: self.node.commit_index(),
+            applied_index: self.node.applied_index(),
+            last_index: self.node.last_index(),
+            members: self.node.members(),
+            conf_change_pending: self.node.conf_change_pending(),
+            last_heard: self
+                .last_heard
+                .iter()
+                .map(|(node, at)| (*node, at.elapsed()))
+                .collect(),
+        }
+    }
+
+    fn dispatch(&mut self, output: ReadyOutput) {
+        for message in output.messages {
+            let snapshot = carries_snapshot(&message);
+            let to = NodeId::new(message.to);
+            if !self.peers.send(message)
+                && let Ok(to) = to
+            {
+                self.node.report_unreachable(to);
+                if snapshot {
+                    self.node.report_snapshot(to, false);
+                }
+            }
+        }
+        for applied in output.applied {
+            for (_, reply) in self
+                .proposals
+                .remove(&applied.request_id)
+                .unwrap_or_default()
+            {
+                let _ = reply.send(Ok(applied.outcome.clone()));
+            }
+        }
+        for (context, index) in output.reads {
+            if let Some((since, query)) = self.reads_waiting.remove(&context) {
+                self.reads_ready.push((index, since, query));
+            }
+        }
+        // A write applied through a leader's snapshot never appears among the applied entries;
+        // its outcome is in the restored state's record of completed requests.
+        if self.node.snapshots_restored() != self.snapshots_seen {
+            self.snapshots_seen = self.node.snapshots_restored();
+            let state = self.node.state();
+            self.proposals.retain(|request_id, waiters| {
+                let Some(outcome) = state.outcome_of(*request_id) else {
+                    return true;
+                };
+                for (_, reply) in waiters.drain(..) {
+                    let _ = reply.send(Ok(outcome.clone()));
+                }
+                false
+            });
+        }
+        let applied = self.node.applied_index();
+        if self
+            .reads_ready
+            .iter()
+            .any(|(index, _, _)| *index <= applied)
+        {
+            let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_ready)
+                .into_iter()
+                .partition(|(index, _, _)| *index <= applied);
+            self.reads_ready = later;
+            for (_, _, query) in now {
+                query(Ok(self.node.state()));
+            }
+        }
+        let learned = self.node.state().member_addresses();
+        if learned != &self.known_addresses {
+            self.known_addresses = learned.clone();
+            self.peers.learn(&self.known_addresses);
+        }
+    }
+
+    /// Answers waiters whose deadline passed, and forgets those whose caller went away.
+    fn expire(&mut self) {
+        let limit = self.config.proposal_timeout;
+        self.proposals.retain(|request_id, waiters| {
+            waiters.retain(|(since, reply)| {
+                if reply.is_closed() {
+                    return false;
+                }
+                since.elapsed() < limit
+            });
+            if waiters.is_empty() {
+                tracing::debug!(%request_id, "a proposal's waiters gave up");
+            }
+            !waiters.is_empty()
+        });
+        let limit = self.config.read_timeout;
+        let expired: Vec<u64> = self
+            .reads_waiting
+            .iter()
+            .filter(|(_, (since, _))| since.elapsed() >= limit)
+            .map(|(context, _)| *context)
+            .collect();
+        for context in expired {
+            if let Some((_, query)) = self.reads_waiting.remove(&context) {
+                query(Err(timed_out("the read", limit)));
+            }
+        }
+        // A read that has its index but whose replica is slow to reach it (cut off, or catching
+        // up) gives up on the same deadline.
+        if self
+            .reads_ready
+            .iter()
+            .any(|(_, since, _)| since.elapsed() >= limit)
+        {
+            let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_ready)
+                .into_iter()
+                .partition(|(_, since, _)| since.elapsed() >= limit);
+            self.reads_ready = waiting;
+            for (_, _, query) in expired {
+                query(Err(timed_out("the read", limit)));
+            }
+        }
+    }
+}
+
+fn no_leader(node: NodeId) -> WireError {
+    WireError::new(
+        ErrorCode::NotLeader,
+        format!(
+            "coordinator {node} knows no leader: an election is under way or there is no quorum"
+        ),
+    )
+    .with_detail(ErrorDetail::NotLeader {
+        leader: None,
+        address: None,
+    })
+}

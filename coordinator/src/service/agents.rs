@@ -1,0 +1,226 @@
+//! Agents' requests: registration (a Raft write), heartbeats and container samples (soft state
+//! on the leader, see [`super::liveness`]), reports of what runs (Raft writes), and where the
+//! agent serves logs and exec. The desired-state watch is [`super::watch`].
+
+use nexus_protocol::RequestId;
+use nexus_protocol::clock;
+use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::identity::Identity;
+use nexus_protocol::message::{AgentRequest, Response};
+use nexus_protocol::model::HostStatus;
+use nexus_protocol::transport::Peer;
+
+use super::Service;
+use super::checks::{check_endpoint, check_report, denied, too_many};
+use super::liveness::Liveness;
+use crate::cluster::Consistency;
+use crate::locks::lock;
+use crate::state::Command;
+
+impl Service {
+    pub(super) async fn agent(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        request: AgentRequest,
+    ) -> Result<Response, WireError> {
+        let Identity::Agent(host_id) = &peer.identity else {
+            return Err(denied(peer, "only agents speak for hosts"));
+        };
+        match request {
+            AgentRequest::Register(info) => {
+                if &info.host_id != host_id {
+                    return Err(denied(
+                        peer,
+                        &format!(
+                            "an agent may speak only for its own host, not {}",
+                            info.host_id
+                        ),
+                    ));
+                }
+                self.cluster
+                    .propose(
+                        request_id,
+                        peer.identity.clone(),
+                        Command::RegisterHost(info),
+                    )
+                    .await?;
+                // Liveness starts with the first heartbeat, which only the leader takes: a
+                // follower that forwarded the registration keeps no record of the host's health.
+                Ok(Response::Registered {
+                    host_id: host_id.clone(),
+                })
+            }
+            AgentRequest::Heartbeat { sequence: _, stats } => {
+                // Liveness is the leader's to judge: agents heartbeat the leader.
+                self.cluster.require_leader().await?;
+                let host = host_id.clone();
+                let status = self
+                    .cluster
+                    .read(Consistency::Stale, move |state| {
+                        state.hosts().get(&host).map(|h| h.status)
+                    })
+                    .await?;
+                let known = status.is_some();
+                if status == Some(HostStatus::Down) {
+                    // Back: its workspaces return from lost to what its agent reports.
+                    tracing::info!(host = %host_id, "a host that was down heartbeats again");
+                    self.cluster
+                        .propose(
+                            RequestId::random(),
+                            self.identity.clone(),
+                            Command::HostReturned {
+                                host: host_id.clone(),
+                            },
+                        )
+                        .await?;
+                }
+                if !known {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("host {host_id} has not registered; register first"),
+                    ));
+                }
+                let mut liveness = self.liveness();
+                let entry = liveness.entry(host_id.clone()).or_insert(Liveness {
+                    at: clock::now(),
+                    stats: None,
+                    containers: Vec::new(),
+                });
+                entry.at = clock::now();
+                if stats.is_some() {
+                    entry.stats = stats;
+                }
+                Ok(Response::Ack)
+            }
+            AgentRequest::ReportObserved(observed) => {
+                too_many(observed.len())?;
+                check_report(&observed)?;
+                self.cluster
+                    .propose(
+                        request_id,
+                        peer.identity.clone(),
+                        Command::RecordObserved {
+                            host: host_id.clone(),
+                            observed,
+                        },
+                    )
+                    .await?;
+                Ok(Response::Ack)
+            }
+            AgentRequest::ContainerStats(containers) => {
+                too_many(containers.len())?;
+                self.cluster.require_leader().await?;
+                if let Some(entry) = self.liveness().get_mut(host_id) {
+                    entry.containers = containers;
+                }
+                Ok(Response::Ack)
+            }
+            AgentRequest::Serving(address) => {
+                check_endpoint(&address)?;
+                self.cluster.require_leader().await?;
+                lock(&self.endpoints).insert(host_id.clone(), address);
+                Ok(Response::Ack)
+            }
+            AgentRequest::WatchDesired { .. } => Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                "a desired-state watch is a subscription; open it as one",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
+    use nexus_protocol::identity::Role;
+    use nexus_protocol::message::{AgentRequest, ObservedWorkspace, Request, Response};
+    use nexus_protocol::model::WorkspaceState;
+
+    use crate::service::testing::{
+        agent, ask, code, info, leading, one_node, one_node_with_h1, user,
+    };
+
+    #[tokio::test]
+    async fn agents_speak_only_for_their_own_host() {
+        let (_dir, node, service) = one_node().await;
+        leading(&service).await;
+        let register = |host: &'static str| Request::Agent(AgentRequest::Register(info(host)));
+        assert_eq!(
+            code(ask(&service, &agent("h1"), register("h2")).await),
+            Some(ErrorCode::PermissionDenied)
+        );
+        assert_eq!(
+            code(ask(&service, &user(Role::Admin), register("h1")).await),
+            Some(ErrorCode::PermissionDenied)
+        );
+        let heartbeat = Request::Agent(AgentRequest::Heartbeat {
+            sequence: 1,
+            stats: None,
+        });
+        assert_eq!(
+            code(ask(&service, &agent("h1"), heartbeat.clone()).await),
+            Some(ErrorCode::InvalidArgument)
+        );
+        assert!(matches!(
+            ask(&service, &agent("h1"), register("h1")).await,
+            Ok(Response::Registered { .. })
+        ));
+        assert!(matches!(
+            ask(&service, &agent("h1"), heartbeat).await,
+            Ok(Response::Ack)
+        ));
+        node.stop().await.unwrap();
+    }
+
+    fn report(state: WorkspaceState, error: Option<WireError>) -> Request {
+        Request::Agent(AgentRequest::ReportObserved(vec![ObservedWorkspace {
+            name: "w".parse().unwrap(),
+            generation: 1,
+            state,
+            ports: vec![],
+            error,
+        }]))
+    }
+
+    #[tokio::test]
+    async fn reports_an_agent_may_not_send_are_refused() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let h1 = agent("h1");
+        // States only the coordinator sets.
+        for state in [
+            WorkspaceState::Destroying,
+            WorkspaceState::Lost,
+            WorkspaceState::Scheduled,
+        ] {
+            assert_eq!(
+                code(ask(&service, &h1, report(state, None)).await),
+                Some(ErrorCode::InvalidArgument),
+                "{state}"
+            );
+        }
+        // Errors longer than the state keeps.
+        let long = WireError::new(ErrorCode::ContainerError, "x".repeat(5_000));
+        assert_eq!(
+            code(ask(&service, &h1, report(WorkspaceState::Failed, Some(long))).await),
+            Some(ErrorCode::InvalidArgument)
+        );
+        let lines = WireError::new(ErrorCode::ContainerError, "exited").with_detail(
+            ErrorDetail::ContainerExited {
+                exit_code: 1,
+                oom_killed: false,
+                last_lines: vec!["y".into(); 51],
+            },
+        );
+        assert_eq!(
+            code(ask(&service, &h1, report(WorkspaceState::Failed, Some(lines))).await),
+            Some(ErrorCode::InvalidArgument)
+        );
+        // A report of a workspace the state does not know changes nothing, and is fine.
+        assert!(matches!(
+            ask(&service, &h1, report(WorkspaceState::Running, None)).await,
+            Ok(Response::Ack)
+        ));
+        node.stop().await.unwrap();
+    }
+}

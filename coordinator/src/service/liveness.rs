@@ -1,0 +1,237 @@
+//! Heartbeats as the leader holds them (soft state, never in the Raft log), and the failure
+//! detector's loop over them: it sleeps, reads the hosts, asks [`crate::detector`] whom to mark
+//! down and proposes the markings. The decision itself is not here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use nexus_protocol::clock::{self, Timestamp};
+use nexus_protocol::model::{ContainerStats, HostStats, HostStatus};
+use nexus_protocol::{HostId, RequestId};
+
+use super::Service;
+use crate::cluster::Consistency;
+use crate::detector::{self, Decision, Memory, Policy};
+use crate::state::Command;
+
+/// A host's latest heartbeat, as this coordinator received it.
+#[derive(Debug, Clone)]
+pub(super) struct Liveness {
+    pub(super) at: Timestamp,
+    pub(super) stats: Option<HostStats>,
+    /// The latest sample of each workspace container on the host.
+    pub(super) containers: Vec<ContainerStats>,
+}
+
+impl Service {
+    /// The failure detector, for as long as the process runs: on the leader, it looks at the
+    /// fleet every [`Policy::period`] and marks down through Raft the hosts that
+    /// [`detector::decide`] names (the rules are there), all at once. While most of the fleet is
+    /// silent it holds off instead, and says so at most every 30 s.
+    pub async fn detect_failures(&self) {
+        let policy = Policy { ttl: self.host_ttl };
+        // What the detector remembers while this node leads; none while it does not.
+        let mut leading: Option<Memory> = None;
+        let mut held_off_said: Option<std::time::Instant> = None;
+        loop {
+            tokio::time::sleep(policy.period()).await;
+            if self.cluster.require_leader().await.is_err() {
+                leading = None;
+                continue;
+            }
+            let now = clock::now();
+            let memory = leading.get_or_insert_with(|| Memory::new(now));
+            let Ok(hosts) = self
+                .cluster
+                .read(Consistency::Stale, |state| {
+                    state
+                        .hosts()
+                        .iter()
+                        .map(|(id, h)| (id.clone(), h.status))
+                        .collect::<BTreeMap<_, _>>()
+                })
+                .await
+            else {
+                continue;
+            };
+            let decision = {
+                let liveness = self.liveness();
+                detector::decide(
+                    now,
+                    &hosts,
+                    |host| liveness.get(host).map(|l| l.at),
+                    memory,
+                    &policy,
+                )
+            };
+            memory.observe(now, &hosts, &policy);
+            let silent = match decision {
+                Decision::MarkDown(silent) => silent,
+                Decision::HoldOff {
+                    silent,
+                    recently_down,
+                    fleet,
+                } => {
+                    if held_off_said.is_none_or(|at| at.elapsed() > Duration::from_secs(30)) {
+                        tracing::warn!(
+                            silent,
+                            down = recently_down,
+                            hosts = fleet,
+                            "most of the fleet is silent at once: not marking hosts down, since the \
+                             fault is more likely here (an overloaded leader, a partition) than on \
+                             all of them"
+                        );
+                        held_off_said = Some(std::time::Instant::now());
+                    }
+                    continue;
+                }
+            };
+            // All at once: Raft batches them, so a thousand hosts lost together (a rack, a
+            // zone) are marked down in one or two appends, not one after another.
+            let marking = silent.into_iter().map(|host| async move {
+                tracing::warn!(%host, ttl = ?self.host_ttl, "no heartbeat within the TTL; marking the host down");
+                let proposal = self
+                    .cluster
+                    .propose(
+                        RequestId::random(),
+                        self.identity.clone(),
+                        Command::SetHostStatus {
+                            host: host.clone(),
+                            status: HostStatus::Down,
+                        },
+                    )
+                    .await;
+                match proposal {
+                    Ok(()) => Some(host),
+                    Err(error) => {
+                        tracing::warn!(%host, code = %error.code, "cannot mark the host down: {}", error.message);
+                        None
+                    }
+                }
+            });
+            let marked: Vec<Option<HostId>> = futures_util::future::join_all(marking).await;
+            memory.marked_down(now, marked.into_iter().flatten());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use nexus_protocol::HostId;
+    use nexus_protocol::message::{AgentRequest, Request};
+    use nexus_protocol::model::HostStatus;
+
+    use crate::cluster::Consistency;
+    use crate::service::Service;
+    use crate::service::testing::{agent, ask, info, leading, one_node};
+
+    #[tokio::test]
+    async fn a_host_that_registers_late_gets_a_full_ttl_before_it_is_marked_down() {
+        let (_dir, node, service) = one_node().await;
+        leading(&service).await;
+        let service = Arc::new(service.with_host_ttl(Duration::from_millis(400)));
+        let detector = tokio::spawn({
+            let service = service.clone();
+            async move { service.detect_failures().await }
+        });
+        // Long past the grace of the election: the next host to register has no heartbeat yet.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        ask(
+            &service,
+            &agent("h1"),
+            Request::Agent(AgentRequest::Register(info("h1"))),
+        )
+        .await
+        .unwrap();
+        let status = |service: Arc<Service>| async move {
+            service
+                .cluster
+                .read(Consistency::Linearizable, |state| {
+                    state.hosts()[&HostId::new("h1").unwrap()].status
+                })
+                .await
+                .unwrap()
+        };
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(status(service.clone()).await, HostStatus::Ready);
+        // Still silent a TTL later: down.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(status(service.clone()).await, HostStatus::Down);
+        detector.abort();
+        node.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn most_of_a_fleet_silent_at_once_is_not_marked_down_and_a_few_are() {
+        let (_dir, node, service) = one_node().await;
+        leading(&service).await;
+        let ttl = Duration::from_millis(400);
+        let service = Arc::new(service.with_host_ttl(ttl));
+        let hosts: Vec<String> = (0..14).map(|i| format!("h{i}")).collect();
+        for host in &hosts {
+            ask(
+                &service,
+                &agent(host),
+                Request::Agent(AgentRequest::Register(info(host))),
+            )
+            .await
+            .unwrap();
+        }
+        // Hosts 0 and 1 heartbeat throughout; the other twelve are silent at first.
+        let beating = |from: usize, to: usize| {
+            let (service, hosts) = (service.clone(), hosts.clone());
+            tokio::spawn(async move {
+                loop {
+                    for host in &hosts[from..to] {
+                        let heartbeat = AgentRequest::Heartbeat {
+                            sequence: 1,
+                            stats: None,
+                        };
+                        let _ = ask(&service, &agent(host), Request::Agent(heartbeat)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        let few = beating(0, 2);
+        let detector = tokio::spawn({
+            let service = service.clone();
+            async move { service.detect_failures().await }
+        });
+        let downs = |service: Arc<Service>| async move {
+            service
+                .cluster
+                .read(Consistency::Linearizable, |state| {
+                    state
+                        .hosts()
+                        .values()
+                        .filter(|h| h.status == HostStatus::Down)
+                        .count()
+                })
+                .await
+                .unwrap()
+        };
+        // Well past the grace of the election (two TTLs) and a TTL of silence: 12 of 14 silent
+        // is a mass silence, so nobody is marked down.
+        tokio::time::sleep(ttl * 5).await;
+        assert_eq!(downs(service.clone()).await, 0);
+        // Most hosts speak again; the three still silent are a minority, and are marked down.
+        let most = beating(2, 11);
+        tokio::time::sleep(ttl * 4).await;
+        assert_eq!(downs(service.clone()).await, 3);
+        // Two TTLs on, those three are old news: when nine more fall silent, the three do not
+        // count towards a mass silence (hosts down for good would otherwise hold off every
+        // later marking), and the nine are marked down.
+        tokio::time::sleep(ttl * 2).await;
+        most.abort();
+        tokio::time::sleep(ttl * 4).await;
+        assert_eq!(downs(service.clone()).await, 12);
+        for task in [few, detector] {
+            task.abort();
+        }
+        node.stop().await.unwrap();
+    }
+}

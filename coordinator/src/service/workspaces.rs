@@ -1,0 +1,627 @@
+//! Users' workspace requests: list, inspect, create (through the placer's batches), start, stop,
+//! restart, repair, switch, destroy, clean up, and where a workspace's host serves logs and exec.
+//! Users see and change their own workspaces; admins all of them.
+
+use nexus_protocol::clock;
+use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::identity::{Identity, Role};
+use nexus_protocol::message::{DesiredRun, Response, WorkspaceRequest};
+use nexus_protocol::model::{WorkspaceSpec, WorkspaceState, WorkspaceView};
+use nexus_protocol::transport::Peer;
+use nexus_protocol::{RequestId, UserName, WorkspaceName};
+
+use super::Service;
+use super::checks::{check_spec, denied, too_many};
+use super::views::{detail_of, view_of};
+use crate::cluster::Consistency;
+use crate::locks::lock;
+use crate::scheduler::Scoring;
+use crate::state::{Command, PlaceRequest};
+
+impl Service {
+    /// A user's (or an admin's) workspace request. Users see and change their own workspaces;
+    /// admins all of them.
+    pub(super) async fn workspace(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        request: WorkspaceRequest,
+        consistency: Consistency,
+    ) -> Result<Response, WireError> {
+        let Identity::User { name: user, role } = &peer.identity else {
+            return Err(denied(peer, "only users manage workspaces"));
+        };
+        let admin = *role == Role::Admin;
+        let reading = matches!(
+            request,
+            WorkspaceRequest::List
+                | WorkspaceRequest::Inspect(_)
+                | WorkspaceRequest::Describe(_)
+                | WorkspaceRequest::Endpoint(_)
+        );
+        if consistency == Consistency::Stale && !reading {
+            return Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                "only reads may be stale; send the change without --stale",
+            ));
+        }
+        match request {
+            WorkspaceRequest::List => {
+                let user = user.clone();
+                let views = self
+                    .cluster
+                    .read(consistency, move |state| {
+                        state
+                            .workspaces()
+                            .values()
+                            .filter(|w| admin || w.owner == user)
+                            .map(view_of)
+                            .collect()
+                    })
+                    .await?;
+                Ok(Response::Workspaces(views))
+            }
+            WorkspaceRequest::Inspect(name) => Ok(Response::Workspace(
+                self.owned(peer, &name, admin, consistency).await?,
+            )),
+            WorkspaceRequest::Describe(name) => {
+                self.owned(peer, &name, admin, consistency).await?;
+                let wanted = name.clone();
+                self.cluster
+                    .read(consistency, move |state| {
+                        state
+                            .workspaces()
+                            .get(&wanted)
+                            .map(|w| Box::new(detail_of(w)))
+                    })
+                    .await?
+                    .map(Response::WorkspaceDetail)
+                    .ok_or_else(|| {
+                        WireError::new(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"))
+                    })
+            }
+            WorkspaceRequest::Endpoint(name) => {
+                let view = self
+                    .owned(peer, &name, admin, Consistency::Linearizable)
+                    .await?;
+                let host = view.host.ok_or_else(|| {
+                    WireError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("workspace {name} has no host"),
+                    )
+                })?;
+                // Only the leader hears agents (a former leader's book may be stale): a
+                // follower sends the client there.
+                self.cluster.require_leader().await?;
+                if let Some(address) = lock(&self.endpoints).get(&host).cloned() {
+                    return Ok(Response::Endpoint { host, address });
+                }
+                Err(WireError::new(
+                    ErrorCode::BackendUnavailable,
+                    format!("host {host}'s agent has not said where it serves logs and exec"),
+                ))
+            }
+            WorkspaceRequest::Create(spec) => self.create(request_id, user, spec, None).await,
+            WorkspaceRequest::CreateWith { spec, scoring } => {
+                self.create(request_id, user, spec, scoring).await
+            }
+            WorkspaceRequest::Start(name) => {
+                self.set_run(peer, request_id, &name, admin, DesiredRun::Running)
+                    .await
+            }
+            WorkspaceRequest::Stop(name) => {
+                self.set_run(peer, request_id, &name, admin, DesiredRun::Stopped)
+                    .await
+            }
+            WorkspaceRequest::Destroy(name) => {
+                let command = Command::DestroyWorkspace { name: name.clone() };
+                self.change(peer, request_id, &name, admin, command).await
+            }
+            WorkspaceRequest::Restart(name) => {
+                let command = Command::RestartWorkspace { name: name.clone() };
+                self.change(peer, request_id, &name, admin, command).await
+            }
+            WorkspaceRequest::Repair(name) => {
+                let command = Command::RepairWorkspace { name: name.clone() };
+                self.change(peer, request_id, &name, admin, command).await
+            }
+            WorkspaceRequest::Switch(name) => {
+                // In the owner's context: an admin switching a user's workspace stops that
+                // user's others, not the admin's.
+                let owner = self
+                    .owned(peer, &name, admin, Consistency::Linearizable)
+                    .await?
+                    .owner;
+                let command = Command::SwitchWorkspace {
+                    owner,
+                    name: name.clone(),
+                };
+                self.change(peer, request_id, &name, admin, command).await
+            }
+            WorkspaceRequest::Cleanup { older_than_secs } => {
+                self.cleanup(peer, request_id, Some(user.clone()), older_than_secs)
+                    .await
+            }
+            WorkspaceRequest::CleanupOf {
+                owner,
+                older_than_secs,
+            } => {
+                if !admin {
+                    return Err(denied(peer, "only admins clean up others' workspaces"));
+                }
+                self.cleanup(peer, request_id, owner, older_than_secs).await
+            }
+        }
+    }
+
+    /// Destroys the stopped workspaces (of `owner`, or everyone's) unchanged for
+    /// `older_than_secs`; answers them, being destroyed.
+    async fn cleanup(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        owner: Option<UserName>,
+        older_than_secs: u64,
+    ) -> Result<Response, WireError> {
+        let horizon = clock::now()
+            .as_millis()
+            .saturating_sub(older_than_secs.saturating_mul(1000));
+        let names: Vec<WorkspaceName> = self
+            .cluster
+            .read(Consistency::Linearizable, move |state| {
+                state
+                    .workspaces()
+                    .values()
+                    .filter(|w| {
+                        owner.as_ref().is_none_or(|owner| &w.owner == owner)
+                            && w.state == WorkspaceState::Stopped
+                            && w.desired == DesiredRun::Stopped
+                            && w.updated_at.as_millis() <= horizon
+                    })
+                    .map(|w| w.spec.name.clone())
+                    .collect()
+            })
+            .await?;
+        too_many(names.len())?;
+        self.cluster
+            .propose(
+                request_id,
+                peer.identity.clone(),
+                Command::DestroyStopped {
+                    names: names.clone(),
+                },
+            )
+            .await?;
+        let views = self
+            .cluster
+            .read(Consistency::Linearizable, move |state| {
+                names
+                    .iter()
+                    .filter_map(|name| state.workspaces().get(name))
+                    .filter(|w| w.state == WorkspaceState::Destroying)
+                    .map(view_of)
+                    .collect()
+            })
+            .await?;
+        Ok(Response::Workspaces(views))
+    }
+
+    /// Checks that `peer` may change `name`, proposes `command`, and answers the workspace as it
+    /// is after.
+    async fn change(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        name: &WorkspaceName,
+        admin: bool,
+        command: Command,
+    ) -> Result<Response, WireError> {
+        self.owned(peer, name, admin, Consistency::Linearizable)
+            .await?;
+        self.cluster
+            .propose(request_id, peer.identity.clone(), command)
+            .await?;
+        Ok(Response::Workspace(
+            self.owned(peer, name, admin, Consistency::Linearizable)
+                .await?,
+        ))
+    }
+
+    async fn set_run(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        name: &WorkspaceName,
+        admin: bool,
+        run: DesiredRun,
+    ) -> Result<Response, WireError> {
+        let command = Command::SetDesiredRun {
+            name: name.clone(),
+            run,
+        };
+        self.change(peer, request_id, name, admin, command).await
+    }
+
+    /// The workspace `name`, if `peer` may see it: `WORKSPACE_NOT_FOUND` or
+    /// `PERMISSION_DENIED` otherwise.
+    async fn owned(
+        &self,
+        peer: &Peer,
+        name: &WorkspaceName,
+        admin: bool,
+        consistency: Consistency,
+    ) -> Result<WorkspaceView, WireError> {
+        let wanted = name.clone();
+        let view = self
+            .cluster
+            .read(consistency, move |state| {
+                state.workspaces().get(&wanted).map(view_of)
+            })
+            .await?
+            .ok_or_else(|| {
+                WireError::new(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"))
+            })?;
+        if let Identity::User { name: user, .. } = &peer.identity
+            && (admin || &view.owner == user)
+        {
+            return Ok(view);
+        }
+        Err(denied(peer, &format!("workspace {name} is not theirs")))
+    }
+
+    /// Places and commits a new workspace, on the leader, through the placer: concurrent creates
+    /// share log entries, and each is scheduled at apply against the state the ones before it
+    /// left, so none is refused for room another host had and none overfills a host. A retried
+    /// request is answered with its first outcome.
+    async fn create(
+        &self,
+        request_id: RequestId,
+        user: &UserName,
+        spec: WorkspaceSpec,
+        scoring: Option<Scoring>,
+    ) -> Result<Response, WireError> {
+        check_spec(&spec)?;
+        self.cluster.require_leader().await?;
+        let name = spec.name.clone();
+        tracing::debug!(workspace = %name, %request_id, "placing");
+        self.placer
+            .place(PlaceRequest {
+                request_id,
+                owner: user.clone(),
+                spec,
+                scoring,
+            })
+            .await?;
+        let found = name.clone();
+        self.cluster
+            .read(Consistency::Stale, move |state| {
+                state.workspaces().get(&found).map(view_of)
+            })
+            .await?
+            .map(Response::Workspace)
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::WorkspaceNotFound,
+                    format!("workspace {name} was created and is gone already"),
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nexus_protocol::error::ErrorCode;
+    use nexus_protocol::identity::Role;
+    use nexus_protocol::message::{
+        AgentRequest, DesiredRun, ObservedWorkspace, Request, Response, WorkspaceRequest,
+    };
+    use nexus_protocol::model::{PortRange, WorkspaceState};
+    use nexus_protocol::transport::Peer;
+    use nexus_protocol::{HostId, RequestId, UserName, WorkspaceName};
+
+    use crate::cluster::Consistency;
+    use crate::service::testing::{agent, ask, code, named, one_node_with_h1, workspace_spec, ws};
+    use crate::state::Command;
+
+    #[tokio::test]
+    async fn users_create_see_and_change_only_their_own_workspaces() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let (ada, bob, admin) = (
+            named("ada", Role::User),
+            named("bob", Role::User),
+            named("root", Role::Admin),
+        );
+        let create = ws(WorkspaceRequest::Create(workspace_spec("w", &[3000])));
+        let id = RequestId::random();
+        let first = service.answer(&ada, id, create.clone()).await.unwrap();
+        let Response::Workspace(view) = &first else {
+            panic!("{first:?}");
+        };
+        assert_eq!(view.owner.as_str(), "ada");
+        assert_eq!(view.host.as_ref().map(HostId::as_str), Some("h1"));
+        assert_eq!(view.state, WorkspaceState::Scheduled);
+        assert_eq!(view.ports[0].host, PortRange::DEFAULT.first);
+
+        // The host is full now; a retry of the same request still gets its first answer.
+        service
+            .cluster
+            .propose(
+                RequestId::random(),
+                admin.identity.clone(),
+                Command::SetLimits {
+                    host: None,
+                    patch: crate::state::LimitsPatch {
+                        max_workspaces_per_host: Some(1),
+                        ..Default::default()
+                    },
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            service.answer(&ada, id, create.clone()).await.unwrap(),
+            first
+        );
+        let refused = ask(
+            &service,
+            &ada,
+            ws(WorkspaceRequest::Create(workspace_spec("x", &[]))),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::ResourceExhausted);
+        assert!(
+            refused.message.contains("h1: holds its maximum of 1"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(
+            code(ask(&service, &ada, create.clone()).await),
+            Some(ErrorCode::WorkspaceAlreadyExists)
+        );
+        let eleven: Vec<u16> = (1..=11).collect();
+        assert_eq!(
+            code(
+                ask(
+                    &service,
+                    &ada,
+                    ws(WorkspaceRequest::Create(workspace_spec("y", &eleven)))
+                )
+                .await
+            ),
+            Some(ErrorCode::InvalidArgument)
+        );
+
+        // Each sees their own; an admin sees all.
+        let list = |who: Peer| {
+            let service = &service;
+            async move {
+                match ask(service, &who, ws(WorkspaceRequest::List))
+                    .await
+                    .unwrap()
+                {
+                    Response::Workspaces(views) => views.len(),
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        assert_eq!(
+            (
+                list(ada.clone()).await,
+                list(bob.clone()).await,
+                list(admin.clone()).await
+            ),
+            (1, 0, 1)
+        );
+        let name: WorkspaceName = "w".parse().unwrap();
+        for request in [
+            WorkspaceRequest::Inspect(name.clone()),
+            WorkspaceRequest::Describe(name.clone()),
+            WorkspaceRequest::Stop(name.clone()),
+            WorkspaceRequest::Restart(name.clone()),
+            WorkspaceRequest::Repair(name.clone()),
+            WorkspaceRequest::Switch(name.clone()),
+            WorkspaceRequest::Destroy(name.clone()),
+        ] {
+            assert_eq!(
+                code(ask(&service, &bob, ws(request)).await),
+                Some(ErrorCode::PermissionDenied)
+            );
+        }
+        assert_eq!(
+            code(ask(&service, &agent("h1"), ws(WorkspaceRequest::List)).await),
+            Some(ErrorCode::PermissionDenied)
+        );
+        assert_eq!(
+            code(
+                ask(
+                    &service,
+                    &ada,
+                    ws(WorkspaceRequest::Inspect("nope".parse().unwrap()))
+                )
+                .await
+            ),
+            Some(ErrorCode::WorkspaceNotFound)
+        );
+
+        // The owner stops it, an admin destroys it.
+        ask(&service, &ada, ws(WorkspaceRequest::Stop(name.clone())))
+            .await
+            .unwrap();
+        let desired = service
+            .cluster
+            .read(Consistency::Linearizable, |state| {
+                state.desired_for(&HostId::new("h1").unwrap())
+            })
+            .await
+            .unwrap();
+        assert_eq!(desired.assignments[0].run, DesiredRun::Stopped);
+        match ask(&service, &admin, ws(WorkspaceRequest::Destroy(name)))
+            .await
+            .unwrap()
+        {
+            Response::Workspace(view) => assert_eq!(view.state, WorkspaceState::Destroying),
+            other => panic!("{other:?}"),
+        }
+        node.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_spec_too_large_for_the_log_is_refused() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let mut spec = workspace_spec("big", &[]);
+        spec.env.insert("BLOB".into(), "x".repeat(100 << 10));
+        let refused = ask(
+            &service,
+            &named("ada", Role::User),
+            ws(WorkspaceRequest::Create(spec)),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidArgument);
+        assert!(refused.message.contains("at most 65536"), "{refused:?}");
+        node.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn owners_learn_where_the_host_serves_logs_and_exec() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let (ada, bob) = (named("ada", Role::User), named("bob", Role::User));
+        let h1 = agent("h1");
+        ask(
+            &service,
+            &ada,
+            ws(WorkspaceRequest::Create(workspace_spec("w", &[]))),
+        )
+        .await
+        .unwrap();
+        let endpoint = || ws(WorkspaceRequest::Endpoint("w".parse().unwrap()));
+        assert_eq!(
+            code(ask(&service, &ada, endpoint()).await),
+            Some(ErrorCode::BackendUnavailable),
+            "before the agent has said"
+        );
+        for bad in ["nope", ":7401", "h:0", "h:99999"] {
+            let serving = Request::Agent(AgentRequest::Serving(bad.into()));
+            assert_eq!(
+                code(ask(&service, &h1, serving).await),
+                Some(ErrorCode::InvalidArgument),
+                "{bad}"
+            );
+        }
+        let serving = Request::Agent(AgentRequest::Serving("10.0.0.5:7401".into()));
+        ask(&service, &h1, serving).await.unwrap();
+        match ask(&service, &ada, endpoint()).await.unwrap() {
+            Response::Endpoint { host, address } => {
+                assert_eq!((host.as_str(), address.as_str()), ("h1", "10.0.0.5:7401"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            code(ask(&service, &bob, endpoint()).await),
+            Some(ErrorCode::PermissionDenied)
+        );
+        let logs = Request::Host(nexus_protocol::message::HostRequest::Logs {
+            workspace: "w".parse().unwrap(),
+            tail: 1,
+            follow: false,
+        });
+        assert_eq!(
+            code(ask(&service, &ada, logs).await),
+            Some(ErrorCode::InvalidArgument)
+        );
+        node.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn cleanup_destroys_only_the_callers_old_stopped_workspaces() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let h1 = agent("h1");
+        let (ada, bob) = (named("ada", Role::User), named("bob", Role::User));
+        ask(
+            &service,
+            &ada,
+            ws(WorkspaceRequest::Create(workspace_spec("w", &[]))),
+        )
+        .await
+        .unwrap();
+        ask(
+            &service,
+            &bob,
+            ws(WorkspaceRequest::Create(workspace_spec("v", &[]))),
+        )
+        .await
+        .unwrap();
+        for (who, name) in [(&ada, "w"), (&bob, "v")] {
+            ask(
+                &service,
+                who,
+                ws(WorkspaceRequest::Stop(name.parse().unwrap())),
+            )
+            .await
+            .unwrap();
+        }
+        let stopped = |name: &str| ObservedWorkspace {
+            name: name.parse().unwrap(),
+            generation: 1,
+            state: WorkspaceState::Stopped,
+            ports: vec![],
+            error: None,
+        };
+        ask(
+            &service,
+            &h1,
+            Request::Agent(AgentRequest::ReportObserved(vec![
+                stopped("w"),
+                stopped("v"),
+            ])),
+        )
+        .await
+        .unwrap();
+        let cleanup = |older_than_secs| ws(WorkspaceRequest::Cleanup { older_than_secs });
+        // Nothing is a day old yet.
+        match ask(&service, &ada, cleanup(86_400)).await.unwrap() {
+            Response::Workspaces(views) => assert!(views.is_empty(), "{views:?}"),
+            other => panic!("{other:?}"),
+        }
+        match ask(&service, &ada, cleanup(0)).await.unwrap() {
+            Response::Workspaces(views) => {
+                let names: Vec<_> = views.iter().map(|v| v.name.to_string()).collect();
+                assert_eq!(names, ["w"]);
+                assert_eq!(views[0].state, WorkspaceState::Destroying);
+            }
+            other => panic!("{other:?}"),
+        }
+        match ask(
+            &service,
+            &bob,
+            ws(WorkspaceRequest::Inspect("v".parse().unwrap())),
+        )
+        .await
+        .unwrap()
+        {
+            Response::Workspace(view) => assert_eq!(view.state, WorkspaceState::Stopped),
+            other => panic!("{other:?}"),
+        }
+        // Others' workspaces: admins only, one owner's or everyone's.
+        let of_bob = ws(WorkspaceRequest::CleanupOf {
+            owner: Some(UserName::new("bob").unwrap()),
+            older_than_secs: 0,
+        });
+        assert_eq!(
+            code(ask(&service, &ada, of_bob.clone()).await),
+            Some(ErrorCode::PermissionDenied)
+        );
+        match ask(&service, &named("root", Role::Admin), of_bob)
+            .await
+            .unwrap()
+        {
+            Response::Workspaces(views) => {
+                let names: Vec<_> = views.iter().map(|v| v.name.to_string()).collect();
+                assert_eq!(names, ["v"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        node.stop().await.unwrap();
+    }
+}
