@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use nexus_protocol::error::InvalidValue;
 use nexus_protocol::identity::Role;
 use nexus_protocol::model::{Scoring, parse_key_value};
 use nexus_protocol::{HostId, NodeId, UserName, WorkspaceName};
@@ -298,7 +299,7 @@ pub struct CreateArgs {
     pub command: Vec<String>,
 }
 
-fn parse_scoring(value: &str) -> Result<Scoring, String> {
+fn parse_scoring(value: &str) -> Result<Scoring, InvalidValue> {
     value.parse()
 }
 
@@ -375,7 +376,7 @@ pub enum IssueCommand {
     },
 }
 
-fn parse_role(value: &str) -> Result<Role, String> {
+fn parse_role(value: &str) -> Result<Role, InvalidValue> {
     value.parse()
 }
 

@@ -379,14 +379,21 @@ impl fmt::Display for ErrorCode {
 }
 
 impl FromStr for ErrorCode {
-    type Err = String;
-    fn from_str(name: &str) -> Result<ErrorCode, String> {
+    type Err = InvalidValue;
+    fn from_str(name: &str) -> Result<ErrorCode, InvalidValue> {
         ErrorCode::ALL
             .into_iter()
             .find(|code| code.as_str() == name)
-            .ok_or_else(|| format!("unknown error code {name:?}"))
+            .ok_or_else(|| InvalidValue(format!("unknown error code {name:?}")))
     }
 }
+
+/// A value that a person or a file gave (a flag, a config key) that does not parse or is out of
+/// bounds. Its message names the value and what was expected; callers show it as it is (clap
+/// prints it under the flag, the configuration loader under the key).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
 
 /// Facts some errors carry beyond their code, for the caller to act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

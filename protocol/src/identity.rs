@@ -13,6 +13,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::InvalidValue;
 use crate::id::{HostId, InvalidId, NodeId, UserName};
 
 const SCHEME: &str = "nexus://";
@@ -34,12 +35,14 @@ impl Role {
 }
 
 impl FromStr for Role {
-    type Err = String;
-    fn from_str(value: &str) -> Result<Role, String> {
+    type Err = InvalidValue;
+    fn from_str(value: &str) -> Result<Role, InvalidValue> {
         match value {
             "user" => Ok(Role::User),
             "admin" => Ok(Role::Admin),
-            other => Err(format!("unknown role {other:?} (expected admin or user)")),
+            other => Err(InvalidValue(format!(
+                "unknown role {other:?} (expected admin or user)"
+            ))),
         }
     }
 }

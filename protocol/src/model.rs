@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
+use crate::error::InvalidValue;
 use crate::id::{HostId, UserName, WorkspaceName};
 
 /// Free-form key/value labels on hosts and workspaces. A `BTreeMap`, so replicated state that
@@ -15,10 +16,12 @@ use crate::id::{HostId, UserName, WorkspaceName};
 pub type Labels = BTreeMap<String, String>;
 
 /// Parses `KEY=VALUE` (a label or an environment variable, as command lines take them).
-pub fn parse_key_value(value: &str) -> Result<(String, String), String> {
+pub fn parse_key_value(value: &str) -> Result<(String, String), InvalidValue> {
     match value.split_once('=') {
         Some((key, val)) if !key.is_empty() => Ok((key.to_string(), val.to_string())),
-        _ => Err(format!("invalid {value:?}: expected KEY=VALUE")),
+        _ => Err(InvalidValue(format!(
+            "invalid {value:?}: expected KEY=VALUE"
+        ))),
     }
 }
 
@@ -83,13 +86,15 @@ impl fmt::Display for ResourceClass {
 }
 
 impl FromStr for ResourceClass {
-    type Err = String;
-    fn from_str(value: &str) -> Result<ResourceClass, String> {
+    type Err = InvalidValue;
+    fn from_str(value: &str) -> Result<ResourceClass, InvalidValue> {
         ResourceClass::ALL
             .into_iter()
             .find(|class| class.as_str() == value)
             .ok_or_else(|| {
-                format!("unknown resource class {value:?} (expected small, medium or large)")
+                InvalidValue(format!(
+                    "unknown resource class {value:?} (expected small, medium or large)"
+                ))
             })
     }
 }
@@ -205,11 +210,11 @@ impl PortRange {
         last: 32_000,
     };
 
-    pub fn new(first: u16, last: u16) -> Result<PortRange, String> {
+    pub fn new(first: u16, last: u16) -> Result<PortRange, InvalidValue> {
         if first == 0 || first > last {
-            return Err(format!(
+            return Err(InvalidValue(format!(
                 "invalid port range {first}-{last}: expected FIRST-LAST with 0 < FIRST <= LAST"
-            ));
+            )));
         }
         Ok(PortRange { first, last })
     }
@@ -239,9 +244,13 @@ impl fmt::Display for PortRange {
 }
 
 impl FromStr for PortRange {
-    type Err = String;
-    fn from_str(value: &str) -> Result<PortRange, String> {
-        let bad = || format!("invalid port range {value:?}: expected FIRST-LAST, e.g. 20000-32000");
+    type Err = InvalidValue;
+    fn from_str(value: &str) -> Result<PortRange, InvalidValue> {
+        let bad = || {
+            InvalidValue(format!(
+                "invalid port range {value:?}: expected FIRST-LAST, e.g. 20000-32000"
+            ))
+        };
         let (first, last) = value.split_once('-').ok_or_else(bad)?;
         let first = first.trim().parse::<u16>().map_err(|_| bad())?;
         let last = last.trim().parse::<u16>().map_err(|_| bad())?;
@@ -319,14 +328,14 @@ impl fmt::Display for Scoring {
 }
 
 impl FromStr for Scoring {
-    type Err = String;
-    fn from_str(value: &str) -> Result<Scoring, String> {
+    type Err = InvalidValue;
+    fn from_str(value: &str) -> Result<Scoring, InvalidValue> {
         match value {
             "binpack" | "bin-pack" => Ok(Scoring::BinPack),
             "spread" => Ok(Scoring::Spread),
-            _ => Err(format!(
+            _ => Err(InvalidValue(format!(
                 "unknown scoring {value:?} (expected binpack or spread)"
-            )),
+            ))),
         }
     }
 }
@@ -397,12 +406,14 @@ impl LimitsPatch {
     }
 
     /// The first value outside [`LIMIT_BOUNDS`], as a message.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), InvalidValue> {
         for (value, (name, low, high)) in self.numbers().into_iter().zip(LIMIT_BOUNDS) {
             if let Some(value) = value
                 && !(low..=high).contains(&value)
             {
-                return Err(format!("{name} {value} is outside {low}..={high}"));
+                return Err(InvalidValue(format!(
+                    "{name} {value} is outside {low}..={high}"
+                )));
             }
         }
         Ok(())

@@ -124,7 +124,7 @@ pub async fn run(
                     }
                     // Checked here too, so a typo is refused before anything is sent.
                     patch.check().map_err(|why| {
-                        CliError::local(ErrorCode::InvalidArgument, why)
+                        CliError::local(ErrorCode::InvalidArgument, why.to_string())
                             .suggest("see `nexus admin limits set --help` for each limit")
                     })?;
                     AdminRequest::SetLimits {

@@ -139,7 +139,7 @@ impl Service {
                 }
                 patch
                     .check()
-                    .map_err(|why| WireError::new(ErrorCode::InvalidArgument, why))?;
+                    .map_err(|why| WireError::new(ErrorCode::InvalidArgument, why.to_string()))?;
                 if host.is_some() && patch.scoring.is_some() {
                     return Err(WireError::new(
                         ErrorCode::InvalidArgument,

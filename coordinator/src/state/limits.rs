@@ -28,7 +28,7 @@ impl State {
     /// A value outside its bounds changes nothing.
     pub(super) fn set_limits(&mut self, host: Option<&HostId>, patch: &LimitsPatch) -> Outcome {
         if let Err(why) = patch.check() {
-            return reject(ErrorCode::InvalidArgument, why);
+            return reject(ErrorCode::InvalidArgument, why.to_string());
         }
         let Some(host) = host else {
             self.limits = patch.over(self.limits);

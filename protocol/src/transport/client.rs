@@ -13,7 +13,7 @@ use super::{TransportConfig, close_code, connection_error, timeout, version_mism
 use crate::codec::{self, CodecError, HELLO_MAGIC, HELLO_REPLY_MAGIC};
 use crate::error::{ErrorCode, WireError};
 use crate::id::RequestId;
-use crate::identity::{Identity, IdentityKind};
+use crate::identity::{Identity, IdentityError, IdentityKind};
 use crate::message::{Hello, HelloReply, Request, RequestFrame, Response, ResponseFrame};
 
 /// Makes client connections. Cheap to share: connections made by one connector share its socket.
@@ -105,7 +105,8 @@ impl Connector {
                 )
             })?;
         let conn = connecting.await.map_err(|e| connection_error(&e))?;
-        let server = peer_identity(&conn).map_err(|message| {
+        let server = peer_identity(&conn).map_err(|error| {
+            let message = error.to_string();
             conn.close(
                 close_code(ErrorCode::AuthenticationFailed),
                 message.as_bytes(),
@@ -186,16 +187,23 @@ fn names(kinds: &[IdentityKind]) -> String {
         .join(" or ")
 }
 
+/// Why a peer's identity could not be read from its certificate.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PeerIdentityError {
+    #[error("the peer presented no certificate")]
+    NoCertificate,
+    #[error("the peer's certificate: {0}")]
+    Certificate(#[from] IdentityError),
+}
+
 /// The identity in the peer's certificate.
-pub(super) fn peer_identity(conn: &quinn::Connection) -> Result<Identity, String> {
+pub(super) fn peer_identity(conn: &quinn::Connection) -> Result<Identity, PeerIdentityError> {
     let chain = conn
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .ok_or_else(|| "the peer presented no certificate".to_string())?;
-    let leaf = chain
-        .first()
-        .ok_or_else(|| "the peer presented no certificate".to_string())?;
-    Identity::from_certificate(leaf).map_err(|e| format!("the peer's certificate: {e}"))
+        .ok_or(PeerIdentityError::NoCertificate)?;
+    let leaf = chain.first().ok_or(PeerIdentityError::NoCertificate)?;
+    Ok(Identity::from_certificate(leaf)?)
 }
 
 /// A stream failed: if the connection is gone, say why it went (a refused certificate surfaces

@@ -216,8 +216,8 @@ type HelloFailure = (Option<Identity>, WireError);
 /// Reads the client's hello and accepts or refuses it. A refusal is sent to the client, which
 /// gets a moment to read it before the connection closes with the code's close code.
 async fn hello(conn: &quinn::Connection, shared: &Shared) -> Result<Peer, HelloFailure> {
-    let identity = peer_identity(conn).map_err(|message| {
-        let error = WireError::new(ErrorCode::AuthenticationFailed, message);
+    let identity = peer_identity(conn).map_err(|error| {
+        let error = WireError::new(ErrorCode::AuthenticationFailed, error.to_string());
         conn.close(close_code(error.code), error.message.as_bytes());
         (None, error)
     })?;

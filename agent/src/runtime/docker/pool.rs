@@ -5,6 +5,8 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+use nexus_protocol::error::InvalidValue;
+
 /// A range of IPv4 addresses that workspace networks take /24 subnets from, e.g. `10.213.0.0/16`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetworkPool {
@@ -56,10 +58,14 @@ impl fmt::Display for NetworkPool {
 }
 
 impl FromStr for NetworkPool {
-    type Err = String;
+    type Err = InvalidValue;
 
-    fn from_str(value: &str) -> Result<NetworkPool, String> {
-        let bad = |why: &str| format!("invalid network pool {value:?}: {why}, e.g. 10.213.0.0/16");
+    fn from_str(value: &str) -> Result<NetworkPool, InvalidValue> {
+        let bad = |why: &str| {
+            InvalidValue(format!(
+                "invalid network pool {value:?}: {why}, e.g. 10.213.0.0/16"
+            ))
+        };
         let (address, prefix) = value.split_once('/').ok_or_else(|| bad("no /PREFIX"))?;
         let address: Ipv4Addr = address.parse().map_err(|_| bad("not an IPv4 address"))?;
         let prefix: u8 = prefix.parse().map_err(|_| bad("not a prefix length"))?;
