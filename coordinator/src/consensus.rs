@@ -10,7 +10,7 @@
 //!
 //! This module is the only home of the `raft` crate.
 //!
-//! Pitfalls handled here (`../shared/notes.md`): `pre_vote` and `check_quorum` are on; entries are
+//! Pitfalls handled here (`docs/crate-notes.md`): `pre_vote` and `check_quorum` are on; entries are
 //! appended, and the hard state (with the commit index) is persisted, before committed entries are
 //! applied; followers' messages are taken from `persisted_messages` only after persisting; an empty
 //! entry is skipped only when it is a normal entry (a leave-joint conf change has empty data);
@@ -688,7 +688,7 @@ pub fn encode_message(message: &RaftMessage) -> Result<Vec<u8>, WireError> {
 }
 
 /// Reads a Raft message from a peer. Only authenticated coordinators' bytes reach this (protobuf 2
-/// is not hardened against hostile input, see `../shared/notes.md`); a bad one is an error, never a
+/// is not hardened against hostile input, see `docs/crate-notes.md`); a bad one is an error, never a
 /// panic.
 pub fn decode_message(bytes: &[u8]) -> Result<RaftMessage, WireError> {
     <RaftMessage as protobuf::Message>::parse_from_bytes(bytes).map_err(|e| {
