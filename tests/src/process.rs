@@ -53,6 +53,8 @@ impl Process {
         let child = Command::new(binary(name))
             .args(args)
             .env("NEXUS_LOG", "debug")
+            // Plain text: tests search these logs for fields such as `peer=2`.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
