@@ -8,6 +8,17 @@
 
 use std::path::{Path, PathBuf};
 
+/// Every crate of the workspace, by folder.
+const CRATES: [&str; 7] = [
+    "protocol",
+    "coordinator",
+    "agent",
+    "cli",
+    "sync",
+    "fixtures",
+    "tests",
+];
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -27,6 +38,23 @@ fn nexus_dependencies(krate: &str) -> Vec<String> {
         .filter(|name| name.starts_with("nexus-"))
         .cloned()
         .collect()
+}
+
+#[test]
+fn every_workspace_crate_is_checked() {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let manifest: toml::Table = toml::from_str(&manifest).unwrap();
+    let members: Vec<&str> = manifest["workspace"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|member| member.as_str().unwrap())
+        .collect();
+    let mut members = members;
+    members.sort_unstable();
+    let mut checked = CRATES.to_vec();
+    checked.sort_unstable();
+    assert_eq!(members, checked, "CRATES must list every workspace member");
 }
 
 #[test]
@@ -92,15 +120,7 @@ fn each_external_dependency_has_one_home() {
         ("notify::", &["sync/src/watch.rs"]),
     ];
     let mut files = vec![];
-    for krate in [
-        "protocol",
-        "coordinator",
-        "agent",
-        "cli",
-        "sync",
-        "fixtures",
-        "tests",
-    ] {
+    for krate in CRATES {
         rust_files(&root().join(krate).join("src"), &mut files);
     }
     let mut violations = vec![];
@@ -375,15 +395,7 @@ fn module_check_sees_cycles_through_groups_and_super() {
 #[test]
 fn no_module_imports_another_that_imports_it_back() {
     let mut cycles = vec![];
-    for krate in [
-        "protocol",
-        "coordinator",
-        "agent",
-        "cli",
-        "sync",
-        "fixtures",
-        "tests",
-    ] {
+    for krate in CRATES {
         let src = root().join(krate).join("src");
         let mut files = vec![];
         rust_files(&src, &mut files);
