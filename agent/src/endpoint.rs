@@ -1,7 +1,7 @@
-//! The agent's own endpoint: users' `nexus workspace logs|exec` come here straight, over QUIC
-//! with mTLS, not through the coordinators. The coordinators decide who owns what; the agent
-//! learns it with its desired state, so it authorises each request against that: the
-//! workspace must be assigned to this host, and the caller must be its owner or an admin.
+//! The agent's own endpoint: users' `nexus workspace logs|exec` and sync sessions come here
+//! straight, over QUIC with mTLS, not through the coordinators. The coordinators decide who owns
+//! what; the agent learns it with its desired state, so it authorises each request against that:
+//! the workspace must be assigned to this host, and the caller must be its owner or an admin.
 //! `admin networks` asks here too, admins only.
 
 use std::sync::Arc;

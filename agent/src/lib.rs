@@ -9,7 +9,7 @@
 //! - [`ports`]: the bind check before publishing.
 //! - [`stats`] and [`sampler`]: host stats (sysinfo) and container stats.
 //! - [`cache`]: the desired state on disk.
-//! - [`endpoint`]: users' `logs` and `exec`, served straight from this host.
+//! - [`endpoint`]: users' `logs`, `exec` and file sync sessions, served straight from this host.
 
 pub mod cache;
 pub mod config;
