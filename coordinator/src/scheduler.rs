@@ -317,7 +317,7 @@ pub fn place(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The scheduler over a fleet of plain tables: what it reads, and nothing it does not. The
     //! tests that place through the state machine (a whole `State`) are in `state::placement`.
 
@@ -415,7 +415,8 @@ mod tests {
         }
     }
 
-    fn spec(name: &str, class: ResourceClass, ports: &[u16]) -> WorkspaceSpec {
+    /// A workspace of `class` publishing `ports`; the placement tests of `state` use it too.
+    pub(crate) fn spec(name: &str, class: ResourceClass, ports: &[u16]) -> WorkspaceSpec {
         WorkspaceSpec {
             image: "img".into(),
             class,

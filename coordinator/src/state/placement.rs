@@ -94,6 +94,7 @@ mod tests {
     use nexus_protocol::{HostId, RequestId, UserName, WorkspaceName};
     use proptest::prelude::*;
 
+    use crate::scheduler::tests::spec;
     use crate::scheduler::{InFlight, Scoring, place};
     use crate::state::{Command, LimitsPatch, Outcome, PlaceRequest, Proposal, State};
 
@@ -113,15 +114,6 @@ mod tests {
                 .collect::<Labels>(),
             port_range: PortRange::new(ports.0, ports.1).unwrap(),
             ..nexus_fixtures::host(id)
-        }
-    }
-
-    fn spec(name: &str, class: ResourceClass, ports: &[u16]) -> WorkspaceSpec {
-        WorkspaceSpec {
-            image: "img".into(),
-            class,
-            ports: nexus_fixtures::ports(ports),
-            ..nexus_fixtures::spec(name)
         }
     }
 
