@@ -11,8 +11,9 @@
 use std::path::{Path, PathBuf};
 
 /// Every crate of the workspace, by folder.
-const CRATES: [&str; 7] = [
+const CRATES: [&str; 8] = [
     "protocol",
+    "telemetry",
     "coordinator",
     "agent",
     "cli",
@@ -64,18 +65,21 @@ fn dependencies_point_one_way() {
     assert_eq!(nexus_dependencies("protocol"), Vec::<String>::new());
     // The sync engine is a pure core: it depends on none of ours.
     assert_eq!(nexus_dependencies("sync"), Vec::<String>::new());
-    assert_eq!(nexus_dependencies("coordinator"), ["nexus-protocol"]);
+    // What the daemons show an operator over HTTP: none of ours, so any daemon (or tool) can.
+    assert_eq!(nexus_dependencies("telemetry"), Vec::<String>::new());
+    assert_eq!(
+        nexus_dependencies("coordinator"),
+        ["nexus-protocol", "nexus-telemetry"]
+    );
     // Test data, only ever a dev-dependency of the daemons and the CLI (checked by the exact
     // lists here, which hold normal dependencies only).
     assert_eq!(nexus_dependencies("fixtures"), ["nexus-protocol"]);
     // The agent serves sync sessions and the CLI drives them, both with the engine.
-    for krate in ["agent", "cli"] {
-        assert_eq!(
-            nexus_dependencies(krate),
-            ["nexus-protocol", "nexus-sync"],
-            "{krate}"
-        );
-    }
+    assert_eq!(
+        nexus_dependencies("agent"),
+        ["nexus-protocol", "nexus-sync", "nexus-telemetry"]
+    );
+    assert_eq!(nexus_dependencies("cli"), ["nexus-protocol", "nexus-sync"]);
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -101,7 +105,7 @@ fn non_test_code(path: &Path) -> String {
 #[test]
 fn each_external_dependency_has_one_home() {
     // (what code names, where it may)
-    let homes: [(&str, &[&str]); 12] = [
+    let homes: [(&str, &[&str]); 14] = [
         ("quinn::", &["protocol/src/transport/"]),
         ("rustls::", &["protocol/src/transport/"]),
         ("rcgen::", &["protocol/src/pki.rs"]),
@@ -120,6 +124,8 @@ fn each_external_dependency_has_one_home() {
         ("sysinfo::", &["agent/src/stats.rs"]),
         ("ignore::", &["sync/src/filter.rs"]),
         ("notify::", &["sync/src/watch.rs"]),
+        ("prometheus_client::", &["telemetry/src/metrics"]),
+        ("axum::", &["telemetry/src/http.rs"]),
     ];
     let mut files = vec![];
     for krate in CRATES {

@@ -1,0 +1,227 @@
+//! The monitoring HTTP server, the one home of `axum`: `GET /metrics`, `/livez` and `/readyz`
+//! (each health probe with `?verbose`), read-only, on its own listener beside the daemon's QUIC
+//! endpoint (`--http-listen ADDR`, or `off`).
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::health::{self, Check};
+use crate::metrics::{Format, Registry};
+
+/// How long a probe may take before it counts as failed: a stalled loop must not stall the
+/// probe that should report it.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where to serve, or not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    At(SocketAddr),
+}
+
+impl Listen {
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Listen::Off => None,
+            Listen::At(addr) => Some(addr),
+        }
+    }
+}
+
+impl FromStr for Listen {
+    type Err = InvalidListen;
+    fn from_str(value: &str) -> Result<Listen, InvalidListen> {
+        if value == "off" {
+            return Ok(Listen::Off);
+        }
+        value
+            .parse()
+            .map(Listen::At)
+            .map_err(|_| InvalidListen(value.to_string()))
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Off => f.write_str("off"),
+            Listen::At(addr) => addr.fmt(f),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an address to serve HTTP on: give IP:PORT (e.g. 127.0.0.1:7480) or `off`")]
+pub struct InvalidListen(pub String);
+
+/// What a daemon tells the server: its health, and the gauges it reads from its state just before
+/// a scrape.
+pub trait Probes: Send + Sync + 'static {
+    /// Brings the gauges read from the daemon's state up to date.
+    fn refresh(&self) -> impl Future<Output = ()> + Send;
+    /// Whether the process's loops (and storage) are not stalled.
+    fn live(&self) -> impl Future<Output = Vec<Check>> + Send;
+    /// Whether it can do its job now.
+    fn ready(&self) -> impl Future<Output = Vec<Check>> + Send;
+}
+
+struct Shared<P> {
+    registry: Arc<Registry>,
+    probes: Arc<P>,
+    /// One scrape at a time: a refresh replaces whole families, which a second scrape must not
+    /// see half done.
+    scrape: tokio::sync::Mutex<()>,
+}
+
+/// A server bound to its address, not yet serving.
+#[derive(Debug)]
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+}
+
+impl Bound {
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Bound> {
+        Ok(Bound {
+            listener: tokio::net::TcpListener::bind(addr).await?,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve<P: Probes>(
+        self,
+        registry: Arc<Registry>,
+        probes: Arc<P>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let shared = Arc::new(Shared {
+            registry,
+            probes,
+            scrape: tokio::sync::Mutex::new(()),
+        });
+        let router = Router::new()
+            .route("/metrics", get(metrics::<P>))
+            .route("/livez", get(livez::<P>))
+            .route("/readyz", get(readyz::<P>))
+            .fallback(not_found)
+            .with_state(shared);
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+async fn metrics<P: Probes>(State(shared): State<Arc<Shared<P>>>, headers: HeaderMap) -> Response {
+    let format = Format::from_accept(
+        headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+            .unwrap_or(""),
+    );
+    let text = {
+        let _one = shared.scrape.lock().await;
+        if tokio::time::timeout(PROBE_TIMEOUT, shared.probes.refresh())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the metrics refresh took over {PROBE_TIMEOUT:?}; serving older values");
+        }
+        shared.registry.encode(format)
+    };
+    ([(header::CONTENT_TYPE, format.content_type())], text).into_response()
+}
+
+async fn livez<P: Probes>(
+    State(shared): State<Arc<Shared<P>>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    probe("livez", shared.probes.live(), query).await
+}
+
+async fn readyz<P: Probes>(
+    State(shared): State<Arc<Shared<P>>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    probe("readyz", shared.probes.ready(), query).await
+}
+
+async fn probe(
+    what: &str,
+    checks: impl Future<Output = Vec<Check>>,
+    query: Option<String>,
+) -> Response {
+    let checks = match tokio::time::timeout(PROBE_TIMEOUT, checks).await {
+        Ok(checks) => checks,
+        Err(_) => vec![Check::failed(
+            "probes",
+            format!("the checks did not answer within {PROBE_TIMEOUT:?}"),
+        )],
+    };
+    let answer = health::answer(what, &checks, verbose(query.as_deref()));
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        answer.body,
+    )
+        .into_response()
+}
+
+/// `?verbose`, `?verbose=1` or `?verbose=true`, among other parameters or alone.
+fn verbose(query: Option<&str>) -> bool {
+    query.is_some_and(|query| {
+        query.split('&').any(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            key == "verbose" && !matches!(value, "0" | "false")
+        })
+    })
+}
+
+async fn not_found() -> (StatusCode, &'static str) {
+    (
+        StatusCode::NOT_FOUND,
+        "not found: this server answers GET /metrics, /livez and /readyz (with ?verbose)\n",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_is_an_address_or_off() {
+        assert_eq!("off".parse::<Listen>(), Ok(Listen::Off));
+        assert_eq!(
+            "127.0.0.1:7480".parse::<Listen>().map(Listen::addr),
+            Ok(Some(SocketAddr::from(([127, 0, 0, 1], 7480))))
+        );
+        let error = "localhost".parse::<Listen>().unwrap_err().to_string();
+        assert!(
+            error.contains("IP:PORT") && error.contains("off"),
+            "{error}"
+        );
+        assert_eq!(Listen::Off.to_string(), "off");
+    }
+
+    #[test]
+    fn verbose_is_a_flag_among_parameters() {
+        assert!(verbose(Some("verbose")));
+        assert!(verbose(Some("exclude=x&verbose=true")));
+        assert!(!verbose(Some("verbose=0")));
+        assert!(!verbose(Some("verbosity")));
+        assert!(!verbose(None));
+    }
+}

@@ -1,0 +1,166 @@
+//! The monitoring server on a real loopback socket: routes, formats, status codes and a stalled
+//! probe, asked as Prometheus and `curl` ask.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nexus_telemetry::http::{Bound, Probes};
+use nexus_telemetry::{Check, Gauge, Registry};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug)]
+struct Daemon {
+    ready: AtomicBool,
+    stall: AtomicBool,
+    refreshed: Gauge,
+}
+
+impl Probes for Daemon {
+    async fn refresh(&self) {
+        self.refreshed.set(self.refreshed.get() + 1.0);
+    }
+
+    async fn live(&self) -> Vec<Check> {
+        if self.stall.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        vec![Check::ok("loop")]
+    }
+
+    async fn ready(&self) -> Vec<Check> {
+        let ready = self.ready.load(Ordering::SeqCst);
+        vec![
+            Check::ok("registered"),
+            Check::from_failure("engine", (!ready).then(|| "docker does not answer".into())),
+        ]
+    }
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str, accept: &str) -> (u16, String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: test\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-type: "))
+        .unwrap_or("")
+        .to_string();
+    (status, content_type, body.to_string())
+}
+
+async fn serve() -> (std::net::SocketAddr, Arc<Daemon>) {
+    let (mut registry, common) = Registry::for_daemon("test", "0.0.0");
+    common.cert_expiry.set(["node"], 1.9e9);
+    let daemon = Arc::new(Daemon {
+        ready: AtomicBool::new(true),
+        stall: AtomicBool::new(false),
+        refreshed: registry.gauge("nexus_test_refreshes", "How often a scrape refreshed."),
+    });
+    let bound = Bound::bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let addr = bound.local_addr().unwrap();
+    tokio::spawn(bound.serve(Arc::new(registry), daemon.clone(), std::future::pending()));
+    (addr, daemon)
+}
+
+#[tokio::test]
+async fn metrics_answer_in_the_format_asked_for_after_a_refresh() {
+    let (addr, _daemon) = serve().await;
+    let (status, content_type, body) = get(addr, "/metrics", "*/*").await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    for line in [
+        "nexus_build_info{version=\"0.0.0\",role=\"test\"} 1.0",
+        "nexus_cert_expiry_timestamp_seconds{cert=\"node\"} 1900000000.0",
+        "nexus_test_refreshes 1.0",
+        "# TYPE process_cpu_seconds_total counter",
+    ] {
+        assert!(body.lines().any(|l| l == line), "no {line:?} in\n{body}");
+    }
+    let (_, content_type, body) = get(
+        addr,
+        "/metrics",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    )
+    .await;
+    assert!(content_type.starts_with("application/openmetrics-text"));
+    assert!(body.contains("nexus_test_refreshes 2.0"), "{body}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+}
+
+#[tokio::test]
+async fn readiness_names_the_failing_check() {
+    let (addr, daemon) = serve().await;
+    assert_eq!(get(addr, "/readyz", "*/*").await.0, 200);
+    daemon.ready.store(false, Ordering::SeqCst);
+    let (status, _, body) = get(addr, "/readyz?verbose", "*/*").await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        "[+]registered ok\n[-]engine failed: docker does not answer\nreadyz check failed\n"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_probe_fails_liveness_instead_of_hanging() {
+    let (addr, daemon) = serve().await;
+    assert_eq!(
+        get(addr, "/livez", "*/*").await,
+        (
+            200,
+            "text/plain; charset=utf-8".into(),
+            "livez check passed\n".into()
+        )
+    );
+    daemon.stall.store(true, Ordering::SeqCst);
+    let (status, _, body) = get(addr, "/livez", "*/*").await;
+    assert_eq!(status, 503);
+    assert!(
+        body.starts_with("[-]probes failed: the checks did not answer within 2s"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn other_paths_are_not_found() {
+    let (addr, _daemon) = serve().await;
+    let (status, _, body) = get(addr, "/debug/pprof", "*/*").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("/metrics"), "{body}");
+}
+
+/// `promtool check metrics` lints the classic format (names, suffixes, help); Debian's
+/// `prometheus` package brings it, and `deploy/dev/prepare.sh` installs it.
+#[tokio::test]
+async fn promtool_finds_no_problem_in_the_classic_format() {
+    let (addr, _daemon) = serve().await;
+    let (_, _, body) = get(addr, "/metrics", "*/*").await;
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: run deploy/dev/prepare.sh (Debian's prometheus package)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
