@@ -11,6 +11,7 @@ use clap::Parser;
 use nexus_protocol::HostId;
 use nexus_protocol::model::{Labels, PortRange, parse_key_value};
 use nexus_protocol::transport::TransportConfig;
+use nexus_telemetry::http::Listen;
 use serde::Deserialize;
 
 use crate::runtime::docker::{NetworkPool, RegistryAuth};
@@ -103,6 +104,10 @@ pub struct Args {
     /// interface.
     #[arg(long)]
     pub advertise: Option<String>,
+    /// Where to serve /metrics, /livez and /readyz over HTTP, IP:PORT (default 127.0.0.1:7481),
+    /// or `off`.
+    #[arg(long)]
+    pub http_listen: Option<Listen>,
     /// A TOML file with any of the settings above (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -132,6 +137,7 @@ struct FileConfig {
     hollow_failure_rate: Option<f64>,
     listen: Option<String>,
     advertise: Option<String>,
+    http_listen: Option<String>,
     /// Credentials for private registries (file only: secrets do not belong on a command line).
     #[serde(default)]
     registry: Vec<RegistryAuth>,
@@ -161,7 +167,12 @@ pub struct Config {
     /// Where users' logs and exec are served; `None`: not at all.
     pub listen: Option<SocketAddr>,
     pub advertise: Option<String>,
+    /// Where to serve `/metrics`, `/livez` and `/readyz` over plain HTTP, if anywhere.
+    pub http_listen: Listen,
 }
+
+/// Where an agent serves its monitoring HTTP by default.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7481";
 
 /// Where an agent serves users by default.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7401";
@@ -270,6 +281,11 @@ impl Config {
                 anyhow::anyhow!("--listen takes IP:PORT or `off`, not {address:?}")
             })?),
         };
+        let http_listen = match (args.http_listen, file.http_listen) {
+            (Some(listen), _) => listen,
+            (None, Some(text)) => text.parse()?,
+            (None, None) => DEFAULT_HTTP_LISTEN.parse()?,
+        };
         let advertise = args.advertise.or(file.advertise);
         if let Some(address) = &advertise
             && address
@@ -311,6 +327,7 @@ impl Config {
             registries: file.registry,
             listen,
             advertise,
+            http_listen,
         })
     }
 
@@ -363,6 +380,38 @@ mod tests {
         assert!(error.contains("IP:PORT or `off`"), "{error}");
         let error = with(&["--advertise", "dev-01"]).unwrap_err().to_string();
         assert!(error.contains("HOST:PORT"), "{error}");
+    }
+
+    #[test]
+    fn monitoring_http_is_on_loopback_by_default_and_can_be_turned_off() {
+        let base = [
+            "--host-id",
+            "h",
+            "--coordinator",
+            "c:1",
+            "--tls-dir",
+            "/t",
+            "--data-dir",
+            "/d",
+        ];
+        let with = |extra: &[&str]| {
+            let mut list = base.to_vec();
+            list.extend_from_slice(extra);
+            args(&list)
+        };
+        assert_eq!(
+            with(&[]).unwrap().http_listen,
+            Listen::At("127.0.0.1:7481".parse().unwrap())
+        );
+        assert_eq!(
+            with(&["--http-listen", "off"]).unwrap().http_listen,
+            Listen::Off
+        );
+        let error = with(&["--http-listen", "7481"]).unwrap_err().to_string();
+        assert!(
+            error.contains("IP:PORT") && error.contains("`off`"),
+            "{error}"
+        );
     }
 
     #[test]

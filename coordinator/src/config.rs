@@ -10,6 +10,7 @@ use clap::Parser;
 use nexus_protocol::NodeId;
 use nexus_protocol::id::InvalidId;
 use nexus_protocol::transport::TransportConfig;
+use nexus_telemetry::http::{InvalidListen, Listen};
 use serde::Deserialize;
 
 use crate::cluster::DriverConfig;
@@ -28,7 +29,13 @@ pub struct Config {
     pub driver: DriverConfig,
     /// How long a host may be silent before the leader marks it down.
     pub host_ttl: Duration,
+    /// Where to serve `/metrics`, `/livez` and `/readyz` over plain HTTP, if anywhere.
+    pub http_listen: Listen,
 }
+
+/// Where a coordinator serves its monitoring HTTP by default (loopback: nothing there is secret,
+/// but exposing it is the operator's choice).
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7480";
 
 impl Config {
     /// Merges the flags over the config file they name, and checks the result.
@@ -102,7 +109,14 @@ impl Config {
                 "--host-ttl must be between 0.2 and 86400 seconds, not {host_ttl}"
             )));
         }
+        let http_listen = match args.http_listen.or(file.http_listen) {
+            Some(listen) => listen,
+            None => DEFAULT_HTTP_LISTEN
+                .parse()
+                .map_err(|error: InvalidListen| ConfigError::Invalid(error.to_string()))?,
+        };
         Ok(Config {
+            http_listen,
             host_ttl: Duration::from_secs_f64(host_ttl),
             join,
             advertise: args.advertise.or(file.advertise),
@@ -247,6 +261,10 @@ pub struct Args {
     /// heartbeats of 5 s, less a second, so a dead host is marked down within 15 s).
     #[arg(long)]
     pub host_ttl: Option<f64>,
+    /// Where to serve /metrics, /livez and /readyz over HTTP, IP:PORT (default 127.0.0.1:7480),
+    /// or `off`.
+    #[arg(long)]
+    pub http_listen: Option<Listen>,
 }
 
 /// The keys a `--config` file may hold.
@@ -268,6 +286,15 @@ struct FileConfig {
     heartbeat_ticks: Option<usize>,
     snapshot_every: Option<u64>,
     host_ttl: Option<f64>,
+    #[serde(default, deserialize_with = "listen_from_text")]
+    http_listen: Option<Listen>,
+}
+
+fn listen_from_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Listen>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 fn parse_peer(value: &str) -> Result<(NodeId, String), ConfigError> {
@@ -321,6 +348,49 @@ mod tests {
         assert_eq!(config.node_id.get(), 1);
         assert_eq!(config.peers.len(), 2);
         assert_eq!(config.peers[1].1, "coord3:7400");
+        assert_eq!(
+            config.http_listen,
+            Listen::At("127.0.0.1:7480".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn monitoring_http_comes_from_a_flag_or_the_file_and_can_be_off() {
+        let base = [
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:7400",
+            "--data-dir",
+            "/d",
+            "--tls-dir",
+            "/t",
+        ];
+        let with = |extra: &[&str]| {
+            let mut list = base.to_vec();
+            list.extend_from_slice(extra);
+            Config::from_args(args(&list))
+        };
+        assert_eq!(
+            with(&["--http-listen", "off"]).unwrap().http_listen,
+            Listen::Off
+        );
+        assert!(
+            Args::try_parse_from(["nexus-coordinator", "--http-listen", "everywhere"]).is_err()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "http_listen = \"0.0.0.0:9100\"\n").unwrap();
+        let config = with(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            config.http_listen,
+            Listen::At("0.0.0.0:9100".parse().unwrap())
+        );
+        std::fs::write(&path, "http_listen = \"everywhere\"\n").unwrap();
+        let error = with(&["--config", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("IP:PORT"), "{error}");
     }
 
     #[test]

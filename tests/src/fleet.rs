@@ -219,6 +219,8 @@ fn host_config(
         options.start_latency.as_millis().to_string(),
         "--listen".into(),
         "off".into(),
+        "--http-listen".into(),
+        "off".into(),
     ])
     .expect("valid agent flags");
     Config::from_args(args).expect("a valid agent configuration")

@@ -39,6 +39,25 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a daemon's monitoring HTTP).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free TCP port")
+        .port()
+}
+
+/// `--http-listen` on a free loopback port, unless `extra` names another; and where the daemon
+/// serves its monitoring HTTP then (`None`: `extra` chose, or turned it off).
+fn http_listen(extra: &[&str], args: &mut Vec<String>) -> Option<SocketAddr> {
+    if extra.contains(&"--http-listen") {
+        return None;
+    }
+    let http: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
+    args.extend(["--http-listen".into(), http.to_string()]);
+    Some(http)
+}
+
 /// A child process of one of our binaries. Dropping it kills it with SIGKILL.
 #[derive(Debug)]
 pub struct Process {
@@ -96,6 +115,8 @@ pub struct CoordinatorProcess {
     pub node_id: NodeId,
     pub address: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where it serves `/metrics`, `/livez` and `/readyz`.
+    pub http: Option<SocketAddr>,
 }
 
 impl CoordinatorProcess {
@@ -143,6 +164,7 @@ impl CoordinatorProcess {
             args.push("--peer".into());
             args.push(format!("{id}={peer}"));
         }
+        let http = http_listen(extra, &mut args);
         args.extend(extra.iter().map(ToString::to_string));
         let process = Process::spawn("nexus-coordinator", &args, data_dir.join("coordinator.log"));
         let mut coordinator = CoordinatorProcess {
@@ -150,6 +172,7 @@ impl CoordinatorProcess {
             node_id: NodeId::new(node_id).expect("a positive node id"),
             address,
             data_dir,
+            http,
         };
         coordinator.wait_until_answering(pki).await;
         coordinator
@@ -202,6 +225,8 @@ pub struct AgentProcess {
     pub process: Process,
     pub host_id: HostId,
     pub data_dir: PathBuf,
+    /// Where it serves `/metrics`, `/livez` and `/readyz`.
+    pub http: Option<SocketAddr>,
 }
 
 impl AgentProcess {
@@ -237,12 +262,14 @@ impl AgentProcess {
         if !extra.contains(&"--listen") {
             args.extend(["--listen".into(), "127.0.0.1:0".into()]);
         }
+        let http = http_listen(extra, &mut args);
         args.extend(extra.iter().map(ToString::to_string));
         let process = Process::spawn("nexus-agent", &args, data_dir.join("agent.log"));
         AgentProcess {
             process,
             host_id: HostId::new(host).expect("a valid host id"),
             data_dir,
+            http,
         }
     }
 }

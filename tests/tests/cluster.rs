@@ -425,6 +425,8 @@ async fn bad_peers_and_foreign_data_dirs_are_refused() {
             "1".into(),
             "--listen".into(),
             "127.0.0.1:0".into(),
+            "--http-listen".into(),
+            "off".into(),
             "--data-dir".into(),
             data_dir.display().to_string(),
             "--tls-dir".into(),

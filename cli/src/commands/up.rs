@@ -177,6 +177,10 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
     let address = format!("127.0.0.1:{}", args.port);
     // The agent serves logs and exec on the next port, on loopback like the coordinator.
     let agent_listen = format!("127.0.0.1:{}", args.port.saturating_add(1));
+    // Their monitoring HTTP (/metrics, /livez, /readyz) 80 ports above: the daemons' own
+    // defaults, 7480 and 7481, with the default port.
+    let coordinator_http = format!("127.0.0.1:{}", args.port.saturating_add(80));
+    let agent_http = format!("127.0.0.1:{}", args.port.saturating_add(81));
     let (host_id, user) = local_names()?;
     let settings = Settings {
         coordinators: vec![address.clone()],
@@ -231,6 +235,8 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
             state.join("coordinator").display().to_string(),
             "--tls-dir".into(),
             tls_dir.clone(),
+            "--http-listen".into(),
+            coordinator_http.clone(),
         ],
         &coordinator_log,
     )?;
@@ -249,6 +255,8 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
             runtime.into(),
             "--listen".into(),
             agent_listen,
+            "--http-listen".into(),
+            agent_http.clone(),
         ],
         &agent_log,
     )?;
@@ -274,6 +282,7 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
     let config_note = write_cli_config(&state, &settings)?;
     let summary = json!({
         "coordinator": address,
+        "metrics": [format!("http://{coordinator_http}/metrics"), format!("http://{agent_http}/metrics")],
         "host_id": host_id.as_str(),
         "runtime": runtime,
         "user": user.as_str(),
@@ -288,6 +297,9 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
             agent_log.display(),
             config_note.0.display(),
         );
+        text.push_str(&format!(
+            "  metrics      http://{coordinator_http}/metrics and http://{agent_http}/metrics (also /livez, /readyz)\n"
+        ));
         if runtime == "hollow" {
             text.push_str("  note         no Docker engine answers at /var/run/docker.sock, so the agent simulates containers (hollow runtime)\n");
         }

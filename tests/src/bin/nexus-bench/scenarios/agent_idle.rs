@@ -68,6 +68,9 @@ pub(crate) async fn run(args: Args) -> Report {
         runtime,
         "--listen",
         "127.0.0.1:0",
+        // The monitoring HTTP on, as in production.
+        "--http-listen",
+        "127.0.0.1:0",
         // Room for N small workspaces whatever this machine has: the footprint is measured,
         // not the placement.
         "--capacity-cpus",
