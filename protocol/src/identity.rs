@@ -171,6 +171,13 @@ impl Identity {
     }
 }
 
+/// When a DER-encoded certificate expires, in seconds since the epoch (`None`: not a certificate).
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

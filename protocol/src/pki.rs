@@ -382,6 +382,37 @@ mod tests {
     use rustls::pki_types::pem::PemObject;
 
     #[test]
+    fn credentials_know_when_their_certificates_expire() {
+        let ca =
+            CertificateAuthority::generate("test", Validity::starting(NOW, DEFAULT_CA_VALIDITY))
+                .unwrap();
+        let identity = Identity::Coordinator(NodeId::new(1).unwrap());
+        let issued = ca
+            .issue(
+                &identity,
+                &[],
+                Validity::starting(NOW, DEFAULT_CERT_VALIDITY),
+            )
+            .unwrap();
+        let credentials = crate::transport::Credentials::from_pem(
+            ca.cert_pem().as_bytes(),
+            Some((issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())),
+        )
+        .unwrap();
+        let start = (NOW.0 / 1000) as i64;
+        let expiries = credentials.expiries();
+        let own = expiries.own.unwrap();
+        let ca_expiry = expiries.ca.unwrap();
+        // Certificates may be back-dated a little against clock skew; the end is what counts.
+        assert!(
+            (own - start - DEFAULT_CERT_VALIDITY.as_secs() as i64).abs() < 86_400,
+            "{own}"
+        );
+        assert!((ca_expiry - start - DEFAULT_CA_VALIDITY.as_secs() as i64).abs() < 86_400);
+        assert_eq!(crate::identity::not_after(b"not a certificate"), None);
+    }
+
+    #[test]
     fn keys_are_private_and_never_overwritten_silently() {
         let dir = tempfile::tempdir().unwrap();
         let pki = PkiDir::new(dir.path().join("pki"));

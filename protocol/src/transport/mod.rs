@@ -19,7 +19,7 @@ use std::time::Duration;
 
 pub use client::{Connection, Connector, Subscription};
 pub use server::{Handler, Refusal, Reply, Server};
-pub use tls::{Credentials, TlsError};
+pub use tls::{Credentials, Expiries, TlsError};
 
 use crate::codec::CodecConfig;
 use crate::error::{ErrorCode, ErrorDetail, WireError};

@@ -37,6 +37,16 @@ pub struct Credentials {
     pub(crate) own: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     identity: Option<Identity>,
     ca_fingerprint: String,
+    expiries: Expiries,
+}
+
+/// When the certificates expire, in seconds since the epoch (`None`: not parsed, or absent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expiries {
+    /// This party's own certificate.
+    pub own: Option<i64>,
+    /// The earliest-expiring trusted CA certificate.
+    pub ca: Option<i64>,
 }
 
 impl Clone for Credentials {
@@ -48,6 +58,7 @@ impl Clone for Credentials {
                 .as_ref()
                 .map(|(chain, key)| (chain.clone(), key.clone_key())),
             identity: self.identity.clone(),
+            expiries: self.expiries,
             ca_fingerprint: self.ca_fingerprint.clone(),
         }
     }
@@ -120,9 +131,13 @@ impl Credentials {
         };
         let mut roots = RootCertStore::empty();
         let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut expiries = Expiries::default();
         for cert in CertificateDer::pem_slice_iter(ca_pem) {
             let cert = cert.map_err(|e| read_error(ca_label, &e))?;
             digest.update(&cert);
+            if let Some(expiry) = crate::identity::not_after(&cert) {
+                expiries.ca = Some(expiries.ca.map_or(expiry, |earliest| earliest.min(expiry)));
+            }
             roots.add(cert).map_err(|e| read_error(ca_label, &e))?;
         }
         let ca_fingerprint = digest
@@ -152,6 +167,7 @@ impl Credentials {
                         path: cert_label.clone(),
                         reason: e.to_string(),
                     })?;
+                expiries.own = crate::identity::not_after(leaf);
                 let key = PrivateKeyDer::from_pem_slice(key_pem)
                     .map_err(|e| read_error(key_label, &e))?;
                 (Some((chain, key)), Some(identity))
@@ -162,7 +178,13 @@ impl Credentials {
             own,
             identity,
             ca_fingerprint,
+            expiries,
         })
+    }
+
+    /// When this party's certificate and its CA expire (for `nexus_cert_expiry_timestamp_seconds`).
+    pub fn expiries(&self) -> Expiries {
+        self.expiries
     }
 
     /// The SHA-256 of the trusted CA certificates (DER, in file order), in hex: the cluster's
