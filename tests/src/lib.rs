@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod docker;
+pub mod docker_fleet;
 pub mod fleet;
 pub mod inproc;
 pub mod pki;

@@ -12,229 +12,11 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use nexus_protocol::identity::Role;
-use nexus_tests::cluster::TestCluster;
-use nexus_tests::docker::{HostCleanup, containers_of};
+use nexus_tests::docker::containers_of;
+use nexus_tests::docker_fleet::{DockerFleet, IMAGE};
 use nexus_tests::eventually;
-use nexus_tests::pki::{self, TestPki};
-use nexus_tests::process::{AgentProcess, cli_command};
+use nexus_tests::pki;
 use serde_json::Value;
-
-const IMAGE: &str = "nexus-test/busybox:latest";
-
-/// A fleet of three coordinators (host TTL 2 s) and Docker agents with small port ranges of
-/// their own, so that tests running side by side do not share host ports.
-struct Fleet {
-    pki: TestPki,
-    cluster: TestCluster,
-    hosts: Vec<String>,
-    ranges: Vec<(u16, u16)>,
-    /// Each agent, while it runs (a cell: tests kill and restart them while sharing the fleet).
-    agents: std::sync::Mutex<Vec<Option<AgentProcess>>>,
-    _cleanup: Vec<HostCleanup>,
-}
-
-impl Fleet {
-    async fn start(tag: &str, agents: usize) -> Fleet {
-        let pki = TestPki::new();
-        let cluster = TestCluster::start(&pki, 3, &["--host-ttl", "2"]).await;
-        cluster.leader(&pki, Duration::from_secs(20)).await;
-        let pid = std::process::id();
-        // 20 ports per host; the process id spreads concurrent tests over 22000-29999.
-        let base = 22_000 + u16::try_from(pid % 390).unwrap() * 20;
-        let hosts: Vec<String> = (0..agents).map(|i| format!("{tag}{i}-{pid}")).collect();
-        let ranges = (0..agents)
-            .map(|i| {
-                let start = base + u16::try_from(i).unwrap() * 10;
-                (start, start + 9)
-            })
-            .collect();
-        let fleet = Fleet {
-            _cleanup: hosts.iter().cloned().map(HostCleanup).collect(),
-            agents: std::sync::Mutex::new(hosts.iter().map(|_| None).collect()),
-            pki,
-            cluster,
-            hosts,
-            ranges,
-        };
-        for index in 0..agents {
-            fleet.start_agent(index);
-        }
-        let fleet_ref = &fleet;
-        eventually(
-            "every agent registered",
-            Duration::from_secs(30),
-            || async {
-                let hosts = fleet_ref.ok("root", Role::Admin, &["admin", "hosts"]);
-                let ready = hosts
-                    .as_array()?
-                    .iter()
-                    .filter(|h| h["status"] == "ready")
-                    .count();
-                (ready == agents).then_some(())
-            },
-        )
-        .await;
-        fleet
-    }
-
-    fn start_agent(&self, index: usize) {
-        let (low, high) = self.ranges[index];
-        let range = format!("{low}-{high}");
-        let flags = ["--runtime", "docker", "--port-range", &range];
-        self.agents.lock().unwrap()[index] = Some(AgentProcess::start(
-            &self.pki,
-            &self.hosts[index],
-            &self.cluster.live_addresses(),
-            &flags,
-        ));
-    }
-
-    fn kill_agent(&self, index: usize) {
-        if let Some(mut agent) = self.agents.lock().unwrap()[index].take() {
-            agent.process.kill();
-        }
-    }
-
-    fn command(&self, user: &str, role: Role) -> std::process::Command {
-        let identity = pki::user(user, role);
-        let home = self.pki.scratch(&format!("home-{user}"));
-        cli_command(&self.pki, &identity, &home, &self.cluster.live_addresses())
-    }
-
-    fn run(&self, user: &str, role: Role, args: &[&str]) -> Output {
-        self.command(user, role)
-            .args(["-o", "json"])
-            .args(args)
-            .output()
-            .expect("nexus runs")
-    }
-
-    /// The JSON a command printed; fails the test if it failed.
-    fn ok(&self, user: &str, role: Role, args: &[&str]) -> Value {
-        let out = self.run(user, role, args);
-        assert!(
-            out.status.success(),
-            "nexus {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.logs()
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// The error code a command failed with; fails the test if it succeeded.
-    fn refused(&self, user: &str, role: Role, args: &[&str]) -> (String, String) {
-        let out = self.run(user, role, args);
-        assert!(!out.status.success(), "nexus {args:?} succeeded");
-        let error: Value = serde_json::from_slice(&out.stderr)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-        (
-            error["error"]["code"].as_str().unwrap().to_string(),
-            error["error"]["message"].as_str().unwrap().to_string(),
-        )
-    }
-
-    /// Starts `count` creates of small `sleep` workspaces named PREFIX00.. at once, as Ada,
-    /// without waiting for their hosts; answers each one's output, in order.
-    fn create_at_once(&self, prefix: &str, count: usize) -> Vec<(String, Output)> {
-        self.pki.issue(&pki::user("ada", Role::User));
-        let children: Vec<_> = (0..count)
-            .map(|i| {
-                let name = format!("{prefix}{i:02}");
-                let child = self
-                    .command("ada", Role::User)
-                    .args([
-                        "-o",
-                        "json",
-                        "workspace",
-                        "create",
-                        &name,
-                        "--image",
-                        IMAGE,
-                        "--class",
-                        "small",
-                        "--no-wait",
-                        "--",
-                        "sleep",
-                        "3600",
-                    ])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                (name, child)
-            })
-            .collect();
-        children
-            .into_iter()
-            .map(|(name, child)| (name, child.wait_with_output().unwrap()))
-            .collect()
-    }
-
-    /// Every workspace once all of them run.
-    async fn all_running(&self, limit: Duration) -> Vec<(String, String, String)> {
-        eventually("every workspace running", limit, || async {
-            let all = self.workspaces();
-            all.iter()
-                .all(|(_, state, _)| state == "running")
-                .then_some(all)
-        })
-        .await
-    }
-
-    /// Ada's small workspace `name` that sleeps, running.
-    fn create_sleeper(&self, name: &str) {
-        let (user, role) = ada();
-        let created = self.ok(
-            user,
-            role,
-            &[
-                "workspace",
-                "create",
-                name,
-                "--image",
-                IMAGE,
-                "--class",
-                "small",
-                "--",
-                "sleep",
-                "1000000",
-            ],
-        );
-        assert_eq!(created["state"], "running");
-    }
-
-    /// Every workspace, as an admin lists them: name → (state, host).
-    fn workspaces(&self) -> Vec<(String, String, String)> {
-        self.ok("root", Role::Admin, &["workspace", "list"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| {
-                (
-                    w["name"].as_str().unwrap().to_string(),
-                    w["state"].as_str().unwrap().to_string(),
-                    w["host"].as_str().unwrap_or("-").to_string(),
-                )
-            })
-            .collect()
-    }
-
-    fn containers(&self) -> usize {
-        self.hosts.iter().map(|h| containers_of(h).len()).sum()
-    }
-
-    fn logs(&self) -> String {
-        let agents: String = self
-            .agents
-            .lock()
-            .unwrap()
-            .iter()
-            .flatten()
-            .map(|a| format!("--- agent {}\n{}", a.host_id, a.process.log()))
-            .collect();
-        format!("{agents}{}", self.cluster.logs())
-    }
-}
 
 fn ada() -> (&'static str, Role) {
     ("ada", Role::User)
@@ -242,7 +24,7 @@ fn ada() -> (&'static str, Role) {
 
 #[tokio::test]
 async fn a_user_creates_reaches_switches_and_destroys_workspaces_on_docker() {
-    let fleet = Fleet::start("life", 2).await;
+    let fleet = DockerFleet::start("life", 2).await;
     let (user, role) = ada();
     let host0 = fleet.hosts[0].as_str();
 
@@ -392,7 +174,7 @@ async fn a_user_creates_reaches_switches_and_destroys_workspaces_on_docker() {
 
 #[tokio::test]
 async fn concurrent_creates_never_overfill_a_host_and_the_51st_is_refused() {
-    let fleet = Fleet::start("full", 2).await;
+    let fleet = DockerFleet::start("full", 2).await;
     // Room for 15 per host; CPU overcommit raised so that the workspace count is what binds on
     // this 2-core machine.
     fleet.ok(
@@ -495,7 +277,7 @@ async fn concurrent_creates_never_overfill_a_host_and_the_51st_is_refused() {
 
 #[tokio::test]
 async fn a_killed_leader_or_a_dead_host_loses_and_duplicates_nothing() {
-    let mut fleet = Fleet::start("fail", 2).await;
+    let mut fleet = DockerFleet::start("fail", 2).await;
     // Twenty creates in flight while the leader is killed with SIGKILL.
     let leader = fleet
         .cluster
@@ -602,7 +384,7 @@ async fn a_killed_leader_or_a_dead_host_loses_and_duplicates_nothing() {
 async fn logs_and_exec_come_from_the_workspaces_own_agent_and_only_to_its_owner() {
     use std::io::{BufRead, BufReader};
 
-    let fleet = Fleet::start("logs", 1).await;
+    let fleet = DockerFleet::start("logs", 1).await;
     let (user, role) = ada();
     let web = fleet.ok(
         user,
@@ -789,7 +571,7 @@ async fn logs_and_exec_come_from_the_workspaces_own_agent_and_only_to_its_owner(
 }
 
 /// The host of `workspace` and where its agent serves, as the leader tells the owner (ada).
-async fn endpoint(fleet: &Fleet, workspace: &str) -> (nexus_protocol::HostId, String) {
+async fn endpoint(fleet: &DockerFleet, workspace: &str) -> (nexus_protocol::HostId, String) {
     let leader = fleet
         .cluster
         .leader(&fleet.pki, Duration::from_secs(10))
@@ -813,7 +595,7 @@ async fn endpoint(fleet: &Fleet, workspace: &str) -> (nexus_protocol::HostId, St
 
 /// Connects to the agent serving `workspace` as `user`, after asking the leader where it is.
 async fn agent_connection(
-    fleet: &Fleet,
+    fleet: &DockerFleet,
     user: &str,
     role: Role,
     workspace: &str,
@@ -845,7 +627,7 @@ async fn a_sync_session_carries_edits_between_a_local_directory_and_the_containe
     use nexus_sync::remote::RemoteEndpoint;
     use nexus_sync::session::{SessionState, cycle};
 
-    let fleet = Fleet::start("sync", 1).await;
+    let fleet = DockerFleet::start("sync", 1).await;
     let (user, role) = ada();
     fleet.create_sleeper("web");
     let local = tempfile::tempdir().unwrap();
@@ -937,7 +719,7 @@ async fn a_sync_session_carries_edits_between_a_local_directory_and_the_containe
 
 #[tokio::test]
 async fn nexus_workspace_sync_runs_sessions_in_the_background() {
-    let fleet = Fleet::start("syncd", 1).await;
+    let fleet = DockerFleet::start("syncd", 1).await;
     let (user, role) = ada();
     fleet.create_sleeper("web");
     let local = tempfile::tempdir().unwrap();
