@@ -11,10 +11,13 @@
 pub mod cluster;
 pub mod docker;
 pub mod docker_fleet;
+pub mod exposition;
 pub mod fleet;
+pub mod http;
 pub mod inproc;
 pub mod pki;
 pub mod process;
+pub mod prometheus;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -67,9 +67,15 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(name: &str, args: &[String], log: PathBuf) -> Process {
+        Process::spawn_program(&binary(name), args, log)
+    }
+
+    /// Any program (a peer's server, say), logging like ours.
+    pub fn spawn_program(program: &Path, args: &[String], log: PathBuf) -> Process {
+        let name = program.display();
         let out = File::create(&log).expect("a log file");
         let err = out.try_clone().expect("a log file handle");
-        let child = Command::new(binary(name))
+        let child = Command::new(program)
             .args(args)
             .env("NEXUS_LOG", "debug")
             // Plain text: tests search these logs for fields such as `peer=2`.
