@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::scenarios::{agent_idle, detect, failover, fleet, raft_writes, start, sync, transport};
+use crate::scenarios::{
+    agent_idle, detect, failover, fleet, raft_writes, scrape, start, sync, transport,
+};
 
 /// What `nexus-bench` was asked: a scenario, and where to write its report as JSON.
 #[derive(Debug, Parser)]
@@ -57,4 +59,9 @@ pub(crate) enum Scenario {
     /// with N running workspaces assigned by an in-process coordinator, then idle for a while:
     /// its resident memory and CPU over the idle window.
     AgentIdle(agent_idle::Args),
+    /// Monitoring's cost: three real coordinators and N hollow agents; the leader's /metrics
+    /// scraped S times in a row. Reports the scrape's latency and size, and the leader's CPU per
+    /// scrape beyond its load without scrapes (measured over windows as long), stated as a share
+    /// of a core at one scrape per interval.
+    Scrape(scrape::Args),
 }

@@ -35,7 +35,9 @@ use clap::Parser;
 
 use crate::cli::{Cli, Scenario};
 use crate::report::Report;
-use crate::scenarios::{agent_idle, detect, failover, fleet, raft_writes, start, sync, transport};
+use crate::scenarios::{
+    agent_idle, detect, failover, fleet, raft_writes, scrape, start, sync, transport,
+};
 
 #[tokio::main]
 async fn main() {
@@ -51,6 +53,7 @@ async fn main() {
         Scenario::Fleet(args) => Report::Fleet(fleet::run(args).await),
         Scenario::Detect(args) => Report::Detect(detect::run(args).await),
         Scenario::AgentIdle(args) => Report::AgentIdle(agent_idle::run(args).await),
+        Scenario::Scrape(args) => Report::Scrape(scrape::run(args).await),
     };
     print!("{}", report.text());
     if let Some(path) = cli.json {

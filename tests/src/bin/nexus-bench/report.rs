@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::measure::Percentiles;
-use crate::scenarios::{agent_idle, detect, failover, fleet, raft_writes, start, sync, transport};
+use crate::scenarios::{
+    agent_idle, detect, failover, fleet, raft_writes, scrape, start, sync, transport,
+};
 
 /// A scenario's report. In JSON, the scenario's name is its `scenario` field.
 #[derive(Debug, Serialize)]
@@ -22,6 +24,7 @@ pub(crate) enum Report {
     Fleet(fleet::Report),
     Detect(detect::Report),
     AgentIdle(agent_idle::Report),
+    Scrape(scrape::Report),
 }
 
 impl Report {
@@ -37,6 +40,7 @@ impl Report {
             Report::Fleet(report) => fleet_text(&mut out, report),
             Report::Detect(report) => detect_text(&mut out, report),
             Report::AgentIdle(report) => agent_idle_text(&mut out, report),
+            Report::Scrape(report) => scrape_text(&mut out, report),
         }
         out.0
     }
@@ -189,6 +193,22 @@ fn agent_idle_text(out: &mut Lines, report: &agent_idle::Report) {
         rss.end,
         rss.peak_ever,
         report.agent_threads,
+    ));
+}
+
+fn scrape_text(out: &mut Lines, report: &scrape::Report) {
+    out.percentiles(
+        &format!("scrape of the leader at {} hosts", report.hosts),
+        &report.scrape,
+    );
+    out.line(format_args!(
+        "scrape size {} bytes, {} samples; leader CPU {:.2} ms per scrape = {:.3}% of a core at one scrape per {} s (unscraped leader: {:.1}%)",
+        report.bytes,
+        report.samples,
+        report.cpu_ms_per_scrape,
+        report.cpu_percent_at_interval,
+        report.interval_seconds,
+        report.leader_idle_cpu_percent,
     ));
 }
 

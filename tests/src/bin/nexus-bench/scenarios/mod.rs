@@ -8,6 +8,7 @@ pub(crate) mod fleet;
 // The `raft` scenario. Its module has a longer name because paths through a module named
 // `raft` would read, to tests/tests/architecture.rs, as the raft crate outside the coordinator.
 pub(crate) mod raft_writes;
+pub(crate) mod scrape;
 pub(crate) mod start;
 pub(crate) mod sync;
 pub(crate) mod transport;
