@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod docker;
 pub mod fleet;
 pub mod inproc;
+pub mod monitoring;
 pub mod pki;
 pub mod process;
 
