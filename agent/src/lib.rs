@@ -10,13 +10,16 @@
 //! - [`stats`] and [`sampler`]: host stats (sysinfo) and container stats.
 //! - [`cache`]: the desired state on disk.
 //! - [`endpoint`]: users' `logs`, `exec` and file sync sessions, served straight from this host.
+//! - [`metrics`] and [`probes`]: what `/metrics`, `/livez` and `/readyz` show over HTTP.
 
 pub mod cache;
 pub mod config;
 pub mod endpoint;
 pub mod link;
+pub mod metrics;
 pub mod plan;
 pub mod ports;
+pub mod probes;
 pub mod reconcile;
 pub mod runtime;
 pub mod sampler;
@@ -28,6 +31,8 @@ use anyhow::Context;
 use nexus_protocol::Identity;
 use nexus_protocol::identity::IdentityKind;
 use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Server};
+use nexus_telemetry::Registry;
+use nexus_telemetry::http::{Bound, Listen};
 use tokio::sync::{Notify, watch};
 
 pub use config::Config;
@@ -76,6 +81,9 @@ pub async fn run_with<R: Runtime>(
             config.tls_dir.display()
         )
     })?;
+    let (registry, metrics) = registry(&credentials);
+    let http = bind_http(config.http_listen).await?;
+    let vitals = Arc::new(probes::Vitals::default());
     let connector =
         Connector::new(&credentials, config.transport()).context("cannot set up QUIC")?;
     let mut host_sampler =
@@ -90,7 +98,9 @@ pub async fn run_with<R: Runtime>(
         config.max_concurrent_ops,
         cache::Cache::new(&config.data_dir),
     );
-    let reconciler = reconciler.with_files(config.data_dir.join("workspaces"));
+    let reconciler = reconciler
+        .with_files(config.data_dir.join("workspaces"))
+        .monitored(metrics.clone(), vitals.clone());
     let (desired_sender, desired) = watch::channel(reconciler.current_desired());
     let (sample_sender, samples) = watch::channel(None);
     let wake = Arc::new(Notify::new());
@@ -100,11 +110,29 @@ pub async fn run_with<R: Runtime>(
         host_sampler,
         config.stats_interval,
         sample_sender,
+        metrics.clone(),
     ));
     let (stop, stopped) = watch::channel(false);
     let stopped_for = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
+    let probes = probes::AgentProbes {
+        runtime: runtime.clone(),
+        metrics: metrics.clone(),
+        vitals: vitals.clone(),
+        samples: samples.clone(),
+        desired: desired.clone(),
+        heartbeat_interval: config.heartbeat_interval,
+        host_cpus: std::thread::available_parallelism()
+            .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+    };
+    let monitoring = http.map(|http| {
+        tokio::spawn(http.serve(
+            Arc::new(registry),
+            Arc::new(probes),
+            stopped_for(stopped.clone()),
+        ))
+    });
     let mut link = link::Link::new(
         connector,
         config.clone(),
@@ -112,7 +140,8 @@ pub async fn run_with<R: Runtime>(
         desired_sender,
         reports,
         samples,
-    );
+    )
+    .monitored(metrics, vitals);
     let serving = match config.listen {
         Some(listen) => {
             let server = Server::bind(
@@ -147,6 +176,9 @@ pub async fn run_with<R: Runtime>(
     let _ = reconciling.await;
     if let Some(serving) = serving {
         let _ = serving.await;
+    }
+    if let Some(monitoring) = monitoring {
+        let _ = monitoring.await;
     }
     events.abort();
     sampling.abort();
@@ -197,6 +229,34 @@ pub async fn run_hollow_host(
     tokio::join!(reconciling, linking, stopping);
     events.abort();
     Ok(())
+}
+
+/// The registry `/metrics` serves, with the agent's metrics and the certificates' expiries.
+fn registry(credentials: &Credentials) -> (Registry, metrics::Metrics) {
+    let (mut registry, common) = Registry::for_daemon("agent", nexus_protocol::SOFTWARE_VERSION);
+    let expiries = credentials.expiries();
+    for (cert, expiry) in [("node", expiries.own), ("ca", expiries.ca)] {
+        if let Some(expiry) = expiry {
+            #[allow(clippy::cast_precision_loss)]
+            common.cert_expiry.set([cert], expiry as f64);
+        }
+    }
+    let metrics = metrics::Metrics::register(&mut registry);
+    (registry, metrics)
+}
+
+/// The monitoring HTTP server's listener, unless it is `off`. Failing to bind is fatal: the
+/// operator asked for it, and a fleet scraped without it would be blind.
+async fn bind_http(listen: Listen) -> anyhow::Result<Option<Bound>> {
+    let Some(addr) = listen.addr() else {
+        return Ok(None);
+    };
+    let bound = Bound::bind(addr).await.with_context(|| {
+        format!("cannot serve HTTP monitoring on {addr} (--http-listen, or `off`)")
+    })?;
+    let addr = bound.local_addr().context("the HTTP listener's address")?;
+    tracing::info!("serving HTTP monitoring on {addr}");
+    Ok(Some(bound))
 }
 
 /// The address users are told: the bound one, or, bound to every interface, this host's name

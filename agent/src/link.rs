@@ -15,6 +15,7 @@
 //! Losing the link never touches workspaces: what runs keeps running, and the reconciler carries
 //! on with the last desired state.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ use nexus_protocol::transport::{Connection, Connector, Subscription, resolve};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::probes::Vitals;
 use crate::sampler::Sample;
 
 /// The first retry waits about this long; each failure doubles it up to [`MAX_BACKOFF`].
@@ -49,6 +52,36 @@ pub struct Link {
     samples: watch::Receiver<Option<Sample>>,
     /// Where this agent serves users' logs and exec, told to every coordinator it registers with.
     serving: Option<String>,
+    monitor: Monitor,
+}
+
+/// What the link shows the monitoring: its metrics, and its vitals for the probes.
+#[derive(Debug, Clone)]
+struct Monitor {
+    metrics: Metrics,
+    vitals: Arc<Vitals>,
+}
+
+impl Monitor {
+    /// The loop made progress.
+    fn beat(&self) {
+        self.vitals.beat(&self.vitals.link, false);
+    }
+
+    /// The leader acknowledged a heartbeat after `rtt`.
+    fn acknowledged(&self, rtt: Duration) {
+        self.beat();
+        self.vitals.acknowledged();
+        self.metrics.heartbeat_rtt.set(rtt.as_secs_f64());
+    }
+
+    /// Registered with the leader, or (with why) no longer.
+    fn registered(&self, down: Option<&WireError>) {
+        let up = down.is_none();
+        self.metrics.connected.set(if up { 1.0 } else { 0.0 });
+        self.vitals
+            .link(down.map(|error| format!("{}: {}", error.code, error.message)));
+    }
 }
 
 impl Link {
@@ -69,7 +102,17 @@ impl Link {
             reports,
             samples,
             serving: None,
+            monitor: Monitor {
+                metrics: Metrics::unserved(),
+                vitals: Arc::default(),
+            },
         }
+    }
+
+    /// Records into `metrics`, and shows its state to the probes in `vitals`.
+    pub fn monitored(mut self, metrics: Metrics, vitals: Arc<Vitals>) -> Link {
+        self.monitor = Monitor { metrics, vitals };
+        self
     }
 
     /// Tells each coordinator, after registering, where this agent serves users.
@@ -87,8 +130,10 @@ impl Link {
             let target = leader_hint.take().unwrap_or_else(|| {
                 self.config.coordinators[index % self.config.coordinators.len()].clone()
             });
+            self.monitor.beat();
             tokio::select! {
                 (error, healthy) = self.session(&target) => {
+                    self.monitor.registered(Some(&error));
                     // A session that worked for a while starts the count afresh; one that failed
                     // early (however far it got) counts as one more failure, so an error that
                     // recurs right after connecting backs off like any other.
@@ -112,6 +157,7 @@ impl Link {
                 () = &mut shutdown => return,
             }
             let delay = backoff(self.failures, random_u64());
+            self.monitor.beat();
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = &mut shutdown => return,
@@ -140,6 +186,7 @@ impl Link {
             Ok(connection) => connection,
             Err(error) => return error,
         };
+        self.monitor.beat();
         match connection
             .request(Request::Agent(AgentRequest::Register(self.info.clone())))
             .await
@@ -148,6 +195,7 @@ impl Link {
             Ok(other) => return unexpected(&other),
             Err(error) => return error,
         }
+        self.monitor.beat();
         if let Some(address) = &self.serving {
             let serving = Request::Agent(AgentRequest::Serving(address.clone()));
             match connection.request(serving).await {
@@ -164,10 +212,13 @@ impl Link {
         // A coordinator killed outright sends nothing, so a heartbeat must not wait out the
         // connection's idle timeout: two intervals (at least 2 s) is plenty for a live one.
         let deadline = (self.config.heartbeat_interval * 2).max(Duration::from_secs(2));
-        if let Err(error) = beat(&connection, 0, &self.samples, deadline).await {
-            return error;
+        self.monitor.beat();
+        match beat(&connection, 0, &self.samples, deadline).await {
+            Ok(rtt) => self.monitor.acknowledged(rtt),
+            Err(error) => return error,
         }
         healthy.store(true, Ordering::Relaxed);
+        self.monitor.registered(None);
         let (subscription, known_version) = match watch_desired(&connection, &self.desired).await {
             Ok(watching) => watching,
             Err(error) => return error,
@@ -181,7 +232,7 @@ impl Link {
         let rewatch = rewatch_interval(self.config.heartbeat_interval);
         tokio::select! {
             error = watch_refreshed(&connection, subscription, &self.desired, rewatch) => error,
-            error = heartbeat(&connection, self.config.heartbeat_interval, deadline, self.samples.clone(), healthy) => error,
+            error = heartbeat(&connection, self.config.heartbeat_interval, deadline, self.samples.clone(), healthy, &self.monitor) => error,
             error = report(&connection, reports) => error,
             error = container_stats(&connection, deadline, samples) => error,
         }
@@ -282,6 +333,7 @@ async fn heartbeat(
     deadline: Duration,
     samples: watch::Receiver<Option<Sample>>,
     healthy: &AtomicBool,
+    monitor: &Monitor,
 ) -> WireError {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -289,28 +341,34 @@ async fn heartbeat(
     let mut sequence = 0u64;
     loop {
         ticker.tick().await;
+        monitor.beat();
         sequence += 1;
         match beat(connection, sequence, &samples, deadline).await {
-            Ok(()) => healthy.store(true, Ordering::Relaxed),
+            Ok(rtt) => {
+                healthy.store(true, Ordering::Relaxed);
+                monitor.acknowledged(rtt);
+            }
             Err(error) => return error,
         }
     }
 }
 
-/// One heartbeat, with the latest host stats, answered within `deadline`.
+/// One heartbeat, with the latest host stats, answered within `deadline`; answers its round
+/// trip.
 async fn beat(
     connection: &Connection,
     sequence: u64,
     samples: &watch::Receiver<Option<Sample>>,
     deadline: Duration,
-) -> Result<(), WireError> {
+) -> Result<Duration, WireError> {
     let stats = samples.borrow().as_ref().map(|s| s.host);
     let heartbeat = AgentRequest::Heartbeat { sequence, stats };
+    let sent = tokio::time::Instant::now();
     match connection
         .request_with(RequestId::random(), Request::Agent(heartbeat), deadline)
         .await?
     {
-        Response::Ack => Ok(()),
+        Response::Ack => Ok(sent.elapsed()),
         other => Err(unexpected(&other)),
     }
 }

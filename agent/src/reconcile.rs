@@ -24,8 +24,10 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::cache::{Cache, Saved};
+use crate::metrics::{Metrics, Op};
 use crate::plan::{Memory, Step, WorkspacePlan, plan};
 use crate::ports;
+use crate::probes::Vitals;
 use crate::runtime::{ContainerStatus, CreateSpec, ErrorKind, Runtime, RuntimeError, STOP_GRACE};
 
 /// A full pass runs at least this often, events or not.
@@ -84,6 +86,9 @@ pub struct Reconciler<R: Runtime> {
     /// A desired state that could not be saved yet (retried each pass).
     unsaved: Option<DesiredState>,
     report: watch::Sender<Vec<ObservedWorkspace>>,
+    metrics: Metrics,
+    /// Where the loop says it is not stalled.
+    vitals: Arc<Vitals>,
 }
 
 impl<R: Runtime> Reconciler<R> {
@@ -142,6 +147,8 @@ impl<R: Runtime> Reconciler<R> {
             orphans_logged: BTreeSet::new(),
             unsaved: None,
             report,
+            metrics: Metrics::unserved(),
+            vitals: Arc::default(),
         };
         (reconciler, reports)
     }
@@ -162,7 +169,9 @@ impl<R: Runtime> Reconciler<R> {
         tokio::pin!(shutdown);
         let mut streak = 0u32;
         loop {
+            self.vitals.beat(&self.vitals.reconcile, true);
             let progressed = self.pass().await;
+            self.vitals.beat(&self.vitals.reconcile, false);
             // Steps ran: look again at once, to confirm or to take the next step. But not for
             // ever: passes that keep finding work (an engine that accepts a step and then
             // shows no effect) fall back to the normal wait, which also hears a shutdown.
@@ -273,8 +282,13 @@ impl<R: Runtime> Reconciler<R> {
             return false;
         }
         let actual = match self.runtime.list().await {
-            Ok(actual) => actual,
+            Ok(actual) => {
+                self.metrics.engine_up.set(1.0);
+                self.metrics.containers(&actual);
+                actual
+            }
             Err(error) => {
+                self.metrics.engine_error(&error);
                 // Only an engine that fails a ping is out (an outage makes stopped containers
                 // restartable); one failed list is retried like an outage, nothing more.
                 if self.runtime.ping().await.is_err() {
@@ -388,8 +402,12 @@ impl<R: Runtime> Reconciler<R> {
                 .map(|(workspace, run, spec)| {
                     let runtime = self.runtime.clone();
                     let host = self.host.clone();
+                    let metrics = &self.metrics;
+                    let vitals = &self.vitals;
                     async move {
-                        let result = execute(runtime.as_ref(), &host, &workspace, &spec).await;
+                        let result =
+                            execute(runtime.as_ref(), &host, &workspace, &spec, metrics).await;
+                        vitals.beat(&vitals.reconcile, true);
                         (workspace.name, workspace.generation, run, result)
                     }
                 })
@@ -481,7 +499,15 @@ impl<R: Runtime> Reconciler<R> {
         self
     }
 
+    /// Records into `metrics`, and shows its progress to the probes in `vitals`.
+    pub fn monitored(mut self, metrics: Metrics, vitals: Arc<Vitals>) -> Self {
+        self.metrics = metrics;
+        self.vitals = vitals;
+        self
+    }
+
     fn engine_failed(&mut self, error: &RuntimeError) {
+        self.metrics.engine_up.set(0.0);
         let wire = error.to_wire();
         if self.outage.is_none() {
             tracing::warn!(runtime = self.runtime.name(), code = %wire.code, "the container engine does not answer; retrying every 5 s: {}", wire.message);
@@ -637,42 +663,56 @@ fn in_progress(workspace: &WorkspacePlan) -> WorkspaceState {
     }
 }
 
-/// Runs one workspace's steps in order, stopping at the first failure.
+/// Runs one workspace's steps in order, stopping at the first failure; counts and times each
+/// engine call in `metrics`.
 async fn execute<R: Runtime>(
     runtime: &R,
     host: &HostId,
     workspace: &WorkspacePlan,
     spec: &CreateSpec,
+    metrics: &Metrics,
 ) -> Result<Done, RuntimeError> {
     let mut done = Done::default();
     for step in &workspace.steps {
         tracing::debug!(workspace = %workspace.name, ?step, "step");
         match step {
-            Step::Remove { id } => runtime.remove(id).await?,
+            Step::Remove { id } => metrics.time(Op::Remove, runtime.remove(id)).await?,
             Step::Launch => {
                 ports::check_free(&spec.ports)?;
-                let id = runtime.create(spec).await?;
-                runtime.start(&id).await?;
+                // Counted as a pull only when the image was missing.
+                let pull = metrics.begin(Op::Pull);
+                let pulled = runtime.pull(&spec.image).await;
+                if !matches!(pulled, Ok(false)) {
+                    pull.end(&pulled);
+                }
+                pulled?;
+                let id = metrics.time(Op::Create, runtime.create(spec)).await?;
+                metrics.time(Op::Start, runtime.start(&id)).await?;
                 done.started = true;
                 tracing::info!(workspace = %workspace.name, generation = workspace.generation, container = %id, "started");
             }
             Step::Start { id } => {
                 ports::check_free(&spec.ports)?;
-                runtime.start(id).await?;
+                metrics.time(Op::Start, runtime.start(id)).await?;
                 done.started = true;
                 tracing::info!(workspace = %workspace.name, container = %id, "started again");
             }
             Step::Stop { id } => {
-                runtime.stop(id, STOP_GRACE).await?;
+                metrics.time(Op::Stop, runtime.stop(id, STOP_GRACE)).await?;
                 done.stopped = true;
                 tracing::info!(workspace = %workspace.name, container = %id, "stopped");
             }
             Step::ReadExit { id } => {
-                let details = runtime.exit_details(id).await?;
+                let details = metrics.time(Op::ReadExit, runtime.exit_details(id)).await?;
                 done.exit = Some((id.clone(), details.to_error(&workspace.name)));
             }
             Step::RemoveNetwork => {
-                runtime.remove_network(host, &workspace.name).await?;
+                metrics
+                    .time(
+                        Op::RemoveNetwork,
+                        runtime.remove_network(host, &workspace.name),
+                    )
+                    .await?;
                 if let Some(files) = &spec.files {
                     match std::fs::remove_dir_all(files) {
                         Ok(()) => {}

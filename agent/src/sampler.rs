@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use nexus_protocol::model::{ContainerStats, HostStats};
 use tokio::sync::watch;
 
+use crate::metrics::Metrics;
 use crate::runtime::{ContainerStatus, Runtime};
 use crate::stats::HostSampler;
 
@@ -22,18 +23,21 @@ pub struct Sample {
     pub containers: Vec<ContainerStats>,
 }
 
-/// Samples every `interval` forever, publishing each sample on `out`.
+/// Samples every `interval` forever, publishing each sample on `out` and the host's in
+/// `metrics`.
 pub async fn run<R: Runtime>(
     runtime: Arc<R>,
     mut sampler: HostSampler,
     interval: Duration,
     out: watch::Sender<Option<Sample>>,
+    metrics: Metrics,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let host = sampler.sample();
+        metrics.host(&host);
         let containers = containers(runtime.as_ref()).await;
         out.send_replace(Some(Sample { host, containers }));
     }

@@ -453,3 +453,81 @@ async fn a_destroy_that_keeps_failing_is_never_reported_destroying() {
     );
     assert_eq!(observed(&report, "x").state, WorkspaceState::Stopped);
 }
+
+/// The reconciler counts the operations it runs, by outcome, and the containers by state.
+#[tokio::test]
+async fn the_reconciler_counts_its_operations_and_the_containers() {
+    use nexus_agent::metrics::Metrics;
+    use nexus_telemetry::Registry;
+    use nexus_telemetry::metrics::Format;
+
+    let (runtime, host) = hollow(
+        "metrics",
+        HollowConfig {
+            failure_rate: 0.0,
+            ..HollowConfig::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::new();
+    let metrics = Metrics::register(&mut registry);
+    let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    agent.reconciler = agent
+        .reconciler
+        .monitored(metrics, Arc::new(nexus_agent::probes::Vitals::default()));
+    agent
+        .reconciler
+        .set_desired(desired(1, vec![running("w"), running("v")]));
+    agent.settle().await;
+    agent.reconciler.set_desired(desired(
+        2,
+        vec![
+            running("w"),
+            assignment("v", 1, DesiredRun::Stopped, &[], "img", &[]),
+        ],
+    ));
+    agent.settle().await;
+    let text = registry.encode(Format::Classic);
+    let has = |line: &str| assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    has(r#"nexus_agent_operations_total{op="create",outcome="ok"} 2"#);
+    has(r#"nexus_agent_operations_total{op="start",outcome="ok"} 2"#);
+    has(r#"nexus_agent_operations_total{op="stop",outcome="ok"} 1"#);
+    has(r#"nexus_agent_operation_duration_seconds_count{op="start"} 2"#);
+    has("nexus_agent_operations_in_flight 0.0");
+    has(r#"nexus_agent_containers{state="running"} 1.0"#);
+    has(r#"nexus_agent_containers{state="exited"} 1.0"#);
+    has(r#"nexus_agent_containers{state="created"} 0.0"#);
+    has("nexus_agent_engine_up 1.0");
+    // The hollow runtime has no images to pull, and nothing failed.
+    assert!(!text.contains(r#"op="pull""#), "{text}");
+    assert!(!text.contains("nexus_agent_engine_errors_total{"), "{text}");
+}
+
+/// A failed operation is counted as such, with the engine's error under its code.
+#[tokio::test]
+async fn a_failed_operation_is_counted_with_its_error_code() {
+    use nexus_agent::metrics::Metrics;
+    use nexus_telemetry::Registry;
+    use nexus_telemetry::metrics::Format;
+
+    let (runtime, host) = hollow(
+        "metrics-failed",
+        HollowConfig {
+            failure_rate: 1.0,
+            ..HollowConfig::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::new();
+    let metrics = Metrics::register(&mut registry);
+    let mut agent = Agent::new(runtime, &host, dir.path(), 20);
+    agent.reconciler = agent
+        .reconciler
+        .monitored(metrics, Arc::new(nexus_agent::probes::Vitals::default()));
+    agent.reconciler.set_desired(desired(1, vec![running("w")]));
+    agent.settle().await;
+    let text = registry.encode(Format::Classic);
+    let has = |line: &str| assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    has(r#"nexus_agent_operations_total{op="create",outcome="failed"} 1"#);
+    has(r#"nexus_agent_engine_errors_total{code="WORKSPACE_START_FAILED"} 1"#);
+}

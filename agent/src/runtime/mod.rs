@@ -300,6 +300,14 @@ pub trait Runtime: Send + Sync + 'static {
         spec: &CreateSpec,
     ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
 
+    /// Pulls `image` if it is missing; answers whether it pulled. [`Runtime::create`] pulls a
+    /// missing image too: this lets the reconciler time a pull apart from the create. A runtime
+    /// with no images answers `false`.
+    fn pull(&self, image: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send {
+        let _ = image;
+        async { Ok(false) }
+    }
+
     fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Asks the container to stop (SIGTERM to its init), killing it after `grace`.

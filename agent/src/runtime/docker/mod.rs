@@ -175,9 +175,10 @@ impl DockerRuntime {
             .collect())
     }
 
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+    /// Pulls `image` if it is missing; answers whether it did.
+    async fn ensure_image(&self, image: &str) -> Result<bool, RuntimeError> {
         match self.docker.inspect_image(image).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(false),
             Err(error) if status_of(&error) == Some(404) => {}
             Err(error) => return Err(classify(&error, &format!("cannot inspect image {image}"))),
         }
@@ -221,7 +222,7 @@ impl DockerRuntime {
             }
         }
         tracing::info!(image, "pulled");
-        Ok(())
+        Ok(true)
     }
 
     fn credentials_for(&self, repository: &str) -> Option<DockerCredentials> {
@@ -277,6 +278,8 @@ impl Runtime for DockerRuntime {
 
     async fn create(&self, spec: &CreateSpec) -> Result<String, RuntimeError> {
         self.ensure_network(spec).await?;
+        // Pulled before the create as a rule (the reconciler's own step); this covers a caller
+        // that did not.
         self.ensure_image(&spec.image).await?;
         if let Some(files) = &spec.files {
             std::fs::create_dir_all(files).map_err(|e| {
@@ -365,6 +368,10 @@ impl Runtime for DockerRuntime {
                 &format!("cannot create workspace {}'s container", spec.workspace),
             )),
         }
+    }
+
+    async fn pull(&self, image: &str) -> Result<bool, RuntimeError> {
+        self.ensure_image(image).await
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
