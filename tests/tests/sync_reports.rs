@@ -14,6 +14,7 @@ use nexus_agent::endpoint::Endpoint;
 use nexus_agent::endpoint::syncstats::SyncStats;
 use nexus_agent::runtime::hollow::{HollowConfig, HollowRuntime};
 use nexus_protocol::identity::{IdentityKind, Role};
+use nexus_protocol::message::{AgentRequest, Request};
 use nexus_protocol::message::{Assignment, DesiredRun, DesiredState};
 use nexus_protocol::transport::{
     AcceptPolicy, Connection, Connector, Credentials, Server, TransportConfig,
@@ -25,19 +26,27 @@ use nexus_sync::measure::Meter;
 use nexus_sync::remote::RemoteEndpoint;
 use nexus_sync::session::{SessionState, cycle};
 use nexus_telemetry::metrics::{Format, Registry};
+use nexus_tests::eventually;
+use nexus_tests::inproc::InProcessCoordinator;
 use nexus_tests::pki::{self, TestPki};
+use nexus_tests::process::cli_command;
 use tokio::sync::watch;
 
-/// An agent's endpoint serving `web` (ada's) from a files directory, in this process.
+/// An agent's endpoint serving `web` from a files directory, in this process.
 struct Agent {
     address: SocketAddr,
-    _files: tempfile::TempDir,
+    files: tempfile::TempDir,
     _desired: watch::Sender<Option<DesiredState>>,
 }
 
-fn serve(pki: &TestPki, tag: &str, stats: Option<SyncStats>) -> Agent {
-    let host = format!("t{}-{tag}", std::process::id());
-    let identity = pki::agent(&host);
+/// A host id no other test (or test process) uses.
+fn unique_host(tag: &str) -> String {
+    format!("t{}-{tag}", std::process::id())
+}
+
+/// Serves `owner`'s `web` as host `host`'s agent.
+fn serve(pki: &TestPki, host: &str, owner: &str, stats: Option<SyncStats>) -> Agent {
+    let identity = pki::agent(host);
     let credentials = pki.issue(&identity);
     let runtime = Arc::new(HollowRuntime::new(
         host.parse().unwrap(),
@@ -45,7 +54,7 @@ fn serve(pki: &TestPki, tag: &str, stats: Option<SyncStats>) -> Agent {
     ));
     let assignment = Assignment {
         spec: nexus_fixtures::spec("web"),
-        owner: "ada".parse().unwrap(),
+        owner: owner.parse().unwrap(),
         generation: 1,
         run: DesiredRun::Running,
         ports: vec![],
@@ -71,7 +80,7 @@ fn serve(pki: &TestPki, tag: &str, stats: Option<SyncStats>) -> Agent {
     tokio::spawn(server.serve(Arc::new(endpoint), std::future::pending()));
     Agent {
         address,
-        _files: files,
+        files,
         _desired: desired,
     }
 }
@@ -93,6 +102,12 @@ fn remote(connection: Connection) -> RemoteEndpoint<nexus_cli::sync::AgentCarrie
     )
 }
 
+/// The value of `metric` in `text`.
+fn value(text: &str, metric: &str) -> f64 {
+    line(text, metric)[metric.len()..].trim().parse().unwrap()
+}
+
+/// The line of `metric` in `text`.
 fn line(text: &str, metric: &str) -> String {
     text.lines()
         .find(|line| line.starts_with(metric) && line[metric.len()..].starts_with(' '))
@@ -105,7 +120,7 @@ async fn a_sessions_initial_sync_and_latency_reach_its_agents_metrics() {
     let pki = TestPki::new();
     let mut registry = Registry::new();
     let stats = SyncStats::register(&mut registry);
-    let agent = serve(&pki, "reports", Some(stats.clone()));
+    let agent = serve(&pki, &unique_host("reports"), "ada", Some(stats.clone()));
     let mut beta = remote(connect_as(&pki, "ada", agent.address).await);
     let local = tempfile::tempdir().unwrap();
     std::fs::write(local.path().join("a.txt"), "one\n").unwrap();
@@ -218,7 +233,7 @@ async fn a_sessions_initial_sync_and_latency_reach_its_agents_metrics() {
 #[tokio::test]
 async fn an_agent_without_sync_stats_takes_reports_and_drops_them() {
     let pki = TestPki::new();
-    let agent = serve(&pki, "nostats", None);
+    let agent = serve(&pki, &unique_host("nostats"), "ada", None);
     let mut beta = remote(connect_as(&pki, "ada", agent.address).await);
     let report = SessionReport {
         session: 1,
@@ -251,7 +266,7 @@ impl nexus_protocol::transport::Handler for OlderAgent {
 #[tokio::test]
 async fn an_older_agent_refuses_a_report_as_not_understood() {
     let pki = TestPki::new();
-    let credentials = pki.issue(&pki::agent(&format!("t{}-older", std::process::id())));
+    let credentials = pki.issue(&pki::agent(&unique_host("older")));
     let server = Server::bind(
         ([127, 0, 0, 1], 0).into(),
         &credentials,
@@ -275,5 +290,101 @@ async fn an_older_agent_refuses_a_report_as_not_understood() {
             assert_eq!(refusal.code, RefusalCode::NotUnderstood, "{refusal}");
         }
         other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_sync_daemons_sessions_report_to_the_workspaces_agent() {
+    let pki = TestPki::new();
+    let coordinator = InProcessCoordinator::start(&pki).await;
+    let mut registry = Registry::new();
+    let stats = SyncStats::register(&mut registry);
+    let host = unique_host("daemon");
+    let agent = serve(&pki, &host, "harness", Some(stats.clone()));
+    // The host registers and says where it serves, as an agent's link does; `web` is placed
+    // there (its owner is the harness's user).
+    let as_agent = nexus_tests::process::connect(&pki, &pki::agent(&host), coordinator.address)
+        .await
+        .unwrap();
+    for request in [
+        AgentRequest::Register(nexus_fixtures::host(&host)),
+        AgentRequest::Serving(agent.address.to_string()),
+    ] {
+        as_agent.request(Request::Agent(request)).await.unwrap();
+    }
+    coordinator
+        .place(&host.parse().unwrap(), "web", "img", &[], &["sleep", "1"])
+        .await
+        .unwrap();
+
+    let local = tempfile::tempdir().unwrap();
+    std::fs::write(local.path().join("a.txt"), "one\n").unwrap();
+    let home = pki.scratch("home-harness");
+    let sync_dir = pki.scratch("sync-harness");
+    let run = |args: &[&str]| {
+        cli_command(
+            &pki,
+            &pki::user("harness", Role::User),
+            &home,
+            &[coordinator.address],
+        )
+        .env("NEXUS_SYNC_DIR", &sync_dir)
+        .args(["-o", "json", "workspace", "sync"])
+        .args(args)
+        .output()
+        .unwrap()
+    };
+    let sync = |args: &[&str]| {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "sync {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sync(&["start", "web", "--local", local.path().to_str().unwrap()]);
+    // The daemon goes when its last session does, even when the test fails.
+    let _stop = OnDrop(|| {
+        run(&["stop", "web"]);
+    });
+    let remote_file =
+        |name: &str| std::fs::read_to_string(agent.files.path().join("web").join(name));
+    eventually("a.txt on the agent", Duration::from_secs(20), || async {
+        remote_file("a.txt").ok().filter(|text| text == "one\n")
+    })
+    .await;
+    // Once caught up, a change: the session measures its latency.
+    std::fs::write(local.path().join("b.txt"), "two\n").unwrap();
+    eventually("b.txt on the agent", Duration::from_secs(20), || async {
+        remote_file("b.txt").ok().filter(|text| text == "two\n")
+    })
+    .await;
+    let text = eventually(
+        "the agent's metrics to show the session's measures",
+        Duration::from_secs(20),
+        || async {
+            stats.refresh(Instant::now());
+            let text = registry.encode(Format::Classic);
+            // One initial sync; at least one latency (a write may land in two cycles).
+            (value(&text, "nexus_initial_sync_duration_seconds_count") == 1.0
+                && value(&text, "nexus_sync_latency_seconds_count") >= 1.0
+                && line(&text, "nexus_sync_sessions{state=\"watching\"}")
+                    == "nexus_sync_sessions{state=\"watching\"} 1.0")
+                .then_some(text)
+        },
+    )
+    .await;
+    assert_eq!(
+        line(&text, "nexus_sync_conflicts"),
+        "nexus_sync_conflicts 0.0"
+    );
+}
+
+/// Runs its closure when dropped.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
     }
 }
