@@ -212,7 +212,7 @@ pub const MAX_REPORTED_CONFLICTS: u32 = 1_000_000;
 /// Where a session stands, as it reports it. Append-only, like the wire enums that carry it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum SyncState {
-    /// Both sides agree (but for conflicts, if any): the session waits for changes.
+    /// Both sides agree, but for refused changes, if any: the session waits for changes.
     Watching,
     /// The session has not yet caught up: before its initial sync ended, or after a cycle
     /// that left changes to make again.

@@ -1,7 +1,8 @@
-//! Sync sessions tell the workspace's agent what they measured, and the agent exports it: a
-//! session (the engine's cycles, measured by `nexus_sync::measure`, carried by the CLI's
-//! carrier) against a real agent endpoint in this process (QUIC with mTLS, the hollow runtime,
-//! a files directory), whose `SyncStats` are then read as a scrape reads them.
+//! Sync sessions tell the workspace's agent what they measured, and the agent exports it. Each
+//! test runs a real agent endpoint in this process (QUIC with mTLS, the hollow runtime, a files
+//! directory), whose `SyncStats` are then read as a scrape reads them; the session is the
+//! engine's cycles measured by `nexus_sync::measure` and carried by the CLI's carrier, or the
+//! sync daemon itself (`nexus workspace sync start`, found through an in-process coordinator).
 
 // Tests fail by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
