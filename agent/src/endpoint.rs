@@ -2,7 +2,10 @@
 //! straight, over QUIC with mTLS, not through the coordinators. The coordinators decide who owns
 //! what; the agent learns it with its desired state, so it authorises each request against that:
 //! the workspace must be assigned to this host, and the caller must be its owner or an admin.
-//! `admin networks` asks here too, admins only.
+//! `admin networks` asks here too, admins only. Sync sessions also report here what they
+//! measured; [`syncstats`] keeps it as metrics.
+
+pub mod syncstats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,7 @@ use std::path::PathBuf;
 use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::runtime::{ContainerStatus, Runtime, RuntimeError};
+use syncstats::SyncStats;
 
 /// The most lines a logs request may ask for.
 pub const MAX_TAIL: u32 = 100_000;
@@ -41,6 +45,8 @@ pub struct Endpoint<R> {
     files: Option<PathBuf>,
     /// One served root per workspace, kept between requests (its scanner remembers digests).
     sync: Mutex<BTreeMap<WorkspaceName, Synced>>,
+    /// Where sync sessions' reports go; without it they are accepted and dropped.
+    sync_stats: Option<SyncStats>,
 }
 
 /// A workspace's served files, and the count of changes its watcher has seen (what
@@ -63,7 +69,14 @@ impl<R: Runtime> Endpoint<R> {
             desired,
             files: None,
             sync: Mutex::new(BTreeMap::new()),
+            sync_stats: None,
         }
+    }
+
+    /// Keeps what sync sessions report in `stats` (their metrics).
+    pub fn with_sync_stats(mut self, stats: SyncStats) -> Endpoint<R> {
+        self.sync_stats = Some(stats);
+        self
     }
 
     /// Serves file sync sessions with the workspaces' files directories under `root`.
@@ -89,6 +102,9 @@ impl<R: Runtime> Endpoint<R> {
         let request: nexus_sync::endpoint::Request = codec::decode(&payload).map_err(|e| {
             WireError::new(ErrorCode::ProtocolError, format!("not a sync request: {e}"))
         })?;
+        if let nexus_sync::endpoint::Request::Report(report) = request {
+            return self.report(&workspace, &report);
+        }
         let synced = self
             .sync
             .lock()
@@ -117,6 +133,28 @@ impl<R: Runtime> Endpoint<R> {
             request => synced.served.lock().await.serve(request).await,
         };
         let bytes = codec::encode_payload(&answer).map_err(|e| e.to_wire())?;
+        Ok(Response::Sync(bytes))
+    }
+
+    /// A sync session's report, from the workspace's owner or an admin (as its other
+    /// requests): checked, then kept in the sync stats, if any. Answered `Done`, or refused with
+    /// `INVALID_ARGUMENT` when out of bounds.
+    fn report(
+        &self,
+        workspace: &WorkspaceName,
+        report: &nexus_sync::endpoint::SessionReport,
+    ) -> Result<Response, WireError> {
+        syncstats::check(report).map_err(|bad| {
+            WireError::new(
+                ErrorCode::InvalidArgument,
+                format!("a sync session's report: {bad}"),
+            )
+        })?;
+        if let Some(stats) = &self.sync_stats {
+            stats.record(workspace, report, std::time::Instant::now());
+        }
+        let bytes =
+            codec::encode_payload(&nexus_sync::endpoint::Answer::Done).map_err(|e| e.to_wire())?;
         Ok(Response::Sync(bytes))
     }
 

@@ -54,7 +54,8 @@ impl Carrier for AgentCarrier {
             Ok(other) => Err(EndpointError::Unavailable(format!(
                 "unexpected answer from the agent: {other:?}"
             ))),
-            // Refusals (not the owner, no such workspace) are for good; the rest may pass.
+            // Refusals (not the owner, no such workspace, a request the agent cannot read) are
+            // for good; the rest may pass.
             Err(error) => match refusal_code(error.code) {
                 Some(code) => Err(EndpointError::Refused(Refusal::new(code, error.message))),
                 None => Err(EndpointError::Unavailable(error.message)),
@@ -72,6 +73,7 @@ pub fn error_code(code: RefusalCode) -> ErrorCode {
         RefusalCode::Unspecified | RefusalCode::OutsideRoot | RefusalCode::TooLarge => {
             ErrorCode::SyncSessionFailed
         }
+        RefusalCode::NotUnderstood => ErrorCode::ProtocolError,
     }
 }
 
@@ -80,6 +82,8 @@ fn refusal_code(code: ErrorCode) -> Option<RefusalCode> {
     match code {
         ErrorCode::PermissionDenied => Some(RefusalCode::PermissionDenied),
         ErrorCode::WorkspaceNotFound => Some(RefusalCode::NotFound),
+        // The agent cannot read the request: it is older than the request, and stays so.
+        ErrorCode::ProtocolError => Some(RefusalCode::NotUnderstood),
         _ => None,
     }
 }
@@ -106,6 +110,7 @@ mod tests {
                 (RefusalCode::TooLarge, ErrorCode::SyncSessionFailed),
                 (RefusalCode::PermissionDenied, ErrorCode::PermissionDenied),
                 (RefusalCode::NotFound, ErrorCode::WorkspaceNotFound),
+                (RefusalCode::NotUnderstood, ErrorCode::ProtocolError),
             ]
         );
     }
@@ -118,7 +123,11 @@ mod tests {
             .collect();
         assert_eq!(
             refusals,
-            [ErrorCode::WorkspaceNotFound, ErrorCode::PermissionDenied]
+            [
+                ErrorCode::WorkspaceNotFound,
+                ErrorCode::PermissionDenied,
+                ErrorCode::ProtocolError
+            ]
         );
         for code in refusals {
             assert_eq!(refusal_code(code).map(error_code), Some(code), "{code}");

@@ -102,17 +102,21 @@ pub enum RefusalCode {
     PermissionDenied,
     /// There is no such side to reach (no such workspace where it was looked for).
     NotFound,
+    /// The side cannot read the request: it is older than the request (a new variant an older
+    /// agent does not know). Made by the carrier from the agent's `PROTOCOL_ERROR`.
+    NotUnderstood,
 }
 
 impl RefusalCode {
     /// Every code, in wire order.
-    pub const ALL: [RefusalCode; 6] = [
+    pub const ALL: [RefusalCode; 7] = [
         RefusalCode::Unspecified,
         RefusalCode::OutsideRoot,
         RefusalCode::InvalidFilter,
         RefusalCode::TooLarge,
         RefusalCode::PermissionDenied,
         RefusalCode::NotFound,
+        RefusalCode::NotUnderstood,
     ];
 }
 
@@ -176,6 +180,71 @@ pub enum Request {
         seen: u64,
         within_ms: u32,
     },
+    /// What a session measured and where it stands, told to the side that serves the other end
+    /// (the workspace's agent, which exports it as metrics), answered [`Answer::Done`]. Served
+    /// by the agent itself, not by [`crate::remote::Served`]. An agent older than it cannot
+    /// read it and refuses it; the session then stops reporting to that agent.
+    Report(SessionReport),
+}
+
+/// A session's report: see [`Request::Report`] and [`crate::measure`] for what is measured.
+/// Every count and duration is within the bounds below: a side refuses a report beyond them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionReport {
+    /// The session's id, random, the same for the session's life (across reconnections).
+    pub session: u64,
+    pub state: SyncState,
+    /// The conflicts the session's last cycle found, at most [`MAX_REPORTED_CONFLICTS`].
+    pub conflicts: u32,
+    /// The initial sync's duration, once, in the first report after it ended.
+    pub initial_sync_ms: Option<u32>,
+    /// Sync latencies measured since the last report, at most [`MAX_REPORTED_LATENCIES`].
+    pub latencies_ms: Vec<u32>,
+}
+
+/// The most latencies one report carries (a session keeps the latest).
+pub const MAX_REPORTED_LATENCIES: usize = 256;
+/// The longest duration a report carries (a day); a longer one is reported as this.
+pub const MAX_REPORTED_MS: u32 = 86_400_000;
+/// The most conflicts a report counts; more are reported as this.
+pub const MAX_REPORTED_CONFLICTS: u32 = 1_000_000;
+
+/// Where a session stands, as it reports it. Append-only, like the wire enums that carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SyncState {
+    /// Both sides agree, but for refused changes, if any: the session waits for changes.
+    Watching,
+    /// The session has not yet caught up: before its initial sync ended, or after a cycle
+    /// that left changes to make again.
+    Syncing,
+    /// Paused by its user.
+    Paused,
+    /// Caught up but for conflicts, which wait for the user.
+    Conflicted,
+    /// Its last cycle failed.
+    Failed,
+}
+
+impl SyncState {
+    /// Every state, in wire order.
+    pub const ALL: [SyncState; 5] = [
+        SyncState::Watching,
+        SyncState::Syncing,
+        SyncState::Paused,
+        SyncState::Conflicted,
+        SyncState::Failed,
+    ];
+
+    /// The state's name, as metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncState::Watching => "watching",
+            SyncState::Syncing => "syncing",
+            SyncState::Paused => "paused",
+            SyncState::Conflicted => "conflicted",
+            SyncState::Failed => "failed",
+        }
+    }
 }
 
 /// The longest a [`Request::WaitChange`] is held.
@@ -275,10 +344,28 @@ mod tests {
             RefusalCode::TooLarge => 3,
             RefusalCode::PermissionDenied => 4,
             RefusalCode::NotFound => 5,
+            RefusalCode::NotUnderstood => 6,
         };
         for (position, code) in RefusalCode::ALL.into_iter().enumerate() {
             assert_eq!(index(code), position, "{code:?}");
         }
+    }
+
+    #[test]
+    fn all_lists_every_sync_state_in_declaration_order_with_its_own_name() {
+        let index = |state: SyncState| match state {
+            SyncState::Watching => 0,
+            SyncState::Syncing => 1,
+            SyncState::Paused => 2,
+            SyncState::Conflicted => 3,
+            SyncState::Failed => 4,
+        };
+        for (position, state) in SyncState::ALL.into_iter().enumerate() {
+            assert_eq!(index(state), position, "{state:?}");
+        }
+        let names: std::collections::BTreeSet<&str> =
+            SyncState::ALL.into_iter().map(SyncState::name).collect();
+        assert_eq!(names.len(), SyncState::ALL.len());
     }
 
     #[test]

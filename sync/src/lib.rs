@@ -13,6 +13,7 @@
 //! - [`endpoint`]: the contract between a session and its sides: the `Endpoint` trait, its
 //!   errors, and the requests and answers that carry its calls across a network.
 //! - [`session`]: cycles between two endpoints, and the state that lets a session resume.
+//! - [`measure`]: what a session measures for its agent's metrics (initial sync, latency).
 //! - [`local_endpoint`]: a side in a directory on this machine, watched.
 //! - [`remote`]: a side across the network: serving requests, and the endpoint that sends them.
 //! - [`watch`]: file events, coalesced into cycles.
@@ -26,6 +27,7 @@ pub mod filter;
 pub mod history;
 pub mod local;
 pub mod local_endpoint;
+pub mod measure;
 pub mod path;
 pub mod reconcile;
 pub mod remote;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use crate::delta::Signature;
 use crate::endpoint::{
     Answer, CHUNK, Content, Endpoint, EndpointError, MAX_STAGED, Refusal, RefusalCode, Request,
-    checked,
+    SessionReport, checked,
 };
 use crate::filter::Filter;
 use crate::history::{Seen, Since, Version};
@@ -115,6 +115,9 @@ impl Served {
             Request::WaitChange { .. } => Err(EndpointError::Unavailable(
                 "waiting for changes is not served here".into(),
             )),
+            Request::Report(_) => Err(EndpointError::Unavailable(
+                "reports are not taken here".into(),
+            )),
             Request::Read { path, offset, len } => {
                 let len = (len as usize).min(CHUNK);
                 Ok(Answer::Bytes(
@@ -203,6 +206,17 @@ impl<C: Carrier> RemoteEndpoint<C> {
     pub async fn wait_change(&mut self, seen: u64, within_ms: u32) -> Result<u64, EndpointError> {
         match self.call(Request::WaitChange { seen, within_ms }).await? {
             Answer::Changes(count) => Ok(count),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+impl<C: Carrier> RemoteEndpoint<C> {
+    /// Tells the other side what the session measured and where it stands. A side that cannot
+    /// read a report refuses it with [`RefusalCode::NotUnderstood`].
+    pub async fn report(&mut self, report: SessionReport) -> Result<(), EndpointError> {
+        match self.call(Request::Report(report)).await? {
+            Answer::Done => Ok(()),
             other => Err(unexpected(&other)),
         }
     }

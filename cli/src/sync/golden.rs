@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use expect_test::{Expect, expect};
 use nexus_protocol::codec;
 use nexus_sync::delta::{Op, Signature};
-use nexus_sync::endpoint::{Answer, Content, Refusal, RefusalCode, Request};
+use nexus_sync::endpoint::{
+    Answer, Content, Refusal, RefusalCode, Request, SessionReport, SyncState,
+};
 use nexus_sync::history::{Seen, Since, Version};
 use nexus_sync::{Change, Digest, Entry, RelPath, Side, Tree};
 
@@ -105,6 +107,44 @@ fn requests() {
         },
         expect!["0605fb2c01"],
     );
+    check(
+        &Request::Report(SessionReport {
+            session: 300,
+            state: SyncState::Conflicted,
+            conflicts: 2,
+            initial_sync_ms: Some(1_500),
+            latencies_ms: vec![40, 250],
+        }),
+        expect!["07fb2c01030201fbdc050228fa"],
+    );
+    check(
+        &Request::Report(SessionReport {
+            session: 1,
+            state: SyncState::Watching,
+            conflicts: 0,
+            initial_sync_ms: None,
+            latencies_ms: vec![],
+        }),
+        expect!["070100000000"],
+    );
+}
+
+#[test]
+fn sync_states_in_wire_order() {
+    let encoded: Vec<String> = SyncState::ALL
+        .iter()
+        .map(|state| hex(&codec::encode_payload(state).unwrap()))
+        .collect();
+    expect![[r#"
+        [
+            "00",
+            "01",
+            "02",
+            "03",
+            "04",
+        ]
+    "#]]
+    .assert_debug_eq(&encoded);
 }
 
 #[test]
@@ -205,6 +245,7 @@ fn refusal_codes_in_wire_order() {
             "03",
             "04",
             "05",
+            "06",
         ]
     "#]]
     .assert_debug_eq(&encoded);

@@ -9,7 +9,10 @@
 //! for a local event. It still looks at the workspace's side every 10 s as a safety net, and
 //! every 500 ms while the agent cannot be waited on (one older than `WaitChange`, or a wait that
 //! failed). It saves what both sides agree on whenever that changes, so a daemon started again
-//! carries on without copying anything again.
+//! carries on without copying anything again. Each session measures its initial sync and each
+//! change's latency (`nexus_sync::measure`) and reports them, with its state, to the agent, which
+//! exports them as metrics; another task beside the connection sends those reports, so they never
+//! slow a cycle, and an agent too old to take them is simply not sent any more.
 //!
 //! The rooms:
 //! - `control`: the messages on the socket, and how a message makes a line;

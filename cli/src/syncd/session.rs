@@ -3,15 +3,21 @@
 //! changed, when the server asks (a flush or a resolve), or when a look is due. It loops over
 //! one [`Event`] at a time. It is not the server (which starts, asks and stops sessions) nor the
 //! engine (`nexus_sync::session`, whose cycles it runs).
+//!
+//! It also measures itself (`nexus_sync::measure`: the initial sync, and each change's latency
+//! from the moment either side's watcher noticed it) and tells the agent, which exports the
+//! measures as metrics: a second task beside the connection sends a report after each cycle that
+//! changed something and every 30 s regardless, off the cycles' path.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nexus_sync::endpoint::{EndpointError, MAX_WAIT_MS};
+use nexus_sync::endpoint::{EndpointError, MAX_WAIT_MS, RefusalCode};
 use nexus_sync::filter::Filter;
 use nexus_sync::local_endpoint::LocalEndpoint;
+use nexus_sync::measure::Meter;
 use nexus_sync::remote::RemoteEndpoint;
 use nexus_sync::session::{CycleReport, ResolveError, SessionState, StateFileError, cycle};
 use nexus_sync::watch::Coalescer;
@@ -34,6 +40,8 @@ const QUIET: Duration = Duration::from_millis(10);
 const MAX_WAIT: Duration = Duration::from_millis(100);
 /// Between attempts to reach the workspace's agent.
 const RECONNECT: Duration = Duration::from_secs(2);
+/// The longest between two reports to the agent: it counts a session silent for 2 minutes gone.
+const REPORT_EVERY: Duration = Duration::from_secs(30);
 
 /// What the server asks of a running session.
 pub(super) enum Command {
@@ -115,8 +123,14 @@ struct Session {
     changed: Arc<Notify>,
     /// Whether the agent can be waited on now; while it can, the session need not poll.
     told: Arc<AtomicBool>,
-    /// The workspace's side, with the task that waits on it (they go together).
-    remote_side: Option<(RemoteEndpoint<AgentCarrier>, Waiter)>,
+    /// The workspace's side, with the tasks beside it (they go together).
+    remote_side: Option<(RemoteEndpoint<AgentCarrier>, Beside)>,
+    /// What the session measures, and where it stands, for its reports.
+    meter: Arc<Mutex<Meter>>,
+    /// Wakes the reporter: something worth telling the agent happened.
+    news: Arc<Notify>,
+    /// The session's id in its reports, random.
+    id: u64,
     paused: bool,
     coalescer: Coalescer,
     next_poll: Instant,
@@ -155,7 +169,13 @@ impl Session {
         let mut local = LocalEndpoint::new(&config.local, filter);
         let changed = Arc::new(Notify::new());
         let notify = changed.clone();
-        if let Err(e) = local.watch(move || notify.notify_one()) {
+        let meter = Arc::new(Mutex::new(Meter::new(Instant::now())));
+        let noticed = meter.clone();
+        let woken = move || {
+            lock(&noticed).noticed(Instant::now());
+            notify.notify_one();
+        };
+        if let Err(e) = local.watch(woken) {
             // Without events the poll still finds every change, later.
             lock(&status).last_error = Some(e.to_string());
         }
@@ -168,6 +188,9 @@ impl Session {
             changed,
             told: Arc::new(AtomicBool::new(false)),
             remote_side: None,
+            meter,
+            news: Arc::new(Notify::new()),
+            id: nexus_protocol::id::random_u64(),
             paused: false,
             coalescer: Coalescer::new(QUIET, MAX_WAIT),
             next_poll: Instant::now(),
@@ -193,11 +216,15 @@ impl Session {
                 Event::Command(None | Some(Command::Stop)) => return,
                 Event::Command(Some(Command::Pause)) => {
                     self.paused = true;
+                    lock(&self.meter).paused();
+                    self.news.notify_one();
                     continue;
                 }
                 Event::Command(Some(Command::Resume)) => {
                     self.paused = false;
                     self.next_poll = Instant::now();
+                    lock(&self.meter).resumed(Instant::now());
+                    self.news.notify_one();
                     continue;
                 }
                 Event::Command(Some(Command::Flush(reply))) => Some(reply),
@@ -218,7 +245,19 @@ impl Session {
             return;
         }
         self.next_connect = Instant::now() + RECONNECT;
-        match remote(&self.config, self.changed.clone(), self.told.clone()).await {
+        let reports = Reports {
+            meter: self.meter.clone(),
+            news: self.news.clone(),
+            session: self.id,
+        };
+        match remote(
+            &self.config,
+            self.changed.clone(),
+            self.told.clone(),
+            reports,
+        )
+        .await
+        {
             Ok(remote) => {
                 self.remote_side = Some(remote);
                 let mut status = lock(&self.status);
@@ -298,14 +337,22 @@ impl Session {
             status,
             state_path,
             told,
+            meter,
+            news,
             ..
         } = self;
         for _ in 0..most {
             let Some((beta, _)) = remote_side.as_mut() else {
                 break;
             };
-            match cycle(state, local, beta).await {
+            let from = lock(meter).cycle_started(Instant::now());
+            let outcome = cycle(state, local, beta).await;
+            let ended = Instant::now();
+            match outcome {
                 Ok(report) => {
+                    if lock(meter).cycle_ended(from, ended, &report) {
+                        news.notify_one();
+                    }
                     let quiet = report.quiet();
                     {
                         let mut status = lock(status);
@@ -330,6 +377,9 @@ impl Session {
                     }
                 }
                 Err(error) => {
+                    if lock(meter).cycle_failed() {
+                        news.notify_one();
+                    }
                     if let EndpointError::Unavailable(_) = error {
                         *remote_side = None;
                         told.store(false, Ordering::Relaxed);
@@ -345,18 +395,22 @@ impl Session {
     }
 }
 
-/// Connects to the workspace's agent: the remote side of the session, and a task beside it
-/// that waits on the agent for changes there and wakes the session for each (`told` says
-/// whether the agent can be waited on; until it ends, the session need not poll).
+/// Connects to the workspace's agent: the remote side of the session, and two tasks beside it.
+/// One waits on the agent for changes there and wakes the session for each (`told` says
+/// whether the agent can be waited on; until it ends, the session need not poll); the other
+/// sends the session's `reports`.
 async fn remote(
     config: &SessionConfig,
     changed: Arc<Notify>,
     told: Arc<AtomicBool>,
-) -> Result<(RemoteEndpoint<AgentCarrier>, Waiter), CliError> {
+    reports: Reports,
+) -> Result<(RemoteEndpoint<AgentCarrier>, Beside), CliError> {
     let (_, connection) = crate::agents::agent_of(&config.settings, &config.workspace).await?;
     let carrier = AgentCarrier::new(connection, config.workspace.clone());
     let side = |carrier| RemoteEndpoint::new(carrier, config.ignore.clone(), config.ignore_vcs);
     let mut waiting = side(carrier.clone());
+    let meter = reports.meter.clone();
+    let reporter = tokio::spawn(reports.send(side(carrier.clone())));
     let waiter = tokio::spawn(async move {
         let mut seen = 0;
         loop {
@@ -365,6 +419,7 @@ async fn remote(
                     told.store(true, Ordering::Relaxed);
                     if count != seen {
                         seen = count;
+                        lock(&meter).noticed(Instant::now());
                         changed.notify_one();
                     }
                 }
@@ -377,15 +432,52 @@ async fn remote(
             }
         }
     });
-    Ok((side(carrier), Waiter(waiter)))
+    Ok((side(carrier), Beside([waiter, reporter])))
 }
 
-/// The task that waits on the agent; it ends with its session's connection.
-struct Waiter(tokio::task::JoinHandle<()>);
+/// The tasks beside a connection (the waiter and the reporter); they end with it.
+struct Beside([tokio::task::JoinHandle<()>; 2]);
 
-impl Drop for Waiter {
+impl Drop for Beside {
     fn drop(&mut self) {
-        self.0.abort();
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// What the reporter needs of its session.
+struct Reports {
+    meter: Arc<Mutex<Meter>>,
+    /// Notified when something is worth telling the agent at once.
+    news: Arc<Notify>,
+    session: u64,
+}
+
+impl Reports {
+    /// Tells the agent, through `side`, what the session measured and where it stands: at once,
+    /// then at each piece of news and every [`REPORT_EVERY`] regardless. On a stream of its own,
+    /// so a slow report holds no cycle up; a report that fails is dropped, measures and all
+    /// (logged at debug). An agent that cannot read reports (older than them) gets none more on
+    /// this connection, and the session goes on as before.
+    async fn send(self, mut side: RemoteEndpoint<AgentCarrier>) {
+        loop {
+            let report = lock(&self.meter).report(self.session);
+            match side.report(report).await {
+                Ok(()) => {}
+                Err(EndpointError::Refused(refusal))
+                    if refusal.code == RefusalCode::NotUnderstood =>
+                {
+                    tracing::debug!(%refusal, "the workspace's agent takes no sync reports");
+                    return;
+                }
+                Err(error) => tracing::debug!(%error, "a sync report was dropped"),
+            }
+            tokio::select! {
+                () = self.news.notified() => {}
+                () = tokio::time::sleep(REPORT_EVERY) => {}
+            }
+        }
     }
 }
 
