@@ -81,7 +81,8 @@ pub async fn run_with<R: Runtime>(
             config.tls_dir.display()
         )
     })?;
-    let (registry, metrics) = registry(&credentials);
+    let (mut registry, metrics) = registry(&credentials);
+    let sync_stats = endpoint::syncstats::SyncStats::register(&mut registry);
     let http = bind_http(config.http_listen).await?;
     let vitals = Arc::new(probes::Vitals::default());
     let connector =
@@ -122,6 +123,7 @@ pub async fn run_with<R: Runtime>(
         vitals: vitals.clone(),
         samples: samples.clone(),
         desired: desired.clone(),
+        sync: sync_stats.clone(),
         heartbeat_interval: config.heartbeat_interval,
         host_cpus: std::thread::available_parallelism()
             .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
@@ -160,7 +162,8 @@ pub async fn run_with<R: Runtime>(
             link = link.serving(advertise);
             let handler = Arc::new(
                 endpoint::Endpoint::new(identity.clone(), runtime.clone(), desired.clone())
-                    .with_files(config.data_dir.join("workspaces")),
+                    .with_files(config.data_dir.join("workspaces"))
+                    .with_sync_stats(sync_stats),
             );
             Some(tokio::spawn(
                 server.serve(handler, stopped_for(stopped.clone())),

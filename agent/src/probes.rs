@@ -18,6 +18,7 @@ use nexus_telemetry::Check;
 use nexus_telemetry::http::{PROBE_TIMEOUT, Probes};
 use tokio::sync::watch;
 
+use crate::endpoint::syncstats::SyncStats;
 use crate::metrics::{self, Metrics};
 use crate::runtime::Runtime;
 use crate::sampler::Sample;
@@ -175,6 +176,8 @@ pub struct AgentProbes<R: Runtime> {
     pub vitals: Arc<Vitals>,
     pub samples: watch::Receiver<Option<Sample>>,
     pub desired: watch::Receiver<Option<DesiredState>>,
+    /// The sync sessions' reports, whose gauges are read at each scrape.
+    pub sync: SyncStats,
     pub heartbeat_interval: Duration,
     /// This machine's CPUs (not the capacity it reports), which an unlimited container shares.
     pub host_cpus: u32,
@@ -201,6 +204,7 @@ impl<R: Runtime> AgentProbes<R> {
 impl<R: Runtime> Probes for AgentProbes<R> {
     async fn refresh(&self) {
         self.ping().await;
+        self.sync.refresh(Instant::now());
         let desired = self.desired.borrow().clone();
         #[allow(clippy::cast_precision_loss)]
         self.metrics
