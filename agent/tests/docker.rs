@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::{Agent, IMAGE, assignment, desired, observed, unique_host};
 use nexus_agent::runtime::docker::{DockerRuntime, NetworkPool};
 use nexus_agent::runtime::{ContainerStatus, CreateSpec, ErrorKind, Runtime};
+use nexus_fixtures::dockerd::{PrivateEngine, Subnet};
 use nexus_protocol::HostId;
 use nexus_protocol::error::{ErrorCode, ErrorDetail};
 use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
@@ -433,164 +434,16 @@ async fn two_agents_on_one_engine_never_touch_each_other() {
     );
 }
 
-/// A dockerd of the test's own (socket, data and state dirs in a temporary directory, and a
-/// bridge interface of its own), so stopping it disturbs no other test.
-///
-/// Not `--bridge none`: dockerd then deletes any `docker0` it finds, and that is the shared
-/// engine's.
-struct PrivateEngine {
-    dir: tempfile::TempDir,
-    bridge: String,
-    child: Option<Child>,
-    /// The engine's data dir is a tmpfs of this test's (unmounted when dropped).
-    mounted: bool,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("ip (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl PrivateEngine {
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("docker.sock")
-    }
-
-    /// Starts one, with the test image loaded. `slot` (0 or 1) keeps the bridges' subnets of
-    /// two tests apart; `data_size`, when given, puts the engine's data on a tmpfs that small.
-    fn start(slot: u32, data_size: Option<&str>) -> PrivateEngine {
-        let dir = tempfile::Builder::new()
-            .prefix("nexus-dockerd-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let id = std::process::id();
-        let bridge = format!("nxpd{slot}{}", id % 10_000);
-        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
-        ip(&["link", "add", &bridge, "type", "bridge"]);
-        // Different parities, so two tests' subnets never meet whatever their pids.
-        let address = format!("10.254.{}.1/24", (id % 125) * 2 + slot % 2);
-        ip(&["addr", "add", &address, "dev", &bridge]);
-        ip(&["link", "set", &bridge, "up"]);
-        let mounted = if let Some(size) = data_size {
-            let data = dir.path().join("data");
-            std::fs::create_dir_all(&data).unwrap();
-            let status = Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(&data)
-                .status()
-                .unwrap();
-            assert!(status.success(), "mount a tmpfs");
-            true
-        } else {
-            false
-        };
-        let mut engine = PrivateEngine {
-            dir,
-            bridge,
-            child: None,
-            mounted,
-        };
-        engine.restart();
-        engine.load_test_image();
-        engine
-    }
-
-    fn load_test_image(&self) {
-        let mut save = Command::new("docker")
-            .args(["save", IMAGE])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let load = Command::new("docker")
-            .arg("-H")
-            .arg(format!("unix://{}", self.socket().display()))
-            .arg("load")
-            .stdin(save.stdout.take().unwrap())
-            .output()
-            .unwrap();
-        assert!(save.wait().unwrap().success());
-        assert!(
-            load.status.success(),
-            "{}",
-            String::from_utf8_lossy(&load.stderr)
-        );
-    }
-
-    fn restart(&mut self) {
-        let root = self.dir.path();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(root.join("dockerd.log"))
-            .unwrap();
-        let child = Command::new("dockerd")
-            .arg("--host")
-            .arg(format!("unix://{}", self.socket().display()))
-            .arg("--data-root")
-            .arg(root.join("data"))
-            .arg("--exec-root")
-            .arg(root.join("exec"))
-            .arg("--pidfile")
-            .arg(root.join("dockerd.pid"))
-            .args(["--bridge", &self.bridge, "--iptables=false"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("dockerd");
-        self.child = Some(child);
-        let started = Instant::now();
-        while Command::new("docker")
-            .arg("-H")
-            .arg(format!("unix://{}", self.socket().display()))
-            .arg("info")
-            .output()
-            .map_or(true, |o| !o.status.success())
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the private dockerd did not come up: {}",
-                std::fs::read_to_string(root.join("dockerd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Stops it as an operator would (SIGTERM) and waits for it to exit.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateEngine {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
-        if self.mounted {
-            let _ = Command::new("umount")
-                .args(["-R"])
-                .arg(self.dir.path().join("data"))
-                .output();
-        }
-    }
-}
-
 #[tokio::test]
 async fn an_engine_that_stops_is_reported_and_its_return_recovers_the_workspaces() {
-    let mut engine = PrivateEngine::start(0, None);
+    let mut engine = PrivateEngine::start(
+        Subnet {
+            block: 254,
+            slot: 0,
+        },
+        IMAGE,
+        None,
+    );
     let socket = engine.socket();
 
     let host = unique_host("outage");
@@ -751,14 +604,21 @@ async fn an_image_missing_here_is_pulled_from_the_registry() {
 #[tokio::test]
 async fn a_full_disk_is_reported_as_disk_full() {
     // The engine's data on a small tmpfs, filled up once the image is in.
-    let engine = PrivateEngine::start(1, Some("48m"));
+    let engine = PrivateEngine::start(
+        Subnet {
+            block: 254,
+            slot: 1,
+        },
+        IMAGE,
+        Some("48m"),
+    );
     let socket = engine.socket();
     let host = unique_host("full");
     let _cleanup = Cleanup {
         host: host.clone(),
         socket: Some(socket.clone()),
     };
-    let fill = engine.dir.path().join("data").join("fill");
+    let fill = engine.data_root().join("fill");
     let _ = Command::new("dd")
         .args(["if=/dev/zero", "bs=1M"])
         .arg(format!("of={}", fill.display()))

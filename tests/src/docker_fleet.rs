@@ -14,7 +14,7 @@ use crate::eventually;
 use crate::pki::{self, TestPki};
 use crate::process::{AgentProcess, cli_command};
 
-pub const IMAGE: &str = "nexus-test/busybox:latest";
+pub use crate::docker::TEST_IMAGE as IMAGE;
 
 /// A fleet of three coordinators (host TTL 2 s) and Docker agents with small port ranges of
 /// their own, so that tests running side by side do not share host ports.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nexus_protocol::HostId;
 use nexus_protocol::model::ResourceClass;
-use nexus_tests::docker::{PrivateEngine, TEST_IMAGE};
+use nexus_tests::docker::{TEST_IMAGE, private_engine};
 use nexus_tests::eventually;
 use nexus_tests::http::get;
 use nexus_tests::inproc::InProcessCoordinator;
@@ -51,7 +51,7 @@ async fn readyz(http: SocketAddr, want: u16) -> String {
 async fn an_agent_serves_its_metrics_and_its_readiness_names_a_stopped_engine() {
     let pki = TestPki::new();
     let coordinator = InProcessCoordinator::start(&pki).await;
-    let mut engine = PrivateEngine::start();
+    let mut engine = private_engine();
     let socket = engine.socket().display().to_string();
     let host = format!("mon-{}", std::process::id());
     let host_id: HostId = host.parse().unwrap();
