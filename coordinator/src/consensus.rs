@@ -132,6 +132,8 @@ pub struct ReadyOutput {
     /// Answers to [`RaftNode::read_index`]: the read's context and the index the state machine
     /// must have applied before the read may be served.
     pub reads: Vec<(u64, u64)>,
+    /// How long applying this round's committed entries took, if there were any.
+    pub applying: Option<std::time::Duration>,
 }
 
 /// A membership change, one node at a time (so the cluster never enters a joint configuration
@@ -188,6 +190,7 @@ pub struct RaftNode<S: LogStore> {
     snapshot_every: u64,
     snapshot_index: u64,
     snapshots_restored: u64,
+    snapshots_taken: u64,
     /// A membership change was applied since the last snapshot.
     conf_changed: bool,
 }
@@ -269,6 +272,7 @@ impl<S: LogStore> RaftNode<S> {
             snapshot_every: config.snapshot_every,
             snapshot_index: applied_index,
             snapshots_restored: 0,
+            snapshots_taken: 0,
             conf_changed: false,
         })
     }
@@ -315,6 +319,11 @@ impl<S: LogStore> RaftNode<S> {
     /// How many snapshots from a leader this node has restored since it started.
     pub fn snapshots_restored(&self) -> u64 {
         self.snapshots_restored
+    }
+
+    /// How many snapshots of its state this node has taken since it started.
+    pub fn snapshots_taken(&self) -> u64 {
+        self.snapshots_taken
     }
 
     /// Tells Raft whether a snapshot this node sent to `peer` arrived. The transport must call it
@@ -571,6 +580,7 @@ impl<S: LogStore> RaftNode<S> {
             .store()
             .save_snapshot(data, index, term, &conf_state)?;
         self.snapshot_index = index;
+        self.snapshots_taken += 1;
         Ok(())
     }
 
@@ -579,6 +589,10 @@ impl<S: LogStore> RaftNode<S> {
         entries: Vec<Entry>,
         output: &mut ReadyOutput,
     ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
         for entry in entries {
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {
@@ -613,6 +627,7 @@ impl<S: LogStore> RaftNode<S> {
             }
             self.applied_index = entry.index;
         }
+        *output.applying.get_or_insert_default() += started.elapsed();
         Ok(())
     }
 }

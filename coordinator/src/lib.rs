@@ -6,7 +6,7 @@
 //! ([`consensus`]) over the RocksDB store ([`store`]); the node's handle and the driver that owns
 //! it ([`cluster`]); the other coordinators ([`peers`]); the batching of creates ([`placer`]); the
 //! failure detector's pure decision ([`detector`]); and the request handler ([`service`]), which
-//! runs the detector's loop.
+//! runs the detector's loop. Beside them, what an operator watches: the metrics ([`metrics`]).
 
 pub mod cluster;
 pub mod config;
@@ -14,6 +14,7 @@ pub mod consensus;
 pub mod detector;
 pub mod fit;
 mod locks;
+pub mod metrics;
 pub mod peers;
 pub mod placer;
 pub mod scheduler;
@@ -34,6 +35,7 @@ pub use service::Service;
 
 use crate::cluster::Cluster;
 use crate::consensus::{RaftNode, StoreError};
+use crate::metrics::Metrics;
 use crate::peers::Peers;
 use crate::store::{Durability, RocksStore, StoreIdentity};
 
@@ -49,6 +51,15 @@ impl Node {
     /// Opens the store in `config.data_dir` (bootstrapping it on first start) and starts the
     /// driver. Must be called within a tokio runtime (the peer senders run on it).
     pub fn start(config: &Config, credentials: &Credentials) -> anyhow::Result<Node> {
+        Node::start_with(config, credentials, Metrics::detached())
+    }
+
+    /// [`Node::start`], recording into `metrics`.
+    pub fn start_with(
+        config: &Config,
+        credentials: &Credentials,
+        metrics: Metrics,
+    ) -> anyhow::Result<Node> {
         let identity = StoreIdentity {
             format: store::FORMAT_VERSION,
             cluster: credentials.ca_fingerprint().to_string(),
@@ -65,7 +76,8 @@ impl Node {
         };
         let dir = config.data_dir.join("raft");
         let store = RocksStore::open(&dir, &identity, &voters, Durability::Synced)
-            .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+            .with_context(|| format!("cannot open the store in {}", dir.display()))?
+            .timing_syncs(metrics.storage_sync_duration.clone());
         let (state, applied) = store.state_snapshot()?;
         let node = RaftNode::new(config.node_id, store, state, applied, &config.driver.raft)?;
         let mut addresses: BTreeMap<_, _> = config.peers.iter().cloned().collect();
@@ -78,11 +90,18 @@ impl Node {
             addresses,
             config.peer_batch_timeout(),
             tokio::runtime::Handle::current(),
+            metrics.peer_rtt.clone(),
         );
         let (stop, stop_signal) = oneshot::channel();
-        let (cluster, stopped) =
-            cluster::start(node, peers, deliveries, config.driver.clone(), stop_signal)
-                .context("cannot start the raft driver")?;
+        let (cluster, stopped) = cluster::start(
+            node,
+            peers,
+            deliveries,
+            config.driver.clone(),
+            metrics,
+            stop_signal,
+        )
+        .context("cannot start the raft driver")?;
         Ok(Node {
             cluster,
             stop,

@@ -25,6 +25,7 @@ use super::{Consistency, DriverConfig, HostSignals, Leadership, NodeView, timed_
 use crate::consensus::{
     MemberChange, RaftMessage, RaftNode, ReadyOutput, StoreError, carries_snapshot,
 };
+use crate::metrics::Metrics;
 use crate::peers::{Delivery, Peers};
 use crate::state::{Outcome, Proposal, State};
 use crate::store::RocksStore;
@@ -91,19 +92,24 @@ pub(super) struct Driver {
     hosts: Arc<HostSignals>,
     /// Whether this node leads, and in which term.
     leadership: watch::Sender<Leadership>,
+    metrics: Metrics,
+    /// The leader last seen, to count changes.
+    last_leader: Option<NodeId>,
+    /// How many snapshots the node had taken and restored when last counted.
+    snapshots_counted: u64,
 }
 
 impl Driver {
     /// A driver for `node`, fed by `inputs` from the handles and `deliveries` from the peers'
-    /// sender tasks.
+    /// sender tasks, recording into `metrics`.
     pub(super) fn new(
         node: RaftNode<RocksStore>,
         config: DriverConfig,
         peers: Arc<Peers>,
-        inputs: mpsc::Receiver<Input>,
-        deliveries: mpsc::Receiver<Delivery>,
+        (inputs, deliveries): (mpsc::Receiver<Input>, mpsc::Receiver<Delivery>),
         hosts: Arc<HostSignals>,
         leadership: watch::Sender<Leadership>,
+        metrics: Metrics,
     ) -> Driver {
         Driver {
             known_addresses: node.state().member_addresses().clone(),
@@ -120,6 +126,9 @@ impl Driver {
             last_heard: HashMap::new(),
             hosts,
             leadership,
+            last_leader: None,
+            snapshots_counted: 0,
+            metrics,
         }
     }
 
@@ -182,6 +191,7 @@ impl Driver {
                 }
             }
             let output = self.node.process_ready()?;
+            self.measure(&output);
             self.dispatch(output);
             self.hosts.raise(self.node.take_changed_hosts());
             let leadership = Leadership {
@@ -295,6 +305,27 @@ impl Driver {
         }
     }
 
+    /// Records what this round did: the time it took to apply, snapshots, a new leader.
+    fn measure(&mut self, output: &ReadyOutput) {
+        if let Some(applying) = output.applying {
+            self.metrics.raft_apply_duration.observe_duration(applying);
+        }
+        let snapshots = self.node.snapshots_taken() + self.node.snapshots_restored();
+        if snapshots != self.snapshots_counted {
+            self.metrics
+                .raft_snapshots
+                .inc_by(snapshots.saturating_sub(self.snapshots_counted));
+            self.snapshots_counted = snapshots;
+        }
+        let leader = self.node.leader();
+        if leader.is_some() && leader != self.last_leader {
+            self.metrics.raft_leader_changes.inc();
+        }
+        if leader.is_some() {
+            self.last_leader = leader;
+        }
+    }
+
     fn dispatch(&mut self, output: ReadyOutput) {
         for message in output.messages {
             let snapshot = carries_snapshot(&message);
@@ -309,11 +340,17 @@ impl Driver {
             }
         }
         for applied in output.applied {
-            for (_, reply) in self
+            let waiters = self
                 .proposals
                 .remove(&applied.request_id)
-                .unwrap_or_default()
-            {
+                .unwrap_or_default();
+            // The first attempt's wait: propose to applied, as this node saw it.
+            if let Some(since) = waiters.iter().map(|(since, _)| *since).min() {
+                self.metrics
+                    .raft_commit_duration
+                    .observe_duration(since.elapsed());
+            }
+            for (_, reply) in waiters {
                 let _ = reply.send(Ok(applied.outcome.clone()));
             }
         }
