@@ -488,6 +488,15 @@ impl<S: LogStore> RaftNode<S> {
     /// entries, and returns the messages to send and the applied outcomes. A store failure is
     /// fatal for this node.
     pub fn process_ready(&mut self) -> Result<ReadyOutput, StoreError> {
+        self.process_ready_with(&mut |_, _, _| {})
+    }
+
+    /// [`RaftNode::process_ready`], showing `observe` each applied proposal, its outcome and the
+    /// state right after it.
+    pub fn process_ready_with(
+        &mut self,
+        observe: &mut dyn FnMut(&Proposal, &Outcome, &State),
+    ) -> Result<ReadyOutput, StoreError> {
         let mut output = ReadyOutput::default();
         if !self.raw.has_ready() {
             return Ok(output);
@@ -522,14 +531,14 @@ impl<S: LogStore> RaftNode<S> {
         }
         output.messages.extend(ready.take_persisted_messages());
         let committed = ready.take_committed_entries();
-        self.apply_entries(committed, &mut output)?;
+        self.apply_entries(committed, &mut output, observe)?;
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.raw.store().set_commit(commit)?;
         }
         output.messages.extend(light.take_messages());
         let committed = light.take_committed_entries();
-        self.apply_entries(committed, &mut output)?;
+        self.apply_entries(committed, &mut output, observe)?;
         self.raw.advance_apply();
         self.maybe_snapshot()?;
         self.leave_joint_if_needed();
@@ -588,6 +597,7 @@ impl<S: LogStore> RaftNode<S> {
         &mut self,
         entries: Vec<Entry>,
         output: &mut ReadyOutput,
+        observe: &mut dyn FnMut(&Proposal, &Outcome, &State),
     ) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
@@ -600,6 +610,7 @@ impl<S: LogStore> RaftNode<S> {
                     if !entry.data.is_empty() {
                         let proposal = decode_proposal(&entry.data)?;
                         let outcome = self.state.apply(&proposal);
+                        observe(&proposal, &outcome, &self.state);
                         output.applied.push(Applied {
                             index: entry.index,
                             request_id: proposal.request_id,

@@ -6,7 +6,8 @@
 //! ([`consensus`]) over the RocksDB store ([`store`]); the node's handle and the driver that owns
 //! it ([`cluster`]); the other coordinators ([`peers`]); the batching of creates ([`placer`]); the
 //! failure detector's pure decision ([`detector`]); and the request handler ([`service`]), which
-//! runs the detector's loop. Beside them, what an operator watches: the metrics ([`metrics`]).
+//! runs the detector's loop. Beside them, what an operator watches: the metrics ([`metrics`]) and
+//! the start SLIs measured from the log ([`starts`]).
 
 pub mod cluster;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod peers;
 pub mod placer;
 pub mod scheduler;
 pub mod service;
+pub mod starts;
 pub mod state;
 pub mod store;
 

@@ -14,6 +14,8 @@ use nexus_protocol::message::{HostRequest, WorkspaceRequest};
 use nexus_protocol::model::{HostStatus, WorkspaceState};
 use nexus_telemetry::{Counter, Counters, Gauge, Gauges, Histogram, Histograms, Registry};
 
+use crate::starts::{StartKind, StartOutcome};
+
 /// Raft's commit and apply, and a synced RocksDB write: an alert reads p99 above 100 ms.
 pub const RAFT_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -55,7 +57,7 @@ pub struct Metrics {
     pub placements: Counters<1>,
     pub heartbeats: Counter,
     pub hosts_marked_down: Counter,
-    /// By `kind`: `cold`, `warm` or `switch`.
+    /// By `kind`: `cold`, `warm` or `switch` ([`crate::starts`]).
     pub workspace_start_duration: Histograms<1>,
     /// By `kind` and `outcome` (`ok`, `failed`, `timeout`).
     pub workspace_starts: Counters<2>,
@@ -175,6 +177,13 @@ impl Metrics {
         }
         for outcome in PLACEMENT_OUTCOMES {
             self.placements.inc_by([outcome], 0);
+        }
+        for kind in StartKind::ALL {
+            self.workspace_start_duration.init([kind.as_str()]);
+            for outcome in StartOutcome::ALL {
+                self.workspace_starts
+                    .inc_by([kind.as_str(), outcome.as_str()], 0);
+            }
         }
         self
     }

@@ -27,6 +27,7 @@ use crate::consensus::{
 };
 use crate::metrics::Metrics;
 use crate::peers::{Delivery, Peers};
+use crate::starts::{StartOutcome, Starts};
 use crate::state::{Outcome, Proposal, State};
 use crate::store::RocksStore;
 
@@ -97,6 +98,9 @@ pub(super) struct Driver {
     last_leader: Option<NodeId>,
     /// How many snapshots the node had taken and restored when last counted.
     snapshots_counted: u64,
+    /// The workspace starts under way, fed with every applied entry (on every replica, so that
+    /// a new leader goes on where the old one stopped).
+    starts: Starts,
 }
 
 impl Driver {
@@ -128,6 +132,7 @@ impl Driver {
             leadership,
             last_leader: None,
             snapshots_counted: 0,
+            starts: Starts::default(),
             metrics,
         }
     }
@@ -190,7 +195,12 @@ impl Driver {
                     }
                 }
             }
-            let output = self.node.process_ready()?;
+            let starts = &mut self.starts;
+            let output = self
+                .node
+                .process_ready_with(&mut |proposal, outcome, state| {
+                    starts.applied(proposal, outcome, state)
+                })?;
             self.measure(&output);
             self.dispatch(output);
             self.hosts.raise(self.node.take_changed_hosts());
@@ -305,7 +315,8 @@ impl Driver {
         }
     }
 
-    /// Records what this round did: the time it took to apply, snapshots, a new leader.
+    /// Records what this round did: the time it took to apply, snapshots, a new leader, and
+    /// (while this node leads, so that each is counted once) the workspace starts that ended.
     fn measure(&mut self, output: &ReadyOutput) {
         if let Some(applying) = output.applying {
             self.metrics.raft_apply_duration.observe_duration(applying);
@@ -323,6 +334,20 @@ impl Driver {
         }
         if leader.is_some() {
             self.last_leader = leader;
+        }
+        let finished = self.starts.take_finished();
+        if self.node.is_leader() {
+            for start in finished {
+                let kind = start.kind.as_str();
+                self.metrics
+                    .workspace_starts
+                    .inc([kind, start.outcome.as_str()]);
+                if start.outcome == StartOutcome::Ok {
+                    self.metrics
+                        .workspace_start_duration
+                        .observe_duration([kind], start.took);
+                }
+            }
         }
     }
 
@@ -363,6 +388,8 @@ impl Driver {
         // its outcome is in the restored state's record of completed requests.
         if self.node.snapshots_restored() != self.snapshots_seen {
             self.snapshots_seen = self.node.snapshots_restored();
+            // The starts under way were applied, or not, in entries this node never saw.
+            self.starts.clear();
             let state = self.node.state();
             self.proposals.retain(|request_id, waiters| {
                 let Some(outcome) = state.outcome_of(*request_id) else {
