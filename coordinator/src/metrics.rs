@@ -4,7 +4,7 @@
 //! are bounded, and their mappings from the protocol's types are here.
 //!
 //! Gauges read from the replicated state (hosts by status, workspaces by state, term, leader,
-//! indices) are set just before a scrape; counters and histograms are
+//! indices) are set just before a scrape, by [`crate::probes`]; counters and histograms are
 //! recorded where the event happens.
 //!
 //! Not here: the HTTP server and the process's own metrics (`nexus-telemetry`).

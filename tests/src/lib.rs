@@ -11,6 +11,7 @@
 pub mod cluster;
 pub mod docker;
 pub mod fleet;
+pub mod http;
 pub mod inproc;
 pub mod pki;
 pub mod process;
