@@ -193,17 +193,16 @@ async fn the_leaders_metrics_follow_raft_the_fleet_requests_and_starts() {
         .unwrap();
     assert!(matches!(created, Response::Workspace(_)), "{created:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    ask(Request::Agent(AgentRequest::ReportObserved(vec![
-        ObservedWorkspace {
+    let report = |state| {
+        Request::Agent(AgentRequest::ReportObserved(vec![ObservedWorkspace {
             name: nexus_fixtures::workspace_name("api"),
             generation: 1,
-            state: WorkspaceState::Running,
+            state,
             ports: vec![],
             error: None,
-        },
-    ])))
-    .await
-    .unwrap();
+        }]))
+    };
+    ask(report(WorkspaceState::Running)).await.unwrap();
     let text = eventually("the start counted", CONVERGE, || async {
         let (_, text) = get(addr, "/metrics").await;
         (sample(
@@ -227,6 +226,28 @@ async fn the_leaders_metrics_follow_raft_the_fleet_requests_and_starts() {
         sample(&text, "nexus_workspaces{state=\"running\"}"),
         Some(1.0)
     );
+
+    // Stopped, then started again: a warm start.
+    let api = || nexus_fixtures::workspace_name("api");
+    for (request, reported) in [
+        (WorkspaceRequest::Stop(api()), WorkspaceState::Stopped),
+        (WorkspaceRequest::Start(api()), WorkspaceState::Running),
+    ] {
+        user.request_with(
+            RequestId::random(),
+            Request::Workspace(request),
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap();
+        ask(report(reported)).await.unwrap();
+    }
+    let warm = "nexus_workspace_starts_total{kind=\"warm\",outcome=\"ok\"}";
+    eventually("the warm start counted", CONVERGE, || async {
+        let (_, text) = get(addr, "/metrics").await;
+        (sample(&text, warm) == Some(1.0)).then_some(())
+    })
+    .await;
 
     // Followers count nothing of it, and say they do not lead.
     let follower = http(&cluster, (leading + 1) % 3);
