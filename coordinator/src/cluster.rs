@@ -24,6 +24,7 @@ use crate::consensus::{
     MemberChange, MemberProgress, RaftConfig, RaftMessage, RaftNode, StoreError,
 };
 use crate::locks::lock;
+use crate::metrics::{Metrics, ProposalOutcome};
 use crate::peers::{Delivery, Peers};
 use crate::state::{Command, Outcome, Proposal, State};
 use crate::store::RocksStore;
@@ -37,6 +38,7 @@ pub struct Cluster {
     config: DriverConfig,
     hosts: Arc<HostSignals>,
     leadership: watch::Receiver<Leadership>,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -50,12 +52,13 @@ impl std::fmt::Debug for Cluster {
 /// Starts the driver on a thread of its own, with the peers and the receiver of their reports
 /// ([`Peers::new`] makes both). It runs until `shutdown` fires (or every handle is
 /// dropped); the returned receiver yields its result — an error means the store failed and the
-/// process must stop.
+/// process must stop. The driver and the handles record into `metrics`.
 pub fn start(
     node: RaftNode<RocksStore>,
     peers: Arc<Peers>,
     deliveries: mpsc::Receiver<Delivery>,
     config: DriverConfig,
+    metrics: Metrics,
     shutdown: oneshot::Receiver<()>,
 ) -> std::io::Result<(Cluster, oneshot::Receiver<Result<(), StoreError>>)> {
     let (sender, inputs) = mpsc::channel(config.queue);
@@ -71,8 +74,17 @@ pub fn start(
         config: config.clone(),
         hosts: hosts.clone(),
         leadership: leadership.subscribe(),
+        metrics: metrics.clone(),
     };
-    let driver = Driver::new(node, config, peers, inputs, deliveries, hosts, leadership);
+    let driver = Driver::new(
+        node,
+        config,
+        peers,
+        (inputs, deliveries),
+        hosts,
+        leadership,
+        metrics,
+    );
     let stopped = driver.spawn(shutdown)?;
     Ok((cluster, stopped))
 }
@@ -100,6 +112,11 @@ impl Cluster {
 
     pub fn config(&self) -> &DriverConfig {
         &self.config
+    }
+
+    /// The coordinator's metrics, for whoever records (the service, the placer).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     async fn input(&self, input: Input) -> Result<(), WireError> {
@@ -192,13 +209,31 @@ impl Cluster {
             reply,
         })
         .await?;
-        match tokio::time::timeout(limit, answer).await {
-            Err(_) => Err(timed_out("the write", limit).with_request_id(request_id)),
-            Ok(Err(_)) => Err(timed_out("the write", limit).with_request_id(request_id)),
-            Ok(Ok(Err(error))) => Err(error),
-            Ok(Ok(Ok(Outcome::Applied))) => Ok(()),
-            Ok(Ok(Ok(Outcome::Rejected(error)))) => Err(error.with_request_id(request_id)),
-        }
+        let (outcome, result) = match tokio::time::timeout(limit, answer).await {
+            Err(_) => (
+                ProposalOutcome::Timeout,
+                Err(timed_out("the write", limit).with_request_id(request_id)),
+            ),
+            Ok(Err(_)) => (
+                ProposalOutcome::Dropped,
+                Err(timed_out("the write", limit).with_request_id(request_id)),
+            ),
+            Ok(Ok(Err(error))) => (
+                match error.code {
+                    ErrorCode::NotLeader => ProposalOutcome::NotLeader,
+                    ErrorCode::Timeout => ProposalOutcome::Timeout,
+                    _ => ProposalOutcome::Dropped,
+                },
+                Err(error),
+            ),
+            Ok(Ok(Ok(Outcome::Applied))) => (ProposalOutcome::Ok, Ok(())),
+            Ok(Ok(Ok(Outcome::Rejected(error)))) => (
+                ProposalOutcome::Rejected,
+                Err(error.with_request_id(request_id)),
+            ),
+        };
+        self.metrics.raft_proposals.inc([outcome.as_str()]);
+        result
     }
 
     /// Reads the state machine, as current as `consistency` asks.

@@ -132,6 +132,8 @@ pub struct ReadyOutput {
     /// Answers to [`RaftNode::read_index`]: the read's context and the index the state machine
     /// must have applied before the read may be served.
     pub reads: Vec<(u64, u64)>,
+    /// How long applying this round's committed entries took, if there were any.
+    pub applying: Option<std::time::Duration>,
 }
 
 /// A membership change, one node at a time (so the cluster never enters a joint configuration
@@ -188,6 +190,7 @@ pub struct RaftNode<S: LogStore> {
     snapshot_every: u64,
     snapshot_index: u64,
     snapshots_restored: u64,
+    snapshots_taken: u64,
     /// A membership change was applied since the last snapshot.
     conf_changed: bool,
 }
@@ -269,6 +272,7 @@ impl<S: LogStore> RaftNode<S> {
             snapshot_every: config.snapshot_every,
             snapshot_index: applied_index,
             snapshots_restored: 0,
+            snapshots_taken: 0,
             conf_changed: false,
         })
     }
@@ -315,6 +319,11 @@ impl<S: LogStore> RaftNode<S> {
     /// How many snapshots from a leader this node has restored since it started.
     pub fn snapshots_restored(&self) -> u64 {
         self.snapshots_restored
+    }
+
+    /// How many snapshots of its state this node has taken since it started.
+    pub fn snapshots_taken(&self) -> u64 {
+        self.snapshots_taken
     }
 
     /// Tells Raft whether a snapshot this node sent to `peer` arrived. The transport must call it
@@ -479,6 +488,15 @@ impl<S: LogStore> RaftNode<S> {
     /// entries, and returns the messages to send and the applied outcomes. A store failure is
     /// fatal for this node.
     pub fn process_ready(&mut self) -> Result<ReadyOutput, StoreError> {
+        self.process_ready_with(&mut |_, _, _| {})
+    }
+
+    /// [`RaftNode::process_ready`], showing `observe` each applied proposal, its outcome and the
+    /// state right after it.
+    pub fn process_ready_with(
+        &mut self,
+        observe: &mut dyn FnMut(&Proposal, &Outcome, &State),
+    ) -> Result<ReadyOutput, StoreError> {
         let mut output = ReadyOutput::default();
         if !self.raw.has_ready() {
             return Ok(output);
@@ -513,14 +531,14 @@ impl<S: LogStore> RaftNode<S> {
         }
         output.messages.extend(ready.take_persisted_messages());
         let committed = ready.take_committed_entries();
-        self.apply_entries(committed, &mut output)?;
+        self.apply_entries(committed, &mut output, observe)?;
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.raw.store().set_commit(commit)?;
         }
         output.messages.extend(light.take_messages());
         let committed = light.take_committed_entries();
-        self.apply_entries(committed, &mut output)?;
+        self.apply_entries(committed, &mut output, observe)?;
         self.raw.advance_apply();
         self.maybe_snapshot()?;
         self.leave_joint_if_needed();
@@ -571,6 +589,7 @@ impl<S: LogStore> RaftNode<S> {
             .store()
             .save_snapshot(data, index, term, &conf_state)?;
         self.snapshot_index = index;
+        self.snapshots_taken += 1;
         Ok(())
     }
 
@@ -578,7 +597,12 @@ impl<S: LogStore> RaftNode<S> {
         &mut self,
         entries: Vec<Entry>,
         output: &mut ReadyOutput,
+        observe: &mut dyn FnMut(&Proposal, &Outcome, &State),
     ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
         for entry in entries {
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {
@@ -586,6 +610,7 @@ impl<S: LogStore> RaftNode<S> {
                     if !entry.data.is_empty() {
                         let proposal = decode_proposal(&entry.data)?;
                         let outcome = self.state.apply(&proposal);
+                        observe(&proposal, &outcome, &self.state);
                         output.applied.push(Applied {
                             index: entry.index,
                             request_id: proposal.request_id,
@@ -613,6 +638,7 @@ impl<S: LogStore> RaftNode<S> {
             }
             self.applied_index = entry.index;
         }
+        *output.applying.get_or_insert_default() += started.elapsed();
         Ok(())
     }
 }

@@ -6,7 +6,9 @@
 //! ([`consensus`]) over the RocksDB store ([`store`]); the node's handle and the driver that owns
 //! it ([`cluster`]); the other coordinators ([`peers`]); the batching of creates ([`placer`]); the
 //! failure detector's pure decision ([`detector`]); and the request handler ([`service`]), which
-//! runs the detector's loop.
+//! runs the detector's loop. Beside them, what an operator watches: the metrics ([`metrics`]), the
+//! start SLIs measured from the log ([`starts`]), and the health probes and scrape-time gauges
+//! ([`probes`]) that the monitoring HTTP server (`nexus-telemetry`) serves.
 
 pub mod cluster;
 pub mod config;
@@ -14,10 +16,13 @@ pub mod consensus;
 pub mod detector;
 pub mod fit;
 mod locks;
+pub mod metrics;
 pub mod peers;
 pub mod placer;
+pub mod probes;
 pub mod scheduler;
 pub mod service;
+pub mod starts;
 pub mod state;
 pub mod store;
 
@@ -27,6 +32,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use nexus_protocol::Identity;
 use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Server};
+use nexus_telemetry::http::{Bound, Listen};
+use nexus_telemetry::{Common, Registry};
 use tokio::sync::oneshot;
 
 pub use config::Config;
@@ -34,7 +41,9 @@ pub use service::Service;
 
 use crate::cluster::Cluster;
 use crate::consensus::{RaftNode, StoreError};
+use crate::metrics::Metrics;
 use crate::peers::Peers;
+use crate::probes::Probes;
 use crate::store::{Durability, RocksStore, StoreIdentity};
 
 /// A running Raft node: its handle, and what stops it.
@@ -49,6 +58,15 @@ impl Node {
     /// Opens the store in `config.data_dir` (bootstrapping it on first start) and starts the
     /// driver. Must be called within a tokio runtime (the peer senders run on it).
     pub fn start(config: &Config, credentials: &Credentials) -> anyhow::Result<Node> {
+        Node::start_with(config, credentials, Metrics::detached())
+    }
+
+    /// [`Node::start`], recording into `metrics`.
+    pub fn start_with(
+        config: &Config,
+        credentials: &Credentials,
+        metrics: Metrics,
+    ) -> anyhow::Result<Node> {
         let identity = StoreIdentity {
             format: store::FORMAT_VERSION,
             cluster: credentials.ca_fingerprint().to_string(),
@@ -65,7 +83,8 @@ impl Node {
         };
         let dir = config.data_dir.join("raft");
         let store = RocksStore::open(&dir, &identity, &voters, Durability::Synced)
-            .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+            .with_context(|| format!("cannot open the store in {}", dir.display()))?
+            .timing_syncs(metrics.storage_sync_duration.clone());
         let (state, applied) = store.state_snapshot()?;
         let node = RaftNode::new(config.node_id, store, state, applied, &config.driver.raft)?;
         let mut addresses: BTreeMap<_, _> = config.peers.iter().cloned().collect();
@@ -78,11 +97,18 @@ impl Node {
             addresses,
             config.peer_batch_timeout(),
             tokio::runtime::Handle::current(),
+            metrics.peer_rtt.clone(),
         );
         let (stop, stop_signal) = oneshot::channel();
-        let (cluster, stopped) =
-            cluster::start(node, peers, deliveries, config.driver.clone(), stop_signal)
-                .context("cannot start the raft driver")?;
+        let (cluster, stopped) = cluster::start(
+            node,
+            peers,
+            deliveries,
+            config.driver.clone(),
+            metrics,
+            stop_signal,
+        )
+        .context("cannot start the raft driver")?;
         Ok(Node {
             cluster,
             stop,
@@ -142,11 +168,21 @@ pub async fn run_with(
     let address = server
         .local_addr()
         .context("cannot read the bound address")?;
+    let (mut registry, common) =
+        Registry::for_daemon("coordinator", nexus_protocol::SOFTWARE_VERSION);
+    let metrics = Metrics::register(&mut registry);
     let Node {
         cluster,
         stop,
         mut stopped,
-    } = Node::start(&config, &credentials)?;
+    } = Node::start_with(&config, &credentials, metrics.clone())?;
+    let monitoring = Monitoring::start(
+        config.http_listen,
+        &credentials,
+        (registry, common),
+        Probes::new(cluster.clone(), metrics),
+    )
+    .await?;
     tracing::info!(node_id = %config.node_id, %address, peers = config.peers.len(), "nexus-coordinator listening");
     ready(address, cluster.clone());
     let service = Arc::new(Service::new(identity, cluster).with_host_ttl(config.host_ttl));
@@ -163,6 +199,9 @@ pub async fn run_with(
     };
     server.serve(service, until).await;
     detector.abort();
+    if let Some(monitoring) = monitoring {
+        monitoring.stop().await;
+    }
     let result = match failure {
         Some(result) => result.unwrap_or_else(|_| Err(StoreError("the driver thread died".into()))),
         None => {
@@ -175,4 +214,57 @@ pub async fn run_with(
     result.context("the raft node failed")?;
     tracing::info!("nexus-coordinator stopped");
     Ok(())
+}
+
+/// The monitoring HTTP server (`/metrics`, `/livez`, `/readyz`), serving until stopped.
+struct Monitoring {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Monitoring {
+    /// Binds `listen` (nothing with `off`), sets the certificates' expiries and serves. A bind
+    /// failure is fatal: the operator asked for this address.
+    async fn start(
+        listen: Listen,
+        credentials: &Credentials,
+        (registry, common): (Registry, Common),
+        probes: Probes,
+    ) -> anyhow::Result<Option<Monitoring>> {
+        let Some(addr) = listen.addr() else {
+            tracing::info!("HTTP monitoring is off (--http-listen off)");
+            return Ok(None);
+        };
+        let bound = Bound::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve HTTP monitoring on {addr} (--http-listen)"))?;
+        let address = bound
+            .local_addr()
+            .context("cannot read the monitoring server's bound address (--http-listen)")?;
+        let expiries = credentials.expiries();
+        for (cert, expiry) in [("node", expiries.own), ("ca", expiries.ca)] {
+            if let Some(expiry) = expiry {
+                common.cert_expiry.set([cert], expiry as f64);
+            }
+        }
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(
+            bound.serve(Arc::new(registry), Arc::new(probes), async move {
+                let _ = stopped.await;
+            }),
+        );
+        tracing::info!("serving HTTP monitoring on {address}");
+        Ok(Some(Monitoring { stop, task }))
+    }
+
+    /// Stops serving; connections still open after a few seconds are dropped.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        match tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!("the monitoring server failed: {error}"),
+            Ok(Err(_)) | Err(_) => task.abort(),
+        }
+    }
 }

@@ -19,6 +19,7 @@ use nexus_protocol::identity::{Identity, IdentityKind};
 use nexus_protocol::message::{PeerRequest, Request, Response};
 use nexus_protocol::transport::{self, Connection, Connector};
 use nexus_protocol::{NodeId, RequestId};
+use nexus_telemetry::Gauges;
 use tokio::sync::mpsc;
 
 use crate::consensus::{self, RaftMessage, carries_snapshot};
@@ -53,6 +54,8 @@ pub struct Peers {
     queues: Mutex<HashMap<NodeId, mpsc::Sender<RaftMessage>>>,
     reports: mpsc::Sender<Delivery>,
     runtime: tokio::runtime::Handle,
+    /// Each peer's last round trip of a batch (`nexus_peer_rtt_seconds{peer}`).
+    rtt: Gauges<1>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -66,14 +69,15 @@ impl std::fmt::Debug for Peers {
 
 impl Peers {
     /// `addresses` are the founders' (from the configuration); members added later are learned
-    /// with [`Peers::learn`]. Sender tasks run on `runtime`. The receiver yields the senders'
-    /// reports, for whoever drives Raft.
+    /// with [`Peers::learn`]. Sender tasks run on `runtime`, and set each delivered batch's round
+    /// trip in `rtt`, by peer. The receiver yields the senders' reports, for whoever drives Raft.
     pub fn new(
         me: NodeId,
         connector: Connector,
         addresses: BTreeMap<NodeId, String>,
         timeout: Duration,
         runtime: tokio::runtime::Handle,
+        rtt: Gauges<1>,
     ) -> (Arc<Peers>, mpsc::Receiver<Delivery>) {
         let (reports, deliveries) = mpsc::channel(QUEUE);
         let peers = Arc::new(Peers {
@@ -86,6 +90,7 @@ impl Peers {
             queues: Mutex::default(),
             reports,
             runtime,
+            rtt,
         });
         (peers, deliveries)
     }
@@ -140,7 +145,12 @@ impl Peers {
                 }
             }
             let snapshots = batch.iter().filter(|m| carries_snapshot(m)).count();
+            let started = std::time::Instant::now();
             let result = self.deliver(to, &batch, snapshots > 0).await;
+            if result.is_ok() && snapshots == 0 {
+                self.rtt
+                    .set([&to.to_string()], started.elapsed().as_secs_f64());
+            }
             match &result {
                 Ok(()) if failing => {
                     tracing::info!(peer = %to, "reaching the peer again");

@@ -139,6 +139,19 @@ async fn run(cluster: Cluster, mut queue: mpsc::Receiver<Job>) {
     }
 }
 
+/// The `outcome` label of one create of a batch: `None` when the batch failed (or its outcome is
+/// missing).
+fn placement_outcome(outcome: Option<&Outcome>) -> &'static str {
+    match outcome {
+        Some(Outcome::Applied) => "placed",
+        Some(Outcome::Rejected(error)) if error.code == ErrorCode::ResourceExhausted => {
+            "no_capacity"
+        }
+        Some(Outcome::Rejected(_)) => "rejected",
+        None => "failed",
+    }
+}
+
 /// Proposes one batch and answers each of its creates with its own outcome.
 async fn commit(cluster: &Cluster, batch: Vec<Job>) {
     let requests: Vec<PlaceRequest> = batch.iter().map(|job| job.request.clone()).collect();
@@ -163,10 +176,12 @@ async fn commit(cluster: &Cluster, batch: Vec<Job>) {
         }
         Err(error) => Err(error),
     };
+    let placements = &cluster.metrics().placements;
     match outcomes {
         Ok(outcomes) => {
             for (job, outcome) in batch.into_iter().zip(outcomes) {
                 let id = job.request.request_id;
+                placements.inc([placement_outcome(outcome.as_ref())]);
                 let answer = match outcome {
                     Some(Outcome::Applied) => Ok(()),
                     Some(Outcome::Rejected(error)) => Err(error.with_request_id(id)),
@@ -180,6 +195,7 @@ async fn commit(cluster: &Cluster, batch: Vec<Job>) {
             }
         }
         Err(error) => {
+            placements.inc_by([placement_outcome(None)], batch.len() as u64);
             for job in batch {
                 let id = job.request.request_id;
                 let _ = job.reply.send(Err(error.clone().with_request_id(id)));

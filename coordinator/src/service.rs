@@ -26,7 +26,7 @@ mod workspaces;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nexus_protocol::clock;
 use nexus_protocol::error::{ErrorCode, WireError};
@@ -41,6 +41,7 @@ use self::liveness::Liveness;
 use crate::cluster::{Cluster, Consistency};
 use crate::detector;
 use crate::locks::lock;
+use crate::metrics::request_kind;
 use crate::placer::Placer;
 
 /// The handler of every request a coordinator takes. Shared by every connection (in an `Arc`);
@@ -132,13 +133,29 @@ impl Service {
 
 impl Handler for Service {
     async fn handle(&self, peer: &Peer, request_id: RequestId, request: Request) -> Reply {
+        let kind = request_kind(&request);
+        let started = Instant::now();
         if let Request::Agent(AgentRequest::WatchDesired { known_version }) = request {
-            return self.watch_desired(peer, known_version).await;
+            // A subscription: counted when it starts (or is refused), its life not timed.
+            let reply = self.watch_desired(peer, known_version).await;
+            let code = match &reply {
+                Reply::Once(Err(error)) => error.code.as_str(),
+                _ => "OK",
+            };
+            self.cluster.metrics().api_requests.inc([kind, code]);
+            return reply;
         }
         let result = self.answer(peer, request_id, request).await;
-        if let Err(error) = &result {
-            tracing::debug!(%request_id, peer = %peer.identity, code = %error.code, "request refused: {}", error.message);
-        }
+        let code = match &result {
+            Ok(_) => "OK",
+            Err(error) => {
+                tracing::debug!(%request_id, peer = %peer.identity, code = %error.code, "request refused: {}", error.message);
+                error.code.as_str()
+            }
+        };
+        self.cluster
+            .metrics()
+            .request(kind, code, started.elapsed());
         Reply::Once(result)
     }
 }

@@ -26,6 +26,7 @@ use std::sync::{Arc, RwLock};
 
 use nexus_protocol::NodeId;
 use nexus_protocol::codec::{self, CodecConfig, HARD_MAX_FRAME_LEN};
+use nexus_telemetry::Histogram;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
@@ -83,6 +84,8 @@ pub struct RocksStore {
     db: Arc<DB>,
     cached: Arc<RwLock<Cached>>,
     durability: Durability,
+    /// Where synced writes' durations go (`nexus_storage_sync_duration_seconds`), if anywhere.
+    syncs: Option<Histogram>,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -138,6 +141,7 @@ impl RocksStore {
             db: Arc::new(db),
             cached: Arc::default(),
             durability,
+            syncs: None,
         };
         match store.get(META, IDENTITY_KEY)? {
             Some(bytes) => {
@@ -171,6 +175,12 @@ impl RocksStore {
         }
         store.load_cache()?;
         Ok(store)
+    }
+
+    /// The same store, recording each synced write's duration in `syncs`.
+    pub fn timing_syncs(mut self, syncs: Histogram) -> RocksStore {
+        self.syncs = Some(syncs);
+        self
     }
 
     /// Writes a new store's first records. A founding member starts from the same snapshot as
@@ -231,8 +241,14 @@ impl RocksStore {
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut options = WriteOptions::default();
-        options.set_sync(self.durability == Durability::Synced);
-        self.db.write_opt(batch, &options).map_err(db_error)
+        let synced = self.durability == Durability::Synced;
+        options.set_sync(synced);
+        let started = std::time::Instant::now();
+        let result = self.db.write_opt(batch, &options).map_err(db_error);
+        if synced && let Some(syncs) = &self.syncs {
+            syncs.observe_duration(started.elapsed());
+        }
+        result
     }
 
     fn load_cache(&self) -> Result<(), StoreError> {

@@ -294,6 +294,12 @@ impl<const N: usize> Histograms<N> {
     pub fn observe_duration(&self, values: [&str; N], duration: std::time::Duration) {
         self.observe(values, duration.as_secs_f64());
     }
+
+    /// Creates the series for `values`, empty: a family is exported only with its series, and
+    /// a rule or a dashboard should find one before the first observation.
+    pub fn init(&self, values: [&str; N]) {
+        let _created = self.family.get_or_create(&labelled(&self.labels, values));
+    }
 }
 
 /// Makes each histogram of a family with the family's buckets.
@@ -446,6 +452,19 @@ mod tests {
         hosts.replace([(["ready"], 3.0)]);
         assert_eq!(hosts.get(["ready"]), Some(3.0));
         assert_eq!(hosts.get(["down"]), None);
+    }
+
+    #[test]
+    fn an_initialised_histogram_is_exported_empty() {
+        let mut registry = Registry::new();
+        registry
+            .histograms("nexus_start_seconds", "Starts.", ["kind"], &[1.0])
+            .init(["cold"]);
+        let text = registry.encode(Format::Classic);
+        assert!(
+            text.contains("nexus_start_seconds_count{kind=\"cold\"} 0\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -41,6 +41,8 @@ impl InProcessCoordinator {
             listen: Some(address),
             data_dir: Some(pki.scratch("coordinator-1")),
             tls_dir: Some(pki.dir().to_path_buf()),
+            // Not the default port: tests run side by side.
+            http_listen: Some("off".parse().expect("`off` is a listen setting")),
             ..Args::default()
         })
         .expect("a coordinator config");

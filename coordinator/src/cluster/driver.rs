@@ -25,7 +25,9 @@ use super::{Consistency, DriverConfig, HostSignals, Leadership, NodeView, timed_
 use crate::consensus::{
     MemberChange, RaftMessage, RaftNode, ReadyOutput, StoreError, carries_snapshot,
 };
+use crate::metrics::Metrics;
 use crate::peers::{Delivery, Peers};
+use crate::starts::{StartOutcome, Starts};
 use crate::state::{Outcome, Proposal, State};
 use crate::store::RocksStore;
 
@@ -91,19 +93,27 @@ pub(super) struct Driver {
     hosts: Arc<HostSignals>,
     /// Whether this node leads, and in which term.
     leadership: watch::Sender<Leadership>,
+    metrics: Metrics,
+    /// The leader last seen, to count changes.
+    last_leader: Option<NodeId>,
+    /// How many snapshots the node had taken and restored when last counted.
+    snapshots_counted: u64,
+    /// The workspace starts under way, fed with every applied entry (on every replica, so that
+    /// a new leader goes on where the old one stopped).
+    starts: Starts,
 }
 
 impl Driver {
     /// A driver for `node`, fed by `inputs` from the handles and `deliveries` from the peers'
-    /// sender tasks.
+    /// sender tasks, recording into `metrics`.
     pub(super) fn new(
         node: RaftNode<RocksStore>,
         config: DriverConfig,
         peers: Arc<Peers>,
-        inputs: mpsc::Receiver<Input>,
-        deliveries: mpsc::Receiver<Delivery>,
+        (inputs, deliveries): (mpsc::Receiver<Input>, mpsc::Receiver<Delivery>),
         hosts: Arc<HostSignals>,
         leadership: watch::Sender<Leadership>,
+        metrics: Metrics,
     ) -> Driver {
         Driver {
             known_addresses: node.state().member_addresses().clone(),
@@ -120,6 +130,10 @@ impl Driver {
             last_heard: HashMap::new(),
             hosts,
             leadership,
+            last_leader: None,
+            snapshots_counted: 0,
+            starts: Starts::default(),
+            metrics,
         }
     }
 
@@ -181,7 +195,13 @@ impl Driver {
                     }
                 }
             }
-            let output = self.node.process_ready()?;
+            let starts = &mut self.starts;
+            let output = self
+                .node
+                .process_ready_with(&mut |proposal, outcome, state| {
+                    starts.applied(proposal, outcome, state)
+                })?;
+            self.measure(&output);
             self.dispatch(output);
             self.hosts.raise(self.node.take_changed_hosts());
             let leadership = Leadership {
@@ -295,6 +315,42 @@ impl Driver {
         }
     }
 
+    /// Records what this round did: the time it took to apply, snapshots, a new leader, and
+    /// (while this node leads, so that each is counted once) the workspace starts that ended.
+    fn measure(&mut self, output: &ReadyOutput) {
+        if let Some(applying) = output.applying {
+            self.metrics.raft_apply_duration.observe_duration(applying);
+        }
+        let snapshots = self.node.snapshots_taken() + self.node.snapshots_restored();
+        if snapshots != self.snapshots_counted {
+            self.metrics
+                .raft_snapshots
+                .inc_by(snapshots.saturating_sub(self.snapshots_counted));
+            self.snapshots_counted = snapshots;
+        }
+        let leader = self.node.leader();
+        if leader.is_some() && leader != self.last_leader {
+            self.metrics.raft_leader_changes.inc();
+        }
+        if leader.is_some() {
+            self.last_leader = leader;
+        }
+        let finished = self.starts.take_finished();
+        if self.node.is_leader() {
+            for start in finished {
+                let kind = start.kind.as_str();
+                self.metrics
+                    .workspace_starts
+                    .inc([kind, start.outcome.as_str()]);
+                if start.outcome == StartOutcome::Ok {
+                    self.metrics
+                        .workspace_start_duration
+                        .observe_duration([kind], start.took);
+                }
+            }
+        }
+    }
+
     fn dispatch(&mut self, output: ReadyOutput) {
         for message in output.messages {
             let snapshot = carries_snapshot(&message);
@@ -309,11 +365,17 @@ impl Driver {
             }
         }
         for applied in output.applied {
-            for (_, reply) in self
+            let waiters = self
                 .proposals
                 .remove(&applied.request_id)
-                .unwrap_or_default()
-            {
+                .unwrap_or_default();
+            // The first attempt's wait: propose to applied, as this node saw it.
+            if let Some(since) = waiters.iter().map(|(since, _)| *since).min() {
+                self.metrics
+                    .raft_commit_duration
+                    .observe_duration(since.elapsed());
+            }
+            for (_, reply) in waiters {
                 let _ = reply.send(Ok(applied.outcome.clone()));
             }
         }
@@ -326,6 +388,8 @@ impl Driver {
         // its outcome is in the restored state's record of completed requests.
         if self.node.snapshots_restored() != self.snapshots_seen {
             self.snapshots_seen = self.node.snapshots_restored();
+            // The starts under way were applied, or not, in entries this node never saw.
+            self.starts.clear();
             let state = self.node.state();
             self.proposals.retain(|request_id, waiters| {
                 let Some(outcome) = state.outcome_of(*request_id) else {

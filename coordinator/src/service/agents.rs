@@ -91,6 +91,7 @@ impl Service {
                 if stats.is_some() {
                     entry.stats = stats;
                 }
+                self.cluster.metrics().heartbeats.inc();
                 Ok(Response::Ack)
             }
             AgentRequest::ReportObserved(observed) => {

@@ -102,7 +102,10 @@ impl Service {
                     )
                     .await;
                 match proposal {
-                    Ok(()) => Some(host),
+                    Ok(()) => {
+                        self.cluster.metrics().hosts_marked_down.inc();
+                        Some(host)
+                    }
                     Err(error) => {
                         tracing::warn!(%host, code = %error.code, "cannot mark the host down: {}", error.message);
                         None
