@@ -161,6 +161,9 @@ impl Metrics {
                  destroyed).",
             ),
         };
+        for code in RuntimeError::CODES {
+            metrics.engine_errors.init([code.as_str()]);
+        }
         for state in STATES {
             metrics.containers.set([&state.to_string()], 0.0);
         }

@@ -206,6 +206,12 @@ impl<const N: usize> Counters<N> {
             .inc_by(by);
     }
 
+    /// Creates the series for `values` at 0: a family is exported only with its series, and a
+    /// rule or a dashboard should find one before the first event.
+    pub fn init(&self, values: [&str; N]) {
+        self.inc_by(values, 0);
+    }
+
     /// The count for `values` (0 where there is none yet).
     pub fn get(&self, values: [&str; N]) -> u64 {
         self.family

@@ -140,3 +140,12 @@ fn the_agent_idle_scenario_runs_and_reports() {
     assert_eq!(result["workspaces"], 2);
     assert!(result["agent_rss_mib"]["max"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn the_scrape_scenario_runs_and_reports() {
+    let result = run_bench(&["scrape", "--hosts", "5", "--scrapes", "5"]);
+    assert_eq!(result["scrape"]["n"], 5);
+    assert!(result["bytes"].as_u64().unwrap() > 1_000);
+    assert!(result["samples"].as_u64().unwrap() > 10);
+    assert!(result["cpu_percent_at_interval"].as_f64().unwrap() >= 0.0);
+}

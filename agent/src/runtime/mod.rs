@@ -250,7 +250,8 @@ impl RuntimeError {
         }
     }
 
-    /// The error as reported to the coordinator, with the design's code.
+    /// The error as reported to the coordinator, with the design's code (one of
+    /// [`RuntimeError::CODES`]).
     pub fn to_wire(&self) -> WireError {
         let code = match self.kind {
             ErrorKind::Unavailable => ErrorCode::BackendUnavailable,
@@ -266,6 +267,16 @@ impl RuntimeError {
             _ => error,
         }
     }
+}
+
+impl RuntimeError {
+    /// Every code [`RuntimeError::to_wire`] reports an engine's error under.
+    pub const CODES: [ErrorCode; 4] = [
+        ErrorCode::BackendUnavailable,
+        ErrorCode::PortConflict,
+        ErrorCode::DiskFull,
+        ErrorCode::WorkspaceStartFailed,
+    ];
 }
 
 impl fmt::Display for ContainerStatus {

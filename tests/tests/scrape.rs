@@ -1,0 +1,230 @@
+//! A real fleet watched as an operator watches it: three `nexus-coordinator`s and a Docker
+//! `nexus-agent` scraped by the test and by a real Prometheus server (Debian's, on loopback, with
+//! Nexus' alert rules loaded). Every metric the alert rules and the Grafana dashboard read is
+//! exported, `promtool check metrics` finds nothing wrong in any daemon's output, and starting
+//! workspaces moves the SLI histograms and counters.
+
+// Tests fail by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nexus_protocol::identity::Role;
+use nexus_tests::docker_fleet::{DockerFleet, IMAGE};
+use nexus_tests::eventually;
+use nexus_tests::exposition::{families, value};
+use nexus_tests::http::get;
+use nexus_tests::monitoring::{alert_files, referenced_metrics};
+use nexus_tests::prometheus::Prometheus;
+
+fn promtool_check_metrics(text: &str) -> Result<(), String> {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: run deploy/dev/prepare.sh (Debian's prometheus package)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// Ada's small sleeping workspace `name`, created and running (a cold start).
+fn create(fleet: &DockerFleet, name: &str) {
+    let created = fleet.ok(
+        "ada",
+        Role::User,
+        &[
+            "workspace",
+            "create",
+            name,
+            "--image",
+            IMAGE,
+            "--class",
+            "small",
+            "--",
+            "sleep",
+            "1000000",
+        ],
+    );
+    assert_eq!(created["state"], "running", "{created}");
+}
+
+fn workspace(fleet: &DockerFleet, verb: &str, name: &str) {
+    let answer = fleet.ok("ada", Role::User, &["workspace", verb, name]);
+    assert!(answer.is_object() || answer.is_array(), "{answer}");
+}
+
+#[tokio::test]
+async fn a_scraped_fleet_exports_what_the_alerts_and_the_dashboard_read() {
+    let fleet = DockerFleet::start("scrape", 1).await;
+    let coordinators: Vec<SocketAddr> = fleet
+        .cluster
+        .running
+        .iter()
+        .flatten()
+        .map(|member| member.http.expect("a coordinator's HTTP address"))
+        .collect();
+    let agent = fleet.agents.lock().unwrap()[0]
+        .as_ref()
+        .and_then(|agent| agent.http)
+        .expect("the agent's HTTP address");
+
+    // Two cold starts, a context switch (a stopped, b running: switch to a), a warm start of b.
+    create(&fleet, "scrape-a");
+    create(&fleet, "scrape-b");
+    workspace(&fleet, "stop", "scrape-a");
+    workspace(&fleet, "switch", "scrape-a");
+    workspace(&fleet, "start", "scrape-b");
+
+    // The SLIs are the leader's: it records a start when the agent's report of it is applied.
+    let leader = fleet
+        .cluster
+        .leader(&fleet.pki, Duration::from_secs(10))
+        .await;
+    let leader_http = fleet.cluster.running[fleet.cluster.index_of(leader.leader.unwrap().get())]
+        .as_ref()
+        .unwrap()
+        .http
+        .unwrap();
+    let text = eventually("every start measured", Duration::from_secs(20), || async {
+        let (_, text) = get(leader_http, "/metrics").await;
+        let count = |kind| {
+            value(
+                &text,
+                "nexus_workspace_start_duration_seconds_count",
+                &[("kind", kind)],
+            )
+            .unwrap_or(0.0)
+        };
+        (count("cold") >= 2.0 && count("switch") >= 1.0 && count("warm") >= 1.0).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        value(
+            &text,
+            "nexus_workspace_starts_total",
+            &[("kind", "cold"), ("outcome", "ok")]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "nexus_raft_is_leader", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "nexus_hosts", &[("status", "ready")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(value(&text, "nexus_api_requests_total", &[("code", "OK")]).unwrap_or(0.0) >= 1.0);
+
+    // The agent's per-workspace series come with its next stats sample (every 10 s).
+    let agent_text = eventually(
+        "the agent's workspace series",
+        Duration::from_secs(30),
+        || async {
+            let (_, text) = get(agent, "/metrics").await;
+            let running = value(&text, "nexus_agent_containers", &[("state", "running")]);
+            let memory = value(
+                &text,
+                "nexus_workspace_memory_bytes",
+                &[("workspace", "scrape-a")],
+            );
+            (running == Some(2.0) && memory.is_some_and(|bytes| bytes > 0.0)).then_some(text)
+        },
+    )
+    .await;
+    assert_eq!(
+        value(
+            &agent_text,
+            "nexus_workspace_memory_limit_bytes",
+            &[("workspace", "scrape-b")]
+        ),
+        Some(f64::from(1u32 << 30)),
+        "the small class's limit: {agent_text}"
+    );
+
+    // Every daemon's output passes promtool's lint, and together they export every metric the
+    // rules and the dashboard name.
+    let mut exported = BTreeSet::new();
+    for address in coordinators.iter().chain([&agent]) {
+        let (status, text) = get(*address, "/metrics").await;
+        assert_eq!(status, 200);
+        promtool_check_metrics(&text).unwrap_or_else(|problems| {
+            panic!("promtool check metrics on {address}: {problems}\n{text}")
+        });
+        exported.extend(families(&text));
+    }
+    let [rules, dashboard] = alert_files();
+    for file in [&rules, &dashboard] {
+        let text = std::fs::read_to_string(file).unwrap();
+        let missing: Vec<String> = referenced_metrics(&text)
+            .into_iter()
+            .filter(|name| !exported.contains(name))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} reads metrics no daemon exports: {missing:?}",
+            file.display()
+        );
+    }
+
+    // A real Prometheus scrapes them all, loads the rules, and counts the fleet's hosts.
+    let prometheus = Prometheus::start(
+        &fleet.pki.scratch("prometheus"),
+        &[
+            ("nexus-coordinator", coordinators.clone()),
+            ("nexus-agent", vec![agent]),
+        ],
+        &rules,
+    );
+    let targets = coordinators.len() + 1;
+    eventually(
+        "every target up in Prometheus",
+        Duration::from_secs(30),
+        || async {
+            let up = prometheus.query("up == 1").await?;
+            (up.len() == targets).then_some(())
+        },
+    )
+    .await;
+    let hosts = eventually(
+        "the fleet's host count",
+        Duration::from_secs(15),
+        || async {
+            let result = prometheus
+                .query("max(sum by (instance) (nexus_hosts{job=\"nexus-coordinator\"}))")
+                .await?;
+            result.first()?["value"][1].as_str().map(str::to_string)
+        },
+    )
+    .await;
+    assert_eq!(hosts, "1", "{}", prometheus.log());
+    let loaded = prometheus.alert_rules().await.unwrap_or_default();
+    assert!(
+        loaded.len() >= 14,
+        "Prometheus loaded {loaded:?}\n{}",
+        prometheus.log()
+    );
+}
