@@ -500,7 +500,13 @@ async fn the_reconciler_counts_its_operations_and_the_containers() {
     has("nexus_agent_engine_up 1.0");
     // The hollow runtime has no images to pull, and nothing failed.
     assert!(!text.contains(r#"op="pull""#), "{text}");
-    assert!(!text.contains("nexus_agent_engine_errors_total{"), "{text}");
+    // Every engine-error series is there from the start, at zero.
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("nexus_agent_engine_errors_total{"))
+        .collect();
+    assert_eq!(errors.len(), 4, "{text}");
+    assert!(errors.iter().all(|line| line.ends_with(" 0")), "{text}");
 }
 
 /// A failed operation is counted as such, with the engine's error under its code.

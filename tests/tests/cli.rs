@@ -243,6 +243,25 @@ fn up_brings_a_fleet_up_that_the_cli_can_use_and_down_stops_it() {
     );
     let summary = json(&up.stdout);
     assert_eq!(summary["coordinator"], format!("127.0.0.1:{port}"));
+    // Both daemons serve their metrics where `up` says, 80 and 81 ports above.
+    let base: u16 = port.parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for (offset, role) in [(80, "coordinator"), (81, "agent")] {
+        let address: std::net::SocketAddr = ([127, 0, 0, 1], base + offset).into();
+        assert!(
+            summary["metrics"]
+                .as_array()
+                .unwrap()
+                .contains(&format!("http://{address}/metrics").into()),
+            "{summary}"
+        );
+        let (status, text) = runtime.block_on(nexus_tests::http::get(address, "/metrics"));
+        assert_eq!(status, 200);
+        assert!(
+            text.contains(&format!("role=\"{role}\"")),
+            "{role}'s metrics: {text}"
+        );
+    }
     let config = home.path().join(".config/nexus/config.toml");
     assert_eq!(summary["config"], config.to_str().unwrap());
 
