@@ -135,32 +135,3 @@ async fn other_paths_are_not_found() {
     assert_eq!(status, 404);
     assert!(body.contains("/metrics"), "{body}");
 }
-
-/// `promtool check metrics` lints the classic format (names, suffixes, help); Debian's
-/// `prometheus` package brings it, and `deploy/dev/prepare.sh` installs it.
-#[tokio::test]
-async fn promtool_finds_no_problem_in_the_classic_format() {
-    let (addr, _daemon) = serve().await;
-    let (_, _, body) = get(addr, "/metrics", "*/*").await;
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool is missing: run deploy/dev/prepare.sh (Debian's prometheus package)");
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let output = promtool.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "promtool check metrics: {}{}\n{body}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}

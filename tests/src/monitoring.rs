@@ -280,6 +280,50 @@ fn unquote(value: &str) -> String {
     value.to_string()
 }
 
+/// Runs promtool with `args` from the repository's root, feeding it `stdin` if given: what it
+/// printed, as `Ok` when it succeeded. Fails the test when promtool is not installed (Debian's
+/// `prometheus` package brings it; `deploy/dev/prepare.sh` installs it): a skip would hide a
+/// machine that cannot check the rules.
+pub fn promtool(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = match Command::new("promtool")
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
+            "promtool is not installed: run deploy/dev/prepare.sh as root (it installs Debian's \
+             prometheus package, which brings promtool)"
+        ),
+        Err(error) => panic!("cannot run promtool: {error}"),
+    };
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        input
+            .write_all(text.as_bytes())
+            .expect("promtool reads its input");
+    }
+    let output = child.wait_with_output().expect("promtool runs");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() {
+        Ok(printed)
+    } else {
+        Err(printed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,8 +10,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
-use std::io::ErrorKind;
-use std::process::Command;
 
 use nexus_tests::monitoring::{
     ALERT_RULES, ALERT_TESTS, AlertRule, DASHBOARD, RUNBOOK_URL, RUNBOOKS, SCRAPE_CONFIG,
@@ -32,31 +30,10 @@ fn rules() -> Vec<AlertRule> {
 }
 
 /// Runs promtool from the repository's root and returns what it printed; fails the test if it
-/// fails or is not installed.
+/// fails.
 fn promtool(args: &[&str]) -> String {
-    let output = match Command::new("promtool")
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-    {
-        Ok(output) => output,
-        Err(error) if error.kind() == ErrorKind::NotFound => panic!(
-            "promtool is not installed: run deploy/dev/prepare.sh as root (it installs Debian's \
-             prometheus package, which brings promtool)"
-        ),
-        Err(error) => panic!("cannot run promtool: {error}"),
-    };
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "promtool {} failed:\n{printed}",
-        args.join(" ")
-    );
-    printed
+    nexus_tests::monitoring::promtool(args, None)
+        .unwrap_or_else(|printed| panic!("promtool {} failed:\n{printed}", args.join(" ")))
 }
 
 #[test]

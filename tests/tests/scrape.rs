@@ -8,69 +8,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nexus_protocol::identity::Role;
-use nexus_tests::docker_fleet::{DockerFleet, IMAGE};
+use nexus_tests::docker_fleet::DockerFleet;
 use nexus_tests::eventually;
 use nexus_tests::exposition::{families, value};
 use nexus_tests::http::get;
-use nexus_tests::monitoring::{alert_files, referenced_metrics};
+use nexus_tests::monitoring::{alert_files, promtool, referenced_metrics};
 use nexus_tests::prometheus::Prometheus;
 
-fn promtool_check_metrics(text: &str) -> Result<(), String> {
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is missing: run deploy/dev/prepare.sh (Debian's prometheus package)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = promtool.wait_with_output().unwrap();
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
-
-/// Ada's small sleeping workspace `name`, created and running (a cold start).
-fn create(fleet: &DockerFleet, name: &str) {
-    let created = fleet.ok(
-        "ada",
-        Role::User,
-        &[
-            "workspace",
-            "create",
-            name,
-            "--image",
-            IMAGE,
-            "--class",
-            "small",
-            "--",
-            "sleep",
-            "1000000",
-        ],
-    );
-    assert_eq!(created["state"], "running", "{created}");
-}
-
+/// Ada's `verb` (stop, start, switch) of her workspace `name`, waited for.
 fn workspace(fleet: &DockerFleet, verb: &str, name: &str) {
-    let answer = fleet.ok("ada", Role::User, &["workspace", verb, name]);
-    assert!(answer.is_object() || answer.is_array(), "{answer}");
+    fleet.ok("ada", Role::User, &["workspace", verb, name]);
 }
 
 #[tokio::test]
@@ -89,8 +40,8 @@ async fn a_scraped_fleet_exports_what_the_alerts_and_the_dashboard_read() {
         .expect("the agent's HTTP address");
 
     // Two cold starts, a context switch (a stopped, b running: switch to a), a warm start of b.
-    create(&fleet, "scrape-a");
-    create(&fleet, "scrape-b");
+    fleet.create_sleeper("scrape-a");
+    fleet.create_sleeper("scrape-b");
     workspace(&fleet, "stop", "scrape-a");
     workspace(&fleet, "switch", "scrape-a");
     workspace(&fleet, "start", "scrape-b");
@@ -171,7 +122,7 @@ async fn a_scraped_fleet_exports_what_the_alerts_and_the_dashboard_read() {
     for address in coordinators.iter().chain([&agent]) {
         let (status, text) = get(*address, "/metrics").await;
         assert_eq!(status, 200);
-        promtool_check_metrics(&text).unwrap_or_else(|problems| {
+        promtool(&["check", "metrics"], Some(&text)).unwrap_or_else(|problems| {
             panic!("promtool check metrics on {address}: {problems}\n{text}")
         });
         exported.extend(families(&text));
