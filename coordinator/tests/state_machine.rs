@@ -12,7 +12,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use nexus_coordinator::scheduler::Scoring;
-use nexus_coordinator::state::{Command, LimitsPatch, Outcome, PlaceRequest, Proposal, State};
+use nexus_coordinator::state::{
+    Command, FOREIGN_PORT_MEMORY_MS, LimitsPatch, Outcome, PlaceRequest, Proposal, State,
+};
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::identity::Identity;
@@ -188,9 +190,17 @@ proptest! {
                         let ((cpu, memory), (cpu_cap, memory_cap)) = (promised(&before), capacity(&before));
                         let no_cpu = cpu + u64::from(wanted.cpu_millis) > cpu_cap;
                         let no_memory = memory + wanted.memory_bytes > memory_cap;
-                        // Free ports counted from the allocation table and the range alone.
+                        // Free ports counted from the tables and the range alone: allocated, or
+                        // found held by something else within the hour (and not allocated).
                         let range = before.hosts()[host].info.port_range;
-                        let taken = before.ports().keys().filter(|(h, p)| h == host && range.contains(*p)).count();
+                        let allocated = before.ports().keys().filter(|(h, p)| h == host && range.contains(*p)).count();
+                        let foreign = before.foreign_ports().iter().filter(|((h, p), seen)| {
+                            h == host
+                                && range.contains(*p)
+                                && !before.ports().contains_key(&(h.clone(), *p))
+                                && proposal.at.as_millis() < seen.as_millis() + FOREIGN_PORT_MEMORY_MS
+                        }).count();
+                        let taken = allocated + foreign;
                         let no_ports = (range.len() as usize - taken) < ports.len();
                         prop_assert!(!ready || full || no_cpu || no_memory || no_ports, "refused with room on {host}");
                     }
