@@ -73,7 +73,8 @@ pub struct Metrics {
     host_cpu: Gauge,
     host_memory_used: Gauge,
     host_memory_total: Gauge,
-    host_disk_free: Gauge,
+    /// Absent while the data dir's filesystem is not found (a 0 would read as a full disk).
+    host_disk_free: Gauges<0>,
     workspace_cpu: Gauges<1>,
     workspace_memory: Gauges<1>,
     workspace_memory_limit: Gauges<1>,
@@ -133,9 +134,10 @@ impl Metrics {
             ),
             host_memory_total: registry
                 .gauge("nexus_host_memory_total_bytes", "The host's memory."),
-            host_disk_free: registry.gauge(
+            host_disk_free: registry.gauges(
                 "nexus_host_disk_free_bytes",
                 "Space available on the filesystem of the agent's data dir, at the last sample.",
+                [],
             ),
             workspace_cpu: registry.gauges(
                 "nexus_workspace_cpu_usage_ratio",
@@ -223,8 +225,14 @@ impl Metrics {
         {
             self.host_memory_used.set(host.memory_used_bytes as f64);
             self.host_memory_total.set(host.memory_total_bytes as f64);
-            self.host_disk_free
-                .set(host.disk_total_bytes.saturating_sub(host.disk_used_bytes) as f64);
+            if host.disk_total_bytes == 0 {
+                self.host_disk_free.remove([]);
+            } else {
+                self.host_disk_free.set(
+                    [],
+                    host.disk_total_bytes.saturating_sub(host.disk_used_bytes) as f64,
+                );
+            }
         }
     }
 

@@ -147,7 +147,10 @@ impl Peers {
             let snapshots = batch.iter().filter(|m| carries_snapshot(m)).count();
             let started = std::time::Instant::now();
             let result = self.deliver(to, &batch, snapshots > 0).await;
-            if result.is_ok() && snapshots == 0 {
+            if result.is_err() {
+                // No round trip to show while the peer cannot be reached.
+                self.rtt.remove([&to.to_string()]);
+            } else if snapshots == 0 {
                 self.rtt
                     .set([&to.to_string()], started.elapsed().as_secs_f64());
             }

@@ -77,7 +77,15 @@ impl Probes {
 
 impl nexus_telemetry::http::Probes for Probes {
     async fn refresh(&self) {
-        if let Ok(view) = self.view().await {
+        let view = self.view().await;
+        if let Err(why) = &view {
+            // A driver that does not answer serves nothing: say so rather than repeat the last
+            // values, which alerts would read as a healthy node.
+            tracing::warn!("metrics: {why}; reporting no leader");
+            self.metrics.raft_has_leader.set(0.0);
+            self.metrics.raft_is_leader.set(0.0);
+        }
+        if let Ok(view) = view {
             let flag = |yes: bool| if yes { 1.0 } else { 0.0 };
             self.metrics
                 .raft_has_leader

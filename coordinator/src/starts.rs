@@ -10,13 +10,13 @@
 //!
 //! Pure: no clock, no I/O; time comes in the proposals.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use nexus_protocol::WorkspaceName;
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::message::DesiredRun;
 use nexus_protocol::model::WorkspaceState;
+use nexus_protocol::{RequestId, WorkspaceName};
 
 use crate::state::{Command, Outcome, Proposal, State};
 
@@ -95,6 +95,10 @@ pub struct Starts {
     pending: BTreeMap<WorkspaceName, Pending>,
     finished: Vec<Finished>,
     next_expiry: Timestamp,
+    /// The request ids that opened starts, the latest [`MAX_PENDING`]: a retry of a request
+    /// (the CLI resends under the same id; `apply` answers it its first outcome) opens nothing.
+    opened_by: HashSet<RequestId>,
+    opened_order: VecDeque<RequestId>,
 }
 
 impl Default for Starts {
@@ -103,6 +107,8 @@ impl Default for Starts {
             pending: BTreeMap::new(),
             finished: Vec::new(),
             next_expiry: Timestamp::EPOCH,
+            opened_by: HashSet::new(),
+            opened_order: VecDeque::new(),
         }
     }
 }
@@ -121,22 +127,47 @@ impl Starts {
         match &proposal.command {
             Command::PlaceWorkspaces(requests) => {
                 for request in requests {
-                    if let Some(Outcome::Applied) = state.outcome_of(request.request_id) {
+                    if let Some(Outcome::Applied) = state.outcome_of(request.request_id)
+                        && self.first_time(request.request_id)
+                    {
                         self.open(request.spec.name.clone(), StartKind::Cold, at, true);
                     }
                 }
             }
-            Command::CreateWorkspace { spec, .. } if applied => {
+            Command::CreateWorkspace { spec, .. }
+                if applied && self.first_time(proposal.request_id) =>
+            {
                 self.open(spec.name.clone(), StartKind::Cold, at, true);
             }
             Command::SetDesiredRun {
                 name,
                 run: DesiredRun::Running,
-            } if applied => self.open_unless_running(name, StartKind::Warm, at, state_of(name)),
-            Command::SwitchWorkspace { name, .. } if applied => {
-                self.open_unless_running(name, StartKind::Switch, at, state_of(name));
+            } if applied && self.first_time(proposal.request_id) => {
+                self.open_unless_running(name, StartKind::Warm, at, state_of(name));
             }
-            Command::RestartWorkspace { name } if applied => {
+            Command::SwitchWorkspace { owner, name } if applied => {
+                // The owner's other workspaces were stopped by it: their starts will not end.
+                let stopped: Vec<WorkspaceName> =
+                    self.pending
+                        .keys()
+                        .filter(|other| *other != name)
+                        .filter(|other| {
+                            state.workspaces().get(*other).is_some_and(|w| {
+                                w.owner == *owner && w.desired == DesiredRun::Stopped
+                            })
+                        })
+                        .cloned()
+                        .collect();
+                for other in &stopped {
+                    self.forget(other);
+                }
+                if self.first_time(proposal.request_id) {
+                    self.open_unless_running(name, StartKind::Switch, at, state_of(name));
+                }
+            }
+            Command::RestartWorkspace { name }
+                if applied && self.first_time(proposal.request_id) =>
+            {
                 let armed = state_of(name) != Some(WorkspaceState::Running);
                 self.open(name.clone(), StartKind::Warm, at, armed);
             }
@@ -161,9 +192,27 @@ impl Starts {
         }
     }
 
-    /// A start of `name` of `kind`, requested at `at`. A later start of the same workspace
-    /// replaces an earlier one.
+    /// Whether `request` opens a start for the first time (and remembers that it did).
+    fn first_time(&mut self, request: RequestId) -> bool {
+        if !self.opened_by.insert(request) {
+            return false;
+        }
+        self.opened_order.push_back(request);
+        if self.opened_order.len() > MAX_PENDING
+            && let Some(oldest) = self.opened_order.pop_front()
+        {
+            self.opened_by.remove(&oldest);
+        }
+        true
+    }
+
+    /// A start of `name` of `kind`, requested at `at`. A start already under way is kept: the
+    /// user has been waiting since the first request, and a second (a start while it is still
+    /// starting) ends with it.
     pub fn open(&mut self, name: WorkspaceName, kind: StartKind, at: Timestamp, armed: bool) {
+        if self.pending.contains_key(&name) {
+            return;
+        }
         if self.pending.len() >= MAX_PENDING
             && !self.pending.contains_key(&name)
             && let Some(oldest) = self
@@ -246,6 +295,8 @@ impl Starts {
     pub fn clear(&mut self) {
         self.pending.clear();
         self.finished.clear();
+        self.opened_by.clear();
+        self.opened_order.clear();
     }
 
     pub fn pending(&self) -> usize {
@@ -439,5 +490,107 @@ mod tests {
             Command::DestroyWorkspace { name: w("a") },
         );
         assert_eq!(starts.pending(), 0);
+    }
+
+    /// A proposal of `command` at `at` under request id `id`, applied to `state` and fed to
+    /// `starts`.
+    fn feed(state: &mut State, starts: &mut Starts, id: u128, at: f64, command: Command) {
+        let proposal = Proposal {
+            request_id: RequestId::from_u128(id),
+            at: t(at),
+            proposer: Identity::Coordinator(NodeId::new(1).unwrap()),
+            command,
+        };
+        let outcome = state.apply(&proposal);
+        starts.applied(&proposal, &outcome, state);
+    }
+
+    /// Host h1 and alice's workspaces `names`, created (ids 1..).
+    fn fleet_with(names: &[&str]) -> (State, Starts) {
+        let mut state = State::default();
+        let mut starts = Starts::default();
+        let host = nexus_protocol::model::HostInfo {
+            cpus: 8,
+            memory_bytes: 32 << 30,
+            ..nexus_fixtures::host("h1")
+        };
+        feed(
+            &mut state,
+            &mut starts,
+            100,
+            0.0,
+            Command::RegisterHost(host),
+        );
+        for (i, name) in names.iter().enumerate() {
+            let create = Command::CreateWorkspace {
+                spec: nexus_fixtures::spec(name),
+                owner: nexus_fixtures::user("alice"),
+                host: nexus_fixtures::host_id("h1"),
+                ports: vec![],
+            };
+            feed(&mut state, &mut starts, 1 + i as u128, 1.0, create);
+        }
+        (state, starts)
+    }
+
+    fn report(name: &str, state: &State, now: WorkspaceState) -> Command {
+        Command::RecordObserved {
+            host: nexus_fixtures::host_id("h1"),
+            observed: vec![ObservedWorkspace {
+                name: w(name),
+                generation: state.workspaces()[&w(name)].generation,
+                state: now,
+                ports: vec![],
+                error: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_retried_request_opens_no_second_start() {
+        let (mut state, mut starts) = fleet_with(&["a"]);
+        let running = report("a", &state, WorkspaceState::Running);
+        feed(&mut state, &mut starts, 200, 3.0, running);
+        assert_eq!(starts.take_finished(), [ok(StartKind::Cold, 2.0)]);
+        // The CLI resends the create under its id; apply answers its first outcome.
+        let create = Command::CreateWorkspace {
+            spec: nexus_fixtures::spec("a"),
+            owner: nexus_fixtures::user("alice"),
+            host: nexus_fixtures::host_id("h1"),
+            ports: vec![],
+        };
+        feed(&mut state, &mut starts, 1, 4.0, create);
+        assert_eq!(starts.pending(), 0);
+    }
+
+    #[test]
+    fn a_start_while_starting_keeps_the_first_request_time() {
+        let (mut state, mut starts) = fleet_with(&["a"]);
+        let again = Command::SetDesiredRun {
+            name: w("a"),
+            run: DesiredRun::Running,
+        };
+        feed(&mut state, &mut starts, 200, 2.0, again);
+        let running = report("a", &state, WorkspaceState::Running);
+        feed(&mut state, &mut starts, 201, 5.0, running);
+        assert_eq!(starts.take_finished(), [ok(StartKind::Cold, 4.0)]);
+    }
+
+    #[test]
+    fn a_switch_forgets_the_starts_of_what_it_stopped() {
+        let (mut state, mut starts) = fleet_with(&["a", "b"]);
+        assert_eq!(starts.pending(), 2);
+        let switch = Command::SwitchWorkspace {
+            owner: nexus_fixtures::user("alice"),
+            name: w("b"),
+        };
+        feed(&mut state, &mut starts, 200, 2.0, switch);
+        // a's start will never end: a was stopped; b's first start goes on.
+        assert_eq!(starts.pending(), 1);
+        let running = report("b", &state, WorkspaceState::Running);
+        feed(&mut state, &mut starts, 201, 3.0, running);
+        assert_eq!(starts.take_finished(), [ok(StartKind::Cold, 2.0)]);
+        starts.expire(t(1_000.0));
+        assert!(starts.take_finished().is_empty());
     }
 }

@@ -164,12 +164,27 @@ fn counter_family(name: &'static str) -> &'static str {
     name.strip_suffix("_total").unwrap_or(name)
 }
 
+/// The label set for `values`, each escaped as the text formats require: the crate writes label
+/// values as given, and a `"`, `\` or line break would otherwise end the sample early.
 fn labelled<const N: usize>(names: &[&'static str; N], values: [&str; N]) -> LabelSet {
     names
         .iter()
         .zip(values)
-        .map(|(name, value)| (*name, value.to_string()))
+        .map(|(name, value)| (*name, escaped(value)))
         .collect()
+}
+
+fn escaped(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -261,6 +276,11 @@ impl<const N: usize> Gauges<N> {
         for (values, value) in series {
             self.set(values, value);
         }
+    }
+
+    /// Removes the series for `values` (a peer gone, say), if there is one.
+    pub fn remove(&self, values: [&str; N]) {
+        self.family.remove(&labelled(&self.labels, values));
     }
 
     /// The value for `values`, if it has one.
@@ -451,6 +471,19 @@ mod tests {
     }
 
     #[test]
+    fn label_values_are_escaped() {
+        let mut registry = Registry::new();
+        registry
+            .gauges("nexus_x", "X.", ["why"])
+            .set(["a \"quoted\" \\ back\nslash"], 1.0);
+        let text = registry.encode(Format::Classic);
+        assert!(
+            text.contains("nexus_x{why=\"a \\\"quoted\\\" \\\\ back\\nslash\"} 1.0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_replaced_family_forgets_what_is_gone() {
         let mut registry = Registry::new();
         let hosts = registry.gauges("nexus_hosts", "Hosts.", ["status"]);
@@ -458,6 +491,8 @@ mod tests {
         hosts.replace([(["ready"], 3.0)]);
         assert_eq!(hosts.get(["ready"]), Some(3.0));
         assert_eq!(hosts.get(["down"]), None);
+        hosts.remove(["ready"]);
+        assert_eq!(hosts.get(["ready"]), None);
     }
 
     #[test]
