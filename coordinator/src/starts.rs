@@ -5,8 +5,10 @@
 //!
 //! Every replica feeds its tracker with every entry it applies ([`Starts::applied`]), so the
 //! pending starts survive a change of leader; the driver records what finished only while this
-//! node leads, so each start is counted once. Durations are differences of the proposals' own
-//! timestamps (the proposer's clock, the same on every replica), never of this node's clock.
+//! node leads, so in a steady cluster each start is counted once (across a failover a start may
+//! be counted twice or not at all: `docs/decisions.md`). Durations are differences of the
+//! proposals' own timestamps (their proposers' clocks, the same on every replica), never of this
+//! node's clock.
 //!
 //! Pure: no clock, no I/O; time comes in the proposals.
 

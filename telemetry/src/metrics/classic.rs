@@ -1,6 +1,6 @@
 //! Prometheus' classic text format (0.0.4) from the crate's OpenMetrics, for scrapers that do
 //! not ask for OpenMetrics (`curl`, `promtool check metrics`). The two differ, for what Nexus
-//! exposes, in three places only, so the crate still encodes every value, label and escape:
+//! exposes, in three places only, so the crate still encodes every value and label:
 //!
 //! - a counter's family is named with its `_total` in the classic format (`# TYPE x_total
 //!   counter`), without it in OpenMetrics (`# TYPE x counter`); the samples are the same;
