@@ -180,8 +180,14 @@ pub async fn run_with<R: Runtime>(
     if let Some(serving) = serving {
         let _ = serving.await;
     }
-    if let Some(monitoring) = monitoring {
-        let _ = monitoring.await;
+    if let Some(mut monitoring) = monitoring {
+        // A scraper that holds its connection open must not hold up the agent's stop.
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut monitoring)
+            .await
+            .is_err()
+        {
+            monitoring.abort();
+        }
     }
     events.abort();
     sampling.abort();
