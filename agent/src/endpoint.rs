@@ -378,7 +378,7 @@ impl<R: Runtime> Handler for Endpoint<R> {
             }
             _ => Reply::Once(Err(WireError::new(
                 ErrorCode::InvalidArgument,
-                "an agent serves only logs and exec; ask a coordinator",
+                "an agent serves only logs, exec, networks and file sync; ask a coordinator",
             ))),
         }
     }

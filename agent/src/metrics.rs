@@ -73,8 +73,9 @@ pub struct Metrics {
     host_cpu: Gauge,
     host_memory_used: Gauge,
     host_memory_total: Gauge,
-    /// Absent while the data dir's filesystem is not found (a 0 would read as a full disk).
-    host_disk_free: Gauges<0>,
+    /// NaN while the data dir's filesystem is not found: a 0 would read as a full disk, and a
+    /// comparison with NaN is false, so no alert fires on it.
+    host_disk_free: Gauge,
     workspace_cpu: Gauges<1>,
     workspace_memory: Gauges<1>,
     workspace_memory_limit: Gauges<1>,
@@ -134,10 +135,10 @@ impl Metrics {
             ),
             host_memory_total: registry
                 .gauge("nexus_host_memory_total_bytes", "The host's memory."),
-            host_disk_free: registry.gauges(
+            host_disk_free: registry.gauge(
                 "nexus_host_disk_free_bytes",
-                "Space available on the filesystem of the agent's data dir, at the last sample.",
-                [],
+                "Space available on the filesystem of the agent's data dir, at the last sample \
+                 (NaN when that filesystem is not found).",
             ),
             workspace_cpu: registry.gauges(
                 "nexus_workspace_cpu_usage_ratio",
@@ -225,14 +226,11 @@ impl Metrics {
         {
             self.host_memory_used.set(host.memory_used_bytes as f64);
             self.host_memory_total.set(host.memory_total_bytes as f64);
-            if host.disk_total_bytes == 0 {
-                self.host_disk_free.remove([]);
+            self.host_disk_free.set(if host.disk_total_bytes == 0 {
+                f64::NAN
             } else {
-                self.host_disk_free.set(
-                    [],
-                    host.disk_total_bytes.saturating_sub(host.disk_used_bytes) as f64,
-                );
-            }
+                host.disk_total_bytes.saturating_sub(host.disk_used_bytes) as f64
+            });
         }
     }
 
