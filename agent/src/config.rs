@@ -352,9 +352,9 @@ mod tests {
         Config::from_args(args)
     }
 
-    #[test]
-    fn the_users_endpoint_listens_by_default_and_can_be_turned_off() {
-        let base = [
+    /// A config from the required flags and `extra`.
+    fn with(extra: &[&str]) -> anyhow::Result<Config> {
+        let mut list = vec![
             "--host-id",
             "h",
             "--coordinator",
@@ -364,11 +364,12 @@ mod tests {
             "--data-dir",
             "/d",
         ];
-        let with = |extra: &[&str]| {
-            let mut list = base.to_vec();
-            list.extend_from_slice(extra);
-            args(&list)
-        };
+        list.extend_from_slice(extra);
+        args(&list)
+    }
+
+    #[test]
+    fn the_users_endpoint_listens_by_default_and_can_be_turned_off() {
         let config = with(&[]).unwrap();
         assert_eq!(config.listen, Some(DEFAULT_LISTEN.parse().unwrap()));
         assert_eq!(config.advertise, None);
@@ -384,21 +385,6 @@ mod tests {
 
     #[test]
     fn monitoring_http_is_on_loopback_by_default_and_can_be_turned_off() {
-        let base = [
-            "--host-id",
-            "h",
-            "--coordinator",
-            "c:1",
-            "--tls-dir",
-            "/t",
-            "--data-dir",
-            "/d",
-        ];
-        let with = |extra: &[&str]| {
-            let mut list = base.to_vec();
-            list.extend_from_slice(extra);
-            args(&list)
-        };
         assert_eq!(
             with(&[]).unwrap().http_listen,
             Listen::At("127.0.0.1:7481".parse().unwrap())

@@ -328,9 +328,9 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn flags_make_a_config() {
-        let config = Config::from_args(args(&[
+    /// A config from the required flags and `extra`.
+    fn with(extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut list = vec![
             "--node-id",
             "1",
             "--listen",
@@ -339,12 +339,14 @@ mod tests {
             "/d",
             "--tls-dir",
             "/t",
-            "--peer",
-            "2=10.0.0.2:7400",
-            "--peer",
-            "3=coord3:7400",
-        ]))
-        .unwrap();
+        ];
+        list.extend_from_slice(extra);
+        Config::from_args(args(&list))
+    }
+
+    #[test]
+    fn flags_make_a_config() {
+        let config = with(&["--peer", "2=10.0.0.2:7400", "--peer", "3=coord3:7400"]).unwrap();
         assert_eq!(config.node_id.get(), 1);
         assert_eq!(config.peers.len(), 2);
         assert_eq!(config.peers[1].1, "coord3:7400");
@@ -356,21 +358,6 @@ mod tests {
 
     #[test]
     fn monitoring_http_comes_from_a_flag_or_the_file_and_can_be_off() {
-        let base = [
-            "--node-id",
-            "1",
-            "--listen",
-            "127.0.0.1:7400",
-            "--data-dir",
-            "/d",
-            "--tls-dir",
-            "/t",
-        ];
-        let with = |extra: &[&str]| {
-            let mut list = base.to_vec();
-            list.extend_from_slice(extra);
-            Config::from_args(args(&list))
-        };
         assert_eq!(
             with(&["--http-listen", "off"]).unwrap().http_listen,
             Listen::Off

@@ -399,14 +399,7 @@ mod tests {
         let mut id = 0;
         let mut apply = |state: &mut State, starts: &mut Starts, at: f64, command: Command| {
             id += 1;
-            let proposal = Proposal {
-                request_id: RequestId::from_u128(id),
-                at: t(at),
-                proposer: Identity::Coordinator(NodeId::new(1).unwrap()),
-                command,
-            };
-            let outcome = state.apply(&proposal);
-            starts.applied(&proposal, &outcome, state);
+            feed(state, starts, id, at, command);
         };
         let host = nexus_fixtures::host_id("h1");
         let report = |state: WorkspaceState, generation| Command::RecordObserved {
