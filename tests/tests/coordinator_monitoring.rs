@@ -249,9 +249,20 @@ async fn the_leaders_metrics_follow_raft_the_fleet_requests_and_starts() {
     })
     .await;
 
-    // Followers count nothing of it, and say they do not lead.
+    // Followers count nothing of it, and say they do not lead: asked once a follower has applied
+    // everything the leader had (a start it never saw would be 0 as well).
+    let (_, text) = get(addr, "/metrics").await;
+    let applied = sample(&text, "nexus_raft_applied_index").unwrap();
     let follower = http(&cluster, (leading + 1) % 3);
-    let (_, text) = get(follower, "/metrics").await;
+    let text = eventually(
+        "the follower to apply what the leader did",
+        CONVERGE,
+        || async {
+            let (_, text) = get(follower, "/metrics").await;
+            (sample(&text, "nexus_raft_applied_index")? >= applied).then_some(text)
+        },
+    )
+    .await;
     assert_eq!(sample(&text, "nexus_raft_is_leader"), Some(0.0));
     assert_eq!(
         sample(
