@@ -32,7 +32,7 @@ use nexus_protocol::Identity;
 use nexus_protocol::identity::IdentityKind;
 use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Server};
 use nexus_telemetry::Registry;
-use nexus_telemetry::http::{Bound, Listen};
+use nexus_telemetry::http::Running;
 use tokio::sync::{Notify, watch};
 
 pub use config::Config;
@@ -83,7 +83,6 @@ pub async fn run_with<R: Runtime>(
     })?;
     let (mut registry, metrics) = registry(&credentials);
     let sync_stats = endpoint::syncstats::SyncStats::register(&mut registry);
-    let http = bind_http(config.http_listen).await?;
     let vitals = Arc::new(probes::Vitals::default());
     let connector =
         Connector::new(&credentials, config.transport()).context("cannot set up QUIC")?;
@@ -128,13 +127,14 @@ pub async fn run_with<R: Runtime>(
         host_cpus: std::thread::available_parallelism()
             .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
     };
-    let monitoring = http.map(|http| {
-        tokio::spawn(http.serve(
-            Arc::new(registry),
-            Arc::new(probes),
-            stopped_for(stopped.clone()),
-        ))
-    });
+    let monitoring = Running::start(config.http_listen, Arc::new(registry), Arc::new(probes))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve HTTP monitoring on {} (--http-listen, or `off`)",
+                config.http_listen
+            )
+        })?;
     let mut link = link::Link::new(
         connector,
         config.clone(),
@@ -180,14 +180,8 @@ pub async fn run_with<R: Runtime>(
     if let Some(serving) = serving {
         let _ = serving.await;
     }
-    if let Some(mut monitoring) = monitoring {
-        // A scraper that holds its connection open must not hold up the agent's stop.
-        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut monitoring)
-            .await
-            .is_err()
-        {
-            monitoring.abort();
-        }
+    if let Some(monitoring) = monitoring {
+        monitoring.stop().await;
     }
     events.abort();
     sampling.abort();
@@ -244,28 +238,9 @@ pub async fn run_hollow_host(
 fn registry(credentials: &Credentials) -> (Registry, metrics::Metrics) {
     let (mut registry, common) = Registry::for_daemon("agent", nexus_protocol::SOFTWARE_VERSION);
     let expiries = credentials.expiries();
-    for (cert, expiry) in [("node", expiries.own), ("ca", expiries.ca)] {
-        if let Some(expiry) = expiry {
-            #[allow(clippy::cast_precision_loss)]
-            common.cert_expiry.set([cert], expiry as f64);
-        }
-    }
+    common.set_cert_expiries(expiries.own, expiries.ca);
     let metrics = metrics::Metrics::register(&mut registry);
     (registry, metrics)
-}
-
-/// The monitoring HTTP server's listener, unless it is `off`. Failing to bind is fatal: the
-/// operator asked for it, and a fleet scraped without it would be blind.
-async fn bind_http(listen: Listen) -> anyhow::Result<Option<Bound>> {
-    let Some(addr) = listen.addr() else {
-        return Ok(None);
-    };
-    let bound = Bound::bind(addr).await.with_context(|| {
-        format!("cannot serve HTTP monitoring on {addr} (--http-listen, or `off`)")
-    })?;
-    let addr = bound.local_addr().context("the HTTP listener's address")?;
-    tracing::info!("serving HTTP monitoring on {addr}");
-    Ok(Some(bound))
 }
 
 /// The address users are told: the bound one, or, bound to every interface, this host's name

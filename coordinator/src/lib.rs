@@ -32,8 +32,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use nexus_protocol::Identity;
 use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Server};
-use nexus_telemetry::http::{Bound, Listen};
-use nexus_telemetry::{Common, Registry};
+use nexus_telemetry::Registry;
+use nexus_telemetry::http::Running;
 use tokio::sync::oneshot;
 
 pub use config::Config;
@@ -176,13 +176,20 @@ pub async fn run_with(
         stop,
         mut stopped,
     } = Node::start_with(&config, &credentials, metrics.clone())?;
-    let monitoring = Monitoring::start(
+    let expiries = credentials.expiries();
+    common.set_cert_expiries(expiries.own, expiries.ca);
+    let monitoring = Running::start(
         config.http_listen,
-        &credentials,
-        (registry, common),
-        Probes::new(cluster.clone(), metrics),
+        Arc::new(registry),
+        Arc::new(Probes::new(cluster.clone(), metrics)),
     )
-    .await?;
+    .await
+    .with_context(|| {
+        format!(
+            "cannot serve HTTP monitoring on {} (--http-listen)",
+            config.http_listen
+        )
+    })?;
     tracing::info!(node_id = %config.node_id, %address, peers = config.peers.len(), "nexus-coordinator listening");
     ready(address, cluster.clone());
     let service = Arc::new(Service::new(identity, cluster).with_host_ttl(config.host_ttl));
@@ -214,57 +221,4 @@ pub async fn run_with(
     result.context("the raft node failed")?;
     tracing::info!("nexus-coordinator stopped");
     Ok(())
-}
-
-/// The monitoring HTTP server (`/metrics`, `/livez`, `/readyz`), serving until stopped.
-struct Monitoring {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Monitoring {
-    /// Binds `listen` (nothing with `off`), sets the certificates' expiries and serves. A bind
-    /// failure is fatal: the operator asked for this address.
-    async fn start(
-        listen: Listen,
-        credentials: &Credentials,
-        (registry, common): (Registry, Common),
-        probes: Probes,
-    ) -> anyhow::Result<Option<Monitoring>> {
-        let Some(addr) = listen.addr() else {
-            tracing::info!("HTTP monitoring is off (--http-listen off)");
-            return Ok(None);
-        };
-        let bound = Bound::bind(addr)
-            .await
-            .with_context(|| format!("cannot serve HTTP monitoring on {addr} (--http-listen)"))?;
-        let address = bound
-            .local_addr()
-            .context("cannot read the monitoring server's bound address (--http-listen)")?;
-        let expiries = credentials.expiries();
-        for (cert, expiry) in [("node", expiries.own), ("ca", expiries.ca)] {
-            if let Some(expiry) = expiry {
-                common.cert_expiry.set([cert], expiry as f64);
-            }
-        }
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(
-            bound.serve(Arc::new(registry), Arc::new(probes), async move {
-                let _ = stopped.await;
-            }),
-        );
-        tracing::info!("serving HTTP monitoring on {address}");
-        Ok(Some(Monitoring { stop, task }))
-    }
-
-    /// Stops serving; connections still open after a few seconds are dropped.
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let mut task = self.task;
-        match tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => tracing::warn!("the monitoring server failed: {error}"),
-            Ok(Err(_)) | Err(_) => task.abort(),
-        }
-    }
 }

@@ -124,6 +124,60 @@ impl Bound {
     }
 }
 
+/// A server serving on its own task until [`Running::stop`]: how a daemon runs it.
+#[derive(Debug)]
+pub struct Running {
+    address: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// How long [`Running::stop`] lets open connections finish before dropping them.
+    pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+    /// Binds `listen` and serves; `None` when it is `off`. A bind failure is the caller's to
+    /// report (it names its flag).
+    pub async fn start<P: Probes>(
+        listen: Listen,
+        registry: Arc<Registry>,
+        probes: Arc<P>,
+    ) -> std::io::Result<Option<Running>> {
+        let Some(addr) = listen.addr() else {
+            tracing::info!("HTTP monitoring is off (--http-listen off)");
+            return Ok(None);
+        };
+        let bound = Bound::bind(addr).await?;
+        let address = bound.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(bound.serve(registry, probes, async move {
+            let _ = stopped.await;
+        }));
+        tracing::info!("serving HTTP monitoring on {address}");
+        Ok(Some(Running {
+            address,
+            stop,
+            task,
+        }))
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops serving: a scraper that holds its connection open past [`Running::STOP_GRACE`] is
+    /// dropped, so it never holds up the daemon's stop.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        match tokio::time::timeout(Running::STOP_GRACE, &mut task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!("the monitoring server failed: {error}"),
+            Ok(Err(_)) | Err(_) => task.abort(),
+        }
+    }
+}
+
 async fn metrics<P: Probes>(State(shared): State<Arc<Shared<P>>>, headers: HeaderMap) -> Response {
     let format = Format::from_accept(
         headers

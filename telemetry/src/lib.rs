@@ -26,6 +26,19 @@ pub struct Common {
     pub cert_expiry: Gauges<1>,
 }
 
+impl Common {
+    /// Sets when the daemon's own certificate and its CA expire, in seconds since the epoch
+    /// (those not known are left out).
+    pub fn set_cert_expiries(&self, own: Option<i64>, ca: Option<i64>) {
+        for (cert, expiry) in [("node", own), ("ca", ca)] {
+            if let Some(expiry) = expiry {
+                #[allow(clippy::cast_precision_loss)]
+                self.cert_expiry.set([cert], expiry as f64);
+            }
+        }
+    }
+}
+
 impl Registry {
     /// A registry with what every daemon exposes: `nexus_build_info{version,role}`, the
     /// process's metrics, and the certificate expiries (which the daemon sets, through
