@@ -285,6 +285,12 @@ pub fn request_kind(request: &Request) -> &'static str {
         Request::Host(HostRequest::Exec { .. }) => "host_exec",
         Request::Host(HostRequest::Networks) => "host_networks",
         Request::Host(HostRequest::Sync { .. }) => "host_sync",
+        Request::Host(HostRequest::DaemonLogs(_)) => "host_daemon_logs",
+        Request::Host(HostRequest::Diagnostic(_)) => "host_diagnostic",
+        Request::Host(HostRequest::Health(_)) => "host_health",
+        Request::Host(HostRequest::ContainerEvents { .. }) => "host_container_events",
+        Request::Host(HostRequest::SyncSessions(_)) => "host_sync_sessions",
+        Request::Host(HostRequest::SyncFlush(_)) => "host_sync_flush",
     }
 }
 
@@ -296,6 +302,7 @@ fn agent_kind(request: &AgentRequest) -> &'static str {
         AgentRequest::ReportObserved(_) => "agent_report_observed",
         AgentRequest::ContainerStats(_) => "agent_container_stats",
         AgentRequest::Serving(_) => "agent_serving",
+        AgentRequest::WatchDesiredCauses { .. } => "agent_watch_desired_causes",
     }
 }
 
@@ -315,6 +322,7 @@ fn workspace_kind(request: &WorkspaceRequest) -> &'static str {
         WorkspaceRequest::Describe(_) => "workspace_describe",
         WorkspaceRequest::Endpoint(_) => "workspace_endpoint",
         WorkspaceRequest::CleanupOf { .. } => "workspace_cleanup_of",
+        WorkspaceRequest::Events(_) => "workspace_events",
     }
 }
 
@@ -332,6 +340,9 @@ fn admin_kind(request: &AdminRequest) -> &'static str {
         AdminRequest::Stats => "admin_stats",
         AdminRequest::Top => "admin_top",
         AdminRequest::Endpoints => "admin_endpoints",
+        AdminRequest::DaemonLogs(_) => "admin_daemon_logs",
+        AdminRequest::Diagnostic(_) => "admin_diagnostic",
+        AdminRequest::RequestRecord(_) => "admin_request_record",
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! - [`id`], [`model`]: validated identifiers and the plain data of workspaces and hosts;
 //! - [`error`]: the stable [`ErrorCode`]s with their user messages, retry policies and exit codes;
+//! - [`debug`]: log records and queries, trace hops, workspace events and health, diagnostics;
 //! - [`message`]: the append-only request, response and push enums that cross the wire;
 //! - [`codec`]: length-prefixed bincode frames with a bounded size (sans-IO, plus async helpers);
 //! - [`identity`], [`pki`]: who a peer is (from its certificate's SAN URI) and how certificates
@@ -16,6 +17,7 @@
 
 pub mod clock;
 pub mod codec;
+pub mod debug;
 pub mod error;
 pub mod hash;
 pub mod id;

@@ -11,6 +11,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
+use crate::debug::{
+    ContainerEvent, Diagnostic, LogQuery, LogRecord, RequestRecord, SyncSessionView,
+    WorkspaceEvent, WorkspaceHealth,
+};
 use crate::error::WireError;
 use crate::id::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use crate::identity::{Identity, IdentityKind};
@@ -110,6 +114,23 @@ pub enum HostRequest {
         workspace: WorkspaceName,
         payload: Vec<u8>,
     },
+    /// The agent's own log records (admins only): [`Response::LogRecords`]; with `follow`, a
+    /// frame per batch of new records after it.
+    DaemonLogs(LogQuery),
+    /// What the agent can tell about itself (admins only): [`Response::Diagnostic`].
+    Diagnostic(Diagnostic),
+    /// The workspace's health as the agent observes it: [`Response::Health`].
+    Health(WorkspaceName),
+    /// The engine's events for the workspace's container since a time (admins only):
+    /// [`Response::ContainerEvents`].
+    ContainerEvents {
+        workspace: WorkspaceName,
+        since: Option<Timestamp>,
+    },
+    /// The sync sessions the agent serves for the workspace: [`Response::SyncSessions`].
+    SyncSessions(WorkspaceName),
+    /// Wake the workspace's sync sessions for a cycle now: [`Response::Ack`].
+    SyncFlush(WorkspaceName),
 }
 
 /// The reads that may be served stale. Writes have no stale form.
@@ -151,6 +172,10 @@ pub enum AgentRequest {
     /// Where this agent serves users' [`HostRequest`]s, as HOST:PORT (a name or address its
     /// certificate holds). Soft state on the leader, sent again after every (re)connection.
     Serving(String),
+    /// [`AgentRequest::WatchDesired`], answered with [`Response::DesiredWithCauses`]: each push
+    /// also names the request that last changed each workspace, so that the agent's work on it
+    /// is traced under that request's id.
+    WatchDesiredCauses { known_version: Option<u64> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +209,8 @@ pub enum WorkspaceRequest {
         owner: Option<UserName>,
         older_than_secs: u64,
     },
+    /// The workspace's recent events, oldest first: [`Response::Events`].
+    Events(WorkspaceName),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,6 +246,13 @@ pub enum AdminRequest {
     /// Where each host's agent serves [`HostRequest`]s, as the leader last heard:
     /// [`Response::Endpoints`].
     Endpoints,
+    /// The answering coordinator's own log records: [`Response::LogRecords`]; with `follow`, a
+    /// frame per batch of new records after it.
+    DaemonLogs(LogQuery),
+    /// What the answering coordinator can tell about itself: [`Response::Diagnostic`].
+    Diagnostic(Diagnostic),
+    /// What the replicated state remembers of a request: [`Response::RequestRecord`].
+    RequestRecord(RequestId),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -254,6 +288,21 @@ pub enum Response {
     Endpoints(Vec<(HostId, String)>),
     /// The sync engine's answer (`nexus_sync::endpoint::Answer`), encoded like the request.
     Sync(Vec<u8>),
+    /// A daemon's log records, oldest first (or one batch of a followed log).
+    LogRecords(Vec<LogRecord>),
+    /// A [`Diagnostic`] as text.
+    Diagnostic(String),
+    RequestRecord(Option<RequestRecord>),
+    Events(Vec<WorkspaceEvent>),
+    Health(Box<WorkspaceHealth>),
+    ContainerEvents(Vec<ContainerEvent>),
+    SyncSessions(Vec<SyncSessionView>),
+    /// A host's desired state, with the request that last changed each workspace in it: the
+    /// answer to [`AgentRequest::WatchDesiredCauses`].
+    DesiredWithCauses {
+        state: DesiredState,
+        causes: Vec<(WorkspaceName, RequestId)>,
+    },
 }
 
 /// One workspace network of a host (`nexus admin networks`).

@@ -80,6 +80,7 @@ impl Service {
                         WireError::new(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"))
                     })
             }
+            WorkspaceRequest::Events(_) => Err(super::admin::not_yet()),
             WorkspaceRequest::Endpoint(name) => {
                 let view = self
                     .owned(peer, &name, admin, Consistency::Linearizable)
