@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 mod command;
 mod desired;
+mod events;
 mod hosts;
 mod invariants;
 mod journal;
