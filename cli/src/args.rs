@@ -442,6 +442,20 @@ pub enum AdminCommand {
     /// Any user's workspaces.
     #[command(subcommand)]
     Workspace(AdminWorkspaceCommand),
+    /// Gather what it takes to debug the fleet into one .tar.gz: versions, cluster status,
+    /// hosts, limits, workspaces (no environment values), and every daemon's configuration
+    /// (secrets redacted), metrics, certificates, readiness, engine and recent logs.
+    SupportBundle {
+        /// Where to write it (default: nexus-support-TIME.tar.gz here). Never replaced.
+        #[arg(long, value_name = "FILE")]
+        file: Option<std::path::PathBuf>,
+        /// How far back the logs go.
+        #[arg(long, value_name = "DUR", default_value = "24h", value_parser = crate::duration::parse)]
+        since: std::time::Duration,
+        /// List what it would collect, and collect nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

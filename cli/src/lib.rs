@@ -3,8 +3,11 @@
 
 pub mod agents;
 pub mod args;
+pub mod bundle;
 pub mod commands;
+pub mod duration;
 pub mod error;
+pub mod fleet;
 pub mod output;
 pub mod settings;
 pub mod sync;

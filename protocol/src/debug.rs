@@ -11,8 +11,7 @@ use crate::clock::Timestamp;
 use crate::error::WireError;
 use crate::id::{HostId, RequestId, UserName, WorkspaceName};
 use crate::identity::Identity;
-use crate::message::DesiredRun;
-use crate::model::WorkspaceState;
+use crate::model::{DesiredRun, WorkspaceState};
 
 /// A log record's severity, least severe first (so `level >= min` selects).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

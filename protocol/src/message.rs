@@ -18,6 +18,7 @@ use crate::debug::{
 use crate::error::WireError;
 use crate::id::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use crate::identity::{Identity, IdentityKind};
+pub use crate::model::DesiredRun;
 use crate::model::{
     ContainerStats, HostInfo, HostStats, HostStatus, Limits, LimitsPatch, PortBinding, Scoring,
     WorkspaceSpec, WorkspaceState, WorkspaceView,
@@ -396,17 +397,6 @@ pub struct Pong {
     pub server: Identity,
     pub client: Identity,
     pub time: Timestamp,
-}
-
-/// Whether a workspace should be running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DesiredRun {
-    Running,
-    Stopped,
-    /// Being destroyed: the agent removes the container and the workspace's network, then reports
-    /// the workspace `Gone`. Said until the agent has reported it, so a lost report is repaired by
-    /// the next one rather than leaving the workspace half-destroyed.
-    Absent,
 }
 
 /// One workspace a host should have.

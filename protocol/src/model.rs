@@ -462,6 +462,17 @@ impl LimitsPatch {
     }
 }
 
+/// Whether a workspace should be running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DesiredRun {
+    Running,
+    Stopped,
+    /// Being destroyed: the agent removes the container and the workspace's network, then reports
+    /// the workspace `Gone`. Said until the agent has reported it, so a lost report is repaired by
+    /// the next one rather than leaving the workspace half-destroyed.
+    Absent,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

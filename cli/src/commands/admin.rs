@@ -77,6 +77,11 @@ pub async fn run(
             }
         }
         AdminCommand::Networks => crate::commands::host::networks(settings, format).await,
+        AdminCommand::SupportBundle {
+            file,
+            since,
+            dry_run,
+        } => crate::commands::bundle::run(settings, format, file, since, dry_run).await,
         AdminCommand::Stats => match settings
             .request(Request::Admin(AdminRequest::Stats), READ_TIMEOUT)
             .await?

@@ -2,6 +2,7 @@
 //! whom it must, and prints its result; errors go back to `main` for rendering.
 
 pub mod admin;
+pub mod bundle;
 pub mod host;
 pub mod mutagen;
 pub mod ping;
