@@ -149,3 +149,13 @@ fn the_scrape_scenario_runs_and_reports() {
     assert!(result["samples"].as_u64().unwrap() > 10);
     assert!(result["cpu_percent_at_interval"].as_f64().unwrap() >= 0.0);
 }
+
+#[test]
+fn the_debug_scenario_runs_and_reports() {
+    let result = run_bench(&["debug", "--hosts", "2", "--workspaces", "2", "--runs", "1"]);
+    assert_eq!(result["logs"]["n"], 1);
+    assert!(result["log_records"].as_u64().unwrap() > 0);
+    assert!(result["trace_hops"].as_u64().unwrap() > 0);
+    assert!(result["bundle_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(result["bundle_missing"], 0);
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::scenarios::{
-    agent_idle, detect, failover, fleet, raft_writes, scrape, start, sync, transport,
+    agent_idle, debug, detect, failover, fleet, raft_writes, scrape, start, sync, transport,
 };
 
 /// What `nexus-bench` was asked: a scenario, and where to write its report as JSON.
@@ -64,4 +64,9 @@ pub(crate) enum Scenario {
     /// scrape beyond its load without scrapes (measured over windows as long), stated as a share
     /// of a core at one scrape per interval.
     Scrape(scrape::Args),
+    /// The debugging commands at fleet scale: three coordinators and N real agent processes
+    /// (hollow runtime, each with its endpoint and log directory) after W creates; each command
+    /// one real `nexus` process timed from spawn to exit: `admin logs --last 1h`, `admin trace`
+    /// of a create, `admin support-bundle` of the whole fleet.
+    Debug(debug::Args),
 }

@@ -11,6 +11,8 @@
 //! $CARGO_TARGET_DIR/release/nexus-bench fleet
 //! $CARGO_TARGET_DIR/release/nexus-bench detect
 //! $CARGO_TARGET_DIR/release/nexus-bench agent-idle
+//! $CARGO_TARGET_DIR/release/nexus-bench scrape
+//! $CARGO_TARGET_DIR/release/nexus-bench debug
 //! ```
 //!
 //! The rooms: `cli` (what can be asked), `scenarios` (one module a scenario, each measuring and
@@ -36,7 +38,7 @@ use clap::Parser;
 use crate::cli::{Cli, Scenario};
 use crate::report::Report;
 use crate::scenarios::{
-    agent_idle, detect, failover, fleet, raft_writes, scrape, start, sync, transport,
+    agent_idle, debug, detect, failover, fleet, raft_writes, scrape, start, sync, transport,
 };
 
 #[tokio::main]
@@ -54,6 +56,7 @@ async fn main() {
         Scenario::Detect(args) => Report::Detect(detect::run(args).await),
         Scenario::AgentIdle(args) => Report::AgentIdle(agent_idle::run(args).await),
         Scenario::Scrape(args) => Report::Scrape(scrape::run(args).await),
+        Scenario::Debug(args) => Report::Debug(debug::run(args).await),
     };
     print!("{}", report.text());
     if let Some(path) = cli.json {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::measure::Percentiles;
 use crate::scenarios::{
-    agent_idle, detect, failover, fleet, raft_writes, scrape, start, sync, transport,
+    agent_idle, debug, detect, failover, fleet, raft_writes, scrape, start, sync, transport,
 };
 
 /// A scenario's report. In JSON, the scenario's name is its `scenario` field.
@@ -25,6 +25,7 @@ pub(crate) enum Report {
     Detect(detect::Report),
     AgentIdle(agent_idle::Report),
     Scrape(scrape::Report),
+    Debug(debug::Report),
 }
 
 impl Report {
@@ -41,6 +42,7 @@ impl Report {
             Report::Detect(report) => detect_text(&mut out, report),
             Report::AgentIdle(report) => agent_idle_text(&mut out, report),
             Report::Scrape(report) => scrape_text(&mut out, report),
+            Report::Debug(report) => debug_text(&mut out, report),
         }
         out.0
     }
@@ -209,6 +211,19 @@ fn scrape_text(out: &mut Lines, report: &scrape::Report) {
         report.cpu_percent_at_interval,
         report.interval_seconds,
         report.leader_idle_cpu_percent,
+    ));
+}
+
+fn debug_text(out: &mut Lines, report: &debug::Report) {
+    let fleet = format!("{} agents, {} workspaces", report.hosts, report.workspaces);
+    out.percentiles(&format!("admin logs --last 1h, {fleet}"), &report.logs);
+    out.line(format_args!("  {} records printed", report.log_records));
+    out.percentiles(&format!("admin trace of a create, {fleet}"), &report.trace);
+    out.line(format_args!("  {} hops", report.trace_hops));
+    out.percentiles(&format!("admin support-bundle, {fleet}"), &report.bundle);
+    out.line(format_args!(
+        "  {} bytes, {} sections, {} missing",
+        report.bundle_bytes, report.bundle_sections, report.bundle_missing
     ));
 }
 
