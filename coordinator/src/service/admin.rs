@@ -208,6 +208,11 @@ impl Service {
     }
 }
 
+/// TEMPORARY while issue 21 is built: the debugging requests not served yet.
+pub(super) fn not_yet() -> WireError {
+    WireError::new(ErrorCode::Unsupported, "not served yet")
+}
+
 #[cfg(test)]
 mod tests {
     use nexus_protocol::error::ErrorCode;
@@ -379,9 +384,4 @@ mod tests {
         assert!(status.applied_index >= 2, "{status:?}");
         node.stop().await.unwrap();
     }
-}
-
-/// TEMPORARY while issue 21 is built: the debugging requests not served yet.
-pub(super) fn not_yet() -> WireError {
-    WireError::new(ErrorCode::Unsupported, "not served yet")
 }
