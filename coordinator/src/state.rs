@@ -47,7 +47,7 @@ mod workspaces;
 
 pub use command::{Command, Outcome, PlaceRequest, Proposal};
 pub use desired::ChangedHosts;
-pub use events::{EVENT_TEXT_BYTES, EVENTS_KEPT, History};
+pub use events::{EVENT_TEXT_BYTES, EVENTS_KEPT, History, RECORD_EVENTS_MAX};
 pub use invariants::BrokenInvariant;
 pub use journal::JOURNAL_RETENTION_MS;
 pub use nexus_protocol::model::{Limits, LimitsPatch};

@@ -162,9 +162,8 @@ impl Service {
             AdminRequest::Stats => Ok(Response::FleetStats(
                 self.cluster.read(consistency, fleet_stats).await?,
             )),
-            AdminRequest::DaemonLogs(_)
-            | AdminRequest::Diagnostic(_)
-            | AdminRequest::RequestRecord(_) => Err(not_yet()),
+            AdminRequest::DaemonLogs(_) | AdminRequest::Diagnostic(_) => Err(not_yet()),
+            AdminRequest::RequestRecord(id) => self.request_record(id, consistency).await,
             AdminRequest::Endpoints => {
                 self.cluster.require_leader().await?;
                 let endpoints = lock(&self.endpoints)

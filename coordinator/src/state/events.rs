@@ -34,6 +34,11 @@ pub const EVENTS_KEPT: usize = 64;
 /// each workspace keeps [`EVENTS_KEPT`] events in every replica's memory and every snapshot).
 pub const EVENT_TEXT_BYTES: usize = 512;
 
+/// The most events a [`RequestRecord`] carries: the oldest, so that a trace keeps its start. A
+/// request touches at most a host's or a cleanup's workspaces, so this is seldom reached; it
+/// bounds the answer's frame.
+pub const RECORD_EVENTS_MAX: usize = 4_096;
+
 /// One workspace's recent events, oldest first, and its cause.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct History {
@@ -190,8 +195,9 @@ impl State {
     }
 
     /// What the state remembers of request `id`: when it was proposed and its outcome (while the
-    /// journal holds it), and the events that carry its id, in time order. Costs that request's
-    /// workspaces, through the index of events by request.
+    /// journal holds it), and the events that carry its id, in time order (the first
+    /// [`RECORD_EVENTS_MAX`]). Costs that request's workspaces, through the index of events by
+    /// request.
     pub fn request_record(&self, id: RequestId) -> Option<RequestRecord> {
         let (at, outcome) = self.journal.get(&id)?;
         let mut events: Vec<(WorkspaceName, WorkspaceEvent)> = Vec::new();
@@ -205,6 +211,7 @@ impl State {
             events.extend(carrying.map(|e| (name.clone(), e.expand(&workspace.host))));
         }
         events.sort_by(|a, b| (a.1.at, &a.0, a.1.seq).cmp(&(b.1.at, &b.0, b.1.seq)));
+        events.truncate(RECORD_EVENTS_MAX);
         Some(RequestRecord {
             at: *at,
             rejected: match outcome {
