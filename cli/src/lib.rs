@@ -6,6 +6,7 @@ pub mod args;
 pub mod commands;
 pub mod error;
 pub mod output;
+pub mod progress;
 pub mod settings;
 pub mod sync;
 pub mod syncd;

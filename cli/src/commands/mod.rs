@@ -2,10 +2,12 @@
 //! whom it must, and prints its result; errors go back to `main` for rendering.
 
 pub mod admin;
+pub mod events;
 pub mod host;
 pub mod mutagen;
 pub mod ping;
 pub mod pki;
+pub mod repair;
 pub mod sync;
 pub mod up;
 pub mod workspace;
