@@ -509,8 +509,11 @@ pub enum AdminWorkspaceCommand {
     },
     /// Any user's workspace, in full.
     Inspect { name: WorkspaceName },
-    /// Recreate any user's workspace's container from its spec.
-    Repair(Target),
+    /// Recreate a workspace's container from its spec (its files stay), or with `--all` every
+    /// failed or lost one; waits until each runs.
+    Repair(RepairArgs),
+    /// A workspace's recent events, oldest first: who changed it, how, why, under which request.
+    Events(EventsArgs),
     /// Any user's workspace's logs.
     Logs(LogsArgs),
     /// Destroy stopped workspaces unchanged for a while: one user's (`--owner`) or everyone's.
@@ -520,6 +523,39 @@ pub enum AdminWorkspaceCommand {
         #[command(flatten)]
         age: CleanupArgs,
     },
+}
+
+/// `admin workspace repair (NAME | --all [--host H] [--state failed|lost])`.
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub name: Option<WorkspaceName>,
+    /// Every workspace that is failed or lost (narrowed by --state and --host), 8 at a time.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: only the workspaces on this host.
+    #[arg(long, conflicts_with = "name")]
+    pub host: Option<HostId>,
+    /// With --all: only the workspaces in this state (default: failed and lost).
+    #[arg(long, value_enum, conflicts_with = "name")]
+    pub state: Option<RepairState>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RepairState {
+    Failed,
+    Lost,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    pub name: WorkspaceName,
+    /// Keep printing new events (asking every second) until interrupted or the workspace is
+    /// gone.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
 }
 
 #[derive(Debug, Subcommand)]

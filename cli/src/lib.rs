@@ -9,6 +9,7 @@ pub mod duration;
 pub mod error;
 pub mod fleet;
 pub mod output;
+pub mod progress;
 pub mod settings;
 pub mod sync;
 pub mod syncd;

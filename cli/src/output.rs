@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 use crate::args::OutputFormat;
 
+pub mod events;
+
 /// Writes `text` to stdout. A closed stdout (`nexus ... | head`) is not an error worth a panic.
 pub fn print(text: &str) {
     let mut stdout = std::io::stdout().lock();
@@ -769,7 +771,8 @@ mod tests {
         .assert_eq(&hosts_json(&[host("dev-01", Some(5))]).to_string());
     }
 
-    fn detail() -> WorkspaceDetail {
+    /// A failed workspace's detail, for the renderers' tests here and in the submodules.
+    pub(super) fn detail() -> WorkspaceDetail {
         use nexus_protocol::error::{ErrorCode, WireError};
         use nexus_protocol::model::{PortBinding, ResourceClass, WorkspaceSpec, WorkspaceState};
         let name = nexus_protocol::WorkspaceName::new("api").unwrap();

@@ -11,11 +11,13 @@
 //! `workspaces` (users' workspace requests), `peers` (the other coordinators' Raft traffic) and
 //! `watch` (agents' desired-state subscriptions). `liveness` keeps the heartbeats and runs the
 //! failure detector's loop; `checks` says who may ask and what a request may hold; `views` turns
-//! the state into answers.
+//! the state into answers; `history` answers what the state remembers (a workspace's events, a
+//! request's record).
 
 mod admin;
 mod agents;
 mod checks;
+mod history;
 mod liveness;
 mod peers;
 #[cfg(test)]

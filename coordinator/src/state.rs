@@ -14,9 +14,10 @@
 //!
 //! This module holds the tables ([`State`] and its records) and `apply`, which hands each command
 //! to the module of its concern: `hosts`, `limits`, `workspaces`, `reports` (what agents
-//! observe), `ports`, `placement`, with `desired` (each host's desired state and its version) and
-//! `journal` (completed request ids) beside them; `command` is the log's vocabulary, `snapshot`
-//! the state's bytes, `invariants` what the tests check after every apply.
+//! observe), `ports`, `placement`, with `desired` (each host's desired state and its version),
+//! `journal` (completed request ids) and `events` (each workspace's recent events and the request
+//! that last changed it, recorded by the others as they apply) beside them; `command` is the log's
+//! vocabulary, `snapshot` the state's bytes, `invariants` what the tests check after every apply.
 //!
 //! Not here: Raft and storage (`consensus`, `store`), the scheduler's filter and score
 //! (`scheduler`, `fit`), and soft state such as heartbeats and stats.
@@ -25,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::identity::Identity;
 use nexus_protocol::message::DesiredRun;
 use nexus_protocol::model::{HostInfo, HostStatus, PortBinding, WorkspaceSpec, WorkspaceState};
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
@@ -45,6 +47,7 @@ mod workspaces;
 
 pub use command::{Command, Outcome, PlaceRequest, Proposal};
 pub use desired::ChangedHosts;
+pub use events::{EVENT_TEXT_BYTES, EVENTS_KEPT, History, RECORD_EVENTS_MAX};
 pub use invariants::BrokenInvariant;
 pub use journal::JOURNAL_RETENTION_MS;
 pub use nexus_protocol::model::{Limits, LimitsPatch};
@@ -79,6 +82,13 @@ pub struct State {
     /// `workspaces`, kept where workspaces come and go, so that the scheduler's filter costs
     /// the same however many workspaces the fleet has.
     usage: BTreeMap<HostId, Usage>,
+    /// Each workspace's recent events and the request that last changed what its host should do
+    /// with it; forgotten with the workspace.
+    events: BTreeMap<WorkspaceName, History>,
+    /// Which workspaces hold events under each request id: an index of `events`, so that a
+    /// request's record costs its own events rather than the fleet's. Derived like `on_host`.
+    #[serde(skip)]
+    events_by_request: BTreeSet<(RequestId, WorkspaceName)>,
     /// Which workspaces each host holds: an index of `workspaces`, so that a host's desired state
     /// costs that host's workspaces rather than the fleet's. Derived, so not serialized: rebuilt
     /// when a snapshot is read.
@@ -136,7 +146,12 @@ impl State {
         if let Some((_, outcome)) = self.journal.get(&proposal.request_id) {
             return outcome.clone();
         }
-        let outcome = self.execute(proposal.at, &proposal.command);
+        let origin = Origin {
+            request_id: proposal.request_id,
+            at: proposal.at,
+            proposer: &proposal.proposer,
+        };
+        let outcome = self.execute(origin, &proposal.command);
         self.remember(proposal.request_id, proposal.at, outcome.clone());
         outcome
     }
@@ -155,32 +170,42 @@ impl State {
         };
     }
 
-    /// Does what `command` asks, at `at`; every rule broken is a rejected outcome.
-    fn execute(&mut self, at: Timestamp, command: &Command) -> Outcome {
+    /// Does what `command` asks, at the origin's time; every rule broken is a rejected outcome.
+    fn execute(&mut self, origin: Origin<'_>, command: &Command) -> Outcome {
+        let at = origin.at;
         match command {
             Command::RegisterHost(info) => self.register_host(at, info),
-            Command::SetHostStatus { host, status } => self.set_host_status(at, host, *status),
+            Command::SetHostStatus { host, status } => self.set_host_status(origin, host, *status),
             Command::CreateWorkspace {
                 spec,
                 owner,
                 host,
                 ports,
-            } => self.create(at, spec, owner, host, ports),
-            Command::SetDesiredRun { name, run } => self.set_desired_run(at, name, *run),
+            } => self.create(origin, spec, owner, host, ports),
+            Command::SetDesiredRun { name, run } => self.set_desired_run(origin, name, *run),
             Command::RecordObserved { host, observed } => self.record_observed(at, host, observed),
-            Command::DestroyWorkspace { name } => self.destroy(at, name),
+            Command::DestroyWorkspace { name } => self.destroy(origin, name),
             Command::SetLimits { host, patch } => self.set_limits(host.as_ref(), patch),
-            Command::RestartWorkspace { name } => self.restart(at, name),
-            Command::SwitchWorkspace { owner, name } => self.switch(at, owner, name),
-            Command::RepairWorkspace { name } => self.repair(at, name),
-            Command::DestroyStopped { names } => self.destroy_stopped(at, names),
-            Command::HostReturned { host } => self.host_returned(at, host),
+            Command::RestartWorkspace { name } => self.restart(origin, name),
+            Command::SwitchWorkspace { owner, name } => self.switch(origin, owner, name),
+            Command::RepairWorkspace { name } => self.repair(origin, name, None),
+            Command::DestroyStopped { names } => self.destroy_stopped(origin, names),
+            Command::HostReturned { host } => self.host_returned(origin, host),
             Command::PlaceWorkspaces(requests) => {
                 self.place_all(at, requests);
                 Outcome::Applied
             }
         }
     }
+}
+
+/// Where a change comes from: the request that asked for it, when it was proposed and by whom.
+/// What the events it causes record of it.
+#[derive(Debug, Clone, Copy)]
+struct Origin<'a> {
+    request_id: RequestId,
+    at: Timestamp,
+    proposer: &'a Identity,
 }
 
 /// A refusal: `apply`'s answer to a command that breaks a rule.

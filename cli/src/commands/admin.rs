@@ -191,14 +191,11 @@ pub async fn run(
                 };
                 workspace::change(settings, request, None, format).await
             }
-            AdminWorkspaceCommand::Repair(target) => {
-                workspace::change(
-                    settings,
-                    WorkspaceRequest::Repair(target.name.clone()),
-                    Some((target.name, workspace::Goal::Running, target.wait)),
-                    format,
-                )
-                .await
+            AdminWorkspaceCommand::Repair(args) => {
+                crate::commands::repair::run(settings, args, format).await
+            }
+            AdminWorkspaceCommand::Events(args) => {
+                crate::commands::events::run(settings, args, format).await
             }
         },
         AdminCommand::Cluster(change) => {

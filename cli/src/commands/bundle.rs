@@ -3,7 +3,6 @@
 //! fleet's tables from the coordinators, then each daemon on one connection of its own, all at
 //! once, each within its own time; a daemon that does not answer is recorded in the manifest.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use crate::bundle::{self, BundleHeader, Collected, Section, Source};
 use crate::error::CliError;
 use crate::fleet::{self, Daemon, Roster};
 use crate::output;
+use crate::progress::Progress;
 use crate::settings::Settings;
 
 /// How long one daemon has for everything it is asked.
@@ -53,7 +53,7 @@ pub async fn run(
         )
         .suggest("name a new file with --file, in a directory you can write")
     })?;
-    let progress = Progress::new(sections.len());
+    let progress = Progress::new(sections.len() as u64, "collecting");
     let since_us = now.as_millis().saturating_sub(since.as_millis() as u64) * 1_000;
 
     // The fleet's tables, from the coordinators.
@@ -65,7 +65,7 @@ pub async fn run(
             Source::ClusterStatus => Ok(pretty(&output::status_json(&roster.status))),
             other => table(settings, other).await,
         };
-        progress.step();
+        progress.advance(&section.path);
         contents.push((section.clone(), content));
     }
 
@@ -90,7 +90,7 @@ pub async fn run(
         }
         contents.extend(gathered);
     }
-    progress.done();
+    progress.finish();
     if let Some((_, content)) = contents
         .iter_mut()
         .find(|(s, _)| s.what == Source::Versions)
@@ -229,7 +229,7 @@ async fn gather(
                     .and_then(content_of),
                 None => Err("not asked".into()),
             };
-            progress.step();
+            progress.advance(&section.path);
             gathered.push((section.clone(), content));
         }
         connection.close();
@@ -332,34 +332,4 @@ fn print_plan(format: OutputFormat, sections: &[Section], roster: &Roster) {
         }
         text
     });
-}
-
-/// How far the gathering is, on stderr when it is a terminal.
-struct Progress {
-    total: usize,
-    done: std::sync::atomic::AtomicUsize,
-    shown: bool,
-}
-
-impl Progress {
-    fn new(total: usize) -> Progress {
-        Progress {
-            total,
-            done: std::sync::atomic::AtomicUsize::new(0),
-            shown: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn step(&self) {
-        let done = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if self.shown {
-            eprint!("\rcollecting: {done}/{} sections", self.total);
-        }
-    }
-
-    fn done(&self) {
-        if self.shown {
-            eprintln!();
-        }
-    }
 }

@@ -3,10 +3,12 @@
 
 pub mod admin;
 pub mod bundle;
+pub mod events;
 pub mod host;
 pub mod mutagen;
 pub mod ping;
 pub mod pki;
+pub mod repair;
 pub mod sync;
 pub mod up;
 pub mod workspace;

@@ -151,22 +151,27 @@ pub async fn change(
     }
 }
 
-/// `inspect`: everything the coordinator knows of one workspace.
+/// `inspect`: everything the coordinator knows of one workspace, and its newest events.
 pub async fn inspect(
     settings: &Settings,
     name: WorkspaceName,
     format: OutputFormat,
 ) -> Result<(), CliError> {
-    let request = Request::Workspace(WorkspaceRequest::Describe(name));
-    match settings.request(request, TIMEOUT).await? {
-        Response::WorkspaceDetail(detail) => {
-            output::emit(format, &output::workspace_detail_json(&detail), || {
-                output::workspace_detail_text(&detail)
-            });
-            Ok(())
-        }
-        other => Err(CliError::unexpected(&other)),
-    }
+    let mut client = settings.client()?;
+    let request = Request::Workspace(WorkspaceRequest::Describe(name.clone()));
+    let detail = match client.request(request, TIMEOUT).await? {
+        Response::WorkspaceDetail(detail) => detail,
+        other => return Err(CliError::unexpected(&other)),
+    };
+    // A second request: the detail is a wire type of its own, and older coordinators keep no
+    // events.
+    let events = crate::commands::events::for_inspect(&mut client, &name).await?;
+    output::emit(
+        format,
+        &output::events::workspace_inspect_json(&detail, &events),
+        || output::events::workspace_inspect_text(&detail, &events),
+    );
+    Ok(())
 }
 
 fn print_answer(answer: Response, format: OutputFormat) -> Result<(), CliError> {

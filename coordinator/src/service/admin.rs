@@ -162,9 +162,8 @@ impl Service {
             AdminRequest::Stats => Ok(Response::FleetStats(
                 self.cluster.read(consistency, fleet_stats).await?,
             )),
-            AdminRequest::DaemonLogs(_)
-            | AdminRequest::Diagnostic(_)
-            | AdminRequest::RequestRecord(_) => Err(not_yet()),
+            AdminRequest::DaemonLogs(_) | AdminRequest::Diagnostic(_) => Err(not_yet()),
+            AdminRequest::RequestRecord(id) => self.request_record(id, consistency).await,
             AdminRequest::Endpoints => {
                 self.cluster.require_leader().await?;
                 let endpoints = lock(&self.endpoints)
@@ -206,6 +205,11 @@ impl Service {
             }
         }
     }
+}
+
+/// TEMPORARY while issue 21 is built: the debugging requests not served yet.
+pub(super) fn not_yet() -> WireError {
+    WireError::new(ErrorCode::Unsupported, "not served yet")
 }
 
 #[cfg(test)]
@@ -379,9 +383,4 @@ mod tests {
         assert!(status.applied_index >= 2, "{status:?}");
         node.stop().await.unwrap();
     }
-}
-
-/// TEMPORARY while issue 21 is built: the debugging requests not served yet.
-pub(super) fn not_yet() -> WireError {
-    WireError::new(ErrorCode::Unsupported, "not served yet")
 }

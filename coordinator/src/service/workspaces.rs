@@ -38,6 +38,7 @@ impl Service {
                 | WorkspaceRequest::Inspect(_)
                 | WorkspaceRequest::Describe(_)
                 | WorkspaceRequest::Endpoint(_)
+                | WorkspaceRequest::Events(_)
         );
         if consistency == Consistency::Stale && !reading {
             return Err(WireError::new(
@@ -80,7 +81,7 @@ impl Service {
                         WireError::new(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"))
                     })
             }
-            WorkspaceRequest::Events(_) => Err(super::admin::not_yet()),
+            WorkspaceRequest::Events(name) => self.events(peer, &name, admin, consistency).await,
             WorkspaceRequest::Endpoint(name) => {
                 let view = self
                     .owned(peer, &name, admin, Consistency::Linearizable)
@@ -245,7 +246,7 @@ impl Service {
 
     /// The workspace `name`, if `peer` may see it: `WORKSPACE_NOT_FOUND` or
     /// `PERMISSION_DENIED` otherwise.
-    async fn owned(
+    pub(super) async fn owned(
         &self,
         peer: &Peer,
         name: &WorkspaceName,

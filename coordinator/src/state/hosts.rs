@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 
 use nexus_protocol::HostId;
 use nexus_protocol::clock::Timestamp;
+use nexus_protocol::debug::EventKind;
 use nexus_protocol::error::ErrorCode;
 use nexus_protocol::model::{HostInfo, HostStatus, ResourceClass, WorkspaceState};
 
-use super::{HostRecord, Outcome, State, reject};
+use super::{HostRecord, Origin, Outcome, State, reject};
 use crate::fit::{HostFacts, Unfit};
 
 impl State {
@@ -107,7 +108,7 @@ impl State {
     /// admins' word.
     pub(super) fn set_host_status(
         &mut self,
-        at: Timestamp,
+        origin: Origin<'_>,
         host: &HostId,
         status: HostStatus,
     ) -> Outcome {
@@ -116,7 +117,7 @@ impl State {
         };
         if status == HostStatus::Down {
             record.status = HostStatus::Down;
-            self.mark_lost(host, true, at);
+            self.mark_lost(host, true, origin);
         } else {
             // An admin's word holds from now on, and is what a down host returns to.
             record.admin_status = status;
@@ -129,32 +130,47 @@ impl State {
 
     /// A down host heartbeats again: it returns to the status its admins gave it, and its lost
     /// workspaces to what its agent reports.
-    pub(super) fn host_returned(&mut self, at: Timestamp, host: &HostId) -> Outcome {
+    pub(super) fn host_returned(&mut self, origin: Origin<'_>, host: &HostId) -> Outcome {
         let Some(record) = self.hosts.get_mut(host) else {
             return reject(ErrorCode::InvalidArgument, format!("no host {host}"));
         };
         if record.status == HostStatus::Down {
             record.status = record.admin_status;
-            self.mark_lost(host, false, at);
+            self.mark_lost(host, false, origin);
         }
         Outcome::Applied
     }
 
     /// Every workspace on a host that went down is lost (its files live there); when the host
-    /// comes back they return to what their agent reports.
-    fn mark_lost(&mut self, host: &HostId, down: bool, at: Timestamp) {
+    /// comes back they return to what their agent reports. Each change is the failure detector's
+    /// event.
+    fn mark_lost(&mut self, host: &HostId, down: bool, origin: Origin<'_>) {
+        let mut changed = Vec::new();
         let names = self.on_host.get(host).into_iter().flatten();
         for name in names {
             let Some(workspace) = self.workspaces.get_mut(name) else {
                 continue;
             };
+            let from = workspace.state;
             if down && workspace.state != WorkspaceState::Destroying {
                 workspace.state = WorkspaceState::Lost;
-                workspace.updated_at = at;
+                workspace.updated_at = origin.at;
             } else if !down && workspace.state == WorkspaceState::Lost {
                 workspace.state = WorkspaceState::Scheduled;
-                workspace.updated_at = at;
+                workspace.updated_at = origin.at;
             }
+            if workspace.state != from {
+                changed.push((name.clone(), from, workspace.state));
+            }
+        }
+        let reason = if down {
+            format!("host {host} is down (silent past its TTL); its files live there")
+        } else {
+            format!("host {host} heartbeats again")
+        };
+        for (name, from, to) in changed {
+            let kind = EventKind::State { from, to };
+            self.record_detected(&name, origin, kind, reason.clone());
         }
     }
 }

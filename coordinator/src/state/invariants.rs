@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use nexus_protocol::{HostId, WorkspaceName};
 
-use super::{State, Usage};
+use super::{EVENTS_KEPT, State, Usage};
 
 /// The first invariant found broken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,11 +30,23 @@ pub enum BrokenInvariant {
     HostIds,
     #[error("the index of workspaces by host is not the workspaces'")]
     HostIndex,
+    #[error("{workspace} has events but is not a workspace")]
+    EventsOfUnknown { workspace: WorkspaceName },
+    #[error("{workspace} keeps {kept} events, more than {EVENTS_KEPT}")]
+    EventsUnbounded {
+        workspace: WorkspaceName,
+        kept: usize,
+    },
+    #[error("{workspace}'s events are not numbered in increasing order up to its last")]
+    EventsOutOfOrder { workspace: WorkspaceName },
+    #[error("the index of events by request is not the events'")]
+    RequestIndex,
 }
 
 impl State {
     /// The invariants no sequence of proposals may break: every workspace is on a known host, every
-    /// bound port is allocated to it alone, and the indexes agree. Returns the first one broken.
+    /// bound port is allocated to it alone, events belong to workspaces, are bounded and numbered
+    /// in order, and the indexes agree. Returns the first one broken.
     ///
     /// Two rules hold at creation rather than forever, and are checked there: a host's workspace
     /// count within its limit (lowering a limit evicts nothing), and ports inside the host's range
@@ -85,6 +97,28 @@ impl State {
         }
         if self.hosts_index() != self.on_host {
             return Err(BrokenInvariant::HostIndex);
+        }
+        self.check_events()
+    }
+
+    fn check_events(&self) -> Result<(), BrokenInvariant> {
+        for (name, history) in &self.events {
+            let workspace = name.clone();
+            if !self.workspaces.contains_key(name) {
+                return Err(BrokenInvariant::EventsOfUnknown { workspace });
+            }
+            let kept = history.len();
+            if kept > EVENTS_KEPT {
+                return Err(BrokenInvariant::EventsUnbounded { workspace, kept });
+            }
+            let seqs: Vec<u64> = history.seqs().collect();
+            let increasing = seqs.windows(2).all(|pair| pair[0] < pair[1]);
+            if !increasing || seqs.last().is_some_and(|&last| last != history.last_seq()) {
+                return Err(BrokenInvariant::EventsOutOfOrder { workspace });
+            }
+        }
+        if self.requests_index() != self.events_by_request {
+            return Err(BrokenInvariant::RequestIndex);
         }
         Ok(())
     }

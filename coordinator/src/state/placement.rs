@@ -14,8 +14,9 @@
 use nexus_protocol::HostId;
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::ErrorCode;
+use nexus_protocol::identity::{Identity, Role};
 
-use super::{Outcome, PlaceRequest, State, reject};
+use super::{Origin, Outcome, PlaceRequest, State, reject};
 use crate::fit::HostFacts;
 use crate::scheduler::{FleetView, InFlight, place};
 
@@ -37,8 +38,19 @@ impl State {
                 let scoring = request.scoring.unwrap_or(self.cluster_limits().scoring);
                 match place(&*self, &mut in_flight, spec, scoring, at) {
                     Ok(placement) => {
-                        let outcome = self.create(
+                        // Each create is its own request, asked by its owner (the log does not
+                        // say whether they are an admin: creates are recorded as a user's).
+                        let asker = Identity::User {
+                            name: request.owner.clone(),
+                            role: Role::User,
+                        };
+                        let origin = Origin {
+                            request_id: request.request_id,
                             at,
+                            proposer: &asker,
+                        };
+                        let outcome = self.create(
+                            origin,
                             spec,
                             &request.owner,
                             &placement.host,

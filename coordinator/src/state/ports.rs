@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use nexus_protocol::clock::Timestamp;
+use nexus_protocol::debug::EventKind;
 use nexus_protocol::message::DesiredRun;
 use nexus_protocol::model::WorkspaceState;
 use nexus_protocol::{HostId, WorkspaceName};
@@ -109,5 +110,9 @@ impl State {
             workspace.updated_at = at;
         }
         self.bump(host);
+        let why =
+            format!("port {port} on host {host} is held by something else; given port {new_port}");
+        let kind = EventKind::PortsReassigned;
+        self.record_reported(name, at, kind, Some(why), None);
     }
 }

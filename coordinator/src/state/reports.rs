@@ -6,6 +6,7 @@
 
 use nexus_protocol::HostId;
 use nexus_protocol::clock::Timestamp;
+use nexus_protocol::debug::EventKind;
 use nexus_protocol::error::{ErrorCode, ErrorDetail};
 use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
 use nexus_protocol::model::WorkspaceState;
@@ -54,6 +55,7 @@ impl State {
                     self.on_host.remove(host);
                 }
             }
+            self.forget_events(&name);
             self.bump(host);
             return;
         }
@@ -65,8 +67,22 @@ impl State {
         if workspace.state != report.state || workspace.last_error != report.error {
             workspace.updated_at = at;
         }
+        // An event for each new state, and for each new error in the same state (a retry's).
+        let from = workspace.state;
+        let event = from != report.state
+            || (report.error.is_some() && workspace.last_error != report.error);
         workspace.state = report.state;
         workspace.last_error = report.error.clone();
+        if event {
+            let kind = EventKind::State {
+                from,
+                to: report.state,
+            };
+            self.record_reported(&report.name, at, kind, None, report.error.as_ref());
+        }
+        let Some(workspace) = self.workspaces.get_mut(&report.name) else {
+            return;
+        };
         let stopped = matches!(
             report.state,
             WorkspaceState::Stopped | WorkspaceState::Failed

@@ -1,5 +1,6 @@
 //! The state as snapshot bytes, and back: the protocol's codec, bounded by its largest frame.
-//! The derived indexes are not in the bytes; they are rebuilt when a snapshot is read.
+//! The derived indexes (workspaces by host, host ids, events by request) are not in the bytes;
+//! they are rebuilt when a snapshot is read.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,6 +37,7 @@ impl State {
         let mut state: State = codec::decode(payload).map_err(SnapshotError::Corrupt)?;
         state.on_host = state.hosts_index();
         state.host_ids = state.hosts.keys().cloned().collect();
+        state.events_by_request = state.requests_index();
         Ok(state)
     }
 

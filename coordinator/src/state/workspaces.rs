@@ -7,13 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use nexus_protocol::clock::Timestamp;
+use nexus_protocol::debug::EventKind;
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::message::DesiredRun;
 use nexus_protocol::model::{HostStatus, PortBinding, WorkspaceSpec, WorkspaceState};
 use nexus_protocol::{HostId, UserName, WorkspaceName};
 
-use super::{Outcome, State, WorkspaceRecord, reject};
+use super::{Origin, Outcome, State, WorkspaceRecord, reject};
 
 impl State {
     /// Every workspace, by name.
@@ -26,7 +26,7 @@ impl State {
     /// to a free port of the host's range.
     pub(super) fn create(
         &mut self,
-        at: Timestamp,
+        origin: Origin<'_>,
         spec: &WorkspaceSpec,
         owner: &UserName,
         host: &HostId,
@@ -38,6 +38,7 @@ impl State {
                 format!("workspace {} already exists", spec.name),
             );
         }
+        let at = origin.at;
         let Some(record) = self.hosts.get(host) else {
             return reject(ErrorCode::InvalidArgument, format!("no host {host}"));
         };
@@ -116,13 +117,15 @@ impl State {
             },
         );
         self.bump(host);
+        let placed = EventKind::Created { host: host.clone() };
+        self.record_asked(&spec.name, origin, placed, None);
         Outcome::Applied
     }
 
     /// Runs or stops a workspace (not one being destroyed).
     pub(super) fn set_desired_run(
         &mut self,
-        at: Timestamp,
+        origin: Origin<'_>,
         name: &WorkspaceName,
         run: DesiredRun,
     ) -> Outcome {
@@ -137,29 +140,35 @@ impl State {
         }
         workspace.desired = run;
         workspace.restart_pending = false;
-        workspace.updated_at = at;
+        workspace.updated_at = origin.at;
         let host = workspace.host.clone();
         self.bump(&host);
+        self.record_asked(name, origin, EventKind::Wanted(run), None);
         Outcome::Applied
     }
 
     /// Starts destroying a workspace; it is forgotten once its host reports it gone.
-    pub(super) fn destroy(&mut self, at: Timestamp, name: &WorkspaceName) -> Outcome {
+    pub(super) fn destroy(&mut self, origin: Origin<'_>, name: &WorkspaceName) -> Outcome {
         let Some(workspace) = self.workspaces.get_mut(name) else {
             return reject(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"));
         };
         workspace.state = WorkspaceState::Destroying;
         workspace.desired = DesiredRun::Stopped;
         workspace.restart_pending = false;
-        workspace.updated_at = at;
+        workspace.updated_at = origin.at;
         let host = workspace.host.clone();
         self.bump(&host);
+        self.record_asked(name, origin, EventKind::Wanted(DesiredRun::Absent), None);
         Outcome::Applied
     }
 
     /// Destroys those of `names` that are still stopped; the others, and unknown names, are
     /// left as they are.
-    pub(super) fn destroy_stopped(&mut self, at: Timestamp, names: &[WorkspaceName]) -> Outcome {
+    pub(super) fn destroy_stopped(
+        &mut self,
+        origin: Origin<'_>,
+        names: &[WorkspaceName],
+    ) -> Outcome {
         for name in names {
             let Some(workspace) = self.workspaces.get_mut(name) else {
                 continue;
@@ -170,16 +179,23 @@ impl State {
                 continue;
             }
             workspace.state = WorkspaceState::Destroying;
-            workspace.updated_at = at;
+            workspace.updated_at = origin.at;
             let host = workspace.host.clone();
             self.bump(&host);
+            let why = "cleanup: stopped and unchanged for long enough".to_string();
+            self.record_asked(
+                name,
+                origin,
+                EventKind::Wanted(DesiredRun::Absent),
+                Some(why),
+            );
         }
         Outcome::Applied
     }
 
     /// Stops the workspace, then starts it again once its agent reports it stopped (a failed
     /// one is made again).
-    pub(super) fn restart(&mut self, at: Timestamp, name: &WorkspaceName) -> Outcome {
+    pub(super) fn restart(&mut self, origin: Origin<'_>, name: &WorkspaceName) -> Outcome {
         let workspace = match self.changeable(name) {
             Ok(workspace) => workspace,
             Err(refusal) => return refusal,
@@ -187,7 +203,8 @@ impl State {
         // A failed container is not started again as it is (the agent remembers the failure of
         // that generation): restarting it means making it again.
         if workspace.state == WorkspaceState::Failed {
-            return self.repair(at, name);
+            let why = "a restart of a failed workspace makes its container again";
+            return self.repair(origin, name, Some(why.to_string()));
         }
         // Stopped already (or never started): a restart is a start.
         if workspace.desired == DesiredRun::Running
@@ -202,16 +219,17 @@ impl State {
             workspace.desired = DesiredRun::Running;
             workspace.restart_pending = false;
         }
-        workspace.updated_at = at;
+        workspace.updated_at = origin.at;
         let host = workspace.host.clone();
         self.bump(&host);
+        self.record_asked(name, origin, EventKind::Restart, None);
         Outcome::Applied
     }
 
     /// Stops every other workspace `owner` wants running and runs `name` (a context switch).
     pub(super) fn switch(
         &mut self,
-        at: Timestamp,
+        origin: Origin<'_>,
         owner: &UserName,
         name: &WorkspaceName,
     ) -> Outcome {
@@ -226,6 +244,7 @@ impl State {
             Err(refusal) => return refusal,
         }
         let mut hosts = BTreeSet::new();
+        let mut stopped = Vec::new();
         for (other, workspace) in &mut self.workspaces {
             let stop = other != name
                 && &workspace.owner == owner
@@ -238,19 +257,34 @@ impl State {
                     DesiredRun::Running
                 };
                 workspace.restart_pending = false;
-                workspace.updated_at = at;
+                workspace.updated_at = origin.at;
                 hosts.insert(workspace.host.clone());
+                if stop {
+                    stopped.push(other.clone());
+                }
             }
         }
         for host in hosts {
             self.bump(&host);
         }
+        for other in stopped {
+            let why = format!("switch to {name}");
+            let wanted = EventKind::Wanted(DesiredRun::Stopped);
+            self.record_asked(&other, origin, wanted, Some(why));
+        }
+        let wanted = EventKind::Wanted(DesiredRun::Running);
+        self.record_asked(name, origin, wanted, Some("switch".to_string()));
         Outcome::Applied
     }
 
     /// Recreates the container from its spec: a new generation, wanted running. Not on a down
-    /// host, which holds its files.
-    pub(super) fn repair(&mut self, at: Timestamp, name: &WorkspaceName) -> Outcome {
+    /// host, which holds its files. `reason`: why, when it was not asked for as a repair.
+    pub(super) fn repair(
+        &mut self,
+        origin: Origin<'_>,
+        name: &WorkspaceName,
+        reason: Option<String>,
+    ) -> Outcome {
         let host = match self.changeable(name) {
             Ok(workspace) => workspace.host.clone(),
             Err(refusal) => return refusal,
@@ -261,6 +295,7 @@ impl State {
                 format!("host {host} of workspace {name} is down; its files live there"),
             );
         }
+        let mut generation = 0;
         if let Some(workspace) = self.workspaces.get_mut(name) {
             workspace.generation += 1;
             workspace.state = WorkspaceState::Scheduled;
@@ -268,9 +303,11 @@ impl State {
             workspace.restart_pending = false;
             workspace.port_reassigned = false;
             workspace.last_error = None;
-            workspace.updated_at = at;
+            workspace.updated_at = origin.at;
+            generation = workspace.generation;
         }
         self.bump(&host);
+        self.record_asked(name, origin, EventKind::Repair { generation }, reason);
         Outcome::Applied
     }
 
