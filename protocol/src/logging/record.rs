@@ -83,16 +83,23 @@ pub fn from_line(line: &str) -> Option<LogRecord> {
     })
 }
 
-/// Microseconds since the epoch as RFC 3339 in UTC, e.g. `2025-12-03T08:59:02.123456Z`.
+/// Microseconds since the epoch as RFC 3339 in UTC with six digits of fraction, e.g.
+/// `2025-12-03T08:59:02.123456Z` (so that the text sorts as the time does).
 pub fn rfc3339_us(at_us: u64) -> String {
     let nanos = i128::from(at_us) * 1_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|at| {
-            at.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| at_us.to_string())
+    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(at) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second(),
+            at.microsecond()
+        ),
+        Err(_) => at_us.to_string(),
+    }
 }
 
 /// `text`, cut to at most `max` bytes at a character boundary, with `…` when cut.
@@ -331,6 +338,15 @@ mod tests {
         assert_eq!(
             record.fields,
             vec![("n".into(), "3".into()), ("ok".into(), "true".into())]
+        );
+    }
+
+    #[test]
+    fn times_have_six_digits_of_fraction() {
+        assert_eq!(rfc3339_us(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339_us(1_796_289_561_402_780),
+            "2026-12-03T09:19:21.402780Z"
         );
     }
 
