@@ -5,6 +5,7 @@ pub mod agents;
 pub mod args;
 pub mod commands;
 pub mod error;
+pub mod fleetlogs;
 pub mod output;
 pub mod settings;
 pub mod sync;

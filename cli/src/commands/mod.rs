@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod host;
+pub mod logs;
 pub mod mutagen;
 pub mod ping;
 pub mod pki;
