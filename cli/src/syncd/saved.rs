@@ -25,7 +25,7 @@ impl Paths {
     }
 
     /// The daemon's log: `daemon.log`, appended to by each daemon and set aside as
-    /// `daemon.NNNNNN.log` when it grows past an eighth of [`LOG_MAX_BYTES`].
+    /// `daemon.log.NNNNNN` when it grows past an eighth of [`LOG_MAX_BYTES`].
     pub fn log(&self) -> LogFiles {
         LogFiles::new(&self.dir, "daemon.log")
     }

@@ -2,8 +2,9 @@
 //! the writer that rotates them by size under a total cap ([`RotatingFile`]), and the thread that
 //! owns the writer so that logging never waits on the disk ([`Sink`]).
 //!
-//! The file written now is `DIR/STEM.EXT` (`coordinator-1.jsonl`, `daemon.log`); when it would
-//! pass its size it is renamed `DIR/STEM.NNNNNN.EXT`, numbered in order, and a new one begins;
+//! The file written now is `DIR/NAME` (`coordinator-1.jsonl`, `daemon.log`); when it would pass
+//! its size it is renamed `DIR/NAME.NNNNNN`, numbered in order, and a new one begins (a name that
+//! ends in digits is never another log's current file, so logs may share a directory);
 //! the oldest numbered files are deleted while all of them would pass the total. A reader that
 //! holds the file open keeps reading it after the rename and then moves to the new one (the way
 //! `tail -F` does), so nothing is renamed twice and nothing is lost to a follower.
@@ -13,6 +14,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,18 +26,15 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogFiles {
     dir: PathBuf,
-    stem: String,
-    ext: String,
+    name: String,
 }
 
 impl LogFiles {
-    /// The log whose current file is `dir/file_name` (`daemon.log`: stem `daemon`, ext `log`).
-    pub fn new(dir: impl Into<PathBuf>, file_name: &str) -> LogFiles {
-        let (stem, ext) = file_name.rsplit_once('.').unwrap_or((file_name, "log"));
+    /// The log whose current file is `dir/name` (`daemon.log`).
+    pub fn new(dir: impl Into<PathBuf>, name: &str) -> LogFiles {
         LogFiles {
             dir: dir.into(),
-            stem: stem.to_string(),
-            ext: ext.to_string(),
+            name: name.to_string(),
         }
     }
 
@@ -50,13 +49,12 @@ impl LogFiles {
 
     /// The file written now.
     pub fn current(&self) -> PathBuf {
-        self.dir.join(format!("{}.{}", self.stem, self.ext))
+        self.dir.join(&self.name)
     }
 
     /// The `number`th file set aside.
     pub fn rotated(&self, number: u64) -> PathBuf {
-        self.dir
-            .join(format!("{}.{number:06}.{}", self.stem, self.ext))
+        self.dir.join(format!("{}.{number:06}", self.name))
     }
 
     /// The files set aside, oldest first, with their numbers. A directory that cannot be read
@@ -77,13 +75,9 @@ impl LogFiles {
         files
     }
 
-    /// `STEM.NNNNNN.EXT` → `NNNNNN`.
+    /// `NAME.NNNNNN` → `NNNNNN`.
     fn number_of(&self, name: &str) -> Option<u64> {
-        let digits = name
-            .strip_prefix(self.stem.as_str())?
-            .strip_prefix('.')?
-            .strip_suffix(self.ext.as_str())?
-            .strip_suffix('.')?;
+        let digits = name.strip_prefix(self.name.as_str())?.strip_prefix('.')?;
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
@@ -194,8 +188,14 @@ impl RotatingFile {
 
     fn reopen(&mut self) {
         let path = self.files.current();
-        let opened = std::fs::create_dir_all(self.files.dir())
-            .and_then(|()| OpenOptions::new().create(true).append(true).open(&path));
+        // Readable by the daemon's user and group (adm, for journald's readers), not by all.
+        let opened = std::fs::create_dir_all(self.files.dir()).and_then(|()| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o640)
+                .open(&path)
+        });
         match opened.and_then(|file| Ok((file.metadata()?.len(), file))) {
             Ok((size, file)) => {
                 self.size = size;
@@ -279,8 +279,9 @@ impl std::fmt::Debug for Message {
     }
 }
 
-/// Lines waiting for the disk, at most.
-const QUEUE_LINES: usize = 16_384;
+/// Lines waiting for the disk, at most. The queue's slots are allocated when it is made (about
+/// 40 bytes each), so it is no bigger than a burst needs.
+const QUEUE_LINES: usize = 4_096;
 
 /// Makes the note written in place of lines that were dropped.
 pub type DroppedNote = Box<dyn Fn(u64) -> Vec<u8> + Send>;
@@ -431,25 +432,27 @@ mod tests {
         );
         assert_eq!(
             files.rotated(7),
-            Path::new("/var/log/nexus/agent-host-a.000007.jsonl")
+            Path::new("/var/log/nexus/agent-host-a.jsonl.000007")
         );
-        assert_eq!(files.number_of("agent-host-a.000007.jsonl"), Some(7));
+        assert_eq!(files.number_of("agent-host-a.jsonl.000007"), Some(7));
         assert_eq!(
-            files.number_of("agent-host-a.12345678.jsonl"),
+            files.number_of("agent-host-a.jsonl.12345678"),
             Some(12_345_678)
         );
         for other in [
             "agent-host-a.jsonl",
-            "agent-host-a..jsonl",
-            "agent-host-a.x1.jsonl",
-            "agent-host-ab.000001.jsonl",
-            "agent-host-a.000001.log",
-            "coordinator-1.000001.jsonl",
+            "agent-host-a.jsonl.",
+            "agent-host-a.jsonl.x1",
+            "agent-host-a.jsonl.1.tmp",
+            "agent-host-ab.jsonl.000001",
+            "coordinator-1.jsonl.000001",
+            // Host `host-a.000001`'s current file is not host `host-a`'s.
+            "agent-host-a.000001.jsonl",
         ] {
             assert_eq!(files.number_of(other), None, "{other}");
         }
         let daemon = LogFiles::new("/d", "daemon.log");
-        assert_eq!(daemon.rotated(1), Path::new("/d/daemon.000001.log"));
+        assert_eq!(daemon.rotated(1), Path::new("/d/daemon.log.000001"));
     }
 
     #[test]
@@ -475,6 +478,11 @@ mod tests {
         // Files 1..=4 were set aside; under a total of 350, at most 250 bytes of them stay.
         assert_eq!(sizes(&files), vec![(2, 80), (3, 80), (4, 80)]);
         assert_eq!(std::fs::metadata(files.current()).unwrap().len(), 80);
+        // Not for every user of the machine to read.
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(files.current()).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o007, 0, "{mode:o}");
         // A writer started again appends, and numbers on from the newest.
         drop(file);
         let mut file = RotatingFile::open(files.clone(), rotation);
@@ -535,7 +543,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("dropped ")?.parse::<u64>().ok())
             .sum();
-        // The queue holds far more than a thousand lines: none is dropped.
+        // The queue holds more than a thousand lines: none is dropped.
         assert_eq!(lines.len(), 1000);
         assert_eq!(noted, 0);
         assert_eq!(lines[999], "line 999");
