@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use nexus_protocol::HostId;
+use nexus_protocol::logging::{DaemonLog, Rotation};
 use nexus_protocol::model::{Labels, PortRange, parse_key_value};
 use nexus_protocol::transport::TransportConfig;
 use nexus_telemetry::http::Listen;
@@ -108,6 +109,13 @@ pub struct Args {
     /// or `off`.
     #[arg(long)]
     pub http_listen: Option<Listen>,
+    /// Where to write the structured log, as JSON lines (default DATA_DIR/logs).
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
+    /// The most bytes of log to keep, in files of an eighth of it (at most 8 MiB each; default
+    /// 64 MiB): the oldest go first.
+    #[arg(long)]
+    pub log_max_bytes: Option<u64>,
     /// A TOML file with any of the settings above (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -138,6 +146,8 @@ struct FileConfig {
     listen: Option<String>,
     advertise: Option<String>,
     http_listen: Option<String>,
+    log_dir: Option<PathBuf>,
+    log_max_bytes: Option<u64>,
     /// Credentials for private registries (file only: secrets do not belong on a command line).
     #[serde(default)]
     registry: Vec<RegistryAuth>,
@@ -169,6 +179,9 @@ pub struct Config {
     pub advertise: Option<String>,
     /// Where to serve `/metrics`, `/livez` and `/readyz` over plain HTTP, if anywhere.
     pub http_listen: Listen,
+    /// Where the structured log goes (default `DATA_DIR/logs`), and how much of it to keep.
+    pub log_dir: PathBuf,
+    pub log_max_bytes: u64,
 }
 
 /// Where an agent serves its monitoring HTTP by default.
@@ -299,17 +312,33 @@ impl Config {
         if capacity_cpus == Some(0) {
             bail!("--capacity-cpus must be positive");
         }
+        let log_max_bytes = args
+            .log_max_bytes
+            .or(file.log_max_bytes)
+            .unwrap_or(Rotation::DEFAULT_TOTAL_BYTES);
+        if log_max_bytes < Rotation::MIN_TOTAL_BYTES {
+            bail!(
+                "--log-max-bytes must be at least {} (1 MiB), not {log_max_bytes}",
+                Rotation::MIN_TOTAL_BYTES
+            );
+        }
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .context("--data-dir is required")?;
         Ok(Config {
+            log_dir: args
+                .log_dir
+                .or(file.log_dir)
+                .unwrap_or_else(|| data_dir.join("logs")),
+            log_max_bytes,
             host_id,
             coordinators,
             tls_dir: args
                 .tls_dir
                 .or(file.tls_dir)
                 .context("--tls-dir is required (a `nexus pki` directory)")?,
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .context("--data-dir is required")?,
+            data_dir,
             runtime: args.runtime.or(file.runtime).unwrap_or(RuntimeKind::Docker),
             port_range,
             labels,
@@ -333,6 +362,15 @@ impl Config {
 
     pub fn transport(&self) -> TransportConfig {
         TransportConfig::default()
+    }
+
+    /// Where and as whom this agent writes its structured log.
+    pub fn daemon_log(&self) -> DaemonLog {
+        DaemonLog {
+            dir: self.log_dir.clone(),
+            source: format!("agent-{}", self.host_id),
+            rotation: Rotation::for_total(self.log_max_bytes),
+        }
     }
 }
 
@@ -381,6 +419,19 @@ mod tests {
         assert!(error.contains("IP:PORT or `off`"), "{error}");
         let error = with(&["--advertise", "dev-01"]).unwrap_err().to_string();
         assert!(error.contains("HOST:PORT"), "{error}");
+    }
+
+    #[test]
+    fn the_log_goes_under_the_data_dir_unless_told_otherwise() {
+        let log = with(&[]).unwrap().daemon_log();
+        assert_eq!(log.dir, Path::new("/d/logs"));
+        assert_eq!(log.source, "agent-h");
+        assert_eq!(log.rotation, Rotation::default());
+        let config = with(&["--log-dir", "/var/log/nexus", "--log-max-bytes", "2097152"]).unwrap();
+        assert_eq!(config.log_dir, Path::new("/var/log/nexus"));
+        assert_eq!(config.log_max_bytes, 2 << 20);
+        let error = with(&["--log-max-bytes", "10"]).unwrap_err().to_string();
+        assert!(error.contains("at least"), "{error}");
     }
 
     #[test]

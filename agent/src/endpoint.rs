@@ -2,7 +2,7 @@
 //! straight, over QUIC with mTLS, not through the coordinators. The coordinators decide who owns
 //! what; the agent learns it with its desired state, so it authorises each request against that:
 //! the workspace must be assigned to this host, and the caller must be its owner or an admin.
-//! `admin networks` asks here too, admins only. Sync sessions also report here what they
+//! `admin networks` and `admin logs` (the agent's own log) ask here too, admins only. Sync sessions also report here what they
 //! measured; [`syncstats`] keeps it as metrics.
 
 pub mod syncstats;
@@ -10,8 +10,10 @@ pub mod syncstats;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nexus_protocol::debug::LogQuery;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::{Identity, Role};
+use nexus_protocol::logging::{LogFiles, serve};
 use nexus_protocol::message::{
     Assignment, DesiredState, ExecResult, HostRequest, NetworkView, Pong, Request, Response,
 };
@@ -47,6 +49,8 @@ pub struct Endpoint<R> {
     sync: Mutex<BTreeMap<WorkspaceName, Synced>>,
     /// Where sync sessions' reports go; without it they are accepted and dropped.
     sync_stats: Option<SyncStats>,
+    /// This agent's own log (`nexus admin logs`), when it writes one.
+    logs: Option<LogFiles>,
 }
 
 /// A workspace's served files, and the count of changes its watcher has seen (what
@@ -70,7 +74,14 @@ impl<R: Runtime> Endpoint<R> {
             files: None,
             sync: Mutex::new(BTreeMap::new()),
             sync_stats: None,
+            logs: None,
         }
+    }
+
+    /// Answers `DaemonLogs` from the log in `files`.
+    pub fn with_logs(mut self, files: LogFiles) -> Endpoint<R> {
+        self.logs = Some(files);
+        self
     }
 
     /// Keeps what sync sessions report in `stats` (their metrics).
@@ -320,6 +331,23 @@ impl<R: Runtime> Endpoint<R> {
 }
 
 impl<R: Runtime> Endpoint<R> {
+    /// The agent's own log records, for admins; a followed log is a subscription.
+    async fn daemon_logs(&self, peer: &Peer, query: LogQuery) -> Reply {
+        if !is_admin(peer) {
+            return Reply::Once(Err(WireError::new(
+                ErrorCode::PermissionDenied,
+                "only admins read an agent's own log",
+            )));
+        }
+        let Some(files) = &self.logs else {
+            return Reply::Once(Err(WireError::new(
+                ErrorCode::Unsupported,
+                "this agent keeps no log files",
+            )));
+        };
+        serve::answer(files.clone(), query).await
+    }
+
     /// The host's workspace networks, for admins.
     async fn networks(&self, peer: &Peer) -> Result<Response, WireError> {
         if !matches!(
@@ -346,6 +374,16 @@ impl<R: Runtime> Endpoint<R> {
                 .collect(),
         ))
     }
+}
+
+fn is_admin(peer: &Peer) -> bool {
+    matches!(
+        peer.identity,
+        Identity::User {
+            role: Role::Admin,
+            ..
+        }
+    )
 }
 
 fn runtime_error(error: RuntimeError) -> WireError {
@@ -376,6 +414,7 @@ impl<R: Runtime> Handler for Endpoint<R> {
             Request::Host(HostRequest::Sync { workspace, payload }) => {
                 Reply::Once(self.sync(peer, workspace, payload).await)
             }
+            Request::Host(HostRequest::DaemonLogs(query)) => self.daemon_logs(peer, query).await,
             _ => Reply::Once(Err(WireError::new(
                 ErrorCode::InvalidArgument,
                 "an agent serves only logs, exec, networks and file sync; ask a coordinator",

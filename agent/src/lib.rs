@@ -163,7 +163,8 @@ pub async fn run_with<R: Runtime>(
             let handler = Arc::new(
                 endpoint::Endpoint::new(identity.clone(), runtime.clone(), desired.clone())
                     .with_files(config.data_dir.join("workspaces"))
-                    .with_sync_stats(sync_stats),
+                    .with_sync_stats(sync_stats)
+                    .with_logs(config.daemon_log().files()),
             );
             Some(tokio::spawn(
                 server.serve(handler, stopped_for(stopped.clone())),

@@ -22,6 +22,7 @@ use nexus_protocol::model::WorkspaceState;
 use nexus_protocol::{HostId, WorkspaceName};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::cache::{Cache, Saved};
 use crate::metrics::{Metrics, Op};
@@ -404,12 +405,20 @@ impl<R: Runtime> Reconciler<R> {
                     let host = self.host.clone();
                     let metrics = &self.metrics;
                     let vitals = &self.vitals;
+                    // What the steps log, and what the engine's calls under them log, is about
+                    // this workspace (`admin workspace logs --system` finds it by the field).
+                    let span = tracing::info_span!(
+                        "reconcile",
+                        workspace = %workspace.name,
+                        generation = workspace.generation
+                    );
                     async move {
                         let result =
                             execute(runtime.as_ref(), &host, &workspace, &spec, metrics).await;
                         vitals.beat(&vitals.reconcile, true);
                         (workspace.name, workspace.generation, run, result)
                     }
+                    .instrument(span)
                 })
                 .buffer_unordered(self.max_ops)
                 .collect()
@@ -560,7 +569,13 @@ impl<R: Runtime> Reconciler<R> {
             let jitter_ms = random_u64() % (u64::try_from(delay.as_millis() / 5).unwrap_or(0) + 1);
             Instant::now() + delay + Duration::from_millis(jitter_ms)
         });
-        tracing::warn!(workspace = %name, generation, code = %wire.code, attempts, retry = retry_at.is_some(), "{}", wire.message);
+        // Given up on: the workspace is failed until someone acts, which `admin logs --errors`
+        // shows; a failure that will be retried is a warning.
+        if retry_at.is_some() {
+            tracing::warn!(workspace = %name, generation, code = %wire.code, attempts, retry = true, "{}", wire.message);
+        } else {
+            tracing::error!(workspace = %name, generation, code = %wire.code, attempts, retry = false, "{}", wire.message);
+        }
         self.failures.insert(
             name,
             Failure {

@@ -5,10 +5,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use nexus_protocol::debug::LogLevel;
 use nexus_protocol::error::InvalidValue;
 use nexus_protocol::identity::Role;
 use nexus_protocol::model::{Scoring, parse_key_value};
-use nexus_protocol::{HostId, NodeId, UserName, WorkspaceName};
+use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -450,12 +451,66 @@ pub enum AdminCommand {
         #[arg(long, value_name = "FILE")]
         file: Option<std::path::PathBuf>,
         /// How far back the logs go.
-        #[arg(long, value_name = "DUR", default_value = "24h", value_parser = crate::duration::parse)]
-        since: std::time::Duration,
+        #[arg(long, value_name = "DUR", default_value = "24h", value_parser = parse_age)]
+        since: u64,
         /// List what it would collect, and collect nothing.
         #[arg(long)]
         dry_run: bool,
     },
+    /// The daemons' own log records, from every coordinator and agent, merged in time order.
+    Logs(AdminLogsArgs),
+}
+
+/// `nexus admin logs`: which records, from which daemons.
+#[derive(Debug, Args)]
+pub struct AdminLogsArgs {
+    /// Only errors (`--level error`).
+    #[arg(long, conflicts_with = "level")]
+    pub errors: bool,
+    /// The least severe level shown: trace, debug, info, warn or error.
+    #[arg(long, value_parser = parse_level, default_value = "info")]
+    pub level: LogLevel,
+    /// How far back: 90s, 30m, 1h, 2d (default 1h).
+    #[arg(long, value_parser = parse_age, value_name = "DUR", conflicts_with = "since")]
+    pub last: Option<u64>,
+    /// From this time on, RFC 3339: 2026-12-03T08:00:00Z.
+    #[arg(long, value_parser = crate::fleetlogs::parse_time, value_name = "TS")]
+    pub since: Option<u64>,
+    /// Only this host's agent. Repeat for each. With neither --host nor --node, every daemon.
+    #[arg(long = "host", value_name = "H")]
+    pub hosts: Vec<HostId>,
+    /// Only the coordinator with this node id. Repeat for each. (`--coordinator` is taken by the
+    /// coordinators' addresses.)
+    #[arg(long = "node", value_name = "N")]
+    pub nodes: Vec<NodeId>,
+    /// Only records whose message, target or a field matches this regular expression.
+    #[arg(long, value_name = "RE")]
+    pub grep: Option<String>,
+    /// Only records written under this request id.
+    #[arg(long, value_name = "ID")]
+    pub request: Option<RequestId>,
+    /// Keep printing new records as they are written (Ctrl-C stops).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// At most this many records from each daemon: the newest.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub limit: u32,
+}
+
+fn parse_level(value: &str) -> Result<LogLevel, String> {
+    nexus_protocol::logging::record::parse_level(value)
+        .ok_or_else(|| format!("{value:?} is not a level: trace, debug, info, warn or error"))
+}
+
+/// `nexus admin workspace logs`: the application's output, or with `--system` the agent's.
+#[derive(Debug, Args)]
+pub struct WorkspaceLogsArgs {
+    #[command(flatten)]
+    pub logs: LogsArgs,
+    /// Instead of the application's output: the agent's own records about the workspace and the
+    /// engine's events for its container, in time order.
+    #[arg(long)]
+    pub system: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -514,8 +569,8 @@ pub enum AdminWorkspaceCommand {
     Repair(RepairArgs),
     /// A workspace's recent events, oldest first: who changed it, how, why, under which request.
     Events(EventsArgs),
-    /// Any user's workspace's logs.
-    Logs(LogsArgs),
+    /// Any user's workspace's logs; `--system` for what its agent and engine say of it.
+    Logs(WorkspaceLogsArgs),
     /// Destroy stopped workspaces unchanged for a while: one user's (`--owner`) or everyone's.
     Cleanup {
         #[arg(long)]

@@ -5,9 +5,9 @@ pub mod agents;
 pub mod args;
 pub mod bundle;
 pub mod commands;
-pub mod duration;
 pub mod error;
 pub mod fleet;
+pub mod fleetlogs;
 pub mod output;
 pub mod progress;
 pub mod settings;
@@ -26,7 +26,18 @@ use crate::settings::Settings;
 /// exit code (stable per error code).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    nexus_protocol::logging::init("warn");
+    // Kept to the end: dropping it writes out the sync daemon's last lines.
+    let _log = match &cli.command {
+        Command::SyncDaemon { dir } => Some(nexus_protocol::logging::init_file(
+            "warn",
+            syncd::Paths { dir: dir.clone() }.log(),
+            nexus_protocol::logging::Rotation::for_total(syncd::LOG_MAX_BYTES),
+        )),
+        _ => {
+            nexus_protocol::logging::init("warn");
+            None
+        }
+    };
     let mut format = cli.output.unwrap_or(OutputFormat::Table);
     let result = (|| {
         let file = settings::load(&cli.connection)?;

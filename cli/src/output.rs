@@ -159,39 +159,6 @@ pub fn workspace_json(view: &WorkspaceView) -> Value {
     })
 }
 
-/// A daemon's log record as JSON (`admin logs --output json`, a bundle's `logs.jsonl`).
-pub fn log_record_json(record: &nexus_protocol::debug::LogRecord) -> Value {
-    let fields: serde_json::Map<String, Value> = record
-        .fields
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    json!({
-        "time": rfc3339_micros(record.at_us),
-        "at_us": record.at_us,
-        "level": record.level.as_str(),
-        "source": record.source,
-        "target": record.target,
-        "request_id": record.request_id.map(|id| id.to_string()),
-        "workspace": record.workspace.as_ref().map(nexus_protocol::WorkspaceName::as_str),
-        "message": record.message,
-        "fields": fields,
-        "span": record.span.as_ref().map(|span| json!({
-            "name": span.name,
-            "duration_us": span.duration_us,
-            "outcome": span.outcome,
-        })),
-    })
-}
-
-/// A time in microseconds since the epoch as RFC 3339 with microseconds, in UTC.
-pub fn rfc3339_micros(at_us: u64) -> String {
-    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_us) * 1_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| at_us.to_string())
-}
-
 /// A time as RFC 3339, in UTC.
 pub fn rfc3339(at: Timestamp) -> String {
     at.to_offset_date_time()

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use nexus_protocol::NodeId;
 use nexus_protocol::id::InvalidId;
+use nexus_protocol::logging::{DaemonLog, Rotation};
 use nexus_protocol::transport::TransportConfig;
 use nexus_telemetry::http::{InvalidListen, Listen};
 use serde::Deserialize;
@@ -31,6 +32,9 @@ pub struct Config {
     pub host_ttl: Duration,
     /// Where to serve `/metrics`, `/livez` and `/readyz` over plain HTTP, if anywhere.
     pub http_listen: Listen,
+    /// Where the structured log goes (default `DATA_DIR/logs`), and how much of it to keep.
+    pub log_dir: PathBuf,
+    pub log_max_bytes: u64,
 }
 
 /// Where a coordinator serves its monitoring HTTP by default (loopback: nothing there is secret,
@@ -115,7 +119,27 @@ impl Config {
                 .parse()
                 .map_err(|error: InvalidListen| ConfigError::Invalid(error.to_string()))?,
         };
+        let log_max_bytes = args
+            .log_max_bytes
+            .or(file.log_max_bytes)
+            .unwrap_or(Rotation::DEFAULT_TOTAL_BYTES);
+        if log_max_bytes < Rotation::MIN_TOTAL_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "--log-max-bytes must be at least {} (1 MiB), not {log_max_bytes}",
+                Rotation::MIN_TOTAL_BYTES
+            )));
+        }
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .ok_or(ConfigError::Missing("--data-dir is required"))?;
         Ok(Config {
+            log_dir: args
+                .log_dir
+                .or(file.log_dir)
+                .unwrap_or_else(|| data_dir.join("logs")),
+            log_max_bytes,
+            data_dir,
             http_listen,
             host_ttl: Duration::from_secs_f64(host_ttl),
             join,
@@ -126,10 +150,6 @@ impl Config {
                 "--listen is required, e.g. --listen 127.0.0.1:7400",
             ))?,
             peers,
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .ok_or(ConfigError::Missing("--data-dir is required"))?,
             tls_dir: args.tls_dir.or(file.tls_dir).ok_or(ConfigError::Missing(
                 "--tls-dir is required (a `nexus pki` directory)",
             ))?,
@@ -138,6 +158,15 @@ impl Config {
                 .or(file.max_frame_bytes)
                 .unwrap_or(nexus_protocol::codec::DEFAULT_MAX_FRAME_LEN),
         })
+    }
+
+    /// Where and as whom this node writes its structured log.
+    pub fn daemon_log(&self) -> DaemonLog {
+        DaemonLog {
+            dir: self.log_dir.clone(),
+            source: format!("coordinator-{}", self.node_id),
+            rotation: Rotation::for_total(self.log_max_bytes),
+        }
     }
 
     /// The address others reach this node at.
@@ -265,6 +294,13 @@ pub struct Args {
     /// or `off`.
     #[arg(long)]
     pub http_listen: Option<Listen>,
+    /// Where to write the structured log, as JSON lines (default DATA_DIR/logs).
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
+    /// The most bytes of log to keep, in files of an eighth of it (at most 8 MiB each; default
+    /// 64 MiB): the oldest go first.
+    #[arg(long)]
+    pub log_max_bytes: Option<u64>,
 }
 
 /// The keys a `--config` file may hold.
@@ -288,6 +324,8 @@ struct FileConfig {
     host_ttl: Option<f64>,
     #[serde(default, deserialize_with = "listen_from_text")]
     http_listen: Option<Listen>,
+    log_dir: Option<PathBuf>,
+    log_max_bytes: Option<u64>,
 }
 
 fn listen_from_text<'de, D: serde::Deserializer<'de>>(
@@ -378,6 +416,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("IP:PORT"), "{error}");
+    }
+
+    #[test]
+    fn the_log_goes_under_the_data_dir_unless_told_otherwise() {
+        let config = with(&[]).unwrap();
+        let log = config.daemon_log();
+        assert_eq!(log.dir, Path::new("/d/logs"));
+        assert_eq!(log.source, "coordinator-1");
+        assert_eq!(log.rotation, Rotation::default());
+        let config = with(&["--log-dir", "/var/log/nexus", "--log-max-bytes", "8388608"]).unwrap();
+        assert_eq!(config.log_dir, Path::new("/var/log/nexus"));
+        assert_eq!(config.daemon_log().rotation.max_file_bytes, 1 << 20);
+        let error = with(&["--log-max-bytes", "1000"]).unwrap_err().to_string();
+        assert!(error.contains("at least"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "log_dir = \"/l\"\nlog_max_bytes = 2097152\n").unwrap();
+        let config = with(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(config.log_dir, Path::new("/l"));
+        assert_eq!(config.log_max_bytes, 2 << 20);
     }
 
     #[test]

@@ -192,7 +192,11 @@ pub async fn run_with(
     })?;
     tracing::info!(node_id = %config.node_id, %address, peers = config.peers.len(), "nexus-coordinator listening");
     ready(address, cluster.clone());
-    let service = Arc::new(Service::new(identity, cluster).with_host_ttl(config.host_ttl));
+    let service = Arc::new(
+        Service::new(identity, cluster)
+            .with_host_ttl(config.host_ttl)
+            .with_logs(config.daemon_log().files()),
+    );
     let detector = tokio::spawn({
         let service = service.clone();
         async move { service.detect_failures().await }

@@ -8,8 +8,8 @@
 //!
 //! [`Service`] is one type; its requests are answered in one submodule per kind of caller:
 //! `admin` (admins' fleet and cluster requests), `agents` (registration, heartbeats, reports),
-//! `workspaces` (users' workspace requests), `peers` (the other coordinators' Raft traffic) and
-//! `watch` (agents' desired-state subscriptions). `liveness` keeps the heartbeats and runs the
+//! `workspaces` (users' workspace requests), `peers` (the other coordinators' Raft traffic),
+//! `watch` (agents' desired-state subscriptions) and `logs` (this node's own log, for admins). `liveness` keeps the heartbeats and runs the
 //! failure detector's loop; `checks` says who may ask and what a request may hold; `views` turns
 //! the state into answers; `history` answers what the state remembers (a workspace's events, a
 //! request's record).
@@ -19,6 +19,7 @@ mod agents;
 mod checks;
 mod history;
 mod liveness;
+mod logs;
 mod peers;
 #[cfg(test)]
 mod testing;
@@ -33,7 +34,8 @@ use std::time::{Duration, Instant};
 use nexus_protocol::clock;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::Identity;
-use nexus_protocol::message::{AgentRequest, Pong, Request, Response, StaleRead};
+use nexus_protocol::logging::LogFiles;
+use nexus_protocol::message::{AdminRequest, AgentRequest, Pong, Request, Response, StaleRead};
 use nexus_protocol::transport::{Handler, Peer, Reply};
 use nexus_protocol::{HostId, RequestId};
 
@@ -64,6 +66,8 @@ pub struct Service {
     watch_numbers: std::sync::atomic::AtomicU64,
     /// How long a host may be silent before the leader marks it down.
     host_ttl: Duration,
+    /// This node's log (`nexus admin logs`), when it writes one.
+    logs: Option<LogFiles>,
 }
 
 impl Service {
@@ -79,7 +83,14 @@ impl Service {
             endpoints: Mutex::new(BTreeMap::new()),
             watch_numbers: std::sync::atomic::AtomicU64::new(1),
             host_ttl: detector::DEFAULT_HOST_TTL,
+            logs: None,
         }
+    }
+
+    /// The same service, answering `DaemonLogs` from the log in `files`.
+    pub fn with_logs(mut self, files: LogFiles) -> Service {
+        self.logs = Some(files);
+        self
     }
 
     /// The same service, marking hosts down after `ttl` of silence.
@@ -147,6 +158,22 @@ impl Handler for Service {
             self.cluster.metrics().api_requests.inc([kind, code]);
             return reply;
         }
+        // A log may be a subscription (`--follow`): answered as a stream, like a watch.
+        let request = match request {
+            Request::Admin(AdminRequest::DaemonLogs(query))
+            | Request::Stale(StaleRead::Admin(AdminRequest::DaemonLogs(query))) => {
+                let reply = self.daemon_logs(peer, query).await;
+                let code = match &reply {
+                    Reply::Once(Err(error)) => error.code.as_str(),
+                    _ => "OK",
+                };
+                self.cluster
+                    .metrics()
+                    .request(kind, code, started.elapsed());
+                return reply;
+            }
+            request => request,
+        };
         let result = self.answer(peer, request_id, request).await;
         let code = match &result {
             Ok(_) => "OK",

@@ -52,6 +52,15 @@ pub fn now() -> Timestamp {
     Timestamp(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The wall clock, now, in microseconds since the Unix epoch (log records' time).
+#[allow(clippy::disallowed_methods)] // This is the clock module.
+pub fn now_us() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -112,6 +112,8 @@ async fn an_agent_without_its_certificate_fails_fast_and_says_why() {
 async fn a_coordinator_with_bad_flags_fails_fast_and_says_why() {
     let pki = TestPki::new();
     let dir = pki.scratch("c");
+    // In the scratch dir: the coordinator makes its data dir (and log) before it fails.
+    let data_dir = dir.join("d").display().to_string();
     let cases: [(&[&str], &str); 3] = [
         (&["--listen", "127.0.0.1:1"], "--node-id is required"),
         (&["--node-id", "0"], "must not be 0"),
@@ -122,7 +124,7 @@ async fn a_coordinator_with_bad_flags_fails_fast_and_says_why() {
                 "--listen",
                 "127.0.0.1:1",
                 "--data-dir",
-                "d",
+                &data_dir,
                 "--tls-dir",
                 "/nonexistent",
             ],

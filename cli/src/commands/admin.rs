@@ -82,6 +82,7 @@ pub async fn run(
             since,
             dry_run,
         } => crate::commands::bundle::run(settings, format, file, since, dry_run).await,
+        AdminCommand::Logs(args) => crate::commands::logs::admin_logs(settings, args, format).await,
         AdminCommand::Stats => match settings
             .request(Request::Admin(AdminRequest::Stats), READ_TIMEOUT)
             .await?
@@ -181,8 +182,11 @@ pub async fn run(
             AdminWorkspaceCommand::Inspect { name } => {
                 workspace::inspect(settings, name, format).await
             }
+            AdminWorkspaceCommand::Logs(args) if args.system => {
+                crate::commands::logs::workspace_system(settings, args.logs, format).await
+            }
             AdminWorkspaceCommand::Logs(args) => {
-                crate::commands::host::logs(settings, args, format).await
+                crate::commands::host::logs(settings, args.logs, format).await
             }
             AdminWorkspaceCommand::Cleanup { owner, age } => {
                 let request = WorkspaceRequest::CleanupOf {

@@ -19,6 +19,7 @@ use crate::bundle::archive::Archive;
 use crate::bundle::{self, BundleHeader, Collected, Section, Source};
 use crate::error::CliError;
 use crate::fleet::{self, Daemon, Roster};
+use crate::fleetlogs::{self, Labelled};
 use crate::output;
 use crate::progress::Progress;
 use crate::settings::Settings;
@@ -34,7 +35,7 @@ pub async fn run(
     settings: &Settings,
     format: OutputFormat,
     file: Option<PathBuf>,
-    since: Duration,
+    since_secs: u64,
     dry_run: bool,
 ) -> Result<(), CliError> {
     let request_id = RequestId::random();
@@ -54,7 +55,7 @@ pub async fn run(
         .suggest("name a new file with --file, in a directory you can write")
     })?;
     let progress = Progress::new(sections.len() as u64, "collecting");
-    let since_us = now.as_millis().saturating_sub(since.as_millis() as u64) * 1_000;
+    let since_us = fleetlogs::ago(clock::now_us(), since_secs);
 
     // The fleet's tables, from the coordinators.
     let mut contents: Vec<(Section, Result<Vec<u8>, String>)> = Vec::new();
@@ -116,7 +117,7 @@ pub async fn run(
     let header = BundleHeader {
         created_at: output::rfc3339(now),
         request_id: request_id.to_string(),
-        since_seconds: since.as_secs(),
+        since_seconds: since_secs,
         log_limit: LOG_RECORDS_PER_SOURCE,
     };
     let manifest = bundle::manifest(&header, &fates, &unreachable);
@@ -226,7 +227,7 @@ async fn gather(
                     .request_with(request_id, request, PER_DAEMON)
                     .await
                     .map_err(|e| format!("{}: {}", e.code, e.message))
-                    .and_then(content_of),
+                    .and_then(|response| content_of(daemon, response)),
                 None => Err("not asked".into()),
             };
             progress.advance(&section.path);
@@ -285,19 +286,22 @@ fn section_request(daemon: &Daemon, source: &Source, since_us: u64) -> Option<Re
     }
 }
 
-fn content_of(response: Response) -> Result<Vec<u8>, String> {
+fn content_of(daemon: &Daemon, response: Response) -> Result<Vec<u8>, String> {
     match response {
         Response::Diagnostic(text) => Ok(text.into_bytes()),
-        Response::LogRecords(records) => Ok(log_lines(&records)),
+        Response::LogRecords(records) => Ok(log_lines(daemon, records)),
         other => Err(format!("unexpected answer: {other:?}")),
     }
 }
 
-/// Log records as JSON lines, oldest first.
-fn log_lines(records: &[LogRecord]) -> Vec<u8> {
+/// Log records as JSON lines, oldest first, as `admin logs --output json` prints them.
+fn log_lines(daemon: &Daemon, records: Vec<LogRecord>) -> Vec<u8> {
     let mut bytes = Vec::new();
     for record in records {
-        let line = output::log_record_json(record);
+        let line = fleetlogs::record_json(&Labelled {
+            source: daemon.label(),
+            record,
+        });
         bytes.extend_from_slice(line.to_string().as_bytes());
         bytes.push(b'\n');
     }

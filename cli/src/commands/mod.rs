@@ -5,6 +5,7 @@ pub mod admin;
 pub mod bundle;
 pub mod events;
 pub mod host;
+pub mod logs;
 pub mod mutagen;
 pub mod ping;
 pub mod pki;

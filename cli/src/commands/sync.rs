@@ -59,8 +59,14 @@ async fn ask(paths: &Paths, control: &Control, start: bool) -> Result<ControlAns
     std::fs::create_dir_all(&paths.dir)
         .map_err(|e| failed(format!("cannot make {}: {e}", paths.dir.display())))?;
     let exe = std::env::current_exe().map_err(|e| failed(e.to_string()))?;
-    let log = paths.dir.join("daemon.log");
-    let out = std::fs::File::create(&log).map_err(|e| failed(format!("{}: {e}", log.display())))?;
+    // The daemon writes its log itself (appending, rotating); what reaches its stdout and
+    // stderr (a panic) is appended to the same file, never truncating an earlier daemon's.
+    let log = paths.log().current();
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| failed(format!("{}: {e}", log.display())))?;
     let err = out.try_clone().map_err(|e| failed(e.to_string()))?;
     let mut command = std::process::Command::new(exe);
     command

@@ -18,7 +18,7 @@
 //! - `control`: the messages on the socket, and how a message makes a line;
 //! - `server`: the socket server, which starts, asks and stops sessions;
 //! - `session`: one session's loop;
-//! - `saved`: where the daemon keeps its socket and its sessions' files, and those files;
+//! - `saved`: where the daemon keeps its socket, its log and its sessions' files, and those files;
 //! - `client`: asking a running daemon.
 
 mod client;
@@ -31,7 +31,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use client::ask;
 pub use control::{ConflictView, Control, ControlAnswer, SessionConfig, SessionStatus};
-pub use saved::Paths;
+pub use saved::{LOG_MAX_BYTES, Paths};
 pub use server::{DaemonError, run};
 
 /// Locks a session's status even when a holder panicked.

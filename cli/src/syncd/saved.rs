@@ -6,8 +6,12 @@
 use std::path::PathBuf;
 
 use nexus_protocol::WorkspaceName;
+use nexus_protocol::logging::LogFiles;
 
 use super::control::SessionConfig;
+
+/// The most the sync daemon's log keeps, in all its files.
+pub const LOG_MAX_BYTES: u64 = 16 << 20;
 
 /// Where the daemon keeps its socket and its sessions.
 #[derive(Debug, Clone)]
@@ -18,6 +22,12 @@ pub struct Paths {
 impl Paths {
     pub fn socket(&self) -> PathBuf {
         self.dir.join("daemon.sock")
+    }
+
+    /// The daemon's log: `daemon.log`, appended to by each daemon and set aside as
+    /// `daemon.log.NNNNNN` when it grows past an eighth of [`LOG_MAX_BYTES`].
+    pub fn log(&self) -> LogFiles {
+        LogFiles::new(&self.dir, "daemon.log")
     }
 
     pub(super) fn config(&self, workspace: &WorkspaceName) -> PathBuf {

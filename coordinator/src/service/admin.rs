@@ -10,7 +10,7 @@ use nexus_protocol::message::{
     AdminRequest, ClusterStatus, PortAllocation, Response, WorkspaceUsage,
 };
 use nexus_protocol::model::{ContainerStats, HostStatus};
-use nexus_protocol::transport::Peer;
+use nexus_protocol::transport::{Peer, Reply};
 use nexus_protocol::{HostId, RequestId};
 
 use super::Service;
@@ -162,7 +162,15 @@ impl Service {
             AdminRequest::Stats => Ok(Response::FleetStats(
                 self.cluster.read(consistency, fleet_stats).await?,
             )),
-            AdminRequest::DaemonLogs(_) | AdminRequest::Diagnostic(_) => Err(not_yet()),
+            // The handler answers it first (it may be a stream); here only as one answer.
+            AdminRequest::DaemonLogs(query) => match self.daemon_logs(peer, query).await {
+                Reply::Once(result) => result,
+                Reply::Stream(_) => Err(WireError::new(
+                    ErrorCode::InvalidArgument,
+                    "a followed log is a subscription; open it as one",
+                )),
+            },
+            AdminRequest::Diagnostic(_) => Err(not_yet()),
             AdminRequest::RequestRecord(id) => self.request_record(id, consistency).await,
             AdminRequest::Endpoints => {
                 self.cluster.require_leader().await?;
