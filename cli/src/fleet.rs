@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use nexus_protocol::error::ErrorCode;
+use nexus_protocol::identity::Identity;
 use nexus_protocol::message::{AdminRequest, ClusterStatus, Request, Response};
 use nexus_protocol::transport::Connection;
 use nexus_protocol::{HostId, NodeId, RequestId};
@@ -43,19 +44,28 @@ impl fmt::Display for Daemon {
     }
 }
 
-/// Who is in the fleet, as the coordinators say, and what could not be learned.
+/// Who is in the fleet, as the coordinators say, and who could not be listed (with why).
 #[derive(Debug)]
 pub struct Roster {
     pub status: ClusterStatus,
     pub daemons: Vec<Daemon>,
-    /// Why the agents are missing from `daemons`, if they are (no leader to say where they
-    /// serve).
-    pub agents_unknown: Option<CliError>,
+    /// Daemons asked for or expected that cannot be asked: a member without a known address,
+    /// a node or host that is not in the fleet, or every agent when no leader can say where
+    /// they serve (`agents`).
+    pub unlisted: Vec<(String, CliError)>,
 }
 
 impl Roster {
-    /// The members and agents, asked of the coordinators (the agents' addresses need a leader).
-    pub async fn discover(settings: &Settings, limit: Duration) -> Result<Roster, CliError> {
+    /// Every coordinator (from `admin status`) and every agent (from the leader's endpoints), or
+    /// only those of `nodes` and `hosts` when either is given. An error only when no coordinator
+    /// answers at all.
+    pub async fn discover(
+        settings: &Settings,
+        hosts: &[HostId],
+        nodes: &[NodeId],
+        limit: Duration,
+    ) -> Result<Roster, CliError> {
+        let every = hosts.is_empty() && nodes.is_empty();
         let status = match settings
             .request(Request::Admin(AdminRequest::Status), limit)
             .await?
@@ -63,52 +73,87 @@ impl Roster {
             Response::ClusterStatus(status) => status,
             other => return Err(CliError::unexpected(&other)),
         };
-        let mut daemons: Vec<Daemon> = status
-            .members
-            .iter()
-            .map(|m| Daemon::Coordinator {
-                id: m.id,
-                address: m.addr.clone(),
-            })
-            .collect();
-        let agents_unknown = match settings
-            .request(Request::Admin(AdminRequest::Endpoints), limit)
-            .await
-        {
-            Ok(Response::Endpoints(endpoints)) => {
-                daemons.extend(
-                    endpoints
-                        .into_iter()
-                        .map(|(host, address)| Daemon::Agent { host, address }),
-                );
-                None
+        let mut daemons = Vec::new();
+        let mut unlisted = Vec::new();
+        for member in &status.members {
+            if !every && !nodes.contains(&member.id) {
+                continue;
             }
-            Ok(other) => Some(CliError::unexpected(&other)),
-            Err(error) => Some(error),
-        };
+            if member.addr.is_empty() {
+                unlisted.push((
+                    format!("coordinator-{}", member.id),
+                    CliError::local(ErrorCode::NetworkError, "its address is not known"),
+                ));
+                continue;
+            }
+            daemons.push(Daemon::Coordinator {
+                id: member.id,
+                address: member.addr.clone(),
+            });
+        }
+        for id in nodes {
+            if !status.members.iter().any(|m| m.id == *id) {
+                unlisted.push((
+                    format!("coordinator-{id}"),
+                    CliError::local(ErrorCode::InvalidArgument, "not a member of the cluster"),
+                ));
+            }
+        }
+        if every || !hosts.is_empty() {
+            match settings
+                .request(Request::Admin(AdminRequest::Endpoints), limit)
+                .await
+            {
+                Ok(Response::Endpoints(endpoints)) => {
+                    for (host, address) in &endpoints {
+                        if every || hosts.contains(host) {
+                            daemons.push(Daemon::Agent {
+                                host: host.clone(),
+                                address: address.clone(),
+                            });
+                        }
+                    }
+                    for host in hosts {
+                        if !endpoints.iter().any(|(known, _)| known == host) {
+                            unlisted.push((
+                                format!("agent-{host}"),
+                                CliError::local(
+                                    ErrorCode::NetworkError,
+                                    "the leader knows no address for its agent (is it connected?)",
+                                ),
+                            ));
+                        }
+                    }
+                }
+                Ok(other) => return Err(CliError::unexpected(&other)),
+                // Without the leader no agent can be found; the coordinators still answer.
+                Err(error) => unlisted.push(("agents".to_string(), error)),
+            }
+        }
         Ok(Roster {
             status,
             daemons,
-            agents_unknown,
+            unlisted,
         })
-    }
-
-    /// Only the daemons chosen: no choice of either kind keeps that kind whole.
-    pub fn select(&mut self, hosts: &[HostId], coordinators: &[NodeId]) {
-        if hosts.is_empty() && coordinators.is_empty() {
-            return;
-        }
-        self.daemons.retain(|daemon| match daemon {
-            Daemon::Coordinator { id, .. } => coordinators.contains(id),
-            Daemon::Agent { host, .. } => hosts.contains(host),
-        });
     }
 }
 
 /// Connects to `daemon`, checking that it is who the roster says.
 pub async fn connect(settings: &Settings, daemon: &Daemon) -> Result<Connection, CliError> {
     match daemon {
-        Daemon::Coordinator { address, .. } => settings.connect_to(address).await,
+        Daemon::Coordinator { id, address } => {
+            let connection = settings.connect_to(address).await?;
+            if connection.server() != &Identity::Coordinator(*id) {
+                return Err(CliError::local(
+                    ErrorCode::AuthenticationFailed,
+                    format!(
+                        "{address} answered as {}, not as coordinator {id}",
+                        connection.server()
+                    ),
+                ));
+            }
+            Ok(connection)
+        }
         Daemon::Agent { host, address } => agents::connect_agent(settings, host, address).await,
     }
 }
@@ -177,26 +222,5 @@ mod tests {
     fn labels_are_the_sources_that_log_records_carry() {
         assert_eq!(coordinator(2).label(), "coordinator-2");
         assert_eq!(agent("host-a").label(), "agent-host-a");
-    }
-
-    #[test]
-    fn selecting_one_kind_drops_the_other_and_no_selection_keeps_all() {
-        let status = ClusterStatus {
-            node: NodeId::new(1).unwrap_or_else(|e| panic!("{e}")),
-            leader: None,
-            term: 1,
-            commit_index: 0,
-            applied_index: 0,
-            members: vec![],
-        };
-        let mut roster = Roster {
-            status,
-            daemons: vec![coordinator(1), coordinator(2), agent("a"), agent("b")],
-            agents_unknown: None,
-        };
-        roster.select(&[], &[]);
-        assert_eq!(roster.daemons.len(), 4);
-        roster.select(&["b".parse().unwrap_or_else(|e| panic!("{e:?}"))], &[]);
-        assert_eq!(roster.daemons, vec![agent("b")]);
     }
 }

@@ -39,7 +39,7 @@ pub async fn run(
     dry_run: bool,
 ) -> Result<(), CliError> {
     let request_id = RequestId::random();
-    let roster = Roster::discover(settings, TABLE_TIMEOUT).await?;
+    let roster = Roster::discover(settings, &[], &[], TABLE_TIMEOUT).await?;
     let sections = bundle::plan(&roster.daemons);
     if dry_run {
         print_plan(format, &sections, &roster);
@@ -81,8 +81,8 @@ pub async fn run(
     });
     let mut versions = vec![json!({"source": "cli", "software": nexus_protocol::SOFTWARE_VERSION})];
     let mut unreachable = Vec::new();
-    if let Some(why) = &roster.agents_unknown {
-        unreachable.push(("agents".to_string(), why.error.message.clone()));
+    for (who, why) in &roster.unlisted {
+        unreachable.push((who.clone(), why.error.message.clone()));
     }
     for (daemon, software, gathered) in join_all(per_daemon).await {
         match &software {
@@ -314,7 +314,11 @@ fn print_plan(format: OutputFormat, sections: &[Section], roster: &Roster) {
             .iter()
             .map(|s| json!({"path": s.path, "what": s.what.describe()}))
             .collect::<Vec<_>>(),
-        "agents_unknown": roster.agents_unknown.as_ref().map(|e| e.error.message.clone()),
+        "unlisted": roster
+            .unlisted
+            .iter()
+            .map(|(who, why)| json!({"source": who, "error": why.error.message}))
+            .collect::<Vec<_>>(),
     });
     output::emit(format, &json, || {
         let mut text = format!(
@@ -328,11 +332,8 @@ fn print_plan(format: OutputFormat, sections: &[Section], roster: &Roster) {
                 section.what.describe()
             ));
         }
-        if let Some(why) = &roster.agents_unknown {
-            text.push_str(&format!(
-                "agents' sections left out: {}\n",
-                why.error.message
-            ));
+        for (who, why) in &roster.unlisted {
+            text.push_str(&format!("{who} left out: {}\n", why.error.message));
         }
         text
     });

@@ -10,15 +10,15 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use nexus_protocol::debug::{ContainerEvent, LogLevel, LogQuery, LogRecord};
 use nexus_protocol::error::ErrorCode;
-use nexus_protocol::identity::Identity;
 use nexus_protocol::message::{AdminRequest, HostRequest, Request, Response};
-use nexus_protocol::transport::{Connection, Subscription};
-use nexus_protocol::{HostId, NodeId, RequestId, WorkspaceName, clock};
+use nexus_protocol::transport::Subscription;
+use nexus_protocol::{HostId, RequestId, WorkspaceName, clock};
 use serde_json::json;
 
-use crate::agents::{READ_TIMEOUT, agent_of, connect_agent};
+use crate::agents::{READ_TIMEOUT, agent_of};
 use crate::args::{AdminLogsArgs, LogsArgs, OutputFormat};
 use crate::error::CliError;
+use crate::fleet::{self, Daemon, Roster};
 use crate::fleetlogs::{self, Labelled};
 use crate::output;
 use crate::settings::Settings;
@@ -28,72 +28,45 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// `--last` when neither it nor `--since` is given: an hour.
 const DEFAULT_LAST_SECS: u64 = 3_600;
 
-/// One daemon to ask.
-#[derive(Debug, Clone)]
-enum Daemon {
-    Coordinator { id: NodeId, address: String },
-    Agent { host: HostId, address: String },
+/// The request for `daemon`'s own records.
+fn logs_request(daemon: &Daemon, query: LogQuery) -> Request {
+    match daemon {
+        Daemon::Coordinator { .. } => Request::Admin(AdminRequest::DaemonLogs(query)),
+        Daemon::Agent { .. } => Request::Host(HostRequest::DaemonLogs(query)),
+    }
 }
 
-impl Daemon {
-    /// As its records name it: `coordinator-2`, `agent-host-a`.
-    fn label(&self) -> String {
-        match self {
-            Daemon::Coordinator { id, .. } => format!("coordinator-{id}"),
-            Daemon::Agent { host, .. } => format!("agent-{host}"),
-        }
-    }
+/// `daemon`'s records, at once.
+async fn ask(
+    settings: &Settings,
+    daemon: &Daemon,
+    query: LogQuery,
+) -> Result<Vec<LogRecord>, CliError> {
+    let connection = fleet::connect(settings, daemon).await?;
+    records(
+        connection
+            .request_with(
+                RequestId::random(),
+                logs_request(daemon, query),
+                ASK_TIMEOUT,
+            )
+            .await?,
+    )
+}
 
-    async fn connect(&self, settings: &Settings) -> Result<Connection, CliError> {
-        match self {
-            Daemon::Coordinator { id, address } => {
-                let connection = settings.connect_to(address).await?;
-                if connection.server() != &Identity::Coordinator(*id) {
-                    return Err(CliError::local(
-                        ErrorCode::AuthenticationFailed,
-                        format!(
-                            "{address} answered as {}, not as coordinator {id}",
-                            connection.server()
-                        ),
-                    ));
-                }
-                Ok(connection)
-            }
-            Daemon::Agent { host, address } => connect_agent(settings, host, address).await,
-        }
-    }
-
-    fn request(&self, query: LogQuery) -> Request {
-        match self {
-            Daemon::Coordinator { .. } => Request::Admin(AdminRequest::DaemonLogs(query)),
-            Daemon::Agent { .. } => Request::Host(HostRequest::DaemonLogs(query)),
-        }
-    }
-
-    /// Its records, at once.
-    async fn ask(&self, settings: &Settings, query: LogQuery) -> Result<Vec<LogRecord>, CliError> {
-        let connection = self.connect(settings).await?;
-        records(
-            connection
-                .request_with(RequestId::random(), self.request(query), ASK_TIMEOUT)
-                .await?,
-        )
-    }
-
-    /// Its records, then a subscription to those written after.
-    async fn follow(
-        &self,
-        settings: &Settings,
-        query: LogQuery,
-    ) -> Result<(Vec<LogRecord>, Subscription), CliError> {
-        let connection = self.connect(settings).await?;
-        let mut subscription = connection.subscribe(self.request(query)).await?;
-        let backlog = match subscription.next().await {
-            Some(frame) => records(frame?)?,
-            None => Vec::new(),
-        };
-        Ok((backlog, subscription))
-    }
+/// `daemon`'s records, then a subscription to those written after.
+async fn follow(
+    settings: &Settings,
+    daemon: &Daemon,
+    query: LogQuery,
+) -> Result<(Vec<LogRecord>, Subscription), CliError> {
+    let connection = fleet::connect(settings, daemon).await?;
+    let mut subscription = connection.subscribe(logs_request(daemon, query)).await?;
+    let backlog = match subscription.next().await {
+        Some(frame) => records(frame?)?,
+        None => Vec::new(),
+    };
+    Ok((backlog, subscription))
 }
 
 fn records(response: Response) -> Result<Vec<LogRecord>, CliError> {
@@ -146,7 +119,9 @@ pub async fn admin_logs(
         CliError::local(ErrorCode::InvalidArgument, format!("--grep: {bad}"))
             .suggest("escape special characters with \\, or shorten the pattern")
     })?;
-    let (daemons, unlisted) = daemons(settings, &args.hosts, &args.nodes).await?;
+    let Roster {
+        daemons, unlisted, ..
+    } = Roster::discover(settings, &args.hosts, &args.nodes, READ_TIMEOUT).await?;
     for (source, error) in &unlisted {
         print_failure(format, source, &error.error.message);
     }
@@ -154,7 +129,7 @@ pub async fn admin_logs(
     if !args.follow {
         let asks = daemons.iter().map(|daemon| {
             let query = query.clone();
-            async move { (daemon.label(), in_time(daemon.ask(settings, query)).await) }
+            async move { (daemon.label(), in_time(ask(settings, daemon, query)).await) }
         });
         let mut answered = Vec::new();
         let mut failed = unlisted;
@@ -178,7 +153,7 @@ pub async fn admin_logs(
         async move {
             (
                 daemon.label(),
-                in_time(daemon.follow(settings, query)).await,
+                in_time(follow(settings, daemon, query)).await,
             )
         }
     });
@@ -233,83 +208,6 @@ fn frames(source: String, subscription: Subscription) -> Frames {
             }
         },
     ))
-}
-
-/// Every daemon the query is for, and those that could not be listed (with why). `hosts` and
-/// `nodes` narrow it; neither means all. An error only when no coordinator answers at all.
-async fn daemons(
-    settings: &Settings,
-    hosts: &[HostId],
-    nodes: &[NodeId],
-) -> Result<(Vec<Daemon>, Vec<(String, CliError)>), CliError> {
-    let every = hosts.is_empty() && nodes.is_empty();
-    let mut daemons = Vec::new();
-    let mut unlisted = Vec::new();
-    if every || !nodes.is_empty() {
-        let status = match settings
-            .request(Request::Admin(AdminRequest::Status), READ_TIMEOUT)
-            .await?
-        {
-            Response::ClusterStatus(status) => status,
-            other => return Err(CliError::unexpected(&other)),
-        };
-        for member in &status.members {
-            if !every && !nodes.contains(&member.id) {
-                continue;
-            }
-            if member.addr.is_empty() {
-                unlisted.push((
-                    format!("coordinator-{}", member.id),
-                    CliError::local(ErrorCode::NetworkError, "its address is not known"),
-                ));
-                continue;
-            }
-            daemons.push(Daemon::Coordinator {
-                id: member.id,
-                address: member.addr.clone(),
-            });
-        }
-        for id in nodes {
-            if !status.members.iter().any(|m| m.id == *id) {
-                unlisted.push((
-                    format!("coordinator-{id}"),
-                    CliError::local(ErrorCode::InvalidArgument, "not a member of the cluster"),
-                ));
-            }
-        }
-    }
-    if every || !hosts.is_empty() {
-        match settings
-            .request(Request::Admin(AdminRequest::Endpoints), READ_TIMEOUT)
-            .await
-        {
-            Ok(Response::Endpoints(endpoints)) => {
-                for (host, address) in &endpoints {
-                    if every || hosts.contains(host) {
-                        daemons.push(Daemon::Agent {
-                            host: host.clone(),
-                            address: address.clone(),
-                        });
-                    }
-                }
-                for host in hosts {
-                    if !endpoints.iter().any(|(known, _)| known == host) {
-                        unlisted.push((
-                            format!("agent-{host}"),
-                            CliError::local(
-                                ErrorCode::NetworkError,
-                                "the leader knows no address for its agent (is it connected?)",
-                            ),
-                        ));
-                    }
-                }
-            }
-            Ok(other) => return Err(CliError::unexpected(&other)),
-            // Without the leader, no agent can be found; the coordinators still answer.
-            Err(error) => unlisted.push(("agents".to_string(), error)),
-        }
-    }
-    Ok((daemons, unlisted))
 }
 
 /// No daemon answered: the first failure says why, and the others are already on stderr.
