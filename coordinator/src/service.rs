@@ -62,6 +62,8 @@ pub struct Service {
     watch_numbers: std::sync::atomic::AtomicU64,
     /// How long a host may be silent before the leader marks it down.
     host_ttl: Duration,
+    /// What this node tells admins of itself; without it, diagnostics are `UNSUPPORTED`.
+    diagnostics: Option<crate::diagnostics::Diagnostics>,
 }
 
 impl Service {
@@ -77,7 +79,14 @@ impl Service {
             endpoints: Mutex::new(BTreeMap::new()),
             watch_numbers: std::sync::atomic::AtomicU64::new(1),
             host_ttl: detector::DEFAULT_HOST_TTL,
+            diagnostics: None,
         }
+    }
+
+    /// The same service, answering admins' diagnostics from `diagnostics`.
+    pub fn with_diagnostics(mut self, diagnostics: crate::diagnostics::Diagnostics) -> Service {
+        self.diagnostics = Some(diagnostics);
+        self
     }
 
     /// The same service, marking hosts down after `ttl` of silence.

@@ -162,9 +162,16 @@ impl Service {
             AdminRequest::Stats => Ok(Response::FleetStats(
                 self.cluster.read(consistency, fleet_stats).await?,
             )),
-            AdminRequest::DaemonLogs(_)
-            | AdminRequest::Diagnostic(_)
-            | AdminRequest::RequestRecord(_) => Err(not_yet()),
+            AdminRequest::Diagnostic(diagnostic) => match &self.diagnostics {
+                Some(diagnostics) => {
+                    Ok(Response::Diagnostic(diagnostics.answer(diagnostic).await?))
+                }
+                None => Err(WireError::new(
+                    ErrorCode::Unsupported,
+                    "this coordinator keeps no diagnostics",
+                )),
+            },
+            AdminRequest::DaemonLogs(_) | AdminRequest::RequestRecord(_) => Err(not_yet()),
             AdminRequest::Endpoints => {
                 self.cluster.require_leader().await?;
                 let endpoints = lock(&self.endpoints)

@@ -123,10 +123,12 @@ impl Service {
                 lock(&self.endpoints).insert(host_id.clone(), address);
                 Ok(Response::Ack)
             }
-            AgentRequest::WatchDesired { .. } | AgentRequest::WatchDesiredCauses { .. } => Err(WireError::new(
-                ErrorCode::InvalidArgument,
-                "a desired-state watch is a subscription; open it as one",
-            )),
+            AgentRequest::WatchDesired { .. } | AgentRequest::WatchDesiredCauses { .. } => {
+                Err(WireError::new(
+                    ErrorCode::InvalidArgument,
+                    "a desired-state watch is a subscription; open it as one",
+                ))
+            }
         }
     }
 }
