@@ -2,6 +2,7 @@
 //! whom it must, and prints its result; errors go back to `main` for rendering.
 
 pub mod admin;
+pub mod health;
 pub mod host;
 pub mod mutagen;
 pub mod ping;
