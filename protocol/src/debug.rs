@@ -258,7 +258,7 @@ impl CertificateInfo {
         vec![
             CertificateInfo {
                 certificate: "node".into(),
-                subject: credentials.identity().map(ToString::to_string),
+                subject: credentials.identity().map(Identity::uri),
                 not_after: expiries.own,
             },
             CertificateInfo {

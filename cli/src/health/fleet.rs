@@ -3,10 +3,10 @@
 //!
 //! | check | ok | warn | fail |
 //! |---|---|---|---|
-//! | `quorum` | the leader hears from a majority of voters | | no leader, or no majority |
+//! | `quorum` | the leader hears from every voter | it hears from a majority only | no leader, or no majority |
 //! | `agent H` | `/readyz` passes | its endpoint is unknown | a check fails, it does not answer, the host is down |
 //! | `engine H` | the agent's `engine` check passes | not reported | it fails |
-//! | `certificates D` | every certificate of daemon D lasts 30 days more | one expires within 30 days, or its expiry is unknown | one expires within 7 days, or has expired |
+//! | `certificates D` | every certificate of daemon D lasts 30 days more | one expires within 30 days, its expiry is unknown, or the daemon did not say (its own check says why) | one expires within 7 days, or has expired |
 //! | `disk H` | 15 % or more of the data dir's disk is free | under 15 %, or no stats yet | under 5 % |
 //! | `workspaces` | none failed or lost | some failed | some lost (their host is down) |
 
@@ -128,8 +128,16 @@ fn quorum_check(status: &Result<ClusterStatus, String>) -> Check {
         "leader {leader}, {} of {} voters healthy (quorum {}), term {}",
         q.healthy, q.voters, q.quorum, status.term
     );
-    if q.ok {
+    if q.ok && q.healthy == q.voters {
         return Check::new("quorum", None, Status::Ok, detail);
+    }
+    if q.ok {
+        return Check::new(
+            "quorum",
+            None,
+            Status::Warn,
+            format!("a voter is not heard from: {detail}"),
+        );
     }
     let why = if status.leader.is_none() {
         "no leader".to_string()
@@ -251,11 +259,12 @@ fn certificates_check(
     let target = Some(daemon.to_string());
     let certificates = match certificates {
         Ok(certificates) => certificates,
+        // Unknown, not known bad: the daemon's reachability is its own check's.
         Err(why) => {
             return Check::new(
                 "certificates",
                 target,
-                Status::Fail,
+                Status::Warn,
                 format!("cannot read them: {}", cut(why, DETAIL)),
             );
         }
@@ -453,7 +462,7 @@ mod tests {
 
     fn facts() -> Facts {
         Facts {
-            status: Ok(status(Some(1), 1, [true, true, false])),
+            status: Ok(status(Some(1), 1, [true, true, true])),
             coordinators: vec![(
                 "coordinator-1".into(),
                 Ok(certificates(&[Some(300), Some(3000)])),
@@ -495,7 +504,7 @@ mod tests {
         assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:#?}");
         assert_eq!(
             checks[0].detail,
-            "leader 1, 2 of 3 voters healthy (quorum 2), term 4"
+            "leader 1, 3 of 3 voters healthy (quorum 2), term 4"
         );
         assert_eq!(checks[3].detail, "50.0% free (500 B of 1000 B)");
         assert_eq!(
@@ -508,6 +517,12 @@ mod tests {
     fn each_check_warns_and_fails_at_its_thresholds() {
         type Change = Box<dyn FnOnce(&mut Facts)>;
         let cases: Vec<(&str, Change, Status, &str)> = vec![
+            (
+                "quorum",
+                Box::new(|f| f.status = Ok(status(Some(1), 1, [true, true, false]))),
+                Status::Warn,
+                "a voter is not heard from: leader 1, 2 of 3 voters healthy (quorum 2), term 4",
+            ),
             (
                 "quorum",
                 Box::new(|f| f.status = Ok(status(Some(1), 1, [true, false, false]))),
@@ -607,7 +622,7 @@ mod tests {
             (
                 "certificates coordinator-1",
                 Box::new(|f| f.coordinators[0].1 = Err("not served yet".into())),
-                Status::Fail,
+                Status::Warn,
                 "cannot read them: not served yet",
             ),
             (
