@@ -9,36 +9,57 @@
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use nexus_protocol::debug::{CertificateInfo, Diagnostic};
 use nexus_protocol::error::{ErrorCode, WireError};
-use nexus_telemetry::http::Monitor;
+use nexus_telemetry::http::{Monitor, Probes};
 use nexus_telemetry::metrics::Format;
 use toml::{Table, Value};
 
 use crate::config::Config;
-use crate::probes::AgentProbes;
 use crate::runtime::Runtime;
 
 /// What a redacted secret reads as.
 pub const REDACTED: &str = "(redacted)";
 
-/// What the agent answers diagnostics from: made once at its start.
-#[derive(Debug)]
-pub struct Diagnostics<R: Runtime> {
-    /// The configuration, redacted ([`redacted_config`]).
-    pub config: String,
-    /// The certificates, as JSON.
-    pub certificates: String,
-    /// What the monitoring server answers.
-    pub monitor: Arc<Monitor<AgentProbes<R>>>,
+/// What the monitoring server answers, read by the agent itself: the exposition and the
+/// readiness (a [`Monitor`] of the agent's probes, whatever their type).
+pub trait Monitored: Send + Sync {
+    fn metrics(&self) -> BoxFuture<'_, String>;
+    fn readiness(&self) -> BoxFuture<'_, String>;
 }
 
-impl<R: Runtime> Diagnostics<R> {
+impl<P: Probes> Monitored for Monitor<P> {
+    fn metrics(&self) -> BoxFuture<'_, String> {
+        Box::pin(Monitor::metrics(self, Format::Classic))
+    }
+
+    fn readiness(&self) -> BoxFuture<'_, String> {
+        Box::pin(async { self.ready(true).await.body })
+    }
+}
+
+/// What the agent answers diagnostics from: made once at its start.
+pub struct Diagnostics {
+    /// The configuration, redacted ([`redacted_config`]).
+    config: String,
+    /// The certificates, as JSON.
+    certificates: String,
+    monitor: Arc<dyn Monitored>,
+}
+
+impl std::fmt::Debug for Diagnostics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Diagnostics").finish_non_exhaustive()
+    }
+}
+
+impl Diagnostics {
     pub fn new(
         config: &Config,
         certificates: &[CertificateInfo],
-        monitor: Arc<Monitor<AgentProbes<R>>>,
-    ) -> Diagnostics<R> {
+        monitor: Arc<dyn Monitored>,
+    ) -> Diagnostics {
         Diagnostics {
             config: redacted_config(config),
             certificates: json(&certificates),
@@ -47,12 +68,16 @@ impl<R: Runtime> Diagnostics<R> {
     }
 
     /// `diagnostic` as text; the engine's through `runtime`.
-    pub async fn answer(&self, diagnostic: Diagnostic, runtime: &R) -> Result<String, WireError> {
+    pub async fn answer<R: Runtime>(
+        &self,
+        diagnostic: Diagnostic,
+        runtime: &R,
+    ) -> Result<String, WireError> {
         Ok(match diagnostic {
             Diagnostic::Config => self.config.clone(),
-            Diagnostic::Metrics => self.monitor.metrics(Format::Classic).await,
+            Diagnostic::Metrics => self.monitor.metrics().await,
             Diagnostic::Certificates => self.certificates.clone(),
-            Diagnostic::Readiness => self.monitor.ready(true).await.body,
+            Diagnostic::Readiness => self.monitor.readiness().await,
             Diagnostic::Engine => json(&runtime.engine().await.map_err(|e| e.to_wire())?),
         })
     }

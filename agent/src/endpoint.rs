@@ -44,7 +44,7 @@ const EXEC_LIMIT: Duration = Duration::from_secs(600);
 
 /// Serves [`HostRequest`]s for the workspaces of this host.
 #[derive(Debug)]
-pub struct Endpoint<R: Runtime> {
+pub struct Endpoint<R> {
     identity: Identity,
     runtime: Arc<R>,
     desired: watch::Receiver<Option<DesiredState>>,
@@ -55,7 +55,7 @@ pub struct Endpoint<R: Runtime> {
     /// Where sync sessions' reports go; without it they are accepted and dropped.
     sync_stats: Option<SyncStats>,
     /// What the agent tells admins of itself; without it, diagnostics are `UNSUPPORTED`.
-    diagnostics: Option<Diagnostics<R>>,
+    diagnostics: Option<Diagnostics>,
 }
 
 /// A workspace's served files, and the count of changes its watcher has seen (what
@@ -86,7 +86,7 @@ impl<R: Runtime> Endpoint<R> {
     }
 
     /// Answers admins' diagnostics from `diagnostics`.
-    pub fn with_diagnostics(mut self, diagnostics: Diagnostics<R>) -> Endpoint<R> {
+    pub fn with_diagnostics(mut self, diagnostics: Diagnostics) -> Endpoint<R> {
         self.diagnostics = Some(diagnostics);
         self
     }
@@ -439,7 +439,7 @@ impl<R: Runtime> Endpoint<R> {
                 "this agent keeps no diagnostics",
             ));
         };
-        let text = diagnostics.answer(diagnostic, &self.runtime).await?;
+        let text = diagnostics.answer(diagnostic, &*self.runtime).await?;
         Ok(Response::Diagnostic(text))
     }
 }

@@ -173,7 +173,7 @@ pub async fn run_with<R: Runtime>(
                     .with_sync_stats(sync_stats)
                     .with_diagnostics(diagnostics::Diagnostics::new(
                         &config,
-                        &CertificateInfo::of(&credentials),
+                        &certificates(&credentials),
                         monitor,
                     )),
             );
@@ -263,4 +263,10 @@ fn advertised(bound: std::net::SocketAddr, host_name: &str) -> String {
     } else {
         bound.to_string()
     }
+}
+
+/// The certificates this daemon holds, for its diagnostics.
+fn certificates(credentials: &Credentials) -> Vec<CertificateInfo> {
+    let expiries = credentials.expiries();
+    CertificateInfo::of(credentials.identity(), expiries.own, expiries.ca)
 }

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod args;
+pub mod cluster;
 pub mod commands;
 pub mod error;
 pub mod health;

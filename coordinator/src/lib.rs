@@ -195,8 +195,7 @@ pub async fn run_with(
         })?;
     tracing::info!(node_id = %config.node_id, %address, peers = config.peers.len(), "nexus-coordinator listening");
     ready(address, cluster.clone());
-    let diagnostics =
-        diagnostics::Diagnostics::new(&config, &CertificateInfo::of(&credentials), monitor);
+    let diagnostics = diagnostics::Diagnostics::new(&config, &certificates(&credentials), monitor);
     let service = Arc::new(
         Service::new(identity, cluster)
             .with_host_ttl(config.host_ttl)
@@ -230,4 +229,10 @@ pub async fn run_with(
     result.context("the raft node failed")?;
     tracing::info!("nexus-coordinator stopped");
     Ok(())
+}
+
+/// The certificates this daemon holds, for its diagnostics.
+fn certificates(credentials: &Credentials) -> Vec<CertificateInfo> {
+    let expiries = credentials.expiries();
+    CertificateInfo::of(credentials.identity(), expiries.own, expiries.ca)
 }

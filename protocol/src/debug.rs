@@ -252,19 +252,24 @@ pub struct CertificateInfo {
 }
 
 impl CertificateInfo {
-    /// The certificates `credentials` hold: the daemon's own and its CA.
-    pub fn of(credentials: &crate::transport::Credentials) -> Vec<CertificateInfo> {
-        let expiries = credentials.expiries();
+    /// A daemon's certificates: its own, naming `identity`, expiring at `own`, and its CA's
+    /// (the earliest-expiring trusted one), at `ca` (seconds since the Unix epoch, as
+    /// `Credentials::expiries` gives them).
+    pub fn of(
+        identity: Option<&Identity>,
+        own: Option<i64>,
+        ca: Option<i64>,
+    ) -> Vec<CertificateInfo> {
         vec![
             CertificateInfo {
                 certificate: "node".into(),
-                subject: credentials.identity().map(Identity::uri),
-                not_after: expiries.own,
+                subject: identity.map(Identity::uri),
+                not_after: own,
             },
             CertificateInfo {
                 certificate: "ca".into(),
                 subject: None,
-                not_after: expiries.ca,
+                not_after: ca,
             },
         ]
     }

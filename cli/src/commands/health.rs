@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::agents::{READ_TIMEOUT, agent_of, connect_agent, endpoint_of};
 use crate::args::OutputFormat;
-use crate::commands::admin::leader_status;
+use crate::cluster::leader_status;
 use crate::error::CliError;
 use crate::health::fleet::{self, AgentFacts, Facts};
 use crate::health::workspace::{self, Wanted};
