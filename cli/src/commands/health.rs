@@ -284,10 +284,35 @@ async fn gather(settings: &Settings) -> Facts {
         }
         Err(_) => Vec::new(),
     };
-    let hosts = match settings
-        .request(read(AdminRequest::Hosts), READ_TIMEOUT)
-        .await
-    {
+    // Hosts' stats live in the leader's memory: asked of a follower, they would be missing.
+    let leader = status.as_ref().ok().and_then(|s| {
+        let leader = s.leader?;
+        s.members
+            .iter()
+            .find(|m| m.id == leader && !m.addr.is_empty())
+            .map(|m| m.addr.clone())
+    });
+    let of_leader = async {
+        let connection = settings.connect_to(leader.as_deref()?).await.ok()?;
+        connection
+            .request_with(
+                RequestId::random(),
+                Request::Admin(AdminRequest::Hosts),
+                READ_TIMEOUT,
+            )
+            .await
+            .ok()
+    };
+    let of_leader = if quorum { of_leader.await } else { None };
+    let hosts = match of_leader {
+        Some(answer) => Ok(answer),
+        None => {
+            settings
+                .request(read(AdminRequest::Hosts), READ_TIMEOUT)
+                .await
+        }
+    };
+    let hosts = match hosts {
         Ok(Response::Hosts(hosts)) => Ok(hosts),
         Ok(other) => Err(CliError::unexpected(&other).error.message.clone()),
         Err(error) => Err(message(error)),
