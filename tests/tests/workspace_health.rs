@@ -3,7 +3,9 @@
 //! files directory) and asks it directly; the other runs a coordinator and a `nexus-agent`
 //! process and asks through the `nexus` CLI, as an operator would: `admin workspace health`,
 //! `admin health-check` (and their exit codes), `admin workspace sync-status`, and each
-//! daemon's diagnostics, which never hold a secret planted in the agent's configuration.
+//! daemon's diagnostics, which never hold a secret planted in the agent's configuration. The last
+//! runs three coordinators and a Docker agent: `health` finds the port of a server that died
+//! inside its container.
 
 // Tests fail by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -482,4 +484,60 @@ async fn operators_ask_a_fleet_and_a_workspace_how_they_are() {
         "fail"
     );
     coordinator.stop().await;
+}
+
+#[tokio::test]
+async fn health_finds_a_port_whose_server_died_inside_the_container() {
+    let fleet = nexus_tests::docker_fleet::DockerFleet::start("health", 1).await;
+    let (user, role) = ("ada", Role::User);
+    // httpd goes to the background; the container lives on in `sleep` after it dies.
+    fleet.ok(
+        user,
+        role,
+        &[
+            "workspace",
+            "create",
+            "api",
+            "--image",
+            nexus_tests::docker::TEST_IMAGE,
+            "--class",
+            "small",
+            "--port",
+            "8080",
+            "--",
+            "sh",
+            "-c",
+            "httpd -p 8080; exec sleep 1000000",
+        ],
+    );
+    let health = |expect: i32| {
+        let out = fleet.run(
+            "root",
+            Role::Admin,
+            &["admin", "workspace", "health", "api"],
+        );
+        (out.status.code() == Some(expect)).then(|| json(&out))
+    };
+    let healthy = eventually("api to be healthy", Duration::from_secs(20), || async {
+        health(0)
+    })
+    .await;
+    assert_eq!(healthy["verdict"], "healthy", "{healthy}");
+    assert_eq!(healthy["ports"][0]["container"], 8080);
+    assert_eq!(healthy["ports"][0]["accepting"], true);
+
+    fleet.ok(
+        user,
+        role,
+        &["workspace", "exec", "api", "--", "killall", "httpd"],
+    );
+    let broken = eventually("api's port to refuse", Duration::from_secs(20), || async {
+        health(4)
+    })
+    .await;
+    assert_eq!(broken["verdict"], "unhealthy", "{broken}");
+    assert_eq!(broken["container"]["running"], true, "{broken}");
+    assert_eq!(broken["ports"][0]["accepting"], false, "{broken}");
+    let reason = broken["reasons"][0].as_str().unwrap();
+    assert!(reason.starts_with("port 8080->"), "{reason}");
 }
