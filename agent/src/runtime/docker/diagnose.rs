@@ -21,7 +21,7 @@ use super::DockerRuntime;
 use super::convert::classify;
 use crate::runtime::{
     ErrorKind, HEALTHCHECK_OUTPUT_BYTES, LABEL_GENERATION, LABEL_HOST, LABEL_WORKSPACE, MAX_EVENTS,
-    RuntimeError, truncate,
+    REPORTED_MESSAGE_BYTES, RuntimeError, truncate,
 };
 
 /// How long reading the engine's past events may take.
@@ -174,7 +174,10 @@ pub(super) fn health_from(inspect: ContainerInspectResponse) -> ContainerHealth 
         // Only once it has ended at least once: a container never stopped has no last exit.
         exit_code: finished_at.as_ref().and(state.exit_code),
         oom_killed: state.oom_killed.unwrap_or(false),
-        error: state.error.filter(|e| !e.is_empty()),
+        error: state
+            .error
+            .filter(|e| !e.is_empty())
+            .map(|e| truncate(&e, REPORTED_MESSAGE_BYTES)),
         started_at: time_of(state.started_at),
         finished_at,
         healthcheck,
