@@ -4,12 +4,18 @@
 //! the workspace must be assigned to this host, and the caller must be its owner or an admin.
 //! `admin networks` and `admin logs` (the agent's own log) ask here too, admins only. Sync sessions also report here what they
 //! measured; [`syncstats`] keeps it as metrics.
+//!
+//! For debugging: a workspace's health ([`crate::health`]) and its sync sessions (owner or
+//! admin), a flush of those sessions, the engine's events about its container, and the
+//! agent's own diagnostics ([`crate::diagnostics`]; admins only).
 
 pub mod syncstats;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use nexus_protocol::clock::Timestamp;
+use nexus_protocol::debug::Diagnostic;
 use nexus_protocol::debug::LogQuery;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::{Identity, Role};
@@ -18,12 +24,13 @@ use nexus_protocol::message::{
     Assignment, DesiredState, ExecResult, HostRequest, NetworkView, Pong, Request, Response,
 };
 use nexus_protocol::transport::{Handler, Peer, Reply};
-use nexus_protocol::{RequestId, WorkspaceName, clock, codec};
+use nexus_protocol::{RequestId, UserName, WorkspaceName, clock, codec};
 use nexus_sync::remote::Served;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tokio::sync::{Mutex, mpsc, watch};
 
+use crate::diagnostics::Diagnostics;
 use crate::runtime::{ContainerStatus, Runtime, RuntimeError};
 use syncstats::SyncStats;
 
@@ -51,14 +58,18 @@ pub struct Endpoint<R> {
     sync_stats: Option<SyncStats>,
     /// This agent's own log (`nexus admin logs`), when it writes one.
     logs: Option<LogFiles>,
+    /// What the agent tells admins of itself; without it, diagnostics are `UNSUPPORTED`.
+    diagnostics: Option<Diagnostics>,
 }
 
 /// A workspace's served files, and the count of changes its watcher has seen (what
-/// `WaitChange` waits on, without holding the served side).
+/// `WaitChange` waits on, without holding the served side). A flush counts one too: the
+/// sessions waiting on the count then cycle, as for a change.
 #[derive(Debug, Clone)]
 struct Synced {
     served: Arc<Mutex<Served>>,
     changes: watch::Receiver<u64>,
+    count: Arc<watch::Sender<u64>>,
 }
 
 impl<R: Runtime> Endpoint<R> {
@@ -75,7 +86,14 @@ impl<R: Runtime> Endpoint<R> {
             sync: Mutex::new(BTreeMap::new()),
             sync_stats: None,
             logs: None,
+            diagnostics: None,
         }
+    }
+
+    /// Answers admins' diagnostics from `diagnostics`.
+    pub fn with_diagnostics(mut self, diagnostics: Diagnostics) -> Endpoint<R> {
+        self.diagnostics = Some(diagnostics);
+        self
     }
 
     /// Answers `DaemonLogs` from the log in `files`.
@@ -113,8 +131,18 @@ impl<R: Runtime> Endpoint<R> {
         let request: nexus_sync::endpoint::Request = codec::decode(&payload).map_err(|e| {
             WireError::new(ErrorCode::ProtocolError, format!("not a sync request: {e}"))
         })?;
+        let user = user_of(peer);
         if let nexus_sync::endpoint::Request::Report(report) = request {
-            return self.report(&workspace, &report);
+            return self.report(&workspace, &user, &report);
+        }
+        if let (
+            nexus_sync::endpoint::Request::Scan { .. }
+            | nexus_sync::endpoint::Request::ScanSince { .. },
+            Some(stats),
+            Some(user),
+        ) = (&request, &self.sync_stats, &user)
+        {
+            stats.scanned(&workspace, user, std::time::Instant::now(), clock::now());
         }
         let synced = self
             .sync
@@ -123,11 +151,14 @@ impl<R: Runtime> Endpoint<R> {
             .entry(workspace.clone())
             .or_insert_with(|| {
                 let (count, changes) = watch::channel(0u64);
+                let count = Arc::new(count);
+                let watched = count.clone();
                 let root = files.join(workspace.as_str());
-                let served = Served::with_wake(root, move || count.send_modify(|n| *n += 1));
+                let served = Served::with_wake(root, move || watched.send_modify(|n| *n += 1));
                 Synced {
                     served: Arc::new(Mutex::new(served)),
                     changes,
+                    count,
                 }
             })
             .clone();
@@ -153,6 +184,7 @@ impl<R: Runtime> Endpoint<R> {
     fn report(
         &self,
         workspace: &WorkspaceName,
+        user: &Option<UserName>,
         report: &nexus_sync::endpoint::SessionReport,
     ) -> Result<Response, WireError> {
         syncstats::check(report).map_err(|bad| {
@@ -161,8 +193,8 @@ impl<R: Runtime> Endpoint<R> {
                 format!("a sync session's report: {bad}"),
             )
         })?;
-        if let Some(stats) = &self.sync_stats {
-            stats.record(workspace, report, std::time::Instant::now());
+        if let (Some(stats), Some(user)) = (&self.sync_stats, user) {
+            stats.record(workspace, user, report, std::time::Instant::now());
         }
         let bytes =
             codec::encode_payload(&nexus_sync::endpoint::Answer::Done).map_err(|e| e.to_wire())?;
@@ -350,13 +382,7 @@ impl<R: Runtime> Endpoint<R> {
 
     /// The host's workspace networks, for admins.
     async fn networks(&self, peer: &Peer) -> Result<Response, WireError> {
-        if !matches!(
-            peer.identity,
-            Identity::User {
-                role: Role::Admin,
-                ..
-            }
-        ) {
+        if !is_admin(peer) {
             return Err(WireError::new(
                 ErrorCode::PermissionDenied,
                 "only admins list a host's networks",
@@ -376,6 +402,76 @@ impl<R: Runtime> Endpoint<R> {
     }
 }
 
+impl<R: Runtime> Endpoint<R> {
+    /// The workspace's health as this host sees it, for its owner or an admin.
+    async fn health(&self, peer: &Peer, workspace: WorkspaceName) -> Result<Response, WireError> {
+        let assignment = self.authorise(peer, &workspace)?;
+        let sessions = self.sessions_of(&workspace);
+        let health =
+            crate::health::gather(&*self.runtime, &assignment, self.files.as_deref(), sessions)
+                .await
+                .map_err(runtime_error)?;
+        Ok(Response::Health(Box::new(health)))
+    }
+
+    fn sessions_of(
+        &self,
+        workspace: &WorkspaceName,
+    ) -> Vec<nexus_protocol::debug::SyncSessionView> {
+        self.sync_stats.as_ref().map_or_else(Vec::new, |stats| {
+            stats.sessions(workspace, std::time::Instant::now())
+        })
+    }
+
+    /// Wakes the workspace's sync sessions for a cycle now: each waits on the count of changes
+    /// on this side (`WaitChange`), which a flush bumps. Sessions that are not waiting (paused,
+    /// or between waits) cycle at their next wait or poll.
+    async fn flush(&self, peer: &Peer, workspace: WorkspaceName) -> Result<Response, WireError> {
+        self.authorise(peer, &workspace)?;
+        if let Some(synced) = self.sync.lock().await.get(&workspace) {
+            synced.count.send_modify(|n| *n += 1);
+            tracing::info!(%workspace, user = %peer.identity, "sync sessions woken for a cycle");
+        }
+        Ok(Response::Ack)
+    }
+
+    /// The engine's events about the workspace's container, for admins.
+    async fn container_events(
+        &self,
+        peer: &Peer,
+        workspace: WorkspaceName,
+        since: Option<Timestamp>,
+    ) -> Result<Response, WireError> {
+        if !is_admin(peer) {
+            return Err(WireError::new(
+                ErrorCode::PermissionDenied,
+                "only admins read the engine's events",
+            ));
+        }
+        self.authorise(peer, &workspace)?;
+        let events = self
+            .runtime
+            .events(&workspace, since)
+            .await
+            .map_err(runtime_error)?;
+        Ok(Response::ContainerEvents(events))
+    }
+
+    async fn diagnostic(&self, peer: &Peer, diagnostic: Diagnostic) -> Result<Response, WireError> {
+        if !is_admin(peer) {
+            return Err(crate::diagnostics::admins_only());
+        }
+        let Some(diagnostics) = &self.diagnostics else {
+            return Err(WireError::new(
+                ErrorCode::Unsupported,
+                "this agent keeps no diagnostics",
+            ));
+        };
+        let text = diagnostics.answer(diagnostic, &*self.runtime).await?;
+        Ok(Response::Diagnostic(text))
+    }
+}
+
 fn is_admin(peer: &Peer) -> bool {
     matches!(
         peer.identity,
@@ -384,6 +480,14 @@ fn is_admin(peer: &Peer) -> bool {
             ..
         }
     )
+}
+
+/// The user asking, if a user asks.
+fn user_of(peer: &Peer) -> Option<UserName> {
+    match &peer.identity {
+        Identity::User { name, .. } => Some(name.clone()),
+        _ => None,
+    }
 }
 
 fn runtime_error(error: RuntimeError) -> WireError {
@@ -415,9 +519,25 @@ impl<R: Runtime> Handler for Endpoint<R> {
                 Reply::Once(self.sync(peer, workspace, payload).await)
             }
             Request::Host(HostRequest::DaemonLogs(query)) => self.daemon_logs(peer, query).await,
+            Request::Host(HostRequest::Health(workspace)) => {
+                Reply::Once(self.health(peer, workspace).await)
+            }
+            Request::Host(HostRequest::SyncSessions(workspace)) => Reply::Once(
+                self.authorise(peer, &workspace)
+                    .map(|_| Response::SyncSessions(self.sessions_of(&workspace))),
+            ),
+            Request::Host(HostRequest::SyncFlush(workspace)) => {
+                Reply::Once(self.flush(peer, workspace).await)
+            }
+            Request::Host(HostRequest::ContainerEvents { workspace, since }) => {
+                Reply::Once(self.container_events(peer, workspace, since).await)
+            }
+            Request::Host(HostRequest::Diagnostic(diagnostic)) => {
+                Reply::Once(self.diagnostic(peer, diagnostic).await)
+            }
             _ => Reply::Once(Err(WireError::new(
                 ErrorCode::InvalidArgument,
-                "an agent serves only logs, exec, networks and file sync; ask a coordinator",
+                "an agent serves only logs, exec, networks, file sync, health and diagnostics; ask a coordinator",
             ))),
         }
     }

@@ -10,11 +10,16 @@
 //! - [`stats`] and [`sampler`]: host stats (sysinfo) and container stats.
 //! - [`cache`]: the desired state on disk.
 //! - [`endpoint`]: users' `logs`, `exec` and file sync sessions, served straight from this host.
-//! - [`metrics`] and [`probes`]: what `/metrics`, `/livez` and `/readyz` show over HTTP.
+//! - [`health`]: a workspace's health as this host sees it (container, ports, sync, files).
+//! - [`metrics`] and [`probes`]: what `/metrics`, `/livez` and `/readyz` show over HTTP;
+//!   [`diagnostics`]: what admins ask of the agent itself (config, metrics, certificates,
+//!   readiness, engine).
 
 pub mod cache;
 pub mod config;
+pub mod diagnostics;
 pub mod endpoint;
+pub mod health;
 pub mod link;
 pub mod metrics;
 pub mod plan;
@@ -29,10 +34,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use nexus_protocol::Identity;
+use nexus_protocol::debug::CertificateInfo;
 use nexus_protocol::identity::IdentityKind;
 use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Server};
 use nexus_telemetry::Registry;
-use nexus_telemetry::http::Running;
+use nexus_telemetry::http::{Monitor, Running};
 use tokio::sync::{Notify, watch};
 
 pub use config::Config;
@@ -127,7 +133,8 @@ pub async fn run_with<R: Runtime>(
         host_cpus: std::thread::available_parallelism()
             .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
     };
-    let monitoring = Running::start(config.http_listen, Arc::new(registry), Arc::new(probes))
+    let monitor = Arc::new(Monitor::new(Arc::new(registry), Arc::new(probes)));
+    let monitoring = Running::start_monitor(config.http_listen, monitor.clone())
         .await
         .with_context(|| {
             format!(
@@ -164,7 +171,12 @@ pub async fn run_with<R: Runtime>(
                 endpoint::Endpoint::new(identity.clone(), runtime.clone(), desired.clone())
                     .with_files(config.data_dir.join("workspaces"))
                     .with_sync_stats(sync_stats)
-                    .with_logs(config.daemon_log().files()),
+                    .with_logs(config.daemon_log().files())
+                    .with_diagnostics(diagnostics::Diagnostics::new(
+                        &config,
+                        &certificates(&credentials),
+                        monitor,
+                    )),
             );
             Some(tokio::spawn(
                 server.serve(handler, stopped_for(stopped.clone())),
@@ -252,4 +264,10 @@ fn advertised(bound: std::net::SocketAddr, host_name: &str) -> String {
     } else {
         bound.to_string()
     }
+}
+
+/// The certificates this daemon holds, for its diagnostics.
+fn certificates(credentials: &Credentials) -> Vec<CertificateInfo> {
+    let expiries = credentials.expiries();
+    CertificateInfo::of(credentials.identity(), expiries.own, expiries.ca)
 }

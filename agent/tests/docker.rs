@@ -722,3 +722,87 @@ async fn logs_are_followed_as_they_are_written() {
         "in order: {seen:?}"
     );
 }
+
+#[tokio::test]
+async fn health_finds_a_port_whose_server_stopped_inside_a_running_container() {
+    let (host, runtime, _cleanup) = engine("health");
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    let port = free_port();
+    // httpd goes to the background; the container lives on in `sleep` after it is killed.
+    let served = assignment(
+        "w",
+        1,
+        DesiredRun::Running,
+        &[(8080, port)],
+        IMAGE,
+        &["sh", "-c", "httpd -p 8080; echo ready; exec sleep 600"],
+    );
+    agent
+        .reconciler
+        .set_desired(desired(1, vec![served.clone()]));
+    agent.settle().await;
+    assert!(answers(port, Duration::from_secs(5)).await);
+    let files = dir.path().join("workspaces");
+    std::fs::create_dir_all(files.join("w")).unwrap();
+    std::fs::write(files.join("w").join("a.txt"), [7u8; 1000]).unwrap();
+
+    let health = nexus_agent::health::gather(&*runtime, &served, Some(&files), vec![])
+        .await
+        .unwrap();
+    let container = health.container.as_ref().unwrap();
+    assert!(container.running, "{health:?}");
+    assert_eq!(
+        (container.status.as_str(), container.exit_code),
+        ("running", None)
+    );
+    assert_eq!(container.healthcheck, None, "the test image has none");
+    assert_eq!(health.ports.len(), 1);
+    assert!(health.ports[0].accepting, "{health:?}");
+    assert_eq!(health.files_bytes, Some(1000));
+
+    // The server dies inside; the engine's proxy still listens on the host port.
+    let id = runtime.list().await.unwrap()[0].id.clone();
+    let killed = runtime
+        .exec(&id, &["killall".into(), "httpd".into()])
+        .await
+        .unwrap();
+    assert_eq!(killed.exit_code, 0, "{killed:?}");
+    // killall only signals: the server goes a moment later.
+    let mut health = None;
+    for _ in 0..100 {
+        let now = nexus_agent::health::gather(&*runtime, &served, Some(&files), vec![])
+            .await
+            .unwrap();
+        if !now.ports[0].accepting {
+            health = Some(now);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let health = health.expect("the port to be found not accepting");
+    assert!(health.container.as_ref().unwrap().running);
+    let probe = &health.ports[0];
+    assert!(!probe.accepting, "{health:?}");
+    assert_eq!((probe.container, probe.host), (8080, port));
+    assert!(probe.error.is_some());
+
+    // What the engine tells of the container: its events, and the engine itself.
+    let events = runtime.events(&"w".parse().unwrap(), None).await.unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert!(
+        actions.contains(&"create") && actions.contains(&"start"),
+        "{actions:?}"
+    );
+    // An exec's command line never shows.
+    assert!(
+        actions.iter().all(|a| !a.contains("killall")),
+        "{actions:?}"
+    );
+    let engine = runtime.engine().await.unwrap();
+    assert_eq!(engine.runtime, "docker");
+    assert!(engine.version.is_some());
+    assert_eq!(engine.containers.len(), 1);
+    assert_eq!(engine.containers[0].image, IMAGE);
+    assert_eq!(engine.containers[0].state, "running");
+}

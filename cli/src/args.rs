@@ -411,7 +411,9 @@ pub enum AdminCommand {
     /// The coordinators: members, roles, the leader, term, commit and applied index, health and
     /// last contact (as the leader sees them, when one is reachable).
     Status,
-    /// Exit 0 if the cluster has a leader and a quorum of healthy voters, non-zero otherwise.
+    /// The whole fleet, each check ok, warn or fail: quorum, every agent's readiness and
+    /// engine, certificates, hosts' free disk, failed or lost workspaces. Exit 0 when none
+    /// fails, 4 when one does (NOT_LEADER's code without a quorum).
     HealthCheck,
     /// The coordinator cluster's membership.
     #[command(subcommand)]
@@ -571,6 +573,16 @@ pub enum AdminWorkspaceCommand {
     Events(EventsArgs),
     /// Any user's workspace's logs; `--system` for what its agent and engine say of it.
     Logs(WorkspaceLogsArgs),
+    /// A workspace's health: its container, healthcheck, ports, sync sessions and files, with a
+    /// verdict. Exit 0 when healthy, 3 when degraded, 4 when unhealthy.
+    Health { name: WorkspaceName },
+    /// The sync sessions the workspace's agent serves: who, provider, last cycle, changes,
+    /// conflicts.
+    SyncStatus { name: WorkspaceName },
+    /// The workspace's sync sessions that hold conflicts.
+    SyncConflicts { name: WorkspaceName },
+    /// Wake the workspace's sync sessions for a cycle now.
+    SyncFlush { name: WorkspaceName },
     /// Destroy stopped workspaces unchanged for a while: one user's (`--owner`) or everyone's.
     Cleanup {
         #[arg(long)]

@@ -4,10 +4,12 @@
 pub mod agents;
 pub mod args;
 pub mod bundle;
+pub mod cluster;
 pub mod commands;
 pub mod error;
 pub mod fleet;
 pub mod fleetlogs;
+pub mod health;
 pub mod output;
 pub mod progress;
 pub mod settings;
@@ -80,6 +82,21 @@ async fn run(
         Command::Down(args) => commands::up::down(args, format).await,
         Command::Pki(command) => commands::pki::run(command, format),
         Command::Ping => commands::ping::run(&Settings::resolve(connection, file)?, format).await,
+        // Their exit code says how healthy: 0 only when it is (see `health`).
+        Command::Admin(args::AdminCommand::HealthCheck) => {
+            return commands::health::health_check(&Settings::resolve(connection, file)?, format)
+                .await;
+        }
+        Command::Admin(args::AdminCommand::Workspace(args::AdminWorkspaceCommand::Health {
+            name,
+        })) => {
+            return commands::health::workspace_health(
+                &Settings::resolve(connection, file)?,
+                name,
+                format,
+            )
+            .await;
+        }
         Command::Admin(command) => {
             commands::admin::run(command, &Settings::resolve(connection, file)?, format).await
         }

@@ -8,12 +8,14 @@
 //! failure detector's pure decision ([`detector`]); and the request handler ([`service`]), which
 //! runs the detector's loop. Beside them, what an operator watches: the metrics ([`metrics`]), the
 //! start SLIs measured from the log ([`starts`]), and the health probes and scrape-time gauges
-//! ([`probes`]) that the monitoring HTTP server (`nexus-telemetry`) serves.
+//! ([`probes`]) that the monitoring HTTP server (`nexus-telemetry`) serves; what it tells admins
+//! of itself ([`diagnostics`]).
 
 pub mod cluster;
 pub mod config;
 pub mod consensus;
 pub mod detector;
+pub mod diagnostics;
 pub mod fit;
 mod locks;
 pub mod metrics;
@@ -31,9 +33,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use nexus_protocol::Identity;
+use nexus_protocol::debug::CertificateInfo;
 use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Server};
 use nexus_telemetry::Registry;
-use nexus_telemetry::http::Running;
+use nexus_telemetry::http::{Monitor, Running};
 use tokio::sync::oneshot;
 
 pub use config::Config;
@@ -178,24 +181,26 @@ pub async fn run_with(
     } = Node::start_with(&config, &credentials, metrics.clone())?;
     let expiries = credentials.expiries();
     common.set_cert_expiries(expiries.own, expiries.ca);
-    let monitoring = Running::start(
-        config.http_listen,
+    let monitor = Arc::new(Monitor::new(
         Arc::new(registry),
         Arc::new(Probes::new(cluster.clone(), metrics)),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot serve HTTP monitoring on {} (--http-listen)",
-            config.http_listen
-        )
-    })?;
+    ));
+    let monitoring = Running::start_monitor(config.http_listen, monitor.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve HTTP monitoring on {} (--http-listen)",
+                config.http_listen
+            )
+        })?;
     tracing::info!(node_id = %config.node_id, %address, peers = config.peers.len(), "nexus-coordinator listening");
     ready(address, cluster.clone());
+    let diagnostics = diagnostics::Diagnostics::new(&config, &certificates(&credentials), monitor);
     let service = Arc::new(
         Service::new(identity, cluster)
             .with_host_ttl(config.host_ttl)
-            .with_logs(config.daemon_log().files()),
+            .with_logs(config.daemon_log().files())
+            .with_diagnostics(diagnostics),
     );
     let detector = tokio::spawn({
         let service = service.clone();
@@ -225,4 +230,10 @@ pub async fn run_with(
     result.context("the raft node failed")?;
     tracing::info!("nexus-coordinator stopped");
     Ok(())
+}
+
+/// The certificates this daemon holds, for its diagnostics.
+fn certificates(credentials: &Credentials) -> Vec<CertificateInfo> {
+    let expiries = credentials.expiries();
+    CertificateInfo::of(credentials.identity(), expiries.own, expiries.ca)
 }

@@ -68,6 +68,8 @@ pub struct Service {
     host_ttl: Duration,
     /// This node's log (`nexus admin logs`), when it writes one.
     logs: Option<LogFiles>,
+    /// What this node tells admins of itself; without it, diagnostics are `UNSUPPORTED`.
+    diagnostics: Option<crate::diagnostics::Diagnostics>,
 }
 
 impl Service {
@@ -84,7 +86,14 @@ impl Service {
             watch_numbers: std::sync::atomic::AtomicU64::new(1),
             host_ttl: detector::DEFAULT_HOST_TTL,
             logs: None,
+            diagnostics: None,
         }
+    }
+
+    /// The same service, answering admins' diagnostics from `diagnostics`.
+    pub fn with_diagnostics(mut self, diagnostics: crate::diagnostics::Diagnostics) -> Service {
+        self.diagnostics = Some(diagnostics);
+        self
     }
 
     /// The same service, answering `DaemonLogs` from the log in `files`.

@@ -184,6 +184,9 @@ pub struct WorkspaceHealth {
     pub files_bytes: Option<u64>,
     /// The most the files directory may hold, if there is a limit.
     pub files_limit_bytes: Option<u64>,
+    /// The walk of the files directory stopped at its bound (entries or time): `files_bytes`
+    /// is then what it counted, a lower bound.
+    pub files_partial: bool,
 }
 
 /// What the engine says of a workspace's container.
@@ -234,4 +237,63 @@ pub struct ContainerEvent {
     /// The engine's action: `create`, `start`, `die`, `oom`, `kill`, ...
     pub action: String,
     pub attributes: Vec<(String, String)>,
+}
+
+/// One certificate a daemon holds ([`Diagnostic::Certificates`], as a JSON array of these).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateInfo {
+    /// Which: `node` (the daemon's own) or `ca` (the earliest-expiring trusted CA).
+    pub certificate: String,
+    /// The identity it names (`nexus://agent/h1`), for the daemon's own.
+    pub subject: Option<String>,
+    /// When it expires, in seconds since the Unix epoch, if known.
+    pub not_after: Option<i64>,
+}
+
+impl CertificateInfo {
+    /// A daemon's certificates: its own, naming `identity`, expiring at `own`, and its CA's
+    /// (the earliest-expiring trusted one), at `ca` (seconds since the Unix epoch, as
+    /// `Credentials::expiries` gives them).
+    pub fn of(
+        identity: Option<&Identity>,
+        own: Option<i64>,
+        ca: Option<i64>,
+    ) -> Vec<CertificateInfo> {
+        vec![
+            CertificateInfo {
+                certificate: "node".into(),
+                subject: identity.map(Identity::uri),
+                not_after: own,
+            },
+            CertificateInfo {
+                certificate: "ca".into(),
+                subject: None,
+                not_after: ca,
+            },
+        ]
+    }
+}
+
+/// An agent's container engine ([`Diagnostic::Engine`], as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineInfo {
+    /// The runtime: `docker` or `hollow`.
+    pub runtime: String,
+    pub version: Option<String>,
+    pub api_version: Option<String>,
+    pub os: Option<String>,
+    pub arch: Option<String>,
+    /// The containers labelled for this host (never their environment).
+    pub containers: Vec<EngineContainer>,
+}
+
+/// One of the containers an engine holds for its host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineContainer {
+    pub name: String,
+    pub image: String,
+    /// The engine's word for its state (`running`, `exited`, ...).
+    pub state: String,
+    pub workspace: Option<WorkspaceName>,
+    pub generation: Option<u64>,
 }

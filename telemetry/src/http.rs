@@ -75,12 +75,53 @@ pub trait Probes: Send + Sync + 'static {
     fn ready(&self) -> impl Future<Output = Vec<Check>> + Send;
 }
 
-struct Shared<P> {
+/// What the server answers, for the daemon to read too (its diagnostics ask the same): the
+/// registry and the probes, with one scrape at a time.
+pub struct Monitor<P> {
     registry: Arc<Registry>,
     probes: Arc<P>,
     /// One scrape at a time: a refresh replaces whole families, which a second scrape must not
     /// see half done.
     scrape: tokio::sync::Mutex<()>,
+}
+
+impl<P> fmt::Debug for Monitor<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor").finish_non_exhaustive()
+    }
+}
+
+impl<P: Probes> Monitor<P> {
+    pub fn new(registry: Arc<Registry>, probes: Arc<P>) -> Monitor<P> {
+        Monitor {
+            registry,
+            probes,
+            scrape: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The exposition in `format`, after the probes' refresh (given [`PROBE_TIMEOUT`]; older
+    /// values are served past it).
+    pub async fn metrics(&self, format: Format) -> String {
+        let _one = self.scrape.lock().await;
+        if tokio::time::timeout(PROBE_TIMEOUT, self.probes.refresh())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the metrics refresh took over {PROBE_TIMEOUT:?}; serving older values");
+        }
+        self.registry.encode(format)
+    }
+
+    /// `/livez`'s answer.
+    pub async fn live(&self, verbose: bool) -> health::Answer {
+        probe_answer("livez", self.probes.live(), verbose).await
+    }
+
+    /// `/readyz`'s answer.
+    pub async fn ready(&self, verbose: bool) -> health::Answer {
+        probe_answer("readyz", self.probes.ready(), verbose).await
+    }
 }
 
 /// A server bound to its address, not yet serving.
@@ -107,11 +148,16 @@ impl Bound {
         probes: Arc<P>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let shared = Arc::new(Shared {
-            registry,
-            probes,
-            scrape: tokio::sync::Mutex::new(()),
-        });
+        self.serve_monitor(Arc::new(Monitor::new(registry, probes)), shutdown)
+            .await
+    }
+
+    /// Serves `monitor` until `shutdown` completes.
+    pub async fn serve_monitor<P: Probes>(
+        self,
+        shared: Arc<Monitor<P>>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let router = Router::new()
             .route("/metrics", get(metrics::<P>))
             .route("/livez", get(livez::<P>))
@@ -143,6 +189,14 @@ impl Running {
         registry: Arc<Registry>,
         probes: Arc<P>,
     ) -> std::io::Result<Option<Running>> {
+        Running::start_monitor(listen, Arc::new(Monitor::new(registry, probes))).await
+    }
+
+    /// [`Running::start`] with a monitor the daemon keeps too.
+    pub async fn start_monitor<P: Probes>(
+        listen: Listen,
+        monitor: Arc<Monitor<P>>,
+    ) -> std::io::Result<Option<Running>> {
         let Some(addr) = listen.addr() else {
             tracing::info!("HTTP monitoring is off (--http-listen off)");
             return Ok(None);
@@ -150,7 +204,7 @@ impl Running {
         let bound = Bound::bind(addr).await?;
         let address = bound.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(bound.serve(registry, probes, async move {
+        let task = tokio::spawn(bound.serve_monitor(monitor, async move {
             let _ = stopped.await;
         }));
         tracing::info!("serving HTTP monitoring on {address}");
@@ -178,45 +232,37 @@ impl Running {
     }
 }
 
-async fn metrics<P: Probes>(State(shared): State<Arc<Shared<P>>>, headers: HeaderMap) -> Response {
+async fn metrics<P: Probes>(State(shared): State<Arc<Monitor<P>>>, headers: HeaderMap) -> Response {
     let format = Format::from_accept(
         headers
             .get(header::ACCEPT)
             .and_then(|accept| accept.to_str().ok())
             .unwrap_or(""),
     );
-    let text = {
-        let _one = shared.scrape.lock().await;
-        if tokio::time::timeout(PROBE_TIMEOUT, shared.probes.refresh())
-            .await
-            .is_err()
-        {
-            tracing::warn!("the metrics refresh took over {PROBE_TIMEOUT:?}; serving older values");
-        }
-        shared.registry.encode(format)
-    };
+    let text = shared.metrics(format).await;
     ([(header::CONTENT_TYPE, format.content_type())], text).into_response()
 }
 
 async fn livez<P: Probes>(
-    State(shared): State<Arc<Shared<P>>>,
+    State(shared): State<Arc<Monitor<P>>>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    probe("livez", shared.probes.live(), query).await
+    respond(shared.live(verbose(query.as_deref())).await)
 }
 
 async fn readyz<P: Probes>(
-    State(shared): State<Arc<Shared<P>>>,
+    State(shared): State<Arc<Monitor<P>>>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    probe("readyz", shared.probes.ready(), query).await
+    respond(shared.ready(verbose(query.as_deref())).await)
 }
 
-async fn probe(
+/// The answer to a probe's `checks`, which must come within [`PROBE_TIMEOUT`].
+async fn probe_answer(
     what: &str,
     checks: impl Future<Output = Vec<Check>>,
-    query: Option<String>,
-) -> Response {
+    verbose: bool,
+) -> health::Answer {
     let checks = match tokio::time::timeout(PROBE_TIMEOUT, checks).await {
         Ok(checks) => checks,
         Err(_) => vec![Check::failed(
@@ -224,7 +270,10 @@ async fn probe(
             format!("the checks did not answer within {PROBE_TIMEOUT:?}"),
         )],
     };
-    let answer = health::answer(what, &checks, verbose(query.as_deref()));
+    health::answer(what, &checks, verbose)
+}
+
+fn respond(answer: health::Answer) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     (
         status,

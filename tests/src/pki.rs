@@ -62,12 +62,13 @@ impl TestPki {
         path
     }
 
-    /// Issues (or re-issues) `identity`'s files, valid for a day from a minute ago and reachable on
-    /// loopback, and returns its credentials.
+    /// Issues (or re-issues) `identity`'s files, valid for 90 days from a minute ago and
+    /// reachable on loopback, and returns its credentials. Longer than the month under which
+    /// `nexus admin health-check` warns of a certificate's end, so that a test's fleet is healthy.
     pub fn issue(&self, identity: &Identity) -> Credentials {
         self.issue_with(
             identity,
-            Validity::starting(clock::now(), Duration::from_secs(86_400)),
+            Validity::starting(clock::now(), Duration::from_secs(90 * 86_400)),
         )
     }
 

@@ -187,7 +187,7 @@ async fn a_scraped_fleet_exports_what_the_alerts_and_the_dashboard_read() {
     // A healthy fleet raises no alert, not even a pending one: an expression true on a healthy
     // fleet (a gauge read as 0, a ratio over the wrong traffic) would page on every fleet. Left
     // out: the rules on this machine's own load and disk (a busy CI machine may meet them), and
-    // on certificates, which the test PKI issues for a day (it did raise them: they work).
+    // on certificates, whose validity is the test PKI's choice.
     let machine = [
         "NexusHighCpuUsage",
         "NexusHighMemoryUsage",

@@ -800,6 +800,33 @@ async fn nexus_workspace_sync_runs_sessions_in_the_background() {
     assert_eq!(exec("cat /workspace/a.txt"), "local edit\n");
     let status = ok(&["status"]);
     assert_eq!(status[0]["conflicts"], serde_json::json!([]), "{status}");
+    assert!(status[0]["last_sync"].is_string(), "{status}");
+
+    // The fleet's view, from the workspace's agent: the session, whose it is, when it last
+    // cycled; a flush wakes it.
+    let view = eventually(
+        "the session's report to its agent",
+        Duration::from_secs(20),
+        || async {
+            let view = fleet.ok(
+                "root",
+                Role::Admin,
+                &["admin", "workspace", "sync-status", "web"],
+            );
+            (view["sessions"][0]["conflicts"] == 0).then_some(view)
+        },
+    )
+    .await;
+    let session = &view["sessions"][0];
+    assert_eq!(session["user"], user, "{view}");
+    assert_eq!(session["provider"], "embedded", "{view}");
+    assert!(session["last_cycle"].is_string(), "{view}");
+    let flushed = fleet.ok(
+        "root",
+        Role::Admin,
+        &["admin", "workspace", "sync-flush", "web"],
+    );
+    assert_eq!(flushed["woken"], 1, "{flushed}");
 
     // The agent dies mid-sync and comes back (a new port, the same files): the session
     // reconnects and carries on, and what changed meanwhile travels without a fresh copy.

@@ -8,13 +8,23 @@
 //! sessions is pure (time comes in), bounded, and forgets a session silent for [`LIVE`]; the
 //! gauges are set from it by [`SyncStats::refresh`], which the agent's scrape calls.
 //!
+//! The table also answers `nexus admin workspace sync-status` ([`SyncStats::sessions`]): each
+//! session's user (who reported), its state and conflicts as last reported, the changes it
+//! carried, and its last cycle. A report carries no count of changes nor the time of a cycle,
+//! so both are the agent's own: *changes* counts the latencies the session reported, one per
+//! cycle that carried changes after its initial sync (a lower bound of the files moved); the
+//! *last cycle* is when the agent last served a scan to that user for that workspace, which
+//! every cycle begins with ([`SyncStats::scanned`]).
+//!
 //! [`Request::Report`]: nexus_sync::endpoint::Request::Report
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use nexus_protocol::WorkspaceName;
+use nexus_protocol::clock::Timestamp;
+use nexus_protocol::debug::SyncSessionView;
+use nexus_protocol::{UserName, WorkspaceName};
 use nexus_sync::endpoint::{
     MAX_REPORTED_CONFLICTS, MAX_REPORTED_LATENCIES, MAX_REPORTED_MS, SessionReport, SyncState,
 };
@@ -65,19 +75,31 @@ pub fn check(report: &SessionReport) -> Result<(), BadReport> {
 /// A session: its workspace (whose owner alone may report on it) and its own id.
 type Key = (WorkspaceName, u64);
 
+/// Who may hold sessions of a workspace: the workspace and a user.
+type Scanner = (WorkspaceName, UserName);
+
 /// What the agent last heard from a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Heard {
     at: Instant,
+    user: UserName,
     state: SyncState,
     conflicts: u32,
+    /// Cycles that carried changes, as reported since the agent first heard of the session.
+    changes: u64,
 }
 
-/// The sessions heard from within [`LIVE`], at most [`MAX_SESSIONS`]. Pure.
+/// The sessions heard from within [`LIVE`], at most [`MAX_SESSIONS`], and when each user last
+/// began a cycle on each workspace. Pure.
 #[derive(Debug, Default)]
 pub struct SessionTable {
     sessions: HashMap<Key, Heard>,
+    scans: HashMap<Scanner, (Instant, Timestamp)>,
 }
+
+/// What the sessions report: by the embedded engine's sessions alone (a Mutagen session does
+/// not speak to the agent).
+pub const PROVIDER: &str = "embedded";
 
 /// The sessions by state (every state, in [`SyncState::ALL`]'s order) and their conflicts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,8 +109,14 @@ pub struct Tally {
 }
 
 impl SessionTable {
-    /// A session of `workspace` said `report`, heard `now`.
-    pub fn heard(&mut self, workspace: &WorkspaceName, report: &SessionReport, now: Instant) {
+    /// A session of `workspace` said `report` through `user`, heard `now`.
+    pub fn heard(
+        &mut self,
+        workspace: &WorkspaceName,
+        user: &UserName,
+        report: &SessionReport,
+        now: Instant,
+    ) {
         let key = (workspace.clone(), report.session);
         if !self.sessions.contains_key(&key) && self.sessions.len() >= MAX_SESSIONS {
             let oldest = self
@@ -100,20 +128,71 @@ impl SessionTable {
                 self.sessions.remove(&oldest);
             }
         }
+        let before = self.sessions.get(&key).map_or(0, |heard| heard.changes);
         self.sessions.insert(
             key,
             Heard {
                 at: now,
+                user: user.clone(),
                 state: report.state,
                 conflicts: report.conflicts,
+                changes: before.saturating_add(report.latencies_ms.len() as u64),
             },
         );
+    }
+
+    /// `user` began a cycle on `workspace` (the agent served it a scan), `now`, which is `wall`
+    /// on the wall clock.
+    pub fn scanned(
+        &mut self,
+        workspace: &WorkspaceName,
+        user: &UserName,
+        now: Instant,
+        wall: Timestamp,
+    ) {
+        let key = (workspace.clone(), user.clone());
+        if !self.scans.contains_key(&key) && self.scans.len() >= MAX_SESSIONS {
+            let oldest = self
+                .scans
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                self.scans.remove(&oldest);
+            }
+        }
+        self.scans.insert(key, (now, wall));
     }
 
     /// Forgets the sessions silent for [`LIVE`] at `now`.
     pub fn expire(&mut self, now: Instant) {
         self.sessions
             .retain(|_, heard| now.saturating_duration_since(heard.at) < LIVE);
+        self.scans
+            .retain(|_, (at, _)| now.saturating_duration_since(*at) < LIVE);
+    }
+
+    /// The sessions of `workspace`, by id.
+    pub fn sessions(&self, workspace: &WorkspaceName) -> Vec<SyncSessionView> {
+        let mut views: Vec<SyncSessionView> = self
+            .sessions
+            .iter()
+            .filter(|((w, _), _)| w == workspace)
+            .map(|((_, session), heard)| SyncSessionView {
+                session: *session,
+                user: Some(heard.user.clone()),
+                provider: PROVIDER.to_string(),
+                state: heard.state.name().to_string(),
+                last_cycle: self
+                    .scans
+                    .get(&(workspace.clone(), heard.user.clone()))
+                    .map(|(_, wall)| *wall),
+                changes: heard.changes,
+                conflicts: u64::from(heard.conflicts),
+            })
+            .collect();
+        views.sort_by_key(|view| view.session);
+        views
     }
 
     pub fn len(&self) -> usize {
@@ -182,8 +261,15 @@ impl SyncStats {
         stats
     }
 
-    /// Keeps a `report` (already [`check`]ed) of a session of `workspace`, heard `now`.
-    pub fn record(&self, workspace: &WorkspaceName, report: &SessionReport, now: Instant) {
+    /// Keeps a `report` (already [`check`]ed) of a session of `workspace`, from `user`, heard
+    /// `now`.
+    pub fn record(
+        &self,
+        workspace: &WorkspaceName,
+        user: &UserName,
+        report: &SessionReport,
+        now: Instant,
+    ) {
         let seconds = |ms: u32| f64::from(ms) / 1_000.0;
         if let Some(ms) = report.initial_sync_ms {
             self.0.initial.observe(seconds(ms));
@@ -191,7 +277,25 @@ impl SyncStats {
         for ms in &report.latencies_ms {
             self.0.latency.observe(seconds(*ms));
         }
-        self.table().heard(workspace, report, now);
+        self.table().heard(workspace, user, report, now);
+    }
+
+    /// `user` began a cycle on `workspace`: see [`SessionTable::scanned`].
+    pub fn scanned(
+        &self,
+        workspace: &WorkspaceName,
+        user: &UserName,
+        now: Instant,
+        wall: Timestamp,
+    ) {
+        self.table().scanned(workspace, user, now, wall);
+    }
+
+    /// The live sessions of `workspace` at `now`.
+    pub fn sessions(&self, workspace: &WorkspaceName, now: Instant) -> Vec<SyncSessionView> {
+        let mut table = self.table();
+        table.expire(now);
+        table.sessions(workspace)
     }
 
     /// Sets the gauges from the sessions live at `now`.
@@ -224,6 +328,10 @@ mod tests {
 
     fn workspace(name: &str) -> WorkspaceName {
         name.parse().unwrap()
+    }
+
+    fn ada() -> UserName {
+        "ada".parse().unwrap()
     }
 
     fn report(session: u64, state: SyncState) -> SessionReport {
@@ -277,13 +385,18 @@ mod tests {
         let t0 = Instant::now();
         let mut table = SessionTable::default();
         let web = workspace("web");
-        table.heard(&web, &report(1, SyncState::Syncing), t0);
+        table.heard(&web, &ada(), &report(1, SyncState::Syncing), t0);
         let conflicted = SessionReport {
             conflicts: 3,
             ..report(1, SyncState::Conflicted)
         };
-        table.heard(&web, &conflicted, t0 + Duration::from_secs(30));
-        table.heard(&workspace("api"), &report(1, SyncState::Watching), t0);
+        table.heard(&web, &ada(), &conflicted, t0 + Duration::from_secs(30));
+        table.heard(
+            &workspace("api"),
+            &ada(),
+            &report(1, SyncState::Watching),
+            t0,
+        );
         let tally = table.tally();
         assert_eq!(count(&tally, SyncState::Conflicted), 1);
         assert_eq!(count(&tally, SyncState::Watching), 1);
@@ -306,16 +419,18 @@ mod tests {
         let web = workspace("web");
         for n in 0..MAX_SESSIONS as u64 {
             let at = t0 + Duration::from_millis(n);
-            table.heard(&web, &report(n, SyncState::Watching), at);
+            table.heard(&web, &ada(), &report(n, SyncState::Watching), at);
         }
         // Session 0 speaks again: it is no longer the longest silent.
         table.heard(
             &web,
+            &ada(),
             &report(0, SyncState::Paused),
             t0 + Duration::from_secs(5),
         );
         table.heard(
             &web,
+            &ada(),
             &report(5_000, SyncState::Failed),
             t0 + Duration::from_secs(6),
         );
@@ -342,7 +457,7 @@ mod tests {
         first.conflicts = 2;
         first.initial_sync_ms = Some(1_500);
         first.latencies_ms = vec![150, 700];
-        stats.record(&workspace("web"), &first, t0);
+        stats.record(&workspace("web"), &ada(), &first, t0);
         stats.refresh(t0);
         let text = registry.encode(Format::Classic);
         for line in [
@@ -366,5 +481,55 @@ mod tests {
         assert!(text.contains("nexus_sync_conflicts 0"));
         // The histograms keep what was observed.
         assert!(text.contains("nexus_sync_latency_seconds_count 2"));
+    }
+
+    #[test]
+    fn a_workspaces_sessions_say_who_what_and_when_they_last_cycled() {
+        let t0 = Instant::now();
+        let wall = Timestamp::from_millis(1_700_000_000_000);
+        let mut table = SessionTable::default();
+        let (web, api) = (workspace("web"), workspace("api"));
+        let bob: UserName = "bob".parse().unwrap();
+        let mut first = report(7, SyncState::Watching);
+        first.latencies_ms = vec![100, 200];
+        table.heard(&web, &ada(), &first, t0);
+        let mut second = report(7, SyncState::Conflicted);
+        second.latencies_ms = vec![50];
+        second.conflicts = 2;
+        table.heard(&web, &ada(), &second, t0 + Duration::from_secs(1));
+        table.heard(&web, &bob, &report(3, SyncState::Failed), t0);
+        table.heard(&api, &ada(), &report(9, SyncState::Watching), t0);
+        table.scanned(&web, &ada(), t0 + Duration::from_secs(2), wall);
+        table.scanned(&api, &bob, t0, wall);
+
+        let sessions = table.sessions(&web);
+        assert_eq!(
+            sessions,
+            vec![
+                SyncSessionView {
+                    session: 3,
+                    user: Some(bob),
+                    provider: PROVIDER.into(),
+                    state: "failed".into(),
+                    last_cycle: None,
+                    changes: 0,
+                    conflicts: 0,
+                },
+                SyncSessionView {
+                    session: 7,
+                    user: Some(ada()),
+                    provider: PROVIDER.into(),
+                    state: "conflicted".into(),
+                    last_cycle: Some(wall),
+                    changes: 3,
+                    conflicts: 2,
+                },
+            ]
+        );
+        assert_eq!(table.sessions(&workspace("db")), vec![]);
+        // Scans are forgotten with the sessions' silence.
+        table.expire(t0 + Duration::from_secs(2) + LIVE);
+        assert!(table.sessions(&web).is_empty());
+        assert!(table.scans.is_empty());
     }
 }

@@ -2,22 +2,32 @@
 //! start and stop latency and a failure rate. The reconciler drives it exactly as it drives
 //! Docker, so one process can run thousands of agents for scale tests (as Kubernetes' kubemark
 //! does with hollow nodes). Its state is lost when the process ends, like a host that rebooted.
+//! It keeps what an engine would tell of its containers for their health (state, last exit,
+//! each published port served while the container runs, unless a test says otherwise) and a
+//! bounded record of its events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nexus_protocol::clock;
+use nexus_protocol::clock::{self, Timestamp};
+use nexus_protocol::debug::{
+    ContainerEvent, ContainerHealth, EngineContainer, EngineInfo, PortProbe,
+};
 use nexus_protocol::id::random_u64;
-use nexus_protocol::model::ContainerStats;
+use nexus_protocol::model::{ContainerStats, PortBinding};
 use nexus_protocol::{HostId, WorkspaceName};
 use tokio::sync::{Notify, mpsc};
 
 use super::{
-    Container, ContainerStatus, CreateSpec, ErrorKind, ExecOutput, ExitDetails, NetworkInfo,
-    Runtime, RuntimeError, network_name,
+    Container, ContainerStatus, CreateSpec, ErrorKind, ExecOutput, ExitDetails, MAX_EVENTS,
+    NetworkInfo, Runtime, RuntimeError, network_name,
 };
+
+/// The events a hollow runtime remembers, all workspaces together (an engine's buffer is
+/// bounded too).
+const REMEMBERED_EVENTS: usize = 1_000;
 
 /// How the simulation behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,15 +51,24 @@ impl Default for HollowConfig {
 #[derive(Debug, Clone)]
 struct HollowContainer {
     name: String,
+    image: String,
     container: Container,
     exit_code: i64,
+    /// Whether it ever stopped (so that its exit code means something).
+    exited_once: bool,
 }
+
+/// One remembered event: its workspace, and the event.
+type Remembered = (WorkspaceName, ContainerEvent);
 
 #[derive(Debug)]
 pub struct HollowRuntime {
     host: HostId,
     config: HollowConfig,
     containers: Mutex<BTreeMap<String, HollowContainer>>,
+    /// Host ports a test said nothing serves any more.
+    unserved: Mutex<BTreeSet<u16>>,
+    events: Mutex<VecDeque<Remembered>>,
     changed: Arc<Notify>,
     /// Starts and stops under way now, and the most there ever were at once.
     in_flight: AtomicUsize,
@@ -71,6 +90,8 @@ impl HollowRuntime {
             host,
             config,
             containers: Mutex::new(BTreeMap::new()),
+            unserved: Mutex::new(BTreeSet::new()),
+            events: Mutex::new(VecDeque::new()),
             changed: Arc::new(Notify::new()),
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
@@ -95,6 +116,47 @@ impl HollowRuntime {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Remembers that `action` happened to `workspace`'s container `name`.
+    fn record(
+        &self,
+        workspace: &WorkspaceName,
+        name: &str,
+        action: &str,
+        extra: &[(&str, String)],
+    ) {
+        let mut attributes = vec![("name".to_string(), name.to_string())];
+        attributes.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let mut events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if events.len() == REMEMBERED_EVENTS {
+            events.pop_front();
+        }
+        events.push_back((
+            workspace.clone(),
+            ContainerEvent {
+                at: clock::now(),
+                action: action.to_string(),
+                attributes,
+            },
+        ));
+    }
+
+    /// Says that nothing serves host port `port` any more (as when the process behind it died),
+    /// or that something does again. For tests.
+    pub fn serve_port(&self, port: u16, served: bool) {
+        let mut unserved = self
+            .unserved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if served {
+            unserved.remove(&port);
+        } else {
+            unserved.insert(port);
+        }
+    }
+
     fn roll_failure(&self, what: &str) -> Result<(), RuntimeError> {
         #[allow(clippy::cast_precision_loss)]
         let roll = random_u64() as f64 / u64::MAX as f64;
@@ -111,7 +173,11 @@ impl HollowRuntime {
         let mut containers = self.containers();
         let entry = containers.get_mut(id).ok_or_else(|| not_found(id))?;
         entry.container.status = status;
+        let (workspace, name) = (entry.container.workspace.clone(), entry.name.clone());
         drop(containers);
+        if status == ContainerStatus::Running {
+            self.record(&workspace, &name, "start", &[]);
+        }
         self.changed.notify_one();
         Ok(())
     }
@@ -127,7 +193,15 @@ impl HollowRuntime {
         };
         entry.container.status = ContainerStatus::Exited;
         entry.exit_code = exit_code;
+        entry.exited_once = true;
+        let (workspace, name) = (entry.container.workspace.clone(), entry.name.clone());
         drop(containers);
+        self.record(
+            &workspace,
+            &name,
+            "die",
+            &[("exitCode", exit_code.to_string())],
+        );
         self.changed.notify_one();
         true
     }
@@ -168,12 +242,20 @@ impl Runtime for HollowRuntime {
             status: ContainerStatus::Created,
             ports: spec.ports.clone(),
         };
+        self.record(
+            &spec.workspace,
+            &name,
+            "create",
+            &[("image", spec.image.clone())],
+        );
         self.containers().insert(
             id.clone(),
             HollowContainer {
                 name,
+                image: spec.image.clone(),
                 container,
                 exit_code: 0,
+                exited_once: false,
             },
         );
         debug_assert_eq!(spec.host, self.host);
@@ -194,19 +276,29 @@ impl Runtime for HollowRuntime {
         let _counted = self.begin();
         tokio::time::sleep(self.config.stop_latency).await;
         let mut containers = self.containers();
+        let mut stopped = None;
         if let Some(entry) = containers.get_mut(id) {
             if entry.container.status == ContainerStatus::Running {
                 entry.exit_code = 143;
+                entry.exited_once = true;
+                stopped = Some((entry.container.workspace.clone(), entry.name.clone()));
             }
             entry.container.status = ContainerStatus::Exited;
         }
         drop(containers);
+        if let Some((workspace, name)) = stopped {
+            self.record(&workspace, &name, "die", &[("exitCode", "143".into())]);
+            self.record(&workspace, &name, "stop", &[]);
+        }
         self.changed.notify_one();
         Ok(())
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
-        self.containers().remove(id);
+        let removed = self.containers().remove(id);
+        if let Some(entry) = removed {
+            self.record(&entry.container.workspace, &entry.name, "destroy", &[]);
+        }
         self.changed.notify_one();
         Ok(())
     }
@@ -290,6 +382,93 @@ impl Runtime for HollowRuntime {
         Ok(ContainerStats {
             at: Some(clock::now()),
             ..ContainerStats::default()
+        })
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerHealth, RuntimeError> {
+        let containers = self.containers();
+        let entry = containers.get(id).ok_or_else(|| not_found(id))?;
+        let running = entry.container.status == ContainerStatus::Running;
+        Ok(ContainerHealth {
+            running,
+            status: entry.container.status.to_string(),
+            restarts: 0,
+            exit_code: entry.exited_once.then_some(entry.exit_code),
+            oom_killed: false,
+            error: None,
+            started_at: None,
+            finished_at: None,
+            healthcheck: None,
+        })
+    }
+
+    /// A port is served while its container runs, unless [`HollowRuntime::serve_port`] said
+    /// otherwise.
+    async fn probe_port(&self, port: PortBinding, _limit: Duration) -> PortProbe {
+        let running = self.containers().values().any(|c| {
+            c.container.status == ContainerStatus::Running && c.container.ports.contains(&port)
+        });
+        let unserved = self
+            .unserved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&port.host);
+        let error = if !running {
+            Some(format!("no running container publishes port {}", port.host))
+        } else if unserved {
+            Some(format!(
+                "127.0.0.1:{} closed the connection at once: nothing listens behind it",
+                port.host
+            ))
+        } else {
+            None
+        };
+        PortProbe {
+            container: port.container,
+            host: port.host,
+            accepting: error.is_none(),
+            error,
+        }
+    }
+
+    async fn events(
+        &self,
+        workspace: &WorkspaceName,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<ContainerEvent>, RuntimeError> {
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut matching: Vec<ContainerEvent> = events
+            .iter()
+            .filter(|(w, event)| w == workspace && since.is_none_or(|since| event.at >= since))
+            .map(|(_, event)| event.clone())
+            .collect();
+        let skip = matching.len().saturating_sub(MAX_EVENTS);
+        matching.drain(..skip);
+        Ok(matching)
+    }
+
+    async fn engine(&self) -> Result<EngineInfo, RuntimeError> {
+        let containers = self
+            .containers()
+            .values()
+            .map(|c| EngineContainer {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                state: c.container.status.to_string(),
+                workspace: Some(c.container.workspace.clone()),
+                generation: Some(c.container.generation),
+            })
+            .collect();
+        Ok(EngineInfo {
+            runtime: "hollow".into(),
+            version: Some(nexus_protocol::SOFTWARE_VERSION.into()),
+            api_version: None,
+            os: None,
+            arch: None,
+            containers,
         })
     }
 

@@ -12,6 +12,7 @@
 
 pub mod docker;
 pub mod hollow;
+pub mod probe;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +20,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nexus_protocol::clock::Timestamp;
+use nexus_protocol::debug::{ContainerEvent, ContainerHealth, EngineInfo, PortProbe};
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::model::{ContainerStats, PortBinding, ResourceClass};
 use nexus_protocol::{HostId, UserName, WorkspaceName};
@@ -292,6 +295,19 @@ impl fmt::Display for ContainerStatus {
 /// The grace a container gets to stop before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// The most engine events one answer carries: the newest.
+pub const MAX_EVENTS: usize = 500;
+/// The longest output of an image's healthcheck kept.
+pub const HEALTHCHECK_OUTPUT_BYTES: usize = 1024;
+
+/// A runtime that cannot answer a diagnostic (a test's double).
+fn unsupported(what: &str) -> RuntimeError {
+    RuntimeError::new(
+        ErrorKind::Failed,
+        format!("this runtime cannot tell {what}"),
+    )
+}
+
 /// A container engine, as the reconciler drives it. Every operation is idempotent in effect:
 /// starting a running container, stopping a stopped one or removing a missing one succeeds.
 pub trait Runtime: Send + Sync + 'static {
@@ -373,6 +389,50 @@ pub trait Runtime: Send + Sync + 'static {
     /// One sample of the container's resource use. CPU % is measured against the previous sample
     /// of the same container (the first sample of a container reports 0).
     fn stats(&self, id: &str) -> impl Future<Output = Result<ContainerStats, RuntimeError>> + Send;
+
+    /// What the engine says of the container now, for its workspace's health: its state, the
+    /// last exit, restarts, and the image's own healthcheck.
+    fn inspect(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<ContainerHealth, RuntimeError>> + Send {
+        let _ = id;
+        async { Err(unsupported("a container's state")) }
+    }
+
+    /// Whether `port`, published for a running container, accepts a connection on this host
+    /// within `limit`.
+    fn probe_port(
+        &self,
+        port: PortBinding,
+        limit: Duration,
+    ) -> impl Future<Output = PortProbe> + Send {
+        let _ = limit;
+        async move {
+            PortProbe {
+                container: port.container,
+                host: port.host,
+                accepting: false,
+                error: Some(unsupported("whether a port accepts").message),
+            }
+        }
+    }
+
+    /// The engine's events about `workspace`'s containers on this host since `since` (or as far
+    /// back as it remembers), oldest first: the newest [`MAX_EVENTS`].
+    fn events(
+        &self,
+        workspace: &WorkspaceName,
+        since: Option<Timestamp>,
+    ) -> impl Future<Output = Result<Vec<ContainerEvent>, RuntimeError>> + Send {
+        let _ = (workspace, since);
+        async { Err(unsupported("its events")) }
+    }
+
+    /// The engine's version and the containers it holds for this host.
+    fn engine(&self) -> impl Future<Output = Result<EngineInfo, RuntimeError>> + Send {
+        async { Err(unsupported("its version")) }
+    }
 
     /// Wakes `wake` whenever one of this host's containers changes (starts, dies, is removed) or
     /// the engine comes back after an outage. Never returns; the agent runs it in a task of its

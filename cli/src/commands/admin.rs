@@ -5,8 +5,8 @@ use std::time::Duration;
 use nexus_protocol::clock;
 use nexus_protocol::error::ErrorCode;
 use nexus_protocol::message::{
-    AdminRequest, ClusterStatus, HostView, MemberRole, Request, Response, StaleRead,
-    WorkspaceRequest, WorkspaceUsage,
+    AdminRequest, ClusterStatus, HostView, Request, Response, StaleRead, WorkspaceRequest,
+    WorkspaceUsage,
 };
 use nexus_protocol::model::{HostStatus, LimitsPatch};
 
@@ -14,7 +14,8 @@ use crate::args::{
     AdminCommand, AdminWorkspaceCommand, ClusterCommand, HostCommand, LimitsCommand, OutputFormat,
     TopSort,
 };
-use crate::commands::workspace;
+use crate::cluster::leader_status;
+use crate::commands::{health, workspace};
 use crate::error::CliError;
 use crate::output;
 use crate::settings::Settings;
@@ -46,7 +47,8 @@ pub async fn run(
             print_status(format, &leader_status(settings).await?);
             Ok(())
         }
-        AdminCommand::HealthCheck => health_check(settings, format).await,
+        // `crate::run` runs it for its exit code; reached here, the code is lost.
+        AdminCommand::HealthCheck => health::health_check(settings, format).await.map(drop),
         AdminCommand::Host(command) => {
             let (host, status) = match command {
                 HostCommand::Drain { host } => (host, HostStatus::Draining),
@@ -188,6 +190,21 @@ pub async fn run(
             AdminWorkspaceCommand::Logs(args) => {
                 crate::commands::host::logs(settings, args.logs, format).await
             }
+            // `crate::run` runs it for its exit code; reached here, the code is lost.
+            AdminWorkspaceCommand::Health { name } => {
+                health::workspace_health(settings, name, format)
+                    .await
+                    .map(drop)
+            }
+            AdminWorkspaceCommand::SyncStatus { name } => {
+                health::sync_sessions(settings, name, health::Sessions::All, format).await
+            }
+            AdminWorkspaceCommand::SyncConflicts { name } => {
+                health::sync_sessions(settings, name, health::Sessions::Conflicted, format).await
+            }
+            AdminWorkspaceCommand::SyncFlush { name } => {
+                health::sync_flush(settings, name, format).await
+            }
             AdminWorkspaceCommand::Cleanup { owner, age } => {
                 let request = WorkspaceRequest::CleanupOf {
                     owner,
@@ -258,91 +275,4 @@ fn print_status(format: OutputFormat, status: &ClusterStatus) {
     output::emit(format, &output::status_json(status), || {
         output::status_table(status)
     });
-}
-
-async fn status_of(
-    connection: &nexus_protocol::transport::Connection,
-) -> Result<ClusterStatus, CliError> {
-    match connection
-        .request_with(
-            nexus_protocol::RequestId::random(),
-            Request::Admin(AdminRequest::Status),
-            READ_TIMEOUT,
-        )
-        .await?
-    {
-        Response::ClusterStatus(status) => Ok(status),
-        other => Err(CliError::unexpected(&other)),
-    }
-}
-
-/// The status as the leader sees it (it alone knows every member's health and progress), or the
-/// first coordinator's own view when the leader is unknown or unreachable.
-async fn leader_status(settings: &Settings) -> Result<ClusterStatus, CliError> {
-    let connection = settings.connect().await?;
-    let status = status_of(&connection).await?;
-    let Some(leader) = status.leader.filter(|leader| *leader != status.node) else {
-        return Ok(status);
-    };
-    let Some(address) = status
-        .members
-        .iter()
-        .find(|m| m.id == leader && !m.addr.is_empty())
-        .map(|m| m.addr.clone())
-    else {
-        return Ok(status);
-    };
-    match settings.connect_to(&address).await {
-        Ok(connection) => Ok(status_of(&connection).await.unwrap_or(status)),
-        Err(_) => Ok(status),
-    }
-}
-
-/// Healthy: a leader that hears from a quorum of voters (itself included).
-async fn health_check(settings: &Settings, format: OutputFormat) -> Result<(), CliError> {
-    let status = leader_status(settings).await?;
-    let voters: Vec<_> = status
-        .members
-        .iter()
-        .filter(|m| m.role != MemberRole::Learner)
-        .collect();
-    let healthy = voters.iter().filter(|m| m.healthy).count();
-    let quorum = voters.len() / 2 + 1;
-    let leading = status.leader == Some(status.node);
-    let ok = leading && healthy >= quorum;
-    let json = serde_json::json!({
-        "healthy": ok,
-        "leader": status.leader.map(|l| l.get()),
-        "term": status.term,
-        "voters": voters.len(),
-        "healthy_voters": healthy,
-        "quorum": quorum,
-    });
-    output::emit(format, &json, || {
-        format!(
-            "{}: leader {}, {healthy} of {} voters healthy (quorum {quorum}), term {}\n",
-            if ok { "healthy" } else { "UNHEALTHY" },
-            status.leader.map_or("none".to_string(), |l| l.to_string()),
-            voters.len(),
-            status.term
-        )
-    });
-    if ok {
-        return Ok(());
-    }
-    let why = if status.leader.is_none() {
-        "the cluster has no leader".to_string()
-    } else if !leading {
-        format!(
-            "the leader {} could not be reached",
-            status.leader.map_or(0, |l| l.get())
-        )
-    } else {
-        format!("only {healthy} of {} voters are healthy", voters.len())
-    };
-    Err(CliError::local(
-        ErrorCode::NotLeader,
-        format!("the coordinator cluster has no quorum: {why}"),
-    )
-    .suggest("start the coordinators that are down (see `nexus admin status`)"))
 }

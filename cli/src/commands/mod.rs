@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod bundle;
 pub mod events;
+pub mod health;
 pub mod host;
 pub mod logs;
 pub mod mutagen;

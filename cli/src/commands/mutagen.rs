@@ -296,6 +296,7 @@ impl Listed {
                 .collect(),
             last_error: self.last_error,
             refused: vec![],
+            last_sync: None,
         })
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nexus_protocol::WorkspaceName;
+use nexus_protocol::clock::{self, Timestamp};
 use nexus_protocol::error::ErrorCode;
 use nexus_sync::{RelPath, Side};
 use serde_json::json;
@@ -125,10 +126,11 @@ fn status_json(status: &SessionStatus, provider: Provider) -> serde_json::Value 
         })).collect::<Vec<_>>(),
         "last_error": status.last_error,
         "refused": status.refused,
+        "last_sync": status.last_sync.map(output::rfc3339),
     })
 }
 
-fn status_table(sessions: &[(SessionStatus, Provider)]) -> String {
+fn status_table(sessions: &[(SessionStatus, Provider)], now: Timestamp) -> String {
     if sessions.is_empty() {
         return "no sync sessions\n".into();
     }
@@ -139,6 +141,7 @@ fn status_table(sessions: &[(SessionStatus, Provider)]) -> String {
             "LOCAL",
             "MODE",
             "STATE",
+            "LAST SYNC",
             "CHANGES",
             "CONFLICTS",
             "LAST ERROR",
@@ -146,12 +149,18 @@ fn status_table(sessions: &[(SessionStatus, Provider)]) -> String {
         sessions
             .iter()
             .map(|(s, provider)| {
+                // Mutagen does not say when it last synced.
+                let last_sync = match provider {
+                    Provider::Embedded => output::ago(s.last_sync, now),
+                    Provider::Mutagen => "-".to_string(),
+                };
                 vec![
                     s.workspace.to_string(),
                     provider.as_str().to_string(),
                     s.local.display().to_string(),
                     s.mode.to_string(),
                     s.state.clone(),
+                    last_sync,
                     s.changes.to_string(),
                     s.conflicts.len().to_string(),
                     s.last_error.clone().unwrap_or_else(|| "-".into()),
@@ -163,7 +172,7 @@ fn status_table(sessions: &[(SessionStatus, Provider)]) -> String {
 
 fn print_session(format: OutputFormat, status: &SessionStatus, provider: Provider) {
     output::emit(format, &status_json(status, provider), || {
-        status_table(&[(status.clone(), provider)])
+        status_table(&[(status.clone(), provider)], clock::now())
     });
 }
 
@@ -243,7 +252,7 @@ pub async fn run(
                     .map(|(status, provider)| status_json(status, *provider))
                     .collect(),
             );
-            output::emit(format, &json, || status_table(&sessions));
+            output::emit(format, &json, || status_table(&sessions, clock::now()));
             return Ok(());
         }
         SyncCommand::Conflicts { name } => {

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use nexus_protocol::WorkspaceName;
+use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::ErrorCode;
 use nexus_sync::{Mode, RelPath, Side};
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,10 @@ pub struct SessionStatus {
     pub last_error: Option<String>,
     /// Changes refused for good (they would leave a root), most recent first.
     pub refused: Vec<String>,
+    /// When its last cycle ended without an error (both sides then agreed, but for conflicts
+    /// and refused changes). Absent from an older daemon's answer.
+    #[serde(default)]
+    pub last_sync: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +114,7 @@ mod tests {
             }],
             last_error: None,
             refused: vec!["refused to write l/f: l is a symlink".into()],
+            last_sync: Some(Timestamp::from_millis(1_700_000_000_000)),
         }
     }
 
@@ -194,13 +200,13 @@ mod tests {
         check(
             &ControlAnswer::Sessions(vec![status()]),
             expect![[r#"
-            {"Sessions":[{"workspace":"web","local":"/home/ada/web","mode":"TwoWaySafe","state":"watching","cycles":3,"changes":2,"conflicts":[{"path":"a.txt","local":"file","remote":null}],"last_error":null,"refused":["refused to write l/f: l is a symlink"]}]}
+            {"Sessions":[{"workspace":"web","local":"/home/ada/web","mode":"TwoWaySafe","state":"watching","cycles":3,"changes":2,"conflicts":[{"path":"a.txt","local":"file","remote":null}],"last_error":null,"refused":["refused to write l/f: l is a symlink"],"last_sync":1700000000000}]}
         "#]],
         );
         check(
             &ControlAnswer::Session(status()),
             expect![[r#"
-            {"Session":{"workspace":"web","local":"/home/ada/web","mode":"TwoWaySafe","state":"watching","cycles":3,"changes":2,"conflicts":[{"path":"a.txt","local":"file","remote":null}],"last_error":null,"refused":["refused to write l/f: l is a symlink"]}}
+            {"Session":{"workspace":"web","local":"/home/ada/web","mode":"TwoWaySafe","state":"watching","cycles":3,"changes":2,"conflicts":[{"path":"a.txt","local":"file","remote":null}],"last_error":null,"refused":["refused to write l/f: l is a symlink"],"last_sync":1700000000000}}
         "#]],
         );
         check(
@@ -209,6 +215,15 @@ mod tests {
                 {"Error":{"code":"SYNC_PAUSED","message":"the sync of web is paused"}}
             "#]],
         );
+    }
+
+    #[test]
+    fn an_older_daemons_status_reads_without_a_last_sync() {
+        let line = r#"{"Session":{"workspace":"web","local":"/w","mode":"TwoWaySafe","state":"watching","cycles":1,"changes":0,"conflicts":[],"last_error":null,"refused":[]}}"#;
+        match serde_json::from_str::<ControlAnswer>(line) {
+            Ok(ControlAnswer::Session(status)) => assert_eq!(status.last_sync, None),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub(super) fn start(config: SessionConfig, paths: &Paths) -> Running {
         conflicts: vec![],
         last_error: None,
         refused: vec![],
+        last_sync: None,
     }));
     let (commands, receiver) = mpsc::channel(16);
     let state_path = paths.state(&config.workspace);
@@ -364,6 +365,7 @@ impl Session {
                             .splice(0..0, report.refused.iter().map(|r| r.message.clone()));
                         status.refused.truncate(20);
                         status.last_error = None;
+                        status.last_sync = Some(nexus_protocol::clock::now());
                     }
                     // Saved when it changed: a quiet cycle every 500 ms would otherwise
                     // rewrite the whole agreed tree each time.

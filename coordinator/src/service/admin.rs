@@ -170,7 +170,15 @@ impl Service {
                     "a followed log is a subscription; open it as one",
                 )),
             },
-            AdminRequest::Diagnostic(_) => Err(not_yet()),
+            AdminRequest::Diagnostic(diagnostic) => match &self.diagnostics {
+                Some(diagnostics) => {
+                    Ok(Response::Diagnostic(diagnostics.answer(diagnostic).await?))
+                }
+                None => Err(WireError::new(
+                    ErrorCode::Unsupported,
+                    "this coordinator keeps no diagnostics",
+                )),
+            },
             AdminRequest::RequestRecord(id) => self.request_record(id, consistency).await,
             AdminRequest::Endpoints => {
                 self.cluster.require_leader().await?;
@@ -213,11 +221,6 @@ impl Service {
             }
         }
     }
-}
-
-/// TEMPORARY while issue 21 is built: the debugging requests not served yet.
-pub(super) fn not_yet() -> WireError {
-    WireError::new(ErrorCode::Unsupported, "not served yet")
 }
 
 #[cfg(test)]

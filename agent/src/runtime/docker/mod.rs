@@ -24,12 +24,15 @@ use bollard::query_parameters::{
     StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
+use nexus_protocol::clock::Timestamp;
+use nexus_protocol::debug::{ContainerEvent, ContainerHealth, EngineInfo, PortProbe};
 use nexus_protocol::hash::fnv1a_32;
-use nexus_protocol::model::ContainerStats;
+use nexus_protocol::model::{ContainerStats, PortBinding};
 use nexus_protocol::{HostId, WorkspaceName};
 use tokio::sync::{Notify, mpsc};
 
 mod convert;
+mod diagnose;
 mod pool;
 
 pub use convert::{cpu_percent, split_image};
@@ -39,7 +42,7 @@ use self::convert::{classify, cpu_sample, describe, lines_of, stats_from, status
 use super::{
     Container, ContainerStatus, CreateSpec, ErrorKind, ExecOutput, ExitDetails, FILES_MOUNT,
     LABEL_HOST, LABEL_WORKSPACE, NetworkInfo, Runtime, RuntimeError, container_from_labels,
-    network_name,
+    network_name, probe,
 };
 
 /// The answer to one API call may take this long before the engine counts as unresponsive.
@@ -618,6 +621,35 @@ impl Runtime for DockerRuntime {
             samples.insert(id.to_string(), current)
         };
         Ok(stats_from(&sample, previous))
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerHealth, RuntimeError> {
+        self.inspect_health(id).await
+    }
+
+    /// Ports are published on every interface: loopback reaches them as any client would
+    /// (through the engine's proxy, which [`probe::tcp`] sees through).
+    async fn probe_port(&self, port: PortBinding, limit: Duration) -> PortProbe {
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port.host));
+        let outcome = probe::tcp(address, limit).await;
+        PortProbe {
+            container: port.container,
+            host: port.host,
+            accepting: outcome.is_ok(),
+            error: outcome.err(),
+        }
+    }
+
+    async fn events(
+        &self,
+        workspace: &WorkspaceName,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<ContainerEvent>, RuntimeError> {
+        self.workspace_events(workspace, since).await
+    }
+
+    async fn engine(&self) -> Result<EngineInfo, RuntimeError> {
+        self.engine_info().await
     }
 
     async fn watch_events(&self, wake: Arc<Notify>) {

@@ -1,0 +1,151 @@
+//! What a coordinator tells an admin about itself (`AdminRequest::Diagnostic`), for the support
+//! bundle and `nexus admin health-check`: its configuration, metrics, certificates and
+//! readiness. Always this node's own, never forwarded to the leader.
+//!
+//! The configuration is written by allow-list ([`redacted_config`]): only settings known to hold
+//! no secret, in the config file's keys; a setting added to [`Config`] stays out until it is
+//! added here. The TLS directory's path is shown, never what its files hold.
+
+use std::sync::Arc;
+
+use nexus_protocol::debug::{CertificateInfo, Diagnostic};
+use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_telemetry::http::Monitor;
+use nexus_telemetry::metrics::Format;
+use toml::{Table, Value};
+
+use crate::config::Config;
+use crate::probes::Probes;
+
+/// What a coordinator answers diagnostics from: made once at its start.
+#[derive(Debug)]
+pub struct Diagnostics {
+    config: String,
+    certificates: String,
+    monitor: Arc<Monitor<Probes>>,
+}
+
+impl Diagnostics {
+    pub fn new(
+        config: &Config,
+        certificates: &[CertificateInfo],
+        monitor: Arc<Monitor<Probes>>,
+    ) -> Diagnostics {
+        Diagnostics {
+            config: redacted_config(config),
+            certificates: serde_json::to_string_pretty(certificates)
+                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),
+            monitor,
+        }
+    }
+
+    /// `diagnostic` as text.
+    pub async fn answer(&self, diagnostic: Diagnostic) -> Result<String, WireError> {
+        Ok(match diagnostic {
+            Diagnostic::Config => self.config.clone(),
+            Diagnostic::Metrics => self.monitor.metrics(Format::Classic).await,
+            Diagnostic::Certificates => self.certificates.clone(),
+            Diagnostic::Readiness => self.monitor.ready(true).await.body,
+            Diagnostic::Engine => {
+                return Err(WireError::new(
+                    ErrorCode::Unsupported,
+                    "a coordinator runs no container engine; ask a host's agent",
+                ));
+            }
+        })
+    }
+}
+
+/// The effective configuration as TOML, in the config file's keys, with only the settings known
+/// to be safe to show.
+pub fn redacted_config(config: &Config) -> String {
+    let mut table = Table::new();
+    let mut put = |key: &str, value: Value| {
+        table.insert(key.to_string(), value);
+    };
+    let text = |s: String| Value::String(s);
+    let number = |n: u64| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+    put("node_id", number(config.node_id.get()));
+    put("listen", text(config.listen.to_string()));
+    put(
+        "peers",
+        Value::Array(
+            config
+                .peers
+                .iter()
+                .map(|(id, address)| text(format!("{id}={address}")))
+                .collect(),
+        ),
+    );
+    put("data_dir", text(config.data_dir.display().to_string()));
+    put("tls_dir", text(config.tls_dir.display().to_string()));
+    put("max_frame_bytes", number(config.max_frame_bytes as u64));
+    put("join", Value::Boolean(config.join));
+    if let Some(advertise) = &config.advertise {
+        put("advertise", text(advertise.clone()));
+    }
+    let driver = &config.driver;
+    put(
+        "tick_ms",
+        number(u64::try_from(driver.tick.as_millis()).unwrap_or(u64::MAX)),
+    );
+    put("election_ticks", number(driver.raft.election_ticks as u64));
+    put(
+        "heartbeat_ticks",
+        number(driver.raft.heartbeat_ticks as u64),
+    );
+    put("snapshot_every", number(driver.raft.snapshot_every));
+    put("host_ttl", Value::Float(config.host_ttl.as_secs_f64()));
+    put("http_listen", text(config.http_listen.to_string()));
+    toml::to_string(&table)
+        .unwrap_or_else(|e| format!("# the configuration cannot be shown: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::Args;
+
+    #[test]
+    fn the_configuration_reads_back_with_the_files_keys() {
+        let args = Args::try_parse_from([
+            "nexus-coordinator",
+            "--node-id",
+            "2",
+            "--listen",
+            "127.0.0.1:7400",
+            "--peer",
+            "1=10.0.0.1:7400",
+            "--data-dir",
+            "/var/lib/nexus",
+            "--tls-dir",
+            "/etc/nexus/pki",
+            "--host-ttl",
+            "9.5",
+        ])
+        .unwrap();
+        let config = Config::from_args(args).unwrap();
+        let text = redacted_config(&config);
+        for shown in [
+            "node_id = 2",
+            "peers = [\"1=10.0.0.1:7400\"]",
+            "tls_dir = \"/etc/nexus/pki\"",
+            "host_ttl = 9.5",
+            "http_listen = \"127.0.0.1:7480\"",
+        ] {
+            assert!(text.contains(shown), "{shown} in\n{text}");
+        }
+        // The same keys as a config file: it is one.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("coordinator.toml");
+        std::fs::write(&file, &text).unwrap();
+        let again = Config::from_args(
+            Args::try_parse_from(["nexus-coordinator", "--config", file.to_str().unwrap()])
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(redacted_config(&again), text);
+    }
+}
