@@ -15,6 +15,7 @@ pub mod config;
 pub mod consensus;
 pub mod detector;
 pub mod fit;
+pub mod hops;
 mod locks;
 pub mod metrics;
 pub mod peers;
