@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod config;
 pub mod endpoint;
+pub mod hops;
 pub mod link;
 pub mod metrics;
 pub mod plan;
@@ -98,9 +99,11 @@ pub async fn run_with<R: Runtime>(
         config.max_concurrent_ops,
         cache::Cache::new(&config.data_dir),
     );
+    let (causes_sender, causes) = watch::channel(hops::Causes::default());
     let reconciler = reconciler
         .with_files(config.data_dir.join("workspaces"))
-        .monitored(metrics.clone(), vitals.clone());
+        .monitored(metrics.clone(), vitals.clone())
+        .with_causes(causes);
     let (desired_sender, desired) = watch::channel(reconciler.current_desired());
     let (sample_sender, samples) = watch::channel(None);
     let wake = Arc::new(Notify::new());
@@ -143,7 +146,8 @@ pub async fn run_with<R: Runtime>(
         reports,
         samples,
     )
-    .monitored(metrics, vitals);
+    .monitored(metrics, vitals)
+    .with_causes(causes_sender);
     let serving = match config.listen {
         Some(listen) => {
             let server = Server::bind(
@@ -211,6 +215,8 @@ pub async fn run_hollow_host(
         config.max_concurrent_ops,
         cache::Cache::new(&config.data_dir),
     );
+    let (causes_sender, causes) = watch::channel(hops::Causes::default());
+    let reconciler = reconciler.with_causes(causes);
     let (desired_sender, desired) = watch::channel(reconciler.current_desired());
     let (_samples, samples) = watch::channel(Some(sampler::Sample {
         host: stats,
@@ -218,7 +224,8 @@ pub async fn run_hollow_host(
     }));
     let wake = Arc::new(Notify::new());
     let events = runtime::spawn_events(&runtime, &wake);
-    let link = link::Link::new(connector, config, info, desired_sender, reports, samples);
+    let link = link::Link::new(connector, config, info, desired_sender, reports, samples)
+        .with_causes(causes_sender);
     let (stop, stopped) = watch::channel(false);
     let stopped_for = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|s| *s).await;
