@@ -184,6 +184,10 @@ pub async fn run(
             AdminWorkspaceCommand::Logs(args) => {
                 crate::commands::host::logs(settings, args, format).await
             }
+            AdminWorkspaceCommand::Exec { .. } => Err(CliError::local(
+                ErrorCode::Internal,
+                "admin workspace exec is run by commands::trace",
+            )),
             AdminWorkspaceCommand::Cleanup { owner, age } => {
                 let request = WorkspaceRequest::CleanupOf {
                     owner,
@@ -198,6 +202,7 @@ pub async fn run(
                 crate::commands::events::run(settings, args, format).await
             }
         },
+        AdminCommand::Trace(args) => crate::commands::trace::run(args, settings, format).await,
         AdminCommand::Cluster(change) => {
             let request = match change {
                 ClusterCommand::Add { id, address } => AdminRequest::ClusterAdd { id, address },
