@@ -113,6 +113,10 @@ pub fn command_workspace(command: &Command) -> Option<&WorkspaceName> {
 /// one under its request id, or for a batch of creates one under each create's.
 pub fn applying(proposal: &Proposal) -> Vec<Span> {
     let level = apply_level(&proposal.command);
+    // The driver applies every entry: when nothing keeps hops of this level, nothing is made.
+    if !tracing::level_enabled!(level) {
+        return Vec::new();
+    }
     if let Command::PlaceWorkspaces(requests) = &proposal.command {
         return requests
             .iter()
