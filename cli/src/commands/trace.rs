@@ -1,28 +1,25 @@
 //! `nexus admin trace REQUEST-ID` and `nexus admin workspace exec NAME [--debug] -- CMD`.
 //!
-//! A trace is gathered from every daemon at once: each coordinator (the members `admin status`
-//! names, each asked directly, so that a dead leader is named rather than fatal) and each agent
-//! (where `admin networks` finds them) for its log records of the request, and a coordinator
-//! for what the replicated state remembers of it. Each source has its own time limit; one that
-//! does not answer is named in the trace. [`crate::trace`] puts it all in order.
+//! A trace is gathered from every daemon at once ([`crate::fleet`]): each coordinator (the
+//! members the status names, each asked directly, so that a dead leader is named rather than
+//! fatal) and each agent for its log records of the request, and a coordinator for what the
+//! replicated state remembers of it. Each source has its own time limit; one that does not
+//! answer is named in the trace. [`crate::trace`] puts it all in order.
 //!
 //! The trace's own requests go under fresh ids: they look at a request, they are not part of it.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use nexus_protocol::clock;
 use nexus_protocol::debug::{LogLevel, LogQuery, LogRecord, RequestRecord};
 use nexus_protocol::error::{ErrorCode, WireError};
-use nexus_protocol::identity::Identity;
 use nexus_protocol::message::{AdminRequest, HostRequest, Request, Response};
 use nexus_protocol::{RequestId, WorkspaceName};
 
-use crate::agents::connect_agent;
 use crate::args::{OutputFormat, TraceArgs};
 use crate::commands::host;
 use crate::error::CliError;
+use crate::fleet::{self, Daemon, Roster};
 use crate::output;
 use crate::settings::Settings;
 use crate::trace::{Answer, Gathered, RECORDS_PER_SOURCE, Trace, assemble, trace_json, trace_text};
@@ -169,7 +166,8 @@ fn query(request_id: RequestId, min_level: LogLevel) -> LogQuery {
     }
 }
 
-/// Asks every coordinator and agent, and the replicated state, at once.
+/// Asks every coordinator and agent (as [`crate::fleet`] finds them), and the replicated state,
+/// at once.
 async fn gather(
     settings: &Settings,
     request_id: RequestId,
@@ -181,153 +179,40 @@ async fn gather(
         ..settings.clone()
     };
     let query = query(request_id, min_level);
-    // Any coordinator knows the members and their addresses.
-    let status = match fresh
-        .request(Request::Admin(AdminRequest::Status), PER_SOURCE)
-        .await?
-    {
-        Response::ClusterStatus(status) => status,
-        other => return Err(CliError::unexpected(&other)),
-    };
-    let coordinators = coordinators(&fresh, &status, &query);
-    let agents = agents(&fresh, &query);
-    let record = record_of(&fresh, request_id);
-    let (mut answers, agents, record) = tokio::join!(coordinators, agents, record);
-    answers.extend(agents);
+    let roster = Roster::discover(&fresh, PER_SOURCE).await?;
+    let asks = fleet::ask_each(
+        &fresh,
+        &roster.daemons,
+        RequestId::random(),
+        PER_SOURCE,
+        |daemon| {
+            Some(match daemon {
+                Daemon::Coordinator { .. } => {
+                    Request::Admin(AdminRequest::DaemonLogs(query.clone()))
+                }
+                Daemon::Agent { .. } => Request::Host(HostRequest::DaemonLogs(query.clone())),
+            })
+        },
+    );
+    let (asked, record) = tokio::join!(asks, record_of(&fresh, request_id));
+    let mut answers: Vec<Answer> = asked
+        .into_iter()
+        .map(|(daemon, answer)| Answer {
+            source: daemon.label(),
+            records: records_from(answer.map_err(|e| *e.error)),
+        })
+        .collect();
+    if let Some(error) = roster.agents_unknown {
+        answers.push(Answer {
+            source: "agents".into(),
+            records: Err(*error.error),
+        });
+    }
     Ok(Gathered {
         request_id,
         answers,
         record,
     })
-}
-
-/// Each member's records, asked of it directly (at its address, and at the configured ones,
-/// for a member whose address the status does not know).
-async fn coordinators(
-    settings: &Settings,
-    status: &nexus_protocol::message::ClusterStatus,
-    query: &LogQuery,
-) -> Vec<Answer> {
-    let mut targets: Vec<String> = status
-        .members
-        .iter()
-        .filter(|m| !m.addr.is_empty())
-        .map(|m| m.addr.clone())
-        .collect();
-    if status.members.iter().any(|m| m.addr.is_empty()) {
-        for address in &settings.coordinators {
-            if !targets.contains(address) {
-                targets.push(address.clone());
-            }
-        }
-    }
-    let asks = targets.into_iter().map(|address| async move {
-        let asked = tokio::time::timeout(PER_SOURCE, async {
-            let connection = settings.connect_to(&address).await?;
-            let node = match connection.server() {
-                Identity::Coordinator(node) => Some(*node),
-                _ => None,
-            };
-            let request = Request::Admin(AdminRequest::DaemonLogs(query.clone()));
-            let records = records_from(
-                connection
-                    .request_with(RequestId::random(), request, PER_SOURCE)
-                    .await,
-            );
-            Ok::<_, CliError>((node, records))
-        })
-        .await;
-        (address, asked)
-    });
-    let mut by_node: BTreeMap<u64, Answer> = BTreeMap::new();
-    let mut failed_at: BTreeMap<String, WireError> = BTreeMap::new();
-    for (address, asked) in join_all(asks).await {
-        match asked {
-            Ok(Ok((Some(node), records))) => {
-                let answer = Answer {
-                    source: format!("coordinator-{node}"),
-                    records,
-                };
-                // One node reached at two addresses: a good answer wins.
-                let better = by_node
-                    .get(&node.get())
-                    .is_none_or(|held| held.records.is_err() && answer.records.is_ok());
-                if better {
-                    by_node.insert(node.get(), answer);
-                }
-            }
-            Ok(Ok((None, _))) => {}
-            Ok(Err(error)) => {
-                failed_at.insert(address, *error.error);
-            }
-            Err(_) => {
-                failed_at.insert(address, timed_out());
-            }
-        }
-    }
-    // A member that no address reached is named, with why.
-    for member in &status.members {
-        if by_node.contains_key(&member.id.get()) {
-            continue;
-        }
-        let error = failed_at.get(&member.addr).cloned().unwrap_or_else(|| {
-            WireError::new(
-                ErrorCode::NetworkError,
-                "its address is not known (not in the status, nor among the configured ones)",
-            )
-        });
-        by_node.insert(
-            member.id.get(),
-            Answer {
-                source: format!("coordinator-{}", member.id),
-                records: Err(error),
-            },
-        );
-    }
-    by_node.into_values().collect()
-}
-
-/// Each agent's records, asked of it where the leader says it serves.
-async fn agents(settings: &Settings, query: &LogQuery) -> Vec<Answer> {
-    let endpoints = match settings
-        .request(Request::Admin(AdminRequest::Endpoints), PER_SOURCE)
-        .await
-    {
-        Ok(Response::Endpoints(endpoints)) => endpoints,
-        Ok(other) => {
-            return vec![Answer {
-                source: "agents".into(),
-                records: Err(*CliError::unexpected(&other).error),
-            }];
-        }
-        Err(error) => {
-            return vec![Answer {
-                source: "agents".into(),
-                records: Err(*error.error),
-            }];
-        }
-    };
-    let asks = endpoints.into_iter().map(|(host, address)| async move {
-        let asked = tokio::time::timeout(PER_SOURCE, async {
-            let connection = connect_agent(settings, &host, &address).await?;
-            let request = Request::Host(HostRequest::DaemonLogs(query.clone()));
-            Ok::<_, CliError>(records_from(
-                connection
-                    .request_with(RequestId::random(), request, PER_SOURCE)
-                    .await,
-            ))
-        })
-        .await;
-        Answer {
-            source: format!("agent-{host}"),
-            records: match asked {
-                Ok(Ok(records)) => records,
-                Ok(Err(error)) => Err(*error.error),
-                Err(_) => Err(timed_out()),
-            },
-        }
-    });
-    join_all(asks).await
 }
 
 /// What the replicated state remembers of the request.
