@@ -355,12 +355,8 @@ mod tests {
             Some(Ok(Response::DesiredWithCauses { state, causes })) => {
                 assert!(state.version > 0);
                 assert_eq!(state.assignments.len(), 1);
-                // Each cause names an assigned workspace and the request that changed it (none
-                // while the state records no causes).
-                for (name, id) in &causes {
-                    assert_eq!(name.as_str(), "w");
-                    assert_eq!(*id, create);
-                }
+                // The workspace, and the request that changed it.
+                assert_eq!(causes, vec![("w".parse().unwrap(), create)]);
             }
             other => panic!("{other:?}"),
         }
@@ -376,11 +372,24 @@ mod tests {
         let (subscriber, captured) = capture::subscriber();
         let _ = tracing::subscriber::set_global_default(subscriber);
         let (_dir, node, service) = one_node_with_h1().await;
+        let watch = Request::Agent(AgentRequest::WatchDesiredCauses {
+            known_version: None,
+        });
+        let mut updates = service
+            .handle(&agent("h1"), RequestId::random(), watch)
+            .await;
+        assert!(next_update(&mut updates).await.is_some());
         let ada = named("ada", Role::User);
         let create = RequestId::random();
         let request = ws(WorkspaceRequest::Create(workspace_spec("w", &[])));
         let answer = service.handle(&ada, create, request.clone()).await;
         assert!(matches!(answer, Reply::Once(Ok(_))), "{answer:?}");
+        // The push that carries the create to h1's agent, under the create's id.
+        assert!(
+            update_within(&mut updates, Duration::from_secs(5))
+                .await
+                .is_some()
+        );
         let again = RequestId::random();
         let refused = service.handle(&ada, again, request).await;
         assert!(matches!(refused, Reply::Once(Err(_))), "{refused:?}");
@@ -419,6 +428,20 @@ mod tests {
             Some("ok"),
             "{hops:?}"
         );
+        // The push's hop closes once the update is handed over, just after it arrives here.
+        let mut pushed = None;
+        for _ in 0..100 {
+            pushed = hops_of(create)
+                .into_iter()
+                .find(|(name, _, _)| name == "coordinator.push");
+            if pushed.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_, kind, outcome) = pushed.expect("a push hop under the create's id");
+        assert!(kind.is_some_and(|kind| kind.starts_with("version ")));
+        assert_eq!(outcome.as_deref(), Some("ok"));
         // The second create of the same name fails where the state refuses it, and says why.
         let hops = hops_of(again);
         let apply = has(&hops, "coordinator.apply", "place").unwrap_or_default();
