@@ -18,6 +18,7 @@ use nexus_protocol::clock::Timestamp;
 use nexus_protocol::debug::Diagnostic;
 use nexus_protocol::debug::LogQuery;
 use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::hop::{self, Hop};
 use nexus_protocol::identity::{Identity, Role};
 use nexus_protocol::logging::{LogFiles, serve};
 use nexus_protocol::message::{
@@ -31,8 +32,10 @@ use std::path::PathBuf;
 use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::diagnostics::Diagnostics;
+use crate::hops;
 use crate::runtime::{ContainerStatus, Runtime, RuntimeError};
 use syncstats::SyncStats;
+use tracing::Instrument;
 
 /// The most lines a logs request may ask for.
 pub const MAX_TAIL: u32 = 100_000;
@@ -335,6 +338,8 @@ impl<R: Runtime> Endpoint<R> {
         }
         // The program only: arguments may carry secrets.
         tracing::info!(%workspace, user = %peer.identity, program = %command[0], arguments = command.len() - 1, "exec");
+        tracing::debug!(%workspace, container = %id, "running the command in the container");
+        let started = std::time::Instant::now();
         let output = tokio::time::timeout(EXEC_LIMIT, self.runtime.exec(&id, &command))
             .await
             .map_err(|_| {
@@ -349,6 +354,14 @@ impl<R: Runtime> Endpoint<R> {
             .map_err(runtime_error)?;
         let truncated = output.stdout.len() > ExecResult::MAX_OUTPUT
             || output.stderr.len() > ExecResult::MAX_OUTPUT;
+        tracing::debug!(
+            %workspace,
+            exit_code = output.exit_code,
+            stdout_bytes = output.stdout.len(),
+            stderr_bytes = output.stderr.len(),
+            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "the command ended"
+        );
         let cut = |mut bytes: Vec<u8>| {
             bytes.truncate(ExecResult::MAX_OUTPUT);
             bytes
@@ -495,7 +508,45 @@ fn runtime_error(error: RuntimeError) -> WireError {
 }
 
 impl<R: Runtime> Handler for Endpoint<R> {
-    async fn handle(&self, peer: &Peer, _request_id: RequestId, request: Request) -> Reply {
+    /// Each user's request is a hop of its trace, under its frame's request id (`agent.logs`,
+    /// `agent.exec`, `agent.networks`; `agent.sync` at DEBUG, as a session asks several times a
+    /// second).
+    async fn handle(&self, peer: &Peer, request_id: RequestId, request: Request) -> Reply {
+        let hop = match &request {
+            Request::Host(HostRequest::Logs { workspace, .. }) => Some(
+                Hop::new(hops::LOGS, Some(request_id))
+                    .workspace(workspace)
+                    .info(),
+            ),
+            Request::Host(HostRequest::Exec { workspace, .. }) => Some(
+                Hop::new(hops::EXEC, Some(request_id))
+                    .workspace(workspace)
+                    .info(),
+            ),
+            Request::Host(HostRequest::Networks) => {
+                Some(Hop::new(hops::NETWORKS, Some(request_id)).info())
+            }
+            Request::Host(HostRequest::Sync { workspace, .. }) => Some(
+                Hop::new(hops::SYNC, Some(request_id))
+                    .workspace(workspace)
+                    .debug(),
+            ),
+            _ => None,
+        };
+        let Some(span) = hop else {
+            return self.answer(peer, request).await;
+        };
+        let reply = self.answer(peer, request).instrument(span.clone()).await;
+        match &reply {
+            Reply::Once(Err(error)) => hop::failed(&span, error),
+            _ => hop::ok(&span),
+        }
+        reply
+    }
+}
+
+impl<R: Runtime> Endpoint<R> {
+    async fn answer(&self, peer: &Peer, request: Request) -> Reply {
         match request {
             Request::Ping => Reply::Once(Ok(Response::Pong(Pong {
                 software: nexus_protocol::SOFTWARE_VERSION.into(),

@@ -20,6 +20,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod endpoint;
 pub mod health;
+pub mod hops;
 pub mod link;
 pub mod metrics;
 pub mod plan;
@@ -104,9 +105,11 @@ pub async fn run_with<R: Runtime>(
         config.max_concurrent_ops,
         cache::Cache::new(&config.data_dir),
     );
+    let (causes_sender, causes) = watch::channel(hops::Causes::default());
     let reconciler = reconciler
         .with_files(config.data_dir.join("workspaces"))
-        .monitored(metrics.clone(), vitals.clone());
+        .monitored(metrics.clone(), vitals.clone())
+        .with_causes(causes);
     let (desired_sender, desired) = watch::channel(reconciler.current_desired());
     let (sample_sender, samples) = watch::channel(None);
     let wake = Arc::new(Notify::new());
@@ -150,7 +153,8 @@ pub async fn run_with<R: Runtime>(
         reports,
         samples,
     )
-    .monitored(metrics, vitals);
+    .monitored(metrics, vitals)
+    .with_causes(causes_sender);
     let serving = match config.listen {
         Some(listen) => {
             let server = Server::bind(
@@ -224,6 +228,8 @@ pub async fn run_hollow_host(
         config.max_concurrent_ops,
         cache::Cache::new(&config.data_dir),
     );
+    let (causes_sender, causes) = watch::channel(hops::Causes::default());
+    let reconciler = reconciler.with_causes(causes);
     let (desired_sender, desired) = watch::channel(reconciler.current_desired());
     let (_samples, samples) = watch::channel(Some(sampler::Sample {
         host: stats,
@@ -231,7 +237,8 @@ pub async fn run_hollow_host(
     }));
     let wake = Arc::new(Notify::new());
     let events = runtime::spawn_events(&runtime, &wake);
-    let link = link::Link::new(connector, config, info, desired_sender, reports, samples);
+    let link = link::Link::new(connector, config, info, desired_sender, reports, samples)
+        .with_causes(causes_sender);
     let (stop, stopped) = watch::channel(false);
     let stopped_for = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|s| *s).await;

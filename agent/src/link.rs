@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use nexus_protocol::RequestId;
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
+use nexus_protocol::hop::{self, Hop};
 use nexus_protocol::id::random_u64;
 use nexus_protocol::identity::IdentityKind;
 use nexus_protocol::message::{AgentRequest, DesiredState, ObservedWorkspace, Request, Response};
@@ -29,6 +30,7 @@ use nexus_protocol::transport::{Connection, Connector, Subscription, resolve};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::hops::{self, Causes};
 use crate::metrics::Metrics;
 use crate::probes::Vitals;
 use crate::sampler::Sample;
@@ -48,6 +50,9 @@ pub struct Link {
     info: HostInfo,
     failures: u32,
     desired: watch::Sender<Option<DesiredState>>,
+    /// The request that last changed each workspace, as the coordinator names them with the
+    /// desired state (kept beside it, not on disk).
+    causes: watch::Sender<Causes>,
     reports: watch::Receiver<Vec<ObservedWorkspace>>,
     samples: watch::Receiver<Option<Sample>>,
     /// Where this agent serves users' logs and exec, told to every coordinator it registers with.
@@ -99,6 +104,7 @@ impl Link {
             info,
             failures: 0,
             desired,
+            causes: watch::Sender::new(Causes::default()),
             reports,
             samples,
             serving: None,
@@ -112,6 +118,13 @@ impl Link {
     /// Records into `metrics`, and shows its state to the probes in `vitals`.
     pub fn monitored(mut self, metrics: Metrics, vitals: Arc<Vitals>) -> Link {
         self.monitor = Monitor { metrics, vitals };
+        self
+    }
+
+    /// Keeps the causes the coordinator sends with each desired state in `causes` (the
+    /// reconciler's receiver traces each workspace's steps under them).
+    pub fn with_causes(mut self, causes: watch::Sender<Causes>) -> Link {
+        self.causes = causes;
         self
     }
 
@@ -219,7 +232,12 @@ impl Link {
         }
         healthy.store(true, Ordering::Relaxed);
         self.monitor.registered(None);
-        let (subscription, known_version) = match watch_desired(&connection, &self.desired).await {
+        let watching = Watching {
+            connection: &connection,
+            desired: &self.desired,
+            causes: &self.causes,
+        };
+        let (subscription, known_version) = match watching.open(true).await {
             Ok(watching) => watching,
             Err(error) => return error,
         };
@@ -231,9 +249,9 @@ impl Link {
         samples.mark_unchanged();
         let rewatch = rewatch_interval(self.config.heartbeat_interval);
         tokio::select! {
-            error = watch_refreshed(&connection, subscription, &self.desired, rewatch) => error,
+            error = watching.refreshed(subscription, rewatch) => error,
             error = heartbeat(&connection, self.config.heartbeat_interval, deadline, self.samples.clone(), healthy, &self.monitor) => error,
-            error = report(&connection, reports) => error,
+            error = report(&connection, reports, self.causes.subscribe()) => error,
             error = container_stats(&connection, deadline, samples) => error,
         }
     }
@@ -248,83 +266,128 @@ fn rewatch_interval(heartbeat: Duration) -> Duration {
     base - spread / 2 + Duration::from_millis(random_u64() % spread_ms)
 }
 
-/// Watches the desired state, and every `every` starts the watch again from the version held.
-/// A watch sends only what changed, so a push lost on the way would leave the host behind for
-/// good. One was seen at fleet scale and not yet explained: a workspace placed on a live host
-/// whose agent never heard of it. Asking afresh bounds such a loss to one interval, and the
-/// agent logs what a renewal caught up.
-async fn watch_refreshed(
-    connection: &Connection,
-    first: Subscription,
-    desired: &watch::Sender<Option<DesiredState>>,
-    every: Duration,
-) -> WireError {
-    if let Ok(error) = tokio::time::timeout(every, watch(first, desired, None)).await {
-        return error;
-    }
-    loop {
-        let (subscription, known_version) = match watch_desired(connection, desired).await {
-            Ok(watching) => watching,
-            Err(error) => return error,
-        };
-        tracing::debug!(?known_version, "renewed the desired-state watch");
-        let held = Some(known_version);
-        if let Ok(error) = tokio::time::timeout(every, watch(subscription, desired, held)).await {
-            return error;
+/// One session's desired-state watch: the connection, and where what it pushes goes.
+struct Watching<'a> {
+    connection: &'a Connection,
+    desired: &'a watch::Sender<Option<DesiredState>>,
+    causes: &'a watch::Sender<Causes>,
+}
+
+/// How one watch ended: its error, and whether any update came before it.
+struct Ended {
+    error: WireError,
+    answered: bool,
+}
+
+impl Watching<'_> {
+    /// Watches the desired state, and every `every` starts the watch again from the version
+    /// held. A watch sends only what changed, so a push lost on the way would leave the host
+    /// behind for good. One was seen at fleet scale and not yet explained: a workspace placed on
+    /// a live host whose agent never heard of it. Asking afresh bounds such a loss to one
+    /// interval, and the agent logs what a renewal caught up.
+    ///
+    /// The watch asks for each workspace's cause with the state (`WatchDesiredCauses`); a
+    /// coordinator of an earlier version cannot read that request, and is asked the older
+    /// `WatchDesired` for the rest of the session.
+    async fn refreshed(&self, first: Subscription, every: Duration) -> WireError {
+        let mut with_causes = true;
+        let mut subscription = first;
+        let mut held = None;
+        loop {
+            match tokio::time::timeout(every, self.watch(subscription, held)).await {
+                Ok(ended) if with_causes && !ended.answered && unreadable(&ended.error) => {
+                    tracing::info!(
+                        "the coordinator does not know the watch with causes; using the older watch (the agent's work is not traced under users' requests)"
+                    );
+                    with_causes = false;
+                }
+                Ok(ended) => return ended.error,
+                Err(_) => {}
+            }
+            let known_version;
+            (subscription, known_version) = match self.open(with_causes).await {
+                Ok(watching) => watching,
+                Err(error) => return error,
+            };
+            tracing::debug!(?known_version, "renewed the desired-state watch");
+            held = Some(known_version);
         }
     }
-}
 
-/// Asks for the desired state from the version held on: the subscription, and that version.
-async fn watch_desired(
-    connection: &Connection,
-    desired: &watch::Sender<Option<DesiredState>>,
-) -> Result<(Subscription, Option<u64>), WireError> {
-    let known_version = desired.borrow().as_ref().map(|d| d.version);
-    let request = Request::Agent(AgentRequest::WatchDesired { known_version });
-    Ok((connection.subscribe(request).await?, known_version))
-}
+    /// Asks for the desired state from the version held on: the subscription, and that version.
+    async fn open(&self, with_causes: bool) -> Result<(Subscription, Option<u64>), WireError> {
+        let known_version = self.desired.borrow().as_ref().map(|d| d.version);
+        let request = if with_causes {
+            AgentRequest::WatchDesiredCauses { known_version }
+        } else {
+            AgentRequest::WatchDesired { known_version }
+        };
+        let subscription = self.connection.subscribe(Request::Agent(request)).await?;
+        Ok((subscription, known_version))
+    }
 
-/// Hands every desired state the coordinator pushes to the reconciler. `refreshed` holds the
-/// version the agent had when it asked afresh: anything newer in the first answer is a change
-/// the previous watch never sent.
-async fn watch(
-    mut subscription: Subscription,
-    desired: &watch::Sender<Option<DesiredState>>,
-    refreshed: Option<Option<u64>>,
-) -> WireError {
-    let mut first = true;
-    loop {
-        match subscription.next().await {
-            Some(Ok(Response::Desired(state))) => {
-                if first
-                    && let Some(held) = refreshed
-                    && held.is_none_or(|held| state.version > held)
-                {
-                    // Mostly a change made just as the watch was renewed (its push died with
-                    // the old watch): 38 of 5,000 hosts' renewals during a burst of 50,000
-                    // creates. So info, not a warning; a host that lags for a whole interval
-                    // shows here too.
-                    tracing::info!(
-                        version = state.version,
-                        held = ?held,
-                        "a renewed watch of the desired state brought a version the previous watch had not sent"
+    /// Hands every desired state the coordinator pushes to the reconciler, its causes first.
+    /// `refreshed` holds the version the agent had when it asked afresh: anything newer in the
+    /// first answer is a change the previous watch never sent.
+    async fn watch(&self, mut subscription: Subscription, refreshed: Option<Option<u64>>) -> Ended {
+        let mut first = true;
+        let ended = |error, first: bool| Ended {
+            error,
+            answered: !first,
+        };
+        loop {
+            let (state, causes) = match subscription.next().await {
+                Some(Ok(Response::DesiredWithCauses { state, causes })) => (state, causes),
+                Some(Ok(Response::Desired(state))) => (state, Vec::new()),
+                Some(Ok(other)) => return ended(unexpected(&other), first),
+                Some(Err(error)) => return ended(error, first),
+                None => {
+                    let error = WireError::new(
+                        ErrorCode::NetworkError,
+                        "the coordinator ended the desired-state watch",
                     );
+                    return ended(error, first);
                 }
-                first = false;
-                tracing::debug!(version = state.version, "desired state received");
-                desired.send_replace(Some(state));
-            }
-            Some(Ok(other)) => return unexpected(&other),
-            Some(Err(error)) => return error,
-            None => {
-                return WireError::new(
-                    ErrorCode::NetworkError,
-                    "the coordinator ended the desired-state watch",
+            };
+            if first
+                && let Some(held) = refreshed
+                && held.is_none_or(|held| state.version > held)
+            {
+                // Mostly a change made just as the watch was renewed (its push died with the
+                // old watch): 38 of 5,000 hosts' renewals during a burst of 50,000 creates. So
+                // info, not a warning; a host that lags for a whole interval shows here too.
+                tracing::info!(
+                    version = state.version,
+                    held = ?held,
+                    "a renewed watch of the desired state brought a version the previous watch had not sent"
                 );
             }
+            first = false;
+            tracing::debug!(
+                version = state.version,
+                causes = causes.len(),
+                "desired state received"
+            );
+            let version = state.version;
+            self.causes.send_if_modified(|held| {
+                let replace = held.replaced_by(version);
+                if replace {
+                    *held = Causes::new(version, causes);
+                }
+                replace
+            });
+            self.desired.send_replace(Some(state));
         }
     }
+}
+
+/// Whether a coordinator could not read the request at all: one of an earlier version, which
+/// knows no `WatchDesiredCauses`.
+fn unreadable(error: &WireError) -> bool {
+    matches!(
+        error.code,
+        ErrorCode::ProtocolError | ErrorCode::Unsupported
+    )
 }
 
 async fn heartbeat(
@@ -381,11 +444,15 @@ async fn beat(
 async fn report(
     connection: &Connection,
     mut reports: watch::Receiver<Vec<ObservedWorkspace>>,
+    causes: watch::Receiver<Causes>,
 ) -> WireError {
     let mut refresh = tokio::time::interval(REPORT_REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh.tick().await;
     let mut refused: Option<Vec<ObservedWorkspace>> = None;
+    // What the coordinators last acknowledged: a report is a hop of each workspace's cause
+    // whose entry changed since.
+    let mut acknowledged: Vec<ObservedWorkspace> = Vec::new();
     loop {
         tokio::select! {
             changed = reports.changed() => if changed.is_err() {
@@ -399,12 +466,20 @@ async fn report(
         if observed.is_empty() || refused.as_ref() == Some(&observed) {
             continue;
         }
+        let hops = report_hops(&observed, &acknowledged, &causes.borrow());
         let request = Request::Agent(AgentRequest::ReportObserved(observed.clone()));
-        match connection
+        let answer = connection
             .request_with(RequestId::random(), request, REPORT_DEADLINE)
-            .await
-        {
-            Ok(Response::Ack) => refused = None,
+            .await;
+        for span in &hops {
+            hop::record(span, &answer);
+        }
+        drop(hops);
+        match answer {
+            Ok(Response::Ack) => {
+                refused = None;
+                acknowledged = observed;
+            }
             Ok(other) => return unexpected(&other),
             Err(error) if error.code == ErrorCode::Timeout => {
                 tracing::warn!(
@@ -420,6 +495,29 @@ async fn report(
             Err(error) => return error,
         }
     }
+}
+
+/// One [`hops::REPORT`] per workspace whose observed entry changed since the last
+/// acknowledged report, under its cause's request id, if it has one.
+fn report_hops(
+    observed: &[ObservedWorkspace],
+    acknowledged: &[ObservedWorkspace],
+    causes: &Causes,
+) -> Vec<tracing::Span> {
+    observed
+        .iter()
+        .filter(|entry| !acknowledged.contains(entry))
+        .filter_map(|entry| {
+            let cause = causes.by_workspace.get(&entry.name)?;
+            let state = entry.state.to_string();
+            Some(
+                Hop::new(hops::REPORT, Some(*cause))
+                    .workspace(&entry.name)
+                    .kind(&state)
+                    .info(),
+            )
+        })
+        .collect()
 }
 
 async fn container_stats(
@@ -480,6 +578,53 @@ fn next_after(coordinators: &[String], target: &str, index: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_is_a_hop_of_each_changed_workspaces_cause() {
+        use nexus_protocol::hop::capture;
+        use nexus_protocol::model::WorkspaceState;
+        let entry = |name: &str, state| ObservedWorkspace {
+            name: name.parse().unwrap(),
+            generation: 1,
+            state,
+            ports: vec![],
+            error: None,
+        };
+        let create = RequestId::from_u128(1);
+        let causes = Causes::new(
+            4,
+            vec![
+                ("api".parse().unwrap(), create),
+                ("db".parse().unwrap(), RequestId::from_u128(2)),
+            ],
+        );
+        let acknowledged = vec![
+            entry("api", WorkspaceState::Starting),
+            entry("db", WorkspaceState::Running),
+        ];
+        let observed = vec![
+            entry("api", WorkspaceState::Running),
+            entry("db", WorkspaceState::Running),
+            entry("web", WorkspaceState::Running),
+        ];
+        let (subscriber, captured) = capture::subscriber();
+        tracing::subscriber::with_default(subscriber, || {
+            let spans = report_hops(&observed, &acknowledged, &causes);
+            for span in &spans {
+                hop::ok(span);
+            }
+        });
+        // `db` did not change, `web` has no cause: only `api`'s report is traced.
+        let hops = captured.hops();
+        assert_eq!(hops.len(), 1, "{hops:?}");
+        assert_eq!(hops[0].name(), "agent.report");
+        assert_eq!(hops[0].field("workspace"), Some("api"));
+        assert_eq!(hops[0].field("kind"), Some("running"));
+        assert_eq!(
+            hops[0].field("request_id"),
+            Some(create.to_string().as_str())
+        );
+    }
 
     #[test]
     fn after_a_lost_coordinator_the_next_one_in_the_list_is_tried() {

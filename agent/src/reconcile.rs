@@ -16,15 +16,17 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use nexus_protocol::error::{ErrorCode, RetryChange, RetryPolicy, WireError};
+use nexus_protocol::hop::{self, Hop};
 use nexus_protocol::id::random_u64;
 use nexus_protocol::message::{Assignment, DesiredRun, DesiredState, ObservedWorkspace};
 use nexus_protocol::model::WorkspaceState;
-use nexus_protocol::{HostId, WorkspaceName};
+use nexus_protocol::{HostId, RequestId, WorkspaceName};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::cache::{Cache, Saved};
+use crate::hops::{self, Causes};
 use crate::metrics::{Metrics, Op};
 use crate::plan::{Memory, Step, WorkspacePlan, plan};
 use crate::ports;
@@ -90,6 +92,9 @@ pub struct Reconciler<R: Runtime> {
     metrics: Metrics,
     /// Where the loop says it is not stalled.
     vitals: Arc<Vitals>,
+    /// The request that last changed each workspace, from the link: each workspace's steps are
+    /// traced under its cause's id.
+    causes: Option<watch::Receiver<Causes>>,
 }
 
 impl<R: Runtime> Reconciler<R> {
@@ -150,6 +155,7 @@ impl<R: Runtime> Reconciler<R> {
             report,
             metrics: Metrics::unserved(),
             vitals: Arc::default(),
+            causes: None,
         };
         (reconciler, reports)
     }
@@ -379,7 +385,13 @@ impl<R: Runtime> Reconciler<R> {
                     generation == failure.generation && run == failure.run
                 })
         });
-        let due: Vec<(WorkspacePlan, DesiredRun, CreateSpec)> = plan
+        let version = self.desired.as_ref().map(|d| d.version);
+        let causes = self
+            .causes
+            .as_ref()
+            .map(|causes| causes.borrow().clone())
+            .unwrap_or_default();
+        let due: Vec<(WorkspacePlan, DesiredRun, CreateSpec, Option<RequestId>)> = plan
             .workspaces
             .iter()
             .filter(|w| !w.steps.is_empty())
@@ -394,13 +406,19 @@ impl<R: Runtime> Reconciler<R> {
                     .iter()
                     .flat_map(|d| d.assignments.iter())
                     .find(|a| a.spec.name == w.name)?;
-                Some((w.clone(), assignment.run, self.create_spec(assignment)))
+                let cause = causes.of(&w.name, version);
+                Some((
+                    w.clone(),
+                    assignment.run,
+                    self.create_spec(assignment),
+                    cause,
+                ))
             })
             .collect();
         let ran = !due.is_empty();
         let results: Vec<(WorkspaceName, u64, DesiredRun, Result<Done, RuntimeError>)> =
             futures_util::stream::iter(due)
-                .map(|(workspace, run, spec)| {
+                .map(|(workspace, run, spec, cause)| {
                     let runtime = self.runtime.clone();
                     let host = self.host.clone();
                     let metrics = &self.metrics;
@@ -413,8 +431,22 @@ impl<R: Runtime> Reconciler<R> {
                         generation = workspace.generation
                     );
                     async move {
-                        let result =
-                            execute(runtime.as_ref(), &host, &workspace, &spec, metrics).await;
+                        let steps = hops::steps_kind(&workspace.steps);
+                        let span = Hop::new(hops::RECONCILE, cause)
+                            .workspace(&workspace.name)
+                            .kind(&steps)
+                            .info();
+                        let on = Engine {
+                            runtime: runtime.as_ref(),
+                            metrics,
+                            cause,
+                            workspace: &workspace.name,
+                        };
+                        let result = execute(on, &host, &workspace, &spec)
+                            .instrument(span.clone())
+                            .await;
+                        hop::record(&span, &result.as_ref().map_err(RuntimeError::to_wire));
+                        drop(span);
                         vitals.beat(&vitals.reconcile, true);
                         (workspace.name, workspace.generation, run, result)
                     }
@@ -512,6 +544,13 @@ impl<R: Runtime> Reconciler<R> {
     pub fn monitored(mut self, metrics: Metrics, vitals: Arc<Vitals>) -> Self {
         self.metrics = metrics;
         self.vitals = vitals;
+        self
+    }
+
+    /// Traces each workspace's steps under the request that `causes` names for it (the link
+    /// keeps them beside the desired state).
+    pub fn with_causes(mut self, causes: watch::Receiver<Causes>) -> Self {
+        self.causes = Some(causes);
         self
     }
 
@@ -678,72 +717,139 @@ fn in_progress(workspace: &WorkspacePlan) -> WorkspaceState {
     }
 }
 
+/// Where one workspace's engine calls go, and under which request they are traced.
+struct Engine<'a, R> {
+    runtime: &'a R,
+    metrics: &'a Metrics,
+    cause: Option<RequestId>,
+    workspace: &'a WorkspaceName,
+}
+
+impl<R: Runtime> Engine<'_, R> {
+    /// Runs `call` as `op`: counted and timed in the metrics, and a hop ([`hops::ENGINE`]) whose
+    /// outcome carries the code the engine's error is reported under.
+    async fn call<T>(
+        &self,
+        op: Op,
+        call: impl std::future::Future<Output = Result<T, RuntimeError>>,
+    ) -> Result<T, RuntimeError> {
+        let span = self.hop(op);
+        let result = self.metrics.time(op, call).instrument(span.clone()).await;
+        hop::record(&span, &result.as_ref().map_err(RuntimeError::to_wire));
+        result
+    }
+
+    fn hop(&self, op: Op) -> tracing::Span {
+        Hop::new(hops::ENGINE, self.cause)
+            .workspace(self.workspace)
+            .kind(op.as_str())
+            .info()
+    }
+
+    /// Pulls the image if it is missing: counted as a pull only when it was.
+    async fn pull(&self, image: &str) -> Result<bool, RuntimeError> {
+        let span = self.hop(Op::Pull);
+        let pull = self.metrics.begin(Op::Pull);
+        let pulled = self.runtime.pull(image).instrument(span.clone()).await;
+        if !matches!(pulled, Ok(false)) {
+            pull.end(&pulled);
+        }
+        hop::record(&span, &pulled.as_ref().map_err(RuntimeError::to_wire));
+        pulled
+    }
+}
+
 /// Runs one workspace's steps in order, stopping at the first failure; counts and times each
-/// engine call in `metrics`.
+/// engine call in the metrics. Each step is a hop ([`hops::STEP`]); a failed one is logged at
+/// error level inside it, so that the request's logs show why.
 async fn execute<R: Runtime>(
-    runtime: &R,
+    on: Engine<'_, R>,
     host: &HostId,
     workspace: &WorkspacePlan,
     spec: &CreateSpec,
-    metrics: &Metrics,
 ) -> Result<Done, RuntimeError> {
     let mut done = Done::default();
     for step in &workspace.steps {
-        tracing::debug!(workspace = %workspace.name, ?step, "step");
-        match step {
-            Step::Remove { id } => metrics.time(Op::Remove, runtime.remove(id)).await?,
-            Step::Launch => {
-                ports::check_free(&spec.ports)?;
-                // Counted as a pull only when the image was missing.
-                let pull = metrics.begin(Op::Pull);
-                let pulled = runtime.pull(&spec.image).await;
-                if !matches!(pulled, Ok(false)) {
-                    pull.end(&pulled);
-                }
-                pulled?;
-                let id = metrics.time(Op::Create, runtime.create(spec)).await?;
-                metrics.time(Op::Start, runtime.start(&id)).await?;
-                done.started = true;
-                tracing::info!(workspace = %workspace.name, generation = workspace.generation, container = %id, "started");
-            }
-            Step::Start { id } => {
-                ports::check_free(&spec.ports)?;
-                metrics.time(Op::Start, runtime.start(id)).await?;
-                done.started = true;
-                tracing::info!(workspace = %workspace.name, container = %id, "started again");
-            }
-            Step::Stop { id } => {
-                metrics.time(Op::Stop, runtime.stop(id, STOP_GRACE)).await?;
-                done.stopped = true;
-                tracing::info!(workspace = %workspace.name, container = %id, "stopped");
-            }
-            Step::ReadExit { id } => {
-                let details = metrics.time(Op::ReadExit, runtime.exit_details(id)).await?;
-                done.exit = Some((id.clone(), details.to_error(&workspace.name)));
-            }
-            Step::RemoveNetwork => {
-                metrics
-                    .time(
-                        Op::RemoveNetwork,
-                        runtime.remove_network(host, &workspace.name),
-                    )
-                    .await?;
-                if let Some(files) = &spec.files {
-                    match std::fs::remove_dir_all(files) {
-                        Ok(()) => {}
-                        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(error) => {
-                            return Err(RuntimeError::new(
-                                crate::runtime::ErrorKind::Failed,
-                                format!("cannot remove {}: {error}", files.display()),
-                            ));
-                        }
-                    }
-                }
-                done.network_removed = true;
-                tracing::info!(workspace = %workspace.name, "destroyed");
+        let kind = hops::step_kind(step);
+        let span = Hop::new(hops::STEP, on.cause)
+            .workspace(&workspace.name)
+            .kind(kind)
+            .info();
+        let result = run_step(&on, host, workspace, spec, step, &mut done)
+            .instrument(span.clone())
+            .await;
+        match result {
+            Ok(()) => hop::ok(&span),
+            Err(error) => {
+                let wire = error.to_wire();
+                span.in_scope(|| {
+                    tracing::error!(workspace = %workspace.name, generation = workspace.generation, step = kind, code = %wire.code, "{}", wire.message);
+                });
+                hop::failed(&span, &wire);
+                return Err(error);
             }
         }
     }
     Ok(done)
+}
+
+/// Runs one step.
+async fn run_step<R: Runtime>(
+    on: &Engine<'_, R>,
+    host: &HostId,
+    workspace: &WorkspacePlan,
+    spec: &CreateSpec,
+    step: &Step,
+    done: &mut Done,
+) -> Result<(), RuntimeError> {
+    let runtime = on.runtime;
+    tracing::debug!(workspace = %workspace.name, ?step, "step");
+    match step {
+        Step::Remove { id } => on.call(Op::Remove, runtime.remove(id)).await?,
+        Step::Launch => {
+            ports::check_free(&spec.ports)?;
+            on.pull(&spec.image).await?;
+            let id = on.call(Op::Create, runtime.create(spec)).await?;
+            on.call(Op::Start, runtime.start(&id)).await?;
+            done.started = true;
+            tracing::info!(workspace = %workspace.name, generation = workspace.generation, container = %id, "started");
+        }
+        Step::Start { id } => {
+            ports::check_free(&spec.ports)?;
+            on.call(Op::Start, runtime.start(id)).await?;
+            done.started = true;
+            tracing::info!(workspace = %workspace.name, container = %id, "started again");
+        }
+        Step::Stop { id } => {
+            on.call(Op::Stop, runtime.stop(id, STOP_GRACE)).await?;
+            done.stopped = true;
+            tracing::info!(workspace = %workspace.name, container = %id, "stopped");
+        }
+        Step::ReadExit { id } => {
+            let details = on.call(Op::ReadExit, runtime.exit_details(id)).await?;
+            done.exit = Some((id.clone(), details.to_error(&workspace.name)));
+        }
+        Step::RemoveNetwork => {
+            on.call(
+                Op::RemoveNetwork,
+                runtime.remove_network(host, &workspace.name),
+            )
+            .await?;
+            if let Some(files) = &spec.files {
+                match std::fs::remove_dir_all(files) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => {
+                        return Err(RuntimeError::new(
+                            crate::runtime::ErrorKind::Failed,
+                            format!("cannot remove {}: {error}", files.display()),
+                        ));
+                    }
+                }
+            }
+            done.network_removed = true;
+            tracing::info!(workspace = %workspace.name, "destroyed");
+        }
+    }
+    Ok(())
 }

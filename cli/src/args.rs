@@ -24,6 +24,13 @@ pub struct Cli {
     /// How to print results.
     #[arg(long, short = 'o', value_enum, env = "NEXUS_OUTPUT", global = true)]
     pub output: Option<OutputFormat>,
+    /// The request id this command's requests go under (32 hex digits), to find them with
+    /// `nexus admin trace`; a fresh one by default. A retry keeps it.
+    #[arg(long, env = "NEXUS_REQUEST_ID", global = true, value_name = "ID")]
+    pub request_id: Option<RequestId>,
+    /// Say on stderr the request id this command's requests go under.
+    #[arg(long, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -461,6 +468,15 @@ pub enum AdminCommand {
     },
     /// The daemons' own log records, from every coordinator and agent, merged in time order.
     Logs(AdminLogsArgs),
+    /// One request's timeline across the fleet: each hop with its coordinator or host, offset,
+    /// duration and outcome, and where it failed.
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The request id, as an error or `--verbose` printed it (32 hex digits).
+    pub request_id: RequestId,
 }
 
 /// `nexus admin logs`: which records, from which daemons.
@@ -583,6 +599,17 @@ pub enum AdminWorkspaceCommand {
     SyncConflicts { name: WorkspaceName },
     /// Wake the workspace's sync sessions for a cycle now.
     SyncFlush { name: WorkspaceName },
+    /// Run a command in any user's running workspace (as `workspace exec`); exits with its exit
+    /// code.
+    Exec {
+        name: WorkspaceName,
+        /// Then print the request's hops and timings, and the agent's lines about it, on stderr.
+        #[arg(long)]
+        debug: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Destroy stopped workspaces unchanged for a while: one user's (`--owner`) or everyone's.
     Cleanup {
         #[arg(long)]
@@ -668,6 +695,41 @@ mod tests {
         assert!(parse_age("d").is_err());
         assert!(parse_age("-1h").is_err());
         assert!(parse_age("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn a_request_id_is_32_hex_digits() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let cli = parse(&[
+            "nexus",
+            "--request-id",
+            "0123456789abcdef0123456789abcdef",
+            "ping",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.request_id,
+            Some(RequestId::from_u128(
+                0x0123_4567_89ab_cdef_0123_4567_89ab_cdef
+            ))
+        );
+        // Global: after the command too.
+        let cli = parse(&[
+            "nexus",
+            "ping",
+            "--verbose",
+            "--request-id",
+            &format!("{}1", "0".repeat(31)),
+        ])
+        .unwrap();
+        assert_eq!(cli.request_id, Some(RequestId::from_u128(1)));
+        assert!(cli.verbose);
+        assert!(parse(&["nexus", "--request-id", "abc", "ping"]).is_err());
+        let trace = parse(&["nexus", "admin", "trace", &"f".repeat(32)]).unwrap();
+        assert!(matches!(
+            trace.command,
+            Command::Admin(AdminCommand::Trace(TraceArgs { request_id })) if request_id == RequestId::from_u128(u128::MAX)
+        ));
     }
 
     #[test]

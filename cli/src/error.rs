@@ -35,6 +35,14 @@ impl CliError {
         )
     }
 
+    /// The error, naming `request_id` unless it names a request already.
+    pub fn under_request(mut self, request_id: nexus_protocol::RequestId) -> CliError {
+        if self.error.request_id.is_none() {
+            self.error.request_id = Some(request_id);
+        }
+        self
+    }
+
     pub fn exit_code(&self) -> u8 {
         self.error.code.exit_code()
     }
@@ -112,5 +120,27 @@ mod tests {
         .suggest("pass --coordinator");
         expect![[r#"{"error":{"code":"INVALID_ARGUMENT","message":"no coordinator address configured","request_id":null,"suggestion":"pass --coordinator"}}"#]]
         .assert_eq(&local.render_json().to_string());
+    }
+
+    #[test]
+    fn an_error_names_the_commands_request_unless_it_names_its_own() {
+        let command = RequestId::from_u128(1);
+        let found_here = CliError::local(ErrorCode::WorkspaceStartFailed, "workspace api failed")
+            .under_request(command);
+        assert_eq!(found_here.error.request_id, Some(command));
+        assert!(
+            found_here
+                .render_text()
+                .contains("request id: 00000000000000000000000000000001")
+        );
+        assert_eq!(
+            found_here.render_json()["error"]["request_id"],
+            "00000000000000000000000000000001"
+        );
+        let answered = CliError::from(
+            WireError::new(ErrorCode::Timeout, "late").with_request_id(RequestId::from_u128(2)),
+        )
+        .under_request(command);
+        assert_eq!(answered.error.request_id, Some(RequestId::from_u128(2)));
     }
 }

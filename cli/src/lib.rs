@@ -15,6 +15,7 @@ pub mod progress;
 pub mod settings;
 pub mod sync;
 pub mod syncd;
+pub mod trace;
 
 use std::process::ExitCode;
 
@@ -50,7 +51,13 @@ pub fn main() -> ExitCode {
                 format!("cannot start the runtime: {e}"),
             )
         })?;
-        runtime.block_on(run(cli.command, &cli.connection, file, format))
+        let ids = CommandId {
+            request_id: cli
+                .request_id
+                .unwrap_or_else(nexus_protocol::RequestId::random),
+            verbose: cli.verbose,
+        };
+        runtime.block_on(run(cli.command, &cli.connection, file, format, ids))
     })();
     match result {
         Ok(code) => ExitCode::from(code),
@@ -65,11 +72,41 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The request id a command's requests go under, and whether to say it.
+#[derive(Debug, Clone, Copy)]
+struct CommandId {
+    request_id: nexus_protocol::RequestId,
+    verbose: bool,
+}
+
+impl CommandId {
+    /// The settings of a command that asks the fleet: every request goes under the command's
+    /// id (said on stderr with `--verbose`), and every error names it.
+    fn settings(
+        self,
+        connection: &args::ConnectionArgs,
+        file: settings::FileSettings,
+    ) -> Result<Settings, CliError> {
+        let settings = Settings::resolve(connection, file)?.with_request_id(self.request_id);
+        if self.verbose {
+            eprintln!("request id: {}", self.request_id);
+        }
+        Ok(settings)
+    }
+
+    /// An error of the command's, naming the request it happened under: the server's answer
+    /// does; an error the CLI found itself (a wait that ended in a failure) gets the command's.
+    fn name<T>(self, result: Result<T, CliError>) -> Result<T, CliError> {
+        result.map_err(|error| error.under_request(self.request_id))
+    }
+}
+
 async fn run(
     command: Command,
     connection: &args::ConnectionArgs,
     file: settings::FileSettings,
     format: OutputFormat,
+    ids: CommandId,
 ) -> Result<u8, CliError> {
     let done = match command {
         Command::Completions { shell } => {
@@ -81,35 +118,40 @@ async fn run(
         Command::Up(args) => commands::up::up(args, format).await,
         Command::Down(args) => commands::up::down(args, format).await,
         Command::Pki(command) => commands::pki::run(command, format),
-        Command::Ping => commands::ping::run(&Settings::resolve(connection, file)?, format).await,
+        Command::Ping => {
+            let settings = ids.settings(connection, file)?;
+            ids.name(commands::ping::run(&settings, format).await)
+        }
         // Their exit code says how healthy: 0 only when it is (see `health`).
         Command::Admin(args::AdminCommand::HealthCheck) => {
-            return commands::health::health_check(&Settings::resolve(connection, file)?, format)
-                .await;
+            let settings = ids.settings(connection, file)?;
+            return ids.name(commands::health::health_check(&settings, format).await);
         }
         Command::Admin(args::AdminCommand::Workspace(args::AdminWorkspaceCommand::Health {
             name,
         })) => {
-            return commands::health::workspace_health(
-                &Settings::resolve(connection, file)?,
-                name,
-                format,
-            )
-            .await;
+            let settings = ids.settings(connection, file)?;
+            return ids.name(commands::health::workspace_health(&settings, name, format).await);
+        }
+        Command::Admin(args::AdminCommand::Workspace(args::AdminWorkspaceCommand::Exec {
+            name,
+            debug,
+            command,
+        })) => {
+            let settings = ids.settings(connection, file)?;
+            let exec = commands::trace::exec(&settings, name, command, debug, format);
+            return ids.name(exec.await);
         }
         Command::Admin(command) => {
-            commands::admin::run(command, &Settings::resolve(connection, file)?, format).await
+            let settings = ids.settings(connection, file)?;
+            ids.name(commands::admin::run(command, &settings, format).await)
         }
         Command::Workspace(args::WorkspaceCommand::Sync(command)) => {
             commands::sync::run(command, Settings::resolve(connection, file), format).await
         }
         Command::Workspace(command) => {
-            return commands::workspace::run(
-                command,
-                &Settings::resolve(connection, file)?,
-                format,
-            )
-            .await;
+            let settings = ids.settings(connection, file)?;
+            return ids.name(commands::workspace::run(command, &settings, format).await);
         }
         Command::SyncDaemon { dir } => crate::syncd::run(crate::syncd::Paths { dir })
             .await

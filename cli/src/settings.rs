@@ -60,6 +60,11 @@ pub struct Settings {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The command's request id: every request the command sends for its work goes under it
+    /// (`--request-id`, else one drawn at its start). `None` (the sync daemon): a fresh id per
+    /// request.
+    #[serde(skip)]
+    pub request_id: Option<RequestId>,
 }
 
 /// Loads the file settings (explicit or default path) once.
@@ -107,7 +112,19 @@ impl Settings {
                 .clone()
                 .or(file.key)
                 .ok_or_else(|| missing("private key", "--key FILE", "NEXUS_KEY"))?,
+            request_id: None,
         })
+    }
+
+    /// The same settings, sending every request under `request_id`.
+    pub fn with_request_id(mut self, request_id: RequestId) -> Settings {
+        self.request_id = Some(request_id);
+        self
+    }
+
+    /// The id of the next request: the command's, or a fresh one.
+    pub fn next_request_id(&self) -> RequestId {
+        self.request_id.unwrap_or_else(RequestId::random)
     }
 
     pub fn connector(&self) -> Result<Connector, CliError> {
@@ -227,12 +244,15 @@ impl Client<'_> {
     /// their code's policy says (a `TIMEOUT` once with twice the time, a leaderless `NOT_LEADER`
     /// a few times while an election runs). Every attempt carries the same request id, so a write
     /// is never applied twice. `limit` bounds each attempt.
+    ///
+    /// The id is the command's ([`Settings::request_id`]) when it has one: every request of a
+    /// command goes under it (its one write, and the reads around it, which no journal keeps).
     pub async fn request(
         &mut self,
         request: Request,
         limit: Duration,
     ) -> Result<Response, CliError> {
-        let request_id = RequestId::random();
+        let request_id = self.settings.next_request_id();
         let mut limit = limit;
         let mut redirects = 0;
         let mut retries = 0u32;

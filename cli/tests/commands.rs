@@ -74,6 +74,18 @@ fn the_workspace_and_admin_commands_of_the_contract_exist() {
 }
 
 #[test]
+fn the_request_id_and_trace_commands_exist() {
+    let top = help(&[]);
+    assert!(top.contains("--request-id"));
+    assert!(top.contains("NEXUS_REQUEST_ID"));
+    assert!(top.contains("--verbose"));
+    assert!(help(&["admin"]).contains("trace"));
+    assert!(help(&["admin", "trace"]).contains("REQUEST_ID"));
+    assert!(help(&["admin", "workspace"]).contains("exec"));
+    assert!(help(&["admin", "workspace", "exec"]).contains("--debug"));
+}
+
+#[test]
 fn shell_completions_cover_the_commands() {
     for shell in ["bash", "zsh", "fish"] {
         let out = Command::new(env!("CARGO_BIN_EXE_nexus"))

@@ -14,15 +14,18 @@ use std::time::{Duration, Instant};
 
 use nexus_protocol::clock;
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
+use nexus_protocol::hop::{self, Hop};
 use nexus_protocol::identity::Identity;
 use nexus_protocol::message::MemberRole;
 use nexus_protocol::{NodeId, RequestId};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use self::driver::{Driver, Input, Query};
 use crate::consensus::{
     MemberChange, MemberProgress, RaftConfig, RaftMessage, RaftNode, StoreError,
 };
+use crate::hops;
 use crate::locks::lock;
 use crate::metrics::{Metrics, ProposalOutcome};
 use crate::peers::{Delivery, Peers};
@@ -125,8 +128,29 @@ impl Cluster {
 
     /// Proposes `command` for `proposer` and waits until it is applied. On a follower the write
     /// is forwarded to the leader. `Ok` only once it is applied; a rejection by the state machine
-    /// is its error.
+    /// is its error. A hop of the request's trace ([`hops::PROPOSE`]).
     pub async fn propose(
+        &self,
+        request_id: RequestId,
+        proposer: Identity,
+        command: Command,
+    ) -> Result<(), WireError> {
+        let mut hop = Hop::new(hops::PROPOSE, Some(request_id));
+        if let Some(workspace) = hops::command_workspace(&command) {
+            hop = hop.workspace(workspace);
+        }
+        let span = hop.info();
+        let result = self
+            .propose_untraced(request_id, proposer, command)
+            .instrument(span.clone())
+            .await;
+        hop::record(&span, &result);
+        result
+    }
+
+    /// [`Cluster::propose`] without a hop of its own: for a proposal whose requests are traced
+    /// by the caller (a batch of creates, each its own request).
+    pub async fn propose_untraced(
         &self,
         request_id: RequestId,
         proposer: Identity,
@@ -167,16 +191,31 @@ impl Cluster {
             // id makes a second delivery harmless: the journal answers it with the first one's
             // outcome.
             let remaining = deadline.saturating_duration_since(Instant::now());
+            let to = format!("to coordinator-{leader}");
+            let forwarding = Hop::new(hops::FORWARD, Some(request_id)).kind(&to).info();
+            let forward = self
+                .peers
+                .forward(leader, &proposal, remaining)
+                .instrument(forwarding.clone());
             let failed = tokio::select! {
-                result = self.peers.forward(leader, &proposal, remaining) => match result {
-                    Err(error)
-                        if matches!(error.code, ErrorCode::NetworkError | ErrorCode::Timeout) =>
-                    {
-                        error
+                result = forward => {
+                    hop::record(&forwarding, &result);
+                    match result {
+                        Err(error)
+                            if matches!(error.code, ErrorCode::NetworkError | ErrorCode::Timeout) =>
+                        {
+                            error
+                        }
+                        other => return other,
                     }
-                    other => return other,
                 },
-                () = next_term(&mut leadership, term) => continue,
+                () = next_term(&mut leadership, term) => {
+                    hop::failed(&forwarding, &WireError::new(
+                        ErrorCode::NotLeader,
+                        "a new term began with the forward in flight; asked again",
+                    ));
+                    continue;
+                }
                 // The forward's own limit leaves out connecting to the leader.
                 () = tokio::time::sleep(remaining) => {
                     return Err(timed_out("the write", self.config.proposal_timeout)
@@ -190,10 +229,20 @@ impl Cluster {
         }
     }
 
-    /// Proposes on this node only (a forwarded write ends here: never forwarded twice).
+    /// Proposes on this node only (a forwarded write ends here: never forwarded twice). A hop
+    /// ([`hops::PROPOSE`]) on the leader that a follower forwarded to.
     pub async fn propose_here(&self, proposal: Proposal) -> Result<(), WireError> {
-        self.propose_here_within(proposal, self.config.proposal_timeout)
-            .await
+        let mut hop = Hop::new(hops::PROPOSE, Some(proposal.request_id));
+        if let Some(workspace) = hops::command_workspace(&proposal.command) {
+            hop = hop.workspace(workspace);
+        }
+        let span = hop.info();
+        let result = self
+            .propose_here_within(proposal, self.config.proposal_timeout)
+            .instrument(span.clone())
+            .await;
+        hop::record(&span, &result);
+        result
     }
 
     /// [`Cluster::propose_here`], waiting at most `limit` for the outcome.

@@ -25,6 +25,7 @@ use raft::eraftpb::{
 };
 use raft::{RawNode, StateRole};
 
+use crate::hops;
 use crate::state::{Outcome, Proposal, SnapshotError, State};
 
 pub use raft::eraftpb::Message as RaftMessage;
@@ -609,7 +610,10 @@ impl<S: LogStore> RaftNode<S> {
                     // A new leader's empty entry: nothing to apply.
                     if !entry.data.is_empty() {
                         let proposal = decode_proposal(&entry.data)?;
+                        let hops = hops::applying(&proposal);
                         let outcome = self.state.apply(&proposal);
+                        hops::applied(&hops, &proposal, &outcome, &self.state);
+                        drop(hops);
                         observe(&proposal, &outcome, &self.state);
                         output.applied.push(Applied {
                             index: entry.index,

@@ -17,6 +17,7 @@ pub mod consensus;
 pub mod detector;
 pub mod diagnostics;
 pub mod fit;
+pub mod hops;
 mod locks;
 pub mod metrics;
 pub mod peers;

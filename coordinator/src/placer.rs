@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use nexus_protocol::RequestId;
 use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::hop::{self, Hop};
 use nexus_protocol::identity::Identity;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::cluster::{Cluster, Consistency};
+use crate::hops;
 use crate::state::{Command, Outcome, PlaceRequest};
 
 /// The most creates in one log entry, and the most bytes of specs: an entry must fit in one
@@ -156,9 +158,21 @@ fn placement_outcome(outcome: Option<&Outcome>) -> &'static str {
 async fn commit(cluster: &Cluster, batch: Vec<Job>) {
     let requests: Vec<PlaceRequest> = batch.iter().map(|job| job.request.clone()).collect();
     let ids: Vec<RequestId> = requests.iter().map(|r| r.request_id).collect();
+    // Each create's hop: the batch's proposal and commit, under the create's own request id
+    // (the batch's entry has an id of its own, which no one traces).
+    let kind = format!("batch of {}", batch.len());
+    let hops: Vec<tracing::Span> = batch
+        .iter()
+        .map(|job| {
+            Hop::new(hops::PROPOSE, Some(job.request.request_id))
+                .workspace(&job.request.spec.name)
+                .kind(&kind)
+                .info()
+        })
+        .collect();
     let proposer = Identity::Coordinator(cluster.id());
     let committed = cluster
-        .propose(
+        .propose_untraced(
             RequestId::random(),
             proposer,
             Command::PlaceWorkspaces(requests),
@@ -179,7 +193,7 @@ async fn commit(cluster: &Cluster, batch: Vec<Job>) {
     let placements = &cluster.metrics().placements;
     match outcomes {
         Ok(outcomes) => {
-            for (job, outcome) in batch.into_iter().zip(outcomes) {
+            for ((job, outcome), span) in batch.into_iter().zip(outcomes).zip(hops) {
                 let id = job.request.request_id;
                 placements.inc([placement_outcome(outcome.as_ref())]);
                 let answer = match outcome {
@@ -191,13 +205,15 @@ async fn commit(cluster: &Cluster, batch: Vec<Job>) {
                     )
                     .with_request_id(id)),
                 };
+                hop::record(&span, &answer);
                 let _ = job.reply.send(answer);
             }
         }
         Err(error) => {
             placements.inc_by([placement_outcome(None)], batch.len() as u64);
-            for job in batch {
+            for (job, span) in batch.into_iter().zip(hops) {
                 let id = job.request.request_id;
+                hop::failed(&span, &error);
                 let _ = job.reply.send(Err(error.clone().with_request_id(id)));
             }
         }

@@ -33,17 +33,20 @@ use std::time::{Duration, Instant};
 
 use nexus_protocol::clock;
 use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::hop::Hop;
 use nexus_protocol::identity::Identity;
 use nexus_protocol::logging::LogFiles;
 use nexus_protocol::message::{AdminRequest, AgentRequest, Pong, Request, Response, StaleRead};
 use nexus_protocol::transport::{Handler, Peer, Reply};
 use nexus_protocol::{HostId, RequestId};
+use tracing::Instrument;
 
 pub use self::views::cluster_status;
 
 use self::liveness::Liveness;
 use crate::cluster::{Cluster, Consistency};
 use crate::detector;
+use crate::hops;
 use crate::locks::lock;
 use crate::metrics::request_kind;
 use crate::placer::Placer;
@@ -157,9 +160,18 @@ impl Handler for Service {
     async fn handle(&self, peer: &Peer, request_id: RequestId, request: Request) -> Reply {
         let kind = request_kind(&request);
         let started = Instant::now();
-        if let Request::Agent(AgentRequest::WatchDesired { known_version }) = request {
+        let watch = match request {
+            Request::Agent(AgentRequest::WatchDesired { known_version }) => {
+                Some((known_version, false))
+            }
+            Request::Agent(AgentRequest::WatchDesiredCauses { known_version }) => {
+                Some((known_version, true))
+            }
+            _ => None,
+        };
+        if let Some((known_version, with_causes)) = watch {
             // A subscription: counted when it starts (or is refused), its life not timed.
-            let reply = self.watch_desired(peer, known_version).await;
+            let reply = self.watch_desired(peer, known_version, with_causes).await;
             let code = match &reply {
                 Reply::Once(Err(error)) => error.code.as_str(),
                 _ => "OK",
@@ -183,7 +195,22 @@ impl Handler for Service {
             }
             request => request,
         };
-        let result = self.answer(peer, request_id, request).await;
+        // The request's hop: writes at INFO, reads at DEBUG, the fleet's pulse not at all.
+        let hop = hops::request_level(&request).map(|level| {
+            let mut hop = Hop::new(hops::REQUEST, Some(request_id)).kind(kind);
+            if let Some(workspace) = hops::request_workspace(&request) {
+                hop = hop.workspace(workspace);
+            }
+            hop.at(level)
+        });
+        let span = hop.clone().unwrap_or_else(tracing::Span::none);
+        let result = self
+            .answer(peer, request_id, request)
+            .instrument(span)
+            .await;
+        if let Some(span) = &hop {
+            nexus_protocol::hop::record(span, &result);
+        }
         let code = match &result {
             Ok(_) => "OK",
             Err(error) => {

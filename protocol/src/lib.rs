@@ -4,6 +4,7 @@
 //! - [`id`], [`model`]: validated identifiers and the plain data of workspaces and hosts;
 //! - [`error`]: the stable [`ErrorCode`]s with their user messages, retry policies and exit codes;
 //! - [`debug`]: log records and queries, trace hops, workspace events and health, diagnostics;
+//!   [`hop`]: making a request's hops (spans) and recording how they ended;
 //! - [`message`]: the append-only request, response and push enums that cross the wire;
 //! - [`codec`]: length-prefixed bincode frames with a bounded size (sans-IO, plus async helpers);
 //! - [`identity`], [`pki`]: who a peer is (from its certificate's SAN URI) and how certificates
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod debug;
 pub mod error;
 pub mod hash;
+pub mod hop;
 pub mod id;
 pub mod identity;
 pub mod logging;

@@ -145,7 +145,7 @@ fn check_trace(trace: &Value, agent: &str) {
     let failed = &trace["failed"];
     assert_eq!(failed["source"], agent, "{trace}");
     assert!(
-        failed["outcome"]
+        failed["error"]
             .as_str()
             .is_some_and(|o| o.contains("WORKSPACE_START_FAILED")),
         "{trace}"

@@ -205,6 +205,10 @@ pub async fn run(
             AdminWorkspaceCommand::SyncFlush { name } => {
                 health::sync_flush(settings, name, format).await
             }
+            AdminWorkspaceCommand::Exec { .. } => Err(CliError::local(
+                ErrorCode::Internal,
+                "admin workspace exec is run by commands::trace",
+            )),
             AdminWorkspaceCommand::Cleanup { owner, age } => {
                 let request = WorkspaceRequest::CleanupOf {
                     owner,
@@ -219,6 +223,7 @@ pub async fn run(
                 crate::commands::events::run(settings, args, format).await
             }
         },
+        AdminCommand::Trace(args) => crate::commands::trace::run(args, settings, format).await,
         AdminCommand::Cluster(change) => {
             let request = match change {
                 ClusterCommand::Add { id, address } => AdminRequest::ClusterAdd { id, address },

@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::time::Duration;
 
+use nexus_protocol::WorkspaceName;
 use nexus_protocol::message::{HostRequest, Request, Response};
-use nexus_protocol::{RequestId, WorkspaceName};
 use serde_json::json;
 
 use crate::agents::{READ_TIMEOUT, agent_of, connect_agent};
@@ -30,7 +30,7 @@ pub async fn networks(settings: &Settings, format: OutputFormat) -> Result<(), C
             let connection = connect_agent(settings, &host, &address).await?;
             match connection
                 .request_with(
-                    RequestId::random(),
+                    settings.next_request_id(),
                     Request::Host(HostRequest::Networks),
                     READ_TIMEOUT,
                 )
@@ -79,7 +79,7 @@ pub async fn logs(
     };
     if !follow {
         return match connection
-            .request_with(RequestId::random(), request, READ_TIMEOUT)
+            .request_with(settings.next_request_id(), request, READ_TIMEOUT)
             .await?
         {
             Response::LogLines(lines) => {
@@ -89,7 +89,9 @@ pub async fn logs(
             other => Err(CliError::unexpected(&other)),
         };
     }
-    let mut frames = connection.subscribe(request).await?;
+    let mut frames = connection
+        .subscribe_with(settings.next_request_id(), request)
+        .await?;
     while let Some(frame) = frames.next().await {
         match frame? {
             Response::LogLines(lines) => print(lines),
@@ -112,7 +114,7 @@ pub async fn exec(
         command,
     });
     let result = match connection
-        .request_with(RequestId::random(), request, EXEC_TIMEOUT)
+        .request_with(settings.next_request_id(), request, EXEC_TIMEOUT)
         .await?
     {
         Response::Exec(result) => result,

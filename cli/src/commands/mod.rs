@@ -12,5 +12,6 @@ pub mod ping;
 pub mod pki;
 pub mod repair;
 pub mod sync;
+pub mod trace;
 pub mod up;
 pub mod workspace;

@@ -187,6 +187,7 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
         ca: state.join("pki/ca.pem"),
         cert: state.join(format!("pki/user-{user}.pem")),
         key: state.join(format!("pki/user-{user}.key")),
+        request_id: None,
     };
     if let Some(pids) = read_pids(&pids_path)?
         && alive(pids.coordinator, "nexus-coordinator")

@@ -147,6 +147,7 @@ mod tests {
                     ca: "/pki/ca.pem".into(),
                     cert: "/pki/ada.pem".into(),
                     key: "/pki/ada.key".into(),
+                    request_id: None,
                 },
             }),
             expect![[r#"

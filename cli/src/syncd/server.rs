@@ -270,6 +270,7 @@ mod tests {
                 ca: local.join("no-ca.pem"),
                 cert: local.join("no-cert.pem"),
                 key: local.join("no-key.pem"),
+                request_id: None,
             },
         }
     }

@@ -7,16 +7,19 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use nexus_protocol::HostId;
 use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::hop::{self, Hop};
 use nexus_protocol::identity::Identity;
-use nexus_protocol::message::Response;
+use nexus_protocol::message::{DesiredState, Response};
 use nexus_protocol::transport::{Peer, Reply};
+use nexus_protocol::{HostId, RequestId, WorkspaceName};
 
 use super::Service;
 use super::checks::denied;
 use crate::cluster::{Cluster, Consistency};
+use crate::hops;
 use crate::locks::lock;
+use crate::state::State;
 
 /// How often a desired-state watch checks that a newer watch has not replaced it. It also wakes
 /// when its host's desired state changes and when this node's leadership does: a watch on a
@@ -26,8 +29,16 @@ const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);
 
 impl Service {
     /// An agent's watch of its host's desired state: the state now (unless the agent has that
-    /// version already), then again after every change, for as long as this node leads.
-    pub(super) async fn watch_desired(&self, peer: &Peer, known_version: Option<u64>) -> Reply {
+    /// version already), then again after every change, for as long as this node leads. With
+    /// `with_causes` (`WatchDesiredCauses`), each push also names the request that last changed
+    /// each workspace ([`Response::DesiredWithCauses`]); without, it is the older
+    /// [`Response::Desired`], which agents of an earlier version read.
+    pub(super) async fn watch_desired(
+        &self,
+        peer: &Peer,
+        known_version: Option<u64>,
+        with_causes: bool,
+    ) -> Reply {
         let Identity::Agent(host) = &peer.identity else {
             return Reply::Once(Err(denied(
                 peer,
@@ -49,6 +60,7 @@ impl Service {
             host: host.clone(),
             generation,
             watches: self.watches.clone(),
+            with_causes,
         };
         tokio::spawn(watch.run(known_version, sender));
         Reply::Stream(updates)
@@ -62,6 +74,8 @@ struct Watch {
     /// Which of the host's watches this is; a newer one ends it.
     generation: u64,
     watches: Arc<Mutex<BTreeMap<HostId, u64>>>,
+    /// Whether the agent asked for each workspace's cause with every push.
+    with_causes: bool,
 }
 
 impl Watch {
@@ -83,8 +97,15 @@ async fn watch_desired(
     mut sent: Option<u64>,
     updates: &mpsc::Sender<Result<Response, WireError>>,
 ) {
-    let Watch { cluster, host, .. } = watch;
+    let Watch {
+        cluster,
+        host,
+        with_causes,
+        ..
+    } = watch;
     let mut changes = cluster.desired_changes(host);
+    // The causes the last push carried: a push is a hop of each request whose cause is new.
+    let mut pushed_causes: BTreeMap<WorkspaceName, RequestId> = BTreeMap::new();
     let mut leadership = cluster.leadership();
     let mut first = true;
     // Whether the host's desired state may have changed since the last look.
@@ -125,7 +146,12 @@ async fn watch_desired(
                     let version = state.desired_version(&wanted);
                     let ahead = last.is_some_and(|last| version < last);
                     let push = last.is_none_or(|last| version > last) || (first && ahead);
-                    (push.then(|| state.desired_for(&wanted)), ahead)
+                    let desired = push.then(|| {
+                        let desired = state.desired_for(&wanted);
+                        let causes = causes_of(state, &desired);
+                        (desired, causes)
+                    });
+                    (desired, ahead)
                 })
                 .await;
             let update = match update {
@@ -142,11 +168,35 @@ async fn watch_desired(
             };
             first = false;
             match update {
-                Ok(Some(desired)) => {
+                Ok(Some((desired, causes))) => {
                     sent = Some(desired.version);
-                    if updates.send(Ok(Response::Desired(desired))).await.is_err() {
+                    let hops = push_hops(host, desired.version, &causes, &pushed_causes);
+                    let response = if *with_causes {
+                        Response::DesiredWithCauses {
+                            state: desired,
+                            causes: causes.clone(),
+                        }
+                    } else {
+                        Response::Desired(desired)
+                    };
+                    let delivered = updates.send(Ok(response)).await.is_ok();
+                    for span in &hops {
+                        if delivered {
+                            hop::ok(span);
+                        } else {
+                            hop::failed(
+                                span,
+                                &WireError::new(
+                                    ErrorCode::NetworkError,
+                                    format!("host {host}'s watch ended before the push"),
+                                ),
+                            );
+                        }
+                    }
+                    if !delivered {
                         return;
                     }
+                    pushed_causes = causes.into_iter().collect();
                 }
                 Ok(None) => {}
                 Err(error) => {
@@ -168,6 +218,37 @@ async fn watch_desired(
     }
 }
 
+/// The request that last changed each of `desired`'s workspaces, where the state knows it.
+fn causes_of(state: &State, desired: &DesiredState) -> Vec<(WorkspaceName, RequestId)> {
+    desired
+        .assignments
+        .iter()
+        .filter_map(|a| Some((a.spec.name.clone(), state.cause_of(&a.spec.name)?)))
+        .collect()
+}
+
+/// One [`hops::PUSH`] per workspace whose cause differs from what the watch pushed last: the
+/// push that carries that request's change to the host.
+fn push_hops(
+    host: &HostId,
+    version: u64,
+    causes: &[(WorkspaceName, RequestId)],
+    pushed: &BTreeMap<WorkspaceName, RequestId>,
+) -> Vec<tracing::Span> {
+    let kind = format!("version {version}");
+    causes
+        .iter()
+        .filter(|(name, id)| pushed.get(name) != Some(id))
+        .map(|(name, id)| {
+            Hop::new(hops::PUSH, Some(*id))
+                .workspace(name)
+                .kind(&kind)
+                .host(host.as_str())
+                .info()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -178,7 +259,7 @@ mod tests {
     use nexus_protocol::message::{AgentRequest, Request, Response};
     use nexus_protocol::transport::{Handler, Reply};
 
-    use crate::service::testing::{agent, code, one_node_with_h1, user};
+    use crate::service::testing::{agent, code, named, one_node_with_h1, user, workspace_spec, ws};
 
     async fn next_update(reply: &mut Reply) -> Option<Result<Response, WireError>> {
         update_within(reply, Duration::from_millis(500)).await
@@ -237,6 +318,138 @@ mod tests {
         assert_eq!(
             result.as_ref().err().map(|e| e.code),
             Some(ErrorCode::PermissionDenied)
+        );
+        node.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_watch_with_causes_pushes_the_state_with_each_workspaces_cause() {
+        use nexus_protocol::message::WorkspaceRequest;
+        let (_dir, node, service) = one_node_with_h1().await;
+        let h1 = agent("h1");
+        let watch = Request::Agent(AgentRequest::WatchDesiredCauses {
+            known_version: None,
+        });
+        let mut updates = service.handle(&h1, RequestId::random(), watch).await;
+        match next_update(&mut updates).await {
+            Some(Ok(Response::DesiredWithCauses { state, causes })) => {
+                assert_eq!(state.version, 0);
+                assert!(state.assignments.is_empty());
+                assert!(causes.is_empty(), "{causes:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let create = RequestId::random();
+        let ada = named("ada", Role::User);
+        let answer = service
+            .handle(
+                &ada,
+                create,
+                ws(WorkspaceRequest::Create(workspace_spec("w", &[]))),
+            )
+            .await;
+        let Reply::Once(Ok(Response::Workspace(_))) = answer else {
+            panic!("the create failed: {answer:?}");
+        };
+        match update_within(&mut updates, Duration::from_secs(5)).await {
+            Some(Ok(Response::DesiredWithCauses { state, causes })) => {
+                assert!(state.version > 0);
+                assert_eq!(state.assignments.len(), 1);
+                // The workspace, and the request that changed it.
+                assert_eq!(causes, vec![("w".parse().unwrap(), create)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        node.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_create_leaves_its_hops_under_its_request_id() {
+        use nexus_protocol::hop::{OUTCOME_FIELD, REQUEST_ID_FIELD, capture};
+        use nexus_protocol::message::WorkspaceRequest;
+        // The driver applies on a thread of its own: capture everywhere (each test is a process
+        // of its own under nextest; elsewhere, the hops are told apart by request id).
+        let (subscriber, captured) = capture::subscriber();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        let (_dir, node, service) = one_node_with_h1().await;
+        let watch = Request::Agent(AgentRequest::WatchDesiredCauses {
+            known_version: None,
+        });
+        let mut updates = service
+            .handle(&agent("h1"), RequestId::random(), watch)
+            .await;
+        assert!(next_update(&mut updates).await.is_some());
+        let ada = named("ada", Role::User);
+        let create = RequestId::random();
+        let request = ws(WorkspaceRequest::Create(workspace_spec("w", &[])));
+        let answer = service.handle(&ada, create, request.clone()).await;
+        assert!(matches!(answer, Reply::Once(Ok(_))), "{answer:?}");
+        // The push that carries the create to h1's agent, under the create's id.
+        assert!(
+            update_within(&mut updates, Duration::from_secs(5))
+                .await
+                .is_some()
+        );
+        let again = RequestId::random();
+        let refused = service.handle(&ada, again, request).await;
+        assert!(matches!(refused, Reply::Once(Err(_))), "{refused:?}");
+        let hops_of = |id: RequestId| -> Vec<(String, Option<String>, Option<String>)> {
+            captured
+                .hops()
+                .into_iter()
+                .filter(|hop| hop.field(REQUEST_ID_FIELD) == Some(id.to_string().as_str()))
+                .map(|hop| {
+                    (
+                        hop.name().to_string(),
+                        hop.field("kind").map(String::from),
+                        hop.field(OUTCOME_FIELD).map(String::from),
+                    )
+                })
+                .collect()
+        };
+        let hops = hops_of(create);
+        let has = |hops: &[(String, Option<String>, Option<String>)], name: &str, kind: &str| {
+            hops.iter()
+                .find(|(n, k, _)| n == name && k.as_deref() == Some(kind))
+                .and_then(|(_, _, outcome)| outcome.clone())
+        };
+        assert_eq!(
+            has(&hops, "coordinator.request", "workspace_create").as_deref(),
+            Some("ok"),
+            "{hops:?}"
+        );
+        assert_eq!(
+            has(&hops, "coordinator.propose", "batch of 1").as_deref(),
+            Some("ok"),
+            "{hops:?}"
+        );
+        assert_eq!(
+            has(&hops, "coordinator.apply", "place").as_deref(),
+            Some("ok"),
+            "{hops:?}"
+        );
+        // The push's hop closes once the update is handed over, just after it arrives here.
+        let mut pushed = None;
+        for _ in 0..100 {
+            pushed = hops_of(create)
+                .into_iter()
+                .find(|(name, _, _)| name == "coordinator.push");
+            if pushed.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_, kind, outcome) = pushed.expect("a push hop under the create's id");
+        assert!(kind.is_some_and(|kind| kind.starts_with("version ")));
+        assert_eq!(outcome.as_deref(), Some("ok"));
+        // The second create of the same name fails where the state refuses it, and says why.
+        let hops = hops_of(again);
+        let apply = has(&hops, "coordinator.apply", "place").unwrap_or_default();
+        assert!(apply.starts_with("WORKSPACE_ALREADY_EXISTS: "), "{hops:?}");
+        let request = has(&hops, "coordinator.request", "workspace_create").unwrap_or_default();
+        assert!(
+            request.starts_with("WORKSPACE_ALREADY_EXISTS: "),
+            "{hops:?}"
         );
         node.stop().await.unwrap();
     }

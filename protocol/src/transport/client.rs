@@ -304,7 +304,16 @@ impl Connection {
 
     /// Sends `request` and returns the stream of its updates, for requests that subscribe.
     pub async fn subscribe(&self, request: Request) -> Result<Subscription, WireError> {
-        let request_id = RequestId::random();
+        self.subscribe_with(RequestId::random(), request).await
+    }
+
+    /// [`Connection::subscribe`] under `request_id` (a command's own id, so that the server's
+    /// work on it is traced under that id).
+    pub async fn subscribe_with(
+        &self,
+        request_id: RequestId,
+        request: Request,
+    ) -> Result<Subscription, WireError> {
         let frame = codec::encode(
             &RequestFrame {
                 request_id,
