@@ -168,6 +168,8 @@ pub fn redacted_config(config: &Config) -> String {
         put("advertise", text(advertise));
     }
     put("http_listen", text(&config.http_listen.to_string()));
+    put("log_dir", text(&config.log_dir.display().to_string()));
+    put("log_max_bytes", number(config.log_max_bytes));
     put(
         "registry",
         Value::Array(

@@ -97,6 +97,8 @@ pub fn redacted_config(config: &Config) -> String {
     put("snapshot_every", number(driver.raft.snapshot_every));
     put("host_ttl", Value::Float(config.host_ttl.as_secs_f64()));
     put("http_listen", text(config.http_listen.to_string()));
+    put("log_dir", text(config.log_dir.display().to_string()));
+    put("log_max_bytes", number(config.log_max_bytes));
     toml::to_string(&table)
         .unwrap_or_else(|e| format!("# the configuration cannot be shown: {e}\n"))
 }

@@ -58,14 +58,7 @@ pub(crate) async fn run(args: Args) -> Report {
     let addresses = cluster.live_addresses();
     let started = Instant::now();
     let agents: Vec<AgentProcess> = (0..hosts)
-        .map(|i| {
-            AgentProcess::start(
-                &pki,
-                &format!("dbg{i:03}"),
-                &addresses,
-                &["--heartbeat-interval", "2"],
-            )
-        })
+        .map(|i| AgentProcess::start(&pki, &format!("dbg{i:03}"), &addresses, &[]))
         .collect();
     let admin = pki::user("root", Role::Admin);
     let home = pki.scratch("home-root");
@@ -89,7 +82,8 @@ pub(crate) async fn run(args: Args) -> Report {
         }
         assert!(
             started.elapsed() < Duration::from_secs(300),
-            "only {ready} of {hosts} agents ready"
+            "only {ready} of {hosts} agents ready: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
