@@ -217,7 +217,12 @@ async fn the_fleets_logs_are_on_disk_merged_and_a_dead_daemon_is_named() {
     let _ = follow.kill();
     let _ = follow.wait();
     let followed = followed.unwrap_or_else(|| panic!("--follow printed nothing of web: {seen:?}"));
-    assert_eq!(followed["level"], "WARN", "{followed}");
+    // The first failure of web's create: a retry's warning or, if the follow's backlog was read
+    // after the retries ran out, the final error.
+    assert!(
+        followed["level"] == "WARN" || followed["level"] == "ERROR",
+        "{followed}"
+    );
 
     // A coordinator that is gone is named on stderr; the others still answer.
     let victim = cluster
