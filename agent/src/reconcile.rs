@@ -27,11 +27,13 @@ use tracing::Instrument;
 
 use crate::cache::{Cache, Saved};
 use crate::hops::{self, Causes};
-use crate::metrics::{Metrics, Op};
-use crate::plan::{Memory, Step, WorkspacePlan, plan};
-use crate::ports;
+use crate::metrics::Metrics;
+use crate::plan::{Memory, WorkspacePlan, plan};
 use crate::probes::Vitals;
-use crate::runtime::{ContainerStatus, CreateSpec, ErrorKind, Runtime, RuntimeError, STOP_GRACE};
+use crate::runtime::{ContainerStatus, CreateSpec, ErrorKind, Runtime, RuntimeError};
+
+mod steps;
+use steps::{Done, Engine, execute};
 
 /// A full pass runs at least this often, events or not.
 pub const RESYNC: Duration = Duration::from_secs(30);
@@ -49,15 +51,6 @@ struct Failure {
     error: WireError,
     attempts: u32,
     retry_at: Option<Instant>,
-}
-
-/// What running one workspace's steps changed, for the reconciler to remember.
-#[derive(Debug, Default)]
-struct Done {
-    started: bool,
-    stopped: bool,
-    exit: Option<(String, WireError)>,
-    network_removed: bool,
 }
 
 #[derive(Debug)]
@@ -715,141 +708,4 @@ fn in_progress(workspace: &WorkspacePlan) -> WorkspaceState {
         WorkspaceState::Failed => WorkspaceState::Failed,
         _ => WorkspaceState::Starting,
     }
-}
-
-/// Where one workspace's engine calls go, and under which request they are traced.
-struct Engine<'a, R> {
-    runtime: &'a R,
-    metrics: &'a Metrics,
-    cause: Option<RequestId>,
-    workspace: &'a WorkspaceName,
-}
-
-impl<R: Runtime> Engine<'_, R> {
-    /// Runs `call` as `op`: counted and timed in the metrics, and a hop ([`hops::ENGINE`]) whose
-    /// outcome carries the code the engine's error is reported under.
-    async fn call<T>(
-        &self,
-        op: Op,
-        call: impl std::future::Future<Output = Result<T, RuntimeError>>,
-    ) -> Result<T, RuntimeError> {
-        let span = self.hop(op);
-        let result = self.metrics.time(op, call).instrument(span.clone()).await;
-        hop::record(&span, &result.as_ref().map_err(RuntimeError::to_wire));
-        result
-    }
-
-    fn hop(&self, op: Op) -> tracing::Span {
-        Hop::new(hops::ENGINE, self.cause)
-            .workspace(self.workspace)
-            .kind(op.as_str())
-            .info()
-    }
-
-    /// Pulls the image if it is missing: counted as a pull only when it was.
-    async fn pull(&self, image: &str) -> Result<bool, RuntimeError> {
-        let span = self.hop(Op::Pull);
-        let pull = self.metrics.begin(Op::Pull);
-        let pulled = self.runtime.pull(image).instrument(span.clone()).await;
-        if !matches!(pulled, Ok(false)) {
-            pull.end(&pulled);
-        }
-        hop::record(&span, &pulled.as_ref().map_err(RuntimeError::to_wire));
-        pulled
-    }
-}
-
-/// Runs one workspace's steps in order, stopping at the first failure; counts and times each
-/// engine call in the metrics. Each step is a hop ([`hops::STEP`]); a failed one is logged at
-/// error level inside it, so that the request's logs show why.
-async fn execute<R: Runtime>(
-    on: Engine<'_, R>,
-    host: &HostId,
-    workspace: &WorkspacePlan,
-    spec: &CreateSpec,
-) -> Result<Done, RuntimeError> {
-    let mut done = Done::default();
-    for step in &workspace.steps {
-        let kind = hops::step_kind(step);
-        let span = Hop::new(hops::STEP, on.cause)
-            .workspace(&workspace.name)
-            .kind(kind)
-            .info();
-        let result = run_step(&on, host, workspace, spec, step, &mut done)
-            .instrument(span.clone())
-            .await;
-        match result {
-            Ok(()) => hop::ok(&span),
-            Err(error) => {
-                let wire = error.to_wire();
-                span.in_scope(|| {
-                    tracing::error!(workspace = %workspace.name, generation = workspace.generation, step = kind, code = %wire.code, "{}", wire.message);
-                });
-                hop::failed(&span, &wire);
-                return Err(error);
-            }
-        }
-    }
-    Ok(done)
-}
-
-/// Runs one step.
-async fn run_step<R: Runtime>(
-    on: &Engine<'_, R>,
-    host: &HostId,
-    workspace: &WorkspacePlan,
-    spec: &CreateSpec,
-    step: &Step,
-    done: &mut Done,
-) -> Result<(), RuntimeError> {
-    let runtime = on.runtime;
-    tracing::debug!(workspace = %workspace.name, ?step, "step");
-    match step {
-        Step::Remove { id } => on.call(Op::Remove, runtime.remove(id)).await?,
-        Step::Launch => {
-            ports::check_free(&spec.ports)?;
-            on.pull(&spec.image).await?;
-            let id = on.call(Op::Create, runtime.create(spec)).await?;
-            on.call(Op::Start, runtime.start(&id)).await?;
-            done.started = true;
-            tracing::info!(workspace = %workspace.name, generation = workspace.generation, container = %id, "started");
-        }
-        Step::Start { id } => {
-            ports::check_free(&spec.ports)?;
-            on.call(Op::Start, runtime.start(id)).await?;
-            done.started = true;
-            tracing::info!(workspace = %workspace.name, container = %id, "started again");
-        }
-        Step::Stop { id } => {
-            on.call(Op::Stop, runtime.stop(id, STOP_GRACE)).await?;
-            done.stopped = true;
-            tracing::info!(workspace = %workspace.name, container = %id, "stopped");
-        }
-        Step::ReadExit { id } => {
-            let details = on.call(Op::ReadExit, runtime.exit_details(id)).await?;
-            done.exit = Some((id.clone(), details.to_error(&workspace.name)));
-        }
-        Step::RemoveNetwork => {
-            on.call(
-                Op::RemoveNetwork,
-                runtime.remove_network(host, &workspace.name),
-            )
-            .await?;
-            if let Some(files) = &spec.files {
-                match std::fs::remove_dir_all(files) {
-                    Ok(()) => {}
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(error) => {
-                        return Err(RuntimeError::new(
-                            crate::runtime::ErrorKind::Failed,
-                            format!("cannot remove {}: {error}", files.display()),
-                        ));
-                    }
-                }
-            }
-            done.network_removed = true;
-            tracing::info!(workspace = %workspace.name, "destroyed");
-        }
-    }
-    Ok(())
 }
