@@ -322,18 +322,14 @@ async fn the_sync_daemons_sessions_report_to_the_workspaces_agent() {
     std::fs::write(local.path().join("a.txt"), "one\n").unwrap();
     let home = pki.scratch("home-harness");
     let sync_dir = pki.scratch("sync-harness");
+    let address = coordinator.address;
     let run = |args: &[&str]| {
-        cli_command(
-            &pki,
-            &pki::user("harness", Role::User),
-            &home,
-            &[coordinator.address],
-        )
-        .env("NEXUS_SYNC_DIR", &sync_dir)
-        .args(["-o", "json", "workspace", "sync"])
-        .args(args)
-        .output()
-        .unwrap()
+        cli_command(&pki, &pki::user("harness", Role::User), &home, &[address])
+            .env("NEXUS_SYNC_DIR", &sync_dir)
+            .args(["-o", "json", "workspace", "sync"])
+            .args(args)
+            .output()
+            .unwrap()
     };
     let sync = |args: &[&str]| {
         let out = run(args);
@@ -379,6 +375,10 @@ async fn the_sync_daemons_sessions_report_to_the_workspaces_agent() {
         line(&text, "nexus_sync_conflicts"),
         "nexus_sync_conflicts 0.0"
     );
+    // The sync daemon first (the guard), then the coordinator: RocksDB's threads must end
+    // before the process does, or its exit can abort in them ("pthread lock: Invalid argument").
+    drop(_stop);
+    coordinator.stop().await;
 }
 
 /// Runs its closure when dropped.
