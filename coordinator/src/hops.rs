@@ -34,7 +34,9 @@ pub fn request_level(request: &Request) -> Option<Level> {
     const WRITE: Option<Level> = Some(Level::INFO);
     const READ: Option<Level> = Some(Level::DEBUG);
     match request {
-        Request::Ping | Request::Host(_) | Request::Peer(PeerRequest::Raft(_)) => None,
+        Request::Ping
+        | Request::Host(_)
+        | Request::Peer(PeerRequest::Raft(_) | PeerRequest::Chunk { .. }) => None,
         Request::Peer(PeerRequest::Propose(_)) => WRITE,
         Request::Stale(_) => READ,
         Request::Agent(request) => match request {
@@ -47,7 +49,10 @@ pub fn request_level(request: &Request) -> Option<Level> {
             | AdminRequest::ClusterRemove(_)
             | AdminRequest::TransferLeader(_)
             | AdminRequest::SetHostStatus { .. }
-            | AdminRequest::SetLimits { .. } => WRITE,
+            | AdminRequest::SetLimits { .. }
+            | AdminRequest::BackupCreate
+            | AdminRequest::BackupRestore { .. }
+            | AdminRequest::BackupSchedule(Some(_)) => WRITE,
             _ => READ,
         },
         Request::Workspace(request) => match request {

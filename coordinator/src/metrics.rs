@@ -281,6 +281,7 @@ pub fn request_kind(request: &Request) -> &'static str {
         Request::Admin(request) | Request::Stale(StaleRead::Admin(request)) => admin_kind(request),
         Request::Peer(PeerRequest::Raft(_)) => "peer_raft",
         Request::Peer(PeerRequest::Propose(_)) => "peer_propose",
+        Request::Peer(PeerRequest::Chunk { .. }) => "peer_chunk",
         Request::Host(HostRequest::Logs { .. }) => "host_logs",
         Request::Host(HostRequest::Exec { .. }) => "host_exec",
         Request::Host(HostRequest::Networks) => "host_networks",
@@ -291,6 +292,8 @@ pub fn request_kind(request: &Request) -> &'static str {
         Request::Host(HostRequest::ContainerEvents { .. }) => "host_container_events",
         Request::Host(HostRequest::SyncSessions(_)) => "host_sync_sessions",
         Request::Host(HostRequest::SyncFlush(_)) => "host_sync_flush",
+        Request::Host(HostRequest::Orphans) => "host_orphans",
+        Request::Host(HostRequest::RemoveOrphan { .. }) => "host_remove_orphan",
     }
 }
 
@@ -343,6 +346,13 @@ fn admin_kind(request: &AdminRequest) -> &'static str {
         AdminRequest::DaemonLogs(_) => "admin_daemon_logs",
         AdminRequest::Diagnostic(_) => "admin_diagnostic",
         AdminRequest::RequestRecord(_) => "admin_request_record",
+        AdminRequest::BackupCreate => "admin_backup_create",
+        AdminRequest::BackupList => "admin_backup_list",
+        AdminRequest::BackupVerify(_) => "admin_backup_verify",
+        AdminRequest::BackupRead { .. } => "admin_backup_read",
+        AdminRequest::BackupUpload { .. } => "admin_backup_upload",
+        AdminRequest::BackupRestore { .. } => "admin_backup_restore",
+        AdminRequest::BackupSchedule(_) => "admin_backup_schedule",
     }
 }
 

@@ -16,11 +16,13 @@
 
 mod admin;
 mod agents;
+mod backups;
 mod checks;
 mod history;
 mod liveness;
 mod logs;
 mod peers;
+mod restore;
 #[cfg(test)]
 mod testing;
 mod views;

@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use nexus_protocol::backup::BackupSchedule;
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::Identity;
@@ -42,6 +43,7 @@ mod limits;
 mod placement;
 mod ports;
 mod reports;
+mod restore;
 mod snapshot;
 mod workspaces;
 
@@ -52,7 +54,7 @@ pub use invariants::BrokenInvariant;
 pub use journal::JOURNAL_RETENTION_MS;
 pub use nexus_protocol::model::{Limits, LimitsPatch};
 pub use ports::FOREIGN_PORT_MEMORY_MS;
-pub use snapshot::SnapshotError;
+pub use snapshot::{STATE_FORMAT, SnapshotError};
 
 pub use crate::fit::{Unfit, Usage};
 
@@ -85,6 +87,8 @@ pub struct State {
     /// Each workspace's recent events and the request that last changed what its host should do
     /// with it; forgotten with the workspace.
     events: BTreeMap<WorkspaceName, History>,
+    /// When the leader backs the state up by itself, and how many backups each node keeps.
+    backup_schedule: BackupSchedule,
     /// Which workspaces hold events under each request id: an index of `events`, so that a
     /// request's record costs its own events rather than the fleet's. Derived like `on_host`.
     #[serde(skip)]
@@ -156,6 +160,11 @@ impl State {
         outcome
     }
 
+    /// The backup schedule every leader follows.
+    pub fn backup_schedule(&self) -> BackupSchedule {
+        self.backup_schedule
+    }
+
     /// Coordinators' addresses learned from membership changes.
     pub fn member_addresses(&self) -> &BTreeMap<NodeId, String> {
         &self.member_addresses
@@ -195,6 +204,17 @@ impl State {
                 self.place_all(at, requests);
                 Outcome::Applied
             }
+            Command::SetBackupSchedule(schedule) => {
+                if schedule.keep == 0 {
+                    return reject(
+                        ErrorCode::InvalidArgument,
+                        "a backup schedule keeps at least one backup",
+                    );
+                }
+                self.backup_schedule = *schedule;
+                Outcome::Applied
+            }
+            Command::Restore { header, state } => self.restore(origin, header, state),
         }
     }
 }

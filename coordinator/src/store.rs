@@ -50,9 +50,10 @@ pub const BOOTSTRAP_INDEX: u64 = 1;
 /// The on-disk format this code writes and reads. Raised on an incompatible change. 2: the
 /// state's limits, hosts and workspaces grew fields (overcommit, scoring, a host's admin status,
 /// restarts and port reassignment) and the log's commands new variants. 3: the state keeps each
-/// workspace's events. A store of another format is refused at open (see
-/// [`RocksStore::open`]); there is no migration.
-pub const FORMAT_VERSION: u32 = 3;
+/// workspace's events. 4: the state keeps the backup schedule ([`crate::state::STATE_FORMAT`]).
+/// A store of another format is refused at open (see [`RocksStore::open`]); there is no
+/// migration: a backup taken before the upgrade, restored after it, is.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Whose data a directory holds. A node refuses a data dir of another cluster or node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

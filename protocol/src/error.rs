@@ -123,11 +123,20 @@ pub enum ErrorCode {
     Unsupported,
     /// A bug or an unexpected failure on the server's side.
     Internal,
+    /// A backup file is damaged: its checksum does not match, it is truncated, or it is not a
+    /// Nexus backup at all.
+    BackupCorrupt,
+    /// A backup was written by a newer Nexus (its file or state format is unknown here).
+    BackupVersionUnsupported,
+    /// A backup of another cluster (another CA), refused unless forced.
+    BackupClusterMismatch,
+    /// No backup has this id.
+    BackupNotFound,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::WorkspaceNotFound,
         ErrorCode::WorkspaceAlreadyExists,
         ErrorCode::WorkspaceStartFailed,
@@ -150,6 +159,10 @@ impl ErrorCode {
         ErrorCode::NotLeader,
         ErrorCode::Unsupported,
         ErrorCode::Internal,
+        ErrorCode::BackupCorrupt,
+        ErrorCode::BackupVersionUnsupported,
+        ErrorCode::BackupClusterMismatch,
+        ErrorCode::BackupNotFound,
     ];
 
     fn info(self) -> CodeInfo {
@@ -330,6 +343,38 @@ impl ErrorCode {
                 NEVER,
                 RetryChange::Nothing,
                 31,
+            ),
+            BackupCorrupt => (
+                "BACKUP_CORRUPT",
+                "The backup file is damaged",
+                "use another backup (`nexus admin backup list`); check each with `nexus admin backup verify ID`",
+                NEVER,
+                RetryChange::Nothing,
+                32,
+            ),
+            BackupVersionUnsupported => (
+                "BACKUP_VERSION_UNSUPPORTED",
+                "The backup was made by a newer Nexus",
+                "restore it with the Nexus version that made it (`nexus admin backup inspect FILE`)",
+                NEVER,
+                RetryChange::Nothing,
+                33,
+            ),
+            BackupClusterMismatch => (
+                "BACKUP_CLUSTER_MISMATCH",
+                "The backup belongs to another cluster",
+                "check you chose the right file; `--force` restores it anyway",
+                NEVER,
+                RetryChange::Nothing,
+                34,
+            ),
+            BackupNotFound => (
+                "BACKUP_NOT_FOUND",
+                "No such backup",
+                "list the backups with `nexus admin backup list`",
+                NEVER,
+                RetryChange::Nothing,
+                35,
             ),
         };
         CodeInfo {
@@ -526,6 +571,10 @@ mod tests {
             NOT_LEADER exit=29 retry=[100ms, 200ms, 400ms, 800ms, 1.6s] change=Nothing | This coordinator is not the leader
             UNSUPPORTED exit=30 retry=[] change=Nothing | Not supported by this server
             INTERNAL exit=31 retry=[] change=Nothing | Internal error
+            BACKUP_CORRUPT exit=32 retry=[] change=Nothing | The backup file is damaged
+            BACKUP_VERSION_UNSUPPORTED exit=33 retry=[] change=Nothing | The backup was made by a newer Nexus
+            BACKUP_CLUSTER_MISMATCH exit=34 retry=[] change=Nothing | The backup belongs to another cluster
+            BACKUP_NOT_FOUND exit=35 retry=[] change=Nothing | No such backup
         "#]];
         let mut table = String::new();
         for code in ErrorCode::ALL {

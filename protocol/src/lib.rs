@@ -11,11 +11,13 @@
 //!   are made;
 //! - [`transport`]: QUIC endpoints with mutual TLS, the version handshake, request/response and
 //!   push streams;
-//! - [`logging`]: what every binary does at its top (logging to stderr, the exit code).
+//! - [`logging`]: what every binary does at its top (logging to stderr, the exit code);
+//! - [`backup`]: a backup file of the replicated state, its header and its checksum.
 //!
 //! This crate depends on none of the other Nexus crates. It is the only place that names `quinn`,
 //! `rustls`, `rcgen` or `bincode`.
 
+pub mod backup;
 pub mod clock;
 pub mod codec;
 pub mod debug;

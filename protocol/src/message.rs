@@ -20,8 +20,8 @@ use crate::id::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use crate::identity::{Identity, IdentityKind};
 pub use crate::model::DesiredRun;
 use crate::model::{
-    ContainerStats, HostInfo, HostStats, HostStatus, Limits, LimitsPatch, PortBinding, Scoring,
-    WorkspaceSpec, WorkspaceState, WorkspaceView,
+    BackupInfo, BackupSchedule, ContainerStats, HostInfo, HostStats, HostStatus, Limits,
+    LimitsPatch, PortBinding, Scoring, WorkspaceSpec, WorkspaceState, WorkspaceView,
 };
 
 /// The protocol version both sides must share. Raised on an incompatible change of any message
@@ -132,6 +132,12 @@ pub enum HostRequest {
     SyncSessions(WorkspaceName),
     /// Wake the workspace's sync sessions for a cycle now: [`Response::Ack`].
     SyncFlush(WorkspaceName),
+    /// Nexus containers on the host whose workspace the coordinator does not name (admins
+    /// only): [`Response::Orphans`]. The agent leaves them alone; an admin decides.
+    Orphans,
+    /// Remove one orphan container, by its name (admins only): [`Response::Ack`]. Refused for a
+    /// container whose workspace the desired state names.
+    RemoveOrphan { container: String },
 }
 
 /// The reads that may be served stale. Writes have no stale form.
@@ -151,6 +157,17 @@ pub enum PeerRequest {
     /// A follower forwards a client's write (an encoded proposal) to the leader. Answered like the
     /// write: [`Response::Ack`] once applied, or the rejection.
     Propose(Vec<u8>),
+    /// One piece of a peer request too large for one frame (a Raft snapshot, a restore's
+    /// proposal): `bytes` are `total` bytes' piece at `offset` of the request's encoding
+    /// ([`crate::codec::encode_payload`] of a `PeerRequest`). The pieces of one `transfer` come
+    /// in order on one connection; each is answered [`Response::Ack`] except the last, which is
+    /// answered as the whole request is.
+    Chunk {
+        transfer: u64,
+        offset: u64,
+        total: u64,
+        bytes: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -254,6 +271,33 @@ pub enum AdminRequest {
     Diagnostic(Diagnostic),
     /// What the replicated state remembers of a request: [`Response::RequestRecord`].
     RequestRecord(RequestId),
+    /// Back up the replicated state now, at an index the leader confirmed: written into the
+    /// leader's backup directory, answered [`Response::Backup`].
+    BackupCreate,
+    /// The backups in the answering coordinator's directory, newest first:
+    /// [`Response::Backups`].
+    BackupList,
+    /// One backup of the answering coordinator's directory, its checksum verified:
+    /// [`Response::Backup`] (or `BACKUP_NOT_FOUND`, `BACKUP_CORRUPT`, ...).
+    BackupVerify(String),
+    /// Up to `len` bytes of a backup file from `offset`: [`Response::BackupBytes`] (empty at
+    /// the end). How the CLI fetches a backup larger than one frame.
+    BackupRead { id: String, offset: u64, len: u32 },
+    /// One piece of a backup file the CLI sends, at `offset` of `total` bytes, under an upload id
+    /// it chose. Answered [`Response::Ack`], and the last piece with [`Response::Backup`] once the
+    /// whole file is checked and kept in the answering coordinator's directory.
+    BackupUpload {
+        upload: String,
+        offset: u64,
+        total: u64,
+        bytes: Vec<u8>,
+    },
+    /// Replace the replicated state with a backup from the answering coordinator's directory
+    /// (one Raft entry, applied alike on every replica). `force` restores another cluster's
+    /// backup. Answered [`Response::Backup`] once applied.
+    BackupRestore { id: String, force: bool },
+    /// The backup schedule ([`Response::BackupSchedule`]); with a value, change it first.
+    BackupSchedule(Option<BackupSchedule>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,6 +348,25 @@ pub enum Response {
         state: DesiredState,
         causes: Vec<(WorkspaceName, RequestId)>,
     },
+    Backup(BackupInfo),
+    Backups(Vec<BackupInfo>),
+    BackupBytes(Vec<u8>),
+    BackupSchedule(BackupSchedule),
+    Orphans(Vec<OrphanView>),
+}
+
+/// A Nexus container whose workspace the host's desired state does not name (one created after
+/// the backup a cluster was restored from, or left by a lost coordinator's state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrphanView {
+    pub host: HostId,
+    /// The container's name, which `HostRequest::RemoveOrphan` takes.
+    pub container: String,
+    /// The workspace its labels name.
+    pub workspace: String,
+    pub image: String,
+    /// The engine's word for its state (`running`, `exited`, ...).
+    pub state: String,
 }
 
 /// One workspace network of a host (`nexus admin networks`).

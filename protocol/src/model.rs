@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::error::InvalidValue;
-use crate::id::{HostId, UserName, WorkspaceName};
+use crate::id::{HostId, NodeId, UserName, WorkspaceName};
 
 /// Free-form key/value labels on hosts and workspaces. A `BTreeMap`, so replicated state that
 /// holds labels stays deterministic.
@@ -471,6 +471,73 @@ pub enum DesiredRun {
     /// the workspace `Gone`. Said until the agent has reported it, so a lost report is repaired by
     /// the next one rather than leaving the workspace half-destroyed.
     Absent,
+}
+
+// Backups: what a backup file says of itself (its format is `crate::backup`).
+
+/// What a backup says of itself, checked by its checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupHeader {
+    /// Unique in a cluster, and the file's name without its extension.
+    pub id: String,
+    /// The cluster's identity (the fingerprint of its CA) that made it.
+    pub cluster: String,
+    /// The coordinator that wrote it.
+    pub node: NodeId,
+    /// The Raft index and term of the applied state it holds.
+    pub index: u64,
+    pub term: u64,
+    pub created_at: Timestamp,
+    /// The Nexus version that wrote it.
+    pub software: String,
+    /// The coordinator's state (snapshot) format of the payload.
+    pub state_format: u32,
+    /// Rows per table ("hosts", "workspaces", "ports", ...), for people and for `inspect`.
+    pub counts: Vec<(String, u64)>,
+}
+
+impl BackupHeader {
+    /// The count of one table, 0 if it is not named.
+    pub fn count(&self, table: &str) -> u64 {
+        self.counts
+            .iter()
+            .find(|(name, _)| name == table)
+            .map_or(0, |(_, count)| *count)
+    }
+}
+
+/// A backup as lists and answers show it: its header, its size and checksum, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupInfo {
+    pub header: BackupHeader,
+    /// The whole file's size.
+    pub size_bytes: u64,
+    /// The file's checksum (its last 32 bytes), in hex.
+    pub sha256: String,
+    /// The coordinator whose backup directory holds it.
+    pub location: NodeId,
+    /// Whether the file was read whole and its checksum matched when this was answered
+    /// (`None`: not checked for this answer).
+    pub verified: Option<bool>,
+}
+
+/// When the leader makes backups by itself, and how many each coordinator keeps. Replicated, so
+/// every leader follows the same schedule and an admin changes it live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSchedule {
+    /// Seconds between scheduled backups; 0 turns them off.
+    pub every_secs: u64,
+    /// Backups each coordinator keeps in its directory (the newest); at least 1.
+    pub keep: u32,
+}
+
+impl Default for BackupSchedule {
+    fn default() -> BackupSchedule {
+        BackupSchedule {
+            every_secs: 3600,
+            keep: 24,
+        }
+    }
 }
 
 #[cfg(test)]

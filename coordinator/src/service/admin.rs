@@ -49,6 +49,10 @@ impl Service {
                 | AdminRequest::TransferLeader(_)
                 | AdminRequest::SetHostStatus { .. }
                 | AdminRequest::SetLimits { .. }
+                | AdminRequest::BackupCreate
+                | AdminRequest::BackupUpload { .. }
+                | AdminRequest::BackupRestore { .. }
+                | AdminRequest::BackupSchedule(Some(_))
         );
         if consistency == Consistency::Stale && write {
             return Err(WireError::new(
@@ -218,6 +222,17 @@ impl Service {
                     })
                     .await?;
                 Ok(Response::Usage(usage))
+            }
+            AdminRequest::BackupRestore { id, force } => {
+                self.restore_backup(peer, request_id, &id, force).await
+            }
+            request @ (AdminRequest::BackupCreate
+            | AdminRequest::BackupList
+            | AdminRequest::BackupVerify(_)
+            | AdminRequest::BackupRead { .. }
+            | AdminRequest::BackupUpload { .. }
+            | AdminRequest::BackupSchedule(_)) => {
+                self.backups(peer, request_id, request, consistency).await
             }
         }
     }

@@ -71,6 +71,10 @@ impl Service {
                 self.cluster.propose_here(proposal).await?;
                 Ok(Response::Ack)
             }
+            PeerRequest::Chunk { .. } => Err(WireError::new(
+                ErrorCode::Unsupported,
+                "this coordinator does not take chunked peer requests yet",
+            )),
         }
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! Not here: what applying each command does (the other modules of `state`).
 
+use nexus_protocol::backup::{BackupHeader, BackupSchedule};
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::WireError;
 use nexus_protocol::identity::Identity;
@@ -86,6 +87,14 @@ pub enum Command {
     /// scheduler is a pure function of the state and the proposal's time, so every replica
     /// places alike; and no two creates can both take a host's last room.
     PlaceWorkspaces(Vec<PlaceRequest>),
+    /// The leader's backup schedule, for every leader to follow.
+    SetBackupSchedule(BackupSchedule),
+    /// Replace the state with a backup's (`state`: its payload, the snapshot bytes), keeping
+    /// what belongs to the running cluster rather than to the backup (see `state::restore`).
+    Restore {
+        header: BackupHeader,
+        state: Vec<u8>,
+    },
 }
 
 /// One create of a [`Command::PlaceWorkspaces`] batch.

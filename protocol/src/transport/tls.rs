@@ -130,7 +130,7 @@ impl Credentials {
             reason: e.to_string(),
         };
         let mut roots = RootCertStore::empty();
-        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut digest = crate::hash::Sha256::default();
         let mut expiries = Expiries::default();
         for cert in CertificateDer::pem_slice_iter(ca_pem) {
             let cert = cert.map_err(|e| read_error(ca_label, &e))?;
@@ -140,12 +140,7 @@ impl Credentials {
             }
             roots.add(cert).map_err(|e| read_error(ca_label, &e))?;
         }
-        let ca_fingerprint = digest
-            .finish()
-            .as_ref()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
+        let ca_fingerprint = crate::hash::hex(&digest.finish());
         if roots.is_empty() {
             return Err(TlsError::Empty {
                 path: ca_label.clone(),
