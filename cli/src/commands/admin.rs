@@ -224,6 +224,9 @@ pub async fn run(
             }
         },
         AdminCommand::Trace(args) => crate::commands::trace::run(args, settings, format).await,
+        AdminCommand::Backup(command) => {
+            crate::commands::backup::run(command, settings, format).await
+        }
         AdminCommand::Cluster(change) => {
             let request = match change {
                 ClusterCommand::Add { id, address } => AdminRequest::ClusterAdd { id, address },
