@@ -350,3 +350,11 @@ async fn a_fleet_that_lost_every_coordinator_comes_back_from_a_backup_file() {
         "the agent kept running"
     );
 }
+
+#[test]
+fn the_cli_checks_files_against_the_state_format_the_coordinator_writes() {
+    assert_eq!(
+        nexus_cli::commands::backup::STATE_FORMAT,
+        nexus_coordinator::state::STATE_FORMAT
+    );
+}
