@@ -13,10 +13,11 @@ use std::process::Output;
 use std::time::Duration;
 
 use nexus_protocol::backup;
-use nexus_protocol::error::ErrorCode;
+use nexus_protocol::error::{ErrorCode, ErrorDetail};
 use nexus_protocol::identity::Role;
+use nexus_protocol::message::{AdminRequest, Request};
 use nexus_tests::backups::damaged_copies;
-use nexus_tests::cluster::TestCluster;
+use nexus_tests::cluster::{TestCluster, admin_request};
 use nexus_tests::docker::containers_of;
 use nexus_tests::docker_fleet::DockerFleet;
 use nexus_tests::eventually;
@@ -319,10 +320,34 @@ async fn a_fleet_that_lost_every_coordinator_comes_back_from_a_backup_file() {
     for index in 0..members.len() {
         fleet.cluster.restart(&fleet.pki, index).await;
     }
-    fleet
+    let leader = fleet
         .cluster
         .leader(&fleet.pki, Duration::from_secs(20))
-        .await;
+        .await
+        .node;
+
+    // Only the leader makes backups: a follower names it.
+    let follower = members.iter().find(|m| m.id != leader.get()).unwrap();
+    eventually(
+        "a follower naming the leader",
+        Duration::from_secs(10),
+        || async {
+            let refused = admin_request(
+                &fleet.pki,
+                follower.address,
+                Request::Admin(AdminRequest::BackupCreate),
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(refused.code, ErrorCode::NotLeader, "{refused:?}");
+            matches!(
+                refused.detail,
+                Some(ErrorDetail::NotLeader { leader: Some(named), .. }) if named == leader
+            )
+            .then_some(())
+        },
+    )
+    .await;
 
     // The fleet is whole: the same workspaces, running, on the same host; the agent is back.
     let after = fleet.all_running(Duration::from_secs(60)).await;
