@@ -158,6 +158,42 @@ async fn backups_are_fetched_checked_and_damaged_ones_refused_everywhere() {
         ok(&admin(&pki, &cluster, &args), &args.join(" "));
     }
 
+    // Uploaded to a coordinator that lost it, the file is kept and verified there; a damaged
+    // copy is refused with its code and nothing is kept.
+    let backups_dir = cluster.members[0].data_dir.join("backups");
+    std::fs::remove_file(backups_dir.join(format!("{id}.nxbackup"))).unwrap();
+    let settings = nexus_cli::settings::Settings {
+        coordinators: cluster
+            .live_addresses()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        ca: pki.ca_cert_path(),
+        cert: pki.paths(&pki::user("root", Role::Admin)).0,
+        key: pki.paths(&pki::user("root", Role::Admin)).1,
+        request_id: None,
+    };
+    let coordinator = nexus_cli::fleet::Daemon::Coordinator {
+        id: nexus_protocol::NodeId::new(1).unwrap(),
+        address: cluster.members[0].address.to_string(),
+    };
+    let kept = nexus_cli::commands::backup::upload(&settings, &coordinator, &bytes)
+        .await
+        .unwrap();
+    assert_eq!(kept.header.id, id);
+    assert_eq!(kept.verified, Some(true));
+    let damaged = &damaged_copies(&bytes)[0];
+    let refused = nexus_cli::commands::backup::upload(&settings, &coordinator, &damaged.1)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.error.code, damaged.2);
+    let files: Vec<_> = std::fs::read_dir(&backups_dir).unwrap().collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    ok(
+        &admin(&pki, &cluster, &["admin", "backup", "verify", id]),
+        "verify the upload",
+    );
+
     // Each damaged copy: refused by inspect, verify and restore, with its code; the restore
     // leaves no data dir behind.
     pki.issue(&pki::coordinator(2));
