@@ -226,6 +226,21 @@ impl BackupDir {
         Ok(self.dir.join(format!(".upload-{name}.tmp")))
     }
 
+    /// Removes the temporary files (a backup being written, an upload) that a process stopped
+    /// midway left in the directory. Call it before anything writes there.
+    pub fn remove_leftovers(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Backup `id` read whole and checked (its checksum, its format against this build's).
     pub fn verify(&self, id: &str) -> Result<Verified, WireError> {
         check_id(id)?;
@@ -663,6 +678,10 @@ mod tests {
         assert_eq!(read, whole);
 
         assert_eq!(backups.prune(2).unwrap(), [ids[1].clone(), ids[0].clone()]);
+        let leftover = backups.upload_path("u1").unwrap();
+        fs::write(&leftover, b"half").unwrap();
+        backups.remove_leftovers();
+        assert!(!leftover.exists());
         assert_eq!(backups.ids().unwrap(), [damaged, ids[2].clone()]);
     }
 }

@@ -302,7 +302,7 @@ impl Service {
                     upload.clone(),
                     Upload {
                         path: path.clone(),
-                        next: 0,
+                        next: end,
                         total,
                         touched: Instant::now(),
                     },
@@ -325,26 +325,29 @@ impl Service {
                         format!("upload {upload}: a piece out of order; start again at offset 0"),
                     ));
                 }
+                // The next piece is expected after this one from now on: a second copy of this
+                // piece sent meanwhile is out of order, not appended twice.
+                known.next = end;
                 known.touched = Instant::now();
                 known.path.clone()
             }
         };
         let piece_path = path.clone();
         let written = blocking(move || {
-            use std::io::Write;
-            let mut file = if offset == 0 {
-                crate::backups::private_file(&piece_path)
-            } else {
-                std::fs::OpenOptions::new().append(true).open(&piece_path)
-            }
-            .and_then(|mut file| file.write_all(&bytes).map(|()| file));
-            match &mut file {
-                Ok(file) if end == total => file.sync_all(),
-                Ok(_) => Ok(()),
-                Err(_) => Ok(()),
-            }
-            .and(file.map(drop))
-            .map_err(|error| {
+            let write = || -> std::io::Result<()> {
+                use std::io::Write;
+                let mut file = if offset == 0 {
+                    crate::backups::private_file(&piece_path)?
+                } else {
+                    std::fs::OpenOptions::new().append(true).open(&piece_path)?
+                };
+                file.write_all(&bytes)?;
+                if end == total {
+                    file.sync_all()?;
+                }
+                Ok(())
+            };
+            write().map_err(|error| {
                 WireError::new(
                     ErrorCode::Internal,
                     format!("cannot write the upload: {error}"),
@@ -357,9 +360,6 @@ impl Service {
             return Err(error);
         }
         if end < total {
-            if let Some(known) = lock(&backups.uploads).get_mut(&upload) {
-                known.next = end;
-            }
             return Ok(Response::Ack);
         }
         lock(&backups.uploads).remove(&upload);
@@ -402,6 +402,15 @@ impl Service {
     pub async fn follow_backup_schedule(&self, period: Duration) {
         if self.backups.is_none() {
             return;
+        }
+        if let Some(backups) = &self.backups {
+            let dir = backups.dir.clone();
+            // What a process that died mid-write left: temporary files, never backups.
+            let _ = blocking(move || {
+                dir.remove_leftovers();
+                Ok(())
+            })
+            .await;
         }
         let mut memory = ScheduleMemory::default();
         loop {
