@@ -222,7 +222,13 @@ pub async fn run(
             AdminWorkspaceCommand::Events(args) => {
                 crate::commands::events::run(settings, args, format).await
             }
+            AdminWorkspaceCommand::Orphans(args) => {
+                crate::commands::orphans::run(settings, args, format).await
+            }
         },
+        AdminCommand::Backup(crate::args::BackupCommand::Restore(args)) => {
+            crate::commands::restore::run(settings, args, format).await
+        }
         AdminCommand::Trace(args) => crate::commands::trace::run(args, settings, format).await,
         AdminCommand::Cluster(change) => {
             let request = match change {
