@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::args::OutputFormat;
 
+pub mod backups;
 pub mod events;
 
 /// Writes `text` to stdout. A closed stdout (`nexus ... | head`) is not an error worth a panic.

@@ -21,6 +21,7 @@ use nexus_protocol::{NodeId, RequestId};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
+pub use self::driver::Applied;
 use self::driver::{Driver, Input, Query};
 use crate::consensus::{
     MemberChange, MemberProgress, RaftConfig, RaftMessage, RaftNode, StoreError,
@@ -291,9 +292,25 @@ impl Cluster {
         T: Send + 'static,
         F: FnOnce(&State) -> T + Send + 'static,
     {
+        self.read_applied(consistency, move |applied| read(applied.state))
+            .await
+    }
+
+    /// [`Cluster::read`], seeing also the index and term the state was applied to: what a backup
+    /// names, taken at one point with the state. The read runs on the driver's thread, so it
+    /// must be quick (clone what takes long to encode, and encode elsewhere).
+    pub async fn read_applied<T, F>(
+        &self,
+        consistency: Consistency,
+        read: F,
+    ) -> Result<T, WireError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Applied<'_>) -> T + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        let query: Query = Box::new(move |state| {
-            let _ = reply.send(state.map(read));
+        let query: Query = Box::new(move |applied| {
+            let _ = reply.send(applied.map(read));
         });
         self.input(Input::Read { consistency, query }).await?;
         let limit = self.config.read_timeout;

@@ -35,6 +35,8 @@ pub struct Config {
     /// Where the structured log goes (default `DATA_DIR/logs`), and how much of it to keep.
     pub log_dir: PathBuf,
     pub log_max_bytes: u64,
+    /// Where this node keeps its backups (default `DATA_DIR/backups`).
+    pub backup_dir: PathBuf,
 }
 
 /// Where a coordinator serves its monitoring HTTP by default (loopback: nothing there is secret,
@@ -134,6 +136,10 @@ impl Config {
             .or(file.data_dir)
             .ok_or(ConfigError::Missing("--data-dir is required"))?;
         Ok(Config {
+            backup_dir: args
+                .backup_dir
+                .or(file.backup_dir)
+                .unwrap_or_else(|| data_dir.join("backups")),
             log_dir: args
                 .log_dir
                 .or(file.log_dir)
@@ -301,6 +307,10 @@ pub struct Args {
     /// 64 MiB): the oldest go first.
     #[arg(long)]
     pub log_max_bytes: Option<u64>,
+    /// Where this node writes and keeps its backups (default DATA_DIR/backups). Backups hold the
+    /// fleet's whole state: the directory is made 0700 and each file 0600.
+    #[arg(long)]
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// The keys a `--config` file may hold.
@@ -326,6 +336,7 @@ struct FileConfig {
     http_listen: Option<Listen>,
     log_dir: Option<PathBuf>,
     log_max_bytes: Option<u64>,
+    backup_dir: Option<PathBuf>,
 }
 
 fn listen_from_text<'de, D: serde::Deserializer<'de>>(
@@ -436,6 +447,18 @@ mod tests {
         let config = with(&["--config", path.to_str().unwrap()]).unwrap();
         assert_eq!(config.log_dir, Path::new("/l"));
         assert_eq!(config.log_max_bytes, 2 << 20);
+    }
+
+    #[test]
+    fn backups_go_under_the_data_dir_unless_told_otherwise() {
+        assert_eq!(with(&[]).unwrap().backup_dir, Path::new("/d/backups"));
+        let config = with(&["--backup-dir", "/b"]).unwrap();
+        assert_eq!(config.backup_dir, Path::new("/b"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "backup_dir = \"/srv/nexus-backups\"\n").unwrap();
+        let config = with(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(config.backup_dir, Path::new("/srv/nexus-backups"));
     }
 
     #[test]

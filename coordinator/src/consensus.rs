@@ -299,6 +299,16 @@ impl<S: LogStore> RaftNode<S> {
         self.raw.raft.term
     }
 
+    /// The term of the entry at the applied index (the term a backup of this state names). The
+    /// applied index is never behind the snapshot the log starts after, so its term is known.
+    pub fn applied_term(&self) -> u64 {
+        self.raw
+            .raft
+            .raft_log
+            .term(self.applied_index)
+            .unwrap_or_default()
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
     }

@@ -99,6 +99,7 @@ pub fn redacted_config(config: &Config) -> String {
     put("http_listen", text(config.http_listen.to_string()));
     put("log_dir", text(config.log_dir.display().to_string()));
     put("log_max_bytes", number(config.log_max_bytes));
+    put("backup_dir", text(config.backup_dir.display().to_string()));
     toml::to_string(&table)
         .unwrap_or_else(|e| format!("# the configuration cannot be shown: {e}\n"))
 }

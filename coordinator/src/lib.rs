@@ -11,6 +11,7 @@
 //! ([`probes`]) that the monitoring HTTP server (`nexus-telemetry`) serves; what it tells admins
 //! of itself ([`diagnostics`]).
 
+pub mod backups;
 pub mod cluster;
 pub mod config;
 pub mod consensus;
@@ -49,6 +50,9 @@ use crate::metrics::Metrics;
 use crate::peers::Peers;
 use crate::probes::Probes;
 use crate::store::{Durability, RocksStore, StoreIdentity};
+
+/// How often the leader looks whether a scheduled backup is due.
+const BACKUP_SCHEDULE_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A running Raft node: its handle, and what stops it.
 #[derive(Debug)]
@@ -201,11 +205,19 @@ pub async fn run_with(
         Service::new(identity, cluster)
             .with_host_ttl(config.host_ttl)
             .with_logs(config.daemon_log().files())
-            .with_diagnostics(diagnostics),
+            .with_diagnostics(diagnostics)
+            .with_backups(service::Backups::new(
+                backups::BackupDir::new(&config.backup_dir, config.node_id),
+                credentials.ca_fingerprint().to_string(),
+            )),
     );
     let detector = tokio::spawn({
         let service = service.clone();
         async move { service.detect_failures().await }
+    });
+    let schedule = tokio::spawn({
+        let service = service.clone();
+        async move { service.follow_backup_schedule(BACKUP_SCHEDULE_PERIOD).await }
     });
     let mut failure = None;
     let until = async {
@@ -216,6 +228,7 @@ pub async fn run_with(
     };
     server.serve(service, until).await;
     detector.abort();
+    schedule.abort();
     if let Some(monitoring) = monitoring {
         monitoring.stop().await;
     }

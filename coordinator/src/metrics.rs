@@ -61,6 +61,14 @@ pub struct Metrics {
     pub workspace_start_duration: Histograms<1>,
     /// By `kind` and `outcome` (`ok`, `failed`, `timeout`).
     pub workspace_starts: Counters<2>,
+    /// Backups this node made (asked for or scheduled), by `outcome`: [`BACKUP_OUTCOMES`].
+    pub backups: Counters<1>,
+    /// When this node last made a backup that verified (Unix seconds; 0: never).
+    pub backup_last_success: Gauge,
+    /// The size of that backup's file.
+    pub backup_size_bytes: Gauge,
+    /// The replicated schedule's interval while this node leads (0: off, or not leading).
+    pub backup_interval: Gauge,
 }
 
 impl Metrics {
@@ -164,6 +172,24 @@ impl Metrics {
                 "Workspace starts by kind and outcome (ok, failed, timeout).",
                 ["kind", "outcome"],
             ),
+            backups: r.counters(
+                "nexus_backups_total",
+                "Backups this coordinator made, asked for or scheduled, by outcome (ok: written \
+                 and verified; failed).",
+                ["outcome"],
+            ),
+            backup_last_success: r.gauge(
+                "nexus_backup_last_success_timestamp_seconds",
+                "When this coordinator last wrote a backup that verified (Unix time; 0: never).",
+            ),
+            backup_size_bytes: r.gauge(
+                "nexus_backup_size_bytes",
+                "The size of the last backup this coordinator wrote.",
+            ),
+            backup_interval: r.gauge(
+                "nexus_backup_interval_seconds",
+                "The backup schedule's interval on the leader (0 on followers, or when off).",
+            ),
         }
         .init()
     }
@@ -177,6 +203,9 @@ impl Metrics {
         }
         for outcome in PLACEMENT_OUTCOMES {
             self.placements.inc_by([outcome], 0);
+        }
+        for outcome in BACKUP_OUTCOMES {
+            self.backups.inc_by([outcome], 0);
         }
         for kind in StartKind::ALL {
             self.workspace_start_duration.init([kind.as_str()]);
@@ -238,6 +267,9 @@ impl ProposalOutcome {
 
 /// The `outcome` labels of `nexus_placements_total` (see [`Metrics::placements`]).
 pub const PLACEMENT_OUTCOMES: [&str; 4] = ["placed", "no_capacity", "rejected", "failed"];
+
+/// The `outcome` labels of `nexus_backups_total`.
+pub const BACKUP_OUTCOMES: [&str; 2] = ["ok", "failed"];
 
 /// Every host status, for a family where each is present even at 0.
 pub const HOST_STATUSES: [HostStatus; 4] = [
@@ -397,6 +429,10 @@ mod tests {
             "nexus_hosts_marked_down_total",
             "nexus_workspace_start_duration_seconds",
             "nexus_workspace_starts_total",
+            "nexus_backups_total",
+            "nexus_backup_last_success_timestamp_seconds",
+            "nexus_backup_size_bytes",
+            "nexus_backup_interval_seconds",
         ] {
             let declared = format!("# TYPE {name} ");
             assert_eq!(text.matches(&declared).count(), 1, "{name} in\n{text}");

@@ -43,6 +43,7 @@ use nexus_protocol::transport::{Handler, Peer, Reply};
 use nexus_protocol::{HostId, RequestId};
 use tracing::Instrument;
 
+pub use self::backups::{Backups, ScheduleMemory};
 pub use self::views::cluster_status;
 
 use self::liveness::Liveness;
@@ -75,6 +76,8 @@ pub struct Service {
     logs: Option<LogFiles>,
     /// What this node tells admins of itself; without it, diagnostics are `UNSUPPORTED`.
     diagnostics: Option<crate::diagnostics::Diagnostics>,
+    /// This node's backup directory; without it, backups are `UNSUPPORTED`.
+    backups: Option<Backups>,
 }
 
 impl Service {
@@ -92,7 +95,14 @@ impl Service {
             host_ttl: detector::DEFAULT_HOST_TTL,
             logs: None,
             diagnostics: None,
+            backups: None,
         }
+    }
+
+    /// The same service, making and keeping backups in `backups`.
+    pub fn with_backups(mut self, backups: Backups) -> Service {
+        self.backups = Some(backups);
+        self
     }
 
     /// The same service, answering admins' diagnostics from `diagnostics`.

@@ -165,6 +165,22 @@ impl State {
         self.backup_schedule
     }
 
+    /// Rows per table, for a backup's header: hosts, workspaces, allocated ports, events (of
+    /// every workspace) and the journal of completed requests.
+    pub fn table_counts(&self) -> Vec<(String, u64)> {
+        let events: usize = self.events.values().map(History::len).sum();
+        [
+            ("hosts", self.hosts.len()),
+            ("workspaces", self.workspaces.len()),
+            ("ports", self.ports.len()),
+            ("events", events),
+            ("journal", self.journal.len()),
+        ]
+        .into_iter()
+        .map(|(table, rows)| (table.to_string(), rows as u64))
+        .collect()
+    }
+
     /// Coordinators' addresses learned from membership changes.
     pub fn member_addresses(&self) -> &BTreeMap<NodeId, String> {
         &self.member_addresses

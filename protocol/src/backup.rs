@@ -121,6 +121,45 @@ pub fn decode(file: &[u8], state_format: u32) -> Result<Decoded<'_>, BackupError
     })
 }
 
+/// The header of a backup file from its first bytes (at least [`HEADER_READ_LEN`] of them, or the
+/// whole file if it is shorter), **without** checking the checksum: for listing a directory of
+/// large files cheaply. Nothing read this way is trusted; [`decode`] is what checks.
+pub fn peek_header(start: &[u8]) -> Result<BackupHeader, BackupError> {
+    if start.len() < MAGIC.len() || start[..MAGIC.len()] != MAGIC {
+        return Err(BackupError::NotABackup);
+    }
+    if start.len() < PREFIX_LEN {
+        return Err(BackupError::Truncated {
+            have: start.len() as u64,
+            want: PREFIX_LEN as u64,
+        });
+    }
+    let format = u16::from_be_bytes([start[8], start[9]]);
+    if format > FORMAT {
+        return Err(BackupError::FileFormat { found: format });
+    }
+    let header_len = u32::from_be_bytes([start[10], start[11], start[12], start[13]]);
+    if header_len > MAX_HEADER_LEN {
+        return Err(BackupError::Header(format!(
+            "a header of {header_len} bytes (at most {MAX_HEADER_LEN})"
+        )));
+    }
+    let header_end = PREFIX_LEN + header_len as usize;
+    if start.len() < header_end {
+        return Err(BackupError::Truncated {
+            have: start.len() as u64,
+            want: header_end as u64,
+        });
+    }
+    codec::decode(&start[PREFIX_LEN..header_end]).map_err(|e| BackupError::Header(e.to_string()))
+}
+
+/// How many of a file's first bytes [`peek_header`] needs at most.
+pub const HEADER_READ_LEN: usize = PREFIX_LEN + MAX_HEADER_LEN as usize;
+
+/// The length of the checksum that ends every backup file.
+pub const DIGEST_BYTES: usize = DIGEST_LEN;
+
 /// A backup file, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decoded<'a> {
@@ -298,6 +337,17 @@ mod tests {
             Err(BackupError::NotABackup)
         );
         assert_eq!(decode(b"", STATE_FORMAT), Err(BackupError::NotABackup));
+    }
+
+    #[test]
+    fn a_header_is_peeked_from_the_first_bytes_only() {
+        let file = file();
+        assert_eq!(peek_header(&file[..file.len() - 40]), Ok(header()));
+        assert!(matches!(
+            peek_header(&file[..20]),
+            Err(BackupError::Truncated { .. })
+        ));
+        assert_eq!(peek_header(b"nothing"), Err(BackupError::NotABackup));
     }
 
     #[test]

@@ -226,10 +226,10 @@ pub async fn run(
                 crate::commands::orphans::run(settings, args, format).await
             }
         },
-        AdminCommand::Backup(crate::args::BackupCommand::Restore(args)) => {
-            crate::commands::restore::run(settings, args, format).await
-        }
         AdminCommand::Trace(args) => crate::commands::trace::run(args, settings, format).await,
+        AdminCommand::Backup(command) => {
+            crate::commands::backup::run(command, settings, format).await
+        }
         AdminCommand::Cluster(change) => {
             let request = match change {
                 ClusterCommand::Add { id, address } => AdminRequest::ClusterAdd { id, address },

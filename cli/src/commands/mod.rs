@@ -2,6 +2,7 @@
 //! whom it must, and prints its result; errors go back to `main` for rendering.
 
 pub mod admin;
+pub mod backup;
 pub mod bundle;
 pub mod events;
 pub mod health;

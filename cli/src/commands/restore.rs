@@ -1,7 +1,8 @@
 //! `nexus admin backup restore (ID | latest | --file FILE) [--yes] [--force]`: an online
 //! restore. An id or `latest` is looked for in every coordinator's backup directory (each answers
 //! `BackupList` for its own), and the restore is asked of the coordinator that holds it; a file
-//! of this machine is checked here, uploaded to the leader in pieces, then restored there. On a
+//! of this machine is checked here, uploaded to the leader in pieces (unless the leader holds that
+//! very file already), then restored there. On a
 //! terminal it asks first, unless `--yes`; without one, `--yes` is required.
 //!
 //! Which coordinator's backup a name means is pure ([`choose`]), tested below.
@@ -53,7 +54,26 @@ pub async fn run(
             confirm(&decoded.header, &path.display().to_string(), args.yes)?;
             let (roster, coordinators) = coordinators(settings).await?;
             let leader = leader_of(&roster, &coordinators)?;
-            let info = upload(settings, &leader, &file, request_id).await?;
+            // A file the leader holds already (fetched with `backup create --file`) is not sent
+            // again: a directory keeps one backup per id.
+            let held = match fleet::ask(
+                settings,
+                &leader,
+                request_id,
+                Request::Admin(AdminRequest::BackupList),
+                ASK_TIMEOUT,
+            )
+            .await
+            {
+                Ok(Response::Backups(list)) => list.into_iter().find(|info| {
+                    info.header.id == decoded.header.id && info.sha256 == decoded.sha256
+                }),
+                _ => None,
+            };
+            let info = match held {
+                Some(info) => info,
+                None => upload(settings, &leader, &file, request_id).await?,
+            };
             (leader, info)
         }
         (Some(wanted), None) => {

@@ -38,7 +38,15 @@ const MAX_INPUTS_PER_ROUND: usize = 1024;
 type Waiter = (Instant, oneshot::Sender<Result<Outcome, WireError>>);
 
 /// A read of the state machine, run on the driver's task once the read may be served.
-pub(super) type Query = Box<dyn FnOnce(Result<&State, WireError>) + Send>;
+pub(super) type Query = Box<dyn FnOnce(Result<Applied<'_>, WireError>) + Send>;
+
+/// What a read sees: the state, and the index and term of the last entry applied to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Applied<'a> {
+    pub state: &'a State,
+    pub index: u64,
+    pub term: u64,
+}
 
 /// What the driver is asked to do.
 pub(super) enum Input {
@@ -237,7 +245,7 @@ impl Driver {
             Input::Read {
                 consistency: Consistency::Stale,
                 query,
-            } => query(Ok(self.node.state())),
+            } => query(Ok(self.applied())),
             Input::Read {
                 consistency: Consistency::Linearizable,
                 query,
@@ -264,6 +272,14 @@ impl Driver {
             Input::View { reply } => {
                 let _ = reply.send(self.view());
             }
+        }
+    }
+
+    fn applied(&self) -> Applied<'_> {
+        Applied {
+            state: self.node.state(),
+            index: self.node.applied_index(),
+            term: self.node.applied_term(),
         }
     }
 
@@ -412,7 +428,7 @@ impl Driver {
                 .partition(|(index, _, _)| *index <= applied);
             self.reads_ready = later;
             for (_, _, query) in now {
-                query(Ok(self.node.state()));
+                query(Ok(self.applied()));
             }
         }
         let learned = self.node.state().member_addresses();

@@ -4,10 +4,10 @@
 //! and format, and whose cluster it is (another cluster's backup only with `force`).
 //!
 //! The proposal goes through the leader like every write (a follower forwards it); the answer is
-//! the backup's [`BackupInfo`] once the entry is applied here.
+//! the backup's `BackupInfo` once the entry is applied here.
 
 use nexus_protocol::RequestId;
-use nexus_protocol::backup::{self, BackupHeader, BackupInfo};
+use nexus_protocol::backup::{self, BackupHeader};
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::hop::{self, Hop};
 use nexus_protocol::identity::IdentityKind;
@@ -29,9 +29,24 @@ impl Service {
         force: bool,
     ) -> Result<Response, WireError> {
         require(peer, &[IdentityKind::Admin])?;
-        let (info, bytes) = self.backup_file(id)?;
-        let cluster = self.cluster_id();
-        let (header, state) = checked(&bytes, cluster.as_deref(), force)?;
+        let backups = self.backups.as_ref().ok_or_else(|| {
+            WireError::new(
+                ErrorCode::Unsupported,
+                "this coordinator keeps no backups (it runs without a backup directory)",
+            )
+        })?;
+        let dir = backups.dir().clone();
+        let wanted = id.to_string();
+        let verified = tokio::task::spawn_blocking(move || dir.verify(&wanted))
+            .await
+            .map_err(|error| {
+                WireError::new(
+                    ErrorCode::Internal,
+                    format!("reading the backup stopped: {error}"),
+                )
+            })??;
+        let (info, bytes) = (verified.info, verified.bytes);
+        let (header, state) = checked(&bytes, Some(backups.cluster()), force)?;
         let what = format!("backup {} at index {}", header.id, header.index);
         let span = Hop::new(hops::RESTORE, Some(request_id)).kind(&what).info();
         let result = async {
@@ -58,22 +73,6 @@ impl Service {
         hop::record(&span, &result);
         result?;
         Ok(Response::Backup(info))
-    }
-
-    /// Backup `id` of this coordinator's directory, read whole and checked, with what lists
-    /// say of it.
-    ///
-    /// Until the backup directory (`crate::backups`) lands on this branch: no backups.
-    fn backup_file(&self, id: &str) -> Result<(BackupInfo, Vec<u8>), WireError> {
-        Err(WireError::new(
-            ErrorCode::BackupNotFound,
-            format!("no backup {id} in this coordinator's directory"),
-        ))
-    }
-
-    /// This cluster's identity (its CA's fingerprint), which backups name.
-    fn cluster_id(&self) -> Option<String> {
-        None
     }
 }
 
