@@ -4,7 +4,8 @@
 //! destroyed one made again), the two that ran all along keep their containers (same ids, never
 //! restarted), the fourth's container keeps running and is reported as an orphan (by `admin
 //! workspace orphans` and `admin health-check`) until an admin removes it. Before that, another
-//! cluster's backup and a damaged file are refused with their codes, and nothing changes.
+//! cluster's backup and a damaged file are refused with their codes, and nothing changes; with
+//! `--force` the other cluster's backup is restored.
 
 // Tests fail by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -285,4 +286,26 @@ async fn an_online_restore_brings_the_backup_back_and_leaves_newer_containers_as
     }
     assert_eq!(the_container(&host, "charlie").0, charlie);
     assert_eq!(states(&fleet), expected);
+
+    // With --force, the other cluster's backup (the same fleet, under another name; the leader
+    // kept the upload) is restored: nothing to make, nothing restarted.
+    let forced = admin(
+        &fleet,
+        &[
+            "admin",
+            "backup",
+            "restore",
+            "--file",
+            foreign.to_str().unwrap(),
+            "--yes",
+            "--force",
+        ],
+    );
+    assert_eq!(forced["id"], theirs.id.as_str(), "{forced}");
+    assert_eq!(states(&fleet), expected);
+    for name in ["alpha", "bravo"] {
+        assert_eq!(the_container(&host, name), before[name]);
+    }
+    assert_eq!(the_container(&host, "charlie").0, charlie);
+    assert!(orphans(&fleet).is_empty());
 }
