@@ -297,8 +297,9 @@ impl Cluster {
     }
 
     /// [`Cluster::read`], seeing also the index and term the state was applied to: what a backup
-    /// names, taken at one point with the state. The read runs on the driver's thread, so it
-    /// must be quick (clone what takes long to encode, and encode elsewhere).
+    /// names, taken at one point with the state. The read runs on the driver's thread and holds
+    /// it: a backup's encode of the whole state, like the store's periodic snapshot, is the most
+    /// a read should do there.
     pub async fn read_applied<T, F>(
         &self,
         consistency: Consistency,

@@ -243,6 +243,109 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The command line: the daemon's flags (as every script starts it), or a subcommand.
+#[derive(Debug, Parser)]
+#[command(
+    name = "nexus-coordinator",
+    version,
+    about = "The Nexus coordinator: the fleet's state, its scheduler and its API",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<CoordinatorCommand>,
+    #[command(flatten)]
+    pub run: Args,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CoordinatorCommand {
+    /// Make a fresh data directory from a backup file, for one member of a new cluster (after
+    /// losing every coordinator): each member is made from the same file, with the same
+    /// `--peer`s it will be started with, then all are started. Refuses a data directory that is
+    /// not empty, and a damaged, newer or other cluster's backup.
+    Restore(RestoreArgs),
+}
+
+/// `nexus-coordinator restore`'s flags; `--config` names the same TOML file the daemon reads.
+#[derive(Debug, clap::Args, Default)]
+pub struct RestoreArgs {
+    /// The backup file (`nexus admin backup create --file`, or a coordinator's backup directory).
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+    /// This member's Raft id.
+    #[arg(long)]
+    pub node_id: Option<NodeId>,
+    /// The data directory to make (absent or empty).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The other members of the new cluster, as ID=HOST:PORT, as the daemon will be started.
+    #[arg(long = "peer", value_parser = parse_peer)]
+    pub peers: Vec<(NodeId, String)>,
+    /// The `nexus pki` directory: the backup must be of this CA's cluster.
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// The daemon's TOML file, for whatever the flags leave out.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// What a restore needs, checked.
+#[derive(Debug, Clone)]
+pub struct RestorePlan {
+    pub from: PathBuf,
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    pub peers: Vec<(NodeId, String)>,
+    pub tls_dir: PathBuf,
+}
+
+impl RestorePlan {
+    pub fn from_args(args: RestoreArgs) -> Result<RestorePlan, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let node_id = match (args.node_id, file.node_id) {
+            (Some(id), _) => id,
+            (None, Some(id)) => NodeId::new(id)?,
+            (None, None) => return Err(ConfigError::Missing("--node-id is required")),
+        };
+        let peers = if args.peers.is_empty() {
+            file.peers
+                .iter()
+                .map(|peer| parse_peer(peer))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            args.peers
+        };
+        if peers.iter().any(|(id, _)| *id == node_id) {
+            return Err(ConfigError::Invalid(format!(
+                "--peer lists this node's own id {node_id}: list only the other coordinators"
+            )));
+        }
+        Ok(RestorePlan {
+            from: args.from,
+            node_id,
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .ok_or(ConfigError::Missing("--data-dir is required"))?,
+            peers,
+            tls_dir: args.tls_dir.or(file.tls_dir).ok_or(ConfigError::Missing(
+                "--tls-dir is required (the cluster's `nexus pki` directory)",
+            ))?,
+        })
+    }
+
+    /// The new cluster's voters: this node and its peers.
+    pub fn voters(&self) -> Vec<NodeId> {
+        std::iter::once(self.node_id)
+            .chain(self.peers.iter().map(|(id, _)| *id))
+            .collect()
+    }
+}
+
 /// Flags, as the command line gives them. Every field may also come from `--config FILE`.
 #[derive(Debug, Parser, Default)]
 #[command(
@@ -494,6 +597,64 @@ mod tests {
             config.max_frame_bytes,
             nexus_protocol::codec::DEFAULT_MAX_FRAME_LEN
         );
+    }
+
+    #[test]
+    fn the_daemon_starts_with_flags_only_and_restore_is_a_subcommand() {
+        let cli = Cli::try_parse_from([
+            "nexus-coordinator",
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:7400",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.node_id.unwrap().get(), 1);
+        let cli = Cli::try_parse_from([
+            "nexus-coordinator",
+            "restore",
+            "--from",
+            "b.nxbackup",
+            "--data-dir",
+            "/d",
+            "--node-id",
+            "2",
+            "--peer",
+            "1=a:1",
+            "--peer",
+            "3=c:1",
+            "--tls-dir",
+            "/t",
+        ])
+        .unwrap();
+        let Some(CoordinatorCommand::Restore(args)) = cli.command else {
+            panic!("not a restore")
+        };
+        let plan = RestorePlan::from_args(args).unwrap();
+        assert_eq!(plan.node_id.get(), 2);
+        assert_eq!(
+            plan.voters().iter().map(|id| id.get()).collect::<Vec<_>>(),
+            [2, 1, 3]
+        );
+        // Not both: a daemon's flag before the subcommand is refused.
+        assert!(
+            Cli::try_parse_from([
+                "nexus-coordinator",
+                "--node-id",
+                "1",
+                "restore",
+                "--from",
+                "f"
+            ])
+            .is_err()
+        );
+        let missing = RestorePlan::from_args(RestoreArgs {
+            from: "f".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(missing.to_string().contains("--node-id"), "{missing}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod peers;
 pub mod placer;
 pub mod probes;
+pub mod recover;
 pub mod scheduler;
 pub mod service;
 pub mod starts;

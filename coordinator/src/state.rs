@@ -181,6 +181,13 @@ impl State {
         .collect()
     }
 
+    /// The state for a new cluster made from a backup of this one: the addresses of members
+    /// added to the old cluster are forgotten (the new one's members are its founders').
+    pub fn for_new_cluster(mut self) -> State {
+        self.member_addresses.clear();
+        self
+    }
+
     /// Coordinators' addresses learned from membership changes.
     pub fn member_addresses(&self) -> &BTreeMap<NodeId, String> {
         &self.member_addresses

@@ -133,6 +133,34 @@ impl RocksStore {
         voters: &[NodeId],
         durability: Durability,
     ) -> Result<RocksStore, StoreError> {
+        RocksStore::open_with(dir, identity, voters, durability, &State::default())
+    }
+
+    /// Creates a store in `dir` whose first snapshot holds `state` (a backup's) rather than the
+    /// empty state: a founding member of a new cluster of `voters`, like the others made from
+    /// the same backup. Refuses a directory that already holds a store.
+    pub fn create_restored(
+        dir: &Path,
+        identity: &StoreIdentity,
+        voters: &[NodeId],
+        state: &State,
+    ) -> Result<(), StoreError> {
+        if voters.is_empty() {
+            return Err(StoreError("a restored store needs its voters".into()));
+        }
+        if dir.exists() {
+            return Err(StoreError(format!("{} exists", dir.display())));
+        }
+        RocksStore::open_with(dir, identity, voters, Durability::Synced, state).map(drop)
+    }
+
+    fn open_with(
+        dir: &Path,
+        identity: &StoreIdentity,
+        voters: &[NodeId],
+        durability: Durability,
+        first: &State,
+    ) -> Result<RocksStore, StoreError> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -174,7 +202,7 @@ impl RocksStore {
                     )));
                 }
             }
-            None => store.bootstrap(identity, voters)?,
+            None => store.bootstrap(identity, voters, first)?,
         }
         store.load_cache()?;
         Ok(store)
@@ -192,7 +220,12 @@ impl RocksStore {
     /// voters) is always sent a snapshot first, from which it learns the configuration it joins;
     /// replaying entries from index 1 it would never see the founders and could think itself
     /// alone.
-    fn bootstrap(&self, identity: &StoreIdentity, voters: &[NodeId]) -> Result<(), StoreError> {
+    fn bootstrap(
+        &self,
+        identity: &StoreIdentity,
+        voters: &[NodeId],
+        first: &State,
+    ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(META)?, IDENTITY_KEY, encode_record(identity)?);
         if !voters.is_empty() {
@@ -223,11 +256,7 @@ impl RocksStore {
                 "hard state",
                 &hard_state,
             )?;
-            batch.put_cf(
-                self.cf(STATE)?,
-                SNAPSHOT_KEY,
-                State::default().to_snapshot()?,
-            );
+            batch.put_cf(self.cf(STATE)?, SNAPSHOT_KEY, first.to_snapshot()?);
         }
         self.write(batch)
     }

@@ -8,6 +8,7 @@
 // A harness fails the test by panicking.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod backups;
 pub mod cluster;
 pub mod docker;
 pub mod docker_fleet;

@@ -1,0 +1,360 @@
+//! Backups with real processes: made on the leader and fetched by the CLI, listed, inspected and
+//! verified; damaged copies (a flipped byte, a truncated file, newer formats, another cluster's)
+//! refused with their codes by `admin backup inspect|verify FILE` and by `nexus-coordinator
+//! restore`, which changes nothing when it refuses; the schedule keeping exactly its number; and
+//! the total loss: every coordinator killed and its data deleted, three new members restored from
+//! the file, and the fleet whole again with the agent's containers untouched.
+
+// Tests fail by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use nexus_protocol::backup;
+use nexus_protocol::error::ErrorCode;
+use nexus_protocol::identity::Role;
+use nexus_tests::backups::damaged_copies;
+use nexus_tests::cluster::TestCluster;
+use nexus_tests::docker::containers_of;
+use nexus_tests::docker_fleet::DockerFleet;
+use nexus_tests::eventually;
+use nexus_tests::pki::{self, TestPki};
+use nexus_tests::process::{binary, cli_command};
+use serde_json::Value;
+
+/// `nexus-coordinator restore` of `file` into `data_dir` as node `node` with `peers`.
+fn restore(pki: &TestPki, file: &Path, data_dir: &Path, node: u64, peers: &[String]) -> Output {
+    let mut command = std::process::Command::new(binary("nexus-coordinator"));
+    command
+        .arg("restore")
+        .arg("--from")
+        .arg(file)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--node-id", &node.to_string()])
+        .arg("--tls-dir")
+        .arg(pki.dir());
+    for peer in peers {
+        command.args(["--peer", peer]);
+    }
+    command.output().expect("nexus-coordinator runs")
+}
+
+/// The admin CLI against `cluster`, with JSON output.
+fn admin(pki: &TestPki, cluster: &TestCluster, args: &[&str]) -> Output {
+    let home = pki.scratch("home-root");
+    cli_command(
+        pki,
+        &pki::user("root", Role::Admin),
+        &home,
+        &cluster.live_addresses(),
+    )
+    .args(["-o", "json"])
+    .args(args)
+    .output()
+    .expect("nexus runs")
+}
+
+fn ok(out: &Output, what: &str) -> Value {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The code a CLI command failed with, checked against its exit code.
+fn refused_with(out: &Output) -> String {
+    assert!(!out.status.success(), "it succeeded");
+    let error: Value = serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let code = error["error"]["code"].as_str().unwrap().to_string();
+    let known = ErrorCode::ALL
+        .into_iter()
+        .find(|c| c.as_str() == code)
+        .unwrap();
+    assert_eq!(out.status.code(), Some(i32::from(known.exit_code())));
+    code
+}
+
+#[tokio::test]
+async fn backups_are_fetched_checked_and_damaged_ones_refused_everywhere() {
+    let pki = TestPki::new();
+    let cluster = TestCluster::start(&pki, 1, &[]).await;
+    cluster.leader(&pki, Duration::from_secs(20)).await;
+    let work = pki.scratch("work");
+    let file = work.join("fleet.nxbackup");
+
+    let made = ok(
+        &admin(
+            &pki,
+            &cluster,
+            &[
+                "admin",
+                "backup",
+                "create",
+                "--file",
+                file.to_str().unwrap(),
+            ],
+        ),
+        "create",
+    );
+    let mut keys: Vec<&str> = made
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["created_at", "id", "index", "sha256", "size_bytes", "term"]
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(bytes.len() as u64, made["size_bytes"].as_u64().unwrap());
+    let decoded = backup::decode(&bytes, u32::MAX).unwrap();
+    assert_eq!(decoded.sha256, made["sha256"]);
+    assert_eq!(decoded.header.id, made["id"]);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Never replaced.
+    let again = admin(
+        &pki,
+        &cluster,
+        &[
+            "admin",
+            "backup",
+            "create",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(refused_with(&again), "INVALID_ARGUMENT");
+
+    let id = made["id"].as_str().unwrap();
+    let listed = ok(&admin(&pki, &cluster, &["admin", "backup", "list"]), "list");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"] == id && b["location"] == 1),
+        "{listed}"
+    );
+    for args in [
+        ["admin", "backup", "inspect", id],
+        ["admin", "backup", "verify", id],
+        ["admin", "backup", "inspect", file.to_str().unwrap()],
+        ["admin", "backup", "verify", file.to_str().unwrap()],
+    ] {
+        ok(&admin(&pki, &cluster, &args), &args.join(" "));
+    }
+
+    // Each damaged copy: refused by inspect, verify and restore, with its code; the restore
+    // leaves no data dir behind.
+    pki.issue(&pki::coordinator(2));
+    for (damage, copy, code) in damaged_copies(&bytes) {
+        let path = work.join(format!("{damage:?}.nxbackup"));
+        std::fs::write(&path, &copy).unwrap();
+        for verb in ["inspect", "verify"] {
+            let out = admin(
+                &pki,
+                &cluster,
+                &["admin", "backup", verb, path.to_str().unwrap()],
+            );
+            assert_eq!(refused_with(&out), code.as_str(), "{verb} {damage:?}");
+        }
+        let data_dir = work.join(format!("restored-{damage:?}"));
+        let out = restore(&pki, &path, &data_dir, 2, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(code.exit_code())),
+            "restore {damage:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(code.as_str()),
+            "{damage:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!data_dir.exists(), "{damage:?} left {}", data_dir.display());
+    }
+
+    // A data dir that holds anything is never written into.
+    let busy = pki.scratch("busy");
+    std::fs::write(busy.join("keep.txt"), b"mine").unwrap();
+    let out = restore(&pki, &file, &busy, 2, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(ErrorCode::InvalidArgument.exit_code()))
+    );
+    let left: Vec<_> = std::fs::read_dir(&busy).unwrap().collect();
+    assert_eq!(left.len(), 1);
+    assert_eq!(std::fs::read(busy.join("keep.txt")).unwrap(), b"mine");
+
+    // The good file restores.
+    let out = restore(&pki, &file, &work.join("restored"), 2, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(work.join("restored/raft").is_dir());
+}
+
+#[tokio::test]
+async fn scheduled_backups_keep_exactly_their_number_each_verifiable() {
+    let pki = TestPki::new();
+    let cluster = TestCluster::start(&pki, 1, &[]).await;
+    cluster.leader(&pki, Duration::from_secs(20)).await;
+    let schedule = ok(
+        &admin(
+            &pki,
+            &cluster,
+            &["admin", "backup", "schedule", "--every", "1", "--keep", "2"],
+        ),
+        "schedule",
+    );
+    assert_eq!(schedule, serde_json::json!({"every_secs": 1, "keep": 2}));
+    // Backups come and go: once five different ones were seen, at least three were pruned.
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    eventually(
+        "five scheduled backups",
+        Duration::from_secs(30),
+        || async {
+            let listed = ok(&admin(&pki, &cluster, &["admin", "backup", "list"]), "list");
+            let mut seen = seen.lock().unwrap();
+            for backup in listed.as_array().unwrap() {
+                seen.insert(backup["id"].as_str().unwrap().to_string());
+            }
+            (seen.len() >= 5).then_some(())
+        },
+    )
+    .await;
+    ok(
+        &admin(
+            &pki,
+            &cluster,
+            &["admin", "backup", "schedule", "--every", "0"],
+        ),
+        "schedule off",
+    );
+    // A round under way when the schedule was turned off still prunes after it writes.
+    let ids: Vec<String> = eventually("the newest two kept", Duration::from_secs(10), || async {
+        let listed = ok(&admin(&pki, &cluster, &["admin", "backup", "list"]), "list");
+        let ids: Vec<String> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_string())
+            .collect();
+        (ids.len() == 2).then_some(ids)
+    })
+    .await;
+    for id in &ids {
+        let verified = ok(
+            &admin(&pki, &cluster, &["admin", "backup", "verify", id]),
+            "verify",
+        );
+        assert_eq!(verified[0]["ok"], true, "{verified}");
+    }
+}
+
+#[tokio::test]
+async fn a_fleet_that_lost_every_coordinator_comes_back_from_a_backup_file() {
+    let mut fleet = DockerFleet::start("bkp", 1).await;
+    let host = fleet.hosts[0].clone();
+    for name in ["alpha", "beta", "gamma"] {
+        fleet.create_sleeper(name);
+    }
+    let before = fleet.workspaces();
+    let mut containers = containers_of(&host);
+    containers.sort();
+    assert_eq!(containers.len(), 3, "{containers:?}");
+    let file = fleet.pki.scratch("offsite").join("fleet.nxbackup");
+    let made = fleet.ok(
+        "root",
+        Role::Admin,
+        &[
+            "admin",
+            "backup",
+            "create",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(file.is_file(), "{made}");
+
+    // Every coordinator dies, and every data directory is lost.
+    for index in 0..fleet.cluster.members.len() {
+        fleet.cluster.kill(index);
+    }
+    for member in &fleet.cluster.members {
+        std::fs::remove_dir_all(&member.data_dir).unwrap();
+    }
+
+    // Three new members from the file, on the same addresses, then started.
+    let members = fleet.cluster.members.clone();
+    for member in &members {
+        let peers: Vec<String> = members
+            .iter()
+            .filter(|m| m.id != member.id)
+            .map(|m| format!("{}={}", m.id, m.address))
+            .collect();
+        let out = restore(&fleet.pki, &file, &member.data_dir, member.id, &peers);
+        assert!(
+            out.status.success(),
+            "restore {}: {}",
+            member.id,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for index in 0..members.len() {
+        fleet.cluster.restart(&fleet.pki, index).await;
+    }
+    fleet
+        .cluster
+        .leader(&fleet.pki, Duration::from_secs(20))
+        .await;
+
+    // The fleet is whole: the same workspaces, running, on the same host; the agent is back.
+    let after = fleet.all_running(Duration::from_secs(60)).await;
+    assert_eq!(after, before);
+    eventually("the agent heard again", Duration::from_secs(30), || async {
+        let hosts = fleet.ok("root", Role::Admin, &["admin", "hosts"]);
+        let host = hosts
+            .as_array()?
+            .iter()
+            .find(|h| h["host_id"] == host.as_str())?;
+        (host["status"] == "ready" && !host["last_heartbeat_ms"].is_null()).then_some(())
+    })
+    .await;
+    // Its containers were kept, not made again.
+    let mut kept = containers_of(&host);
+    kept.sort();
+    assert_eq!(kept, containers, "{}", fleet.logs());
+    assert!(
+        fleet.agents.lock().unwrap()[0]
+            .as_mut()
+            .unwrap()
+            .process
+            .exited()
+            .is_none(),
+        "the agent kept running"
+    );
+}
+
+#[test]
+fn the_cli_checks_files_against_the_state_format_the_coordinator_writes() {
+    assert_eq!(
+        nexus_cli::commands::backup::STATE_FORMAT,
+        nexus_coordinator::state::STATE_FORMAT
+    );
+}
