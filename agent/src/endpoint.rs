@@ -8,6 +8,9 @@
 //! For debugging: a workspace's health ([`crate::health`]) and its sync sessions (owner or
 //! admin), a flush of those sessions, the engine's events about its container, and the
 //! agent's own diagnostics ([`crate::diagnostics`]; admins only).
+//!
+//! For restores: the host's orphan containers, and removing one on an admin's word
+//! ([`crate::orphans`]; admins only).
 
 pub mod syncstats;
 
@@ -485,6 +488,84 @@ impl<R: Runtime> Endpoint<R> {
     }
 }
 
+impl<R: Runtime> Endpoint<R> {
+    /// This host's orphans ([`crate::orphans`]), for admins.
+    async fn orphans(&self, peer: &Peer) -> Result<Response, WireError> {
+        if !is_admin(peer) {
+            return Err(WireError::new(
+                ErrorCode::PermissionDenied,
+                "only admins list a host's orphan containers",
+            ));
+        }
+        let desired = self.desired.borrow().clone();
+        let desired = desired.ok_or_else(crate::orphans::no_desired_state)?;
+        let engine = self.runtime.engine().await.map_err(runtime_error)?;
+        let host = self.host()?;
+        Ok(Response::Orphans(crate::orphans::find(
+            &host,
+            &desired,
+            &engine.containers,
+        )))
+    }
+
+    /// Removes one orphan container, on an admin's word: refused unless it is an orphan at this
+    /// moment. Its workspace's network goes with its last container; its files stay.
+    async fn remove_orphan(&self, peer: &Peer, name: &str) -> Result<Response, WireError> {
+        if !is_admin(peer) {
+            return Err(WireError::new(
+                ErrorCode::PermissionDenied,
+                "only admins remove orphan containers",
+            ));
+        }
+        let host = self.host()?;
+        let engine = self.runtime.engine().await.map_err(runtime_error)?;
+        let listed = self.runtime.list().await.map_err(runtime_error)?;
+        // The desired state as it is now, after the engine answered: a workspace named since
+        // the listing is not removed.
+        let desired = self.desired.borrow().clone();
+        let desired = desired.ok_or_else(crate::orphans::no_desired_state)?;
+        let orphan = crate::orphans::removable(&desired, &engine.containers, name)?;
+        let (Some(workspace), Some(generation)) = (&orphan.workspace, orphan.generation) else {
+            return Err(crate::orphans::no_desired_state());
+        };
+        let Some(container) = listed
+            .iter()
+            .find(|c| &c.workspace == workspace && c.generation == generation)
+        else {
+            return Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                format!("container {name} is gone already"),
+            ));
+        };
+        tracing::warn!(container = %name, %workspace, generation, user = %peer.identity, "removing an orphan container on an admin's word");
+        self.runtime
+            .remove(&container.id)
+            .await
+            .map_err(runtime_error)?;
+        let others = listed
+            .iter()
+            .any(|c| &c.workspace == workspace && c.id != container.id);
+        if !others {
+            self.runtime
+                .remove_network(&host, workspace)
+                .await
+                .map_err(runtime_error)?;
+        }
+        Ok(Response::Ack)
+    }
+
+    /// This agent's host, from its identity.
+    fn host(&self) -> Result<nexus_protocol::HostId, WireError> {
+        match &self.identity {
+            Identity::Agent(host) => Ok(host.clone()),
+            other => Err(WireError::new(
+                ErrorCode::Internal,
+                format!("the agent's endpoint runs as {other}, not as an agent"),
+            )),
+        }
+    }
+}
+
 fn is_admin(peer: &Peer) -> bool {
     matches!(
         peer.identity,
@@ -526,6 +607,11 @@ impl<R: Runtime> Handler for Endpoint<R> {
             Request::Host(HostRequest::Networks) => {
                 Some(Hop::new(hops::NETWORKS, Some(request_id)).info())
             }
+            Request::Host(HostRequest::RemoveOrphan { container }) => Some(
+                Hop::new(hops::REMOVE_ORPHAN, Some(request_id))
+                    .kind(container)
+                    .info(),
+            ),
             Request::Host(HostRequest::Sync { workspace, .. }) => Some(
                 Hop::new(hops::SYNC, Some(request_id))
                     .workspace(workspace)
@@ -585,6 +671,10 @@ impl<R: Runtime> Endpoint<R> {
             }
             Request::Host(HostRequest::Diagnostic(diagnostic)) => {
                 Reply::Once(self.diagnostic(peer, diagnostic).await)
+            }
+            Request::Host(HostRequest::Orphans) => Reply::Once(self.orphans(peer).await),
+            Request::Host(HostRequest::RemoveOrphan { container }) => {
+                Reply::Once(self.remove_orphan(peer, &container).await)
             }
             _ => Reply::Once(Err(WireError::new(
                 ErrorCode::InvalidArgument,

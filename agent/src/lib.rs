@@ -11,6 +11,8 @@
 //! - [`cache`]: the desired state on disk.
 //! - [`endpoint`]: users' `logs`, `exec` and file sync sessions, served straight from this host.
 //! - [`health`]: a workspace's health as this host sees it (container, ports, sync, files).
+//! - [`orphans`]: which containers no workspace of the desired state names, and whether one
+//!   may be removed on an admin's word.
 //! - [`metrics`] and [`probes`]: what `/metrics`, `/livez` and `/readyz` show over HTTP;
 //!   [`diagnostics`]: what admins ask of the agent itself (config, metrics, certificates,
 //!   readiness, engine).
@@ -23,6 +25,7 @@ pub mod health;
 pub mod hops;
 pub mod link;
 pub mod metrics;
+pub mod orphans;
 pub mod plan;
 pub mod ports;
 pub mod probes;

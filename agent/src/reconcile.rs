@@ -349,7 +349,7 @@ impl<R: Runtime> Reconciler<R> {
         );
         for orphan in &plan.orphans {
             if self.orphans_logged.insert(orphan.id.clone()) {
-                tracing::warn!(container = %orphan.id, workspace = %orphan.workspace, generation = orphan.generation, "a container of this host that no coordinator assignment names; leaving it alone");
+                tracing::warn!(container = %orphan.id, workspace = %orphan.workspace, generation = orphan.generation, "a container of this host that no coordinator assignment names; leaving it alone (an orphan: `nexus admin workspace orphans` lists it, an admin removes it)");
             }
         }
         for newer in &plan.ahead {

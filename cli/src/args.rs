@@ -471,7 +471,8 @@ pub enum AdminCommand {
     /// One request's timeline across the fleet: each hop with its coordinator or host, offset,
     /// duration and outcome, and where it failed.
     Trace(TraceArgs),
-    /// Backups of the replicated state: make one, list, inspect and verify them, the schedule.
+    /// Backups of the replicated state: make one, list, inspect and verify them, the schedule,
+    /// and restore one online.
     #[command(subcommand)]
     Backup(BackupCommand),
 }
@@ -509,7 +510,29 @@ pub enum BackupCommand {
         #[arg(long, value_name = "N")]
         keep: Option<u32>,
     },
-    // The online restore's `restore` goes here.
+    /// Replace the running cluster's state with a backup's, in one replicated entry: its
+    /// workspaces come back (missing containers are made, matching ones left running), and
+    /// containers of workspaces made since are left running as orphans for an admin to remove.
+    /// Asks for confirmation on a terminal unless --yes.
+    Restore(BackupRestoreArgs),
+}
+
+/// `admin backup restore (ID | latest | --file FILE) [--yes] [--force]`.
+#[derive(Debug, Args)]
+pub struct BackupRestoreArgs {
+    /// A backup's id (`nexus admin backup list`), or `latest` for the newest any coordinator
+    /// holds.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub backup: Option<String>,
+    /// A backup file of this machine: uploaded to the leader, then restored.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<std::path::PathBuf>,
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Restore another cluster's backup (made under another CA).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -649,6 +672,10 @@ pub enum AdminWorkspaceCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Containers of workspaces the coordinators do not name (after a restore from an older
+    /// backup), asked of every agent or those of --host; `--remove CONTAINER --host H` removes
+    /// one.
+    Orphans(OrphansArgs),
     /// Destroy stopped workspaces unchanged for a while: one user's (`--owner`) or everyone's.
     Cleanup {
         #[arg(long)]
@@ -656,6 +683,18 @@ pub enum AdminWorkspaceCommand {
         #[command(flatten)]
         age: CleanupArgs,
     },
+}
+
+/// `admin workspace orphans [--host H]... [--remove CONTAINER --host H]`.
+#[derive(Debug, Args)]
+pub struct OrphansArgs {
+    /// Only this host's agent. Repeat for each; with --remove, exactly one.
+    #[arg(long = "host", value_name = "H")]
+    pub hosts: Vec<HostId>,
+    /// Remove this orphan container (its name, as listed) from the host of --host. Refused
+    /// unless it is an orphan at that moment; its files stay.
+    #[arg(long, value_name = "CONTAINER", requires = "hosts")]
+    pub remove: Option<String>,
 }
 
 /// `admin workspace repair (NAME | --all [--host H] [--state failed|lost])`.

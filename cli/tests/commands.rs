@@ -74,6 +74,69 @@ fn the_workspace_and_admin_commands_of_the_contract_exist() {
 }
 
 #[test]
+fn the_restore_and_orphans_commands_exist() {
+    let restore = help(&["admin", "backup", "restore"]);
+    for flag in ["--file", "--yes", "--force", "latest"] {
+        assert!(restore.contains(flag), "{flag} missing");
+    }
+    let orphans = help(&["admin", "workspace", "orphans"]);
+    for flag in ["--host", "--remove"] {
+        assert!(orphans.contains(flag), "{flag} missing");
+    }
+}
+
+#[test]
+fn a_restore_is_refused_without_a_terminal_or_yes_and_a_damaged_file_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b.nxbackup");
+    let nexus = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nexus"))
+            // Nothing listens here: a refusal that contacted it would be a network error.
+            .args(["--coordinator", "127.0.0.1:9", "-o", "json"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let good = nexus_protocol::backup::encode(
+        &nexus_protocol::backup::BackupHeader {
+            id: "b1".into(),
+            cluster: "ab".repeat(32),
+            node: nexus_protocol::NodeId::new(1).unwrap(),
+            index: 1,
+            term: 1,
+            created_at: nexus_protocol::clock::Timestamp(0),
+            software: "test".into(),
+            state_format: 4,
+            counts: vec![],
+        },
+        b"state",
+    )
+    .unwrap();
+    std::fs::write(&file, &good[..good.len() - 1]).unwrap();
+    let out = nexus(&[
+        "admin",
+        "backup",
+        "restore",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("BACKUP_CORRUPT"), "{stderr}");
+    std::fs::write(&file, &good).unwrap();
+    let out = nexus(&[
+        "admin",
+        "backup",
+        "restore",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--yes"), "{stderr}");
+    assert!(stderr.contains("INVALID_ARGUMENT"), "{stderr}");
+}
+
+#[test]
 fn the_request_id_and_trace_commands_exist() {
     let top = help(&[]);
     assert!(top.contains("--request-id"));

@@ -28,6 +28,9 @@ pub const APPLY: &str = "coordinator.apply";
 /// The leader's push of a host's desired state to its agent, once per workspace whose cause
 /// changed since the watch's last push (`host`: the agent's host).
 pub const PUSH: &str = "coordinator.push";
+/// An online restore on the coordinator that holds the backup, from its checks to the apply
+/// (`kind`: the backup's id and index).
+pub const RESTORE: &str = "coordinator.restore";
 
 /// The level a request's [`REQUEST`] hop is made at, or `None` for no hop.
 pub fn request_level(request: &Request) -> Option<Level> {

@@ -6,15 +6,19 @@
 //!   creation refused for a full host really found it full;
 //! - two replicas that apply the same log hold identical state, and so does one restored from a
 //!   snapshot taken anywhere in the log;
-//! - re-applying any proposal already applied (a retry) changes nothing.
+//! - re-applying any proposal already applied (a retry) changes nothing;
+//! - restoring a backup of any earlier state, anywhere in the log, keeps every invariant, and
+//!   replicas (and one restored from a snapshot) still agree.
 
 // Tests fail by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use nexus_coordinator::scheduler::Scoring;
 use nexus_coordinator::state::{
-    Command, FOREIGN_PORT_MEMORY_MS, LimitsPatch, Outcome, PlaceRequest, Proposal, State,
+    Command, FOREIGN_PORT_MEMORY_MS, LimitsPatch, Outcome, PlaceRequest, Proposal, STATE_FORMAT,
+    State,
 };
+use nexus_protocol::backup::BackupHeader;
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::identity::Identity;
@@ -244,5 +248,69 @@ proptest! {
         }
         prop_assert_eq!(&follower, &leader);
         prop_assert_eq!(restored.as_ref(), Some(&leader));
+    }
+
+    #[test]
+    fn restoring_an_earlier_state_keeps_the_invariants_and_replicas_agree(
+        log in proposals(),
+        backed_up in any::<prop::sample::Index>(),
+        restored_at in any::<prop::sample::Index>(),
+        snapshot_at in any::<prop::sample::Index>(),
+    ) {
+        // The backup: the state after `backed_up` proposals; the restore goes in after
+        // `restored_at` (at least as many), and the rest of the log follows it.
+        let backed_up = backed_up.index(log.len());
+        let restored_at = backed_up + restored_at.index(log.len() - backed_up);
+        let mut backup = State::default();
+        for proposal in &log[..backed_up] {
+            backup.apply(proposal);
+        }
+        let header = BackupHeader {
+            id: "20261203T120000Z-i1".into(),
+            cluster: "ab".repeat(32),
+            node: NodeId::new(1).unwrap(),
+            index: backed_up as u64,
+            term: 1,
+            created_at: Timestamp(0),
+            software: "test".into(),
+            state_format: STATE_FORMAT,
+            counts: vec![],
+        };
+        let restore = Proposal {
+            request_id: RequestId::from_u128(u128::MAX),
+            at: Timestamp(1_000 * restored_at as u64 + 500),
+            proposer: Identity::Coordinator(NodeId::new(1).unwrap()),
+            command: Command::Restore { header, state: backup.to_snapshot().unwrap() },
+        };
+        let mut with_restore: Vec<&Proposal> = log.iter().collect();
+        with_restore.insert(restored_at, &restore);
+        let snapshot_at = snapshot_at.index(with_restore.len());
+        let mut leader = State::default();
+        let mut replica: Option<State> = None;
+        for (i, proposal) in with_restore.iter().enumerate() {
+            let outcome = leader.apply(proposal);
+            leader.check_invariants().map_err(|broken| TestCaseError::fail(broken.to_string()))?;
+            if std::ptr::eq(*proposal, &restore) {
+                prop_assert_eq!(&outcome, &Outcome::Applied);
+                let names: Vec<_> = leader.workspaces().keys().collect();
+                let backed: Vec<_> = backup.workspaces().keys().collect();
+                prop_assert_eq!(names, backed);
+                for host in backup.hosts().keys() {
+                    prop_assert!(leader.desired_version(host) > backup.desired_version(host));
+                }
+            }
+            if i == snapshot_at {
+                replica = Some(snapshot(&leader));
+            }
+            if let Some(replica) = replica.as_mut().filter(|_| i > snapshot_at) {
+                replica.apply(proposal);
+            }
+        }
+        let mut follower = State::default();
+        for proposal in &with_restore {
+            follower.apply(proposal);
+        }
+        prop_assert_eq!(&follower, &leader);
+        prop_assert_eq!(replica.as_ref(), Some(&leader));
     }
 }

@@ -222,6 +222,9 @@ pub async fn run(
             AdminWorkspaceCommand::Events(args) => {
                 crate::commands::events::run(settings, args, format).await
             }
+            AdminWorkspaceCommand::Orphans(args) => {
+                crate::commands::orphans::run(settings, args, format).await
+            }
         },
         AdminCommand::Trace(args) => crate::commands::trace::run(args, settings, format).await,
         AdminCommand::Backup(command) => {

@@ -42,6 +42,7 @@ pub async fn run(
         BackupCommand::Inspect { backup } => inspect(settings, format, &backup).await,
         BackupCommand::Verify { backup } => verify(settings, format, &backup).await,
         BackupCommand::Schedule { every, keep } => schedule(settings, format, every, keep).await,
+        BackupCommand::Restore(args) => crate::commands::restore::run(settings, args, format).await,
     }
 }
 

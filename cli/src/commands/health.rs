@@ -358,10 +358,10 @@ async fn gather(settings: &Settings) -> Facts {
 async fn ask_agent(settings: &Settings, host: HostId, address: String) -> AgentFacts {
     let message = |e: CliError| e.error.message.clone();
     let connection = bounded(connect_agent(settings, &host, &address)).await;
-    let (readiness, certificates) = match connection {
+    let (readiness, certificates, orphans) = match connection {
         Err(error) => {
             let why = message(error);
-            (Err(why.clone()), Err(why))
+            (Err(why.clone()), Err(why.clone()), Err(why))
         }
         Ok(connection) => {
             let ask = |diagnostic| {
@@ -374,13 +374,28 @@ async fn ask_agent(settings: &Settings, host: HostId, address: String) -> AgentF
                     .await
                 }
             };
-            let (readiness, certs) =
-                tokio::join!(ask(Diagnostic::Readiness), ask(Diagnostic::Certificates));
+            let orphans = async {
+                let answer = connection.request_with(
+                    RequestId::random(),
+                    Request::Host(HostRequest::Orphans),
+                    ASK_TIMEOUT,
+                );
+                match bounded(async { Ok(answer.await?) }).await? {
+                    Response::Orphans(orphans) => Ok(orphans),
+                    other => Err(CliError::unexpected(&other)),
+                }
+            };
+            let (readiness, certs, orphans) = tokio::join!(
+                ask(Diagnostic::Readiness),
+                ask(Diagnostic::Certificates),
+                orphans
+            );
             (
                 readiness.map_err(message),
                 certs
                     .and_then(|text| self::certificates(&text))
                     .map_err(message),
+                orphans.map_err(message),
             )
         }
     };
@@ -388,6 +403,7 @@ async fn ask_agent(settings: &Settings, host: HostId, address: String) -> AgentF
         host,
         readiness,
         certificates,
+        orphans,
     }
 }
 

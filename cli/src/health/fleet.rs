@@ -8,12 +8,13 @@
 //! | `engine H` | the agent's `engine` check passes | not reported | it fails |
 //! | `certificates D` | every certificate of daemon D lasts 30 days more | one expires within 30 days, its expiry is unknown, or the daemon did not say (its own check says why) | one expires within 7 days, or has expired |
 //! | `disk H` | 15 % or more of the data dir's disk is free | under 15 %, or no stats yet | under 5 % |
+//! | `orphans H` | the agent runs no container of a workspace it is not told to run | it runs some (after a restore from an older backup: `nexus admin workspace orphans`), or it cannot tell | — |
 //! | `workspaces` | none failed or lost | some failed | some lost (their host is down) |
 
 use nexus_protocol::HostId;
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::debug::CertificateInfo;
-use nexus_protocol::message::{ClusterStatus, HostView, MemberRole};
+use nexus_protocol::message::{ClusterStatus, HostView, MemberRole, OrphanView};
 use nexus_protocol::model::{HostStatus, WorkspaceState, WorkspaceView};
 
 use super::{Check, Status, cut};
@@ -36,6 +37,8 @@ pub struct AgentFacts {
     /// Its `/readyz?verbose` text.
     pub readiness: Result<String, String>,
     pub certificates: Result<Vec<CertificateInfo>, String>,
+    /// Its orphan containers (see `nexus admin workspace orphans`).
+    pub orphans: Result<Vec<OrphanView>, String>,
 }
 
 /// Everything the checks look at.
@@ -92,6 +95,7 @@ pub fn judge(facts: &Facts, now: Timestamp) -> Vec<Check> {
             for host in hosts {
                 let agent = facts.agents.iter().find(|a| a.host == host.info.host_id);
                 checks.extend(agent_checks(host, agent, now));
+                checks.extend(agent.and_then(orphans_check));
                 checks.push(disk_check(host));
             }
         }
@@ -108,6 +112,45 @@ pub fn judge(facts: &Facts, now: Timestamp) -> Vec<Check> {
     }
     checks.push(workspaces_check(&facts.workspaces));
     checks
+}
+
+/// The agent's orphans: none is ok, any is a warning that names a few and the command that
+/// lists them. Not judged when the agent did not answer at all (its own check says so).
+fn orphans_check(agent: &AgentFacts) -> Option<Check> {
+    agent.readiness.as_ref().ok()?;
+    let target = Some(agent.host.to_string());
+    let orphans = match &agent.orphans {
+        Ok(orphans) => orphans,
+        Err(why) => {
+            return Some(Check::new(
+                "orphans",
+                target,
+                Status::Warn,
+                format!("cannot tell: {}", cut(why, DETAIL)),
+            ));
+        }
+    };
+    if orphans.is_empty() {
+        return Some(Check::new("orphans", target, Status::Ok, "none"));
+    }
+    let mut names: Vec<&str> = orphans.iter().map(|o| o.container.as_str()).collect();
+    let more = names.len().saturating_sub(NAMED);
+    names.truncate(NAMED);
+    let mut text = names.join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    Some(Check::new(
+        "orphans",
+        target,
+        Status::Warn,
+        format!(
+            "{} container(s) of workspaces the coordinators do not name, left running: {text} \
+             (`nexus admin workspace orphans --host {}`)",
+            orphans.len(),
+            agent.host
+        ),
+    ))
 }
 
 fn quorum_check(status: &Result<ClusterStatus, String>) -> Check {
@@ -444,6 +487,7 @@ mod tests {
             host: id.parse().unwrap(),
             readiness: readiness.map(String::from).map_err(String::from),
             certificates: Ok(certificates(certs)),
+            orphans: Ok(vec![]),
         }
     }
 
@@ -495,6 +539,7 @@ mod tests {
                 "quorum",
                 "agent h1",
                 "engine h1",
+                "orphans h1",
                 "disk h1",
                 "certificates coordinator-1",
                 "certificates agent-h1",
@@ -506,9 +551,10 @@ mod tests {
             checks[0].detail,
             "leader 1, 3 of 3 voters healthy (quorum 2), term 4"
         );
-        assert_eq!(checks[3].detail, "50.0% free (500 B of 1000 B)");
+        assert_eq!(checks[3].detail, "none");
+        assert_eq!(checks[4].detail, "50.0% free (500 B of 1000 B)");
         assert_eq!(
-            checks[4].detail,
+            checks[5].detail,
             "node expires in 300 d (2027-11-11), ca expires in 3000 d (2035-04-03)"
         );
     }
@@ -576,6 +622,27 @@ mod tests {
                 Box::new(|f| f.hosts = Ok(vec![host("h1", HostStatus::Down, 50)])),
                 Status::Fail,
                 "the host is down (last heartbeat 3s ago)",
+            ),
+            (
+                "orphans h1",
+                Box::new(|f| {
+                    f.agents[0].orphans = Ok(vec![OrphanView {
+                        host: "h1".parse().unwrap(),
+                        container: "nexus.h1.late.g1".into(),
+                        workspace: "late".into(),
+                        image: "dev:latest".into(),
+                        state: "running".into(),
+                    }])
+                }),
+                Status::Warn,
+                "1 container(s) of workspaces the coordinators do not name, left running: \
+                 nexus.h1.late.g1 (`nexus admin workspace orphans --host h1`)",
+            ),
+            (
+                "orphans h1",
+                Box::new(|f| f.agents[0].orphans = Err("not served".into())),
+                Status::Warn,
+                "cannot tell: not served",
             ),
             (
                 "disk h1",

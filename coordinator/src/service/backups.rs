@@ -74,6 +74,11 @@ impl Backups {
     pub fn dir(&self) -> &BackupDir {
         &self.dir
     }
+
+    /// The cluster's identity (its CA's fingerprint), which its backups name.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
 }
 
 /// Whether an upload id (chosen by the CLI) is safe in a file name.

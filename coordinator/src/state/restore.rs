@@ -1,21 +1,160 @@
 //! Applying a restore: a backup's state replaces this one, except what belongs to the running
-//! cluster rather than to the backup.
+//! cluster rather than to the backup. Pure like every apply: the same state and command give the
+//! same result on every replica.
+//!
+//! Table by table (the why is in `docs/decisions.md`, "Online restore"):
+//!
+//! | table | after the restore |
+//! |---|---|
+//! | workspaces, ports, limits, host limits, events | the backup's |
+//! | hosts | the backup's, plus every host registered since; a host the running cluster knows keeps the running record (facts, liveness, admin status), so live agents are not stranded |
+//! | each workspace | the backup's record; its generation kept at the running container's when the running state has it on the same host with the same spec and ports (so that container is left alone), else above both (so its container is made anew); `Lost` while its host is down; an event saying it was restored, under the restore's request |
+//! | foreign ports | the running cluster's, plus the ports of workspaces the backup does not hold (their containers become orphans and still hold them) |
+//! | desired versions | every host's above both the running one and the backup's, so every agent takes the new desired state |
+//! | journal | the running cluster's: a request retried across the restore is answered as it was first, and the restore's own request is journaled by `apply` after |
+//! | member addresses, backup schedule | the running cluster's |
+//!
+//! A backup of a state format this build does not read is refused (`BACKUP_VERSION_UNSUPPORTED`),
+//! as are bytes that do not decode or a state that breaks the invariants (`BACKUP_CORRUPT`);
+//! a refusal changes nothing.
 
+use std::collections::BTreeMap;
+
+use nexus_protocol::HostId;
 use nexus_protocol::backup::BackupHeader;
+use nexus_protocol::debug::EventKind;
 use nexus_protocol::error::ErrorCode;
+use nexus_protocol::model::{HostStatus, WorkspaceState};
 
-use super::{Origin, Outcome, State, reject};
+use super::desired::ChangedHosts;
+use super::{Origin, Outcome, STATE_FORMAT, State, WorkspaceRecord, reject};
+use crate::fit::Usage;
 
 impl State {
     pub(super) fn restore(
         &mut self,
-        _origin: Origin<'_>,
-        _header: &BackupHeader,
-        _state: &[u8],
+        origin: Origin<'_>,
+        header: &BackupHeader,
+        state: &[u8],
     ) -> Outcome {
-        reject(
-            ErrorCode::Unsupported,
-            "restoring a backup is not built yet",
-        )
+        if header.state_format != STATE_FORMAT {
+            let which = if header.state_format > STATE_FORMAT {
+                "a newer"
+            } else {
+                "an older"
+            };
+            return reject(
+                ErrorCode::BackupVersionUnsupported,
+                format!(
+                    "backup {} holds state format {}, made by {which} Nexus; this one restores \
+                     state format {STATE_FORMAT} only",
+                    header.id, header.state_format
+                ),
+            );
+        }
+        let backup = match State::from_snapshot(state) {
+            Ok(backup) => backup,
+            Err(error) => {
+                return reject(
+                    ErrorCode::BackupCorrupt,
+                    format!("backup {}'s state cannot be read: {error}", header.id),
+                );
+            }
+        };
+        if let Err(broken) = backup.check_invariants() {
+            return reject(
+                ErrorCode::BackupCorrupt,
+                format!("backup {}'s state is inconsistent: {broken}", header.id),
+            );
+        }
+        let running = std::mem::take(self);
+        *self = restored(running, backup, origin, header);
+        Outcome::Applied
     }
 }
+
+/// The state after restoring `backup` onto `running` (see the module's table).
+fn restored(running: State, mut backup: State, origin: Origin<'_>, header: &BackupHeader) -> State {
+    let mut hosts = std::mem::take(&mut backup.hosts);
+    hosts.extend(running.hosts);
+    let down = |host: &HostId| {
+        hosts
+            .get(host)
+            .is_some_and(|record| record.status == HostStatus::Down)
+    };
+    let mut workspaces = std::mem::take(&mut backup.workspaces);
+    for (name, workspace) in &mut workspaces {
+        workspace.generation = match running.workspaces.get(name) {
+            Some(now) if same_container(now, workspace) => workspace.generation.max(now.generation),
+            Some(now) => workspace.generation.max(now.generation) + 1,
+            None => workspace.generation,
+        };
+        if down(&workspace.host) && workspace.state != WorkspaceState::Destroying {
+            workspace.state = WorkspaceState::Lost;
+        } else if !down(&workspace.host) && workspace.state == WorkspaceState::Lost {
+            workspace.state = WorkspaceState::Scheduled;
+        }
+    }
+    let mut foreign_ports = running.foreign_ports;
+    for (key, _) in running.ports {
+        if !backup.ports.contains_key(&key) {
+            foreign_ports.insert(key, origin.at);
+        }
+    }
+    let mut desired_versions = BTreeMap::new();
+    for host in hosts.keys() {
+        let was = running.desired_versions.get(host).copied().unwrap_or(0);
+        let backed_up = backup.desired_versions.get(host).copied().unwrap_or(0);
+        desired_versions.insert(host.clone(), was.max(backed_up) + 1);
+    }
+    let mut usage: BTreeMap<HostId, Usage> = BTreeMap::new();
+    for workspace in workspaces.values() {
+        usage
+            .entry(workspace.host.clone())
+            .or_default()
+            .add(workspace.spec.class);
+    }
+    let mut state = State {
+        hosts,
+        workspaces,
+        ports: backup.ports,
+        foreign_ports,
+        limits: backup.limits,
+        host_limits: backup.host_limits,
+        desired_versions,
+        journal: running.journal,
+        journal_by_time: running.journal_by_time,
+        member_addresses: running.member_addresses,
+        usage,
+        events: backup.events,
+        backup_schedule: running.backup_schedule,
+        events_by_request: backup.events_by_request,
+        on_host: BTreeMap::new(),
+        host_ids: Vec::new(),
+        changed_hosts: ChangedHosts::All,
+    };
+    state.on_host = state.hosts_index();
+    state.host_ids = state.hosts.keys().cloned().collect();
+    let reason = format!(
+        "restored from backup {} (index {}, term {})",
+        header.id, header.index, header.term
+    );
+    let names: Vec<_> = state
+        .workspaces
+        .iter()
+        .map(|(name, workspace)| (name.clone(), workspace.desired))
+        .collect();
+    for (name, run) in names {
+        state.record_asked(&name, origin, EventKind::Wanted(run), Some(reason.clone()));
+    }
+    state
+}
+
+/// Whether the running cluster's workspace runs in the container the backup's record describes:
+/// same host, same spec, same ports. Its container is then kept as it is.
+fn same_container(running: &WorkspaceRecord, backup: &WorkspaceRecord) -> bool {
+    running.host == backup.host && running.spec == backup.spec && running.ports == backup.ports
+}
+
+#[cfg(test)]
+mod tests;
