@@ -10,17 +10,16 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
+use nexus_protocol::NodeId;
 use nexus_protocol::backup::{self, BackupHeader, BackupInfo};
 use nexus_protocol::error::ErrorCode;
 use nexus_protocol::message::{AdminRequest, Request, Response};
-use nexus_protocol::{NodeId, RequestId};
 use serde_json::json;
 
 use crate::args::{BackupRestoreArgs, OutputFormat};
 use crate::error::CliError;
 use crate::fleet::{self, Daemon, Roster};
 use crate::output;
-use crate::progress::Progress;
 use crate::settings::Settings;
 
 /// How long a coordinator may take to list its backups, or take a piece of an upload.
@@ -28,12 +27,6 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the restore may take: the coordinator reads and checks the backup, and the entry
 /// carrying its state is replicated and applied.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(180);
-/// The size of each piece of an uploaded file (well under a frame).
-pub const UPLOAD_PIECE: usize = 4 << 20;
-/// The newest state format this build's coordinators read (`coordinator::state::STATE_FORMAT`;
-/// the CLI does not depend on the coordinator). A newer file is refused here, before the upload;
-/// the coordinator checks again with its own.
-const STATE_FORMAT: u32 = 4;
 
 pub async fn run(
     settings: &Settings,
@@ -49,7 +42,7 @@ pub async fn run(
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?;
-            let decoded = backup::decode(&file, STATE_FORMAT)
+            let decoded = backup::decode(&file, super::backup::STATE_FORMAT)
                 .map_err(|e| CliError::local(e.code(), format!("{}: {e}", path.display())))?;
             confirm(&decoded.header, &path.display().to_string(), args.yes)?;
             let (roster, coordinators) = coordinators(settings).await?;
@@ -72,7 +65,7 @@ pub async fn run(
             };
             let info = match held {
                 Some(info) => info,
-                None => upload(settings, &leader, &file, request_id).await?,
+                None => super::backup::upload(settings, &leader, &file).await?,
             };
             (leader, info)
         }
@@ -201,48 +194,6 @@ fn leader_of(roster: &Roster, coordinators: &[Daemon]) -> Result<Daemon, CliErro
         .or_else(|| coordinators.first())
         .cloned()
         .ok_or_else(|| CliError::local(ErrorCode::NetworkError, "no coordinator can be reached"))
-}
-
-/// Sends `file` to `coordinator` in pieces under a fresh upload id; answers what it kept.
-async fn upload(
-    settings: &Settings,
-    coordinator: &Daemon,
-    file: &[u8],
-    request_id: RequestId,
-) -> Result<BackupInfo, CliError> {
-    let upload = format!("{:032x}", RequestId::random().as_u128());
-    let total = file.len() as u64;
-    let pieces: Vec<&[u8]> = if file.is_empty() {
-        vec![file]
-    } else {
-        file.chunks(UPLOAD_PIECE).collect()
-    };
-    let progress = Progress::new(pieces.len() as u64, "uploading");
-    let mut offset = 0u64;
-    let mut kept = None;
-    for (at, piece) in pieces.iter().enumerate() {
-        let request = Request::Admin(AdminRequest::BackupUpload {
-            upload: upload.clone(),
-            offset,
-            total,
-            bytes: piece.to_vec(),
-        });
-        let answer = fleet::ask(settings, coordinator, request_id, request, ASK_TIMEOUT).await?;
-        offset += piece.len() as u64;
-        progress.advance(&output::bytes(offset));
-        match answer {
-            Response::Ack if at + 1 < pieces.len() => {}
-            Response::Backup(info) if at + 1 == pieces.len() => kept = Some(info),
-            other => return Err(CliError::unexpected(&other)),
-        }
-    }
-    progress.finish();
-    kept.ok_or_else(|| {
-        CliError::local(
-            ErrorCode::ProtocolError,
-            "the coordinator did not say which backup it kept",
-        )
-    })
 }
 
 /// Asks on a terminal before a restore; refuses without one unless `yes`.
