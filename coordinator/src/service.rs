@@ -75,6 +75,8 @@ pub struct Service {
     logs: Option<LogFiles>,
     /// What this node tells admins of itself; without it, diagnostics are `UNSUPPORTED`.
     diagnostics: Option<crate::diagnostics::Diagnostics>,
+    /// Other coordinators' requests arriving in pieces, by sender.
+    chunks: Mutex<crate::peers::chunks::Assembler<nexus_protocol::NodeId>>,
 }
 
 impl Service {
@@ -92,6 +94,9 @@ impl Service {
             host_ttl: detector::DEFAULT_HOST_TTL,
             logs: None,
             diagnostics: None,
+            chunks: Mutex::new(crate::peers::chunks::Assembler::new(
+                crate::peers::chunks::Bounds::default(),
+            )),
         }
     }
 
