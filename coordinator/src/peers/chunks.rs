@@ -322,9 +322,12 @@ mod tests {
         }
     }
 
+    /// A piece as a table gives it: sender, transfer, offset, total, length.
+    type Row = (u8, u64, u64, u64, usize);
+
     /// Feeds `pieces` (sender, transfer, offset, total, length) in order, one second apart, and
     /// answers each one's outcome: "more", "whole N" (N bytes), or the error's variant.
-    fn run(pieces: &[(u8, u64, u64, u64, usize)]) -> Vec<String> {
+    fn run(pieces: &[Row]) -> Vec<String> {
         let start = Instant::now();
         let mut assembler = Assembler::new(bounds());
         let data = [7u8; 200];
@@ -348,7 +351,7 @@ mod tests {
 
     #[test]
     fn pieces_in_order_make_the_whole_and_bad_sequences_are_refused() {
-        let cases: &[(&str, &[(u8, u64, u64, u64, usize)], &[&str])] = &[
+        let cases: &[(&str, &[Row], &[&str])] = &[
             ("one piece", &[(1, 9, 0, 10, 10)], &["whole 10"]),
             (
                 "three pieces",

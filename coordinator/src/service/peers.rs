@@ -302,6 +302,9 @@ mod tests {
         node.stop().await.unwrap();
     }
 
+    /// Pieces, each with who sends it.
+    type Sequence<'a> = Vec<(&'a Peer, Request)>;
+
     #[tokio::test]
     async fn bad_sequences_of_pieces_are_refused_and_start_over() {
         let (_dir, node, service) = one_node().await;
@@ -324,7 +327,7 @@ mod tests {
                 bytes: vec![0; len],
             })
         };
-        let cases: Vec<(&str, Vec<(&Peer, Request)>, ErrorCode)> = vec![
+        let cases: Vec<(&str, Sequence, ErrorCode)> = vec![
             (
                 "a gap",
                 vec![(&coordinator2, p[0].clone()), (&coordinator2, p[2].clone())],
