@@ -205,10 +205,13 @@ impl<S: LogStore> std::fmt::Debug for RaftNode<S> {
     }
 }
 
-/// Entries carry proposals encoded by the protocol's codec (so bincode keeps one home), bounded
-/// by the largest frame.
+/// Entries carry proposals encoded by the protocol's codec (so bincode keeps one home), as local
+/// frames: a restore's proposal carries a whole state, which may pass any connection's frame
+/// limit (it travels between coordinators in pieces, see `peers`), and is bounded like the
+/// state's snapshot by the frame's header. A forward's bytes are bounded before they get here, by
+/// the peer frame limit or by the assembler of pieces.
 fn entry_codec() -> CodecConfig {
-    CodecConfig::new(nexus_protocol::codec::HARD_MAX_FRAME_LEN).unwrap_or_default()
+    CodecConfig::local()
 }
 
 fn raft_logger() -> slog::Logger {
