@@ -41,6 +41,9 @@ pub(crate) struct Args {
     /// Creates in flight at once, against the coordinators.
     #[arg(long, default_value_t = 256)]
     pub(crate) concurrency: usize,
+    /// The coordinators' `--election-ticks` (their default, 10, unless given).
+    #[arg(long)]
+    pub(crate) election_ticks: Option<usize>,
 }
 
 /// What the `snapshot` scenario measured.
@@ -190,6 +193,7 @@ pub(crate) async fn run(args: Args) -> Report {
         rounds,
         in_process_only,
         concurrency,
+        election_ticks,
     } = args;
     let started = Instant::now();
     let state = build(hosts, workspaces);
@@ -232,7 +236,7 @@ pub(crate) async fn run(args: Args) -> Report {
     let catch_up = if in_process_only {
         None
     } else {
-        Some(catch_up(hosts, workspaces, concurrency).await)
+        Some(catch_up(hosts, workspaces, concurrency, election_ticks).await)
     };
     Report {
         hosts,
@@ -286,11 +290,22 @@ async fn to_leader(
     panic!("no leader took {request:?}");
 }
 
-async fn catch_up(hosts: usize, workspaces: usize, concurrency: usize) -> CatchUp {
+async fn catch_up(
+    hosts: usize,
+    workspaces: usize,
+    concurrency: usize,
+    election_ticks: Option<usize>,
+) -> CatchUp {
     let pki = Arc::new(TestPki::new());
-    let mut cluster = TestCluster::start(&pki, 3, &["--host-ttl", "86400"]).await;
+    let ticks = election_ticks.map(|t| t.to_string());
+    let mut flags = vec!["--host-ttl", "86400"];
+    if let Some(ticks) = &ticks {
+        flags.extend(["--election-ticks", ticks.as_str()]);
+    }
+    let mut cluster = TestCluster::start(&pki, 3, &flags).await;
     let leader = cluster.leader(&pki, Duration::from_secs(30)).await;
     let leader_address = cluster.members[cluster.index_of(leader.node.get())].address;
+    println!("the first leader's term: {}", leader.term);
     let fill = Instant::now();
     admin_to_leader(
         &pki,
@@ -375,7 +390,9 @@ async fn catch_up(hosts: usize, workspaces: usize, concurrency: usize) -> CatchU
     let leader = cluster.leader(&pki, Duration::from_secs(30)).await;
     let leader_index = cluster.index_of(leader.node.get());
     let leader_address = cluster.members[leader_index].address;
+    // Elections during the fill show as a term past the first leader's.
     let term_before = leader.term;
+    println!("term {term_before} after the fill");
     let fourth = cluster.start_joiner(&pki, 4).await;
     let fourth_address = cluster.members[fourth].address;
     let observer = connect(&pki, &user, fourth_address).await.unwrap();
