@@ -358,6 +358,22 @@ mod tests {
     }
 
     #[test]
+    fn a_local_frame_past_the_connections_bound_round_trips() {
+        // Past 256 MiB: refused on a connection, kept on disk, and decoded back whole. (A string:
+        // serde writes its bytes at once, where a `Vec<u8>` goes a byte at a time.)
+        let big = "n".repeat(HARD_MAX_FRAME_LEN + 1);
+        let wire = CodecConfig::new(HARD_MAX_FRAME_LEN).unwrap();
+        assert!(matches!(
+            encode(&big, wire),
+            Err(CodecError::FrameTooLarge { .. })
+        ));
+        let frame = encode(&big, CodecConfig::local()).unwrap();
+        let (payload, _) = split_frame(&frame, CodecConfig::local()).unwrap().unwrap();
+        let back: String = decode(payload).unwrap();
+        assert!(back == big, "the string came back whole");
+    }
+
+    #[test]
     fn trailing_bytes_are_refused() {
         let frame = encode(&ping(), CodecConfig::default()).unwrap();
         let mut payload = frame[HEADER_LEN..].to_vec();
