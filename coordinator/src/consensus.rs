@@ -205,10 +205,13 @@ impl<S: LogStore> std::fmt::Debug for RaftNode<S> {
     }
 }
 
-/// Entries carry proposals encoded by the protocol's codec (so bincode keeps one home), bounded
-/// by the largest frame.
+/// Entries carry proposals encoded by the protocol's codec (so bincode keeps one home), as local
+/// frames: a restore's proposal carries a whole state, which may pass any connection's frame
+/// limit (it travels between coordinators in pieces, see `peers`), and is bounded like the
+/// state's snapshot by the frame's header. A forward's bytes are bounded before they get here, by
+/// the peer frame limit or by the assembler of pieces.
 fn entry_codec() -> CodecConfig {
-    CodecConfig::new(nexus_protocol::codec::HARD_MAX_FRAME_LEN).unwrap_or_default()
+    CodecConfig::local()
 }
 
 fn raft_logger() -> slog::Logger {
@@ -526,13 +529,22 @@ impl<S: LogStore> RaftNode<S> {
             // decoded before it is persisted, so a bad one stops this node without leaving on
             // disk a snapshot that every restart would fail on.
             let snapshot = ready.snapshot().clone();
+            let started = std::time::Instant::now();
             let state = State::from_snapshot(&snapshot.data)?;
+            let decoded = started.elapsed();
             self.raw.store().apply_snapshot(&snapshot)?;
             self.state = state;
             self.applied_index = snapshot.get_metadata().index;
             self.snapshot_index = self.applied_index;
             self.snapshots_restored += 1;
-            tracing::info!(node = %self.id, index = self.applied_index, "restored from the leader's snapshot");
+            tracing::info!(
+                node = %self.id,
+                index = self.applied_index,
+                bytes = snapshot.data.len(),
+                decode_ms = decoded.as_millis() as u64,
+                write_ms = (started.elapsed() - decoded).as_millis() as u64,
+                "restored from the leader's snapshot"
+            );
         }
         if !ready.entries().is_empty() {
             self.raw.store().append(ready.entries())?;
@@ -595,12 +607,24 @@ impl<S: LogStore> RaftNode<S> {
         let index = self.applied_index;
         let term = self.raw.raft.raft_log.term(index).map_err(store_error)?;
         let conf_state = self.raw.raft.prs().conf().to_conf_state();
+        let started = std::time::Instant::now();
         let data = self.state.to_snapshot()?;
+        let bytes = data.len();
+        let encoded = started.elapsed();
         self.raw
             .store()
             .save_snapshot(data, index, term, &conf_state)?;
         self.snapshot_index = index;
         self.snapshots_taken += 1;
+        // The driver's thread does both, and Raft waits meanwhile: a large state shows here.
+        tracing::info!(
+            node = %self.id,
+            index,
+            bytes,
+            encode_ms = encoded.as_millis() as u64,
+            write_ms = (started.elapsed() - encoded).as_millis() as u64,
+            "took a snapshot"
+        );
         Ok(())
     }
 

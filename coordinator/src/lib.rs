@@ -105,6 +105,7 @@ impl Node {
             connector,
             addresses,
             config.peer_batch_timeout(),
+            config.max_frame_bytes,
             tokio::runtime::Handle::current(),
             metrics.peer_rtt.clone(),
         );

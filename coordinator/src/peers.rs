@@ -9,11 +9,21 @@
 //!
 //! Every connection is checked to end at the coordinator it was meant for: an address that answers
 //! with another node's certificate is refused, so a stale address book cannot cross-wire nodes.
+//!
+//! A request whose encoding is larger than a piece ([`chunks::chunk_size`] of the frame limit,
+//! 4 MiB by default) travels in pieces (`PeerRequest::Chunk`), in order on one connection, one
+//! such transfer at a time per peer; the last piece is answered as the whole request is. So a
+//! Raft snapshot of a large state, a batch of large entries and a forwarded proposal carrying a
+//! whole state all reach the peer, whatever the frame limit. The receiving side is
+//! `service::peers`, which assembles them with [`chunks::Assembler`].
+
+pub mod chunks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use nexus_protocol::codec;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::{Identity, IdentityKind};
 use nexus_protocol::message::{PeerRequest, Request, Response};
@@ -46,9 +56,17 @@ pub struct Delivery {
 pub struct Peers {
     me: NodeId,
     connector: Connector,
-    /// A Raft batch's deadline (a snapshot may take longer to send; see `snapshot_timeout`).
+    /// A Raft batch's deadline (a snapshot, or a batch sent in pieces, may take longer: see
+    /// `snapshot_timeout`).
     timeout: Duration,
+    /// The deadline of each piece of a request sent in pieces, and of a Raft batch that is sent
+    /// so (a snapshot's last piece is answered once the peer has decoded and queued it).
     snapshot_timeout: Duration,
+    /// Requests larger than this many bytes travel in pieces of this size.
+    chunk_size: usize,
+    /// Held while a request travels in pieces to a peer: one such transfer at a time per peer,
+    /// as the receiver assembles one per sender.
+    transfers: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
     addresses: RwLock<BTreeMap<NodeId, String>>,
     connections: Mutex<HashMap<NodeId, Connection>>,
     queues: Mutex<HashMap<NodeId, mpsc::Sender<RaftMessage>>>,
@@ -70,12 +88,15 @@ impl std::fmt::Debug for Peers {
 impl Peers {
     /// `addresses` are the founders' (from the configuration); members added later are learned
     /// with [`Peers::learn`]. Sender tasks run on `runtime`, and set each delivered batch's round
-    /// trip in `rtt`, by peer. The receiver yields the senders' reports, for whoever drives Raft.
+    /// trip in `rtt`, by peer. Requests larger than a piece sized for `max_frame_len` (the
+    /// connections' frame limit) travel in pieces. The receiver yields the senders' reports, for
+    /// whoever drives Raft.
     pub fn new(
         me: NodeId,
         connector: Connector,
         addresses: BTreeMap<NodeId, String>,
         timeout: Duration,
+        max_frame_len: usize,
         runtime: tokio::runtime::Handle,
         rtt: Gauges<1>,
     ) -> (Arc<Peers>, mpsc::Receiver<Delivery>) {
@@ -85,6 +106,8 @@ impl Peers {
             connector,
             timeout,
             snapshot_timeout: timeout.max(Duration::from_secs(30)),
+            chunk_size: chunks::chunk_size(max_frame_len),
+            transfers: Mutex::default(),
             addresses: RwLock::new(addresses),
             connections: Mutex::default(),
             queues: Mutex::default(),
@@ -205,16 +228,17 @@ impl Peers {
             .iter()
             .map(consensus::encode_message)
             .collect::<Result<Vec<_>, _>>()?;
-        let limit = if has_snapshot {
+        let large = encoded.iter().map(Vec::len).sum::<usize>() > self.chunk_size;
+        let limit = if has_snapshot || large {
             self.snapshot_timeout
         } else {
             self.timeout
         };
-        let request = Request::Peer(PeerRequest::Raft(encoded));
+        let request = PeerRequest::Raft(encoded);
         // A Raft batch is answered as soon as the peer has queued it: no answer in time means the
         // connection (or the peer) is gone.
         match self
-            .request(to, RequestId::random(), request, limit, true)
+            .carry(to, RequestId::random(), request, limit, true)
             .await?
         {
             Response::Ack => Ok(()),
@@ -231,11 +255,11 @@ impl Peers {
         limit: Duration,
     ) -> Result<(), WireError> {
         let bytes = consensus::encode_forwarded(proposal)?;
-        let request = Request::Peer(PeerRequest::Propose(bytes));
+        let request = PeerRequest::Propose(bytes);
         // A forward is answered once the write is applied: running out of time says nothing of
         // the connection, which Raft's own traffic keeps using.
         match self
-            .request(leader, proposal.request_id, request, limit, false)
+            .carry(leader, proposal.request_id, request, limit, false)
             .await?
         {
             Response::Ack => Ok(()),
@@ -243,15 +267,79 @@ impl Peers {
         }
     }
 
+    /// Sends `request` to `to` and answers its answer: whole if its encoding fits in a piece,
+    /// else in pieces on one connection, each but the last within `snapshot_timeout`, the last
+    /// (answered as the whole request) within `limit`.
+    async fn carry(
+        &self,
+        to: NodeId,
+        request_id: RequestId,
+        request: PeerRequest,
+        limit: Duration,
+        timeout_means_gone: bool,
+    ) -> Result<Response, WireError> {
+        let bytes = codec::encode_payload(&request).map_err(|e| e.to_wire())?;
+        if bytes.len() <= self.chunk_size {
+            let connection = self.connection(to).await?;
+            let request = Request::Peer(request);
+            return self
+                .request(
+                    to,
+                    &connection,
+                    request_id,
+                    request,
+                    limit,
+                    timeout_means_gone,
+                )
+                .await;
+        }
+        drop(request);
+        let turn = lock(&self.transfers).entry(to).or_default().clone();
+        let _turn = turn.lock().await;
+        let connection = self.connection(to).await?;
+        let transfer = nexus_protocol::id::random_u64();
+        let total = bytes.len() as u64;
+        tracing::debug!(peer = %to, transfer, total, "sending a request in pieces");
+        for (offset, piece) in chunks::split(&bytes, self.chunk_size) {
+            let last = offset + piece.len() as u64 == total;
+            let chunk = Request::Peer(PeerRequest::Chunk {
+                transfer,
+                offset,
+                total,
+                bytes: piece.to_vec(),
+            });
+            let within = if last { limit } else { self.snapshot_timeout };
+            let answer = self
+                .request(
+                    to,
+                    &connection,
+                    request_id,
+                    chunk,
+                    within,
+                    timeout_means_gone,
+                )
+                .await?;
+            match answer {
+                answer if last => return Ok(answer),
+                Response::Ack => {}
+                other => return Err(unexpected(&other)),
+            }
+        }
+        Err(WireError::new(
+            ErrorCode::Internal,
+            "a request in pieces had no last piece",
+        ))
+    }
+
     async fn request(
         &self,
         to: NodeId,
+        connection: &Connection,
         request_id: RequestId,
         request: Request,
         limit: Duration,
         timeout_means_gone: bool,
     ) -> Result<Response, WireError> {
-        let connection = self.connection(to).await?;
         let result = connection.request_with(request_id, request, limit).await;
         if let Err(error) = &result
             && (error.code == ErrorCode::NetworkError

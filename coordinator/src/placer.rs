@@ -16,9 +16,9 @@ use crate::cluster::{Cluster, Consistency};
 use crate::hops;
 use crate::state::{Command, Outcome, PlaceRequest};
 
-/// The most creates in one log entry, and the most bytes of specs: an entry must fit in one
-/// Raft message between coordinators, whose frames are 16 MiB at most (raft-rs sends at least
-/// one entry per message, however large).
+/// The most creates in one log entry, and the most bytes of specs: an entry stays within one
+/// piece of a peer request (4 MiB; raft-rs sends at least one entry per message, however large,
+/// and a larger one would still travel, in pieces, but hold up the entries behind it).
 pub const MAX_BATCH: usize = 1_024;
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 

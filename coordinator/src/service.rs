@@ -78,6 +78,8 @@ pub struct Service {
     diagnostics: Option<crate::diagnostics::Diagnostics>,
     /// This node's backup directory; without it, backups are `UNSUPPORTED`.
     backups: Option<Backups>,
+    /// Other coordinators' requests arriving in pieces, by sender.
+    chunks: Mutex<crate::peers::chunks::Assembler<nexus_protocol::NodeId>>,
 }
 
 impl Service {
@@ -96,6 +98,9 @@ impl Service {
             logs: None,
             diagnostics: None,
             backups: None,
+            chunks: Mutex::new(crate::peers::chunks::Assembler::new(
+                crate::peers::chunks::Bounds::default(),
+            )),
         }
     }
 

@@ -8,7 +8,7 @@
 //! | `raft_log` | entry index, `u64` big-endian (so keys sort by index) | the entry (protobuf) |
 //! | `raft_meta` | `identity` | [`StoreIdentity`]: format version, cluster, node id |
 //! | | `hard_state`, `snapshot_meta` (with the configuration at its index) | protobuf |
-//! | `state` | `snapshot` | the state machine at `snapshot_meta.index` (the protocol's codec) |
+//! | `state` | `snapshot` | the state machine at `snapshot_meta.index` (one local frame of the protocol's codec, up to 4 GiB: see `state::snapshot`) |
 //!
 //! The state machine is applied in memory; its durable form is a snapshot taken every N entries,
 //! written with its index and the configuration in force there **in one batch**, so the stored
@@ -107,7 +107,8 @@ fn proto_error(what: &str, error: protobuf::ProtobufError) -> StoreError {
     StoreError(format!("corrupt {what}: {error}"))
 }
 
-fn snapshot_codec() -> CodecConfig {
+/// The store's own small records (its identity). The state's snapshot has its own bound.
+fn record_codec() -> CodecConfig {
     CodecConfig::new(HARD_MAX_FRAME_LEN).unwrap_or_default()
 }
 
@@ -359,14 +360,14 @@ fn put_meta(
 }
 
 fn encode_record<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    codec::encode(value, snapshot_codec()).map_err(|e| StoreError(e.to_string()))
+    codec::encode(value, record_codec()).map_err(|e| StoreError(e.to_string()))
 }
 
 fn decode_record<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     what: &str,
 ) -> Result<T, StoreError> {
-    let (payload, _) = codec::split_frame(bytes, snapshot_codec())
+    let (payload, _) = codec::split_frame(bytes, record_codec())
         .map_err(|e| StoreError(format!("corrupt {what}: {e}")))?
         .ok_or_else(|| StoreError(format!("truncated {what}")))?;
     codec::decode(payload).map_err(|e| StoreError(format!("corrupt {what}: {e}")))

@@ -2,7 +2,9 @@
 //! (serde, standard config: little-endian varints).
 //!
 //! - Frames are bounded by [`CodecConfig::max_frame_len`] (16 MiB by default). A longer length
-//!   prefix is refused before anything is allocated.
+//!   prefix is refused before anything is allocated. A frame that never travels (a coordinator's
+//!   snapshot of its state, on its own disk) may use [`CodecConfig::local`], bounded only by what
+//!   the 4-byte header can say ([`MAX_LOCAL_FRAME_LEN`]).
 //! - Decoding never panics, and bincode may claim no more memory than a limit sized to the
 //!   payload (a lying string length in a small frame cannot allocate gigabytes).
 //! - The handshake's payloads start with a fixed magic and a big-endian `u16` protocol version
@@ -22,8 +24,10 @@ const HEADER_LEN: usize = 4;
 
 /// The default bound on a frame's payload.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 16 << 20;
-/// No configuration may raise the bound above this.
+/// No configuration of a connection may raise the bound above this.
 pub const HARD_MAX_FRAME_LEN: usize = 256 << 20;
+/// The bound of [`CodecConfig::local`]: the largest length the 4-byte header can say (4 GiB - 1).
+pub const MAX_LOCAL_FRAME_LEN: usize = u32::MAX as usize;
 
 /// The magic that opens a client's hello payload.
 pub const HELLO_MAGIC: [u8; 4] = *b"NXHI";
@@ -43,6 +47,15 @@ impl CodecConfig {
             )));
         }
         Ok(CodecConfig { max_frame_len })
+    }
+
+    /// For frames that stay on this machine's disk and never reach a connection (a snapshot of
+    /// the replicated state): bounded by the header alone, [`MAX_LOCAL_FRAME_LEN`]. Larger data
+    /// travels between processes in pieces, each a frame of its own.
+    pub fn local() -> CodecConfig {
+        CodecConfig {
+            max_frame_len: MAX_LOCAL_FRAME_LEN,
+        }
     }
 
     pub fn max_frame_len(self) -> usize {
@@ -153,9 +166,15 @@ fn decode_bounded<T: DeserializeOwned>(
         0x10_0000..=0xFF_FFFF => {
             decode_from_slice(payload, standard.with_limit::<{ CLAIM_RATIO << 24 }>())
         }
-        _ => decode_from_slice(
+        0x100_0000..=HARD_MAX_FRAME_LEN => decode_from_slice(
             payload,
             standard.with_limit::<{ HARD_MAX_FRAME_LEN.saturating_mul(CLAIM_RATIO) }>(),
+        ),
+        // Only local frames and pieced-together peer requests (bounded by their assembler) are
+        // this large: no frame on a connection is.
+        _ => decode_from_slice(
+            payload,
+            standard.with_limit::<{ MAX_LOCAL_FRAME_LEN.saturating_mul(CLAIM_RATIO) }>(),
         ),
     }
 }
@@ -318,6 +337,40 @@ mod tests {
         ));
         assert!(CodecConfig::new(0).is_err());
         assert!(CodecConfig::new(HARD_MAX_FRAME_LEN + 1).is_err());
+    }
+
+    #[test]
+    fn local_frames_are_bounded_by_their_header_alone() {
+        // A header past the connections' hard bound waits for its payload instead of failing.
+        let header = u32::try_from(HARD_MAX_FRAME_LEN + 1).unwrap().to_be_bytes();
+        assert!(matches!(
+            split_frame(&header, CodecConfig::local()),
+            Ok(None)
+        ));
+        assert!(matches!(
+            split_frame(&u32::MAX.to_be_bytes(), CodecConfig::local()),
+            Ok(None)
+        ));
+        assert_eq!(CodecConfig::local().max_frame_len(), MAX_LOCAL_FRAME_LEN);
+        let frame = encode(&"kept on disk", CodecConfig::local()).unwrap();
+        let (payload, _) = split_frame(&frame, CodecConfig::local()).unwrap().unwrap();
+        assert_eq!(decode::<String>(payload).unwrap(), "kept on disk");
+    }
+
+    #[test]
+    fn a_local_frame_past_the_connections_bound_round_trips() {
+        // Past 256 MiB: refused on a connection, kept on disk, and decoded back whole. (A string:
+        // serde writes its bytes at once, where a `Vec<u8>` goes a byte at a time.)
+        let big = "n".repeat(HARD_MAX_FRAME_LEN + 1);
+        let wire = CodecConfig::new(HARD_MAX_FRAME_LEN).unwrap();
+        assert!(matches!(
+            encode(&big, wire),
+            Err(CodecError::FrameTooLarge { .. })
+        ));
+        let frame = encode(&big, CodecConfig::local()).unwrap();
+        let (payload, _) = split_frame(&frame, CodecConfig::local()).unwrap().unwrap();
+        let back: String = decode(payload).unwrap();
+        assert!(back == big, "the string came back whole");
     }
 
     #[test]

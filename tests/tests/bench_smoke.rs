@@ -159,3 +159,22 @@ fn the_debug_scenario_runs_and_reports() {
     assert!(result["bundle_bytes"].as_u64().unwrap() > 0);
     assert_eq!(result["bundle_missing"], 0);
 }
+
+#[test]
+fn the_snapshot_scenario_runs_and_reports() {
+    let result = run_bench(&[
+        "snapshot",
+        "--hosts",
+        "4",
+        "--workspaces",
+        "40",
+        "--rounds",
+        "1",
+        "--concurrency",
+        "4",
+    ]);
+    assert_eq!(result["workspaces"], 40);
+    assert!(result["snapshot_bytes"].as_u64().unwrap() > 1_000);
+    let restored = result["catch_up"]["restored"].as_array().unwrap();
+    assert_eq!(restored.len(), 1, "the new member restored one snapshot");
+}

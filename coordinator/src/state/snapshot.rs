@@ -1,10 +1,17 @@
-//! The state as snapshot bytes, and back: the protocol's codec, bounded by its largest frame.
-//! The derived indexes (workspaces by host, host ids, events by request) are not in the bytes;
-//! they are rebuilt when a snapshot is read.
+//! The state as snapshot bytes, and back: one frame of the protocol's codec (a 4-byte
+//! big-endian length, then bincode). The derived indexes (workspaces by host, host ids, events by
+//! request) are not in the bytes; they are rebuilt when a snapshot is read.
+//!
+//! The bytes are local storage (the store's `state` family, a backup's payload), never one frame
+//! on a connection (Raft sends them to a peer in pieces: [`crate::peers`]), so they are bounded
+//! by what the frame's 4-byte header can say, [`codec::MAX_LOCAL_FRAME_LEN`] (4 GiB - 1; RocksDB,
+//! which keeps them as one value, advises at most 3 GB), not by the peers' frame limit. A state
+//! past it cannot be snapshotted, which stops the node ([`SnapshotError::Encode`] is fatal)
+//! rather than going on without a durable form.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use nexus_protocol::codec::{self, CodecConfig, CodecError, HARD_MAX_FRAME_LEN};
+use nexus_protocol::codec::{self, CodecConfig, CodecError};
 use nexus_protocol::{HostId, WorkspaceName};
 
 use super::State;
@@ -27,16 +34,14 @@ pub enum SnapshotError {
 }
 
 impl State {
-    /// The state as snapshot bytes (the protocol's codec, bounded by the largest frame).
+    /// The state as snapshot bytes (one local frame of the protocol's codec).
     pub fn to_snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
-        let config = CodecConfig::new(HARD_MAX_FRAME_LEN).unwrap_or_default();
-        codec::encode(self, config).map_err(SnapshotError::Encode)
+        codec::encode(self, CodecConfig::local()).map_err(SnapshotError::Encode)
     }
 
     /// The state from snapshot bytes, with its derived indexes rebuilt.
     pub fn from_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
-        let config = CodecConfig::new(HARD_MAX_FRAME_LEN).unwrap_or_default();
-        let (payload, _) = codec::split_frame(bytes, config)
+        let (payload, _) = codec::split_frame(bytes, CodecConfig::local())
             .map_err(SnapshotError::Corrupt)?
             .ok_or(SnapshotError::Truncated)?;
         let mut state: State = codec::decode(payload).map_err(SnapshotError::Corrupt)?;

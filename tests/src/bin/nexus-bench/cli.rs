@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::scenarios::{
-    agent_idle, debug, detect, failover, fleet, raft_writes, scrape, start, sync, transport,
+    agent_idle, debug, detect, failover, fleet, raft_writes, scrape, snapshot, start, sync,
+    transport,
 };
 
 /// What `nexus-bench` was asked: a scenario, and where to write its report as JSON.
@@ -69,4 +70,9 @@ pub(crate) enum Scenario {
     /// one real `nexus` process timed from spawn to exit: `admin logs --last 1h`, `admin trace`
     /// of a create, `admin support-bundle` of the whole fleet.
     Debug(debug::Args),
+    /// The state of a large fleet as a snapshot: N hosts and M running workspaces built in this
+    /// process from the log's commands, encoded and decoded; then (unless --in-process-only) three
+    /// real coordinators given that fleet through their API, and a fourth added and timed until
+    /// it serves every workspace, caught up from a snapshot larger than a frame.
+    Snapshot(snapshot::Args),
 }

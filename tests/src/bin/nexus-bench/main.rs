@@ -13,6 +13,7 @@
 //! $CARGO_TARGET_DIR/release/nexus-bench agent-idle
 //! $CARGO_TARGET_DIR/release/nexus-bench scrape
 //! $CARGO_TARGET_DIR/release/nexus-bench debug
+//! $CARGO_TARGET_DIR/release/nexus-bench snapshot
 //! ```
 //!
 //! The rooms: `cli` (what can be asked), `scenarios` (one module a scenario, each measuring and
@@ -38,7 +39,8 @@ use clap::Parser;
 use crate::cli::{Cli, Scenario};
 use crate::report::Report;
 use crate::scenarios::{
-    agent_idle, debug, detect, failover, fleet, raft_writes, scrape, start, sync, transport,
+    agent_idle, debug, detect, failover, fleet, raft_writes, scrape, snapshot, start, sync,
+    transport,
 };
 
 #[tokio::main]
@@ -57,6 +59,7 @@ async fn main() {
         Scenario::AgentIdle(args) => Report::AgentIdle(agent_idle::run(args).await),
         Scenario::Scrape(args) => Report::Scrape(scrape::run(args).await),
         Scenario::Debug(args) => Report::Debug(debug::run(args).await),
+        Scenario::Snapshot(args) => Report::Snapshot(snapshot::run(args).await),
     };
     print!("{}", report.text());
     if let Some(path) = cli.json {

@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::measure::Percentiles;
 use crate::scenarios::{
-    agent_idle, debug, detect, failover, fleet, raft_writes, scrape, start, sync, transport,
+    agent_idle, debug, detect, failover, fleet, raft_writes, scrape, snapshot, start, sync,
+    transport,
 };
 
 /// A scenario's report. In JSON, the scenario's name is its `scenario` field.
@@ -26,6 +27,7 @@ pub(crate) enum Report {
     AgentIdle(agent_idle::Report),
     Scrape(scrape::Report),
     Debug(debug::Report),
+    Snapshot(snapshot::Report),
 }
 
 impl Report {
@@ -43,6 +45,7 @@ impl Report {
             Report::AgentIdle(report) => agent_idle_text(&mut out, report),
             Report::Scrape(report) => scrape_text(&mut out, report),
             Report::Debug(report) => debug_text(&mut out, report),
+            Report::Snapshot(report) => snapshot_text(&mut out, report),
         }
         out.0
     }
@@ -225,6 +228,29 @@ fn debug_text(out: &mut Lines, report: &debug::Report) {
         "  {} bytes, {} sections, {} missing",
         report.bundle_bytes, report.bundle_sections, report.bundle_missing
     ));
+}
+
+fn snapshot_text(out: &mut Lines, report: &snapshot::Report) {
+    out.line(format_args!(
+        "state of {} hosts and {} workspaces: {} bytes, encoded in {:.3} s, decoded in {:.3} s",
+        report.hosts,
+        report.workspaces,
+        report.snapshot_bytes,
+        report.encode_seconds,
+        report.decode_seconds
+    ));
+    if let Some(catch_up) = &report.catch_up {
+        out.line(format_args!(
+            "new member: added in {:.1} s, serving every workspace after {:.1} s; term {} -> {}",
+            catch_up.add_seconds,
+            catch_up.serving_seconds,
+            catch_up.term_before,
+            catch_up.term_after
+        ));
+        for line in catch_up.leader_snapshots.iter().chain(&catch_up.restored) {
+            out.line(format_args!("  {line}"));
+        }
+    }
 }
 
 /// The text form, built a line at a time.

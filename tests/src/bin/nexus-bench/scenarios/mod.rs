@@ -10,6 +10,7 @@ pub(crate) mod fleet;
 // `raft` would read, to tests/tests/architecture.rs, as the raft crate outside the coordinator.
 pub(crate) mod raft_writes;
 pub(crate) mod scrape;
+pub(crate) mod snapshot;
 pub(crate) mod start;
 pub(crate) mod sync;
 pub(crate) mod transport;
