@@ -183,6 +183,10 @@ impl Service {
                     "this coordinator keeps no diagnostics",
                 )),
             },
+            AdminRequest::ReloadConfig => Err(WireError::new(
+                ErrorCode::Unsupported,
+                "this coordinator cannot reload its configuration yet",
+            )),
             AdminRequest::RequestRecord(id) => self.request_record(id, consistency).await,
             AdminRequest::Endpoints => {
                 self.cluster.require_leader().await?;

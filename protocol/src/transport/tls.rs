@@ -3,14 +3,16 @@
 //! Nexus identity before the handshake completes.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
+use rustls::client::ResolvesClientCert;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use crate::identity::Identity;
@@ -31,13 +33,79 @@ pub enum TlsError {
 
 /// What one party needs to speak mTLS: the cluster CA to trust, and its own certificate chain and
 /// key (a client may go without, and will be refused; see the tests).
-#[derive(Debug)]
+///
+/// The own certificate and key can be replaced while servers and connectors made from these
+/// credentials run ([`Credentials::rotate`]): each handshake reads the one in force, so new
+/// connections present the new certificate and existing ones keep theirs. Clones share it.
+#[derive(Debug, Clone)]
 pub struct Credentials {
     pub(crate) roots: Arc<RootCertStore>,
-    pub(crate) own: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    own: Option<Arc<OwnCert>>,
     identity: Option<Identity>,
     ca_fingerprint: String,
-    expiries: Expiries,
+    ca_expiry: Option<i64>,
+}
+
+/// This party's certificate and key in force, read at each handshake.
+#[derive(Debug)]
+struct OwnCert {
+    current: RwLock<(Arc<CertifiedKey>, Option<i64>)>,
+}
+
+impl OwnCert {
+    fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        label: &str,
+    ) -> Result<OwnCert, TlsError> {
+        let certified = certified(chain, key, label)?;
+        let not_after = certified
+            .cert
+            .first()
+            .and_then(|leaf| crate::identity::not_after(leaf));
+        Ok(OwnCert {
+            current: RwLock::new((Arc::new(certified), not_after)),
+        })
+    }
+
+    fn get(&self) -> (Arc<CertifiedKey>, Option<i64>) {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A chain and its key, checked to belong together.
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    label: &str,
+) -> Result<CertifiedKey, TlsError> {
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| TlsError::Read {
+        path: label.to_string(),
+        reason: format!("the key does not go with the certificate: {e}"),
+    })
+}
+
+impl ResolvesServerCert for OwnCert {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get().0)
+    }
+}
+
+impl ResolvesClientCert for OwnCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.get().0)
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// When the certificates expire, in seconds since the epoch (`None`: not parsed, or absent).
@@ -47,21 +115,6 @@ pub struct Expiries {
     pub own: Option<i64>,
     /// The earliest-expiring trusted CA certificate.
     pub ca: Option<i64>,
-}
-
-impl Clone for Credentials {
-    fn clone(&self) -> Credentials {
-        Credentials {
-            roots: self.roots.clone(),
-            own: self
-                .own
-                .as_ref()
-                .map(|(chain, key)| (chain.clone(), key.clone_key())),
-            identity: self.identity.clone(),
-            expiries: self.expiries,
-            ca_fingerprint: self.ca_fingerprint.clone(),
-        }
-    }
 }
 
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -114,7 +167,7 @@ impl Credentials {
             path: labels[2].clone(),
             reason: e.to_string(),
         })?;
-        credentials.own = Some((chain, key));
+        credentials.own = Some(Arc::new(OwnCert::new(chain, key, &labels[2])?));
         Ok(credentials)
     }
 
@@ -131,12 +184,12 @@ impl Credentials {
         };
         let mut roots = RootCertStore::empty();
         let mut digest = crate::hash::Sha256::default();
-        let mut expiries = Expiries::default();
+        let mut ca_expiry: Option<i64> = None;
         for cert in CertificateDer::pem_slice_iter(ca_pem) {
             let cert = cert.map_err(|e| read_error(ca_label, &e))?;
             digest.update(&cert);
             if let Some(expiry) = crate::identity::not_after(&cert) {
-                expiries.ca = Some(expiries.ca.map_or(expiry, |earliest| earliest.min(expiry)));
+                ca_expiry = Some(ca_expiry.map_or(expiry, |earliest| earliest.min(expiry)));
             }
             roots.add(cert).map_err(|e| read_error(ca_label, &e))?;
         }
@@ -162,10 +215,10 @@ impl Credentials {
                         path: cert_label.clone(),
                         reason: e.to_string(),
                     })?;
-                expiries.own = crate::identity::not_after(leaf);
                 let key = PrivateKeyDer::from_pem_slice(key_pem)
                     .map_err(|e| read_error(key_label, &e))?;
-                (Some((chain, key)), Some(identity))
+                let own = OwnCert::new(chain, key, key_label)?;
+                (Some(Arc::new(own)), Some(identity))
             }
         };
         Ok(Credentials {
@@ -173,13 +226,59 @@ impl Credentials {
             own,
             identity,
             ca_fingerprint,
-            expiries,
+            ca_expiry,
         })
     }
 
-    /// When this party's certificate and its CA expire (for `nexus_cert_expiry_timestamp_seconds`).
+    /// When this party's certificate (the one in force) and its CA expire (for
+    /// `nexus_cert_expiry_timestamp_seconds`).
     pub fn expiries(&self) -> Expiries {
-        self.expiries
+        Expiries {
+            own: self.own.as_ref().and_then(|own| own.get().1),
+            ca: self.ca_expiry,
+        }
+    }
+
+    /// This party's certificate in force (DER of the leaf), if it has one.
+    pub fn own_certificate(&self) -> Option<Vec<u8>> {
+        let own = self.own.as_ref()?.get().0;
+        own.cert.first().map(|leaf| leaf.to_vec())
+    }
+
+    /// Puts `fresh`'s certificate and key in force for the handshakes that follow, in every
+    /// server and connector made from these credentials or their clones. Refused, changing
+    /// nothing, when `fresh` is for another identity or trusts another CA: those need a restart.
+    /// Answers whether the certificate changed.
+    pub fn rotate(&self, fresh: &Credentials) -> Result<bool, TlsError> {
+        let (Some(own), Some(new)) = (&self.own, &fresh.own) else {
+            return Err(TlsError::Config(
+                "only a party with its own certificate can rotate it".into(),
+            ));
+        };
+        if fresh.identity != self.identity {
+            return Err(TlsError::Config(format!(
+                "the new certificate is for {}, not {}: a certificate for another identity needs a restart",
+                fresh
+                    .identity
+                    .as_ref()
+                    .map_or("nobody".into(), ToString::to_string),
+                self.identity
+                    .as_ref()
+                    .map_or("nobody".into(), ToString::to_string),
+            )));
+        }
+        if fresh.ca_fingerprint != self.ca_fingerprint {
+            return Err(TlsError::Config(
+                "the CA certificate changed: a new CA needs a restart (and, for a coordinator, a new cluster)".into(),
+            ));
+        }
+        let next = new.get();
+        let mut current = own.current.write().unwrap_or_else(PoisonError::into_inner);
+        let changed = current.0.cert != next.0.cert;
+        if changed {
+            *current = next;
+        }
+        Ok(changed)
     }
 
     /// The SHA-256 of the trusted CA certificates (DER, in file order), in hex: the cluster's
@@ -194,9 +293,9 @@ impl Credentials {
     }
 
     pub(crate) fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
-        let (chain, key) = self
+        let own = self
             .own
-            .as_ref()
+            .clone()
             .ok_or_else(|| TlsError::Config("a server needs its own certificate".into()))?;
         let inner = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
             .build()
@@ -206,8 +305,7 @@ impl Credentials {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .with_cert_resolver(own);
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
     }
@@ -221,9 +319,7 @@ impl Credentials {
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_webpki_verifier(verifier);
         let mut config = match &self.own {
-            Some((chain, key)) => builder
-                .with_client_auth_cert(chain.clone(), key.clone_key())
-                .map_err(|e| TlsError::Config(e.to_string()))?,
+            Some(own) => builder.with_client_cert_resolver(own.clone()),
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![ALPN.to_vec()];
