@@ -74,6 +74,28 @@ pub fn at_key(path: &str, text: &str, key: &str, message: &str) -> String {
     }
 }
 
+/// The config file key of the first `--flag` a message names (`--host-ttl must be ...` →
+/// `host_ttl`): the daemons' messages name flags, and a file's keys are the flags' names.
+pub fn key_in_message(message: &str) -> Option<String> {
+    let start = message.find("--")? + 2;
+    let flag: String = message[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    (!flag.is_empty()).then(|| flag.replace('-', "_"))
+}
+
+/// A daemon's complaint about its configuration, placed in its file when the key it names is
+/// there: `FILE:LINE:COLUMN: message`, else the message as it is.
+pub fn place(message: &str, file: Option<(&str, &str)>) -> String {
+    match (key_in_message(message), file) {
+        (Some(key), Some((path, text))) if locate(text, &key).is_some() => {
+            at_key(path, text, &key, message)
+        }
+        _ => message.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +175,26 @@ mod tests {
             "c.toml:3:3: too small"
         );
         assert_eq!(at_key("c.toml", text, "nope", "bad"), "c.toml: bad");
+    }
+
+    #[test]
+    fn a_message_is_placed_at_the_key_its_flag_names() {
+        assert_eq!(
+            key_in_message("--host-ttl must be between 0.2 and 86400 seconds, not 0"),
+            Some("host_ttl".into())
+        );
+        assert_eq!(key_in_message("no flag here"), None);
+        assert_eq!(key_in_message("a bare -- dash"), None);
+        let text = "node_id = 1\nhost_ttl = 0\n";
+        assert_eq!(
+            place("--host-ttl must be positive", Some(("c.toml", text))),
+            "c.toml:2:1: --host-ttl must be positive"
+        );
+        // A flag given on the command line, not in the file: no place.
+        assert_eq!(
+            place("--listen is required", Some(("c.toml", text))),
+            "--listen is required"
+        );
+        assert_eq!(place("--host-ttl bad", None), "--host-ttl bad");
     }
 }

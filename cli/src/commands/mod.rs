@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod bundle;
+pub mod config;
 pub mod events;
 pub mod health;
 pub mod host;

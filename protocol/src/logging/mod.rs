@@ -226,6 +226,24 @@ pub fn init_file(default: &str, files: LogFiles, rotation: Rotation) -> SinkGuar
     guard
 }
 
+/// Says in the log what a configuration reload did; `why` says who asked (`SIGHUP`, an admin's
+/// request).
+pub fn reloaded(report: &crate::debug::ReloadReport, why: &str) {
+    if report.failed() {
+        tracing::error!(errors = ?report.errors, "configuration reload ({why}) refused; the settings in force are unchanged");
+        return;
+    }
+    for change in &report.applied {
+        tracing::info!(key = %change.key, old = %change.old, new = %change.new, "configuration reload ({why}): applied");
+    }
+    if !report.needs_restart.is_empty() {
+        tracing::warn!(keys = ?report.needs_restart, "configuration reload ({why}): these settings changed but take effect only at the next start");
+    }
+    if report.applied.is_empty() && report.needs_restart.is_empty() {
+        tracing::info!("configuration reload ({why}): nothing changed");
+    }
+}
+
 /// The record written in place of lines the disk could not keep up with.
 fn dropped_note(source: &str, count: u64) -> String {
     record::to_line(&LogRecord {

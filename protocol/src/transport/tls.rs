@@ -245,6 +245,58 @@ impl Credentials {
         own.cert.first().map(|leaf| leaf.to_vec())
     }
 
+    /// This party's certificate in force, for logs and reload reports: the first 16 hex digits
+    /// of its SHA-256 and when it expires (seconds since the epoch).
+    pub fn own_summary(&self) -> Option<String> {
+        let der = self.own_certificate()?;
+        let digest = crate::hash::hex(&crate::hash::sha256(&der));
+        let not_after = crate::identity::not_after(&der)
+            .map_or_else(|| "unknown".to_string(), |t| t.to_string());
+        Some(format!("sha256 {} not after {not_after}", &digest[..16]))
+    }
+
+    /// Reads this party's certificate and key again from the `nexus pki` directory `dir` and
+    /// checks that they can replace the ones in force ([`Credentials::rotate`]'s rules), changing
+    /// nothing yet: `None` when the files hold the certificate in force.
+    pub fn prepare_rotation(&self, dir: &Path) -> Result<Option<Rotation>, TlsError> {
+        let identity = self
+            .identity
+            .clone()
+            .ok_or_else(|| TlsError::Config("only a party with an identity can rotate".into()))?;
+        let fresh = Credentials::from_pki_dir(dir, &identity)?;
+        self.check_rotation(&fresh)?;
+        if fresh.own_certificate() == self.own_certificate() {
+            return Ok(None);
+        }
+        Ok(Some(Rotation { fresh }))
+    }
+
+    fn check_rotation(&self, fresh: &Credentials) -> Result<(), TlsError> {
+        if self.own.is_none() || fresh.own.is_none() {
+            return Err(TlsError::Config(
+                "only a party with its own certificate can rotate it".into(),
+            ));
+        }
+        if fresh.identity != self.identity {
+            return Err(TlsError::Config(format!(
+                "the new certificate is for {}, not {}: a certificate for another identity needs a restart",
+                fresh
+                    .identity
+                    .as_ref()
+                    .map_or("nobody".into(), ToString::to_string),
+                self.identity
+                    .as_ref()
+                    .map_or("nobody".into(), ToString::to_string),
+            )));
+        }
+        if fresh.ca_fingerprint != self.ca_fingerprint {
+            return Err(TlsError::Config(
+                "the CA certificate changed: a new CA needs a restart (and, for a coordinator, a new cluster)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Puts `fresh`'s certificate and key in force for the handshakes that follow, in every
     /// server and connector made from these credentials or their clones. Refused, changing
     /// nothing, when `fresh` is for another identity or trusts another CA: those need a restart.
@@ -324,6 +376,30 @@ impl Credentials {
         };
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
+    }
+}
+
+/// A certificate and key read again and checked ([`Credentials::prepare_rotation`]), to be put
+/// in force with [`Rotation::commit`].
+#[derive(Debug)]
+pub struct Rotation {
+    fresh: Credentials,
+}
+
+impl Rotation {
+    /// Puts the new certificate in force in `credentials` (the ones it was prepared from) and
+    /// says what changed, as a reload reports it (key `certificate`).
+    pub fn commit(
+        self,
+        credentials: &Credentials,
+    ) -> Result<crate::debug::ChangedSetting, TlsError> {
+        let old = credentials.own_summary().unwrap_or_default();
+        credentials.rotate(&self.fresh)?;
+        Ok(crate::debug::ChangedSetting {
+            key: "certificate".into(),
+            old,
+            new: credentials.own_summary().unwrap_or_default(),
+        })
     }
 }
 
