@@ -217,3 +217,104 @@ impl Reloader {
         report
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::{Arc, RwLock};
+
+    use clap::Parser;
+    use nexus_protocol::clock;
+    use nexus_protocol::pki::{DEFAULT_CA_VALIDITY, PkiDir, SubjectName, Validity};
+    use nexus_protocol::{HostId, Identity};
+
+    use super::*;
+
+    fn reloader(dir: &Path, text: &str) -> (Reloader, std::path::PathBuf, Registries) {
+        let pki = PkiDir::new(dir.join("pki"));
+        pki.init(clock::now(), DEFAULT_CA_VALIDITY, false).unwrap();
+        let identity = Identity::Agent(HostId::new("h1").unwrap());
+        let validity = Validity::starting(clock::now(), Duration::from_secs(3600));
+        pki.issue(
+            &identity,
+            &[SubjectName::Dns("localhost".into())],
+            validity,
+            true,
+        )
+        .unwrap();
+        let file = dir.join("agent.toml");
+        std::fs::write(&file, text).unwrap();
+        let args = Args::try_parse_from([
+            "nexus-agent",
+            "--host-id",
+            "h1",
+            "--coordinator",
+            "127.0.0.1:7400",
+            "--data-dir",
+            dir.join("data").to_str().unwrap(),
+            "--tls-dir",
+            dir.join("pki").to_str().unwrap(),
+            "--heartbeat-interval",
+            "0.5",
+            "--config",
+            file.to_str().unwrap(),
+        ])
+        .unwrap();
+        let config = Config::from_args(args.clone()).unwrap();
+        let credentials = Credentials::from_pki_dir(&dir.join("pki"), &identity).unwrap();
+        let registries: Registries = Arc::new(RwLock::new(config.registries.clone()));
+        let reloader = Reloader::new(
+            args,
+            config.clone(),
+            LogFilter::detached(&config.log_filter()),
+            credentials,
+            Intervals::of(&config),
+        )
+        .with_registries(Some(registries.clone()));
+        (reloader, file, registries)
+    }
+
+    const REGISTRY: &str =
+        "[[registry]]\nserver = \"r:5000\"\nusername = \"u\"\npassword = \"old-secret\"\n";
+
+    #[test]
+    fn intervals_and_registry_credentials_reload_and_secrets_stay_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = format!("stats_interval = 10.0\n{REGISTRY}");
+        let (reloader, file, registries) = reloader(dir.path(), &base);
+        let stats = reloader.stats_interval();
+        let heartbeat = reloader.heartbeat_interval();
+        // A new password and stats interval; a heartbeat interval its flag overrides; a label
+        // (registered once: needs a restart).
+        let text = format!(
+            "stats_interval = 2.5\nheartbeat_interval = 9.0\nlabels = {{ zone = \"b\" }}\n{}",
+            REGISTRY.replace("old-secret", "new-secret")
+        );
+        std::fs::write(&file, text).unwrap();
+        let report = reloader.reload("a test");
+        assert!(report.errors.is_empty(), "{report:?}");
+        let applied: Vec<String> = report
+            .applied
+            .iter()
+            .map(|c| format!("{}: {} -> {}", c.key, c.old, c.new))
+            .collect();
+        assert_eq!(
+            applied,
+            [
+                "stats_interval: 10.0 -> 2.5",
+                "registry: (redacted) -> (redacted) (changed)"
+            ]
+        );
+        assert_eq!(report.needs_restart, ["labels"]);
+        assert!(!format!("{report:?}").contains("secret"), "{report:?}");
+        assert_eq!(*stats.borrow(), Duration::from_millis(2500));
+        assert_eq!(*heartbeat.borrow(), Duration::from_millis(500));
+        assert_eq!(registries.read().unwrap()[0].password, "new-secret");
+        // A broken file: nothing moves.
+        std::fs::write(&file, "stats_interval = 0.0\n").unwrap();
+        let report = reloader.reload("a test");
+        assert!(report.errors[0].contains("--stats-interval"), "{report:?}");
+        assert_eq!(*stats.borrow(), Duration::from_millis(2500));
+        assert_eq!(registries.read().unwrap()[0].password, "new-secret");
+    }
+}

@@ -139,3 +139,148 @@ impl Reloader {
         report
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use clap::Parser;
+    use nexus_protocol::clock;
+    use nexus_protocol::pki::{DEFAULT_CA_VALIDITY, PkiDir, SubjectName, Validity};
+    use nexus_protocol::{Identity, NodeId};
+
+    use super::*;
+
+    /// A reloader for node 1 started with `--config FILE` holding `text`, its PKI in `dir`.
+    fn reloader(dir: &Path, text: &str) -> (Reloader, std::path::PathBuf, HostTtl) {
+        let pki = PkiDir::new(dir.join("pki"));
+        pki.init(clock::now(), DEFAULT_CA_VALIDITY, false).unwrap();
+        issue(&pki);
+        let file = dir.join("coordinator.toml");
+        std::fs::write(&file, text).unwrap();
+        let args = Args::try_parse_from([
+            "nexus-coordinator",
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:7400",
+            "--data-dir",
+            dir.join("data").to_str().unwrap(),
+            "--tls-dir",
+            dir.join("pki").to_str().unwrap(),
+            "--tick-ms",
+            "50",
+            "--config",
+            file.to_str().unwrap(),
+        ])
+        .unwrap();
+        let config = Config::from_args(args.clone()).unwrap();
+        let credentials = Credentials::from_pki_dir(
+            &dir.join("pki"),
+            &Identity::Coordinator(NodeId::new(1).unwrap()),
+        )
+        .unwrap();
+        let ttl: HostTtl = Arc::new(Mutex::new(config.host_ttl));
+        let filter = LogFilter::detached(&config.log_filter());
+        let reloader = Reloader::new(args, config, filter, credentials, ttl.clone());
+        (reloader, file, ttl)
+    }
+
+    fn issue(pki: &PkiDir) {
+        let validity = Validity::starting(clock::now(), Duration::from_secs(3600));
+        let identity = Identity::Coordinator(NodeId::new(1).unwrap());
+        pki.issue(
+            &identity,
+            &[SubjectName::Dns("localhost".into())],
+            validity,
+            true,
+        )
+        .unwrap();
+    }
+
+    fn applied(report: &ReloadReport) -> Vec<String> {
+        report
+            .applied
+            .iter()
+            .map(|c| format!("{}: {} -> {}", c.key, c.old, c.new))
+            .collect()
+    }
+
+    #[test]
+    fn hot_changes_apply_together_and_the_rest_waits_for_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reloader, file, ttl) =
+            reloader(dir.path(), "log_filter = \"info\"\nhost_ttl = 14.0\n");
+        // Nothing changed.
+        let report = reloader.reload("a test");
+        assert_eq!(
+            report,
+            ReloadReport {
+                source: "coordinator-1".into(),
+                ..ReloadReport::default()
+            }
+        );
+        // Two hot changes, one cold one, and a flag (--tick-ms) that still wins over the file.
+        std::fs::write(
+            &file,
+            "log_filter = \"debug\"\nhost_ttl = 3.0\nsnapshot_every = 5\ntick_ms = 10\n",
+        )
+        .unwrap();
+        let report = reloader.reload("a test");
+        assert_eq!(
+            applied(&report),
+            ["host_ttl: 14.0 -> 3.0", "log_filter: info -> debug"]
+        );
+        assert_eq!(report.needs_restart, ["snapshot_every"]);
+        assert!(report.errors.is_empty());
+        assert_eq!(*lock(&ttl), Duration::from_secs(3));
+        assert_eq!(reloader.log_filter.current(), "debug");
+        // The cold change is said again until a restart; the hot ones are in force.
+        let report = reloader.reload("a test");
+        assert!(report.applied.is_empty());
+        assert_eq!(report.needs_restart, ["snapshot_every"]);
+    }
+
+    #[test]
+    fn a_bad_file_changes_nothing_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reloader, file, ttl) = reloader(dir.path(), "log_filter = \"info\"\n");
+        for (text, error) in [
+            (
+                "log_filter = \"debug\"\nhost_ttl = 0.0\n",
+                "--host-ttl must be between",
+            ),
+            (
+                "log_filter = \"debug\"\nunknown = 1\n",
+                "unknown field `unknown`",
+            ),
+            ("log_filter = \"nexus=loud\"\n", "invalid log filter"),
+            ("log_filter = [\n", "TOML parse error at line"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let report = reloader.reload("a test");
+            assert!(report.applied.is_empty(), "{text}: {report:?}");
+            assert!(
+                report.errors.iter().any(|e| e.contains(error)),
+                "{text}: {report:?}"
+            );
+            assert_eq!(reloader.log_filter.current(), "info");
+            assert_eq!(*lock(&ttl), crate::detector::DEFAULT_HOST_TTL);
+        }
+        // A certificate that no longer loads: refused too, before anything is applied.
+        std::fs::write(&file, "log_filter = \"debug\"\n").unwrap();
+        std::fs::write(dir.path().join("pki").join("coordinator-1.key"), "garbage").unwrap();
+        let report = reloader.reload("a test");
+        assert!(
+            report.errors[0].starts_with("the certificate:"),
+            "{report:?}"
+        );
+        assert_eq!(reloader.log_filter.current(), "info");
+        // Mended and reissued: the filter and the certificate go in together.
+        issue(&PkiDir::new(dir.path().join("pki")));
+        let report = reloader.reload("a test");
+        let keys: Vec<&str> = report.applied.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["log_filter", "certificate"], "{report:?}");
+    }
+}

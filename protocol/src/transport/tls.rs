@@ -455,3 +455,62 @@ impl ClientCertVerifier for IdentityClientVerifier {
         self.inner.supported_verify_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock;
+    use crate::pki::{DEFAULT_CA_VALIDITY, SubjectName, Validity};
+
+    fn issue(pki: &PkiDir, identity: &Identity) {
+        let validity = Validity::starting(clock::now(), std::time::Duration::from_secs(3600));
+        let names = [SubjectName::Dns("localhost".into())];
+        pki.issue(identity, &names, validity, true).unwrap();
+    }
+
+    #[test]
+    fn a_rotation_takes_a_new_certificate_of_the_same_identity_and_ca_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = PkiDir::new(dir.path());
+        pki.init(clock::now(), DEFAULT_CA_VALIDITY, false).unwrap();
+        let agent = Identity::Agent(crate::HostId::new("h1").unwrap());
+        issue(&pki, &agent);
+        let credentials = Credentials::from_pki_dir(dir.path(), &agent).unwrap();
+        let shared = credentials.clone();
+        let old = credentials.own_certificate().unwrap();
+        // The same files: nothing to rotate.
+        assert!(credentials.prepare_rotation(dir.path()).unwrap().is_none());
+        // A new certificate in the same files: in force in every clone once committed.
+        issue(&pki, &agent);
+        let rotation = credentials.prepare_rotation(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            credentials.own_certificate().unwrap(),
+            old,
+            "nothing changes before"
+        );
+        let change = rotation.commit(&credentials).unwrap();
+        assert_eq!(change.key, "certificate");
+        assert_ne!(change.old, change.new);
+        assert_ne!(shared.own_certificate().unwrap(), old);
+        assert_eq!(shared.own_summary().unwrap(), change.new);
+        // Another identity's files, or another CA: refused, nothing changes.
+        let other = Identity::Agent(crate::HostId::new("h2").unwrap());
+        issue(&pki, &other);
+        let error = credentials
+            .rotate(&Credentials::from_pki_dir(dir.path(), &other).unwrap())
+            .unwrap_err();
+        assert!(error.to_string().contains("another identity"), "{error}");
+        let elsewhere = tempfile::tempdir().unwrap();
+        let second = PkiDir::new(elsewhere.path());
+        second
+            .init(clock::now(), DEFAULT_CA_VALIDITY, false)
+            .unwrap();
+        issue(&second, &agent);
+        let error = credentials.prepare_rotation(elsewhere.path()).unwrap_err();
+        assert!(
+            error.to_string().contains("CA certificate changed"),
+            "{error}"
+        );
+        assert_eq!(shared.own_summary().unwrap(), change.new);
+    }
+}
