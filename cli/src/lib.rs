@@ -66,6 +66,7 @@ pub fn main() -> ExitCode {
             verbose: cli.verbose,
         };
         if let Command::Config(command) = cli.command {
+            commands::config::check(&command)?;
             if !commands::config::needs_fleet(&command) {
                 return commands::config::run_local(command, &cli.connection, &given, format)
                     .map(|()| 0);

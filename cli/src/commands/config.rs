@@ -63,6 +63,21 @@ pub fn needs_fleet(command: &ConfigCommand) -> bool {
     }
 }
 
+/// Refuses a command that cannot be sent, before any connection: a reload that names no daemon.
+pub fn check(command: &ConfigCommand) -> Result<(), CliError> {
+    match command {
+        ConfigCommand::Reload { nodes, hosts, all }
+            if !all && nodes.is_empty() && hosts.is_empty() =>
+        {
+            Err(
+                CliError::local(ErrorCode::InvalidArgument, "say which daemons to reload")
+                    .suggest("pass --node N, --host H (each may repeat), or --all"),
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The fleet's commands: a daemon's configuration, a reload.
 pub async fn run_fleet(
     command: ConfigCommand,
@@ -71,14 +86,7 @@ pub async fn run_fleet(
 ) -> Result<(), CliError> {
     match command {
         ConfigCommand::Show { node, host, .. } => show_daemon(settings, node, host, format).await,
-        ConfigCommand::Reload { nodes, hosts, all } => {
-            if !all && nodes.is_empty() && hosts.is_empty() {
-                return Err(CliError::local(
-                    ErrorCode::InvalidArgument,
-                    "say which daemons to reload",
-                )
-                .suggest("pass --node N, --host H (each may repeat), or --all"));
-            }
+        ConfigCommand::Reload { nodes, hosts, .. } => {
             reload(settings, &nodes, &hosts, format).await
         }
         ConfigCommand::Validate { .. } | ConfigCommand::Edit => Err(CliError::local(
