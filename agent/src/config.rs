@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub mod check;
+
 use anyhow::{Context, bail};
 use clap::Parser;
 use nexus_protocol::HostId;
-use nexus_protocol::logging::{DaemonLog, Rotation};
+use nexus_protocol::logging::{self, DaemonLog, Rotation};
 use nexus_protocol::model::{Labels, PortRange, parse_key_value};
 use nexus_protocol::transport::TransportConfig;
 use nexus_telemetry::http::Listen;
@@ -37,7 +39,7 @@ impl fmt::Display for RuntimeKind {
     }
 }
 
-#[derive(Debug, Parser, Default)]
+#[derive(Debug, Clone, Parser, Default)]
 #[command(
     name = "nexus-agent",
     version,
@@ -116,9 +118,17 @@ pub struct Args {
     /// 64 MiB): the oldest go first.
     #[arg(long)]
     pub log_max_bytes: Option<u64>,
+    /// What to log, in tracing's filter syntax (`info`, `nexus_agent=debug,info`); default
+    /// `NEXUS_LOG`, else `info`. Hot: a reload applies the file's.
+    #[arg(long)]
+    pub log_filter: Option<String>,
     /// A TOML file with any of the settings above (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Check the configuration (the flags and the `--config` file, and the TLS files it names)
+    /// and exit: 0 if it would start, 1 with each problem and where it is.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -148,6 +158,7 @@ struct FileConfig {
     http_listen: Option<String>,
     log_dir: Option<PathBuf>,
     log_max_bytes: Option<u64>,
+    log_filter: Option<String>,
     /// Credentials for private registries (file only: secrets do not belong on a command line).
     #[serde(default)]
     registry: Vec<RegistryAuth>,
@@ -182,6 +193,8 @@ pub struct Config {
     /// Where the structured log goes (default `DATA_DIR/logs`), and how much of it to keep.
     pub log_dir: PathBuf,
     pub log_max_bytes: u64,
+    /// The log filter from a flag or the file (checked); `None`: `NEXUS_LOG`, else `info`.
+    pub log_filter: Option<String>,
 }
 
 /// Where an agent serves its monitoring HTTP by default.
@@ -322,11 +335,17 @@ impl Config {
                 Rotation::MIN_TOTAL_BYTES
             );
         }
+        let log_filter = args.log_filter.or(file.log_filter);
+        if let Some(filter) = &log_filter {
+            logging::check_filter(filter)
+                .map_err(|error| anyhow::anyhow!("--log-filter: {error}"))?;
+        }
         let data_dir = args
             .data_dir
             .or(file.data_dir)
             .context("--data-dir is required")?;
         Ok(Config {
+            log_filter,
             log_dir: args
                 .log_dir
                 .or(file.log_dir)
@@ -362,6 +381,13 @@ impl Config {
 
     pub fn transport(&self) -> TransportConfig {
         TransportConfig::default()
+    }
+
+    /// The log filter in force: `--log-filter` or the file's, else `NEXUS_LOG`, else `info`.
+    pub fn log_filter(&self) -> String {
+        self.log_filter
+            .clone()
+            .unwrap_or_else(|| logging::ambient_filter("info"))
     }
 
     /// Where and as whom this agent writes its structured log.

@@ -7,11 +7,13 @@
 //! to [`Config`] stays out until it is added here. Paths of key files are shown, never what they
 //! hold. The engine's answer names containers, images and states, never an environment.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use futures_util::future::BoxFuture;
 use nexus_protocol::debug::{CertificateInfo, Diagnostic};
 use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::settings::Shown;
+use nexus_protocol::transport::Credentials;
 use nexus_telemetry::http::{Monitor, Probes};
 use nexus_telemetry::metrics::Format;
 use toml::{Table, Value};
@@ -39,12 +41,12 @@ impl<P: Probes> Monitored for Monitor<P> {
     }
 }
 
-/// What the agent answers diagnostics from: made once at its start.
+/// What the agent answers diagnostics from: made at its start; a reload replaces the
+/// configuration, and the certificates are read from the credentials in force.
 pub struct Diagnostics {
     /// The configuration, redacted ([`redacted_config`]).
-    config: String,
-    /// The certificates, as JSON.
-    certificates: String,
+    config: RwLock<String>,
+    credentials: Credentials,
     monitor: Arc<dyn Monitored>,
 }
 
@@ -57,14 +59,19 @@ impl std::fmt::Debug for Diagnostics {
 impl Diagnostics {
     pub fn new(
         config: &Config,
-        certificates: &[CertificateInfo],
+        credentials: &Credentials,
         monitor: Arc<dyn Monitored>,
     ) -> Diagnostics {
         Diagnostics {
-            config: redacted_config(config),
-            certificates: json(&certificates),
+            config: RwLock::new(redacted_config(config)),
+            credentials: credentials.clone(),
             monitor,
         }
+    }
+
+    /// Shows `config` from now on (after a reload).
+    pub fn set_config(&self, config: &Config) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = redacted_config(config);
     }
 
     /// `diagnostic` as text; the engine's through `runtime`.
@@ -74,9 +81,20 @@ impl Diagnostics {
         runtime: &R,
     ) -> Result<String, WireError> {
         Ok(match diagnostic {
-            Diagnostic::Config => self.config.clone(),
+            Diagnostic::Config => self
+                .config
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
             Diagnostic::Metrics => self.monitor.metrics().await,
-            Diagnostic::Certificates => self.certificates.clone(),
+            Diagnostic::Certificates => {
+                let expiries = self.credentials.expiries();
+                json(&CertificateInfo::of(
+                    self.credentials.identity(),
+                    expiries.own,
+                    expiries.ca,
+                ))
+            }
             Diagnostic::Readiness => self.monitor.readiness().await,
             Diagnostic::Engine => json(&runtime.engine().await.map_err(|e| e.to_wire())?),
         })
@@ -99,6 +117,28 @@ pub fn admins_only() -> WireError {
 /// The effective configuration as TOML, in the config file's keys, with only the settings known
 /// to be safe to show.
 pub fn redacted_config(config: &Config) -> String {
+    toml::to_string(&redacted_table(config))
+        .unwrap_or_else(|e| format!("# the configuration cannot be shown: {e}\n"))
+}
+
+/// The settings of [`redacted_config`], each value as TOML shows it (a string without its
+/// quotes): what a reload compares. Registries' credentials are redacted here too, so a reload
+/// compares them apart ([`crate::reload`]).
+pub fn shown(config: &Config) -> Shown {
+    redacted_table(config)
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                Value::String(text) => text,
+                other => other.to_string(),
+            };
+            (key, text)
+        })
+        .collect()
+}
+
+/// The allow-list: every setting of [`Config`] that is safe to show, under its file key.
+fn redacted_table(config: &Config) -> Table {
     let mut table = Table::new();
     let mut put = |key: &str, value: Value| {
         table.insert(key.to_string(), value);
@@ -170,6 +210,7 @@ pub fn redacted_config(config: &Config) -> String {
     put("http_listen", text(&config.http_listen.to_string()));
     put("log_dir", text(&config.log_dir.display().to_string()));
     put("log_max_bytes", number(config.log_max_bytes));
+    put("log_filter", text(&config.log_filter()));
     put(
         "registry",
         Value::Array(
@@ -186,8 +227,7 @@ pub fn redacted_config(config: &Config) -> String {
                 .collect(),
         ),
     );
-    toml::to_string(&table)
-        .unwrap_or_else(|e| format!("# the configuration cannot be shown: {e}\n"))
+    table
 }
 
 #[cfg(test)]

@@ -65,7 +65,9 @@ pub struct Endpoint<R> {
     /// This agent's own log (`nexus admin logs`), when it writes one.
     logs: Option<LogFiles>,
     /// What the agent tells admins of itself; without it, diagnostics are `UNSUPPORTED`.
-    diagnostics: Option<Diagnostics>,
+    diagnostics: Option<Arc<Diagnostics>>,
+    /// Re-reads the agent's configuration (`ReloadConfig`); without it, `UNSUPPORTED`.
+    reloader: Option<Arc<crate::reload::Reloader>>,
 }
 
 /// A workspace's served files, and the count of changes its watcher has seen (what
@@ -93,11 +95,18 @@ impl<R: Runtime> Endpoint<R> {
             sync_stats: None,
             logs: None,
             diagnostics: None,
+            reloader: None,
         }
     }
 
+    /// Reloads the agent's configuration with `reloader` when an admin asks.
+    pub fn with_reloader(mut self, reloader: Arc<crate::reload::Reloader>) -> Endpoint<R> {
+        self.reloader = Some(reloader);
+        self
+    }
+
     /// Answers admins' diagnostics from `diagnostics`.
-    pub fn with_diagnostics(mut self, diagnostics: Diagnostics) -> Endpoint<R> {
+    pub fn with_diagnostics(mut self, diagnostics: Arc<Diagnostics>) -> Endpoint<R> {
         self.diagnostics = Some(diagnostics);
         self
     }
@@ -473,6 +482,20 @@ impl<R: Runtime> Endpoint<R> {
         Ok(Response::ContainerEvents(events))
     }
 
+    /// An admin's `ReloadConfig`: the reloader's report.
+    fn reload(&self, peer: &Peer) -> Result<Response, WireError> {
+        if !is_admin(peer) {
+            return Err(crate::diagnostics::admins_only());
+        }
+        let Some(reloader) = &self.reloader else {
+            return Err(WireError::new(
+                ErrorCode::Unsupported,
+                "this agent was not started from a configuration it can read again",
+            ));
+        };
+        Ok(Response::Reloaded(reloader.reload("an admin's request")))
+    }
+
     async fn diagnostic(&self, peer: &Peer, diagnostic: Diagnostic) -> Result<Response, WireError> {
         if !is_admin(peer) {
             return Err(crate::diagnostics::admins_only());
@@ -676,6 +699,7 @@ impl<R: Runtime> Endpoint<R> {
             Request::Host(HostRequest::RemoveOrphan { container }) => {
                 Reply::Once(self.remove_orphan(peer, &container).await)
             }
+            Request::Host(HostRequest::ReloadConfig) => Reply::Once(self.reload(peer)),
             _ => Reply::Once(Err(WireError::new(
                 ErrorCode::InvalidArgument,
                 "an agent serves only logs, exec, networks, file sync, health and diagnostics; ask a coordinator",

@@ -15,7 +15,7 @@
 //!   may be removed on an admin's word.
 //! - [`metrics`] and [`probes`]: what `/metrics`, `/livez` and `/readyz` show over HTTP;
 //!   [`diagnostics`]: what admins ask of the agent itself (config, metrics, certificates,
-//!   readiness, engine).
+//!   readiness, engine); [`reload`]: re-reading its configuration while it runs.
 
 pub mod cache;
 pub mod config;
@@ -30,6 +30,7 @@ pub mod plan;
 pub mod ports;
 pub mod probes;
 pub mod reconcile;
+pub mod reload;
 pub mod runtime;
 pub mod sampler;
 pub mod stats;
@@ -38,7 +39,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use nexus_protocol::Identity;
-use nexus_protocol::debug::CertificateInfo;
 use nexus_protocol::identity::IdentityKind;
 use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Server};
 use nexus_telemetry::Registry;
@@ -56,6 +56,23 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    run_reloadable(config, None, shutdown).await
+}
+
+/// What an agent needs to reload its configuration: the flags it started with (the file is read
+/// again under them) and the handle of its log filter.
+#[derive(Debug)]
+pub struct Reloadable {
+    pub args: config::Args,
+    pub log_filter: nexus_protocol::logging::LogFilter,
+}
+
+/// [`run`], and with `reloadable`, reloading its configuration on SIGHUP and when an admin asks.
+pub async fn run_reloadable(
+    config: Config,
+    reloadable: Option<Reloadable>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     match config.runtime {
         RuntimeKind::Docker => {
             let runtime = DockerRuntime::connect(
@@ -67,11 +84,19 @@ pub async fn run(
             if let Err(error) = runtime.ping().await {
                 tracing::warn!(socket = %config.docker_socket, "the Docker engine does not answer yet; workspaces wait for it: {error}");
             }
-            run_with(config, Arc::new(runtime), shutdown).await
+            let registries = runtime.registries();
+            run_inner(
+                config,
+                Arc::new(runtime),
+                reloadable,
+                Some(registries),
+                shutdown,
+            )
+            .await
         }
         RuntimeKind::Hollow => {
             let runtime = HollowRuntime::new(config.host_id.clone(), config.hollow);
-            run_with(config, Arc::new(runtime), shutdown).await
+            run_inner(config, Arc::new(runtime), reloadable, None, shutdown).await
         }
     }
 }
@@ -80,6 +105,16 @@ pub async fn run(
 pub async fn run_with<R: Runtime>(
     config: Config,
     runtime: Arc<R>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    run_inner(config, runtime, None, None, shutdown).await
+}
+
+async fn run_inner<R: Runtime>(
+    config: Config,
+    runtime: Arc<R>,
+    reloadable: Option<Reloadable>,
+    registries: Option<runtime::docker::Registries>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -91,7 +126,14 @@ pub async fn run_with<R: Runtime>(
             config.tls_dir.display()
         )
     })?;
-    let (mut registry, metrics) = registry(&credentials);
+    let (mut registry, metrics, common) = registry(&credentials);
+    let log_filter = reloadable.as_ref().map_or_else(
+        || nexus_protocol::logging::LogFilter::detached(&config.log_filter()),
+        |r| r.log_filter.clone(),
+    );
+    let intervals = reload::Intervals::of(&config);
+    let heartbeat_interval = intervals.heartbeat.subscribe();
+    let stats_interval = intervals.stats.subscribe();
     let sync_stats = endpoint::syncstats::SyncStats::register(&mut registry);
     let vitals = Arc::new(probes::Vitals::default());
     let connector =
@@ -120,7 +162,7 @@ pub async fn run_with<R: Runtime>(
     let sampling = tokio::spawn(sampler::run(
         runtime.clone(),
         host_sampler,
-        config.stats_interval,
+        stats_interval,
         sample_sender,
         metrics.clone(),
     ));
@@ -157,7 +199,31 @@ pub async fn run_with<R: Runtime>(
         samples,
     )
     .monitored(metrics, vitals)
-    .with_causes(causes_sender);
+    .with_causes(causes_sender)
+    .with_heartbeat_interval(heartbeat_interval);
+    let diagnostics = Arc::new(diagnostics::Diagnostics::new(
+        &config,
+        &credentials,
+        monitor,
+    ));
+    let reloader = reloadable.map(|reloadable| {
+        Arc::new(
+            reload::Reloader::new(
+                reloadable.args,
+                config.clone(),
+                log_filter,
+                credentials.clone(),
+                intervals,
+            )
+            .with_registries(registries)
+            .showing(Some(diagnostics.clone()), common),
+        )
+    });
+    let hangups = reloader.clone().map(|reloader| {
+        tokio::spawn(nexus_protocol::transport::on_hangup(move || {
+            reloader.reload("SIGHUP");
+        }))
+    });
     let serving = match config.listen {
         Some(listen) => {
             let server = Server::bind(
@@ -174,17 +240,16 @@ pub async fn run_with<R: Runtime>(
                 .unwrap_or_else(|| advertised(bound, &host_name));
             tracing::info!(%bound, %advertise, "serving users' logs and exec");
             link = link.serving(advertise);
-            let handler = Arc::new(
+            let mut handler =
                 endpoint::Endpoint::new(identity.clone(), runtime.clone(), desired.clone())
                     .with_files(config.data_dir.join("workspaces"))
                     .with_sync_stats(sync_stats)
                     .with_logs(config.daemon_log().files())
-                    .with_diagnostics(diagnostics::Diagnostics::new(
-                        &config,
-                        &certificates(&credentials),
-                        monitor,
-                    )),
-            );
+                    .with_diagnostics(diagnostics);
+            if let Some(reloader) = &reloader {
+                handler = handler.with_reloader(reloader.clone());
+            }
+            let handler = Arc::new(handler);
             Some(tokio::spawn(
                 server.serve(handler, stopped_for(stopped.clone())),
             ))
@@ -205,6 +270,9 @@ pub async fn run_with<R: Runtime>(
     }
     events.abort();
     sampling.abort();
+    if let Some(hangups) = hangups {
+        hangups.abort();
+    }
     tracing::info!("nexus-agent stopped; workspaces keep running");
     Ok(())
 }
@@ -258,12 +326,12 @@ pub async fn run_hollow_host(
 }
 
 /// The registry `/metrics` serves, with the agent's metrics and the certificates' expiries.
-fn registry(credentials: &Credentials) -> (Registry, metrics::Metrics) {
+fn registry(credentials: &Credentials) -> (Registry, metrics::Metrics, nexus_telemetry::Common) {
     let (mut registry, common) = Registry::for_daemon("agent", nexus_protocol::SOFTWARE_VERSION);
     let expiries = credentials.expiries();
     common.set_cert_expiries(expiries.own, expiries.ca);
     let metrics = metrics::Metrics::register(&mut registry);
-    (registry, metrics)
+    (registry, metrics, common)
 }
 
 /// The address users are told: the bound one, or, bound to every interface, this host's name
@@ -274,10 +342,4 @@ fn advertised(bound: std::net::SocketAddr, host_name: &str) -> String {
     } else {
         bound.to_string()
     }
-}
-
-/// The certificates this daemon holds, for its diagnostics.
-fn certificates(credentials: &Credentials) -> Vec<CertificateInfo> {
-    let expiries = credentials.expiries();
-    CertificateInfo::of(credentials.identity(), expiries.own, expiries.ca)
 }

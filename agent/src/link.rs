@@ -58,6 +58,8 @@ pub struct Link {
     /// Where this agent serves users' logs and exec, told to every coordinator it registers with.
     serving: Option<String>,
     monitor: Monitor,
+    /// The heartbeat interval in force (a reload may change it).
+    heartbeat_interval: watch::Receiver<Duration>,
 }
 
 /// What the link shows the monitoring: its metrics, and its vitals for the probes.
@@ -100,7 +102,6 @@ impl Link {
     ) -> Link {
         Link {
             connector,
-            config,
             info,
             failures: 0,
             desired,
@@ -112,7 +113,15 @@ impl Link {
                 metrics: Metrics::unserved(),
                 vitals: Arc::default(),
             },
+            heartbeat_interval: watch::channel(config.heartbeat_interval).1,
+            config,
         }
+    }
+
+    /// Heartbeats at the interval `interval` holds, changing pace when it changes.
+    pub fn with_heartbeat_interval(mut self, interval: watch::Receiver<Duration>) -> Link {
+        self.heartbeat_interval = interval;
+        self
     }
 
     /// Records into `metrics`, and shows its state to the probes in `vitals`.
@@ -224,7 +233,8 @@ impl Link {
         // host is alive, rather than one interval later.
         // A coordinator killed outright sends nothing, so a heartbeat must not wait out the
         // connection's idle timeout: two intervals (at least 2 s) is plenty for a live one.
-        let deadline = (self.config.heartbeat_interval * 2).max(Duration::from_secs(2));
+        let interval = *self.heartbeat_interval.borrow();
+        let deadline = (interval * 2).max(Duration::from_secs(2));
         self.monitor.beat();
         match beat(&connection, 0, &self.samples, deadline).await {
             Ok(rtt) => self.monitor.acknowledged(rtt),
@@ -247,10 +257,10 @@ impl Link {
         reports.mark_changed();
         let mut samples = self.samples.clone();
         samples.mark_unchanged();
-        let rewatch = rewatch_interval(self.config.heartbeat_interval);
+        let rewatch = rewatch_interval(interval);
         tokio::select! {
             error = watching.refreshed(subscription, rewatch) => error,
-            error = heartbeat(&connection, self.config.heartbeat_interval, deadline, self.samples.clone(), healthy, &self.monitor) => error,
+            error = heartbeat(&connection, self.heartbeat_interval.clone(), deadline, self.samples.clone(), healthy, &self.monitor) => error,
             error = report(&connection, reports, self.causes.subscribe()) => error,
             error = container_stats(&connection, deadline, samples) => error,
         }
@@ -392,18 +402,25 @@ fn unreadable(error: &WireError) -> bool {
 
 async fn heartbeat(
     connection: &Connection,
-    interval: Duration,
+    mut interval: watch::Receiver<Duration>,
     deadline: Duration,
     samples: watch::Receiver<Option<Sample>>,
     healthy: &AtomicBool,
     monitor: &Monitor,
 ) -> WireError {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = crate::reload::pace(*interval.borrow_and_update());
     ticker.tick().await;
     let mut sequence = 0u64;
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            Ok(()) = interval.changed() => {
+                // A reload changed the pace: the next beat one new interval from now.
+                ticker = crate::reload::pace(*interval.borrow_and_update());
+                ticker.tick().await;
+                continue;
+            }
+        }
         monitor.beat();
         sequence += 1;
         match beat(connection, sequence, &samples, deadline).await {

@@ -23,19 +23,25 @@ pub struct Sample {
     pub containers: Vec<ContainerStats>,
 }
 
-/// Samples every `interval` forever, publishing each sample on `out` and the host's in
+/// Samples every `interval` (as it holds it: a reload may change it) forever, publishing each sample on `out` and the host's in
 /// `metrics`.
 pub async fn run<R: Runtime>(
     runtime: Arc<R>,
     mut sampler: HostSampler,
-    interval: Duration,
+    mut interval: watch::Receiver<Duration>,
     out: watch::Sender<Option<Sample>>,
     metrics: Metrics,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = crate::reload::pace(*interval.borrow_and_update());
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            Ok(()) = interval.changed() => {
+                // A reload changed the pace: a sample now, then at the new interval.
+                ticker = crate::reload::pace(*interval.borrow_and_update());
+                continue;
+            }
+        }
         let host = sampler.sample();
         metrics.host(&host);
         let containers = containers(runtime.as_ref()).await;

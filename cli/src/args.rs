@@ -96,6 +96,60 @@ pub enum Command {
     /// Your workspaces (all of them, for an admin).
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
+    /// Settings: the CLI's (show, validate, edit), and, for an admin, a daemon's (show, reload).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// The CLI's effective settings; with --node or --host, that daemon's (admins), secrets
+    /// redacted.
+    Show {
+        /// Say where each setting comes from: flag, environment, file or default.
+        #[arg(long)]
+        origin: bool,
+        /// A coordinator's, by node id. (`--coordinator` is taken by the coordinators'
+        /// addresses.)
+        #[arg(long = "node", value_name = "N", conflicts_with = "host")]
+        node: Option<NodeId>,
+        /// A host's agent's.
+        #[arg(long, value_name = "H")]
+        host: Option<HostId>,
+    },
+    /// Check a config file: its syntax (with line and column), unknown keys, ranges, and that
+    /// the files it names exist. Exits non-zero if it is not valid.
+    Validate {
+        /// The file (default: the CLI's own, as `--config`/NEXUS_CONFIG or the default place).
+        file: Option<PathBuf>,
+        /// Whose file it is: the CLI's, a coordinator's or an agent's (checked by the daemon's
+        /// own `--check-config`).
+        #[arg(long, value_enum, default_value_t = ConfigKind::Cli)]
+        kind: ConfigKind,
+    },
+    /// Edit the CLI's config file with $VISUAL, $EDITOR or vi: saved only once it is valid.
+    Edit,
+    /// Make daemons read their configuration again and apply what is hot (admins). Says what
+    /// was applied, what needs a restart and what was wrong.
+    Reload {
+        /// A coordinator, by node id. Repeat for each.
+        #[arg(long = "node", value_name = "N")]
+        nodes: Vec<NodeId>,
+        /// A host's agent. Repeat for each.
+        #[arg(long = "host", value_name = "H")]
+        hosts: Vec<HostId>,
+        /// Every coordinator and every agent.
+        #[arg(long, conflicts_with_all = ["nodes", "hosts"])]
+        all: bool,
+    },
+}
+
+/// Whose config file `nexus config validate` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigKind {
+    Cli,
+    Coordinator,
+    Agent,
 }
 
 #[derive(Debug, Subcommand)]

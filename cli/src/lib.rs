@@ -19,7 +19,7 @@ pub mod trace;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::args::{Cli, Command, OutputFormat};
 use crate::error::CliError;
@@ -28,7 +28,9 @@ use crate::settings::Settings;
 /// Parses the command line, runs the command, prints the result or the error, and returns the
 /// exit code (stable per error code).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    let given = given(&matches, cli.output);
     // Kept to the end: dropping it writes out the sync daemon's last lines.
     let _log = match &cli.command {
         Command::SyncDaemon { dir } => Some(nexus_protocol::logging::init_file(
@@ -43,7 +45,13 @@ pub fn main() -> ExitCode {
     };
     let mut format = cli.output.unwrap_or(OutputFormat::Table);
     let result = (|| {
-        let file = settings::load(&cli.connection)?;
+        // The config commands check and edit the file: a broken one is what they are for.
+        let file = match &cli.command {
+            Command::Config(command) if !commands::config::needs_fleet(command) => {
+                settings::load(&cli.connection).unwrap_or_default()
+            }
+            _ => settings::load(&cli.connection)?,
+        };
         format = cli.output.or(file.output).unwrap_or(OutputFormat::Table);
         let runtime = tokio::runtime::Runtime::new().map_err(|e| {
             CliError::local(
@@ -57,6 +65,18 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(nexus_protocol::RequestId::random),
             verbose: cli.verbose,
         };
+        if let Command::Config(command) = cli.command {
+            commands::config::check(&command)?;
+            if !commands::config::needs_fleet(&command) {
+                return commands::config::run_local(command, &cli.connection, &given, format)
+                    .map(|()| 0);
+            }
+            let settings = ids.settings(&cli.connection, file)?;
+            return runtime
+                .block_on(commands::config::run_fleet(command, &settings, format))
+                .map_err(|error| error.under_request(ids.request_id))
+                .map(|()| 0);
+        }
         runtime.block_on(run(cli.command, &cli.connection, file, format, ids))
     })();
     match result {
@@ -70,6 +90,37 @@ pub fn main() -> ExitCode {
             ExitCode::from(error.exit_code())
         }
     }
+}
+
+/// Which settings the command line or the environment gave (for `nexus config show --origin`).
+fn given(matches: &clap::ArgMatches, output: Option<OutputFormat>) -> commands::config::Given {
+    use clap::parser::ValueSource;
+    use settings::effective::Origin;
+    let ids = [
+        ("config", "config"),
+        ("coordinators", "coordinators"),
+        ("ca", "ca"),
+        ("cert", "cert"),
+        ("key", "key"),
+        ("output", "output"),
+    ];
+    let origins = ids
+        .iter()
+        .filter_map(|(key, id)| {
+            let origin = match matches
+                .try_get_raw(id)
+                .ok()
+                .flatten()
+                .and(matches.value_source(id))
+            {
+                Some(ValueSource::CommandLine) => Origin::Flag,
+                Some(ValueSource::EnvVariable) => Origin::Environment,
+                _ => return None,
+            };
+            Some((key.to_string(), origin))
+        })
+        .collect();
+    commands::config::Given { origins, output }
 }
 
 /// The request id a command's requests go under, and whether to say it.
@@ -152,6 +203,10 @@ async fn run(
         Command::Workspace(command) => {
             let settings = ids.settings(connection, file)?;
             return ids.name(commands::workspace::run(command, &settings, format).await);
+        }
+        Command::Config(command) => {
+            let settings = ids.settings(connection, file)?;
+            ids.name(commands::config::run_fleet(command, &settings, format).await)
         }
         Command::SyncDaemon { dir } => crate::syncd::run(crate::syncd::Paths { dir })
             .await

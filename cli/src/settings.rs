@@ -1,5 +1,8 @@
 //! Connection settings: flags, then environment variables (both through clap), then the config
-//! file. Also connecting to the first coordinator that answers.
+//! file. Also connecting to the first coordinator that answers. [`effective`]: the settings with
+//! their origins, and the checks of a config file.
+
+pub mod effective;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

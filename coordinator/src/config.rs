@@ -2,6 +2,8 @@
 //! win). It checks what it is given and says what is wrong ([`ConfigError`]); it does not open
 //! files other than the one `--config` names, nor anything the settings point to.
 
+pub mod check;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use nexus_protocol::NodeId;
 use nexus_protocol::id::InvalidId;
-use nexus_protocol::logging::{DaemonLog, Rotation};
+use nexus_protocol::logging::{self, DaemonLog, Rotation};
 use nexus_protocol::transport::TransportConfig;
 use nexus_telemetry::http::{InvalidListen, Listen};
 use serde::Deserialize;
@@ -37,6 +39,8 @@ pub struct Config {
     pub log_max_bytes: u64,
     /// Where this node keeps its backups (default `DATA_DIR/backups`).
     pub backup_dir: PathBuf,
+    /// The log filter from a flag or the file (checked); `None`: `NEXUS_LOG`, else `info`.
+    pub log_filter: Option<String>,
 }
 
 /// Where a coordinator serves its monitoring HTTP by default (loopback: nothing there is secret,
@@ -131,6 +135,11 @@ impl Config {
                 Rotation::MIN_TOTAL_BYTES
             )));
         }
+        let log_filter = args.log_filter.or(file.log_filter);
+        if let Some(filter) = &log_filter {
+            logging::check_filter(filter)
+                .map_err(|error| ConfigError::Invalid(format!("--log-filter: {error}")))?;
+        }
         let data_dir = args
             .data_dir
             .or(file.data_dir)
@@ -140,6 +149,7 @@ impl Config {
                 .backup_dir
                 .or(file.backup_dir)
                 .unwrap_or_else(|| data_dir.join("backups")),
+            log_filter,
             log_dir: args
                 .log_dir
                 .or(file.log_dir)
@@ -164,6 +174,13 @@ impl Config {
                 .or(file.max_frame_bytes)
                 .unwrap_or(nexus_protocol::codec::DEFAULT_MAX_FRAME_LEN),
         })
+    }
+
+    /// The log filter in force: `--log-filter` or the file's, else `NEXUS_LOG`, else `info`.
+    pub fn log_filter(&self) -> String {
+        self.log_filter
+            .clone()
+            .unwrap_or_else(|| logging::ambient_filter("info"))
     }
 
     /// Where and as whom this node writes its structured log.
@@ -347,7 +364,7 @@ impl RestorePlan {
 }
 
 /// Flags, as the command line gives them. Every field may also come from `--config FILE`.
-#[derive(Debug, Parser, Default)]
+#[derive(Debug, Clone, Parser, Default)]
 #[command(
     name = "nexus-coordinator",
     version,
@@ -414,6 +431,14 @@ pub struct Args {
     /// fleet's whole state: the directory is made 0700 and each file 0600.
     #[arg(long)]
     pub backup_dir: Option<PathBuf>,
+    /// What to log, in tracing's filter syntax (`info`, `nexus_coordinator=debug,info`); default
+    /// `NEXUS_LOG`, else `info`. Hot: a reload applies the file's.
+    #[arg(long)]
+    pub log_filter: Option<String>,
+    /// Check the configuration (the flags and the `--config` file, and the TLS files it names)
+    /// and exit: 0 if it would start, 1 with each problem and where it is.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// The keys a `--config` file may hold.
@@ -440,6 +465,7 @@ struct FileConfig {
     log_dir: Option<PathBuf>,
     log_max_bytes: Option<u64>,
     backup_dir: Option<PathBuf>,
+    log_filter: Option<String>,
 }
 
 fn listen_from_text<'de, D: serde::Deserializer<'de>>(

@@ -6,10 +6,12 @@
 //! no secret, in the config file's keys; a setting added to [`Config`] stays out until it is
 //! added here. The TLS directory's path is shown, never what its files hold.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use nexus_protocol::debug::{CertificateInfo, Diagnostic};
 use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::settings::Shown;
+use nexus_protocol::transport::Credentials;
 use nexus_telemetry::http::Monitor;
 use nexus_telemetry::metrics::Format;
 use toml::{Table, Value};
@@ -17,34 +19,49 @@ use toml::{Table, Value};
 use crate::config::Config;
 use crate::probes::Probes;
 
-/// What a coordinator answers diagnostics from: made once at its start.
+/// What a coordinator answers diagnostics from: made at its start; a reload replaces the
+/// configuration, and the certificates are read from the credentials in force.
 #[derive(Debug)]
 pub struct Diagnostics {
-    config: String,
-    certificates: String,
+    config: RwLock<String>,
+    credentials: Credentials,
     monitor: Arc<Monitor<Probes>>,
 }
 
 impl Diagnostics {
     pub fn new(
         config: &Config,
-        certificates: &[CertificateInfo],
+        credentials: &Credentials,
         monitor: Arc<Monitor<Probes>>,
     ) -> Diagnostics {
         Diagnostics {
-            config: redacted_config(config),
-            certificates: serde_json::to_string_pretty(certificates)
-                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),
+            config: RwLock::new(redacted_config(config)),
+            credentials: credentials.clone(),
             monitor,
         }
+    }
+
+    /// Shows `config` from now on (after a reload).
+    pub fn set_config(&self, config: &Config) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = redacted_config(config);
     }
 
     /// `diagnostic` as text.
     pub async fn answer(&self, diagnostic: Diagnostic) -> Result<String, WireError> {
         Ok(match diagnostic {
-            Diagnostic::Config => self.config.clone(),
+            Diagnostic::Config => self
+                .config
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
             Diagnostic::Metrics => self.monitor.metrics(Format::Classic).await,
-            Diagnostic::Certificates => self.certificates.clone(),
+            Diagnostic::Certificates => {
+                let expiries = self.credentials.expiries();
+                let certificates =
+                    CertificateInfo::of(self.credentials.identity(), expiries.own, expiries.ca);
+                serde_json::to_string_pretty(&certificates)
+                    .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+            }
             Diagnostic::Readiness => self.monitor.ready(true).await.body,
             Diagnostic::Engine => {
                 return Err(WireError::new(
@@ -59,6 +76,27 @@ impl Diagnostics {
 /// The effective configuration as TOML, in the config file's keys, with only the settings known
 /// to be safe to show.
 pub fn redacted_config(config: &Config) -> String {
+    toml::to_string(&redacted_table(config))
+        .unwrap_or_else(|e| format!("# the configuration cannot be shown: {e}\n"))
+}
+
+/// The settings of [`redacted_config`], each value as TOML shows it (a string without its
+/// quotes): what a reload compares.
+pub fn shown(config: &Config) -> Shown {
+    redacted_table(config)
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                Value::String(text) => text,
+                other => other.to_string(),
+            };
+            (key, text)
+        })
+        .collect()
+}
+
+/// The allow-list: every setting of [`Config`] that is safe to show, under its file key.
+fn redacted_table(config: &Config) -> Table {
     let mut table = Table::new();
     let mut put = |key: &str, value: Value| {
         table.insert(key.to_string(), value);
@@ -100,8 +138,8 @@ pub fn redacted_config(config: &Config) -> String {
     put("log_dir", text(config.log_dir.display().to_string()));
     put("log_max_bytes", number(config.log_max_bytes));
     put("backup_dir", text(config.backup_dir.display().to_string()));
-    toml::to_string(&table)
-        .unwrap_or_else(|e| format!("# the configuration cannot be shown: {e}\n"))
+    put("log_filter", text(config.log_filter()));
+    table
 }
 
 #[cfg(test)]

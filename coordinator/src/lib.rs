@@ -9,7 +9,7 @@
 //! runs the detector's loop. Beside them, what an operator watches: the metrics ([`metrics`]), the
 //! start SLIs measured from the log ([`starts`]), and the health probes and scrape-time gauges
 //! ([`probes`]) that the monitoring HTTP server (`nexus-telemetry`) serves; what it tells admins
-//! of itself ([`diagnostics`]).
+//! of itself ([`diagnostics`]); and re-reading its configuration while it runs ([`reload`]).
 
 pub mod backups;
 pub mod cluster;
@@ -25,6 +25,7 @@ pub mod peers;
 pub mod placer;
 pub mod probes;
 pub mod recover;
+pub mod reload;
 pub mod scheduler;
 pub mod service;
 pub mod starts;
@@ -36,7 +37,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use nexus_protocol::Identity;
-use nexus_protocol::debug::CertificateInfo;
 use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Server};
 use nexus_telemetry::Registry;
 use nexus_telemetry::http::{Monitor, Running};
@@ -143,10 +143,36 @@ pub async fn run(
     run_with(config, shutdown, |_, _| {}).await
 }
 
+/// What a coordinator needs to reload its configuration: the flags it started with (the file
+/// is read again under them) and the handle of its log filter.
+#[derive(Debug)]
+pub struct Reloadable {
+    pub args: config::Args,
+    pub log_filter: nexus_protocol::logging::LogFilter,
+}
+
+/// [`run`], reloading its configuration on SIGHUP and when an admin asks.
+pub async fn run_reloadable(
+    config: Config,
+    reloadable: Reloadable,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    run_inner(config, Some(reloadable), shutdown, |_, _| {}).await
+}
+
 /// [`run`], telling `ready` the bound address and the cluster's handle once the node serves: for
 /// tools and tests that run a coordinator in their own process and act on its Raft node directly.
 pub async fn run_with(
     config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+    ready: impl FnOnce(std::net::SocketAddr, Cluster) + Send,
+) -> anyhow::Result<()> {
+    run_inner(config, None, shutdown, ready).await
+}
+
+async fn run_inner(
+    config: Config,
+    reloadable: Option<Reloadable>,
     shutdown: impl std::future::Future<Output = ()> + Send,
     ready: impl FnOnce(std::net::SocketAddr, Cluster) + Send,
 ) -> anyhow::Result<()> {
@@ -202,17 +228,39 @@ pub async fn run_with(
         })?;
     tracing::info!(node_id = %config.node_id, %address, peers = config.peers.len(), "nexus-coordinator listening");
     ready(address, cluster.clone());
-    let diagnostics = diagnostics::Diagnostics::new(&config, &certificates(&credentials), monitor);
-    let service = Arc::new(
-        Service::new(identity, cluster)
-            .with_host_ttl(config.host_ttl)
-            .with_logs(config.daemon_log().files())
-            .with_diagnostics(diagnostics)
-            .with_backups(service::Backups::new(
-                backups::BackupDir::new(&config.backup_dir, config.node_id),
-                credentials.ca_fingerprint().to_string(),
-            )),
-    );
+    let diagnostics = Arc::new(diagnostics::Diagnostics::new(
+        &config,
+        &credentials,
+        monitor,
+    ));
+    let mut service = Service::new(identity, cluster)
+        .with_host_ttl(config.host_ttl)
+        .with_logs(config.daemon_log().files())
+        .with_diagnostics(diagnostics.clone())
+        .with_backups(service::Backups::new(
+            backups::BackupDir::new(&config.backup_dir, config.node_id),
+            credentials.ca_fingerprint().to_string(),
+        ));
+    let mut hangups = None;
+    if let Some(Reloadable { args, log_filter }) = reloadable {
+        let reloader = Arc::new(
+            reload::Reloader::new(
+                args,
+                config.clone(),
+                log_filter,
+                credentials.clone(),
+                service.host_ttl_handle(),
+            )
+            .showing(diagnostics, common),
+        );
+        service = service.with_reloader(reloader.clone());
+        hangups = Some(tokio::spawn(nexus_protocol::transport::on_hangup(
+            move || {
+                reloader.reload("SIGHUP");
+            },
+        )));
+    }
+    let service = Arc::new(service);
     let detector = tokio::spawn({
         let service = service.clone();
         async move { service.detect_failures().await }
@@ -231,6 +279,9 @@ pub async fn run_with(
     server.serve(service, until).await;
     detector.abort();
     schedule.abort();
+    if let Some(hangups) = hangups {
+        hangups.abort();
+    }
     if let Some(monitoring) = monitoring {
         monitoring.stop().await;
     }
@@ -246,10 +297,4 @@ pub async fn run_with(
     result.context("the raft node failed")?;
     tracing::info!("nexus-coordinator stopped");
     Ok(())
-}
-
-/// The certificates this daemon holds, for its diagnostics.
-fn certificates(credentials: &Credentials) -> Vec<CertificateInfo> {
-    let expiries = credentials.expiries();
-    CertificateInfo::of(credentials.identity(), expiries.own, expiries.ca)
 }

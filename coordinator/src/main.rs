@@ -5,7 +5,8 @@
 use std::io::Write;
 
 use clap::Parser;
-use nexus_coordinator::config::{Cli, Config, CoordinatorCommand, RestoreArgs, RestorePlan};
+use nexus_coordinator::Reloadable;
+use nexus_coordinator::config::{Cli, Config, CoordinatorCommand, RestoreArgs, RestorePlan, check};
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::{logging, transport::shutdown_signal};
 
@@ -15,13 +16,23 @@ async fn main() -> std::process::ExitCode {
     if let Some(CoordinatorCommand::Restore(args)) = cli.command {
         return restore(args);
     }
-    let config = Config::from_args(cli.run);
+    let args = cli.run;
+    if args.check_config {
+        return check::run(args);
+    }
+    let config = Config::from_args(args.clone());
+    let filter = config
+        .as_ref()
+        .map_or_else(|_| logging::ambient_filter("info"), Config::log_filter);
     // Kept to the end: dropping it writes out the log's last lines.
-    let _log = logging::init_daemon(
-        "info",
+    let (_log, log_filter) = logging::init_daemon_with(
+        &filter,
         config.as_ref().ok().map(Config::daemon_log).as_ref(),
     );
-    let result = async { nexus_coordinator::run(config?, shutdown_signal()).await };
+    let result = async {
+        let reloadable = Reloadable { args, log_filter };
+        nexus_coordinator::run_reloadable(config?, reloadable, shutdown_signal()).await
+    };
     logging::exit("nexus-coordinator", result.await)
 }
 

@@ -326,6 +326,7 @@ pub fn request_kind(request: &Request) -> &'static str {
         Request::Host(HostRequest::SyncFlush(_)) => "host_sync_flush",
         Request::Host(HostRequest::Orphans) => "host_orphans",
         Request::Host(HostRequest::RemoveOrphan { .. }) => "host_remove_orphan",
+        Request::Host(HostRequest::ReloadConfig) => "host_reload_config",
     }
 }
 
@@ -385,6 +386,7 @@ fn admin_kind(request: &AdminRequest) -> &'static str {
         AdminRequest::BackupUpload { .. } => "admin_backup_upload",
         AdminRequest::BackupRestore { .. } => "admin_backup_restore",
         AdminRequest::BackupSchedule(_) => "admin_backup_schedule",
+        AdminRequest::ReloadConfig => "admin_reload_config",
     }
 }
 

@@ -70,12 +70,14 @@ pub struct Service {
     /// heartbeats: an agent says it again to every new leader).
     endpoints: Mutex<BTreeMap<HostId, String>>,
     watch_numbers: std::sync::atomic::AtomicU64,
-    /// How long a host may be silent before the leader marks it down.
-    host_ttl: Duration,
+    /// How long a host may be silent before the leader marks it down (a reload may change it).
+    host_ttl: crate::reload::HostTtl,
     /// This node's log (`nexus admin logs`), when it writes one.
     logs: Option<LogFiles>,
     /// What this node tells admins of itself; without it, diagnostics are `UNSUPPORTED`.
-    diagnostics: Option<crate::diagnostics::Diagnostics>,
+    diagnostics: Option<Arc<crate::diagnostics::Diagnostics>>,
+    /// Re-reads this node's configuration (`ReloadConfig`); without it, `UNSUPPORTED`.
+    reloader: Option<Arc<crate::reload::Reloader>>,
     /// This node's backup directory; without it, backups are `UNSUPPORTED`.
     backups: Option<Backups>,
     /// Other coordinators' requests arriving in pieces, by sender.
@@ -94,13 +96,14 @@ impl Service {
             placer,
             endpoints: Mutex::new(BTreeMap::new()),
             watch_numbers: std::sync::atomic::AtomicU64::new(1),
-            host_ttl: detector::DEFAULT_HOST_TTL,
+            host_ttl: Arc::new(Mutex::new(detector::DEFAULT_HOST_TTL)),
             logs: None,
             diagnostics: None,
             backups: None,
             chunks: Mutex::new(crate::peers::chunks::Assembler::new(
                 crate::peers::chunks::Bounds::default(),
             )),
+            reloader: None,
         }
     }
 
@@ -111,9 +114,28 @@ impl Service {
     }
 
     /// The same service, answering admins' diagnostics from `diagnostics`.
-    pub fn with_diagnostics(mut self, diagnostics: crate::diagnostics::Diagnostics) -> Service {
+    pub fn with_diagnostics(
+        mut self,
+        diagnostics: Arc<crate::diagnostics::Diagnostics>,
+    ) -> Service {
         self.diagnostics = Some(diagnostics);
         self
+    }
+
+    /// The same service, reloading its configuration with `reloader` when an admin asks.
+    pub fn with_reloader(mut self, reloader: Arc<crate::reload::Reloader>) -> Service {
+        self.reloader = Some(reloader);
+        self
+    }
+
+    /// The host TTL's handle: what a reload changes.
+    pub fn host_ttl_handle(&self) -> crate::reload::HostTtl {
+        self.host_ttl.clone()
+    }
+
+    /// The host TTL in force.
+    fn host_ttl(&self) -> Duration {
+        *lock(&self.host_ttl)
     }
 
     /// The same service, answering `DaemonLogs` from the log in `files`.
@@ -123,8 +145,8 @@ impl Service {
     }
 
     /// The same service, marking hosts down after `ttl` of silence.
-    pub fn with_host_ttl(mut self, ttl: Duration) -> Service {
-        self.host_ttl = ttl;
+    pub fn with_host_ttl(self, ttl: Duration) -> Service {
+        *lock(&self.host_ttl) = ttl;
         self
     }
 

@@ -297,3 +297,35 @@ pub struct EngineContainer {
     pub workspace: Option<WorkspaceName>,
     pub generation: Option<u64>,
 }
+
+/// One setting a reload changed: its config file key, and its value before and after (secrets
+/// redacted, as [`Diagnostic::Config`] shows them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedSetting {
+    pub key: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// What a daemon did when asked to reload its configuration (`nexus config reload`, SIGHUP):
+/// every hot setting that changed was applied at once, or, with `errors`, none was and the old
+/// settings stay in force.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Who answers: `coordinator-1`, `agent-host-a`.
+    pub source: String,
+    /// The hot settings that changed and are now in force (empty when `errors` is not).
+    pub applied: Vec<ChangedSetting>,
+    /// The keys of settings that changed in the file but take effect only at the next start.
+    pub needs_restart: Vec<String>,
+    /// Why nothing was applied: the file does not read, a value is out of its range, a
+    /// certificate does not load.
+    pub errors: Vec<String>,
+}
+
+impl ReloadReport {
+    /// Whether the reload was refused.
+    pub fn failed(&self) -> bool {
+        !self.errors.is_empty()
+    }
+}

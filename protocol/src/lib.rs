@@ -12,7 +12,8 @@
 //! - [`transport`]: QUIC endpoints with mutual TLS, the version handshake, request/response and
 //!   push streams;
 //! - [`logging`]: what every binary does at its top (logging to stderr, the exit code);
-//! - [`backup`]: a backup file of the replicated state, its header and its checksum.
+//! - [`backup`]: a backup file of the replicated state, its header and its checksum;
+//! - [`settings`]: a configuration's settings as shown, what a reload changes (pure).
 //!
 //! This crate depends on none of the other Nexus crates. It is the only place that names `quinn`,
 //! `rustls`, `rcgen` or `bincode`.
@@ -30,6 +31,7 @@ pub mod logging;
 pub mod message;
 pub mod model;
 pub mod pki;
+pub mod settings;
 pub mod transport;
 
 pub use error::{ErrorCode, WireError};

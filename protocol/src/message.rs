@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::debug::{
-    ContainerEvent, Diagnostic, LogQuery, LogRecord, RequestRecord, SyncSessionView,
+    ContainerEvent, Diagnostic, LogQuery, LogRecord, ReloadReport, RequestRecord, SyncSessionView,
     WorkspaceEvent, WorkspaceHealth,
 };
 use crate::error::WireError;
@@ -138,6 +138,9 @@ pub enum HostRequest {
     /// Remove one orphan container, by its name (admins only): [`Response::Ack`]. Refused for a
     /// container whose workspace the desired state names.
     RemoveOrphan { container: String },
+    /// Re-read the agent's configuration and apply its hot settings (admins only):
+    /// [`Response::Reloaded`].
+    ReloadConfig,
 }
 
 /// The reads that may be served stale. Writes have no stale form.
@@ -298,6 +301,9 @@ pub enum AdminRequest {
     BackupRestore { id: String, force: bool },
     /// The backup schedule ([`Response::BackupSchedule`]); with a value, change it first.
     BackupSchedule(Option<BackupSchedule>),
+    /// Re-read the answering coordinator's configuration and apply its hot settings:
+    /// [`Response::Reloaded`]. Never forwarded.
+    ReloadConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -353,6 +359,8 @@ pub enum Response {
     BackupBytes(Vec<u8>),
     BackupSchedule(BackupSchedule),
     Orphans(Vec<OrphanView>),
+    /// What a configuration reload applied, what needs a restart and what was wrong.
+    Reloaded(ReloadReport),
 }
 
 /// A Nexus container whose workspace the host's desired state does not name (one created after

@@ -432,3 +432,34 @@ fn responses() {
         ],
     );
 }
+
+#[test]
+fn configuration_reloads() {
+    use nexus_protocol::debug::{ChangedSetting, ReloadReport};
+    check(
+        &request(Request::Admin(AdminRequest::ReloadConfig)),
+        expect!["00000013fe100f0e0d0c0b0a0908070605040302010316"],
+    );
+    check(
+        &request(Request::Host(HostRequest::ReloadConfig)),
+        expect!["00000013fe100f0e0d0c0b0a090807060504030201060c"],
+    );
+    check(
+        &ResponseFrame {
+            request_id: RequestId::from_u128(1),
+            result: Ok(Response::Reloaded(ReloadReport {
+                source: "agent-h".into(),
+                applied: vec![ChangedSetting {
+                    key: "log_filter".into(),
+                    old: "info".into(),
+                    new: "debug".into(),
+                }],
+                needs_restart: vec!["listen".into()],
+                errors: vec!["bad".into()],
+            })),
+        },
+        expect![
+            "0000002f010020076167656e742d68010a6c6f675f66696c74657204696e666f05646562756701066c697374656e0103626164"
+        ],
+    );
+}

@@ -177,13 +177,13 @@ async fn backups_are_fetched_checked_and_damaged_ones_refused_everywhere() {
         id: nexus_protocol::NodeId::new(1).unwrap(),
         address: cluster.members[0].address.to_string(),
     };
-    let kept = nexus_cli::commands::backup::upload(&settings, &coordinator, &bytes)
+    let kept = nexus_cli::commands::restore::upload(&settings, &coordinator, &bytes)
         .await
         .unwrap();
     assert_eq!(kept.header.id, id);
     assert_eq!(kept.verified, Some(true));
     let damaged = &damaged_copies(&bytes)[0];
-    let refused = nexus_cli::commands::backup::upload(&settings, &coordinator, &damaged.1)
+    let refused = nexus_cli::commands::restore::upload(&settings, &coordinator, &damaged.1)
         .await
         .unwrap_err();
     assert_eq!(refused.error.code, damaged.2);
@@ -415,7 +415,7 @@ async fn a_fleet_that_lost_every_coordinator_comes_back_from_a_backup_file() {
 #[test]
 fn the_cli_checks_files_against_the_state_format_the_coordinator_writes() {
     assert_eq!(
-        nexus_cli::commands::backup::STATE_FORMAT,
+        nexus_cli::commands::restore::STATE_FORMAT,
         nexus_coordinator::state::STATE_FORMAT
     );
 }

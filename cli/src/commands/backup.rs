@@ -19,17 +19,12 @@ use crate::output::{self, backups as render};
 use crate::progress::Progress;
 use crate::settings::Settings;
 
-/// The newest state format this build's coordinator reads (`nexus_coordinator::state::
-/// STATE_FORMAT`; a test in `nexus-tests` holds them equal): a backup file of a newer one is
-/// refused here as the coordinator would refuse it.
-pub const STATE_FORMAT: u32 = 4;
+use super::restore::{PIECE_BYTES, STATE_FORMAT};
 
 /// How long a backup may take to make (a large state's encode and fsync).
 const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a read or a piece of a backup may take.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// The piece of a backup file fetched per request (the coordinator's most).
-const PIECE_BYTES: u32 = 4 << 20;
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(
     command: BackupCommand,
@@ -143,54 +138,6 @@ async fn fetch(settings: &Settings, info: &BackupInfo) -> Result<Vec<u8>, CliErr
         ));
     }
     Ok(bytes)
-}
-
-/// Sends the backup file `bytes` to coordinator `daemon` in pieces, on one connection: it checks
-/// the whole file and keeps it in its backup directory (answered as it lists it). For a restore
-/// from a file that no coordinator holds.
-pub async fn upload(
-    settings: &Settings,
-    daemon: &Daemon,
-    bytes: &[u8],
-) -> Result<BackupInfo, CliError> {
-    if bytes.is_empty() {
-        return Err(CliError::local(
-            ErrorCode::BackupCorrupt,
-            "an empty file is not a backup",
-        ));
-    }
-    let connection = fleet::connect(settings, daemon).await?;
-    let upload = format!("u{}", settings.next_request_id());
-    let total = bytes.len() as u64;
-    let pieces = bytes.chunks(PIECE_BYTES as usize);
-    let progress = Progress::new(pieces.len() as u64, "uploading");
-    let mut offset = 0u64;
-    let mut kept = None;
-    for piece in pieces {
-        let request = AdminRequest::BackupUpload {
-            upload: upload.clone(),
-            offset,
-            total,
-            bytes: piece.to_vec(),
-        };
-        let answer = connection
-            .request_with(
-                settings.next_request_id(),
-                Request::Admin(request),
-                READ_TIMEOUT,
-            )
-            .await?;
-        offset += piece.len() as u64;
-        progress.advance(&output::bytes(offset));
-        match answer {
-            Response::Ack if offset < total => {}
-            Response::Backup(info) if offset == total => kept = Some(info),
-            other => return Err(CliError::unexpected(&other)),
-        }
-    }
-    connection.close();
-    progress.finish();
-    kept.ok_or_else(|| CliError::local(ErrorCode::Internal, "the upload was not answered"))
 }
 
 /// Writes `bytes` to a new file `path` (0600), whole or not at all: a temporary file beside it,

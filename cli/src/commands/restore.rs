@@ -20,6 +20,7 @@ use crate::args::{BackupRestoreArgs, OutputFormat};
 use crate::error::CliError;
 use crate::fleet::{self, Daemon, Roster};
 use crate::output;
+use crate::progress::Progress;
 use crate::settings::Settings;
 
 /// How long a coordinator may take to list its backups, or take a piece of an upload.
@@ -27,6 +28,13 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the restore may take: the coordinator reads and checks the backup, and the entry
 /// carrying its state is replicated and applied.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The newest state format this build's coordinator reads (`nexus_coordinator::state::
+/// STATE_FORMAT`; a test in `nexus-tests` holds them equal): a backup file of a newer one is
+/// refused here as the coordinator would refuse it.
+pub const STATE_FORMAT: u32 = 4;
+/// The size of each piece of a backup file fetched or uploaded (well under a frame).
+pub const PIECE_BYTES: u32 = 4 << 20;
 
 pub async fn run(
     settings: &Settings,
@@ -42,7 +50,7 @@ pub async fn run(
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?;
-            let decoded = backup::decode(&file, super::backup::STATE_FORMAT)
+            let decoded = backup::decode(&file, STATE_FORMAT)
                 .map_err(|e| CliError::local(e.code(), format!("{}: {e}", path.display())))?;
             confirm(&decoded.header, &path.display().to_string(), args.yes)?;
             let (roster, coordinators) = coordinators(settings).await?;
@@ -65,7 +73,7 @@ pub async fn run(
             };
             let info = match held {
                 Some(info) => info,
-                None => super::backup::upload(settings, &leader, &file).await?,
+                None => upload(settings, &leader, &file).await?,
             };
             (leader, info)
         }
@@ -194,6 +202,54 @@ fn leader_of(roster: &Roster, coordinators: &[Daemon]) -> Result<Daemon, CliErro
         .or_else(|| coordinators.first())
         .cloned()
         .ok_or_else(|| CliError::local(ErrorCode::NetworkError, "no coordinator can be reached"))
+}
+
+/// Sends the backup file `bytes` to coordinator `daemon` in pieces, on one connection: it checks
+/// the whole file and keeps it in its backup directory (answered as it lists it). For a restore
+/// from a file that no coordinator holds.
+pub async fn upload(
+    settings: &Settings,
+    daemon: &Daemon,
+    bytes: &[u8],
+) -> Result<BackupInfo, CliError> {
+    if bytes.is_empty() {
+        return Err(CliError::local(
+            ErrorCode::BackupCorrupt,
+            "an empty file is not a backup",
+        ));
+    }
+    let connection = fleet::connect(settings, daemon).await?;
+    let upload = format!("u{}", settings.next_request_id());
+    let total = bytes.len() as u64;
+    let pieces = bytes.chunks(PIECE_BYTES as usize);
+    let progress = Progress::new(pieces.len() as u64, "uploading");
+    let mut offset = 0u64;
+    let mut kept = None;
+    for piece in pieces {
+        let request = AdminRequest::BackupUpload {
+            upload: upload.clone(),
+            offset,
+            total,
+            bytes: piece.to_vec(),
+        };
+        let answer = connection
+            .request_with(
+                settings.next_request_id(),
+                Request::Admin(request),
+                ASK_TIMEOUT,
+            )
+            .await?;
+        offset += piece.len() as u64;
+        progress.advance(&output::bytes(offset));
+        match answer {
+            Response::Ack if offset < total => {}
+            Response::Backup(info) if offset == total => kept = Some(info),
+            other => return Err(CliError::unexpected(&other)),
+        }
+    }
+    connection.close();
+    progress.finish();
+    kept.ok_or_else(|| CliError::local(ErrorCode::Internal, "the upload was not answered"))
 }
 
 /// Asks on a terminal before a restore; refuses without one unless `yes`.

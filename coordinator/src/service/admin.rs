@@ -183,6 +183,13 @@ impl Service {
                     "this coordinator keeps no diagnostics",
                 )),
             },
+            AdminRequest::ReloadConfig => match &self.reloader {
+                Some(reloader) => Ok(Response::Reloaded(reloader.reload("an admin's request"))),
+                None => Err(WireError::new(
+                    ErrorCode::Unsupported,
+                    "this coordinator was not started from a configuration it can read again",
+                )),
+            },
             AdminRequest::RequestRecord(id) => self.request_record(id, consistency).await,
             AdminRequest::Endpoints => {
                 self.cluster.require_leader().await?;

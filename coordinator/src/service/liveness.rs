@@ -29,11 +29,14 @@ impl Service {
     /// [`detector::decide`] names (the rules are there), all at once. While most of the fleet is
     /// silent it holds off instead, and says so at most every 30 s.
     pub async fn detect_failures(&self) {
-        let policy = Policy { ttl: self.host_ttl };
         // What the detector remembers while this node leads; none while it does not.
         let mut leading: Option<Memory> = None;
         let mut held_off_said: Option<std::time::Instant> = None;
         loop {
+            // Read at each look: a reload may change the TTL.
+            let policy = Policy {
+                ttl: self.host_ttl(),
+            };
             tokio::time::sleep(policy.period()).await;
             if self.cluster.require_leader().await.is_err() {
                 leading = None;
@@ -89,7 +92,7 @@ impl Service {
             // All at once: Raft batches them, so a thousand hosts lost together (a rack, a
             // zone) are marked down in one or two appends, not one after another.
             let marking = silent.into_iter().map(|host| async move {
-                tracing::warn!(%host, ttl = ?self.host_ttl, "no heartbeat within the TTL; marking the host down");
+                tracing::warn!(%host, ttl = ?policy.ttl, "no heartbeat within the TTL; marking the host down");
                 let proposal = self
                     .cluster
                     .propose(

@@ -12,6 +12,9 @@
 //! The file's filter is the stderr's, widened to `info`: whatever `NEXUS_LOG` lets through
 //! reaches the file too, and the file always gets `info` and above, so a daemon started with
 //! `NEXUS_LOG=warn` still keeps its history on disk.
+//!
+//! A daemon's filter can change while it runs ([`init_daemon_with`] answers a [`LogFilter`]):
+//! its configuration's `log_filter`, applied again on each reload.
 
 pub mod file;
 pub mod layer;
@@ -19,12 +22,14 @@ pub mod read;
 pub mod record;
 pub mod serve;
 
-use std::fmt::Display;
+use std::fmt::{self as stdfmt, Display};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Filter, SubscriberExt};
+use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
@@ -64,6 +69,112 @@ impl DaemonLog {
     }
 }
 
+/// The filter a daemon starts with when its configuration names none: `NEXUS_LOG`, else
+/// `default`.
+pub fn ambient_filter(default: &str) -> String {
+    std::env::var(FILTER_VARIABLE)
+        .ok()
+        .filter(|text| EnvFilter::try_new(text).is_ok())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// Whether `text` is a filter in tracing's syntax (`info`, `nexus_agent=debug,warn`); the
+/// parser's complaint if not.
+pub fn check_filter(text: &str) -> Result<(), String> {
+    EnvFilter::try_new(text)
+        .map(drop)
+        .map_err(|error| format!("invalid log filter {text:?}: {error}"))
+}
+
+/// Changes a running daemon's log filter (stderr and, widened to `info`, its files). Clones
+/// change the same filter.
+#[derive(Clone)]
+pub struct LogFilter {
+    current: Arc<Mutex<String>>,
+    setters: Arc<Vec<Setter>>,
+}
+
+type Setter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+impl stdfmt::Debug for LogFilter {
+    fn fmt(&self, f: &mut stdfmt::Formatter<'_>) -> stdfmt::Result {
+        f.debug_tuple("LogFilter").field(&self.current()).finish()
+    }
+}
+
+impl LogFilter {
+    /// A filter that changes nothing but its own text: for daemons run inside another process
+    /// (tests, tools), whose logging is that process's.
+    pub fn detached(text: &str) -> LogFilter {
+        LogFilter {
+            current: Arc::new(Mutex::new(text.to_string())),
+            setters: Arc::new(Vec::new()),
+        }
+    }
+
+    /// The filter in force.
+    pub fn current(&self) -> String {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `text` in force, or, if it is not a filter, says why and changes nothing.
+    pub fn set(&self, text: &str) -> Result<(), String> {
+        check_filter(text)?;
+        for set in self.setters.iter() {
+            let filter = EnvFilter::try_new(text).map_err(|e| e.to_string())?;
+            set(filter)?;
+        }
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = text.to_string();
+        Ok(())
+    }
+}
+
+/// A filter that [`LogFilter::set`] can replace, and its setter.
+fn reloadable<S>(text: &str) -> (reload::Layer<EnvFilter, S>, Setter)
+where
+    S: tracing::Subscriber + 'static,
+{
+    let (layer, handle) = reload::Layer::new(EnvFilter::new(text));
+    let set: Setter = Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string()));
+    (layer, set)
+}
+
+/// Logs to stderr and, with `log`, to its directory as JSON lines, as [`init_daemon`] does, but
+/// filtered by `filter` (a checked filter: see [`check_filter`]) and answering the handle that
+/// changes it. Keep the guard until the end of `main`.
+pub fn init_daemon_with(filter: &str, log: Option<&DaemonLog>) -> (Option<SinkGuard>, LogFilter) {
+    let (stderr_filter, set_stderr) = reloadable(filter);
+    let stderr = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(stderr_filter);
+    let current = Arc::new(Mutex::new(filter.to_string()));
+    let Some(log) = log else {
+        tracing_subscriber::registry().with(stderr).init();
+        let handle = LogFilter {
+            current,
+            setters: Arc::new(vec![set_stderr]),
+        };
+        return (None, handle);
+    };
+    let (disk_filter, set_disk) = reloadable(filter);
+    let (to_disk, guard) = to_disk(log, disk_filter);
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(to_disk)
+        .init();
+    let handle = LogFilter {
+        current,
+        setters: Arc::new(vec![set_stderr, set_disk]),
+    };
+    (Some(guard), handle)
+}
+
 /// Logs to stderr as [`init`] does and, with `log`, also to its directory as JSON lines. Keep
 /// the guard until the end of `main`: dropping it writes out what is queued.
 pub fn init_daemon(default: &str, log: Option<&DaemonLog>) -> Option<SinkGuard> {
@@ -83,7 +194,7 @@ pub fn init_daemon(default: &str, log: Option<&DaemonLog>) -> Option<SinkGuard> 
 }
 
 /// The layer that writes `log`, letting through what `stderr` does and everything from `info`.
-fn to_disk<S>(log: &DaemonLog, stderr: EnvFilter) -> (impl Layer<S>, SinkGuard)
+fn to_disk<S>(log: &DaemonLog, stderr: impl Filter<S> + 'static) -> (impl Layer<S>, SinkGuard)
 where
     S: tracing::Subscriber + for<'l> tracing_subscriber::registry::LookupSpan<'l>,
 {
@@ -113,6 +224,24 @@ pub fn init_file(default: &str, files: LogFiles, rotation: Rotation) -> SinkGuar
         .with_writer(sink)
         .init();
     guard
+}
+
+/// Says in the log what a configuration reload did; `why` says who asked (`SIGHUP`, an admin's
+/// request).
+pub fn reloaded(report: &crate::debug::ReloadReport, why: &str) {
+    if report.failed() {
+        tracing::error!(errors = ?report.errors, "configuration reload ({why}) refused; the settings in force are unchanged");
+        return;
+    }
+    for change in &report.applied {
+        tracing::info!(key = %change.key, old = %change.old, new = %change.new, "configuration reload ({why}): applied");
+    }
+    if !report.needs_restart.is_empty() {
+        tracing::warn!(keys = ?report.needs_restart, "configuration reload ({why}): these settings changed but take effect only at the next start");
+    }
+    if report.applied.is_empty() && report.needs_restart.is_empty() {
+        tracing::info!("configuration reload ({why}): nothing changed");
+    }
 }
 
 /// The record written in place of lines the disk could not keep up with.
@@ -170,6 +299,41 @@ mod tests {
             .lines()
             .map(|line| record::from_line(line).unwrap().level)
             .collect()
+    }
+
+    #[test]
+    fn a_new_filter_is_in_force_at_once_and_a_bad_one_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = DaemonLog {
+            dir: dir.path().to_path_buf(),
+            source: "agent-h".into(),
+            rotation: Rotation::default(),
+        };
+        let (filter, set) = reloadable("info");
+        let (layer, guard) = to_disk(&log, filter);
+        let handle = LogFilter {
+            current: Arc::new(Mutex::new("info".into())),
+            setters: Arc::new(vec![set]),
+        };
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!("before");
+            handle.set("debug").unwrap();
+            tracing::debug!("after");
+            let error = handle.set("nexus=notalevel").unwrap_err();
+            assert!(error.contains("invalid log filter"), "{error}");
+            tracing::debug!("still");
+        });
+        assert_eq!(handle.current(), "debug");
+        drop(guard);
+        let messages: Vec<String> = std::fs::read_to_string(log.files().current())
+            .unwrap()
+            .lines()
+            .map(|line| record::from_line(line).unwrap().message)
+            .collect();
+        assert_eq!(messages, ["after", "still"]);
+        assert!(check_filter("nexus_agent=debug,warn").is_ok());
+        assert!(check_filter("[[[").is_err());
     }
 
     #[test]

@@ -236,6 +236,16 @@ impl Connection {
         &self.client
     }
 
+    /// The certificate the server presented (DER): after a rotation, new connections show the
+    /// new one.
+    pub fn server_certificate(&self) -> Option<Vec<u8>> {
+        let chain = self
+            .conn
+            .peer_identity()
+            .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())?;
+        chain.first().map(|leaf| leaf.to_vec())
+    }
+
     /// The server's software version.
     pub fn server_software(&self) -> &str {
         &self.software

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 pub use client::{Connection, Connector, Subscription};
 pub use server::{Handler, Refusal, Reply, Server};
-pub use tls::{Credentials, Expiries, TlsError};
+pub use tls::{Credentials, Expiries, Rotation, TlsError};
 
 use crate::codec::CodecConfig;
 use crate::error::{ErrorCode, ErrorDetail, WireError};
@@ -268,6 +268,27 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+/// Calls `reload` at each SIGHUP, for as long as the task runs (abort it to stop). Without
+/// Unix signals, never.
+pub async fn on_hangup(reload: impl Fn() + Send) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                while hangups.recv().await.is_some() {
+                    reload();
+                }
+            }
+            Err(error) => {
+                tracing::warn!("cannot listen for SIGHUP, reload by request only: {error}")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
 }
 
 pub(crate) fn version_mismatch(ours: u16, theirs: u16) -> WireError {

@@ -3,14 +3,16 @@
 //! Nexus identity before the handshake completes.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
+use rustls::client::ResolvesClientCert;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use crate::identity::Identity;
@@ -31,13 +33,79 @@ pub enum TlsError {
 
 /// What one party needs to speak mTLS: the cluster CA to trust, and its own certificate chain and
 /// key (a client may go without, and will be refused; see the tests).
-#[derive(Debug)]
+///
+/// The own certificate and key can be replaced while servers and connectors made from these
+/// credentials run ([`Credentials::rotate`]): each handshake reads the one in force, so new
+/// connections present the new certificate and existing ones keep theirs. Clones share it.
+#[derive(Debug, Clone)]
 pub struct Credentials {
     pub(crate) roots: Arc<RootCertStore>,
-    pub(crate) own: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    own: Option<Arc<OwnCert>>,
     identity: Option<Identity>,
     ca_fingerprint: String,
-    expiries: Expiries,
+    ca_expiry: Option<i64>,
+}
+
+/// This party's certificate and key in force, read at each handshake.
+#[derive(Debug)]
+struct OwnCert {
+    current: RwLock<(Arc<CertifiedKey>, Option<i64>)>,
+}
+
+impl OwnCert {
+    fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        label: &str,
+    ) -> Result<OwnCert, TlsError> {
+        let certified = certified(chain, key, label)?;
+        let not_after = certified
+            .cert
+            .first()
+            .and_then(|leaf| crate::identity::not_after(leaf));
+        Ok(OwnCert {
+            current: RwLock::new((Arc::new(certified), not_after)),
+        })
+    }
+
+    fn get(&self) -> (Arc<CertifiedKey>, Option<i64>) {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A chain and its key, checked to belong together.
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    label: &str,
+) -> Result<CertifiedKey, TlsError> {
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| TlsError::Read {
+        path: label.to_string(),
+        reason: format!("the key does not go with the certificate: {e}"),
+    })
+}
+
+impl ResolvesServerCert for OwnCert {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get().0)
+    }
+}
+
+impl ResolvesClientCert for OwnCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.get().0)
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// When the certificates expire, in seconds since the epoch (`None`: not parsed, or absent).
@@ -47,21 +115,6 @@ pub struct Expiries {
     pub own: Option<i64>,
     /// The earliest-expiring trusted CA certificate.
     pub ca: Option<i64>,
-}
-
-impl Clone for Credentials {
-    fn clone(&self) -> Credentials {
-        Credentials {
-            roots: self.roots.clone(),
-            own: self
-                .own
-                .as_ref()
-                .map(|(chain, key)| (chain.clone(), key.clone_key())),
-            identity: self.identity.clone(),
-            expiries: self.expiries,
-            ca_fingerprint: self.ca_fingerprint.clone(),
-        }
-    }
 }
 
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -114,7 +167,7 @@ impl Credentials {
             path: labels[2].clone(),
             reason: e.to_string(),
         })?;
-        credentials.own = Some((chain, key));
+        credentials.own = Some(Arc::new(OwnCert::new(chain, key, &labels[2])?));
         Ok(credentials)
     }
 
@@ -131,12 +184,12 @@ impl Credentials {
         };
         let mut roots = RootCertStore::empty();
         let mut digest = crate::hash::Sha256::default();
-        let mut expiries = Expiries::default();
+        let mut ca_expiry: Option<i64> = None;
         for cert in CertificateDer::pem_slice_iter(ca_pem) {
             let cert = cert.map_err(|e| read_error(ca_label, &e))?;
             digest.update(&cert);
             if let Some(expiry) = crate::identity::not_after(&cert) {
-                expiries.ca = Some(expiries.ca.map_or(expiry, |earliest| earliest.min(expiry)));
+                ca_expiry = Some(ca_expiry.map_or(expiry, |earliest| earliest.min(expiry)));
             }
             roots.add(cert).map_err(|e| read_error(ca_label, &e))?;
         }
@@ -162,10 +215,10 @@ impl Credentials {
                         path: cert_label.clone(),
                         reason: e.to_string(),
                     })?;
-                expiries.own = crate::identity::not_after(leaf);
                 let key = PrivateKeyDer::from_pem_slice(key_pem)
                     .map_err(|e| read_error(key_label, &e))?;
-                (Some((chain, key)), Some(identity))
+                let own = OwnCert::new(chain, key, key_label)?;
+                (Some(Arc::new(own)), Some(identity))
             }
         };
         Ok(Credentials {
@@ -173,13 +226,111 @@ impl Credentials {
             own,
             identity,
             ca_fingerprint,
-            expiries,
+            ca_expiry,
         })
     }
 
-    /// When this party's certificate and its CA expire (for `nexus_cert_expiry_timestamp_seconds`).
+    /// When this party's certificate (the one in force) and its CA expire (for
+    /// `nexus_cert_expiry_timestamp_seconds`).
     pub fn expiries(&self) -> Expiries {
-        self.expiries
+        Expiries {
+            own: self.own.as_ref().and_then(|own| own.get().1),
+            ca: self.ca_expiry,
+        }
+    }
+
+    /// This party's certificate in force (DER of the leaf), if it has one.
+    pub fn own_certificate(&self) -> Option<Vec<u8>> {
+        let own = self.own.as_ref()?.get().0;
+        own.cert.first().map(|leaf| leaf.to_vec())
+    }
+
+    /// This party's certificate in force, for logs and reload reports: the first 16 hex digits
+    /// of its SHA-256 and when it expires (seconds since the epoch).
+    pub fn own_summary(&self) -> Option<String> {
+        let der = self.own_certificate()?;
+        let digest = crate::hash::hex(&crate::hash::sha256(&der));
+        let not_after = crate::identity::not_after(&der)
+            .map_or_else(|| "unknown".to_string(), |t| t.to_string());
+        Some(format!("sha256 {} not after {not_after}", &digest[..16]))
+    }
+
+    /// Reads this party's certificate and key again from the `nexus pki` directory `dir` and
+    /// checks that they can replace the ones in force ([`Credentials::rotate`]'s rules), changing
+    /// nothing yet: `None` when the files hold the certificate in force.
+    pub fn prepare_rotation(&self, dir: &Path) -> Result<Option<Rotation>, TlsError> {
+        let identity = self
+            .identity
+            .clone()
+            .ok_or_else(|| TlsError::Config("only a party with an identity can rotate".into()))?;
+        let fresh = Credentials::from_pki_dir(dir, &identity)?;
+        self.check_rotation(&fresh)?;
+        if fresh.own_certificate() == self.own_certificate() {
+            return Ok(None);
+        }
+        Ok(Some(Rotation { fresh }))
+    }
+
+    fn check_rotation(&self, fresh: &Credentials) -> Result<(), TlsError> {
+        if self.own.is_none() || fresh.own.is_none() {
+            return Err(TlsError::Config(
+                "only a party with its own certificate can rotate it".into(),
+            ));
+        }
+        if fresh.identity != self.identity {
+            return Err(TlsError::Config(format!(
+                "the new certificate is for {}, not {}: a certificate for another identity needs a restart",
+                fresh
+                    .identity
+                    .as_ref()
+                    .map_or("nobody".into(), ToString::to_string),
+                self.identity
+                    .as_ref()
+                    .map_or("nobody".into(), ToString::to_string),
+            )));
+        }
+        if fresh.ca_fingerprint != self.ca_fingerprint {
+            return Err(TlsError::Config(
+                "the CA certificate changed: a new CA needs a restart (and, for a coordinator, a new cluster)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Puts `fresh`'s certificate and key in force for the handshakes that follow, in every
+    /// server and connector made from these credentials or their clones. Refused, changing
+    /// nothing, when `fresh` is for another identity or trusts another CA: those need a restart.
+    /// Answers whether the certificate changed.
+    pub fn rotate(&self, fresh: &Credentials) -> Result<bool, TlsError> {
+        let (Some(own), Some(new)) = (&self.own, &fresh.own) else {
+            return Err(TlsError::Config(
+                "only a party with its own certificate can rotate it".into(),
+            ));
+        };
+        if fresh.identity != self.identity {
+            return Err(TlsError::Config(format!(
+                "the new certificate is for {}, not {}: a certificate for another identity needs a restart",
+                fresh
+                    .identity
+                    .as_ref()
+                    .map_or("nobody".into(), ToString::to_string),
+                self.identity
+                    .as_ref()
+                    .map_or("nobody".into(), ToString::to_string),
+            )));
+        }
+        if fresh.ca_fingerprint != self.ca_fingerprint {
+            return Err(TlsError::Config(
+                "the CA certificate changed: a new CA needs a restart (and, for a coordinator, a new cluster)".into(),
+            ));
+        }
+        let next = new.get();
+        let mut current = own.current.write().unwrap_or_else(PoisonError::into_inner);
+        let changed = current.0.cert != next.0.cert;
+        if changed {
+            *current = next;
+        }
+        Ok(changed)
     }
 
     /// The SHA-256 of the trusted CA certificates (DER, in file order), in hex: the cluster's
@@ -194,9 +345,9 @@ impl Credentials {
     }
 
     pub(crate) fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
-        let (chain, key) = self
+        let own = self
             .own
-            .as_ref()
+            .clone()
             .ok_or_else(|| TlsError::Config("a server needs its own certificate".into()))?;
         let inner = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
             .build()
@@ -206,8 +357,7 @@ impl Credentials {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .with_cert_resolver(own);
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
     }
@@ -221,13 +371,35 @@ impl Credentials {
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_webpki_verifier(verifier);
         let mut config = match &self.own {
-            Some((chain, key)) => builder
-                .with_client_auth_cert(chain.clone(), key.clone_key())
-                .map_err(|e| TlsError::Config(e.to_string()))?,
+            Some(own) => builder.with_client_cert_resolver(own.clone()),
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
+    }
+}
+
+/// A certificate and key read again and checked ([`Credentials::prepare_rotation`]), to be put
+/// in force with [`Rotation::commit`].
+#[derive(Debug)]
+pub struct Rotation {
+    fresh: Credentials,
+}
+
+impl Rotation {
+    /// Puts the new certificate in force in `credentials` (the ones it was prepared from) and
+    /// says what changed, as a reload reports it (key `certificate`).
+    pub fn commit(
+        self,
+        credentials: &Credentials,
+    ) -> Result<crate::debug::ChangedSetting, TlsError> {
+        let old = credentials.own_summary().unwrap_or_default();
+        credentials.rotate(&self.fresh)?;
+        Ok(crate::debug::ChangedSetting {
+            key: "certificate".into(),
+            old,
+            new: credentials.own_summary().unwrap_or_default(),
+        })
     }
 }
 
@@ -281,5 +453,64 @@ impl ClientCertVerifier for IdentityClientVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock;
+    use crate::pki::{DEFAULT_CA_VALIDITY, SubjectName, Validity};
+
+    fn issue(pki: &PkiDir, identity: &Identity) {
+        let validity = Validity::starting(clock::now(), std::time::Duration::from_secs(3600));
+        let names = [SubjectName::Dns("localhost".into())];
+        pki.issue(identity, &names, validity, true).unwrap();
+    }
+
+    #[test]
+    fn a_rotation_takes_a_new_certificate_of_the_same_identity_and_ca_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = PkiDir::new(dir.path());
+        pki.init(clock::now(), DEFAULT_CA_VALIDITY, false).unwrap();
+        let agent = Identity::Agent(crate::HostId::new("h1").unwrap());
+        issue(&pki, &agent);
+        let credentials = Credentials::from_pki_dir(dir.path(), &agent).unwrap();
+        let shared = credentials.clone();
+        let old = credentials.own_certificate().unwrap();
+        // The same files: nothing to rotate.
+        assert!(credentials.prepare_rotation(dir.path()).unwrap().is_none());
+        // A new certificate in the same files: in force in every clone once committed.
+        issue(&pki, &agent);
+        let rotation = credentials.prepare_rotation(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            credentials.own_certificate().unwrap(),
+            old,
+            "nothing changes before"
+        );
+        let change = rotation.commit(&credentials).unwrap();
+        assert_eq!(change.key, "certificate");
+        assert_ne!(change.old, change.new);
+        assert_ne!(shared.own_certificate().unwrap(), old);
+        assert_eq!(shared.own_summary().unwrap(), change.new);
+        // Another identity's files, or another CA: refused, nothing changes.
+        let other = Identity::Agent(crate::HostId::new("h2").unwrap());
+        issue(&pki, &other);
+        let error = credentials
+            .rotate(&Credentials::from_pki_dir(dir.path(), &other).unwrap())
+            .unwrap_err();
+        assert!(error.to_string().contains("another identity"), "{error}");
+        let elsewhere = tempfile::tempdir().unwrap();
+        let second = PkiDir::new(elsewhere.path());
+        second
+            .init(clock::now(), DEFAULT_CA_VALIDITY, false)
+            .unwrap();
+        issue(&second, &agent);
+        let error = credentials.prepare_rotation(elsewhere.path()).unwrap_err();
+        assert!(
+            error.to_string().contains("CA certificate changed"),
+            "{error}"
+        );
+        assert_eq!(shared.own_summary().unwrap(), change.new);
     }
 }

@@ -64,12 +64,16 @@ pub struct RegistryAuth {
     pub password: String,
 }
 
+/// The registries' credentials in force, shared with what reloads them (a pull reads them
+/// afresh each time).
+pub type Registries = std::sync::Arc<std::sync::RwLock<Vec<RegistryAuth>>>;
+
 #[derive(Debug)]
 pub struct DockerRuntime {
     docker: Docker,
     host: HostId,
     socket: String,
-    registries: Vec<RegistryAuth>,
+    registries: Registries,
     /// Where workspace networks get their subnets (`None`: Docker's own address pools).
     network_pool: Option<NetworkPool>,
     /// Each container's previous CPU sample (total usage, system usage), for CPU %.
@@ -91,10 +95,15 @@ impl DockerRuntime {
             docker,
             host,
             socket: socket.to_string(),
-            registries,
+            registries: std::sync::Arc::new(std::sync::RwLock::new(registries)),
             network_pool,
             cpu_samples: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The registries' credentials, to replace on a reload.
+    pub fn registries(&self) -> Registries {
+        self.registries.clone()
     }
 
     fn label_filter(&self) -> HashMap<String, Vec<String>> {
@@ -230,7 +239,11 @@ impl DockerRuntime {
 
     fn credentials_for(&self, repository: &str) -> Option<DockerCredentials> {
         let registry = repository.split('/').next().unwrap_or_default();
-        let auth = self.registries.iter().find(|r| r.server == registry)?;
+        let registries = self
+            .registries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let auth = registries.iter().find(|r| r.server == registry)?;
         Some(DockerCredentials {
             username: Some(auth.username.clone()),
             password: Some(auth.password.clone()),

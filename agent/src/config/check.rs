@@ -1,0 +1,82 @@
+//! `nexus-agent --check-config`: the configuration checked as the daemon reads it (the same
+//! [`Config::from_args`]), then the files it names: the TLS files load and are this host's, the
+//! directories exist or can be made. Each problem is printed with where it is in the file
+//! (`FILE:LINE:COLUMN:` when the key is there); the exit code is 1 if there is any.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use nexus_protocol::Identity;
+use nexus_protocol::settings::place;
+use nexus_protocol::transport::Credentials;
+
+use super::{Args, Config};
+
+/// Checks `args` (and the file they name), prints what is wrong or that all is well, and
+/// answers the exit code.
+pub fn run(args: Args) -> ExitCode {
+    let named = args.config.as_ref().map_or_else(
+        || "the flags".to_string(),
+        |path| path.display().to_string(),
+    );
+    let problems = problems(args);
+    if problems.is_empty() {
+        eprintln!("{named}: a valid agent configuration");
+        return ExitCode::SUCCESS;
+    }
+    for problem in &problems {
+        eprintln!("{problem}");
+    }
+    eprintln!(
+        "{named}: {} problem(s); the agent would not start",
+        problems.len()
+    );
+    ExitCode::FAILURE
+}
+
+/// Everything wrong with `args` and the file they name, each placed in the file when it can be.
+pub fn problems(args: Args) -> Vec<String> {
+    let text = args
+        .config
+        .as_ref()
+        .and_then(|path| std::fs::read_to_string(path).ok());
+    let path = args
+        .config
+        .as_ref()
+        .map(|path| path.display().to_string())
+        .unwrap_or_default();
+    let file = text.as_deref().map(|text| (path.as_str(), text));
+    let config = match Config::from_args(args) {
+        Ok(config) => config,
+        // A file that does not parse: the parser's own message has the line and column.
+        Err(error) => return vec![place(&format!("{error:#}"), file)],
+    };
+    let mut problems = Vec::new();
+    let identity = Identity::Agent(config.host_id.clone());
+    if let Err(error) = Credentials::from_pki_dir(&config.tls_dir, &identity) {
+        problems.push(place(&format!("--tls-dir: {error}"), file));
+    }
+    for (flag, dir) in [("data-dir", &config.data_dir), ("log-dir", &config.log_dir)] {
+        if let Some(problem) = unmakeable(dir) {
+            problems.push(place(
+                &format!("--{flag} {}: {problem}", dir.display()),
+                file,
+            ));
+        }
+    }
+    problems
+}
+
+/// Why `dir` cannot be a directory the daemon makes or uses, if it cannot.
+fn unmakeable(dir: &Path) -> Option<String> {
+    let mut at = dir;
+    loop {
+        if at.exists() {
+            return (!at.is_dir()).then(|| format!("{} is not a directory", at.display()));
+        }
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => return None,
+        }
+    }
+}
