@@ -43,6 +43,65 @@ fn restore(pki: &TestPki, file: &Path, data_dir: &Path, node: u64, peers: &[Stri
     command.output().expect("nexus-coordinator runs")
 }
 
+/// The addresses of `members`.
+fn members_addresses(members: &[nexus_tests::cluster::Member]) -> Vec<std::net::SocketAddr> {
+    members.iter().map(|m| m.address).collect()
+}
+
+/// Runs the block of docs/runbooks.md's disaster recovery that follows `<!-- dr-step: STEP -->`
+/// with bash, as an admin's shell would: `nexus` and `nexus-coordinator` on the PATH, the CLI's
+/// settings (coordinators, CA, an admin's certificate) in its environment, and `vars` set.
+/// Fails the test if any command of the block fails.
+fn runbook_step(
+    pki: &TestPki,
+    coordinators: &[std::net::SocketAddr],
+    step: &str,
+    vars: &[(&str, String)],
+) -> Output {
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/runbooks.md");
+    let text = std::fs::read_to_string(&page).unwrap();
+    let marker = format!("<!-- dr-step: {step} -->");
+    let (_, after) = text
+        .split_once(&marker)
+        .unwrap_or_else(|| panic!("{} has no {marker}", page.display()));
+    let (_, block) = after
+        .split_once("```sh\n")
+        .expect("a sh block after the marker");
+    let (block, _) = block.split_once("```").expect("the block's end");
+    let admin = pki::user("root", Role::Admin);
+    let (cert, key) = pki.paths(&admin);
+    if !cert.exists() {
+        pki.issue(&admin);
+    }
+    let bin = binary("nexus");
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let list: Vec<String> = coordinators.iter().map(ToString::to_string).collect();
+    let out = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", block])
+        .env("PATH", path)
+        .env("HOME", pki.scratch("home-runbook"))
+        .env("NEXUS_COORDINATORS", list.join(","))
+        .env("NEXUS_CA", pki.ca_cert_path())
+        .env("NEXUS_CERT", cert)
+        .env("NEXUS_KEY", key)
+        .env_remove("NEXUS_CONFIG")
+        .env_remove("NEXUS_OUTPUT")
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "the runbook's {step} step failed:\n{block}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The admin CLI against `cluster`, with JSON output.
 fn admin(pki: &TestPki, cluster: &TestCluster, args: &[&str]) -> Output {
     let home = pki.scratch("home-root");
@@ -87,6 +146,15 @@ async fn backups_are_fetched_checked_and_damaged_ones_refused_everywhere() {
     let pki = TestPki::new();
     let cluster = TestCluster::start(&pki, 1, &[]).await;
     cluster.leader(&pki, Duration::from_secs(20)).await;
+    // No scheduled backup may come in between: an emptied directory is one due at once.
+    ok(
+        &admin(
+            &pki,
+            &cluster,
+            &["admin", "backup", "schedule", "--every", "0"],
+        ),
+        "schedule off",
+    );
     let work = pki.scratch("work");
     let file = work.join("fleet.nxbackup");
 
@@ -182,13 +250,20 @@ async fn backups_are_fetched_checked_and_damaged_ones_refused_everywhere() {
         .unwrap();
     assert_eq!(kept.header.id, id);
     assert_eq!(kept.verified, Some(true));
+    // What the directory holds before and after (the schedule is off: see above).
+    let names = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(&backups_dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let before = names();
     let damaged = &damaged_copies(&bytes)[0];
     let refused = nexus_cli::commands::restore::upload(&settings, &coordinator, &damaged.1)
         .await
         .unwrap_err();
     assert_eq!(refused.error.code, damaged.2);
-    let files: Vec<_> = std::fs::read_dir(&backups_dir).unwrap().collect();
-    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(names(), before, "the refused upload kept nothing");
     ok(
         &admin(&pki, &cluster, &["admin", "backup", "verify", id]),
         "verify the upload",
@@ -337,22 +412,33 @@ async fn a_fleet_that_lost_every_coordinator_comes_back_from_a_backup_file() {
         std::fs::remove_dir_all(&member.data_dir).unwrap();
     }
 
-    // Three new members from the file, on the same addresses, then started.
+    // docs/runbooks.md's disaster recovery, as written: its blocks run by bash, with the CLI's
+    // settings in the environment and the runbook's variables set. Step 1: check the file, then
+    // make each new member's data directory from it, on the old members' addresses.
     let members = fleet.cluster.members.clone();
+    let shell = |step: &str, vars: &[(&str, String)]| {
+        runbook_step(&fleet.pki, &members_addresses(&members), step, vars)
+    };
+    shell("check", &[("BACKUP", file.display().to_string())]);
     for member in &members {
         let peers: Vec<String> = members
             .iter()
             .filter(|m| m.id != member.id)
             .map(|m| format!("{}={}", m.id, m.address))
             .collect();
-        let out = restore(&fleet.pki, &file, &member.data_dir, member.id, &peers);
-        assert!(
-            out.status.success(),
-            "restore {}: {}",
-            member.id,
-            String::from_utf8_lossy(&out.stderr)
+        shell(
+            "each-member",
+            &[
+                ("BACKUP", file.display().to_string()),
+                ("DATA_DIR", member.data_dir.display().to_string()),
+                ("NODE_ID", member.id.to_string()),
+                ("PEER_A", peers[0].clone()),
+                ("PEER_B", peers[1].clone()),
+                ("PKI_DIR", fleet.pki.dir().display().to_string()),
+            ],
         );
     }
+    // The runbook starts them with systemd; here, the harness on the same flags.
     for index in 0..members.len() {
         fleet.cluster.restart(&fleet.pki, index).await;
     }
@@ -397,6 +483,8 @@ async fn a_fleet_that_lost_every_coordinator_comes_back_from_a_backup_file() {
         (host["status"] == "ready" && !host["last_heartbeat_ms"].is_null()).then_some(())
     })
     .await;
+    // Step 4 of the runbook: every command of it succeeds (health-check included: no orphans).
+    shell("validate", &[]);
     // Its containers were kept, not made again.
     let mut kept = containers_of(&host);
     kept.sort();
