@@ -22,9 +22,9 @@ use nexus_protocol::error::{ErrorCode, WireError};
 
 use crate::state::STATE_FORMAT;
 
-/// The largest backup file a coordinator keeps or takes in: the state's snapshot is bounded by
-/// the codec's hard frame limit, plus room for the header and checksum.
-pub const MAX_BACKUP_BYTES: u64 = nexus_protocol::codec::HARD_MAX_FRAME_LEN as u64 + (1 << 20);
+/// The largest backup file a coordinator keeps or takes in: the state's snapshot is one local
+/// frame (at most 4 GiB), plus room for the header and checksum.
+pub const MAX_BACKUP_BYTES: u64 = nexus_protocol::codec::MAX_LOCAL_FRAME_LEN as u64 + (1 << 20);
 
 /// The most bytes one `BackupRead` answers with.
 pub const MAX_READ_BYTES: u32 = 4 << 20;

@@ -81,6 +81,9 @@ pub fn restore(plan: &RestorePlan) -> Result<BackupHeader, WireError> {
         )
     })?;
     check_cluster(&decoded.header, credentials.ca_fingerprint())?;
+    if let Some(refusal) = crate::state::format_refusal(&decoded.header) {
+        return Err(refusal);
+    }
     let state = State::from_snapshot(decoded.payload)
         .map_err(|error| {
             WireError::new(

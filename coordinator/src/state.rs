@@ -54,6 +54,7 @@ pub use invariants::BrokenInvariant;
 pub use journal::JOURNAL_RETENTION_MS;
 pub use nexus_protocol::model::{Limits, LimitsPatch};
 pub use ports::FOREIGN_PORT_MEMORY_MS;
+pub use restore::format_refusal;
 pub use snapshot::{STATE_FORMAT, SnapshotError};
 
 pub use crate::fit::{Unfit, Usage};

@@ -52,7 +52,8 @@ pub const BOOTSTRAP_INDEX: u64 = 1;
 /// restarts and port reassignment) and the log's commands new variants. 3: the state keeps each
 /// workspace's events. 4: the state keeps the backup schedule ([`crate::state::STATE_FORMAT`]).
 /// A store of another format is refused at open (see [`RocksStore::open`]); there is no
-/// migration: a backup taken before the upgrade, restored after it, is.
+/// migration, and a backup's state is refused by a build of another state format
+/// ([`crate::state::format_refusal`]): take backups again after an upgrade.
 pub const FORMAT_VERSION: u32 = 4;
 
 /// Whose data a directory holds. A node refuses a data dir of another cluster or node.

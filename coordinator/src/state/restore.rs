@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use nexus_protocol::HostId;
 use nexus_protocol::backup::BackupHeader;
 use nexus_protocol::debug::EventKind;
-use nexus_protocol::error::ErrorCode;
+use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::model::{HostStatus, WorkspaceState};
 
 use super::desired::ChangedHosts;
@@ -37,20 +37,8 @@ impl State {
         header: &BackupHeader,
         state: &[u8],
     ) -> Outcome {
-        if header.state_format != STATE_FORMAT {
-            let which = if header.state_format > STATE_FORMAT {
-                "a newer"
-            } else {
-                "an older"
-            };
-            return reject(
-                ErrorCode::BackupVersionUnsupported,
-                format!(
-                    "backup {} holds state format {}, made by {which} Nexus; this one restores \
-                     state format {STATE_FORMAT} only",
-                    header.id, header.state_format
-                ),
-            );
+        if let Some(refusal) = format_refusal(header) {
+            return Outcome::Rejected(refusal);
         }
         let backup = match State::from_snapshot(state) {
             Ok(backup) => backup,
@@ -154,6 +142,28 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>, header: &Back
 /// same host, same spec, same ports. Its container is then kept as it is.
 fn same_container(running: &WorkspaceRecord, backup: &WorkspaceRecord) -> bool {
     running.host == backup.host && running.spec == backup.spec && running.ports == backup.ports
+}
+
+/// Why a backup's state cannot be restored by this build, if it cannot: a state format other than
+/// this one's, newer or older (there is no migration between state formats yet). Online and
+/// offline restores refuse alike.
+pub fn format_refusal(header: &BackupHeader) -> Option<WireError> {
+    if header.state_format == STATE_FORMAT {
+        return None;
+    }
+    let which = if header.state_format > STATE_FORMAT {
+        "a newer"
+    } else {
+        "an older"
+    };
+    Some(WireError::new(
+        ErrorCode::BackupVersionUnsupported,
+        format!(
+            "backup {} holds state format {}, made by {which} Nexus; this one restores state \
+             format {STATE_FORMAT} only",
+            header.id, header.state_format
+        ),
+    ))
 }
 
 #[cfg(test)]
