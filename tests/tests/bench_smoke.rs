@@ -178,3 +178,13 @@ fn the_snapshot_scenario_runs_and_reports() {
     let restored = result["catch_up"]["restored"].as_array().unwrap();
     assert_eq!(restored.len(), 1, "the new member restored one snapshot");
 }
+
+#[test]
+fn the_backup_scenario_runs_and_reports() {
+    let result = run_bench(&["backup", "--hosts", "4", "--workspaces", "40"]);
+    assert_eq!(result["workspaces"], 40);
+    assert!(result["file_bytes"].as_u64().unwrap() > 1_000);
+    assert!(result["created_bytes"].as_u64().unwrap() > 1_000);
+    assert!(result["online_restore_seconds"].as_f64().unwrap() > 0.0);
+    assert!(result["catch_up_seconds"].as_f64().unwrap() > 0.0);
+}

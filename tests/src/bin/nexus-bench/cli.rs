@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::scenarios::{
-    agent_idle, debug, detect, failover, fleet, raft_writes, scrape, snapshot, start, sync,
+    agent_idle, backup, debug, detect, failover, fleet, raft_writes, scrape, snapshot, start, sync,
     transport,
 };
 
@@ -75,4 +75,10 @@ pub(crate) enum Scenario {
     /// real coordinators given that fleet through their API, and a fourth added and timed until
     /// it serves every workspace, caught up from a snapshot larger than a frame.
     Snapshot(snapshot::Args),
+    /// Backups at fleet scale: a state of N hosts and M workspaces made in this process and
+    /// written as a backup file; three real coordinators restored from it (`nexus-coordinator
+    /// restore`); then `nexus admin backup create`, `verify` and an online `restore` of it, each
+    /// one real CLI process timed from spawn to exit, and a fourth member added, timed until its
+    /// replica holds every workspace.
+    Backup(backup::Args),
 }

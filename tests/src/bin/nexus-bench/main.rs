@@ -14,6 +14,7 @@
 //! $CARGO_TARGET_DIR/release/nexus-bench scrape
 //! $CARGO_TARGET_DIR/release/nexus-bench debug
 //! $CARGO_TARGET_DIR/release/nexus-bench snapshot
+//! $CARGO_TARGET_DIR/release/nexus-bench backup
 //! ```
 //!
 //! The rooms: `cli` (what can be asked), `scenarios` (one module a scenario, each measuring and
@@ -39,7 +40,7 @@ use clap::Parser;
 use crate::cli::{Cli, Scenario};
 use crate::report::Report;
 use crate::scenarios::{
-    agent_idle, debug, detect, failover, fleet, raft_writes, scrape, snapshot, start, sync,
+    agent_idle, backup, debug, detect, failover, fleet, raft_writes, scrape, snapshot, start, sync,
     transport,
 };
 
@@ -60,6 +61,7 @@ async fn main() {
         Scenario::Scrape(args) => Report::Scrape(scrape::run(args).await),
         Scenario::Debug(args) => Report::Debug(debug::run(args).await),
         Scenario::Snapshot(args) => Report::Snapshot(snapshot::run(args).await),
+        Scenario::Backup(args) => Report::Backup(backup::run(args).await),
     };
     print!("{}", report.text());
     if let Some(path) = cli.json {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::measure::Percentiles;
 use crate::scenarios::{
-    agent_idle, debug, detect, failover, fleet, raft_writes, scrape, snapshot, start, sync,
+    agent_idle, backup, debug, detect, failover, fleet, raft_writes, scrape, snapshot, start, sync,
     transport,
 };
 
@@ -28,6 +28,7 @@ pub(crate) enum Report {
     Scrape(scrape::Report),
     Debug(debug::Report),
     Snapshot(snapshot::Report),
+    Backup(backup::Report),
 }
 
 impl Report {
@@ -46,6 +47,7 @@ impl Report {
             Report::Scrape(report) => scrape_text(&mut out, report),
             Report::Debug(report) => debug_text(&mut out, report),
             Report::Snapshot(report) => snapshot_text(&mut out, report),
+            Report::Backup(report) => backup_text(&mut out, report),
         }
         out.0
     }
@@ -251,6 +253,29 @@ fn snapshot_text(out: &mut Lines, report: &snapshot::Report) {
             out.line(format_args!("  {line}"));
         }
     }
+}
+
+fn backup_text(out: &mut Lines, report: &backup::Report) {
+    out.line(format_args!(
+        "state of {} hosts and {} workspaces: a {} byte backup; nexus-coordinator restore {:.2} s \
+         per member, cluster serving it {:.1} s after start",
+        report.hosts,
+        report.workspaces,
+        report.file_bytes,
+        report.offline_restore_seconds,
+        report.cluster_up_seconds
+    ));
+    out.line(format_args!(
+        "backup create {:.2} s ({} bytes), verify {:.2} s, online restore {:.2} s, new member \
+         caught up {:.2} s; term {} -> {}",
+        report.create_seconds,
+        report.created_bytes,
+        report.verify_seconds,
+        report.online_restore_seconds,
+        report.catch_up_seconds,
+        report.term_before,
+        report.term_after
+    ));
 }
 
 /// The text form, built a line at a time.

@@ -2,6 +2,7 @@
 //! down and returns its results; printing them is `report`'s.
 
 pub(crate) mod agent_idle;
+pub(crate) mod backup;
 pub(crate) mod debug;
 pub(crate) mod detect;
 pub(crate) mod failover;

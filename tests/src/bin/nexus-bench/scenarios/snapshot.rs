@@ -123,7 +123,7 @@ fn proposal(proposer: Identity, command: Command) -> Proposal {
 
 /// A state of `hosts` hosts and `workspaces` workspaces, each reported running by its host,
 /// made by the same commands the log carries.
-fn build(hosts: usize, workspaces: usize) -> State {
+pub(crate) fn build(hosts: usize, workspaces: usize) -> State {
     let mut state = State::default();
     let admin = pki::user("bench", Role::Admin);
     state.apply(&proposal(
