@@ -36,6 +36,25 @@ pub fn carries_snapshot(message: &RaftMessage) -> bool {
     message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot
 }
 
+/// Whether a message only keeps leadership and elections going (heartbeats, votes and their
+/// answers): it carries no entries and no snapshot, and Raft is as safe with it reordered
+/// against the log's messages as with it dropped. The sender gives these a lane of their own, so
+/// that a large append or snapshot in flight to a peer cannot hold back the heartbeats that keep
+/// it from starting an election.
+pub fn is_control(message: &RaftMessage) -> bool {
+    use raft::eraftpb::MessageType::*;
+    matches!(
+        message.get_msg_type(),
+        MsgHeartbeat
+            | MsgHeartbeatResponse
+            | MsgRequestVote
+            | MsgRequestVoteResponse
+            | MsgRequestPreVote
+            | MsgRequestPreVoteResponse
+            | MsgTimeoutNow
+    )
+}
+
 /// Timing and flow control of a Raft node, in ticks (the caller decides how long a tick is:
 /// about 100 ms in production).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

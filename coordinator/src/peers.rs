@@ -1,5 +1,7 @@
 //! The other coordinators, as this one reaches them: the address book, one cached QUIC connection
-//! per peer, and one sender task per peer that batches the Raft messages queued for it.
+//! per peer, and two sender tasks per peer that batch the Raft messages queued for it: one for
+//! the log's messages, one for heartbeats and votes, so that an append or snapshot of tens of
+//! megabytes in flight does not hold back the heartbeats (the peer would start an election).
 //!
 //! Sending never blocks the Raft driver: [`Peers::send`] only queues (a full queue drops the
 //! message, which Raft tolerates and repairs). The sender tasks report each failed batch, and the
@@ -69,7 +71,9 @@ pub struct Peers {
     transfers: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
     addresses: RwLock<BTreeMap<NodeId, String>>,
     connections: Mutex<HashMap<NodeId, Connection>>,
-    queues: Mutex<HashMap<NodeId, mpsc::Sender<RaftMessage>>>,
+    /// One queue and sender task per peer and lane: `true` for control messages (heartbeats,
+    /// votes; see [`consensus::is_control`]), `false` for the log's (appends, snapshots).
+    queues: Mutex<HashMap<(NodeId, bool), mpsc::Sender<RaftMessage>>>,
     reports: mpsc::Sender<Delivery>,
     runtime: tokio::runtime::Handle,
     /// Each peer's last round trip of a batch (`nexus_peer_rtt_seconds{peer}`).
@@ -147,8 +151,9 @@ impl Peers {
         let Ok(to) = NodeId::new(message.to) else {
             return false;
         };
+        let control = consensus::is_control(&message);
         let mut queues = lock(&self.queues);
-        let queue = queues.entry(to).or_insert_with(|| {
+        let queue = queues.entry((to, control)).or_insert_with(|| {
             let (sender, receiver) = mpsc::channel(QUEUE);
             self.runtime.spawn(self.clone().pump(to, receiver));
             sender

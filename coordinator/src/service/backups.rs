@@ -49,6 +49,8 @@ pub struct Backups {
 #[derive(Debug, Default)]
 pub struct ScheduleMemory {
     leading: bool,
+    /// Since when this node leads, as this schedule saw it.
+    leading_since: Option<Timestamp>,
     /// When the newest backup was made (or last tried).
     last: Option<Timestamp>,
 }
@@ -425,8 +427,8 @@ impl Service {
     }
 
     /// One round of the schedule: while this node leads, it makes a backup if the replicated
-    /// schedule says one is due (from the newest backup in its own directory, so a new leader
-    /// with none backs up at once), verifies it and prunes to the number to keep. A failure is
+    /// schedule says one is due (from the newest backup in its own directory; a new leader with
+    /// none waits [`crate::backups::NEW_LEADER_GRACE`] or an interval, whichever is shorter), verifies it and prunes to the number to keep. A failure is
     /// logged and counted, and tried again an interval later.
     pub async fn scheduled_backup(&self, memory: &mut ScheduleMemory) {
         let Some(backups) = &self.backups else {
@@ -448,6 +450,7 @@ impl Service {
         metrics.backup_interval.set(schedule.every_secs as f64);
         if !memory.leading {
             memory.leading = true;
+            memory.leading_since = Some(clock::now());
             let dir = backups.dir.clone();
             memory.last = blocking(move || dir.list()).await.ok().and_then(|list| {
                 list.into_iter()
@@ -464,7 +467,8 @@ impl Service {
             }
         }
         let now = clock::now();
-        if !backup_due(now, memory.last, schedule.every_secs) {
+        let leading_since = memory.leading_since.unwrap_or(now);
+        if !backup_due(now, memory.last, schedule.every_secs, leading_since) {
             return;
         }
         memory.last = Some(now);
@@ -709,7 +713,10 @@ mod tests {
         .unwrap();
         let backups = BackupDir::new(dir.path().join("backups"), node.cluster.id());
         let mut memory = ScheduleMemory::default();
-        // The first round of a new leader with no backup makes one at once.
+        // A new leader with no backup waits an interval (here shorter than the grace) first.
+        service.scheduled_backup(&mut memory).await;
+        assert_eq!(backups.ids().unwrap().len(), 0);
+        memory.leading_since = Some(Timestamp::EPOCH);
         service.scheduled_backup(&mut memory).await;
         assert_eq!(backups.ids().unwrap().len(), 1);
         // Not due again within the interval.

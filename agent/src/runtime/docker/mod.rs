@@ -55,13 +55,24 @@ const FOLLOWED_LINE_BYTES: usize = 64 << 10;
 /// How long after an event the reconciler is woken a second time.
 const EVENT_FOLLOW_UP: Duration = Duration::from_millis(500);
 
-/// Credentials for one registry, e.g. `127.0.0.1:5000`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+/// Credentials for one registry, e.g. `127.0.0.1:5000`. Its `Debug` never shows the password
+/// (the agent's configuration is logged and debugged whole).
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryAuth {
     pub server: String,
     pub username: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The registries' credentials in force, shared with what reloads them (a pull reads them
@@ -710,5 +721,25 @@ impl Runtime for DockerRuntime {
             let wait = Duration::from_millis(250 * u64::from(failures.min(20)));
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RegistryAuth;
+
+    #[test]
+    fn a_registry_password_never_shows_in_debug() {
+        let auth = RegistryAuth {
+            server: "127.0.0.1:5000".into(),
+            username: "ci".into(),
+            password: "hunter2-secret".into(),
+        };
+        let shown = format!("{auth:?} {:?}", vec![auth.clone()]);
+        assert!(!shown.contains("hunter2-secret"), "{shown}");
+        assert!(
+            shown.contains("ci") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }
