@@ -113,11 +113,11 @@ fn each_external_dependency_has_one_home() {
         ("x509_parser::", &["protocol/src/identity.rs"]),
         (
             "raft::",
-            &["coordinator/src/consensus.rs", "coordinator/src/store.rs"],
+            &["coordinator/src/consensus", "coordinator/src/store.rs"],
         ),
         (
             "protobuf::",
-            &["coordinator/src/consensus.rs", "coordinator/src/store.rs"],
+            &["coordinator/src/consensus", "coordinator/src/store.rs"],
         ),
         ("rocksdb::", &["coordinator/src/store.rs"]),
         ("bollard::", &["agent/src/runtime/docker/"]),
