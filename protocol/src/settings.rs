@@ -96,6 +96,38 @@ pub fn place(message: &str, file: Option<(&str, &str)>) -> String {
     }
 }
 
+/// How a daemon's `--check-config` ends: each problem on stderr, then a verdict naming `named`
+/// (the file, or "the flags") and the `daemon`; the exit code says which.
+pub fn report_check(named: &str, daemon: &str, problems: &[String]) -> std::process::ExitCode {
+    if problems.is_empty() {
+        eprintln!("{named}: a valid {daemon} configuration");
+        return std::process::ExitCode::SUCCESS;
+    }
+    for problem in problems {
+        eprintln!("{problem}");
+    }
+    eprintln!(
+        "{named}: {} problem(s); the {daemon} would not start",
+        problems.len()
+    );
+    std::process::ExitCode::FAILURE
+}
+
+/// Why `dir` cannot be a directory a daemon makes or uses, if it cannot: it, or the nearest of
+/// its parents that exists, is not a directory.
+pub fn unmakeable(dir: &std::path::Path) -> Option<String> {
+    let mut at = dir;
+    loop {
+        if at.exists() {
+            return (!at.is_dir()).then(|| format!("{} is not a directory", at.display()));
+        }
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => return None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

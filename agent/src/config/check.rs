@@ -3,11 +3,10 @@
 //! directories exist or can be made. Each problem is printed with where it is in the file
 //! (`FILE:LINE:COLUMN:` when the key is there); the exit code is 1 if there is any.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use nexus_protocol::Identity;
-use nexus_protocol::settings::place;
+use nexus_protocol::settings::{place, report_check, unmakeable};
 use nexus_protocol::transport::Credentials;
 
 use super::{Args, Config};
@@ -19,19 +18,7 @@ pub fn run(args: Args) -> ExitCode {
         || "the flags".to_string(),
         |path| path.display().to_string(),
     );
-    let problems = problems(args);
-    if problems.is_empty() {
-        eprintln!("{named}: a valid agent configuration");
-        return ExitCode::SUCCESS;
-    }
-    for problem in &problems {
-        eprintln!("{problem}");
-    }
-    eprintln!(
-        "{named}: {} problem(s); the agent would not start",
-        problems.len()
-    );
-    ExitCode::FAILURE
+    report_check(&named, "agent", &problems(args))
 }
 
 /// Everything wrong with `args` and the file they name, each placed in the file when it can be.
@@ -65,18 +52,4 @@ pub fn problems(args: Args) -> Vec<String> {
         }
     }
     problems
-}
-
-/// Why `dir` cannot be a directory the daemon makes or uses, if it cannot.
-fn unmakeable(dir: &Path) -> Option<String> {
-    let mut at = dir;
-    loop {
-        if at.exists() {
-            return (!at.is_dir()).then(|| format!("{} is not a directory", at.display()));
-        }
-        match at.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
-            _ => return None,
-        }
-    }
 }
