@@ -148,6 +148,8 @@ impl Link {
         tokio::pin!(shutdown);
         let mut index = 0usize;
         let mut leader_hint: Option<String> = None;
+        // How many answers in a row said that no leader is known yet.
+        let mut leaderless = 0u32;
         loop {
             let target = leader_hint.take().unwrap_or_else(|| {
                 self.config.coordinators[index % self.config.coordinators.len()].clone()
@@ -160,6 +162,7 @@ impl Link {
                     // early (however far it got) counts as one more failure, so an error that
                     // recurs right after connecting backs off like any other.
                     self.failures = if healthy { 1 } else { self.failures.saturating_add(1) };
+                    let was_leaderless = std::mem::take(&mut leaderless);
                     if let Some(ErrorDetail::NotLeader { address: Some(address), .. }) = &error.detail {
                         tracing::info!(coordinator = %target, leader = %address, "following the leader");
                         leader_hint = Some(address.clone());
@@ -168,9 +171,13 @@ impl Link {
                         self.failures = self.failures.min(1);
                     } else if error.code == ErrorCode::NotLeader {
                         // An election under way (or a cluster just started): not a failure of
-                        // this link, but nothing to follow yet.
+                        // this link, but nothing to follow yet. The coordinator answered, so it
+                        // lives and will soon know the leader: ask it again a few times before
+                        // moving on (the next in the list may be the one that just died, and a
+                        // dead one costs the handshake timeout, past a new leader's grace).
+                        leaderless = was_leaderless.saturating_add(1);
                         tracing::info!(coordinator = %target, failures = self.failures, "no leader yet; trying again: {}", error.message);
-                        index = next_after(&self.config.coordinators, &target, index);
+                        index = after_leaderless(&self.config.coordinators, &target, index, leaderless);
                     } else {
                         tracing::warn!(coordinator = %target, code = %error.code, failures = self.failures, "coordinator link lost: {}", error.message);
                         index = next_after(&self.config.coordinators, &target, index);
@@ -592,6 +599,22 @@ fn next_after(coordinators: &[String], target: &str, index: usize) -> usize {
         .wrapping_add(1)
 }
 
+/// How many times in a row the agent asks a live coordinator that knows no leader yet before
+/// trying the next one: an election takes one to two seconds, and the backoff between tries
+/// (about 0.2, 0.4, 0.8 s) spans it; a coordinator cut off from the majority is left after that.
+const LEADERLESS_TRIES: u32 = 3;
+
+/// The index of the coordinator to try after `target` answered, for the `leaderless`-th time in a
+/// row, that it knows no leader: `target` again until [`LEADERLESS_TRIES`], then the next.
+fn after_leaderless(coordinators: &[String], target: &str, index: usize, leaderless: u32) -> usize {
+    let next = next_after(coordinators, target, index);
+    if leaderless < LEADERLESS_TRIES {
+        next.wrapping_sub(1)
+    } else {
+        next
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,6 +677,16 @@ mod tests {
         assert_eq!(next_after(&list, "b:2", 0) % 3, 2);
         // A hint naming an address not in the list: the list goes on from where it was.
         assert_eq!(next_after(&list, "d:4", 0) % 3, 1);
+    }
+
+    #[test]
+    fn a_live_coordinator_without_a_leader_is_asked_again_before_the_next() {
+        let list = vec!["a:1".to_string(), "b:2".to_string(), "c:3".to_string()];
+        assert_eq!(after_leaderless(&list, "b:2", 0, 1) % 3, 1);
+        assert_eq!(after_leaderless(&list, "b:2", 1, 2) % 3, 1);
+        assert_eq!(after_leaderless(&list, "b:2", 1, LEADERLESS_TRIES) % 3, 2);
+        // Reached through a hint, the index is elsewhere: the coordinator asked is kept.
+        assert_eq!(after_leaderless(&list, "c:3", 0, 1) % 3, 2);
     }
 
     #[test]

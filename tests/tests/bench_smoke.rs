@@ -34,6 +34,8 @@ fn run_bench(args: &[&str]) -> serde_json::Value {
         .args(args)
         .output()
         .unwrap();
+    // What the bench said, shown with a test that fails on its result.
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
     assert!(
         out.status.success(),
         "{}",
@@ -112,8 +114,11 @@ fn the_detect_scenario_finds_the_dead_hosts_and_no_others() {
         "1",
         "--heartbeat",
         "0.5",
+        // Three seconds, not two: an agent notices a killed leader only when a heartbeat's
+        // deadline (at least 2 s, whatever the TTL) passes, and on a loaded two-core machine the
+        // election can take as long again; a new leader's grace is two TTLs.
         "--ttl",
-        "2",
+        "3",
     ]);
     assert_eq!(result["killed"], 2);
     assert_eq!(result["detected"], 2);
@@ -121,7 +126,7 @@ fn the_detect_scenario_finds_the_dead_hosts_and_no_others() {
     assert_eq!(result["live_hosts_marked_down"], 0);
     let p50 = result["kill_to_down"]["p50_ms"].as_f64().unwrap();
     assert!(
-        p50 >= 1_000.0,
+        p50 >= 2_000.0,
         "marked down {p50} ms after the kill, before the TTL could pass"
     );
 }
