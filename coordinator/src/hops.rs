@@ -63,7 +63,8 @@ pub fn request_level(request: &Request) -> Option<Level> {
             | WorkspaceRequest::Inspect(_)
             | WorkspaceRequest::Describe(_)
             | WorkspaceRequest::Endpoint(_)
-            | WorkspaceRequest::Events(_) => READ,
+            | WorkspaceRequest::Events(_)
+            | WorkspaceRequest::Notices => READ,
             _ => WRITE,
         },
     }
@@ -89,6 +90,7 @@ pub fn request_workspace(request: &Request) -> Option<&WorkspaceName> {
         | WorkspaceRequest::Endpoint(name)
         | WorkspaceRequest::Events(name) => Some(name),
         WorkspaceRequest::List
+        | WorkspaceRequest::Notices
         | WorkspaceRequest::Cleanup { .. }
         | WorkspaceRequest::CleanupOf { .. } => None,
     }

@@ -339,6 +339,7 @@ fn agent_kind(request: &AgentRequest) -> &'static str {
         AgentRequest::ContainerStats(_) => "agent_container_stats",
         AgentRequest::Serving(_) => "agent_serving",
         AgentRequest::WatchDesiredCauses { .. } => "agent_watch_desired_causes",
+        AgentRequest::Activity(_) => "agent_activity",
     }
 }
 
@@ -359,6 +360,7 @@ fn workspace_kind(request: &WorkspaceRequest) -> &'static str {
         WorkspaceRequest::Endpoint(_) => "workspace_endpoint",
         WorkspaceRequest::CleanupOf { .. } => "workspace_cleanup_of",
         WorkspaceRequest::Events(_) => "workspace_events",
+        WorkspaceRequest::Notices => "workspace_notices",
     }
 }
 

@@ -39,7 +39,9 @@ mod events;
 mod hosts;
 mod invariants;
 mod journal;
+mod lifecycle;
 mod limits;
+mod notices;
 mod placement;
 mod ports;
 mod reports;
@@ -52,7 +54,9 @@ pub use desired::ChangedHosts;
 pub use events::{EVENT_TEXT_BYTES, EVENTS_KEPT, History, RECORD_EVENTS_MAX};
 pub use invariants::BrokenInvariant;
 pub use journal::JOURNAL_RETENTION_MS;
+pub use lifecycle::Lifecycle;
 pub use nexus_protocol::model::{Limits, LimitsPatch};
+pub use notices::{NOTICES_MAX, Notices};
 pub use ports::FOREIGN_PORT_MEMORY_MS;
 pub use restore::format_refusal;
 pub use snapshot::{STATE_FORMAT, SnapshotError};
@@ -90,6 +94,8 @@ pub struct State {
     events: BTreeMap<WorkspaceName, History>,
     /// When the leader backs the state up by itself, and how many backups each node keeps.
     backup_schedule: BackupSchedule,
+    /// What the CLI shows users: admins' announcements, policies' warnings.
+    notices: Notices,
     /// Which workspaces hold events under each request id: an index of `events`, so that a
     /// request's record costs its own events rather than the fleet's. Derived like `on_host`.
     #[serde(skip)]
@@ -142,6 +148,8 @@ pub struct WorkspaceRecord {
     /// Its host ports were already reassigned once after a `PORT_CONFLICT`; a second conflict
     /// leaves it failed for a person to look at.
     pub port_reassigned: bool,
+    /// What its lifecycle policies go by: when it was last in use.
+    pub lifecycle: Lifecycle,
 }
 
 impl State {
@@ -239,6 +247,14 @@ impl State {
                 Outcome::Applied
             }
             Command::Restore { header, state } => self.restore(origin, header, state),
+            Command::RecordActivity(activity) => self.record_activity(activity),
+            Command::PostNotice {
+                text,
+                audience,
+                source,
+                until,
+            } => self.post_notice(at, text, audience, source, *until),
+            Command::ClearNotices(ids) => self.clear_notices(ids),
         }
     }
 }

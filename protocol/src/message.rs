@@ -20,8 +20,8 @@ use crate::id::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use crate::identity::{Identity, IdentityKind};
 pub use crate::model::DesiredRun;
 use crate::model::{
-    BackupInfo, BackupSchedule, ContainerStats, HostInfo, HostStats, HostStatus, Limits,
-    LimitsPatch, PortBinding, Scoring, WorkspaceSpec, WorkspaceState, WorkspaceView,
+    Activity, BackupInfo, BackupSchedule, ContainerStats, HostInfo, HostStats, HostStatus, Limits,
+    LimitsPatch, Notice, PortBinding, Scoring, WorkspaceSpec, WorkspaceState, WorkspaceView,
 };
 
 /// The protocol version both sides must share. Raised on an incompatible change of any message
@@ -197,6 +197,10 @@ pub enum AgentRequest {
     /// also names the request that last changed each workspace, so that the agent's work on it
     /// is traced under that request's id.
     WatchDesiredCauses { known_version: Option<u64> },
+    /// What the agent saw its workspaces used for since its last such report (exec sessions,
+    /// logs read, sync, port traffic), each workspace's latest: answered [`Response::Ack`]. The
+    /// leader records it through Raft for the lifecycle policies.
+    Activity(Vec<(WorkspaceName, Activity)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +236,8 @@ pub enum WorkspaceRequest {
     },
     /// The workspace's recent events, oldest first: [`Response::Events`].
     Events(WorkspaceName),
+    /// The caller's current notices (the fleet's and their own): [`Response::Notices`].
+    Notices,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -361,6 +367,7 @@ pub enum Response {
     Orphans(Vec<OrphanView>),
     /// What a configuration reload applied, what needs a restart and what was wrong.
     Reloaded(ReloadReport),
+    Notices(Vec<Notice>),
 }
 
 /// A Nexus container whose workspace the host's desired state does not name (one created after

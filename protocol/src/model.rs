@@ -540,6 +540,115 @@ impl Default for BackupSchedule {
     }
 }
 
+// Lifecycle: what keeps a workspace in use, and what the fleet tells its users.
+
+/// Why a workspace last counted as in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ActivityKind {
+    /// It was created.
+    Created,
+    /// A user started it (start, restart, switch, repair).
+    Start,
+    /// A command ran in it (`nexus workspace exec`), or an exec session was open.
+    Exec,
+    /// A user read its logs.
+    Logs,
+    /// A file sync session with it began.
+    SyncStart,
+    /// A sync cycle moved changes into or out of it.
+    SyncCycle,
+    /// Its container's network counters moved (traffic on its published ports).
+    PortTraffic,
+}
+
+impl ActivityKind {
+    pub const ALL: [ActivityKind; 7] = [
+        ActivityKind::Created,
+        ActivityKind::Start,
+        ActivityKind::Exec,
+        ActivityKind::Logs,
+        ActivityKind::SyncStart,
+        ActivityKind::SyncCycle,
+        ActivityKind::PortTraffic,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityKind::Created => "created",
+            ActivityKind::Start => "start",
+            ActivityKind::Exec => "exec",
+            ActivityKind::Logs => "logs",
+            ActivityKind::SyncStart => "sync-start",
+            ActivityKind::SyncCycle => "sync-cycle",
+            ActivityKind::PortTraffic => "port-traffic",
+        }
+    }
+}
+
+impl fmt::Display for ActivityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// When a workspace was last in use, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    pub at: Timestamp,
+    pub kind: ActivityKind,
+}
+
+/// Who a notice is for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum NoticeAudience {
+    /// Every user of the fleet (a maintenance window, an admin's announcement).
+    Everyone,
+    /// One user (a policy's warning about one of their workspaces).
+    User(UserName),
+}
+
+/// Where a notice came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NoticeSource {
+    /// An admin posted it (`nexus admin notice set`).
+    Admin,
+    /// A lifecycle policy announces an action on a workspace.
+    Policy { workspace: WorkspaceName },
+    /// The maintenance schedule announces its next run.
+    Maintenance,
+}
+
+/// A message the CLI shows its users on stderr until it expires or is cleared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// Given when it is posted, never reused.
+    pub id: u64,
+    pub text: String,
+    pub audience: NoticeAudience,
+    pub source: NoticeSource,
+    pub posted_at: Timestamp,
+    /// Shown until then; `None`: until cleared.
+    pub until: Option<Timestamp>,
+}
+
+impl Notice {
+    /// The longest text a notice keeps (a notice is replicated and shown on every command).
+    pub const TEXT_MAX: usize = 1024;
+
+    /// Whether it is still shown at `now`.
+    pub fn is_current(&self, now: Timestamp) -> bool {
+        self.until.is_none_or(|until| now < until)
+    }
+
+    /// Whether `user` sees it.
+    pub fn is_for(&self, user: &UserName) -> bool {
+        match &self.audience {
+            NoticeAudience::Everyone => true,
+            NoticeAudience::User(to) => to == user,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

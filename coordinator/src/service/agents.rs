@@ -129,6 +129,10 @@ impl Service {
                     "a desired-state watch is a subscription; open it as one",
                 ))
             }
+            AgentRequest::Activity(_) => Err(WireError::new(
+                ErrorCode::Unsupported,
+                "activity reports are not recorded yet",
+            )),
         }
     }
 }

@@ -39,6 +39,7 @@ impl Service {
                 | WorkspaceRequest::Describe(_)
                 | WorkspaceRequest::Endpoint(_)
                 | WorkspaceRequest::Events(_)
+                | WorkspaceRequest::Notices
         );
         if consistency == Consistency::Stale && !reading {
             return Err(WireError::new(
@@ -82,6 +83,17 @@ impl Service {
                     })
             }
             WorkspaceRequest::Events(name) => self.events(peer, &name, admin, consistency).await,
+            WorkspaceRequest::Notices => {
+                let user = user.clone();
+                let now = clock::now();
+                let notices = self
+                    .cluster
+                    .read(consistency, move |state| {
+                        state.notices().for_user(&user, now)
+                    })
+                    .await?;
+                Ok(Response::Notices(notices))
+            }
             WorkspaceRequest::Endpoint(name) => {
                 let view = self
                     .owned(peer, &name, admin, Consistency::Linearizable)

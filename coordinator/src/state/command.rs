@@ -9,7 +9,10 @@ use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::WireError;
 use nexus_protocol::identity::Identity;
 use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
-use nexus_protocol::model::{HostInfo, HostStatus, LimitsPatch, PortBinding, WorkspaceSpec};
+use nexus_protocol::model::{
+    Activity, HostInfo, HostStatus, LimitsPatch, NoticeAudience, NoticeSource, PortBinding,
+    WorkspaceSpec,
+};
 use nexus_protocol::{HostId, RequestId, UserName, WorkspaceName};
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +98,17 @@ pub enum Command {
         header: BackupHeader,
         state: Vec<u8>,
     },
+    /// What agents saw their workspaces used for: each workspace's latest activity.
+    RecordActivity(Vec<(WorkspaceName, Activity)>),
+    /// Post a notice (numbered at apply).
+    PostNotice {
+        text: String,
+        audience: NoticeAudience,
+        source: NoticeSource,
+        until: Option<Timestamp>,
+    },
+    /// Clear the notices of these ids.
+    ClearNotices(Vec<u64>),
 }
 
 /// One create of a [`Command::PlaceWorkspaces`] batch.

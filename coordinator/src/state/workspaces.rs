@@ -13,7 +13,7 @@ use nexus_protocol::message::DesiredRun;
 use nexus_protocol::model::{HostStatus, PortBinding, WorkspaceSpec, WorkspaceState};
 use nexus_protocol::{HostId, UserName, WorkspaceName};
 
-use super::{Origin, Outcome, State, WorkspaceRecord, reject};
+use super::{Lifecycle, Origin, Outcome, State, WorkspaceRecord, reject};
 
 impl State {
     /// Every workspace, by name.
@@ -114,6 +114,7 @@ impl State {
                 last_error: None,
                 restart_pending: false,
                 port_reassigned: false,
+                lifecycle: Lifecycle::created(at),
             },
         );
         self.bump(host);

@@ -1,0 +1,149 @@
+//! The fleet's notices: what the CLI shows its users on stderr (an admin's maintenance window, a
+//! policy's warning before it destroys a workspace). Replicated, numbered at apply, bounded.
+//!
+//! Not here: who may post or read them (the service), nor how the CLI shows them.
+
+use std::collections::BTreeMap;
+
+use nexus_protocol::UserName;
+use nexus_protocol::clock::Timestamp;
+use nexus_protocol::error::ErrorCode;
+use nexus_protocol::model::{Notice, NoticeAudience, NoticeSource};
+use serde::{Deserialize, Serialize};
+
+use super::{Outcome, State, reject};
+
+/// The most notices the fleet keeps at once: expired ones go first when a post would pass it,
+/// then the oldest.
+pub const NOTICES_MAX: usize = 10_000;
+
+/// The notices in force, by id, and the next id to give.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Notices {
+    by_id: BTreeMap<u64, Notice>,
+    next_id: u64,
+}
+
+impl Notices {
+    /// The notices `user` sees at `now`, oldest first.
+    pub fn for_user(&self, user: &UserName, now: Timestamp) -> Vec<Notice> {
+        self.by_id
+            .values()
+            .filter(|notice| notice.is_current(now) && notice.is_for(user))
+            .cloned()
+            .collect()
+    }
+
+    /// Every notice kept, oldest first (current or not).
+    pub fn all(&self) -> impl Iterator<Item = &Notice> {
+        self.by_id.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Keeps a notice, numbered here; drops expired ones, then the oldest, past [`NOTICES_MAX`].
+    fn post(&mut self, notice: Notice) -> u64 {
+        if self.by_id.len() >= NOTICES_MAX {
+            let now = notice.posted_at;
+            self.by_id.retain(|_, kept| kept.is_current(now));
+        }
+        while self.by_id.len() >= NOTICES_MAX {
+            self.by_id.pop_first();
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        self.by_id.insert(id, Notice { id, ..notice });
+        id
+    }
+}
+
+impl State {
+    pub fn notices(&self) -> &Notices {
+        &self.notices
+    }
+
+    /// Posts a notice at `at`. Its text is bounded; an empty one is refused.
+    pub(super) fn post_notice(
+        &mut self,
+        at: Timestamp,
+        text: &str,
+        audience: &NoticeAudience,
+        source: &NoticeSource,
+        until: Option<Timestamp>,
+    ) -> Outcome {
+        let text = text.trim();
+        if text.is_empty() {
+            return reject(ErrorCode::InvalidArgument, "a notice needs a text");
+        }
+        if text.len() > Notice::TEXT_MAX {
+            return reject(
+                ErrorCode::InvalidArgument,
+                format!("a notice's text is at most {} bytes", Notice::TEXT_MAX),
+            );
+        }
+        self.notices.post(Notice {
+            id: 0,
+            text: text.to_string(),
+            audience: audience.clone(),
+            source: source.clone(),
+            posted_at: at,
+            until,
+        });
+        Outcome::Applied
+    }
+
+    /// Clears the notices of these ids (unknown ones are skipped).
+    pub(super) fn clear_notices(&mut self, ids: &[u64]) -> Outcome {
+        for id in ids {
+            self.notices.by_id.remove(id);
+        }
+        Outcome::Applied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(text: &str, audience: NoticeAudience, until: Option<u64>) -> Notice {
+        Notice {
+            id: 0,
+            text: text.into(),
+            audience,
+            source: NoticeSource::Admin,
+            posted_at: Timestamp::from_millis(1),
+            until: until.map(Timestamp::from_millis),
+        }
+    }
+
+    #[test]
+    fn a_user_sees_the_fleets_and_their_own_current_notices() {
+        let mut notices = Notices::default();
+        let alice: UserName = "alice".parse().unwrap();
+        let bob: UserName = "bob".parse().unwrap();
+        let a = notices.post(notice("all", NoticeAudience::Everyone, None));
+        notices.post(notice("bob's", NoticeAudience::User(bob.clone()), None));
+        notices.post(notice("over", NoticeAudience::Everyone, Some(5)));
+        let seen = |user: &UserName, now| -> Vec<String> {
+            notices
+                .for_user(user, Timestamp::from_millis(now))
+                .into_iter()
+                .map(|n| n.text)
+                .collect()
+        };
+        assert_eq!(seen(&alice, 4), ["all", "over"]);
+        assert_eq!(seen(&alice, 5), ["all"]);
+        assert_eq!(seen(&bob, 5), ["all", "bob's"]);
+        assert_eq!(a, 1);
+        assert_eq!(
+            notices.post(notice("next", NoticeAudience::Everyone, None)),
+            4
+        );
+    }
+}
