@@ -64,7 +64,8 @@ pub fn request_level(request: &Request) -> Option<Level> {
             | WorkspaceRequest::Describe(_)
             | WorkspaceRequest::Endpoint(_)
             | WorkspaceRequest::Events(_)
-            | WorkspaceRequest::Notices => READ,
+            | WorkspaceRequest::Notices
+            | WorkspaceRequest::Lifecycle(_) => READ,
             _ => WRITE,
         },
     }
@@ -88,7 +89,8 @@ pub fn request_workspace(request: &Request) -> Option<&WorkspaceName> {
         | WorkspaceRequest::Repair(name)
         | WorkspaceRequest::Describe(name)
         | WorkspaceRequest::Endpoint(name)
-        | WorkspaceRequest::Events(name) => Some(name),
+        | WorkspaceRequest::Events(name)
+        | WorkspaceRequest::Lifecycle(name) => Some(name),
         WorkspaceRequest::List
         | WorkspaceRequest::Notices
         | WorkspaceRequest::Cleanup { .. }

@@ -361,6 +361,7 @@ fn workspace_kind(request: &WorkspaceRequest) -> &'static str {
         WorkspaceRequest::CleanupOf { .. } => "workspace_cleanup_of",
         WorkspaceRequest::Events(_) => "workspace_events",
         WorkspaceRequest::Notices => "workspace_notices",
+        WorkspaceRequest::Lifecycle(_) => "workspace_lifecycle",
     }
 }
 

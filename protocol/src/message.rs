@@ -238,6 +238,8 @@ pub enum WorkspaceRequest {
     Events(WorkspaceName),
     /// The caller's current notices (the fleet's and their own): [`Response::Notices`].
     Notices,
+    /// What the workspace's lifecycle policies go by and will do: [`Response::Lifecycle`].
+    Lifecycle(WorkspaceName),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -368,6 +370,15 @@ pub enum Response {
     /// What a configuration reload applied, what needs a restart and what was wrong.
     Reloaded(ReloadReport),
     Notices(Vec<Notice>),
+    Lifecycle(Box<LifecycleView>),
+}
+
+/// A workspace's lifecycle as its policies see it (`nexus workspace inspect`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleView {
+    pub workspace: WorkspaceName,
+    /// When it was last in use, and how.
+    pub last_activity: Activity,
 }
 
 /// A Nexus container whose workspace the host's desired state does not name (one created after

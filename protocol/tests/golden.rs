@@ -463,3 +463,55 @@ fn configuration_reloads() {
         ],
     );
 }
+
+#[test]
+fn lifecycle_activity_and_notices() {
+    let name: WorkspaceName = "api".parse().unwrap();
+    let activity = Activity {
+        at: Timestamp::from_millis(5),
+        kind: ActivityKind::Exec,
+    };
+    check(
+        &request(Request::Agent(AgentRequest::Activity(vec![(
+            name.clone(),
+            activity,
+        )]))),
+        expect!["0000001afe100f0e0d0c0b0a090807060504030201010701036170690502"],
+    );
+    check(
+        &request(Request::Workspace(WorkspaceRequest::Notices)),
+        expect!["00000013fe100f0e0d0c0b0a090807060504030201020f"],
+    );
+    check(
+        &request(Request::Workspace(WorkspaceRequest::Lifecycle(
+            name.clone(),
+        ))),
+        expect!["00000017fe100f0e0d0c0b0a090807060504030201021003617069"],
+    );
+    check(
+        &ResponseFrame {
+            request_id: RequestId::from_u128(1),
+            result: Ok(Response::Notices(vec![Notice {
+                id: 7,
+                text: "maintenance".into(),
+                audience: NoticeAudience::User("alice".parse().unwrap()),
+                source: NoticeSource::Policy {
+                    workspace: name.clone(),
+                },
+                posted_at: Timestamp::from_millis(1),
+                until: Some(Timestamp::from_millis(9)),
+            }])),
+        },
+        expect!["0000002001002101070b6d61696e74656e616e63650105616c6963650103617069010109"],
+    );
+    check(
+        &ResponseFrame {
+            request_id: RequestId::from_u128(1),
+            result: Ok(Response::Lifecycle(Box::new(LifecycleView {
+                workspace: name,
+                last_activity: activity,
+            }))),
+        },
+        expect!["00000009010022036170690502"],
+    );
+}

@@ -5,7 +5,7 @@
 use nexus_protocol::clock;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::{Identity, Role};
-use nexus_protocol::message::{DesiredRun, Response, WorkspaceRequest};
+use nexus_protocol::message::{DesiredRun, LifecycleView, Response, WorkspaceRequest};
 use nexus_protocol::model::{WorkspaceSpec, WorkspaceState, WorkspaceView};
 use nexus_protocol::transport::Peer;
 use nexus_protocol::{RequestId, UserName, WorkspaceName};
@@ -40,6 +40,7 @@ impl Service {
                 | WorkspaceRequest::Endpoint(_)
                 | WorkspaceRequest::Events(_)
                 | WorkspaceRequest::Notices
+                | WorkspaceRequest::Lifecycle(_)
         );
         if consistency == Consistency::Stale && !reading {
             return Err(WireError::new(
@@ -83,6 +84,24 @@ impl Service {
                     })
             }
             WorkspaceRequest::Events(name) => self.events(peer, &name, admin, consistency).await,
+            WorkspaceRequest::Lifecycle(name) => {
+                self.owned(peer, &name, admin, consistency).await?;
+                let wanted = name.clone();
+                self.cluster
+                    .read(consistency, move |state| {
+                        state.workspaces().get(&wanted).map(|w| {
+                            Box::new(LifecycleView {
+                                workspace: wanted.clone(),
+                                last_activity: w.lifecycle.last_activity,
+                            })
+                        })
+                    })
+                    .await?
+                    .map(Response::Lifecycle)
+                    .ok_or_else(|| {
+                        WireError::new(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"))
+                    })
+            }
             WorkspaceRequest::Notices => {
                 let user = user.clone();
                 let now = clock::now();
