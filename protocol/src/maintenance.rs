@@ -178,6 +178,18 @@ impl WeeklyTime {
         minute: 0,
     };
 
+    /// The weekly time `at` falls on (to the minute): a window that starts then.
+    pub fn of(at: Timestamp) -> WeeklyTime {
+        let since = (at.as_millis() / 1000).saturating_sub(FIRST_MONDAY) % WEEK;
+        let day = Weekday::ALL[usize::try_from(since / DAY).unwrap_or(0).min(6)];
+        let in_day = since % DAY;
+        WeeklyTime {
+            day,
+            hour: u8::try_from(in_day / 3600).unwrap_or(0),
+            minute: u8::try_from(in_day % 3600 / 60).unwrap_or(0),
+        }
+    }
+
     /// Seconds from Monday 00:00 UTC.
     fn offset_secs(self) -> u64 {
         self.day.index() * DAY + u64::from(self.hour) * 3600 + u64::from(self.minute) * 60
@@ -363,6 +375,19 @@ mod tests {
         let date = t(SUNDAY).to_offset_date_time();
         assert_eq!(date.weekday(), time::Weekday::Sunday);
         assert_eq!((date.hour(), date.minute()), (0, 0));
+    }
+
+    #[test]
+    fn a_time_falls_on_its_weekly_time() {
+        assert_eq!(
+            WeeklyTime::of(t(SUNDAY + 2 * 3600 + 59)),
+            WeeklyTime::DEFAULT
+        );
+        assert_eq!(
+            WeeklyTime::of(t(SUNDAY + DAY + 3600 + 120)).to_string(),
+            "mon 01:02"
+        );
+        assert_eq!(WeeklyTime::of(t(SUNDAY - 60)).to_string(), "sat 23:59");
     }
 
     #[test]
