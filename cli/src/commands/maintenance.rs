@@ -300,7 +300,7 @@ mod tests {
             coordinator-2: not asked: TIMEOUT: no answer
         "#]]
         .assert_eq(&render_reports(
-            &[report.clone()],
+            std::slice::from_ref(&report),
             &[("coordinator-2".into(), "TIMEOUT: no answer".into())],
         ));
         let json = report_json(&report);
