@@ -13,7 +13,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use nexus_protocol::clock;
 use nexus_protocol::identity::Role;
+use nexus_protocol::maintenance::WeeklyTime;
 use nexus_tests::cluster::TestCluster;
 use nexus_tests::docker::{HostCleanup, PrivateEngine, TEST_IMAGE, private_engine};
 use nexus_tests::eventually;
@@ -206,6 +208,12 @@ async fn a_maintenance_run_prunes_what_no_one_uses_and_keeps_every_image_in_use(
     );
     assert_eq!(created["state"], "running");
     let agent_label = format!("agent-{}", fleet.host);
+    // The window is Sunday 02:00 by default. No scheduled run while the test runs (were it
+    // Sunday 02:00 now), until it asks for one.
+    let status = fleet.admin(&["admin", "maintenance", "status"]);
+    assert_eq!(status["schedule"], "sun 02:00", "{status}");
+    assert!(status["next"].is_string(), "{status}");
+    fleet.admin(&["admin", "maintenance", "schedule", "--off"]);
 
     // Users may not.
     let out = fleet.run("ada", Role::User, &["admin", "maintenance", "run", "--all"]);
@@ -293,10 +301,7 @@ async fn a_maintenance_run_prunes_what_no_one_uses_and_keeps_every_image_in_use(
         value(&metrics, "nexus_maintenance_last_run_timestamp_seconds").is_some_and(|t| t > 0.0)
     );
 
-    // The schedule: Sunday 02:00 by default, changed live, and off.
-    let status = fleet.admin(&["admin", "maintenance", "status"]);
-    assert_eq!(status["schedule"], "sun 02:00", "{status}");
-    assert!(status["next"].is_string(), "{status}");
+    // The schedule, changed live, and off.
     let changed = fleet.admin(&["admin", "maintenance", "schedule", "--at", "wed 03:30"]);
     assert_eq!(changed["schedule"], "wed 03:30", "{changed}");
     let off = fleet.admin(&["admin", "maintenance", "schedule", "--off"]);
@@ -308,4 +313,35 @@ async fn a_maintenance_run_prunes_what_no_one_uses_and_keeps_every_image_in_use(
         &["admin", "maintenance", "schedule", "--at", "someday 25:00"],
     );
     assert!(!bad.status.success());
+
+    // A window open now: the leader runs it on every coordinator and on the agent (which takes
+    // the leader's certificate for it), and records what each reclaimed.
+    let now = WeeklyTime::of(clock::now()).to_string();
+    fleet.admin(&["admin", "maintenance", "schedule", "--at", &now]);
+    let last = eventually(
+        "the scheduled run recorded",
+        Duration::from_secs(30),
+        || async {
+            let status = fleet.admin(&["admin", "maintenance", "status"]);
+            let last = status["last"].clone();
+            (last["daemons"].as_array()?.len() == 4).then_some(last)
+        },
+    )
+    .await;
+    let daemons: Vec<String> = last["daemons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            assert!(d["bytes"].is_u64(), "{last}");
+            d["daemon"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(daemons.contains(&agent_label), "{last}");
+    let (_, metrics) = get(http, "/metrics").await;
+    assert_eq!(
+        value(&metrics, "nexus_maintenance_runs_total{outcome=\"ok\"}"),
+        Some(3.0),
+        "{metrics}"
+    );
 }
