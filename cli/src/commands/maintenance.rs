@@ -337,7 +337,22 @@ mod tests {
         let json = status_json(&status);
         assert_eq!(json["schedule"], "sun 02:00");
         assert_eq!(json["last"]["daemons"][1]["error"], "NETWORK_ERROR: gone");
-        let off = status_json(&MaintenanceStatus::default());
-        assert_eq!(off["schedule"], "sun 02:00");
+        let default = status_json(&MaintenanceStatus::default());
+        assert_eq!(default["schedule"], "sun 02:00");
+        let off = status_json(&MaintenanceStatus {
+            schedule: MaintenanceSchedule { at: None },
+            ..MaintenanceStatus::default()
+        });
+        assert_eq!(off["schedule"], Value::Null);
+        assert_eq!(
+            status_text(
+                &MaintenanceStatus {
+                    schedule: MaintenanceSchedule { at: None },
+                    ..MaintenanceStatus::default()
+                },
+                Timestamp::EPOCH
+            ),
+            "schedule: off\nlast run: never\n"
+        );
     }
 }
