@@ -95,7 +95,7 @@ fn count(n: usize) -> u32 {
 }
 
 /// Logs the run with what it gave back, and counts it in `metrics` (a dry run is logged only).
-/// Then cuts the answer's list to [`MaintenanceReport::MAX_LISTED`].
+/// Then cuts the answer to what one carries ([`MaintenanceReport::bounded`]).
 pub fn record(report: &mut MaintenanceReport, metrics: Option<&MaintenanceMetrics>, by: &str) {
     let bytes = report.bytes();
     let images = report
@@ -131,7 +131,7 @@ pub fn record(report: &mut MaintenanceReport, metrics: Option<&MaintenanceMetric
         #[allow(clippy::cast_precision_loss)]
         metrics.record(!report.failed(), bytes, seconds(report.at));
     }
-    report.removed.truncate(MaintenanceReport::MAX_LISTED);
+    *report = std::mem::take(report).bounded();
 }
 
 #[allow(clippy::cast_precision_loss)]

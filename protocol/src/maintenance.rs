@@ -75,6 +75,9 @@ pub struct MaintenanceReport {
     pub errors: Vec<String>,
     /// When the run ended.
     pub at: Timestamp,
+    /// Removals past [`MaintenanceReport::MAX_LISTED`], not listed: how many, and their bytes.
+    pub unlisted: u32,
+    pub unlisted_bytes: u64,
 }
 
 impl Default for MaintenanceReport {
@@ -86,17 +89,44 @@ impl Default for MaintenanceReport {
             kept: 0,
             errors: Vec::new(),
             at: Timestamp::EPOCH,
+            unlisted: 0,
+            unlisted_bytes: 0,
         }
     }
 }
 
 impl MaintenanceReport {
-    /// The most removals a report lists (the count and bytes still cover all).
+    /// The most removals a report lists (`unlisted` counts the rest), and errors it keeps.
     pub const MAX_LISTED: usize = 1_000;
+    pub const MAX_ERRORS: usize = 100;
 
-    /// The bytes given back in all.
+    /// The bytes given back in all, listed or not.
     pub fn bytes(&self) -> u64 {
-        self.removed.iter().map(|r| r.bytes).sum()
+        self.removed
+            .iter()
+            .map(|r| r.bytes)
+            .sum::<u64>()
+            .saturating_add(self.unlisted_bytes)
+    }
+
+    /// The same report within what an answer carries: removals past [`Self::MAX_LISTED`]
+    /// counted in `unlisted`, errors past [`Self::MAX_ERRORS`] summed up in one.
+    pub fn bounded(mut self) -> MaintenanceReport {
+        if self.removed.len() > Self::MAX_LISTED {
+            let rest = self.removed.split_off(Self::MAX_LISTED);
+            self.unlisted = self
+                .unlisted
+                .saturating_add(u32::try_from(rest.len()).unwrap_or(u32::MAX));
+            self.unlisted_bytes = rest
+                .iter()
+                .fold(self.unlisted_bytes, |sum, r| sum.saturating_add(r.bytes));
+        }
+        if self.errors.len() > Self::MAX_ERRORS {
+            let more = self.errors.len() - (Self::MAX_ERRORS - 1);
+            self.errors.truncate(Self::MAX_ERRORS - 1);
+            self.errors.push(format!("and {more} more errors"));
+        }
+        self
     }
 
     pub fn failed(&self) -> bool {
@@ -541,5 +571,30 @@ mod tests {
         };
         assert_eq!(report.bytes(), 15);
         assert!(!report.failed());
+    }
+
+    #[test]
+    fn a_long_report_is_cut_and_keeps_its_total() {
+        let report = MaintenanceReport {
+            removed: (0..MaintenanceReport::MAX_LISTED + 10)
+                .map(|n| Reclaimed {
+                    kind: ReclaimedKind::Volume,
+                    name: format!("v{n}"),
+                    bytes: 2,
+                })
+                .collect(),
+            errors: vec!["busy".into(); 150],
+            ..MaintenanceReport::default()
+        };
+        let total = report.bytes();
+        let cut = report.bounded();
+        assert_eq!(cut.removed.len(), MaintenanceReport::MAX_LISTED);
+        assert_eq!(cut.unlisted, 10);
+        assert_eq!(cut.bytes(), total);
+        assert_eq!(cut.errors.len(), MaintenanceReport::MAX_ERRORS);
+        assert_eq!(
+            cut.errors.last().map(String::as_str),
+            Some("and 51 more errors")
+        );
     }
 }

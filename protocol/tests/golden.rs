@@ -559,9 +559,13 @@ fn host_maintenance() {
                 kept: 2,
                 errors: vec!["busy".into()],
                 at: Timestamp::from_millis(5),
+                unlisted: 1,
+                unlisted_bytes: 7,
             })),
         },
-        expect!["00000023010023076167656e742d68000100097368613235363a6162fb2c010201046275737905"],
+        expect![
+            "00000025010023076167656e742d68000100097368613235363a6162fb2c0102010462757379050107"
+        ],
     );
     check(
         &ResponseFrame {

@@ -148,6 +148,7 @@ pub fn report_json(report: &MaintenanceReport) -> Value {
         "dry_run": report.dry_run,
         "removed": report.removed.iter().map(|r| json!({"kind": r.kind.as_str(), "name": r.name, "bytes": r.bytes})).collect::<Vec<_>>(),
         "bytes": report.bytes(),
+        "unlisted": report.unlisted,
         "kept": report.kept,
         "errors": report.errors,
         "at": output::rfc3339(report.at),
@@ -170,6 +171,13 @@ pub fn render_reports(reports: &[MaintenanceReport], failures: &[(String, String
                 removed.kind.as_str(),
                 removed.name,
                 output::bytes(removed.bytes)
+            ));
+        }
+        if report.unlisted > 0 {
+            text.push_str(&format!(
+                "{who}: {verb} {} more ({})\n",
+                report.unlisted,
+                output::bytes(report.unlisted_bytes)
             ));
         }
         for error in &report.errors {
@@ -292,6 +300,8 @@ mod tests {
             kept: 3,
             errors: vec!["image sha256:cd is in use".into()],
             at: Timestamp::from_millis(0),
+            unlisted: 0,
+            unlisted_bytes: 0,
         };
         expect_test::expect![[r#"
             agent-h1: would remove image sha256:ab (2.0 KiB)
