@@ -193,12 +193,12 @@ impl Service {
         let now = clock::now();
         let Ok((schedule, last, noticed)) = self
             .cluster
-            .read(Consistency::Stale, |state| {
-                let noticed: Vec<Option<Timestamp>> = state
+            .read(Consistency::Stale, move |state| {
+                let noticed: Vec<(u64, Option<Timestamp>)> = state
                     .notices()
                     .all()
-                    .filter(|n| n.source == NoticeSource::Maintenance)
-                    .map(|n| n.until)
+                    .filter(|n| n.source == NoticeSource::Maintenance && n.is_current(now))
+                    .map(|n| (n.id, n.until))
                     .collect();
                 (
                     state.maintenance().schedule,
@@ -241,20 +241,38 @@ impl Service {
         }
     }
 
-    /// The next window's notice, if it is due and not posted yet.
+    /// The next window's notice, if it is due and not posted yet; and the notices of windows
+    /// that will not be (the schedule changed or was turned off) cleared.
     async fn post_notice(
         &self,
         schedule: &MaintenanceSchedule,
-        noticed: &[Option<Timestamp>],
+        noticed: &[(u64, Option<Timestamp>)],
         now: Timestamp,
     ) {
-        let Some(window) = maintenance::next_window(schedule, now) else {
+        let window = maintenance::next_window(schedule, now);
+        let due = window.and_then(|window| maintenance::notice_due(window, now));
+        let expected = due.as_ref().map(|(_, until)| *until);
+        let stale: Vec<u64> = noticed
+            .iter()
+            .filter(|(_, until)| *until != expected)
+            .map(|(id, _)| *id)
+            .collect();
+        if !stale.is_empty()
+            && let Err(error) = self
+                .cluster
+                .propose(
+                    RequestId::random(),
+                    self.identity.clone(),
+                    Command::ClearNotices(stale),
+                )
+                .await
+        {
+            tracing::warn!(code = %error.code, "cannot clear an old maintenance notice: {}", error.message);
+        }
+        let Some((text, until)) = due else {
             return;
         };
-        let Some((text, until)) = maintenance::notice_due(window, now) else {
-            return;
-        };
-        if noticed.contains(&Some(until)) {
+        if noticed.iter().any(|(_, noticed)| *noticed == Some(until)) {
             return;
         }
         let posted = self
@@ -551,6 +569,27 @@ mod tests {
             .collect();
         assert_eq!(maintenance.len(), 1, "{notices:?}");
         assert!(maintenance[0].text.contains("host maintenance"));
+        // Turned off, the window will not be: its notice goes at the next round.
+        let off = Request::Admin(AdminRequest::MaintenanceSchedule(Some(
+            MaintenanceSchedule { at: None },
+        )));
+        ask(&service, &admin(), off).await.unwrap();
+        service.scheduled_maintenance(&mut ran).await;
+        let Ok(Response::Notices(notices)) = ask(
+            &service,
+            &user(Role::User),
+            Request::Workspace(WorkspaceRequest::Notices),
+        )
+        .await
+        else {
+            panic!("no notices");
+        };
+        assert!(
+            notices
+                .iter()
+                .all(|n| n.source != NoticeSource::Maintenance),
+            "{notices:?}"
+        );
         node.stop().await.unwrap();
     }
 }
