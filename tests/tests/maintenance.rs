@@ -285,6 +285,26 @@ async fn a_maintenance_run_prunes_what_no_one_uses_and_keeps_every_image_in_use(
     assert_eq!(store["errors"], Value::Array(vec![]), "{compacted}");
     assert_eq!(removed(store, "store").len(), 1, "{compacted}");
 
+    // An agent does not compact: asked for that alone, the CLI says so and asks no one.
+    let nothing = fleet.run(
+        "root",
+        Role::Admin,
+        &[
+            "admin",
+            "maintenance",
+            "run",
+            "--host",
+            &fleet.host,
+            "--compact",
+        ],
+    );
+    assert!(!nothing.status.success());
+    assert!(
+        String::from_utf8_lossy(&nothing.stderr).contains("INVALID_ARGUMENT"),
+        "{}",
+        String::from_utf8_lossy(&nothing.stderr)
+    );
+
     // The agent counted its runs (not the dry one), with the bytes.
     let http = fleet.agent.http.unwrap();
     let (_, metrics) = get(http, "/metrics").await;

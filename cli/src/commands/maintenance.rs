@@ -77,6 +77,20 @@ async fn run_now(
     }
     let asked = asked(&args);
     let roster = Roster::discover(settings, &args.hosts, &args.nodes, LIMIT).await?;
+    if !roster.daemons.is_empty()
+        && roster
+            .daemons
+            .iter()
+            .all(|daemon| request_for(daemon, asked).is_none())
+    {
+        return Err(CliError::local(
+            ErrorCode::InvalidArgument,
+            "none of the daemons named does what was asked",
+        )
+        .suggest(
+            "agents prune (--prune-images, --prune-volumes), coordinators compact (--compact)",
+        ));
+    }
     let answers = fleet::ask_each(
         settings,
         &roster.daemons,
