@@ -68,6 +68,8 @@ pub struct Endpoint<R> {
     diagnostics: Option<Arc<Diagnostics>>,
     /// Re-reads the agent's configuration (`ReloadConfig`); without it, `UNSUPPORTED`.
     reloader: Option<Arc<crate::reload::Reloader>>,
+    /// Where maintenance runs are counted, if anywhere.
+    maintenance: Option<nexus_telemetry::maintenance::MaintenanceMetrics>,
 }
 
 /// A workspace's served files, and the count of changes its watcher has seen (what
@@ -96,7 +98,45 @@ impl<R: Runtime> Endpoint<R> {
             logs: None,
             diagnostics: None,
             reloader: None,
+            maintenance: None,
         }
+    }
+
+    /// Counts maintenance runs in `metrics`.
+    pub fn with_maintenance(
+        mut self,
+        metrics: nexus_telemetry::maintenance::MaintenanceMetrics,
+    ) -> Endpoint<R> {
+        self.maintenance = Some(metrics);
+        self
+    }
+
+    /// A maintenance run ([`crate::maintenance`]), for an admin or a coordinator (the leader's
+    /// schedule): the only request a coordinator may make here.
+    async fn maintain(
+        &self,
+        peer: &Peer,
+        request: nexus_protocol::maintenance::MaintenanceRequest,
+    ) -> Result<Response, WireError> {
+        let coordinator = matches!(peer.identity, Identity::Coordinator(_));
+        if !is_admin(peer) && !coordinator {
+            return Err(crate::diagnostics::admins_only());
+        }
+        let host = self.host()?;
+        let desired = self.desired.borrow().clone();
+        let mut report = crate::maintenance::run(
+            self.runtime.as_ref(),
+            format!("agent-{host}"),
+            desired.as_ref(),
+            request,
+        )
+        .await;
+        crate::maintenance::record(
+            &mut report,
+            self.maintenance.as_ref(),
+            &peer.identity.to_string(),
+        );
+        Ok(Response::Maintained(report))
     }
 
     /// Reloads the agent's configuration with `reloader` when an admin asks.
@@ -635,6 +675,11 @@ impl<R: Runtime> Handler for Endpoint<R> {
                     .kind(container)
                     .info(),
             ),
+            Request::Host(HostRequest::Maintain(asked)) => Some(
+                Hop::new(hops::MAINTAIN, Some(request_id))
+                    .kind(if asked.dry_run { "dry_run" } else { "run" })
+                    .info(),
+            ),
             Request::Host(HostRequest::Sync { workspace, .. }) => Some(
                 Hop::new(hops::SYNC, Some(request_id))
                     .workspace(workspace)
@@ -700,6 +745,9 @@ impl<R: Runtime> Endpoint<R> {
                 Reply::Once(self.remove_orphan(peer, &container).await)
             }
             Request::Host(HostRequest::ReloadConfig) => Reply::Once(self.reload(peer)),
+            Request::Host(HostRequest::Maintain(request)) => {
+                Reply::Once(self.maintain(peer, request).await)
+            }
             _ => Reply::Once(Err(WireError::new(
                 ErrorCode::InvalidArgument,
                 "an agent serves only logs, exec, networks, file sync, health and diagnostics; ask a coordinator",

@@ -29,6 +29,8 @@ pub const EXEC: &str = "agent.exec";
 pub const NETWORKS: &str = "agent.networks";
 /// An admin's removal of an orphan container (`kind`: the container's name).
 pub const REMOVE_ORPHAN: &str = "agent.remove_orphan";
+/// A maintenance run (`kind`: `dry_run` or `run`).
+pub const MAINTAIN: &str = "agent.maintain";
 /// A sync session's request: DEBUG, for a session asks several times a second.
 pub const SYNC: &str = "agent.sync";
 

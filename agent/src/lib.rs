@@ -24,11 +24,13 @@ pub mod endpoint;
 pub mod health;
 pub mod hops;
 pub mod link;
+pub mod maintenance;
 pub mod metrics;
 pub mod orphans;
 pub mod plan;
 pub mod ports;
 pub mod probes;
+pub mod prune;
 pub mod reconcile;
 pub mod reload;
 pub mod runtime;
@@ -135,6 +137,7 @@ async fn run_inner<R: Runtime>(
     let heartbeat_interval = intervals.heartbeat.subscribe();
     let stats_interval = intervals.stats.subscribe();
     let sync_stats = endpoint::syncstats::SyncStats::register(&mut registry);
+    let maintenance = nexus_telemetry::maintenance::MaintenanceMetrics::register(&mut registry);
     let vitals = Arc::new(probes::Vitals::default());
     let connector =
         Connector::new(&credentials, config.transport()).context("cannot set up QUIC")?;
@@ -229,7 +232,12 @@ async fn run_inner<R: Runtime>(
             let server = Server::bind(
                 listen,
                 &credentials,
-                AcceptPolicy::only(&[IdentityKind::User, IdentityKind::Admin]),
+                // Coordinators too: the leader's scheduled maintenance (`Maintain` only).
+                AcceptPolicy::only(&[
+                    IdentityKind::User,
+                    IdentityKind::Admin,
+                    IdentityKind::Coordinator,
+                ]),
                 config.transport(),
             )
             .with_context(|| format!("cannot serve users on {listen} (--listen, or `off`)"))?;
@@ -245,7 +253,8 @@ async fn run_inner<R: Runtime>(
                     .with_files(config.data_dir.join("workspaces"))
                     .with_sync_stats(sync_stats)
                     .with_logs(config.daemon_log().files())
-                    .with_diagnostics(diagnostics);
+                    .with_diagnostics(diagnostics)
+                    .with_maintenance(maintenance);
             if let Some(reloader) = &reloader {
                 handler = handler.with_reloader(reloader.clone());
             }

@@ -12,7 +12,9 @@ use nexus_protocol::model::{Scoring, parse_key_value};
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 
 mod backup;
+mod maintenance;
 pub use backup::{BackupCommand, BackupRestoreArgs};
+pub use maintenance::{MaintenanceCommand, MaintenanceRunArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -532,6 +534,10 @@ pub enum AdminCommand {
     /// and restore one online.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Host maintenance: prune images and volumes, compact the stores; now or on the weekly
+    /// schedule.
+    #[command(subcommand)]
+    Maintenance(MaintenanceCommand),
 }
 
 #[derive(Debug, Args)]

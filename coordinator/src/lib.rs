@@ -54,11 +54,16 @@ use crate::store::{Durability, RocksStore, StoreIdentity};
 
 /// How often the leader looks whether a scheduled backup is due.
 const BACKUP_SCHEDULE_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often the leader looks whether a maintenance notice or run is due: a read of its own
+/// replica, cheap enough to do often (a window lasts an hour).
+const MAINTENANCE_SCHEDULE_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A running Raft node: its handle, and what stops it.
 #[derive(Debug)]
 pub struct Node {
     pub cluster: Cluster,
+    /// The store the driver writes, shared for host maintenance's compaction.
+    pub store: RocksStore,
     stop: oneshot::Sender<()>,
     stopped: oneshot::Receiver<Result<(), StoreError>>,
 }
@@ -95,6 +100,7 @@ impl Node {
             .with_context(|| format!("cannot open the store in {}", dir.display()))?
             .timing_syncs(metrics.storage_sync_duration.clone());
         let (state, applied) = store.state_snapshot()?;
+        let shared = store.clone();
         let node = RaftNode::new(config.node_id, store, state, applied, &config.driver.raft)?;
         let mut addresses: BTreeMap<_, _> = config.peers.iter().cloned().collect();
         addresses.insert(config.node_id, config.advertise());
@@ -121,6 +127,7 @@ impl Node {
         .context("cannot start the raft driver")?;
         Ok(Node {
             cluster,
+            store: shared,
             stop,
             stopped,
         })
@@ -207,8 +214,10 @@ async fn run_inner(
     let (mut registry, common) =
         Registry::for_daemon("coordinator", nexus_protocol::SOFTWARE_VERSION);
     let metrics = Metrics::register(&mut registry);
+    let maintenance = nexus_telemetry::maintenance::MaintenanceMetrics::register(&mut registry);
     let Node {
         cluster,
+        store,
         stop,
         mut stopped,
     } = Node::start_with(&config, &credentials, metrics.clone())?;
@@ -240,6 +249,16 @@ async fn run_inner(
         .with_backups(service::Backups::new(
             backups::BackupDir::new(&config.backup_dir, config.node_id),
             credentials.ca_fingerprint().to_string(),
+        ))
+        .with_maintenance(service::Maintainer::new(
+            store,
+            maintenance,
+            // As itself, to ask the other coordinators and the agents on the schedule.
+            Connector::new(&credentials, config.transport())
+                .map_err(|error| {
+                    tracing::warn!("no scheduled maintenance of the other daemons: {error}")
+                })
+                .ok(),
         ));
     let mut hangups = None;
     if let Some(Reloadable { args, log_filter }) = reloadable {
@@ -269,6 +288,14 @@ async fn run_inner(
         let service = service.clone();
         async move { service.follow_backup_schedule(BACKUP_SCHEDULE_PERIOD).await }
     });
+    let maintenance = tokio::spawn({
+        let service = service.clone();
+        async move {
+            service
+                .follow_maintenance_schedule(MAINTENANCE_SCHEDULE_PERIOD)
+                .await
+        }
+    });
     let mut failure = None;
     let until = async {
         tokio::select! {
@@ -279,6 +306,7 @@ async fn run_inner(
     server.serve(service, until).await;
     detector.abort();
     schedule.abort();
+    maintenance.abort();
     if let Some(hangups) = hangups {
         hangups.abort();
     }

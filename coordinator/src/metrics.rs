@@ -327,6 +327,7 @@ pub fn request_kind(request: &Request) -> &'static str {
         Request::Host(HostRequest::Orphans) => "host_orphans",
         Request::Host(HostRequest::RemoveOrphan { .. }) => "host_remove_orphan",
         Request::Host(HostRequest::ReloadConfig) => "host_reload_config",
+        Request::Host(HostRequest::Maintain(_)) => "host_maintain",
     }
 }
 
@@ -390,6 +391,8 @@ fn admin_kind(request: &AdminRequest) -> &'static str {
         AdminRequest::BackupRestore { .. } => "admin_backup_restore",
         AdminRequest::BackupSchedule(_) => "admin_backup_schedule",
         AdminRequest::ReloadConfig => "admin_reload_config",
+        AdminRequest::Maintain(_) => "admin_maintain",
+        AdminRequest::MaintenanceSchedule(_) => "admin_maintenance_schedule",
     }
 }
 

@@ -21,6 +21,7 @@ mod checks;
 mod history;
 mod liveness;
 mod logs;
+mod maintenance;
 mod peers;
 mod restore;
 #[cfg(test)]
@@ -44,6 +45,7 @@ use nexus_protocol::{HostId, RequestId};
 use tracing::Instrument;
 
 pub use self::backups::{Backups, ScheduleMemory};
+pub use self::maintenance::Maintainer;
 pub use self::views::cluster_status;
 
 use self::liveness::Liveness;
@@ -80,6 +82,8 @@ pub struct Service {
     reloader: Option<Arc<crate::reload::Reloader>>,
     /// This node's backup directory; without it, backups are `UNSUPPORTED`.
     backups: Option<Backups>,
+    /// This node's store and metrics for host maintenance; without it, `UNSUPPORTED`.
+    maintainer: Option<Arc<maintenance::Maintainer>>,
     /// Other coordinators' requests arriving in pieces, by sender.
     chunks: Mutex<crate::peers::chunks::Assembler<nexus_protocol::NodeId>>,
 }
@@ -104,6 +108,7 @@ impl Service {
                 crate::peers::chunks::Bounds::default(),
             )),
             reloader: None,
+            maintainer: None,
         }
     }
 

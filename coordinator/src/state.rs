@@ -41,6 +41,7 @@ mod invariants;
 mod journal;
 mod lifecycle;
 mod limits;
+mod maintenance;
 mod notices;
 mod placement;
 mod ports;
@@ -55,6 +56,7 @@ pub use events::{EVENT_TEXT_BYTES, EVENTS_KEPT, History, RECORD_EVENTS_MAX};
 pub use invariants::BrokenInvariant;
 pub use journal::JOURNAL_RETENTION_MS;
 pub use lifecycle::Lifecycle;
+pub use maintenance::Maintenance;
 pub use nexus_protocol::model::{Limits, LimitsPatch};
 pub use notices::{NOTICES_MAX, Notices};
 pub use ports::FOREIGN_PORT_MEMORY_MS;
@@ -96,6 +98,8 @@ pub struct State {
     backup_schedule: BackupSchedule,
     /// What the CLI shows users: admins' announcements, policies' warnings.
     notices: Notices,
+    /// Host maintenance: the weekly window, the last scheduled run.
+    maintenance: Maintenance,
     /// Which workspaces hold events under each request id: an index of `events`, so that a
     /// request's record costs its own events rather than the fleet's. Derived like `on_host`.
     #[serde(skip)]
@@ -255,6 +259,8 @@ impl State {
                 until,
             } => self.post_notice(at, text, audience, source, *until),
             Command::ClearNotices(ids) => self.clear_notices(ids),
+            Command::SetMaintenanceSchedule(schedule) => self.set_maintenance_schedule(schedule),
+            Command::RecordMaintenance(summary) => self.record_maintenance(summary),
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod hop;
 pub mod id;
 pub mod identity;
 pub mod logging;
+pub mod maintenance;
 pub mod message;
 pub mod model;
 pub mod pki;

@@ -18,6 +18,9 @@ use crate::debug::{
 use crate::error::WireError;
 use crate::id::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use crate::identity::{Identity, IdentityKind};
+use crate::maintenance::{
+    MaintenanceReport, MaintenanceRequest, MaintenanceSchedule, MaintenanceStatus,
+};
 pub use crate::model::DesiredRun;
 use crate::model::{
     Activity, BackupInfo, BackupSchedule, ContainerStats, HostInfo, HostStats, HostStatus, Limits,
@@ -141,6 +144,11 @@ pub enum HostRequest {
     /// Re-read the agent's configuration and apply its hot settings (admins only):
     /// [`Response::Reloaded`].
     ReloadConfig,
+    // Host maintenance (issue 23).
+    /// Prune the host's dangling images and unused volumes, never one a container uses or a
+    /// workspace's spec names (admins, or a coordinator on the schedule):
+    /// [`Response::Maintained`].
+    Maintain(MaintenanceRequest),
 }
 
 /// The reads that may be served stale. Writes have no stale form.
@@ -312,6 +320,13 @@ pub enum AdminRequest {
     /// Re-read the answering coordinator's configuration and apply its hot settings:
     /// [`Response::Reloaded`]. Never forwarded.
     ReloadConfig,
+    // Host maintenance (issue 23).
+    /// Compact the answering coordinator's state store (its `compact` flag; the agents' flags
+    /// are ignored): [`Response::Maintained`]. Never forwarded.
+    Maintain(MaintenanceRequest),
+    /// The maintenance schedule and the last scheduled run ([`Response::Maintenance`]); with a
+    /// value, change the schedule first.
+    MaintenanceSchedule(Option<MaintenanceSchedule>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -371,6 +386,11 @@ pub enum Response {
     Reloaded(ReloadReport),
     Notices(Vec<Notice>),
     Lifecycle(Box<LifecycleView>),
+    // Host maintenance (issue 23).
+    /// What a daemon's maintenance run removed (or would) and the bytes reclaimed.
+    Maintained(MaintenanceReport),
+    /// The maintenance schedule, its next window and the last scheduled run.
+    Maintenance(MaintenanceStatus),
 }
 
 /// A workspace's lifecycle as its policies see it (`nexus workspace inspect`).

@@ -515,3 +515,75 @@ fn lifecycle_activity_and_notices() {
         expect!["00000009010022036170690502"],
     );
 }
+
+#[test]
+fn host_maintenance() {
+    use nexus_protocol::maintenance::*;
+    let asked = MaintenanceRequest {
+        prune_images: true,
+        prune_volumes: false,
+        compact: true,
+        dry_run: true,
+    };
+    check(
+        &request(Request::Host(HostRequest::Maintain(asked))),
+        expect!["00000017fe100f0e0d0c0b0a090807060504030201060d01000101"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::Maintain(asked))),
+        expect!["00000017fe100f0e0d0c0b0a090807060504030201031701000101"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::MaintenanceSchedule(Some(
+            MaintenanceSchedule {
+                at: Some(WeeklyTime {
+                    day: Weekday::Sun,
+                    hour: 2,
+                    minute: 0,
+                }),
+            },
+        )))),
+        expect!["00000018fe100f0e0d0c0b0a09080706050403020103180101060200"],
+    );
+    check(
+        &ResponseFrame {
+            request_id: RequestId::from_u128(1),
+            result: Ok(Response::Maintained(MaintenanceReport {
+                source: "agent-h".into(),
+                dry_run: false,
+                removed: vec![Reclaimed {
+                    kind: ReclaimedKind::Image,
+                    name: "sha256:ab".into(),
+                    bytes: 300,
+                }],
+                kept: 2,
+                errors: vec!["busy".into()],
+                at: Timestamp::from_millis(5),
+                unlisted: 1,
+                unlisted_bytes: 7,
+            })),
+        },
+        expect![
+            "00000025010023076167656e742d68000100097368613235363a6162fb2c0102010462757379050107"
+        ],
+    );
+    check(
+        &ResponseFrame {
+            request_id: RequestId::from_u128(1),
+            result: Ok(Response::Maintenance(MaintenanceStatus {
+                schedule: MaintenanceSchedule { at: None },
+                next: None,
+                last: Some(MaintenanceSummary {
+                    at: Timestamp::from_millis(5),
+                    daemons: vec![
+                        ("agent-h".into(), Ok(300)),
+                        ("coordinator-1".into(), Err("TIMEOUT".into())),
+                    ],
+                }),
+            })),
+        },
+        expect![
+            "0000002b0100240000010502076167656e742d6800fb2c010d636f6f7264696e61746f722d31010754494d454f5554"
+        ],
+    );
+}

@@ -12,6 +12,7 @@
 
 pub mod health;
 pub mod http;
+pub mod maintenance;
 pub mod metrics;
 pub mod process;
 

@@ -21,8 +21,8 @@ use nexus_protocol::{HostId, WorkspaceName};
 use tokio::sync::{Notify, mpsc};
 
 use super::{
-    Container, ContainerStatus, CreateSpec, ErrorKind, ExecOutput, ExitDetails, MAX_EVENTS,
-    NetworkInfo, Runtime, RuntimeError, network_name,
+    Container, ContainerStatus, CreateSpec, ErrorKind, ExecOutput, ExitDetails, ImageInfo,
+    MAX_EVENTS, NetworkInfo, Runtime, RuntimeError, VolumeInfo, network_name,
 };
 
 /// The events a hollow runtime remembers, all workspaces together (an engine's buffer is
@@ -73,6 +73,9 @@ pub struct HollowRuntime {
     /// Starts and stops under way now, and the most there ever were at once.
     in_flight: AtomicUsize,
     peak: AtomicUsize,
+    /// A fake engine's images and volumes (host maintenance), as a test sets them.
+    images: Mutex<Vec<ImageInfo>>,
+    volumes: Mutex<Vec<VolumeInfo>>,
 }
 
 /// Counts one operation in flight while it lives.
@@ -95,7 +98,16 @@ impl HollowRuntime {
             changed: Arc::new(Notify::new()),
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
+            images: Mutex::new(Vec::new()),
+            volumes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Gives the fake engine these images and volumes (an image's `containers` is counted from
+    /// the hollow containers made from it, by id or tag, when it is asked).
+    pub fn set_images(&self, images: Vec<ImageInfo>, volumes: Vec<VolumeInfo>) {
+        *lock(&self.images) = images;
+        *lock(&self.volumes) = volumes;
     }
 
     fn begin(&self) -> InFlight<'_> {
@@ -205,6 +217,13 @@ impl HollowRuntime {
         self.changed.notify_one();
         true
     }
+}
+
+/// A lock whose holder cannot leave it half-changed (each change is one assignment or retain).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn not_found(id: &str) -> RuntimeError {
@@ -448,6 +467,57 @@ impl Runtime for HollowRuntime {
         let skip = matching.len().saturating_sub(MAX_EVENTS);
         matching.drain(..skip);
         Ok(matching)
+    }
+
+    async fn images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
+        let containers = self.containers();
+        Ok(lock(&self.images)
+            .iter()
+            .map(|image| {
+                let users = containers
+                    .values()
+                    .filter(|c| c.image == image.id || image.tags.contains(&c.image))
+                    .count() as u64;
+                ImageInfo {
+                    containers: Some(image.containers.unwrap_or(0) + users),
+                    ..image.clone()
+                }
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<(), RuntimeError> {
+        let images = self.images().await?;
+        if images
+            .iter()
+            .any(|i| i.id == id && i.containers.unwrap_or(0) > 0)
+        {
+            return Err(RuntimeError::new(
+                ErrorKind::Conflict,
+                format!("image {id} is in use"),
+            ));
+        }
+        lock(&self.images).retain(|i| i.id != id);
+        Ok(())
+    }
+
+    async fn volumes(&self) -> Result<Vec<VolumeInfo>, RuntimeError> {
+        Ok(lock(&self.volumes).clone())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        let mut volumes = lock(&self.volumes);
+        if volumes
+            .iter()
+            .any(|v| v.name == name && v.containers.unwrap_or(0) > 0)
+        {
+            return Err(RuntimeError::new(
+                ErrorKind::Conflict,
+                format!("volume {name} is in use"),
+            ));
+        }
+        volumes.retain(|v| v.name != name);
+        Ok(())
     }
 
     async fn engine(&self) -> Result<EngineInfo, RuntimeError> {

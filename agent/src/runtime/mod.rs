@@ -212,6 +212,30 @@ pub struct NetworkInfo {
     pub subnet: Option<String>,
 }
 
+/// An image the engine holds (host maintenance prunes the dangling ones no one uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// `sha256:...`.
+    pub id: String,
+    /// `repo:tag`s; empty (or only `<none>:<none>`) for a dangling image.
+    pub tags: Vec<String>,
+    /// `repo@sha256:...`s.
+    pub digests: Vec<String>,
+    /// What removing it alone gives back: its size less what it shares with other images.
+    pub bytes: u64,
+    /// Containers made from it, of any host or none; `None` when the engine did not say.
+    pub containers: Option<u64>,
+}
+
+/// A volume the engine holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub bytes: u64,
+    /// Containers that mount it, of any host or none; `None` when the engine did not say.
+    pub containers: Option<u64>,
+}
+
 /// The result of running a command in a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecOutput {
@@ -427,6 +451,31 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<ContainerEvent>, RuntimeError>> + Send {
         let _ = (workspace, since);
         async { Err(unsupported("its events")) }
+    }
+
+    /// Every image the engine holds, with what each would give back and its users (host
+    /// maintenance). A runtime without images answers none.
+    fn images(&self) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// Removes an image by id, never by force: an image a container uses is refused
+    /// (`Conflict`). A missing one counts as removed.
+    fn remove_image(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        let _ = id;
+        async { Err(unsupported("its images")) }
+    }
+
+    /// Every volume the engine holds, with its size and its users.
+    fn volumes(&self) -> impl Future<Output = Result<Vec<VolumeInfo>, RuntimeError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// Removes a volume by name, never by force (one in use is refused). A missing one counts
+    /// as removed.
+    fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        let _ = name;
+        async { Err(unsupported("its volumes")) }
     }
 
     /// The engine's version and the containers it holds for this host.

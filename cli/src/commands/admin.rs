@@ -227,6 +227,9 @@ pub async fn run(
             }
         },
         AdminCommand::Trace(args) => crate::commands::trace::run(args, settings, format).await,
+        AdminCommand::Maintenance(command) => {
+            crate::commands::maintenance::run(command, settings, format).await
+        }
         AdminCommand::Backup(command) => {
             crate::commands::backup::run(command, settings, format).await
         }

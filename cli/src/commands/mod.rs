@@ -9,6 +9,7 @@ pub mod events;
 pub mod health;
 pub mod host;
 pub mod logs;
+pub mod maintenance;
 pub mod mutagen;
 pub mod orphans;
 pub mod ping;

@@ -53,6 +53,8 @@ impl Service {
                 | AdminRequest::BackupUpload { .. }
                 | AdminRequest::BackupRestore { .. }
                 | AdminRequest::BackupSchedule(Some(_))
+                | AdminRequest::Maintain(_)
+                | AdminRequest::MaintenanceSchedule(Some(_))
         );
         if consistency == Consistency::Stale && write {
             return Err(WireError::new(
@@ -232,6 +234,10 @@ impl Service {
             }
             AdminRequest::BackupRestore { id, force } => {
                 self.restore_backup(peer, request_id, &id, force).await
+            }
+            request @ (AdminRequest::Maintain(_) | AdminRequest::MaintenanceSchedule(_)) => {
+                self.maintenance(peer, request_id, request, consistency)
+                    .await
             }
             request @ (AdminRequest::BackupCreate
             | AdminRequest::BackupList

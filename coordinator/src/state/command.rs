@@ -8,6 +8,7 @@ use nexus_protocol::backup::{BackupHeader, BackupSchedule};
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::WireError;
 use nexus_protocol::identity::Identity;
+use nexus_protocol::maintenance::{MaintenanceSchedule, MaintenanceSummary};
 use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
 use nexus_protocol::model::{
     Activity, HostInfo, HostStatus, LimitsPatch, NoticeAudience, NoticeSource, PortBinding,
@@ -109,6 +110,11 @@ pub enum Command {
     },
     /// Clear the notices of these ids.
     ClearNotices(Vec<u64>),
+    // Host maintenance (issue 23).
+    /// The weekly maintenance window, for every leader to follow.
+    SetMaintenanceSchedule(MaintenanceSchedule),
+    /// What the leader's scheduled maintenance run did, daemon by daemon (`maintenance status`).
+    RecordMaintenance(MaintenanceSummary),
 }
 
 /// One create of a [`Command::PlaceWorkspaces`] batch.

@@ -12,7 +12,7 @@
 //! | foreign ports | the running cluster's, plus the ports of workspaces the backup does not hold (their containers become orphans and still hold them) |
 //! | desired versions | every host's above both the running one and the backup's, so every agent takes the new desired state |
 //! | journal | the running cluster's: a request retried across the restore is answered as it was first, and the restore's own request is journaled by `apply` after |
-//! | member addresses, backup schedule | the running cluster's |
+//! | member addresses, backup schedule, maintenance (window, last run) | the running cluster's |
 //!
 //! A backup of a state format this build does not read is refused (`BACKUP_VERSION_UNSUPPORTED`),
 //! as are bytes that do not decode or a state that breaks the invariants (`BACKUP_CORRUPT`);
@@ -117,6 +117,7 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>, header: &Back
         events: backup.events,
         backup_schedule: running.backup_schedule,
         notices: backup.notices,
+        maintenance: running.maintenance,
         events_by_request: backup.events_by_request,
         on_host: BTreeMap::new(),
         host_ids: Vec::new(),

@@ -33,6 +33,7 @@ use tokio::sync::{Notify, mpsc};
 
 mod convert;
 mod diagnose;
+mod images;
 mod pool;
 
 pub use convert::{cpu_percent, split_image};
@@ -670,6 +671,22 @@ impl Runtime for DockerRuntime {
         since: Option<Timestamp>,
     ) -> Result<Vec<ContainerEvent>, RuntimeError> {
         self.workspace_events(workspace, since).await
+    }
+
+    async fn images(&self) -> Result<Vec<super::ImageInfo>, RuntimeError> {
+        images::images(&self.docker).await
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<(), RuntimeError> {
+        images::remove_image(&self.docker, id).await
+    }
+
+    async fn volumes(&self) -> Result<Vec<super::VolumeInfo>, RuntimeError> {
+        images::volumes(&self.docker).await
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        images::remove_volume(&self.docker, name).await
     }
 
     async fn engine(&self) -> Result<EngineInfo, RuntimeError> {
