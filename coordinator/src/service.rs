@@ -14,6 +14,7 @@
 //! the state into answers; `history` answers what the state remembers (a workspace's events, a
 //! request's record).
 
+mod activity;
 mod admin;
 mod agents;
 mod backups;
