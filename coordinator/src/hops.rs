@@ -55,7 +55,9 @@ pub fn request_level(request: &Request) -> Option<Level> {
             | AdminRequest::SetLimits { .. }
             | AdminRequest::BackupCreate
             | AdminRequest::BackupRestore { .. }
-            | AdminRequest::BackupSchedule(Some(_)) => WRITE,
+            | AdminRequest::BackupSchedule(Some(_))
+            | AdminRequest::PostNotice { .. }
+            | AdminRequest::ClearNotices(_) => WRITE,
             _ => READ,
         },
         Request::Workspace(request) => match request {

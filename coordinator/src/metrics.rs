@@ -390,6 +390,9 @@ fn admin_kind(request: &AdminRequest) -> &'static str {
         AdminRequest::BackupRestore { .. } => "admin_backup_restore",
         AdminRequest::BackupSchedule(_) => "admin_backup_schedule",
         AdminRequest::ReloadConfig => "admin_reload_config",
+        AdminRequest::PostNotice { .. } => "admin_post_notice",
+        AdminRequest::Notices => "admin_notices",
+        AdminRequest::ClearNotices(_) => "admin_clear_notices",
     }
 }
 

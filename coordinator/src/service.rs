@@ -22,6 +22,7 @@ mod checks;
 mod history;
 mod liveness;
 mod logs;
+mod notices;
 mod peers;
 mod restore;
 #[cfg(test)]

@@ -312,6 +312,19 @@ pub enum AdminRequest {
     /// Re-read the answering coordinator's configuration and apply its hot settings:
     /// [`Response::Reloaded`]. Never forwarded.
     ReloadConfig,
+    /// Post a notice for every user, or for one (`user`), shown until `until` (or until
+    /// cleared): [`Response::Notices`] with the notice as posted (its id).
+    PostNotice {
+        text: String,
+        until: Option<Timestamp>,
+        user: Option<UserName>,
+    },
+    /// Every notice kept, whoever it is for, current or expired, oldest first:
+    /// [`Response::Notices`].
+    Notices,
+    /// Clear the notices of these ids, or (`None`) every notice: [`Response::Notices`] with
+    /// those left. An id that names no notice is refused, and nothing is cleared.
+    ClearNotices(Option<Vec<u64>>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -515,3 +515,29 @@ fn lifecycle_activity_and_notices() {
         expect!["00000009010022036170690502"],
     );
 }
+
+#[test]
+fn admin_notices() {
+    check(
+        &request(Request::Admin(AdminRequest::PostNotice {
+            text: "maintenance".into(),
+            until: Some(Timestamp::from_millis(9)),
+            user: Some("alice".parse().unwrap()),
+        })),
+        expect![
+            "00000028fe100f0e0d0c0b0a09080706050403020103170b6d61696e74656e616e636501090105616c696365"
+        ],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::Notices)),
+        expect!["00000013fe100f0e0d0c0b0a0908070605040302010318"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::ClearNotices(Some(vec![3, 7])))),
+        expect!["00000017fe100f0e0d0c0b0a090807060504030201031901020307"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::ClearNotices(None))),
+        expect!["00000014fe100f0e0d0c0b0a090807060504030201031900"],
+    );
+}

@@ -53,6 +53,8 @@ impl Service {
                 | AdminRequest::BackupUpload { .. }
                 | AdminRequest::BackupRestore { .. }
                 | AdminRequest::BackupSchedule(Some(_))
+                | AdminRequest::PostNotice { .. }
+                | AdminRequest::ClearNotices(_)
         );
         if consistency == Consistency::Stale && write {
             return Err(WireError::new(
@@ -233,6 +235,11 @@ impl Service {
             AdminRequest::BackupRestore { id, force } => {
                 self.restore_backup(peer, request_id, &id, force).await
             }
+            AdminRequest::PostNotice { text, until, user } => {
+                self.post_notice(peer, request_id, text, until, user).await
+            }
+            AdminRequest::Notices => self.notices(consistency).await,
+            AdminRequest::ClearNotices(ids) => self.clear_notices(peer, request_id, ids).await,
             request @ (AdminRequest::BackupCreate
             | AdminRequest::BackupList
             | AdminRequest::BackupVerify(_)
