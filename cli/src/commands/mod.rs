@@ -10,6 +10,7 @@ pub mod health;
 pub mod host;
 pub mod logs;
 pub mod mutagen;
+pub mod notice;
 pub mod orphans;
 pub mod ping;
 pub mod pki;
