@@ -616,18 +616,19 @@ impl<R: Runtime> Endpoint<R> {
 
 /// What a sync step says of the workspace's use: a session's first scan (it has no version of
 /// this side yet) starts it; reading, staging or applying files is a cycle that moves changes.
-/// Scans since a version and waits for changes are a session idling, and count for nothing.
+/// Scans since a version and waits for changes are a session idling, and count for nothing; so
+/// does the older whole-tree `Scan`, which a session of an earlier CLI sends at every cycle, idle
+/// or not (its cycles that move changes still count).
 fn sync_activity(request: &nexus_sync::endpoint::Request) -> Option<ActivityKind> {
     use nexus_sync::endpoint::Request;
     match request {
-        Request::Scan { .. } | Request::ScanSince { since: None, .. } => {
-            Some(ActivityKind::SyncStart)
-        }
+        Request::ScanSince { since: None, .. } => Some(ActivityKind::SyncStart),
         Request::Read { .. }
         | Request::Signature { .. }
         | Request::Stage { .. }
         | Request::Apply { .. } => Some(ActivityKind::SyncCycle),
-        Request::ScanSince { since: Some(_), .. }
+        Request::Scan { .. }
+        | Request::ScanSince { since: Some(_), .. }
         | Request::WaitChange { .. }
         | Request::Report(_) => None,
     }
@@ -770,7 +771,7 @@ mod tests {
                 ignore: vec![],
                 ignore_vcs: true
             }),
-            Some(ActivityKind::SyncStart)
+            None
         );
         assert_eq!(
             sync_activity(&Request::Signature {

@@ -67,7 +67,8 @@ pub fn main() -> ExitCode {
             verbose: cli.verbose,
         };
         // A user's notices, asked beside the command's first request (`notices`); not for the
-        // commands that ask no coordinator, nor the sync daemon.
+        // commands that ask no coordinator, nor the sync daemon, nor the admin's notice commands
+        // (which print the notices themselves).
         let shows_notices = !matches!(
             cli.command,
             Command::Completions { .. }
@@ -75,6 +76,7 @@ pub fn main() -> ExitCode {
                 | Command::Down(_)
                 | Command::Pki(_)
                 | Command::SyncDaemon { .. }
+                | Command::Admin(args::AdminCommand::Notice(_))
         ) && !notices::silenced(std::env::var_os(notices::SILENCE).as_deref());
         if shows_notices {
             notices::enable();

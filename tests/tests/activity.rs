@@ -1,7 +1,8 @@
 //! What keeps a workspace in use, and what the fleet tells its users, end to end: three
 //! `nexus-coordinator` processes, a `nexus-agent` on the real Docker engine sampling every
-//! second, and the `nexus` CLI. An exec, a logs read and traffic on a published port each move
-//! the workspace's last activity (as its lifecycle read tells); an admin's notice shows on a
+//! second, and the `nexus` CLI. An exec, a logs read, traffic on a published port, a sync
+//! session's start and a sync cycle that carries a file each move the workspace's last activity
+//! (as its lifecycle read tells); an admin's notice shows on a
 //! user's next command's stderr, never in its JSON on stdout, and is gone once cleared.
 
 // Tests fail by panicking.
@@ -74,7 +75,7 @@ fn traffic(port: u16) {
 }
 
 #[tokio::test]
-async fn exec_logs_and_port_traffic_keep_a_docker_workspace_in_use() {
+async fn exec_logs_port_traffic_and_sync_keep_a_docker_workspace_in_use() {
     let fleet = DockerFleet::start_with("activity", 1, &["--stats-interval", "1"]).await;
     let (user, role) = ADA;
     let web = fleet.ok(
@@ -110,10 +111,94 @@ async fn exec_logs_and_port_traffic_keep_a_docker_workspace_in_use() {
         fleet.ok(user, role, &["workspace", "logs", "web"]);
     })
     .await;
-    moves_to(&fleet, "web", ActivityKind::PortTraffic, logs, || {
+    let traffic = moves_to(&fleet, "web", ActivityKind::PortTraffic, logs, || {
         traffic(port);
     })
     .await;
+
+    // A sync session's first scan starts it; a cycle that carries a file moves changes.
+    let fleet_ref = &fleet;
+    let started = eventually(
+        "the last activity to be sync-start",
+        Duration::from_secs(40),
+        || async move {
+            let mut beta = remote(fleet_ref, "web").await;
+            nexus_sync::endpoint::Endpoint::scan(&mut beta, None)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            let last = last_activity(fleet_ref, "web").await;
+            (last.kind == ActivityKind::SyncStart && last.at > traffic.at).then_some(last)
+        },
+    )
+    .await;
+    let local = tempfile::tempdir().unwrap();
+    let local = local.path();
+    let cycles = std::sync::atomic::AtomicU32::new(0);
+    let cycles = &cycles;
+    eventually(
+        "the last activity to be sync-cycle",
+        Duration::from_secs(40),
+        || async move {
+            let n = cycles.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::fs::write(local.join(format!("file-{n}.txt")), "from the laptop\n").unwrap();
+            let mut beta = remote(fleet_ref, "web").await;
+            let mut alpha = nexus_sync::local_endpoint::LocalEndpoint::new(
+                local,
+                nexus_sync::filter::Filter::new(&[], true).unwrap(),
+            );
+            let mut state = nexus_sync::session::SessionState::default();
+            let report = nexus_sync::session::cycle(&mut state, &mut alpha, &mut beta)
+                .await
+                .unwrap();
+            assert!(report.applied >= 1, "{report:?}");
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            let last = last_activity(fleet_ref, "web").await;
+            (last.kind == ActivityKind::SyncCycle && last.at > started.at).then_some(last)
+        },
+    )
+    .await;
+}
+
+/// A sync session's side in `workspace`, through its agent (found through the leader, which
+/// alone knows where agents serve).
+async fn remote(
+    fleet: &DockerFleet,
+    workspace: &str,
+) -> nexus_sync::remote::RemoteEndpoint<nexus_cli::sync::AgentCarrier> {
+    let leader = fleet
+        .cluster
+        .leader(&fleet.pki, Duration::from_secs(10))
+        .await;
+    let leader_address = fleet.cluster.members[fleet.cluster.index_of(leader.node.get())].address;
+    let identity = pki::user(ADA.0, ADA.1);
+    let as_owner = connect(&fleet.pki, &identity, leader_address)
+        .await
+        .unwrap();
+    let request = Request::Workspace(WorkspaceRequest::Endpoint(workspace.parse().unwrap()));
+    let address = match as_owner.request(request).await.unwrap() {
+        Response::Endpoint { address, .. } => address,
+        other => panic!("{other:?}"),
+    };
+    let credentials =
+        nexus_protocol::transport::Credentials::from_pki_dir(fleet.pki.dir(), &identity).unwrap();
+    let connection = nexus_protocol::transport::Connector::new(
+        &credentials,
+        nexus_protocol::transport::TransportConfig::default(),
+    )
+    .unwrap()
+    .connect(
+        address.parse().unwrap(),
+        "127.0.0.1",
+        &[nexus_protocol::identity::IdentityKind::Agent],
+    )
+    .await
+    .unwrap();
+    nexus_sync::remote::RemoteEndpoint::new(
+        nexus_cli::sync::AgentCarrier::new(connection, workspace.parse().unwrap()),
+        vec![],
+        true,
+    )
 }
 
 /// Runs a command as `who` with JSON output: (stdout as JSON, stderr as text).
