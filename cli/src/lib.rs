@@ -122,20 +122,18 @@ fn run_command(
     given: &commands::config::Given,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<u8, CliError> {
-    {
-        if let Command::Config(command) = command {
-            commands::config::check(&command)?;
-            if !commands::config::needs_fleet(&command) {
-                return commands::config::run_local(command, connection, given, format).map(|()| 0);
-            }
-            let settings = ids.settings(connection, file)?;
-            return runtime
-                .block_on(commands::config::run_fleet(command, &settings, format))
-                .map_err(|error| error.under_request(ids.request_id))
-                .map(|()| 0);
+    if let Command::Config(command) = command {
+        commands::config::check(&command)?;
+        if !commands::config::needs_fleet(&command) {
+            return commands::config::run_local(command, connection, given, format).map(|()| 0);
         }
-        runtime.block_on(run(command, connection, file, format, ids))
+        let settings = ids.settings(connection, file)?;
+        return runtime
+            .block_on(commands::config::run_fleet(command, &settings, format))
+            .map_err(|error| error.under_request(ids.request_id))
+            .map(|()| 0);
     }
+    runtime.block_on(run(command, connection, file, format, ids))
 }
 
 /// Which settings the command line or the environment gave (for `nexus config show --origin`).
