@@ -27,6 +27,7 @@ use nexus_protocol::logging::{LogFiles, serve};
 use nexus_protocol::message::{
     Assignment, DesiredState, ExecResult, HostRequest, NetworkView, Pong, Request, Response,
 };
+use nexus_protocol::model::ActivityKind;
 use nexus_protocol::transport::{Handler, Peer, Reply};
 use nexus_protocol::{RequestId, UserName, WorkspaceName, clock, codec};
 use nexus_sync::remote::Served;
@@ -34,6 +35,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tokio::sync::{Mutex, mpsc, watch};
 
+use crate::activity::Activities;
 use crate::diagnostics::Diagnostics;
 use crate::hops;
 use crate::runtime::{ContainerStatus, Runtime, RuntimeError};
@@ -70,6 +72,8 @@ pub struct Endpoint<R> {
     reloader: Option<Arc<crate::reload::Reloader>>,
     /// Where maintenance runs are counted, if anywhere.
     maintenance: Option<nexus_telemetry::maintenance::MaintenanceMetrics>,
+    /// Where exec, logs and sync note that a workspace was used; without it, nowhere.
+    activity: Option<Activities>,
 }
 
 /// A workspace's served files, and the count of changes its watcher has seen (what
@@ -99,6 +103,20 @@ impl<R: Runtime> Endpoint<R> {
             diagnostics: None,
             reloader: None,
             maintenance: None,
+            activity: None,
+        }
+    }
+
+    /// Notes in `activity` each exec, logs read and sync that uses a workspace.
+    pub fn with_activity(mut self, activity: Activities) -> Endpoint<R> {
+        self.activity = Some(activity);
+        self
+    }
+
+    /// `workspace` was used, as `kind`, now.
+    fn used(&self, workspace: &WorkspaceName, kind: ActivityKind) {
+        if let Some(activity) = &self.activity {
+            activity.note(workspace, kind, clock::now());
         }
     }
 
@@ -187,6 +205,9 @@ impl<R: Runtime> Endpoint<R> {
             WireError::new(ErrorCode::ProtocolError, format!("not a sync request: {e}"))
         })?;
         let user = user_of(peer);
+        if let Some(kind) = sync_activity(&request) {
+            self.used(&workspace, kind);
+        }
         if let nexus_sync::endpoint::Request::Report(report) = request {
             return self.report(&workspace, &user, &report);
         }
@@ -322,6 +343,7 @@ impl<R: Runtime> Endpoint<R> {
         }
         let assignment = self.authorise(peer, &workspace)?;
         let (id, _) = self.container(&assignment).await?;
+        self.used(&workspace, ActivityKind::Logs);
         let tail = usize::try_from(tail).unwrap_or(usize::MAX);
         if !follow {
             let lines = self.runtime.logs(&id, tail).await.map_err(runtime_error)?;
@@ -391,6 +413,7 @@ impl<R: Runtime> Endpoint<R> {
         // The program only: arguments may carry secrets.
         tracing::info!(%workspace, user = %peer.identity, program = %command[0], arguments = command.len() - 1, "exec");
         tracing::debug!(%workspace, container = %id, "running the command in the container");
+        self.used(&workspace, ActivityKind::Exec);
         let started = std::time::Instant::now();
         let output = tokio::time::timeout(EXEC_LIMIT, self.runtime.exec(&id, &command))
             .await
@@ -404,6 +427,8 @@ impl<R: Runtime> Endpoint<R> {
                 )
             })?
             .map_err(runtime_error)?;
+        // A long command kept the workspace in use until it ended.
+        self.used(&workspace, ActivityKind::Exec);
         let truncated = output.stdout.len() > ExecResult::MAX_OUTPUT
             || output.stderr.len() > ExecResult::MAX_OUTPUT;
         tracing::debug!(
@@ -629,6 +654,26 @@ impl<R: Runtime> Endpoint<R> {
     }
 }
 
+/// What a sync step says of the workspace's use: a session's first scan (it has no version of
+/// this side yet) starts it; reading, staging or applying files is a cycle that moves changes.
+/// Scans since a version and waits for changes are a session idling, and count for nothing; so
+/// does the older whole-tree `Scan`, which a session of an earlier CLI sends at every cycle, idle
+/// or not (its cycles that move changes still count).
+fn sync_activity(request: &nexus_sync::endpoint::Request) -> Option<ActivityKind> {
+    use nexus_sync::endpoint::Request;
+    match request {
+        Request::ScanSince { since: None, .. } => Some(ActivityKind::SyncStart),
+        Request::Read { .. }
+        | Request::Signature { .. }
+        | Request::Stage { .. }
+        | Request::Apply { .. } => Some(ActivityKind::SyncCycle),
+        Request::Scan { .. }
+        | Request::ScanSince { since: Some(_), .. }
+        | Request::WaitChange { .. }
+        | Request::Report(_) => None,
+    }
+}
+
 fn is_admin(peer: &Peer) -> bool {
     matches!(
         peer.identity,
@@ -753,5 +798,46 @@ impl<R: Runtime> Endpoint<R> {
                 "an agent serves only logs, exec, networks, file sync, health and diagnostics; ask a coordinator",
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nexus_sync::endpoint::Request;
+
+    #[test]
+    fn a_sessions_first_scan_starts_it_and_idling_counts_for_nothing() {
+        let scan = |since| Request::ScanSince {
+            ignore: vec![],
+            ignore_vcs: true,
+            since,
+        };
+        assert_eq!(sync_activity(&scan(None)), Some(ActivityKind::SyncStart));
+        assert_eq!(
+            sync_activity(&Request::Scan {
+                ignore: vec![],
+                ignore_vcs: true
+            }),
+            None
+        );
+        assert_eq!(
+            sync_activity(&Request::Signature {
+                path: "src/main.rs".parse().unwrap()
+            }),
+            Some(ActivityKind::SyncCycle)
+        );
+        let version = nexus_sync::history::Version {
+            epoch: 1,
+            number: 2,
+        };
+        assert_eq!(sync_activity(&scan(Some(version))), None);
+        assert_eq!(
+            sync_activity(&Request::WaitChange {
+                seen: 3,
+                within_ms: 1_000
+            }),
+            None
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! `nexus-agent`: the per-host daemon. It registers its host with the coordinators, keeps a
 //! heartbeat, watches the host's desired state and makes the host's containers match it.
 //!
+//! - [`activity`]: what the agent sees its workspaces used for (exec, logs, sync, port
+//!   traffic), kept for the link to report.
 //! - [`config`]: flags and TOML.
 //! - [`link`]: the coordinator link (register, heartbeat, watch, reports, stats; follows the
 //!   leader, reconnects with backoff).
@@ -17,6 +19,7 @@
 //!   [`diagnostics`]: what admins ask of the agent itself (config, metrics, certificates,
 //!   readiness, engine); [`reload`]: re-reading its configuration while it runs.
 
+pub mod activity;
 pub mod cache;
 pub mod config;
 pub mod diagnostics;
@@ -169,6 +172,8 @@ async fn run_inner<R: Runtime>(
         sample_sender,
         metrics.clone(),
     ));
+    let activities = activity::Activities::default();
+    let traffic = tokio::spawn(activity::watch_traffic(samples.clone(), activities.clone()));
     let (stop, stopped) = watch::channel(false);
     let stopped_for = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|s| *s).await;
@@ -203,7 +208,8 @@ async fn run_inner<R: Runtime>(
     )
     .monitored(metrics, vitals)
     .with_causes(causes_sender)
-    .with_heartbeat_interval(heartbeat_interval);
+    .with_heartbeat_interval(heartbeat_interval)
+    .with_activity(activities.clone());
     let diagnostics = Arc::new(diagnostics::Diagnostics::new(
         &config,
         &credentials,
@@ -254,7 +260,8 @@ async fn run_inner<R: Runtime>(
                     .with_sync_stats(sync_stats)
                     .with_logs(config.daemon_log().files())
                     .with_diagnostics(diagnostics)
-                    .with_maintenance(maintenance);
+                    .with_maintenance(maintenance)
+                    .with_activity(activities);
             if let Some(reloader) = &reloader {
                 handler = handler.with_reloader(reloader.clone());
             }
@@ -279,6 +286,7 @@ async fn run_inner<R: Runtime>(
     }
     events.abort();
     sampling.abort();
+    traffic.abort();
     if let Some(hangups) = hangups {
         hangups.abort();
     }

@@ -5,7 +5,10 @@
 //!   to the reconciler;
 //! - heartbeat every interval, with the latest host stats;
 //! - report what the reconciler observed whenever it changes;
-//! - send container stats at the stats interval.
+//! - send container stats at the stats interval;
+//! - report what the workspaces were used for ([`crate::activity`]) every six heartbeats (30 s
+//!   by default): each workspace's latest activity, kept for the next session when a report
+//!   does not get through.
 //!
 //! Heartbeats, stats and the watch are the leader's: a follower answers `NOT_LEADER` with the
 //! leader's address, and the link goes there next. When a connection fails the link backs off
@@ -29,6 +32,7 @@ use nexus_protocol::model::HostInfo;
 use nexus_protocol::transport::{Connection, Connector, Subscription, resolve};
 use tokio::sync::watch;
 
+use crate::activity::Activities;
 use crate::config::Config;
 use crate::hops::{self, Causes};
 use crate::metrics::Metrics;
@@ -60,6 +64,8 @@ pub struct Link {
     monitor: Monitor,
     /// The heartbeat interval in force (a reload may change it).
     heartbeat_interval: watch::Receiver<Duration>,
+    /// What the workspaces were used for, to report.
+    activities: Activities,
 }
 
 /// What the link shows the monitoring: its metrics, and its vitals for the probes.
@@ -114,8 +120,15 @@ impl Link {
                 vitals: Arc::default(),
             },
             heartbeat_interval: watch::channel(config.heartbeat_interval).1,
+            activities: Activities::default(),
             config,
         }
+    }
+
+    /// Reports the activity noted in `activities`.
+    pub fn with_activity(mut self, activities: Activities) -> Link {
+        self.activities = activities;
+        self
     }
 
     /// Heartbeats at the interval `interval` holds, changing pace when it changes.
@@ -270,6 +283,7 @@ impl Link {
             error = heartbeat(&connection, self.heartbeat_interval.clone(), deadline, self.samples.clone(), healthy, &self.monitor) => error,
             error = report(&connection, reports, self.causes.subscribe()) => error,
             error = container_stats(&connection, deadline, samples) => error,
+            error = activity(&connection, self.heartbeat_interval.clone(), &self.activities) => error,
         }
     }
 }
@@ -570,6 +584,98 @@ async fn container_stats(
     }
 }
 
+/// How often activity is reported: every six heartbeats (30 s at the default 5 s), at least a
+/// second and at most five minutes apart. Derived rather than a setting of its own: it follows
+/// the heartbeat's reloads, and a test's fast heartbeat makes a fast report.
+fn activity_interval(heartbeat: Duration) -> Duration {
+    heartbeat
+        .saturating_mul(6)
+        .clamp(Duration::from_secs(1), Duration::from_secs(300))
+}
+
+/// Reports the workspaces' activity at [`activity_interval`]. What a report could not deliver
+/// (the connection failed, the cluster did not commit in time) is put back for the next one, in
+/// this session or the next; what a coordinator refuses or cannot read (one of an earlier
+/// version) is dropped, with a log line: it would be refused again.
+async fn activity(
+    connection: &Connection,
+    mut heartbeat: watch::Receiver<Duration>,
+    activities: &Activities,
+) -> WireError {
+    let mut ticker = crate::reload::pace(activity_interval(*heartbeat.borrow_and_update()));
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            Ok(()) = heartbeat.changed() => {
+                ticker = crate::reload::pace(activity_interval(*heartbeat.borrow_and_update()));
+                ticker.tick().await;
+                continue;
+            }
+        }
+        let entries = activities.drain();
+        if entries.is_empty() {
+            continue;
+        }
+        // Put back unless delivered, even when the session ends while the report is under way.
+        let mut unsent = Unsent {
+            entries: Some(entries.clone()),
+            activities,
+        };
+        let request = Request::Agent(AgentRequest::Activity(entries));
+        let answer = connection
+            .request_with(RequestId::random(), request, REPORT_DEADLINE)
+            .await;
+        match answer {
+            Ok(Response::Ack) => {
+                unsent.delivered();
+            }
+            Ok(other) => return unexpected(&other),
+            Err(error)
+                if matches!(
+                    error.code,
+                    ErrorCode::InvalidArgument | ErrorCode::Unsupported | ErrorCode::ProtocolError
+                ) =>
+            {
+                let entries = unsent.delivered();
+                tracing::warn!(code = %error.code, workspaces = entries, "the coordinator refused an activity report; dropped: {}", error.message);
+            }
+            Err(error) if error.code == ErrorCode::Timeout => {
+                tracing::warn!(
+                    "the coordinator did not confirm an activity report in time; it goes again with the next"
+                );
+            }
+            Err(error) => return error,
+        }
+    }
+}
+
+/// A report's entries until it is delivered: put back into the book when dropped before.
+struct Unsent<'a> {
+    entries: Option<
+        Vec<(
+            nexus_protocol::WorkspaceName,
+            nexus_protocol::model::Activity,
+        )>,
+    >,
+    activities: &'a Activities,
+}
+
+impl Unsent<'_> {
+    /// Delivered (or dropped for good): nothing to put back. Answers how many entries it had.
+    fn delivered(&mut self) -> usize {
+        self.entries.take().map_or(0, |entries| entries.len())
+    }
+}
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        if let Some(entries) = self.entries.take() {
+            self.activities.put_back(entries);
+        }
+    }
+}
+
 fn unexpected(response: &Response) -> WireError {
     WireError::new(
         ErrorCode::ProtocolError,
@@ -699,6 +805,54 @@ mod tests {
             );
         }
         assert!(rewatch_interval(Duration::ZERO) >= Duration::from_millis(800));
+    }
+
+    #[test]
+    fn activity_is_reported_every_six_heartbeats_within_bounds() {
+        assert_eq!(
+            activity_interval(Duration::from_secs(5)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            activity_interval(Duration::from_millis(200)),
+            Duration::from_millis(1_200)
+        );
+        assert_eq!(
+            activity_interval(Duration::from_millis(50)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            activity_interval(Duration::from_secs(3600)),
+            Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn a_report_not_delivered_goes_back_into_the_book() {
+        use nexus_protocol::clock::Timestamp;
+        use nexus_protocol::model::ActivityKind;
+        let activities = Activities::default();
+        let at = Timestamp::from_millis(7);
+        activities.note(&"api".parse().unwrap(), ActivityKind::Exec, at);
+        activities.note(&"web".parse().unwrap(), ActivityKind::Logs, at);
+        let entries = activities.drain();
+        assert_eq!(entries.len(), 2);
+        drop(Unsent {
+            entries: Some(entries),
+            activities: &activities,
+        });
+        let again = activities.drain();
+        assert_eq!(again.len(), 2, "put back when dropped undelivered");
+        let mut delivered = Unsent {
+            entries: Some(again),
+            activities: &activities,
+        };
+        assert_eq!(delivered.delivered(), 2);
+        drop(delivered);
+        assert!(
+            activities.drain().is_empty(),
+            "a delivered report is not sent again"
+        );
     }
 
     #[test]

@@ -537,3 +537,29 @@ async fn a_failed_operation_is_counted_with_its_error_code() {
     has(r#"nexus_agent_operations_total{op="create",outcome="failed"} 1"#);
     has(r#"nexus_agent_engine_errors_total{code="WORKSPACE_START_FAILED"} 1"#);
 }
+
+#[tokio::test]
+async fn traffic_made_up_on_a_hollow_workspace_counts_as_port_traffic() {
+    use nexus_agent::activity::{TRAFFIC_THRESHOLD_BYTES, Traffic};
+    use nexus_protocol::clock;
+
+    let (runtime, host) = hollow("traffic", HollowConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    agent
+        .reconciler
+        .set_desired(desired(1, vec![running("w"), running("quiet")]));
+    agent.settle().await;
+    let mut traffic = Traffic::default();
+    let sample = || nexus_agent::sampler::containers(runtime.as_ref());
+    assert!(traffic.observe(&sample().await, clock::now()).is_empty());
+    runtime.add_traffic(&name("w"), TRAFFIC_THRESHOLD_BYTES + 1);
+    runtime.add_traffic(&name("quiet"), 84);
+    let busy: Vec<_> = traffic
+        .observe(&sample().await, clock::now())
+        .into_iter()
+        .map(|(workspace, _)| workspace)
+        .collect();
+    assert_eq!(busy, vec![name("w")]);
+    assert!(traffic.observe(&sample().await, clock::now()).is_empty());
+}

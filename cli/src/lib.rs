@@ -10,6 +10,7 @@ pub mod error;
 pub mod fleet;
 pub mod fleetlogs;
 pub mod health;
+pub mod notices;
 pub mod output;
 pub mod progress;
 pub mod settings;
@@ -65,19 +66,38 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(nexus_protocol::RequestId::random),
             verbose: cli.verbose,
         };
-        if let Command::Config(command) = cli.command {
-            commands::config::check(&command)?;
-            if !commands::config::needs_fleet(&command) {
-                return commands::config::run_local(command, &cli.connection, &given, format)
-                    .map(|()| 0);
-            }
-            let settings = ids.settings(&cli.connection, file)?;
-            return runtime
-                .block_on(commands::config::run_fleet(command, &settings, format))
-                .map_err(|error| error.under_request(ids.request_id))
-                .map(|()| 0);
+        // A user's notices, asked beside the command's first request (`notices`); not for the
+        // commands that ask no coordinator, nor the sync daemon, nor the admin's notice commands
+        // (which print the notices themselves).
+        let shows_notices = !matches!(
+            cli.command,
+            Command::Completions { .. }
+                | Command::Up(_)
+                | Command::Down(_)
+                | Command::Pki(_)
+                | Command::SyncDaemon { .. }
+                | Command::Admin(args::AdminCommand::Notice(_))
+        ) && !notices::silenced(std::env::var_os(notices::SILENCE).as_deref());
+        if shows_notices {
+            notices::enable();
         }
-        runtime.block_on(run(cli.command, &cli.connection, file, format, ids))
+        let result = run_command(
+            cli.command,
+            &cli.connection,
+            file,
+            format,
+            ids,
+            &given,
+            &runtime,
+        );
+        if shows_notices {
+            let shown = runtime.block_on(notices::collect(notices::WAIT));
+            // A failed command's JSON error is stderr's whole content: tools parse it.
+            if result.is_ok() || format == OutputFormat::Table {
+                eprint!("{}", output::notices::banner(&shown));
+            }
+        }
+        result
     })();
     match result {
         Ok(code) => ExitCode::from(code),
@@ -90,6 +110,30 @@ pub fn main() -> ExitCode {
             ExitCode::from(error.exit_code())
         }
     }
+}
+
+/// Runs a parsed command to its exit code.
+fn run_command(
+    command: Command,
+    connection: &args::ConnectionArgs,
+    file: settings::FileSettings,
+    format: OutputFormat,
+    ids: CommandId,
+    given: &commands::config::Given,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<u8, CliError> {
+    if let Command::Config(command) = command {
+        commands::config::check(&command)?;
+        if !commands::config::needs_fleet(&command) {
+            return commands::config::run_local(command, connection, given, format).map(|()| 0);
+        }
+        let settings = ids.settings(connection, file)?;
+        return runtime
+            .block_on(commands::config::run_fleet(command, &settings, format))
+            .map_err(|error| error.under_request(ids.request_id))
+            .map(|()| 0);
+    }
+    runtime.block_on(run(command, connection, file, format, ids))
 }
 
 /// Which settings the command line or the environment gave (for `nexus config show --origin`).

@@ -164,7 +164,11 @@ impl Settings {
             // A refusal, or a quarter of a second without an answer: the next one too.
             tokio::select! {
                 Some(result) = trying.next() => match result {
-                    Ok(connection) => return Ok(connection),
+                    Ok(connection) => {
+                        // The command's notices, asked beside its first request.
+                        crate::notices::ask(&connection);
+                        return Ok(connection);
+                    }
                     // A server's refusal (a certificate, a version) says more than a silent
                     // address's timeout that may arrive after it.
                     Err(error) => {

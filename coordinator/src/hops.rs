@@ -57,7 +57,9 @@ pub fn request_level(request: &Request) -> Option<Level> {
             | AdminRequest::BackupRestore { .. }
             | AdminRequest::BackupSchedule(Some(_))
             | AdminRequest::Maintain(_)
-            | AdminRequest::MaintenanceSchedule(Some(_)) => WRITE,
+            | AdminRequest::MaintenanceSchedule(Some(_))
+            | AdminRequest::PostNotice { .. }
+            | AdminRequest::ClearNotices(_) => WRITE,
             _ => READ,
         },
         Request::Workspace(request) => match request {

@@ -393,6 +393,9 @@ fn admin_kind(request: &AdminRequest) -> &'static str {
         AdminRequest::ReloadConfig => "admin_reload_config",
         AdminRequest::Maintain(_) => "admin_maintain",
         AdminRequest::MaintenanceSchedule(_) => "admin_maintenance_schedule",
+        AdminRequest::PostNotice { .. } => "admin_post_notice",
+        AdminRequest::Notices => "admin_notices",
+        AdminRequest::ClearNotices(_) => "admin_clear_notices",
     }
 }
 

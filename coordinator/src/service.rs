@@ -14,6 +14,7 @@
 //! the state into answers; `history` answers what the state remembers (a workspace's events, a
 //! request's record).
 
+mod activity;
 mod admin;
 mod agents;
 mod backups;
@@ -22,6 +23,7 @@ mod history;
 mod liveness;
 mod logs;
 mod maintenance;
+mod notices;
 mod peers;
 mod restore;
 #[cfg(test)]

@@ -327,6 +327,19 @@ pub enum AdminRequest {
     /// The maintenance schedule and the last scheduled run ([`Response::Maintenance`]); with a
     /// value, change the schedule first.
     MaintenanceSchedule(Option<MaintenanceSchedule>),
+    /// Post a notice for every user, or for one (`user`), shown until `until` (or until
+    /// cleared): [`Response::Notices`] with the notice as posted (its id).
+    PostNotice {
+        text: String,
+        until: Option<Timestamp>,
+        user: Option<UserName>,
+    },
+    /// Every notice kept, whoever it is for, current or expired, oldest first:
+    /// [`Response::Notices`].
+    Notices,
+    /// Clear the notices of these ids, or (`None`) every notice: [`Response::Notices`] with
+    /// those left. An id that names no notice is refused, and nothing is cleared.
+    ClearNotices(Option<Vec<u64>>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

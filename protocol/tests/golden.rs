@@ -587,3 +587,29 @@ fn host_maintenance() {
         ],
     );
 }
+
+#[test]
+fn admin_notices() {
+    check(
+        &request(Request::Admin(AdminRequest::PostNotice {
+            text: "maintenance".into(),
+            until: Some(Timestamp::from_millis(9)),
+            user: Some("alice".parse().unwrap()),
+        })),
+        expect![
+            "00000028fe100f0e0d0c0b0a09080706050403020103190b6d61696e74656e616e636501090105616c696365"
+        ],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::Notices)),
+        expect!["00000013fe100f0e0d0c0b0a090807060504030201031a"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::ClearNotices(Some(vec![3, 7])))),
+        expect!["00000017fe100f0e0d0c0b0a090807060504030201031b01020307"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::ClearNotices(None))),
+        expect!["00000014fe100f0e0d0c0b0a090807060504030201031b00"],
+    );
+}

@@ -26,11 +26,18 @@ pub struct DockerFleet {
     pub ranges: Vec<(u16, u16)>,
     /// Each agent, while it runs (a cell: tests kill and restart them while sharing the fleet).
     pub agents: std::sync::Mutex<Vec<Option<AgentProcess>>>,
+    /// Flags every agent gets besides the fleet's own.
+    agent_flags: Vec<String>,
     _cleanup: Vec<HostCleanup>,
 }
 
 impl DockerFleet {
     pub async fn start(tag: &str, agents: usize) -> DockerFleet {
+        DockerFleet::start_with(tag, agents, &[]).await
+    }
+
+    /// [`DockerFleet::start`], every agent with `agent_flags` too (`--stats-interval 1`).
+    pub async fn start_with(tag: &str, agents: usize, agent_flags: &[&str]) -> DockerFleet {
         let pki = TestPki::new();
         let cluster = TestCluster::start(&pki, 3, &["--host-ttl", "2"]).await;
         cluster.leader(&pki, Duration::from_secs(20)).await;
@@ -47,6 +54,7 @@ impl DockerFleet {
         let fleet = DockerFleet {
             _cleanup: hosts.iter().cloned().map(HostCleanup).collect(),
             agents: std::sync::Mutex::new(hosts.iter().map(|_| None).collect()),
+            agent_flags: agent_flags.iter().map(ToString::to_string).collect(),
             pki,
             cluster,
             hosts,
@@ -76,7 +84,8 @@ impl DockerFleet {
     pub fn start_agent(&self, index: usize) {
         let (low, high) = self.ranges[index];
         let range = format!("{low}-{high}");
-        let flags = ["--runtime", "docker", "--port-range", &range];
+        let mut flags = vec!["--runtime", "docker", "--port-range", &range];
+        flags.extend(self.agent_flags.iter().map(String::as_str));
         self.agents.lock().unwrap()[index] = Some(AgentProcess::start(
             &self.pki,
             &self.hosts[index],

@@ -339,6 +339,7 @@ pub fn cli_command(
         .env("HOME", home)
         .env_remove("NEXUS_CONFIG")
         .env_remove("NEXUS_COORDINATORS")
-        .env_remove("NEXUS_OUTPUT");
+        .env_remove("NEXUS_OUTPUT")
+        .env_remove("NEXUS_NO_NOTICES");
     command
 }

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 const ADMIN: &str = "root";
 /// The newest state format the coordinators of this build read.
-const STATE_FORMAT: u32 = 4;
+const STATE_FORMAT: u32 = nexus_coordinator::state::STATE_FORMAT;
 
 fn admin(fleet: &DockerFleet, args: &[&str]) -> Value {
     fleet.ok(ADMIN, Role::Admin, args)

@@ -68,6 +68,9 @@ pub struct HollowRuntime {
     containers: Mutex<BTreeMap<String, HollowContainer>>,
     /// Host ports a test said nothing serves any more.
     unserved: Mutex<BTreeSet<u16>>,
+    /// Network bytes each workspace's containers moved, as a test made up ([`HollowRuntime::
+    /// add_traffic`]); a container's stats show its workspace's.
+    traffic: Mutex<BTreeMap<WorkspaceName, u64>>,
     events: Mutex<VecDeque<Remembered>>,
     changed: Arc<Notify>,
     /// Starts and stops under way now, and the most there ever were at once.
@@ -94,6 +97,7 @@ impl HollowRuntime {
             config,
             containers: Mutex::new(BTreeMap::new()),
             unserved: Mutex::new(BTreeSet::new()),
+            traffic: Mutex::new(BTreeMap::new()),
             events: Mutex::new(VecDeque::new()),
             changed: Arc::new(Notify::new()),
             in_flight: AtomicUsize::new(0),
@@ -108,6 +112,17 @@ impl HollowRuntime {
     pub fn set_images(&self, images: Vec<ImageInfo>, volumes: Vec<VolumeInfo>) {
         *lock(&self.images) = images;
         *lock(&self.volumes) = volumes;
+    }
+
+    /// Simulates `bytes` of traffic on `workspace`'s published ports: its container's network
+    /// counters move by that much (received), as the next stats sample shows.
+    pub fn add_traffic(&self, workspace: &WorkspaceName, bytes: u64) {
+        let mut traffic = self
+            .traffic
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let counter = traffic.entry(workspace.clone()).or_insert(0);
+        *counter = counter.saturating_add(bytes);
     }
 
     fn begin(&self) -> InFlight<'_> {
@@ -395,11 +410,21 @@ impl Runtime for HollowRuntime {
     }
 
     async fn stats(&self, id: &str) -> Result<ContainerStats, RuntimeError> {
-        if !self.containers().contains_key(id) {
-            return Err(not_found(id));
-        }
+        let workspace = self
+            .containers()
+            .get(id)
+            .map(|entry| entry.container.workspace.clone())
+            .ok_or_else(|| not_found(id))?;
+        let received = self
+            .traffic
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&workspace)
+            .copied()
+            .unwrap_or(0);
         Ok(ContainerStats {
             at: Some(clock::now()),
+            network_rx_bytes: received,
             ..ContainerStats::default()
         })
     }

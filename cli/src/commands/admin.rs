@@ -78,6 +78,9 @@ pub async fn run(
                 other => Err(CliError::unexpected(&other)),
             }
         }
+        AdminCommand::Notice(command) => {
+            crate::commands::notice::run(command, settings, format).await
+        }
         AdminCommand::Networks => crate::commands::host::networks(settings, format).await,
         AdminCommand::SupportBundle {
             file,

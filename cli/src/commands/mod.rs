@@ -11,6 +11,7 @@ pub mod host;
 pub mod logs;
 pub mod maintenance;
 pub mod mutagen;
+pub mod notice;
 pub mod orphans;
 pub mod ping;
 pub mod pki;

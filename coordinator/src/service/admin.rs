@@ -55,6 +55,8 @@ impl Service {
                 | AdminRequest::BackupSchedule(Some(_))
                 | AdminRequest::Maintain(_)
                 | AdminRequest::MaintenanceSchedule(Some(_))
+                | AdminRequest::PostNotice { .. }
+                | AdminRequest::ClearNotices(_)
         );
         if consistency == Consistency::Stale && write {
             return Err(WireError::new(
@@ -239,6 +241,11 @@ impl Service {
                 self.maintenance(peer, request_id, request, consistency)
                     .await
             }
+            AdminRequest::PostNotice { text, until, user } => {
+                self.post_notice(peer, request_id, text, until, user).await
+            }
+            AdminRequest::Notices => self.notices(consistency).await,
+            AdminRequest::ClearNotices(ids) => self.clear_notices(peer, request_id, ids).await,
             request @ (AdminRequest::BackupCreate
             | AdminRequest::BackupList
             | AdminRequest::BackupVerify(_)

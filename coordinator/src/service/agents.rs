@@ -1,6 +1,7 @@
 //! Agents' requests: registration (a Raft write), heartbeats and container samples (soft state
 //! on the leader, see [`super::liveness`]), reports of what runs (Raft writes), and where the
-//! agent serves logs and exec. The desired-state watch is [`super::watch`].
+//! agent serves logs and exec. The desired-state watch is [`super::watch`]; activity reports are
+//! [`super::activity`].
 
 use nexus_protocol::RequestId;
 use nexus_protocol::clock;
@@ -129,10 +130,9 @@ impl Service {
                     "a desired-state watch is a subscription; open it as one",
                 ))
             }
-            AgentRequest::Activity(_) => Err(WireError::new(
-                ErrorCode::Unsupported,
-                "activity reports are not recorded yet",
-            )),
+            AgentRequest::Activity(reported) => {
+                self.activity(peer, request_id, host_id, reported).await
+            }
         }
     }
 }
@@ -228,6 +228,106 @@ mod tests {
             ask(&service, &h1, report(WorkspaceState::Running, None)).await,
             Ok(Response::Ack)
         ));
+        node.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_agents_activity_moves_its_own_workspaces_last_activity_only() {
+        use nexus_protocol::clock::{self, Timestamp};
+        use nexus_protocol::message::WorkspaceRequest;
+        use nexus_protocol::model::{Activity, ActivityKind};
+        use std::time::Duration;
+
+        use crate::service::testing::{workspace_spec, ws};
+
+        let (_dir, node, service) = one_node_with_h1().await;
+        // A granularity of a millisecond (the host TTL's), so that the test need not wait.
+        *crate::locks::lock(&service.host_ttl_handle()) = Duration::from_millis(1);
+        ask(
+            &service,
+            &user(Role::User),
+            ws(WorkspaceRequest::Create(workspace_spec("w", &[]))),
+        )
+        .await
+        .unwrap();
+        let last = || async {
+            match ask(
+                &service,
+                &user(Role::User),
+                ws(WorkspaceRequest::Lifecycle("w".parse().unwrap())),
+            )
+            .await
+            {
+                Ok(Response::Lifecycle(view)) => view.last_activity,
+                other => panic!("{other:?}"),
+            }
+        };
+        let created = last().await;
+        assert_eq!(created.kind, ActivityKind::Created);
+        let report = |kind, at| {
+            Request::Agent(AgentRequest::Activity(vec![(
+                "w".parse().unwrap(),
+                Activity { at, kind },
+            )]))
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+
+        // Another host's agent does not speak for it.
+        ask(
+            &service,
+            &agent("h2"),
+            Request::Agent(AgentRequest::Register(info("h2"))),
+        )
+        .await
+        .unwrap();
+        let exec = report(ActivityKind::Exec, clock::now());
+        assert!(matches!(
+            ask(&service, &agent("h2"), exec.clone()).await,
+            Ok(Response::Ack)
+        ));
+        assert_eq!(last().await, created, "h2 spoke for h1's workspace");
+
+        // Its own host's agent does.
+        assert!(matches!(
+            ask(&service, &agent("h1"), exec).await,
+            Ok(Response::Ack)
+        ));
+        let used = last().await;
+        assert_eq!(used.kind, ActivityKind::Exec);
+        assert!(used.at > created.at);
+
+        // A time an hour ahead is recorded as the leader's now.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let ahead = Timestamp::from_millis(clock::now().as_millis() + 3_600_000);
+        ask(
+            &service,
+            &agent("h1"),
+            report(ActivityKind::PortTraffic, ahead),
+        )
+        .await
+        .unwrap();
+        let traffic = last().await;
+        assert_eq!(traffic.kind, ActivityKind::PortTraffic);
+        assert!(
+            traffic.at > used.at && traffic.at <= clock::now(),
+            "{traffic:?}"
+        );
+
+        // Too many entries are refused.
+        let many = Request::Agent(AgentRequest::Activity(vec![
+            (
+                "w".parse().unwrap(),
+                Activity {
+                    at: clock::now(),
+                    kind: ActivityKind::Logs,
+                },
+            );
+            1_001
+        ]));
+        assert_eq!(
+            code(ask(&service, &agent("h1"), many).await),
+            Some(ErrorCode::InvalidArgument)
+        );
         node.stop().await.unwrap();
     }
 }

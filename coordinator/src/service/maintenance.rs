@@ -210,7 +210,7 @@ impl Service {
         else {
             return;
         };
-        self.post_notice(&schedule, &noticed, now).await;
+        self.post_window_notice(&schedule, &noticed, now).await;
         let last = last.max(*ran);
         let Due::Run { window } = maintenance::due(&schedule, last, now) else {
             return;
@@ -243,7 +243,7 @@ impl Service {
 
     /// The next window's notice, if it is due and not posted yet; and the notices of windows
     /// that will not be (the schedule changed or was turned off) cleared.
-    async fn post_notice(
+    async fn post_window_notice(
         &self,
         schedule: &MaintenanceSchedule,
         noticed: &[(u64, Option<Timestamp>)],
