@@ -149,13 +149,24 @@ impl DockerRuntime {
             };
         };
         // A /24 of the pool, starting from one the name picks so that workspaces rarely probe
-        // the same subnets, skipping those any network of the engine already has.
+        // the same subnets, skipping those any network of the engine already has, and those
+        // the kernel already routes: a bridge left by an engine that was killed keeps its route,
+        // and a new network on its subnet would get traffic that goes nowhere.
         let taken = self.subnets_in_use().await?;
+        let routes = pool::routes(
+            &tokio::fs::read_to_string("/proc/net/route")
+                .await
+                .unwrap_or_default(),
+        );
         let count = pool.subnets();
         let start = fnv1a_32(name.as_bytes()) % count;
         for step in 0..count {
             let subnet = pool.subnet((start + step) % count);
-            if taken.contains(&subnet.to_string()) {
+            if taken.contains(&subnet.to_string())
+                || routes
+                    .iter()
+                    .any(|(destination, prefix)| subnet.is_routed_by(*destination, *prefix))
+            {
                 continue;
             }
             let ipam = Ipam {

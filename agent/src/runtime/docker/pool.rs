@@ -25,6 +25,35 @@ impl Subnet {
     }
 }
 
+impl Subnet {
+    /// Whether a kernel route to `destination`/`prefix` lies within this /24 (a /24 or narrower
+    /// route into it). A wider route (a VPN's 10.0.0.0/8, the default route) does not count: it
+    /// does not hold the subnet, and a more specific bridge route wins over it.
+    pub fn is_routed_by(self, destination: Ipv4Addr, prefix: u8) -> bool {
+        (24..=32).contains(&prefix) && u32::from(destination) & 0xffff_ff00 == u32::from(self.0)
+    }
+}
+
+/// The routes of the kernel's IPv4 table, as `/proc/net/route` lists them: (destination,
+/// prefix length) of each line it can read. Its addresses are hexadecimal in the host's byte
+/// order of the network-order bytes.
+pub(super) fn routes(table: &str) -> Vec<(Ipv4Addr, u8)> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let destination = u32::from_str_radix(fields.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(fields.get(7)?, 16).ok()?;
+            let destination = Ipv4Addr::from(destination.to_ne_bytes());
+            let mask = u32::from(Ipv4Addr::from(mask.to_ne_bytes()));
+            // A mask is contiguous ones; anything else is not a route we can judge.
+            (mask.leading_ones() + mask.trailing_zeros() == 32)
+                .then(|| (destination, mask.leading_ones() as u8))
+        })
+        .collect()
+}
+
 impl fmt::Display for Subnet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/24", self.0)
@@ -90,6 +119,37 @@ mod tests {
     use nexus_protocol::hash::fnv1a_32;
 
     use super::*;
+
+    #[test]
+    fn kernel_routes_are_read_and_only_narrow_ones_hold_a_subnet() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+br-dead\t0003D50A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+tun0\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n\
+junk\n";
+        let routes = routes(table);
+        let pool = NetworkPool::DEFAULT;
+        let routed = |index| {
+            routes
+                .iter()
+                .any(|(destination, prefix)| pool.subnet(index).is_routed_by(*destination, *prefix))
+        };
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                routes,
+                [
+                    (Ipv4Addr::UNSPECIFIED, 0),
+                    (Ipv4Addr::new(10, 213, 3, 0), 24),
+                    (Ipv4Addr::new(10, 0, 0, 0), 8),
+                ]
+            );
+            assert!(routed(3));
+        }
+        assert!(!routed(2) && !routed(4));
+        let subnet = pool.subnet(7);
+        assert!(subnet.is_routed_by(Ipv4Addr::new(10, 213, 7, 128), 25));
+        assert!(!subnet.is_routed_by(Ipv4Addr::new(10, 213, 0, 0), 16));
+    }
 
     #[test]
     fn network_pools_parse_and_cut_into_24s() {
