@@ -17,6 +17,7 @@ use crate::args::OutputFormat;
 
 pub mod backups;
 pub mod events;
+pub mod policies;
 
 /// Writes `text` to stdout. A closed stdout (`nexus ... | head`) is not an error worth a panic.
 pub fn print(text: &str) {

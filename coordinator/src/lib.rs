@@ -23,6 +23,7 @@ mod locks;
 pub mod metrics;
 pub mod peers;
 pub mod placer;
+pub mod policy;
 pub mod probes;
 pub mod recover;
 pub mod reload;
@@ -269,6 +270,10 @@ async fn run_inner(
         let service = service.clone();
         async move { service.follow_backup_schedule(BACKUP_SCHEDULE_PERIOD).await }
     });
+    let policies = tokio::spawn({
+        let service = service.clone();
+        async move { service.follow_policies().await }
+    });
     let mut failure = None;
     let until = async {
         tokio::select! {
@@ -279,6 +284,7 @@ async fn run_inner(
     server.serve(service, until).await;
     detector.abort();
     schedule.abort();
+    policies.abort();
     if let Some(hangups) = hangups {
         hangups.abort();
     }

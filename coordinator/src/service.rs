@@ -22,6 +22,7 @@ mod history;
 mod liveness;
 mod logs;
 mod peers;
+mod policies;
 mod restore;
 #[cfg(test)]
 mod testing;

@@ -54,7 +54,7 @@ pub use desired::ChangedHosts;
 pub use events::{EVENT_TEXT_BYTES, EVENTS_KEPT, History, RECORD_EVENTS_MAX};
 pub use invariants::BrokenInvariant;
 pub use journal::JOURNAL_RETENTION_MS;
-pub use lifecycle::Lifecycle;
+pub use lifecycle::{Lifecycle, Policies};
 pub use nexus_protocol::model::{Limits, LimitsPatch};
 pub use notices::{NOTICES_MAX, Notices};
 pub use ports::FOREIGN_PORT_MEMORY_MS;
@@ -96,6 +96,8 @@ pub struct State {
     backup_schedule: BackupSchedule,
     /// What the CLI shows users: admins' announcements, policies' warnings.
     notices: Notices,
+    /// The lifecycle policies: the cluster's and hosts' (workspaces' are in their records).
+    policies: Policies,
     /// Which workspaces hold events under each request id: an index of `events`, so that a
     /// request's record costs its own events rather than the fleet's. Derived like `on_host`.
     #[serde(skip)]
@@ -255,6 +257,11 @@ impl State {
                 until,
             } => self.post_notice(at, text, audience, source, *until),
             Command::ClearNotices(ids) => self.clear_notices(ids),
+            Command::SetPolicy { scope, patch } => self.set_policy(scope, patch),
+            Command::HoldWorkspace { name, held } => self.hold(name, *held),
+            Command::ExtendLifetime { name, by_secs } => self.extend_lifetime(name, *by_secs),
+            Command::StopIdle { stops, by_policy } => self.stop_idle(origin, stops, *by_policy),
+            Command::PolicyDestroy { name, reason } => self.policy_destroy(origin, name, reason),
         }
     }
 }
@@ -275,3 +282,6 @@ fn reject(code: ErrorCode, message: impl Into<String>) -> Outcome {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod lifecycle_tests;

@@ -31,6 +31,7 @@ pub mod logging;
 pub mod message;
 pub mod model;
 pub mod pki;
+pub mod policy;
 pub mod settings;
 pub mod transport;
 

@@ -13,6 +13,7 @@ pub mod mutagen;
 pub mod orphans;
 pub mod ping;
 pub mod pki;
+pub mod policies;
 pub mod repair;
 pub mod restore;
 pub mod sync;

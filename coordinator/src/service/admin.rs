@@ -53,6 +53,9 @@ impl Service {
                 | AdminRequest::BackupUpload { .. }
                 | AdminRequest::BackupRestore { .. }
                 | AdminRequest::BackupSchedule(Some(_))
+                | AdminRequest::SetPolicy { .. }
+                | AdminRequest::ExtendLifetime { .. }
+                | AdminRequest::StopIdle { .. }
         );
         if consistency == Consistency::Stale && write {
             return Err(WireError::new(
@@ -240,6 +243,13 @@ impl Service {
             | AdminRequest::BackupUpload { .. }
             | AdminRequest::BackupSchedule(_)) => {
                 self.backups(peer, request_id, request, consistency).await
+            }
+            request @ (AdminRequest::Policies
+            | AdminRequest::SetPolicy { .. }
+            | AdminRequest::ExtendLifetime { .. }
+            | AdminRequest::StopIdle { .. }) => {
+                self.policy_admin(peer, request_id, request, consistency)
+                    .await
             }
         }
     }

@@ -284,6 +284,26 @@ impl State {
         self.push(name, origin.at, change);
     }
 
+    /// What an automatic policy (`actor`) did to `name`, under the proposal that carried it;
+    /// the cause stays.
+    pub(super) fn record_by(
+        &mut self,
+        name: &WorkspaceName,
+        origin: Origin<'_>,
+        actor: Actor,
+        kind: EventKind,
+        reason: String,
+    ) {
+        let change = Change {
+            actor: Who::Other(Box::new(actor)),
+            request_id: Some(origin.request_id),
+            kind: What::from(kind),
+            reason: Some(reason),
+            error: None,
+        };
+        self.push(name, origin.at, change);
+    }
+
     /// `name` is forgotten: so are its events.
     pub(super) fn forget_events(&mut self, name: &WorkspaceName) {
         if let Some(history) = self.events.remove(name) {
