@@ -23,6 +23,9 @@ use crate::state::Command;
 const PERIOD_MAX: Duration = Duration::from_secs(60);
 /// The loop's shortest period, however short a policy.
 const PERIOD_MIN: Duration = Duration::from_millis(200);
+/// How often the loop reads the policies to learn its period: a policy made shorter takes
+/// effect within this, not a long period later.
+const PACE_CHECK: Duration = Duration::from_secs(1);
 
 /// How often the loop looks: a tenth of the shortest policy duration in force, within
 /// [`PERIOD_MIN`]..=[`PERIOD_MAX`]. An action is then at most a tenth of its duration late,
@@ -34,19 +37,29 @@ pub(super) fn loop_period(shortest_secs: Option<u64>) -> Duration {
 }
 
 impl Service {
-    /// The policies loop, for as long as the process runs: on the leader only.
+    /// The policies loop, for as long as the process runs: on the leader only. It reads its
+    /// period from the policies every [`PACE_CHECK`] (so that an admin's change to seconds is
+    /// followed at once) and looks at the fleet once a period.
     pub async fn follow_policies(&self) {
-        let mut period = PERIOD_MIN;
+        let mut last_round: Option<tokio::time::Instant> = None;
         loop {
-            tokio::time::sleep(period).await;
-            if self.cluster.require_leader().await.is_err() {
+            let pace = self
+                .cluster
+                .read(Consistency::Stale, |state| state.shortest_policy_secs())
+                .await
+                .map(loop_period)
+                .unwrap_or(PERIOD_MAX);
+            tokio::time::sleep(pace.min(PACE_CHECK)).await;
+            if last_round.is_some_and(|at| at.elapsed() < pace) {
                 continue;
             }
-            match self.policy_round().await {
-                Ok(next) => period = next,
-                Err(error) => {
-                    tracing::debug!(code = %error.code, "the policy loop could not read the state: {}", error.message);
-                }
+            if self.cluster.require_leader().await.is_err() {
+                last_round = None;
+                continue;
+            }
+            last_round = Some(tokio::time::Instant::now());
+            if let Err(error) = self.policy_round().await {
+                tracing::debug!(code = %error.code, "the policy loop could not read the state: {}", error.message);
             }
         }
     }
@@ -58,13 +71,9 @@ impl Service {
         let (actions, shortest) = self
             .cluster
             .read(Consistency::Stale, move |state| {
-                let subjects = state.policy_subjects();
-                let shortest = subjects
-                    .iter()
-                    .filter_map(|(_, policy)| policy.shortest_secs())
-                    .min();
-                let actions = policy::decide(subjects.iter().map(|(s, p)| (s, *p)), now);
-                (actions, shortest)
+                let actions =
+                    policy::decide(state.policy_subjects().iter().map(|(s, p)| (s, *p)), now);
+                (actions, state.shortest_policy_secs())
             })
             .await?;
         let mut stops = Vec::new();
@@ -286,7 +295,71 @@ impl Service {
 
 #[cfg(test)]
 mod tests {
+    use nexus_protocol::identity::Role;
+    use nexus_protocol::message::{Request, WorkspaceRequest};
+    use nexus_protocol::policy::{PolicyPatch, PolicyScope};
+
     use super::*;
+    use crate::service::testing::{ask, named, one_node_with_h1, user, workspace_spec, ws};
+
+    #[tokio::test]
+    async fn a_round_posts_the_notices_then_destroys_and_stops_the_idle() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let alice = named("alice", Role::User);
+        for name in ["old", "kept"] {
+            let create = ws(WorkspaceRequest::Create(workspace_spec(name, &[])));
+            ask(&service, &alice, create).await.unwrap();
+        }
+        ask(
+            &service,
+            &alice,
+            ws(WorkspaceRequest::Hold("kept".parse().unwrap())),
+        )
+        .await
+        .unwrap();
+        let set = AdminRequest::SetPolicy {
+            scope: PolicyScope::Cluster,
+            patch: PolicyPatch {
+                inactive_stop_after_secs: Some(1),
+                max_lifetime_secs: Some(1),
+                first_notice_secs: Some(0),
+                last_notice_secs: Some(0),
+            },
+        };
+        ask(&service, &user(Role::Admin), Request::Admin(set))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        // Stop and first notice; then the last; then the destroy.
+        for _ in 0..3 {
+            let period = service.policy_round().await.unwrap();
+            assert_eq!(period, PERIOD_MIN);
+        }
+        let (old, kept) = service
+            .cluster
+            .read(Consistency::Linearizable, |state| {
+                let of = |name: &str| {
+                    let w = &state.workspaces()[&name.parse::<WorkspaceName>().unwrap()];
+                    (w.state, w.desired)
+                };
+                (of("old"), of("kept"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(old, (WorkspaceState::Destroying, DesiredRun::Stopped));
+        assert_eq!(kept.1, DesiredRun::Running);
+        let metrics = service.cluster.metrics();
+        assert_eq!(
+            metrics.policy_actions.get([PolicyAction::Notice.as_str()]),
+            2
+        );
+        assert_eq!(
+            metrics.policy_actions.get([PolicyAction::Destroy.as_str()]),
+            1
+        );
+        assert_eq!(metrics.policy_actions.get([PolicyAction::Stop.as_str()]), 1);
+        node.stop().await.unwrap();
+    }
 
     #[test]
     fn the_loop_looks_a_tenth_of_the_shortest_policy_within_bounds() {

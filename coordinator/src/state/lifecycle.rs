@@ -126,6 +126,28 @@ impl State {
             .over(host.over(self.policies.cluster))
     }
 
+    /// The shortest policy duration in force anywhere (cluster, a host, a workspace's
+    /// override), which paces the policy loop. Cheap: it looks only at overridden workspaces'
+    /// policies.
+    pub fn shortest_policy_secs(&self) -> Option<u64> {
+        let cluster = self.policies.cluster;
+        let hosts = self
+            .policies
+            .hosts
+            .values()
+            .map(|patch| patch.over(cluster));
+        let workspaces = self
+            .workspaces
+            .values()
+            .filter(|w| !w.lifecycle.policy.is_empty())
+            .map(|w| self.policy_for(w));
+        std::iter::once(cluster)
+            .chain(hosts)
+            .chain(workspaces)
+            .filter_map(|policy| policy.shortest_secs())
+            .min()
+    }
+
     /// Every workspace as its policies see it, with the policy in force on it.
     pub fn policy_subjects(&self) -> Vec<(Subject, Policy)> {
         self.workspaces
