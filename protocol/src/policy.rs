@@ -191,8 +191,8 @@ pub struct NextAction {
     pub reason: String,
 }
 
-/// Seconds written the way policies are read: `7 d`, `24 h`, `90 s`, `off` for 0. Whole units
-/// only where they divide evenly (`36 h`, not `1.5 d`).
+/// Seconds written the way policies are read: `7 d`, `24 h`, `90 s`. Whole units only where
+/// they divide evenly (`36 h`, not `1.5 d`); days from two on (a day's lead reads `24 h`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Secs(pub u64);
 
@@ -203,7 +203,7 @@ impl fmt::Display for Secs {
             return f.write_str("0 s");
         }
         for (unit, scale) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-            if secs.is_multiple_of(scale) {
+            if secs.is_multiple_of(scale) && (unit != "d" || secs >= 2 * scale) {
                 return write!(f, "{} {unit}", secs / scale);
             }
         }
@@ -263,6 +263,7 @@ mod tests {
         }
         assert_eq!(Secs(604_800).to_string(), "7 d");
         assert_eq!(Secs(129_600).to_string(), "36 h");
+        assert_eq!(Secs(86_400).to_string(), "24 h");
         assert_eq!(Secs(90).to_string(), "90 s");
         assert_eq!(Secs(120).to_string(), "2 m");
     }

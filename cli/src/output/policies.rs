@@ -35,7 +35,7 @@ fn patch_json(patch: &PolicyPatch) -> Value {
     })
 }
 
-/// One line of a policy: `stop after 7 d idle, destroy after 30 d (notices 1 d and 1 h before)`.
+/// One line of a policy: `stop after 7 d idle, destroy 30 d after creation (notices 24 h and 1 h before)`.
 pub fn policy_line(policy: &Policy) -> String {
     let stop = match policy.inactive_stop_after_secs {
         0 => "no stop when idle".to_string(),
@@ -215,7 +215,7 @@ mod tests {
         assert!(text.contains("held:          no"), "{text}");
         assert!(
             text.contains(
-                "stop after 7 d idle, destroy 30 d after creation (notices 1 d and 1 h before)"
+                "stop after 7 d idle, destroy 30 d after creation (notices 24 h and 1 h before)"
             ),
             "{text}"
         );

@@ -223,7 +223,7 @@ fn notices_and_reasons_say_what_and_when() {
             name: s.name.clone(),
             owner: s.owner.clone(),
             text:
-                "api will be destroyed in 1 d: lifetime 30 d; `nexus workspace hold api` to keep it"
+                "api will be destroyed in 24 h: lifetime 30 d; `nexus workspace hold api` to keep it"
                     .into(),
             until: secs(30 * D + 7),
         }]

@@ -361,6 +361,44 @@ mod tests {
         node.stop().await.unwrap();
     }
 
+    #[tokio::test]
+    async fn only_the_owner_or_an_admin_holds_and_only_an_admin_sets_policies() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let alice = named("alice", Role::User);
+        let bob = named("bob", Role::User);
+        let create = ws(WorkspaceRequest::Create(workspace_spec("api", &[])));
+        ask(&service, &alice, create).await.unwrap();
+        let hold = || ws(WorkspaceRequest::Hold("api".parse().unwrap()));
+        let denied = ask(&service, &bob, hold()).await.unwrap_err();
+        assert_eq!(denied.code, ErrorCode::PermissionDenied);
+        let Response::Lifecycle(view) = ask(&service, &alice, hold()).await.unwrap() else {
+            panic!("not a lifecycle");
+        };
+        assert!(view.held);
+        assert_eq!(view.next, None);
+        let set = Request::Admin(AdminRequest::SetPolicy {
+            scope: PolicyScope::Workspace("api".parse().unwrap()),
+            patch: PolicyPatch {
+                max_lifetime_secs: Some(0),
+                ..PolicyPatch::default()
+            },
+        });
+        let refused = ask(&service, &alice, set.clone()).await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::PermissionDenied);
+        let Response::Policies(policies) = ask(&service, &user(Role::Admin), set).await.unwrap()
+        else {
+            panic!("not policies");
+        };
+        assert_eq!(policies.workspaces.len(), 1);
+        let empty = Request::Admin(AdminRequest::SetPolicy {
+            scope: PolicyScope::Cluster,
+            patch: PolicyPatch::default(),
+        });
+        let refused = ask(&service, &user(Role::Admin), empty).await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidArgument);
+        node.stop().await.unwrap();
+    }
+
     #[test]
     fn the_loop_looks_a_tenth_of_the_shortest_policy_within_bounds() {
         assert_eq!(loop_period(None), PERIOD_MAX);
