@@ -255,11 +255,13 @@ impl State {
                 audience,
                 source,
                 until,
-            } => self.post_notice(at, text, audience, source, *until),
+            } => self.post_notice(origin, text, audience, source, *until),
             Command::ClearNotices(ids) => self.clear_notices(ids),
             Command::SetPolicy { scope, patch } => self.set_policy(scope, patch),
-            Command::HoldWorkspace { name, held } => self.hold(name, *held),
-            Command::ExtendLifetime { name, by_secs } => self.extend_lifetime(name, *by_secs),
+            Command::HoldWorkspace { name, held } => self.hold(origin, name, *held),
+            Command::ExtendLifetime { name, by_secs } => {
+                self.extend_lifetime(origin, name, *by_secs)
+            }
             Command::StopIdle { stops, by_policy } => self.stop_idle(origin, stops, *by_policy),
             Command::PolicyDestroy { name, reason } => self.policy_destroy(origin, name, reason),
         }

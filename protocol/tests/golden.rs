@@ -532,6 +532,32 @@ fn lifecycle_activity_and_notices() {
 }
 
 #[test]
+fn lifecycle_events() {
+    let event = |seq, kind| nexus_protocol::debug::WorkspaceEvent {
+        seq,
+        at: Timestamp::from_millis(3),
+        actor: nexus_protocol::debug::Actor::Policy("lifetime".into()),
+        request_id: None,
+        kind,
+        reason: Some("r".into()),
+        error: None,
+    };
+    use nexus_protocol::debug::EventKind;
+    check(
+        &ResponseFrame {
+            request_id: RequestId::from_u128(1),
+            result: Ok(Response::Events(vec![
+                event(1, EventKind::Held),
+                event(2, EventKind::Released),
+                event(3, EventKind::Extended { by_secs: 60 }),
+                event(4, EventKind::Noticed),
+            ])),
+        },
+        expect!["0000004d01001604010302086c69666574696d65000601017200020302086c69666574696d65000701017200030302086c69666574696d6500083c01017200040302086c69666574696d65000901017200"],
+    );
+}
+
+#[test]
 fn lifecycle_policies_and_holds() {
     let name: WorkspaceName = "api".parse().unwrap();
     let patch = PolicyPatch {

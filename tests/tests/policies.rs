@@ -300,6 +300,23 @@ async fn the_lifetime_destroys_only_after_two_notices_and_spares_held_workspaces
     );
     let inspect = ok(&pki, &cluster, "ada", &["workspace", "inspect", "kept"]).await;
     assert_eq!(inspect["lifecycle"]["held"], true);
+    let events = ok(&pki, &cluster, "ada", &["workspace", "events", "kept"]).await;
+    let held: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "held")
+        .collect();
+    assert_eq!(held.len(), 1, "{events:#}");
+    assert_eq!(held[0]["actor"]["name"], "ada");
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["kind"] != "noticed"),
+        "held from the start, it was never noticed: {events:#}"
+    );
     assert!(inspect["lifecycle"]["next"].is_null(), "{inspect:#}");
     // The admin's bulk stop spares the held one.
     let stopped = ok(

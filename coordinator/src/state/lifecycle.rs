@@ -207,20 +207,35 @@ impl State {
 
     /// Holds `name` (exempt from every automatic action; its policy notices are cleared), or
     /// gives it back to its policies.
-    pub(super) fn hold(&mut self, name: &WorkspaceName, held: bool) -> Outcome {
+    pub(super) fn hold(&mut self, origin: Origin<'_>, name: &WorkspaceName, held: bool) -> Outcome {
         let Some(workspace) = self.workspaces.get_mut(name) else {
             return reject(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"));
         };
+        if workspace.lifecycle.held == held {
+            return Outcome::Applied;
+        }
         workspace.lifecycle.held = held;
         if held {
             self.clear_policy_notices(name);
         }
+        let kind = if held {
+            EventKind::Held
+        } else {
+            EventKind::Released
+        };
+        let actor = Actor::Identity(origin.proposer.clone());
+        self.record_by(name, origin, actor, kind, None);
         Outcome::Applied
     }
 
     /// Pushes `name`'s lifetime out by `by_secs`; the notices of the destroy it postpones are
     /// cleared.
-    pub(super) fn extend_lifetime(&mut self, name: &WorkspaceName, by_secs: u64) -> Outcome {
+    pub(super) fn extend_lifetime(
+        &mut self,
+        origin: Origin<'_>,
+        name: &WorkspaceName,
+        by_secs: u64,
+    ) -> Outcome {
         let Some(workspace) = self.workspaces.get_mut(name) else {
             return reject(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"));
         };
@@ -236,6 +251,8 @@ impl State {
         }
         workspace.lifecycle.extended_secs = extended;
         self.clear_policy_notices(name);
+        let actor = Actor::Identity(origin.proposer.clone());
+        self.record_by(name, origin, actor, EventKind::Extended { by_secs }, None);
         Outcome::Applied
     }
 
@@ -270,7 +287,13 @@ impl State {
             let wanted = EventKind::Wanted(DesiredRun::Stopped);
             if by_policy {
                 let reason = format!("stopped by policy: inactive for {}", Secs(*idle_for_secs));
-                self.record_by(name, origin, policy_actor("inactivity"), wanted, reason);
+                self.record_by(
+                    name,
+                    origin,
+                    policy_actor("inactivity"),
+                    wanted,
+                    Some(reason),
+                );
             } else {
                 let reason = format!("stopped by an admin: idle for {}", Secs(*idle_for_secs));
                 self.record_asked(name, origin, wanted, Some(reason));
@@ -313,17 +336,26 @@ impl State {
             origin,
             policy_actor("lifetime"),
             wanted,
-            reason.to_string(),
+            Some(reason.to_string()),
         );
         Outcome::Applied
     }
 
     /// A policy notice about `name` was posted: its record keeps the id and time, which the
-    /// lifetime policy goes by.
-    pub(super) fn noted(&mut self, name: &WorkspaceName, id: u64, at: Timestamp) {
-        if let Some(workspace) = self.workspaces.get_mut(name) {
-            workspace.lifecycle.notices.push((id, at));
-        }
+    /// lifetime policy goes by, and its events the text.
+    pub(super) fn noted(&mut self, origin: Origin<'_>, name: &WorkspaceName, id: u64, text: &str) {
+        let Some(workspace) = self.workspaces.get_mut(name) else {
+            return;
+        };
+        workspace.lifecycle.notices.push((id, origin.at));
+        let reason = Some(text.to_string());
+        self.record_by(
+            name,
+            origin,
+            policy_actor("lifetime"),
+            EventKind::Noticed,
+            reason,
+        );
     }
 
     /// Clears `name`'s policy notices (held, extended, destroyed).

@@ -191,6 +191,27 @@ fn policy_notices_are_kept_by_the_workspace_and_taken_back_by_a_hold() {
     assert_eq!(log.at(30, hold), None);
     assert!(log.record("api").lifecycle.notices.is_empty());
     assert!(log.state.notices().is_empty());
+    let kinds: Vec<(EventKind, Actor)> = log
+        .state
+        .events_of(&w("api"))
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.actor))
+        .filter(|(kind, _)| matches!(kind, EventKind::Noticed | EventKind::Held))
+        .collect();
+    let alice = Actor::Identity(Identity::User {
+        name: "alice".parse().unwrap(),
+        role: Role::Admin,
+    });
+    let lifetime = Actor::Policy("lifetime".into());
+    assert_eq!(
+        kinds,
+        [
+            (EventKind::Noticed, lifetime.clone()),
+            (EventKind::Noticed, lifetime),
+            (EventKind::Held, alice),
+        ]
+    );
     // Held: no policy notice is taken.
     assert_eq!(log.notice(40, "api"), Some(ErrorCode::InvalidArgument));
     // Cleared by id (the loop's withdraw): gone from the workspace's record too.
@@ -256,6 +277,8 @@ fn an_extension_pushes_the_lifetime_and_takes_notices_back() {
     let api = log.record("api");
     assert_eq!(api.lifecycle.extended_secs, 7 * D);
     assert!(api.lifecycle.notices.is_empty());
+    let last = log.state.events_of(&w("api")).unwrap().pop().unwrap();
+    assert_eq!(last.kind, EventKind::Extended { by_secs: 7 * D });
     let stop = Command::SetDesiredRun {
         name: w("api"),
         run: DesiredRun::Stopped,

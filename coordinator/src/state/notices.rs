@@ -11,7 +11,7 @@ use nexus_protocol::error::ErrorCode;
 use nexus_protocol::model::{Notice, NoticeAudience, NoticeSource};
 use serde::{Deserialize, Serialize};
 
-use super::{Outcome, State, reject};
+use super::{Origin, Outcome, State, reject};
 
 /// The most notices the fleet keeps at once: expired ones go first when a post would pass it,
 /// then the oldest.
@@ -71,7 +71,7 @@ impl State {
     /// Posts a notice at `at`. Its text is bounded; an empty one is refused.
     pub(super) fn post_notice(
         &mut self,
-        at: Timestamp,
+        origin: Origin<'_>,
         text: &str,
         audience: &NoticeAudience,
         source: &NoticeSource,
@@ -103,11 +103,11 @@ impl State {
             text: text.to_string(),
             audience: audience.clone(),
             source: source.clone(),
-            posted_at: at,
+            posted_at: origin.at,
             until,
         });
         if let NoticeSource::Policy { workspace } = source {
-            self.noted(workspace, id, at);
+            self.noted(origin, workspace, id, text);
         }
         Outcome::Applied
     }
