@@ -156,7 +156,7 @@ impl State {
             .collect()
     }
 
-    /// `name`'s lifecycle for `nexus workspace inspect`, its next action as of `now`.
+    /// `name`'s lifecycle for `nexus workspace inspect`, with its next automatic action.
     pub fn lifecycle_view(&self, name: &WorkspaceName) -> Option<LifecycleView> {
         let workspace = self.workspaces.get(name)?;
         let policy = self.policy_for(workspace);
