@@ -68,16 +68,17 @@ pub async fn for_inspect(
     match client.request(request, TIMEOUT).await {
         Ok(Response::Lifecycle(view)) => Ok(Some(view)),
         Ok(other) => Err(CliError::unexpected(&other)),
-        Err(error)
-            if matches!(
-                error.error.code,
-                ErrorCode::Unsupported | ErrorCode::ProtocolError
-            ) =>
-        {
-            Ok(None)
-        }
+        Err(error) if unknown_request(&error) => Ok(None),
         Err(error) => Err(error),
     }
+}
+
+/// The refusal of a coordinator of an earlier release, which does not know the request.
+fn unknown_request(error: &CliError) -> bool {
+    matches!(
+        error.error.code,
+        ErrorCode::Unsupported | ErrorCode::ProtocolError
+    )
 }
 
 /// `admin limits [set ...]`: the limits, then the policies; `set` sends what it names of each.
@@ -138,23 +139,27 @@ pub async fn limits(
         Response::Limits(view) => view,
         other => return Err(CliError::unexpected(&other)),
     };
+    // A coordinator of an earlier release keeps no policies: its limits alone, unless a policy
+    // was asked to be set.
+    let reading = matches!(policy_request, AdminRequest::Policies);
     let policies = match settings
         .request(Request::Admin(policy_request), TIMEOUT)
-        .await?
+        .await
     {
-        Response::Policies(policies) => policies,
-        other => return Err(CliError::unexpected(&other)),
+        Ok(Response::Policies(policies)) => Some(policies),
+        Ok(other) => return Err(CliError::unexpected(&other)),
+        Err(error) if reading && unknown_request(&error) => None,
+        Err(error) => return Err(error),
     };
     let mut json = output::limits_view_json(&view);
-    if let Value::Object(map) = &mut json {
-        map.insert(
-            "policies".into(),
-            output::policies::policies_json(&policies),
-        );
+    if let (Some(policies), Value::Object(map)) = (&policies, &mut json) {
+        map.insert("policies".into(), output::policies::policies_json(policies));
     }
     output::emit(format, &json, || {
         let mut text = output::limits_table(&view);
-        text.push_str(&output::policies::policies_table(&policies));
+        if let Some(policies) = &policies {
+            text.push_str(&output::policies::policies_table(policies));
+        }
         text
     });
     Ok(())
