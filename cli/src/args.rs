@@ -197,6 +197,37 @@ pub enum WorkspaceCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Exempt the workspace from every automatic action (the inactivity stop, the lifetime's
+    /// destroy, an admin's bulk stop); its destroy notices are taken back.
+    Hold { name: WorkspaceName },
+    /// Give a held workspace back to its policies.
+    Release { name: WorkspaceName },
+    /// The workspace's recent events, oldest first: who changed it, how, why (a policy's reason
+    /// too), under which request.
+    Events(EventsArgs),
+}
+
+/// A policy duration: 30s, 15m, 24h, 7d; 0 turns the policy off.
+pub fn parse_policy_secs(value: &str) -> Result<u64, String> {
+    nexus_protocol::policy::parse_secs(value).map_err(|e| e.0)
+}
+
+/// The lifecycle policy's values, each a duration (`0`: off).
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct PolicyArgs {
+    /// Stop a running workspace unused for this long (default 7d; 0: never).
+    #[arg(long, value_name = "DUR", value_parser = parse_policy_secs)]
+    pub inactive_stop_after: Option<u64>,
+    /// Destroy a workspace this long after its creation, after two notices (default 30d; 0:
+    /// never).
+    #[arg(long, value_name = "DUR", value_parser = parse_policy_secs)]
+    pub max_lifetime: Option<u64>,
+    /// The first notice's lead before a destroy (default 24h).
+    #[arg(long, value_name = "DUR", value_parser = parse_policy_secs)]
+    pub first_notice: Option<u64>,
+    /// The last notice's lead before a destroy (default 1h).
+    #[arg(long, value_name = "DUR", value_parser = parse_policy_secs)]
+    pub last_notice: Option<u64>,
 }
 
 /// A workspace to change, and whether to wait for the change.
@@ -665,6 +696,8 @@ pub struct LimitsSetArgs {
     /// The scoring for creates that do not choose (cluster-wide only).
     #[arg(long, value_parser = parse_scoring)]
     pub scoring: Option<Scoring>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -719,6 +752,26 @@ pub enum AdminWorkspaceCommand {
         owner: Option<UserName>,
         #[command(flatten)]
         age: CleanupArgs,
+    },
+    /// Override the lifecycle policy for one workspace (over its host's and the cluster's).
+    Policy {
+        name: WorkspaceName,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Push a workspace's lifetime out; its destroy notices are taken back.
+    Extend {
+        name: WorkspaceName,
+        /// By how long: 30s, 24h, 7d.
+        #[arg(long, value_name = "DUR", value_parser = parse_policy_secs)]
+        by: u64,
+    },
+    /// Stop every running workspace idle at least this long (held ones excepted), and print
+    /// those it stopped.
+    Stop {
+        /// How long unused: 30m, 24h, 7d.
+        #[arg(long, value_name = "DUR", value_parser = parse_policy_secs)]
+        idle_for: u64,
     },
 }
 

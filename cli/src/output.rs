@@ -18,6 +18,7 @@ use crate::args::OutputFormat;
 pub mod backups;
 pub mod events;
 pub mod notices;
+pub mod policies;
 
 /// Writes `text` to stdout. A closed stdout (`nexus ... | head`) is not an error worth a panic.
 pub fn print(text: &str) {

@@ -324,6 +324,10 @@ fn event_what(kind: &EventKind) -> String {
         EventKind::Restart => "restart asked".to_string(),
         EventKind::Repair { generation } => format!("repair, generation {generation}"),
         EventKind::PortsReassigned => "host ports reassigned".to_string(),
+        EventKind::Held => "held".to_string(),
+        EventKind::Released => "released".to_string(),
+        EventKind::Extended { by_secs } => format!("lifetime extended by {by_secs}s"),
+        EventKind::Noticed => "owner noticed".to_string(),
     }
 }
 

@@ -94,7 +94,9 @@ pub fn request_workspace(request: &Request) -> Option<&WorkspaceName> {
         | WorkspaceRequest::Describe(name)
         | WorkspaceRequest::Endpoint(name)
         | WorkspaceRequest::Events(name)
-        | WorkspaceRequest::Lifecycle(name) => Some(name),
+        | WorkspaceRequest::Lifecycle(name)
+        | WorkspaceRequest::Hold(name)
+        | WorkspaceRequest::Release(name) => Some(name),
         WorkspaceRequest::List
         | WorkspaceRequest::Notices
         | WorkspaceRequest::Cleanup { .. }
@@ -120,7 +122,10 @@ pub fn command_workspace(command: &Command) -> Option<&WorkspaceName> {
         | Command::DestroyWorkspace { name }
         | Command::RestartWorkspace { name }
         | Command::SwitchWorkspace { name, .. }
-        | Command::RepairWorkspace { name } => Some(name),
+        | Command::RepairWorkspace { name }
+        | Command::HoldWorkspace { name, .. }
+        | Command::ExtendLifetime { name, .. }
+        | Command::PolicyDestroy { name, .. } => Some(name),
         _ => None,
     }
 }

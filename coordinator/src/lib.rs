@@ -23,6 +23,7 @@ mod locks;
 pub mod metrics;
 pub mod peers;
 pub mod placer;
+pub mod policy;
 pub mod probes;
 pub mod recover;
 pub mod reload;
@@ -296,6 +297,10 @@ async fn run_inner(
                 .await
         }
     });
+    let policies = tokio::spawn({
+        let service = service.clone();
+        async move { service.follow_policies().await }
+    });
     let mut failure = None;
     let until = async {
         tokio::select! {
@@ -307,6 +312,7 @@ async fn run_inner(
     detector.abort();
     schedule.abort();
     maintenance.abort();
+    policies.abort();
     if let Some(hangups) = hangups {
         hangups.abort();
     }

@@ -12,6 +12,7 @@
 use nexus_protocol::message::{AdminRequest, AgentRequest, PeerRequest, Request, StaleRead};
 use nexus_protocol::message::{HostRequest, WorkspaceRequest};
 use nexus_protocol::model::{HostStatus, WorkspaceState};
+use nexus_protocol::policy::PolicyAction;
 use nexus_telemetry::{Counter, Counters, Gauge, Gauges, Histogram, Histograms, Registry};
 
 use crate::starts::{StartKind, StartOutcome};
@@ -69,6 +70,8 @@ pub struct Metrics {
     pub backup_size_bytes: Gauge,
     /// The replicated schedule's interval while this node leads (0: off, or not leading).
     pub backup_interval: Gauge,
+    /// What the lifecycle policies did, by `action` (`PolicyAction::as_str`).
+    pub policy_actions: Counters<1>,
 }
 
 impl Metrics {
@@ -190,6 +193,11 @@ impl Metrics {
                 "nexus_backup_interval_seconds",
                 "The backup schedule's interval on the leader (0 on followers, or when off).",
             ),
+            policy_actions: r.counters(
+                "nexus_policy_actions_total",
+                "What the lifecycle policies did, through Raft, by action: stop, notice, destroy, withdraw.",
+                ["action"],
+            ),
         }
         .init()
     }
@@ -206,6 +214,9 @@ impl Metrics {
         }
         for outcome in BACKUP_OUTCOMES {
             self.backups.inc_by([outcome], 0);
+        }
+        for action in PolicyAction::ALL {
+            self.policy_actions.inc_by([action.as_str()], 0);
         }
         for kind in StartKind::ALL {
             self.workspace_start_duration.init([kind.as_str()]);
@@ -363,6 +374,8 @@ fn workspace_kind(request: &WorkspaceRequest) -> &'static str {
         WorkspaceRequest::Events(_) => "workspace_events",
         WorkspaceRequest::Notices => "workspace_notices",
         WorkspaceRequest::Lifecycle(_) => "workspace_lifecycle",
+        WorkspaceRequest::Hold(_) => "workspace_hold",
+        WorkspaceRequest::Release(_) => "workspace_release",
     }
 }
 
@@ -396,6 +409,10 @@ fn admin_kind(request: &AdminRequest) -> &'static str {
         AdminRequest::PostNotice { .. } => "admin_post_notice",
         AdminRequest::Notices => "admin_notices",
         AdminRequest::ClearNotices(_) => "admin_clear_notices",
+        AdminRequest::Policies => "admin_policies",
+        AdminRequest::SetPolicy { .. } => "admin_set_policy",
+        AdminRequest::ExtendLifetime { .. } => "admin_extend_lifetime",
+        AdminRequest::StopIdle { .. } => "admin_stop_idle",
     }
 }
 
@@ -444,6 +461,7 @@ mod tests {
             "nexus_backup_last_success_timestamp_seconds",
             "nexus_backup_size_bytes",
             "nexus_backup_interval_seconds",
+            "nexus_policy_actions_total",
         ] {
             let declared = format!("# TYPE {name} ");
             assert_eq!(text.matches(&declared).count(), 1, "{name} in\n{text}");

@@ -25,6 +25,7 @@ mod logs;
 mod maintenance;
 mod notices;
 mod peers;
+mod policies;
 mod restore;
 #[cfg(test)]
 mod testing;

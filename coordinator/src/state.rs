@@ -55,7 +55,7 @@ pub use desired::ChangedHosts;
 pub use events::{EVENT_TEXT_BYTES, EVENTS_KEPT, History, RECORD_EVENTS_MAX};
 pub use invariants::BrokenInvariant;
 pub use journal::JOURNAL_RETENTION_MS;
-pub use lifecycle::Lifecycle;
+pub use lifecycle::{Lifecycle, Policies};
 pub use maintenance::Maintenance;
 pub use nexus_protocol::model::{Limits, LimitsPatch};
 pub use notices::{NOTICES_MAX, Notices};
@@ -100,6 +100,8 @@ pub struct State {
     notices: Notices,
     /// Host maintenance: the weekly window, the last scheduled run.
     maintenance: Maintenance,
+    /// The lifecycle policies: the cluster's and hosts' (workspaces' are in their records).
+    policies: Policies,
     /// Which workspaces hold events under each request id: an index of `events`, so that a
     /// request's record costs its own events rather than the fleet's. Derived like `on_host`.
     #[serde(skip)]
@@ -257,10 +259,17 @@ impl State {
                 audience,
                 source,
                 until,
-            } => self.post_notice(at, text, audience, source, *until),
+            } => self.post_notice(origin, text, audience, source, *until),
             Command::ClearNotices(ids) => self.clear_notices(ids),
             Command::SetMaintenanceSchedule(schedule) => self.set_maintenance_schedule(schedule),
             Command::RecordMaintenance(summary) => self.record_maintenance(summary),
+            Command::SetPolicy { scope, patch } => self.set_policy(scope, patch),
+            Command::HoldWorkspace { name, held } => self.hold(origin, name, *held),
+            Command::ExtendLifetime { name, by_secs } => {
+                self.extend_lifetime(origin, name, *by_secs)
+            }
+            Command::StopIdle { stops, by_policy } => self.stop_idle(origin, stops, *by_policy),
+            Command::PolicyDestroy { name, reason } => self.policy_destroy(origin, name, reason),
         }
     }
 }
@@ -281,3 +290,6 @@ fn reject(code: ErrorCode, message: impl Into<String>) -> Outcome {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod lifecycle_tests;

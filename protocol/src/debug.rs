@@ -130,6 +130,14 @@ pub enum EventKind {
     Repair { generation: u64 },
     /// Its host ports were given anew after a conflict.
     PortsReassigned,
+    /// Held: exempt from every automatic action.
+    Held,
+    /// Released from a hold: its policies apply again.
+    Released,
+    /// Its lifetime was pushed out by this many seconds.
+    Extended { by_secs: u64 },
+    /// A policy told its owner of an action to come (the reason is the notice's text).
+    Noticed,
 }
 
 /// One entry of a workspace's history, replicated with the workspace.

@@ -32,6 +32,7 @@ pub mod maintenance;
 pub mod message;
 pub mod model;
 pub mod pki;
+pub mod policy;
 pub mod settings;
 pub mod transport;
 

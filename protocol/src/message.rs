@@ -26,6 +26,7 @@ use crate::model::{
     Activity, BackupInfo, BackupSchedule, ContainerStats, HostInfo, HostStats, HostStatus, Limits,
     LimitsPatch, Notice, PortBinding, Scoring, WorkspaceSpec, WorkspaceState, WorkspaceView,
 };
+use crate::policy::{NextAction, PoliciesView, Policy, PolicyPatch, PolicyScope};
 
 /// The protocol version both sides must share. Raised on an incompatible change of any message
 /// (which the append-only rule should make rare).
@@ -248,6 +249,11 @@ pub enum WorkspaceRequest {
     Notices,
     /// What the workspace's lifecycle policies go by and will do: [`Response::Lifecycle`].
     Lifecycle(WorkspaceName),
+    /// Exempt the workspace from every automatic action (owner or admin):
+    /// [`Response::Lifecycle`]. Its policy notices are cleared.
+    Hold(WorkspaceName),
+    /// Give the workspace back to its policies: [`Response::Lifecycle`].
+    Release(WorkspaceName),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,6 +346,20 @@ pub enum AdminRequest {
     /// Clear the notices of these ids, or (`None`) every notice: [`Response::Notices`] with
     /// those left. An id that names no notice is refused, and nothing is cleared.
     ClearNotices(Option<Vec<u64>>),
+    /// The lifecycle policies, cluster-wide and overridden: [`Response::Policies`].
+    Policies,
+    /// Change the cluster's policy, or a host's or a workspace's override of it: answered with
+    /// the policies.
+    SetPolicy {
+        scope: PolicyScope,
+        patch: PolicyPatch,
+    },
+    /// Push a workspace's lifetime out by this many seconds: [`Response::Lifecycle`]. Its
+    /// destroy notices are cleared.
+    ExtendLifetime { name: WorkspaceName, by_secs: u64 },
+    /// Stop every running workspace idle at least this long, held ones excepted: answered
+    /// [`Response::Workspaces`] with those it stopped.
+    StopIdle { idle_for_secs: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -404,6 +424,7 @@ pub enum Response {
     Maintained(MaintenanceReport),
     /// The maintenance schedule, its next window and the last scheduled run.
     Maintenance(MaintenanceStatus),
+    Policies(Box<PoliciesView>),
 }
 
 /// A workspace's lifecycle as its policies see it (`nexus workspace inspect`).
@@ -412,6 +433,16 @@ pub struct LifecycleView {
     pub workspace: WorkspaceName,
     /// When it was last in use, and how.
     pub last_activity: Activity,
+    /// Exempt from every automatic action.
+    pub held: bool,
+    /// The policy in force on it (its override over its host's over the cluster's).
+    pub policy: Policy,
+    /// Its own override, if an admin set one.
+    pub policy_override: PolicyPatch,
+    /// How long admins extended its lifetime by, in seconds.
+    pub extended_secs: u64,
+    /// The next automatic action and when (`None`: none to come, or held).
+    pub next: Option<NextAction>,
 }
 
 /// A Nexus container whose workspace the host's desired state does not name (one created after

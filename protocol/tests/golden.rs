@@ -15,6 +15,7 @@ use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::identity::{Identity, IdentityKind, Role};
 use nexus_protocol::message::*;
 use nexus_protocol::model::*;
+use nexus_protocol::policy::*;
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 
 fn hex(bytes: &[u8]) -> String {
@@ -508,11 +509,116 @@ fn lifecycle_activity_and_notices() {
         &ResponseFrame {
             request_id: RequestId::from_u128(1),
             result: Ok(Response::Lifecycle(Box::new(LifecycleView {
-                workspace: name,
+                workspace: name.clone(),
                 last_activity: activity,
+                held: true,
+                policy: Policy::default(),
+                policy_override: PolicyPatch {
+                    max_lifetime_secs: Some(0),
+                    ..PolicyPatch::default()
+                },
+                extended_secs: 60,
+                next: Some(NextAction {
+                    action: PolicyAction::Stop,
+                    at: Timestamp::from_millis(9),
+                    reason: "inactive for 7 d".into(),
+                }),
             }))),
         },
-        expect!["00000009010022036170690502"],
+        expect![
+            "0000003601002203617069050201fc803a0900fc008d2700fc80510100fb100e00010000003c01000910696e61637469766520666f7220372064"
+        ],
+    );
+}
+
+#[test]
+fn lifecycle_events() {
+    let event = |seq, kind| nexus_protocol::debug::WorkspaceEvent {
+        seq,
+        at: Timestamp::from_millis(3),
+        actor: nexus_protocol::debug::Actor::Policy("lifetime".into()),
+        request_id: None,
+        kind,
+        reason: Some("r".into()),
+        error: None,
+    };
+    use nexus_protocol::debug::EventKind;
+    check(
+        &ResponseFrame {
+            request_id: RequestId::from_u128(1),
+            result: Ok(Response::Events(vec![
+                event(1, EventKind::Held),
+                event(2, EventKind::Released),
+                event(3, EventKind::Extended { by_secs: 60 }),
+                event(4, EventKind::Noticed),
+            ])),
+        },
+        expect![
+            "0000004d01001604010302086c69666574696d65000601017200020302086c69666574696d65000701017200030302086c69666574696d6500083c01017200040302086c69666574696d65000901017200"
+        ],
+    );
+}
+
+#[test]
+fn lifecycle_policies_and_holds() {
+    let name: WorkspaceName = "api".parse().unwrap();
+    let patch = PolicyPatch {
+        inactive_stop_after_secs: Some(30),
+        max_lifetime_secs: None,
+        first_notice_secs: Some(3),
+        last_notice_secs: None,
+    };
+    check(
+        &request(Request::Workspace(WorkspaceRequest::Hold(name.clone()))),
+        expect!["00000017fe100f0e0d0c0b0a090807060504030201021103617069"],
+    );
+    check(
+        &request(Request::Workspace(WorkspaceRequest::Release(name.clone()))),
+        expect!["00000017fe100f0e0d0c0b0a090807060504030201021203617069"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::Policies)),
+        expect!["00000013fe100f0e0d0c0b0a090807060504030201031c"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::SetPolicy {
+            scope: PolicyScope::Workspace(name.clone()),
+            patch,
+        })),
+        expect!["0000001efe100f0e0d0c0b0a090807060504030201031d0203617069011e00010300"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::SetPolicy {
+            scope: PolicyScope::Host("h1".parse().unwrap()),
+            patch,
+        })),
+        expect!["0000001dfe100f0e0d0c0b0a090807060504030201031d01026831011e00010300"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::ExtendLifetime {
+            name: name.clone(),
+            by_secs: 86_400,
+        })),
+        expect!["0000001cfe100f0e0d0c0b0a090807060504030201031e03617069fc80510100"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::StopIdle {
+            idle_for_secs: 86_400,
+        })),
+        expect!["00000018fe100f0e0d0c0b0a090807060504030201031ffc80510100"],
+    );
+    check(
+        &ResponseFrame {
+            request_id: RequestId::from_u128(1),
+            result: Ok(Response::Policies(Box::new(PoliciesView {
+                cluster: Policy::default(),
+                hosts: vec![("h1".parse().unwrap(), patch)],
+                workspaces: vec![(name, PolicyPatch::default())],
+            }))),
+        },
+        expect![
+            "00000028010025fc803a0900fc008d2700fc80510100fb100e01026831011e00010300010361706900000000"
+        ],
     );
 }
 

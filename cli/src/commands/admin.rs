@@ -8,11 +8,10 @@ use nexus_protocol::message::{
     AdminRequest, ClusterStatus, HostView, Request, Response, StaleRead, WorkspaceRequest,
     WorkspaceUsage,
 };
-use nexus_protocol::model::{HostStatus, LimitsPatch};
+use nexus_protocol::model::HostStatus;
 
 use crate::args::{
-    AdminCommand, AdminWorkspaceCommand, ClusterCommand, HostCommand, LimitsCommand, OutputFormat,
-    TopSort,
+    AdminCommand, AdminWorkspaceCommand, ClusterCommand, HostCommand, OutputFormat, TopSort,
 };
 use crate::cluster::leader_status;
 use crate::commands::{health, workspace};
@@ -115,47 +114,7 @@ pub async fn run(
             other => Err(CliError::unexpected(&other)),
         },
         AdminCommand::Limits(command) => {
-            let request = match command {
-                LimitsCommand::Show => AdminRequest::Limits,
-                LimitsCommand::Set(args) => {
-                    let patch = LimitsPatch {
-                        max_workspaces_per_host: args.max_workspaces_per_host,
-                        max_ports_per_workspace: args.max_ports_per_workspace,
-                        max_concurrent_ops_per_host: args.max_concurrent_ops,
-                        cpu_overcommit_percent: args.cpu_overcommit,
-                        memory_overcommit_percent: args.memory_overcommit,
-                        scoring: args.scoring,
-                    };
-                    if patch.is_empty() {
-                        return Err(CliError::local(
-                            ErrorCode::InvalidArgument,
-                            "nothing to set",
-                        )
-                        .suggest("name at least one limit, e.g. --max-workspaces-per-host 30 (see `nexus admin limits set --help`)"));
-                    }
-                    // Checked here too, so a typo is refused before anything is sent.
-                    patch.check().map_err(|why| {
-                        CliError::local(ErrorCode::InvalidArgument, why.to_string())
-                            .suggest("see `nexus admin limits set --help` for each limit")
-                    })?;
-                    AdminRequest::SetLimits {
-                        host: args.host,
-                        patch,
-                    }
-                }
-            };
-            match settings
-                .request(Request::Admin(request), READ_TIMEOUT)
-                .await?
-            {
-                Response::Limits(view) => {
-                    output::emit(format, &output::limits_view_json(&view), || {
-                        output::limits_table(&view)
-                    });
-                    Ok(())
-                }
-                other => Err(CliError::unexpected(&other)),
-            }
+            crate::commands::policies::limits(command, settings, format).await
         }
         AdminCommand::Workspace(command) => match command {
             AdminWorkspaceCommand::List { host, owner, stale } => {
@@ -224,6 +183,15 @@ pub async fn run(
             }
             AdminWorkspaceCommand::Events(args) => {
                 crate::commands::events::run(settings, args, format).await
+            }
+            AdminWorkspaceCommand::Policy { name, policy } => {
+                crate::commands::policies::workspace_policy(settings, name, policy, format).await
+            }
+            AdminWorkspaceCommand::Extend { name, by } => {
+                crate::commands::policies::extend(settings, name, by, format).await
+            }
+            AdminWorkspaceCommand::Stop { idle_for } => {
+                crate::commands::policies::stop_idle(settings, idle_for, format).await
             }
             AdminWorkspaceCommand::Orphans(args) => {
                 crate::commands::orphans::run(settings, args, format).await

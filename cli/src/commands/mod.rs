@@ -15,6 +15,7 @@ pub mod notice;
 pub mod orphans;
 pub mod ping;
 pub mod pki;
+pub mod policies;
 pub mod repair;
 pub mod restore;
 pub mod sync;

@@ -13,7 +13,7 @@ use nexus_protocol::message::{
 use nexus_protocol::model::{PortSpec, ResourceClass, Scoring, WorkspaceSpec, WorkspaceState};
 
 use crate::args::{ClassArg, OutputFormat, WaitArgs, WorkspaceCommand};
-use crate::commands::host;
+use crate::commands::{events, host, policies};
 use crate::error::CliError;
 use crate::output;
 use crate::settings::{Client, Settings};
@@ -83,6 +83,19 @@ pub async fn run(
         }
         WorkspaceCommand::Exec { name, command } => {
             return host::exec(settings, name, command, format).await;
+        }
+        WorkspaceCommand::Hold { name } => {
+            return policies::hold(settings, name, true, format)
+                .await
+                .map(|()| 0);
+        }
+        WorkspaceCommand::Release { name } => {
+            return policies::hold(settings, name, false, format)
+                .await
+                .map(|()| 0);
+        }
+        WorkspaceCommand::Events(args) => {
+            return events::run(settings, args, format).await.map(|()| 0);
         }
         WorkspaceCommand::Sync(_) => {
             return Err(CliError::local(
@@ -166,11 +179,23 @@ pub async fn inspect(
     // A second request: the detail is a wire type of its own, and older coordinators keep no
     // events.
     let events = crate::commands::events::for_inspect(&mut client, &name).await?;
-    output::emit(
-        format,
-        &output::events::workspace_inspect_json(&detail, &events),
-        || output::events::workspace_inspect_text(&detail, &events),
-    );
+    // A third: the lifecycle (last activity, hold, policy, next action), none from a
+    // coordinator that does not know it.
+    let lifecycle = policies::for_inspect(&mut client, &name).await?;
+    let mut json = output::events::workspace_inspect_json(&detail, &events);
+    if let (Some(view), serde_json::Value::Object(map)) = (&lifecycle, &mut json) {
+        map.insert("lifecycle".into(), output::policies::lifecycle_json(view));
+    }
+    output::emit(format, &json, || {
+        let mut text = output::events::workspace_inspect_text(&detail, &events);
+        if let Some(view) = &lifecycle {
+            text.push_str(&output::policies::lifecycle_text(
+                view,
+                nexus_protocol::clock::now(),
+            ));
+        }
+        text
+    });
     Ok(())
 }
 

@@ -103,6 +103,10 @@ pub fn event_json(event: &WorkspaceEvent) -> Value {
             EventKind::Restart => ("restart", vec![]),
             EventKind::Repair { generation } => ("repair", vec![("generation", json!(generation))]),
             EventKind::PortsReassigned => ("ports_reassigned", vec![]),
+            EventKind::Held => ("held", vec![]),
+            EventKind::Released => ("released", vec![]),
+            EventKind::Extended { by_secs } => ("extended", vec![("by_secs", json!(by_secs))]),
+            EventKind::Noticed => ("noticed", vec![]),
         };
         map.insert("kind".into(), json!(kind));
         for (key, value) in fields {
@@ -163,6 +167,13 @@ fn kind_text(kind: &EventKind) -> String {
         EventKind::Restart => "restart".into(),
         EventKind::Repair { generation } => format!("repair (generation {generation})"),
         EventKind::PortsReassigned => "ports reassigned".into(),
+        EventKind::Held => "held".into(),
+        EventKind::Released => "released".into(),
+        EventKind::Extended { by_secs } => format!(
+            "lifetime extended by {}",
+            nexus_protocol::policy::Secs(*by_secs)
+        ),
+        EventKind::Noticed => "owner noticed".into(),
     }
 }
 

@@ -57,6 +57,9 @@ impl Service {
                 | AdminRequest::MaintenanceSchedule(Some(_))
                 | AdminRequest::PostNotice { .. }
                 | AdminRequest::ClearNotices(_)
+                | AdminRequest::SetPolicy { .. }
+                | AdminRequest::ExtendLifetime { .. }
+                | AdminRequest::StopIdle { .. }
         );
         if consistency == Consistency::Stale && write {
             return Err(WireError::new(
@@ -253,6 +256,13 @@ impl Service {
             | AdminRequest::BackupUpload { .. }
             | AdminRequest::BackupSchedule(_)) => {
                 self.backups(peer, request_id, request, consistency).await
+            }
+            request @ (AdminRequest::Policies
+            | AdminRequest::SetPolicy { .. }
+            | AdminRequest::ExtendLifetime { .. }
+            | AdminRequest::StopIdle { .. }) => {
+                self.policy_admin(peer, request_id, request, consistency)
+                    .await
             }
         }
     }

@@ -5,7 +5,7 @@
 use nexus_protocol::clock;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::{Identity, Role};
-use nexus_protocol::message::{DesiredRun, LifecycleView, Response, WorkspaceRequest};
+use nexus_protocol::message::{DesiredRun, Response, WorkspaceRequest};
 use nexus_protocol::model::{WorkspaceSpec, WorkspaceState, WorkspaceView};
 use nexus_protocol::transport::Peer;
 use nexus_protocol::{RequestId, UserName, WorkspaceName};
@@ -86,21 +86,21 @@ impl Service {
             WorkspaceRequest::Events(name) => self.events(peer, &name, admin, consistency).await,
             WorkspaceRequest::Lifecycle(name) => {
                 self.owned(peer, &name, admin, consistency).await?;
-                let wanted = name.clone();
+                self.lifecycle(&name, consistency).await
+            }
+            WorkspaceRequest::Hold(ref name) | WorkspaceRequest::Release(ref name) => {
+                let held = matches!(request, WorkspaceRequest::Hold(_));
+                let name = name.clone();
+                self.owned(peer, &name, admin, Consistency::Linearizable)
+                    .await?;
+                let command = Command::HoldWorkspace {
+                    name: name.clone(),
+                    held,
+                };
                 self.cluster
-                    .read(consistency, move |state| {
-                        state.workspaces().get(&wanted).map(|w| {
-                            Box::new(LifecycleView {
-                                workspace: wanted.clone(),
-                                last_activity: w.lifecycle.last_activity,
-                            })
-                        })
-                    })
-                    .await?
-                    .map(Response::Lifecycle)
-                    .ok_or_else(|| {
-                        WireError::new(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"))
-                    })
+                    .propose(request_id, peer.identity.clone(), command)
+                    .await?;
+                self.lifecycle(&name, Consistency::Linearizable).await
             }
             WorkspaceRequest::Notices => {
                 let user = user.clone();

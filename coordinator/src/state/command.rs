@@ -14,6 +14,7 @@ use nexus_protocol::model::{
     Activity, HostInfo, HostStatus, LimitsPatch, NoticeAudience, NoticeSource, PortBinding,
     WorkspaceSpec,
 };
+use nexus_protocol::policy::{PolicyPatch, PolicyScope};
 use nexus_protocol::{HostId, RequestId, UserName, WorkspaceName};
 use serde::{Deserialize, Serialize};
 
@@ -115,6 +116,32 @@ pub enum Command {
     SetMaintenanceSchedule(MaintenanceSchedule),
     /// What the leader's scheduled maintenance run did, daemon by daemon (`maintenance status`).
     RecordMaintenance(MaintenanceSummary),
+    /// Change the cluster's lifecycle policy, or a host's or a workspace's override of it.
+    SetPolicy {
+        scope: PolicyScope,
+        patch: PolicyPatch,
+    },
+    /// Hold a workspace (exempt from every automatic action), or release it.
+    HoldWorkspace {
+        name: WorkspaceName,
+        held: bool,
+    },
+    /// Push a workspace's lifetime out by this many seconds.
+    ExtendLifetime {
+        name: WorkspaceName,
+        by_secs: u64,
+    },
+    /// Stop each workspace still running, not held and idle at least its seconds: the
+    /// inactivity policy's (`by_policy`) or an admin's bulk stop.
+    StopIdle {
+        stops: Vec<(WorkspaceName, u64)>,
+        by_policy: bool,
+    },
+    /// Destroy a workspace whose lifetime is over and whose owner was told, if still due.
+    PolicyDestroy {
+        name: WorkspaceName,
+        reason: String,
+    },
 }
 
 /// One create of a [`Command::PlaceWorkspaces`] batch.

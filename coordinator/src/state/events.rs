@@ -123,6 +123,12 @@ enum What {
         generation: u64,
     },
     PortsReassigned,
+    Held,
+    Released,
+    Extended {
+        by_secs: u64,
+    },
+    Noticed,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,6 +156,10 @@ impl Kept {
             What::Restart => EventKind::Restart,
             What::Repair { generation } => EventKind::Repair { generation },
             What::PortsReassigned => EventKind::PortsReassigned,
+            What::Held => EventKind::Held,
+            What::Released => EventKind::Released,
+            What::Extended { by_secs } => EventKind::Extended { by_secs },
+            What::Noticed => EventKind::Noticed,
         };
         let (reason, error) = match self.notes.as_deref() {
             Some(notes) => (notes.reason.clone(), notes.error.clone()),
@@ -284,6 +294,26 @@ impl State {
         self.push(name, origin.at, change);
     }
 
+    /// What `actor` (a policy, or a person's hold or extension) did to `name` without changing
+    /// what its host should do, under the proposal that carried it; the cause stays.
+    pub(super) fn record_by(
+        &mut self,
+        name: &WorkspaceName,
+        origin: Origin<'_>,
+        actor: Actor,
+        kind: EventKind,
+        reason: Option<String>,
+    ) {
+        let change = Change {
+            actor: Who::Other(Box::new(actor)),
+            request_id: Some(origin.request_id),
+            kind: What::from(kind),
+            reason,
+            error: None,
+        };
+        self.push(name, origin.at, change);
+    }
+
     /// `name` is forgotten: so are its events.
     pub(super) fn forget_events(&mut self, name: &WorkspaceName) {
         if let Some(history) = self.events.remove(name) {
@@ -361,6 +391,10 @@ impl From<EventKind> for What {
             EventKind::Restart => What::Restart,
             EventKind::Repair { generation } => What::Repair { generation },
             EventKind::PortsReassigned => What::PortsReassigned,
+            EventKind::Held => What::Held,
+            EventKind::Released => What::Released,
+            EventKind::Extended { by_secs } => What::Extended { by_secs },
+            EventKind::Noticed => What::Noticed,
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Not here: who may post or read them (the service), nor how the CLI shows them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nexus_protocol::UserName;
 use nexus_protocol::clock::Timestamp;
@@ -11,7 +11,7 @@ use nexus_protocol::error::ErrorCode;
 use nexus_protocol::model::{Notice, NoticeAudience, NoticeSource};
 use serde::{Deserialize, Serialize};
 
-use super::{Outcome, State, reject};
+use super::{Origin, Outcome, State, reject};
 
 /// The most notices the fleet keeps at once: expired ones go first when a post would pass it,
 /// then the oldest.
@@ -71,7 +71,7 @@ impl State {
     /// Posts a notice at `at`. Its text is bounded; an empty one is refused.
     pub(super) fn post_notice(
         &mut self,
-        at: Timestamp,
+        origin: Origin<'_>,
         text: &str,
         audience: &NoticeAudience,
         source: &NoticeSource,
@@ -87,21 +87,43 @@ impl State {
                 format!("a notice's text is at most {} bytes", Notice::TEXT_MAX),
             );
         }
-        self.notices.post(Notice {
+        if let NoticeSource::Policy { workspace } = source
+            && self
+                .workspaces
+                .get(workspace)
+                .is_none_or(|w| w.lifecycle.held)
+        {
+            return reject(
+                ErrorCode::InvalidArgument,
+                format!("no policy notice for {workspace}: it is held or gone"),
+            );
+        }
+        let id = self.notices.post(Notice {
             id: 0,
             text: text.to_string(),
             audience: audience.clone(),
             source: source.clone(),
-            posted_at: at,
+            posted_at: origin.at,
             until,
         });
+        if let NoticeSource::Policy { workspace } = source {
+            self.noted(origin, workspace, id, text);
+        }
         Outcome::Applied
     }
 
-    /// Clears the notices of these ids (unknown ones are skipped).
+    /// Clears the notices of these ids (unknown ones are skipped). A policy notice is forgotten
+    /// by its workspace's lifecycle too, even one already dropped from the notices.
     pub(super) fn clear_notices(&mut self, ids: &[u64]) -> Outcome {
         for id in ids {
             self.notices.by_id.remove(id);
+        }
+        let cleared: BTreeSet<u64> = ids.iter().copied().collect();
+        for workspace in self.workspaces.values_mut() {
+            workspace
+                .lifecycle
+                .notices
+                .retain(|(id, _)| !cleared.contains(id));
         }
         Outcome::Applied
     }

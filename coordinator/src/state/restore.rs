@@ -118,6 +118,7 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>, header: &Back
         backup_schedule: running.backup_schedule,
         notices: backup.notices,
         maintenance: running.maintenance,
+        policies: backup.policies,
         events_by_request: backup.events_by_request,
         on_host: BTreeMap::new(),
         host_ids: Vec::new(),

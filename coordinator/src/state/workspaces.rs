@@ -145,6 +145,9 @@ impl State {
         let host = workspace.host.clone();
         self.bump(&host);
         self.record_asked(name, origin, EventKind::Wanted(run), None);
+        if run == DesiredRun::Running {
+            self.touch_started(name, origin.at);
+        }
         Outcome::Applied
     }
 
@@ -159,6 +162,7 @@ impl State {
         workspace.updated_at = origin.at;
         let host = workspace.host.clone();
         self.bump(&host);
+        self.clear_policy_notices(name);
         self.record_asked(name, origin, EventKind::Wanted(DesiredRun::Absent), None);
         Outcome::Applied
     }
@@ -183,6 +187,7 @@ impl State {
             workspace.updated_at = origin.at;
             let host = workspace.host.clone();
             self.bump(&host);
+            self.clear_policy_notices(name);
             let why = "cleanup: stopped and unchanged for long enough".to_string();
             self.record_asked(
                 name,
@@ -224,6 +229,7 @@ impl State {
         let host = workspace.host.clone();
         self.bump(&host);
         self.record_asked(name, origin, EventKind::Restart, None);
+        self.touch_started(name, origin.at);
         Outcome::Applied
     }
 
@@ -275,6 +281,7 @@ impl State {
         }
         let wanted = EventKind::Wanted(DesiredRun::Running);
         self.record_asked(name, origin, wanted, Some("switch".to_string()));
+        self.touch_started(name, origin.at);
         Outcome::Applied
     }
 
@@ -309,6 +316,7 @@ impl State {
         }
         self.bump(&host);
         self.record_asked(name, origin, EventKind::Repair { generation }, reason);
+        self.touch_started(name, origin.at);
         Outcome::Applied
     }
 

@@ -123,6 +123,7 @@ fn render(event: &WorkspaceEvent) -> String {
         EventKind::Restart => "restart".into(),
         EventKind::Repair { generation } => format!("repair to generation {generation}"),
         EventKind::PortsReassigned => "ports reassigned".into(),
+        other => format!("{other:?}"),
     };
     let request = event
         .request_id
