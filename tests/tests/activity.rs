@@ -2,7 +2,8 @@
 //! `nexus-coordinator` processes, a `nexus-agent` on the real Docker engine sampling every
 //! second, and the `nexus` CLI. An exec, a logs read, traffic on a published port, a sync
 //! session's start and a sync cycle that carries a file each move the workspace's last activity
-//! (as its lifecycle read tells); an admin's notice shows on a
+//! (as its lifecycle read tells), and keeps an inactivity policy from stopping it until it stops
+//! for good; an admin's notice shows on a
 //! user's next command's stderr, never in its JSON on stdout, and is gone once cleared.
 
 // Tests fail by panicking.
@@ -134,7 +135,7 @@ async fn exec_logs_port_traffic_and_sync_keep_a_docker_workspace_in_use() {
         fleet.ok(user, role, &["workspace", "logs", "web"]);
     })
     .await;
-    let traffic = moves_to(&fleet, "web", ActivityKind::PortTraffic, logs, || {
+    let trafficked = moves_to(&fleet, "web", ActivityKind::PortTraffic, logs, || {
         traffic(port);
     })
     .await;
@@ -151,7 +152,7 @@ async fn exec_logs_port_traffic_and_sync_keep_a_docker_workspace_in_use() {
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(1_500)).await;
             let last = last_activity(fleet_ref, "web").await;
-            (last.kind == ActivityKind::SyncStart && last.at > traffic.at).then_some(last)
+            (last.kind == ActivityKind::SyncStart && last.at > trafficked.at).then_some(last)
         },
     )
     .await;
@@ -181,6 +182,46 @@ async fn exec_logs_port_traffic_and_sync_keep_a_docker_workspace_in_use() {
         },
     )
     .await;
+
+    // What the agent reports keeps the inactivity policy off: with a policy of 10 s, an exec
+    // and requests to its port every second keep the workspace running for twice as long, and
+    // once they end it is stopped by the policy, with the reason in its events.
+    fleet.ok(
+        ROOT.0,
+        ROOT.1,
+        &["admin", "limits", "set", "--inactive-stop-after", "10s"],
+    );
+    for round in 0..20 {
+        if round % 2 == 0 {
+            fleet.ok(user, role, &["workspace", "exec", "web", "--", "true"]);
+        } else {
+            traffic(port);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let busy = fleet.ok(user, role, &["workspace", "inspect", "web"]);
+    assert_eq!(busy["state"], "running", "{busy:#}");
+    eventually(
+        "the idle workspace to be stopped by the policy",
+        Duration::from_secs(60),
+        || async {
+            (fleet.ok(user, role, &["workspace", "inspect", "web"])["state"] == "stopped")
+                .then_some(())
+        },
+    )
+    .await;
+    let events = fleet.ok(user, role, &["workspace", "events", "web"]);
+    let by_policy: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["actor"]["kind"] == "policy")
+        .collect();
+    assert_eq!(by_policy.len(), 1, "{events:#}");
+    assert_eq!(
+        by_policy[0]["reason"], "stopped by policy: inactive for 10 s",
+        "{events:#}"
+    );
 }
 
 /// A sync session's side in `workspace`, through its agent (found through the leader, which
