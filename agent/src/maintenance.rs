@@ -42,21 +42,11 @@ pub async fn run<R: Runtime>(
                     Ok(images) => {
                         let remove = prune::images(&images, &named);
                         report.kept += count(images.len() - remove.len());
-                        for image in remove {
-                            let removed = if request.dry_run {
-                                Ok(())
-                            } else {
-                                runtime.remove_image(&image.id).await
-                            };
-                            match removed {
-                                Ok(()) => report.removed.push(Reclaimed {
-                                    kind: ReclaimedKind::Image,
-                                    name: image.id.clone(),
-                                    bytes: image.bytes,
-                                }),
-                                Err(error) => report.errors.push(error.to_string()),
-                            }
-                        }
+                        let remove = remove.iter().map(|i| (i.id.clone(), i.bytes)).collect();
+                        remove_each(&mut report, ReclaimedKind::Image, remove, |id| async move {
+                            runtime.remove_image(&id).await
+                        })
+                        .await;
                     }
                 }
             }
@@ -68,26 +58,44 @@ pub async fn run<R: Runtime>(
             Ok(volumes) => {
                 let remove = prune::volumes(&volumes);
                 report.kept += count(volumes.len() - remove.len());
-                for volume in remove {
-                    let removed = if request.dry_run {
-                        Ok(())
-                    } else {
-                        runtime.remove_volume(&volume.name).await
-                    };
-                    match removed {
-                        Ok(()) => report.removed.push(Reclaimed {
-                            kind: ReclaimedKind::Volume,
-                            name: volume.name.clone(),
-                            bytes: volume.bytes,
-                        }),
-                        Err(error) => report.errors.push(error.to_string()),
-                    }
-                }
+                let remove = remove.iter().map(|v| (v.name.clone(), v.bytes)).collect();
+                remove_each(
+                    &mut report,
+                    ReclaimedKind::Volume,
+                    remove,
+                    |name| async move { runtime.remove_volume(&name).await },
+                )
+                .await;
             }
         }
     }
     report.at = clock::now();
     report
+}
+
+/// Removes each of `items` (a name and its bytes) with `remove`, or only lists them in a dry
+/// run: what went is added to `report` as `kind`, and an engine's refusal to its errors.
+async fn remove_each<F, Removed, E>(
+    report: &mut MaintenanceReport,
+    kind: ReclaimedKind,
+    items: Vec<(String, u64)>,
+    remove: F,
+) where
+    F: Fn(String) -> Removed,
+    Removed: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    for (name, bytes) in items {
+        let removed = if report.dry_run {
+            Ok(())
+        } else {
+            remove(name.clone()).await
+        };
+        match removed {
+            Ok(()) => report.removed.push(Reclaimed { kind, name, bytes }),
+            Err(error) => report.errors.push(error.to_string()),
+        }
+    }
 }
 
 fn count(n: usize) -> u32 {

@@ -200,6 +200,48 @@ pub async fn ask_each(
     join_all(asks).await
 }
 
+/// What a fan-out brought back: each report `report` took from an answer, and, for each daemon
+/// that was not listed, did not answer or answered something else, its label and why (`CODE:
+/// message`), those `roster` could not list first.
+#[derive(Debug)]
+pub struct Gathered<T> {
+    pub reports: Vec<T>,
+    pub failures: Vec<(String, String)>,
+}
+
+/// Sorts [`ask_each`]'s answers into reports (what `report` takes from an answer) and failures.
+pub fn gather<T>(
+    roster: &Roster,
+    answers: Vec<(Daemon, Result<Response, CliError>)>,
+    report: impl Fn(&Response) -> Option<T>,
+) -> Gathered<T> {
+    let mut gathered = Gathered {
+        reports: Vec::new(),
+        failures: roster
+            .unlisted
+            .iter()
+            .map(|(who, error)| (who.clone(), brief(error)))
+            .collect(),
+    };
+    for (daemon, answer) in answers {
+        match answer {
+            Ok(answer) => match report(&answer) {
+                Some(taken) => gathered.reports.push(taken),
+                None => gathered
+                    .failures
+                    .push((daemon.label(), brief(&CliError::unexpected(&answer)))),
+            },
+            Err(error) => gathered.failures.push((daemon.label(), brief(&error))),
+        }
+    }
+    gathered
+}
+
+/// An error in a line: `CODE: message`.
+pub fn brief(error: &CliError) -> String {
+    format!("{}: {}", error.error.code, error.error.message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

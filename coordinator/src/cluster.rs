@@ -296,6 +296,30 @@ impl Cluster {
             .await
     }
 
+    /// Proposes `change`, if there is one, then reads: linearizably after a change, so that the
+    /// answer shows it, else at `consistency` (an admin's "set it, then show it").
+    pub async fn change_then_read<T, F>(
+        &self,
+        request_id: RequestId,
+        proposer: Identity,
+        change: Option<Command>,
+        consistency: Consistency,
+        read: F,
+    ) -> Result<T, WireError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&State) -> T + Send + 'static,
+    {
+        let consistency = match change {
+            Some(command) => {
+                self.propose(request_id, proposer, command).await?;
+                Consistency::Linearizable
+            }
+            None => consistency,
+        };
+        self.read(consistency, read).await
+    }
+
     /// [`Cluster::read`], seeing also the index and term the state was applied to: what a backup
     /// names, taken at one point with the state. The read runs on the driver's thread and holds
     /// it: a backup's encode of the whole state, like the store's periodic snapshot, is the most

@@ -406,19 +406,11 @@ async fn reload(
         },
     )
     .await;
-    let mut reports: Vec<ReloadReport> = Vec::new();
-    let mut failures: Vec<(String, String)> = roster
-        .unlisted
-        .iter()
-        .map(|(who, error)| (who.clone(), brief(error)))
-        .collect();
-    for (daemon, answer) in answers {
-        match answer {
-            Ok(Response::Reloaded(report)) => reports.push(report),
-            Ok(other) => failures.push((daemon.label(), brief(&CliError::unexpected(&other)))),
-            Err(error) => failures.push((daemon.label(), brief(&error))),
-        }
-    }
+    let fleet::Gathered { reports, failures } =
+        fleet::gather(&roster, answers, |answer| match answer {
+            Response::Reloaded(report) => Some(report.clone()),
+            _ => None,
+        });
     let json = json!({
         "reports": reports.iter().map(report_json).collect::<Vec<_>>(),
         "unreachable": failures.iter().map(|(who, why)| json!({"daemon": who, "error": why})).collect::<Vec<_>>(),
@@ -439,10 +431,6 @@ async fn reload(
 }
 
 /// An error on one line: `CODE: message`.
-fn brief(error: &CliError) -> String {
-    format!("{}: {}", error.error.code, error.error.message)
-}
-
 fn report_json(report: &ReloadReport) -> serde_json::Value {
     json!({
         "daemon": report.source,

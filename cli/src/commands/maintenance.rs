@@ -99,19 +99,11 @@ async fn run_now(
         |daemon| request_for(daemon, asked),
     )
     .await;
-    let mut reports: Vec<MaintenanceReport> = Vec::new();
-    let mut failures: Vec<(String, String)> = roster
-        .unlisted
-        .iter()
-        .map(|(who, error)| (who.clone(), brief(error)))
-        .collect();
-    for (daemon, answer) in answers {
-        match answer {
-            Ok(Response::Maintained(report)) => reports.push(report),
-            Ok(other) => failures.push((daemon.label(), brief(&CliError::unexpected(&other)))),
-            Err(error) => failures.push((daemon.label(), brief(&error))),
-        }
-    }
+    let fleet::Gathered { reports, failures } =
+        fleet::gather(&roster, answers, |answer| match answer {
+            Response::Maintained(report) => Some(report.clone()),
+            _ => None,
+        });
     let json = json!({
         "dry_run": asked.dry_run,
         "reports": reports.iter().map(report_json).collect::<Vec<_>>(),
@@ -150,10 +142,6 @@ async fn status(
 }
 
 /// An error on one line: `CODE: message`.
-fn brief(error: &CliError) -> String {
-    format!("{}: {}", error.error.code, error.error.message)
-}
-
 /// One daemon's report: `{"daemon", "dry_run", "removed": [{"kind", "name", "bytes"}], "bytes",
 /// "kept", "errors"}`.
 pub fn report_json(report: &MaintenanceReport) -> Value {

@@ -152,24 +152,18 @@ impl Service {
                 bytes,
             } => self.upload_piece(upload, offset, total, bytes).await,
             AdminRequest::BackupSchedule(change) => {
-                if let Some(schedule) = change {
-                    check_schedule(&schedule)?;
-                    self.cluster
-                        .propose(
-                            request_id,
-                            peer.identity.clone(),
-                            Command::SetBackupSchedule(schedule),
-                        )
-                        .await?;
+                if let Some(schedule) = &change {
+                    check_schedule(schedule)?;
                 }
-                let consistency = if change.is_some() {
-                    Consistency::Linearizable
-                } else {
-                    consistency
-                };
                 let schedule = self
                     .cluster
-                    .read(consistency, State::backup_schedule)
+                    .change_then_read(
+                        request_id,
+                        peer.identity.clone(),
+                        change.map(Command::SetBackupSchedule),
+                        consistency,
+                        State::backup_schedule,
+                    )
                     .await?;
                 Ok(Response::BackupSchedule(schedule))
             }

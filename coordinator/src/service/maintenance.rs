@@ -85,24 +85,16 @@ impl Service {
                 Ok(Response::Maintained(report))
             }
             AdminRequest::MaintenanceSchedule(change) => {
-                if let Some(schedule) = change {
-                    self.cluster
-                        .propose(
-                            request_id,
-                            peer.identity.clone(),
-                            Command::SetMaintenanceSchedule(schedule),
-                        )
-                        .await?;
-                }
-                let consistency = if change.is_some() {
-                    Consistency::Linearizable
-                } else {
-                    consistency
-                };
                 let now = clock::now();
                 let status = self
                     .cluster
-                    .read(consistency, move |state| status(state, now))
+                    .change_then_read(
+                        request_id,
+                        peer.identity.clone(),
+                        change.map(Command::SetMaintenanceSchedule),
+                        consistency,
+                        move |state| status(state, now),
+                    )
                     .await?;
                 Ok(Response::Maintenance(status))
             }

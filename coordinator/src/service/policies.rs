@@ -199,16 +199,15 @@ impl Service {
                 patch
                     .check()
                     .map_err(|why| WireError::new(ErrorCode::InvalidArgument, why.to_string()))?;
-                self.cluster
-                    .propose(
-                        request_id,
-                        peer.identity.clone(),
-                        Command::SetPolicy { scope, patch },
-                    )
-                    .await?;
                 let view = self
                     .cluster
-                    .read(Consistency::Linearizable, |state| state.policies_view())
+                    .change_then_read(
+                        request_id,
+                        peer.identity.clone(),
+                        Some(Command::SetPolicy { scope, patch }),
+                        consistency,
+                        |state| state.policies_view(),
+                    )
                     .await?;
                 Ok(Response::Policies(Box::new(view)))
             }
@@ -275,19 +274,22 @@ impl Service {
             stops: idle,
             by_policy: false,
         };
-        self.cluster
-            .propose(request_id, peer.identity.clone(), command)
-            .await?;
         let stopped = self
             .cluster
-            .read(Consistency::Linearizable, move |state| {
-                names
-                    .iter()
-                    .filter_map(|name| state.workspaces().get(name))
-                    .filter(|w| w.desired == DesiredRun::Stopped)
-                    .map(view_of)
-                    .collect()
-            })
+            .change_then_read(
+                request_id,
+                peer.identity.clone(),
+                Some(command),
+                Consistency::Linearizable,
+                move |state| {
+                    names
+                        .iter()
+                        .filter_map(|name| state.workspaces().get(name))
+                        .filter(|w| w.desired == DesiredRun::Stopped)
+                        .map(view_of)
+                        .collect()
+                },
+            )
             .await?;
         Ok(Response::Workspaces(stopped))
     }
