@@ -257,9 +257,13 @@ async fn the_lifetime_destroys_only_after_two_notices_and_spares_held_workspaces
     .await;
     // Every policy notice ada was shown while `old` lived (each is shown for its lead).
     let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    // And what ada's own commands printed on stderr meanwhile.
+    let mut shown = String::new();
     let started = std::time::Instant::now();
     loop {
         seen.extend(notices(&pki, &cluster, "ada").await);
+        let listed = run(&pki, &cluster, "ada", &["workspace", "list"]).await;
+        shown.push_str(&String::from_utf8_lossy(&listed.stderr));
         if desired(&pki, &cluster, "old").await.is_none() {
             break;
         }
@@ -288,6 +292,10 @@ async fn the_lifetime_destroys_only_after_two_notices_and_spares_held_workspaces
         "{texts:?}"
     );
     assert!(seen.iter().all(|(w, _)| w == "old"), "{texts:?}");
+    assert!(
+        shown.contains("notice: old will be destroyed in "),
+        "ada's commands never showed the notice: {shown}"
+    );
     // Destroyed, its notices went with it; the held one and the overridden one stay.
     assert!(notices(&pki, &cluster, "ada").await.is_empty());
     assert_eq!(
