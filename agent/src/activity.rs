@@ -11,11 +11,12 @@
 //!
 //! Not here: how often the link reports (`crate::link`), nor what the coordinator keeps of it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use nexus_protocol::WorkspaceName;
 use nexus_protocol::clock::Timestamp;
+use nexus_protocol::message::DesiredState;
 use nexus_protocol::model::{Activity, ActivityKind, ContainerStats};
 use tokio::sync::watch;
 
@@ -109,9 +110,13 @@ impl Traffic {
     /// The workspaces whose counters moved past the threshold since the previous sample, with
     /// the sample's time (`now` when it has none). Workspaces absent from `containers` (not
     /// running) are forgotten: their next sample is a new baseline.
+    ///
+    /// Only workspaces that `publish` ports count: a workspace without any is reached by no
+    /// one, and its traffic is its own (a download, a fetch loop), not a person using it.
     pub fn observe(
         &mut self,
         containers: &[ContainerStats],
+        publish: impl Fn(&WorkspaceName) -> bool,
         now: Timestamp,
     ) -> Vec<(WorkspaceName, Timestamp)> {
         let mut seen = BTreeMap::new();
@@ -124,7 +129,7 @@ impl Traffic {
                 .network_rx_bytes
                 .saturating_add(stats.network_tx_bytes);
             let previous = self.counters.get(workspace).copied();
-            if moved(previous, current, TRAFFIC_THRESHOLD_BYTES) {
+            if moved(previous, current, TRAFFIC_THRESHOLD_BYTES) && publish(workspace) {
                 busy.push((workspace.clone(), stats.at.unwrap_or(now)));
             }
             seen.insert(workspace.clone(), current);
@@ -162,8 +167,13 @@ impl Activities {
     }
 }
 
-/// Notes port traffic from every sample the sampler publishes, until it stops.
-pub async fn watch_traffic(mut samples: watch::Receiver<Option<Sample>>, activities: Activities) {
+/// Notes port traffic from every sample the sampler publishes, until it stops, for the
+/// workspaces whose assignment in `desired` publishes ports.
+pub async fn watch_traffic(
+    mut samples: watch::Receiver<Option<Sample>>,
+    desired: watch::Receiver<Option<DesiredState>>,
+    activities: Activities,
+) {
     let mut traffic = Traffic::default();
     while samples.changed().await.is_ok() {
         let containers = samples
@@ -171,7 +181,15 @@ pub async fn watch_traffic(mut samples: watch::Receiver<Option<Sample>>, activit
             .as_ref()
             .map(|sample| sample.containers.clone())
             .unwrap_or_default();
-        for (workspace, at) in traffic.observe(&containers, nexus_protocol::clock::now()) {
+        let publishing: BTreeSet<WorkspaceName> = desired
+            .borrow()
+            .iter()
+            .flat_map(|state| &state.assignments)
+            .filter(|assignment| !assignment.ports.is_empty())
+            .map(|assignment| assignment.spec.name.clone())
+            .collect();
+        let publish = |workspace: &WorkspaceName| publishing.contains(workspace);
+        for (workspace, at) in traffic.observe(&containers, publish, nexus_protocol::clock::now()) {
             tracing::debug!(%workspace, "traffic on the workspace's ports");
             activities.note(&workspace, ActivityKind::PortTraffic, at);
         }
@@ -295,22 +313,32 @@ mod tests {
     #[test]
     fn traffic_compares_each_workspace_with_its_previous_sample() {
         let now = Timestamp::from_millis(99);
+        let all = |_: &WorkspaceName| true;
         let mut traffic = Traffic::default();
         assert_eq!(
-            traffic.observe(&[sample("api", 100, 100, 1), sample("web", 0, 0, 1)], now),
+            traffic.observe(
+                &[sample("api", 100, 100, 1), sample("web", 0, 0, 1)],
+                all,
+                now
+            ),
             vec![]
         );
         // Sent and received count together; ARP-sized noise does not count.
         let busy = traffic.observe(
             &[sample("api", 3_000, 3_000, 2), sample("web", 42, 42, 2)],
+            all,
             now,
         );
         assert_eq!(busy, vec![(name("api"), Timestamp::from_millis(2))]);
         // A workspace that stopped is forgotten: back, its first sample is a baseline.
-        assert_eq!(traffic.observe(&[sample("web", 84, 84, 3)], now), vec![]);
+        assert_eq!(
+            traffic.observe(&[sample("web", 84, 84, 3)], all, now),
+            vec![]
+        );
         assert_eq!(
             traffic.observe(
                 &[sample("api", 900_000, 0, 4), sample("web", 84, 84, 4)],
+                all,
                 now
             ),
             vec![]
@@ -323,8 +351,14 @@ mod tests {
         let mut timeless = sample("api", 2_000_000, 0, 0);
         timeless.at = None;
         assert_eq!(
-            traffic.observe(&[unnamed, timeless], now),
+            traffic.observe(&[unnamed, timeless], all, now),
             vec![(name("api"), now)]
+        );
+        // A workspace that publishes no port: its own traffic is not someone using it.
+        let only_web = |workspace: &WorkspaceName| workspace.as_str() == "web";
+        assert_eq!(
+            traffic.observe(&[sample("api", 9_000_000, 0, 5)], only_web, now),
+            vec![]
         );
     }
 }

@@ -173,7 +173,11 @@ async fn run_inner<R: Runtime>(
         metrics.clone(),
     ));
     let activities = activity::Activities::default();
-    let traffic = tokio::spawn(activity::watch_traffic(samples.clone(), activities.clone()));
+    let traffic = tokio::spawn(activity::watch_traffic(
+        samples.clone(),
+        desired.clone(),
+        activities.clone(),
+    ));
     let (stop, stopped) = watch::channel(false);
     let stopped_for = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|s| *s).await;

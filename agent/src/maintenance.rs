@@ -153,6 +153,9 @@ mod tests {
     use nexus_protocol::model::DesiredRun;
 
     use super::*;
+
+    /// An anonymous volume's name (the engine's own).
+    const FREE: &str = "f00df00df00df00df00df00df00df00df00df00df00df00df00df00df00df00d";
     use crate::runtime::hollow::{HollowConfig, HollowRuntime};
     use crate::runtime::{ImageInfo, VolumeInfo};
 
@@ -201,7 +204,7 @@ mod tests {
             ],
             vec![
                 VolumeInfo {
-                    name: "free".into(),
+                    name: FREE.into(),
                     bytes: 7,
                     containers: Some(0),
                 },
@@ -228,7 +231,7 @@ mod tests {
             ..MaintenanceRequest::ALL
         };
         let report = run(&runtime, "agent-h1".into(), Some(&desired), dry).await;
-        assert_eq!(names(&report), ["sha256:dangling", "free"]);
+        assert_eq!(names(&report), ["sha256:dangling", FREE]);
         assert_eq!(report.bytes(), 1007);
         assert_eq!(report.kept, 3);
         assert_eq!(runtime.images().await.map(|i| i.len()).ok(), Some(3));
@@ -240,7 +243,7 @@ mod tests {
             MaintenanceRequest::ALL,
         )
         .await;
-        assert_eq!(names(&report), ["sha256:dangling", "free"]);
+        assert_eq!(names(&report), ["sha256:dangling", FREE]);
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         let left: Vec<String> = runtime
             .images()

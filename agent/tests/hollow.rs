@@ -552,14 +552,22 @@ async fn traffic_made_up_on_a_hollow_workspace_counts_as_port_traffic() {
     agent.settle().await;
     let mut traffic = Traffic::default();
     let sample = || nexus_agent::sampler::containers(runtime.as_ref());
-    assert!(traffic.observe(&sample().await, clock::now()).is_empty());
+    assert!(
+        traffic
+            .observe(&sample().await, |_| true, clock::now())
+            .is_empty()
+    );
     runtime.add_traffic(&name("w"), TRAFFIC_THRESHOLD_BYTES + 1);
     runtime.add_traffic(&name("quiet"), 84);
     let busy: Vec<_> = traffic
-        .observe(&sample().await, clock::now())
+        .observe(&sample().await, |_| true, clock::now())
         .into_iter()
         .map(|(workspace, _)| workspace)
         .collect();
     assert_eq!(busy, vec![name("w")]);
-    assert!(traffic.observe(&sample().await, clock::now()).is_empty());
+    assert!(
+        traffic
+            .observe(&sample().await, |_| true, clock::now())
+            .is_empty()
+    );
 }

@@ -3,7 +3,8 @@
 //! driven through the `nexus` CLI. The engine holds a dangling image nobody uses (built twice
 //! under one tag, locally: no registry), a dangling image a container uses, the test image a
 //! running workspace uses, a volume nobody mounts and one a container mounts. A dry run removes
-//! nothing and says what it would; a run removes the dangling unused image and the free volume,
+//! nothing and says what it would; a run removes the dangling unused image and the free
+//! anonymous volume (a named one nobody mounts stays),
 //! and keeps everything in use; each coordinator answers its store's compaction; the agent counts
 //! its run in its metrics.
 
@@ -149,7 +150,9 @@ async fn a_maintenance_run_prunes_what_no_one_uses_and_keeps_every_image_in_use(
         ],
     );
     build(&engine, &scratch.join("d"), "maint-used:latest", b'd');
-    docker(&engine, &["volume", "create", "maint-free"]);
+    // Anonymous (the engine names it): the kind a run removes. A named one nobody mounts stays.
+    let free = docker(&engine, &["volume", "create"]);
+    docker(&engine, &["volume", "create", "maint-named"]);
     let listed = docker(
         &engine,
         &["images", "-q", "--no-trunc", "--filter", "dangling=true"],
@@ -228,14 +231,14 @@ async fn a_maintenance_run_prunes_what_no_one_uses_and_keeps_every_image_in_use(
         std::slice::from_ref(&dangling),
         "{dry}"
     );
-    assert_eq!(removed(agent_dry, "volume"), ["maint-free"], "{dry}");
+    assert_eq!(removed(agent_dry, "volume"), [free.as_str()], "{dry}");
     assert!(agent_dry["bytes"].as_u64().unwrap() >= 256 << 10, "{dry}");
     for id in 1..=3 {
         let compaction = report(&dry, &format!("coordinator-{id}"));
         assert_eq!(removed(compaction, "store").len(), 1, "{dry}");
     }
     assert!(exists(&engine, "image", &dangling));
-    assert!(exists(&engine, "volume", "maint-free"));
+    assert!(exists(&engine, "volume", &free));
 
     // The run, on the agent alone.
     let run = fleet.admin(&["admin", "maintenance", "run", "--host", &fleet.host]);
@@ -247,12 +250,12 @@ async fn a_maintenance_run_prunes_what_no_one_uses_and_keeps_every_image_in_use(
         std::slice::from_ref(&dangling),
         "{run}"
     );
-    assert_eq!(removed(agent_run, "volume"), ["maint-free"], "{run}");
+    assert_eq!(removed(agent_run, "volume"), [free.as_str()], "{run}");
     assert!(
         !exists(&engine, "image", &dangling),
         "the dangling image is still there"
     );
-    assert!(!exists(&engine, "volume", "maint-free"));
+    assert!(!exists(&engine, "volume", &free));
     // Everything in use stays: the workspace's image, the dangling one a container uses, the
     // tagged ones, the mounted volume; and the workspace runs on.
     for image in [
@@ -264,6 +267,7 @@ async fn a_maintenance_run_prunes_what_no_one_uses_and_keeps_every_image_in_use(
         assert!(exists(&engine, "image", image), "{image} was removed");
     }
     assert!(exists(&engine, "volume", "maint-mounted"));
+    assert!(exists(&engine, "volume", "maint-named"));
     let busy = fleet.ok("ada", Role::User, &["workspace", "inspect", "busy"]);
     assert_eq!(busy["state"], "running", "{busy}");
 
