@@ -59,7 +59,10 @@ pub fn request_level(request: &Request) -> Option<Level> {
             | AdminRequest::Maintain(_)
             | AdminRequest::MaintenanceSchedule(Some(_))
             | AdminRequest::PostNotice { .. }
-            | AdminRequest::ClearNotices(_) => WRITE,
+            | AdminRequest::ClearNotices(_)
+            | AdminRequest::SetPolicy { .. }
+            | AdminRequest::ExtendLifetime { .. }
+            | AdminRequest::StopIdle { .. } => WRITE,
             _ => READ,
         },
         Request::Workspace(request) => match request {

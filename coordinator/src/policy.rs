@@ -127,6 +127,14 @@ pub fn destroy_due(subject: &Subject, policy: &Policy, now: Timestamp) -> bool {
         .any(|due| due.action == PolicyAction::Destroy && due.at <= now)
 }
 
+/// Whether a destroy notice about `subject` is due at `now` (apply asks, so that a notice
+/// proposed twice, or after a hold or the workspace's destroy, is not kept as a second one).
+pub fn notice_due(subject: &Subject, policy: &Policy, now: Timestamp) -> bool {
+    plan(subject, policy)
+        .iter()
+        .any(|due| due.action == PolicyAction::Notice && due.at <= now)
+}
+
 /// Every action to come on `subject`, with its time: at most one stop and one lifetime step.
 fn plan(subject: &Subject, policy: &Policy) -> Vec<Due> {
     if subject.destroying {

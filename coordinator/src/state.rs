@@ -253,7 +253,7 @@ impl State {
                 Outcome::Applied
             }
             Command::Restore { header, state } => self.restore(origin, header, state),
-            Command::RecordActivity(activity) => self.record_activity(activity),
+            Command::RecordActivity { host, activity } => self.record_activity(host, activity),
             Command::PostNotice {
                 text,
                 audience,

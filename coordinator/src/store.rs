@@ -357,9 +357,13 @@ impl RocksStore {
     /// async threads.
     pub fn compact(&self) -> Result<u64, StoreError> {
         let before = self.disk_bytes()?;
+        // Not exclusive: RocksDB's default would hold off its automatic compactions meanwhile,
+        // level-0 files would pile up and stall the Raft log's synced writes.
+        let mut options = rocksdb::CompactOptions::default();
+        options.set_exclusive_manual_compaction(false);
         for family in [LOG, META, STATE] {
             self.db
-                .compact_range_cf(self.cf(family)?, None::<&[u8]>, None::<&[u8]>);
+                .compact_range_cf_opt(self.cf(family)?, None::<&[u8]>, None::<&[u8]>, &options);
         }
         Ok(before.saturating_sub(self.disk_bytes()?))
     }

@@ -559,10 +559,12 @@ pub enum ActivityKind {
     SyncCycle,
     /// Its container's network counters moved (traffic on its published ports).
     PortTraffic,
+    /// The cluster was restored from a backup: the policies count from then.
+    Restored,
 }
 
 impl ActivityKind {
-    pub const ALL: [ActivityKind; 7] = [
+    pub const ALL: [ActivityKind; 8] = [
         ActivityKind::Created,
         ActivityKind::Start,
         ActivityKind::Exec,
@@ -570,6 +572,7 @@ impl ActivityKind {
         ActivityKind::SyncStart,
         ActivityKind::SyncCycle,
         ActivityKind::PortTraffic,
+        ActivityKind::Restored,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -581,6 +584,7 @@ impl ActivityKind {
             ActivityKind::SyncStart => "sync-start",
             ActivityKind::SyncCycle => "sync-cycle",
             ActivityKind::PortTraffic => "port-traffic",
+            ActivityKind::Restored => "restored",
         }
     }
 }

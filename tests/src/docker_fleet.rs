@@ -60,10 +60,23 @@ impl DockerFleet {
             hosts,
             ranges,
         };
+        // No weekly maintenance window: a test's cluster must never prune the shared engine (a
+        // run at Sunday 02:00 UTC would), nor show its window's notice (posted a day ahead) to
+        // tests that count notices. The leader clears a notice already posted.
+        fleet.ok(
+            "root",
+            Role::Admin,
+            &["admin", "maintenance", "schedule", "--off"],
+        );
+        let fleet_ref = &fleet;
+        eventually("no maintenance notice", Duration::from_secs(30), || async {
+            let notices = fleet_ref.ok("root", Role::Admin, &["admin", "notice", "list"]);
+            notices.as_array()?.is_empty().then_some(())
+        })
+        .await;
         for index in 0..agents {
             fleet.start_agent(index);
         }
-        let fleet_ref = &fleet;
         eventually(
             "every agent registered",
             Duration::from_secs(30),

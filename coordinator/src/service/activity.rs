@@ -118,7 +118,10 @@ impl Service {
             .propose(
                 request_id,
                 peer.identity.clone(),
-                Command::RecordActivity(entries),
+                Command::RecordActivity {
+                    host: host.clone(),
+                    activity: entries,
+                },
             )
             .await?;
         Ok(Response::Ack)

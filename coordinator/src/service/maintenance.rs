@@ -208,6 +208,25 @@ impl Service {
             return;
         };
         *ran = Some(now);
+        // Recorded as started before it runs (a run can take minutes): a leader elected
+        // meanwhile, or this one after a failed record, must not run the window again.
+        let started = MaintenanceSummary {
+            at: now,
+            daemons: Vec::new(),
+        };
+        if let Err(error) = self
+            .cluster
+            .propose(
+                RequestId::random(),
+                self.identity.clone(),
+                Command::RecordMaintenance(started),
+            )
+            .await
+        {
+            tracing::warn!(code = %error.code, "cannot record the maintenance window's start; not running it now: {}", error.message);
+            *ran = None;
+            return;
+        }
         tracing::info!(window = window.as_millis(), "scheduled maintenance starts");
         let summary = self.run_everywhere().await;
         for (who, result) in &summary.daemons {

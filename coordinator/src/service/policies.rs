@@ -231,6 +231,12 @@ impl Service {
                 self.lifecycle(&name, Consistency::Linearizable).await
             }
             AdminRequest::StopIdle { idle_for_secs } => {
+                if idle_for_secs == 0 {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidArgument,
+                        "--idle-for 0 would stop every running workspace; give a duration such as 24h",
+                    ));
+                }
                 self.stop_idle(peer, request_id, idle_for_secs).await
             }
             _ => Err(WireError::new(

@@ -101,7 +101,11 @@ pub enum Command {
         state: Vec<u8>,
     },
     /// What agents saw their workspaces used for: each workspace's latest activity.
-    RecordActivity(Vec<(WorkspaceName, Activity)>),
+    RecordActivity {
+        /// The host whose agent reported: only its own workspaces are touched.
+        host: HostId,
+        activity: Vec<(WorkspaceName, Activity)>,
+    },
     /// Post a notice (numbered at apply).
     PostNotice {
         text: String,

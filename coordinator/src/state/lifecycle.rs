@@ -372,11 +372,18 @@ impl State {
         self.clear_notices(&ids);
     }
 
-    /// Records what agents saw their workspaces used for. A workspace no longer known is
-    /// skipped: its report crossed its destroy.
-    pub(super) fn record_activity(&mut self, activity: &[(WorkspaceName, Activity)]) -> Outcome {
+    /// Records what `host`'s agent saw its workspaces used for. A workspace no longer known, or
+    /// not on that host, is skipped: its report crossed its destroy, or an agent spoke for
+    /// another host's workspace.
+    pub(super) fn record_activity(
+        &mut self,
+        host: &HostId,
+        activity: &[(WorkspaceName, Activity)],
+    ) -> Outcome {
         for (name, activity) in activity {
-            if let Some(workspace) = self.workspaces.get_mut(name) {
+            if let Some(workspace) = self.workspaces.get_mut(name)
+                && &workspace.host == host
+            {
                 workspace.lifecycle.touch(*activity);
             }
         }

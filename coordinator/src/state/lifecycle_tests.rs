@@ -172,9 +172,16 @@ fn an_idle_stop_is_checked_again_at_apply_and_spares_held_ones() {
 #[test]
 fn policy_notices_are_kept_by_the_workspace_and_taken_back_by_a_hold() {
     let mut log = Log::new();
-    assert_eq!(log.notice(10, "api"), None);
-    assert_eq!(log.notice(20, "api"), None);
-    assert_eq!(log.notice(20, "gone"), Some(ErrorCode::InvalidArgument));
+    // Not due yet (the first is due a day before the 30 days): refused at apply.
+    assert_eq!(log.notice(10, "api"), Some(ErrorCode::InvalidArgument));
+    assert_eq!(log.notice(29 * D, "api"), None);
+    // The same notice proposed twice (a retry, a new leader) is not taken as the last one.
+    assert_eq!(log.notice(29 * D, "api"), Some(ErrorCode::InvalidArgument));
+    assert_eq!(log.notice(30 * D - 3_600, "api"), None);
+    assert_eq!(
+        log.notice(30 * D - 3_600, "gone"),
+        Some(ErrorCode::InvalidArgument)
+    );
     let kept: Vec<u64> = log
         .record("api")
         .lifecycle
@@ -188,7 +195,7 @@ fn policy_notices_are_kept_by_the_workspace_and_taken_back_by_a_hold() {
         name: w("api"),
         held: true,
     };
-    assert_eq!(log.at(30, hold), None);
+    assert_eq!(log.at(30 * D - 3_000, hold), None);
     assert!(log.record("api").lifecycle.notices.is_empty());
     assert!(log.state.notices().is_empty());
     let kinds: Vec<(EventKind, Actor)> = log
@@ -213,9 +220,12 @@ fn policy_notices_are_kept_by_the_workspace_and_taken_back_by_a_hold() {
         ]
     );
     // Held: no policy notice is taken.
-    assert_eq!(log.notice(40, "api"), Some(ErrorCode::InvalidArgument));
+    assert_eq!(
+        log.notice(30 * D - 2_000, "api"),
+        Some(ErrorCode::InvalidArgument)
+    );
     // Cleared by id (the loop's withdraw): gone from the workspace's record too.
-    assert_eq!(log.notice(50, "web"), None);
+    assert_eq!(log.notice(30 * D - 2_000, "web"), None);
     let ids: Vec<u64> = log
         .record("web")
         .lifecycle
@@ -223,7 +233,7 @@ fn policy_notices_are_kept_by_the_workspace_and_taken_back_by_a_hold() {
         .iter()
         .map(|n| n.0)
         .collect();
-    assert_eq!(log.at(60, Command::ClearNotices(ids)), None);
+    assert_eq!(log.at(30 * D - 1_000, Command::ClearNotices(ids)), None);
     assert!(log.record("web").lifecycle.notices.is_empty());
 }
 

@@ -12,9 +12,10 @@ use nexus_protocol::model::{Notice, NoticeAudience, NoticeSource};
 use serde::{Deserialize, Serialize};
 
 use super::{Origin, Outcome, State, reject};
+use crate::policy;
 
-/// The most notices the fleet keeps at once: expired ones go first when a post would pass it,
-/// then the oldest.
+/// The most notices the fleet keeps at once: expired ones go when a post would pass it; with
+/// that many current, a post is refused.
 pub const NOTICES_MAX: usize = 10_000;
 
 /// The notices in force, by id, and the next id to give.
@@ -39,6 +40,14 @@ impl Notices {
         self.by_id.values()
     }
 
+    /// These notices without the policies' (an admin's and the maintenance window's stay),
+    /// numbering on where they were.
+    pub(super) fn without_policy_notices(mut self) -> Notices {
+        self.by_id
+            .retain(|_, notice| !matches!(notice.source, NoticeSource::Policy { .. }));
+        self
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
@@ -47,14 +56,19 @@ impl Notices {
         self.by_id.is_empty()
     }
 
-    /// Keeps a notice, numbered here; drops expired ones, then the oldest, past [`NOTICES_MAX`].
+    /// Whether [`NOTICES_MAX`] current notices are kept at `now`: a post is then refused rather
+    /// than a current one dropped (a policy's destroy goes by its notices being shown).
+    fn is_full(&self, now: Timestamp) -> bool {
+        self.by_id.len() >= NOTICES_MAX
+            && self.by_id.values().filter(|n| n.is_current(now)).count() >= NOTICES_MAX
+    }
+
+    /// Keeps a notice, numbered here; drops expired ones first when [`NOTICES_MAX`] are kept
+    /// (the caller checked [`Notices::is_full`]).
     fn post(&mut self, notice: Notice) -> u64 {
         if self.by_id.len() >= NOTICES_MAX {
             let now = notice.posted_at;
             self.by_id.retain(|_, kept| kept.is_current(now));
-        }
-        while self.by_id.len() >= NOTICES_MAX {
-            self.by_id.pop_first();
         }
         self.next_id += 1;
         let id = self.next_id;
@@ -87,15 +101,26 @@ impl State {
                 format!("a notice's text is at most {} bytes", Notice::TEXT_MAX),
             );
         }
-        if let NoticeSource::Policy { workspace } = source
-            && self
-                .workspaces
-                .get(workspace)
-                .is_none_or(|w| w.lifecycle.held)
-        {
+        if let NoticeSource::Policy { workspace } = source {
+            // Checked again at apply, as a destroy is: a notice proposed twice (a retry after a
+            // timeout, a leader change) must not count as the last one, nor one proposed before
+            // a hold or a destroy be kept after it.
+            let due = self.workspaces.get(workspace).is_some_and(|w| {
+                policy::notice_due(&w.subject(workspace), &self.policy_for(w), origin.at)
+            });
+            if !due {
+                return reject(
+                    ErrorCode::InvalidArgument,
+                    format!("no policy notice is due for {workspace}"),
+                );
+            }
+        }
+        if self.notices.is_full(origin.at) {
             return reject(
                 ErrorCode::InvalidArgument,
-                format!("no policy notice for {workspace}: it is held or gone"),
+                format!(
+                    "the fleet keeps at most {NOTICES_MAX} current notices: clear some (`nexus admin notice list`)"
+                ),
             );
         }
         let id = self.notices.post(Notice {

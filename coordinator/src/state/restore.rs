@@ -13,6 +13,9 @@
 //! | desired versions | every host's above both the running one and the backup's, so every agent takes the new desired state |
 //! | journal | the running cluster's: a request retried across the restore is answered as it was first, and the restore's own request is journaled by `apply` after |
 //! | member addresses, backup schedule, maintenance (window, last run) | the running cluster's |
+//! | lifecycle policies | the backup's |
+//! | each workspace's lifecycle | the backup's, but last used at the restore (`restored`) and with no destroy notice posted: the policies start afresh, so a restore neither stops a fleet that looks idle since the backup nor destroys a workspace on notices its owner never saw after the restore |
+//! | notices | the running cluster's, without the policies' (they are posted again as due) |
 //!
 //! A backup of a state format this build does not read is refused (`BACKUP_VERSION_UNSUPPORTED`),
 //! as are bytes that do not decode or a state that breaks the invariants (`BACKUP_CORRUPT`);
@@ -24,7 +27,7 @@ use nexus_protocol::HostId;
 use nexus_protocol::backup::BackupHeader;
 use nexus_protocol::debug::EventKind;
 use nexus_protocol::error::{ErrorCode, WireError};
-use nexus_protocol::model::{HostStatus, WorkspaceState};
+use nexus_protocol::model::{Activity, ActivityKind, HostStatus, WorkspaceState};
 
 use super::desired::ChangedHosts;
 use super::{Origin, Outcome, STATE_FORMAT, State, WorkspaceRecord, reject};
@@ -77,6 +80,15 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>, header: &Back
             Some(now) => workspace.generation.max(now.generation) + 1,
             None => workspace.generation,
         };
+        // The policies start afresh: a backup's activity is as old as the backup (an 8-day-old
+        // one would make the whole fleet look idle for 7 days), and its destroy notices were
+        // shown days ago, or never to the running cluster's users. A restore counts as a use,
+        // and a destroy by policy is announced again in full.
+        workspace.lifecycle.touch(Activity {
+            at: origin.at,
+            kind: ActivityKind::Restored,
+        });
+        workspace.lifecycle.notices.clear();
         if down(&workspace.host) && workspace.state != WorkspaceState::Destroying {
             workspace.state = WorkspaceState::Lost;
         } else if !down(&workspace.host) && workspace.state == WorkspaceState::Lost {
@@ -116,7 +128,7 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>, header: &Back
         usage,
         events: backup.events,
         backup_schedule: running.backup_schedule,
-        notices: backup.notices,
+        notices: running.notices.without_policy_notices(),
         maintenance: running.maintenance,
         policies: backup.policies,
         events_by_request: backup.events_by_request,

@@ -441,3 +441,43 @@ fn replicas_restore_alike() {
     reread.check_invariants().unwrap();
     assert_eq!(reread, one.state);
 }
+
+#[test]
+fn a_restore_starts_the_policies_afresh_and_keeps_the_running_clusters_notices() {
+    use nexus_protocol::model::{ActivityKind, NoticeAudience, NoticeSource};
+    use nexus_protocol::policy::{PolicyPatch, PolicyScope};
+    // A lifetime already over, with its first notice posted to a's owner: the backup.
+    let policy = Command::SetPolicy {
+        scope: PolicyScope::Cluster,
+        patch: PolicyPatch {
+            max_lifetime_secs: Some(1),
+            ..PolicyPatch::default()
+        },
+    };
+    let notice = |text: &str, source| Command::PostNotice {
+        text: text.into(),
+        audience: NoticeAudience::Everyone,
+        source,
+        until: None,
+    };
+    let mut run = running(vec![
+        policy,
+        notice("a goes", NoticeSource::Policy { workspace: w("a") }),
+        notice("maintenance tonight", NoticeSource::Admin),
+    ]);
+    let backup = run.state.clone();
+    assert_eq!(backup.workspaces()[&w("a")].lifecycle.notices.len(), 1);
+    assert_eq!(run.propose(restore(&backup, 42)), Outcome::Applied);
+    let state = &run.state;
+    state.check_invariants().unwrap();
+    for name in ["a", "b"] {
+        let lifecycle = &state.workspaces()[&w(name)].lifecycle;
+        assert!(lifecycle.notices.is_empty(), "{name}: {lifecycle:?}");
+        assert_eq!(lifecycle.last_activity.kind, ActivityKind::Restored);
+        assert_eq!(lifecycle.last_activity.at, Timestamp(1_000_000 + 103 + 1));
+    }
+    let texts: Vec<&str> = state.notices().all().map(|n| n.text.as_str()).collect();
+    assert_eq!(texts, ["maintenance tonight"]);
+    // The policy itself is the backup's, and announces a's destroy again from the first notice.
+    assert_eq!(state.policies().cluster.max_lifetime_secs, 1);
+}
