@@ -196,6 +196,26 @@ pub async fn watch_traffic(
     }
 }
 
+/// What a sync step says of the workspace's use: a session's first scan (it has no version of
+/// this side yet) starts it; reading, staging or applying files is a cycle that moves changes.
+/// Scans since a version and waits for changes are a session idling, and count for nothing; so
+/// does the older whole-tree `Scan`, which a session of an earlier CLI sends at every cycle, idle
+/// or not (its cycles that move changes still count).
+pub fn of_sync(request: &nexus_sync::endpoint::Request) -> Option<ActivityKind> {
+    use nexus_sync::endpoint::Request;
+    match request {
+        Request::ScanSince { since: None, .. } => Some(ActivityKind::SyncStart),
+        Request::Read { .. }
+        | Request::Signature { .. }
+        | Request::Stage { .. }
+        | Request::Apply { .. } => Some(ActivityKind::SyncCycle),
+        Request::Scan { .. }
+        | Request::ScanSince { since: Some(_), .. }
+        | Request::WaitChange { .. }
+        | Request::Report(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +379,41 @@ mod tests {
         assert_eq!(
             traffic.observe(&[sample("api", 9_000_000, 0, 5)], only_web, now),
             vec![]
+        );
+    }
+
+    #[test]
+    fn a_sessions_first_scan_starts_it_and_idling_counts_for_nothing() {
+        let scan = |since| nexus_sync::endpoint::Request::ScanSince {
+            ignore: vec![],
+            ignore_vcs: true,
+            since,
+        };
+        assert_eq!(of_sync(&scan(None)), Some(ActivityKind::SyncStart));
+        assert_eq!(
+            of_sync(&nexus_sync::endpoint::Request::Scan {
+                ignore: vec![],
+                ignore_vcs: true
+            }),
+            None
+        );
+        assert_eq!(
+            of_sync(&nexus_sync::endpoint::Request::Signature {
+                path: "src/main.rs".parse().unwrap()
+            }),
+            Some(ActivityKind::SyncCycle)
+        );
+        let version = nexus_sync::history::Version {
+            epoch: 1,
+            number: 2,
+        };
+        assert_eq!(of_sync(&scan(Some(version))), None);
+        assert_eq!(
+            of_sync(&nexus_sync::endpoint::Request::WaitChange {
+                seen: 3,
+                within_ms: 1_000
+            }),
+            None
         );
     }
 }

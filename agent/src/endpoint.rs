@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tokio::sync::{Mutex, mpsc, watch};
 
-use crate::activity::Activities;
+use crate::activity::{self, Activities};
 use crate::diagnostics::Diagnostics;
 use crate::hops;
 use crate::runtime::{ContainerStatus, Runtime, RuntimeError};
@@ -205,7 +205,7 @@ impl<R: Runtime> Endpoint<R> {
             WireError::new(ErrorCode::ProtocolError, format!("not a sync request: {e}"))
         })?;
         let user = user_of(peer);
-        if let Some(kind) = sync_activity(&request) {
+        if let Some(kind) = activity::of_sync(&request) {
             self.used(&workspace, kind);
         }
         if let nexus_sync::endpoint::Request::Report(report) = request {
@@ -654,26 +654,6 @@ impl<R: Runtime> Endpoint<R> {
     }
 }
 
-/// What a sync step says of the workspace's use: a session's first scan (it has no version of
-/// this side yet) starts it; reading, staging or applying files is a cycle that moves changes.
-/// Scans since a version and waits for changes are a session idling, and count for nothing; so
-/// does the older whole-tree `Scan`, which a session of an earlier CLI sends at every cycle, idle
-/// or not (its cycles that move changes still count).
-fn sync_activity(request: &nexus_sync::endpoint::Request) -> Option<ActivityKind> {
-    use nexus_sync::endpoint::Request;
-    match request {
-        Request::ScanSince { since: None, .. } => Some(ActivityKind::SyncStart),
-        Request::Read { .. }
-        | Request::Signature { .. }
-        | Request::Stage { .. }
-        | Request::Apply { .. } => Some(ActivityKind::SyncCycle),
-        Request::Scan { .. }
-        | Request::ScanSince { since: Some(_), .. }
-        | Request::WaitChange { .. }
-        | Request::Report(_) => None,
-    }
-}
-
 fn is_admin(peer: &Peer) -> bool {
     matches!(
         peer.identity,
@@ -798,46 +778,5 @@ impl<R: Runtime> Endpoint<R> {
                 "an agent serves only logs, exec, networks, file sync, health and diagnostics; ask a coordinator",
             ))),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use nexus_sync::endpoint::Request;
-
-    #[test]
-    fn a_sessions_first_scan_starts_it_and_idling_counts_for_nothing() {
-        let scan = |since| Request::ScanSince {
-            ignore: vec![],
-            ignore_vcs: true,
-            since,
-        };
-        assert_eq!(sync_activity(&scan(None)), Some(ActivityKind::SyncStart));
-        assert_eq!(
-            sync_activity(&Request::Scan {
-                ignore: vec![],
-                ignore_vcs: true
-            }),
-            None
-        );
-        assert_eq!(
-            sync_activity(&Request::Signature {
-                path: "src/main.rs".parse().unwrap()
-            }),
-            Some(ActivityKind::SyncCycle)
-        );
-        let version = nexus_sync::history::Version {
-            epoch: 1,
-            number: 2,
-        };
-        assert_eq!(sync_activity(&scan(Some(version))), None);
-        assert_eq!(
-            sync_activity(&Request::WaitChange {
-                seen: 3,
-                within_ms: 1_000
-            }),
-            None
-        );
     }
 }

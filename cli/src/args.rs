@@ -12,9 +12,13 @@ use nexus_protocol::model::{Scoring, parse_key_value};
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 
 mod backup;
+mod limits;
 mod maintenance;
+mod notice;
 pub use backup::{BackupCommand, BackupRestoreArgs};
+pub use limits::{LimitsCommand, LimitsSetArgs, PolicyArgs, parse_policy_secs};
 pub use maintenance::{MaintenanceCommand, MaintenanceRunArgs};
+pub use notice::NoticeCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -207,29 +211,6 @@ pub enum WorkspaceCommand {
     Events(EventsArgs),
 }
 
-/// A policy duration: 30s, 15m, 24h, 7d; 0 turns the policy off.
-pub fn parse_policy_secs(value: &str) -> Result<u64, String> {
-    nexus_protocol::policy::parse_secs(value).map_err(|e| e.0)
-}
-
-/// The lifecycle policy's values, each a duration (`0`: off).
-#[derive(Debug, Args, Clone, Copy, Default)]
-pub struct PolicyArgs {
-    /// Stop a running workspace unused for this long (default 7d; 0: never).
-    #[arg(long, value_name = "DUR", value_parser = parse_policy_secs)]
-    pub inactive_stop_after: Option<u64>,
-    /// Destroy a workspace this long after its creation, after two notices (default 30d; 0:
-    /// never).
-    #[arg(long, value_name = "DUR", value_parser = parse_policy_secs)]
-    pub max_lifetime: Option<u64>,
-    /// The first notice's lead before a destroy (default 24h).
-    #[arg(long, value_name = "DUR", value_parser = parse_policy_secs)]
-    pub first_notice: Option<u64>,
-    /// The last notice's lead before a destroy (default 1h).
-    #[arg(long, value_name = "DUR", value_parser = parse_policy_secs)]
-    pub last_notice: Option<u64>,
-}
-
 /// A workspace to change, and whether to wait for the change.
 #[derive(Debug, Args)]
 pub struct Target {
@@ -397,7 +378,7 @@ pub struct CreateArgs {
     pub command: Vec<String>,
 }
 
-fn parse_scoring(value: &str) -> Result<Scoring, InvalidValue> {
+pub(crate) fn parse_scoring(value: &str) -> Result<Scoring, InvalidValue> {
     value.parse()
 }
 
@@ -575,34 +556,6 @@ pub enum AdminCommand {
     Notice(NoticeCommand),
 }
 
-/// `nexus admin notice`.
-#[derive(Debug, Subcommand)]
-pub enum NoticeCommand {
-    /// Post a notice, for every user or for one, shown on stderr by each of their commands.
-    Set {
-        /// What users read (at most 1024 bytes).
-        text: String,
-        /// Shown until then: a time (RFC 3339, 2026-12-24T08:00:00Z) or a duration from now
-        /// (90m, 2h, 7d). Without it, until cleared.
-        #[arg(long, value_name = "TS|DUR")]
-        until: Option<String>,
-        /// Only this user sees it.
-        #[arg(long, value_name = "U")]
-        user: Option<UserName>,
-    },
-    /// Every notice, with its id, audience, source, when it was posted and until when.
-    List,
-    /// Clear notices by id, or all of them.
-    Clear {
-        /// The notices' ids, as `list` shows them.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
-        ids: Vec<u64>,
-        /// Every notice, whoever posted it.
-        #[arg(long)]
-        all: bool,
-    },
-}
-
 #[derive(Debug, Args)]
 pub struct TraceArgs {
     /// The request id, as an error or `--verbose` printed it (32 hex digits).
@@ -665,39 +618,6 @@ pub struct WorkspaceLogsArgs {
 pub enum TopSort {
     Cpu,
     Memory,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum LimitsCommand {
-    /// The cluster's limits and each host's overrides.
-    Show,
-    /// Change the cluster's limits, or one host's with `--host`.
-    Set(LimitsSetArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct LimitsSetArgs {
-    /// Override this host's limits instead of the cluster's.
-    #[arg(long)]
-    pub host: Option<HostId>,
-    #[arg(long, value_name = "N")]
-    pub max_workspaces_per_host: Option<u32>,
-    #[arg(long, value_name = "N")]
-    pub max_ports_per_workspace: Option<u32>,
-    /// Workspaces being scheduled, started, stopped or destroyed on one host at once.
-    #[arg(long, value_name = "N")]
-    pub max_concurrent_ops: Option<u32>,
-    /// How far a host's CPUs may be promised, in percent (400 = 4 times).
-    #[arg(long, value_name = "PERCENT")]
-    pub cpu_overcommit: Option<u32>,
-    /// How far a host's memory may be promised, in percent.
-    #[arg(long, value_name = "PERCENT")]
-    pub memory_overcommit: Option<u32>,
-    /// The scoring for creates that do not choose (cluster-wide only).
-    #[arg(long, value_parser = parse_scoring)]
-    pub scoring: Option<Scoring>,
-    #[command(flatten)]
-    pub policy: PolicyArgs,
 }
 
 #[derive(Debug, Subcommand)]
