@@ -92,6 +92,14 @@ pub struct Service {
 }
 
 impl Service {
+    /// Proposes a change this coordinator decided itself (a loop's: the failure detector, the
+    /// policies, the maintenance window), as itself, under a request id of its own.
+    async fn propose_own(&self, command: crate::state::Command) -> Result<(), WireError> {
+        self.cluster
+            .propose(RequestId::random(), self.identity.clone(), command)
+            .await
+    }
+
     /// Must be called within the Tokio runtime (it starts the placement task).
     pub fn new(identity: Identity, cluster: Cluster) -> Service {
         let placer = Placer::start(cluster.clone());

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use nexus_protocol::HostId;
 use nexus_protocol::clock::{self, Timestamp};
 use nexus_protocol::model::{ContainerStats, HostStats, HostStatus};
-use nexus_protocol::{HostId, RequestId};
 
 use super::Service;
 use crate::cluster::Consistency;
@@ -93,16 +93,10 @@ impl Service {
             // zone) are marked down in one or two appends, not one after another.
             let marking = silent.into_iter().map(|host| async move {
                 tracing::warn!(%host, ttl = ?policy.ttl, "no heartbeat within the TTL; marking the host down");
-                let proposal = self
-                    .cluster
-                    .propose(
-                        RequestId::random(),
-                        self.identity.clone(),
-                        Command::SetHostStatus {
+                let proposal = self.propose_own(Command::SetHostStatus {
                             host: host.clone(),
                             status: HostStatus::Down,
-                        },
-                    )
+                        })
                     .await;
                 match proposal {
                     Ok(()) => {

@@ -214,15 +214,7 @@ impl Service {
             at: now,
             daemons: Vec::new(),
         };
-        if let Err(error) = self
-            .cluster
-            .propose(
-                RequestId::random(),
-                self.identity.clone(),
-                Command::RecordMaintenance(started),
-            )
-            .await
-        {
+        if let Err(error) = self.propose_own(Command::RecordMaintenance(started)).await {
             tracing::warn!(code = %error.code, "cannot record the maintenance window's start; not running it now: {}", error.message);
             *ran = None;
             return;
@@ -239,15 +231,7 @@ impl Service {
                 }
             }
         }
-        if let Err(error) = self
-            .cluster
-            .propose(
-                RequestId::random(),
-                self.identity.clone(),
-                Command::RecordMaintenance(summary),
-            )
-            .await
-        {
+        if let Err(error) = self.propose_own(Command::RecordMaintenance(summary)).await {
             tracing::warn!(code = %error.code, "cannot record the maintenance run: {}", error.message);
         }
     }
@@ -269,14 +253,7 @@ impl Service {
             .map(|(id, _)| *id)
             .collect();
         if !stale.is_empty()
-            && let Err(error) = self
-                .cluster
-                .propose(
-                    RequestId::random(),
-                    self.identity.clone(),
-                    Command::ClearNotices(stale),
-                )
-                .await
+            && let Err(error) = self.propose_own(Command::ClearNotices(stale)).await
         {
             tracing::warn!(code = %error.code, "cannot clear an old maintenance notice: {}", error.message);
         }
@@ -287,17 +264,12 @@ impl Service {
             return;
         }
         let posted = self
-            .cluster
-            .propose(
-                RequestId::random(),
-                self.identity.clone(),
-                Command::PostNotice {
-                    text,
-                    audience: NoticeAudience::Everyone,
-                    source: NoticeSource::Maintenance,
-                    until: Some(until),
-                },
-            )
+            .propose_own(Command::PostNotice {
+                text,
+                audience: NoticeAudience::Everyone,
+                source: NoticeSource::Maintenance,
+                until: Some(until),
+            })
             .await;
         if let Err(error) = posted {
             tracing::warn!(code = %error.code, "cannot post the maintenance notice: {}", error.message);

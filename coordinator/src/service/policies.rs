@@ -144,10 +144,7 @@ impl Service {
     /// Proposes a policy's command as this coordinator; a refusal (the workspace was held or
     /// started since) is expected now and then, and only logged.
     async fn propose_policy(&self, command: Command) -> bool {
-        let result = self
-            .cluster
-            .propose(RequestId::random(), self.identity.clone(), command)
-            .await;
+        let result = self.propose_own(command).await;
         match result {
             Ok(()) => true,
             Err(error) => {
