@@ -20,6 +20,7 @@
 //!   readiness, engine); [`reload`]: re-reading its configuration while it runs.
 
 pub mod activity;
+pub mod asker;
 pub mod cache;
 pub mod config;
 pub mod diagnostics;
@@ -173,6 +174,8 @@ async fn run_inner<R: Runtime>(
         metrics.clone(),
     ));
     let activities = activity::Activities::default();
+    // The agent's own requests to the coordinators (credentials, worktrees), over the link.
+    let asker = asker::Asker::default();
     let traffic = tokio::spawn(activity::watch_traffic(
         samples.clone(),
         desired.clone(),
@@ -213,7 +216,8 @@ async fn run_inner<R: Runtime>(
     .monitored(metrics, vitals)
     .with_causes(causes_sender)
     .with_heartbeat_interval(heartbeat_interval)
-    .with_activity(activities.clone());
+    .with_activity(activities.clone())
+    .with_asker(asker.clone());
     let diagnostics = Arc::new(diagnostics::Diagnostics::new(
         &config,
         &credentials,

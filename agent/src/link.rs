@@ -33,6 +33,7 @@ use nexus_protocol::transport::{Connection, Connector, Subscription, resolve};
 use tokio::sync::watch;
 
 use crate::activity::Activities;
+use crate::asker::Asker;
 use crate::config::Config;
 use crate::hops::{self, Causes};
 use crate::metrics::Metrics;
@@ -66,6 +67,8 @@ pub struct Link {
     heartbeat_interval: watch::Receiver<Duration>,
     /// What the workspaces were used for, to report.
     activities: Activities,
+    /// Where the agent's own requests go: handed each registered session.
+    asker: Asker,
 }
 
 /// What the link shows the monitoring: its metrics, and its vitals for the probes.
@@ -121,8 +124,15 @@ impl Link {
             },
             heartbeat_interval: watch::channel(config.heartbeat_interval).1,
             activities: Activities::default(),
+            asker: Asker::default(),
             config,
         }
+    }
+
+    /// Serves the agent's own requests made through `asker` over each session.
+    pub fn with_asker(mut self, asker: Asker) -> Link {
+        self.asker = asker;
+        self
     }
 
     /// Reports the activity noted in `activities`.
@@ -278,13 +288,16 @@ impl Link {
         let mut samples = self.samples.clone();
         samples.mark_unchanged();
         let rewatch = rewatch_interval(interval);
-        tokio::select! {
+        self.asker.connected(Some(connection.clone()));
+        let ended = tokio::select! {
             error = watching.refreshed(subscription, rewatch) => error,
             error = heartbeat(&connection, self.heartbeat_interval.clone(), deadline, self.samples.clone(), healthy, &self.monitor) => error,
             error = report(&connection, reports, self.causes.subscribe()) => error,
             error = container_stats(&connection, deadline, samples) => error,
             error = activity(&connection, self.heartbeat_interval.clone(), &self.activities) => error,
-        }
+        };
+        self.asker.connected(None);
+        ended
     }
 }
 

@@ -62,7 +62,11 @@ pub fn request_level(request: &Request) -> Option<Level> {
             | AdminRequest::ClearNotices(_)
             | AdminRequest::SetPolicy { .. }
             | AdminRequest::ExtendLifetime { .. }
-            | AdminRequest::StopIdle { .. } => WRITE,
+            | AdminRequest::StopIdle { .. }
+            | AdminRequest::SetCredential { .. }
+            | AdminRequest::RotateCredential { .. }
+            | AdminRequest::DeleteCredential(_)
+            | AdminRequest::RotateCredentialsKey => WRITE,
             _ => READ,
         },
         Request::Workspace(request) => match request {
@@ -72,7 +76,8 @@ pub fn request_level(request: &Request) -> Option<Level> {
             | WorkspaceRequest::Endpoint(_)
             | WorkspaceRequest::Events(_)
             | WorkspaceRequest::Notices
-            | WorkspaceRequest::Lifecycle(_) => READ,
+            | WorkspaceRequest::Lifecycle(_)
+            | WorkspaceRequest::Worktree(_) => READ,
             _ => WRITE,
         },
     }
@@ -99,7 +104,8 @@ pub fn request_workspace(request: &Request) -> Option<&WorkspaceName> {
         | WorkspaceRequest::Events(name)
         | WorkspaceRequest::Lifecycle(name)
         | WorkspaceRequest::Hold(name)
-        | WorkspaceRequest::Release(name) => Some(name),
+        | WorkspaceRequest::Release(name)
+        | WorkspaceRequest::Worktree(name) => Some(name),
         WorkspaceRequest::List
         | WorkspaceRequest::Notices
         | WorkspaceRequest::Cleanup { .. }

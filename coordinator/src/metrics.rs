@@ -339,6 +339,9 @@ pub fn request_kind(request: &Request) -> &'static str {
         Request::Host(HostRequest::RemoveOrphan { .. }) => "host_remove_orphan",
         Request::Host(HostRequest::ReloadConfig) => "host_reload_config",
         Request::Host(HostRequest::Maintain(_)) => "host_maintain",
+        Request::Host(HostRequest::CheckCredential(_)) => "host_check_credential",
+        Request::Host(HostRequest::Worktrees { .. }) => "host_worktrees",
+        Request::Host(HostRequest::WorktreeStatus(_)) => "host_worktree_status",
     }
 }
 
@@ -352,6 +355,9 @@ fn agent_kind(request: &AgentRequest) -> &'static str {
         AgentRequest::Serving(_) => "agent_serving",
         AgentRequest::WatchDesiredCauses { .. } => "agent_watch_desired_causes",
         AgentRequest::Activity(_) => "agent_activity",
+        AgentRequest::Credential(_) => "agent_credential",
+        AgentRequest::Worktree { .. } => "agent_worktree",
+        AgentRequest::KeptBranch { .. } => "agent_kept_branch",
     }
 }
 
@@ -376,6 +382,7 @@ fn workspace_kind(request: &WorkspaceRequest) -> &'static str {
         WorkspaceRequest::Lifecycle(_) => "workspace_lifecycle",
         WorkspaceRequest::Hold(_) => "workspace_hold",
         WorkspaceRequest::Release(_) => "workspace_release",
+        WorkspaceRequest::Worktree(_) => "workspace_worktree",
     }
 }
 
@@ -413,6 +420,14 @@ fn admin_kind(request: &AdminRequest) -> &'static str {
         AdminRequest::SetPolicy { .. } => "admin_set_policy",
         AdminRequest::ExtendLifetime { .. } => "admin_extend_lifetime",
         AdminRequest::StopIdle { .. } => "admin_stop_idle",
+        AdminRequest::SetCredential { .. } => "admin_set_credential",
+        AdminRequest::RotateCredential { .. } => "admin_rotate_credential",
+        AdminRequest::DeleteCredential(_) => "admin_delete_credential",
+        AdminRequest::Credentials => "admin_credentials",
+        AdminRequest::CheckCredential { .. } => "admin_check_credential",
+        AdminRequest::RotateCredentialsKey => "admin_rotate_credentials_key",
+        AdminRequest::CredentialKeys => "admin_credential_keys",
+        AdminRequest::VerifyWorktrees { .. } => "admin_verify_worktrees",
     }
 }
 

@@ -34,6 +34,7 @@ use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use serde::{Deserialize, Serialize};
 
 mod command;
+mod credentials;
 mod desired;
 mod events;
 mod hosts;
@@ -51,6 +52,7 @@ mod snapshot;
 mod workspaces;
 
 pub use command::{Command, Outcome, PlaceRequest, Proposal};
+pub use credentials::{CredentialRecord, Credentials, Sealed};
 pub use desired::ChangedHosts;
 pub use events::{EVENT_TEXT_BYTES, EVENTS_KEPT, History, RECORD_EVENTS_MAX};
 pub use invariants::BrokenInvariant;
@@ -102,6 +104,8 @@ pub struct State {
     maintenance: Maintenance,
     /// The lifecycle policies: the cluster's and hosts' (workspaces' are in their records).
     policies: Policies,
+    /// The credential store: each credential sealed under a key the state never holds.
+    credentials: Credentials,
     /// Which workspaces hold events under each request id: an index of `events`, so that a
     /// request's record costs its own events rather than the fleet's. Derived like `on_host`.
     #[serde(skip)]
@@ -156,6 +160,8 @@ pub struct WorkspaceRecord {
     pub port_reassigned: bool,
     /// What its lifecycle policies go by: when it was last in use.
     pub lifecycle: Lifecycle,
+    /// The worktree its host made of its repository (`spec.repo`), once the host reported it.
+    pub worktree: Option<nexus_protocol::git::WorktreeFacts>,
 }
 
 impl State {

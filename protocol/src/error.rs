@@ -132,11 +132,19 @@ pub enum ErrorCode {
     BackupClusterMismatch,
     /// No backup has this id.
     BackupNotFound,
+    /// A git remote refused the credentials (or asked for some and none are stored).
+    GitAuthFailed,
+    /// A git operation failed for another reason: an unknown branch or commit, an unreachable
+    /// remote, a damaged mirror or worktree.
+    GitFailed,
+    /// The credential store cannot be read or written here: no key file is configured, or a
+    /// record names a key this coordinator does not hold.
+    CredentialsKeyMissing,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::WorkspaceNotFound,
         ErrorCode::WorkspaceAlreadyExists,
         ErrorCode::WorkspaceStartFailed,
@@ -163,6 +171,9 @@ impl ErrorCode {
         ErrorCode::BackupVersionUnsupported,
         ErrorCode::BackupClusterMismatch,
         ErrorCode::BackupNotFound,
+        ErrorCode::GitAuthFailed,
+        ErrorCode::GitFailed,
+        ErrorCode::CredentialsKeyMissing,
     ];
 
     fn info(self) -> CodeInfo {
@@ -376,6 +387,30 @@ impl ErrorCode {
                 RetryChange::Nothing,
                 35,
             ),
+            GitAuthFailed => (
+                "GIT_AUTH_FAILED",
+                "Git authentication failed",
+                "check the credentials: `nexus admin credentials check NAME`; refresh the token with `nexus admin credentials rotate NAME --password-stdin`, then `nexus workspace repair NAME`",
+                NEVER,
+                RetryChange::Nothing,
+                36,
+            ),
+            GitFailed => (
+                "GIT_FAILED",
+                "Git operation failed",
+                "check the repository URL, branch and ref; `nexus admin worktree verify --repair` mends a damaged worktree; Nexus retries 3 times",
+                retry(3, 2_000, true),
+                RetryChange::Nothing,
+                37,
+            ),
+            CredentialsKeyMissing => (
+                "CREDENTIALS_KEY_MISSING",
+                "The credential store's key is not available",
+                "give every coordinator the key file (`--credentials-key-file`, made by `nexus admin credentials new-key`) and reload it",
+                NEVER,
+                RetryChange::Nothing,
+                38,
+            ),
         };
         CodeInfo {
             name,
@@ -575,6 +610,9 @@ mod tests {
             BACKUP_VERSION_UNSUPPORTED exit=33 retry=[] change=Nothing | The backup was made by a newer Nexus
             BACKUP_CLUSTER_MISMATCH exit=34 retry=[] change=Nothing | The backup belongs to another cluster
             BACKUP_NOT_FOUND exit=35 retry=[] change=Nothing | No such backup
+            GIT_AUTH_FAILED exit=36 retry=[] change=Nothing | Git authentication failed
+            GIT_FAILED exit=37 retry=[2s, 4s, 8s] change=Nothing | Git operation failed
+            CREDENTIALS_KEY_MISSING exit=38 retry=[] change=Nothing | The credential store's key is not available
         "#]];
         let mut table = String::new();
         for code in ErrorCode::ALL {

@@ -13,7 +13,9 @@
 //!   push streams;
 //! - [`logging`]: what every binary does at its top (logging to stderr, the exit code);
 //! - [`backup`]: a backup file of the replicated state, its header and its checksum;
-//! - [`settings`]: a configuration's settings as shown, what a reload changes (pure).
+//! - [`settings`]: a configuration's settings as shown, what a reload changes (pure);
+//! - [`git`]: workspaces from a repository (sources, worktrees, verification);
+//!   [`credentials`]: the credential store's records, secrets and choices (pure).
 //!
 //! This crate depends on none of the other Nexus crates. It is the only place that names `quinn`,
 //! `rustls`, `rcgen` or `bincode`.
@@ -21,8 +23,10 @@
 pub mod backup;
 pub mod clock;
 pub mod codec;
+pub mod credentials;
 pub mod debug;
 pub mod error;
+pub mod git;
 pub mod hash;
 pub mod hop;
 pub mod id;

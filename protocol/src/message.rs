@@ -11,11 +11,16 @@
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
+use crate::credentials::{
+    CredentialAsk, CredentialCheckReport, CredentialProbe, CredentialSpec, CredentialView,
+    GrantedCredential, KeyRotationReport, Secret,
+};
 use crate::debug::{
     ContainerEvent, Diagnostic, LogQuery, LogRecord, ReloadReport, RequestRecord, SyncSessionView,
     WorkspaceEvent, WorkspaceHealth,
 };
 use crate::error::WireError;
+use crate::git::{KeptBranch, WorktreeFacts, WorktreeReport, WorktreeStatus};
 use crate::id::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use crate::identity::{Identity, IdentityKind};
 use crate::maintenance::{
@@ -150,6 +155,15 @@ pub enum HostRequest {
     /// workspace's spec names (admins, or a coordinator on the schedule):
     /// [`Response::Maintained`].
     Maintain(MaintenanceRequest),
+    // Git worktrees and the credential store (issue 24).
+    /// Try a credential from this host (`git ls-remote`, a registry login):
+    /// [`Response::CredentialChecked`]. Only a coordinator may ask.
+    CheckCredential(CredentialProbe),
+    /// Verify (and with `repair`, mend) every worktree of this host's workspaces:
+    /// [`Response::Worktrees`] with this host's report.
+    Worktrees { repair: bool },
+    /// How one workspace's worktree stands: [`Response::Worktree`].
+    WorktreeStatus(WorkspaceName),
 }
 
 /// The reads that may be served stale. Writes have no stale form.
@@ -210,6 +224,18 @@ pub enum AgentRequest {
     /// logs read, sync, port traffic), each workspace's latest: answered [`Response::Ack`]. The
     /// leader records it through Raft for the lifecycle policies.
     Activity(Vec<(WorkspaceName, Activity)>),
+    // Git worktrees and the credential store (issue 24).
+    /// A credential for an operation of one of this host's workspaces (a fetch, a pull):
+    /// [`Response::Credential`], `None` when no stored credential serves it. Leader only.
+    Credential(CredentialAsk),
+    /// The worktree this host made for a workspace: recorded in its record. [`Response::Ack`].
+    Worktree {
+        workspace: WorkspaceName,
+        facts: WorktreeFacts,
+    },
+    /// A destroy kept a branch with commits that exist nowhere else: told to its owner.
+    /// [`Response::Ack`].
+    KeptBranch { owner: UserName, kept: KeptBranch },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,6 +280,9 @@ pub enum WorkspaceRequest {
     Hold(WorkspaceName),
     /// Give the workspace back to its policies: [`Response::Lifecycle`].
     Release(WorkspaceName),
+    // Git worktrees (issue 24).
+    /// How the workspace's worktree stands, asked of its host: [`Response::Worktree`].
+    Worktree(WorkspaceName),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,14 +293,20 @@ pub enum AdminRequest {
     Hosts,
     /// Add a coordinator: it joins as a learner, catches up, and is promoted to voter. Answered
     /// with the cluster's status once it votes.
-    ClusterAdd { id: NodeId, address: String },
+    ClusterAdd {
+        id: NodeId,
+        address: String,
+    },
     /// Remove a coordinator from the cluster.
     ClusterRemove(NodeId),
     /// Hand leadership to another voter.
     TransferLeader(NodeId),
     /// Drain, cordon or uncordon a host (`Ready`, `Draining` or `Cordoned`; `Down` is the failure
     /// detector's). Answered with the fleet's hosts.
-    SetHostStatus { host: HostId, status: HostStatus },
+    SetHostStatus {
+        host: HostId,
+        status: HostStatus,
+    },
     /// Every allocated host port, fleet-wide.
     Ports,
     /// The cluster's limits and each host's overrides: [`Response::Limits`].
@@ -307,7 +342,11 @@ pub enum AdminRequest {
     BackupVerify(String),
     /// Up to `len` bytes of a backup file from `offset`: [`Response::BackupBytes`] (empty at
     /// the end). How the CLI fetches a backup larger than one frame.
-    BackupRead { id: String, offset: u64, len: u32 },
+    BackupRead {
+        id: String,
+        offset: u64,
+        len: u32,
+    },
     /// One piece of a backup file the CLI sends, at `offset` of `total` bytes, under an upload id
     /// it chose. Answered [`Response::Ack`], and the last piece with [`Response::Backup`] once the
     /// whole file is checked and kept in the answering coordinator's directory.
@@ -320,7 +359,10 @@ pub enum AdminRequest {
     /// Replace the replicated state with a backup from the answering coordinator's directory
     /// (one Raft entry, applied alike on every replica). `force` restores another cluster's
     /// backup. Answered [`Response::Backup`] once applied.
-    BackupRestore { id: String, force: bool },
+    BackupRestore {
+        id: String,
+        force: bool,
+    },
     /// The backup schedule ([`Response::BackupSchedule`]); with a value, change it first.
     BackupSchedule(Option<BackupSchedule>),
     /// Re-read the answering coordinator's configuration and apply its hot settings:
@@ -356,10 +398,48 @@ pub enum AdminRequest {
     },
     /// Push a workspace's lifetime out by this many seconds: [`Response::Lifecycle`]. Its
     /// destroy notices are cleared.
-    ExtendLifetime { name: WorkspaceName, by_secs: u64 },
+    ExtendLifetime {
+        name: WorkspaceName,
+        by_secs: u64,
+    },
     /// Stop every running workspace idle at least this long, held ones excepted: answered
     /// [`Response::Workspaces`] with those it stopped.
-    StopIdle { idle_for_secs: u64 },
+    StopIdle {
+        idle_for_secs: u64,
+    },
+    // Git worktrees and the credential store (issue 24).
+    /// Store a credential, or replace one of the same name: [`Response::Ack`].
+    SetCredential {
+        spec: CredentialSpec,
+        secret: Secret,
+    },
+    /// Replace a credential's secret: [`Response::Ack`].
+    RotateCredential {
+        name: String,
+        secret: Secret,
+    },
+    DeleteCredential(String),
+    /// [`Response::Credentials`], never a secret.
+    Credentials,
+    /// Have a host try a credential (`host`, or any ready one): [`Response::CredentialChecked`].
+    CheckCredential {
+        name: String,
+        host: Option<HostId>,
+        /// For git, the repository to `ls-remote` when the scope is only a prefix.
+        target: Option<String>,
+    },
+    /// Seal every record again under the newest key of the leader's key file:
+    /// [`Response::KeysRotated`].
+    RotateCredentialsKey,
+    /// The key ids this coordinator holds (answered by the node asked, leader or not):
+    /// [`Response::CredentialKeys`].
+    CredentialKeys,
+    /// Verify (and mend) the worktrees of every host's workspaces, or one host's:
+    /// [`Response::Worktrees`].
+    VerifyWorktrees {
+        host: Option<HostId>,
+        repair: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -425,6 +505,23 @@ pub enum Response {
     /// The maintenance schedule, its next window and the last scheduled run.
     Maintenance(MaintenanceStatus),
     Policies(Box<PoliciesView>),
+    // Git worktrees and the credential store (issue 24).
+    Credential(Option<GrantedCredential>),
+    Credentials(Vec<CredentialView>),
+    CredentialChecked(CredentialCheckReport),
+    KeysRotated(KeyRotationReport),
+    CredentialKeys {
+        node: NodeId,
+        /// Every key id this node can open, the newest (what it seals with) last.
+        keys: Vec<String>,
+    },
+    Worktrees(Vec<WorktreeReport>),
+    /// A workspace's worktree: what its record holds and, when its host answered, how it
+    /// stands now.
+    Worktree {
+        facts: Option<WorktreeFacts>,
+        status: Option<WorktreeStatus>,
+    },
 }
 
 /// A workspace's lifecycle as its policies see it (`nexus workspace inspect`).

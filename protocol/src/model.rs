@@ -125,6 +125,8 @@ pub struct WorkspaceSpec {
     pub command: Vec<String>,
     /// Pin to this host instead of letting the scheduler choose.
     pub host: Option<HostId>,
+    /// Check this repository out in the workspace's files (a worktree of its host's mirror).
+    pub repo: Option<crate::git::RepoSource>,
 }
 
 /// Where a workspace is in its life. Transitions are the coordinator's; the agent reports what it

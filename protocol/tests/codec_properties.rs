@@ -69,6 +69,7 @@ proptest! {
             labels: BTreeMap::new(),
             command: vec![],
             host: None,
+            repo: None,
         };
         let message = RequestFrame {
             request_id: RequestId::from_u128(id),

@@ -83,7 +83,7 @@ fn requests() {
     check(
         &request(Request::Workspace(WorkspaceRequest::Create(spec()))),
         expect![
-            "0000003afe100f0e0d0c0b0a0908070605040302010200036170690a6465763a6c61746573740001fbb80b01014b0156000205736c656570013101026831"
+            "0000003bfe100f0e0d0c0b0a0908070605040302010200036170690a6465763a6c61746573740001fbb80b01014b0156000205736c65657001310102683100"
         ],
     );
     check(
@@ -136,7 +136,7 @@ fn requests() {
             scoring: Some(Scoring::Spread),
         })),
         expect![
-            "0000003cfe100f0e0d0c0b0a090807060504030201020a036170690a6465763a6c61746573740001fbb80b01014b0156000205736c6565700131010268310101"
+            "0000003dfe100f0e0d0c0b0a090807060504030201020a036170690a6465763a6c61746573740001fbb80b01014b0156000205736c656570013101026831000101"
         ],
     );
     check(
@@ -344,7 +344,7 @@ fn workspace_issue_responses() {
             port_reassigned: true,
         })))),
         expect![
-            "0000006c01000c03617069036164610601066465762d30310a6465763a6c61746573740001fbb80bfb214e02036170690a6465763a6c61746573740001fbb80b01014b0156000205736c656570013101026831000304010314706f727420323030303020697320696e20757365000001"
+            "0000006d01000c03617069036164610601066465762d30310a6465763a6c61746573740001fbb80bfb214e02036170690a6465763a6c61746573740001fbb80b01014b0156000205736c65657001310102683100000304010314706f727420323030303020697320696e20757365000001"
         ],
     );
 }
@@ -396,7 +396,7 @@ fn responses() {
             })),
         },
         expect![
-            "000000390100030301036170690a6465763a6c61746573740001fbb80b01014b0156000205736c65657001310102683103626f62020001fbb80bfb214e"
+            "0000003a0100030301036170690a6465763a6c61746573740001fbb80b01014b0156000205736c6565700131010268310003626f62020001fbb80bfb214e"
         ],
     );
     check(
@@ -429,7 +429,7 @@ fn responses() {
             })),
         },
         expect![
-            "000000330100030401036170690a6465763a6c61746573740001fbb80b01014b0156000205736c65657001310102683103626f62020200"
+            "000000340100030401036170690a6465763a6c61746573740001fbb80b01014b0156000205736c6565700131010268310003626f62020200"
         ],
     );
 }
@@ -717,5 +717,83 @@ fn admin_notices() {
     check(
         &request(Request::Admin(AdminRequest::ClearNotices(None))),
         expect!["00000014fe100f0e0d0c0b0a090807060504030201031b00"],
+    );
+}
+
+/// Git worktrees and the credential store (issue 24).
+#[test]
+fn worktrees_and_credentials() {
+    use nexus_protocol::credentials::*;
+    use nexus_protocol::git::*;
+    let source = RepoSource {
+        url: "http://h/r.git".into(),
+        base: RepoBase::Branch("main".into()),
+    };
+    let mut with_repo = spec();
+    with_repo.repo = Some(source);
+    check(
+        &request(Request::Workspace(WorkspaceRequest::Create(with_repo))),
+        expect![
+            "00000050fe100f0e0d0c0b0a0908070605040302010200036170690a6465763a6c61746573740001fbb80b01014b0156000205736c656570013101026831010e687474703a2f2f682f722e67697401046d61696e"
+        ],
+    );
+    let spec = CredentialSpec {
+        name: "ci".into(),
+        kind: CredentialKind::Git,
+        scope: "http://h/".into(),
+        username: "bot".into(),
+    };
+    check(
+        &request(Request::Admin(AdminRequest::SetCredential {
+            spec: spec.clone(),
+            secret: Secret::new("pw".into()),
+        })),
+        expect![
+            "00000028fe100f0e0d0c0b0a09080706050403020103200263690009687474703a2f2f682f03626f74027077"
+        ],
+    );
+    check(
+        &request(Request::Agent(AgentRequest::Credential(CredentialAsk {
+            workspace: "api".parse().unwrap(),
+            purpose: CredentialPurpose::Registry {
+                server: "r:5".into(),
+            },
+        }))),
+        expect!["0000001cfe100f0e0d0c0b0a0908070605040302010108036170690103723a35"],
+    );
+    check(
+        &request(Request::Host(HostRequest::Worktrees { repair: true })),
+        expect!["00000014fe100f0e0d0c0b0a090807060504030201060f01"],
+    );
+    check(
+        &request(Request::Admin(AdminRequest::VerifyWorktrees {
+            host: None,
+            repair: false,
+        })),
+        expect!["00000015fe100f0e0d0c0b0a09080706050403020103270000"],
+    );
+    check(
+        &ResponseFrame {
+            request_id: RequestId::from_u128(1),
+            result: Ok(Response::Credential(Some(GrantedCredential {
+                name: "ci".into(),
+                username: "bot".into(),
+                secret: Secret::new("pw".into()),
+            }))),
+        },
+        expect!["0000000e0100260102636903626f74027077"],
+    );
+    check(
+        &ResponseFrame {
+            request_id: RequestId::from_u128(1),
+            result: Ok(Response::Worktree {
+                facts: Some(WorktreeFacts {
+                    branch: "nexus/api".into(),
+                    base_commit: "ab".into(),
+                }),
+                status: None,
+            }),
+        },
+        expect!["0000001201002c01096e657875732f61706902616200"],
     );
 }

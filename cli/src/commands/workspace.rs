@@ -50,6 +50,7 @@ pub async fn run(
                 labels: args.labels.into_iter().collect(),
                 command: args.command,
                 host: args.host,
+                repo: None,
             };
             let scoring = if args.spread {
                 Some(Scoring::Spread)

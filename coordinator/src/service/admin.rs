@@ -60,6 +60,10 @@ impl Service {
                 | AdminRequest::SetPolicy { .. }
                 | AdminRequest::ExtendLifetime { .. }
                 | AdminRequest::StopIdle { .. }
+                | AdminRequest::SetCredential { .. }
+                | AdminRequest::RotateCredential { .. }
+                | AdminRequest::DeleteCredential(_)
+                | AdminRequest::RotateCredentialsKey
         );
         if consistency == Consistency::Stale && write {
             return Err(WireError::new(
@@ -264,6 +268,17 @@ impl Service {
                 self.policy_admin(peer, request_id, request, consistency)
                     .await
             }
+            AdminRequest::SetCredential { .. }
+            | AdminRequest::RotateCredential { .. }
+            | AdminRequest::DeleteCredential(_)
+            | AdminRequest::Credentials
+            | AdminRequest::CheckCredential { .. }
+            | AdminRequest::RotateCredentialsKey
+            | AdminRequest::CredentialKeys
+            | AdminRequest::VerifyWorktrees { .. } => Err(WireError::new(
+                ErrorCode::Unsupported,
+                "this coordinator does not serve git worktrees or credentials yet",
+            )),
         }
     }
 }

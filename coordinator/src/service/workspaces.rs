@@ -102,6 +102,10 @@ impl Service {
                     .await?;
                 self.lifecycle(&name, Consistency::Linearizable).await
             }
+            WorkspaceRequest::Worktree(_) => Err(WireError::new(
+                ErrorCode::Unsupported,
+                "this coordinator does not serve git worktrees yet",
+            )),
             WorkspaceRequest::Notices => {
                 let user = user.clone();
                 let now = clock::now();

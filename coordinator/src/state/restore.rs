@@ -131,6 +131,13 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>, header: &Back
         notices: running.notices.without_policy_notices(),
         maintenance: running.maintenance,
         policies: backup.policies,
+        // Credentials rotated since the backup must not come back: the running cluster's stay,
+        // unless it has none (a fresh cluster rebuilt from the backup).
+        credentials: if running.credentials.is_empty() {
+            backup.credentials
+        } else {
+            running.credentials
+        },
         events_by_request: backup.events_by_request,
         on_host: BTreeMap::new(),
         host_ids: Vec::new(),

@@ -115,6 +115,7 @@ impl State {
                 restart_pending: false,
                 port_reassigned: false,
                 lifecycle: Lifecycle::created(at),
+                worktree: None,
             },
         );
         self.bump(host);

@@ -1,0 +1,78 @@
+//! The agent's own requests to the coordinators (a credential for a fetch or a pull, a
+//! worktree's facts), sent over the link's current session with the leader.
+//!
+//! The link hands each registered session's connection to the [`Asker`] and takes it back when
+//! the session ends; a request made between sessions waits for the next one, up to its deadline.
+
+use std::time::Duration;
+
+use nexus_protocol::RequestId;
+use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::message::{Request, Response};
+use nexus_protocol::transport::Connection;
+use tokio::sync::watch;
+
+/// A handle on the link's session, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Asker {
+    current: watch::Sender<Option<Connection>>,
+}
+
+impl Default for Asker {
+    fn default() -> Asker {
+        Asker {
+            current: watch::Sender::new(None),
+        }
+    }
+}
+
+impl Asker {
+    /// The link's session is up on `connection`, or (with `None`) is gone.
+    pub(crate) fn connected(&self, connection: Option<Connection>) {
+        self.current.send_replace(connection);
+    }
+
+    /// Sends `request` over the current session (waiting for one if none is up), within
+    /// `deadline` in all.
+    pub async fn ask(&self, request: Request, deadline: Duration) -> Result<Response, WireError> {
+        let started = tokio::time::Instant::now();
+        let mut current = self.current.subscribe();
+        let connection =
+            match tokio::time::timeout(deadline, current.wait_for(Option::is_some)).await {
+                Ok(Ok(connection)) => connection.clone(),
+                _ => None,
+            };
+        let Some(connection) = connection else {
+            return Err(WireError::new(
+                ErrorCode::NetworkError,
+                format!(
+                    "the agent has no session with the coordinators (waited {} ms)",
+                    deadline.as_millis()
+                ),
+            ));
+        };
+        let left = deadline.saturating_sub(started.elapsed());
+        connection
+            .request_with(
+                RequestId::random(),
+                request,
+                left.max(Duration::from_millis(1)),
+            )
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_without_a_session_fails_at_its_deadline() {
+        let asker = Asker::default();
+        let error = asker
+            .ask(Request::Ping, Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::NetworkError);
+    }
+}
