@@ -25,6 +25,7 @@ pub mod cache;
 pub mod config;
 pub mod diagnostics;
 pub mod endpoint;
+pub mod git;
 pub mod health;
 pub mod hops;
 pub mod link;
