@@ -397,7 +397,12 @@ async fn run_step(
         Step::RepairLinks => {
             git(
                 mirror,
-                [OsStr::new("worktree"), OsStr::new("repair"), OsStr::new("--"), dir],
+                [
+                    OsStr::new("worktree"),
+                    OsStr::new("repair"),
+                    OsStr::new("--"),
+                    dir,
+                ],
                 None,
                 LOCAL_TIMEOUT,
             )
@@ -406,7 +411,12 @@ async fn run_step(
         Step::Unlock => {
             let by_git = git(
                 mirror,
-                [OsStr::new("worktree"), OsStr::new("unlock"), OsStr::new("--"), dir],
+                [
+                    OsStr::new("worktree"),
+                    OsStr::new("unlock"),
+                    OsStr::new("--"),
+                    dir,
+                ],
                 None,
                 LOCAL_TIMEOUT,
             )
@@ -427,7 +437,10 @@ async fn run_step(
         }
         Step::RecreateBranch => {
             let base = target.base.as_deref().ok_or_else(|| {
-                WireError::new(ErrorCode::GitFailed, "the record's base commit is no commit id")
+                WireError::new(
+                    ErrorCode::GitFailed,
+                    "the record's base commit is no commit id",
+                )
             })?;
             // The empty old value: only if the branch does not exist.
             git(
@@ -498,7 +511,10 @@ fn remove_if_there(path: &Path) -> std::io::Result<()> {
 }
 
 fn io_error(error: std::io::Error) -> WireError {
-    WireError::new(ErrorCode::GitFailed, format!("on this host's disk: {error}"))
+    WireError::new(
+        ErrorCode::GitFailed,
+        format!("on this host's disk: {error}"),
+    )
 }
 
 #[cfg(test)]

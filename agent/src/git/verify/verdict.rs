@@ -157,8 +157,8 @@ pub fn verdict(seen: &Seen) -> Verdict {
         DirSeen::Files(DotGit::Moved) => seen.record,
         _ => false,
     };
-    let links_wrong = linked
-        && (seen.dir == DirSeen::Files(DotGit::Moved) || seen.back_link != BackLink::Here);
+    let links_wrong =
+        linked && (seen.dir == DirSeen::Files(DotGit::Moved) || seen.back_link != BackLink::Here);
     if no_worktree {
         problems.push(WorktreeProblem::Missing);
     } else if !linked || links_wrong {
@@ -421,10 +421,7 @@ mod tests {
                         back_link,
                         ..Seen::HEALTHY
                     };
-                    assert!(
-                        !verdict(&seen).steps.contains(&Step::MoveAside),
-                        "{seen:?}"
-                    );
+                    assert!(!verdict(&seen).steps.contains(&Step::MoveAside), "{seen:?}");
                 }
             }
         }
