@@ -4,7 +4,8 @@
 //! out by hand under the agent's data directory as `nexus_agent::git::layout` says (what the
 //! agent's own checkout does). One worktree is then deleted, the other locked with a user's edit
 //! in it: verify finds both and exits non-zero, `--repair` mends both, keeps the edit and exits
-//! 0, and a verification of the one host finds nothing.
+//! 0, and a verification of the one host finds nothing; once the agent is gone, its host is
+//! reported as not asked and the command fails.
 
 // Tests fail by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -80,7 +81,7 @@ async fn verify_finds_a_deleted_and_a_locked_worktree_and_repair_mends_them() {
     let cluster = TestCluster::start(&pki, 1, &[]).await;
     cluster.leader(&pki, Duration::from_secs(20)).await;
     let host = format!("t{}-wtv", std::process::id());
-    let agent = AgentProcess::start(&pki, &host, &cluster.live_addresses(), &[]);
+    let mut agent = AgentProcess::start(&pki, &host, &cluster.live_addresses(), &[]);
 
     // The repository, served from the test's scratch directory.
     let scratch = pki.scratch("repo");
@@ -253,4 +254,16 @@ async fn verify_finds_a_deleted_and_a_locked_worktree_and_repair_mends_them() {
         "{}",
         nobody.stderr
     );
+
+    // A host that does not answer is reported, and the command fails.
+    agent.process.kill();
+    let down = verify(&pki, &cluster, &[]);
+    assert!(!down.ok, "{}", down.json);
+    assert_eq!(down.json["unreachable"], 1, "{}", down.json);
+    assert!(
+        down.json["hosts"][0]["error"]["code"].is_string(),
+        "{}",
+        down.json
+    );
+    assert!(down.stderr.contains("not asked"), "{}", down.stderr);
 }
