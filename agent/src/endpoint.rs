@@ -735,6 +735,11 @@ impl<R: Runtime> Handler for Endpoint<R> {
                     .kind(if asked.dry_run { "dry_run" } else { "run" })
                     .info(),
             ),
+            Request::Host(HostRequest::Worktrees { repair }) => Some(
+                Hop::new(hops::WORKTREES, Some(request_id))
+                    .kind(if *repair { "repair" } else { "verify" })
+                    .info(),
+            ),
             Request::Host(HostRequest::Sync { workspace, .. }) => Some(
                 Hop::new(hops::SYNC, Some(request_id))
                     .workspace(workspace)

@@ -144,14 +144,21 @@ impl Host {
     }
 
     fn endpoint(&self, assignments: Vec<Assignment>) -> Endpoint<HollowRuntime> {
+        self.endpoint_with(self.layout.clone(), assignments)
+    }
+
+    fn endpoint_with(
+        &self,
+        layout: Layout,
+        assignments: Vec<Assignment>,
+    ) -> Endpoint<HollowRuntime> {
         let runtime = Arc::new(HollowRuntime::new(
             self.host.clone(),
             HollowConfig::default(),
         ));
         let (_tx, rx) = watch::channel(Some(desired(1, assignments)));
         // The sender may go: the receiver keeps the last value.
-        Endpoint::new(Identity::Agent(self.host.clone()), runtime, rx)
-            .with_worktrees(self.layout.clone())
+        Endpoint::new(Identity::Agent(self.host.clone()), runtime, rx).with_worktrees(layout)
     }
 }
 
@@ -413,4 +420,43 @@ async fn a_missing_mirror_is_reported_and_nothing_is_touched() {
     assert!(mended.repairs.is_empty());
     edits_kept(&dir);
     assert!(dir.join(".git").is_file());
+}
+
+#[tokio::test]
+async fn a_moved_data_directory_is_relinked_with_the_users_edits_in_place() {
+    let host = Host::new("wt-datamove");
+    let dir = host.worktree("api");
+    edit(&dir);
+    // The admin moves the whole data directory: mirror and worktree both.
+    let moved = host.root.join("data-new");
+    std::fs::rename(host.root.join("data"), &moved).unwrap();
+    let layout = Layout::new(&moved);
+    let endpoint = host.endpoint_with(layout.clone(), vec![host.assigned("api")]);
+    let found = check(&endpoint, false).await;
+    assert_eq!(found.problems, vec![P::LinkBroken, P::Prunable]);
+    let mended = check(&endpoint, true).await;
+    assert_eq!(mended.remaining, vec![], "{mended:?}");
+    assert_eq!(mended.moved_aside, None);
+    let dir = layout.worktree(&ws("api"));
+    edits_kept(&dir);
+    assert_eq!(check(&endpoint, false).await.problems, vec![]);
+    assert_eq!(
+        run_git(&dir, &["rev-parse", "--abbrev-ref", "HEAD"]),
+        "nexus/api"
+    );
+}
+
+#[tokio::test]
+async fn a_record_that_lost_its_back_link_is_relinked() {
+    let host = Host::new("wt-gitdir");
+    let dir = host.worktree("api");
+    edit(&dir);
+    std::fs::remove_file(host.mirror.join("worktrees/api/gitdir")).unwrap();
+    let endpoint = host.endpoint(vec![host.assigned("api")]);
+    assert_eq!(check(&endpoint, false).await.problems, vec![P::LinkBroken]);
+    let mended = check(&endpoint, true).await;
+    assert_eq!(mended.remaining, vec![], "{mended:?}");
+    assert_eq!(mended.moved_aside, None);
+    edits_kept(&dir);
+    sound(&endpoint, &host, "api").await;
 }

@@ -126,6 +126,19 @@ impl Verifier {
 /// One workspace's check, and its repair when `repair`.
 pub async fn verify(layout: &Layout, record: &WorktreeRecord, repair: bool) -> WorktreeCheck {
     let target = Target::of(layout, record);
+    if let Err(error) = nexus_protocol::git::check_ref(&target.branch) {
+        // Never so for a valid workspace name; but nothing unchecked reaches git's argv.
+        let problem = WorktreeProblem::Other(error.0);
+        return WorktreeCheck {
+            workspace: record.workspace.clone(),
+            url: record.url.clone(),
+            branch: target.branch,
+            problems: vec![problem.clone()],
+            repairs: Vec::new(),
+            moved_aside: None,
+            remaining: vec![problem],
+        };
+    }
     let seen = observe(&target).await;
     let found = verdict(&seen);
     let mut check = WorktreeCheck {
