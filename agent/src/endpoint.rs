@@ -74,6 +74,8 @@ pub struct Endpoint<R> {
     maintenance: Option<nexus_telemetry::maintenance::MaintenanceMetrics>,
     /// Where exec, logs and sync note that a workspace was used; without it, nowhere.
     activity: Option<Activities>,
+    /// Verifies this host's worktrees (worktree verify); without it, `UNSUPPORTED`.
+    worktrees: Option<Arc<crate::git::verify::Verifier>>,
 }
 
 /// A workspace's served files, and the count of changes its watcher has seen (what
@@ -104,7 +106,35 @@ impl<R: Runtime> Endpoint<R> {
             reloader: None,
             maintenance: None,
             activity: None,
+            worktrees: None,
         }
+    }
+
+    /// Verifies (and mends) the worktrees laid out by `layout` when a coordinator asks.
+    pub fn with_worktrees(mut self, layout: crate::git::layout::Layout) -> Endpoint<R> {
+        self.worktrees = Some(Arc::new(crate::git::verify::Verifier::new(layout)));
+        self
+    }
+
+    /// `worktree verify [--repair]` of this host's worktrees: asked by a coordinator only (an
+    /// admin asks it there, and it asks every host).
+    async fn verify_worktrees(&self, peer: &Peer, repair: bool) -> Result<Response, WireError> {
+        if !matches!(peer.identity, Identity::Coordinator(_)) {
+            return Err(WireError::new(
+                ErrorCode::PermissionDenied,
+                "a host's worktrees are verified through the coordinators: `nexus admin worktree verify [--host H] [--repair]`",
+            ));
+        }
+        let Some(verifier) = self.worktrees.clone() else {
+            return Err(WireError::new(
+                ErrorCode::Unsupported,
+                "this agent keeps no worktrees (it was started without a data directory for them)",
+            ));
+        };
+        let host = self.host()?;
+        let desired = self.desired.borrow().clone();
+        let report = verifier.report(host, desired.as_ref(), repair).await;
+        Ok(Response::Worktrees(vec![report]))
     }
 
     /// Notes in `activity` each exec, logs read and sync that uses a workspace.
@@ -705,6 +735,11 @@ impl<R: Runtime> Handler for Endpoint<R> {
                     .kind(if asked.dry_run { "dry_run" } else { "run" })
                     .info(),
             ),
+            Request::Host(HostRequest::Worktrees { repair }) => Some(
+                Hop::new(hops::WORKTREES, Some(request_id))
+                    .kind(if *repair { "repair" } else { "verify" })
+                    .info(),
+            ),
             Request::Host(HostRequest::Sync { workspace, .. }) => Some(
                 Hop::new(hops::SYNC, Some(request_id))
                     .workspace(workspace)
@@ -772,6 +807,9 @@ impl<R: Runtime> Endpoint<R> {
             Request::Host(HostRequest::ReloadConfig) => Reply::Once(self.reload(peer)),
             Request::Host(HostRequest::Maintain(request)) => {
                 Reply::Once(self.maintain(peer, request).await)
+            }
+            Request::Host(HostRequest::Worktrees { repair }) => {
+                Reply::Once(self.verify_worktrees(peer, repair).await)
             }
             _ => Reply::Once(Err(WireError::new(
                 ErrorCode::InvalidArgument,

@@ -33,6 +33,9 @@ pub const REMOVE_ORPHAN: &str = "agent.remove_orphan";
 pub const MAINTAIN: &str = "agent.maintain";
 /// A sync session's request: DEBUG, for a session asks several times a second.
 pub const SYNC: &str = "agent.sync";
+// worktree verify (issue 24, item 3):
+/// A verification of the host's worktrees, asked by the leader (`kind`: `verify` or `repair`).
+pub const WORKTREES: &str = "agent.worktrees";
 
 /// The request that last changed each workspace, as the coordinator said with the desired state
 /// of `version`.

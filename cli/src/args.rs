@@ -15,10 +15,12 @@ mod backup;
 mod limits;
 mod maintenance;
 mod notice;
+mod worktree;
 pub use backup::{BackupCommand, BackupRestoreArgs};
 pub use limits::{LimitsCommand, LimitsSetArgs, PolicyArgs, parse_policy_secs};
 pub use maintenance::{MaintenanceCommand, MaintenanceRunArgs};
 pub use notice::NoticeCommand;
+pub use worktree::WorktreeCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -554,6 +556,10 @@ pub enum AdminCommand {
     /// post one, list them, clear them.
     #[command(subcommand)]
     Notice(NoticeCommand),
+    // worktree verify (issue 24, item 3):
+    /// Git worktrees of repository workspaces: verify them on every host, and repair them.
+    #[command(subcommand)]
+    Worktree(WorktreeCommand),
 }
 
 #[derive(Debug, Args)]

@@ -185,6 +185,10 @@ pub enum WorktreeProblem {
     MirrorBroken,
     /// Something else, in git's words.
     Other(String),
+    // worktree verify (issue 24, item 3):
+    /// The host keeps a worktree record of a workspace it no longer holds: reported, never
+    /// touched (a coordinator restored from an old backup must not cost anyone their files).
+    NotAssigned,
 }
 
 impl WorktreeProblem {
@@ -198,6 +202,7 @@ impl WorktreeProblem {
             WorktreeProblem::Prunable => "prunable",
             WorktreeProblem::MirrorBroken => "mirror-broken",
             WorktreeProblem::Other(text) => text,
+            WorktreeProblem::NotAssigned => "not-assigned",
         }
     }
 }

@@ -201,6 +201,9 @@ pub async fn run(
         AdminCommand::Maintenance(command) => {
             crate::commands::maintenance::run(command, settings, format).await
         }
+        AdminCommand::Worktree(command) => {
+            crate::commands::worktree::run(command, settings, format).await
+        }
         AdminCommand::Backup(command) => {
             crate::commands::backup::run(command, settings, format).await
         }

@@ -268,14 +268,17 @@ impl Service {
                 self.policy_admin(peer, request_id, request, consistency)
                     .await
             }
+            // worktree verify (issue 24, item 3):
+            AdminRequest::VerifyWorktrees { host, repair } => {
+                self.verify_worktrees(peer, host, repair).await
+            }
             AdminRequest::SetCredential { .. }
             | AdminRequest::RotateCredential { .. }
             | AdminRequest::DeleteCredential(_)
             | AdminRequest::Credentials
             | AdminRequest::CheckCredential { .. }
             | AdminRequest::RotateCredentialsKey
-            | AdminRequest::CredentialKeys
-            | AdminRequest::VerifyWorktrees { .. } => Err(WireError::new(
+            | AdminRequest::CredentialKeys => Err(WireError::new(
                 ErrorCode::Unsupported,
                 "this coordinator does not serve git worktrees or credentials yet",
             )),

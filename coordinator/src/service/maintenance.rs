@@ -105,6 +105,19 @@ impl Service {
         }
     }
 
+    /// The connector, as this coordinator, to ask the other daemons; without it, `UNSUPPORTED`.
+    pub(super) fn daemon_connector(&self) -> Result<Connector, WireError> {
+        self.maintainer
+            .as_ref()
+            .and_then(|m| m.connector.clone())
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::Unsupported,
+                    "this coordinator was started without a way to ask the agents",
+                )
+            })
+    }
+
     /// This node's compaction (when `asked.compact`), logged and counted.
     async fn compact(
         &self,
@@ -360,6 +373,25 @@ async fn ask(
     who: Identity,
     request: Request,
 ) -> Result<u64, String> {
+    match ask_daemon(connector, address, who, request, DAEMON_LIMIT).await {
+        Ok(Response::Maintained(report)) => outcome(&report),
+        Ok(other) => Err(format!("an unexpected answer: {other:?}")
+            .chars()
+            .take(200)
+            .collect()),
+        Err(error) => Err(format!("{}: {}", error.code, error.message)),
+    }
+}
+
+/// Asks the daemon at `address`, which must be `who`, one request, within `limit`: the fan-out
+/// of maintenance runs and worktree verifications.
+pub(super) async fn ask_daemon(
+    connector: &Connector,
+    address: &str,
+    who: Identity,
+    request: Request,
+    limit: Duration,
+) -> Result<Response, WireError> {
     let attempt = async {
         let (socket, name) = nexus_protocol::transport::resolve(address).await?;
         let connection = connector.connect(socket, &name, &[who.kind()]).await?;
@@ -376,14 +408,12 @@ async fn ask(
         connection.close();
         answer
     };
-    match tokio::time::timeout(DAEMON_LIMIT, attempt).await {
-        Ok(Ok(Response::Maintained(report))) => outcome(&report),
-        Ok(Ok(other)) => Err(format!("an unexpected answer: {other:?}")
-            .chars()
-            .take(200)
-            .collect()),
-        Ok(Err(error)) => Err(format!("{}: {}", error.code, error.message)),
-        Err(_) => Err(format!("no answer within {} s", DAEMON_LIMIT.as_secs())),
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(answer) => answer,
+        Err(_) => Err(WireError::new(
+            ErrorCode::Timeout,
+            format!("no answer within {} s", limit.as_secs()),
+        )),
     }
 }
 
