@@ -74,6 +74,7 @@ pub struct Endpoint<R> {
     maintenance: Option<nexus_telemetry::maintenance::MaintenanceMetrics>,
     /// Where exec, logs and sync note that a workspace was used; without it, nowhere.
     activity: Option<Activities>,
+    git: Option<Arc<crate::git::host::GitHost>>,
 }
 
 /// A workspace's served files, and the count of changes its watcher has seen (what
@@ -104,6 +105,7 @@ impl<R: Runtime> Endpoint<R> {
             reloader: None,
             maintenance: None,
             activity: None,
+            git: None,
         }
     }
 
@@ -130,7 +132,7 @@ impl<R: Runtime> Endpoint<R> {
     }
 
     /// A maintenance run ([`crate::maintenance`]), for an admin or a coordinator (the leader's
-    /// schedule): the only request a coordinator may make here.
+    /// schedule): with `WorktreeStatus`, the only requests a coordinator may make here.
     async fn maintain(
         &self,
         peer: &Peer,
@@ -179,6 +181,39 @@ impl<R: Runtime> Endpoint<R> {
     pub fn with_sync_stats(mut self, stats: SyncStats) -> Endpoint<R> {
         self.sync_stats = Some(stats);
         self
+    }
+
+    /// Answers `WorktreeStatus` from the host's git.
+    pub fn with_git(mut self, git: Arc<crate::git::host::GitHost>) -> Endpoint<R> {
+        self.git = Some(git);
+        self
+    }
+
+    /// How a workspace's worktree stands, for a coordinator (`workspace inspect` asks through
+    /// it), or the workspace's owner or an admin.
+    async fn worktree_status(
+        &self,
+        peer: &Peer,
+        workspace: WorkspaceName,
+    ) -> Result<Response, WireError> {
+        if !matches!(peer.identity, Identity::Coordinator(_)) {
+            self.authorise(peer, &workspace)?;
+        }
+        let Some(git) = &self.git else {
+            return Err(WireError::new(
+                ErrorCode::Unsupported,
+                "this agent keeps no workspace files, so no worktrees",
+            ));
+        };
+        let status = git.status(&workspace).await?;
+        let facts = nexus_protocol::git::WorktreeFacts {
+            branch: status.branch.clone(),
+            base_commit: status.base_commit.clone(),
+        };
+        Ok(Response::Worktree {
+            facts: Some(facts),
+            status: Some(status),
+        })
     }
 
     /// Serves file sync sessions with the workspaces' files directories under `root`.
@@ -772,6 +807,9 @@ impl<R: Runtime> Endpoint<R> {
             Request::Host(HostRequest::ReloadConfig) => Reply::Once(self.reload(peer)),
             Request::Host(HostRequest::Maintain(request)) => {
                 Reply::Once(self.maintain(peer, request).await)
+            }
+            Request::Host(HostRequest::WorktreeStatus(workspace)) => {
+                Reply::Once(self.worktree_status(peer, workspace).await)
             }
             _ => Reply::Once(Err(WireError::new(
                 ErrorCode::InvalidArgument,
