@@ -32,6 +32,7 @@ mod testing;
 mod views;
 mod watch;
 mod workspaces;
+mod worktrees;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
