@@ -22,3 +22,4 @@ pub mod sync;
 pub mod trace;
 pub mod up;
 pub mod workspace;
+pub mod worktree;
