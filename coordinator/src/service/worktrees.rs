@@ -76,6 +76,8 @@ impl Service {
         name: &WorkspaceName,
         consistency: Consistency,
     ) -> Result<Response, WireError> {
+        // Only the leader hears where agents serve: a follower sends the client there.
+        self.cluster.require_leader().await?;
         let wanted = name.clone();
         let (host, repo, facts) = self
             .cluster
