@@ -4,7 +4,7 @@ use std::path::Path;
 
 use nexus_fixtures::githttp::{GitServer, make_repo, run_git};
 use nexus_protocol::WorkspaceName;
-use nexus_protocol::clock::Timestamp;
+use nexus_protocol::credentials::{GrantedCredential, Secret};
 use nexus_protocol::error::ErrorCode;
 use nexus_protocol::git::{RepoBase, RepoSource};
 
@@ -252,11 +252,10 @@ async fn destroy_keeps_a_branch_with_its_own_commits_and_deletes_the_others() {
     );
     run_git(mirror, &["rev-parse", "--verify", &kept_now[0].branch]);
     assert_eq!(host.status(&ws("busy")).await.unwrap().ahead, 0);
-    let _ = Timestamp::from_millis(0);
 }
 
 #[tokio::test]
-async fn a_password_protected_remote_refuses_a_fetch_without_credentials() {
+async fn a_password_protected_remote_takes_only_the_credential_it_wants() {
     let server = GitServer::start();
     let url = server.repo("app");
     server.require("bot", "pw");
@@ -267,8 +266,67 @@ async fn a_password_protected_remote_refuses_a_fetch_without_credentials() {
         .await
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::GitAuthFailed, "{}", error.message);
-    server.open();
-    host.prepare(&ws("a"), &repo(&url, RepoBase::Default))
+    assert!(
+        error.message.contains("none is stored"),
+        "{}",
+        error.message
+    );
+    // With a credential: refused when wrong, taken when right, and after a rotation only the
+    // new one is.
+    let mirrors = Mirrors::new(Layout::new(dir.path()));
+    let source = repo(&url, RepoBase::Default);
+    let granted = |password: &str| GrantedCredential {
+        name: "ci".into(),
+        username: "bot".into(),
+        secret: Secret::new(password.into()),
+    };
+    let error = worktree::make(&mirrors, &ws("a"), &source, Some(&granted("wrong")))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::GitAuthFailed);
+    assert!(
+        error.message.contains("stored credential was refused"),
+        "{}",
+        error.message
+    );
+    assert!(!error.message.contains("wrong"));
+    worktree::make(&mirrors, &ws("a"), &source, Some(&granted("pw")))
         .await
         .unwrap();
+    server.require("bot", "rotated");
+    let error = worktree::make(&mirrors, &ws("b"), &source, Some(&granted("pw")))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::GitAuthFailed);
+    worktree::make(&mirrors, &ws("b"), &source, Some(&granted("rotated")))
+        .await
+        .unwrap();
+    // The secret is on no disk of the host's git state.
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("rotated") && !text.contains("Ym90Oi"),
+            "{}",
+            entry.display()
+        );
+    }
+    server.open();
+    host.prepare(&ws("c"), &repo(&url, RepoBase::Default))
+        .await
+        .unwrap();
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
