@@ -3,7 +3,7 @@
 //! of one repository on one host share one mirror (one object store), each on a branch of its
 //! own; the container sees the checkout at /workspace with a `.git` link that holds inside it;
 //! `inspect` shows the repository, branch and base commit, and the dirty files after an edit
-//! made through `exec`; a missing branch fails the create with GIT_FAILED; destroy removes the
+//! made through `exec`, kept through a repair (a new container); a missing branch fails the create with GIT_FAILED; destroy removes the
 //! worktree, deletes a branch with nothing of its own and keeps (and tells the owner of) one
 //! holding a commit found nowhere else.
 
@@ -143,6 +143,11 @@ async fn workspaces_of_one_repository_share_a_mirror_and_keep_what_destroy_must_
     );
     let dirty = worktree(&fleet, "alpha")["status"]["dirty_files"].clone();
     assert_eq!(dirty, 2);
+
+    // A repair recreates the container: the worktree and the user's edits stay as they were.
+    fleet.ok(ADA.0, ADA.1, &["workspace", "repair", "alpha"]);
+    assert_eq!(exec(&fleet, "alpha", "cat /workspace/README.md"), "edit");
+    assert_eq!(worktree(&fleet, "alpha")["status"]["dirty_files"], 2);
 
     // A branch the repository does not have: the create fails with GIT_FAILED, naming it.
     let out = create(&fleet, "gamma", &url, &["--branch", "nope", "--no-wait"]);
