@@ -13,6 +13,7 @@
 //! ([`crate::orphans`]; admins only).
 
 pub mod syncstats;
+mod worktree;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,39 +182,6 @@ impl<R: Runtime> Endpoint<R> {
     pub fn with_sync_stats(mut self, stats: SyncStats) -> Endpoint<R> {
         self.sync_stats = Some(stats);
         self
-    }
-
-    /// Answers `WorktreeStatus` from the host's git.
-    pub fn with_git(mut self, git: Arc<crate::git::host::GitHost>) -> Endpoint<R> {
-        self.git = Some(git);
-        self
-    }
-
-    /// How a workspace's worktree stands, for a coordinator (`workspace inspect` asks through
-    /// it), or the workspace's owner or an admin.
-    async fn worktree_status(
-        &self,
-        peer: &Peer,
-        workspace: WorkspaceName,
-    ) -> Result<Response, WireError> {
-        if !matches!(peer.identity, Identity::Coordinator(_)) {
-            self.authorise(peer, &workspace)?;
-        }
-        let Some(git) = &self.git else {
-            return Err(WireError::new(
-                ErrorCode::Unsupported,
-                "this agent keeps no workspace files, so no worktrees",
-            ));
-        };
-        let status = git.status(&workspace).await?;
-        let facts = nexus_protocol::git::WorktreeFacts {
-            branch: status.branch.clone(),
-            base_commit: status.base_commit.clone(),
-        };
-        Ok(Response::Worktree {
-            facts: Some(facts),
-            status: Some(status),
-        })
     }
 
     /// Serves file sync sessions with the workspaces' files directories under `root`.
