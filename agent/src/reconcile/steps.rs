@@ -59,6 +59,14 @@ impl<R: Runtime> Engine<'_, R> {
             .info()
     }
 
+    /// A hop of git work ([`hops::GIT`]) of kind `kind`.
+    fn git_hop(&self, kind: &str) -> tracing::Span {
+        Hop::new(hops::GIT, self.cause)
+            .workspace(self.workspace)
+            .kind(kind)
+            .info()
+    }
+
     /// Pulls the image if it is missing: counted as a pull only when it was.
     async fn pull(&self, image: &str) -> Result<bool, RuntimeError> {
         let span = self.hop(Op::Pull);
@@ -123,9 +131,13 @@ async fn run_step<R: Runtime>(
             ports::check_free(&spec.ports)?;
             // The worktree before the container: the container sees it at /workspace.
             if let (Some(git), Some(repo)) = (on.git, on.repo) {
-                git.prepare(&workspace.name, repo)
-                    .await
-                    .map_err(git_error)?;
+                let span = on.git_hop("worktree");
+                let made = git
+                    .prepare(&workspace.name, repo)
+                    .instrument(span.clone())
+                    .await;
+                hop::record(&span, &made);
+                made.map_err(git_error)?;
             }
             on.pull(&spec.image).await?;
             let id = on.call(Op::Create, runtime.create(spec)).await?;
@@ -157,9 +169,19 @@ async fn run_step<R: Runtime>(
             // The worktree goes with git first (its branch kept if it holds commits found
             // nowhere else). A failure is logged and does not hold the destroy up: the branch
             // is only ever deleted after it was found to hold nothing of its own.
-            if let Some(git) = on.git
-                && let Err(error) = git.destroy(&workspace.name, &spec.owner).await
-            {
+            let removed = match on.git {
+                Some(git) => {
+                    let span = on.git_hop("remove_worktree");
+                    let removed = git
+                        .destroy(&workspace.name, &spec.owner)
+                        .instrument(span.clone())
+                        .await;
+                    hop::record(&span, &removed);
+                    removed
+                }
+                None => Ok(None),
+            };
+            if let Err(error) = removed {
                 tracing::error!(workspace = %workspace.name, code = %error.code, "the worktree could not be removed with git; removing its files: {}", error.message);
             }
             if let Some(files) = &spec.files {
