@@ -330,3 +330,25 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test]
+async fn workspaces_made_at_once_take_turns_at_the_mirror() {
+    let (dir, url, _) = setup();
+    let host = GitHost::new(&data(dir.path()), None);
+    let source = repo(&url, RepoBase::Default);
+    let names: Vec<WorkspaceName> = (0..6).map(|i| ws(&format!("w{i}"))).collect();
+    let made =
+        futures_util::future::join_all(names.iter().map(|name| host.prepare(name, &source))).await;
+    for (name, result) in names.iter().zip(made) {
+        let record = result.unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert!(host.layout().worktree(name).join(".git").is_file());
+        assert_eq!(record.branch, format!("nexus/{name}"));
+    }
+    let mirror = host.layout().mirror(&url);
+    let listed = run_git(&mirror, &["worktree", "list", "--porcelain"]);
+    assert_eq!(
+        listed.matches("\nbranch refs/heads/nexus/w").count(),
+        6,
+        "{listed}"
+    );
+}
