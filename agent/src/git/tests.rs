@@ -352,3 +352,23 @@ async fn workspaces_made_at_once_take_turns_at_the_mirror() {
         "{listed}"
     );
 }
+
+#[tokio::test]
+async fn a_destroy_cut_short_does_not_block_the_next_workspace_of_the_name() {
+    let (dir, url, _) = setup();
+    let host = GitHost::new(&data(dir.path()), None);
+    let source = repo(&url, RepoBase::Default);
+    host.prepare(&ws("a"), &source).await.unwrap();
+    // The files and the host's record went, git's record of the worktree and its branch stayed.
+    std::fs::remove_dir_all(host.layout().worktree(&ws("a"))).unwrap();
+    host.layout().remove_record(&ws("a")).unwrap();
+    let made = host.prepare(&ws("a"), &source).await.unwrap();
+    assert_eq!(made.branch, "nexus/a");
+    assert!(host.layout().worktree(&ws("a")).join("README.md").is_file());
+    // The old branch held nothing of its own: it is gone, not set aside.
+    let branches = run_git(
+        &made.mirror,
+        &["branch", "--list", "--format=%(refname:short)"],
+    );
+    assert_eq!(branches, "nexus/a");
+}

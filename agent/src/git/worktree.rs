@@ -104,6 +104,9 @@ pub async fn make(
     let (mirror, resolved) = mirrors
         .fetch_and_resolve(&repo.url, &repo.base, auth)
         .await?;
+    // Git's records of worktrees whose directories are gone (a destroy cut short) would refuse
+    // the path: they go first.
+    git(Some(&mirror), ["worktree", "prune"], None, LOCAL_TIMEOUT).await?;
     let branch = workspace_branch(workspace);
     set_aside_old_branch(layout, &mirror, workspace, &branch).await?;
     // git makes the directory; an empty one left by an earlier attempt goes first.
@@ -141,8 +144,9 @@ pub async fn make(
 }
 
 /// A branch `nexus/<workspace>` left by an earlier workspace of the same name (a destroy kept
-/// it) is renamed `nexus-kept/<workspace>-<millis>`, and the kept list follows, so that the new
-/// workspace gets a branch of its own and the old commits stay.
+/// it, or was cut short) is deleted if it holds nothing of its own, else renamed
+/// `nexus-kept/<workspace>-<millis>`, and the kept list follows, so that the new workspace gets a
+/// branch of its own and the old commits stay.
 async fn set_aside_old_branch(
     layout: &Layout,
     mirror: &Path,
@@ -151,6 +155,18 @@ async fn set_aside_old_branch(
 ) -> Result<(), WireError> {
     let full = format!("refs/heads/{branch}");
     if commit_of(mirror, &full).await?.is_none() {
+        return Ok(());
+    }
+    if unique_commits(mirror, &full).await? == 0 {
+        // `branch -D` refuses a branch some worktree has checked out: nothing is lost.
+        git(
+            Some(mirror),
+            ["branch", "--quiet", "-D", branch],
+            None,
+            LOCAL_TIMEOUT,
+        )
+        .await?;
+        tracing::info!(%workspace, %branch, "an earlier workspace's branch, with nothing of its own, deleted");
         return Ok(());
     }
     let renamed = format!("nexus-kept/{workspace}-{}", clock::now().as_millis());
