@@ -104,9 +104,12 @@ pub async fn make(
     let (mirror, resolved) = mirrors
         .fetch_and_resolve(&repo.url, &repo.base, auth)
         .await?;
-    // Git's records of worktrees whose directories are gone (a destroy cut short) would refuse
-    // the path: they go first.
-    git(Some(&mirror), ["worktree", "prune"], None, LOCAL_TIMEOUT).await?;
+    // Git's record of this workspace's worktree, its directory gone (a destroy cut short),
+    // would refuse the path: pruned first. Only then, so that other workspaces' damaged
+    // worktrees stay as they are for `admin worktree verify` to find.
+    if mirror.join("worktrees").join(workspace.as_str()).exists() {
+        git(Some(&mirror), ["worktree", "prune"], None, LOCAL_TIMEOUT).await?;
+    }
     let branch = workspace_branch(workspace);
     set_aside_old_branch(layout, &mirror, workspace, &branch).await?;
     // git makes the directory; an empty one left by an earlier attempt goes first.
