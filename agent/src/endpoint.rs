@@ -13,6 +13,7 @@
 //! ([`crate::orphans`]; admins only).
 
 pub mod syncstats;
+mod worktree;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +77,7 @@ pub struct Endpoint<R> {
     activity: Option<Activities>,
     /// Verifies this host's worktrees (worktree verify); without it, `UNSUPPORTED`.
     worktrees: Option<Arc<crate::git::verify::Verifier>>,
+    git: Option<Arc<crate::git::host::GitHost>>,
 }
 
 /// A workspace's served files, and the count of changes its watcher has seen (what
@@ -107,6 +109,7 @@ impl<R: Runtime> Endpoint<R> {
             maintenance: None,
             activity: None,
             worktrees: None,
+            git: None,
         }
     }
 
@@ -160,7 +163,7 @@ impl<R: Runtime> Endpoint<R> {
     }
 
     /// A maintenance run ([`crate::maintenance`]), for an admin or a coordinator (the leader's
-    /// schedule): the only request a coordinator may make here.
+    /// schedule): with `WorktreeStatus`, the only requests a coordinator may make here.
     async fn maintain(
         &self,
         peer: &Peer,
@@ -810,6 +813,9 @@ impl<R: Runtime> Endpoint<R> {
             }
             Request::Host(HostRequest::Worktrees { repair }) => {
                 Reply::Once(self.verify_worktrees(peer, repair).await)
+            }
+            Request::Host(HostRequest::WorktreeStatus(workspace)) => {
+                Reply::Once(self.worktree_status(peer, workspace).await)
             }
             _ => Reply::Once(Err(WireError::new(
                 ErrorCode::InvalidArgument,

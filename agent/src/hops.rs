@@ -21,6 +21,10 @@ pub const STEP: &str = "agent.step";
 /// `remove_network`, `read_exit`); its outcome carries the code the engine's error is reported
 /// under (one of `RuntimeError::CODES`).
 pub const ENGINE: &str = "agent.engine";
+/// Git work for a workspace from a repository (`kind`: `worktree`, the worktree made or kept
+/// before the container; `remove_worktree`, at destroy); its outcome carries GIT_AUTH_FAILED or
+/// GIT_FAILED.
+pub const GIT: &str = "agent.git";
 /// The report to the coordinators of what a workspace's steps left (`kind`: the state).
 pub const REPORT: &str = "agent.report";
 /// Users' requests to the agent's endpoint, under their frame's request id.

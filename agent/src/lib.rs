@@ -159,8 +159,12 @@ async fn run_inner<R: Runtime>(
         cache::Cache::new(&config.data_dir),
     );
     let (causes_sender, causes) = watch::channel(hops::Causes::default());
+    // The agent's own requests to the coordinators (credentials, worktrees), over the link.
+    let asker = asker::Asker::default();
+    let git_host = git::host::GitHost::new(&config.data_dir, Some(asker.clone()));
     let reconciler = reconciler
         .with_files(config.data_dir.join("workspaces"))
+        .with_git(git_host.clone())
         .monitored(metrics.clone(), vitals.clone())
         .with_causes(causes);
     let (desired_sender, desired) = watch::channel(reconciler.current_desired());
@@ -175,8 +179,6 @@ async fn run_inner<R: Runtime>(
         metrics.clone(),
     ));
     let activities = activity::Activities::default();
-    // The agent's own requests to the coordinators (credentials, worktrees), over the link.
-    let asker = asker::Asker::default();
     let traffic = tokio::spawn(activity::watch_traffic(
         samples.clone(),
         desired.clone(),
@@ -267,6 +269,7 @@ async fn run_inner<R: Runtime>(
                 endpoint::Endpoint::new(identity.clone(), runtime.clone(), desired.clone())
                     .with_files(config.data_dir.join("workspaces"))
                     .with_worktrees(git::layout::Layout::new(&config.data_dir))
+                    .with_git(git_host)
                     .with_sync_stats(sync_stats)
                     .with_logs(config.daemon_log().files())
                     .with_diagnostics(diagnostics)

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::cache::{Cache, Saved};
+use crate::git::host::GitHost;
 use crate::hops::{self, Causes};
 use crate::metrics::Metrics;
 use crate::plan::{Memory, WorkspacePlan, plan};
@@ -66,6 +67,8 @@ pub struct Reconciler<R: Runtime> {
     exits: BTreeMap<String, WireError>,
     /// Where workspaces' files directories are made, if anywhere.
     files: Option<std::path::PathBuf>,
+    /// The host's git: worktrees of workspaces with a repository.
+    git: Option<Arc<GitHost>>,
     /// Set while the engine does not answer.
     outage: Option<WireError>,
     next_outage_retry: Option<Instant>,
@@ -137,6 +140,7 @@ impl<R: Runtime> Reconciler<R> {
             failures: BTreeMap::new(),
             exits: BTreeMap::new(),
             files: None,
+            git: None,
             outage: None,
             next_outage_retry: None,
             interrupted: rebooted,
@@ -384,7 +388,14 @@ impl<R: Runtime> Reconciler<R> {
             .as_ref()
             .map(|causes| causes.borrow().clone())
             .unwrap_or_default();
-        let due: Vec<(WorkspacePlan, DesiredRun, CreateSpec, Option<RequestId>)> = plan
+        type Due = (
+            WorkspacePlan,
+            DesiredRun,
+            CreateSpec,
+            Option<RequestId>,
+            Option<nexus_protocol::git::RepoSource>,
+        );
+        let due: Vec<Due> = plan
             .workspaces
             .iter()
             .filter(|w| !w.steps.is_empty())
@@ -405,14 +416,16 @@ impl<R: Runtime> Reconciler<R> {
                     assignment.run,
                     self.create_spec(assignment),
                     cause,
+                    assignment.spec.repo.clone(),
                 ))
             })
             .collect();
         let ran = !due.is_empty();
         let results: Vec<(WorkspaceName, u64, DesiredRun, Result<Done, RuntimeError>)> =
             futures_util::stream::iter(due)
-                .map(|(workspace, run, spec, cause)| {
+                .map(|(workspace, run, spec, cause, repo)| {
                     let runtime = self.runtime.clone();
+                    let git = self.git.clone();
                     let host = self.host.clone();
                     let metrics = &self.metrics;
                     let vitals = &self.vitals;
@@ -434,6 +447,8 @@ impl<R: Runtime> Reconciler<R> {
                             metrics,
                             cause,
                             workspace: &workspace.name,
+                            git: git.as_deref(),
+                            repo: repo.as_ref(),
                         };
                         let result = execute(on, &host, &workspace, &spec)
                             .instrument(span.clone())
@@ -523,6 +538,12 @@ impl<R: Runtime> Reconciler<R> {
                 .files
                 .as_ref()
                 .map(|root| root.join(assignment.spec.name.as_str())),
+            mirror: self
+                .git
+                .as_ref()
+                .zip(assignment.spec.repo.as_ref())
+                .filter(|_| self.files.is_some())
+                .map(|(git, repo)| git.mirror_of(repo)),
         }
     }
 
@@ -530,6 +551,13 @@ impl<R: Runtime> Reconciler<R> {
     /// removed when the workspace is destroyed.
     pub fn with_files(mut self, root: std::path::PathBuf) -> Self {
         self.files = Some(root);
+        self
+    }
+
+    /// Makes a worktree for each workspace with a repository (in its files directory: see
+    /// [`Reconciler::with_files`]) before its container, and removes it at destroy.
+    pub fn with_git(mut self, git: Arc<GitHost>) -> Self {
+        self.git = Some(git);
         self
     }
 

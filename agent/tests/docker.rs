@@ -210,6 +210,7 @@ async fn a_workspace_is_created_started_stopped_started_and_destroyed() {
         command: vec![],
         ports: vec![],
         files: None,
+        mirror: None,
     };
     assert_eq!(runtime.create(&spec).await.unwrap(), id);
     let squatter = format!("nexus.{host}.z.g1");

@@ -15,11 +15,13 @@ mod backup;
 mod limits;
 mod maintenance;
 mod notice;
+mod repo;
 mod worktree;
 pub use backup::{BackupCommand, BackupRestoreArgs};
 pub use limits::{LimitsCommand, LimitsSetArgs, PolicyArgs, parse_policy_secs};
 pub use maintenance::{MaintenanceCommand, MaintenanceRunArgs};
 pub use notice::NoticeCommand;
+pub use repo::RepoArgs;
 pub use worktree::WorktreeCommand;
 
 #[derive(Debug, Parser)]
@@ -373,6 +375,8 @@ pub struct CreateArgs {
     /// Short for `--scoring spread`: the emptiest host.
     #[arg(long, conflicts_with = "scoring")]
     pub spread: bool,
+    #[command(flatten)]
+    pub repo: RepoArgs,
     #[command(flatten)]
     pub wait: WaitArgs,
     /// The command to run instead of the image's, after `--`.

@@ -134,7 +134,10 @@ pub fn command_workspace(command: &Command) -> Option<&WorkspaceName> {
         | Command::RepairWorkspace { name }
         | Command::HoldWorkspace { name, .. }
         | Command::ExtendLifetime { name, .. }
-        | Command::PolicyDestroy { name, .. } => Some(name),
+        | Command::PolicyDestroy { name, .. }
+        | Command::RecordWorktree {
+            workspace: name, ..
+        } => Some(name),
         _ => None,
     }
 }

@@ -26,6 +26,7 @@ mod maintenance;
 mod notices;
 mod peers;
 mod policies;
+mod repos;
 mod restore;
 #[cfg(test)]
 mod testing;

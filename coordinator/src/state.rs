@@ -50,6 +50,7 @@ mod reports;
 mod restore;
 mod snapshot;
 mod workspaces;
+mod worktrees;
 
 pub use command::{Command, Outcome, PlaceRequest, Proposal};
 pub use credentials::{CredentialRecord, Credentials, Sealed};
@@ -276,6 +277,11 @@ impl State {
             }
             Command::StopIdle { stops, by_policy } => self.stop_idle(origin, stops, *by_policy),
             Command::PolicyDestroy { name, reason } => self.policy_destroy(origin, name, reason),
+            Command::RecordWorktree {
+                host,
+                workspace,
+                facts,
+            } => self.record_worktree(host, workspace, facts),
         }
     }
 }

@@ -622,6 +622,12 @@ pub enum NoticeSource {
     Policy { workspace: WorkspaceName },
     /// The maintenance schedule announces its next run.
     Maintenance,
+    // Git worktrees (issue 24, workspaces from a repository).
+    /// A destroy kept a workspace's branch, holding commits found nowhere else, on its host.
+    KeptBranch {
+        workspace: WorkspaceName,
+        host: HostId,
+    },
 }
 
 /// A message the CLI shows its users on stderr until it expires or is cleared.

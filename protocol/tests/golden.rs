@@ -797,3 +797,25 @@ fn worktrees_and_credentials() {
         expect!["0000001201002c01096e657875732f61706902616200"],
     );
 }
+
+/// Workspaces from a repository (issue 24): a kept branch's notice.
+#[test]
+fn kept_branch_notices() {
+    check(
+        &ResponseFrame {
+            request_id: RequestId::from_u128(1),
+            result: Ok(Response::Notices(vec![Notice {
+                id: 3,
+                text: "kept".into(),
+                audience: NoticeAudience::User("alice".parse().unwrap()),
+                source: NoticeSource::KeptBranch {
+                    workspace: "api".parse().unwrap(),
+                    host: "h1".parse().unwrap(),
+                },
+                posted_at: Timestamp::from_millis(1),
+                until: None,
+            }])),
+        },
+        expect!["0000001b0100210103046b6570740105616c69636503036170690268310100"],
+    );
+}

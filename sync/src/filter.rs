@@ -21,8 +21,9 @@ pub const DEFAULTS: [&str; 6] = [
     "4913",
 ];
 
-/// Left out with `--ignore-vcs`.
-pub const VCS: [&str; 5] = [".git/", ".svn/", ".hg/", ".bzr/", "_darcs/"];
+/// Left out with `--ignore-vcs`. `.git` as a file too: a git worktree's link to its repository
+/// (a workspace from a repository), which names a path on the workspace's host.
+pub const VCS: [&str; 5] = [".git", ".svn/", ".hg/", ".bzr/", "_darcs/"];
 
 #[derive(Debug, Clone)]
 pub struct Filter {
@@ -112,7 +113,9 @@ mod tests {
             ("target/debug/app", false),
             ("a/b.log", false),
             (".git", true),
+            (".git", false),
             (".git/HEAD", false),
+            ("sub/.git", false),
         ] {
             assert!(filter.ignored(&p(ignored.0), ignored.1), "{ignored:?}");
         }

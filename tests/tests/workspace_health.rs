@@ -114,6 +114,7 @@ async fn an_agent_tells_a_workspaces_health_sync_sessions_and_events() {
             command: vec![],
             ports: vec![port],
             files: None,
+            mirror: None,
         })
         .await
         .unwrap();

@@ -5,10 +5,12 @@
 use nexus_protocol::HostId;
 use nexus_protocol::RequestId;
 use nexus_protocol::WorkspaceName;
-use nexus_protocol::error::WireError;
+use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::git::RepoSource;
 use nexus_protocol::hop::{self, Hop};
 use tracing::Instrument;
 
+use crate::git::host::GitHost;
 use crate::hops;
 use crate::metrics::{Metrics, Op};
 use crate::plan::{Step, WorkspacePlan};
@@ -30,6 +32,10 @@ pub(super) struct Engine<'a, R> {
     pub(super) metrics: &'a Metrics,
     pub(super) cause: Option<RequestId>,
     pub(super) workspace: &'a WorkspaceName,
+    /// The host's git, if workspaces have files directories here, and the workspace's
+    /// repository, if it has one.
+    pub(super) git: Option<&'a GitHost>,
+    pub(super) repo: Option<&'a RepoSource>,
 }
 
 impl<R: Runtime> Engine<'_, R> {
@@ -50,6 +56,14 @@ impl<R: Runtime> Engine<'_, R> {
         Hop::new(hops::ENGINE, self.cause)
             .workspace(self.workspace)
             .kind(op.as_str())
+            .info()
+    }
+
+    /// A hop of git work ([`hops::GIT`]) of kind `kind`.
+    fn git_hop(&self, kind: &str) -> tracing::Span {
+        Hop::new(hops::GIT, self.cause)
+            .workspace(self.workspace)
+            .kind(kind)
             .info()
     }
 
@@ -115,6 +129,16 @@ async fn run_step<R: Runtime>(
         Step::Remove { id } => on.call(Op::Remove, runtime.remove(id)).await?,
         Step::Launch => {
             ports::check_free(&spec.ports)?;
+            // The worktree before the container: the container sees it at /workspace.
+            if let (Some(git), Some(repo)) = (on.git, on.repo) {
+                let span = on.git_hop("worktree");
+                let made = git
+                    .prepare(&workspace.name, repo)
+                    .instrument(span.clone())
+                    .await;
+                hop::record(&span, &made);
+                made.map_err(git_error)?;
+            }
             on.pull(&spec.image).await?;
             let id = on.call(Op::Create, runtime.create(spec)).await?;
             on.call(Op::Start, runtime.start(&id)).await?;
@@ -142,6 +166,24 @@ async fn run_step<R: Runtime>(
                 runtime.remove_network(host, &workspace.name),
             )
             .await?;
+            // The worktree goes with git first (its branch kept if it holds commits found
+            // nowhere else). A failure is logged and does not hold the destroy up: the branch
+            // is only ever deleted after it was found to hold nothing of its own.
+            let removed = match on.git {
+                Some(git) => {
+                    let span = on.git_hop("remove_worktree");
+                    let removed = git
+                        .destroy(&workspace.name, &spec.owner)
+                        .instrument(span.clone())
+                        .await;
+                    hop::record(&span, &removed);
+                    removed
+                }
+                None => Ok(None),
+            };
+            if let Err(error) = removed {
+                tracing::error!(workspace = %workspace.name, code = %error.code, "the worktree could not be removed with git; removing its files: {}", error.message);
+            }
             if let Some(files) = &spec.files {
                 match std::fs::remove_dir_all(files) {
                     Ok(()) => {}
@@ -159,4 +201,14 @@ async fn run_step<R: Runtime>(
         }
     }
     Ok(())
+}
+
+/// A git failure as a step's error, its code kept (GIT_AUTH_FAILED or GIT_FAILED).
+fn git_error(error: WireError) -> RuntimeError {
+    let kind = if error.code == ErrorCode::GitAuthFailed {
+        crate::runtime::ErrorKind::GitAuth
+    } else {
+        crate::runtime::ErrorKind::Git
+    };
+    RuntimeError::new(kind, error.message)
 }

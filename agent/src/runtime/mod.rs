@@ -69,6 +69,9 @@ pub struct CreateSpec {
     /// The workspace's files on this host, mounted at [`FILES_MOUNT`] (what sync keeps in step
     /// with the user's copy); `None`: no files directory.
     pub files: Option<std::path::PathBuf>,
+    /// The bare git mirror the files directory is a worktree of, mounted (read-write) at the
+    /// same absolute path, so that the worktree's `.git` link holds inside the container.
+    pub mirror: Option<std::path::PathBuf>,
 }
 
 impl CreateSpec {
@@ -260,6 +263,11 @@ pub enum ErrorKind {
     Image,
     /// Anything else the engine refused.
     Failed,
+    /// Making the workspace's git worktree failed: the remote refused the credentials
+    /// (GIT_AUTH_FAILED, not retried by itself).
+    GitAuth,
+    /// Making the workspace's git worktree failed otherwise (GIT_FAILED).
+    Git,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -287,6 +295,8 @@ impl RuntimeError {
             ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Image | ErrorKind::Failed => {
                 ErrorCode::WorkspaceStartFailed
             }
+            ErrorKind::GitAuth => ErrorCode::GitAuthFailed,
+            ErrorKind::Git => ErrorCode::GitFailed,
         };
         let error = WireError::new(code, truncate(&self.message, REPORTED_MESSAGE_BYTES));
         match self.kind {
@@ -297,7 +307,8 @@ impl RuntimeError {
 }
 
 impl RuntimeError {
-    /// Every code [`RuntimeError::to_wire`] reports an engine's error under.
+    /// Every code [`RuntimeError::to_wire`] reports an engine's error under (a step's git
+    /// errors, [`ErrorKind::Git`] and [`ErrorKind::GitAuth`], are not the engine's).
     pub const CODES: [ErrorCode; 4] = [
         ErrorCode::BackendUnavailable,
         ErrorCode::PortConflict,
@@ -566,6 +577,7 @@ mod tests {
                 host: 20000,
             }],
             files: None,
+            mirror: None,
         };
         let labels: std::collections::HashMap<_, _> = spec.labels().into_iter().collect();
         let container =

@@ -17,6 +17,7 @@ pub mod ping;
 pub mod pki;
 pub mod policies;
 pub mod repair;
+pub mod repo_view;
 pub mod restore;
 pub mod sync;
 pub mod trace;

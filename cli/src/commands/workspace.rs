@@ -13,7 +13,7 @@ use nexus_protocol::message::{
 use nexus_protocol::model::{PortSpec, ResourceClass, Scoring, WorkspaceSpec, WorkspaceState};
 
 use crate::args::{ClassArg, OutputFormat, WaitArgs, WorkspaceCommand};
-use crate::commands::{events, host, policies};
+use crate::commands::{events, host, policies, repo_view};
 use crate::error::CliError;
 use crate::output;
 use crate::settings::{Client, Settings};
@@ -33,6 +33,7 @@ pub async fn run(
 ) -> Result<u8, CliError> {
     let (request, wait) = match command {
         WorkspaceCommand::Create(args) => {
+            let repo = args.repo.source()?;
             let spec = WorkspaceSpec {
                 name: args.name.clone(),
                 image: args.image,
@@ -50,7 +51,7 @@ pub async fn run(
                 labels: args.labels.into_iter().collect(),
                 command: args.command,
                 host: args.host,
-                repo: None,
+                repo,
             };
             let scoring = if args.spread {
                 Some(Scoring::Spread)
@@ -183,9 +184,20 @@ pub async fn inspect(
     // A third: the lifecycle (last activity, hold, policy, next action), none from a
     // coordinator that does not know it.
     let lifecycle = policies::for_inspect(&mut client, &name).await?;
+    // A fourth, for a workspace from a repository: its worktree, live from its host.
+    let worktree = match &detail.spec.repo {
+        Some(_) => Some(repo_view::for_inspect(&mut client, &name).await?),
+        None => None,
+    };
     let mut json = output::events::workspace_inspect_json(&detail, &events);
     if let (Some(view), serde_json::Value::Object(map)) = (&lifecycle, &mut json) {
         map.insert("lifecycle".into(), output::policies::lifecycle_json(view));
+    }
+    if let (Some(repo), serde_json::Value::Object(map)) = (&detail.spec.repo, &mut json) {
+        map.insert(
+            "worktree".into(),
+            repo_view::json(repo, worktree.as_ref().and_then(Option::as_ref)),
+        );
     }
     output::emit(format, &json, || {
         let mut text = output::events::workspace_inspect_text(&detail, &events);
@@ -193,6 +205,12 @@ pub async fn inspect(
             text.push_str(&output::policies::lifecycle_text(
                 view,
                 nexus_protocol::clock::now(),
+            ));
+        }
+        if let Some(repo) = &detail.spec.repo {
+            text.push_str(&repo_view::text(
+                repo,
+                worktree.as_ref().and_then(Option::as_ref),
             ));
         }
         text

@@ -19,6 +19,9 @@ fn source(notice: &Notice) -> String {
         NoticeSource::Admin => "admin".into(),
         NoticeSource::Policy { workspace } => format!("policy ({workspace})"),
         NoticeSource::Maintenance => "maintenance".into(),
+        NoticeSource::KeptBranch { workspace, host } => {
+            format!("kept branch ({workspace} on {host})")
+        }
     }
 }
 
@@ -33,6 +36,9 @@ pub fn notices_json(notices: &[Notice], now: Timestamp) -> Value {
                     NoticeSource::Admin => ("admin", None),
                     NoticeSource::Policy { workspace } => ("policy", Some(workspace.to_string())),
                     NoticeSource::Maintenance => ("maintenance", None),
+                    NoticeSource::KeptBranch { workspace, .. } => {
+                        ("kept-branch", Some(workspace.to_string()))
+                    }
                 };
                 json!({
                     "id": notice.id,

@@ -133,12 +133,17 @@ impl Service {
             AgentRequest::Activity(reported) => {
                 self.activity(peer, request_id, host_id, reported).await
             }
-            AgentRequest::Credential(_)
-            | AgentRequest::Worktree { .. }
-            | AgentRequest::KeptBranch { .. } => Err(WireError::new(
+            AgentRequest::Credential(_) => Err(WireError::new(
                 nexus_protocol::ErrorCode::Unsupported,
-                "this coordinator does not serve git worktrees or credentials yet",
+                "this coordinator does not serve credentials yet",
             )),
+            AgentRequest::Worktree { workspace, facts } => {
+                self.record_worktree(request_id, peer, host_id, workspace, facts)
+                    .await
+            }
+            AgentRequest::KeptBranch { owner, kept } => {
+                self.kept_branch(host_id, owner, kept).await
+            }
         }
     }
 }

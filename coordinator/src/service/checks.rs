@@ -125,6 +125,10 @@ pub(super) fn check_spec(spec: &WorkspaceSpec) -> Result<(), WireError> {
     {
         return invalid(format!("invalid environment variable name {key:?}"));
     }
+    if let Some(repo) = &spec.repo {
+        repo.check()
+            .map_err(|e| WireError::new(ErrorCode::InvalidArgument, e.0))?;
+    }
     let bytes = crate::placer::spec_bytes(spec);
     if bytes > crate::placer::MAX_SPEC_BYTES {
         return invalid(format!(

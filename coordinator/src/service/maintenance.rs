@@ -39,6 +39,11 @@ pub struct Maintainer {
 }
 
 impl Maintainer {
+    /// The connector it asks other daemons with, as this coordinator, if it has one.
+    pub(super) fn connector(&self) -> Option<Connector> {
+        self.connector.clone()
+    }
+
     pub fn new(
         store: RocksStore,
         metrics: MaintenanceMetrics,

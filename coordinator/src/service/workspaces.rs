@@ -41,6 +41,7 @@ impl Service {
                 | WorkspaceRequest::Events(_)
                 | WorkspaceRequest::Notices
                 | WorkspaceRequest::Lifecycle(_)
+                | WorkspaceRequest::Worktree(_)
         );
         if consistency == Consistency::Stale && !reading {
             return Err(WireError::new(
@@ -102,10 +103,10 @@ impl Service {
                     .await?;
                 self.lifecycle(&name, Consistency::Linearizable).await
             }
-            WorkspaceRequest::Worktree(_) => Err(WireError::new(
-                ErrorCode::Unsupported,
-                "this coordinator does not serve git worktrees yet",
-            )),
+            WorkspaceRequest::Worktree(name) => {
+                self.owned(peer, &name, admin, consistency).await?;
+                self.worktree(&name, consistency).await
+            }
             WorkspaceRequest::Notices => {
                 let user = user.clone();
                 let now = clock::now();

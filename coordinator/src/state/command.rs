@@ -146,6 +146,13 @@ pub enum Command {
         name: WorkspaceName,
         reason: String,
     },
+    // Git worktrees (issue 24, workspaces from a repository).
+    /// The worktree a host made for a workspace: kept in its record if that host holds it.
+    RecordWorktree {
+        host: HostId,
+        workspace: WorkspaceName,
+        facts: nexus_protocol::git::WorktreeFacts,
+    },
 }
 
 /// One create of a [`Command::PlaceWorkspaces`] batch.

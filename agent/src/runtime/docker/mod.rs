@@ -357,10 +357,15 @@ impl Runtime for DockerRuntime {
                 memory: i64::try_from(resources.memory_bytes).ok(),
                 port_bindings: Some(bindings),
                 network_mode: Some(network_name(&spec.host, &spec.workspace)),
-                binds: spec
-                    .files
-                    .as_ref()
-                    .map(|dir| vec![format!("{}:{FILES_MOUNT}", dir.display())]),
+                binds: spec.files.as_ref().map(|dir| {
+                    let mut binds = vec![format!("{}:{FILES_MOUNT}", dir.display())];
+                    // The worktree's `.git` names the mirror by its host path: mounted at the
+                    // same path, the link holds inside the container too.
+                    if let Some(mirror) = &spec.mirror {
+                        binds.push(format!("{0}:{0}", mirror.display()));
+                    }
+                    binds
+                }),
                 ..Default::default()
             }),
             ..Default::default()
