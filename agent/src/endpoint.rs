@@ -113,9 +113,9 @@ impl<R: Runtime> Endpoint<R> {
         }
     }
 
-    /// Verifies (and mends) the worktrees laid out by `layout` when a coordinator asks.
-    pub fn with_worktrees(mut self, layout: crate::git::layout::Layout) -> Endpoint<R> {
-        self.worktrees = Some(Arc::new(crate::git::verify::Verifier::new(layout)));
+    /// Verifies (and mends) this host's worktrees with `verifier` when a coordinator asks.
+    pub fn with_worktrees(mut self, verifier: crate::git::verify::Verifier) -> Endpoint<R> {
+        self.worktrees = Some(Arc::new(verifier));
         self
     }
 

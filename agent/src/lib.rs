@@ -268,7 +268,7 @@ async fn run_inner<R: Runtime>(
             let mut handler =
                 endpoint::Endpoint::new(identity.clone(), runtime.clone(), desired.clone())
                     .with_files(config.data_dir.join("workspaces"))
-                    .with_worktrees(git::layout::Layout::new(&config.data_dir))
+                    .with_worktrees(git::verify::Verifier::of(git_host.clone()))
                     .with_git(git_host)
                     .with_sync_stats(sync_stats)
                     .with_logs(config.daemon_log().files())

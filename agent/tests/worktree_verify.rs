@@ -158,7 +158,8 @@ impl Host {
         ));
         let (_tx, rx) = watch::channel(Some(desired(1, assignments)));
         // The sender may go: the receiver keeps the last value.
-        Endpoint::new(Identity::Agent(self.host.clone()), runtime, rx).with_worktrees(layout)
+        Endpoint::new(Identity::Agent(self.host.clone()), runtime, rx)
+            .with_worktrees(nexus_agent::git::verify::Verifier::new(layout))
     }
 }
 

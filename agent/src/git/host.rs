@@ -47,6 +47,11 @@ impl GitHost {
         self.mirrors.layout()
     }
 
+    /// The mirrors, with the locks that making and removing worktrees hold.
+    pub fn mirrors(&self) -> &Mirrors {
+        &self.mirrors
+    }
+
     /// Makes `workspace`'s worktree of `repo` (or keeps the one made before) and tells the
     /// leader its facts.
     pub async fn prepare(

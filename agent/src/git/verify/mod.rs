@@ -36,6 +36,9 @@ const LINK_MAX: u64 = 4096;
 pub struct Verifier {
     layout: Layout,
     running: Mutex<()>,
+    /// The mirrors' locks that making and removing worktrees hold: each workspace is checked
+    /// and mended under its mirror's, so that a repair never races a checkout or a destroy.
+    mirrors: Option<std::sync::Arc<crate::git::host::GitHost>>,
 }
 
 impl Verifier {
@@ -43,6 +46,16 @@ impl Verifier {
         Verifier {
             layout,
             running: Mutex::new(()),
+            mirrors: None,
+        }
+    }
+
+    /// A verifier of `git`'s worktrees, under its mirrors' locks.
+    pub fn of(git: std::sync::Arc<crate::git::host::GitHost>) -> Verifier {
+        Verifier {
+            layout: git.layout().clone(),
+            running: Mutex::new(()),
+            mirrors: Some(git),
         }
     }
 
@@ -91,7 +104,17 @@ impl Verifier {
             .collect();
         for (workspace, url) in assigned {
             let check = match records.remove(&workspace) {
-                Some(record) => verify(&self.layout, &record, repair).await,
+                Some(record) => {
+                    let lock = self
+                        .mirrors
+                        .as_ref()
+                        .map(|git| git.mirrors().lock(&record.mirror));
+                    let _held = match &lock {
+                        Some(lock) => Some(lock.lock().await),
+                        None => None,
+                    };
+                    verify(&self.layout, &record, repair).await
+                }
                 None => WorktreeCheck {
                     branch: workspace_branch(&workspace),
                     workspace,
