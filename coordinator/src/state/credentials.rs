@@ -2,7 +2,8 @@
 //! AEAD under a named key. Only ciphertext is replicated, snapshotted and backed up; the keys are
 //! files each coordinator is given and never enter the state.
 //!
-//! Not here: sealing and opening (the service, with the key file), who may ask for a secret.
+//! Not here: sealing and opening (`nexus_protocol::seal`, by the service with the key file),
+//! who may ask for a secret.
 
 use std::collections::BTreeMap;
 
@@ -13,22 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::State;
 
-/// A secret as the state keeps it: sealed under the key `key_id`, with its nonce.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sealed {
-    pub key_id: String,
-    pub nonce: Vec<u8>,
-    pub ciphertext: Vec<u8>,
-}
-
-impl std::fmt::Debug for Sealed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealed")
-            .field("key_id", &self.key_id)
-            .field("ciphertext_len", &self.ciphertext.len())
-            .finish()
-    }
-}
+/// A secret as the state keeps it (sealed under a named key, with its nonce): the protocol's,
+/// which seals and opens it.
+pub use nexus_protocol::seal::Sealed;
 
 /// One stored credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
