@@ -243,7 +243,20 @@ async fn run_inner(
         &credentials,
         monitor,
     ));
+    let credential_keys = service::CredentialStore::read(config.credentials_key_file.as_deref())
+        .context("cannot read the credentials key file (--credentials-key-file)")?;
+    if let Some(keys) = &credential_keys {
+        tracing::info!(keys = ?keys.ids(), "the credential store's keys are loaded");
+    }
+    let credential_store = Arc::new(service::CredentialStore::new(
+        credential_keys,
+        // As itself, to ask an agent to try a credential.
+        Connector::new(&credentials, config.transport())
+            .map_err(|error| tracing::warn!("no credential checks on agents: {error}"))
+            .ok(),
+    ));
     let mut service = Service::new(identity, cluster)
+        .with_credentials(credential_store.clone())
         .with_host_ttl(config.host_ttl)
         .with_logs(config.daemon_log().files())
         .with_diagnostics(diagnostics.clone())
@@ -271,7 +284,8 @@ async fn run_inner(
                 credentials.clone(),
                 service.host_ttl_handle(),
             )
-            .showing(diagnostics, common),
+            .showing(diagnostics, common)
+            .keeping_keys(credential_store),
         );
         service = service.with_reloader(reloader.clone());
         hangups = Some(tokio::spawn(nexus_protocol::transport::on_hangup(

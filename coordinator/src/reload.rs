@@ -25,7 +25,7 @@ use crate::locks::lock;
 pub type HostTtl = Arc<Mutex<std::time::Duration>>;
 
 /// The settings a reload puts in force; the file keys of [`diagnostics::shown`].
-pub const HOT: &[&str] = &["log_filter", "host_ttl"];
+pub const HOT: &[&str] = &["log_filter", "host_ttl", "credentials_key_file"];
 
 /// What a reload reads again and what it changes.
 #[derive(Debug)]
@@ -39,6 +39,8 @@ pub struct Reloader {
     host_ttl: HostTtl,
     diagnostics: Option<Arc<Diagnostics>>,
     expiries: Option<Common>,
+    /// The credential store's keys: its key file is read again at each reload.
+    credential_keys: Option<Arc<crate::service::CredentialStore>>,
 }
 
 impl Reloader {
@@ -60,7 +62,14 @@ impl Reloader {
             host_ttl,
             diagnostics: None,
             expiries: None,
+            credential_keys: None,
         }
+    }
+
+    /// Also reads the credentials key file again at each reload, into `store`.
+    pub fn keeping_keys(mut self, store: Arc<crate::service::CredentialStore>) -> Reloader {
+        self.credential_keys = Some(store);
+        self
     }
 
     /// Also shows the new settings in `diagnostics` and the new certificate's expiry in
@@ -106,6 +115,17 @@ impl Reloader {
                 return report;
             }
         };
+        // The key file, read again whether or not its path changed (a key added to it).
+        let keys = match crate::service::CredentialStore::read(new.credentials_key_file.as_deref())
+        {
+            Ok(keys) => keys,
+            Err(error) => {
+                report
+                    .errors
+                    .push(format!("the credentials key file: {error}"));
+                return report;
+            }
+        };
         // Then all of it at once.
         for change in &hot {
             match change.key.as_str() {
@@ -119,10 +139,27 @@ impl Reloader {
                     *lock(&self.host_ttl) = new.host_ttl;
                     in_force.host_ttl = new.host_ttl;
                 }
+                "credentials_key_file" => {
+                    in_force.credentials_key_file = new.credentials_key_file.clone();
+                }
                 _ => {}
             }
         }
         report.applied = hot;
+        if let Some(store) = &self.credential_keys {
+            let (before, after) = (
+                store.ids(),
+                keys.as_ref().map(|k| k.ids()).unwrap_or_default(),
+            );
+            if before != after {
+                report.applied.push(nexus_protocol::debug::ChangedSetting {
+                    key: "credentials_keys".into(),
+                    old: before.join(","),
+                    new: after.join(","),
+                });
+            }
+            store.replace(keys);
+        }
         if let Some(rotation) = rotation {
             match rotation.commit(&self.credentials) {
                 Ok(change) => report.applied.push(change),

@@ -52,7 +52,7 @@ mod snapshot;
 mod workspaces;
 
 pub use command::{Command, Outcome, PlaceRequest, Proposal};
-pub use credentials::{CredentialRecord, Credentials, Sealed};
+pub use credentials::{CredentialRecord, Credentials, Resealed, Sealed};
 pub use desired::ChangedHosts;
 pub use events::{EVENT_TEXT_BYTES, EVENTS_KEPT, History, RECORD_EVENTS_MAX};
 pub use invariants::BrokenInvariant;
@@ -276,6 +276,11 @@ impl State {
             }
             Command::StopIdle { stops, by_policy } => self.stop_idle(origin, stops, *by_policy),
             Command::PolicyDestroy { name, reason } => self.policy_destroy(origin, name, reason),
+            Command::SetCredential { spec, sealed } => self.set_credential(at, spec, sealed),
+            Command::RotateCredential { spec, sealed } => self.rotate_credential(at, spec, sealed),
+            Command::DeleteCredential { name } => self.delete_credential(name),
+            Command::ResealCredentials(resealed) => self.reseal_credentials(resealed),
+            Command::TouchCredential { name, host } => self.touch_credential(at, name, host),
         }
     }
 }

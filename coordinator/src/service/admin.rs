@@ -274,8 +274,11 @@ impl Service {
             | AdminRequest::Credentials
             | AdminRequest::CheckCredential { .. }
             | AdminRequest::RotateCredentialsKey
-            | AdminRequest::CredentialKeys
-            | AdminRequest::VerifyWorktrees { .. } => Err(WireError::new(
+            | AdminRequest::CredentialKeys => {
+                self.credentials_admin(peer, request_id, request, consistency)
+                    .await
+            }
+            AdminRequest::VerifyWorktrees { .. } => Err(WireError::new(
                 ErrorCode::Unsupported,
                 "this coordinator does not serve git worktrees or credentials yet",
             )),

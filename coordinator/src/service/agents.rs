@@ -133,9 +133,8 @@ impl Service {
             AgentRequest::Activity(reported) => {
                 self.activity(peer, request_id, host_id, reported).await
             }
-            AgentRequest::Credential(_)
-            | AgentRequest::Worktree { .. }
-            | AgentRequest::KeptBranch { .. } => Err(WireError::new(
+            AgentRequest::Credential(ask) => self.grant_credential(peer, host_id, ask).await,
+            AgentRequest::Worktree { .. } | AgentRequest::KeptBranch { .. } => Err(WireError::new(
                 nexus_protocol::ErrorCode::Unsupported,
                 "this coordinator does not serve git worktrees or credentials yet",
             )),
