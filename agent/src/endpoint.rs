@@ -157,6 +157,48 @@ impl<R: Runtime> Endpoint<R> {
         Ok(Response::Maintained(report))
     }
 
+    /// Tries a credential from this host (`nexus admin credentials check`): only a coordinator
+    /// may ask (it opened the secret); the secret is used for this one try and dropped.
+    async fn check_credential(
+        &self,
+        peer: &Peer,
+        probe: nexus_protocol::credentials::CredentialProbe,
+    ) -> Result<Response, WireError> {
+        use nexus_protocol::credentials::{CredentialCheckReport, CredentialKind};
+        if !matches!(peer.identity, Identity::Coordinator(_)) {
+            return Err(WireError::new(
+                ErrorCode::PermissionDenied,
+                "only a coordinator may have this agent try a credential",
+            ));
+        }
+        let host = self.host()?;
+        let name = probe.spec.name.clone();
+        let result = match probe.spec.kind {
+            CredentialKind::Registry => {
+                self.runtime
+                    .registry_login(&probe.spec.scope, &probe.spec.username, &probe.secret)
+                    .await
+            }
+            // GIT CHECK ARM: the lead wires this to the git branch's `ls-remote` at merge.
+            CredentialKind::Git => Err(WireError::new(
+                ErrorCode::Unsupported,
+                "git checks arrive with the git worktrees branch",
+            )),
+        };
+        drop(probe);
+        match &result {
+            Ok(()) => tracing::info!(credential = %name, "a credential check passed"),
+            Err(error) => {
+                tracing::warn!(credential = %name, code = %error.code, "a credential check failed: {}", error.message)
+            }
+        }
+        Ok(Response::CredentialChecked(CredentialCheckReport {
+            name,
+            host,
+            error: result.err(),
+        }))
+    }
+
     /// Reloads the agent's configuration with `reloader` when an admin asks.
     pub fn with_reloader(mut self, reloader: Arc<crate::reload::Reloader>) -> Endpoint<R> {
         self.reloader = Some(reloader);
@@ -772,6 +814,9 @@ impl<R: Runtime> Endpoint<R> {
             Request::Host(HostRequest::ReloadConfig) => Reply::Once(self.reload(peer)),
             Request::Host(HostRequest::Maintain(request)) => {
                 Reply::Once(self.maintain(peer, request).await)
+            }
+            Request::Host(HostRequest::CheckCredential(probe)) => {
+                Reply::Once(self.check_credential(peer, probe).await)
             }
             _ => Reply::Once(Err(WireError::new(
                 ErrorCode::InvalidArgument,

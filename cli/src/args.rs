@@ -12,10 +12,12 @@ use nexus_protocol::model::{Scoring, parse_key_value};
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 
 mod backup;
+mod credentials;
 mod limits;
 mod maintenance;
 mod notice;
 pub use backup::{BackupCommand, BackupRestoreArgs};
+pub use credentials::{CredentialsCommand, SetCredential};
 pub use limits::{LimitsCommand, LimitsSetArgs, PolicyArgs, parse_policy_secs};
 pub use maintenance::{MaintenanceCommand, MaintenanceRunArgs};
 pub use notice::NoticeCommand;
@@ -554,6 +556,10 @@ pub enum AdminCommand {
     /// post one, list them, clear them.
     #[command(subcommand)]
     Notice(NoticeCommand),
+    /// The encrypted credential store (git and registry logins): set, list, check, rotate,
+    /// delete; the key: new-key, rotate-key.
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
 }
 
 #[derive(Debug, Args)]
