@@ -88,9 +88,11 @@ impl Key {
         )
     }
 
-    fn aead(&self) -> LessSafeKey {
-        // 32 bytes is ChaCha20-Poly1305's key length, so this cannot fail.
-        LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &self.bytes).expect("a 32-byte key"))
+    /// The AEAD key (32 bytes is ChaCha20-Poly1305's length, so always `Some`).
+    fn aead(&self) -> Option<LessSafeKey> {
+        UnboundKey::new(&CHACHA20_POLY1305, &self.bytes)
+            .ok()
+            .map(LessSafeKey::new)
     }
 }
 
@@ -300,8 +302,11 @@ pub fn seal(key: &Key, spec: &CredentialSpec, secret: &Secret) -> Result<Sealed,
     let mut nonce = [0u8; aead::NONCE_LEN];
     getrandom::getrandom(&mut nonce)
         .map_err(|error| InvalidValue(format!("no secure random source: {error}")))?;
+    let aead = key
+        .aead()
+        .ok_or_else(|| InvalidValue("the key is not a ChaCha20-Poly1305 key".into()))?;
     let mut in_out = secret.expose().as_bytes().to_vec();
-    let sealed = key.aead().seal_in_place_append_tag(
+    let sealed = aead.seal_in_place_append_tag(
         Nonce::assume_unique_for_key(nonce),
         Aad::from(associated_data(spec)),
         &mut in_out,
@@ -327,9 +332,9 @@ pub fn open(keys: &KeyRing, spec: &CredentialSpec, sealed: &Sealed) -> Result<Se
         .as_slice()
         .try_into()
         .map_err(|_| OpenError::Damaged)?;
+    let aead = key.aead().ok_or(OpenError::Damaged)?;
     let mut in_out = sealed.ciphertext.clone();
-    let opened = key
-        .aead()
+    let opened = aead
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(associated_data(spec)),
@@ -366,6 +371,14 @@ mod tests {
         KeyRing::parse(&keys.iter().map(|key| key.line()).collect::<String>()).unwrap()
     }
 
+    type Case<'a> = (
+        &'static str,
+        &'a KeyRing,
+        CredentialSpec,
+        Sealed,
+        Result<&'static str, OpenError>,
+    );
+
     #[test]
     fn a_sealed_secret_opens_only_with_its_key_and_its_record() {
         let old = Key::generate().unwrap();
@@ -388,13 +401,7 @@ mod tests {
         };
         let mut renamed = sealed.clone();
         renamed.key_id = other.id().to_string();
-        let cases: Vec<(
-            &str,
-            &KeyRing,
-            CredentialSpec,
-            Sealed,
-            Result<&str, OpenError>,
-        )> = vec![
+        let cases: Vec<Case<'_>> = vec![
             (
                 "round trip",
                 &both,

@@ -425,14 +425,13 @@ mod tests {
         NodeId::new(id).unwrap()
     }
 
+    type Held = Vec<(NodeId, Result<Vec<String>, String>)>;
+    type Case = (&'static str, Held, Result<&'static str, &'static str>);
+
     #[test]
     fn a_rotation_is_refused_naming_a_member_without_the_newest_key() {
         let keys = |ids: &[&str]| Ok(ids.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        let cases: Vec<(
-            &str,
-            Vec<(NodeId, Result<Vec<String>, String>)>,
-            Result<&str, &str>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "all hold it",
                 vec![(n(1), keys(&["a", "b"])), (n(2), keys(&["b"]))],
