@@ -161,9 +161,17 @@ pub async fn run(
                     Ok(())
                 }
                 Some(error) => {
+                    // A registry's refusal comes as PERMISSION_DENIED, whose own suggestion is
+                    // about Nexus' permissions: say what to do about the credential instead.
+                    let suggestion = (error.code == ErrorCode::PermissionDenied).then(|| {
+                        format!(
+                            "the registry refused the username or password: store the right one with `nexus admin credentials rotate {} --password-stdin`",
+                            report.name
+                        )
+                    });
                     let mut error = CliError {
                         error: Box::new(error),
-                        suggestion: None,
+                        suggestion,
                     };
                     error.error.message = format!(
                         "credential {} failed from host {}: {}",
