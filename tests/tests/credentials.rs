@@ -374,7 +374,7 @@ async fn registry_credentials_are_stored_sealed_used_rotated_and_never_leak() {
     // An image in the registry (pushed as another user), absent from the engine.
     let docker_dir = registry_dir.join("docker-client");
     std::fs::create_dir_all(&docker_dir).unwrap();
-    let pushed = eventually("the registry answers", Duration::from_secs(30), || async {
+    eventually("the registry answers", Duration::from_secs(30), || async {
         let out = docker(
             &docker_dir,
             &["login", &server, "-u", PUSHER.0, "--password-stdin"],
@@ -383,7 +383,6 @@ async fn registry_credentials_are_stored_sealed_used_rotated_and_never_leak() {
         out.status.success().then_some(())
     })
     .await;
-    let _ = pushed;
     for args in [
         vec!["tag", TEST_IMAGE, image.as_str()],
         vec!["push", image.as_str()],
