@@ -40,7 +40,7 @@ pub struct Reloader {
     diagnostics: Option<Arc<Diagnostics>>,
     expiries: Option<Common>,
     /// The credential store's keys: its key file is read again at each reload.
-    credential_keys: Option<Arc<crate::service::CredentialStore>>,
+    credential_keys: Option<Arc<crate::credential_keys::CredentialKeys>>,
 }
 
 impl Reloader {
@@ -67,7 +67,7 @@ impl Reloader {
     }
 
     /// Also reads the credentials key file again at each reload, into `store`.
-    pub fn keeping_keys(mut self, store: Arc<crate::service::CredentialStore>) -> Reloader {
+    pub fn keeping_keys(mut self, store: Arc<crate::credential_keys::CredentialKeys>) -> Reloader {
         self.credential_keys = Some(store);
         self
     }
@@ -116,16 +116,17 @@ impl Reloader {
             }
         };
         // The key file, read again whether or not its path changed (a key added to it).
-        let keys = match crate::service::CredentialStore::read(new.credentials_key_file.as_deref())
-        {
-            Ok(keys) => keys,
-            Err(error) => {
-                report
-                    .errors
-                    .push(format!("the credentials key file: {error}"));
-                return report;
-            }
-        };
+        let keys =
+            match crate::credential_keys::CredentialKeys::read(new.credentials_key_file.as_deref())
+            {
+                Ok(keys) => keys,
+                Err(error) => {
+                    report
+                        .errors
+                        .push(format!("the credentials key file: {error}"));
+                    return report;
+                }
+            };
         // Then all of it at once.
         for change in &hot {
             match change.key.as_str() {

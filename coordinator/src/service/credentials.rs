@@ -9,7 +9,6 @@
 //! workspaces. A secret is never logged, and no answer but those two carries one.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,7 @@ use nexus_protocol::{HostId, RequestId};
 use super::Service;
 use super::checks::denied;
 use crate::cluster::Consistency;
+use crate::credential_keys::CredentialKeys;
 use crate::locks::lock;
 use crate::state::{Command, CredentialRecord, Resealed};
 
@@ -38,10 +38,10 @@ const CHECK_LIMIT: Duration = Duration::from_secs(60);
 /// Re-sealed records per Raft entry.
 const RESEAL_BATCH: usize = 128;
 
-/// This node's key file's keys (reloaded), when it has soft state of its own about credentials.
+/// The credential store's side of this node: its keys (reloaded) and soft state.
 #[derive(Debug, Default)]
 pub struct CredentialStore {
-    keys: Mutex<Option<Arc<KeyRing>>>,
+    keys: Arc<CredentialKeys>,
     /// When each credential's last use was last recorded (the leader's soft state).
     touched: Mutex<BTreeMap<String, Instant>>,
     /// As this coordinator, to ask an agent to check a credential.
@@ -49,40 +49,22 @@ pub struct CredentialStore {
 }
 
 impl CredentialStore {
-    /// The keys of `path` (none without one): what a start or a reload reads.
-    pub fn read(path: Option<&Path>) -> Result<Option<KeyRing>, InvalidValue> {
-        path.map(seal::read_key_file).transpose()
-    }
-
-    /// A store holding `keys`, reaching agents through `connector`.
-    pub fn new(keys: Option<KeyRing>, connector: Option<Connector>) -> CredentialStore {
+    /// A store sealing with `keys`, reaching agents through `connector`.
+    pub fn new(keys: Arc<CredentialKeys>, connector: Option<Connector>) -> CredentialStore {
         CredentialStore {
-            keys: Mutex::new(keys.map(Arc::new)),
+            keys,
             touched: Mutex::new(BTreeMap::new()),
             connector,
         }
     }
 
-    /// Puts `keys` in force (a reload).
-    pub fn replace(&self, keys: Option<KeyRing>) {
-        *lock(&self.keys) = keys.map(Arc::new);
-    }
-
     /// The ids of the keys in force, oldest first.
     pub fn ids(&self) -> Vec<String> {
-        lock(&self.keys)
-            .as_ref()
-            .map(|k| k.ids())
-            .unwrap_or_default()
+        self.keys.ids()
     }
 
     fn keys(&self) -> Result<Arc<KeyRing>, WireError> {
-        lock(&self.keys).clone().ok_or_else(|| {
-            WireError::new(
-                ErrorCode::CredentialsKeyMissing,
-                "this coordinator was given no credentials key file (--credentials-key-file)",
-            )
-        })
+        self.keys.current()
     }
 
     /// Whether a use of `name` is to be recorded now (at most once per [`TOUCH_EVERY`]).

@@ -17,6 +17,12 @@ fn ring(keys: &[&Key]) -> KeyRing {
     KeyRing::parse(&keys.iter().map(|key| key.line()).collect::<String>()).unwrap()
 }
 
+/// A credential store holding `keys`, and the handle a reload replaces them through.
+fn store_of(keys: KeyRing) -> (Arc<CredentialStore>, Arc<CredentialKeys>) {
+    let keys = Arc::new(CredentialKeys::new(Some(keys)));
+    (Arc::new(CredentialStore::new(keys.clone(), None)), keys)
+}
+
 fn registry(name: &str, server: &str) -> CredentialSpec {
     CredentialSpec {
         name: name.into(),
@@ -91,8 +97,7 @@ async fn without_a_key_file_every_operation_says_so() {
 async fn admins_set_rotate_list_and_delete_and_the_state_holds_only_ciphertext() {
     let (_dir, _node, service) = one_node().await;
     let key = Key::generate().unwrap();
-    let service =
-        service.with_credentials(Arc::new(CredentialStore::new(Some(ring(&[&key])), None)));
+    let service = service.with_credentials(store_of(ring(&[&key])).0);
     crate::service::testing::leading(&service).await;
     let planted = "planted-Zq8xK3v9";
     // Users may not.
@@ -221,8 +226,7 @@ async fn admins_set_rotate_list_and_delete_and_the_state_holds_only_ciphertext()
 async fn an_agent_gets_a_credential_only_for_its_own_workspace_and_its_image() {
     let (_dir, _node, service) = one_node_with_h1().await;
     let key = Key::generate().unwrap();
-    let service =
-        service.with_credentials(Arc::new(CredentialStore::new(Some(ring(&[&key])), None)));
+    let service = service.with_credentials(store_of(ring(&[&key])).0);
     ask(
         &service,
         &user(Role::User),
@@ -294,8 +298,8 @@ async fn a_key_rotation_reseals_every_record_under_the_newest_key() {
     let (_dir, _node, service) = one_node().await;
     let old = Key::generate().unwrap();
     let new = Key::generate().unwrap();
-    let store = Arc::new(CredentialStore::new(Some(ring(&[&old])), None));
-    let service = service.with_credentials(store.clone());
+    let (service_store, store) = store_of(ring(&[&old]));
+    let service = service.with_credentials(service_store);
     crate::service::testing::leading(&service).await;
     for name in ["a", "b", "c"] {
         ask(
