@@ -321,4 +321,52 @@ mod tests {
         let keys: Vec<&str> = report.applied.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(keys, ["log_filter", "certificate"], "{report:?}");
     }
+
+    #[test]
+    fn the_key_file_is_read_again_at_each_reload_and_a_bad_one_changes_nothing() {
+        use std::os::unix::fs::PermissionsExt;
+
+        use crate::credential_keys::CredentialKeys;
+
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("credentials.key");
+        let first = nexus_protocol::seal::write_new_key(&key_file).unwrap();
+        let (reloader, file, _) = reloader(
+            dir.path(),
+            &format!(
+                "credentials_key_file = {:?}\n",
+                key_file.display().to_string()
+            ),
+        );
+        let keys = Arc::new(CredentialKeys::new(None));
+        let reloader = reloader.keeping_keys(keys.clone());
+        // Read at the first reload (the start's own read is lib.rs'), then again after a key is
+        // added, though the setting did not change.
+        let report = reloader.reload("a test");
+        assert_eq!(applied(&report), [format!("credentials_keys:  -> {first}")]);
+        let second = nexus_protocol::seal::append_key(&key_file).unwrap();
+        let report = reloader.reload("a test");
+        assert_eq!(
+            applied(&report),
+            [format!("credentials_keys: {first} -> {first},{second}")]
+        );
+        assert_eq!(keys.ids(), [first.clone(), second.clone()]);
+        // A file others may read is refused, and the keys in force stay.
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let report = reloader.reload("a test");
+        assert!(
+            report.errors.iter().any(|e| e.contains("chmod 600")),
+            "{report:?}"
+        );
+        assert_eq!(keys.ids(), [first, second]);
+        // Without the setting, no keys: every credential operation says so.
+        std::fs::write(&file, "").unwrap();
+        let report = reloader.reload("a test");
+        assert!(report.errors.is_empty(), "{report:?}");
+        assert!(keys.ids().is_empty());
+        assert_eq!(
+            keys.current().unwrap_err().code,
+            nexus_protocol::ErrorCode::CredentialsKeyMissing
+        );
+    }
 }
