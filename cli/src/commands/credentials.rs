@@ -3,7 +3,7 @@
 //! coordinator over the wire); `rotate-key` first asks every coordinator which keys it holds and
 //! refuses, naming the node, when one lacks the leader's newest.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::Path;
 use std::time::Duration;
 
@@ -217,18 +217,19 @@ fn password(from_stdin: bool) -> Result<Secret, CliError> {
             "a password is read only from stdin: pass --password-stdin",
         ));
     }
+    // One line (a terminal's Enter, or a pipe's end), bounded.
     let mut line = String::new();
     std::io::stdin()
+        .lock()
         .take(MAX_SECRET_LEN as u64 + 2)
-        .read_to_string(&mut line)
+        .read_line(&mut line)
         .map_err(|error| {
             CliError::local(
                 ErrorCode::InvalidArgument,
                 format!("cannot read the password from stdin: {error}"),
             )
         })?;
-    // One line: what follows a first newline is not part of it.
-    let first = line.split_inclusive('\n').next().unwrap_or("");
+    let first = line.as_str();
     let secret = Secret::from_line(first).map_err(|error| {
         CliError::local(ErrorCode::InvalidArgument, error.0)
             .suggest("pipe the password in: `printf %s \"$TOKEN\" | nexus admin credentials ... --password-stdin`")
