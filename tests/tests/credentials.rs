@@ -415,14 +415,26 @@ async fn registry_credentials_are_stored_sealed_used_rotated_and_never_leak() {
     fleet.admin_with(&set, Some(&format!("{wrong}\n")));
 
     // A check of the wrong password fails, with the code's suggestion; a pull with it fails.
-    let (code, suggestion) = fleet.refused(
-        "root",
-        Role::Admin,
-        &["admin", "credentials", "check", "reg"],
-        None,
-    );
+    // (Until the leader knows where the new agent serves, it cannot ask it.)
+    let (code, suggestion) = eventually(
+        "the agent tries the credential",
+        Duration::from_secs(30),
+        || async {
+            let (code, suggestion) = fleet.refused(
+                "root",
+                Role::Admin,
+                &["admin", "credentials", "check", "reg"],
+                None,
+            );
+            (code != "BACKEND_UNAVAILABLE").then_some((code, suggestion))
+        },
+    )
+    .await;
     assert_eq!(code, "PERMISSION_DENIED", "{}", fleet.logs());
-    assert!(!suggestion.is_empty());
+    assert!(
+        suggestion.contains("credentials rotate reg"),
+        "{suggestion}"
+    );
     let create = |name: &str| {
         fleet.run(
             "ada",
