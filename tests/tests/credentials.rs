@@ -519,9 +519,50 @@ async fn registry_credentials_are_stored_sealed_used_rotated_and_never_leak() {
         ],
         Some(&format!("{planted}-git")),
     );
-    for process in fleet.cluster.running.iter().flatten() {
-        sh("kill", &["-HUP", &process.process.pid().to_string()]);
+    // Only the leader reloads first: the rotation is refused, naming a coordinator that lacks
+    // the new key (after a re-seal it could open nothing).
+    let leader = fleet
+        .cluster
+        .leader(&fleet.pki, Duration::from_secs(20))
+        .await
+        .leader
+        .unwrap();
+    let hangup = |id: Option<nexus_protocol::NodeId>| {
+        for process in fleet.cluster.running.iter().flatten() {
+            if id.is_none_or(|id| id == process.node_id) {
+                sh("kill", &["-HUP", &process.process.pid().to_string()]);
+            }
+        }
+    };
+    hangup(Some(leader));
+    let refusal = eventually(
+        "the leader holds the new key",
+        Duration::from_secs(30),
+        || async {
+            let out = fleet.run(
+                "root",
+                Role::Admin,
+                &["admin", "credentials", "rotate-key"],
+                None,
+            );
+            let error: Value = serde_json::from_slice(&out.stderr).ok()?;
+            let message = error["error"]["message"].as_str()?.to_string();
+            (!out.status.success() && message.contains(&second_key))
+                .then(|| (error["error"]["code"].clone(), message))
+        },
+    )
+    .await;
+    assert_eq!(refusal.0, "CREDENTIALS_KEY_MISSING", "{refusal:?}");
+    assert!(
+        refusal.1.contains("coordinator") && !refusal.1.contains(&format!("coordinator {leader} ")),
+        "{refusal:?}"
+    );
+    let listed = fleet.admin(&["admin", "credentials", "list"]);
+    for record in listed.as_array().unwrap() {
+        assert_eq!(record["key_id"], first_key.as_str(), "{listed}");
     }
+    // Every coordinator reloads: the rotation goes through.
+    hangup(None);
     let rotated = eventually(
         "every coordinator holds the new key",
         Duration::from_secs(30),
@@ -535,6 +576,7 @@ async fn registry_credentials_are_stored_sealed_used_rotated_and_never_leak() {
             out.status
                 .success()
                 .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+                .filter(|rotated| rotated["key_id"] == second_key.as_str())
         },
     )
     .await;
