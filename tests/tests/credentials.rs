@@ -590,6 +590,28 @@ async fn registry_credentials_are_stored_sealed_used_rotated_and_never_leak() {
     let checked = fleet.admin(&["admin", "credentials", "check", "reg"]);
     assert_eq!(checked["ok"], true, "{checked}");
 
+    // The leader counted its grants and checks.
+    let leader_http = fleet
+        .cluster
+        .running
+        .iter()
+        .flatten()
+        .find(|c| c.node_id == leader)
+        .and_then(|c| c.http)
+        .unwrap();
+    let (status, metrics) = nexus_tests::http::get(leader_http, "/metrics").await;
+    assert_eq!(status, 200);
+    for series in [
+        r#"nexus_credential_operations_total{kind="registry",op="grant",outcome="ok"}"#,
+        r#"nexus_credential_operations_total{kind="registry",op="check",outcome="failed"}"#,
+        r#"nexus_credential_operations_total{kind="all",op="rotate_key",outcome="ok"}"#,
+    ] {
+        let counted = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok());
+        assert!(counted.is_some_and(|n| n >= 1.0), "{series} in\n{metrics}");
+    }
+
     // The planted password is nowhere at rest.
     let backup = fleet.admin(&["admin", "backup", "create"]);
     let bundle = fleet.pki.scratch("bundle").join("fleet.tar.gz");
