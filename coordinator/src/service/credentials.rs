@@ -71,6 +71,10 @@ impl CredentialStore {
     fn touch_due(&self, name: &str) -> bool {
         let now = Instant::now();
         let mut touched = lock(&self.touched);
+        // Names of credentials deleted since stay: bounded all the same.
+        if touched.len() > 4 * credentials::MAX_CREDENTIALS {
+            touched.clear();
+        }
         match touched.get(name) {
             Some(at) if now.duration_since(*at) < TOUCH_EVERY => false,
             _ => {
