@@ -190,6 +190,53 @@ impl<R: Runtime> Endpoint<R> {
         Ok(Response::Maintained(report))
     }
 
+    /// Tries a credential from this host (`nexus admin credentials check`): only a coordinator
+    /// may ask (it opened the secret); the secret is used for this one try and dropped.
+    async fn check_credential(
+        &self,
+        peer: &Peer,
+        probe: nexus_protocol::credentials::CredentialProbe,
+    ) -> Result<Response, WireError> {
+        use nexus_protocol::credentials::{CredentialCheckReport, CredentialKind};
+        if !matches!(peer.identity, Identity::Coordinator(_)) {
+            return Err(WireError::new(
+                ErrorCode::PermissionDenied,
+                "only a coordinator may have this agent try a credential",
+            ));
+        }
+        let host = self.host()?;
+        let name = probe.spec.name.clone();
+        let result = match probe.spec.kind {
+            CredentialKind::Registry => {
+                self.runtime
+                    .registry_login(&probe.spec.scope, &probe.spec.username, &probe.secret)
+                    .await
+            }
+            // `git ls-remote` of the repository named (the scope when none is), with the
+            // secret in git's environment only.
+            CredentialKind::Git => {
+                let granted = nexus_protocol::credentials::GrantedCredential {
+                    name: name.clone(),
+                    username: probe.spec.username.clone(),
+                    secret: probe.secret.clone(),
+                };
+                crate::git::run::ls_remote(&probe.target, Some(&granted)).await
+            }
+        };
+        drop(probe);
+        match &result {
+            Ok(()) => tracing::info!(credential = %name, "a credential check passed"),
+            Err(error) => {
+                tracing::warn!(credential = %name, code = %error.code, "a credential check failed: {}", error.message)
+            }
+        }
+        Ok(Response::CredentialChecked(CredentialCheckReport {
+            name,
+            host,
+            error: result.err(),
+        }))
+    }
+
     /// Reloads the agent's configuration with `reloader` when an admin asks.
     pub fn with_reloader(mut self, reloader: Arc<crate::reload::Reloader>) -> Endpoint<R> {
         self.reloader = Some(reloader);
@@ -816,6 +863,9 @@ impl<R: Runtime> Endpoint<R> {
             }
             Request::Host(HostRequest::WorktreeStatus(workspace)) => {
                 Reply::Once(self.worktree_status(peer, workspace).await)
+            }
+            Request::Host(HostRequest::CheckCredential(probe)) => {
+                Reply::Once(self.check_credential(peer, probe).await)
             }
             _ => Reply::Once(Err(WireError::new(
                 ErrorCode::InvalidArgument,

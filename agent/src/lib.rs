@@ -80,14 +80,18 @@ pub async fn run_reloadable(
     reloadable: Option<Reloadable>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    // The agent's own requests to the coordinators (credentials, worktrees), over the link.
+    let asker = asker::Asker::default();
     match config.runtime {
         RuntimeKind::Docker => {
+            warn_of_agent_toml_registries(&config);
             let runtime = DockerRuntime::connect(
                 config.host_id.clone(),
                 &config.docker_socket,
                 config.registries.clone(),
                 config.network_pool,
-            )?;
+            )?
+            .with_asker(asker.clone());
             if let Err(error) = runtime.ping().await {
                 tracing::warn!(socket = %config.docker_socket, "the Docker engine does not answer yet; workspaces wait for it: {error}");
             }
@@ -97,14 +101,30 @@ pub async fn run_reloadable(
                 Arc::new(runtime),
                 reloadable,
                 Some(registries),
+                asker,
                 shutdown,
             )
             .await
         }
         RuntimeKind::Hollow => {
             let runtime = HollowRuntime::new(config.host_id.clone(), config.hollow);
-            run_inner(config, Arc::new(runtime), reloadable, None, shutdown).await
+            run_inner(config, Arc::new(runtime), reloadable, None, asker, shutdown).await
         }
+    }
+}
+
+/// `agent.toml`'s `[[registry]]` still works, but its passwords belong in the credential store.
+pub fn warn_of_agent_toml_registries(config: &Config) {
+    if !config.registries.is_empty() {
+        let servers: Vec<&str> = config
+            .registries
+            .iter()
+            .map(|r| r.server.as_str())
+            .collect();
+        tracing::warn!(
+            ?servers,
+            "agent.toml's `registry` credentials are deprecated: move it into the credential store: nexus admin credentials set registry NAME --server S --username U --password-stdin (the store's credential wins when both have one)"
+        );
     }
 }
 
@@ -114,7 +134,15 @@ pub async fn run_with<R: Runtime>(
     runtime: Arc<R>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    run_inner(config, runtime, None, None, shutdown).await
+    run_inner(
+        config,
+        runtime,
+        None,
+        None,
+        asker::Asker::default(),
+        shutdown,
+    )
+    .await
 }
 
 async fn run_inner<R: Runtime>(
@@ -122,6 +150,7 @@ async fn run_inner<R: Runtime>(
     runtime: Arc<R>,
     reloadable: Option<Reloadable>,
     registries: Option<runtime::docker::Registries>,
+    asker: asker::Asker,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -159,8 +188,8 @@ async fn run_inner<R: Runtime>(
         cache::Cache::new(&config.data_dir),
     );
     let (causes_sender, causes) = watch::channel(hops::Causes::default());
-    // The agent's own requests to the coordinators (credentials, worktrees), over the link.
-    let asker = asker::Asker::default();
+    // The agent's own requests to the coordinators (credentials for fetches and pulls, worktrees'
+    // facts) go over the link's session: one asker, shared with the runtime's pulls.
     let git_host = git::host::GitHost::new(&config.data_dir, Some(asker.clone()));
     let reconciler = reconciler
         .with_files(config.data_dir.join("workspaces"))

@@ -201,6 +201,7 @@ impl Reloader {
             }
         }
         report.applied = hot;
+        crate::warn_of_agent_toml_registries(in_force);
         if let Some(rotation) = rotation {
             match rotation.commit(&self.credentials) {
                 Ok(change) => report.applied.push(change),

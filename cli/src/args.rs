@@ -12,12 +12,14 @@ use nexus_protocol::model::{Scoring, parse_key_value};
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 
 mod backup;
+mod credentials;
 mod limits;
 mod maintenance;
 mod notice;
 mod repo;
 mod worktree;
 pub use backup::{BackupCommand, BackupRestoreArgs};
+pub use credentials::{CredentialsCommand, SetCredential};
 pub use limits::{LimitsCommand, LimitsSetArgs, PolicyArgs, parse_policy_secs};
 pub use maintenance::{MaintenanceCommand, MaintenanceRunArgs};
 pub use notice::NoticeCommand;
@@ -564,6 +566,10 @@ pub enum AdminCommand {
     /// Git worktrees of repository workspaces: verify them on every host, and repair them.
     #[command(subcommand)]
     Worktree(WorktreeCommand),
+    /// The encrypted credential store (git and registry logins): set, list, check, rotate,
+    /// delete; the key: new-key, rotate-key.
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
 }
 
 #[derive(Debug, Args)]

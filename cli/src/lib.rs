@@ -77,6 +77,9 @@ pub fn main() -> ExitCode {
                 | Command::Pki(_)
                 | Command::SyncDaemon { .. }
                 | Command::Admin(args::AdminCommand::Notice(_))
+                | Command::Admin(args::AdminCommand::Credentials(
+                    args::CredentialsCommand::NewKey { .. }
+                ))
         ) && !notices::silenced(std::env::var_os(notices::SILENCE).as_deref());
         if shows_notices {
             notices::enable();
@@ -213,6 +216,11 @@ async fn run(
         Command::Up(args) => commands::up::up(args, format).await,
         Command::Down(args) => commands::up::down(args, format).await,
         Command::Pki(command) => commands::pki::run(command, format),
+        // Local: the key file never crosses the wire.
+        Command::Admin(args::AdminCommand::Credentials(args::CredentialsCommand::NewKey {
+            out,
+            add,
+        })) => commands::credentials::new_key(&out, add, format),
         Command::Ping => {
             let settings = ids.settings(connection, file)?;
             ids.name(commands::ping::run(&settings, format).await)

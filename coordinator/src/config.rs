@@ -41,6 +41,9 @@ pub struct Config {
     pub backup_dir: PathBuf,
     /// The log filter from a flag or the file (checked); `None`: `NEXUS_LOG`, else `info`.
     pub log_filter: Option<String>,
+    /// The credential store's key file (`nexus admin credentials new-key`); without it, every
+    /// credential operation answers `CREDENTIALS_KEY_MISSING`. Hot: read again at each reload.
+    pub credentials_key_file: Option<PathBuf>,
 }
 
 /// Where a coordinator serves its monitoring HTTP by default (loopback: nothing there is secret,
@@ -145,6 +148,7 @@ impl Config {
             .or(file.data_dir)
             .ok_or(ConfigError::Missing("--data-dir is required"))?;
         Ok(Config {
+            credentials_key_file: args.credentials_key_file.or(file.credentials_key_file),
             backup_dir: args
                 .backup_dir
                 .or(file.backup_dir)
@@ -435,6 +439,11 @@ pub struct Args {
     /// `NEXUS_LOG`, else `info`. Hot: a reload applies the file's.
     #[arg(long)]
     pub log_filter: Option<String>,
+    /// The credential store's key file (made by `nexus admin credentials new-key`, mode 0600,
+    /// the newest key last). Every coordinator needs the same keys; keep it out of backups. Hot:
+    /// read again at each reload.
+    #[arg(long)]
+    pub credentials_key_file: Option<PathBuf>,
     /// Check the configuration (the flags and the `--config` file, and the TLS files it names)
     /// and exit: 0 if it would start, 1 with each problem and where it is.
     #[arg(long)]
@@ -466,6 +475,7 @@ struct FileConfig {
     log_max_bytes: Option<u64>,
     backup_dir: Option<PathBuf>,
     log_filter: Option<String>,
+    credentials_key_file: Option<PathBuf>,
 }
 
 fn listen_from_text<'de, D: serde::Deserializer<'de>>(

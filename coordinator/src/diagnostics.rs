@@ -139,6 +139,9 @@ fn redacted_table(config: &Config) -> Table {
     put("log_max_bytes", number(config.log_max_bytes));
     put("backup_dir", text(config.backup_dir.display().to_string()));
     put("log_filter", text(config.log_filter()));
+    if let Some(path) = &config.credentials_key_file {
+        put("credentials_key_file", text(path.display().to_string()));
+    }
     table
 }
 

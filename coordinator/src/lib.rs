@@ -9,12 +9,14 @@
 //! runs the detector's loop. Beside them, what an operator watches: the metrics ([`metrics`]), the
 //! start SLIs measured from the log ([`starts`]), and the health probes and scrape-time gauges
 //! ([`probes`]) that the monitoring HTTP server (`nexus-telemetry`) serves; what it tells admins
-//! of itself ([`diagnostics`]); and re-reading its configuration while it runs ([`reload`]).
+//! of itself ([`diagnostics`]); re-reading its configuration while it runs ([`reload`]); and the
+//! credential store's keys from its key file ([`credential_keys`]).
 
 pub mod backups;
 pub mod cluster;
 pub mod config;
 pub mod consensus;
+pub mod credential_keys;
 pub mod detector;
 pub mod diagnostics;
 pub mod fit;
@@ -243,7 +245,22 @@ async fn run_inner(
         &credentials,
         monitor,
     ));
+    let credential_keys =
+        credential_keys::CredentialKeys::read(config.credentials_key_file.as_deref())
+            .context("cannot read the credentials key file (--credentials-key-file)")?;
+    if let Some(keys) = &credential_keys {
+        tracing::info!(keys = ?keys.ids(), "the credential store's keys are loaded");
+    }
+    let credential_keys = Arc::new(credential_keys::CredentialKeys::new(credential_keys));
+    let credential_store = Arc::new(service::CredentialStore::new(
+        credential_keys.clone(),
+        // As itself, to ask an agent to try a credential.
+        Connector::new(&credentials, config.transport())
+            .map_err(|error| tracing::warn!("no credential checks on agents: {error}"))
+            .ok(),
+    ));
     let mut service = Service::new(identity, cluster)
+        .with_credentials(credential_store.clone())
         .with_host_ttl(config.host_ttl)
         .with_logs(config.daemon_log().files())
         .with_diagnostics(diagnostics.clone())
@@ -271,7 +288,8 @@ async fn run_inner(
                 credentials.clone(),
                 service.host_ttl_handle(),
             )
-            .showing(diagnostics, common),
+            .showing(diagnostics, common)
+            .keeping_keys(credential_keys),
         );
         service = service.with_reloader(reloader.clone());
         hangups = Some(tokio::spawn(nexus_protocol::transport::on_hangup(

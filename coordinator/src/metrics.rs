@@ -72,7 +72,13 @@ pub struct Metrics {
     pub backup_interval: Gauge,
     /// What the lifecycle policies did, by `action` (`PolicyAction::as_str`).
     pub policy_actions: Counters<1>,
+    /// The credential store's operations, by `kind` (`git`, `registry`, `all` for a key
+    /// rotation), `op` ([`CREDENTIAL_OPS`]) and `outcome` (`ok`, `failed`, `denied`, `none`).
+    pub credential_operations: Counters<3>,
 }
+
+/// The credential store's operations, as `nexus_credential_operations_total`'s `op` label.
+pub const CREDENTIAL_OPS: &[&str] = &["set", "rotate", "delete", "check", "grant", "rotate_key"];
 
 impl Metrics {
     /// Registers every coordinator metric in `registry`.
@@ -197,6 +203,11 @@ impl Metrics {
                 "nexus_policy_actions_total",
                 "What the lifecycle policies did, through Raft, by action: stop, notice, destroy, withdraw.",
                 ["action"],
+            ),
+            credential_operations: r.counters(
+                "nexus_credential_operations_total",
+                "The credential store's operations (set, rotate, delete, check, grant, rotate_key), by kind and outcome.",
+                ["kind", "op", "outcome"],
             ),
         }
         .init()
@@ -449,6 +460,9 @@ mod tests {
         metrics.placements.inc(["placed"]);
         metrics.workspace_start_duration.observe(["cold"], 3.0);
         metrics.workspace_starts.inc(["cold", "ok"]);
+        metrics
+            .credential_operations
+            .inc(["registry", "grant", "ok"]);
         let text = registry.encode(Format::Classic);
         for name in [
             "nexus_raft_has_leader",
@@ -477,6 +491,7 @@ mod tests {
             "nexus_backup_size_bytes",
             "nexus_backup_interval_seconds",
             "nexus_policy_actions_total",
+            "nexus_credential_operations_total",
         ] {
             let declared = format!("# TYPE {name} ");
             assert_eq!(text.matches(&declared).count(), 1, "{name} in\n{text}");

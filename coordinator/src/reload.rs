@@ -25,7 +25,7 @@ use crate::locks::lock;
 pub type HostTtl = Arc<Mutex<std::time::Duration>>;
 
 /// The settings a reload puts in force; the file keys of [`diagnostics::shown`].
-pub const HOT: &[&str] = &["log_filter", "host_ttl"];
+pub const HOT: &[&str] = &["log_filter", "host_ttl", "credentials_key_file"];
 
 /// What a reload reads again and what it changes.
 #[derive(Debug)]
@@ -39,6 +39,8 @@ pub struct Reloader {
     host_ttl: HostTtl,
     diagnostics: Option<Arc<Diagnostics>>,
     expiries: Option<Common>,
+    /// The credential store's keys: its key file is read again at each reload.
+    credential_keys: Option<Arc<crate::credential_keys::CredentialKeys>>,
 }
 
 impl Reloader {
@@ -60,7 +62,14 @@ impl Reloader {
             host_ttl,
             diagnostics: None,
             expiries: None,
+            credential_keys: None,
         }
+    }
+
+    /// Also reads the credentials key file again at each reload, into `store`.
+    pub fn keeping_keys(mut self, store: Arc<crate::credential_keys::CredentialKeys>) -> Reloader {
+        self.credential_keys = Some(store);
+        self
     }
 
     /// Also shows the new settings in `diagnostics` and the new certificate's expiry in
@@ -106,6 +115,18 @@ impl Reloader {
                 return report;
             }
         };
+        // The key file, read again whether or not its path changed (a key added to it).
+        let keys =
+            match crate::credential_keys::CredentialKeys::read(new.credentials_key_file.as_deref())
+            {
+                Ok(keys) => keys,
+                Err(error) => {
+                    report
+                        .errors
+                        .push(format!("the credentials key file: {error}"));
+                    return report;
+                }
+            };
         // Then all of it at once.
         for change in &hot {
             match change.key.as_str() {
@@ -119,10 +140,27 @@ impl Reloader {
                     *lock(&self.host_ttl) = new.host_ttl;
                     in_force.host_ttl = new.host_ttl;
                 }
+                "credentials_key_file" => {
+                    in_force.credentials_key_file = new.credentials_key_file.clone();
+                }
                 _ => {}
             }
         }
         report.applied = hot;
+        if let Some(store) = &self.credential_keys {
+            let (before, after) = (
+                store.ids(),
+                keys.as_ref().map(|k| k.ids()).unwrap_or_default(),
+            );
+            if before != after {
+                report.applied.push(nexus_protocol::debug::ChangedSetting {
+                    key: "credentials_keys".into(),
+                    old: before.join(","),
+                    new: after.join(","),
+                });
+            }
+            store.replace(keys);
+        }
         if let Some(rotation) = rotation {
             match rotation.commit(&self.credentials) {
                 Ok(change) => report.applied.push(change),
@@ -282,5 +320,53 @@ mod tests {
         let report = reloader.reload("a test");
         let keys: Vec<&str> = report.applied.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(keys, ["log_filter", "certificate"], "{report:?}");
+    }
+
+    #[test]
+    fn the_key_file_is_read_again_at_each_reload_and_a_bad_one_changes_nothing() {
+        use std::os::unix::fs::PermissionsExt;
+
+        use crate::credential_keys::CredentialKeys;
+
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("credentials.key");
+        let first = nexus_protocol::seal::write_new_key(&key_file).unwrap();
+        let (reloader, file, _) = reloader(
+            dir.path(),
+            &format!(
+                "credentials_key_file = {:?}\n",
+                key_file.display().to_string()
+            ),
+        );
+        let keys = Arc::new(CredentialKeys::new(None));
+        let reloader = reloader.keeping_keys(keys.clone());
+        // Read at the first reload (the start's own read is lib.rs'), then again after a key is
+        // added, though the setting did not change.
+        let report = reloader.reload("a test");
+        assert_eq!(applied(&report), [format!("credentials_keys:  -> {first}")]);
+        let second = nexus_protocol::seal::append_key(&key_file).unwrap();
+        let report = reloader.reload("a test");
+        assert_eq!(
+            applied(&report),
+            [format!("credentials_keys: {first} -> {first},{second}")]
+        );
+        assert_eq!(keys.ids(), [first.clone(), second.clone()]);
+        // A file others may read is refused, and the keys in force stay.
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let report = reloader.reload("a test");
+        assert!(
+            report.errors.iter().any(|e| e.contains("chmod 600")),
+            "{report:?}"
+        );
+        assert_eq!(keys.ids(), [first, second]);
+        // Without the setting, no keys: every credential operation says so.
+        std::fs::write(&file, "").unwrap();
+        let report = reloader.reload("a test");
+        assert!(report.errors.is_empty(), "{report:?}");
+        assert!(keys.ids().is_empty());
+        assert_eq!(
+            keys.current().unwrap_err().code,
+            nexus_protocol::ErrorCode::CredentialsKeyMissing
+        );
     }
 }

@@ -19,6 +19,7 @@ mod admin;
 mod agents;
 mod backups;
 mod checks;
+mod credentials;
 mod history;
 mod liveness;
 mod logs;
@@ -50,6 +51,7 @@ use nexus_protocol::{HostId, RequestId};
 use tracing::Instrument;
 
 pub use self::backups::{Backups, ScheduleMemory};
+pub use self::credentials::CredentialStore;
 pub use self::maintenance::Maintainer;
 pub use self::views::cluster_status;
 
@@ -89,6 +91,8 @@ pub struct Service {
     backups: Option<Backups>,
     /// This node's store and metrics for host maintenance; without it, `UNSUPPORTED`.
     maintainer: Option<Arc<maintenance::Maintainer>>,
+    /// The credential store's keys (this node's key file) and soft state.
+    credentials: Arc<CredentialStore>,
     /// Other coordinators' requests arriving in pieces, by sender.
     chunks: Mutex<crate::peers::chunks::Assembler<nexus_protocol::NodeId>>,
 }
@@ -122,6 +126,7 @@ impl Service {
             )),
             reloader: None,
             maintainer: None,
+            credentials: Arc::new(CredentialStore::default()),
         }
     }
 

@@ -53,7 +53,7 @@ mod workspaces;
 mod worktrees;
 
 pub use command::{Command, Outcome, PlaceRequest, Proposal};
-pub use credentials::{CredentialRecord, Credentials, Sealed};
+pub use credentials::{CredentialRecord, Credentials, Resealed, Sealed};
 pub use desired::ChangedHosts;
 pub use events::{EVENT_TEXT_BYTES, EVENTS_KEPT, History, RECORD_EVENTS_MAX};
 pub use invariants::BrokenInvariant;
@@ -282,6 +282,11 @@ impl State {
                 workspace,
                 facts,
             } => self.record_worktree(host, workspace, facts),
+            Command::SetCredential { spec, sealed } => self.set_credential(at, spec, sealed),
+            Command::RotateCredential { spec, sealed } => self.rotate_credential(at, spec, sealed),
+            Command::DeleteCredential { name } => self.delete_credential(name),
+            Command::ResealCredentials(resealed) => self.reseal_credentials(resealed),
+            Command::TouchCredential { name, host } => self.touch_credential(at, name, host),
         }
     }
 }

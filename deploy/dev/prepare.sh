@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes this machine ready to build and test Nexus, and changes only what is missing:
 #   - Debian packages: Docker (docker.io), busybox-static (the test image's contents),
-#     docker-registry (a loopback registry for the pull test), openssl
+#     docker-registry (a loopback registry for the pull test), apache2-utils (its htpasswd),
+#     openssl
 #     (tests verify certificates with it), iproute2, prometheus (promtool checks and tests the
 #     alert rules; tests start the server on loopback themselves, so its service is kept from
 #     starting), libclang-dev and g++ (RocksDB's build);
@@ -27,6 +28,8 @@ if ! $build_only; then
   command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
   # A registry on loopback, for the image-pull test (no registry on the internet is reachable).
   command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+  # htpasswd -B: the bcrypt password file of the credential store's registry test.
+  command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   # promtool, for deploy/prometheus; and the server, which the monitoring tests start.

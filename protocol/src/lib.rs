@@ -15,7 +15,8 @@
 //! - [`backup`]: a backup file of the replicated state, its header and its checksum;
 //! - [`settings`]: a configuration's settings as shown, what a reload changes (pure);
 //! - [`git`]: workspaces from a repository (sources, worktrees, verification);
-//!   [`credentials`]: the credential store's records, secrets and choices (pure).
+//!   [`credentials`]: the credential store's records, secrets and choices (pure); [`seal`]: its
+//!   secrets sealed with an AEAD under a key file's keys.
 //!
 //! This crate depends on none of the other Nexus crates. It is the only place that names `quinn`,
 //! `rustls`, `rcgen` or `bincode`.
@@ -37,6 +38,7 @@ pub mod message;
 pub mod model;
 pub mod pki;
 pub mod policy;
+pub mod seal;
 pub mod settings;
 pub mod transport;
 

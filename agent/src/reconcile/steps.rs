@@ -71,7 +71,11 @@ impl<R: Runtime> Engine<'_, R> {
     async fn pull(&self, image: &str) -> Result<bool, RuntimeError> {
         let span = self.hop(Op::Pull);
         let pull = self.metrics.begin(Op::Pull);
-        let pulled = self.runtime.pull(image).instrument(span.clone()).await;
+        let pulled = self
+            .runtime
+            .pull_for(image, self.workspace)
+            .instrument(span.clone())
+            .await;
         if !matches!(pulled, Ok(false)) {
             pull.end(&pulled);
         }

@@ -498,6 +498,35 @@ pub trait Runtime: Send + Sync + 'static {
     /// the engine comes back after an outage. Never returns; the agent runs it in a task of its
     /// own and aborts the task when it stops.
     fn watch_events(&self, wake: Arc<Notify>) -> impl Future<Output = ()> + Send;
+
+    // The credential store (issue 24, credentials).
+    /// [`Runtime::pull`] for `workspace`: a runtime that can ask the coordinators for the
+    /// image's registry credential does so first (used for this pull only, never kept).
+    fn pull_for(
+        &self,
+        image: &str,
+        workspace: &WorkspaceName,
+    ) -> impl Future<Output = Result<bool, RuntimeError>> + Send {
+        let _ = workspace;
+        self.pull(image)
+    }
+
+    /// Logs in to a registry with these credentials, as a pull would (`credentials check`):
+    /// `Ok` when the registry took them. A runtime with no engine cannot tell.
+    fn registry_login(
+        &self,
+        server: &str,
+        username: &str,
+        secret: &nexus_protocol::credentials::Secret,
+    ) -> impl Future<Output = Result<(), WireError>> + Send {
+        let _ = (server, username, secret);
+        async {
+            Err(WireError::new(
+                ErrorCode::Unsupported,
+                "this agent's runtime has no container engine to log in to a registry with",
+            ))
+        }
+    }
 }
 
 /// Runs `runtime`'s event watch in a task of its own, waking `wake`; abort the handle to stop it.

@@ -77,6 +77,9 @@ pub async fn run(
                 other => Err(CliError::unexpected(&other)),
             }
         }
+        AdminCommand::Credentials(command) => {
+            crate::commands::credentials::run(command, settings, format).await
+        }
         AdminCommand::Notice(command) => {
             crate::commands::notice::run(command, settings, format).await
         }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod backup;
 pub mod bundle;
 pub mod config;
+pub mod credentials;
 pub mod events;
 pub mod health;
 pub mod host;

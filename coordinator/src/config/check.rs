@@ -44,6 +44,11 @@ pub fn problems(args: Args) -> Vec<String> {
     if let Err(error) = Credentials::from_pki_dir(&config.tls_dir, &identity) {
         problems.push(place(&format!("--tls-dir: {error}"), file));
     }
+    if let Some(path) = &config.credentials_key_file
+        && let Err(error) = nexus_protocol::seal::read_key_file(path)
+    {
+        problems.push(place(&format!("--credentials-key-file: {error}"), file));
+    }
     for (flag, dir) in [("data-dir", &config.data_dir), ("log-dir", &config.log_dir)] {
         if let Some(problem) = unmakeable(dir) {
             problems.push(place(

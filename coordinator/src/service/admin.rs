@@ -278,10 +278,10 @@ impl Service {
             | AdminRequest::Credentials
             | AdminRequest::CheckCredential { .. }
             | AdminRequest::RotateCredentialsKey
-            | AdminRequest::CredentialKeys => Err(WireError::new(
-                ErrorCode::Unsupported,
-                "this coordinator does not serve git worktrees or credentials yet",
-            )),
+            | AdminRequest::CredentialKeys => {
+                self.credentials_admin(peer, request_id, request, consistency)
+                    .await
+            }
         }
     }
 }

@@ -133,10 +133,7 @@ impl Service {
             AgentRequest::Activity(reported) => {
                 self.activity(peer, request_id, host_id, reported).await
             }
-            AgentRequest::Credential(_) => Err(WireError::new(
-                nexus_protocol::ErrorCode::Unsupported,
-                "this coordinator does not serve credentials yet",
-            )),
+            AgentRequest::Credential(ask) => self.grant_credential(peer, host_id, ask).await,
             AgentRequest::Worktree { workspace, facts } => {
                 self.record_worktree(request_id, peer, host_id, workspace, facts)
                     .await

@@ -6,6 +6,7 @@
 
 use nexus_protocol::backup::{BackupHeader, BackupSchedule};
 use nexus_protocol::clock::Timestamp;
+use nexus_protocol::credentials::CredentialSpec;
 use nexus_protocol::error::WireError;
 use nexus_protocol::identity::Identity;
 use nexus_protocol::maintenance::{MaintenanceSchedule, MaintenanceSummary};
@@ -17,6 +18,8 @@ use nexus_protocol::model::{
 use nexus_protocol::policy::{PolicyPatch, PolicyScope};
 use nexus_protocol::{HostId, RequestId, UserName, WorkspaceName};
 use serde::{Deserialize, Serialize};
+
+use super::credentials::{Resealed, Sealed};
 
 /// One entry of the Raft log: who asked, when, under which request id, for what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +155,30 @@ pub enum Command {
         host: HostId,
         workspace: WorkspaceName,
         facts: nexus_protocol::git::WorktreeFacts,
+    },
+    // The credential store (issue 24, credentials). The leader seals each secret before it
+    // proposes (apply stays deterministic); the state keeps only ciphertext.
+    /// Store a credential, or replace the one of its name.
+    SetCredential {
+        spec: CredentialSpec,
+        sealed: Sealed,
+    },
+    /// Replace a credential's secret, sealed for `spec`: refused if the record's spec changed
+    /// since (its ciphertext would not open under the new one).
+    RotateCredential {
+        spec: CredentialSpec,
+        sealed: Sealed,
+    },
+    DeleteCredential {
+        name: String,
+    },
+    /// Records re-sealed under the leader's newest key (`credentials rotate-key`), each only if
+    /// it still holds what the leader re-sealed.
+    ResealCredentials(Vec<Resealed>),
+    /// A host was given a credential (recorded at most once a minute per credential).
+    TouchCredential {
+        name: String,
+        host: HostId,
     },
 }
 

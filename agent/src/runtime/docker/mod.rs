@@ -31,6 +31,7 @@ use nexus_protocol::model::{ContainerStats, PortBinding};
 use nexus_protocol::{HostId, WorkspaceName};
 use tokio::sync::{Notify, mpsc};
 
+mod auth;
 mod convert;
 mod diagnose;
 mod images;
@@ -86,6 +87,8 @@ pub struct DockerRuntime {
     host: HostId,
     socket: String,
     registries: Registries,
+    /// Where a pull asks the coordinators for the credential store's registry credential.
+    asker: Option<crate::asker::Asker>,
     /// Where workspace networks get their subnets (`None`: Docker's own address pools).
     network_pool: Option<NetworkPool>,
     /// Each container's previous CPU sample (total usage, system usage), for CPU %.
@@ -108,9 +111,17 @@ impl DockerRuntime {
             host,
             socket: socket.to_string(),
             registries: std::sync::Arc::new(std::sync::RwLock::new(registries)),
+            asker: None,
             network_pool,
             cpu_samples: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Pulls ask the coordinators through `asker` for the credential store's credential of the
+    /// image's registry (it wins over `agent.toml`'s).
+    pub fn with_asker(mut self, asker: crate::asker::Asker) -> DockerRuntime {
+        self.asker = Some(asker);
+        self
     }
 
     /// The registries' credentials, to replace on a reload.
@@ -210,8 +221,13 @@ impl DockerRuntime {
             .collect())
     }
 
-    /// Pulls `image` if it is missing; answers whether it did.
-    async fn ensure_image(&self, image: &str) -> Result<bool, RuntimeError> {
+    /// Pulls `image` if it is missing, for `workspace` (whose credential the store may hold);
+    /// answers whether it did.
+    async fn ensure_image(
+        &self,
+        image: &str,
+        workspace: Option<&WorkspaceName>,
+    ) -> Result<bool, RuntimeError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => return Ok(false),
             Err(error) if status_of(&error) == Some(404) => {}
@@ -222,7 +238,12 @@ impl DockerRuntime {
             .from_image(repository)
             .tag(tag)
             .build();
-        let credentials = self.credentials_for(repository);
+        // The store's credential wins over agent.toml's; it lives as long as this pull.
+        let stored = match (&self.asker, workspace) {
+            (Some(asker), Some(workspace)) => auth::stored(asker, workspace, image).await,
+            _ => None,
+        };
+        let credentials = stored.or_else(|| self.credentials_for(repository));
         tracing::info!(image, "pulling the image");
         let mut progress = self.docker.create_image(Some(options), None, credentials);
         let mut last_status = String::new();
@@ -319,7 +340,8 @@ impl Runtime for DockerRuntime {
         self.ensure_network(spec).await?;
         // Pulled before the create as a rule (the reconciler's own step); this covers a caller
         // that did not.
-        self.ensure_image(&spec.image).await?;
+        self.ensure_image(&spec.image, Some(&spec.workspace))
+            .await?;
         if let Some(files) = &spec.files {
             std::fs::create_dir_all(files).map_err(|e| {
                 let kind = if e.raw_os_error() == Some(28) {
@@ -415,7 +437,20 @@ impl Runtime for DockerRuntime {
     }
 
     async fn pull(&self, image: &str) -> Result<bool, RuntimeError> {
-        self.ensure_image(image).await
+        self.ensure_image(image, None).await
+    }
+
+    async fn pull_for(&self, image: &str, workspace: &WorkspaceName) -> Result<bool, RuntimeError> {
+        self.ensure_image(image, Some(workspace)).await
+    }
+
+    async fn registry_login(
+        &self,
+        server: &str,
+        username: &str,
+        secret: &nexus_protocol::credentials::Secret,
+    ) -> Result<(), nexus_protocol::WireError> {
+        auth::login(&self.socket, server, username, secret).await
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {

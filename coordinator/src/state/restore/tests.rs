@@ -481,3 +481,43 @@ fn a_restore_starts_the_policies_afresh_and_keeps_the_running_clusters_notices()
     // The policy itself is the backup's, and announces a's destroy again from the first notice.
     assert_eq!(state.policies().cluster.max_lifetime_secs, 1);
 }
+
+/// A registry credential named `name`, sealed (as far as the state knows) with `byte`.
+fn credential(name: &str, byte: u8) -> Command {
+    Command::SetCredential {
+        spec: nexus_protocol::credentials::CredentialSpec {
+            name: name.into(),
+            kind: nexus_protocol::credentials::CredentialKind::Registry,
+            scope: "r.example.com".into(),
+            username: "bot".into(),
+        },
+        sealed: crate::state::Sealed {
+            key_id: "k".into(),
+            nonce: vec![byte; 12],
+            ciphertext: vec![byte; 24],
+        },
+    }
+}
+
+#[test]
+fn the_running_clusters_credentials_stay_unless_it_has_none() {
+    // The backup holds an old secret of `reg`; the running cluster rotated it since.
+    let mut backed_up = Run::new(0);
+    backed_up.apply(vec![host("h1"), credential("reg", 1), credential("old", 1)]);
+    let backup = backed_up.state;
+    let mut run = running(vec![credential("reg", 2)]);
+    assert_eq!(run.propose(restore(&backup, 5)), Outcome::Applied);
+    let credentials = run.state.credentials();
+    assert_eq!(credentials.len(), 1);
+    assert_eq!(credentials.get("reg").unwrap().sealed.nonce, vec![2; 12]);
+    // A fresh cluster with none takes the backup's.
+    let mut fresh = running(vec![]);
+    assert_eq!(fresh.propose(restore(&backup, 5)), Outcome::Applied);
+    let names: Vec<&str> = fresh
+        .state
+        .credentials()
+        .iter()
+        .map(|r| r.spec.name.as_str())
+        .collect();
+    assert_eq!(names, ["old", "reg"]);
+}
