@@ -83,10 +83,11 @@ async fn only_a_coordinator_may_have_the_agent_try_a_credential() {
             "no container engine",
         ),
         (
+            // A real `git ls-remote`, of a port nothing listens on.
             CredentialKind::Git,
-            "https://git.example.com/team/",
-            ErrorCode::Unsupported,
-            "git checks arrive with the git worktrees branch",
+            "http://127.0.0.1:9/team/app.git",
+            ErrorCode::GitFailed,
+            "git ls-remote failed",
         ),
     ] {
         let answer = ask(coordinator(), probe(kind, scope)).await.unwrap();
