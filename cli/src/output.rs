@@ -331,6 +331,7 @@ pub fn workspace_detail_json(detail: &WorkspaceDetail) -> Value {
             json!(detail.last_error.as_ref().map(|e| json!({
                 "code": e.code.as_str(),
                 "message": e.message,
+                "suggestion": e.code.suggestion(),
             }))),
         );
     }
@@ -388,6 +389,7 @@ pub fn workspace_detail_text(detail: &WorkspaceDetail) -> String {
     }
     if let Some(error) = &detail.last_error {
         lines.push(("last error", format!("{}: {}", error.code, error.message)));
+        lines.push(("what to do", error.code.suggestion().to_string()));
     }
     lines
         .into_iter()
@@ -792,9 +794,10 @@ mod tests {
             env:        A=b
             note:       a host port was reassigned after a PORT_CONFLICT
             last error: CONTAINER_ERROR: exited with 127
+            what to do: look at `nexus workspace logs NAME`, then run `nexus workspace repair NAME`
         "#]]
         .assert_eq(&workspace_detail_text(&detail()));
-        expect![[r#"{"class":"small","command":["httpd","-f"],"created_at":"2023-11-14T22:13:20Z","desired":"running","env":{"A":"b"},"generation":2,"host":"dev-01","image":"dev:latest","labels":{},"last_error":{"code":"CONTAINER_ERROR","message":"exited with 127"},"name":"api","owner":"ada","pinned_host":null,"port_reassigned":true,"ports":[{"container":3000,"host":20001}],"state":"failed","updated_at":"2023-11-14T22:14:20Z"}"#]]
+        expect![[r#"{"class":"small","command":["httpd","-f"],"created_at":"2023-11-14T22:13:20Z","desired":"running","env":{"A":"b"},"generation":2,"host":"dev-01","image":"dev:latest","labels":{},"last_error":{"code":"CONTAINER_ERROR","message":"exited with 127","suggestion":"look at `nexus workspace logs NAME`, then run `nexus workspace repair NAME`"},"name":"api","owner":"ada","pinned_host":null,"port_reassigned":true,"ports":[{"container":3000,"host":20001}],"state":"failed","updated_at":"2023-11-14T22:14:20Z"}"#]]
         .assert_eq(&workspace_detail_json(&detail()).to_string());
     }
 

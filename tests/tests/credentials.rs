@@ -668,3 +668,186 @@ async fn registry_credentials_are_stored_sealed_used_rotated_and_never_leak() {
 
     let _ = docker(&docker_dir, &["rmi", "-f", &image], None);
 }
+
+/// Git credentials on real processes: three coordinators sharing a key file, a hollow agent
+/// (its git is real: a mirror and worktrees on disk), and git's `http-backend` on loopback wanting
+/// a password. Without a stored credential a create fails GIT_AUTH_FAILED with its suggestion;
+/// with the right one the worktree is made; `credentials check` tries it for real; with the
+/// server's password changed the next create fails, and after `credentials rotate` and a repair
+/// it is made. The password is on no disk of the agent's.
+#[tokio::test]
+async fn git_credentials_open_private_repositories_and_rotate() {
+    use nexus_fixtures::githttp::GitServer;
+
+    let planted = format!(
+        "planted-{:032x}",
+        nexus_protocol::RequestId::random().as_u128()
+    );
+    let rotated = format!("{planted}-rotated");
+    let server = GitServer::start();
+    let url = server.repo("app");
+    server.require("bot", &planted);
+    let prefix = url.trim_end_matches("app.git").to_string();
+
+    let pki = TestPki::new();
+    let key_file = pki.scratch("keys").join("credentials.key");
+    let made = local(
+        &pki,
+        &[
+            "admin",
+            "credentials",
+            "new-key",
+            "--out",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let cluster = TestCluster::start(
+        &pki,
+        3,
+        &[
+            "--host-ttl",
+            "2",
+            "--credentials-key-file",
+            key_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    cluster.leader(&pki, Duration::from_secs(20)).await;
+    let host = format!("gitcred-{}", std::process::id());
+    let agent = AgentProcess::start(&pki, &host, &cluster.live_addresses(), &[]);
+    let fleet = Fleet {
+        pki,
+        cluster,
+        agent,
+    };
+    eventually("the agent registered", Duration::from_secs(30), || async {
+        let hosts = fleet.admin(&["admin", "hosts"]);
+        hosts
+            .as_array()?
+            .iter()
+            .any(|h| h["status"] == "ready")
+            .then_some(())
+    })
+    .await;
+    let create = |name: &str| {
+        fleet.admin(&[
+            "workspace",
+            "create",
+            name,
+            "--image",
+            "img",
+            "--repo",
+            &url,
+            "--no-wait",
+        ])
+    };
+    let failure = |name: &'static str| {
+        let fleet = &fleet;
+        async move {
+            eventually(
+                &format!("{name}'s checkout refused"),
+                Duration::from_secs(30),
+                || async {
+                    let view = fleet.admin(&["workspace", "inspect", name]);
+                    let error = view["last_error"].clone();
+                    (error["code"] == "GIT_AUTH_FAILED").then_some(error)
+                },
+            )
+            .await
+        }
+    };
+    let running = |name: &'static str| {
+        let fleet = &fleet;
+        async move {
+            eventually(
+                &format!("{name}'s worktree made"),
+                Duration::from_secs(30),
+                || async {
+                    let view = fleet.admin(&["workspace", "inspect", name]);
+                    (view["state"] == "running" && view["worktree"]["branch"].is_string())
+                        .then_some(view)
+                },
+            )
+            .await
+        }
+    };
+
+    // No credential stored: refused, and the suggestion says what to run.
+    create("first");
+    let error = failure("first").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("none is stored"),
+        "{error}"
+    );
+    assert!(
+        error["suggestion"]
+            .as_str()
+            .unwrap()
+            .contains("nexus admin credentials check"),
+        "{error}"
+    );
+
+    // The right one: the next create checks the repository out with it.
+    fleet.admin_with(
+        &[
+            "admin",
+            "credentials",
+            "set",
+            "git",
+            "team",
+            "--url-prefix",
+            &prefix,
+            "--username",
+            "bot",
+            "--password-stdin",
+        ],
+        Some(&format!("{planted}\n")),
+    );
+    create("second");
+    let view = running("second").await;
+    assert_eq!(view["worktree"]["branch"], "nexus/second", "{view}");
+    let checked = fleet.admin(&["admin", "credentials", "check", "team", "--repo", &url]);
+    assert!(checked["error"].is_null(), "{checked}");
+
+    // The server's password changes: refused until the store has it, then a repair makes it.
+    server.require("bot", &rotated);
+    create("third");
+    let error = failure("third").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("stored credential was refused"),
+        "{error}"
+    );
+    let (code, _) = fleet.refused(
+        "root",
+        Role::Admin,
+        &["admin", "credentials", "check", "team", "--repo", &url],
+        None,
+    );
+    assert_eq!(code, "GIT_AUTH_FAILED");
+    fleet.admin_with(
+        &["admin", "credentials", "rotate", "team", "--password-stdin"],
+        Some(&format!("{rotated}\n")),
+    );
+    fleet.admin(&["workspace", "repair", "third"]);
+    running("third").await;
+    let listed = fleet.admin(&["admin", "credentials", "list"]);
+    assert!(!listed.to_string().contains(&planted), "{listed}");
+
+    // Neither password is on the agent's disk, nor in any daemon's log.
+    for needle in [&planted, &rotated] {
+        let found = holding(&fleet.agent.data_dir, needle.as_bytes());
+        assert!(found.is_empty(), "{needle} found in {found:?}");
+        assert!(!fleet.logs().contains(needle.as_str()));
+    }
+}
