@@ -220,6 +220,12 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
         role: Role::Admin,
     };
     ensure_pki(&pki, &coordinator, &agent, &admin)?;
+    // The credential store's key, beside the PKI (never in the coordinator's data directory,
+    // whose backups it must stay apart from).
+    let credentials_key = state.join("pki/credentials.key");
+    if !credentials_key.exists() {
+        nexus_protocol::seal::write_new_key(&credentials_key).map_err(|e| local(e.0))?;
+    }
 
     let runtime = if docker_answers() { "docker" } else { "hollow" };
     let tls_dir = pki.path().display().to_string();
@@ -238,6 +244,8 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
             tls_dir.clone(),
             "--http-listen".into(),
             coordinator_http.clone(),
+            "--credentials-key-file".into(),
+            credentials_key.display().to_string(),
         ],
         &coordinator_log,
     )?;
