@@ -220,6 +220,15 @@ pub fn write_new_key(path: &Path) -> Result<String, InvalidValue> {
                 path.display()
             ))
         })?;
+    write_key_line(&mut file, &key, path)
+}
+
+/// Writes `key`'s line to `file` (then synced), wiping the line from memory; returns its id.
+fn write_key_line(
+    file: &mut std::fs::File,
+    key: &Key,
+    path: &Path,
+) -> Result<String, InvalidValue> {
     let mut line = key.line();
     let written = file
         .write_all(line.as_bytes())
@@ -243,13 +252,7 @@ pub fn append_key(path: &Path) -> Result<String, InvalidValue> {
         .append(true)
         .open(path)
         .map_err(|error| InvalidValue(format!("opening {}: {error}", path.display())))?;
-    let mut line = key.line();
-    let written = file
-        .write_all(line.as_bytes())
-        .and_then(|()| file.sync_all());
-    line.zeroize();
-    written.map_err(|error| InvalidValue(format!("writing {}: {error}", path.display())))?;
-    Ok(key.id().to_string())
+    write_key_line(&mut file, &key, path)
 }
 
 /// A secret as the state keeps it: sealed under the key `key_id`, with its nonce.

@@ -126,33 +126,14 @@ impl Service {
         let address = lock(&self.endpoints).get(host).cloned().ok_or_else(|| {
             unavailable(format!("host {host}'s agent has not said where it serves"))
         })?;
-        let who = Identity::Agent(host.clone());
-        let attempt = async {
-            let (socket, server_name) = nexus_protocol::transport::resolve(&address).await?;
-            let connection = connector
-                .connect(socket, &server_name, &[who.kind()])
-                .await?;
-            if connection.server() != &who {
-                return Err(WireError::new(
-                    ErrorCode::AuthenticationFailed,
-                    format!(
-                        "{address} answered as {}, not as {who}",
-                        connection.server()
-                    ),
-                ));
-            }
-            let answer = connection.request(Request::Host(request)).await;
-            connection.close();
-            answer
-        };
-        tokio::time::timeout(STATUS_LIMIT, attempt)
-            .await
-            .unwrap_or_else(|_| {
-                Err(unavailable(format!(
-                    "host {host} did not answer within {} s",
-                    STATUS_LIMIT.as_secs()
-                )))
-            })
+        super::maintenance::ask_daemon(
+            &connector,
+            &address,
+            Identity::Agent(host.clone()),
+            Request::Host(request),
+            STATUS_LIMIT,
+        )
+        .await
     }
 }
 
