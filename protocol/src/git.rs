@@ -89,13 +89,16 @@ pub fn check_url(url: &str) -> Result<(), InvalidValue> {
         )));
     }
     let authority = rest.split('/').next().unwrap_or_default();
-    if let Some((userinfo, _)) = authority.rsplit_once('@')
-        && userinfo.contains(':')
-    {
-        return Err(InvalidValue(
-            "a repository URL must not carry a password: store it with `nexus admin credentials set git`"
-                .into(),
-        ));
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        // Over HTTP a user part is a token as often as a name (`https://TOKEN@host/`), and the
+        // URL is kept in the replicated state, shown, logged and put on git's command line.
+        // ssh's and git's user part is a login name (`ssh://git@host/`), never a password.
+        if userinfo.contains(':') || matches!(scheme, "https" | "http") {
+            return Err(InvalidValue(
+                "a repository URL must not carry a user, token or password: store it with `nexus admin credentials set git`"
+                    .into(),
+            ));
+        }
     }
     if scheme != "file" && authority.is_empty() {
         return Err(InvalidValue(format!("{url:?} names no host")));
@@ -136,6 +139,14 @@ pub fn check_ref(name: &str) -> Result<(), InvalidValue> {
         return bad("no part may start with '.' or end with '.lock'");
     }
     Ok(())
+}
+
+/// Whether `text` is a full commit id: 40 hex digits (SHA-1) or 64 (SHA-256), lowercase.
+pub fn is_commit_id(text: &str) -> bool {
+    matches!(text.len(), 40 | 64)
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// What a host made of a workspace's repository: recorded in the workspace's record.
@@ -262,7 +273,6 @@ mod tests {
             "https://git.example.com/team/app.git",
             "http://127.0.0.1:8080/app.git",
             "ssh://git@example.com/app.git",
-            "https://token@example.com/app.git",
             "file:///srv/git/app.git",
             "git://example.com/app",
         ] {
@@ -274,6 +284,8 @@ mod tests {
             "-uhttps://x/y",
             "ftp://example.com/app.git",
             "https://user:secret@example.com/app.git",
+            "https://ghp_token@github.com/o/r.git",
+            "ssh://git:pw@example.com/app.git",
             "https://example.com/a b.git",
             "https:///app.git",
             "https://example.com/\napp.git",
@@ -325,6 +337,12 @@ mod tests {
             base: RepoBase::Default,
         };
         assert!(source.check().is_ok());
+        assert!(is_commit_id(&"a".repeat(40)) && is_commit_id(&"0".repeat(64)));
+        assert!(
+            !is_commit_id(&"A".repeat(40))
+                && !is_commit_id("abc")
+                && !is_commit_id(&"g".repeat(40))
+        );
         assert_eq!(
             workspace_branch(&"api".parse().unwrap()),
             "nexus/api".to_string()

@@ -93,7 +93,7 @@ async fn verify_finds_a_deleted_and_a_locked_worktree_and_repair_mends_them() {
     // Two workspaces with the repository, on the agent's host.
     let leader = cluster.live_addresses()[0];
     let user = eventually("the agent registered", Duration::from_secs(20), || async {
-        let user = connect(&pki, &pki::user("ada", Role::User), leader)
+        let user = connect(&pki, &pki::user("ada", Role::Admin), leader)
             .await
             .ok()?;
         let mut spec = nexus_fixtures::spec("wt-a");

@@ -19,6 +19,12 @@ use nexus_protocol::clock::Timestamp;
 use nexus_protocol::git::KeptBranch;
 use serde::{Deserialize, Serialize};
 
+/// The parts of a mirror a container may read but never write (mounted read-only over its
+/// read-write mount): what could make git, run by the agent as root, execute a program, send a
+/// credential elsewhere (`url.*.insteadOf`, a proxy), or read another repository's objects
+/// (`objects/info/alternates`).
+pub const MIRROR_READ_ONLY: [&str; 3] = ["config", "hooks", "objects/info"];
+
 /// What a host made of a workspace's repository.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorktreeRecord {
@@ -138,6 +144,37 @@ impl Layout {
     pub fn write_kept(&self, kept: &[KeptBranch]) -> std::io::Result<()> {
         write_json(&self.kept_path(), &kept)
     }
+}
+
+/// Moves every entry of `dir` into `aside` (made new), keeping `dir` itself; a `dir` that is not
+/// a directory is moved in whole. Its `.git` becomes `.git.aside`: git must not take the files
+/// aside for the fresh worktree. Nothing is deleted; a failure stops with what is moved so far
+/// moved.
+pub fn move_aside(dir: &Path, aside: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(aside)?;
+    if !dir.is_dir() {
+        let name = dir.file_name().unwrap_or_else(|| "files".as_ref());
+        return std::fs::rename(dir, aside.join(name));
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let to = if name == ".git" {
+            aside.join(".git.aside")
+        } else {
+            aside.join(&name)
+        };
+        std::fs::rename(entry.path(), to)?;
+    }
+    Ok(())
+}
+
+/// A failure on the host's disk, in its git state.
+pub fn io_error(error: std::io::Error) -> nexus_protocol::WireError {
+    nexus_protocol::WireError::new(
+        nexus_protocol::ErrorCode::GitFailed,
+        format!("the host's git state: {error}"),
+    )
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<Option<T>> {

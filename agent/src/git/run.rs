@@ -7,6 +7,12 @@
 //! - Messages are read in the C locale, so that [`classify`] (pure) can tell an authentication
 //!   failure (GIT_AUTH_FAILED: retrying will not help) from any other (GIT_FAILED).
 //! - Every run has a deadline; a run past it is killed.
+//! - Containers write the mirror (their commits' objects and refs): nothing in it may make the
+//!   agent, which runs as root, execute a program. Hooks and fsmonitor are off by configuration
+//!   of the command's own scope, which outranks the repository's; the mirror's `config`, `hooks`
+//!   and `objects/info` are mounted read-only in containers (`runtime::docker`); and git in a
+//!   worktree runs with its git and common directories named ([`git_worktree`]), never found
+//!   through the `.git` file or `commondir` a container could point elsewhere.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -31,6 +37,42 @@ pub async fn git<I, S>(
     args: I,
     auth: Option<&GrantedCredential>,
     timeout: Duration,
+) -> Result<String, WireError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run(dir, args, auth, timeout, &[]).await
+}
+
+/// Runs `git args...` in the worktree `files`, whose git directory is `admin` (the mirror's
+/// `worktrees/<workspace>`) and common directory `mirror`: named to git, not read from files a
+/// container can write.
+pub async fn git_worktree<I, S>(
+    files: &Path,
+    admin: &Path,
+    mirror: &Path,
+    args: I,
+    timeout: Duration,
+) -> Result<String, WireError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let env = [
+        ("GIT_DIR", admin.as_os_str()),
+        ("GIT_COMMON_DIR", mirror.as_os_str()),
+        ("GIT_WORK_TREE", files.as_os_str()),
+    ];
+    run(Some(files), args, None, timeout, &env).await
+}
+
+async fn run<I, S>(
+    dir: Option<&Path>,
+    args: I,
+    auth: Option<&GrantedCredential>,
+    timeout: Duration,
+    env: &[(&str, &OsStr)],
 ) -> Result<String, WireError>
 where
     I: IntoIterator<Item = S>,
@@ -64,7 +106,15 @@ where
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
-    let mut config: Vec<(&str, String)> = vec![("safe.directory", "*".into())];
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    // Nothing a container wrote into the mirror runs: no hooks, no fsmonitor.
+    let mut config: Vec<(&str, String)> = vec![
+        ("safe.directory", "*".into()),
+        ("core.hooksPath", "/dev/null".into()),
+        ("core.fsmonitor", "false".into()),
+    ];
     if let Some(auth) = auth {
         config.push(("http.extraHeader", authorization(auth)));
     }
@@ -104,11 +154,14 @@ where
     ))
 }
 
+/// The deadline of a credential check: within the coordinator's minute for the whole check.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(45);
+
 /// `git ls-remote` of `url` with `auth`: whether the remote takes the credential.
 pub async fn ls_remote(url: &str, auth: Option<&GrantedCredential>) -> Result<(), WireError> {
     nexus_protocol::git::check_url(url)
         .map_err(|e| WireError::new(ErrorCode::InvalidArgument, e.0))?;
-    git(None, ["ls-remote", "--heads", url], auth, FETCH_TIMEOUT)
+    git(None, ["ls-remote", "--heads", url], auth, CHECK_TIMEOUT)
         .await
         .map(|_| ())
 }

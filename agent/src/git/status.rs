@@ -7,7 +7,7 @@ use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::git::WorktreeStatus;
 
 use super::layout::Layout;
-use super::run::{LOCAL_TIMEOUT, git};
+use super::run::{LOCAL_TIMEOUT, git_worktree};
 
 /// The worktree's status, or WORKSPACE_NOT_FOUND if the host made none for the workspace.
 pub async fn status(
@@ -24,24 +24,20 @@ pub async fn status(
             )
         })?;
     let files = layout.worktree(workspace);
-    let head = git(Some(&files), ["rev-parse", "HEAD"], None, LOCAL_TIMEOUT)
-        .await?
-        .trim()
-        .to_string();
-    let porcelain = git(
-        Some(&files),
-        ["status", "--porcelain", "--untracked-files=all"],
-        None,
-        LOCAL_TIMEOUT,
-    )
-    .await?;
+    let mirror = layout.mirror(&record.url);
+    let admin = mirror.join("worktrees").join(workspace.as_str());
+    let git =
+        |args: &'static [&'static str]| git_worktree(&files, &admin, &mirror, args, LOCAL_TIMEOUT);
+    let head = git(&["rev-parse", "HEAD"]).await?.trim().to_string();
+    let porcelain = git(&["status", "--porcelain", "--untracked-files=all"]).await?;
     let (ahead, behind) = match &record.upstream {
         Some(upstream) => {
             let range = format!("HEAD...refs/remotes/{upstream}");
-            let out = git(
-                Some(&files),
+            let out = git_worktree(
+                &files,
+                &admin,
+                &mirror,
                 ["rev-list", "--left-right", "--count", &range],
-                None,
                 LOCAL_TIMEOUT,
             )
             .await?;

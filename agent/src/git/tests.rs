@@ -255,6 +255,75 @@ async fn destroy_keeps_a_branch_with_its_own_commits_and_deletes_the_others() {
 }
 
 #[tokio::test]
+async fn commits_made_on_a_detached_head_are_kept_on_a_branch_of_their_own() {
+    let (dir, url, _) = setup();
+    let host = GitHost::new(&data(dir.path()), None);
+    let source = repo(&url, RepoBase::Default);
+    let made = host.prepare(&ws("lab"), &source).await.unwrap();
+    let files = host.layout().worktree(&ws("lab"));
+    run_git(&files, &["checkout", "--quiet", "--detach"]);
+    std::fs::write(files.join("experiment.txt"), "try").unwrap();
+    run_git(&files, &["add", "experiment.txt"]);
+    run_git(&files, &["commit", "--quiet", "-m", "experiment"]);
+    let head = run_git(&files, &["rev-parse", "HEAD"]);
+
+    let kept = host
+        .destroy(&ws("lab"), &"alice".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(kept.branch.starts_with("nexus-kept/lab-"), "{kept:?}");
+    assert_eq!(kept.unique_commits, 1);
+    assert_eq!(run_git(&made.mirror, &["rev-parse", &kept.branch]), head);
+    assert_eq!(host.layout().kept(), vec![kept]);
+}
+
+/// A container writes the mirror; the agent runs git as root. Hooks and an fsmonitor planted in
+/// the mirror (as a container could before its config was read-only), and a worktree's
+/// `commondir` pointed at a repository of the container's, run nothing.
+#[tokio::test]
+async fn nothing_planted_in_the_mirror_runs_as_the_agent() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, url, _) = setup();
+    let host = GitHost::new(&data(dir.path()), None);
+    let source = repo(&url, RepoBase::Default);
+    let made = host.prepare(&ws("first"), &source).await.unwrap();
+    let marker = dir.path().join("ran");
+    let script = dir.path().join("evil.sh");
+    std::fs::write(&script, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hooks = made.mirror.join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    for hook in ["post-checkout", "reference-transaction", "pre-auto-gc"] {
+        std::fs::copy(&script, hooks.join(hook)).unwrap();
+    }
+    run_git(
+        &made.mirror,
+        &["config", "core.fsmonitor", script.to_str().unwrap()],
+    );
+    // The first worktree's record points its common directory at one the container made.
+    let evil = dir.path().join("evil.git");
+    run_git(
+        dir.path(),
+        &["init", "--quiet", "--bare", evil.to_str().unwrap()],
+    );
+    run_git(
+        &evil,
+        &["config", "core.fsmonitor", script.to_str().unwrap()],
+    );
+    std::fs::write(
+        made.mirror.join("worktrees/first/commondir"),
+        format!("{}\n", evil.display()),
+    )
+    .unwrap();
+
+    host.prepare(&ws("second"), &source).await.unwrap();
+    host.status(&ws("second")).await.unwrap();
+    let _ = host.status(&ws("first")).await;
+    assert!(!marker.exists(), "a planted program ran as the agent");
+}
+
+#[tokio::test]
 async fn a_password_protected_remote_takes_only_the_credential_it_wants() {
     let server = GitServer::start();
     let url = server.repo("app");

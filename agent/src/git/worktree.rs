@@ -10,6 +10,7 @@ use nexus_protocol::credentials::GrantedCredential;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::git::{KeptBranch, RepoSource, workspace_branch};
 
+use super::layout::io_error;
 use super::layout::{Layout, WorktreeRecord};
 use super::mirror::{Mirrors, commit_of};
 use super::run::{LOCAL_TIMEOUT, git};
@@ -39,6 +40,8 @@ pub enum Plan {
     Keep,
     /// Make a worktree there.
     Make,
+    /// Move what a checkout cut short left there aside, then make a worktree.
+    Redo,
     /// Refuse, saying why.
     Refuse(String),
 }
@@ -54,12 +57,17 @@ pub fn plan(record: Option<&WorktreeRecord>, url: &str, files_empty: bool, linke
             record.url
         )),
         Some(_) if linked => Plan::Keep,
+        // The record outlived its worktree, which left nothing behind: made again.
+        Some(_) if files_empty => Plan::Make,
         Some(_) => Plan::Refuse(
             "the host's record names a worktree that is not there any more; run `nexus admin \
              worktree verify --repair`"
                 .into(),
         ),
         None if files_empty => Plan::Make,
+        // A checkout cut short before its record was written (a restart, a deadline): the
+        // container never ran on it, so nothing in it is a user's; set aside and made again.
+        None if linked => Plan::Redo,
         None => Plan::Refuse(
             "the workspace's files directory is not empty and is no worktree; destroy the \
              workspace and create it again"
@@ -96,6 +104,11 @@ pub async fn make(
     match current(layout, workspace, &repo.url)? {
         (Plan::Keep, Some(record)) => return Ok(Made::Kept(record)),
         (Plan::Refuse(why), _) => return Err(WireError::new(ErrorCode::GitFailed, why)),
+        (Plan::Redo, _) => {
+            let aside = layout.aside(workspace, clock::now());
+            super::layout::move_aside(&files, &aside).map_err(io_error)?;
+            tracing::warn!(%workspace, aside = %aside.display(), "a checkout cut short was set aside; checking out again");
+        }
         _ => {}
     }
     let mirror = layout.mirror(&repo.url);
@@ -129,7 +142,8 @@ pub async fn make(
             resolved.commit.as_ref(),
         ] as [&std::ffi::OsStr; 7],
         None,
-        LOCAL_TIMEOUT,
+        // A checkout of a large tree takes as long as a fetch may.
+        super::run::FETCH_TIMEOUT,
     )
     .await?;
     let record = WorktreeRecord {
@@ -205,7 +219,8 @@ pub async fn destroy(
         return Ok(None);
     };
     let files = layout.worktree(workspace);
-    let mirror = record.mirror.clone();
+    // Where the mirror is now (the record's path may predate a moved data directory).
+    let mirror = layout.mirror(&record.url);
     let lock = mirrors.lock(&mirror);
     let _held = lock.lock().await;
     if !mirror.join("HEAD").exists() {
@@ -213,6 +228,23 @@ pub async fn destroy(
         layout.remove_record(workspace).map_err(io_error)?;
         return Ok(None);
     }
+    // Commits made on a detached HEAD are on no branch: found before the worktree goes.
+    let admin = mirror.join("worktrees").join(workspace.as_str());
+    let head = if admin.join("HEAD").is_file() {
+        super::run::git_worktree(
+            &files,
+            &admin,
+            &mirror,
+            ["rev-parse", "--verify", "--quiet", "HEAD"],
+            LOCAL_TIMEOUT,
+        )
+        .await
+        .ok()
+        .map(|out| out.trim().to_string())
+        .filter(|head| nexus_protocol::git::is_commit_id(head))
+    } else {
+        None
+    };
     if files.join(".git").exists()
         && let Err(error) = git(
             Some(&mirror),
@@ -235,6 +267,10 @@ pub async fn destroy(
         _ => {}
     }
     git(Some(&mirror), ["worktree", "prune"], None, LOCAL_TIMEOUT).await?;
+    let detached = match head {
+        Some(head) => keep_detached(layout, &mirror, workspace, &record.url, &head, at).await?,
+        None => None,
+    };
     let full = format!("refs/heads/{}", record.branch);
     let kept = if commit_of(&mirror, &full).await?.is_none() {
         None
@@ -268,7 +304,58 @@ pub async fn destroy(
     };
     layout.remove_record(workspace).map_err(io_error)?;
     tracing::info!(%workspace, url = %record.url, "worktree removed");
-    Ok(kept)
+    Ok(kept.or(detached))
+}
+
+/// A worktree's `head` that no branch, remote branch or tag reaches (commits made on a detached
+/// HEAD) gets a branch `nexus-kept/<workspace>-<millis>`, added to the kept list and returned.
+async fn keep_detached(
+    layout: &Layout,
+    mirror: &Path,
+    workspace: &WorkspaceName,
+    url: &str,
+    head: &str,
+    at: Timestamp,
+) -> Result<Option<KeptBranch>, WireError> {
+    let out = git(
+        Some(mirror),
+        [
+            "rev-list",
+            "--count",
+            head,
+            "--not",
+            "--branches",
+            "--remotes",
+            "--tags",
+        ],
+        None,
+        LOCAL_TIMEOUT,
+    )
+    .await?;
+    let unique: u32 = out.trim().parse().unwrap_or(0);
+    if unique == 0 {
+        return Ok(None);
+    }
+    let branch = format!("nexus-kept/{workspace}-{}", at.as_millis());
+    git(
+        Some(mirror),
+        ["update-ref", &format!("refs/heads/{branch}"), head],
+        None,
+        LOCAL_TIMEOUT,
+    )
+    .await?;
+    let kept = KeptBranch {
+        workspace: workspace.clone(),
+        url: url.to_string(),
+        branch,
+        unique_commits: unique,
+        at,
+    };
+    let mut list = layout.kept();
+    list.push(kept.clone());
+    layout.write_kept(&list).map_err(io_error)?;
+    tracing::warn!(%workspace, branch = %kept.branch, commits = unique, "commits made on a detached HEAD kept on a branch of their own");
+    Ok(Some(kept))
 }
 
 /// The commits on `full` that no other ref of `mirror` has.
@@ -295,13 +382,6 @@ async fn unique_commits(mirror: &Path, full: &str) -> Result<u32, WireError> {
     })
 }
 
-fn io_error(error: std::io::Error) -> WireError {
-    WireError::new(
-        ErrorCode::GitFailed,
-        format!("the host's git state: {error}"),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -326,15 +406,18 @@ mod tests {
         let cases = [
             (None, true, false, "make"),
             (None, false, false, "refuse"),
-            (None, false, true, "refuse"),
+            // A checkout cut short before its record: set aside and made again.
+            (None, false, true, "redo"),
             (Some(&ours), false, true, "keep"),
-            (Some(&ours), true, false, "refuse"),
+            // A record whose worktree left nothing behind: made again.
+            (Some(&ours), true, false, "make"),
             (Some(&ours), false, false, "refuse"),
         ];
         for (record, empty, linked, expected) in cases {
             let got = match plan(record, "https://h/r.git", empty, linked) {
                 Plan::Keep => "keep",
                 Plan::Make => "make",
+                Plan::Redo => "redo",
                 Plan::Refuse(_) => "refuse",
             };
             assert_eq!(got, expected, "{record:?} {empty} {linked}");

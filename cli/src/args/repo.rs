@@ -10,7 +10,7 @@ use crate::error::CliError;
 /// branch of its own, `nexus/<name>`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct RepoArgs {
-    /// The repository's URL (https://, http://, ssh://, git:// or file://); credentials come
+    /// The repository's URL (https://, http://, ssh://, git://, or file:// for admins); credentials come
     /// from the credential store, never the URL.
     #[arg(long, value_name = "URL")]
     pub repo: Option<String>,

@@ -102,6 +102,18 @@ pub(super) fn check_report(observed: &[ObservedWorkspace]) -> Result<(), WireErr
 }
 
 /// Refuses a spec no host could run, before it reaches the scheduler.
+/// A `file://` repository is read from the host's own disk by its agent, which runs as root (any
+/// repository there, other workspaces' mirrors included): only an admin may name one.
+pub(super) fn check_repo_access(spec: &WorkspaceSpec, admin: bool) -> Result<(), WireError> {
+    match &spec.repo {
+        Some(repo) if repo.url.starts_with("file://") && !admin => Err(WireError::new(
+            ErrorCode::PermissionDenied,
+            "only an admin may create a workspace from a file:// repository (it is read from the host's disk as root); use the repository's https:// or ssh:// URL",
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(super) fn check_spec(spec: &WorkspaceSpec) -> Result<(), WireError> {
     let invalid = |why: String| Err(WireError::new(ErrorCode::InvalidArgument, why));
     if spec.image.trim().is_empty() || spec.image.len() > MAX_IMAGE_LEN {

@@ -385,45 +385,23 @@ impl Service {
             spec: record.spec.clone(),
             target,
         };
-        let who = Identity::Agent(host.clone());
-        let attempt = async {
-            let (socket, server_name) = nexus_protocol::transport::resolve(&address).await?;
-            let connection = connector
-                .connect(socket, &server_name, &[who.kind()])
-                .await?;
-            if connection.server() != &who {
-                return Err(WireError::new(
-                    ErrorCode::AuthenticationFailed,
-                    format!(
-                        "{address} answered as {}, not as {who}",
-                        connection.server()
-                    ),
-                ));
-            }
-            let answer = connection
-                .request(Request::Host(HostRequest::CheckCredential(probe)))
-                .await;
-            connection.close();
-            answer
-        };
-        let report = match tokio::time::timeout(CHECK_LIMIT, attempt).await {
-            Ok(Ok(Response::CredentialChecked(report))) => report,
-            Ok(Ok(_)) => {
+        let asked = super::maintenance::ask_daemon(
+            &connector,
+            &address,
+            Identity::Agent(host.clone()),
+            Request::Host(HostRequest::CheckCredential(probe)),
+            CHECK_LIMIT,
+        )
+        .await;
+        let report = match asked {
+            Ok(Response::CredentialChecked(report)) => report,
+            Ok(_) => {
                 return Err(WireError::new(
                     ErrorCode::ProtocolError,
                     format!("host {host} answered a credential check with something else"),
                 ));
             }
-            Ok(Err(error)) => return Err(error),
-            Err(_) => {
-                return Err(WireError::new(
-                    ErrorCode::Timeout,
-                    format!(
-                        "host {host} did not try the credential within {} s",
-                        CHECK_LIMIT.as_secs()
-                    ),
-                ));
-            }
+            Err(error) => return Err(error),
         };
         match &report.error {
             None => tracing::info!(credential = %name, %host, "credential check passed"),

@@ -11,7 +11,7 @@ use nexus_protocol::transport::Peer;
 use nexus_protocol::{RequestId, UserName, WorkspaceName};
 
 use super::Service;
-use super::checks::{check_spec, denied, too_many};
+use super::checks::{check_repo_access, check_spec, denied, too_many};
 use super::views::{detail_of, view_of};
 use crate::cluster::Consistency;
 use crate::locks::lock;
@@ -139,8 +139,12 @@ impl Service {
                     format!("host {host}'s agent has not said where it serves logs and exec"),
                 ))
             }
-            WorkspaceRequest::Create(spec) => self.create(request_id, user, spec, None).await,
+            WorkspaceRequest::Create(spec) => {
+                check_repo_access(&spec, admin)?;
+                self.create(request_id, user, spec, None).await
+            }
             WorkspaceRequest::CreateWith { spec, scoring } => {
+                check_repo_access(&spec, admin)?;
                 self.create(request_id, user, spec, scoring).await
             }
             WorkspaceRequest::Start(name) => {

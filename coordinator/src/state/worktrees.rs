@@ -21,12 +21,11 @@ impl State {
         facts: &WorktreeFacts,
     ) -> Outcome {
         if check_ref(&facts.branch).is_err()
-            || facts.base_commit.len() != 40
-            || !facts.base_commit.bytes().all(|b| b.is_ascii_hexdigit())
+            || !nexus_protocol::git::is_commit_id(&facts.base_commit)
         {
             return reject(
                 ErrorCode::InvalidArgument,
-                "a worktree's facts need a valid branch and a 40-digit base commit",
+                "a worktree's facts need a valid branch and a full base commit id",
             );
         }
         let Some(record) = self.workspaces.get_mut(workspace) else {

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
+use super::layout::io_error;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::git::{WorktreeCheck, WorktreeProblem, WorktreeReport, workspace_branch};
 use nexus_protocol::message::DesiredState;
@@ -215,7 +216,7 @@ impl Target {
     fn of(layout: &Layout, record: &WorktreeRecord) -> Target {
         let mirror = layout.mirror(&record.url);
         let base = record.base_commit.clone();
-        let hex = matches!(base.len(), 40 | 64) && base.bytes().all(|b| b.is_ascii_hexdigit());
+        let hex = nexus_protocol::git::is_commit_id(&base);
         Target {
             workspace: record.workspace.clone(),
             record: mirror.join("worktrees").join(record.workspace.as_str()),
@@ -339,6 +340,10 @@ fn dot_git(target: &Target) -> DotGit {
 fn read_link(path: &Path, base: &Path) -> Option<PathBuf> {
     use std::io::Read as _;
     let mut text = String::new();
+    // A container may put anything there: only a regular file is read (a FIFO would block).
+    if !std::fs::symlink_metadata(path).ok()?.is_file() {
+        return None;
+    }
     std::fs::File::open(path)
         .ok()?
         .take(LINK_MAX)
@@ -465,7 +470,7 @@ async fn run_step(
         }
         Step::MoveAside => {
             let aside = layout.aside(&target.workspace, clock::now());
-            move_aside(&target.dir, &aside).map_err(io_error)?;
+            super::layout::move_aside(&target.dir, &aside).map_err(io_error)?;
             return Ok(Some(aside));
         }
         Step::Prune => {
@@ -516,41 +521,11 @@ async fn run_step(
     Ok(None)
 }
 
-/// Moves every entry of `dir` into `aside` (made new), keeping `dir` itself; a `dir` that is not
-/// a directory is moved in whole. Its `.git` becomes `.git.aside`: git must not take the files
-/// aside for the fresh worktree. Nothing is deleted; a failure stops with what is moved so far
-/// moved.
-pub fn move_aside(dir: &Path, aside: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(aside)?;
-    if !dir.is_dir() {
-        let name = dir.file_name().unwrap_or_else(|| "files".as_ref());
-        return std::fs::rename(dir, aside.join(name));
-    }
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let to = if name == ".git" {
-            aside.join(".git.aside")
-        } else {
-            aside.join(&name)
-        };
-        std::fs::rename(entry.path(), to)?;
-    }
-    Ok(())
-}
-
 fn remove_if_there(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
         _ => Ok(()),
     }
-}
-
-fn io_error(error: std::io::Error) -> WireError {
-    WireError::new(
-        ErrorCode::GitFailed,
-        format!("on this host's disk: {error}"),
-    )
 }
 
 #[cfg(test)]
@@ -613,7 +588,7 @@ mod tests {
         std::fs::write(files.join("src/main.rs"), "edited").unwrap();
         std::fs::write(files.join(".git"), "gitdir: /nowhere").unwrap();
         let aside = dir.path().join("aside/ws-1");
-        move_aside(&files, &aside).unwrap();
+        crate::git::layout::move_aside(&files, &aside).unwrap();
         assert!(files.is_dir());
         assert_eq!(std::fs::read_dir(&files).unwrap().count(), 0);
         assert_eq!(

@@ -385,6 +385,12 @@ impl Runtime for DockerRuntime {
                     // same path, the link holds inside the container too.
                     if let Some(mirror) = &spec.mirror {
                         binds.push(format!("{0}:{0}", mirror.display()));
+                        for part in crate::git::layout::MIRROR_READ_ONLY {
+                            let path = mirror.join(part);
+                            if path.exists() {
+                                binds.push(format!("{0}:{0}:ro", path.display()));
+                            }
+                        }
                     }
                     binds
                 }),

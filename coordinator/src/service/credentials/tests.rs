@@ -293,6 +293,62 @@ async fn an_agent_gets_a_credential_only_for_its_own_workspace_and_its_image() {
     );
 }
 
+/// A git credential goes to an agent only for the repository its own workspace checks out.
+#[tokio::test]
+async fn an_agent_gets_a_git_credential_only_for_its_workspace_repository() {
+    let (_dir, _node, service) = one_node_with_h1().await;
+    let key = Key::generate().unwrap();
+    let service = service.with_credentials(store_of(ring(&[&key])).0);
+    let repo = "https://git.example.com/team/app.git";
+    ask(
+        &service,
+        &user(Role::User),
+        ws(WorkspaceRequest::Create(WorkspaceSpec {
+            repo: Some(nexus_protocol::git::RepoSource {
+                url: repo.into(),
+                base: nexus_protocol::git::RepoBase::Default,
+            }),
+            ..workspace_spec("w", &[])
+        })),
+    )
+    .await
+    .unwrap();
+    let spec = CredentialSpec {
+        name: "team".into(),
+        kind: CredentialKind::Git,
+        scope: "https://git.example.com/team/".into(),
+        username: "bot".into(),
+    };
+    ask(&service, &admin(), set(spec, "git-token"))
+        .await
+        .unwrap();
+    let git = |url: &str| {
+        Request::Agent(AgentRequest::Credential(CredentialAsk {
+            workspace: "w".parse().unwrap(),
+            purpose: CredentialPurpose::Git { url: url.into() },
+        }))
+    };
+    match ask(&service, &agent("h1"), git(repo)).await {
+        Ok(Response::Credential(Some(granted))) => {
+            assert_eq!(granted.name, "team");
+            assert_eq!(granted.secret.expose(), "git-token");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another repository under the same prefix is not what the workspace uses.
+    assert_eq!(
+        code(
+            ask(
+                &service,
+                &agent("h1"),
+                git("https://git.example.com/team/other.git")
+            )
+            .await
+        ),
+        Some(ErrorCode::PermissionDenied)
+    );
+}
+
 #[tokio::test]
 async fn a_key_rotation_reseals_every_record_under_the_newest_key() {
     let (_dir, _node, service) = one_node().await;
