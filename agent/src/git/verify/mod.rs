@@ -109,7 +109,7 @@ impl Verifier {
                     let lock = self
                         .mirrors
                         .as_ref()
-                        .map(|git| git.mirrors().lock(&record.mirror));
+                        .map(|git| git.mirrors().lock(&self.layout.mirror(&record.url)));
                     let _held = match &lock {
                         Some(lock) => Some(lock.lock().await),
                         None => None,
