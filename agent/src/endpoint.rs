@@ -12,6 +12,8 @@
 //! For restores: the host's orphan containers, and removing one on an admin's word
 //! ([`crate::orphans`]; admins only).
 
+mod credentials;
+mod maintenance;
 pub mod syncstats;
 mod worktree;
 
@@ -113,33 +115,6 @@ impl<R: Runtime> Endpoint<R> {
         }
     }
 
-    /// Verifies (and mends) this host's worktrees with `verifier` when a coordinator asks.
-    pub fn with_worktrees(mut self, verifier: crate::git::verify::Verifier) -> Endpoint<R> {
-        self.worktrees = Some(Arc::new(verifier));
-        self
-    }
-
-    /// `worktree verify [--repair]` of this host's worktrees: asked by a coordinator only (an
-    /// admin asks it there, and it asks every host).
-    async fn verify_worktrees(&self, peer: &Peer, repair: bool) -> Result<Response, WireError> {
-        if !matches!(peer.identity, Identity::Coordinator(_)) {
-            return Err(WireError::new(
-                ErrorCode::PermissionDenied,
-                "a host's worktrees are verified through the coordinators: `nexus admin worktree verify [--host H] [--repair]`",
-            ));
-        }
-        let Some(verifier) = self.worktrees.clone() else {
-            return Err(WireError::new(
-                ErrorCode::Unsupported,
-                "this agent keeps no worktrees (it was started without a data directory for them)",
-            ));
-        };
-        let host = self.host()?;
-        let desired = self.desired.borrow().clone();
-        let report = verifier.report(host, desired.as_ref(), repair).await;
-        Ok(Response::Worktrees(vec![report]))
-    }
-
     /// Notes in `activity` each exec, logs read and sync that uses a workspace.
     pub fn with_activity(mut self, activity: Activities) -> Endpoint<R> {
         self.activity = Some(activity);
@@ -151,90 +126,6 @@ impl<R: Runtime> Endpoint<R> {
         if let Some(activity) = &self.activity {
             activity.note(workspace, kind, clock::now());
         }
-    }
-
-    /// Counts maintenance runs in `metrics`.
-    pub fn with_maintenance(
-        mut self,
-        metrics: nexus_telemetry::maintenance::MaintenanceMetrics,
-    ) -> Endpoint<R> {
-        self.maintenance = Some(metrics);
-        self
-    }
-
-    /// A maintenance run ([`crate::maintenance`]), for an admin or a coordinator (the leader's
-    /// schedule): with `WorktreeStatus`, the only requests a coordinator may make here.
-    async fn maintain(
-        &self,
-        peer: &Peer,
-        request: nexus_protocol::maintenance::MaintenanceRequest,
-    ) -> Result<Response, WireError> {
-        let coordinator = matches!(peer.identity, Identity::Coordinator(_));
-        if !is_admin(peer) && !coordinator {
-            return Err(crate::diagnostics::admins_only());
-        }
-        let host = self.host()?;
-        let desired = self.desired.borrow().clone();
-        let mut report = crate::maintenance::run(
-            self.runtime.as_ref(),
-            format!("agent-{host}"),
-            desired.as_ref(),
-            request,
-        )
-        .await;
-        crate::maintenance::record(
-            &mut report,
-            self.maintenance.as_ref(),
-            &peer.identity.to_string(),
-        );
-        Ok(Response::Maintained(report))
-    }
-
-    /// Tries a credential from this host (`nexus admin credentials check`): only a coordinator
-    /// may ask (it opened the secret); the secret is used for this one try and dropped.
-    async fn check_credential(
-        &self,
-        peer: &Peer,
-        probe: nexus_protocol::credentials::CredentialProbe,
-    ) -> Result<Response, WireError> {
-        use nexus_protocol::credentials::{CredentialCheckReport, CredentialKind};
-        if !matches!(peer.identity, Identity::Coordinator(_)) {
-            return Err(WireError::new(
-                ErrorCode::PermissionDenied,
-                "only a coordinator may have this agent try a credential",
-            ));
-        }
-        let host = self.host()?;
-        let name = probe.spec.name.clone();
-        let result = match probe.spec.kind {
-            CredentialKind::Registry => {
-                self.runtime
-                    .registry_login(&probe.spec.scope, &probe.spec.username, &probe.secret)
-                    .await
-            }
-            // `git ls-remote` of the repository named (the scope when none is), with the
-            // secret in git's environment only.
-            CredentialKind::Git => {
-                let granted = nexus_protocol::credentials::GrantedCredential {
-                    name: name.clone(),
-                    username: probe.spec.username.clone(),
-                    secret: probe.secret.clone(),
-                };
-                crate::git::run::ls_remote(&probe.target, Some(&granted)).await
-            }
-        };
-        drop(probe);
-        match &result {
-            Ok(()) => tracing::info!(credential = %name, "a credential check passed"),
-            Err(error) => {
-                tracing::warn!(credential = %name, code = %error.code, "a credential check failed: {}", error.message)
-            }
-        }
-        Ok(Response::CredentialChecked(CredentialCheckReport {
-            name,
-            host,
-            error: result.err(),
-        }))
     }
 
     /// Reloads the agent's configuration with `reloader` when an admin asks.
