@@ -66,7 +66,11 @@ pub fn request_level(request: &Request) -> Option<Level> {
             | AdminRequest::SetCredential { .. }
             | AdminRequest::RotateCredential { .. }
             | AdminRequest::DeleteCredential(_)
-            | AdminRequest::RotateCredentialsKey => WRITE,
+            | AdminRequest::RotateCredentialsKey
+            | AdminRequest::CreateToken(_)
+            | AdminRequest::RevokeToken(_)
+            | AdminRequest::RemoveHost { .. }
+            | AdminRequest::RevokeUser(_) => WRITE,
             _ => READ,
         },
         Request::Workspace(request) => match request {

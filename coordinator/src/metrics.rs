@@ -369,6 +369,8 @@ fn agent_kind(request: &AgentRequest) -> &'static str {
         AgentRequest::Credential(_) => "agent_credential",
         AgentRequest::Worktree { .. } => "agent_worktree",
         AgentRequest::KeptBranch { .. } => "agent_kept_branch",
+        AgentRequest::Renew(_) => "agent_renew",
+        AgentRequest::WatchDenyList => "agent_watch_deny_list",
     }
 }
 
@@ -439,6 +441,12 @@ fn admin_kind(request: &AdminRequest) -> &'static str {
         AdminRequest::RotateCredentialsKey => "admin_rotate_credentials_key",
         AdminRequest::CredentialKeys => "admin_credential_keys",
         AdminRequest::VerifyWorktrees { .. } => "admin_verify_worktrees",
+        AdminRequest::CreateToken(_) => "admin_create_token",
+        AdminRequest::Tokens => "admin_tokens",
+        AdminRequest::RevokeToken(_) => "admin_revoke_token",
+        AdminRequest::Certificates => "admin_certificates",
+        AdminRequest::RemoveHost { .. } => "admin_remove_host",
+        AdminRequest::RevokeUser(_) => "admin_revoke_user",
     }
 }
 

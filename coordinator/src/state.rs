@@ -48,6 +48,7 @@ mod placement;
 mod ports;
 mod reports;
 mod restore;
+mod security;
 mod snapshot;
 mod workspaces;
 mod worktrees;
@@ -64,6 +65,7 @@ pub use nexus_protocol::model::{Limits, LimitsPatch};
 pub use notices::{NOTICES_MAX, Notices};
 pub use ports::FOREIGN_PORT_MEMORY_MS;
 pub use restore::format_refusal;
+pub use security::{Security, TokenRecord};
 pub use snapshot::{STATE_FORMAT, SnapshotError};
 
 pub use crate::fit::{Unfit, Usage};
@@ -107,6 +109,8 @@ pub struct State {
     policies: Policies,
     /// The credential store: each credential sealed under a key the state never holds.
     credentials: Credentials,
+    /// Join tokens, the certificates the cluster knows, the deny list.
+    security: Security,
     /// Which workspaces hold events under each request id: an index of `events`, so that a
     /// request's record costs its own events rather than the fleet's. Derived like `on_host`.
     #[serde(skip)]
@@ -287,6 +291,32 @@ impl State {
             Command::DeleteCredential { name } => self.delete_credential(name),
             Command::ResealCredentials(resealed) => self.reseal_credentials(resealed),
             Command::TouchCredential { name, host } => self.touch_credential(at, name, host),
+            Command::CreateToken {
+                id,
+                spec,
+                secret_hash,
+                created_by,
+            } => self.create_token(at, id, spec, secret_hash, created_by),
+            Command::RevokeToken { id } => self.revoke_token(at, id),
+            Command::Enrol {
+                token_id,
+                secret_hash,
+                identity,
+                cert,
+            } => self.enrol(at, token_id, secret_hash, identity, cert),
+            Command::RecordCertificate { identity, cert } => {
+                self.record_certificate(identity, cert)
+            }
+            Command::RevokeUser { name, by } => self.deny(
+                at,
+                &Identity::User {
+                    name: name.clone(),
+                    role: nexus_protocol::Role::User,
+                },
+                by,
+                "user revoked",
+            ),
+            Command::RemoveHost { host, force, by } => self.remove_host(origin, host, *force, by),
         }
     }
 }

@@ -33,6 +33,11 @@ pub const MAX_LOCAL_FRAME_LEN: usize = u32::MAX as usize;
 pub const HELLO_MAGIC: [u8; 4] = *b"NXHI";
 /// The magic that opens a server's hello reply payload.
 pub const HELLO_REPLY_MAGIC: [u8; 4] = *b"NXOK";
+/// The magic that opens an enrolment request, sent instead of a hello by a client without a
+/// certificate (`join::EnrolRequest`).
+pub const ENROL_MAGIC: [u8; 4] = *b"NXEN";
+/// The magic that opens the answer to an enrolment (`Result<join::Issued, WireError>`).
+pub const ENROL_REPLY_MAGIC: [u8; 4] = *b"NXEA";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CodecConfig {
@@ -281,6 +286,13 @@ pub fn decode_untrusted(data: &[u8], config: CodecConfig) -> usize {
         }
         if let Ok((_, body)) = split_versioned(HELLO_REPLY_MAGIC, payload) {
             decoded += usize::from(decode::<HelloReply>(body).is_ok());
+        }
+        if let Ok((_, body)) = split_versioned(ENROL_MAGIC, payload) {
+            decoded += usize::from(decode::<crate::join::EnrolRequest>(body).is_ok());
+        }
+        if let Ok((_, body)) = split_versioned(ENROL_REPLY_MAGIC, payload) {
+            decoded +=
+                usize::from(decode::<Result<crate::join::Issued, crate::WireError>>(body).is_ok());
         }
         rest = &rest[consumed..];
     }

@@ -140,11 +140,23 @@ pub enum ErrorCode {
     /// The credential store cannot be read or written here: no key file is configured, or a
     /// record names a key this coordinator does not hold.
     CredentialsKeyMissing,
+    /// A join token that names no token of this cluster, or whose secret does not match.
+    TokenInvalid,
+    /// A join token past its expiry.
+    TokenExpired,
+    /// A join token with no enrolments left.
+    TokenUsedUp,
+    /// A join token an admin revoked.
+    TokenRevoked,
+    /// The coordinator reached presents another CA than the one the join token names.
+    CaMismatch,
+    /// A certificate does not name what its holder is reached at or advertises.
+    CertificateMismatch,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 35] = [
         ErrorCode::WorkspaceNotFound,
         ErrorCode::WorkspaceAlreadyExists,
         ErrorCode::WorkspaceStartFailed,
@@ -174,6 +186,12 @@ impl ErrorCode {
         ErrorCode::GitAuthFailed,
         ErrorCode::GitFailed,
         ErrorCode::CredentialsKeyMissing,
+        ErrorCode::TokenInvalid,
+        ErrorCode::TokenExpired,
+        ErrorCode::TokenUsedUp,
+        ErrorCode::TokenRevoked,
+        ErrorCode::CaMismatch,
+        ErrorCode::CertificateMismatch,
     ];
 
     fn info(self) -> CodeInfo {
@@ -245,8 +263,8 @@ impl ErrorCode {
             ),
             AuthenticationFailed => (
                 "AUTHENTICATION_FAILED",
-                "Session expired",
-                "re-authenticate: get a certificate from this cluster's CA (`nexus pki issue user`)",
+                "Authentication failed",
+                "the message says which certificate was refused; a user whose session expired runs `nexus login`",
                 NEVER,
                 RetryChange::Nothing,
                 18,
@@ -410,6 +428,54 @@ impl ErrorCode {
                 NEVER,
                 RetryChange::Nothing,
                 38,
+            ),
+            TokenInvalid => (
+                "TOKEN_INVALID",
+                "The join token is not valid",
+                "check that the whole token was copied; `nexus admin token list` shows the cluster's tokens",
+                NEVER,
+                RetryChange::Nothing,
+                39,
+            ),
+            TokenExpired => (
+                "TOKEN_EXPIRED",
+                "The join token has expired",
+                "ask an admin for a new one (`nexus admin token create`)",
+                NEVER,
+                RetryChange::Nothing,
+                40,
+            ),
+            TokenUsedUp => (
+                "TOKEN_USED_UP",
+                "The join token has no uses left",
+                "ask an admin for a new one (`nexus admin token create --uses N`)",
+                NEVER,
+                RetryChange::Nothing,
+                41,
+            ),
+            TokenRevoked => (
+                "TOKEN_REVOKED",
+                "The join token was revoked",
+                "ask an admin for a new one (`nexus admin token create`)",
+                NEVER,
+                RetryChange::Nothing,
+                42,
+            ),
+            CaMismatch => (
+                "CA_MISMATCH",
+                "The coordinator's CA is not the token's",
+                "check the coordinator address: the one reached is not of the cluster that made the token (or something is in the way)",
+                NEVER,
+                RetryChange::Nothing,
+                43,
+            ),
+            CertificateMismatch => (
+                "CERTIFICATE_MISMATCH",
+                "The certificate does not match the address",
+                "give the certificate the name or address it is reached at, or advertise one it holds (the message says which flag)",
+                NEVER,
+                RetryChange::Nothing,
+                44,
             ),
         };
         CodeInfo {
@@ -592,7 +658,7 @@ mod tests {
             BACKEND_UNAVAILABLE exit=15 retry=[5s, 5s, 5s, 5s, 5s, 5s, 5s, 5s, ...] change=Nothing | Docker daemon not responding
             CONTAINER_ERROR exit=16 retry=[] change=Nothing | Container crashed
             PERMISSION_DENIED exit=17 retry=[] change=Nothing | You don't have permission
-            AUTHENTICATION_FAILED exit=18 retry=[] change=Nothing | Session expired
+            AUTHENTICATION_FAILED exit=18 retry=[] change=Nothing | Authentication failed
             TIMEOUT exit=19 retry=[0ns] change=LongerTimeout | Operation timed out
             NETWORK_ERROR exit=20 retry=[200ms, 400ms, 800ms, 1.6s, 3.2s] change=Nothing | Network connection failed
             DISK_FULL exit=21 retry=[] change=Nothing | Not enough disk space
@@ -613,6 +679,12 @@ mod tests {
             GIT_AUTH_FAILED exit=36 retry=[] change=Nothing | Git authentication failed
             GIT_FAILED exit=37 retry=[2s, 4s, 8s] change=Nothing | Git operation failed
             CREDENTIALS_KEY_MISSING exit=38 retry=[] change=Nothing | The credential store's key is not available
+            TOKEN_INVALID exit=39 retry=[] change=Nothing | The join token is not valid
+            TOKEN_EXPIRED exit=40 retry=[] change=Nothing | The join token has expired
+            TOKEN_USED_UP exit=41 retry=[] change=Nothing | The join token has no uses left
+            TOKEN_REVOKED exit=42 retry=[] change=Nothing | The join token was revoked
+            CA_MISMATCH exit=43 retry=[] change=Nothing | The coordinator's CA is not the token's
+            CERTIFICATE_MISMATCH exit=44 retry=[] change=Nothing | The certificate does not match the address
         "#]];
         let mut table = String::new();
         for code in ErrorCode::ALL {

@@ -16,7 +16,9 @@
 //! - [`settings`]: a configuration's settings as shown, what a reload changes (pure);
 //! - [`git`]: workspaces from a repository (sources, worktrees, verification);
 //!   [`credentials`]: the credential store's records, secrets and choices (pure); [`seal`]: its
-//!   secrets sealed with an AEAD under a key file's keys.
+//!   secrets sealed with an AEAD under a key file's keys;
+//! - [`join`]: join tokens, enrolment and renewal, the certificates the cluster knows and the
+//!   deny list (pure).
 //!
 //! This crate depends on none of the other Nexus crates. It is the only place that names `quinn`,
 //! `rustls`, `rcgen` or `bincode`.
@@ -32,6 +34,7 @@ pub mod hash;
 pub mod hop;
 pub mod id;
 pub mod identity;
+pub mod join;
 pub mod logging;
 pub mod maintenance;
 pub mod message;

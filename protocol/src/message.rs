@@ -23,6 +23,9 @@ use crate::error::WireError;
 use crate::git::{KeptBranch, WorktreeFacts, WorktreeReport, WorktreeStatus};
 use crate::id::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use crate::identity::{Identity, IdentityKind};
+use crate::join::{
+    CertView, CreatedToken, DenyList, Issued, RenewRequest, TokenId, TokenSpec, TokenView,
+};
 use crate::maintenance::{
     MaintenanceReport, MaintenanceRequest, MaintenanceSchedule, MaintenanceStatus,
 };
@@ -236,6 +239,13 @@ pub enum AgentRequest {
     /// A destroy kept a branch with commits that exist nowhere else: told to its owner.
     /// [`Response::Ack`].
     KeptBranch { owner: UserName, kept: KeptBranch },
+    /// A fresh certificate for this host, two thirds into its current one's life:
+    /// [`Response::Issued`].
+    Renew(RenewRequest),
+    /// Subscribe to the fleet's deny list, which the agent's own endpoint (logs, exec, sync)
+    /// enforces like the coordinators: a push of [`Response::DenyList`] now and after every
+    /// change.
+    WatchDenyList,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -440,6 +450,23 @@ pub enum AdminRequest {
         host: Option<HostId>,
         repair: bool,
     },
+    // Fleet security (issue 25).
+    /// Make a join token: [`Response::TokenCreated`], the only answer that holds its secret.
+    CreateToken(TokenSpec),
+    /// Every token kept, never a secret: [`Response::Tokens`].
+    Tokens,
+    /// Revoke a token: it enrols no one from then on. [`Response::Ack`].
+    RevokeToken(TokenId),
+    /// Every identity's newest known certificate and its expiry: [`Response::Certificates`].
+    Certificates,
+    /// Take a host out of the fleet and shut its certificate out: refused while the host holds
+    /// workspaces unless `force` (they are then forgotten with it). [`Response::Ack`].
+    RemoveHost {
+        host: HostId,
+        force: bool,
+    },
+    /// Shut a user's certificates out of the fleet: [`Response::Ack`].
+    RevokeUser(UserName),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -522,6 +549,12 @@ pub enum Response {
         facts: Option<WorktreeFacts>,
         status: Option<WorktreeStatus>,
     },
+    // Fleet security (issue 25).
+    TokenCreated(Box<CreatedToken>),
+    Tokens(Vec<TokenView>),
+    Certificates(Vec<CertView>),
+    Issued(Box<Issued>),
+    DenyList(DenyList),
 }
 
 /// A workspace's lifecycle as its policies see it (`nexus workspace inspect`).

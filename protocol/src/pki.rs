@@ -47,6 +47,8 @@ pub enum PkiError {
     Generate(#[from] rcgen::Error),
     #[error("invalid subject name {0:?}: {1}")]
     BadName(String, String),
+    #[error("the signing request is not usable: {0}")]
+    BadRequest(String),
 }
 
 /// When a certificate is valid.
@@ -72,6 +74,25 @@ impl Validity {
 pub enum SubjectName {
     Ip(IpAddr),
     Dns(String),
+}
+
+impl SubjectName {
+    /// An IP address if it reads as one, else a DNS name (checked when the certificate is made).
+    pub fn parse(name: &str) -> SubjectName {
+        match name.parse::<IpAddr>() {
+            Ok(ip) => SubjectName::Ip(ip),
+            Err(_) => SubjectName::Dns(name.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for SubjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubjectName::Ip(ip) => write!(f, "{ip}"),
+            SubjectName::Dns(dns) => f.write_str(dns),
+        }
+    }
 }
 
 /// A certificate and its private key, both PEM.
@@ -160,6 +181,28 @@ impl CertificateAuthority {
         Ok((issued.cert_pem, issued.key_pem))
     }
 
+    /// Signs a certificate for `identity` over the public key of a PKCS#10 request (PEM), whose
+    /// own signature proves its sender holds the key. Nothing else of the request is used: the
+    /// identity, names and validity are the caller's decision. Answers the certificate, PEM.
+    pub fn sign_request(
+        &self,
+        csr_pem: &str,
+        identity: &Identity,
+        names: &[SubjectName],
+        validity: Validity,
+    ) -> Result<String, PkiError> {
+        if csr_pem.len() > crate::join::MAX_CSR_LEN {
+            return Err(PkiError::BadRequest(format!(
+                "the signing request is larger than {} bytes",
+                crate::join::MAX_CSR_LEN
+            )));
+        }
+        let request = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::BadRequest(e.to_string()))?;
+        let params = leaf_params(Some(identity), names, validity)?;
+        Ok(params.signed_by(&request.public_key, &self.issuer)?.pem())
+    }
+
     fn sign(
         &self,
         identity: Option<&Identity>,
@@ -167,36 +210,80 @@ impl CertificateAuthority {
         validity: Validity,
     ) -> Result<IssuedCertificate, PkiError> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        let common_name = identity.map_or("nexus (no identity)".to_string(), |id| {
-            format!("nexus {id}")
-        });
-        params.distinguished_name = distinguished_name(&common_name);
-        if let Some(identity) = identity {
-            params
-                .subject_alt_names
-                .push(SanType::URI(ia5(&identity.uri())?));
-        }
-        for name in names {
-            params.subject_alt_names.push(match name {
-                SubjectName::Ip(ip) => SanType::IpAddress(*ip),
-                SubjectName::Dns(dns) => SanType::DnsName(ia5(dns)?),
-            });
-        }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.not_before = validity.not_before.to_offset_date_time();
-        params.not_after = validity.not_after.to_offset_date_time();
-        params.use_authority_key_identifier_extension = true;
+        let params = leaf_params(identity, names, validity)?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedCertificate {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// A key made here, and a signing request for it to send to the cluster. The key never leaves the
+/// machine that made it.
+#[derive(Clone)]
+pub struct KeyRequest {
+    /// The private key, PEM.
+    pub key_pem: crate::credentials::Secret,
+    /// The PKCS#10 request, PEM.
+    pub csr_pem: String,
+}
+
+impl std::fmt::Debug for KeyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRequest")
+            .field("csr_pem", &self.csr_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRequest {
+    /// A fresh key and a request for it (its subject is only a label: the cluster decides what
+    /// the certificate says).
+    pub fn generate(label: &str) -> Result<KeyRequest, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name(label);
+        let csr = params.serialize_request(&key)?;
+        Ok(KeyRequest {
+            key_pem: crate::credentials::Secret::new(key.serialize_pem()),
+            csr_pem: csr.pem()?,
+        })
+    }
+}
+
+/// The parameters of a leaf certificate: the identity as a SAN URI, the names, both server and
+/// client authentication.
+fn leaf_params(
+    identity: Option<&Identity>,
+    names: &[SubjectName],
+    validity: Validity,
+) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    let common_name = identity.map_or("nexus (no identity)".to_string(), |id| {
+        format!("nexus {id}")
+    });
+    params.distinguished_name = distinguished_name(&common_name);
+    if let Some(identity) = identity {
+        params
+            .subject_alt_names
+            .push(SanType::URI(ia5(&identity.uri())?));
+    }
+    for name in names {
+        params.subject_alt_names.push(match name {
+            SubjectName::Ip(ip) => SanType::IpAddress(*ip),
+            SubjectName::Dns(dns) => SanType::DnsName(ia5(dns)?),
+        });
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.not_before = validity.not_before.to_offset_date_time();
+    params.not_after = validity.not_after.to_offset_date_time();
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
 }
 
 fn distinguished_name(common_name: &str) -> DistinguishedName {
@@ -300,6 +387,25 @@ impl PkiDir {
     }
 }
 
+impl PkiDir {
+    /// Writes a certificate the cluster issued for `identity`, the key it was made for (0600) and
+    /// the CA certificates to trust, replacing what was there: what an enrolment or a renewal
+    /// leaves on disk. The key is written first, so a crash between leaves a key without its
+    /// certificate (the next start enrols again), never a certificate with a lost key.
+    pub fn write_issued(
+        &self,
+        identity: &Identity,
+        cert_pem: &str,
+        key_pem: &str,
+        ca_pem: &str,
+    ) -> Result<(), PkiError> {
+        create_dir(&self.dir)?;
+        write_file(&self.key(identity), key_pem.as_bytes(), true)?;
+        write_file(&self.cert(identity), cert_pem.as_bytes(), false)?;
+        write_file(&self.ca_cert(), ca_pem.as_bytes(), false)
+    }
+}
+
 fn refuse_existing(path: &Path, force: bool) -> Result<(), PkiError> {
     if !force && path.exists() {
         return Err(PkiError::Exists { path: path.into() });
@@ -380,6 +486,60 @@ mod tests {
     }
 
     use rustls::pki_types::pem::PemObject;
+
+    #[test]
+    fn a_request_gets_the_identity_the_ca_decides_over_its_own_key() {
+        let ca =
+            CertificateAuthority::generate("test", Validity::starting(NOW, DEFAULT_CA_VALIDITY))
+                .unwrap();
+        let request = KeyRequest::generate("nexus enrolment").unwrap();
+        assert!(!format!("{request:?}").contains("PRIVATE"));
+        let identity = Identity::Agent(HostId::new("dev-02").unwrap());
+        let cert_pem = ca
+            .sign_request(
+                &request.csr_pem,
+                &identity,
+                &[
+                    SubjectName::parse("127.0.0.1"),
+                    SubjectName::parse("dev-02"),
+                ],
+                Validity::starting(NOW, DEFAULT_CERT_VALIDITY),
+            )
+            .unwrap();
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        assert_eq!(Identity::from_certificate(&der), Ok(identity.clone()));
+        // The certificate goes with the requester's key, and no other.
+        let ca_pem = ca.cert_pem().as_bytes();
+        assert!(
+            crate::transport::Credentials::from_pem(
+                ca_pem,
+                Some((cert_pem.as_bytes(), request.key_pem.expose().as_bytes()))
+            )
+            .is_ok()
+        );
+        let other = KeyRequest::generate("other").unwrap();
+        assert!(
+            crate::transport::Credentials::from_pem(
+                ca_pem,
+                Some((cert_pem.as_bytes(), other.key_pem.expose().as_bytes()))
+            )
+            .is_err()
+        );
+        // A request whose signature does not hold, or no request at all, is refused.
+        let mut tampered = request.csr_pem.clone().into_bytes();
+        let at = tampered.len() / 2;
+        tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        let validity = Validity::starting(NOW, DEFAULT_CERT_VALIDITY);
+        for bad in [tampered.as_str(), "junk", ""] {
+            assert!(matches!(
+                ca.sign_request(bad, &identity, &[], validity),
+                Err(PkiError::BadRequest(_))
+            ));
+        }
+        let huge = "A".repeat(crate::join::MAX_CSR_LEN + 1);
+        assert!(ca.sign_request(&huge, &identity, &[], validity).is_err());
+    }
 
     #[test]
     fn credentials_know_when_their_certificates_expire() {

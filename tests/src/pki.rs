@@ -121,6 +121,19 @@ impl TestPki {
         self.issue_with(identity, validity)
     }
 
+    /// The CA, able to sign.
+    pub fn ca(&self) -> nexus_protocol::pki::CertificateAuthority {
+        self.pki.load_ca().expect("the CA")
+    }
+
+    /// The CA certificate's SHA-256, as a join token names it.
+    pub fn fingerprint(&self) -> String {
+        Credentials::from_pem(&self.ca_pem(), None)
+            .expect("the CA certificate")
+            .ca_fingerprint()
+            .to_string()
+    }
+
     pub fn ca_pem(&self) -> Vec<u8> {
         std::fs::read(self.pki.ca_cert()).expect("the CA certificate")
     }

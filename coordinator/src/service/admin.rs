@@ -64,6 +64,10 @@ impl Service {
                 | AdminRequest::RotateCredential { .. }
                 | AdminRequest::DeleteCredential(_)
                 | AdminRequest::RotateCredentialsKey
+                | AdminRequest::CreateToken(_)
+                | AdminRequest::RevokeToken(_)
+                | AdminRequest::RemoveHost { .. }
+                | AdminRequest::RevokeUser(_)
         );
         if consistency == Consistency::Stale && write {
             return Err(WireError::new(
@@ -282,6 +286,15 @@ impl Service {
                 self.credentials_admin(peer, request_id, request, consistency)
                     .await
             }
+            AdminRequest::CreateToken(_)
+            | AdminRequest::Tokens
+            | AdminRequest::RevokeToken(_)
+            | AdminRequest::Certificates
+            | AdminRequest::RemoveHost { .. }
+            | AdminRequest::RevokeUser(_) => Err(WireError::new(
+                ErrorCode::Unsupported,
+                "this coordinator does not serve fleet security yet",
+            )),
         }
     }
 }

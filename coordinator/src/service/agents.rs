@@ -141,6 +141,10 @@ impl Service {
             AgentRequest::KeptBranch { owner, kept } => {
                 self.kept_branch(host_id, owner, kept).await
             }
+            AgentRequest::Renew(_) | AgentRequest::WatchDenyList => Err(WireError::new(
+                ErrorCode::Unsupported,
+                "this coordinator does not renew certificates yet",
+            )),
         }
     }
 }

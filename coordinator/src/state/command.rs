@@ -9,6 +9,7 @@ use nexus_protocol::clock::Timestamp;
 use nexus_protocol::credentials::CredentialSpec;
 use nexus_protocol::error::WireError;
 use nexus_protocol::identity::Identity;
+use nexus_protocol::join::{CertRecord, TokenId, TokenSpec};
 use nexus_protocol::maintenance::{MaintenanceSchedule, MaintenanceSummary};
 use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
 use nexus_protocol::model::{
@@ -179,6 +180,43 @@ pub enum Command {
     TouchCredential {
         name: String,
         host: HostId,
+    },
+    // Fleet security (issue 25). The proposer hashes a token's secret and signs certificates
+    // before it proposes; the state keeps hashes and certificates' fingerprints only.
+    /// Keep a new join token.
+    CreateToken {
+        id: TokenId,
+        spec: TokenSpec,
+        secret_hash: String,
+        created_by: String,
+    },
+    RevokeToken {
+        id: TokenId,
+    },
+    /// Redeem one use of a token for `identity`, recording the certificate signed for it (which
+    /// is handed out only if this is applied).
+    Enrol {
+        token_id: TokenId,
+        secret_hash: String,
+        identity: Identity,
+        cert: CertRecord,
+    },
+    /// The newest certificate of an identity: a renewal, a coordinator's own.
+    RecordCertificate {
+        identity: Identity,
+        cert: CertRecord,
+    },
+    /// Shut a user's certificates out.
+    RevokeUser {
+        name: UserName,
+        by: String,
+    },
+    /// Take a host out of the fleet (refused while it holds workspaces, unless `force`) and shut
+    /// its certificates out.
+    RemoveHost {
+        host: HostId,
+        force: bool,
+        by: String,
     },
 }
 

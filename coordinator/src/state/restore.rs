@@ -30,7 +30,7 @@ use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::model::{Activity, ActivityKind, HostStatus, WorkspaceState};
 
 use super::desired::ChangedHosts;
-use super::{Origin, Outcome, STATE_FORMAT, State, WorkspaceRecord, reject};
+use super::{Origin, Outcome, STATE_FORMAT, Security, State, WorkspaceRecord, reject};
 use crate::fit::Usage;
 
 impl State {
@@ -138,6 +138,7 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>, header: &Back
         } else {
             running.credentials
         },
+        security: Security::merged_for_restore(running.security, backup.security),
         events_by_request: backup.events_by_request,
         on_host: BTreeMap::new(),
         host_ids: Vec::new(),

@@ -7,9 +7,13 @@
 //! with a stable code — a refused certificate, a version mismatch, an unreachable server or a
 //! timeout — never a bare I/O error or a hang: every wait is bounded.
 //!
-//! This module is the only home of `quinn`; [`tls`] is the only home of `rustls`.
+//! This module is the only home of `quinn` and `rustls`: [`tls`] holds the credentials and the
+//! verifiers of established members, `enrol` the one that pins a CA by its fingerprint for a
+//! client that has no certificate yet, `gate` the deny list a server enforces.
 
 mod client;
+mod enrol;
+mod gate;
 mod server;
 pub mod tls;
 
@@ -18,6 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::{Connection, Connector, Subscription};
+pub use enrol::{ca_pem_holds, enrol};
+pub use gate::Gate;
 pub use server::{Handler, Refusal, Reply, Server};
 pub use tls::{Credentials, Expiries, Rotation, TlsError};
 
@@ -84,16 +90,45 @@ pub struct Peer {
 
 /// Which identities an endpoint serves. Anyone else is refused in the hello with
 /// `PERMISSION_DENIED`.
+///
+/// It may also enforce a deny list ([`AcceptPolicy::with_gate`]) and take enrolments from clients
+/// without a certificate ([`AcceptPolicy::with_enrolment`]).
 #[derive(Debug, Clone)]
 pub struct AcceptPolicy {
     kinds: Arc<[IdentityKind]>,
+    gate: Option<Gate>,
+    enrolment: bool,
 }
 
 impl AcceptPolicy {
     pub fn only(kinds: &[IdentityKind]) -> AcceptPolicy {
         AcceptPolicy {
             kinds: kinds.into(),
+            gate: None,
+            enrolment: false,
         }
+    }
+
+    /// The same policy, refusing the certificates `gate`'s deny list refuses, at the handshake and
+    /// (when the list changes) on live connections.
+    pub fn with_gate(mut self, gate: Gate) -> AcceptPolicy {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// The same policy, also letting clients without a certificate connect to enrol
+    /// ([`Handler::enrol`]) and nothing else.
+    pub fn with_enrolment(mut self) -> AcceptPolicy {
+        self.enrolment = true;
+        self
+    }
+
+    pub fn gate(&self) -> Option<&Gate> {
+        self.gate.as_ref()
+    }
+
+    pub fn enrols(&self) -> bool {
+        self.enrolment
     }
 
     pub fn everyone() -> AcceptPolicy {
@@ -182,6 +217,14 @@ pub(crate) fn connection_error(error: &quinn::ConnectionError) -> WireError {
             ),
         },
         E::TransportError(local) => match crypto_alert(local.code) {
+            // The server's certificate does not hold the name it was dialled by.
+            Some(_) if local.reason.contains("not valid for name") => WireError::new(
+                ErrorCode::CertificateMismatch,
+                format!(
+                    "the peer's certificate does not name the address it was reached at: {} (give it that name with `nexus pki issue --ip/--dns`, or have it advertise a name it holds)",
+                    local.reason
+                ),
+            ),
             // Our side refused: most often the server's certificate is not from our CA.
             Some(alert) => WireError::new(
                 ErrorCode::AuthenticationFailed,

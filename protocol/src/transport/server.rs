@@ -52,6 +52,22 @@ pub trait Handler: Send + Sync + 'static {
         request: Request,
     ) -> impl Future<Output = Reply> + Send;
 
+    /// Answers an enrolment: a client without a certificate asking for one with a join token
+    /// (only on an endpoint whose policy takes enrolments). Refused by default.
+    fn enrol(
+        &self,
+        address: SocketAddr,
+        request: crate::join::EnrolRequest,
+    ) -> impl Future<Output = Result<crate::join::Issued, WireError>> + Send {
+        let _ = (address, request);
+        async {
+            Err(WireError::new(
+                ErrorCode::Unsupported,
+                "this endpoint does not enrol hosts or users",
+            ))
+        }
+    }
+
     /// Told of every refused connection. Logs by default.
     fn refused(&self, refusal: &Refusal) {
         tracing::warn!(
@@ -90,7 +106,7 @@ impl Server {
             .identity()
             .cloned()
             .ok_or_else(|| TlsError::Config("a server needs its own certificate".into()))?;
-        let tls = credentials.server_config()?;
+        let tls = credentials.server_config(policy.gate().cloned(), policy.enrols())?;
         let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic));
         server_config.transport_config(Arc::new(config.quinn()?));
@@ -172,6 +188,21 @@ async fn serve_connection<H: Handler>(
             return;
         }
     };
+    if conn.peer_identity().is_none() && shared.policy.enrols() {
+        // No certificate at all: this client may only enrol.
+        let outcome = super::enrol::serve(&conn, &shared.config, |request| {
+            handler.enrol(address, request)
+        })
+        .await;
+        if let Err(error) = outcome {
+            handler.refused(&Refusal {
+                address,
+                identity: None,
+                error,
+            });
+        }
+        return;
+    }
     let peer = match tokio::time::timeout(limit, hello(&conn, &shared)).await {
         Ok(Ok(peer)) => peer,
         Ok(Err((identity, error))) => {
@@ -191,6 +222,40 @@ async fn serve_connection<H: Handler>(
                 error,
             });
             return;
+        }
+    };
+    // Let through unless denied (checked again under the gate's lock); a later denial closes it.
+    let _ticket = match &shared.policy.gate() {
+        None => None,
+        Some(gate) => {
+            let not_before = conn
+                .peer_identity()
+                .and_then(|any| {
+                    any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                        .ok()
+                })
+                .and_then(|chain| {
+                    chain
+                        .first()
+                        .and_then(|leaf| crate::identity::not_before(leaf))
+                })
+                .unwrap_or(i64::MIN);
+            match gate.admit(&peer.identity, not_before, &conn) {
+                Some(ticket) => Some(ticket),
+                None => {
+                    let error = WireError::new(
+                        ErrorCode::AuthenticationFailed,
+                        format!("{}'s certificate was revoked", peer.identity),
+                    );
+                    conn.close(close_code(error.code), error.message.as_bytes());
+                    handler.refused(&Refusal {
+                        address,
+                        identity: Some(peer.identity.clone()),
+                        error,
+                    });
+                    return;
+                }
+            }
         }
     };
     let peer = Arc::new(peer);

@@ -15,6 +15,7 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
+use super::gate::Gate;
 use crate::identity::Identity;
 use crate::message::ALPN;
 use crate::pki::PkiDir;
@@ -185,9 +186,11 @@ impl Credentials {
         let mut roots = RootCertStore::empty();
         let mut digest = crate::hash::Sha256::default();
         let mut ca_expiry: Option<i64> = None;
+        let mut cas = Vec::new();
         for cert in CertificateDer::pem_slice_iter(ca_pem) {
             let cert = cert.map_err(|e| read_error(ca_label, &e))?;
             digest.update(&cert);
+            cas.push(cert.clone());
             if let Some(expiry) = crate::identity::not_after(&cert) {
                 ca_expiry = Some(ca_expiry.map_or(expiry, |earliest| earliest.min(expiry)));
             }
@@ -203,9 +206,15 @@ impl Credentials {
         let (own, identity) = match own {
             None => (None, None),
             Some((cert_pem, key_pem)) => {
-                let chain = CertificateDer::pem_slice_iter(cert_pem)
+                let mut chain = CertificateDer::pem_slice_iter(cert_pem)
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| read_error(cert_label, &e))?;
+                // The CA certificates go out with a lone leaf, so a client that pins the CA by
+                // its fingerprint (an enrolling host: `transport::enrol`) can find it.
+                if chain.len() == 1 {
+                    let leaf = chain[0].clone();
+                    chain.extend(cas.iter().filter(|ca| **ca != leaf).cloned());
+                }
                 let leaf = chain.first().ok_or_else(|| TlsError::Empty {
                     path: cert_label.clone(),
                     what: "certificate",
@@ -344,15 +353,35 @@ impl Credentials {
         self.identity.as_ref()
     }
 
-    pub(crate) fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+    /// The IP addresses and DNS names this party's certificate in force is valid for.
+    pub fn own_names(&self) -> Vec<String> {
+        self.own_certificate()
+            .map(|der| crate::identity::subject_names(&der))
+            .unwrap_or_default()
+    }
+
+    /// A server's TLS configuration: client certificates required and checked for an identity
+    /// and against `gate`'s deny list; with `enrolment`, a client may also come without one (the
+    /// server then only takes an enrolment from it).
+    pub(crate) fn server_config(
+        &self,
+        gate: Option<Gate>,
+        enrolment: bool,
+    ) -> Result<rustls::ServerConfig, TlsError> {
         let own = self
             .own
             .clone()
             .ok_or_else(|| TlsError::Config("a server needs its own certificate".into()))?;
-        let inner = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+        let builder = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider());
+        let builder = if enrolment {
+            builder.allow_unauthenticated()
+        } else {
+            builder
+        };
+        let inner = builder
             .build()
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        let verifier = Arc::new(IdentityClientVerifier { inner });
+        let verifier = Arc::new(IdentityClientVerifier { inner, gate });
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
@@ -403,16 +432,26 @@ impl Rotation {
     }
 }
 
-/// The webpki client verifier, plus: the certificate must carry exactly one valid Nexus identity.
-/// A certificate without one is refused during the handshake, like one from another CA.
+/// The webpki client verifier, plus: the certificate must carry exactly one valid Nexus identity,
+/// and the deny list must not refuse it. A certificate without one is refused during the
+/// handshake, like one from another CA; a denied one as revoked.
 #[derive(Debug)]
 struct IdentityClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
+    gate: Option<Gate>,
 }
 
 impl ClientCertVerifier for IdentityClientVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         self.inner.root_hint_subjects()
+    }
+
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
     }
 
     fn verify_client_cert(
@@ -424,12 +463,21 @@ impl ClientCertVerifier for IdentityClientVerifier {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        Identity::from_certificate(end_entity).map_err(|e| {
+        let identity = Identity::from_certificate(end_entity).map_err(|e| {
             tracing::debug!(error = %e, "refused a client certificate without a Nexus identity");
             rustls::Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,
             )
         })?;
+        if let Some(gate) = &self.gate {
+            let not_before = crate::identity::not_before(end_entity).unwrap_or(i64::MIN);
+            if gate.refuses(&identity, not_before) {
+                tracing::info!(peer = %identity, "refused a revoked certificate");
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Revoked,
+                ));
+            }
+        }
         Ok(verified)
     }
 

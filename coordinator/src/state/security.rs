@@ -1,0 +1,333 @@
+//! Who may join the fleet and who is shut out of it: the join tokens (only a hash of each
+//! secret), the newest certificate the cluster knows of each identity, and the deny list every
+//! coordinator's handshakes are checked against.
+//!
+//! Not here: signing (the service, with the CA key each coordinator holds), the handshake check
+//! itself (`nexus_protocol::transport::Gate`, fed from [`Security::deny_list`]).
+
+use std::collections::BTreeMap;
+
+use nexus_protocol::clock::Timestamp;
+use nexus_protocol::identity::Identity;
+use nexus_protocol::join::{
+    CertRecord, CertView, Denial, DenyList, MAX_TOKENS, TokenId, TokenRole, TokenSpec, TokenView,
+    same_hash,
+};
+use nexus_protocol::{ErrorCode, HostId};
+use serde::{Deserialize, Serialize};
+
+use super::{Outcome, State, reject};
+
+/// One join token: what anyone may see of it, and the hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub view: TokenView,
+    pub secret_hash: String,
+}
+
+/// The fleet's tokens, known certificates and denials.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Security {
+    tokens: BTreeMap<TokenId, TokenRecord>,
+    certificates: BTreeMap<Identity, CertRecord>,
+    deny: DenyList,
+    denials: BTreeMap<Identity, Denial>,
+}
+
+impl Security {
+    pub fn tokens(&self) -> impl Iterator<Item = &TokenRecord> {
+        self.tokens.values()
+    }
+
+    pub fn token(&self, id: &TokenId) -> Option<&TokenRecord> {
+        self.tokens.get(id)
+    }
+
+    /// The deny list every handshake is checked against.
+    pub fn deny_list(&self) -> &DenyList {
+        &self.deny
+    }
+
+    pub fn denial(&self, identity: &Identity) -> Option<&Denial> {
+        self.denials.get(&nexus_protocol::join::key(identity))
+    }
+
+    pub fn certificate(&self, identity: &Identity) -> Option<&CertRecord> {
+        self.certificates.get(identity)
+    }
+
+    /// Every known certificate, with its identity's denial if any.
+    pub fn certificates(&self) -> Vec<CertView> {
+        self.certificates
+            .iter()
+            .map(|(identity, cert)| CertView {
+                identity: identity.clone(),
+                cert: cert.clone(),
+                denied_at: self
+                    .denial(identity)
+                    .filter(|denial| cert.not_before <= denial.cutoff_secs)
+                    .map(|denial| denial.at),
+            })
+            .collect()
+    }
+
+    /// Rows, for `nexus admin status`'s table sizes.
+    pub fn rows(&self) -> usize {
+        self.tokens.len() + self.certificates.len() + self.denials.len()
+    }
+
+    /// The running cluster's security after a restore: what it knows now wins, and denials are
+    /// never undone by a backup taken before them.
+    pub fn merged_for_restore(running: Security, backup: Security) -> Security {
+        let mut merged = running;
+        for (identity, denial) in backup.denials {
+            if !merged.denials.contains_key(&identity) {
+                merged.deny.deny(identity.clone(), denial.cutoff_secs);
+                merged.denials.insert(identity, denial);
+            }
+        }
+        for (identity, cert) in backup.certificates {
+            merged.certificates.entry(identity).or_insert(cert);
+        }
+        merged
+    }
+}
+
+impl State {
+    pub fn security(&self) -> &Security {
+        &self.security
+    }
+}
+
+fn secs(at: Timestamp) -> i64 {
+    i64::try_from(at.0 / 1000).unwrap_or(i64::MAX)
+}
+
+impl State {
+    /// Keeps a new token. Its secret was hashed by the proposer; the state never sees it.
+    pub(super) fn create_token(
+        &mut self,
+        at: Timestamp,
+        id: &TokenId,
+        spec: &TokenSpec,
+        secret_hash: &str,
+        created_by: &str,
+    ) -> Outcome {
+        if let Err(e) = spec.check() {
+            return reject(ErrorCode::InvalidArgument, e.0);
+        }
+        if self.security.tokens.contains_key(id) {
+            return reject(ErrorCode::InvalidArgument, format!("token {id} exists"));
+        }
+        // Tokens that can enrol no one any more make room for new ones.
+        if self.security.tokens.len() >= MAX_TOKENS {
+            let dead: Vec<TokenId> = self
+                .security
+                .tokens
+                .iter()
+                .filter(|(_, token)| token.view.status(at) != "usable")
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in dead {
+                self.security.tokens.remove(&id);
+            }
+        }
+        if self.security.tokens.len() >= MAX_TOKENS {
+            return reject(
+                ErrorCode::ResourceExhausted,
+                format!(
+                    "the cluster keeps at most {MAX_TOKENS} usable tokens: revoke some (`nexus admin token revoke ID`)"
+                ),
+            );
+        }
+        let view = TokenView {
+            id: id.clone(),
+            role: spec.role.clone(),
+            labels: spec.labels.clone(),
+            created_at: at,
+            created_by: created_by.to_string(),
+            expires_at: at.saturating_add(std::time::Duration::from_secs(spec.ttl_secs)),
+            uses_left: spec.uses,
+            used: 0,
+            revoked_at: None,
+        };
+        self.security.tokens.insert(
+            id.clone(),
+            TokenRecord {
+                view,
+                secret_hash: secret_hash.to_string(),
+            },
+        );
+        Outcome::Applied
+    }
+
+    pub(super) fn revoke_token(&mut self, at: Timestamp, id: &TokenId) -> Outcome {
+        match self.security.tokens.get_mut(id) {
+            None => no_token(id),
+            Some(token) => {
+                token.view.revoked_at.get_or_insert(at);
+                Outcome::Applied
+            }
+        }
+    }
+
+    /// Redeems one use of a token for `identity` and records the certificate issued for it.
+    /// Refused, changing nothing, when the token is unknown, its secret does not match, it is
+    /// revoked, expired or used up, it is not for this identity, or the host is in the fleet with
+    /// a certificate still valid (remove it first).
+    pub(super) fn enrol(
+        &mut self,
+        at: Timestamp,
+        token_id: &TokenId,
+        secret_hash: &str,
+        identity: &Identity,
+        cert: &CertRecord,
+    ) -> Outcome {
+        let Some(token) = self.security.tokens.get(token_id) else {
+            return reject(
+                ErrorCode::TokenInvalid,
+                "the join token is not one of this cluster's (it may have been pruned, or mistyped)",
+            );
+        };
+        if !same_hash(&token.secret_hash, secret_hash) {
+            return reject(
+                ErrorCode::TokenInvalid,
+                format!("the secret of join token {token_id} does not match: was it copied whole?"),
+            );
+        }
+        if let Some(revoked) = token.view.revoked_at {
+            return reject(
+                ErrorCode::TokenRevoked,
+                format!(
+                    "join token {token_id} was revoked at {}",
+                    revoked.to_offset_date_time()
+                ),
+            );
+        }
+        if at >= token.view.expires_at {
+            return reject(
+                ErrorCode::TokenExpired,
+                format!(
+                    "join token {token_id} expired at {}",
+                    token.view.expires_at.to_offset_date_time()
+                ),
+            );
+        }
+        if token.view.uses_left == Some(0) {
+            return reject(
+                ErrorCode::TokenUsedUp,
+                format!(
+                    "join token {token_id} has no uses left (it allowed {})",
+                    token.view.used
+                ),
+            );
+        }
+        match (&token.view.role, identity) {
+            (TokenRole::Agent, Identity::Agent(host)) => {
+                if let Some(refusal) = self.host_enrolled(at, host) {
+                    return refusal;
+                }
+            }
+            (TokenRole::User { name, role }, Identity::User { name: n, role: r })
+                if name == n && role == r => {}
+            (role, identity) => {
+                return reject(
+                    ErrorCode::PermissionDenied,
+                    format!("join token {token_id} is for {role}, not {identity}"),
+                );
+            }
+        }
+        let token = self
+            .security
+            .tokens
+            .get_mut(token_id)
+            .expect("looked up above");
+        token.view.used += 1;
+        if let Some(left) = token.view.uses_left.as_mut() {
+            *left -= 1;
+        }
+        self.security
+            .certificates
+            .insert(identity.clone(), cert.clone());
+        Outcome::Applied
+    }
+
+    /// A host already in the fleet with a certificate still valid may not be taken over by a
+    /// token: the refusal, or `None`.
+    fn host_enrolled(&self, at: Timestamp, host: &HostId) -> Option<Outcome> {
+        if !self.hosts.contains_key(host) {
+            return None;
+        }
+        let identity = Identity::Agent(host.clone());
+        let cert = self.security.certificates.get(&identity)?;
+        let denied = self.security.deny.refuses(&identity, cert.not_before);
+        if denied || cert.not_after <= secs(at) {
+            return None;
+        }
+        Some(reject(
+            ErrorCode::PermissionDenied,
+            format!(
+                "host {host} is in the fleet with a certificate valid until {} (unix seconds): remove it first (`nexus admin host remove {host}`), or enrol under another --host-id",
+                cert.not_after
+            ),
+        ))
+    }
+
+    /// Records the newest certificate of an identity (a renewal, a coordinator's own, one seen
+    /// at a handshake). An older one than the record's never replaces it.
+    pub(super) fn record_certificate(&mut self, identity: &Identity, cert: &CertRecord) -> Outcome {
+        match self.security.certificates.get(identity) {
+            Some(known) if known.not_before > cert.not_before => {}
+            _ => {
+                self.security
+                    .certificates
+                    .insert(identity.clone(), cert.clone());
+            }
+        }
+        Outcome::Applied
+    }
+
+    /// Shuts `identity` out: every certificate of it beginning at or before now is refused.
+    pub(super) fn deny(
+        &mut self,
+        at: Timestamp,
+        identity: &Identity,
+        by: &str,
+        reason: &str,
+    ) -> Outcome {
+        let key = nexus_protocol::join::key(identity);
+        let cutoff_secs = secs(at);
+        self.security.deny.deny(key.clone(), cutoff_secs);
+        self.security.denials.insert(
+            key,
+            Denial {
+                cutoff_secs,
+                at,
+                by: by.to_string(),
+                reason: reason.to_string(),
+            },
+        );
+        Outcome::Applied
+    }
+}
+
+impl State {
+    /// Takes a host out of the fleet and shuts its certificates out.
+    pub(super) fn remove_host(
+        &mut self,
+        origin: super::Origin<'_>,
+        host: &HostId,
+        force: bool,
+        by: &str,
+    ) -> Outcome {
+        let _ = (origin, host, force, by);
+        reject(ErrorCode::Unsupported, "removing a host is not built yet")
+    }
+}
+
+fn no_token(id: &TokenId) -> Outcome {
+    reject(
+        ErrorCode::InvalidArgument,
+        format!("no token has the id {id}: `nexus admin token list` shows them"),
+    )
+}
