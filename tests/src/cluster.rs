@@ -34,9 +34,20 @@ pub struct TestCluster {
 impl TestCluster {
     /// Founds a cluster of `size` coordinators (ids 1..=size) with `extra` flags each.
     pub async fn start(pki: &TestPki, size: u64, extra: &[&str]) -> TestCluster {
+        let validity = crate::pki::default_validity();
+        TestCluster::start_with_validity(pki, size, extra, validity).await
+    }
+
+    /// Like [`TestCluster::start`], with the coordinators' certificates valid for `validity`.
+    pub async fn start_with_validity(
+        pki: &TestPki,
+        size: u64,
+        extra: &[&str],
+        validity: nexus_protocol::pki::Validity,
+    ) -> TestCluster {
         let members: Vec<Member> = (1..=size)
             .map(|id| {
-                pki.issue(&pki::coordinator(id));
+                pki.issue_with(&pki::coordinator(id), validity);
                 Member {
                     id,
                     address: ([127, 0, 0, 1], free_port()).into(),

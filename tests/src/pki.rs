@@ -42,6 +42,12 @@ pub fn loopback() -> Vec<SubjectName> {
     ]
 }
 
+/// Ninety days from a minute ago: longer than the month under which `nexus admin health-check`
+/// warns of a certificate's end, so that a test's fleet is healthy.
+pub fn default_validity() -> Validity {
+    Validity::starting(clock::now(), Duration::from_secs(90 * 86_400))
+}
+
 impl TestPki {
     pub fn new() -> TestPki {
         let dir = tempfile::tempdir().expect("a temporary directory");
@@ -66,10 +72,7 @@ impl TestPki {
     /// reachable on loopback, and returns its credentials. Longer than the month under which
     /// `nexus admin health-check` warns of a certificate's end, so that a test's fleet is healthy.
     pub fn issue(&self, identity: &Identity) -> Credentials {
-        self.issue_with(
-            identity,
-            Validity::starting(clock::now(), Duration::from_secs(90 * 86_400)),
-        )
+        self.issue_with(identity, default_validity())
     }
 
     pub fn issue_with(&self, identity: &Identity, validity: Validity) -> Credentials {

@@ -247,6 +247,36 @@ impl AgentProcess {
         let identity = pki::agent(host);
         pki.issue(&identity);
         let data_dir = pki.scratch(&format!("agent-{host}"));
+        let mut args = vec!["--tls-dir".into(), pki.dir().display().to_string()];
+        args.extend(extra.iter().map(ToString::to_string));
+        AgentProcess::spawn(host, coordinators, data_dir, &args)
+    }
+
+    /// Starts an agent with no certificate from the test's PKI: it enrols with the join token in
+    /// `token_file` and keeps its key and certificate in `<data dir>/pki`. The data dir is the
+    /// host's scratch directory `agent-<host>`, so a restart finds what the last run kept.
+    pub fn enrol(
+        pki: &TestPki,
+        host: &str,
+        coordinators: &[SocketAddr],
+        token_file: Option<&Path>,
+        extra: &[&str],
+    ) -> AgentProcess {
+        let data_dir = pki.scratch(&format!("agent-{host}"));
+        let mut args: Vec<String> = Vec::new();
+        if let Some(file) = token_file {
+            args.extend(["--join-token-file".into(), file.display().to_string()]);
+        }
+        args.extend(extra.iter().map(ToString::to_string));
+        AgentProcess::spawn(host, coordinators, data_dir, &args)
+    }
+
+    fn spawn(
+        host: &str,
+        coordinators: &[SocketAddr],
+        data_dir: PathBuf,
+        extra: &[String],
+    ) -> AgentProcess {
         let list: Vec<String> = coordinators.iter().map(ToString::to_string).collect();
         let mut args: Vec<String> = vec![
             "--host-id".into(),
@@ -255,21 +285,20 @@ impl AgentProcess {
             list.join(","),
             "--data-dir".into(),
             data_dir.display().to_string(),
-            "--tls-dir".into(),
-            pki.dir().display().to_string(),
             "--heartbeat-interval".into(),
             "0.2".into(),
         ];
         // The hollow runtime unless the test asks for another.
-        if !extra.contains(&"--runtime") {
+        if !extra.iter().any(|a| a == "--runtime") {
             args.extend(["--runtime".into(), "hollow".into()]);
         }
         // Users' endpoint on a free loopback port, unless the test asks for another.
-        if !extra.contains(&"--listen") {
+        if !extra.iter().any(|a| a == "--listen") {
             args.extend(["--listen".into(), "127.0.0.1:0".into()]);
         }
-        let http = http_listen(extra, &mut args);
-        args.extend(extra.iter().map(ToString::to_string));
+        let extra_refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let http = http_listen(&extra_refs, &mut args);
+        args.extend(extra.iter().cloned());
         let process = Process::spawn("nexus-agent", &args, data_dir.join("agent.log"));
         AgentProcess {
             process,

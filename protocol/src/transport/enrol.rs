@@ -22,10 +22,12 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::tls::provider;
 use super::{TransportConfig, close_code, connection_error, resolve, version_mismatch};
-use crate::codec::{self, CodecError, ENROL_MAGIC, ENROL_REPLY_MAGIC};
+use crate::codec::{
+    self, CodecError, ENROL_MAGIC, ENROL_REPLY_MAGIC, HELLO_MAGIC, HELLO_REPLY_MAGIC,
+};
 use crate::error::{ErrorCode, WireError};
 use crate::join::{EnrolRequest, Issued};
-use crate::message::ALPN;
+use crate::message::{ALPN, HelloReply};
 
 /// Asks the coordinator at `target` (`HOST:PORT`) for a certificate, trusting it only if its CA's
 /// SHA-256 is `ca_fingerprint`. Bounded by the handshake timeout and then the request timeout.
@@ -277,6 +279,21 @@ where
     .map_err(|e| e.to_wire())?
     .ok_or_else(|| WireError::new(ErrorCode::ProtocolError, "the client sent nothing"))?;
     let ours = config.protocol_version;
+    if codec::split_versioned(HELLO_MAGIC, &payload).is_ok() {
+        // A member's hello without a member's certificate: refused in the hello's own terms.
+        let error = WireError::new(
+            ErrorCode::AuthenticationFailed,
+            "the server refused this client: it presented no certificate (without one, only an enrolment with a join token is served)",
+        );
+        let reply = HelloReply::Refused(error.clone());
+        if let Ok(frame) = codec::encode_versioned(HELLO_REPLY_MAGIC, ours, &reply, config.codec) {
+            let _ = codec::write_frame(&mut send, &frame).await;
+            let _ = send.finish();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn.closed()).await;
+        }
+        conn.close(close_code(error.code), error.message.as_bytes());
+        return Err(error);
+    }
     let verdict = match codec::split_versioned(ENROL_MAGIC, &payload) {
         Err(_) => Err(WireError::new(
             ErrorCode::AuthenticationFailed,
