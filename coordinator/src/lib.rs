@@ -31,6 +31,7 @@ pub mod recover;
 pub mod reload;
 pub mod scheduler;
 pub mod service;
+pub mod signing;
 pub mod starts;
 pub mod state;
 pub mod store;
