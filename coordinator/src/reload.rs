@@ -6,8 +6,9 @@
 //! Hot ([`HOT`]): `log_filter`, `host_ttl`, `credentials_key_file`, `cert_lifetime` and
 //! `user_cert_lifetime` (what this node signs next lives that long), and the certificate and key
 //! in `tls_dir`, read again at each reload (reported as `certificate`): new connections, served
-//! or made to peers, present the new one; connections already open keep theirs. Lifecycle policies (issue 23) belong here
-//! when they exist: their keys in [`HOT`], their apply beside the others in [`Reloader::reload`].
+//! or made to peers, present the new one; connections already open keep theirs. Lifecycle
+//! policies (issue 23) belong here when they exist: their keys in [`HOT`], their apply beside the
+//! others in [`Reloader::reload`].
 //! Every other setting that changed is reported as needing a restart, and stays as it was.
 
 use std::sync::{Arc, Mutex};
