@@ -255,14 +255,12 @@ impl State {
                 );
             }
         }
-        let token = self
-            .security
-            .tokens
-            .get_mut(token_id)
-            .expect("looked up above");
-        token.view.used += 1;
-        if let Some(left) = token.view.uses_left.as_mut() {
-            *left -= 1;
+        // Found by `redeemable` above.
+        if let Some(token) = self.security.tokens.get_mut(token_id) {
+            token.view.used += 1;
+            if let Some(left) = token.view.uses_left.as_mut() {
+                *left -= 1;
+            }
         }
         self.security
             .certificates
