@@ -253,7 +253,171 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8], private: bool) -> Resu
 
 #[cfg(test)]
 mod tests {
+    use nexus_protocol::clock::Timestamp;
+    use nexus_protocol::pki::{DEFAULT_CA_VALIDITY, Validity};
+
     use super::*;
+    use crate::config::lifetimes::Lifetimes;
+    use crate::{Config, Node};
+
+    /// A one-node cluster in `dir` whose own certificate began 100 s ago and ends in 20 s (past
+    /// two thirds: due), signing for `lifetime`; its credentials.
+    fn node(dir: &std::path::Path) -> (Node, Credentials, Arc<Signing>) {
+        let pki = PkiDir::new(dir.join("pki"));
+        pki.init(clock::now(), DEFAULT_CA_VALIDITY, false).unwrap();
+        let identity = Identity::Coordinator(NodeId::new(1).unwrap());
+        let now = clock::now().as_millis();
+        let validity = Validity {
+            not_before: Timestamp::from_millis(now - 100_000),
+            not_after: Timestamp::from_millis(now + 20_000),
+        };
+        let names = [
+            SubjectName::parse("127.0.0.1"),
+            SubjectName::parse("c1.example"),
+        ];
+        pki.issue(&identity, &names, validity, false).unwrap();
+        let credentials = Credentials::from_pki_dir(pki.path(), &identity).unwrap();
+        let mut config = Config::from_args(crate::config::Args {
+            node_id: Some(NodeId::new(1).unwrap()),
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            data_dir: Some(dir.join("data")),
+            tls_dir: Some(pki.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap();
+        config.driver.tick = Duration::from_millis(10);
+        let node = Node::start(&config, &credentials).unwrap();
+        let lifetimes = Lifetimes {
+            node: Duration::from_secs(600),
+            user: Duration::from_secs(60),
+        };
+        let signing = Signing::load(
+            pki.path(),
+            &credentials,
+            Arc::new(std::sync::Mutex::new(lifetimes)),
+        )
+        .unwrap();
+        (node, credentials, Arc::new(signing))
+    }
+
+    #[tokio::test]
+    async fn a_coordinator_renews_its_due_certificate_in_place_and_records_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, credentials, signing) = node(dir.path());
+        let before = credentials.own_certificate().unwrap();
+        let cert_file = PkiDir::new(dir.path().join("pki"))
+            .cert(&Identity::Coordinator(NodeId::new(1).unwrap()));
+        let on_disk = std::fs::read(&cert_file).unwrap();
+        let (_registry, common) = nexus_telemetry::Registry::for_daemon("coordinator", "test");
+        let renewal = tokio::spawn(
+            OwnCertificate {
+                node_id: NodeId::new(1).unwrap(),
+                tls_dir: dir.path().join("pki"),
+                credentials: credentials.clone(),
+                signing,
+                cluster: node.cluster.clone(),
+                expiries: common.clone(),
+            }
+            .run(),
+        );
+        let mut renewed = None;
+        for _ in 0..500 {
+            let identity = Identity::Coordinator(NodeId::new(1).unwrap());
+            let recorded = node
+                .cluster
+                .read(Consistency::Stale, move |state| {
+                    state.security().certificate(&identity).cloned()
+                })
+                .await
+                .unwrap();
+            if let Some(record) = recorded
+                && record.not_after - record.not_before > 120
+            {
+                renewed = Some(record);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        renewal.abort();
+        let record = renewed.expect("the renewed certificate was recorded");
+        assert_eq!(
+            record.source,
+            CertSource::Coordinator(NodeId::new(1).unwrap())
+        );
+        let after = credentials.own_certificate().unwrap();
+        assert_ne!(after, before, "the new certificate is in force in place");
+        assert_eq!(
+            record.fingerprint,
+            nexus_protocol::hash::hex(&nexus_protocol::hash::sha256(&after))
+        );
+        assert!((600..=661).contains(&(record.not_after - record.not_before)));
+        let mut names = credentials.own_names();
+        names.sort();
+        assert_eq!(
+            names,
+            ["127.0.0.1", "c1.example"],
+            "the same names as before"
+        );
+        assert_ne!(
+            std::fs::read(&cert_file).unwrap(),
+            on_disk,
+            "written to --tls-dir"
+        );
+        assert_eq!(
+            credentials.expiries().own,
+            Some(record.not_after),
+            "the expiry metric's source follows"
+        );
+        assert_eq!(
+            node.cluster.metrics().renewals.get(["coordinator", "ok"]),
+            1
+        );
+        node.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_gate_follows_the_replicated_deny_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, _credentials, _signing) = node(dir.path());
+        let gate = Gate::new();
+        let keeper = tokio::spawn(keep_gate(node.cluster.deny_list(), gate.clone()));
+        let bob = Identity::User {
+            name: "bob".parse().unwrap(),
+            role: nexus_protocol::Role::User,
+        };
+        assert!(!gate.refuses(&bob, 0));
+        let mut proposed = false;
+        for _ in 0..500 {
+            let revoke = Command::RevokeUser {
+                name: "bob".parse().unwrap(),
+                by: "test".into(),
+            };
+            if node
+                .cluster
+                .propose(RequestId::from_u128(7), bob.clone(), revoke)
+                .await
+                .is_ok()
+            {
+                proposed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            proposed,
+            "the one node elected itself and applied the revocation"
+        );
+        let started = std::time::Instant::now();
+        while !gate.refuses(&bob, 0) {
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "in force within a second"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        keeper.abort();
+        node.stop().await.unwrap();
+    }
 
     #[test]
     fn renewal_is_due_two_thirds_in_and_the_loop_never_sleeps_long() {
