@@ -627,6 +627,23 @@ mod tests {
     }
 
     #[test]
+    fn certificate_lifetimes_come_from_flags_or_the_file() {
+        let config = with(&[]).unwrap();
+        assert_eq!(config.cert_lifetime, Duration::from_secs(90 * 86_400));
+        assert_eq!(config.user_cert_lifetime, Duration::from_secs(12 * 3600));
+        let config = with(&["--cert-lifetime", "20s", "--user-cert-lifetime", "5m"]).unwrap();
+        assert_eq!(config.cert_lifetime, Duration::from_secs(20));
+        assert_eq!(config.user_cert_lifetime, Duration::from_secs(300));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "cert_lifetime = \"2h\"\n").unwrap();
+        let config = with(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(config.cert_lifetime, Duration::from_secs(7200));
+        let error = with(&["--cert-lifetime", "0"]).unwrap_err().to_string();
+        assert!(error.contains("--cert-lifetime"), "{error}");
+    }
+
+    #[test]
     fn a_file_fills_what_flags_leave_out() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

@@ -308,6 +308,33 @@ mod tests {
     }
 
     #[test]
+    fn certificate_lifetimes_are_hot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reloader, file, _) = reloader(dir.path(), "cert_lifetime = \"90d\"\n");
+        let lifetimes: crate::signing::LifetimesHandle =
+            Arc::new(Mutex::new(crate::config::lifetimes::Lifetimes::default()));
+        let reloader = reloader.signing_for(lifetimes.clone());
+        std::fs::write(
+            &file,
+            "cert_lifetime = \"20s\"\nuser_cert_lifetime = \"1h\"\n",
+        )
+        .unwrap();
+        let report = reloader.reload("a test");
+        assert_eq!(
+            applied(&report),
+            ["cert_lifetime: 90d -> 20s", "user_cert_lifetime: 12h -> 1h"]
+        );
+        assert!(report.needs_restart.is_empty());
+        let now = *lock(&lifetimes);
+        assert_eq!(now.node, Duration::from_secs(20));
+        assert_eq!(now.user, Duration::from_secs(3600));
+        std::fs::write(&file, "cert_lifetime = \"1s\"\n").unwrap();
+        let report = reloader.reload("a test");
+        assert!(report.errors[0].contains("--cert-lifetime"), "{report:?}");
+        assert_eq!(lock(&lifetimes).node, Duration::from_secs(20));
+    }
+
+    #[test]
     fn a_bad_file_changes_nothing_and_says_why() {
         let dir = tempfile::tempdir().unwrap();
         let (reloader, file, ttl) = reloader(dir.path(), "log_filter = \"info\"\n");
