@@ -30,8 +30,11 @@ use crate::state::Command;
 /// The longest the loop sleeps before it looks again (a reload may have put another certificate
 /// in force meanwhile).
 const MAX_SLEEP: Duration = Duration::from_secs(600);
-/// The longest it waits before trying a failed renewal or record again.
+/// The longest it waits before trying a failed renewal again.
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How long it waits before trying to record its certificate again (at a start, until there is
+/// a leader).
+const RECORD_RETRY: Duration = Duration::from_millis(500);
 
 /// Puts every change of the replicated deny list in force in `gate`: later handshakes are
 /// checked against it and live connections it refuses are closed at once. Runs until the
@@ -196,11 +199,12 @@ impl OwnCertificate {
                 match self.record().await {
                     Ok(()) => recorded = true,
                     Err(error) => {
+                        // Most often no leader yet, just after a start: a cheap look, soon again.
                         tracing::debug!(
                             "cannot record this coordinator's certificate yet: {}",
                             error.message
                         );
-                        tokio::time::sleep(retry_after(cert.not_after, now)).await;
+                        tokio::time::sleep(RECORD_RETRY).await;
                         continue;
                     }
                 }
