@@ -25,20 +25,39 @@ fn admin() -> Identity {
     }
 }
 
-/// Starts coordinator 1 in `dir` (its PKI in `dir/pki`); its address.
-async fn start(dir: &std::path::Path) -> (SocketAddr, oneshot::Sender<()>) {
+/// A PKI in `dir/pki` with coordinators `1..=nodes` and the admin `root`.
+fn make_pki(dir: &std::path::Path, nodes: u64) -> PkiDir {
     let pki = PkiDir::new(dir.join("pki"));
     pki.init(clock::now(), DEFAULT_CA_VALIDITY, false).unwrap();
     let validity = Validity::starting(clock::now(), Duration::from_secs(3600));
     let names = [SubjectName::parse("127.0.0.1")];
-    let coordinator = Identity::Coordinator(NodeId::new(1).unwrap());
-    pki.issue(&coordinator, &names, validity, false).unwrap();
+    for id in 1..=nodes {
+        let coordinator = Identity::Coordinator(NodeId::new(id).unwrap());
+        pki.issue(&coordinator, &names, validity, false).unwrap();
+    }
     pki.issue(&admin(), &[], validity, false).unwrap();
+    pki
+}
+
+/// Starts coordinator 1 alone in `dir` (its PKI in `dir/pki`); its address.
+async fn start(dir: &std::path::Path) -> (SocketAddr, oneshot::Sender<()>) {
+    make_pki(dir, 1);
+    start_member(dir, 1, "127.0.0.1:0".parse().unwrap(), Vec::new()).await
+}
+
+/// Starts coordinator `id` on `listen` with `peers`, its data in `dir/data-ID`.
+async fn start_member(
+    dir: &std::path::Path,
+    id: u64,
+    listen: SocketAddr,
+    peers: Vec<(NodeId, String)>,
+) -> (SocketAddr, oneshot::Sender<()>) {
     let config = Config::from_args(nexus_coordinator::config::Args {
-        node_id: Some(NodeId::new(1).unwrap()),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        data_dir: Some(dir.join("data")),
-        tls_dir: Some(pki.path().to_path_buf()),
+        node_id: Some(NodeId::new(id).unwrap()),
+        listen: Some(listen),
+        peers,
+        data_dir: Some(dir.join(format!("data-{id}"))),
+        tls_dir: Some(dir.join("pki")),
         tick_ms: Some(10),
         http_listen: Some("off".parse().unwrap()),
         cert_lifetime: Some("30s".into()),
@@ -211,5 +230,121 @@ async fn a_host_enrols_renews_and_is_shut_out_when_removed() {
             "the coordinator records its own certificate: {known:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A free UDP port on loopback (free a moment ago).
+fn free_port() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_member_enrols_and_every_members_gate_shuts_a_removed_host_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path(), 3);
+    let addresses: Vec<SocketAddr> = (0..3).map(|_| free_port()).collect();
+    let mut stops = Vec::new();
+    for id in 1..=3u64 {
+        let peers = (1..=3u64)
+            .filter(|&other| other != id)
+            .map(|other| {
+                let address = addresses[usize::try_from(other - 1).unwrap()];
+                (NodeId::new(other).unwrap(), address.to_string())
+            })
+            .collect();
+        let listen = addresses[usize::try_from(id - 1).unwrap()];
+        stops.push(start_member(dir.path(), id, listen, peers).await);
+    }
+    let admin = connect(
+        addresses[0],
+        &Credentials::from_pki_dir(pki.path(), &admin()).unwrap(),
+    )
+    .await;
+    let spec = TokenSpec {
+        role: TokenRole::Agent,
+        ttl_secs: 600,
+        uses: Some(3),
+        labels: Default::default(),
+    };
+    let Response::TokenCreated(created) =
+        ask_until_leading(&admin, Request::Admin(AdminRequest::CreateToken(spec))).await
+    else {
+        panic!("not a token")
+    };
+    let token = JoinToken::parse(created.token.expose()).unwrap();
+    // Each member enrols a host, leader or not: the use is counted once, cluster-wide.
+    let mut hosts = Vec::new();
+    for (n, address) in addresses.iter().enumerate() {
+        let host = format!("m{n}");
+        let key = KeyRequest::generate(&host).unwrap();
+        let request = EnrolRequest {
+            token_id: token.id.clone(),
+            secret: token.secret.clone(),
+            csr_pem: key.csr_pem.clone(),
+            host_id: Some(HostId::new(&host).unwrap()),
+            names: vec!["127.0.0.1".into()],
+        };
+        let issued = enrol(
+            &address.to_string(),
+            &token.ca_fingerprint,
+            &request,
+            &TransportConfig::default(),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("member {}: {error}", n + 1));
+        let credentials = Credentials::from_pem(
+            issued.ca_pem.as_bytes(),
+            Some((issued.cert_pem.as_bytes(), key.key_pem.expose().as_bytes())),
+        )
+        .unwrap();
+        hosts.push((host, credentials));
+    }
+    let Response::Tokens(tokens) = admin
+        .request(Request::Admin(AdminRequest::Tokens))
+        .await
+        .unwrap()
+    else {
+        panic!("not tokens")
+    };
+    assert_eq!((tokens[0].used, tokens[0].uses_left), (3, Some(0)));
+    // Host m0 holds a connection to every member; it registers through one of them.
+    let (host, credentials) = &hosts[0];
+    let mut connections = Vec::new();
+    for address in &addresses {
+        connections.push(connect(*address, credentials).await);
+    }
+    let info = nexus_fixtures::host(host);
+    let registered = connections[2]
+        .request(Request::Agent(AgentRequest::Register(info)))
+        .await
+        .unwrap();
+    assert!(matches!(registered, Response::Registered { .. }));
+    let remove = AdminRequest::RemoveHost {
+        host: HostId::new(host).unwrap(),
+        force: false,
+    };
+    let removed = admin.request(Request::Admin(remove)).await.unwrap();
+    assert!(matches!(removed, Response::Ack), "{removed:?}");
+    // Every member, leader and followers, closes it within a second, and refuses it after.
+    for (n, connection) in connections.iter().enumerate() {
+        let reason = tokio::time::timeout(Duration::from_secs(1), connection.closed())
+            .await
+            .unwrap_or_else(|_| panic!("member {} kept the removed host's connection", n + 1));
+        assert_eq!(reason.code, ErrorCode::AuthenticationFailed, "{reason}");
+    }
+    for address in &addresses {
+        let refused = Connector::new(credentials, TransportConfig::default())
+            .unwrap()
+            .connect(*address, "127.0.0.1", &[IdentityKind::Coordinator])
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::AuthenticationFailed, "{refused}");
+    }
+    // The other hosts are still let in everywhere.
+    for address in &addresses {
+        connect(*address, &hosts[1].1).await;
     }
 }
