@@ -36,13 +36,14 @@ impl Service {
 async fn push_deny_list(cluster: Cluster, updates: mpsc::Sender<Result<Response, WireError>>) {
     let mut changes = cluster.deny_list();
     let mut leadership = cluster.leadership();
+    // Marked seen before the read, so a change applied while it runs is pushed after it.
+    changes.borrow_and_update();
     // The first push is linearizable: this replica has applied every denial committed so far.
     let first = cluster
         .read(Consistency::Linearizable, |state| {
             state.security().deny_list().clone()
         })
         .await;
-    changes.borrow_and_update();
     let mut list = match first {
         Ok(list) => list,
         Err(error) => {
