@@ -16,6 +16,7 @@ use nexus_protocol::clock;
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::hop::{self, Hop};
 use nexus_protocol::identity::Identity;
+use nexus_protocol::join::DenyList;
 use nexus_protocol::message::MemberRole;
 use nexus_protocol::{NodeId, RequestId};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -42,6 +43,8 @@ pub struct Cluster {
     config: DriverConfig,
     hosts: Arc<HostSignals>,
     leadership: watch::Receiver<Leadership>,
+    /// The deny list of this replica's state, as of the driver's last round.
+    deny: watch::Receiver<DenyList>,
     metrics: Metrics,
 }
 
@@ -71,6 +74,7 @@ pub fn start(
         leading: node.is_leader(),
         term: node.term(),
     });
+    let deny = watch::Sender::new(node.state().security().deny_list().clone());
     let cluster = Cluster {
         id: node.id(),
         inputs: sender,
@@ -78,6 +82,7 @@ pub fn start(
         config: config.clone(),
         hosts: hosts.clone(),
         leadership: leadership.subscribe(),
+        deny: deny.subscribe(),
         metrics: metrics.clone(),
     };
     let driver = Driver::new(
@@ -86,7 +91,7 @@ pub fn start(
         peers,
         (inputs, deliveries),
         hosts,
-        leadership,
+        (leadership, deny),
         metrics,
     );
     let stopped = driver.spawn(shutdown)?;
@@ -112,6 +117,13 @@ impl Cluster {
     /// leader).
     pub fn leadership(&self) -> watch::Receiver<Leadership> {
         self.leadership.clone()
+    }
+
+    /// The replicated deny list as this replica has applied it: it changes within a driver round
+    /// of the entry that changed it, on every member (leader or not), so each coordinator's
+    /// [`Gate`](nexus_protocol::transport::Gate) can follow it.
+    pub fn deny_list(&self) -> watch::Receiver<DenyList> {
+        self.deny.clone()
     }
 
     pub fn config(&self) -> &DriverConfig {

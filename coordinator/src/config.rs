@@ -3,6 +3,7 @@
 //! files other than the one `--config` names, nor anything the settings point to.
 
 pub mod check;
+pub mod lifetimes;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,10 @@ pub struct Config {
     /// The credential store's key file (`nexus admin credentials new-key`); without it, every
     /// credential operation answers `CREDENTIALS_KEY_MISSING`. Hot: read again at each reload.
     pub credentials_key_file: Option<PathBuf>,
+    /// How long the agents' and coordinators' certificates this node signs live. Hot.
+    pub cert_lifetime: Duration,
+    /// How long users' certificates (login sessions) this node signs live. Hot.
+    pub user_cert_lifetime: Duration,
 }
 
 /// Where a coordinator serves its monitoring HTTP by default (loopback: nothing there is secret,
@@ -147,7 +152,19 @@ impl Config {
             .data_dir
             .or(file.data_dir)
             .ok_or(ConfigError::Missing("--data-dir is required"))?;
+        let lifetimes = lifetimes::lifetimes(
+            (
+                args.cert_lifetime.as_deref(),
+                args.user_cert_lifetime.as_deref(),
+            ),
+            (
+                file.cert_lifetime.as_deref(),
+                file.user_cert_lifetime.as_deref(),
+            ),
+        )?;
         Ok(Config {
+            cert_lifetime: lifetimes.node,
+            user_cert_lifetime: lifetimes.user,
             credentials_key_file: args.credentials_key_file.or(file.credentials_key_file),
             backup_dir: args
                 .backup_dir
@@ -444,6 +461,13 @@ pub struct Args {
     /// read again at each reload.
     #[arg(long)]
     pub credentials_key_file: Option<PathBuf>,
+    /// How long the certificates this node signs for agents and coordinators live (`90d`,
+    /// `24h`, `20s`; default 90d); each renews itself at two thirds of it. Hot.
+    #[arg(long, value_name = "DURATION")]
+    pub cert_lifetime: Option<String>,
+    /// How long a user's session (the certificate `nexus login` gets) lives (default 12h). Hot.
+    #[arg(long, value_name = "DURATION")]
+    pub user_cert_lifetime: Option<String>,
     /// Check the configuration (the flags and the `--config` file, and the TLS files it names)
     /// and exit: 0 if it would start, 1 with each problem and where it is.
     #[arg(long)]
@@ -476,6 +500,8 @@ struct FileConfig {
     backup_dir: Option<PathBuf>,
     log_filter: Option<String>,
     credentials_key_file: Option<PathBuf>,
+    cert_lifetime: Option<String>,
+    user_cert_lifetime: Option<String>,
 }
 
 fn listen_from_text<'de, D: serde::Deserializer<'de>>(
@@ -598,6 +624,23 @@ mod tests {
         std::fs::write(&path, "backup_dir = \"/srv/nexus-backups\"\n").unwrap();
         let config = with(&["--config", path.to_str().unwrap()]).unwrap();
         assert_eq!(config.backup_dir, Path::new("/srv/nexus-backups"));
+    }
+
+    #[test]
+    fn certificate_lifetimes_come_from_flags_or_the_file() {
+        let config = with(&[]).unwrap();
+        assert_eq!(config.cert_lifetime, Duration::from_secs(90 * 86_400));
+        assert_eq!(config.user_cert_lifetime, Duration::from_secs(12 * 3600));
+        let config = with(&["--cert-lifetime", "20s", "--user-cert-lifetime", "5m"]).unwrap();
+        assert_eq!(config.cert_lifetime, Duration::from_secs(20));
+        assert_eq!(config.user_cert_lifetime, Duration::from_secs(300));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "cert_lifetime = \"2h\"\n").unwrap();
+        let config = with(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(config.cert_lifetime, Duration::from_secs(7200));
+        let error = with(&["--cert-lifetime", "0"]).unwrap_err().to_string();
+        assert!(error.contains("--cert-lifetime"), "{error}");
     }
 
     #[test]

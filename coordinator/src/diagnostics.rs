@@ -142,6 +142,9 @@ fn redacted_table(config: &Config) -> Table {
     if let Some(path) = &config.credentials_key_file {
         put("credentials_key_file", text(path.display().to_string()));
     }
+    let lifetime = |d| text(crate::config::lifetimes::show(d));
+    put("cert_lifetime", lifetime(config.cert_lifetime));
+    put("user_cert_lifetime", lifetime(config.user_cert_lifetime));
     table
 }
 

@@ -29,8 +29,10 @@ pub mod policy;
 pub mod probes;
 pub mod recover;
 pub mod reload;
+pub mod renewal;
 pub mod scheduler;
 pub mod service;
+pub mod signing;
 pub mod starts;
 pub mod state;
 pub mod store;
@@ -40,7 +42,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use nexus_protocol::Identity;
-use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Server};
+use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Gate, Server};
 use nexus_telemetry::Registry;
 use nexus_telemetry::http::{Monitor, Running};
 use tokio::sync::oneshot;
@@ -204,10 +206,38 @@ async fn run_inner(
                 .map_or("nobody".to_string(), ToString::to_string)
         );
     }
+    let lifetimes: signing::LifetimesHandle =
+        Arc::new(std::sync::Mutex::new(config::lifetimes::Lifetimes {
+            node: config.cert_lifetime,
+            user: config.user_cert_lifetime,
+        }));
+    let signing = Arc::new(
+        signing::Signing::load(&config.tls_dir, &credentials, lifetimes.clone()).with_context(
+            || {
+                format!(
+                    "cannot load the cluster CA from {} (--tls-dir)",
+                    config.tls_dir.display()
+                )
+            },
+        )?,
+    );
+    if signing.holds_key() {
+        tracing::info!("this coordinator holds the CA key: it enrols, renews and signs");
+    } else {
+        tracing::warn!(
+            "no ca.key in {}: this coordinator refuses enrolments and renewals (UNSUPPORTED)",
+            config.tls_dir.display()
+        );
+    }
+    // Every handshake is checked against the replicated deny list; clients without a
+    // certificate may connect only to enrol.
+    let gate = Gate::new();
     let server = Server::bind(
         config.listen,
         &credentials,
-        AcceptPolicy::everyone(),
+        AcceptPolicy::everyone()
+            .with_gate(gate.clone())
+            .with_enrolment(),
         config.transport(),
     )
     .context("cannot start the endpoint")?;
@@ -224,6 +254,19 @@ async fn run_inner(
         stop,
         mut stopped,
     } = Node::start_with(&config, &credentials, metrics.clone())?;
+    gate.update(cluster.deny_list().borrow().clone());
+    let gatekeeper = tokio::spawn(renewal::keep_gate(cluster.deny_list(), gate));
+    let own_certificate = tokio::spawn(
+        renewal::OwnCertificate {
+            node_id: config.node_id,
+            tls_dir: config.tls_dir.clone(),
+            credentials: credentials.clone(),
+            signing: signing.clone(),
+            cluster: cluster.clone(),
+            expiries: common.clone(),
+        }
+        .run(),
+    );
     let expiries = credentials.expiries();
     common.set_cert_expiries(expiries.own, expiries.ca);
     let monitor = Arc::new(Monitor::new(
@@ -260,6 +303,7 @@ async fn run_inner(
             .ok(),
     ));
     let mut service = Service::new(identity, cluster)
+        .with_signing(signing)
         .with_credentials(credential_store.clone())
         .with_host_ttl(config.host_ttl)
         .with_logs(config.daemon_log().files())
@@ -289,7 +333,8 @@ async fn run_inner(
                 service.host_ttl_handle(),
             )
             .showing(diagnostics, common)
-            .keeping_keys(credential_keys),
+            .keeping_keys(credential_keys)
+            .signing_for(lifetimes),
         );
         service = service.with_reloader(reloader.clone());
         hangups = Some(tokio::spawn(nexus_protocol::transport::on_hangup(
@@ -331,6 +376,8 @@ async fn run_inner(
     schedule.abort();
     maintenance.abort();
     policies.abort();
+    gatekeeper.abort();
+    own_certificate.abort();
     if let Some(hangups) = hangups {
         hangups.abort();
     }

@@ -75,7 +75,26 @@ pub struct Metrics {
     /// The credential store's operations, by `kind` (`git`, `registry`, `all` for a key
     /// rotation), `op` ([`CREDENTIAL_OPS`]) and `outcome` (`ok`, `failed`, `denied`, `none`).
     pub credential_operations: Counters<3>,
+    /// Enrolments this coordinator answered, by `outcome`: `ok` or the refusal's error code in
+    /// lower case ([`ENROLMENT_OUTCOMES`] are present from the start).
+    pub enrolments: Counters<1>,
+    /// Certificates renewed by this coordinator, by `kind` (`agent`: an agent's request;
+    /// `coordinator`: its own) and `outcome` (`ok` or the error code in lower case).
+    pub renewals: Counters<2>,
 }
+
+/// The `outcome` labels of `nexus_enrolments_total` present from the start (others, rarer
+/// error codes, appear when they happen).
+pub const ENROLMENT_OUTCOMES: &[&str] = &[
+    "ok",
+    "token_invalid",
+    "token_expired",
+    "token_used_up",
+    "token_revoked",
+    "invalid_argument",
+    "permission_denied",
+    "unsupported",
+];
 
 /// The credential store's operations, as `nexus_credential_operations_total`'s `op` label.
 pub const CREDENTIAL_OPS: &[&str] = &["set", "rotate", "delete", "check", "grant", "rotate_key"];
@@ -209,6 +228,16 @@ impl Metrics {
                 "The credential store's operations (set, rotate, delete, check, grant, rotate_key), by kind and outcome.",
                 ["kind", "op", "outcome"],
             ),
+            enrolments: r.counters(
+                "nexus_enrolments_total",
+                "Enrolments (a join token for a certificate) this coordinator answered, by outcome: ok or the error code.",
+                ["outcome"],
+            ),
+            renewals: r.counters(
+                "nexus_certificate_renewals_total",
+                "Certificates this coordinator renewed, by kind (agent, coordinator: its own) and outcome (ok or the error code).",
+                ["kind", "outcome"],
+            ),
         }
         .init()
     }
@@ -225,6 +254,12 @@ impl Metrics {
         }
         for outcome in BACKUP_OUTCOMES {
             self.backups.inc_by([outcome], 0);
+        }
+        for outcome in ENROLMENT_OUTCOMES {
+            self.enrolments.inc_by([outcome], 0);
+        }
+        for kind in ["agent", "coordinator"] {
+            self.renewals.inc_by([kind, "ok"], 0);
         }
         for action in PolicyAction::ALL {
             self.policy_actions.inc_by([action.as_str()], 0);
@@ -243,6 +278,14 @@ impl Metrics {
     /// without its HTTP server.
     pub fn detached() -> Metrics {
         Metrics::register(&mut Registry::new())
+    }
+
+    /// The `outcome` label of a security operation: `ok` or the error code in lower case.
+    pub fn outcome_label<T>(result: &Result<T, nexus_protocol::error::WireError>) -> String {
+        match result {
+            Ok(_) => "ok".to_string(),
+            Err(error) => error.code.as_str().to_ascii_lowercase(),
+        }
     }
 
     /// Records one answered request.

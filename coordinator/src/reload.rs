@@ -3,10 +3,12 @@
 //! checked, and then every hot setting that changed is put in force at once, or, when anything is
 //! wrong, none is and the old settings stay.
 //!
-//! Hot ([`HOT`]): `log_filter`, `host_ttl`, and the certificate and key in `tls_dir`, read again
-//! at each reload (reported as `certificate`): new connections, served or made to peers, present
-//! the new one; connections already open keep theirs. Lifecycle policies (issue 23) belong here
-//! when they exist: their keys in [`HOT`], their apply beside the others in [`Reloader::reload`].
+//! Hot ([`HOT`]): `log_filter`, `host_ttl`, `credentials_key_file`, `cert_lifetime` and
+//! `user_cert_lifetime` (what this node signs next lives that long), and the certificate and key
+//! in `tls_dir`, read again at each reload (reported as `certificate`): new connections, served
+//! or made to peers, present the new one; connections already open keep theirs. Lifecycle
+//! policies (issue 23) belong here when they exist: their keys in [`HOT`], their apply beside the
+//! others in [`Reloader::reload`].
 //! Every other setting that changed is reported as needing a restart, and stays as it was.
 
 use std::sync::{Arc, Mutex};
@@ -25,7 +27,13 @@ use crate::locks::lock;
 pub type HostTtl = Arc<Mutex<std::time::Duration>>;
 
 /// The settings a reload puts in force; the file keys of [`diagnostics::shown`].
-pub const HOT: &[&str] = &["log_filter", "host_ttl", "credentials_key_file"];
+pub const HOT: &[&str] = &[
+    "log_filter",
+    "host_ttl",
+    "credentials_key_file",
+    "cert_lifetime",
+    "user_cert_lifetime",
+];
 
 /// What a reload reads again and what it changes.
 #[derive(Debug)]
@@ -41,6 +49,8 @@ pub struct Reloader {
     expiries: Option<Common>,
     /// The credential store's keys: its key file is read again at each reload.
     credential_keys: Option<Arc<crate::credential_keys::CredentialKeys>>,
+    /// The lifetimes of the certificates this node signs.
+    lifetimes: Option<crate::signing::LifetimesHandle>,
 }
 
 impl Reloader {
@@ -63,7 +73,14 @@ impl Reloader {
             diagnostics: None,
             expiries: None,
             credential_keys: None,
+            lifetimes: None,
         }
+    }
+
+    /// Also changes the lifetimes of the certificates this node signs, in `lifetimes`.
+    pub fn signing_for(mut self, lifetimes: crate::signing::LifetimesHandle) -> Reloader {
+        self.lifetimes = Some(lifetimes);
+        self
     }
 
     /// Also reads the credentials key file again at each reload, into `store`.
@@ -142,6 +159,16 @@ impl Reloader {
                 }
                 "credentials_key_file" => {
                     in_force.credentials_key_file = new.credentials_key_file.clone();
+                }
+                "cert_lifetime" | "user_cert_lifetime" => {
+                    in_force.cert_lifetime = new.cert_lifetime;
+                    in_force.user_cert_lifetime = new.user_cert_lifetime;
+                    if let Some(lifetimes) = &self.lifetimes {
+                        *lock(lifetimes) = crate::config::lifetimes::Lifetimes {
+                            node: new.cert_lifetime,
+                            user: new.user_cert_lifetime,
+                        };
+                    }
                 }
                 _ => {}
             }
@@ -278,6 +305,33 @@ mod tests {
         let report = reloader.reload("a test");
         assert!(report.applied.is_empty());
         assert_eq!(report.needs_restart, ["snapshot_every"]);
+    }
+
+    #[test]
+    fn certificate_lifetimes_are_hot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reloader, file, _) = reloader(dir.path(), "cert_lifetime = \"90d\"\n");
+        let lifetimes: crate::signing::LifetimesHandle =
+            Arc::new(Mutex::new(crate::config::lifetimes::Lifetimes::default()));
+        let reloader = reloader.signing_for(lifetimes.clone());
+        std::fs::write(
+            &file,
+            "cert_lifetime = \"20s\"\nuser_cert_lifetime = \"1h\"\n",
+        )
+        .unwrap();
+        let report = reloader.reload("a test");
+        assert_eq!(
+            applied(&report),
+            ["cert_lifetime: 90d -> 20s", "user_cert_lifetime: 12h -> 1h"]
+        );
+        assert!(report.needs_restart.is_empty());
+        let now = *lock(&lifetimes);
+        assert_eq!(now.node, Duration::from_secs(20));
+        assert_eq!(now.user, Duration::from_secs(3600));
+        std::fs::write(&file, "cert_lifetime = \"1s\"\n").unwrap();
+        let report = reloader.reload("a test");
+        assert!(report.errors[0].contains("--cert-lifetime"), "{report:?}");
+        assert_eq!(lock(&lifetimes).node, Duration::from_secs(20));
     }
 
     #[test]

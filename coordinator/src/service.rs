@@ -29,10 +29,12 @@ mod peers;
 mod policies;
 mod repos;
 mod restore;
+mod security;
 #[cfg(test)]
 mod testing;
 mod views;
 mod watch;
+mod watch_deny;
 mod workspaces;
 mod worktrees;
 
@@ -93,6 +95,8 @@ pub struct Service {
     maintainer: Option<Arc<maintenance::Maintainer>>,
     /// The credential store's keys (this node's key file) and soft state.
     credentials: Arc<CredentialStore>,
+    /// The cluster CA as this node holds it; without it, fleet security is `UNSUPPORTED`.
+    signing: Option<Arc<crate::signing::Signing>>,
     /// Other coordinators' requests arriving in pieces, by sender.
     chunks: Mutex<crate::peers::chunks::Assembler<nexus_protocol::NodeId>>,
 }
@@ -127,7 +131,14 @@ impl Service {
             reloader: None,
             maintainer: None,
             credentials: Arc::new(CredentialStore::default()),
+            signing: None,
         }
+    }
+
+    /// The same service, making join tokens and signing certificates with `signing`.
+    pub fn with_signing(mut self, signing: Arc<crate::signing::Signing>) -> Service {
+        self.signing = Some(signing);
+        self
     }
 
     /// The same service, making and keeping backups in `backups`.
@@ -231,6 +242,15 @@ impl Handler for Service {
             }
             _ => None,
         };
+        if let Request::Agent(AgentRequest::WatchDenyList) = request {
+            let reply = self.watch_deny_list(peer).await;
+            let code = match &reply {
+                Reply::Once(Err(error)) => error.code.as_str(),
+                _ => "OK",
+            };
+            self.cluster.metrics().api_requests.inc([kind, code]);
+            return reply;
+        }
         if let Some((known_version, with_causes)) = watch {
             // A subscription: counted when it starts (or is refused), its life not timed.
             let reply = self.watch_desired(peer, known_version, with_causes).await;
@@ -284,5 +304,13 @@ impl Handler for Service {
             .metrics()
             .request(kind, code, started.elapsed());
         Reply::Once(result)
+    }
+
+    async fn enrol(
+        &self,
+        address: std::net::SocketAddr,
+        request: nexus_protocol::join::EnrolRequest,
+    ) -> Result<nexus_protocol::join::Issued, WireError> {
+        self.enrol_anonymous(address, request).await
     }
 }

@@ -20,6 +20,8 @@ fn help_names_every_flag_of_the_contract() {
         "--data-dir",
         "--tls-dir",
         "--config",
+        "--cert-lifetime",
+        "--user-cert-lifetime",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
+use nexus_protocol::join::DenyList;
 use nexus_protocol::message::MemberRole;
 use nexus_protocol::{NodeId, RequestId};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -101,6 +102,8 @@ pub(super) struct Driver {
     hosts: Arc<HostSignals>,
     /// Whether this node leads, and in which term.
     leadership: watch::Sender<Leadership>,
+    /// The deny list of the state applied here, for the gates and the agents' watches.
+    deny: watch::Sender<DenyList>,
     metrics: Metrics,
     /// The leader last seen, to count changes.
     last_leader: Option<NodeId>,
@@ -120,7 +123,7 @@ impl Driver {
         peers: Arc<Peers>,
         (inputs, deliveries): (mpsc::Receiver<Input>, mpsc::Receiver<Delivery>),
         hosts: Arc<HostSignals>,
-        leadership: watch::Sender<Leadership>,
+        (leadership, deny): (watch::Sender<Leadership>, watch::Sender<DenyList>),
         metrics: Metrics,
     ) -> Driver {
         Driver {
@@ -138,6 +141,7 @@ impl Driver {
             last_heard: HashMap::new(),
             hosts,
             leadership,
+            deny,
             last_leader: None,
             snapshots_counted: 0,
             starts: Starts::default(),
@@ -212,6 +216,14 @@ impl Driver {
             self.measure(&output);
             self.dispatch(output);
             self.hosts.raise(self.node.take_changed_hosts());
+            let deny = self.node.state().security().deny_list();
+            self.deny.send_if_modified(|now| {
+                let changed = now != deny;
+                if changed {
+                    now.clone_from(deny);
+                }
+                changed
+            });
             let leadership = Leadership {
                 leading: self.node.is_leader(),
                 term: self.node.term(),

@@ -44,6 +44,13 @@ pub fn problems(args: Args) -> Vec<String> {
     if let Err(error) = Credentials::from_pki_dir(&config.tls_dir, &identity) {
         problems.push(place(&format!("--tls-dir: {error}"), file));
     }
+    // The CA key is optional (without it the node does not sign), but one that is there must load.
+    let pki = nexus_protocol::pki::PkiDir::new(&config.tls_dir);
+    if pki.ca_key().exists()
+        && let Err(error) = pki.load_ca()
+    {
+        problems.push(place(&format!("--tls-dir: {error}"), file));
+    }
     if let Some(path) = &config.credentials_key_file
         && let Err(error) = nexus_protocol::seal::read_key_file(path)
     {
@@ -58,4 +65,46 @@ pub fn problems(args: Args) -> Vec<String> {
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use nexus_protocol::clock;
+    use nexus_protocol::pki::{DEFAULT_CA_VALIDITY, PkiDir, SubjectName, Validity};
+    use nexus_protocol::{Identity, NodeId};
+
+    use super::*;
+
+    #[test]
+    fn a_ca_key_that_is_there_must_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = PkiDir::new(dir.path().join("pki"));
+        pki.init(clock::now(), DEFAULT_CA_VALIDITY, false).unwrap();
+        let validity = Validity::starting(clock::now(), Duration::from_secs(3600));
+        let identity = Identity::Coordinator(NodeId::new(1).unwrap());
+        pki.issue(
+            &identity,
+            &[SubjectName::parse("127.0.0.1")],
+            validity,
+            false,
+        )
+        .unwrap();
+        let args = || Args {
+            node_id: Some(NodeId::new(1).unwrap()),
+            listen: Some("127.0.0.1:7400".parse().unwrap()),
+            data_dir: Some(dir.path().join("data")),
+            tls_dir: Some(pki.path().to_path_buf()),
+            ..Args::default()
+        };
+        assert_eq!(problems(args()), Vec::<String>::new());
+        std::fs::write(pki.ca_key(), "not a key").unwrap();
+        let found = problems(args());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("ca.key"), "{found:?}");
+        // Without it, the node starts (and does not sign).
+        std::fs::remove_file(pki.ca_key()).unwrap();
+        assert_eq!(problems(args()), Vec::<String>::new());
+    }
 }

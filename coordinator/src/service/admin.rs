@@ -286,15 +286,15 @@ impl Service {
                 self.credentials_admin(peer, request_id, request, consistency)
                     .await
             }
-            AdminRequest::CreateToken(_)
+            request @ (AdminRequest::CreateToken(_)
             | AdminRequest::Tokens
             | AdminRequest::RevokeToken(_)
             | AdminRequest::Certificates
             | AdminRequest::RemoveHost { .. }
-            | AdminRequest::RevokeUser(_) => Err(WireError::new(
-                ErrorCode::Unsupported,
-                "this coordinator does not serve fleet security yet",
-            )),
+            | AdminRequest::RevokeUser(_)) => {
+                self.security_admin(peer, request_id, request, consistency)
+                    .await
+            }
         }
     }
 }

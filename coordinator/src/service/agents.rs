@@ -141,9 +141,10 @@ impl Service {
             AgentRequest::KeptBranch { owner, kept } => {
                 self.kept_branch(host_id, owner, kept).await
             }
-            AgentRequest::Renew(_) | AgentRequest::WatchDenyList => Err(WireError::new(
-                ErrorCode::Unsupported,
-                "this coordinator does not renew certificates yet",
+            AgentRequest::Renew(renewal) => self.renew(peer, request_id, renewal).await,
+            AgentRequest::WatchDenyList => Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                "a deny-list watch is a subscription; open it as one",
             )),
         }
     }

@@ -57,6 +57,9 @@ impl Service {
             else {
                 continue;
             };
+            // A host removed from the fleet (through any coordinator) leaves no soft state here.
+            self.liveness().retain(|host, _| hosts.contains_key(host));
+            crate::locks::lock(&self.endpoints).retain(|host, _| hosts.contains_key(host));
             let decision = {
                 let liveness = self.liveness();
                 detector::decide(

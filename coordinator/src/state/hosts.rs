@@ -2,16 +2,20 @@
 //! silent, which loses its workspaces until it returns), and what each host holds and can take
 //! (its usage, capacity, operations in flight, and the fit rules asked of it).
 //!
+//! Removing a host (`nexus admin host remove`) forgets it and, with `force`, its workspaces, and
+//! shuts its agent's certificates out (the deny list, `security`).
+//!
 //! Not here: the fit rules themselves (`crate::fit`), the limits in force on a host (`limits`),
 //! and the heartbeats that decide a host is down (the service's soft state).
 
 use std::collections::BTreeMap;
 
-use nexus_protocol::HostId;
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::debug::EventKind;
 use nexus_protocol::error::ErrorCode;
+use nexus_protocol::identity::Identity;
 use nexus_protocol::model::{HostInfo, HostStatus, ResourceClass, WorkspaceState};
+use nexus_protocol::{HostId, WorkspaceName};
 
 use super::{HostRecord, Origin, Outcome, State, reject};
 use crate::fit::{HostFacts, Unfit};
@@ -172,5 +176,92 @@ impl State {
             let kind = EventKind::State { from, to };
             self.record_detected(&name, origin, kind, reason.clone());
         }
+    }
+}
+
+impl State {
+    /// Takes a host out of the fleet and shuts its agent's certificates out. Refused while the
+    /// host holds workspaces unless `force`, which forgets them with it (their files stay on the
+    /// host, which no longer answers to the cluster).
+    pub(super) fn remove_host(
+        &mut self,
+        origin: Origin<'_>,
+        host: &HostId,
+        force: bool,
+        by: &str,
+    ) -> Outcome {
+        if !self.hosts.contains_key(host) {
+            return reject(
+                ErrorCode::InvalidArgument,
+                format!("no host {host} is in the fleet: `nexus admin host list` shows them"),
+            );
+        }
+        let names: Vec<WorkspaceName> = self
+            .on_host
+            .get(host)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        if !names.is_empty() && !force {
+            return reject(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "host {host} holds {} workspace(s) ({}): drain it (`nexus admin host drain {host}`) or destroy them first, or pass --force to forget them with the host",
+                    names.len(),
+                    names
+                        .iter()
+                        .take(5)
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+        for name in &names {
+            self.clear_policy_notices(name);
+            self.forget_workspace(name);
+        }
+        self.hosts.remove(host);
+        if let Ok(at) = self.host_ids.binary_search(host) {
+            self.host_ids.remove(at);
+        }
+        self.host_limits.remove(host);
+        self.policies.hosts.remove(host);
+        self.foreign_ports.retain(|(on, _), _| on != host);
+        // Its watch, if any, wakes to an empty desired state; the version keeps counting, so a
+        // host re-admitted under the same id never sees an older version again.
+        self.bump(host);
+        let reason = if names.is_empty() {
+            "host removed".to_string()
+        } else {
+            format!("host removed with {} workspace(s) (--force)", names.len())
+        };
+        self.deny(origin.at, &Identity::Agent(host.clone()), by, &reason)
+    }
+
+    /// Forgets a workspace and everything kept of it: its record, ports, usage, index entry and
+    /// events. Its host's desired state is the caller's to bump.
+    pub(super) fn forget_workspace(&mut self, name: &WorkspaceName) {
+        let Some(gone) = self.workspaces.remove(name) else {
+            return;
+        };
+        let host = &gone.host;
+        for binding in &gone.ports {
+            self.ports.remove(&(host.clone(), binding.host));
+        }
+        if let Some(usage) = self.usage.get_mut(host) {
+            usage.remove(gone.spec.class);
+            if usage.workspaces == 0 {
+                self.usage.remove(host);
+            }
+        }
+        if let Some(names) = self.on_host.get_mut(host) {
+            names.remove(name);
+            if names.is_empty() {
+                self.on_host.remove(host);
+            }
+        }
+        self.forget_events(name);
     }
 }

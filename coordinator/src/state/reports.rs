@@ -38,24 +38,7 @@ impl State {
         }
         if workspace.state == WorkspaceState::Destroying && report.state == WorkspaceState::Gone {
             let name = report.name.clone();
-            for binding in &workspace.ports {
-                self.ports.remove(&(host.clone(), binding.host));
-            }
-            if let Some(gone) = self.workspaces.remove(&name)
-                && let Some(usage) = self.usage.get_mut(host)
-            {
-                usage.remove(gone.spec.class);
-                if usage.workspaces == 0 {
-                    self.usage.remove(host);
-                }
-            }
-            if let Some(names) = self.on_host.get_mut(host) {
-                names.remove(&name);
-                if names.is_empty() {
-                    self.on_host.remove(host);
-                }
-            }
-            self.forget_events(&name);
+            self.forget_workspace(&name);
             self.bump(host);
             return;
         }

@@ -155,6 +155,14 @@ pub fn ca_pem_holds(ca_pem: &str, fingerprint: &str) -> bool {
         .any(|cert| crate::hash::hex(&crate::hash::sha256(&cert)) == fingerprint)
 }
 
+/// The DER of the first certificate in `pem`, if it holds one: what a fingerprint or a
+/// certificate's dates are read from.
+pub fn first_certificate_der(pem: &str) -> Option<Vec<u8>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .find_map(Result::ok)
+        .map(|cert| cert.to_vec())
+}
+
 fn ca_mismatch(target: &str, expected: &str, found: &str) -> WireError {
     WireError::new(
         ErrorCode::CaMismatch,

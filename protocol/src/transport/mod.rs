@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::{Connection, Connector, Subscription};
-pub use enrol::{ca_pem_holds, enrol};
+pub use enrol::{ca_pem_holds, enrol, first_certificate_der};
 pub use gate::Gate;
 pub use server::{Handler, Refusal, Reply, Server};
 pub use tls::{Credentials, Expiries, Rotation, TlsError};
