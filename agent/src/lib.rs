@@ -18,6 +18,8 @@
 //! - [`metrics`] and [`probes`]: what `/metrics`, `/livez` and `/readyz` show over HTTP;
 //!   [`diagnostics`]: what admins ask of the agent itself (config, metrics, certificates,
 //!   readiness, engine); [`reload`]: re-reading its configuration while it runs.
+//! - [`enrol`]: a certificate from a join token at start; [`names`]: what the agent advertises
+//!   and which names its certificate should hold.
 
 pub mod activity;
 pub mod asker;
@@ -25,12 +27,14 @@ pub mod cache;
 pub mod config;
 pub mod diagnostics;
 pub mod endpoint;
+pub mod enrol;
 pub mod git;
 pub mod health;
 pub mod hops;
 pub mod link;
 pub mod maintenance;
 pub mod metrics;
+pub mod names;
 pub mod orphans;
 pub mod plan;
 pub mod ports;
@@ -155,6 +159,15 @@ async fn run_inner<R: Runtime>(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+    tokio::pin!(shutdown);
+    let machine_name = stats::host_name();
+    tokio::select! {
+        ensured = enrol::ensure(&config, machine_name.as_deref()) => ensured?,
+        () = &mut shutdown => {
+            tracing::info!("nexus-agent stopped before it enrolled");
+            return Ok(());
+        }
+    }
     let identity = Identity::Agent(config.host_id.clone());
     let credentials = Credentials::from_pki_dir(&config.tls_dir, &identity).with_context(|| {
         format!(
@@ -177,7 +190,8 @@ async fn run_inner<R: Runtime>(
         Connector::new(&credentials, config.transport()).context("cannot set up QUIC")?;
     let mut host_sampler =
         stats::HostSampler::new(&config.data_dir).context("cannot read this host's facts")?;
-    let info = host_sampler.describe(&config);
+    let mut info = host_sampler.describe(&config);
+    info.labels = enrol::with_token_labels(enrol::token_labels(&config.data_dir), &info.labels);
     let host_name = info.hostname.clone();
     tracing::info!(host = %config.host_id, runtime = runtime.name(), coordinators = ?config.coordinators, cpus = info.cpus, memory = info.memory_bytes, "nexus-agent starting");
 
@@ -288,10 +302,13 @@ async fn run_inner<R: Runtime>(
             )
             .with_context(|| format!("cannot serve users on {listen} (--listen, or `off`)"))?;
             let bound = server.local_addr().context("the endpoint's address")?;
-            let advertise = config
-                .advertise
-                .clone()
-                .unwrap_or_else(|| advertised(bound, &host_name));
+            let advertise = names::advertise(
+                bound,
+                config.advertise.as_deref(),
+                &host_name,
+                &credentials.own_names(),
+            )
+            .map_err(|mismatch| anyhow::Error::new(mismatch.to_wire()))?;
             tracing::info!(%bound, %advertise, "serving users' logs and exec");
             link = link.serving(advertise);
             let mut handler =
@@ -391,14 +408,4 @@ fn registry(credentials: &Credentials) -> (Registry, metrics::Metrics, nexus_tel
     common.set_cert_expiries(expiries.own, expiries.ca);
     let metrics = metrics::Metrics::register(&mut registry);
     (registry, metrics, common)
-}
-
-/// The address users are told: the bound one, or, bound to every interface, this host's name
-/// with the bound port (the agent's certificate must hold that name).
-fn advertised(bound: std::net::SocketAddr, host_name: &str) -> String {
-    if bound.ip().is_unspecified() {
-        format!("{host_name}:{}", bound.port())
-    } else {
-        bound.to_string()
-    }
 }
