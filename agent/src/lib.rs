@@ -19,12 +19,15 @@
 //!   [`diagnostics`]: what admins ask of the agent itself (config, metrics, certificates,
 //!   readiness, engine); [`reload`]: re-reading its configuration while it runs.
 //! - [`enrol`]: a certificate from a join token at start; [`names`]: what the agent advertises
-//!   and which names its certificate should hold.
+//!   and which names its certificate should hold; [`renewal`]: a fresh certificate two thirds
+//!   into each one's life, put in force without a restart; [`denials`]: the fleet's deny list,
+//!   enforced by the users' endpoint.
 
 pub mod activity;
 pub mod asker;
 pub mod cache;
 pub mod config;
+pub mod denials;
 pub mod diagnostics;
 pub mod endpoint;
 pub mod enrol;
@@ -42,6 +45,7 @@ pub mod probes;
 pub mod prune;
 pub mod reconcile;
 pub mod reload;
+pub mod renewal;
 pub mod runtime;
 pub mod sampler;
 pub mod stats;
@@ -51,7 +55,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use nexus_protocol::Identity;
 use nexus_protocol::identity::IdentityKind;
-use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Server};
+use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Gate, Server};
 use nexus_telemetry::Registry;
 use nexus_telemetry::http::{Monitor, Running};
 use tokio::sync::{Notify, watch};
@@ -259,7 +263,7 @@ async fn run_inner<R: Runtime>(
         reports,
         samples,
     )
-    .monitored(metrics, vitals)
+    .monitored(metrics.clone(), vitals)
     .with_causes(causes_sender)
     .with_heartbeat_interval(heartbeat_interval)
     .with_activity(activities.clone())
@@ -269,6 +273,17 @@ async fn run_inner<R: Runtime>(
         &credentials,
         monitor,
     ));
+    let renewer = renewal::Renewer::new(
+        credentials.clone(),
+        config.tls_dir.clone(),
+        asker.clone(),
+        names::wanted(
+            config.listen,
+            config.advertise.as_deref(),
+            machine_name.as_deref(),
+        ),
+    )
+    .monitored(metrics.clone(), common.clone());
     let reloader = reloadable.map(|reloadable| {
         Arc::new(
             reload::Reloader::new(
@@ -287,17 +302,20 @@ async fn run_inner<R: Runtime>(
             reloader.reload("SIGHUP");
         }))
     });
+    let gate = Gate::new();
     let serving = match config.listen {
         Some(listen) => {
             let server = Server::bind(
                 listen,
                 &credentials,
-                // Coordinators too: the leader's scheduled maintenance (`Maintain` only).
+                // Coordinators too: the leader's scheduled maintenance (`Maintain` only). Users
+                // come here straight, so the fleet's deny list is enforced here too.
                 AcceptPolicy::only(&[
                     IdentityKind::User,
                     IdentityKind::Admin,
                     IdentityKind::Coordinator,
-                ]),
+                ])
+                .with_gate(gate.clone()),
                 config.transport(),
             )
             .with_context(|| format!("cannot serve users on {listen} (--listen, or `off`)"))?;
@@ -325,20 +343,30 @@ async fn run_inner<R: Runtime>(
                 handler = handler.with_reloader(reloader.clone());
             }
             let handler = Arc::new(handler);
-            Some(tokio::spawn(
-                server.serve(handler, stopped_for(stopped.clone())),
+            let denials = tokio::spawn(denials::follow(
+                asker.clone(),
+                gate,
+                metrics.clone(),
+                stopped_for(stopped.clone()),
+            ));
+            Some((
+                tokio::spawn(server.serve(handler, stopped_for(stopped.clone()))),
+                denials,
             ))
         }
         None => None,
     };
     let reconciling = tokio::spawn(reconciler.run(desired, wake, stopped_for(stopped.clone())));
+    let renewing = tokio::spawn(renewer.run(stopped_for(stopped.clone())));
     let linking = tokio::spawn(link.run(stopped_for(stopped)));
     shutdown.await;
     let _ = stop.send(true);
     let _ = linking.await;
     let _ = reconciling.await;
-    if let Some(serving) = serving {
+    let _ = renewing.await;
+    if let Some((serving, denials)) = serving {
         let _ = serving.await;
+        let _ = denials.await;
     }
     if let Some(monitoring) = monitoring {
         monitoring.stop().await;
