@@ -266,8 +266,11 @@ async fn enrol_any(
 /// Reads and parses the token; the error never repeats the text.
 async fn read_token(source: &TokenSource) -> anyhow::Result<JoinToken> {
     let text = match source {
-        TokenSource::File(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the join token file {}", path.display()))?,
+        TokenSource::File(path) => {
+            warn_if_others_may_read(path);
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the join token file {}", path.display()))?
+        }
         TokenSource::Stdin => tokio::task::spawn_blocking(|| {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
@@ -285,6 +288,26 @@ async fn read_token(source: &TokenSource) -> anyhow::Result<JoinToken> {
             error.0
         )
     })
+}
+
+/// A token file others may read is a secret shared with them: said, not refused (the token is
+/// spent on enrolment, and the file is the admin's to fix).
+fn warn_if_others_may_read(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = std::fs::metadata(path)
+            && metadata.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", metadata.permissions().mode() & 0o777),
+                "the join token file may be read by other users of this machine: chmod 600 it"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// What the data dir keeps of the last enrolment: the token's id and the labels it gave.

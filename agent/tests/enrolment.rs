@@ -180,3 +180,32 @@ async fn a_host_without_a_certificate_or_a_token_is_told_what_is_missing() {
         assert!(error.contains(part), "{part}: {error}");
     }
 }
+
+#[tokio::test]
+async fn an_advertised_name_the_certificate_lacks_refuses_the_start() {
+    let cluster = Cluster::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = agent_config(
+        dir.path(),
+        "h1",
+        "127.0.0.1:9".parse().unwrap(),
+        &["--advertise", "dev-01.example:7401", "--http-listen", "off"],
+    );
+    cluster.issue_into(&config.tls_dir, &host("h1"), security::lasting(HOUR));
+    let runtime = Arc::new(HollowRuntime::new(
+        config.host_id.clone(),
+        HollowConfig::default(),
+    ));
+    let error = nexus_agent::run_with(config, runtime, std::future::pending())
+        .await
+        .unwrap_err();
+    let text = format!("{error:#}");
+    for part in [
+        "CERTIFICATE_MISMATCH",
+        "dev-01.example (--advertise)",
+        "127.0.0.1, localhost",
+        "--advertise HOST:PORT",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+}
