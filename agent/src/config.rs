@@ -250,6 +250,16 @@ impl fmt::Display for TokenSource {
     }
 }
 
+/// This machine's hostname as the kernel has it (what `hostname` prints), on Linux; `None`
+/// elsewhere or when it cannot be read. Read here rather than through `stats` (which reads
+/// the host with `sysinfo` and depends on this module).
+fn machine_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+}
+
 /// This machine's hostname as a host id, for an agent started without `--host-id`.
 fn host_id_from_hostname(hostname: Option<String>) -> anyhow::Result<HostId> {
     let Some(hostname) = hostname else {
@@ -295,7 +305,7 @@ impl Config {
         let host_id = match (args.host_id, file.host_id) {
             (Some(id), _) => id,
             (None, Some(id)) => HostId::from_str(&id)?,
-            (None, None) => host_id_from_hostname(crate::stats::host_name())?,
+            (None, None) => host_id_from_hostname(machine_hostname())?,
         };
         let coordinators = if args.coordinators.is_empty() {
             file.coordinators

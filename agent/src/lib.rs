@@ -18,7 +18,7 @@
 //! - [`metrics`] and [`probes`]: what `/metrics`, `/livez` and `/readyz` show over HTTP;
 //!   [`diagnostics`]: what admins ask of the agent itself (config, metrics, certificates,
 //!   readiness, engine); [`reload`]: re-reading its configuration while it runs.
-//! - [`enrol`]: a certificate from a join token at start; [`names`]: what the agent advertises
+//! - [`enrol`] and [`standing`]: a certificate from a join token at start; [`names`]: what the agent advertises
 //!   and which names its certificate should hold; [`renewal`]: a fresh certificate two thirds
 //!   into each one's life, put in force without a restart; [`denials`]: the fleet's deny list,
 //!   enforced by the users' endpoint.
@@ -48,6 +48,7 @@ pub mod reload;
 pub mod renewal;
 pub mod runtime;
 pub mod sampler;
+pub mod standing;
 pub mod stats;
 
 use std::sync::Arc;

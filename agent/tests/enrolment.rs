@@ -12,8 +12,9 @@ mod security;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nexus_agent::enrol::{self, Standing};
+use nexus_agent::enrol;
 use nexus_agent::runtime::hollow::{HollowConfig, HollowRuntime};
+use nexus_agent::standing::{self, Standing};
 use nexus_protocol::pki::PkiDir;
 use nexus_protocol::transport::Credentials;
 use security::{Cluster, Coordinator, agent_config, expired, host, token_file};
@@ -131,7 +132,7 @@ async fn an_expired_certificate_is_replaced_with_a_token_and_refused_without_one
     let without = agent_config(dir.path(), "h1", coordinator.address, &[]);
     cluster.issue_into(&without.tls_dir, &identity, expired());
     assert!(matches!(
-        enrol::inspect(&without.tls_dir, &identity, i64::MAX / 2),
+        standing::inspect(&without.tls_dir, &identity, i64::MAX / 2),
         Standing::Expired { .. }
     ));
 
@@ -161,7 +162,7 @@ async fn an_expired_certificate_is_replaced_with_a_token_and_refused_without_one
     assert_eq!(coordinator.behaviour.enrolments.lock().unwrap().len(), 1);
     let now = i64::try_from(nexus_protocol::clock::now().0 / 1000).unwrap();
     assert!(matches!(
-        enrol::inspect(&with.tls_dir, &identity, now),
+        standing::inspect(&with.tls_dir, &identity, now),
         Standing::Valid { .. }
     ));
 }

@@ -9,7 +9,7 @@ use nexus_protocol::Identity;
 use nexus_protocol::settings::{place, report_check, unmakeable};
 
 use super::{Args, Config};
-use crate::enrol;
+use crate::standing;
 
 /// Checks `args` (and the file they name), prints what is wrong or that all is well, and
 /// answers the exit code.
@@ -41,11 +41,14 @@ pub fn problems(args: Args) -> Vec<String> {
     let mut problems = Vec::new();
     let identity = Identity::Agent(config.host_id.clone());
     let now = i64::try_from(nexus_protocol::clock::now().0 / 1000).unwrap_or(i64::MAX);
-    let standing = enrol::inspect(&config.tls_dir, &identity, now);
+    let standing = standing::inspect(&config.tls_dir, &identity, now);
     // Without a usable certificate the agent starts only if it can enrol: with a join token.
-    if enrol::decide(&standing, config.join_token.is_some()) == enrol::Decision::Refuse {
+    if standing::decide(&standing, config.join_token.is_some()) == standing::Decision::Refuse {
         problems.push(place(
-            &format!("--tls-dir: {}", enrol::explain(&standing, &identity, false)),
+            &format!(
+                "--tls-dir: {}",
+                standing::explain(&standing, &identity, false)
+            ),
             file,
         ));
     }
