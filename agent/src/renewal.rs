@@ -184,18 +184,20 @@ impl Renewer {
         }
         let pki = PkiDir::new(&self.tls_dir);
         let ca_now = std::fs::read_to_string(pki.ca_cert()).unwrap_or_default();
-        if ca_now != issued.ca_pem {
+        // ca.pem is left as it is unless the CAs the cluster trusts changed (compared by their
+        // certificates, not by how the PEM is laid out).
+        let same_cas = fingerprint_of(&ca_now).is_some()
+            && fingerprint_of(&ca_now) == fingerprint_of(&issued.ca_pem);
+        let ca_pem = if same_cas {
+            ca_now.as_str()
+        } else {
             tracing::warn!(
                 "the cluster's CA certificates changed: ca.pem is rewritten, and the agent must restart to trust them"
             );
-        }
-        pki.write_issued(
-            &identity,
-            &issued.cert_pem,
-            key.key_pem.expose(),
-            &issued.ca_pem,
-        )
-        .map_err(RenewalError::Write)?;
+            issued.ca_pem.as_str()
+        };
+        pki.write_issued(&identity, &issued.cert_pem, key.key_pem.expose(), ca_pem)
+            .map_err(RenewalError::Write)?;
         let change = match self.credentials.prepare_rotation(&self.tls_dir) {
             Ok(Some(rotation)) => rotation
                 .commit(&self.credentials)
@@ -214,6 +216,13 @@ impl Renewer {
         }
         Ok(change)
     }
+}
+
+/// The fingerprint of the CA certificates in `ca_pem`, if it holds any.
+fn fingerprint_of(ca_pem: &str) -> Option<String> {
+    Credentials::from_pem(ca_pem.as_bytes(), None)
+        .ok()
+        .map(|credentials| credentials.ca_fingerprint().to_string())
 }
 
 #[cfg(test)]
