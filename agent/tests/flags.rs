@@ -52,3 +52,28 @@ fn an_agent_without_a_certificate_or_a_token_says_which_flag_fixes_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_mistyped_token_in_the_environment_is_refused_without_being_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus-agent"))
+        .args([
+            "--host-id",
+            "h1",
+            "--coordinator",
+            "127.0.0.1:9",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .args(["--http-listen", "off", "--runtime", "hollow"])
+        .env("NEXUS_JOIN_TOKEN", "NXJT1-planted-secret-hunter2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TOKEN_INVALID") && stderr.contains("$NEXUS_JOIN_TOKEN"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
