@@ -18,10 +18,10 @@
 //! - [`metrics`] and [`probes`]: what `/metrics`, `/livez` and `/readyz` show over HTTP;
 //!   [`diagnostics`]: what admins ask of the agent itself (config, metrics, certificates,
 //!   readiness, engine); [`reload`]: re-reading its configuration while it runs.
-//! - [`enrol`] and [`standing`]: a certificate from a join token at start; [`names`]: what the agent advertises
-//!   and which names its certificate should hold; [`renewal`]: a fresh certificate two thirds
-//!   into each one's life, put in force without a restart; [`denials`]: the fleet's deny list,
-//!   enforced by the users' endpoint.
+//! - [`enrol`] and [`standing`]: a certificate from a join token at start; [`names`]: what the
+//!   agent advertises and which names its certificate should hold; [`renewal`]: a fresh
+//!   certificate two thirds into each one's life, put in force without a restart; [`denials`]:
+//!   the fleet's deny list, enforced by the users' endpoint.
 
 pub mod activity;
 pub mod asker;
@@ -180,6 +180,20 @@ async fn run_inner<R: Runtime>(
             config.tls_dir.display()
         )
     })?;
+    let host_name = machine_name
+        .clone()
+        .unwrap_or_else(|| config.host_id.to_string());
+    // Before anything starts: an address the certificate lacks fails the start (checked again
+    // with the port bound).
+    if let Some(listen) = config.listen {
+        names::advertise(
+            listen,
+            config.advertise.as_deref(),
+            &host_name,
+            &credentials.own_names(),
+        )
+        .map_err(|mismatch| anyhow::Error::new(mismatch.to_wire()))?;
+    }
     let (mut registry, metrics, common) = registry(&credentials);
     let log_filter = reloadable.as_ref().map_or_else(
         || nexus_protocol::logging::LogFilter::detached(&config.log_filter()),
@@ -197,7 +211,6 @@ async fn run_inner<R: Runtime>(
         stats::HostSampler::new(&config.data_dir).context("cannot read this host's facts")?;
     let mut info = host_sampler.describe(&config);
     info.labels = enrol::with_token_labels(enrol::token_labels(&config.data_dir), &info.labels);
-    let host_name = info.hostname.clone();
     tracing::info!(host = %config.host_id, runtime = runtime.name(), coordinators = ?config.coordinators, cpus = info.cpus, memory = info.memory_bytes, "nexus-agent starting");
 
     let (reconciler, reports) = reconcile::Reconciler::new(
