@@ -210,3 +210,34 @@ async fn an_advertised_name_the_certificate_lacks_refuses_the_start() {
         assert!(text.contains(part), "{part}: {text}");
     }
 }
+
+#[test]
+fn the_configuration_check_passes_an_agent_that_will_enrol() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let base = [
+        "nexus-agent",
+        "--host-id",
+        "h1",
+        "--coordinator",
+        "127.0.0.1:9",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let problems = |extra: &[&str]| {
+        let args = nexus_agent::config::Args::try_parse_from(base.iter().chain(extra)).unwrap();
+        nexus_agent::config::check::problems(args)
+    };
+    let without = problems(&[]);
+    assert!(
+        without
+            .iter()
+            .any(|p| p.contains("--tls-dir") && p.contains("--join-token-file")),
+        "{without:?}"
+    );
+    let token = dir.path().join("token");
+    std::fs::write(&token, "x").unwrap();
+    let with = problems(&["--join-token-file", token.to_str().unwrap()]);
+    assert!(with.iter().all(|p| !p.contains("--tls-dir")), "{with:?}");
+}
