@@ -27,9 +27,16 @@ impl Default for Asker {
 }
 
 impl Asker {
-    /// The link's session is up on `connection`, or (with `None`) is gone.
-    pub(crate) fn connected(&self, connection: Option<Connection>) {
+    /// The link's session is up on `connection`, or (with `None`) is gone. The link calls it;
+    /// tests too, to stand in for a link.
+    pub fn connected(&self, connection: Option<Connection>) {
         self.current.send_replace(connection);
+    }
+
+    /// The link's sessions as they come and go, for what follows the leader's session itself
+    /// (the deny list's subscription).
+    pub fn sessions(&self) -> watch::Receiver<Option<Connection>> {
+        self.current.subscribe()
     }
 
     /// Sends `request` over the current session (waiting for one if none is up), within

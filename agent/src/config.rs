@@ -46,15 +46,23 @@ impl fmt::Display for RuntimeKind {
     about = "The Nexus agent: runs a host's workspaces and reports on it"
 )]
 pub struct Args {
-    /// This host's id, as in its certificate (nexus://agent/<host-id>).
+    /// This host's id, as in its certificate (nexus://agent/<host-id>). Default: this machine's
+    /// hostname, when it is a valid host id.
     #[arg(long)]
     pub host_id: Option<HostId>,
     /// Coordinators to reach, as HOST:PORT, comma-separated or repeated.
     #[arg(long = "coordinator", value_delimiter = ',')]
     pub coordinators: Vec<String>,
-    /// The `nexus pki` directory with ca.pem and agent-<host-id>.pem/.key.
+    /// The `nexus pki` directory with ca.pem and agent-<host-id>.pem/.key (default
+    /// DATA_DIR/pki; an enrolment writes them there).
     #[arg(long)]
     pub tls_dir: Option<PathBuf>,
+    /// A file holding a join token (`-`: read it from stdin), used only when this host has no
+    /// certificate yet or its certificate expired: the agent makes its key here and asks the
+    /// coordinators for a certificate. The environment variable NEXUS_JOIN_TOKEN works too; the
+    /// token itself never goes on the command line, which every user of the machine can read.
+    #[arg(long)]
+    pub join_token_file: Option<PathBuf>,
     /// Where this agent keeps its state.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -138,6 +146,7 @@ struct FileConfig {
     #[serde(default)]
     coordinators: Vec<String>,
     tls_dir: Option<PathBuf>,
+    join_token_file: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     runtime: Option<RuntimeKind>,
     port_range: Option<String>,
@@ -172,6 +181,8 @@ pub struct Config {
     pub host_id: HostId,
     pub coordinators: Vec<String>,
     pub tls_dir: PathBuf,
+    /// Where a join token comes from, if one was given (read only when an enrolment needs it).
+    pub join_token: Option<TokenSource>,
     pub data_dir: PathBuf,
     pub runtime: RuntimeKind,
     pub port_range: PortRange,
@@ -195,6 +206,72 @@ pub struct Config {
     pub log_max_bytes: u64,
     /// The log filter from a flag or the file (checked); `None`: `NEXUS_LOG`, else `info`.
     pub log_filter: Option<String>,
+}
+
+/// The environment variable a join token may come in (never a flag: argv is world-readable).
+pub const JOIN_TOKEN_ENV: &str = "NEXUS_JOIN_TOKEN";
+
+/// Where a join token comes from. Only the place is kept here: the secret is read when an
+/// enrolment needs it, and never shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A file (`--join-token-file PATH`, or the file's `join_token_file`).
+    File(PathBuf),
+    /// Standard input (`--join-token-file -`).
+    Stdin,
+    /// The environment variable [`JOIN_TOKEN_ENV`].
+    Environment,
+}
+
+impl TokenSource {
+    /// The flag, else the file's key, else the environment (`env_set`: the variable is set and
+    /// not empty).
+    pub fn choose(
+        flag: Option<PathBuf>,
+        file: Option<PathBuf>,
+        env_set: bool,
+    ) -> Option<TokenSource> {
+        match flag.or(file) {
+            Some(path) if path.as_os_str() == "-" => Some(TokenSource::Stdin),
+            Some(path) => Some(TokenSource::File(path)),
+            None if env_set => Some(TokenSource::Environment),
+            None => None,
+        }
+    }
+}
+
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSource::File(path) => write!(f, "{}", path.display()),
+            TokenSource::Stdin => f.write_str("-"),
+            TokenSource::Environment => write!(f, "${JOIN_TOKEN_ENV}"),
+        }
+    }
+}
+
+/// This machine's hostname as the kernel has it (what `hostname` prints), on Linux; `None`
+/// elsewhere or when it cannot be read. Read here rather than through `stats` (which reads
+/// the host with `sysinfo` and depends on this module).
+fn machine_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+}
+
+/// This machine's hostname as a host id, for an agent started without `--host-id`.
+fn host_id_from_hostname(hostname: Option<String>) -> anyhow::Result<HostId> {
+    let Some(hostname) = hostname else {
+        bail!(
+            "--host-id is required (this host's id, as in its certificate): this machine's hostname cannot be read"
+        );
+    };
+    HostId::from_str(&hostname).map_err(|error| {
+        anyhow::anyhow!(
+            "--host-id is required (this host's id, as in its certificate): this machine's hostname {hostname:?} is not a valid host id ({error})"
+        )
+    })
 }
 
 /// Where an agent serves its monitoring HTTP by default.
@@ -228,7 +305,7 @@ impl Config {
         let host_id = match (args.host_id, file.host_id) {
             (Some(id), _) => id,
             (None, Some(id)) => HostId::from_str(&id)?,
-            (None, None) => bail!("--host-id is required (this host's id, as in its certificate)"),
+            (None, None) => host_id_from_hostname(machine_hostname())?,
         };
         let coordinators = if args.coordinators.is_empty() {
             file.coordinators
@@ -356,7 +433,12 @@ impl Config {
             tls_dir: args
                 .tls_dir
                 .or(file.tls_dir)
-                .context("--tls-dir is required (a `nexus pki` directory)")?,
+                .unwrap_or_else(|| data_dir.join("pki")),
+            join_token: TokenSource::choose(
+                args.join_token_file,
+                file.join_token_file,
+                std::env::var_os(JOIN_TOKEN_ENV).is_some_and(|value| !value.is_empty()),
+            ),
             data_dir,
             runtime: args.runtime.or(file.runtime).unwrap_or(RuntimeKind::Docker),
             port_range,
@@ -445,6 +527,56 @@ mod tests {
         assert!(error.contains("IP:PORT or `off`"), "{error}");
         let error = with(&["--advertise", "dev-01"]).unwrap_err().to_string();
         assert!(error.contains("HOST:PORT"), "{error}");
+    }
+
+    #[test]
+    fn a_join_token_comes_from_a_file_stdin_or_the_environment_never_a_flag() {
+        let file = |path: &str| Some(PathBuf::from(path));
+        assert_eq!(
+            TokenSource::choose(file("/t"), file("/f"), true),
+            Some(TokenSource::File("/t".into()))
+        );
+        assert_eq!(
+            TokenSource::choose(None, file("/f"), true),
+            Some(TokenSource::File("/f".into()))
+        );
+        assert_eq!(
+            TokenSource::choose(file("-"), None, false),
+            Some(TokenSource::Stdin)
+        );
+        assert_eq!(
+            TokenSource::choose(None, None, true),
+            Some(TokenSource::Environment)
+        );
+        assert_eq!(TokenSource::choose(None, None, false), None);
+        let config = with(&["--join-token-file", "/run/token"]).unwrap();
+        assert_eq!(
+            config.join_token,
+            Some(TokenSource::File("/run/token".into()))
+        );
+        // No flag takes the token itself.
+        assert!(with(&["--join-token", "NXJT1-x"]).is_err());
+    }
+
+    #[test]
+    fn the_tls_dir_defaults_to_the_data_dirs_and_the_host_id_to_the_hostname() {
+        let config = args(&["--coordinator", "c:1", "--data-dir", "/d", "--host-id", "h"]).unwrap();
+        assert_eq!(config.tls_dir, Path::new("/d/pki"));
+        assert_eq!(
+            host_id_from_hostname(Some("dev-01".into()))
+                .unwrap()
+                .as_str(),
+            "dev-01"
+        );
+        let error = host_id_from_hostname(Some("bad/name".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--host-id is required") && error.contains("bad/name"),
+            "{error}"
+        );
+        let error = host_id_from_hostname(None).unwrap_err().to_string();
+        assert!(error.contains("--host-id is required"), "{error}");
     }
 
     #[test]

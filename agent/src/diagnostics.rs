@@ -152,6 +152,10 @@ fn redacted_table(config: &Config) -> Table {
         Value::Array(config.coordinators.iter().map(|c| text(c)).collect()),
     );
     put("tls_dir", text(&config.tls_dir.display().to_string()));
+    if let Some(source) = &config.join_token {
+        // Where the token comes from, never the token.
+        put("join_token_file", text(&source.to_string()));
+    }
     put("data_dir", text(&config.data_dir.display().to_string()));
     put("runtime", text(&config.runtime.to_string()));
     put("port_range", text(&config.port_range.to_string()));

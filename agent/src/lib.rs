@@ -18,19 +18,26 @@
 //! - [`metrics`] and [`probes`]: what `/metrics`, `/livez` and `/readyz` show over HTTP;
 //!   [`diagnostics`]: what admins ask of the agent itself (config, metrics, certificates,
 //!   readiness, engine); [`reload`]: re-reading its configuration while it runs.
+//! - [`enrol`] and [`standing`]: a certificate from a join token at start; [`names`]: what the
+//!   agent advertises and which names its certificate should hold; [`renewal`]: a fresh
+//!   certificate two thirds into each one's life, put in force without a restart; [`denials`]:
+//!   the fleet's deny list, enforced by the users' endpoint.
 
 pub mod activity;
 pub mod asker;
 pub mod cache;
 pub mod config;
+pub mod denials;
 pub mod diagnostics;
 pub mod endpoint;
+pub mod enrol;
 pub mod git;
 pub mod health;
 pub mod hops;
 pub mod link;
 pub mod maintenance;
 pub mod metrics;
+pub mod names;
 pub mod orphans;
 pub mod plan;
 pub mod ports;
@@ -38,8 +45,10 @@ pub mod probes;
 pub mod prune;
 pub mod reconcile;
 pub mod reload;
+pub mod renewal;
 pub mod runtime;
 pub mod sampler;
+pub mod standing;
 pub mod stats;
 
 use std::sync::Arc;
@@ -47,7 +56,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use nexus_protocol::Identity;
 use nexus_protocol::identity::IdentityKind;
-use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Server};
+use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Gate, Server};
 use nexus_telemetry::Registry;
 use nexus_telemetry::http::{Monitor, Running};
 use tokio::sync::{Notify, watch};
@@ -155,6 +164,15 @@ async fn run_inner<R: Runtime>(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+    tokio::pin!(shutdown);
+    let machine_name = stats::host_name();
+    tokio::select! {
+        ensured = enrol::ensure(&config, machine_name.as_deref()) => ensured?,
+        () = &mut shutdown => {
+            tracing::info!("nexus-agent stopped before it enrolled");
+            return Ok(());
+        }
+    }
     let identity = Identity::Agent(config.host_id.clone());
     let credentials = Credentials::from_pki_dir(&config.tls_dir, &identity).with_context(|| {
         format!(
@@ -162,6 +180,20 @@ async fn run_inner<R: Runtime>(
             config.tls_dir.display()
         )
     })?;
+    let host_name = machine_name
+        .clone()
+        .unwrap_or_else(|| config.host_id.to_string());
+    // Before anything starts: an address the certificate lacks fails the start (checked again
+    // with the port bound).
+    if let Some(listen) = config.listen {
+        names::advertise(
+            listen,
+            config.advertise.as_deref(),
+            &host_name,
+            &credentials.own_names(),
+        )
+        .map_err(|mismatch| anyhow::Error::new(mismatch.to_wire()))?;
+    }
     let (mut registry, metrics, common) = registry(&credentials);
     let log_filter = reloadable.as_ref().map_or_else(
         || nexus_protocol::logging::LogFilter::detached(&config.log_filter()),
@@ -177,8 +209,8 @@ async fn run_inner<R: Runtime>(
         Connector::new(&credentials, config.transport()).context("cannot set up QUIC")?;
     let mut host_sampler =
         stats::HostSampler::new(&config.data_dir).context("cannot read this host's facts")?;
-    let info = host_sampler.describe(&config);
-    let host_name = info.hostname.clone();
+    let mut info = host_sampler.describe(&config);
+    info.labels = enrol::with_token_labels(enrol::token_labels(&config.data_dir), &info.labels);
     tracing::info!(host = %config.host_id, runtime = runtime.name(), coordinators = ?config.coordinators, cpus = info.cpus, memory = info.memory_bytes, "nexus-agent starting");
 
     let (reconciler, reports) = reconcile::Reconciler::new(
@@ -245,7 +277,7 @@ async fn run_inner<R: Runtime>(
         reports,
         samples,
     )
-    .monitored(metrics, vitals)
+    .monitored(metrics.clone(), vitals)
     .with_causes(causes_sender)
     .with_heartbeat_interval(heartbeat_interval)
     .with_activity(activities.clone())
@@ -255,6 +287,17 @@ async fn run_inner<R: Runtime>(
         &credentials,
         monitor,
     ));
+    let renewer = renewal::Renewer::new(
+        credentials.clone(),
+        config.tls_dir.clone(),
+        asker.clone(),
+        names::wanted(
+            config.listen,
+            config.advertise.as_deref(),
+            machine_name.as_deref(),
+        ),
+    )
+    .monitored(metrics.clone(), common.clone());
     let reloader = reloadable.map(|reloadable| {
         Arc::new(
             reload::Reloader::new(
@@ -273,25 +316,31 @@ async fn run_inner<R: Runtime>(
             reloader.reload("SIGHUP");
         }))
     });
+    let gate = Gate::new();
     let serving = match config.listen {
         Some(listen) => {
             let server = Server::bind(
                 listen,
                 &credentials,
-                // Coordinators too: the leader's scheduled maintenance (`Maintain` only).
+                // Coordinators too: the leader's scheduled maintenance (`Maintain` only). Users
+                // come here straight, so the fleet's deny list is enforced here too.
                 AcceptPolicy::only(&[
                     IdentityKind::User,
                     IdentityKind::Admin,
                     IdentityKind::Coordinator,
-                ]),
+                ])
+                .with_gate(gate.clone()),
                 config.transport(),
             )
             .with_context(|| format!("cannot serve users on {listen} (--listen, or `off`)"))?;
             let bound = server.local_addr().context("the endpoint's address")?;
-            let advertise = config
-                .advertise
-                .clone()
-                .unwrap_or_else(|| advertised(bound, &host_name));
+            let advertise = names::advertise(
+                bound,
+                config.advertise.as_deref(),
+                &host_name,
+                &credentials.own_names(),
+            )
+            .map_err(|mismatch| anyhow::Error::new(mismatch.to_wire()))?;
             tracing::info!(%bound, %advertise, "serving users' logs and exec");
             link = link.serving(advertise);
             let mut handler =
@@ -308,20 +357,30 @@ async fn run_inner<R: Runtime>(
                 handler = handler.with_reloader(reloader.clone());
             }
             let handler = Arc::new(handler);
-            Some(tokio::spawn(
-                server.serve(handler, stopped_for(stopped.clone())),
+            let denials = tokio::spawn(denials::follow(
+                asker.clone(),
+                gate,
+                metrics.clone(),
+                stopped_for(stopped.clone()),
+            ));
+            Some((
+                tokio::spawn(server.serve(handler, stopped_for(stopped.clone()))),
+                denials,
             ))
         }
         None => None,
     };
     let reconciling = tokio::spawn(reconciler.run(desired, wake, stopped_for(stopped.clone())));
+    let renewing = tokio::spawn(renewer.run(stopped_for(stopped.clone())));
     let linking = tokio::spawn(link.run(stopped_for(stopped)));
     shutdown.await;
     let _ = stop.send(true);
     let _ = linking.await;
     let _ = reconciling.await;
-    if let Some(serving) = serving {
+    let _ = renewing.await;
+    if let Some((serving, denials)) = serving {
         let _ = serving.await;
+        let _ = denials.await;
     }
     if let Some(monitoring) = monitoring {
         monitoring.stop().await;
@@ -391,14 +450,4 @@ fn registry(credentials: &Credentials) -> (Registry, metrics::Metrics, nexus_tel
     common.set_cert_expiries(expiries.own, expiries.ca);
     let metrics = metrics::Metrics::register(&mut registry);
     (registry, metrics, common)
-}
-
-/// The address users are told: the bound one, or, bound to every interface, this host's name
-/// with the bound port (the agent's certificate must hold that name).
-fn advertised(bound: std::net::SocketAddr, host_name: &str) -> String {
-    if bound.ip().is_unspecified() {
-        format!("{host_name}:{}", bound.port())
-    } else {
-        bound.to_string()
-    }
 }

@@ -80,6 +80,9 @@ pub struct Metrics {
     workspace_memory: Gauges<1>,
     workspace_memory_limit: Gauges<1>,
     pub ports_allocated: Gauge,
+    cert_renewals: Counters<1>,
+    /// Identities on the deny list the agent's endpoint enforces.
+    pub denied_identities: Gauge,
 }
 
 impl Metrics {
@@ -163,6 +166,15 @@ impl Metrics {
                 "Host ports the desired state gives this host's workspaces (all but those being \
                  destroyed).",
             ),
+            cert_renewals: registry.counters(
+                "nexus_agent_cert_renewals_total",
+                "Renewals of the agent's own certificate, by outcome (ok, failed).",
+                ["outcome"],
+            ),
+            denied_identities: registry.gauge(
+                "nexus_agent_denied_identities",
+                "Identities on the fleet's deny list, which the agent's endpoint refuses.",
+            ),
         };
         for code in RuntimeError::CODES {
             metrics.engine_errors.init([code.as_str()]);
@@ -170,7 +182,16 @@ impl Metrics {
         for state in STATES {
             metrics.containers.set([&state.to_string()], 0.0);
         }
+        for outcome in ["ok", "failed"] {
+            metrics.cert_renewals.init([outcome]);
+        }
         metrics
+    }
+
+    /// A renewal of the agent's certificate ended, renewed or not.
+    pub fn renewal(&self, renewed: bool) {
+        self.cert_renewals
+            .inc([if renewed { "ok" } else { "failed" }]);
     }
 
     /// Handles no registry serves, shared by everything that records without being scraped: the

@@ -114,6 +114,11 @@ impl HostSampler {
     }
 }
 
+/// This machine's hostname, if it can be read.
+pub fn host_name() -> Option<String> {
+    System::host_name().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,10 +116,10 @@ fn check_daemon(section: &str, keys: BTreeSet<String>, flags: BTreeSet<String>, 
             (false, _) => "restart",
         };
         assert_eq!(row.reload, expected, "{section}: {}", row.key);
-        let environment = if row.key == "log_filter" {
-            "NEXUS_LOG"
-        } else {
-            ""
+        let environment = match row.key.as_str() {
+            "log_filter" => "NEXUS_LOG",
+            "join_token_file" => "NEXUS_JOIN_TOKEN",
+            _ => "",
         };
         assert_eq!(row.environment, environment, "{section}: {}", row.key);
     }

@@ -1,15 +1,15 @@
 //! `nexus-agent --check-config`: the configuration checked as the daemon reads it (the same
-//! [`Config::from_args`]), then the files it names: the TLS files load and are this host's, the
-//! directories exist or can be made. Each problem is printed with where it is in the file
+//! [`Config::from_args`]), then the files it names: the TLS files load and are this host's (or a
+//! join token is given to enrol with), the directories exist or can be made. Each problem is printed with where it is in the file
 //! (`FILE:LINE:COLUMN:` when the key is there); the exit code is 1 if there is any.
 
 use std::process::ExitCode;
 
 use nexus_protocol::Identity;
 use nexus_protocol::settings::{place, report_check, unmakeable};
-use nexus_protocol::transport::Credentials;
 
 use super::{Args, Config};
+use crate::standing;
 
 /// Checks `args` (and the file they name), prints what is wrong or that all is well, and
 /// answers the exit code.
@@ -40,8 +40,17 @@ pub fn problems(args: Args) -> Vec<String> {
     };
     let mut problems = Vec::new();
     let identity = Identity::Agent(config.host_id.clone());
-    if let Err(error) = Credentials::from_pki_dir(&config.tls_dir, &identity) {
-        problems.push(place(&format!("--tls-dir: {error}"), file));
+    let now = i64::try_from(nexus_protocol::clock::now().0 / 1000).unwrap_or(i64::MAX);
+    let standing = standing::inspect(&config.tls_dir, &identity, now);
+    // Without a usable certificate the agent starts only if it can enrol: with a join token.
+    if standing::decide(&standing, config.join_token.is_some()) == standing::Decision::Refuse {
+        problems.push(place(
+            &format!(
+                "--tls-dir: {}",
+                standing::explain(&standing, &identity, false)
+            ),
+            file,
+        ));
     }
     for (flag, dir) in [("data-dir", &config.data_dir), ("log-dir", &config.log_dir)] {
         if let Some(problem) = unmakeable(dir) {

@@ -1,0 +1,117 @@
+//! The fleet's deny list at this agent: users' logs, exec and sync come straight to the agent's
+//! endpoint, so it refuses denied identities like the coordinators do. The agent subscribes to
+//! the list on its session with the leader (`AgentRequest::WatchDenyList`, subscribed afresh on
+//! every new session, so after a reconnect or a change of leader), and puts each list pushed in
+//! force in the endpoint's [`Gate`], which also closes live connections of newly denied
+//! identities.
+//!
+//! Between sessions the last list stays in force. A coordinator that does not publish the list
+//! (an older version) is asked again only on the next session.
+//! Not here: checking a handshake against the list (`transport::Gate`).
+
+use std::time::Duration;
+
+use nexus_protocol::error::ErrorCode;
+use nexus_protocol::message::{AgentRequest, Request, Response};
+use nexus_protocol::transport::{Connection, Gate};
+use tokio::sync::watch;
+
+use crate::asker::Asker;
+use crate::metrics::Metrics;
+
+/// The wait before subscribing again on the same session after the subscription failed.
+const RESUBSCRIBE: Duration = Duration::from_secs(1);
+
+/// What to do once a session's watch ended.
+enum Next {
+    /// The session changed: follow the list on the new one.
+    Changed,
+    /// Subscribe again (on the same session, or a newer one) after a pause.
+    Retry,
+    /// Wait for the next session.
+    AwaitSession,
+}
+
+/// Keeps `gate` up to date with the leader's deny list until `shutdown` completes.
+pub async fn follow(
+    asker: Asker,
+    gate: Gate,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut sessions = asker.sessions();
+    loop {
+        let session = sessions.borrow_and_update().clone();
+        let next = match session {
+            Some(connection) => tokio::select! {
+                next = watch_on(&connection, &gate, &metrics, &mut sessions) => next,
+                () = &mut shutdown => return,
+            },
+            None => Next::AwaitSession,
+        };
+        match next {
+            Next::Changed => {}
+            Next::Retry => tokio::select! {
+                () = tokio::time::sleep(RESUBSCRIBE) => {}
+                () = &mut shutdown => return,
+            },
+            Next::AwaitSession => tokio::select! {
+                changed = sessions.changed() => if changed.is_err() { return },
+                () = &mut shutdown => return,
+            },
+        }
+    }
+}
+
+/// Follows the list on one session until it ends or the session changes.
+async fn watch_on(
+    connection: &Connection,
+    gate: &Gate,
+    metrics: &Metrics,
+    sessions: &mut watch::Receiver<Option<Connection>>,
+) -> Next {
+    let request = Request::Agent(AgentRequest::WatchDenyList);
+    let mut subscription = match connection.subscribe(request).await {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            tracing::warn!(code = %error.code, "cannot follow the deny list: {}", error.message);
+            return Next::Retry;
+        }
+    };
+    loop {
+        let next = tokio::select! {
+            next = subscription.next() => next,
+            // A new session (or none): this one's subscription is done with.
+            _ = sessions.changed() => return Next::Changed,
+        };
+        match next {
+            Some(Ok(Response::DenyList(list))) => {
+                let denied = list.len();
+                let closed = gate.update(list);
+                metrics
+                    .denied_identities
+                    .set(f64::from(u32::try_from(denied).unwrap_or(u32::MAX)));
+                tracing::info!(denied, closed, "the deny list in force changed");
+            }
+            Some(Ok(other)) => {
+                tracing::warn!(
+                    "the coordinator answered the deny list's watch with {other:?}; not following it on this session"
+                );
+                return Next::AwaitSession;
+            }
+            Some(Err(error)) if error.code == ErrorCode::Unsupported => {
+                tracing::info!(
+                    "the coordinator does not publish the deny list; this agent's endpoint enforces the last list it had: {}",
+                    error.message
+                );
+                return Next::AwaitSession;
+            }
+            Some(Err(error)) => {
+                tracing::debug!(code = %error.code, "the deny list's watch ended: {}", error.message);
+                return Next::Retry;
+            }
+            None => return Next::Retry,
+        }
+    }
+}
