@@ -13,6 +13,7 @@ pub mod health;
 pub mod notices;
 pub mod output;
 pub mod progress;
+pub mod session;
 pub mod settings;
 pub mod sync;
 pub mod syncd;
