@@ -3,6 +3,7 @@
 //! their origins, and the checks of a config file.
 
 pub mod effective;
+pub mod written;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -24,11 +24,8 @@ use super::pki::pki_error;
 use crate::args::{OutputFormat, StateArgs, UpArgs};
 use crate::error::CliError;
 use crate::output;
-use crate::settings::{FileSettings, Settings, default_config_path, read_file};
-
-/// The first line of a config file that `nexus up` wrote and may therefore rewrite.
-const MARKER: &str =
-    "# Written by `nexus up`; it rewrites this file. Remove this line to keep your edits.";
+use crate::settings::written::write_settings;
+use crate::settings::{FileSettings, Settings, default_config_path};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Pids {
@@ -409,8 +406,8 @@ async fn registered(settings: &Settings, host_id: &HostId) -> Result<bool, CliEr
 }
 
 /// Writes the fleet's CLI settings to `state/cli.toml`, and to the user's config file too when
-/// there is none yet or `nexus up` wrote it. Returns the file the CLI will read, and a hint when
-/// the user's own file was left alone.
+/// there is none yet or a nexus command wrote it (`settings::written`). Returns the file the CLI
+/// will read, and a hint when the user's own file was left alone.
 fn write_cli_config(
     state: &Path,
     settings: &Settings,
@@ -422,39 +419,9 @@ fn write_cli_config(
         key: Some(settings.key.clone()),
         output: None,
     };
-    let body = toml::to_string(&file).map_err(|e| local(e.to_string()))?;
-    let text = format!("{MARKER}\n{body}");
-    let own = state.join("cli.toml");
-    fs::write(&own, &text).map_err(|e| io_error("write", &own, e))?;
-    let Some(user_config) = default_config_path() else {
-        return Ok((
-            own.clone(),
-            Some(format!(
-                "to use this fleet: export NEXUS_CONFIG={}",
-                own.display()
-            )),
-        ));
-    };
-    let ours = match fs::read_to_string(&user_config) {
-        Ok(existing) => existing.starts_with(MARKER),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-        Err(e) => return Err(io_error("read", &user_config, e)),
-    };
-    if !ours {
-        let hint = format!(
-            "kept your own {}; to use this fleet: export NEXUS_CONFIG={}",
-            user_config.display(),
-            own.display()
-        );
-        return Ok((own, Some(hint)));
-    }
-    if let Some(parent) = user_config.parent() {
-        fs::create_dir_all(parent).map_err(|e| io_error("create", parent, e))?;
-    }
-    fs::write(&user_config, &text).map_err(|e| io_error("write", &user_config, e))?;
-    // Read it back as the CLI will, so a broken file fails here and not on the next command.
-    read_file(&user_config)?;
-    Ok((user_config, None))
+    let config = default_config_path();
+    let written = write_settings(&state.join("cli.toml"), config.as_deref(), &file, "fleet")?;
+    Ok((written.file, written.hint))
 }
 
 fn read_pids(path: &Path) -> Result<Option<Pids>, CliError> {
