@@ -16,6 +16,7 @@ mod maintenance;
 mod notice;
 mod pki;
 mod repo;
+mod security;
 mod worktree;
 pub use backup::{BackupCommand, BackupRestoreArgs};
 pub use credentials::{CredentialsCommand, SetCredential};
@@ -24,6 +25,9 @@ pub use maintenance::{MaintenanceCommand, MaintenanceRunArgs};
 pub use notice::NoticeCommand;
 pub use pki::{IssueArgs, IssueCommand, PkiCommand};
 pub use repo::RepoArgs;
+pub use security::{
+    HostRemoveArgs, LoginArgs, TokenCommand, TokenCreateArgs, TokenRoleArg, UserCommand,
+};
 pub use worktree::WorktreeCommand;
 
 #[derive(Debug, Parser)]
@@ -102,6 +106,9 @@ pub enum Command {
     Down(StateArgs),
     /// Check that a coordinator answers, and who it is.
     Ping,
+    /// Start a session with a user token from an admin: makes a key here, gets a short-lived
+    /// certificate for it, and points the CLI's settings at them.
+    Login(LoginArgs),
     /// Make the cluster's CA and certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -504,6 +511,15 @@ pub enum AdminCommand {
     /// delete; the key: new-key, rotate-key.
     #[command(subcommand)]
     Credentials(CredentialsCommand),
+    /// Join tokens, with which hosts and users get their certificates: create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Every identity's newest certificate and when it expires: denied, expired, renew due or
+    /// ok.
+    Certs,
+    /// Users: shut one out of the fleet.
+    #[command(subcommand)]
+    User(UserCommand),
 }
 
 #[derive(Debug, Args)]
@@ -698,6 +714,10 @@ pub enum HostCommand {
     Cordon { host: HostId },
     /// The host takes new workspaces again.
     Uncordon { host: HostId },
+    /// Take the host out of the fleet and refuse its certificate from now on (its open
+    /// connections are closed); refused while it holds workspaces, unless --force. It comes
+    /// back only with a new join token. Asks for confirmation on a terminal unless --yes.
+    Remove(HostRemoveArgs),
 }
 
 #[derive(Debug, Subcommand)]

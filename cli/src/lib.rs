@@ -76,6 +76,7 @@ pub fn main() -> ExitCode {
                 | Command::Up(_)
                 | Command::Down(_)
                 | Command::Pki(_)
+                | Command::Login(_)
                 | Command::SyncDaemon { .. }
                 | Command::Admin(args::AdminCommand::Notice(_))
                 | Command::Admin(args::AdminCommand::Credentials(
@@ -217,6 +218,8 @@ async fn run(
         Command::Up(args) => commands::up::up(args, format).await,
         Command::Down(args) => commands::up::down(args, format).await,
         Command::Pki(command) => commands::pki::run(command, format),
+        // Before a session exists: no certificate to connect with, only the token.
+        Command::Login(args) => commands::login::run(args, connection, file, format).await,
         // Local: the key file never crosses the wire.
         Command::Admin(args::AdminCommand::Credentials(args::CredentialsCommand::NewKey {
             out,

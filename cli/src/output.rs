@@ -19,6 +19,7 @@ pub mod backups;
 pub mod events;
 pub mod notices;
 pub mod policies;
+pub mod security;
 
 /// Writes `text` to stdout. A closed stdout (`nexus ... | head`) is not an error worth a panic.
 pub fn print(text: &str) {
