@@ -130,6 +130,59 @@ mod tests {
         );
     }
 
+    /// The CLI's own files: a certificate for `bob` that began `began_secs_ago` and lives
+    /// `life_secs`.
+    fn settings_with(dir: &Path, began_secs_ago: u64, life_secs: u64) -> crate::settings::Settings {
+        use nexus_protocol::identity::{Identity, Role};
+        use nexus_protocol::pki::{CertificateAuthority, Validity};
+        let now = nexus_protocol::clock::now();
+        let began = Timestamp(now.0 - began_secs_ago * 1000);
+        let year = std::time::Duration::from_secs(365 * 86_400);
+        let ca = CertificateAuthority::generate(
+            "test CA",
+            Validity::starting(Timestamp(began.0 - 1000), year),
+        )
+        .unwrap();
+        let bob = Identity::User {
+            name: nexus_protocol::UserName::new("bob").unwrap(),
+            role: Role::User,
+        };
+        let validity = Validity::starting(began, std::time::Duration::from_secs(life_secs));
+        let issued = ca.issue(&bob, &[], validity).unwrap();
+        let paths = ["ca.pem", "user-bob.pem", "user-bob.key"].map(|name| dir.join(name));
+        std::fs::write(&paths[0], ca.cert_pem()).unwrap();
+        std::fs::write(&paths[1], &issued.cert_pem).unwrap();
+        std::fs::write(&paths[2], &issued.key_pem).unwrap();
+        let [ca, cert, key] = paths;
+        crate::settings::Settings {
+            coordinators: vec!["127.0.0.1:1".into()],
+            ca,
+            cert,
+            key,
+            request_id: None,
+        }
+    }
+
+    // A connector opens its UDP socket on the runtime.
+    #[tokio::test]
+    async fn a_command_with_an_expired_certificate_fails_before_it_connects() {
+        let dir = tempfile::tempdir().unwrap();
+        // Twelve hours, ended an hour ago.
+        let expired = settings_with(dir.path(), 13 * 3600, 12 * 3600);
+        let error = expired.connector().unwrap_err();
+        assert_eq!(error.error.code, ErrorCode::AuthenticationFailed);
+        assert!(
+            error.error.message.starts_with("Session expired at "),
+            "{}",
+            error.error.message
+        );
+        assert!(error.error.message.contains("user-bob.pem"));
+        assert_eq!(error.suggestion.as_deref(), Some(LOGIN_SUGGESTION));
+        // Twelve hours, begun an hour ago: no error.
+        let valid = settings_with(dir.path(), 3600, 12 * 3600);
+        valid.connector().unwrap();
+    }
+
     #[test]
     fn times_print_as_rfc3339() {
         assert_eq!(time_of(0), "1970-01-01T00:00:00Z");
