@@ -134,9 +134,18 @@ pub struct LoginArgs {
     /// terminal. Never the token itself on the command line.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// Where the session's key and certificate are kept (in `login/`).
-    #[command(flatten)]
-    pub state: StateArgs,
+    /// The CLI's state directory: the session's key and certificate go in its `login/`
+    /// (default: ~/.local/state/nexus, as `nexus up`'s).
+    #[arg(long, env = "NEXUS_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl LoginArgs {
+    pub fn state(&self) -> StateArgs {
+        StateArgs {
+            state_dir: self.state_dir.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ pub async fn run(
         )
         .suggest("an agent token is for `nexus-agent --join-token-file FILE`; ask an admin for a user token (`nexus admin token create --role user --name U`)"));
     };
-    let dir = crate::commands::up::state_dir(&args.state)?.join("login");
+    let dir = crate::commands::up::state_dir(&args.state())?.join("login");
     let files = write_session(&dir, &issued, key.key_pem.expose())?;
     let settings = FileSettings {
         coordinators: coordinators.clone(),
