@@ -93,6 +93,15 @@ fn a_restore_is_refused_without_a_terminal_or_yes_and_a_damaged_file_before_anyt
         Command::new(env!("CARGO_BIN_EXE_nexus"))
             // Nothing listens here: a refusal that contacted it would be a network error.
             .args(["--coordinator", "127.0.0.1:9", "-o", "json"])
+            // Settings complete without a config file in HOME (never read: nothing is sent).
+            .args([
+                "--ca",
+                "/nonexistent",
+                "--cert",
+                "/nonexistent",
+                "--key",
+                "/nonexistent",
+            ])
             .args(args)
             .stdin(std::process::Stdio::null())
             .output()
