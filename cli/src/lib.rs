@@ -249,6 +249,12 @@ async fn run(
             let exec = commands::trace::exec(&settings, name, command, debug, format);
             return ids.name(exec.await);
         }
+        Command::Admin(args::AdminCommand::Token(args::TokenCommand::Create(create))) => {
+            // A wrong flag is said before a missing setting.
+            let spec = commands::security::spec(&create)?;
+            let settings = ids.settings(connection, file)?;
+            ids.name(commands::security::create_token(spec, &settings, format).await)
+        }
         Command::Admin(command) => {
             let settings = ids.settings(connection, file)?;
             ids.name(commands::admin::run(command, &settings, format).await)

@@ -10,7 +10,9 @@ use nexus_protocol::error::ErrorCode;
 use nexus_protocol::message::{AdminRequest, Request, Response};
 use serde_json::json;
 
-use crate::args::{HostRemoveArgs, OutputFormat, TokenCommand, UserCommand};
+use nexus_protocol::join::TokenSpec;
+
+use crate::args::{HostRemoveArgs, OutputFormat, TokenCommand, TokenCreateArgs, UserCommand};
 use crate::error::CliError;
 use crate::output::{self, security};
 use crate::settings::Settings;
@@ -24,25 +26,7 @@ pub async fn token(
     format: OutputFormat,
 ) -> Result<(), CliError> {
     match command {
-        TokenCommand::Create(args) => {
-            let spec = args
-                .spec()
-                .map_err(|e| CliError::local(ErrorCode::InvalidArgument, e.0))?;
-            let request = Request::Admin(AdminRequest::CreateToken(spec));
-            match settings.request(request, TIMEOUT).await? {
-                Response::TokenCreated(created) => {
-                    let coordinator = settings
-                        .coordinators
-                        .first()
-                        .map_or("HOST:PORT", String::as_str);
-                    output::emit(format, &security::created_token_json(&created), || {
-                        security::created_token_text(&created, coordinator)
-                    });
-                    Ok(())
-                }
-                other => Err(CliError::unexpected(&other)),
-            }
-        }
+        TokenCommand::Create(args) => create_token(spec(&args)?, settings, format).await,
         TokenCommand::List => {
             let request = Request::Admin(AdminRequest::Tokens);
             match settings.request(request, TIMEOUT).await? {
@@ -64,6 +48,34 @@ pub async fn token(
             });
             Ok(())
         }
+    }
+}
+
+/// The token's spec from the command line, checked as the coordinator will check it: `crate::run`
+/// calls it before the settings are even resolved, so a wrong flag is said first.
+pub fn spec(args: &TokenCreateArgs) -> Result<TokenSpec, CliError> {
+    args.spec()
+        .map_err(|e| CliError::local(ErrorCode::InvalidArgument, e.0))
+}
+
+pub async fn create_token(
+    spec: TokenSpec,
+    settings: &Settings,
+    format: OutputFormat,
+) -> Result<(), CliError> {
+    let request = Request::Admin(AdminRequest::CreateToken(spec));
+    match settings.request(request, TIMEOUT).await? {
+        Response::TokenCreated(created) => {
+            let coordinator = settings
+                .coordinators
+                .first()
+                .map_or("HOST:PORT", String::as_str);
+            output::emit(format, &security::created_token_json(&created), || {
+                security::created_token_text(&created, coordinator)
+            });
+            Ok(())
+        }
+        other => Err(CliError::unexpected(&other)),
     }
 }
 
