@@ -1,7 +1,8 @@
 //! `nexus login` as a user runs it, against a server on loopback that enrols like a coordinator
 //! (real QUIC, real TLS): the token comes from a file, the key is made here and kept 0600, the
 //! settings point at the session, and the next command connects with it. A token of another
-//! cluster gets nothing; a user's own config file is never overwritten.
+//! cluster gets nothing; a user's own config file is never overwritten. And a server's refusal
+//! of an expired certificate reads "Session expired", as the transport words it today.
 
 // Tests fail by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -73,8 +74,18 @@ impl Handler for Enroller {
 
 /// A server of a fresh CA on loopback; answers its address and its CA's fingerprint.
 fn serve(runtime: &tokio::runtime::Runtime) -> (SocketAddr, String) {
-    let validity = Validity::starting(clock::now(), Duration::from_secs(86_400));
+    let (address, fingerprint, _) = serve_with_ca(runtime);
+    (address, fingerprint)
+}
+
+/// As [`serve`], and the CA's certificate and key (PEM), to make clients of it.
+fn serve_with_ca(runtime: &tokio::runtime::Runtime) -> (SocketAddr, String, (String, String)) {
+    let validity = Validity::starting(
+        clock::Timestamp(clock::now().0 - 86_400_000),
+        Duration::from_secs(3 * 86_400),
+    );
     let ca = CertificateAuthority::generate("login test CA", validity).unwrap();
+    let ca_files = (ca.cert_pem().to_string(), ca.key_pem().to_string());
     let coordinator = Identity::Coordinator(NodeId::new(1).unwrap());
     let own = ca
         .issue(
@@ -99,7 +110,7 @@ fn serve(runtime: &tokio::runtime::Runtime) -> (SocketAddr, String) {
     .unwrap();
     let address = server.local_addr().unwrap();
     runtime.spawn(server.serve(Arc::new(Enroller { ca }), std::future::pending::<()>()));
-    (address, fingerprint)
+    (address, fingerprint, ca_files)
 }
 
 fn token(fingerprint: &str) -> String {
@@ -232,4 +243,57 @@ fn a_token_of_another_cluster_or_a_wrong_secret_gets_no_session() {
     assert_eq!(code(&login(&wrong)), "TOKEN_INVALID");
     assert!(!home.path().join(".local/state/nexus/login").exists());
     assert!(!home.path().join(".config/nexus/config.toml").exists());
+}
+
+#[test]
+fn a_server_that_refuses_an_expired_certificate_is_an_expired_session() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (address, _, (ca_pem, ca_key)) = serve_with_ca(&runtime);
+    let ca = CertificateAuthority::from_pem(&ca_pem, &ca_key).unwrap();
+    let bob = Identity::User {
+        name: UserName::new("bob").unwrap(),
+        role: Role::User,
+    };
+    // Twelve hours that ended an hour ago. The CLI would say so before connecting; the
+    // transport is asked directly to see the server's own refusal.
+    let began = clock::Timestamp(clock::now().0 - 13 * 3_600_000);
+    let issued = ca
+        .issue(
+            &bob,
+            &[],
+            Validity::starting(began, Duration::from_secs(12 * 3600)),
+        )
+        .unwrap();
+    let credentials = Credentials::from_pem(
+        ca_pem.as_bytes(),
+        Some((issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())),
+    )
+    .unwrap();
+    let refusal = runtime.block_on(async {
+        let connector =
+            nexus_protocol::transport::Connector::new(&credentials, TransportConfig::default())
+                .unwrap();
+        let connection = connector
+            .connect(
+                address,
+                "127.0.0.1",
+                &[nexus_protocol::identity::IdentityKind::Coordinator],
+            )
+            .await;
+        // QUIC may finish the client's side of the handshake before the server's verdict
+        // arrives: then the first request carries it.
+        match connection {
+            Err(error) => error,
+            Ok(connection) => connection.request(Request::Ping).await.unwrap_err(),
+        }
+    });
+    let error = nexus_cli::session::explain(refusal.clone());
+    assert!(
+        error.error.message.starts_with("Session expired"),
+        "the transport said: {refusal}"
+    );
+    assert_eq!(
+        error.suggestion.as_deref(),
+        Some(nexus_cli::session::LOGIN_SUGGESTION)
+    );
 }
