@@ -64,7 +64,9 @@ pub async fn run(
         )
         .suggest("an agent token is for `nexus-agent --join-token-file FILE`; ask an admin for a user token (`nexus admin token create --role user --name U`)"));
     };
+    // Absolute: the settings that name these files are read from any directory.
     let dir = crate::commands::up::state_dir(&args.state())?.join("login");
+    let dir = std::path::absolute(&dir).map_err(|e| internal(&e))?;
     let files = write_session(&dir, &issued, key.key_pem.expose())?;
     let settings = FileSettings {
         coordinators: coordinators.clone(),
