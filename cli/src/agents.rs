@@ -46,7 +46,12 @@ pub(crate) async fn connect_agent(
     host: &HostId,
     address: &str,
 ) -> Result<Connection, CliError> {
+    // Only an agent that does not answer is sent to its --listen and --advertise; a refused
+    // certificate (an expired session, a name the agent's certificate lacks) says its own fix.
     let unreachable = |error: nexus_protocol::WireError| {
+        if !matches!(error.code, ErrorCode::NetworkError | ErrorCode::Timeout) {
+            return crate::session::explain(error);
+        }
         CliError::from(error).suggest(&format!(
             "host {host}'s agent serves logs and exec at {address}: check that it runs and that this machine reaches it (its --listen and --advertise)"
         ))

@@ -1,13 +1,11 @@
 //! The command line, as clap parses it. Names, flags and JSON fields are a contract (see
 //! docs/cli.md): extend freely, change only with a reason written down.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nexus_protocol::debug::LogLevel;
 use nexus_protocol::error::InvalidValue;
-use nexus_protocol::identity::Role;
 use nexus_protocol::model::{Scoring, parse_key_value};
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 
@@ -16,14 +14,20 @@ mod credentials;
 mod limits;
 mod maintenance;
 mod notice;
+mod pki;
 mod repo;
+mod security;
 mod worktree;
 pub use backup::{BackupCommand, BackupRestoreArgs};
 pub use credentials::{CredentialsCommand, SetCredential};
 pub use limits::{LimitsCommand, LimitsSetArgs, PolicyArgs, parse_policy_secs};
 pub use maintenance::{MaintenanceCommand, MaintenanceRunArgs};
 pub use notice::NoticeCommand;
+pub use pki::{IssueArgs, IssueCommand, PkiCommand};
 pub use repo::RepoArgs;
+pub use security::{
+    HostRemoveArgs, LoginArgs, TokenCommand, TokenCreateArgs, TokenRoleArg, UserCommand,
+};
 pub use worktree::WorktreeCommand;
 
 #[derive(Debug, Parser)]
@@ -102,6 +106,9 @@ pub enum Command {
     Down(StateArgs),
     /// Check that a coordinator answers, and who it is.
     Ping,
+    /// Start a session with a user token from an admin: makes a key here, gets a short-lived
+    /// certificate for it, and points the CLI's settings at them.
+    Login(LoginArgs),
     /// Make the cluster's CA and certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -420,72 +427,6 @@ pub struct UpArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PkiCommand {
-    /// Make the cluster CA: DIR/ca.pem and DIR/ca.key (mode 0600).
-    Init {
-        #[arg(long)]
-        dir: PathBuf,
-        /// Replace an existing CA (every certificate it issued stops working).
-        #[arg(long)]
-        force: bool,
-        #[arg(long, default_value_t = 3650)]
-        validity_days: u32,
-    },
-    /// Issue a certificate signed by the CA in DIR.
-    #[command(subcommand)]
-    Issue(IssueCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum IssueCommand {
-    /// A coordinator's certificate: DIR/coordinator-N.pem and .key.
-    Coordinator {
-        #[arg(long)]
-        node_id: NodeId,
-        #[command(flatten)]
-        common: IssueArgs,
-    },
-    /// An agent's certificate: DIR/agent-H.pem and .key.
-    Agent {
-        #[arg(long)]
-        host_id: HostId,
-        #[command(flatten)]
-        common: IssueArgs,
-    },
-    /// A user's certificate: DIR/user-U.pem and .key.
-    User {
-        #[arg(long)]
-        name: UserName,
-        #[arg(long, value_parser = parse_role)]
-        role: Role,
-        #[command(flatten)]
-        common: IssueArgs,
-    },
-}
-
-fn parse_role(value: &str) -> Result<Role, InvalidValue> {
-    value.parse()
-}
-
-#[derive(Debug, Args)]
-pub struct IssueArgs {
-    /// The PKI directory holding ca.pem and ca.key.
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// An IP address the holder is reached at. Repeat for each.
-    #[arg(long = "ip")]
-    pub ips: Vec<IpAddr>,
-    /// A DNS name the holder is reached at. Repeat for each.
-    #[arg(long = "dns")]
-    pub dns: Vec<String>,
-    #[arg(long, default_value_t = 365)]
-    pub validity_days: u32,
-    /// Replace an existing key.
-    #[arg(long)]
-    pub force: bool,
-}
-
-#[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Every host with its status, workspaces, capacity and latest stats.
     Hosts {
@@ -570,6 +511,15 @@ pub enum AdminCommand {
     /// delete; the key: new-key, rotate-key.
     #[command(subcommand)]
     Credentials(CredentialsCommand),
+    /// Join tokens, with which hosts and users get their certificates: create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Every identity's newest certificate and when it expires: denied, expired, renew due or
+    /// ok.
+    Certs,
+    /// Users: shut one out of the fleet.
+    #[command(subcommand)]
+    User(UserCommand),
 }
 
 #[derive(Debug, Args)]
@@ -764,6 +714,10 @@ pub enum HostCommand {
     Cordon { host: HostId },
     /// The host takes new workspaces again.
     Uncordon { host: HostId },
+    /// Take the host out of the fleet and refuse its certificate from now on (its open
+    /// connections are closed); refused while it holds workspaces, unless --force. It comes
+    /// back only with a new join token. Asks for confirmation on a terminal unless --yes.
+    Remove(HostRemoveArgs),
 }
 
 #[derive(Debug, Subcommand)]

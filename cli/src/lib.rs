@@ -13,6 +13,7 @@ pub mod health;
 pub mod notices;
 pub mod output;
 pub mod progress;
+pub mod session;
 pub mod settings;
 pub mod sync;
 pub mod syncd;
@@ -75,6 +76,7 @@ pub fn main() -> ExitCode {
                 | Command::Up(_)
                 | Command::Down(_)
                 | Command::Pki(_)
+                | Command::Login(_)
                 | Command::SyncDaemon { .. }
                 | Command::Admin(args::AdminCommand::Notice(_))
                 | Command::Admin(args::AdminCommand::Credentials(
@@ -216,6 +218,8 @@ async fn run(
         Command::Up(args) => commands::up::up(args, format).await,
         Command::Down(args) => commands::up::down(args, format).await,
         Command::Pki(command) => commands::pki::run(command, format),
+        // Before a session exists: no certificate to connect with, only the token.
+        Command::Login(args) => commands::login::run(args, connection, file, format).await,
         // Local: the key file never crosses the wire.
         Command::Admin(args::AdminCommand::Credentials(args::CredentialsCommand::NewKey {
             out,
@@ -244,6 +248,12 @@ async fn run(
             let settings = ids.settings(connection, file)?;
             let exec = commands::trace::exec(&settings, name, command, debug, format);
             return ids.name(exec.await);
+        }
+        Command::Admin(args::AdminCommand::Token(args::TokenCommand::Create(create))) => {
+            // A wrong flag is said before a missing setting.
+            let spec = commands::security::spec(&create)?;
+            let settings = ids.settings(connection, file)?;
+            ids.name(commands::security::create_token(spec, &settings, format).await)
         }
         Command::Admin(command) => {
             let settings = ids.settings(connection, file)?;

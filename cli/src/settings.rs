@@ -3,6 +3,7 @@
 //! their origins, and the checks of a config file.
 
 pub mod effective;
+pub mod written;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -141,6 +142,12 @@ impl Settings {
             CliError::local(ErrorCode::AuthenticationFailed, e.to_string())
                 .suggest("check --ca, --cert and --key (or NEXUS_CA, NEXUS_CERT, NEXUS_KEY)")
         })?;
+        // An expired session fails here, saying so, rather than as a server's TLS alert.
+        crate::session::check(
+            credentials.expiries().own,
+            nexus_protocol::clock::now(),
+            &self.cert,
+        )?;
         Connector::new(&credentials, config)
             .map_err(|e| CliError::local(ErrorCode::Internal, e.to_string()))
     }
@@ -184,7 +191,7 @@ impl Settings {
                 trying.push(connect_to(&connector, target));
             }
         }
-        Err(CliError::from(last.unwrap_or_else(|| {
+        Err(crate::session::explain(last.unwrap_or_else(|| {
             WireError::new(ErrorCode::NetworkError, "no coordinator configured")
         })))
     }
@@ -205,7 +212,9 @@ impl Settings {
 
     /// Connects to one coordinator at `target` (HOST:PORT).
     pub async fn connect_to(&self, target: &str) -> Result<Connection, CliError> {
-        Ok(connect_to(&self.connector()?, target).await?)
+        connect_to(&self.connector()?, target)
+            .await
+            .map_err(crate::session::explain)
     }
 }
 
@@ -316,7 +325,7 @@ impl Client<'_> {
                 if answered {
                     self.connection = Some(current);
                 }
-                return Err(error.into());
+                return Err(crate::session::explain(error));
             };
             if error.code.retry_change() == RetryChange::LongerTimeout {
                 limit = limit.saturating_mul(2);

@@ -93,6 +93,15 @@ fn a_restore_is_refused_without_a_terminal_or_yes_and_a_damaged_file_before_anyt
         Command::new(env!("CARGO_BIN_EXE_nexus"))
             // Nothing listens here: a refusal that contacted it would be a network error.
             .args(["--coordinator", "127.0.0.1:9", "-o", "json"])
+            // Settings complete without a config file in HOME (never read: nothing is sent).
+            .args([
+                "--ca",
+                "/nonexistent",
+                "--cert",
+                "/nonexistent",
+                "--key",
+                "/nonexistent",
+            ])
             .args(args)
             .stdin(std::process::Stdio::null())
             .output()
@@ -194,5 +203,43 @@ fn a_bad_limit_is_refused_before_anything_is_sent() {
             .as_str()
             .unwrap()
             .contains("nothing to set")
+    );
+}
+
+#[test]
+fn the_fleet_security_commands_exist_and_take_no_secret_as_a_flag() {
+    let admin = help(&["admin"]);
+    for command in ["token", "certs", "user"] {
+        assert!(admin.contains(command), "admin {command} missing");
+    }
+    for command in ["create", "list", "revoke"] {
+        assert!(
+            help(&["admin", "token"]).contains(command),
+            "token {command}"
+        );
+    }
+    assert!(help(&["admin", "host"]).contains("remove"));
+    assert!(help(&["admin", "host", "remove"]).contains("--force"));
+    assert!(help(&["admin", "user"]).contains("revoke"));
+    let login = help(&["login"]);
+    assert!(login.contains("--token-file") && login.contains("NEXUS_TOKEN"));
+    assert!(!login.contains("--token "));
+}
+
+#[test]
+fn a_wrong_token_spec_is_refused_before_anything_is_needed_or_sent() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .args([
+            "admin", "token", "create", "--role", "agent", "--name", "bob", "-o", "json",
+        ])
+        .env("NEXUS_CONFIG", "/nonexistent/nexus.toml")
+        .env_remove("NEXUS_COORDINATORS")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("INVALID_ARGUMENT"), "{stderr}");
+    assert!(
+        stderr.contains("--name is for user and admin tokens"),
+        "{stderr}"
     );
 }

@@ -48,11 +48,27 @@ pub async fn run(
         }
         // `crate::run` runs it for its exit code; reached here, the code is lost.
         AdminCommand::HealthCheck => health::health_check(settings, format).await.map(drop),
+        AdminCommand::Host(HostCommand::Remove(args)) => {
+            crate::commands::security::remove_host(args, settings, format).await
+        }
+        AdminCommand::Token(command) => {
+            crate::commands::security::token(command, settings, format).await
+        }
+        AdminCommand::Certs => crate::commands::security::certs(settings, format).await,
+        AdminCommand::User(command) => {
+            crate::commands::security::user(command, settings, format).await
+        }
         AdminCommand::Host(command) => {
             let (host, status) = match command {
                 HostCommand::Drain { host } => (host, HostStatus::Draining),
                 HostCommand::Cordon { host } => (host, HostStatus::Cordoned),
                 HostCommand::Uncordon { host } => (host, HostStatus::Ready),
+                HostCommand::Remove(_) => {
+                    return Err(CliError::local(
+                        ErrorCode::Internal,
+                        "admin host remove is run by commands::security",
+                    ));
+                }
             };
             let request = Request::Admin(AdminRequest::SetHostStatus { host, status });
             match settings.request(request, READ_TIMEOUT).await? {

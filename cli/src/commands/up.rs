@@ -1,8 +1,12 @@
 //! `nexus up` and `nexus down`: a one-host fleet on this machine — a one-node coordinator and an
 //! agent as child processes, the PKI in a local state dir, and the CLI configured to use them.
+//! The agent is enrolled the way a real host is: `up` makes a one-use agent token as the admin,
+//! and the agent makes its own key and gets its certificate with it; no agent key is made here.
 //!
-//! Layout of the state dir (default `~/.local/state/nexus`): `pki/`, `coordinator/`, `agent/`,
-//! `logs/`, `cli.toml` (the CLI settings for this fleet) and, while detached, `pids.json`.
+//! Layout of the state dir (default `~/.local/state/nexus`): `pki/` (the CA, the coordinator's
+//! and the admin's certificates), `coordinator/`, `agent/` (the agent's data dir, where it keeps
+//! its enrolled key and certificate), `logs/`, `cli.toml` (the CLI settings for this fleet),
+//! `agent-join-token` (0600, until the agent has registered) and, while detached, `pids.json`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,8 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nexus_protocol::clock;
+use nexus_protocol::credentials::Secret;
 use nexus_protocol::error::ErrorCode;
 use nexus_protocol::identity::{Identity, Role};
+use nexus_protocol::join::{TokenRole, TokenSpec};
 use nexus_protocol::message::{AdminRequest, Request, Response};
 use nexus_protocol::pki::{
     DEFAULT_CA_VALIDITY, DEFAULT_CERT_VALIDITY, PkiDir, SubjectName, Validity,
@@ -24,11 +30,8 @@ use super::pki::pki_error;
 use crate::args::{OutputFormat, StateArgs, UpArgs};
 use crate::error::CliError;
 use crate::output;
-use crate::settings::{FileSettings, Settings, default_config_path, read_file};
-
-/// The first line of a config file that `nexus up` wrote and may therefore rewrite.
-const MARKER: &str =
-    "# Written by `nexus up`; it rewrites this file. Remove this line to keep your edits.";
+use crate::settings::written::write_settings;
+use crate::settings::{FileSettings, Settings, default_config_path};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Pids {
@@ -117,12 +120,7 @@ fn docker_answers() -> bool {
 }
 
 /// Makes whatever PKI files are missing.
-fn ensure_pki(
-    pki: &PkiDir,
-    coordinator: &Identity,
-    agent: &Identity,
-    admin: &Identity,
-) -> Result<(), CliError> {
+fn ensure_pki(pki: &PkiDir, coordinator: &Identity, admin: &Identity) -> Result<(), CliError> {
     let now = clock::now();
     if !pki.ca_key().exists() {
         pki.init(now, DEFAULT_CA_VALIDITY, false)
@@ -133,11 +131,7 @@ fn ensure_pki(
         SubjectName::Ip(std::net::Ipv6Addr::LOCALHOST.into()),
         SubjectName::Dns("localhost".into()),
     ];
-    for (identity, names) in [
-        (coordinator, &loopback[..]),
-        (agent, &loopback[..]),
-        (admin, &[][..]),
-    ] {
+    for (identity, names) in [(coordinator, &loopback[..]), (admin, &[][..])] {
         if !pki.key(identity).exists() {
             pki.issue(
                 identity,
@@ -214,12 +208,11 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
     let pki = PkiDir::new(state.join("pki"));
     let node_id = NodeId::new(1).map_err(|e| local(e.to_string()))?;
     let coordinator = Identity::Coordinator(node_id);
-    let agent = Identity::Agent(host_id.clone());
     let admin = Identity::User {
         name: user.clone(),
         role: Role::Admin,
     };
-    ensure_pki(&pki, &coordinator, &agent, &admin)?;
+    ensure_pki(&pki, &coordinator, &admin)?;
     // The credential store's key, beside the PKI (never in the coordinator's data directory,
     // whose backups it must stay apart from).
     let credentials_key = state.join("pki/credentials.key");
@@ -241,7 +234,7 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
             "--data-dir".into(),
             state.join("coordinator").display().to_string(),
             "--tls-dir".into(),
-            tls_dir.clone(),
+            tls_dir,
             "--http-listen".into(),
             coordinator_http.clone(),
             "--credentials-key-file".into(),
@@ -249,6 +242,22 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
         ],
         &coordinator_log,
     )?;
+    // The agent joins as a new host does: with a one-use token, made as the admin once the
+    // coordinator answers, handed over in a file (never on its command line).
+    let token_file = state.join(AGENT_TOKEN_FILE);
+    let token = agent_token(
+        &settings,
+        Duration::from_secs(args.wait),
+        &mut coordinator_child,
+        &coordinator_log,
+    )
+    .await;
+    let written = token.and_then(|token| write_private(&token_file, token.expose()));
+    if let Err(error) = written {
+        let _ = coordinator_child.kill();
+        let _ = coordinator_child.wait();
+        return Err(error);
+    }
     let mut agent_child = spawn(
         &agent_bin,
         &[
@@ -258,8 +267,8 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
             address.clone(),
             "--data-dir".into(),
             state.join("agent").display().to_string(),
-            "--tls-dir".into(),
-            tls_dir,
+            "--join-token-file".into(),
+            token_file.display().to_string(),
             "--runtime".into(),
             runtime.into(),
             "--listen".into(),
@@ -280,6 +289,8 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
         ],
     )
     .await;
+    // Spent or not, the token has done its work: no secret is left lying about.
+    let _ = fs::remove_file(&token_file);
     if let Err(error) = ready {
         let _ = coordinator_child.kill();
         let _ = agent_child.kill();
@@ -301,7 +312,7 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
     });
     output::emit(format, &summary, || {
         let mut text = format!(
-            "Nexus is up on this host.\n  coordinator  {coordinator} at {address} (log: {})\n  agent        {host_id}, registered, runtime {runtime} (log: {})\n  you          admin {user}; CLI settings in {}\n",
+            "Nexus is up on this host.\n  coordinator  {coordinator} at {address} (log: {})\n  agent        {host_id}, enrolled with a join token and registered, runtime {runtime} (log: {})\n  you          admin {user}; CLI settings in {}\n",
             coordinator_log.display(),
             agent_log.display(),
             config_note.0.display(),
@@ -359,6 +370,98 @@ pub async fn up(args: UpArgs, format: OutputFormat) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The file in the state dir that hands the agent its join token.
+const AGENT_TOKEN_FILE: &str = "agent-join-token";
+
+/// How long `up`'s agent token lives: enough to start the agent, short enough to be useless
+/// soon if it is left behind.
+const AGENT_TOKEN_TTL_SECS: u64 = 15 * 60;
+
+/// A one-use agent token, made as the admin as soon as the coordinator takes it (it starts
+/// without a leader). Fails at once on a refusal, and when the coordinator exits.
+async fn agent_token(
+    settings: &Settings,
+    limit: Duration,
+    coordinator: &mut Child,
+    log: &Path,
+) -> Result<Secret, CliError> {
+    let spec = TokenSpec {
+        role: TokenRole::Agent,
+        ttl_secs: AGENT_TOKEN_TTL_SECS,
+        uses: Some(1),
+        labels: Default::default(),
+    };
+    let started = Instant::now();
+    let mut last_error = None;
+    while started.elapsed() < limit {
+        if let Ok(Some(status)) = coordinator.try_wait() {
+            return Err(exited(status, log));
+        }
+        let request = Request::Admin(AdminRequest::CreateToken(spec.clone()));
+        match settings.request(request, Duration::from_secs(5)).await {
+            Ok(Response::TokenCreated(created)) => return Ok(created.token),
+            Ok(other) => return Err(CliError::unexpected(&other)),
+            Err(error)
+                if matches!(
+                    error.error.code,
+                    ErrorCode::NetworkError | ErrorCode::Timeout | ErrorCode::NotLeader
+                ) =>
+            {
+                last_error = Some(error);
+            }
+            Err(error) => {
+                let message = format!(
+                    "the coordinator refused to make a join token for this host's agent: {}",
+                    error.error.message
+                );
+                return Err(CliError {
+                    error: Box::new(nexus_protocol::WireError {
+                        message,
+                        ..*error.error
+                    }),
+                    suggestion: error.suggestion,
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let why = last_error.map_or("it did not answer".to_string(), |e| e.error.message);
+    Err(CliError::local(
+        ErrorCode::Timeout,
+        format!("the coordinator did not make the agent's join token within {limit:?}: {why}"),
+    )
+    .suggest(&format!("read {}", log.display())))
+}
+
+fn exited(status: std::process::ExitStatus, log: &Path) -> CliError {
+    CliError::local(
+        ErrorCode::Internal,
+        format!(
+            "a fleet process exited ({status}) while starting; its log ends:\n{}",
+            tail(log)
+        ),
+    )
+    .suggest(&format!("read {}", log.display()))
+}
+
+/// Writes a secret file readable by this user only (replacing an earlier one of ours).
+fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error("replace", path, e)),
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_error("create", path, e))?;
+    writeln!(file, "{text}").map_err(|e| io_error("write", path, e))
+}
+
 async fn wait_until_registered(
     settings: &Settings,
     host_id: &HostId,
@@ -370,14 +473,7 @@ async fn wait_until_registered(
     while started.elapsed() < limit {
         for (child, log) in children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(CliError::local(
-                    ErrorCode::Internal,
-                    format!(
-                        "a fleet process exited ({status}) while starting; its log ends:\n{}",
-                        tail(log)
-                    ),
-                )
-                .suggest(&format!("read {}", log.display())));
+                return Err(exited(status, log));
             }
         }
         match registered(settings, host_id).await {
@@ -409,8 +505,8 @@ async fn registered(settings: &Settings, host_id: &HostId) -> Result<bool, CliEr
 }
 
 /// Writes the fleet's CLI settings to `state/cli.toml`, and to the user's config file too when
-/// there is none yet or `nexus up` wrote it. Returns the file the CLI will read, and a hint when
-/// the user's own file was left alone.
+/// there is none yet or a nexus command wrote it (`settings::written`). Returns the file the CLI
+/// will read, and a hint when the user's own file was left alone.
 fn write_cli_config(
     state: &Path,
     settings: &Settings,
@@ -422,39 +518,9 @@ fn write_cli_config(
         key: Some(settings.key.clone()),
         output: None,
     };
-    let body = toml::to_string(&file).map_err(|e| local(e.to_string()))?;
-    let text = format!("{MARKER}\n{body}");
-    let own = state.join("cli.toml");
-    fs::write(&own, &text).map_err(|e| io_error("write", &own, e))?;
-    let Some(user_config) = default_config_path() else {
-        return Ok((
-            own.clone(),
-            Some(format!(
-                "to use this fleet: export NEXUS_CONFIG={}",
-                own.display()
-            )),
-        ));
-    };
-    let ours = match fs::read_to_string(&user_config) {
-        Ok(existing) => existing.starts_with(MARKER),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-        Err(e) => return Err(io_error("read", &user_config, e)),
-    };
-    if !ours {
-        let hint = format!(
-            "kept your own {}; to use this fleet: export NEXUS_CONFIG={}",
-            user_config.display(),
-            own.display()
-        );
-        return Ok((own, Some(hint)));
-    }
-    if let Some(parent) = user_config.parent() {
-        fs::create_dir_all(parent).map_err(|e| io_error("create", parent, e))?;
-    }
-    fs::write(&user_config, &text).map_err(|e| io_error("write", &user_config, e))?;
-    // Read it back as the CLI will, so a broken file fails here and not on the next command.
-    read_file(&user_config)?;
-    Ok((user_config, None))
+    let config = default_config_path();
+    let written = write_settings(&state.join("cli.toml"), config.as_deref(), &file, "fleet")?;
+    Ok((written.file, written.hint))
 }
 
 fn read_pids(path: &Path) -> Result<Option<Pids>, CliError> {
@@ -536,6 +602,19 @@ pub async fn down(args: StateArgs, format: OutputFormat) -> Result<(), CliError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agents_token_file_is_private_and_replaced_whole() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AGENT_TOKEN_FILE);
+        fs::write(&path, "an older, longer token left behind\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&path, "NXJT1-new").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "NXJT1-new\n");
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     #[test]
     fn fallback_names_are_valid() {
