@@ -129,15 +129,20 @@ impl JoinToken {
         secret_hash(&self.secret)
     }
 
-    /// Reads a token, with surrounding whitespace (a file's newline) ignored. The error never
-    /// repeats the text, which may be most of a secret.
+    /// Reads a token: the first line that is not blank, its surrounding whitespace ignored, so a
+    /// file may hold the token alone or `nexus admin token create`'s whole text output (the
+    /// token first). The error never repeats the text, which may be most of a secret.
     pub fn parse(text: &str) -> Result<JoinToken, InvalidValue> {
         let mistyped = |what: &str| {
             InvalidValue(format!(
                 "this is not a Nexus join token ({what}); a token reads {TOKEN_PREFIX}-<CA fingerprint>-<id>-<secret>, as `nexus admin token create` prints it"
             ))
         };
-        let text = text.trim();
+        let text = text
+            .lines()
+            .map(str::trim)
+            .find(|line| !line.is_empty())
+            .unwrap_or("");
         let mut parts = text.split('-');
         let (Some(prefix), Some(fingerprint), Some(id), Some(secret), None) = (
             parts.next(),
@@ -462,6 +467,13 @@ mod tests {
         let text = token.reveal();
         assert!(text.expose().starts_with("NXJT1-abab"));
         let parsed = JoinToken::parse(&format!("{}\n", text.expose())).unwrap();
+        // A file may hold the create command's whole text output: the token is its first line.
+        let output = format!(
+            "\n{}\n  id       {}\n  role     agent\n",
+            text.expose(),
+            token.id
+        );
+        assert_eq!(JoinToken::parse(&output).unwrap(), token);
         assert_eq!(parsed, token);
         assert_eq!(parsed.secret_hash(), token.secret_hash());
         assert!(!format!("{token:?}").contains(token.secret.expose()));
