@@ -6,6 +6,7 @@ pub mod args;
 pub mod bundle;
 pub mod cluster;
 pub mod commands;
+pub mod confirm;
 pub mod error;
 pub mod fleet;
 pub mod fleetlogs;

@@ -7,7 +7,6 @@
 //!
 //! Which coordinator's backup a name means is pure ([`choose`]), tested below.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use nexus_protocol::NodeId;
@@ -254,28 +253,16 @@ pub async fn upload(
 
 /// Asks on a terminal before a restore; refuses without one unless `yes`.
 fn confirm(header: &BackupHeader, from: &str, yes: bool) -> Result<(), CliError> {
-    if yes {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-        return Err(CliError::local(
-            ErrorCode::InvalidArgument,
-            "a restore replaces the running cluster's state, and there is no terminal to ask on",
-        )
-        .suggest("add --yes to restore without being asked"));
-    }
-    let mut stderr = std::io::stderr();
-    let _ = write!(stderr, "{}", question(header, from));
-    let _ = stderr.flush();
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
-    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
-        return Ok(());
-    }
-    Err(CliError::local(
-        ErrorCode::InvalidArgument,
-        "not restored: not confirmed",
-    ))
+    let question = question(header, from);
+    crate::confirm::confirm(
+        crate::confirm::Confirmation {
+            question: &question,
+            why: "a restore replaces the running cluster's state",
+            suggestion: "add --yes to restore without being asked",
+            declined: "not restored: not confirmed",
+        },
+        yes,
+    )
 }
 
 /// What the confirmation asks.

@@ -2,7 +2,6 @@
 //! revoke`: the fleet's admissions and expulsions, asked of the coordinators. The rendering is
 //! `output::security`'s; login is `commands::login`.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use nexus_protocol::clock;
@@ -165,26 +164,13 @@ fn acked(response: Response) -> Result<(), CliError> {
 /// Asks `question` on a terminal unless `yes`; without a terminal, `--yes` is required (as
 /// `admin backup restore` does).
 fn confirm(question: &str, yes: bool) -> Result<(), CliError> {
-    if yes {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-        return Err(CliError::local(
-            ErrorCode::InvalidArgument,
-            "this shuts an identity out of the fleet, and there is no terminal to ask on",
-        )
-        .suggest("add --yes to go ahead without being asked"));
-    }
-    let mut stderr = std::io::stderr();
-    let _ = write!(stderr, "{question}");
-    let _ = stderr.flush();
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
-    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
-        return Ok(());
-    }
-    Err(CliError::local(
-        ErrorCode::InvalidArgument,
-        "nothing changed: not confirmed",
-    ))
+    crate::confirm::confirm(
+        crate::confirm::Confirmation {
+            question,
+            why: "this shuts an identity out of the fleet",
+            suggestion: "add --yes to go ahead without being asked",
+            declined: "nothing changed: not confirmed",
+        },
+        yes,
+    )
 }
