@@ -166,6 +166,17 @@ pub fn workspace_json(view: &WorkspaceView) -> Value {
     })
 }
 
+/// Seconds since the epoch as RFC 3339 (or the number, if out of range).
+pub fn time_of(secs: i64) -> String {
+    u64::try_from(secs)
+        .ok()
+        .and_then(|secs| secs.checked_mul(1000))
+        .map_or_else(
+            || secs.to_string(),
+            |millis| rfc3339(nexus_protocol::clock::Timestamp::from_millis(millis)),
+        )
+}
+
 /// A time as RFC 3339, in UTC.
 pub fn rfc3339(at: Timestamp) -> String {
     at.to_offset_date_time()
@@ -588,6 +599,12 @@ mod tests {
     use nexus_protocol::model::HostInfo;
 
     use super::*;
+
+    #[test]
+    fn seconds_read_as_rfc3339_or_stay_a_number() {
+        assert_eq!(time_of(0), "1970-01-01T00:00:00Z");
+        assert_eq!(time_of(-5), "-5");
+    }
 
     fn host(id: &str, heartbeat: Option<u64>) -> HostView {
         HostView {

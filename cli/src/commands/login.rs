@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::args::{ConnectionArgs, LoginArgs, OutputFormat};
 use crate::error::CliError;
 use crate::output;
-use crate::session::time_of;
+use crate::output::time_of;
 use crate::settings::written::write_settings;
 use crate::settings::{FileSettings, default_config_path};
 

@@ -8,8 +8,8 @@ use nexus_protocol::join::{CertView, CreatedToken, TokenRole, TokenView, renew_a
 use nexus_protocol::model::Labels;
 use serde_json::{Value, json};
 
+use super::time_of;
 use super::{rfc3339, table};
-use crate::session::time_of;
 
 /// `agent`, `user` or `admin`.
 fn role_kind(role: &TokenRole) -> &'static str {
