@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::WireError;
-use nexus_protocol::identity::Identity;
+use nexus_protocol::identity::{Identity, Role};
 use nexus_protocol::join::{
     CertRecord, CertView, Denial, DenyList, MAX_TOKENS, TokenId, TokenRole, TokenSpec, TokenView,
     same_hash,
@@ -240,6 +240,28 @@ impl State {
             Ok(token) => token,
             Err(error) => return Outcome::Rejected(error),
         };
+        // A token made before its identity was shut out does not let it back in: only one an
+        // admin made since does (a revoked user's or a removed host's old token, unlimited or
+        // with uses left, is worth nothing for it).
+        if let Some(denial) = self.security.denial(identity)
+            && token.view.created_at <= denial.at
+        {
+            return reject(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "{identity} was shut out at {} ({}), after join token {token_id} was made: only a token made since lets it back in",
+                    denial.at.to_offset_date_time(),
+                    denial.reason
+                ),
+            );
+        }
+        // A signer whose replica lagged a denial cannot slip a certificate past it.
+        if self.security.deny.refuses(identity, cert.not_before) {
+            return reject(
+                ErrorCode::AuthenticationFailed,
+                format!("the certificate signed for {identity} begins before its denial"),
+            );
+        }
         match (&token.view.role, identity) {
             (TokenRole::Agent, Identity::Agent(host)) => {
                 if let Some(refusal) = self.host_enrolled(at, host) {
@@ -268,14 +290,23 @@ impl State {
         Outcome::Applied
     }
 
-    /// A host already in the fleet with a certificate still valid may not be taken over by a
-    /// token: the refusal, or `None`.
+    /// A host id may not be taken over by a token while a certificate of it is still good: one
+    /// the cluster recorded and has not denied or seen expire, or, for a host in the fleet whose
+    /// certificate the cluster never recorded (made by hand with `nexus pki`), any. The refusal,
+    /// or `None`.
     fn host_enrolled(&self, at: Timestamp, host: &HostId) -> Option<Outcome> {
-        if !self.hosts.contains_key(host) {
-            return None;
-        }
         let identity = Identity::Agent(host.clone());
-        let cert = self.security.certificates.get(&identity)?;
+        let Some(cert) = self.security.certificates.get(&identity) else {
+            if !self.hosts.contains_key(host) || self.security.denial(&identity).is_some() {
+                return None;
+            }
+            return Some(reject(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "host {host} is in the fleet with a certificate the cluster did not issue: a token cannot replace it; remove the host first (`nexus admin host remove {host}`), or enrol under another --host-id"
+                ),
+            ));
+        };
         let denied = self.security.deny.refuses(&identity, cert.not_before);
         if denied || cert.not_after <= secs(at) {
             return None;
@@ -292,6 +323,13 @@ impl State {
     /// Records the newest certificate of an identity (a renewal, a coordinator's own, one seen
     /// at a handshake). An older one than the record's never replaces it.
     pub(super) fn record_certificate(&mut self, identity: &Identity, cert: &CertRecord) -> Outcome {
+        // A renewal signed by a replica that lagged a denial is refused, and so never handed out.
+        if self.security.deny.refuses(identity, cert.not_before) {
+            return reject(
+                ErrorCode::AuthenticationFailed,
+                format!("{identity} is shut out of the fleet: its certificate is not renewed"),
+            );
+        }
         match self.security.certificates.get(identity) {
             Some(known) if known.not_before > cert.not_before => {}
             _ => {
@@ -312,7 +350,22 @@ impl State {
         reason: &str,
     ) -> Outcome {
         let key = nexus_protocol::join::key(identity);
-        let cutoff_secs = secs(at);
+        // Every certificate the cluster knows of the identity is caught, even one a coordinator
+        // whose clock runs ahead of this proposer's signed.
+        let known = match &key {
+            Identity::User { name, .. } => [Role::User, Role::Admin]
+                .into_iter()
+                .filter_map(|role| {
+                    self.security.certificates.get(&Identity::User {
+                        name: name.clone(),
+                        role,
+                    })
+                })
+                .map(|cert| cert.not_before)
+                .max(),
+            other => self.security.certificates.get(other).map(|c| c.not_before),
+        };
+        let cutoff_secs = secs(at).max(known.unwrap_or(i64::MIN));
         self.security.deny.deny(key.clone(), cutoff_secs);
         self.security.denials.insert(
             key,

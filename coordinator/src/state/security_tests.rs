@@ -200,8 +200,8 @@ fn a_user_token_enrols_its_named_user_in_its_role_only() {
 fn a_host_in_the_fleet_is_taken_over_only_once_its_certificate_expired() {
     let mut log = Log::new();
     assert_eq!(log.at(0, create(1, TokenRole::Agent, 10_000, None)), None);
-    assert_eq!(log.at(0, register("h1")), None);
-    assert_eq!(log.at(1, enrol(1, 1, agent("h1"), cert(0, 100, 1))), None);
+    assert_eq!(log.at(0, enrol(1, 1, agent("h1"), cert(0, 100, 1))), None);
+    assert_eq!(log.at(1, register("h1")), None);
     // Another enrolment under h1 while its certificate is valid: a takeover, refused.
     assert_eq!(
         log.at(50, enrol(1, 1, agent("h1"), cert(50, 150, 1))),
@@ -294,8 +294,8 @@ fn removing_a_host_is_refused_while_it_holds_workspaces_unless_forced() {
 fn a_removed_host_is_readmitted_with_a_certificate_that_begins_after_its_denial() {
     let mut log = Log::new();
     assert_eq!(log.at(0, create(1, TokenRole::Agent, 10_000, None)), None);
-    assert_eq!(log.at(0, register("h1")), None);
-    assert_eq!(log.at(1, enrol(1, 1, agent("h1"), cert(1, 1_000, 1))), None);
+    assert_eq!(log.at(0, enrol(1, 1, agent("h1"), cert(1, 1_000, 1))), None);
+    assert_eq!(log.at(1, register("h1")), None);
     let remove = Command::RemoveHost {
         host: "h1".parse().unwrap(),
         force: false,
@@ -308,8 +308,24 @@ fn a_removed_host_is_readmitted_with_a_certificate_that_begins_after_its_denial(
     let deny = log.state.security().deny_list().clone();
     let begins = nexus_protocol::join::not_before_for(&deny, &agent("h1"), 12);
     assert_eq!(begins, 11);
+    // Not with the token it had before its removal (unlimited, and still usable): only with one
+    // an admin made since.
     assert_eq!(
         log.at(12, enrol(1, 1, agent("h1"), cert(begins, 1_000, 1))),
+        Some(ErrorCode::PermissionDenied)
+    );
+    assert_eq!(
+        log.at(12, create(2, TokenRole::Agent, 10_000, Some(1))),
+        None
+    );
+    // A certificate that begins before the denial is refused even with a new token (a signer
+    // whose replica lagged the denial).
+    assert_eq!(
+        log.at(12, enrol(2, 2, agent("h1"), cert(5, 1_000, 2))),
+        Some(ErrorCode::AuthenticationFailed)
+    );
+    assert_eq!(
+        log.at(12, enrol(2, 2, agent("h1"), cert(begins, 1_000, 2))),
         None
     );
     assert!(!deny.refuses(&agent("h1"), begins));
@@ -317,6 +333,54 @@ fn a_removed_host_is_readmitted_with_a_certificate_that_begins_after_its_denial(
     let view = &log.state.security().certificates()[0];
     assert_eq!(view.denied_at, None, "the new certificate is not denied");
     assert_eq!(log.at(13, register("h1")), None);
+}
+
+#[test]
+fn a_host_with_a_certificate_made_by_hand_is_not_taken_over_by_a_token() {
+    let mut log = Log::new();
+    assert_eq!(log.at(0, create(1, TokenRole::Agent, 10_000, None)), None);
+    // h1 joined with `nexus pki` files: the cluster never recorded its certificate.
+    assert_eq!(log.at(0, register("h1")), None);
+    assert_eq!(
+        log.at(1, enrol(1, 1, agent("h1"), cert(1, 100, 1))),
+        Some(ErrorCode::PermissionDenied)
+    );
+    // Enrolled but not yet registered: its recorded, valid certificate guards the id too.
+    assert_eq!(log.at(2, enrol(1, 1, agent("h2"), cert(2, 100, 1))), None);
+    assert_eq!(
+        log.at(3, enrol(1, 1, agent("h2"), cert(3, 100, 1))),
+        Some(ErrorCode::PermissionDenied)
+    );
+}
+
+#[test]
+fn a_denied_identity_is_not_renewed_and_its_newest_certificate_is_caught() {
+    let mut log = Log::new();
+    assert_eq!(log.at(0, create(1, TokenRole::Agent, 10_000, None)), None);
+    assert_eq!(log.at(0, enrol(1, 1, agent("h1"), cert(0, 1_000, 1))), None);
+    assert_eq!(log.at(1, register("h1")), None);
+    // A renewal signed by a coordinator whose clock runs ahead: it begins at 40.
+    let renewal = |not_before| Command::RecordCertificate {
+        identity: agent("h1"),
+        cert: CertRecord {
+            source: CertSource::Renewal,
+            ..cert(not_before, 1_000, 1)
+        },
+    };
+    assert_eq!(log.at(5, renewal(40)), None);
+    // Removed at 10 by this clock: the cutoff still covers the certificate that began at 40.
+    let remove = Command::RemoveHost {
+        host: "h1".parse().unwrap(),
+        force: false,
+        by: "root".into(),
+    };
+    assert_eq!(log.at(10, remove), None);
+    assert!(log.state.security().deny_list().refuses(&agent("h1"), 40));
+    // And a renewal signed by a replica that had not seen the removal is refused.
+    assert_eq!(
+        log.at(11, renewal(30)),
+        Some(ErrorCode::AuthenticationFailed)
+    );
 }
 
 #[test]
