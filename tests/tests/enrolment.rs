@@ -82,7 +82,11 @@ struct Running {
 }
 
 async fn serve(pki: &TestPki, policy: AcceptPolicy) -> Running {
-    let credentials = pki.issue(&pki::coordinator(1));
+    serve_as(pki, &pki::coordinator(1), policy).await
+}
+
+async fn serve_as(pki: &TestPki, identity: &Identity, policy: AcceptPolicy) -> Running {
+    let credentials = pki.issue(identity);
     let server = Server::bind(
         "127.0.0.1:0".parse().unwrap(),
         &credentials,
@@ -184,6 +188,31 @@ async fn a_server_of_another_ca_learns_nothing() {
     assert_eq!(error.code, ErrorCode::CaMismatch, "{error}");
     assert!(error.message.contains("nothing was sent"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(server.handler.seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_member_that_is_not_a_coordinator_learns_nothing() {
+    let pki = TestPki::new();
+    // An agent of the same cluster answering at an address its certificate holds (a man in the
+    // middle with a host's certificate) is not trusted with the secret.
+    let server = serve_as(
+        &pki,
+        &pki::agent("impostor"),
+        AcceptPolicy::everyone().with_enrolment(),
+    )
+    .await;
+    let (_, request) = request(&"s".repeat(64));
+    let error = enrol(
+        &server.address.to_string(),
+        &pki.fingerprint(),
+        &request,
+        &TransportConfig::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.code, ErrorCode::AuthenticationFailed, "{error}");
+    assert!(error.message.contains("not a coordinator"), "{error}");
     assert!(server.handler.seen.lock().unwrap().is_empty());
 }
 

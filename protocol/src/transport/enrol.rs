@@ -26,8 +26,13 @@ use crate::codec::{
     self, CodecError, ENROL_MAGIC, ENROL_REPLY_MAGIC, HELLO_MAGIC, HELLO_REPLY_MAGIC,
 };
 use crate::error::{ErrorCode, WireError};
+use crate::identity::Identity;
 use crate::join::{EnrolRequest, Issued};
 use crate::message::{ALPN, HelloReply};
+
+/// The largest enrolment frame a server reads: a request is a signing request (at most
+/// `join::MAX_CSR_LEN`), a secret, a host id and a few names.
+const ENROL_FRAME_LEN: usize = 64 * 1024;
 
 /// Asks the coordinator at `target` (`HOST:PORT`) for a certificate, trusting it only if its CA's
 /// SHA-256 is `ca_fingerprint`. Bounded by the handshake timeout and then the request timeout.
@@ -83,9 +88,15 @@ pub async fn enrol(
             ));
         }
         Ok(Err(e)) => {
-            let mismatch = seen.lock().unwrap_or_else(PoisonError::into_inner).take();
-            return Err(match mismatch {
-                Some(found) => ca_mismatch(target, ca_fingerprint, &found),
+            let refused = seen.lock().unwrap_or_else(PoisonError::into_inner).take();
+            return Err(match refused {
+                Some(Refused::OtherCa(found)) => ca_mismatch(target, ca_fingerprint, &found),
+                Some(Refused::NotCoordinator(who)) => WireError::new(
+                    ErrorCode::AuthenticationFailed,
+                    format!(
+                        "the server at {target} is {who}, not a coordinator: only a coordinator takes an enrolment; nothing was sent"
+                    ),
+                ),
                 None => connection_error(&e),
             });
         }
@@ -184,8 +195,18 @@ fn internal(error: &dyn std::fmt::Display) -> WireError {
 #[derive(Debug)]
 struct PinnedCa {
     fingerprint: String,
-    /// What the server presented instead, when it was refused for that.
-    seen: Arc<Mutex<Option<String>>>,
+    /// Why the server was refused, when it was for the pin or its identity.
+    seen: Arc<Mutex<Option<Refused>>>,
+}
+
+/// Why [`PinnedCa`] refused a server.
+#[derive(Debug)]
+enum Refused {
+    /// Its chain holds no certificate of the pinned fingerprint: what it holds instead.
+    OtherCa(String),
+    /// A member of the cluster, but not a coordinator (an agent's certificate names addresses
+    /// too): who it is.
+    NotCoordinator(String),
 }
 
 impl ServerCertVerifier for PinnedCa {
@@ -213,7 +234,8 @@ impl ServerCertVerifier for PinnedCa {
             } else {
                 format!("CA {}", presented.join(", "))
             };
-            *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(found);
+            *self.seen.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(Refused::OtherCa(found));
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::UnknownIssuer,
             ));
@@ -223,7 +245,21 @@ impl ServerCertVerifier for PinnedCa {
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+        let verified =
+            inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)?;
+        // Only a coordinator signs: any other member of the cluster (an agent answering at an
+        // address it holds) would be handed the token's secret.
+        match Identity::from_certificate(end_entity) {
+            Ok(Identity::Coordinator(_)) => Ok(verified),
+            other => {
+                let who = other.map_or_else(|e| format!("a server ({e})"), |id| id.to_string());
+                *self.seen.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Refused::NotCoordinator(who));
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+        }
     }
 
     fn verify_tls12_signature(
@@ -272,20 +308,26 @@ where
     F: FnOnce(EnrolRequest) -> Fut,
     Fut: std::future::Future<Output = Result<Issued, WireError>>,
 {
-    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| connection_error(&e))?;
-    let payload = tokio::time::timeout(
-        config.read_request_timeout,
-        codec::read_frame(&mut recv, config.codec),
-    )
-    .await
-    .map_err(|_| {
-        WireError::new(
+    // An anonymous client gets one bounded wait for one small frame: it cannot hold a connection
+    // (and a task) open, nor make the server buffer more than a request can need.
+    let small = codec::CodecConfig::new(ENROL_FRAME_LEN.min(config.codec.max_frame_len()))
+        .map_err(|e| e.to_wire())?;
+    let read = async {
+        let (send, mut recv) = conn.accept_bi().await.map_err(|e| connection_error(&e))?;
+        let payload = codec::read_frame(&mut recv, small)
+            .await
+            .map_err(|e| e.to_wire())?
+            .ok_or_else(|| WireError::new(ErrorCode::ProtocolError, "the client sent nothing"))?;
+        Ok::<_, WireError>((send, payload))
+    };
+    let (mut send, payload) = match tokio::time::timeout(config.read_request_timeout, read).await {
+        Ok(read) => read,
+        Err(_) => Err(WireError::new(
             ErrorCode::Timeout,
             "the client sent no enrolment request in time",
-        )
-    })?
-    .map_err(|e| e.to_wire())?
-    .ok_or_else(|| WireError::new(ErrorCode::ProtocolError, "the client sent nothing"))?;
+        )),
+    }
+    .inspect_err(|error| conn.close(close_code(error.code), error.message.as_bytes()))?;
     let ours = config.protocol_version;
     if codec::split_versioned(HELLO_MAGIC, &payload).is_ok() {
         // A member's hello without a member's certificate: refused in the hello's own terms.
