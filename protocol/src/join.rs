@@ -43,9 +43,18 @@ pub const MAX_CSR_LEN: usize = 8 * 1024;
 /// Addresses and names one certificate may be asked to carry.
 pub const MAX_CERT_NAMES: usize = 16;
 
-/// The id of a join token: 16 lowercase hex digits. Safe to log.
+/// The id of a join token: 16 lowercase hex digits. Safe to log, and checked when read from
+/// the wire (an anonymous enrolment names one).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct TokenId(String);
+
+impl TryFrom<String> for TokenId {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<TokenId, InvalidValue> {
+        value.parse()
+    }
+}
 
 impl TokenId {
     pub fn as_str(&self) -> &str {

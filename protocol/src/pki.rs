@@ -434,9 +434,17 @@ fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), PkiError
         path: path.into(),
         source,
     };
-    let tmp = path.with_extension("tmp");
+    // A temporary name of this file's own (`agent-h1.key.tmp`, never shared with `agent-h1.pem`),
+    // made afresh: a leftover from a crash, whatever its mode, is never written into.
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
     let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
