@@ -55,6 +55,9 @@ pub enum RenewalError {
     Rotate(TlsError),
 }
 
+/// The longest the renewer sleeps before looking at the certificate in force again.
+const MAX_SLEEP: Duration = Duration::from_secs(600);
+
 /// How long to wait before the next attempt, at `now_ms` (milliseconds since the epoch), for a
 /// certificate valid from `not_before` to `not_after` (seconds), after `failures` failed
 /// attempts in a row: until [`join::renew_at`] at first; after a failure, a second doubling
@@ -131,9 +134,14 @@ impl Renewer {
             };
             let wait = next_wait(clock::now().0, not_before, not_after, failures);
             tracing::debug!(?wait, not_after, failures, "next certificate renewal");
+            // Look again at least every few minutes: a reload may have put a certificate with
+            // another end in force meanwhile.
             tokio::select! {
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep(wait.min(MAX_SLEEP)) => {}
                 () = &mut shutdown => return,
+            }
+            if wait > MAX_SLEEP {
+                continue;
             }
             match self.renew().await {
                 Ok(change) => {

@@ -57,10 +57,19 @@ impl Signing {
         } else {
             None
         };
+        // A token pins one certificate: the CA that signs (its own PEM when this node holds the
+        // key, else the first of `ca.pem`), never the digest of a bundle of several, which no
+        // enrolling client could match against the one it is shown.
+        let signer_pem = ca.as_ref().map_or(ca_pem.as_str(), |ca| ca.cert_pem());
+        let ca_fingerprint = nexus_protocol::transport::first_certificate_der(signer_pem)
+            .map_or_else(
+                || credentials.ca_fingerprint().to_string(),
+                |der| nexus_protocol::hash::hex(&nexus_protocol::hash::sha256(&der)),
+            );
         Ok(Signing {
             ca,
             ca_pem,
-            ca_fingerprint: credentials.ca_fingerprint().to_string(),
+            ca_fingerprint,
             lifetimes,
         })
     }
