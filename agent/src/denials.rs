@@ -5,13 +5,18 @@
 //! force in the endpoint's [`Gate`], which also closes live connections of newly denied
 //! identities.
 //!
-//! Between sessions the last list stays in force. A coordinator that does not publish the list
-//! (an older version) is asked again only on the next session.
+//! Between sessions the last list stays in force, and it is kept in the data dir
+//! (`deny-list.json`), so a restarted agent refuses the identities it refused before it reaches
+//! the leader again. A coordinator that does not publish the list (an older version) is asked
+//! again only on the next session.
 //! Not here: checking a handshake against the list (`transport::Gate`).
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nexus_protocol::error::ErrorCode;
+use nexus_protocol::identity::Identity;
+use nexus_protocol::join::DenyList;
 use nexus_protocol::message::{AgentRequest, Request, Response};
 use nexus_protocol::transport::{Connection, Gate};
 use tokio::sync::watch;
@@ -32,11 +37,52 @@ enum Next {
     AwaitSession,
 }
 
-/// Keeps `gate` up to date with the leader's deny list until `shutdown` completes.
+/// Where the last list is kept, in the data dir.
+const FILE: &str = "deny-list.json";
+
+/// The list kept by the last run (empty if none, or unreadable: logged).
+pub fn load(data_dir: &Path) -> DenyList {
+    let path = data_dir.join(FILE);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return DenyList::default();
+    };
+    let mut list = DenyList::default();
+    match serde_json::from_slice::<Vec<(String, i64)>>(&bytes) {
+        Ok(entries) => {
+            for (uri, cutoff) in entries {
+                match Identity::from_uri(&uri) {
+                    Ok(identity) => list.deny(identity, cutoff),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), "a kept denial is unreadable: {e}")
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!(path = %path.display(), "the kept deny list is unreadable: {e}"),
+    }
+    list
+}
+
+/// Keeps `list` for the next run (written whole through a temporary file).
+fn save(data_dir: &Path, list: &DenyList) -> std::io::Result<()> {
+    let entries: Vec<(String, i64)> = list
+        .iter()
+        .map(|(identity, cutoff)| (identity.uri(), cutoff))
+        .collect();
+    let path = data_dir.join(FILE);
+    let tmp = data_dir.join(format!("{FILE}.tmp"));
+    let text = serde_json::to_vec(&entries).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// Keeps `gate` up to date with the leader's deny list until `shutdown` completes, keeping each
+/// list in `data_dir`.
 pub async fn follow(
     asker: Asker,
     gate: Gate,
     metrics: Metrics,
+    data_dir: PathBuf,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -45,7 +91,7 @@ pub async fn follow(
         let session = sessions.borrow_and_update().clone();
         let next = match session {
             Some(connection) => tokio::select! {
-                next = watch_on(&connection, &gate, &metrics, &mut sessions) => next,
+                next = watch_on(&connection, &gate, &metrics, &data_dir, &mut sessions) => next,
                 () = &mut shutdown => return,
             },
             None => Next::AwaitSession,
@@ -69,6 +115,7 @@ async fn watch_on(
     connection: &Connection,
     gate: &Gate,
     metrics: &Metrics,
+    data_dir: &Path,
     sessions: &mut watch::Receiver<Option<Connection>>,
 ) -> Next {
     let request = Request::Agent(AgentRequest::WatchDenyList);
@@ -88,6 +135,9 @@ async fn watch_on(
         match next {
             Some(Ok(Response::DenyList(list))) => {
                 let denied = list.len();
+                if let Err(e) = save(data_dir, &list) {
+                    tracing::warn!("cannot keep the deny list in {}: {e}", data_dir.display());
+                }
                 let closed = gate.update(list);
                 metrics
                     .denied_identities
@@ -113,5 +163,32 @@ async fn watch_on(
             }
             None => return Next::Retry,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nexus_protocol::identity::Role;
+
+    use super::*;
+
+    #[test]
+    fn the_list_kept_is_the_list_read_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).is_empty(), "nothing kept yet");
+        let mut list = DenyList::default();
+        list.deny(Identity::Agent("gone".parse().unwrap()), 100);
+        list.deny(
+            Identity::User {
+                name: "mallory".parse().unwrap(),
+                role: Role::Admin,
+            },
+            200,
+        );
+        save(dir.path(), &list).unwrap();
+        assert_eq!(load(dir.path()), list);
+        // A damaged file is no reason not to start: it reads as empty.
+        std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
+        assert!(load(dir.path()).is_empty());
     }
 }

@@ -317,6 +317,8 @@ async fn run_inner<R: Runtime>(
         }))
     });
     let gate = Gate::new();
+    // What the last run was told, in force before the leader says it again.
+    gate.update(denials::load(&config.data_dir));
     let serving = match config.listen {
         Some(listen) => {
             let server = Server::bind(
@@ -361,6 +363,7 @@ async fn run_inner<R: Runtime>(
                 asker.clone(),
                 gate,
                 metrics.clone(),
+                config.data_dir.clone(),
                 stopped_for(stopped.clone()),
             ));
             Some((

@@ -173,6 +173,7 @@ async fn a_denied_users_live_connection_is_closed_at_once_and_the_next_refused()
         asker.clone(),
         gate.clone(),
         Metrics::unserved(),
+        dir.path().to_path_buf(),
         until(stopped.clone()),
     ));
     let alice = cluster.credentials(&user("alice"), lasting(Duration::from_secs(3600)));
