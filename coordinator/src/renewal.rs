@@ -342,6 +342,14 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // The loop counts the renewal once its proposal returns, a moment after the state shows
+        // it: wait for that before stopping the loop.
+        for _ in 0..100 {
+            if node.cluster.metrics().renewals.get(["coordinator", "ok"]) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         renewal.abort();
         let record = renewed.expect("the renewed certificate was recorded");
         assert_eq!(

@@ -90,7 +90,7 @@ async fn enrol(service: &Service, request: EnrolRequest) -> Result<Issued, Error
 
 #[tokio::test]
 async fn a_token_shows_its_secret_once_and_can_be_revoked() {
-    let (dir, _node, service) = one_node().await;
+    let (dir, node, service) = one_node().await;
     let service = service.with_signing(signing(dir.path(), Lifetimes::default()));
     leading(&service).await;
     let created = create_token(&service, spec(TokenRole::Agent, Some(3))).await;
@@ -147,11 +147,13 @@ async fn a_token_shows_its_secret_once_and_can_be_revoked() {
         enrol(&service, request).await.unwrap_err(),
         ErrorCode::TokenRevoked
     );
+    // Stopped, not dropped: RocksDB's threads must end before the process does.
+    node.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn only_admins_change_who_is_in_the_fleet() {
-    let (dir, _node, service) = one_node_with_h1().await;
+    let (dir, node, service) = one_node_with_h1().await;
     let service = service.with_signing(signing(dir.path(), Lifetimes::default()));
     let created = create_token(&service, spec(TokenRole::Agent, None)).await;
     let changes = [
@@ -179,11 +181,13 @@ async fn only_admins_change_who_is_in_the_fleet() {
     assert!(service.cluster.deny_list().borrow().is_empty());
     let (request, _) = enrolment(&created, Some("h9"));
     assert!(enrol(&service, request).await.is_ok());
+    // Stopped, not dropped: RocksDB's threads must end before the process does.
+    node.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn an_agent_enrols_with_a_real_signing_request_and_renews() {
-    let (dir, _node, service) = one_node().await;
+    let (dir, node, service) = one_node().await;
     let lifetimes = Lifetimes {
         node: Duration::from_secs(600),
         user: Duration::from_secs(60),
@@ -280,11 +284,13 @@ async fn an_agent_enrols_with_a_real_signing_request_and_renews() {
         nexus_protocol::hash::hex(&nexus_protocol::hash::sha256(&renewed_der))
     );
     assert_eq!(metrics.renewals.get(["agent", "ok"]), 1);
+    // Stopped, not dropped: RocksDB's threads must end before the process does.
+    node.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_user_enrols_for_a_short_session_and_a_node_without_the_ca_key_refuses() {
-    let (dir, _node, service) = one_node().await;
+    let (dir, node, service) = one_node().await;
     let lifetimes = Lifetimes {
         node: Duration::from_secs(86_400),
         user: Duration::from_secs(120),
@@ -330,6 +336,8 @@ async fn a_user_enrols_for_a_short_session_and_a_node_without_the_ca_key_refuses
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::Unsupported);
     assert!(error.message.contains("ca.key"), "{}", error.message);
+    // Stopped, not dropped: RocksDB's threads must end before the process does.
+    node.stop().await.unwrap();
 }
 
 /// The next push of a deny-list watch, within a second.
@@ -344,7 +352,7 @@ async fn next(
 
 #[tokio::test]
 async fn a_removed_host_and_a_revoked_user_reach_the_agents_watches() {
-    let (dir, _node, service) = one_node_with_h1().await;
+    let (dir, node, service) = one_node_with_h1().await;
     let service = service.with_signing(signing(dir.path(), Lifetimes::default()));
     let watcher = super::super::testing::peer(Identity::Agent(HostId::new("h2").unwrap()));
     let Reply::Stream(mut pushes) = service
@@ -391,4 +399,6 @@ async fn a_removed_host_and_a_revoked_user_reach_the_agents_watches() {
         )
         .await;
     assert!(matches!(refused, Reply::Once(Err(ref e)) if e.code == ErrorCode::PermissionDenied));
+    // Stopped, not dropped: RocksDB's threads must end before the process does.
+    node.stop().await.unwrap();
 }
