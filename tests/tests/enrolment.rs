@@ -125,6 +125,19 @@ fn request(secret: &str) -> (KeyRequest, EnrolRequest) {
     (key, request)
 }
 
+/// An enrolment with the right secret, pinning `pki`'s CA, at `server`: it must be refused.
+async fn refused_enrolment(server: &Running, pki: &TestPki) -> WireError {
+    let (_, request) = request(&"s".repeat(64));
+    enrol(
+        &server.address.to_string(),
+        &pki.fingerprint(),
+        &request,
+        &TransportConfig::default(),
+    )
+    .await
+    .unwrap_err()
+}
+
 #[tokio::test]
 async fn a_token_holder_gets_a_certificate_for_its_own_key_and_uses_it() {
     let pki = TestPki::new();
@@ -175,16 +188,8 @@ async fn a_server_of_another_ca_learns_nothing() {
     let impostor = TestPki::new();
     // The impostor enrols anyone; the client pins our CA and must not even send its request.
     let server = serve(&impostor, AcceptPolicy::everyone().with_enrolment()).await;
-    let (_, request) = request(&"s".repeat(64));
     let started = Instant::now();
-    let error = enrol(
-        &server.address.to_string(),
-        &pki.fingerprint(),
-        &request,
-        &TransportConfig::default(),
-    )
-    .await
-    .unwrap_err();
+    let error = refused_enrolment(&server, &pki).await;
     assert_eq!(error.code, ErrorCode::CaMismatch, "{error}");
     assert!(error.message.contains("nothing was sent"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(4));
@@ -202,15 +207,7 @@ async fn a_member_that_is_not_a_coordinator_learns_nothing() {
         AcceptPolicy::everyone().with_enrolment(),
     )
     .await;
-    let (_, request) = request(&"s".repeat(64));
-    let error = enrol(
-        &server.address.to_string(),
-        &pki.fingerprint(),
-        &request,
-        &TransportConfig::default(),
-    )
-    .await
-    .unwrap_err();
+    let error = refused_enrolment(&server, &pki).await;
     assert_eq!(error.code, ErrorCode::AuthenticationFailed, "{error}");
     assert!(error.message.contains("not a coordinator"), "{error}");
     assert!(server.handler.seen.lock().unwrap().is_empty());
@@ -220,15 +217,7 @@ async fn a_member_that_is_not_a_coordinator_learns_nothing() {
 async fn only_a_server_that_enrols_takes_a_client_without_a_certificate() {
     let pki = TestPki::new();
     let server = serve(&pki, AcceptPolicy::everyone()).await;
-    let (_, request) = request(&"s".repeat(64));
-    let error = enrol(
-        &server.address.to_string(),
-        &pki.fingerprint(),
-        &request,
-        &TransportConfig::default(),
-    )
-    .await
-    .unwrap_err();
+    let error = refused_enrolment(&server, &pki).await;
     assert_eq!(error.code, ErrorCode::AuthenticationFailed, "{error}");
     assert!(server.handler.seen.lock().unwrap().is_empty());
     // And at one that does, a client without a certificate still gets nothing but enrolment.
