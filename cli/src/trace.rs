@@ -9,9 +9,10 @@
 //!
 //! Where the request failed: the failed hop that ended first (an error is born in the innermost
 //! hop and travels outward, so that one ended first), counting of a hop tried again (the same
-//! source, hop, workspace and kind, later) only the last attempt: a retry that worked was no
-//! failure; else the state's rejection; else a workspace event with an error; else the first
-//! error record.
+//! hop, workspace and kind, later, on the same agent or on any coordinator) only the last
+//! attempt: a retry that worked was no failure, and what failed on a coordinator before a
+//! client's last attempt at the whole request began belongs to an attempt it gave up on; else
+//! the state's rejection; else a workspace event with an error; else the first error record.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -74,20 +75,38 @@ impl HopRow {
             .is_some_and(nexus_protocol::hop::is_failure)
     }
 
-    /// What makes two hops attempts at the same thing: source, hop, workspace and kind.
+    /// What makes two hops attempts at the same thing: source, hop, workspace and kind, where
+    /// the coordinators count as one source. They are replicas: a client that asks again, or a
+    /// push made again on the agent's next watch, may land on another one.
     fn attempt_key(&self) -> AttemptKey<'_> {
+        let source = if self.on_a_coordinator() {
+            COORDINATORS
+        } else {
+            self.source.as_str()
+        };
         (
-            self.source.as_str(),
+            source,
             self.hop.as_str(),
             self.workspace.as_deref(),
             self.detail.as_deref(),
         )
     }
 
+    fn on_a_coordinator(&self) -> bool {
+        self.hop.starts_with(COORDINATOR_HOPS)
+    }
+
     fn end_us(&self) -> u64 {
         self.at_us.saturating_add(self.duration_us)
     }
 }
+
+/// The prefix of a coordinator's hops' names (`coordinator.request`).
+const COORDINATOR_HOPS: &str = "coordinator.";
+/// What stands for any coordinator in an [`AttemptKey`].
+const COORDINATORS: &str = "coordinator-*";
+/// A coordinator's hop that begins a client's attempt at the request.
+const REQUEST_HOP: &str = "coordinator.request";
 
 type AttemptKey<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>);
 
@@ -333,16 +352,28 @@ fn event_what(kind: &EventKind) -> String {
 
 /// Where the request failed (see the module's documentation).
 fn failure(trace: &Trace, record: Option<&RequestRecord>) -> Option<Failure> {
-    // The last attempt of each (source, hop, workspace, kind) speaks for it: a failure tried
+    // The last attempt of each (source, hop, workspace, kind) speaks for it, the coordinators
+    // counting as one source: a failure tried
     // again with success was a retry that worked, and of failures, the last is the one given up
     // on.
     let mut last: BTreeMap<AttemptKey<'_>, u64> = BTreeMap::new();
     for hop in &trace.hops {
         last.insert(hop.attempt_key(), hop.at_us);
     }
+    // A client that asked the whole request again (a `NOT_LEADER` followed, a timeout) gave up
+    // on its earlier attempt: what failed on a coordinator before its last attempt began was
+    // part of that one. (An agent's work follows the state, not the client's attempts.)
+    let last_attempt = trace
+        .hops
+        .iter()
+        .filter(|hop| hop.hop == REQUEST_HOP)
+        .filter(|hop| last.get(&hop.attempt_key()).is_some_and(|l| *l > hop.at_us))
+        .filter_map(|hop| last.get(&hop.attempt_key()).copied())
+        .max();
     let retried = |hop: &HopRow| {
         last.get(&hop.attempt_key())
             .is_some_and(|latest| *latest > hop.at_us)
+            || (hop.on_a_coordinator() && last_attempt.is_some_and(|began| hop.end_us() <= began))
     };
     let first_failed = trace
         .hops

@@ -474,15 +474,27 @@ async fn a_fleet_that_lost_every_coordinator_comes_back_from_a_backup_file() {
     // The fleet is whole: the same workspaces, running, on the same host; the agent is back.
     let after = fleet.all_running(Duration::from_secs(60)).await;
     assert_eq!(after, before);
-    eventually("the agent heard again", Duration::from_secs(30), || async {
-        let hosts = fleet.ok("root", Role::Admin, &["admin", "hosts"]);
-        let host = hosts
-            .as_array()?
-            .iter()
-            .find(|h| h["host_id"] == host.as_str())?;
-        (host["status"] == "ready" && !host["last_heartbeat_ms"].is_null()).then_some(())
+    let mut hosts = Value::Null;
+    let heard = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            hosts = fleet.ok("root", Role::Admin, &["admin", "hosts"]);
+            let heard = hosts.as_array().into_iter().flatten().any(|h| {
+                h["host_id"] == host.as_str()
+                    && h["status"] == "ready"
+                    && !h["last_heartbeat_ms"].is_null()
+            });
+            if heard {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     })
     .await;
+    assert!(
+        heard.is_ok(),
+        "the agent not heard again in 30 s: {hosts}\n{}",
+        fleet.logs()
+    );
     // Step 4 of the runbook: every command of it succeeds (health-check included: no orphans).
     shell("validate", &[]);
     // Its containers were kept, not made again.

@@ -123,10 +123,34 @@ async fn a_failed_create_is_found_traced_and_explained_and_survives_the_leader()
     );
 }
 
+/// A trace in a few lines, for a failure's message: the hops, and where it failed.
+fn brief(trace: &Value) -> String {
+    let mut lines: Vec<String> = trace["hops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            let outcome = h["outcome"].as_str().unwrap_or("-");
+            format!(
+                "{:>9} {} {} ({}) {}",
+                h["offset_us"],
+                h["source"].as_str().unwrap_or("?"),
+                h["hop"].as_str().unwrap_or("?"),
+                h["detail"].as_str().unwrap_or(""),
+                outcome.get(..60).unwrap_or(outcome),
+            )
+        })
+        .collect();
+    lines.push(format!("failed: {}", trace["failed"]));
+    lines.join("\n")
+}
+
 fn check_trace(trace: &Value, agent: &str) {
     let hops = trace["hops"]
         .as_array()
         .unwrap_or_else(|| panic!("{trace}"));
+    let failed = &trace["failed"];
+    let trace = &brief(trace);
     let sources: Vec<&str> = hops.iter().map(|h| h["source"].as_str().unwrap()).collect();
     assert!(
         sources.iter().any(|s| s.starts_with("coordinator-")),
@@ -142,7 +166,6 @@ fn check_trace(trace: &Value, agent: &str) {
         "in order: {trace}"
     );
     // Where it failed: on the agent, and with what.
-    let failed = &trace["failed"];
     assert_eq!(failed["source"], agent, "{trace}");
     assert!(
         failed["error"]

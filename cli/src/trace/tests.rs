@@ -308,6 +308,125 @@ fn a_hop_that_failed_then_worked_when_tried_again_is_no_failure() {
     assert_eq!(failed.offset_us, 400);
 }
 
+/// A create whose client first asked coordinator-3 mid-election (refused there, its proposal
+/// too) and then asked again at coordinator-1, whose push to the agent was cut by a watch that
+/// ended, and made again by coordinator-2 on the agent's next watch.
+fn retried_on_other_coordinators() -> Vec<Answer> {
+    let not_leader = "NOT_LEADER: no leader is known";
+    let cut = "NETWORK_ERROR: host h1's watch ended before the push";
+    let mut answers = failed_create();
+    answers.push(answer(
+        "coordinator-3",
+        vec![
+            hop(
+                "coordinator-3",
+                0,
+                "coordinator.request",
+                400,
+                not_leader,
+                "workspace_create",
+            ),
+            hop(
+                "coordinator-3",
+                10,
+                "coordinator.propose",
+                300,
+                not_leader,
+                "batch of 1",
+            ),
+        ],
+    ));
+    for answer in &mut answers {
+        let shift = |records: &mut Vec<LogRecord>| {
+            for record in records {
+                record.at_us += 1_000;
+            }
+        };
+        if answer.source == "coordinator-1" || answer.source.starts_with("agent") {
+            shift(answer.records.as_mut().unwrap());
+        }
+        if answer.source == "coordinator-1" {
+            answer.records.as_mut().unwrap().push(hop(
+                "coordinator-1",
+                5_900,
+                "coordinator.push",
+                100,
+                cut,
+                "version 7",
+            ));
+        }
+        if answer.source == "coordinator-2" {
+            answer.records.as_mut().unwrap().push(hop(
+                "coordinator-2",
+                8_000,
+                "coordinator.push",
+                100,
+                "ok",
+                "version 7",
+            ));
+        }
+    }
+    answers
+}
+
+#[test]
+fn what_failed_on_one_coordinator_and_worked_on_another_is_no_failure() {
+    let trace = assemble(gathered(retried_on_other_coordinators(), None));
+    let failed = trace.failed.unwrap();
+    assert_eq!(failed.source, "agent-h1");
+    assert_eq!(failed.at, "agent.engine (pull)");
+    assert_eq!(failed.error, PULL_FAILED);
+}
+
+#[test]
+fn an_agents_failure_before_the_clients_last_attempt_still_counts() {
+    // The client asked again (a timeout) after the agent had already failed: the state, not the
+    // client's attempt, drove the agent, so its failure stands.
+    let mut answers = failed_create();
+    answers.push(answer(
+        "coordinator-3",
+        vec![hop(
+            "coordinator-3",
+            20_000,
+            "coordinator.request",
+            100,
+            "ok",
+            "workspace_create",
+        )],
+    ));
+    let failed = assemble(gathered(answers, None)).failed.unwrap();
+    assert_eq!(
+        (failed.source.as_str(), failed.offset_us),
+        ("agent-h1", 9_200)
+    );
+    // Without the agent's failure, the earlier attempt's refusal on a coordinator is no failure.
+    let answers = vec![
+        answer(
+            "coordinator-3",
+            vec![hop(
+                "coordinator-3",
+                0,
+                "coordinator.request",
+                400,
+                "NOT_LEADER: no leader is known",
+                "workspace_create",
+            )],
+        ),
+        answer(
+            "coordinator-1",
+            vec![hop(
+                "coordinator-1",
+                500,
+                "coordinator.request",
+                400,
+                "ok",
+                "workspace_create",
+            )],
+        ),
+    ];
+    assert_eq!(assemble(gathered(answers, None)).failed, None);
+}
+
 #[test]
 fn sources_that_did_not_answer_are_named_and_the_rest_is_shown() {
     let mut answers = failed_create();
