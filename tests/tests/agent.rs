@@ -10,9 +10,10 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use nexus_protocol::HostId;
+use nexus_protocol::error::ErrorCode;
 use nexus_protocol::message::{AdminRequest, DesiredRun, HostView, Request, Response};
 use nexus_protocol::model::WorkspaceState;
-use nexus_tests::cluster::{TestCluster, admin_request};
+use nexus_tests::cluster::{TestCluster, admin_request, admin_to_leader};
 use nexus_tests::docker::{HostCleanup, containers_of};
 use nexus_tests::eventually;
 use nexus_tests::inproc::InProcessCoordinator;
@@ -201,9 +202,25 @@ async fn an_agent_heartbeats_the_leader_and_moves_when_the_leader_dies() {
         || heard_by(leader_address),
     )
     .await;
-    // Liveness is the leader's alone: the followers keep none.
+    // Liveness is the leader's alone: the followers keep none, and send a reader who does not
+    // ask for their stale view to the leader (as `nexus admin hosts` is followed there).
     for address in &addresses[..2] {
         assert_eq!(heard_by(*address).await, None);
+        let refused = admin_request(&pki, *address, Request::Admin(AdminRequest::Hosts))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::NotLeader, "{refused:?}");
+        let Ok(Response::Hosts(hosts)) =
+            admin_to_leader(&pki, *address, Request::Admin(AdminRequest::Hosts)).await
+        else {
+            panic!("the leader answers the hosts");
+        };
+        assert!(
+            hosts
+                .iter()
+                .any(|h| h.info.host_id.as_str() == "follower" && h.last_heartbeat.is_some()),
+            "{hosts:?}"
+        );
     }
 
     cluster.kill(leader_index);

@@ -77,6 +77,12 @@ impl Service {
         }
         match request {
             AdminRequest::Hosts => {
+                // Heartbeats live on the leader (agents send them there): a follower's answer
+                // would say no host was ever heard. It sends the asker to the leader instead,
+                // unless a stale answer (this replica's own view) was asked for.
+                if consistency == Consistency::Linearizable {
+                    self.cluster.require_leader().await?;
+                }
                 let liveness = self.liveness().clone();
                 let hosts = self
                     .cluster
@@ -107,6 +113,8 @@ impl Service {
                         "a host is marked down by the failure detector, not by hand; cordon it",
                     ));
                 }
+                // The answer lists the hosts with their heartbeats, which only the leader has.
+                self.cluster.require_leader().await?;
                 self.cluster
                     .propose(
                         request_id,
