@@ -58,7 +58,8 @@ use nexus_protocol::Identity;
 use nexus_protocol::identity::IdentityKind;
 use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Gate, Server};
 use nexus_telemetry::Registry;
-use nexus_telemetry::http::{Monitor, Running};
+use nexus_telemetry::http::{Monitor, Probes as _, Running};
+use nexus_telemetry::systemd::{Notifier, watchdog_interval_from_env};
 use tokio::sync::{Notify, watch};
 
 pub use config::Config;
@@ -165,7 +166,11 @@ async fn run_inner<R: Runtime>(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     tokio::pin!(shutdown);
+    // systemd (`Type=notify`): ready once enrolled and serving (not once a coordinator answers:
+    // the link keeps trying on its own); the watchdog is fed while the liveness checks pass.
+    let notifier = Notifier::from_env();
     let machine_name = stats::host_name();
+    notifier.status("enrolling, if it must");
     tokio::select! {
         ensured = enrol::ensure(&config, machine_name.as_deref()) => ensured?,
         () = &mut shutdown => {
@@ -260,7 +265,8 @@ async fn run_inner<R: Runtime>(
         host_cpus: std::thread::available_parallelism()
             .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
     };
-    let monitor = Arc::new(Monitor::new(Arc::new(registry), Arc::new(probes)));
+    let probes = Arc::new(probes);
+    let monitor = Arc::new(Monitor::new(Arc::new(registry), probes.clone()));
     let monitoring = Running::start_monitor(config.http_listen, monitor.clone())
         .await
         .with_context(|| {
@@ -312,8 +318,11 @@ async fn run_inner<R: Runtime>(
         )
     });
     let hangups = reloader.clone().map(|reloader| {
+        let notifier = notifier.clone();
         tokio::spawn(nexus_protocol::transport::on_hangup(move || {
+            notifier.reloading();
             reloader.reload("SIGHUP");
+            notifier.ready("serving; configuration reloaded");
         }))
     });
     let gate = Gate::new();
@@ -376,7 +385,18 @@ async fn run_inner<R: Runtime>(
     let reconciling = tokio::spawn(reconciler.run(desired, wake, stopped_for(stopped.clone())));
     let renewing = tokio::spawn(renewer.run(stopped_for(stopped.clone())));
     let linking = tokio::spawn(link.run(stopped_for(stopped)));
+    notifier.ready(&format!("agent {} running", config.host_id));
+    let watchdog = watchdog_interval_from_env().map(|interval| {
+        tokio::spawn(notifier.clone().watchdog(interval, move || {
+            let probes = probes.clone();
+            async move { probes.live().await }
+        }))
+    });
     shutdown.await;
+    notifier.stopping();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     let _ = stop.send(true);
     let _ = linking.await;
     let _ = reconciling.await;

@@ -44,7 +44,8 @@ use anyhow::Context;
 use nexus_protocol::Identity;
 use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Gate, Server};
 use nexus_telemetry::Registry;
-use nexus_telemetry::http::{Monitor, Running};
+use nexus_telemetry::http::{Monitor, Probes as _, Running};
+use nexus_telemetry::systemd::{Notifier, watchdog_interval_from_env};
 use tokio::sync::oneshot;
 
 pub use config::Config;
@@ -269,10 +270,8 @@ async fn run_inner(
     );
     let expiries = credentials.expiries();
     common.set_cert_expiries(expiries.own, expiries.ca);
-    let monitor = Arc::new(Monitor::new(
-        Arc::new(registry),
-        Arc::new(Probes::new(cluster.clone(), metrics)),
-    ));
+    let probes = Arc::new(Probes::new(cluster.clone(), metrics));
+    let monitor = Arc::new(Monitor::new(Arc::new(registry), probes.clone()));
     let monitoring = Running::start_monitor(config.http_listen, monitor.clone())
         .await
         .with_context(|| {
@@ -322,6 +321,10 @@ async fn run_inner(
                 })
                 .ok(),
         ));
+    // systemd (`Type=notify`): ready once the endpoint is bound and the node runs, not once the
+    // cluster has a leader (coordinators started one by one would each wait for the others);
+    // the watchdog is fed while the liveness checks (`/livez`) pass.
+    let notifier = Notifier::from_env();
     let mut hangups = None;
     if let Some(Reloadable { args, log_filter }) = reloadable {
         let reloader = Arc::new(
@@ -337,9 +340,12 @@ async fn run_inner(
             .signing_for(lifetimes),
         );
         service = service.with_reloader(reloader.clone());
+        let notifier = notifier.clone();
         hangups = Some(tokio::spawn(nexus_protocol::transport::on_hangup(
             move || {
+                notifier.reloading();
                 reloader.reload("SIGHUP");
+                notifier.ready("serving; configuration reloaded");
             },
         )));
     }
@@ -371,7 +377,21 @@ async fn run_inner(
             result = &mut stopped => failure = Some(result),
         }
     };
+    notifier.ready(&format!(
+        "coordinator {} serving on {address}",
+        config.node_id
+    ));
+    let watchdog = watchdog_interval_from_env().map(|interval| {
+        tokio::spawn(notifier.clone().watchdog(interval, move || {
+            let probes = probes.clone();
+            async move { probes.live().await }
+        }))
+    });
     server.serve(service, until).await;
+    notifier.stopping();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     detector.abort();
     schedule.abort();
     maintenance.abort();

@@ -6,6 +6,7 @@
 //! - [`health`]: checks, and how `/livez` and `/readyz` answer them.
 //! - [`http`]: the server (the home of `axum`), and what a daemon implements for it
 //!   ([`http::Probes`]).
+//! - [`systemd`]: what a daemon tells its service manager (`READY=1`, the watchdog's pings).
 //!
 //! Each daemon starts from [`Registry::for_daemon`], which holds what every Nexus daemon exposes,
 //! and registers its own metrics beside them.
@@ -15,6 +16,7 @@ pub mod http;
 pub mod maintenance;
 pub mod metrics;
 pub mod process;
+pub mod systemd;
 
 pub use health::Check;
 pub use metrics::{Counter, Counters, Gauge, Gauges, Histogram, Histograms, Registry};
