@@ -120,8 +120,11 @@ impl SystemdHost {
         assert!(copied.status.success(), "docker cp: {}", text(&copied));
     }
 
-    /// Writes `contents` to `path` in the host.
+    /// Writes `contents` to `path` in the host, making its directory if it must.
     pub fn write(&self, path: &str, contents: &str) {
+        if let Some(parent) = Path::new(path).parent() {
+            self.ok(&["mkdir", "-p", &parent.display().to_string()]);
+        }
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("file");
         std::fs::write(&file, contents).unwrap();
@@ -129,7 +132,8 @@ impl SystemdHost {
     }
 
     /// Installs the units, the sysusers and tmpfiles entries from `deploy/systemd` where the
-    /// packages put them, and applies them as the packages' scripts do.
+    /// packages put them (`<package>.service`, `.sysusers`, `.tmpfile`, as debhelper and
+    /// cargo-deb name them), and applies them as the packages' scripts do.
     pub fn install_units(&self) {
         let systemd = deploy_dir().join("systemd");
         for unit in ["nexus-coordinator.service", "nexus-agent.service"] {
@@ -140,15 +144,22 @@ impl SystemdHost {
         }
         self.ok(&["mkdir", "-p", "/usr/lib/sysusers.d", "/usr/lib/tmpfiles.d"]);
         self.copy_in(
-            &systemd.join("nexus.sysusers"),
-            "/usr/lib/sysusers.d/nexus.conf",
+            &systemd.join("nexus-coordinator.sysusers"),
+            "/usr/lib/sysusers.d/nexus-coordinator.conf",
         );
-        self.copy_in(
-            &systemd.join("nexus.tmpfiles"),
-            "/usr/lib/tmpfiles.d/nexus.conf",
-        );
-        self.ok(&["systemd-sysusers", "nexus.conf"]);
-        self.ok(&["systemd-tmpfiles", "--create", "nexus.conf"]);
+        for daemon in ["nexus-coordinator", "nexus-agent"] {
+            self.copy_in(
+                &systemd.join(format!("{daemon}.tmpfile")),
+                &format!("/usr/lib/tmpfiles.d/{daemon}.conf"),
+            );
+        }
+        self.ok(&["systemd-sysusers", "nexus-coordinator.conf"]);
+        self.ok(&[
+            "systemd-tmpfiles",
+            "--create",
+            "nexus-coordinator.conf",
+            "nexus-agent.conf",
+        ]);
         self.ok(&["systemctl", "daemon-reload"]);
     }
 
