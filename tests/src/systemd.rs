@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::process::binary;
 
 /// The image of a Debian host with systemd (`deploy/dev/prepare.sh` makes it).
-pub const SYSTEMD_IMAGE: &str = "nexus-test/systemd:bookworm-1";
+pub const SYSTEMD_IMAGE: &str = "nexus-test/systemd:bookworm-2";
 
 /// Where the repository's deployment files are.
 pub fn deploy_dir() -> PathBuf {
@@ -31,6 +31,20 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// `docker run` arguments that put our binaries at `/usr/bin` in a host (read-only bind mounts
+/// of the ones cargo built), as the packages would.
+pub fn binary_mounts() -> Vec<String> {
+    ["nexus-coordinator", "nexus-agent", "nexus"]
+        .into_iter()
+        .flat_map(|program| {
+            [
+                "-v".to_string(),
+                format!("{}:/usr/bin/{program}:ro", binary(program).display()),
+            ]
+        })
+        .collect()
+}
+
 /// A container with systemd as PID 1, removed when dropped.
 #[derive(Debug)]
 pub struct SystemdHost {
@@ -38,9 +52,8 @@ pub struct SystemdHost {
 }
 
 impl SystemdHost {
-    /// Starts `name` from [`SYSTEMD_IMAGE`] with our binaries at `/usr/bin` (read-only bind
-    /// mounts of the ones cargo built) and `extra` `docker run` arguments, and waits until
-    /// systemd says the system runs.
+    /// Starts `name` from [`SYSTEMD_IMAGE`] with `extra` `docker run` arguments (e.g.
+    /// [`binary_mounts`]), and waits until systemd says the system runs.
     pub fn start(name: &str, extra: &[&str]) -> SystemdHost {
         let _ = run(Command::new("docker").args(["rm", "-f", name]));
         let mut args: Vec<String> = [
@@ -64,13 +77,6 @@ impl SystemdHost {
         ]
         .map(String::from)
         .to_vec();
-        for program in ["nexus-coordinator", "nexus-agent", "nexus"] {
-            args.push("-v".into());
-            args.push(format!(
-                "{}:/usr/bin/{program}:ro",
-                binary(program).display()
-            ));
-        }
         args.extend(extra.iter().map(ToString::to_string));
         args.extend([SYSTEMD_IMAGE.to_string(), "/sbin/init".to_string()]);
         let started = run(Command::new("docker").args(&args));

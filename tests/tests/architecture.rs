@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 /// Every crate of the workspace, by folder.
-const CRATES: [&str; 8] = [
+const CRATES: [&str; 9] = [
     "protocol",
     "telemetry",
     "coordinator",
@@ -20,6 +20,7 @@ const CRATES: [&str; 8] = [
     "sync",
     "fixtures",
     "tests",
+    "packaging",
 ];
 
 fn root() -> PathBuf {
@@ -80,6 +81,11 @@ fn dependencies_point_one_way() {
         ["nexus-protocol", "nexus-sync", "nexus-telemetry"]
     );
     assert_eq!(nexus_dependencies("cli"), ["nexus-protocol", "nexus-sync"]);
+    // The packages' man pages and completions, from the three programs' command lines.
+    assert_eq!(
+        nexus_dependencies("packaging"),
+        ["nexus-agent", "nexus-cli", "nexus-coordinator"]
+    );
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -105,7 +111,7 @@ fn non_test_code(path: &Path) -> String {
 #[test]
 fn each_external_dependency_has_one_home() {
     // (what code names, where it may)
-    let homes: [(&str, &[&str]); 18] = [
+    let homes: [(&str, &[&str]); 19] = [
         ("quinn::", &["protocol/src/transport/"]),
         ("rustls::", &["protocol/src/transport/"]),
         ("rcgen::", &["protocol/src/pki.rs"]),
@@ -130,6 +136,7 @@ fn each_external_dependency_has_one_home() {
         ("tar::", &["cli/src/bundle/archive.rs"]),
         ("indicatif::", &["cli/src/progress.rs"]),
         ("regex::", &["protocol/src/logging/read.rs"]),
+        ("clap_mangen::", &["packaging/src/main.rs"]),
     ];
     let mut files = vec![];
     for krate in CRATES {
