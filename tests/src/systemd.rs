@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::process::binary;
 
 /// The image of a Debian host with systemd (`deploy/dev/prepare.sh` makes it).
-pub const SYSTEMD_IMAGE: &str = "nexus-test/systemd:bookworm-2";
+pub const SYSTEMD_IMAGE: &str = "nexus-test/systemd:bookworm-3";
 
 /// Where the repository's deployment files are.
 pub fn deploy_dir() -> PathBuf {

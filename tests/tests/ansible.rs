@@ -1,0 +1,308 @@
+//! The Ansible role of `deploy/ansible`, run by `ansible-playbook` against real hosts with
+//! systemd as their init: five Debian containers on a network of their own, three coordinators
+//! and two agents (whose workspaces go to this machine's engine through its socket), reached
+//! through Ansible's docker connection. One run from fresh hosts gives a fleet: every unit active,
+//! three healthy members, two Ready hosts, and a workspace created through the CLI runs. A second
+//! run changes nothing. A rolling upgrade to rebuilt packages keeps two members up at every moment
+//! and loses no workspace.
+
+// Tests fail by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nexus_tests::docker::{HostCleanup, TEST_IMAGE, containers_of};
+use nexus_tests::process::binary;
+use nexus_tests::systemd::{SystemdHost, deploy_dir};
+use serde_json::Value;
+
+const COORDINATORS: usize = 3;
+const AGENTS: usize = 2;
+
+/// The packages at Debian revision `revision`, into `out`.
+fn build_packages(out: &Path, revision: u32) {
+    let target = binary("nexus")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let built = Command::new(deploy_dir().join("packages/build.sh"))
+        .args(["--from-dev-build", "--revision", &revision.to_string()])
+        .arg(out)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "build.sh: {}", text(&built));
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A docker network, removed when dropped (after the hosts on it).
+struct Network(String);
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.0])
+            .output();
+    }
+}
+
+/// A directory of this machine's, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Fleet {
+    // Field order is drop order: the agents' workspaces, then the hosts, then the network.
+    _cleanups: Vec<HostCleanup>,
+    coordinators: Vec<SystemdHost>,
+    agents: Vec<SystemdHost>,
+    _network: Network,
+    _scratch: Scratch,
+    inventory: PathBuf,
+    packages: PathBuf,
+}
+
+impl Fleet {
+    fn start() -> Fleet {
+        let id = std::process::id();
+        let network = format!("nexus-ansible-{id}");
+        let made = Command::new("docker")
+            .args(["network", "create", &network])
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", text(&made));
+        let network = Network(network);
+        // The agents' data directories are this machine's, at the same path in their hosts:
+        // the engine they drive mounts workspace files from there. Not under /tmp or /var/tmp,
+        // which the agent's unit makes private.
+        let scratch = Scratch(PathBuf::from(format!("/srv/nexus-ansible-{id}")));
+        let packages = scratch.0.join("packages");
+        std::fs::create_dir_all(&packages).unwrap();
+        let coordinators: Vec<SystemdHost> = (1..=COORDINATORS)
+            .map(|n| SystemdHost::start(&format!("nxc{n}-{id}"), &["--network", &network.0]))
+            .collect();
+        let mut cleanups = vec![];
+        let agents: Vec<SystemdHost> = (1..=AGENTS)
+            .map(|n| {
+                let name = format!("nxa{n}-{id}");
+                let data = scratch.0.join(&name);
+                std::fs::create_dir_all(&data).unwrap();
+                let data_mount = format!("{0}:{0}", data.display());
+                cleanups.push(HostCleanup(name.clone()));
+                SystemdHost::start(
+                    &name,
+                    &[
+                        "--network",
+                        &network.0,
+                        "-v",
+                        "/var/run/docker.sock:/var/run/docker.sock",
+                        "-v",
+                        &data_mount,
+                    ],
+                )
+            })
+            .collect();
+        let mut inventory = String::from("[nexus_coordinators]\n");
+        for (n, host) in coordinators.iter().enumerate() {
+            inventory.push_str(&format!("{} nexus_node_id={}\n", host.name, n + 1));
+        }
+        inventory.push_str("\n[nexus_agents]\n");
+        for host in &agents {
+            inventory.push_str(&format!(
+                "{0} nexus_host_id={0} nexus_agent_data_dir={1}\n",
+                host.name,
+                scratch.0.join(&host.name).display()
+            ));
+        }
+        inventory.push_str(&format!(
+            "\n[all:vars]\nansible_connection=community.docker.docker\n\
+             ansible_python_interpreter=/usr/bin/python3\n\
+             nexus_packages_dir={}\n\
+             nexus_host_ttl=5.0\nnexus_agent_heartbeat_interval=1.0\n\
+             nexus_agent_port_range=22700-22799\n",
+            packages.display()
+        ));
+        let inventory_path = scratch.0.join("inventory.ini");
+        std::fs::write(&inventory_path, inventory).unwrap();
+        Fleet {
+            _cleanups: cleanups,
+            coordinators,
+            agents,
+            _network: network,
+            _scratch: scratch,
+            inventory: inventory_path,
+            packages,
+        }
+    }
+
+    /// `ansible-playbook site.yml` with `extra` vars; its output, which must say it succeeded.
+    fn play(&self, extra: &[&str]) -> String {
+        let mut command = Command::new("ansible-playbook");
+        command
+            .arg("-i")
+            .arg(&self.inventory)
+            .arg(deploy_dir().join("ansible/site.yml"))
+            .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("ANSIBLE_FORCE_COLOR", "0");
+        for var in extra {
+            command.args(["-e", var]);
+        }
+        let played = command.output().unwrap();
+        let out = text(&played);
+        assert!(played.status.success(), "ansible-playbook failed:\n{out}");
+        out
+    }
+
+    /// The CLI on the first coordinator, as the role's admin, with JSON output.
+    fn admin(&self, args: &[&str]) -> Value {
+        let pki = "/var/lib/nexus/coordinator/pki";
+        let mut all = vec![
+            "nexus".to_string(),
+            "--coordinator".into(),
+            "127.0.0.1:7400".into(),
+            "--ca".into(),
+            format!("{pki}/ca.pem"),
+            "--cert".into(),
+            format!("{pki}/user-ansible.pem"),
+            "--key".into(),
+            format!("{pki}/user-ansible.key"),
+            "-o".into(),
+            "json".into(),
+        ];
+        all.extend(args.iter().map(ToString::to_string));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        serde_json::from_str(&self.coordinators[0].ok(&all)).unwrap()
+    }
+}
+
+/// The play's recap: `changed=N` summed over the hosts.
+fn changed(recap: &str) -> usize {
+    recap
+        .lines()
+        .filter_map(|line| line.split("changed=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|n| n.parse::<usize>().ok())
+        .sum()
+}
+
+#[test]
+fn the_role_makes_a_fleet_changes_nothing_twice_and_upgrades_rolling() {
+    let fleet = Fleet::start();
+    build_packages(&fleet.packages, 1);
+
+    // From fresh hosts to a fleet in one run.
+    fleet.play(&["nexus_version=0.1.0-1"]);
+    for host in fleet.coordinators.iter() {
+        assert_eq!(host.property("nexus-coordinator", "ActiveState"), "active");
+    }
+    for host in fleet.agents.iter() {
+        assert_eq!(host.property("nexus-agent", "ActiveState"), "active");
+    }
+    let status = fleet.admin(&["admin", "status"]);
+    let members = status["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(members.len(), COORDINATORS, "{status}");
+    assert!(members.iter().all(|m| m["healthy"] == true), "{status}");
+    let hosts = fleet.admin(&["admin", "hosts"]);
+    let ready: Vec<&Value> = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["status"] == "ready")
+        .collect();
+    assert_eq!(ready.len(), AGENTS, "{hosts}");
+
+    // A workspace through the CLI, on one of the agents, running on this machine's engine.
+    fleet.admin(&[
+        "workspace",
+        "create",
+        "web",
+        "--image",
+        TEST_IMAGE,
+        "--class",
+        "small",
+        "--",
+        "sleep",
+        "1000000",
+    ]);
+    let running = |fleet: &Fleet| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let listed = fleet.admin(&["workspace", "list"]);
+            if listed[0]["state"] == "running" {
+                return listed[0]["host"].as_str().unwrap().to_string();
+            }
+            assert!(Instant::now() < deadline, "{listed}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let host = running(&fleet);
+    let containers = containers_of(&host);
+    assert_eq!(containers.len(), 1, "{containers:?}");
+
+    // A second run changes nothing.
+    let again = fleet.play(&["nexus_version=0.1.0-1"]);
+    assert_eq!(changed(&again), 0, "{again}");
+
+    // A rolling upgrade to rebuilt packages: at every moment two members are up.
+    build_packages(&fleet.packages, 2);
+    let done = Arc::new(AtomicBool::new(false));
+    let least_up = Arc::new(AtomicUsize::new(COORDINATORS));
+    let names: Vec<String> = fleet.coordinators.iter().map(|h| h.name.clone()).collect();
+    let watcher = std::thread::spawn({
+        let done = done.clone();
+        let least_up = least_up.clone();
+        move || {
+            while !done.load(Ordering::SeqCst) {
+                let up = names
+                    .iter()
+                    .filter(|name| {
+                        Command::new("docker")
+                            .args(["exec", name, "systemctl", "is-active", "--quiet"])
+                            .arg("nexus-coordinator")
+                            .status()
+                            .is_ok_and(|s| s.success())
+                    })
+                    .count();
+                least_up.fetch_min(up, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+    let upgrade = fleet.play(&["nexus_version=0.1.0-2"]);
+    done.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+    assert!(
+        least_up.load(Ordering::SeqCst) >= 2,
+        "a quorum throughout:\n{upgrade}"
+    );
+    for host in fleet.coordinators.iter().chain(&fleet.agents) {
+        let version = host.ok(&["dpkg-query", "-W", "-f=${Version}", "nexus"]);
+        assert_eq!(version, "0.1.0-2", "{}", host.name);
+    }
+    assert_eq!(running(&fleet), host);
+    assert_eq!(
+        containers_of(&host),
+        containers,
+        "the workspace's container was kept"
+    );
+}
