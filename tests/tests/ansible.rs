@@ -161,7 +161,9 @@ impl Fleet {
             .arg(deploy_dir().join("ansible/site.yml"))
             .env("ANSIBLE_HOST_KEY_CHECKING", "False")
             .env("ANSIBLE_NOCOLOR", "1")
-            .env("ANSIBLE_FORCE_COLOR", "0");
+            .env("ANSIBLE_FORCE_COLOR", "0")
+            // One exec per task instead of several (copy the module, run it, remove it).
+            .env("ANSIBLE_PIPELINING", "True");
         for var in extra {
             command.args(["-e", var]);
         }
