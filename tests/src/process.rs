@@ -185,9 +185,16 @@ impl CoordinatorProcess {
     }
 
     /// Waits until a ping succeeds; fails the test with the log if the process died first.
+    ///
+    /// Each try is a fresh connection within a short limit that doubles from try to try. A QUIC
+    /// client whose first packet reached the port before the process had bound it sends it again
+    /// only after about a second (quinn's first retransmission: three times its initial RTT
+    /// estimate of 333 ms), so one unbounded try made while the process starts cost every start
+    /// a second; a slow handshake still gets its time from the growing limit.
     pub async fn wait_until_answering(&mut self, pki: &TestPki) {
         let admin = pki::user("harness", Role::Admin);
         let started = std::time::Instant::now();
+        let mut limit = Duration::from_millis(100);
         loop {
             if let Some(status) = self.process.exited() {
                 panic!(
@@ -195,14 +202,15 @@ impl CoordinatorProcess {
                     self.process.log()
                 );
             }
-            if let Ok(connection) = connect(pki, &admin, self.address).await
-                && matches!(
-                    connection.request(Request::Ping).await,
-                    Ok(Response::Pong(_))
-                )
-            {
+            let ping = async {
+                let connection = connect(pki, &admin, self.address).await.ok()?;
+                let answer = connection.request(Request::Ping).await.ok()?;
+                matches!(answer, Response::Pong(_)).then_some(())
+            };
+            if let Ok(Some(())) = tokio::time::timeout(limit, ping).await {
                 return;
             }
+            limit = (limit * 2).min(Duration::from_secs(5));
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "nexus-coordinator did not answer:\n{}",
