@@ -33,18 +33,37 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free UDP port")
-        .port()
+    pick_port("UDP", |port| UdpSocket::bind(("127.0.0.1", port)).is_ok())
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (for a daemon's monitoring HTTP).
 pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free TCP port")
-        .port()
+    pick_port("TCP", |port| {
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    })
+}
+
+/// Where the harness picks the ports it gives daemons: below Linux's ephemeral range (32768 and
+/// up by default), from which the kernel hands a port to every socket bound to port 0 — each
+/// QUIC client, CLI and agent of every test running. A port found free there and released was
+/// sometimes handed to such a socket before the daemon bound it ("Address already in use").
+/// Below it, only another of the harness's picks, random among ten thousand, can take it.
+/// Docker fleets publish workspaces' ports from 22000 up (see `docker_fleet`).
+const DAEMON_PORTS: std::ops::Range<u16> = 12_000..22_000;
+
+/// A port of [`DAEMON_PORTS`] that `free` finds free, tried from a random one on.
+fn pick_port(kind: &str, free: impl Fn(u16) -> bool) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let span = DAEMON_PORTS.end - DAEMON_PORTS.start;
+    // A fresh random key per call (std's hash keys), so that tests started together differ.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let first = u16::try_from(random % u64::from(span)).expect("below the span");
+    (0..span)
+        .map(|step| DAEMON_PORTS.start + (first + step) % span)
+        .find(|port| free(*port))
+        .unwrap_or_else(|| panic!("no free {kind} port in {DAEMON_PORTS:?}"))
 }
 
 /// `--http-listen` on a free loopback port, unless `extra` names another; and where the daemon
@@ -185,9 +204,16 @@ impl CoordinatorProcess {
     }
 
     /// Waits until a ping succeeds; fails the test with the log if the process died first.
+    ///
+    /// Each try is a fresh connection within a short limit that doubles from try to try. A QUIC
+    /// client whose first packet reached the port before the process had bound it sends it again
+    /// only after about a second (quinn's first retransmission: three times its initial RTT
+    /// estimate of 333 ms), so one unbounded try made while the process starts cost every start
+    /// a second; a slow handshake still gets its time from the growing limit.
     pub async fn wait_until_answering(&mut self, pki: &TestPki) {
         let admin = pki::user("harness", Role::Admin);
         let started = std::time::Instant::now();
+        let mut limit = Duration::from_millis(100);
         loop {
             if let Some(status) = self.process.exited() {
                 panic!(
@@ -195,14 +221,15 @@ impl CoordinatorProcess {
                     self.process.log()
                 );
             }
-            if let Ok(connection) = connect(pki, &admin, self.address).await
-                && matches!(
-                    connection.request(Request::Ping).await,
-                    Ok(Response::Pong(_))
-                )
-            {
+            let ping = async {
+                let connection = connect(pki, &admin, self.address).await.ok()?;
+                let answer = connection.request(Request::Ping).await.ok()?;
+                matches!(answer, Response::Pong(_)).then_some(())
+            };
+            if let Ok(Some(())) = tokio::time::timeout(limit, ping).await {
                 return;
             }
+            limit = (limit * 2).min(Duration::from_secs(5));
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "nexus-coordinator did not answer:\n{}",

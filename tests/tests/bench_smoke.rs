@@ -141,6 +141,9 @@ fn the_agent_idle_scenario_runs_and_reports() {
         "2",
         "--seconds",
         "2",
+        // Nothing is measured here: no start-up to let settle before the window.
+        "--settle",
+        "0",
     ]);
     assert_eq!(result["workspaces"], 2);
     assert!(result["agent_rss_mib"]["max"].as_f64().unwrap() > 0.0);

@@ -16,6 +16,7 @@ use nexus_protocol::identity::Role;
 use nexus_tests::docker_fleet::{DockerFleet, IMAGE};
 use nexus_tests::eventually;
 use nexus_tests::pki;
+use nexus_tests::process::cli_command;
 use serde_json::Value;
 
 const ADMIN: &str = "root";
@@ -43,12 +44,25 @@ async fn a_failed_create_is_found_traced_and_explained_and_survives_the_leader()
     let agent = format!("agent-{}", fleet.hosts[0]);
 
     // The create fails on the agent, under the request id the test chose, which the error names.
-    let out = fleet
-        .command("ada", Role::User)
-        .args(["-o", "json", "--request-id", REQUEST])
-        .args(["workspace", "create", "broken", "--image", MISSING_IMAGE])
-        .output()
-        .unwrap();
+    // It is asked of the leader, which is killed below: asked of a follower first, it would leave
+    // that follower's NOT_LEADER as the only `coordinator.request` hop once the leader's records
+    // are gone with it, and the trace would name that as the failure (the leader is whichever
+    // member won the first election, not always the first one listed).
+    let leader = fleet
+        .cluster
+        .leader(&fleet.pki, Duration::from_secs(10))
+        .await;
+    let leader_address = fleet.cluster.members[fleet.cluster.index_of(leader.node.get())].address;
+    let out = cli_command(
+        &fleet.pki,
+        &pki::user("ada", Role::User),
+        &fleet.pki.scratch("home-ada"),
+        &[leader_address],
+    )
+    .args(["-o", "json", "--request-id", REQUEST])
+    .args(["workspace", "create", "broken", "--image", MISSING_IMAGE])
+    .output()
+    .unwrap();
     assert!(!out.status.success(), "a create of a missing image failed");
     let error: Value = serde_json::from_slice(&out.stderr)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));

@@ -975,13 +975,16 @@ async fn nexus_workspace_sync_runs_sessions_in_the_background() {
     assert_eq!(started["provider"], "mutagen", "{started}");
     assert_eq!(started["state"], "watching", "{started}");
     assert_eq!(started["mode"], "two-way-resolved", "{started}");
-    // The other end is the workspace's running container, through this machine's engine.
+    // The other end is the workspace's running container, through this machine's engine (this
+    // fleet's: other suites on the shared engine may run a `web` of their own meanwhile).
     let container = String::from_utf8(
         std::process::Command::new("docker")
             .args([
                 "ps",
                 "--filter",
                 "label=nexus.workspace=web",
+                "--filter",
+                &format!("label=nexus.host={}", fleet.hosts[0]),
                 "--format",
                 "{{.Names}}",
             ])

@@ -23,6 +23,11 @@ pub(crate) struct Args {
     /// Seconds of idling measured.
     #[arg(long, default_value_t = 300)]
     pub(crate) seconds: u64,
+    /// Seconds between the last workspace running and the window's start, for the start-up to
+    /// settle (the first stats round, the reports) so that it is not measured as idling. Below
+    /// 15 the window may include it: for smoke runs that measure nothing.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub(crate) settle: u64,
 }
 
 /// What the `agent-idle` scenario measured of the agent process.
@@ -49,6 +54,7 @@ pub(crate) struct Memory {
 
 pub(crate) async fn run(args: Args) -> Report {
     let (runtime, workspaces, seconds) = (args.runtime.as_str(), args.workspaces, args.seconds);
+    let settle = Duration::from_secs(args.settle);
     let pki = TestPki::new();
     let coordinator = InProcessCoordinator::start(&pki).await;
     let host = format!("bench-{}", std::process::id());
@@ -118,7 +124,7 @@ pub(crate) async fn run(args: Args) -> Report {
     .await;
     let to_running = started.elapsed();
     // Let the start-up settle (the first stats round, the reports) before measuring idle.
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    tokio::time::sleep(settle).await;
     let before = Usage::of(pid);
     let window = Instant::now();
     let mut rss_samples = Vec::new();
