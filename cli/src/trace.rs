@@ -10,9 +10,9 @@
 //! Where the request failed: the failed hop that ended first (an error is born in the innermost
 //! hop and travels outward, so that one ended first), counting of a hop tried again (the same
 //! hop, workspace and kind, later, on the same agent or on any coordinator) only the last
-//! attempt: a retry that worked was no failure, and what failed on a coordinator before a
-//! client's last attempt at the whole request began belongs to an attempt it gave up on; else
-//! the state's rejection; else a workspace event with an error; else the first error record.
+//! attempt: a retry that worked was no failure, and a coordinator's failure after which the
+//! request went on (a later hop of it, anywhere) belongs to an attempt given up on; else the
+//! state's rejection; else a workspace event with an error; else the first error record.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -105,8 +105,6 @@ impl HopRow {
 const COORDINATOR_HOPS: &str = "coordinator.";
 /// What stands for any coordinator in an [`AttemptKey`].
 const COORDINATORS: &str = "coordinator-*";
-/// A coordinator's hop that begins a client's attempt at the request.
-const REQUEST_HOP: &str = "coordinator.request";
 
 type AttemptKey<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>);
 
@@ -360,20 +358,16 @@ fn failure(trace: &Trace, record: Option<&RequestRecord>) -> Option<Failure> {
     for hop in &trace.hops {
         last.insert(hop.attempt_key(), hop.at_us);
     }
-    // A client that asked the whole request again (a `NOT_LEADER` followed, a timeout) gave up
-    // on its earlier attempt: what failed on a coordinator before its last attempt began was
-    // part of that one. (An agent's work follows the state, not the client's attempts.)
-    let last_attempt = trace
-        .hops
-        .iter()
-        .filter(|hop| hop.hop == REQUEST_HOP)
-        .filter(|hop| last.get(&hop.attempt_key()).is_some_and(|l| *l > hop.at_us))
-        .filter_map(|hop| last.get(&hop.attempt_key()).copied())
-        .max();
+    // A coordinator's failure after which the request went on (a hop of it began later, on any
+    // source) was not where it failed: a client that followed `NOT_LEADER` or asked again after
+    // a timeout, a forward or a push made again. That later attempt may be out of sight (on a
+    // leader since killed); what it started is not. An agent's failure stands: its work follows
+    // the state, not the client's attempts.
+    let latest_begin = trace.hops.iter().map(|hop| hop.at_us).max();
     let retried = |hop: &HopRow| {
         last.get(&hop.attempt_key())
             .is_some_and(|latest| *latest > hop.at_us)
-            || (hop.on_a_coordinator() && last_attempt.is_some_and(|began| hop.end_us() <= began))
+            || (hop.on_a_coordinator() && latest_begin.is_some_and(|began| began > hop.end_us()))
     };
     let first_failed = trace
         .hops

@@ -399,6 +399,24 @@ fn an_agents_failure_before_the_clients_last_attempt_still_counts() {
         (failed.source.as_str(), failed.offset_us),
         ("agent-h1", 9_200)
     );
+    // The follower's refusal, then the agent's failure, the leader that took the retry being
+    // dead (its records out of sight): the agent's failure is where it failed.
+    let answers = vec![
+        answer(
+            "coordinator-3",
+            vec![hop(
+                "coordinator-3",
+                0,
+                "coordinator.request",
+                400,
+                "NOT_LEADER: coordinator 3 is not the leader; 1 is",
+                "workspace_create",
+            )],
+        ),
+        failed_create().remove(0),
+    ];
+    let failed = assemble(gathered(answers, None)).failed.unwrap();
+    assert_eq!(failed.source, "agent-h1");
     // Without the agent's failure, the earlier attempt's refusal on a coordinator is no failure.
     let answers = vec![
         answer(
