@@ -58,7 +58,7 @@ use nexus_protocol::Identity;
 use nexus_protocol::identity::IdentityKind;
 use nexus_protocol::transport::{AcceptPolicy, Connector, Credentials, Gate, Server};
 use nexus_telemetry::Registry;
-use nexus_telemetry::http::{Monitor, Probes as _, Running};
+use nexus_telemetry::http::{Monitor, Running};
 use nexus_telemetry::systemd::{Notifier, watchdog_interval_from_env};
 use tokio::sync::{Notify, watch};
 
@@ -321,8 +321,8 @@ async fn run_inner<R: Runtime>(
         let notifier = notifier.clone();
         tokio::spawn(nexus_protocol::transport::on_hangup(move || {
             notifier.reloading();
-            reloader.reload("SIGHUP");
-            notifier.ready("serving; configuration reloaded");
+            let report = reloader.reload("SIGHUP");
+            notifier.ready(&report.status_line());
         }))
     });
     let gate = Gate::new();
@@ -389,7 +389,7 @@ async fn run_inner<R: Runtime>(
     let watchdog = watchdog_interval_from_env().map(|interval| {
         tokio::spawn(notifier.clone().watchdog(interval, move || {
             let probes = probes.clone();
-            async move { probes.live().await }
+            async move { probes.watchdog().await }
         }))
     });
     shutdown.await;

@@ -199,6 +199,20 @@ impl<R: Runtime> AgentProbes<R> {
             .set(if failure.is_none() { 1.0 } else { 0.0 });
         failure
     }
+
+    /// The link loop's liveness: it beats at every heartbeat, connected or not.
+    fn link_live(&self) -> Check {
+        let link_limit = IDLE_STALLED.max(self.heartbeat_interval * 3);
+        Check::from_failure("link", self.vitals.stalled(&self.vitals.link, link_limit))
+    }
+
+    /// What systemd's watchdog is fed on: the link loop alone. A reconcile pass may rightly run
+    /// past [`BUSY_STALLED`] (a pull of a large image has no deadline, and reports no progress
+    /// while its layers stream); `/livez` says so, but a restart would only cancel the pull and
+    /// start it again, for ever.
+    pub async fn watchdog(&self) -> Vec<Check> {
+        vec![self.link_live()]
+    }
 }
 
 impl<R: Runtime> Probes for AgentProbes<R> {
@@ -224,13 +238,12 @@ impl<R: Runtime> Probes for AgentProbes<R> {
     }
 
     async fn live(&self) -> Vec<Check> {
-        let link_limit = IDLE_STALLED.max(self.heartbeat_interval * 3);
         vec![
             Check::from_failure(
                 "reconcile",
                 self.vitals.stalled(&self.vitals.reconcile, IDLE_STALLED),
             ),
-            Check::from_failure("link", self.vitals.stalled(&self.vitals.link, link_limit)),
+            self.link_live(),
         ]
     }
 

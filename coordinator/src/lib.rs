@@ -344,8 +344,8 @@ async fn run_inner(
         hangups = Some(tokio::spawn(nexus_protocol::transport::on_hangup(
             move || {
                 notifier.reloading();
-                reloader.reload("SIGHUP");
-                notifier.ready("serving; configuration reloaded");
+                let report = reloader.reload("SIGHUP");
+                notifier.ready(&report.status_line());
             },
         )));
     }

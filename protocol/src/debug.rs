@@ -336,4 +336,43 @@ impl ReloadReport {
     pub fn failed(&self) -> bool {
         !self.errors.is_empty()
     }
+
+    /// What a daemon tells its service manager after a reload (`systemctl status`'s line).
+    pub fn status_line(&self) -> String {
+        if self.failed() {
+            return format!(
+                "serving; the reload was refused, nothing changed: {}",
+                self.errors.join("; ")
+            );
+        }
+        if self.needs_restart.is_empty() {
+            "serving; configuration reloaded".to_string()
+        } else {
+            format!(
+                "serving; configuration reloaded; at the next start: {}",
+                self.needs_restart.join(", ")
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_tells_the_service_manager_what_it_did() {
+        let mut report = ReloadReport::default();
+        assert_eq!(report.status_line(), "serving; configuration reloaded");
+        report.needs_restart = vec!["listen".into(), "data_dir".into()];
+        assert_eq!(
+            report.status_line(),
+            "serving; configuration reloaded; at the next start: listen, data_dir"
+        );
+        report.errors = vec!["line 3: unknown field `bogus`".into()];
+        assert_eq!(
+            report.status_line(),
+            "serving; the reload was refused, nothing changed: line 3: unknown field `bogus`"
+        );
+    }
 }
