@@ -23,7 +23,8 @@ fn run(command: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
 }
 
-fn text(output: &Output) -> String {
+/// A command's standard output and error, for a failure's message.
+pub fn text(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -240,4 +241,38 @@ pub fn exposure(root: &Path, unit: &str) -> f64 {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|score| score.parse().ok())
         .unwrap_or_else(|| panic!("no score in {line}"))
+}
+
+/// The Debian packages of `deploy/packages/build.sh`, from the dev build the test run made, at
+/// Debian revision `revision` (`0.1.0-N`), into `out`.
+pub fn build_packages(out: &Path, revision: u32) {
+    // The target dir the test's binaries are in (`<target>/debug/<binary>`).
+    let target = binary("nexus")
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf();
+    let built = run(Command::new(deploy_dir().join("packages/build.sh"))
+        .args(["--from-dev-build", "--revision", &revision.to_string()])
+        .arg(out)
+        .env("CARGO_TARGET_DIR", &target));
+    assert!(built.status.success(), "build.sh: {}", text(&built));
+}
+
+/// Waits until `check` holds, for at most `limit`; fails the test with `what` and the last value.
+pub fn wait_for<T: std::fmt::Debug>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl FnMut() -> T,
+    check: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let value = probe();
+        if check(&value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: {value:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

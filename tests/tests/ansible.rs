@@ -9,44 +9,18 @@
 // Tests fail by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nexus_tests::docker::{HostCleanup, TEST_IMAGE, containers_of};
-use nexus_tests::process::binary;
-use nexus_tests::systemd::{SystemdHost, deploy_dir};
+use nexus_tests::systemd::{SystemdHost, build_packages, deploy_dir, text};
 use serde_json::Value;
 
 const COORDINATORS: usize = 3;
 const AGENTS: usize = 2;
-
-/// The packages at Debian revision `revision`, into `out`.
-fn build_packages(out: &Path, revision: u32) {
-    let target = binary("nexus")
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let built = Command::new(deploy_dir().join("packages/build.sh"))
-        .args(["--from-dev-build", "--revision", &revision.to_string()])
-        .arg(out)
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "build.sh: {}", text(&built));
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// A docker network, removed when dropped (after the hosts on it).
 struct Network(String);
@@ -69,10 +43,11 @@ impl Drop for Scratch {
 }
 
 struct Fleet {
-    // Field order is drop order: the agents' workspaces, then the hosts, then the network.
+    // Field order is drop order: the agents' hosts (so that no agent makes a workspace again),
+    // their workspaces, the coordinators, then the network.
+    agents: Vec<SystemdHost>,
     _cleanups: Vec<HostCleanup>,
     coordinators: Vec<SystemdHost>,
-    agents: Vec<SystemdHost>,
     _network: Network,
     _scratch: Scratch,
     inventory: PathBuf,
@@ -135,7 +110,7 @@ impl Fleet {
             "\n[all:vars]\nansible_connection=community.docker.docker\n\
              ansible_python_interpreter=/usr/bin/python3\n\
              nexus_packages_dir={}\n\
-             nexus_host_ttl=5.0\nnexus_agent_heartbeat_interval=1.0\n\
+             nexus_host_ttl=10.0\nnexus_agent_heartbeat_interval=1.0\n\
              nexus_agent_port_range=22700-22799\n",
             packages.display()
         ));
@@ -265,8 +240,18 @@ fn the_role_makes_a_fleet_changes_nothing_twice_and_upgrades_rolling() {
     let again = fleet.play(&["nexus_version=0.1.0-1"]);
     assert_eq!(changed(&again), 0, "{again}");
 
-    // A rolling upgrade to rebuilt packages: at every moment two members are up.
+    // A rolling upgrade to rebuilt packages: every daemon restarted on the new one, and at every
+    // moment two members up.
     build_packages(&fleet.packages, 2);
+    let started = |fleet: &Fleet| -> Vec<String> {
+        let coordinators = fleet.coordinators.iter().map(|h| (h, "nexus-coordinator"));
+        let agents = fleet.agents.iter().map(|h| (h, "nexus-agent"));
+        coordinators
+            .chain(agents)
+            .map(|(host, unit)| host.property(unit, "ExecMainStartTimestampMonotonic"))
+            .collect()
+    };
+    let before = started(&fleet);
     let done = Arc::new(AtomicBool::new(false));
     let least_up = Arc::new(AtomicUsize::new(COORDINATORS));
     let names: Vec<String> = fleet.coordinators.iter().map(|h| h.name.clone()).collect();
@@ -300,6 +285,13 @@ fn the_role_makes_a_fleet_changes_nothing_twice_and_upgrades_rolling() {
     for host in fleet.coordinators.iter().chain(&fleet.agents) {
         let version = host.ok(&["dpkg-query", "-W", "-f=${Version}", "nexus"]);
         assert_eq!(version, "0.1.0-2", "{}", host.name);
+    }
+    let after = started(&fleet);
+    for (was, is) in before.iter().zip(&after) {
+        assert_ne!(
+            was, is,
+            "every daemon restarted on its new package:\n{upgrade}"
+        );
     }
     assert_eq!(running(&fleet), host);
     assert_eq!(

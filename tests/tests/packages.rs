@@ -3,47 +3,20 @@
 //! init, and removed and purged with `dpkg -r` and `dpkg -P`: each step succeeds, and each leaves
 //! what it should — the `nexus` user and the state directories owned right, the units installed
 //! but neither enabled nor started, conffiles under /etc/nexus, man pages and completions, the
-//! binaries working; after removal the configuration alone (and the units masked), after purging
-//! nothing.
+//! binaries working; after removal the configuration (and the units masked), after purging no
+//! configuration and no unit (the state directories and the user stay, as Debian keeps them).
 
 // Tests fail by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
-use std::process::Command;
-
-use nexus_tests::process::binary;
-use nexus_tests::systemd::{SystemdHost, deploy_dir};
+use nexus_tests::systemd::{SystemdHost, build_packages, deploy_dir};
 
 const PACKAGES: [&str; 3] = ["nexus-coordinator", "nexus-agent", "nexus"];
-
-/// Builds the packages into `out` with the build script, from the binaries cargo built.
-fn build_packages(out: &Path) {
-    // The target dir the test's binaries are in (`<target>/debug/<binary>`).
-    let target = binary("nexus")
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let built = Command::new(deploy_dir().join("packages/build.sh"))
-        .arg("--from-dev-build")
-        .arg(out)
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "build.sh: {}{}",
-        String::from_utf8_lossy(&built.stdout),
-        String::from_utf8_lossy(&built.stderr)
-    );
-}
 
 #[test]
 fn the_packages_install_and_remove_cleanly() {
     let debs = tempfile::tempdir().unwrap();
-    build_packages(debs.path());
+    build_packages(debs.path(), 1);
     let mount = format!("{}:/debs:ro", debs.path().display());
     let host = SystemdHost::start(
         &format!("nexus-packages-{}", std::process::id()),
@@ -101,7 +74,7 @@ fn the_packages_install_and_remove_cleanly() {
     ] {
         host.ok(&["test", "-s", file]);
     }
-    // The installed units are the repository's, and the example configuration checks out.
+    // The installed units are the repository's.
     let unit = host.ok(&["cat", "/usr/lib/systemd/system/nexus-coordinator.service"]);
     assert_eq!(
         unit,
