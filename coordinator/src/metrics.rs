@@ -414,6 +414,8 @@ fn agent_kind(request: &AgentRequest) -> &'static str {
         AgentRequest::KeptBranch { .. } => "agent_kept_branch",
         AgentRequest::Renew(_) => "agent_renew",
         AgentRequest::WatchDenyList => "agent_watch_deny_list",
+        AgentRequest::WatchTrust => "agent_watch_trust",
+        AgentRequest::TrustsCa { .. } => "agent_trusts_ca",
     }
 }
 
@@ -490,6 +492,9 @@ fn admin_kind(request: &AdminRequest) -> &'static str {
         AdminRequest::Certificates => "admin_certificates",
         AdminRequest::RemoveHost { .. } => "admin_remove_host",
         AdminRequest::RevokeUser(_) => "admin_revoke_user",
+        AdminRequest::RotateCa => "admin_rotate_ca",
+        AdminRequest::CaStatus => "admin_ca_status",
+        AdminRequest::FinishCaRotation => "admin_finish_ca_rotation",
     }
 }
 
