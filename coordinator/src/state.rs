@@ -364,3 +364,6 @@ mod lifecycle_tests;
 
 #[cfg(test)]
 mod security_tests;
+
+#[cfg(test)]
+mod rotation_tests;
