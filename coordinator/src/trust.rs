@@ -27,7 +27,7 @@ use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::Identity;
 use nexus_protocol::pki::PkiDir;
 use nexus_protocol::seal::{self, Sealed};
-use nexus_protocol::transport::{Credentials, first_certificate_der};
+use nexus_protocol::transport::Credentials;
 use nexus_protocol::{NodeId, RequestId};
 use tokio::sync::Notify;
 
@@ -49,7 +49,8 @@ pub struct Held {
     pub ca_pem: String,
     /// `ca-next.key` is there.
     pub next_key: bool,
-    /// Its certificate in force is the new CA's (of the rotation in progress).
+    /// Its certificate in force is the signing CA's (by the state: during `reissue` and after,
+    /// the new CA's).
     pub reissued: bool,
     /// The fingerprint of the bundle it trusts now, and of the CA it signs with.
     pub trusted: String,
@@ -103,7 +104,12 @@ pub fn plan(rotations: &CaRotations, me: &Identity, held: &Held) -> Plan {
                 }
             }
         }
-        None => plan.switch_key = held.next_key,
+        // Finished (by force, maybe before this node was re-issued): a certificate of the old
+        // CA is trusted by no one now.
+        None => {
+            plan.switch_key = held.next_key;
+            plan.renew = !held.reissued;
+        }
     }
     plan
 }
@@ -140,13 +146,15 @@ impl CaFollower {
 
     fn held(&self, rotations: &CaRotations) -> Held {
         let own = self.credentials.own_certificate();
-        let new_ca = rotations
-            .current()
-            .and_then(|rotation| first_certificate_der(&rotation.new_ca_pem));
+        let signer = rotations.trust_bundle().and_then(|bundle| {
+            nexus_protocol::transport::certificates_der(&bundle.ca_pem)
+                .into_iter()
+                .find(|der| nexus_protocol::ca_rotation::fingerprint(der) == bundle.signer)
+        });
         Held {
             ca_pem: std::fs::read_to_string(self.pki().ca_cert()).unwrap_or_default(),
             next_key: self.next_key_path().exists(),
-            reissued: match (own, new_ca) {
+            reissued: match (own, signer) {
                 (Some(own), Some(ca)) => nexus_protocol::identity::issued_by(&own, &ca),
                 _ => false,
             },
@@ -391,5 +399,8 @@ mod tests {
         assert_eq!(step.ack, None);
         held = in_force(NEW, "new", false, true);
         assert_eq!(plan(&rotations, &me(), &held), Plan::default());
+        // Finished by force before this node was re-issued: it renews.
+        held.reissued = false;
+        assert!(plan(&rotations, &me(), &held).renew);
     }
 }

@@ -61,8 +61,8 @@ pub struct FinishedRotation {
     pub started_at: Timestamp,
     pub finished_at: Timestamp,
     pub new_ca: String,
-    /// Finished by an admin's `--force` while these parties were not done: each must enrol
-    /// again with a new token.
+    /// Finished by an admin's `--force` while these hosts were not re-issued: each must enrol
+    /// again with a new token. (Coordinators hold the new key by then and renew themselves.)
     pub left: Vec<Identity>,
 }
 

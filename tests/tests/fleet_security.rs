@@ -821,3 +821,86 @@ async fn the_ca_rotates_on_a_running_fleet_without_a_lapse() {
     assert_eq!(shown["signer"], new_ca.as_str(), "{shown}");
     assert_eq!(shown["rotation"], Value::Null, "{shown}");
 }
+
+/// A host that is down holds the rotation in its phase, never silently: `rotate` times out
+/// naming it, a user may not rotate, and `--finish --force` ends it, naming the host left to
+/// enrol again; the coordinator, never re-issued, renews at once on the new CA.
+#[tokio::test]
+async fn a_host_that_is_down_holds_the_rotation_until_an_admin_finishes_it() {
+    let pki = TestPki::new();
+    let seal_key = pki.scratch("keys").join("seal.key");
+    nexus_protocol::seal::write_new_key(&seal_key).unwrap();
+    let cluster = TestCluster::start(
+        &pki,
+        1,
+        &["--credentials-key-file", seal_key.to_str().unwrap()],
+    )
+    .await;
+    let addresses = cluster.live_addresses();
+    let (file, _) = token(&pki, &cluster, "gone", &["--role", "agent"]);
+    let mut agent = AgentProcess::enrol(&pki, "gone", &addresses, Some(&file), &[]);
+    wait_ready(&pki, &cluster, &mut agent).await;
+    agent.process.kill();
+
+    let waited = admin(
+        &pki,
+        &cluster,
+        &["admin", "ca", "rotate", "--timeout", "2s"],
+    );
+    let stderr = String::from_utf8_lossy(&waited.stderr);
+    assert_eq!(waited.status.code(), Some(19), "TIMEOUT: {stderr}");
+    assert!(stderr.contains("waiting for agent gone"), "{stderr}");
+    let status = admin_ok(&pki, &cluster, &["admin", "ca", "status"]);
+    assert_eq!(status["rotation"]["phase"], "trust", "{status}");
+    assert_eq!(
+        status["rotation"]["waiting"],
+        serde_json::json!(["agent gone"])
+    );
+
+    let home = pki.scratch("home-bob");
+    let user = cli_command(&pki, &pki::user("bob", Role::User), &home, &addresses)
+        .args(["admin", "ca", "rotate", "--finish", "--force"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&user.stderr).contains("PERMISSION_DENIED"),
+        "{}",
+        String::from_utf8_lossy(&user.stderr)
+    );
+
+    let finished = admin_ok(
+        &pki,
+        &cluster,
+        &["admin", "ca", "rotate", "--finish", "--force"],
+    );
+    assert_eq!(finished["rotation"], Value::Null, "{finished}");
+    assert_eq!(finished["last"]["left"], serde_json::json!(["agent gone"]));
+    pki.issue(&pki::user("harness", Role::Admin));
+    pki.issue(&pki::user("root", Role::Admin));
+    let again = admin(
+        &pki,
+        &cluster,
+        &["admin", "ca", "rotate", "--finish", "--force"],
+    );
+    assert_eq!(again.status.code(), Some(46), "NO_CA_ROTATION");
+
+    // The coordinator was never re-issued before the end: it renews on the new CA.
+    let new_ca = first_certificate_der(&String::from_utf8(pki.ca_pem()).unwrap()).unwrap();
+    eventually(
+        "the coordinator to renew on the new CA",
+        Duration::from_secs(20),
+        || {
+            let der = der_of(&pki.paths(&pki::coordinator(1)).0);
+            let issued = nexus_protocol::identity::issued_by(&der, &new_ca);
+            async move { issued.then_some(()) }
+        },
+    )
+    .await;
+    assert!(status_of_leader(&pki, &cluster).await);
+}
+
+async fn status_of_leader(pki: &TestPki, cluster: &TestCluster) -> bool {
+    status(pki, cluster.live_addresses()[0])
+        .await
+        .is_ok_and(|s| s.leader.is_some())
+}
