@@ -107,8 +107,26 @@ async fn rotate(
             .suggest("it goes on without this command: follow it with `nexus admin ca status`; a host that stays down holds it up (bring it back, or `nexus admin ca rotate --finish --force`)"));
         }
         tokio::time::sleep(POLL).await;
-        current = status(&mut client).await?;
+        current = match status(&mut client).await {
+            Ok(status) => status,
+            Err(error) if error.error.code == ErrorCode::AuthenticationFailed => {
+                return Err(old_ca_refused(error, &current));
+            }
+            Err(error) => return Err(error),
+        };
     }
+}
+
+/// A new connection refused while the rotation was under way: the old CA (this CLI's
+/// certificate's) was most likely dropped as the rotation finished.
+fn old_ca_refused(error: CliError, last: &CaStatus) -> CliError {
+    let mut error = error;
+    error.error.message = format!(
+        "{} (the rotation was last seen at: {}; it has most likely finished, dropping the old CA this CLI's certificate is of)",
+        error.error.message,
+        line_of(last)
+    );
+    error.suggest("log in again with a token made after the rotation (`nexus login --token-file`), or issue yourself a certificate on a coordinator's host (`nexus pki issue user --dir TLS-DIR ...`); then `nexus admin ca status`")
 }
 
 fn line_of(status: &CaStatus) -> String {
