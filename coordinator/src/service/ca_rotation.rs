@@ -289,3 +289,7 @@ async fn push_trust(
             .unwrap_or_else(|| fallback.clone());
     }
 }
+
+#[cfg(test)]
+#[path = "ca_rotation_tests.rs"]
+mod tests;
