@@ -81,6 +81,9 @@ pub struct Metrics {
     /// Certificates renewed by this coordinator, by `kind` (`agent`: an agent's request;
     /// `coordinator`: its own) and `outcome` (`ok` or the error code in lower case).
     pub renewals: Counters<2>,
+    /// The parties the CA rotation in progress still waits for in its phase, by this replica
+    /// (0: none in progress).
+    pub ca_rotation_waiting: Gauge,
 }
 
 /// The `outcome` labels of `nexus_enrolments_total` present from the start (others, rarer
@@ -237,6 +240,10 @@ impl Metrics {
                 "nexus_certificate_renewals_total",
                 "Certificates this coordinator renewed, by kind (agent, coordinator: its own) and outcome (ok or the error code).",
                 ["kind", "outcome"],
+            ),
+            ca_rotation_waiting: r.gauge(
+                "nexus_ca_rotation_waiting",
+                "The coordinators and hosts the CA rotation in progress still waits for in its phase (0: none in progress).",
             ),
         }
         .init()

@@ -168,6 +168,13 @@ impl CaFollower {
         let mut changes = self.cluster.ca_rotations();
         loop {
             let rotations = changes.borrow_and_update().clone();
+            let waiting = rotations
+                .current()
+                .map_or(0, |rotation| rotation.waiting().len());
+            self.cluster
+                .metrics()
+                .ca_rotation_waiting
+                .set(f64::from(u32::try_from(waiting).unwrap_or(u32::MAX)));
             if let Err(error) = self.step(&rotations).await {
                 tracing::warn!(code = %error.code, "cannot follow the CA rotation yet: {}", error.message);
             }

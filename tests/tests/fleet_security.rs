@@ -856,6 +856,17 @@ async fn a_host_that_is_down_holds_the_rotation_until_an_admin_finishes_it() {
         status["rotation"]["waiting"],
         serde_json::json!(["agent gone"])
     );
+    let http = cluster.running[0].as_ref().unwrap().http.unwrap();
+    let (_, metrics) = nexus_tests::http::get(http, "/metrics").await;
+    assert!(
+        metrics.contains("nexus_ca_rotation_waiting 1"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|line| line.contains("ca_rotation"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     let home = pki.scratch("home-bob");
     let user = cli_command(&pki, &pki::user("bob", Role::User), &home, &addresses)
