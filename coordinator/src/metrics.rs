@@ -448,6 +448,7 @@ fn workspace_kind(request: &WorkspaceRequest) -> &'static str {
         WorkspaceRequest::Hold(_) => "workspace_hold",
         WorkspaceRequest::Release(_) => "workspace_release",
         WorkspaceRequest::Worktree(_) => "workspace_worktree",
+        WorkspaceRequest::RenewSession(_) => "workspace_renew_session",
     }
 }
 

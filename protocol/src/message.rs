@@ -301,6 +301,11 @@ pub enum WorkspaceRequest {
     // Git worktrees (issue 24).
     /// How the workspace's worktree stands, asked of its host: [`Response::Worktree`].
     Worktree(WorkspaceName),
+    // A CA rotation (issue 25).
+    /// A fresh certificate for this user (its role and name as now) over a key made on the
+    /// user's machine, from the CA that signs now: what lets a CLI through a CA rotation
+    /// without a new login. [`Response::Issued`].
+    RenewSession(RenewRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -484,6 +484,12 @@ impl PkiDir {
     }
 }
 
+/// Writes a PEM file whole through a temporary name of its own and a rename; `secret` files
+/// (keys) are 0600 from their creation on. What a client keeps of a renewed session.
+pub fn write_pem(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
+    write_file(path, contents.as_bytes(), secret)
+}
+
 fn refuse_existing(path: &Path, force: bool) -> Result<(), PkiError> {
     if !force && path.exists() {
         return Err(PkiError::Exists { path: path.into() });

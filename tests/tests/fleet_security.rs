@@ -679,23 +679,47 @@ async fn the_ca_rotates_on_a_running_fleet_without_a_lapse() {
         std::fs::read(root_key).unwrap(),
     );
 
-    // Start it; a second start is refused while it runs.
-    let started = admin_ok(&pki, &cluster, &["admin", "ca", "rotate", "--no-wait"]);
-    let new_ca = started["rotation"]["new_ca"].as_str().unwrap().to_string();
-    assert_eq!(started["rotation"]["phase"], "trust", "{started}");
-    assert_eq!(
-        started["rotation"]["parties"].as_array().unwrap().len(),
-        4,
-        "three coordinators and the host: {started}"
-    );
-    let again = admin(&pki, &cluster, &["admin", "ca", "rotate", "--no-wait"]);
-    assert_eq!(
-        again.status.code(),
-        Some(45),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    assert!(String::from_utf8_lossy(&again.stderr).contains("CA_ROTATION_IN_PROGRESS"));
+    // An admin with files of their own (as after `nexus login`) rotates and waits.
+    let ops = pki::user("ops", Role::Admin);
+    pki.issue(&ops);
+    let own = pki.scratch("home-ops");
+    let (ops_cert, ops_key) = pki.paths(&ops);
+    let ops_files = [own.join("ca.pem"), own.join("ops.pem"), own.join("ops.key")];
+    std::fs::copy(pki.ca_cert_path(), &ops_files[0]).unwrap();
+    std::fs::copy(ops_cert, &ops_files[1]).unwrap();
+    std::fs::copy(ops_key, &ops_files[2]).unwrap();
+    let ops_cli = |args: &[&str]| {
+        let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        let mut command = Command::new(binary("nexus"));
+        command
+            .args(["--coordinator", &list.join(",")])
+            .arg("--ca")
+            .arg(&ops_files[0])
+            .arg("--cert")
+            .arg(&ops_files[1])
+            .arg("--key")
+            .arg(&ops_files[2])
+            .env("HOME", &own)
+            .env_remove("NEXUS_CONFIG")
+            .env_remove("NEXUS_COORDINATORS")
+            .env_remove("NEXUS_OUTPUT")
+            .args(["-o", "json"])
+            .args(args);
+        command
+    };
+    let rotating = ops_cli(&["admin", "ca", "rotate", "--timeout", "60s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let new_ca = eventually("the rotation to start", Duration::from_secs(20), || async {
+        let status = ca_status(&pki, &cluster).await;
+        status
+            .rotation
+            .map(|rotation| rotation.new_ca)
+            .or(status.last.map(|last| last.new_ca))
+    })
+    .await;
 
     // Until it is done the host never lapses and its workspace keeps running.
     let started_at = Instant::now();
@@ -739,7 +763,17 @@ async fn the_ca_rotates_on_a_running_fleet_without_a_lapse() {
             .all(|phase| ["trust", "reissue"].contains(phase))
     );
 
-    // The admins' certificates are the old CA's (users are not re-issued: they log in again).
+    // The rotating admin's CLI renewed its own certificate on the new CA and trusts it alone, so
+    // its next command connects without a new login. Other users (the test's admins here) are
+    // not re-issued: they log in again.
+    let waited = rotating.wait_with_output().unwrap();
+    assert!(
+        waited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&waited.stdout).unwrap();
+    assert_eq!(shown["last"]["new_ca"], new_ca.as_str(), "{shown}");
     pki.issue(&pki::user("harness", Role::Admin));
     pki.issue(&pki::user("root", Role::Admin));
 
@@ -817,9 +851,19 @@ async fn the_ca_rotates_on_a_running_fleet_without_a_lapse() {
         },
     )
     .await;
-    let shown = admin_ok(&pki, &cluster, &["admin", "ca", "status"]);
+    let out = ops_cli(&["admin", "ca", "status"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["signer"], new_ca.as_str(), "{shown}");
     assert_eq!(shown["rotation"], Value::Null, "{shown}");
+    let ops_der = der_of(&ops_files[1]);
+    assert!(nexus_protocol::identity::issued_by(&ops_der, &new_ca_der));
+    assert_eq!(std::fs::read_to_string(&ops_files[0]).unwrap(), new_ca_pem);
+    assert_eq!(mode(&ops_files[2]) & 0o777, 0o600);
 }
 
 /// A host that is down holds the rotation in its phase, never silently: `rotate` times out
@@ -868,6 +912,15 @@ async fn a_host_that_is_down_holds_the_rotation_until_an_admin_finishes_it() {
             .join("\n")
     );
 
+    let again = admin(&pki, &cluster, &["admin", "ca", "rotate", "--no-wait"]);
+    assert_eq!(
+        again.status.code(),
+        Some(45),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("CA_ROTATION_IN_PROGRESS"));
+
     let home = pki.scratch("home-bob");
     let user = cli_command(&pki, &pki::user("bob", Role::User), &home, &addresses)
         .args(["admin", "ca", "rotate", "--finish", "--force"])
@@ -886,6 +939,25 @@ async fn a_host_that_is_down_holds_the_rotation_until_an_admin_finishes_it() {
     );
     assert_eq!(finished["rotation"], Value::Null, "{finished}");
     assert_eq!(finished["last"]["left"], serde_json::json!(["agent gone"]));
+    let new_ca = finished["last"]["new_ca"].as_str().unwrap().to_string();
+
+    // The coordinator was never re-issued before the end: it renews on the new CA (and so it
+    // signs with it: the admins are issued again by the directory's CA after that).
+    eventually(
+        "the coordinator to renew on the new CA",
+        Duration::from_secs(20),
+        || {
+            let bundle = String::from_utf8(pki.ca_pem()).unwrap();
+            let ca = certificates_der(&bundle)
+                .into_iter()
+                .find(|der| nexus_protocol::ca_rotation::fingerprint(der) == new_ca);
+            let der = der_of(&pki.paths(&pki::coordinator(1)).0);
+            let issued = ca.is_some_and(|ca| nexus_protocol::identity::issued_by(&der, &ca))
+                && certificates_der(&bundle).len() == 1;
+            async move { issued.then_some(()) }
+        },
+    )
+    .await;
     pki.issue(&pki::user("harness", Role::Admin));
     pki.issue(&pki::user("root", Role::Admin));
     let again = admin(
@@ -894,19 +966,6 @@ async fn a_host_that_is_down_holds_the_rotation_until_an_admin_finishes_it() {
         &["admin", "ca", "rotate", "--finish", "--force"],
     );
     assert_eq!(again.status.code(), Some(46), "NO_CA_ROTATION");
-
-    // The coordinator was never re-issued before the end: it renews on the new CA.
-    let new_ca = first_certificate_der(&String::from_utf8(pki.ca_pem()).unwrap()).unwrap();
-    eventually(
-        "the coordinator to renew on the new CA",
-        Duration::from_secs(20),
-        || {
-            let der = der_of(&pki.paths(&pki::coordinator(1)).0);
-            let issued = nexus_protocol::identity::issued_by(&der, &new_ca);
-            async move { issued.then_some(()) }
-        },
-    )
-    .await;
     assert!(status_of_leader(&pki, &cluster).await);
 }
 

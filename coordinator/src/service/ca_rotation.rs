@@ -2,8 +2,9 @@
 //! seals its key under its seal key before it proposes), looks at it (`CaStatus`) or finishes
 //! it while a host is down (`FinishCaRotation`); an agent follows the CA certificates to trust
 //! (`WatchTrust`) and says when it trusts a rotation's (`TrustsCa`); a renewal signed by the new
-//! CA counts as the party's re-issue. The transitions are the state's (`state::rotation`), this
-//! node's own steps `crate::trust`'s.
+//! CA counts as the party's re-issue (a user's session renewal, which lets the CLI that waits on
+//! a rotation through it, is `service::security`'s). The transitions are the state's
+//! (`state::rotation`), this node's own steps `crate::trust`'s.
 
 use std::time::Duration;
 

@@ -1,7 +1,8 @@
 //! A CA rotation's requests over the service: only admins start or finish one; a leader without
 //! a seal key or without the CA key refuses to start; one started holds the new CA's key only
 //! sealed (it opens with the seal key, bound to that CA) and waits for this coordinator and the
-//! host; a second start is refused; an agent's word moves it on.
+//! host; a second start is refused; an agent's word moves it on. A user renews a session (a
+//! certificate without names); an agent may not ask for one.
 
 use std::sync::Arc;
 
@@ -108,4 +109,28 @@ async fn a_rotation_starts_sealed_once_waits_for_everyone_and_is_refused_to_user
     )
     .await;
     assert_eq!(code(early), Some(ErrorCode::CaRotationInProgress));
+}
+
+#[tokio::test]
+async fn a_user_renews_a_session_without_names_and_an_agent_may_not() {
+    let (dir, _node, service) = one_node_with_h1().await;
+    let service = service.with_signing(signing(dir.path()));
+    let user = named("bob", Role::User);
+    let key = nexus_protocol::pki::KeyRequest::generate("test").unwrap();
+    let renewal = |names: Vec<String>| {
+        Request::Workspace(nexus_protocol::message::WorkspaceRequest::RenewSession(
+            nexus_protocol::join::RenewRequest {
+                csr_pem: key.csr_pem.clone(),
+                names,
+            },
+        ))
+    };
+    let Ok(Response::Issued(issued)) = ask(&service, &user, renewal(Vec::new())).await else {
+        panic!("no certificate");
+    };
+    assert_eq!(issued.identity, user.identity);
+    let named_cert = ask(&service, &user, renewal(vec!["127.0.0.1".into()])).await;
+    assert_eq!(code(named_cert), Some(ErrorCode::InvalidArgument));
+    let from_agent = ask(&service, &agent("h1"), renewal(Vec::new())).await;
+    assert_eq!(code(from_agent), Some(ErrorCode::PermissionDenied));
 }

@@ -152,6 +152,34 @@ impl Service {
         lock(&self.endpoints).remove(host);
     }
 
+    /// A user's renewal (a CLI through a CA rotation): a certificate for the user's own identity,
+    /// which carries no names, over a fresh key, recorded.
+    pub(super) async fn renew_session(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        request: RenewRequest,
+    ) -> Result<Response, WireError> {
+        if !request.names.is_empty() {
+            return Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                "a user's certificate carries no addresses or names",
+            ));
+        }
+        let result = self.renew_for(peer, request_id, request).await;
+        self.cluster
+            .metrics()
+            .renewals
+            .inc(["user", &Metrics::outcome_label(&result)]);
+        match &result {
+            Ok(_) => tracing::info!(peer = %peer.identity, "renewed a user's certificate"),
+            Err(error) => {
+                tracing::warn!(peer = %peer.identity, code = %error.code, "refused a user's renewal: {}", error.message);
+            }
+        }
+        result
+    }
+
     /// An agent's renewal: a certificate for its own identity over a fresh key, recorded.
     pub(super) async fn renew(
         &self,
