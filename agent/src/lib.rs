@@ -21,7 +21,8 @@
 //! - [`enrol`] and [`standing`]: a certificate from a join token at start; [`names`]: what the
 //!   agent advertises and which names its certificate should hold; [`renewal`]: a fresh
 //!   certificate two thirds into each one's life, put in force without a restart; [`denials`]:
-//!   the fleet's deny list, enforced by the users' endpoint.
+//!   the fleet's deny list, enforced by the users' endpoint; [`trust`]: the CA certificates the
+//!   cluster trusts, followed through a CA rotation.
 
 pub mod activity;
 pub mod asker;
@@ -50,6 +51,7 @@ pub mod runtime;
 pub mod sampler;
 pub mod standing;
 pub mod stats;
+pub mod trust;
 
 use std::sync::Arc;
 
@@ -304,6 +306,15 @@ async fn run_inner<R: Runtime>(
         ),
     )
     .monitored(metrics.clone(), common.clone());
+    let trusting = tokio::spawn(
+        trust::TrustFollower {
+            asker: asker.clone(),
+            credentials: credentials.clone(),
+            tls_dir: config.tls_dir.clone(),
+            renew_now: renewer.renew_now(),
+        }
+        .run(stopped_for(stopped.clone())),
+    );
     let reloader = reloadable.map(|reloadable| {
         Arc::new(
             reload::Reloader::new(
@@ -401,6 +412,7 @@ async fn run_inner<R: Runtime>(
     let _ = linking.await;
     let _ = reconciling.await;
     let _ = renewing.await;
+    let _ = trusting.await;
     if let Some((serving, denials)) = serving {
         let _ = serving.await;
         let _ = denials.await;

@@ -8,6 +8,8 @@
 //! A failed renewal is tried again after a backoff that starts at a second and doubles, capped at
 //! a tenth of the life left and never past the expiry ([`next_wait`], pure). Each renewal is
 //! logged (never the key) and counted in `nexus_agent_cert_renewals_total{outcome}`.
+//! A CA rotation has it renew at once ([`Renewer::renew_now`], woken by `trust`), and a bundle
+//! of CA certificates the leader hands out with the certificate is written and trusted.
 //! Not here: the first certificate (`enrol`), reloading files an admin replaced (`reload`).
 
 use std::path::PathBuf;
@@ -88,6 +90,8 @@ pub struct Renewer {
     wanted: Vec<String>,
     metrics: Metrics,
     expiries: Option<Common>,
+    /// Renew now, whatever the certificate's age (a CA rotation: `crate::trust`).
+    renew_now: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Renewer {
@@ -113,7 +117,13 @@ impl Renewer {
             wanted,
             metrics: Metrics::unserved(),
             expiries: None,
+            renew_now: std::sync::Arc::default(),
         }
+    }
+
+    /// What wakes this renewer to renew at once.
+    pub fn renew_now(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.renew_now.clone()
     }
 
     /// Counts renewals in `metrics` and shows each new certificate's expiry in `expiries`.
@@ -136,11 +146,13 @@ impl Renewer {
             tracing::debug!(?wait, not_after, failures, "next certificate renewal");
             // Look again at least every few minutes: a reload may have put a certificate with
             // another end in force meanwhile.
+            let mut early = false;
             tokio::select! {
                 () = tokio::time::sleep(wait.min(MAX_SLEEP)) => {}
+                () = self.renew_now.notified() => early = true,
                 () = &mut shutdown => return,
             }
-            if wait > MAX_SLEEP {
+            if wait > MAX_SLEEP && !early {
                 continue;
             }
             match self.renew().await {
@@ -199,13 +211,18 @@ impl Renewer {
         let ca_pem = if same_cas {
             ca_now.as_str()
         } else {
-            tracing::warn!(
-                "the cluster's CA certificates changed: ca.pem is rewritten, and the agent must restart to trust them"
+            tracing::info!(
+                "the cluster's CA certificates changed (a CA rotation): ca.pem is rewritten and trusted"
             );
             issued.ca_pem.as_str()
         };
         pki.write_issued(&identity, &issued.cert_pem, key.key_pem.expose(), ca_pem)
             .map_err(RenewalError::Write)?;
+        if !same_cas {
+            self.credentials
+                .trust(ca_pem.as_bytes())
+                .map_err(RenewalError::Rotate)?;
+        }
         let change = match self.credentials.prepare_rotation(&self.tls_dir) {
             Ok(Some(rotation)) => rotation
                 .commit(&self.credentials)
@@ -230,7 +247,7 @@ impl Renewer {
 fn fingerprint_of(ca_pem: &str) -> Option<String> {
     Credentials::from_pem(ca_pem.as_bytes(), None)
         .ok()
-        .map(|credentials| credentials.ca_fingerprint().to_string())
+        .map(|credentials| credentials.trusted_fingerprint())
 }
 
 #[cfg(test)]

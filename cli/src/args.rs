@@ -517,9 +517,39 @@ pub enum AdminCommand {
     /// Every identity's newest certificate and when it expires: denied, expired, renew due or
     /// ok.
     Certs,
+    /// The cluster CA: replace it (every party trusts both, every certificate is re-issued, the
+    /// old CA is dropped), and see where a rotation stands.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Users: shut one out of the fleet.
     #[command(subcommand)]
     User(UserCommand),
+}
+
+/// `nexus admin ca ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Start replacing the cluster CA and show each coordinator's and host's progress until it
+    /// is done. Refused with CA_ROTATION_IN_PROGRESS while one is in progress.
+    Rotate(CaRotateArgs),
+    /// Where the CA and a rotation stand: the phase, and who it waits for.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct CaRotateArgs {
+    /// Start it and return; `nexus admin ca status` follows it.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Finish the rotation in progress now, although the hosts listed as waiting are not done
+    /// (each must then enrol again with a new token). Needs --force.
+    #[arg(long, requires = "force")]
+    pub finish: bool,
+    #[arg(long)]
+    pub force: bool,
+    /// How long to wait for the rotation to finish: 90s, 30m, 1h.
+    #[arg(long, value_name = "DUR", default_value = "30m", value_parser = parse_age)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

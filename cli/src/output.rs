@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::args::OutputFormat;
 
 pub mod backups;
+pub mod ca;
 pub mod events;
 pub mod limits;
 pub mod notices;

@@ -269,6 +269,17 @@ impl Client<'_> {
         limit: Duration,
     ) -> Result<Response, CliError> {
         let request_id = self.settings.next_request_id();
+        self.request_under(request_id, request, limit).await
+    }
+
+    /// [`Client::request`] under `request_id` rather than the command's: a second write of one
+    /// command, which the command's id would answer with the first one's outcome.
+    pub async fn request_under(
+        &mut self,
+        request_id: RequestId,
+        request: Request,
+        limit: Duration,
+    ) -> Result<Response, CliError> {
         let mut limit = limit;
         let mut redirects = 0;
         let mut retries = 0u32;

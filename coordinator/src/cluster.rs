@@ -31,7 +31,7 @@ use crate::hops;
 use crate::locks::lock;
 use crate::metrics::{Metrics, ProposalOutcome};
 use crate::peers::{Delivery, Peers};
-use crate::state::{Command, Outcome, Proposal, State};
+use crate::state::{CaRotations, Command, Outcome, Proposal, State};
 use crate::store::RocksStore;
 
 /// A handle on the driver. Cheap to clone.
@@ -45,6 +45,8 @@ pub struct Cluster {
     leadership: watch::Receiver<Leadership>,
     /// The deny list of this replica's state, as of the driver's last round.
     deny: watch::Receiver<DenyList>,
+    /// The CA rotations of this replica's state, as of the driver's last round.
+    ca: watch::Receiver<CaRotations>,
     metrics: Metrics,
 }
 
@@ -75,6 +77,7 @@ pub fn start(
         term: node.term(),
     });
     let deny = watch::Sender::new(node.state().security().deny_list().clone());
+    let ca = watch::Sender::new(node.state().ca_rotations().clone());
     let cluster = Cluster {
         id: node.id(),
         inputs: sender,
@@ -83,6 +86,7 @@ pub fn start(
         hosts: hosts.clone(),
         leadership: leadership.subscribe(),
         deny: deny.subscribe(),
+        ca: ca.subscribe(),
         metrics: metrics.clone(),
     };
     let driver = Driver::new(
@@ -91,7 +95,7 @@ pub fn start(
         peers,
         (inputs, deliveries),
         hosts,
-        (leadership, deny),
+        (leadership, deny, ca),
         metrics,
     );
     let stopped = driver.spawn(shutdown)?;
@@ -124,6 +128,13 @@ impl Cluster {
     /// [`Gate`](nexus_protocol::transport::Gate) can follow it.
     pub fn deny_list(&self) -> watch::Receiver<DenyList> {
         self.deny.clone()
+    }
+
+    /// The replicated CA rotations as this replica has applied them, published like the deny
+    /// list, so that each coordinator follows a rotation (`crate::trust`) and agents' trust
+    /// watches push its bundles.
+    pub fn ca_rotations(&self) -> watch::Receiver<CaRotations> {
+        self.ca.clone()
     }
 
     pub fn config(&self) -> &DriverConfig {

@@ -112,6 +112,7 @@ pub fn request_workspace(request: &Request) -> Option<&WorkspaceName> {
         | WorkspaceRequest::Worktree(name) => Some(name),
         WorkspaceRequest::List
         | WorkspaceRequest::Notices
+        | WorkspaceRequest::RenewSession(_)
         | WorkspaceRequest::Cleanup { .. }
         | WorkspaceRequest::CleanupOf { .. } => None,
     }

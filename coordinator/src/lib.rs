@@ -10,7 +10,8 @@
 //! start SLIs measured from the log ([`starts`]), and the health probes and scrape-time gauges
 //! ([`probes`]) that the monitoring HTTP server (`nexus-telemetry`) serves; what it tells admins
 //! of itself ([`diagnostics`]); re-reading its configuration while it runs ([`reload`]); and the
-//! credential store's keys from its key file ([`credential_keys`]).
+//! credential store's keys from its key file ([`credential_keys`]); following a CA rotation
+//! ([`trust`]).
 
 pub mod backups;
 pub mod cluster;
@@ -36,6 +37,7 @@ pub mod signing;
 pub mod starts;
 pub mod state;
 pub mod store;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,6 +59,14 @@ use crate::metrics::Metrics;
 use crate::peers::Peers;
 use crate::probes::Probes;
 use crate::store::{Durability, RocksStore, StoreIdentity};
+
+/// The cluster's identity, which the data dir and backups are bound to: `cluster-id` in the
+/// `--tls-dir` once a CA rotation wrote it, else the fingerprint of the CA certificates there.
+pub fn cluster_id(config: &Config, credentials: &Credentials) -> anyhow::Result<String> {
+    nexus_protocol::pki::PkiDir::new(&config.tls_dir)
+        .cluster_id(credentials.ca_fingerprint())
+        .context("cannot read the cluster's identity (cluster-id in --tls-dir)")
+}
 
 /// How often the leader looks whether a scheduled backup is due.
 const BACKUP_SCHEDULE_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
@@ -89,7 +99,7 @@ impl Node {
     ) -> anyhow::Result<Node> {
         let identity = StoreIdentity {
             format: store::FORMAT_VERSION,
-            cluster: credentials.ca_fingerprint().to_string(),
+            cluster: cluster_id(config, credentials)?,
             node: config.node_id,
         };
         // Founders start as voters of the same first configuration; a joining node starts empty
@@ -212,6 +222,7 @@ async fn run_inner(
             node: config.cert_lifetime,
             user: config.user_cert_lifetime,
         }));
+    let cluster_id = cluster_id(&config, &credentials)?;
     let signing = Arc::new(
         signing::Signing::load(&config.tls_dir, &credentials, lifetimes.clone()).with_context(
             || {
@@ -257,6 +268,7 @@ async fn run_inner(
     } = Node::start_with(&config, &credentials, metrics.clone())?;
     gate.update(cluster.deny_list().borrow().clone());
     let gatekeeper = tokio::spawn(renewal::keep_gate(cluster.deny_list(), gate));
+    let renew_now = Arc::new(tokio::sync::Notify::new());
     let own_certificate = tokio::spawn(
         renewal::OwnCertificate {
             node_id: config.node_id,
@@ -265,6 +277,7 @@ async fn run_inner(
             signing: signing.clone(),
             cluster: cluster.clone(),
             expiries: common.clone(),
+            renew_now: renew_now.clone(),
         }
         .run(),
     );
@@ -294,6 +307,19 @@ async fn run_inner(
         tracing::info!(keys = ?keys.ids(), "the credential store's keys are loaded");
     }
     let credential_keys = Arc::new(credential_keys::CredentialKeys::new(credential_keys));
+    let ca_follower = tokio::spawn(
+        trust::CaFollower {
+            node_id: config.node_id,
+            tls_dir: config.tls_dir.clone(),
+            credentials: credentials.clone(),
+            signing: signing.clone(),
+            cluster: cluster.clone(),
+            keys: credential_keys.clone(),
+            cluster_id: cluster_id.clone(),
+            renew_now,
+        }
+        .run(),
+    );
     let credential_store = Arc::new(service::CredentialStore::new(
         credential_keys.clone(),
         // As itself, to ask an agent to try a credential.
@@ -309,7 +335,7 @@ async fn run_inner(
         .with_diagnostics(diagnostics.clone())
         .with_backups(service::Backups::new(
             backups::BackupDir::new(&config.backup_dir, config.node_id),
-            credentials.ca_fingerprint().to_string(),
+            cluster_id.clone(),
         ))
         .with_maintenance(service::Maintainer::new(
             store,
@@ -398,6 +424,7 @@ async fn run_inner(
     policies.abort();
     gatekeeper.abort();
     own_certificate.abort();
+    ca_follower.abort();
     if let Some(hangups) = hangups {
         hangups.abort();
     }

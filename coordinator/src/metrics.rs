@@ -81,6 +81,9 @@ pub struct Metrics {
     /// Certificates renewed by this coordinator, by `kind` (`agent`: an agent's request;
     /// `coordinator`: its own) and `outcome` (`ok` or the error code in lower case).
     pub renewals: Counters<2>,
+    /// The parties the CA rotation in progress still waits for in its phase, by this replica
+    /// (0: none in progress).
+    pub ca_rotation_waiting: Gauge,
 }
 
 /// The `outcome` labels of `nexus_enrolments_total` present from the start (others, rarer
@@ -237,6 +240,10 @@ impl Metrics {
                 "nexus_certificate_renewals_total",
                 "Certificates this coordinator renewed, by kind (agent, coordinator: its own) and outcome (ok or the error code).",
                 ["kind", "outcome"],
+            ),
+            ca_rotation_waiting: r.gauge(
+                "nexus_ca_rotation_waiting",
+                "The coordinators and hosts the CA rotation in progress still waits for in its phase (0: none in progress).",
             ),
         }
         .init()
@@ -414,6 +421,8 @@ fn agent_kind(request: &AgentRequest) -> &'static str {
         AgentRequest::KeptBranch { .. } => "agent_kept_branch",
         AgentRequest::Renew(_) => "agent_renew",
         AgentRequest::WatchDenyList => "agent_watch_deny_list",
+        AgentRequest::WatchTrust => "agent_watch_trust",
+        AgentRequest::TrustsCa { .. } => "agent_trusts_ca",
     }
 }
 
@@ -439,6 +448,7 @@ fn workspace_kind(request: &WorkspaceRequest) -> &'static str {
         WorkspaceRequest::Hold(_) => "workspace_hold",
         WorkspaceRequest::Release(_) => "workspace_release",
         WorkspaceRequest::Worktree(_) => "workspace_worktree",
+        WorkspaceRequest::RenewSession(_) => "workspace_renew_session",
     }
 }
 
@@ -490,6 +500,9 @@ fn admin_kind(request: &AdminRequest) -> &'static str {
         AdminRequest::Certificates => "admin_certificates",
         AdminRequest::RemoveHost { .. } => "admin_remove_host",
         AdminRequest::RevokeUser(_) => "admin_revoke_user",
+        AdminRequest::RotateCa => "admin_rotate_ca",
+        AdminRequest::CaStatus => "admin_ca_status",
+        AdminRequest::FinishCaRotation => "admin_finish_ca_rotation",
     }
 }
 

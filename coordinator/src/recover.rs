@@ -80,7 +80,10 @@ pub fn restore(plan: &RestorePlan) -> Result<BackupHeader, WireError> {
             ),
         )
     })?;
-    check_cluster(&decoded.header, credentials.ca_fingerprint())?;
+    let cluster = nexus_protocol::pki::PkiDir::new(&plan.tls_dir)
+        .cluster_id(credentials.ca_fingerprint())
+        .map_err(|error| WireError::new(ErrorCode::Internal, error.to_string()))?;
+    check_cluster(&decoded.header, &cluster)?;
     if let Some(refusal) = crate::state::format_refusal(&decoded.header) {
         return Err(refusal);
     }
@@ -96,7 +99,7 @@ pub fn restore(plan: &RestorePlan) -> Result<BackupHeader, WireError> {
         })?
         .for_new_cluster();
     let existed = plan.data_dir.exists();
-    let made = make_store(plan, credentials.ca_fingerprint(), &state);
+    let made = make_store(plan, &cluster, &state);
     if made.is_err() {
         // Nothing half-made is left behind: the directory was absent or empty.
         let _ = std::fs::remove_dir_all(plan.data_dir.join("raft"));

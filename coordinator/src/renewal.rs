@@ -87,6 +87,9 @@ pub struct OwnCertificate {
     pub cluster: Cluster,
     /// `nexus_cert_expiry_timestamp_seconds`, moved to each new certificate.
     pub expiries: Common,
+    /// Renew now, whatever the certificate's age: a CA rotation re-issues every certificate
+    /// (`crate::trust`).
+    pub renew_now: Arc<tokio::sync::Notify>,
 }
 
 impl OwnCertificate {
@@ -190,6 +193,7 @@ impl OwnCertificate {
             );
         }
         let mut recorded = false;
+        let mut early = false;
         loop {
             let now = secs(clock::now());
             let Some(cert) = self.in_force(CertSource::Coordinator(self.node_id)) else {
@@ -209,7 +213,12 @@ impl OwnCertificate {
                     }
                 }
             }
-            let wait = match next_step(cert.not_before, cert.not_after, now) {
+            let step = if std::mem::take(&mut early) {
+                Step::Renew
+            } else {
+                next_step(cert.not_before, cert.not_after, now)
+            };
+            let wait = match step {
                 Step::Wait(wait) => wait,
                 Step::Renew if !self.signing.holds_key() => MAX_SLEEP,
                 Step::Renew => {
@@ -229,7 +238,10 @@ impl OwnCertificate {
                     }
                 }
             };
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.renew_now.notified() => early = true,
+            }
         }
     }
 }
@@ -321,6 +333,7 @@ mod tests {
                 signing,
                 cluster: node.cluster.clone(),
                 expiries: common.clone(),
+                renew_now: Arc::default(),
             }
             .run(),
         );

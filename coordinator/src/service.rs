@@ -18,6 +18,7 @@ mod activity;
 mod admin;
 mod agents;
 mod backups;
+mod ca_rotation;
 mod checks;
 mod credentials;
 mod history;
@@ -242,8 +243,12 @@ impl Handler for Service {
             }
             _ => None,
         };
-        if let Request::Agent(AgentRequest::WatchDenyList) = request {
-            let reply = self.watch_deny_list(peer).await;
+        if let Request::Agent(AgentRequest::WatchDenyList | AgentRequest::WatchTrust) = request {
+            let reply = if let Request::Agent(AgentRequest::WatchTrust) = request {
+                self.watch_trust(peer).await
+            } else {
+                self.watch_deny_list(peer).await
+            };
             let code = match &reply {
                 Reply::Once(Err(error)) => error.code.as_str(),
                 _ => "OK",

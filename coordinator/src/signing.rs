@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use nexus_protocol::clock::Timestamp;
@@ -29,24 +29,25 @@ pub type LifetimesHandle = Arc<Mutex<Lifetimes>>;
 /// The longest a certificate is back-dated against clock skew.
 pub const MAX_SKEW_SECS: u64 = 60;
 
-/// The CA key (if this node holds it), the CA certificate every enrolled party trusts, and the
-/// lifetimes of what it signs.
+/// The CA key (if this node holds it), the CA certificates every enrolled party trusts, and the
+/// lifetimes of what it signs. The CA changes in place during a CA rotation
+/// ([`Signing::reload`]).
 #[derive(Debug)]
 pub struct Signing {
-    ca: Option<CertificateAuthority>,
-    ca_pem: String,
-    ca_fingerprint: String,
+    current: RwLock<Arc<Signer>>,
     lifetimes: LifetimesHandle,
 }
 
-impl Signing {
-    /// Loads the CA from `tls_dir` when its key is there. A key that is there but unusable is an
-    /// error (a start should fail loudly rather than refuse every enrolment later).
-    pub fn load(
-        tls_dir: &Path,
-        credentials: &Credentials,
-        lifetimes: LifetimesHandle,
-    ) -> Result<Signing, PkiError> {
+/// The CA in force.
+#[derive(Debug)]
+struct Signer {
+    ca: Option<CertificateAuthority>,
+    ca_pem: String,
+    ca_fingerprint: String,
+}
+
+impl Signer {
+    fn load(tls_dir: &Path, credentials: &Credentials) -> Result<Signer, PkiError> {
         let pki = PkiDir::new(tls_dir);
         let ca_pem = std::fs::read_to_string(pki.ca_cert()).map_err(|source| PkiError::Read {
             path: pki.ca_cert(),
@@ -64,29 +65,58 @@ impl Signing {
         let ca_fingerprint = nexus_protocol::transport::first_certificate_der(signer_pem)
             .map_or_else(
                 || credentials.ca_fingerprint().to_string(),
-                |der| nexus_protocol::hash::hex(&nexus_protocol::hash::sha256(&der)),
+                |der| nexus_protocol::ca_rotation::fingerprint(&der),
             );
-        Ok(Signing {
+        Ok(Signer {
             ca,
             ca_pem,
             ca_fingerprint,
+        })
+    }
+}
+
+impl Signing {
+    /// Loads the CA from `tls_dir` when its key is there. A key that is there but unusable is an
+    /// error (a start should fail loudly rather than refuse every enrolment later).
+    pub fn load(
+        tls_dir: &Path,
+        credentials: &Credentials,
+        lifetimes: LifetimesHandle,
+    ) -> Result<Signing, PkiError> {
+        Ok(Signing {
+            current: RwLock::new(Arc::new(Signer::load(tls_dir, credentials)?)),
             lifetimes,
         })
     }
 
-    /// Whether this node can sign.
-    pub fn holds_key(&self) -> bool {
-        self.ca.is_some()
+    /// Reads the CA from `tls_dir` again and signs with it from now on (a CA rotation wrote a
+    /// new key or bundle there). On an error the CA in force stays.
+    pub fn reload(&self, tls_dir: &Path, credentials: &Credentials) -> Result<(), PkiError> {
+        let signer = Signer::load(tls_dir, credentials)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(signer);
+        Ok(())
     }
 
-    /// The SHA-256 of the cluster CA certificate: what a join token pins.
-    pub fn ca_fingerprint(&self) -> &str {
-        &self.ca_fingerprint
+    fn signer(&self) -> Arc<Signer> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether this node can sign.
+    pub fn holds_key(&self) -> bool {
+        self.signer().ca.is_some()
+    }
+
+    /// The SHA-256 of the cluster CA certificate that signs: what a join token pins.
+    pub fn ca_fingerprint(&self) -> String {
+        self.signer().ca_fingerprint.clone()
     }
 
     /// The CA certificates an enrolled party should trust (this node's `ca.pem`).
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+    pub fn ca_pem(&self) -> String {
+        self.signer().ca_pem.clone()
     }
 
     /// How long a certificate for `identity` lives now.
@@ -98,14 +128,16 @@ impl Signing {
         }
     }
 
-    /// The CA, or the refusal of a node without its key.
-    fn ca(&self) -> Result<&CertificateAuthority, WireError> {
-        self.ca.as_ref().ok_or_else(|| {
-            WireError::new(
+    /// The CA in force, or the refusal of a node without its key.
+    fn ca(&self) -> Result<Arc<Signer>, WireError> {
+        let signer = self.signer();
+        if signer.ca.is_none() {
+            return Err(WireError::new(
                 ErrorCode::Unsupported,
                 "this coordinator holds no CA key (`ca.key` in its --tls-dir): enrol and renew against a coordinator that does, or give it the cluster's ca.key",
-            )
-        })
+            ));
+        }
+        Ok(signer)
     }
 
     /// Signs a certificate for `identity` over the key of `csr_pem`, valid from now (see
@@ -119,7 +151,8 @@ impl Signing {
         deny: &DenyList,
         now: Timestamp,
     ) -> Result<String, WireError> {
-        let ca = self.ca()?;
+        let signer = self.ca()?;
+        let ca = signer.ca.as_ref().ok_or_else(no_key)?;
         let validity = validity(deny, identity, now, self.lifetime_for(identity));
         ca.sign_request(csr_pem, identity, names, validity)
             .map_err(|error| match error {
@@ -142,7 +175,8 @@ impl Signing {
         deny: &DenyList,
         now: Timestamp,
     ) -> Result<(String, String), WireError> {
-        let ca = self.ca()?;
+        let signer = self.ca()?;
+        let ca = signer.ca.as_ref().ok_or_else(no_key)?;
         let validity = validity(deny, identity, now, self.lifetime_for(identity));
         let issued = ca.issue(identity, names, validity).map_err(|error| {
             WireError::new(
@@ -152,6 +186,10 @@ impl Signing {
         })?;
         Ok((issued.cert_pem, issued.key_pem))
     }
+}
+
+fn no_key() -> WireError {
+    WireError::new(ErrorCode::Internal, "the CA in force lost its key")
 }
 
 /// When a certificate for `identity` issued at `now` for `lifetime` is valid: from a little before

@@ -48,6 +48,7 @@ mod placement;
 mod ports;
 mod reports;
 mod restore;
+mod rotation;
 mod security;
 mod snapshot;
 mod workspaces;
@@ -65,6 +66,7 @@ pub use nexus_protocol::model::{Limits, LimitsPatch};
 pub use notices::{NOTICES_MAX, Notices};
 pub use ports::FOREIGN_PORT_MEMORY_MS;
 pub use restore::format_refusal;
+pub use rotation::{CaRotation, CaRotations, CaStep, NewCa, TrustedCa};
 pub use security::{Security, TokenRecord};
 pub use snapshot::{STATE_FORMAT, SnapshotError};
 
@@ -111,6 +113,8 @@ pub struct State {
     credentials: Credentials,
     /// Join tokens, the certificates the cluster knows, the deny list.
     security: Security,
+    /// A CA rotation in progress, the last one finished and the CA certificates trusted since.
+    ca_rotations: CaRotations,
     /// Which workspaces hold events under each request id: an index of `events`, so that a
     /// request's record costs its own events rather than the fleet's. Derived like `on_host`.
     #[serde(skip)]
@@ -316,7 +320,24 @@ impl State {
                 by,
                 "user revoked",
             ),
-            Command::RemoveHost { host, force, by } => self.remove_host(origin, host, *force, by),
+            Command::RemoveHost { host, force, by } => {
+                let outcome = self.remove_host(origin, host, *force, by);
+                if outcome == Outcome::Applied {
+                    self.ca_rotations.forget(at, &Identity::Agent(host.clone()));
+                }
+                outcome
+            }
+            Command::StartCaRotation {
+                new,
+                coordinators,
+                by,
+            } => self.start_ca_rotation(at, new, coordinators, by),
+            Command::CaProgress {
+                identity,
+                new_ca,
+                step,
+            } => self.ca_progress(at, identity, new_ca, *step),
+            Command::FinishCaRotation { .. } => self.finish_ca_rotation(at),
         }
     }
 }
@@ -343,3 +364,6 @@ mod lifecycle_tests;
 
 #[cfg(test)]
 mod security_tests;
+
+#[cfg(test)]
+mod rotation_tests;

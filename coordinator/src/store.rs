@@ -52,11 +52,11 @@ pub const BOOTSTRAP_INDEX: u64 = 1;
 /// restarts and port reassignment) and the log's commands new variants. 3: the state keeps each
 /// workspace's events. 4: the state keeps the backup schedule ([`crate::state::STATE_FORMAT`]).
 /// 5: each workspace's lifecycle, and the notices. 6: each workspace's worktree, the credential
-/// store. 7: join tokens, known certificates and the deny list.
+/// store. 7: join tokens, known certificates and the deny list. 8: CA rotations.
 /// A store of another format is refused at open (see [`RocksStore::open`]); there is no
 /// migration, and a backup's state is refused by a build of another state format
 /// ([`crate::state::format_refusal`]): take backups again after an upgrade.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 
 /// Whose data a directory holds. A node refuses a data dir of another cluster or node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -152,11 +152,15 @@ pub enum ErrorCode {
     CaMismatch,
     /// A certificate does not name what its holder is reached at or advertises.
     CertificateMismatch,
+    /// A CA rotation was asked for while one is in progress.
+    CaRotationInProgress,
+    /// A CA rotation's step was asked for while none is in progress.
+    NoCaRotation,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 35] = [
+    pub const ALL: [ErrorCode; 37] = [
         ErrorCode::WorkspaceNotFound,
         ErrorCode::WorkspaceAlreadyExists,
         ErrorCode::WorkspaceStartFailed,
@@ -192,6 +196,8 @@ impl ErrorCode {
         ErrorCode::TokenRevoked,
         ErrorCode::CaMismatch,
         ErrorCode::CertificateMismatch,
+        ErrorCode::CaRotationInProgress,
+        ErrorCode::NoCaRotation,
     ];
 
     fn info(self) -> CodeInfo {
@@ -477,6 +483,22 @@ impl ErrorCode {
                 RetryChange::Nothing,
                 44,
             ),
+            CaRotationInProgress => (
+                "CA_ROTATION_IN_PROGRESS",
+                "A CA rotation is already in progress",
+                "follow it with `nexus admin ca status`; a host that stays down holds it up: bring it back, or `nexus admin ca rotate --finish --force`",
+                NEVER,
+                RetryChange::Nothing,
+                45,
+            ),
+            NoCaRotation => (
+                "NO_CA_ROTATION",
+                "No CA rotation is in progress",
+                "start one with `nexus admin ca rotate`",
+                NEVER,
+                RetryChange::Nothing,
+                46,
+            ),
         };
         CodeInfo {
             name,
@@ -685,6 +707,8 @@ mod tests {
             TOKEN_REVOKED exit=42 retry=[] change=Nothing | The join token was revoked
             CA_MISMATCH exit=43 retry=[] change=Nothing | The coordinator's CA is not the token's
             CERTIFICATE_MISMATCH exit=44 retry=[] change=Nothing | The certificate does not match the address
+            CA_ROTATION_IN_PROGRESS exit=45 retry=[] change=Nothing | A CA rotation is already in progress
+            NO_CA_ROTATION exit=46 retry=[] change=Nothing | No CA rotation is in progress
         "#]];
         let mut table = String::new();
         for code in ErrorCode::ALL {

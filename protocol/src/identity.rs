@@ -208,6 +208,48 @@ pub fn subject_names(der: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Whether the certificate `leaf` (DER) names the CA certificate `ca` (DER) as its issuer: the
+/// issuer's name is the CA's subject. Nexus CAs' names carry a random suffix, so two CAs of a
+/// cluster (before and after a rotation) are told apart. `false` when either does not parse.
+pub fn issued_by(leaf: &[u8], ca: &[u8]) -> bool {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (Ok((_, leaf)), Ok((_, ca))) = (
+        X509Certificate::from_der(leaf),
+        X509Certificate::from_der(ca),
+    ) else {
+        return false;
+    };
+    leaf.issuer().as_raw() == ca.subject().as_raw()
+}
+
+/// The PEM block of `bundle_pem` whose certificate holds the public key `key_bits` (the bits of
+/// its subject public key): which certificate of a bundle goes with a key.
+pub fn certificate_for_key(bundle_pem: &str, key_bits: &[u8]) -> Option<String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut rest = bundle_pem;
+    while let Some(begin) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let length = rest[begin..].find(END)?;
+        let block = format!("{}\n", &rest[begin..begin + length + END.len()]);
+        rest = &rest[begin + length + END.len()..];
+        let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(block.as_bytes()) else {
+            continue;
+        };
+        let matches = X509Certificate::from_der(&pem.contents)
+            .is_ok_and(|(_, cert)| cert.public_key().subject_public_key.data == key_bits);
+        if matches {
+            return Some(block);
+        }
+    }
+    None
+}
+
+/// Whether a certificate (DER) is a CA's (basic constraints say so).
+pub fn is_ca(der: &[u8]) -> bool {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    X509Certificate::from_der(der).is_ok_and(|(_, cert)| cert.is_ca())
+}
+
 pub fn not_after(der: &[u8]) -> Option<i64> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let (_, cert) = X509Certificate::from_der(der).ok()?;

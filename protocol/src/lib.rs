@@ -18,12 +18,13 @@
 //!   [`credentials`]: the credential store's records, secrets and choices (pure); [`seal`]: its
 //!   secrets sealed with an AEAD under a key file's keys;
 //! - [`join`]: join tokens, enrolment and renewal, the certificates the cluster knows and the
-//!   deny list (pure).
+//!   deny list (pure); [`ca_rotation`]: a CA rotation's phases, progress and trust bundle.
 //!
 //! This crate depends on none of the other Nexus crates. It is the only place that names `quinn`,
 //! `rustls`, `rcgen` or `bincode`.
 
 pub mod backup;
+pub mod ca_rotation;
 pub mod clock;
 pub mod codec;
 pub mod credentials;

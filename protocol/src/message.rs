@@ -10,6 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ca_rotation::{CaStatus, TrustBundle};
+
 use crate::clock::Timestamp;
 use crate::credentials::{
     CredentialAsk, CredentialCheckReport, CredentialProbe, CredentialSpec, CredentialView,
@@ -246,6 +248,12 @@ pub enum AgentRequest {
     /// enforces like the coordinators: a push of [`Response::DenyList`] now and after every
     /// change.
     WatchDenyList,
+    /// Subscribe to the CA certificates to trust (a CA rotation changes them): a push of
+    /// [`Response::TrustBundle`] now and after every change.
+    WatchTrust,
+    /// This host trusts the bundle of the rotation to the CA of this SHA-256 (it is written to
+    /// its pki dir and in force): [`Response::Ack`].
+    TrustsCa { new_ca: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,6 +301,11 @@ pub enum WorkspaceRequest {
     // Git worktrees (issue 24).
     /// How the workspace's worktree stands, asked of its host: [`Response::Worktree`].
     Worktree(WorkspaceName),
+    // A CA rotation (issue 25).
+    /// A fresh certificate for this user (its role and name as now) over a key made on the
+    /// user's machine, from the CA that signs now: what lets a CLI through a CA rotation
+    /// without a new login. [`Response::Issued`].
+    RenewSession(RenewRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -467,6 +480,14 @@ pub enum AdminRequest {
     },
     /// Shut a user's certificates out of the fleet: [`Response::Ack`].
     RevokeUser(UserName),
+    /// Start replacing the cluster CA (`nexus admin ca rotate`): refused with
+    /// `CA_ROTATION_IN_PROGRESS` while one is. [`Response::CaStatus`].
+    RotateCa,
+    /// Where the CA and a rotation stand: [`Response::CaStatus`].
+    CaStatus,
+    /// Finish the rotation in progress now although the parties listed are not done: they must
+    /// enrol again. Refused until every coordinator trusts the new CA. [`Response::CaStatus`].
+    FinishCaRotation,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -555,6 +576,8 @@ pub enum Response {
     Certificates(Vec<CertView>),
     Issued(Box<Issued>),
     DenyList(DenyList),
+    CaStatus(Box<CaStatus>),
+    TrustBundle(TrustBundle),
 }
 
 /// A workspace's lifecycle as its policies see it (`nexus workspace inspect`).

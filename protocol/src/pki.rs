@@ -142,6 +142,20 @@ impl CertificateAuthority {
         })
     }
 
+    /// A new cluster CA valid from `now` for `validity`: `nexus pki init`'s, and a CA rotation's.
+    /// A random suffix in its name tells CAs apart, in logs and TLS alerts, and tells a
+    /// certificate's issuer among the CAs of one cluster (`identity::issued_by`).
+    pub fn for_cluster(
+        now: Timestamp,
+        validity: Duration,
+    ) -> Result<CertificateAuthority, PkiError> {
+        let suffix = format!("{:08x}", crate::id::random_u64() as u32);
+        CertificateAuthority::generate(
+            &format!("Nexus cluster CA {suffix}"),
+            Validity::starting(now, validity),
+        )
+    }
+
     /// A CA from its PEM certificate and key.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<CertificateAuthority, rcgen::Error> {
         let key = KeyPair::from_pem(key_pem)?;
@@ -151,6 +165,22 @@ impl CertificateAuthority {
             key_pem: key_pem.into(),
             issuer,
         })
+    }
+
+    /// The CA of `key_pem` from a bundle of CA certificates (`ca.pem`): the certificate whose
+    /// public key is the key's, wherever it stands in the bundle (a CA rotation changes the
+    /// order, and a crash between writing the key and the bundle must not make it sign under
+    /// another certificate's name). `None` when no certificate goes with the key.
+    pub fn from_bundle(
+        bundle_pem: &str,
+        key_pem: &str,
+    ) -> Result<Option<CertificateAuthority>, rcgen::Error> {
+        use rcgen::PublicKeyData;
+        let key = KeyPair::from_pem(key_pem)?;
+        if let Some(pem) = crate::identity::certificate_for_key(bundle_pem, key.der_bytes()) {
+            return CertificateAuthority::from_pem(&pem, key_pem).map(Some);
+        }
+        Ok(None)
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -339,6 +369,49 @@ impl PkiDir {
         self.dir.join(format!("{}.key", file_stem(identity)))
     }
 
+    /// The cluster's identity, kept once the CA certificates of `ca.pem` change (a CA rotation),
+    /// so that a coordinator's data dir and backups stay bound to the cluster, not to its CA.
+    pub fn cluster_id_file(&self) -> PathBuf {
+        self.dir.join("cluster-id")
+    }
+
+    /// The cluster's identity: `cluster-id`'s when the directory has one, else `fallback` (the
+    /// fingerprint of the CA certificates in force, which it was before any rotation).
+    pub fn cluster_id(&self, fallback: &str) -> Result<String, PkiError> {
+        match fs::read_to_string(self.cluster_id_file()) {
+            Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+            Ok(_) => Ok(fallback.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(fallback.to_string()),
+            Err(source) => Err(PkiError::Read {
+                path: self.cluster_id_file(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes `cluster-id` unless the directory has one: before `ca.pem` first changes.
+    pub fn keep_cluster_id(&self, cluster: &str) -> Result<(), PkiError> {
+        if self.cluster_id_file().exists() {
+            return Ok(());
+        }
+        write_file(
+            &self.cluster_id_file(),
+            format!("{cluster}\n").as_bytes(),
+            false,
+        )
+    }
+
+    /// Replaces the CA certificates to trust (`ca.pem`), whole.
+    pub fn write_ca_bundle(&self, ca_pem: &str) -> Result<(), PkiError> {
+        write_file(&self.ca_cert(), ca_pem.as_bytes(), false)
+    }
+
+    /// Replaces the CA key (`ca.key`, 0600) that signs: a CA rotation's new key, written before
+    /// the bundle that names its certificate first.
+    pub fn write_ca_key(&self, key_pem: &str) -> Result<(), PkiError> {
+        write_file(&self.ca_key(), key_pem.as_bytes(), true)
+    }
+
     /// Makes a new CA and writes it, refusing to replace an existing key unless `force`.
     pub fn init(
         &self,
@@ -347,26 +420,31 @@ impl PkiDir {
         force: bool,
     ) -> Result<CertificateAuthority, PkiError> {
         refuse_existing(&self.ca_key(), force)?;
-        // A random suffix tells clusters' CAs apart, in logs and in TLS alerts alike.
-        let suffix = format!("{:08x}", crate::id::random_u64() as u32);
-        let ca = CertificateAuthority::generate(
-            &format!("Nexus cluster CA {suffix}"),
-            Validity::starting(now, validity),
-        )?;
+        let ca = CertificateAuthority::for_cluster(now, validity)?;
         create_dir(&self.dir)?;
         write_file(&self.ca_key(), ca.key_pem().as_bytes(), true)?;
         write_file(&self.ca_cert(), ca.cert_pem().as_bytes(), false)?;
         Ok(ca)
     }
 
+    /// The CA of `ca.key`, with its certificate from `ca.pem` (which may hold others: see
+    /// [`CertificateAuthority::from_bundle`]).
     pub fn load_ca(&self) -> Result<CertificateAuthority, PkiError> {
         let cert = read_text(&self.ca_cert())?;
         let key = read_text(&self.ca_key())?;
-        CertificateAuthority::from_pem(&cert, &key).map_err(|e| PkiError::Invalid {
+        let invalid = |reason: String| PkiError::Invalid {
             path: self.ca_key(),
             what: "CA certificate and key",
-            reason: e.to_string(),
-        })
+            reason,
+        };
+        CertificateAuthority::from_bundle(&cert, &key)
+            .map_err(|e| invalid(e.to_string()))?
+            .ok_or_else(|| {
+                invalid(format!(
+                    "no certificate of {} goes with the key",
+                    self.ca_cert().display()
+                ))
+            })
     }
 
     /// Issues a certificate for `identity` with the directory's CA and writes both files.
@@ -406,6 +484,12 @@ impl PkiDir {
     }
 }
 
+/// Writes a PEM file whole through a temporary name of its own and a rename; `secret` files
+/// (keys) are 0600 from their creation on. What a client keeps of a renewed session.
+pub fn write_pem(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
+    write_file(path, contents.as_bytes(), secret)
+}
+
 fn refuse_existing(path: &Path, force: bool) -> Result<(), PkiError> {
     if !force && path.exists() {
         return Err(PkiError::Exists { path: path.into() });
@@ -434,15 +518,17 @@ fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), PkiError
         path: path.into(),
         source,
     };
-    // A temporary name of this file's own (`agent-h1.key.tmp`, never shared with `agent-h1.pem`),
-    // made afresh: a leftover from a crash, whatever its mode, is never written into.
+    // A temporary name of this file's and this writer's own (`agent-h1.key.<pid>.<random>.tmp`,
+    // never shared with `agent-h1.pem` nor with another process writing the same file: the
+    // coordinators of one host may share a directory), made afresh: a leftover from a crash,
+    // whatever its mode, is never written into.
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
+    name.push(format!(
+        ".{}.{:08x}.tmp",
+        std::process::id(),
+        crate::id::random_u64() as u32
+    ));
     let tmp = path.with_file_name(name);
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
-        _ => {}
-    }
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

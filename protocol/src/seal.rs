@@ -302,6 +302,17 @@ pub fn associated_data(spec: &CredentialSpec) -> Vec<u8> {
 
 /// Seals `secret` for the record `spec` under `key`, with a fresh random nonce.
 pub fn seal(key: &Key, spec: &CredentialSpec, secret: &Secret) -> Result<Sealed, InvalidValue> {
+    seal_for(key, &associated_data(spec), secret)
+}
+
+/// Opens the record `spec`'s `sealed` secret with the key it names.
+pub fn open(keys: &KeyRing, spec: &CredentialSpec, sealed: &Sealed) -> Result<Secret, OpenError> {
+    open_for(keys, &associated_data(spec), sealed)
+}
+
+/// Seals `secret` under `key` bound to `associated` (what the ciphertext belongs to: it opens
+/// only with the same), with a fresh random nonce.
+pub fn seal_for(key: &Key, associated: &[u8], secret: &Secret) -> Result<Sealed, InvalidValue> {
     let mut nonce = [0u8; aead::NONCE_LEN];
     getrandom::getrandom(&mut nonce)
         .map_err(|error| InvalidValue(format!("no secure random source: {error}")))?;
@@ -311,7 +322,7 @@ pub fn seal(key: &Key, spec: &CredentialSpec, secret: &Secret) -> Result<Sealed,
     let mut in_out = secret.expose().as_bytes().to_vec();
     let sealed = aead.seal_in_place_append_tag(
         Nonce::assume_unique_for_key(nonce),
-        Aad::from(associated_data(spec)),
+        Aad::from(associated),
         &mut in_out,
     );
     if sealed.is_err() {
@@ -325,8 +336,8 @@ pub fn seal(key: &Key, spec: &CredentialSpec, secret: &Secret) -> Result<Sealed,
     })
 }
 
-/// Opens the record `spec`'s `sealed` secret with the key it names.
-pub fn open(keys: &KeyRing, spec: &CredentialSpec, sealed: &Sealed) -> Result<Secret, OpenError> {
+/// Opens `sealed`, bound to `associated`, with the key it names.
+pub fn open_for(keys: &KeyRing, associated: &[u8], sealed: &Sealed) -> Result<Secret, OpenError> {
     let key = keys
         .get(&sealed.key_id)
         .ok_or_else(|| OpenError::KeyMissing(sealed.key_id.clone()))?;
@@ -340,7 +351,7 @@ pub fn open(keys: &KeyRing, spec: &CredentialSpec, sealed: &Sealed) -> Result<Se
     let opened = aead
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(associated_data(spec)),
+            Aad::from(associated),
             &mut in_out,
         )
         .map(|plain| String::from_utf8(plain.to_vec()));

@@ -529,3 +529,75 @@ async fn nobody_listening_is_a_network_error_not_a_hang() {
     .unwrap_err();
     assert_eq!(error.code, ErrorCode::NetworkError, "{error}");
 }
+
+/// A CA rotation's trust swap: the CA certificates a server and a client trust change while they
+/// run. New handshakes are verified against the bundle in force; a connection made before a
+/// swap keeps going.
+#[tokio::test]
+async fn a_new_trust_bundle_governs_new_handshakes_and_spares_open_connections() {
+    let old = TestPki::new();
+    let new = TestPki::new();
+    let both: Vec<u8> = [old.ca_pem(), new.ca_pem()].concat();
+    let identity = pki::coordinator(1);
+    let credentials = old.issue(&identity);
+    let server = Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &credentials,
+        AcceptPolicy::everyone(),
+        config(),
+    )
+    .unwrap();
+    let address = server.local_addr().unwrap();
+    let handler = Arc::new(TestHandler::default());
+    *handler.identity.lock().unwrap() = Some(identity);
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(handler.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    // A host re-issued by the new CA, trusting both: the server does not trust it yet.
+    let host = pki::agent("dev-01");
+    new.issue(&host);
+    let (cert, key) = new.paths(&host);
+    let (cert, key) = (std::fs::read(cert).unwrap(), std::fs::read(key).unwrap());
+    let renewed = Credentials::from_pem(&both, Some((&cert, &key))).unwrap();
+    let error = refused(&renewed, address).await;
+    assert_eq!(error.code, ErrorCode::AuthenticationFailed, "{error}");
+
+    // The server trusts both: the new certificate is let in, and so is one of the old CA.
+    assert!(credentials.trust(&both).unwrap());
+    assert!(!credentials.trust(&both).unwrap(), "the same bundle again");
+    assert_eq!(
+        credentials.trusted_fingerprint(),
+        renewed.trusted_fingerprint()
+    );
+    let before = connect_with(&old.issue(&pki::agent("dev-02")), address, config())
+        .await
+        .unwrap();
+    let after = connect_with(&renewed, address, config()).await.unwrap();
+    assert!(matches!(
+        after.request(Request::Ping).await,
+        Ok(Response::Pong(_))
+    ));
+
+    // The old CA dropped: its certificates are refused at the handshake, the connection made
+    // before the swap keeps going.
+    assert!(credentials.trust(&new.ca_pem()).unwrap());
+    let error = refused(&old.issue(&pki::agent("dev-03")), address).await;
+    assert_eq!(error.code, ErrorCode::AuthenticationFailed, "{error}");
+    assert!(matches!(
+        before.request(Request::Ping).await,
+        Ok(Response::Pong(_))
+    ));
+
+    // A client follows its own bundle: trusting only the new CA, it refuses the server's
+    // certificate of the old one until the server presents a new one.
+    let client = Credentials::from_pem(&new.ca_pem(), Some((&cert, &key))).unwrap();
+    let error = refused(&client, address).await;
+    assert_eq!(error.code, ErrorCode::AuthenticationFailed, "{error}");
+    assert!(credentials.trust(b"not a certificate").is_err());
+    assert_eq!(
+        credentials.trusted_fingerprint(),
+        client.trusted_fingerprint()
+    );
+}

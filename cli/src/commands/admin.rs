@@ -55,6 +55,7 @@ pub async fn run(
             crate::commands::security::token(command, settings, format).await
         }
         AdminCommand::Certs => crate::commands::security::certs(settings, format).await,
+        AdminCommand::Ca(command) => crate::commands::ca::run(command, settings, format).await,
         AdminCommand::User(command) => {
             crate::commands::security::user(command, settings, format).await
         }

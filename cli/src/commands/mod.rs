@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod backup;
 pub mod bundle;
+pub mod ca;
 pub mod config;
 pub mod credentials;
 pub mod events;

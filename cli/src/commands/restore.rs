@@ -31,7 +31,7 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(180);
 /// The newest state format this build's coordinator reads (`nexus_coordinator::state::
 /// STATE_FORMAT`; a test in `nexus-tests` holds them equal): a backup file of a newer one is
 /// refused here as the coordinator would refuse it.
-pub const STATE_FORMAT: u32 = 7;
+pub const STATE_FORMAT: u32 = 8;
 /// The size of each piece of a backup file fetched or uploaded (well under a frame).
 pub const PIECE_BYTES: u32 = 4 << 20;
 

@@ -29,7 +29,7 @@ use crate::consensus::{
 use crate::metrics::Metrics;
 use crate::peers::{Delivery, Peers};
 use crate::starts::{StartOutcome, Starts};
-use crate::state::{Outcome, Proposal, State};
+use crate::state::{CaRotations, Outcome, Proposal, State};
 use crate::store::RocksStore;
 
 /// Inputs taken per round before `process_ready`, so a flood cannot starve ticks.
@@ -104,6 +104,8 @@ pub(super) struct Driver {
     leadership: watch::Sender<Leadership>,
     /// The deny list of the state applied here, for the gates and the agents' watches.
     deny: watch::Sender<DenyList>,
+    /// The CA rotations of the state applied here, for this node's trust and the agents'.
+    ca: watch::Sender<CaRotations>,
     metrics: Metrics,
     /// The leader last seen, to count changes.
     last_leader: Option<NodeId>,
@@ -123,7 +125,11 @@ impl Driver {
         peers: Arc<Peers>,
         (inputs, deliveries): (mpsc::Receiver<Input>, mpsc::Receiver<Delivery>),
         hosts: Arc<HostSignals>,
-        (leadership, deny): (watch::Sender<Leadership>, watch::Sender<DenyList>),
+        (leadership, deny, ca): (
+            watch::Sender<Leadership>,
+            watch::Sender<DenyList>,
+            watch::Sender<CaRotations>,
+        ),
         metrics: Metrics,
     ) -> Driver {
         Driver {
@@ -142,6 +148,7 @@ impl Driver {
             hosts,
             leadership,
             deny,
+            ca,
             last_leader: None,
             snapshots_counted: 0,
             starts: Starts::default(),
@@ -221,6 +228,14 @@ impl Driver {
                 let changed = now != deny;
                 if changed {
                     now.clone_from(deny);
+                }
+                changed
+            });
+            let ca = self.node.state().ca_rotations();
+            self.ca.send_if_modified(|now| {
+                let changed = now != ca;
+                if changed {
+                    now.clone_from(ca);
                 }
                 changed
             });

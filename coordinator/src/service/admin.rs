@@ -68,6 +68,8 @@ impl Service {
                 | AdminRequest::RevokeToken(_)
                 | AdminRequest::RemoveHost { .. }
                 | AdminRequest::RevokeUser(_)
+                | AdminRequest::RotateCa
+                | AdminRequest::FinishCaRotation
         );
         if consistency == Consistency::Stale && write {
             return Err(WireError::new(
@@ -302,6 +304,11 @@ impl Service {
             | AdminRequest::RevokeUser(_)) => {
                 self.security_admin(peer, request_id, request, consistency)
                     .await
+            }
+            request @ (AdminRequest::RotateCa
+            | AdminRequest::CaStatus
+            | AdminRequest::FinishCaRotation) => {
+                self.ca_admin(peer, request_id, request, consistency).await
             }
         }
     }

@@ -142,10 +142,11 @@ impl Service {
                 self.kept_branch(host_id, owner, kept).await
             }
             AgentRequest::Renew(renewal) => self.renew(peer, request_id, renewal).await,
-            AgentRequest::WatchDenyList => Err(WireError::new(
+            AgentRequest::WatchDenyList | AgentRequest::WatchTrust => Err(WireError::new(
                 ErrorCode::InvalidArgument,
-                "a deny-list watch is a subscription; open it as one",
+                "a watch is a subscription; open it as one",
             )),
+            AgentRequest::TrustsCa { new_ca } => self.trusts_ca(peer, new_ca).await,
         }
     }
 }

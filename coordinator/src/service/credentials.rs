@@ -63,7 +63,7 @@ impl CredentialStore {
         self.keys.ids()
     }
 
-    fn keys(&self) -> Result<Arc<KeyRing>, WireError> {
+    pub(super) fn keys(&self) -> Result<Arc<KeyRing>, WireError> {
         self.keys.current()
     }
 

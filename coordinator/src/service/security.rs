@@ -51,7 +51,7 @@ impl Service {
                 require(peer, &[IdentityKind::Admin])?;
                 spec.check()
                     .map_err(|e| WireError::new(ErrorCode::InvalidArgument, e.0))?;
-                let token = JoinToken::generate(self.signing()?.ca_fingerprint())
+                let token = JoinToken::generate(&self.signing()?.ca_fingerprint())
                     .map_err(|e| WireError::new(ErrorCode::Internal, e.0))?;
                 let id = token.id.clone();
                 let command = Command::CreateToken {
@@ -152,6 +152,34 @@ impl Service {
         lock(&self.endpoints).remove(host);
     }
 
+    /// A user's renewal (a CLI through a CA rotation): a certificate for the user's own identity,
+    /// which carries no names, over a fresh key, recorded.
+    pub(super) async fn renew_session(
+        &self,
+        peer: &Peer,
+        request_id: RequestId,
+        request: RenewRequest,
+    ) -> Result<Response, WireError> {
+        if !request.names.is_empty() {
+            return Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                "a user's certificate carries no addresses or names",
+            ));
+        }
+        let result = self.renew_for(peer, request_id, request).await;
+        self.cluster
+            .metrics()
+            .renewals
+            .inc(["user", &Metrics::outcome_label(&result)]);
+        match &result {
+            Ok(_) => tracing::info!(peer = %peer.identity, "renewed a user's certificate"),
+            Err(error) => {
+                tracing::warn!(peer = %peer.identity, code = %error.code, "refused a user's renewal: {}", error.message);
+            }
+        }
+        result
+    }
+
     /// An agent's renewal: a certificate for its own identity over a fresh key, recorded.
     pub(super) async fn renew(
         &self,
@@ -187,6 +215,7 @@ impl Service {
         let now = clock::now();
         let cert_pem = signing.sign_request(&request.csr_pem, &identity, &names, &deny, now)?;
         let cert = cert_record(&cert_pem, CertSource::Renewal, now).ok_or_else(unreadable)?;
+        let ca_pem = signing.ca_pem();
         self.cluster
             .propose(
                 request_id,
@@ -197,10 +226,15 @@ impl Service {
                 },
             )
             .await?;
+        // Re-issued by a rotation's new CA: this party is done with it. The certificate is
+        // handed out whatever this says; the agent's next renewal tells it again.
+        if let Err(error) = self.renewed(peer, &cert_pem).await {
+            tracing::warn!(peer = %peer.identity, code = %error.code, "cannot record a re-issue of the CA rotation: {}", error.message);
+        }
         Ok(Response::Issued(Box::new(Issued {
             identity,
             cert_pem,
-            ca_pem: signing.ca_pem().to_string(),
+            ca_pem,
             labels: Labels::new(),
         })))
     }
@@ -292,7 +326,7 @@ impl Service {
         Ok(Issued {
             identity,
             cert_pem,
-            ca_pem: signing.ca_pem().to_string(),
+            ca_pem: signing.ca_pem(),
             labels,
         })
     }

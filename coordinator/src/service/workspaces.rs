@@ -107,6 +107,9 @@ impl Service {
                 self.owned(peer, &name, admin, consistency).await?;
                 self.worktree(&name, consistency).await
             }
+            WorkspaceRequest::RenewSession(renewal) => {
+                self.renew_session(peer, request_id, renewal).await
+            }
             WorkspaceRequest::Notices => {
                 let user = user.clone();
                 let now = clock::now();

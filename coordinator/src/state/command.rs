@@ -218,6 +218,25 @@ pub enum Command {
         force: bool,
         by: String,
     },
+    // A CA rotation (issue 25, `nexus admin ca rotate`). The leader makes the new CA and seals
+    // its key under the coordinators' seal key before it proposes; the state keeps ciphertext.
+    /// Start a rotation to `new`, waiting for `coordinators` (the members when it was proposed)
+    /// and every host.
+    StartCaRotation {
+        new: super::NewCa,
+        coordinators: Vec<nexus_protocol::NodeId>,
+        by: String,
+    },
+    /// A party took a step of the rotation to the CA of SHA-256 `new_ca`.
+    CaProgress {
+        identity: Identity,
+        new_ca: String,
+        step: super::CaStep,
+    },
+    /// Finish the rotation in progress now, leaving the parties not done to enrol again.
+    FinishCaRotation {
+        by: String,
+    },
 }
 
 /// One create of a [`Command::PlaceWorkspaces`] batch.

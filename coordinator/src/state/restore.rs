@@ -16,6 +16,7 @@
 //! | lifecycle policies | the backup's |
 //! | each workspace's lifecycle | the backup's, but last used at the restore (`restored`) and with no destroy notice posted: the policies start afresh, so a restore neither stops a fleet that looks idle since the backup nor destroys a workspace on notices its owner never saw after the restore |
 //! | notices | the running cluster's, without the policies' (they are posted again as due) |
+//! | CA rotations (in progress, last, the CA trusted since) | the running cluster's |
 //!
 //! A backup of a state format this build does not read is refused (`BACKUP_VERSION_UNSUPPORTED`),
 //! as are bytes that do not decode or a state that breaks the invariants (`BACKUP_CORRUPT`);
@@ -139,6 +140,9 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>, header: &Back
             running.credentials
         },
         security: Security::merged_for_restore(running.security, backup.security),
+        // The CA belongs to the running cluster: a backup never brings back an old CA, nor a
+        // rotation's sealed key.
+        ca_rotations: running.ca_rotations,
         events_by_request: backup.events_by_request,
         on_host: BTreeMap::new(),
         host_ids: Vec::new(),

@@ -19,8 +19,8 @@ use super::State;
 /// The format of the snapshot bytes (the state's fields and records, in order). Raised with every
 /// change to them; a backup records it, and a restore refuses a newer one. 4: the backup
 /// schedule; 5: each workspace's lifecycle, the notices; 6: each workspace's worktree, the
-/// credential store; 7: join tokens, known certificates, the deny list.
-pub const STATE_FORMAT: u32 = 7;
+/// credential store; 7: join tokens, known certificates, the deny list; 8: CA rotations.
+pub const STATE_FORMAT: u32 = 8;
 
 /// Why the state could not become snapshot bytes, or be read back from them. Either is fatal to
 /// the Raft node that asked (its store cannot hold or restore the state).

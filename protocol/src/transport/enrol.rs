@@ -174,6 +174,33 @@ pub fn first_certificate_der(pem: &str) -> Option<Vec<u8>> {
         .map(|cert| cert.to_vec())
 }
 
+/// Every certificate of a PEM text (DER), in order; what does not parse is skipped.
+pub fn certificates_der(pem: &str) -> Vec<Vec<u8>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .filter_map(Result::ok)
+        .map(|cert| cert.to_vec())
+        .collect()
+}
+
+/// Every certificate of a PEM text, as DER and as its own PEM block, in order.
+pub fn certificates_pem(pem: &str) -> Vec<(Vec<u8>, String)> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(begin) = rest.find(BEGIN) {
+        let Some(length) = rest[begin..].find(END) else {
+            break;
+        };
+        let block = format!("{}\n", &rest[begin..begin + length + END.len()]);
+        if let Some(der) = first_certificate_der(&block) {
+            out.push((der, block));
+        }
+        rest = &rest[begin + length + END.len()..];
+    }
+    out
+}
+
 fn ca_mismatch(target: &str, expected: &str, found: &str) -> WireError {
     WireError::new(
         ErrorCode::CaMismatch,

@@ -11,6 +11,7 @@
 //! verifiers of established members, `enrol` the one that pins a CA by its fingerprint for a
 //! client that has no certificate yet, `gate` the deny list a server enforces.
 
+mod bundle;
 mod client;
 mod enrol;
 mod gate;
@@ -21,8 +22,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use bundle::{
+    BundleError, MAX_BUNDLE_BYTES, MAX_BUNDLE_CERTS, bundle, bundle_fingerprint, check_bundle,
+};
 pub use client::{Connection, Connector, Subscription};
-pub use enrol::{ca_pem_holds, enrol, first_certificate_der};
+pub use enrol::{ca_pem_holds, certificates_der, certificates_pem, enrol, first_certificate_der};
 pub use gate::Gate;
 pub use server::{Handler, Refusal, Reply, Server};
 pub use tls::{Credentials, Expiries, Rotation, TlsError};

@@ -5,11 +5,11 @@
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use rustls::client::ResolvesClientCert;
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -37,14 +37,111 @@ pub enum TlsError {
 ///
 /// The own certificate and key can be replaced while servers and connectors made from these
 /// credentials run ([`Credentials::rotate`]): each handshake reads the one in force, so new
-/// connections present the new certificate and existing ones keep theirs. Clones share it.
+/// connections present the new certificate and existing ones keep theirs. So can the CA
+/// certificates trusted ([`Credentials::trust`], a CA rotation): each handshake is verified
+/// against the bundle in force. Clones share both.
 #[derive(Debug, Clone)]
 pub struct Credentials {
-    pub(crate) roots: Arc<RootCertStore>,
+    trust: Arc<Trust>,
     own: Option<Arc<OwnCert>>,
     identity: Option<Identity>,
     ca_fingerprint: String,
-    ca_expiry: Option<i64>,
+}
+
+/// The CA certificates trusted now, and the verifiers made of them, read at each handshake.
+#[derive(Debug)]
+struct Trust {
+    current: RwLock<Arc<TrustInForce>>,
+}
+
+#[derive(Debug)]
+struct TrustInForce {
+    fingerprint: String,
+    cas: Vec<CertificateDer<'static>>,
+    expiry: Option<i64>,
+    /// The clients' verifiers (a server's): certificate required, and certificate optional (a
+    /// coordinator that takes enrolments).
+    required: Arc<dyn ClientCertVerifier>,
+    optional: Arc<dyn ClientCertVerifier>,
+    /// The servers' verifier (a client's).
+    servers: Arc<WebPkiServerVerifier>,
+}
+
+impl Trust {
+    fn get(&self) -> Arc<TrustInForce> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The CA certificates of a PEM bundle, with the bundle's fingerprint and earliest expiry.
+struct Bundle {
+    cas: Vec<CertificateDer<'static>>,
+    fingerprint: String,
+    expiry: Option<i64>,
+}
+
+impl Bundle {
+    fn parse(ca_pem: &[u8], label: &str) -> Result<Bundle, TlsError> {
+        let mut digest = crate::hash::Sha256::default();
+        let mut expiry: Option<i64> = None;
+        let mut cas = Vec::new();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| TlsError::Read {
+                path: label.to_string(),
+                reason: e.to_string(),
+            })?;
+            digest.update(&cert);
+            if let Some(not_after) = crate::identity::not_after(&cert) {
+                expiry = Some(expiry.map_or(not_after, |earliest| earliest.min(not_after)));
+            }
+            cas.push(cert);
+        }
+        if cas.is_empty() {
+            return Err(TlsError::Empty {
+                path: label.to_string(),
+                what: "CA certificate",
+            });
+        }
+        Ok(Bundle {
+            cas,
+            fingerprint: crate::hash::hex(&digest.finish()),
+            expiry,
+        })
+    }
+
+    /// The verifiers of this bundle: every certificate must be a usable trust anchor.
+    fn in_force(&self, label: &str) -> Result<TrustInForce, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for cert in &self.cas {
+            roots.add(cert.clone()).map_err(|e| TlsError::Read {
+                path: label.to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let roots = Arc::new(roots);
+        let config = |e: rustls::server::VerifierBuilderError| TlsError::Config(e.to_string());
+        let required = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+            .build()
+            .map_err(config)?;
+        let optional = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(config)?;
+        let servers = WebPkiServerVerifier::builder_with_provider(roots, provider())
+            .build()
+            .map_err(config)?;
+        Ok(TrustInForce {
+            fingerprint: self.fingerprint.clone(),
+            cas: self.cas.clone(),
+            expiry: self.expiry,
+            required,
+            optional,
+            servers,
+        })
+    }
 }
 
 /// This party's certificate and key in force, read at each handshake.
@@ -183,26 +280,9 @@ impl Credentials {
             path: label.clone(),
             reason: e.to_string(),
         };
-        let mut roots = RootCertStore::empty();
-        let mut digest = crate::hash::Sha256::default();
-        let mut ca_expiry: Option<i64> = None;
-        let mut cas = Vec::new();
-        for cert in CertificateDer::pem_slice_iter(ca_pem) {
-            let cert = cert.map_err(|e| read_error(ca_label, &e))?;
-            digest.update(&cert);
-            cas.push(cert.clone());
-            if let Some(expiry) = crate::identity::not_after(&cert) {
-                ca_expiry = Some(ca_expiry.map_or(expiry, |earliest| earliest.min(expiry)));
-            }
-            roots.add(cert).map_err(|e| read_error(ca_label, &e))?;
-        }
-        let ca_fingerprint = crate::hash::hex(&digest.finish());
-        if roots.is_empty() {
-            return Err(TlsError::Empty {
-                path: ca_label.clone(),
-                what: "CA certificate",
-            });
-        }
+        let bundle = Bundle::parse(ca_pem, ca_label)?;
+        let trust = bundle.in_force(ca_label)?;
+        let cas = &bundle.cas;
         let (own, identity) = match own {
             None => (None, None),
             Some((cert_pem, key_pem)) => {
@@ -231,11 +311,12 @@ impl Credentials {
             }
         };
         Ok(Credentials {
-            roots: Arc::new(roots),
+            trust: Arc::new(Trust {
+                current: RwLock::new(Arc::new(trust)),
+            }),
             own,
             identity,
-            ca_fingerprint,
-            ca_expiry,
+            ca_fingerprint: bundle.fingerprint,
         })
     }
 
@@ -244,7 +325,7 @@ impl Credentials {
     pub fn expiries(&self) -> Expiries {
         Expiries {
             own: self.own.as_ref().and_then(|own| own.get().1),
-            ca: self.ca_expiry,
+            ca: self.trust.get().expiry,
         }
     }
 
@@ -298,12 +379,7 @@ impl Credentials {
                     .map_or("nobody".into(), ToString::to_string),
             )));
         }
-        if fresh.ca_fingerprint != self.ca_fingerprint {
-            return Err(TlsError::Config(
-                "the CA certificate changed: a new CA needs a restart (and, for a coordinator, a new cluster)".into(),
-            ));
-        }
-        Ok(())
+        self.check_same_trust(fresh)
     }
 
     /// Puts `fresh`'s certificate and key in force for the handshakes that follow, in every
@@ -328,11 +404,7 @@ impl Credentials {
                     .map_or("nobody".into(), ToString::to_string),
             )));
         }
-        if fresh.ca_fingerprint != self.ca_fingerprint {
-            return Err(TlsError::Config(
-                "the CA certificate changed: a new CA needs a restart (and, for a coordinator, a new cluster)".into(),
-            ));
-        }
+        self.check_same_trust(fresh)?;
         let next = new.get();
         let mut current = own.current.write().unwrap_or_else(PoisonError::into_inner);
         let changed = current.0.cert != next.0.cert;
@@ -342,8 +414,53 @@ impl Credentials {
         Ok(changed)
     }
 
-    /// The SHA-256 of the trusted CA certificates (DER, in file order), in hex: the cluster's
-    /// identity, which a coordinator's data dir is bound to.
+    /// A certificate read from the files must be issued by a CA trusted now: the bundle trusted
+    /// changes only through [`Credentials::trust`] (during a CA rotation the files may already
+    /// name a bundle in another order, or the next one).
+    fn check_same_trust(&self, fresh: &Credentials) -> Result<(), TlsError> {
+        let leaf = fresh.own_certificate().unwrap_or_default();
+        let trusted = self.trust.get();
+        let issued = trusted
+            .cas
+            .iter()
+            .any(|ca| crate::identity::issued_by(&leaf, ca));
+        if !issued {
+            return Err(TlsError::Config(
+                "the CA certificate changed: a new CA is put in force by `nexus admin ca rotate` (or a restart)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Puts the CA certificates of `ca_pem` in force for the handshakes that follow, in every
+    /// server and connector made from these credentials or their clones; connections already
+    /// made keep going. Refused, changing nothing, when the bundle holds no usable CA
+    /// certificate. Answers whether the bundle changed. This party's own certificate chain is
+    /// not changed: the one it renews next carries the new bundle.
+    pub fn trust(&self, ca_pem: &[u8]) -> Result<bool, TlsError> {
+        let label = "the CA bundle";
+        let bundle = Bundle::parse(ca_pem, label)?;
+        if bundle.fingerprint == self.trusted_fingerprint() {
+            return Ok(false);
+        }
+        let next = Arc::new(bundle.in_force(label)?);
+        *self
+            .trust
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = next;
+        Ok(true)
+    }
+
+    /// The SHA-256 of the CA certificates trusted now (DER, in order), in hex.
+    pub fn trusted_fingerprint(&self) -> String {
+        self.trust.get().fingerprint.clone()
+    }
+
+    /// The SHA-256 of the CA certificates these credentials were loaded with (DER, in file
+    /// order), in hex: the cluster's identity, which a coordinator's data dir and its backups are
+    /// bound to, unless the `nexus pki` directory names it (`cluster-id`, kept through a CA
+    /// rotation: [`crate::pki::PkiDir::cluster_id`]).
     pub fn ca_fingerprint(&self) -> &str {
         &self.ca_fingerprint
     }
@@ -372,16 +489,11 @@ impl Credentials {
             .own
             .clone()
             .ok_or_else(|| TlsError::Config("a server needs its own certificate".into()))?;
-        let builder = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider());
-        let builder = if enrolment {
-            builder.allow_unauthenticated()
-        } else {
-            builder
-        };
-        let inner = builder
-            .build()
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        let verifier = Arc::new(IdentityClientVerifier { inner, gate });
+        let verifier = Arc::new(IdentityClientVerifier {
+            trust: self.trust.clone(),
+            enrolment,
+            gate,
+        });
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
@@ -392,13 +504,14 @@ impl Credentials {
     }
 
     pub(crate) fn client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
-        let verifier = WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider())
-            .build()
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let verifier = Arc::new(TrustedServerVerifier {
+            trust: self.trust.clone(),
+        });
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_webpki_verifier(verifier);
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
         let mut config = match &self.own {
             Some(own) => builder.with_client_cert_resolver(own.clone()),
             None => builder.with_no_client_auth(),
@@ -432,26 +545,42 @@ impl Rotation {
     }
 }
 
-/// The webpki client verifier, plus: the certificate must carry exactly one valid Nexus identity,
-/// and the deny list must not refuse it. A certificate without one is refused during the
-/// handshake, like one from another CA; a denied one as revoked.
+/// The webpki client verifier of the CA certificates trusted now, plus: the certificate must
+/// carry exactly one valid Nexus identity, and the deny list must not refuse it. A certificate
+/// without one is refused during the handshake, like one from another CA; a denied one as
+/// revoked.
 #[derive(Debug)]
 struct IdentityClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
+    trust: Arc<Trust>,
+    /// A client may come without a certificate (to enrol).
+    enrolment: bool,
     gate: Option<Gate>,
 }
 
+impl IdentityClientVerifier {
+    fn inner(&self) -> Arc<dyn ClientCertVerifier> {
+        let trust = self.trust.get();
+        if self.enrolment {
+            trust.optional.clone()
+        } else {
+            trust.required.clone()
+        }
+    }
+}
+
 impl ClientCertVerifier for IdentityClientVerifier {
+    /// No hints: the CAs trusted change during a rotation, and a Nexus client has one
+    /// certificate to offer whatever the server names.
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        &[]
     }
 
     fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
+        true
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
+        !self.enrolment
     }
 
     fn verify_client_cert(
@@ -461,7 +590,7 @@ impl ClientCertVerifier for IdentityClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let verified = self
-            .inner
+            .inner()
             .verify_client_cert(end_entity, intermediates, now)?;
         let identity = Identity::from_certificate(end_entity).map_err(|e| {
             tracing::debug!(error = %e, "refused a client certificate without a Nexus identity");
@@ -486,8 +615,8 @@ impl ClientCertVerifier for IdentityClientVerifier {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -495,12 +624,65 @@ impl ClientCertVerifier for IdentityClientVerifier {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.inner().supported_verify_schemes()
+    }
+}
+
+/// The webpki server verifier of the CA certificates trusted now.
+#[derive(Debug)]
+struct TrustedServerVerifier {
+    trust: Arc<Trust>,
+}
+
+impl ServerCertVerifier for TrustedServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.trust.get().servers.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.trust
+            .get()
+            .servers
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.trust
+            .get()
+            .servers
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.trust.get().servers.supported_verify_schemes()
     }
 }
 
