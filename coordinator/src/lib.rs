@@ -80,8 +80,58 @@ pub struct Node {
     pub cluster: Cluster,
     /// The store the driver writes, shared for host maintenance's compaction.
     pub store: RocksStore,
-    stop: oneshot::Sender<()>,
-    stopped: oneshot::Receiver<Result<(), StoreError>>,
+    driver: Driver,
+}
+
+/// The Raft driver's thread, seen from its node: told to stop and waited for when dropped, so
+/// that a node dropped without [`Node::stop`] (a test's, an early return) never leaves the
+/// driver writing RocksDB while the process exits (RocksDB then aborts: "pthread lock: Invalid
+/// argument").
+#[derive(Debug)]
+struct Driver {
+    stop: Option<oneshot::Sender<()>>,
+    stopped: Option<oneshot::Receiver<Result<(), StoreError>>>,
+}
+
+impl Driver {
+    /// Stops the driver and waits for it.
+    async fn stop(mut self) -> Result<(), StoreError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.stopped.take() {
+            Some(stopped) => stopped.await.unwrap_or_else(|_| Err(driver_died())),
+            None => Ok(()),
+        }
+    }
+
+    /// Completes when the driver stops by itself (its store failed), with why.
+    async fn finished(&mut self) -> Result<(), StoreError> {
+        let result = match self.stopped.as_mut() {
+            Some(stopped) => stopped.await.unwrap_or_else(|_| Err(driver_died())),
+            None => std::future::pending().await,
+        };
+        self.stopped = None;
+        result
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(stopped) = self.stopped.take() {
+            // Waited for on a thread of its own: this may run inside an async runtime, where a
+            // blocking receive is refused. The driver runs on its own thread and runtime, and
+            // returns at once when told to stop.
+            let _ = std::thread::spawn(move || stopped.blocking_recv()).join();
+        }
+    }
+}
+
+fn driver_died() -> StoreError {
+    StoreError("the driver thread died".into())
 }
 
 impl Node {
@@ -144,17 +194,16 @@ impl Node {
         Ok(Node {
             cluster,
             store: shared,
-            stop,
-            stopped,
+            driver: Driver {
+                stop: Some(stop),
+                stopped: Some(stopped),
+            },
         })
     }
 
     /// Stops the driver and waits for it.
     pub async fn stop(self) -> Result<(), StoreError> {
-        let _ = self.stop.send(());
-        self.stopped
-            .await
-            .unwrap_or_else(|_| Err(StoreError("the driver thread died".into())))
+        self.driver.stop().await
     }
 }
 
@@ -263,8 +312,7 @@ async fn run_inner(
     let Node {
         cluster,
         store,
-        stop,
-        mut stopped,
+        mut driver,
     } = Node::start_with(&config, &credentials, metrics.clone())?;
     gate.update(cluster.deny_list().borrow().clone());
     let gatekeeper = tokio::spawn(renewal::keep_gate(cluster.deny_list(), gate));
@@ -400,7 +448,7 @@ async fn run_inner(
     let until = async {
         tokio::select! {
             () = shutdown => {}
-            result = &mut stopped => failure = Some(result),
+            result = driver.finished() => failure = Some(result),
         }
     };
     notifier.ready(&format!(
@@ -432,13 +480,8 @@ async fn run_inner(
         monitoring.stop().await;
     }
     let result = match failure {
-        Some(result) => result.unwrap_or_else(|_| Err(StoreError("the driver thread died".into()))),
-        None => {
-            let _ = stop.send(());
-            stopped
-                .await
-                .unwrap_or_else(|_| Err(StoreError("the driver thread died".into())))
-        }
+        Some(result) => result,
+        None => driver.stop().await,
     };
     result.context("the raft node failed")?;
     tracing::info!("nexus-coordinator stopped");
