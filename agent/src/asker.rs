@@ -69,6 +69,63 @@ impl Asker {
     }
 }
 
+/// What a subscription over the link's session does once its watch there ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// The session changed: follow on the new one.
+    Changed,
+    /// Subscribe again (on the same session, or a newer one) after [`RESUBSCRIBE`].
+    Retry,
+    /// Wait for the next session.
+    AwaitSession,
+}
+
+/// The pause before a subscription is asked again.
+pub const RESUBSCRIBE: Duration = Duration::from_secs(1);
+
+/// A subscription the agent keeps with the leader over the link's session.
+pub trait Subscription: Sync {
+    /// Follows it on one session's `connection` until its watch ends or `sessions` changes;
+    /// says what to do next.
+    fn watch_on(
+        &self,
+        connection: &Connection,
+        sessions: &mut watch::Receiver<Option<Connection>>,
+    ) -> impl std::future::Future<Output = Next> + Send;
+}
+
+/// Follows `subscription` (the deny list, the trusted CAs) across the link's sessions until
+/// `shutdown` completes.
+pub async fn follow_sessions(
+    asker: &Asker,
+    shutdown: impl std::future::Future<Output = ()>,
+    subscription: &impl Subscription,
+) {
+    tokio::pin!(shutdown);
+    let mut sessions = asker.sessions();
+    loop {
+        let session = sessions.borrow_and_update().clone();
+        let next = match session {
+            Some(connection) => tokio::select! {
+                next = subscription.watch_on(&connection, &mut sessions) => next,
+                () = &mut shutdown => return,
+            },
+            None => Next::AwaitSession,
+        };
+        match next {
+            Next::Changed => {}
+            Next::Retry => tokio::select! {
+                () = tokio::time::sleep(RESUBSCRIBE) => {}
+                () = &mut shutdown => return,
+            },
+            Next::AwaitSession => tokio::select! {
+                changed = sessions.changed() => if changed.is_err() { return },
+                () = &mut shutdown => return,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

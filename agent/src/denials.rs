@@ -12,7 +12,6 @@
 //! Not here: checking a handshake against the list (`transport::Gate`).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use nexus_protocol::error::ErrorCode;
 use nexus_protocol::identity::Identity;
@@ -21,21 +20,8 @@ use nexus_protocol::message::{AgentRequest, Request, Response};
 use nexus_protocol::transport::{Connection, Gate};
 use tokio::sync::watch;
 
-use crate::asker::Asker;
+use crate::asker::{Asker, Next, Subscription, follow_sessions};
 use crate::metrics::Metrics;
-
-/// The wait before subscribing again on the same session after the subscription failed.
-const RESUBSCRIBE: Duration = Duration::from_secs(1);
-
-/// What to do once a session's watch ended.
-enum Next {
-    /// The session changed: follow the list on the new one.
-    Changed,
-    /// Subscribe again (on the same session, or a newer one) after a pause.
-    Retry,
-    /// Wait for the next session.
-    AwaitSession,
-}
 
 /// Where the last list is kept, in the data dir.
 const FILE: &str = "deny-list.json";
@@ -85,28 +71,35 @@ pub async fn follow(
     data_dir: PathBuf,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    let mut sessions = asker.sessions();
-    loop {
-        let session = sessions.borrow_and_update().clone();
-        let next = match session {
-            Some(connection) => tokio::select! {
-                next = watch_on(&connection, &gate, &metrics, &data_dir, &mut sessions) => next,
-                () = &mut shutdown => return,
-            },
-            None => Next::AwaitSession,
-        };
-        match next {
-            Next::Changed => {}
-            Next::Retry => tokio::select! {
-                () = tokio::time::sleep(RESUBSCRIBE) => {}
-                () = &mut shutdown => return,
-            },
-            Next::AwaitSession => tokio::select! {
-                changed = sessions.changed() => if changed.is_err() { return },
-                () = &mut shutdown => return,
-            },
-        }
+    let list = DenyListWatch {
+        gate,
+        metrics,
+        data_dir,
+    };
+    follow_sessions(&asker, shutdown, &list).await;
+}
+
+/// The deny list's subscription, and where each list goes.
+struct DenyListWatch {
+    gate: Gate,
+    metrics: Metrics,
+    data_dir: PathBuf,
+}
+
+impl Subscription for DenyListWatch {
+    async fn watch_on(
+        &self,
+        connection: &Connection,
+        sessions: &mut watch::Receiver<Option<Connection>>,
+    ) -> Next {
+        watch_on(
+            connection,
+            &self.gate,
+            &self.metrics,
+            &self.data_dir,
+            sessions,
+        )
+        .await
     }
 }
 

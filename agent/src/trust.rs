@@ -21,10 +21,8 @@ use nexus_protocol::pki::PkiDir;
 use nexus_protocol::transport::{Connection, Credentials, bundle_fingerprint, check_bundle};
 use tokio::sync::{Notify, watch};
 
-use crate::asker::Asker;
+use crate::asker::{Asker, Next, Subscription, follow_sessions};
 
-/// The wait before subscribing again after the subscription failed.
-const RESUBSCRIBE: Duration = Duration::from_secs(1);
 /// How long the agent's word that it trusts a bundle may take.
 const ACK_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -63,40 +61,13 @@ pub struct TrustFollower {
     pub renew_now: Arc<Notify>,
 }
 
-/// What to do once a session's watch ended.
-enum Next {
-    Changed,
-    Retry,
-    AwaitSession,
-}
-
 impl TrustFollower {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        let mut sessions = self.asker.sessions();
-        loop {
-            let session = sessions.borrow_and_update().clone();
-            let next = match session {
-                Some(connection) => tokio::select! {
-                    next = self.watch_on(&connection, &mut sessions) => next,
-                    () = &mut shutdown => return,
-                },
-                None => Next::AwaitSession,
-            };
-            match next {
-                Next::Changed => {}
-                Next::Retry => tokio::select! {
-                    () = tokio::time::sleep(RESUBSCRIBE) => {}
-                    () = &mut shutdown => return,
-                },
-                Next::AwaitSession => tokio::select! {
-                    changed = sessions.changed() => if changed.is_err() { return },
-                    () = &mut shutdown => return,
-                },
-            }
-        }
+        follow_sessions(&self.asker, shutdown, &self).await;
     }
+}
 
+impl Subscription for TrustFollower {
     async fn watch_on(
         &self,
         connection: &Connection,
@@ -143,7 +114,9 @@ impl TrustFollower {
             }
         }
     }
+}
 
+impl TrustFollower {
     /// Puts one bundle pushed in force, as [`plan`] says.
     async fn follow(&self, bundle: &TrustBundle) {
         let certs = match check_bundle(bundle) {
