@@ -83,15 +83,69 @@ pub enum Next {
 /// The pause before a subscription is asked again.
 pub const RESUBSCRIBE: Duration = Duration::from_secs(1);
 
-/// A subscription the agent keeps with the leader over the link's session.
+/// A subscription the agent keeps with the leader over the link's session: what it asks, and
+/// what it does with each value pushed. [`follow_sessions`] does the rest.
 pub trait Subscription: Sync {
-    /// Follows it on one session's `connection` until its watch ends or `sessions` changes;
-    /// says what to do next.
-    fn watch_on(
+    /// What it follows, for the log: `the deny list`.
+    const WHAT: &'static str;
+
+    /// The request that subscribes.
+    fn request(&self) -> Request;
+
+    /// Whether a coordinator that answers `code` does not publish it (not asked again on this
+    /// session).
+    fn unsupported(&self, code: ErrorCode) -> bool {
+        code == ErrorCode::Unsupported
+    }
+
+    /// Takes one pushed value in; gives back an answer of another kind.
+    fn take(
         &self,
-        connection: &Connection,
-        sessions: &mut watch::Receiver<Option<Connection>>,
-    ) -> impl std::future::Future<Output = Next> + Send;
+        response: Response,
+    ) -> impl std::future::Future<Output = Result<(), Response>> + Send;
+}
+
+/// Follows `subscription` on one session's `connection` until its watch ends or `sessions`
+/// changes; says what to do next.
+async fn watch_on<S: Subscription>(
+    subscription: &S,
+    connection: &Connection,
+    sessions: &mut watch::Receiver<Option<Connection>>,
+) -> Next {
+    let what = S::WHAT;
+    let mut watch = match connection.subscribe(subscription.request()).await {
+        Ok(watch) => watch,
+        Err(error) => {
+            tracing::warn!(code = %error.code, "cannot follow {what}: {}", error.message);
+            return Next::Retry;
+        }
+    };
+    loop {
+        let next = tokio::select! {
+            next = watch.next() => next,
+            // A new session (or none): this one's subscription is done with.
+            _ = sessions.changed() => return Next::Changed,
+        };
+        match next {
+            Some(Ok(response)) => {
+                if let Err(other) = subscription.take(response).await {
+                    tracing::warn!(
+                        "the coordinator answered the watch of {what} with {other:?}; not following it on this session"
+                    );
+                    return Next::AwaitSession;
+                }
+            }
+            Some(Err(error)) if subscription.unsupported(error.code) => {
+                tracing::info!("the coordinator does not publish {what}: {}", error.message);
+                return Next::AwaitSession;
+            }
+            Some(Err(error)) => {
+                tracing::debug!(code = %error.code, "the watch of {what} ended: {}", error.message);
+                return Next::Retry;
+            }
+            None => return Next::Retry,
+        }
+    }
 }
 
 /// Follows `subscription` (the deny list, the trusted CAs) across the link's sessions until
@@ -107,7 +161,7 @@ pub async fn follow_sessions(
         let session = sessions.borrow_and_update().clone();
         let next = match session {
             Some(connection) => tokio::select! {
-                next = subscription.watch_on(&connection, &mut sessions) => next,
+                next = watch_on(subscription, &connection, &mut sessions) => next,
                 () = &mut shutdown => return,
             },
             None => Next::AwaitSession,

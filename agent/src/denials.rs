@@ -13,14 +13,12 @@
 
 use std::path::{Path, PathBuf};
 
-use nexus_protocol::error::ErrorCode;
 use nexus_protocol::identity::Identity;
 use nexus_protocol::join::DenyList;
 use nexus_protocol::message::{AgentRequest, Request, Response};
-use nexus_protocol::transport::{Connection, Gate};
-use tokio::sync::watch;
+use nexus_protocol::transport::Gate;
 
-use crate::asker::{Asker, Next, Subscription, follow_sessions};
+use crate::asker::{Asker, Subscription, follow_sessions};
 use crate::metrics::Metrics;
 
 /// Where the last list is kept, in the data dir.
@@ -87,75 +85,30 @@ struct DenyListWatch {
 }
 
 impl Subscription for DenyListWatch {
-    async fn watch_on(
-        &self,
-        connection: &Connection,
-        sessions: &mut watch::Receiver<Option<Connection>>,
-    ) -> Next {
-        watch_on(
-            connection,
-            &self.gate,
-            &self.metrics,
-            &self.data_dir,
-            sessions,
-        )
-        .await
-    }
-}
+    const WHAT: &'static str = "the deny list";
 
-/// Follows the list on one session until it ends or the session changes.
-async fn watch_on(
-    connection: &Connection,
-    gate: &Gate,
-    metrics: &Metrics,
-    data_dir: &Path,
-    sessions: &mut watch::Receiver<Option<Connection>>,
-) -> Next {
-    let request = Request::Agent(AgentRequest::WatchDenyList);
-    let mut subscription = match connection.subscribe(request).await {
-        Ok(subscription) => subscription,
-        Err(error) => {
-            tracing::warn!(code = %error.code, "cannot follow the deny list: {}", error.message);
-            return Next::Retry;
-        }
-    };
-    loop {
-        let next = tokio::select! {
-            next = subscription.next() => next,
-            // A new session (or none): this one's subscription is done with.
-            _ = sessions.changed() => return Next::Changed,
+    fn request(&self) -> Request {
+        Request::Agent(AgentRequest::WatchDenyList)
+    }
+
+    /// Puts a list pushed in force (and keeps it for the next start).
+    async fn take(&self, response: Response) -> Result<(), Response> {
+        let Response::DenyList(list) = response else {
+            return Err(response);
         };
-        match next {
-            Some(Ok(Response::DenyList(list))) => {
-                let denied = list.len();
-                if let Err(e) = save(data_dir, &list) {
-                    tracing::warn!("cannot keep the deny list in {}: {e}", data_dir.display());
-                }
-                let closed = gate.update(list);
-                metrics
-                    .denied_identities
-                    .set(f64::from(u32::try_from(denied).unwrap_or(u32::MAX)));
-                tracing::info!(denied, closed, "the deny list in force changed");
-            }
-            Some(Ok(other)) => {
-                tracing::warn!(
-                    "the coordinator answered the deny list's watch with {other:?}; not following it on this session"
-                );
-                return Next::AwaitSession;
-            }
-            Some(Err(error)) if error.code == ErrorCode::Unsupported => {
-                tracing::info!(
-                    "the coordinator does not publish the deny list; this agent's endpoint enforces the last list it had: {}",
-                    error.message
-                );
-                return Next::AwaitSession;
-            }
-            Some(Err(error)) => {
-                tracing::debug!(code = %error.code, "the deny list's watch ended: {}", error.message);
-                return Next::Retry;
-            }
-            None => return Next::Retry,
+        let denied = list.len();
+        if let Err(e) = save(&self.data_dir, &list) {
+            tracing::warn!(
+                "cannot keep the deny list in {}: {e}",
+                self.data_dir.display()
+            );
         }
+        let closed = self.gate.update(list);
+        self.metrics
+            .denied_identities
+            .set(f64::from(u32::try_from(denied).unwrap_or(u32::MAX)));
+        tracing::info!(denied, closed, "the deny list in force changed");
+        Ok(())
     }
 }
 

@@ -18,10 +18,10 @@ use nexus_protocol::ca_rotation::{TrustBundle, fingerprint};
 use nexus_protocol::error::ErrorCode;
 use nexus_protocol::message::{AgentRequest, Request, Response};
 use nexus_protocol::pki::PkiDir;
-use nexus_protocol::transport::{Connection, Credentials, bundle_fingerprint, check_bundle};
-use tokio::sync::{Notify, watch};
+use nexus_protocol::transport::{Credentials, bundle_fingerprint, check_bundle};
+use tokio::sync::Notify;
 
-use crate::asker::{Asker, Next, Subscription, follow_sessions};
+use crate::asker::{Asker, Subscription, follow_sessions};
 
 /// How long the agent's word that it trusts a bundle may take.
 const ACK_DEADLINE: Duration = Duration::from_secs(10);
@@ -68,50 +68,23 @@ impl TrustFollower {
 }
 
 impl Subscription for TrustFollower {
-    async fn watch_on(
-        &self,
-        connection: &Connection,
-        sessions: &mut watch::Receiver<Option<Connection>>,
-    ) -> Next {
-        let request = Request::Agent(AgentRequest::WatchTrust);
-        let mut subscription = match connection.subscribe(request).await {
-            Ok(subscription) => subscription,
-            Err(error) => {
-                tracing::warn!(code = %error.code, "cannot follow the cluster's CA certificates: {}", error.message);
-                return Next::Retry;
+    const WHAT: &'static str = "the cluster's CA certificates";
+
+    fn request(&self) -> Request {
+        Request::Agent(AgentRequest::WatchTrust)
+    }
+
+    fn unsupported(&self, code: ErrorCode) -> bool {
+        matches!(code, ErrorCode::Unsupported | ErrorCode::InvalidArgument)
+    }
+
+    async fn take(&self, response: Response) -> Result<(), Response> {
+        match response {
+            Response::TrustBundle(bundle) => {
+                self.follow(&bundle).await;
+                Ok(())
             }
-        };
-        loop {
-            let next = tokio::select! {
-                next = subscription.next() => next,
-                _ = sessions.changed() => return Next::Changed,
-            };
-            match next {
-                Some(Ok(Response::TrustBundle(bundle))) => self.follow(&bundle).await,
-                Some(Ok(other)) => {
-                    tracing::warn!(
-                        "the coordinator answered the CA watch with {other:?}; not following it on this session"
-                    );
-                    return Next::AwaitSession;
-                }
-                Some(Err(error))
-                    if matches!(
-                        error.code,
-                        ErrorCode::Unsupported | ErrorCode::InvalidArgument
-                    ) =>
-                {
-                    tracing::info!(
-                        "the coordinator does not publish the CA certificates to trust: {}",
-                        error.message
-                    );
-                    return Next::AwaitSession;
-                }
-                Some(Err(error)) => {
-                    tracing::debug!(code = %error.code, "the CA watch ended: {}", error.message);
-                    return Next::Retry;
-                }
-                None => return Next::Retry,
-            }
+            other => Err(other),
         }
     }
 }
