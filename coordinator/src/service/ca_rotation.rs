@@ -6,8 +6,6 @@
 //! a rotation through it, is `service::security`'s). The transitions are the state's
 //! (`state::rotation`), this node's own steps `crate::trust`'s.
 
-use std::time::Duration;
-
 use nexus_protocol::ca_rotation::{CaPhase, CaStatus, TrustBundle};
 use nexus_protocol::clock;
 use nexus_protocol::credentials::Secret;
@@ -21,12 +19,10 @@ use tokio::sync::mpsc;
 
 use super::Service;
 use super::checks::{denied, require};
+use super::watch::next_change_while_leading;
 use crate::cluster::{Cluster, Consistency};
 use crate::state::{CaRotations, CaStep, Command, NewCa};
 use crate::trust::key_binding;
-
-/// How often a trust watch looks whether this node still leads, besides when it is told.
-const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);
 
 impl Service {
     /// `RotateCa`, `CaStatus`, `FinishCaRotation`.
@@ -267,22 +263,8 @@ async fn push_trust(
             return;
         }
         sent = Some(bundle.clone());
-        loop {
-            tokio::select! {
-                changed = changes.changed() => {
-                    if changed.is_err() { return }
-                    break;
-                }
-                changed = leadership.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(LEADERSHIP_CHECK) => {}
-                () = updates.closed() => return,
-            }
-            if !leadership.borrow_and_update().leading
-                && let Err(error) = cluster.require_leader().await
-            {
-                let _ = updates.send(Err(error)).await;
-                return;
-            }
+        if !next_change_while_leading(&cluster, &mut changes, &mut leadership, &updates).await {
+            return;
         }
         bundle = changes
             .borrow_and_update()

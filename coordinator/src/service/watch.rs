@@ -218,6 +218,32 @@ async fn watch_desired(
     }
 }
 
+/// Waits, for as long as this node leads, until `changes` changes: `true` then. `false` when the
+/// watch must end: its source or its asker gone, or the lead lost (the asker told, with
+/// `NOT_LEADER` naming the leader). Shared by the watches that push one value again at every
+/// change (the deny list, the trusted CAs).
+pub(super) async fn next_change_while_leading<T>(
+    cluster: &Cluster,
+    changes: &mut tokio::sync::watch::Receiver<T>,
+    leadership: &mut tokio::sync::watch::Receiver<crate::cluster::Leadership>,
+    updates: &mpsc::Sender<Result<Response, WireError>>,
+) -> bool {
+    loop {
+        tokio::select! {
+            changed = changes.changed() => return changed.is_ok(),
+            changed = leadership.changed() => if changed.is_err() { return false },
+            () = tokio::time::sleep(LEADERSHIP_CHECK) => {}
+            () = updates.closed() => return false,
+        }
+        if !leadership.borrow_and_update().leading
+            && let Err(error) = cluster.require_leader().await
+        {
+            let _ = updates.send(Err(error)).await;
+            return false;
+        }
+    }
+}
+
 /// The request that last changed each of `desired`'s workspaces, where the state knows it.
 fn causes_of(state: &State, desired: &DesiredState) -> Vec<(WorkspaceName, RequestId)> {
     desired

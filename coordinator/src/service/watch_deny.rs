@@ -3,8 +3,6 @@
 //! out within about a second, as the coordinators do. Like the desired-state watch
 //! ([`super::watch`]), it ends with `NOT_LEADER` (naming the leader) when the lead moves.
 
-use std::time::Duration;
-
 use tokio::sync::mpsc;
 
 use nexus_protocol::error::WireError;
@@ -14,10 +12,8 @@ use nexus_protocol::transport::{Peer, Reply};
 
 use super::Service;
 use super::checks::denied;
+use super::watch::next_change_while_leading;
 use crate::cluster::{Cluster, Consistency};
-
-/// How often a watch looks whether this node still leads, besides when it is told.
-const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);
 
 impl Service {
     pub(super) async fn watch_deny_list(&self, peer: &Peer) -> Reply {
@@ -55,22 +51,8 @@ async fn push_deny_list(cluster: Cluster, updates: mpsc::Sender<Result<Response,
         if updates.send(Ok(Response::DenyList(list))).await.is_err() {
             return;
         }
-        loop {
-            tokio::select! {
-                changed = changes.changed() => {
-                    if changed.is_err() { return }
-                    break;
-                }
-                changed = leadership.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(LEADERSHIP_CHECK) => {}
-                () = updates.closed() => return,
-            }
-            if !leadership.borrow_and_update().leading
-                && let Err(error) = cluster.require_leader().await
-            {
-                let _ = updates.send(Err(error)).await;
-                return;
-            }
+        if !next_change_while_leading(&cluster, &mut changes, &mut leadership, &updates).await {
+            return;
         }
         list = changes.borrow_and_update().clone();
     }
