@@ -158,23 +158,33 @@ impl Settings {
     /// the next one is tried too, and the first to answer wins: a dead coordinator early in the
     /// list costs a quarter of a second, not its whole handshake timeout (5 s), on every command.
     pub async fn connect(&self) -> Result<Connection, CliError> {
+        Ok(self.connect_from(0).await?.0)
+    }
+
+    /// [`Settings::connect`], trying the coordinators in order from the one at `first` (and
+    /// round to the start); also the index of the one that answered. A client whose coordinator
+    /// stopped answering starts after it, rather than waiting on it again first.
+    pub async fn connect_from(&self, first: usize) -> Result<(Connection, usize), CliError> {
         use futures_util::stream::{FuturesUnordered, StreamExt};
         let connector = self.connector()?;
-        let mut targets = self.coordinators.iter();
+        let count = self.coordinators.len();
+        let mut targets = (0..count)
+            .map(|step| (first + step) % count)
+            .map(|index| (index, &self.coordinators[index]));
         let mut trying = FuturesUnordered::new();
         let mut last = None;
         if let Some(target) = targets.next() {
-            trying.push(connect_to(&connector, target));
+            trying.push(connect_indexed(&connector, target));
         }
         while !trying.is_empty() {
             let more = targets.len() > 0;
             // A refusal, or a quarter of a second without an answer: the next one too.
             tokio::select! {
-                Some(result) = trying.next() => match result {
+                Some((index, result)) = trying.next() => match result {
                     Ok(connection) => {
                         // The command's notices, asked beside its first request.
                         crate::notices::ask(&connection);
-                        return Ok(connection);
+                        return Ok((connection, index));
                     }
                     // A server's refusal (a certificate, a version) says more than a silent
                     // address's timeout that may arrive after it.
@@ -188,7 +198,7 @@ impl Settings {
                 () = tokio::time::sleep(NEXT_COORDINATOR_AFTER), if more => {}
             }
             if let Some(target) = targets.next() {
-                trying.push(connect_to(&connector, target));
+                trying.push(connect_indexed(&connector, target));
             }
         }
         Err(crate::session::explain(last.unwrap_or_else(|| {
@@ -207,6 +217,8 @@ impl Settings {
             settings: self,
             connector: self.connector()?,
             connection: None,
+            first: 0,
+            reached: None,
         })
     }
 
@@ -240,9 +252,40 @@ async fn connect_to(connector: &Connector, target: &str) -> Result<Connection, W
     attempt.await.map_err(|error| annotate(target, error))
 }
 
+/// [`connect_to`] the coordinator at its index in the configured order, giving the index back.
+async fn connect_indexed(
+    connector: &Connector,
+    (index, target): (usize, &String),
+) -> (usize, Result<Connection, WireError>) {
+    (index, connect_to(connector, target).await)
+}
+
 fn annotate(target: &str, mut error: WireError) -> WireError {
     error.message = format!("{target}: {}", error.message);
     error
+}
+
+/// The error a request ends with, given whether an earlier attempt's outcome was unknown.
+///
+/// `NOT_LEADER` says that the coordinator which answered did not propose the request; after an
+/// attempt that timed out or lost its connection, the leader that attempt reached may have
+/// committed it, so the request's outcome is unknown: `TIMEOUT`, which a script retries under the
+/// same request id. Refusals of the state machine need no such care: a retry under the same
+/// request id is answered with the first attempt's outcome.
+fn after_unknown(error: WireError, unknown: bool) -> WireError {
+    if !unknown || error.code != ErrorCode::NotLeader {
+        return error;
+    }
+    let mut unknown = WireError::new(
+        ErrorCode::Timeout,
+        format!(
+            "an earlier attempt got no answer and a later one found no leader ({}): the request \
+             may have taken effect; ask again under the same request id to learn its outcome",
+            error.message
+        ),
+    );
+    unknown.request_id = error.request_id;
+    unknown
 }
 
 /// Requests over one connection, kept between them and replaced when it fails or points at a
@@ -252,6 +295,10 @@ pub struct Client<'a> {
     settings: &'a Settings,
     connector: Connector,
     connection: Option<Connection>,
+    /// Where the next connection starts in the configured order.
+    first: usize,
+    /// The configured coordinator the connection reached (`None`: a leader it was sent to).
+    reached: Option<usize>,
 }
 
 impl Client<'_> {
@@ -284,10 +331,17 @@ impl Client<'_> {
         let mut redirects = 0;
         let mut retries = 0u32;
         let mut waited = Duration::ZERO;
+        // Whether an attempt may have reached a coordinator without an answer: from then on,
+        // no refusal of a later attempt can say the request did not happen.
+        let mut unknown = false;
         loop {
             let current = match self.connection.take() {
                 Some(connection) => connection,
-                None => self.settings.connect().await?,
+                None => {
+                    let (connection, index) = self.settings.connect_from(self.first).await?;
+                    self.reached = Some(index);
+                    connection
+                }
             };
             let mut error = match current
                 .request_with(request_id, request.clone(), limit)
@@ -297,7 +351,10 @@ impl Client<'_> {
                     self.connection = Some(current);
                     return Ok(response);
                 }
-                Err(error) => error,
+                Err(error) => {
+                    unknown |= matches!(error.code, ErrorCode::NetworkError | ErrorCode::Timeout);
+                    error
+                }
             };
             if let (
                 ErrorCode::NotLeader,
@@ -312,6 +369,7 @@ impl Client<'_> {
                 match connect_to(&self.connector, address).await {
                     Ok(leader) => {
                         self.connection = Some(leader);
+                        self.reached = None;
                         continue;
                     }
                     // The leader named may have just died (a failover under way): retry as a
@@ -336,7 +394,7 @@ impl Client<'_> {
                 if answered {
                     self.connection = Some(current);
                 }
-                return Err(crate::session::explain(error));
+                return Err(crate::session::explain(after_unknown(error, unknown)));
             };
             if error.code.retry_change() == RetryChange::LongerTimeout {
                 limit = limit.saturating_mul(2);
@@ -344,9 +402,43 @@ impl Client<'_> {
                 self.connection = Some(current);
             }
             // Else the connection failed: the next attempt connects afresh, to whichever
-            // coordinator answers (the one it had may be the leader that just died).
+            // coordinator answers (the one it had may be the leader that just died), trying
+            // first the one after it: a paused or cut-off coordinator still completes no
+            // handshake, and each try of it costs a quarter of a second.
+            if !answered && let Some(index) = self.reached.take() {
+                self.first = index + 1;
+            }
             waited += delay;
             tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(code: ErrorCode) -> WireError {
+        WireError::new(code, "refused")
+    }
+
+    #[test]
+    fn a_missing_leader_after_an_unanswered_attempt_is_an_unknown_outcome() {
+        let after = after_unknown(error(ErrorCode::NotLeader), true);
+        assert_eq!(after.code, ErrorCode::Timeout);
+        assert!(after.message.contains("may have taken effect"), "{after}");
+        // Without an unanswered attempt NOT_LEADER stands: nobody proposed it.
+        assert_eq!(
+            after_unknown(error(ErrorCode::NotLeader), false).code,
+            ErrorCode::NotLeader
+        );
+        // The state machine's refusals stand: a retry was answered from the journal.
+        for code in [
+            ErrorCode::WorkspaceNotFound,
+            ErrorCode::Timeout,
+            ErrorCode::NetworkError,
+        ] {
+            assert_eq!(after_unknown(error(code), true).code, code);
         }
     }
 }

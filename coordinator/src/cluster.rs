@@ -188,6 +188,9 @@ impl Cluster {
         };
         let deadline = Instant::now() + self.config.proposal_timeout;
         let mut leadership = self.leadership();
+        // Whether the write left this node: a leader it was forwarded to may have taken it, so
+        // no later refusal here can say it did not happen.
+        let mut forwarded = false;
         loop {
             let term = leadership.borrow_and_update().term;
             // One deadline for every round: a new term never restarts the clock.
@@ -205,7 +208,11 @@ impl Cluster {
                 ..
             }) = error.detail
             else {
-                return Err(error);
+                return Err(if forwarded {
+                    unknown_after_forward(&error).with_request_id(request_id)
+                } else {
+                    error
+                });
             };
             // A leader that dies with the forward in flight never answers it. Once this node
             // sees a new term, the forward is abandoned and the write asked again of whoever
@@ -217,6 +224,7 @@ impl Cluster {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let to = format!("to coordinator-{leader}");
             let forwarding = Hop::new(hops::FORWARD, Some(request_id)).kind(&to).info();
+            forwarded = true;
             let forward = self
                 .peers
                 .forward(leader, &proposal, remaining)
@@ -229,6 +237,12 @@ impl Cluster {
                             if matches!(error.code, ErrorCode::NetworkError | ErrorCode::Timeout) =>
                         {
                             error
+                        }
+                        // The leader named had just lost the lead and never proposed it: ask
+                        // again of whoever leads now.
+                        Err(error) if error.code == ErrorCode::NotLeader => {
+                            tokio::time::sleep(self.config.tick).await;
+                            continue;
                         }
                         other => return other,
                     }
@@ -247,7 +261,7 @@ impl Cluster {
                 }
             };
             if Instant::now() + self.config.tick >= deadline {
-                return Err(failed);
+                return Err(unknown_after_forward(&failed).with_request_id(request_id));
             }
             tokio::time::sleep(self.config.tick).await;
         }
@@ -632,6 +646,20 @@ fn timed_out(what: &str, limit: Duration) -> WireError {
         ErrorCode::Timeout,
         format!(
             "{what} was not confirmed by the cluster within {limit:?} (a change of leader, or no quorum)"
+        ),
+    )
+}
+
+/// The answer to a write that was forwarded and then could not be followed to its end: the
+/// leader it went to may have committed it, so the outcome is unknown (`TIMEOUT`, retryable under
+/// the same request id), never the definite refusal that `NOT_LEADER` would claim.
+fn unknown_after_forward(cause: &WireError) -> WireError {
+    WireError::new(
+        ErrorCode::Timeout,
+        format!(
+            "the write was forwarded to the leader, which did not answer ({}); its outcome is \
+             unknown until it is asked again under the same request id",
+            cause.message
         ),
     )
 }

@@ -14,8 +14,20 @@ use nexus_protocol::{HostId, NodeId};
 
 use crate::pki::{self, TestPki};
 
-/// The path of one of our binaries, built by cargo beside this test executable.
+/// The path of one of our binaries, built by cargo beside this test executable, or in
+/// `NEXUS_BIN_DIR` when that is set.
 pub fn binary(name: &str) -> PathBuf {
+    // Several checkouts that share one target dir overwrite each other's binaries there; each
+    // can copy its own aside and name the copy.
+    if let Some(dir) = std::env::var_os("NEXUS_BIN_DIR") {
+        let path = PathBuf::from(dir).join(name);
+        assert!(
+            path.is_file(),
+            "{} is missing (NEXUS_BIN_DIR)",
+            path.display()
+        );
+        return path;
+    }
     let exe = std::env::current_exe().expect("the test executable's path");
     // A test runs from target/<profile>/deps/, a benchmark binary from target/<profile>/.
     let mut profile_dir = exe.parent().expect("a target directory");
@@ -82,6 +94,8 @@ fn http_listen(extra: &[&str], args: &mut Vec<String>) -> Option<SocketAddr> {
 pub struct Process {
     child: Child,
     log: PathBuf,
+    /// Stopped by [`Process::pause`] and not yet resumed.
+    paused: std::sync::atomic::AtomicBool,
 }
 
 impl Process {
@@ -104,7 +118,11 @@ impl Process {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Process { child, log }
+        Process {
+            child,
+            log,
+            paused: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -115,6 +133,28 @@ impl Process {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGSTOP: the process stops where it is, sockets open, as a long GC pause or a frozen VM.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+        self.paused
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// SIGCONT after [`Process::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+        self.paused
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {}", self.child.id());
     }
 
     /// The exit status, if it has exited.
@@ -129,6 +169,11 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // SIGKILL ends a stopped process too; SIGCONT first all the same, so that nothing that
+        // waits on it (its parent's wait, a socket's peer) meets it stopped.
+        if self.paused.load(std::sync::atomic::Ordering::Relaxed) {
+            self.resume();
+        }
         self.kill();
     }
 }

@@ -127,14 +127,19 @@ async fn acknowledged_writes_survive_killing_the_leader_and_restarting_everythin
         .await;
         cluster.kill(killed);
         // A write that a follower forwards to the dead leader is not held until the proposal
-        // times out (TIMEOUT, after 10 s): once the follower sees a new term it asks the new
-        // leader, or answers NOT_LEADER while there is none.
+        // times out: once the follower sees a new term it asks the new leader. While there is
+        // none it answers NOT_LEADER if the write never left it, and TIMEOUT (unknown: the dead
+        // leader may have taken it) if it was forwarded; never NOT_LEADER after a forward, which
+        // would tell the client it did not happen.
         let survivor = addresses[(killed + 1) % addresses.len()];
         match register(&pki, "forwarded-across-the-kill", survivor).await {
             Ok(()) => {
                 acked
                     .borrow_mut()
                     .insert(HostId::new("forwarded-across-the-kill").unwrap());
+            }
+            Err(error) if error.code == ErrorCode::Timeout => {
+                assert!(error.message.contains("forwarded"), "{error}");
             }
             Err(error) => assert_eq!(error.code, ErrorCode::NotLeader, "{error}"),
         }
@@ -486,4 +491,54 @@ async fn bad_peers_and_foreign_data_dirs_are_refused() {
     })
     .await;
     assert!(hosts.contains(&HostId::new("still-works").unwrap()));
+}
+
+/// A leader that loses its quorum with a write pending steps down (check-quorum) and answers the
+/// write at once as unknown (`TIMEOUT`: the entry may still be committed by the next leader),
+/// rather than holding it until the proposal's 10 s deadline. The followers are paused, not
+/// killed: they come back, and the write asked again under the same request id is registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_quorum_answers_a_pending_write_as_unknown() {
+    let pki = TestPki::new();
+    let cluster = TestCluster::start(&pki, 3, &[]).await;
+    let leader = cluster.leader(&pki, ELECTION).await;
+    let leading = cluster.index_of(leader.node.get());
+    let address = cluster.members[leading].address;
+    let host = "pending-when-the-quorum-went";
+    let agent = connect(&pki, &pki::agent(host), address).await.unwrap();
+    for (index, process) in cluster.running.iter().enumerate() {
+        if index != leading {
+            process.as_ref().unwrap().process.pause();
+        }
+    }
+    let request_id = nexus_protocol::RequestId::random();
+    let register = Request::Agent(nexus_protocol::message::AgentRequest::Register(
+        nexus_tests::cluster::host_info(host),
+    ));
+    let answer = agent
+        .request_with(request_id, register.clone(), Duration::from_secs(30))
+        .await;
+    let error = answer.expect_err("no quorum, no acknowledgement");
+    assert_eq!(error.code, ErrorCode::Timeout, "{error}");
+    assert!(
+        error.message.contains("ended with the write pending"),
+        "answered when the leadership ended, not at the proposal's deadline: {error}"
+    );
+    for (index, process) in cluster.running.iter().enumerate() {
+        if index != leading {
+            process.as_ref().unwrap().process.resume();
+        }
+    }
+    // Asked again under the same id, the write is applied once.
+    let again = eventually("the write asked again", CONVERGE, || async {
+        let node = cluster.leader(&pki, ELECTION).await.node;
+        let address = cluster.members[cluster.index_of(node.get())].address;
+        let connection = connect(&pki, &pki::agent(host), address).await.ok()?;
+        connection
+            .request_with(request_id, register.clone(), Duration::from_secs(10))
+            .await
+            .ok()
+    })
+    .await;
+    assert!(matches!(again, Response::Registered { .. }), "{again:?}");
 }

@@ -243,6 +243,10 @@ impl Driver {
                 leading: self.node.is_leader(),
                 term: self.node.term(),
             };
+            let before = *self.leadership.borrow();
+            if abandons_waiters(before, leadership) {
+                self.abandon(before);
+            }
             self.leadership.send_if_modified(|now| {
                 let changed = *now != leadership;
                 *now = leadership;
@@ -465,6 +469,32 @@ impl Driver {
         }
     }
 
+    /// Answers everything that waited on this node's term, now gone: each proposal `TIMEOUT`
+    /// (the old leader may have replicated it, and the next leader may still commit it, so its
+    /// outcome is unknown until it is asked again under the same request id), each read still
+    /// waiting for its ReadIndex `NOT_LEADER` (a read changes nothing; asking again is safe).
+    ///
+    /// Held until their deadline instead (10 s), a client's write that a deposed or paused leader
+    /// had taken waited out the whole proposal timeout before it could be asked again.
+    fn abandon(&mut self, before: Leadership) {
+        let proposals = std::mem::take(&mut self.proposals);
+        if !proposals.is_empty() {
+            tracing::info!(
+                term = before.term,
+                proposals = proposals.len(),
+                "leadership changed with proposals pending; answered as unknown"
+            );
+        }
+        for (request_id, waiters) in proposals {
+            for (_, reply) in waiters {
+                let _ = reply.send(Err(abandoned(before.term).with_request_id(request_id)));
+            }
+        }
+        for (_, (_, query)) in std::mem::take(&mut self.reads_waiting) {
+            query(Err(no_leader(self.node.id())));
+        }
+    }
+
     /// Answers waiters whose deadline passed, and forgets those whose caller went away.
     fn expire(&mut self) {
         let limit = self.config.proposal_timeout;
@@ -510,6 +540,23 @@ impl Driver {
     }
 }
 
+/// Whether a change of leadership from `before` to `now` leaves this node's waiters without
+/// the term they were taken in: it stopped leading, or the term moved on. (A follower holds no
+/// proposals, but its reads wait on the leader of its term.)
+fn abandons_waiters(before: Leadership, now: Leadership) -> bool {
+    before.term != now.term || (before.leading && !now.leading)
+}
+
+fn abandoned(term: u64) -> WireError {
+    WireError::new(
+        ErrorCode::Timeout,
+        format!(
+            "the leadership of term {term} ended with the write pending: it may still be \
+             committed, so its outcome is unknown until it is asked again under the same request id"
+        ),
+    )
+}
+
 fn no_leader(node: NodeId) -> WireError {
     WireError::new(
         ErrorCode::NotLeader,
@@ -521,4 +568,27 @@ fn no_leader(node: NodeId) -> WireError {
         leader: None,
         address: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(term: u64, leading: bool) -> Leadership {
+        Leadership { leading, term }
+    }
+
+    #[test]
+    fn waiters_are_abandoned_when_their_term_or_the_lead_ends() {
+        // A leader deposed in a new term, a leader stepping down in its term (a lost quorum's
+        // check), a follower that moved to a new term: each abandons what waited.
+        assert!(abandons_waiters(at(3, true), at(4, false)));
+        assert!(abandons_waiters(at(3, true), at(3, false)));
+        assert!(abandons_waiters(at(3, false), at(4, false)));
+        // A follower becoming the leader of a new term has nothing of the old term pending.
+        assert!(abandons_waiters(at(3, false), at(4, true)));
+        // Nothing changed, or a follower that became leader within its term (it cannot).
+        assert!(!abandons_waiters(at(3, true), at(3, true)));
+        assert!(!abandons_waiters(at(3, false), at(3, false)));
+    }
 }
