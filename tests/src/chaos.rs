@@ -1,0 +1,4 @@
+//! The fault campaign of issue 27: the network, processes and Docker engine that its nemeses act
+//! through.
+
+pub mod net;
