@@ -3,7 +3,8 @@
 #   - Debian packages: Docker (docker.io), busybox-static (the test image's contents),
 #     docker-registry (a loopback registry for the pull test), apache2-utils (its htpasswd),
 #     openssl
-#     (tests verify certificates with it), iproute2, prometheus (promtool checks and tests the
+#     (tests verify certificates with it), iproute2, iptables and faketime (the fault campaign's
+#     partitions and skewed clocks), prometheus (promtool checks and tests the
 #     alert rules; tests start the server on loopback themselves, so its service is kept from
 #     starting), libclang-dev and g++ (RocksDB's build);
 #   - the pinned Rust toolchain name, where the machine's stable toolchain is that version;
@@ -36,6 +37,10 @@ if ! $build_only; then
   command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  # The fault campaign (tests/src/chaos): partitions and loss are iptables rules in network
+  # namespaces, a skewed clock is libfaketime preloaded into one coordinator.
+  command -v iptables >/dev/null 2>&1 || need+=(iptables)
+  [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need+=(faketime)
   # promtool, for deploy/prometheus; and the server, which the monitoring tests start.
   command -v promtool >/dev/null 2>&1 || need+=(prometheus)
   # The deployment tests: hosts with systemd as init are containers of a Debian rootfs that

@@ -76,8 +76,20 @@ impl TestPki {
     }
 
     pub fn issue_with(&self, identity: &Identity, validity: Validity) -> Credentials {
+        self.issue_with_names(identity, &loopback(), validity)
+    }
+
+    /// Issues (or re-issues) `identity`'s files for a server reached at `names` (a coordinator
+    /// in a network namespace: its address there, with [`loopback`] for the harness's own
+    /// connections, which name 127.0.0.1).
+    pub fn issue_with_names(
+        &self,
+        identity: &Identity,
+        names: &[SubjectName],
+        validity: Validity,
+    ) -> Credentials {
         self.pki
-            .issue(identity, &loopback(), validity, true)
+            .issue(identity, names, validity, true)
             .expect("an issued certificate");
         Credentials::from_pki_dir(self.dir(), identity).expect("loadable credentials")
     }

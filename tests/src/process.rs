@@ -105,11 +105,30 @@ impl Process {
 
     /// Any program (a peer's server, say), logging like ours.
     pub fn spawn_program(program: &Path, args: &[String], log: PathBuf) -> Process {
+        Process::spawn_launched(program, args, log, &Launch::default())
+    }
+
+    /// `program` run through `launch`'s wrapper with its environment, logging like ours.
+    pub fn spawn_launched(
+        program: &Path,
+        args: &[String],
+        log: PathBuf,
+        launch: &Launch,
+    ) -> Process {
         let name = program.display();
         let out = File::create(&log).expect("a log file");
         let err = out.try_clone().expect("a log file handle");
-        let child = Command::new(program)
+        let mut command = match launch.wrapper.split_first() {
+            Some((wrapper, wrapper_args)) => {
+                let mut command = Command::new(wrapper);
+                command.args(wrapper_args).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        let child = command
             .args(args)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .env("NEXUS_LOG", "debug")
             // Plain text: tests search these logs for fields such as `peer=2`.
             .env("NO_COLOR", "1")
@@ -178,6 +197,18 @@ impl Drop for Process {
     }
 }
 
+/// How a process is started beyond its flags: through a wrapper that then runs it (`ip netns
+/// exec NS`, which execs it in place, so the process id stays the program's), with more
+/// environment (libfaketime's), and where its log goes.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// A program and its arguments, before ours.
+    pub wrapper: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// The log file; `None`: `coordinator.log` in the data dir.
+    pub log: Option<PathBuf>,
+}
+
 /// A `nexus-coordinator` process.
 #[derive(Debug)]
 pub struct CoordinatorProcess {
@@ -220,6 +251,30 @@ impl CoordinatorProcess {
         peers: &[(u64, SocketAddr)],
         extra: &[&str],
     ) -> CoordinatorProcess {
+        let mut coordinator = CoordinatorProcess::spawn_launched(
+            pki,
+            node_id,
+            address,
+            data_dir,
+            peers,
+            extra,
+            &Launch::default(),
+        );
+        coordinator.wait_until_answering(pki).await;
+        coordinator
+    }
+
+    /// Starts a coordinator like [`CoordinatorProcess::start_with`], through `launch`, and
+    /// does not wait for it to answer.
+    pub fn spawn_launched(
+        pki: &TestPki,
+        node_id: u64,
+        address: SocketAddr,
+        data_dir: PathBuf,
+        peers: &[(u64, SocketAddr)],
+        extra: &[&str],
+        launch: &Launch,
+    ) -> CoordinatorProcess {
         let mut args: Vec<String> = vec![
             "--node-id".into(),
             node_id.to_string(),
@@ -236,16 +291,18 @@ impl CoordinatorProcess {
         }
         let http = http_listen(extra, &mut args);
         args.extend(extra.iter().map(ToString::to_string));
-        let process = Process::spawn("nexus-coordinator", &args, data_dir.join("coordinator.log"));
-        let mut coordinator = CoordinatorProcess {
+        let log = launch
+            .log
+            .clone()
+            .unwrap_or_else(|| data_dir.join("coordinator.log"));
+        let process = Process::spawn_launched(&binary("nexus-coordinator"), &args, log, launch);
+        CoordinatorProcess {
             process,
             node_id: NodeId::new(node_id).expect("a positive node id"),
             address,
             data_dir,
             http,
-        };
-        coordinator.wait_until_answering(pki).await;
-        coordinator
+        }
     }
 
     /// Waits until a ping succeeds; fails the test with the log if the process died first.
