@@ -326,9 +326,9 @@ struct Ended {
 impl Watching<'_> {
     /// Watches the desired state, and every `every` starts the watch again from the version
     /// held. A watch sends only what changed, so a push lost on the way would leave the host
-    /// behind for good. One was seen at fleet scale and not yet explained: a workspace placed on
-    /// a live host whose agent never heard of it. Asking afresh bounds such a loss to one
-    /// interval, and the agent logs what a renewal caught up.
+    /// behind for good. One was seen at fleet scale (a workspace placed on a live host whose
+    /// agent never heard of it: a lost wakeup in the coordinator's watch, since fixed). Asking
+    /// afresh bounds any such loss to one interval, and the agent logs what a renewal caught up.
     ///
     /// The watch asks for each workspace's cause with the state (`WatchDesiredCauses`); a
     /// coordinator of an earlier version cannot read that request, and is asked the older
