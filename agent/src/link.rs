@@ -4,7 +4,9 @@
 //! - watch this host's desired state (a subscription the leader pushes to) and hand each version
 //!   to the reconciler;
 //! - heartbeat every interval, with the latest host stats;
-//! - report what the reconciler observed whenever it changes;
+//! - report what the reconciler observed whenever it changes (a report refused because the
+//!   cluster has the host marked down, `HOST_DOWN`, is kept and sent again once a heartbeat sent
+//!   after the refusal is acknowledged: that heartbeat is what returns the host);
 //! - send container stats at the stats interval;
 //! - report what the workspaces were used for ([`crate::activity`]) every six heartbeats (30 s
 //!   by default): each workspace's latest activity, kept for the next session when a report
@@ -257,10 +259,10 @@ impl Link {
             }
         }
         // A heartbeat first, answered: only the leader takes one (a follower refuses with
-        // NOT_LEADER, and the session ends before a report goes out: a report a follower
-        // forwarded would land even for a host the leader has marked down, bringing its lost
-        // workspaces back without a heartbeat). It also tells a new leader at once that this
-        // host is alive, rather than one interval later.
+        // NOT_LEADER, and the session ends before a report goes out), and it returns the host
+        // if the leader had it marked down, so the session's first report is not refused with
+        // HOST_DOWN. It also tells a new leader at once that this host is alive, rather than one
+        // interval later.
         // A coordinator killed outright sends nothing, so a heartbeat must not wait out the
         // connection's idle timeout: two intervals (at least 2 s) is plenty for a live one.
         let interval = *self.heartbeat_interval.borrow();
@@ -289,10 +291,12 @@ impl Link {
         samples.mark_unchanged();
         let rewatch = rewatch_interval(interval);
         self.asker.connected(Some(connection.clone()));
+        // The first heartbeat (number 0) was acknowledged above.
+        let beats = watch::Sender::new(Beats::default());
         let ended = tokio::select! {
             error = watching.refreshed(subscription, rewatch) => error,
-            error = heartbeat(&connection, self.heartbeat_interval.clone(), deadline, self.samples.clone(), healthy, &self.monitor) => error,
-            error = report(&connection, reports, self.causes.subscribe()) => error,
+            error = heartbeat(&connection, self.heartbeat_interval.clone(), deadline, self.samples.clone(), healthy, &self.monitor, &beats) => error,
+            error = report(&connection, reports, self.causes.subscribe(), beats.subscribe()) => error,
             error = container_stats(&connection, deadline, samples) => error,
             error = activity(&connection, self.heartbeat_interval.clone(), &self.activities) => error,
         };
@@ -326,9 +330,9 @@ struct Ended {
 impl Watching<'_> {
     /// Watches the desired state, and every `every` starts the watch again from the version
     /// held. A watch sends only what changed, so a push lost on the way would leave the host
-    /// behind for good. One was seen at fleet scale and not yet explained: a workspace placed on
-    /// a live host whose agent never heard of it. Asking afresh bounds such a loss to one
-    /// interval, and the agent logs what a renewal caught up.
+    /// behind for good. One was seen at fleet scale (a workspace placed on a live host whose
+    /// agent never heard of it: a lost wakeup in the coordinator's watch, since fixed). Asking
+    /// afresh bounds any such loss to one interval, and the agent logs what a renewal caught up.
     ///
     /// The watch asks for each workspace's cause with the state (`WatchDesiredCauses`); a
     /// coordinator of an earlier version cannot read that request, and is asked the older
@@ -434,6 +438,24 @@ fn unreadable(error: &WireError) -> bool {
     )
 }
 
+/// One session's heartbeats as its report loop follows them: the number of the last one sent
+/// and of the last one the leader acknowledged (the session's first, number 0, is acknowledged
+/// before the loops start).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Beats {
+    sent: u64,
+    acknowledged: u64,
+}
+
+impl Beats {
+    /// Whether a heartbeat sent after `refused` (the beats when a report was refused) has been
+    /// acknowledged. One already under way then does not count: the leader may have looked at
+    /// the host's status before it was marked down, and so not returned it.
+    fn acknowledged_since(self, refused: Beats) -> bool {
+        self.acknowledged > refused.sent
+    }
+}
+
 async fn heartbeat(
     connection: &Connection,
     mut interval: watch::Receiver<Duration>,
@@ -441,6 +463,7 @@ async fn heartbeat(
     samples: watch::Receiver<Option<Sample>>,
     healthy: &AtomicBool,
     monitor: &Monitor,
+    beats: &watch::Sender<Beats>,
 ) -> WireError {
     let mut ticker = crate::reload::pace(*interval.borrow_and_update());
     ticker.tick().await;
@@ -457,10 +480,12 @@ async fn heartbeat(
         }
         monitor.beat();
         sequence += 1;
+        beats.send_modify(|beats| beats.sent = sequence);
         match beat(connection, sequence, &samples, deadline).await {
             Ok(rtt) => {
                 healthy.store(true, Ordering::Relaxed);
                 monitor.acknowledged(rtt);
+                beats.send_modify(|beats| beats.acknowledged = sequence);
             }
             Err(error) => return error,
         }
@@ -491,11 +516,15 @@ async fn beat(
 /// report forwarded through a node that lost the lead may be applied after a newer one; the
 /// next refresh puts the newer one back). A report the cluster could not commit in time is sent
 /// again a little later; one the coordinator refuses is logged and not sent again until it
-/// changes: neither ends the connection.
+/// changes: neither ends the connection. One refused because the host is marked down
+/// (`HOST_DOWN`: it raced the marking) is kept and sent again, with anything newer, once a
+/// heartbeat sent after the refusal is acknowledged (`beats`): the leader returns a down host
+/// when it takes a heartbeat, so a host's report is not lost when it comes back.
 async fn report(
     connection: &Connection,
     mut reports: watch::Receiver<Vec<ObservedWorkspace>>,
     causes: watch::Receiver<Causes>,
+    mut beats: watch::Receiver<Beats>,
 ) -> WireError {
     let mut refresh = tokio::time::interval(REPORT_REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -542,6 +571,22 @@ async fn report(
             Err(error) if error.code == ErrorCode::InvalidArgument => {
                 tracing::error!(code = %error.code, "the coordinator refused a report; not sending it again until it changes: {}", error.message);
                 refused = Some(observed);
+            }
+            Err(error) if error.code == ErrorCode::HostDown => {
+                let refused_at = *beats.borrow_and_update();
+                tracing::info!(
+                    "the cluster has this host marked down; reporting again after the next heartbeat: {}",
+                    error.message
+                );
+                if beats
+                    .wait_for(|now| now.acknowledged_since(refused_at))
+                    .await
+                    .is_err()
+                {
+                    // The session is ending: its heartbeats stopped.
+                    std::future::pending::<()>().await;
+                }
+                reports.mark_changed();
             }
             Err(error) => return error,
         }
@@ -782,6 +827,48 @@ mod tests {
         assert_eq!(
             hops[0].field("request_id"),
             Some(create.to_string().as_str())
+        );
+    }
+
+    #[test]
+    fn a_report_refused_for_a_down_host_waits_for_a_heartbeat_sent_after_it() {
+        let refused = Beats {
+            sent: 4,
+            acknowledged: 3,
+        };
+        // Heartbeat 4 was under way at the refusal: the leader may have judged it before the
+        // marking, so its answer does not mean the host is back.
+        let in_flight = Beats {
+            sent: 4,
+            acknowledged: 4,
+        };
+        assert!(!in_flight.acknowledged_since(refused));
+        assert!(
+            !Beats {
+                sent: 5,
+                acknowledged: 4
+            }
+            .acknowledged_since(refused)
+        );
+        assert!(
+            Beats {
+                sent: 5,
+                acknowledged: 5
+            }
+            .acknowledged_since(refused)
+        );
+        // Nothing under way at the refusal: the next one.
+        let idle = Beats {
+            sent: 3,
+            acknowledged: 3,
+        };
+        assert!(!idle.acknowledged_since(idle));
+        assert!(
+            Beats {
+                sent: 4,
+                acknowledged: 4
+            }
+            .acknowledged_since(idle)
         );
     }
 

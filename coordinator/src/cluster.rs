@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 pub use self::driver::Applied;
-use self::driver::{Driver, Input, Query};
+use self::driver::{AtApply, Driver, Input, Query};
 use crate::consensus::{
     MemberChange, MemberProgress, RaftConfig, RaftMessage, RaftNode, StoreError,
 };
@@ -331,6 +331,49 @@ impl Cluster {
     {
         self.read_applied(consistency, move |applied| read(applied.state))
             .await
+    }
+
+    /// Proposes `command` as [`Cluster::propose`] does, and answers `read` of the state right
+    /// after its entry is applied on this node: what the change made, not what later entries
+    /// (an agent's report, another user's change) made of it by the time a read after the
+    /// proposal would run. A follower that forwarded the write reads as it applies the entry
+    /// itself; a retried request (already applied) reads the state as it is. Should the entry
+    /// reach this node only inside a leader's snapshot, the read sees the restored state; should
+    /// the read not come within the read timeout, a linearizable read answers instead.
+    pub async fn propose_and_read<T, F>(
+        &self,
+        request_id: RequestId,
+        proposer: Identity,
+        command: Command,
+        read: F,
+    ) -> Result<T, WireError>
+    where
+        T: Send + 'static,
+        F: Fn(&State) -> T + Send + Sync + 'static,
+    {
+        let read = Arc::new(read);
+        let (sender, answer) = oneshot::channel();
+        let at_apply: AtApply = {
+            let read = read.clone();
+            Box::new(move |state: &State| {
+                let _ = sender.send(read(state));
+            })
+        };
+        // Before the proposal, through the same queue: the driver holds the read when the
+        // entry is applied.
+        self.input(Input::ReadAtApply {
+            request_id,
+            read: at_apply,
+        })
+        .await?;
+        self.propose(request_id, proposer, command).await?;
+        match tokio::time::timeout(self.config.read_timeout, answer).await {
+            Ok(Ok(value)) => Ok(value),
+            _ => {
+                self.read(Consistency::Linearizable, move |state| read(state))
+                    .await
+            }
+        }
     }
 
     /// Proposes `change`, if there is one, then reads: linearizably after a change, so that the

@@ -16,6 +16,15 @@
 //!   election does not count.
 //! - A host that registers later is granted a full TTL from when this leader first sees it
 //!   (registering is not a heartbeat).
+//! - A host this leader has not heard from yet is not counted silent while other hosts are still
+//!   arriving: its silence counts from the latest first heartbeat this leader heard from any host
+//!   (an *arrival*), if that is later. While a large fleet comes up, or reconnects after a
+//!   failover, a host's first heartbeat queues behind thousands of other agents' handshakes and
+//!   registrations; a queue that still moves says the host is waiting its turn, not dead. This
+//!   grace is bounded: at most [`Policy::arrival_limit`] past the TTL the host would otherwise
+//!   have had, so a steady trickle of new hosts cannot hide a dead one for ever. A host heard
+//!   once is judged by the TTL alone. (Nomad instead stretches every host's TTL with the size of
+//!   the fleet; this keeps the TTL of the hosts it has heard.)
 //! - Hosts already down are not looked at. Draining and cordoned hosts are watched like ready
 //!   ones.
 //! - When most of the fleet falls silent at once (more than [`MASS_SILENCE_SHARE`] of the hosts,
@@ -28,7 +37,7 @@
 //!   that is the price. Hosts down for longer (retired, switched off) are not counted: they would
 //!   keep the share high for ever and hold every later marking off.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use nexus_protocol::HostId;
@@ -70,6 +79,13 @@ impl Policy {
     fn recent(&self) -> Duration {
         self.ttl.saturating_mul(2)
     }
+
+    /// The most that other hosts' arrivals extend the wait for a host never heard: forty TTLs
+    /// (about nine minutes at the default). 20,000 hollow hosts started at once took about ten
+    /// minutes to be 98 % heard (docs/benchmarks.md); a real fleet starts at a tenth of that rate.
+    pub fn arrival_limit(&self) -> Duration {
+        self.ttl.saturating_mul(40)
+    }
 }
 
 /// What the detector remembers between its looks, for as long as this node leads. A node that
@@ -82,6 +98,10 @@ pub struct Memory {
     pub first_seen: BTreeMap<HostId, Timestamp>,
     /// The hosts this detector marked down lately, and when: part of the silence a burst makes.
     pub recent_downs: BTreeMap<HostId, Timestamp>,
+    /// The hosts not down that this leader has heard from (since it took the lead).
+    pub heard: BTreeSet<HostId>,
+    /// When this leader last heard a host for the first time: the newest arrival.
+    pub last_arrival: Option<Timestamp>,
 }
 
 /// What to do after one look at the fleet.
@@ -126,14 +146,19 @@ pub fn decide(
     let silent: Vec<HostId> = watched()
         .filter(|host| {
             let seen = memory.first_seen.get(*host).copied().unwrap_or(now);
-            // Heard from since this node took the lead: silence counts from then. Not yet: from
-            // one TTL after the election, so a host has two TTLs to notice the old leader is
-            // gone and find this one.
-            let heard = last_heard(host)
-                .filter(|at| *at >= since)
-                .unwrap_or(since.saturating_add(policy.ttl))
-                .max(seen);
-            now.saturating_since(heard) > policy.ttl
+            // Heard from since this node took the lead: silence counts from then.
+            if let Some(heard) = last_heard(host).filter(|at| *at >= since) {
+                return now.saturating_since(heard.max(seen)) > policy.ttl;
+            }
+            // Not yet: from one TTL after the election, so a host has two TTLs to notice the old
+            // leader is gone and find this one; or from its first sighting. Then from the
+            // latest arrival, as long as hosts keep arriving, up to the limit.
+            let own = since.saturating_add(policy.ttl).max(seen);
+            let queued = memory
+                .last_arrival
+                .map_or(own, |arrival| arrival.max(own))
+                .min(own.saturating_add(policy.arrival_limit()));
+            now.saturating_since(queued) > policy.ttl
         })
         .cloned()
         .collect();
@@ -154,24 +179,37 @@ impl Memory {
             leading_since,
             first_seen: BTreeMap::new(),
             recent_downs: BTreeMap::new(),
+            heard: BTreeSet::new(),
+            last_arrival: None,
         }
     }
 
     /// Brings the memory up to a look at `now`: remembers when each host not down was first
-    /// seen, and forgets hosts that went down or away, and markings that are no longer recent or
-    /// whose host is back.
+    /// seen, which hosts this leader has heard from (`last_heard` as [`decide`] takes it) and
+    /// the newest first heartbeat, and forgets hosts that went down or away, and markings that
+    /// are no longer recent or whose host is back.
     pub fn observe(
         &mut self,
         now: Timestamp,
         hosts: &BTreeMap<HostId, HostStatus>,
+        last_heard: impl Fn(&HostId) -> Option<Timestamp>,
         policy: &Policy,
     ) {
         self.recent_downs
             .retain(|host, at| is_recent(now, *at, policy) && !is_watched(hosts, host));
         self.first_seen.retain(|host, _| is_watched(hosts, host));
+        self.heard.retain(|host| is_watched(hosts, host));
         for (host, status) in hosts {
-            if *status != HostStatus::Down {
-                self.first_seen.entry(host.clone()).or_insert(now);
+            if *status == HostStatus::Down {
+                continue;
+            }
+            self.first_seen.entry(host.clone()).or_insert(now);
+            if self.heard.contains(host) {
+                continue;
+            }
+            if let Some(at) = last_heard(host).filter(|at| *at >= self.leading_since) {
+                self.heard.insert(host.clone());
+                self.last_arrival = Some(self.last_arrival.map_or(at, |last| last.max(at)));
             }
         }
     }
@@ -221,6 +259,8 @@ mod tests {
         hosts: Vec<Host>,
         /// Hosts this detector marked down, and when.
         recent_downs: Vec<(&'static str, u64)>,
+        /// When this leader last heard a host for the first time, if it has.
+        arrival: Option<u64>,
         expected: Decision,
     }
 
@@ -262,8 +302,15 @@ mod tests {
             .iter()
             .filter_map(|(name, _, _, heard)| Some((id(name), Timestamp::from_millis((*heard)?))))
             .collect();
+        let leading_since = Timestamp::from_millis(case.leading_since);
         let memory = Memory {
-            leading_since: Timestamp::from_millis(case.leading_since),
+            leading_since,
+            heard: heard
+                .iter()
+                .filter(|(_, at)| **at >= leading_since)
+                .map(|(host, _)| host.clone())
+                .collect(),
+            last_arrival: case.arrival.map(Timestamp::from_millis),
             first_seen: case
                 .hosts
                 .iter()
@@ -299,6 +346,7 @@ mod tests {
                 now: NOW,
                 hosts: vec![("h1", Ready, Some(elected), None)],
                 recent_downs: vec![],
+                arrival: None,
                 expected: mark_down(&[]),
             },
             Case {
@@ -307,6 +355,7 @@ mod tests {
                 now: NOW,
                 hosts: vec![("h1", Ready, Some(elected - 1), None)],
                 recent_downs: vec![],
+                arrival: None,
                 expected: mark_down(&["h1"]),
             },
             Case {
@@ -315,6 +364,7 @@ mod tests {
                 now: NOW,
                 hosts: vec![("h1", Ready, Some(elected - 1), Some(NOW - 1))],
                 recent_downs: vec![],
+                arrival: None,
                 expected: mark_down(&[]),
             },
             Case {
@@ -323,6 +373,7 @@ mod tests {
                 now: NOW,
                 hosts: vec![("h1", Ready, Some(elected), Some(elected - 1))],
                 recent_downs: vec![],
+                arrival: None,
                 expected: mark_down(&[]),
             },
             Case {
@@ -331,6 +382,7 @@ mod tests {
                 now: NOW,
                 hosts: vec![("h1", Ready, Some(LONG_AGO), Some(NOW - TTL / 2))],
                 recent_downs: vec![],
+                arrival: None,
                 expected: mark_down(&[]),
             },
             Case {
@@ -339,6 +391,7 @@ mod tests {
                 now: NOW,
                 hosts: vec![("h1", Ready, Some(LONG_AGO), Some(NOW - TTL))],
                 recent_downs: vec![],
+                arrival: None,
                 expected: mark_down(&[]),
             },
             Case {
@@ -350,6 +403,7 @@ mod tests {
                     ("h2", Ready, Some(LONG_AGO), Some(NOW - 1)),
                 ],
                 recent_downs: vec![],
+                arrival: None,
                 expected: mark_down(&["h1"]),
             },
             Case {
@@ -358,10 +412,11 @@ mod tests {
                 now: NOW,
                 hosts: vec![("h1", Ready, None, None)],
                 recent_downs: vec![],
+                arrival: None,
                 expected: mark_down(&[]),
             },
             Case {
-                name: "a host that registered late has a TTL from when it was first seen",
+                name: "a host that registered late, with nobody arriving, has a TTL from when it was first seen",
                 leading_since: LONG_AGO,
                 now: NOW,
                 hosts: vec![
@@ -369,7 +424,65 @@ mod tests {
                     ("h2", Ready, Some(NOW - TTL - 1), None),
                 ],
                 recent_downs: vec![],
+                arrival: Some(LONG_AGO),
                 expected: mark_down(&["h2"]),
+            },
+            Case {
+                name: "a host never heard waits its turn while other hosts still arrive",
+                leading_since: LONG_AGO,
+                now: NOW,
+                hosts: vec![
+                    ("h1", Ready, Some(NOW - 5 * TTL), None),
+                    ("h2", Ready, Some(NOW - 5 * TTL), Some(NOW - TTL)),
+                ],
+                recent_downs: vec![],
+                arrival: Some(NOW - TTL),
+                expected: mark_down(&[]),
+            },
+            Case {
+                name: "a TTL after the last arrival, a host never heard is down",
+                leading_since: LONG_AGO,
+                now: NOW,
+                hosts: vec![
+                    ("h1", Ready, Some(NOW - 5 * TTL), None),
+                    ("h2", Ready, Some(NOW - 5 * TTL), Some(NOW)),
+                ],
+                recent_downs: vec![],
+                arrival: Some(NOW - TTL - 1),
+                expected: mark_down(&["h1"]),
+            },
+            Case {
+                name: "arrivals extend the wait by forty TTLs at most",
+                leading_since: LONG_AGO,
+                now: NOW,
+                hosts: vec![
+                    ("h1", Ready, Some(NOW - 41 * TTL), None),
+                    ("h2", Ready, Some(NOW - 41 * TTL - 1), None),
+                ],
+                recent_downs: vec![],
+                arrival: Some(NOW),
+                expected: mark_down(&["h2"]),
+            },
+            Case {
+                name: "arrivals do not help a host that was heard and went silent",
+                leading_since: LONG_AGO,
+                now: NOW,
+                hosts: vec![("h1", Ready, Some(LONG_AGO), Some(NOW - TTL - 1))],
+                recent_downs: vec![],
+                arrival: Some(NOW),
+                expected: mark_down(&["h1"]),
+            },
+            Case {
+                name: "after a failover, a host never heard has two TTLs or waits on the arrivals",
+                leading_since: elected,
+                now: NOW + TTL,
+                hosts: vec![
+                    ("h1", Ready, Some(elected), None),
+                    ("h2", Ready, Some(elected), Some(NOW)),
+                ],
+                recent_downs: vec![],
+                arrival: Some(NOW),
+                expected: mark_down(&[]),
             },
             Case {
                 name: "a host already down is not marked again",
@@ -377,6 +490,7 @@ mod tests {
                 now: NOW,
                 hosts: vec![("h1", Down, None, Some(LONG_AGO))],
                 recent_downs: vec![],
+                arrival: None,
                 expected: mark_down(&[]),
             },
             Case {
@@ -388,6 +502,7 @@ mod tests {
                     ("h2", Cordoned, Some(LONG_AGO), Some(LONG_AGO)),
                 ],
                 recent_downs: vec![],
+                arrival: None,
                 expected: mark_down(&["h1", "h2"]),
             },
             Case {
@@ -396,6 +511,7 @@ mod tests {
                 now: NOW,
                 hosts: ready("h", 10, LONG_AGO),
                 recent_downs: vec![],
+                arrival: None,
                 expected: mark_down(&names("h", 10)),
             },
             Case {
@@ -404,6 +520,7 @@ mod tests {
                 now: NOW,
                 hosts: ready("h", 11, LONG_AGO),
                 recent_downs: vec![],
+                arrival: None,
                 expected: Decision::HoldOff {
                     silent: 11,
                     recently_down: 0,
@@ -416,7 +533,24 @@ mod tests {
                 now: NOW,
                 hosts: [ready("s", 11, LONG_AGO), ready("a", 9, NOW)].concat(),
                 recent_downs: vec![],
+                arrival: None,
                 expected: mark_down(&names("s", 11)),
+            },
+            Case {
+                name: "a fleet coming up: eleven hosts of twenty not yet heard while nine arrive are waiting, not down",
+                leading_since: LONG_AGO,
+                now: NOW,
+                hosts: [
+                    names("s", 11)
+                        .into_iter()
+                        .map(|name| (name, Ready, Some(NOW - 3 * TTL), None))
+                        .collect(),
+                    ready("a", 9, NOW),
+                ]
+                .concat(),
+                recent_downs: vec![],
+                arrival: Some(NOW - TTL / 2),
+                expected: mark_down(&[]),
             },
             Case {
                 name: "hosts marked down lately count towards a mass silence",
@@ -435,6 +569,7 @@ mod tests {
                     .into_iter()
                     .map(|name| (name, NOW - 2 * TTL))
                     .collect(),
+                arrival: None,
                 expected: Decision::HoldOff {
                     silent: 6,
                     recently_down: 6,
@@ -458,6 +593,7 @@ mod tests {
                     .into_iter()
                     .map(|name| (name, NOW - 2 * TTL - 1))
                     .collect(),
+                arrival: None,
                 expected: mark_down(&names("s", 6)),
             },
             Case {
@@ -474,6 +610,7 @@ mod tests {
                 ]
                 .concat(),
                 recent_downs: names("d", 6).into_iter().map(|name| (name, NOW)).collect(),
+                arrival: None,
                 expected: mark_down(&names("s", 6)),
             },
         ];
@@ -494,23 +631,68 @@ mod tests {
             (id("down"), HostStatus::Down),
         ]
         .into();
-        memory.observe(at(NOW), &hosts, &policy);
+        memory.observe(at(NOW), &hosts, |_| None, &policy);
         assert_eq!(memory.first_seen, [(id("ready"), at(NOW))].into());
         // A later look keeps the first sighting.
-        memory.observe(at(NOW + 1), &hosts, &policy);
+        memory.observe(at(NOW + 1), &hosts, |_| None, &policy);
         assert_eq!(memory.first_seen, [(id("ready"), at(NOW))].into());
         memory.marked_down(at(NOW + 1), [id("down")]);
-        memory.observe(at(NOW + 1 + 2 * TTL), &hosts, &policy);
+        memory.observe(at(NOW + 1 + 2 * TTL), &hosts, |_| None, &policy);
         assert_eq!(memory.recent_downs, [(id("down"), at(NOW + 1))].into());
-        memory.observe(at(NOW + 2 + 2 * TTL), &hosts, &policy);
+        memory.observe(at(NOW + 2 + 2 * TTL), &hosts, |_| None, &policy);
         assert!(memory.recent_downs.is_empty());
         // A host that went away is forgotten; one that is back is watched, and no longer a
         // marking.
         memory.marked_down(at(NOW), [id("down")]);
         let back: BTreeMap<HostId, HostStatus> = [(id("down"), HostStatus::Ready)].into();
-        memory.observe(at(NOW), &back, &policy);
+        memory.observe(at(NOW), &back, |_| None, &policy);
         assert_eq!(memory.first_seen, [(id("down"), at(NOW))].into());
         assert!(memory.recent_downs.is_empty());
+    }
+
+    #[test]
+    fn the_memory_notes_each_hosts_first_heartbeat_under_this_leader() {
+        let policy = Policy {
+            ttl: Duration::from_millis(TTL),
+        };
+        let at = Timestamp::from_millis;
+        let mut memory = Memory::new(at(LONG_AGO));
+        let hosts: BTreeMap<HostId, HostStatus> = [
+            (id("a"), HostStatus::Ready),
+            (id("b"), HostStatus::Ready),
+            (id("old"), HostStatus::Ready),
+        ]
+        .into();
+        let heard: BTreeMap<HostId, Timestamp> = [
+            (id("a"), at(NOW - 5)),
+            (id("b"), at(NOW - 2)),
+            // Heard by this process before it led: not an arrival.
+            (id("old"), at(LONG_AGO - 1)),
+        ]
+        .into();
+        memory.observe(at(NOW), &hosts, |host| heard.get(host).copied(), &policy);
+        assert_eq!(memory.heard, [id("a"), id("b")].into());
+        assert_eq!(memory.last_arrival, Some(at(NOW - 2)));
+        // A later heartbeat of a host already heard is no arrival.
+        let later: BTreeMap<HostId, Timestamp> = [(id("a"), at(NOW + 50))].into();
+        memory.observe(
+            at(NOW + 50),
+            &hosts,
+            |host| later.get(host).copied(),
+            &policy,
+        );
+        assert_eq!(memory.last_arrival, Some(at(NOW - 2)));
+        // A host that went down is forgotten: when it returns, it arrives again.
+        let down: BTreeMap<HostId, HostStatus> = [(id("a"), HostStatus::Down)].into();
+        memory.observe(at(NOW + 60), &down, |_| None, &policy);
+        assert!(memory.heard.is_empty());
+        memory.observe(
+            at(NOW + 70),
+            &hosts,
+            |host| later.get(host).copied(),
+            &policy,
+        );
+        assert_eq!(memory.last_arrival, Some(at(NOW + 50)));
     }
 
     #[test]

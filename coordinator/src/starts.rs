@@ -178,7 +178,8 @@ impl Starts {
                 run: DesiredRun::Stopped,
             }
             | Command::DestroyWorkspace { name } => self.forget(name),
-            Command::RecordObserved { observed, .. } => {
+            // A refused report (its host is down) changed nothing.
+            Command::RecordObserved { observed, .. } if applied => {
                 for report in observed {
                     if self.pending.contains_key(&report.name) {
                         // The state says what the report changed (reports of another host or

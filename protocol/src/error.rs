@@ -156,11 +156,14 @@ pub enum ErrorCode {
     CaRotationInProgress,
     /// A CA rotation's step was asked for while none is in progress.
     NoCaRotation,
+    /// An agent's report for a host the cluster has marked down: refused until a heartbeat
+    /// returns the host, after which the agent sends it again.
+    HostDown,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 37] = [
+    pub const ALL: [ErrorCode; 38] = [
         ErrorCode::WorkspaceNotFound,
         ErrorCode::WorkspaceAlreadyExists,
         ErrorCode::WorkspaceStartFailed,
@@ -198,6 +201,7 @@ impl ErrorCode {
         ErrorCode::CertificateMismatch,
         ErrorCode::CaRotationInProgress,
         ErrorCode::NoCaRotation,
+        ErrorCode::HostDown,
     ];
 
     fn info(self) -> CodeInfo {
@@ -499,6 +503,14 @@ impl ErrorCode {
                 RetryChange::Nothing,
                 46,
             ),
+            HostDown => (
+                "HOST_DOWN",
+                "The host is marked down",
+                "the agent sends its report again once its next heartbeat returns the host; if the host stays down, check its agent (`nexus admin host list`)",
+                NEVER,
+                RetryChange::Nothing,
+                47,
+            ),
         };
         CodeInfo {
             name,
@@ -709,6 +721,7 @@ mod tests {
             CERTIFICATE_MISMATCH exit=44 retry=[] change=Nothing | The certificate does not match the address
             CA_ROTATION_IN_PROGRESS exit=45 retry=[] change=Nothing | A CA rotation is already in progress
             NO_CA_ROTATION exit=46 retry=[] change=Nothing | No CA rotation is in progress
+            HOST_DOWN exit=47 retry=[] change=Nothing | The host is marked down
         "#]];
         let mut table = String::new();
         for code in ErrorCode::ALL {

@@ -227,13 +227,12 @@ async fn events_survive_a_leader_kill_and_follow_a_workspace_until_it_goes() {
     }
     ok(&pki, &cluster, "ada", &["workspace", "start", "w"]).await;
     assert_eq!(next("new event")["wanted"], "running");
-    // A hollow host destroys so fast that the coordinator, reading the workspace back to
-    // answer, may find it gone already and answer WORKSPACE_NOT_FOUND: a defect of the destroy's
-    // answer (reported with this work), not of the events. Either way the workspace goes.
+    // A hollow host destroys so fast that the workspace may be gone before the destroy is
+    // answered: the answer is the state the destroy's own entry made, so it succeeds all the
+    // same.
     let destroy = run(&pki, &cluster, "ada", &["workspace", "destroy", "w"]).await;
     assert!(
-        destroy.status.success()
-            || String::from_utf8_lossy(&destroy.stderr).contains("WORKSPACE_NOT_FOUND"),
+        destroy.status.success(),
         "{}",
         String::from_utf8_lossy(&destroy.stderr)
     );

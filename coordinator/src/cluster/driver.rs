@@ -41,6 +41,9 @@ type Waiter = (Instant, oneshot::Sender<Result<Outcome, WireError>>);
 /// A read of the state machine, run on the driver's task once the read may be served.
 pub(super) type Query = Box<dyn FnOnce(Result<Applied<'_>, WireError>) + Send>;
 
+/// A read of the state right after a proposal's entry is applied to it, on the driver's task.
+pub(super) type AtApply = Box<dyn FnOnce(&State) + Send>;
+
 /// What a read sees: the state, and the index and term of the last entry applied to it.
 #[derive(Debug, Clone, Copy)]
 pub struct Applied<'a> {
@@ -58,6 +61,13 @@ pub(super) enum Input {
     Read {
         consistency: Consistency,
         query: Query,
+    },
+    /// Runs `read` on the state right after the entry of request `request_id` is applied here
+    /// (at once if it already was): the answer a change gives, from the state its own entry
+    /// made rather than from a later read that other entries may have moved on.
+    ReadAtApply {
+        request_id: RequestId,
+        read: AtApply,
     },
     /// Messages from a peer, already checked to be from `from`.
     Peer {
@@ -85,6 +95,8 @@ pub(super) struct Driver {
     /// The peers' sender tasks' reports.
     deliveries: mpsc::Receiver<Delivery>,
     proposals: HashMap<RequestId, Vec<Waiter>>,
+    /// Reads to run as a proposal's entry is applied, by request id, and since when.
+    reads_at_apply: HashMap<RequestId, Vec<(Instant, AtApply)>>,
     /// Reads waiting for their ReadIndex, by context.
     reads_waiting: HashMap<u64, (Instant, Query)>,
     /// Reads with a ReadIndex, waiting for the state machine to reach it: the index, and when
@@ -140,6 +152,7 @@ impl Driver {
             inputs,
             deliveries,
             proposals: HashMap::new(),
+            reads_at_apply: HashMap::new(),
             reads_waiting: HashMap::new(),
             reads_ready: Vec::new(),
             next_read: nexus_protocol::id::random_u64(),
@@ -215,10 +228,16 @@ impl Driver {
                 }
             }
             let starts = &mut self.starts;
+            let reads_at_apply = &mut self.reads_at_apply;
             let output = self
                 .node
                 .process_ready_with(&mut |proposal, outcome, state| {
-                    starts.applied(proposal, outcome, state)
+                    starts.applied(proposal, outcome, state);
+                    if let Some(reads) = reads_at_apply.remove(&proposal.request_id) {
+                        for (_, read) in reads {
+                            read(state);
+                        }
+                    }
                 })?;
             self.measure(&output);
             self.dispatch(output);
@@ -271,6 +290,16 @@ impl Driver {
                     Err(error) => {
                         let _ = reply.send(Err(error));
                     }
+                }
+            }
+            Input::ReadAtApply { request_id, read } => {
+                if self.node.state().outcome_of(request_id).is_some() {
+                    read(self.node.state());
+                } else {
+                    self.reads_at_apply
+                        .entry(request_id)
+                        .or_default()
+                        .push((Instant::now(), read));
                 }
             }
             Input::Read {
@@ -447,6 +476,17 @@ impl Driver {
                 }
                 false
             });
+            // Their entries were never applied here one by one: the restored state is the
+            // nearest to them there is.
+            self.reads_at_apply.retain(|request_id, reads| {
+                if state.outcome_of(*request_id).is_none() {
+                    return true;
+                }
+                for (_, read) in reads.drain(..) {
+                    read(state);
+                }
+                false
+            });
         }
         let applied = self.node.applied_index();
         if self
@@ -509,6 +549,13 @@ impl Driver {
                 tracing::debug!(%request_id, "a proposal's waiters gave up");
             }
             !waiters.is_empty()
+        });
+        // A read at apply whose proposal never made it (refused, dropped, timed out): its caller
+        // gave up long before.
+        let limit = self.config.proposal_timeout + self.config.read_timeout;
+        self.reads_at_apply.retain(|_, reads| {
+            reads.retain(|(since, _)| since.elapsed() < limit);
+            !reads.is_empty()
         });
         let limit = self.config.read_timeout;
         let expired: Vec<u64> = self

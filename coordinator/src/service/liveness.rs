@@ -62,15 +62,11 @@ impl Service {
             crate::locks::lock(&self.endpoints).retain(|host, _| hosts.contains_key(host));
             let decision = {
                 let liveness = self.liveness();
-                detector::decide(
-                    now,
-                    &hosts,
-                    |host| liveness.get(host).map(|l| l.at),
-                    memory,
-                    &policy,
-                )
+                let last_heard = |host: &HostId| liveness.get(host).map(|l| l.at);
+                let decision = detector::decide(now, &hosts, last_heard, memory, &policy);
+                memory.observe(now, &hosts, last_heard, &policy);
+                decision
             };
-            memory.observe(now, &hosts, &policy);
             let silent = match decision {
                 Decision::MarkDown(silent) => silent,
                 Decision::HoldOff {

@@ -103,15 +103,14 @@ async fn watch_desired(
         with_causes,
         ..
     } = watch;
-    let mut changes = cluster.desired_changes(host);
+    // Subscribed before the first look, so a change applied from then on is seen.
+    let mut changes = Changes::new(cluster.desired_changes(host));
     // The causes the last push carried: a push is a hop of each request whose cause is new.
     let mut pushed_causes: BTreeMap<WorkspaceName, RequestId> = BTreeMap::new();
     let mut leadership = cluster.leadership();
     let mut first = true;
-    // Whether the host's desired state may have changed since the last look.
-    let mut dirty = true;
     loop {
-        changes.borrow_and_update();
+        let dirty = changes.due();
         let leading = leadership.borrow_and_update().leading;
         if watch.replaced() {
             let _ = updates
@@ -205,16 +204,51 @@ async fn watch_desired(
                 }
             }
         }
-        dirty = false;
         tokio::select! {
-            changed = changes.changed() => {
-                if changed.is_err() { return }
-                dirty = true;
-            }
+            changed = changes.changed() => if !changed { return },
             changed = leadership.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(LEADERSHIP_CHECK) => {}
             () = updates.closed() => return,
         }
+    }
+}
+
+/// Whether a host's desired state may have changed since the watch last read it: the host's
+/// signal, and a change already taken from it but not yet read.
+///
+/// The watch's wait ends on a change, on the leadership check's timer, on a change of leadership
+/// or when the agent goes. However it ends, a change the signal holds must lead to a read:
+/// marking the signal seen without reading (as the watch once did at the top of each round)
+/// loses a change that landed while the wait was ending another way, and the host's agent then
+/// never hears of it (a workspace placed on a live host that stays `Scheduled`, seen 1 in 50,000
+/// at fleet scale).
+struct Changes {
+    signal: tokio::sync::watch::Receiver<()>,
+    /// A change taken from the signal and not yet read (the first look counts as one).
+    taken: bool,
+}
+
+impl Changes {
+    fn new(signal: tokio::sync::watch::Receiver<()>) -> Changes {
+        Changes {
+            signal,
+            taken: true,
+        }
+    }
+
+    /// Whether to read the desired state now: the first time, and whenever the signal changed
+    /// since the last read, whichever way the last wait ended. Marks the change seen.
+    fn due(&mut self) -> bool {
+        let pending = self.signal.has_changed().unwrap_or(false);
+        self.signal.mark_unchanged();
+        std::mem::take(&mut self.taken) || pending
+    }
+
+    /// Waits for a change; `false` once the signal is gone (the node is shutting down).
+    async fn changed(&mut self) -> bool {
+        let changed = self.signal.changed().await.is_ok();
+        self.taken |= changed;
+        changed
     }
 }
 
@@ -302,6 +336,41 @@ mod tests {
             .await
             .ok()
             .flatten()
+    }
+
+    /// The lost wakeup behind "a placed workspace sometimes never runs at fleet scale": a change
+    /// that lands while the watch's wait ends another way (its one-second leadership check)
+    /// must still be read.
+    #[tokio::test]
+    async fn a_change_that_lands_as_the_wait_ends_otherwise_is_read() {
+        let signal = tokio::sync::watch::Sender::new(());
+        let mut changes = super::Changes::new(signal.subscribe());
+        assert!(changes.due(), "the first look reads");
+        assert!(!changes.due(), "nothing changed since");
+        // The wait ends on the timer, and the change lands before the watch looks again.
+        tokio::select! {
+            biased;
+            () = std::future::ready(()) => {}
+            _ = changes.changed() => panic!("no change yet"),
+        }
+        signal.send(()).unwrap();
+        assert!(changes.due(), "the change is read, not just marked seen");
+        assert!(!changes.due());
+        // Both ready at once, and the timer's branch taken.
+        signal.send(()).unwrap();
+        tokio::select! {
+            biased;
+            () = std::future::ready(()) => {}
+            _ = changes.changed() => {}
+        }
+        assert!(changes.due());
+        // A change the wait took is read too.
+        signal.send(()).unwrap();
+        assert!(changes.changed().await);
+        assert!(changes.due());
+        assert!(!changes.due());
+        drop(signal);
+        assert!(!changes.changed().await, "the signal is gone");
     }
 
     #[tokio::test]

@@ -263,13 +263,19 @@ impl Service {
     ) -> Result<Response, WireError> {
         self.owned(peer, name, admin, Consistency::Linearizable)
             .await?;
+        // The answer is the workspace as this change left it, read as its entry is applied: a
+        // read after the proposal could find a destroyed workspace already gone (a fast agent
+        // reported it) and answer WORKSPACE_NOT_FOUND for a destroy that succeeded.
+        let wanted = name.clone();
         self.cluster
-            .propose(request_id, peer.identity.clone(), command)
-            .await?;
-        Ok(Response::Workspace(
-            self.owned(peer, name, admin, Consistency::Linearizable)
-                .await?,
-        ))
+            .propose_and_read(request_id, peer.identity.clone(), command, move |state| {
+                state.workspaces().get(&wanted).map(view_of)
+            })
+            .await?
+            .map(Response::Workspace)
+            .ok_or_else(|| {
+                WireError::new(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"))
+            })
     }
 
     async fn set_run(
@@ -367,6 +373,59 @@ mod tests {
     use crate::cluster::Consistency;
     use crate::service::testing::{agent, ask, code, named, one_node_with_h1, workspace_spec, ws};
     use crate::state::Command;
+
+    /// A fast agent may report a destroyed workspace gone before the destroy is answered: the
+    /// answer is what the destroy's own entry made (`Destroying`), never WORKSPACE_NOT_FOUND.
+    #[tokio::test]
+    async fn a_destroy_is_answered_from_its_own_entry_however_fast_the_agent() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let service = std::sync::Arc::new(service);
+        let h1 = HostId::new("h1").unwrap();
+        let destroying: std::sync::Arc<std::sync::Mutex<Option<WorkspaceName>>> =
+            std::sync::Arc::default();
+        // The fastest agent there is: each time h1's desired state changes, it reports the
+        // workspace being destroyed gone, straight into Raft.
+        let fast_agent = tokio::spawn({
+            let (service, destroying) = (service.clone(), destroying.clone());
+            async move {
+                let mut changes = service.cluster.desired_changes(&h1);
+                while changes.changed().await.is_ok() {
+                    let Some(name) = destroying.lock().unwrap().clone() else {
+                        continue;
+                    };
+                    let gone = Command::RecordObserved {
+                        host: h1.clone(),
+                        observed: vec![ObservedWorkspace {
+                            name,
+                            generation: 1,
+                            state: WorkspaceState::Gone,
+                            ports: vec![],
+                            error: None,
+                        }],
+                    };
+                    let _ = service
+                        .cluster
+                        .propose(RequestId::random(), agent("h1").identity, gone)
+                        .await;
+                }
+            }
+        });
+        let ada = named("ada", Role::User);
+        for i in 0..20 {
+            let name: WorkspaceName = format!("w{i}").parse().unwrap();
+            let create = ws(WorkspaceRequest::Create(workspace_spec(name.as_str(), &[])));
+            ask(&service, &ada, create).await.unwrap();
+            *destroying.lock().unwrap() = Some(name.clone());
+            match ask(&service, &ada, ws(WorkspaceRequest::Destroy(name.clone()))).await {
+                Ok(Response::Workspace(view)) => {
+                    assert_eq!(view.state, WorkspaceState::Destroying, "{name}");
+                }
+                other => panic!("destroy {i}: {other:?}"),
+            }
+        }
+        fast_agent.abort();
+        node.stop().await.unwrap();
+    }
 
     #[tokio::test]
     async fn users_create_see_and_change_only_their_own_workspaces() {

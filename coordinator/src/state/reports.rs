@@ -2,6 +2,11 @@
 //! finishes a destroy (the workspace and its ports are forgotten once it is gone), completes a
 //! restart, and answers a `PORT_CONFLICT` with another port, once.
 //!
+//! A report from a host marked down is refused (`HOST_DOWN`), here where it is applied rather
+//! than where it is received: a report a follower forwarded, or one that raced the marking, is
+//! then refused the same way on every replica. Its workspaces stay lost until a heartbeat
+//! returns the host (`HostReturned`); the agent keeps the report and sends it again then.
+//!
 //! Not here: the agents' heartbeats and stats (soft state, never in the log).
 
 use nexus_protocol::HostId;
@@ -9,9 +14,9 @@ use nexus_protocol::clock::Timestamp;
 use nexus_protocol::debug::EventKind;
 use nexus_protocol::error::{ErrorCode, ErrorDetail};
 use nexus_protocol::message::{DesiredRun, ObservedWorkspace};
-use nexus_protocol::model::WorkspaceState;
+use nexus_protocol::model::{HostStatus, WorkspaceState};
 
-use super::{Outcome, State};
+use super::{Outcome, State, reject};
 
 impl State {
     /// Takes what `host`'s agent reports it observed, workspace by workspace.
@@ -21,6 +26,18 @@ impl State {
         host: &HostId,
         observed: &[ObservedWorkspace],
     ) -> Outcome {
+        if self
+            .hosts
+            .get(host)
+            .is_some_and(|record| record.status == HostStatus::Down)
+        {
+            return reject(
+                ErrorCode::HostDown,
+                format!(
+                    "host {host} is marked down; its report is taken once a heartbeat returns it"
+                ),
+            );
+        }
         for report in observed {
             self.observe(at, host, report);
         }

@@ -231,25 +231,64 @@ fn observations_count_only_from_the_workspaces_host_and_generation() {
     assert_eq!(state.workspaces()[&w("a")].state, WorkspaceState::Running);
 }
 
-/// A known defect (docs/known-defects.md): a report that lands while its host is marked down is
-/// applied, so the lost workspace reads running on a host that is still down. When the state
-/// machine learns to hold such reports, this test changes with it.
+/// A report that lands while its host is marked down (one that raced the marking, or that a
+/// follower forwarded) is refused where it is applied, so every replica refuses it alike: the
+/// lost workspace stays lost until a heartbeat returns the host, and the same report is taken
+/// then.
 #[test]
-fn a_report_from_a_down_host_is_applied_today() {
-    let (_, state) = check(vec![
+fn a_report_from_a_down_host_is_refused_until_the_host_returns() {
+    let running = || Command::RecordObserved {
+        host: h("h1"),
+        observed: vec![observed("a", 1, WorkspaceState::Running)],
+    };
+    let (codes, state) = check(vec![
         Command::RegisterHost(host("h1", 20000, 20010)),
         create("a", "h1", &[]),
         Command::SetHostStatus {
             host: h("h1"),
             status: HostStatus::Down,
         },
-        Command::RecordObserved {
-            host: h("h1"),
-            observed: vec![observed("a", 1, WorkspaceState::Running)],
-        },
+        running(),
     ]);
+    assert_eq!(codes[3], Some(ErrorCode::HostDown));
     assert_eq!(state.hosts()[&h("h1")].status, HostStatus::Down);
+    assert_eq!(state.workspaces()[&w("a")].state, WorkspaceState::Lost);
+    let (codes, state) = check(vec![
+        Command::RegisterHost(host("h1", 20000, 20010)),
+        create("a", "h1", &[]),
+        Command::SetHostStatus {
+            host: h("h1"),
+            status: HostStatus::Down,
+        },
+        running(),
+        Command::HostReturned { host: h("h1") },
+        running(),
+    ]);
+    assert_eq!(codes[3], Some(ErrorCode::HostDown));
+    assert_eq!(codes[5], None, "the report sent again after the return");
+    assert_eq!(state.hosts()[&h("h1")].status, HostStatus::Ready);
     assert_eq!(state.workspaces()[&w("a")].state, WorkspaceState::Running);
+}
+
+/// Only `Down` refuses reports: a host its admins drained or cordoned still reports what runs.
+#[test]
+fn reports_from_draining_and_cordoned_hosts_are_taken() {
+    for status in [HostStatus::Draining, HostStatus::Cordoned] {
+        let (codes, state) = check(vec![
+            Command::RegisterHost(host("h1", 20000, 20010)),
+            create("a", "h1", &[]),
+            Command::SetHostStatus {
+                host: h("h1"),
+                status,
+            },
+            Command::RecordObserved {
+                host: h("h1"),
+                observed: vec![observed("a", 1, WorkspaceState::Running)],
+            },
+        ]);
+        assert_eq!(codes[3], None, "{status:?}");
+        assert_eq!(state.workspaces()[&w("a")].state, WorkspaceState::Running);
+    }
 }
 
 #[test]
