@@ -62,6 +62,13 @@ impl State {
         if workspace.state == WorkspaceState::Destroying {
             return;
         }
+        // An agent reports a workspace gone only when its desired state no longer holds it: for
+        // one that is not being destroyed, the report is about an earlier workspace of the same
+        // name (every new workspace starts at generation 1), sent again or late after that one
+        // was forgotten. Taken, it turned a new workspace `Gone` under its owner's eyes.
+        if report.state == WorkspaceState::Gone {
+            return;
+        }
         // A report repeats what the agent sees (every 30 s): only a change is an update, so
         // `cleanup --older-than` measures how long a workspace has been as it is.
         if workspace.state != report.state || workspace.last_error != report.error {

@@ -334,6 +334,29 @@ fn destruction_releases_ports_once_the_host_reports_it_gone() {
     );
 }
 
+/// Found by the fault campaign: a fast host's report that a destroyed workspace is gone, sent
+/// again (or late) once a new workspace of the same name was created on it, turned the new one
+/// `Gone` (a read showed it being destroyed) until the next report.
+#[test]
+fn a_late_gone_report_of_a_destroyed_workspace_leaves_its_successor_alone() {
+    let gone = || Command::RecordObserved {
+        host: h("h1"),
+        observed: vec![observed("a", 1, WorkspaceState::Gone)],
+    };
+    let (codes, state) = check(vec![
+        Command::RegisterHost(host("h1", 20000, 20010)),
+        create("a", "h1", &[(80, 20000)]),
+        Command::DestroyWorkspace { name: w("a") },
+        gone(),
+        create("a", "h1", &[(80, 20000)]),
+        gone(),
+    ]);
+    assert!(codes.iter().all(Option::is_none), "{codes:?}");
+    let successor = &state.workspaces()[&w("a")];
+    assert_eq!(successor.state, WorkspaceState::Scheduled);
+    assert_eq!(successor.desired, DesiredRun::Running);
+}
+
 #[test]
 fn each_host_is_told_its_own_workspaces_and_a_destroyed_one_is_absent() {
     let (_, state) = check(vec![
