@@ -376,8 +376,9 @@ impl Cluster {
         }
     }
 
-    /// Proposes `change`, if there is one, then reads: linearizably after a change, so that the
-    /// answer shows it, else at `consistency` (an admin's "set it, then show it").
+    /// Proposes `change`, if there is one, and reads the state it made
+    /// ([`Cluster::propose_and_read`]); without one, reads at `consistency` (an admin's "set it,
+    /// then show it").
     pub async fn change_then_read<T, F>(
         &self,
         request_id: RequestId,
@@ -388,16 +389,15 @@ impl Cluster {
     ) -> Result<T, WireError>
     where
         T: Send + 'static,
-        F: FnOnce(&State) -> T + Send + 'static,
+        F: Fn(&State) -> T + Send + Sync + 'static,
     {
-        let consistency = match change {
+        match change {
             Some(command) => {
-                self.propose(request_id, proposer, command).await?;
-                Consistency::Linearizable
+                self.propose_and_read(request_id, proposer, command, read)
+                    .await
             }
-            None => consistency,
-        };
-        self.read(consistency, read).await
+            None => self.read(consistency, read).await,
+        }
     }
 
     /// [`Cluster::read`], seeing also the index and term the state was applied to: what a backup
