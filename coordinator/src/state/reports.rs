@@ -66,7 +66,11 @@ impl State {
         // one that is not being destroyed, the report is about an earlier workspace of the same
         // name (every new workspace starts at generation 1), sent again or late after that one
         // was forgotten. Taken, it turned a new workspace `Gone` under its owner's eyes.
-        if report.state == WorkspaceState::Gone {
+        // Nor may an agent set `Destroying` (the service refuses it in a report).
+        if matches!(
+            report.state,
+            WorkspaceState::Gone | WorkspaceState::Destroying
+        ) {
             return;
         }
         // A report repeats what the agent sees (every 30 s): only a change is an update, so

@@ -447,6 +447,8 @@ impl Nemesis<'_> {
 #[derive(Debug)]
 struct DockerHost {
     engine: Engine,
+    /// The agent's host id.
+    host: String,
     pki: Arc<TestPki>,
     addresses: Vec<SocketAddr>,
     flags: Vec<String>,
@@ -476,6 +478,7 @@ impl DockerHost {
         ];
         let mut host = DockerHost {
             engine,
+            host: format!("chaosd-{pid}"),
             pki: pki.clone(),
             addresses: addresses.to_vec(),
             flags,
@@ -486,7 +489,7 @@ impl DockerHost {
     }
 
     fn host(&self) -> String {
-        self.engine.host()
+        self.host.clone()
     }
 
     fn start_agent(&mut self) {
