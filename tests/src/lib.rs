@@ -9,6 +9,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod backups;
+pub mod chaos;
 pub mod cluster;
 pub mod docker;
 pub mod docker_fleet;
