@@ -10,4 +10,5 @@
 //! - [`rng`]: the seeded generator behind every choice.
 
 pub mod history;
+pub mod linear;
 pub mod rng;
