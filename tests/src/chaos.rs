@@ -10,5 +10,6 @@
 //! - [`rng`]: the seeded generator behind every choice.
 
 pub mod history;
+pub mod invariants;
 pub mod linear;
 pub mod rng;
