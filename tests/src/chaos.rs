@@ -9,6 +9,7 @@
 //! - [`invariants`]: limits, ports, and the end state against the history. Pure.
 //! - [`rng`]: the seeded generator behind every choice.
 
+pub mod clients;
 pub mod history;
 pub mod invariants;
 pub mod linear;
