@@ -219,6 +219,7 @@ impl Settings {
             connection: None,
             first: 0,
             reached: None,
+            first_attempt: None,
         })
     }
 
@@ -229,6 +230,12 @@ impl Settings {
             .map_err(crate::session::explain)
     }
 }
+
+/// The first attempt of a workspace request ([`Client::with_first_attempt`]): a write goes
+/// through the replicated log and a read changes nothing, so both may be asked again of another
+/// coordinator when the first is silent (paused, cut off) this long; one that answers does so
+/// in milliseconds.
+pub const FIRST_ATTEMPT: Duration = Duration::from_secs(3);
 
 /// How long the CLI waits on one coordinator's handshake before it tries the next one too.
 pub const NEXT_COORDINATOR_AFTER: Duration = Duration::from_millis(250);
@@ -299,9 +306,25 @@ pub struct Client<'a> {
     first: usize,
     /// The configured coordinator the connection reached (`None`: a leader it was sent to).
     reached: Option<usize>,
+    /// A shorter limit for each request's first attempt ([`Client::with_first_attempt`]).
+    first_attempt: Option<Duration>,
 }
 
 impl Client<'_> {
+    /// Gives each request's first attempt at most `limit`, and the attempts after it the whole
+    /// limit the request asks for: a coordinator that stopped answering (paused, cut off) costs
+    /// `limit`, not the request's whole limit, before the request is asked of another one.
+    ///
+    /// Only for requests that are safe to ask again while the first attempt may still be at
+    /// work: reads, and changes that go through the replicated log, which answers a second
+    /// delivery under the same request id with the first one's outcome. Not for a long
+    /// operation that a coordinator runs outside the log (a maintenance run, a backup).
+    #[must_use]
+    pub fn with_first_attempt(mut self, limit: Duration) -> Self {
+        self.first_attempt = Some(limit);
+        self
+    }
+
     /// Sends `request` to the first coordinator that answers and follows it to the leader when
     /// it answers `NOT_LEADER` with the leader's address. Other retryable errors are retried as
     /// their code's policy says (a `TIMEOUT` once with twice the time, a leaderless `NOT_LEADER`
@@ -327,7 +350,8 @@ impl Client<'_> {
         request: Request,
         limit: Duration,
     ) -> Result<Response, CliError> {
-        let mut limit = limit;
+        let full = limit;
+        let mut limit = self.first_attempt.map_or(full, |first| first.min(full));
         let mut redirects = 0;
         let mut retries = 0u32;
         let mut waited = Duration::ZERO;
@@ -397,7 +421,12 @@ impl Client<'_> {
                 return Err(crate::session::explain(after_unknown(error, unknown)));
             };
             if error.code.retry_change() == RetryChange::LongerTimeout {
-                limit = limit.saturating_mul(2);
+                // A shortened first attempt is followed by the whole limit, then doubled.
+                limit = if limit < full {
+                    full
+                } else {
+                    limit.saturating_mul(2)
+                };
             } else if answered {
                 self.connection = Some(current);
             }

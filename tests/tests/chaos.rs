@@ -5,7 +5,12 @@
 //! history around it; `nexus-chaos --seed N` replays the plan for longer.
 
 // Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::time::Duration;
 

@@ -147,7 +147,9 @@ pub async fn change(
     wait: Option<(WorkspaceName, Goal, WaitArgs)>,
     format: OutputFormat,
 ) -> Result<(), CliError> {
-    let mut client = settings.client()?;
+    let mut client = settings
+        .client()?
+        .with_first_attempt(crate::settings::FIRST_ATTEMPT);
     let answer = client.request(Request::Workspace(request), TIMEOUT).await?;
     let Some((name, goal, args)) = wait.filter(|(_, _, args)| !args.no_wait) else {
         return print_answer(answer, format);
@@ -172,7 +174,9 @@ pub async fn inspect(
     name: WorkspaceName,
     format: OutputFormat,
 ) -> Result<(), CliError> {
-    let mut client = settings.client()?;
+    let mut client = settings
+        .client()?
+        .with_first_attempt(crate::settings::FIRST_ATTEMPT);
     let request = Request::Workspace(WorkspaceRequest::Describe(name.clone()));
     let detail = match client.request(request, TIMEOUT).await? {
         Response::WorkspaceDetail(detail) => detail,

@@ -350,6 +350,12 @@ fn a_late_gone_report_of_a_destroyed_workspace_leaves_its_successor_alone() {
         gone(),
         create("a", "h1", &[(80, 20000)]),
         gone(),
+        // Nor does a report that it is being destroyed (which no agent may send), then gone.
+        Command::RecordObserved {
+            host: h("h1"),
+            observed: vec![observed("a", 1, WorkspaceState::Destroying)],
+        },
+        gone(),
     ]);
     assert!(codes.iter().all(Option::is_none), "{codes:?}");
     let successor = &state.workspaces()[&w("a")];

@@ -80,7 +80,10 @@ async fn main() -> ExitCode {
     let campaign = match runner::run(options).await {
         Ok(campaign) => campaign,
         Err(error) => {
-            eprintln!("error: the campaign could not run (seed {}): {error:#}", cli.seed);
+            eprintln!(
+                "error: the campaign could not run (seed {}): {error:#}",
+                cli.seed
+            );
             return ExitCode::from(2);
         }
     };

@@ -185,7 +185,10 @@ async fn one_client(
     stop: watch::Receiver<bool>,
 ) {
     let settings = config.settings();
-    let mut connection = settings.client();
+    // As the CLI's workspace commands ask.
+    let mut connection = settings
+        .client()
+        .map(|client| client.with_first_attempt(nexus_cli::settings::FIRST_ATTEMPT));
     loop {
         if *stop.borrow() || stop.has_changed().is_err() {
             return;

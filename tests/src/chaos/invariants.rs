@@ -101,6 +101,8 @@ pub enum Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvariantViolation {
     pub rule: Rule,
+    /// The workspace concerned, when one is.
+    pub name: Option<WorkspaceName>,
     /// The operations involved: the list that showed it, the creates and destroys concerned.
     pub ops: Vec<OpId>,
     /// What was wrong, for people.
@@ -141,8 +143,9 @@ pub fn check_snapshot(
     hosts: &[HostCapacity],
 ) -> Vec<InvariantViolation> {
     let mut found = Vec::new();
-    let violation = |rule, detail: String| InvariantViolation {
+    let violation = |rule, name: Option<&WorkspaceName>, detail: String| InvariantViolation {
         rule,
+        name: name.cloned(),
         ops: vec![id],
         detail,
     };
@@ -153,6 +156,7 @@ pub fn check_snapshot(
         if !names.insert(&view.name) {
             found.push(violation(
                 Rule::NameListedTwice,
+                Some(&view.name),
                 format!("workspace {} is listed twice", view.name),
             ));
         }
@@ -160,6 +164,7 @@ pub fn check_snapshot(
         let Some(capacity) = hosts.iter().find(|h| &h.host == host) else {
             found.push(violation(
                 Rule::UnknownHost,
+                Some(&view.name),
                 format!(
                     "workspace {} is on host {host}, which is not known",
                     view.name
@@ -176,6 +181,7 @@ pub fn check_snapshot(
             if !capacity.ports.contains(binding.host) {
                 found.push(violation(
                     Rule::PortOutOfRange,
+                    Some(&view.name),
                     format!(
                         "workspace {} has port {} of host {host}, outside its range {}",
                         view.name, binding.host, capacity.ports
@@ -185,6 +191,7 @@ pub fn check_snapshot(
             if let Some(other) = ports.insert((host, binding.host), &view.name) {
                 found.push(violation(
                     Rule::PortGivenTwice,
+                    Some(&view.name),
                     format!(
                         "port {} of host {host} is given to {other} and {}",
                         binding.host, view.name
@@ -216,6 +223,7 @@ pub fn check_snapshot(
         if !over.is_empty() {
             found.push(violation(
                 Rule::HostOverLimit,
+                None,
                 format!("host {host} holds {}", over.join(", ")),
             ));
         }
@@ -236,6 +244,7 @@ pub fn check_final(
     let Some(listed) = &final_state.listed else {
         return vec![InvariantViolation {
             rule: Rule::FinalStateUnread,
+            name: None,
             ops: final_state.ops.clone(),
             detail: "no final list was answered".into(),
         }];
@@ -264,6 +273,7 @@ pub fn check_final(
         if final_state.reads.contains_key(name) && read.is_none() {
             found.push(InvariantViolation {
                 rule: Rule::FinalStateUnread,
+                name: Some(name.clone()),
                 ops: list_ops.clone(),
                 detail: format!("workspace {name} was never answered after healing"),
             });
@@ -271,6 +281,7 @@ pub fn check_final(
         if views.len() > 1 {
             found.push(InvariantViolation {
                 rule: Rule::NameListedTwice,
+                name: Some(name.clone()),
                 ops: list_ops.clone(),
                 detail: format!("workspace {name} is listed {} times", views.len()),
             });
@@ -288,6 +299,7 @@ pub fn check_final(
             if destroys.is_empty() && views.is_empty() {
                 found.push(InvariantViolation {
                     rule: Rule::AcknowledgedCreateLost,
+                    name: Some(name.clone()),
                     ops: [create.id].into_iter().chain(list_ops.clone()).collect(),
                     detail: format!(
                         "workspace {name} was created (acknowledged) and never destroyed, and is gone"
@@ -304,6 +316,7 @@ pub fn check_final(
         if exists && !creates.iter().any(|op| may_have_happened(op)) {
             found.push(InvariantViolation {
                 rule: Rule::RefusedCreateExists,
+                name: Some(name.clone()),
                 ops: creates
                     .iter()
                     .map(|op| op.id)
@@ -317,6 +330,7 @@ pub fn check_final(
         match views.first() {
             None if !held.is_empty() => found.push(InvariantViolation {
                 rule: Rule::ContainerOfGoneWorkspace,
+                name: Some(name.clone()),
                 ops: list_ops.clone(),
                 detail: format!("workspace {name} is gone, but hosts {held:?} hold its container"),
             }),
@@ -330,6 +344,7 @@ pub fn check_final(
                 if (wanted_running && !on_one) || elsewhere || held.len() > 1 {
                     found.push(InvariantViolation {
                         rule: Rule::NotOnOneHost,
+                        name: Some(name.clone()),
                         ops: list_ops.clone(),
                         detail: format!(
                             "workspace {name} ({}, placed on {}) has containers on {held:?}",

@@ -830,6 +830,23 @@ mod tests {
     }
 
     #[test]
+    fn a_former_incarnations_state_on_a_new_one_fails() {
+        // Seen against a real cluster (see the report of `chaos_checker`): destroyed, created
+        // again, then read as being destroyed with no destroy since.
+        fails(
+            vec![
+                op(0, Call::Create, 0, Some(1), ok()),
+                op(0, Call::Destroy, 2, Some(3), ok()),
+                op(1, Call::Read, 4, Some(5), seen(Observed::Destroying)),
+                op(2, Call::Create, 6, Some(7), ok()),
+                op(0, Call::Stop, 8, Some(9), ok()),
+                op(1, Call::Read, 10, Some(11), seen(Observed::Destroying)),
+            ],
+            5,
+        );
+    }
+
+    #[test]
     fn a_stop_racing_a_destroy_may_be_refused_either_way() {
         for refusal in [ErrorCode::InvalidArgument, ErrorCode::WorkspaceNotFound] {
             passes(vec![

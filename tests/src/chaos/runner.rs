@@ -141,9 +141,13 @@ pub async fn run(options: CampaignOptions) -> anyhow::Result<Campaign> {
     } else {
         None
     };
-    let capacities = capacities(&pki, &members, fleet.hosts.len() + usize::from(docker.is_some()))
-        .await
-        .context("reading the hosts' capacities")?;
+    let capacities = capacities(
+        &pki,
+        &members,
+        fleet.hosts.len() + usize::from(docker.is_some()),
+    )
+    .await
+    .context("reading the hosts' capacities")?;
 
     let mut config = ClientConfig::new(&pki, addresses.clone(), options.seed);
     config.clients = options.clients;
@@ -215,7 +219,10 @@ pub async fn run(options: CampaignOptions) -> anyhow::Result<Campaign> {
         }
     }
     // Everything healed, whatever the plan left (nothing, by its contract).
-    nemesis.heal_everything().await.context("healing everything")?;
+    nemesis
+        .heal_everything()
+        .await
+        .context("healing everything")?;
     let faults_over = started.elapsed();
     let _ = stop.send(true);
     clients.await.context("the clients' task")?;
@@ -385,7 +392,8 @@ impl Nemesis<'_> {
             // The member in the middle; the others split into two sides that see only it.
             Kind::Bridge => {
                 let (left, right) = others.split_at(others.len() / 2);
-                let hosts = |side: &[usize]| side.iter().copied().map(Host::Node).collect::<Vec<_>>();
+                let hosts =
+                    |side: &[usize]| side.iter().copied().map(Host::Node).collect::<Vec<_>>();
                 self.net
                     .bridge_partition(&hosts(left), member, &hosts(right))
             }
@@ -438,7 +446,9 @@ impl Nemesis<'_> {
         if let Some(docker) = self.docker.as_deref_mut() {
             docker.heal()?;
         }
-        self.members.leader(self.pki, Duration::from_secs(30)).await?;
+        self.members
+            .leader(self.pki, Duration::from_secs(30))
+            .await?;
         Ok(())
     }
 }
@@ -458,7 +468,12 @@ struct DockerHost {
 impl DockerHost {
     async fn start(pki: &Arc<TestPki>, addresses: &[SocketAddr]) -> anyhow::Result<DockerHost> {
         let engine = tokio::task::spawn_blocking(|| {
-            Engine::start(EngineConfig { live_restore: false }, &[crate::docker::TEST_IMAGE])
+            Engine::start(
+                EngineConfig {
+                    live_restore: false,
+                },
+                &[crate::docker::TEST_IMAGE],
+            )
         })
         .await
         .context("starting the private engine")??;
