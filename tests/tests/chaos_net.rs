@@ -8,6 +8,7 @@
 //!   the network is left.
 //! - A member whose wall clock is 30 s ahead runs and rejoins; one an hour behind (before its
 //!   certificates' start) cannot talk with anyone.
+//! - A paused leader is replaced; resumed, it follows.
 //! - A follower's disk full: the others keep acknowledging writes; freed (and restarted if it
 //!   stopped), it catches up.
 //! - The private engine runs a container, is killed, restarted, and runs one again.
@@ -18,10 +19,10 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use nexus_tests::chaos::engine::{Engine, EngineConfig};
-use nexus_tests::chaos::members::{Members, Wait};
+use nexus_tests::chaos::engine::{self, Engine, EngineConfig};
+use nexus_tests::chaos::members::{self, Members, Wait};
 use nexus_tests::chaos::net::{self, Host, Net, Slow};
-use nexus_tests::cluster::{register, replica_hosts};
+use nexus_tests::cluster::{register, replica_hosts, status};
 use nexus_tests::docker::TEST_IMAGE;
 use nexus_tests::eventually;
 use nexus_tests::pki::TestPki;
@@ -63,12 +64,18 @@ async fn all_healthy(pki: &TestPki, members: &Members) {
     .await;
 }
 
-/// How long a status request to member `index` takes, the median of five.
+/// How long a status request to member `index` takes, the median of five. Each opens a QUIC
+/// connection, whose handshake carries certificate chains of a few kilobytes: at 100 kbit that
+/// took 2.3 s, so each may take up to 10 s (`Members::status` allows 3).
 async fn status_time(pki: &TestPki, members: &Members, index: usize) -> Duration {
     let mut times = Vec::new();
     for _ in 0..5 {
         let started = Instant::now();
-        members.status(pki, index).await.unwrap();
+        let request = status(pki, members.address(index));
+        tokio::time::timeout(Duration::from_secs(10), request)
+            .await
+            .expect("a status request within 10 s")
+            .unwrap();
         times.push(started.elapsed());
     }
     times.sort();
@@ -77,7 +84,9 @@ async fn status_time(pki: &TestPki, members: &Members, index: usize) -> Duration
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_cut_and_heal_coordinators_in_namespaces() {
-    let _ = net::sweep(net::PREFIX);
+    // What a campaign killed outright left behind (its process is gone).
+    net::sweep(net::PREFIX).unwrap();
+    members::sweep_mounts().unwrap();
     let pki = TestPki::new();
     let started = Instant::now();
     let mut network = Net::create("part").unwrap();
@@ -198,6 +207,31 @@ async fn a_member_with_a_skewed_clock_runs_and_rejoins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_replaced_and_rejoins_when_resumed() {
+    let pki = TestPki::new();
+    let mut network = Net::create("pause").unwrap();
+    let mut members = Members::start(&pki, &mut network, 3, &[]).await.unwrap();
+    let (old, _) = members.leader(&pki, ELECTION).await.unwrap();
+
+    members.pause(old).unwrap();
+    assert!(members.paused(old));
+    assert!(members.status(&pki, old).await.is_err());
+    let (new, _) = members.leader(&pki, ELECTION).await.unwrap();
+    assert_ne!(new, old);
+
+    members.resume(old).unwrap();
+    all_healthy(&pki, &members).await;
+    let (leader, _) = members.leader(&pki, ELECTION).await.unwrap();
+    assert_eq!(leader, new, "the resumed member took the lead back");
+
+    // Paused when dropped: resumed and killed, so no stopped coordinator lingers.
+    members.pause(old).unwrap();
+    let dir = members.dir().to_path_buf();
+    drop(members);
+    assert!(!dir.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_with_a_full_disk_catches_up_once_freed() {
     let pki = TestPki::new();
     let mut network = Net::create("disk").unwrap();
@@ -253,6 +287,7 @@ fn the_private_engine_runs_is_killed_and_comes_back() {
         eprintln!("SKIPPED: dockerd is not installed (deploy/dev/prepare.sh installs it)");
         return;
     }
+    engine::sweep().unwrap();
     let mut engine = Engine::start(EngineConfig::default(), &[TEST_IMAGE]).unwrap();
     let run = |engine: &Engine| {
         let out = engine

@@ -47,6 +47,11 @@ pub struct Engine {
 /// load once failed with "timeout waiting for containerd" at dockerd's own limit.
 const START_LIMIT: Duration = Duration::from_secs(60);
 
+/// An engine's directory in `/var/tmp` starts with this and the process id.
+const DIR_PREFIX: &str = "nexus-engine-";
+/// An engine's bridge is this, the process id in hex, `-` and a sequence number.
+const BRIDGE_PREFIX: &str = "nxd";
+
 static SEQUENCE: AtomicU32 = AtomicU32::new(0);
 
 impl Engine {
@@ -66,10 +71,10 @@ impl Engine {
         let pid = std::process::id();
         let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed) % 100;
         let dir = tempfile::Builder::new()
-            .prefix("nexus-engine-")
+            .prefix(&format!("{DIR_PREFIX}{pid}-"))
             .tempdir_in("/var/tmp")
             .context("an engine directory in /var/tmp")?;
-        let bridge = format!("nxd{pid:x}-{seq}");
+        let bridge = format!("{BRIDGE_PREFIX}{pid:x}-{seq}");
         let used = run("ip", &["-4", "-o", "addr", "show"])?;
         let first = (pid + seq) % 250;
         let subnet = (0..250)
@@ -278,6 +283,92 @@ impl Engine {
     }
 }
 
+/// Removes what engines of processes that no longer run left behind: their dockerd and
+/// containerd (the containers die when their engine restarts without live restore), mounts,
+/// directories and bridges. Answers what it removed.
+pub fn sweep() -> anyhow::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir("/var/tmp").context("listing /var/tmp")? {
+        let path = entry.context("listing /var/tmp")?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(pid) = name
+            .strip_prefix(DIR_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if super::net::alive(pid) {
+            continue;
+        }
+        // dockerd, containerd and the shims name the directory in their command lines; the
+        // containers' processes are in cgroups named by the container ids.
+        let containers: Vec<String> = std::fs::read_dir(path.join("data/containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        let root = path.display().to_string();
+        for process in std::fs::read_dir("/proc")
+            .context("listing /proc")?
+            .flatten()
+        {
+            let Some(pid) = process
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&root)
+                || containers.iter().any(|id| cgroup.contains(id.as_str()))
+            {
+                let _ = run("kill", &["-KILL", &pid.to_string()]);
+            }
+        }
+        unmount_under(&path);
+        std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
+        removed.push(path.display().to_string());
+    }
+    let links = run("ip", &["-o", "link", "show"])?;
+    for line in links.lines() {
+        let Some(name) = line.split(": ").nth(1) else {
+            continue;
+        };
+        if let Some(pid) = name
+            .strip_prefix(BRIDGE_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| u32::from_str_radix(pid, 16).ok())
+            && !super::net::alive(pid)
+            && run("ip", &["link", "del", name]).is_ok()
+        {
+            removed.push(format!("link {name}"));
+        }
+    }
+    Ok(removed)
+}
+
+/// Unmounts (lazily) every mount under `dir`, deepest first.
+fn unmount_under(dir: &Path) {
+    let root = dir.display().to_string();
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+        let mut targets: Vec<&str> = mounts
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(1))
+            .filter(|target| target.starts_with(&root))
+            .collect();
+        targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        for target in targets {
+            let _ = run("umount", &["-l", target]);
+        }
+    }
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
         if self.child.is_none() {
@@ -295,19 +386,7 @@ impl Drop for Engine {
         self.kill();
         let _ = run("ip", &["link", "del", &self.bridge]);
         // dockerd bind-mounts its data root, and containers' rootfs live under the exec root.
-        let root = self.dir.path().display().to_string();
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-            let mut targets: Vec<&str> = mounts
-                .lines()
-                .filter_map(|line| line.split_whitespace().nth(1))
-                .filter(|target| target.starts_with(&root))
-                .collect();
-            // Deepest first.
-            targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
-            for target in targets {
-                let _ = run("umount", &["-l", target]);
-            }
-        }
+        unmount_under(self.dir.path());
     }
 }
 

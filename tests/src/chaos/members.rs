@@ -40,6 +40,8 @@ pub const PORT: u16 = 7000;
 pub const HTTP_PORT: u16 = 9100;
 /// Where Debian's `faketime` package puts the library.
 pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+/// The campaign directory's name in `/var/tmp` starts with this and the process id.
+const DIR_PREFIX: &str = "nexus-chaos-";
 /// The source name of members' tmpfs mounts is this and the process id (see [`sweep_mounts`]).
 const MOUNT_SOURCE: &str = "nexus-chaos-";
 
@@ -88,7 +90,7 @@ impl Members {
             bail!("a campaign runs 1 to 7 coordinators, not {count}");
         }
         let dir = tempfile::Builder::new()
-            .prefix("nexus-chaos-")
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
             .tempdir_in("/var/tmp")
             .context("a campaign directory in /var/tmp")?;
         let mut members = Members {
@@ -482,7 +484,8 @@ impl Drop for Members {
 }
 
 /// Unmounts members' data dirs that campaigns whose process no longer runs left mounted; answers
-/// the mount points.
+/// the mount points. The campaigns' directories (`/var/tmp/nexus-chaos-<pid>-…`) stay: their
+/// logs are what tells why a campaign was killed.
 pub fn sweep_mounts() -> anyhow::Result<Vec<String>> {
     let mounts =
         std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
