@@ -245,14 +245,14 @@ pub async fn run(options: CampaignOptions) -> anyhow::Result<Campaign> {
     let summary = Summary::of(&timed, &injected, faults_over);
 
     let kept = match &options.keep {
-        Some(dir) => Some(keep(dir, &history, &members, &summary)?),
+        Some(dir) => Some(keep(dir, &history, &members, docker.as_ref(), &summary)?),
         None if !violations.is_empty() => {
             let dir = std::env::temp_dir().join(format!(
                 "nexus-chaos-seed{}-{}",
                 options.seed,
                 std::process::id()
             ));
-            Some(keep(&dir, &history, &members, &summary)?)
+            Some(keep(&dir, &history, &members, docker.as_ref(), &summary)?)
         }
         None => None,
     };
@@ -487,9 +487,10 @@ impl DockerHost {
             engine.socket().display().to_string(),
             "--port-range".into(),
             format!("{low}-{}", low + 19),
-            // Workspaces' networks apart from the machine's engine and the Docker suites'.
+            // Workspaces' networks apart from the machine's engine and the Docker suites': a
+            // /20 of 10.195.0.0/16 (sixteen /24s, one a workspace) by process id.
             "--network-pool".into(),
-            format!("10.195.{}.0/24", pid % 250),
+            format!("10.195.{}.0/20", (pid % 16) * 16),
         ];
         let mut host = DockerHost {
             engine,
@@ -640,6 +641,7 @@ fn keep(
     dir: &std::path::Path,
     history: &History,
     members: &Members,
+    docker: Option<&DockerHost>,
     summary: &Summary,
 ) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
@@ -648,5 +650,12 @@ fn keep(
         .context("writing the history")?;
     std::fs::write(dir.join("summary.txt"), summary.to_string())?;
     std::fs::write(dir.join("coordinators.log"), members.logs())?;
+    if let Some(docker) = docker {
+        if let Some(agent) = &docker.agent {
+            std::fs::write(dir.join("docker-agent.log"), agent.process.log())?;
+        }
+        let engine_log = docker.engine.dir().join("dockerd.log");
+        let _ = std::fs::copy(engine_log, dir.join("dockerd.log"));
+    }
     Ok(dir.to_path_buf())
 }
