@@ -393,11 +393,21 @@ mod tests {
                     let Some(name) = destroying.lock().unwrap().clone() else {
                         continue;
                     };
+                    let wanted = name.clone();
+                    let generation = service
+                        .cluster
+                        .read(Consistency::Stale, move |state| {
+                            state.workspaces().get(&wanted).map(|w| w.generation)
+                        })
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or(1);
                     let gone = Command::RecordObserved {
                         host: h1.clone(),
                         observed: vec![ObservedWorkspace {
                             name,
-                            generation: 1,
+                            generation,
                             state: WorkspaceState::Gone,
                             ports: vec![],
                             error: None,

@@ -361,6 +361,44 @@ fn a_late_gone_report_of_a_destroyed_workspace_leaves_its_successor_alone() {
     let successor = &state.workspaces()[&w("a")];
     assert_eq!(successor.state, WorkspaceState::Scheduled);
     assert_eq!(successor.desired, DesiredRun::Running);
+    assert!(successor.generation > 1, "a generation of its own");
+}
+
+/// Found by the fault campaign: a late report that a destroyed workspace was gone forgot its
+/// successor, itself being destroyed, while the successor's container still ran (leaked: the
+/// agent never removes a container the coordinator does not name). A new workspace starts at a
+/// generation no predecessor on the host reached, so the report no longer matches it.
+#[test]
+fn a_late_gone_report_cannot_forget_a_successor_being_destroyed() {
+    let gone = |generation| Command::RecordObserved {
+        host: h("h1"),
+        observed: vec![observed("a", generation, WorkspaceState::Gone)],
+    };
+    let (codes, state) = check(vec![
+        Command::RegisterHost(host("h1", 20000, 20010)),
+        create("a", "h1", &[(80, 20000)]),
+        Command::DestroyWorkspace { name: w("a") },
+        gone(1),
+        create("a", "h1", &[(80, 20000)]),
+        Command::DestroyWorkspace { name: w("a") },
+        gone(1),
+    ]);
+    assert!(codes.iter().all(Option::is_none), "{codes:?}");
+    let successor = &state.workspaces()[&w("a")];
+    assert_eq!(successor.state, WorkspaceState::Destroying);
+    // Its own host's word forgets it.
+    let generation = successor.generation;
+    let mut commands = vec![
+        Command::RegisterHost(host("h1", 20000, 20010)),
+        create("a", "h1", &[(80, 20000)]),
+        Command::DestroyWorkspace { name: w("a") },
+        gone(1),
+        create("a", "h1", &[(80, 20000)]),
+        Command::DestroyWorkspace { name: w("a") },
+    ];
+    commands.push(gone(generation));
+    let (_, state) = check(commands);
+    assert!(state.workspaces().is_empty());
 }
 
 #[test]

@@ -95,6 +95,7 @@ impl State {
                 .insert((host.clone(), binding.host), spec.name.clone());
         }
         self.usage.entry(host.clone()).or_default().add(spec.class);
+        let generation = self.first_generation(host);
         self.on_host
             .entry(host.clone())
             .or_default()
@@ -108,7 +109,7 @@ impl State {
                 ports: ports.to_vec(),
                 desired: DesiredRun::Running,
                 state: WorkspaceState::Scheduled,
-                generation: 1,
+                generation,
                 created_at: at,
                 updated_at: at,
                 last_error: None,
@@ -150,6 +151,18 @@ impl State {
             self.touch_started(name, origin.at);
         }
         Outcome::Applied
+    }
+
+    /// The generation a new workspace on `host` starts at: the host's desired-state version
+    /// (at least 1), so that no report about an earlier workspace of the same name on the host
+    /// can match it. Every change on a host bumps its version, repairs included (each a
+    /// generation more), and a destroy bumps it once more, so the version when a name is made
+    /// again is above every generation its predecessor reached. With generation 1 for every new
+    /// workspace, the campaign found a late report about a destroyed workspace forgetting its
+    /// successor while the successor's container still ran, leaked for good (the agent never
+    /// removes a container the coordinator does not name).
+    fn first_generation(&self, host: &HostId) -> u64 {
+        self.desired_version(host).max(1)
     }
 
     /// Starts destroying a workspace; it is forgotten once its host reports it gone.
