@@ -12,6 +12,7 @@ pub mod backups;
 pub mod cluster;
 pub mod docker;
 pub mod docker_fleet;
+pub mod etcd;
 pub mod exposition;
 pub mod fleet;
 pub mod http;
