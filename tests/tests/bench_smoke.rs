@@ -97,6 +97,7 @@ fn the_status_failover_scenario_runs_and_never_names_the_dead_leader() {
     assert_eq!(result["healthy"]["n"], 1);
     assert_eq!(result["failed"], 0);
     assert_eq!(result["named_dead_leader"], 0);
+    assert_eq!(result["healthy_unconfirmed"], 0);
 }
 
 #[test]

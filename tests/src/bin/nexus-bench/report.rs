@@ -152,6 +152,10 @@ fn failover_text(out: &mut Lines, report: &failover::Report) {
 
 fn status_failover_text(out: &mut Lines, report: &status_failover::Report) {
     out.percentiles("admin status, every member up", &report.healthy);
+    out.line(format_args!(
+        "  of which the leader not confirmed: {}",
+        report.healthy_unconfirmed
+    ));
     out.percentiles(
         "admin status right after kill -9 leader",
         &report.after_kill,

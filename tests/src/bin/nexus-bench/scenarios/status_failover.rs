@@ -33,6 +33,9 @@ pub(crate) struct Report {
     pub(crate) binary: String,
     /// `admin status` with every member up, before each kill.
     pub(crate) healthy: Percentiles,
+    /// Answers with every member up that did not confirm the leader (`leader_state` other than
+    /// `confirmed`): a live leader reported unreachable. Must be 0.
+    pub(crate) healthy_unconfirmed: usize,
     /// `admin status` sent right after the leader's SIGKILL.
     pub(crate) after_kill: Percentiles,
     /// Answers after a kill that named the dead node as the leader and did not say it was not
@@ -85,12 +88,22 @@ pub(crate) async fn run(args: Args) -> Report {
     let mut after_kill = Vec::with_capacity(kills);
     let mut named_dead_leader = 0;
     let mut failed = 0;
+    let mut healthy_unconfirmed = 0;
     let mut states: std::collections::BTreeMap<String, usize> = Default::default();
     for round in 0..kills {
         let leader = cluster.leader(&pki, Duration::from_secs(30)).await;
         cluster::wait_healthy(&pki, &cluster, Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        healthy.push(status().0);
+        let (took, answer) = status();
+        healthy.push(took);
+        if answer
+            .as_ref()
+            .and_then(|a| a["leader_state"].as_str())
+            .is_some_and(|state| state != "confirmed")
+        {
+            healthy_unconfirmed += 1;
+            println!("round {round}: with every member up, admin status said {answer:?}");
+        }
         let victim = cluster.index_of(leader.node.get());
         cluster.kill(victim);
         let (took, answer) = status();
@@ -124,6 +137,7 @@ pub(crate) async fn run(args: Args) -> Report {
     Report {
         binary: binary.display().to_string(),
         healthy: Percentiles::of(healthy),
+        healthy_unconfirmed,
         after_kill: Percentiles::of(after_kill),
         named_dead_leader,
         leader_states: states.into_iter().collect(),
