@@ -11,6 +11,7 @@ pub mod error;
 pub mod fleet;
 pub mod fleetlogs;
 pub mod health;
+pub mod leader;
 pub mod notices;
 pub mod output;
 pub mod progress;

@@ -5,7 +5,9 @@
 //! ([`crate::settings::Settings::connect`], which every command's coordinator requests go
 //! through) also asks `WorkspaceRequest::Notices`, on a stream of its own beside the command's
 //! first request, and the command prints them once its own work is done. By then the answer has
-//! come (it left first); if it has not within [`WAIT`], the command does not wait for it. A
+//! come (it left first); if it has not within [`WAIT`] of being asked, the command does not wait
+//! for it (so a read that a follower answers during a failover, while the notices' read waits for
+//! a leader, is not held back by them). A
 //! coordinator that cannot answer (an older one, a failure) shows nothing, and says nothing.
 //!
 //! Asked only when [`enable`] was called: `main` does, for one command, unless
@@ -25,7 +27,7 @@ use tokio::task::JoinHandle;
 /// Set (to anything but empty or `0`) to print no notices: for scripts that read stderr.
 pub const SILENCE: &str = "NEXUS_NO_NOTICES";
 
-/// How long a command that is done waits for its notices' answer, at most.
+/// How long after asking a command that is done waits for its notices' answer, at most.
 pub const WAIT: Duration = Duration::from_millis(300);
 
 /// How long the notices' request may take on the wire.
@@ -36,7 +38,7 @@ const LIMIT: Duration = Duration::from_secs(5);
 enum Pending {
     #[default]
     Unasked,
-    Asked(JoinHandle<Option<Vec<Notice>>>),
+    Asked(tokio::time::Instant, JoinHandle<Option<Vec<Notice>>>),
     Taken,
 }
 
@@ -63,19 +65,24 @@ pub fn ask(connection: &Connection) {
         return;
     }
     let connection = connection.clone();
-    *pending = Pending::Asked(tokio::spawn(async move {
-        let request = Request::Workspace(WorkspaceRequest::Notices);
-        match connection
-            .request_with(RequestId::random(), request, LIMIT)
-            .await
-        {
-            Ok(Response::Notices(notices)) => Some(notices),
-            Ok(_) | Err(_) => None,
-        }
-    }));
+    let asked = tokio::time::Instant::now();
+    *pending = Pending::Asked(
+        asked,
+        tokio::spawn(async move {
+            let request = Request::Workspace(WorkspaceRequest::Notices);
+            match connection
+                .request_with(RequestId::random(), request, LIMIT)
+                .await
+            {
+                Ok(Response::Notices(notices)) => Some(notices),
+                Ok(_) | Err(_) => None,
+            }
+        }),
+    );
 }
 
-/// The notices asked for, if their answer came within `wait`; once (later calls: none).
+/// The notices asked for, if their answer came within `wait` of their asking (or is there
+/// now); once (later calls: none).
 pub async fn collect(wait: Duration) -> Vec<Notice> {
     let Some(pending) = PENDING.get() else {
         return Vec::new();
@@ -84,10 +91,11 @@ pub async fn collect(wait: Duration) -> Vec<Notice> {
         &mut *pending.lock().unwrap_or_else(PoisonError::into_inner),
         Pending::Taken,
     );
-    let Pending::Asked(mut handle) = taken else {
+    let Pending::Asked(asked, mut handle) = taken else {
         return Vec::new();
     };
-    match tokio::time::timeout(wait, &mut handle).await {
+    // An answer already there is taken even past the deadline: a timeout polls its future first.
+    match tokio::time::timeout_at(asked + wait, &mut handle).await {
         Ok(Ok(Some(notices))) => notices,
         Ok(_) => Vec::new(),
         Err(_) => {

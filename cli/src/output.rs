@@ -14,6 +14,7 @@ use nexus_protocol::model::{HostStatus, WorkspaceView};
 use serde_json::{Value, json};
 
 use crate::args::OutputFormat;
+use crate::leader::{LEADER_WAIT, LeaderState, StatusSeen};
 
 pub mod backups;
 pub mod ca;
@@ -117,8 +118,31 @@ pub fn status_json(status: &ClusterStatus) -> Value {
     })
 }
 
-pub fn status_table(status: &ClusterStatus) -> String {
-    let leader = status.leader.map_or("none".to_string(), |l| l.to_string());
+/// `admin status` as a command saw it: [`status_json`] and what it knows of the leader,
+/// `leader_state` (`confirmed`, `unreachable`, `unknown`) and `leader_last_heard_ms`.
+pub fn status_seen_json(seen: &StatusSeen) -> Value {
+    let mut json = status_json(&seen.status);
+    json["leader_state"] = json!(seen.leader_state.as_str());
+    json["leader_last_heard_ms"] = json!(seen.leader_last_heard_ms);
+    json
+}
+
+/// `admin status` as a table; its first line says how far the leader named was confirmed.
+pub fn status_seen_table(seen: &StatusSeen) -> String {
+    let status = &seen.status;
+    let heard = seen
+        .leader_last_heard_ms
+        .map_or("never heard".to_string(), |ms| {
+            format!("last heard {ms} ms ago")
+        });
+    let leader = match (status.leader, seen.leader_state) {
+        (Some(leader), LeaderState::Confirmed) => leader.to_string(),
+        (Some(leader), _) => format!(
+            "{leader}? (did not answer within {} ms; {heard})",
+            LEADER_WAIT.as_millis()
+        ),
+        (None, _) => "none".to_string(),
+    };
     let mut text = format!(
         "leader {leader}, term {}; as seen by coordinator {}: commit {}, applied {}\n\n",
         status.term, status.node, status.commit_index, status.applied_index

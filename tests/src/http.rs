@@ -1,5 +1,6 @@
-//! A plain HTTP/1.1 GET on loopback, for the daemons' monitoring endpoints and Prometheus' API,
-//! over a raw TCP stream (one request per connection): the suites need no HTTP client crate.
+//! Plain HTTP/1.1 on loopback, for the daemons' monitoring endpoints, Prometheus' API and etcd's
+//! JSON gateway, over a raw TCP stream (one request per connection): the suites need no HTTP
+//! client crate.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,6 +29,29 @@ pub async fn try_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .await
         .ok()
         .flatten()
+}
+
+/// `POST path` at `addr` with a JSON `body`: the status and the body of the answer, or `None` if
+/// the connection or the answer fails or does not come within `limit`.
+pub async fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    limit: Duration,
+) -> Option<(u16, String)> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        parse(&String::from_utf8_lossy(&response))
+    };
+    tokio::time::timeout(limit, exchange).await.ok().flatten()
 }
 
 /// The status and body of a response; a chunked body is put back together.

@@ -13,6 +13,7 @@ pub mod chaos;
 pub mod cluster;
 pub mod docker;
 pub mod docker_fleet;
+pub mod etcd;
 pub mod exposition;
 pub mod fleet;
 pub mod http;

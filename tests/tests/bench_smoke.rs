@@ -64,20 +64,80 @@ fn the_failover_scenario_runs_and_reports() {
 }
 
 #[test]
-fn the_start_scenario_runs_on_docker_and_reports() {
-    let result = run_bench(&["start", "--trials", "2"]);
+fn the_failover_scenario_runs_beside_etcd_and_reports_both() {
+    let result = run_bench(&[
+        "failover",
+        "--kills",
+        "1",
+        "--rate",
+        "20",
+        "--writers",
+        "4",
+        "--against",
+        "etcd",
+    ]);
+    assert_eq!(result["kill_to_first_write"]["n"], 1);
+    assert_eq!(result["acknowledged_missing_at_leader"], 0);
+    let etcd = &result["against"];
+    assert!(
+        etcd["peer"].as_str().unwrap().starts_with("etcd "),
+        "{etcd}"
+    );
+    assert_eq!(etcd["kill_to_first_write"]["n"], 1);
+    assert!(etcd["stream"]["acknowledged"].as_u64().unwrap() > 20);
+    assert_eq!(etcd["acknowledged_missing_at_leader"], 0);
+    assert_eq!(etcd["acknowledged_missing_on_members"], json!([0, 0, 0]));
+    assert!(etcd["ratio_p50"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn the_status_failover_scenario_runs_and_never_names_the_dead_leader() {
+    let result = run_bench(&["status-failover", "--kills", "1"]);
+    assert_eq!(result["after_kill"]["n"], 1);
+    assert_eq!(result["healthy"]["n"], 1);
+    assert_eq!(result["failed"], 0);
+    assert_eq!(result["named_dead_leader"], 0);
+    assert_eq!(result["healthy_unconfirmed"], 0);
+}
+
+#[test]
+fn the_start_scenario_runs_on_docker_beside_the_engine_and_reports() {
+    let result = run_bench(&["start", "--trials", "2", "--against", "docker"]);
     for key in ["create_to_running", "warm_start", "switch"] {
         assert_eq!(result[key]["n"], 2, "{key}");
         assert!(result[key]["p50_ms"].as_f64().unwrap() > 0.0, "{key}");
     }
+    let engine = &result["against"];
+    for key in ["run_with_network", "start"] {
+        assert_eq!(engine[key]["n"], 2, "{key}");
+    }
+    assert!(engine["ratio_create_p50"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
-fn the_sync_scenario_runs_and_reports() {
-    let result = run_bench(&["sync", "--files", "20", "--total-mb", "1", "--trials", "2"]);
+fn the_sync_scenario_runs_beside_unison_and_rsync_and_reports() {
+    let result = run_bench(&[
+        "sync",
+        "--files",
+        "20",
+        "--total-mb",
+        "1",
+        "--trials",
+        "2",
+        "--against",
+        "unison",
+    ]);
     assert_eq!(result["files"], 20);
     assert_eq!(result["change_cycle"]["n"], 2);
     assert!(result["initial_seconds"].as_f64().unwrap() > 0.0);
+    let unison = &result["against"];
+    assert!(
+        unison["peer"].as_str().unwrap().starts_with("unison "),
+        "{unison}"
+    );
+    assert_eq!(unison["change"]["n"], 2);
+    assert!(unison["initial_seconds"].as_f64().unwrap() > 0.0);
+    assert!(unison["rsync_initial_seconds"].as_f64().unwrap() > 0.0);
 }
 
 #[test]

@@ -5,15 +5,14 @@ use std::time::Duration;
 use nexus_protocol::clock;
 use nexus_protocol::error::ErrorCode;
 use nexus_protocol::message::{
-    AdminRequest, ClusterStatus, HostView, Request, Response, StaleRead, WorkspaceRequest,
-    WorkspaceUsage,
+    AdminRequest, HostView, Request, Response, StaleRead, WorkspaceRequest, WorkspaceUsage,
 };
 use nexus_protocol::model::HostStatus;
 
 use crate::args::{
     AdminCommand, AdminWorkspaceCommand, ClusterCommand, HostCommand, OutputFormat, TopSort,
 };
-use crate::cluster::leader_status;
+use crate::cluster::{StatusSeen, leader_view};
 use crate::commands::{health, workspace};
 use crate::error::CliError;
 use crate::output;
@@ -43,7 +42,7 @@ pub async fn run(
             }
         }
         AdminCommand::Status => {
-            print_status(format, &leader_status(settings).await?);
+            print_seen(format, &leader_view(settings).await?);
             Ok(())
         }
         // `crate::run` runs it for its exit code; reached here, the code is lost.
@@ -233,7 +232,7 @@ pub async fn run(
                 ClusterCommand::Remove { id } => AdminRequest::ClusterRemove(id),
                 ClusterCommand::TransferLeader { id } => AdminRequest::TransferLeader(id),
                 ClusterCommand::Members => {
-                    print_status(format, &leader_status(settings).await?);
+                    print_seen(format, &leader_view(settings).await?);
                     return Ok(());
                 }
             };
@@ -242,7 +241,7 @@ pub async fn run(
                 .await?
             {
                 Response::ClusterStatus(status) => {
-                    print_status(format, &status);
+                    print_seen(format, &StatusSeen::answered(status));
                     Ok(())
                 }
                 other => Err(CliError::unexpected(&other)),
@@ -279,8 +278,8 @@ fn print_hosts(format: OutputFormat, hosts: &[HostView]) {
     });
 }
 
-fn print_status(format: OutputFormat, status: &ClusterStatus) {
-    output::emit(format, &output::status_json(status), || {
-        output::status_table(status)
+fn print_seen(format: OutputFormat, seen: &StatusSeen) {
+    output::emit(format, &output::status_seen_json(seen), || {
+        output::status_seen_table(seen)
     });
 }

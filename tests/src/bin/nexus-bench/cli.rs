@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::scenarios::{
-    agent_idle, backup, debug, detect, failover, fleet, raft_writes, scrape, snapshot, start, sync,
-    transport,
+    agent_idle, backup, debug, detect, failover, fleet, raft_writes, scrape, snapshot, start,
+    status_failover, sync, transport,
 };
 
 /// What `nexus-bench` was asked: a scenario, and where to write its report as JSON.
@@ -34,16 +34,26 @@ pub(crate) enum Scenario {
     Raft(raft_writes::Args),
     /// Three real coordinators and a steady stream of writes: SIGKILL the leader, and time until
     /// a write sent after the kill is acknowledged; restart the killed node, let it catch up,
-    /// repeat. Then check that every acknowledged write is in the state of every member.
+    /// repeat. Then check that every acknowledged write is in the state of every member. With
+    /// `--against etcd`, three etcd members under a stream of their own, their kills alternating
+    /// with Nexus's, measured and checked the same way.
     Failover(failover::Args),
+    /// What `nexus admin status` answers right after the leader's SIGKILL, and how long it takes
+    /// (spawn to exit), against three real coordinators; the same with every member up, before
+    /// each kill.
+    StatusFailover(status_failover::Args),
     /// Workspace start latency through the `nexus` CLI, on Docker: three real coordinators and
     /// one real agent. Each trial is one CLI invocation, timed from spawn to exit (the CLI waits
     /// until the agent reports the workspace running): create → running, warm start (stopped →
-    /// running, the same container) and switch (stop one, start the other).
+    /// running, the same container) and switch (stop one, start the other). With `--against
+    /// docker`, the engine's own `docker network create` + `docker run -d` and `docker start`,
+    /// interleaved trial by trial.
     Start(start::Args),
     /// File sync through a real agent (hollow runtime: the workspace's files directory is real)
     /// over QUIC with mTLS on loopback: the initial sync of a tree of N files, then the time of
-    /// one sync cycle after a single-file change on the local side, over T trials.
+    /// one sync cycle after a single-file change on the local side, over T trials. With
+    /// `--against unison`, unison on a copy of the same tree (initial sync; one changed file each
+    /// trial) and `rsync -a` for the one-way initial copy.
     Sync(sync::Args),
     /// Fleet-scale scheduling: three real coordinators and N hollow agents in this process (the
     /// real agent code on the simulated runtime, each with its own certificate and QUIC

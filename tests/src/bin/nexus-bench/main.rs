@@ -6,8 +6,12 @@
 //! $CARGO_TARGET_DIR/release/nexus-bench transport
 //! $CARGO_TARGET_DIR/release/nexus-bench raft
 //! $CARGO_TARGET_DIR/release/nexus-bench failover
+//! $CARGO_TARGET_DIR/release/nexus-bench failover --against etcd
+//! $CARGO_TARGET_DIR/release/nexus-bench status-failover
 //! $CARGO_TARGET_DIR/release/nexus-bench start
+//! $CARGO_TARGET_DIR/release/nexus-bench start --against docker
 //! $CARGO_TARGET_DIR/release/nexus-bench sync
+//! $CARGO_TARGET_DIR/release/nexus-bench sync --against unison
 //! $CARGO_TARGET_DIR/release/nexus-bench fleet
 //! $CARGO_TARGET_DIR/release/nexus-bench detect
 //! $CARGO_TARGET_DIR/release/nexus-bench agent-idle
@@ -40,8 +44,8 @@ use clap::Parser;
 use crate::cli::{Cli, Scenario};
 use crate::report::Report;
 use crate::scenarios::{
-    agent_idle, backup, debug, detect, failover, fleet, raft_writes, scrape, snapshot, start, sync,
-    transport,
+    agent_idle, backup, debug, detect, failover, fleet, raft_writes, scrape, snapshot, start,
+    status_failover, sync, transport,
 };
 
 #[tokio::main]
@@ -53,6 +57,7 @@ async fn main() {
         Scenario::Transport(args) => Report::Transport(transport::run(args).await),
         Scenario::Raft(args) => Report::Raft(raft_writes::run(args).await),
         Scenario::Failover(args) => Report::Failover(failover::run(args).await),
+        Scenario::StatusFailover(args) => Report::StatusFailover(status_failover::run(args).await),
         Scenario::Start(args) => Report::Start(start::run(args).await),
         Scenario::Sync(args) => Report::Sync(sync::run(args).await),
         Scenario::Fleet(args) => Report::Fleet(fleet::run(args).await),

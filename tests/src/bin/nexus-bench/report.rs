@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::measure::Percentiles;
 use crate::scenarios::{
-    agent_idle, backup, debug, detect, failover, fleet, raft_writes, scrape, snapshot, start, sync,
-    transport,
+    agent_idle, backup, debug, detect, failover, fleet, raft_writes, scrape, snapshot, start,
+    status_failover, sync, transport,
 };
 
 /// A scenario's report. In JSON, the scenario's name is its `scenario` field.
@@ -20,6 +20,7 @@ pub(crate) enum Report {
     Transport(transport::Report),
     Raft(raft_writes::Report),
     Failover(failover::Report),
+    StatusFailover(status_failover::Report),
     Start(start::Report),
     Sync(sync::Report),
     Fleet(fleet::Report),
@@ -39,6 +40,7 @@ impl Report {
             Report::Transport(report) => transport_text(&mut out, report),
             Report::Raft(report) => raft_text(&mut out, report),
             Report::Failover(report) => failover_text(&mut out, report),
+            Report::StatusFailover(report) => status_failover_text(&mut out, report),
             Report::Start(report) => start_text(&mut out, report),
             Report::Sync(report) => sync_text(&mut out, report),
             Report::Fleet(report) => fleet_text(&mut out, report),
@@ -121,12 +123,68 @@ fn failover_text(out: &mut Lines, report: &failover::Report) {
         report.acknowledged_missing_at_leader,
         compact(&report.acknowledged_missing_on_members)
     ));
+    if let Some(peer) = &report.against {
+        let name = &peer.peer;
+        out.percentiles(
+            &format!("{name}: kill -9 leader → next write acked"),
+            &peer.kill_to_first_write,
+        );
+        let stream = &peer.stream;
+        out.line(format_args!(
+            "{name} stream: {} writes acknowledged ({:.0}/s), longest gap {:.0} ms",
+            stream.acknowledged, stream.writes_per_second, stream.longest_gap_ms
+        ));
+        out.percentiles(
+            &format!("{name}: write, first attempt → acked"),
+            &stream.latency,
+        );
+        out.line(format_args!(
+            "{name} acknowledged writes missing: {} at the leader, {} on the members",
+            peer.acknowledged_missing_at_leader,
+            compact(&peer.acknowledged_missing_on_members)
+        ));
+        out.line(format_args!(
+            "Nexus / {name}, kill → next acked write: p50 ×{:.2}, p99 ×{:.2}",
+            peer.ratio_p50, peer.ratio_p99
+        ));
+    }
+}
+
+fn status_failover_text(out: &mut Lines, report: &status_failover::Report) {
+    out.percentiles("admin status, every member up", &report.healthy);
+    out.line(format_args!(
+        "  of which the leader not confirmed: {}",
+        report.healthy_unconfirmed
+    ));
+    out.percentiles(
+        "admin status right after kill -9 leader",
+        &report.after_kill,
+    );
+    out.line(format_args!(
+        "after a kill: {} named the dead node as leader without saying it was not reached, {} failed; leader_state {}",
+        report.named_dead_leader,
+        report.failed,
+        compact(&report.leader_states)
+    ));
+    out.line(format_args!("CLI: {}", report.binary));
 }
 
 fn start_text(out: &mut Lines, report: &start::Report) {
     out.percentiles("create → running (CLI, Docker)", &report.create_to_running);
     out.percentiles("warm start: stopped → running", &report.warm_start);
     out.percentiles("switch: stop one, start the other", &report.switch);
+    if let Some(peer) = &report.against {
+        let name = &peer.peer;
+        out.percentiles(
+            &format!("{name}: network create + run -d"),
+            &peer.run_with_network,
+        );
+        out.percentiles(&format!("{name}: start (stopped)"), &peer.start);
+        out.line(format_args!(
+            "Nexus / {name}: create → running p50 ×{:.2}, p95 ×{:.2}; warm start p50 ×{:.2}, p95 ×{:.2}",
+            peer.ratio_create_p50, peer.ratio_create_p95, peer.ratio_warm_p50, peer.ratio_warm_p95
+        ));
+    }
 }
 
 fn sync_text(out: &mut Lines, report: &sync::Report) {
@@ -151,6 +209,18 @@ fn sync_text(out: &mut Lines, report: &sync::Report) {
         "a change in the workspace → landed here",
         &report.workspace_change_landed,
     );
+    if let Some(peer) = &report.against {
+        let name = &peer.peer;
+        out.line(format_args!(
+            "{name}: initial sync {:.2} s; rsync -a initial copy {:.2} s",
+            peer.initial_seconds, peer.rsync_initial_seconds
+        ));
+        out.percentiles(&format!("{name}: one file changed, one run"), &peer.change);
+        out.line(format_args!(
+            "Nexus / {name}: initial ×{:.2} (/ rsync ×{:.2}); single-file change p50 ×{:.2}",
+            peer.ratio_initial, peer.ratio_initial_rsync, peer.ratio_change_p50
+        ));
+    }
 }
 
 fn fleet_text(out: &mut Lines, report: &fleet::Report) {
@@ -339,6 +409,7 @@ mod tests {
             },
             acknowledged_missing_at_leader: 0,
             acknowledged_missing_on_members: vec![0, 0, 0],
+            against: None,
         });
         assert_eq!(
             report.text(),

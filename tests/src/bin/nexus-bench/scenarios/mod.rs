@@ -13,5 +13,6 @@ pub(crate) mod raft_writes;
 pub(crate) mod scrape;
 pub(crate) mod snapshot;
 pub(crate) mod start;
+pub(crate) mod status_failover;
 pub(crate) mod sync;
 pub(crate) mod transport;

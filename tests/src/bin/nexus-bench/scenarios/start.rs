@@ -1,6 +1,12 @@
 //! The `start` scenario: workspace start latency through the `nexus` CLI on Docker (create →
 //! running, warm start, switch), each trial one CLI invocation timed from spawn to exit. It does
 //! not look inside the CLI's phases; `docs/benchmarks.md` does that by hand.
+//!
+//! With `--against docker`, each Nexus trial is followed by the engine's own: `docker network
+//! create` then `docker run -d` (a workspace's container has a network of its own, an init, its
+//! class's CPU and memory and its files mounted), and `docker start` of a stopped container of the
+//! same image; each `docker` invocation timed from spawn to exit, as the `nexus` ones are. The
+//! floor under Nexus's numbers, measured under the same load.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +25,16 @@ pub(crate) struct Args {
     pub(crate) trials: usize,
     #[arg(long, default_value = "nexus-test/busybox:latest")]
     pub(crate) image: String,
+    /// Also the engine's own times, each trial right after Nexus's.
+    #[arg(long, value_enum)]
+    pub(crate) against: Option<Peer>,
+}
+
+/// The peers the start scenario runs beside Nexus.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Peer {
+    /// The Docker engine through its own CLI.
+    Docker,
 }
 
 /// What the `start` scenario measured: each a CLI invocation, from spawn to exit.
@@ -29,6 +45,24 @@ pub(crate) struct Report {
     pub(crate) create_to_running: Percentiles,
     pub(crate) warm_start: Percentiles,
     pub(crate) switch: Percentiles,
+    /// The engine's own times, when asked for, measured between Nexus's trials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) against: Option<PeerReport>,
+}
+
+/// The engine's own start times, and Nexus's as multiples of them (above 1: Nexus is slower).
+#[derive(Debug, Serialize)]
+pub(crate) struct PeerReport {
+    /// The engine and its version, e.g. `docker 20.10.24`.
+    pub(crate) peer: String,
+    /// `docker network create` then `docker run -d`, both timed.
+    pub(crate) run_with_network: Percentiles,
+    /// `docker start` of a stopped container.
+    pub(crate) start: Percentiles,
+    pub(crate) ratio_create_p50: f64,
+    pub(crate) ratio_create_p95: f64,
+    pub(crate) ratio_warm_p50: f64,
+    pub(crate) ratio_warm_p95: f64,
 }
 
 pub(crate) async fn run(args: Args) -> Report {
@@ -87,17 +121,42 @@ pub(crate) async fn run(args: Args) -> Report {
     timed(&create("warmup"));
     timed(&["workspace".into(), "destroy".into(), "warmup".into()]);
 
+    let engine = args
+        .against
+        .map(|Peer::Docker| Engine::new(image, &pki.scratch("engine-files")));
+    if let Some(engine) = &engine {
+        // The engine's warm-up too, as Nexus had its own.
+        engine.run_with_network("warmup");
+        engine.remove("warmup");
+    }
     let mut created = Vec::with_capacity(trials);
+    let mut engine_runs = Vec::with_capacity(trials);
     for i in 0..trials {
         let name = format!("c{i}");
         created.push(timed(&create(&name)));
         timed(&["workspace".into(), "destroy".into(), name]);
+        if let Some(engine) = &engine {
+            let name = format!("r{i}");
+            engine_runs.push(engine.run_with_network(&name));
+            engine.remove(&name);
+        }
     }
     timed(&create("warm"));
+    if let Some(engine) = &engine {
+        engine.run_with_network("warm");
+    }
     let mut warm = Vec::with_capacity(trials);
+    let mut engine_starts = Vec::with_capacity(trials);
     for _ in 0..trials {
         timed(&["workspace".into(), "stop".into(), "warm".into()]);
         warm.push(timed(&["workspace".into(), "start".into(), "warm".into()]));
+        if let Some(engine) = &engine {
+            engine.docker(&["stop", "-t", "1", &engine.container("warm")]);
+            engine_starts.push(engine.docker(&["start", &engine.container("warm")]));
+        }
+    }
+    if let Some(engine) = &engine {
+        engine.remove("warm");
     }
     timed(&create("other"));
     let mut switched = Vec::with_capacity(trials);
@@ -106,12 +165,106 @@ pub(crate) async fn run(args: Args) -> Report {
         switched.push(timed(&["workspace".into(), "switch".into(), target.into()]));
     }
     drop(agent);
+    let create_to_running = Percentiles::of(created);
+    let warm_start = Percentiles::of(warm);
+    let against = engine.map(|engine| {
+        let run_with_network = Percentiles::of(engine_runs);
+        let start = Percentiles::of(engine_starts);
+        PeerReport {
+            peer: engine.version(),
+            ratio_create_p50: create_to_running.p50_ms / run_with_network.p50_ms,
+            ratio_create_p95: create_to_running.p95_ms / run_with_network.p95_ms,
+            ratio_warm_p50: warm_start.p50_ms / start.p50_ms,
+            ratio_warm_p95: warm_start.p95_ms / start.p95_ms,
+            run_with_network,
+            start,
+        }
+    });
     Report {
         trials,
         image: image.to_string(),
-        create_to_running: Percentiles::of(created),
-        warm_start: Percentiles::of(warm),
+        create_to_running,
+        warm_start,
         switch: Percentiles::of(switched),
+        against,
+    }
+}
+
+/// The Docker engine driven through its own CLI, as a workspace's container is made: a network
+/// of its own, an init, the small class's CPU and memory, a files directory mounted.
+struct Engine {
+    image: String,
+    files: std::path::PathBuf,
+    prefix: String,
+}
+
+impl Engine {
+    fn new(image: &str, files: &std::path::Path) -> Engine {
+        Engine {
+            image: image.to_string(),
+            files: files.to_path_buf(),
+            prefix: format!("nexus-bench-engine-{}", std::process::id()),
+        }
+    }
+
+    fn container(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    /// `docker network create` and `docker run -d`, timed together.
+    fn run_with_network(&self, name: &str) -> Duration {
+        let container = self.container(name);
+        let mount = format!("{}:/workspace", self.files.display());
+        self.docker(&["network", "create", &container])
+            + self.docker(&[
+                "run",
+                "-d",
+                "--name",
+                &container,
+                "--network",
+                &container,
+                "--init",
+                "--cpus",
+                "0.5",
+                "--memory",
+                "1g",
+                "-v",
+                &mount,
+                &self.image,
+                "sleep",
+                "1000000",
+            ])
+    }
+
+    /// Removes a container and its network (untimed).
+    fn remove(&self, name: &str) {
+        let container = self.container(name);
+        self.docker(&["rm", "-f", &container]);
+        self.docker(&["network", "rm", &container]);
+    }
+
+    /// One `docker` invocation, timed from spawn to exit; panics if it failed.
+    fn docker(&self, args: &[&str]) -> Duration {
+        let started = Instant::now();
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        took
+    }
+
+    fn version(&self) -> String {
+        let out = std::process::Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output()
+            .unwrap();
+        format!("docker {}", String::from_utf8_lossy(&out.stdout).trim())
     }
 }
 

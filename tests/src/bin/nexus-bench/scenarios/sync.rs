@@ -1,5 +1,10 @@
 //! The `sync` scenario: file sync through a real agent on the hollow runtime over QUIC; the
 //! initial sync of a tree, then single-file changes on either side, timed cycle by cycle.
+//!
+//! With `--against unison`, Debian's `unison` syncs a copy of the same tree between two local
+//! directories (no network: it runs both replicas itself) right after Nexus's initial sync, and
+//! once after each Nexus trial with one file changed; `rsync -a` makes the one-way initial copy
+//! of the same tree. Each a process timed from spawn to exit, under the same load as Nexus's.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +39,16 @@ pub(crate) struct Args {
     /// scans as a long session does.
     #[arg(long, default_value_t = 0.0)]
     pub(crate) spacing: f64,
+    /// Also a peer on the same tree, its runs interleaved with Nexus's.
+    #[arg(long, value_enum)]
+    pub(crate) against: Option<Peer>,
+}
+
+/// The peers the sync scenario runs beside Nexus.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Peer {
+    /// Debian's unison (and rsync, for the one-way initial copy).
+    Unison,
 }
 
 /// What the `sync` scenario measured.
@@ -53,6 +68,27 @@ pub(crate) struct Report {
     pub(crate) workspace_change_told: Percentiles,
     /// A change in the workspace: from the write to its landing here.
     pub(crate) workspace_change_landed: Percentiles,
+    /// The peers' times on the same tree, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) against: Option<PeerReport>,
+}
+
+/// unison's and rsync's times on the same tree, and Nexus's as multiples of them (above 1: Nexus
+/// is slower).
+#[derive(Debug, Serialize)]
+pub(crate) struct PeerReport {
+    /// The peer and its version, e.g. `unison 2.52.1`.
+    pub(crate) peer: String,
+    /// `unison A B -batch` from an empty B: the initial sync.
+    pub(crate) initial_seconds: f64,
+    /// `unison A B -batch` after one file of A changed.
+    pub(crate) change: Percentiles,
+    /// `rsync -a A/ C/` into an empty C: the one-way initial copy.
+    pub(crate) rsync_initial_seconds: f64,
+    pub(crate) ratio_initial: f64,
+    pub(crate) ratio_initial_rsync: f64,
+    /// Nexus's single-file change cycle over unison's run, at p50.
+    pub(crate) ratio_change_p50: f64,
 }
 
 pub(crate) async fn run(args: Args) -> Report {
@@ -61,6 +97,7 @@ pub(crate) async fn run(args: Args) -> Report {
         total_mb,
         trials,
         spacing,
+        against,
     } = args;
     let (files, trials) = (files.max(1), trials.max(1));
     let spacing = Duration::from_secs_f64(spacing.clamp(0.0, 3_600.0));
@@ -141,6 +178,33 @@ pub(crate) async fn run(args: Args) -> Report {
         }
     }
     let initial = started.elapsed();
+    // The peers on copies of the same tree (the copies untimed), right after Nexus's initial sync.
+    let mut peer = against.map(|Peer::Unison| {
+        let copy = pki.scratch("unison-a");
+        copy_tree(&local, &copy);
+        let mut peer = Unison {
+            a: copy,
+            b: pki.scratch("unison-b"),
+            archives: pki.scratch("unison-archives"),
+            initial: Duration::ZERO,
+            rsync_initial: Duration::ZERO,
+            changes: Vec::with_capacity(trials),
+        };
+        peer.initial = peer.sync();
+        let rsync_target = pki.scratch("rsync-copy");
+        peer.rsync_initial = timed_process(
+            "rsync",
+            &[
+                "-a".into(),
+                format!("{}/", local.display()),
+                format!("{}/", rsync_target.display()),
+            ],
+        );
+        // Both copies whole, or the times mean nothing.
+        assert_eq!(count_files(&peer.b), files, "unison's replica");
+        assert_eq!(count_files(&rsync_target), files, "rsync's copy");
+        peer
+    });
     let mut cycles = Vec::with_capacity(trials);
     let mut scans = Vec::with_capacity(trials);
     let mut remote_scans = Vec::with_capacity(trials);
@@ -206,18 +270,129 @@ pub(crate) async fn run(args: Args) -> Report {
         let echo = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
         assert_eq!(echo.applied, 0, "{echo:?}");
         while noticed.try_recv().is_ok() {}
+        // The peer's trial: the same file changed in its tree, and one run.
+        if let Some(peer) = &mut peer {
+            let relative = path.strip_prefix(&local).unwrap();
+            std::fs::write(peer.a.join(relative), noise(size)).unwrap();
+            let took = peer.sync();
+            peer.changes.push(took);
+        }
     }
     drop(agent);
     coordinator.stop().await;
+    let change_cycle = Percentiles::of(cycles);
+    let initial_seconds = initial.as_secs_f64();
+    let against = peer.map(|peer| {
+        let change = Percentiles::of(peer.changes);
+        PeerReport {
+            peer: unison_version(),
+            initial_seconds: peer.initial.as_secs_f64(),
+            rsync_initial_seconds: peer.rsync_initial.as_secs_f64(),
+            ratio_initial: initial_seconds / peer.initial.as_secs_f64(),
+            ratio_initial_rsync: initial_seconds / peer.rsync_initial.as_secs_f64(),
+            ratio_change_p50: change_cycle.p50_ms / change.p50_ms,
+            change,
+        }
+    });
     Report {
         files,
         total_mb,
-        initial_seconds: initial.as_secs_f64(),
+        initial_seconds,
         spacing_seconds: spacing.as_secs_f64(),
-        change_cycle: Percentiles::of(cycles),
+        change_cycle,
         quiet_look_both: Percentiles::of(scans),
         whole_remote_tree: Percentiles::of(remote_scans),
         workspace_change_told: Percentiles::of(told),
         workspace_change_landed: Percentiles::of(remote_changes),
+        against,
     }
+}
+
+/// unison between two local replicas of the tree, with its archives kept apart from `$HOME`'s.
+struct Unison {
+    a: std::path::PathBuf,
+    b: std::path::PathBuf,
+    archives: std::path::PathBuf,
+    initial: Duration,
+    rsync_initial: Duration,
+    changes: Vec<Duration>,
+}
+
+impl Unison {
+    /// One run, timed from spawn to exit: whatever changed is propagated, without questions.
+    fn sync(&self) -> Duration {
+        let started = Instant::now();
+        let out = std::process::Command::new("unison")
+            .arg(&self.a)
+            .arg(&self.b)
+            .args(["-batch", "-silent", "-ui", "text"])
+            .env("UNISON", &self.archives)
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert!(
+            out.status.success(),
+            "unison: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        took
+    }
+}
+
+/// Runs `program` with `args`, timed from spawn to exit; panics if it failed.
+fn timed_process(program: &str, args: &[String]) -> Duration {
+    let started = Instant::now();
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+/// The regular files under `dir`, at any depth.
+fn count_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .map(|entry| {
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                count_files(&entry.path())
+            } else {
+                usize::from(kind.is_file())
+            }
+        })
+        .sum()
+}
+
+/// A copy of a tree (`cp -a`), untimed.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    timed_process(
+        "cp",
+        &[
+            "-a".into(),
+            format!("{}/.", from.display()),
+            to.display().to_string(),
+        ],
+    );
+}
+
+/// `unison 2.52.1`, from its own `-version`.
+fn unison_version() -> String {
+    let out = std::process::Command::new("unison")
+        .arg("-version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace(" version", "")
 }
