@@ -543,6 +543,7 @@ async fn a_leader_that_loses_its_quorum_answers_a_pending_write_as_unknown() {
     })
     .await;
     assert!(matches!(again, Response::Registered { .. }), "{again:?}");
+}
 
 /// An on-call admin's `nexus admin status` sent right after the leader's SIGKILL: it answers
 /// within a second (it waited out a 5 s handshake with the dead leader before) and does not name
