@@ -469,5 +469,11 @@ mod tests {
         ] {
             assert_eq!(after_unknown(error(code), true).code, code);
         }
+        // Known defect (docs/known-defects.md): a gate's refusal after an unanswered attempt
+        // still reads as definite.
+        assert_eq!(
+            after_unknown(error(ErrorCode::ResourceExhausted), true).code,
+            ErrorCode::ResourceExhausted
+        );
     }
 }

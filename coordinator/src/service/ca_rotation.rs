@@ -197,9 +197,12 @@ impl Service {
         let Some(leaf) = first_certificate_der(cert_pem) else {
             return Ok(());
         };
+        // Linearizable: the party renewed because the leader told it the new CA signs, and a
+        // follower that has not applied the re-issue phase yet must not take the renewal for
+        // one of no rotation (the party was then never counted, and the rotation stuck).
         let new_ca = self
             .cluster
-            .read(Consistency::Stale, move |state| {
+            .read(Consistency::Linearizable, move |state| {
                 state
                     .ca_rotations()
                     .current()
