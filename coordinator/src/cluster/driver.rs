@@ -126,6 +126,9 @@ pub(super) struct Driver {
     /// The workspace starts under way, fed with every applied entry (on every replica, so that
     /// a new leader goes on where the old one stopped).
     starts: Starts,
+    /// Proposals of a term that ended, with the term and when their grace ends: answered as
+    /// their entries apply here, or as unknown once the grace is over ([`Driver::abandon`]).
+    orphans: HashMap<RequestId, (u64, Instant)>,
 }
 
 impl Driver {
@@ -165,6 +168,7 @@ impl Driver {
             last_leader: None,
             snapshots_counted: 0,
             starts: Starts::default(),
+            orphans: HashMap::new(),
             metrics,
         }
     }
@@ -282,11 +286,14 @@ impl Driver {
                     return;
                 }
                 match self.node.propose(&proposal) {
-                    Ok(()) => self
-                        .proposals
-                        .entry(proposal.request_id)
-                        .or_default()
-                        .push((Instant::now(), reply)),
+                    Ok(()) => {
+                        // Proposed again in this term (a retry): no longer an orphan of the last.
+                        self.orphans.remove(&proposal.request_id);
+                        self.proposals
+                            .entry(proposal.request_id)
+                            .or_default()
+                            .push((Instant::now(), reply));
+                    }
                     Err(error) => {
                         let _ = reply.send(Err(error));
                     }
@@ -509,34 +516,62 @@ impl Driver {
         }
     }
 
-    /// Answers everything that waited on this node's term, now gone: each proposal `TIMEOUT`
-    /// (the old leader may have replicated it, and the next leader may still commit it, so its
-    /// outcome is unknown until it is asked again under the same request id), each read still
-    /// waiting for its ReadIndex `NOT_LEADER` (a read changes nothing; asking again is safe).
+    /// Gives everything that waited on this node's term, now gone, its answer soon: each
+    /// proposal `TIMEOUT` unless its entry applies here within [`ORPHAN_GRACE`] (the old leader
+    /// may have replicated it, and the next leader may commit it, so its outcome is unknown until
+    /// it is asked again under the same request id), each read still waiting for its ReadIndex
+    /// `NOT_LEADER` at once (a read changes nothing; asking again is safe).
     ///
-    /// Held until their deadline instead (10 s), a client's write that a deposed or paused leader
-    /// had taken waited out the whole proposal timeout before it could be asked again.
+    /// Held until their deadline instead (10 s), a client's write that a deposed, cut-off or
+    /// paused leader had taken waited out the whole proposal timeout before it could be asked
+    /// again. Answered at once, a write the next leader committed a moment later was answered
+    /// unknown though a short wait would have told its outcome (seen in CI: an election under
+    /// load failed a test's creates that were in fact committed).
     fn abandon(&mut self, before: Leadership) {
-        let proposals = std::mem::take(&mut self.proposals);
-        if !proposals.is_empty() {
+        let until = Instant::now() + ORPHAN_GRACE;
+        let mut orphaned = 0;
+        for request_id in self.proposals.keys() {
+            if !self.orphans.contains_key(request_id) {
+                self.orphans.insert(*request_id, (before.term, until));
+                orphaned += 1;
+            }
+        }
+        if orphaned > 0 {
             tracing::info!(
                 term = before.term,
-                proposals = proposals.len(),
-                "leadership changed with proposals pending; answered as unknown"
+                proposals = orphaned,
+                "leadership changed with proposals pending; they are answered as unknown unless applied within the grace"
             );
-        }
-        for (request_id, waiters) in proposals {
-            for (_, reply) in waiters {
-                let _ = reply.send(Err(abandoned(before.term).with_request_id(request_id)));
-            }
         }
         for (_, (_, query)) in std::mem::take(&mut self.reads_waiting) {
             query(Err(no_leader(self.node.id())));
         }
     }
 
+    /// Answers the orphaned proposals whose grace is over and whose entries did not apply here.
+    fn expire_orphans(&mut self) {
+        let now = Instant::now();
+        let over: Vec<(RequestId, u64)> = self
+            .orphans
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(request_id, (term, _))| (*request_id, *term))
+            .collect();
+        for (request_id, term) in over {
+            self.orphans.remove(&request_id);
+            for (_, reply) in self.proposals.remove(&request_id).unwrap_or_default() {
+                let _ = reply.send(Err(abandoned(term).with_request_id(request_id)));
+            }
+        }
+        // An orphan answered by its entry (or by a retry that proposed it again here) is done.
+        let proposals = &self.proposals;
+        self.orphans
+            .retain(|request_id, _| proposals.contains_key(request_id));
+    }
+
     /// Answers waiters whose deadline passed, and forgets those whose caller went away.
     fn expire(&mut self) {
+        self.expire_orphans();
         let limit = self.config.proposal_timeout;
         self.proposals.retain(|request_id, waiters| {
             waiters.retain(|(since, reply)| {
@@ -586,6 +621,11 @@ impl Driver {
         }
     }
 }
+
+/// How long a proposal of a term that ended waits for its entry to apply here before it is
+/// answered as unknown: about two election timeouts, time for the next leader to be elected and
+/// to commit it.
+const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Whether a change of leadership from `before` to `now` leaves this node's waiters without
 /// the term they were taken in: it stopped leading, or the term moved on. (A follower holds no

@@ -33,7 +33,7 @@ use crate::pki::{self, TestPki};
 use crate::process::{CoordinatorProcess, Launch};
 
 /// The size of each member's data dir (a tmpfs).
-pub const DISK_SIZE: &str = "64m";
+pub const DISK_SIZE: &str = "512m";
 /// The port every member listens on, in its own namespace.
 pub const PORT: u16 = 7000;
 /// The port of every member's monitoring HTTP.

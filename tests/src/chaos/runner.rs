@@ -218,11 +218,13 @@ pub async fn run(options: CampaignOptions) -> anyhow::Result<Campaign> {
             }
         }
     }
-    // Everything healed, whatever the plan left (nothing, by its contract).
-    nemesis
-        .heal_everything()
-        .await
-        .context("healing everything")?;
+    // Everything healed, whatever the plan left (nothing, by its contract). A cluster that
+    // cannot be made whole again (a member that no longer starts) is a finding, not the
+    // harness's failure: it is reported with the rest, and the history is still judged.
+    let mut violations = Vec::new();
+    if let Err(error) = nemesis.heal_everything().await {
+        violations.push(format!("the cluster could not be healed: {error:#}"));
+    }
     let faults_over = started.elapsed();
     let _ = stop.send(true);
     clients.await.context("the clients' task")?;
@@ -230,7 +232,6 @@ pub async fn run(options: CampaignOptions) -> anyhow::Result<Campaign> {
     // The final state, as the healed cluster answers it, and the hosts' own view of it.
     let end = clients::final_reads(&config, &recorder, FINAL_READS).await;
     let history = recorder.history();
-    let mut violations = Vec::new();
     let report = linear::check(&history, &CheckConfig::default());
     if !report.is_linearizable() {
         violations.push(report.render(&history));
