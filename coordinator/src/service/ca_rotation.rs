@@ -191,6 +191,38 @@ impl Service {
             .await
     }
 
+    /// Refuses a certificate this coordinator signed with the old CA while the rotation is in
+    /// its re-issue phase: it has not switched to the new CA yet (it applies the phase a moment
+    /// after the leader pushed the new bundle to the party). Handed out, the certificate looked
+    /// renewed to the party, which then never renewed again, and the rotation waited for it for
+    /// ever. Refused, the party renews again after its backoff (a second), from a coordinator
+    /// that signs with the new CA by then.
+    pub(super) async fn check_signer(&self, cert_pem: &str) -> Result<(), WireError> {
+        let Some(leaf) = first_certificate_der(cert_pem) else {
+            return Ok(());
+        };
+        let stale = self
+            .cluster
+            .read(Consistency::Linearizable, move |state| {
+                state
+                    .ca_rotations()
+                    .current()
+                    .filter(|rotation| rotation.phase == CaPhase::Reissue)
+                    .is_some_and(|rotation| {
+                        first_certificate_der(&rotation.new_ca_pem)
+                            .is_some_and(|ca| !nexus_protocol::identity::issued_by(&leaf, &ca))
+                    })
+            })
+            .await?;
+        if stale {
+            return Err(WireError::new(
+                ErrorCode::BackendUnavailable,
+                "this coordinator does not sign with the rotation's new CA yet; renew again in a moment",
+            ));
+        }
+        Ok(())
+    }
+
     /// After a renewal: if `cert_pem` is the new CA's of the rotation in its re-issue phase, the
     /// party is done with it.
     pub(super) async fn renewed(&self, peer: &Peer, cert_pem: &str) -> Result<(), WireError> {

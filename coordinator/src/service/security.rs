@@ -214,6 +214,7 @@ impl Service {
         let deny = self.cluster.deny_list().borrow().clone();
         let now = clock::now();
         let cert_pem = signing.sign_request(&request.csr_pem, &identity, &names, &deny, now)?;
+        self.check_signer(&cert_pem).await?;
         let cert = cert_record(&cert_pem, CertSource::Renewal, now).ok_or_else(unreadable)?;
         let ca_pem = signing.ca_pem();
         self.cluster
