@@ -191,65 +191,56 @@ impl Service {
             .await
     }
 
-    /// Refuses a certificate this coordinator signed with the old CA while the rotation is in
-    /// its re-issue phase: it has not switched to the new CA yet (it applies the phase a moment
-    /// after the leader pushed the new bundle to the party). Handed out, the certificate looked
-    /// renewed to the party, which then never renewed again, and the rotation waited for it for
-    /// ever. Refused, the party renews again after its backoff (a second), from a coordinator
-    /// that signs with the new CA by then.
-    pub(super) async fn check_signer(&self, cert_pem: &str) -> Result<(), WireError> {
+    /// Where a certificate this coordinator just signed stands in a rotation's re-issue phase:
+    /// `None` outside that phase, else the new CA's fingerprint and whether the certificate is
+    /// the new CA's. Read linearizably: the party renewed because the leader told it the new CA
+    /// signs, and a follower that has not applied the phase yet must not take the renewal for
+    /// one of no rotation.
+    pub(super) async fn reissue_of(
+        &self,
+        cert_pem: &str,
+    ) -> Result<Option<(String, bool)>, WireError> {
         let Some(leaf) = first_certificate_der(cert_pem) else {
-            return Ok(());
+            return Ok(None);
         };
-        let stale = self
-            .cluster
+        self.cluster
             .read(Consistency::Linearizable, move |state| {
                 state
                     .ca_rotations()
                     .current()
                     .filter(|rotation| rotation.phase == CaPhase::Reissue)
-                    .is_some_and(|rotation| {
-                        first_certificate_der(&rotation.new_ca_pem)
-                            .is_some_and(|ca| !nexus_protocol::identity::issued_by(&leaf, &ca))
+                    .map(|rotation| {
+                        let by_new = first_certificate_der(&rotation.new_ca_pem)
+                            .is_some_and(|ca| nexus_protocol::identity::issued_by(&leaf, &ca));
+                        (rotation.new_ca.clone(), by_new)
                     })
             })
-            .await?;
-        if stale {
-            return Err(WireError::new(
-                ErrorCode::BackendUnavailable,
-                "this coordinator does not sign with the rotation's new CA yet; renew again in a moment",
-            ));
-        }
-        Ok(())
+            .await
     }
 
-    /// After a renewal: if `cert_pem` is the new CA's of the rotation in its re-issue phase, the
-    /// party is done with it.
-    pub(super) async fn renewed(&self, peer: &Peer, cert_pem: &str) -> Result<(), WireError> {
-        let Some(leaf) = first_certificate_der(cert_pem) else {
-            return Ok(());
-        };
-        // Linearizable: the party renewed because the leader told it the new CA signs, and a
-        // follower that has not applied the re-issue phase yet must not take the renewal for
-        // one of no rotation (the party was then never counted, and the rotation stuck).
-        let new_ca = self
-            .cluster
-            .read(Consistency::Linearizable, move |state| {
-                state
-                    .ca_rotations()
-                    .current()
-                    .filter(|rotation| rotation.phase == CaPhase::Reissue)
-                    .filter(|rotation| {
-                        first_certificate_der(&rotation.new_ca_pem)
-                            .is_some_and(|ca| nexus_protocol::identity::issued_by(&leaf, &ca))
-                    })
-                    .map(|rotation| rotation.new_ca.clone())
-            })
-            .await?;
-        match new_ca {
-            Some(new_ca) => self.ca_step(peer, new_ca, CaStep::Reissued).await,
-            None => Ok(()),
+    /// A renewal's certificate against the rotation ([`Service::reissue_of`]): one of the old
+    /// CA during the re-issue phase is refused, because this coordinator has not switched to
+    /// the new CA yet (it applies the phase a moment after the leader pushed the new bundle to
+    /// the party). Handed out, it looked renewed to the party, which never renewed again, and
+    /// the rotation waited for it for ever; refused, the party renews again after its backoff (a
+    /// second). `Some(new CA)` when the party is done with the rotation, once the certificate is
+    /// recorded ([`Service::renewed`]).
+    pub(super) fn check_signer(
+        reissue: Option<(String, bool)>,
+    ) -> Result<Option<String>, WireError> {
+        match reissue {
+            Some((_, false)) => Err(WireError::new(
+                ErrorCode::BackendUnavailable,
+                "this coordinator does not sign with the rotation's new CA yet; renew again in a moment",
+            )),
+            Some((new_ca, true)) => Ok(Some(new_ca)),
+            None => Ok(None),
         }
+    }
+
+    /// After a renewal by the rotation's new CA: the party is done with it.
+    pub(super) async fn renewed(&self, peer: &Peer, new_ca: String) -> Result<(), WireError> {
+        self.ca_step(peer, new_ca, CaStep::Reissued).await
     }
 
     /// An agent's trust watch: the bundle now and after every change, while this node leads.

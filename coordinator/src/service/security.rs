@@ -214,7 +214,7 @@ impl Service {
         let deny = self.cluster.deny_list().borrow().clone();
         let now = clock::now();
         let cert_pem = signing.sign_request(&request.csr_pem, &identity, &names, &deny, now)?;
-        self.check_signer(&cert_pem).await?;
+        let reissued = Self::check_signer(self.reissue_of(&cert_pem).await?)?;
         let cert = cert_record(&cert_pem, CertSource::Renewal, now).ok_or_else(unreadable)?;
         let ca_pem = signing.ca_pem();
         self.cluster
@@ -229,7 +229,9 @@ impl Service {
             .await?;
         // Re-issued by a rotation's new CA: this party is done with it. The certificate is
         // handed out whatever this says; the agent's next renewal tells it again.
-        if let Err(error) = self.renewed(peer, &cert_pem).await {
+        if let Some(new_ca) = reissued
+            && let Err(error) = self.renewed(peer, new_ca).await
+        {
             tracing::warn!(peer = %peer.identity, code = %error.code, "cannot record a re-issue of the CA rotation: {}", error.message);
         }
         Ok(Response::Issued(Box::new(Issued {
