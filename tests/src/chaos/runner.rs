@@ -246,14 +246,28 @@ pub async fn run(options: CampaignOptions) -> anyhow::Result<Campaign> {
     let summary = Summary::of(&timed, &injected, faults_over);
 
     let kept = match &options.keep {
-        Some(dir) => Some(keep(dir, &history, &members, docker.as_ref(), &summary)?),
+        Some(dir) => Some(keep(
+            dir,
+            &history,
+            &members,
+            docker.as_ref(),
+            &summary,
+            &injected,
+        )?),
         None if !violations.is_empty() => {
             let dir = std::env::temp_dir().join(format!(
                 "nexus-chaos-seed{}-{}",
                 options.seed,
                 std::process::id()
             ));
-            Some(keep(&dir, &history, &members, docker.as_ref(), &summary)?)
+            Some(keep(
+                &dir,
+                &history,
+                &members,
+                docker.as_ref(),
+                &summary,
+                &injected,
+            )?)
         }
         None => None,
     };
@@ -637,19 +651,39 @@ fn timed(op: &Op) -> Timed {
     }
 }
 
-/// Writes the history, the summary and every coordinator's log to `dir`.
+/// Writes the history, the faults as injected, the summary and every coordinator's log to `dir`.
 fn keep(
     dir: &std::path::Path,
     history: &History,
     members: &Members,
     docker: Option<&DockerHost>,
     summary: &Summary,
+    faults: &[Injected],
 ) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
     history
         .write_jsonl(&dir.join("history.jsonl"))
         .context("writing the history")?;
     std::fs::write(dir.join("summary.txt"), summary.to_string())?;
+    let faults: String = faults
+        .iter()
+        .map(|fault| {
+            format!(
+                "{:>10.3} {:>10.3} {:<15} {}\n",
+                fault.at.as_secs_f64(),
+                fault.healed.as_secs_f64(),
+                fault.kind.name(),
+                fault.on.map_or("-".to_string(), |on| on.to_string())
+            )
+        })
+        .collect();
+    std::fs::write(
+        dir.join("faults.txt"),
+        format!(
+            "{:>10} {:>10} {:<15} on\n{faults}",
+            "at_s", "healed_s", "kind"
+        ),
+    )?;
     std::fs::write(dir.join("coordinators.log"), members.logs())?;
     if let Some(docker) = docker {
         if let Some(agent) = &docker.agent {
