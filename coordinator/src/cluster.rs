@@ -6,6 +6,7 @@
 //! Raft drops is answered `TIMEOUT` after its deadline, which is retryable: a retry under the same
 //! request id returns the first outcome if the first attempt was applied after all.
 
+mod crash;
 mod driver;
 
 use std::collections::{BTreeMap, HashMap};

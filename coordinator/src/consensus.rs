@@ -398,6 +398,28 @@ impl<S: LogStore> RaftNode<S> {
         self.raw.raft.pending_conf_index > self.applied_index
     }
 
+    /// Whether the node asks for pre-votes (the election's first round, which changes no term).
+    pub fn is_pre_candidate(&self) -> bool {
+        self.raw.raft.state == StateRole::PreCandidate
+    }
+
+    /// Ticks since this node last heard from its leader (or since its last election began):
+    /// Raft's election clock.
+    pub fn election_elapsed(&self) -> usize {
+        self.raw.raft.election_elapsed
+    }
+
+    /// Forgets the leader this follower follows, keeping its term and vote, so that it no longer
+    /// honours that leader's lease and grants a peer's pre-vote at once. For a leader whose
+    /// process is known to be gone; a leader that is alive after all is learned again from its
+    /// next heartbeat.
+    pub fn forget_leader(&mut self) {
+        if self.raw.raft.state == StateRole::Follower {
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+        }
+    }
+
     /// Whether the node is a candidate (or pre-candidate) in an election.
     pub fn is_candidate(&self) -> bool {
         matches!(

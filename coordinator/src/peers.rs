@@ -44,6 +44,9 @@ const QUEUE: usize = 4096;
 const BATCH: usize = 256;
 /// The pause after a failed batch, so a dead peer costs little.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How long a probe waits for the operating system's refusal (on a live network it comes back
+/// within a round trip).
+const PROBE_WAIT: Duration = Duration::from_millis(250);
 
 /// A sender task's report on what it sent to `to`: a batch that was not delivered
 /// (`snapshot: false, delivered: false`), or the fate of one snapshot.
@@ -159,6 +162,19 @@ impl Peers {
             sender
         });
         queue.try_send(message).is_ok()
+    }
+
+    /// Probes `to`'s address in the background and sends `to` on `refused` if nothing listens
+    /// there any more ([`refused`]). Unknown members are not probed.
+    pub fn probe(&self, to: NodeId, refused: mpsc::Sender<NodeId>) {
+        let Some(address) = self.address(to) else {
+            return;
+        };
+        self.runtime.spawn(async move {
+            if self::refused(&address).await {
+                let _ = refused.try_send(to);
+            }
+        });
     }
 
     /// Sends what is queued for `to`, a batch at a time, until the queue is dropped.
@@ -392,6 +408,41 @@ impl Peers {
         }
         lock(&self.connections).insert(to, connection.clone());
         Ok(connection)
+    }
+}
+
+/// Whether `address` refuses a datagram: its host is up and nothing listens on that port any
+/// more, as when the process that did has crashed. The datagram is one byte on a connected
+/// socket (which is what reports the host's "port unreachable" as a refused connection); a live
+/// QUIC endpoint drops it as malformed. Silence (a paused process, a host that is down, a
+/// firewall that drops) is not a refusal.
+pub async fn refused(address: &str) -> bool {
+    let refusal = |error: &std::io::Error| error.kind() == std::io::ErrorKind::ConnectionRefused;
+    let Some(target) = tokio::net::lookup_host(address)
+        .await
+        .ok()
+        .and_then(|mut found| found.next())
+    else {
+        return false;
+    };
+    let local: std::net::SocketAddr = if target.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let Ok(socket) = tokio::net::UdpSocket::bind(local).await else {
+        return false;
+    };
+    if socket.connect(target).await.is_err() {
+        return false;
+    }
+    if let Err(error) = socket.send(&[0]).await {
+        return refusal(&error);
+    }
+    let mut answer = [0u8; 64];
+    match tokio::time::timeout(PROBE_WAIT, socket.recv(&mut answer)).await {
+        Ok(Err(error)) => refusal(&error),
+        _ => false,
     }
 }
 

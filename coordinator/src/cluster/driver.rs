@@ -22,6 +22,7 @@ use nexus_protocol::message::MemberRole;
 use nexus_protocol::{NodeId, RequestId};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::crash::{self, CrashWatch, Seen, Step};
 use super::{Consistency, DriverConfig, HostSignals, Leadership, NodeView, timed_out};
 use crate::consensus::{
     MemberChange, RaftMessage, RaftNode, ReadyOutput, StoreError, carries_snapshot,
@@ -129,6 +130,9 @@ pub(super) struct Driver {
     /// Proposals of a term that ended, with the term and when their grace ends: answered as
     /// their entries apply here, or as unknown once the grace is over ([`Driver::abandon`]).
     orphans: HashMap<RequestId, (u64, Instant)>,
+    /// Whether the leader's process is gone ([`crash`]), and the probes' answers.
+    crash: CrashWatch,
+    refusals: (mpsc::Sender<NodeId>, mpsc::Receiver<NodeId>),
 }
 
 impl Driver {
@@ -169,6 +173,8 @@ impl Driver {
             snapshots_counted: 0,
             starts: Starts::default(),
             orphans: HashMap::new(),
+            crash: CrashWatch::default(),
+            refusals: mpsc::channel(8),
             metrics,
         }
     }
@@ -207,8 +213,11 @@ impl Driver {
                 _ = &mut shutdown => return Ok(()),
                 _ = ticker.tick() => {
                     self.node.tick();
+                    self.watch_leader();
                     self.expire();
                 }
+                // The driver holds a sender, so the channel never closes under it.
+                Some(node) = self.refusals.1.recv() => self.leader_refused(node),
                 input = self.inputs.recv() => {
                     let Some(input) = input else { return Ok(()) };
                     self.handle(input);
@@ -339,6 +348,79 @@ impl Driver {
             Input::View { reply } => {
                 let _ = reply.send(self.view());
             }
+        }
+    }
+
+    /// The node as the crash watch sees it, with the voters it needs.
+    fn seen<'a>(&self, voters: &'a [NodeId]) -> Seen<'a> {
+        let role = if self.node.is_leader() {
+            crash::Role::Leader
+        } else if self.node.is_pre_candidate() {
+            crash::Role::PreCandidate
+        } else if self.node.is_candidate() {
+            crash::Role::Candidate
+        } else {
+            crash::Role::Follower
+        };
+        Seen {
+            me: self.node.id(),
+            leader: self.node.leader(),
+            term: self.node.term(),
+            role,
+            silent: self.node.election_elapsed(),
+            voters,
+            election_ticks: self.config.raft.election_ticks,
+        }
+    }
+
+    fn voters(&self) -> Vec<NodeId> {
+        self.node
+            .members()
+            .iter()
+            .filter(|m| m.voter)
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// Each tick: probes a silent leader, or campaigns in turn once it is known to be gone.
+    fn watch_leader(&mut self) {
+        let voters = self.voters();
+        let step = self.crash.tick(&self.seen(&voters));
+        self.take(step);
+    }
+
+    /// A probe found `node`'s address refused.
+    fn leader_refused(&mut self, node: NodeId) {
+        let voters = self.voters();
+        let step = self.crash.refused(node, &self.seen(&voters));
+        if step != Step::Nothing {
+            tracing::warn!(
+                leader = %node,
+                term = self.node.term(),
+                "the leader's address refused a probe: its process is gone; electing another \
+                 without waiting for the election timeout"
+            );
+        }
+        self.take(step);
+    }
+
+    fn take(&mut self, step: Step) {
+        match step {
+            Step::Nothing => {}
+            Step::Probe(leader) => self.peers.probe(leader, self.refusals.0.clone()),
+            Step::Forget { campaign } => {
+                self.node.forget_leader();
+                if campaign {
+                    self.campaign();
+                }
+            }
+            Step::Campaign => self.campaign(),
+        }
+    }
+
+    fn campaign(&mut self) {
+        if let Err(error) = self.node.campaign() {
+            tracing::warn!("could not start an election: {error}");
         }
     }
 
