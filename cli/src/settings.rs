@@ -367,8 +367,10 @@ impl Client<'_> {
                     connection
                 }
             };
+            // A coordinator whose process is gone (a leader SIGKILLed) is left at once, not
+            // after the attempt's whole limit.
             let mut error = match current
-                .request_with(request_id, request.clone(), limit)
+                .request_unless_gone(request_id, request.clone(), limit)
                 .await
             {
                 Ok(response) => {

@@ -44,9 +44,6 @@ const QUEUE: usize = 4096;
 const BATCH: usize = 256;
 /// The pause after a failed batch, so a dead peer costs little.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
-/// How long a probe waits for the operating system's refusal (on a live network it comes back
-/// within a round trip).
-const PROBE_WAIT: Duration = Duration::from_millis(250);
 
 /// A sender task's report on what it sent to `to`: a batch that was not delivered
 /// (`snapshot: false, delivered: false`), or the fate of one snapshot.
@@ -411,38 +408,16 @@ impl Peers {
     }
 }
 
-/// Whether `address` refuses a datagram: its host is up and nothing listens on that port any
-/// more, as when the process that did has crashed. The datagram is one byte on a connected
-/// socket (which is what reports the host's "port unreachable" as a refused connection); a live
-/// QUIC endpoint drops it as malformed. Silence (a paused process, a host that is down, a
-/// firewall that drops) is not a refusal.
+/// Whether the member at `address` (HOST:PORT) refuses a datagram: its host is up and nothing
+/// listens there any more, as when its process has crashed ([`transport::probe`]).
 pub async fn refused(address: &str) -> bool {
-    let refusal = |error: &std::io::Error| error.kind() == std::io::ErrorKind::ConnectionRefused;
-    let Some(target) = tokio::net::lookup_host(address)
+    match tokio::net::lookup_host(address)
         .await
         .ok()
         .and_then(|mut found| found.next())
-    else {
-        return false;
-    };
-    let local: std::net::SocketAddr = if target.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let Ok(socket) = tokio::net::UdpSocket::bind(local).await else {
-        return false;
-    };
-    if socket.connect(target).await.is_err() {
-        return false;
-    }
-    if let Err(error) = socket.send(&[0]).await {
-        return refusal(&error);
-    }
-    let mut answer = [0u8; 64];
-    match tokio::time::timeout(PROBE_WAIT, socket.recv(&mut answer)).await {
-        Ok(Err(error)) => refusal(&error),
-        _ => false,
+    {
+        Some(target) => transport::probe::refused(target).await,
+        None => false,
     }
 }
 

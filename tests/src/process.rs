@@ -152,6 +152,9 @@ impl Process {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Killed while stopped, it is gone all the same: nothing is left to continue.
+        self.paused
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// SIGSTOP: the process stops where it is, sockets open, as a long GC pause or a frozen VM.

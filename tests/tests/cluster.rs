@@ -659,3 +659,40 @@ async fn a_paused_leader_is_not_taken_for_a_crashed_one() {
         cluster.logs()
     );
 }
+
+/// A request whose coordinator dies before answering ends as soon as the process is found gone
+/// (its address refuses a probe), not at the request's limit, so a client asks another
+/// coordinator at once; while the coordinator is only paused, the request keeps waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_ends_when_its_coordinators_process_is_gone() {
+    let pki = TestPki::new();
+    let mut cluster = TestCluster::start(&pki, 1, &[]).await;
+    let host = "asked-of-the-dead";
+    let agent = connect(&pki, &pki::agent(host), cluster.members[0].address)
+        .await
+        .unwrap();
+    cluster.running[0].as_ref().unwrap().process.pause();
+    let register = Request::Agent(nexus_protocol::message::AgentRequest::Register(
+        nexus_tests::cluster::host_info(host),
+    ));
+    let asking = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let result = agent
+            .request_unless_gone(
+                nexus_protocol::RequestId::random(),
+                register,
+                Duration::from_secs(30),
+            )
+            .await;
+        (result, started.elapsed())
+    });
+    // Paused: probed several times, silent, still waited for.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!asking.is_finished(), "a paused coordinator is not a dead one");
+    cluster.kill(0);
+    let (result, took) = asking.await.unwrap();
+    let error = result.expect_err("nobody answered");
+    assert_eq!(error.code, ErrorCode::NetworkError, "{error}");
+    assert!(error.message.contains("refused a probe"), "{error}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}

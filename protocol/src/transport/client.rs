@@ -215,6 +215,10 @@ pub(super) fn stream_error(conn: &quinn::Connection, error: CodecError) -> WireE
     }
 }
 
+/// How long a request waits for its answer before [`Connection::request_unless_gone`] starts
+/// probing the server (a healthy coordinator answers within milliseconds).
+pub const ANSWER_EXPECTED: Duration = Duration::from_millis(250);
+
 /// A connection that has passed the hello.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -295,6 +299,40 @@ impl Connection {
                 e
             }
         })
+    }
+
+    /// [`Connection::request_with`], given up at once when the server's process is found gone:
+    /// while no answer has come, the server's address is probed every [`ANSWER_EXPECTED`]
+    /// ([`probe::refused`](super::probe::refused)), and a refusal ends the attempt with
+    /// `NETWORK_ERROR` where waiting could only run out `limit`. For a client that asks again
+    /// elsewhere, under the same request id (a crashed coordinator answers nothing, ever; a
+    /// slow or paused one is waited for as before).
+    pub async fn request_unless_gone(
+        &self,
+        request_id: RequestId,
+        request: Request,
+        limit: Duration,
+    ) -> Result<Response, WireError> {
+        let address = self.remote_address();
+        let gone = async {
+            loop {
+                tokio::time::sleep(ANSWER_EXPECTED).await;
+                if super::probe::refused(address).await {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            result = self.request_with(request_id, request, limit) => result,
+            () = gone => Err(WireError::new(
+                ErrorCode::NetworkError,
+                format!(
+                    "{address}: the server's process is gone (its address refused a probe) \
+                     before it answered"
+                ),
+            )
+            .with_request_id(request_id)),
+        }
     }
 
     /// Writes one encoded frame on a new stream, finishes it, and reads one response frame,

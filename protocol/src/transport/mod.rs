@@ -15,6 +15,7 @@ mod bundle;
 mod client;
 mod enrol;
 mod gate;
+pub mod probe;
 mod server;
 pub mod tls;
 
@@ -25,7 +26,7 @@ use std::time::Duration;
 pub use bundle::{
     BundleError, MAX_BUNDLE_BYTES, MAX_BUNDLE_CERTS, bundle, bundle_fingerprint, check_bundle,
 };
-pub use client::{Connection, Connector, Subscription};
+pub use client::{ANSWER_EXPECTED, Connection, Connector, Subscription};
 pub use enrol::{ca_pem_holds, certificates_der, certificates_pem, enrol, first_certificate_der};
 pub use gate::Gate;
 pub use server::{Handler, Refusal, Reply, Server};
