@@ -274,20 +274,35 @@ fn annotate(target: &str, mut error: WireError) -> WireError {
 
 /// The error a request ends with, given whether an earlier attempt's outcome was unknown.
 ///
-/// `NOT_LEADER` says that the coordinator which answered did not propose the request; after an
-/// attempt that timed out or lost its connection, the leader that attempt reached may have
-/// committed it, so the request's outcome is unknown: `TIMEOUT`, which a script retries under the
-/// same request id. Refusals of the state machine need no such care: a retry under the same
-/// request id is answered with the first attempt's outcome.
+/// After an attempt that timed out or lost its connection, the coordinator that attempt reached
+/// may have proposed it, and its entry may still commit, even seconds later (an entry of a lost
+/// term that the next leader carries). Only a refusal of the state machine, which the journal
+/// records under the request id, then says what became of the request: a later attempt under the
+/// same id finds the first one's outcome, or refuses in its place for good. A refusal given
+/// before the log is reached says nothing of the earlier attempt, so the outcome is unknown:
+/// `TIMEOUT`, which a script retries under the same request id. Those are `NOT_LEADER` (no
+/// leader to propose it), and the checks a coordinator reads before it proposes a change to a
+/// workspace, `WORKSPACE_NOT_FOUND` and `PERMISSION_DENIED` (the fault campaign found a destroy
+/// answered "not found" whose first attempt then destroyed the next workspace of that name), and
+/// the admission gate's `RESOURCE_EXHAUSTED`.
 fn after_unknown(error: WireError, unknown: bool) -> WireError {
-    if !unknown || error.code != ErrorCode::NotLeader {
+    let before_the_log = matches!(
+        error.code,
+        ErrorCode::NotLeader
+            | ErrorCode::WorkspaceNotFound
+            | ErrorCode::PermissionDenied
+            | ErrorCode::ResourceExhausted
+    );
+    if !unknown || !before_the_log {
         return error;
     }
     let mut unknown = WireError::new(
         ErrorCode::Timeout,
         format!(
-            "an earlier attempt got no answer and a later one found no leader ({}): the request \
-             may have taken effect; ask again under the same request id to learn its outcome",
+            "an earlier attempt got no answer, and a later one was refused before reaching the \
+             log ({}: {}): the earlier one may have taken effect, or may yet; ask again under \
+             the same request id to learn its outcome",
+            error.code.as_str(),
             error.message
         ),
     );
@@ -463,19 +478,26 @@ mod tests {
             after_unknown(error(ErrorCode::NotLeader), false).code,
             ErrorCode::NotLeader
         );
-        // The state machine's refusals stand: a retry was answered from the journal.
+        // Refusals read before the log was reached say nothing of the earlier attempt.
         for code in [
             ErrorCode::WorkspaceNotFound,
+            ErrorCode::PermissionDenied,
+            ErrorCode::ResourceExhausted,
+        ] {
+            let after = after_unknown(error(code), true);
+            assert_eq!(after.code, ErrorCode::Timeout, "{code:?}");
+            assert!(after.message.contains(code.as_str()), "{after}");
+            assert_eq!(after_unknown(error(code), false).code, code);
+        }
+        // The state machine's refusals stand (the journal keeps them under the request id), and
+        // so do unknowns.
+        for code in [
+            ErrorCode::WorkspaceAlreadyExists,
+            ErrorCode::InvalidArgument,
             ErrorCode::Timeout,
             ErrorCode::NetworkError,
         ] {
             assert_eq!(after_unknown(error(code), true).code, code);
         }
-        // Known defect (docs/known-defects.md): a gate's refusal after an unanswered attempt
-        // still reads as definite.
-        assert_eq!(
-            after_unknown(error(ErrorCode::ResourceExhausted), true).code,
-            ErrorCode::ResourceExhausted
-        );
     }
 }

@@ -688,7 +688,10 @@ async fn a_request_ends_when_its_coordinators_process_is_gone() {
     });
     // Paused: probed several times, silent, still waited for.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!asking.is_finished(), "a paused coordinator is not a dead one");
+    assert!(
+        !asking.is_finished(),
+        "a paused coordinator is not a dead one"
+    );
     cluster.kill(0);
     let (result, took) = asking.await.unwrap();
     let error = result.expect_err("nobody answered");

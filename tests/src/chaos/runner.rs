@@ -651,7 +651,8 @@ fn timed(op: &Op) -> Timed {
     }
 }
 
-/// Writes the history, the faults as injected, the summary and every coordinator's log to `dir`.
+/// Writes the history, the faults as injected, the summary and every coordinator's logs (of
+/// every start, in `coordinators/`) to `dir`.
 fn keep(
     dir: &std::path::Path,
     history: &History,
@@ -685,6 +686,24 @@ fn keep(
         ),
     )?;
     std::fs::write(dir.join("coordinators.log"), members.logs())?;
+    // How much each member's data dir holds at the end (its disk growth over the campaign).
+    let mut disk = String::new();
+    for index in 0..members.len() {
+        let bytes = dir_bytes(members.data_dir(index));
+        disk.push_str(&format!("member {index}: {bytes} bytes\n"));
+    }
+    std::fs::write(dir.join("disk.txt"), disk)?;
+    // Every start's log, not only the latest: what a member said before a fault restarted it
+    // is what explains a stall that a later restart would hide.
+    let starts = dir.join("coordinators");
+    std::fs::create_dir_all(&starts)?;
+    for entry in std::fs::read_dir(members.dir())?.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().ends_with(".log") {
+            std::fs::copy(entry.path(), starts.join(&name))
+                .with_context(|| format!("keeping {}", entry.path().display()))?;
+        }
+    }
     if let Some(docker) = docker {
         if let Some(agent) = &docker.agent {
             std::fs::write(dir.join("docker-agent.log"), agent.process.log())?;
@@ -693,4 +712,19 @@ fn keep(
         let _ = std::fs::copy(engine_log, dir.join("dockerd.log"));
     }
     Ok(dir.to_path_buf())
+}
+
+/// The bytes of the files under `dir`, recursively (0 for what cannot be read).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => dir_bytes(&entry.path()),
+            Ok(_) => entry.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
 }
