@@ -278,11 +278,26 @@ pub async fn register(pki: &TestPki, host: &str, address: SocketAddr) -> Result<
     }
 }
 
-/// Waits until the leader reports every member healthy.
+/// Waits until the leader reports every member healthy and every running member names it.
 pub async fn wait_healthy(pki: &TestPki, cluster: &TestCluster, limit: Duration) {
-    crate::eventually("every member healthy", limit, || async {
-        let leader = cluster.leader(pki, limit).await;
-        leader.members.iter().all(|m| m.healthy).then_some(())
-    })
+    crate::eventually(
+        "every member healthy and following the leader",
+        limit,
+        || async {
+            let leader = cluster.leader(pki, limit).await;
+            if !leader.members.iter().all(|m| m.healthy) {
+                return None;
+            }
+            // The leader's "healthy" is what it heard lately, which a member killed and restarted
+            // within an election timeout still passes (it was heard before its death): each member
+            // must also name the leader itself.
+            for address in cluster.live_addresses() {
+                if status(pki, address).await.ok()?.leader != Some(leader.node) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
     .await;
 }
