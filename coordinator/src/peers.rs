@@ -69,6 +69,9 @@ pub struct Peers {
     /// Held while a request travels in pieces to a peer: one such transfer at a time per peer,
     /// as the receiver assembles one per sender.
     transfers: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Members with a probe in flight: the driver asks every tick while a leader is silent, and
+    /// a probe may wait longer than a tick.
+    probing: Mutex<std::collections::HashSet<NodeId>>,
     addresses: RwLock<BTreeMap<NodeId, String>>,
     connections: Mutex<HashMap<NodeId, Connection>>,
     /// One queue and sender task per peer and lane: `true` for control messages (heartbeats,
@@ -112,6 +115,7 @@ impl Peers {
             snapshot_timeout: timeout.max(Duration::from_secs(30)),
             chunk_size: chunks::chunk_size(max_frame_len),
             transfers: Mutex::default(),
+            probing: Mutex::default(),
             addresses: RwLock::new(addresses),
             connections: Mutex::default(),
             queues: Mutex::default(),
@@ -162,13 +166,20 @@ impl Peers {
     }
 
     /// Probes `to`'s address in the background and sends `to` on `refused` if nothing listens
-    /// there any more ([`refused`]). Unknown members are not probed.
-    pub fn probe(&self, to: NodeId, refused: mpsc::Sender<NodeId>) {
+    /// there any more ([`refused`]). Unknown members are not probed, nor one whose last probe
+    /// is still waiting.
+    pub fn probe(self: &Arc<Self>, to: NodeId, refused: mpsc::Sender<NodeId>) {
         let Some(address) = self.address(to) else {
             return;
         };
+        if !lock(&self.probing).insert(to) {
+            return;
+        }
+        let peers = self.clone();
         self.runtime.spawn(async move {
-            if self::refused(&address).await {
+            let gone = self::refused(&address).await;
+            lock(&peers.probing).remove(&to);
+            if gone {
                 let _ = refused.try_send(to);
             }
         });
