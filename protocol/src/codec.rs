@@ -11,6 +11,11 @@
 //!   before the bincode body, so a peer of any version can read the version even when it cannot
 //!   read the body: a mismatch is always reported as such.
 //!
+//! - A message's byte fields (file contents, payloads, Raft messages) are marked to travel as one
+//!   run of bytes (`serde_bytes`, and `message::byte_runs` for a list of them): serde would otherwise
+//!   take a `Vec<u8>` one element at a time. The encoding is the same either way (a length, then
+//!   the bytes), so the mark changes no byte on the wire; only the cost.
+//!
 //! The core ([`encode`], [`decode`], [`split_frame`]) is sans-IO; [`read_frame`] and
 //! [`write_frame`] are thin async wrappers for streams.
 

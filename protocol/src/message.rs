@@ -127,6 +127,7 @@ pub enum HostRequest {
     /// [`crate::codec::encode_payload`]; answered with [`Response::Sync`].
     Sync {
         workspace: WorkspaceName,
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// The agent's own log records (admins only): [`Response::LogRecords`]; with `follow`, a
@@ -184,10 +185,10 @@ pub enum StaleRead {
 pub enum PeerRequest {
     /// Raft messages, each protobuf-encoded, all from the sending node. Answered [`Response::Ack`]
     /// once queued for the receiver's Raft node.
-    Raft(Vec<Vec<u8>>),
+    Raft(#[serde(with = "byte_runs")] Vec<Vec<u8>>),
     /// A follower forwards a client's write (an encoded proposal) to the leader. Answered like the
     /// write: [`Response::Ack`] once applied, or the rejection.
-    Propose(Vec<u8>),
+    Propose(#[serde(with = "serde_bytes")] Vec<u8>),
     /// One piece of a peer request too large for one frame (a Raft snapshot, a restore's
     /// proposal): `bytes` are `total` bytes' piece at `offset` of the request's encoding
     /// ([`crate::codec::encode_payload`] of a `PeerRequest`). The pieces of one `transfer` come
@@ -197,6 +198,7 @@ pub enum PeerRequest {
         transfer: u64,
         offset: u64,
         total: u64,
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
 }
@@ -377,6 +379,7 @@ pub enum AdminRequest {
         upload: String,
         offset: u64,
         total: u64,
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
     /// Replace the replicated state with a backup from the answering coordinator's directory
@@ -522,7 +525,7 @@ pub enum Response {
     /// Each host and where its agent serves [`HostRequest`]s.
     Endpoints(Vec<(HostId, String)>),
     /// The sync engine's answer (`nexus_sync::endpoint::Answer`), encoded like the request.
-    Sync(Vec<u8>),
+    Sync(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A daemon's log records, oldest first (or one batch of a followed log).
     LogRecords(Vec<LogRecord>),
     /// A [`Diagnostic`] as text.
@@ -540,7 +543,7 @@ pub enum Response {
     },
     Backup(BackupInfo),
     Backups(Vec<BackupInfo>),
-    BackupBytes(Vec<u8>),
+    BackupBytes(#[serde(with = "serde_bytes")] Vec<u8>),
     BackupSchedule(BackupSchedule),
     Orphans(Vec<OrphanView>),
     /// What a configuration reload applied, what needs a restart and what was wrong.
@@ -625,7 +628,9 @@ pub struct NetworkView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecResult {
     pub exit_code: i64,
+    #[serde(with = "serde_bytes")]
     pub stdout: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub stderr: Vec<u8>,
     pub truncated: bool,
 }
@@ -790,4 +795,26 @@ pub struct HostView {
     pub workspaces: u32,
     pub stats: Option<HostStats>,
     pub last_heartbeat: Option<Timestamp>,
+}
+
+/// A list of byte strings, each as one run of bytes (`#[serde(with = "byte_runs")]`).
+mod byte_runs {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        runs: &[Vec<u8>],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(runs.iter().map(|run| serde_bytes::Bytes::new(run)))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Vec<u8>>, D::Error> {
+        let runs = Vec::<serde_bytes::ByteBuf>::deserialize(deserializer)?;
+        Ok(runs
+            .into_iter()
+            .map(serde_bytes::ByteBuf::into_vec)
+            .collect())
+    }
 }

@@ -30,7 +30,7 @@ pub enum Op {
         first: u32,
         count: u32,
     },
-    Literal(Vec<u8>),
+    Literal(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

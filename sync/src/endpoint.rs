@@ -123,7 +123,7 @@ impl RefusalCode {
 /// A file's new content, as it travels to the side that lacks it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Content {
-    Whole(Vec<u8>),
+    Whole(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Rebuilt from the target's current version at the same path.
     Delta {
         block_size: u32,
@@ -157,6 +157,7 @@ pub enum Request {
     Stage {
         path: RelPath,
         offset: u64,
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
     /// Applies a change; contents not given are the staged ones.
@@ -254,7 +255,7 @@ pub const MAX_WAIT_MS: u32 = 25_000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answer {
     Tree(Tree),
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     Signature(Signature),
     Done,
     Stale(RelPath),
