@@ -150,7 +150,8 @@ pub fn apply(
                         {
                             return Err(ApplyError::Stale(p.clone()));
                         }
-                        write_atomically(&full, &bytes, mode)?;
+                        let written = write_atomically(&full, &bytes, mode)?;
+                        scanner.written(p, &written, *digest);
                     }
                 }
             }
@@ -185,8 +186,9 @@ pub(crate) fn parents_are_directories(root: &Path, path: &RelPath) -> Result<boo
     Ok(true)
 }
 
-/// Writes `bytes` to a temporary file beside `target` and renames it into place.
-fn write_atomically(target: &Path, bytes: &[u8], mode: u32) -> Result<(), ApplyError> {
+/// Writes `bytes` to a temporary file beside `target` and renames it into place; answers the
+/// file's metadata as written (before the rename made it reachable at `target`).
+fn write_atomically(target: &Path, bytes: &[u8], mode: u32) -> Result<fs::Metadata, ApplyError> {
     let parent = target.parent().unwrap_or(Path::new("."));
     let mut suffix = [0u8; 8];
     getrandom::getrandom(&mut suffix).map_err(|e| ApplyError::Io {
@@ -202,17 +204,18 @@ fn write_atomically(target: &Path, bytes: &[u8], mode: u32) -> Result<(), ApplyE
             .open(&temp)?;
         file.write_all(bytes)?;
         file.set_permissions(fs::Permissions::from_mode(mode))?;
+        let metadata = file.metadata()?;
         drop(file);
-        fs::rename(&temp, target)
+        fs::rename(&temp, target)?;
+        Ok(metadata)
     })();
-    if let Err(source) = result {
+    result.map_err(|source| {
         let _ = fs::remove_file(&temp);
-        return Err(ApplyError::Io {
+        ApplyError::Io {
             path: target.to_path_buf(),
             source,
-        });
-    }
-    Ok(())
+        }
+    })
 }
 
 /// Content read from another directory on this machine (tests, and local-to-local sessions).

@@ -83,6 +83,14 @@ impl Scanner {
         &self.root
     }
 
+    /// Remembers the digest of a file this process has just written at `path` (`metadata` is
+    /// the written file's, taken before anyone else could reach it), so that the next scan
+    /// does not read it again to learn what it already knows.
+    pub fn written(&mut self, path: &RelPath, metadata: &fs::Metadata, digest: Digest) {
+        self.digests
+            .insert(path.clone(), (Stamp::of(metadata), digest));
+    }
+
     /// Takes the digests `other` learned (newer than this one's) into this scanner.
     pub fn absorb(&mut self, other: Scanner) {
         self.digests.extend(other.digests);

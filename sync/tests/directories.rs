@@ -315,6 +315,33 @@ fn a_rescan_reads_only_what_changed() {
     assert_eq!(scan.tree.len(), 51);
 }
 
+#[test]
+fn what_a_change_wrote_is_not_read_again_by_the_next_scan() {
+    let mut pair = Pair::new(Mode::TwoWaySafe, &[]);
+    let a = pair.alpha_dir().to_path_buf();
+    for i in 0..20 {
+        write(&a, &format!("d/{i}"), &i.to_string());
+    }
+    let alpha = pair.alpha.scan(&pair.filter).unwrap().tree;
+    let beta = pair.beta.scan(&pair.filter).unwrap().tree;
+    let plan = reconcile(&pair.ancestor, &alpha, &beta, pair.mode);
+    for change in &plan.changes {
+        local::apply(
+            &mut pair.beta,
+            &pair.filter,
+            change,
+            &mut DirectorySource::new(&a),
+        )
+        .unwrap();
+    }
+    // Beta's scanner wrote the 20 files, and knows their digests without reading them.
+    let scan = pair.beta.scan(&pair.filter).unwrap();
+    assert_eq!((scan.hashed, scan.tree), (0, alpha));
+    // A file changed after it was written is read again.
+    write(pair.beta_dir(), "d/3", "edited");
+    assert_eq!(pair.beta.scan(&pair.filter).unwrap().hashed, 1);
+}
+
 /// A known defect (docs/known-defects.md): the digest cache is keyed by size, modification time
 /// and inode, not ctime, so a rewrite of the same size that puts the old mtime back (`cp -p`, a
 /// tool restoring times) keeps the old digest until the file changes again. When the stamp
