@@ -50,6 +50,22 @@ pub trait Endpoint: Send {
         change: &Change,
         contents: BTreeMap<RelPath, Content>,
     ) -> impl Future<Output = Result<(), EndpointError>> + Send;
+    /// Applies each of `batch`'s changes (at disjoint paths) as [`Endpoint::apply`] would, and
+    /// answers each one's outcome in the batch's order. A side across a network has them in
+    /// flight together; one on this machine applies them in turn.
+    fn apply_batch(
+        &mut self,
+        batch: Vec<(Change, BTreeMap<RelPath, Content>)>,
+    ) -> impl Future<Output = Vec<(Change, Result<(), EndpointError>)>> + Send {
+        async move {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for (change, contents) in batch {
+                let outcome = self.apply(&change, contents).await;
+                outcomes.push((change, outcome));
+            }
+            outcomes
+        }
+    }
 }
 
 /// What went wrong on a side, split by what the session does about it.

@@ -170,8 +170,9 @@ impl Served {
     }
 }
 
-/// Sends a request to the serving side and brings back its answer.
-pub trait Carrier: Send {
+/// Sends a request to the serving side and brings back its answer. A clone carries requests
+/// beside the original's, at the same time (a batch's changes travel together).
+pub trait Carrier: Send + Clone {
     fn call(
         &mut self,
         request: Request,
@@ -273,12 +274,25 @@ impl<C: Carrier> Endpoint for RemoteEndpoint<C> {
         change: &Change,
         mut contents: BTreeMap<RelPath, Content>,
     ) -> Result<(), EndpointError> {
-        // Whole files larger than a chunk go ahead in pieces.
-        let large: Vec<RelPath> = contents
+        // Whole files go ahead in pieces, largest first, until what is left fits one message
+        // (a directory of many files of a few MiB each would not).
+        let mut whole: Vec<(usize, RelPath)> = contents
             .iter()
-            .filter(|(_, c)| matches!(c, Content::Whole(bytes) if bytes.len() > CHUNK))
-            .map(|(p, _)| p.clone())
+            .filter_map(|(p, c)| match c {
+                Content::Whole(bytes) => Some((bytes.len(), p.clone())),
+                Content::Delta { .. } => None,
+            })
             .collect();
+        whole.sort_unstable_by(|a, b| b.cmp(a));
+        let mut left = carried(&contents);
+        let mut large = Vec::new();
+        for (len, path) in whole {
+            if left <= CHUNK {
+                break;
+            }
+            left -= len;
+            large.push(path);
+        }
         for path in large {
             if let Some(Content::Whole(bytes)) = contents.remove(&path) {
                 for (index, piece) in bytes.chunks(CHUNK).enumerate() {
@@ -291,13 +305,58 @@ impl<C: Carrier> Endpoint for RemoteEndpoint<C> {
                 }
             }
         }
-        let request = Request::Apply {
-            change: change.clone(),
-            contents,
-        };
-        match self.call(request).await? {
-            Answer::Done => Ok(()),
-            other => Err(unexpected(&other)),
+        apply_with(&mut self.carrier, change.clone(), contents).await
+    }
+
+    /// Changes whose content fits one message travel together, a request each, and the serving
+    /// side applies them as they come. A change with more stages pieces first, and the serving
+    /// side holds the pieces of one change at a time: those go alone, after.
+    async fn apply_batch(
+        &mut self,
+        batch: Vec<(Change, BTreeMap<RelPath, Content>)>,
+    ) -> Vec<(Change, Result<(), EndpointError>)> {
+        let (together, alone): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|(_, contents)| carried(contents) <= CHUNK);
+        let calls = together.into_iter().map(|(change, contents)| {
+            let mut carrier = self.carrier.clone();
+            async move {
+                let outcome = apply_with(&mut carrier, change.clone(), contents).await;
+                (change, outcome)
+            }
+        });
+        let mut outcomes = futures_util::future::join_all(calls).await;
+        for (change, contents) in alone {
+            let outcome = self.apply(&change, contents).await;
+            outcomes.push((change, outcome));
         }
+        outcomes
+    }
+}
+
+/// The bytes of file content a change's message would carry.
+fn carried(contents: &BTreeMap<RelPath, Content>) -> usize {
+    contents
+        .values()
+        .map(|content| match content {
+            Content::Whole(bytes) => bytes.len(),
+            Content::Delta { ops, .. } => crate::delta::literal_bytes(ops),
+        })
+        .sum()
+}
+
+/// One change applied on the serving side, with contents that fit one message.
+async fn apply_with(
+    carrier: &mut impl Carrier,
+    change: Change,
+    contents: BTreeMap<RelPath, Content>,
+) -> Result<(), EndpointError> {
+    match carrier
+        .call(Request::Apply { change, contents })
+        .await?
+        .into_result()?
+    {
+        Answer::Done => Ok(()),
+        other => Err(unexpected(&other)),
     }
 }

@@ -4,6 +4,12 @@
 //! ancestor is kept in a state file, so a session that stops (or whose either side restarts)
 //! carries on from what was agreed, without copying anything again.
 //!
+//! A cycle's changes are carried in batches: a batch's content is read from its source while
+//! the batch before it is applied on the target, and a side across a network has a batch's
+//! changes in flight together ([`Endpoint::apply_batch`]), so neither side waits on the other
+//! file by file. A change that may travel as a delta asks the target for its old version's
+//! signature first, and goes alone.
+//!
 //! It drives sides through the [`Endpoint`] contract only; the sides themselves live elsewhere:
 //! a directory on this machine in [`crate::local_endpoint`], a workspace's directory behind its
 //! agent in [`crate::remote`].
@@ -19,6 +25,12 @@ use crate::history::{self, Since, Version};
 use crate::path::RelPath;
 use crate::reconcile::{Change, Conflict, Mode, OneWayOnly, Side, reconcile_in_place};
 use crate::tree::{Entry, Tree};
+
+/// The most content (bytes of whole files) one batch reads: a batch is applied while the next
+/// one is read, so a session holds about twice this at a time.
+const BATCH_BYTES: u64 = 16 << 20;
+/// The most changes in one batch.
+const BATCH_CHANGES: usize = 64;
 
 /// What a cycle did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -286,12 +298,19 @@ pub async fn cycle(
         ..CycleReport::default()
     };
     let mut unsettled = planned.unsettled;
-    for change in planned.changes {
-        let result = match change.side {
-            Side::Beta => carry(&change, beta_tree, alpha, beta, &mut report).await,
-            Side::Alpha => carry(&change, alpha_tree, beta, alpha, &mut report).await,
-        };
-        match result {
+    // Changes are at disjoint paths, so their order does not matter: those to beta, then
+    // those to alpha.
+    let (to_beta, to_alpha): (Vec<Change>, Vec<Change>) = planned
+        .changes
+        .into_iter()
+        .partition(|change| change.side == Side::Beta);
+    let mut outcomes = carry_all(to_beta, beta_tree, alpha, beta, &mut report).await;
+    if !outcomes.iter().any(|(_, outcome)| unavailable(outcome)) {
+        outcomes.extend(carry_all(to_alpha, alpha_tree, beta, alpha, &mut report).await);
+    }
+    let mut gone = None;
+    for (change, outcome) in outcomes {
+        match outcome {
             Ok(()) => {
                 // Both sides hold it now; the target's next scan names it again, and the walk
                 // then finds it agreed.
@@ -307,17 +326,161 @@ pub async fn cycle(
                 report.refused.push(refusal);
                 unsettled.push(change.path);
             }
-            Err(unavailable) => {
-                // Keep what was agreed so far; the next cycle walks every path again.
-                *next = None;
-                return Err(unavailable);
+            Err(error) => {
+                gone.get_or_insert(error);
             }
         }
+    }
+    if let Some(error) = gone {
+        // Keep what was agreed so far; the next cycle walks every path again.
+        *next = None;
+        return Err(error);
     }
     if let Some(next) = next {
         next.extend(unsettled);
     }
     Ok(report)
+}
+
+fn unavailable(outcome: &Result<(), EndpointError>) -> bool {
+    matches!(outcome, Err(EndpointError::Unavailable(_)))
+}
+
+/// The outcome of each change carried from `from` to `to` (whose scan is `target`), in batches
+/// (see the module's documentation). Stops after the batch in which a side became unavailable:
+/// the changes not tried then have no outcome.
+async fn carry_all<F: Endpoint, T: Endpoint>(
+    changes: Vec<Change>,
+    target: &Tree,
+    from: &mut F,
+    to: &mut T,
+    report: &mut CycleReport,
+) -> Vec<(Change, Result<(), EndpointError>)> {
+    let mut outcomes = Vec::with_capacity(changes.len());
+    let mut queue = changes.into_iter().peekable();
+    // Read, and waiting to be applied.
+    let mut ready = Vec::new();
+    loop {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(change) = queue.peek()
+            && batch.len() < BATCH_CHANGES
+            && bytes < BATCH_BYTES
+            && !wants_a_delta(change, target)
+        {
+            bytes += new_bytes(change, target);
+            batch.extend(queue.next());
+        }
+        if batch.is_empty() && ready.is_empty() {
+            let Some(change) = queue.next() else { break };
+            // It asks the target for a signature: alone.
+            let outcome = carry(&change, target, from, to, report).await;
+            let stop = unavailable(&outcome);
+            outcomes.push((change, outcome));
+            if stop {
+                break;
+            }
+            continue;
+        }
+        // The batch read before is sent first: its requests travel, and the other side
+        // applies them, while this one is read.
+        let (applied, read) = futures_util::future::join(
+            to.apply_batch(std::mem::take(&mut ready)),
+            read_batch(batch, target, from),
+        )
+        .await;
+        let mut stop = applied.iter().any(|(_, outcome)| unavailable(outcome));
+        outcomes.extend(applied);
+        for (change, contents) in read {
+            match contents {
+                Ok((contents, bytes)) => {
+                    report.whole_bytes += bytes;
+                    ready.push((change, contents));
+                }
+                Err(error) => {
+                    stop |= matches!(error, EndpointError::Unavailable(_));
+                    outcomes.push((change, Err(error)));
+                }
+            }
+        }
+        if stop {
+            break;
+        }
+    }
+    outcomes
+}
+
+/// Whether `change` holds a file that may travel as a delta against the target's old version
+/// (both versions large enough to be worth one).
+fn wants_a_delta(change: &Change, target: &Tree) -> bool {
+    change
+        .desired
+        .iter()
+        .any(|(path, entry)| match (entry, target.get(path)) {
+            (
+                Entry::File { digest, size, .. },
+                Some(Entry::File {
+                    digest: had,
+                    size: old,
+                    ..
+                }),
+            ) => had != digest && *size >= WORTH_A_DELTA && *old >= WORTH_A_DELTA,
+            _ => false,
+        })
+}
+
+/// The bytes of the files whose content `change` brings to the target.
+fn new_bytes(change: &Change, target: &Tree) -> u64 {
+    change
+        .desired
+        .iter()
+        .filter_map(|(path, entry)| match entry {
+            Entry::File { digest, size, .. } if !target_has(target, path, digest) => Some(*size),
+            _ => None,
+        })
+        .sum()
+}
+
+fn target_has(target: &Tree, path: &RelPath, digest: &crate::tree::Digest) -> bool {
+    matches!(target.get(path), Some(Entry::File { digest: had, .. }) if had == digest)
+}
+
+/// Reads from `from` the content of each change's files that the target lacks (all whole),
+/// with how many bytes that is.
+async fn read_batch(
+    batch: Vec<Change>,
+    target: &Tree,
+    from: &mut impl Endpoint,
+) -> Vec<(
+    Change,
+    Result<(BTreeMap<RelPath, Content>, u64), EndpointError>,
+)> {
+    let mut read = Vec::with_capacity(batch.len());
+    for change in batch {
+        let mut contents = BTreeMap::new();
+        let mut bytes = 0;
+        let mut outcome = Ok(());
+        for (path, entry) in &change.desired {
+            let Entry::File { digest, .. } = entry else {
+                continue;
+            };
+            if target_has(target, path, digest) {
+                continue;
+            }
+            match from.read(path, digest).await {
+                Ok(content) => {
+                    bytes += content.len() as u64;
+                    contents.insert(path.clone(), Content::Whole(content));
+                }
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
+            }
+        }
+        read.push((change, outcome.map(|()| (contents, bytes))));
+    }
+    read
 }
 
 /// Moves the content `change` needs from `from` and applies it on `to` (whose scan is `target`).
@@ -333,9 +496,11 @@ async fn carry(
         let Entry::File { digest, size, .. } = entry else {
             continue;
         };
-        match target.get(path) {
+        if target_has(target, path, digest) {
             // The target has this content already (only the executable bit may change).
-            Some(Entry::File { digest: had, .. }) if had == digest => continue,
+            continue;
+        }
+        match target.get(path) {
             // An old version worth a delta.
             Some(Entry::File { size: old, .. })
                 if *size >= WORTH_A_DELTA && *old >= WORTH_A_DELTA =>

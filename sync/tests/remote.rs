@@ -1,6 +1,8 @@
 //! A session whose beta is served across a (loopback) carrier, every request and answer going
 //! through serialization as on the wire: files larger than a message travel in pieces both ways,
-//! and requests naming paths through a symlink, or outside the root, get nothing.
+//! so do directories whose files together are, a cycle's many changes travel in flight
+//! together and each lands once, and requests naming paths through a symlink, or outside the
+//! root, get nothing.
 
 // Tests fail by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -9,14 +11,17 @@ use std::fs;
 use std::sync::{Arc, Mutex};
 
 use nexus_sync::Mode;
-use nexus_sync::endpoint::{Answer, CHUNK, EndpointError, Request};
+use nexus_sync::endpoint::{Answer, CHUNK, Content, EndpointError, Request};
 use nexus_sync::filter::Filter;
 use nexus_sync::local_endpoint::LocalEndpoint;
 use nexus_sync::remote::{Carrier, RemoteEndpoint, Served};
 use nexus_sync::session::{SessionState, cycle};
 
 /// Serves in the same process, through JSON both ways as a wire would (except file pieces,
-/// whose bytes would only make the test slow).
+/// whose bytes would only make the test slow). Like a wire, it refuses a message that carries
+/// more than a chunk of file content: the transport's frame (16 MiB) holds a chunk with room to
+/// spare, and no more than a few.
+#[derive(Clone)]
 struct Loopback(Arc<Mutex<Option<Served>>>);
 
 fn through_json<T: serde::Serialize + serde::de::DeserializeOwned>(value: T) -> T {
@@ -25,6 +30,7 @@ fn through_json<T: serde::Serialize + serde::de::DeserializeOwned>(value: T) -> 
 
 impl Carrier for Loopback {
     async fn call(&mut self, request: Request) -> Result<Answer, EndpointError> {
+        check_size(&request)?;
         let request = match request {
             Request::Stage { .. } => request,
             other => through_json(other),
@@ -36,6 +42,48 @@ impl Carrier for Loopback {
             Answer::Bytes(_) => answer,
             other => through_json(other),
         })
+    }
+}
+
+fn check_size(request: &Request) -> Result<(), EndpointError> {
+    let carried: usize = match request {
+        Request::Apply { contents, .. } => contents
+            .values()
+            .map(|content| match content {
+                Content::Whole(bytes) => bytes.len(),
+                Content::Delta { ops, .. } => nexus_sync::delta::literal_bytes(ops),
+            })
+            .sum(),
+        Request::Stage { bytes, .. } => bytes.len(),
+        _ => 0,
+    };
+    if carried > CHUNK {
+        return Err(EndpointError::Unavailable(format!(
+            "a message of {carried} bytes of content is past the frame's bound"
+        )));
+    }
+    Ok(())
+}
+
+/// Serves beside other calls: each call yields once before it is served, so that calls made
+/// together are all in flight at once, and the most in flight at a time is counted.
+#[derive(Clone)]
+struct Concurrent {
+    served: Arc<tokio::sync::Mutex<Served>>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Carrier for Concurrent {
+    async fn call(&mut self, request: Request) -> Result<Answer, EndpointError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        check_size(&request)?;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::task::yield_now().await;
+        let answer = self.served.lock().await.serve(through_json(request)).await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        Ok(through_json(answer))
     }
 }
 
@@ -67,6 +115,93 @@ async fn large_files_travel_in_pieces_both_ways() {
     let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
     assert_eq!(report.applied, 1, "{report:?}");
     assert_eq!(fs::read(a.join("down.bin")).unwrap(), large(2));
+    assert!(
+        cycle(&mut state, &mut alpha, &mut beta)
+            .await
+            .unwrap()
+            .quiet()
+    );
+}
+
+#[tokio::test]
+async fn a_directory_whose_files_together_pass_a_message_travels_in_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("alpha"), dir.path().join("beta"));
+    // Three files of three quarters of a chunk each: none too large alone, too many together
+    // for one message (at the frame's size: five of four MiB).
+    let piece = |seed: u8| -> Vec<u8> {
+        (0..(CHUNK * 3 / 4) as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 ^ seed)
+            .collect()
+    };
+    fs::create_dir_all(a.join("images")).unwrap();
+    for seed in 0..3u8 {
+        fs::write(a.join(format!("images/{seed}.bin")), piece(seed)).unwrap();
+    }
+    let served = Arc::new(Mutex::new(Some(Served::new(&b))));
+    let mut alpha = LocalEndpoint::new(&a, Filter::new(&[], true).unwrap());
+    let mut beta = RemoteEndpoint::new(Loopback(served), vec![], true);
+    let mut state = SessionState::default();
+    let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
+    assert_eq!(report.applied, 1, "{report:?}");
+    for seed in 0..3u8 {
+        assert_eq!(
+            fs::read(b.join(format!("images/{seed}.bin"))).unwrap(),
+            piece(seed)
+        );
+    }
+    assert!(
+        cycle(&mut state, &mut alpha, &mut beta)
+            .await
+            .unwrap()
+            .quiet()
+    );
+}
+
+#[tokio::test]
+async fn a_cycles_changes_travel_together_and_each_lands_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("alpha"), dir.path().join("beta"));
+    // More directories than one batch holds, with a large file among them.
+    for d in 0..150 {
+        fs::create_dir_all(a.join(format!("d{d}"))).unwrap();
+        for f in 0..3 {
+            fs::write(a.join(format!("d{d}/f{f}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    fs::write(a.join("d7/large.bin"), large(3)).unwrap();
+    let concurrent = Concurrent {
+        served: Arc::new(tokio::sync::Mutex::new(Served::new(&b))),
+        in_flight: Arc::default(),
+        most: Arc::default(),
+    };
+    let mut alpha = LocalEndpoint::new(&a, Filter::new(&[], true).unwrap());
+    let mut beta = RemoteEndpoint::new(concurrent.clone(), vec![], true);
+    let mut state = SessionState::default();
+    let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
+    assert_eq!((report.applied, report.stale), (150, 0), "{report:?}");
+    assert!(
+        concurrent.most.load(std::sync::atomic::Ordering::SeqCst) > 1,
+        "the changes went one at a time"
+    );
+    for d in 0..150 {
+        for f in 0..3 {
+            assert_eq!(
+                fs::read_to_string(b.join(format!("d{d}/f{f}"))).unwrap(),
+                format!("{d}/{f}")
+            );
+        }
+    }
+    assert_eq!(fs::read(b.join("d7/large.bin")).unwrap(), large(3));
+    // Both ways at once: changes on each side, and nothing travels twice.
+    fs::write(a.join("d1/f0"), "alpha's edit").unwrap();
+    fs::write(b.join("d2/f0"), "beta's edit").unwrap();
+    fs::remove_dir_all(b.join("d3")).unwrap();
+    let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
+    assert_eq!((report.applied, report.stale), (3, 0), "{report:?}");
+    assert_eq!(fs::read_to_string(b.join("d1/f0")).unwrap(), "alpha's edit");
+    assert_eq!(fs::read_to_string(a.join("d2/f0")).unwrap(), "beta's edit");
+    assert!(!a.join("d3").exists());
     assert!(
         cycle(&mut state, &mut alpha, &mut beta)
             .await
