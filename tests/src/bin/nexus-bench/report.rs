@@ -192,6 +192,12 @@ fn sync_text(out: &mut Lines, report: &sync::Report) {
         "initial sync of {} files ({} MB): {:.2} s",
         report.files, report.total_mb, report.initial_seconds
     ));
+    let cycles: Vec<String> = report
+        .initial_cycles
+        .iter()
+        .map(|c| format!("{:.2} s ({} applied)", c.seconds, c.applied))
+        .collect();
+    out.line(format_args!("  its cycles: {}", cycles.join(", ")));
     out.percentiles("single-file change, one cycle", &report.change_cycle);
     out.percentiles(
         "a quiet look at both sides (changes since)",

@@ -44,6 +44,13 @@ pub(crate) struct Args {
     pub(crate) against: Option<Peer>,
 }
 
+/// One cycle of the initial sync.
+#[derive(Debug, Serialize)]
+pub(crate) struct InitialCycle {
+    pub(crate) seconds: f64,
+    pub(crate) applied: usize,
+}
+
 /// The peers the sync scenario runs beside Nexus.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub(crate) enum Peer {
@@ -57,6 +64,8 @@ pub(crate) struct Report {
     pub(crate) files: usize,
     pub(crate) total_mb: usize,
     pub(crate) initial_seconds: f64,
+    /// The initial sync's cycles: how long each took and how many changes it applied.
+    pub(crate) initial_cycles: Vec<InitialCycle>,
     pub(crate) spacing_seconds: f64,
     /// A single-file change here: from the write to the end of the cycle that carried it.
     pub(crate) change_cycle: Percentiles,
@@ -171,8 +180,14 @@ pub(crate) async fn run(args: Args) -> Report {
         .unwrap();
     let mut state = SessionState::default();
     let started = Instant::now();
+    let mut initial_cycles = Vec::new();
     loop {
+        let began = Instant::now();
         let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
+        initial_cycles.push(InitialCycle {
+            seconds: began.elapsed().as_secs_f64(),
+            applied: report.applied,
+        });
         if report.quiet() {
             break;
         }
@@ -298,6 +313,7 @@ pub(crate) async fn run(args: Args) -> Report {
         files,
         total_mb,
         initial_seconds,
+        initial_cycles,
         spacing_seconds: spacing.as_secs_f64(),
         change_cycle,
         quiet_look_both: Percentiles::of(scans),
