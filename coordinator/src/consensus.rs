@@ -31,7 +31,8 @@ pub use raft::eraftpb::Message as RaftMessage;
 
 mod messages;
 pub use messages::{
-    carries_snapshot, check_peer_message, decode_message, encode_message, is_control,
+    carries_snapshot, check_peer_message, decode_message, encode_message, grants_pre_vote,
+    is_control,
 };
 
 /// Timing and flow control of a Raft node, in ticks (the caller decides how long a tick is:

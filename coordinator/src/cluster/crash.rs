@@ -14,7 +14,10 @@
 //! once instead of honouring the dead leader's lease) and, if it ranks first among the voters
 //! left, campaigns. The others campaign one after another, [`RANK_TICKS`] apart, only if no
 //! leader has appeared by their turn, so two followers that learn of the crash together do not
-//! split the vote. A pre-vote refused because a peer has not yet seen the crash is asked again
+//! split the vote. A follower that has granted a peer's pre-vote since it found the leader gone
+//! does not take its turn at all: an election it agreed to is under way, and a campaign of its
+//! own would only split the vote with it (on a starved machine a pre-vote round can outlast a
+//! turn); Raft's own timeout is still there if that election fails. A pre-vote refused because a peer has not yet seen the crash is asked again
 //! every [`RETRY_TICKS`]. Once a leader is known, or after an election timeout, Raft's own timers
 //! take over again.
 
@@ -77,6 +80,8 @@ struct Gone {
     leader: NodeId,
     term: u64,
     ticks: usize,
+    /// This node granted a peer's pre-vote since: it leaves the election to that peer.
+    granted: bool,
 }
 
 impl CrashWatch {
@@ -94,6 +99,7 @@ impl CrashWatch {
                 leader: dead,
                 term,
                 ticks,
+                granted,
             } = *gone;
             // A leader again (the dead one restarted, or another won), an election under way in
             // a later term (this node voted in it: campaigning now would only disrupt it), or
@@ -109,6 +115,11 @@ impl CrashWatch {
             let Some(rank) = rank(seen.me, dead, seen.voters) else {
                 return Step::Nothing;
             };
+            // The first voter left campaigns whatever it granted: it is the one the others
+            // wait for.
+            if granted && rank > 0 {
+                return Step::Nothing;
+            }
             let first = rank * RANK_TICKS;
             let due = match seen.role {
                 Role::Follower => ticks >= first,
@@ -135,9 +146,18 @@ impl CrashWatch {
             leader: node,
             term: seen.term,
             ticks: 0,
+            granted: false,
         });
         Step::Forget {
             campaign: rank(seen.me, node, seen.voters) == Some(0),
+        }
+    }
+
+    /// This node granted a peer's pre-vote. Remembered only while the watch acts on a leader
+    /// found gone (before that, a follower within its leader's lease grants none).
+    pub(super) fn granted_pre_vote(&mut self) {
+        if let Some(gone) = &mut self.gone {
+            gone.granted = true;
         }
     }
 }
@@ -231,6 +251,34 @@ mod tests {
             vec![Step::Nothing; RANK_TICKS - 1][..]
         );
         assert_eq!(steps[RANK_TICKS - 1], Step::Campaign);
+    }
+
+    #[test]
+    fn a_follower_that_granted_a_pre_vote_leaves_its_turn_to_that_election() {
+        let voters = voters();
+        let leaderless = |me| view(&voters, seen(me, None, Role::Follower, 0));
+        // Node 3 found leader 1 gone, then granted node 2's pre-vote: its turn passes.
+        let mut granted = CrashWatch::default();
+        granted.refused(n(1), &view(&voters, seen(3, Some(1), Role::Follower, 2)));
+        granted.granted_pre_vote();
+        for _ in 0..RANK_TICKS * 2 {
+            assert_eq!(granted.tick(&leaderless(3)), Step::Nothing);
+        }
+        // A grant before the leader was found gone is not remembered.
+        let mut early = CrashWatch::default();
+        early.granted_pre_vote();
+        early.refused(n(1), &view(&voters, seen(3, Some(1), Role::Follower, 2)));
+        let steps: Vec<Step> = (0..RANK_TICKS)
+            .map(|_| early.tick(&leaderless(3)))
+            .collect();
+        assert_eq!(steps[RANK_TICKS - 1], Step::Campaign);
+        // The first voter left still campaigns (and asks again) after granting one.
+        let mut first = CrashWatch::default();
+        first.refused(n(1), &view(&voters, seen(2, Some(1), Role::Follower, 2)));
+        first.granted_pre_vote();
+        let pre = view(&voters, seen(2, None, Role::PreCandidate, 0));
+        let steps: Vec<Step> = (0..RETRY_TICKS).map(|_| first.tick(&pre)).collect();
+        assert_eq!(steps[RETRY_TICKS - 1], Step::Campaign);
     }
 
     #[test]

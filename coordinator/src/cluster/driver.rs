@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::crash::{self, CrashWatch, Seen, Step};
 use super::{Consistency, DriverConfig, HostSignals, Leadership, NodeView, timed_out};
 use crate::consensus::{
-    MemberChange, RaftMessage, RaftNode, ReadyOutput, StoreError, carries_snapshot,
+    MemberChange, RaftMessage, RaftNode, ReadyOutput, StoreError, carries_snapshot, grants_pre_vote,
 };
 use crate::metrics::Metrics;
 use crate::peers::{Delivery, Peers};
@@ -518,6 +518,9 @@ impl Driver {
 
     fn dispatch(&mut self, output: ReadyOutput) {
         for message in output.messages {
+            if grants_pre_vote(&message) {
+                self.crash.granted_pre_vote();
+            }
             let snapshot = carries_snapshot(&message);
             let to = NodeId::new(message.to);
             if !self.peers.send(message)

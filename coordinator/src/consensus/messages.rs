@@ -13,6 +13,11 @@ pub fn carries_snapshot(message: &RaftMessage) -> bool {
     message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot
 }
 
+/// Whether a message grants a peer's pre-vote (this node would vote for it in the next term).
+pub fn grants_pre_vote(message: &RaftMessage) -> bool {
+    message.get_msg_type() == MessageType::MsgRequestPreVoteResponse && !message.reject
+}
+
 /// Whether a message only keeps leadership and elections going (heartbeats, votes and their
 /// answers): it carries no entries and no snapshot, and Raft is as safe with it reordered
 /// against the log's messages as with it dropped. The sender gives these a lane of their own, so
