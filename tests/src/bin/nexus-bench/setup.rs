@@ -72,7 +72,9 @@ pub(crate) async fn until_registered(coordinator: &InProcessCoordinator, host: &
     nexus_tests::eventually("the agent to register", Duration::from_secs(30), registered).await;
 }
 
-/// One write: a host's agent (re-)registers it, which the cluster applies through Raft.
+/// One write: a host's agent (re-)registers it, which the cluster applies through Raft. An
+/// attempt waits up to `limit`, and ends sooner when the coordinator's process is gone (its
+/// address refuses a probe), as the CLI's client's attempts do.
 pub(crate) async fn register_once(
     connection: &Connection,
     request_id: RequestId,
@@ -83,7 +85,7 @@ pub(crate) async fn register_once(
         other => panic!("{other} is not an agent"),
     };
     match connection
-        .request_with(
+        .request_unless_gone(
             request_id,
             Request::Agent(AgentRequest::Register(cluster::host_info(host.as_str()))),
             limit,
