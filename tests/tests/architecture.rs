@@ -111,8 +111,9 @@ fn non_test_code(path: &Path) -> String {
 #[test]
 fn each_external_dependency_has_one_home() {
     // (what code names, where it may)
-    let homes: [(&str, &[&str]); 19] = [
+    let homes: [(&str, &[&str]); 20] = [
         ("quinn::", &["protocol/src/transport/"]),
+        ("quinn_proto::", &["protocol/src/transport/"]),
         ("rustls::", &["protocol/src/transport/"]),
         ("rcgen::", &["protocol/src/pki.rs"]),
         ("bincode::", &["protocol/src/codec.rs"]),

@@ -664,6 +664,31 @@ async fn a_paused_leader_is_not_taken_for_a_crashed_one() {
 /// (its address refuses a probe), not at the request's limit, so a client asks another
 /// coordinator at once; while the coordinator is only paused, the request keeps waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_to_a_restarted_coordinator_is_reset_not_left_to_time_out() {
+    let pki = TestPki::new();
+    let mut cluster = TestCluster::start(&pki, 1, &[]).await;
+    let host = "asked-across-a-restart";
+    let agent = connect(&pki, &pki::agent(host), cluster.members[0].address)
+        .await
+        .unwrap();
+    agent.request(Request::Ping).await.unwrap();
+    // Killed and started again on the same address, with the same key: the new process does
+    // not know the connection, but can say so in a way the client can check.
+    cluster.kill(0);
+    cluster.restart(&pki, 0).await;
+    let error = agent
+        .request_with(
+            nexus_protocol::RequestId::random(),
+            Request::Ping,
+            Duration::from_secs(20),
+        )
+        .await
+        .expect_err("the connection was to the process that died");
+    assert_eq!(error.code, ErrorCode::NetworkError, "{error}");
+    assert!(error.message.contains("reset"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_ends_when_its_coordinators_process_is_gone() {
     let pki = TestPki::new();
     let mut cluster = TestCluster::start(&pki, 1, &[]).await;

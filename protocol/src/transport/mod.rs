@@ -16,6 +16,7 @@ mod client;
 mod enrol;
 mod gate;
 pub mod probe;
+mod reset;
 mod server;
 pub mod tls;
 

@@ -110,8 +110,22 @@ impl Server {
         let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic));
         server_config.transport_config(Arc::new(config.quinn()?));
-        let endpoint = quinn::Endpoint::server(server_config, address)
-            .map_err(|e| TlsError::Config(format!("cannot listen on {address}: {e}")))?;
+        // Keyed from our private key, so that after a restart our stale connections at the
+        // clients are reset at once (see `reset`).
+        let endpoint_config = credentials
+            .endpoint_secret()
+            .map(|secret| secret.endpoint_config())
+            .unwrap_or_default();
+        let listen =
+            |e: std::io::Error| TlsError::Config(format!("cannot listen on {address}: {e}"));
+        let socket = std::net::UdpSocket::bind(address).map_err(listen)?;
+        let endpoint = quinn::Endpoint::new(
+            endpoint_config,
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(listen)?;
         Ok(Server {
             endpoint,
             config,

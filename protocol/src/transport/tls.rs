@@ -148,6 +148,8 @@ impl Bundle {
 #[derive(Debug)]
 struct OwnCert {
     current: RwLock<(Arc<CertifiedKey>, Option<i64>)>,
+    /// Derived from the key this party started with (a renewed key does not change it).
+    endpoint_secret: super::reset::EndpointSecret,
 }
 
 impl OwnCert {
@@ -156,6 +158,7 @@ impl OwnCert {
         key: PrivateKeyDer<'static>,
         label: &str,
     ) -> Result<OwnCert, TlsError> {
+        let endpoint_secret = super::reset::EndpointSecret::of(key.secret_der());
         let certified = certified(chain, key, label)?;
         let not_after = certified
             .cert
@@ -163,6 +166,7 @@ impl OwnCert {
             .and_then(|leaf| crate::identity::not_after(leaf));
         Ok(OwnCert {
             current: RwLock::new((Arc::new(certified), not_after)),
+            endpoint_secret,
         })
     }
 
@@ -468,6 +472,11 @@ impl Credentials {
     /// The identity in this party's own certificate, if it has one.
     pub fn identity(&self) -> Option<&Identity> {
         self.identity.as_ref()
+    }
+
+    /// What a server's endpoint keys its stateless resets with ([`super::reset`]).
+    pub(crate) fn endpoint_secret(&self) -> Option<super::reset::EndpointSecret> {
+        self.own.as_ref().map(|own| own.endpoint_secret.clone())
     }
 
     /// The IP addresses and DNS names this party's certificate in force is valid for.
