@@ -9,7 +9,9 @@
 //!
 //! Found by the failover bench: a coordinator restarted after a kill kept receiving its peers'
 //! messages on their old connections, dropped, until the next failover needed those messages
-//! (a pre-vote's answer) and waited out the idle timeout for them.
+//! (a pre-vote's answer) and waited out the idle timeout for them. quinn also sends at most one
+//! reset per 20 ms by default, which here kept one of two peers' stale connections alive; the
+//! interval is off (see [`EndpointSecret::endpoint_config`]).
 
 use std::sync::Arc;
 
@@ -45,6 +47,12 @@ impl EndpointSecret {
         config.cid_generator(move || {
             Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(key))
         });
+        // quinn sends at most one reset per 20 ms by default, for the whole endpoint: two peers'
+        // stale connections whose keep-alives come together (they were opened together) then
+        // get one reset between them, again at every keep-alive, and the other never learns.
+        // Only packets bearing a connection id this key signed are answered, and a reset is
+        // always smaller than the packet that drew it, so no interval is needed here.
+        config.min_reset_interval(std::time::Duration::ZERO);
         config
     }
 }
