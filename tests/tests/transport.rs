@@ -528,6 +528,21 @@ async fn nobody_listening_is_a_network_error_not_a_hang() {
     .await
     .unwrap_err();
     assert_eq!(error.code, ErrorCode::NetworkError, "{error}");
+    // With all the time in the world, a handshake with nobody still ends: the address refuses
+    // the probe that a late handshake sends.
+    let patient = TransportConfig {
+        handshake_timeout: Duration::from_secs(60),
+        ..config()
+    };
+    let error = connect_with(
+        &pki.issue(&pki::agent("h1")),
+        ([127, 0, 0, 1], port).into(),
+        patient,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.code, ErrorCode::NetworkError, "{error}");
+    assert!(error.message.contains("refused a probe"), "{error}");
 }
 
 /// A CA rotation's trust swap: the CA certificates a server and a client trust change while they

@@ -81,12 +81,23 @@ impl Connector {
         expect: &[IdentityKind],
     ) -> Result<Connection, WireError> {
         let limit = self.config.handshake_timeout;
-        tokio::time::timeout(limit, self.connect_unbounded(address, server_name, expect)).await.map_err(|_| {
-            WireError::new(
+        let handshake =
+            tokio::time::timeout(limit, self.connect_unbounded(address, server_name, expect));
+        // A handshake with a process that is gone waits for nothing: once it is late, the
+        // address is probed, and a refusal ends it (a leader just killed, named by a follower
+        // that has not yet noticed).
+        tokio::select! {
+            result = handshake => result.map_err(|_| {
+                WireError::new(
+                    ErrorCode::NetworkError,
+                    format!("no Nexus server answered at {address} within {limit:?}: is one running there?"),
+                )
+            })?,
+            () = gone(address) => Err(WireError::new(
                 ErrorCode::NetworkError,
-                format!("no Nexus server answered at {address} within {limit:?}: is one running there?"),
-            )
-        })?
+                format!("nothing listens at {address} (it refused a probe): is a Nexus server running there?"),
+            )),
+        }
     }
 
     async fn connect_unbounded(
@@ -216,8 +227,21 @@ pub(super) fn stream_error(conn: &quinn::Connection, error: CodecError) -> WireE
 }
 
 /// How long a request waits for its answer before [`Connection::request_unless_gone`] starts
-/// probing the server (a healthy coordinator answers within milliseconds).
+/// probing the server, and a handshake before [`Connector::connect`] does (a healthy server
+/// answers within milliseconds).
 pub const ANSWER_EXPECTED: Duration = Duration::from_millis(250);
+
+/// Completes once `address` refuses a probe ([`super::probe::refused`]): probed every
+/// [`ANSWER_EXPECTED`], the first time after that long. Never completes for a live server, a
+/// paused one or a silent network.
+async fn gone(address: SocketAddr) {
+    loop {
+        tokio::time::sleep(ANSWER_EXPECTED).await;
+        if super::probe::refused(address).await {
+            return;
+        }
+    }
+}
 
 /// A connection that has passed the hello.
 #[derive(Debug, Clone)]
@@ -314,17 +338,9 @@ impl Connection {
         limit: Duration,
     ) -> Result<Response, WireError> {
         let address = self.remote_address();
-        let gone = async {
-            loop {
-                tokio::time::sleep(ANSWER_EXPECTED).await;
-                if super::probe::refused(address).await {
-                    return;
-                }
-            }
-        };
         tokio::select! {
             result = self.request_with(request_id, request, limit) => result,
-            () = gone => Err(WireError::new(
+            () = gone(address) => Err(WireError::new(
                 ErrorCode::NetworkError,
                 format!(
                     "{address}: the server's process is gone (its address refused a probe) \
