@@ -87,10 +87,26 @@ impl Carrier for Concurrent {
     }
 }
 
-fn large(seed: u8) -> Vec<u8> {
-    (0..(CHUNK * 2 + 12_345) as u32)
+/// `len` bytes of content that differs with `seed`.
+fn content(len: usize, seed: u8) -> Vec<u8> {
+    (0..len as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 ^ seed)
         .collect()
+}
+
+/// A file larger than a message.
+fn large(seed: u8) -> Vec<u8> {
+    content(CHUNK * 2 + 12_345, seed)
+}
+
+/// One more cycle finds nothing to do.
+async fn assert_quiet<C: Carrier>(
+    state: &mut SessionState,
+    alpha: &mut LocalEndpoint,
+    beta: &mut RemoteEndpoint<C>,
+) {
+    let report = cycle(state, alpha, beta).await.unwrap();
+    assert!(report.quiet(), "{report:?}");
 }
 
 #[tokio::test]
@@ -115,12 +131,7 @@ async fn large_files_travel_in_pieces_both_ways() {
     let report = cycle(&mut state, &mut alpha, &mut beta).await.unwrap();
     assert_eq!(report.applied, 1, "{report:?}");
     assert_eq!(fs::read(a.join("down.bin")).unwrap(), large(2));
-    assert!(
-        cycle(&mut state, &mut alpha, &mut beta)
-            .await
-            .unwrap()
-            .quiet()
-    );
+    assert_quiet(&mut state, &mut alpha, &mut beta).await;
 }
 
 #[tokio::test]
@@ -129,11 +140,7 @@ async fn a_directory_whose_files_together_pass_a_message_travels_in_pieces() {
     let (a, b) = (dir.path().join("alpha"), dir.path().join("beta"));
     // Three files of three quarters of a chunk each: none too large alone, too many together
     // for one message (at the frame's size: five of four MiB).
-    let piece = |seed: u8| -> Vec<u8> {
-        (0..(CHUNK * 3 / 4) as u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 ^ seed)
-            .collect()
-    };
+    let piece = |seed: u8| content(CHUNK * 3 / 4, seed);
     fs::create_dir_all(a.join("images")).unwrap();
     for seed in 0..3u8 {
         fs::write(a.join(format!("images/{seed}.bin")), piece(seed)).unwrap();
@@ -150,12 +157,7 @@ async fn a_directory_whose_files_together_pass_a_message_travels_in_pieces() {
             piece(seed)
         );
     }
-    assert!(
-        cycle(&mut state, &mut alpha, &mut beta)
-            .await
-            .unwrap()
-            .quiet()
-    );
+    assert_quiet(&mut state, &mut alpha, &mut beta).await;
 }
 
 #[tokio::test]
@@ -202,12 +204,7 @@ async fn a_cycles_changes_travel_together_and_each_lands_once() {
     assert_eq!(fs::read_to_string(b.join("d1/f0")).unwrap(), "alpha's edit");
     assert_eq!(fs::read_to_string(a.join("d2/f0")).unwrap(), "beta's edit");
     assert!(!a.join("d3").exists());
-    assert!(
-        cycle(&mut state, &mut alpha, &mut beta)
-            .await
-            .unwrap()
-            .quiet()
-    );
+    assert_quiet(&mut state, &mut alpha, &mut beta).await;
 }
 
 #[tokio::test]
