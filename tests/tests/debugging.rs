@@ -114,14 +114,23 @@ async fn a_failed_create_is_found_traced_and_explained_and_survives_the_leader()
     let leader = status.leader.unwrap().get();
     let index = fleet.cluster.index_of(leader);
     fleet.cluster.kill(index);
+    // A new leader learns where each agent serves from the agent itself, once it has moved to
+    // it (its next heartbeat); until then a trace cannot ask the agent, and says nothing of it
+    // (docs/known-defects.md). With failovers of a few hundred milliseconds a trace can come
+    // that soon, so it is asked again until the agent has moved.
     let trace = eventually(
-        "a trace without the leader",
+        "a trace without the leader, from the agent too",
         Duration::from_secs(30),
         || async {
             let out = fleet.run(ADMIN, Role::Admin, &["admin", "trace", REQUEST]);
-            out.status
+            let trace = out
+                .status
                 .success()
-                .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+                .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())?;
+            let hops = trace["hops"].as_array()?;
+            hops.iter()
+                .any(|hop| hop["source"] == agent.as_str())
+                .then_some(trace)
         },
     )
     .await;
