@@ -38,6 +38,8 @@ use crate::model::{
 };
 use crate::policy::{NextAction, PoliciesView, Policy, PolicyPatch, PolicyScope};
 
+mod byte_runs;
+
 /// The protocol version both sides must share. Raised on an incompatible change of any message
 /// (which the append-only rule should make rare).
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -795,26 +797,4 @@ pub struct HostView {
     pub workspaces: u32,
     pub stats: Option<HostStats>,
     pub last_heartbeat: Option<Timestamp>,
-}
-
-/// A list of byte strings, each as one run of bytes (`#[serde(with = "byte_runs")]`).
-mod byte_runs {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        runs: &[Vec<u8>],
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(runs.iter().map(|run| serde_bytes::Bytes::new(run)))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Vec<Vec<u8>>, D::Error> {
-        let runs = Vec::<serde_bytes::ByteBuf>::deserialize(deserializer)?;
-        Ok(runs
-            .into_iter()
-            .map(serde_bytes::ByteBuf::into_vec)
-            .collect())
-    }
 }
