@@ -358,6 +358,27 @@ pub fn parse_age(value: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{value:?} is too long"))
 }
 
+#[derive(Debug, Args, Clone, Copy)]
+pub struct HealthCheckArgs {
+    /// A host whose disk has less free than this, in percent, warns.
+    #[arg(long, env = "NEXUS_DISK_WARN_BELOW", value_name = "PERCENT", default_value = "15",
+          value_parser = parse_percent)]
+    pub disk_warn_below: f64,
+    /// A host whose disk has less free than this, in percent, fails the check.
+    #[arg(long, env = "NEXUS_DISK_FAIL_BELOW", value_name = "PERCENT", default_value = "5",
+          value_parser = parse_percent)]
+    pub disk_fail_below: f64,
+}
+
+/// A percentage from 0 to 100 (`7.5`, `7.5%`).
+pub fn parse_percent(value: &str) -> Result<f64, String> {
+    let number = value.trim().trim_end_matches('%');
+    match number.parse::<f64>() {
+        Ok(percent) if (0.0..=100.0).contains(&percent) => Ok(percent),
+        _ => Err(format!("{value:?} is not a percentage from 0 to 100")),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     pub name: WorkspaceName,
@@ -441,7 +462,7 @@ pub enum AdminCommand {
     /// The whole fleet, each check ok, warn or fail: quorum, every agent's readiness and
     /// engine, certificates, hosts' free disk, failed or lost workspaces. Exit 0 when none
     /// fails, 4 when one does (NOT_LEADER's code without a quorum).
-    HealthCheck,
+    HealthCheck(HealthCheckArgs),
     /// The coordinator cluster's membership.
     #[command(subcommand)]
     Cluster(ClusterCommand),

@@ -232,9 +232,10 @@ async fn run(
             ids.name(commands::ping::run(&settings, format).await)
         }
         // Their exit code says how healthy: 0 only when it is (see `health`).
-        Command::Admin(args::AdminCommand::HealthCheck) => {
+        Command::Admin(args::AdminCommand::HealthCheck(checks)) => {
+            let limits = commands::health::disk_limits(checks)?;
             let settings = ids.settings(connection, file)?;
-            return ids.name(commands::health::health_check(&settings, format).await);
+            return ids.name(commands::health::health_check(&settings, limits, format).await);
         }
         Command::Admin(args::AdminCommand::Workspace(args::AdminWorkspaceCommand::Health {
             name,

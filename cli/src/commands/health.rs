@@ -15,10 +15,10 @@ use nexus_protocol::{HostId, RequestId, WorkspaceName, clock};
 use serde_json::json;
 
 use crate::agents::{READ_TIMEOUT, agent_of, connect_agent, endpoint_of};
-use crate::args::OutputFormat;
+use crate::args::{HealthCheckArgs, OutputFormat};
 use crate::cluster::leader_status;
 use crate::error::CliError;
-use crate::health::fleet::{self, AgentFacts, Facts};
+use crate::health::fleet::{self, AgentFacts, DiskLimits, Facts};
 use crate::health::workspace::{self, Wanted};
 use crate::health::{self, EXIT_FAILED, Status};
 use crate::output;
@@ -208,12 +208,35 @@ fn sessions_table(sessions: &[SyncSessionView], now: nexus_protocol::clock::Time
     )
 }
 
+/// The disk limits of `nexus admin health-check`'s flags, refused when a disk could fail
+/// without first warning.
+pub fn disk_limits(args: HealthCheckArgs) -> Result<DiskLimits, CliError> {
+    if args.disk_fail_below > args.disk_warn_below {
+        return Err(CliError::local(
+            ErrorCode::InvalidArgument,
+            format!(
+                "--disk-fail-below {} is above --disk-warn-below {}",
+                args.disk_fail_below, args.disk_warn_below
+            ),
+        )
+        .suggest("give --disk-fail-below a percentage at most --disk-warn-below's"));
+    }
+    Ok(DiskLimits {
+        warn_below: args.disk_warn_below,
+        fail_below: args.disk_fail_below,
+    })
+}
+
 /// `nexus admin health-check`: every check of the fleet; answers the exit code (0 when none
 /// fails). A cluster without quorum fails as it always did, with `NOT_LEADER`, after the
 /// checks are printed.
-pub async fn health_check(settings: &Settings, format: OutputFormat) -> Result<u8, CliError> {
+pub async fn health_check(
+    settings: &Settings,
+    disk: DiskLimits,
+    format: OutputFormat,
+) -> Result<u8, CliError> {
     let facts = gather(settings).await;
-    let checks = fleet::judge(&facts, clock::now());
+    let checks = fleet::judge(&facts, disk, clock::now());
     let quorum = facts.status.as_ref().ok().map(fleet::quorum);
     let [ok, warn, fail] = health::counts(&checks);
     let status = facts.status.as_ref().ok();

@@ -8,6 +8,9 @@
 //! | `engine H` | the agent's `engine` check passes | not reported | it fails |
 //! | `certificates D` | every certificate of daemon D lasts 30 days more | one expires within 30 days, its expiry is unknown, or the daemon did not say (its own check says why) | one expires within 7 days, or has expired |
 //! | `disk H` | 15 % or more of the data dir's disk is free | under 15 %, or no stats yet | under 5 % |
+//!
+//! (The disk's limits are the defaults of [`DiskLimits`]; `--disk-warn-below` and
+//! `--disk-fail-below` change them.)
 //! | `orphans H` | the agent runs no container of a workspace it is not told to run | it runs some (after a restore from an older backup: `nexus admin workspace orphans`), or it cannot tell | — |
 //! | `workspaces` | none failed or lost | some failed | some lost (their host is down) |
 
@@ -24,8 +27,20 @@ use crate::output;
 pub const CERT_WARN_DAYS: i64 = 30;
 pub const CERT_FAIL_DAYS: i64 = 7;
 /// A disk with less free than these, in percent, warns, and fails.
-pub const DISK_WARN_PERCENT: f64 = 15.0;
-pub const DISK_FAIL_PERCENT: f64 = 5.0;
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiskLimits {
+    pub warn_below: f64,
+    pub fail_below: f64,
+}
+
+impl Default for DiskLimits {
+    fn default() -> Self {
+        Self {
+            warn_below: 15.0,
+            fail_below: 5.0,
+        }
+    }
+}
 /// The most workspaces a check names.
 const NAMED: usize = 10;
 const DETAIL: usize = 200;
@@ -82,7 +97,7 @@ pub fn quorum(status: &ClusterStatus) -> Quorum {
 
 /// Every check, in order: the quorum, each host's agent, engine and disk, each daemon's
 /// certificates, the workspaces.
-pub fn judge(facts: &Facts, now: Timestamp) -> Vec<Check> {
+pub fn judge(facts: &Facts, disk: DiskLimits, now: Timestamp) -> Vec<Check> {
     let mut checks = vec![quorum_check(&facts.status)];
     match &facts.hosts {
         Err(why) => checks.push(Check::new(
@@ -96,7 +111,7 @@ pub fn judge(facts: &Facts, now: Timestamp) -> Vec<Check> {
                 let agent = facts.agents.iter().find(|a| a.host == host.info.host_id);
                 checks.extend(agent_checks(host, agent, now));
                 checks.extend(agent.and_then(orphans_check));
-                checks.push(disk_check(host));
+                checks.push(disk_check(host, disk));
             }
         }
     }
@@ -262,7 +277,7 @@ fn agent_checks(host: &HostView, agent: Option<&AgentFacts>, now: Timestamp) -> 
     vec![ready, engine]
 }
 
-fn disk_check(host: &HostView) -> Check {
+fn disk_check(host: &HostView, limits: DiskLimits) -> Check {
     let target = Some(host.info.host_id.to_string());
     let Some(stats) = host.stats.as_ref().filter(|s| s.disk_total_bytes > 0) else {
         return Check::new(
@@ -275,9 +290,9 @@ fn disk_check(host: &HostView) -> Check {
     let free = stats.disk_total_bytes.saturating_sub(stats.disk_used_bytes);
     #[allow(clippy::cast_precision_loss)]
     let percent = free as f64 * 100.0 / stats.disk_total_bytes as f64;
-    let status = if percent < DISK_FAIL_PERCENT {
+    let status = if percent < limits.fail_below {
         Status::Fail
-    } else if percent < DISK_WARN_PERCENT {
+    } else if percent < limits.warn_below {
         Status::Warn
     } else {
         Status::Ok
@@ -521,7 +536,7 @@ mod tests {
     fn check(name: &str, change: impl FnOnce(&mut Facts)) -> (Status, String) {
         let mut facts = facts();
         change(&mut facts);
-        let checks = judge(&facts, NOW);
+        let checks = judge(&facts, DiskLimits::default(), NOW);
         let found = checks
             .iter()
             .find(|c| c.name() == name)
@@ -530,8 +545,31 @@ mod tests {
     }
 
     #[test]
+    fn the_disk_limits_given_decide_the_disk_check() {
+        let mut facts = facts();
+        facts.hosts = Ok(vec![host("h1", HostStatus::Ready, 4)]);
+        let disk = |limits| {
+            let checks = judge(&facts, limits, NOW);
+            checks
+                .into_iter()
+                .find(|c| c.name() == "disk h1")
+                .unwrap()
+                .status
+        };
+        let limits = |warn_below, fail_below| DiskLimits {
+            warn_below,
+            fail_below,
+        };
+        assert_eq!(disk(DiskLimits::default()), Status::Fail);
+        assert_eq!(disk(limits(15.0, 3.0)), Status::Warn);
+        assert_eq!(disk(limits(4.0, 0.0)), Status::Ok);
+        assert_eq!(disk(limits(0.0, 0.0)), Status::Ok);
+        assert_eq!(disk(limits(50.0, 4.5)), Status::Fail);
+    }
+
+    #[test]
     fn a_healthy_fleet_passes_every_check() {
-        let checks = judge(&facts(), NOW);
+        let checks = judge(&facts(), DiskLimits::default(), NOW);
         let names: Vec<String> = checks.iter().map(Check::name).collect();
         assert_eq!(
             names,
