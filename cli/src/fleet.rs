@@ -9,7 +9,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use nexus_protocol::error::ErrorCode;
 use nexus_protocol::identity::Identity;
-use nexus_protocol::message::{AdminRequest, ClusterStatus, Request, Response};
+use nexus_protocol::message::{AdminRequest, ClusterStatus, HostView, Request, Response};
+use nexus_protocol::model::HostStatus;
 use nexus_protocol::transport::Connection;
 use nexus_protocol::{HostId, NodeId, RequestId};
 
@@ -100,10 +101,11 @@ impl Roster {
             }
         }
         if every || !hosts.is_empty() {
-            match settings
-                .request(Request::Admin(AdminRequest::Endpoints), limit)
-                .await
-            {
+            let (endpoints, state) = tokio::join!(
+                settings.request(Request::Admin(AdminRequest::Endpoints), limit),
+                settings.request(Request::Admin(AdminRequest::Hosts), limit),
+            );
+            match endpoints {
                 Ok(Response::Endpoints(endpoints)) => {
                     for (host, address) in &endpoints {
                         if every || hosts.contains(host) {
@@ -113,17 +115,15 @@ impl Roster {
                             });
                         }
                     }
-                    for host in hosts {
-                        if !endpoints.iter().any(|(known, _)| known == host) {
-                            unlisted.push((
-                                format!("agent-{host}"),
-                                CliError::local(
-                                    ErrorCode::NetworkError,
-                                    "the leader knows no address for its agent (is it connected?)",
-                                ),
-                            ));
+                    let state = match state {
+                        Ok(Response::Hosts(state)) => Some(state),
+                        Ok(other) => return Err(CliError::unexpected(&other)),
+                        Err(error) => {
+                            unlisted.push(("hosts".to_string(), error));
+                            None
                         }
-                    }
+                    };
+                    unlisted.extend(unheard(state.as_deref(), &endpoints, hosts));
                 }
                 Ok(other) => return Err(CliError::unexpected(&other)),
                 // Without the leader no agent can be found; the coordinators still answer.
@@ -136,6 +136,57 @@ impl Roster {
             unlisted,
         })
     }
+}
+
+/// The agents expected, every host of the replicated `state` (or those `asked` for), that the
+/// leader knows no address for, each with why. The leader learns an agent's address from its
+/// heartbeats, and keeps it in memory only: a new leader knows none until each agent's next
+/// heartbeat, and a command run then must name the agents it cannot ask, never skip them.
+pub fn unheard(
+    state: Option<&[HostView]>,
+    endpoints: &[(HostId, String)],
+    asked: &[HostId],
+) -> Vec<(String, CliError)> {
+    let expected: Vec<&HostId> = if asked.is_empty() {
+        state
+            .unwrap_or_default()
+            .iter()
+            .map(|h| &h.info.host_id)
+            .collect()
+    } else {
+        asked.iter().collect()
+    };
+    expected
+        .into_iter()
+        .filter(|host| !endpoints.iter().any(|(known, _)| known == *host))
+        .map(|host| {
+            let status =
+                state.map(|s| s.iter().find(|h| h.info.host_id == *host).map(|h| h.status));
+            let error = match status {
+                None => CliError::local(
+                    ErrorCode::NetworkError,
+                    "the leader knows no address for its agent (is it connected?)",
+                ),
+                Some(None) => {
+                    CliError::local(ErrorCode::InvalidArgument, "not a host of the fleet")
+                        .suggest("list the hosts with `nexus admin hosts`")
+                }
+                Some(Some(HostStatus::Down)) => CliError::local(
+                    ErrorCode::NetworkError,
+                    "its host is down: the leader has not heard from its agent",
+                ),
+                Some(Some(_)) => CliError::local(
+                    ErrorCode::NetworkError,
+                    "the leader has not heard from its agent yet (a new leader learns each \
+                     agent's address at its next heartbeat)",
+                )
+                .suggest(
+                    "ask again in a few seconds; `nexus admin hosts` shows its last heartbeat",
+                ),
+            };
+            (format!("agent-{host}"), error)
+        })
+        .collect()
 }
 
 /// Connects to `daemon`, checking that it is who the roster says.
@@ -258,6 +309,78 @@ mod tests {
             host: host.parse().unwrap_or_else(|e| panic!("{e:?}")),
             address: "127.0.0.1:9000".into(),
         }
+    }
+
+    fn view(host: &str, status: HostStatus) -> HostView {
+        HostView {
+            info: nexus_fixtures::host(host),
+            status,
+            workspaces: 0,
+            stats: None,
+            last_heartbeat: None,
+        }
+    }
+
+    /// `unheard`'s answer as (label, code, message).
+    fn unheard_of(
+        state: Option<&[HostView]>,
+        endpoints: &[(&str, &str)],
+        asked: &[&str],
+    ) -> Vec<(String, String, String)> {
+        let endpoints: Vec<(HostId, String)> = endpoints
+            .iter()
+            .map(|(host, address)| (host.parse().unwrap(), (*address).to_string()))
+            .collect();
+        let asked: Vec<HostId> = asked.iter().map(|h| h.parse().unwrap()).collect();
+        unheard(state, &endpoints, &asked)
+            .into_iter()
+            .map(|(who, error)| (who, error.error.code.to_string(), error.error.message))
+            .collect()
+    }
+
+    #[test]
+    fn every_host_of_the_state_without_an_address_is_named_with_why() {
+        let state = [
+            view("a", HostStatus::Ready),
+            view("b", HostStatus::Ready),
+            view("c", HostStatus::Down),
+            view("d", HostStatus::Cordoned),
+        ];
+        let found = unheard_of(Some(&state), &[("a", "127.0.0.1:1")], &[]);
+        let labels: Vec<&str> = found.iter().map(|(who, _, _)| who.as_str()).collect();
+        assert_eq!(labels, ["agent-b", "agent-c", "agent-d"]);
+        assert!(
+            found[0]
+                .2
+                .starts_with("the leader has not heard from its agent yet")
+        );
+        assert_eq!(found[0].1, "NETWORK_ERROR");
+        assert!(found[1].2.starts_with("its host is down"));
+        assert!(
+            found[2]
+                .2
+                .starts_with("the leader has not heard from its agent yet")
+        );
+        // Every agent known: nothing to name.
+        let all: Vec<(&str, &str)> = ["a", "b", "c", "d"].map(|h| (h, "127.0.0.1:1")).to_vec();
+        assert!(unheard_of(Some(&state), &all, &[]).is_empty());
+    }
+
+    #[test]
+    fn hosts_asked_for_are_named_when_unknown_or_unheard() {
+        let state = [view("a", HostStatus::Ready), view("b", HostStatus::Ready)];
+        let found = unheard_of(Some(&state), &[("a", "127.0.0.1:1")], &["a", "b", "zz"]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].0, "agent-b");
+        assert_eq!(
+            (found[1].0.as_str(), found[1].1.as_str()),
+            ("agent-zz", "INVALID_ARGUMENT")
+        );
+        // Without the hosts' list, only those asked for can be named.
+        let found = unheard_of(None, &[("a", "127.0.0.1:1")], &["a", "b"]);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].2.contains("is it connected"));
+        assert!(unheard_of(None, &[], &[]).is_empty());
     }
 
     #[test]
