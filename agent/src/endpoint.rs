@@ -341,7 +341,11 @@ impl<R: Runtime> Endpoint<R> {
                         Err(_) => break,
                     }
                 }
-                if frames.send(Ok(Response::LogLines(batch))).await.is_err() {
+                if frames
+                    .send(Box::new(Ok(Response::LogLines(batch))))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -352,7 +356,7 @@ impl<R: Runtime> Endpoint<R> {
             // The container stopped; an engine error ends the stream with it.
             drop(lines);
             if let Ok(Err(error)) = following.await {
-                let _ = frames.send(Err(runtime_error(error))).await;
+                let _ = frames.send(Box::new(Err(runtime_error(error)))).await;
             }
         });
         Ok(Reply::Stream(frames_out))

@@ -249,6 +249,8 @@ impl Config {
         TransportConfig {
             codec,
             idle_timeout: Duration::from_secs(30),
+            // Thousands of agents' connections, each quiet: a send buffer of one datagram each.
+            segmentation_offload: false,
             ..TransportConfig::default()
         }
     }

@@ -88,7 +88,7 @@ impl Handler for StandIn {
                         state,
                         causes: vec![],
                     };
-                    if send.send(Ok(push)).await.is_ok() {
+                    if send.send(Box::new(Ok(push))).await.is_ok() {
                         send.closed().await;
                     }
                 });

@@ -30,6 +30,8 @@ struct TestHandler {
     identity: Mutex<Option<Identity>>,
     /// Long-lived watches whose producer saw the client go away.
     watches_ended: Arc<std::sync::atomic::AtomicUsize>,
+    /// Workspace lists being handled (they never end).
+    lists: std::sync::atomic::AtomicUsize,
 }
 
 impl Handler for TestHandler {
@@ -52,7 +54,7 @@ impl Handler for TestHandler {
                         version: 1,
                         assignments: vec![],
                     };
-                    let _ = send.send(Ok(Response::Desired(state))).await;
+                    let _ = send.send(Box::new(Ok(Response::Desired(state)))).await;
                     send.closed().await;
                     ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 });
@@ -66,7 +68,11 @@ impl Handler for TestHandler {
                             version,
                             assignments: vec![],
                         };
-                        if send.send(Ok(Response::Desired(state))).await.is_err() {
+                        if send
+                            .send(Box::new(Ok(Response::Desired(state))))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -74,6 +80,7 @@ impl Handler for TestHandler {
                 Reply::Stream(receive)
             }
             Request::Workspace(WorkspaceRequest::List) => {
+                self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 Reply::Once(Ok(Response::Ack))
             }
@@ -217,6 +224,47 @@ async fn a_good_pair_exchanges_requests_and_a_push_stream() {
     assert_eq!(error.code, ErrorCode::Unsupported);
     assert!(error.request_id.is_some());
     assert!(server.handler.refusals.lock().unwrap().is_empty());
+}
+
+/// An agent's connection keeps few stream slots (quinn holds one for every stream a peer may
+/// open, so a coordinator of thousands of agents held 24 KiB each for streams never opened); every
+/// other client gets the configured number after its hello. A request past the limit waits.
+#[tokio::test]
+async fn agents_get_few_streams_at_once_and_other_clients_many() {
+    use nexus_protocol::transport::AGENT_STREAMS;
+    use std::sync::atomic::Ordering;
+    let pki = TestPki::new();
+    let wanted = AGENT_STREAMS as usize + 8;
+    for (identity, at_most) in [
+        (pki::agent("dev-01"), AGENT_STREAMS as usize),
+        (pki::user("ada", Role::User), wanted),
+    ] {
+        let server = TestServer::start(&pki, AcceptPolicy::everyone(), config()).await;
+        let connection = connect_with(&pki.issue(&identity), server.address, config())
+            .await
+            .unwrap();
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..wanted {
+            let connection = connection.clone();
+            requests.spawn(async move {
+                connection
+                    .request(Request::Workspace(WorkspaceRequest::List))
+                    .await
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The hello's stream may still hold one of an agent's slots.
+        let handled = server.handler.lists.load(Ordering::SeqCst);
+        assert!(
+            (at_most - 1..=at_most).contains(&handled),
+            "{identity}: {handled} lists at once, {at_most} wanted"
+        );
+        assert!(!requests.is_empty(), "no request may fail for waiting");
+        if let Some(done) = requests.try_join_next() {
+            panic!("a request ended: {done:?}");
+        }
+        requests.abort_all();
+    }
 }
 
 #[tokio::test]

@@ -178,7 +178,11 @@ impl Behaviour {
         tokio::spawn(async move {
             loop {
                 let list = deny.borrow_and_update().clone();
-                if sender.send(Ok(Response::DenyList(list))).await.is_err() {
+                if sender
+                    .send(Box::new(Ok(Response::DenyList(list))))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 tokio::select! {

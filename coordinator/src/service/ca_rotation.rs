@@ -13,7 +13,7 @@ use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::{Identity, IdentityKind};
 use nexus_protocol::message::{AdminRequest, Response};
 use nexus_protocol::pki::{CertificateAuthority, DEFAULT_CA_VALIDITY};
-use nexus_protocol::transport::{Peer, Reply, first_certificate_der};
+use nexus_protocol::transport::{Peer, Reply, Update, first_certificate_der};
 use nexus_protocol::{RequestId, seal};
 use tokio::sync::mpsc;
 
@@ -258,11 +258,7 @@ impl Service {
     }
 }
 
-async fn push_trust(
-    cluster: Cluster,
-    fallback: TrustBundle,
-    updates: mpsc::Sender<Result<Response, WireError>>,
-) {
+async fn push_trust(cluster: Cluster, fallback: TrustBundle, updates: mpsc::Sender<Update>) {
     let mut changes = cluster.ca_rotations();
     let mut leadership = cluster.leadership();
     changes.borrow_and_update();
@@ -274,7 +270,7 @@ async fn push_trust(
     let mut bundle = match first {
         Ok(bundle) => bundle.unwrap_or_else(|| fallback.clone()),
         Err(error) => {
-            let _ = updates.send(Err(error)).await;
+            let _ = updates.send(Box::new(Err(error))).await;
             return;
         }
     };
@@ -282,7 +278,7 @@ async fn push_trust(
     loop {
         if sent.as_ref() != Some(&bundle)
             && updates
-                .send(Ok(Response::TrustBundle(bundle.clone())))
+                .send(Box::new(Ok(Response::TrustBundle(bundle.clone()))))
                 .await
                 .is_err()
         {

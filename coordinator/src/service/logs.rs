@@ -100,18 +100,18 @@ mod tests {
         else {
             panic!("not a stream")
         };
-        let backlog = frames.recv().await.unwrap().unwrap();
+        let backlog = (*frames.recv().await.unwrap()).unwrap();
         assert_eq!(messages(backlog), vec!["loud"]);
         let mut file = std::fs::OpenOptions::new()
             .append(true)
             .open(files.current())
             .unwrap();
         std::io::Write::write_all(&mut file, line(3, LogLevel::Warn, "later").as_bytes()).unwrap();
-        let next = tokio::time::timeout(Duration::from_secs(10), frames.recv())
+        let next = *tokio::time::timeout(Duration::from_secs(10), frames.recv())
             .await
             .unwrap()
-            .unwrap()
             .unwrap();
+        let next = next.unwrap();
         assert_eq!(messages(next), vec!["later"]);
         drop(frames);
 

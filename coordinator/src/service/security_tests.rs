@@ -342,9 +342,12 @@ async fn a_user_enrols_for_a_short_session_and_a_node_without_the_ca_key_refuses
 
 /// The next push of a deny-list watch, within a second.
 async fn next(
-    pushes: &mut tokio::sync::mpsc::Receiver<Result<Response, nexus_protocol::error::WireError>>,
+    pushes: &mut tokio::sync::mpsc::Receiver<nexus_protocol::transport::Update>,
 ) -> nexus_protocol::join::DenyList {
-    match tokio::time::timeout(Duration::from_secs(1), pushes.recv()).await {
+    match tokio::time::timeout(Duration::from_secs(1), pushes.recv())
+        .await
+        .map(|push| push.map(|push| *push))
+    {
         Ok(Some(Ok(Response::DenyList(list)))) => list,
         other => panic!("{other:?}"),
     }

@@ -11,7 +11,7 @@ use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::hop::{self, Hop};
 use nexus_protocol::identity::Identity;
 use nexus_protocol::message::{DesiredState, Response};
-use nexus_protocol::transport::{Peer, Reply};
+use nexus_protocol::transport::{Peer, Reply, Update};
 use nexus_protocol::{HostId, RequestId, WorkspaceName};
 
 use super::Service;
@@ -83,7 +83,7 @@ impl Watch {
         lock(&self.watches).get(&self.host) != Some(&self.generation)
     }
 
-    async fn run(self, sent: Option<u64>, updates: mpsc::Sender<Result<Response, WireError>>) {
+    async fn run(self, sent: Option<u64>, updates: mpsc::Sender<Update>) {
         watch_desired(&self, sent, &updates).await;
         let mut watches = lock(&self.watches);
         if watches.get(&self.host) == Some(&self.generation) {
@@ -92,11 +92,7 @@ impl Watch {
     }
 }
 
-async fn watch_desired(
-    watch: &Watch,
-    mut sent: Option<u64>,
-    updates: &mpsc::Sender<Result<Response, WireError>>,
-) {
+async fn watch_desired(watch: &Watch, mut sent: Option<u64>, updates: &mpsc::Sender<Update>) {
     let Watch {
         cluster,
         host,
@@ -114,10 +110,10 @@ async fn watch_desired(
         let leading = leadership.borrow_and_update().leading;
         if watch.replaced() {
             let _ = updates
-                .send(Err(WireError::new(
+                .send(Box::new(Err(WireError::new(
                     ErrorCode::InvalidArgument,
                     format!("a newer watch of host {host} replaced this one"),
-                )))
+                ))))
                 .await;
             return;
         }
@@ -126,7 +122,7 @@ async fn watch_desired(
         if (first || !leading)
             && let Err(error) = cluster.require_leader().await
         {
-            let _ = updates.send(Err(error)).await;
+            let _ = updates.send(Box::new(Err(error))).await;
             return;
         }
         if dirty {
@@ -178,7 +174,7 @@ async fn watch_desired(
                     } else {
                         Response::Desired(desired)
                     };
-                    let delivered = updates.send(Ok(response)).await.is_ok();
+                    let delivered = updates.send(Box::new(Ok(response))).await.is_ok();
                     for span in &hops {
                         if delivered {
                             hop::ok(span);
@@ -199,7 +195,7 @@ async fn watch_desired(
                 }
                 Ok(None) => {}
                 Err(error) => {
-                    let _ = updates.send(Err(error)).await;
+                    let _ = updates.send(Box::new(Err(error))).await;
                     return;
                 }
             }
@@ -260,7 +256,7 @@ pub(super) async fn next_change_while_leading<T>(
     cluster: &Cluster,
     changes: &mut tokio::sync::watch::Receiver<T>,
     leadership: &mut tokio::sync::watch::Receiver<crate::cluster::Leadership>,
-    updates: &mpsc::Sender<Result<Response, WireError>>,
+    updates: &mpsc::Sender<Update>,
 ) -> bool {
     loop {
         tokio::select! {
@@ -272,7 +268,7 @@ pub(super) async fn next_change_while_leading<T>(
         if !leadership.borrow_and_update().leading
             && let Err(error) = cluster.require_leader().await
         {
-            let _ = updates.send(Err(error)).await;
+            let _ = updates.send(Box::new(Err(error))).await;
             return false;
         }
     }
@@ -336,6 +332,7 @@ mod tests {
             .await
             .ok()
             .flatten()
+            .map(|update| *update)
     }
 
     /// The lost wakeup behind "a placed workspace sometimes never runs at fleet scale": a change

@@ -5,10 +5,9 @@
 
 use tokio::sync::mpsc;
 
-use nexus_protocol::error::WireError;
 use nexus_protocol::identity::Identity;
 use nexus_protocol::message::Response;
-use nexus_protocol::transport::{Peer, Reply};
+use nexus_protocol::transport::{Peer, Reply, Update};
 
 use super::Service;
 use super::checks::denied;
@@ -29,7 +28,7 @@ impl Service {
     }
 }
 
-async fn push_deny_list(cluster: Cluster, updates: mpsc::Sender<Result<Response, WireError>>) {
+async fn push_deny_list(cluster: Cluster, updates: mpsc::Sender<Update>) {
     let mut changes = cluster.deny_list();
     let mut leadership = cluster.leadership();
     // Marked seen before the read, so a change applied while it runs is pushed after it.
@@ -43,12 +42,16 @@ async fn push_deny_list(cluster: Cluster, updates: mpsc::Sender<Result<Response,
     let mut list = match first {
         Ok(list) => list,
         Err(error) => {
-            let _ = updates.send(Err(error)).await;
+            let _ = updates.send(Box::new(Err(error))).await;
             return;
         }
     };
     loop {
-        if updates.send(Ok(Response::DenyList(list))).await.is_err() {
+        if updates
+            .send(Box::new(Ok(Response::DenyList(list))))
+            .await
+            .is_err()
+        {
             return;
         }
         if !next_change_while_leading(&cluster, &mut changes, &mut leadership, &updates).await {

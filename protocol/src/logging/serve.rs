@@ -14,7 +14,7 @@ use super::read::{Follower, Matcher, backlog};
 use crate::debug::LogQuery;
 use crate::error::{ErrorCode, WireError};
 use crate::message::Response;
-use crate::transport::Reply;
+use crate::transport::{Reply, Update};
 
 /// How often a followed log is looked at for new lines.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(250);
@@ -53,16 +53,16 @@ pub async fn answer(files: LogFiles, query: LogQuery) -> Reply {
     Reply::Stream(receiver)
 }
 
-fn follow(files: &LogFiles, matcher: Matcher, frames: &mpsc::Sender<Result<Response, WireError>>) {
+fn follow(files: &LogFiles, matcher: Matcher, frames: &mpsc::Sender<Update>) {
     let found = match backlog(files, &matcher) {
         Ok(found) => found,
         Err(error) => {
-            let _ = frames.blocking_send(Err(unreadable(files, &error)));
+            let _ = frames.blocking_send(Box::new(Err(unreadable(files, &error))));
             return;
         }
     };
     if frames
-        .blocking_send(Ok(Response::LogRecords(found.records)))
+        .blocking_send(Box::new(Ok(Response::LogRecords(found.records))))
         .is_err()
     {
         return;
@@ -73,14 +73,14 @@ fn follow(files: &LogFiles, matcher: Matcher, frames: &mpsc::Sender<Result<Respo
             Ok(records) if records.is_empty() => std::thread::sleep(FOLLOW_POLL),
             Ok(records) => {
                 if frames
-                    .blocking_send(Ok(Response::LogRecords(records)))
+                    .blocking_send(Box::new(Ok(Response::LogRecords(records))))
                     .is_err()
                 {
                     return;
                 }
             }
             Err(error) => {
-                let _ = frames.blocking_send(Err(unreadable(files, &error)));
+                let _ = frames.blocking_send(Box::new(Err(unreadable(files, &error))));
                 return;
             }
         }

@@ -32,7 +32,7 @@ fn client_config(
     let tls = credentials.client_config()?;
     let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
     let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
-    client_config.transport_config(Arc::new(config.quinn()?));
+    client_config.transport_config(Arc::new(config.quinn(false)?));
     Ok(client_config)
 }
 

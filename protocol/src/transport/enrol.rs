@@ -57,7 +57,7 @@ pub async fn enrol(
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| internal(&e))?;
     let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
-    client_config.transport_config(Arc::new(config.quinn().map_err(|e| internal(&e))?));
+    client_config.transport_config(Arc::new(config.quinn(false).map_err(|e| internal(&e))?));
     let local = if address.is_ipv6() {
         SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
     } else {

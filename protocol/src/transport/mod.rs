@@ -30,13 +30,21 @@ pub use bundle::{
 pub use client::{ANSWER_EXPECTED, Connection, Connector, Subscription};
 pub use enrol::{ca_pem_holds, certificates_der, certificates_pem, enrol, first_certificate_der};
 pub use gate::Gate;
-pub use server::{Handler, Refusal, Reply, Server};
+pub use server::{Handler, Refusal, Reply, Server, Update};
 pub use tls::{Credentials, Expiries, Rotation, TlsError};
 
 use crate::codec::CodecConfig;
 use crate::error::{ErrorCode, ErrorDetail, WireError};
 use crate::identity::{Identity, IdentityKind};
 use crate::message::PROTOCOL_VERSION;
+
+/// Streams an agent may have open at once on a connection to a server: its desired-state, deny
+/// list and CA watches, a heartbeat and its reports. quinn keeps a slot (two map entries) for
+/// each stream a peer may open from the connection's start, so at 256 a coordinator held about
+/// 24 KiB per agent for streams never opened; every other client is raised to
+/// [`TransportConfig::max_concurrent_streams`] once its hello says who it is. An agent with more
+/// requests than this in flight waits for a stream, it is not refused.
+pub const AGENT_STREAMS: u32 = 32;
 
 /// Timeouts, limits and the protocol version of an endpoint.
 #[derive(Debug, Clone)]
@@ -52,8 +60,13 @@ pub struct TransportConfig {
     pub request_timeout: Duration,
     /// How long a server waits for a request's frame on a new stream.
     pub read_request_timeout: Duration,
-    /// Streams a peer may have open at once on one connection.
+    /// Streams a peer may have open at once on one connection. An agent's connection to a
+    /// server keeps [`AGENT_STREAMS`] (see there).
     pub max_concurrent_streams: u32,
+    /// Whether a connection may hand the kernel several datagrams in one call (GSO). It costs
+    /// each connection a send buffer of several datagrams for good (about 14 KiB); a server
+    /// of thousands of quiet connections, a coordinator, is better without.
+    pub segmentation_offload: bool,
     /// The version spoken in the hello. Only tests set anything but [`PROTOCOL_VERSION`].
     pub protocol_version: u16,
 }
@@ -68,19 +81,30 @@ impl Default for TransportConfig {
             request_timeout: Duration::from_secs(30),
             read_request_timeout: Duration::from_secs(10),
             max_concurrent_streams: 256,
+            segmentation_offload: true,
             protocol_version: PROTOCOL_VERSION,
         }
     }
 }
 
 impl TransportConfig {
-    fn quinn(&self) -> Result<quinn::TransportConfig, TlsError> {
+    /// quinn's settings for a server's connections (`serves`), or a client's: only clients open
+    /// streams, so a client's connection keeps no slot for streams its server could open.
+    fn quinn(&self, serves: bool) -> Result<quinn::TransportConfig, TlsError> {
         let mut transport = quinn::TransportConfig::default();
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
             .map_err(|e| TlsError::Config(format!("idle timeout: {e}")))?;
         transport.max_idle_timeout(Some(idle));
         transport.keep_alive_interval(Some(self.keep_alive.min(self.idle_timeout / 2)));
-        transport.max_concurrent_bidi_streams(self.max_concurrent_streams.into());
+        // A server's connection starts with room for few streams, raised after the hello for
+        // all but agents (quinn keeps a slot for each stream a peer may open, from the start).
+        let streams = if serves {
+            AGENT_STREAMS.min(self.max_concurrent_streams)
+        } else {
+            0
+        };
+        transport.max_concurrent_bidi_streams(streams.into());
+        transport.enable_segmentation_offload(self.segmentation_offload);
         transport.max_concurrent_uni_streams(0u32.into());
         Ok(transport)
     }

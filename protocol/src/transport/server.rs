@@ -18,7 +18,7 @@ use super::{
 use crate::codec::{self, CodecError, HELLO_MAGIC, HELLO_REPLY_MAGIC};
 use crate::error::{ErrorCode, WireError};
 use crate::id::RequestId;
-use crate::identity::Identity;
+use crate::identity::{Identity, IdentityKind};
 use crate::message::{Hello, HelloReply, Request, RequestFrame, Response, ResponseFrame};
 
 /// How long a refused client gets to read the refusal before the server closes the connection.
@@ -31,8 +31,12 @@ pub enum Reply {
     Once(Result<Response, WireError>),
     /// Updates until the sender is dropped (the stream then ends cleanly) or the client goes away
     /// (the sender then fails, so the producer notices).
-    Stream(mpsc::Receiver<Result<Response, WireError>>),
+    Stream(mpsc::Receiver<Update>),
 }
+
+/// One update of a streamed reply, boxed: a channel holds room for 32 from its start, and a
+/// coordinator keeps three watches for every agent (6 KiB each with the update inline).
+pub type Update = Box<Result<Response, WireError>>;
 
 /// A connection the server refused, for logs and tests.
 #[derive(Debug, Clone)]
@@ -109,7 +113,7 @@ impl Server {
         let tls = credentials.server_config(policy.gate().cloned(), policy.enrols())?;
         let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-        server_config.transport_config(Arc::new(config.quinn()?));
+        server_config.transport_config(Arc::new(config.quinn(true)?));
         // Keyed from our private key, so that after a restart our stale connections at the
         // clients are reset at once (see `reset`).
         let endpoint_config = credentials
@@ -183,7 +187,9 @@ async fn serve_connection<H: Handler>(
 ) {
     let address = incoming.remote_address();
     let limit = shared.config.handshake_timeout;
-    let conn = match tokio::time::timeout(limit, incoming).await {
+    // The phases before the hello are boxed, so that the task that lives on with the connection
+    // keeps no room for them (it is one task per agent on a coordinator).
+    let conn = match tokio::time::timeout(limit, Box::pin(incoming.into_future())).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             handler.refused(&Refusal {
@@ -204,9 +210,9 @@ async fn serve_connection<H: Handler>(
     };
     if conn.peer_identity().is_none() && shared.policy.enrols() {
         // No certificate at all: this client may only enrol.
-        let outcome = super::enrol::serve(&conn, &shared.config, |request| {
+        let outcome = Box::pin(super::enrol::serve(&conn, &shared.config, |request| {
             handler.enrol(address, request)
-        })
+        }))
         .await;
         if let Err(error) = outcome {
             handler.refused(&Refusal {
@@ -217,7 +223,7 @@ async fn serve_connection<H: Handler>(
         }
         return;
     }
-    let peer = match tokio::time::timeout(limit, hello(&conn, &shared)).await {
+    let peer = match tokio::time::timeout(limit, Box::pin(hello(&conn, &shared))).await {
         Ok(Ok(peer)) => peer,
         Ok(Err((identity, error))) => {
             handler.refused(&Refusal {
@@ -272,6 +278,9 @@ async fn serve_connection<H: Handler>(
             }
         }
     };
+    if peer.identity.kind() != IdentityKind::Agent {
+        conn.set_max_concurrent_bi_streams(shared.config.max_concurrent_streams.into());
+    }
     let peer = Arc::new(peer);
     let reason = loop {
         match conn.accept_bi().await {
@@ -413,7 +422,9 @@ async fn serve_stream<H: Handler>(
             return;
         }
     };
-    match handler.handle(&peer, request_id, request).await {
+    // Boxed, and so freed once answered: a stream that lives on (a watch) would otherwise keep
+    // room for the handler's whole future, for every agent a coordinator serves.
+    match Box::pin(handler.handle(&peer, request_id, request)).await {
         Reply::Once(result) => {
             let _ = write_response(&mut send, request_id, result, &shared).await;
         }
@@ -426,7 +437,7 @@ async fn serve_stream<H: Handler>(
                 _ = send.stopped() => None,
             };
             let Some(result) = next else { break };
-            if write_response(&mut send, request_id, result, &shared)
+            if write_response(&mut send, request_id, *result, &shared)
                 .await
                 .is_err()
             {
