@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod fleetlogs;
 pub mod health;
 pub mod leader;
+pub mod listing;
 pub mod notices;
 pub mod output;
 pub mod progress;

@@ -111,6 +111,7 @@ pub fn request_workspace(request: &Request) -> Option<&WorkspaceName> {
         | WorkspaceRequest::Release(name)
         | WorkspaceRequest::Worktree(name) => Some(name),
         WorkspaceRequest::List
+        | WorkspaceRequest::ListPage { .. }
         | WorkspaceRequest::Notices
         | WorkspaceRequest::RenewSession(_)
         | WorkspaceRequest::Cleanup { .. }

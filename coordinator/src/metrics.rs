@@ -430,6 +430,7 @@ fn workspace_kind(request: &WorkspaceRequest) -> &'static str {
     match request {
         WorkspaceRequest::Create(_) => "workspace_create",
         WorkspaceRequest::List => "workspace_list",
+        WorkspaceRequest::ListPage { .. } => "workspace_list_page",
         WorkspaceRequest::Inspect(_) => "workspace_inspect",
         WorkspaceRequest::Start(_) => "workspace_start",
         WorkspaceRequest::Stop(_) => "workspace_stop",

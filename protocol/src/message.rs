@@ -310,7 +310,19 @@ pub enum WorkspaceRequest {
     /// user's machine, from the CA that signs now: what lets a CLI through a CA rotation
     /// without a new login. [`Response::Issued`].
     RenewSession(RenewRequest),
+    // At scale (issue 28).
+    /// The workspaces the caller may see (an admin: all), in name order, after `after`, at most
+    /// `limit` (the server caps it at [`LIST_PAGE_MAX`]): [`Response::WorkspacePage`]. A fleet's
+    /// whole list can pass a frame; this one never does.
+    ListPage {
+        after: Option<WorkspaceName>,
+        limit: u32,
+    },
 }
+
+/// The most workspaces one [`WorkspaceRequest::ListPage`] answers (a view is well under 1 KiB,
+/// so a page stays far below the 16 MiB frame).
+pub const LIST_PAGE_MAX: u32 = 5_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminRequest {
@@ -583,6 +595,12 @@ pub enum Response {
     DenyList(DenyList),
     CaStatus(Box<CaStatus>),
     TrustBundle(TrustBundle),
+    /// A page of [`WorkspaceRequest::ListPage`]; `next`: ask again after it (`None`: the end). A
+    /// page may hold fewer than asked, or none, and still have a next.
+    WorkspacePage {
+        workspaces: Vec<WorkspaceView>,
+        next: Option<WorkspaceName>,
+    },
 }
 
 /// A workspace's lifecycle as its policies see it (`nexus workspace inspect`).

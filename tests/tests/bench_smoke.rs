@@ -249,8 +249,20 @@ fn the_snapshot_scenario_runs_and_reports() {
 
 #[test]
 fn the_backup_scenario_runs_and_reports() {
-    let result = run_bench(&["backup", "--hosts", "4", "--workspaces", "40"]);
+    let result = run_bench(&[
+        "backup",
+        "--hosts",
+        "4",
+        "--workspaces",
+        "40",
+        "--creates",
+        "20",
+    ]);
     assert_eq!(result["workspaces"], 40);
+    assert_eq!(result["at_scale"]["list_cli"]["n"], 5);
+    assert_eq!(result["at_scale"]["list_pages"]["n"], 1, "40 in one page");
+    assert_eq!(result["at_scale"]["create"]["n"], 20);
+    assert_eq!(result["at_scale"]["whole_list"]["Ok"], 40);
     assert!(result["file_bytes"].as_u64().unwrap() > 1_000);
     assert!(result["created_bytes"].as_u64().unwrap() > 1_000);
     assert!(result["online_restore_seconds"].as_f64().unwrap() > 0.0);

@@ -142,30 +142,15 @@ pub async fn run(
         }
         AdminCommand::Workspace(command) => match command {
             AdminWorkspaceCommand::List { host, owner, stale } => {
-                match settings
-                    .request(
-                        if stale {
-                            Request::Stale(StaleRead::Workspace(WorkspaceRequest::List))
-                        } else {
-                            Request::Workspace(WorkspaceRequest::List)
-                        },
-                        READ_TIMEOUT,
-                    )
-                    .await?
-                {
-                    Response::Workspaces(mut views) => {
-                        views.retain(|v| {
-                            host.as_ref().is_none_or(|h| v.host.as_ref() == Some(h))
-                                && owner.as_ref().is_none_or(|o| &v.owner == o)
-                        });
-                        let json = serde_json::Value::Array(
-                            views.iter().map(output::workspace_json).collect(),
-                        );
-                        output::emit(format, &json, || output::workspaces_table(&views));
-                        Ok(())
-                    }
-                    other => Err(CliError::unexpected(&other)),
-                }
+                let mut views = crate::listing::workspaces(settings, stale, READ_TIMEOUT).await?;
+                views.retain(|v| {
+                    host.as_ref().is_none_or(|h| v.host.as_ref() == Some(h))
+                        && owner.as_ref().is_none_or(|o| &v.owner == o)
+                });
+                let json =
+                    serde_json::Value::Array(views.iter().map(output::workspace_json).collect());
+                output::emit(format, &json, || output::workspaces_table(&views));
+                Ok(())
             }
             AdminWorkspaceCommand::Inspect { name } => {
                 workspace::inspect(settings, name, format).await

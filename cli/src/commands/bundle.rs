@@ -11,7 +11,7 @@ use nexus_protocol::RequestId;
 use nexus_protocol::clock;
 use nexus_protocol::debug::{LogLevel, LogQuery, LogRecord};
 use nexus_protocol::error::ErrorCode;
-use nexus_protocol::message::{AdminRequest, HostRequest, Request, Response, WorkspaceRequest};
+use nexus_protocol::message::{AdminRequest, HostRequest, Request, Response};
 use serde_json::{Value, json};
 
 use crate::args::OutputFormat;
@@ -181,7 +181,14 @@ async fn table(settings: &Settings, source: &Source) -> Result<Vec<u8>, String> 
     let request = match source {
         Source::Hosts => Request::Admin(AdminRequest::Hosts),
         Source::Limits => Request::Admin(AdminRequest::Limits),
-        Source::Workspaces => Request::Workspace(WorkspaceRequest::List),
+        // The views carry no environment: a spec's values never leave the coordinators here.
+        Source::Workspaces => {
+            let views = crate::listing::workspaces(settings, false, TABLE_TIMEOUT)
+                .await
+                .map_err(|e| e.error.message.clone())?;
+            let value = Value::Array(views.iter().map(output::workspace_json).collect());
+            return Ok(pretty(&value));
+        }
         _ => return Err("not a table".into()),
     };
     let response = settings
@@ -191,10 +198,6 @@ async fn table(settings: &Settings, source: &Source) -> Result<Vec<u8>, String> 
     let value = match response {
         Response::Hosts(hosts) => output::hosts_json(&hosts),
         Response::Limits(limits) => output::limits_view_json(&limits),
-        // The views carry no environment: a spec's values never leave the coordinators here.
-        Response::Workspaces(views) => {
-            Value::Array(views.iter().map(output::workspace_json).collect())
-        }
         other => return Err(format!("unexpected answer: {other:?}")),
     };
     Ok(pretty(&value))

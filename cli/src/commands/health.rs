@@ -356,16 +356,9 @@ async fn gather(settings: &Settings) -> Facts {
         .buffer_unordered(AGENTS_AT_ONCE)
         .collect::<Vec<_>>()
         .await;
-    let list = if quorum {
-        Request::Workspace(WorkspaceRequest::List)
-    } else {
-        Request::Stale(StaleRead::Workspace(WorkspaceRequest::List))
-    };
-    let workspaces = match settings.request(list, READ_TIMEOUT).await {
-        Ok(Response::Workspaces(views)) => Ok(views),
-        Ok(other) => Err(CliError::unexpected(&other).error.message.clone()),
-        Err(error) => Err(message(error)),
-    };
+    let workspaces = crate::listing::workspaces(settings, !quorum, READ_TIMEOUT)
+        .await
+        .map_err(message);
     let mut agents = agents;
     agents.sort_by(|a, b| a.host.cmp(&b.host));
     Facts {

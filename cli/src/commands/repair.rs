@@ -43,13 +43,7 @@ pub async fn run(
         let wait = Some((name, Goal::Running, args.wait));
         return workspace::change(settings, request, wait, format).await;
     }
-    let views = match settings
-        .request(Request::Workspace(WorkspaceRequest::List), TIMEOUT)
-        .await?
-    {
-        Response::Workspaces(views) => views,
-        other => return Err(CliError::unexpected(&other)),
-    };
+    let views = crate::listing::workspaces(settings, false, TIMEOUT).await?;
     let names = select(&views, args.state, args.host.as_ref());
     let progress = Progress::new(names.len() as u64, "repairing");
     let summary = repair_all(settings, names, args.wait, &progress).await;

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use nexus_protocol::WorkspaceName;
 use nexus_protocol::error::ErrorCode;
-use nexus_protocol::message::{
-    DesiredRun, Request, Response, StaleRead, WorkspaceDetail, WorkspaceRequest,
-};
+use nexus_protocol::message::{DesiredRun, Request, Response, WorkspaceDetail, WorkspaceRequest};
 use nexus_protocol::model::{PortSpec, ResourceClass, Scoring, WorkspaceSpec, WorkspaceState};
 
 use crate::args::{ClassArg, OutputFormat, WaitArgs, WorkspaceCommand};
@@ -69,13 +67,8 @@ pub async fn run(
             (request, Some((args.name, Goal::Running, args.wait)))
         }
         WorkspaceCommand::List { stale } => {
-            let request = WorkspaceRequest::List;
-            let request = if stale {
-                Request::Stale(StaleRead::Workspace(request))
-            } else {
-                Request::Workspace(request)
-            };
-            return print_answer(settings.request(request, TIMEOUT).await?, format).map(|()| 0);
+            let views = crate::listing::workspaces(settings, stale, TIMEOUT).await?;
+            return print_answer(Response::Workspaces(views), format).map(|()| 0);
         }
         WorkspaceCommand::Inspect { name } => {
             return inspect(settings, name, format).await.map(|()| 0);

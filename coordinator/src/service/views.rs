@@ -2,6 +2,7 @@
 //! protocol carries. Pure functions of what they are given; no requests are answered here.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::time::Duration;
 
 use nexus_protocol::message::{
@@ -9,7 +10,7 @@ use nexus_protocol::message::{
     WorkspaceDetail,
 };
 use nexus_protocol::model::WorkspaceView;
-use nexus_protocol::{HostId, NodeId};
+use nexus_protocol::{HostId, NodeId, WorkspaceName};
 
 use super::liveness::Liveness;
 use crate::cluster::NodeView;
@@ -153,5 +154,87 @@ pub(super) fn detail_of(record: &WorkspaceRecord) -> WorkspaceDetail {
         updated_at: record.updated_at,
         last_error: record.last_error.clone(),
         port_reassigned: record.port_reassigned,
+    }
+}
+
+/// The most records one page looks at: a page of one user's workspaces in a large fleet ends there,
+/// with the last one looked at as its next, rather than walking the whole fleet at once.
+pub(super) const PAGE_SCAN_MAX: usize = 20_000;
+
+/// A page of `records` in name order after `after`: up to `limit` of those `visible` lets
+/// through, and the name to ask after next, `None` when no record follows.
+pub(super) fn list_page<'a, T>(
+    records: &'a BTreeMap<WorkspaceName, T>,
+    after: Option<&WorkspaceName>,
+    limit: usize,
+    visible: impl Fn(&T) -> bool,
+) -> (Vec<&'a T>, Option<WorkspaceName>) {
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut page = Vec::new();
+    let mut last: Option<&WorkspaceName> = None;
+    for (scanned, (name, record)) in records.range((start, Bound::Unbounded)).enumerate() {
+        if page.len() >= limit || scanned >= PAGE_SCAN_MAX {
+            return (page, last.cloned());
+        }
+        last = Some(name);
+        if visible(record) {
+            page.push(record);
+        }
+    }
+    (page, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(n: usize) -> BTreeMap<WorkspaceName, usize> {
+        (0..n)
+            .map(|i| (format!("w{i:06}").parse().unwrap(), i))
+            .collect()
+    }
+
+    /// Every page in turn, as `list_page` gives them.
+    fn walk(
+        records: &BTreeMap<WorkspaceName, usize>,
+        limit: usize,
+        visible: impl Fn(&usize) -> bool + Copy,
+    ) -> (Vec<usize>, usize) {
+        let (mut seen, mut pages, mut after) = (Vec::new(), 0, None);
+        loop {
+            let (page, next) = list_page(records, after.as_ref(), limit, visible);
+            assert!(page.len() <= limit);
+            seen.extend(page.into_iter().copied());
+            pages += 1;
+            match next {
+                Some(next) => after = Some(next),
+                None => return (seen, pages),
+            }
+        }
+    }
+
+    #[test]
+    fn pages_give_every_record_once_in_order() {
+        for (n, limit) in [(0, 3), (1, 1), (9, 3), (10, 3), (7, 100), (5, 5)] {
+            let all = records(n);
+            let (seen, pages) = walk(&all, limit, |_| true);
+            assert_eq!(seen, (0..n).collect::<Vec<_>>(), "{n} by {limit}");
+            assert_eq!(pages, n.div_ceil(limit).max(1), "{n} by {limit}");
+        }
+    }
+
+    #[test]
+    fn a_filtered_walk_stops_each_page_at_the_scan_limit_and_misses_nothing() {
+        let all = records(PAGE_SCAN_MAX * 2 + 10);
+        let (seen, pages) = walk(&all, 50, |i| i % 1_000 == 7);
+        let wanted: Vec<usize> = (0..all.len()).filter(|i| i % 1_000 == 7).collect();
+        assert_eq!(seen, wanted);
+        assert_eq!(pages, 3, "one page per scan limit, the last one short");
+        let (page, next) = list_page(&all, None, 50, |_| false);
+        assert!(page.is_empty());
+        assert_eq!(
+            next,
+            Some(format!("w{:06}", PAGE_SCAN_MAX - 1).parse().unwrap())
+        );
     }
 }

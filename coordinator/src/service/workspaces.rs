@@ -5,14 +5,14 @@
 use nexus_protocol::clock;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::{Identity, Role};
-use nexus_protocol::message::{DesiredRun, Response, WorkspaceRequest};
+use nexus_protocol::message::{DesiredRun, LIST_PAGE_MAX, Response, WorkspaceRequest};
 use nexus_protocol::model::{WorkspaceSpec, WorkspaceState, WorkspaceView};
 use nexus_protocol::transport::Peer;
 use nexus_protocol::{RequestId, UserName, WorkspaceName};
 
 use super::Service;
 use super::checks::{check_repo_access, check_spec, denied, too_many};
-use super::views::{detail_of, view_of};
+use super::views::{detail_of, list_page, view_of};
 use crate::cluster::Consistency;
 use crate::locks::lock;
 use crate::scheduler::Scoring;
@@ -35,6 +35,7 @@ impl Service {
         let reading = matches!(
             request,
             WorkspaceRequest::List
+                | WorkspaceRequest::ListPage { .. }
                 | WorkspaceRequest::Inspect(_)
                 | WorkspaceRequest::Describe(_)
                 | WorkspaceRequest::Endpoint(_)
@@ -64,6 +65,22 @@ impl Service {
                     })
                     .await?;
                 Ok(Response::Workspaces(views))
+            }
+            WorkspaceRequest::ListPage { after, limit } => {
+                let user = user.clone();
+                let limit = limit.clamp(1, LIST_PAGE_MAX) as usize;
+                self.cluster
+                    .read(consistency, move |state| {
+                        let (workspaces, next) =
+                            list_page(state.workspaces(), after.as_ref(), limit, |w| {
+                                admin || w.owner == user
+                            });
+                        Response::WorkspacePage {
+                            workspaces: workspaces.into_iter().map(view_of).collect(),
+                            next,
+                        }
+                    })
+                    .await
             }
             WorkspaceRequest::Inspect(name) => Ok(Response::Workspace(
                 self.owned(peer, &name, admin, consistency).await?,
@@ -736,6 +753,64 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        node.stop().await.unwrap();
+    }
+
+    /// Pages of the list: each caller's own (an admin: all), in name order, each once, and the
+    /// same as the one-request list.
+    #[tokio::test]
+    async fn the_list_in_pages_is_the_list() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let (ada, bob, admin) = (
+            named("ada", Role::User),
+            named("bob", Role::User),
+            named("root", Role::Admin),
+        );
+        for (who, name) in [(&bob, "b1"), (&ada, "a2"), (&ada, "a1"), (&bob, "b2")] {
+            let create = ws(WorkspaceRequest::Create(workspace_spec(name, &[])));
+            ask(&service, who, create).await.unwrap();
+        }
+        let walk = |who: Peer, limit: u32| {
+            let service = &service;
+            async move {
+                let (mut names, mut pages, mut after) = (Vec::new(), 0, None);
+                loop {
+                    let page = ws(WorkspaceRequest::ListPage { after, limit });
+                    let Response::WorkspacePage { workspaces, next } =
+                        ask(service, &who, page).await.unwrap()
+                    else {
+                        panic!("not a page")
+                    };
+                    assert!(workspaces.len() <= limit.max(1) as usize);
+                    names.extend(workspaces.into_iter().map(|w| w.name.to_string()));
+                    pages += 1;
+                    match next {
+                        Some(next) => after = Some(next),
+                        None => return (names, pages),
+                    }
+                }
+            }
+        };
+        // The last page is empty: after a2 come bob's, which the page looks at but leaves out.
+        assert_eq!(
+            walk(ada.clone(), 1).await,
+            (vec!["a1".into(), "a2".into()], 3)
+        );
+        let (all, pages) = walk(admin.clone(), 0).await;
+        assert_eq!(all, ["a1", "a2", "b1", "b2"]);
+        assert_eq!(pages, 4, "a limit of 0 is one a page");
+        assert_eq!(
+            walk(bob.clone(), 100).await,
+            (vec!["b1".into(), "b2".into()], 1)
+        );
+        let Response::Workspaces(listed) = ask(&service, &admin, ws(WorkspaceRequest::List))
+            .await
+            .unwrap()
+        else {
+            panic!("not a list")
+        };
+        let listed: Vec<String> = listed.into_iter().map(|w| w.name.to_string()).collect();
+        assert_eq!(listed, all);
         node.stop().await.unwrap();
     }
 }

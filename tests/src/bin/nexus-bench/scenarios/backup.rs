@@ -2,7 +2,9 @@
 //! state (H hosts, W workspaces placed by the scheduler and reported running) is made in this
 //! process by the coordinator's own state machine (`snapshot::build`) and written as a backup
 //! file; three real coordinators are made from it with `nexus-coordinator restore` and started
-//! (no agents: the hosts are in the state only). Then, each one real process timed from spawn to
+//! (no agents: the hosts are in the state only). Then the API at that size: `nexus workspace
+//! list` (a real process, from spawn to exit), each page of the list and the one-request list on
+//! one connection, and creates one at a time. Then, each one real process timed from spawn to
 //! exit: `nexus admin backup create` (the leader's fence, encode, write, re-read and verify),
 //! `nexus admin backup verify` of it, and an online `nexus admin backup restore` of it (answered
 //! once applied on the leader); and a fourth member added (`ClusterAdd`), timed until its own
@@ -13,10 +15,11 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use nexus_cli::listing;
 use nexus_coordinator::state::STATE_FORMAT;
 use nexus_protocol::backup::{self, BackupHeader};
 use nexus_protocol::identity::Role;
-use nexus_protocol::message::{AdminRequest, Request, Response};
+use nexus_protocol::message::{AdminRequest, Request, Response, WorkspaceRequest};
 use nexus_protocol::model::WorkspaceState;
 use nexus_protocol::{NodeId, clock};
 use nexus_tests::cluster::{TestCluster, admin_to_leader};
@@ -24,6 +27,7 @@ use nexus_tests::pki::{self, TestPki};
 use nexus_tests::process::{binary, cli_command, connect};
 use serde::Serialize;
 
+use crate::measure::Percentiles;
 use crate::scenarios::snapshot;
 use crate::setup::{count_of, fleet_stats};
 
@@ -37,6 +41,9 @@ pub(crate) struct Args {
     /// The coordinators' `--election-ticks` (their default, 10, unless given).
     #[arg(long)]
     pub(crate) election_ticks: Option<usize>,
+    /// Creates timed at the end, once the state is whole.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) creates: usize,
 }
 
 /// What the `backup` scenario measured.
@@ -56,6 +63,102 @@ pub(crate) struct Report {
     pub(crate) catch_up_seconds: f64,
     pub(crate) term_before: u64,
     pub(crate) term_after: u64,
+    pub(crate) at_scale: AtScale,
+}
+
+/// The API with the whole state in place (issue 28, item 6).
+#[derive(Debug, Serialize)]
+pub(crate) struct AtScale {
+    /// `nexus workspace list -o json` of every workspace, a process each, from spawn to exit.
+    pub(crate) list_cli: Percentiles,
+    /// Each page of one walk of the list ([`listing::PAGE`] a page), on one connection.
+    pub(crate) list_pages: Percentiles,
+    /// That walk, whole.
+    pub(crate) list_walk_ms: f64,
+    /// Creates one after another on one connection, each until placed and committed.
+    pub(crate) create: Percentiles,
+    /// What the one-request list (`WorkspaceRequest::List`) answers at this size: how many
+    /// workspaces, or its error.
+    pub(crate) whole_list: Result<usize, String>,
+    pub(crate) whole_list_ms: f64,
+}
+
+/// Times the list (by the CLI, and page by page) and creates, once the fleet is whole.
+async fn list_and_create(
+    pki: &TestPki,
+    cluster: &TestCluster,
+    workspaces: usize,
+    creates: usize,
+) -> AtScale {
+    let mut lists = Vec::new();
+    for _ in 0..5 {
+        let (seconds, out) = timed(pki, cluster, &["workspace", "list"]);
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(listed.as_array().unwrap().len() >= workspaces);
+        lists.push(Duration::from_secs_f64(seconds));
+    }
+    let list_cli = Percentiles::of(lists);
+    println!("workspace list (the CLI, whole): {list_cli:?}");
+    let leader = cluster.leader(pki, Duration::from_secs(60)).await;
+    let address = cluster.members[cluster.index_of(leader.node.get())].address;
+    let admin = connect(pki, &pki::user("bench", Role::Admin), address)
+        .await
+        .unwrap();
+    let (mut pages, mut after, mut listed) = (Vec::new(), None, 0);
+    let walk = Instant::now();
+    loop {
+        let asked = Instant::now();
+        let page = WorkspaceRequest::ListPage {
+            after: after.take(),
+            limit: listing::PAGE,
+        };
+        let Response::WorkspacePage { workspaces, next } =
+            admin.request(Request::Workspace(page)).await.unwrap()
+        else {
+            panic!("not a page")
+        };
+        pages.push(asked.elapsed());
+        listed += workspaces.len();
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let list_walk_ms = walk.elapsed().as_secs_f64() * 1000.0;
+    let asked = Instant::now();
+    let whole_list = match admin
+        .request(Request::Workspace(WorkspaceRequest::List))
+        .await
+    {
+        Ok(Response::Workspaces(views)) => Ok(views.len()),
+        Ok(other) => Err(format!("{other:?}")),
+        Err(error) => Err(format!("{}: {}", error.code, error.message)),
+    };
+    let whole_list_ms = asked.elapsed().as_secs_f64() * 1000.0;
+    println!("the one-request list: {whole_list:?} in {whole_list_ms:.0} ms");
+    assert!(listed >= workspaces);
+    let list_pages = Percentiles::of(pages);
+    println!("the list's pages: {list_pages:?}; the walk {list_walk_ms:.0} ms");
+    let mut timings = Vec::new();
+    for i in 0..creates {
+        let spec = nexus_fixtures::spec(&format!("new{i:04}"));
+        let asked = Instant::now();
+        let answer = admin
+            .request(Request::Workspace(WorkspaceRequest::Create(spec)))
+            .await;
+        assert!(matches!(answer, Ok(Response::Workspace(_))), "{answer:?}");
+        timings.push(asked.elapsed());
+    }
+    let create = Percentiles::of(timings);
+    println!("creates, one at a time: {create:?}");
+    AtScale {
+        list_cli,
+        list_pages,
+        list_walk_ms,
+        create,
+        whole_list,
+        whole_list_ms,
+    }
 }
 
 /// `nexus-coordinator restore` of `file` into `data_dir` as `node`, with `peers`.
@@ -132,6 +235,7 @@ pub(crate) async fn run(args: Args) -> Report {
         hosts,
         workspaces,
         election_ticks,
+        creates,
     } = args;
     let pki = TestPki::new();
     pki.issue(&pki::user("bench", Role::Admin));
@@ -199,6 +303,8 @@ pub(crate) async fn run(args: Args) -> Report {
     println!("the restored cluster serves every workspace after {cluster_up_seconds:.1} s");
     // The new leader backs up at once (its directory is empty): let that pass before timing.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    // The list and creates first, on the state as restored (the creates go into the backups).
+    let at_scale = list_and_create(&pki, &cluster, workspaces, creates).await;
     let term_before = cluster.leader(&pki, Duration::from_secs(60)).await.term;
 
     let (create_seconds, out) = timed(&pki, &cluster, &["admin", "backup", "create"]);
@@ -258,5 +364,6 @@ pub(crate) async fn run(args: Args) -> Report {
         catch_up_seconds,
         term_before,
         term_after,
+        at_scale,
     }
 }
