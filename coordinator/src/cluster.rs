@@ -187,7 +187,8 @@ impl Cluster {
             proposer,
             command,
         };
-        let deadline = Instant::now() + self.config.proposal_timeout;
+        let limit = proposal_limit(self.config.proposal_timeout, &proposal.command);
+        let deadline = Instant::now() + limit;
         let mut leadership = self.leadership();
         // Whether the write left this node: a leader it was forwarded to may have taken it, so
         // no later refusal here can say it did not happen.
@@ -197,8 +198,7 @@ impl Cluster {
             // One deadline for every round: a new term never restarts the clock.
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(timed_out("the write", self.config.proposal_timeout)
-                    .with_request_id(request_id));
+                return Err(timed_out("the write", limit).with_request_id(request_id));
             }
             let error = match self.propose_here_within(proposal.clone(), remaining).await {
                 Err(error) if error.code == ErrorCode::NotLeader => error,
@@ -257,8 +257,7 @@ impl Cluster {
                 }
                 // The forward's own limit leaves out connecting to the leader.
                 () = tokio::time::sleep(remaining) => {
-                    return Err(timed_out("the write", self.config.proposal_timeout)
-                        .with_request_id(request_id));
+                    return Err(timed_out("the write", limit).with_request_id(request_id));
                 }
             };
             if Instant::now() + self.config.tick >= deadline {
@@ -276,8 +275,9 @@ impl Cluster {
             hop = hop.workspace(workspace);
         }
         let span = hop.info();
+        let limit = proposal_limit(self.config.proposal_timeout, &proposal.command);
         let result = self
-            .propose_here_within(proposal, self.config.proposal_timeout)
+            .propose_here_within(proposal, limit)
             .instrument(span.clone())
             .await;
         hop::record(&span, &result);
@@ -678,6 +678,22 @@ impl HostSignals {
     }
 }
 
+/// How long a write may take before its caller is answered that it timed out: `base` (the
+/// configured proposal timeout), and for a restore one second more for every 4 MiB of its state.
+/// A restore of 250,000 workspaces is a 79 MB entry: sent to the followers in pieces, persisted and
+/// applied, it took 8-11 s on two cores, past the 10 s every other write gets.
+pub fn proposal_limit(base: Duration, command: &Command) -> Duration {
+    match command {
+        Command::Restore { state, .. } => {
+            let extra = u64::try_from(state.len())
+                .unwrap_or(u64::MAX)
+                .div_ceil(4 << 20);
+            base.saturating_add(Duration::from_secs(extra))
+        }
+        _ => base,
+    }
+}
+
 fn stopped() -> WireError {
     WireError::new(
         ErrorCode::Internal,
@@ -713,5 +729,49 @@ fn unknown_after_forward(cause: &WireError) -> WireError {
 async fn next_term(leadership: &mut watch::Receiver<Leadership>, term: u64) {
     if leadership.wait_for(|now| now.term != term).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nexus_protocol::backup::BackupHeader;
+
+    fn restore(bytes: usize) -> Command {
+        Command::Restore {
+            header: BackupHeader {
+                id: "b1".into(),
+                cluster: "ab".repeat(32),
+                node: NodeId::new(1).unwrap(),
+                index: 5,
+                term: 2,
+                created_at: clock::now(),
+                software: "test".into(),
+                state_format: crate::state::STATE_FORMAT,
+                counts: vec![],
+            },
+            state: vec![0; bytes],
+        }
+    }
+
+    #[test]
+    fn a_restore_gets_a_second_more_for_every_4_mib_and_other_writes_the_base() {
+        let base = Duration::from_secs(10);
+        assert_eq!(proposal_limit(base, &restore(0)), base);
+        assert_eq!(proposal_limit(base, &restore(1)), Duration::from_secs(11));
+        assert_eq!(
+            proposal_limit(base, &restore(4 << 20)),
+            Duration::from_secs(11)
+        );
+        // 250,000 workspaces' state: 79 MB.
+        assert_eq!(
+            proposal_limit(base, &restore(78_675_755)),
+            Duration::from_secs(29)
+        );
+        let other = Command::SetLimits {
+            host: None,
+            patch: crate::state::LimitsPatch::default(),
+        };
+        assert_eq!(proposal_limit(base, &other), base);
     }
 }

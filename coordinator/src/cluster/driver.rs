@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::join::DenyList;
@@ -37,7 +37,12 @@ use crate::store::RocksStore;
 const MAX_INPUTS_PER_ROUND: usize = 1024;
 
 /// A caller waiting for its proposal to be applied, and since when.
-type Waiter = (Instant, oneshot::Sender<Result<Outcome, WireError>>);
+/// A proposal's caller: since when, for how long (`cluster::proposal_limit`), and its answer.
+type Waiter = (
+    Instant,
+    Duration,
+    oneshot::Sender<Result<Outcome, WireError>>,
+);
 
 /// A read of the state machine, run on the driver's task once the read may be served.
 pub(super) type Query = Box<dyn FnOnce(Result<Applied<'_>, WireError>) + Send>;
@@ -301,7 +306,14 @@ impl Driver {
                         self.proposals
                             .entry(proposal.request_id)
                             .or_default()
-                            .push((Instant::now(), reply));
+                            .push((
+                                Instant::now(),
+                                super::proposal_limit(
+                                    self.config.proposal_timeout,
+                                    &proposal.command,
+                                ),
+                                reply,
+                            ));
                     }
                     Err(error) => {
                         let _ = reply.send(Err(error));
@@ -538,12 +550,12 @@ impl Driver {
                 .remove(&applied.request_id)
                 .unwrap_or_default();
             // The first attempt's wait: propose to applied, as this node saw it.
-            if let Some(since) = waiters.iter().map(|(since, _)| *since).min() {
+            if let Some(since) = waiters.iter().map(|(since, _, _)| *since).min() {
                 self.metrics
                     .raft_commit_duration
                     .observe_duration(since.elapsed());
             }
-            for (_, reply) in waiters {
+            for (_, _, reply) in waiters {
                 let _ = reply.send(Ok(applied.outcome.clone()));
             }
         }
@@ -563,7 +575,7 @@ impl Driver {
                 let Some(outcome) = state.outcome_of(*request_id) else {
                     return true;
                 };
-                for (_, reply) in waiters.drain(..) {
+                for (_, _, reply) in waiters.drain(..) {
                     let _ = reply.send(Ok(outcome.clone()));
                 }
                 false
@@ -644,7 +656,7 @@ impl Driver {
             .collect();
         for (request_id, term) in over {
             self.orphans.remove(&request_id);
-            for (_, reply) in self.proposals.remove(&request_id).unwrap_or_default() {
+            for (_, _, reply) in self.proposals.remove(&request_id).unwrap_or_default() {
                 let _ = reply.send(Err(abandoned(term).with_request_id(request_id)));
             }
         }
@@ -657,13 +669,12 @@ impl Driver {
     /// Answers waiters whose deadline passed, and forgets those whose caller went away.
     fn expire(&mut self) {
         self.expire_orphans();
-        let limit = self.config.proposal_timeout;
         self.proposals.retain(|request_id, waiters| {
-            waiters.retain(|(since, reply)| {
+            waiters.retain(|(since, limit, reply)| {
                 if reply.is_closed() {
                     return false;
                 }
-                since.elapsed() < limit
+                since.elapsed() < *limit
             });
             if waiters.is_empty() {
                 tracing::debug!(%request_id, "a proposal's waiters gave up");
