@@ -75,7 +75,7 @@ pub struct Service {
     /// Each host's latest heartbeat and samples.
     liveness: Mutex<BTreeMap<HostId, Liveness>>,
     /// The newest desired-state watch of each host: a new watch replaces the host's older one.
-    watches: Arc<Mutex<BTreeMap<HostId, u64>>>,
+    watches: watch::Watches,
     /// Creates go through it, batched into shared log entries.
     placer: Placer,
     /// Where each host's agent serves logs and exec, as it last said (soft state, like
