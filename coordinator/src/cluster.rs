@@ -112,6 +112,13 @@ impl Cluster {
         &self.peers
     }
 
+    /// A number that moves whenever the roster (the hosts in the fleet, and which of them are
+    /// down) may have changed on this replica: an answer read from the state at an equal number
+    /// still holds, without asking the driver. Read it before the read it stands for.
+    pub fn roster(&self) -> u64 {
+        self.hosts.roster()
+    }
+
     /// Changes whenever `host`'s desired state may have changed on this replica.
     pub fn desired_changes(&self, host: &nexus_protocol::HostId) -> watch::Receiver<()> {
         self.hosts.subscribe(host)
@@ -645,9 +652,22 @@ impl DriverConfig {
 #[derive(Debug, Default)]
 pub struct HostSignals {
     signals: std::sync::Mutex<HashMap<nexus_protocol::HostId, watch::Sender<()>>>,
+    /// Moves on whenever the roster (which hosts are in the fleet, which are down) may have
+    /// changed on this replica; never goes back, not even over a snapshot or a restore.
+    roster: std::sync::atomic::AtomicU64,
 }
 
 impl HostSignals {
+    /// The roster's number now: equal numbers mean an unchanged roster between the two looks.
+    pub fn roster(&self) -> u64 {
+        self.roster.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn roster_changed(&self) {
+        self.roster
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// A signal that changes whenever `host`'s desired state may have.
     pub fn subscribe(&self, host: &nexus_protocol::HostId) -> watch::Receiver<()> {
         lock(&self.signals)

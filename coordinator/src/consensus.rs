@@ -293,6 +293,11 @@ impl<S: LogStore> RaftNode<S> {
         self.state.take_changed_hosts()
     }
 
+    /// Whether the roster changed since the last call (see [`State::take_roster_changed`]).
+    pub fn take_roster_changed(&mut self) -> bool {
+        self.state.take_roster_changed()
+    }
+
     pub fn applied_index(&self) -> u64 {
         self.applied_index
     }

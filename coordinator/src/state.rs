@@ -58,6 +58,7 @@ pub use command::{Command, Outcome, PlaceRequest, Proposal};
 pub use credentials::{CredentialRecord, Credentials, Resealed, Sealed};
 pub use desired::ChangedHosts;
 pub use events::{EVENT_TEXT_BYTES, EVENTS_KEPT, History, RECORD_EVENTS_MAX};
+use hosts::RosterChanged;
 pub use invariants::BrokenInvariant;
 pub use journal::JOURNAL_RETENTION_MS;
 pub use lifecycle::{Lifecycle, Policies};
@@ -133,6 +134,11 @@ pub struct State {
     /// never compared.
     #[serde(skip)]
     changed_hosts: ChangedHosts,
+    /// Whether the roster (which hosts are in the fleet, and which of them are down) changed
+    /// since the driver last looked: what a heartbeat asks of the state. A note for this
+    /// process, like `changed_hosts`.
+    #[serde(skip)]
+    roster_changed: RosterChanged,
 }
 
 /// A host as the state knows it: what its agent registered, and its status.

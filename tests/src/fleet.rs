@@ -114,10 +114,7 @@ impl HollowFleet {
             }
             let connector = match &socket {
                 Some(shared) => shared.sharing(&credentials),
-                None => {
-                    let config = nexus_protocol::transport::TransportConfig::default();
-                    Connector::new(&credentials, config)
-                }
+                None => Connector::new(&credentials, nexus_agent::config::link_transport()),
             }
             .expect("a connector");
             socket.get_or_insert_with(|| connector.clone());

@@ -257,6 +257,11 @@ impl Driver {
                         }
                     }
                 })?;
+            // Before the waiters hear of the entries: a heartbeat after a refusal for a down
+            // host must see the roster moved.
+            if self.node.take_roster_changed() {
+                self.hosts.roster_changed();
+            }
             self.measure(&output);
             self.dispatch(output);
             self.hosts.raise(self.node.take_changed_hosts());

@@ -3,13 +3,13 @@
 //! agent serves logs and exec. The desired-state watch is [`super::watch`]; activity reports are
 //! [`super::activity`].
 
-use nexus_protocol::RequestId;
 use nexus_protocol::clock;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::Identity;
 use nexus_protocol::message::{AgentRequest, Response};
 use nexus_protocol::model::HostStatus;
 use nexus_protocol::transport::Peer;
+use nexus_protocol::{HostId, RequestId};
 
 use super::Service;
 use super::checks::{check_endpoint, check_report, denied, too_many};
@@ -19,6 +19,73 @@ use crate::locks::lock;
 use crate::state::Command;
 
 impl Service {
+    /// Takes a heartbeat. Liveness is the leader's to judge: agents heartbeat the leader. At
+    /// thousands a second this is the leader's commonest request, so it asks the driver nothing
+    /// in the common case: whether this node leads is the driver's published word, and whether
+    /// the host is in the fleet and not down was read at an earlier heartbeat and holds while
+    /// the roster's number has not moved ([`Cluster::roster`](crate::cluster::Cluster::roster)).
+    /// A host marked down moves it, so its next heartbeat reads, finds it down and returns it.
+    async fn heartbeat(
+        &self,
+        host: &HostId,
+        stats: Option<nexus_protocol::model::HostStats>,
+    ) -> Result<(), WireError> {
+        if !self.cluster.leadership().borrow().leading {
+            // Not leading, or not published yet: the driver's answer names the leader.
+            self.cluster.require_leader().await?;
+        }
+        let roster = self.cluster.roster();
+        let standing = self.liveness().get(host).and_then(|l| l.roster) == Some(roster);
+        if !standing {
+            let wanted = host.clone();
+            let status = self
+                .cluster
+                .read(Consistency::Stale, move |state| {
+                    state.hosts().get(&wanted).map(|h| h.status)
+                })
+                .await?;
+            match status {
+                None => {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("host {host} has not registered; register first"),
+                    ));
+                }
+                Some(HostStatus::Down) => {
+                    // Back: its workspaces return from lost to what its agent reports. The
+                    // return moves the roster, so the next heartbeat reads again.
+                    tracing::info!(%host, "a host that was down heartbeats again");
+                    self.cluster
+                        .propose(
+                            RequestId::random(),
+                            self.identity.clone(),
+                            Command::HostReturned { host: host.clone() },
+                        )
+                        .await?;
+                }
+                Some(_) => {}
+            }
+        }
+        let now = clock::now();
+        let mut liveness = self.liveness();
+        let entry = liveness.entry(host.clone()).or_insert(Liveness {
+            at: now,
+            stats: None,
+            containers: Vec::new(),
+            roster: None,
+        });
+        entry.at = now;
+        if !standing {
+            entry.roster = Some(roster);
+        }
+        if stats.is_some() {
+            entry.stats = stats;
+        }
+        drop(liveness);
+        self.cluster.metrics().heartbeats.inc();
+        Ok(())
+    }
+
     pub(super) async fn agent(
         &self,
         peer: &Peer,
@@ -53,46 +120,7 @@ impl Service {
                 })
             }
             AgentRequest::Heartbeat { sequence: _, stats } => {
-                // Liveness is the leader's to judge: agents heartbeat the leader.
-                self.cluster.require_leader().await?;
-                let host = host_id.clone();
-                let status = self
-                    .cluster
-                    .read(Consistency::Stale, move |state| {
-                        state.hosts().get(&host).map(|h| h.status)
-                    })
-                    .await?;
-                let known = status.is_some();
-                if status == Some(HostStatus::Down) {
-                    // Back: its workspaces return from lost to what its agent reports.
-                    tracing::info!(host = %host_id, "a host that was down heartbeats again");
-                    self.cluster
-                        .propose(
-                            RequestId::random(),
-                            self.identity.clone(),
-                            Command::HostReturned {
-                                host: host_id.clone(),
-                            },
-                        )
-                        .await?;
-                }
-                if !known {
-                    return Err(WireError::new(
-                        ErrorCode::InvalidArgument,
-                        format!("host {host_id} has not registered; register first"),
-                    ));
-                }
-                let mut liveness = self.liveness();
-                let entry = liveness.entry(host_id.clone()).or_insert(Liveness {
-                    at: clock::now(),
-                    stats: None,
-                    containers: Vec::new(),
-                });
-                entry.at = clock::now();
-                if stats.is_some() {
-                    entry.stats = stats;
-                }
-                self.cluster.metrics().heartbeats.inc();
+                self.heartbeat(host_id, stats).await?;
                 Ok(Response::Ack)
             }
             AgentRequest::ReportObserved(observed) => {
@@ -153,14 +181,16 @@ impl Service {
 
 #[cfg(test)]
 mod tests {
+    use nexus_protocol::HostId;
     use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
     use nexus_protocol::identity::Role;
     use nexus_protocol::message::{AgentRequest, ObservedWorkspace, Request, Response};
-    use nexus_protocol::model::WorkspaceState;
+    use nexus_protocol::model::{HostStatus, WorkspaceState};
 
     use crate::service::testing::{
         agent, ask, code, info, leading, one_node, one_node_with_h1, user,
     };
+    use crate::state::Command;
 
     #[tokio::test]
     async fn agents_speak_only_for_their_own_host() {
@@ -340,6 +370,75 @@ mod tests {
         ]));
         assert_eq!(
             code(ask(&service, &agent("h1"), many).await),
+            Some(ErrorCode::InvalidArgument)
+        );
+        node.stop().await.unwrap();
+    }
+
+    /// The heartbeat's shortcut (no read while the roster's number stands) never hides a
+    /// change of the roster: a host marked down is returned by its next heartbeat, and a host
+    /// removed from the fleet is told to register.
+    #[tokio::test]
+    async fn a_heartbeat_returns_a_host_marked_down_since_the_last_one() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let beat = || {
+            Request::Agent(AgentRequest::Heartbeat {
+                sequence: 1,
+                stats: None,
+            })
+        };
+        let status = |service: &crate::service::Service| {
+            let cluster = service.cluster.clone();
+            async move {
+                cluster
+                    .read(crate::cluster::Consistency::Linearizable, |state| {
+                        state
+                            .hosts()
+                            .get(&HostId::new("h1").unwrap())
+                            .map(|h| h.status)
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        for _ in 0..3 {
+            assert!(matches!(
+                ask(&service, &agent("h1"), beat()).await,
+                Ok(Response::Ack)
+            ));
+        }
+        let read_at = service.cluster.roster();
+        for round in 0..2 {
+            service
+                .propose_own(Command::SetHostStatus {
+                    host: HostId::new("h1").unwrap(),
+                    status: HostStatus::Down,
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                status(&service).await,
+                Some(HostStatus::Down),
+                "round {round}"
+            );
+            assert!(service.cluster.roster() > read_at);
+            ask(&service, &agent("h1"), beat()).await.unwrap();
+            assert_eq!(
+                status(&service).await,
+                Some(HostStatus::Ready),
+                "round {round}"
+            );
+        }
+        service
+            .propose_own(Command::RemoveHost {
+                host: HostId::new("h1").unwrap(),
+                force: false,
+                by: "test".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            code(ask(&service, &agent("h1"), beat()).await),
             Some(ErrorCode::InvalidArgument)
         );
         node.stop().await.unwrap();

@@ -21,6 +21,9 @@ pub(super) struct Liveness {
     pub(super) stats: Option<HostStats>,
     /// The latest sample of each workspace container on the host.
     pub(super) containers: Vec<ContainerStats>,
+    /// The roster's number when a heartbeat last read the host in the fleet and not down (or
+    /// returned it): while the number stays, the next heartbeat need not read again.
+    pub(super) roster: Option<u64>,
 }
 
 impl Service {
@@ -32,6 +35,8 @@ impl Service {
         // What the detector remembers while this node leads; none while it does not.
         let mut leading: Option<Memory> = None;
         let mut held_off_said: Option<std::time::Instant> = None;
+        // The roster as last read, at the roster's number then: read again only when it moved.
+        let mut roster: Option<(u64, BTreeMap<HostId, HostStatus>)> = None;
         loop {
             // Read at each look: a reload may change the TTL.
             let policy = Policy {
@@ -44,27 +49,36 @@ impl Service {
             }
             let now = clock::now();
             let memory = leading.get_or_insert_with(|| Memory::new(now));
-            let Ok(hosts) = self
-                .cluster
-                .read(Consistency::Stale, |state| {
-                    state
-                        .hosts()
-                        .iter()
-                        .map(|(id, h)| (id.clone(), h.status))
-                        .collect::<BTreeMap<_, _>>()
-                })
-                .await
-            else {
-                continue;
-            };
-            // A host removed from the fleet (through any coordinator) leaves no soft state here.
-            self.liveness().retain(|host, _| hosts.contains_key(host));
-            crate::locks::lock(&self.endpoints).retain(|host, _| hosts.contains_key(host));
+            let number = self.cluster.roster();
+            if roster
+                .as_ref()
+                .is_none_or(|(read_at, _)| *read_at != number)
+            {
+                let Ok(hosts) = self
+                    .cluster
+                    .read(Consistency::Stale, |state| {
+                        state
+                            .hosts()
+                            .iter()
+                            .map(|(id, h)| (id.clone(), h.status))
+                            .collect::<BTreeMap<_, _>>()
+                    })
+                    .await
+                else {
+                    continue;
+                };
+                // A host removed from the fleet (through any coordinator) leaves no soft state
+                // here.
+                self.liveness().retain(|host, _| hosts.contains_key(host));
+                crate::locks::lock(&self.endpoints).retain(|host, _| hosts.contains_key(host));
+                roster = Some((number, hosts));
+            }
+            let Some((_, hosts)) = &roster else { continue };
             let decision = {
                 let liveness = self.liveness();
                 let last_heard = |host: &HostId| liveness.get(host).map(|l| l.at);
-                let decision = detector::decide(now, &hosts, last_heard, memory, &policy);
-                memory.observe(now, &hosts, last_heard, &policy);
+                let decision = detector::decide(now, hosts, last_heard, memory, &policy);
+                memory.observe(now, hosts, last_heard, &policy);
                 decision
             };
             let silent = match decision {

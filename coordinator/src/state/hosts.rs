@@ -82,6 +82,12 @@ impl State {
         u32::try_from(moving).unwrap_or(u32::MAX)
     }
 
+    /// Whether the roster (the hosts in the fleet, and which of them are down) changed since the
+    /// last call: always, the first time.
+    pub fn take_roster_changed(&mut self) -> bool {
+        std::mem::replace(&mut self.roster_changed.0, false)
+    }
+
     /// Adds a host, or updates the facts of a known one (its status is kept).
     pub(super) fn register_host(&mut self, at: Timestamp, info: &HostInfo) -> Outcome {
         if info.port_range.is_empty() || info.port_range.first == 0 {
@@ -100,6 +106,7 @@ impl State {
                     registered_at: at,
                 };
                 self.hosts.insert(info.host_id.clone(), record);
+                self.roster_changed.0 = true;
                 if let Err(at) = self.host_ids.binary_search(&info.host_id) {
                     self.host_ids.insert(at, info.host_id.clone());
                 }
@@ -121,6 +128,7 @@ impl State {
         };
         if status == HostStatus::Down {
             record.status = HostStatus::Down;
+            self.roster_changed.0 = true;
             self.mark_lost(host, true, origin);
         } else {
             // An admin's word holds from now on, and is what a down host returns to.
@@ -140,6 +148,7 @@ impl State {
         };
         if record.status == HostStatus::Down {
             record.status = record.admin_status;
+            self.roster_changed.0 = true;
             self.mark_lost(host, false, origin);
         }
         Outcome::Applied
@@ -223,6 +232,7 @@ impl State {
             self.forget_workspace(name);
         }
         self.hosts.remove(host);
+        self.roster_changed.0 = true;
         if let Ok(at) = self.host_ids.binary_search(host) {
             self.host_ids.remove(at);
         }
@@ -263,5 +273,22 @@ impl State {
             }
         }
         self.forget_events(name);
+    }
+}
+
+/// Whether the roster changed since the driver last looked ([`State::take_roster_changed`]):
+/// true in a state just made, read or restored, since nothing is known of what changed.
+#[derive(Debug, Clone)]
+pub(super) struct RosterChanged(bool);
+
+impl Default for RosterChanged {
+    fn default() -> RosterChanged {
+        RosterChanged(true)
+    }
+}
+
+impl PartialEq for RosterChanged {
+    fn eq(&self, _: &RosterChanged) -> bool {
+        true
     }
 }

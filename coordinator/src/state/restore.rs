@@ -147,6 +147,7 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>, header: &Back
         on_host: BTreeMap::new(),
         host_ids: Vec::new(),
         changed_hosts: ChangedHosts::All,
+        roster_changed: Default::default(),
     };
     state.on_host = state.hosts_index();
     state.host_ids = state.hosts.keys().cloned().collect();

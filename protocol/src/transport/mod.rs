@@ -52,7 +52,9 @@ pub struct TransportConfig {
     pub codec: CodecConfig,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
-    /// Sent on quiet connections, well below the idle timeout, so live peers are never dropped.
+    /// Sent by a client on a quiet connection, well below the idle timeout, so live peers are
+    /// never dropped. Servers send none: their clients keep their connections alive, and a
+    /// coordinator pinging each of 5,000 agents every 5 s cost it as much as their heartbeats.
     pub keep_alive: Duration,
     /// The whole of connecting: QUIC, TLS and the hello.
     pub handshake_timeout: Duration,
@@ -95,7 +97,8 @@ impl TransportConfig {
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
             .map_err(|e| TlsError::Config(format!("idle timeout: {e}")))?;
         transport.max_idle_timeout(Some(idle));
-        transport.keep_alive_interval(Some(self.keep_alive.min(self.idle_timeout / 2)));
+        let keep_alive = (!serves).then(|| self.keep_alive.min(self.idle_timeout / 2));
+        transport.keep_alive_interval(keep_alive);
         // A server's connection starts with room for few streams, raised after the hello for
         // all but agents (quinn keeps a slot for each stream a peer may open, from the start).
         let streams = if serves {
