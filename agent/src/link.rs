@@ -468,6 +468,8 @@ async fn heartbeat(
     let mut ticker = crate::reload::pace(*interval.borrow_and_update());
     ticker.tick().await;
     let mut sequence = 0u64;
+    // In datagrams until the coordinator shows it takes none.
+    let mut carrier = Carrier::Datagram { unanswered: 0 };
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -481,7 +483,7 @@ async fn heartbeat(
         monitor.beat();
         sequence += 1;
         beats.send_modify(|beats| beats.sent = sequence);
-        match beat(connection, sequence, &samples, deadline).await {
+        match carrier.beat(connection, sequence, &samples, deadline).await {
             Ok(rtt) => {
                 healthy.store(true, Ordering::Relaxed);
                 monitor.acknowledged(rtt);
@@ -492,8 +494,85 @@ async fn heartbeat(
     }
 }
 
-/// One heartbeat, with the latest host stats, answered within `deadline`; answers its round
-/// trip.
+/// How a session's heartbeats travel after its first. In a datagram each, which costs the
+/// leader one packet each way instead of a stream ([`Connection::request_datagram`]); a
+/// heartbeat whose datagram (or answer) is lost is asked again on a stream within the same
+/// deadline, so a lost packet never ends a session. A coordinator that refuses datagrams, or
+/// leaves [`UNANSWERED_DATAGRAMS`] in a row unanswered (an older one reads none), is asked on
+/// streams for the rest of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carrier {
+    /// With the number of heartbeats in a row whose datagram went unanswered.
+    Datagram {
+        unanswered: u32,
+    },
+    Stream,
+}
+
+/// Heartbeats in a row whose datagram went unanswered before a session's heartbeats go on
+/// streams.
+const UNANSWERED_DATAGRAMS: u32 = 2;
+
+impl Carrier {
+    /// One heartbeat, answered within `deadline`: its round trip.
+    async fn beat(
+        &mut self,
+        connection: &Connection,
+        sequence: u64,
+        samples: &watch::Receiver<Option<Sample>>,
+        deadline: Duration,
+    ) -> Result<Duration, WireError> {
+        if let Carrier::Datagram { unanswered } = *self {
+            let stats = samples.borrow().as_ref().map(|s| s.host);
+            let heartbeat = Request::Agent(AgentRequest::Heartbeat { sequence, stats });
+            let sent = tokio::time::Instant::now();
+            // Half the deadline: the stream gets the rest.
+            let answer = connection
+                .request_datagram(RequestId::random(), heartbeat, deadline / 2)
+                .await;
+            match answer {
+                Ok(Response::Ack) => {
+                    *self = Carrier::Datagram { unanswered: 0 };
+                    return Ok(sent.elapsed());
+                }
+                Ok(other) => return Err(unexpected(&other)),
+                Err(error) if error.code == ErrorCode::Timeout => {
+                    let unanswered = unanswered + 1;
+                    *self = if unanswered < UNANSWERED_DATAGRAMS {
+                        tracing::debug!(
+                            sequence,
+                            "a heartbeat's datagram went unanswered; asking on a stream"
+                        );
+                        Carrier::Datagram { unanswered }
+                    } else {
+                        tracing::info!(coordinator = %connection.server(), "{unanswered} heartbeats in a row went unanswered in datagrams; sending them on streams");
+                        Carrier::Stream
+                    };
+                    let rest = deadline.saturating_sub(sent.elapsed());
+                    return beat(connection, sequence, samples, rest).await;
+                }
+                Err(error) if datagrams_refused(&error) => {
+                    tracing::info!(coordinator = %connection.server(), "the coordinator takes no heartbeats in datagrams ({}); sending them on streams", error.message);
+                    *self = Carrier::Stream;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        beat(connection, sequence, samples, deadline).await
+    }
+}
+
+/// Whether a datagram's refusal says to ask on a stream instead: the coordinator takes no
+/// datagrams, cannot read this one, or has too many under way.
+fn datagrams_refused(error: &WireError) -> bool {
+    matches!(
+        error.code,
+        ErrorCode::Unsupported | ErrorCode::ProtocolError | ErrorCode::ResourceExhausted
+    )
+}
+
+/// One heartbeat on a stream, with the latest host stats, answered within `deadline`; answers
+/// its round trip.
 async fn beat(
     connection: &Connection,
     sequence: u64,

@@ -664,3 +664,103 @@ async fn a_new_trust_bundle_governs_new_handshakes_and_spares_open_connections()
         client.trusted_fingerprint()
     );
 }
+
+/// Requests in datagrams: answered like those on streams; a subscription, a request too large,
+/// one the server cannot read and one too many at once each refused with their code and the
+/// request's id, the connection serving on.
+#[tokio::test]
+async fn requests_in_datagrams_are_answered_and_bad_ones_refused() {
+    use nexus_protocol::message::{RequestFrame, ResponseFrame};
+    use nexus_protocol::transport::DATAGRAMS_IN_FLIGHT;
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki, AcceptPolicy::everyone(), config()).await;
+    let connection = connect_with(&pki.issue(&pki::agent("dev-01")), server.address, config())
+        .await
+        .unwrap();
+    let limit = Duration::from_secs(5);
+    let ask = |request: Request, limit: Duration| {
+        let connection = connection.clone();
+        async move {
+            let id = RequestId::random();
+            (id, connection.request_datagram(id, request, limit).await)
+        }
+    };
+    let (_, pong) = ask(Request::Ping, limit).await;
+    assert!(matches!(pong, Ok(Response::Pong(_))), "{pong:?}");
+
+    let watch = Request::Agent(AgentRequest::WatchDesired {
+        known_version: None,
+    });
+    let (id, refused) = ask(watch, limit).await;
+    let refused = refused.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::ProtocolError, "{refused}");
+    assert_eq!(refused.request_id, Some(id));
+
+    let large = Request::Agent(AgentRequest::Serving("h".repeat(4_000)));
+    let (id, refused) = ask(large, limit).await;
+    let refused = refused.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Unsupported, "{refused}");
+    assert_eq!(refused.request_id, Some(id));
+
+    // An answer that never comes is a timeout under the request's id, and the next exchange
+    // is not confused by anything late.
+    let list = Request::Workspace(WorkspaceRequest::List);
+    let (id, silent) = ask(list, Duration::from_millis(300)).await;
+    let silent = silent.unwrap_err();
+    assert_eq!(silent.code, ErrorCode::Timeout, "{silent}");
+    assert_eq!(silent.request_id, Some(id));
+    let (_, pong) = ask(Request::Ping, limit).await;
+    assert!(matches!(pong, Ok(Response::Pong(_))), "{pong:?}");
+
+    // Garbage is answered with PROTOCOL_ERROR.
+    let answer = |bytes: Vec<u8>| codec::decode::<ResponseFrame>(&bytes).unwrap();
+    connection.send_datagram_raw(b"\xff\x00garbage").unwrap();
+    let refused = answer(connection.next_datagram_raw(limit).await.unwrap());
+    assert_eq!(refused.result.unwrap_err().code, ErrorCode::ProtocolError);
+
+    // The server works on a few at once per connection (one list is still under way).
+    let frame = |request: Request| {
+        codec::encode_payload(&RequestFrame {
+            request_id: RequestId::random(),
+            request,
+        })
+        .unwrap()
+    };
+    for _ in 1..DATAGRAMS_IN_FLIGHT {
+        connection
+            .send_datagram_raw(&frame(Request::Workspace(WorkspaceRequest::List)))
+            .unwrap();
+    }
+    nexus_tests::eventually("the lists to be under way", limit, || async {
+        (server
+            .handler
+            .lists
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == DATAGRAMS_IN_FLIGHT)
+            .then_some(())
+    })
+    .await;
+    connection.send_datagram_raw(&frame(Request::Ping)).unwrap();
+    let busy = answer(connection.next_datagram_raw(limit).await.unwrap());
+    assert_eq!(busy.result.unwrap_err().code, ErrorCode::ResourceExhausted);
+    // Streams are not held up by it.
+    assert!(matches!(
+        connection.request(Request::Ping).await,
+        Ok(Response::Pong(_))
+    ));
+
+    // A server that takes no datagrams: the client is told to ask on a stream.
+    let without = TransportConfig {
+        datagrams: false,
+        ..config()
+    };
+    let server = TestServer::start(&pki, AcceptPolicy::everyone(), without).await;
+    let connection = connect_with(&pki.issue(&pki::agent("dev-02")), server.address, config())
+        .await
+        .unwrap();
+    let refused = connection
+        .request_datagram(RequestId::random(), Request::Ping, limit)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Unsupported, "{refused}");
+}

@@ -142,6 +142,7 @@ impl Connector {
             client,
             software,
             config: self.config.clone(),
+            datagram_turn: Arc::default(),
         })
     }
 
@@ -251,6 +252,8 @@ pub struct Connection {
     client: Identity,
     software: String,
     config: TransportConfig,
+    /// Datagram exchanges go one at a time ([`Connection::request_datagram`]).
+    datagram_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Connection {
@@ -323,6 +326,39 @@ impl Connection {
                 e
             }
         })
+    }
+
+    /// Sends `request` under `request_id` in one QUIC datagram and waits up to `limit` for its
+    /// answer in one, after any exchange of this connection's already under way. Far cheaper
+    /// for a server than a stream, and unreliable: a datagram lost either way ends the wait with
+    /// `TIMEOUT`, so it suits requests asked again anyway (heartbeats). `UNSUPPORTED` when the
+    /// server takes no datagrams or the request or its answer does not fit one: ask on a
+    /// stream then ([`Connection::request_with`]).
+    pub async fn request_datagram(
+        &self,
+        request_id: RequestId,
+        request: Request,
+        limit: Duration,
+    ) -> Result<Response, WireError> {
+        super::datagram::exchange(&self.conn, &self.datagram_turn, request_id, request, limit).await
+    }
+
+    /// Sends raw bytes in a datagram. For tests of how servers treat bad input.
+    #[doc(hidden)]
+    pub fn send_datagram_raw(&self, bytes: &[u8]) -> Result<(), WireError> {
+        self.conn
+            .send_datagram(bytes.to_vec().into())
+            .map_err(|e| WireError::new(ErrorCode::NetworkError, e.to_string()))
+    }
+
+    /// The next datagram that comes, raw, within `limit`. For tests.
+    #[doc(hidden)]
+    pub async fn next_datagram_raw(&self, limit: Duration) -> Result<Vec<u8>, WireError> {
+        tokio::time::timeout(limit, self.conn.read_datagram())
+            .await
+            .map_err(|_| timeout("a datagram", limit))?
+            .map(|datagram| datagram.to_vec())
+            .map_err(|e| connection_error(&e))
     }
 
     /// [`Connection::request_with`], given up at once when the server's process is found gone:

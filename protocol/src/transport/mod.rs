@@ -13,6 +13,7 @@
 
 mod bundle;
 mod client;
+mod datagram;
 mod enrol;
 mod gate;
 pub mod probe;
@@ -28,6 +29,7 @@ pub use bundle::{
     BundleError, MAX_BUNDLE_BYTES, MAX_BUNDLE_CERTS, bundle, bundle_fingerprint, check_bundle,
 };
 pub use client::{ANSWER_EXPECTED, Connection, Connector, Subscription};
+pub use datagram::IN_FLIGHT as DATAGRAMS_IN_FLIGHT;
 pub use enrol::{ca_pem_holds, certificates_der, certificates_pem, enrol, first_certificate_der};
 pub use gate::Gate;
 pub use server::{Handler, Refusal, Reply, Server, Update};
@@ -71,6 +73,9 @@ pub struct TransportConfig {
     pub segmentation_offload: bool,
     /// The version spoken in the hello. Only tests set anything but [`PROTOCOL_VERSION`].
     pub protocol_version: u16,
+    /// Whether this endpoint takes requests in datagrams ([`Connection::request_datagram`]).
+    /// Only tests of a server without them set it off.
+    pub datagrams: bool,
 }
 
 impl Default for TransportConfig {
@@ -85,6 +90,7 @@ impl Default for TransportConfig {
             max_concurrent_streams: 256,
             segmentation_offload: true,
             protocol_version: PROTOCOL_VERSION,
+            datagrams: true,
         }
     }
 }
@@ -108,6 +114,9 @@ impl TransportConfig {
         };
         transport.max_concurrent_bidi_streams(streams.into());
         transport.enable_segmentation_offload(self.segmentation_offload);
+        // Bounded: datagrams not read yet beyond this are dropped by QUIC, not held.
+        transport.datagram_receive_buffer_size(self.datagrams.then_some(datagram::RECEIVE_BUFFER));
+        transport.datagram_send_buffer_size(datagram::RECEIVE_BUFFER);
         transport.max_concurrent_uni_streams(0u32.into());
         Ok(transport)
     }

@@ -11,6 +11,7 @@ use quinn::crypto::rustls::QuicServerConfig;
 use tokio::sync::mpsc;
 
 use super::client::{peer_identity, stream_error};
+use super::datagram;
 use super::tls::{Credentials, TlsError};
 use super::{
     AcceptPolicy, Peer, TransportConfig, close_code, connection_error, timeout, version_mismatch,
@@ -282,18 +283,25 @@ async fn serve_connection<H: Handler>(
         conn.set_max_concurrent_bi_streams(shared.config.max_concurrent_streams.into());
     }
     let peer = Arc::new(peer);
+    let datagrams = Datagrams::new(conn.clone(), peer.clone(), handler.clone());
     let reason = loop {
-        match conn.accept_bi().await {
-            Ok((send, recv)) => {
-                tokio::spawn(serve_stream(
-                    send,
-                    recv,
-                    peer.clone(),
-                    shared.clone(),
-                    handler.clone(),
-                ));
-            }
-            Err(e) => break connection_error(&e),
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    tokio::spawn(serve_stream(
+                        send,
+                        recv,
+                        peer.clone(),
+                        shared.clone(),
+                        handler.clone(),
+                    ));
+                }
+                Err(e) => break connection_error(&e),
+            },
+            datagram = conn.read_datagram() => match datagram {
+                Ok(datagram) => datagrams.serve(&datagram),
+                Err(e) => break connection_error(&e),
+            },
         }
     };
     handler.disconnected(&peer, &reason);
@@ -480,4 +488,73 @@ async fn write_response(
         }
     };
     codec::write_frame(send, &frame).await
+}
+
+/// A server's datagrams on one connection: each read, handled and answered.
+struct Datagrams<H> {
+    conn: quinn::Connection,
+    peer: Arc<Peer>,
+    handler: Arc<H>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+impl<H: Handler> Datagrams<H> {
+    fn new(conn: quinn::Connection, peer: Arc<Peer>, handler: Arc<H>) -> Datagrams<H> {
+        Datagrams {
+            conn,
+            peer,
+            handler,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(datagram::IN_FLIGHT)),
+        }
+    }
+
+    /// Handles one datagram: answered before this returns when the handler answers without
+    /// waiting (a heartbeat), else from a task of its own.
+    fn serve(&self, datagram: &[u8]) {
+        let frame = match codec::decode::<RequestFrame>(datagram) {
+            Ok(frame) => frame,
+            Err(error) => {
+                let error = WireError::new(
+                    ErrorCode::ProtocolError,
+                    format!("the datagram is not a request: {error}"),
+                );
+                tracing::debug!(peer = %self.peer.identity, "refused a datagram: {}", error.message);
+                datagram::answer(&self.conn, datagram::UNREADABLE, Err(error));
+                return;
+            }
+        };
+        let RequestFrame {
+            request_id,
+            request,
+        } = frame;
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            let error = WireError::new(
+                ErrorCode::ResourceExhausted,
+                format!(
+                    "more than {} datagram requests at once: ask on a stream",
+                    datagram::IN_FLIGHT
+                ),
+            );
+            datagram::answer(&self.conn, request_id, Err(error));
+            return;
+        };
+        let (conn, peer, handler) = (self.conn.clone(), self.peer.clone(), self.handler.clone());
+        let mut work: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+            let result = match handler.handle(&peer, request_id, request).await {
+                Reply::Once(result) => result,
+                Reply::Stream(_) => Err(WireError::new(
+                    ErrorCode::ProtocolError,
+                    "a subscription is asked on a stream, not in a datagram",
+                )),
+            };
+            datagram::answer(&conn, request_id, result);
+            drop(permit);
+        });
+        // Polled once here: a handler that answers at once costs no task. One that waits is
+        // polled again by its task, and registers that task's waker then.
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        if work.as_mut().poll(&mut context) == std::task::Poll::Pending {
+            tokio::spawn(work);
+        }
+    }
 }
