@@ -197,13 +197,17 @@ impl Memory {
     ) {
         self.recent_downs
             .retain(|host, at| is_recent(now, *at, policy) && !is_watched(hosts, host));
-        self.first_seen.retain(|host, _| is_watched(hosts, host));
-        self.heard.retain(|host| is_watched(hosts, host));
+        // Looked at twice a second across the whole fleet: no allocation for a host already
+        // known, and the forgetting below only when some host is no longer watched.
+        let mut watched = 0;
         for (host, status) in hosts {
             if *status == HostStatus::Down {
                 continue;
             }
-            self.first_seen.entry(host.clone()).or_insert(now);
+            watched += 1;
+            if !self.first_seen.contains_key(host) {
+                self.first_seen.insert(host.clone(), now);
+            }
             if self.heard.contains(host) {
                 continue;
             }
@@ -211,6 +215,12 @@ impl Memory {
                 self.heard.insert(host.clone());
                 self.last_arrival = Some(self.last_arrival.map_or(at, |last| last.max(at)));
             }
+        }
+        // Every watched host is in `first_seen` now, and `heard` only ever holds hosts of
+        // `first_seen`: more entries than watched hosts means some went down or away.
+        if self.first_seen.len() > watched {
+            self.first_seen.retain(|host, _| is_watched(hosts, host));
+            self.heard.retain(|host| is_watched(hosts, host));
         }
     }
 
