@@ -97,6 +97,16 @@ pub(crate) async fn run(args: Args) -> Report {
             killed.elapsed().as_secs_f64() - watch.elapsed().as_secs_f64()
         );
         false_downs += most;
+        if most > 0 {
+            // What the coordinators said of those hosts, for whoever looks into it.
+            let logs = cluster.logs();
+            let said = logs.lines().filter(|line| {
+                line.contains("marking the host down") || line.contains("heartbeats again")
+            });
+            for line in said.take(20) {
+                println!("  {line}");
+            }
+        }
         cluster.restart(&pki, victim).await;
         // The ones marked down come back with their next heartbeat.
         until_count(
