@@ -528,7 +528,7 @@ impl Carrier {
             let sent = tokio::time::Instant::now();
             // Half the deadline: the stream gets the rest.
             let answer = connection
-                .request_datagram_unless_gone(RequestId::random(), heartbeat, deadline / 2)
+                .request_datagram(RequestId::random(), heartbeat, deadline / 2)
                 .await;
             match answer {
                 Ok(Response::Ack) => {
@@ -572,10 +572,7 @@ fn datagrams_refused(error: &WireError) -> bool {
 }
 
 /// One heartbeat on a stream, with the latest host stats, answered within `deadline`; answers
-/// its round trip. Like a datagram's, it ends as soon as the coordinator's process is found gone
-/// (its address refuses a probe once the answer is late): a leader killed outright is left in
-/// well under a second, not after the deadline, so its agents reach the next leader within the
-/// grace it gives them.
+/// its round trip.
 async fn beat(
     connection: &Connection,
     sequence: u64,
@@ -586,7 +583,7 @@ async fn beat(
     let heartbeat = AgentRequest::Heartbeat { sequence, stats };
     let sent = tokio::time::Instant::now();
     match connection
-        .request_unless_gone(RequestId::random(), Request::Agent(heartbeat), deadline)
+        .request_with(RequestId::random(), Request::Agent(heartbeat), deadline)
         .await?
     {
         Response::Ack => Ok(sent.elapsed()),

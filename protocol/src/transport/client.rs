@@ -373,33 +373,9 @@ impl Connection {
         request: Request,
         limit: Duration,
     ) -> Result<Response, WireError> {
-        self.unless_gone(request_id, self.request_with(request_id, request, limit))
-            .await
-    }
-
-    /// [`Connection::request_datagram`], given up at once when the server's process is found
-    /// gone, as [`Connection::request_unless_gone`] does.
-    pub async fn request_datagram_unless_gone(
-        &self,
-        request_id: RequestId,
-        request: Request,
-        limit: Duration,
-    ) -> Result<Response, WireError> {
-        self.unless_gone(
-            request_id,
-            self.request_datagram(request_id, request, limit),
-        )
-        .await
-    }
-
-    async fn unless_gone(
-        &self,
-        request_id: RequestId,
-        request: impl Future<Output = Result<Response, WireError>>,
-    ) -> Result<Response, WireError> {
         let address = self.remote_address();
         tokio::select! {
-            result = request => result,
+            result = self.request_with(request_id, request, limit) => result,
             () = gone(address) => Err(WireError::new(
                 ErrorCode::NetworkError,
                 format!(
