@@ -367,6 +367,8 @@ mod tests;
 
 #[cfg(test)]
 mod lifecycle_tests;
+#[cfg(test)]
+mod roster_tests;
 
 #[cfg(test)]
 mod security_tests;

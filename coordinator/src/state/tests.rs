@@ -8,7 +8,7 @@ use nexus_protocol::model::{PortRange, ResourceClass};
 
 use super::*;
 
-fn host(id: &str, first: u16, last: u16) -> HostInfo {
+pub(super) fn host(id: &str, first: u16, last: u16) -> HostInfo {
     HostInfo {
         cpus: 8,
         memory_bytes: 32 << 30,
@@ -25,7 +25,7 @@ fn spec(name: &str, container_ports: &[u16]) -> WorkspaceSpec {
     }
 }
 
-fn create(name: &str, on: &str, bindings: &[(u16, u16)]) -> Command {
+pub(super) fn create(name: &str, on: &str, bindings: &[(u16, u16)]) -> Command {
     let container: Vec<u16> = bindings.iter().map(|b| b.0).collect();
     Command::CreateWorkspace {
         spec: spec(name, &container),
@@ -66,7 +66,7 @@ fn check(commands: Vec<Command>) -> (Vec<Option<ErrorCode>>, State) {
     (codes, state)
 }
 
-fn h(id: &str) -> HostId {
+pub(super) fn h(id: &str) -> HostId {
     HostId::new(id).unwrap()
 }
 
@@ -193,59 +193,6 @@ fn hosts_that_are_not_ready_take_nothing_and_their_workspaces_are_lost_until_the
         Command::HostReturned { host: h("h1") },
     ]);
     assert_eq!(state.workspaces()[&w("a")].state, WorkspaceState::Scheduled);
-}
-
-/// The roster note moves exactly when a heartbeat's question (is the host in the fleet, and is
-/// it down?) may have a new answer, and not for the fleet's everyday writes.
-#[test]
-fn the_roster_changes_with_hosts_coming_going_failing_and_returning_only() {
-    let admin = Identity::User {
-        name: UserName::new("alice").unwrap(),
-        role: Role::Admin,
-    };
-    let mut state = State::default();
-    assert!(state.take_roster_changed(), "a new state knows nothing");
-    assert!(!state.take_roster_changed());
-    let steps = [
-        (Command::RegisterHost(host("h1", 20000, 20010)), true),
-        (Command::RegisterHost(host("h1", 20000, 20020)), false),
-        (create("a", "h1", &[]), false),
-        (
-            Command::SetHostStatus {
-                host: h("h1"),
-                status: HostStatus::Draining,
-            },
-            false,
-        ),
-        (
-            Command::SetHostStatus {
-                host: h("h1"),
-                status: HostStatus::Down,
-            },
-            true,
-        ),
-        (Command::HostReturned { host: h("h1") }, true),
-        (Command::HostReturned { host: h("h1") }, false),
-        (Command::RegisterHost(host("h2", 20000, 20010)), true),
-        (
-            Command::RemoveHost {
-                host: h("h2"),
-                force: false,
-                by: "alice".into(),
-            },
-            true,
-        ),
-    ];
-    for (i, (command, moves)) in steps.into_iter().enumerate() {
-        let proposal = Proposal {
-            request_id: RequestId::from_u128(i as u128 + 1),
-            at: Timestamp(1_000 + i as u64),
-            proposer: admin.clone(),
-            command,
-        };
-        assert_eq!(state.apply(&proposal), Outcome::Applied, "step {i}");
-        assert_eq!(state.take_roster_changed(), moves, "step {i}");
-    }
 }
 
 fn observed(name: &str, generation: u64, state: WorkspaceState) -> ObservedWorkspace {
