@@ -626,6 +626,13 @@ impl WireError {
         self
     }
 
+    /// The error, naming `request_id` unless it names a request already (a server's answer
+    /// names its own).
+    pub fn or_request_id(mut self, request_id: RequestId) -> WireError {
+        self.request_id.get_or_insert(request_id);
+        self
+    }
+
     pub fn suggestion(&self) -> &'static str {
         self.code.suggestion()
     }

@@ -98,12 +98,14 @@ impl Carrier {
         deadline: Duration,
     ) -> Result<Duration, WireError> {
         if let Carrier::Datagram { unanswered } = *self {
-            let stats = samples.borrow().as_ref().map(|s| s.host);
-            let heartbeat = Request::Agent(AgentRequest::Heartbeat { sequence, stats });
             let sent = tokio::time::Instant::now();
             // Half the deadline: the stream gets the rest.
             let answer = connection
-                .request_datagram(RequestId::random(), heartbeat, deadline / 2)
+                .request_datagram(
+                    RequestId::random(),
+                    request(sequence, samples),
+                    deadline / 2,
+                )
                 .await;
             match answer {
                 Ok(Response::Ack) => {
@@ -154,14 +156,18 @@ pub(super) async fn beat(
     samples: &watch::Receiver<Option<Sample>>,
     deadline: Duration,
 ) -> Result<Duration, WireError> {
-    let stats = samples.borrow().as_ref().map(|s| s.host);
-    let heartbeat = AgentRequest::Heartbeat { sequence, stats };
     let sent = tokio::time::Instant::now();
     match connection
-        .request_with(RequestId::random(), Request::Agent(heartbeat), deadline)
+        .request_with(RequestId::random(), request(sequence, samples), deadline)
         .await?
     {
         Response::Ack => Ok(sent.elapsed()),
         other => Err(unexpected(&other)),
     }
+}
+
+/// Heartbeat number `sequence`, with the latest host stats.
+fn request(sequence: u64, samples: &watch::Receiver<Option<Sample>>) -> Request {
+    let stats = samples.borrow().as_ref().map(|s| s.host);
+    Request::Agent(AgentRequest::Heartbeat { sequence, stats })
 }

@@ -319,13 +319,7 @@ impl Connection {
             .exchange(&frame, limit)
             .await
             .map_err(|e| e.with_request_id(request_id))?;
-        frame.result.map_err(|e| {
-            if e.request_id.is_none() {
-                e.with_request_id(request_id)
-            } else {
-                e
-            }
-        })
+        frame.result.map_err(|e| e.or_request_id(request_id))
     }
 
     /// Sends `request` under `request_id` in one QUIC datagram and waits up to `limit` for its

@@ -36,13 +36,7 @@ pub(super) fn answer(
     request_id: RequestId,
     result: Result<Response, WireError>,
 ) {
-    let result = result.map_err(|e| {
-        if e.request_id.is_none() {
-            e.with_request_id(request_id)
-        } else {
-            e
-        }
-    });
+    let result = result.map_err(|e| e.or_request_id(request_id));
     let max = conn.max_datagram_size().unwrap_or(0);
     let encoded = codec::encode_payload(&ResponseFrame { request_id, result })
         .ok()
@@ -125,13 +119,7 @@ pub(super) async fn exchange(
         }
     };
     match tokio::time::timeout(limit, exchange).await {
-        Ok(result) => result.map_err(|e| {
-            if e.request_id.is_none() {
-                e.with_request_id(request_id)
-            } else {
-                e
-            }
-        }),
+        Ok(result) => result.map_err(|e| e.or_request_id(request_id)),
         Err(_) => Err(timeout("a datagram's answer", limit).with_request_id(request_id)),
     }
 }

@@ -463,13 +463,7 @@ async fn write_response(
     result: Result<Response, WireError>,
     shared: &Shared,
 ) -> Result<(), CodecError> {
-    let result = result.map_err(|e| {
-        if e.request_id.is_none() {
-            e.with_request_id(request_id)
-        } else {
-            e
-        }
-    });
+    let result = result.map_err(|e| e.or_request_id(request_id));
     let frame = match codec::encode(&ResponseFrame { request_id, result }, shared.config.codec) {
         Ok(frame) => frame,
         Err(e) => {
