@@ -129,7 +129,7 @@ impl Process {
         let child = command
             .args(args)
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
-            .env("NEXUS_LOG", "debug")
+            .env("NEXUS_LOG", daemon_log())
             // Plain text: tests search these logs for fields such as `peer=2`.
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -198,6 +198,20 @@ impl Drop for Process {
         }
         self.kill();
     }
+}
+
+/// The log filter daemons start with, once [`log_daemons_at`] set it: `debug` unless told.
+static DAEMON_LOG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Starts every daemon from now on with `filter` as its `NEXUS_LOG`, instead of `debug` (which
+/// the tests search). The bench measures the daemons as they ship: `info`. Only the first call
+/// counts.
+pub fn log_daemons_at(filter: &str) {
+    let _ = DAEMON_LOG.set(filter.to_string());
+}
+
+fn daemon_log() -> &'static str {
+    DAEMON_LOG.get().map_or("debug", String::as_str)
 }
 
 /// How a process is started beyond its flags: through a wrapper that then runs it (`ip netns

@@ -17,6 +17,10 @@ pub(crate) struct Cli {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
+    /// The log filter the daemons run with (their NEXUS_LOG). `info` is what they ship with;
+    /// the tests run them at `debug`, which costs a busy coordinator more.
+    #[arg(long, global = true, default_value = "info")]
+    pub(crate) daemon_log: String,
     #[command(subcommand)]
     pub(crate) scenario: Scenario,
 }

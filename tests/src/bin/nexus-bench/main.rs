@@ -53,6 +53,7 @@ async fn main() {
     // The in-process agents (fleet, detect, sync) log only when asked: NEXUS_LOG=warn, say.
     nexus_protocol::logging::init("off");
     let cli = Cli::parse();
+    nexus_tests::process::log_daemons_at(&cli.daemon_log);
     let report = match cli.scenario {
         Scenario::Transport(args) => Report::Transport(transport::run(args).await),
         Scenario::Raft(args) => Report::Raft(raft_writes::run(args).await),
