@@ -359,6 +359,23 @@ impl Cluster {
         T: Send + 'static,
         F: Fn(&State) -> T + Send + Sync + 'static,
     {
+        self.propose_and_read_as(Hops::Own, request_id, proposer, command, read)
+            .await
+    }
+
+    /// [`Cluster::propose_and_read`], with a hop of its own or none ([`Hops`]).
+    pub async fn propose_and_read_as<T, F>(
+        &self,
+        hops: Hops,
+        request_id: RequestId,
+        proposer: Identity,
+        command: Command,
+        read: F,
+    ) -> Result<T, WireError>
+    where
+        T: Send + 'static,
+        F: Fn(&State) -> T + Send + Sync + 'static,
+    {
         let read = Arc::new(read);
         let (sender, answer) = oneshot::channel();
         let at_apply: AtApply = {
@@ -374,7 +391,10 @@ impl Cluster {
             read: at_apply,
         })
         .await?;
-        self.propose(request_id, proposer, command).await?;
+        match hops {
+            Hops::Own => self.propose(request_id, proposer, command).await?,
+            Hops::Callers => self.propose_untraced(request_id, proposer, command).await?,
+        }
         match tokio::time::timeout(self.config.read_timeout, answer).await {
             Ok(Ok(value)) => Ok(value),
             _ => {
@@ -442,6 +462,19 @@ impl Cluster {
         let (reply, answer) = oneshot::channel();
         self.input(Input::View { reply }).await?;
         answer.await.map_err(|_| stopped())
+    }
+
+    /// [`Cluster::require_leader`] without a round trip to the driver while this node's
+    /// published leadership says it leads (it lags the driver by at most one round: a request
+    /// let through by a deposed leader is refused by its proposal, as any in flight at the
+    /// change would be). For the requests that come by the thousand: creates, heartbeats,
+    /// agents' container stats.
+    pub async fn require_leading(&self) -> Result<(), WireError> {
+        if self.leadership.borrow().leading {
+            return Ok(());
+        }
+        // Not leading, or not published yet: the driver's answer names the leader.
+        self.require_leader().await.map(drop)
     }
 
     /// Errors with `NOT_LEADER` (naming the leader and its address) unless this node leads.
@@ -577,6 +610,14 @@ impl Cluster {
         .await
         .map(|_| ())
     }
+}
+
+/// Whose hops a proposal is traced by: its own ([`Cluster::propose`]), or its caller's (a batch
+/// of creates, each its own request: [`Cluster::propose_untraced`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hops {
+    Own,
+    Callers,
 }
 
 /// How current a read of the state machine must be.

@@ -6,15 +6,16 @@
 
 use std::sync::Arc;
 
-use nexus_protocol::RequestId;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::hop::{self, Hop};
 use nexus_protocol::identity::Identity;
+use nexus_protocol::model::WorkspaceView;
+use nexus_protocol::{RequestId, WorkspaceName};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::cluster::{Cluster, Consistency};
+use crate::cluster::{Cluster, Hops};
 use crate::hops;
-use crate::state::{Command, Outcome, PlaceRequest};
+use crate::state::{Command, Outcome, PlaceRequest, WorkspaceRecord};
 
 /// The most creates in one log entry, and the most bytes of specs: an entry stays within one
 /// piece of a peer request (4 MiB; raft-rs sends at least one entry per message, however large,
@@ -51,8 +52,11 @@ const QUEUE: usize = 16 * MAX_BATCH;
 
 struct Job {
     request: PlaceRequest,
-    reply: oneshot::Sender<Result<(), WireError>>,
+    reply: oneshot::Sender<Result<WorkspaceView, WireError>>,
 }
+
+/// How a created workspace is shown to its creator.
+pub type ViewOf = fn(&WorkspaceRecord) -> WorkspaceView;
 
 /// The handle creates go through. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -69,16 +73,18 @@ impl std::fmt::Debug for Job {
 }
 
 impl Placer {
-    /// Starts the batching task; it ends when every handle is dropped.
-    pub fn start(cluster: Cluster) -> Placer {
+    /// Starts the batching task; it ends when every handle is dropped. A create is answered
+    /// with its workspace shown by `view`.
+    pub fn start(cluster: Cluster, view: ViewOf) -> Placer {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(cluster, queue));
+        tokio::spawn(run(cluster, view, queue));
         Placer { jobs }
     }
 
-    /// Schedules and creates `request`'s workspace: `Ok` once committed and applied, or the
-    /// create's own refusal (from the journal: a retried request id gets its first outcome).
-    pub async fn place(&self, request: PlaceRequest) -> Result<(), WireError> {
+    /// Schedules and creates `request`'s workspace: its view as its batch's entry left it,
+    /// once committed and applied, or the create's own refusal (from the journal: a retried
+    /// request id gets its first outcome, and the workspace as it is now).
+    pub async fn place(&self, request: PlaceRequest) -> Result<WorkspaceView, WireError> {
         let (reply, answer) = oneshot::channel();
         let request_id = request.request_id;
         self.jobs
@@ -106,7 +112,7 @@ impl Placer {
     }
 }
 
-async fn run(cluster: Cluster, mut queue: mpsc::Receiver<Job>) {
+async fn run(cluster: Cluster, view: ViewOf, mut queue: mpsc::Receiver<Job>) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     // A create that would have overflowed the last batch opens the next one.
     let mut carried: Option<Job> = None;
@@ -135,7 +141,7 @@ async fn run(cluster: Cluster, mut queue: mpsc::Receiver<Job>) {
         }
         let cluster = cluster.clone();
         tokio::spawn(async move {
-            commit(&cluster, batch).await;
+            commit(&cluster, view, batch).await;
             drop(permit);
         });
     }
@@ -154,10 +160,15 @@ fn placement_outcome(outcome: Option<&Outcome>) -> &'static str {
     }
 }
 
-/// Proposes one batch and answers each of its creates with its own outcome.
-async fn commit(cluster: &Cluster, batch: Vec<Job>) {
+/// Proposes one batch and answers each of its creates with its own outcome, read as the batch's
+/// entry is applied (no read after: that would cost a round of the driver per create, or a
+/// quorum's round per batch).
+async fn commit(cluster: &Cluster, view: ViewOf, batch: Vec<Job>) {
     let requests: Vec<PlaceRequest> = batch.iter().map(|job| job.request.clone()).collect();
-    let ids: Vec<RequestId> = requests.iter().map(|r| r.request_id).collect();
+    let asked: Vec<(RequestId, WorkspaceName)> = requests
+        .iter()
+        .map(|r| (r.request_id, r.spec.name.clone()))
+        .collect();
     // Each create's hop: the batch's proposal and commit, under the create's own request id
     // (the batch's entry has an id of its own, which no one traces).
     let kind = format!("batch of {}", batch.len());
@@ -171,40 +182,47 @@ async fn commit(cluster: &Cluster, batch: Vec<Job>) {
         })
         .collect();
     let proposer = Identity::Coordinator(cluster.id());
-    let committed = cluster
-        .propose_untraced(
+    let outcomes = cluster
+        .propose_and_read_as(
+            Hops::Callers,
             RequestId::random(),
             proposer,
             Command::PlaceWorkspaces(requests),
+            move |state| {
+                asked
+                    .iter()
+                    .map(|(id, name)| {
+                        let outcome = state.outcome_of(*id).cloned();
+                        let shown = state.workspaces().get(name).map(view);
+                        (outcome, shown)
+                    })
+                    .collect::<Vec<_>>()
+            },
         )
         .await;
-    let outcomes = match committed {
-        Ok(()) => {
-            cluster
-                .read(Consistency::Linearizable, move |state| {
-                    ids.iter()
-                        .map(|id| state.outcome_of(*id).cloned())
-                        .collect::<Vec<_>>()
-                })
-                .await
-        }
-        Err(error) => Err(error),
-    };
     let placements = &cluster.metrics().placements;
     match outcomes {
         Ok(outcomes) => {
-            for ((job, outcome), span) in batch.into_iter().zip(outcomes).zip(hops) {
+            for ((job, (outcome, shown)), span) in batch.into_iter().zip(outcomes).zip(hops) {
                 let id = job.request.request_id;
                 placements.inc([placement_outcome(outcome.as_ref())]);
                 let answer = match outcome {
-                    Some(Outcome::Applied) => Ok(()),
-                    Some(Outcome::Rejected(error)) => Err(error.with_request_id(id)),
+                    Some(Outcome::Applied) => shown.ok_or_else(|| {
+                        WireError::new(
+                            ErrorCode::WorkspaceNotFound,
+                            format!(
+                                "workspace {} was created and is gone already",
+                                job.request.spec.name
+                            ),
+                        )
+                    }),
+                    Some(Outcome::Rejected(error)) => Err(error),
                     None => Err(WireError::new(
                         ErrorCode::Internal,
                         "the create was committed but its outcome is not in the journal",
-                    )
-                    .with_request_id(id)),
-                };
+                    )),
+                }
+                .map_err(|error| error.with_request_id(id));
                 hop::record(&span, &answer);
                 let _ = job.reply.send(answer);
             }

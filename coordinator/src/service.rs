@@ -113,7 +113,7 @@ impl Service {
 
     /// Must be called within the Tokio runtime (it starts the placement task).
     pub fn new(identity: Identity, cluster: Cluster) -> Service {
-        let placer = Placer::start(cluster.clone());
+        let placer = Placer::start(cluster.clone(), views::view_of);
         Service {
             identity,
             cluster,

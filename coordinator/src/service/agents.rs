@@ -30,10 +30,7 @@ impl Service {
         host: &HostId,
         stats: Option<nexus_protocol::model::HostStats>,
     ) -> Result<(), WireError> {
-        if !self.cluster.leadership().borrow().leading {
-            // Not leading, or not published yet: the driver's answer names the leader.
-            self.cluster.require_leader().await?;
-        }
+        self.cluster.require_leading().await?;
         let roster = self.cluster.roster();
         let standing = self.liveness().get(host).and_then(|l| l.roster) == Some(roster);
         if !standing {
@@ -140,7 +137,7 @@ impl Service {
             }
             AgentRequest::ContainerStats(containers) => {
                 too_many(containers.len())?;
-                self.cluster.require_leader().await?;
+                self.cluster.require_leading().await?;
                 if let Some(entry) = self.liveness().get_mut(host_id) {
                     entry.containers = containers;
                 }

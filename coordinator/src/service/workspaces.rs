@@ -349,9 +349,8 @@ impl Service {
         scoring: Option<Scoring>,
     ) -> Result<Response, WireError> {
         check_spec(&spec)?;
-        self.cluster.require_leader().await?;
-        let name = spec.name.clone();
-        tracing::debug!(workspace = %name, %request_id, "placing");
+        self.cluster.require_leading().await?;
+        tracing::debug!(workspace = %spec.name, %request_id, "placing");
         self.placer
             .place(PlaceRequest {
                 request_id,
@@ -359,20 +358,8 @@ impl Service {
                 spec,
                 scoring,
             })
-            .await?;
-        let found = name.clone();
-        self.cluster
-            .read(Consistency::Stale, move |state| {
-                state.workspaces().get(&found).map(view_of)
-            })
-            .await?
+            .await
             .map(Response::Workspace)
-            .ok_or_else(|| {
-                WireError::new(
-                    ErrorCode::WorkspaceNotFound,
-                    format!("workspace {name} was created and is gone already"),
-                )
-            })
     }
 }
 
@@ -391,63 +378,95 @@ mod tests {
     use crate::service::testing::{agent, ask, code, named, one_node_with_h1, workspace_spec, ws};
     use crate::state::Command;
 
+    /// What the fastest agent there is reports: `state` for `name`, each time h1's desired
+    /// state changes, straight into Raft.
+    type FastReport = std::sync::Arc<std::sync::Mutex<Option<(WorkspaceName, WorkspaceState)>>>;
+
+    fn fast_agent(
+        service: &std::sync::Arc<crate::service::Service>,
+        report: &FastReport,
+    ) -> tokio::task::JoinHandle<()> {
+        let (service, report) = (service.clone(), report.clone());
+        let h1 = HostId::new("h1").unwrap();
+        tokio::spawn(async move {
+            let mut changes = service.cluster.desired_changes(&h1);
+            while changes.changed().await.is_ok() {
+                let Some((name, state)) = report.lock().unwrap().clone() else {
+                    continue;
+                };
+                let wanted = name.clone();
+                let generation = service
+                    .cluster
+                    .read(Consistency::Stale, move |state| {
+                        state.workspaces().get(&wanted).map(|w| w.generation)
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(1);
+                let observed = Command::RecordObserved {
+                    host: h1.clone(),
+                    observed: vec![ObservedWorkspace {
+                        name,
+                        generation,
+                        state,
+                        ports: vec![],
+                        error: None,
+                    }],
+                };
+                let _ = service
+                    .cluster
+                    .propose(RequestId::random(), agent("h1").identity, observed)
+                    .await;
+            }
+        })
+    }
+
     /// A fast agent may report a destroyed workspace gone before the destroy is answered: the
     /// answer is what the destroy's own entry made (`Destroying`), never WORKSPACE_NOT_FOUND.
     #[tokio::test]
     async fn a_destroy_is_answered_from_its_own_entry_however_fast_the_agent() {
         let (_dir, node, service) = one_node_with_h1().await;
         let service = std::sync::Arc::new(service);
-        let h1 = HostId::new("h1").unwrap();
-        let destroying: std::sync::Arc<std::sync::Mutex<Option<WorkspaceName>>> =
-            std::sync::Arc::default();
-        // The fastest agent there is: each time h1's desired state changes, it reports the
-        // workspace being destroyed gone, straight into Raft.
-        let fast_agent = tokio::spawn({
-            let (service, destroying) = (service.clone(), destroying.clone());
-            async move {
-                let mut changes = service.cluster.desired_changes(&h1);
-                while changes.changed().await.is_ok() {
-                    let Some(name) = destroying.lock().unwrap().clone() else {
-                        continue;
-                    };
-                    let wanted = name.clone();
-                    let generation = service
-                        .cluster
-                        .read(Consistency::Stale, move |state| {
-                            state.workspaces().get(&wanted).map(|w| w.generation)
-                        })
-                        .await
-                        .ok()
-                        .flatten()
-                        .unwrap_or(1);
-                    let gone = Command::RecordObserved {
-                        host: h1.clone(),
-                        observed: vec![ObservedWorkspace {
-                            name,
-                            generation,
-                            state: WorkspaceState::Gone,
-                            ports: vec![],
-                            error: None,
-                        }],
-                    };
-                    let _ = service
-                        .cluster
-                        .propose(RequestId::random(), agent("h1").identity, gone)
-                        .await;
-                }
-            }
-        });
+        let report = FastReport::default();
+        let fast_agent = fast_agent(&service, &report);
         let ada = named("ada", Role::User);
         for i in 0..20 {
             let name: WorkspaceName = format!("w{i}").parse().unwrap();
             let create = ws(WorkspaceRequest::Create(workspace_spec(name.as_str(), &[])));
             ask(&service, &ada, create).await.unwrap();
-            *destroying.lock().unwrap() = Some(name.clone());
+            *report.lock().unwrap() = Some((name.clone(), WorkspaceState::Gone));
             match ask(&service, &ada, ws(WorkspaceRequest::Destroy(name.clone()))).await {
                 Ok(Response::Workspace(view)) => {
                     assert_eq!(view.state, WorkspaceState::Destroying, "{name}");
                 }
                 other => panic!("destroy {i}: {other:?}"),
+            }
+        }
+        fast_agent.abort();
+        node.stop().await.unwrap();
+    }
+
+    /// Likewise a create: its answer is the workspace as its batch's entry left it (scheduled
+    /// on its host), read as the entry applies, not whatever a report made of it after.
+    #[tokio::test]
+    async fn a_create_is_answered_from_its_own_entry_however_fast_the_agent() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let service = std::sync::Arc::new(service);
+        let report = FastReport::default();
+        let fast_agent = fast_agent(&service, &report);
+        let ada = named("ada", Role::User);
+        // As many as h1 holds.
+        for i in 0..4 {
+            let name: WorkspaceName = format!("w{i}").parse().unwrap();
+            *report.lock().unwrap() = Some((name.clone(), WorkspaceState::Running));
+            let create = ws(WorkspaceRequest::Create(workspace_spec(name.as_str(), &[])));
+            match ask(&service, &ada, create).await {
+                Ok(Response::Workspace(view)) => {
+                    assert_eq!(view.state, WorkspaceState::Scheduled, "{name}");
+                    assert_eq!(view.host.as_ref().map(HostId::as_str), Some("h1"));
+                }
+                other => panic!("create {i}: {other:?}"),
             }
         }
         fast_agent.abort();
