@@ -128,6 +128,18 @@ pub fn skip_reason(
     now: Timestamp,
 ) -> Option<Skipped> {
     let facts = fleet.host(host)?;
+    skip_reason_with(fleet, &facts, in_flight, host, spec, now)
+}
+
+/// [`skip_reason`] with `host`'s facts already read.
+fn skip_reason_with(
+    fleet: &impl FleetView,
+    facts: &HostFacts<'_>,
+    in_flight: &mut InFlight,
+    host: &HostId,
+    spec: &WorkspaceSpec,
+    now: Timestamp,
+) -> Option<Skipped> {
     let ports = u32::try_from(spec.ports.len()).unwrap_or(u32::MAX);
     if let Some(unfit) = facts.unfit(spec.class, ports, || fleet.free_ports_on(host, now)) {
         return Some(Skipped::Unfit(unfit));
@@ -144,6 +156,31 @@ pub fn skip_reason(
         });
     }
     None
+}
+
+/// A host passed over, kept as found and told only if no host can take the workspace: most
+/// creates find one, and formatting every busy host they passed cost the apply dearly.
+enum Passed<'a> {
+    TooManyPorts {
+        host: &'a HostId,
+        wanted: u32,
+        max: u32,
+    },
+    Skipped {
+        host: &'a HostId,
+        why: Skipped,
+    },
+}
+
+impl std::fmt::Display for Passed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Passed::TooManyPorts { host, wanted, max } => {
+                write!(f, "{host}: {wanted} ports asked, at most {max}")
+            }
+            Passed::Skipped { host, why } => write!(f, "{host}: {why}"),
+        }
+    }
 }
 
 /// How full the host would be with `spec` on it: the larger of its CPU and memory shares, in
@@ -245,11 +282,11 @@ pub fn place(
     };
     let mut options = 0usize;
     let wanted = u32::try_from(spec.ports.len()).unwrap_or(u32::MAX);
-    let mut skipped = Vec::new();
+    let mut skipped: Vec<Passed> = Vec::new();
     let mut more_skipped = 0usize;
-    let mut skip = |reason: String| {
+    let mut skip = |passed| {
         if skipped.len() < MAX_REASONS {
-            skipped.push(reason);
+            skipped.push(passed);
         } else {
             more_skipped += 1;
         }
@@ -265,12 +302,16 @@ pub fn place(
         };
         let max_ports = facts.limits.max_ports_per_workspace;
         if wanted > max_ports {
-            skip(format!("{host}: {wanted} ports asked, at most {max_ports}"));
+            skip(Passed::TooManyPorts {
+                host,
+                wanted,
+                max: max_ports,
+            });
             continue;
         }
         too_many_ports_everywhere = false;
-        if let Some(reason) = skip_reason(fleet, in_flight, host, spec, now) {
-            skip(format!("{host}: {reason}"));
+        if let Some(why) = skip_reason_with(fleet, &facts, in_flight, host, spec, now) {
+            skip(Passed::Skipped { host, why });
             continue;
         }
         options += 1;
@@ -294,10 +335,13 @@ pub fn place(
         };
         let reasons = if skipped.is_empty() {
             "no host has registered".to_string()
-        } else if more_skipped > 0 {
-            format!("{}; and {more_skipped} more hosts", skipped.join("; "))
         } else {
-            skipped.join("; ")
+            let told: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+            if more_skipped > 0 {
+                format!("{}; and {more_skipped} more hosts", told.join("; "))
+            } else {
+                told.join("; ")
+            }
         };
         return Err(WireError::new(
             code,
