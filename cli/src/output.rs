@@ -41,6 +41,57 @@ pub fn emit(format: OutputFormat, json: &Value, text: impl FnOnce() -> String) {
     }
 }
 
+/// A JSON array written an element at a time, byte for byte what printing the whole array as
+/// one [`Value`] would (compact, then a newline), so that a list of 250,000 is neither built
+/// whole nor held as one string. A write that fails (a closed pipe) ends the writing quietly,
+/// as [`print`] does.
+#[derive(Debug)]
+pub struct JsonArray<W: Write> {
+    out: Option<W>,
+    empty: bool,
+}
+
+impl<W: Write> JsonArray<W> {
+    pub fn new(out: W) -> JsonArray<W> {
+        JsonArray {
+            out: Some(out),
+            empty: true,
+        }
+    }
+
+    pub fn push(&mut self, element: &impl serde::Serialize) {
+        let opening: &[u8] = if self.empty { b"[" } else { b"," };
+        self.empty = false;
+        self.write(|out| {
+            out.write_all(opening)?;
+            serde_json::to_writer(out, element).map_err(std::io::Error::from)
+        });
+    }
+
+    /// Sends what is buffered on, so that a reader sees each page as it comes.
+    pub fn flush(&mut self) {
+        self.write(Write::flush);
+    }
+
+    /// Closes the array (`[]` if nothing was pushed) and answers the writer.
+    pub fn finish(mut self) -> Option<W> {
+        let closing: &[u8] = if self.empty { b"[]\n" } else { b"]\n" };
+        self.write(|out| {
+            out.write_all(closing)?;
+            out.flush()
+        });
+        self.out.take()
+    }
+
+    fn write(&mut self, step: impl FnOnce(&mut W) -> std::io::Result<()>) {
+        if let Some(out) = &mut self.out
+            && step(out).is_err()
+        {
+            self.out = None;
+        }
+    }
+}
+
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut table = Table::new();
     table.load_style(presets::NOTHING);
@@ -179,16 +230,50 @@ pub fn status_seen_table(seen: &StatusSeen) -> String {
 /// A workspace as `--output json` prints it (the contract: name, owner, state, host, image,
 /// ports, created_at; plus class).
 pub fn workspace_json(view: &WorkspaceView) -> Value {
-    json!({
-        "name": view.name.as_str(),
-        "owner": view.owner.as_str(),
-        "state": view.state.as_str(),
-        "host": view.host.as_ref().map(HostId::as_str),
-        "image": view.image,
-        "class": view.class.as_str(),
-        "ports": view.ports.iter().map(|p| json!({"container": p.container, "host": p.host})).collect::<Vec<_>>(),
-        "created_at": rfc3339(view.created_at),
-    })
+    serde_json::to_value(WorkspaceJson::of(view)).unwrap_or(Value::Null)
+}
+
+/// A workspace as `--output json` shows it, written straight to JSON (a list of 250,000 is
+/// printed without a [`Value`] each). The fields are in name order, as a [`Value`]'s keys
+/// print, so that both forms are the same bytes.
+#[derive(Debug, serde::Serialize)]
+pub struct WorkspaceJson<'a> {
+    class: &'a str,
+    created_at: String,
+    host: Option<&'a str>,
+    image: &'a str,
+    name: &'a str,
+    owner: &'a str,
+    ports: Vec<PortJson>,
+    state: &'a str,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct PortJson {
+    container: u16,
+    host: u16,
+}
+
+impl<'a> WorkspaceJson<'a> {
+    pub fn of(view: &'a WorkspaceView) -> WorkspaceJson<'a> {
+        WorkspaceJson {
+            class: view.class.as_str(),
+            created_at: rfc3339(view.created_at),
+            host: view.host.as_ref().map(HostId::as_str),
+            image: &view.image,
+            name: view.name.as_str(),
+            owner: view.owner.as_str(),
+            ports: view
+                .ports
+                .iter()
+                .map(|p| PortJson {
+                    container: p.container,
+                    host: p.host,
+                })
+                .collect(),
+            state: view.state.as_str(),
+        }
+    }
 }
 
 /// Seconds since the epoch as RFC 3339 (or the number, if out of range).
@@ -624,6 +709,91 @@ mod tests {
     use nexus_protocol::model::HostInfo;
 
     use super::*;
+
+    /// The streamed array is byte for byte the whole array printed at once: the `--output json`
+    /// contract of `workspace list` did not change when it began to stream.
+    #[test]
+    fn a_streamed_array_prints_as_the_whole_array_would() {
+        let elements = [
+            json!({"name": "a", "ports": [], "host": null}),
+            json!({"name": "b\"q", "ports": [{"container": 80, "host": 20000}]}),
+            json!("x"),
+        ];
+        for n in 0..=elements.len() {
+            let whole = format!("{}\n", Value::Array(elements[..n].to_vec()));
+            let mut streamed = JsonArray::new(Vec::new());
+            for element in &elements[..n] {
+                streamed.push(element);
+                streamed.flush();
+            }
+            let bytes = streamed.finish().unwrap();
+            assert_eq!(String::from_utf8(bytes).unwrap(), whole, "{n} elements");
+        }
+    }
+
+    /// A reader gone (`| head`) ends the writing without a panic or an error.
+    #[test]
+    fn a_streamed_array_stops_quietly_at_a_closed_pipe() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut streamed = JsonArray::new(Closed);
+        streamed.push(&json!(1));
+        streamed.push(&json!(2));
+        assert!(streamed.finish().is_none());
+    }
+
+    /// What `workspace list` streams is what `workspace inspect` and every other list build as a
+    /// [`Value`]: the same bytes.
+    #[test]
+    fn a_workspace_streams_as_its_json_value_prints() {
+        let mut view = detail().view;
+        let mut views = vec![view.clone()];
+        view.host = None;
+        view.image = "registry.local/dev:\"quoted\" \u{e9}".into();
+        view.ports = vec![
+            nexus_protocol::model::PortBinding {
+                container: 80,
+                host: 20_001,
+            },
+            nexus_protocol::model::PortBinding {
+                container: 8080,
+                host: 20_002,
+            },
+        ];
+        views.push(view);
+        for view in &views {
+            assert_eq!(
+                serde_json::to_string(&WorkspaceJson::of(view)).unwrap(),
+                workspace_json(view).to_string()
+            );
+        }
+        let keys: Vec<String> = workspace_json(&views[0])
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "class",
+                "created_at",
+                "host",
+                "image",
+                "name",
+                "owner",
+                "ports",
+                "state"
+            ]
+        );
+    }
 
     #[test]
     fn seconds_read_as_rfc3339_or_stay_a_number() {

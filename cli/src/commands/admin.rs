@@ -142,15 +142,11 @@ pub async fn run(
         }
         AdminCommand::Workspace(command) => match command {
             AdminWorkspaceCommand::List { host, owner, stale } => {
-                let mut views = crate::listing::workspaces(settings, stale, READ_TIMEOUT).await?;
-                views.retain(|v| {
+                workspace::list(settings, stale, format, READ_TIMEOUT, move |v| {
                     host.as_ref().is_none_or(|h| v.host.as_ref() == Some(h))
                         && owner.as_ref().is_none_or(|o| &v.owner == o)
-                });
-                let json =
-                    serde_json::Value::Array(views.iter().map(output::workspace_json).collect());
-                output::emit(format, &json, || output::workspaces_table(&views));
-                Ok(())
+                })
+                .await
             }
             AdminWorkspaceCommand::Inspect { name } => {
                 workspace::inspect(settings, name, format).await

@@ -67,8 +67,9 @@ pub async fn run(
             (request, Some((args.name, Goal::Running, args.wait)))
         }
         WorkspaceCommand::List { stale } => {
-            let views = crate::listing::workspaces(settings, stale, TIMEOUT).await?;
-            return print_answer(Response::Workspaces(views), format).map(|()| 0);
+            return list(settings, stale, format, TIMEOUT, |_| true)
+                .await
+                .map(|()| 0);
         }
         WorkspaceCommand::Inspect { name } => {
             return inspect(settings, name, format).await.map(|()| 0);
@@ -213,6 +214,63 @@ pub async fn inspect(
         text
     });
     Ok(())
+}
+
+/// Prints the workspaces `keep` keeps, of every one the caller may see. As JSON, each page is
+/// printed as it arrives, by a thread of its own while the next page is asked for (one array,
+/// as it always was; should a later page fail, the array is left unclosed and the exit code
+/// says so); a table waits for all, to size its columns.
+pub(crate) async fn list(
+    settings: &Settings,
+    stale: bool,
+    format: OutputFormat,
+    limit: Duration,
+    keep: impl Fn(&nexus_protocol::model::WorkspaceView) -> bool + Send + 'static,
+) -> Result<(), CliError> {
+    match format {
+        OutputFormat::Json => {
+            /// What the printing thread is handed: pages, then the word that there are no more.
+            enum Printing {
+                Page(Vec<nexus_protocol::model::WorkspaceView>),
+                Done,
+            }
+            let (pages, printer) = std::sync::mpsc::channel();
+            let printing = std::thread::spawn(move || {
+                let stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+                let mut out = output::JsonArray::new(stdout);
+                for printing in printer {
+                    match printing {
+                        Printing::Page(page) => {
+                            for view in page.iter().filter(|v| keep(v)) {
+                                out.push(&output::WorkspaceJson::of(view));
+                            }
+                            out.flush();
+                        }
+                        Printing::Done => {
+                            out.finish();
+                            return;
+                        }
+                    }
+                }
+            });
+            let fetched = crate::listing::each_page(settings, stale, limit, |page| {
+                let _ = pages.send(Printing::Page(page));
+            })
+            .await;
+            if fetched.is_ok() {
+                let _ = pages.send(Printing::Done);
+            }
+            drop(pages);
+            let _ = printing.join();
+            fetched
+        }
+        OutputFormat::Table => {
+            let mut views = crate::listing::workspaces(settings, stale, limit).await?;
+            views.retain(|v| keep(v));
+            output::print(&output::workspaces_table(&views));
+            Ok(())
+        }
+    }
 }
 
 fn print_answer(answer: Response, format: OutputFormat) -> Result<(), CliError> {
