@@ -74,12 +74,16 @@ impl State {
     /// How many of `host`'s workspaces are on their way somewhere (see
     /// [`crate::fit::is_in_flight`]).
     pub fn in_flight_on(&self, host: &HostId) -> u32 {
-        let names = self.on_host.get(host).into_iter().flatten();
-        let moving = names
-            .filter_map(|name| self.workspaces.get(name))
-            .filter(|w| crate::fit::is_in_flight(w.state))
-            .count();
-        u32::try_from(moving).unwrap_or(u32::MAX)
+        self.in_flight.get(host).copied().unwrap_or(0)
+    }
+
+    /// The `in_flight` index, from the workspaces.
+    pub(super) fn in_flight_index(&self) -> BTreeMap<HostId, u32> {
+        let mut index = BTreeMap::new();
+        for workspace in self.workspaces.values() {
+            moved(&mut index, &workspace.host, None, Some(workspace.state));
+        }
+        index
     }
 
     /// Whether the roster (the hosts in the fleet, and which of them are down) changed since the
@@ -173,6 +177,7 @@ impl State {
                 workspace.updated_at = origin.at;
             }
             if workspace.state != from {
+                moved(&mut self.in_flight, host, Some(from), Some(workspace.state));
                 changed.push((name.clone(), from, workspace.state));
             }
         }
@@ -257,6 +262,7 @@ impl State {
             return;
         };
         let host = &gone.host;
+        moved(&mut self.in_flight, host, Some(gone.state), None);
         for binding in &gone.ports {
             self.ports.remove(&(host.clone(), binding.host));
         }
@@ -290,5 +296,28 @@ impl Default for RosterChanged {
 impl PartialEq for RosterChanged {
     fn eq(&self, _: &RosterChanged) -> bool {
         true
+    }
+}
+
+/// Keeps an `in_flight` index true across a workspace of `host` going from `from` to `to`
+/// (`None`: not there, before its creation or after its removal).
+pub(super) fn moved(
+    in_flight: &mut BTreeMap<HostId, u32>,
+    host: &HostId,
+    from: Option<WorkspaceState>,
+    to: Option<WorkspaceState>,
+) {
+    let counts = |state: Option<WorkspaceState>| state.is_some_and(crate::fit::is_in_flight);
+    match (counts(from), counts(to)) {
+        (false, true) => *in_flight.entry(host.clone()).or_insert(0) += 1,
+        (true, false) => {
+            if let Some(count) = in_flight.get_mut(host) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    in_flight.remove(host);
+                }
+            }
+        }
+        _ => {}
     }
 }

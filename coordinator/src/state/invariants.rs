@@ -30,6 +30,8 @@ pub enum BrokenInvariant {
     HostIds,
     #[error("the index of workspaces by host is not the workspaces'")]
     HostIndex,
+    #[error("the in-flight index does not count the workspaces' states")]
+    InFlightIndex,
     #[error("{workspace} has events but is not a workspace")]
     EventsOfUnknown { workspace: WorkspaceName },
     #[error("{workspace} keeps {kept} events, more than {EVENTS_KEPT}")]
@@ -97,6 +99,9 @@ impl State {
         }
         if self.hosts_index() != self.on_host {
             return Err(BrokenInvariant::HostIndex);
+        }
+        if self.in_flight_index() != self.in_flight {
+            return Err(BrokenInvariant::InFlightIndex);
         }
         self.check_events()
     }

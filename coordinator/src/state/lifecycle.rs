@@ -323,7 +323,14 @@ impl State {
         let Some(workspace) = self.workspaces.get_mut(name) else {
             return Outcome::Applied;
         };
+        let from = workspace.state;
         workspace.state = WorkspaceState::Destroying;
+        super::hosts::moved(
+            &mut self.in_flight,
+            &workspace.host,
+            Some(from),
+            Some(workspace.state),
+        );
         workspace.desired = DesiredRun::Stopped;
         workspace.restart_pending = false;
         workspace.updated_at = origin.at;

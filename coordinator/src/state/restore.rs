@@ -145,11 +145,13 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>, header: &Back
         ca_rotations: running.ca_rotations,
         events_by_request: backup.events_by_request,
         on_host: BTreeMap::new(),
+        in_flight: BTreeMap::new(),
         host_ids: Vec::new(),
         changed_hosts: ChangedHosts::All,
         roster_changed: Default::default(),
     };
     state.on_host = state.hosts_index();
+    state.in_flight = state.in_flight_index();
     state.host_ids = state.hosts.keys().cloned().collect();
     let reason = format!(
         "restored from backup {} (index {}, term {})",

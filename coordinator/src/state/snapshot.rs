@@ -47,6 +47,7 @@ impl State {
             .ok_or(SnapshotError::Truncated)?;
         let mut state: State = codec::decode(payload).map_err(SnapshotError::Corrupt)?;
         state.on_host = state.hosts_index();
+        state.in_flight = state.in_flight_index();
         state.host_ids = state.hosts.keys().cloned().collect();
         state.events_by_request = state.requests_index();
         Ok(state)

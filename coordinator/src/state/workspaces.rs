@@ -119,6 +119,12 @@ impl State {
                 worktree: None,
             },
         );
+        super::hosts::moved(
+            &mut self.in_flight,
+            host,
+            None,
+            Some(WorkspaceState::Scheduled),
+        );
         self.bump(host);
         let placed = EventKind::Created { host: host.clone() };
         self.record_asked(&spec.name, origin, placed, None);
@@ -170,7 +176,14 @@ impl State {
         let Some(workspace) = self.workspaces.get_mut(name) else {
             return reject(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"));
         };
+        let from = workspace.state;
         workspace.state = WorkspaceState::Destroying;
+        super::hosts::moved(
+            &mut self.in_flight,
+            &workspace.host,
+            Some(from),
+            Some(workspace.state),
+        );
         workspace.desired = DesiredRun::Stopped;
         workspace.restart_pending = false;
         workspace.updated_at = origin.at;
@@ -198,6 +211,12 @@ impl State {
                 continue;
             }
             workspace.state = WorkspaceState::Destroying;
+            super::hosts::moved(
+                &mut self.in_flight,
+                &workspace.host,
+                Some(WorkspaceState::Stopped),
+                Some(workspace.state),
+            );
             workspace.updated_at = origin.at;
             let host = workspace.host.clone();
             self.bump(&host);
@@ -320,7 +339,14 @@ impl State {
         let mut generation = 0;
         if let Some(workspace) = self.workspaces.get_mut(name) {
             workspace.generation += 1;
+            let from = workspace.state;
             workspace.state = WorkspaceState::Scheduled;
+            super::hosts::moved(
+                &mut self.in_flight,
+                &workspace.host,
+                Some(from),
+                Some(workspace.state),
+            );
             workspace.desired = DesiredRun::Running;
             workspace.restart_pending = false;
             workspace.port_reassigned = false;
