@@ -118,6 +118,15 @@ impl TransportConfig {
         transport.datagram_receive_buffer_size(self.datagrams.then_some(datagram::RECEIVE_BUFFER));
         transport.datagram_send_buffer_size(datagram::RECEIVE_BUFFER);
         transport.max_concurrent_uni_streams(0u32.into());
+        if serves {
+            // An answer larger than the congestion window (a page of 5,000 workspaces, about
+            // 1 MB) waits for its client's acknowledgements; a client holds back an odd last
+            // one for up to 25 ms by default. Servers ask their clients for 1 ms instead (the
+            // ACK frequency extension; a client without it ignores the ask).
+            let mut acks = quinn::AckFrequencyConfig::default();
+            acks.max_ack_delay(Some(Duration::from_millis(1)));
+            transport.ack_frequency_config(Some(acks));
+        }
         Ok(transport)
     }
 }
