@@ -307,10 +307,57 @@ pub fn decode_untrusted(data: &[u8], config: CodecConfig) -> usize {
     decoded
 }
 
+/// For a `Vec<u8>` field of a type encoded by this codec outside this crate:
+/// `#[serde(with = "nexus_protocol::codec::bytes")]`. The same bytes on the wire as a plain
+/// `Vec<u8>` (a length, then one byte per element), so stored and sent data stay readable, but
+/// written and read at once instead of element by element through serde's sequence visitor:
+/// a restore's 79 MB state took about a second each way.
+pub mod bytes {
+    pub use serde_bytes::{deserialize, serialize};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::id::RequestId;
+
+    #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+    struct Plain {
+        before: u64,
+        data: Vec<u8>,
+        after: String,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+    struct Bytes {
+        before: u64,
+        #[serde(with = "super::bytes")]
+        data: Vec<u8>,
+        after: String,
+    }
+
+    #[test]
+    fn bytes_are_encoded_as_a_plain_vec_of_bytes_is() {
+        for len in [0usize, 1, 250, 251, 65_536, 1 << 20] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
+            let plain = Plain {
+                before: 300,
+                data: data.clone(),
+                after: "x".into(),
+            };
+            let bytes = Bytes {
+                before: 300,
+                data,
+                after: "x".into(),
+            };
+            for config in [CodecConfig::default(), CodecConfig::local()] {
+                let encoded = encode(&plain, config).unwrap();
+                assert_eq!(encoded, encode(&bytes, config).unwrap(), "{len} bytes");
+                let (payload, _) = split_frame(&encoded, config).unwrap().unwrap();
+                assert_eq!(decode::<Bytes>(payload).unwrap(), bytes);
+            }
+        }
+    }
     use crate::message::{Request, RequestFrame};
 
     fn ping() -> RequestFrame {

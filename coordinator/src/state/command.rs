@@ -102,6 +102,9 @@ pub enum Command {
     /// what belongs to the running cluster rather than to the backup (see `state::restore`).
     Restore {
         header: BackupHeader,
+        /// Read and written whole (the encoding of a plain `Vec<u8>`, as entries of older
+        /// builds have it).
+        #[serde(with = "nexus_protocol::codec::bytes")]
         state: Vec<u8>,
     },
     /// What agents saw their workspaces used for: each workspace's latest activity.
