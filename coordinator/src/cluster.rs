@@ -458,6 +458,13 @@ impl Cluster {
         self.input(Input::Peer { from, messages }).await
     }
 
+    /// Peer `from` is demonstrably alive and sending: a piece of a large transfer (an append
+    /// of a restore's entry) came from it. If it is this node's leader, that counts as hearing
+    /// from it: the leader may be writing the same entry meanwhile, and cannot heartbeat.
+    pub async fn heard_from(&self, from: NodeId) {
+        let _ = self.input(Input::Heard(from)).await;
+    }
+
     pub async fn view(&self) -> Result<NodeView, WireError> {
         let (reply, answer) = oneshot::channel();
         self.input(Input::View { reply }).await?;

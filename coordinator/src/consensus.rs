@@ -15,6 +15,10 @@
 //! applied; followers' messages are taken from `persisted_messages` only after persisting; an empty
 //! entry is skipped only when it is a normal entry (a leave-joint conf change has empty data);
 //! proposals carry their request id, so outcomes are matched to waiters by id, never by position.
+//! A large restore is read off this thread before it applies ([`ahead`]), so applied may lag
+//! committed for a while (`advance_apply_to`, never `advance_apply`).
+
+use std::collections::VecDeque;
 
 use nexus_protocol::codec::{self, CodecConfig};
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
@@ -29,6 +33,7 @@ use crate::state::{Outcome, Proposal, SnapshotError, State};
 
 pub use raft::eraftpb::Message as RaftMessage;
 
+mod ahead;
 mod messages;
 pub use messages::{
     carries_snapshot, check_peer_message, decode_message, encode_message, grants_pre_vote,
@@ -63,6 +68,11 @@ impl Default for RaftConfig {
         }
     }
 }
+
+/// Entries this large to persist in one round make a leader heartbeat before writing them.
+const LARGE_WRITE_BYTES: usize = 1 << 20;
+/// A write (or an apply) this long makes a leader heartbeat as soon as it is done.
+const LONG_WRITE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A failure of the durable store. Fatal for the node: the caller must stop it (and the process
 /// restarts from what is on disk), never carry on with a replica that may have diverged.
@@ -101,6 +111,8 @@ pub trait LogStore: raft::Storage {
         term: u64,
         conf_state: &ConfState,
     ) -> Result<(), StoreError>;
+    /// Every entry up to `index` is applied here: a copy kept in memory to read it back may go.
+    fn applied(&self, _index: u64) {}
 }
 
 fn store_error(error: raft::Error) -> StoreError {
@@ -134,6 +146,12 @@ pub struct ReadyOutput {
     pub reads: Vec<(u64, u64)>,
     /// How long applying this round's committed entries took, if there were any.
     pub applying: Option<std::time::Duration>,
+    /// How long persisting took (a snapshot from the leader, entries, the hard state), if
+    /// anything was persisted.
+    pub persisting: Option<std::time::Duration>,
+    /// How long raft-rs took to gather the round's work (it reads committed entries from the
+    /// store).
+    pub gathering: Option<std::time::Duration>,
 }
 
 /// A membership change, one node at a time (so the cluster never enters a joint configuration
@@ -193,6 +211,10 @@ pub struct RaftNode<S: LogStore> {
     snapshots_taken: u64,
     /// A membership change was applied since the last snapshot.
     conf_changed: bool,
+    /// Committed entries not yet applied: those behind a restore still being read.
+    unapplied: VecDeque<Entry>,
+    /// Large restores being read off this thread ([`ahead`]).
+    ahead: ahead::Ahead,
 }
 
 impl<S: LogStore> std::fmt::Debug for RaftNode<S> {
@@ -277,7 +299,32 @@ impl<S: LogStore> RaftNode<S> {
             snapshots_restored: 0,
             snapshots_taken: 0,
             conf_changed: false,
+            unapplied: VecDeque::new(),
+            ahead: ahead::Ahead::new(),
         })
+    }
+
+    /// The bytes of the entries not yet persisted.
+    fn unstable_bytes(&self) -> usize {
+        self.raw
+            .raft
+            .raft_log
+            .unstable_entries()
+            .iter()
+            .map(|entry| entry.data.len())
+            .sum()
+    }
+
+    /// Reads ahead, off this thread, every restore whose entry has at least `bytes` (1 MiB
+    /// unless a test wants small states read ahead too; see [`ahead`]).
+    pub fn read_ahead_from(&mut self, bytes: usize) {
+        self.ahead.set_threshold(bytes);
+    }
+
+    /// Committed entries waiting to apply behind a restore being read, and the restores being
+    /// read.
+    pub fn waiting(&self) -> (usize, usize) {
+        (self.unapplied.len(), self.ahead.len())
     }
 
     pub fn id(&self) -> NodeId {
@@ -331,7 +378,19 @@ impl<S: LogStore> RaftNode<S> {
 
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
+        // A follower whose apply waits on a restore's read does not campaign meanwhile: every
+        // replica reads the same state for seconds and then holds its thread to swap it in, the
+        // leader too, and a follower that timed out on a leader busy with the restore would
+        // depose it mid-restore. A leader that is gone is replaced once the read is done.
+        if self.raw.raft.state == StateRole::Follower && self.reading_restore() {
+            self.raw.raft.election_elapsed = 0;
+        }
         self.raw.tick();
+    }
+
+    /// Whether applying waits on a restore being read.
+    fn reading_restore(&self) -> bool {
+        !self.unapplied.is_empty() && self.ahead.len() > 0
     }
 
     /// How many snapshots from a leader this node has restored since it started.
@@ -413,6 +472,17 @@ impl<S: LogStore> RaftNode<S> {
     /// Raft's election clock.
     pub fn election_elapsed(&self) -> usize {
         self.raw.raft.election_elapsed
+    }
+
+    /// Counts a sign of life from `from` (a piece of its large append arriving) as hearing from
+    /// the leader, if it is this follower's leader: the election clock starts again, as at a
+    /// heartbeat. Liveness only: nothing is taken from it, and a leader that is gone sends no
+    /// pieces.
+    pub fn heard_from(&mut self, from: NodeId) {
+        let raft = &mut self.raw.raft;
+        if raft.state == StateRole::Follower && raft.leader_id == from.get() {
+            raft.election_elapsed = 0;
+        }
     }
 
     /// Forgets the leader this follower follows, keeping its term and vote, so that it no longer
@@ -528,28 +598,49 @@ impl<S: LogStore> RaftNode<S> {
     /// entries, and returns the messages to send and the applied outcomes. A store failure is
     /// fatal for this node.
     pub fn process_ready(&mut self) -> Result<ReadyOutput, StoreError> {
-        self.process_ready_with(&mut |_, _, _| {})
+        self.process_ready_with(&mut |_, _, _| {}, None)
     }
 
     /// [`RaftNode::process_ready`], showing `observe` each applied proposal, its outcome and the
-    /// state right after it.
+    /// state right after it, and handing `send_first` (if any) the messages that may go before
+    /// this round persists anything (a leader's), so that they are not held for the write.
     pub fn process_ready_with(
         &mut self,
         observe: &mut dyn FnMut(&Proposal, &Outcome, &State),
+        send_first: Option<&mut dyn FnMut(Vec<RaftMessage>)>,
     ) -> Result<ReadyOutput, StoreError> {
         let mut output = ReadyOutput::default();
         if !self.raw.has_ready() {
+            if !self.unapplied.is_empty() {
+                // Entries behind a restore being read: apply what the read lets through.
+                self.apply_entries(Vec::new(), &mut output, observe)?;
+                self.raw.advance_apply_to(self.applied_index);
+                self.maybe_snapshot()?;
+            }
             return Ok(output);
         }
+        // A leader about to write large entries (a restore's state) heartbeats first: nothing
+        // ticks while the write lasts, and a follower that hears nothing for an election timeout
+        // campaigns.
+        if self.is_leader() && self.unstable_bytes() >= LARGE_WRITE_BYTES {
+            self.raw.ping();
+        }
+        let gathering = std::time::Instant::now();
         let mut ready = self.raw.ready();
+        output.gathering = Some(gathering.elapsed());
         // A leader may send before persisting (Raft thesis 10.2.1); followers may not.
-        output.messages.extend(ready.take_messages());
+        let first = ready.take_messages();
+        match send_first {
+            Some(send) if !first.is_empty() => send(first),
+            _ => output.messages.extend(first),
+        }
         output
             .reads
             .extend(ready.take_read_states().into_iter().filter_map(|read| {
                 let context: [u8; 8] = read.request_ctx.as_slice().try_into().ok()?;
                 Some((u64::from_be_bytes(context), read.index))
             }));
+        let persisting = std::time::Instant::now();
         if !ready.snapshot().is_empty() {
             // The leader compacted past this node's log: start over from its snapshot. It is
             // decoded before it is persisted, so a bad one stops this node without leaving on
@@ -561,6 +652,11 @@ impl<S: LogStore> RaftNode<S> {
             self.raw.store().apply_snapshot(&snapshot)?;
             self.state = state;
             self.applied_index = snapshot.get_metadata().index;
+            // Raft sends a snapshot only past every committed entry: none of those waiting
+            // behind a restore's read is still to apply.
+            self.unapplied
+                .retain(|entry| entry.index > self.applied_index);
+            self.ahead.forget_through(self.applied_index);
             self.snapshot_index = self.applied_index;
             self.snapshots_restored += 1;
             tracing::info!(
@@ -574,21 +670,35 @@ impl<S: LogStore> RaftNode<S> {
         }
         if !ready.entries().is_empty() {
             self.raw.store().append(ready.entries())?;
+            self.ahead.appended(ready.entries())?;
         }
         if let Some(hard_state) = ready.hs() {
             self.raw.store().set_hard_state(hard_state)?;
         }
+        if !ready.snapshot().is_empty() || !ready.entries().is_empty() || ready.hs().is_some() {
+            let took = persisting.elapsed();
+            output.persisting = Some(took);
+            // And again once a long write is done, rather than at the next heartbeat's tick:
+            // these go out with this round's other messages.
+            if took >= LONG_WRITE && self.is_leader() {
+                self.raw.ping();
+            }
+        }
         output.messages.extend(ready.take_persisted_messages());
         let committed = ready.take_committed_entries();
         self.apply_entries(committed, &mut output, observe)?;
-        let mut light = self.raw.advance(ready);
+        // `advance` would also mark applied everything committed so far, which a restore being
+        // read holds back: applied is advanced below, to what was applied.
+        let mut light = self.raw.advance_append(ready);
         if let Some(commit) = light.commit_index() {
             self.raw.store().set_commit(commit)?;
         }
         output.messages.extend(light.take_messages());
         let committed = light.take_committed_entries();
         self.apply_entries(committed, &mut output, observe)?;
-        self.raw.advance_apply();
+        // Behind a restore being read, applied lags committed (raft-rs allows it).
+        self.raw.advance_apply_to(self.applied_index);
+        self.raw.store().applied(self.applied_index);
         self.maybe_snapshot()?;
         self.leave_joint_if_needed();
         Ok(output)
@@ -654,24 +764,35 @@ impl<S: LogStore> RaftNode<S> {
         Ok(())
     }
 
+    /// Applies the committed `entries` after those still waiting, in log order, until one is a
+    /// restore still being read ([`ahead`]): it and the entries behind it wait for a later round.
     fn apply_entries(
         &mut self,
         entries: Vec<Entry>,
         output: &mut ReadyOutput,
         observe: &mut dyn FnMut(&Proposal, &Outcome, &State),
     ) -> Result<(), StoreError> {
-        if entries.is_empty() {
+        self.unapplied.extend(entries);
+        if self.unapplied.is_empty() {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        for entry in entries {
+        while let Some(entry) = self.unapplied.pop_front() {
+            let read = match self.ahead.poll(&entry)? {
+                ahead::Poll::NotAhead => None,
+                ahead::Poll::Read(read) => Some(*read),
+                ahead::Poll::Reading => {
+                    self.unapplied.push_front(entry);
+                    break;
+                }
+            };
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {
                     // A new leader's empty entry: nothing to apply.
                     if !entry.data.is_empty() {
                         let proposal = decode_proposal(&entry.data)?;
                         let hops = hops::applying(&proposal);
-                        let outcome = self.state.apply(&proposal);
+                        let outcome = self.state.apply_read(&proposal, read);
                         hops::applied(&hops, &proposal, &outcome, &self.state);
                         drop(hops);
                         observe(&proposal, &outcome, &self.state);
@@ -702,7 +823,13 @@ impl<S: LogStore> RaftNode<S> {
             }
             self.applied_index = entry.index;
         }
-        *output.applying.get_or_insert_default() += started.elapsed();
+        let took = started.elapsed();
+        *output.applying.get_or_insert_default() += took;
+        // A long apply (a restore swapped in) is followed by a heartbeat at once, as a long
+        // write is.
+        if took >= LONG_WRITE && self.is_leader() {
+            self.raw.ping();
+        }
         Ok(())
     }
 }
@@ -895,5 +1022,267 @@ mod tests {
         let raft = open(dir.path());
         assert_eq!(raft.members().len(), 2);
         assert_eq!(raft.applied_index(), index);
+    }
+
+    /// A restore read off the Raft thread (every restore, here, and each read held until the
+    /// test lets it finish) holds back the entries behind it while the node goes on, then leaves
+    /// the state exactly as a read in place: the same entries in the same order, the same
+    /// outcomes, the same bytes.
+    #[test]
+    fn a_restore_read_ahead_applies_as_one_read_in_place() {
+        use std::sync::mpsc;
+        use std::sync::{Arc, Mutex};
+
+        use nexus_protocol::backup::BackupHeader;
+        use nexus_protocol::clock::Timestamp;
+        use nexus_protocol::identity::{Identity, Role};
+        use nexus_protocol::model::{PortBinding, WorkspaceSpec};
+        use nexus_protocol::{HostId, UserName};
+
+        use crate::state::{Command, ReadBackup, STATE_FORMAT};
+
+        let admin = Identity::User {
+            name: UserName::new("root").unwrap(),
+            role: Role::Admin,
+        };
+        let proposal = |n: u128, command: Command| Proposal {
+            request_id: RequestId::from_u128(n),
+            at: Timestamp(1_000_000 + n as u64),
+            proposer: admin.clone(),
+            command,
+        };
+        let create = |name: &str, port: u16| Command::CreateWorkspace {
+            spec: WorkspaceSpec {
+                ports: nexus_fixtures::ports(&[80]),
+                ..nexus_fixtures::spec(name)
+            },
+            owner: UserName::new("alice").unwrap(),
+            host: HostId::new("h1").unwrap(),
+            ports: vec![PortBinding {
+                container: 80,
+                host: port,
+            }],
+        };
+        let register = Command::RegisterHost(nexus_fixtures::host("h1"));
+        // The backup: h1 with workspace `a`.
+        let mut backup = State::default();
+        for (n, command) in [(1, register.clone()), (2, create("a", 20000))] {
+            assert_eq!(backup.apply(&proposal(n, command)), Outcome::Applied);
+        }
+        let restore = Command::Restore {
+            header: BackupHeader {
+                id: "b1".into(),
+                cluster: "ab".repeat(32),
+                node: node(1),
+                index: 2,
+                term: 1,
+                created_at: Timestamp(1_000),
+                software: "test".into(),
+                state_format: STATE_FORMAT,
+                counts: vec![],
+            },
+            state: backup.to_snapshot().unwrap(),
+        };
+        let names = |raft: &RaftNode<RocksStore>| -> Vec<String> {
+            raft.state()
+                .workspaces()
+                .keys()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let rounds = |raft: &mut RaftNode<RocksStore>, outcomes: &mut Vec<(u64, Outcome)>| {
+            for _ in 0..5 {
+                let output = raft.process_ready().unwrap();
+                outcomes.extend(output.applied.into_iter().map(|a| (a.index, a.outcome)));
+            }
+        };
+        // The running cluster: h1 with `c`; then the restore and `b` in one round, so `b`'s entry
+        // commits with the restore's; then `d`, proposed while the restore is being read.
+        let run = |read_ahead: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut raft = leader(dir.path());
+            let (open, gate) = mpsc::channel::<()>();
+            if read_ahead {
+                raft.read_ahead_from(0);
+                let gate = Mutex::new(gate);
+                raft.ahead.read_with(Arc::new(move |proposal| {
+                    let _ = gate.lock().unwrap().recv();
+                    ReadBackup::read(proposal)
+                }));
+            }
+            for (n, command) in [(11, register.clone()), (12, create("c", 20002))] {
+                raft.propose(&proposal(n, command)).unwrap();
+            }
+            settle(&mut raft);
+            let before = raft.applied_index();
+            let mut outcomes = Vec::new();
+            raft.propose(&proposal(13, restore.clone())).unwrap();
+            raft.propose(&proposal(14, create("b", 20001))).unwrap();
+            rounds(&mut raft, &mut outcomes);
+            raft.propose(&proposal(15, create("d", 20003))).unwrap();
+            rounds(&mut raft, &mut outcomes);
+            if read_ahead {
+                assert_eq!(
+                    raft.applied_index(),
+                    before,
+                    "nothing applies past the read"
+                );
+                assert_eq!(raft.waiting(), (3, 1));
+                assert!(outcomes.is_empty());
+                assert_eq!(names(&raft), ["c"]);
+                open.send(()).unwrap();
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while raft.applied_index() < raft.last_index() || raft.waiting() != (0, 0) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the restore never applied"
+                );
+                rounds(&mut raft, &mut outcomes);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            (outcomes, names(&raft), raft.state().to_snapshot().unwrap())
+        };
+        let (in_place, names, state) = run(false);
+        assert_eq!(names, ["a", "b", "d"], "`c` went with the restore");
+        assert_eq!(in_place.len(), 3);
+        assert!(
+            in_place
+                .iter()
+                .all(|(_, outcome)| *outcome == Outcome::Applied)
+        );
+        assert_eq!(run(true), (in_place, names, state));
+    }
+
+    /// A piece of the leader's large append counts as hearing from it (the leader cannot
+    /// heartbeat while it writes the same entry); a piece from another peer does not.
+    #[test]
+    fn a_piece_from_the_leader_restarts_the_election_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = StoreIdentity {
+            format: FORMAT_VERSION,
+            cluster: "unit".into(),
+            node: node(1),
+        };
+        let voters = [node(1), node(2), node(3)];
+        let store = RocksStore::open(dir.path(), &identity, &voters, Durability::Unsynced).unwrap();
+        let (state, applied) = store.state_snapshot().unwrap();
+        let mut raft =
+            RaftNode::new(node(1), store, state, applied, &RaftConfig::default()).unwrap();
+        let mut heartbeat = RaftMessage::default();
+        heartbeat.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+        heartbeat.from = 2;
+        heartbeat.to = 1;
+        heartbeat.term = 2;
+        raft.step(heartbeat);
+        raft.process_ready().unwrap();
+        assert_eq!(raft.leader(), Some(node(2)));
+        for _ in 0..5 {
+            raft.tick();
+        }
+        assert_eq!(raft.election_elapsed(), 5);
+        raft.heard_from(node(3));
+        assert_eq!(raft.election_elapsed(), 5, "not the leader");
+        raft.heard_from(node(2));
+        assert_eq!(raft.election_elapsed(), 0);
+    }
+
+    /// A follower whose apply waits on a restore's read does not campaign, however long the
+    /// read (every replica, the leader too, is busy with the same restore); once it is applied,
+    /// the election clock runs again.
+    #[test]
+    fn a_follower_does_not_campaign_while_it_reads_a_restore() {
+        use std::sync::mpsc;
+        use std::sync::{Arc, Mutex};
+
+        use nexus_protocol::UserName;
+        use nexus_protocol::backup::BackupHeader;
+        use nexus_protocol::clock::Timestamp;
+        use nexus_protocol::identity::{Identity, Role};
+
+        use crate::state::{Command, ReadBackup, STATE_FORMAT};
+
+        let dir = tempfile::tempdir().unwrap();
+        let identity = StoreIdentity {
+            format: FORMAT_VERSION,
+            cluster: "unit".into(),
+            node: node(1),
+        };
+        let voters = [node(1), node(2), node(3)];
+        let store = RocksStore::open(dir.path(), &identity, &voters, Durability::Unsynced).unwrap();
+        let (state, applied) = store.state_snapshot().unwrap();
+        let mut raft =
+            RaftNode::new(node(1), store, state, applied, &RaftConfig::default()).unwrap();
+        raft.read_ahead_from(0);
+        let (open, gate) = mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        raft.ahead.read_with(Arc::new(move |proposal| {
+            let _ = gate.lock().unwrap().recv();
+            ReadBackup::read(proposal)
+        }));
+        let restore = Proposal {
+            request_id: RequestId::from_u128(7),
+            at: Timestamp(1_000_000),
+            proposer: Identity::User {
+                name: UserName::new("root").unwrap(),
+                role: Role::Admin,
+            },
+            command: Command::Restore {
+                header: BackupHeader {
+                    id: "b1".into(),
+                    cluster: "ab".repeat(32),
+                    node: node(2),
+                    index: 1,
+                    term: 1,
+                    created_at: Timestamp(1_000),
+                    software: "test".into(),
+                    state_format: STATE_FORMAT,
+                    counts: vec![],
+                },
+                state: State::default().to_snapshot().unwrap(),
+            },
+        };
+        // Leader 2 appends the restore and commits it in one message.
+        let mut append = RaftMessage::default();
+        append.set_msg_type(raft::eraftpb::MessageType::MsgAppend);
+        append.from = 2;
+        append.to = 1;
+        append.term = 2;
+        append.log_term = 1;
+        append.index = 1;
+        append.commit = 2;
+        append.entries = vec![Entry {
+            index: 2,
+            term: 2,
+            data: encode_forwarded(&restore).unwrap().into(),
+            ..Default::default()
+        }]
+        .into();
+        raft.step(append);
+        raft.process_ready().unwrap();
+        assert_eq!(raft.waiting(), (1, 1), "the restore waits on its read");
+        let election = RaftConfig::default().election_ticks * 2;
+        for _ in 0..election {
+            raft.tick();
+            raft.process_ready().unwrap();
+        }
+        assert!(!raft.is_candidate() && raft.leader() == Some(node(2)));
+        open.send(()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while raft.applied_index() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the restore never applied"
+            );
+            raft.process_ready().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        for _ in 0..election {
+            raft.tick();
+        }
+        assert!(
+            raft.is_candidate(),
+            "a silent leader is left once the restore is in"
+        );
     }
 }

@@ -66,7 +66,7 @@ pub use maintenance::Maintenance;
 pub use nexus_protocol::model::{Limits, LimitsPatch};
 pub use notices::{NOTICES_MAX, Notices};
 pub use ports::FOREIGN_PORT_MEMORY_MS;
-pub use restore::format_refusal;
+pub use restore::{ReadBackup, format_refusal};
 pub use rotation::{CaRotation, CaRotations, CaStep, NewCa, TrustedCa};
 pub use security::{Security, TokenRecord};
 pub use snapshot::{STATE_FORMAT, SnapshotError};
@@ -189,6 +189,12 @@ impl State {
     /// Applies one proposal. Deterministic: the same state and proposal give the same result on
     /// every replica.
     pub fn apply(&mut self, proposal: &Proposal) -> Outcome {
+        self.apply_read(proposal, None)
+    }
+
+    /// [`State::apply`], with a restore's backup already read from the proposal's own bytes
+    /// ([`ReadBackup::read`], off the Raft thread); `None` reads it here.
+    pub fn apply_read(&mut self, proposal: &Proposal, read: Option<ReadBackup>) -> Outcome {
         if let Some((_, outcome)) = self.journal.get(&proposal.request_id) {
             return outcome.clone();
         }
@@ -197,7 +203,13 @@ impl State {
             at: proposal.at,
             proposer: &proposal.proposer,
         };
-        let outcome = self.execute(origin, &proposal.command);
+        let outcome = match &proposal.command {
+            Command::Restore { .. } => {
+                let read = read.unwrap_or_else(|| ReadBackup::read(proposal));
+                self.restore(origin, read)
+            }
+            command => self.execute(origin, command),
+        };
         self.remember(proposal.request_id, proposal.at, outcome.clone());
         outcome
     }
@@ -279,7 +291,11 @@ impl State {
                 self.backup_schedule = *schedule;
                 Outcome::Applied
             }
-            Command::Restore { header, state } => self.restore(origin, header, state),
+            // `apply_read` takes a restore before it gets here (its backup may be read already).
+            Command::Restore { .. } => reject(
+                ErrorCode::Internal,
+                "a restore is applied with its backup read",
+            ),
             Command::RecordActivity { host, activity } => self.record_activity(host, activity),
             Command::PostNotice {
                 text,

@@ -276,3 +276,96 @@ fn a_write_ahead_log_cut_mid_batch_recovers_to_the_last_whole_batch() {
     let read = store.entries(1, last + 1, None, context()).unwrap();
     assert_eq!(read, entries(1..=last, 1), "every surviving entry is whole");
 }
+
+/// Raft asks for terms at every append, vote and commit check, so the store answers them from
+/// memory: here, after every kind of change to the log (appends, a new leader's overwrites,
+/// snapshots taken and received) and after a reopen, the term it answers is the stored entry's.
+#[test]
+fn the_terms_raft_asks_for_are_the_stored_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let check = |store: &RocksStore, when: &str| {
+        let first = store.first_index().unwrap();
+        let last = store.last_index().unwrap();
+        for index in first..=last {
+            let stored = store.entries(index, index + 1, None, context()).unwrap();
+            assert_eq!(
+                store.term(index).unwrap(),
+                stored[0].term,
+                "{when}: {index}"
+            );
+        }
+        assert!(store.term(last + 1).is_err(), "{when}: past the last");
+    };
+    store.append(&entries(1..=30, 1)).unwrap();
+    check(&store, "appended");
+    store.append(&entries(21..=25, 2)).unwrap();
+    check(&store, "overwritten from 21, shorter");
+    store.append(&entries(26..=40, 3)).unwrap();
+    check(&store, "appended after the overwrite");
+    let conf_state = ConfState::from((vec![1, 2, 3], vec![]));
+    store
+        .save_snapshot(State::default().to_snapshot().unwrap(), 22, 2, &conf_state)
+        .unwrap();
+    check(&store, "compacted to 22");
+    store.append(&entries(23..=24, 4)).unwrap();
+    check(&store, "overwritten just past the snapshot");
+    drop(store);
+    let store = open(dir.path());
+    check(&store, "reopened");
+    let mut snapshot = Snapshot::default();
+    snapshot.mut_metadata().index = 60;
+    snapshot.mut_metadata().term = 5;
+    snapshot.mut_metadata().set_conf_state(conf_state);
+    snapshot.set_data(State::default().to_snapshot().unwrap().into());
+    store.apply_snapshot(&snapshot).unwrap();
+    store.append(&entries(61..=64, 5)).unwrap();
+    check(&store, "after the leader's snapshot");
+}
+
+/// Entries are read up to `max_size` as raft-rs cuts them (the first always, then as many as
+/// fit), without reading the ones past the cut: a restore's entry is tens of megabytes.
+#[test]
+fn entries_are_read_only_as_far_as_they_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut log = entries(1..=10, 1);
+    log[4].data = vec![7u8; 100_000].into();
+    store.append(&log).unwrap();
+    for max in [0u64, 1, 40, 100, 150, 1_000, 101_000, 200_000] {
+        for low in 1..=10 {
+            let mut expected = store.entries(low, 11, None, context()).unwrap();
+            raft::util::limit_size(&mut expected, Some(max));
+            let read = store.entries(low, 11, Some(max), context()).unwrap();
+            assert_eq!(read, expected, "from {low}, at most {max} bytes");
+        }
+    }
+}
+
+/// A large entry (a restore's state) is served from memory until applied, and from the disk
+/// after: the same entry either way, through appends that replace it and snapshots past it.
+#[test]
+fn a_large_entry_reads_the_same_from_memory_and_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut log = entries(1..=6, 1);
+    log[2].data = vec![3u8; 2 << 20].into();
+    store.append(&log).unwrap();
+    let from_memory = store.entries(1, 7, None, context()).unwrap();
+    assert_eq!(from_memory, log);
+    store.applied(3);
+    assert_eq!(
+        store.entries(1, 7, None, context()).unwrap(),
+        log,
+        "from disk"
+    );
+    // A new leader replaces it with another large one, which is read back, not the old one.
+    let mut replaced = entries(3..=4, 2);
+    replaced[0].data = vec![4u8; 2 << 20].into();
+    store.append(&replaced).unwrap();
+    assert_eq!(store.entries(3, 5, None, context()).unwrap(), replaced);
+    assert_eq!(store.term(3).unwrap(), 2);
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.entries(3, 5, None, context()).unwrap(), replaced);
+}

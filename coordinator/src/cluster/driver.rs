@@ -33,6 +33,9 @@ use crate::starts::{StartOutcome, Starts};
 use crate::state::{CaRotations, Outcome, Proposal, State};
 use crate::store::RocksStore;
 
+/// A round of the loop this long is logged: it is half an election timeout at the default.
+const SLOW_ROUND: Duration = Duration::from_millis(500);
+
 /// Inputs taken per round before `process_ready`, so a flood cannot starve ticks.
 const MAX_INPUTS_PER_ROUND: usize = 1024;
 
@@ -80,6 +83,8 @@ pub(super) enum Input {
         from: NodeId,
         messages: Vec<RaftMessage>,
     },
+    /// A piece of a large transfer came from this peer ([`Cluster::heard_from`]).
+    Heard(NodeId),
     Member {
         change: MemberChange,
         reply: oneshot::Sender<Result<(), WireError>>,
@@ -214,6 +219,9 @@ impl Driver {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.peers.learn(&self.known_addresses);
         loop {
+            // When this round's work began (not its wait): a long round is logged.
+            let mut began = None;
+            let mut handling = None;
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 _ = ticker.tick() => {
@@ -225,6 +233,7 @@ impl Driver {
                 Some(node) = self.refusals.1.recv() => self.leader_refused(node),
                 input = self.inputs.recv() => {
                     let Some(input) = input else { return Ok(()) };
+                    began = Some(Instant::now());
                     self.handle(input);
                     for _ in 0..MAX_INPUTS_PER_ROUND {
                         match self.inputs.try_recv() {
@@ -232,6 +241,7 @@ impl Driver {
                             Err(_) => break,
                         }
                     }
+                    handling = began.map(|began| began.elapsed());
                 }
                 // The peers hold the sending end for as long as the driver holds them, so the
                 // channel never closes under it.
@@ -245,25 +255,48 @@ impl Driver {
                     }
                 }
             }
+            let round = began.unwrap_or_else(Instant::now);
             let starts = &mut self.starts;
             let reads_at_apply = &mut self.reads_at_apply;
-            let output = self
-                .node
-                .process_ready_with(&mut |proposal, outcome, state| {
+            let (peers, crash) = (&self.peers, &mut self.crash);
+            let mut unsent = Vec::new();
+            let output = self.node.process_ready_with(
+                &mut |proposal, outcome, state| {
                     starts.applied(proposal, outcome, state);
                     if let Some(reads) = reads_at_apply.remove(&proposal.request_id) {
                         for (_, read) in reads {
                             read(state);
                         }
                     }
-                })?;
+                },
+                // A leader's messages go before it writes (a large write would hold them).
+                Some(&mut |messages| unsent.extend(send(peers, crash, messages))),
+            )?;
+            self.unsent(unsent);
             // Before the waiters hear of the entries: a heartbeat after a refusal for a down
             // host must see the roster moved.
             if self.node.take_roster_changed() {
                 self.hosts.roster_changed();
             }
             self.measure(&output);
+            let (gathering, persisting, applying) =
+                (output.gathering, output.persisting, output.applying);
             self.dispatch(output);
+            let took = round.elapsed();
+            if took >= SLOW_ROUND {
+                // Neither ticks nor heartbeats while it lasts: past the election timeout, a
+                // follower campaigns. Whoever looks into an election wants to see this.
+                let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis() as u64);
+                tracing::warn!(
+                    took_ms = took.as_millis() as u64,
+                    inputs_ms = ms(handling),
+                    gathering_ms = ms(gathering),
+                    persisting_ms = ms(persisting),
+                    applying_ms = ms(applying),
+                    leading = self.node.is_leader(),
+                    "the Raft thread was busy for a long round"
+                );
+            }
             self.hosts.raise(self.node.take_changed_hosts());
             let deny = self.node.state().security().deny_list();
             self.deny.send_if_modified(|now| {
@@ -352,6 +385,7 @@ impl Driver {
                 self.reads_waiting
                     .insert(self.next_read, (Instant::now(), query));
             }
+            Input::Heard(from) => self.node.heard_from(from),
             Input::Peer { from, messages } => {
                 self.last_heard.insert(from, Instant::now());
                 for message in messages {
@@ -533,22 +567,19 @@ impl Driver {
         }
     }
 
-    fn dispatch(&mut self, output: ReadyOutput) {
-        for message in output.messages {
-            if grants_pre_vote(&message) {
-                self.crash.granted_pre_vote();
-            }
-            let snapshot = carries_snapshot(&message);
-            let to = NodeId::new(message.to);
-            if !self.peers.send(message)
-                && let Ok(to) = to
-            {
-                self.node.report_unreachable(to);
-                if snapshot {
-                    self.node.report_snapshot(to, false);
-                }
+    /// Tells Raft of the messages the peers could not take (see [`send`]).
+    fn unsent(&mut self, unsent: Vec<(NodeId, bool)>) {
+        for (to, snapshot) in unsent {
+            self.node.report_unreachable(to);
+            if snapshot {
+                self.node.report_snapshot(to, false);
             }
         }
+    }
+
+    fn dispatch(&mut self, output: ReadyOutput) {
+        let unsent = send(&self.peers, &mut self.crash, output.messages);
+        self.unsent(unsent);
         for applied in output.applied {
             let waiters = self
                 .proposals
@@ -721,6 +752,29 @@ impl Driver {
             }
         }
     }
+}
+
+/// Hands `messages` to the peers (noting a pre-vote granted); returns the recipient of each one
+/// they could not queue, and whether it carried a snapshot.
+fn send(
+    peers: &Arc<Peers>,
+    crash: &mut CrashWatch,
+    messages: Vec<RaftMessage>,
+) -> Vec<(NodeId, bool)> {
+    let mut unsent = Vec::new();
+    for message in messages {
+        if grants_pre_vote(&message) {
+            crash.granted_pre_vote();
+        }
+        let snapshot = carries_snapshot(&message);
+        let to = NodeId::new(message.to);
+        if !peers.send(message)
+            && let Ok(to) = to
+        {
+            unsent.push((to, snapshot));
+        }
+    }
+    unsent
 }
 
 /// How long a proposal of a term that ended waits for its entry to apply here before it is

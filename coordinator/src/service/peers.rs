@@ -57,7 +57,10 @@ impl Service {
         };
         let taken = lock(&self.chunks).take(&from, piece, now);
         let whole = match taken {
-            Ok(Progress::More) => return Ok(Response::Ack),
+            Ok(Progress::More) => {
+                self.cluster.heard_from(from).await;
+                return Ok(Response::Ack);
+            }
             Ok(Progress::Whole(whole)) => whole,
             Err(error) => {
                 tracing::warn!(peer = %from, transfer, "refused a piece of a request: {error}");
