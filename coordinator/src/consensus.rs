@@ -24,16 +24,16 @@ use nexus_protocol::codec::{self, CodecConfig};
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
 use nexus_protocol::{NodeId, RequestId};
 use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState, Snapshot,
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, HardState, Snapshot,
 };
 use raft::{RawNode, StateRole};
 
-use crate::hops;
 use crate::state::{Outcome, Proposal, SnapshotError, State};
 
 pub use raft::eraftpb::Message as RaftMessage;
 
 mod ahead;
+mod apply;
 mod messages;
 pub use messages::{
     carries_snapshot, check_peer_message, decode_message, encode_message, grants_pre_vote,
@@ -729,151 +729,6 @@ impl<S: LogStore> RaftNode<S> {
             tracing::warn!(node = %self.id, "cannot propose leaving the joint configuration: {error}");
         }
     }
-
-    /// Snapshots the state machine when enough entries were applied since the last snapshot, or
-    /// a membership change was: a snapshot carries the configuration it was taken in, and a node
-    /// added since would refuse an older one ("not in the ConfState") and never catch up.
-    fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
-        let due = self.snapshot_every > 0
-            && self.applied_index >= self.snapshot_index + self.snapshot_every;
-        if !(due || self.conf_changed) || self.applied_index <= self.snapshot_index {
-            return Ok(());
-        }
-        self.conf_changed = false;
-        let index = self.applied_index;
-        let term = self.raw.raft.raft_log.term(index).map_err(store_error)?;
-        let conf_state = self.raw.raft.prs().conf().to_conf_state();
-        let started = std::time::Instant::now();
-        let data = self.state.to_snapshot()?;
-        let bytes = data.len();
-        let encoded = started.elapsed();
-        self.raw
-            .store()
-            .save_snapshot(data, index, term, &conf_state)?;
-        self.snapshot_index = index;
-        self.snapshots_taken += 1;
-        // The driver's thread does both, and Raft waits meanwhile: a large state shows here.
-        tracing::info!(
-            node = %self.id,
-            index,
-            bytes,
-            encode_ms = encoded.as_millis() as u64,
-            write_ms = (started.elapsed() - encoded).as_millis() as u64,
-            "took a snapshot"
-        );
-        Ok(())
-    }
-
-    /// Applies the committed `entries` after those still waiting, in log order, until one is a
-    /// restore still being read ([`ahead`]): it and the entries behind it wait for a later round.
-    fn apply_entries(
-        &mut self,
-        entries: Vec<Entry>,
-        output: &mut ReadyOutput,
-        observe: &mut dyn FnMut(&Proposal, &Outcome, &State),
-    ) -> Result<(), StoreError> {
-        self.unapplied.extend(entries);
-        if self.unapplied.is_empty() {
-            return Ok(());
-        }
-        let started = std::time::Instant::now();
-        while let Some(entry) = self.unapplied.pop_front() {
-            let read = match self.ahead.poll(&entry)? {
-                ahead::Poll::NotAhead => None,
-                ahead::Poll::Read(read) => Some(*read),
-                ahead::Poll::Reading => {
-                    self.unapplied.push_front(entry);
-                    break;
-                }
-            };
-            match entry.get_entry_type() {
-                EntryType::EntryNormal => {
-                    // A new leader's empty entry: nothing to apply.
-                    if !entry.data.is_empty() {
-                        let proposal = decode_proposal(&entry.data)?;
-                        let hops = hops::applying(&proposal);
-                        let outcome = self.state.apply_read(&proposal, read);
-                        hops::applied(&hops, &proposal, &outcome, &self.state);
-                        drop(hops);
-                        observe(&proposal, &outcome, &self.state);
-                        output.applied.push(Applied {
-                            index: entry.index,
-                            request_id: proposal.request_id,
-                            outcome,
-                        });
-                    }
-                }
-                EntryType::EntryConfChange => {
-                    let mut change = ConfChange::default();
-                    protobuf::Message::merge_from_bytes(&mut change, &entry.data)
-                        .map_err(|e| StoreError(e.to_string()))?;
-                    let result = self.raw.apply_conf_change(&change);
-                    if self.conf_change_applied(entry.index, result) {
-                        self.record_member_address(&change);
-                    }
-                }
-                EntryType::EntryConfChangeV2 => {
-                    // The leave-joint entry has empty data, and must be applied all the same.
-                    let mut change = ConfChangeV2::default();
-                    protobuf::Message::merge_from_bytes(&mut change, &entry.data)
-                        .map_err(|e| StoreError(e.to_string()))?;
-                    let result = self.raw.apply_conf_change(&change);
-                    self.conf_change_applied(entry.index, result);
-                }
-            }
-            self.applied_index = entry.index;
-        }
-        let took = started.elapsed();
-        *output.applying.get_or_insert_default() += took;
-        // A long apply (a restore swapped in) is followed by a heartbeat at once, as a long
-        // write is.
-        if took >= LONG_WRITE && self.is_leader() {
-            self.raw.ping();
-        }
-        Ok(())
-    }
-}
-
-impl<S: LogStore> RaftNode<S> {
-    /// Takes the outcome of applying a committed membership change, and says whether it took
-    /// effect. A change that
-    /// raft-rs refuses (one that would remove the last voter, say, written by a leader that did
-    /// not check it) is skipped with a warning: the refusal depends only on the configuration,
-    /// which is the same on every replica at this index, so every replica skips it alike and none
-    /// is left unable to restart. The new configuration reaches the disk with the snapshot that
-    /// [`RaftNode::maybe_snapshot`] takes in the same round, in one batch with the state it
-    /// belongs to.
-    fn conf_change_applied(&mut self, index: u64, result: raft::Result<ConfState>) -> bool {
-        match result {
-            Ok(_) => {
-                self.conf_changed = true;
-                true
-            }
-            Err(error) => {
-                tracing::warn!(node = %self.id, index, "skipped a membership change that Raft refused: {error}");
-                false
-            }
-        }
-    }
-
-    /// Keeps the replicated address book in step with the configuration: an added node's address
-    /// travels in its conf change's context.
-    fn record_member_address(&mut self, change: &ConfChange) {
-        let Ok(node) = NodeId::new(change.node_id) else {
-            return;
-        };
-        match change.get_change_type() {
-            ConfChangeType::RemoveNode => self.state.set_member_address(node, None),
-            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                if let Ok(address) = std::str::from_utf8(&change.context)
-                    && !address.is_empty()
-                {
-                    self.state
-                        .set_member_address(node, Some(address.to_string()));
-                }
-            }
-        }
-    }
 }
 
 /// A corrupt entry is a corrupt log: fatal, never skipped (skipping would diverge the replica).
@@ -1024,33 +879,79 @@ mod tests {
         assert_eq!(raft.applied_index(), index);
     }
 
+    /// A proposal of `command` by an admin, as request `n` at its own time.
+    fn proposal(n: u128, command: crate::state::Command) -> Proposal {
+        use nexus_protocol::UserName;
+        use nexus_protocol::clock::Timestamp;
+        use nexus_protocol::identity::{Identity, Role};
+        Proposal {
+            request_id: RequestId::from_u128(n),
+            at: Timestamp(1_000_000 + n as u64),
+            proposer: Identity::User {
+                name: UserName::new("root").unwrap(),
+                role: Role::Admin,
+            },
+            command,
+        }
+    }
+
+    /// A restore of `backup`, taken at `index`.
+    fn restore_of(backup: &State, index: u64) -> crate::state::Command {
+        use nexus_protocol::backup::BackupHeader;
+        use nexus_protocol::clock::Timestamp;
+        crate::state::Command::Restore {
+            header: BackupHeader {
+                id: "b1".into(),
+                cluster: "ab".repeat(32),
+                node: node(1),
+                index,
+                term: 1,
+                created_at: Timestamp(1_000),
+                software: "test".into(),
+                state_format: crate::state::STATE_FORMAT,
+                counts: vec![],
+            },
+            state: backup.to_snapshot().unwrap(),
+        }
+    }
+
+    /// Reads every restore ahead, each read held until the returned sender sends (or drops).
+    fn hold_reads(raft: &mut RaftNode<RocksStore>) -> std::sync::mpsc::Sender<()> {
+        use std::sync::{Arc, Mutex};
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        raft.read_ahead_from(0);
+        raft.ahead.read_with(Arc::new(move |proposal| {
+            let _ = gate.lock().unwrap().recv();
+            crate::state::ReadBackup::read(proposal)
+        }));
+        open
+    }
+
+    /// Node 1 of three, a follower that has heard from no leader yet.
+    fn follower(dir: &std::path::Path) -> RaftNode<RocksStore> {
+        let identity = StoreIdentity {
+            format: FORMAT_VERSION,
+            cluster: "unit".into(),
+            node: node(1),
+        };
+        let voters = [node(1), node(2), node(3)];
+        let store = RocksStore::open(dir, &identity, &voters, Durability::Unsynced).unwrap();
+        let (state, applied) = store.state_snapshot().unwrap();
+        RaftNode::new(node(1), store, state, applied, &RaftConfig::default()).unwrap()
+    }
+
     /// A restore read off the Raft thread (every restore, here, and each read held until the
     /// test lets it finish) holds back the entries behind it while the node goes on, then leaves
     /// the state exactly as a read in place: the same entries in the same order, the same
     /// outcomes, the same bytes.
     #[test]
     fn a_restore_read_ahead_applies_as_one_read_in_place() {
-        use std::sync::mpsc;
-        use std::sync::{Arc, Mutex};
-
-        use nexus_protocol::backup::BackupHeader;
-        use nexus_protocol::clock::Timestamp;
-        use nexus_protocol::identity::{Identity, Role};
         use nexus_protocol::model::{PortBinding, WorkspaceSpec};
         use nexus_protocol::{HostId, UserName};
 
-        use crate::state::{Command, ReadBackup, STATE_FORMAT};
+        use crate::state::Command;
 
-        let admin = Identity::User {
-            name: UserName::new("root").unwrap(),
-            role: Role::Admin,
-        };
-        let proposal = |n: u128, command: Command| Proposal {
-            request_id: RequestId::from_u128(n),
-            at: Timestamp(1_000_000 + n as u64),
-            proposer: admin.clone(),
-            command,
-        };
         let create = |name: &str, port: u16| Command::CreateWorkspace {
             spec: WorkspaceSpec {
                 ports: nexus_fixtures::ports(&[80]),
@@ -1069,20 +970,7 @@ mod tests {
         for (n, command) in [(1, register.clone()), (2, create("a", 20000))] {
             assert_eq!(backup.apply(&proposal(n, command)), Outcome::Applied);
         }
-        let restore = Command::Restore {
-            header: BackupHeader {
-                id: "b1".into(),
-                cluster: "ab".repeat(32),
-                node: node(1),
-                index: 2,
-                term: 1,
-                created_at: Timestamp(1_000),
-                software: "test".into(),
-                state_format: STATE_FORMAT,
-                counts: vec![],
-            },
-            state: backup.to_snapshot().unwrap(),
-        };
+        let restore = restore_of(&backup, 2);
         let names = |raft: &RaftNode<RocksStore>| -> Vec<String> {
             raft.state()
                 .workspaces()
@@ -1101,15 +989,7 @@ mod tests {
         let run = |read_ahead: bool| {
             let dir = tempfile::tempdir().unwrap();
             let mut raft = leader(dir.path());
-            let (open, gate) = mpsc::channel::<()>();
-            if read_ahead {
-                raft.read_ahead_from(0);
-                let gate = Mutex::new(gate);
-                raft.ahead.read_with(Arc::new(move |proposal| {
-                    let _ = gate.lock().unwrap().recv();
-                    ReadBackup::read(proposal)
-                }));
-            }
+            let open = read_ahead.then(|| hold_reads(&mut raft));
             for (n, command) in [(11, register.clone()), (12, create("c", 20002))] {
                 raft.propose(&proposal(n, command)).unwrap();
             }
@@ -1121,7 +1001,7 @@ mod tests {
             rounds(&mut raft, &mut outcomes);
             raft.propose(&proposal(15, create("d", 20003))).unwrap();
             rounds(&mut raft, &mut outcomes);
-            if read_ahead {
+            if let Some(open) = open {
                 assert_eq!(
                     raft.applied_index(),
                     before,
@@ -1159,16 +1039,7 @@ mod tests {
     #[test]
     fn a_piece_from_the_leader_restarts_the_election_clock() {
         let dir = tempfile::tempdir().unwrap();
-        let identity = StoreIdentity {
-            format: FORMAT_VERSION,
-            cluster: "unit".into(),
-            node: node(1),
-        };
-        let voters = [node(1), node(2), node(3)];
-        let store = RocksStore::open(dir.path(), &identity, &voters, Durability::Unsynced).unwrap();
-        let (state, applied) = store.state_snapshot().unwrap();
-        let mut raft =
-            RaftNode::new(node(1), store, state, applied, &RaftConfig::default()).unwrap();
+        let mut raft = follower(dir.path());
         let mut heartbeat = RaftMessage::default();
         heartbeat.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
         heartbeat.from = 2;
@@ -1192,56 +1063,10 @@ mod tests {
     /// the election clock runs again.
     #[test]
     fn a_follower_does_not_campaign_while_it_reads_a_restore() {
-        use std::sync::mpsc;
-        use std::sync::{Arc, Mutex};
-
-        use nexus_protocol::UserName;
-        use nexus_protocol::backup::BackupHeader;
-        use nexus_protocol::clock::Timestamp;
-        use nexus_protocol::identity::{Identity, Role};
-
-        use crate::state::{Command, ReadBackup, STATE_FORMAT};
-
         let dir = tempfile::tempdir().unwrap();
-        let identity = StoreIdentity {
-            format: FORMAT_VERSION,
-            cluster: "unit".into(),
-            node: node(1),
-        };
-        let voters = [node(1), node(2), node(3)];
-        let store = RocksStore::open(dir.path(), &identity, &voters, Durability::Unsynced).unwrap();
-        let (state, applied) = store.state_snapshot().unwrap();
-        let mut raft =
-            RaftNode::new(node(1), store, state, applied, &RaftConfig::default()).unwrap();
-        raft.read_ahead_from(0);
-        let (open, gate) = mpsc::channel::<()>();
-        let gate = Mutex::new(gate);
-        raft.ahead.read_with(Arc::new(move |proposal| {
-            let _ = gate.lock().unwrap().recv();
-            ReadBackup::read(proposal)
-        }));
-        let restore = Proposal {
-            request_id: RequestId::from_u128(7),
-            at: Timestamp(1_000_000),
-            proposer: Identity::User {
-                name: UserName::new("root").unwrap(),
-                role: Role::Admin,
-            },
-            command: Command::Restore {
-                header: BackupHeader {
-                    id: "b1".into(),
-                    cluster: "ab".repeat(32),
-                    node: node(2),
-                    index: 1,
-                    term: 1,
-                    created_at: Timestamp(1_000),
-                    software: "test".into(),
-                    state_format: STATE_FORMAT,
-                    counts: vec![],
-                },
-                state: State::default().to_snapshot().unwrap(),
-            },
-        };
+        let mut raft = follower(dir.path());
+        let open = hold_reads(&mut raft);
+        let restore = proposal(7, restore_of(&State::default(), 1));
         // Leader 2 appends the restore and commits it in one message.
         let mut append = RaftMessage::default();
         append.set_msg_type(raft::eraftpb::MessageType::MsgAppend);
