@@ -461,8 +461,9 @@ impl Cluster {
     /// Peer `from` is demonstrably alive and sending: a piece of a large transfer (an append
     /// of a restore's entry) came from it. If it is this node's leader, that counts as hearing
     /// from it: the leader may be writing the same entry meanwhile, and cannot heartbeat.
-    pub async fn heard_from(&self, from: NodeId) {
-        let _ = self.input(Input::Heard(from)).await;
+    pub fn heard_from(&self, from: NodeId) {
+        // A hint: never worth waiting for room in a full queue.
+        let _ = self.inputs.try_send(Input::Heard(from));
     }
 
     pub async fn view(&self) -> Result<NodeView, WireError> {

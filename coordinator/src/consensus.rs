@@ -315,7 +315,7 @@ impl<S: LogStore> RaftNode<S> {
             .sum()
     }
 
-    /// Reads ahead, off this thread, every restore whose entry has at least `bytes` (1 MiB
+    /// Reads ahead, off this thread, every restore whose entry has at least `bytes` (8 MiB
     /// unless a test wants small states read ahead too; see [`ahead`]).
     pub fn read_ahead_from(&mut self, bytes: usize) {
         self.ahead.set_threshold(bytes);

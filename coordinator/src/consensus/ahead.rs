@@ -23,8 +23,10 @@ use raft::eraftpb::{Entry, EntryType};
 use super::{StoreError, decode_proposal};
 use crate::state::{Command, Proposal, ReadBackup};
 
-/// Entries at least this large that hold a restore are read ahead.
-pub(super) const READ_AHEAD_BYTES: usize = 1 << 20;
+/// Entries at least this large that hold a restore are read ahead: larger than any other entry
+/// may be (a batch of creates stops at 4 MiB), so no other entry is decoded to find out what it
+/// holds; a smaller state reads in well under an election timeout.
+pub(super) const READ_AHEAD_BYTES: usize = 8 << 20;
 
 /// How a restore's state is read: [`ReadBackup::read`], unless a test holds it back.
 pub(super) type Reader = Arc<dyn Fn(&Proposal) -> ReadBackup + Send + Sync>;

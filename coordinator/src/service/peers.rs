@@ -58,7 +58,7 @@ impl Service {
         let taken = lock(&self.chunks).take(&from, piece, now);
         let whole = match taken {
             Ok(Progress::More) => {
-                self.cluster.heard_from(from).await;
+                self.cluster.heard_from(from);
                 return Ok(Response::Ack);
             }
             Ok(Progress::Whole(whole)) => whole,
