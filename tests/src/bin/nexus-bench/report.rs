@@ -251,6 +251,13 @@ fn fleet_text(out: &mut Lines, report: &fleet::Report) {
 }
 
 fn detect_text(out: &mut Lines, report: &detect::Report) {
+    out.line(format_args!(
+        "{} hosts up in {:.1} s; steady {} s with {} marked down",
+        report.hosts, report.fleet_up_seconds, report.steady_seconds, report.false_downs_steady
+    ));
+    if let Some(elected) = &report.leader_elected_after {
+        out.percentiles("leader kill → new leader", elected);
+    }
     out.percentiles("kill → marked down", &report.kill_to_down);
     out.line(format_args!(
         "{} of {} killed hosts detected; false downs after {} failovers: {}; live hosts marked down: {}",

@@ -20,11 +20,13 @@ use nexus_tests::pki::{self, TestPki};
 use nexus_tests::process::connect;
 
 /// Three coordinators with `extra` flags, and a hollow fleet of `hosts` heartbeating every
-/// `heartbeat` seconds, all registered and ready. Answers how long the fleet took to come up.
+/// `heartbeat` seconds and started `start_rate` a second, all registered and ready. Answers how
+/// long the fleet took to come up.
 pub(crate) async fn cluster_and_fleet(
     pki: &TestPki,
     hosts: usize,
     heartbeat: f64,
+    start_rate: usize,
     extra: &[&str],
 ) -> (TestCluster, HollowFleet, Duration) {
     let cluster = TestCluster::start(pki, 3, extra).await;
@@ -33,6 +35,7 @@ pub(crate) async fn cluster_and_fleet(
         prefix: "h".into(),
         hosts,
         heartbeat_interval: Duration::from_secs_f64(heartbeat),
+        start_rate,
         ..FleetOptions::default()
     };
     // Connected before the fleet: at 20,000 hosts a handshake behind theirs outlived its 5 s.

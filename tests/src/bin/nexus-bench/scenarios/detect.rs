@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use nexus_protocol::identity::Role;
 use nexus_protocol::model::HostStatus;
 use nexus_tests::cluster;
+use nexus_tests::fleet::FleetOptions;
 use nexus_tests::pki::{self, TestPki};
 use nexus_tests::process::connect;
 use serde::Serialize;
@@ -32,6 +33,12 @@ pub(crate) struct Args {
     /// its default).
     #[arg(long, default_value_t = 14.0)]
     pub(crate) ttl: f64,
+    /// Seconds the fleet is watched once up, before any failover: no host may be marked down.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) steady: u64,
+    /// Hosts started per second (a whole fleet at once is a herd of handshakes).
+    #[arg(long, default_value_t = FleetOptions::default().start_rate)]
+    pub(crate) start_rate: usize,
 }
 
 /// What the `detect` scenario measured, and what it checked.
@@ -41,8 +48,12 @@ pub(crate) struct Report {
     pub(crate) heartbeat_seconds: f64,
     pub(crate) ttl_seconds: f64,
     pub(crate) fleet_up_seconds: f64,
+    pub(crate) steady_seconds: u64,
+    /// Hosts marked down while the fleet stood still: must be 0.
+    pub(crate) false_downs_steady: usize,
     pub(crate) failovers: usize,
-    pub(crate) leader_elected_after: Percentiles,
+    /// None without failovers.
+    pub(crate) leader_elected_after: Option<Percentiles>,
     /// Hosts marked down while the leader changed: must be 0.
     pub(crate) false_downs_after_failover: usize,
     pub(crate) killed: usize,
@@ -59,14 +70,55 @@ pub(crate) async fn run(args: Args) -> Report {
         failovers,
         heartbeat,
         ttl,
+        start_rate,
+        steady,
     } = args;
     let hosts = hosts.max(1);
     let pki = TestPki::new();
     let ttl_flag = ttl.to_string();
-    let (mut cluster, fleet, up) =
-        cluster_and_fleet(&pki, hosts, heartbeat, &["--host-ttl", &ttl_flag]).await;
+    let (mut cluster, fleet, up) = cluster_and_fleet(
+        &pki,
+        hosts,
+        heartbeat,
+        start_rate,
+        &["--host-ttl", &ttl_flag],
+    )
+    .await;
     let admin = pki::user("observer", Role::Admin);
     let down = |s: &nexus_protocol::message::FleetStats| count_of(&s.hosts, &HostStatus::Down);
+
+    // The fleet standing still: heartbeats and nothing else, and no host may be marked down.
+    let mut false_downs_steady = 0usize;
+    if steady > 0 {
+        let observer = connect(&pki, &admin, cluster.live_addresses()[0])
+            .await
+            .unwrap();
+        let watch = Instant::now();
+        let mut told = Instant::now();
+        while watch.elapsed() < Duration::from_secs(steady) {
+            if let Some(stats) = fleet_stats(&observer).await {
+                false_downs_steady = false_downs_steady.max(down(&stats));
+            }
+            if told.elapsed() > Duration::from_secs(60) {
+                println!(
+                    "  steady for {} s; most hosts down at once so far: {false_downs_steady}",
+                    watch.elapsed().as_secs()
+                );
+                told = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        // A host marked down and back between two looks shows only in the leader's log.
+        let marked = cluster
+            .logs()
+            .matches("no heartbeat within the TTL; marking the host down")
+            .count();
+        println!(
+            "steady for {steady} s: most hosts marked down at once: {false_downs_steady}; \
+             markings in the coordinators' logs: {marked}"
+        );
+        false_downs_steady = false_downs_steady.max(marked);
+    }
 
     // Leader failovers: no host may be marked down. Watched from a survivor for three TTLs
     // after each new leader (its grace is two TTLs from when it took over).
@@ -158,8 +210,10 @@ pub(crate) async fn run(args: Args) -> Report {
         heartbeat_seconds: heartbeat,
         ttl_seconds: ttl,
         fleet_up_seconds: up.as_secs_f64(),
+        steady_seconds: steady,
+        false_downs_steady,
         failovers,
-        leader_elected_after: Percentiles::of(failover_times),
+        leader_elected_after: (!failover_times.is_empty()).then(|| Percentiles::of(failover_times)),
         false_downs_after_failover: false_downs,
         killed: killed_count,
         detected: detections.len(),

@@ -40,6 +40,9 @@ pub(crate) struct Args {
     /// Seconds the leader's idle load is measured before the creates.
     #[arg(long, default_value_t = 10)]
     pub(crate) idle: u64,
+    /// Hosts started per second (a whole fleet at once is a herd of handshakes).
+    #[arg(long, default_value_t = FleetOptions::default().start_rate)]
+    pub(crate) start_rate: usize,
 }
 
 /// What the `fleet` scenario measured, and what it checked.
@@ -95,10 +98,11 @@ pub(crate) async fn run(args: Args) -> Report {
         concurrency,
         heartbeat,
         idle,
+        start_rate,
     } = args;
     let (hosts, concurrency) = (hosts.max(1), concurrency.max(1));
     let pki = TestPki::new();
-    let (cluster, fleet, up) = cluster_and_fleet(&pki, hosts, heartbeat, &[]).await;
+    let (cluster, fleet, up) = cluster_and_fleet(&pki, hosts, heartbeat, start_rate, &[]).await;
     let leader = cluster.leader(&pki, Duration::from_secs(30)).await;
     let leader_address = cluster.members[cluster.index_of(leader.node.get())].address;
     let pids: Vec<u32> = cluster

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use nexus_tests::fleet::FleetOptions;
 use nexus_tests::pki::TestPki;
 use serde::Serialize;
 
@@ -51,7 +52,14 @@ pub(crate) async fn run(args: Args) -> Report {
     } = args;
     let scrapes = scrapes.max(1);
     let pki = TestPki::new();
-    let (cluster, _fleet, _) = cluster_and_fleet(&pki, hosts.max(1), heartbeat, &[]).await;
+    let (cluster, _fleet, _) = cluster_and_fleet(
+        &pki,
+        hosts.max(1),
+        heartbeat,
+        FleetOptions::default().start_rate,
+        &[],
+    )
+    .await;
     let leader = cluster.leader(&pki, Duration::from_secs(60)).await;
     let process = cluster.running[cluster.index_of(leader.node.get())]
         .as_ref()
