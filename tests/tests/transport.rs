@@ -560,6 +560,58 @@ async fn a_request_without_an_answer_times_out_with_its_id() {
     assert_eq!(error.request_id, Some(id));
 }
 
+/// A server works on at most `max_handshakes` new connections at once and ignores the first
+/// packet of any beyond (it sends nothing back: the client's QUIC sends it again later), so a
+/// client of a server that is full only times out; a handshake that is done gives its place back.
+#[tokio::test]
+async fn a_server_with_its_handshakes_full_ignores_a_new_client_and_frees_a_place_when_done() {
+    let pki = TestPki::new();
+    let quick = TransportConfig {
+        handshake_timeout: Duration::from_millis(1_500),
+        ..config()
+    };
+    let full = TestServer::start(
+        &pki,
+        AcceptPolicy::everyone(),
+        TransportConfig {
+            max_handshakes: 0,
+            ..config()
+        },
+    )
+    .await;
+    let error = connect_with(&pki.issue(&pki::agent("h1")), full.address, quick.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::NetworkError, "{error}");
+    assert!(
+        error.message.contains("no Nexus server answered"),
+        "{error}"
+    );
+    assert!(full.handler.refusals.lock().unwrap().is_empty());
+
+    // One place: each connection's handshake gives it back once done.
+    let one = TestServer::start(
+        &pki,
+        AcceptPolicy::everyone(),
+        TransportConfig {
+            max_handshakes: 1,
+            ..config()
+        },
+    )
+    .await;
+    let mut held = Vec::new();
+    for host in ["h1", "h2", "h3"] {
+        let connection = connect_with(&pki.issue(&pki::agent(host)), one.address, quick.clone())
+            .await
+            .unwrap();
+        assert!(matches!(
+            connection.request(Request::Ping).await,
+            Ok(Response::Pong(_))
+        ));
+        held.push(connection);
+    }
+}
+
 #[tokio::test]
 async fn nobody_listening_is_a_network_error_not_a_hang() {
     let pki = TestPki::new();

@@ -11,6 +11,7 @@
 //! verifiers of established members, `enrol` the one that pins a CA by its fingerprint for a
 //! client that has no certificate yet, `gate` the deny list a server enforces.
 
+mod admission;
 mod bundle;
 mod client;
 mod datagram;
@@ -76,7 +77,15 @@ pub struct TransportConfig {
     /// Whether this endpoint takes requests in datagrams ([`Connection::request_datagram`]).
     /// Only tests of a server without them set it off.
     pub datagrams: bool,
+    /// The most new connections a server works on at once (from a client's first packet to its
+    /// hello); the bound in force follows how long they take, and the first packet of one more
+    /// is ignored, so the client's QUIC sends it again ([`admission`]).
+    pub max_handshakes: usize,
 }
+
+/// The most handshakes a server works on at once by default; the bound in force follows how
+/// long they take, from 256 ([`admission`]).
+pub const DEFAULT_MAX_HANDSHAKES: usize = 4_096;
 
 impl Default for TransportConfig {
     fn default() -> TransportConfig {
@@ -91,6 +100,7 @@ impl Default for TransportConfig {
             segmentation_offload: true,
             protocol_version: PROTOCOL_VERSION,
             datagrams: true,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use quinn::crypto::rustls::QuicServerConfig;
 use tokio::sync::mpsc;
 
+use super::admission::{Admission, Slot};
 use super::client::{peer_identity, stream_error};
 use super::datagram;
 use super::tls::{Credentials, TlsError};
@@ -21,6 +22,9 @@ use crate::error::{ErrorCode, WireError};
 use crate::id::RequestId;
 use crate::identity::{Identity, IdentityKind};
 use crate::message::{Hello, HelloReply, Request, RequestFrame, Response, ResponseFrame};
+
+/// How often a server says how many new connections it ignored ([`super::admission`]).
+const IGNORED_TOLD_EVERY: Duration = Duration::from_secs(10);
 
 /// How long a refused client gets to read the refusal before the server closes the connection.
 const REFUSAL_GRACE: Duration = Duration::from_secs(1);
@@ -153,17 +157,34 @@ impl Server {
         handler: Arc<H>,
         shutdown: impl Future<Output = ()> + Send,
     ) {
+        let admission = Admission::new(self.config.max_handshakes);
         let shared = Arc::new(Shared {
             config: self.config,
             policy: self.policy,
             identity: self.identity,
         });
         tokio::pin!(shutdown);
+        let mut told: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    tokio::spawn(serve_connection(incoming, shared.clone(), handler.clone()));
+                    let Some(slot) = admission.enter() else {
+                        incoming.ignore();
+                        if told.is_none_or(|at| at.elapsed() >= IGNORED_TOLD_EVERY) {
+                            told = Some(std::time::Instant::now());
+                            tracing::warn!(
+                                ignored = admission.take_ignored(),
+                                under_way = admission.under_way(),
+                                "too many new connections at once: ignored the first packet of \
+                                 those beyond {} handshakes under way (their clients send it \
+                                 again)",
+                                admission.bound()
+                            );
+                        }
+                        continue;
+                    };
+                    tokio::spawn(serve_connection(incoming, slot, shared.clone(), handler.clone()));
                 }
                 () = &mut shutdown => break,
             }
@@ -183,6 +204,7 @@ struct Shared {
 
 async fn serve_connection<H: Handler>(
     incoming: quinn::Incoming,
+    slot: Slot,
     shared: Arc<Shared>,
     handler: Arc<H>,
 ) {
@@ -210,6 +232,7 @@ async fn serve_connection<H: Handler>(
         }
     };
     if conn.peer_identity().is_none() && shared.policy.enrols() {
+        drop(slot);
         // No certificate at all: this client may only enrol.
         let outcome = Box::pin(super::enrol::serve(&conn, &shared.config, |request| {
             handler.enrol(address, request)
@@ -245,6 +268,8 @@ async fn serve_connection<H: Handler>(
             return;
         }
     };
+    // Connected: the next new connection may have this one's place.
+    drop(slot);
     // Let through unless denied (checked again under the gate's lock); a later denial closes it.
     let _ticket = match &shared.policy.gate() {
         None => None,
