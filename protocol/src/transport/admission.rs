@@ -90,6 +90,11 @@ impl Admission {
         self.bound.load(Ordering::Relaxed)
     }
 
+    /// Whether connections were ignored since [`Admission::take_ignored`] last took them.
+    pub(crate) fn has_ignored(&self) -> bool {
+        self.ignored.load(Ordering::Relaxed) > 0
+    }
+
     /// The connections ignored since the last call (what a log line says, so that thousands
     /// ignored a second make one line).
     pub(crate) fn take_ignored(&self) -> u64 {
@@ -114,9 +119,10 @@ impl Drop for Slot {
     }
 }
 
-/// The bound on handshakes under way, as the handshakes done move it: additive increase,
-/// multiplicative decrease, as TCP's congestion window (and for the same reason: keep the
-/// queue short while using what capacity there is).
+/// The bound on handshakes under way, as the handshakes done move it: one place more per
+/// handshake that keeps up (which doubles it every handshake's time, as TCP's slow start, not its
+/// additive increase), half as many when one does not (the same reason as TCP's: keep the queue
+/// short while using what capacity there is).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Limit {
     pub(crate) now: usize,

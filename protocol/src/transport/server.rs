@@ -169,19 +169,23 @@ impl Server {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    let Some(slot) = admission.enter() else {
+                    let slot = admission.enter();
+                    // Said at the next new connection at least a period after the last saying,
+                    // ignored or not, so the end of a storm is told with it.
+                    if admission.has_ignored()
+                        && told.is_none_or(|at| at.elapsed() >= IGNORED_TOLD_EVERY)
+                    {
+                        told = Some(std::time::Instant::now());
+                        tracing::warn!(
+                            ignored = admission.take_ignored(),
+                            under_way = admission.under_way(),
+                            "too many new connections at once: ignored the first packet of \
+                             those beyond {} handshakes under way (their clients send it again)",
+                            admission.bound()
+                        );
+                    }
+                    let Some(slot) = slot else {
                         incoming.ignore();
-                        if told.is_none_or(|at| at.elapsed() >= IGNORED_TOLD_EVERY) {
-                            told = Some(std::time::Instant::now());
-                            tracing::warn!(
-                                ignored = admission.take_ignored(),
-                                under_way = admission.under_way(),
-                                "too many new connections at once: ignored the first packet of \
-                                 those beyond {} handshakes under way (their clients send it \
-                                 again)",
-                                admission.bound()
-                            );
-                        }
                         continue;
                     };
                     tokio::spawn(serve_connection(incoming, slot, shared.clone(), handler.clone()));
