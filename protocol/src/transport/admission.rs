@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A handshake done within this long says the server keeps up: a fifth of a client's patience.
-pub(crate) const TARGET: Duration = Duration::from_secs(1);
+const TARGET: Duration = Duration::from_secs(1);
 /// The bound never falls below this many handshakes under way.
-pub(crate) const FLOOR: usize = 32;
+const FLOOR: usize = 32;
 /// Where the bound starts.
 const START: usize = 256;
 
