@@ -63,7 +63,8 @@ pub fn free_tcp_port() -> u16 {
 /// Docker fleets publish workspaces' ports from 22000 up (see `docker_fleet`).
 const DAEMON_PORTS: std::ops::Range<u16> = 12_000..22_000;
 
-/// A port of [`DAEMON_PORTS`] that `free` finds free, tried from a random one on.
+/// A port of [`DAEMON_PORTS`] that `free` finds free and this process could reserve, tried
+/// from a random one on.
 fn pick_port(kind: &str, free: impl Fn(u16) -> bool) -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let span = DAEMON_PORTS.end - DAEMON_PORTS.start;
@@ -74,8 +75,39 @@ fn pick_port(kind: &str, free: impl Fn(u16) -> bool) -> u16 {
     let first = u16::try_from(random % u64::from(span)).expect("below the span");
     (0..span)
         .map(|step| DAEMON_PORTS.start + (first + step) % span)
-        .find(|port| free(*port))
+        .find(|port| free(*port) && reserve(*port))
         .unwrap_or_else(|| panic!("no free {kind} port in {DAEMON_PORTS:?}"))
+}
+
+/// Takes `port` for this process until it exits: an exclusive lock on a file named for it in
+/// the temporary directory, which every test process of a run shares. Two tests running at
+/// once each found the same port free before either's daemon had bound it, and one daemon
+/// failed with "Address already in use" (CI, December 2026); the lock lets only one of them
+/// have it. The lock goes with the process (the kernel drops it at exit, even a SIGKILL), and
+/// a port whose daemon is still bound fails `free` anyway.
+fn reserve(port: u16) -> bool {
+    static HELD: std::sync::Mutex<Vec<File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("nexus-harness-ports");
+    if let Err(error) = std::fs::create_dir_all(&dir) {
+        panic!("cannot make {}: {error}", dir.display());
+    }
+    let path = dir.join(port.to_string());
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|error| panic!("cannot open {}: {error}", path.display()));
+    match file.try_lock() {
+        Ok(()) => {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(file);
+            true
+        }
+        Err(std::fs::TryLockError::WouldBlock) => false,
+        Err(std::fs::TryLockError::Error(error)) => {
+            panic!("cannot lock {}: {error}", path.display())
+        }
+    }
 }
 
 /// `--http-listen` on a free loopback port, unless `extra` names another; and where the daemon
@@ -517,4 +549,25 @@ pub fn cli_command(
         .env_remove("NEXUS_OUTPUT")
         .env_remove("NEXUS_NO_NOTICES");
     command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_picked_port_is_not_picked_again_while_this_process_lives() {
+        let port = free_tcp_port();
+        assert!(!reserve(port), "{port} was reserved twice");
+        let picks: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        assert!(!picks.contains(&port));
+        let mut unique = picks.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            picks.len(),
+            "a port was picked twice: {picks:?}"
+        );
+    }
 }
