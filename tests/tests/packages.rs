@@ -71,6 +71,7 @@ fn the_packages_install_and_remove_cleanly() {
         "/usr/share/man/man1/nexus-workspace-create.1",
         "/usr/share/bash-completion/completions/nexus",
         "/usr/lib/sysusers.d/nexus-coordinator.conf",
+        "/usr/lib/sysctl.d/60-nexus-coordinator.conf",
     ] {
         host.ok(&["test", "-s", file]);
     }

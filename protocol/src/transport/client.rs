@@ -8,6 +8,7 @@ use std::time::Duration;
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::pki_types::CertificateDer;
 
+use super::socket;
 use super::tls::{Credentials, TlsError};
 use super::{TransportConfig, close_code, connection_error, timeout, version_mismatch};
 use crate::codec::{self, CodecError, HELLO_MAGIC, HELLO_REPLY_MAGIC};
@@ -48,8 +49,17 @@ impl Connector {
     /// connect, and is refused by every Nexus server (as `AUTHENTICATION_FAILED`).
     pub fn new(credentials: &Credentials, config: TransportConfig) -> Result<Connector, TlsError> {
         // A dual-stack socket reaches both IPv4 and IPv6 servers; fall back where IPv6 is off.
-        let endpoint = quinn::Endpoint::client(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
-            .or_else(|_| quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))))
+        let bind = |ip: std::net::IpAddr| {
+            let socket = socket::bind(SocketAddr::from((ip, 0)), socket::Side::Client)?;
+            quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                None,
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+        };
+        let endpoint = bind(Ipv6Addr::UNSPECIFIED.into())
+            .or_else(|_| bind(Ipv4Addr::UNSPECIFIED.into()))
             .map_err(|e| TlsError::Config(format!("cannot open a UDP socket: {e}")))?;
         Ok(Connector {
             client_config: client_config(credentials, &config)?,

@@ -20,6 +20,7 @@ mod gate;
 pub mod probe;
 mod reset;
 mod server;
+mod socket;
 pub mod tls;
 
 use std::net::SocketAddr;

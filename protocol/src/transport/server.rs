@@ -127,7 +127,7 @@ impl Server {
             .unwrap_or_default();
         let listen =
             |e: std::io::Error| TlsError::Config(format!("cannot listen on {address}: {e}"));
-        let socket = std::net::UdpSocket::bind(address).map_err(listen)?;
+        let socket = super::socket::bind(address, super::socket::Side::Server).map_err(listen)?;
         let endpoint = quinn::Endpoint::new(
             endpoint_config,
             Some(server_config),
