@@ -19,6 +19,16 @@ use nexus_tests::inproc::InProcessCoordinator;
 use nexus_tests::pki::{self, TestPki};
 use nexus_tests::process::connect;
 
+/// The coordinators' flags for a scenario's `--election-ticks`: `extra`, then the ticks if
+/// given (their default, 10, otherwise).
+pub(crate) fn coordinator_flags(extra: &[&str], election_ticks: Option<usize>) -> Vec<String> {
+    let mut flags: Vec<String> = extra.iter().map(ToString::to_string).collect();
+    if let Some(ticks) = election_ticks {
+        flags.extend(["--election-ticks".to_string(), ticks.to_string()]);
+    }
+    flags
+}
+
 /// Three coordinators with `extra` flags, and a hollow fleet of `hosts` heartbeating every
 /// `heartbeat` seconds and started `start_rate` a second, all registered and ready. Answers how
 /// long the fleet took to come up.
@@ -154,4 +164,22 @@ pub(crate) fn count_of<T: PartialEq>(counts: &[(T, u32)], what: &T) -> usize {
         .filter(|(state, _)| state == what)
         .map(|(_, n)| *n as usize)
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_election_ticks_follow_the_other_flags_only_when_given() {
+        assert_eq!(
+            coordinator_flags(&["--host-ttl", "86400"], Some(40)),
+            ["--host-ttl", "86400", "--election-ticks", "40"]
+        );
+        assert_eq!(
+            coordinator_flags(&["--host-ttl", "86400"], None),
+            ["--host-ttl", "86400"]
+        );
+        assert!(coordinator_flags(&[], None).is_empty());
+    }
 }

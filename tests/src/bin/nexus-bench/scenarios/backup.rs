@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::measure::Percentiles;
 use crate::scenarios::snapshot;
-use crate::setup::{count_of, fleet_stats};
+use crate::setup::{coordinator_flags, count_of, fleet_stats};
 
 /// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
 #[derive(Debug, clap::Args)]
@@ -268,11 +268,8 @@ pub(crate) async fn run(args: Args) -> Report {
     );
 
     // Three members made from the file, on the addresses of a cluster started for them.
-    let ticks = election_ticks.map(|t| t.to_string());
-    let mut flags = vec!["--host-ttl", "86400"];
-    if let Some(ticks) = &ticks {
-        flags.extend(["--election-ticks", ticks.as_str()]);
-    }
+    let flags = coordinator_flags(&["--host-ttl", "86400"], election_ticks);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut cluster = TestCluster::start(&pki, 3, &flags).await;
     cluster.leader(&pki, Duration::from_secs(30)).await;
     for index in 0..cluster.members.len() {

@@ -22,7 +22,7 @@ use nexus_tests::process::connect;
 use serde::Serialize;
 
 use crate::measure::{Load, Percentiles, Usage};
-use crate::setup::{cluster_and_fleet, count_of, fleet_stats};
+use crate::setup::{cluster_and_fleet, coordinator_flags, count_of, fleet_stats};
 
 /// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
 #[derive(Debug, clap::Args)]
@@ -106,11 +106,8 @@ pub(crate) async fn run(args: Args) -> Report {
     } = args;
     let (hosts, concurrency) = (hosts.max(1), concurrency.max(1));
     let pki = TestPki::new();
-    let ticks = election_ticks.map(|t| t.to_string());
-    let flags: Vec<&str> = match &ticks {
-        Some(ticks) => vec!["--election-ticks", ticks.as_str()],
-        None => vec![],
-    };
+    let flags = coordinator_flags(&[], election_ticks);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let (cluster, fleet, up) = cluster_and_fleet(&pki, hosts, heartbeat, start_rate, &flags).await;
     let leader = cluster.leader(&pki, Duration::from_secs(30)).await;
     let leader_address = cluster.members[cluster.index_of(leader.node.get())].address;

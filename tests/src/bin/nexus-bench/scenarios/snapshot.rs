@@ -23,7 +23,7 @@ use nexus_tests::pki::{self, TestPki};
 use nexus_tests::process::connect;
 use serde::Serialize;
 
-use crate::setup::{count_of, fleet_stats};
+use crate::setup::{coordinator_flags, count_of, fleet_stats};
 
 /// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
 #[derive(Debug, clap::Args)]
@@ -297,11 +297,8 @@ async fn catch_up(
     election_ticks: Option<usize>,
 ) -> CatchUp {
     let pki = Arc::new(TestPki::new());
-    let ticks = election_ticks.map(|t| t.to_string());
-    let mut flags = vec!["--host-ttl", "86400"];
-    if let Some(ticks) = &ticks {
-        flags.extend(["--election-ticks", ticks.as_str()]);
-    }
+    let flags = coordinator_flags(&["--host-ttl", "86400"], election_ticks);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut cluster = TestCluster::start(&pki, 3, &flags).await;
     let leader = cluster.leader(&pki, Duration::from_secs(30)).await;
     let leader_address = cluster.members[cluster.index_of(leader.node.get())].address;
