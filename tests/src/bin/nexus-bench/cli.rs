@@ -63,7 +63,8 @@ pub(crate) enum Scenario {
     /// real agent code on the simulated runtime, each with its own certificate and QUIC
     /// connection), then M workspace creates issued concurrently. Reports the placements
     /// committed per second, the time until every workspace runs as its agent reports it,
-    /// create latency, the coordinators' CPU and memory, and the leader's heartbeat load; then
+    /// create latency, the coordinators' CPU and memory, and the leader's heartbeat load (and,
+    /// with `--full`, the load and log entries a second once every workspace runs); then
     /// checks that no host is over a limit and that no workspace is missing or doubled.
     Fleet(fleet::Args),
     /// Dead-host detection: three real coordinators and N hollow agents. First the leader is

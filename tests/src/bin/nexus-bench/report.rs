@@ -247,6 +247,14 @@ fn fleet_text(out: &mut Lines, report: &fleet::Report) {
         "busy coordinators: {}",
         compact(&report.busy.coordinators)
     ));
+    if let Some(full) = &report.full {
+        out.line(format_args!(
+            "full, {} s: {:.0} entries/s applied, coordinators: {}",
+            full.seconds,
+            full.entries_per_second,
+            compact(&full.coordinators)
+        ));
+    }
     out.line(format_args!("check: {}", compact(&report.check)));
 }
 
@@ -459,8 +467,13 @@ mod tests {
             all_running_seconds: 0.406,
             create_latency: percentiles(40),
             busy: fleet::Busy {
-                coordinators: loads,
+                coordinators: loads.clone(),
             },
+            full: Some(fleet::Full {
+                seconds: 30,
+                entries_per_second: 12.4,
+                coordinators: loads,
+            }),
             check: fleet::Check {
                 missing: 1,
                 doubled: 2,
@@ -474,6 +487,7 @@ mod tests {
              create (placed and committed)              n=40 p50 1.500 ms  p95 2.250 ms  p99 3.000 ms  max 4.125 ms\n\
              idle coordinators: [{\"cpu_percent_of_one_core\":0.0,\"rss_mib\":22.5}]\n\
              busy coordinators: [{\"cpu_percent_of_one_core\":0.0,\"rss_mib\":22.5}]\n\
+             full, 30 s: 12 entries/s applied, coordinators: [{\"cpu_percent_of_one_core\":0.0,\"rss_mib\":22.5}]\n\
              check: {\"doubled\":2,\"hosts_over_limit\":4,\"missing\":1,\"unexpected\":3}\n"
         );
     }

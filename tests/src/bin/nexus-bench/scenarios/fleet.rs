@@ -46,6 +46,10 @@ pub(crate) struct Args {
     /// The coordinators' `--election-ticks` (their default, 10, unless given).
     #[arg(long)]
     pub(crate) election_ticks: Option<usize>,
+    /// Seconds the coordinators' load is measured once every workspace runs: the full fleet's
+    /// heartbeats and its agents' reports (each sends its whole report again every 30 s).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) full: u64,
 }
 
 /// What the `fleet` scenario measured, and what it checked.
@@ -65,6 +69,8 @@ pub(crate) struct Report {
     pub(crate) all_running_seconds: f64,
     pub(crate) create_latency: Percentiles,
     pub(crate) busy: Busy,
+    /// The load once every workspace ran, when `--full` asked for it.
+    pub(crate) full: Option<Full>,
     pub(crate) check: Check,
 }
 
@@ -82,6 +88,15 @@ pub(crate) struct Idle {
 /// The coordinators' load from the first create until every workspace ran.
 #[derive(Debug, Serialize)]
 pub(crate) struct Busy {
+    pub(crate) coordinators: Vec<Load>,
+}
+
+/// The coordinators' load once every workspace runs, and the log entries the leader applied a
+/// second meanwhile (every one of them is written, replicated and applied by each replica).
+#[derive(Debug, Serialize)]
+pub(crate) struct Full {
+    pub(crate) seconds: u64,
+    pub(crate) entries_per_second: f64,
     pub(crate) coordinators: Vec<Load>,
 }
 
@@ -103,6 +118,7 @@ pub(crate) async fn run(args: Args) -> Report {
         idle,
         start_rate,
         election_ticks,
+        full,
     } = args;
     let (hosts, concurrency) = (hosts.max(1), concurrency.max(1));
     let pki = TestPki::new();
@@ -170,6 +186,11 @@ pub(crate) async fn run(args: Args) -> Report {
         "{running} of {placed} running (as their agents report) {:.2} s after the first create",
         running_in.as_secs_f64()
     );
+    let full = if full > 0 {
+        Some(measure_full(&pki, &cluster, &pids, full).await)
+    } else {
+        None
+    };
     let check = check(
         &pki,
         &fleet,
@@ -201,8 +222,45 @@ pub(crate) async fn run(args: Args) -> Report {
         busy: Busy {
             coordinators: busy_usage,
         },
+        full,
         check,
     }
+}
+
+/// The coordinators' load over `seconds` with every workspace placed and running, and how many
+/// entries the leader applied a second (read from whichever member leads at each end).
+async fn measure_full(pki: &TestPki, cluster: &TestCluster, pids: &[u32], seconds: u64) -> Full {
+    let applied = async || {
+        let mut seen = 0;
+        for member in &cluster.members {
+            if let Ok(status) = cluster::status(pki, member.address).await {
+                if status.leader == Some(status.node) {
+                    return status.applied_index;
+                }
+                seen = seen.max(status.applied_index);
+            }
+        }
+        seen
+    };
+    let (first, before) = (applied().await, Usage::of_each(pids));
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (last, after) = (applied().await, Usage::of_each(pids));
+    let over = window.elapsed();
+    let full = Full {
+        seconds,
+        entries_per_second: last.saturating_sub(first) as f64 / over.as_secs_f64(),
+        coordinators: Load::of_each(&before, &after, over),
+    };
+    println!(
+        "full, for {seconds} s: the leader applied {:.0} entries/s; coordinators {:?}",
+        full.entries_per_second,
+        full.coordinators
+            .iter()
+            .map(|load| format!("{:.1} % of a core", load.cpu_percent_of_one_core))
+            .collect::<Vec<_>>()
+    );
+    full
 }
 
 /// An admin's connection to watch the fleet through: to the leader the creates began with, or
