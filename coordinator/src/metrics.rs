@@ -57,6 +57,9 @@ pub struct Metrics {
     /// `failed` (the batch was not committed).
     pub placements: Counters<1>,
     pub heartbeats: Counter,
+    /// Agents' reports this coordinator took, by `kind` ([`REPORT_KINDS`]): `change`, proposed
+    /// to the log, or `repeat`, acknowledged from the state without an entry.
+    pub reports: Counters<1>,
     pub hosts_marked_down: Counter,
     /// By `kind`: `cold`, `warm` or `switch` ([`crate::starts`]).
     pub workspace_start_duration: Histograms<1>,
@@ -187,6 +190,11 @@ impl Metrics {
                 "nexus_heartbeats_total",
                 "Agents' heartbeats this coordinator took as leader.",
             ),
+            reports: r.counters(
+                "nexus_reports_total",
+                "Agents' reports this coordinator took, by kind: a change (proposed) or a repeat of the state (no log entry).",
+                ["kind"],
+            ),
             hosts_marked_down: r.counter(
                 "nexus_hosts_marked_down_total",
                 "Hosts this coordinator marked down for silence.",
@@ -261,6 +269,9 @@ impl Metrics {
         }
         for outcome in BACKUP_OUTCOMES {
             self.backups.inc_by([outcome], 0);
+        }
+        for kind in REPORT_KINDS {
+            self.reports.inc_by([kind], 0);
         }
         for outcome in ENROLMENT_OUTCOMES {
             self.enrolments.inc_by([outcome], 0);
@@ -339,6 +350,9 @@ impl ProposalOutcome {
 
 /// The `outcome` labels of `nexus_placements_total` (see [`Metrics::placements`]).
 pub const PLACEMENT_OUTCOMES: [&str; 4] = ["placed", "no_capacity", "rejected", "failed"];
+
+/// The `kind` labels of `nexus_reports_total` (see [`Metrics::reports`]).
+pub const REPORT_KINDS: [&str; 2] = ["change", "repeat"];
 
 /// The `outcome` labels of `nexus_backups_total`.
 pub const BACKUP_OUTCOMES: [&str; 2] = ["ok", "failed"];
@@ -548,6 +562,7 @@ mod tests {
             "nexus_workspaces",
             "nexus_placements_total",
             "nexus_heartbeats_total",
+            "nexus_reports_total",
             "nexus_hosts_marked_down_total",
             "nexus_workspace_start_duration_seconds",
             "nexus_workspace_starts_total",

@@ -390,6 +390,8 @@ mod tests;
 #[cfg(test)]
 mod lifecycle_tests;
 #[cfg(test)]
+mod reports_tests;
+#[cfg(test)]
 mod roster_tests;
 
 #[cfg(test)]

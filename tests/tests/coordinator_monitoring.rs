@@ -227,6 +227,18 @@ async fn the_leaders_metrics_follow_raft_the_fleet_requests_and_starts() {
         Some(1.0)
     );
 
+    // The agent's 30-second refresh of the same report: acknowledged without a log entry.
+    let (changes, repeats) = (
+        "nexus_reports_total{kind=\"change\"}",
+        "nexus_reports_total{kind=\"repeat\"}",
+    );
+    assert_eq!(sample(&text, changes), Some(1.0), "{text}");
+    assert_eq!(sample(&text, repeats), Some(0.0), "{text}");
+    ask(report(WorkspaceState::Running)).await.unwrap();
+    let (_, text) = get(addr, "/metrics").await;
+    assert_eq!(sample(&text, changes), Some(1.0), "{text}");
+    assert_eq!(sample(&text, repeats), Some(1.0), "{text}");
+
     // Stopped, then started again: a warm start.
     let api = || nexus_fixtures::workspace_name("api");
     for (request, reported) in [

@@ -1,5 +1,6 @@
 //! Agents' requests: registration (a Raft write), heartbeats and container samples (soft state
-//! on the leader, see [`super::liveness`]), reports of what runs (Raft writes), and where the
+//! on the leader, see [`super::liveness`]), reports of what runs (Raft writes, unless a report
+//! repeats what the state holds: `State::repeats_the_state`), and where the
 //! agent serves logs and exec. The desired-state watch is [`super::watch`]; activity reports are
 //! [`super::activity`].
 
@@ -19,6 +20,27 @@ use crate::locks::lock;
 use crate::state::Command;
 
 impl Service {
+    /// Whether `observed` from `host` repeats what the leader's applied state holds, so that
+    /// acknowledging it needs no entry (`State::repeats_the_state`). Read at once from the
+    /// replica as it is: what it applied is committed. Only a leader answers so: a follower
+    /// forwards the report as before, since its replica may lag behind a change (a host marked
+    /// down) that the leader would refuse the report for.
+    async fn repeats_the_state(
+        &self,
+        host: &HostId,
+        observed: &[nexus_protocol::message::ObservedWorkspace],
+    ) -> Result<bool, WireError> {
+        if !self.cluster.leadership().borrow().leading {
+            return Ok(false);
+        }
+        let (host, observed) = (host.clone(), observed.to_vec());
+        self.cluster
+            .read(Consistency::Stale, move |state| {
+                state.repeats_the_state(&host, &observed)
+            })
+            .await
+    }
+
     /// Takes a heartbeat. Liveness is the leader's to judge: agents heartbeat the leader. At
     /// thousands a second this is the leader's commonest request, so it asks the driver nothing
     /// in the common case: whether this node leads is the driver's published word, and whether
@@ -123,6 +145,12 @@ impl Service {
             AgentRequest::ReportObserved(observed) => {
                 too_many(observed.len())?;
                 check_report(&observed)?;
+                let reports = &self.cluster.metrics().reports;
+                if self.repeats_the_state(host_id, &observed).await? {
+                    reports.inc(["repeat"]);
+                    return Ok(Response::Ack);
+                }
+                reports.inc(["change"]);
                 self.cluster
                     .propose(
                         request_id,

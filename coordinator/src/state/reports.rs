@@ -44,6 +44,56 @@ impl State {
         Outcome::Applied
     }
 
+    /// Whether taking `observed` from `host` would change nothing: every workspace in it is as
+    /// the state holds it already (or is one the report does not speak for). An agent sends
+    /// its whole report again every 30 s; a repeat needs no log entry, which at 20,000 hosts
+    /// would be 667 entries a second, each written, replicated and applied by every replica.
+    /// Answering a repeat from the applied state is as true as committing it: what it says is
+    /// committed already. A report from a host marked down, or one this replica does not know,
+    /// is never a repeat: applied, it is refused or taken as it always was. Kept beside
+    /// [`State::observe`], which it must follow (a test in `tests.rs` applies each case).
+    pub fn repeats_the_state(&self, host: &HostId, observed: &[ObservedWorkspace]) -> bool {
+        self.hosts
+            .get(host)
+            .is_some_and(|record| record.status != HostStatus::Down)
+            && observed
+                .iter()
+                .all(|report| !self.observation_changes(host, report))
+    }
+
+    /// Whether [`State::observe`] would change anything for `report` from `host`.
+    fn observation_changes(&self, host: &HostId, report: &ObservedWorkspace) -> bool {
+        let Some(workspace) = self.workspaces.get(&report.name) else {
+            return false;
+        };
+        if &workspace.host != host || report.generation != workspace.generation {
+            return false;
+        }
+        if workspace.state == WorkspaceState::Destroying {
+            return report.state == WorkspaceState::Gone;
+        }
+        if matches!(
+            report.state,
+            WorkspaceState::Gone | WorkspaceState::Destroying
+        ) {
+            return false;
+        }
+        if workspace.state != report.state || workspace.last_error != report.error {
+            return true;
+        }
+        let stopped = matches!(
+            report.state,
+            WorkspaceState::Stopped | WorkspaceState::Failed
+        );
+        // A restart waits for a stopped report; a port conflict is answered (or left failed)
+        // by `reassign_port`: both are decisions taken at apply, never skipped here.
+        (workspace.restart_pending && stopped && workspace.desired == DesiredRun::Stopped)
+            || report
+                .error
+                .as_ref()
+                .is_some_and(|error| error.code == ErrorCode::PortConflict)
+    }
+
     /// Takes one observation from `host`'s agent. Reports about another host's workspace, or an
     /// older generation, are ignored: an agent speaks only for what it currently runs.
     fn observe(&mut self, at: Timestamp, host: &HostId, report: &ObservedWorkspace) {

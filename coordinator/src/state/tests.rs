@@ -70,7 +70,7 @@ pub(super) fn h(id: &str) -> HostId {
     HostId::new(id).unwrap()
 }
 
-fn w(name: &str) -> WorkspaceName {
+pub(super) fn w(name: &str) -> WorkspaceName {
     WorkspaceName::new(name).unwrap()
 }
 
