@@ -432,7 +432,8 @@ pub struct Args {
     /// Ticks between a leader's heartbeats.
     #[arg(long)]
     pub heartbeat_ticks: Option<usize>,
-    /// Snapshot the state and truncate the log every this many entries.
+    /// Snapshot the state and truncate the log after at least this many entries (and at least
+    /// as many bytes of them as the last snapshot took).
     #[arg(long)]
     pub snapshot_every: Option<u64>,
     /// Seconds without a heartbeat before the leader marks a host down (default 14: three

@@ -52,8 +52,9 @@ pub struct RaftConfig {
     pub max_size_per_message: u64,
     /// Append messages in flight to one follower.
     pub max_inflight_messages: usize,
-    /// Snapshot the state machine (and truncate the log behind it) every this many applied
-    /// entries; 0 never does.
+    /// Snapshot the state machine (and truncate the log behind it) once at least this many
+    /// entries were applied since the last, and at least as many bytes of them as that
+    /// snapshot took (`apply::snapshot_due`); 0 never does.
     pub snapshot_every: u64,
 }
 
@@ -207,6 +208,10 @@ pub struct RaftNode<S: LogStore> {
     applied_index: u64,
     snapshot_every: u64,
     snapshot_index: u64,
+    /// The last snapshot's size (0 until this process took or restored one), and the bytes of
+    /// the entries applied since: what `apply::snapshot_due` weighs.
+    snapshot_bytes: u64,
+    log_bytes: u64,
     snapshots_restored: u64,
     snapshots_taken: u64,
     /// A membership change was applied since the last snapshot.
@@ -296,6 +301,8 @@ impl<S: LogStore> RaftNode<S> {
             applied_index,
             snapshot_every: config.snapshot_every,
             snapshot_index: applied_index,
+            snapshot_bytes: 0,
+            log_bytes: 0,
             snapshots_restored: 0,
             snapshots_taken: 0,
             conf_changed: false,
@@ -658,6 +665,8 @@ impl<S: LogStore> RaftNode<S> {
                 .retain(|entry| entry.index > self.applied_index);
             self.ahead.forget_through(self.applied_index);
             self.snapshot_index = self.applied_index;
+            self.snapshot_bytes = snapshot.data.len() as u64;
+            self.log_bytes = 0;
             self.snapshots_restored += 1;
             tracing::info!(
                 node = %self.id,

@@ -360,11 +360,17 @@ fn a_calm_cluster_elects_one_leader_and_commits_every_write() {
 fn three_nodes_stay_safe_under_drops_partitions_and_crashes() {
     let mut acknowledged = 0;
     let mut terms = 0;
+    let mut restored = 0;
     for seed in 1..=12 {
         let sim = run(3, seed, CHAOS, 2_000);
         acknowledged += sim.acknowledged.len();
         terms += sim.leaders_by_term.len();
+        restored += sim.snapshots_restored;
     }
+    assert!(
+        restored > 0,
+        "no node caught up from a leader's snapshot: the path went untested"
+    );
     // The faults really happened and the cluster still made progress.
     assert!(
         terms > 12 * 2,
