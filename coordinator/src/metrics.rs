@@ -375,18 +375,7 @@ pub fn host_status(status: HostStatus) -> &'static str {
 }
 
 /// Every workspace state, for a family where each is present even at 0.
-pub const WORKSPACE_STATES: [WorkspaceState; 10] = [
-    WorkspaceState::Pending,
-    WorkspaceState::Scheduled,
-    WorkspaceState::Starting,
-    WorkspaceState::Running,
-    WorkspaceState::Stopping,
-    WorkspaceState::Stopped,
-    WorkspaceState::Failed,
-    WorkspaceState::Destroying,
-    WorkspaceState::Gone,
-    WorkspaceState::Lost,
-];
+pub const WORKSPACE_STATES: [WorkspaceState; 10] = WorkspaceState::ALL;
 
 /// The `kind` label of a request: its variant's short name (a stale read is named as the read).
 pub fn request_kind(request: &Request) -> &'static str {

@@ -147,6 +147,20 @@ pub enum WorkspaceState {
 }
 
 impl WorkspaceState {
+    /// Every state, in declaration order.
+    pub const ALL: [WorkspaceState; 10] = [
+        WorkspaceState::Pending,
+        WorkspaceState::Scheduled,
+        WorkspaceState::Starting,
+        WorkspaceState::Running,
+        WorkspaceState::Stopping,
+        WorkspaceState::Stopped,
+        WorkspaceState::Failed,
+        WorkspaceState::Destroying,
+        WorkspaceState::Gone,
+        WorkspaceState::Lost,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             WorkspaceState::Pending => "pending",

@@ -11,19 +11,6 @@ use nexus_protocol::model::PortBinding;
 use super::tests::{create, h, host, w};
 use super::*;
 
-const STATES: [WorkspaceState; 10] = [
-    WorkspaceState::Pending,
-    WorkspaceState::Scheduled,
-    WorkspaceState::Starting,
-    WorkspaceState::Running,
-    WorkspaceState::Stopping,
-    WorkspaceState::Stopped,
-    WorkspaceState::Failed,
-    WorkspaceState::Destroying,
-    WorkspaceState::Gone,
-    WorkspaceState::Lost,
-];
-
 /// Hosts h1 and h2, and workspace `a` on h1 (generation 1, port 20000), as a fresh create left
 /// them; `down` marks h1 down.
 fn fleet(down: bool) -> State {
@@ -71,7 +58,7 @@ fn a_report_is_a_repeat_exactly_when_applying_it_changes_nothing() {
     let (mut repeats, mut changes, mut left_to_apply) = (0, 0, 0);
     for down in [false, true] {
         let base = fleet(down);
-        for held in STATES {
+        for held in WorkspaceState::ALL {
             for held_error in errors() {
                 for (restart_pending, desired) in [
                     (false, DesiredRun::Running),
@@ -91,7 +78,7 @@ fn a_report_is_a_repeat_exactly_when_applying_it_changes_nothing() {
                         ("h1", "zz", 1),
                         ("h3", "a", 1),
                     ] {
-                        for state in STATES {
+                        for state in WorkspaceState::ALL {
                             for error in errors() {
                                 let report = ObservedWorkspace {
                                     name: w(name),
@@ -103,7 +90,8 @@ fn a_report_is_a_repeat_exactly_when_applying_it_changes_nothing() {
                                     }],
                                     error: error.clone(),
                                 };
-                                let repeat = before.repeats_the_state(&h(from), &[report.clone()]);
+                                let repeat = before
+                                    .repeats_the_state(&h(from), std::slice::from_ref(&report));
                                 let mut after = before.clone();
                                 after.record_observed(Timestamp(9_000), &h(from), &[report]);
                                 let changed = after != before;
