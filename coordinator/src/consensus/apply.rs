@@ -168,8 +168,8 @@ impl<S: LogStore> RaftNode<S> {
 /// `every` the configured least number of entries (0: never) and `last_bytes` the last
 /// snapshot's size. Encoding the state costs its whole size each time, and it grows with the
 /// fleet: at 250,000 workspaces a snapshot was 57 MB and held the Raft thread 1.3–2.5 s. Taken
-/// every 10,000 entries, that work grew with the state for each entry written (at 1,000,000
-/// workspaces, about 140 MB each time). So a snapshot also waits until the log behind it holds
+/// every 10,000 entries, that work grew with the state for each entry written (287 MB each
+/// time at 946,605 workspaces). So a snapshot also waits until the log behind it holds
 /// as many bytes as the last one took: the encoding costs at most a byte per byte of log, however
 /// large the state, and a restart replays at most about a snapshot's worth of entries (as
 /// LogCabin weighs the log against its last snapshot).

@@ -51,7 +51,7 @@ impl State {
     /// Answering a repeat from the applied state is as true as committing it: what it says is
     /// committed already. A report from a host marked down, or one this replica does not know,
     /// is never a repeat: applied, it is refused or taken as it always was. Kept beside
-    /// [`State::observe`], which it must follow (a test in `tests.rs` applies each case).
+    /// [`State::observe`], which it must follow (`reports_tests.rs` applies each case).
     pub fn repeats_the_state(&self, host: &HostId, observed: &[ObservedWorkspace]) -> bool {
         self.hosts
             .get(host)
