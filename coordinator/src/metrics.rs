@@ -11,7 +11,7 @@
 
 use nexus_protocol::message::{AdminRequest, AgentRequest, PeerRequest, Request, StaleRead};
 use nexus_protocol::message::{HostRequest, WorkspaceRequest};
-use nexus_protocol::model::{HostStatus, WorkspaceState};
+use nexus_protocol::model::HostStatus;
 use nexus_protocol::policy::PolicyAction;
 use nexus_telemetry::{Counter, Counters, Gauge, Gauges, Histogram, Histograms, Registry};
 
@@ -374,9 +374,6 @@ pub fn host_status(status: HostStatus) -> &'static str {
     }
 }
 
-/// Every workspace state, for a family where each is present even at 0.
-pub const WORKSPACE_STATES: [WorkspaceState; 10] = WorkspaceState::ALL;
-
 /// The `kind` label of a request: its variant's short name (a stale read is named as the read).
 pub fn request_kind(request: &Request) -> &'static str {
     match request {
@@ -512,6 +509,7 @@ fn admin_kind(request: &AdminRequest) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use nexus_protocol::model::WorkspaceState;
     use nexus_telemetry::metrics::Format;
 
     use super::*;
@@ -593,11 +591,11 @@ mod tests {
         let statuses: std::collections::BTreeSet<_> =
             HOST_STATUSES.into_iter().map(host_status).collect();
         assert_eq!(statuses.len(), HOST_STATUSES.len());
-        let states: std::collections::BTreeSet<_> = WORKSPACE_STATES
+        let states: std::collections::BTreeSet<_> = WorkspaceState::ALL
             .into_iter()
             .map(WorkspaceState::as_str)
             .collect();
-        assert_eq!(states.len(), WORKSPACE_STATES.len());
+        assert_eq!(states.len(), WorkspaceState::ALL.len());
         let name = || "w".parse().unwrap();
         assert_eq!(request_kind(&Request::Ping), "ping");
         assert_eq!(

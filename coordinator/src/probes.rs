@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use nexus_protocol::model::WorkspaceState;
 use nexus_telemetry::Check;
 
 use crate::cluster::{Cluster, Consistency, NodeView};
@@ -157,7 +158,7 @@ pub fn fleet_counts(state: &State) -> FleetCounts {
     for host in state.hosts().values() {
         *hosts.entry(metrics::host_status(host.status)).or_default() += 1;
     }
-    let mut workspaces: BTreeMap<_, _> = metrics::WORKSPACE_STATES
+    let mut workspaces: BTreeMap<_, _> = WorkspaceState::ALL
         .into_iter()
         .map(|state| (state.as_str(), 0))
         .collect();
@@ -191,7 +192,7 @@ mod tests {
             counts.hosts,
             BTreeMap::from([("cordoned", 0), ("down", 0), ("draining", 0), ("ready", 1)])
         );
-        assert_eq!(counts.workspaces.len(), metrics::WORKSPACE_STATES.len());
+        assert_eq!(counts.workspaces.len(), WorkspaceState::ALL.len());
         assert!(counts.workspaces.values().all(|n| *n == 0));
     }
 }

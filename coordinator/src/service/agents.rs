@@ -7,7 +7,7 @@
 use nexus_protocol::clock;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::Identity;
-use nexus_protocol::message::{AgentRequest, Response};
+use nexus_protocol::message::{AgentRequest, ObservedWorkspace, Response};
 use nexus_protocol::model::HostStatus;
 use nexus_protocol::transport::Peer;
 use nexus_protocol::{HostId, RequestId};
@@ -24,19 +24,20 @@ impl Service {
     /// acknowledging it needs no entry (`State::repeats_the_state`). Read at once from the
     /// replica as it is: what it applied is committed. Only a leader answers so: a follower
     /// forwards the report as before, since its replica may lag behind a change (a host marked
-    /// down) that the leader would refuse the report for.
+    /// down) that the leader would refuse the report for. The report goes to the read and
+    /// comes back with the answer, to be proposed when it is not a repeat.
     async fn repeats_the_state(
         &self,
         host: &HostId,
-        observed: &[nexus_protocol::message::ObservedWorkspace],
-    ) -> Result<bool, WireError> {
+        observed: Vec<ObservedWorkspace>,
+    ) -> Result<(bool, Vec<ObservedWorkspace>), WireError> {
         if !self.cluster.leadership().borrow().leading {
-            return Ok(false);
+            return Ok((false, observed));
         }
-        let (host, observed) = (host.clone(), observed.to_vec());
+        let host = host.clone();
         self.cluster
             .read(Consistency::Stale, move |state| {
-                state.repeats_the_state(&host, &observed)
+                (state.repeats_the_state(&host, &observed), observed)
             })
             .await
     }
@@ -146,7 +147,8 @@ impl Service {
                 too_many(observed.len())?;
                 check_report(&observed)?;
                 let reports = &self.cluster.metrics().reports;
-                if self.repeats_the_state(host_id, &observed).await? {
+                let (repeat, observed) = self.repeats_the_state(host_id, observed).await?;
+                if repeat {
                     reports.inc(["repeat"]);
                     return Ok(Response::Ack);
                 }

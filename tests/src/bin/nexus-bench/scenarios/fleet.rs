@@ -231,16 +231,10 @@ pub(crate) async fn run(args: Args) -> Report {
 /// entries the leader applied a second (read from whichever member leads at each end).
 async fn measure_full(pki: &TestPki, cluster: &TestCluster, pids: &[u32], seconds: u64) -> Full {
     let applied = async || {
-        let mut seen = 0;
-        for member in &cluster.members {
-            if let Ok(status) = cluster::status(pki, member.address).await {
-                if status.leader == Some(status.node) {
-                    return status.applied_index;
-                }
-                seen = seen.max(status.applied_index);
-            }
-        }
-        seen
+        cluster
+            .leader(pki, Duration::from_secs(60))
+            .await
+            .applied_index
     };
     let (first, before) = (applied().await, Usage::of_each(pids));
     let window = Instant::now();
