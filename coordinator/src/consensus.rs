@@ -35,6 +35,7 @@ pub use raft::eraftpb::Message as RaftMessage;
 mod ahead;
 mod apply;
 mod messages;
+mod snapshots;
 pub use messages::{
     carries_snapshot, check_peer_message, decode_message, encode_message, grants_pre_vote,
     is_control,
@@ -94,7 +95,7 @@ pub enum CorruptProposal {
 
 /// Where a node keeps its Raft log and hard state. raft-rs reads through [`raft::Storage`]; the
 /// node writes through these methods.
-pub trait LogStore: raft::Storage {
+pub trait LogStore: raft::Storage + Clone + Send + 'static {
     /// Appends entries, replacing any stored entries from the first new index on.
     fn append(&self, entries: &[Entry]) -> Result<(), StoreError>;
     fn set_hard_state(&self, hard_state: &HardState) -> Result<(), StoreError>;
@@ -102,7 +103,9 @@ pub trait LogStore: raft::Storage {
     /// Replaces the log and state with a snapshot the leader sent.
     fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
     /// Stores a snapshot of the state machine at `index`, with the configuration in force there,
-    /// in one write, and may truncate the log behind it. The configuration is stored nowhere
+    /// in one write, and may truncate the log behind it; unless the stored snapshot is as new
+    /// already (one from the leader, applied meanwhile), when it writes nothing and says so
+    /// (`false`). Called off the Raft thread, beside the other methods. The configuration is stored nowhere
     /// else: a restart begins from the state and the configuration of one index, and replays the
     /// log from there.
     fn save_snapshot(
@@ -111,7 +114,7 @@ pub trait LogStore: raft::Storage {
         index: u64,
         term: u64,
         conf_state: &ConfState,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Every entry up to `index` is applied here: a copy kept in memory to read it back may go.
     fn applied(&self, _index: u64) {}
 }
@@ -220,6 +223,18 @@ pub struct RaftNode<S: LogStore> {
     unapplied: VecDeque<Entry>,
     /// Large restores being read off this thread ([`ahead`]).
     ahead: ahead::Ahead,
+    /// The snapshot being encoded and written off this thread, if one is ([`snapshots`]).
+    taking: Option<snapshots::Taking>,
+}
+
+/// A node that stops waits for its snapshot's thread, which holds the store open: a restart in
+/// the same process (the Raft simulation's) opens the store again at once.
+impl<S: LogStore> Drop for RaftNode<S> {
+    fn drop(&mut self) {
+        if let Err(error) = self.settle_snapshot() {
+            tracing::warn!(node = %self.id, "a snapshot failed as the node stopped: {error}");
+        }
+    }
 }
 
 impl<S: LogStore> std::fmt::Debug for RaftNode<S> {
@@ -308,6 +323,7 @@ impl<S: LogStore> RaftNode<S> {
             conf_changed: false,
             unapplied: VecDeque::new(),
             ahead: ahead::Ahead::new(),
+            taking: None,
         })
     }
 
@@ -617,6 +633,7 @@ impl<S: LogStore> RaftNode<S> {
         send_first: Option<&mut dyn FnMut(Vec<RaftMessage>)>,
     ) -> Result<ReadyOutput, StoreError> {
         let mut output = ReadyOutput::default();
+        self.collect_snapshot(false)?;
         if !self.raw.has_ready() {
             if !self.unapplied.is_empty() {
                 // Entries behind a restore being read: apply what the read lets through.
@@ -816,11 +833,12 @@ mod tests {
         RaftNode::new(node(1), store, state, applied, &RaftConfig::default()).unwrap()
     }
 
-    /// Runs rounds until everything in the log is applied.
+    /// Runs rounds until everything in the log is applied, and a snapshot being taken is stored.
     fn settle(raft: &mut RaftNode<RocksStore>) {
         for _ in 0..16 {
             raft.process_ready().unwrap();
             if raft.applied_index() == raft.last_index() && !raft.raw.has_ready() {
+                raft.settle_snapshot().unwrap();
                 return;
             }
         }

@@ -69,18 +69,45 @@ pub use ports::FOREIGN_PORT_MEMORY_MS;
 pub use restore::{ReadBackup, format_refusal};
 pub use rotation::{CaRotation, CaRotations, CaStep, NewCa, TrustedCa};
 pub use security::{Security, TokenRecord};
-pub use snapshot::{STATE_FORMAT, SnapshotError};
+pub use snapshot::{STATE_FORMAT, SnapshotCopy, SnapshotError};
 
 pub use crate::fit::{Unfit, Usage};
+
+/// A table of the state that grows with the fleet's workspaces: copied in constant time, the
+/// copy and the original sharing what neither changed since, so that a snapshot encodes a copy
+/// off the Raft thread ([`State::snapshot_copy`]). Serialized as std's `BTreeMap` is (a length,
+/// then the pairs in order), so the snapshot bytes are the same.
+pub type Map<K, V> = imbl::OrdMap<K, V>;
+/// The set beside [`Map`], serialized as std's `BTreeSet`.
+pub type Set<T> = imbl::OrdSet<T>;
+
+/// Changes `change` every entry of `map` that `wanted` picks: those only, for a change copies the
+/// path to each entry it touches while a snapshot's copy shares it.
+fn update_where<K: Ord + Clone, V: Clone>(
+    map: &mut Map<K, V>,
+    wanted: impl Fn(&K, &V) -> bool,
+    mut change: impl FnMut(&K, &mut V),
+) {
+    let keys: Vec<K> = map
+        .iter()
+        .filter(|(key, value)| wanted(key, value))
+        .map(|(key, _)| key.clone())
+        .collect();
+    for key in keys {
+        if let Some(value) = map.get_mut(&key) {
+            change(&key, value);
+        }
+    }
+}
 
 /// The whole replicated state. Serialized as it is for snapshots, so its fields (and the
 /// records') are snapshot bytes in this order: a change to them is a new snapshot format.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct State {
     hosts: BTreeMap<HostId, HostRecord>,
-    workspaces: BTreeMap<WorkspaceName, WorkspaceRecord>,
+    workspaces: Map<WorkspaceName, WorkspaceRecord>,
     /// Every allocated host port and the workspace that holds it: no port is given twice.
-    ports: BTreeMap<(HostId, u16), WorkspaceName>,
+    ports: Map<(HostId, u16), WorkspaceName>,
     /// Ports an agent found held by something else, and when: skipped for
     /// [`FOREIGN_PORT_MEMORY_MS`] when ports are handed out.
     foreign_ports: BTreeMap<(HostId, u16), Timestamp>,
@@ -89,9 +116,9 @@ pub struct State {
     /// Each host's desired-state version: bumped whenever what that host should run changes.
     desired_versions: BTreeMap<HostId, u64>,
     /// Completed requests and their outcomes, for idempotent retries.
-    journal: BTreeMap<RequestId, (Timestamp, Outcome)>,
+    journal: Map<RequestId, (Timestamp, Outcome)>,
     /// The journal in time order, for pruning.
-    journal_by_time: BTreeSet<(Timestamp, RequestId)>,
+    journal_by_time: Set<(Timestamp, RequestId)>,
     /// The addresses of coordinators added after the cluster was founded (founders' come from
     /// each node's configuration). Written by the Raft node when it applies a membership change.
     member_addresses: BTreeMap<NodeId, String>,
@@ -101,7 +128,7 @@ pub struct State {
     usage: BTreeMap<HostId, Usage>,
     /// Each workspace's recent events and the request that last changed what its host should do
     /// with it; forgotten with the workspace.
-    events: BTreeMap<WorkspaceName, History>,
+    events: Map<WorkspaceName, History>,
     /// When the leader backs the state up by itself, and how many backups each node keeps.
     backup_schedule: BackupSchedule,
     /// What the CLI shows users: admins' announcements, policies' warnings.

@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use nexus_protocol::NodeId;
 use nexus_protocol::codec::{self, CodecConfig, HARD_MAX_FRAME_LEN};
@@ -158,6 +158,10 @@ pub struct RocksStore {
     durability: Durability,
     /// Where synced writes' durations go (`nexus_storage_sync_duration_seconds`), if anywhere.
     syncs: Option<Histogram>,
+    /// Held while the stored snapshot is written or read with its metadata: a snapshot is
+    /// written off the Raft thread (`consensus::snapshots`), and a reader must never pair one
+    /// snapshot's metadata with another's state, nor a write put an older snapshot over a newer.
+    snapshot_lock: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -243,6 +247,7 @@ impl RocksStore {
             cached: Arc::default(),
             durability,
             syncs: None,
+            snapshot_lock: Arc::default(),
         };
         match store.get(META, IDENTITY_KEY)? {
             Some(bytes) => {
@@ -443,8 +448,17 @@ impl RocksStore {
         self.db.path().display().to_string()
     }
 
+    /// The snapshot's lock ([`RocksStore::snapshot_lock`]). A writer that panicked left nothing
+    /// half-done under it (a write batch is whole or absent), so a poisoned lock is taken as is.
+    fn lock_snapshot(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.snapshot_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The stored snapshot of the state machine and the index it covers, for a restart.
     pub fn state_snapshot(&self) -> Result<(State, u64), StoreError> {
+        let _reading = self.lock_snapshot();
         let index = self.read_cache().snapshot.index;
         match self.get(STATE, SNAPSHOT_KEY)? {
             Some(bytes) => Ok((State::from_snapshot(&bytes)?, index)),
@@ -600,6 +614,13 @@ impl raft::Storage for RocksStore {
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // A snapshot being written now is newer than the one stored: Raft asks again later
+        // rather than wait for the write here, on its thread.
+        let Ok(_writing) = self.snapshot_lock.try_lock() else {
+            return Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        };
         let metadata = self.read_cache().snapshot.clone();
         if metadata.index < request_index {
             // Raft asks again later; the next periodic snapshot will cover it.
@@ -677,6 +698,7 @@ impl LogStore for RocksStore {
     }
 
     fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let _writing = self.lock_snapshot();
         let metadata = snapshot.get_metadata();
         let old_last = self.read_cache().last_index;
         let mut hard_state = self.read_cache().hard_state.clone();
@@ -720,7 +742,12 @@ impl LogStore for RocksStore {
         index: u64,
         term: u64,
         conf_state: &ConfState,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        let _writing = self.lock_snapshot();
+        if self.read_cache().snapshot.index >= index {
+            // The leader's snapshot, applied while this one was encoded, is newer.
+            return Ok(false);
+        }
         let mut metadata = SnapshotMetadata {
             index,
             term,
@@ -743,6 +770,6 @@ impl LogStore for RocksStore {
         cached.compacted(index);
         cached.snapshot = metadata;
         cached.last_index = cached.last_index.max(index);
-        Ok(())
+        Ok(true)
     }
 }

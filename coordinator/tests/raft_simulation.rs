@@ -2,7 +2,8 @@
 //! (unsynced, in temporary directories): seeded message drops, delays and reordering, partitions,
 //! and crash-restarts (the database is closed and reopened, and the node recovers from its
 //! snapshot and log as after a real crash). Snapshots are taken every 64 entries, so nodes that
-//! were away catch up from the leader's snapshot. For each seed it checks:
+//! were away catch up from the leader's snapshot; each is written off the node's thread, as in
+//! production, and waited for before the next step, so that a seed replays alike. For each seed it checks:
 //! - at most one leader per term;
 //! - no two replicas ever apply different entries at one index (so no committed entry is lost or
 //!   replaced);
@@ -226,6 +227,9 @@ impl Sim {
                 continue;
             };
             let output = node.process_ready().unwrap();
+            // A snapshot is written off the Raft thread; waiting for it here keeps a seed's run
+            // the same every time.
+            node.settle_snapshot().unwrap();
             for message in output.messages {
                 let delay = 1 + self.rng.below(faults.max_delay_ticks.max(1));
                 self.in_flight.push((self.now + delay, message));

@@ -244,6 +244,37 @@ fn a_snapshot_from_the_leader_replaces_the_whole_log() {
     assert_eq!(store.state_snapshot().unwrap().1, 50);
 }
 
+/// A snapshot of this node's, encoded off the Raft thread while the leader's newer one was
+/// applied, is not written over it.
+#[test]
+fn a_snapshot_the_leaders_overtook_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append(&entries(1..=30, 1)).unwrap();
+    let conf_state = ConfState::from((vec![1, 2, 3], vec![]));
+    let mut snapshot = Snapshot::default();
+    snapshot.mut_metadata().index = 50;
+    snapshot.mut_metadata().term = 4;
+    snapshot.mut_metadata().set_conf_state(conf_state.clone());
+    snapshot.set_data(State::default().to_snapshot().unwrap().into());
+    store.apply_snapshot(&snapshot).unwrap();
+    let mut older = State::default();
+    older.set_member_address(NodeId::new(2).unwrap(), Some("127.0.0.1:1".to_string()));
+    let stored = store
+        .save_snapshot(older.to_snapshot().unwrap(), 20, 1, &conf_state)
+        .unwrap();
+    assert!(!stored);
+    let (state, index) = store.state_snapshot().unwrap();
+    assert_eq!((index, state), (50, State::default()));
+    assert_eq!(store.first_index().unwrap(), 51);
+    // One past it is written.
+    let stored = store
+        .save_snapshot(older.to_snapshot().unwrap(), 51, 4, &conf_state)
+        .unwrap();
+    assert!(stored);
+    assert_eq!(store.state_snapshot().unwrap(), (older, 51));
+}
+
 #[test]
 fn a_write_ahead_log_cut_mid_batch_recovers_to_the_last_whole_batch() {
     let dir = tempfile::tempdir().unwrap();

@@ -54,7 +54,7 @@ async fn state_of(
         .read(move |state| {
             state
                 .workspaces()
-                .get(&name.parse().unwrap())
+                .get(&name.parse::<nexus_protocol::WorkspaceName>().unwrap())
                 .map(|w| w.state)
         })
         .await

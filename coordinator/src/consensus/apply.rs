@@ -1,58 +1,17 @@
 //! Applying committed entries to the state machine, in log order (a restore waits on its read,
-//! [`super::ahead`]), membership changes as they apply, and the snapshots taken after them.
+//! [`super::ahead`]), and membership changes as they apply (the snapshots taken after them are
+//! [`super::snapshots`]'s).
 
 use nexus_protocol::NodeId;
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType};
 
 use super::{
     Applied, LONG_WRITE, LogStore, RaftNode, ReadyOutput, StoreError, ahead, decode_proposal,
-    store_error,
 };
 use crate::hops;
 use crate::state::{Outcome, Proposal, State};
 
 impl<S: LogStore> RaftNode<S> {
-    /// Snapshots the state machine when enough entries were applied since the last snapshot
-    /// ([`snapshot_due`]), or a membership change was: a snapshot carries the configuration it
-    /// was taken in, and a node added since would refuse an older one ("not in the ConfState")
-    /// and never catch up.
-    pub(super) fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
-        let due = snapshot_due(
-            self.applied_index.saturating_sub(self.snapshot_index),
-            self.log_bytes,
-            self.snapshot_every,
-            self.snapshot_bytes,
-        );
-        if !(due || self.conf_changed) || self.applied_index <= self.snapshot_index {
-            return Ok(());
-        }
-        self.conf_changed = false;
-        let index = self.applied_index;
-        let term = self.raw.raft.raft_log.term(index).map_err(store_error)?;
-        let conf_state = self.raw.raft.prs().conf().to_conf_state();
-        let started = std::time::Instant::now();
-        let data = self.state.to_snapshot()?;
-        let bytes = data.len();
-        let encoded = started.elapsed();
-        self.raw
-            .store()
-            .save_snapshot(data, index, term, &conf_state)?;
-        self.snapshot_index = index;
-        self.snapshot_bytes = bytes as u64;
-        self.log_bytes = 0;
-        self.snapshots_taken += 1;
-        // The driver's thread does both, and Raft waits meanwhile: a large state shows here.
-        tracing::info!(
-            node = %self.id,
-            index,
-            bytes,
-            encode_ms = encoded.as_millis() as u64,
-            write_ms = (started.elapsed() - encoded).as_millis() as u64,
-            "took a snapshot"
-        );
-        Ok(())
-    }
-
     /// Applies the committed `entries` after those still waiting, in log order, until one is a
     /// restore still being read ([`ahead`]): it and the entries behind it wait for a later round.
     pub(super) fn apply_entries(
@@ -129,8 +88,8 @@ impl<S: LogStore> RaftNode<S> {
     /// not check it) is skipped with a warning: the refusal depends only on the configuration,
     /// which is the same on every replica at this index, so every replica skips it alike and none
     /// is left unable to restart. The new configuration reaches the disk with the snapshot that
-    /// [`RaftNode::maybe_snapshot`] takes in the same round, in one batch with the state it
-    /// belongs to.
+    /// [`RaftNode::maybe_snapshot`] starts in the same round (or the next after one being taken),
+    /// in one batch with the state it belongs to; until then a restart replays it from the log.
     fn conf_change_applied(&mut self, index: u64, result: raft::Result<ConfState>) -> bool {
         match result {
             Ok(_) => {
@@ -161,42 +120,5 @@ impl<S: LogStore> RaftNode<S> {
                 }
             }
         }
-    }
-}
-
-/// Whether a snapshot is due after `entries` applied since the last (`log_bytes` of them), with
-/// `every` the configured least number of entries (0: never) and `last_bytes` the last
-/// snapshot's size. Encoding the state costs its whole size each time, and it grows with the
-/// fleet: at 250,000 workspaces a snapshot was 57 MB and held the Raft thread 1.3–2.5 s. Taken
-/// every 10,000 entries, that work grew with the state for each entry written (287 MB each
-/// time at 946,605 workspaces). So a snapshot also waits until the log behind it holds
-/// as many bytes as the last one took: the encoding costs at most a byte per byte of log, however
-/// large the state, and a restart replays at most about a snapshot's worth of entries (as
-/// LogCabin weighs the log against its last snapshot).
-pub(super) fn snapshot_due(entries: u64, log_bytes: u64, every: u64, last_bytes: u64) -> bool {
-    every > 0 && entries >= every && log_bytes >= last_bytes
-}
-
-#[cfg(test)]
-mod tests {
-    use super::snapshot_due;
-
-    #[test]
-    fn a_snapshot_waits_for_enough_entries_and_as_many_bytes_as_the_last() {
-        assert!(!snapshot_due(10_000, 1 << 30, 0, 0), "0 never snapshots");
-        assert!(!snapshot_due(9_999, 1 << 30, 10_000, 0), "too few entries");
-        assert!(
-            snapshot_due(10_000, 1, 10_000, 0),
-            "the first: entries alone"
-        );
-        assert!(
-            !snapshot_due(50_000, (56 << 20) - 1, 10_000, 56 << 20),
-            "a large state waits for a log as large"
-        );
-        assert!(snapshot_due(50_000, 56 << 20, 10_000, 56 << 20));
-        assert!(
-            snapshot_due(10_000, 4_000, 10_000, 3_000),
-            "a small state: entries decide"
-        );
     }
 }

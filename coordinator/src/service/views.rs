@@ -15,7 +15,7 @@ use nexus_protocol::{HostId, NodeId, WorkspaceName};
 use super::liveness::Liveness;
 use crate::cluster::NodeView;
 use crate::scheduler::is_in_flight;
-use crate::state::{State, WorkspaceRecord};
+use crate::state::{Map, State, WorkspaceRecord};
 
 /// `admin status` from a node's view: members' roles, health (heard from within `window`) and
 /// replication progress.
@@ -164,7 +164,7 @@ pub(super) const PAGE_SCAN_MAX: usize = 20_000;
 /// A page of `records` in name order after `after`: up to `limit` of those `visible` lets
 /// through, and the name to ask after next, `None` when no record follows.
 pub(super) fn list_page<'a, T>(
-    records: &'a BTreeMap<WorkspaceName, T>,
+    records: &'a Map<WorkspaceName, T>,
     after: Option<&WorkspaceName>,
     limit: usize,
     visible: impl Fn(&T) -> bool,
@@ -172,7 +172,10 @@ pub(super) fn list_page<'a, T>(
     let start = after.map_or(Bound::Unbounded, Bound::Excluded);
     let mut page = Vec::new();
     let mut last: Option<&WorkspaceName> = None;
-    for (scanned, (name, record)) in records.range((start, Bound::Unbounded)).enumerate() {
+    for (scanned, (name, record)) in records
+        .range::<_, WorkspaceName>((start, Bound::Unbounded))
+        .enumerate()
+    {
         if page.len() >= limit || scanned >= PAGE_SCAN_MAX {
             return (page, last.cloned());
         }
@@ -188,7 +191,7 @@ pub(super) fn list_page<'a, T>(
 mod tests {
     use super::*;
 
-    fn records(n: usize) -> BTreeMap<WorkspaceName, usize> {
+    fn records(n: usize) -> Map<WorkspaceName, usize> {
         (0..n)
             .map(|i| (format!("w{i:06}").parse().unwrap(), i))
             .collect()
@@ -196,7 +199,7 @@ mod tests {
 
     /// Every page in turn, as `list_page` gives them.
     fn walk(
-        records: &BTreeMap<WorkspaceName, usize>,
+        records: &Map<WorkspaceName, usize>,
         limit: usize,
         visible: impl Fn(&usize) -> bool + Copy,
     ) -> (Vec<usize>, usize) {

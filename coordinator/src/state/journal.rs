@@ -20,7 +20,7 @@ impl State {
     /// retention.
     pub(super) fn remember(&mut self, request_id: RequestId, at: Timestamp, outcome: Outcome) {
         let horizon = Timestamp(at.as_millis().saturating_sub(JOURNAL_RETENTION_MS));
-        while let Some(&(time, id)) = self.journal_by_time.first() {
+        while let Some(&(time, id)) = self.journal_by_time.get_min() {
             if time >= horizon {
                 break;
             }

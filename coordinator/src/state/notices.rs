@@ -11,7 +11,7 @@ use nexus_protocol::error::ErrorCode;
 use nexus_protocol::model::{Notice, NoticeAudience, NoticeSource};
 use serde::{Deserialize, Serialize};
 
-use super::{Origin, Outcome, State, reject};
+use super::{Origin, Outcome, State, reject, update_where};
 use crate::policy;
 
 /// The most notices the fleet keeps at once: expired ones go when a post would pass it; with
@@ -144,12 +144,17 @@ impl State {
             self.notices.by_id.remove(id);
         }
         let cleared: BTreeSet<u64> = ids.iter().copied().collect();
-        for workspace in self.workspaces.values_mut() {
-            workspace
-                .lifecycle
-                .notices
-                .retain(|(id, _)| !cleared.contains(id));
-        }
+        update_where(
+            &mut self.workspaces,
+            |_, workspace| {
+                let notices = &workspace.lifecycle.notices;
+                notices.iter().any(|(id, _)| cleared.contains(id))
+            },
+            |_, workspace| {
+                let notices = &mut workspace.lifecycle.notices;
+                notices.retain(|(id, _)| !cleared.contains(id));
+            },
+        );
         Outcome::Applied
     }
 }

@@ -223,7 +223,9 @@ mod tests {
             observed: vec![conflict],
         });
         assert_eq!(
-            fleet.state.workspaces()[&"w1".parse().unwrap()].ports[0].host,
+            fleet.state.workspaces()[&"w1".parse::<nexus_protocol::WorkspaceName>().unwrap()].ports
+                [0]
+            .host,
             20001
         );
         assert_eq!(

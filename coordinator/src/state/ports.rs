@@ -13,14 +13,14 @@ use nexus_protocol::message::DesiredRun;
 use nexus_protocol::model::WorkspaceState;
 use nexus_protocol::{HostId, WorkspaceName};
 
-use super::State;
+use super::{Map, State};
 
 /// How long a port found held by something else on a host (a `PORT_CONFLICT`) is skipped when
 /// ports are handed out there. Such holders come and go, so the memory fades.
 pub const FOREIGN_PORT_MEMORY_MS: u64 = 3600 * 1000;
 
 impl State {
-    pub fn ports(&self) -> &BTreeMap<(HostId, u16), WorkspaceName> {
+    pub fn ports(&self) -> &Map<(HostId, u16), WorkspaceName> {
         &self.ports
     }
 
@@ -57,7 +57,7 @@ impl State {
             .range(span)
             .filter(|(key, _)| {
                 record.info.port_range.contains(key.1)
-                    && !self.ports.contains_key(key)
+                    && !self.ports.contains_key(*key)
                     && !self.port_free(host, key.1, now)
             })
             .count();

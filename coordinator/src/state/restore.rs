@@ -33,6 +33,7 @@ use nexus_protocol::model::{Activity, ActivityKind, HostStatus, WorkspaceState};
 use super::desired::ChangedHosts;
 use super::{
     Command, Origin, Outcome, Proposal, STATE_FORMAT, Security, State, WorkspaceRecord, reject,
+    update_where,
 };
 use crate::fit::Usage;
 
@@ -128,27 +129,33 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>) -> State {
             .is_some_and(|record| record.status == HostStatus::Down)
     };
     let mut workspaces = std::mem::take(&mut backup.workspaces);
-    for (name, workspace) in &mut workspaces {
-        workspace.generation = match running.workspaces.get(name) {
-            Some(now) if same_container(now, workspace) => workspace.generation.max(now.generation),
-            Some(now) => workspace.generation.max(now.generation) + 1,
-            None => workspace.generation,
-        };
-        // The policies start afresh: a backup's activity is as old as the backup (an 8-day-old
-        // one would make the whole fleet look idle for 7 days), and its destroy notices were
-        // shown days ago, or never to the running cluster's users. A restore counts as a use,
-        // and a destroy by policy is announced again in full.
-        workspace.lifecycle.touch(Activity {
-            at: origin.at,
-            kind: ActivityKind::Restored,
-        });
-        workspace.lifecycle.notices.clear();
-        if down(&workspace.host) && workspace.state != WorkspaceState::Destroying {
-            workspace.state = WorkspaceState::Lost;
-        } else if !down(&workspace.host) && workspace.state == WorkspaceState::Lost {
-            workspace.state = WorkspaceState::Scheduled;
-        }
-    }
+    update_where(
+        &mut workspaces,
+        |_, _| true,
+        |name, workspace| {
+            workspace.generation = match running.workspaces.get(name) {
+                Some(now) if same_container(now, workspace) => {
+                    workspace.generation.max(now.generation)
+                }
+                Some(now) => workspace.generation.max(now.generation) + 1,
+                None => workspace.generation,
+            };
+            // The policies start afresh: a backup's activity is as old as the backup (an 8-day-old
+            // one would make the whole fleet look idle for 7 days), and its destroy notices were
+            // shown days ago, or never to the running cluster's users. A restore counts as a use,
+            // and a destroy by policy is announced again in full.
+            workspace.lifecycle.touch(Activity {
+                at: origin.at,
+                kind: ActivityKind::Restored,
+            });
+            workspace.lifecycle.notices.clear();
+            if down(&workspace.host) && workspace.state != WorkspaceState::Destroying {
+                workspace.state = WorkspaceState::Lost;
+            } else if !down(&workspace.host) && workspace.state == WorkspaceState::Lost {
+                workspace.state = WorkspaceState::Scheduled;
+            }
+        },
+    );
     let mut foreign_ports = running.foreign_ports;
     for (key, _) in running.ports {
         if !backup.ports.contains_key(&key) {

@@ -5,7 +5,7 @@
 //! Not here: choosing a host for a create (`placement`, with the scheduler), what agents report
 //! (`reports`), and the port table (`ports`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use nexus_protocol::debug::EventKind;
 use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
@@ -13,11 +13,11 @@ use nexus_protocol::message::DesiredRun;
 use nexus_protocol::model::{HostStatus, PortBinding, WorkspaceSpec, WorkspaceState};
 use nexus_protocol::{HostId, UserName, WorkspaceName};
 
-use super::{Lifecycle, Origin, Outcome, State, WorkspaceRecord, reject};
+use super::{Lifecycle, Map, Origin, Outcome, State, WorkspaceRecord, reject, update_where};
 
 impl State {
     /// Every workspace, by name.
-    pub fn workspaces(&self) -> &BTreeMap<WorkspaceName, WorkspaceRecord> {
+    pub fn workspaces(&self) -> &Map<WorkspaceName, WorkspaceRecord> {
         &self.workspaces
     }
 
@@ -285,12 +285,17 @@ impl State {
         }
         let mut hosts = BTreeSet::new();
         let mut stopped = Vec::new();
-        for (other, workspace) in &mut self.workspaces {
-            let stop = other != name
+        let stops = |other: &WorkspaceName, workspace: &WorkspaceRecord| {
+            other != name
                 && &workspace.owner == owner
                 && workspace.desired == DesiredRun::Running
-                && workspace.state != WorkspaceState::Destroying;
-            if stop || other == name {
+                && workspace.state != WorkspaceState::Destroying
+        };
+        update_where(
+            &mut self.workspaces,
+            |other, workspace| other == name || stops(other, workspace),
+            |other, workspace| {
+                let stop = stops(other, workspace);
                 workspace.desired = if stop {
                     DesiredRun::Stopped
                 } else {
@@ -302,8 +307,8 @@ impl State {
                 if stop {
                     stopped.push(other.clone());
                 }
-            }
-        }
+            },
+        );
         for host in hosts {
             self.bump(&host);
         }

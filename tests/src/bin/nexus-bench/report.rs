@@ -325,10 +325,12 @@ fn debug_text(out: &mut Lines, report: &debug::Report) {
 
 fn snapshot_text(out: &mut Lines, report: &snapshot::Report) {
     out.line(format_args!(
-        "state of {} hosts and {} workspaces: {} bytes, encoded in {:.3} s, decoded in {:.3} s",
+        "state of {} hosts and {} workspaces: {} bytes, copied in {:.4} s, encoded in {:.3} s, \
+         decoded in {:.3} s",
         report.hosts,
         report.workspaces,
         report.snapshot_bytes,
+        report.copy_seconds,
         report.encode_seconds,
         report.decode_seconds
     ));
