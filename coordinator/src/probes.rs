@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use nexus_protocol::model::WorkspaceState;
 use nexus_telemetry::Check;
 
 use crate::cluster::{Cluster, Consistency, NodeView};
@@ -158,13 +157,11 @@ pub fn fleet_counts(state: &State) -> FleetCounts {
     for host in state.hosts().values() {
         *hosts.entry(metrics::host_status(host.status)).or_default() += 1;
     }
-    let mut workspaces: BTreeMap<_, _> = WorkspaceState::ALL
-        .into_iter()
-        .map(|state| (state.as_str(), 0))
+    // Kept as the state changes: a walk of a million workspaces would hold the Raft thread.
+    let workspaces = state
+        .workspaces_by_state()
+        .map(|(state, count)| (state.as_str(), usize::try_from(count).unwrap_or(usize::MAX)))
         .collect();
-    for workspace in state.workspaces().values() {
-        *workspaces.entry(workspace.state.as_str()).or_default() += 1;
-    }
     FleetCounts { hosts, workspaces }
 }
 
@@ -173,6 +170,7 @@ mod tests {
     use nexus_protocol::RequestId;
     use nexus_protocol::clock::Timestamp;
     use nexus_protocol::identity::Identity;
+    use nexus_protocol::model::WorkspaceState;
 
     use super::*;
     use crate::state::{Command, Proposal};
@@ -194,5 +192,49 @@ mod tests {
         );
         assert_eq!(counts.workspaces.len(), WorkspaceState::ALL.len());
         assert!(counts.workspaces.values().all(|n| *n == 0));
+
+        // Kept as workspaces come and change state, not counted at the scrape.
+        let host = nexus_protocol::HostId::new("h1").unwrap();
+        let owner = nexus_protocol::UserName::new("alice").unwrap();
+        let a = nexus_protocol::WorkspaceName::new("a").unwrap();
+        let mut apply = |n: u128, command| {
+            let outcome = state.apply(&Proposal {
+                request_id: RequestId::from_u128(n),
+                command,
+                ..proposal.clone()
+            });
+            assert_eq!(outcome, crate::state::Outcome::Applied);
+        };
+        for (n, name) in [(2, "a"), (3, "b")] {
+            apply(
+                n,
+                Command::CreateWorkspace {
+                    spec: nexus_fixtures::spec(name),
+                    owner: owner.clone(),
+                    host: host.clone(),
+                    ports: vec![],
+                },
+            );
+        }
+        let generation = state.workspaces()[&a].generation;
+        state.apply(&Proposal {
+            request_id: RequestId::from_u128(4),
+            command: Command::RecordObserved {
+                host,
+                observed: vec![nexus_protocol::message::ObservedWorkspace {
+                    name: a,
+                    generation,
+                    state: WorkspaceState::Running,
+                    ports: vec![],
+                    error: None,
+                }],
+            },
+            ..proposal.clone()
+        });
+        let counts = fleet_counts(&state);
+        assert_eq!(
+            (counts.workspaces["running"], counts.workspaces["scheduled"]),
+            (1, 1)
+        );
     }
 }

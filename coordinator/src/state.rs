@@ -152,12 +152,11 @@ pub struct State {
     /// when a snapshot is read.
     #[serde(skip)]
     on_host: BTreeMap<HostId, BTreeSet<WorkspaceName>>,
-    /// Per host, how many of its workspaces are on their way somewhere (`fit::is_in_flight`):
-    /// an index of `workspaces`, kept wherever a workspace's state changes, so that the
-    /// scheduler's busy check costs a lookup, not a walk of the host's workspaces. Derived like
-    /// `on_host`; a host with none has no entry.
+    /// Per host, how many of its workspaces are on their way somewhere (`fit::is_in_flight`),
+    /// and how many workspaces are in each state: counts of `workspaces`, kept wherever a
+    /// workspace's state changes ([`hosts::Tally`]). Derived like `on_host`.
     #[serde(skip)]
-    in_flight: BTreeMap<HostId, u32>,
+    tally: hosts::Tally,
     /// The hosts' ids in order, for the scheduler to start its search anywhere in the fleet.
     /// Derived like `on_host`.
     #[serde(skip)]

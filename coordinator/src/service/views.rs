@@ -90,10 +90,10 @@ pub(super) fn fleet_stats(state: &State) -> FleetStats {
         ports_allocated: u64::try_from(state.ports().len()).unwrap_or(u64::MAX),
         ports_total: 0,
         operations_in_flight: state
-            .workspaces()
-            .values()
-            .filter(|w| is_in_flight(w.state))
-            .count() as u64,
+            .workspaces_by_state()
+            .filter(|(state, _)| is_in_flight(*state))
+            .map(|(_, count)| count)
+            .sum(),
     };
     for (id, host) in state.hosts() {
         *hosts.entry(host.status).or_insert(0) += 1;

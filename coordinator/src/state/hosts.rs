@@ -74,16 +74,21 @@ impl State {
     /// How many of `host`'s workspaces are on their way somewhere (see
     /// [`crate::fit::is_in_flight`]).
     pub fn in_flight_on(&self, host: &HostId) -> u32 {
-        self.in_flight.get(host).copied().unwrap_or(0)
+        self.tally.in_flight.get(host).copied().unwrap_or(0)
     }
 
-    /// The `in_flight` index, from the workspaces.
-    pub(super) fn in_flight_index(&self) -> BTreeMap<HostId, u32> {
-        let mut index = BTreeMap::new();
+    /// How many workspaces are in each state (every state, at zero too), without walking them.
+    pub fn workspaces_by_state(&self) -> impl Iterator<Item = (WorkspaceState, u64)> + '_ {
+        WorkspaceState::ALL.into_iter().zip(self.tally.by_state)
+    }
+
+    /// The `tally`, counted from the workspaces.
+    pub(super) fn tally_index(&self) -> Tally {
+        let mut tally = Tally::default();
         for workspace in self.workspaces.values() {
-            moved(&mut index, &workspace.host, None, Some(workspace.state));
+            tally.moved(&workspace.host, None, Some(workspace.state));
         }
-        index
+        tally
     }
 
     /// Whether the roster (the hosts in the fleet, and which of them are down) changed since the
@@ -177,7 +182,7 @@ impl State {
                 workspace.updated_at = origin.at;
             }
             if workspace.state != from {
-                moved(&mut self.in_flight, host, Some(from), Some(workspace.state));
+                self.tally.moved(host, Some(from), Some(workspace.state));
                 changed.push((name.clone(), from, workspace.state));
             }
         }
@@ -262,7 +267,7 @@ impl State {
             return;
         };
         let host = &gone.host;
-        moved(&mut self.in_flight, host, Some(gone.state), None);
+        self.tally.moved(host, Some(gone.state), None);
         for binding in &gone.ports {
             self.ports.remove(&(host.clone(), binding.host));
         }
@@ -299,25 +304,49 @@ impl PartialEq for RosterChanged {
     }
 }
 
-/// Keeps an `in_flight` index true across a workspace of `host` going from `from` to `to`
-/// (`None`: not there, before its creation or after its removal).
-pub(super) fn moved(
-    in_flight: &mut BTreeMap<HostId, u32>,
-    host: &HostId,
-    from: Option<WorkspaceState>,
-    to: Option<WorkspaceState>,
-) {
-    let counts = |state: Option<WorkspaceState>| state.is_some_and(crate::fit::is_in_flight);
-    match (counts(from), counts(to)) {
-        (false, true) => *in_flight.entry(host.clone()).or_insert(0) += 1,
-        (true, false) => {
-            if let Some(count) = in_flight.get_mut(host) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    in_flight.remove(host);
+/// What the state counts of its workspaces, kept wherever one comes, goes or changes state
+/// ([`Tally::moved`]), so that what is asked of every workspace costs a lookup rather than a
+/// walk: the scheduler's busy check, per host, on every placement; the metrics' count by state,
+/// on every scrape (a walk of a million workspaces on the Raft thread). Derived like `on_host`:
+/// counted afresh when a state is read or restored, and checked against a count by the
+/// invariants.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Tally {
+    /// Per host, how many of its workspaces are on their way somewhere
+    /// ([`crate::fit::is_in_flight`]); a host with none has no entry.
+    in_flight: BTreeMap<HostId, u32>,
+    /// How many workspaces are in each state, in [`WorkspaceState::ALL`]'s order.
+    by_state: [u64; WorkspaceState::ALL.len()],
+}
+
+impl Tally {
+    /// Keeps the tally true across a workspace of `host` going from `from` to `to` (`None`: not
+    /// there, before its creation or after its removal).
+    pub(super) fn moved(
+        &mut self,
+        host: &HostId,
+        from: Option<WorkspaceState>,
+        to: Option<WorkspaceState>,
+    ) {
+        let slot = |state: WorkspaceState| WorkspaceState::ALL.iter().position(|s| *s == state);
+        if let Some(count) = from.and_then(slot).map(|at| &mut self.by_state[at]) {
+            *count = count.saturating_sub(1);
+        }
+        if let Some(count) = to.and_then(slot).map(|at| &mut self.by_state[at]) {
+            *count += 1;
+        }
+        let counts = |state: Option<WorkspaceState>| state.is_some_and(crate::fit::is_in_flight);
+        match (counts(from), counts(to)) {
+            (false, true) => *self.in_flight.entry(host.clone()).or_insert(0) += 1,
+            (true, false) => {
+                if let Some(count) = self.in_flight.get_mut(host) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        self.in_flight.remove(host);
+                    }
                 }
             }
+            _ => {}
         }
-        _ => {}
     }
 }

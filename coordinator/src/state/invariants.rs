@@ -30,8 +30,8 @@ pub enum BrokenInvariant {
     HostIds,
     #[error("the index of workspaces by host is not the workspaces'")]
     HostIndex,
-    #[error("the in-flight index does not count the workspaces' states")]
-    InFlightIndex,
+    #[error("the tally (in flight per host, workspaces by state) does not count the workspaces")]
+    Tally,
     #[error("{workspace} has events but is not a workspace")]
     EventsOfUnknown { workspace: WorkspaceName },
     #[error("{workspace} keeps {kept} events, more than {EVENTS_KEPT}")]
@@ -100,8 +100,8 @@ impl State {
         if self.hosts_index() != self.on_host {
             return Err(BrokenInvariant::HostIndex);
         }
-        if self.in_flight_index() != self.in_flight {
-            return Err(BrokenInvariant::InFlightIndex);
+        if self.tally_index() != self.tally {
+            return Err(BrokenInvariant::Tally);
         }
         self.check_events()
     }

@@ -325,12 +325,8 @@ impl State {
         };
         let from = workspace.state;
         workspace.state = WorkspaceState::Destroying;
-        super::hosts::moved(
-            &mut self.in_flight,
-            &workspace.host,
-            Some(from),
-            Some(workspace.state),
-        );
+        self.tally
+            .moved(&workspace.host, Some(from), Some(workspace.state));
         workspace.desired = DesiredRun::Stopped;
         workspace.restart_pending = false;
         workspace.updated_at = origin.at;

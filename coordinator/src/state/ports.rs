@@ -107,7 +107,7 @@ impl State {
             workspace.generation += 1;
             let from = workspace.state;
             workspace.state = WorkspaceState::Scheduled;
-            super::hosts::moved(&mut self.in_flight, host, Some(from), Some(workspace.state));
+            self.tally.moved(host, Some(from), Some(workspace.state));
             workspace.port_reassigned = true;
             workspace.updated_at = at;
         }

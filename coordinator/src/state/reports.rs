@@ -133,7 +133,7 @@ impl State {
         let event = from != report.state
             || (report.error.is_some() && workspace.last_error != report.error);
         workspace.state = report.state;
-        super::hosts::moved(&mut self.in_flight, host, Some(from), Some(report.state));
+        self.tally.moved(host, Some(from), Some(report.state));
         workspace.last_error = report.error.clone();
         if event {
             let kind = EventKind::State {

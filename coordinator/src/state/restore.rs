@@ -205,13 +205,13 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>) -> State {
         ca_rotations: running.ca_rotations,
         events_by_request: backup.events_by_request,
         on_host: BTreeMap::new(),
-        in_flight: BTreeMap::new(),
+        tally: Default::default(),
         host_ids: Vec::new(),
         changed_hosts: ChangedHosts::All,
         roster_changed: Default::default(),
     };
     state.on_host = state.hosts_index();
-    state.in_flight = state.in_flight_index();
+    state.tally = state.tally_index();
     state.host_ids = state.hosts.keys().cloned().collect();
     // The running state's largest tables are freed on a thread of their own: a quarter of a
     // million records took the Raft thread hundreds of milliseconds to free.

@@ -82,7 +82,7 @@ impl State {
             ca_rotations,
             events_by_request: _,
             on_host: _,
-            in_flight: _,
+            tally: _,
             host_ids: _,
             changed_hosts: _,
             roster_changed: _,
@@ -123,7 +123,7 @@ impl State {
             .ok_or(SnapshotError::Truncated)?;
         let mut state: State = codec::decode(payload).map_err(SnapshotError::Corrupt)?;
         state.on_host = state.hosts_index();
-        state.in_flight = state.in_flight_index();
+        state.tally = state.tally_index();
         state.host_ids = state.hosts.keys().cloned().collect();
         state.events_by_request = state.requests_index();
         Ok(state)

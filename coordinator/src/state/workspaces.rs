@@ -119,12 +119,8 @@ impl State {
                 worktree: None,
             },
         );
-        super::hosts::moved(
-            &mut self.in_flight,
-            host,
-            None,
-            Some(WorkspaceState::Scheduled),
-        );
+        self.tally
+            .moved(host, None, Some(WorkspaceState::Scheduled));
         self.bump(host);
         let placed = EventKind::Created { host: host.clone() };
         self.record_asked(&spec.name, origin, placed, None);
@@ -178,12 +174,8 @@ impl State {
         };
         let from = workspace.state;
         workspace.state = WorkspaceState::Destroying;
-        super::hosts::moved(
-            &mut self.in_flight,
-            &workspace.host,
-            Some(from),
-            Some(workspace.state),
-        );
+        self.tally
+            .moved(&workspace.host, Some(from), Some(workspace.state));
         workspace.desired = DesiredRun::Stopped;
         workspace.restart_pending = false;
         workspace.updated_at = origin.at;
@@ -211,8 +203,7 @@ impl State {
                 continue;
             }
             workspace.state = WorkspaceState::Destroying;
-            super::hosts::moved(
-                &mut self.in_flight,
+            self.tally.moved(
                 &workspace.host,
                 Some(WorkspaceState::Stopped),
                 Some(workspace.state),
@@ -346,12 +337,8 @@ impl State {
             workspace.generation += 1;
             let from = workspace.state;
             workspace.state = WorkspaceState::Scheduled;
-            super::hosts::moved(
-                &mut self.in_flight,
-                &workspace.host,
-                Some(from),
-                Some(workspace.state),
-            );
+            self.tally
+                .moved(&workspace.host, Some(from), Some(workspace.state));
             workspace.desired = DesiredRun::Running;
             workspace.restart_pending = false;
             workspace.port_reassigned = false;
