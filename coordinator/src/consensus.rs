@@ -55,7 +55,8 @@ pub struct RaftConfig {
     pub max_inflight_messages: usize,
     /// Snapshot the state machine (and truncate the log behind it) once at least this many
     /// entries were applied since the last, and at least as many bytes of them as that
-    /// snapshot took (`apply::snapshot_due`); 0 never does.
+    /// snapshot took, each a quarter or a half more on the second and third members
+    /// (`snapshots::snapshot_due`); 0 never does.
     pub snapshot_every: u64,
 }
 
@@ -212,7 +213,7 @@ pub struct RaftNode<S: LogStore> {
     snapshot_every: u64,
     snapshot_index: u64,
     /// The last snapshot's size (0 until this process took or restored one), and the bytes of
-    /// the entries applied since: what `apply::snapshot_due` weighs.
+    /// the entries applied since: what `snapshots::snapshot_due` weighs.
     snapshot_bytes: u64,
     log_bytes: u64,
     snapshots_restored: u64,

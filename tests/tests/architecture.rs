@@ -111,7 +111,7 @@ fn non_test_code(path: &Path) -> String {
 #[test]
 fn each_external_dependency_has_one_home() {
     // (what code names, where it may)
-    let homes: [(&str, &[&str]); 22] = [
+    let homes: [(&str, &[&str]); 23] = [
         ("quinn::", &["protocol/src/transport/"]),
         ("quinn_proto::", &["protocol/src/transport/"]),
         ("rustls::", &["protocol/src/transport/"]),
@@ -140,6 +140,10 @@ fn each_external_dependency_has_one_home() {
         ("clap_mangen::", &["packaging/src/main.rs"]),
         ("socket2::", &["protocol/src/transport/socket.rs"]),
         ("imbl::", &["coordinator/src/state.rs"]),
+        (
+            "thread_priority::",
+            &["coordinator/src/consensus/snapshots.rs"],
+        ),
     ];
     let mut files = vec![];
     for krate in CRATES {
