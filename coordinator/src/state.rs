@@ -424,4 +424,7 @@ mod roster_tests;
 mod security_tests;
 
 #[cfg(test)]
+mod snapshot_tests;
+
+#[cfg(test)]
 mod rotation_tests;

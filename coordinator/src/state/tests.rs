@@ -40,7 +40,7 @@ pub(super) fn create(name: &str, on: &str, bindings: &[(u16, u16)]) -> Command {
 
 /// Applies `commands` in order, each under a fresh request id, and returns the outcome codes
 /// (`None` for applied) with the final state.
-fn check(commands: Vec<Command>) -> (Vec<Option<ErrorCode>>, State) {
+pub(super) fn check(commands: Vec<Command>) -> (Vec<Option<ErrorCode>>, State) {
     let mut state = State::default();
     let codes = commands
         .into_iter()
@@ -195,7 +195,7 @@ fn hosts_that_are_not_ready_take_nothing_and_their_workspaces_are_lost_until_the
     assert_eq!(state.workspaces()[&w("a")].state, WorkspaceState::Scheduled);
 }
 
-fn observed(name: &str, generation: u64, state: WorkspaceState) -> ObservedWorkspace {
+pub(super) fn observed(name: &str, generation: u64, state: WorkspaceState) -> ObservedWorkspace {
     ObservedWorkspace {
         name: w(name),
         generation,
@@ -791,61 +791,4 @@ fn overcommit_is_a_limit() {
     assert_eq!(codes[6], Some(ErrorCode::ResourceExhausted));
     assert_eq!(codes[7], Some(ErrorCode::InvalidArgument), "below 100 %");
     assert_eq!(state.capacity_of(&h("h1")).0, 8_000);
-}
-
-/// A snapshot's copy encodes as the state did when it was copied, whatever the state does after
-/// (the copy shares the tables' unchanged parts, and a change copies its own); and those tables
-/// encode as std's maps do, so the snapshot format is unchanged by them.
-#[test]
-fn a_snapshot_copy_keeps_the_state_as_it_was_copied() {
-    let (_, mut state) = check(vec![
-        Command::RegisterHost(host("h1", 20000, 20010)),
-        create("a", "h1", &[(8080, 20001)]),
-        create("b", "h1", &[]),
-        Command::RecordObserved {
-            host: h("h1"),
-            observed: vec![observed("a", 1, WorkspaceState::Running)],
-        },
-    ]);
-    let bytes = state.to_snapshot().unwrap();
-    let copy = state.snapshot_copy();
-    assert_eq!(copy.to_snapshot().unwrap(), bytes);
-    for command in [
-        create("c", "h1", &[(8080, 20002)]),
-        Command::SetDesiredRun {
-            name: w("a"),
-            run: DesiredRun::Stopped,
-        },
-        Command::DestroyWorkspace { name: w("b") },
-    ] {
-        let proposal = Proposal {
-            request_id: RequestId::random(),
-            at: Timestamp(2_000),
-            proposer: Identity::User {
-                name: UserName::new("alice").unwrap(),
-                role: Role::Admin,
-            },
-            command,
-        };
-        assert_eq!(state.apply(&proposal), Outcome::Applied);
-    }
-    assert_ne!(state.to_snapshot().unwrap(), bytes);
-    assert_eq!(
-        copy.to_snapshot().unwrap(),
-        bytes,
-        "the copy moved with the state"
-    );
-
-    fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-        nexus_protocol::codec::encode_payload(value).unwrap()
-    }
-    let pairs = [("x".to_string(), 1u32), ("y".to_string(), 2)];
-    assert_eq!(
-        encode(&pairs.iter().cloned().collect::<Map<String, u32>>()),
-        encode(&pairs.iter().cloned().collect::<BTreeMap<_, _>>())
-    );
-    assert_eq!(
-        encode(&pairs.iter().cloned().collect::<Set<(String, u32)>>()),
-        encode(&pairs.iter().cloned().collect::<BTreeSet<_>>())
-    );
 }
