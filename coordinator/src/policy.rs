@@ -10,6 +10,8 @@
 //!
 //! Not here: where the facts and policies are kept (`state`), nor the loop.
 
+use std::borrow::Borrow;
+
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::model::Activity;
 use nexus_protocol::policy::{NextAction, Policy, PolicyAction, Secs};
@@ -89,12 +91,13 @@ struct Due {
 
 /// What to do now to each subject, under the policy in force on it. An action is due at its
 /// time exactly.
-pub fn decide<'a>(
-    subjects: impl IntoIterator<Item = (&'a Subject, Policy)>,
+pub fn decide<S: Borrow<Subject>>(
+    subjects: impl IntoIterator<Item = (S, Policy)>,
     now: Timestamp,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     for (subject, policy) in subjects {
+        let subject = subject.borrow();
         for due in plan(subject, &policy) {
             if due.at <= now {
                 actions.push(materialize(subject, &policy, due.action, now));

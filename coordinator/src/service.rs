@@ -100,6 +100,8 @@ pub struct Service {
     signing: Option<Arc<crate::signing::Signing>>,
     /// Other coordinators' requests arriving in pieces, by sender.
     chunks: Mutex<crate::peers::chunks::Assembler<nexus_protocol::NodeId>>,
+    /// Each host's last report found a repeat, by digest, and its workspaces' epoch then.
+    repeats: agents::Repeats,
 }
 
 impl Service {
@@ -126,6 +128,7 @@ impl Service {
             logs: None,
             diagnostics: None,
             backups: None,
+            repeats: agents::Repeats::default(),
             chunks: Mutex::new(crate::peers::chunks::Assembler::new(
                 crate::peers::chunks::Bounds::default(),
             )),

@@ -51,6 +51,7 @@ mod restore;
 mod rotation;
 mod security;
 mod snapshot;
+mod workspace_table;
 mod workspaces;
 mod worktrees;
 
@@ -61,7 +62,7 @@ pub use events::{EVENT_TEXT_BYTES, EVENTS_KEPT, History, RECORD_EVENTS_MAX};
 use hosts::RosterChanged;
 pub use invariants::BrokenInvariant;
 pub use journal::JOURNAL_RETENTION_MS;
-pub use lifecycle::{Lifecycle, Policies};
+pub use lifecycle::{Lifecycle, Policies, PolicyCopy};
 pub use maintenance::Maintenance;
 pub use nexus_protocol::model::{Limits, LimitsPatch};
 pub use notices::{NOTICES_MAX, Notices};
@@ -70,6 +71,7 @@ pub use restore::{ReadBackup, format_refusal};
 pub use rotation::{CaRotation, CaRotations, CaStep, NewCa, TrustedCa};
 pub use security::{Security, TokenRecord};
 pub use snapshot::{STATE_FORMAT, SnapshotCopy, SnapshotError};
+pub use workspace_table::Workspaces;
 
 pub use crate::fit::{Unfit, Usage};
 
@@ -81,31 +83,13 @@ pub type Map<K, V> = imbl::OrdMap<K, V>;
 /// The set beside [`Map`], serialized as std's `BTreeSet`.
 pub type Set<T> = imbl::OrdSet<T>;
 
-/// Changes `change` every entry of `map` that `wanted` picks: those only, for a change copies the
-/// path to each entry it touches while a snapshot's copy shares it.
-fn update_where<K: Ord + Clone, V: Clone>(
-    map: &mut Map<K, V>,
-    wanted: impl Fn(&K, &V) -> bool,
-    mut change: impl FnMut(&K, &mut V),
-) {
-    let keys: Vec<K> = map
-        .iter()
-        .filter(|(key, value)| wanted(key, value))
-        .map(|(key, _)| key.clone())
-        .collect();
-    for key in keys {
-        if let Some(value) = map.get_mut(&key) {
-            change(&key, value);
-        }
-    }
-}
-
 /// The whole replicated state. Serialized as it is for snapshots, so its fields (and the
 /// records') are snapshot bytes in this order: a change to them is a new snapshot format.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct State {
     hosts: BTreeMap<HostId, HostRecord>,
-    workspaces: Map<WorkspaceName, WorkspaceRecord>,
+    /// Every change to a workspace moves its host's epoch ([`Workspaces`]).
+    workspaces: Workspaces,
     /// Every allocated host port and the workspace that holds it: no port is given twice.
     ports: Map<(HostId, u16), WorkspaceName>,
     /// Ports an agent found held by something else, and when: skipped for
@@ -157,6 +141,11 @@ pub struct State {
     /// workspace's state changes ([`hosts::Tally`]). Derived like `on_host`.
     #[serde(skip)]
     tally: hosts::Tally,
+    /// The workspaces with a policy override of their own: an index of `workspaces`, so that the
+    /// policy loop's pace, read every second, costs the overrides rather than the fleet. Derived
+    /// like `on_host`.
+    #[serde(skip)]
+    overridden: BTreeSet<WorkspaceName>,
     /// The hosts' ids in order, for the scheduler to start its search anywhere in the fleet.
     /// Derived like `on_host`.
     #[serde(skip)]

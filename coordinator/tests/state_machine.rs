@@ -16,7 +16,7 @@
 use nexus_coordinator::scheduler::Scoring;
 use nexus_coordinator::state::{
     Command, FOREIGN_PORT_MEMORY_MS, LimitsPatch, Outcome, PlaceRequest, Proposal, STATE_FORMAT,
-    State,
+    State, WorkspaceRecord,
 };
 use nexus_protocol::backup::BackupHeader;
 use nexus_protocol::clock::Timestamp;
@@ -27,6 +27,7 @@ use nexus_protocol::model::{
     HostInfo, HostStatus, PortBinding, PortRange, PortSpec, ResourceClass, WorkspaceSpec,
     WorkspaceState,
 };
+use nexus_protocol::policy::{PolicyPatch, PolicyScope};
 use nexus_protocol::{HostId, NodeId, RequestId, UserName, WorkspaceName};
 use proptest::prelude::*;
 
@@ -100,6 +101,11 @@ fn command() -> impl Strategy<Value = Command> {
             names: ns.into_iter().map(name).collect(),
         }),
         1 => hosts.clone().prop_map(|h| Command::HostReturned { host: host_id(h) }),
+        // A workspace's own policy, which the index of overrides follows.
+        1 => (names.clone(), proptest::option::of(60u64..120)).prop_map(|(n, secs)| Command::SetPolicy {
+            scope: PolicyScope::Workspace(name(n)),
+            patch: PolicyPatch { inactive_stop_after_secs: secs, ..Default::default() },
+        }),
         // A batch of creates scheduled at apply; request ids from a small pool, so a batch may
         // repeat one (a retry) or reuse one from an earlier batch.
         3 => proptest::collection::vec((0u128..8, names.clone(), 0usize..3, proptest::sample::select(ResourceClass::ALL.to_vec()), any::<bool>()), 1..6).prop_map(
@@ -229,6 +235,16 @@ proptest! {
                     prop_assert!(cpu <= cpu_cap && memory <= memory_cap, "{} overcommitted", host);
                     let range = leader.hosts()[host].info.port_range;
                     prop_assert!(workspace.ports.iter().all(|p| range.contains(p.host)));
+                }
+            }
+            // A host's epoch that did not move vouches that none of its workspaces changed: the
+            // leader answers a repeated report by it alone.
+            for host in before.hosts().keys().chain(leader.hosts().keys()) {
+                if before.workspaces().epoch(host) == leader.workspaces().epoch(host) {
+                    let on = |state: &State| -> Vec<(WorkspaceName, WorkspaceRecord)> {
+                        state.workspaces().iter().filter(|(_, w)| &w.host == host).map(|(n, w)| (n.clone(), w.clone())).collect()
+                    };
+                    prop_assert_eq!(on(&before), on(&leader), "{}'s workspaces changed, its epoch did not", host);
                 }
             }
             // A retry of this very proposal changes nothing and answers the same.

@@ -576,7 +576,7 @@ impl FromStr for ErrorCode {
 pub struct InvalidValue(pub String);
 
 /// Facts some errors carry beyond their code, for the caller to act on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorDetail {
     /// The host port that a foreign process holds.
     PortConflict { port: u16 },
@@ -597,7 +597,7 @@ pub enum ErrorDetail {
 
 /// An error as it crosses the wire: a stable code, a specific message, optional detail, and the id
 /// of the request it answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct WireError {
     pub code: ErrorCode,

@@ -12,6 +12,10 @@ use nexus_protocol::model::HostStatus;
 use nexus_protocol::transport::Peer;
 use nexus_protocol::{HostId, RequestId};
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
+
 use super::Service;
 use super::checks::{check_endpoint, check_report, denied, too_many};
 use super::liveness::Liveness;
@@ -26,6 +30,11 @@ impl Service {
     /// forwards the report as before, since its replica may lag behind a change (a host marked
     /// down) that the leader would refuse the report for. The report goes to the read and
     /// comes back with the answer, to be proposed when it is not a repeat.
+    ///
+    /// A report the same as the host's last repeat, while none of the host's workspaces has
+    /// changed since ([`State::report_epoch`](crate::state::State::report_epoch)), is a repeat
+    /// without a look at its workspaces: at a million workspaces, those lookups by name were
+    /// most of the leader's Raft thread.
     async fn repeats_the_state(
         &self,
         host: &HostId,
@@ -34,12 +43,25 @@ impl Service {
         if !self.cluster.leadership().borrow().leading {
             return Ok((false, observed));
         }
-        let host = host.clone();
-        self.cluster
+        let digest = self.repeats.digest(&observed);
+        let known = self.repeats.known(host);
+        let wanted = host.clone();
+        let (repeat, epoch, observed) = self
+            .cluster
             .read(Consistency::Stale, move |state| {
-                (state.repeats_the_state(&host, &observed), observed)
+                let Some(epoch) = state.report_epoch(&wanted) else {
+                    return (false, None, observed);
+                };
+                let repeat = known == Some(Repeat { digest, epoch })
+                    || state.repeats_the_state(&wanted, &observed);
+                (repeat, Some(epoch), observed)
             })
-            .await
+            .await?;
+        match epoch {
+            Some(epoch) if repeat => self.repeats.keep(host, Repeat { digest, epoch }),
+            _ => self.repeats.forget(host),
+        }
+        Ok((repeat, observed))
     }
 
     /// Takes a heartbeat. Liveness is the leader's to judge: agents heartbeat the leader. At
@@ -203,6 +225,40 @@ impl Service {
             )),
             AgentRequest::TrustsCa { new_ca } => self.trusts_ca(peer, new_ca).await,
         }
+    }
+}
+
+/// A report found a repeat: its digest, and the epoch of its host's workspaces when it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Repeat {
+    digest: u64,
+    epoch: u64,
+}
+
+/// Each host's last report found a repeat. Digests are keyed afresh in each process, so an
+/// agent cannot make two different reports of its own collide; a host's entry is replaced by its
+/// next report, and one per host at most is kept.
+#[derive(Debug, Default)]
+pub(super) struct Repeats {
+    keys: RandomState,
+    by_host: Mutex<HashMap<HostId, Repeat>>,
+}
+
+impl Repeats {
+    fn digest(&self, observed: &[ObservedWorkspace]) -> u64 {
+        self.keys.hash_one(observed)
+    }
+
+    fn known(&self, host: &HostId) -> Option<Repeat> {
+        lock(&self.by_host).get(host).copied()
+    }
+
+    fn keep(&self, host: &HostId, repeat: Repeat) {
+        lock(&self.by_host).insert(host.clone(), repeat);
+    }
+
+    fn forget(&self, host: &HostId) {
+        lock(&self.by_host).remove(host);
     }
 }
 
@@ -399,6 +455,76 @@ mod tests {
             code(ask(&service, &agent("h1"), many).await),
             Some(ErrorCode::InvalidArgument)
         );
+        node.stop().await.unwrap();
+    }
+
+    /// A report the leader found a repeat is answered as one again only while none of its
+    /// host's workspaces changed: a change that came another way (here a report forwarded by a
+    /// follower, proposed as it is) makes the same report a change again.
+    #[tokio::test]
+    async fn a_known_repeat_is_looked_at_again_once_its_hosts_workspaces_change() {
+        use nexus_protocol::RequestId;
+        use nexus_protocol::identity::Identity;
+        use nexus_protocol::message::WorkspaceRequest;
+
+        use crate::cluster::Consistency;
+        use crate::service::testing::{workspace_spec, ws};
+
+        let (_dir, node, service) = one_node_with_h1().await;
+        ask(
+            &service,
+            &user(Role::User),
+            ws(WorkspaceRequest::Create(workspace_spec("w", &[]))),
+        )
+        .await
+        .unwrap();
+        let h1 = agent("h1");
+        let state_of_w = || async {
+            service
+                .cluster
+                .read(Consistency::Stale, |state| {
+                    state
+                        .workspaces()
+                        .get(&"w".parse::<nexus_protocol::WorkspaceName>().unwrap())
+                        .map(|w| w.state)
+                })
+                .await
+                .unwrap()
+        };
+        let counted = |kind: &str| service.cluster.metrics().reports.get([kind]);
+        let running = report(WorkspaceState::Running, None);
+        ask(&service, &h1, running.clone()).await.unwrap();
+        assert_eq!(state_of_w().await, Some(WorkspaceState::Running));
+        let changes = counted("change");
+        for _ in 0..3 {
+            ask(&service, &h1, running.clone()).await.unwrap();
+        }
+        assert_eq!(counted("change"), changes, "the same report three times");
+        assert!(service.repeats.known(&HostId::new("h1").unwrap()).is_some());
+
+        // The workspace fails by a route that does not pass the leader's check.
+        service
+            .cluster
+            .propose(
+                RequestId::random(),
+                Identity::Agent("h1".parse().unwrap()),
+                Command::RecordObserved {
+                    host: "h1".parse().unwrap(),
+                    observed: vec![ObservedWorkspace {
+                        name: "w".parse().unwrap(),
+                        generation: 1,
+                        state: WorkspaceState::Failed,
+                        ports: vec![],
+                        error: None,
+                    }],
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(state_of_w().await, Some(WorkspaceState::Failed));
+        ask(&service, &h1, running).await.unwrap();
+        assert_eq!(counted("change"), changes + 1);
+        assert_eq!(state_of_w().await, Some(WorkspaceState::Running));
         node.stop().await.unwrap();
     }
 

@@ -283,6 +283,7 @@ impl State {
                 self.on_host.remove(host);
             }
         }
+        self.overridden.remove(name);
         self.forget_events(name);
     }
 }

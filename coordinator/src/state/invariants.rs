@@ -32,6 +32,8 @@ pub enum BrokenInvariant {
     HostIndex,
     #[error("the tally (in flight per host, workspaces by state) does not count the workspaces")]
     Tally,
+    #[error("the index of workspaces with a policy override is not the workspaces'")]
+    OverrideIndex,
     #[error("{workspace} has events but is not a workspace")]
     EventsOfUnknown { workspace: WorkspaceName },
     #[error("{workspace} keeps {kept} events, more than {EVENTS_KEPT}")]
@@ -102,6 +104,9 @@ impl State {
         }
         if self.tally_index() != self.tally {
             return Err(BrokenInvariant::Tally);
+        }
+        if self.overrides_index() != self.overridden {
+            return Err(BrokenInvariant::OverrideIndex);
         }
         self.check_events()
     }

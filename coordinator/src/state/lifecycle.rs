@@ -6,7 +6,7 @@
 //!
 //! Not here: the policies' decisions (`crate::policy`), which `apply` asks before a destroy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::debug::{Actor, EventKind};
@@ -19,7 +19,7 @@ use nexus_protocol::policy::{
 use nexus_protocol::{HostId, WorkspaceName};
 use serde::{Deserialize, Serialize};
 
-use super::{Origin, Outcome, State, WorkspaceRecord, reject};
+use super::{Map, Origin, Outcome, State, WorkspaceRecord, reject};
 use crate::policy::{self, Subject};
 
 /// What a workspace's lifecycle policies go by. Part of its record, so part of the snapshot.
@@ -43,6 +43,32 @@ pub struct Lifecycle {
 pub struct Policies {
     pub cluster: Policy,
     pub hosts: BTreeMap<HostId, PolicyPatch>,
+}
+
+/// The policies and the workspaces as the policy loop looks at them ([`State::policy_copy`]).
+#[derive(Debug)]
+pub struct PolicyCopy {
+    policies: Policies,
+    workspaces: Map<WorkspaceName, WorkspaceRecord>,
+}
+
+impl PolicyCopy {
+    /// Every workspace as its policies see it, with the policy in force on it.
+    pub fn subjects(&self) -> impl Iterator<Item = (Subject, Policy)> + '_ {
+        self.workspaces
+            .iter()
+            .map(|(name, w)| (w.subject(name), policy_in_force(&self.policies, w)))
+    }
+}
+
+/// The policy in force on `workspace`: its override over its host's over the cluster's.
+fn policy_in_force(policies: &Policies, workspace: &WorkspaceRecord) -> Policy {
+    let host = policies
+        .hosts
+        .get(&workspace.host)
+        .copied()
+        .unwrap_or_default();
+    workspace.lifecycle.policy.over(host.over(policies.cluster))
 }
 
 impl Lifecycle {
@@ -104,31 +130,23 @@ impl State {
                 .map(|(host, patch)| (host.clone(), *patch))
                 .collect(),
             workspaces: self
-                .workspaces
+                .overridden
                 .iter()
-                .filter(|(_, w)| !w.lifecycle.policy.is_empty())
-                .map(|(name, w)| (name.clone(), w.lifecycle.policy))
+                .filter_map(|name| {
+                    Some((name.clone(), self.workspaces.get(name)?.lifecycle.policy))
+                })
                 .collect(),
         }
     }
 
     /// The policy in force on a workspace: its override over its host's over the cluster's.
     pub fn policy_for(&self, workspace: &WorkspaceRecord) -> Policy {
-        let host = self
-            .policies
-            .hosts
-            .get(&workspace.host)
-            .copied()
-            .unwrap_or_default();
-        workspace
-            .lifecycle
-            .policy
-            .over(host.over(self.policies.cluster))
+        policy_in_force(&self.policies, workspace)
     }
 
     /// The shortest policy duration in force anywhere (cluster, a host, a workspace's
     /// override), which paces the policy loop. Cheap: it looks only at overridden workspaces'
-    /// policies.
+    /// policies, through their index.
     pub fn shortest_policy_secs(&self) -> Option<u64> {
         let cluster = self.policies.cluster;
         let hosts = self
@@ -137,9 +155,9 @@ impl State {
             .values()
             .map(|patch| patch.over(cluster));
         let workspaces = self
-            .workspaces
-            .values()
-            .filter(|w| !w.lifecycle.policy.is_empty())
+            .overridden
+            .iter()
+            .filter_map(|name| self.workspaces.get(name))
             .map(|w| self.policy_for(w));
         std::iter::once(cluster)
             .chain(hosts)
@@ -148,11 +166,21 @@ impl State {
             .min()
     }
 
-    /// Every workspace as its policies see it, with the policy in force on it.
-    pub fn policy_subjects(&self) -> Vec<(Subject, Policy)> {
+    /// What the policy loop looks at, in constant time: the workspaces' map is shared with the
+    /// state, not copied, so that the loop looks at a million workspaces off the Raft thread.
+    pub fn policy_copy(&self) -> PolicyCopy {
+        PolicyCopy {
+            policies: self.policies.clone(),
+            workspaces: self.workspaces.map_copy(),
+        }
+    }
+
+    /// The `overridden` index, from the workspaces.
+    pub(super) fn overrides_index(&self) -> BTreeSet<WorkspaceName> {
         self.workspaces
             .iter()
-            .map(|(name, w)| (w.subject(name), self.policy_for(w)))
+            .filter(|(_, w)| !w.lifecycle.policy.is_empty())
+            .map(|(name, _)| name.clone())
             .collect()
     }
 
@@ -200,6 +228,11 @@ impl State {
                     return reject(ErrorCode::WorkspaceNotFound, format!("no workspace {name}"));
                 };
                 workspace.lifecycle.policy = workspace.lifecycle.policy.merge(*patch);
+                if workspace.lifecycle.policy.is_empty() {
+                    self.overridden.remove(name);
+                } else {
+                    self.overridden.insert(name.clone());
+                }
             }
         }
         Outcome::Applied

@@ -343,3 +343,41 @@ fn policies_are_set_for_the_cluster_a_host_or_a_workspace() {
     assert_eq!(view.workspaces.len(), 1);
     assert_eq!(view.hosts.len(), 1);
 }
+
+/// The policy loop's pace reads the overridden workspaces through their index: a workspace's
+/// own short policy paces it while the workspace lives, and no longer once it is forgotten, in
+/// the state as applied and as read from a snapshot.
+#[test]
+fn the_shortest_policy_follows_workspaces_overrides_until_they_are_forgotten() {
+    let mut log = Log::new();
+    let cluster = Policy::default().shortest_secs();
+    assert_eq!(log.state.shortest_policy_secs(), cluster);
+    let short = Command::SetPolicy {
+        scope: PolicyScope::Workspace(w("api")),
+        patch: PolicyPatch {
+            inactive_stop_after_secs: Some(30),
+            ..PolicyPatch::default()
+        },
+    };
+    assert_eq!(log.at(1, short), None);
+    assert_eq!(log.state.shortest_policy_secs(), Some(30));
+    let read = State::from_snapshot(&log.state.to_snapshot().unwrap()).unwrap();
+    assert_eq!(read.shortest_policy_secs(), Some(30));
+    read.check_invariants().unwrap();
+
+    let destroy = Command::DestroyWorkspace { name: w("api") };
+    assert_eq!(log.at(2, destroy), None);
+    let gone = Command::RecordObserved {
+        host: "h1".parse().unwrap(),
+        observed: vec![nexus_protocol::message::ObservedWorkspace {
+            name: w("api"),
+            generation: log.record("api").generation,
+            state: WorkspaceState::Gone,
+            ports: Vec::new(),
+            error: None,
+        }],
+    };
+    assert_eq!(log.at(3, gone), None);
+    assert!(!log.state.workspaces().contains_key(&w("api")));
+    assert_eq!(log.state.shortest_policy_secs(), cluster);
+}

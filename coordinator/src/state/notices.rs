@@ -11,7 +11,7 @@ use nexus_protocol::error::ErrorCode;
 use nexus_protocol::model::{Notice, NoticeAudience, NoticeSource};
 use serde::{Deserialize, Serialize};
 
-use super::{Origin, Outcome, State, reject, update_where};
+use super::{Origin, Outcome, State, reject};
 use crate::policy;
 
 /// The most notices the fleet keeps at once: expired ones go when a post would pass it; with
@@ -144,8 +144,7 @@ impl State {
             self.notices.by_id.remove(id);
         }
         let cleared: BTreeSet<u64> = ids.iter().copied().collect();
-        update_where(
-            &mut self.workspaces,
+        self.workspaces.update_where(
             |_, workspace| {
                 let notices = &workspace.lifecycle.notices;
                 notices.iter().any(|(id, _)| cleared.contains(id))

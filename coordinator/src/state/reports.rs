@@ -61,6 +61,17 @@ impl State {
                 .all(|report| !self.observation_changes(host, report))
     }
 
+    /// The epoch of `host`'s workspaces ([`super::Workspaces::epoch`]), for a host that is in
+    /// the fleet and not marked down: while it has not moved, a report [`State::repeats_the_state`]
+    /// found a repeat is a repeat still, for nothing it depends on has changed (a host's status
+    /// aside, which is why a host marked down has none).
+    pub fn report_epoch(&self, host: &HostId) -> Option<u64> {
+        self.hosts
+            .get(host)
+            .is_some_and(|record| record.status != HostStatus::Down)
+            .then(|| self.workspaces.epoch(host))
+    }
+
     /// Whether [`State::observe`] would change anything for `report` from `host`.
     fn observation_changes(&self, host: &HostId, report: &ObservedWorkspace) -> bool {
         let Some(workspace) = self.workspaces.get(&report.name) else {

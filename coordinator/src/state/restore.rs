@@ -22,7 +22,7 @@
 //! as are bytes that do not decode or a state that breaks the invariants (`BACKUP_CORRUPT`);
 //! a refusal changes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nexus_protocol::HostId;
 use nexus_protocol::backup::BackupHeader;
@@ -33,7 +33,6 @@ use nexus_protocol::model::{Activity, ActivityKind, HostStatus, WorkspaceState};
 use super::desired::ChangedHosts;
 use super::{
     Command, Origin, Outcome, Proposal, STATE_FORMAT, Security, State, WorkspaceRecord, reject,
-    update_where,
 };
 use crate::fit::Usage;
 
@@ -129,8 +128,7 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>) -> State {
             .is_some_and(|record| record.status == HostStatus::Down)
     };
     let mut workspaces = std::mem::take(&mut backup.workspaces);
-    update_where(
-        &mut workspaces,
+    workspaces.update_where(
         |_, _| true,
         |name, workspace| {
             workspace.generation = match running.workspaces.get(name) {
@@ -206,12 +204,14 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>) -> State {
         events_by_request: backup.events_by_request,
         on_host: BTreeMap::new(),
         tally: Default::default(),
+        overridden: BTreeSet::new(),
         host_ids: Vec::new(),
         changed_hosts: ChangedHosts::All,
         roster_changed: Default::default(),
     };
     state.on_host = state.hosts_index();
     state.tally = state.tally_index();
+    state.overridden = state.overrides_index();
     state.host_ids = state.hosts.keys().cloned().collect();
     // The running state's largest tables are freed on a thread of their own: a quarter of a
     // million records took the Raft thread hundreds of milliseconds to free.

@@ -83,13 +83,14 @@ impl State {
             events_by_request: _,
             on_host: _,
             tally: _,
+            overridden: _,
             host_ids: _,
             changed_hosts: _,
             roster_changed: _,
         } = self;
         SnapshotCopy(State {
             hosts: hosts.clone(),
-            workspaces: workspaces.clone(),
+            workspaces: workspaces.map_copy().into(),
             ports: ports.clone(),
             foreign_ports: foreign_ports.clone(),
             limits: *limits,
@@ -124,6 +125,7 @@ impl State {
         let mut state: State = codec::decode(payload).map_err(SnapshotError::Corrupt)?;
         state.on_host = state.hosts_index();
         state.tally = state.tally_index();
+        state.overridden = state.overrides_index();
         state.host_ids = state.hosts.keys().cloned().collect();
         state.events_by_request = state.requests_index();
         Ok(state)

@@ -13,11 +13,11 @@ use nexus_protocol::message::DesiredRun;
 use nexus_protocol::model::{HostStatus, PortBinding, WorkspaceSpec, WorkspaceState};
 use nexus_protocol::{HostId, UserName, WorkspaceName};
 
-use super::{Lifecycle, Map, Origin, Outcome, State, WorkspaceRecord, reject, update_where};
+use super::{Lifecycle, Origin, Outcome, State, WorkspaceRecord, Workspaces, reject};
 
 impl State {
     /// Every workspace, by name.
-    pub fn workspaces(&self) -> &Map<WorkspaceName, WorkspaceRecord> {
+    pub fn workspaces(&self) -> &Workspaces {
         &self.workspaces
     }
 
@@ -282,8 +282,7 @@ impl State {
                 && workspace.desired == DesiredRun::Running
                 && workspace.state != WorkspaceState::Destroying
         };
-        update_where(
-            &mut self.workspaces,
+        self.workspaces.update_where(
             |other, workspace| other == name || stops(other, workspace),
             |other, workspace| {
                 let stop = stops(other, workspace);

@@ -160,7 +160,7 @@ pub struct DesiredState {
 }
 
 /// What an agent observed of one workspace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ObservedWorkspace {
     pub name: WorkspaceName,
     pub generation: u64,
