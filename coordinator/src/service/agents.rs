@@ -1,6 +1,7 @@
 //! Agents' requests: registration (a Raft write), heartbeats and container samples (soft state
 //! on the leader, see [`super::liveness`]), reports of what runs (Raft writes, unless a report
-//! repeats what the state holds: `State::repeats_the_state`), and where the
+//! repeats what the state holds: `State::repeats_the_state`; otherwise only its entries that
+//! change the state: `State::report_changes`), and where the
 //! agent serves logs and exec. The desired-state watch is [`super::watch`]; activity reports are
 //! [`super::activity`].
 
@@ -24,44 +25,56 @@ use crate::locks::lock;
 use crate::state::Command;
 
 impl Service {
-    /// Whether `observed` from `host` repeats what the leader's applied state holds, so that
-    /// acknowledging it needs no entry (`State::repeats_the_state`). Read at once from the
+    /// What of `observed` from `host` to propose: `None` when it repeats what the leader's
+    /// applied state holds, so that acknowledging it needs no entry; else the entries that
+    /// change the state (`State::report_changes`), or the whole report. Read at once from the
     /// replica as it is: what it applied is committed. Only a leader answers so: a follower
-    /// forwards the report as before, since its replica may lag behind a change (a host marked
-    /// down) that the leader would refuse the report for. The report goes to the read and
-    /// comes back with the answer, to be proposed when it is not a repeat.
+    /// forwards the whole report as before, since its replica may lag behind a change (a host
+    /// marked down) that the leader would refuse the report for. The report goes to the read
+    /// and comes back.
     ///
     /// A report the same as the host's last repeat, while none of the host's workspaces has
     /// changed since ([`State::report_epoch`](crate::state::State::report_epoch)), is a repeat
     /// without a look at its workspaces: at a million workspaces, those lookups by name were
     /// most of the leader's Raft thread.
-    async fn repeats_the_state(
+    async fn to_propose(
         &self,
         host: &HostId,
         observed: Vec<ObservedWorkspace>,
-    ) -> Result<(bool, Vec<ObservedWorkspace>), WireError> {
+    ) -> Result<Option<Vec<ObservedWorkspace>>, WireError> {
         if !self.cluster.leadership().borrow().leading {
-            return Ok((false, observed));
+            return Ok(Some(observed));
         }
         let digest = self.repeats.digest(&observed);
         let known = self.repeats.known(host);
         let wanted = host.clone();
-        let (repeat, epoch, observed) = self
+        let (changes, epoch, observed) = self
             .cluster
             .read(Consistency::Stale, move |state| {
                 let Some(epoch) = state.report_epoch(&wanted) else {
-                    return (false, None, observed);
+                    return (None, None, observed);
                 };
-                let repeat = known == Some(Repeat { digest, epoch })
-                    || state.repeats_the_state(&wanted, &observed);
-                (repeat, Some(epoch), observed)
+                if known == Some(Repeat { digest, epoch }) {
+                    return (Some(Vec::new()), Some(epoch), observed);
+                }
+                let changes = state.report_changes(&wanted, &observed);
+                (changes, Some(epoch), observed)
             })
             .await?;
-        match epoch {
-            Some(epoch) if repeat => self.repeats.keep(host, Repeat { digest, epoch }),
-            _ => self.repeats.forget(host),
+        match (changes, epoch) {
+            (Some(changes), Some(epoch)) if changes.is_empty() => {
+                self.repeats.keep(host, Repeat { digest, epoch });
+                Ok(None)
+            }
+            (Some(changes), _) => {
+                self.repeats.forget(host);
+                Ok(Some(changes))
+            }
+            (None, _) => {
+                self.repeats.forget(host);
+                Ok(Some(observed))
+            }
         }
-        Ok((repeat, observed))
     }
 
     /// Takes a heartbeat. Liveness is the leader's to judge: agents heartbeat the leader. At
@@ -169,11 +182,10 @@ impl Service {
                 too_many(observed.len())?;
                 check_report(&observed)?;
                 let reports = &self.cluster.metrics().reports;
-                let (repeat, observed) = self.repeats_the_state(host_id, observed).await?;
-                if repeat {
+                let Some(observed) = self.to_propose(host_id, observed).await? else {
                     reports.inc(["repeat"]);
                     return Ok(Response::Ack);
-                }
+                };
                 reports.inc(["change"]);
                 self.cluster
                     .propose(

@@ -86,9 +86,14 @@ impl Lifecycle {
         }
     }
 
+    /// Whether `activity` is newer than what is recorded, so that [`Lifecycle::touch`] keeps it.
+    pub fn is_older_than(&self, activity: &Activity) -> bool {
+        activity.at > self.last_activity.at
+    }
+
     /// Keeps `activity` if it is newer than what is recorded (reports may come late or twice).
     pub fn touch(&mut self, activity: Activity) -> bool {
-        if activity.at > self.last_activity.at {
+        if self.is_older_than(&activity) {
             self.last_activity = activity;
             true
         } else {
@@ -166,8 +171,9 @@ impl State {
             .min()
     }
 
-    /// What the policy loop looks at, in constant time: the workspaces' map is shared with the
-    /// state, not copied, so that the loop looks at a million workspaces off the Raft thread.
+    /// What the policy loop looks at: the workspaces' map shared with the state, not copied (in
+    /// constant time), and the policies copied (the cluster's and the few hosts' overrides), so
+    /// that the loop looks at a million workspaces off the Raft thread.
     pub fn policy_copy(&self) -> PolicyCopy {
         PolicyCopy {
             policies: self.policies.clone(),
@@ -417,9 +423,12 @@ impl State {
         activity: &[(WorkspaceName, Activity)],
     ) -> Outcome {
         for (name, activity) in activity {
-            if let Some(workspace) = self.workspaces.get_mut(name)
-                && &workspace.host == host
-            {
+            // Looked at before it is changed: a change moves the host's epoch, which a repeated
+            // report is answered by, and most activity is not newer than what is kept.
+            let newer = self.workspaces.get(name).is_some_and(|workspace| {
+                &workspace.host == host && workspace.lifecycle.is_older_than(activity)
+            });
+            if newer && let Some(workspace) = self.workspaces.get_mut(name) {
                 workspace.lifecycle.touch(*activity);
             }
         }

@@ -53,12 +53,39 @@ impl State {
     /// is never a repeat: applied, it is refused or taken as it always was. Kept beside
     /// [`State::observe`], which it must follow (`reports_tests.rs` applies each case).
     pub fn repeats_the_state(&self, host: &HostId, observed: &[ObservedWorkspace]) -> bool {
-        self.hosts
+        self.report_changes(host, observed)
+            .is_some_and(|changes| changes.is_empty())
+    }
+
+    /// The entries of `observed` from `host` that would change the state, in order: the leader
+    /// proposes those alone, since an agent reports every workspace it runs whenever
+    /// one of them changes, and at fifty workspaces a host each replica looked up fifty to take
+    /// one. Taking only these leaves the state as taking the whole report would, for each entry
+    /// speaks for its own workspace; a report naming one workspace twice is taken whole (its
+    /// entries' order matters). `None` for a host marked down or not known: its report goes to
+    /// the log whole, to be refused or taken at apply. Empty: a repeat.
+    pub fn report_changes(
+        &self,
+        host: &HostId,
+        observed: &[ObservedWorkspace],
+    ) -> Option<Vec<ObservedWorkspace>> {
+        if self
+            .hosts
             .get(host)
-            .is_some_and(|record| record.status != HostStatus::Down)
-            && observed
-                .iter()
-                .all(|report| !self.observation_changes(host, report))
+            .is_none_or(|record| record.status == HostStatus::Down)
+        {
+            return None;
+        }
+        let changes: Vec<ObservedWorkspace> = observed
+            .iter()
+            .filter(|report| self.observation_changes(host, report))
+            .cloned()
+            .collect();
+        let mut names = std::collections::BTreeSet::new();
+        if !changes.is_empty() && !observed.iter().all(|report| names.insert(&report.name)) {
+            return Some(observed.to_vec());
+        }
+        Some(changes)
     }
 
     /// The epoch of `host`'s workspaces ([`super::Workspaces::epoch`]), for a host that is in

@@ -156,3 +156,78 @@ fn a_report_is_a_repeat_only_if_every_workspace_in_it_is() {
         "a down host's is refused at apply"
     );
 }
+
+/// The leader proposes only a report's entries that change the state (`report_changes`): taking
+/// those alone leaves the state exactly as taking the whole report does, for every held state
+/// of one workspace and every entry for it beside another workspace's entry; a report that names
+/// a workspace twice is taken whole.
+#[test]
+fn taking_only_a_reports_changes_leaves_the_state_as_the_whole_report() {
+    let mut base = fleet(false);
+    let proposal = Proposal {
+        request_id: RequestId::from_u128(99),
+        at: Timestamp(2_000),
+        proposer: Identity::Agent(h("h1")),
+        command: create("b", "h1", &[(80, 20001)]),
+    };
+    assert_eq!(base.apply(&proposal), Outcome::Applied);
+    let entry = |name: &str, generation, state, error: Option<WireError>| ObservedWorkspace {
+        name: w(name),
+        generation,
+        state,
+        ports: vec![],
+        error,
+    };
+    let (mut filtered, mut whole) = (0, 0);
+    for held in WorkspaceState::ALL {
+        for held_error in errors() {
+            let mut before = base.clone();
+            let record = before.workspaces.get_mut(&w("a")).unwrap();
+            record.state = held;
+            record.last_error = held_error.clone();
+            before.tally = before.tally_index();
+            for generation in [1, 2] {
+                for state in WorkspaceState::ALL {
+                    for error in errors() {
+                        for other in [WorkspaceState::Scheduled, WorkspaceState::Running] {
+                            let report = [
+                                entry("a", generation, state, error.clone()),
+                                entry("b", 1, other, None),
+                            ];
+                            let changes = before.report_changes(&h("h1"), &report).unwrap();
+                            if changes.len() < report.len() {
+                                filtered += 1;
+                            }
+                            let mut by_changes = before.clone();
+                            by_changes.record_observed(Timestamp(9_000), &h("h1"), &changes);
+                            let mut by_whole = before.clone();
+                            by_whole.record_observed(Timestamp(9_000), &h("h1"), &report);
+                            if changes.len() == report.len() {
+                                whole += 1;
+                            }
+                            assert!(
+                                by_changes == by_whole,
+                                "held {held:?} {held_error:?}; report {report:?}: took {changes:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        filtered > 1_000 && whole > 10,
+        "{filtered} filtered, {whole} whole"
+    );
+
+    // Named twice, the order of the entries matters: the whole report goes.
+    let mut state = base.clone();
+    state.workspaces.get_mut(&w("a")).unwrap().state = WorkspaceState::Running;
+    state.tally = state.tally_index();
+    let twice = [
+        entry("a", 1, WorkspaceState::Stopped, None),
+        entry("a", 1, WorkspaceState::Running, None),
+    ];
+    assert_eq!(state.report_changes(&h("h1"), &twice).unwrap(), twice);
+    assert_eq!(fleet(true).report_changes(&h("h1"), &twice), None);
+}
