@@ -13,6 +13,7 @@
 //! credential store's keys from its key file ([`credential_keys`]); following a CA rotation
 //! ([`trust`]).
 
+pub mod background;
 pub mod backups;
 pub mod cluster;
 pub mod config;

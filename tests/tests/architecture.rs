@@ -140,10 +140,7 @@ fn each_external_dependency_has_one_home() {
         ("clap_mangen::", &["packaging/src/main.rs"]),
         ("socket2::", &["protocol/src/transport/socket.rs"]),
         ("imbl::", &["coordinator/src/state.rs"]),
-        (
-            "thread_priority::",
-            &["coordinator/src/consensus/snapshots.rs"],
-        ),
+        ("thread_priority::", &["coordinator/src/background.rs"]),
     ];
     let mut files = vec![];
     for krate in CRATES {

@@ -69,7 +69,7 @@ impl<S: LogStore> RaftNode<S> {
         let thread = std::thread::Builder::new()
             .name(format!("snapshot-{}", self.id))
             .spawn(move || {
-                lowest_priority();
+                crate::background::lowest_priority();
                 // The driver may be gone (the node stopped): nobody to tell.
                 let _ = send.send(take(&copy, &store, index, term, &conf_state));
             })
@@ -152,24 +152,6 @@ fn take<S: LogStore>(
         write: started.elapsed() - encode,
         stored,
     })
-}
-
-/// Puts this thread behind every other of the machine (SCHED_BATCH at nice 19): a snapshot can
-/// wait, and heartbeats, votes and requests cannot. Three replicas encoding at once, each at the
-/// priority of the rest, left a leader's workers too little of two cores to answer 20,000
-/// agents' heartbeats in time (C1M, 2026-12-05, night). A thread that cannot be lowered runs as
-/// it is, with a warning.
-fn lowest_priority() {
-    use thread_priority::{
-        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
-        set_thread_priority_and_policy, thread_native_id,
-    };
-    let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
-    if let Err(error) =
-        set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, batch)
-    {
-        tracing::warn!("the snapshot's thread runs at the usual priority: {error:?}");
-    }
 }
 
 fn lost() -> StoreError {
