@@ -377,18 +377,11 @@ mod tests {
         use nexus_protocol::model::{Activity, ActivityKind};
         use std::time::Duration;
 
-        use crate::service::testing::{workspace_spec, ws};
+        use crate::service::testing::{one_node_with_w_on_h1, ws};
 
-        let (_dir, node, service) = one_node_with_h1().await;
+        let (_dir, node, service) = one_node_with_w_on_h1().await;
         // A granularity of a millisecond (the host TTL's), so that the test need not wait.
         *crate::locks::lock(&service.host_ttl_handle()) = Duration::from_millis(1);
-        ask(
-            &service,
-            &user(Role::User),
-            ws(WorkspaceRequest::Create(workspace_spec("w", &[]))),
-        )
-        .await
-        .unwrap();
         let last = || async {
             match ask(
                 &service,
@@ -477,19 +470,11 @@ mod tests {
     async fn a_known_repeat_is_looked_at_again_once_its_hosts_workspaces_change() {
         use nexus_protocol::RequestId;
         use nexus_protocol::identity::Identity;
-        use nexus_protocol::message::WorkspaceRequest;
 
         use crate::cluster::Consistency;
-        use crate::service::testing::{workspace_spec, ws};
+        use crate::service::testing::one_node_with_w_on_h1;
 
-        let (_dir, node, service) = one_node_with_h1().await;
-        ask(
-            &service,
-            &user(Role::User),
-            ws(WorkspaceRequest::Create(workspace_spec("w", &[]))),
-        )
-        .await
-        .unwrap();
+        let (_dir, node, service) = one_node_with_w_on_h1().await;
         let h1 = agent("h1");
         let state_of_w = || async {
             service

@@ -57,6 +57,20 @@ pub(super) async fn one_node_with_h1() -> (tempfile::TempDir, Node, Service) {
     (dir, node, service)
 }
 
+/// A one-node cluster that leads, with host h1 registered and a user's workspace `w` placed on
+/// it.
+pub(super) async fn one_node_with_w_on_h1() -> (tempfile::TempDir, Node, Service) {
+    let (dir, node, service) = one_node_with_h1().await;
+    ask(
+        &service,
+        &user(Role::User),
+        ws(WorkspaceRequest::Create(workspace_spec("w", &[]))),
+    )
+    .await
+    .unwrap();
+    (dir, node, service)
+}
+
 /// Waits for the one node to elect itself.
 pub(super) async fn leading(service: &Service) {
     for _ in 0..500 {
