@@ -37,12 +37,19 @@ pub(super) fn loop_period(shortest_secs: Option<u64>) -> Duration {
 }
 
 impl Service {
-    /// The policies loop, for as long as the process runs: on the leader only. It reads its
+    /// The policies loop, for as long as the process runs: on the leader only (a follower
+    /// looks every [`PACE_CHECK`] whether it leads, and reads nothing). It reads its
     /// period from the policies every [`PACE_CHECK`] (so that an admin's change to seconds is
     /// followed at once) and looks at the fleet once a period.
     pub async fn follow_policies(&self) {
         let mut last_round: Option<tokio::time::Instant> = None;
         loop {
+            // A follower reads nothing: the pace is the leader's to learn.
+            if !self.cluster.leadership().borrow().leading {
+                last_round = None;
+                tokio::time::sleep(PACE_CHECK).await;
+                continue;
+            }
             let pace = self
                 .cluster
                 .read(Consistency::Stale, |state| state.shortest_policy_secs())
