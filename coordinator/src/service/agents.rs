@@ -5,6 +5,10 @@
 //! agent serves logs and exec. The desired-state watch is [`super::watch`]; activity reports are
 //! [`super::activity`].
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
+
 use nexus_protocol::clock;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::Identity;
@@ -12,10 +16,6 @@ use nexus_protocol::message::{AgentRequest, ObservedWorkspace, Response};
 use nexus_protocol::model::HostStatus;
 use nexus_protocol::transport::Peer;
 use nexus_protocol::{HostId, RequestId};
-
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
 
 use super::Service;
 use super::checks::{check_endpoint, check_report, denied, too_many};
