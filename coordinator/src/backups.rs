@@ -9,8 +9,8 @@
 //! request), the order of ids ([`newest_first`]) and which to prune ([`to_prune`]).
 
 use std::cmp::Ordering;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use nexus_protocol::NodeId;
@@ -20,6 +20,7 @@ use nexus_protocol::backup::{self, BackupError, BackupHeader, BackupInfo, Backup
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::{ErrorCode, WireError};
 
+use crate::files::{Sync, private_dir, set_mode, sync_dir, write_atomically};
 use crate::state::STATE_FORMAT;
 
 /// The largest backup file a coordinator keeps or takes in: the state's snapshot is one local
@@ -186,8 +187,7 @@ impl BackupDir {
 
     /// Creates the directory (0700) if it is missing.
     fn ensure(&self) -> std::io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
-        set_mode(&self.dir, 0o700)
+        private_dir(&self.dir)
     }
 
     /// An id for a backup at `created_at` and `index` that no file in the directory has yet.
@@ -211,7 +211,8 @@ impl BackupDir {
             ));
         }
         let temporary = self.dir.join(format!(".{id}.{}.tmp", backup::EXTENSION));
-        write_atomically(&temporary, &path, bytes).map_err(|e| self.io_error("write", &e))
+        write_atomically(&temporary, &path, bytes, Sync::Synced)
+            .map_err(|e| self.io_error("write", &e))
     }
 
     /// Moves a complete file (an upload, already checked) in as backup `id`.
@@ -429,57 +430,6 @@ fn check_id(id: &str) -> Result<(), WireError> {
             ),
         ))
     }
-}
-
-/// Writes `bytes` to `temporary` (0600), syncs it, renames it to `path` and syncs the directory.
-/// A failure leaves no temporary file behind.
-pub fn write_atomically(temporary: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let result = (|| {
-        let mut file = private_file(temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(temporary, path)?;
-        match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
-            _ => sync_dir(Path::new(".")),
-        }
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(temporary);
-    }
-    result
-}
-
-/// A new file, readable by its owner only, replacing any earlier one at `path`.
-pub fn private_file(path: &Path) -> std::io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let file = options.open(path)?;
-    set_mode(path, 0o600)?;
-    Ok(file)
-}
-
-fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (path, mode);
-        Ok(())
-    }
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod consensus;
 pub mod credential_keys;
 pub mod detector;
 pub mod diagnostics;
+pub mod files;
 pub mod fit;
 pub mod hops;
 mod locks;

@@ -357,7 +357,7 @@ impl Service {
             let write = || -> std::io::Result<()> {
                 use std::io::Write;
                 let mut file = if offset == 0 {
-                    crate::backups::private_file(&piece_path)?
+                    crate::files::private_file(&piece_path)?
                 } else {
                     std::fs::OpenOptions::new().append(true).open(&piece_path)?
                 };
