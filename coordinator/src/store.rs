@@ -8,13 +8,17 @@
 //! | `raft_log` | entry index, `u64` big-endian (so keys sort by index) | the entry (protobuf) |
 //! | `raft_meta` | `identity` | [`StoreIdentity`]: format version, cluster, node id |
 //! | | `hard_state`, `snapshot_meta` (with the configuration at its index) | protobuf |
-//! | `state` | `snapshot` | the state machine at `snapshot_meta.index` (one local frame of the protocol's codec, up to 4 GiB: see `state::snapshot`) |
+//! | `state` | | empty (format 8 kept the snapshot here, key `snapshot`; moved to its file at open) |
 //!
-//! The state machine is applied in memory; its durable form is a snapshot taken every N entries,
-//! written with its index and the configuration in force there **in one batch**, so the stored
-//! state, the index it covers and the membership never disagree (a membership change is followed
-//! by a snapshot at once, so the configuration on disk is never older than the last applied
-//! change for long, and never newer than the state). A restart restores the snapshot and sets Raft's `applied` to its index, and Raft
+//! and beside the database, in `snapshots/`, the state machine at `snapshot_meta.index` as a file
+//! of its own (one local frame of the protocol's codec, up to 4 GiB: see `state::snapshot`;
+//! [`snapshot_files`] says why a file).
+//!
+//! The state machine is applied in memory; its durable form is a snapshot taken every N entries.
+//! Its file is written whole and synced first, then its index and the configuration in force
+//! there **in one batch**, so the stored state, the index it covers and the membership never
+//! disagree (a membership change is followed by a snapshot at once, so the configuration on disk
+//! is never older than the last applied change for long, and never newer than the state). A restart restores the snapshot and sets Raft's `applied` to its index, and Raft
 //! hands back every committed entry after it. The log is truncated behind each snapshot, so it
 //! stays bounded, and a peer that fell behind the truncation catches up from the snapshot.
 //!
@@ -36,6 +40,12 @@ use serde::{Deserialize, Serialize};
 use crate::consensus::{LogStore, StoreError};
 use crate::state::State;
 
+mod snapshot_files;
+
+use snapshot_files::SnapshotFiles;
+
+use crate::files::Sync;
+
 const LOG: &str = "raft_log";
 const META: &str = "raft_meta";
 const STATE: &str = "state";
@@ -53,11 +63,18 @@ pub const BOOTSTRAP_INDEX: u64 = 1;
 /// restarts and port reassignment) and the log's commands new variants. 3: the state keeps each
 /// workspace's events. 4: the state keeps the backup schedule ([`crate::state::STATE_FORMAT`]).
 /// 5: each workspace's lifecycle, and the notices. 6: each workspace's worktree, the credential
-/// store. 7: join tokens, known certificates and the deny list. 8: CA rotations.
-/// A store of another format is refused at open (see [`RocksStore::open`]); there is no
-/// migration, and a backup's state is refused by a build of another state format
-/// ([`crate::state::format_refusal`]): take backups again after an upgrade.
-pub const FORMAT_VERSION: u32 = 8;
+/// store. 7: join tokens, known certificates and the deny list. 8: CA rotations. 9: the
+/// snapshot is a file of its own ([`snapshot_files`]), no longer the `state` family's value.
+/// A store of another format is refused at open (see [`RocksStore::open`]), but for one
+/// migration: a store of format 8 has its snapshot moved to its file and is raised to 9 (so that
+/// a build of 8, which would find no snapshot in it and start empty, refuses it). A backup's state
+/// is refused by a build of another state format ([`crate::state::format_refusal`]): take backups
+/// again after an upgrade.
+pub const FORMAT_VERSION: u32 = 9;
+
+/// The format whose store [`RocksStore::open`] moves to this one: its snapshot was the `state`
+/// family's value.
+const FORMAT_WITH_SNAPSHOT_IN_DATABASE: u32 = 8;
 
 /// Whose data a directory holds. A node refuses a data dir of another cluster or node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,10 +175,13 @@ pub struct RocksStore {
     durability: Durability,
     /// Where synced writes' durations go (`nexus_storage_sync_duration_seconds`), if anywhere.
     syncs: Option<Histogram>,
-    /// Held while the stored snapshot is written or read with its metadata: a snapshot is
-    /// written off the Raft thread (`consensus::snapshots`), and a reader must never pair one
-    /// snapshot's metadata with another's state, nor a write put an older snapshot over a newer.
+    /// Held while the stored snapshot is written or read with its metadata, and while older
+    /// snapshot files are removed: a snapshot is written off the Raft thread
+    /// (`consensus::snapshots`), and a reader must never pair one snapshot's metadata with
+    /// another's state, nor find its file gone, nor a write put an older snapshot over a newer.
     snapshot_lock: Arc<Mutex<()>>,
+    /// The state machine's snapshots, a file each.
+    files: SnapshotFiles,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -174,6 +194,10 @@ impl std::fmt::Debug for RocksStore {
 
 fn db_error(error: rocksdb::Error) -> StoreError {
     StoreError(format!("rocksdb: {error}"))
+}
+
+fn file_error(what: &str, error: std::io::Error) -> StoreError {
+    StoreError(format!("snapshot file: cannot {what}: {error}"))
 }
 
 fn proto_error(what: &str, error: protobuf::ProtobufError) -> StoreError {
@@ -242,17 +266,26 @@ impl RocksStore {
         let families =
             [LOG, META, STATE].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&options, dir, families).map_err(db_error)?;
+        let sync = match durability {
+            Durability::Synced => Sync::Synced,
+            Durability::Unsynced => Sync::Unsynced,
+        };
+        let files = SnapshotFiles::open(dir, sync).map_err(|e| file_error("make the folder", e))?;
         let store = RocksStore {
             db: Arc::new(db),
             cached: Arc::default(),
             durability,
             syncs: None,
             snapshot_lock: Arc::default(),
+            files,
         };
+        let mut moving = false;
         match store.get(META, IDENTITY_KEY)? {
             Some(bytes) => {
                 let stored: StoreIdentity = decode_record(&bytes, "store identity")?;
-                if stored.format != identity.format {
+                moving = stored.format == FORMAT_WITH_SNAPSHOT_IN_DATABASE
+                    && identity.format == FORMAT_VERSION;
+                if stored.format != identity.format && !moving {
                     return Err(StoreError(format!(
                         "{} holds format {} data; this build reads format {}",
                         dir.display(),
@@ -280,7 +313,37 @@ impl RocksStore {
             None => store.bootstrap(identity, voters, first)?,
         }
         store.load_cache()?;
+        let current = store.read_cache().snapshot.index;
+        if moving {
+            store.move_snapshot_to_its_file(identity, current)?;
+        }
+        // A snapshot interrupted between its file and its batch left a file nothing names.
+        store.remove_older_snapshots(current);
         Ok(store)
+    }
+
+    /// Moves a store of format 8 to this format: its snapshot (the `state` family's value, at
+    /// `index`) to its file, then in one batch the value deleted and the identity's format
+    /// raised. A crash before the batch leaves a store of format 8, moved again at the next open.
+    fn move_snapshot_to_its_file(
+        &self,
+        identity: &StoreIdentity,
+        index: u64,
+    ) -> Result<(), StoreError> {
+        if let Some(bytes) = self.get(STATE, SNAPSHOT_KEY)? {
+            self.write_snapshot_file(index, &bytes)?;
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(STATE)?, SNAPSHOT_KEY);
+        batch.put_cf(self.cf(META)?, IDENTITY_KEY, encode_record(identity)?);
+        self.write(batch)?;
+        tracing::info!(
+            index,
+            from = FORMAT_WITH_SNAPSHOT_IN_DATABASE,
+            to = FORMAT_VERSION,
+            "moved the store's snapshot to a file of its own"
+        );
+        Ok(())
     }
 
     /// The same store, recording each synced write's duration in `syncs`.
@@ -331,7 +394,7 @@ impl RocksStore {
                 "hard state",
                 &hard_state,
             )?;
-            batch.put_cf(self.cf(STATE)?, SNAPSHOT_KEY, first.to_snapshot()?);
+            self.write_snapshot_file(BOOTSTRAP_INDEX, &first.to_snapshot()?)?;
         }
         self.write(batch)
     }
@@ -397,7 +460,32 @@ impl RocksStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The store's files on disk, in bytes (every column family's SST files).
+    /// The snapshot at `index`, if its file is there.
+    fn stored_snapshot(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.files
+            .read(index)
+            .map_err(|e| file_error(&format!("read the snapshot at {index}"), e))
+    }
+
+    /// Writes the snapshot at `index` to its file, before the batch that names it.
+    fn write_snapshot_file(&self, index: u64, data: &[u8]) -> Result<(), StoreError> {
+        self.files
+            .write(index, data)
+            .map_err(|e| file_error(&format!("write the snapshot at {index}"), e))
+    }
+
+    /// Removes every snapshot file but the one at `index` (after the batch that names it, or at
+    /// open). Nothing reads them; one left by a failure here goes at the next open.
+    fn remove_older_snapshots(&self, index: u64) {
+        match self.files.remove_all_but(index) {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(index, removed, "removed older snapshot files"),
+            Err(error) => tracing::warn!(index, %error, "could not remove older snapshot files"),
+        }
+    }
+
+    /// The database's files on disk, in bytes (every column family's SST files; not the
+    /// snapshots' files, which compaction does not touch).
     pub fn disk_bytes(&self) -> Result<u64, StoreError> {
         let mut total = 0u64;
         for family in [LOG, META, STATE] {
@@ -427,7 +515,8 @@ impl RocksStore {
     }
 
     /// Compacts every column family over its whole key range (host maintenance): the log's
-    /// truncated entries and replaced snapshots leave the disk. Answers the bytes given back.
+    /// truncated entries leave the disk (a replaced snapshot's file went when it was replaced).
+    /// Answers the bytes given back.
     /// Safe beside the driver's writes (RocksDB orders them); it blocks, so run it off the
     /// async threads.
     pub fn compact(&self) -> Result<u64, StoreError> {
@@ -460,9 +549,10 @@ impl RocksStore {
     pub fn state_snapshot(&self) -> Result<(State, u64), StoreError> {
         let _reading = self.lock_snapshot();
         let index = self.read_cache().snapshot.index;
-        match self.get(STATE, SNAPSHOT_KEY)? {
+        match self.stored_snapshot(index)? {
             Some(bytes) => Ok((State::from_snapshot(&bytes)?, index)),
-            None => Ok((State::default(), 0)),
+            None if index == 0 => Ok((State::default(), 0)),
+            None => Err(missing_snapshot(index)),
         }
     }
 
@@ -517,6 +607,16 @@ fn decode_record<T: serde::de::DeserializeOwned>(
         .map_err(|e| StoreError(format!("corrupt {what}: {e}")))?
         .ok_or_else(|| StoreError(format!("truncated {what}")))?;
     codec::decode(payload).map_err(|e| StoreError(format!("corrupt {what}: {e}")))
+}
+
+/// The metadata names a snapshot at `index` whose file is not there: the store was damaged (a
+/// file removed by hand). Starting from an empty state would lose the fleet.
+fn missing_snapshot(index: u64) -> StoreError {
+    StoreError(format!(
+        "the snapshot at index {index} is missing from snapshots/: remove this member from the \
+         cluster, clear its data dir and add it again (operations.md, \"A data dir belongs to \
+         one cluster and one node\")"
+    ))
 }
 
 fn unavailable() -> raft::Error {
@@ -629,9 +729,9 @@ impl raft::Storage for RocksStore {
             ));
         }
         let data = self
-            .get(STATE, SNAPSHOT_KEY)
-            .map_err(other)?
-            .unwrap_or_default();
+            .stored_snapshot(metadata.index)
+            .and_then(|data| data.ok_or_else(|| missing_snapshot(metadata.index)))
+            .map_err(other)?;
         let mut snapshot = Snapshot::default();
         snapshot.set_metadata(metadata);
         snapshot.set_data(data.into());
@@ -704,8 +804,8 @@ impl LogStore for RocksStore {
         let mut hard_state = self.read_cache().hard_state.clone();
         hard_state.term = hard_state.term.max(metadata.term);
         hard_state.commit = metadata.index;
+        self.write_snapshot_file(metadata.index, &snapshot.data)?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(STATE)?, SNAPSHOT_KEY, &snapshot.data);
         put_meta(
             &mut batch,
             self.cf(META)?,
@@ -733,6 +833,8 @@ impl LogStore for RocksStore {
         cached.last_index = metadata.index;
         cached.terms.clear();
         cached.large.clear();
+        drop(cached);
+        self.remove_older_snapshots(metadata.index);
         Ok(())
     }
 
@@ -754,8 +856,9 @@ impl LogStore for RocksStore {
             ..Default::default()
         };
         metadata.set_conf_state(conf_state.clone());
+        self.write_snapshot_file(index, &data)?;
+        drop(data);
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(STATE)?, SNAPSHOT_KEY, data);
         put_meta(
             &mut batch,
             self.cf(META)?,
@@ -770,6 +873,68 @@ impl LogStore for RocksStore {
         cached.compacted(index);
         cached.snapshot = metadata;
         cached.last_index = cached.last_index.max(index);
+        drop(cached);
+        self.remove_older_snapshots(index);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(format: u32) -> StoreIdentity {
+        StoreIdentity {
+            format,
+            cluster: "c1".into(),
+            node: NodeId::new(1).unwrap(),
+        }
+    }
+
+    /// A store of format 8 kept its snapshot in the database. At open its snapshot moves to its
+    /// file and its format is raised, so the state is the same after, and a build of format 8
+    /// (which would look for the value and start empty) refuses it.
+    #[test]
+    fn a_store_of_format_8_has_its_snapshot_moved_to_a_file_and_its_format_raised() {
+        let dir = tempfile::tempdir().unwrap();
+        let voters = [1, 2, 3].map(|id| NodeId::new(id).unwrap());
+        let mut older = State::default();
+        older.set_member_address(NodeId::new(2).unwrap(), Some("127.0.0.1:2".to_string()));
+        {
+            let store = RocksStore::open(
+                dir.path(),
+                &identity(FORMAT_VERSION),
+                &voters,
+                Durability::Synced,
+            )
+            .unwrap();
+            // The layout of format 8: the bootstrap snapshot in the `state` family, no file.
+            let mut batch = WriteBatch::default();
+            batch.put_cf(
+                store.cf(STATE).unwrap(),
+                SNAPSHOT_KEY,
+                older.to_snapshot().unwrap(),
+            );
+            batch.put_cf(
+                store.cf(META).unwrap(),
+                IDENTITY_KEY,
+                encode_record(&identity(FORMAT_WITH_SNAPSHOT_IN_DATABASE)).unwrap(),
+            );
+            store.write(batch).unwrap();
+            store.files.remove_all_but(0).unwrap();
+        }
+        let reopen =
+            |format| RocksStore::open(dir.path(), &identity(format), &[], Durability::Synced);
+        let store = reopen(FORMAT_VERSION).unwrap();
+        assert_eq!(
+            store.state_snapshot().unwrap(),
+            (older.clone(), BOOTSTRAP_INDEX)
+        );
+        assert_eq!(store.get(STATE, SNAPSHOT_KEY).unwrap(), None);
+        drop(store);
+        let refused = reopen(FORMAT_WITH_SNAPSHOT_IN_DATABASE).unwrap_err();
+        assert!(refused.0.contains("holds format 9"), "{refused}");
+        let store = reopen(FORMAT_VERSION).unwrap();
+        assert_eq!(store.state_snapshot().unwrap(), (older, BOOTSTRAP_INDEX));
     }
 }

@@ -1,6 +1,7 @@
 //! The RocksDB store on a real disk: what is written survives a reopen, a conflicting suffix is
-//! cut in the same write, snapshots truncate the log, a data dir of another cluster or node is
-//! refused, and a write-ahead log cut off mid-batch recovers to its last whole batch.
+//! cut in the same write, snapshots truncate the log and live in files of their own, a data dir
+//! of another cluster or node is refused, and a write-ahead log cut off mid-batch recovers to its
+//! last whole batch.
 
 // Tests fail by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -399,4 +400,120 @@ fn a_large_entry_reads_the_same_from_memory_and_from_disk() {
     drop(store);
     let store = open(dir.path());
     assert_eq!(store.entries(3, 5, None, context()).unwrap(), replaced);
+}
+
+/// The files in the store's `snapshots` folder, sorted.
+fn snapshot_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The bytes of the database's write-ahead log files.
+fn wal_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .map(|path| std::fs::metadata(path).unwrap().len())
+        .sum()
+}
+
+/// A snapshot's bytes go to a file of their own, not through the database's write-ahead log
+/// (where the Raft log's synced appends queued behind them), and only the newest file stays.
+#[test]
+fn a_snapshot_is_a_file_beside_the_log_and_only_the_newest_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append(&entries(1..=30, 2)).unwrap();
+    let conf_state = ConfState::from((vec![1, 2, 3], vec![]));
+    let mut large = State::default();
+    large.set_member_address(NodeId::new(2).unwrap(), Some("x".repeat(4 << 20)));
+    let before = wal_bytes(dir.path());
+    store
+        .save_snapshot(large.to_snapshot().unwrap(), 10, 2, &conf_state)
+        .unwrap();
+    let grown = wal_bytes(dir.path()).saturating_sub(before);
+    assert!(
+        grown < 1 << 20,
+        "the write-ahead log grew by {grown} bytes for a 4 MiB snapshot"
+    );
+    assert_eq!(
+        snapshot_files(dir.path()),
+        ["state-00000000000000000010.snap"]
+    );
+    let file = dir.path().join("snapshots/state-00000000000000000010.snap");
+    assert!(
+        std::fs::metadata(file).unwrap().len() >= 4 << 20,
+        "the file holds it"
+    );
+    store
+        .save_snapshot(State::default().to_snapshot().unwrap(), 20, 2, &conf_state)
+        .unwrap();
+    assert_eq!(
+        snapshot_files(dir.path()),
+        ["state-00000000000000000020.snap"]
+    );
+    assert_eq!(store.state_snapshot().unwrap(), (State::default(), 20));
+    assert_eq!(store.snapshot(20, 2).unwrap().get_metadata().index, 20);
+}
+
+/// A crash after a snapshot's file was written and before the batch that names it leaves the
+/// store at the snapshot before; the next open removes the stray file and any temporary one.
+#[test]
+fn a_snapshot_file_that_its_metadata_never_named_is_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut kept = State::default();
+    kept.set_member_address(NodeId::new(2).unwrap(), Some("127.0.0.1:2".to_string()));
+    {
+        let store = open(dir.path());
+        store.append(&entries(1..=30, 2)).unwrap();
+        let conf_state = ConfState::from((vec![1, 2, 3], vec![]));
+        store
+            .save_snapshot(kept.to_snapshot().unwrap(), 10, 2, &conf_state)
+            .unwrap();
+    }
+    let snapshots = dir.path().join("snapshots");
+    let stray = State::default().to_snapshot().unwrap();
+    std::fs::write(snapshots.join("state-00000000000000000025.snap"), &stray).unwrap();
+    std::fs::write(
+        snapshots.join("state-00000000000000000027.snap.tmp"),
+        b"torn",
+    )
+    .unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.state_snapshot().unwrap(), (kept, 10));
+    assert_eq!(store.first_index().unwrap(), 11);
+    assert_eq!(
+        snapshot_files(dir.path()),
+        ["state-00000000000000000010.snap"]
+    );
+}
+
+/// A store whose snapshot file was removed refuses to start rather than start empty: an empty
+/// state would forget the fleet.
+#[test]
+fn a_missing_snapshot_file_is_an_error_not_an_empty_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksStore::open(
+        dir.path(),
+        &identity("c1", 1),
+        &voters(),
+        Durability::Synced,
+    )
+    .unwrap();
+    drop(store);
+    std::fs::remove_file(
+        dir.path()
+            .join("snapshots")
+            .join("state-00000000000000000001.snap"),
+    )
+    .unwrap();
+    let store = RocksStore::open(dir.path(), &identity("c1", 1), &[], Durability::Synced).unwrap();
+    let error = store.state_snapshot().unwrap_err();
+    assert!(error.to_string().contains("missing"), "{error}");
+    assert!(store.snapshot(0, 2).is_err());
 }
