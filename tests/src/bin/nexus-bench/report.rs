@@ -345,6 +345,19 @@ fn snapshot_text(out: &mut Lines, report: &snapshot::Report) {
         for line in catch_up.leader_snapshots.iter().chain(&catch_up.restored) {
             out.line(format_args!("  {line}"));
         }
+        for syncs in &catch_up.syncs {
+            out.line(format_args!(
+                "node {} during the fill: {} synced writes, {} over 0.1 s, {} over 0.25 s, {} over \
+                 1 s; {} long rounds of the Raft thread, persisting up to {} ms",
+                syncs.node,
+                syncs.writes,
+                syncs.over_100ms,
+                syncs.over_250ms,
+                syncs.over_1s,
+                syncs.long_rounds,
+                syncs.longest_persisting_ms
+            ));
+        }
     }
 }
 

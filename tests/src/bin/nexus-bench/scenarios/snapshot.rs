@@ -74,6 +74,60 @@ pub(crate) struct CatchUp {
     pub(crate) restored: Vec<String>,
     pub(crate) term_before: u64,
     pub(crate) term_after: u64,
+    /// Each founding member's synced writes to its store during the fill.
+    pub(crate) syncs: Vec<Syncs>,
+}
+
+/// One member's synced writes to its Raft store (`nexus_storage_sync_duration_seconds`), and
+/// its Raft thread's long rounds (over 0.5 s, from its log): what its snapshots' writes cost the
+/// log's appends beside them.
+#[derive(Debug, Serialize)]
+pub(crate) struct Syncs {
+    pub(crate) node: u64,
+    pub(crate) writes: u64,
+    pub(crate) over_100ms: u64,
+    pub(crate) over_250ms: u64,
+    pub(crate) over_1s: u64,
+    pub(crate) long_rounds: usize,
+    /// The longest a long round spent persisting (`persisting_ms`).
+    pub(crate) longest_persisting_ms: u64,
+}
+
+/// Reads each running member's [`Syncs`].
+async fn syncs(cluster: &TestCluster) -> Vec<Syncs> {
+    const HISTOGRAM: &str = "nexus_storage_sync_duration_seconds";
+    let mut all = Vec::new();
+    for member in cluster.running.iter().flatten() {
+        let Some(http) = member.http else { continue };
+        let (_, text) = nexus_tests::http::get(http, "/metrics").await;
+        let bucket = |le: &str| {
+            nexus_tests::exposition::value(&text, &format!("{HISTOGRAM}_bucket"), &[("le", le)])
+                .unwrap_or_default() as u64
+        };
+        let writes = nexus_tests::exposition::value(&text, &format!("{HISTOGRAM}_count"), &[])
+            .unwrap_or_default() as u64;
+        let log = member.process.log();
+        let long: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("busy for a long round"))
+            .collect();
+        let persisting = |line: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|field| field.strip_prefix("persisting_ms="))
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or_default()
+        };
+        all.push(Syncs {
+            node: member.node_id.get(),
+            writes,
+            over_100ms: writes.saturating_sub(bucket("0.1")),
+            over_250ms: writes.saturating_sub(bucket("0.25")),
+            over_1s: writes.saturating_sub(bucket("1.0")),
+            long_rounds: long.len(),
+            longest_persisting_ms: long.iter().map(|line| persisting(line)).max().unwrap_or(0),
+        });
+    }
+    all
 }
 
 fn host_name(i: usize) -> String {
@@ -398,6 +452,7 @@ async fn catch_up(
     // Elections during the fill show as a term past the first leader's.
     let term_before = leader.term;
     println!("term {term_before} after the fill");
+    let syncs = syncs(&cluster).await;
     let fourth = cluster.start_joiner(&pki, 4).await;
     let fourth_address = cluster.members[fourth].address;
     let observer = connect(&pki, &user, fourth_address).await.unwrap();
@@ -457,5 +512,6 @@ async fn catch_up(
         restored,
         term_before,
         term_after,
+        syncs,
     }
 }
