@@ -334,6 +334,18 @@ fn snapshot_text(out: &mut Lines, report: &snapshot::Report) {
         report.encode_seconds,
         report.decode_seconds
     ));
+    if let Some(marking) = &report.marking {
+        out.line(format_args!(
+            "{} hosts ({} workspaces) marked down in {:.3} s, back in {:.3} s; with a copy of the \
+             state held, {:.3} s and {:.3} s",
+            marking.hosts,
+            marking.workspaces,
+            marking.down_seconds,
+            marking.back_seconds,
+            marking.down_seconds_with_a_copy,
+            marking.back_seconds_with_a_copy
+        ));
+    }
     if let Some(catch_up) = &report.catch_up {
         out.line(format_args!(
             "new member: added in {:.1} s, serving every workspace after {:.1} s; term {} -> {}",

@@ -16,7 +16,7 @@ use nexus_protocol::identity::Role;
 use nexus_protocol::message::{
     AdminRequest, AgentRequest, ObservedWorkspace, Request, Response, WorkspaceRequest,
 };
-use nexus_protocol::model::{HostInfo, LimitsPatch, WorkspaceSpec, WorkspaceState};
+use nexus_protocol::model::{HostInfo, HostStatus, LimitsPatch, WorkspaceSpec, WorkspaceState};
 use nexus_protocol::{ErrorCode, HostId, Identity, RequestId, UserName, clock};
 use nexus_tests::cluster::{TestCluster, admin_to_leader};
 use nexus_tests::pki::{self, TestPki};
@@ -44,6 +44,11 @@ pub(crate) struct Args {
     /// The coordinators' `--election-ticks` (their default, 10, unless given).
     #[arg(long)]
     pub(crate) election_ticks: Option<usize>,
+    /// In this process, also mark this many hosts down (the detector's `SetHostStatus`) and
+    /// take them back (`HostReturned`), timing the applies: what a mass of markings costs
+    /// every replica.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) mark_down: usize,
 }
 
 /// What the `snapshot` scenario measured.
@@ -57,7 +62,65 @@ pub(crate) struct Report {
     pub(crate) copy_seconds: f64,
     pub(crate) encode_seconds: f64,
     pub(crate) decode_seconds: f64,
+    pub(crate) marking: Option<Marking>,
     pub(crate) catch_up: Option<CatchUp>,
+}
+
+/// `--mark-down`: hosts marked down and taken back by applying the log's commands, with no
+/// copy of the state held and with one held (as a replica holds its snapshot's and its policy
+/// loop's copies, so that a change copies the nodes it touches first).
+#[derive(Debug, Serialize)]
+pub(crate) struct Marking {
+    pub(crate) hosts: usize,
+    /// The workspaces on them, each lost and then back.
+    pub(crate) workspaces: usize,
+    pub(crate) down_seconds: f64,
+    pub(crate) back_seconds: f64,
+    pub(crate) down_seconds_with_a_copy: f64,
+    pub(crate) back_seconds_with_a_copy: f64,
+}
+
+/// Marks the first `hosts` hosts down and back, twice (see [`Marking`]).
+fn mark_down(state: &mut State, hosts: usize) -> Marking {
+    let coordinator = Identity::Coordinator(nexus_protocol::NodeId::new(1).unwrap());
+    let ids: Vec<HostId> = (0..hosts)
+        .map(|i| HostId::new(host_name(i)).unwrap())
+        .collect();
+    let marked: std::collections::BTreeSet<&HostId> = ids.iter().collect();
+    let workspaces = state
+        .workspaces()
+        .values()
+        .filter(|w| marked.contains(&w.host))
+        .count();
+    let timed = |state: &mut State, status: Option<HostStatus>| {
+        let started = Instant::now();
+        for host in &ids {
+            let command = match status {
+                Some(status) => Command::SetHostStatus {
+                    host: host.clone(),
+                    status,
+                },
+                None => Command::HostReturned { host: host.clone() },
+            };
+            let outcome = state.apply(&proposal(coordinator.clone(), command));
+            assert_eq!(outcome, nexus_coordinator::state::Outcome::Applied);
+        }
+        started.elapsed().as_secs_f64()
+    };
+    let down_seconds = timed(state, Some(HostStatus::Down));
+    let back_seconds = timed(state, None);
+    let copy = state.snapshot_copy();
+    let down_seconds_with_a_copy = timed(state, Some(HostStatus::Down));
+    let back_seconds_with_a_copy = timed(state, None);
+    drop(copy);
+    Marking {
+        hosts,
+        workspaces,
+        down_seconds,
+        back_seconds,
+        down_seconds_with_a_copy,
+        back_seconds_with_a_copy,
+    }
 }
 
 /// A new member caught up from the real coordinators' snapshot.
@@ -250,6 +313,7 @@ pub(crate) async fn run(args: Args) -> Report {
         in_process_only,
         concurrency,
         election_ticks,
+        mark_down: marked,
     } = args;
     let started = Instant::now();
     let state = build(hosts, workspaces);
@@ -286,7 +350,7 @@ pub(crate) async fn run(args: Args) -> Report {
         assert_eq!(decoded.workspaces().len(), workspaces);
     }
     let snapshot_bytes = bytes.len();
-    drop((state, bytes));
+    drop(bytes);
     println!(
         "snapshot of {snapshot_bytes} bytes: copied in {:.4} s, encoded in {:.3} s, decoded in {:.3} s (medians of {})",
         median(copies.clone()),
@@ -294,6 +358,20 @@ pub(crate) async fn run(args: Args) -> Report {
         median(decodes.clone()),
         encodes.len()
     );
+    let marking = (marked > 0).then(|| {
+        let mut state = state;
+        let marking = mark_down(&mut state, marked.min(hosts));
+        println!(
+            "{} hosts with {} workspaces marked down in {:.3} s and back in {:.3} s; with a copy held, {:.3} s and {:.3} s",
+            marking.hosts,
+            marking.workspaces,
+            marking.down_seconds,
+            marking.back_seconds,
+            marking.down_seconds_with_a_copy,
+            marking.back_seconds_with_a_copy
+        );
+        marking
+    });
     let catch_up = if in_process_only {
         None
     } else {
@@ -307,6 +385,7 @@ pub(crate) async fn run(args: Args) -> Report {
         copy_seconds: median(copies),
         encode_seconds: median(encodes),
         decode_seconds: median(decodes),
+        marking,
         catch_up,
     }
 }
