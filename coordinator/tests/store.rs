@@ -34,16 +34,15 @@ fn open(dir: &Path) -> RocksStore {
     RocksStore::open(dir, &identity("c1", 1), &[], Durability::Synced).unwrap()
 }
 
+/// A founding member's store: node 1 of three, from the shared bootstrap snapshot.
+fn open_founder(dir: &Path) -> RocksStore {
+    RocksStore::open(dir, &identity("c1", 1), &voters(), Durability::Synced).unwrap()
+}
+
 #[test]
 fn a_founder_starts_from_the_shared_bootstrap_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let store = RocksStore::open(
-        dir.path(),
-        &identity("c1", 1),
-        &voters(),
-        Durability::Synced,
-    )
-    .unwrap();
+    let store = open_founder(dir.path());
     let initial = store.initial_state().unwrap();
     assert_eq!(initial.conf_state.voters, [1, 2, 3]);
     assert_eq!((initial.hard_state.term, initial.hard_state.commit), (1, 1));
@@ -498,13 +497,7 @@ fn a_snapshot_file_that_its_metadata_never_named_is_removed_at_open() {
 #[test]
 fn a_missing_snapshot_file_is_an_error_not_an_empty_state() {
     let dir = tempfile::tempdir().unwrap();
-    let store = RocksStore::open(
-        dir.path(),
-        &identity("c1", 1),
-        &voters(),
-        Durability::Synced,
-    )
-    .unwrap();
+    let store = open_founder(dir.path());
     drop(store);
     std::fs::remove_file(
         dir.path()
