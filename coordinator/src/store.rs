@@ -25,7 +25,7 @@
 //! Every write is synced unless the store is opened for simulation. A failed write is fatal
 //! ([`StoreError`]): the node must stop rather than run on with a replica that may diverge.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -40,9 +40,11 @@ use serde::{Deserialize, Serialize};
 use crate::consensus::{LogStore, StoreError};
 use crate::state::State;
 
+mod cached;
 mod snapshot_files;
 
-use snapshot_files::SnapshotFiles;
+use cached::Cached;
+use snapshot_files::{SnapshotFiles, missing_snapshot};
 
 use crate::files::Sync;
 
@@ -94,79 +96,6 @@ pub enum Durability {
     Unsynced,
 }
 
-/// What Raft reads often, kept in memory (the database stays the truth).
-#[derive(Debug, Clone, Default)]
-struct Cached {
-    hard_state: HardState,
-    snapshot: SnapshotMetadata,
-    last_index: u64,
-    /// The term of every entry in the log, from the one after the snapshot to `last_index`.
-    /// Raft asks for terms all the time (its last term at every append, vote and commit check);
-    /// reading the entry for it read a restore's whole state (79 MB at 250,000 workspaces) from
-    /// RocksDB each time, and held the Raft thread past the election timeout.
-    terms: VecDeque<u64>,
-    /// Large entries (a restore's state) as they were appended, until applied here or gone from
-    /// the log: raft-rs reads a committed entry back to apply it, and a leader reads an entry
-    /// again for every append it sends. Read from RocksDB, 79 MB took seconds (copied out of the
-    /// memtable or decompressed from a fresh table, then parsed); these share the appended
-    /// entry's bytes.
-    large: BTreeMap<u64, Entry>,
-}
-
-/// Entries at least this large are kept in memory ([`Cached::large`]) until applied.
-const LARGE_ENTRY_BYTES: usize = 1 << 20;
-/// At most this many of them: the newest are kept.
-const LARGE_ENTRIES_KEPT: usize = 4;
-
-impl Cached {
-    /// The term of the entry at `index`, if the log holds it.
-    fn term(&self, index: u64) -> Option<u64> {
-        let offset = index.checked_sub(self.snapshot.index + 1)?;
-        self.terms.get(usize::try_from(offset).ok()?).copied()
-    }
-
-    /// `entries` replace the log from the first of them on.
-    fn appended(&mut self, entries: &[Entry]) {
-        let first = self.snapshot.index + 1;
-        for entry in entries {
-            let Some(offset) = entry
-                .index
-                .checked_sub(first)
-                .and_then(|offset| usize::try_from(offset).ok())
-            else {
-                continue;
-            };
-            self.terms.truncate(offset);
-            if self.terms.len() == offset {
-                self.terms.push_back(entry.term);
-            }
-        }
-        if let Some(first) = entries.first() {
-            self.large.retain(|index, _| *index < first.index);
-        }
-        for entry in entries {
-            if entry.data.len() >= LARGE_ENTRY_BYTES {
-                self.large.insert(entry.index, entry.clone());
-            }
-        }
-        while self.large.len() > LARGE_ENTRIES_KEPT {
-            self.large.pop_first();
-        }
-    }
-
-    /// The log up to `index` is gone behind a snapshot taken there.
-    fn compacted(&mut self, index: u64) {
-        let gone = index.saturating_sub(self.snapshot.index);
-        let gone = usize::try_from(gone).unwrap_or(usize::MAX);
-        if gone >= self.terms.len() {
-            self.terms.clear();
-        } else {
-            self.terms.drain(..gone);
-        }
-        self.large.retain(|at, _| *at > index);
-    }
-}
-
 /// The RocksDB store. Cloning shares it.
 #[derive(Clone)]
 pub struct RocksStore {
@@ -194,10 +123,6 @@ impl std::fmt::Debug for RocksStore {
 
 fn db_error(error: rocksdb::Error) -> StoreError {
     StoreError(format!("rocksdb: {error}"))
-}
-
-fn file_error(what: &str, error: std::io::Error) -> StoreError {
-    StoreError(format!("snapshot file: cannot {what}: {error}"))
 }
 
 fn proto_error(what: &str, error: protobuf::ProtobufError) -> StoreError {
@@ -270,7 +195,7 @@ impl RocksStore {
             Durability::Synced => Sync::Synced,
             Durability::Unsynced => Sync::Unsynced,
         };
-        let files = SnapshotFiles::open(dir, sync).map_err(|e| file_error("make the folder", e))?;
+        let files = SnapshotFiles::open(dir, sync)?;
         let store = RocksStore {
             db: Arc::new(db),
             cached: Arc::default(),
@@ -331,7 +256,7 @@ impl RocksStore {
         index: u64,
     ) -> Result<(), StoreError> {
         if let Some(bytes) = self.get(STATE, SNAPSHOT_KEY)? {
-            self.write_snapshot_file(index, &bytes)?;
+            self.files.write(index, &bytes)?;
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(STATE)?, SNAPSHOT_KEY);
@@ -394,7 +319,7 @@ impl RocksStore {
                 "hard state",
                 &hard_state,
             )?;
-            self.write_snapshot_file(BOOTSTRAP_INDEX, &first.to_snapshot()?)?;
+            self.files.write(BOOTSTRAP_INDEX, &first.to_snapshot()?)?;
         }
         self.write(batch)
     }
@@ -458,20 +383,6 @@ impl RocksStore {
         self.cached
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The snapshot at `index`, if its file is there.
-    fn stored_snapshot(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        self.files
-            .read(index)
-            .map_err(|e| file_error(&format!("read the snapshot at {index}"), e))
-    }
-
-    /// Writes the snapshot at `index` to its file, before the batch that names it.
-    fn write_snapshot_file(&self, index: u64, data: &[u8]) -> Result<(), StoreError> {
-        self.files
-            .write(index, data)
-            .map_err(|e| file_error(&format!("write the snapshot at {index}"), e))
     }
 
     /// Removes every snapshot file but the one at `index` (after the batch that names it, or at
@@ -549,7 +460,7 @@ impl RocksStore {
     pub fn state_snapshot(&self) -> Result<(State, u64), StoreError> {
         let _reading = self.lock_snapshot();
         let index = self.read_cache().snapshot.index;
-        match self.stored_snapshot(index)? {
+        match self.files.read(index)? {
             Some(bytes) => Ok((State::from_snapshot(&bytes)?, index)),
             None if index == 0 => Ok((State::default(), 0)),
             None => Err(missing_snapshot(index)),
@@ -607,16 +518,6 @@ fn decode_record<T: serde::de::DeserializeOwned>(
         .map_err(|e| StoreError(format!("corrupt {what}: {e}")))?
         .ok_or_else(|| StoreError(format!("truncated {what}")))?;
     codec::decode(payload).map_err(|e| StoreError(format!("corrupt {what}: {e}")))
-}
-
-/// The metadata names a snapshot at `index` whose file is not there: the store was damaged (a
-/// file removed by hand). Starting from an empty state would lose the fleet.
-fn missing_snapshot(index: u64) -> StoreError {
-    StoreError(format!(
-        "the snapshot at index {index} is missing from snapshots/: remove this member from the \
-         cluster, clear its data dir and add it again (operations.md, \"A data dir belongs to \
-         one cluster and one node\")"
-    ))
 }
 
 fn unavailable() -> raft::Error {
@@ -729,7 +630,8 @@ impl raft::Storage for RocksStore {
             ));
         }
         let data = self
-            .stored_snapshot(metadata.index)
+            .files
+            .read(metadata.index)
             .and_then(|data| data.ok_or_else(|| missing_snapshot(metadata.index)))
             .map_err(other)?;
         let mut snapshot = Snapshot::default();
@@ -804,7 +706,7 @@ impl LogStore for RocksStore {
         let mut hard_state = self.read_cache().hard_state.clone();
         hard_state.term = hard_state.term.max(metadata.term);
         hard_state.commit = metadata.index;
-        self.write_snapshot_file(metadata.index, &snapshot.data)?;
+        self.files.write(metadata.index, &snapshot.data)?;
         let mut batch = WriteBatch::default();
         put_meta(
             &mut batch,
@@ -856,7 +758,7 @@ impl LogStore for RocksStore {
             ..Default::default()
         };
         metadata.set_conf_state(conf_state.clone());
-        self.write_snapshot_file(index, &data)?;
+        self.files.write(index, &data)?;
         drop(data);
         let mut batch = WriteBatch::default();
         put_meta(

@@ -15,6 +15,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::consensus::StoreError;
 use crate::files::{self, Sync};
 
 const PREFIX: &str = "state-";
@@ -32,13 +33,15 @@ pub(super) struct SnapshotFiles {
 impl SnapshotFiles {
     /// The folder in `store_dir`, made if missing (0700, and `store_dir` synced, so that the
     /// folder is on disk before any batch names a file in it).
-    pub(super) fn open(store_dir: &Path, sync: Sync) -> io::Result<SnapshotFiles> {
+    pub(super) fn open(store_dir: &Path, sync: Sync) -> Result<SnapshotFiles, StoreError> {
         let dir = store_dir.join("snapshots");
         if !dir.is_dir() {
-            files::private_dir(&dir)?;
-            if sync == Sync::Synced {
-                files::sync_dir(store_dir)?;
-            }
+            files::private_dir(&dir)
+                .and_then(|()| match sync {
+                    Sync::Synced => files::sync_dir(store_dir),
+                    Sync::Unsynced => Ok(()),
+                })
+                .map_err(|e| file_error("make the folder", e))?;
         }
         Ok(SnapshotFiles { dir, sync })
     }
@@ -47,19 +50,21 @@ impl SnapshotFiles {
         self.dir.join(format!("{PREFIX}{index:020}{SUFFIX}"))
     }
 
-    /// Writes the snapshot at `index` whole, replacing one of the same index.
-    pub(super) fn write(&self, index: u64, data: &[u8]) -> io::Result<()> {
+    /// Writes the snapshot at `index` whole, replacing one of the same index: before the batch
+    /// that names it.
+    pub(super) fn write(&self, index: u64, data: &[u8]) -> Result<(), StoreError> {
         let path = self.path(index);
         let temporary = self.dir.join(format!("{PREFIX}{index:020}{TEMPORARY}"));
         files::write_atomically(&temporary, &path, data, self.sync)
+            .map_err(|e| file_error(&format!("write the snapshot at {index}"), e))
     }
 
     /// The snapshot at `index`, if its file is there.
-    pub(super) fn read(&self, index: u64) -> io::Result<Option<Vec<u8>>> {
+    pub(super) fn read(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
         match fs::read(self.path(index)) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error),
+            Err(error) => Err(file_error(&format!("read the snapshot at {index}"), error)),
         }
     }
 
@@ -82,6 +87,20 @@ impl SnapshotFiles {
         }
         Ok(removed)
     }
+}
+
+fn file_error(what: &str, error: io::Error) -> StoreError {
+    StoreError(format!("snapshot file: cannot {what}: {error}"))
+}
+
+/// The metadata names a snapshot at `index` whose file is not there: the store was damaged (a
+/// file removed by hand). Starting from an empty state would lose the fleet.
+pub(super) fn missing_snapshot(index: u64) -> StoreError {
+    StoreError(format!(
+        "the snapshot at index {index} is missing from snapshots/: remove this member from the \
+         cluster, clear its data dir and add it again (operations.md, \"A data dir belongs to \
+         one cluster and one node\")"
+    ))
 }
 
 #[cfg(test)]
