@@ -120,7 +120,11 @@ fn each_external_dependency_has_one_home() {
         ("x509_parser::", &["protocol/src/identity.rs"]),
         (
             "raft::",
-            &["coordinator/src/consensus", "coordinator/src/store.rs"],
+            &[
+                "coordinator/src/consensus",
+                "coordinator/src/store.rs",
+                "coordinator/src/store/",
+            ],
         ),
         (
             "protobuf::",
