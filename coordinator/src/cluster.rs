@@ -120,6 +120,15 @@ impl Cluster {
         self.hosts.roster()
     }
 
+    /// The hosts in the fleet as this replica last applied them, as of the roster's number read
+    /// before (or newer), without asking the driver: a copy shared with the state until either
+    /// changes, so it costs nothing to take.
+    pub fn roster_hosts(
+        &self,
+    ) -> crate::state::Map<nexus_protocol::HostId, crate::state::HostRecord> {
+        self.hosts.roster_hosts()
+    }
+
     /// Changes whenever `host`'s desired state may have changed on this replica.
     pub fn desired_changes(&self, host: &nexus_protocol::HostId) -> watch::Receiver<()> {
         self.hosts.subscribe(host)

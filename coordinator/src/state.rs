@@ -87,7 +87,7 @@ pub type Set<T> = imbl::OrdSet<T>;
 /// records') are snapshot bytes in this order: a change to them is a new snapshot format.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct State {
-    hosts: BTreeMap<HostId, HostRecord>,
+    hosts: Map<HostId, HostRecord>,
     /// Every change to a workspace moves its host's epoch ([`Workspaces`]).
     workspaces: Workspaces,
     /// Every allocated host port and the workspace that holds it: no port is given twice.

@@ -165,6 +165,11 @@ impl Driver {
         ),
         metrics: Metrics,
     ) -> Driver {
+        let mut node = node;
+        // The roster as loaded, before any handle can ask for it.
+        if node.take_roster_changed() {
+            hosts.roster_changed(node.state().hosts().clone());
+        }
         Driver {
             known_addresses: node.state().member_addresses().clone(),
             node,
@@ -280,7 +285,7 @@ impl Driver {
             // Before the waiters hear of the entries: a heartbeat after a refusal for a down
             // host must see the roster moved.
             if self.node.take_roster_changed() {
-                self.hosts.roster_changed();
+                self.hosts.roster_changed(self.node.state().hosts().clone());
             }
             self.measure(&output);
             let (gathering, persisting, applying) =

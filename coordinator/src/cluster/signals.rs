@@ -1,11 +1,13 @@
 //! The signals that wake desired-state watches: one per watched host, raised as entries that
-//! change it apply, and the roster's number.
+//! change it apply, and the roster: its number and the hosts as last applied.
 
 use std::collections::HashMap;
 
+use nexus_protocol::HostId;
 use tokio::sync::watch;
 
-use crate::locks::lock;
+use crate::locks::{lock, read, write};
+use crate::state::{HostRecord, Map};
 
 /// One signal per host with a desired-state watch, raised when that host's desired state
 /// changes: an applied entry wakes only the watches it concerns, not every agent's.
@@ -15,6 +17,10 @@ pub struct HostSignals {
     /// Moves on whenever the roster (which hosts are in the fleet, which are down) may have
     /// changed on this replica; never goes back, not even over a snapshot or a restore.
     roster: std::sync::atomic::AtomicU64,
+    /// The hosts as this replica last applied them, published by the driver with each move of
+    /// the number (a copy shared with the state until either changes): what a heartbeat or the
+    /// failure detector reads of the roster without waiting on the driver's thread.
+    roster_hosts: std::sync::RwLock<Map<HostId, HostRecord>>,
 }
 
 impl HostSignals {
@@ -23,9 +29,19 @@ impl HostSignals {
         self.roster.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    pub(super) fn roster_changed(&self) {
+    /// The hosts as of the roster's number read before (or newer): read the number first.
+    pub fn roster_hosts(&self) -> Map<HostId, HostRecord> {
+        read(&self.roster_hosts).clone()
+    }
+
+    /// Publishes `hosts`, then moves the number: whoever reads the number and then the hosts
+    /// gets hosts at least as new as the number.
+    pub(super) fn roster_changed(&self, hosts: Map<HostId, HostRecord>) {
+        let old = std::mem::replace(&mut *write(&self.roster_hosts), hosts);
         self.roster
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        // Dropped outside the lock: the last copy of a table may be large to free.
+        drop(old);
     }
 
     /// A signal that changes whenever `host`'s desired state may have.

@@ -79,10 +79,13 @@ impl Service {
 
     /// Takes a heartbeat. Liveness is the leader's to judge: agents heartbeat the leader. At
     /// thousands a second this is the leader's commonest request, so it asks the driver nothing
-    /// in the common case: whether this node leads is the driver's published word, and whether
-    /// the host is in the fleet and not down was read at an earlier heartbeat and holds while
-    /// the roster's number has not moved ([`Cluster::roster`](crate::cluster::Cluster::roster)).
-    /// A host marked down moves it, so its next heartbeat reads, finds it down and returns it.
+    /// but a down host's return: whether this node leads is the driver's published word, and
+    /// whether the host is in the fleet and not down was read at an earlier heartbeat and holds
+    /// while the roster's number has not moved ([`Cluster::roster`](crate::cluster::Cluster::roster)).
+    /// A host marked down moves it, so its next heartbeat reads the published roster, finds it
+    /// down and returns it. When hundreds are marked at once, every heartbeat of the fleet reads
+    /// again: from the published copy, not through the Raft thread that is applying the
+    /// markings (through it, each waited out that apply, and live hosts fell silent in turn).
     async fn heartbeat(
         &self,
         host: &HostId,
@@ -92,13 +95,9 @@ impl Service {
         let roster = self.cluster.roster();
         let standing = self.liveness().get(host).and_then(|l| l.roster) == Some(roster);
         if !standing {
-            let wanted = host.clone();
-            let status = self
-                .cluster
-                .read(Consistency::Stale, move |state| {
-                    state.hosts().get(&wanted).map(|h| h.status)
-                })
-                .await?;
+            // As of the number read above, or newer; the driver is not asked, so a busy Raft
+            // thread (a mass marking being applied) never holds the fleet's heartbeats.
+            let status = self.cluster.roster_hosts().get(host).map(|h| h.status);
             match status {
                 None => {
                     return Err(WireError::new(
@@ -161,13 +160,23 @@ impl Service {
                         ),
                     ));
                 }
-                self.cluster
-                    .propose(
-                        request_id,
-                        peer.identity.clone(),
-                        Command::RegisterHost(info),
-                    )
-                    .await?;
+                // An agent registers at every connection: after a failover, the whole fleet
+                // at once. One whose facts this replica has applied already (so committed)
+                // needs no entry, and its session goes on without waiting on the Raft thread.
+                let known = self
+                    .cluster
+                    .roster_hosts()
+                    .get(host_id)
+                    .is_some_and(|known| known.info == info);
+                if !known {
+                    self.cluster
+                        .propose(
+                            request_id,
+                            peer.identity.clone(),
+                            Command::RegisterHost(info),
+                        )
+                        .await?;
+                }
                 // Liveness starts with the first heartbeat, which only the leader takes: a
                 // follower that forwarded the registration keeps no record of the host's health.
                 Ok(Response::Registered {
@@ -276,6 +285,8 @@ impl Repeats {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use nexus_protocol::HostId;
     use nexus_protocol::error::{ErrorCode, ErrorDetail, WireError};
     use nexus_protocol::identity::Role;
@@ -522,6 +533,93 @@ mod tests {
         ask(&service, &h1, running).await.unwrap();
         assert_eq!(counted("change"), changes + 1);
         assert_eq!(state_of_w().await, Some(WorkspaceState::Running));
+        node.stop().await.unwrap();
+    }
+
+    /// A heartbeat never waits on the Raft thread: with the roster moved (another host
+    /// registered) and the driver held by a read, a host's heartbeat is still answered, from
+    /// the roster the driver published.
+    #[tokio::test]
+    async fn a_heartbeat_is_answered_while_the_raft_thread_is_held() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let beat = Request::Agent(AgentRequest::Heartbeat {
+            sequence: 1,
+            stats: None,
+        });
+        ask(&service, &agent("h1"), beat.clone()).await.unwrap();
+        let read_at = service.cluster.roster();
+        ask(
+            &service,
+            &agent("h2"),
+            Request::Agent(AgentRequest::Register(info("h2"))),
+        )
+        .await
+        .unwrap();
+        assert!(
+            service.cluster.roster() > read_at,
+            "a registration moves the roster"
+        );
+        let (entered, holding) = tokio::sync::oneshot::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let hold = tokio::spawn({
+            let cluster = service.cluster.clone();
+            async move {
+                cluster
+                    .read(crate::cluster::Consistency::Stale, move |_| {
+                        let _ = entered.send(());
+                        let _ = held.recv_timeout(Duration::from_secs(20));
+                    })
+                    .await
+            }
+        });
+        holding.await.unwrap();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            ask(&service, &agent("h1"), beat.clone()),
+        )
+        .await;
+        release.send(()).unwrap();
+        assert!(
+            matches!(answer, Ok(Ok(Response::Ack))),
+            "the heartbeat waited on the held driver: {answer:?}"
+        );
+        hold.await.unwrap().unwrap();
+        node.stop().await.unwrap();
+    }
+
+    /// A reconnecting agent registers again; when its facts are the ones applied, nothing is
+    /// written, and when they changed, they are.
+    #[tokio::test]
+    async fn registering_again_unchanged_writes_nothing_and_a_change_is_written() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let register = |info| Request::Agent(AgentRequest::Register(info));
+        let applied = || async { service.cluster.view().await.unwrap().applied_index };
+        let before = applied().await;
+        for _ in 0..3 {
+            assert!(matches!(
+                ask(&service, &agent("h1"), register(info("h1"))).await,
+                Ok(Response::Registered { .. })
+            ));
+        }
+        assert_eq!(
+            applied().await,
+            before,
+            "no entry for facts already applied"
+        );
+        let mut changed = info("h1");
+        changed.agent_version = "9.9.9".into();
+        ask(&service, &agent("h1"), register(changed.clone()))
+            .await
+            .unwrap();
+        assert!(applied().await > before);
+        let kept = service
+            .cluster
+            .read(crate::cluster::Consistency::Linearizable, |state| {
+                state.hosts()[&HostId::new("h1").unwrap()].info.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(kept, changed);
         node.stop().await.unwrap();
     }
 

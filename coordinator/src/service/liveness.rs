@@ -10,7 +10,6 @@ use nexus_protocol::clock::{self, Timestamp};
 use nexus_protocol::model::{ContainerStats, HostStats, HostStatus};
 
 use super::Service;
-use crate::cluster::Consistency;
 use crate::detector::{self, Decision, Memory, Policy};
 use crate::state::Command;
 
@@ -54,19 +53,13 @@ impl Service {
                 .as_ref()
                 .is_none_or(|(read_at, _)| *read_at != number)
             {
-                let Ok(hosts) = self
+                // Published by the driver: no wait behind a busy round.
+                let hosts: BTreeMap<HostId, HostStatus> = self
                     .cluster
-                    .read(Consistency::Stale, |state| {
-                        state
-                            .hosts()
-                            .iter()
-                            .map(|(id, h)| (id.clone(), h.status))
-                            .collect::<BTreeMap<_, _>>()
-                    })
-                    .await
-                else {
-                    continue;
-                };
+                    .roster_hosts()
+                    .iter()
+                    .map(|(id, h)| (id.clone(), h.status))
+                    .collect();
                 // A host removed from the fleet (through any coordinator) leaves no soft state
                 // here.
                 self.liveness().retain(|host, _| hosts.contains_key(host));

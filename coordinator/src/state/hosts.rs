@@ -17,12 +17,12 @@ use nexus_protocol::identity::Identity;
 use nexus_protocol::model::{HostInfo, HostStatus, ResourceClass, WorkspaceState};
 use nexus_protocol::{HostId, WorkspaceName};
 
-use super::{HostRecord, Origin, Outcome, State, reject};
+use super::{HostRecord, Map, Origin, Outcome, State, reject};
 use crate::fit::{HostFacts, Unfit};
 
 impl State {
     /// Every known host, by id.
-    pub fn hosts(&self) -> &BTreeMap<HostId, HostRecord> {
+    pub fn hosts(&self) -> &Map<HostId, HostRecord> {
         &self.hosts
     }
 
