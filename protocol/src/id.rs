@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// Why a string is not a valid identifier.
@@ -91,20 +92,28 @@ const USER_NAME: Rules = Rules {
 
 /// The boilerplate every validated string id shares: construction through its rules, display,
 /// parsing, and serde through `TryFrom<String>` so decoding validates too.
+///
+/// An id up to 24 bytes (nearly all of them) is kept inline, not on the heap: the state's tables
+/// compare ids in every lookup (a table of 900,000 workspaces, about 25 comparisons a lookup), and
+/// a key on the heap made each comparison a cache miss of its own (benchmarks.md, "Marking a
+/// host's workspaces"). A clone of one is a copy, not an allocation. Same bytes in every
+/// encoding, same order, same hash.
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $rules:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(CompactString);
 
         impl $name {
             pub fn new(value: impl Into<String>) -> Result<Self, InvalidId> {
-                $rules.check(value.into()).map(Self)
+                $rules
+                    .check(value.into())
+                    .map(|checked| Self(CompactString::from(checked)))
             }
 
             pub fn as_str(&self) -> &str {
-                &self.0
+                self.0.as_str()
             }
         }
 
@@ -130,7 +139,7 @@ macro_rules! string_id {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.into_string()
             }
         }
     };
@@ -359,5 +368,36 @@ mod tests {
         assert!(decoded.is_err());
         let bytes = bincode::serde::encode_to_vec(0u64, config).unwrap();
         assert!(bincode::serde::decode_from_slice::<NodeId, _>(&bytes, config).is_err());
+    }
+
+    /// Kept inline or on the heap, an id encodes, orders, hashes and prints as its string: the
+    /// snapshots, the wire and the listings' order do not depend on where it is kept.
+    #[test]
+    fn an_id_is_its_string_in_every_encoding_order_and_hash() {
+        use std::hash::{BuildHasher, RandomState};
+        let config = bincode::config::standard();
+        let hasher = RandomState::new();
+        let short = "w000123".to_string();
+        let long = format!("a-{}-z", "x".repeat(50));
+        let mut names = Vec::new();
+        for text in [&short, &long] {
+            let name = WorkspaceName::new(text.as_str()).unwrap();
+            assert_eq!(
+                bincode::serde::encode_to_vec(&name, config).unwrap(),
+                bincode::serde::encode_to_vec(text, config).unwrap()
+            );
+            assert_eq!(
+                serde_json::to_string(&name).unwrap(),
+                serde_json::to_string(text).unwrap()
+            );
+            assert_eq!(format!("{name:?}"), format!("WorkspaceName({text:?})"));
+            assert_eq!(hasher.hash_one(&name), hasher.hash_one(text));
+            assert_eq!(String::from(name.clone()), *text);
+            names.push(name);
+        }
+        assert_eq!(names[0].cmp(&names[1]), short.cmp(&long));
+        let read: WorkspaceName =
+            serde_json::from_str(&serde_json::to_string(&long).unwrap()).unwrap();
+        assert_eq!(read, names[1]);
     }
 }
