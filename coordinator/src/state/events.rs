@@ -14,6 +14,7 @@
 //! the events (the service).
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::debug::{Actor, EventKind, RequestRecord, WorkspaceEvent};
@@ -46,7 +47,11 @@ pub struct History {
     last_seq: u64,
     /// The request that last changed what the workspace's host should do with it.
     cause: Option<RequestId>,
-    events: VecDeque<Kept>,
+    /// Shared between copies of the table (same bytes under serde): while a snapshot's or the
+    /// policy loop's copy is held, a change to one workspace copies the table's node it lies in,
+    /// and with it every neighbour's history; shared, those copies are counts, and only the
+    /// changed workspace's events are copied.
+    events: Arc<VecDeque<Kept>>,
 }
 
 impl History {
@@ -350,13 +355,14 @@ impl State {
     /// [`EVENTS_KEPT`] (and their index entries, when no event kept carries their request).
     fn push(&mut self, name: &WorkspaceName, at: Timestamp, change: Change) {
         let history = self.events.entry(name.clone()).or_default();
+        let events = Arc::make_mut(&mut history.events);
         // Dropped before the new one is kept, so the queue never outgrows its first allocation.
-        while history.events.len() >= EVENTS_KEPT {
-            let Some(dropped) = history.events.pop_front() else {
+        while events.len() >= EVENTS_KEPT {
+            let Some(dropped) = events.pop_front() else {
                 break;
             };
             if let Some(id) = dropped.request_id()
-                && !history.events.iter().any(|e| e.request_id() == Some(id))
+                && !events.iter().any(|e| e.request_id() == Some(id))
             {
                 self.events_by_request.remove(&(id, name.clone()));
             }
@@ -371,7 +377,7 @@ impl State {
                 error: change.error,
             })
         });
-        history.events.push_back(Kept {
+        events.push_back(Kept {
             seq: history.last_seq,
             at,
             request: change.request_id.map(|id| id.as_u128().to_be_bytes()),
