@@ -294,7 +294,7 @@ mod tests {
     use nexus_protocol::model::{HostStatus, WorkspaceState};
 
     use crate::service::testing::{
-        agent, ask, code, info, leading, one_node, one_node_with_h1, user,
+        agent, ask, code, info, leading, one_node, one_node_with_h1, register, user,
     };
     use crate::state::Command;
 
@@ -416,13 +416,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
 
         // Another host's agent does not speak for it.
-        ask(
-            &service,
-            &agent("h2"),
-            Request::Agent(AgentRequest::Register(info("h2"))),
-        )
-        .await
-        .unwrap();
+        register(&service, "h2").await;
         let exec = report(ActivityKind::Exec, clock::now());
         assert!(matches!(
             ask(&service, &agent("h2"), exec.clone()).await,
@@ -548,13 +542,7 @@ mod tests {
         });
         ask(&service, &agent("h1"), beat.clone()).await.unwrap();
         let read_at = service.cluster.roster();
-        ask(
-            &service,
-            &agent("h2"),
-            Request::Agent(AgentRequest::Register(info("h2"))),
-        )
-        .await
-        .unwrap();
+        register(&service, "h2").await;
         assert!(
             service.cluster.roster() > read_at,
             "a registration moves the roster"

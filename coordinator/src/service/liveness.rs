@@ -132,7 +132,7 @@ mod tests {
 
     use crate::cluster::Consistency;
     use crate::service::Service;
-    use crate::service::testing::{agent, ask, info, leading, one_node};
+    use crate::service::testing::{agent, ask, leading, one_node, register};
 
     #[tokio::test]
     async fn a_host_that_registers_late_gets_a_full_ttl_before_it_is_marked_down() {
@@ -145,13 +145,7 @@ mod tests {
         });
         // Long past the grace of the election: the next host to register has no heartbeat yet.
         tokio::time::sleep(Duration::from_millis(700)).await;
-        ask(
-            &service,
-            &agent("h1"),
-            Request::Agent(AgentRequest::Register(info("h1"))),
-        )
-        .await
-        .unwrap();
+        register(&service, "h1").await;
         let status = |service: Arc<Service>| async move {
             service
                 .cluster
@@ -178,13 +172,7 @@ mod tests {
         let service = Arc::new(service.with_host_ttl(ttl));
         let hosts: Vec<String> = (0..14).map(|i| format!("h{i}")).collect();
         for host in &hosts {
-            ask(
-                &service,
-                &agent(host),
-                Request::Agent(AgentRequest::Register(info(host))),
-            )
-            .await
-            .unwrap();
+            register(&service, host).await;
         }
         // Hosts 0 and 1 heartbeat throughout; the other twelve are silent at first.
         let beating = |from: usize, to: usize| {

@@ -204,7 +204,7 @@ mod service_tests {
 
     use super::*;
     use crate::service::testing::{
-        agent, ask, code, info, named, one_node_with_h1, user, workspace_spec, ws,
+        agent, ask, code, named, one_node_with_h1, register, user, workspace_spec, ws,
     };
 
     #[tokio::test]
@@ -260,13 +260,7 @@ mod service_tests {
             facts: facts.clone(),
         });
         // Only the workspace's own host speaks for it.
-        ask(
-            &service,
-            &agent("h2"),
-            Request::Agent(AgentRequest::Register(info("h2"))),
-        )
-        .await
-        .unwrap();
+        register(&service, "h2").await;
         assert_eq!(
             code(ask(&service, &agent("h2"), report.clone()).await),
             Some(ErrorCode::WorkspaceNotFound)

@@ -47,14 +47,19 @@ pub(super) async fn one_node() -> (tempfile::TempDir, Node, Service) {
 pub(super) async fn one_node_with_h1() -> (tempfile::TempDir, Node, Service) {
     let (dir, node, service) = one_node().await;
     leading(&service).await;
+    register(&service, "h1").await;
+    (dir, node, service)
+}
+
+/// `host`'s agent registers its host, as the fixtures describe it.
+pub(super) async fn register(service: &Service, host: &str) {
     ask(
-        &service,
-        &agent("h1"),
-        Request::Agent(AgentRequest::Register(info("h1"))),
+        service,
+        &agent(host),
+        Request::Agent(AgentRequest::Register(info(host))),
     )
     .await
     .unwrap();
-    (dir, node, service)
 }
 
 /// A one-node cluster that leads, with host h1 registered and a user's workspace `w` placed on
