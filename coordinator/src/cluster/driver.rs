@@ -167,9 +167,8 @@ impl Driver {
     ) -> Driver {
         let mut node = node;
         // The roster as loaded, before any handle can ask for it.
-        if node.take_roster_changed() {
-            hosts.roster_changed(node.state().hosts().clone());
-        }
+        let moved = node.take_roster_changed();
+        hosts.publish(node.state().hosts(), moved);
         Driver {
             known_addresses: node.state().member_addresses().clone(),
             node,
@@ -284,9 +283,8 @@ impl Driver {
             self.unsent(unsent);
             // Before the waiters hear of the entries: a heartbeat after a refusal for a down
             // host must see the roster moved.
-            if self.node.take_roster_changed() {
-                self.hosts.roster_changed(self.node.state().hosts().clone());
-            }
+            let moved = self.node.take_roster_changed();
+            self.hosts.publish(self.node.state().hosts(), moved);
             self.measure(&output);
             let (gathering, persisting, applying) =
                 (output.gathering, output.persisting, output.applying);

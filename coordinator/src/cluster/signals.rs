@@ -17,9 +17,9 @@ pub struct HostSignals {
     /// Moves on whenever the roster (which hosts are in the fleet, which are down) may have
     /// changed on this replica; never goes back, not even over a snapshot or a restore.
     roster: std::sync::atomic::AtomicU64,
-    /// The hosts as this replica last applied them, published by the driver with each move of
-    /// the number (a copy shared with the state until either changes): what a heartbeat or the
-    /// failure detector reads of the roster without waiting on the driver's thread.
+    /// The hosts as this replica last applied them, published by the driver after each round
+    /// that changed them (a copy shared with the state until either changes): what a heartbeat,
+    /// a registration or the failure detector reads without waiting on the driver's thread.
     roster_hosts: std::sync::RwLock<Map<HostId, HostRecord>>,
 }
 
@@ -34,14 +34,22 @@ impl HostSignals {
         read(&self.roster_hosts).clone()
     }
 
-    /// Publishes `hosts`, then moves the number: whoever reads the number and then the hosts
-    /// gets hosts at least as new as the number.
-    pub(super) fn roster_changed(&self, hosts: Map<HostId, HostRecord>) {
-        let old = std::mem::replace(&mut *write(&self.roster_hosts), hosts);
-        self.roster
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        // Dropped outside the lock: the last copy of a table may be large to free.
-        drop(old);
+    /// Publishes `hosts` if they are not the ones published (a host's facts change without
+    /// moving the roster, and a registration compares with them), then moves the number if the
+    /// roster `moved`: whoever reads the number and then the hosts gets hosts at least as new as
+    /// the number.
+    pub(super) fn publish(&self, hosts: &Map<HostId, HostRecord>, moved: bool) {
+        // Shared with the state until either changes: the same table costs a pointer compare.
+        let unchanged = read(&self.roster_hosts).ptr_eq(hosts);
+        if !unchanged {
+            let old = std::mem::replace(&mut *write(&self.roster_hosts), hosts.clone());
+            // Dropped outside the lock: the last copy of a table may be large to free.
+            drop(old);
+        }
+        if moved {
+            self.roster
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 
     /// A signal that changes whenever `host`'s desired state may have.

@@ -163,6 +163,8 @@ impl Service {
                 // An agent registers at every connection: after a failover, the whole fleet
                 // at once. One whose facts this replica has applied already (so committed)
                 // needs no entry, and its session goes on without waiting on the Raft thread.
+                // (Facts changed and changed back within one commit's time, while the change
+                // is still unapplied, keep the change: an agent's facts do not flap so fast.)
                 let known = self
                     .cluster
                     .roster_hosts()
@@ -600,14 +602,21 @@ mod tests {
             .await
             .unwrap();
         assert!(applied().await > before);
-        let kept = service
-            .cluster
-            .read(crate::cluster::Consistency::Linearizable, |state| {
-                state.hosts()[&HostId::new("h1").unwrap()].info.clone()
-            })
+        let kept = || async {
+            service
+                .cluster
+                .read(crate::cluster::Consistency::Linearizable, |state| {
+                    state.hosts()[&HostId::new("h1").unwrap()].info.clone()
+                })
+                .await
+                .unwrap()
+        };
+        assert_eq!(kept().await, changed);
+        // And back: the facts compared are the ones applied last, not the roster's.
+        ask(&service, &agent("h1"), register(info("h1")))
             .await
             .unwrap();
-        assert_eq!(kept, changed);
+        assert_eq!(kept().await, info("h1"));
         node.stop().await.unwrap();
     }
 
