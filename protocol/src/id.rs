@@ -95,9 +95,9 @@ const USER_NAME: Rules = Rules {
 ///
 /// An id up to 24 bytes (nearly all of them) is kept inline, not on the heap: the state's tables
 /// compare ids in every lookup (a table of 900,000 workspaces, about 25 comparisons a lookup), and
-/// a key on the heap made each comparison a cache miss of its own (benchmarks.md, "Marking a
-/// host's workspaces"). A clone of one is a copy, not an allocation. Same bytes in every
-/// encoding, same order, same hash.
+/// a key on the heap made each comparison a cache miss of its own (benchmarks.md, "Marking hosts
+/// down"). A clone of one that fits is a copy, not an allocation. Same bytes in every encoding,
+/// same order, same hash.
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $rules:expr) => {
         $(#[$doc])*
