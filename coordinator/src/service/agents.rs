@@ -582,12 +582,12 @@ mod tests {
     #[tokio::test]
     async fn registering_again_unchanged_writes_nothing_and_a_change_is_written() {
         let (_dir, node, service) = one_node_with_h1().await;
-        let register = |info| Request::Agent(AgentRequest::Register(info));
+        let registration = |info| Request::Agent(AgentRequest::Register(info));
         let applied = || async { service.cluster.view().await.unwrap().applied_index };
         let before = applied().await;
         for _ in 0..3 {
             assert!(matches!(
-                ask(&service, &agent("h1"), register(info("h1"))).await,
+                ask(&service, &agent("h1"), registration(info("h1"))).await,
                 Ok(Response::Registered { .. })
             ));
         }
@@ -598,7 +598,7 @@ mod tests {
         );
         let mut changed = info("h1");
         changed.agent_version = "9.9.9".into();
-        ask(&service, &agent("h1"), register(changed.clone()))
+        ask(&service, &agent("h1"), registration(changed.clone()))
             .await
             .unwrap();
         assert!(applied().await > before);
@@ -613,7 +613,7 @@ mod tests {
         };
         assert_eq!(kept().await, changed);
         // And back: the facts compared are the ones applied last, not the roster's.
-        ask(&service, &agent("h1"), register(info("h1")))
+        ask(&service, &agent("h1"), registration(info("h1")))
             .await
             .unwrap();
         assert_eq!(kept().await, info("h1"));
