@@ -231,12 +231,14 @@ fn sync_text(out: &mut Lines, report: &sync::Report) {
 
 fn fleet_text(out: &mut Lines, report: &fleet::Report) {
     out.line(format_args!(
-        "{} hosts, {} workspaces: {:.0} placements/s, all running after {:.2} s, {} refused",
+        "{} hosts, {} workspaces: {:.0} placements/s, all running after {:.2} s, {} refused, \
+         {} placed after waiting for room",
         report.hosts,
         report.workspaces,
         report.placements_per_second,
         report.all_running_seconds,
-        report.refused
+        report.refused,
+        report.waited_for_room
     ));
     out.percentiles("create (placed and committed)", &report.create_latency);
     out.line(format_args!(
@@ -488,6 +490,7 @@ mod tests {
             },
             placed: 40,
             refused: 0,
+            waited_for_room: 2,
             placement_seconds: 0.175,
             placements_per_second: 228.4,
             running: 40,
@@ -510,7 +513,7 @@ mod tests {
         });
         assert_eq!(
             report.text(),
-            "5 hosts, 40 workspaces: 228 placements/s, all running after 0.41 s, 0 refused\n\
+            "5 hosts, 40 workspaces: 228 placements/s, all running after 0.41 s, 0 refused, 2 placed after waiting for room\n\
              create (placed and committed)              n=40 p50 1.500 ms  p95 2.250 ms  p99 3.000 ms  max 4.125 ms\n\
              idle coordinators: [{\"cpu_percent_of_one_core\":0.0,\"rss_mib\":22.5}]\n\
              busy coordinators: [{\"cpu_percent_of_one_core\":0.0,\"rss_mib\":22.5}]\n\

@@ -63,6 +63,8 @@ pub(crate) struct Report {
     pub(crate) idle: Idle,
     pub(crate) placed: usize,
     pub(crate) refused: usize,
+    /// Creates refused with RESOURCE_EXHAUSTED at first and placed when tried again.
+    pub(crate) waited_for_room: usize,
     pub(crate) placement_seconds: f64,
     pub(crate) placements_per_second: f64,
     pub(crate) running: usize,
@@ -157,12 +159,16 @@ pub(crate) async fn run(args: Args) -> Report {
     let connections = Arc::new(connections);
     let before = Usage::of_each(&pids);
     let started = Instant::now();
-    let (latencies, refused) =
-        create_all(connections, leader_address, workspaces, concurrency).await;
+    let Created {
+        latencies,
+        refused,
+        waited_for_room,
+    } = create_all(connections, leader_address, workspaces, concurrency).await;
     let placed_in = started.elapsed();
     let placed = latencies.len();
     println!(
-        "{placed} placements committed in {:.2} s ({:.0}/s), {} refused",
+        "{placed} placements committed in {:.2} s ({:.0}/s), {} refused, \
+         {waited_for_room} placed after waiting for room",
         placed_in.as_secs_f64(),
         placed as f64 / placed_in.as_secs_f64(),
         refused.len()
@@ -214,6 +220,7 @@ pub(crate) async fn run(args: Args) -> Report {
         },
         placed,
         refused: refused.len(),
+        waited_for_room,
         placement_seconds: placed_in.as_secs_f64(),
         placements_per_second: placed as f64 / placed_in.as_secs_f64(),
         running,
@@ -297,7 +304,7 @@ async fn create_all(
     leader_address: SocketAddr,
     workspaces: usize,
     concurrency: usize,
-) -> (Vec<Duration>, Vec<String>) {
+) -> Created {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for task in 0..concurrency {
@@ -312,15 +319,30 @@ async fn create_all(
         let next = next.clone();
         tasks.push(tokio::spawn(creator(connections, at, next, workspaces)));
     }
-    let mut latencies = Vec::with_capacity(workspaces);
-    let mut refused = Vec::new();
+    let mut all = Created {
+        latencies: Vec::with_capacity(workspaces),
+        refused: Vec::new(),
+        waited_for_room: 0,
+    };
     for task in tasks {
-        let (l, r) = task.await.unwrap();
-        latencies.extend(l);
-        refused.extend(r);
+        let created = task.await.unwrap();
+        all.latencies.extend(created.latencies);
+        all.refused.extend(created.refused);
+        all.waited_for_room += created.waited_for_room;
     }
-    (latencies, refused)
+    all
 }
+
+/// What the creates came to: each placed one's latency (from its first try), a line for each
+/// refused one, and how many were placed only after waiting for room.
+struct Created {
+    latencies: Vec<Duration>,
+    refused: Vec<String>,
+    waited_for_room: usize,
+}
+
+/// How long a create refused for want of room is tried again before it counts as refused.
+const ROOM_PATIENCE: Duration = Duration::from_secs(60);
 
 /// One of `create_all`'s tasks: takes the next workspace number from `next` until all are
 /// taken, and creates each through `connections[at]`, moving on as answers point.
@@ -329,21 +351,27 @@ async fn creator(
     mut at: usize,
     next: Arc<AtomicUsize>,
     workspaces: usize,
-) -> (Vec<Duration>, Vec<String>) {
+) -> Created {
     let mut latencies = Vec::new();
     let mut refused = Vec::new();
+    let mut waits = 0;
     loop {
         let i = next.fetch_add(1, Ordering::SeqCst);
         if i >= workspaces {
-            return (latencies, refused);
+            return Created {
+                latencies,
+                refused,
+                waited_for_room: waits,
+            };
         }
         let spec = WorkspaceSpec {
             image: "hollow".into(),
             ..nexus_fixtures::spec(&format!("w{i}"))
         };
         let sent = Instant::now();
-        let request_id = RequestId::random();
+        let mut request_id = RequestId::random();
         let mut attempts = 0;
+        let mut waited = false;
         loop {
             attempts += 1;
             let answer = connections[at]
@@ -382,8 +410,22 @@ async fn creator(
                     };
                     continue;
                 }
+                // RESOURCE_EXHAUSTED is an answer to retry (design.md), as a client would: near
+                // a full fleet the last free places are on hosts busy with the starts just
+                // placed there, which end in moments. A new request id, since the refusal is
+                // remembered under the old one; a fleet that stays full is refused for good.
+                Err(error)
+                    if error.code == ErrorCode::ResourceExhausted
+                        && sent.elapsed() < ROOM_PATIENCE =>
+                {
+                    waited = true;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    request_id = RequestId::random();
+                    continue;
+                }
                 other => refused.push(format!("w{i}: {other:?}")),
             }
+            waits += usize::from(waited);
             break;
         }
     }
