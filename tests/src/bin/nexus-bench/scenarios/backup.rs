@@ -242,7 +242,7 @@ pub(crate) async fn run(args: Args) -> Report {
     let cluster_id = pki.issue(&pki::coordinator(1)).ca_fingerprint().to_string();
 
     let started = Instant::now();
-    let state = snapshot::build(hosts, workspaces);
+    let state = snapshot::build(hosts, workspaces, None);
     let payload = state.to_snapshot().unwrap();
     let header = BackupHeader {
         id: "20261203T000000Z-i1".to_string(),

@@ -49,6 +49,11 @@ pub(crate) struct Args {
     /// every replica.
     #[arg(long, default_value_t = 0)]
     pub(crate) mark_down: usize,
+    /// Each host's workspace limit in the state built here (twice the average, at least 50,
+    /// unless given). The average itself fills every host, as C1M does: the last creates then
+    /// find few hosts with room, and their time is told apart.
+    #[arg(long)]
+    pub(crate) per_host: Option<u32>,
 }
 
 /// What the `snapshot` scenario measured.
@@ -219,11 +224,14 @@ fn spec(i: usize) -> WorkspaceSpec {
     spec
 }
 
-/// Room for `workspaces` on `hosts` (without agents, none ever leaves its first operation).
-fn limits(hosts: usize, workspaces: usize) -> LimitsPatch {
-    let per_host = u32::try_from(workspaces.div_ceil(hosts.max(1)) * 2)
-        .unwrap_or(10_000)
-        .clamp(50, 10_000);
+/// Room for `workspaces` on `hosts` (without agents, none ever leaves its first operation):
+/// `per_host` each, or twice the average.
+fn limits(hosts: usize, workspaces: usize, per_host: Option<u32>) -> LimitsPatch {
+    let per_host = per_host.unwrap_or_else(|| {
+        u32::try_from(workspaces.div_ceil(hosts.max(1)) * 2)
+            .unwrap_or(10_000)
+            .clamp(50, 10_000)
+    });
     LimitsPatch {
         max_workspaces_per_host: Some(per_host),
         max_concurrent_ops_per_host: Some(per_host.min(1_000)),
@@ -241,15 +249,16 @@ fn proposal(proposer: Identity, command: Command) -> Proposal {
 }
 
 /// A state of `hosts` hosts and `workspaces` workspaces, each reported running by its host,
-/// made by the same commands the log carries.
-pub(crate) fn build(hosts: usize, workspaces: usize) -> State {
+/// made by the same commands the log carries; each host holds at most `per_host` (see
+/// [`limits`]).
+pub(crate) fn build(hosts: usize, workspaces: usize, per_host: Option<u32>) -> State {
     let mut state = State::default();
     let admin = pki::user("bench", Role::Admin);
     state.apply(&proposal(
         admin,
         Command::SetLimits {
             host: None,
-            patch: limits(hosts, workspaces),
+            patch: limits(hosts, workspaces, per_host),
         },
     ));
     for i in 0..hosts {
@@ -265,7 +274,14 @@ pub(crate) fn build(hosts: usize, workspaces: usize) -> State {
         role: Role::Admin,
     };
     let mut i = 0;
+    // The last hundredth of the creates, timed apart: near a full fleet they find few hosts
+    // with room.
+    let last = workspaces - workspaces / 100;
+    let mut last_started = None;
     while i < workspaces {
+        if i >= last && last_started.is_none() {
+            last_started = Some(Instant::now());
+        }
         let batch: Vec<PlaceRequest> = (i..workspaces.min(i + 1_024))
             .map(|n| PlaceRequest {
                 request_id: RequestId::random(),
@@ -276,6 +292,14 @@ pub(crate) fn build(hosts: usize, workspaces: usize) -> State {
             .collect();
         i += batch.len();
         state.apply(&proposal(user.clone(), Command::PlaceWorkspaces(batch)));
+    }
+    if let Some(started) = last_started {
+        println!(
+            "placed the last {} of {workspaces} creates in {:.2} s ({} placed in all)",
+            workspaces - last,
+            started.elapsed().as_secs_f64(),
+            state.workspaces().len()
+        );
     }
     let mut by_host: std::collections::BTreeMap<HostId, Vec<ObservedWorkspace>> =
         Default::default();
@@ -314,9 +338,10 @@ pub(crate) async fn run(args: Args) -> Report {
         concurrency,
         election_ticks,
         mark_down: marked,
+        per_host,
     } = args;
     let started = Instant::now();
-    let state = build(hosts, workspaces);
+    let state = build(hosts, workspaces, per_host);
     let build_seconds = started.elapsed().as_secs_f64();
     let running = state
         .workspaces()
@@ -441,7 +466,7 @@ async fn catch_up(
         leader_address,
         Request::Admin(AdminRequest::SetLimits {
             host: None,
-            patch: limits(hosts, workspaces),
+            patch: limits(hosts, workspaces, None),
         }),
     )
     .await
