@@ -16,13 +16,16 @@
 //! CPU and memory shares promised, in parts per million. **Ties** go to the host seen first, so
 //! every replica and every run choose alike: hosts are seen in id order, in a fleet of more than
 //! [`SEARCH_ALL_UP_TO`] hosts starting at one chosen by the workspace's name, and there only the
-//! best of about log2(n) fitting hosts is taken. A pinned request (`spec.host`) considers only
-//! that host. **Ports** are the lowest free ones of the host's range.
+//! best of about log2(n) fitting hosts is taken. A view that keeps the hosts below their
+//! workspace limit apart ([`FleetView::with_room`]) has only those visited, in the same order:
+//! the same host is chosen, without reading every full host of a nearly full fleet. A pinned
+//! request (`spec.host`) considers only that host. **Ports** are the lowest free ones of the
+//! host's range.
 //!
 //! Not here: the fit rules (`fit`), the tables the view is read from (`state`), and the batching
 //! of creates into log entries (`placer`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::{ErrorCode, WireError};
@@ -50,6 +53,13 @@ pub trait FleetView {
 
     /// How many operations are under way on `host` (see [`is_in_flight`]).
     fn in_flight_on(&self, host: &HostId) -> u32;
+
+    /// The hosts below their workspace limit, if the view keeps them apart: every host not in
+    /// it must be one the fit rules pass over. `None` (the default): every host is visited.
+    /// Near a full fleet the walk would visit nearly every host for each create.
+    fn with_room(&self) -> Option<&BTreeSet<HostId>> {
+        None
+    }
 
     /// How many ports of `host`'s range may be handed out at `now`. The default counts them one
     /// by one; an implementation with an index of allocated ports answers the same faster.
@@ -245,41 +255,36 @@ fn visiting_order<'a>(
     hosts: &'a [HostId],
     name: &WorkspaceName,
 ) -> std::iter::Chain<std::slice::Iter<'a, HostId>, std::slice::Iter<'a, HostId>> {
-    let start = if hosts.len() <= SEARCH_ALL_UP_TO {
+    let start = first_index(hosts, name);
+    hosts[start..].iter().chain(&hosts[..start])
+}
+
+/// Where [`visiting_order`] starts.
+fn first_index(hosts: &[HostId], name: &WorkspaceName) -> usize {
+    if hosts.len() <= SEARCH_ALL_UP_TO {
         0
     } else {
         let hash = nexus_protocol::hash::fnv1a_64(name.as_str().as_bytes());
         usize::try_from(hash % hosts.len() as u64).unwrap_or(0)
-    };
-    hosts[start..].iter().chain(&hosts[..start])
+    }
 }
 
-/// Places `spec` on the fleet, or refuses with `RESOURCE_EXHAUSTED` naming, per host, what
-/// stopped it (`INVALID_ARGUMENT` for a pin to an unknown host, or more ports than a workspace
-/// may have anywhere).
-pub fn place(
+/// The host [`visiting_order`] considers first, if there is any.
+fn first_visited<'a>(hosts: &'a [HostId], name: &WorkspaceName) -> Option<&'a HostId> {
+    hosts.get(first_index(hosts, name))
+}
+
+/// The best of the first `enough` hosts of `candidates` that can take `spec`, or the refusal
+/// naming what stopped each host passed over.
+fn choose<'a>(
     fleet: &impl FleetView,
     in_flight: &mut InFlight,
     spec: &WorkspaceSpec,
     strategy: Scoring,
     now: Timestamp,
-) -> Result<Placement, WireError> {
-    let (candidates, enough) = match &spec.host {
-        Some(pinned) => {
-            if fleet.host(pinned).is_none() {
-                return Err(WireError::new(
-                    ErrorCode::InvalidArgument,
-                    format!("no host {pinned}; `nexus admin hosts` lists them"),
-                ));
-            }
-            (std::slice::from_ref(pinned).iter().chain(&[]), 1)
-        }
-        // Past this many fitting hosts the best of them is taken (see `options_wanted`).
-        None => (
-            visiting_order(fleet.host_ids(), &spec.name),
-            options_wanted(fleet.host_ids().len()),
-        ),
-    };
+    candidates: impl IntoIterator<Item = &'a HostId>,
+    enough: usize,
+) -> Result<&'a HostId, WireError> {
     let mut options = 0usize;
     let wanted = u32::try_from(spec.ports.len()).unwrap_or(u32::MAX);
     let mut skipped: Vec<Passed> = Vec::new();
@@ -347,6 +352,52 @@ pub fn place(
             code,
             format!("no host can take workspace {}: {reasons}", spec.name),
         ));
+    };
+    Ok(host)
+}
+
+/// Places `spec` on the fleet, or refuses with `RESOURCE_EXHAUSTED` naming, per host, what
+/// stopped it (`INVALID_ARGUMENT` for a pin to an unknown host, or more ports than a workspace
+/// may have anywhere).
+pub fn place(
+    fleet: &impl FleetView,
+    in_flight: &mut InFlight,
+    spec: &WorkspaceSpec,
+    strategy: Scoring,
+    now: Timestamp,
+) -> Result<Placement, WireError> {
+    let host = match &spec.host {
+        Some(pinned) => {
+            if fleet.host(pinned).is_none() {
+                return Err(WireError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("no host {pinned}; `nexus admin hosts` lists them"),
+                ));
+            }
+            choose(fleet, in_flight, spec, strategy, now, [pinned], 1)?
+        }
+        None => {
+            let ids = fleet.host_ids();
+            // Past this many fitting hosts the best of them is taken (see `options_wanted`).
+            let enough = options_wanted(ids.len());
+            // The hosts with room, in the walk's order: the walk passes every other host over
+            // (at its workspace limit), so both find the same host. A refusal walks the whole
+            // fleet again, to name what stopped each host as it always has.
+            let found = match (fleet.with_room(), first_visited(ids, &spec.name)) {
+                (Some(room), Some(first)) => {
+                    let order = room.range(first..).chain(room.range(..first));
+                    choose(fleet, in_flight, spec, strategy, now, order, enough).ok()
+                }
+                _ => None,
+            };
+            match found {
+                Some(host) => host,
+                None => {
+                    let order = visiting_order(ids, &spec.name);
+                    choose(fleet, in_flight, spec, strategy, now, order, enough)?
+                }
+            }
+        }
     };
     let ports = free_ports(fleet, host, spec, now).ok_or_else(|| {
         WireError::new(

@@ -150,6 +150,11 @@ pub struct State {
     /// Derived like `on_host`.
     #[serde(skip)]
     host_ids: Vec<HostId>,
+    /// The hosts below their workspace limit: an index of `usage` and the limits, so that near a
+    /// full fleet a create visits the hosts with room rather than all of them
+    /// ([`crate::scheduler::FleetView::with_room`]). Derived like `on_host`.
+    #[serde(skip)]
+    room: BTreeSet<HostId>,
     /// Which hosts' desired states changed since the driver last looked, so that only those
     /// hosts' watches wake. A note for this process, not replicated state: never serialized,
     /// never compared.

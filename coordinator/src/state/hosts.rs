@@ -8,7 +8,7 @@
 //! Not here: the fit rules themselves (`crate::fit`), the limits in force on a host (`limits`),
 //! and the heartbeats that decide a host is down (the service's soft state).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::debug::EventKind;
@@ -71,6 +71,28 @@ impl State {
             .unfit(class, ports, || self.free_ports_on(host, now))
     }
 
+    /// Whether `host` is known and below its workspace limit: what the `room` index keeps.
+    fn has_room(&self, host: &HostId) -> bool {
+        self.hosts.contains_key(host)
+            && self.workspaces_on(host) < self.limits_for(host).max_workspaces_per_host
+    }
+
+    /// Puts `host` in the `room` index or takes it out, after its workspaces, its limits or its
+    /// record changed.
+    pub(super) fn recheck_room(&mut self, host: &HostId) {
+        if !self.has_room(host) {
+            self.room.remove(host);
+        } else if !self.room.contains(host) {
+            self.room.insert(host.clone());
+        }
+    }
+
+    /// The `room` index, counted from the hosts.
+    pub(super) fn room_index(&self) -> BTreeSet<HostId> {
+        let hosts = self.hosts.keys();
+        hosts.filter(|host| self.has_room(host)).cloned().collect()
+    }
+
     /// How many of `host`'s workspaces are on their way somewhere (see
     /// [`crate::fit::is_in_flight`]).
     pub fn in_flight_on(&self, host: &HostId) -> u32 {
@@ -119,6 +141,7 @@ impl State {
                 if let Err(at) = self.host_ids.binary_search(&info.host_id) {
                     self.host_ids.insert(at, info.host_id.clone());
                 }
+                self.recheck_room(&info.host_id);
             }
         }
         Outcome::Applied
@@ -247,6 +270,7 @@ impl State {
             self.host_ids.remove(at);
         }
         self.host_limits.remove(host);
+        self.room.remove(host);
         self.policies.hosts.remove(host);
         self.foreign_ports.retain(|(on, _), _| on != host);
         // Its watch, if any, wakes to an empty desired state; the version keeps counting, so a
@@ -277,6 +301,7 @@ impl State {
                 self.usage.remove(host);
             }
         }
+        self.recheck_room(host);
         if let Some(names) = self.on_host.get_mut(host) {
             names.remove(name);
             if names.is_empty() {

@@ -34,6 +34,8 @@ pub enum BrokenInvariant {
     Tally,
     #[error("the index of workspaces with a policy override is not the workspaces'")]
     OverrideIndex,
+    #[error("the index of hosts with room is not the hosts'")]
+    RoomIndex,
     #[error("{workspace} has events but is not a workspace")]
     EventsOfUnknown { workspace: WorkspaceName },
     #[error("{workspace} keeps {kept} events, more than {EVENTS_KEPT}")]
@@ -107,6 +109,9 @@ impl State {
         }
         if self.overrides_index() != self.overridden {
             return Err(BrokenInvariant::OverrideIndex);
+        }
+        if self.room_index() != self.room {
+            return Err(BrokenInvariant::RoomIndex);
         }
         self.check_events()
     }

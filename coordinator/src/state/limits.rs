@@ -32,6 +32,7 @@ impl State {
         }
         let Some(host) = host else {
             self.limits = patch.over(self.limits);
+            self.room = self.room_index();
             return Outcome::Applied;
         };
         if !self.hosts.contains_key(host) {
@@ -44,6 +45,7 @@ impl State {
             .unwrap_or_default()
             .merge(*patch);
         self.host_limits.insert(host.clone(), merged);
+        self.recheck_room(host);
         Outcome::Applied
     }
 }

@@ -11,6 +11,8 @@
 //!
 //! [`PlaceWorkspaces`]: super::Command::PlaceWorkspaces
 
+use std::collections::BTreeSet;
+
 use nexus_protocol::HostId;
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::ErrorCode;
@@ -75,6 +77,10 @@ impl FleetView for State {
         State::host_ids(self)
     }
 
+    fn with_room(&self) -> Option<&BTreeSet<HostId>> {
+        Some(&self.room)
+    }
+
     fn host(&self, host: &HostId) -> Option<HostFacts<'_>> {
         self.facts(host)
     }
@@ -106,8 +112,9 @@ mod tests {
     use nexus_protocol::{HostId, RequestId, UserName, WorkspaceName};
     use proptest::prelude::*;
 
+    use crate::fit::HostFacts;
     use crate::scheduler::tests::spec;
-    use crate::scheduler::{InFlight, Scoring, place};
+    use crate::scheduler::{FleetView, InFlight, Scoring, place};
     use crate::state::{Command, LimitsPatch, Outcome, PlaceRequest, Proposal, State};
 
     fn host(
@@ -459,6 +466,59 @@ mod tests {
             && range.len() as usize - taken >= spec.ports.len()
     }
 
+    /// The state as the scheduler saw it before the index of hosts with room: every host
+    /// visited.
+    struct WalkAll<'a>(&'a State);
+
+    impl FleetView for WalkAll<'_> {
+        fn host_ids(&self) -> &[HostId] {
+            FleetView::host_ids(self.0)
+        }
+
+        fn host(&self, host: &HostId) -> Option<HostFacts<'_>> {
+            FleetView::host(self.0, host)
+        }
+
+        fn port_free(&self, host: &HostId, port: u16, now: Timestamp) -> bool {
+            FleetView::port_free(self.0, host, port, now)
+        }
+
+        fn in_flight_on(&self, host: &HostId) -> u32 {
+            FleetView::in_flight_on(self.0, host)
+        }
+
+        fn free_ports_on(&self, host: &HostId, now: Timestamp) -> u32 {
+            FleetView::free_ports_on(self.0, host, now)
+        }
+    }
+
+    /// What happens to the fleet between two creates, in [`the_hosts_with_room_place_as_the_whole_walk`].
+    #[derive(Debug, Clone)]
+    enum Step {
+        Create {
+            class: ResourceClass,
+            ports: u16,
+            spread: bool,
+        },
+        /// The `n`th workspace (of those there are) destroyed and reported gone by its agent.
+        Destroy(usize),
+        /// The cluster's workspace limit.
+        ClusterMax(u32),
+        /// The `n`th host's own workspace limit.
+        HostMax(usize, u32),
+    }
+
+    fn steps() -> impl Strategy<Value = Vec<Step>> {
+        let step = prop_oneof![
+            6 => (proptest::sample::select(ResourceClass::ALL.to_vec()), 0u16..3, any::<bool>())
+                .prop_map(|(class, ports, spread)| Step::Create { class, ports, spread }),
+            2 => any::<usize>().prop_map(Step::Destroy),
+            1 => (1u32..5).prop_map(Step::ClusterMax),
+            1 => (any::<usize>(), 1u32..5).prop_map(|(host, max)| Step::HostMax(host, max)),
+        ];
+        proptest::collection::vec(step, 1..150)
+    }
+
     fn fleet_strategy() -> impl Strategy<Value = Vec<HostInfo>> {
         proptest::collection::vec((1u32..5, 1u64..9, 0u16..6), 1..5).prop_map(|hosts| {
             hosts
@@ -499,6 +559,61 @@ mod tests {
                         Err(code) => {
                             prop_assert_eq!(code, ErrorCode::ResourceExhausted);
                             prop_assert!(!fits_somewhere, "refused though a host fits");
+                        }
+                    }
+                    fleet.state.check_invariants().map_err(|broken| TestCaseError::fail(broken.to_string()))?;
+                }
+            }
+
+            /// Whatever the fleet's workspaces and limits: a create placed through the index of
+            /// hosts with room lands where the walk over every host would put it, and is refused
+            /// with the same words; the index stays the hosts' own (`check_invariants`). Past 64
+            /// hosts the walk starts at a host chosen by the workspace's name.
+            #[test]
+            fn the_hosts_with_room_place_as_the_whole_walk(hosts in 1usize..90, steps in steps()) {
+                let infos = (0..hosts).map(|i| host(&format!("h{i:02}"), 64, 256, (20000, 20009), &[])).collect();
+                let mut fleet = Fleet::new(infos);
+                let now = Timestamp(1_000);
+                for (i, step) in steps.into_iter().enumerate() {
+                    match step {
+                        Step::Create { class, ports, spread } => {
+                            let strategy = if spread { Scoring::Spread } else { Scoring::BinPack };
+                            let ports: Vec<u16> = (0..ports).map(|p| 3000 + p).collect();
+                            let spec = spec(&format!("w{i}"), class, &ports);
+                            let indexed = place(&fleet.state, &mut InFlight::default(), &spec, strategy, now);
+                            let walked = place(&WalkAll(&fleet.state), &mut InFlight::default(), &spec, strategy, now);
+                            prop_assert_eq!(&indexed, &walked);
+                            let created = fleet.create(spec, strategy);
+                            prop_assert_eq!(created.ok(), indexed.ok().map(|p| p.host.to_string()));
+                        }
+                        Step::Destroy(n) => {
+                            let names: Vec<WorkspaceName> = fleet.state.workspaces().keys().cloned().collect();
+                            if names.is_empty() {
+                                continue;
+                            }
+                            let name = names[n % names.len()].clone();
+                            let (host, generation) = {
+                                let record = &fleet.state.workspaces()[&name];
+                                (record.host.clone(), record.generation)
+                            };
+                            fleet.apply(Command::DestroyWorkspace { name: name.clone() });
+                            let gone = nexus_protocol::message::ObservedWorkspace {
+                                name,
+                                generation,
+                                state: WorkspaceState::Gone,
+                                ports: vec![],
+                                error: None,
+                            };
+                            fleet.apply(Command::RecordObserved { host, observed: vec![gone] });
+                        }
+                        Step::ClusterMax(max) => {
+                            let patch = LimitsPatch { max_workspaces_per_host: Some(max), ..LimitsPatch::default() };
+                            fleet.apply(Command::SetLimits { host: None, patch });
+                        }
+                        Step::HostMax(n, max) => {
+                            let host = fleet.state.host_ids()[n % hosts].clone();
+                            let patch = LimitsPatch { max_workspaces_per_host: Some(max), ..LimitsPatch::default() };
+                            fleet.apply(Command::SetLimits { host: Some(host), patch });
                         }
                     }
                     fleet.state.check_invariants().map_err(|broken| TestCaseError::fail(broken.to_string()))?;

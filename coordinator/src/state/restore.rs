@@ -206,6 +206,7 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>) -> State {
         tally: Default::default(),
         overridden: BTreeSet::new(),
         host_ids: Vec::new(),
+        room: BTreeSet::new(),
         changed_hosts: ChangedHosts::All,
         roster_changed: Default::default(),
     };
@@ -213,6 +214,7 @@ fn restored(running: State, mut backup: State, origin: Origin<'_>) -> State {
     state.tally = state.tally_index();
     state.overridden = state.overrides_index();
     state.host_ids = state.hosts.keys().cloned().collect();
+    state.room = state.room_index();
     // The running state's largest tables are freed on a thread of their own: a quarter of a
     // million records took the Raft thread hundreds of milliseconds to free.
     free_aside((

@@ -85,6 +85,7 @@ impl State {
             tally: _,
             overridden: _,
             host_ids: _,
+            room: _,
             changed_hosts: _,
             roster_changed: _,
         } = self;
@@ -127,6 +128,7 @@ impl State {
         state.tally = state.tally_index();
         state.overridden = state.overrides_index();
         state.host_ids = state.hosts.keys().cloned().collect();
+        state.room = state.room_index();
         state.events_by_request = state.requests_index();
         Ok(state)
     }

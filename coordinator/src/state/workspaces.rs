@@ -95,6 +95,7 @@ impl State {
                 .insert((host.clone(), binding.host), spec.name.clone());
         }
         self.usage.entry(host.clone()).or_default().add(spec.class);
+        self.recheck_room(host);
         let generation = self.first_generation(host);
         self.on_host
             .entry(host.clone())
