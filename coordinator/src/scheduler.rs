@@ -54,9 +54,10 @@ pub trait FleetView {
     /// How many operations are under way on `host` (see [`is_in_flight`]).
     fn in_flight_on(&self, host: &HostId) -> u32;
 
-    /// The hosts below their workspace limit, if the view keeps them apart: every host not in
-    /// it must be one the fit rules pass over. `None` (the default): every host is visited.
-    /// Near a full fleet the walk would visit nearly every host for each create.
+    /// The hosts below their workspace limit, if the view keeps them apart: ids of
+    /// [`FleetView::host_ids`] in the same order, and every host not in it one the fit rules
+    /// pass over. `None` (the default): every host is visited. Near a full fleet the walk would
+    /// visit nearly every host for each create.
     fn with_room(&self) -> Option<&BTreeSet<HostId>> {
         None
     }

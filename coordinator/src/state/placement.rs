@@ -567,11 +567,18 @@ mod tests {
 
             /// Whatever the fleet's workspaces and limits: a create placed through the index of
             /// hosts with room lands where the walk over every host would put it, and is refused
-            /// with the same words; the index stays the hosts' own (`check_invariants`). Past 64
-            /// hosts the walk starts at a host chosen by the workspace's name.
+            /// exactly when the walk refuses; the index stays the hosts' own (`check_invariants`).
+            /// Hosts differ in CPUs, memory and ports, so hosts with room are passed over for
+            /// other reasons too. Past 64 hosts the walk starts at a host chosen by the
+            /// workspace's name.
             #[test]
             fn the_hosts_with_room_place_as_the_whole_walk(hosts in 1usize..90, steps in steps()) {
-                let infos = (0..hosts).map(|i| host(&format!("h{i:02}"), 64, 256, (20000, 20009), &[])).collect();
+                let infos = (0..hosts)
+                    .map(|i| {
+                        let (cpus, gib, ports) = (1 + i as u32 % 4, 2 + i as u64 % 3, i as u16 % 6);
+                        host(&format!("h{i:02}"), cpus, gib, (20000, 20000 + ports), &[])
+                    })
+                    .collect();
                 let mut fleet = Fleet::new(infos);
                 let now = Timestamp(1_000);
                 for (i, step) in steps.into_iter().enumerate() {
