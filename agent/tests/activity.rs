@@ -1,14 +1,9 @@
 //! What the agent's endpoint notes of a workspace's use, on the hollow runtime: an exec and a
 //! logs read are noted for the workspace they used; a refused request is not.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::sync::Arc;
 
-use common::{Agent, assignment, desired, name, unique_host};
+use crate::common::{Agent, assignment, desired, name, unique_host};
 use nexus_agent::activity::Activities;
 use nexus_agent::endpoint::Endpoint;
 use nexus_agent::runtime::hollow::{HollowConfig, HollowRuntime};

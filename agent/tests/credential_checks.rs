@@ -2,9 +2,6 @@
 //! may have the agent try one; the hollow runtime has no engine and says so; git's check waits
 //! for the git worktrees branch. The secret is in no answer.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Arc;
 
 use nexus_agent::endpoint::Endpoint;

@@ -2,18 +2,13 @@
 //! test image). Each test uses a host id of its own, so tests running at once never see each
 //! other's containers, and removes what it made when it ends, even when it fails.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Agent, IMAGE, assignment, desired, observed, unique_host};
+use crate::common::{Agent, IMAGE, assignment, desired, observed, unique_host};
 use nexus_agent::runtime::docker::{DockerRuntime, NetworkPool};
 use nexus_agent::runtime::{ContainerStatus, CreateSpec, ErrorKind, Runtime};
 use nexus_fixtures::dockerd::{PrivateEngine, Subnet};

@@ -4,20 +4,17 @@
 //! expired while it was off enrols afresh with a token, and without one refuses to start saying
 //! what is wrong and which flag fixes it.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod security;
+use crate::security;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::security::{Cluster, Coordinator, agent_config, expired, host, token_file};
 use nexus_agent::enrol;
 use nexus_agent::runtime::hollow::{HollowConfig, HollowRuntime};
 use nexus_agent::standing::{self, Standing};
 use nexus_protocol::pki::PkiDir;
 use nexus_protocol::transport::Credentials;
-use security::{Cluster, Coordinator, agent_config, expired, host, token_file};
 
 const HOUR: Duration = Duration::from_secs(3600);
 

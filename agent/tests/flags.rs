@@ -1,8 +1,5 @@
 //! The binary's command line (the end-to-end suites in `tests/` drive it further).
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::process::Command;
 
 #[test]

@@ -2,15 +2,10 @@
 //! concurrency, retries and restarts can be checked quickly (with tokio's clock paused where a
 //! test waits out backoffs).
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Agent, assignment, desired, name, observed, unique_host};
+use crate::common::{Agent, assignment, desired, name, observed, unique_host};
 use nexus_agent::runtime::hollow::{HollowConfig, HollowRuntime};
 use nexus_agent::runtime::{
     Container, CreateSpec, ErrorKind, ExecOutput, ExitDetails, Runtime, RuntimeError,

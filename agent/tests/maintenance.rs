@@ -2,14 +2,9 @@
 //! or a coordinator (the leader's schedule) may ask for a run, a user may not, and a coordinator
 //! may ask nothing else of the endpoint. The image a workspace's container runs stays.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::sync::Arc;
 
-use common::{Agent, assignment, desired, unique_host};
+use crate::common::{Agent, assignment, desired, unique_host};
 use nexus_agent::endpoint::Endpoint;
 use nexus_agent::runtime::hollow::{HollowConfig, HollowRuntime};
 use nexus_agent::runtime::{ImageInfo, Runtime};

@@ -2,14 +2,9 @@
 //! restore from an older backup) leaves its container running, the agent's endpoint reports it
 //! to admins, and removes it only on an admin's word and only while it is an orphan.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::sync::Arc;
 
-use common::{Agent, assignment, desired, unique_host};
+use crate::common::{Agent, assignment, desired, unique_host};
 use nexus_agent::endpoint::Endpoint;
 use nexus_agent::runtime::hollow::{HollowConfig, HollowRuntime};
 use nexus_agent::runtime::{ContainerStatus, Runtime};

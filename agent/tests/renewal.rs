@@ -5,17 +5,13 @@
 //! user's live connection to the agent's endpoint at once and refuses the next, and is
 //! subscribed afresh on a new session.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod security;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::security::{Cluster, Coordinator, agent_config, host, lasting, token_file, user};
 use nexus_agent::asker::Asker;
 use nexus_agent::metrics::Metrics;
 use nexus_agent::renewal::Renewer;
@@ -27,7 +23,6 @@ use nexus_protocol::transport::{
     AcceptPolicy, Connection, Connector, Credentials, Gate, Handler, Peer, Reply, Server,
     TransportConfig,
 };
-use security::{Cluster, Coordinator, agent_config, host, lasting, token_file, user};
 use tokio::sync::watch;
 
 /// The agent's endpoint, reduced to pings.

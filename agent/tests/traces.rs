@@ -2,15 +2,10 @@
 //! runs a workspace's steps in hops under the cause the coordinator named, each engine call in
 //! a hop whose outcome carries the error's code.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Agent, assignment, desired, name, unique_host};
+use crate::common::{Agent, assignment, desired, name, unique_host};
 use nexus_agent::hops::Causes;
 use nexus_agent::runtime::hollow::{HollowConfig, HollowRuntime};
 use nexus_protocol::RequestId;

@@ -4,16 +4,11 @@
 //! what can be mended, keeps a user's uncommitted edits (in the mended worktree, or in the aside
 //! directory it reports), and a second verification finds nothing.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{assignment, desired, unique_host};
+use crate::common::{assignment, desired, unique_host};
 use nexus_agent::endpoint::Endpoint;
 use nexus_agent::git::layout::{Layout, WorktreeRecord};
 use nexus_agent::runtime::hollow::{HollowConfig, HollowRuntime};

@@ -1,14 +1,9 @@
 //! The reconciler makes a workspace's worktree before its container and removes it at
 //! destroy; a git failure fails the launch with its code (on the hollow runtime, real git).
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::sync::Arc;
 
-use common::{Agent, assignment, desired, name, observed, unique_host};
+use crate::common::{Agent, assignment, desired, name, observed, unique_host};
 use nexus_agent::cache::Cache;
 use nexus_agent::endpoint::Endpoint;
 use nexus_agent::git::host::GitHost;

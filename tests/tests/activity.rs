@@ -6,9 +6,6 @@
 //! for good; an admin's notice shows on a
 //! user's next command's stderr, never in its JSON on stdout, and is gone once cleared.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;

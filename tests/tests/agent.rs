@@ -3,9 +3,6 @@
 //! survives SIGKILL without duplicating a container, and follows the leader of a three-node
 //! cluster, moving when the leader dies.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::Duration;
 

@@ -3,9 +3,6 @@
 //! answers, and names the engine when it stops; `/livez` does not care about the engine;
 //! `/metrics` shows the host, the workspaces and the operations the reconciler ran.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,6 @@
 //! marking) is not lost. The agent keeps it, and sends it again on the same session once a
 //! heartbeat sent after the refusal has returned the host.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

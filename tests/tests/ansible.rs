@@ -6,9 +6,6 @@
 //! run changes nothing. A rolling upgrade to rebuilt packages keeps two members up at every moment
 //! and loses no workspace.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;

@@ -5,9 +5,6 @@
 //! - one home per external dependency: outside its home, no non-test code names it;
 //! - no module imports another that imports it back.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::{Path, PathBuf};
 
 /// Every crate of the workspace, by folder.

@@ -5,9 +5,6 @@
 //! the total loss: every coordinator killed and its data deleted, three new members restored from
 //! the file, and the fleet whole again with the agent's containers untouched.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;

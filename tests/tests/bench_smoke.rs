@@ -1,9 +1,6 @@
 //! A small run of every `nexus-bench` scenario, so the bench cannot rot. The numbers come from
 //! full runs (docs/benchmarks.md), not from here.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::process::Command;
 
 use serde_json::json;

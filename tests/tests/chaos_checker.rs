@@ -10,9 +10,6 @@
 //! `coordinator::state::reports`; pinned by
 //! `a_late_gone_report_of_a_destroyed_workspace_leaves_its_successor_alone` there.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::time::Duration;
 
 use nexus_protocol::message::{AdminRequest, Request, Response};

@@ -13,9 +13,6 @@
 //!   stopped), it catches up.
 //! - The private engine runs a container, is killed, restarted, and runs one again.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

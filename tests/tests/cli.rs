@@ -2,9 +2,6 @@
 //! errors as JSON with stable exit codes, and `nexus up` / `down` bringing a one-host fleet up and
 //! down on this machine.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::Path;
 use std::process::{Command, Output};
 

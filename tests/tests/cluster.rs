@@ -12,9 +12,6 @@
 //! - Bad input: a data dir of another cluster, a peer that is not a coordinator, corrupt peer
 //!   messages and a Raft message claiming another node's id.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

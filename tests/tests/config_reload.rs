@@ -5,9 +5,6 @@
 //! and a broken file is refused with the old settings still in force and the error named.
 //! Beside them, `nexus config validate` and `nexus config edit` on files.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;

@@ -7,9 +7,6 @@
 //! list of the keys it accepts (serde's `expected one of ...`), so a key added to a config
 //! struct shows up here without anyone listing it twice.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 

@@ -1,9 +1,6 @@
 //! The coordinator's monitoring HTTP on real processes: `/readyz` and `/livez` as a cluster
 //! loses its quorum, and `/metrics` moving with the requests, the fleet and a workspace's start.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -7,9 +7,6 @@
 //! appears in any coordinator's data directory (RocksDB files, logs and backups included), a
 //! backup file, a support bundle, the `list` output or the agent's data directory.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

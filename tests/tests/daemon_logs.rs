@@ -4,9 +4,6 @@
 //! `admin workspace logs --system` finds the agent's lines about that workspace; `--follow`
 //! prints what is written after; a coordinator that was killed is named, and not fatal.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::Path;

@@ -7,9 +7,6 @@
 //! secrets planted for it. (A workspace whose server stops listening is found unhealthy in
 //! `workspace_health`.)
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::time::Duration;
 
 use nexus_protocol::identity::Role;

@@ -5,9 +5,6 @@
 //! `READY=1`, reloaded by `systemctl reload` (its status saying so), with the watchdog armed, and
 //! stopped cleanly.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::time::{Duration, Instant};
 
 use nexus_protocol::identity::Role;

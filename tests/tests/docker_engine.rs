@@ -1,9 +1,6 @@
 //! The Docker engine that the container suites need: it answers, and the local test image
 //! (`deploy/dev/prepare.sh` builds it: no registry is reachable) runs a container.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::process::Command;
 
 const IMAGE: &str = "nexus-test/busybox:latest";

@@ -3,9 +3,6 @@
 //! nothing, not even the secret), only a server that enrols takes such a client, and a denied
 //! identity's live connection is closed at once and its next handshake refused.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -6,9 +6,6 @@
 //! - `admin workspace repair --all --state failed` repairs the crashed workspaces and leaves the
 //!   lost one, and `--all` names the lost one's refusal and exits non-zero.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::io::{BufRead, BufReader};
 use std::process::{Output, Stdio};
 use std::sync::mpsc;

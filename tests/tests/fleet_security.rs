@@ -6,9 +6,6 @@
 //! expired user session says so, and `nexus login` fixes it; the CA rotates on a running fleet
 //! with no heartbeat lapsing, every certificate re-issued and the old CA refused.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

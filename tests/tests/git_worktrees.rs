@@ -7,9 +7,6 @@
 //! worktree, deletes a branch with nothing of its own and keeps (and tells the owner of) one
 //! holding a commit found nowhere else.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -8,9 +8,6 @@
 //!   whose proposal is larger than a frame, and a new member caught up from a snapshot larger
 //!   than a frame.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -8,9 +8,6 @@
 //! and keeps everything in use; each coordinator answers its store's compaction; the agent counts
 //! its run in its metrics.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::Path;
 use std::time::Duration;
 

@@ -6,9 +6,6 @@
 //! promtool comes with Debian's `prometheus` package, which `deploy/dev/prepare.sh` installs; a
 //! machine without it fails these tests rather than skipping them.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeSet;
 
 use nexus_tests::monitoring::{

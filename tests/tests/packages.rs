@@ -6,9 +6,6 @@
 //! binaries working; after removal the configuration (and the units masked), after purging no
 //! configuration and no unit (the state directories and the user stay, as Debian keeps them).
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use nexus_tests::systemd::{SystemdHost, build_packages, deploy_dir};
 
 const PACKAGES: [&str; 3] = ["nexus-coordinator", "nexus-agent", "nexus"];

@@ -7,9 +7,6 @@
 //!   one survives, and a workspace's own override turns its lifetime off;
 //! - the admin's bulk stop of idle workspaces spares held ones.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeSet;
 use std::process::Output;
 use std::time::Duration;

@@ -2,9 +2,6 @@
 //! heartbeats over mTLS QUIC, survives a coordinator killed with SIGKILL, and comes back by itself;
 //! bad configuration fails fast with a clear message.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::time::Duration;
 
 use nexus_protocol::clock::Timestamp;

@@ -4,9 +4,6 @@
 //! create that failed on its host). Three coordinators and a hollow agent whose every create
 //! fails, which also runs the agent's watch with causes against the coordinators.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::net::SocketAddr;
 use std::process::Output;
 use std::time::Duration;

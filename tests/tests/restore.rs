@@ -7,9 +7,6 @@
 //! cluster's backup and a damaged file are refused with their codes, and nothing changes; with
 //! `--force` the other cluster's backup is restored.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;

@@ -4,9 +4,6 @@
 //! exported, `promtool check metrics` finds nothing wrong in any daemon's output, and starting
 //! workspaces moves the SLI histograms and counters.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -4,9 +4,6 @@
 //! SIGHUP's reload, and `STOPPING=1` when told to stop. The unit files themselves are checked by
 //! `systemd-analyze` in `deploy_units.rs`.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -4,9 +4,6 @@
 //! engine's cycles measured by `nexus_sync::measure` and carried by the CLI's carrier, or the
 //! sync daemon itself (`nexus workspace sync start`, found through an in-process coordinator).
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,9 +2,6 @@
 //! push stream; every kind of bad client is refused with the right code, without a hang; bad bytes
 //! are refused without a panic and without harming the connection.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -7,9 +7,6 @@
 //! runs three coordinators and a Docker agent: `health` finds the port of a server that died
 //! inside its container.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

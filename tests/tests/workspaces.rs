@@ -3,9 +3,6 @@
 //! answer, limits hold under concurrency, a killed leader loses and duplicates nothing, a dead
 //! host's workspaces are lost and come back, and users stay out of each other's workspaces.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Output, Stdio};

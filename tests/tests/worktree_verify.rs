@@ -5,9 +5,6 @@
 //! 0, and a verification of the one host finds nothing; once the agent is gone, its host is
 //! reported as not asked and the command fails.
 
-// Tests fail by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
