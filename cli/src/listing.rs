@@ -1,10 +1,14 @@
-//! The fleet's workspaces, page by page (`WorkspaceRequest::ListPage`): every command that lists
-//! them goes through here, so that no answer passes a frame however large the fleet (250,000
-//! workspaces made about 25 MB in one). A coordinator too old to know pages refuses the first
-//! one as a request it cannot read; it then gets the one-request list it knows.
+//! The fleet's workspaces, page by page: every command that lists them goes through here, so
+//! that no answer passes a frame however large the fleet (250,000 workspaces made about 25 MB in
+//! one). The list is first asked as one stream of pages (`WorkspaceRequest::ListStream`), which
+//! waits on no round trip per page; a coordinator that cannot stream it (an earlier release), or
+//! a stream that breaks, leaves the rest to a walk of `WorkspaceRequest::ListPage`s from where it
+//! stopped, which asks again elsewhere as every request does. A coordinator too old to know pages
+//! refuses the first one as a request it cannot read; it then gets the one-request list it knows.
 
 use std::time::Duration;
 
+use nexus_protocol::WorkspaceName;
 use nexus_protocol::error::ErrorCode;
 use nexus_protocol::message::{Request, Response, StaleRead, WorkspaceRequest};
 use nexus_protocol::model::WorkspaceView;
@@ -37,21 +41,79 @@ pub async fn each_page(
     limit: Duration,
     mut on_page: impl FnMut(Vec<WorkspaceView>),
 ) -> Result<(), CliError> {
-    let wrap = |request| {
-        if stale {
-            Request::Stale(StaleRead::Workspace(request))
-        } else {
-            Request::Workspace(request)
-        }
-    };
+    match streamed(settings, stale, limit, &mut on_page).await? {
+        Streamed::Whole => Ok(()),
+        Streamed::Until(after) => paged(settings, stale, limit, after, on_page).await,
+    }
+}
+
+/// How far the stream of pages went.
+enum Streamed {
+    /// To its last page.
+    Whole,
+    /// Not to the end: the rest is after this name (from the start: `None`).
+    Until(Option<WorkspaceName>),
+}
+
+fn wrap(stale: bool, request: WorkspaceRequest) -> Request {
+    if stale {
+        Request::Stale(StaleRead::Workspace(request))
+    } else {
+        Request::Workspace(request)
+    }
+}
+
+/// Asks for the list as one stream and hands `on_page` each page as it comes. Only a failed
+/// connection is an error: anything the stream itself answers short of its last page (a refusal,
+/// a break, a wait past `limit`) is left to the walk by pages, which says it again should it
+/// last.
+async fn streamed(
+    settings: &Settings,
+    stale: bool,
+    limit: Duration,
+    on_page: &mut impl FnMut(Vec<WorkspaceView>),
+) -> Result<Streamed, CliError> {
+    let connection = settings.connect().await?;
+    let request = wrap(stale, WorkspaceRequest::ListStream);
     let mut after = None;
-    let mut first = true;
+    let mut pages = match tokio::time::timeout(
+        limit,
+        connection.subscribe_with(settings.next_request_id(), request),
+    )
+    .await
+    {
+        Ok(Ok(pages)) => pages,
+        _ => return Ok(Streamed::Until(after)),
+    };
+    loop {
+        match tokio::time::timeout(limit, pages.next()).await {
+            Ok(Some(Ok(Response::WorkspacePage { workspaces, next }))) => {
+                on_page(workspaces);
+                match next {
+                    Some(next) => after = Some(next),
+                    None => return Ok(Streamed::Whole),
+                }
+            }
+            _ => return Ok(Streamed::Until(after)),
+        }
+    }
+}
+
+/// The list by pages, from after `after`.
+async fn paged(
+    settings: &Settings,
+    stale: bool,
+    limit: Duration,
+    mut after: Option<WorkspaceName>,
+    mut on_page: impl FnMut(Vec<WorkspaceView>),
+) -> Result<(), CliError> {
+    let mut first = after.is_none();
     loop {
         let page = WorkspaceRequest::ListPage {
             after: after.take(),
             limit: PAGE,
         };
-        match settings.request(wrap(page), limit).await {
+        match settings.request(wrap(stale, page), limit).await {
             Ok(Response::WorkspacePage { workspaces, next }) => {
                 on_page(workspaces);
                 match next {
@@ -61,7 +123,7 @@ pub async fn each_page(
             }
             Err(error) if first && error.error.code == ErrorCode::ProtocolError => {
                 return match settings
-                    .request(wrap(WorkspaceRequest::List), limit)
+                    .request(wrap(stale, WorkspaceRequest::List), limit)
                     .await?
                 {
                     Response::Workspaces(views) => {

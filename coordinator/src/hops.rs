@@ -75,6 +75,8 @@ pub fn request_level(request: &Request) -> Option<Level> {
         },
         Request::Workspace(request) => match request {
             WorkspaceRequest::List
+            | WorkspaceRequest::ListPage { .. }
+            | WorkspaceRequest::ListStream
             | WorkspaceRequest::Inspect(_)
             | WorkspaceRequest::Describe(_)
             | WorkspaceRequest::Endpoint(_)
@@ -112,6 +114,7 @@ pub fn request_workspace(request: &Request) -> Option<&WorkspaceName> {
         | WorkspaceRequest::Worktree(name) => Some(name),
         WorkspaceRequest::List
         | WorkspaceRequest::ListPage { .. }
+        | WorkspaceRequest::ListStream
         | WorkspaceRequest::Notices
         | WorkspaceRequest::RenewSession(_)
         | WorkspaceRequest::Cleanup { .. }

@@ -9,7 +9,8 @@
 //! [`Service`] is one type; its requests are answered in one submodule per kind of caller:
 //! `admin` (admins' fleet and cluster requests), `agents` (registration, heartbeats, reports),
 //! `workspaces` (users' workspace requests), `peers` (the other coordinators' Raft traffic),
-//! `watch` (agents' desired-state subscriptions) and `logs` (this node's own log, for admins). `liveness` keeps the heartbeats and runs the
+//! `watch` (agents' desired-state subscriptions), `list_stream` (the whole list as a stream of
+//! pages) and `logs` (this node's own log, for admins). `liveness` keeps the heartbeats and runs the
 //! failure detector's loop; `checks` says who may ask and what a request may hold; `views` turns
 //! the state into answers; `history` answers what the state remembers (a workspace's events, a
 //! request's record).
@@ -22,6 +23,7 @@ mod ca_rotation;
 mod checks;
 mod credentials;
 mod history;
+mod list_stream;
 mod liveness;
 mod logs;
 mod maintenance;
@@ -48,7 +50,9 @@ use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::hop::Hop;
 use nexus_protocol::identity::Identity;
 use nexus_protocol::logging::LogFiles;
-use nexus_protocol::message::{AdminRequest, AgentRequest, Pong, Request, Response, StaleRead};
+use nexus_protocol::message::{
+    AdminRequest, AgentRequest, Pong, Request, Response, StaleRead, WorkspaceRequest,
+};
 use nexus_protocol::transport::{Handler, Peer, Reply};
 use nexus_protocol::{HostId, RequestId};
 use tracing::Instrument;
@@ -269,11 +273,23 @@ impl Handler for Service {
             self.cluster.metrics().api_requests.inc([kind, code]);
             return reply;
         }
-        // A log may be a subscription (`--follow`): answered as a stream, like a watch.
-        let request = match request {
+        // A log may be a subscription (`--follow`), and the whole list is a stream of pages:
+        // answered as streams, like a watch, timed until the stream is handed over.
+        let streamed = match request {
             Request::Admin(AdminRequest::DaemonLogs(query))
             | Request::Stale(StaleRead::Admin(AdminRequest::DaemonLogs(query))) => {
-                let reply = self.daemon_logs(peer, query).await;
+                Ok(self.daemon_logs(peer, query).await)
+            }
+            Request::Workspace(WorkspaceRequest::ListStream) => {
+                Ok(self.list_stream(peer, Consistency::Linearizable).await)
+            }
+            Request::Stale(StaleRead::Workspace(WorkspaceRequest::ListStream)) => {
+                Ok(self.list_stream(peer, Consistency::Stale).await)
+            }
+            request => Err(request),
+        };
+        let request = match streamed {
+            Ok(reply) => {
                 let code = match &reply {
                     Reply::Once(Err(error)) => error.code.as_str(),
                     _ => "OK",
@@ -283,7 +299,7 @@ impl Handler for Service {
                     .request(kind, code, started.elapsed());
                 return reply;
             }
-            request => request,
+            Err(request) => request,
         };
         // The request's hop: writes at INFO, reads at DEBUG, the fleet's pulse not at all.
         let hop = hops::request_level(&request).map(|level| {

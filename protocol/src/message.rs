@@ -325,6 +325,12 @@ pub enum WorkspaceRequest {
         after: Option<WorkspaceName>,
         limit: u32,
     },
+    /// The workspaces the caller may see, as [`WorkspaceRequest::ListPage`] walks them, answered
+    /// as a stream: a [`Response::WorkspacePage`] of at most [`LIST_PAGE_MAX`] after another,
+    /// all of one read of the state (linearizable unless sent stale), the last with no `next`.
+    /// No page waits on a round trip of its own, and each `next` is where a walk by pages goes
+    /// on should the stream end early.
+    ListStream,
 }
 
 /// The most workspaces one [`WorkspaceRequest::ListPage`] answers (a view is well under 1 KiB,
@@ -602,8 +608,9 @@ pub enum Response {
     DenyList(DenyList),
     CaStatus(Box<CaStatus>),
     TrustBundle(TrustBundle),
-    /// A page of [`WorkspaceRequest::ListPage`]; `next`: ask again after it (`None`: the end). A
-    /// page may hold fewer than asked, or none, and still have a next.
+    /// A page of [`WorkspaceRequest::ListPage`] (or of a [`WorkspaceRequest::ListStream`]);
+    /// `next`: ask again after it (`None`: the end). A page may hold fewer than asked, or none,
+    /// and still have a next.
     WorkspacePage {
         workspaces: Vec<WorkspaceView>,
         next: Option<WorkspaceName>,

@@ -258,6 +258,7 @@ fn the_backup_scenario_runs_and_reports() {
     assert_eq!(result["workspaces"], 40);
     assert_eq!(result["at_scale"]["list_cli"]["n"], 5);
     assert_eq!(result["at_scale"]["list_pages"]["n"], 1, "40 in one page");
+    assert!(result["at_scale"]["list_stream_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(result["at_scale"]["create"]["n"], 20);
     assert_eq!(result["at_scale"]["whole_list"]["Ok"], 40);
     assert!(result["file_bytes"].as_u64().unwrap() > 1_000);

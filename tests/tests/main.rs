@@ -33,6 +33,7 @@ mod events;
 mod fleet_security;
 mod git_worktrees;
 mod large_state;
+mod listing;
 mod maintenance;
 mod monitoring;
 mod packages;

@@ -36,6 +36,7 @@ impl Service {
             request,
             WorkspaceRequest::List
                 | WorkspaceRequest::ListPage { .. }
+                | WorkspaceRequest::ListStream
                 | WorkspaceRequest::Inspect(_)
                 | WorkspaceRequest::Describe(_)
                 | WorkspaceRequest::Endpoint(_)
@@ -66,6 +67,10 @@ impl Service {
                     .await?;
                 Ok(Response::Workspaces(views))
             }
+            WorkspaceRequest::ListStream => Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                "the list's stream is answered as a stream; open it as one",
+            )),
             WorkspaceRequest::ListPage { after, limit } => {
                 let user = user.clone();
                 let limit = limit.clamp(1, LIST_PAGE_MAX) as usize;

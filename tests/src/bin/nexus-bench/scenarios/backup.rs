@@ -75,6 +75,8 @@ pub(crate) struct AtScale {
     pub(crate) list_pages: Percentiles,
     /// That walk, whole.
     pub(crate) list_walk_ms: f64,
+    /// The whole list as one stream of pages (`ListStream`), on the same connection.
+    pub(crate) list_stream_ms: f64,
     /// Creates one after another on one connection, each until placed and committed.
     pub(crate) create: Percentiles,
     /// What the one-request list (`WorkspaceRequest::List`) answers at this size: how many
@@ -125,6 +127,25 @@ async fn list_and_create(
         }
     }
     let list_walk_ms = walk.elapsed().as_secs_f64() * 1000.0;
+    let streamed = Instant::now();
+    let mut pages_of_stream = admin
+        .subscribe(Request::Workspace(WorkspaceRequest::ListStream))
+        .await
+        .unwrap();
+    let mut in_stream = 0;
+    loop {
+        match pages_of_stream.next().await {
+            Some(Ok(Response::WorkspacePage { workspaces, next })) => {
+                in_stream += workspaces.len();
+                if next.is_none() {
+                    break;
+                }
+            }
+            other => panic!("the stream ended before its last page: {other:?}"),
+        }
+    }
+    let list_stream_ms = streamed.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(in_stream, listed, "the stream and the walk list as many");
     let asked = Instant::now();
     let whole_list = match admin
         .request(Request::Workspace(WorkspaceRequest::List))
@@ -138,7 +159,9 @@ async fn list_and_create(
     println!("the one-request list: {whole_list:?} in {whole_list_ms:.0} ms");
     assert!(listed >= workspaces);
     let list_pages = Percentiles::of(pages);
-    println!("the list's pages: {list_pages:?}; the walk {list_walk_ms:.0} ms");
+    println!(
+        "the list's pages: {list_pages:?}; the walk {list_walk_ms:.0} ms; the stream {list_stream_ms:.0} ms"
+    );
     let mut timings = Vec::new();
     for i in 0..creates {
         let spec = nexus_fixtures::spec(&format!("new{i:04}"));
@@ -155,6 +178,7 @@ async fn list_and_create(
         list_cli,
         list_pages,
         list_walk_ms,
+        list_stream_ms,
         create,
         whole_list,
         whole_list_ms,

@@ -1,0 +1,242 @@
+//! The whole list as one stream of pages (`WorkspaceRequest::ListStream`): one read of the state,
+//! then its pages sent one after another off the Raft thread. A walk by `ListPage` waits on a
+//! round trip and a read (a quorum's round) per page, 50 of them at 250,000 workspaces; here the
+//! next page is made while the last one travels, and the channel's two places hold the maker
+//! back to the client's pace.
+//!
+//! The read takes a copy of the workspaces' map, which shares everything with the live state (a
+//! persistent map: the copy costs one reference count), so the stream sees one state from its first page to its last and the
+//! Raft thread does nothing per page.
+
+use tokio::sync::mpsc;
+
+use nexus_protocol::identity::{Identity, Role};
+use nexus_protocol::message::{LIST_PAGE_MAX, Response};
+use nexus_protocol::transport::{Peer, Reply, Update};
+
+use super::Service;
+use super::checks::denied;
+use super::views::{list_page, view_of};
+use crate::cluster::Consistency;
+use crate::state::{Map, WorkspaceRecord};
+use nexus_protocol::WorkspaceName;
+
+/// Pages made ahead of the one being sent: enough that the client never waits on the next one's
+/// making, and no more held in memory than that.
+const AHEAD: usize = 2;
+
+impl Service {
+    pub(super) async fn list_stream(&self, peer: &Peer, consistency: Consistency) -> Reply {
+        let Identity::User { name: user, role } = &peer.identity else {
+            return Reply::Once(Err(denied(peer, "only users manage workspaces")));
+        };
+        let (admin, user) = (*role == Role::Admin, user.clone());
+        let records = match self
+            .cluster
+            .read(consistency, |state| state.workspaces().map_copy())
+            .await
+        {
+            Ok(records) => records,
+            Err(error) => return Reply::Once(Err(error)),
+        };
+        let (pages, receiver) = mpsc::channel(AHEAD);
+        tokio::task::spawn_blocking(move || {
+            send_pages(
+                &records,
+                LIST_PAGE_MAX as usize,
+                |w| admin || w.owner == user,
+                &pages,
+            );
+        });
+        Reply::Stream(receiver)
+    }
+}
+
+/// Every page of `records` that `visible` lets through, `limit` a page, in name order, as
+/// `ListPage` walks them, until the last (no `next`) or the client goes away.
+fn send_pages(
+    records: &Map<WorkspaceName, WorkspaceRecord>,
+    limit: usize,
+    visible: impl Fn(&WorkspaceRecord) -> bool,
+    pages: &mpsc::Sender<Update>,
+) {
+    let mut after = None;
+    loop {
+        let (page, next) = list_page(records, after.as_ref(), limit, &visible);
+        let last = next.is_none();
+        let page = Response::WorkspacePage {
+            workspaces: page.into_iter().map(view_of).collect(),
+            next: next.clone(),
+        };
+        if pages.blocking_send(Box::new(Ok(page))).is_err() || last {
+            return;
+        }
+        after = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use nexus_protocol::RequestId;
+    use nexus_protocol::error::{ErrorCode, WireError};
+    use nexus_protocol::message::{Request, StaleRead, WorkspaceRequest};
+    use nexus_protocol::transport::Handler;
+
+    use super::*;
+    use crate::service::testing::{agent, ask, named, one_node_with_h1, workspace_spec, ws};
+
+    /// The names of each page, and each page's `next`.
+    type Pages = Vec<(Vec<String>, Option<String>)>;
+
+    fn page_of(update: Result<Response, WireError>) -> (Vec<String>, Option<String>) {
+        match update {
+            Ok(Response::WorkspacePage { workspaces, next }) => (
+                workspaces.into_iter().map(|w| w.name.to_string()).collect(),
+                next.map(|n| n.to_string()),
+            ),
+            other => panic!("not a page: {other:?}"),
+        }
+    }
+
+    /// Every update of the stream `request` is answered with.
+    async fn stream(service: &Service, peer: &Peer, request: Request) -> Pages {
+        match service.handle(peer, RequestId::random(), request).await {
+            Reply::Stream(mut updates) => {
+                let mut pages = Vec::new();
+                while let Some(update) = updates.recv().await {
+                    pages.push(page_of(*update));
+                }
+                pages
+            }
+            Reply::Once(answer) => panic!("not a stream: {answer:?}"),
+        }
+    }
+
+    /// The walk by `ListPage`, `limit` a page.
+    async fn walk(service: &Service, peer: &Peer, limit: u32) -> Pages {
+        let (mut pages, mut after) = (Vec::new(), None);
+        loop {
+            let page = ws(WorkspaceRequest::ListPage { after, limit });
+            let Response::WorkspacePage { workspaces, next } =
+                ask(service, peer, page).await.unwrap()
+            else {
+                panic!("not a page")
+            };
+            let names = workspaces.into_iter().map(|w| w.name.to_string()).collect();
+            pages.push((names, next.as_ref().map(|n| n.to_string())));
+            match next {
+                Some(next) => after = Some(next),
+                None => return pages,
+            }
+        }
+    }
+
+    /// Each caller's stream holds what the walk by pages does, in the same pages (an admin's:
+    /// all), stale or not; it ends with the page that has no `next`. An agent may not ask.
+    #[tokio::test]
+    async fn the_stream_is_the_walk_by_pages_for_each_caller() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let (ada, bob, admin) = (
+            named("ada", Role::User),
+            named("bob", Role::User),
+            named("root", Role::Admin),
+        );
+        for (who, name) in [(&bob, "b1"), (&ada, "a2"), (&ada, "a1"), (&bob, "b2")] {
+            let create = ws(WorkspaceRequest::Create(workspace_spec(name, &[])));
+            ask(&service, who, create).await.unwrap();
+        }
+        for who in [&ada, &bob, &admin] {
+            let streamed = stream(&service, who, ws(WorkspaceRequest::ListStream)).await;
+            assert_eq!(streamed, walk(&service, who, LIST_PAGE_MAX).await);
+            assert_eq!(streamed.last().unwrap().1, None, "{streamed:?}");
+            let stale = Request::Stale(StaleRead::Workspace(WorkspaceRequest::ListStream));
+            assert_eq!(stream(&service, who, stale).await, streamed);
+        }
+        let all = stream(&service, &admin, ws(WorkspaceRequest::ListStream)).await;
+        assert_eq!(
+            all,
+            [(
+                vec!["a1".into(), "a2".into(), "b1".into(), "b2".into()],
+                None
+            )]
+        );
+        match service
+            .handle(
+                &agent("h1"),
+                RequestId::random(),
+                ws(WorkspaceRequest::ListStream),
+            )
+            .await
+        {
+            Reply::Once(Err(error)) => assert_eq!(error.code, ErrorCode::PermissionDenied),
+            Reply::Once(Ok(answer)) => panic!("an agent listed workspaces: {answer:?}"),
+            Reply::Stream(_) => panic!("an agent was given the stream"),
+        }
+        // Asked as one request, it says how it is asked.
+        let once = ask(&service, &admin, ws(WorkspaceRequest::ListStream)).await;
+        assert_eq!(once.unwrap_err().code, ErrorCode::InvalidArgument);
+        node.stop().await.unwrap();
+    }
+
+    /// Pages of several: the stream's pages are the walk's, with the same `next`s (a filtered
+    /// page may be empty and still have one), and the maker stops when the client goes away.
+    #[tokio::test]
+    async fn the_pages_follow_the_walk_and_stop_when_the_client_goes() {
+        let (_dir, node, service) = one_node_with_h1().await;
+        let (ada, bob) = (named("ada", Role::User), named("bob", Role::User));
+        // As many as h1 holds, owners interleaved.
+        for i in 0..4 {
+            let owner = if i % 3 == 0 { &bob } else { &ada };
+            let create = ws(WorkspaceRequest::Create(workspace_spec(
+                &format!("w{i}"),
+                &[],
+            )));
+            ask(&service, owner, create).await.unwrap();
+        }
+        let records = service
+            .cluster
+            .read(Consistency::Linearizable, |state| {
+                state.workspaces().map_copy()
+            })
+            .await
+            .unwrap();
+        let sent = |limit: usize, owner: &'static str, room: usize| {
+            let records = records.clone();
+            let (pages, mut updates) = mpsc::channel(room);
+            let maker = tokio::task::spawn_blocking(move || {
+                send_pages(&records, limit, |w| w.owner.as_str() == owner, &pages);
+            });
+            async move {
+                let mut got = Vec::new();
+                while let Some(update) = updates.recv().await {
+                    got.push(page_of(*update));
+                }
+                maker.await.unwrap();
+                got
+            }
+        };
+        for (who, owner) in [(&ada, "ada"), (&bob, "bob")] {
+            for limit in [1, 2, 3, 100] {
+                assert_eq!(
+                    sent(limit, owner, 1).await,
+                    walk(&service, who, limit as u32).await,
+                    "{owner}, {limit} a page"
+                );
+            }
+        }
+        // The client reads one page and goes: the maker, blocked on the full channel, returns.
+        let (pages, mut updates) = mpsc::channel(1);
+        let maker = tokio::task::spawn_blocking(move || {
+            send_pages(&records, 1, |_| true, &pages);
+        });
+        page_of(*updates.recv().await.unwrap());
+        drop(updates);
+        tokio::time::timeout(Duration::from_secs(10), maker)
+            .await
+            .expect("the maker stops once its client is gone")
+            .unwrap();
+        node.stop().await.unwrap();
+    }
+}
