@@ -63,10 +63,13 @@ fn wrap(stale: bool, request: WorkspaceRequest) -> Request {
     }
 }
 
-/// Asks for the list as one stream and hands `on_page` each page as it comes. Only a failed
-/// connection is an error: anything the stream itself answers short of its last page (a refusal,
-/// a break, a wait past `limit`) is left to the walk by pages, which says it again should it
-/// last.
+/// Asks for the list as one stream and hands `on_page` each page as it comes. What the stream
+/// cannot finish is left to the walk by pages, from where it stopped: a coordinator that cannot
+/// stream the list (an earlier release: `PROTOCOL_ERROR`; its most streams at once:
+/// `RESOURCE_EXHAUSTED`), one that knows no leader (an election: `NOT_LEADER`), a connection
+/// lost or a coordinator found gone, a stream that ends before its last page, and a wait past
+/// `limit`: the walk asks again as every request does. Any other refusal (a permission, a read the cluster could not serve) is the answer: the
+/// walk would only be refused again after as long a wait.
 async fn streamed(
     settings: &Settings,
     stale: bool,
@@ -86,7 +89,7 @@ async fn streamed(
         _ => return Ok(Streamed::Until(after)),
     };
     loop {
-        match tokio::time::timeout(limit, pages.next()).await {
+        match tokio::time::timeout(limit, pages.next_unless_gone()).await {
             Ok(Some(Ok(Response::WorkspacePage { workspaces, next }))) => {
                 on_page(workspaces);
                 match next {
@@ -94,9 +97,23 @@ async fn streamed(
                     None => return Ok(Streamed::Whole),
                 }
             }
+            Ok(Some(Err(error))) if !left_to_the_walk(error.code) => {
+                return Err(crate::session::explain(error));
+            }
             _ => return Ok(Streamed::Until(after)),
         }
     }
+}
+
+/// Whether the stream's error `code` leaves the rest to the walk by pages ([`streamed`]).
+fn left_to_the_walk(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::ProtocolError
+            | ErrorCode::ResourceExhausted
+            | ErrorCode::NotLeader
+            | ErrorCode::NetworkError
+    )
 }
 
 /// The list by pages, from after `after`.

@@ -106,6 +106,8 @@ pub struct Service {
     chunks: Mutex<crate::peers::chunks::Assembler<nexus_protocol::NodeId>>,
     /// Each host's last report found a repeat, by digest, and its workspaces' epoch then.
     repeats: agents::Repeats,
+    /// The lists being streamed ([`list_stream::STREAMS_AT_ONCE`] at most).
+    list_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl Service {
@@ -140,6 +142,7 @@ impl Service {
             maintainer: None,
             credentials: Arc::new(CredentialStore::default()),
             signing: None,
+            list_streams: list_stream::streams(),
         }
     }
 

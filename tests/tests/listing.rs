@@ -1,12 +1,14 @@
 //! How the CLI gets the whole list (`nexus_cli::listing`), against a stand-in coordinator on
 //! loopback (real QUIC and mTLS) that serves seven workspaces two a page: as one stream of pages;
 //! by pages after a stream that breaks, from where it broke; by pages from a coordinator that
-//! cannot read the stream (an earlier release); and in one request from one that knows no pages.
-//! Each way lists every workspace once, in order.
+//! cannot read the stream (an earlier release) or streams its most already; and in one request
+//! from one that knows no pages. Each way lists every workspace once, in order. A refusal the
+//! walk would only meet again is the answer, with nothing walked.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nexus_cli::error::CliError;
 use nexus_cli::listing;
 use nexus_cli::settings::Settings;
 use nexus_protocol::error::{ErrorCode, WireError};
@@ -33,6 +35,8 @@ enum Release {
     Pages,
     /// Knows only the one-request list.
     OneRequest,
+    /// Refuses the stream with this code, and serves pages.
+    Refuses(ErrorCode),
 }
 
 struct StandIn {
@@ -90,6 +94,9 @@ impl Handler for StandIn {
                     Release::Streams => usize::MAX,
                     Release::BreaksAfter(pages) => pages,
                     Release::Pages | Release::OneRequest => return Reply::Once(Err(not_read())),
+                    Release::Refuses(code) => {
+                        return Reply::Once(Err(WireError::new(code, "refused by the stand-in")));
+                    }
                 };
                 let (sender, updates) = tokio::sync::mpsc::channel::<Update>(8);
                 let mut after: Option<WorkspaceName> = None;
@@ -129,6 +136,12 @@ impl Handler for StandIn {
 
 /// The CLI's whole list from a stand-in of `release`, and what the stand-in was asked.
 async fn listed(pki: &TestPki, release: Release) -> (Vec<String>, Vec<String>) {
+    let (listed, asked) = asking(pki, release).await;
+    (listed.unwrap(), asked)
+}
+
+/// [`listed`], or the CLI's error.
+async fn asking(pki: &TestPki, release: Release) -> (Result<Vec<String>, CliError>, Vec<String>) {
     let server = Server::bind(
         "127.0.0.1:0".parse().unwrap(),
         &pki.issue(&pki::coordinator(1)),
@@ -155,10 +168,9 @@ async fn listed(pki: &TestPki, release: Release) -> (Vec<String>, Vec<String>) {
         key,
         request_id: None,
     };
-    let views = listing::workspaces(&settings, false, Duration::from_secs(10))
+    let names = listing::workspaces(&settings, false, Duration::from_secs(10))
         .await
-        .unwrap();
-    let names = views.into_iter().map(|v| v.name.to_string()).collect();
+        .map(|views| views.into_iter().map(|v| v.name.to_string()).collect());
     let asked = stand_in.asked.lock().unwrap().clone();
     (names, asked)
 }
@@ -199,4 +211,15 @@ async fn the_cli_lists_every_workspace_once_from_every_release() {
     let (names, asked) = listed(&pki, Release::OneRequest).await;
     assert_eq!(names, all);
     assert_eq!(asked, ["stream", "page after -", "list"]);
+
+    // Its most streams at once: the walk.
+    let (names, asked) = listed(&pki, Release::Refuses(ErrorCode::ResourceExhausted)).await;
+    assert_eq!(names, all);
+    assert_eq!(asked.len(), 5, "{asked:?}");
+
+    // A refusal the walk would meet again is the answer.
+    let (listed, asked) = asking(&pki, Release::Refuses(ErrorCode::PermissionDenied)).await;
+    let error = listed.unwrap_err();
+    assert_eq!(error.error.code, ErrorCode::PermissionDenied, "{error:?}");
+    assert_eq!(asked, ["stream"]);
 }

@@ -254,6 +254,17 @@ async fn gone(address: SocketAddr) {
     }
 }
 
+/// What a request whose server was found [`gone`] ends with.
+fn gone_error(address: SocketAddr) -> WireError {
+    WireError::new(
+        ErrorCode::NetworkError,
+        format!(
+            "{address}: the server's process is gone (its address refused a probe) before it \
+             answered"
+        ),
+    )
+}
+
 /// A connection that has passed the hello.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -380,14 +391,7 @@ impl Connection {
         let address = self.remote_address();
         tokio::select! {
             result = self.request_with(request_id, request, limit) => result,
-            () = gone(address) => Err(WireError::new(
-                ErrorCode::NetworkError,
-                format!(
-                    "{address}: the server's process is gone (its address refused a probe) \
-                     before it answered"
-                ),
-            )
-            .with_request_id(request_id)),
+            () = gone(address) => Err(gone_error(address).with_request_id(request_id)),
         }
     }
 
@@ -519,6 +523,17 @@ impl Subscription {
             Ok(Some(frame)) => Some(frame.result),
             Ok(None) => None,
             Err(error) => Some(Err(error.with_request_id(self.request_id))),
+        }
+    }
+
+    /// [`Subscription::next`], given up with `NETWORK_ERROR` once the server's process is found
+    /// gone, as [`Connection::request_unless_gone`] does: a crashed server sends nothing, ever.
+    pub async fn next_unless_gone(&mut self) -> Option<Result<Response, WireError>> {
+        let address = self.connection.remote_address();
+        let request_id = self.request_id;
+        tokio::select! {
+            next = self.next() => next,
+            () = gone(address) => Some(Err(gone_error(address).with_request_id(request_id))),
         }
     }
 }
