@@ -135,10 +135,10 @@ mod tests {
     use nexus_protocol::transport::Handler;
 
     use super::*;
-    use crate::service::testing::{agent, ask, named, one_node_with_h1, workspace_spec, ws};
-
-    /// The names of each page, and each page's `next`.
-    type Pages = Vec<(Vec<String>, Option<String>)>;
+    use crate::service::testing::{
+        Pages, agent, ask, named, one_node_with_four_workspaces, one_node_with_h1, walk_pages,
+        workspace_spec, ws,
+    };
 
     fn page_of(update: Result<Response, WireError>) -> (Vec<String>, Option<String>) {
         match update {
@@ -164,42 +164,14 @@ mod tests {
         }
     }
 
-    /// The walk by `ListPage`, `limit` a page.
-    async fn walk(service: &Service, peer: &Peer, limit: u32) -> Pages {
-        let (mut pages, mut after) = (Vec::new(), None);
-        loop {
-            let page = ws(WorkspaceRequest::ListPage { after, limit });
-            let Response::WorkspacePage { workspaces, next } =
-                ask(service, peer, page).await.unwrap()
-            else {
-                panic!("not a page")
-            };
-            let names = workspaces.into_iter().map(|w| w.name.to_string()).collect();
-            pages.push((names, next.as_ref().map(|n| n.to_string())));
-            match next {
-                Some(next) => after = Some(next),
-                None => return pages,
-            }
-        }
-    }
-
     /// Each caller's stream holds what the walk by pages does, in the same pages (an admin's:
     /// all), stale or not; it ends with the page that has no `next`. An agent may not ask.
     #[tokio::test]
     async fn the_stream_is_the_walk_by_pages_for_each_caller() {
-        let (_dir, node, service) = one_node_with_h1().await;
-        let (ada, bob, admin) = (
-            named("ada", Role::User),
-            named("bob", Role::User),
-            named("root", Role::Admin),
-        );
-        for (who, name) in [(&bob, "b1"), (&ada, "a2"), (&ada, "a1"), (&bob, "b2")] {
-            let create = ws(WorkspaceRequest::Create(workspace_spec(name, &[])));
-            ask(&service, who, create).await.unwrap();
-        }
+        let (_dir, node, service, [ada, bob, admin]) = one_node_with_four_workspaces().await;
         for who in [&ada, &bob, &admin] {
             let streamed = stream(&service, who, ws(WorkspaceRequest::ListStream)).await;
-            assert_eq!(streamed, walk(&service, who, LIST_PAGE_MAX).await);
+            assert_eq!(streamed, walk_pages(&service, who, LIST_PAGE_MAX).await);
             assert_eq!(streamed.last().unwrap().1, None, "{streamed:?}");
             let stale = Request::Stale(StaleRead::Workspace(WorkspaceRequest::ListStream));
             assert_eq!(stream(&service, who, stale).await, streamed);
@@ -306,7 +278,7 @@ mod tests {
             for limit in [1, 2, 3, 100] {
                 assert_eq!(
                     sent(limit, owner, 1).await,
-                    walk(&service, who, limit as u32).await,
+                    walk_pages(&service, who, limit as u32).await,
                     "{owner}, {limit} a page"
                 );
             }

@@ -141,3 +141,42 @@ pub(super) async fn ask(
 ) -> Result<Response, WireError> {
     service.answer(peer, RequestId::random(), request).await
 }
+
+/// Names of each page of a list, and each page's `next`.
+pub(super) type Pages = Vec<(Vec<String>, Option<String>)>;
+
+/// A one-node cluster with h1, and ada's a1 and a2 and bob's b1 and b2 on it; also ada, bob and
+/// an admin, as callers.
+pub(super) async fn one_node_with_four_workspaces() -> (tempfile::TempDir, Node, Service, [Peer; 3])
+{
+    let (dir, node, service) = one_node_with_h1().await;
+    let (ada, bob, admin) = (
+        named("ada", Role::User),
+        named("bob", Role::User),
+        named("root", Role::Admin),
+    );
+    for (who, name) in [(&bob, "b1"), (&ada, "a2"), (&ada, "a1"), (&bob, "b2")] {
+        let create = ws(WorkspaceRequest::Create(workspace_spec(name, &[])));
+        ask(&service, who, create).await.unwrap();
+    }
+    (dir, node, service, [ada, bob, admin])
+}
+
+/// The walk of the list by `ListPage`, `limit` a page, as `peer` sees it.
+pub(super) async fn walk_pages(service: &Service, peer: &Peer, limit: u32) -> Pages {
+    let (mut pages, mut after) = (Vec::new(), None);
+    loop {
+        let page = ws(WorkspaceRequest::ListPage { after, limit });
+        let Response::WorkspacePage { workspaces, next } = ask(service, peer, page).await.unwrap()
+        else {
+            panic!("not a page")
+        };
+        assert!(workspaces.len() <= limit.max(1) as usize);
+        let names = workspaces.into_iter().map(|w| w.name.to_string()).collect();
+        pages.push((names, next.as_ref().map(|n| n.to_string())));
+        match next {
+            Some(next) => after = Some(next),
+            None => return pages,
+        }
+    }
+}

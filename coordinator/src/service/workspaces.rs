@@ -380,7 +380,10 @@ mod tests {
     use nexus_protocol::{HostId, RequestId, UserName, WorkspaceName};
 
     use crate::cluster::Consistency;
-    use crate::service::testing::{agent, ask, code, named, one_node_with_h1, workspace_spec, ws};
+    use crate::service::testing::{
+        agent, ask, code, named, one_node_with_four_workspaces, one_node_with_h1, walk_pages,
+        workspace_spec, ws,
+    };
     use crate::state::Command;
 
     /// What the fastest agent there is reports: `state` for `name`, each time h1's desired
@@ -784,35 +787,14 @@ mod tests {
     /// same as the one-request list.
     #[tokio::test]
     async fn the_list_in_pages_is_the_list() {
-        let (_dir, node, service) = one_node_with_h1().await;
-        let (ada, bob, admin) = (
-            named("ada", Role::User),
-            named("bob", Role::User),
-            named("root", Role::Admin),
-        );
-        for (who, name) in [(&bob, "b1"), (&ada, "a2"), (&ada, "a1"), (&bob, "b2")] {
-            let create = ws(WorkspaceRequest::Create(workspace_spec(name, &[])));
-            ask(&service, who, create).await.unwrap();
-        }
+        let (_dir, node, service, [ada, bob, admin]) = one_node_with_four_workspaces().await;
         let walk = |who: Peer, limit: u32| {
             let service = &service;
             async move {
-                let (mut names, mut pages, mut after) = (Vec::new(), 0, None);
-                loop {
-                    let page = ws(WorkspaceRequest::ListPage { after, limit });
-                    let Response::WorkspacePage { workspaces, next } =
-                        ask(service, &who, page).await.unwrap()
-                    else {
-                        panic!("not a page")
-                    };
-                    assert!(workspaces.len() <= limit.max(1) as usize);
-                    names.extend(workspaces.into_iter().map(|w| w.name.to_string()));
-                    pages += 1;
-                    match next {
-                        Some(next) => after = Some(next),
-                        None => return (names, pages),
-                    }
-                }
+                let pages = walk_pages(service, &who, limit).await;
+                let count = pages.len();
+                let names: Vec<String> = pages.into_iter().flat_map(|(names, _)| names).collect();
+                (names, count)
             }
         };
         // The last page is empty: after a2 come bob's, which the page looks at but leaves out.
