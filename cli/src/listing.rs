@@ -68,8 +68,9 @@ fn wrap(stale: bool, request: WorkspaceRequest) -> Request {
 /// stream the list (an earlier release: `PROTOCOL_ERROR`; its most streams at once:
 /// `RESOURCE_EXHAUSTED`), one that knows no leader (an election: `NOT_LEADER`), a connection
 /// lost or a coordinator found gone, a stream that ends before its last page, and a wait past
-/// `limit`: the walk asks again as every request does. Any other refusal (a permission, a read the cluster could not serve) is the answer: the
-/// walk would only be refused again after as long a wait.
+/// `limit`: the walk asks again as every request does. Any other refusal (a permission, a read
+/// the cluster could not serve) is the answer: the walk would only be refused again after as
+/// long a wait.
 async fn streamed(
     settings: &Settings,
     stale: bool,

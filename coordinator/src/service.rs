@@ -10,10 +10,10 @@
 //! `admin` (admins' fleet and cluster requests), `agents` (registration, heartbeats, reports),
 //! `workspaces` (users' workspace requests), `peers` (the other coordinators' Raft traffic),
 //! `watch` (agents' desired-state subscriptions), `list_stream` (the whole list as a stream of
-//! pages) and `logs` (this node's own log, for admins). `liveness` keeps the heartbeats and runs the
-//! failure detector's loop; `checks` says who may ask and what a request may hold; `views` turns
-//! the state into answers; `history` answers what the state remembers (a workspace's events, a
-//! request's record).
+//! pages) and `logs` (this node's own log, for admins). `liveness` keeps the heartbeats and runs
+//! the failure detector's loop; `checks` says who may ask and what a request may hold; `views`
+//! turns the state into answers; `history` answers what the state remembers (a workspace's
+//! events, a request's record).
 
 mod activity;
 mod admin;
