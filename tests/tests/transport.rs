@@ -1,6 +1,7 @@
 //! The transport over real QUIC with mutual TLS on loopback: a good pair exchanges requests and a
 //! push stream; every kind of bad client is refused with the right code, without a hang; bad bytes
-//! are refused without a panic and without harming the connection.
+//! are refused without a panic and without harming the connection; a subscription whose server
+//! vanishes ends at once.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -262,6 +263,47 @@ async fn agents_get_few_streams_at_once_and_other_clients_many() {
         }
         requests.abort_all();
     }
+}
+
+/// A subscription whose server vanishes as a killed process does (its tasks and socket gone,
+/// no close sent) ends at once with `NETWORK_ERROR` when read with `next_unless_gone`: its
+/// address refuses the probe. Read with `next`, it would wait out the idle timeout.
+#[test]
+fn a_subscription_whose_servers_process_is_gone_ends_at_once() {
+    let pki = TestPki::new();
+    // The server in a runtime of its own, which is shut down under it.
+    let server_side = tokio::runtime::Runtime::new().unwrap();
+    let server = server_side.block_on(TestServer::start(&pki, AcceptPolicy::everyone(), config()));
+    let client_side = tokio::runtime::Runtime::new().unwrap();
+    let (_connection, mut watch) = client_side.block_on(async {
+        let connection = connect_with(&pki.issue(&pki::agent("dev-01")), server.address, config())
+            .await
+            .unwrap();
+        let mut watch = connection
+            .subscribe(Request::Agent(AgentRequest::WatchDesired {
+                known_version: Some(0),
+            }))
+            .await
+            .unwrap();
+        assert!(matches!(watch.next().await, Some(Ok(Response::Desired(_)))));
+        (connection, watch)
+    });
+    server_side.shutdown_background();
+    client_side.block_on(async {
+        let started = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(20), watch.next_unless_gone())
+            .await
+            .expect("the subscription to end before the idle timeout");
+        let error = ended.expect("an error, not a clean end").unwrap_err();
+        assert_eq!(error.code, ErrorCode::NetworkError, "{error}");
+        assert!(error.message.contains("refused a probe"), "{error}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+    drop(server);
 }
 
 #[tokio::test]
