@@ -15,7 +15,7 @@ use nexus_protocol::message::{
 };
 use nexus_protocol::transport::{
     AcceptPolicy, Connection, Connector, Credentials, Handler, Peer, Refusal, Reply, Server,
-    TransportConfig,
+    Subscription, TransportConfig,
 };
 use nexus_protocol::{RequestId, clock};
 use nexus_tests::pki::{self, TestPki};
@@ -265,6 +265,19 @@ async fn agents_get_few_streams_at_once_and_other_clients_many() {
     }
 }
 
+/// A watch of the test server's, once its first push has come (it then waits for changes that
+/// never come).
+async fn watching(connection: &Connection) -> Subscription {
+    let mut watch = connection
+        .subscribe(Request::Agent(AgentRequest::WatchDesired {
+            known_version: Some(0),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(watch.next().await, Some(Ok(Response::Desired(_)))));
+    watch
+}
+
 /// A subscription whose server vanishes as a killed process does (its tasks and socket gone,
 /// no close sent) ends at once with `NETWORK_ERROR` when read with `next_unless_gone`: its
 /// address refuses the probe. Read with `next`, it would wait out the idle timeout.
@@ -279,13 +292,7 @@ fn a_subscription_whose_servers_process_is_gone_ends_at_once() {
         let connection = connect_with(&pki.issue(&pki::agent("dev-01")), server.address, config())
             .await
             .unwrap();
-        let mut watch = connection
-            .subscribe(Request::Agent(AgentRequest::WatchDesired {
-                known_version: Some(0),
-            }))
-            .await
-            .unwrap();
-        assert!(matches!(watch.next().await, Some(Ok(Response::Desired(_)))));
+        let watch = watching(&connection).await;
         (connection, watch)
     });
     server_side.shutdown_background();
@@ -313,18 +320,8 @@ async fn a_subscription_the_client_drops_ends_its_producer() {
     let connection = connect_with(&pki.issue(&pki::agent("dev-01")), server.address, config())
         .await
         .unwrap();
-    let watch = |connection: Connection| async move {
-        let mut watch = connection
-            .subscribe(Request::Agent(AgentRequest::WatchDesired {
-                known_version: Some(0),
-            }))
-            .await
-            .unwrap();
-        assert!(matches!(watch.next().await, Some(Ok(Response::Desired(_)))));
-        watch
-    };
     // The client drops the subscription; the connection stays up.
-    drop(watch(connection.clone()).await);
+    drop(watching(&connection).await);
     let ended = server.handler.watches_ended.clone();
     nexus_tests::eventually(
         "the producer to see the end",
@@ -336,7 +333,7 @@ async fn a_subscription_the_client_drops_ends_its_producer() {
     )
     .await;
     // The connection itself goes away.
-    let _held = watch(connection.clone()).await;
+    let _held = watching(&connection).await;
     connection.close();
     nexus_tests::eventually(
         "the producer to see the close",
