@@ -22,6 +22,7 @@ pub mod monitoring;
 pub mod pki;
 pub mod process;
 pub mod prometheus;
+pub mod stand_in;
 pub mod systemd;
 
 use std::future::Future;

@@ -10,16 +10,13 @@ use std::time::Duration;
 
 use nexus_cli::error::CliError;
 use nexus_cli::listing;
-use nexus_cli::settings::Settings;
 use nexus_protocol::error::{ErrorCode, WireError};
-use nexus_protocol::identity::Role;
 use nexus_protocol::message::{Request, Response, WorkspaceRequest};
 use nexus_protocol::model::{ResourceClass, WorkspaceState, WorkspaceView};
-use nexus_protocol::transport::{
-    AcceptPolicy, Handler, Peer, Reply, Server, TransportConfig, Update,
-};
+use nexus_protocol::transport::{Handler, Peer, Reply, Update};
 use nexus_protocol::{RequestId, WorkspaceName, clock};
-use nexus_tests::pki::{self, TestPki};
+use nexus_tests::pki::TestPki;
+use nexus_tests::stand_in;
 
 const NAMES: [&str; 7] = ["w0", "w1", "w2", "w3", "w4", "w5", "w6"];
 const PAGE: usize = 2;
@@ -142,33 +139,12 @@ async fn listed(pki: &TestPki, release: Release) -> (Vec<String>, Vec<String>) {
 
 /// [`listed`], or the CLI's error.
 async fn asking(pki: &TestPki, release: Release) -> (Result<Vec<String>, CliError>, Vec<String>) {
-    let server = Server::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &pki.issue(&pki::coordinator(1)),
-        AcceptPolicy::everyone(),
-        TransportConfig::default(),
-    )
-    .unwrap();
-    let address = server.local_addr().unwrap();
     let stand_in = Arc::new(StandIn {
         release,
         asked: Mutex::new(Vec::new()),
     });
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve(stand_in.clone(), async {
-        let _ = stopped.await;
-    }));
-    let user = pki::user("alice", Role::User);
-    pki.issue(&user);
-    let (cert, key) = pki.paths(&user);
-    let settings = Settings {
-        coordinators: vec![address.to_string()],
-        ca: pki.ca_cert_path(),
-        cert,
-        key,
-        request_id: None,
-    };
-    let names = listing::workspaces(&settings, false, Duration::from_secs(10))
+    let served = stand_in::serve(pki, stand_in.clone());
+    let names = listing::workspaces(&served.settings, false, Duration::from_secs(10))
         .await
         .map(|views| views.into_iter().map(|v| v.name.to_string()).collect());
     let asked = stand_in.asked.lock().unwrap().clone();
