@@ -12,7 +12,9 @@ use nexus_protocol::RequestId;
 use nexus_protocol::error::{ErrorCode, ErrorDetail, RetryChange, WireError};
 use nexus_protocol::identity::IdentityKind;
 use nexus_protocol::message::{Request, Response};
-use nexus_protocol::transport::{Connection, Connector, Credentials, TransportConfig, resolve};
+use nexus_protocol::transport::{
+    Connection, Connector, Credentials, Subscription, TransportConfig, resolve,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::args::{ConnectionArgs, OutputFormat};
@@ -355,6 +357,34 @@ impl Client<'_> {
     ) -> Result<Response, CliError> {
         let request_id = self.settings.next_request_id();
         self.request_under(request_id, request, limit).await
+    }
+
+    /// Opens `request`'s stream on the kept connection (else on one to the first coordinator
+    /// that answers) within `limit`, once: no redirect, no retry. For a caller that has another
+    /// way to what the stream tells, and takes it when this fails.
+    pub async fn subscribe(
+        &mut self,
+        request: Request,
+        limit: Duration,
+    ) -> Result<Subscription, CliError> {
+        let connection = match &self.connection {
+            Some(connection) => connection.clone(),
+            None => {
+                let (connection, index) = self.settings.connect_from(self.first).await?;
+                self.reached = Some(index);
+                self.connection = Some(connection.clone());
+                connection
+            }
+        };
+        let request_id = self.settings.next_request_id();
+        match tokio::time::timeout(limit, connection.subscribe_with(request_id, request)).await {
+            Ok(Ok(updates)) => Ok(updates),
+            Ok(Err(error)) => Err(crate::session::explain(error)),
+            Err(_) => Err(CliError::local(
+                ErrorCode::Timeout,
+                format!("opening a stream took over {} ms", limit.as_millis()),
+            )),
+        }
     }
 
     /// [`Client::request`] under `request_id` rather than the command's: a second write of one

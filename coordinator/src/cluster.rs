@@ -134,6 +134,12 @@ impl Cluster {
         self.hosts.subscribe(host)
     }
 
+    /// A signal that changes whenever one of `host`'s workspaces may have changed on this
+    /// replica: what a watch of one workspace waits on.
+    pub fn workspace_changes(&self, host: &nexus_protocol::HostId) -> watch::Receiver<()> {
+        self.hosts.subscribe_workspaces(host)
+    }
+
     /// Whether this node leads, and in which term, as of the driver's last round: a cheap look
     /// for those who check often ([`Cluster::require_leader`] asks the driver, and names the
     /// leader).

@@ -77,6 +77,7 @@ pub fn request_level(request: &Request) -> Option<Level> {
             WorkspaceRequest::List
             | WorkspaceRequest::ListPage { .. }
             | WorkspaceRequest::ListStream
+            | WorkspaceRequest::Watch(_)
             | WorkspaceRequest::Inspect(_)
             | WorkspaceRequest::Describe(_)
             | WorkspaceRequest::Endpoint(_)
@@ -111,7 +112,8 @@ pub fn request_workspace(request: &Request) -> Option<&WorkspaceName> {
         | WorkspaceRequest::Lifecycle(name)
         | WorkspaceRequest::Hold(name)
         | WorkspaceRequest::Release(name)
-        | WorkspaceRequest::Worktree(name) => Some(name),
+        | WorkspaceRequest::Worktree(name)
+        | WorkspaceRequest::Watch(name) => Some(name),
         WorkspaceRequest::List
         | WorkspaceRequest::ListPage { .. }
         | WorkspaceRequest::ListStream

@@ -432,6 +432,7 @@ fn workspace_kind(request: &WorkspaceRequest) -> &'static str {
         WorkspaceRequest::List => "workspace_list",
         WorkspaceRequest::ListPage { .. } => "workspace_list_page",
         WorkspaceRequest::ListStream => "workspace_list_stream",
+        WorkspaceRequest::Watch(_) => "workspace_watch",
         WorkspaceRequest::Inspect(_) => "workspace_inspect",
         WorkspaceRequest::Start(_) => "workspace_start",
         WorkspaceRequest::Stop(_) => "workspace_stop",

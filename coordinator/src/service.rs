@@ -38,6 +38,7 @@ mod testing;
 mod views;
 mod watch;
 mod watch_deny;
+mod workspace_watch;
 mod workspaces;
 mod worktrees;
 
@@ -108,6 +109,8 @@ pub struct Service {
     repeats: agents::Repeats,
     /// The lists being streamed ([`list_stream::STREAMS_AT_ONCE`] at most).
     list_streams: Arc<tokio::sync::Semaphore>,
+    /// The workspaces' watches ([`workspace_watch::WATCHES_AT_ONCE`] at most).
+    workspace_watches: Arc<tokio::sync::Semaphore>,
 }
 
 impl Service {
@@ -143,6 +146,7 @@ impl Service {
             credentials: Arc::new(CredentialStore::default()),
             signing: None,
             list_streams: list_stream::streams(),
+            workspace_watches: workspace_watch::watches(),
         }
     }
 
@@ -276,8 +280,9 @@ impl Handler for Service {
             self.cluster.metrics().api_requests.inc([kind, code]);
             return reply;
         }
-        // A log may be a subscription (`--follow`), and the whole list is a stream of pages:
-        // answered as streams, like a watch, timed until the stream is handed over.
+        // A log may be a subscription (`--follow`), the whole list is a stream of pages and a
+        // workspace's watch a stream of its details: answered as streams, like an agent's
+        // watch, timed until the stream is handed over.
         let streamed = match request {
             Request::Admin(AdminRequest::DaemonLogs(query))
             | Request::Stale(StaleRead::Admin(AdminRequest::DaemonLogs(query))) => {
@@ -288,6 +293,12 @@ impl Handler for Service {
             }
             Request::Stale(StaleRead::Workspace(WorkspaceRequest::ListStream)) => {
                 Ok(self.list_stream(peer, Consistency::Stale).await)
+            }
+            Request::Workspace(WorkspaceRequest::Watch(name)) => Ok(self
+                .watch_workspace(peer, name, Consistency::Linearizable)
+                .await),
+            Request::Stale(StaleRead::Workspace(WorkspaceRequest::Watch(name))) => {
+                Ok(self.watch_workspace(peer, name, Consistency::Stale).await)
             }
             request => Err(request),
         };

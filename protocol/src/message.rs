@@ -331,6 +331,13 @@ pub enum WorkspaceRequest {
     /// No page waits on a round trip of its own, and each `next` is where a walk by pages goes
     /// on should the stream end early.
     ListStream,
+    /// The workspace's detail now, then again each time it changes, as a stream of
+    /// [`Response::WorkspaceDetail`]s, until it is gone (the stream's last update is then
+    /// `WORKSPACE_NOT_FOUND`) or the client closes it: what a command waiting for the
+    /// workspace's host reads instead of asking again and again. The first detail is of a
+    /// linearizable read unless sent stale; later ones are of the replica reached, as it applies
+    /// each change, so a replica cut off from its leader goes quiet rather than failing.
+    Watch(WorkspaceName),
 }
 
 /// The most workspaces one [`WorkspaceRequest::ListPage`] answers (a view is well under 1 KiB,

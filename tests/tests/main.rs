@@ -45,6 +45,7 @@ mod scrape;
 mod service_manager;
 mod sync_reports;
 mod transport;
+mod waiting;
 mod workspace_health;
 mod workspaces;
 mod worktree_verify;

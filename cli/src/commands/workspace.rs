@@ -19,9 +19,14 @@ use crate::settings::{Client, Settings};
 /// How long a request waits for its answer (a create waits for a Raft commit).
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How often a waiting command asks for the workspace's state. A read is one round trip on a
-/// kept connection (and a Raft read index on the leader): cheap enough to keep the wait short.
+/// How often a waiting command asks for the workspace's state when it cannot watch it. A read is
+/// one round trip on a kept connection (and a Raft read index on the leader): cheap enough to
+/// keep the wait short.
 const POLL: Duration = Duration::from_millis(50);
+
+/// How long a watch may say nothing before the wait asks for the workspace itself: a coordinator
+/// cut off from its leader hears of no change, and a request goes where requests go.
+const QUIET: Duration = Duration::from_secs(1);
 
 /// Runs one workspace command; answers the exit code (an exec's command's own, else 0).
 pub async fn run(
@@ -351,7 +356,13 @@ pub fn judge(detail: &WorkspaceDetail, goal: Goal) -> Verdict {
     }
 }
 
-/// Polls `name` until `goal` (its detail; `None` once gone), a failure, or `limit`.
+/// Waits for `name` to reach `goal` (its detail; `None` once gone), a failure, or `limit`.
+///
+/// It watches the workspace (`WorkspaceRequest::Watch`), so it hears of each change as the
+/// coordinator applies it. It asks for the workspace itself when the watch has been quiet for
+/// [`QUIET`], and every [`POLL`] once the watch has ended or could not start: a coordinator of
+/// an earlier release, one at its most watches, one that lost its leader or went away. Those
+/// requests go where any request goes (to the leader, elsewhere when the coordinator is gone).
 pub async fn wait_for(
     client: &mut Client<'_>,
     name: &WorkspaceName,
@@ -361,8 +372,35 @@ pub async fn wait_for(
 ) -> Result<Option<WorkspaceDetail>, CliError> {
     let started = Instant::now();
     let describe = Request::Workspace(WorkspaceRequest::Describe(name.clone()));
+    let watch_request = Request::Workspace(WorkspaceRequest::Watch(name.clone()));
+    let mut watch = client.subscribe(watch_request, QUIET).await.ok();
+    let mut first = true;
     loop {
-        let state = match client.request(describe.clone(), TIMEOUT).await {
+        let answer = match watch.as_mut() {
+            Some(updates) => {
+                let quiet = QUIET.min(limit.saturating_sub(started.elapsed())).max(POLL);
+                match tokio::time::timeout(quiet, updates.next_unless_gone()).await {
+                    Ok(Some(Ok(response))) => Ok(response),
+                    Ok(Some(Err(error))) if watch_answers(error.code) => {
+                        Err(crate::session::explain(error))
+                    }
+                    // Ended, refused or broken: asked from now on.
+                    Ok(_) => {
+                        watch = None;
+                        client.request(describe.clone(), TIMEOUT).await
+                    }
+                    Err(_quiet) => client.request(describe.clone(), TIMEOUT).await,
+                }
+            }
+            None => {
+                if !first {
+                    tokio::time::sleep(POLL).await;
+                }
+                client.request(describe.clone(), TIMEOUT).await
+            }
+        };
+        first = false;
+        let state = match answer {
             Ok(Response::WorkspaceDetail(detail)) => match judge(&detail, goal) {
                 Verdict::Done => return Ok(Some(*detail)),
                 Verdict::Failed(error) => return Err(error),
@@ -390,8 +428,16 @@ pub async fn wait_for(
                 "the change stands and its host is still at it: see `nexus workspace inspect {name}`, or wait longer with --timeout"
             )));
         }
-        tokio::time::sleep(POLL).await;
     }
+}
+
+/// Whether a watch's refusal is the wait's answer, as a request's would be (the workspace is
+/// gone, or not the caller's), rather than a reason to ask by requests instead.
+fn watch_answers(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::WorkspaceNotFound | ErrorCode::PermissionDenied
+    )
 }
 
 /// The one-line progress display on stderr: the workspace's state and the time waited. Shown only

@@ -305,6 +305,7 @@ impl Driver {
                 );
             }
             self.hosts.raise(self.node.take_changed_hosts());
+            self.hosts.raise_workspaces(self.node.state().workspaces());
             let deny = self.node.state().security().deny_list();
             self.deny.send_if_modified(|now| {
                 let changed = now != deny;

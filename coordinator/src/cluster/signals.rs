@@ -1,5 +1,7 @@
 //! The signals that wake desired-state watches: one per watched host, raised as entries that
-//! change it apply, and the roster: its number and the hosts as last applied.
+//! change it apply; those that wake workspace watches, one per host of a watched workspace,
+//! raised when any of its workspaces changed; and the roster: its number and the hosts as last
+//! applied.
 
 use std::collections::HashMap;
 
@@ -7,7 +9,7 @@ use nexus_protocol::HostId;
 use tokio::sync::watch;
 
 use crate::locks::{lock, read, write};
-use crate::state::{HostRecord, Map};
+use crate::state::{HostRecord, Map, Workspaces};
 
 /// One signal per host with a desired-state watch, raised when that host's desired state
 /// changes: an applied entry wakes only the watches it concerns, not every agent's.
@@ -21,6 +23,17 @@ pub struct HostSignals {
     /// that changed them (a copy shared with the state until either changes): what a heartbeat,
     /// a registration or the failure detector reads without waiting on the driver's thread.
     roster_hosts: std::sync::RwLock<Map<HostId, HostRecord>>,
+    /// One signal per host whose workspaces someone watches (`WorkspaceRequest::Watch`), with
+    /// the host's epoch in the workspaces' table when it was last raised.
+    workspaces: std::sync::Mutex<HashMap<HostId, Watched>>,
+}
+
+/// A host whose workspaces are watched.
+#[derive(Debug)]
+struct Watched {
+    signal: watch::Sender<()>,
+    /// The table's epoch of the host when the signal was last raised (`None`: not yet).
+    epoch: Option<u64>,
 }
 
 impl HostSignals {
@@ -58,6 +71,34 @@ impl HostSignals {
             .entry(host.clone())
             .or_insert_with(|| watch::Sender::new(()))
             .subscribe()
+    }
+
+    /// A signal that changes whenever one of `host`'s workspaces may have (and once soon after
+    /// it is first asked for).
+    pub fn subscribe_workspaces(&self, host: &HostId) -> watch::Receiver<()> {
+        lock(&self.workspaces)
+            .entry(host.clone())
+            .or_insert_with(|| Watched {
+                signal: watch::Sender::new(()),
+                epoch: None,
+            })
+            .signal
+            .subscribe()
+    }
+
+    /// Raises the signal of each watched host whose workspaces changed in `table` since it was
+    /// last raised (their epoch moved), and drops those nobody waits on any more: the cost is
+    /// the watched hosts', nothing when none is.
+    pub(super) fn raise_workspaces(&self, table: &Workspaces) {
+        let mut watched = lock(&self.workspaces);
+        watched.retain(|host, watched| {
+            let epoch = table.epoch(host);
+            if watched.epoch == Some(epoch) {
+                return watched.signal.receiver_count() > 0;
+            }
+            watched.epoch = Some(epoch);
+            watched.signal.send(()).is_ok()
+        });
     }
 
     /// Raises the signals of the hosts that changed. A signal nobody waits on any more (its

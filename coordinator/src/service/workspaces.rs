@@ -37,6 +37,7 @@ impl Service {
             WorkspaceRequest::List
                 | WorkspaceRequest::ListPage { .. }
                 | WorkspaceRequest::ListStream
+                | WorkspaceRequest::Watch(_)
                 | WorkspaceRequest::Inspect(_)
                 | WorkspaceRequest::Describe(_)
                 | WorkspaceRequest::Endpoint(_)
@@ -67,9 +68,9 @@ impl Service {
                     .await?;
                 Ok(Response::Workspaces(views))
             }
-            WorkspaceRequest::ListStream => Err(WireError::new(
+            WorkspaceRequest::ListStream | WorkspaceRequest::Watch(_) => Err(WireError::new(
                 ErrorCode::InvalidArgument,
-                "the list's stream is answered as a stream; open it as one",
+                "a stream is answered as one; open it as a subscription",
             )),
             WorkspaceRequest::ListPage { after, limit } => {
                 let user = user.clone();

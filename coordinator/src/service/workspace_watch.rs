@@ -1,0 +1,331 @@
+//! A watch of one workspace (`WorkspaceRequest::Watch`): its detail now, then again each time it
+//! changes on this replica, until it is gone, the client goes or [`LIFE`] has passed. What a
+//! command that waits for a workspace's host (a create, until running) reads instead of asking
+//! every 50 ms: it hears of the host's report as this replica applies it, not up to a poll later.
+//!
+//! The watch waits on its workspace's host's signal, raised when any of that host's workspaces
+//! changed ([`crate::cluster::HostSignals::raise_workspaces`]: a host holds at most its limit of
+//! them), then reads the workspace on this replica and sends it if it differs from what it sent
+//! last. The first look is linearizable unless asked stale, so the stream starts from a state at
+//! least as new as the request; later ones read this replica, which only goes forward. A replica
+//! cut off from its leader sends nothing new: the CLI asks with a read of its own when a watch
+//! has been quiet for a while.
+//!
+//! What a watch may hold is bounded: a parked task, the detail last sent and one in the channel.
+//! At most [`WATCHES_AT_ONCE`] run on a coordinator; one more is refused with
+//! `RESOURCE_EXHAUSTED`, and the CLI asks again and again instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use nexus_protocol::WorkspaceName;
+use nexus_protocol::error::{ErrorCode, WireError};
+use nexus_protocol::identity::{Identity, Role};
+use nexus_protocol::message::{Response, WorkspaceDetail};
+use nexus_protocol::transport::{Peer, Reply, Update};
+
+use super::Service;
+use super::checks::denied;
+use super::views::detail_of;
+use crate::cluster::{Cluster, Consistency};
+
+/// The most workspace watches a coordinator keeps at once: each is a parked task and a detail,
+/// a few KiB, and one is held by each command waiting for its workspace.
+pub(super) const WATCHES_AT_ONCE: usize = 1024;
+
+/// How long a watch lasts at most; past it the stream ends and a client still waiting asks
+/// again. A waiting command's own limit is minutes; this frees what a forgotten client holds.
+const LIFE: Duration = Duration::from_secs(3600);
+
+/// The watches being kept, one permit each ([`WATCHES_AT_ONCE`]).
+pub(super) fn watches() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(WATCHES_AT_ONCE))
+}
+
+impl Service {
+    pub(super) async fn watch_workspace(
+        &self,
+        peer: &Peer,
+        name: WorkspaceName,
+        consistency: Consistency,
+    ) -> Reply {
+        let Identity::User { role, .. } = &peer.identity else {
+            return Reply::Once(Err(denied(peer, "only users manage workspaces")));
+        };
+        let admin = *role == Role::Admin;
+        let Ok(permit) = self.workspace_watches.clone().try_acquire_owned() else {
+            return Reply::Once(Err(WireError::new(
+                ErrorCode::ResourceExhausted,
+                format!(
+                    "{WATCHES_AT_ONCE} workspaces are being watched on this coordinator; ask for \
+                     the workspace instead"
+                ),
+            )));
+        };
+        // Who may see it, and its host (a workspace never changes host), as of the request.
+        let host = match self.owned(peer, &name, admin, consistency).await {
+            Ok(view) => view.host,
+            Err(error) => return Reply::Once(Err(error)),
+        };
+        let Some(host) = host else {
+            let unplaced = WireError::new(
+                ErrorCode::Internal,
+                format!("workspace {name} has no host to watch"),
+            );
+            return Reply::Once(Err(unplaced));
+        };
+        // Subscribed before the first look that is sent: no change after it is missed.
+        let changes = self.cluster.workspace_changes(&host);
+        let (updates, receiver) = mpsc::channel(1);
+        tokio::spawn(watch(self.cluster.clone(), name, changes, updates, permit));
+        Reply::Stream(receiver)
+    }
+}
+
+/// Sends `name`'s detail as this replica holds it, then again after each of its host's changes
+/// that changed it, until it is gone, the client goes or [`LIFE`] has passed; `_permit` is held
+/// as long. Every wake leads to a read: the signal is marked seen before it, so a change that
+/// lands during the read wakes the next round.
+async fn watch(
+    cluster: Cluster,
+    name: WorkspaceName,
+    mut changes: tokio::sync::watch::Receiver<()>,
+    updates: mpsc::Sender<Update>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let life = tokio::time::sleep(LIFE);
+    tokio::pin!(life);
+    let mut sent: Option<WorkspaceDetail> = None;
+    loop {
+        changes.borrow_and_update();
+        let wanted = name.clone();
+        let look = cluster
+            .read(Consistency::Stale, move |state| {
+                state.workspaces().get(&wanted).map(detail_of)
+            })
+            .await;
+        let update = match look {
+            Ok(Some(detail)) if sent.as_ref() == Some(&detail) => None,
+            Ok(Some(detail)) => {
+                sent = Some(detail.clone());
+                Some(Ok(Response::WorkspaceDetail(Box::new(detail))))
+            }
+            Ok(None) => Some(Err(WireError::new(
+                ErrorCode::WorkspaceNotFound,
+                format!("no workspace {name}"),
+            ))),
+            Err(error) => Some(Err(error)),
+        };
+        if let Some(update) = update {
+            let last = update.is_err();
+            if updates.send(Box::new(update)).await.is_err() || last {
+                return;
+            }
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            () = updates.closed() => return,
+            () = &mut life => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use nexus_protocol::RequestId;
+    use nexus_protocol::message::{
+        AgentRequest, ObservedWorkspace, Request, StaleRead, WorkspaceRequest,
+    };
+    use nexus_protocol::model::WorkspaceState;
+    use nexus_protocol::transport::Handler;
+
+    use super::*;
+    use crate::service::testing::{
+        agent, ask, named, one_node_with_w_on_h1, user, workspace_spec, ws,
+    };
+
+    fn watch_of(name: &str) -> Request {
+        ws(WorkspaceRequest::Watch(name.parse().unwrap()))
+    }
+
+    /// The stream `request` is answered with; panics if it is answered once.
+    async fn watching(service: &Service, peer: &Peer, request: Request) -> mpsc::Receiver<Update> {
+        match service.handle(peer, RequestId::random(), request).await {
+            Reply::Stream(updates) => updates,
+            Reply::Once(answer) => panic!("not a stream: {answer:?}"),
+        }
+    }
+
+    /// The refusal `request` is answered with; panics if it is a stream or an answer.
+    async fn refused(service: &Service, peer: &Peer, request: Request) -> ErrorCode {
+        match service.handle(peer, RequestId::random(), request).await {
+            Reply::Once(Err(error)) => error.code,
+            Reply::Once(Ok(answer)) => panic!("answered: {answer:?}"),
+            Reply::Stream(_) => panic!("given a stream"),
+        }
+    }
+
+    /// The next update, within a few seconds.
+    async fn next(updates: &mut mpsc::Receiver<Update>) -> Option<Result<Response, WireError>> {
+        tokio::time::timeout(Duration::from_secs(5), updates.recv())
+            .await
+            .expect("the watch said nothing for 5 s")
+            .map(|update| *update)
+    }
+
+    fn state_of(update: Option<Result<Response, WireError>>) -> WorkspaceState {
+        generation_and_state(update).1
+    }
+
+    fn generation_and_state(update: Option<Result<Response, WireError>>) -> (u64, WorkspaceState) {
+        match update {
+            Some(Ok(Response::WorkspaceDetail(detail))) => (detail.generation, detail.view.state),
+            other => panic!("not a detail: {other:?}"),
+        }
+    }
+
+    /// Its agent's report of `name`'s container of `generation`.
+    fn observed(name: &str, generation: u64, state: WorkspaceState) -> Request {
+        Request::Agent(AgentRequest::ReportObserved(vec![ObservedWorkspace {
+            name: name.parse().unwrap(),
+            generation,
+            state,
+            ports: vec![],
+            error: None,
+        }]))
+    }
+
+    /// The detail now, then each change the host's agent reports as it is applied, nothing for
+    /// a change of another workspace on the same host, and `WORKSPACE_NOT_FOUND` as the last
+    /// update once it is gone; stale or not.
+    #[tokio::test]
+    async fn a_watch_sends_each_change_of_its_workspace_until_it_is_gone() {
+        let (_dir, node, service) = one_node_with_w_on_h1().await;
+        let (owner, h1) = (user(Role::User), agent("h1"));
+        let stale = Request::Stale(StaleRead::Workspace(WorkspaceRequest::Watch(
+            "w".parse().unwrap(),
+        )));
+        for request in [watch_of("w"), stale] {
+            let mut updates = watching(&service, &owner, request).await;
+            let (generation, state) = generation_and_state(next(&mut updates).await);
+            assert_eq!(state, WorkspaceState::Scheduled);
+            // Its host's other workspace changes: w does not, and nothing is sent for it.
+            let other = ws(WorkspaceRequest::Create(workspace_spec("v", &[])));
+            ask(&service, &owner, other).await.unwrap();
+            ask(
+                &service,
+                &h1,
+                observed("w", generation, WorkspaceState::Running),
+            )
+            .await
+            .unwrap();
+            assert_eq!(state_of(next(&mut updates).await), WorkspaceState::Running);
+            let destroy = ws(WorkspaceRequest::Destroy("w".parse().unwrap()));
+            ask(&service, &owner, destroy).await.unwrap();
+            assert_eq!(
+                state_of(next(&mut updates).await),
+                WorkspaceState::Destroying
+            );
+            ask(
+                &service,
+                &h1,
+                observed("w", generation, WorkspaceState::Gone),
+            )
+            .await
+            .unwrap();
+            let gone = next(&mut updates).await.unwrap().unwrap_err();
+            assert_eq!(gone.code, ErrorCode::WorkspaceNotFound, "{gone}");
+            assert!(next(&mut updates).await.is_none(), "the stream went on");
+            // Again, for the stale watch: v goes too, w comes back.
+            let destroy = ws(WorkspaceRequest::Destroy("v".parse().unwrap()));
+            ask(&service, &owner, destroy).await.unwrap();
+            let v_generation = service
+                .cluster
+                .read(Consistency::Linearizable, move |state| {
+                    let v: WorkspaceName = "v".parse().unwrap();
+                    state.workspaces().get(&v).map(|v| v.generation)
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            ask(
+                &service,
+                &h1,
+                observed("v", v_generation, WorkspaceState::Gone),
+            )
+            .await
+            .unwrap();
+            let again = ws(WorkspaceRequest::Create(workspace_spec("w", &[])));
+            ask(&service, &owner, again).await.unwrap();
+        }
+        node.stop().await.unwrap();
+    }
+
+    /// Only who may see a workspace watches it, only a workspace that exists is watched, and a
+    /// watch asked as one request says how it is asked.
+    #[tokio::test]
+    async fn a_watch_is_refused_as_a_read_of_the_workspace_is() {
+        let (_dir, node, service) = one_node_with_w_on_h1().await;
+        let cases = [
+            (named("bob", Role::User), "w", ErrorCode::PermissionDenied),
+            (agent("h1"), "w", ErrorCode::PermissionDenied),
+            (user(Role::User), "nope", ErrorCode::WorkspaceNotFound),
+        ];
+        for (peer, name, code) in cases {
+            assert_eq!(
+                refused(&service, &peer, watch_of(name)).await,
+                code,
+                "{name}"
+            );
+        }
+        let admin = named("root", Role::Admin);
+        let mut updates = watching(&service, &admin, watch_of("w")).await;
+        assert_eq!(
+            state_of(next(&mut updates).await),
+            WorkspaceState::Scheduled
+        );
+        let once = ask(&service, &admin, watch_of("w")).await;
+        assert_eq!(once.unwrap_err().code, ErrorCode::InvalidArgument);
+        node.stop().await.unwrap();
+    }
+
+    /// Past the most watches at once one more is refused with `RESOURCE_EXHAUSTED` (the CLI
+    /// then asks instead); a watch whose client goes ends and gives its place back.
+    #[tokio::test]
+    async fn a_watch_holds_its_place_until_its_client_goes() {
+        let (_dir, node, service) = one_node_with_w_on_h1().await;
+        let owner = user(Role::User);
+        let held: Vec<_> = (0..WATCHES_AT_ONCE - 1)
+            .map(|_| {
+                service
+                    .workspace_watches
+                    .clone()
+                    .try_acquire_owned()
+                    .unwrap()
+            })
+            .collect();
+        let mut updates = watching(&service, &owner, watch_of("w")).await;
+        assert_eq!(
+            state_of(next(&mut updates).await),
+            WorkspaceState::Scheduled
+        );
+        assert_eq!(
+            refused(&service, &owner, watch_of("w")).await,
+            ErrorCode::ResourceExhausted
+        );
+        drop(held);
+        drop(updates);
+        for _ in 0..500 {
+            if service.workspace_watches.available_permits() == WATCHES_AT_ONCE {
+                node.stop().await.unwrap();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the watch kept its place after its client went");
+    }
+}
