@@ -360,31 +360,36 @@ impl Client<'_> {
     }
 
     /// Opens `request`'s stream on the kept connection (else on one to the first coordinator
-    /// that answers) within `limit`, once: no redirect, no retry. For a caller that has another
-    /// way to what the stream tells, and takes it when this fails.
+    /// that answers) within `limit`, connection included, once: no redirect, no retry. For a
+    /// caller that has another way to what the stream tells, and takes it when this fails.
     pub async fn subscribe(
         &mut self,
         request: Request,
         limit: Duration,
     ) -> Result<Subscription, CliError> {
-        let connection = match &self.connection {
-            Some(connection) => connection.clone(),
-            None => {
-                let (connection, index) = self.settings.connect_from(self.first).await?;
-                self.reached = Some(index);
-                self.connection = Some(connection.clone());
-                connection
-            }
-        };
         let request_id = self.settings.next_request_id();
-        match tokio::time::timeout(limit, connection.subscribe_with(request_id, request)).await {
-            Ok(Ok(updates)) => Ok(updates),
-            Ok(Err(error)) => Err(crate::session::explain(error)),
-            Err(_) => Err(CliError::local(
+        let opened = tokio::time::timeout(limit, async {
+            let connection = match &self.connection {
+                Some(connection) => connection.clone(),
+                None => {
+                    let (connection, index) = self.settings.connect_from(self.first).await?;
+                    self.reached = Some(index);
+                    self.connection = Some(connection.clone());
+                    connection
+                }
+            };
+            connection
+                .subscribe_with(request_id, request)
+                .await
+                .map_err(crate::session::explain)
+        })
+        .await;
+        opened.unwrap_or_else(|_| {
+            Err(CliError::local(
                 ErrorCode::Timeout,
                 format!("opening a stream took over {} ms", limit.as_millis()),
-            )),
-        }
+            ))
+        })
     }
 
     /// [`Client::request`] under `request_id` rather than the command's: a second write of one

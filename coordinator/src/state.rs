@@ -72,6 +72,8 @@ pub use rotation::{CaRotation, CaRotations, CaStep, NewCa, TrustedCa};
 pub use security::{Security, TokenRecord};
 pub use snapshot::{STATE_FORMAT, SnapshotCopy, SnapshotError};
 pub use workspace_table::Workspaces;
+#[cfg(test)]
+pub(crate) use workspace_table::test_record;
 
 pub use crate::fit::{Unfit, Usage};
 

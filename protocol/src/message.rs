@@ -333,10 +333,11 @@ pub enum WorkspaceRequest {
     ListStream,
     /// The workspace's detail now, then again each time it changes, as a stream of
     /// [`Response::WorkspaceDetail`]s, until it is gone (the stream's last update is then
-    /// `WORKSPACE_NOT_FOUND`) or the client closes it: what a command waiting for the
-    /// workspace's host reads instead of asking again and again. The first detail is of a
-    /// linearizable read unless sent stale; later ones are of the replica reached, as it applies
-    /// each change, so a replica cut off from its leader goes quiet rather than failing.
+    /// `WORKSPACE_NOT_FOUND`; also when another workspace takes its name) or the client closes
+    /// it: what a command waiting for the workspace's host reads instead of asking again and
+    /// again. Each detail is of the replica reached, as it applies each change; the first comes
+    /// after a linearizable read (unless sent stale), so it is at least as new as the request.
+    /// A replica cut off from its leader goes quiet rather than failing.
     Watch(WorkspaceName),
 }
 

@@ -2,7 +2,7 @@
 //! a stand-in coordinator on loopback (real QUIC and mTLS): it watches the workspace and asks
 //! nothing more while the watch tells it; it asks when a watch is quiet, and asks from then on
 //! when a watch ends or cannot start (an earlier release, the most watches at once). A refusal a
-//! request would meet too is the answer, with nothing asked.
+//! request would meet too is the answer, with nothing asked, and so is a workspace gone.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +29,8 @@ enum Watch {
     Ends,
     /// Refused with this code.
     Refused(ErrorCode),
+    /// `scheduled`, then `WORKSPACE_NOT_FOUND`: the workspace is gone.
+    Gone,
 }
 
 struct StandIn {
@@ -77,6 +79,13 @@ impl Handler for StandIn {
                         Ok(detail(WorkspaceState::Running)),
                     ],
                     Watch::GoesQuiet | Watch::Ends => vec![Ok(detail(WorkspaceState::Scheduled))],
+                    Watch::Gone => vec![
+                        Ok(detail(WorkspaceState::Scheduled)),
+                        Err(WireError::new(
+                            ErrorCode::WorkspaceNotFound,
+                            "no workspace w",
+                        )),
+                    ],
                     Watch::Refused(code) => {
                         return Reply::Once(Err(WireError::new(code, "refused by the stand-in")));
                     }
@@ -113,6 +122,25 @@ async fn waited(
     Vec<&'static str>,
     Duration,
 ) {
+    let (outcome, asked, took) = waited_for(pki, watch, Goal::Running).await;
+    (
+        outcome.map(|detail| detail.unwrap().view.state),
+        asked,
+        took,
+    )
+}
+
+/// The CLI's wait for `w` to reach `goal`: the detail it ended with (`None`: gone), what the
+/// stand-in was asked and how long it took.
+async fn waited_for(
+    pki: &TestPki,
+    watch: Watch,
+    goal: Goal,
+) -> (
+    Result<Option<WorkspaceDetail>, CliError>,
+    Vec<&'static str>,
+    Duration,
+) {
     let stand_in = Arc::new(StandIn {
         watch,
         asked: Mutex::new(Vec::new()),
@@ -122,15 +150,7 @@ async fn waited(
     let mut client = served.settings.client().unwrap();
     let started = Instant::now();
     let name = "w".parse().unwrap();
-    let outcome = wait_for(
-        &mut client,
-        &name,
-        Goal::Running,
-        Duration::from_secs(10),
-        |_, _| {},
-    )
-    .await
-    .map(|detail| detail.unwrap().view.state);
+    let outcome = wait_for(&mut client, &name, goal, Duration::from_secs(10), |_, _| {}).await;
     let took = started.elapsed();
     let asked = stand_in.asked.lock().unwrap().clone();
     (outcome, asked, took)
@@ -162,6 +182,15 @@ async fn the_cli_waits_on_a_watch_and_asks_when_it_cannot() {
         assert_eq!(outcome.unwrap(), WorkspaceState::Running);
         assert_eq!(asked, ["watch", "describe", "describe"]);
     }
+
+    // Gone, as the watch says: a wait for it ends there, a wait to run fails as a request's.
+    let (outcome, asked, _) = waited_for(&pki, Watch::Gone, Goal::Gone).await;
+    assert_eq!(outcome.unwrap(), None);
+    assert_eq!(asked, ["watch"]);
+    let (outcome, asked, _) = waited(&pki, Watch::Gone).await;
+    let error = outcome.unwrap_err();
+    assert_eq!(error.error.code, ErrorCode::WorkspaceNotFound, "{error:?}");
+    assert_eq!(asked, ["watch"]);
 
     // A refusal a request would meet too is the answer.
     let (outcome, asked, _) = waited(&pki, Watch::Refused(ErrorCode::PermissionDenied)).await;

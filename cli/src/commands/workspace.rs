@@ -6,9 +6,10 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use nexus_protocol::WorkspaceName;
-use nexus_protocol::error::ErrorCode;
+use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::message::{DesiredRun, Request, Response, WorkspaceDetail, WorkspaceRequest};
 use nexus_protocol::model::{PortSpec, ResourceClass, Scoring, WorkspaceSpec, WorkspaceState};
+use nexus_protocol::transport::Subscription;
 
 use crate::args::{ClassArg, OutputFormat, WaitArgs, WorkspaceCommand};
 use crate::commands::{events, host, policies, repo_view};
@@ -373,13 +374,17 @@ pub async fn wait_for(
     let started = Instant::now();
     let describe = Request::Workspace(WorkspaceRequest::Describe(name.clone()));
     let watch_request = Request::Workspace(WorkspaceRequest::Watch(name.clone()));
-    let mut watch = client.subscribe(watch_request, QUIET).await.ok();
+    let mut watch = client
+        .subscribe(watch_request, QUIET)
+        .await
+        .ok()
+        .map(forwarded);
     let mut first = true;
     loop {
         let answer = match watch.as_mut() {
             Some(updates) => {
                 let quiet = QUIET.min(limit.saturating_sub(started.elapsed())).max(POLL);
-                match tokio::time::timeout(quiet, updates.next_unless_gone()).await {
+                match tokio::time::timeout(quiet, updates.recv()).await {
                     Ok(Some(Ok(response))) => Ok(response),
                     Ok(Some(Err(error))) if watch_answers(error.code) => {
                         Err(crate::session::explain(error))
@@ -429,6 +434,28 @@ pub async fn wait_for(
             )));
         }
     }
+}
+
+/// A watch's updates as a channel, read from the stream by a task of their own: a read of the
+/// stream cut short by the wait's timer would lose the bytes of a frame read so far, and the
+/// next read would start in the middle of it; a channel's `recv` loses nothing. The task ends
+/// with the stream, or when the channel's receiver is dropped (the stream with it).
+fn forwarded(
+    mut updates: Subscription,
+) -> tokio::sync::mpsc::Receiver<Result<Response, WireError>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                update = updates.next_unless_gone() => match update {
+                    Some(update) => if sender.send(update).await.is_err() { return },
+                    None => return,
+                },
+                () = sender.closed() => return,
+            }
+        }
+    });
+    receiver
 }
 
 /// Whether a watch's refusal is the wait's answer, as a request's would be (the workspace is

@@ -122,3 +122,40 @@ impl HostSignals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::test_record;
+
+    /// A watched host's signal is raised once after it is first asked for, then only when one of
+    /// its own workspaces changed; a signal nobody waits on is dropped at the next raise.
+    #[test]
+    fn a_watched_hosts_signal_is_raised_only_when_its_workspaces_change() {
+        let signals = HostSignals::default();
+        let mut table = Workspaces::default();
+        table.insert("w1".parse().unwrap(), test_record("h1"));
+        table.insert("w2".parse().unwrap(), test_record("h2"));
+        let mut h1 = signals.subscribe_workspaces(&"h1".parse().unwrap());
+        signals.raise_workspaces(&table);
+        assert!(h1.has_changed().unwrap(), "not raised after subscribing");
+        h1.borrow_and_update();
+        signals.raise_workspaces(&table);
+        assert!(!h1.has_changed().unwrap(), "raised with nothing changed");
+        table.get_mut(&"w2".parse().unwrap()).unwrap().generation += 1;
+        signals.raise_workspaces(&table);
+        assert!(
+            !h1.has_changed().unwrap(),
+            "raised for another host's change"
+        );
+        table.get_mut(&"w1".parse().unwrap()).unwrap().generation += 1;
+        signals.raise_workspaces(&table);
+        assert!(h1.has_changed().unwrap(), "not raised for its own change");
+        drop(h1);
+        signals.raise_workspaces(&table);
+        assert!(
+            lock(&signals.workspaces).is_empty(),
+            "kept with no one waiting"
+        );
+    }
+}

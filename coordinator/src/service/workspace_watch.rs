@@ -6,10 +6,12 @@
 //! The watch waits on its workspace's host's signal, raised when any of that host's workspaces
 //! changed ([`crate::cluster::HostSignals::raise_workspaces`]: a host holds at most its limit of
 //! them), then reads the workspace on this replica and sends it if it differs from what it sent
-//! last. The first look is linearizable unless asked stale, so the stream starts from a state at
-//! least as new as the request; later ones read this replica, which only goes forward. A replica
-//! cut off from its leader sends nothing new: the CLI asks with a read of its own when a watch
-//! has been quiet for a while.
+//! last. Each look reads this replica, which only goes forward; the first comes after a
+//! linearizable read (unless asked stale) that finds the workspace and who may see it, so the
+//! stream starts from a state at least as new as the request. A replica cut off from its leader
+//! sends nothing new: the CLI asks with a read of its own when a watch has been quiet for a
+//! while. A workspace destroyed and made again under the same name (by anyone) is another one:
+//! the watch ends at it as at a workspace gone.
 //!
 //! What a watch may hold is bounded: a parked task, the detail last sent and one in the channel.
 //! At most [`WATCHES_AT_ONCE`] run on a coordinator; one more is refused with
@@ -20,16 +22,18 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use nexus_protocol::WorkspaceName;
+use nexus_protocol::clock::Timestamp;
 use nexus_protocol::error::{ErrorCode, WireError};
 use nexus_protocol::identity::{Identity, Role};
 use nexus_protocol::message::{Response, WorkspaceDetail};
 use nexus_protocol::transport::{Peer, Reply, Update};
+use nexus_protocol::{UserName, WorkspaceName};
 
 use super::Service;
 use super::checks::denied;
 use super::views::detail_of;
 use crate::cluster::{Cluster, Consistency};
+use crate::state::WorkspaceRecord;
 
 /// The most workspace watches a coordinator keeps at once: each is a parked task and a detail,
 /// a few KiB, and one is held by each command waiting for its workspace.
@@ -65,11 +69,15 @@ impl Service {
             )));
         };
         // Who may see it, and its host (a workspace never changes host), as of the request.
-        let host = match self.owned(peer, &name, admin, consistency).await {
-            Ok(view) => view.host,
+        let view = match self.owned(peer, &name, admin, consistency).await {
+            Ok(view) => view,
             Err(error) => return Reply::Once(Err(error)),
         };
-        let Some(host) = host else {
+        let instance = Instance {
+            owner: view.owner,
+            created_at: view.created_at,
+        };
+        let Some(host) = view.host else {
             let unplaced = WireError::new(
                 ErrorCode::Internal,
                 format!("workspace {name} has no host to watch"),
@@ -79,18 +87,39 @@ impl Service {
         // Subscribed before the first look that is sent: no change after it is missed.
         let changes = self.cluster.workspace_changes(&host);
         let (updates, receiver) = mpsc::channel(1);
-        tokio::spawn(watch(self.cluster.clone(), name, changes, updates, permit));
+        let watched = (name, instance);
+        tokio::spawn(watch(
+            self.cluster.clone(),
+            watched,
+            changes,
+            updates,
+            permit,
+        ));
         Reply::Stream(receiver)
     }
 }
 
+/// Which workspace of its name a watch is of: names are the fleet's, so one destroyed may be
+/// made again, by anyone, between two looks; that one is not shown to this watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Instance {
+    owner: UserName,
+    created_at: Timestamp,
+}
+
+impl Instance {
+    fn is(&self, record: &WorkspaceRecord) -> bool {
+        record.owner == self.owner && record.created_at == self.created_at
+    }
+}
+
 /// Sends `name`'s detail as this replica holds it, then again after each of its host's changes
-/// that changed it, until it is gone, the client goes or [`LIFE`] has passed; `_permit` is held
-/// as long. Every wake leads to a read: the signal is marked seen before it, so a change that
-/// lands during the read wakes the next round.
+/// that changed it, until it is gone (or another `instance` holds the name), the client goes or
+/// [`LIFE`] has passed; `_permit` is held as long. Every wake leads to a read: the signal is
+/// marked seen before it, so a change that lands during the read wakes the next round.
 async fn watch(
     cluster: Cluster,
-    name: WorkspaceName,
+    (name, instance): (WorkspaceName, Instance),
     mut changes: tokio::sync::watch::Receiver<()>,
     updates: mpsc::Sender<Update>,
     _permit: OwnedSemaphorePermit,
@@ -100,10 +129,11 @@ async fn watch(
     let mut sent: Option<WorkspaceDetail> = None;
     loop {
         changes.borrow_and_update();
-        let wanted = name.clone();
+        let (wanted, instance) = (name.clone(), instance.clone());
         let look = cluster
             .read(Consistency::Stale, move |state| {
-                state.workspaces().get(&wanted).map(detail_of)
+                let record = state.workspaces().get(&wanted);
+                record.filter(|record| instance.is(record)).map(detail_of)
             })
             .await;
         let update = match look {
@@ -261,6 +291,52 @@ mod tests {
             .unwrap();
             let again = ws(WorkspaceRequest::Create(workspace_spec("w", &[])));
             ask(&service, &owner, again).await.unwrap();
+        }
+        node.stop().await.unwrap();
+    }
+
+    /// A workspace made again under the watched one's name is another: the watch ends as at one
+    /// gone and shows nothing of it (here: the name held by another owner, or made later).
+    #[tokio::test]
+    async fn a_watch_ends_at_another_workspace_of_its_name() {
+        let (_dir, node, service) = one_node_with_w_on_h1().await;
+        let describe = ws(WorkspaceRequest::Describe("w".parse().unwrap()));
+        let view = match ask(&service, &user(Role::User), describe).await {
+            Ok(Response::WorkspaceDetail(detail)) => detail.view,
+            other => panic!("{other:?}"),
+        };
+        let same = Instance {
+            owner: view.owner.clone(),
+            created_at: view.created_at,
+        };
+        let others = [
+            Instance {
+                owner: "ada".parse().unwrap(),
+                ..same.clone()
+            },
+            Instance {
+                created_at: Timestamp::from_millis(view.created_at.as_millis() + 1),
+                ..same.clone()
+            },
+        ];
+        let host = view.host.unwrap();
+        for instance in others.into_iter().chain([same.clone()]) {
+            let (updates, mut receiver) = mpsc::channel(1);
+            tokio::spawn(watch(
+                service.cluster.clone(),
+                (view.name.clone(), instance.clone()),
+                service.cluster.workspace_changes(&host),
+                updates,
+                watches().try_acquire_owned().unwrap(),
+            ));
+            let first = next(&mut receiver).await;
+            if instance == same {
+                assert_eq!(state_of(first), WorkspaceState::Scheduled);
+            } else {
+                let gone = first.unwrap().unwrap_err();
+                assert_eq!(gone.code, ErrorCode::WorkspaceNotFound, "{gone}");
+                assert!(next(&mut receiver).await.is_none(), "the stream went on");
+            }
         }
         node.stop().await.unwrap();
     }

@@ -172,33 +172,33 @@ impl std::fmt::Debug for Workspaces {
     }
 }
 
+/// A workspace `w1` on `host`, for the tests of the table and of what follows its epochs.
+#[cfg(test)]
+pub(crate) fn test_record(host: &str) -> WorkspaceRecord {
+    use nexus_protocol::clock::Timestamp;
+    let at = Timestamp::from_millis(1);
+    WorkspaceRecord {
+        spec: nexus_fixtures::spec("w1"),
+        owner: "alice".parse().unwrap(),
+        host: host.parse().unwrap(),
+        ports: Vec::new(),
+        desired: nexus_protocol::message::DesiredRun::Running,
+        state: nexus_protocol::model::WorkspaceState::Scheduled,
+        generation: 1,
+        created_at: at,
+        updated_at: at,
+        last_error: None,
+        restart_pending: false,
+        port_reassigned: false,
+        lifecycle: crate::state::Lifecycle::created(at),
+        worktree: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use nexus_protocol::clock::Timestamp;
-    use nexus_protocol::message::DesiredRun;
-    use nexus_protocol::model::WorkspaceState;
-
+    use super::test_record as record;
     use super::*;
-    use crate::state::Lifecycle;
-
-    fn record(host: &str) -> WorkspaceRecord {
-        WorkspaceRecord {
-            spec: nexus_fixtures::spec("w1"),
-            owner: "alice".parse().unwrap(),
-            host: host.parse().unwrap(),
-            ports: Vec::new(),
-            desired: DesiredRun::Running,
-            state: WorkspaceState::Scheduled,
-            generation: 1,
-            created_at: Timestamp::from_millis(1),
-            updated_at: Timestamp::from_millis(1),
-            last_error: None,
-            restart_pending: false,
-            port_reassigned: false,
-            lifecycle: Lifecycle::created(Timestamp::from_millis(1)),
-            worktree: None,
-        }
-    }
 
     #[test]
     fn every_change_moves_only_its_hosts_epoch() {
