@@ -89,6 +89,15 @@ async fn a_scraped_fleet_exports_what_the_alerts_and_the_dashboard_read() {
         "{text}"
     );
     assert!(value(&text, "nexus_api_requests_total", &[("code", "OK")]).unwrap_or(0.0) >= 1.0);
+    // Each of the five commands waited on a watch of its workspace, on the coordinator its
+    // change went to (the leader, or a follower that forwarded it).
+    let mut watches = 0.0;
+    for coordinator in &coordinators {
+        let (_, text) = get(*coordinator, "/metrics").await;
+        let ok = [("kind", "workspace_watch"), ("code", "OK")];
+        watches += value(&text, "nexus_api_requests_total", &ok).unwrap_or(0.0);
+    }
+    assert!(watches >= 5.0, "{watches} watches opened for five waits");
 
     // The agent's per-workspace series come with its next stats sample (every 10 s).
     let agent_text = eventually(
