@@ -1,6 +1,10 @@
 //! The monitoring HTTP server, the one home of `axum`: `GET /metrics`, `/livez` and `/readyz`
 //! (each health probe with `?verbose`), read-only, on its own listener beside the daemon's QUIC
-//! endpoint (`--http-listen ADDR`, or `off`).
+//! endpoint (`--http-listen ADDR`, or `off`), with bounds on its connections ([`guard`]).
+
+mod guard;
+
+pub use guard::Bounds;
 
 use std::fmt;
 use std::future::Future;
@@ -128,13 +132,22 @@ impl<P: Probes> Monitor<P> {
 #[derive(Debug)]
 pub struct Bound {
     listener: tokio::net::TcpListener,
+    bounds: Bounds,
 }
 
 impl Bound {
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Bound> {
         Ok(Bound {
             listener: tokio::net::TcpListener::bind(addr).await?,
+            bounds: Bounds::DEFAULT,
         })
+    }
+
+    /// The same server, with these bounds on its connections rather than [`Bounds::DEFAULT`].
+    #[must_use]
+    pub fn with_bounds(mut self, bounds: Bounds) -> Bound {
+        self.bounds = bounds;
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -164,7 +177,7 @@ impl Bound {
             .route("/readyz", get(readyz::<P>))
             .fallback(not_found)
             .with_state(shared);
-        axum::serve(self.listener, router)
+        axum::serve(guard::Guarded::new(self.listener, self.bounds), router)
             .with_graceful_shutdown(shutdown)
             .await
     }

@@ -1,12 +1,13 @@
 //! The monitoring server on a real loopback socket: routes, formats, status codes and a stalled
-//! probe, asked as Prometheus and `curl` ask.
+//! probe, asked as Prometheus and `curl` ask; and the bounds on its connections.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use nexus_telemetry::http::{Bound, Probes};
+use nexus_telemetry::http::{Bound, Bounds, Probes};
 use nexus_telemetry::{Check, Gauge, Registry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -57,6 +58,10 @@ async fn get(addr: std::net::SocketAddr, path: &str, accept: &str) -> (u16, Stri
 }
 
 async fn serve() -> (std::net::SocketAddr, Arc<Daemon>) {
+    serve_with(Bounds::DEFAULT).await
+}
+
+async fn serve_with(bounds: Bounds) -> (std::net::SocketAddr, Arc<Daemon>) {
     let (mut registry, common) = Registry::for_daemon("test", "0.0.0");
     common.cert_expiry.set(["node"], 1.9e9);
     let daemon = Arc::new(Daemon {
@@ -64,7 +69,10 @@ async fn serve() -> (std::net::SocketAddr, Arc<Daemon>) {
         stall: AtomicBool::new(false),
         refreshed: registry.gauge("nexus_test_refreshes", "How often a scrape refreshed."),
     });
-    let bound = Bound::bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let bound = Bound::bind(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap()
+        .with_bounds(bounds);
     let addr = bound.local_addr().unwrap();
     tokio::spawn(bound.serve(Arc::new(registry), daemon.clone(), std::future::pending()));
     (addr, daemon)
@@ -134,4 +142,42 @@ async fn other_paths_are_not_found() {
     let (status, _, body) = get(addr, "/debug/pprof", "*/*").await;
     assert_eq!(status, 404);
     assert!(body.contains("/metrics"), "{body}");
+}
+
+/// A connection that says nothing is closed once silent for the idle time, and its place goes
+/// to the next one.
+#[tokio::test]
+async fn a_silent_connection_is_closed_and_gives_its_place_back() {
+    let bounds = Bounds {
+        connections: 1,
+        idle: Duration::from_millis(300),
+    };
+    let (addr, _daemon) = serve_with(bounds).await;
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut byte))
+        .await
+        .expect("the silent connection was kept past its idle time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert_eq!(get(addr, "/livez", "*/*").await.0, 200);
+}
+
+/// Past the bound a connection waits (in the kernel's backlog) until one ends, then is served.
+#[tokio::test]
+async fn a_connection_past_the_bound_waits_for_one_to_end() {
+    let bounds = Bounds {
+        connections: 1,
+        idle: Duration::from_secs(60),
+    };
+    let (addr, _daemon) = serve_with(bounds).await;
+    let held = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let waiting = tokio::spawn(get(addr, "/livez", "*/*"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "served past the bound");
+    drop(held);
+    let answer = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("not served once the held connection ended")
+        .unwrap();
+    assert_eq!(answer.0, 200);
 }

@@ -133,7 +133,7 @@ fn each_external_dependency_has_one_home() {
         ("ignore::", &["sync/src/filter.rs"]),
         ("notify::", &["sync/src/watch.rs"]),
         ("prometheus_client::", &["telemetry/src/metrics"]),
-        ("axum::", &["telemetry/src/http.rs"]),
+        ("axum::", &["telemetry/src/http"]),
         ("flate2::", &["cli/src/bundle/archive.rs"]),
         ("tar::", &["cli/src/bundle/archive.rs"]),
         ("indicatif::", &["cli/src/progress.rs"]),

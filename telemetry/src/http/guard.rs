@@ -1,0 +1,164 @@
+//! Bounds on the monitoring server's connections, which axum's server sets none of: at most
+//! [`Bounds::connections`] served at once (one more waits in the kernel's backlog until one
+//! ends), and each closed once it has been silent for [`Bounds::idle`]. A client that opens
+//! connections and sends nothing, or leaves them open, holds neither file descriptors nor
+//! tasks past those bounds.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+/// How many connections the server takes at once, and how long one may be silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub connections: usize,
+    /// Longer than a scrape interval (15–60 s is usual), so a scraper's kept connection is not
+    /// closed between two scrapes.
+    pub idle: Duration,
+}
+
+impl Bounds {
+    pub const DEFAULT: Bounds = Bounds {
+        connections: 64,
+        idle: Duration::from_secs(120),
+    };
+}
+
+/// A listener that accepts only while fewer than its bound of connections are open.
+#[derive(Debug)]
+pub(super) struct Guarded {
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    idle: Duration,
+}
+
+impl Guarded {
+    pub(super) fn new(listener: TcpListener, bounds: Bounds) -> Guarded {
+        Guarded {
+            listener,
+            slots: Arc::new(Semaphore::new(bounds.connections.max(1))),
+            idle: bounds.idle,
+        }
+    }
+}
+
+impl axum::serve::Listener for Guarded {
+    type Io = Connection;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Connection, std::net::SocketAddr) {
+        // The semaphore is never closed.
+        let slot = self.slots.clone().acquire_owned().await;
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, address)) => {
+                    let connection = Connection {
+                        stream,
+                        _slot: slot.ok(),
+                        idle: self.idle,
+                        silence: Box::pin(tokio::time::sleep(self.idle)),
+                    };
+                    return (connection, address);
+                }
+                // Out of descriptors, or a connection reset before it was taken: wait a little
+                // rather than spin, as axum's own listener does.
+                Err(error) => {
+                    tracing::debug!("the monitoring server's accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// One accepted connection: its slot is given back when it is dropped, and it fails with
+/// `TimedOut` once nothing was read or written for its idle time.
+#[derive(Debug)]
+pub(super) struct Connection {
+    stream: TcpStream,
+    _slot: Option<OwnedSemaphorePermit>,
+    idle: Duration,
+    silence: Pin<Box<Sleep>>,
+}
+
+impl Connection {
+    /// Fails the call once the connection has been silent too long; else registers the waker
+    /// for that moment, so a silent connection is woken to end.
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.silence.as_mut().poll(cx).is_ready() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("silent for {:?}", self.idle),
+            ));
+        }
+        Ok(())
+    }
+
+    fn heard(&mut self) {
+        let idle = self.idle;
+        self.silence.as_mut().reset(Instant::now() + idle);
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.heard();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => match self.check(cx) {
+                Ok(()) => Poll::Pending,
+                Err(error) => Poll::Ready(Err(error)),
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(written)) => {
+                self.heard();
+                Poll::Ready(Ok(written))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => match self.check(cx) {
+                Ok(()) => Poll::Pending,
+                Err(error) => Poll::Ready(Err(error)),
+            },
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
