@@ -109,17 +109,19 @@ async fn cycles_until<C: Carrier>(
     alpha: &mut LocalEndpoint,
     beta: &mut RemoteEndpoint<C>,
 ) -> (usize, usize) {
+    // Well inside the served side's full rescan (10 s), which would find the change even if its
+    // watcher had lost it.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let (mut applied, mut stale) = (0, 0);
-    for _ in 0..100 {
+    loop {
         let report = cycle(state, alpha, beta).await.unwrap();
         applied += report.applied;
         stale += report.stale;
-        if applied >= wanted {
-            break;
+        if applied >= wanted || std::time::Instant::now() >= until {
+            return (applied, stale);
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    (applied, stale)
 }
 
 /// One more cycle finds nothing to do.

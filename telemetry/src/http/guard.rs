@@ -1,6 +1,6 @@
 //! Bounds on the monitoring server's connections, which axum's server sets none of: at most
-//! [`Bounds::connections`] served at once (one more waits in the kernel's backlog until one
-//! ends), and each closed once it has been silent for [`Bounds::idle`]. A client that opens
+//! [`Bounds::connections`] served at once (further ones wait in the kernel's listen backlog
+//! until one ends), and each closed once it has been silent for [`Bounds::idle`]. A client that opens
 //! connections and sends nothing, or leaves them open, holds neither file descriptors nor
 //! tasks past those bounds.
 
@@ -68,11 +68,13 @@ impl axum::serve::Listener for Guarded {
                     };
                     return (connection, address);
                 }
-                // Out of descriptors, or a connection reset before it was taken: wait a little
-                // rather than spin, as axum's own listener does.
+                // A connection gone before it was taken: the next one, at once.
+                Err(error) if connection_error(&error) => {}
+                // Out of descriptors, say: said, and a pause rather than a spin, as axum's own
+                // listener does.
                 Err(error) => {
-                    tracing::debug!("the monitoring server's accept failed: {error}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tracing::warn!("the monitoring server cannot accept a connection: {error}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
@@ -81,6 +83,16 @@ impl axum::serve::Listener for Guarded {
     fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
     }
+}
+
+/// An accept's failure that is the connection's, not the listener's.
+fn connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
 }
 
 /// One accepted connection: its slot is given back when it is dropped, and it fails with
@@ -107,8 +119,30 @@ impl Connection {
     }
 
     fn heard(&mut self) {
-        let idle = self.idle;
-        self.silence.as_mut().reset(Instant::now() + idle);
+        let now = Instant::now();
+        // A bound too far to add is no bound: about thirty years on.
+        let until = now
+            .checked_add(self.idle)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
+        self.silence.as_mut().reset(until);
+    }
+
+    fn written(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(written)) => {
+                self.heard();
+                Poll::Ready(Ok(written))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => match self.check(cx) {
+                Ok(()) => Poll::Pending,
+                Err(error) => Poll::Ready(Err(error)),
+            },
+        }
     }
 }
 
@@ -141,19 +175,25 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write(cx, buf) {
-            Poll::Ready(Ok(written)) => {
-                self.heard();
-                Poll::Ready(Ok(written))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => match self.check(cx) {
-                Ok(()) => Poll::Pending,
-                Err(error) => Poll::Ready(Err(error)),
-            },
-        }
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.written(cx, written)
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.written(cx, written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    // A TCP stream's flush and shutdown are ready at once (tokio's hold nothing back), so they
+    // need no timer.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
