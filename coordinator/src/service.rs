@@ -110,7 +110,7 @@ pub struct Service {
     /// The lists being streamed ([`list_stream::STREAMS_AT_ONCE`] at most).
     list_streams: Arc<tokio::sync::Semaphore>,
     /// The workspaces' watches ([`workspace_watch::WATCHES_AT_ONCE`] at most).
-    workspace_watches: Arc<tokio::sync::Semaphore>,
+    workspace_watches: workspace_watch::Watches,
 }
 
 impl Service {

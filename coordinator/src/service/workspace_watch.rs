@@ -14,10 +14,11 @@
 //! the watch ends at it as at a workspace gone.
 //!
 //! What a watch may hold is bounded: a parked task, the detail last sent and one in the channel.
-//! At most [`WATCHES_AT_ONCE`] run on a coordinator; one more is refused with
-//! `RESOURCE_EXHAUSTED`, and the CLI asks again and again instead.
+//! At most [`WATCHES_AT_ONCE`] run on a coordinator, and [`WATCHES_PER_USER`] of one user's; one
+//! more is refused with `RESOURCE_EXHAUSTED`, and the CLI asks again and again instead.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -33,6 +34,7 @@ use super::Service;
 use super::checks::denied;
 use super::views::detail_of;
 use crate::cluster::{Cluster, Consistency};
+use crate::locks::lock;
 use crate::state::WorkspaceRecord;
 
 /// The most workspace watches a coordinator keeps at once: each is a parked task and a detail,
@@ -43,9 +45,76 @@ pub(super) const WATCHES_AT_ONCE: usize = 1024;
 /// again. A waiting command's own limit is minutes; this frees what a forgotten client holds.
 const LIFE: Duration = Duration::from_secs(3600);
 
-/// The watches being kept, one permit each ([`WATCHES_AT_ONCE`]).
-pub(super) fn watches() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(WATCHES_AT_ONCE))
+/// The most watches of one user a coordinator keeps at once: more than a command waits on
+/// (`admin workspace repair --all` waits on 8), and few enough that one client cannot hold them
+/// all and leave everyone else asking.
+pub(super) const WATCHES_PER_USER: usize = 64;
+
+/// The watches being kept: a permit each of [`WATCHES_AT_ONCE`], and a count for each user.
+#[derive(Debug, Clone)]
+pub(super) struct Watches {
+    all: Arc<Semaphore>,
+    users: Arc<Mutex<HashMap<UserName, usize>>>,
+}
+
+/// The watches of a new coordinator: none.
+pub(super) fn watches() -> Watches {
+    Watches {
+        all: Arc::new(Semaphore::new(WATCHES_AT_ONCE)),
+        users: Arc::default(),
+    }
+}
+
+impl Watches {
+    /// A place for one more of `user`'s watches, or the refusal that names the bound.
+    fn take(&self, user: &UserName) -> Result<Slot, WireError> {
+        let mut users = lock(&self.users);
+        let held = users.get(user).copied().unwrap_or(0);
+        if held >= WATCHES_PER_USER {
+            return Err(WireError::new(
+                ErrorCode::ResourceExhausted,
+                format!(
+                    "{user} watches {WATCHES_PER_USER} workspaces on this coordinator already; \
+                     ask for the workspace instead"
+                ),
+            ));
+        }
+        let Ok(permit) = self.all.clone().try_acquire_owned() else {
+            return Err(WireError::new(
+                ErrorCode::ResourceExhausted,
+                format!(
+                    "{WATCHES_AT_ONCE} workspaces are being watched on this coordinator; ask for \
+                     the workspace instead"
+                ),
+            ));
+        };
+        *users.entry(user.clone()).or_insert(0) += 1;
+        Ok(Slot {
+            _permit: permit,
+            user: user.clone(),
+            users: self.users.clone(),
+        })
+    }
+}
+
+/// One watch's place, given back when it is dropped (its task ends).
+#[derive(Debug)]
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    user: UserName,
+    users: Arc<Mutex<HashMap<UserName, usize>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut users = lock(&self.users);
+        if let Some(held) = users.get_mut(&self.user) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                users.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl Service {
@@ -55,18 +124,13 @@ impl Service {
         name: WorkspaceName,
         consistency: Consistency,
     ) -> Reply {
-        let Identity::User { role, .. } = &peer.identity else {
+        let Identity::User { name: user, role } = &peer.identity else {
             return Reply::Once(Err(denied(peer, "only users manage workspaces")));
         };
         let admin = *role == Role::Admin;
-        let Ok(permit) = self.workspace_watches.clone().try_acquire_owned() else {
-            return Reply::Once(Err(WireError::new(
-                ErrorCode::ResourceExhausted,
-                format!(
-                    "{WATCHES_AT_ONCE} workspaces are being watched on this coordinator; ask for \
-                     the workspace instead"
-                ),
-            )));
+        let slot = match self.workspace_watches.take(user) {
+            Ok(slot) => slot,
+            Err(refused) => return Reply::Once(Err(refused)),
         };
         // Who may see it, and its host (a workspace never changes host), as of the request.
         let view = match self.owned(peer, &name, admin, consistency).await {
@@ -88,13 +152,7 @@ impl Service {
         let changes = self.cluster.workspace_changes(&host);
         let (updates, receiver) = mpsc::channel(1);
         let watched = (name, instance);
-        tokio::spawn(watch(
-            self.cluster.clone(),
-            watched,
-            changes,
-            updates,
-            permit,
-        ));
+        tokio::spawn(watch(self.cluster.clone(), watched, changes, updates, slot));
         Reply::Stream(receiver)
     }
 }
@@ -115,14 +173,14 @@ impl Instance {
 
 /// Sends `name`'s detail as this replica holds it, then again after each of its host's changes
 /// that changed it, until it is gone (or another `instance` holds the name), the client goes or
-/// [`LIFE`] has passed; `_permit` is held as long. Every wake leads to a read: the signal is
+/// [`LIFE`] has passed; `_slot` is held as long. Every wake leads to a read: the signal is
 /// marked seen before it, so a change that lands during the read wakes the next round.
 async fn watch(
     cluster: Cluster,
     (name, instance): (WorkspaceName, Instance),
     mut changes: tokio::sync::watch::Receiver<()>,
     updates: mpsc::Sender<Update>,
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
 ) {
     let life = tokio::time::sleep(LIFE);
     tokio::pin!(life);
@@ -327,7 +385,7 @@ mod tests {
                 (view.name.clone(), instance.clone()),
                 service.cluster.workspace_changes(&host),
                 updates,
-                watches().try_acquire_owned().unwrap(),
+                watches().take(&view.owner).unwrap(),
             ));
             let first = next(&mut receiver).await;
             if instance == same {
@@ -338,6 +396,34 @@ mod tests {
                 assert!(next(&mut receiver).await.is_none(), "the stream went on");
             }
         }
+        node.stop().await.unwrap();
+    }
+
+    /// One user's watches past their bound are refused with `RESOURCE_EXHAUSTED` while another
+    /// user's are kept, and a place given back is taken again.
+    #[tokio::test]
+    async fn one_user_holds_no_more_than_their_share_of_the_watches() {
+        let (_dir, node, service) = one_node_with_w_on_h1().await;
+        let (owner, admin) = (user(Role::User), named("root", Role::Admin));
+        let alice: UserName = "alice".parse().unwrap();
+        let mut held: Vec<_> = (0..WATCHES_PER_USER)
+            .map(|_| service.workspace_watches.take(&alice).unwrap())
+            .collect();
+        assert_eq!(
+            refused(&service, &owner, watch_of("w")).await,
+            ErrorCode::ResourceExhausted
+        );
+        let mut updates = watching(&service, &admin, watch_of("w")).await;
+        assert_eq!(
+            state_of(next(&mut updates).await),
+            WorkspaceState::Scheduled
+        );
+        held.pop();
+        let mut updates = watching(&service, &owner, watch_of("w")).await;
+        assert_eq!(
+            state_of(next(&mut updates).await),
+            WorkspaceState::Scheduled
+        );
         node.stop().await.unwrap();
     }
 
@@ -379,6 +465,7 @@ mod tests {
             .map(|_| {
                 service
                     .workspace_watches
+                    .all
                     .clone()
                     .try_acquire_owned()
                     .unwrap()
@@ -396,7 +483,9 @@ mod tests {
         drop(held);
         drop(updates);
         for _ in 0..500 {
-            if service.workspace_watches.available_permits() == WATCHES_AT_ONCE {
+            if service.workspace_watches.all.available_permits() == WATCHES_AT_ONCE
+                && lock(&service.workspace_watches.users).is_empty()
+            {
                 node.stop().await.unwrap();
                 return;
             }
