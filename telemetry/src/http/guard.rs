@@ -106,16 +106,30 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    /// Fails the call once the connection has been silent too long; else registers the waker
-    /// for that moment, so a silent connection is woken to end.
-    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        if self.silence.as_mut().poll(cx).is_ready() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("silent for {:?}", self.idle),
-            ));
+    /// `polled`, the inner stream's answer, seen through the idle bound: bytes that `moved`
+    /// restart the silence; a stream still waiting fails with `TimedOut` once silent too long,
+    /// and else registers the waker for that moment, so a silent connection is woken to end.
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+        moved: bool,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Pending if self.silence.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("silent for {:?}", self.idle),
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+            ready => {
+                if moved {
+                    self.heard();
+                }
+                ready
+            }
         }
-        Ok(())
     }
 
     fn heard(&mut self) {
@@ -132,17 +146,8 @@ impl Connection {
         cx: &mut Context<'_>,
         written: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
-        match written {
-            Poll::Ready(Ok(written)) => {
-                self.heard();
-                Poll::Ready(Ok(written))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => match self.check(cx) {
-                Ok(()) => Poll::Pending,
-                Err(error) => Poll::Ready(Err(error)),
-            },
-        }
+        let moved = matches!(written, Poll::Ready(Ok(bytes)) if bytes > 0);
+        self.timed(cx, written, moved)
     }
 }
 
@@ -153,19 +158,9 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        match Pin::new(&mut self.stream).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    self.heard();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => match self.check(cx) {
-                Ok(()) => Poll::Pending,
-                Err(error) => Poll::Ready(Err(error)),
-            },
-        }
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let moved = buf.filled().len() > before;
+        self.timed(cx, read, moved)
     }
 }
 
