@@ -300,7 +300,7 @@ impl Link {
         let ended = tokio::select! {
             error = watching.refreshed(subscription, rewatch) => error,
             error = heartbeat(&connection, self.heartbeat_interval.clone(), deadline, self.samples.clone(), healthy, &self.monitor, &beats) => error,
-            error = report(&connection, reports, self.causes.subscribe(), beats.subscribe()) => error,
+            error = report(&connection, reports, self.causes.subscribe(), &beats) => error,
             error = container_stats(&connection, deadline, samples) => error,
             error = activity(&connection, self.heartbeat_interval.clone(), &self.activities) => error,
         };
@@ -454,7 +454,7 @@ async fn report(
     connection: &Connection,
     mut reports: watch::Receiver<Vec<ObservedWorkspace>>,
     causes: watch::Receiver<Causes>,
-    mut beats: watch::Receiver<Beats>,
+    beats: &watch::Sender<Beats>,
 ) -> WireError {
     let mut refresh = tokio::time::interval(REPORT_REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -503,12 +503,14 @@ async fn report(
                 refused = Some(observed);
             }
             Err(error) if error.code == ErrorCode::HostDown => {
-                let refused_at = *beats.borrow_and_update();
+                let refused_at = *beats.borrow();
+                beats.send_modify(|beats| beats.want_answer_after(refused_at));
                 tracing::info!(
                     "the cluster has this host marked down; reporting again after the next heartbeat: {}",
                     error.message
                 );
                 if beats
+                    .subscribe()
                     .wait_for(|now| now.acknowledged_since(refused_at))
                     .await
                     .is_err()
@@ -762,44 +764,44 @@ mod tests {
 
     #[test]
     fn a_report_refused_for_a_down_host_waits_for_a_heartbeat_sent_after_it() {
-        let refused = Beats {
-            sent: 4,
-            acknowledged: 3,
-        };
+        let refused = beats(4, 3);
         // Heartbeat 4 was under way at the refusal: the leader may have judged it before the
         // marking, so its answer does not mean the host is back.
-        let in_flight = Beats {
-            sent: 4,
-            acknowledged: 4,
-        };
+        let in_flight = beats(4, 4);
         assert!(!in_flight.acknowledged_since(refused));
-        assert!(
-            !Beats {
-                sent: 5,
-                acknowledged: 4
-            }
-            .acknowledged_since(refused)
-        );
-        assert!(
-            Beats {
-                sent: 5,
-                acknowledged: 5
-            }
-            .acknowledged_since(refused)
-        );
+        assert!(!beats(5, 4).acknowledged_since(refused));
+        assert!(beats(5, 5).acknowledged_since(refused));
         // Nothing under way at the refusal: the next one.
-        let idle = Beats {
-            sent: 3,
-            acknowledged: 3,
-        };
+        let idle = beats(3, 3);
         assert!(!idle.acknowledged_since(idle));
-        assert!(
-            Beats {
-                sent: 4,
-                acknowledged: 4
-            }
-            .acknowledged_since(idle)
-        );
+        assert!(beats(4, 4).acknowledged_since(idle));
+    }
+
+    fn beats(sent: u64, acknowledged: u64) -> Beats {
+        Beats {
+            sent,
+            acknowledged,
+            wanted: 0,
+        }
+    }
+
+    /// Quiet heartbeats are acknowledged by QUIC, not answered: after a refusal, heartbeats are
+    /// asked aloud until one sent after it is answered, and no longer.
+    #[test]
+    fn a_refused_report_wants_heartbeats_answered_until_one_after_it_is() {
+        let mut now = beats(4, 3);
+        assert!(!now.answer_wanted());
+        let refused = now;
+        now.want_answer_after(refused);
+        assert!(now.answer_wanted());
+        // Heartbeat 4's answer came back (sent before the refusal): still wanted.
+        now.acknowledged = 4;
+        assert!(now.answer_wanted() && !now.acknowledged_since(refused));
+        // A second refusal before it changes nothing earlier.
+        now.want_answer_after(beats(3, 3));
+        now.sent = 5;
+        now.acknowledged = 5;
+        assert!(!now.answer_wanted() && now.acknowledged_since(refused));
     }
 
     #[test]

@@ -838,6 +838,7 @@ async fn requests_in_datagrams_are_answered_and_bad_ones_refused() {
     ));
 
     // A server that takes no datagrams: the client is told to ask on a stream.
+    quiet_requests_are_answered_only_when_they_fail(&pki, &server).await;
     let without = TransportConfig {
         datagrams: false,
         ..config()
@@ -851,4 +852,49 @@ async fn requests_in_datagrams_are_answered_and_bad_ones_refused() {
         .await
         .unwrap_err();
     assert_eq!(refused.code, ErrorCode::Unsupported, "{refused}");
+}
+
+/// Quiet requests in datagrams: one that succeeds is acknowledged by QUIC and not answered (no
+/// datagram comes back), one that fails is answered with its error under its id, and a quiet
+/// request to a server that never answers (a list) is still acknowledged.
+async fn quiet_requests_are_answered_only_when_they_fail(pki: &TestPki, server: &TestServer) {
+    let connection = connect_with(&pki.issue(&pki::agent("dev-03")), server.address, config())
+        .await
+        .unwrap();
+    let limit = Duration::from_secs(5);
+    connection
+        .request_datagram_quietly(RequestId::random(), Request::Ping, limit)
+        .await
+        .unwrap();
+    let nothing = connection
+        .next_datagram_raw(Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert_eq!(nothing.code, ErrorCode::Timeout, "{nothing}");
+
+    let id = RequestId::random();
+    let heartbeat = Request::Agent(AgentRequest::Heartbeat {
+        sequence: 1,
+        stats: None,
+    });
+    let failed = connection
+        .request_datagram_quietly(id, heartbeat, limit)
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code, ErrorCode::Unsupported, "{failed}");
+    assert_eq!(failed.request_id, Some(id));
+
+    connection
+        .request_datagram_quietly(
+            RequestId::random(),
+            Request::Workspace(WorkspaceRequest::List),
+            limit,
+        )
+        .await
+        .unwrap();
+    // Asked aloud after it, the same connection is answered.
+    let pong = connection
+        .request_datagram(RequestId::random(), Request::Ping, limit)
+        .await;
+    assert!(matches!(pong, Ok(Response::Pong(_))), "{pong:?}");
 }

@@ -1,5 +1,6 @@
-//! A session's heartbeats: every interval, with the latest host stats, in a QUIC datagram (on a
-//! stream when one goes unanswered), each acknowledged within a deadline or the session ends.
+//! A session's heartbeats: every interval, with the latest host stats, in a QUIC datagram the
+//! leader answers only when it fails (on a stream when one goes unacknowledged), each
+//! acknowledged within a deadline or the session ends.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,16 +14,29 @@ use tokio::sync::watch;
 use super::{Monitor, unexpected};
 use crate::sampler::Sample;
 
-/// One session's heartbeats as its report loop follows them: the number of the last one sent
-/// and of the last one the leader acknowledged (the session's first, number 0, is acknowledged
-/// before the loops start).
+/// One session's heartbeats as its report loop follows them: the number of the last one sent,
+/// of the last one the leader answered (the session's first, number 0, is answered before the
+/// loops start), and of the first whose answer a refused report waits for (0: none). A quiet
+/// heartbeat's acknowledgement by QUIC says it arrived, not that the leader took it, so it is
+/// not an answer: while one is wanted, heartbeats are asked aloud.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Beats {
     pub(super) sent: u64,
     pub(super) acknowledged: u64,
+    pub(super) wanted: u64,
 }
 
 impl Beats {
+    /// A report was refused at `refused`: the answer to a heartbeat sent after it is wanted.
+    pub(super) fn want_answer_after(&mut self, refused: Beats) {
+        self.wanted = self.wanted.max(refused.sent + 1);
+    }
+
+    /// Whether the next heartbeat is to be answered aloud.
+    pub(super) fn answer_wanted(self) -> bool {
+        self.acknowledged < self.wanted
+    }
+
     /// Whether a heartbeat sent after `refused` (the beats when a report was refused) has been
     /// acknowledged. One already under way then does not count: the leader may have looked at
     /// the host's status before it was marked down, and so not returned it.
@@ -43,8 +57,8 @@ pub(super) async fn heartbeat(
     let mut ticker = crate::reload::pace(*interval.borrow_and_update());
     ticker.tick().await;
     let mut sequence = 0u64;
-    // In datagrams until the coordinator shows it takes none.
-    let mut carrier = Carrier::Datagram { unanswered: 0 };
+    // In quiet datagrams until the coordinator shows it takes none.
+    let mut carrier = Carrier::Quiet { unanswered: 0 };
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -58,26 +72,47 @@ pub(super) async fn heartbeat(
         monitor.beat();
         sequence += 1;
         beats.send_modify(|beats| beats.sent = sequence);
-        match carrier.beat(connection, sequence, &samples, deadline).await {
-            Ok(rtt) => {
+        let aloud = beats.borrow().answer_wanted();
+        match carrier
+            .beat(connection, sequence, &samples, deadline, aloud)
+            .await
+        {
+            Ok(Beat { rtt, answered }) => {
                 healthy.store(true, Ordering::Relaxed);
                 monitor.acknowledged(rtt);
-                beats.send_modify(|beats| beats.acknowledged = sequence);
+                if answered {
+                    beats.send_modify(|beats| beats.acknowledged = sequence);
+                }
             }
             Err(error) => return error,
         }
     }
 }
 
-/// How a session's heartbeats travel after its first. In a datagram each, which costs the
-/// leader one packet each way instead of a stream ([`Connection::request_datagram`]); a
-/// heartbeat whose datagram (or answer) is lost is asked again on a stream within the same
-/// deadline, so a lost packet never ends a session. A coordinator that refuses datagrams, or
-/// leaves [`UNANSWERED_DATAGRAMS`] in a row unanswered (an older one reads none), is asked on
-/// streams for the rest of the session.
+/// A heartbeat that went through: its round trip, and whether the leader answered it (a quiet
+/// one is only acknowledged by QUIC; its round trip is QUIC's estimate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Beat {
+    rtt: Duration,
+    answered: bool,
+}
+
+/// How a session's heartbeats travel after its first. In a quiet datagram each, which the
+/// leader answers only when it fails ([`Connection::request_datagram_quietly`]): one packet in
+/// and QUIC's acknowledgement out, where a stream costs the leader a stream's packets and a
+/// task. Asked aloud in a datagram when an answer is wanted ([`Beats`]), or when the
+/// coordinator cannot read quiet ones (an earlier version); on a stream when it takes no
+/// datagrams. A heartbeat whose datagram (or its acknowledgement) is lost is asked again on a
+/// stream within the same deadline, so a lost packet never ends a session; after
+/// [`UNANSWERED_DATAGRAMS`] in a row (a coordinator of an earlier version reads none), the
+/// session's heartbeats go on streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Carrier {
-    /// With the number of heartbeats in a row whose datagram went unanswered.
+    /// Quiet datagrams, with the number of heartbeats in a row whose datagram went unanswered.
+    Quiet {
+        unanswered: u32,
+    },
+    /// Datagrams answered aloud, likewise.
     Datagram {
         unanswered: u32,
     },
@@ -89,44 +124,41 @@ enum Carrier {
 const UNANSWERED_DATAGRAMS: u32 = 2;
 
 impl Carrier {
-    /// One heartbeat, answered within `deadline`: its round trip.
+    /// One heartbeat, acknowledged within `deadline`, and answered when `aloud`.
     async fn beat(
         &mut self,
         connection: &Connection,
         sequence: u64,
         samples: &watch::Receiver<Option<Sample>>,
         deadline: Duration,
-    ) -> Result<Duration, WireError> {
-        if let Carrier::Datagram { unanswered } = *self {
-            let sent = tokio::time::Instant::now();
-            // Half the deadline: the stream gets the rest.
+        aloud: bool,
+    ) -> Result<Beat, WireError> {
+        let sent = tokio::time::Instant::now();
+        // Half the deadline for a datagram: a stream gets the rest.
+        let limit = deadline / 2;
+        if let Carrier::Quiet { unanswered } = *self
+            && !aloud
+        {
             let answer = connection
-                .request_datagram(
-                    RequestId::random(),
-                    request(sequence, samples),
-                    deadline / 2,
-                )
+                .request_datagram_quietly(RequestId::random(), request(sequence, samples), limit)
                 .await;
             match answer {
-                Ok(Response::Ack) => {
-                    *self = Carrier::Datagram { unanswered: 0 };
-                    return Ok(sent.elapsed());
+                Ok(()) => {
+                    *self = self.with_unanswered(0);
+                    let rtt = connection.rtt();
+                    return Ok(Beat {
+                        rtt,
+                        answered: false,
+                    });
                 }
-                Ok(other) => return Err(unexpected(&other)),
                 Err(error) if error.code == ErrorCode::Timeout => {
-                    let unanswered = unanswered + 1;
-                    *self = if unanswered < UNANSWERED_DATAGRAMS {
-                        tracing::debug!(
-                            sequence,
-                            "a heartbeat's datagram went unanswered; asking on a stream"
-                        );
-                        Carrier::Datagram { unanswered }
-                    } else {
-                        tracing::info!(coordinator = %connection.server(), "{unanswered} heartbeats in a row went unanswered in datagrams; sending them on streams");
-                        Carrier::Stream
-                    };
+                    *self = self.unanswered(connection, sequence, unanswered + 1);
                     let rest = deadline.saturating_sub(sent.elapsed());
-                    return beat(connection, sequence, samples, rest).await;
+                    return answered(beat(connection, sequence, samples, rest).await);
+                }
+                Err(error) if error.code == ErrorCode::ProtocolError => {
+                    tracing::info!(coordinator = %connection.server(), "the coordinator cannot read quiet heartbeats ({}); asking aloud", error.message);
+                    *self = Carrier::Datagram { unanswered: 0 };
                 }
                 Err(error) if datagrams_refused(&error) => {
                     tracing::info!(coordinator = %connection.server(), "the coordinator takes no heartbeats in datagrams ({}); sending them on streams", error.message);
@@ -135,8 +167,69 @@ impl Carrier {
                 Err(error) => return Err(error),
             }
         }
-        beat(connection, sequence, samples, deadline).await
+        if let Carrier::Quiet { unanswered } | Carrier::Datagram { unanswered } = *self {
+            let limit = deadline.saturating_sub(sent.elapsed()) / 2;
+            let answer = connection
+                .request_datagram(RequestId::random(), request(sequence, samples), limit)
+                .await;
+            match answer {
+                Ok(Response::Ack) => {
+                    *self = self.with_unanswered(0);
+                    return answered(Ok(sent.elapsed()));
+                }
+                Ok(other) => return Err(unexpected(&other)),
+                Err(error) if error.code == ErrorCode::Timeout => {
+                    *self = self.unanswered(connection, sequence, unanswered + 1);
+                    let rest = deadline.saturating_sub(sent.elapsed());
+                    return answered(beat(connection, sequence, samples, rest).await);
+                }
+                Err(error) if datagrams_refused(&error) => {
+                    tracing::info!(coordinator = %connection.server(), "the coordinator takes no heartbeats in datagrams ({}); sending them on streams", error.message);
+                    *self = Carrier::Stream;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        answered(
+            beat(
+                connection,
+                sequence,
+                samples,
+                deadline.saturating_sub(sent.elapsed()),
+            )
+            .await,
+        )
     }
+
+    /// The carrier after `unanswered` datagrams in a row went unanswered: the same, or streams
+    /// from [`UNANSWERED_DATAGRAMS`] on.
+    fn unanswered(self, connection: &Connection, sequence: u64, unanswered: u32) -> Carrier {
+        if unanswered >= UNANSWERED_DATAGRAMS {
+            tracing::info!(coordinator = %connection.server(), "{unanswered} heartbeats in a row went unanswered in datagrams; sending them on streams");
+            return Carrier::Stream;
+        }
+        tracing::debug!(
+            sequence,
+            "a heartbeat's datagram went unanswered; asking on a stream"
+        );
+        self.with_unanswered(unanswered)
+    }
+
+    fn with_unanswered(self, unanswered: u32) -> Carrier {
+        match self {
+            Carrier::Quiet { .. } => Carrier::Quiet { unanswered },
+            Carrier::Datagram { .. } => Carrier::Datagram { unanswered },
+            Carrier::Stream => Carrier::Stream,
+        }
+    }
+}
+
+/// A heartbeat answered after its round trip.
+fn answered(rtt: Result<Duration, WireError>) -> Result<Beat, WireError> {
+    rtt.map(|rtt| Beat {
+        rtt,
+        answered: true,
+    })
 }
 
 /// Whether a datagram's refusal says to ask on a stream instead: the coordinator takes no

@@ -358,6 +358,33 @@ impl Connection {
         super::datagram::exchange(&self.conn, &self.datagram_turn, request_id, request, limit).await
     }
 
+    /// Sends `request` under `request_id` in one QUIC datagram that the server answers only
+    /// when it fails, and waits up to `limit` for the server's QUIC to acknowledge it (or for the
+    /// failure). Cheaper for the server than [`Connection::request_datagram`] by the client's
+    /// acknowledgement of the answer: one packet in and one out. `Ok` says the request arrived
+    /// and no failure came back, not that it was done; `PROTOCOL_ERROR` from a server of an
+    /// earlier version, which cannot read the marker: ask aloud then.
+    pub async fn request_datagram_quietly(
+        &self,
+        request_id: RequestId,
+        request: Request,
+        limit: Duration,
+    ) -> Result<(), WireError> {
+        super::datagram::exchange_quietly(
+            &self.conn,
+            &self.datagram_turn,
+            request_id,
+            request,
+            limit,
+        )
+        .await
+    }
+
+    /// The connection's round-trip time as QUIC estimates it.
+    pub fn rtt(&self) -> Duration {
+        self.conn.rtt()
+    }
+
     /// Sends raw bytes in a datagram. For tests of how servers treat bad input.
     #[doc(hidden)]
     pub fn send_datagram_raw(&self, bytes: &[u8]) -> Result<(), WireError> {

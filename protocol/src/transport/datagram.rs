@@ -9,6 +9,13 @@
 //! the handler's answer, or an error with a stable code (a request it cannot read, a
 //! subscription, more than [`IN_FLIGHT`] at once, an answer too large for a datagram). A request
 //! whose answer does not come at once is finished in a task of its own.
+//!
+//! A request may also be sent *quietly* ([`QUIET`] before its frame): the server answers it only
+//! when it fails. The client takes the server's QUIC acknowledgement of its packet as the sign
+//! that it arrived, so a heartbeat that goes well costs the server one packet in and one
+//! acknowledgement out, where an answered one costs a third (the client's acknowledgement of
+//! the answer). A server of an earlier version cannot read the marker and answers
+//! `PROTOCOL_ERROR`: ask aloud then.
 
 use std::time::Duration;
 
@@ -28,6 +35,28 @@ pub(super) const RECEIVE_BUFFER: usize = 64 * 1024;
 
 /// The id of an answer to a datagram whose request could not be read.
 pub(super) const UNREADABLE: RequestId = RequestId::from_u128(0);
+
+/// The first byte of a quiet request, before its frame: a varint's reserved discriminant, so no
+/// frame starts with it and a server that does not know the marker fails to read the request
+/// (its id, a `u128`) rather than misreading it.
+pub(super) const QUIET: u8 = 0xFF;
+
+/// A quiet client's first look for the server's acknowledgement, after which it looks at twice
+/// the wait each time: a server acknowledges within its `max_ack_delay` (QUIC's default 25 ms)
+/// and a round trip.
+const FIRST_LOOK: Duration = Duration::from_millis(30);
+
+/// The longest wait between a quiet client's looks.
+const LONGEST_LOOK: Duration = Duration::from_millis(480);
+
+/// A datagram request as a server reads it: its frame, and whether the client wants an answer
+/// only when the request fails.
+pub(super) fn read(datagram: &[u8]) -> (Result<RequestFrame, codec::CodecError>, bool) {
+    match datagram.split_first() {
+        Some((&QUIET, frame)) => (codec::decode(frame), true),
+        _ => (codec::decode(datagram), false),
+    }
+}
 
 /// Sends `result` as the answer to `request_id`, or an error when it does not fit a datagram.
 /// A connection gone meanwhile is no one's loss: the client's wait ends with it.
@@ -63,6 +92,61 @@ pub(super) fn answer(
     }
 }
 
+/// `request` encoded for a datagram (after [`QUIET`] when `quiet`), or why it cannot go in one.
+fn encode(
+    conn: &quinn::Connection,
+    request_id: RequestId,
+    request: Request,
+    quiet: bool,
+) -> Result<Vec<u8>, WireError> {
+    let Some(max) = conn.max_datagram_size() else {
+        return Err(unsupported(request_id, "the server takes no datagrams"));
+    };
+    let frame = RequestFrame {
+        request_id,
+        request,
+    };
+    let mut payload = Vec::new();
+    if quiet {
+        payload.push(QUIET);
+    }
+    payload.extend(
+        codec::encode_payload(&frame).map_err(|e| e.to_wire().with_request_id(request_id))?,
+    );
+    if payload.len() > max {
+        return Err(unsupported(
+            request_id,
+            &format!(
+                "the request ({} bytes) does not fit a datagram ({max} bytes)",
+                payload.len()
+            ),
+        ));
+    }
+    Ok(payload)
+}
+
+fn unsupported(request_id: RequestId, why: &str) -> WireError {
+    WireError::new(ErrorCode::Unsupported, format!("{why}: ask on a stream"))
+        .with_request_id(request_id)
+}
+
+fn send(
+    conn: &quinn::Connection,
+    request_id: RequestId,
+    payload: Vec<u8>,
+) -> Result<(), WireError> {
+    conn.send_datagram(payload.into()).map_err(|e| {
+        use quinn::SendDatagramError as E;
+        match e {
+            E::ConnectionLost(lost) => connection_error(&lost),
+            E::UnsupportedByPeer | E::Disabled => {
+                unsupported(request_id, "the server takes no datagrams")
+            }
+            E::TooLarge => unsupported(request_id, "the request does not fit a datagram"),
+        }
+    })
+}
+
 /// The client's side: sends `request` in a datagram and reads datagrams until its answer comes,
 /// for up to `limit`. `turn` makes a connection's exchanges one at a time, so an answer is read
 /// by the exchange it belongs to (one that arrives after its exchange gave up is dropped).
@@ -73,34 +157,10 @@ pub(super) async fn exchange(
     request: Request,
     limit: Duration,
 ) -> Result<Response, WireError> {
-    let unsupported = |why: &str| {
-        WireError::new(ErrorCode::Unsupported, format!("{why}: ask on a stream"))
-            .with_request_id(request_id)
-    };
-    let Some(max) = conn.max_datagram_size() else {
-        return Err(unsupported("the server takes no datagrams"));
-    };
-    let payload = codec::encode_payload(&RequestFrame {
-        request_id,
-        request,
-    })
-    .map_err(|e| e.to_wire().with_request_id(request_id))?;
-    if payload.len() > max {
-        return Err(unsupported(&format!(
-            "the request ({} bytes) does not fit a datagram ({max} bytes)",
-            payload.len()
-        )));
-    }
+    let payload = encode(conn, request_id, request, false)?;
     let exchange = async {
         let _turn = turn.lock().await;
-        conn.send_datagram(payload.into()).map_err(|e| {
-            use quinn::SendDatagramError as E;
-            match e {
-                E::ConnectionLost(lost) => connection_error(&lost),
-                E::UnsupportedByPeer | E::Disabled => unsupported("the server takes no datagrams"),
-                E::TooLarge => unsupported("the request does not fit a datagram"),
-            }
-        })?;
+        send(conn, request_id, payload)?;
         loop {
             let datagram = conn
                 .read_datagram()
@@ -121,5 +181,87 @@ pub(super) async fn exchange(
     match tokio::time::timeout(limit, exchange).await {
         Ok(result) => result.map_err(|e| e.or_request_id(request_id)),
         Err(_) => Err(timeout("a datagram's answer", limit).with_request_id(request_id)),
+    }
+}
+
+/// The client's side of a quiet request: sends `request` after [`QUIET`] and waits up to
+/// `limit` for the server's QUIC to acknowledge a packet of this connection's, or for an answer,
+/// which a server sends only when the request failed. `Ok` says the request arrived and no
+/// failure came back by then; a failure that comes after is the next exchange's answer (a
+/// failed request's cause, leadership lost or a host unknown, outlasts it). An earlier quiet
+/// request's late failure ends this one; late answers that are not failures are dropped.
+pub(super) async fn exchange_quietly(
+    conn: &quinn::Connection,
+    turn: &tokio::sync::Mutex<()>,
+    request_id: RequestId,
+    request: Request,
+    limit: Duration,
+) -> Result<(), WireError> {
+    let payload = encode(conn, request_id, request, true)?;
+    let exchange = async {
+        let _turn = turn.lock().await;
+        let acknowledged = conn.stats().frame_rx.acks;
+        send(conn, request_id, payload)?;
+        let mut look = FIRST_LOOK;
+        loop {
+            tokio::select! {
+                datagram = conn.read_datagram() => {
+                    let datagram = datagram.map_err(|e| connection_error(&e))?;
+                    match codec::decode::<ResponseFrame>(&datagram) {
+                        Ok(ResponseFrame { request_id: id, result: Ok(_) }) if id == request_id => return Ok(()),
+                        Ok(ResponseFrame { result: Err(error), .. }) => return Err(error),
+                        Ok(_) => {}
+                        Err(error) => tracing::debug!("dropped a datagram that is not an answer: {error}"),
+                    }
+                }
+                () = tokio::time::sleep(look) => {
+                    if conn.stats().frame_rx.acks > acknowledged {
+                        return Ok(());
+                    }
+                    look = (look * 2).min(LONGEST_LOOK);
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(limit, exchange).await {
+        Ok(result) => result.map_err(|e| e.or_request_id(request_id)),
+        Err(_) => {
+            Err(timeout("the acknowledgement of a quiet datagram", limit)
+                .with_request_id(request_id))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::AgentRequest;
+
+    /// A quiet request is read as one by a server that knows the marker, and not at all by one
+    /// that does not: it fails on the marker (a `u128`'s reserved discriminant) instead of
+    /// misreading the frame.
+    #[test]
+    fn a_quiet_request_is_unreadable_without_the_marker() {
+        let frame = RequestFrame {
+            request_id: RequestId::random(),
+            request: Request::Agent(AgentRequest::Heartbeat {
+                sequence: 7,
+                stats: None,
+            }),
+        };
+        let mut quiet = vec![QUIET];
+        quiet.extend(codec::encode_payload(&frame).unwrap());
+        let (read, is_quiet) = read(&quiet);
+        assert_eq!(read.unwrap(), frame);
+        assert!(is_quiet);
+        assert!(codec::decode::<RequestFrame>(&quiet).is_err());
+        let (read, is_quiet) = super::read(&codec::encode_payload(&frame).unwrap());
+        assert_eq!(read.unwrap(), frame);
+        assert!(!is_quiet);
+        // Every id's encoding starts with some other byte.
+        for id in [0, 250, 251, u128::from(u64::MAX), u128::MAX] {
+            let plain = codec::encode_payload(&RequestId::from_u128(id)).unwrap();
+            assert_ne!(plain[0], QUIET, "{id}");
+        }
     }
 }

@@ -78,6 +78,12 @@ pub struct TransportConfig {
     /// Whether this endpoint takes requests in datagrams ([`Connection::request_datagram`]).
     /// Only tests of a server without them set it off.
     pub datagrams: bool,
+    /// Whether a client asks its server to acknowledge each of its packets at once (QUIC's ACK
+    /// frequency extension) rather than after up to 25 ms. An agent's quiet heartbeats
+    /// ([`Connection::request_datagram_quietly`]) then cost the leader one wakeup of the
+    /// connection, not a second for a delayed acknowledgement. A client sending much (an
+    /// upload) is better without: its server would acknowledge twice as many packets.
+    pub immediate_acks: bool,
     /// The most new connections a server works on at once (from a client's first packet to its
     /// hello); the bound in force follows how long they take, and the first packet of one more
     /// is ignored, so the client's QUIC sends it again ([`admission`]).
@@ -101,6 +107,7 @@ impl Default for TransportConfig {
             segmentation_offload: true,
             protocol_version: PROTOCOL_VERSION,
             datagrams: true,
+            immediate_acks: false,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
         }
     }
@@ -136,6 +143,10 @@ impl TransportConfig {
             // ACK frequency extension; a client without it ignores the ask).
             let mut acks = quinn::AckFrequencyConfig::default();
             acks.max_ack_delay(Some(Duration::from_millis(1)));
+            transport.ack_frequency_config(Some(acks));
+        } else if self.immediate_acks {
+            let mut acks = quinn::AckFrequencyConfig::default();
+            acks.ack_eliciting_threshold(0u32.into());
             transport.ack_frequency_config(Some(acks));
         }
         Ok(transport)

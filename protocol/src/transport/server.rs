@@ -532,9 +532,10 @@ impl<H: Handler> Datagrams<H> {
     }
 
     /// Handles one datagram: answered before this returns when the handler answers without
-    /// waiting (a heartbeat), else from a task of its own.
+    /// waiting (a heartbeat), else from a task of its own; a quiet one only when it fails.
     fn serve(&self, datagram: &[u8]) {
-        let frame = match codec::decode::<RequestFrame>(datagram) {
+        let (frame, quiet) = datagram::read(datagram);
+        let frame = match frame {
             Ok(frame) => frame,
             Err(error) => {
                 let error = WireError::new(
@@ -570,7 +571,9 @@ impl<H: Handler> Datagrams<H> {
                     "a subscription is asked on a stream, not in a datagram",
                 )),
             };
-            datagram::answer(&conn, request_id, result);
+            if !(quiet && result.is_ok()) {
+                datagram::answer(&conn, request_id, result);
+            }
             drop(permit);
         });
         // Polled once here: a handler that answers at once costs no task. One that waits is
