@@ -806,6 +806,21 @@ mod tests {
         assert!(!now.answer_wanted() && now.acknowledged_since(refused));
     }
 
+    /// Heartbeats go aloud while a refused report waits, after a lost packet and every twelfth;
+    /// else quietly.
+    #[test]
+    fn a_heartbeat_goes_aloud_when_an_answer_is_wanted_after_a_loss_and_now_and_then() {
+        use super::heartbeat::aloud;
+        assert!(!aloud(1, beats(1, 0), false));
+        assert!(!aloud(13, beats(13, 0), false));
+        assert!(aloud(12, beats(12, 0), false));
+        assert!(aloud(24, beats(24, 12), false));
+        assert!(aloud(5, beats(5, 0), true));
+        let mut waiting = beats(5, 0);
+        waiting.want_answer_after(beats(4, 0));
+        assert!(aloud(5, waiting, false));
+    }
+
     #[test]
     fn after_a_lost_coordinator_the_next_one_in_the_list_is_tried() {
         let list: Vec<String> = ["a:1", "b:2", "c:3"].map(String::from).to_vec();

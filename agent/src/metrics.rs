@@ -96,8 +96,8 @@ impl Metrics {
             ),
             heartbeat_rtt: registry.gauge(
                 "nexus_agent_heartbeat_rtt_seconds",
-                "The round trip to the leader at the last heartbeat it acknowledged: QUIC's estimate \
-                 for a quiet heartbeat, measured for one answered.",
+                "The round trip to the leader at the last heartbeat it acknowledged: QUIC's \
+                 estimate for a quiet heartbeat, measured for one answered.",
             ),
             operations: registry.counters(
                 "nexus_agent_operations_total",

@@ -101,8 +101,20 @@ async fn an_agent_serves_its_metrics_and_its_readiness_names_a_stopped_engine() 
         "{metrics}"
     );
     assert!(value(&metrics, "nexus_agent_heartbeat_rtt_seconds").is_some_and(|rtt| rtt > 0.0));
-    assert!(value(&metrics, "nexus_host_memory_total_bytes").is_some_and(|m| m > 0.0));
-    assert!(value(&metrics, "nexus_host_disk_free_bytes").is_some_and(|d| d > 0.0));
+    // The host's gauges come from the stats loop, which runs apart from readiness: once, under
+    // CI's load, they were still unset when the agent was ready (the first sample reads the
+    // disks and every mount).
+    eventually(
+        "the host's first sample",
+        Duration::from_secs(20),
+        || async {
+            let (_, metrics) = get(http, "/metrics").await;
+            (value(&metrics, "nexus_host_memory_total_bytes").is_some_and(|m| m > 0.0)
+                && value(&metrics, "nexus_host_disk_free_bytes").is_some_and(|d| d > 0.0))
+            .then_some(())
+        },
+    )
+    .await;
     assert!(
         value(
             &metrics,

@@ -32,7 +32,7 @@ impl Beats {
         self.wanted = self.wanted.max(refused.sent + 1);
     }
 
-    /// Whether the next heartbeat is to be answered aloud.
+    /// Whether a refused report waits for an answer.
     pub(super) fn answer_wanted(self) -> bool {
         self.acknowledged < self.wanted
     }
@@ -59,6 +59,7 @@ pub(super) async fn heartbeat(
     let mut sequence = 0u64;
     // In quiet datagrams until the coordinator shows it takes none.
     let mut carrier = Carrier::Quiet { unanswered: 0 };
+    let mut lost = connection.lost_packets();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -72,11 +73,13 @@ pub(super) async fn heartbeat(
         monitor.beat();
         sequence += 1;
         beats.send_modify(|beats| beats.sent = sequence);
-        let aloud = beats.borrow().answer_wanted();
-        match carrier
+        let lost_since = connection.lost_packets() > lost;
+        let aloud = aloud(sequence, *beats.borrow(), lost_since);
+        let result = carrier
             .beat(connection, sequence, &samples, deadline, aloud)
-            .await
-        {
+            .await;
+        lost = connection.lost_packets();
+        match result {
             Ok(Beat { rtt, answered }) => {
                 healthy.store(true, Ordering::Relaxed);
                 monitor.acknowledged(rtt);
@@ -87,6 +90,19 @@ pub(super) async fn heartbeat(
             Err(error) => return error,
         }
     }
+}
+
+/// Every this many heartbeats one goes aloud: QUIC acknowledges in a task of its own, so a
+/// leader whose application is stuck would acknowledge quiet heartbeats for ever (a minute at the
+/// default interval).
+const ALOUD_EVERY: u64 = 12;
+
+/// Whether heartbeat number `sequence` asks for an answer: when a refused report waits for one,
+/// when a packet of the session was lost since the last heartbeat (a quiet one may then have been
+/// counted through on another packet's acknowledgement, so this one goes where a loss is asked
+/// again), and every [`ALOUD_EVERY`]th.
+pub(super) fn aloud(sequence: u64, beats: Beats, lost_since: bool) -> bool {
+    beats.answer_wanted() || lost_since || sequence.is_multiple_of(ALOUD_EVERY)
 }
 
 /// A heartbeat that went through: its round trip, and whether the leader answered it (a quiet
@@ -134,78 +150,129 @@ impl Carrier {
         aloud: bool,
     ) -> Result<Beat, WireError> {
         let sent = tokio::time::Instant::now();
-        // Half the deadline for a datagram: a stream gets the rest.
-        let limit = deadline / 2;
-        if let Carrier::Quiet { unanswered } = *self
+        let rest = || deadline.saturating_sub(sent.elapsed());
+        if matches!(self, Carrier::Quiet { .. })
             && !aloud
+            && let Some(beat) = self.quietly(connection, sequence, samples, rest()).await?
         {
-            let answer = connection
-                .request_datagram_quietly(RequestId::random(), request(sequence, samples), limit)
-                .await;
-            match answer {
-                Ok(()) => {
-                    *self = self.with_unanswered(0);
-                    let rtt = connection.rtt();
-                    return Ok(Beat {
-                        rtt,
-                        answered: false,
-                    });
-                }
-                Err(error) if error.code == ErrorCode::Timeout => {
-                    *self = self.unanswered(connection, sequence, unanswered + 1);
-                    let rest = deadline.saturating_sub(sent.elapsed());
-                    return answered(beat(connection, sequence, samples, rest).await);
-                }
-                Err(error) if error.code == ErrorCode::ProtocolError => {
-                    tracing::info!(coordinator = %connection.server(), "the coordinator cannot read quiet heartbeats ({}); asking aloud", error.message);
-                    *self = Carrier::Datagram { unanswered: 0 };
-                }
-                Err(error) if datagrams_refused(&error) => {
-                    tracing::info!(coordinator = %connection.server(), "the coordinator takes no heartbeats in datagrams ({}); sending them on streams", error.message);
-                    *self = Carrier::Stream;
-                }
-                Err(error) => return Err(error),
-            }
+            return Ok(beat);
         }
-        if let Carrier::Quiet { unanswered } | Carrier::Datagram { unanswered } = *self {
-            let limit = deadline.saturating_sub(sent.elapsed()) / 2;
-            let answer = connection
-                .request_datagram(RequestId::random(), request(sequence, samples), limit)
-                .await;
-            match answer {
-                Ok(Response::Ack) => {
-                    *self = self.with_unanswered(0);
-                    return answered(Ok(sent.elapsed()));
-                }
-                Ok(other) => return Err(unexpected(&other)),
-                Err(error) if error.code == ErrorCode::Timeout => {
-                    *self = self.unanswered(connection, sequence, unanswered + 1);
-                    let rest = deadline.saturating_sub(sent.elapsed());
-                    return answered(beat(connection, sequence, samples, rest).await);
-                }
-                Err(error) if datagrams_refused(&error) => {
-                    tracing::info!(coordinator = %connection.server(), "the coordinator takes no heartbeats in datagrams ({}); sending them on streams", error.message);
-                    *self = Carrier::Stream;
-                }
-                Err(error) => return Err(error),
-            }
+        if matches!(self, Carrier::Quiet { .. } | Carrier::Datagram { .. })
+            && let Some(beat) = self
+                .in_datagram(connection, sequence, samples, rest())
+                .await?
+        {
+            return Ok(beat);
         }
-        answered(
-            beat(
-                connection,
-                sequence,
-                samples,
-                deadline.saturating_sub(sent.elapsed()),
-            )
-            .await,
-        )
+        answered(beat(connection, sequence, samples, rest()).await)
     }
 
-    /// The carrier after `unanswered` datagrams in a row went unanswered: the same, or streams
-    /// from [`UNANSWERED_DATAGRAMS`] on.
-    fn unanswered(self, connection: &Connection, sequence: u64, unanswered: u32) -> Carrier {
+    /// A quiet heartbeat, within half of `deadline` (a stream gets the rest when it goes
+    /// unacknowledged). `None` when the coordinator cannot take it: ask otherwise.
+    async fn quietly(
+        &mut self,
+        connection: &Connection,
+        sequence: u64,
+        samples: &watch::Receiver<Option<Sample>>,
+        deadline: Duration,
+    ) -> Result<Option<Beat>, WireError> {
+        let sent = tokio::time::Instant::now();
+        let answer = connection
+            .request_datagram_quietly(
+                RequestId::random(),
+                request(sequence, samples),
+                deadline / 2,
+            )
+            .await;
+        match answer {
+            Ok(()) => {
+                *self = self.with_unanswered(0);
+                let rtt = connection.rtt();
+                Ok(Some(Beat {
+                    rtt,
+                    answered: false,
+                }))
+            }
+            Err(error) if error.code == ErrorCode::Timeout => {
+                *self = self.unanswered(connection, sequence);
+                let rest = deadline.saturating_sub(sent.elapsed());
+                answered(beat(connection, sequence, samples, rest).await).map(Some)
+            }
+            Err(error) if error.code == ErrorCode::ProtocolError => {
+                let server = connection.server();
+                tracing::info!(
+                    coordinator = %server,
+                    "the coordinator cannot read quiet heartbeats ({}); asking aloud",
+                    error.message
+                );
+                *self = Carrier::Datagram { unanswered: 0 };
+                Ok(None)
+            }
+            Err(error) => self.refused(connection, error).map(|()| None),
+        }
+    }
+
+    /// A heartbeat in a datagram answered aloud, within half of `deadline` (a stream gets the
+    /// rest when it goes unanswered). `None` when the coordinator takes no datagrams.
+    async fn in_datagram(
+        &mut self,
+        connection: &Connection,
+        sequence: u64,
+        samples: &watch::Receiver<Option<Sample>>,
+        deadline: Duration,
+    ) -> Result<Option<Beat>, WireError> {
+        let sent = tokio::time::Instant::now();
+        let answer = connection
+            .request_datagram(
+                RequestId::random(),
+                request(sequence, samples),
+                deadline / 2,
+            )
+            .await;
+        match answer {
+            Ok(Response::Ack) => {
+                *self = self.with_unanswered(0);
+                answered(Ok(sent.elapsed())).map(Some)
+            }
+            Ok(other) => Err(unexpected(&other)),
+            Err(error) if error.code == ErrorCode::Timeout => {
+                *self = self.unanswered(connection, sequence);
+                let rest = deadline.saturating_sub(sent.elapsed());
+                answered(beat(connection, sequence, samples, rest).await).map(Some)
+            }
+            Err(error) => self.refused(connection, error).map(|()| None),
+        }
+    }
+
+    /// A datagram's failure: the session's heartbeats go on streams when it says the
+    /// coordinator takes none, else the failure is the heartbeat's.
+    fn refused(&mut self, connection: &Connection, error: WireError) -> Result<(), WireError> {
+        if !datagrams_refused(&error) {
+            return Err(error);
+        }
+        let server = connection.server();
+        tracing::info!(
+            coordinator = %server,
+            "the coordinator takes no heartbeats in datagrams ({}); sending them on streams",
+            error.message
+        );
+        *self = Carrier::Stream;
+        Ok(())
+    }
+
+    /// The carrier after one more datagram in a row went unanswered: the same, or streams from
+    /// [`UNANSWERED_DATAGRAMS`] on.
+    fn unanswered(self, connection: &Connection, sequence: u64) -> Carrier {
+        let unanswered = match self {
+            Carrier::Quiet { unanswered } | Carrier::Datagram { unanswered } => unanswered + 1,
+            Carrier::Stream => return Carrier::Stream,
+        };
         if unanswered >= UNANSWERED_DATAGRAMS {
-            tracing::info!(coordinator = %connection.server(), "{unanswered} heartbeats in a row went unanswered in datagrams; sending them on streams");
+            tracing::info!(
+                coordinator = %connection.server(),
+                "{unanswered} heartbeats in a row went unanswered in datagrams; sending them on \
+                 streams"
+            );
             return Carrier::Stream;
         }
         tracing::debug!(

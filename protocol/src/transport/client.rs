@@ -361,9 +361,11 @@ impl Connection {
     /// Sends `request` under `request_id` in one QUIC datagram that the server answers only
     /// when it fails, and waits up to `limit` for the server's QUIC to acknowledge it (or for the
     /// failure). Cheaper for the server than [`Connection::request_datagram`] by the client's
-    /// acknowledgement of the answer: one packet in and one out. `Ok` says the request arrived
-    /// and no failure came back, not that it was done; `PROTOCOL_ERROR` from a server of an
-    /// earlier version, which cannot read the marker: ask aloud then.
+    /// acknowledgement of the answer: one packet in and one out. `Ok` says the server's QUIC
+    /// acknowledged a packet after the send, none was lost and no failure came back; not that
+    /// the server's application took the request (QUIC acknowledges in a task of its own).
+    /// `TIMEOUT` when no acknowledgement came or a packet was lost: ask again. `PROTOCOL_ERROR`
+    /// from a server of an earlier version, which cannot read the marker: ask aloud then.
     pub async fn request_datagram_quietly(
         &self,
         request_id: RequestId,
@@ -383,6 +385,11 @@ impl Connection {
     /// The connection's round-trip time as QUIC estimates it.
     pub fn rtt(&self) -> Duration {
         self.conn.rtt()
+    }
+
+    /// How many packets this connection has sent that QUIC declared lost.
+    pub fn lost_packets(&self) -> u64 {
+        self.conn.stats().path.lost_packets
     }
 
     /// Sends raw bytes in a datagram. For tests of how servers treat bad input.

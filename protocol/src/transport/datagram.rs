@@ -5,17 +5,20 @@
 //! 5,000 agents heartbeating every 5 s that difference was most of a coordinator's idle load.
 //!
 //! Datagrams are unreliable: a request or answer lost on the way is an answer that never comes,
-//! and the caller asks again (an agent asks on a stream). A server answers each in a datagram:
-//! the handler's answer, or an error with a stable code (a request it cannot read, a
-//! subscription, more than [`IN_FLIGHT`] at once, an answer too large for a datagram). A request
-//! whose answer does not come at once is finished in a task of its own.
+//! and the caller asks again (an agent asks on a stream). A server answers each in a datagram
+//! (a quiet one only when it fails, below): the handler's answer, or an error with a stable code
+//! (a request it cannot read, a subscription, more than [`IN_FLIGHT`] at once, an answer too
+//! large for a datagram). A request whose answer does not come at once is finished in a task of
+//! its own.
 //!
 //! A request may also be sent *quietly* ([`QUIET`] before its frame): the server answers it only
-//! when it fails. The client takes the server's QUIC acknowledgement of its packet as the sign
-//! that it arrived, so a heartbeat that goes well costs the server one packet in and one
-//! acknowledgement out, where an answered one costs a third (the client's acknowledgement of
-//! the answer). A server of an earlier version cannot read the marker and answers
-//! `PROTOCOL_ERROR`: ask aloud then.
+//! when it fails. The client takes the server's QUIC acknowledgement of a packet after the send,
+//! with none of its own declared lost meanwhile, as the sign that it arrived, so a heartbeat that
+//! goes well costs the server one packet in and one acknowledgement out, where an answered one
+//! costs a third (the client's acknowledgement of the answer). QUIC acknowledges in its own task,
+//! so this says the server's endpoint is alive, not that its application took the request: a
+//! client that must know asks aloud now and then. A server of an earlier version cannot read the
+//! marker and answers `PROTOCOL_ERROR`: ask aloud then.
 
 use std::time::Duration;
 
@@ -184,12 +187,53 @@ pub(super) async fn exchange(
     }
 }
 
+/// What a quiet client reads of its connection to learn a request's fate: the acknowledgements
+/// it has received, and the packets of its own QUIC has declared lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Acks {
+    received: u64,
+    lost: u64,
+}
+
+impl Acks {
+    fn of(conn: &quinn::Connection) -> Acks {
+        let stats = conn.stats();
+        Acks {
+            received: stats.frame_rx.acks,
+            lost: stats.path.lost_packets,
+        }
+    }
+}
+
+/// What became of a quiet request, as far as QUIC says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Acknowledged,
+    /// A packet of the connection's was declared lost since the send: maybe the request's, whose
+    /// probe's acknowledgement would otherwise pass for its own.
+    Lost,
+}
+
+/// The fate of a quiet request sent at `before`, seen `now`: a loss outweighs an
+/// acknowledgement, which may be another packet's. `None`: not known yet.
+fn fate(before: Acks, now: Acks) -> Option<Fate> {
+    if now.lost > before.lost {
+        Some(Fate::Lost)
+    } else if now.received > before.received {
+        Some(Fate::Acknowledged)
+    } else {
+        None
+    }
+}
+
 /// The client's side of a quiet request: sends `request` after [`QUIET`] and waits up to
 /// `limit` for the server's QUIC to acknowledge a packet of this connection's, or for an answer,
-/// which a server sends only when the request failed. `Ok` says the request arrived and no
-/// failure came back by then; a failure that comes after is the next exchange's answer (a
-/// failed request's cause, leadership lost or a host unknown, outlasts it). An earlier quiet
-/// request's late failure ends this one; late answers that are not failures are dropped.
+/// which a server sends only when the request failed. `Ok` says the server's QUIC acknowledged
+/// a packet after the send, none was lost, and no failure came back by then; it does not say the
+/// server's application took the request. A loss is `TIMEOUT`, as no acknowledgement is: ask
+/// again. A failure that comes after is the next quiet exchange's (a failed request's cause,
+/// leadership lost or a host unknown, outlasts it): an earlier quiet request's late failure ends
+/// this one; late answers that are not failures are dropped.
 pub(super) async fn exchange_quietly(
     conn: &quinn::Connection,
     turn: &tokio::sync::Mutex<()>,
@@ -198,36 +242,47 @@ pub(super) async fn exchange_quietly(
     limit: Duration,
 ) -> Result<(), WireError> {
     let payload = encode(conn, request_id, request, true)?;
-    let exchange = async {
-        let _turn = turn.lock().await;
-        let acknowledged = conn.stats().frame_rx.acks;
-        send(conn, request_id, payload)?;
-        let mut look = FIRST_LOOK;
-        loop {
-            tokio::select! {
-                datagram = conn.read_datagram() => {
-                    let datagram = datagram.map_err(|e| connection_error(&e))?;
-                    match codec::decode::<ResponseFrame>(&datagram) {
-                        Ok(ResponseFrame { request_id: id, result: Ok(_) }) if id == request_id => return Ok(()),
-                        Ok(ResponseFrame { result: Err(error), .. }) => return Err(error),
-                        Ok(_) => {}
-                        Err(error) => tracing::debug!("dropped a datagram that is not an answer: {error}"),
-                    }
-                }
-                () = tokio::time::sleep(look) => {
-                    if conn.stats().frame_rx.acks > acknowledged {
+    let deadline = tokio::time::Instant::now() + limit;
+    let unacknowledged =
+        || timeout("the acknowledgement of a quiet datagram", limit).with_request_id(request_id);
+    let Ok(_turn) = tokio::time::timeout_at(deadline, turn.lock()).await else {
+        return Err(unacknowledged());
+    };
+    let before = Acks::of(conn);
+    send(conn, request_id, payload)?;
+    let mut wait = FIRST_LOOK;
+    let mut look = tokio::time::Instant::now() + wait;
+    loop {
+        tokio::select! {
+            datagram = conn.read_datagram() => {
+                let datagram = datagram
+                    .map_err(|e| connection_error(&e).with_request_id(request_id))?;
+                match codec::decode::<ResponseFrame>(&datagram) {
+                    Ok(ResponseFrame { request_id: id, result: Ok(_) }) if id == request_id => {
                         return Ok(());
                     }
-                    look = (look * 2).min(LONGEST_LOOK);
+                    Ok(ResponseFrame { result: Err(error), .. }) => {
+                        return Err(error.or_request_id(request_id));
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::debug!("dropped a datagram that is not an answer: {error}");
+                    }
                 }
             }
-        }
-    };
-    match tokio::time::timeout(limit, exchange).await {
-        Ok(result) => result.map_err(|e| e.or_request_id(request_id)),
-        Err(_) => {
-            Err(timeout("the acknowledgement of a quiet datagram", limit)
-                .with_request_id(request_id))
+            () = tokio::time::sleep_until(look.min(deadline)) => {
+                match fate(before, Acks::of(conn)) {
+                    Some(Fate::Acknowledged) => return Ok(()),
+                    Some(Fate::Lost) => return Err(unacknowledged()),
+                    None if tokio::time::Instant::now() >= deadline => {
+                        return Err(unacknowledged());
+                    }
+                    None => {
+                        wait = (wait * 2).min(LONGEST_LOOK);
+                        look += wait;
+                    }
+                }
+            }
         }
     }
 }
@@ -263,5 +318,26 @@ mod tests {
             let plain = codec::encode_payload(&RequestId::from_u128(id)).unwrap();
             assert_ne!(plain[0], QUIET, "{id}");
         }
+    }
+
+    /// An acknowledgement counts a quiet request through unless a packet was lost meanwhile:
+    /// a lost request's probe is acknowledged too, and would otherwise pass for it.
+    #[test]
+    fn a_loss_outweighs_an_acknowledgement() {
+        let before = Acks {
+            received: 10,
+            lost: 2,
+        };
+        assert_eq!(fate(before, before), None);
+        let acknowledged = Acks {
+            received: 11,
+            ..before
+        };
+        assert_eq!(fate(before, acknowledged), Some(Fate::Acknowledged));
+        let probed = Acks {
+            received: 11,
+            lost: 3,
+        };
+        assert_eq!(fate(before, probed), Some(Fate::Lost));
     }
 }

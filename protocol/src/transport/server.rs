@@ -513,7 +513,8 @@ async fn write_response(
     codec::write_frame(send, &frame).await
 }
 
-/// A server's datagrams on one connection: each read, handled and answered.
+/// A server's datagrams on one connection: each read, handled and answered (a quiet one only when
+/// it fails).
 struct Datagrams<H> {
     conn: quinn::Connection,
     peer: Arc<Peer>,
