@@ -194,9 +194,8 @@ impl Carrier {
                 }))
             }
             Err(error) if error.code == ErrorCode::Timeout => {
-                *self = self.unanswered(connection, sequence);
                 let rest = deadline.saturating_sub(sent.elapsed());
-                answered(beat(connection, sequence, samples, rest).await).map(Some)
+                self.on_a_stream(connection, sequence, samples, rest).await
             }
             Err(error) if error.code == ErrorCode::ProtocolError => {
                 let server = connection.server();
@@ -236,12 +235,24 @@ impl Carrier {
             }
             Ok(other) => Err(unexpected(&other)),
             Err(error) if error.code == ErrorCode::Timeout => {
-                *self = self.unanswered(connection, sequence);
                 let rest = deadline.saturating_sub(sent.elapsed());
-                answered(beat(connection, sequence, samples, rest).await).map(Some)
+                self.on_a_stream(connection, sequence, samples, rest).await
             }
             Err(error) => self.refused(connection, error).map(|()| None),
         }
+    }
+
+    /// A datagram that went unanswered, counted, and the heartbeat asked on a stream within
+    /// `rest`.
+    async fn on_a_stream(
+        &mut self,
+        connection: &Connection,
+        sequence: u64,
+        samples: &watch::Receiver<Option<Sample>>,
+        rest: Duration,
+    ) -> Result<Option<Beat>, WireError> {
+        *self = self.unanswered(connection, sequence);
+        answered(beat(connection, sequence, samples, rest).await).map(Some)
     }
 
     /// A datagram's failure: the session's heartbeats go on streams when it says the
