@@ -58,7 +58,7 @@ pub(super) async fn heartbeat(
     ticker.tick().await;
     let mut sequence = 0u64;
     // In quiet datagrams until the coordinator shows it takes none.
-    let mut carrier = Carrier::Quiet { unanswered: 0 };
+    let mut carrier = Carrier::Quiet;
     let mut lost = connection.lost_packets();
     loop {
         tokio::select! {
@@ -119,16 +119,16 @@ struct Beat {
 /// task. Asked aloud in a datagram when an answer is wanted ([`Beats`]), or when the
 /// coordinator cannot read quiet ones (an earlier version); on a stream when it takes no
 /// datagrams. A heartbeat whose datagram (or its acknowledgement) is lost is asked again on a
-/// stream within the same deadline, so a lost packet never ends a session; after
-/// [`UNANSWERED_DATAGRAMS`] in a row (a coordinator of an earlier version reads none), the
-/// session's heartbeats go on streams.
+/// stream within the same deadline, so a lost packet never ends a session. Answered datagrams
+/// left unanswered [`UNANSWERED_DATAGRAMS`] times in a row (a coordinator of an earlier version
+/// reads none) move the session's heartbeats to streams; quiet ones never do, since a
+/// coordinator that cannot take them says so, and a loss counts a quiet heartbeat unacknowledged:
+/// a lossy link would otherwise move sessions to streams, the leader's dearest carrier, for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Carrier {
-    /// Quiet datagrams, with the number of heartbeats in a row whose datagram went unanswered.
-    Quiet {
-        unanswered: u32,
-    },
-    /// Datagrams answered aloud, likewise.
+    Quiet,
+    /// Datagrams answered aloud, with the number of heartbeats in a row whose datagram went
+    /// unanswered.
     Datagram {
         unanswered: u32,
     },
@@ -151,13 +151,13 @@ impl Carrier {
     ) -> Result<Beat, WireError> {
         let sent = tokio::time::Instant::now();
         let rest = || deadline.saturating_sub(sent.elapsed());
-        if matches!(self, Carrier::Quiet { .. })
+        if *self == Carrier::Quiet
             && !aloud
             && let Some(beat) = self.quietly(connection, sequence, samples, rest()).await?
         {
             return Ok(beat);
         }
-        if matches!(self, Carrier::Quiet { .. } | Carrier::Datagram { .. })
+        if matches!(self, Carrier::Quiet | Carrier::Datagram { .. })
             && let Some(beat) = self
                 .in_datagram(connection, sequence, samples, rest())
                 .await?
@@ -251,7 +251,20 @@ impl Carrier {
         samples: &watch::Receiver<Option<Sample>>,
         rest: Duration,
     ) -> Result<Option<Beat>, WireError> {
-        *self = self.unanswered(connection, sequence);
+        let before = *self;
+        *self = self.unanswered();
+        if *self == Carrier::Stream && before != Carrier::Stream {
+            tracing::info!(
+                coordinator = %connection.server(),
+                "{UNANSWERED_DATAGRAMS} heartbeats in a row went unanswered in datagrams; \
+                 sending them on streams"
+            );
+        } else {
+            tracing::debug!(
+                sequence,
+                "a heartbeat's datagram went unanswered; asking on a stream"
+            );
+        }
         answered(beat(connection, sequence, samples, rest).await).map(Some)
     }
 
@@ -272,32 +285,23 @@ impl Carrier {
     }
 
     /// The carrier after one more datagram in a row went unanswered: the same, or streams from
-    /// [`UNANSWERED_DATAGRAMS`] on.
-    fn unanswered(self, connection: &Connection, sequence: u64) -> Carrier {
-        let unanswered = match self {
-            Carrier::Quiet { unanswered } | Carrier::Datagram { unanswered } => unanswered + 1,
-            Carrier::Stream => return Carrier::Stream,
-        };
-        if unanswered >= UNANSWERED_DATAGRAMS {
-            tracing::info!(
-                coordinator = %connection.server(),
-                "{unanswered} heartbeats in a row went unanswered in datagrams; sending them on \
-                 streams"
-            );
-            return Carrier::Stream;
+    /// [`UNANSWERED_DATAGRAMS`] answered ones on; quiet ones stay quiet.
+    fn unanswered(self) -> Carrier {
+        match self {
+            Carrier::Datagram { unanswered } if unanswered + 1 >= UNANSWERED_DATAGRAMS => {
+                Carrier::Stream
+            }
+            Carrier::Datagram { unanswered } => Carrier::Datagram {
+                unanswered: unanswered + 1,
+            },
+            Carrier::Quiet | Carrier::Stream => self,
         }
-        tracing::debug!(
-            sequence,
-            "a heartbeat's datagram went unanswered; asking on a stream"
-        );
-        self.with_unanswered(unanswered)
     }
 
     fn with_unanswered(self, unanswered: u32) -> Carrier {
         match self {
-            Carrier::Quiet { .. } => Carrier::Quiet { unanswered },
             Carrier::Datagram { .. } => Carrier::Datagram { unanswered },
-            Carrier::Stream => Carrier::Stream,
+            Carrier::Quiet | Carrier::Stream => self,
         }
     }
 }
@@ -341,4 +345,26 @@ pub(super) async fn beat(
 fn request(sequence: u64, samples: &watch::Receiver<Option<Sample>>) -> Request {
     let stats = samples.borrow().as_ref().map(|s| s.host);
     Request::Agent(AgentRequest::Heartbeat { sequence, stats })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answered datagrams left unanswered twice in a row move the session to streams; quiet ones
+    /// never do (a loss counts as unacknowledged, and a lossy link would otherwise leave every
+    /// session on streams).
+    #[test]
+    fn only_answered_datagrams_left_unanswered_move_a_session_to_streams() {
+        let mut quiet = Carrier::Quiet;
+        for _ in 0..10 {
+            quiet = quiet.unanswered();
+        }
+        assert_eq!(quiet, Carrier::Quiet);
+        let once = Carrier::Datagram { unanswered: 0 }.unanswered();
+        assert_eq!(once, Carrier::Datagram { unanswered: 1 });
+        assert_eq!(once.unanswered(), Carrier::Stream);
+        assert_eq!(once.with_unanswered(0), Carrier::Datagram { unanswered: 0 });
+        assert_eq!(Carrier::Stream.unanswered(), Carrier::Stream);
+    }
 }
