@@ -648,6 +648,69 @@ async fn a_server_with_its_handshakes_full_ignores_a_new_client_and_frees_a_plac
     }
 }
 
+/// A busy server answers a new client late (it ignores the first packets until it has a place
+/// for the handshake): once it has answered, the client gives the rest of the handshake and the
+/// hello a timeout of its own, rather than abandoning work the server began late in the first.
+/// Between them a relay holds the server's first flight until 1.5 s and anything it sends after
+/// until 2.6 s: past one 2 s timeout, within the second.
+#[tokio::test]
+async fn a_client_answered_late_gets_a_second_timeout_for_the_rest_of_the_handshake() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki, AcceptPolicy::everyone(), config()).await;
+    let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let relay_address = relay.local_addr().unwrap();
+    let upstream = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    upstream.connect(server.address).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let (relay, upstream) = (Arc::new(relay), Arc::new(upstream));
+    let client = Arc::new(Mutex::new(None::<SocketAddr>));
+    let forward = {
+        let (relay, upstream, client) = (relay.clone(), upstream.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; 65_536];
+            loop {
+                let (len, from) = relay.recv_from(&mut buffer).await.unwrap();
+                // The first sender is the client; anything else (a liveness probe) goes on too.
+                client.lock().unwrap().get_or_insert(from);
+                let _ = upstream.send(&buffer[..len]).await;
+            }
+        })
+    };
+    let back = tokio::spawn(async move {
+        let mut buffer = vec![0u8; 65_536];
+        loop {
+            let len = upstream.recv(&mut buffer).await.unwrap();
+            let sent = started.elapsed();
+            let release = if sent < Duration::from_millis(500) {
+                Duration::from_millis(1_500)
+            } else {
+                sent.max(Duration::from_millis(2_600))
+            };
+            let datagram = buffer[..len].to_vec();
+            let (relay, to) = (relay.clone(), client.lock().unwrap().unwrap());
+            tokio::spawn(async move {
+                tokio::time::sleep_until(started + release).await;
+                let _ = relay.send_to(&datagram, to).await;
+            });
+        }
+    });
+    let patience = TransportConfig {
+        handshake_timeout: Duration::from_secs(2),
+        ..config()
+    };
+    let connection = connect_with(&pki.issue(&pki::agent("h1")), relay_address, patience)
+        .await
+        .expect("the client waits for the rest of a handshake the server answered");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(2_600), "{waited:?}");
+    assert!(matches!(
+        connection.request(Request::Ping).await,
+        Ok(Response::Pong(_))
+    ));
+    forward.abort();
+    back.abort();
+}
+
 #[tokio::test]
 async fn nobody_listening_is_a_network_error_not_a_hang() {
     let pki = TestPki::new();

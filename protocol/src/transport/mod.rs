@@ -60,7 +60,9 @@ pub struct TransportConfig {
     /// never dropped. Servers send none: their clients keep their connections alive, and a
     /// coordinator pinging each of 5,000 agents every 5 s cost it as much as their heartbeats.
     pub keep_alive: Duration,
-    /// The whole of connecting: QUIC, TLS and the hello.
+    /// How long a client waits for a server's first answer, and once it came, for the rest of
+    /// the handshake and the hello. A server gives a handshake it took on, and then the hello,
+    /// this long each.
     pub handshake_timeout: Duration,
     /// A request's default deadline, from opening its stream to reading the response.
     pub request_timeout: Duration,
