@@ -493,11 +493,18 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
 /// heartbeats, a second packet (and its acknowledgement) every interval for nothing. It still
 /// keeps a link alive under a heartbeat interval longer than that. The coordinators are asked to
 /// acknowledge each packet at once: a quiet heartbeat is then one wakeup of the leader's, not two.
+///
+/// An agent waits twice a client's usual time for a coordinator's first answer: a coordinator
+/// that is gone is found so at once (its address refuses a probe), so a silent one is mostly a
+/// leader busy with a fleet's reconnections, which leaves new clients unanswered until it has a
+/// place for them. A client that gives up on one throws away the handshake the leader began
+/// late in its wait, and starts another.
 pub fn link_transport() -> TransportConfig {
     let transport = TransportConfig::default();
     TransportConfig {
         keep_alive: transport.idle_timeout / 2,
         immediate_acks: true,
+        handshake_timeout: transport.handshake_timeout * 2,
         ..transport
     }
 }
