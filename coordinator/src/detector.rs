@@ -23,8 +23,16 @@
 //!   registrations; a queue that still moves says the host is waiting its turn, not dead. This
 //!   grace is bounded: at most [`Policy::arrival_limit`] past the TTL the host would otherwise
 //!   have had, so a steady trickle of new hosts cannot hide a dead one for ever. A host heard
-//!   once is judged by the TTL alone. (Nomad instead stretches every host's TTL with the size of
-//!   the fleet; this keeps the TTL of the hosts it has heard.)
+//!   once is judged by the TTL alone, with one exception: within [`Policy::arrival_limit`] of the
+//!   election, while hosts keep arriving, its silence too counts from the latest arrival, up to
+//!   one TTL past its own last heartbeat. A fleet returning to a new leader is a crowd of
+//!   handshakes; a host whose first session with this leader broke in it (a heartbeat late
+//!   while the leader's CPU went to the crowd) queues behind the same crowd again. At 20,000
+//!   hosts such hosts were marked down 14–16 s after their last heartbeat and were back within
+//!   2 s (docs/benchmarks.md). A host that dies while the fleet returns is then marked down
+//!   within two TTLs, and within one once the arrivals stop. (Nomad instead stretches every
+//!   host's TTL with the size of the fleet; this keeps the TTL of the hosts it has heard
+//!   outside a return.)
 //! - Hosts already down are not looked at. Draining and cordoned hosts are watched like ready
 //!   ones.
 //! - When most of the fleet falls silent at once (more than [`MASS_SILENCE_SHARE`] of the hosts,
@@ -143,12 +151,23 @@ pub fn decide(
         .count();
     let fleet = watched().count() + recently_down;
     let since = memory.leading_since;
+    // The fleet may still be returning to this leader: a heard host that lost its session in
+    // the crowd queues again behind the hosts still arriving.
+    let returning = now.saturating_since(since) <= policy.arrival_limit();
     let silent: Vec<HostId> = watched()
         .filter(|host| {
             let seen = memory.first_seen.get(*host).copied().unwrap_or(now);
-            // Heard from since this node took the lead: silence counts from then.
+            // Heard from since this node took the lead: silence counts from then, or from a
+            // later arrival while the fleet returns, one TTL later at most.
             if let Some(heard) = last_heard(host).filter(|at| *at >= since) {
-                return now.saturating_since(heard.max(seen)) > policy.ttl;
+                let own = heard.max(seen);
+                let queued = match memory.last_arrival {
+                    Some(arrival) if returning => {
+                        arrival.max(own).min(own.saturating_add(policy.ttl))
+                    }
+                    _ => own,
+                };
+                return now.saturating_since(queued) > policy.ttl;
             }
             // Not yet: from one TTL after the election, so a host has two TTLs to notice the old
             // leader is gone and find this one; or from its first sighting. Then from the
@@ -222,6 +241,12 @@ impl Memory {
             self.first_seen.retain(|host, _| is_watched(hosts, host));
             self.heard.retain(|host| is_watched(hosts, host));
         }
+    }
+
+    /// How many hosts not down this leader has not heard from, as of the last
+    /// [`Memory::observe`]: after a failover, the agents yet to reconnect.
+    pub fn unheard(&self) -> usize {
+        self.first_seen.len().saturating_sub(self.heard.len())
     }
 
     /// Remembers that `hosts` were marked down at `now`.
@@ -474,12 +499,42 @@ mod tests {
                 expected: mark_down(&["h2"]),
             },
             Case {
-                name: "arrivals do not help a host that was heard and went silent",
-                leading_since: LONG_AGO,
+                name: "long after the election, arrivals do not help a host that was heard and went silent",
+                leading_since: NOW - 40 * TTL - 1,
                 now: NOW,
                 hosts: vec![("h1", Ready, Some(LONG_AGO), Some(NOW - TTL - 1))],
                 recent_downs: vec![],
                 arrival: Some(NOW),
+                expected: mark_down(&["h1"]),
+            },
+            Case {
+                name: "while the fleet returns, a host heard and silent since waits on the arrivals",
+                leading_since: NOW - 40 * TTL,
+                now: NOW,
+                hosts: vec![("h1", Ready, Some(LONG_AGO), Some(NOW - TTL - 1))],
+                recent_downs: vec![],
+                arrival: Some(NOW - 1),
+                expected: mark_down(&[]),
+            },
+            Case {
+                name: "while the fleet returns, arrivals extend a heard host's wait by one TTL at most",
+                leading_since: elected - TTL,
+                now: NOW,
+                hosts: vec![
+                    ("h1", Ready, Some(LONG_AGO), Some(NOW - 2 * TTL)),
+                    ("h2", Ready, Some(LONG_AGO), Some(NOW - 2 * TTL - 1)),
+                ],
+                recent_downs: vec![],
+                arrival: Some(NOW),
+                expected: mark_down(&["h2"]),
+            },
+            Case {
+                name: "an arrival before a heard host's last heartbeat does not extend its wait",
+                leading_since: elected,
+                now: NOW,
+                hosts: vec![("h1", Ready, Some(LONG_AGO), Some(NOW - TTL - 1))],
+                recent_downs: vec![],
+                arrival: Some(NOW - TTL - 2),
                 expected: mark_down(&["h1"]),
             },
             Case {
@@ -682,6 +737,7 @@ mod tests {
         .into();
         memory.observe(at(NOW), &hosts, |host| heard.get(host).copied(), &policy);
         assert_eq!(memory.heard, [id("a"), id("b")].into());
+        assert_eq!(memory.unheard(), 1, "old");
         assert_eq!(memory.last_arrival, Some(at(NOW - 2)));
         // A later heartbeat of a host already heard is no arrival.
         let later: BTreeMap<HostId, Timestamp> = [(id("a"), at(NOW + 50))].into();

@@ -61,6 +61,8 @@ pub struct Metrics {
     /// to the log, or `repeat`, acknowledged from the state without an entry.
     pub reports: Counters<1>,
     pub hosts_marked_down: Counter,
+    /// Hosts not down that this coordinator, leading, has not heard since it took the lead.
+    pub hosts_unheard: Gauge,
     /// By `kind`: `cold`, `warm` or `switch` ([`crate::starts`]).
     pub workspace_start_duration: Histograms<1>,
     /// By `kind` and `outcome` (`ok`, `failed`, `timeout`).
@@ -198,6 +200,11 @@ impl Metrics {
             hosts_marked_down: r.counter(
                 "nexus_hosts_marked_down_total",
                 "Hosts this coordinator marked down for silence.",
+            ),
+            hosts_unheard: r.gauge(
+                "nexus_hosts_unheard",
+                "Hosts not down that this coordinator, as leader, has not heard from since it \
+                 took the lead (after a failover: the agents yet to reconnect); 0 on a follower.",
             ),
             workspace_start_duration: r.histograms(
                 "nexus_workspace_start_duration_seconds",
@@ -553,6 +560,7 @@ mod tests {
             "nexus_heartbeats_total",
             "nexus_reports_total",
             "nexus_hosts_marked_down_total",
+            "nexus_hosts_unheard",
             "nexus_workspace_start_duration_seconds",
             "nexus_workspace_starts_total",
             "nexus_backups_total",

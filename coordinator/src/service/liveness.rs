@@ -43,7 +43,9 @@ impl Service {
             };
             tokio::time::sleep(policy.period()).await;
             if self.cluster.require_leader().await.is_err() {
-                leading = None;
+                if leading.take().is_some() {
+                    self.cluster.metrics().hosts_unheard.set(0.0);
+                }
                 continue;
             }
             let now = clock::now();
@@ -74,6 +76,8 @@ impl Service {
                 memory.observe(now, hosts, last_heard, &policy);
                 decision
             };
+            let unheard = memory.unheard();
+            self.cluster.metrics().hosts_unheard.set(unheard as f64);
             let silent = match decision {
                 Decision::MarkDown(silent) => silent,
                 Decision::HoldOff {
