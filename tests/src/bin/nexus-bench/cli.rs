@@ -68,8 +68,9 @@ pub(crate) enum Scenario {
     /// checks that no host is over a limit and that no workspace is missing or doubled.
     Fleet(fleet::Args),
     /// Dead-host detection: three real coordinators and N hollow agents. First the leader is
-    /// killed K times (hosts marked down meanwhile are false downs: must be zero); then a share
-    /// of the hosts dies at once, and the time until each is marked down is measured.
+    /// killed K times (hosts marked down meanwhile, until the new leader has heard every host
+    /// again, are false downs: must be zero; how long the fleet took to return is printed); then
+    /// a share of the hosts dies at once, and the time until each is marked down is measured.
     Detect(detect::Args),
     /// The agent's footprint: a real nexus-agent process (defaults: 5 s heartbeats, 10 s stats)
     /// with N running workspaces assigned by an in-process coordinator, then idle for a while:
