@@ -31,7 +31,7 @@ use nexus_protocol::id::random_u64;
 use nexus_protocol::identity::IdentityKind;
 use nexus_protocol::message::{AgentRequest, DesiredState, ObservedWorkspace, Request, Response};
 use nexus_protocol::model::HostInfo;
-use nexus_protocol::transport::{Connection, Connector, Subscription, resolve};
+use nexus_protocol::transport::{self, Connection, Connector, Subscription, resolve};
 use tokio::sync::watch;
 
 use crate::activity::Activities;
@@ -212,7 +212,8 @@ impl Link {
                         index = after_leaderless(&self.config.coordinators, &target, index, leaderless);
                     } else {
                         tracing::warn!(coordinator = %target, code = %error.code, failures = self.failures, "coordinator link lost: {}", error.message);
-                        if ask_named_again(&mut named, &target, healthy) {
+                        let silent = !healthy && transport::unanswered(&error);
+                        if ask_named_again(&mut named, &target, silent) {
                             leader_hint = Some(target);
                         } else {
                             index = next_after(&self.config.coordinators, &target, index);
@@ -704,17 +705,18 @@ fn next_after(coordinators: &[String], target: &str, index: usize) -> usize {
         .wrapping_add(1)
 }
 
-/// How many more tries the agent gives a coordinator another one named as the leader, when
-/// tries at it fail before a session begins, before it goes on down the list. A new leader is
-/// the one coordinator every agent needs after a failover, and thousands reconnect to it at once:
-/// a try that finds it too busy to answer in time, and goes on to the next in the list, costs
-/// a follower a handshake only to be named the same leader again (about half of the 100,000
-/// handshakes tried after a failover at 20,000 hosts went to the follower). A leader that is
-/// gone is found so at once (its address refuses a probe).
+/// How many more tries the agent gives a coordinator another one named as the leader, when it
+/// did not answer at all (`transport::unanswered`), before it goes on down the list. A new
+/// leader is the one coordinator every agent needs after a failover, and thousands reconnect to
+/// it at once: a try that finds it too busy to answer in time, and goes on to the next in the
+/// list, costs a follower a handshake only to be named the same leader again (about half of the
+/// 100,000 handshakes tried after a failover at 20,000 hosts went to the follower). A leader
+/// that is gone (its address refuses a probe), refuses, or fails the handshake is left at once.
+/// Cost: a named leader cut off from this agent holds it three first waits (30 s) before the
+/// next coordinator.
 const NAMED_TRIES: u32 = 2;
 
-/// The leader a coordinator named, and how many tries at it in a row failed before a session
-/// began.
+/// The leader a coordinator named, and how many tries at it in a row went unanswered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Named {
     address: String,
@@ -730,13 +732,14 @@ impl Named {
     }
 }
 
-/// Whether the agent tries `target` again after a try at it failed (`healthy`: after its session
-/// had begun): when `target` is the leader another coordinator named, and the tries at it since
-/// have failed fewer than [`NAMED_TRIES`] times. Forgets the named leader otherwise.
-fn ask_named_again(named: &mut Option<Named>, target: &str, healthy: bool) -> bool {
+/// Whether the agent tries `target` again after a try at it failed (`silent`: it did not answer
+/// at all, and no session had begun): when `target` is the leader another coordinator named, the
+/// try was silent, and fewer than [`NAMED_TRIES`] tries at it went so since it was named.
+/// Forgets the named leader otherwise.
+fn ask_named_again(named: &mut Option<Named>, target: &str, silent: bool) -> bool {
     let again = named
         .as_mut()
-        .filter(|named| named.address == target && !healthy)
+        .filter(|named| named.address == target && silent)
         .is_some_and(|named| {
             named.failed += 1;
             named.failed <= NAMED_TRIES
@@ -885,21 +888,23 @@ mod tests {
     }
 
     #[test]
-    fn a_named_leader_is_tried_again_until_its_tries_run_out_or_a_session_began() {
-        let mut named = Some(Named::new("b:2"));
+    fn a_silent_named_leader_is_tried_again_until_its_tries_run_out() {
         // Another coordinator failed: not the one named; the name is forgotten.
-        assert!(!ask_named_again(&mut named.clone(), "c:3", false));
-        for _ in 0..NAMED_TRIES {
-            assert!(ask_named_again(&mut named, "b:2", false));
-        }
-        assert!(!ask_named_again(&mut named, "b:2", false));
-        assert_eq!(named, None);
-        // A session that began and then broke: the leader may be gone; the list goes on.
+        let mut other = Some(Named::new("b:2"));
+        assert!(!ask_named_again(&mut other, "c:3", true));
+        assert_eq!(other, None);
         let mut named = Some(Named::new("b:2"));
+        for _ in 0..NAMED_TRIES {
+            assert!(ask_named_again(&mut named, "b:2", true));
+        }
         assert!(!ask_named_again(&mut named, "b:2", true));
         assert_eq!(named, None);
+        // Gone, refusing, or a session that began and broke: the list goes on at once.
+        let mut named = Some(Named::new("b:2"));
+        assert!(!ask_named_again(&mut named, "b:2", false));
+        assert_eq!(named, None);
         // Nobody named: the list goes on.
-        assert!(!ask_named_again(&mut None, "b:2", false));
+        assert!(!ask_named_again(&mut None, "b:2", true));
     }
 
     #[test]

@@ -648,57 +648,85 @@ async fn a_server_with_its_handshakes_full_ignores_a_new_client_and_frees_a_plac
     }
 }
 
-/// A busy server answers a new client late (it ignores the first packets until it has a place
-/// for the handshake): once it has answered, the client gives the rest of the handshake and the
-/// hello a timeout of its own, rather than abandoning work the server began late in the first.
-/// Between them a relay holds the server's first flight until 1.5 s and anything it sends after
-/// until 2.6 s: past one 2 s timeout, within the second.
-#[tokio::test]
-async fn a_client_answered_late_gets_a_second_timeout_for_the_rest_of_the_handshake() {
-    let pki = TestPki::new();
-    let server = TestServer::start(&pki, AcceptPolicy::everyone(), config()).await;
-    let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let relay_address = relay.local_addr().unwrap();
-    let upstream = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    upstream.connect(server.address).await.unwrap();
+/// A UDP relay between a client and `server` that passes the client's datagrams at once and
+/// delivers each of the server's at the time `release` gives for when it was sent (since the
+/// relay began), or never (`None`). Its tasks end when it is dropped.
+struct Relay {
+    address: SocketAddr,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn relay(server: SocketAddr, release: fn(Duration) -> Option<Duration>) -> Relay {
+    let outside = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let address = outside.local_addr().unwrap();
+    let inside = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    inside.connect(server).await.unwrap();
     let started = tokio::time::Instant::now();
-    let (relay, upstream) = (Arc::new(relay), Arc::new(upstream));
     let client = Arc::new(Mutex::new(None::<SocketAddr>));
     let forward = {
-        let (relay, upstream, client) = (relay.clone(), upstream.clone(), client.clone());
+        let (outside, inside, client) = (outside.clone(), inside.clone(), client.clone());
         tokio::spawn(async move {
             let mut buffer = vec![0u8; 65_536];
             loop {
-                let (len, from) = relay.recv_from(&mut buffer).await.unwrap();
+                let (len, from) = outside.recv_from(&mut buffer).await.unwrap();
                 // The first sender is the client; anything else (a liveness probe) goes on too.
                 client.lock().unwrap().get_or_insert(from);
-                let _ = upstream.send(&buffer[..len]).await;
+                let _ = inside.send(&buffer[..len]).await;
             }
         })
     };
     let back = tokio::spawn(async move {
         let mut buffer = vec![0u8; 65_536];
         loop {
-            let len = upstream.recv(&mut buffer).await.unwrap();
-            let sent = started.elapsed();
-            let release = if sent < Duration::from_millis(500) {
-                Duration::from_millis(1_500)
-            } else {
-                sent.max(Duration::from_millis(2_600))
+            let len = inside.recv(&mut buffer).await.unwrap();
+            let Some(at) = release(started.elapsed()) else {
+                continue;
             };
             let datagram = buffer[..len].to_vec();
-            let (relay, to) = (relay.clone(), client.lock().unwrap().unwrap());
+            let (outside, to) = (outside.clone(), client.lock().unwrap().unwrap());
             tokio::spawn(async move {
-                tokio::time::sleep_until(started + release).await;
-                let _ = relay.send_to(&datagram, to).await;
+                tokio::time::sleep_until(started + at).await;
+                let _ = outside.send_to(&datagram, to).await;
             });
         }
     });
+    Relay {
+        address,
+        tasks: [forward, back],
+    }
+}
+
+/// A busy server answers a new client late (it ignores the first packets until it has a place
+/// for the handshake): once it has answered, the client gives the rest of the handshake and the
+/// hello a timeout of its own, rather than abandoning work the server began late in the first.
+/// The relay holds the server's first flight until 1.5 s and anything it sends after until
+/// 2.6 s: past one 2 s timeout, within the second.
+#[tokio::test]
+async fn a_client_answered_late_gets_a_second_timeout_for_the_rest_of_the_handshake() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki, AcceptPolicy::everyone(), config()).await;
+    let started = tokio::time::Instant::now();
+    let relay = relay(server.address, |sent| {
+        Some(if sent < Duration::from_millis(500) {
+            Duration::from_millis(1_500)
+        } else {
+            sent.max(Duration::from_millis(2_600))
+        })
+    })
+    .await;
     let patience = TransportConfig {
         handshake_timeout: Duration::from_secs(2),
         ..config()
     };
-    let connection = connect_with(&pki.issue(&pki::agent("h1")), relay_address, patience)
+    let connection = connect_with(&pki.issue(&pki::agent("h1")), relay.address, patience)
         .await
         .expect("the client waits for the rest of a handshake the server answered");
     let waited = started.elapsed();
@@ -707,8 +735,52 @@ async fn a_client_answered_late_gets_a_second_timeout_for_the_rest_of_the_handsh
         connection.request(Request::Ping).await,
         Ok(Response::Pong(_))
     ));
-    forward.abort();
-    back.abort();
+}
+
+/// The second timeout ends: a server that answers and then goes silent fails the connection
+/// one timeout after its answer, and says so; one that never answers, after one timeout, as
+/// silent (`transport::unanswered`, which an agent's link acts on).
+#[tokio::test]
+async fn a_server_silent_before_or_after_its_answer_fails_the_connection_in_time() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki, AcceptPolicy::everyone(), config()).await;
+    let patience = TransportConfig {
+        handshake_timeout: Duration::from_secs(1),
+        ..config()
+    };
+    let credentials = pki.issue(&pki::agent("h1"));
+
+    let started = tokio::time::Instant::now();
+    let answered_then_silent = relay(server.address, |sent| {
+        (sent < Duration::from_millis(300)).then_some(Duration::from_millis(300))
+    })
+    .await;
+    let error = connect_with(&credentials, answered_then_silent.address, patience.clone())
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(error.code, ErrorCode::NetworkError, "{error}");
+    assert!(
+        error.message.contains("answered but did not finish"),
+        "{error}"
+    );
+    assert!(!nexus_protocol::transport::unanswered(&error), "{error}");
+    assert!(
+        waited >= Duration::from_millis(1_300) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+
+    let started = tokio::time::Instant::now();
+    let silent = relay(server.address, |_| None).await;
+    let error = connect_with(&credentials, silent.address, patience)
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(nexus_protocol::transport::unanswered(&error), "{error}");
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test]

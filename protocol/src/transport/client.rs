@@ -44,6 +44,17 @@ fn role(credentials: &Credentials) -> IdentityKind {
         .map_or(IdentityKind::User, Identity::kind)
 }
 
+/// How [`Connector::connect`]'s error begins when no server answered at all within the handshake
+/// timeout (not refused, not gone: silent), as [`unanswered`] tells.
+const UNANSWERED: &str = "no Nexus server answered";
+
+/// Whether `error` is [`Connector::connect`]'s for an address where nothing answered within the
+/// handshake timeout: a server too busy to take the connection on yet, or one cut off. Not one
+/// whose address refused a probe (gone), nor a refusal, nor a handshake or hello that failed.
+pub fn unanswered(error: &WireError) -> bool {
+    error.code == ErrorCode::NetworkError && error.message.starts_with(UNANSWERED)
+}
+
 impl Connector {
     /// A connector that presents `credentials` to servers. Without an own certificate it can still
     /// connect, and is refused by every Nexus server (as `AUTHENTICATION_FAILED`).
@@ -123,16 +134,15 @@ impl Connector {
                     format!("cannot connect to {address} as {server_name:?}: {e}"),
                 )
             })?;
-        // The server's first flight (its certificate with it) says it took the connection on.
+        // The server's first flight (up to its encrypted extensions) says it took the
+        // connection on.
         match tokio::time::timeout(limit, connecting.handshake_data()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(connection_error(&e)),
             Err(_) => {
                 return Err(WireError::new(
                     ErrorCode::NetworkError,
-                    format!(
-                        "no Nexus server answered at {address} within {limit:?}: is one running there?"
-                    ),
+                    format!("{UNANSWERED} at {address} within {limit:?}: is one running there?"),
                 ));
             }
         }

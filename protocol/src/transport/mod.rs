@@ -30,7 +30,7 @@ use std::time::Duration;
 pub use bundle::{
     BundleError, MAX_BUNDLE_BYTES, MAX_BUNDLE_CERTS, bundle, bundle_fingerprint, check_bundle,
 };
-pub use client::{ANSWER_EXPECTED, Connection, Connector, Subscription};
+pub use client::{ANSWER_EXPECTED, Connection, Connector, Subscription, unanswered};
 pub use datagram::IN_FLIGHT as DATAGRAMS_IN_FLIGHT;
 pub use enrol::{ca_pem_holds, certificates_der, certificates_pem, enrol, first_certificate_der};
 pub use gate::Gate;
@@ -61,8 +61,8 @@ pub struct TransportConfig {
     /// coordinator pinging each of 5,000 agents every 5 s cost it as much as their heartbeats.
     pub keep_alive: Duration,
     /// How long a client waits for a server's first answer, and once it came, for the rest of
-    /// the handshake and the hello. A server gives a handshake it took on, and then the hello,
-    /// this long each.
+    /// the handshake and the hello: a connection takes at most twice this (an enrolment, at most
+    /// this in all). A server gives a handshake it took on, and then the hello, this long each.
     pub handshake_timeout: Duration,
     /// A request's default deadline, from opening its stream to reading the response.
     pub request_timeout: Duration,
