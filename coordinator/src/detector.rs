@@ -29,10 +29,10 @@
 //!   handshakes; a host whose first session with this leader broke in it (a heartbeat late
 //!   while the leader's CPU went to the crowd) queues behind the same crowd again. At 20,000
 //!   hosts such hosts were marked down 14–16 s after their last heartbeat and were back within
-//!   2 s (docs/benchmarks.md). A host that dies while the fleet returns is then marked down
-//!   within two TTLs, and within one once the arrivals stop. (Nomad instead stretches every
-//!   host's TTL with the size of the fleet; this keeps the TTL of the hosts it has heard
-//!   outside a return.)
+//!   3 s (docs/benchmarks.md). A host that dies while the fleet returns is then marked down
+//!   within two TTLs of its last heartbeat (one TTL after the last arrival, if sooner); one that
+//!   dies after the last arrival, within one. (Nomad instead stretches every host's TTL with the
+//!   size of the fleet; this keeps the TTL of the hosts it has heard outside a return.)
 //! - Hosts already down are not looked at. Draining and cordoned hosts are watched like ready
 //!   ones.
 //! - When most of the fleet falls silent at once (more than [`MASS_SILENCE_SHARE`] of the hosts,

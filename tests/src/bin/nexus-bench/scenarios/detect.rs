@@ -175,8 +175,14 @@ pub(crate) async fn run(args: Args) -> Report {
                 "  every host heard by the new leader {:.1} s after the kill",
                 killed.elapsed().as_secs_f64()
             ),
-            Some(false) => println!("  the new leader had not heard every host after 600 s"),
-            None => println!("  the new leader does not say which hosts it has heard"),
+            Some(false) => println!(
+                "  the new leader had not heard every host after 600 s: the kills below are \
+                 timed by the fleet's return as much as by the detector"
+            ),
+            None => println!(
+                "  the new leader does not say which hosts it has heard: the kills below may \
+                 be timed by the fleet's return as much as by the detector"
+            ),
         }
         let marked = markings(&cluster, None).saturating_sub(marked_before);
         println!(
