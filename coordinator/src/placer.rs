@@ -216,7 +216,7 @@ async fn commit(cluster: &Cluster, view: ViewOf, batch: Vec<Job>) {
                             ),
                         )
                     }),
-                    Some(Outcome::Rejected(error)) => Err(error),
+                    Some(Outcome::Rejected(error)) => Err(*error),
                     None => Err(WireError::new(
                         ErrorCode::Internal,
                         "the create was committed but its outcome is not in the journal",

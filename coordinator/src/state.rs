@@ -71,9 +71,9 @@ pub use restore::{ReadBackup, format_refusal};
 pub use rotation::{CaRotation, CaRotations, CaStep, NewCa, TrustedCa};
 pub use security::{Security, TokenRecord};
 pub use snapshot::{STATE_FORMAT, SnapshotCopy, SnapshotError};
-pub use workspace_table::Workspaces;
 #[cfg(test)]
 pub(crate) use workspace_table::test_record;
+pub use workspace_table::{Records, Workspaces};
 
 pub use crate::fit::{Unfit, Usage};
 
@@ -403,7 +403,7 @@ struct Origin<'a> {
 
 /// A refusal: `apply`'s answer to a command that breaks a rule.
 fn reject(code: ErrorCode, message: impl Into<String>) -> Outcome {
-    Outcome::Rejected(WireError::new(code, message))
+    Outcome::rejected(WireError::new(code, message))
 }
 
 #[cfg(test)]

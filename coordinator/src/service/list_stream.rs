@@ -28,7 +28,7 @@ use super::Service;
 use super::checks::denied;
 use super::views::{list_page, view_of};
 use crate::cluster::Consistency;
-use crate::state::{Map, WorkspaceRecord};
+use crate::state::{Records, WorkspaceRecord};
 
 /// Pages made ahead of the one being written: enough that the client never waits on the next
 /// one's making, and no more held in memory than that.
@@ -84,7 +84,7 @@ impl Service {
 /// as long. Each page is made on a blocking thread (5,000 views take milliseconds), and sent
 /// once the channel has room.
 async fn send_pages(
-    records: Arc<Map<WorkspaceName, WorkspaceRecord>>,
+    records: Arc<Records>,
     limit: usize,
     visible: impl Fn(&WorkspaceRecord) -> bool + Clone + Send + 'static,
     pages: mpsc::Sender<Update>,
@@ -116,13 +116,13 @@ async fn send_pages(
 
 /// The page after `after`, as views, and its `next`.
 fn page_after(
-    records: &Map<WorkspaceName, WorkspaceRecord>,
+    records: &Records,
     after: Option<&WorkspaceName>,
     limit: usize,
     visible: impl Fn(&WorkspaceRecord) -> bool,
 ) -> (Vec<WorkspaceView>, Option<WorkspaceName>) {
-    let (page, next) = list_page(records, after, limit, visible);
-    (page.into_iter().map(view_of).collect(), next)
+    let (page, next) = list_page(records, after, limit, |w| visible(w));
+    (page.into_iter().map(|w| view_of(w)).collect(), next)
 }
 
 #[cfg(test)]

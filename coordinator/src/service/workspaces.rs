@@ -82,7 +82,7 @@ impl Service {
                                 admin || w.owner == user
                             });
                         Response::WorkspacePage {
-                            workspaces: workspaces.into_iter().map(view_of).collect(),
+                            workspaces: workspaces.into_iter().map(|w| view_of(w)).collect(),
                             next,
                         }
                     })

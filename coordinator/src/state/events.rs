@@ -231,7 +231,7 @@ impl State {
             at: *at,
             rejected: match outcome {
                 Outcome::Applied => None,
-                Outcome::Rejected(error) => Some(error.clone()),
+                Outcome::Rejected(error) => Some(WireError::clone(error)),
             },
             events,
         })

@@ -19,7 +19,7 @@ use nexus_protocol::policy::{
 use nexus_protocol::{HostId, WorkspaceName};
 use serde::{Deserialize, Serialize};
 
-use super::{Map, Origin, Outcome, State, WorkspaceRecord, reject};
+use super::{Origin, Outcome, Records, State, WorkspaceRecord, reject};
 use crate::policy::{self, Subject};
 
 /// What a workspace's lifecycle policies go by. Part of its record, so part of the snapshot.
@@ -49,7 +49,7 @@ pub struct Policies {
 #[derive(Debug)]
 pub struct PolicyCopy {
     policies: Policies,
-    workspaces: Map<WorkspaceName, WorkspaceRecord>,
+    workspaces: Records,
 }
 
 impl PolicyCopy {

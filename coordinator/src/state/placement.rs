@@ -63,7 +63,7 @@ impl State {
                         }
                         outcome
                     }
-                    Err(error) => Outcome::Rejected(error),
+                    Err(error) => Outcome::rejected(error),
                 }
             };
             self.remember(request.request_id, at, outcome);

@@ -64,7 +64,7 @@ impl ReadBackup {
             )));
         };
         if let Some(refusal) = format_refusal(header) {
-            return ReadBackup(Err(Outcome::Rejected(refusal)));
+            return ReadBackup(Err(Outcome::rejected(refusal)));
         }
         let mut backup = match State::from_snapshot(state) {
             Ok(backup) => backup,

@@ -371,7 +371,7 @@ impl super::State {
 fn outcome(result: Result<(), WireError>) -> Outcome {
     match result {
         Ok(()) => Outcome::Applied,
-        Err(error) => Outcome::Rejected(error),
+        Err(error) => Outcome::rejected(error),
     }
 }
 

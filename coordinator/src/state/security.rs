@@ -238,7 +238,7 @@ impl State {
     ) -> Outcome {
         let token = match self.security.redeemable(at, token_id, secret_hash) {
             Ok(token) => token,
-            Err(error) => return Outcome::Rejected(error),
+            Err(error) => return Outcome::rejected(error),
         };
         // A token made before its identity was shut out does not let it back in: only one an
         // admin made since does (a revoked user's or a removed host's old token, unlimited or

@@ -1,6 +1,7 @@
 //! The snapshot's copy: what it keeps while the state goes on, and the bytes of the tables it
 //! shares.
 
+use nexus_protocol::error::ErrorDetail;
 use nexus_protocol::identity::{Identity, Role};
 
 use super::tests::{check, create, h, host, observed, w};
@@ -61,4 +62,40 @@ fn a_snapshot_copy_keeps_the_state_as_it_was_copied() {
         encode(&pairs.iter().cloned().collect::<Set<(String, u32)>>()),
         encode(&pairs.iter().cloned().collect::<BTreeSet<_>>())
     );
+}
+
+/// The workspaces' records are kept behind pointers and a rejection's error boxed, to save
+/// memory; both encode as the values themselves did inline, so snapshots (and the journal in
+/// them) are the bytes they were.
+#[test]
+fn records_and_outcomes_behind_pointers_encode_as_they_did_inline() {
+    fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+        nexus_protocol::codec::encode_payload(value).unwrap()
+    }
+    let (_, state) = check(vec![
+        Command::RegisterHost(host("h1", 20000, 20010)),
+        create("a", "h1", &[(8080, 20001)]),
+        create("b", "h1", &[]),
+    ]);
+    let inline: BTreeMap<WorkspaceName, WorkspaceRecord> = state
+        .workspaces()
+        .iter()
+        .map(|(name, record)| (name.clone(), record.clone()))
+        .collect();
+    assert_eq!(inline.len(), 2);
+    assert_eq!(encode(state.workspaces()), encode(&inline));
+
+    /// [`Outcome`] as it was, with the error inline.
+    #[derive(Serialize)]
+    enum Inline {
+        Applied,
+        Rejected(WireError),
+    }
+    let error = WireError::new(ErrorCode::PortConflict, "port 20001 on host h1 is taken")
+        .with_detail(ErrorDetail::PortConflict { port: 20001 });
+    assert_eq!(
+        encode(&Outcome::rejected(error.clone())),
+        encode(&Inline::Rejected(error))
+    );
+    assert_eq!(encode(&Outcome::Applied), encode(&Inline::Applied));
 }

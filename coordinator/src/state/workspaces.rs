@@ -81,7 +81,7 @@ impl State {
             }
             if !seen.insert(binding.host) || self.ports.contains_key(&(host.clone(), binding.host))
             {
-                return Outcome::Rejected(
+                return Outcome::rejected(
                     WireError::new(
                         ErrorCode::PortConflict,
                         format!("port {} on host {host} is taken", binding.host),
