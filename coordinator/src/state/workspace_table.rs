@@ -107,10 +107,8 @@ impl Workspaces {
     }
 
     /// The names and their records, in the names' order.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&WorkspaceName, &WorkspaceRecord)> + '_ {
-        self.map
-            .iter()
-            .map(|(name, record)| (name, record.as_ref()))
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Entry<'_>> + '_ {
+        self.into_iter()
     }
 
     /// `name`'s record to change; its host's epoch moves.
@@ -164,12 +162,22 @@ impl Deref for Workspaces {
     }
 }
 
+/// A name and its record, as the table's readers see them (the record, not its pointer).
+pub(crate) type Entry<'a> = (&'a WorkspaceName, &'a WorkspaceRecord);
+
+fn entry<'a>((name, record): (&'a WorkspaceName, &'a Arc<WorkspaceRecord>)) -> Entry<'a> {
+    (name, record)
+}
+
 impl<'a> IntoIterator for &'a Workspaces {
-    type Item = (&'a WorkspaceName, &'a Arc<WorkspaceRecord>);
-    type IntoIter = <&'a Records as IntoIterator>::IntoIter;
+    type Item = Entry<'a>;
+    type IntoIter = std::iter::Map<
+        <&'a Records as IntoIterator>::IntoIter,
+        fn((&'a WorkspaceName, &'a Arc<WorkspaceRecord>)) -> Entry<'a>,
+    >;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.map.iter()
+        (&self.map).into_iter().map(entry)
     }
 }
 
