@@ -127,7 +127,8 @@ pub(crate) async fn fleet_stats(connection: &Connection) -> Option<FleetStats> {
     }
 }
 
-/// Waits until `count` of the fleet's stats reaches `wanted`; answers how long it took.
+/// Waits until `count` of the fleet's stats reaches `wanted`; answers how long it took. Panics
+/// after `limit`: for waits the scenario cannot go on without.
 pub(crate) async fn until_count(
     connection: &Connection,
     what: &str,
@@ -135,13 +136,28 @@ pub(crate) async fn until_count(
     limit: Duration,
     count: impl Fn(&FleetStats) -> usize,
 ) -> Duration {
+    match count_within(connection, what, wanted, limit, count).await {
+        Ok(took) => took,
+        Err(last) => panic!("{what}: not {wanted} after {limit:?}: {last:?}"),
+    }
+}
+
+/// Waits until `count` of the fleet's stats reaches `wanted`, for at most `limit`: how long it
+/// took, or the last stats read when the limit passed.
+pub(crate) async fn count_within(
+    connection: &Connection,
+    what: &str,
+    wanted: usize,
+    limit: Duration,
+    count: impl Fn(&FleetStats) -> usize,
+) -> Result<Duration, Option<FleetStats>> {
     let started = Instant::now();
     let mut last = None;
     let mut told = Instant::now();
     loop {
         if let Some(stats) = fleet_stats(connection).await {
             if count(&stats) >= wanted {
-                return started.elapsed();
+                return Ok(started.elapsed());
             }
             last = Some(stats);
         }
@@ -149,10 +165,9 @@ pub(crate) async fn until_count(
             println!("  waiting for {what}: {last:?}");
             told = Instant::now();
         }
-        assert!(
-            started.elapsed() < limit,
-            "{what}: not {wanted} after {limit:?}: {last:?}"
-        );
+        if started.elapsed() >= limit {
+            return Err(last);
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
