@@ -377,6 +377,11 @@ impl State {
                 error: change.error,
             })
         });
+        // Room for one more at a time: most workspaces keep a handful of events, and a queue's
+        // first allocation alone held four (a fifth doubled it to eight).
+        if events.len() == events.capacity() {
+            events.reserve_exact(1);
+        }
         events.push_back(Kept {
             seq: history.last_seq,
             at,
