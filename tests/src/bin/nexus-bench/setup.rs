@@ -3,6 +3,7 @@
 //! counts as a coordinator has applied them. It measures nothing itself; the numbers are
 //! `measure`'s.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use nexus_protocol::RequestId;
@@ -179,6 +180,31 @@ pub(crate) fn count_of<T: PartialEq>(counts: &[(T, u32)], what: &T) -> usize {
         .filter(|(state, _)| state == what)
         .map(|(_, n)| *n as usize)
         .sum()
+}
+
+/// An admin's connection to watch the fleet through: to `first` (the leader a scenario began
+/// with), or to any member that answers when that one does not (at 20,000 hosts a busy leader
+/// took new connections too slowly, or stepped down, by the end of the creates; after a
+/// failover, the new leader did not answer within 5 s). Tries for two minutes.
+pub(crate) async fn observe(pki: &TestPki, cluster: &TestCluster, first: SocketAddr) -> Connection {
+    let admin = pki::user("observer", Role::Admin);
+    let mut addresses = vec![first];
+    addresses.extend(cluster.members.iter().map(|m| m.address));
+    let started = Instant::now();
+    let mut last = None;
+    for address in addresses.iter().cycle() {
+        if started.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        match connect(pki, &admin, *address).await {
+            Ok(connection) => return connection,
+            Err(error) => {
+                println!("  the observer could not connect to {address}: {error}");
+                last = Some(error);
+            }
+        }
+    }
+    panic!("no coordinator took the observer's connection in two minutes: {last:?}");
 }
 
 #[cfg(test)]

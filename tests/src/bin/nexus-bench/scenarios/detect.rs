@@ -13,7 +13,7 @@ use nexus_tests::process::connect;
 use serde::Serialize;
 
 use crate::measure::Percentiles;
-use crate::setup::{cluster_and_fleet, count_of, count_within, fleet_stats};
+use crate::setup::{cluster_and_fleet, count_of, count_within, fleet_stats, observe};
 
 /// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
 #[derive(Debug, clap::Args)]
@@ -90,9 +90,7 @@ pub(crate) async fn run(args: Args) -> Report {
     // The fleet standing still: heartbeats and nothing else, and no host may be marked down.
     let mut false_downs_steady = 0usize;
     if steady > 0 {
-        let observer = connect(&pki, &admin, cluster.live_addresses()[0])
-            .await
-            .unwrap();
+        let observer = observe(&pki, &cluster, cluster.live_addresses()[0]).await;
         let watch = Instant::now();
         let mut told = Instant::now();
         while watch.elapsed() < Duration::from_secs(steady) {
@@ -202,9 +200,7 @@ pub(crate) async fn run(args: Args) -> Report {
     let killed_count = ((hosts as f64 * kill_share).round() as usize).clamp(1, hosts);
     let step = hosts / killed_count;
     let victims: Vec<usize> = (0..killed_count).map(|i| i * step).collect();
-    let observer = connect(&pki, &admin, cluster.live_addresses()[0])
-        .await
-        .unwrap();
+    let observer = observe(&pki, &cluster, cluster.live_addresses()[0]).await;
     let killed_at = Instant::now();
     for &victim in &victims {
         fleet.kill(victim);

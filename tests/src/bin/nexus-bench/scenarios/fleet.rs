@@ -22,7 +22,7 @@ use nexus_tests::process::connect;
 use serde::Serialize;
 
 use crate::measure::{Load, Percentiles, Usage};
-use crate::setup::{cluster_and_fleet, coordinator_flags, count_of, fleet_stats};
+use crate::setup::{cluster_and_fleet, coordinator_flags, count_of, fleet_stats, observe};
 
 /// The scenario's flags; what it measures is told in `cli::Scenario`, the help's source.
 #[derive(Debug, clap::Args)]
@@ -262,30 +262,6 @@ async fn measure_full(pki: &TestPki, cluster: &TestCluster, pids: &[u32], second
             .collect::<Vec<_>>()
     );
     full
-}
-
-/// An admin's connection to watch the fleet through: to the leader the creates began with, or
-/// to any member that answers when that one does not (at 20,000 hosts a busy leader took new
-/// connections too slowly, or stepped down, by the end of the creates). Tries for two minutes.
-async fn observe(pki: &TestPki, cluster: &TestCluster, leader_address: SocketAddr) -> Connection {
-    let admin = pki::user("observer", Role::Admin);
-    let mut addresses = vec![leader_address];
-    addresses.extend(cluster.members.iter().map(|m| m.address));
-    let started = Instant::now();
-    let mut last = None;
-    for address in addresses.iter().cycle() {
-        if started.elapsed() > Duration::from_secs(120) {
-            break;
-        }
-        match connect(pki, &admin, *address).await {
-            Ok(connection) => return connection,
-            Err(error) => {
-                println!("  the observer could not connect to {address}: {error}");
-                last = Some(error);
-            }
-        }
-    }
-    panic!("no coordinator took the observer's connection in two minutes: {last:?}");
 }
 
 /// Connections the creates go over, to each coordinator.
