@@ -24,15 +24,17 @@
 //!   grace is bounded: at most [`Policy::arrival_limit`] past the TTL the host would otherwise
 //!   have had, so a steady trickle of new hosts cannot hide a dead one for ever. A host heard
 //!   once is judged by the TTL alone, with one exception: within [`Policy::arrival_limit`] of the
-//!   election, while hosts keep arriving, its silence too counts from the latest arrival, up to
-//!   one TTL past its own last heartbeat. A fleet returning to a new leader is a crowd of
-//!   handshakes; a host whose first session with this leader broke in it (a heartbeat late
-//!   while the leader's CPU went to the crowd) queues behind the same crowd again. At 20,000
-//!   hosts such hosts were marked down 14–16 s after their last heartbeat and were back within
-//!   3 s (docs/benchmarks.md). A host that dies while the fleet returns is then marked down
-//!   within two TTLs of its last heartbeat (one TTL after the last arrival, if sooner); one that
-//!   dies after the last arrival, within one. (Nomad instead stretches every host's TTL with the
-//!   size of the fleet; this keeps the TTL of the hosts it has heard outside a return.)
+//!   election, while hosts keep arriving, its silence too counts from the latest arrival. A
+//!   fleet returning to a new leader is a crowd of handshakes; a host whose first session with
+//!   this leader broke in it (a heartbeat late while the leader's CPU went to the crowd) queues
+//!   behind the same crowd again, for as long as the crowd lasts. At 20,000 hosts such hosts
+//!   were marked down 14–16 s after their last heartbeat and back within 3 s; given one TTL
+//!   more, they were marked two to three TTLs after it, still while hosts arrived, and were back
+//!   within a second (docs/benchmarks.md). A host that dies while the fleet returns is then marked down one TTL
+//!   after the last arrival (at most forty TTLs after the election); one that dies after the
+//!   last arrival, within one TTL. (Nomad grants every host five minutes after an election, and
+//!   stretches every host's TTL with the size of the fleet; this keeps the TTL of the hosts it
+//!   has heard outside a return.)
 //! - Hosts already down are not looked at. Draining and cordoned hosts are watched like ready
 //!   ones.
 //! - When most of the fleet falls silent at once (more than [`MASS_SILENCE_SHARE`] of the hosts,
@@ -158,13 +160,13 @@ pub fn decide(
         .filter(|host| {
             let seen = memory.first_seen.get(*host).copied().unwrap_or(now);
             // Heard from since this node took the lead: silence counts from then, or from a
-            // later arrival while the fleet returns, one TTL later at most.
+            // later arrival while the fleet returns, up to the limit.
             if let Some(heard) = last_heard(host).filter(|at| *at >= since) {
                 let own = heard.max(seen);
+                // No cap needed: `returning` ends forty TTLs after the election, and the host
+                // was heard after it.
                 let queued = match memory.last_arrival {
-                    Some(arrival) if returning => {
-                        arrival.max(own).min(own.saturating_add(policy.ttl))
-                    }
+                    Some(arrival) if returning => arrival.max(own),
                     _ => own,
                 };
                 return now.saturating_since(queued) > policy.ttl;
@@ -517,16 +519,28 @@ mod tests {
                 expected: mark_down(&[]),
             },
             Case {
-                name: "while the fleet returns, arrivals extend a heard host's wait by one TTL at most",
-                leading_since: elected - TTL,
+                name: "while the fleet returns, a heard host lost in the crowd waits on every arrival",
+                leading_since: elected - 5 * TTL,
                 now: NOW,
                 hosts: vec![
-                    ("h1", Ready, Some(LONG_AGO), Some(NOW - 2 * TTL)),
-                    ("h2", Ready, Some(LONG_AGO), Some(NOW - 2 * TTL - 1)),
+                    ("h1", Ready, Some(LONG_AGO), Some(NOW - 6 * TTL)),
+                    ("h2", Ready, Some(LONG_AGO), Some(NOW - 2 * TTL)),
                 ],
                 recent_downs: vec![],
-                arrival: Some(NOW),
-                expected: mark_down(&["h2"]),
+                arrival: Some(NOW - TTL),
+                expected: mark_down(&[]),
+            },
+            Case {
+                name: "a TTL after the last arrival, a heard host lost in the crowd is down",
+                leading_since: elected - 5 * TTL,
+                now: NOW,
+                hosts: vec![
+                    ("h1", Ready, Some(LONG_AGO), Some(NOW - 6 * TTL)),
+                    ("h2", Ready, Some(LONG_AGO), Some(NOW - TTL / 2)),
+                ],
+                recent_downs: vec![],
+                arrival: Some(NOW - TTL - 1),
+                expected: mark_down(&["h1"]),
             },
             Case {
                 name: "an arrival before a heard host's last heartbeat does not extend its wait",
