@@ -13,7 +13,7 @@ use nexus_protocol::model::HostInfo;
 use nexus_protocol::{HostId, NodeId, RequestId};
 
 use crate::pki::{self, TestPki};
-use crate::process::{CoordinatorProcess, connect, free_port};
+use crate::process::{CoordinatorProcess, Launch, STARTUP_PATIENCE, connect, free_port};
 
 /// One member's fixed place: id, address and data dir survive its restarts.
 #[derive(Debug, Clone)]
@@ -101,6 +101,13 @@ impl TestCluster {
 
     /// (Re)starts the member at `index` on its address and data dir.
     pub async fn restart(&mut self, pki: &TestPki, index: usize) {
+        self.restart_within(pki, index, STARTUP_PATIENCE).await;
+    }
+
+    /// [`TestCluster::restart`], waiting up to `patience` for the member to answer: one
+    /// restarted into the crowd of 20,000 hollow agents returning after a failover did not
+    /// answer within a test's 20 s.
+    pub async fn restart_within(&mut self, pki: &TestPki, index: usize, patience: Duration) {
         let member = self.members[index].clone();
         let peers: Vec<(u64, SocketAddr)> = self
             .members
@@ -109,17 +116,17 @@ impl TestCluster {
             .map(|m| (m.id, m.address))
             .collect();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        self.running[index] = Some(
-            CoordinatorProcess::start_with(
-                pki,
-                member.id,
-                member.address,
-                member.data_dir,
-                &peers,
-                &extra,
-            )
-            .await,
+        let mut coordinator = CoordinatorProcess::spawn_launched(
+            pki,
+            member.id,
+            member.address,
+            member.data_dir,
+            &peers,
+            &extra,
+            &Launch::default(),
         );
+        coordinator.wait_answering_within(pki, patience).await;
+        self.running[index] = Some(coordinator);
     }
 
     /// Starts a new member that joins the running cluster (`--join`), not yet added.

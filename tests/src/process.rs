@@ -258,6 +258,9 @@ pub struct Launch {
     pub log: Option<PathBuf>,
 }
 
+/// How long a coordinator started by a test may take to answer before the test fails.
+pub const STARTUP_PATIENCE: Duration = Duration::from_secs(20);
+
 /// A `nexus-coordinator` process.
 #[derive(Debug)]
 pub struct CoordinatorProcess {
@@ -362,6 +365,11 @@ impl CoordinatorProcess {
     /// estimate of 333 ms), so one unbounded try made while the process starts cost every start
     /// a second; a slow handshake still gets its time from the growing limit.
     pub async fn wait_until_answering(&mut self, pki: &TestPki) {
+        self.wait_answering_within(pki, STARTUP_PATIENCE).await;
+    }
+
+    /// [`CoordinatorProcess::wait_until_answering`], failing the test only after `patience`.
+    pub async fn wait_answering_within(&mut self, pki: &TestPki, patience: Duration) {
         let admin = pki::user("harness", Role::Admin);
         let started = std::time::Instant::now();
         let mut limit = Duration::from_millis(100);
@@ -382,7 +390,7 @@ impl CoordinatorProcess {
             }
             limit = (limit * 2).min(Duration::from_secs(5));
             assert!(
-                started.elapsed() < Duration::from_secs(20),
+                started.elapsed() < patience,
                 "nexus-coordinator did not answer:\n{}",
                 self.process.log()
             );

@@ -154,7 +154,10 @@ pub(crate) async fn run(args: Args) -> Report {
                 println!("  {line}");
             }
         }
-        cluster.restart(&pki, victim).await;
+        // Into the crowd of returning agents: it may take minutes to answer the harness.
+        cluster
+            .restart_within(&pki, victim, Duration::from_secs(300))
+            .await;
         // The ones marked down come back with their next heartbeat. Those still down when the
         // wait ends are false downs too, and the run goes on to say so rather than stop.
         let back = count_within(
