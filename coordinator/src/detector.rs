@@ -30,11 +30,11 @@
 //!   behind the same crowd again, for as long as the crowd lasts. At 20,000 hosts such hosts
 //!   were marked down 14–16 s after their last heartbeat and back within 3 s; given one TTL
 //!   more, they were marked two to three TTLs after it, still while hosts arrived, and were back
-//!   within a second (docs/benchmarks.md). A host that dies while the fleet returns is then marked down one TTL
-//!   after the last arrival (at most forty TTLs after the election); one that dies after the
-//!   last arrival, within one TTL. (Nomad grants every host five minutes after an election, and
-//!   stretches every host's TTL with the size of the fleet; this keeps the TTL of the hosts it
-//!   has heard outside a return.)
+//!   within a second (docs/benchmarks.md). A host that dies while the fleet returns is then
+//!   marked down one TTL after the last arrival (at most [`Policy::arrival_limit`] after the
+//!   election); one that dies after the last arrival, within one TTL. (Nomad grants every host
+//!   five minutes after an election, and stretches every host's TTL with the size of the fleet;
+//!   this keeps the TTL of the hosts it has heard outside a return.)
 //! - Hosts already down are not looked at. Draining and cordoned hosts are watched like ready
 //!   ones.
 //! - When most of the fleet falls silent at once (more than [`MASS_SILENCE_SHARE`] of the hosts,
@@ -68,6 +68,9 @@ pub const MASS_SILENCE_MIN: usize = 10;
 /// at the TTL itself).
 pub const DEFAULT_HOST_TTL: Duration = Duration::from_secs(14);
 
+/// The least the arrivals' grace lasts, whatever the TTL ([`Policy::arrival_limit`]).
+pub const ARRIVAL_LIMIT_FLOOR: Duration = Duration::from_secs(600);
+
 /// The longest the failure detector waits between two looks at the fleet.
 const MAX_PERIOD: Duration = Duration::from_millis(500);
 
@@ -90,11 +93,15 @@ impl Policy {
         self.ttl.saturating_mul(2)
     }
 
-    /// The most that other hosts' arrivals extend the wait for a host never heard: forty TTLs
-    /// (about nine minutes at the default). 20,000 hollow hosts started at once took about ten
-    /// minutes to be 98 % heard (docs/benchmarks.md); a real fleet starts at a tenth of that rate.
+    /// The most that other hosts' arrivals extend the wait for a host never heard, and how long
+    /// after an election a heard host waits on them: forty TTLs, and at least
+    /// [`ARRIVAL_LIMIT_FLOOR`] (ten minutes; forty TTLs pass it from a TTL of 15 s). 20,000
+    /// hollow hosts started at once took about ten minutes to be 98 % heard (docs/benchmarks.md);
+    /// a real fleet starts at a tenth of that rate. How long a fleet takes to return depends on
+    /// its size and the leader's CPU, not on the TTL: with a 9 s TTL, forty TTLs (six minutes)
+    /// ended while 20,000 hosts still returned.
     pub fn arrival_limit(&self) -> Duration {
-        self.ttl.saturating_mul(40)
+        self.ttl.saturating_mul(40).max(ARRIVAL_LIMIT_FLOOR)
     }
 }
 
@@ -163,8 +170,8 @@ pub fn decide(
             // later arrival while the fleet returns, up to the limit.
             if let Some(heard) = last_heard(host).filter(|at| *at >= since) {
                 let own = heard.max(seen);
-                // No cap needed: `returning` ends forty TTLs after the election, and the host
-                // was heard after it.
+                // No cap needed: `returning` ends the arrivals' limit after the election, and the
+                // host was heard after it.
                 let queued = match memory.last_arrival {
                     Some(arrival) if returning => arrival.max(own),
                     _ => own,
@@ -284,6 +291,8 @@ mod tests {
     /// When the leader of most cases took the lead: long before `NOW`.
     const LONG_AGO: u64 = 1_000;
     const NOW: u64 = 1_000_000;
+    /// The arrivals' grace at this TTL: its floor, ten minutes (more than forty TTLs).
+    const LIMIT: u64 = 600_000;
 
     /// One host as a case sees it: its name, its status, when this leader first saw it (none:
     /// in this very look) and when it was last heard from (none: never, by this process).
@@ -489,12 +498,12 @@ mod tests {
                 expected: mark_down(&["h1"]),
             },
             Case {
-                name: "arrivals extend the wait by forty TTLs at most",
+                name: "arrivals extend the wait by the arrivals' limit at most",
                 leading_since: LONG_AGO,
                 now: NOW,
                 hosts: vec![
-                    ("h1", Ready, Some(NOW - 41 * TTL), None),
-                    ("h2", Ready, Some(NOW - 41 * TTL - 1), None),
+                    ("h1", Ready, Some(NOW - LIMIT - TTL), None),
+                    ("h2", Ready, Some(NOW - LIMIT - TTL - 1), None),
                 ],
                 recent_downs: vec![],
                 arrival: Some(NOW),
@@ -502,7 +511,7 @@ mod tests {
             },
             Case {
                 name: "long after the election, arrivals do not help a host that was heard and went silent",
-                leading_since: NOW - 40 * TTL - 1,
+                leading_since: NOW - LIMIT - 1,
                 now: NOW,
                 hosts: vec![("h1", Ready, Some(LONG_AGO), Some(NOW - TTL - 1))],
                 recent_downs: vec![],
@@ -511,7 +520,7 @@ mod tests {
             },
             Case {
                 name: "while the fleet returns, a host heard and silent since waits on the arrivals",
-                leading_since: NOW - 40 * TTL,
+                leading_since: NOW - LIMIT,
                 now: NOW,
                 hosts: vec![("h1", Ready, Some(LONG_AGO), Some(NOW - TTL - 1))],
                 recent_downs: vec![],
@@ -696,6 +705,27 @@ mod tests {
         for case in &cases {
             check(case);
         }
+    }
+
+    #[test]
+    fn the_arrivals_grace_is_forty_ttls_and_never_under_ten_minutes() {
+        let limit = |seconds| {
+            Policy {
+                ttl: Duration::from_secs(seconds),
+            }
+            .arrival_limit()
+        };
+        assert_eq!(limit(9), Duration::from_secs(600));
+        assert_eq!(limit(14), Duration::from_secs(600));
+        assert_eq!(limit(15), Duration::from_secs(600));
+        assert_eq!(limit(20), Duration::from_secs(800));
+        assert_eq!(
+            Policy {
+                ttl: Duration::from_millis(TTL)
+            }
+            .arrival_limit(),
+            Duration::from_millis(LIMIT)
+        );
     }
 
     #[test]
