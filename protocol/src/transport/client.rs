@@ -286,13 +286,14 @@ pub const ANSWER_EXPECTED: Duration = Duration::from_millis(250);
 const CONNECT_PROBE_MOST: Duration = Duration::from_secs(2);
 
 /// How long [`Connector::connect`] waits before its `n`th probe (from 0): [`ANSWER_EXPECTED`],
-/// then twice as long each time, at most [`CONNECT_PROBE_MOST`]. A server dead from the start
-/// (a leader just killed, named by a follower that has not noticed) refuses the first probe, as
-/// before; one that dies during the handshake is found within two seconds. Probing every
-/// [`ANSWER_EXPECTED`] throughout, as a request does, made a fleet returning to a busy leader
-/// probe it thousands of times a second: each waiting agent opened a socket and sent a datagram
-/// four times a second, a sixth of the hollow clients' CPU at 20,000 hosts, and as many
-/// datagrams for the leader to read and drop.
+/// then twice as long each time, at most [`CONNECT_PROBE_MOST`] (each probe then waits up to
+/// 250 ms for its refusal). A server dead from the start (a leader just killed, named by a
+/// follower that has not noticed) refuses the first probe, as before; one that dies during the
+/// handshake is found within about two seconds. Probing every [`ANSWER_EXPECTED`] throughout,
+/// as a request does, made a fleet returning to a busy leader probe it thousands of times a
+/// second: each waiting agent opened a socket and sent a datagram twice a second, a sixth of
+/// the hollow clients' CPU at 20,000 hosts, and as many datagrams for the leader to read and
+/// drop.
 fn connect_probe_wait(n: u32) -> Duration {
     ANSWER_EXPECTED
         .saturating_mul(1 << n.min(16))
