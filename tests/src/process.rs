@@ -190,10 +190,14 @@ impl Process {
     }
 
     /// SIGSTOP: the process stops where it is, sockets open, as a long GC pause or a frozen VM.
+    /// Returns once every thread has stopped (see [`wait_stopped`]).
     pub fn pause(&self) {
         self.signal("-STOP");
         self.paused
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Err(error) = wait_stopped(self.child.id()) {
+            panic!("{error:#}");
+        }
     }
 
     /// SIGCONT after [`Process::pause`].
@@ -230,6 +234,53 @@ impl Drop for Process {
         }
         self.kill();
     }
+}
+
+/// How long a stopped process's threads may take to stop before a test gives up on them.
+const STOP_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Waits until every thread of process `pid` has stopped (state `T` in `/proc`), after a
+/// SIGSTOP. `kill` returns once the signal is queued, not once it took: one thread takes it and
+/// only then stops the others, and until the scheduler runs that thread the rest go on. On a
+/// loaded two-core runner a follower "paused" so acknowledged a leader's append afterwards, and
+/// a test of a leader without its quorum saw its write committed (CI, 2026-12-07).
+pub fn wait_stopped(pid: u32) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let running = running_threads(pid)?;
+        if running.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() > STOP_PATIENCE {
+            anyhow::bail!(
+                "process {pid}: threads {running:?} still running {STOP_PATIENCE:?} after SIGSTOP"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The threads of process `pid` that are neither stopped nor gone.
+fn running_threads(pid: u32) -> anyhow::Result<Vec<u32>> {
+    use anyhow::Context;
+    let tasks = format!("/proc/{pid}/task");
+    let mut running = Vec::new();
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
+        let task = task?;
+        // A thread that ended between the listing and the read is not running.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `tid (comm) S ...`: the command may hold spaces and parentheses; the state follows
+        // the last `)`.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if !matches!(state, Some('T' | 't' | 'Z' | 'X')) {
+            running.push(task.file_name().to_string_lossy().parse().unwrap_or(0));
+        }
+    }
+    Ok(running)
 }
 
 /// The log filter daemons start with, once [`log_daemons_at`] set it: `debug` unless told.

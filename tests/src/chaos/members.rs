@@ -260,6 +260,7 @@ impl Members {
             .with_context(|| format!("member {index} is not running"))?;
         signal(process.process.pid(), "STOP")?;
         member.paused = true;
+        crate::process::wait_stopped(process.process.pid())?;
         Ok(())
     }
 
