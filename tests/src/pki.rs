@@ -11,7 +11,17 @@ use nexus_protocol::transport::Credentials;
 use nexus_protocol::{HostId, NodeId, UserName};
 use tempfile::TempDir;
 
-/// A PKI directory with a fresh CA, removed when dropped.
+/// Whether a [`TestPki`] made from now on keeps its directory: see [`keep_files`].
+static KEEP_FILES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Keeps the directory of every [`TestPki`] made from now on (its certificates and keys, and the
+/// scratch directories beside them: the daemons' data and logs), and says where on stderr. For
+/// a benchmark's run looked into afterwards (`nexus-bench --keep-files`); a test's files go.
+pub fn keep_files() {
+    KEEP_FILES.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A PKI directory with a fresh CA, removed when dropped (unless [`keep_files`] was called).
 #[derive(Debug)]
 pub struct TestPki {
     dir: TempDir,
@@ -50,7 +60,11 @@ pub fn default_validity() -> Validity {
 
 impl TestPki {
     pub fn new() -> TestPki {
-        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut dir = tempfile::tempdir().expect("a temporary directory");
+        if KEEP_FILES.load(std::sync::atomic::Ordering::Relaxed) {
+            dir.disable_cleanup(true);
+            eprintln!("keeping this run's files in {}", dir.path().display());
+        }
         let pki = PkiDir::new(dir.path().join("pki"));
         pki.init(clock::now(), DEFAULT_CA_VALIDITY, false)
             .expect("a fresh CA");

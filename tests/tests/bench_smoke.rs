@@ -23,6 +23,28 @@ fn the_transport_scenario_runs_and_reports() {
     assert!(result["coordinator_rss_mib"].as_f64().unwrap() > 0.0);
 }
 
+/// `--keep-files` leaves the run's files where they were made and says where: the coordinator's
+/// log among them. Without it they go (`run_bench`'s runs leave nothing behind).
+#[test]
+fn the_bench_keeps_a_runs_files_when_asked() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus-bench"))
+        .args(["--keep-files", "transport", "--connections", "1"])
+        .args(["--requests", "2", "--concurrency", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let kept = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("keeping this run's files in "))
+        .unwrap_or_else(|| panic!("where the files were kept: {stderr}"));
+    let kept = std::path::Path::new(kept);
+    let log = kept.join("coordinator-1").join("coordinator.log");
+    let found = log.is_file();
+    std::fs::remove_dir_all(kept).unwrap();
+    assert!(found, "{} kept", log.display());
+}
+
 fn run_bench(args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("result.json");

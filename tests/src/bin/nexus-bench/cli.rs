@@ -21,6 +21,10 @@ pub(crate) struct Cli {
     /// the tests run them at `debug`, which costs a busy coordinator more.
     #[arg(long, global = true, default_value = "info")]
     pub(crate) daemon_log: String,
+    /// Keep the run's files (certificates, the daemons' data directories and logs) where they
+    /// were made, and say where; without it they are removed when the run ends.
+    #[arg(long, global = true)]
+    pub(crate) keep_files: bool,
     #[command(subcommand)]
     pub(crate) scenario: Scenario,
 }

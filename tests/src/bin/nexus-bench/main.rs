@@ -54,6 +54,9 @@ async fn main() {
     nexus_protocol::logging::init("off");
     let cli = Cli::parse();
     nexus_tests::process::log_daemons_at(&cli.daemon_log);
+    if cli.keep_files {
+        nexus_tests::pki::keep_files();
+    }
     let report = match cli.scenario {
         Scenario::Transport(args) => Report::Transport(transport::run(args).await),
         Scenario::Raft(args) => Report::Raft(raft_writes::run(args).await),
