@@ -91,6 +91,10 @@ pub struct Args {
     /// default).
     #[arg(long)]
     pub network_pool: Option<String>,
+    /// Workspace networks kept made ahead of the workspaces that will take them (default 2, 0
+    /// to 16): a create then spends no time making its network.
+    #[arg(long)]
+    pub ready_networks: Option<u32>,
     /// Report this many CPUs instead of the host's count (what the scheduler may fill).
     #[arg(long)]
     pub capacity_cpus: Option<u32>,
@@ -157,6 +161,7 @@ struct FileConfig {
     max_concurrent_ops: Option<u32>,
     docker_socket: Option<String>,
     network_pool: Option<String>,
+    ready_networks: Option<u32>,
     capacity_cpus: Option<u32>,
     capacity_memory_mib: Option<u64>,
     hollow_start_ms: Option<u64>,
@@ -172,6 +177,9 @@ struct FileConfig {
     #[serde(default)]
     registry: Vec<RegistryAuth>,
 }
+
+/// How many workspace networks an agent keeps made ahead, unless told.
+pub const DEFAULT_READY_NETWORKS: u32 = 2;
 
 /// The default Docker socket.
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -192,6 +200,8 @@ pub struct Config {
     pub max_concurrent_ops: usize,
     pub docker_socket: String,
     pub network_pool: Option<NetworkPool>,
+    /// Workspace networks kept made ahead (Docker runtime).
+    pub ready_networks: usize,
     pub capacity_cpus: Option<u32>,
     pub capacity_memory_bytes: Option<u64>,
     pub hollow: HollowConfig,
@@ -341,6 +351,13 @@ impl Config {
         if !(1..=1000).contains(&max_concurrent_ops) {
             bail!("--max-concurrent-ops must be between 1 and 1000, not {max_concurrent_ops}");
         }
+        let ready_networks = args
+            .ready_networks
+            .or(file.ready_networks)
+            .unwrap_or(DEFAULT_READY_NETWORKS);
+        if ready_networks > 16 {
+            bail!("--ready-networks must be between 0 and 16, not {ready_networks}");
+        }
         let failure_rate = args
             .hollow_failure_rate
             .or(file.hollow_failure_rate)
@@ -451,6 +468,7 @@ impl Config {
                 .or(file.docker_socket)
                 .unwrap_or_else(|| DEFAULT_DOCKER_SOCKET.to_string()),
             network_pool,
+            ready_networks: usize::try_from(ready_networks).unwrap_or(0),
             capacity_cpus,
             capacity_memory_bytes,
             hollow,
@@ -659,6 +677,8 @@ mod tests {
             "/run/d.sock",
             "--network-pool",
             "docker",
+            "--ready-networks",
+            "0",
             "--capacity-cpus",
             "4",
             "--capacity-memory-mib",
@@ -678,6 +698,7 @@ mod tests {
         assert_eq!(config.max_concurrent_ops, 5);
         assert_eq!(config.docker_socket, "/run/d.sock");
         assert_eq!(config.network_pool, None);
+        assert_eq!(config.ready_networks, 0);
         assert_eq!(config.capacity_cpus, Some(4));
         assert_eq!(config.capacity_memory_bytes, Some(1 << 30));
         assert_eq!(config.hollow.start_latency, Duration::from_millis(7));
@@ -726,6 +747,13 @@ mod tests {
             with(&[]).unwrap().network_pool,
             Some(NetworkPool::DEFAULT),
             "the default pool"
+        );
+        assert_eq!(with(&[]).unwrap().ready_networks, 2, "two ready networks");
+        assert!(
+            with(&["--ready-networks", "17"])
+                .unwrap_err()
+                .to_string()
+                .contains("between 0 and 16")
         );
         assert!(with(&["--hollow-failure-rate", "1.5"]).is_err());
         assert!(with(&["--capacity-cpus", "0"]).is_err());

@@ -184,6 +184,7 @@ fn redacted_table(config: &Config) -> Table {
                 .map_or_else(|| "docker".to_string(), |pool| pool.to_string()),
         ),
     );
+    put("ready_networks", number(config.ready_networks as u64));
     if let Some(cpus) = config.capacity_cpus {
         put("capacity_cpus", number(u64::from(cpus)));
     }

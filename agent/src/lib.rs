@@ -102,10 +102,14 @@ pub async fn run_reloadable(
                 &config.docker_socket,
                 config.registries.clone(),
                 config.network_pool,
+                config.ready_networks,
             )?
             .with_asker(asker.clone());
-            if let Err(error) = runtime.ping().await {
-                tracing::warn!(socket = %config.docker_socket, "the Docker engine does not answer yet; workspaces wait for it: {error}");
+            match runtime.ping().await {
+                Ok(()) => runtime.make_ready_networks(),
+                Err(error) => {
+                    tracing::warn!(socket = %config.docker_socket, "the Docker engine does not answer yet; workspaces wait for it: {error}");
+                }
             }
             let registries = runtime.registries();
             run_inner(

@@ -76,7 +76,8 @@ impl Drop for Cleanup {
 fn engine(test: &str) -> (HostId, Arc<DockerRuntime>, Cleanup) {
     let host = unique_host(test);
     let runtime =
-        DockerRuntime::connect(host.clone(), SOCKET, vec![], Some(NetworkPool::DEFAULT)).unwrap();
+        DockerRuntime::connect(host.clone(), SOCKET, vec![], Some(NetworkPool::DEFAULT), 0)
+            .unwrap();
     let cleanup = Cleanup {
         host: host.clone(),
         socket: None,
@@ -270,6 +271,125 @@ async fn a_workspace_is_created_started_stopped_started_and_destroyed() {
     assert_eq!(docker(&["network", "ls", "-q", "--filter", &filter]), "");
 }
 
+/// The networks of `host` made ahead (`--ready-networks`), free or not.
+fn ready_networks(host: &HostId) -> Vec<String> {
+    let filter = format!("label=nexus.ready={host}");
+    let listed = docker(&[
+        "network",
+        "ls",
+        "--format",
+        "{{.Name}}",
+        "--filter",
+        &filter,
+    ]);
+    let mut names: Vec<String> = listed.lines().map(ToString::to_string).collect();
+    names.sort();
+    names
+}
+
+/// Waits until `host` has `count` ready networks.
+async fn until_ready(host: &HostId, count: usize) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let names = ready_networks(host);
+        if names.len() == count {
+            return names;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{count} ready networks wanted: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn ready_networks_are_taken_by_creates_kept_at_their_number_and_freed_by_destroys() {
+    let host = unique_host("ready");
+    let _cleanup = Cleanup {
+        host: host.clone(),
+        socket: None,
+    };
+    let runtime = Arc::new(
+        DockerRuntime::connect(host.clone(), SOCKET, vec![], Some(NetworkPool::DEFAULT), 2)
+            .unwrap(),
+    );
+    runtime.make_ready_networks();
+    let made = until_ready(&host, 2).await;
+    assert!(
+        made.iter()
+            .all(|n| n.starts_with(&format!("nexus-ready.{host}."))),
+        "{made:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(runtime.clone(), &host, dir.path(), 20);
+    let port = free_port();
+    agent
+        .reconciler
+        .set_desired(desired(1, vec![web("w", 1, DesiredRun::Running, port)]));
+    let report = agent.settle().await;
+    assert_eq!(observed(&report, "w").state, WorkspaceState::Running);
+    assert!(
+        answers(port, Duration::from_secs(5)).await,
+        "the published port"
+    );
+
+    // The container is on one of the networks made ahead, and says which; none was made for it.
+    let id = runtime.list().await.unwrap()[0].id.clone();
+    let on = docker(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.NetworkMode}} {{index .Config.Labels \"nexus.network\"}}",
+        &id,
+    ]);
+    let (mode, label) = on.split_once(' ').unwrap();
+    assert!(made.contains(&mode.to_string()), "{on} not one of {made:?}");
+    assert_eq!(mode, label);
+    let filter = format!("name=nexus.{host}.w");
+    assert_eq!(docker(&["network", "ls", "-q", "--filter", &filter]), "");
+    // Two free again beside the one in use; an admin's listing names its workspace.
+    until_ready(&host, 3).await;
+    let listed = runtime.networks().await.unwrap();
+    let used = listed.iter().find(|n| n.name == mode).unwrap();
+    assert_eq!(
+        used.workspace.as_ref().map(ToString::to_string).as_deref(),
+        Some("w")
+    );
+    assert_eq!(
+        listed.iter().filter(|n| n.workspace.is_none()).count(),
+        2,
+        "{listed:?}"
+    );
+
+    // A later generation of the workspace goes on its network, not on another.
+    let spec = CreateSpec {
+        host: host.clone(),
+        workspace: "w".parse().unwrap(),
+        generation: 2,
+        owner: "ada".parse().unwrap(),
+        image: IMAGE.into(),
+        class: ResourceClass::Small,
+        env: Default::default(),
+        command: vec![],
+        ports: vec![],
+        files: None,
+        mirror: None,
+    };
+    let second = runtime.create(&spec).await.unwrap();
+    let mode_of = |id: &str| docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", id]);
+    assert_eq!(mode_of(&second), mode);
+    runtime.remove(&second).await.unwrap();
+
+    // Destroyed, its network is free again; the engine keeps two, no more.
+    agent
+        .reconciler
+        .set_desired(desired(2, vec![web("w", 1, DesiredRun::Absent, port)]));
+    let report = agent.settle().await;
+    assert_eq!(observed(&report, "w").state, WorkspaceState::Gone);
+    until_ready(&host, 2).await;
+    assert!(runtime.list().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn a_restarted_agent_adopts_its_containers_without_duplicates() {
     let (host, runtime, _cleanup) = engine("adopt");
@@ -285,7 +405,8 @@ async fn a_restarted_agent_adopts_its_containers_without_duplicates() {
 
     // A new agent process, as after a crash: only its data dir and the engine remember.
     let fresh = Arc::new(
-        DockerRuntime::connect(host.clone(), SOCKET, vec![], Some(NetworkPool::DEFAULT)).unwrap(),
+        DockerRuntime::connect(host.clone(), SOCKET, vec![], Some(NetworkPool::DEFAULT), 0)
+            .unwrap(),
     );
     let mut second = Agent::new(fresh.clone(), &host, dir.path(), 20);
     let report = second.settle().await;
@@ -453,6 +574,7 @@ async fn an_engine_that_stops_is_reported_and_its_return_recovers_the_workspaces
             socket.to_str().unwrap(),
             vec![],
             Some(NetworkPool::DEFAULT),
+            0,
         )
         .unwrap(),
     );
@@ -626,6 +748,7 @@ async fn a_full_disk_is_reported_as_disk_full() {
             socket.to_str().unwrap(),
             vec![],
             Some(NetworkPool::DEFAULT),
+            0,
         )
         .unwrap(),
     );

@@ -1,6 +1,7 @@
 //! The real runtime: the Docker engine through bollard, over its local socket.
 //!
-//! One network per workspace (a bridge named after host and workspace), containers with an init
+//! One network per workspace (a bridge named after host and workspace, or one of a few made ahead:
+//! `networks`), containers with an init
 //! process (a shell as PID 1 ignores SIGTERM), CPU and memory limits from the resource class,
 //! ports published on all interfaces, and images pulled when missing (with progress in the log and
 //! optional registry credentials). The translations of the engine's types are in `convert`, the
@@ -14,10 +15,7 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
-use bollard::models::{
-    ContainerCreateBody, HostConfig, Ipam, IpamConfig, NetworkCreateRequest,
-    PortBinding as DockerPortBinding,
-};
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding as DockerPortBinding};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -26,7 +24,6 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use nexus_protocol::clock::Timestamp;
 use nexus_protocol::debug::{ContainerEvent, ContainerHealth, EngineInfo, PortProbe};
-use nexus_protocol::hash::fnv1a_32;
 use nexus_protocol::model::{ContainerStats, PortBinding};
 use nexus_protocol::{HostId, WorkspaceName};
 use tokio::sync::{Notify, mpsc};
@@ -35,6 +32,7 @@ mod auth;
 mod convert;
 mod diagnose;
 mod images;
+mod networks;
 mod pool;
 
 pub use convert::{cpu_percent, split_image};
@@ -91,6 +89,8 @@ pub struct DockerRuntime {
     asker: Option<crate::asker::Asker>,
     /// Where workspace networks get their subnets (`None`: Docker's own address pools).
     network_pool: Option<NetworkPool>,
+    /// The networks made ahead of workspaces.
+    ready: networks::Ready,
     /// Each container's previous CPU sample (total usage, system usage), for CPU %.
     cpu_samples: Mutex<HashMap<String, (u64, u64)>>,
 }
@@ -103,10 +103,12 @@ impl DockerRuntime {
         socket: &str,
         registries: Vec<RegistryAuth>,
         network_pool: Option<NetworkPool>,
+        ready_networks: usize,
     ) -> Result<DockerRuntime, RuntimeError> {
         let docker = Docker::connect_with_unix(socket, CALL_TIMEOUT, bollard::API_DEFAULT_VERSION)
             .map_err(|e| classify(&e, &format!("cannot use the Docker socket {socket}")))?;
         Ok(DockerRuntime {
+            ready: networks::Ready::new(docker.clone(), host.clone(), network_pool, ready_networks),
             docker,
             host,
             socket: socket.to_string(),
@@ -136,89 +138,38 @@ impl DockerRuntime {
         )])
     }
 
-    async fn ensure_network(&self, spec: &CreateSpec) -> Result<(), RuntimeError> {
+    /// Makes the ready networks (`--ready-networks`) in the background, if they are not made.
+    pub fn make_ready_networks(&self) {
+        self.ready.settle_soon();
+    }
+
+    /// The network `spec`'s container goes on, and whether it is a ready network lent to it:
+    /// the one an earlier container of the workspace is on, else the workspace's named one if
+    /// it exists, else a ready network, else a named one made now.
+    async fn ensure_network(&self, spec: &CreateSpec) -> Result<(String, bool), RuntimeError> {
+        let workspace = spec.workspace.to_string();
+        let in_use = networks::in_use(&self.docker, &self.host).await?;
+        for (network, on) in &in_use {
+            if on == &workspace && self.docker.inspect_network(network, None).await.is_ok() {
+                self.ready.lend(network);
+                return Ok((network.clone(), true));
+            }
+        }
         let name = network_name(&spec.host, &spec.workspace);
         match self.docker.inspect_network(&name, None).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok((name, false)),
             Err(error) if status_of(&error) == Some(404) => {}
             Err(error) => return Err(classify(&error, &format!("cannot inspect network {name}"))),
         }
-        let labels: HashMap<String, String> = spec.labels().into_iter().collect();
-        let request = |ipam: Option<Ipam>| NetworkCreateRequest {
-            name: name.clone(),
-            driver: Some("bridge".into()),
-            labels: Some(labels.clone()),
-            ipam,
-            ..Default::default()
-        };
-        let Some(pool) = self.network_pool else {
-            return match self.docker.create_network(request(None)).await {
-                Ok(_) => Ok(()),
-                // Made by an earlier attempt whose answer was lost.
-                Err(error) if status_of(&error) == Some(409) => Ok(()),
-                Err(error) => Err(classify(&error, &format!("cannot create network {name}"))),
-            };
-        };
-        // A /24 of the pool, starting from one the name picks so that workspaces rarely probe
-        // the same subnets, skipping those any network of the engine already has, and those
-        // the kernel already routes: a bridge left by an engine that was killed keeps its route,
-        // and a new network on its subnet would get traffic that goes nowhere.
-        let taken = self.subnets_in_use().await?;
-        let routes = pool::routes(
-            &tokio::fs::read_to_string("/proc/net/route")
-                .await
-                .unwrap_or_default(),
-        );
-        let count = pool.subnets();
-        let start = fnv1a_32(name.as_bytes()) % count;
-        for step in 0..count {
-            let subnet = pool.subnet((start + step) % count);
-            if taken.contains(&subnet.to_string())
-                || routes
-                    .iter()
-                    .any(|(destination, prefix)| subnet.is_routed_by(*destination, *prefix))
-            {
-                continue;
-            }
-            let ipam = Ipam {
-                config: Some(vec![IpamConfig {
-                    subnet: Some(subnet.to_string()),
-                    gateway: Some(subnet.gateway().to_string()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            };
-            match self.docker.create_network(request(Some(ipam))).await {
-                Ok(_) => return Ok(()),
-                Err(error) if status_of(&error) == Some(409) => return Ok(()),
-                // Taken meanwhile, or by an interface outside Docker: try the next.
-                Err(error) if describe(&error).to_ascii_lowercase().contains("overlap") => {}
-                Err(error) => {
-                    return Err(classify(&error, &format!("cannot create network {name}")));
-                }
-            }
+        // Taken: another is made once its container has started (`start`).
+        if let Some(ready) = self.ready.take() {
+            return Ok((ready, true));
         }
-        Err(RuntimeError::new(
-            ErrorKind::Failed,
-            format!(
-                "no free /24 is left in the network pool {pool} for network {name}: widen --network-pool"
-            ),
-        ))
-    }
-
-    /// The subnets of every network the engine has.
-    async fn subnets_in_use(&self) -> Result<std::collections::HashSet<String>, RuntimeError> {
-        let networks = self
-            .docker
-            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
-            .await
-            .map_err(|e| classify(&e, "cannot list networks"))?;
-        Ok(networks
-            .into_iter()
-            .filter_map(|n| n.ipam?.config)
-            .flatten()
-            .filter_map(|c| c.subnet)
-            .collect())
+        // None left: make more for the next creates.
+        self.ready.settle_soon();
+        let labels: HashMap<String, String> = spec.labels().into_iter().collect();
+        networks::make(&self.docker, self.network_pool, &name, labels).await?;
+        Ok((name, false))
     }
 
     /// Pulls `image` if it is missing, for `workspace` (whose credential the store may hold);
@@ -337,7 +288,13 @@ impl Runtime for DockerRuntime {
     }
 
     async fn create(&self, spec: &CreateSpec) -> Result<String, RuntimeError> {
-        self.ensure_network(spec).await?;
+        let (network, lent) = self.ensure_network(spec).await?;
+        // Returned however the create ends (made, failed, or dropped mid-way).
+        let _lending = lent.then(|| networks::Lending::new(&self.ready, &network));
+        let mut labels: HashMap<String, String> = spec.labels().into_iter().collect();
+        if lent {
+            labels.insert(networks::LABEL_NETWORK.to_string(), network.clone());
+        }
         // Pulled before the create as a rule (the reconciler's own step); this covers a caller
         // that did not.
         self.ensure_image(&spec.image, Some(&spec.workspace))
@@ -370,7 +327,7 @@ impl Runtime for DockerRuntime {
             image: Some(spec.image.clone()),
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            labels: Some(spec.labels().into_iter().collect()),
+            labels: Some(labels),
             exposed_ports: Some(exposed),
             hostname: Some(spec.workspace.to_string()),
             host_config: Some(HostConfig {
@@ -378,7 +335,7 @@ impl Runtime for DockerRuntime {
                 nano_cpus: Some(i64::from(resources.cpu_millis) * 1_000_000),
                 memory: i64::try_from(resources.memory_bytes).ok(),
                 port_bindings: Some(bindings),
-                network_mode: Some(network_name(&spec.host, &spec.workspace)),
+                network_mode: Some(network),
                 binds: spec.files.as_ref().map(|dir| {
                     let mut binds = vec![format!("{}:{FILES_MOUNT}", dir.display())];
                     // The worktree's `.git` names the mirror by its host path: mounted at the
@@ -460,12 +417,14 @@ impl Runtime for DockerRuntime {
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        match self.docker.start_container(id, None).await {
+        let started = match self.docker.start_container(id, None).await {
             // 304: already running.
             Ok(()) => Ok(()),
             Err(error) if status_of(&error) == Some(304) => Ok(()),
             Err(error) => Err(classify(&error, &format!("cannot start container {id}"))),
-        }
+        };
+        self.ready.settle_if_wanted();
+        started
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
@@ -507,6 +466,8 @@ impl Runtime for DockerRuntime {
             .list_networks(Some(options))
             .await
             .map_err(|e| classify(&e, "cannot list networks"))?;
+        // A ready network's workspace is the one whose container is on it, if any.
+        let in_use = networks::in_use(&self.docker, &self.host).await?;
         let mut listed: Vec<NetworkInfo> = networks
             .into_iter()
             .map(|network| NetworkInfo {
@@ -514,6 +475,7 @@ impl Runtime for DockerRuntime {
                     .labels
                     .as_ref()
                     .and_then(|labels| labels.get(LABEL_WORKSPACE))
+                    .or_else(|| in_use.get(network.name.as_ref()?))
                     .and_then(|name| name.parse().ok()),
                 subnet: network
                     .ipam
@@ -532,6 +494,9 @@ impl Runtime for DockerRuntime {
         workspace: &WorkspaceName,
     ) -> Result<(), RuntimeError> {
         let name = network_name(host, workspace);
+        // A ready network the workspace was on, its containers gone, is free: ready again for
+        // the next workspace, or removed if enough are.
+        self.ready.settle_soon();
         match self.docker.remove_network(&name).await {
             Ok(()) => Ok(()),
             Err(error) if status_of(&error) == Some(404) => Ok(()),
