@@ -133,10 +133,12 @@ pub(crate) async fn run(args: Args) -> Report {
     let mut engine_runs = Vec::with_capacity(trials);
     for i in 0..trials {
         let name = format!("c{i}");
+        quiet();
         created.push(timed(&create(&name)));
         timed(&["workspace".into(), "destroy".into(), name]);
         if let Some(engine) = &engine {
             let name = format!("r{i}");
+            quiet();
             engine_runs.push(engine.run_with_network(&name));
             engine.remove(&name);
         }
@@ -149,9 +151,11 @@ pub(crate) async fn run(args: Args) -> Report {
     let mut engine_starts = Vec::with_capacity(trials);
     for _ in 0..trials {
         timed(&["workspace".into(), "stop".into(), "warm".into()]);
+        quiet();
         warm.push(timed(&["workspace".into(), "start".into(), "warm".into()]));
         if let Some(engine) = &engine {
             engine.docker(&["stop", "-t", "1", &engine.container("warm")]);
+            quiet();
             engine_starts.push(engine.docker(&["start", &engine.container("warm")]));
         }
     }
@@ -188,6 +192,13 @@ pub(crate) async fn run(args: Args) -> Report {
         switch: Percentiles::of(switched),
         against,
     }
+}
+
+/// Waits before a timed step, so that each is measured on an engine no longer busy with the
+/// step before (a destroy's network removal, an agent making a ready network after a create):
+/// one workspace made on a host at rest, as a user makes one. Nexus and the engine alike.
+fn quiet() {
+    std::thread::sleep(Duration::from_millis(300));
 }
 
 /// The Docker engine driven through its own CLI, as a workspace's container is made: a network
