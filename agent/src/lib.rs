@@ -112,15 +112,20 @@ pub async fn run_reloadable(
                 }
             }
             let registries = runtime.registries();
-            run_inner(
+            let runtime = Arc::new(runtime);
+            let ran = run_inner(
                 config,
-                Arc::new(runtime),
+                runtime.clone(),
                 reloadable,
                 Some(registries),
                 asker,
                 shutdown,
             )
-            .await
+            .await;
+            // Stopped cleanly: the free ready networks go, so that a host whose agent is
+            // stopped or removed keeps none of them; the next start makes them again.
+            runtime.remove_free_ready_networks().await;
+            ran
         }
         RuntimeKind::Hollow => {
             let runtime = HollowRuntime::new(config.host_id.clone(), config.hollow);

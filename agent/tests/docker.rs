@@ -118,6 +118,23 @@ fn web(
     )
 }
 
+/// Workspace `w`'s container of `generation`: the image's own command, no ports, no files.
+fn plain_spec(host: &HostId, generation: u64) -> CreateSpec {
+    CreateSpec {
+        host: host.clone(),
+        workspace: "w".parse().unwrap(),
+        generation,
+        owner: "ada".parse().unwrap(),
+        image: IMAGE.into(),
+        class: ResourceClass::Small,
+        env: Default::default(),
+        command: vec![],
+        ports: vec![],
+        files: None,
+        mirror: None,
+    }
+}
+
 /// Waits until `workspace` is reported in a state `done` accepts.
 async fn until(
     reports: &watch::Receiver<Vec<ObservedWorkspace>>,
@@ -195,19 +212,7 @@ async fn a_workspace_is_created_started_stopped_started_and_destroyed() {
 
     // A create retried after a lost answer finds the first container; a container that merely
     // took a workspace's name (no labels of ours) is refused, not adopted.
-    let spec = CreateSpec {
-        host: host.clone(),
-        workspace: "w".parse().unwrap(),
-        generation: 1,
-        owner: "ada".parse().unwrap(),
-        image: IMAGE.into(),
-        class: ResourceClass::Small,
-        env: Default::default(),
-        command: vec![],
-        ports: vec![],
-        files: None,
-        mirror: None,
-    };
+    let spec = plain_spec(&host, 1);
     assert_eq!(runtime.create(&spec).await.unwrap(), id);
     let squatter = format!("nexus.{host}.z.g1");
     docker(&["create", "--name", &squatter, IMAGE, "true"]);
@@ -361,33 +366,37 @@ async fn ready_networks_are_taken_by_creates_kept_at_their_number_and_freed_by_d
         "{listed:?}"
     );
 
-    // A later generation of the workspace goes on its network, not on another.
-    let spec = CreateSpec {
-        host: host.clone(),
-        workspace: "w".parse().unwrap(),
-        generation: 2,
-        owner: "ada".parse().unwrap(),
-        image: IMAGE.into(),
-        class: ResourceClass::Small,
-        env: Default::default(),
-        command: vec![],
-        ports: vec![],
-        files: None,
-        mirror: None,
-    };
-    let second = runtime.create(&spec).await.unwrap();
-    let mode_of = |id: &str| docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", id]);
-    assert_eq!(mode_of(&second), mode);
-    runtime.remove(&second).await.unwrap();
-
-    // Destroyed, its network is free again; the engine keeps two, no more.
+    // Destroyed, its network is free again: the engine keeps two of the three, making none.
+    let before = until_ready(&host, 3).await;
     agent
         .reconciler
         .set_desired(desired(2, vec![web("w", 1, DesiredRun::Absent, port)]));
     let report = agent.settle().await;
     assert_eq!(observed(&report, "w").state, WorkspaceState::Gone);
-    until_ready(&host, 2).await;
+    let after = until_ready(&host, 2).await;
+    assert!(
+        after.iter().all(|n| before.contains(n)),
+        "{before:?} then {after:?}"
+    );
     assert!(runtime.list().await.unwrap().is_empty());
+
+    // One removed behind the agent's back is passed over, not handed to a container.
+    docker(&["network", "rm", &after[0]]);
+    docker(&["network", "rm", &after[1]]);
+    let spec = plain_spec(&host, 3);
+    let id = runtime.create(&spec).await.unwrap();
+    let mode = docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", &id]);
+    assert!(!after.contains(&mode), "{mode}: a network that was removed");
+    runtime.remove(&id).await.unwrap();
+    runtime
+        .remove_network(&host, &spec.workspace)
+        .await
+        .unwrap();
+    until_ready(&host, 2).await;
+
+    // The agent stops: the free ones go with it.
+    runtime.remove_free_ready_networks().await;
+    assert_eq!(ready_networks(&host), Vec::<String>::new());
 }
 
 #[tokio::test]

@@ -373,6 +373,20 @@ fn up_brings_a_fleet_up_that_the_cli_can_use_and_down_stops_it() {
             .status
             .success()
     );
+    // The agent stopped cleanly, and the networks it made ahead of workspaces went with it.
+    if summary["runtime"] == "docker" {
+        let filter = format!("label=nexus.ready={}", summary["host_id"].as_str().unwrap());
+        let left = Command::new("docker")
+            .args(["network", "ls", "-q", "--filter", &filter])
+            .output()
+            .unwrap();
+        assert!(left.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&left.stdout).trim(),
+            "",
+            "ready networks left"
+        );
+    }
 
     // Down: the coordinator no longer answers (a network error, with its exit code).
     let ping = nexus(

@@ -143,33 +143,47 @@ impl DockerRuntime {
         self.ready.settle_soon();
     }
 
-    /// The network `spec`'s container goes on, and whether it is a ready network lent to it:
-    /// the one an earlier container of the workspace is on, else the workspace's named one if
-    /// it exists, else a ready network, else a named one made now.
-    async fn ensure_network(&self, spec: &CreateSpec) -> Result<(String, bool), RuntimeError> {
-        let workspace = spec.workspace.to_string();
-        let in_use = networks::in_use(&self.docker, &self.host).await?;
-        for (network, on) in &in_use {
-            if on == &workspace && self.docker.inspect_network(network, None).await.is_ok() {
-                self.ready.lend(network);
-                return Ok((network.clone(), true));
-            }
+    /// Removes the ready networks no container is on, as the agent stops (each failure logged).
+    pub async fn remove_free_ready_networks(&self) {
+        if let Err(error) = self.ready.remove_free(Duration::from_secs(5)).await {
+            tracing::warn!("free ready networks not removed: {error}");
         }
+    }
+
+    /// The network `spec`'s container goes on, and whether it is a ready network lent to it:
+    /// the workspace's named one if it exists (made before ready networks, or when none was
+    /// free), else a ready network, else a named one made now. A later generation, made after
+    /// its predecessor's container is removed, may go on another ready network than it.
+    async fn ensure_network(
+        &self,
+        spec: &CreateSpec,
+    ) -> Result<(String, Option<networks::Lending<'_>>), RuntimeError> {
         let name = network_name(&spec.host, &spec.workspace);
         match self.docker.inspect_network(&name, None).await {
-            Ok(_) => return Ok((name, false)),
+            Ok(_) => return Ok((name, None)),
             Err(error) if status_of(&error) == Some(404) => {}
             Err(error) => return Err(classify(&error, &format!("cannot inspect network {name}"))),
         }
-        // Taken: another is made once its container has started (`start`).
-        if let Some(ready) = self.ready.take() {
-            return Ok((ready, true));
+        // Taken: another is made once its container has started (`start`). One removed behind
+        // the agent's back (`docker network prune` removes the free ones) is given back and the
+        // next tried; the settling it asks for forgets it.
+        while let Some(ready) = self.ready.take() {
+            let lending = networks::Lending::new(&self.ready, &ready);
+            match self.docker.inspect_network(&ready, None).await {
+                Ok(_) => return Ok((ready, Some(lending))),
+                Err(error) if status_of(&error) == Some(404) => drop(lending),
+                Err(error) => {
+                    return Err(classify(&error, &format!("cannot inspect network {ready}")));
+                }
+            }
         }
         // None left: make more for the next creates.
-        self.ready.settle_soon();
+        if self.ready.keeps_any() {
+            self.ready.settle_soon();
+        }
         let labels: HashMap<String, String> = spec.labels().into_iter().collect();
         networks::make(&self.docker, self.network_pool, &name, labels).await?;
-        Ok((name, false))
+        Ok((name, None))
     }
 
     /// Pulls `image` if it is missing, for `workspace` (whose credential the store may hold);
@@ -288,11 +302,11 @@ impl Runtime for DockerRuntime {
     }
 
     async fn create(&self, spec: &CreateSpec) -> Result<String, RuntimeError> {
-        let (network, lent) = self.ensure_network(spec).await?;
-        // Returned however the create ends (made, failed, or dropped mid-way).
-        let _lending = lent.then(|| networks::Lending::new(&self.ready, &network));
+        // A ready network lent is returned however the create ends (made, failed, or dropped
+        // mid-way).
+        let (network, lending) = self.ensure_network(spec).await?;
         let mut labels: HashMap<String, String> = spec.labels().into_iter().collect();
-        if lent {
+        if lending.is_some() {
             labels.insert(networks::LABEL_NETWORK.to_string(), network.clone());
         }
         // Pulled before the create as a rule (the reconciler's own step); this covers a caller
@@ -358,7 +372,12 @@ impl Runtime for DockerRuntime {
         let name = spec.container_name();
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         match self.docker.create_container(Some(options), body).await {
-            Ok(response) => Ok(response.id),
+            Ok(response) => {
+                if let Some(lending) = lending {
+                    lending.made();
+                }
+                Ok(response.id)
+            }
             Err(error) if status_of(&error) == Some(409) => {
                 // An earlier attempt made it: answer that container, if it is truly ours for
                 // this very workspace and generation (a container that only took the name is

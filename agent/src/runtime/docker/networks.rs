@@ -36,17 +36,22 @@ pub(super) struct Settled {
     pub make: usize,
 }
 
-/// Decides which of the ready networks `made` are free: those no container is on (`in_use`)
-/// and none is being made on (`lent`). Up to `target` are kept; the rest go.
+/// Decides which of the ready networks `made` are free: those no container is on (`in_use`),
+/// none is being made on (`lent`), and none was made on while the engine was listed
+/// (`returned`: its container may be missing from the listing). Up to `target` are kept; the
+/// rest go.
 pub(super) fn settle(
     made: &[String],
     in_use: &BTreeSet<String>,
     lent: &BTreeMap<String, usize>,
+    returned: &BTreeSet<String>,
     target: usize,
 ) -> Settled {
     let mut free: Vec<String> = made
         .iter()
-        .filter(|name| !in_use.contains(*name) && !lent.contains_key(*name))
+        .filter(|name| {
+            !in_use.contains(*name) && !lent.contains_key(*name) && !returned.contains(*name)
+        })
         .cloned()
         .collect();
     free.sort();
@@ -201,13 +206,15 @@ struct State {
     free: Vec<String>,
     /// Networks handed to a container being made, with how many such makings are under way.
     lent: BTreeMap<String, usize>,
-    /// Bumped whenever a lending ends: a settling that listed the engine before it lists again.
-    returns: u64,
+    /// Networks whose lending ended since the settling under way began to list the engine.
+    returned: BTreeSet<String>,
     /// Whether a settling runs; `again` asks it for one more round.
     settling: bool,
     again: bool,
     /// One was taken since the last settling: make another once its container has started.
     wanted: bool,
+    /// The agent stops: nothing more is made.
+    closed: bool,
 }
 
 impl Ready {
@@ -250,24 +257,27 @@ impl Ready {
         }
     }
 
-    /// Lends `name` (a ready network a container of the workspace is already on) to one more
-    /// container being made, so that no settling frees it meanwhile.
-    pub(super) fn lend(&self, name: &str) {
-        let mut state = self.state();
-        state.free.retain(|free| free != name);
-        *state.lent.entry(name.to_string()).or_default() += 1;
+    /// Ends a lending of `name`: its container is made (it is in use), or failed (it is free
+    /// again, which a settling finds: one is asked for).
+    pub(super) fn returned(&self, name: &str, made: bool) {
+        {
+            let mut state = self.state();
+            if let Some(count) = state.lent.get_mut(name) {
+                *count -= 1;
+                if *count == 0 {
+                    state.lent.remove(name);
+                }
+            }
+            state.returned.insert(name.to_string());
+        }
+        if !made {
+            self.settle_soon();
+        }
     }
 
-    /// Ends a lending of `name`: its container is made (it is in use), or failed (it is free).
-    pub(super) fn returned(&self, name: &str) {
-        let mut state = self.state();
-        if let Some(count) = state.lent.get_mut(name) {
-            *count -= 1;
-            if *count == 0 {
-                state.lent.remove(name);
-            }
-        }
-        state.returns += 1;
+    /// Whether any are kept: with none, a create never asks for a settling.
+    pub(super) fn keeps_any(&self) -> bool {
+        self.target > 0
     }
 
     /// Brings the free ready networks to the target in the background: counts what the engine
@@ -275,6 +285,9 @@ impl Ready {
     pub(super) fn settle_soon(&self) {
         {
             let mut state = self.state();
+            if state.closed {
+                return;
+            }
             if state.settling {
                 state.again = true;
                 return;
@@ -298,31 +311,57 @@ impl Ready {
     }
 
     async fn settle_once(&self) -> Result<(), RuntimeError> {
-        let settled = loop {
-            let returns = self.state().returns;
-            let made = made(&self.docker, &self.host).await?;
-            let in_use: BTreeSet<String> = in_use(&self.docker, &self.host)
-                .await?
-                .into_keys()
-                .collect();
+        let settled = self.settle_to(self.target).await?;
+        self.make_missing(settled.make).await
+    }
+
+    /// Removes every free ready network (the agent stops: none is kept), once a settling under
+    /// way has ended (at most `patience`), and makes none after.
+    pub(super) async fn remove_free(
+        &self,
+        patience: std::time::Duration,
+    ) -> Result<(), RuntimeError> {
+        self.state().closed = true;
+        let started = std::time::Instant::now();
+        while self.state().settling && started.elapsed() < patience {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.settle_to(0).await.map(|_| ())
+    }
+
+    /// Counts what the engine has against `target` free, and removes the extra.
+    async fn settle_to(&self, target: usize) -> Result<Settled, RuntimeError> {
+        self.state().returned.clear();
+        let made = made(&self.docker, &self.host).await?;
+        let in_use: BTreeSet<String> = in_use(&self.docker, &self.host)
+            .await?
+            .into_keys()
+            .collect();
+        let settled = {
             let mut state = self.state();
-            // A lending that ended since the listing: its container may be missing from it.
-            if state.returns != returns {
-                continue;
-            }
             state.wanted = false;
-            let settled = settle(&made, &in_use, &state.lent, self.target);
+            let settled = settle(&made, &in_use, &state.lent, &state.returned, target);
             state.free = settled.free.clone();
-            break settled;
+            settled
         };
         for name in &settled.remove {
+            // One that cannot go (a container of someone else's attached by hand) must not keep
+            // the others from being made.
             if let Err(error) = self.docker.remove_network(name).await
                 && status_of(&error) != Some(404)
             {
-                return Err(classify(&error, &format!("cannot remove network {name}")));
+                tracing::warn!(network = %name, "a spare ready network stays: {}", describe(&error));
             }
         }
-        for _ in 0..settled.make {
+        Ok(settled)
+    }
+
+    /// Makes `count` ready networks, free.
+    async fn make_missing(&self, count: usize) -> Result<(), RuntimeError> {
+        for _ in 0..count {
+            if self.state().closed {
+                break;
+            }
             let name = format!(
                 "nexus-ready.{}.{:08x}",
                 self.host,
@@ -344,6 +383,7 @@ impl Ready {
 pub(super) struct Lending<'a> {
     ready: &'a Ready,
     name: String,
+    made: bool,
 }
 
 impl<'a> Lending<'a> {
@@ -351,13 +391,21 @@ impl<'a> Lending<'a> {
         Lending {
             ready,
             name: name.to_string(),
+            made: false,
         }
+    }
+}
+
+impl Lending<'_> {
+    /// The container was made on it.
+    pub(super) fn made(mut self) {
+        self.made = true;
     }
 }
 
 impl Drop for Lending<'_> {
     fn drop(&mut self) {
-        self.ready.returned(&self.name);
+        self.ready.returned(&self.name, self.made);
     }
 }
 
@@ -370,29 +418,53 @@ mod tests {
     }
 
     #[test]
-    fn settling_keeps_the_free_up_to_the_target_and_never_one_in_use_or_lent() {
+    fn settling_keeps_the_free_up_to_the_target_and_never_one_in_use_lent_or_just_returned() {
+        let set =
+            |list: &[&str]| -> BTreeSet<String> { list.iter().map(ToString::to_string).collect() };
         let lent = |list: &[&str]| -> BTreeMap<String, usize> {
             list.iter().map(|n| (n.to_string(), 1)).collect()
         };
-        let used =
-            |list: &[&str]| -> BTreeSet<String> { list.iter().map(ToString::to_string).collect() };
-        // (made, in use, lent, target) → (free, remove, make)
-        type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str], usize);
+        // (made, in use, lent, returned while listing, target) → (free, remove, make)
+        type Case<'a> = (
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+            usize,
+        );
         type Outcome<'a> = (&'a [&'a str], &'a [&'a str], usize);
         let cases: &[(Case, Outcome)] = &[
-            ((&[], &[], &[], 2), (&[], &[], 2)),
-            ((&["a"], &[], &[], 2), (&["a"], &[], 1)),
-            ((&["a", "b"], &[], &[], 2), (&["a", "b"], &[], 0)),
-            ((&["a", "b", "c"], &[], &[], 2), (&["a", "b"], &["c"], 0)),
-            ((&["a", "b", "c"], &["a"], &[], 2), (&["b", "c"], &[], 0)),
-            ((&["a", "b", "c"], &["a"], &["b"], 2), (&["c"], &[], 1)),
-            ((&["a", "b"], &["a", "b"], &[], 2), (&[], &[], 2)),
-            ((&["a", "b"], &[], &[], 0), (&[], &["a", "b"], 0)),
-            // A container of another host's on a network of ours changes nothing of it: in use.
-            ((&["a"], &["a", "z"], &[], 1), (&[], &[], 1)),
+            ((&[], &[], &[], &[], 2), (&[], &[], 2)),
+            ((&["a"], &[], &[], &[], 2), (&["a"], &[], 1)),
+            ((&["a", "b"], &[], &[], &[], 2), (&["a", "b"], &[], 0)),
+            (
+                (&["a", "b", "c"], &[], &[], &[], 2),
+                (&["a", "b"], &["c"], 0),
+            ),
+            (
+                (&["a", "b", "c"], &["a"], &[], &[], 2),
+                (&["b", "c"], &[], 0),
+            ),
+            ((&["a", "b", "c"], &["a"], &["b"], &[], 2), (&["c"], &[], 1)),
+            // Made on while the engine was listed: its container may be missing from the list.
+            (
+                (&["a", "b", "c"], &[], &[], &["c"], 2),
+                (&["a", "b"], &[], 0),
+            ),
+            ((&["a", "b"], &[], &[], &["a"], 2), (&["b"], &[], 1)),
+            ((&["a", "b"], &["a", "b"], &[], &[], 2), (&[], &[], 2)),
+            ((&["a", "b"], &[], &[], &[], 0), (&[], &["a", "b"], 0)),
+            // A container on a network not made ahead (its workspace's own) changes nothing.
+            ((&["a"], &["nexus.h.w"], &[], &[], 1), (&["a"], &[], 0)),
         ];
-        for ((made, in_use, lending, target), (free, remove, make)) in cases {
-            let settled = settle(&names(made), &used(in_use), &lent(lending), *target);
+        for ((made, in_use, lending, returned, target), (free, remove, make)) in cases {
+            let settled = settle(
+                &names(made),
+                &set(in_use),
+                &lent(lending),
+                &set(returned),
+                *target,
+            );
             assert_eq!(
                 settled,
                 Settled {
@@ -400,7 +472,8 @@ mod tests {
                     remove: names(remove),
                     make: *make
                 },
-                "made {made:?} in use {in_use:?} lent {lending:?} target {target}"
+                "made {made:?} in use {in_use:?} lent {lending:?} returned {returned:?} \
+                 target {target}"
             );
         }
     }
@@ -419,13 +492,11 @@ mod tests {
         assert_eq!(ready.take().as_deref(), Some("b"));
         assert_eq!(ready.take().as_deref(), Some("a"));
         assert_eq!(ready.take(), None);
-        ready.lend("a");
-        assert_eq!(ready.state().lent.get("a"), Some(&2));
-        ready.returned("a");
-        ready.returned("b");
+        assert!(ready.state().wanted, "another to be made");
+        Lending::new(&ready, "b").made();
         let state = ready.state();
         assert_eq!(state.lent.get("a"), Some(&1));
         assert!(!state.lent.contains_key("b"));
-        assert_eq!(state.returns, 2);
+        assert!(state.returned.contains("b"));
     }
 }
