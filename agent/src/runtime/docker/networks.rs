@@ -1,9 +1,10 @@
 //! Workspace networks: made on demand (named after host and workspace), or taken from a few made
 //! ahead (ready networks), since `docker network create` is about a third of a create's time on
 //! the engine. A ready network carries the label [`LABEL_READY`] and a name of its own; a
-//! container on one names it in its label [`LABEL_NETWORK`], which is how a later generation of
-//! the workspace finds it and how the agent knows which ready networks are in use. One that no
-//! container uses any more (its workspace destroyed) is ready again, or removed if enough are.
+//! container on one names it in its label [`LABEL_NETWORK`], which is how the admin's listing
+//! names its workspace and how the agent knows which ready networks are in use. One that no
+//! container uses any more (its workspace destroyed) is ready again, or removed if enough are;
+//! an agent that stops cleanly removes the free ones.
 //!
 //! Which ready networks are free is decided by [`settle`], pure; the rest is the engine's I/O.
 
