@@ -366,26 +366,38 @@ pub async fn resolve(target: &str) -> Result<(SocketAddr, String), WireError> {
     ))
 }
 
-/// Completes when the process is asked to stop (SIGINT or SIGTERM).
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Completes when the process is asked to stop (SIGINT or SIGTERM). The handlers are installed
+/// when this is called, not when the future is first polled: a daemon calls it as it starts, so
+/// that a stop asked for while it starts up (`nexus down` right after `up`) is taken when the
+/// daemon first looks, and it stops cleanly, rather than ending it at once by the signal's
+/// default action. Called within a Tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
+                (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                    one.recv().await;
+                }
+                (Err(_), Err(_)) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Calls `reload` at each SIGHUP, for as long as the task runs (abort it to stop). Without
@@ -442,5 +454,22 @@ mod tests {
         assert!(alert_error(48, true).message.contains("unknown CA"));
         assert_eq!(alert_error(116, true).code, ErrorCode::AuthenticationFailed);
         assert_eq!(alert_error(120, true).code, ErrorCode::VersionMismatch);
+    }
+
+    /// A SIGTERM that comes after the call and before the future is first polled (a daemon
+    /// still starting up) is taken, not left to its default action, which would end this
+    /// process (nextest runs each test in a process of its own) and fail the test.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_stop_asked_for_before_the_first_look_is_taken() {
+        let stop = shutdown_signal();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(std::time::Duration::from_secs(5), stop)
+            .await
+            .expect("the stop was taken");
     }
 }
