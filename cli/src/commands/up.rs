@@ -499,7 +499,11 @@ async fn registered(settings: &Settings, host_id: &HostId) -> Result<bool, CliEr
         .request(Request::Admin(AdminRequest::Hosts))
         .await?
     {
-        Response::Hosts(hosts) => Ok(hosts.iter().any(|host| &host.info.host_id == host_id)),
+        // Heard by this coordinator, started by this `up`: a host registered by an earlier
+        // run is in the state already, but its heartbeats went with that run's coordinator.
+        Response::Hosts(hosts) => Ok(hosts
+            .iter()
+            .any(|host| &host.info.host_id == host_id && host.last_heartbeat.is_some())),
         other => Err(CliError::unexpected(&other)),
     }
 }
