@@ -411,7 +411,8 @@ impl Connection {
     /// Sends `request` under `request_id` in one QUIC datagram and waits up to `limit` for its
     /// answer in one, after any exchange of this connection's already under way. Far cheaper
     /// for a server than a stream, and unreliable: a datagram lost either way ends the wait with
-    /// `TIMEOUT`, so it suits requests asked again anyway (heartbeats). `UNSUPPORTED` when the
+    /// `TIMEOUT` (at once when QUIC declares a packet of the connection's lost, else at `limit`),
+    /// so it suits requests asked again anyway (heartbeats). `UNSUPPORTED` when the
     /// server takes no datagrams or the request or its answer does not fit one: ask on a
     /// stream then ([`Connection::request_with`]).
     pub async fn request_datagram(

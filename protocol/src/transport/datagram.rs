@@ -44,13 +44,35 @@ pub(super) const UNREADABLE: RequestId = RequestId::from_u128(0);
 /// (its id, a `u128`) rather than misreading it.
 pub(super) const QUIET: u8 = 0xFF;
 
-/// A quiet client's first look for the server's acknowledgement, after which it looks at twice
-/// the wait each time: a server acknowledges within its `max_ack_delay` (QUIC's default 25 ms)
-/// and a round trip.
+/// A client's first look for the server's acknowledgement (a quiet request) or a loss (one
+/// answered), after which it looks at twice the wait each time: a server acknowledges within its
+/// `max_ack_delay` (QUIC's default 25 ms) and a round trip.
 const FIRST_LOOK: Duration = Duration::from_millis(30);
 
 /// The longest wait between a quiet client's looks.
 const LONGEST_LOOK: Duration = Duration::from_millis(480);
+
+/// When a client next looks at its connection's acknowledgements and losses: [`FIRST_LOOK`]
+/// after the send, then at twice the wait each time, up to [`LONGEST_LOOK`].
+struct Looks {
+    wait: Duration,
+    next: tokio::time::Instant,
+}
+
+impl Looks {
+    fn from_now() -> Looks {
+        Looks {
+            wait: FIRST_LOOK,
+            next: tokio::time::Instant::now() + FIRST_LOOK,
+        }
+    }
+
+    /// The look after this one.
+    fn later(&mut self) {
+        self.wait = (self.wait * 2).min(LONGEST_LOOK);
+        self.next += self.wait;
+    }
+}
 
 /// A datagram request as a server reads it: its frame, and whether the client wants an answer
 /// only when the request fails.
@@ -151,8 +173,10 @@ fn send(
 }
 
 /// The client's side: sends `request` in a datagram and reads datagrams until its answer comes,
-/// for up to `limit`. `turn` makes a connection's exchanges one at a time, so an answer is read
-/// by the exchange it belongs to (one that arrives after its exchange gave up is dropped).
+/// for up to `limit`, or until QUIC declares a packet of the connection's lost since the send
+/// (maybe the request's: ask again at once, rather than wait out `limit` for an answer that
+/// cannot come). `turn` makes a connection's exchanges one at a time, so an answer is read by
+/// the exchange it belongs to (one that arrives after its exchange gave up is dropped).
 pub(super) async fn exchange(
     conn: &quinn::Connection,
     turn: &tokio::sync::Mutex<()>,
@@ -163,21 +187,33 @@ pub(super) async fn exchange(
     let payload = encode(conn, request_id, request, false)?;
     let exchange = async {
         let _turn = turn.lock().await;
+        let before = Acks::of(conn);
         send(conn, request_id, payload)?;
+        let mut looks = Looks::from_now();
         loop {
-            let datagram = conn
-                .read_datagram()
-                .await
-                .map_err(|e| connection_error(&e))?;
-            let frame = match codec::decode::<ResponseFrame>(&datagram) {
-                Ok(frame) => frame,
-                Err(error) => {
-                    tracing::debug!("dropped a datagram that is not an answer: {error}");
-                    continue;
+            tokio::select! {
+                datagram = conn.read_datagram() => {
+                    let datagram = datagram.map_err(|e| connection_error(&e))?;
+                    let frame = match codec::decode::<ResponseFrame>(&datagram) {
+                        Ok(frame) => frame,
+                        Err(error) => {
+                            tracing::debug!("dropped a datagram that is not an answer: {error}");
+                            continue;
+                        }
+                    };
+                    if frame.request_id == request_id || frame.request_id == UNREADABLE {
+                        return frame.result;
+                    }
                 }
-            };
-            if frame.request_id == request_id || frame.request_id == UNREADABLE {
-                return frame.result;
+                () = tokio::time::sleep_until(looks.next) => {
+                    if fate(before, Acks::of(conn)) == Some(Fate::Lost) {
+                        return Err(WireError::new(
+                            ErrorCode::Timeout,
+                            "a packet was lost since the datagram went (maybe its own): ask again",
+                        ));
+                    }
+                    looks.later();
+                }
             }
         }
     };
@@ -250,8 +286,7 @@ pub(super) async fn exchange_quietly(
     };
     let before = Acks::of(conn);
     send(conn, request_id, payload)?;
-    let mut wait = FIRST_LOOK;
-    let mut look = tokio::time::Instant::now() + wait;
+    let mut looks = Looks::from_now();
     loop {
         tokio::select! {
             datagram = conn.read_datagram() => {
@@ -270,17 +305,14 @@ pub(super) async fn exchange_quietly(
                     }
                 }
             }
-            () = tokio::time::sleep_until(look.min(deadline)) => {
+            () = tokio::time::sleep_until(looks.next.min(deadline)) => {
                 match fate(before, Acks::of(conn)) {
                     Some(Fate::Acknowledged) => return Ok(()),
                     Some(Fate::Lost) => return Err(unacknowledged()),
                     None if tokio::time::Instant::now() >= deadline => {
                         return Err(unacknowledged());
                     }
-                    None => {
-                        wait = (wait * 2).min(LONGEST_LOOK);
-                        look += wait;
-                    }
+                    None => looks.later(),
                 }
             }
         }
