@@ -169,15 +169,26 @@ impl Service {
         }
     }
 
-    /// `name`'s lifecycle, its next action as of now.
+    /// `name`'s lifecycle, its next action as of now: as `change` (proposed by `peer` under
+    /// `request_id`) left it, if there is one (read as its entry applies, as workspace changes
+    /// are answered: a destroy landing right after it does not turn a change that was made into
+    /// WORKSPACE_NOT_FOUND), else read at `consistency`.
     pub(super) async fn lifecycle(
         &self,
         name: &WorkspaceName,
+        (request_id, peer): (RequestId, &Peer),
+        change: Option<Command>,
         consistency: Consistency,
     ) -> Result<Response, WireError> {
         let wanted = name.clone();
         self.cluster
-            .read(consistency, move |state| state.lifecycle_view(&wanted))
+            .change_then_read(
+                request_id,
+                peer.identity.clone(),
+                change,
+                consistency,
+                move |state| state.lifecycle_view(&wanted),
+            )
             .await?
             .map(|view| Response::Lifecycle(Box::new(view)))
             .ok_or_else(|| {
@@ -237,10 +248,9 @@ impl Service {
                     name: name.clone(),
                     by_secs,
                 };
-                self.cluster
-                    .propose(request_id, peer.identity.clone(), command)
-                    .await?;
-                self.lifecycle(&name, Consistency::Linearizable).await
+                let by = (request_id, peer);
+                self.lifecycle(&name, by, Some(command), Consistency::Linearizable)
+                    .await
             }
             AdminRequest::StopIdle { idle_for_secs } => {
                 if idle_for_secs == 0 {

@@ -110,7 +110,8 @@ impl Service {
             WorkspaceRequest::Events(name) => self.events(peer, &name, admin, consistency).await,
             WorkspaceRequest::Lifecycle(name) => {
                 self.owned(peer, &name, admin, consistency).await?;
-                self.lifecycle(&name, consistency).await
+                self.lifecycle(&name, (request_id, peer), None, consistency)
+                    .await
             }
             WorkspaceRequest::Hold(ref name) | WorkspaceRequest::Release(ref name) => {
                 let held = matches!(request, WorkspaceRequest::Hold(_));
@@ -121,10 +122,9 @@ impl Service {
                     name: name.clone(),
                     held,
                 };
-                self.cluster
-                    .propose(request_id, peer.identity.clone(), command)
-                    .await?;
-                self.lifecycle(&name, Consistency::Linearizable).await
+                let by = (request_id, peer);
+                self.lifecycle(&name, by, Some(command), Consistency::Linearizable)
+                    .await
             }
             WorkspaceRequest::Worktree(name) => {
                 self.owned(peer, &name, admin, consistency).await?;
