@@ -150,8 +150,9 @@ pub fn apply(
                         {
                             return Err(ApplyError::Stale(p.clone()));
                         }
-                        let written = write_atomically(&full, &bytes, mode)?;
-                        scanner.written(p, &written, *digest);
+                        if let Some(written) = write_atomically(&full, &bytes, mode)? {
+                            scanner.written(p, &written, *digest);
+                        }
                     }
                 }
             }
@@ -187,8 +188,14 @@ pub(crate) fn parents_are_directories(root: &Path, path: &RelPath) -> Result<boo
 }
 
 /// Writes `bytes` to a temporary file beside `target` and renames it into place; answers the
-/// file's metadata as written (before the rename made it reachable at `target`).
-fn write_atomically(target: &Path, bytes: &[u8], mode: u32) -> Result<fs::Metadata, ApplyError> {
+/// file's metadata as written and renamed (the rename moves its change time), or `None` if its
+/// size or modification time moved once it was reachable at `target` (someone wrote it
+/// meanwhile: the next scan reads it).
+fn write_atomically(
+    target: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<Option<fs::Metadata>, ApplyError> {
     let parent = target.parent().unwrap_or(Path::new("."));
     let mut suffix = [0u8; 8];
     getrandom::getrandom(&mut suffix).map_err(|e| ApplyError::Io {
@@ -204,10 +211,11 @@ fn write_atomically(target: &Path, bytes: &[u8], mode: u32) -> Result<fs::Metada
             .open(&temp)?;
         file.write_all(bytes)?;
         file.set_permissions(fs::Permissions::from_mode(mode))?;
-        let metadata = file.metadata()?;
-        drop(file);
+        let written = file.metadata()?;
         fs::rename(&temp, target)?;
-        Ok(metadata)
+        let renamed = file.metadata()?;
+        let same = |m: &fs::Metadata| (m.len(), m.modified().ok());
+        Ok((same(&written) == same(&renamed)).then_some(renamed))
     })();
     result.map_err(|source| {
         let _ = fs::remove_file(&temp);

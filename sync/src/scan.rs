@@ -1,9 +1,10 @@
 //! Reading one side's directory into a [`Tree`]: every file's SHA-256 (kept between scans and
-//! reused while the file's size, modification time and inode stay the same), directories, and
-//! symlinks whose targets stay inside the root. What cannot be synced safely is left out and
-//! said: symlinks that escape, names that are not UTF-8, sockets and devices. A file that
-//! changes while it is read fails the scan (the caller scans again a moment later) rather than
-//! being left out, which the other side would take for a deletion.
+//! reused while the file's size, modification and change times and inode stay the same; the
+//! change time because a tool may put the old modification time back, and no one can set it),
+//! directories, and symlinks whose targets stay inside the root. What cannot be synced safely is
+//! left out and said: symlinks that escape, names that are not UTF-8, sockets and devices. A
+//! file that changes while it is read fails the scan (the caller scans again a moment later)
+//! rather than being left out, which the other side would take for a deletion.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -40,6 +41,7 @@ pub enum ScanError {
 struct Stamp {
     size: u64,
     mtime: (i64, i64),
+    ctime: (i64, i64),
     inode: u64,
 }
 
@@ -48,6 +50,7 @@ impl Stamp {
         Stamp {
             size: metadata.len(),
             mtime: (metadata.mtime(), metadata.mtime_nsec()),
+            ctime: (metadata.ctime(), metadata.ctime_nsec()),
             inode: metadata.ino(),
         }
     }
