@@ -127,7 +127,7 @@ fn the_start_scenario_runs_on_docker_beside_the_engine_and_reports() {
         assert!(result[key]["p50_ms"].as_f64().unwrap() > 0.0, "{key}");
     }
     let engine = &result["against"];
-    for key in ["run_with_network", "start"] {
+    for key in ["run_with_network", "run_on_network", "start"] {
         assert_eq!(engine[key]["n"], 2, "{key}");
     }
     assert!(engine["ratio_create_p50"].as_f64().unwrap() > 0.0);

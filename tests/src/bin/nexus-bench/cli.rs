@@ -54,8 +54,9 @@ pub(crate) enum Scenario {
     /// one real agent. Each trial is one CLI invocation, timed from spawn to exit (the CLI waits
     /// until the agent reports the workspace running): create → running, warm start (stopped →
     /// running, the same container) and switch (stop one, start the other). With `--against
-    /// docker`, the engine's own `docker network create` + `docker run -d` and `docker start`,
-    /// interleaved trial by trial. Each timed step starts after 0.3 s of rest.
+    /// docker`, the engine's own `docker network create` + `docker run -d`, `docker run -d`
+    /// alone onto a network made beforehand, and `docker start`, interleaved trial by trial.
+    /// Each timed step starts after 0.3 s of rest.
     Start(start::Args),
     /// File sync through a real agent (hollow runtime: the workspace's files directory is real)
     /// over QUIC with mTLS on loopback: the initial sync of a tree of N files, then the time of

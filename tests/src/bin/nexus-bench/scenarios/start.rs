@@ -4,9 +4,11 @@
 //!
 //! With `--against docker`, each Nexus trial is followed by the engine's own: `docker network
 //! create` then `docker run -d` (a workspace's container has a network of its own, an init, its
-//! class's CPU and memory and its files mounted), and `docker start` of a stopped container of the
-//! same image; each `docker` invocation timed from spawn to exit, as the `nexus` ones are. The
-//! floor under Nexus's numbers, measured under the same load.
+//! class's CPU and memory and its files mounted), `docker run -d` alone onto a network made
+//! beforehand (untimed: an agent keeps networks made ahead, so this is the floor under a create),
+//! and `docker start` of a stopped container of the same image; each `docker` invocation timed
+//! from spawn to exit, as the `nexus` ones are. The floor under Nexus's numbers, measured under
+//! the same load.
 
 use std::time::{Duration, Instant};
 
@@ -57,10 +59,14 @@ pub(crate) struct PeerReport {
     pub(crate) peer: String,
     /// `docker network create` then `docker run -d`, both timed.
     pub(crate) run_with_network: Percentiles,
+    /// `docker run -d` alone, onto a network made (untimed) beforehand.
+    pub(crate) run_on_network: Percentiles,
     /// `docker start` of a stopped container.
     pub(crate) start: Percentiles,
     pub(crate) ratio_create_p50: f64,
     pub(crate) ratio_create_p95: f64,
+    /// Nexus's create → running over `docker run -d` onto a network made beforehand, at p50.
+    pub(crate) ratio_create_on_network_p50: f64,
     pub(crate) ratio_warm_p50: f64,
     pub(crate) ratio_warm_p95: f64,
 }
@@ -131,6 +137,7 @@ pub(crate) async fn run(args: Args) -> Report {
     }
     let mut created = Vec::with_capacity(trials);
     let mut engine_runs = Vec::with_capacity(trials);
+    let mut engine_runs_on_network = Vec::with_capacity(trials);
     for i in 0..trials {
         let name = format!("c{i}");
         quiet();
@@ -140,6 +147,11 @@ pub(crate) async fn run(args: Args) -> Report {
             let name = format!("r{i}");
             quiet();
             engine_runs.push(engine.run_with_network(&name));
+            engine.remove(&name);
+            let name = format!("n{i}");
+            engine.network(&name);
+            quiet();
+            engine_runs_on_network.push(engine.run(&name));
             engine.remove(&name);
         }
     }
@@ -173,14 +185,17 @@ pub(crate) async fn run(args: Args) -> Report {
     let warm_start = Percentiles::of(warm);
     let against = engine.map(|engine| {
         let run_with_network = Percentiles::of(engine_runs);
+        let run_on_network = Percentiles::of(engine_runs_on_network);
         let start = Percentiles::of(engine_starts);
         PeerReport {
             peer: engine.version(),
             ratio_create_p50: create_to_running.p50_ms / run_with_network.p50_ms,
             ratio_create_p95: create_to_running.p95_ms / run_with_network.p95_ms,
+            ratio_create_on_network_p50: create_to_running.p50_ms / run_on_network.p50_ms,
             ratio_warm_p50: warm_start.p50_ms / start.p50_ms,
             ratio_warm_p95: warm_start.p95_ms / start.p95_ms,
             run_with_network,
+            run_on_network,
             start,
         }
     });
@@ -224,27 +239,36 @@ impl Engine {
 
     /// `docker network create` and `docker run -d`, timed together.
     fn run_with_network(&self, name: &str) -> Duration {
+        self.network(name) + self.run(name)
+    }
+
+    /// `docker network create` of the network a container of this name joins, timed.
+    fn network(&self, name: &str) -> Duration {
+        self.docker(&["network", "create", &self.container(name)])
+    }
+
+    /// `docker run -d` of a container of this name onto its network, which exists; timed.
+    fn run(&self, name: &str) -> Duration {
         let container = self.container(name);
         let mount = format!("{}:/workspace", self.files.display());
-        self.docker(&["network", "create", &container])
-            + self.docker(&[
-                "run",
-                "-d",
-                "--name",
-                &container,
-                "--network",
-                &container,
-                "--init",
-                "--cpus",
-                "0.5",
-                "--memory",
-                "1g",
-                "-v",
-                &mount,
-                &self.image,
-                "sleep",
-                "1000000",
-            ])
+        self.docker(&[
+            "run",
+            "-d",
+            "--name",
+            &container,
+            "--network",
+            &container,
+            "--init",
+            "--cpus",
+            "0.5",
+            "--memory",
+            "1g",
+            "-v",
+            &mount,
+            &self.image,
+            "sleep",
+            "1000000",
+        ])
     }
 
     /// Removes a container and its network (untimed).
