@@ -31,6 +31,27 @@ pub struct DockerFleet {
     _cleanup: Vec<HostCleanup>,
 }
 
+impl Drop for DockerFleet {
+    /// Stops the agents as an operator would, before the hosts' cleanup: an agent killed with a
+    /// ready network's `network create` in flight leaves the engine to finish it after the
+    /// cleanup has listed the host's networks, and the network stays behind, in the way of
+    /// tests that count networks; a stopped agent waits for it and removes its free ready
+    /// networks itself.
+    fn drop(&mut self) {
+        let agents = self.agents.get_mut().unwrap_or_else(|e| e.into_inner());
+        for agent in agents.iter().flatten() {
+            agent.process.ask_to_stop();
+        }
+        let deadline = std::time::Instant::now() + AGENT_STOP_PATIENCE;
+        for agent in agents.iter_mut().flatten() {
+            agent.process.reap_within(deadline);
+        }
+    }
+}
+
+/// How long an agent of the fleet may take to stop before it is killed.
+const AGENT_STOP_PATIENCE: Duration = Duration::from_secs(10);
+
 impl DockerFleet {
     pub async fn start(tag: &str, agents: usize) -> DockerFleet {
         DockerFleet::start_with(tag, agents, &[]).await
@@ -107,6 +128,7 @@ impl DockerFleet {
         ));
     }
 
+    /// SIGKILL of agent `index`, as a crash: it cleans up nothing.
     pub fn kill_agent(&self, index: usize) {
         if let Some(mut agent) = self.agents.lock().unwrap()[index].take() {
             agent.process.kill();

@@ -189,6 +189,31 @@ impl Process {
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// SIGTERM, as an operator's stop; [`Process::reap_within`] waits for it.
+    pub fn ask_to_stop(&self) {
+        if self.paused.load(std::sync::atomic::Ordering::Relaxed) {
+            self.resume();
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Reaps the process once it has exited, or SIGKILLs it at `deadline`. Whether it exited by
+    /// itself.
+    pub fn reap_within(&mut self, deadline: std::time::Instant) -> bool {
+        loop {
+            if self.exited().is_some() {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                self.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGSTOP: the process stops where it is, sockets open, as a long GC pause or a frozen VM.
     /// Returns once every thread has stopped (see [`wait_stopped`]).
     pub fn pause(&self) {
