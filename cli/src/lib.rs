@@ -13,6 +13,7 @@ pub mod fleetlogs;
 pub mod health;
 pub mod leader;
 pub mod listing;
+pub mod logfollow;
 pub mod notices;
 pub mod output;
 pub mod progress;

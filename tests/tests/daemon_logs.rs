@@ -2,7 +2,8 @@
 //! hollow agent write JSON lines to their log directories; an error on the agent (a workspace
 //! whose creation fails for good) is found by `admin logs --errors`, labelled with its host;
 //! `admin workspace logs --system` finds the agent's lines about that workspace; `--follow`
-//! prints what is written after; a coordinator that was killed is named, and not fatal.
+//! prints what is written after, and takes in agents that connect or come back after it began;
+//! a coordinator that was killed is named, and not fatal.
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -265,4 +266,115 @@ async fn the_fleets_logs_are_on_disk_merged_and_a_dead_daemon_is_named() {
         .map(|r| r["at_us"].as_u64().unwrap())
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]));
+}
+
+/// `--follow` looks at the roster again as it runs: an agent that connects after the follow
+/// began is followed, and one that stops and starts again is named once and followed again from
+/// its newest record printed, with nothing printed twice.
+#[tokio::test]
+async fn a_follow_takes_in_agents_that_come_and_come_back() {
+    let pki = TestPki::new();
+    let cluster = TestCluster::start(&pki, 1, &[]).await;
+    cluster.leader(&pki, Duration::from_secs(20)).await;
+    let addresses = cluster.live_addresses();
+    let admin = pki::user("ops", Role::Admin);
+    let home = pki.scratch("home-ops");
+    let mut follow = cli_command(&pki, &admin, &home, &addresses)
+        .args([
+            "admin", "logs", "--follow", "--level", "info", "--last", "1m", "--output", "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = |from: Box<dyn std::io::Read + Send>| {
+        let (lines_in, lines) = std::sync::mpsc::channel::<Value>();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(from).lines() {
+                let Ok(line) = line else { break };
+                if lines_in.send(serde_json::from_str(&line).unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        lines
+    };
+    let stdout = lines(Box::new(follow.stdout.take().unwrap()));
+    let stderr = lines(Box::new(follow.stderr.take().unwrap()));
+    let mut printed: Vec<Value> = Vec::new();
+    until(
+        &stdout,
+        "coordinator record",
+        &|l| l["source"] == "coordinator-1",
+        &mut printed,
+    );
+
+    // An agent that connects after the follow began.
+    let mut agent = AgentProcess::start(&pki, "late", &addresses, &[]);
+    until(
+        &stdout,
+        "record of the late agent",
+        &|l| l["source"] == "agent-late",
+        &mut printed,
+    );
+
+    // It stops (its stream ends: named on stderr) and starts again: followed again.
+    agent.process.ask_to_stop();
+    assert!(
+        agent
+            .process
+            .reap_within(std::time::Instant::now() + Duration::from_secs(20)),
+        "the agent stops on SIGTERM"
+    );
+    let ended = until(
+        &stderr,
+        "the stream's end named",
+        &|l| l["source"] == "agent-late",
+        &mut Vec::new(),
+    );
+    assert!(
+        ended["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("asked again every 10 s"),
+        "{ended}"
+    );
+    // Written after the first process was reaped: the second's.
+    let restarted_us = nexus_protocol::clock::now_us();
+    let _agent = AgentProcess::start(&pki, "late", &addresses, &[]);
+    until(
+        &stdout,
+        "a record of the agent started again",
+        &|l| l["source"] == "agent-late" && l["at_us"].as_u64().unwrap() > restarted_us,
+        &mut printed,
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
+    // Nothing twice: an ask again starts at the newest record printed and leaves it out.
+    let mut seen = std::collections::BTreeSet::new();
+    for line in &printed {
+        assert!(seen.insert(line.to_string()), "printed twice: {line}");
+    }
+}
+
+/// Reads `from` until a line passes `wanted` (within 40 s), keeping every record read in `printed`.
+fn until(
+    from: &std::sync::mpsc::Receiver<Value>,
+    what: &str,
+    wanted: &dyn Fn(&Value) -> bool,
+    printed: &mut Vec<Value>,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = from
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no {what} within 40 s; printed {printed:?}"));
+        if line.get("at_us").is_some() {
+            printed.push(line.clone());
+        }
+        if wanted(&line) {
+            return line;
+        }
+    }
 }

@@ -20,6 +20,7 @@ use crate::args::{AdminLogsArgs, LogsArgs, OutputFormat};
 use crate::error::CliError;
 use crate::fleet::{self, Daemon, Roster};
 use crate::fleetlogs::{self, Labelled};
+use crate::logfollow::Follows;
 use crate::output;
 use crate::settings::Settings;
 
@@ -148,66 +149,157 @@ pub async fn admin_logs(
         print_records(format, &fleetlogs::merge(answered, per_source));
         return Ok(());
     }
-    let opens = daemons.iter().map(|daemon| {
-        let query = query.clone();
-        async move {
-            (
-                daemon.label(),
-                in_time(follow(settings, daemon, query)).await,
-            )
-        }
-    });
-    let mut backlogs = Vec::new();
-    let mut streams = Vec::new();
-    let mut failed = unlisted;
-    for (source, opened) in join_all(opens).await {
-        match opened {
-            Ok((backlog, subscription)) => {
-                backlogs.push((source.clone(), backlog));
-                streams.push(frames(source, subscription));
-            }
-            Err(error) => {
-                print_failure(format, &source, &error.error.message);
-                failed.push((source, error));
-            }
-        }
-    }
-    if streams.is_empty() {
+    // Followed: every daemon's backlog, then each batch as it comes, from whichever daemon
+    // sends it; the roster is looked at again every [`REFRESH`].
+    let mut follows = Follows::new(since_us);
+    let mut batches = futures_util::stream::SelectAll::new();
+    let opened = open_follows(settings, &daemons, &query, &mut follows, format).await;
+    if opened.is_empty() {
+        let failed = unlisted
+            .into_iter()
+            .chain(opened.failed)
+            .collect::<Vec<_>>();
         return Err(none_answered(failed));
     }
-    print_records(format, &fleetlogs::merge(backlogs, per_source));
-    // Then each batch as it comes, from whichever daemon sends it.
-    let mut batches = futures_util::stream::select_all(streams);
-    while let Some((source, frame)) = batches.next().await {
-        match frame.map_err(CliError::from).and_then(records) {
-            Ok(batch) => {
-                print_records(format, &fleetlogs::merge(vec![(source, batch)], usize::MAX))
+    print_records(format, &fleetlogs::merge(opened.backlogs, per_source));
+    batches.extend(opened.streams);
+    let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
+    loop {
+        tokio::select! {
+            Some(item) = batches.next(), if !batches.is_empty() => match item {
+                Followed::Frame(source, frame) => {
+                    match frame.map_err(CliError::from).and_then(records) {
+                        Ok(batch) => {
+                            let batch = follows.fresh(&source, batch);
+                            print_records(format, &fleetlogs::merge(vec![(source, batch)], usize::MAX));
+                        }
+                        // A stream that fails ends: said once, with its end.
+                        Err(error) => {
+                            if follows.lost(&source) {
+                                print_failure(format, &source, &again(&error.error.message));
+                            }
+                        }
+                    }
+                }
+                Followed::Ended(source) => {
+                    if follows.lost(&source) {
+                        print_failure(format, &source, &again("its log stream ended"));
+                    }
+                }
+            },
+            _ = refresh.tick() => {
+                let roster = Roster::discover(settings, &args.hosts, &args.nodes, READ_TIMEOUT).await;
+                let daemons = match roster {
+                    Ok(roster) => roster.daemons,
+                    Err(error) => {
+                        if follows.lost(ROSTER) {
+                            print_failure(format, ROSTER, &error.error.message);
+                        }
+                        continue;
+                    }
+                };
+                follows.opened(ROSTER);
+                let labels: Vec<String> = daemons.iter().map(Daemon::label).collect();
+                let wanted = follows.to_open(labels.iter().map(String::as_str));
+                let new: Vec<Daemon> = daemons
+                    .into_iter()
+                    .filter(|daemon| wanted.contains(&daemon.label().as_str()))
+                    .collect();
+                let opened = open_follows(settings, &new, &query, &mut follows, format).await;
+                print_records(format, &fleetlogs::merge(opened.backlogs, per_source));
+                batches.extend(opened.streams);
             }
-            Err(error) => print_failure(format, &source, &error.error.message),
         }
     }
-    Ok(())
 }
 
-type Frames = std::pin::Pin<
-    Box<
-        dyn futures_util::Stream<Item = (String, Result<Response, nexus_protocol::WireError>)>
-            + Send,
-    >,
->;
+/// How often a follow looks at the roster again: for agents that connected after it began,
+/// and daemons whose stream ended.
+const REFRESH: Duration = Duration::from_secs(10);
 
-/// A subscription's frames, labelled with their source.
+/// `why` a daemon's stream was lost, and that it is asked again.
+fn again(why: &str) -> String {
+    format!("{why}; asked again every {} s", REFRESH.as_secs())
+}
+
+/// How a follow names the roster when no coordinator answers for it.
+const ROSTER: &str = "roster";
+
+/// What [`open_follows`] opened: each daemon's backlog and stream, and those that failed.
+struct Opened {
+    backlogs: Vec<(String, Vec<LogRecord>)>,
+    streams: Vec<Frames>,
+    failed: Vec<(String, CliError)>,
+}
+
+impl Opened {
+    fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+}
+
+/// Opens a follow of each of `daemons` at once, each from where `follows` says, and names on
+/// stderr each that failed (once until it is followed again).
+async fn open_follows(
+    settings: &Settings,
+    daemons: &[Daemon],
+    query: &LogQuery,
+    follows: &mut Follows,
+    format: OutputFormat,
+) -> Opened {
+    let opens = daemons.iter().map(|daemon| {
+        let source = daemon.label();
+        let query = LogQuery {
+            since_us: Some(follows.since_for(&source)),
+            ..query.clone()
+        };
+        async move { (source, in_time(follow(settings, daemon, query)).await) }
+    });
+    let mut opened = Opened {
+        backlogs: Vec::new(),
+        streams: Vec::new(),
+        failed: Vec::new(),
+    };
+    for (source, answer) in join_all(opens).await {
+        match answer {
+            Ok((backlog, subscription)) => {
+                follows.opened(&source);
+                let backlog = follows.fresh(&source, backlog);
+                opened.backlogs.push((source.clone(), backlog));
+                opened.streams.push(frames(source, subscription));
+            }
+            Err(error) => {
+                if follows.lost(&source) {
+                    print_failure(format, &source, &error.error.message);
+                }
+                opened.failed.push((source, error));
+            }
+        }
+    }
+    opened
+}
+
+/// An item of a followed daemon's stream: a frame, or its end.
+enum Followed {
+    Frame(String, Result<Response, nexus_protocol::WireError>),
+    Ended(String),
+}
+
+type Frames = std::pin::Pin<Box<dyn futures_util::Stream<Item = Followed> + Send>>;
+
+/// A subscription's frames, labelled with their source, then its end.
 fn frames(source: String, subscription: Subscription) -> Frames {
-    Box::pin(futures_util::stream::unfold(
-        subscription,
-        move |mut subscription| {
+    let end = futures_util::stream::once(std::future::ready(Followed::Ended(source.clone())));
+    Box::pin(
+        futures_util::stream::unfold(subscription, move |mut subscription| {
             let source = source.clone();
             async move {
                 let frame = subscription.next().await?;
-                Some(((source, frame), subscription))
+                Some((Followed::Frame(source, frame), subscription))
             }
-        },
-    ))
+        })
+        .chain(end),
+    )
 }
 
 /// No daemon answered: the first failure says why, and the others are already on stderr.
