@@ -7,8 +7,14 @@
 //! The pure parts are apart and tested by table: a backup's id from its time and index
 //! ([`backup_id`]), whether a name is an id ([`is_backup_id`], the guard against a path in a
 //! request), the order of ids ([`newest_first`]) and which to prune ([`to_prune`]).
+//!
+//! An uploaded backup (adopted from `backup upload`, to be restored) is marked `ID.uploaded`, and
+//! for [`UPLOAD_SPARED`] after it came pruning neither deletes it nor counts it towards the
+//! number kept: it is usually older than every backup the schedule made, so it would be the
+//! first to go.
 
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -91,10 +97,20 @@ pub fn newest_first(a: &str, b: &str) -> Ordering {
     }
 }
 
+/// How long an uploaded backup is spared by pruning: a day to restore it.
+pub const UPLOAD_SPARED: Duration = Duration::from_secs(24 * 3600);
+
+/// The extension of an uploaded backup's marker, `ID.uploaded`: its modification time is when
+/// the upload came.
+const UPLOADED: &str = "uploaded";
+
 /// Of the backups `ids`, those to delete so that the newest `keep` remain (at least one is
-/// always kept).
-pub fn to_prune(ids: &[String], keep: u32) -> Vec<String> {
-    let mut sorted: Vec<&String> = ids.iter().filter(|id| is_backup_id(id)).collect();
+/// always kept); those `spared` (uploads just come) are neither deleted nor counted.
+pub fn to_prune(ids: &[String], keep: u32, spared: &BTreeSet<String>) -> Vec<String> {
+    let mut sorted: Vec<&String> = ids
+        .iter()
+        .filter(|id| is_backup_id(id) && !spared.contains(*id))
+        .collect();
     sorted.sort_by(|a, b| newest_first(a, b));
     let keep = usize::try_from(keep.max(1)).unwrap_or(usize::MAX);
     sorted.into_iter().skip(keep).cloned().collect()
@@ -228,9 +244,48 @@ impl BackupDir {
         let result = (|| {
             set_mode(from, 0o600)?;
             fs::rename(from, &path)?;
+            File::create(self.marker(id))?;
             sync_dir(&self.dir)
         })();
         result.map_err(|e| self.io_error("keep", &e))
+    }
+
+    /// Where backup `id`'s upload marker lives (the id is checked by the caller).
+    fn marker(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.{UPLOADED}"))
+    }
+
+    /// The uploaded backups that pruning spares at `now`, and the markers that have lapsed
+    /// (their upload older than [`UPLOAD_SPARED`], or their backup gone).
+    fn uploads(&self, now: Timestamp) -> (BTreeSet<String>, Vec<PathBuf>) {
+        let mut spared = BTreeSet::new();
+        let mut lapsed = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return (spared, lapsed);
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|name| name.strip_suffix(&format!(".{UPLOADED}")))
+                .filter(|id| is_backup_id(id))
+            else {
+                continue;
+            };
+            let came = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|came| came.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|came| Timestamp::from_millis(u64::try_from(came.as_millis()).unwrap_or(0)));
+            let fresh = came.is_some_and(|came| came.saturating_add(UPLOAD_SPARED) > now);
+            if fresh && self.file(id).exists() {
+                spared.insert(id.to_string());
+            } else {
+                lapsed.push(entry.path());
+            }
+        }
+        (spared, lapsed)
     }
 
     /// Where a temporary upload `name` is written, in the directory (so the final rename is
@@ -327,13 +382,23 @@ impl BackupDir {
             .collect())
     }
 
-    /// Deletes all but the newest `keep` backups; returns the ids deleted.
+    /// Deletes all but the newest `keep` backups, sparing uploads younger than
+    /// [`UPLOAD_SPARED`]; returns the ids deleted.
     pub fn prune(&self, keep: u32) -> Result<Vec<String>, WireError> {
-        let doomed = to_prune(&self.ids()?, keep);
+        self.prune_at(keep, nexus_protocol::clock::now())
+    }
+
+    /// [`BackupDir::prune`] as of `now`.
+    fn prune_at(&self, keep: u32, now: Timestamp) -> Result<Vec<String>, WireError> {
+        let (spared, lapsed) = self.uploads(now);
+        let doomed = to_prune(&self.ids()?, keep, &spared);
         for id in &doomed {
             fs::remove_file(self.file(id)).map_err(|e| self.io_error("prune", &e))?;
         }
-        if !doomed.is_empty() {
+        for marker in &lapsed {
+            let _ = fs::remove_file(marker);
+        }
+        if !doomed.is_empty() || !lapsed.is_empty() {
             sync_dir(&self.dir).map_err(|e| self.io_error("prune", &e))?;
         }
         Ok(doomed)
@@ -545,7 +610,7 @@ mod tests {
             .map(|hour| backup_id(Timestamp::from_millis(NOON + hour * 3_600_000), hour, 0))
             .collect();
         let check = |keep: u32, want: &[&str]| {
-            let mut doomed = to_prune(&ids, keep);
+            let mut doomed = to_prune(&ids, keep, &BTreeSet::new());
             doomed.sort();
             assert_eq!(doomed, want, "keep {keep}");
         };
@@ -562,7 +627,12 @@ mod tests {
                 "20261203T160000Z-i4",
             ],
         );
-        assert!(to_prune(&["junk".to_string()], 0).is_empty());
+        assert!(to_prune(&["junk".to_string()], 0, &BTreeSet::new()).is_empty());
+        // An upload spared is neither deleted nor counted: the newest three others stay.
+        let spared = BTreeSet::from([ids[0].clone()]);
+        let mut doomed = to_prune(&ids, 3, &spared);
+        doomed.sort();
+        assert_eq!(doomed, ["20261203T140000Z-i2"]);
     }
 
     fn header(id: &str) -> BackupHeader {
@@ -652,5 +722,39 @@ mod tests {
         backups.remove_leftovers();
         assert!(!leftover.exists());
         assert_eq!(backups.ids().unwrap(), [damaged, ids[2].clone()]);
+    }
+
+    /// An uploaded backup, older than every backup the schedule made, is spared by pruning (and
+    /// not counted) for a day after it came, then pruned like the others, its marker with it.
+    #[test]
+    fn an_upload_is_spared_by_pruning_for_a_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let backups = BackupDir::new(dir.path().join("backups"), NodeId::new(1).unwrap());
+        let made: Vec<String> = (1..=3)
+            .map(|i| backup_id(Timestamp::from_millis(NOON + i * 3_600_000), 100 + i, 0))
+            .collect();
+        for id in &made {
+            backups.write(id, &file(id)).unwrap();
+        }
+        let old = backup_id(Timestamp::from_millis(NOON - 86_400_000), 7, 0);
+        let upload = backups.upload_path("u1").unwrap();
+        fs::write(&upload, file(&old)).unwrap();
+        backups.adopt(&old, &upload).unwrap();
+        let now = nexus_protocol::clock::now();
+        assert_eq!(
+            backups.prune_at(2, now).unwrap(),
+            [made[0].clone()],
+            "the two newest made stay, and the upload beside them"
+        );
+        assert_eq!(
+            backups.ids().unwrap(),
+            [made[2].clone(), made[1].clone(), old.clone()]
+        );
+        let later = now.saturating_add(UPLOAD_SPARED + Duration::from_secs(60));
+        assert_eq!(
+            backups.prune_at(2, later).unwrap(),
+            std::slice::from_ref(&old)
+        );
+        assert!(!backups.marker(&old).exists(), "its marker goes with it");
     }
 }

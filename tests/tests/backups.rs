@@ -376,6 +376,74 @@ async fn scheduled_backups_keep_exactly_their_number_each_verifiable() {
     }
 }
 
+/// A coordinator that does not lead prunes its own backup directory to the schedule's `keep`
+/// (here as it starts, a follower): a former leader's backups do not stay beyond it.
+#[tokio::test]
+async fn a_coordinator_that_does_not_lead_prunes_its_backups_too() {
+    let pki = TestPki::new();
+    let mut cluster = TestCluster::start(&pki, 3, &[]).await;
+    let leader = cluster
+        .leader(&pki, Duration::from_secs(20))
+        .await
+        .node
+        .get();
+    ok(
+        &admin(
+            &pki,
+            &cluster,
+            &["admin", "backup", "schedule", "--every", "0", "--keep", "2"],
+        ),
+        "schedule",
+    );
+    // A second apart, so that their ids sort by time as text.
+    for _ in 0..4 {
+        ok(
+            &admin(&pki, &cluster, &["admin", "backup", "create"]),
+            "create",
+        );
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+    }
+    let backups_of =
+        |cluster: &TestCluster, index: usize| cluster.members[index].data_dir.join("backups");
+    let made: Vec<std::path::PathBuf> =
+        std::fs::read_dir(backups_of(&cluster, cluster.index_of(leader)))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == backup::EXTENSION))
+            .collect();
+    assert_eq!(made.len(), 4, "{made:?}");
+    // A follower that holds them all, as a former leader would.
+    let follower = cluster.members.iter().position(|m| m.id != leader).unwrap();
+    cluster.kill(follower);
+    let dir = backups_of(&cluster, follower);
+    std::fs::create_dir_all(&dir).unwrap();
+    for path in &made {
+        std::fs::copy(path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    cluster.restart(&pki, follower).await;
+    let mut newest: Vec<String> = made
+        .iter()
+        .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    newest.sort();
+    let newest = newest.split_off(2);
+    eventually(
+        "the follower pruned to two",
+        Duration::from_secs(20),
+        || {
+            let mut kept: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(&format!(".{}", backup::EXTENSION)))
+                .collect();
+            kept.sort();
+            let done = kept == newest;
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_fleet_that_lost_every_coordinator_comes_back_from_a_backup_file() {
     let mut fleet = DockerFleet::start("bkp", 1).await;

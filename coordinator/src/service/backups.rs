@@ -46,15 +46,21 @@ pub struct Backups {
     uploads: Mutex<BTreeMap<String, Upload>>,
 }
 
-/// What the schedule remembers between rounds, while this node leads.
+/// What the schedule remembers between rounds.
 #[derive(Debug, Default)]
 pub struct ScheduleMemory {
+    /// When this node, not leading, last pruned its directory, and to how many.
+    pruned: Option<(Instant, u32)>,
     leading: bool,
     /// Since when this node leads, as this schedule saw it.
     leading_since: Option<Timestamp>,
     /// When the newest backup was made (or last tried).
     last: Option<Timestamp>,
 }
+
+/// How often a coordinator that does not lead prunes its backup directory, besides whenever the
+/// number to keep changes (the leader prunes after each backup it makes).
+const FOLLOWER_PRUNE_PERIOD: Duration = Duration::from_secs(600);
 
 /// A backup file arriving in pieces.
 #[derive(Debug)]
@@ -439,6 +445,27 @@ impl Service {
         }
     }
 
+    /// Prunes this node's backup directory to the schedule's number to keep, read at
+    /// `consistency` (uploads just come spared); the number, unless it could not be read. Every
+    /// node prunes, so a former leader's backups follow the schedule too.
+    async fn prune_backups(&self, consistency: Consistency) -> Option<u32> {
+        let backups = self.backups.as_ref()?;
+        let keep = self
+            .cluster
+            .read(consistency, |state| state.backup_schedule().keep)
+            .await
+            .ok()?;
+        let dir = backups.dir.clone();
+        match blocking(move || dir.prune(keep)).await {
+            Ok(pruned) if !pruned.is_empty() => {
+                tracing::info!(pruned = ?pruned, keep, "old backups pruned");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!("cannot prune the backups: {}", error.message),
+        }
+        Some(keep)
+    }
+
     /// One round of the schedule: while this node leads, it makes a backup if the replicated
     /// schedule says one is due (from the newest backup in its own directory; a new leader with
     /// none waits [`crate::backups::NEW_LEADER_GRACE`] or an interval, whichever is shorter), verifies it and prunes to the number to keep. A failure is
@@ -449,10 +476,32 @@ impl Service {
         };
         let metrics = self.cluster.metrics().clone();
         if self.cluster.require_leader().await.is_err() {
-            *memory = ScheduleMemory::default();
+            let pruned = memory.pruned;
+            *memory = ScheduleMemory {
+                pruned,
+                ..ScheduleMemory::default()
+            };
             metrics.backup_interval.set(0.0);
+            // Due when `keep` moved (as this replica has it) or a period passed; then pruned to
+            // `keep` as a linearizable read gives it, so that a replica still catching up (just
+            // restarted) never prunes to an old number.
+            let keep = self
+                .cluster
+                .read(Consistency::Stale, |state| state.backup_schedule().keep)
+                .await;
+            let due = match (pruned, keep) {
+                (_, Err(_)) => false,
+                (None, Ok(_)) => true,
+                (Some((at, before)), Ok(keep)) => {
+                    keep != before || at.elapsed() >= FOLLOWER_PRUNE_PERIOD
+                }
+            };
+            if due && let Some(keep) = self.prune_backups(Consistency::Linearizable).await {
+                memory.pruned = Some((Instant::now(), keep));
+            }
             return;
         }
+        memory.pruned = None;
         let Ok(schedule) = self
             .cluster
             .read(Consistency::Stale, State::backup_schedule)
@@ -488,14 +537,7 @@ impl Service {
         match self.create_backup().await {
             Ok(info) => {
                 tracing::info!(id = %info.header.id, index = info.header.index, "scheduled backup made");
-                let dir = backups.dir.clone();
-                match blocking(move || dir.prune(schedule.keep)).await {
-                    Ok(pruned) if !pruned.is_empty() => {
-                        tracing::info!(pruned = ?pruned, keep = schedule.keep, "old backups pruned");
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!("cannot prune the backups: {}", error.message),
-                }
+                self.prune_backups(Consistency::Stale).await;
             }
             Err(error) => {
                 tracing::warn!(code = %error.code, "a scheduled backup failed: {}", error.message)
