@@ -216,14 +216,15 @@ fn one_line(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use expect_test::expect;
     use nexus_protocol::debug::{LogLevel, SpanRecord};
     use nexus_protocol::{RequestId, WorkspaceName};
 
     use super::*;
 
-    fn record(at_us: u64, message: &str) -> LogRecord {
+    /// A record at `at_us` saying `message`, at info (also `logfollow`'s tests').
+    pub(crate) fn record(at_us: u64, message: &str) -> LogRecord {
         LogRecord {
             at_us,
             level: LogLevel::Info,

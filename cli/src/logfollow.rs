@@ -89,23 +89,8 @@ impl Follows {
 
 #[cfg(test)]
 mod tests {
-    use nexus_protocol::debug::LogLevel;
-
     use super::*;
-
-    fn record(at_us: u64, message: &str) -> LogRecord {
-        LogRecord {
-            at_us,
-            level: LogLevel::Info,
-            target: "t".into(),
-            source: "agent-a".into(),
-            request_id: None,
-            workspace: None,
-            message: message.into(),
-            fields: Vec::new(),
-            span: None,
-        }
-    }
+    use crate::fleetlogs::tests::record;
 
     fn messages(records: &[LogRecord]) -> Vec<&str> {
         records.iter().map(|r| r.message.as_str()).collect()
