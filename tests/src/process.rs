@@ -194,9 +194,7 @@ impl Process {
         if self.paused.load(std::sync::atomic::Ordering::Relaxed) {
             self.resume();
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.send("-TERM");
     }
 
     /// Reaps the process once it has exited, or SIGKILLs it at `deadline`. Whether it exited by
@@ -233,11 +231,15 @@ impl Process {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
+        assert!(self.send(signal), "kill {signal} {}", self.child.id());
+    }
+
+    /// `kill SIGNAL` of the process; whether it was delivered (not to one already reaped).
+    fn send(&self, signal: &str) -> bool {
+        Command::new("kill")
             .args([signal, &self.child.id().to_string()])
             .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {signal} {}", self.child.id());
+            .is_ok_and(|status| status.success())
     }
 
     /// The exit status, if it has exited.
