@@ -3,7 +3,10 @@
 //! carries on with what it was last told instead of knowing nothing.
 //!
 //! One JSON file in the data dir, replaced atomically (written aside, synced, renamed, the
-//! directory synced). A file that cannot be read is moved aside with a warning, never deleted,
+//! directory synced). It is written on every new desired state and every change of what runs,
+//! so it is written compactly from borrowed parts (saving was a quarter of a hollow fleet's CPU
+//! at 1,000 hosts, copying and pretty-printing nearly half of that; `jq . agent-state.json`
+//! shows it pretty). A file that cannot be read is moved aside with a warning, never deleted,
 //! and the agent starts as if it had none: it then touches nothing until a coordinator answers.
 
 use std::collections::BTreeSet;
@@ -31,11 +34,39 @@ pub struct Saved {
     pub boot_id: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// [`Saved`], borrowed: what [`Cache::save`] writes, so that a save copies nothing.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SavedView<'a> {
+    pub desired: Option<&'a DesiredState>,
+    pub restartable: &'a BTreeSet<(WorkspaceName, u64)>,
+    pub running: &'a BTreeSet<(WorkspaceName, u64)>,
+    pub boot_id: Option<&'a str>,
+}
+
+impl Saved {
+    pub fn view(&self) -> SavedView<'_> {
+        SavedView {
+            desired: self.desired.as_ref(),
+            restartable: &self.restartable,
+            running: &self.running,
+            boot_id: self.boot_id.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
 struct OnDisk {
     format: u32,
     #[serde(flatten)]
     saved: Saved,
+}
+
+/// [`OnDisk`] as written: the same fields, borrowed.
+#[derive(Serialize)]
+struct OnDiskView<'a> {
+    format: u32,
+    #[serde(flatten)]
+    saved: SavedView<'a>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,12 +120,12 @@ impl Cache {
     }
 
     /// Replaces the saved state atomically.
-    pub fn save(&self, saved: &Saved) -> std::io::Result<()> {
-        let on_disk = OnDisk {
+    pub fn save(&self, saved: SavedView<'_>) -> std::io::Result<()> {
+        let on_disk = OnDiskView {
             format: FORMAT,
-            saved: saved.clone(),
+            saved,
         };
-        let bytes = serde_json::to_vec_pretty(&on_disk).map_err(std::io::Error::other)?;
+        let bytes = serde_json::to_vec(&on_disk).map_err(std::io::Error::other)?;
         let temporary = self.path.with_extension("json.new");
         {
             let mut file = File::create(&temporary)?;
@@ -150,11 +181,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path());
         assert_eq!(cache.load(), Saved::default());
-        cache.save(&sample()).unwrap();
+        cache.save(sample().view()).unwrap();
         assert_eq!(cache.load(), sample());
         let mut newer = sample();
         newer.restartable.clear();
-        cache.save(&newer).unwrap();
+        cache.save(newer.view()).unwrap();
         assert_eq!(cache.load(), newer);
     }
 

@@ -25,7 +25,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::cache::{Cache, Saved};
+use crate::cache::{Cache, Saved, SavedView};
 use crate::git::host::GitHost;
 use crate::hops::{self, Causes};
 use crate::metrics::Metrics;
@@ -229,8 +229,7 @@ impl<R: Runtime> Reconciler<R> {
             }
             return;
         }
-        let saved = self.saved(Some(desired.clone()));
-        if let Err(error) = self.cache.save(&saved) {
+        if let Err(error) = self.cache.save(self.saved(Some(&desired))) {
             tracing::error!(path = %self.cache.path().display(), version = desired.version, "cannot save the new desired state, so not acting on it: {error}");
             self.unsaved = Some(desired);
             return;
@@ -244,18 +243,17 @@ impl<R: Runtime> Reconciler<R> {
         self.desired = Some(desired);
     }
 
-    fn saved(&self, desired: Option<DesiredState>) -> Saved {
-        Saved {
+    fn saved<'a>(&'a self, desired: Option<&'a DesiredState>) -> SavedView<'a> {
+        SavedView {
             desired,
-            restartable: self.memory.restartable.clone(),
-            running: self.running_before.clone(),
-            boot_id: self.running_boot.clone(),
+            restartable: &self.memory.restartable,
+            running: &self.running_before,
+            boot_id: self.running_boot.as_deref(),
         }
     }
 
     fn save(&self) {
-        let saved = self.saved(self.desired.clone());
-        if let Err(error) = self.cache.save(&saved) {
+        if let Err(error) = self.cache.save(self.saved(self.desired.as_ref())) {
             tracing::warn!(path = %self.cache.path().display(), "cannot save the agent's state: {error}");
         }
     }

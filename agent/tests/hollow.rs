@@ -366,7 +366,7 @@ async fn after_a_reboot_what_was_running_starts_again_but_a_crash_stays_failed()
         if rebooted {
             // The agent last listed under another boot.
             saved.boot_id = Some("an-earlier-boot".into());
-            cache.save(&saved).unwrap();
+            cache.save(saved.view()).unwrap();
         }
         let mut second = Agent::new(runtime.clone(), &host, dir.path(), 20);
         let w = observed(&second.settle().await, "w").clone();
