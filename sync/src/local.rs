@@ -10,6 +10,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::filter::{Filter, TEMP_PREFIX};
 use crate::path::RelPath;
@@ -211,6 +212,13 @@ fn write_atomically(
             .open(&temp)?;
         file.write_all(bytes)?;
         file.set_permissions(fs::Permissions::from_mode(mode))?;
+        // Its modification time a nanosecond (a tick, once the file system rounds it) before
+        // the write's: no later write can leave the same stamp, so the scanner may trust the
+        // digest it is told at once (`Scanner::written`).
+        let wrote = file.metadata()?.modified()?;
+        if let Some(before) = wrote.checked_sub(Duration::from_nanos(1)) {
+            file.set_modified(before)?;
+        }
         let written = file.metadata()?;
         fs::rename(&temp, target)?;
         let renamed = file.metadata()?;

@@ -1,7 +1,14 @@
 //! Reading one side's directory into a [`Tree`]: every file's SHA-256 (kept between scans and
 //! reused while the file's size, modification and change times and inode stay the same; the
 //! change time because a tool may put the old modification time back, and no one can set it),
-//! directories, and symlinks whose targets stay inside the root. What cannot be synced safely is
+//! directories, and symlinks whose targets stay inside the root.
+//!
+//! A digest read within its file's timestamp tick is not reused ("racily clean", as Git calls
+//! it): a second write of the same size in the same tick would leave the same stamp, and the
+//! scanner would keep the first content for good. Such a file is read again at every scan until
+//! a read begins after its tick; a file whose modification time lies before its change time
+//! (put back by a tool, or by [`crate::local`] on each file it writes) is safe at once, since
+//! any later write sets the modification time to the clock, past that change time. What cannot be synced safely is
 //! left out and said: symlinks that escape, names that are not UTF-8, sockets and devices. A
 //! file that changes while it is read fails the scan (the caller scans again a moment later)
 //! rather than being left out, which the other side would take for a deletion.
@@ -11,6 +18,7 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use crate::filter::Filter;
 use crate::path::RelPath;
@@ -54,6 +62,53 @@ impl Stamp {
             inode: metadata.ino(),
         }
     }
+
+    /// Whether a digest whose read began at `read_from` holds for as long as the file keeps this
+    /// stamp: its modification time lies before its change time (any later write moves the
+    /// modification time to the clock, past it), or the read began at least a `tick` (a
+    /// second's worth more where the times have no nanoseconds) after the change.
+    fn settled(&self, read_from: SystemTime, tick: Duration) -> bool {
+        if self.mtime < self.ctime {
+            return true;
+        }
+        let (seconds, nanos) = self.ctime;
+        let (Ok(seconds), Ok(nanos)) = (u64::try_from(seconds), u32::try_from(nanos)) else {
+            return true;
+        };
+        let tick = if nanos == 0 && self.mtime.1 == 0 {
+            tick.max(COARSE_TICK)
+        } else {
+            tick
+        };
+        let changed = SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos);
+        read_from
+            .duration_since(changed)
+            .is_ok_and(|since| since >= tick)
+    }
+}
+
+/// How long after a change a file's times may stay the same through another write: the file
+/// system's timestamp tick (the kernel's coarse clock, a jiffy of at most 10 ms, where times
+/// carry nanoseconds), with room for a busy machine.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// The tick of a file system whose times are whole seconds (and FAT's two).
+const COARSE_TICK: Duration = Duration::from_secs(2);
+
+/// The wall clock, to set against the file system's times. (The house reads it through
+/// `nexus_protocol::clock`; this crate depends on no Nexus crate, and only this reads it.)
+#[allow(clippy::disallowed_methods)]
+fn wall_clock() -> SystemTime {
+    SystemTime::now()
+}
+
+/// A file's digest, as the cache keeps it.
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    stamp: Stamp,
+    digest: Digest,
+    /// Whether the digest may be reused while the stamp is unchanged ([`Stamp::settled`]).
+    settled: bool,
 }
 
 /// How many times a file that changes while read is read again before the scan gives up.
@@ -63,7 +118,8 @@ const READ_ATTEMPTS: usize = 3;
 #[derive(Debug)]
 pub struct Scanner {
     root: PathBuf,
-    digests: BTreeMap<RelPath, (Stamp, Digest)>,
+    digests: BTreeMap<RelPath, Cached>,
+    tick: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -76,9 +132,16 @@ pub struct Scan {
 
 impl Scanner {
     pub fn new(root: impl Into<PathBuf>) -> Scanner {
+        Scanner::with_tick(root, TICK)
+    }
+
+    /// A scanner that takes the file system's timestamp tick to be `tick` (tests: an hour to
+    /// see every file as just written, zero to trust every digest).
+    pub fn with_tick(root: impl Into<PathBuf>, tick: Duration) -> Scanner {
         Scanner {
             root: root.into(),
             digests: BTreeMap::new(),
+            tick,
         }
     }
 
@@ -88,10 +151,19 @@ impl Scanner {
 
     /// Remembers the digest of a file this process has just written at `path` (`metadata` is
     /// the written file's, taken before anyone else could reach it), so that the next scan
-    /// does not read it again to learn what it already knows.
+    /// does not read it again to learn what it already knows: if its modification time was put
+    /// before the write's, as [`crate::local`] does; otherwise the next scan reads it.
     pub fn written(&mut self, path: &RelPath, metadata: &fs::Metadata, digest: Digest) {
-        self.digests
-            .insert(path.clone(), (Stamp::of(metadata), digest));
+        let stamp = Stamp::of(metadata);
+        let settled = stamp.settled(wall_clock(), self.tick);
+        self.digests.insert(
+            path.clone(),
+            Cached {
+                stamp,
+                digest,
+                settled,
+            },
+        );
     }
 
     /// Takes the digests `other` learned (newer than this one's) into this scanner.
@@ -141,7 +213,7 @@ impl Scanner {
         dir: Option<&RelPath>,
         filter: &Filter,
         scan: &mut Scan,
-        seen: &mut BTreeMap<RelPath, (Stamp, Digest)>,
+        seen: &mut BTreeMap<RelPath, Cached>,
     ) -> Result<(), ScanError> {
         let full = dir.map_or_else(|| self.root.clone(), |d| self.root.join(d.as_str()));
         let io = |source| ScanError::Io {
@@ -203,7 +275,7 @@ impl Scanner {
         metadata: &fs::Metadata,
         filter: &Filter,
         scan: &mut Scan,
-        seen: &mut BTreeMap<RelPath, (Stamp, Digest)>,
+        seen: &mut BTreeMap<RelPath, Cached>,
     ) -> Result<(), ScanError> {
         let kind = metadata.file_type();
         if filter.ignored(&path, kind.is_dir()) {
@@ -244,19 +316,19 @@ impl Scanner {
         }
         let executable = metadata.mode() & 0o111 != 0;
         let stamp = Stamp::of(metadata);
-        let (stamp, digest) = match self.digests.get(&path) {
-            Some((cached, digest)) if *cached == stamp => (stamp, *digest),
+        let cached = match self.digests.get(&path) {
+            Some(cached) if cached.settled && cached.stamp == stamp => *cached,
             _ => {
                 scan.hashed += 1;
                 self.read_digest(&path, &full)?
             }
         };
-        seen.insert(path.clone(), (stamp, digest));
+        seen.insert(path.clone(), cached);
         scan.tree.insert(
             path,
             Entry::File {
-                digest,
-                size: stamp.size,
+                digest: cached.digest,
+                size: cached.stamp.size,
                 executable,
             },
         );
@@ -264,18 +336,23 @@ impl Scanner {
     }
 
     /// Hashes the file, again if it changed meanwhile.
-    fn read_digest(&self, path: &RelPath, full: &Path) -> Result<(Stamp, Digest), ScanError> {
+    fn read_digest(&self, path: &RelPath, full: &Path) -> Result<Cached, ScanError> {
         let io = |source| ScanError::Io {
             path: full.to_path_buf(),
             source,
         };
         for _ in 0..READ_ATTEMPTS {
+            let read_from = wall_clock();
             let mut file = fs::File::open(full).map_err(io)?;
             let before = Stamp::of(&file.metadata().map_err(io)?);
             let digest = digest_of(&mut file).map_err(io)?;
             let after = Stamp::of(&fs::symlink_metadata(full).map_err(io)?);
             if before == after {
-                return Ok((after, digest));
+                return Ok(Cached {
+                    stamp: after,
+                    digest,
+                    settled: after.settled(read_from, self.tick),
+                });
             }
         }
         Err(ScanError::Busy(path.clone()))
@@ -318,4 +395,61 @@ pub fn stays_inside(link: &RelPath, target: &str) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(mtime: (i64, i64), ctime: (i64, i64)) -> Stamp {
+        Stamp {
+            size: 6,
+            mtime,
+            ctime,
+            inode: 1,
+        }
+    }
+
+    fn at(seconds: u64, nanos: u32) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos)
+    }
+
+    #[test]
+    fn a_digest_holds_once_read_a_tick_after_the_change() {
+        let written = stamp((1_000, 5_000_000), (1_000, 5_000_000));
+        // Read in the same tick, or just before its end: another write may leave this stamp.
+        assert!(!written.settled(at(1_000, 5_000_000), TICK));
+        assert!(!written.settled(at(1_000, 104_999_999), TICK));
+        // Read a tick after the change, or later.
+        assert!(written.settled(at(1_000, 105_000_000), TICK));
+        assert!(written.settled(at(2_000, 0), TICK));
+        // Read before the change (a clock stepped back): not trusted.
+        assert!(!written.settled(at(999, 0), TICK));
+    }
+
+    #[test]
+    fn times_of_whole_seconds_wait_out_a_coarse_tick() {
+        let written = stamp((1_000, 0), (1_000, 0));
+        assert!(!written.settled(at(1_001, 999_999_999), TICK));
+        assert!(written.settled(at(1_002, 0), TICK));
+        // Nanoseconds in the times: the file system keeps them.
+        let fine = stamp((1_000, 1), (1_000, 1));
+        assert!(!fine.settled(at(1_000, 100_000_000), TICK));
+        assert!(fine.settled(at(1_000, 100_000_001), TICK));
+    }
+
+    #[test]
+    fn a_modification_time_before_the_change_holds_at_once() {
+        // Put back by a tool, or a nanosecond before the write by `local`'s own writes.
+        let backdated = stamp((1_000, 4_999_999), (1_000, 5_000_000));
+        assert!(backdated.settled(at(1_000, 5_000_000), TICK));
+        // A modification time after the change time (a clock stepped back) proves nothing.
+        let ahead = stamp((1_000, 6_000_000), (1_000, 5_000_000));
+        assert!(!ahead.settled(at(1_000, 5_000_000), TICK));
+    }
+
+    #[test]
+    fn times_before_the_epoch_are_trusted_as_long_settled() {
+        assert!(stamp((-5, 0), (-5, 0)).settled(at(0, 0), TICK));
+    }
 }

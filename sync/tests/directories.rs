@@ -9,10 +9,11 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 use nexus_sync::filter::Filter;
 use nexus_sync::local::{self, ApplyError, DirectorySource};
-use nexus_sync::scan::Scanner;
+use nexus_sync::scan::{self, Scanner};
 use nexus_sync::{Change, Conflict, Entry, Mode, RelPath, Side, Tree, reconcile};
 
 struct Pair {
@@ -306,13 +307,48 @@ fn a_rescan_reads_only_what_changed() {
     for i in 0..50 {
         write(&a, &format!("d/{i}"), &i.to_string());
     }
+    // Past the files' timestamp tick, so that their digests may be kept.
+    std::thread::sleep(scan::TICK * 2);
     let mut scanner = Scanner::new(&a);
     assert_eq!(scanner.scan(&pair.filter).unwrap().hashed, 50);
     assert_eq!(scanner.scan(&pair.filter).unwrap().hashed, 0);
     write(&a, "d/7", "changed");
+    std::thread::sleep(scan::TICK * 2);
     let scan = scanner.scan(&pair.filter).unwrap();
     assert_eq!(scan.hashed, 1);
     assert_eq!(scan.tree.len(), 51);
+    assert_eq!(scanner.scan(&pair.filter).unwrap().hashed, 0);
+}
+
+/// A file read within its change's timestamp tick is read again at every scan until a read
+/// begins after the tick: a second write of the same size in that tick would leave the same
+/// size and times, and a digest kept from the first read would hide it for good. A file whose
+/// modification time lies before its change time needs no wait: any later write moves it.
+#[test]
+fn a_file_read_within_its_change_tick_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let filter = Filter::new(&[], true).unwrap();
+    write(dir.path(), "notes.txt", "before");
+    // A tick of an hour: every read here is within the file's.
+    let mut scanner = Scanner::with_tick(dir.path(), Duration::from_secs(3600));
+    assert_eq!(scanner.scan(&filter).unwrap().hashed, 1);
+    assert_eq!(scanner.scan(&filter).unwrap().hashed, 1);
+    assert_eq!(scanner.scan(&filter).unwrap().hashed, 1);
+    let path = dir.path().join("notes.txt");
+    let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime - Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(scanner.scan(&filter).unwrap().hashed, 1);
+    assert_eq!(scanner.scan(&filter).unwrap().hashed, 0);
+    // A fresh scanner that trusts every read keeps the digest from the first.
+    let mut trusting = Scanner::with_tick(dir.path(), Duration::ZERO);
+    write(dir.path(), "notes.txt", "after!");
+    assert_eq!(trusting.scan(&filter).unwrap().hashed, 1);
+    assert_eq!(trusting.scan(&filter).unwrap().hashed, 0);
 }
 
 #[test]
