@@ -289,4 +289,38 @@ mod tests {
         let back: Table = toml::from_str(&text).unwrap();
         assert_eq!(back["host_id"].as_str(), Some("dev-01"));
     }
+
+    /// Every key a config file may hold is shown: a setting added to the file and not to the
+    /// allow-list (which keeps it out of support bundles) fails here rather than going missing.
+    #[test]
+    fn every_key_of_the_file_is_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.toml");
+        let config = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            let path = file.to_str().unwrap();
+            Config::from_args(Args::try_parse_from(["nexus-agent", "--config", path]).unwrap())
+        };
+        let refusal = config("not_a_key = 1\n").unwrap_err();
+        // The whole chain: the parser's message is under the file's name.
+        let keys = nexus_fixtures::keys_expected(&format!("{refusal:#}"));
+        assert!(keys.len() > 20, "{keys:?} from {refusal:#}");
+        // Every optional setting given, so that each has a value to show.
+        let every = config(
+            r#"
+                host_id = "dev-01"
+                coordinators = ["10.0.0.1:7400"]
+                tls_dir = "/etc/nexus/pki"
+                data_dir = "/var/lib/nexus"
+                join_token_file = "/etc/nexus/join-token"
+                capacity_cpus = 4
+                capacity_memory_mib = 2048
+                advertise = "dev-01.example:7401"
+            "#,
+        )
+        .unwrap();
+        let shown: std::collections::BTreeSet<String> =
+            redacted_table(&every).keys().cloned().collect();
+        assert_eq!(shown, keys);
+    }
 }

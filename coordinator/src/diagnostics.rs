@@ -150,6 +150,8 @@ fn redacted_table(config: &Config) -> Table {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use clap::Parser;
 
     use super::*;
@@ -194,5 +196,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(redacted_config(&again), text);
+    }
+
+    /// Every key a config file may hold is shown: a setting added to the file and not to the
+    /// allow-list (which keeps it out of support bundles) fails here rather than going missing.
+    #[test]
+    fn every_key_of_the_file_is_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("coordinator.toml");
+        std::fs::write(&file, "not_a_key = 1\n").unwrap();
+        let path = file.to_str().unwrap();
+        let refusal = Config::from_args(
+            Args::try_parse_from(["nexus-coordinator", "--config", path]).unwrap(),
+        )
+        .unwrap_err();
+        let keys = nexus_fixtures::keys_expected(&refusal.to_string());
+        assert!(keys.len() > 20, "{keys:?} from {refusal}");
+        // Every optional setting given, so that each has a value to show.
+        let args = Args::try_parse_from([
+            "nexus-coordinator",
+            "--node-id",
+            "2",
+            "--listen",
+            "127.0.0.1:7400",
+            "--data-dir",
+            "/var/lib/nexus",
+            "--tls-dir",
+            "/etc/nexus/pki",
+            "--advertise",
+            "coord-2.example:7400",
+            "--credentials-key-file",
+            "/etc/nexus/credentials.key",
+        ])
+        .unwrap();
+        let shown = redacted_table(&Config::from_args(args).unwrap());
+        let shown: BTreeSet<String> = shown.keys().cloned().collect();
+        assert_eq!(shown, keys);
     }
 }
