@@ -151,10 +151,10 @@ pub fn patch(
             }
         }
     }
-    let mut reader = new.as_slice();
-    match crate::scan::digest_of(&mut reader) {
-        Ok(actual) if actual == *digest => Ok(new),
-        _ => Err(DeltaError::Mismatch),
+    if crate::scan::digest_bytes(&new) == *digest {
+        Ok(new)
+    } else {
+        Err(DeltaError::Mismatch)
     }
 }
 
@@ -217,7 +217,7 @@ mod tests {
     use super::*;
 
     fn digest(bytes: &[u8]) -> Digest {
-        crate::scan::digest_of(&mut &bytes[..]).unwrap_or_else(|e| panic!("{e}"))
+        crate::scan::digest_bytes(bytes)
     }
 
     #[test]

@@ -335,9 +335,7 @@ impl From<ScanError> for EndpointError {
 
 /// `bytes` if they are the version with `digest`: a file read while it changed is stale.
 pub fn checked(path: &RelPath, bytes: Vec<u8>, digest: &Digest) -> Result<Vec<u8>, EndpointError> {
-    let actual = crate::scan::digest_of(&mut bytes.as_slice())
-        .map_err(|e| EndpointError::Unavailable(e.to_string()))?;
-    if actual != *digest {
+    if crate::scan::digest_bytes(&bytes) != *digest {
         return Err(EndpointError::Stale(path.clone()));
     }
     Ok(bytes)

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::filter::{Filter, TEMP_PREFIX};
 use crate::path::RelPath;
 use crate::reconcile::Change;
-use crate::scan::{ScanError, Scanner, digest_of, stays_inside};
+use crate::scan::{ScanError, Scanner, digest_bytes, stays_inside};
 use crate::tree::{Digest, Entry};
 
 /// Where a file's content comes from: the other side.
@@ -141,7 +141,7 @@ pub fn apply(
                                 }
                             }
                         })?;
-                        if digest_of(&mut bytes.as_slice()).map_err(io(&full))? != *digest {
+                        if digest_bytes(&bytes) != *digest {
                             return Err(ApplyError::Content(p.clone()));
                         }
                         // The file may have been edited since it was scanned: look again just

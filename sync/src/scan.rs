@@ -359,20 +359,38 @@ impl Scanner {
     }
 }
 
-/// SHA-256 of everything `reader` yields.
+/// SHA-256 of everything `reader` yields, read through the standard library's copy (a buffer
+/// on the stack, never zeroed): a buffer allocated for each file cost every file of an initial
+/// sync a quarter of a megabyte of page faults and zeroing, on both sides.
 pub fn digest_of(reader: &mut impl Read) -> std::io::Result<Digest> {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buffer = vec![0; 256 << 10];
-    loop {
-        let read = reader.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        context.update(&buffer[..read]);
+    let mut hashing = Hashing(ring::digest::Context::new(&ring::digest::SHA256));
+    std::io::copy(reader, &mut hashing)?;
+    Ok(finished(&hashing.0.finish()))
+}
+
+/// SHA-256 of `bytes`, in memory.
+pub fn digest_bytes(bytes: &[u8]) -> Digest {
+    finished(&ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+fn finished(digest: &ring::digest::Digest) -> Digest {
+    let mut bytes = [0; 32];
+    bytes.copy_from_slice(digest.as_ref());
+    Digest(bytes)
+}
+
+/// A writer that hashes what it is given.
+struct Hashing(ring::digest::Context);
+
+impl std::io::Write for Hashing {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
     }
-    let mut digest = [0; 32];
-    digest.copy_from_slice(context.finish().as_ref());
-    Ok(Digest(digest))
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Whether a symlink at `link` pointing to `target` resolves inside the root (following only
