@@ -157,25 +157,35 @@ mod tests {
     use super::*;
     use crate::config::Args;
 
-    #[test]
-    fn the_configuration_reads_back_with_the_files_keys() {
-        let args = Args::try_parse_from([
+    /// A config from the required flags (node 2) and `extra`.
+    fn with(extra: &[&str]) -> Config {
+        let required = [
             "nexus-coordinator",
             "--node-id",
             "2",
             "--listen",
             "127.0.0.1:7400",
-            "--peer",
-            "1=10.0.0.1:7400",
             "--data-dir",
             "/var/lib/nexus",
             "--tls-dir",
             "/etc/nexus/pki",
-            "--host-ttl",
-            "9.5",
-        ])
-        .unwrap();
-        let config = Config::from_args(args).unwrap();
+        ];
+        let args = Args::try_parse_from(required.iter().chain(extra)).unwrap();
+        Config::from_args(args).unwrap()
+    }
+
+    /// A config read from a file holding `text` alone.
+    fn from_file(text: &str) -> Result<Config, crate::config::ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("coordinator.toml");
+        std::fs::write(&file, text).unwrap();
+        let path = file.to_str().unwrap();
+        Config::from_args(Args::try_parse_from(["nexus-coordinator", "--config", path]).unwrap())
+    }
+
+    #[test]
+    fn the_configuration_reads_back_with_the_files_keys() {
+        let config = with(&["--peer", "1=10.0.0.1:7400", "--host-ttl", "9.5"]);
         let text = redacted_config(&config);
         for shown in [
             "node_id = 2",
@@ -187,50 +197,24 @@ mod tests {
             assert!(text.contains(shown), "{shown} in\n{text}");
         }
         // The same keys as a config file: it is one.
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("coordinator.toml");
-        std::fs::write(&file, &text).unwrap();
-        let again = Config::from_args(
-            Args::try_parse_from(["nexus-coordinator", "--config", file.to_str().unwrap()])
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(redacted_config(&again), text);
+        assert_eq!(redacted_config(&from_file(&text).unwrap()), text);
     }
 
     /// Every key a config file may hold is shown: a setting added to the file and not to the
     /// allow-list (which keeps it out of support bundles) fails here rather than going missing.
     #[test]
     fn every_key_of_the_file_is_shown() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("coordinator.toml");
-        std::fs::write(&file, "not_a_key = 1\n").unwrap();
-        let path = file.to_str().unwrap();
-        let refusal = Config::from_args(
-            Args::try_parse_from(["nexus-coordinator", "--config", path]).unwrap(),
-        )
-        .unwrap_err();
+        let refusal = from_file("not_a_key = 1\n").unwrap_err();
         let keys = nexus_fixtures::keys_expected(&refusal.to_string());
         assert!(keys.len() > 20, "{keys:?} from {refusal}");
         // Every optional setting given, so that each has a value to show.
-        let args = Args::try_parse_from([
-            "nexus-coordinator",
-            "--node-id",
-            "2",
-            "--listen",
-            "127.0.0.1:7400",
-            "--data-dir",
-            "/var/lib/nexus",
-            "--tls-dir",
-            "/etc/nexus/pki",
+        let every = with(&[
             "--advertise",
             "coord-2.example:7400",
             "--credentials-key-file",
             "/etc/nexus/credentials.key",
-        ])
-        .unwrap();
-        let shown = redacted_table(&Config::from_args(args).unwrap());
-        let shown: BTreeSet<String> = shown.keys().cloned().collect();
+        ]);
+        let shown: BTreeSet<String> = redacted_table(&every).keys().cloned().collect();
         assert_eq!(shown, keys);
     }
 }
