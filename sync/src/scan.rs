@@ -1,17 +1,17 @@
 //! Reading one side's directory into a [`Tree`]: every file's SHA-256 (kept between scans and
 //! reused while the file's size, modification and change times and inode stay the same; the
 //! change time because a tool may put the old modification time back, and no one can set it),
-//! directories, and symlinks whose targets stay inside the root.
+//! directories, and symlinks whose targets stay inside the root. What cannot be synced safely is
+//! left out and said: symlinks that escape, names that are not UTF-8, sockets and devices. A
+//! file that changes while it is read fails the scan (the caller scans again a moment later)
+//! rather than being left out, which the other side would take for a deletion.
 //!
 //! A digest read within its file's timestamp tick is not reused ("racily clean", as Git calls
 //! it): a second write of the same size in the same tick would leave the same stamp, and the
 //! scanner would keep the first content for good. Such a file is read again at every scan until
 //! a read begins after its tick; a file whose modification time lies before its change time
 //! (put back by a tool, or by [`crate::local`] on each file it writes) is safe at once, since
-//! any later write sets the modification time to the clock, past that change time. What cannot be synced safely is
-//! left out and said: symlinks that escape, names that are not UTF-8, sockets and devices. A
-//! file that changes while it is read fails the scan (the caller scans again a moment later)
-//! rather than being left out, which the other side would take for a deletion.
+//! any later write sets the modification time to the clock, past that change time.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -65,8 +65,8 @@ impl Stamp {
 
     /// Whether a digest whose read began at `read_from` holds for as long as the file keeps this
     /// stamp: its modification time lies before its change time (any later write moves the
-    /// modification time to the clock, past it), or the read began at least a `tick` (a
-    /// second's worth more where the times have no nanoseconds) after the change.
+    /// modification time to the clock, past it), or the read began at least a `tick` (two
+    /// seconds where the times have no nanoseconds, unless `tick` is zero) after the change.
     fn settled(&self, read_from: SystemTime, tick: Duration) -> bool {
         if self.mtime < self.ctime {
             return true;
@@ -75,7 +75,7 @@ impl Stamp {
         let (Ok(seconds), Ok(nanos)) = (u64::try_from(seconds), u32::try_from(nanos)) else {
             return true;
         };
-        let tick = if nanos == 0 && self.mtime.1 == 0 {
+        let tick = if nanos == 0 && self.mtime.1 == 0 && !tick.is_zero() {
             tick.max(COARSE_TICK)
         } else {
             tick
@@ -136,7 +136,7 @@ impl Scanner {
     }
 
     /// A scanner that takes the file system's timestamp tick to be `tick` (tests: an hour to
-    /// see every file as just written, zero to trust every digest).
+    /// see every file as just written, zero to trust every digest as scanners once did).
     pub fn with_tick(root: impl Into<PathBuf>, tick: Duration) -> Scanner {
         Scanner {
             root: root.into(),
@@ -450,6 +450,8 @@ mod tests {
         let written = stamp((1_000, 0), (1_000, 0));
         assert!(!written.settled(at(1_001, 999_999_999), TICK));
         assert!(written.settled(at(1_002, 0), TICK));
+        // A tick of zero trusts every read (a test's scanner).
+        assert!(written.settled(at(1_000, 0), Duration::ZERO));
         // Nanoseconds in the times: the file system keeps them.
         let fine = stamp((1_000, 1), (1_000, 1));
         assert!(!fine.settled(at(1_000, 100_000_000), TICK));
