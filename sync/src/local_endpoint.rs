@@ -316,13 +316,8 @@ impl LocalEndpoint {
         len: usize,
     ) -> Result<Vec<u8>, EndpointError> {
         use std::io::{Read, Seek, SeekFrom};
-        let full = self.regular_file(path)?;
         let stale = |_| EndpointError::Stale(path.clone());
-        match std::fs::symlink_metadata(&full) {
-            Ok(metadata) if metadata.file_type().is_file() => {}
-            _ => return Err(EndpointError::Stale(path.clone())),
-        }
-        let mut file = std::fs::File::open(&full).map_err(stale)?;
+        let (mut file, _) = self.open_file(path)?;
         file.seek(SeekFrom::Start(offset)).map_err(stale)?;
         let mut bytes = Vec::with_capacity(len.min(1 << 20));
         file.take(len as u64)
@@ -340,14 +335,26 @@ impl LocalEndpoint {
         Ok(self.full(path))
     }
 
-    /// A regular file's bytes, refusing to follow a symlink anywhere on the way.
-    fn read_file(&self, path: &RelPath) -> Result<Vec<u8>, EndpointError> {
+    /// A regular file, opened without following a symlink anywhere on the way, and its full
+    /// path.
+    fn open_file(&self, path: &RelPath) -> Result<(std::fs::File, PathBuf), EndpointError> {
         let full = self.regular_file(path)?;
         match std::fs::symlink_metadata(&full) {
             Ok(metadata) if metadata.file_type().is_file() => {}
             _ => return Err(EndpointError::Stale(path.clone())),
         }
-        std::fs::read(&full).map_err(|_| EndpointError::Stale(path.clone()))
+        let file = std::fs::File::open(&full).map_err(|_| EndpointError::Stale(path.clone()))?;
+        Ok((file, full))
+    }
+
+    /// A regular file's bytes, refusing to follow a symlink anywhere on the way.
+    fn read_file(&self, path: &RelPath) -> Result<Vec<u8>, EndpointError> {
+        use std::io::Read;
+        let (mut file, _) = self.open_file(path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|_| EndpointError::Stale(path.clone()))?;
+        Ok(bytes)
     }
 }
 
@@ -359,7 +366,19 @@ impl Endpoint for LocalEndpoint {
     }
 
     async fn read(&mut self, path: &RelPath, digest: &Digest) -> Result<Vec<u8>, EndpointError> {
-        checked(path, self.read_file(path)?, digest)
+        use std::io::Read;
+        let stale = |_| EndpointError::Stale(path.clone());
+        let (mut file, full) = self.open_file(path)?;
+        let before = file.metadata().map_err(stale)?;
+        let mut bytes = Vec::with_capacity(usize::try_from(before.len()).unwrap_or(0));
+        file.read_to_end(&mut bytes).map_err(stale)?;
+        let after = std::fs::symlink_metadata(&full).map_err(stale)?;
+        // A file the last scan hashed, unchanged since, is sent without hashing it again: the
+        // sending side's scan and its reads each hashed every byte of an initial sync.
+        if self.scanner.knows(path, &before, &after, digest) {
+            return Ok(bytes);
+        }
+        checked(path, bytes, digest)
     }
 
     async fn signature(&mut self, path: &RelPath) -> Result<Signature, EndpointError> {

@@ -406,3 +406,76 @@ fn a_same_size_rewrite_with_the_old_mtime_is_seen_by_its_change_time() {
     let fresh = Scanner::new(dir.path()).scan(&filter).unwrap().tree;
     assert_eq!(fresh, second.tree);
 }
+
+/// A scan with many files to read reads them on several threads: each file still gets its own
+/// digest, whatever thread read it and in whatever order they finished.
+#[test]
+fn a_scan_of_many_new_files_gives_each_its_own_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let filter = Filter::new(&[], true).unwrap();
+    let contents: Vec<(String, String)> = (0..300)
+        .map(|i| {
+            (
+                format!("d{}/f{i}", i % 7),
+                format!("{i}:").repeat(1 + i % 50),
+            )
+        })
+        .collect();
+    for (path, content) in &contents {
+        write(dir.path(), path, content);
+    }
+    let scan = Scanner::new(dir.path()).scan(&filter).unwrap();
+    assert_eq!(scan.hashed, contents.len());
+    for (path, content) in &contents {
+        match scan.tree.get(&RelPath::new(path).unwrap()) {
+            Some(Entry::File { digest, size, .. }) => {
+                assert_eq!(*digest, scan::digest_bytes(content.as_bytes()), "{path}");
+                assert_eq!(*size, content.len() as u64, "{path}");
+            }
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+}
+
+/// What a sending side may send without hashing it again: bytes read from a file that kept,
+/// before and after the read, the very stamp under which the scanner took a digest it may
+/// reuse. A digest read within its file's tick, another stamp, another digest: hashed.
+#[test]
+fn a_read_is_known_only_as_the_settled_digest_of_the_same_stamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let filter = Filter::new(&[], true).unwrap();
+    write(dir.path(), "notes.txt", "before");
+    let path = RelPath::new("notes.txt").unwrap();
+    let full = dir.path().join("notes.txt");
+    let stamps = || {
+        let before = fs::File::open(&full).unwrap().metadata().unwrap();
+        (before, fs::symlink_metadata(&full).unwrap())
+    };
+    let digest = scan::digest_bytes(b"before");
+    let mut trusting = Scanner::with_tick(dir.path(), Duration::ZERO);
+    trusting.scan(&filter).unwrap();
+    let (before, after) = stamps();
+    assert!(trusting.knows(&path, &before, &after, &digest));
+    assert!(!trusting.knows(&path, &before, &after, &scan::digest_bytes(b"after!")));
+    assert!(!trusting.knows(&RelPath::new("other").unwrap(), &before, &after, &digest));
+    // Rewritten in place with the same size: a new stamp, which the scanner has not hashed.
+    fs::write(&full, "after!").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&full)
+        .unwrap()
+        .set_modified(before.modified().unwrap() + Duration::from_secs(1))
+        .unwrap();
+    let (rewritten, now) = stamps();
+    assert!(!trusting.knows(&path, &rewritten, &now, &digest));
+    // Changed during the read: the stamps before and after differ.
+    assert!(!trusting.knows(&path, &before, &now, &digest));
+    // Within its tick (an hour here), a digest is never reused, so no read is known.
+    let mut wary = Scanner::with_tick(dir.path(), Duration::from_secs(3600));
+    wary.scan(&filter).unwrap();
+    let (before, after) = stamps();
+    let digest = scan::digest_bytes(b"after!");
+    assert!(!wary.knows(&path, &before, &after, &digest));
+    trusting.scan(&filter).unwrap();
+    assert!(trusting.knows(&path, &before, &after, &digest));
+}

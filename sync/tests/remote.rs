@@ -2,7 +2,7 @@
 //! through serialization as on the wire: files larger than a message travel in pieces both ways,
 //! so do directories whose files together are, a cycle's many changes travel in flight
 //! together and each lands once, and requests naming paths through a symlink, or outside the
-//! root, get nothing.
+//! root, get nothing; a file rewritten after its scan is never sent as the version scanned.
 
 // Tests fail by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -271,4 +271,33 @@ async fn nothing_is_read_through_a_symlink_or_from_outside() {
     // A path that climbs cannot even be decoded.
     let climbing = r#"{"Read":{"path":"../etc/passwd","offset":0,"len":10}}"#;
     assert!(serde_json::from_str::<Request>(climbing).is_err());
+}
+
+/// A sending side reads what it sends after its scan: a file rewritten in between (the same
+/// size, at once, so its times may not even move) is never sent as the version scanned, and a
+/// file that became a symlink is not followed.
+#[tokio::test]
+async fn a_file_rewritten_after_its_scan_is_not_sent_as_the_version_scanned() {
+    use nexus_sync::endpoint::Endpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("secret"), "before").unwrap();
+    fs::write(dir.path().join("notes.txt"), "before").unwrap();
+    fs::write(dir.path().join("kept.txt"), "before").unwrap();
+    fs::write(dir.path().join("link"), "before").unwrap();
+    let mut side = LocalEndpoint::new(dir.path(), Filter::new(&[], true).unwrap());
+    side.scan(None).await.unwrap();
+    fs::write(dir.path().join("notes.txt"), "after!").unwrap();
+    fs::remove_file(dir.path().join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
+    let before = nexus_sync::scan::digest_bytes(b"before");
+    for path in ["notes.txt", "link"] {
+        let read = side.read(&path.parse().unwrap(), &before).await;
+        assert!(
+            matches!(read, Err(EndpointError::Stale(_))),
+            "{path}: {read:?}"
+        );
+    }
+    let kept = side.read(&"kept.txt".parse().unwrap(), &before).await;
+    assert_eq!(kept.unwrap(), b"before");
 }
