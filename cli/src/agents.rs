@@ -8,7 +8,7 @@ use std::time::Duration;
 use nexus_protocol::error::ErrorCode;
 use nexus_protocol::identity::{Identity, IdentityKind};
 use nexus_protocol::message::{Request, Response, WorkspaceRequest};
-use nexus_protocol::transport::{Connection, resolve};
+use nexus_protocol::transport::{Connection, TransportConfig, resolve};
 use nexus_protocol::{HostId, WorkspaceName};
 
 use crate::error::CliError;
@@ -40,6 +40,20 @@ pub(crate) async fn endpoint_of(
     }
 }
 
+/// How the CLI's connections to agents are made.
+pub fn agent_transport() -> TransportConfig {
+    TransportConfig {
+        // A sync session keeps this connection for hours: a dead agent (killed, rebooted) must
+        // be noticed in seconds, not at the default 30 s idle timeout.
+        idle_timeout: Duration::from_secs(5),
+        keep_alive: Duration::from_secs(1),
+        // A sync's batch of changes reaches the agent one whole change after another, so that
+        // it applies each while the next travels.
+        fair_streams: false,
+        ..TransportConfig::default()
+    }
+}
+
 /// Connects to the agent at `address` and checks that it is `host`'s.
 pub(crate) async fn connect_agent(
     settings: &Settings,
@@ -57,15 +71,8 @@ pub(crate) async fn connect_agent(
         ))
     };
     let (socket, server_name) = resolve(address).await.map_err(unreachable)?;
-    // A sync session keeps this connection for hours: a dead agent (killed, rebooted) must be
-    // noticed in seconds, not at the default 30 s idle timeout.
-    let config = nexus_protocol::transport::TransportConfig {
-        idle_timeout: std::time::Duration::from_secs(5),
-        keep_alive: std::time::Duration::from_secs(1),
-        ..Default::default()
-    };
     let connection = settings
-        .connector_with(config)?
+        .connector_with(agent_transport())?
         .connect(socket, &server_name, &[IdentityKind::Agent])
         .await
         .map_err(unreachable)?;

@@ -469,7 +469,11 @@ async fn read_batch(
             }
             match from.read(path, digest).await {
                 Ok(content) => {
+                    let before = bytes;
                     bytes += content.len() as u64;
+                    if before / YIELD_EVERY != bytes / YIELD_EVERY {
+                        yield_once().await;
+                    }
                     contents.insert(path.clone(), Content::Whole(content));
                 }
                 Err(error) => {
@@ -481,6 +485,25 @@ async fn read_batch(
         read.push((change, outcome.map(|()| (contents, bytes))));
     }
     read
+}
+
+/// How many bytes a batch reads between letting the batch before it go on travelling: reads
+/// of a side on this machine block, and the batch before is sent from the same task.
+const YIELD_EVERY: u64 = 1 << 20;
+
+/// Lets the task's other futures run once (those joined with this one).
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// Moves the content `change` needs from `from` and applies it on `to` (whose scan is `target`).

@@ -90,6 +90,12 @@ pub struct TransportConfig {
     /// hello); the bound in force follows how long they take, and the first packet of one more
     /// is ignored, so the client's QUIC sends it again ([`admission`]).
     pub max_handshakes: usize,
+    /// Whether a client's streams written at once share the link in turns (QUIC's fair
+    /// queueing) or go out in the order they were written. A client that sends a batch of
+    /// large requests, each served as it arrives whole (a sync session's changes to an agent),
+    /// is better without: in turns, every request of the batch arrived at about the end of the
+    /// batch, and its server had nothing to work on meanwhile. Servers always take turns.
+    pub fair_streams: bool,
 }
 
 /// The most handshakes a server works on at once by default; the bound in force follows how
@@ -111,6 +117,7 @@ impl Default for TransportConfig {
             datagrams: true,
             immediate_acks: false,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            fair_streams: true,
         }
     }
 }
@@ -138,6 +145,7 @@ impl TransportConfig {
         transport.datagram_receive_buffer_size(self.datagrams.then_some(datagram::RECEIVE_BUFFER));
         transport.datagram_send_buffer_size(datagram::RECEIVE_BUFFER);
         transport.max_concurrent_uni_streams(0u32.into());
+        transport.send_fairness(serves || self.fair_streams);
         if serves {
             // An answer larger than the congestion window (a page of 5,000 workspaces, about
             // 1 MB) waits for its client's acknowledgements; a client holds back an odd last

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nexus_protocol::HostId;
 use nexus_protocol::identity::{IdentityKind, Role};
 use nexus_protocol::message::{Request, Response};
-use nexus_protocol::transport::{Connector, TransportConfig};
+use nexus_protocol::transport::Connector;
 use nexus_sync::endpoint::Endpoint;
 use nexus_sync::filter::Filter;
 use nexus_sync::local_endpoint::LocalEndpoint;
@@ -138,7 +138,8 @@ pub(crate) async fn run(args: Args) -> Report {
         .await;
     let credentials =
         nexus_protocol::transport::Credentials::from_pki_dir(pki.dir(), &owner).unwrap();
-    let connection = Connector::new(&credentials, TransportConfig::default())
+    // As the CLI connects to an agent.
+    let connection = Connector::new(&credentials, nexus_cli::agents::agent_transport())
         .unwrap()
         .connect(
             address.parse().unwrap(),
