@@ -17,6 +17,7 @@
 //! - [`local_endpoint`]: a side in a directory on this machine, watched.
 //! - [`remote`]: a side across the network: serving requests, and the endpoint that sends them.
 //! - [`watch`]: file events, coalesced into cycles.
+//! - [`parallel`]: disk work (hashing, writing) on a few threads, results in order.
 //! - [`scan`]: reading a directory into a tree; [`local`]: applying a change to one. With
 //!   [`local_endpoint`] (reading files) and [`session`] (its state file), the only modules here
 //!   that touch the disk.
@@ -28,6 +29,7 @@ pub mod history;
 pub mod local;
 pub mod local_endpoint;
 pub mod measure;
+pub mod parallel;
 pub mod path;
 pub mod reconcile;
 pub mod remote;

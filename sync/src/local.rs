@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::filter::{Filter, TEMP_PREFIX};
+use crate::parallel;
 use crate::path::RelPath;
 use crate::reconcile::Change;
 use crate::scan::{ScanError, Scanner, digest_bytes, stays_inside};
@@ -90,7 +91,9 @@ pub fn apply(
         }
     }
 
-    // Then make what is wanted, parents first.
+    // Then make what is wanted, parents first; new files last, on several threads if there
+    // are many (nothing is beneath a file, so nothing waits for one).
+    let mut new_files = Vec::new();
     for (p, wanted) in &change.desired {
         if !p.is_within(path) {
             return Err(ApplyError::Unsafe {
@@ -128,38 +131,79 @@ pub fn apply(
                         fs::set_permissions(&full, fs::Permissions::from_mode(mode))
                             .map_err(io(&full))?;
                     }
-                    _ => {
-                        let bytes = source.content(p, digest).map_err(|error| {
-                            // Content that cannot be rebuilt (a delta against a version that
-                            // changed meanwhile) is a stale change, not a broken side.
-                            if error.kind() == std::io::ErrorKind::InvalidData {
-                                ApplyError::Content(p.clone())
-                            } else {
-                                ApplyError::Io {
-                                    path: full.clone(),
-                                    source: error,
-                                }
-                            }
-                        })?;
-                        if digest_bytes(&bytes) != *digest {
-                            return Err(ApplyError::Content(p.clone()));
-                        }
+                    Some(had @ Entry::File { .. }) => {
+                        let file = content_of(source, p, full, *digest, mode)?;
                         // The file may have been edited since it was scanned: look again just
                         // before replacing it.
-                        if let Some(had @ Entry::File { .. }) = before
-                            && scanner.scan_subtree(p, filter)? != vec![(p.clone(), had.clone())]
-                        {
+                        if scanner.scan_subtree(p, filter)? != vec![(p.clone(), had.clone())] {
                             return Err(ApplyError::Stale(p.clone()));
                         }
-                        if let Some(written) = write_atomically(&full, &bytes, mode)? {
+                        if let Some(written) = file.write()? {
                             scanner.written(p, &written, *digest);
                         }
                     }
+                    _ => new_files.push(content_of(source, p, full, *digest, mode)?),
                 }
             }
         }
     }
+    let bytes = new_files.iter().map(|file| file.bytes.len() as u64).sum();
+    let threads = parallel::threads_for(new_files.len(), bytes);
+    let written = parallel::map(&new_files, threads, "nexus-sync-write", NewFile::write);
+    for (file, written) in new_files.iter().zip(written) {
+        if let Some(written) = written? {
+            scanner.written(&file.path, &written, file.digest);
+        }
+    }
     Ok(())
+}
+
+/// A file's new content, checked against its digest, and where it goes.
+struct NewFile {
+    path: RelPath,
+    full: PathBuf,
+    bytes: Vec<u8>,
+    digest: Digest,
+    mode: u32,
+}
+
+impl NewFile {
+    /// Writes the file into place ([`write_atomically`]) after checking its content.
+    fn write(&self) -> Result<Option<fs::Metadata>, ApplyError> {
+        if digest_bytes(&self.bytes) != self.digest {
+            return Err(ApplyError::Content(self.path.clone()));
+        }
+        write_atomically(&self.full, &self.bytes, self.mode)
+    }
+}
+
+/// The content `source` has for the file at `path`, which should have `digest`.
+fn content_of(
+    source: &mut dyn Source,
+    path: &RelPath,
+    full: PathBuf,
+    digest: Digest,
+    mode: u32,
+) -> Result<NewFile, ApplyError> {
+    let bytes = source.content(path, &digest).map_err(|error| {
+        // Content that cannot be rebuilt (a delta against a version that changed meanwhile)
+        // is a stale change, not a broken side.
+        if error.kind() == std::io::ErrorKind::InvalidData {
+            ApplyError::Content(path.clone())
+        } else {
+            ApplyError::Io {
+                path: full.clone(),
+                source: error,
+            }
+        }
+    })?;
+    Ok(NewFile {
+        path: path.clone(),
+        full,
+        bytes,
+        digest,
+        mode,
+    })
 }
 
 /// Whether every directory above `path` is a real directory (not a symlink, not missing).

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::filter::Filter;
+use crate::parallel;
 use crate::path::RelPath;
 use crate::tree::{Digest, Entry, Tree};
 
@@ -110,9 +111,6 @@ struct Cached {
     /// Whether the digest may be reused while the stamp is unchanged ([`Stamp::settled`]).
     settled: bool,
 }
-
-/// The most threads one scan reads files on.
-const MAX_HASHING_THREADS: usize = 4;
 
 /// What a walk of the disk gathers: the scan so far, the digests it found still good, and the
 /// files it must read (hashed once the walk is done, on several threads if there are many).
@@ -396,55 +394,11 @@ impl Scanner {
     /// Each file's digest, in order: on several threads when there is enough to read (a
     /// scan's hashing on one core was a fifth of an initial sync's time, the other idle).
     fn read_digests(&self, files: &[Unread]) -> Vec<Result<Cached, ScanError>> {
-        let bytes: u64 = files.iter().map(|file| file.size).sum();
-        let threads = if files.len() < 2 || (files.len() < 64 && bytes < (1 << 20)) {
-            1
-        } else {
-            std::thread::available_parallelism()
-                .map_or(1, std::num::NonZeroUsize::get)
-                .min(MAX_HASHING_THREADS)
-                .min(files.len())
-        };
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let work = || {
-            let mut done = Vec::new();
-            loop {
-                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(file) = files.get(index) else {
-                    return done;
-                };
-                done.push((index, self.read_digest(&file.path, &file.full)));
-            }
-        };
-        let mut digests: Vec<Option<Result<Cached, ScanError>>> =
-            std::iter::repeat_with(|| None).take(files.len()).collect();
-        std::thread::scope(|scope| {
-            // A thread that cannot be had leaves its share to the others, this one among them.
-            let helpers: Vec<_> = (1..threads)
-                .filter_map(|_| {
-                    std::thread::Builder::new()
-                        .name("nexus-sync-hash".into())
-                        .spawn_scoped(scope, work)
-                        .ok()
-                })
-                .collect();
-            let mut done = work();
-            for helper in helpers {
-                done.extend(
-                    helper
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                );
-            }
-            for (index, digest) in done {
-                digests[index] = Some(digest);
-            }
-        });
-        digests
-            .into_iter()
-            .zip(files)
-            .map(|(digest, file)| digest.unwrap_or_else(|| Err(ScanError::Busy(file.path.clone()))))
-            .collect()
+        let bytes = files.iter().map(|file| file.size).sum();
+        let threads = parallel::threads_for(files.len(), bytes);
+        parallel::map(files, threads, "nexus-sync-hash", |file| {
+            self.read_digest(&file.path, &file.full)
+        })
     }
 
     /// Whether `digest` is the content of the file at `path` that was read while it had the

@@ -479,3 +479,65 @@ fn a_read_is_known_only_as_the_settled_digest_of_the_same_stamp() {
     trusting.scan(&filter).unwrap();
     assert!(trusting.knows(&path, &before, &after, &digest));
 }
+
+/// A change of many new files writes them on several threads: every one lands whole, with its
+/// executable bit, none read back by the next scan; and a file whose content does not match its
+/// digest fails the change at the first such file in the change's order, and is not written.
+#[test]
+fn a_directory_of_many_new_files_lands_whole_and_a_bad_one_is_named() {
+    let mut pair = Pair::new(Mode::TwoWaySafe, &[]);
+    let a = pair.alpha_dir().to_path_buf();
+    for i in 0..150 {
+        write(
+            &a,
+            &format!("d/sub{}/f{i:03}", i % 3),
+            &format!("{i}.").repeat(i),
+        );
+    }
+    fs::set_permissions(a.join("d/sub1/f100"), fs::Permissions::from_mode(0o755)).unwrap();
+    let alpha = pair.alpha.scan(&pair.filter).unwrap().tree;
+    let beta = pair.beta.scan(&pair.filter).unwrap().tree;
+    let plan = reconcile(&pair.ancestor, &alpha, &beta, pair.mode);
+    assert_eq!(plan.changes.len(), 1, "the directory is one change");
+    local::apply(
+        &mut pair.beta,
+        &pair.filter,
+        &plan.changes[0],
+        &mut DirectorySource::new(&a),
+    )
+    .unwrap();
+    assert_eq!(listing(pair.beta_dir()), listing(&a));
+    let scan = pair.beta.scan(&pair.filter).unwrap();
+    assert_eq!((scan.hashed, scan.tree), (0, alpha.clone()));
+
+    // The same change onto a fresh side, with two files' content wrong.
+    struct Spoiled(DirectorySource);
+    impl local::Source for Spoiled {
+        fn content(
+            &mut self,
+            path: &RelPath,
+            digest: &nexus_sync::Digest,
+        ) -> std::io::Result<Vec<u8>> {
+            let bytes = self.0.content(path, digest)?;
+            Ok(match path.as_str() {
+                "d/sub0/f090" | "d/sub2/f020" => b"spoiled".to_vec(),
+                _ => bytes,
+            })
+        }
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    let mut scanner = Scanner::new(fresh.path());
+    let failed = local::apply(
+        &mut scanner,
+        &pair.filter,
+        &plan.changes[0],
+        &mut Spoiled(DirectorySource::new(&a)),
+    )
+    .unwrap_err();
+    match failed {
+        ApplyError::Content(path) => assert_eq!(path.as_str(), "d/sub0/f090"),
+        other => panic!("{other}"),
+    }
+    assert!(read(fresh.path(), "d/sub0/f090").is_none());
+    assert!(read(fresh.path(), "d/sub2/f020").is_none());
+}
