@@ -349,12 +349,8 @@ impl LocalEndpoint {
 
     /// A regular file's bytes, refusing to follow a symlink anywhere on the way.
     fn read_file(&self, path: &RelPath) -> Result<Vec<u8>, EndpointError> {
-        use std::io::Read;
         let (mut file, _) = self.open_file(path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|_| EndpointError::Stale(path.clone()))?;
-        Ok(bytes)
+        read_whole(&mut file, None).map_err(|_| EndpointError::Stale(path.clone()))
     }
 }
 
@@ -366,12 +362,10 @@ impl Endpoint for LocalEndpoint {
     }
 
     async fn read(&mut self, path: &RelPath, digest: &Digest) -> Result<Vec<u8>, EndpointError> {
-        use std::io::Read;
         let stale = |_| EndpointError::Stale(path.clone());
         let (mut file, full) = self.open_file(path)?;
         let before = file.metadata().map_err(stale)?;
-        let mut bytes = Vec::with_capacity(usize::try_from(before.len()).unwrap_or(0));
-        file.read_to_end(&mut bytes).map_err(stale)?;
+        let bytes = read_whole(&mut file, Some(&before)).map_err(stale)?;
         let after = std::fs::symlink_metadata(&full).map_err(stale)?;
         // A file the last scan hashed, unchanged since, is sent without hashing it again: the
         // sending side's scan and its reads each hashed every byte of an initial sync.
@@ -406,6 +400,25 @@ impl Endpoint for LocalEndpoint {
         self.history.record(vec![change.path.clone()]);
         Ok(())
     }
+}
+
+/// The rest of `file`, with room for its whole length (`metadata`'s, or asked) made at once,
+/// if it can be had (a sparse file may claim more than memory holds).
+fn read_whole(
+    file: &mut std::fs::File,
+    metadata: Option<&std::fs::Metadata>,
+) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let len = match metadata {
+        Some(metadata) => metadata.len(),
+        None => file.metadata()?.len(),
+    };
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX))
+        .map_err(std::io::Error::other)?;
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Reads `paths` again into `tree`, from the disk as it is now.

@@ -216,12 +216,7 @@ impl Scanner {
         }
         let mut walk = Walk::default();
         self.walk_dir(None, filter, &mut walk)?;
-        let Walk {
-            mut scan,
-            mut seen,
-            pending,
-        } = walk;
-        self.hash(pending, &mut scan, &mut seen)?;
+        let (scan, seen) = self.finish(walk)?;
         // Forget the digests of files that are gone.
         self.digests = seen;
         Ok(scan)
@@ -241,12 +236,7 @@ impl Scanner {
             Err(source) => return Err(ScanError::Io { path: full, source }),
             Ok(metadata) => self.visit(path.clone(), &metadata, filter, &mut walk)?,
         }
-        let Walk {
-            mut scan,
-            mut seen,
-            pending,
-        } = walk;
-        self.hash(pending, &mut scan, &mut seen)?;
+        let (scan, seen) = self.finish(walk)?;
         self.digests.extend(seen);
         Ok(scan
             .tree
@@ -376,19 +366,19 @@ impl Scanner {
         Ok(())
     }
 
-    /// Reads the files a walk found changed or new, and takes them into its scan.
-    fn hash(
-        &self,
-        unread: Vec<Unread>,
-        scan: &mut Scan,
-        seen: &mut BTreeMap<RelPath, Cached>,
-    ) -> Result<(), ScanError> {
-        let digests = self.read_digests(&unread);
-        for (file, cached) in unread.into_iter().zip(digests) {
+    /// A walk's scan and the digests it holds, once the files it found changed or new are read.
+    fn finish(&self, walk: Walk) -> Result<(Scan, BTreeMap<RelPath, Cached>), ScanError> {
+        let Walk {
+            mut scan,
+            mut seen,
+            pending,
+        } = walk;
+        let digests = self.read_digests(&pending);
+        for (file, cached) in pending.into_iter().zip(digests) {
             scan.hashed += 1;
-            found(scan, seen, file.path, cached?, file.executable);
+            found(&mut scan, &mut seen, file.path, cached?, file.executable);
         }
-        Ok(())
+        Ok((scan, seen))
     }
 
     /// Each file's digest, in order: on several threads when there is enough to read (a
