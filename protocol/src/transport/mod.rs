@@ -449,6 +449,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_client_sends_streams_in_order_only_when_told_and_a_server_never() {
+        // quinn says its setting only in its Debug output.
+        let fairness = |config: &TransportConfig, serves: bool| {
+            let quinn = config.quinn(serves).unwrap_or_else(|e| panic!("{e}"));
+            let debug = format!("{quinn:?}");
+            if debug.contains("send_fairness: true") {
+                true
+            } else {
+                assert!(debug.contains("send_fairness: false"), "{debug}");
+                false
+            }
+        };
+        let in_order = TransportConfig {
+            fair_streams: false,
+            ..TransportConfig::default()
+        };
+        assert!(!fairness(&in_order, false));
+        assert!(fairness(&in_order, true), "servers always take turns");
+        assert!(fairness(&TransportConfig::default(), false));
+    }
+
+    #[test]
     fn close_codes_round_trip() {
         for code in ErrorCode::ALL {
             assert_eq!(code_from_close(close_code(code)), Some(code));
