@@ -30,6 +30,10 @@ pub fn map<T: Sync, R: Send>(
     name: &str,
     work: impl Fn(&T) -> R + Sync,
 ) -> Vec<R> {
+    if threads <= 1 {
+        // A scan of one path, a change of one file: no scope, no sort.
+        return items.iter().map(work).collect();
+    }
     let next = AtomicUsize::new(0);
     let share = || {
         let mut done = Vec::new();
