@@ -28,6 +28,10 @@ build_only=false
 IMAGE="${NEXUS_TEST_IMAGE:-nexus-test/busybox:latest}"
 log() { echo "prepare: $*"; }
 
+# Tools are built from crates.io with the toolchain's own rustc: .ci/run makes clippy-driver the
+# compiler of the workspace's crates (RUSTC_WORKSPACE_WRAPPER), which a tool's own package would be.
+tool_build=(env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS cargo)
+
 need=()
 if ! $build_only; then
   command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
@@ -132,7 +136,7 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
     install -D -m 0755 "$venv/bin/cargo-nextest" "$bin/cargo-nextest"
   else
     log "no prebuilt cargo-nextest; building ${NEXTEST_VERSION} from crates.io (about 8 minutes)"
-    cargo install --locked --version "$NEXTEST_VERSION" cargo-nextest
+    "${tool_build[@]}" install --locked --version "$NEXTEST_VERSION" cargo-nextest
   fi
   rm -rf "$venv"
 fi
@@ -143,7 +147,7 @@ log "$(cargo nextest --version | head -n 1)"
 CARGO_DEB_VERSION=3.8.0
 if ! cargo deb --version 2>/dev/null | grep -q " ${CARGO_DEB_VERSION}"; then
   log "building cargo-deb ${CARGO_DEB_VERSION} from crates.io (about 45 s)"
-  cargo install --locked --quiet --version "$CARGO_DEB_VERSION" cargo-deb
+  "${tool_build[@]}" install --locked --quiet --version "$CARGO_DEB_VERSION" cargo-deb
 fi
 log "$(cargo deb --version)"
 
