@@ -111,7 +111,14 @@ async fn a_scraped_fleet_exports_what_the_alerts_and_the_dashboard_read() {
                 "nexus_workspace_memory_bytes",
                 &[("workspace", "scrape-a")],
             );
-            (running == Some(2.0) && memory.is_some_and(|bytes| bytes > 0.0)).then_some(text)
+            // Both workspaces sampled: one can start after the sample that saw the other.
+            let sampled = value(
+                &text,
+                "nexus_workspace_memory_limit_bytes",
+                &[("workspace", "scrape-b")],
+            );
+            (running == Some(2.0) && memory.is_some_and(|bytes| bytes > 0.0) && sampled.is_some())
+                .then_some(text)
         },
     )
     .await;
