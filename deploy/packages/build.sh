@@ -50,7 +50,9 @@ if $from_dev; then
   done
   built="$stage"
   # Quicker compression: these packages are made to be installed by a test and thrown away.
-  fast=(--fast)
+  # The system's gzip: the coordinator's package in 3.3 s of CPU and unpacked in 0.35 s, where
+  # xz (--fast) took 7.9 s and 1.35 s. (cargo-deb's own gzip with --fast took minutes.)
+  fast=(--fast --compress-system --compress-type gz)
 else
   cargo build --locked --release -q -p nexus-coordinator -p nexus-agent -p nexus-cli -p nexus-packaging --bins
   built="$target"
