@@ -4,9 +4,9 @@
 # and then it is one nextest run of what they select.
 #
 # The whole suite is two nextest runs side by side: the Ansible role's test alone, and every
-# other test on nextest's usual two threads. The Ansible test takes about four minutes, nearly
-# all of it waiting on ansible-playbook and five systemd hosts (about 40 s of CPU); in a thread
-# of the suite's it held one of the two for those minutes while the cores stood 45 % idle.
+# other test on the profile's threads (three for `ci`: .config/nextest.toml). The Ansible test
+# takes four to seven minutes of ansible-playbook over five systemd hosts; in a thread of the
+# suite's it held one of them for those minutes while the cores stood 45 % idle.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 deploy/dev/prepare.sh
