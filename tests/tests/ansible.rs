@@ -169,8 +169,8 @@ impl Fleet {
 
 /// Whether a unit is active on each of some hosts, sampled every 100 ms inside each host by one
 /// long-lived `docker exec` running a shell loop. (A `docker exec` of `systemctl is-active` per
-/// host per sample, as this test did before, started a docker CLI, a runc and a systemctl about
-/// seven times a second for the whole upgrade, much of the test's CPU.)
+/// host per sample, as this test did before, started a docker CLI, a runc exec and a systemctl
+/// three times a round, a round every few hundred milliseconds for the whole upgrade.)
 struct ActiveWatch {
     hosts: Vec<String>,
     loops: Vec<Child>,
