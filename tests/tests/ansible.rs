@@ -223,7 +223,8 @@ impl ActiveWatch {
             assert!(stopped.success(), "the watch's stop in {name}");
         }
         let mut samples = vec![];
-        for ((name, mut child), reader) in self.hosts.iter().zip(self.loops).zip(self.readers) {
+        let watched = self.hosts.iter().zip(self.loops).zip(self.readers);
+        for (index, ((name, mut child), reader)) in watched.enumerate() {
             assert!(
                 child.wait().unwrap().success(),
                 "the watch's loop in {name}"
@@ -231,13 +232,12 @@ impl ActiveWatch {
             let taken = reader.join().unwrap();
             // Every host sampled throughout, or the watch proves nothing.
             assert!(taken.len() >= 10, "{name} sampled {} times", taken.len());
-            samples.extend(taken.into_iter().map(|(at, up)| (at, name, up)));
+            samples.extend(taken.into_iter().map(|(at, up)| (at, index, up)));
         }
         samples.sort_by_key(|(at, _, _)| *at);
         let mut active: Vec<bool> = vec![true; self.hosts.len()];
         let mut least = active.len();
-        for (_, name, up) in samples {
-            let index = self.hosts.iter().position(|h| h == name).unwrap();
+        for (_, index, up) in samples {
             active[index] = up;
             least = least.min(active.iter().filter(|a| **a).count());
         }
