@@ -513,6 +513,7 @@ fn admin_kind(request: &AdminRequest) -> &'static str {
         AdminRequest::RotateCa => "admin_rotate_ca",
         AdminRequest::CaStatus => "admin_ca_status",
         AdminRequest::FinishCaRotation => "admin_finish_ca_rotation",
+        AdminRequest::ClusterIdentity => "admin_cluster_identity",
     }
 }
 

@@ -526,6 +526,10 @@ pub enum AdminRequest {
     /// Finish the rotation in progress now although the parties listed are not done: they must
     /// enrol again. Refused until every coordinator trusts the new CA. [`Response::CaStatus`].
     FinishCaRotation,
+    /// The cluster's identity, which its backups name: [`Response::ClusterIdentity`]. It is the
+    /// first CA's fingerprint, kept across CA rotations, so a CLI that trusts only a later CA
+    /// asks for it to check a backup file. Answered by any coordinator, from its `--tls-dir`.
+    ClusterIdentity,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -623,4 +627,7 @@ pub enum Response {
         workspaces: Vec<WorkspaceView>,
         next: Option<WorkspaceName>,
     },
+    /// The answer to [`AdminRequest::ClusterIdentity`]: the SHA-256 (hex) that names the
+    /// cluster in its backups.
+    ClusterIdentity(String),
 }

@@ -819,3 +819,19 @@ fn kept_branch_notices() {
         expect!["0000001b0100210103046b6570740105616c69636503036170690268310100"],
     );
 }
+
+/// Backups after a CA rotation: the cluster's identity, asked by the CLI.
+#[test]
+fn cluster_identity() {
+    check(
+        &request(Request::Admin(AdminRequest::ClusterIdentity)),
+        expect!["00000013fe100f0e0d0c0b0a0908070605040302010331"],
+    );
+    check(
+        &ResponseFrame {
+            request_id: RequestId::from_u128(1),
+            result: Ok(Response::ClusterIdentity("ab".into())),
+        },
+        expect!["00000006010035026162"],
+    );
+}

@@ -669,6 +669,19 @@ async fn the_ca_rotates_on_a_running_fleet_without_a_lapse() {
         (kept_workspace(&pki, &cluster).await == Some(WorkspaceState::Running)).then_some(())
     })
     .await;
+    // A backup made before the rotation, kept as a file here (checked again after it).
+    let backup_file = pki.scratch("backups").join("before.nxbackup");
+    admin_ok(
+        &pki,
+        &cluster,
+        &[
+            "admin",
+            "backup",
+            "create",
+            "--file",
+            backup_file.to_str().unwrap(),
+        ],
+    );
     let old_ca_pem = String::from_utf8(pki.ca_pem()).unwrap();
     let (root_cert, root_key) = pki.paths(&pki::user("root", Role::Admin));
     let old_root = (
@@ -685,11 +698,10 @@ async fn the_ca_rotates_on_a_running_fleet_without_a_lapse() {
     std::fs::copy(pki.ca_cert_path(), &ops_files[0]).unwrap();
     std::fs::copy(ops_cert, &ops_files[1]).unwrap();
     std::fs::copy(ops_key, &ops_files[2]).unwrap();
-    let ops_cli = |args: &[&str]| {
-        let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    let ops_cli_to = |coordinators: &str, args: &[&str]| {
         let mut command = Command::new(binary("nexus"));
         command
-            .args(["--coordinator", &list.join(",")])
+            .args(["--coordinator", coordinators])
             .arg("--ca")
             .arg(&ops_files[0])
             .arg("--cert")
@@ -704,6 +716,8 @@ async fn the_ca_rotates_on_a_running_fleet_without_a_lapse() {
             .args(args);
         command
     };
+    let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    let ops_cli = |args: &[&str]| ops_cli_to(&list.join(","), args);
     let rotating = ops_cli(&["admin", "ca", "rotate", "--timeout", "60s"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -826,6 +840,29 @@ async fn the_ca_rotates_on_a_running_fleet_without_a_lapse() {
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::AuthenticationFailed, "{error}");
     assert_ne!(old_ca_pem, new_ca_pem);
+
+    // The backup made before is still the cluster's: its identity is its first CA's, which a CLI
+    // trusting only the new CA asks the cluster for. Without a cluster to ask, the refusal says
+    // why and how to tell.
+    let out = ops_cli(&["admin", "backup", "verify", backup_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verified: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verified[0]["ok"], true, "{verified}");
+    let out = ops_cli_to(
+        "127.0.0.1:9",
+        &["admin", "backup", "verify", backup_file.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(34), "{stderr}");
+    assert!(stderr.contains("cluster-id"), "{stderr}");
 
     // A token made now pins the new CA, and a new host joins with it.
     let (fresh, made) = token(&pki, &cluster, "after", &["--role", "agent"]);

@@ -233,9 +233,14 @@ async fn list(settings: &Settings, format: OutputFormat) -> Result<(), CliError>
     Ok(())
 }
 
+/// How long a backup file's check waits for the cluster to name its identity.
+const IDENTITY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A backup file here, read and checked whole: its checksum, its format, and that it is a backup
-/// of the cluster whose CA this CLI trusts.
-fn check_file(settings: &Settings, path: &Path) -> Result<BackupInfo, CliError> {
+/// of the cluster whose CA this CLI trusts. A cluster keeps its first CA's fingerprint as its
+/// identity across CA rotations, so a file that names another is checked against the identity
+/// the cluster answers ([`AdminRequest::ClusterIdentity`]) before it is refused.
+async fn check_file(settings: &Settings, path: &Path) -> Result<BackupInfo, CliError> {
     let bytes = fs::read(path).map_err(|error| {
         CliError::local(
             ErrorCode::InvalidArgument,
@@ -252,16 +257,28 @@ fn check_file(settings: &Settings, path: &Path) -> Result<BackupInfo, CliError> 
         CliError::local(ErrorCode::AuthenticationFailed, e.to_string())
             .suggest("check --ca, --cert and --key: the backup's cluster is checked against the CA")
     })?;
-    if decoded.header.cluster != ca.ca_fingerprint() {
-        return Err(CliError::local(
-            ErrorCode::BackupClusterMismatch,
-            format!(
-                "{} is a backup of cluster {}, not of this one ({})",
-                path.display(),
-                decoded.header.cluster,
-                ca.ca_fingerprint()
-            ),
-        ));
+    let named = &decoded.header.cluster;
+    if *named != ca.ca_fingerprint() {
+        let asked = settings
+            .request(
+                Request::Admin(AdminRequest::ClusterIdentity),
+                IDENTITY_TIMEOUT,
+            )
+            .await;
+        match asked {
+            Ok(Response::ClusterIdentity(identity)) if identity == *named => {}
+            Ok(Response::ClusterIdentity(identity)) => {
+                return Err(CliError::local(
+                    ErrorCode::BackupClusterMismatch,
+                    format!(
+                        "{} is a backup of cluster {named}, not of this one ({identity})",
+                        path.display()
+                    ),
+                ));
+            }
+            Ok(other) => return Err(CliError::unexpected(&other)),
+            Err(error) => return Err(identity_unknown(path, named, &ca, &error)),
+        }
     }
     Ok(BackupInfo {
         size_bytes: bytes.len() as u64,
@@ -270,6 +287,28 @@ fn check_file(settings: &Settings, path: &Path) -> Result<BackupInfo, CliError> 
         verified: Some(true),
         header: decoded.header,
     })
+}
+
+/// A file that names another cluster than this CLI's CA, when the cluster could not say its own
+/// identity: after a CA rotation that is every backup of the cluster, so the answer says how to
+/// tell.
+fn identity_unknown(path: &Path, named: &str, ca: &Credentials, asked: &CliError) -> CliError {
+    CliError::local(
+        ErrorCode::BackupClusterMismatch,
+        format!(
+            "{} is a backup of cluster {named}, not of the CA this CLI trusts ({}), and the \
+             cluster did not say its identity ({}: {})",
+            path.display(),
+            ca.ca_fingerprint(),
+            asked.error.code,
+            asked.error.message
+        ),
+    )
+    .suggest(
+        "after a CA rotation a cluster keeps its first CA's fingerprint as its identity: run \
+         this again when a coordinator answers, or compare with cluster-id in a coordinator's \
+         --tls-dir",
+    )
 }
 
 /// Each coordinator's verdict on backup `id`: those that hold it, good or not.
@@ -309,7 +348,10 @@ async fn verify_everywhere(
 
 async fn inspect(settings: &Settings, format: OutputFormat, backup: &str) -> Result<(), CliError> {
     let (info, source) = if Path::new(backup).exists() {
-        (check_file(settings, Path::new(backup))?, backup.to_string())
+        (
+            check_file(settings, Path::new(backup)).await?,
+            backup.to_string(),
+        )
     } else {
         let results = verify_everywhere(settings, backup).await?;
         let first_good = results
@@ -337,7 +379,7 @@ async fn verify(settings: &Settings, format: OutputFormat, backup: &str) -> Resu
     let results: Vec<(String, Result<BackupInfo, CliError>)> = if Path::new(backup).exists() {
         vec![(
             backup.to_string(),
-            Ok(check_file(settings, Path::new(backup))?),
+            Ok(check_file(settings, Path::new(backup)).await?),
         )]
     } else {
         verify_everywhere(settings, backup).await?

@@ -272,7 +272,8 @@ impl Service {
             | AdminRequest::BackupVerify(_)
             | AdminRequest::BackupRead { .. }
             | AdminRequest::BackupUpload { .. }
-            | AdminRequest::BackupSchedule(_)) => {
+            | AdminRequest::BackupSchedule(_)
+            | AdminRequest::ClusterIdentity) => {
                 self.backups(peer, request_id, request, consistency).await
             }
             request @ (AdminRequest::Policies

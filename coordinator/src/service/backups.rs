@@ -187,6 +187,9 @@ impl Service {
                     .await?;
                 Ok(Response::BackupSchedule(schedule))
             }
+            AdminRequest::ClusterIdentity => Ok(Response::ClusterIdentity(
+                self.backup_store()?.cluster.clone(),
+            )),
             // The admin room routes only the requests above here; a restore is its own room.
             _ => Err(WireError::new(
                 ErrorCode::Internal,
@@ -593,6 +596,18 @@ mod tests {
         };
         assert_eq!(made.verified, Some(true));
         assert_eq!(made.header.cluster, "cd".repeat(32));
+        // The identity a backup names is the one the cluster answers (a CLI that trusts only a
+        // later CA asks for it).
+        assert_eq!(
+            ask(
+                &service,
+                &admin,
+                Request::Admin(AdminRequest::ClusterIdentity)
+            )
+            .await
+            .unwrap(),
+            Response::ClusterIdentity("cd".repeat(32))
+        );
         assert!(made.header.index >= 1);
         assert_eq!(made.header.state_format, STATE_FORMAT);
         assert_eq!(made.header.count("hosts"), 0);
