@@ -8,11 +8,12 @@ use std::time::Duration;
 
 pub mod check;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::Parser;
 use nexus_protocol::HostId;
 use nexus_protocol::logging::{self, DaemonLog, Rotation};
 use nexus_protocol::model::{Labels, PortRange, parse_key_value};
+use nexus_protocol::settings::Problems;
 use nexus_protocol::transport::TransportConfig;
 use nexus_telemetry::http::Listen;
 use serde::Deserialize;
@@ -307,15 +308,27 @@ fn seconds(
 }
 
 impl Config {
+    /// Merges the flags over the config file they name, and checks the result: every problem
+    /// found, one to a line.
     pub fn from_args(args: Args) -> anyhow::Result<Config> {
+        Config::checked(args).map_err(|found| {
+            let lines: Vec<String> = found.iter().map(|error| format!("{error:#}")).collect();
+            anyhow::anyhow!(lines.join("\n"))
+        })
+    }
+
+    /// As [`Config::from_args`], with each problem apart. A file that cannot be read or parsed
+    /// is the one problem found: its settings are unknown.
+    pub fn checked(args: Args) -> Result<Config, Vec<anyhow::Error>> {
         let file = match &args.config {
-            Some(path) => read_file(path)?,
+            Some(path) => read_file(path).map_err(|error| vec![error])?,
             None => FileConfig::default(),
         };
+        let mut problems = Problems::<anyhow::Error>::default();
         let host_id = match (args.host_id, file.host_id) {
-            (Some(id), _) => id,
-            (None, Some(id)) => HostId::from_str(&id)?,
-            (None, None) => host_id_from_hostname(machine_hostname())?,
+            (Some(id), _) => Some(id),
+            (None, Some(id)) => problems.take(HostId::from_str(&id)),
+            (None, None) => problems.take(host_id_from_hostname(machine_hostname())),
         };
         let coordinators = if args.coordinators.is_empty() {
             file.coordinators
@@ -323,47 +336,63 @@ impl Config {
             args.coordinators
         };
         if coordinators.is_empty() {
-            bail!("--coordinator is required, e.g. --coordinator 127.0.0.1:7400");
+            problems.push(anyhow!(
+                "--coordinator is required, e.g. --coordinator 127.0.0.1:7400"
+            ));
         }
         let port_range = match (args.port_range, file.port_range) {
             (Some(range), _) => range,
-            (None, Some(text)) => text.parse().map_err(anyhow::Error::msg)?,
+            (None, Some(text)) => {
+                problems.or(text.parse().map_err(anyhow::Error::msg), PortRange::DEFAULT)
+            }
             (None, None) => PortRange::DEFAULT,
         };
         let mut labels = file.labels;
         labels.extend(args.labels);
-        let heartbeat_interval = seconds(
-            "heartbeat-interval",
-            args.heartbeat_interval
-                .or(file.heartbeat_interval)
-                .unwrap_or(5.0),
-            0.05..=3600.0,
-        )?;
-        let stats_interval = seconds(
-            "stats-interval",
-            args.stats_interval.or(file.stats_interval).unwrap_or(10.0),
-            0.2..=3600.0,
-        )?;
+        let heartbeat_interval = problems.or(
+            seconds(
+                "heartbeat-interval",
+                args.heartbeat_interval
+                    .or(file.heartbeat_interval)
+                    .unwrap_or(5.0),
+                0.05..=3600.0,
+            ),
+            Duration::ZERO,
+        );
+        let stats_interval = problems.or(
+            seconds(
+                "stats-interval",
+                args.stats_interval.or(file.stats_interval).unwrap_or(10.0),
+                0.2..=3600.0,
+            ),
+            Duration::ZERO,
+        );
         let max_concurrent_ops = args
             .max_concurrent_ops
             .or(file.max_concurrent_ops)
             .unwrap_or(20);
         if !(1..=1000).contains(&max_concurrent_ops) {
-            bail!("--max-concurrent-ops must be between 1 and 1000, not {max_concurrent_ops}");
+            problems.push(anyhow!(
+                "--max-concurrent-ops must be between 1 and 1000, not {max_concurrent_ops}"
+            ));
         }
         let ready_networks = args
             .ready_networks
             .or(file.ready_networks)
             .unwrap_or(DEFAULT_READY_NETWORKS);
         if ready_networks > 16 {
-            bail!("--ready-networks must be between 0 and 16, not {ready_networks}");
+            problems.push(anyhow!(
+                "--ready-networks must be between 0 and 16, not {ready_networks}"
+            ));
         }
         let failure_rate = args
             .hollow_failure_rate
             .or(file.hollow_failure_rate)
             .unwrap_or(0.0);
         if !(0.0..=1.0).contains(&failure_rate) {
-            bail!("--hollow-failure-rate must be between 0 and 1, not {failure_rate}");
+            problems.push(anyhow!(
+                "--hollow-failure-rate must be between 0 and 1, not {failure_rate}"
+            ));
         }
         let defaults = HollowConfig::default();
         let hollow = HollowConfig {
@@ -378,17 +407,20 @@ impl Config {
             failure_rate,
         };
         let capacity_memory_bytes = match args.capacity_memory_mib.or(file.capacity_memory_mib) {
-            Some(0) => bail!("--capacity-memory-mib must be positive"),
-            Some(mib) => Some(
+            Some(0) => {
+                problems.push(anyhow!("--capacity-memory-mib must be positive"));
+                None
+            }
+            Some(mib) => problems.take(
                 mib.checked_mul(1 << 20)
-                    .context("--capacity-memory-mib is too large")?,
+                    .context("--capacity-memory-mib is too large"),
             ),
             None => None,
         };
         let network_pool = match args.network_pool.or(file.network_pool).as_deref() {
             None => Some(NetworkPool::DEFAULT),
             Some("docker") => None,
-            Some(cidr) => Some(cidr.parse().map_err(anyhow::Error::msg)?),
+            Some(cidr) => problems.take(cidr.parse().map_err(anyhow::Error::msg)),
         };
         let listen = match args
             .listen
@@ -397,14 +429,16 @@ impl Config {
             .as_str()
         {
             "off" => None,
-            address => Some(address.parse::<SocketAddr>().map_err(|_| {
-                anyhow::anyhow!("--listen takes IP:PORT or `off`, not {address:?}")
-            })?),
+            address => problems.take(
+                address
+                    .parse::<SocketAddr>()
+                    .map_err(|_| anyhow!("--listen takes IP:PORT or `off`, not {address:?}")),
+            ),
         };
         let http_listen = match (args.http_listen, file.http_listen) {
-            (Some(listen), _) => listen,
-            (None, Some(text)) => text.parse()?,
-            (None, None) => DEFAULT_HTTP_LISTEN.parse()?,
+            (Some(listen), _) => Some(listen),
+            (None, Some(text)) => problems.take(text.parse::<Listen>()),
+            (None, None) => problems.take(DEFAULT_HTTP_LISTEN.parse::<Listen>()),
         };
         let advertise = args.advertise.or(file.advertise);
         if let Some(address) = &advertise
@@ -413,32 +447,38 @@ impl Config {
                 .and_then(|(_, p)| p.parse::<u16>().ok())
                 .is_none()
         {
-            bail!("--advertise takes HOST:PORT, not {address:?}");
+            problems.push(anyhow!("--advertise takes HOST:PORT, not {address:?}"));
         }
         let capacity_cpus = args.capacity_cpus.or(file.capacity_cpus);
         if capacity_cpus == Some(0) {
-            bail!("--capacity-cpus must be positive");
+            problems.push(anyhow!("--capacity-cpus must be positive"));
         }
         let log_max_bytes = args
             .log_max_bytes
             .or(file.log_max_bytes)
             .unwrap_or(Rotation::DEFAULT_TOTAL_BYTES);
         if log_max_bytes < Rotation::MIN_TOTAL_BYTES {
-            bail!(
+            problems.push(anyhow!(
                 "--log-max-bytes must be at least {} (1 MiB), not {log_max_bytes}",
                 Rotation::MIN_TOTAL_BYTES
-            );
+            ));
         }
         let log_filter = args.log_filter.or(file.log_filter);
-        if let Some(filter) = &log_filter {
-            logging::check_filter(filter)
-                .map_err(|error| anyhow::anyhow!("--log-filter: {error}"))?;
+        if let Some(filter) = &log_filter
+            && let Err(error) = logging::check_filter(filter)
+        {
+            problems.push(anyhow!("--log-filter: {error}"));
         }
-        let data_dir = args
-            .data_dir
-            .or(file.data_dir)
-            .context("--data-dir is required")?;
-        Ok(Config {
+        let data_dir = problems.take(
+            args.data_dir
+                .or(file.data_dir)
+                .context("--data-dir is required"),
+        );
+        let (Some(host_id), Some(http_listen), Some(data_dir)) = (host_id, http_listen, data_dir)
+        else {
+            return problems.finish(None);
+        };
+        problems.finish(Some(Config {
             log_filter,
             log_dir: args
                 .log_dir
@@ -476,7 +516,7 @@ impl Config {
             listen,
             advertise,
             http_listen,
-        })
+        }))
     }
 
     pub fn transport(&self) -> TransportConfig {
@@ -764,6 +804,49 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("--coordinator is required")
+        );
+        // Every problem, not only the first, each on its own line: a file's are placed where
+        // they are by `--check-config` (`config::check`).
+        let several = with(&[
+            "--heartbeat-interval",
+            "0",
+            "--max-concurrent-ops",
+            "0",
+            "--listen",
+            "nowhere",
+        ])
+        .unwrap_err()
+        .to_string();
+        let lines: Vec<&str> = several.lines().collect();
+        assert_eq!(lines.len(), 3, "{several}");
+        for (line, start) in
+            lines
+                .iter()
+                .zip(["--heartbeat-interval", "--max-concurrent-ops", "--listen"])
+        {
+            assert!(line.starts_with(start), "{line:?} is not {start:?}…");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "host_id = \"h\"\ncoordinators = [\"a:1\"]\ndata_dir = \"/d\"\n\
+             stats_interval = 0.01\nready_networks = 17\n",
+        )
+        .unwrap();
+        let found = check::problems(Args {
+            config: Some(path.clone()),
+            ..Args::default()
+        });
+        let shown = path.display();
+        assert!(found.len() >= 2, "{found:#?}");
+        assert!(
+            found[0].starts_with(&format!("{shown}:4:1: --stats-interval")),
+            "{found:#?}"
+        );
+        assert!(
+            found[1].starts_with(&format!("{shown}:5:1: --ready-networks")),
+            "{found:#?}"
         );
     }
 }

@@ -13,6 +13,7 @@ use clap::Parser;
 use nexus_protocol::NodeId;
 use nexus_protocol::id::InvalidId;
 use nexus_protocol::logging::{self, DaemonLog, Rotation};
+use nexus_protocol::settings::Problems;
 use nexus_protocol::transport::TransportConfig;
 use nexus_telemetry::http::{InvalidListen, Listen};
 use serde::Deserialize;
@@ -56,24 +57,33 @@ pub struct Config {
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7480";
 
 impl Config {
-    /// Merges the flags over the config file they name, and checks the result.
+    /// Merges the flags over the config file they name, and checks the result: every problem
+    /// found, in one error ([`ConfigError::Several`] when there are more than one).
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        Config::checked(args).map_err(ConfigError::from_many)
+    }
+
+    /// As [`Config::from_args`], with each problem apart. A file that cannot be read or parsed
+    /// is the one problem found: its settings are unknown.
+    pub fn checked(args: Args) -> Result<Config, Vec<ConfigError>> {
         let file = match &args.config {
-            Some(path) => read_file(path)?,
+            Some(path) => read_file(path).map_err(|error| vec![error])?,
             None => FileConfig::default(),
         };
-        let file_peers = file
+        let mut problems = Problems::<ConfigError>::default();
+        let file_peers: Vec<(NodeId, String)> = file
             .peers
             .iter()
-            .map(|peer| parse_peer(peer))
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|peer| problems.take(parse_peer(peer)))
+            .collect();
         let node_id = match (args.node_id, file.node_id) {
-            (Some(id), _) => id,
-            (None, Some(id)) => NodeId::new(id)?,
+            (Some(id), _) => Some(id),
+            (None, Some(id)) => problems.take(NodeId::new(id)),
             (None, None) => {
-                return Err(ConfigError::Missing(
+                problems.push(ConfigError::Missing(
                     "--node-id is required (a positive number, unique in the cluster)",
                 ));
+                None
             }
         };
         let peers = if args.peers.is_empty() {
@@ -81,19 +91,22 @@ impl Config {
         } else {
             args.peers
         };
-        if peers.iter().any(|(id, _)| *id == node_id) {
-            return Err(ConfigError::Invalid(format!(
+        if let Some(node_id) = node_id
+            && peers.iter().any(|(id, _)| *id == node_id)
+        {
+            problems.push(ConfigError::Invalid(format!(
                 "--peer lists this node's own id {node_id}: list only the other coordinators"
             )));
         }
         let mut driver = DriverConfig::default();
         if let Some(ms) = args.tick_ms.or(file.tick_ms) {
-            if !(1..=10_000).contains(&ms) {
-                return Err(ConfigError::Invalid(format!(
+            if (1..=10_000).contains(&ms) {
+                driver.tick = Duration::from_millis(ms);
+            } else {
+                problems.push(ConfigError::Invalid(format!(
                     "--tick-ms must be between 1 and 10000, not {ms}"
                 )));
             }
-            driver.tick = Duration::from_millis(ms);
         }
         if let Some(ticks) = args.election_ticks.or(file.election_ticks) {
             driver.raft.election_ticks = ticks;
@@ -104,7 +117,7 @@ impl Config {
         if driver.raft.heartbeat_ticks == 0
             || driver.raft.election_ticks <= driver.raft.heartbeat_ticks
         {
-            return Err(ConfigError::Invalid(format!(
+            problems.push(ConfigError::Invalid(format!(
                 "--election-ticks ({}) must be more than --heartbeat-ticks ({}), which must be positive",
                 driver.raft.election_ticks, driver.raft.heartbeat_ticks
             )));
@@ -114,7 +127,7 @@ impl Config {
         }
         let join = args.join || file.join;
         if join && peers.is_empty() {
-            return Err(ConfigError::Invalid(
+            problems.push(ConfigError::Invalid(
                 "--join needs at least one --peer: a member of the cluster to join".into(),
             ));
         }
@@ -123,36 +136,40 @@ impl Config {
             .or(file.host_ttl)
             .unwrap_or(crate::detector::DEFAULT_HOST_TTL.as_secs_f64());
         if !(0.2..=86_400.0).contains(&host_ttl) {
-            return Err(ConfigError::Invalid(format!(
+            problems.push(ConfigError::Invalid(format!(
                 "--host-ttl must be between 0.2 and 86400 seconds, not {host_ttl}"
             )));
         }
         let http_listen = match args.http_listen.or(file.http_listen) {
-            Some(listen) => listen,
-            None => DEFAULT_HTTP_LISTEN
-                .parse()
-                .map_err(|error: InvalidListen| ConfigError::Invalid(error.to_string()))?,
+            Some(listen) => Some(listen),
+            None => problems.take(
+                DEFAULT_HTTP_LISTEN
+                    .parse()
+                    .map_err(|error: InvalidListen| ConfigError::Invalid(error.to_string())),
+            ),
         };
         let log_max_bytes = args
             .log_max_bytes
             .or(file.log_max_bytes)
             .unwrap_or(Rotation::DEFAULT_TOTAL_BYTES);
         if log_max_bytes < Rotation::MIN_TOTAL_BYTES {
-            return Err(ConfigError::Invalid(format!(
+            problems.push(ConfigError::Invalid(format!(
                 "--log-max-bytes must be at least {} (1 MiB), not {log_max_bytes}",
                 Rotation::MIN_TOTAL_BYTES
             )));
         }
         let log_filter = args.log_filter.or(file.log_filter);
-        if let Some(filter) = &log_filter {
-            logging::check_filter(filter)
-                .map_err(|error| ConfigError::Invalid(format!("--log-filter: {error}")))?;
+        if let Some(filter) = &log_filter
+            && let Err(error) = logging::check_filter(filter)
+        {
+            problems.push(ConfigError::Invalid(format!("--log-filter: {error}")));
         }
-        let data_dir = args
-            .data_dir
-            .or(file.data_dir)
-            .ok_or(ConfigError::Missing("--data-dir is required"))?;
-        let lifetimes = lifetimes::lifetimes(
+        let data_dir = problems.take(
+            args.data_dir
+                .or(file.data_dir)
+                .ok_or(ConfigError::Missing("--data-dir is required")),
+        );
+        let lifetimes = problems.take(lifetimes::lifetimes(
             (
                 args.cert_lifetime.as_deref(),
                 args.user_cert_lifetime.as_deref(),
@@ -161,8 +178,25 @@ impl Config {
                 file.cert_lifetime.as_deref(),
                 file.user_cert_lifetime.as_deref(),
             ),
-        )?;
-        Ok(Config {
+        ));
+        let listen = problems.take(args.listen.or(file.listen).ok_or(ConfigError::Missing(
+            "--listen is required, e.g. --listen 127.0.0.1:7400",
+        )));
+        let tls_dir = problems.take(args.tls_dir.or(file.tls_dir).ok_or(ConfigError::Missing(
+            "--tls-dir is required (a `nexus pki` directory)",
+        )));
+        let (
+            Some(node_id),
+            Some(http_listen),
+            Some(data_dir),
+            Some(lifetimes),
+            Some(listen),
+            Some(tls_dir),
+        ) = (node_id, http_listen, data_dir, lifetimes, listen, tls_dir)
+        else {
+            return problems.finish(None);
+        };
+        problems.finish(Some(Config {
             cert_lifetime: lifetimes.node,
             user_cert_lifetime: lifetimes.user,
             credentials_key_file: args.credentials_key_file.or(file.credentials_key_file),
@@ -183,18 +217,14 @@ impl Config {
             advertise: args.advertise.or(file.advertise),
             driver,
             node_id,
-            listen: args.listen.or(file.listen).ok_or(ConfigError::Missing(
-                "--listen is required, e.g. --listen 127.0.0.1:7400",
-            ))?,
+            listen,
             peers,
-            tls_dir: args.tls_dir.or(file.tls_dir).ok_or(ConfigError::Missing(
-                "--tls-dir is required (a `nexus pki` directory)",
-            ))?,
+            tls_dir,
             max_frame_bytes: args
                 .max_frame_bytes
                 .or(file.max_frame_bytes)
                 .unwrap_or(nexus_protocol::codec::DEFAULT_MAX_FRAME_LEN),
-        })
+        }))
     }
 
     /// The log filter in force: `--log-filter` or the file's, else `NEXUS_LOG`, else `info`.
@@ -281,6 +311,20 @@ pub enum ConfigError {
     /// A setting is out of its range or contradicts another; the message says which.
     #[error("{0}")]
     Invalid(String),
+    /// More than one of the above, in the order found, one to a line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// One error for the problems `checked` found: the one, or [`ConfigError::Several`].
+    fn from_many(mut problems: Vec<ConfigError>) -> ConfigError {
+        match problems.len() {
+            1 => problems.remove(0),
+            0 => ConfigError::Invalid("the configuration is not valid".into()),
+            _ => ConfigError::Several(problems),
+        }
+    }
 }
 
 /// The command line: the daemon's flags (as every script starts it), or a subcommand.
@@ -759,5 +803,20 @@ mod tests {
             "1=a:1",
         ]));
         assert!(own.unwrap_err().to_string().contains("own id"));
+        // Every problem, not only the first: one a line.
+        let several = Config::from_args(args(&["--tick-ms", "0", "--host-ttl", "0"])).unwrap_err();
+        let lines: Vec<String> = several.to_string().lines().map(str::to_string).collect();
+        assert!(matches!(several, ConfigError::Several(_)), "{several}");
+        assert_eq!(lines.len(), 6, "{lines:#?}");
+        for (line, start) in lines.iter().zip([
+            "--node-id is required",
+            "--tick-ms",
+            "--host-ttl",
+            "--data-dir",
+            "--listen",
+            "--tls-dir",
+        ]) {
+            assert!(line.starts_with(start), "{line:?} is not {start:?}…");
+        }
     }
 }

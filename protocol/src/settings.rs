@@ -85,6 +85,44 @@ pub fn key_in_message(message: &str) -> Option<String> {
     (!flag.is_empty()).then(|| flag.replace('-', "_"))
 }
 
+/// A configuration's problems, gathered as it is read so that a check names every one, not
+/// only the first (`nexus config validate`, `--check-config`, a daemon's refusal to start).
+#[derive(Debug)]
+pub struct Problems<E> {
+    found: Vec<E>,
+}
+
+impl<E> Default for Problems<E> {
+    fn default() -> Problems<E> {
+        Problems { found: Vec::new() }
+    }
+}
+
+impl<E> Problems<E> {
+    pub fn push(&mut self, problem: impl Into<E>) {
+        self.found.push(problem.into());
+    }
+
+    /// `result`'s value, or `None` with its error kept.
+    pub fn take<T, F: Into<E>>(&mut self, result: Result<T, F>) -> Option<T> {
+        result.map_err(|problem| self.push(problem)).ok()
+    }
+
+    /// `result`'s value, or `fallback` with its error kept: for a setting whose later checks
+    /// need a value to go on with.
+    pub fn or<T, F: Into<E>>(&mut self, result: Result<T, F>, fallback: T) -> T {
+        self.take(result).unwrap_or(fallback)
+    }
+
+    /// `value` when nothing was found, else every problem in the order found.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, Vec<E>> {
+        match value {
+            Some(value) if self.found.is_empty() => Ok(value),
+            _ => Err(self.found),
+        }
+    }
+}
+
 /// A daemon's complaint about its configuration, placed in its file when the key it names is
 /// there: `FILE:LINE:COLUMN: message`, else the message as it is.
 pub fn place(message: &str, file: Option<(&str, &str)>) -> String {

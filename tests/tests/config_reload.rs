@@ -271,7 +271,7 @@ fn validate_names_each_problem_where_it_is_and_fails() {
     std::fs::write(
         &file,
         format!(
-            "node_id = 1\nlisten = \"127.0.0.1:7400\"\ndata_dir = \"{}\"\ntls_dir = \"{}\"\nhost_ttl = 0.0\n",
+            "node_id = 1\nlisten = \"127.0.0.1:7400\"\ndata_dir = \"{}\"\ntls_dir = \"{}\"\nhost_ttl = 0.0\ntick_ms = 0\n",
             dir.join("data").display(),
             pki.dir().display()
         ),
@@ -288,10 +288,17 @@ fn validate_names_each_problem_where_it_is_and_fails() {
         "{}",
         text(&out)
     );
+    // Every problem, not only the first.
+    assert!(
+        text(&out).contains(&format!("{path}:6:1: --tick-ms must be between")),
+        "{}",
+        text(&out)
+    );
     // Fixed, but the TLS directory holds no certificate for node 1.
     let fixed = std::fs::read_to_string(&file)
         .unwrap()
-        .replace("host_ttl = 0.0", "host_ttl = 9.0");
+        .replace("host_ttl = 0.0", "host_ttl = 9.0")
+        .replace("tick_ms = 0", "tick_ms = 100");
     std::fs::write(&file, &fixed).unwrap();
     let out = nexus_offline(
         &home,

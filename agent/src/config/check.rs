@@ -33,10 +33,16 @@ pub fn problems(args: Args) -> Vec<String> {
         .map(|path| path.display().to_string())
         .unwrap_or_default();
     let file = text.as_deref().map(|text| (path.as_str(), text));
-    let config = match Config::from_args(args) {
+    let config = match Config::checked(args) {
         Ok(config) => config,
-        // A file that does not parse: the parser's own message has the line and column.
-        Err(error) => return vec![place(&format!("{error:#}"), file)],
+        // Each placed in the file; a file that does not parse is the one problem, and the
+        // parser's own message has the line and column.
+        Err(found) => {
+            return found
+                .iter()
+                .map(|error| place(&format!("{error:#}"), file))
+                .collect();
+        }
     };
     let mut problems = Vec::new();
     let identity = Identity::Agent(config.host_id.clone());

@@ -33,11 +33,18 @@ pub fn problems(args: Args) -> Vec<String> {
         .map(|path| path.display().to_string())
         .unwrap_or_default();
     let file = text.as_deref().map(|text| (path.as_str(), text));
-    let config = match Config::from_args(args) {
+    let config = match Config::checked(args) {
         Ok(config) => config,
-        // The parser's own message has the line and column.
-        Err(error @ ConfigError::ParseFile { .. }) => return vec![error.to_string()],
-        Err(error) => return vec![place(&error.to_string(), file)],
+        Err(found) => {
+            return found
+                .iter()
+                .map(|error| match error {
+                    // The parser's own message has the line and column.
+                    ConfigError::ParseFile { .. } => error.to_string(),
+                    _ => place(&error.to_string(), file),
+                })
+                .collect();
+        }
     };
     let mut problems = Vec::new();
     let identity = Identity::Coordinator(config.node_id);
@@ -106,5 +113,41 @@ mod tests {
         // Without it, the node starts (and does not sign).
         std::fs::remove_file(pki.ca_key()).unwrap();
         assert_eq!(problems(args()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_named_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coordinator.toml");
+        std::fs::write(
+            &path,
+            "node_id = 1\nlisten = \"127.0.0.1:7400\"\ntick_ms = 0\nhost_ttl = 0.01\n\
+             log_max_bytes = 5\ncert_lifetime = \"1s\"\n",
+        )
+        .unwrap();
+        let found = problems(Args {
+            config: Some(path.clone()),
+            ..Args::default()
+        });
+        let shown = path.display().to_string();
+        let expected = [
+            format!("{shown}:3:1: --tick-ms"),
+            format!("{shown}:4:1: --host-ttl"),
+            format!("{shown}:5:1: --log-max-bytes"),
+            "--data-dir is required".to_string(),
+            format!("{shown}:6:1: --cert-lifetime"),
+            "--tls-dir is required".to_string(),
+        ];
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        for (problem, start) in found.iter().zip(&expected) {
+            assert!(problem.starts_with(start), "{problem:?} is not {start:?}…");
+        }
+        // A file that does not parse is the one problem: its settings are unknown.
+        std::fs::write(&path, "node_id = \n").unwrap();
+        let found = problems(Args {
+            config: Some(path),
+            ..Args::default()
+        });
+        assert_eq!(found.len(), 1, "{found:#?}");
     }
 }
