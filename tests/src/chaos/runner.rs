@@ -480,6 +480,14 @@ struct DockerHost {
     agent: Option<AgentProcess>,
 }
 
+/// The agent goes first: alive, it would make ready networks on the engine while the engine
+/// removes its networks on the way out, and their bridges would outlive it.
+impl Drop for DockerHost {
+    fn drop(&mut self) {
+        self.kill_agent();
+    }
+}
+
 impl DockerHost {
     async fn start(pki: &Arc<TestPki>, addresses: &[SocketAddr]) -> anyhow::Result<DockerHost> {
         let engine = tokio::task::spawn_blocking(|| {
@@ -493,6 +501,7 @@ impl DockerHost {
         .await
         .context("starting the private engine")??;
         let pid = std::process::id();
+        let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
         // Host ports above the Docker suites' (22000-29999), spread by process id.
         let low = 30_000 + (pid % 100) * 20;
         let flags = vec![
@@ -503,9 +512,9 @@ impl DockerHost {
             "--port-range".into(),
             format!("{low}-{}", low + 19),
             // Workspaces' networks apart from the machine's engine and the Docker suites': a
-            // /20 of 10.195.0.0/16 (sixteen /24s, one a workspace) by process id.
+            // /20 of 10.195.0.0/16 (sixteen /24s, one a workspace).
             "--network-pool".into(),
-            format!("10.195.{}.0/20", (pid % 16) * 16),
+            network_pool(pid, &routes),
         ];
         let mut host = DockerHost {
             engine,
@@ -596,6 +605,32 @@ async fn capacities(
         Ok(Response::Limits(limits)) => Ok(invariants::capacities(&views, &limits)),
         other => anyhow::bail!("the limits: {other:?}"),
     }
+}
+
+/// The Docker host's pool of workspace networks, a /20 of 10.195.0.0/16: from the one the
+/// process id picks, the first with the fewest kernel routes (`/proc/net/route`'s text) in it.
+/// An engine that could not be cleaned up leaves its networks' bridges, each with the route to
+/// its /24, and an agent never makes a network on a routed subnet.
+fn network_pool(pid: u32, routes: &str) -> String {
+    let mut taken = [0_usize; 16];
+    for line in routes.lines().skip(1) {
+        let Some(hex) = line.split_whitespace().nth(1) else {
+            continue;
+        };
+        // The kernel prints the address as the integer its bytes in network order make here.
+        let Ok(raw) = u32::from_str_radix(hex, 16) else {
+            continue;
+        };
+        if let [10, 195, third, _] = raw.to_ne_bytes() {
+            taken[usize::from(third / 16)] += 1;
+        }
+    }
+    let first = (pid % 16) as usize;
+    let block = (0..16)
+        .map(|step| (first + step) % 16)
+        .min_by_key(|&block| taken[block])
+        .unwrap_or(first);
+    format!("10.195.{}.0/20", block * 16)
 }
 
 /// Waits (up to [`SETTLE`]) until the end state holds as the hosts themselves report their
@@ -727,4 +762,30 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::network_pool;
+
+    #[test]
+    fn the_docker_hosts_pool_is_the_first_least_routed_20_from_the_pids() {
+        let header = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n";
+        // 10.195.193.0/24 and 10.195.200.0/24, as the kernel prints them on this machine.
+        let route = |a: u8, b: u8, c: u8| {
+            let raw = u32::from_ne_bytes([a, b, c, 0]);
+            format!("br-x\t{raw:08X}\t00000000\t0001\t0\t0\t0\t00FFFFFF\n")
+        };
+        assert_eq!(network_pool(12, header), "10.195.192.0/20");
+        let routes = format!(
+            "{header}{}{}{}",
+            route(10, 195, 193),
+            route(10, 195, 200),
+            route(10, 196, 208)
+        );
+        // 192-207 holds two; 208-223 is free (another /16's route does not count).
+        assert_eq!(network_pool(12, &routes), "10.195.208.0/20");
+        assert_eq!(network_pool(28, &routes), "10.195.208.0/20");
+        assert_eq!(network_pool(3, &routes), "10.195.48.0/20");
+    }
 }
