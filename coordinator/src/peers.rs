@@ -21,7 +21,7 @@
 
 pub mod chunks;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -149,6 +149,28 @@ impl Peers {
         }
     }
 
+    /// Forgets every peer outside `members` (this node aside): its queues (their sender tasks
+    /// end once what is queued is sent or has failed), its connection and its round-trip series.
+    /// A member removed from the cluster is sent nothing more (or only answers, while it still
+    /// runs), so its last `nexus_peer_rtt_seconds` would otherwise stay until the process
+    /// restarts. Cheap enough for every tick: a few entries.
+    pub fn keep_only(&self, members: &BTreeSet<NodeId>) {
+        let gone = |node: &NodeId| *node != self.me && !members.contains(node);
+        let mut forgotten = BTreeSet::new();
+        lock(&self.queues).retain(|(node, _), _| {
+            if gone(node) {
+                forgotten.insert(*node);
+                return false;
+            }
+            true
+        });
+        lock(&self.connections).retain(|node, _| !gone(node));
+        for node in forgotten {
+            tracing::debug!(peer = %node, "forgot a peer that is no longer a member");
+            self.rtt.remove([&node.to_string()]);
+        }
+    }
+
     /// Queues a message for its recipient. False if it could not be queued (no such recipient, a
     /// full queue): the caller tells Raft.
     pub fn send(self: &Arc<Self>, message: RaftMessage) -> bool {
@@ -245,6 +267,8 @@ impl Peers {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
+        // Forgotten ([`Peers::keep_only`]): a batch under way then may have set a round trip.
+        self.rtt.remove([&to.to_string()]);
     }
 
     async fn deliver(

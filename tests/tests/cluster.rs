@@ -347,6 +347,25 @@ async fn members_catch_up_from_snapshots_join_leave_and_hand_over() {
     for address in &rest {
         replica_has(&pki, *address, &acked).await;
     }
+    // No coordinator keeps showing a round trip to the removed node (it is sent nothing more,
+    // so its last one would stay), while those to the members are shown.
+    for process in cluster.running.iter().flatten() {
+        let http = process.http.expect("the harness serves monitoring");
+        eventually(
+            "the removed node's round trip to be forgotten",
+            CONVERGE,
+            || async move {
+                let (_, text) = nexus_tests::http::get(http, "/metrics").await;
+                let rtt: Vec<&str> = text
+                    .lines()
+                    .filter(|line| line.starts_with("nexus_peer_rtt_seconds{"))
+                    .collect();
+                (!rtt.is_empty() && !rtt.iter().any(|line| line.contains("peer=\"1\"")))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
 
     // The CLI: healthy with three of three voters, unhealthy with one of three.
     let home = pki.scratch("home");

@@ -12,7 +12,7 @@
 //! pending) is answered `TIMEOUT` after its deadline, which is retryable: a retry under the same
 //! request id returns the first outcome if the first attempt was applied after all.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -236,6 +236,7 @@ impl Driver {
                     self.node.tick();
                     self.watch_leader();
                     self.expire();
+                    self.forget_removed_members();
                 }
                 // The driver holds a sender, so the channel never closes under it.
                 Some(node) = self.refusals.1.recv() => self.leader_refused(node),
@@ -439,6 +440,18 @@ impl Driver {
             .filter(|m| m.voter)
             .map(|m| m.id)
             .collect()
+    }
+
+    /// Each tick: the peers forget any node outside the configuration (its queues, connection
+    /// and round-trip series). Not only when the members change: a removed node that still runs
+    /// may send to this one, whose Raft answers it, which makes it a queue again. An empty
+    /// configuration (a joiner's before it hears of one) changes nothing.
+    fn forget_removed_members(&mut self) {
+        let members: BTreeSet<NodeId> = self.node.members().iter().map(|m| m.id).collect();
+        if members.is_empty() {
+            return;
+        }
+        self.peers.keep_only(&members);
     }
 
     /// Each tick: probes a silent leader, or campaigns in turn once it is known to be gone.
