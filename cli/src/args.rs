@@ -63,6 +63,7 @@ pub struct ConnectionArgs {
         long = "coordinator",
         env = "NEXUS_COORDINATORS",
         value_delimiter = ',',
+        value_parser = parse_coordinator,
         global = true
     )]
     pub coordinators: Vec<String>,
@@ -334,6 +335,28 @@ pub struct CleanupArgs {
     /// Only workspaces stopped at least this long: 90s, 30m, 12h, 7d.
     #[arg(long, value_parser = parse_age, value_name = "AGE")]
     pub older_than: u64,
+}
+
+/// A coordinator's address, `HOST:PORT` (`[V6]:PORT` too): checked where it is given, so that a
+/// mistyped `--coordinator` (a node's number meant for `--node`, say) is refused at once rather
+/// than taken as an address nothing answers at.
+pub fn parse_coordinator(value: &str) -> Result<String, String> {
+    // An empty `NEXUS_COORDINATORS=`: none given (the settings then read the config file).
+    if value.is_empty() {
+        return Ok(String::new());
+    }
+    let port = value
+        .rsplit_once(':')
+        .and_then(|(host, port)| (!host.is_empty()).then_some(port))
+        .and_then(|port| port.parse::<u16>().ok());
+    match port {
+        Some(_) => Ok(value.to_string()),
+        None if value.parse::<u64>().is_ok() => Err(format!(
+            "{value:?} is not HOST:PORT; to name coordinator {value} of `admin logs` or \
+             `config reload`, use --node {value}"
+        )),
+        None => Err(format!("{value:?} is not HOST:PORT, e.g. 127.0.0.1:7400")),
+    }
 }
 
 /// `90s`, `30m`, `12h`, `7d` (or plain seconds) as seconds.
@@ -839,6 +862,27 @@ mod tests {
             trace.command,
             Command::Admin(AdminCommand::Trace(TraceArgs { request_id })) if request_id == RequestId::from_u128(u128::MAX)
         ));
+    }
+
+    #[test]
+    fn a_coordinator_is_host_and_port() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let cli = parse(&["nexus", "--coordinator", "a:1,[::1]:7400", "ping"]).unwrap();
+        assert_eq!(cli.connection.coordinators, ["a:1", "[::1]:7400"]);
+        for bad in ["a", ":7400", "a:port", "a:70000"] {
+            assert!(
+                parse(&["nexus", "--coordinator", bad, "ping"]).is_err(),
+                "{bad}"
+            );
+        }
+        // An empty environment variable names none.
+        let cli = parse(&["nexus", "--coordinator", "", "ping"]).unwrap();
+        assert_eq!(cli.connection.coordinators, [""]);
+        // A node's number where `--node` was meant says so.
+        let error = parse(&["nexus", "config", "reload", "--coordinator", "1"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--node 1"), "{error}");
     }
 
     #[test]

@@ -89,10 +89,17 @@ impl Settings {
                 &format!("pass {flag}, set {env}, or run `nexus up` to configure a local fleet"),
             )
         };
-        let coordinators = if args.coordinators.is_empty() {
+        // An empty `NEXUS_COORDINATORS=` gives one empty address: none given.
+        let given: Vec<String> = args
+            .coordinators
+            .iter()
+            .filter(|address| !address.is_empty())
+            .cloned()
+            .collect();
+        let coordinators = if given.is_empty() {
             file.coordinators
         } else {
-            args.coordinators.clone()
+            given
         };
         if coordinators.is_empty() {
             return Err(missing(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use nexus_protocol::settings::at_key;
 
 use super::FileSettings;
-use crate::args::{ConnectionArgs, OutputFormat};
+use crate::args::{ConnectionArgs, OutputFormat, parse_coordinator};
 
 /// Where a setting's value comes from, strongest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -139,17 +139,13 @@ pub fn check_file(
     };
     let mut problems = Vec::new();
     for address in &file.coordinators {
-        let port = address
-            .rsplit_once(':')
-            .and_then(|(host, port)| (!host.is_empty()).then_some(port))
-            .and_then(|port| port.parse::<u16>().ok());
-        if port.is_none() {
-            problems.push(at_key(
-                path,
-                text,
-                "coordinators",
-                &format!("{address:?} is not HOST:PORT"),
-            ));
+        // An empty flag or variable names none; an empty entry in the file is a mistake.
+        let problem = match address.as_str() {
+            "" => Some("\"\" is not HOST:PORT".to_string()),
+            address => parse_coordinator(address).err(),
+        };
+        if let Some(problem) = problem {
+            problems.push(at_key(path, text, "coordinators", &problem));
         }
     }
     for (key, file_path) in [("ca", &file.ca), ("cert", &file.cert), ("key", &file.key)] {
@@ -290,7 +286,7 @@ mod tests {
         assert_eq!(
             check("coordinators = [\"c1\"]\nkey = \"/nowhere/k.key\"\n"),
             [
-                "c.toml:1:1: \"c1\" is not HOST:PORT",
+                "c.toml:1:1: \"c1\" is not HOST:PORT, e.g. 127.0.0.1:7400",
                 "c.toml:2:1: key: /nowhere/k.key does not exist"
             ]
         );
