@@ -506,7 +506,7 @@ impl ErrorCode {
             HostDown => (
                 "HOST_DOWN",
                 "The host is marked down",
-                "the agent sends its report again once its next heartbeat returns the host; if the host stays down, check its agent (`nexus admin host list`)",
+                "the agent sends its report again once its next heartbeat returns the host; if the host stays down, check its agent (`nexus admin hosts`)",
                 NEVER,
                 RetryChange::Nothing,
                 47,

@@ -235,7 +235,7 @@ impl State {
         if !self.hosts.contains_key(host) {
             return reject(
                 ErrorCode::InvalidArgument,
-                format!("no host {host} is in the fleet: `nexus admin host list` shows them"),
+                format!("no host {host} is in the fleet: `nexus admin hosts` shows them"),
             );
         }
         let names: Vec<WorkspaceName> = self
