@@ -23,7 +23,7 @@ pub mod chunks;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nexus_protocol::codec;
 use nexus_protocol::error::{ErrorCode, WireError};
@@ -44,6 +44,9 @@ const QUEUE: usize = 4096;
 const BATCH: usize = 256;
 /// The pause after a failed batch, so a dead peer costs little.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// A round trip measured longer ago than this is no longer shown: a follower sends only to its
+/// leader, so what it measured to the others while it led (or campaigned) would stay.
+const RTT_SHOWN_FOR: Duration = Duration::from_secs(30);
 
 /// A sender task's report on what it sent to `to`: a batch that was not delivered
 /// (`snapshot: false, delivered: false`), or the fate of one snapshot.
@@ -81,6 +84,8 @@ pub struct Peers {
     runtime: tokio::runtime::Handle,
     /// Each peer's last round trip of a batch (`nexus_peer_rtt_seconds{peer}`).
     rtt: Gauges<1>,
+    /// When each peer's round trip shown was measured.
+    measured: Mutex<HashMap<NodeId, Instant>>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -122,6 +127,7 @@ impl Peers {
             reports,
             runtime,
             rtt,
+            measured: Mutex::default(),
         });
         (peers, deliveries)
     }
@@ -153,8 +159,9 @@ impl Peers {
     /// end once what is queued is sent or has failed), its connection and its round-trip series.
     /// A member removed from the cluster is sent nothing more (or only answers, while it still
     /// runs), so its last `nexus_peer_rtt_seconds` would otherwise stay until the process
-    /// restarts. Cheap enough for every tick: a few entries.
-    pub fn keep_only(&self, members: &BTreeSet<NodeId>) {
+    /// restarts. And stops showing round trips measured over [`RTT_SHOWN_FOR`] ago. Cheap enough
+    /// for every tick: a few entries.
+    pub fn tidy(&self, members: &BTreeSet<NodeId>) {
         let gone = |node: &NodeId| *node != self.me && !members.contains(node);
         let mut forgotten = BTreeSet::new();
         lock(&self.queues).retain(|(node, _), _| {
@@ -165,9 +172,35 @@ impl Peers {
             true
         });
         lock(&self.connections).retain(|node, _| !gone(node));
-        for node in forgotten {
+        for node in &forgotten {
             tracing::debug!(peer = %node, "forgot a peer that is no longer a member");
+        }
+        let now = Instant::now();
+        let mut measured = lock(&self.measured);
+        measured.retain(|node, at| {
+            let keep = !forgotten.contains(node) && now.duration_since(*at) <= RTT_SHOWN_FOR;
+            if !keep {
+                self.rtt.remove([&node.to_string()]);
+            }
+            keep
+        });
+        for node in forgotten {
             self.rtt.remove([&node.to_string()]);
+        }
+    }
+
+    /// Shows `to`'s round trip (`None`: none to show, the peer cannot be reached).
+    fn show_rtt(&self, to: NodeId, took: Option<Duration>) {
+        let mut measured = lock(&self.measured);
+        match took {
+            Some(took) => {
+                measured.insert(to, Instant::now());
+                self.rtt.set([&to.to_string()], took.as_secs_f64());
+            }
+            None => {
+                measured.remove(&to);
+                self.rtt.remove([&to.to_string()]);
+            }
         }
     }
 
@@ -219,14 +252,13 @@ impl Peers {
                 }
             }
             let snapshots = batch.iter().filter(|m| carries_snapshot(m)).count();
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let result = self.deliver(to, &batch, snapshots > 0).await;
             if result.is_err() {
                 // No round trip to show while the peer cannot be reached.
-                self.rtt.remove([&to.to_string()]);
+                self.show_rtt(to, None);
             } else if snapshots == 0 {
-                self.rtt
-                    .set([&to.to_string()], started.elapsed().as_secs_f64());
+                self.show_rtt(to, Some(started.elapsed()));
             }
             match &result {
                 Ok(()) if failing => {
@@ -267,8 +299,8 @@ impl Peers {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
-        // Forgotten ([`Peers::keep_only`]): a batch under way then may have set a round trip.
-        self.rtt.remove([&to.to_string()]);
+        // Forgotten ([`Peers::tidy`]): a batch under way then may have set a round trip.
+        self.show_rtt(to, None);
     }
 
     async fn deliver(

@@ -443,15 +443,16 @@ impl Driver {
     }
 
     /// Each tick: the peers forget any node outside the configuration (its queues, connection
-    /// and round-trip series). Not only when the members change: a removed node that still runs
-    /// may send to this one, whose Raft answers it, which makes it a queue again. An empty
-    /// configuration (a joiner's before it hears of one) changes nothing.
+    /// and round-trip series) and round trips measured long ago ([`Peers::tidy`]). Not only
+    /// when the members change: a removed node that still runs may send to this one, whose Raft
+    /// answers it, which makes it a queue again. An empty configuration (a joiner's before it
+    /// hears of one) changes nothing.
     fn forget_removed_members(&mut self) {
         let members: BTreeSet<NodeId> = self.node.members().iter().map(|m| m.id).collect();
         if members.is_empty() {
             return;
         }
-        self.peers.keep_only(&members);
+        self.peers.tidy(&members);
     }
 
     /// Each tick: probes a silent leader, or campaigns in turn once it is known to be gone.
