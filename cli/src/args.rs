@@ -63,7 +63,6 @@ pub struct ConnectionArgs {
         long = "coordinator",
         env = "NEXUS_COORDINATORS",
         value_delimiter = ',',
-        value_parser = parse_coordinator,
         global = true
     )]
     pub coordinators: Vec<String>,
@@ -337,25 +336,28 @@ pub struct CleanupArgs {
     pub older_than: u64,
 }
 
-/// A coordinator's address, `HOST:PORT` (`[V6]:PORT` too): checked where it is given, so that a
-/// mistyped `--coordinator` (a node's number meant for `--node`, say) is refused at once rather
-/// than taken as an address nothing answers at.
+/// A coordinator's address, `HOST:PORT` or `[V6]:PORT`, with a port that is not 0: checked
+/// before a command connects (and in the config file's check), so that a mistyped
+/// `--coordinator` (a node's number meant for `--node`, say) is refused as such rather than
+/// taken as an address nothing answers at.
 pub fn parse_coordinator(value: &str) -> Result<String, String> {
-    // An empty `NEXUS_COORDINATORS=`: none given (the settings then read the config file).
-    if value.is_empty() {
-        return Ok(String::new());
-    }
     let port = value
         .rsplit_once(':')
-        .and_then(|(host, port)| (!host.is_empty()).then_some(port))
-        .and_then(|port| port.parse::<u16>().ok());
+        .filter(|(host, _)| {
+            !host.is_empty()
+                && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')))
+        })
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .filter(|port| *port != 0);
     match port {
         Some(_) => Ok(value.to_string()),
         None if value.parse::<u64>().is_ok() => Err(format!(
             "{value:?} is not HOST:PORT; to name coordinator {value} of `admin logs` or \
              `config reload`, use --node {value}"
         )),
-        None => Err(format!("{value:?} is not HOST:PORT, e.g. 127.0.0.1:7400")),
+        None => Err(format!(
+            "{value:?} is not HOST:PORT (an IPv6 address in brackets), e.g. 127.0.0.1:7400"
+        )),
     }
 }
 
@@ -866,22 +868,22 @@ mod tests {
 
     #[test]
     fn a_coordinator_is_host_and_port() {
-        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
-        let cli = parse(&["nexus", "--coordinator", "a:1,[::1]:7400", "ping"]).unwrap();
-        assert_eq!(cli.connection.coordinators, ["a:1", "[::1]:7400"]);
-        for bad in ["a", ":7400", "a:port", "a:70000"] {
-            assert!(
-                parse(&["nexus", "--coordinator", bad, "ping"]).is_err(),
-                "{bad}"
-            );
+        for good in ["a:1", "10.0.0.2:7400", "[::1]:7400", "c1.example:65535"] {
+            assert_eq!(parse_coordinator(good).as_deref(), Ok(good));
         }
-        // An empty environment variable names none.
-        let cli = parse(&["nexus", "--coordinator", "", "ping"]).unwrap();
-        assert_eq!(cli.connection.coordinators, [""]);
+        for bad in [
+            "a",
+            ":7400",
+            "a:port",
+            "a:70000",
+            "a:0",
+            "::1",
+            "2001:db8::7400",
+        ] {
+            assert!(parse_coordinator(bad).is_err(), "{bad}");
+        }
         // A node's number where `--node` was meant says so.
-        let error = parse(&["nexus", "config", "reload", "--coordinator", "1"])
-            .unwrap_err()
-            .to_string();
+        let error = parse_coordinator("1").unwrap_err();
         assert!(error.contains("--node 1"), "{error}");
     }
 

@@ -74,6 +74,34 @@ pub struct Settings {
 }
 
 /// Loads the file settings (explicit or default path) once.
+/// The coordinators given (`--coordinator`, else `NEXUS_COORDINATORS`), else the config
+/// file's, each checked as HOST:PORT. An empty `NEXUS_COORDINATORS=` gives none. Checked here,
+/// when a command is about to connect, not as the flags are parsed: a bad variable would
+/// otherwise stop every command, `config show` and `config validate` too.
+pub fn coordinators(args: &ConnectionArgs, file: &FileSettings) -> Result<Vec<String>, CliError> {
+    let given = given_coordinators(args);
+    if given.is_empty() {
+        return Ok(file.coordinators.clone());
+    }
+    for address in &given {
+        crate::args::parse_coordinator(address).map_err(|problem| {
+            CliError::local(ErrorCode::InvalidArgument, problem).suggest(
+                "pass --coordinator HOST:PORT[,HOST:PORT...], or set NEXUS_COORDINATORS so",
+            )
+        })?;
+    }
+    Ok(given)
+}
+
+/// The coordinators given by flag or environment, without empty entries.
+pub fn given_coordinators(args: &ConnectionArgs) -> Vec<String> {
+    args.coordinators
+        .iter()
+        .filter(|address| !address.is_empty())
+        .cloned()
+        .collect()
+}
+
 pub fn load(args: &ConnectionArgs) -> Result<FileSettings, CliError> {
     let path = args.config.clone().or_else(default_config_path);
     Ok(match path {
@@ -89,18 +117,7 @@ impl Settings {
                 &format!("pass {flag}, set {env}, or run `nexus up` to configure a local fleet"),
             )
         };
-        // An empty `NEXUS_COORDINATORS=` gives one empty address: none given.
-        let given: Vec<String> = args
-            .coordinators
-            .iter()
-            .filter(|address| !address.is_empty())
-            .cloned()
-            .collect();
-        let coordinators = if given.is_empty() {
-            file.coordinators
-        } else {
-            given
-        };
+        let coordinators = coordinators(args, &file)?;
         if coordinators.is_empty() {
             return Err(missing(
                 "coordinator address",
@@ -508,6 +525,25 @@ mod tests {
 
     fn error(code: ErrorCode) -> WireError {
         WireError::new(code, "refused")
+    }
+
+    #[test]
+    fn coordinators_given_are_checked_and_an_empty_variable_gives_the_files() {
+        let given = |list: &[&str]| ConnectionArgs {
+            coordinators: list.iter().map(ToString::to_string).collect(),
+            ..ConnectionArgs::default()
+        };
+        let file = FileSettings {
+            coordinators: vec!["f:1".into()],
+            ..FileSettings::default()
+        };
+        assert_eq!(coordinators(&given(&[]), &file).unwrap(), ["f:1"]);
+        // `NEXUS_COORDINATORS=` as clap gives it: one empty entry.
+        assert_eq!(coordinators(&given(&[""]), &file).unwrap(), ["f:1"]);
+        assert_eq!(coordinators(&given(&["a:1", ""]), &file).unwrap(), ["a:1"]);
+        let refused = coordinators(&given(&["a:1", "1"]), &file).unwrap_err();
+        assert_eq!(refused.error.code, ErrorCode::InvalidArgument);
+        assert!(refused.error.message.contains("--node 1"), "{refused:?}");
     }
 
     #[test]

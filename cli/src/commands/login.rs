@@ -32,11 +32,7 @@ pub async fn run(
     file: FileSettings,
     format: OutputFormat,
 ) -> Result<(), CliError> {
-    let coordinators = if connection.coordinators.is_empty() {
-        file.coordinators.clone()
-    } else {
-        connection.coordinators.clone()
-    };
+    let coordinators = crate::settings::coordinators(connection, &file)?;
     if coordinators.is_empty() {
         return Err(CliError::local(
             ErrorCode::InvalidArgument,

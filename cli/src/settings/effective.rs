@@ -103,7 +103,7 @@ pub fn effective(
         config,
         pick(
             "coordinators",
-            list(&args.coordinators),
+            list(&super::given_coordinators(args)),
             list(&file.coordinators),
             "(none)",
         ),
@@ -286,7 +286,7 @@ mod tests {
         assert_eq!(
             check("coordinators = [\"c1\"]\nkey = \"/nowhere/k.key\"\n"),
             [
-                "c.toml:1:1: \"c1\" is not HOST:PORT, e.g. 127.0.0.1:7400",
+                "c.toml:1:1: \"c1\" is not HOST:PORT (an IPv6 address in brackets), e.g. 127.0.0.1:7400",
                 "c.toml:2:1: key: /nowhere/k.key does not exist"
             ]
         );
