@@ -259,12 +259,27 @@ async fn check_file(settings: &Settings, path: &Path) -> Result<BackupInfo, CliE
     })?;
     let named = &decoded.header.cluster;
     if *named != ca.ca_fingerprint() {
-        let asked = settings
-            .request(
-                Request::Admin(AdminRequest::ClusterIdentity),
-                IDENTITY_TIMEOUT,
-            )
-            .await;
+        // One try, bounded: without a cluster to ask, the refusal comes at once rather than
+        // after a client's retries.
+        let ask = async {
+            let connection = settings.connect().await?;
+            connection
+                .request_with(
+                    settings.next_request_id(),
+                    Request::Admin(AdminRequest::ClusterIdentity),
+                    IDENTITY_TIMEOUT,
+                )
+                .await
+                .map_err(CliError::from)
+        };
+        let asked = tokio::time::timeout(IDENTITY_TIMEOUT, ask)
+            .await
+            .unwrap_or_else(|_| {
+                Err(CliError::local(
+                    ErrorCode::Timeout,
+                    format!("no coordinator answered within {IDENTITY_TIMEOUT:?}"),
+                ))
+            });
         match asked {
             Ok(Response::ClusterIdentity(identity)) if identity == *named => {}
             Ok(Response::ClusterIdentity(identity)) => {

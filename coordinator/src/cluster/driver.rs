@@ -448,9 +448,14 @@ impl Driver {
     /// answers it, which makes it a queue again. An empty configuration (a joiner's before it
     /// hears of one) changes nothing.
     fn forget_removed_members(&mut self) {
-        let members: BTreeSet<NodeId> = self.node.members().iter().map(|m| m.id).collect();
+        let mut members: BTreeSet<NodeId> = self.node.members().iter().map(|m| m.id).collect();
         if members.is_empty() {
             return;
+        }
+        // A follower behind on the log may follow a leader its applied configuration does not
+        // hold yet (one added while it was away): that one is never forgotten.
+        if let Some(leader) = self.node.leader() {
+            members.insert(leader);
         }
         self.peers.tidy(&members);
     }
