@@ -169,7 +169,7 @@ impl Config {
                 .or(file.data_dir)
                 .ok_or(ConfigError::Missing("--data-dir is required")),
         );
-        let lifetimes = problems.take(lifetimes::lifetimes(
+        let lifetimes = lifetimes::lifetimes(
             (
                 args.cert_lifetime.as_deref(),
                 args.user_cert_lifetime.as_deref(),
@@ -178,7 +178,8 @@ impl Config {
                 file.cert_lifetime.as_deref(),
                 file.user_cert_lifetime.as_deref(),
             ),
-        ));
+            &mut problems,
+        );
         let listen = problems.take(args.listen.or(file.listen).ok_or(ConfigError::Missing(
             "--listen is required, e.g. --listen 127.0.0.1:7400",
         )));

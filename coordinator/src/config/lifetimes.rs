@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use nexus_protocol::join::{DEFAULT_NODE_CERT_SECS, DEFAULT_USER_CERT_SECS};
 
+use nexus_protocol::settings::Problems;
+
 use super::ConfigError;
 
 /// The shortest lifetime accepted: renewal at two thirds of it must still leave time to renew.
@@ -44,21 +46,24 @@ pub fn parse_lifetime(flag: &str, text: &str) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(secs))
 }
 
-/// The lifetimes from the flags, else the file, else the defaults.
+/// The lifetimes from the flags, else the file, else the defaults; `None` with each problem
+/// kept in `problems` (both are checked).
 pub fn lifetimes(
     flags: (Option<&str>, Option<&str>),
     file: (Option<&str>, Option<&str>),
-) -> Result<Lifetimes, ConfigError> {
+    problems: &mut Problems<ConfigError>,
+) -> Option<Lifetimes> {
     let defaults = Lifetimes::default();
-    let node = match flags.0.or(file.0) {
-        Some(text) => parse_lifetime("cert-lifetime", text)?,
-        None => defaults.node,
+    let mut read = |flag: &str, text: Option<&str>, default: Duration| match text {
+        Some(text) => problems.take(parse_lifetime(flag, text)),
+        None => Some(default),
     };
-    let user = match flags.1.or(file.1) {
-        Some(text) => parse_lifetime("user-cert-lifetime", text)?,
-        None => defaults.user,
-    };
-    Ok(Lifetimes { node, user })
+    let node = read("cert-lifetime", flags.0.or(file.0), defaults.node);
+    let user = read("user-cert-lifetime", flags.1.or(file.1), defaults.user);
+    Some(Lifetimes {
+        node: node?,
+        user: user?,
+    })
 }
 
 /// A lifetime as the configuration shows it: `90d`, `12h`, `20s`.
@@ -75,6 +80,22 @@ pub fn show(lifetime: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lifetimes, or every problem found.
+    fn lifetimes(
+        flags: (Option<&str>, Option<&str>),
+        file: (Option<&str>, Option<&str>),
+    ) -> Result<Lifetimes, ConfigError> {
+        let mut problems = Problems::default();
+        let found = super::lifetimes(flags, file, &mut problems);
+        problems.finish(found).map_err(|mut all| {
+            if all.len() == 1 {
+                all.remove(0)
+            } else {
+                ConfigError::Several(all)
+            }
+        })
+    }
 
     #[test]
     fn lifetimes_come_from_flags_then_the_file_then_the_defaults() {
@@ -96,6 +117,12 @@ mod tests {
         let error = lifetimes((None, None), (None, Some("1s"))).unwrap_err();
         assert!(
             error.to_string().contains("--user-cert-lifetime"),
+            "{error}"
+        );
+        // Both, when both are wrong.
+        let error = lifetimes((Some("1s"), None), (None, Some("1s"))).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::Several(ref all) if all.len() == 2),
             "{error}"
         );
     }
