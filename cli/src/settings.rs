@@ -74,6 +74,31 @@ pub struct Settings {
 }
 
 /// Loads the file settings (explicit or default path) once.
+/// A coordinator's address, `HOST:PORT` or `[V6]:PORT`, with a port that is not 0: checked
+/// before a command connects (and in the config file's check), so that a mistyped
+/// `--coordinator` (a node's number meant for `--node`, say) is refused as such rather than
+/// taken as an address nothing answers at.
+pub fn parse_coordinator(value: &str) -> Result<String, String> {
+    let port = value
+        .rsplit_once(':')
+        .filter(|(host, _)| {
+            !host.is_empty()
+                && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')))
+        })
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .filter(|port| *port != 0);
+    match port {
+        Some(_) => Ok(value.to_string()),
+        None if value.parse::<u64>().is_ok() => Err(format!(
+            "{value:?} is not HOST:PORT; to name coordinator {value} of `admin logs` or \
+             `config reload`, use --node {value}"
+        )),
+        None => Err(format!(
+            "{value:?} is not HOST:PORT (an IPv6 address in brackets), e.g. 127.0.0.1:7400"
+        )),
+    }
+}
+
 /// The coordinators given (`--coordinator`, else `NEXUS_COORDINATORS`), else the config
 /// file's, each checked as HOST:PORT. An empty `NEXUS_COORDINATORS=` gives none. Checked here,
 /// when a command is about to connect, not as the flags are parsed: a bad variable would
@@ -84,7 +109,7 @@ pub fn coordinators(args: &ConnectionArgs, file: &FileSettings) -> Result<Vec<St
         return Ok(file.coordinators.clone());
     }
     for address in &given {
-        crate::args::parse_coordinator(address).map_err(|problem| {
+        parse_coordinator(address).map_err(|problem| {
             CliError::local(ErrorCode::InvalidArgument, problem).suggest(
                 "pass --coordinator HOST:PORT[,HOST:PORT...], or set NEXUS_COORDINATORS so",
             )
@@ -525,6 +550,27 @@ mod tests {
 
     fn error(code: ErrorCode) -> WireError {
         WireError::new(code, "refused")
+    }
+
+    #[test]
+    fn a_coordinator_is_host_and_port() {
+        for good in ["a:1", "10.0.0.2:7400", "[::1]:7400", "c1.example:65535"] {
+            assert_eq!(parse_coordinator(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "a",
+            ":7400",
+            "a:port",
+            "a:70000",
+            "a:0",
+            "::1",
+            "2001:db8::7400",
+        ] {
+            assert!(parse_coordinator(bad).is_err(), "{bad}");
+        }
+        // A node's number where `--node` was meant says so.
+        let error = parse_coordinator("1").unwrap_err();
+        assert!(error.contains("--node 1"), "{error}");
     }
 
     #[test]

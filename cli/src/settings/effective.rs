@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use nexus_protocol::settings::at_key;
 
-use super::FileSettings;
-use crate::args::{ConnectionArgs, OutputFormat, parse_coordinator};
+use super::{FileSettings, parse_coordinator};
+use crate::args::{ConnectionArgs, OutputFormat};
 
 /// Where a setting's value comes from, strongest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
