@@ -8,6 +8,7 @@
 
 mod crash;
 mod driver;
+mod entries;
 mod signals;
 
 use std::collections::BTreeMap;
@@ -50,6 +51,8 @@ pub struct Cluster {
     /// The CA rotations of this replica's state, as of the driver's last round.
     ca: watch::Receiver<CaRotations>,
     metrics: Metrics,
+    /// Which log entries every member applies ([`entries`]).
+    entries: Arc<entries::EntryVersions>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -90,6 +93,7 @@ pub fn start(
         deny: deny.subscribe(),
         ca: ca.subscribe(),
         metrics: metrics.clone(),
+        entries: Arc::default(),
     };
     let driver = Driver::new(
         node,

@@ -39,7 +39,9 @@ pub fn request_level(request: &Request) -> Option<Level> {
     match request {
         Request::Ping
         | Request::Host(_)
-        | Request::Peer(PeerRequest::Raft(_) | PeerRequest::Chunk { .. }) => None,
+        | Request::Peer(
+            PeerRequest::Raft(_) | PeerRequest::Chunk { .. } | PeerRequest::EntryVersion,
+        ) => None,
         Request::Peer(PeerRequest::Propose(_)) => WRITE,
         Request::Stale(_) => READ,
         Request::Agent(request) => match request {
@@ -136,7 +138,7 @@ pub fn apply_level(command: &Command) -> Level {
 
 /// The workspace a command names, if one.
 pub fn command_workspace(command: &Command) -> Option<&WorkspaceName> {
-    match command {
+    match command.inner() {
         Command::CreateWorkspace { spec, .. } => Some(&spec.name),
         Command::SetDesiredRun { name, .. }
         | Command::DestroyWorkspace { name }
@@ -317,6 +319,9 @@ mod tests {
         };
         assert_eq!(apply_level(&stop), Level::INFO);
         assert_eq!(command_workspace(&stop), Some(&name));
+        // A user's change checked against its owner at apply names the same workspace.
+        let owned = Command::Owned(Box::new(stop));
+        assert_eq!(command_workspace(&owned), Some(&name));
         assert_eq!(apply_level(&Command::PlaceWorkspaces(vec![])), Level::INFO);
     }
 }

@@ -93,11 +93,15 @@ pub struct Node {
 struct Driver {
     stop: Option<oneshot::Sender<()>>,
     stopped: Option<oneshot::Receiver<Result<(), StoreError>>>,
+    /// The task that asks the members which log entries they apply
+    /// ([`Cluster::follow_entry_versions`]), ended with the driver.
+    entry_versions: tokio::task::JoinHandle<()>,
 }
 
 impl Driver {
     /// Stops the driver and waits for it.
     async fn stop(mut self) -> Result<(), StoreError> {
+        self.entry_versions.abort();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -120,6 +124,7 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        self.entry_versions.abort();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -193,12 +198,17 @@ impl Node {
             stop_signal,
         )
         .context("cannot start the raft driver")?;
+        let entry_versions = tokio::spawn({
+            let cluster = cluster.clone();
+            async move { cluster.follow_entry_versions().await }
+        });
         Ok(Node {
             cluster,
             store: shared,
             driver: Driver {
                 stop: Some(stop),
                 stopped: Some(stopped),
+                entry_versions,
             },
         })
     }

@@ -393,6 +393,7 @@ pub fn request_kind(request: &Request) -> &'static str {
         Request::Peer(PeerRequest::Raft(_)) => "peer_raft",
         Request::Peer(PeerRequest::Propose(_)) => "peer_propose",
         Request::Peer(PeerRequest::Chunk { .. }) => "peer_chunk",
+        Request::Peer(PeerRequest::EntryVersion) => "peer_entry_version",
         Request::Host(HostRequest::Logs { .. }) => "host_logs",
         Request::Host(HostRequest::Exec { .. }) => "host_exec",
         Request::Host(HostRequest::Networks) => "host_networks",

@@ -352,6 +352,18 @@ impl Peers {
         }
     }
 
+    /// The newest version of log entries `to` applies ([`PeerRequest::EntryVersion`]).
+    pub async fn entry_version(&self, to: NodeId, limit: Duration) -> Result<u32, WireError> {
+        let request = PeerRequest::EntryVersion;
+        match self
+            .carry(to, RequestId::random(), request, limit, false)
+            .await?
+        {
+            Response::EntryVersion(version) => Ok(version),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Sends `request` to `to` and answers its answer: whole if its encoding fits in a piece,
     /// else in pieces on one connection, each but the last within `snapshot_timeout`, the last
     /// (answered as the whole request) within `limit`.

@@ -126,7 +126,7 @@ impl Starts {
         }
         let applied = matches!(outcome, Outcome::Applied);
         let state_of = |name: &WorkspaceName| state.workspaces().get(name).map(|w| w.state);
-        match &proposal.command {
+        match proposal.command.inner() {
             Command::PlaceWorkspaces(requests) => {
                 for request in requests {
                     if let Some(Outcome::Applied) = state.outcome_of(request.request_id)
@@ -309,9 +309,9 @@ impl Starts {
 
 #[cfg(test)]
 mod tests {
+    use nexus_protocol::RequestId;
     use nexus_protocol::identity::Identity;
     use nexus_protocol::message::ObservedWorkspace;
-    use nexus_protocol::{NodeId, RequestId};
 
     use super::*;
 
@@ -469,7 +469,7 @@ mod tests {
             report(WorkspaceState::Running, generation),
         );
         assert_eq!(starts.take_finished(), [ok(StartKind::Warm, 0.5)]);
-        // A destroy forgets a start under way.
+        // A destroy forgets a start under way, checked against its owner at apply or not.
         apply(&mut state, &mut starts, 11.0, run(DesiredRun::Stopped));
         apply(
             &mut state,
@@ -483,7 +483,7 @@ mod tests {
             &mut state,
             &mut starts,
             13.0,
-            Command::DestroyWorkspace { name: w("a") },
+            Command::Owned(Box::new(Command::DestroyWorkspace { name: w("a") })),
         );
         assert_eq!(starts.pending(), 0);
     }
@@ -494,7 +494,11 @@ mod tests {
         let proposal = Proposal {
             request_id: RequestId::from_u128(id),
             at: t(at),
-            proposer: Identity::Coordinator(NodeId::new(1).unwrap()),
+            // An admin: a user's change checked at apply ([`Command::Owned`]) is theirs too.
+            proposer: Identity::User {
+                name: nexus_protocol::UserName::new("root").unwrap(),
+                role: nexus_protocol::Role::Admin,
+            },
             command,
         };
         let outcome = state.apply(&proposal);

@@ -44,6 +44,7 @@ mod lifecycle;
 mod limits;
 mod maintenance;
 mod notices;
+mod owners;
 mod placement;
 mod ports;
 mod reports;
@@ -55,7 +56,7 @@ mod workspace_table;
 mod workspaces;
 mod worktrees;
 
-pub use command::{Command, Outcome, PlaceRequest, Proposal};
+pub use command::{Command, ENTRY_VERSION, OWNED_ENTRIES, Outcome, PlaceRequest, Proposal};
 pub use credentials::{CredentialRecord, Credentials, Resealed, Sealed};
 pub use desired::ChangedHosts;
 pub use events::{EVENT_TEXT_BYTES, EVENTS_KEPT, History, RECORD_EVENTS_MAX};
@@ -388,6 +389,7 @@ impl State {
                 step,
             } => self.ca_progress(at, identity, new_ca, *step),
             Command::FinishCaRotation { .. } => self.finish_ca_rotation(at),
+            Command::Owned(change) => self.as_owner(origin, change),
         }
     }
 }

@@ -210,6 +210,11 @@ pub enum PeerRequest {
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
+    /// The newest version of log entries the receiving coordinator's build applies:
+    /// [`Response::EntryVersion`]. A coordinator proposes an entry of a newer version only once
+    /// every member has said it applies it (a build from before the question answers
+    /// `PROTOCOL_ERROR`: version 1).
+    EntryVersion,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -630,4 +635,6 @@ pub enum Response {
     /// The answer to [`AdminRequest::ClusterIdentity`]: the SHA-256 (hex) that names the
     /// cluster in its backups.
     ClusterIdentity(String),
+    /// The answer to [`PeerRequest::EntryVersion`].
+    EntryVersion(u32),
 }

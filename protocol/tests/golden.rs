@@ -835,3 +835,19 @@ fn cluster_identity() {
         expect!["00000006010035026162"],
     );
 }
+
+/// Log entries of a newer version only once every member applies them: a member's answer.
+#[test]
+fn entry_version() {
+    check(
+        &request(Request::Peer(PeerRequest::EntryVersion)),
+        expect!["00000013fe100f0e0d0c0b0a0908070605040302010403"],
+    );
+    check(
+        &ResponseFrame {
+            request_id: RequestId::from_u128(1),
+            result: Ok(Response::EntryVersion(2)),
+        },
+        expect!["0000000401003602"],
+    );
+}

@@ -87,6 +87,22 @@ async fn acknowledged_writes_survive_killing_the_leader_and_restarting_everythin
     let first = cluster.leader(&pki, ELECTION).await;
     let killed = cluster.index_of(first.node.get());
     let addresses: Vec<SocketAddr> = cluster.members.iter().map(|m| m.address).collect();
+    // Each member learns that every member applies this build's log entries (so users' changes
+    // are checked against their owner at apply): asked over the members' own connections.
+    eventually(
+        "every member agrees on this build's entries",
+        CONVERGE,
+        || async {
+            let logs = cluster.logs();
+            let members: Vec<&str> = logs.split("--- coordinator ").skip(1).collect();
+            (members.len() == 3
+                && members
+                    .iter()
+                    .all(|log| log.contains("now applies log entries of version 2")))
+            .then_some(())
+        },
+    )
+    .await;
 
     // A writer registers host after host at each node in turn; what it records as acknowledged
     // must survive. Meanwhile the leader is killed.

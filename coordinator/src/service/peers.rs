@@ -18,6 +18,7 @@ use super::checks::denied;
 use crate::consensus;
 use crate::locks::lock;
 use crate::peers::chunks::{Piece, Progress};
+use crate::state::ENTRY_VERSION;
 
 impl Service {
     pub(super) async fn peer(
@@ -144,6 +145,7 @@ impl Service {
                 self.cluster.propose_here(proposal).await?;
                 Ok(Response::Ack)
             }
+            PeerRequest::EntryVersion => Ok(Response::EntryVersion(ENTRY_VERSION)),
             PeerRequest::Chunk { .. } => Err(WireError::new(
                 ErrorCode::ProtocolError,
                 "a piece of a request is not a request of its own",

@@ -16,7 +16,7 @@ use super::views::{detail_of, list_page, view_of};
 use crate::cluster::Consistency;
 use crate::locks::lock;
 use crate::scheduler::Scoring;
-use crate::state::{Command, PlaceRequest};
+use crate::state::{Command, OWNED_ENTRIES, PlaceRequest};
 
 impl Service {
     /// A user's (or an admin's) workspace request. Users see and change their own workspaces;
@@ -118,10 +118,10 @@ impl Service {
                 let name = name.clone();
                 self.owned(peer, &name, admin, Consistency::Linearizable)
                     .await?;
-                let command = Command::HoldWorkspace {
+                let command = self.as_owner(Command::HoldWorkspace {
                     name: name.clone(),
                     held,
-                };
+                });
                 let by = (request_id, peer);
                 self.lifecycle(&name, by, Some(command), Consistency::Linearizable)
                     .await
@@ -251,14 +251,11 @@ impl Service {
             })
             .await?;
         too_many(names.len())?;
+        let command = self.as_owner(Command::DestroyStopped {
+            names: names.clone(),
+        });
         self.cluster
-            .propose(
-                request_id,
-                peer.identity.clone(),
-                Command::DestroyStopped {
-                    names: names.clone(),
-                },
-            )
+            .propose(request_id, peer.identity.clone(), command)
             .await?;
         let views = self
             .cluster
@@ -286,6 +283,7 @@ impl Service {
     ) -> Result<Response, WireError> {
         self.owned(peer, name, admin, Consistency::Linearizable)
             .await?;
+        let command = self.as_owner(command);
         // The answer is the workspace as this change left it, read as its entry is applied: a
         // read after the proposal could find a destroyed workspace already gone (a fast agent
         // reported it) and answer WORKSPACE_NOT_FOUND for a destroy that succeeded.
@@ -314,6 +312,17 @@ impl Service {
             run,
         };
         self.change(peer, request_id, name, admin, command).await
+    }
+
+    /// `command`, a user's change of their workspaces, as it is proposed: checked again against
+    /// the workspaces' owner when it is applied ([`Command::Owned`]) once every member applies
+    /// such entries, as itself before (a member of an older build could not read it).
+    fn as_owner(&self, command: Command) -> Command {
+        if self.cluster.entry_version() >= OWNED_ENTRIES {
+            Command::Owned(Box::new(command))
+        } else {
+            command
+        }
     }
 
     /// The workspace `name`, if `peer` may see it: `WORKSPACE_NOT_FOUND` or

@@ -240,7 +240,31 @@ pub enum Command {
     FinishCaRotation {
         by: String,
     },
+    /// A user's change of workspaces (entry version 2, [`ENTRY_VERSION`]): applied only to
+    /// workspaces the proposer owns, unless the proposer is an admin. The coordinator checks
+    /// ownership before it proposes, but an entry can commit seconds after that read (a retried
+    /// write's first attempt), when the name may be another user's new workspace.
+    Owned(Box<Command>),
 }
+
+impl Command {
+    /// The change itself: the command an [`Command::Owned`] carries, else this one. What a
+    /// reader of the log (traces, start SLIs) looks at.
+    pub fn inner(&self) -> &Command {
+        match self {
+            Command::Owned(change) => change.inner(),
+            command => command,
+        }
+    }
+}
+
+/// The newest version of log entries this build applies. A coordinator proposes an entry of a
+/// newer version than 1 only once every member of its cluster has said it applies that version
+/// (`PeerRequest::EntryVersion`), so that a rolling upgrade never hands a member an entry it
+/// cannot read. 1: every entry before [`Command::Owned`]; 2: [`Command::Owned`].
+pub const ENTRY_VERSION: u32 = 2;
+/// The version that brought [`Command::Owned`].
+pub const OWNED_ENTRIES: u32 = 2;
 
 /// One create of a [`Command::PlaceWorkspaces`] batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
