@@ -592,6 +592,7 @@ impl Cluster {
                 return Ok(());
             }
         } else {
+            self.check_new_member(id, &address).await?;
             self.change(MemberChange::AddLearner(id, address), limit)
                 .await?;
         }

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub raft_leader_changes: Counter,
     pub raft_commit_index: Gauge,
     pub raft_applied_index: Gauge,
+    pub raft_entry_version: Gauge,
     /// By `outcome`: [`ProposalOutcome::as_str`].
     pub raft_proposals: Counters<1>,
     pub raft_commit_duration: Histogram,
@@ -121,6 +122,10 @@ impl Metrics {
                 "1 if this coordinator is the leader, else 0.",
             ),
             raft_term: r.gauge("nexus_raft_term", "The Raft term this coordinator is in."),
+            raft_entry_version: r.gauge(
+                "nexus_raft_entry_version",
+                "The newest version of log entries every member applies, as this coordinator last learned.",
+            ),
             raft_leader_changes: r.counter(
                 "nexus_raft_leader_changes_total",
                 "Times this coordinator saw a new leader.",
@@ -548,6 +553,7 @@ mod tests {
             "nexus_raft_leader_changes_total",
             "nexus_raft_commit_index",
             "nexus_raft_applied_index",
+            "nexus_raft_entry_version",
             "nexus_raft_proposals_total",
             "nexus_raft_commit_duration_seconds",
             "nexus_raft_apply_duration_seconds",

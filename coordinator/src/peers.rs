@@ -352,16 +352,30 @@ impl Peers {
         }
     }
 
-    /// The newest version of log entries `to` applies ([`PeerRequest::EntryVersion`]).
+    /// The newest version of log entries member `to` applies ([`PeerRequest::EntryVersion`]).
     pub async fn entry_version(&self, to: NodeId, limit: Duration) -> Result<u32, WireError> {
         let request = PeerRequest::EntryVersion;
-        match self
-            .carry(to, RequestId::random(), request, limit, false)
-            .await?
-        {
-            Response::EntryVersion(version) => Ok(version),
-            other => Err(unexpected(&other)),
-        }
+        entry_version(
+            self.carry(to, RequestId::random(), request, limit, false)
+                .await,
+        )
+    }
+
+    /// [`Peers::entry_version`] of coordinator `to` at `address`, on a connection of its own:
+    /// asked before it is added to the cluster.
+    pub async fn entry_version_at(
+        &self,
+        to: NodeId,
+        address: &str,
+        limit: Duration,
+    ) -> Result<u32, WireError> {
+        let connection = self.connect(to, address).await?;
+        let request = Request::Peer(PeerRequest::EntryVersion);
+        let answer = connection
+            .request_with(RequestId::random(), request, limit)
+            .await;
+        connection.close();
+        entry_version(answer)
     }
 
     /// Sends `request` to `to` and answers its answer: whole if its encoding fits in a piece,
@@ -465,7 +479,14 @@ impl Peers {
                 format!("no address is known for coordinator {to}"),
             )
         })?;
-        let (socket, server_name) = transport::resolve(&address).await?;
+        let connection = self.connect(to, &address).await?;
+        lock(&self.connections).insert(to, connection.clone());
+        Ok(connection)
+    }
+
+    /// A new connection to coordinator `to` at `address`, refused unless it answers as `to`.
+    async fn connect(&self, to: NodeId, address: &str) -> Result<Connection, WireError> {
+        let (socket, server_name) = transport::resolve(address).await?;
         let connection = self
             .connector
             .connect(socket, &server_name, &[IdentityKind::Coordinator])
@@ -482,8 +503,18 @@ impl Peers {
             connection.close();
             return Err(error);
         }
-        lock(&self.connections).insert(to, connection.clone());
         Ok(connection)
+    }
+}
+
+/// A member's answer to [`PeerRequest::EntryVersion`]: a build from before the question
+/// answers `PROTOCOL_ERROR`, and applies version 1.
+fn entry_version(answer: Result<Response, WireError>) -> Result<u32, WireError> {
+    match answer {
+        Ok(Response::EntryVersion(version)) => Ok(version),
+        Ok(other) => Err(unexpected(&other)),
+        Err(error) if error.code == ErrorCode::ProtocolError => Ok(1),
+        Err(error) => Err(error),
     }
 }
 

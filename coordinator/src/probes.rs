@@ -99,6 +99,9 @@ impl nexus_telemetry::http::Probes for Probes {
                 .raft_applied_index
                 .set(view.applied_index as f64);
         }
+        self.metrics
+            .raft_entry_version
+            .set(f64::from(self.cluster.entry_version()));
         let counts = self.cluster.read(Consistency::Stale, fleet_counts);
         if let Ok(Ok(counts)) = tokio::time::timeout(CHECK_TIMEOUT, counts).await {
             self.metrics.hosts.replace(

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use nexus_protocol::NodeId;
-use nexus_protocol::error::ErrorCode;
+use nexus_protocol::error::{ErrorCode, WireError};
 
 use super::Cluster;
 use crate::locks::lock;
@@ -67,6 +67,28 @@ impl Cluster {
         self.entries.agreed()
     }
 
+    /// Refuses a new member `id` at `address` that applies older entries than the members
+    /// agree on (`VERSION_MISMATCH`): it would stop at the first entry it could not read.
+    pub(super) async fn check_new_member(
+        &self,
+        id: NodeId,
+        address: &str,
+    ) -> Result<(), WireError> {
+        let agreed = self.entries.agreed();
+        let theirs = self.peers.entry_version_at(id, address, ASK_LIMIT).await?;
+        if theirs >= agreed {
+            return Ok(());
+        }
+        Err(WireError::new(
+            ErrorCode::VersionMismatch,
+            format!(
+                "coordinator {id} at {address} applies log entries up to version {theirs}, and \
+                 this cluster's members write version {agreed}: run this cluster's build there \
+                 before adding it"
+            ),
+        ))
+    }
+
     /// Asks the members which entries they apply, for as long as the node runs.
     pub async fn follow_entry_versions(&self) {
         loop {
@@ -87,12 +109,7 @@ impl Cluster {
         };
         let members: Vec<NodeId> = view.members.iter().map(|member| member.id).collect();
         for &member in members.iter().filter(|member| **member != self.id) {
-            let answer = match self.peers.entry_version(member, ASK_LIMIT).await {
-                Ok(version) => Some(version),
-                // A build that does not know the question.
-                Err(error) if error.code == ErrorCode::ProtocolError => Some(1),
-                Err(_) => None,
-            };
+            let answer = self.peers.entry_version(member, ASK_LIMIT).await.ok();
             let mut answers = lock(&self.entries.answers);
             match answer {
                 Some(version) => answers.insert(member, version),
