@@ -151,6 +151,7 @@ async fn a_silent_connection_is_closed_and_gives_its_place_back() {
     let bounds = Bounds {
         connections: 1,
         idle: Duration::from_millis(300),
+        ..Bounds::DEFAULT
     };
     let (addr, _daemon) = serve_with(bounds).await;
     let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -171,6 +172,7 @@ async fn a_connection_past_the_bound_waits_for_one_to_end() {
     let bounds = Bounds {
         connections: 1,
         idle: Duration::from_secs(60),
+        ..Bounds::DEFAULT
     };
     let (addr, _daemon) = serve_with(bounds).await;
     let held = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -183,4 +185,92 @@ async fn a_connection_past_the_bound_waits_for_one_to_end() {
         .expect("not served once the held connection ended")
         .unwrap();
     assert_eq!(answer.0, 200);
+}
+
+/// A request sent a byte at a time is cut once it has not come whole and been answered within
+/// the request's time, however often its bytes come; a kept connection that asks again later is
+/// not, since an answer starts the next request's time afresh.
+#[tokio::test]
+async fn a_request_trickled_in_is_cut_and_a_kept_connection_is_not() {
+    let bounds = Bounds {
+        idle: Duration::from_secs(60),
+        request: Duration::from_millis(500),
+        ..Bounds::DEFAULT
+    };
+    let (addr, _daemon) = serve_with(bounds).await;
+    let mut trickle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    trickle.write_all(b"GET /livez HTTP/1.1\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    let cut = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a trickled request was kept for 20 s"
+        );
+        if trickle.write_all(b"X").await.is_err() {
+            break started.elapsed();
+        }
+        match tokio::time::timeout(Duration::from_millis(100), trickle.read(&mut byte)).await {
+            Ok(Ok(0) | Err(_)) => break started.elapsed(),
+            Ok(Ok(_)) => panic!("the trickled request was answered"),
+            Err(_) => {}
+        }
+    };
+    assert!(cut >= Duration::from_millis(400), "cut after {cut:?}");
+
+    // Two requests on one kept connection, a pause longer than the request's time between.
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for round in 0..2 {
+        kept.write_all(b"GET /livez HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        while !String::from_utf8_lossy(&answer).ends_with("check passed\n") {
+            let mut piece = [0u8; 1024];
+            let read = tokio::time::timeout(Duration::from_secs(10), kept.read(&mut piece))
+                .await
+                .expect("no answer on the kept connection")
+                .unwrap();
+            assert!(read > 0, "the kept connection was closed in round {round}");
+            answer.extend_from_slice(&piece[..read]);
+        }
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+}
+
+/// One address holds at most its share of the places: one more from it is closed at once, and
+/// another address is still served.
+#[tokio::test]
+async fn one_address_holds_at_most_its_share() {
+    let bounds = Bounds {
+        connections: 4,
+        per_source: 2,
+        idle: Duration::from_secs(60),
+        ..Bounds::DEFAULT
+    };
+    let (addr, _daemon) = serve_with(bounds).await;
+    let from = |ip: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((ip, 0).into()).unwrap();
+        socket.connect(addr).await.unwrap()
+    };
+    let _held = [from([127, 0, 0, 1]).await, from([127, 0, 0, 1]).await];
+    let mut third = from([127, 0, 0, 1]).await;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(20), third.read(&mut byte))
+        .await
+        .expect("a third connection from one address was kept");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let mut other = from([127, 0, 0, 2]).await;
+    other
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(20), other.read_to_string(&mut answer))
+        .await
+        .expect("another address was not served")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

@@ -1,13 +1,17 @@
 //! Bounds on the monitoring server's connections, which axum's server sets none of: at most
 //! [`Bounds::connections`] served at once (further ones wait in the kernel's listen backlog
-//! until one ends), and each closed once it has been silent for [`Bounds::idle`]. A client that opens
-//! connections and sends nothing, or leaves them open, holds neither file descriptors nor
-//! tasks past those bounds.
+//! until one ends), at most [`Bounds::per_source`] of them from one address (one more is closed
+//! at once), each closed once it has been silent for [`Bounds::idle`], and each closed when a
+//! request it began is not answered within [`Bounds::request`] of its first byte. A client that
+//! opens connections and sends nothing, leaves them open, or sends a request a byte at a time
+//! holds neither file descriptors nor tasks past those bounds, nor every place from one address.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,19 +20,29 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-/// How many connections the server takes at once, and how long one may be silent.
+/// How many connections the server takes at once, how many from one address, how long one may
+/// be silent, and how long a request may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
     pub connections: usize,
+    /// A quarter of the places by default: a scraper and a few probes need one or two each, and
+    /// one address cannot hold them all.
+    pub per_source: usize,
     /// Longer than a scrape interval (15–60 s is usual), so a scraper's kept connection is not
     /// closed between two scrapes.
     pub idle: Duration,
+    /// From a request's first byte to its answer's first: longer than a scrape's refresh may
+    /// take ([`super::PROBE_TIMEOUT`]) behind the scrapes before it, so that only a request
+    /// that does not come whole is cut.
+    pub request: Duration,
 }
 
 impl Bounds {
     pub const DEFAULT: Bounds = Bounds {
         connections: 64,
+        per_source: 16,
         idle: Duration::from_secs(120),
+        request: Duration::from_secs(30),
     };
 }
 
@@ -37,7 +51,8 @@ impl Bounds {
 pub(super) struct Guarded {
     listener: TcpListener,
     slots: Arc<Semaphore>,
-    idle: Duration,
+    sources: Arc<Sources>,
+    bounds: Bounds,
 }
 
 impl Guarded {
@@ -45,7 +60,52 @@ impl Guarded {
         Guarded {
             listener,
             slots: Arc::new(Semaphore::new(bounds.connections.max(1))),
-            idle: bounds.idle,
+            sources: Arc::default(),
+            bounds,
+        }
+    }
+}
+
+/// The connections open from each address.
+#[derive(Debug, Default)]
+struct Sources(Mutex<HashMap<IpAddr, usize>>);
+
+impl Sources {
+    /// A place for one more connection from `address`, unless `most` are open from it.
+    fn take(self: &Arc<Sources>, address: IpAddr, most: usize) -> Option<Source> {
+        let address = address.to_canonical();
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(address).or_insert(0);
+        if *count >= most.max(1) {
+            return None;
+        }
+        *count += 1;
+        Some(Source {
+            sources: self.clone(),
+            address,
+        })
+    }
+}
+
+/// One connection's place among its address's, given back when dropped.
+#[derive(Debug)]
+struct Source {
+    sources: Arc<Sources>,
+    address: IpAddr,
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        let mut open = self
+            .sources
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
         }
     }
 }
@@ -60,11 +120,22 @@ impl axum::serve::Listener for Guarded {
         loop {
             match self.listener.accept().await {
                 Ok((stream, address)) => {
+                    let most = self.bounds.per_source;
+                    let Some(source) = self.sources.take(address.ip(), most) else {
+                        tracing::debug!(
+                            %address,
+                            "closed a monitoring connection: {most} are open from its address"
+                        );
+                        continue;
+                    };
                     let connection = Connection {
                         stream,
                         _slot: slot.ok(),
-                        idle: self.idle,
-                        silence: Box::pin(tokio::time::sleep(self.idle)),
+                        _source: source,
+                        idle: self.bounds.idle,
+                        silence: Box::pin(tokio::time::sleep(self.bounds.idle)),
+                        request: self.bounds.request,
+                        answer: None,
                     };
                     return (connection, address);
                 }
@@ -95,14 +166,20 @@ fn connection_error(error: &io::Error) -> bool {
     )
 }
 
-/// One accepted connection: its slot is given back when it is dropped, and it fails with
-/// `TimedOut` once nothing was read or written for its idle time.
+/// One accepted connection: its slot and its address's place are given back when it is
+/// dropped, and it fails with `TimedOut` once nothing was read or written for its idle time, or
+/// once bytes it read are not answered within the request's time.
 #[derive(Debug)]
 pub(super) struct Connection {
     stream: TcpStream,
     _slot: Option<OwnedSemaphorePermit>,
+    _source: Source,
     idle: Duration,
     silence: Pin<Box<Sleep>>,
+    request: Duration,
+    /// When the bytes read since the last answer must be answered by: set by the first of them,
+    /// cleared by an answer's first byte.
+    answer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Connection {
@@ -120,6 +197,17 @@ impl Connection {
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("silent for {:?}", self.idle),
+                )))
+            }
+            Poll::Pending
+                if self
+                    .answer
+                    .as_mut()
+                    .is_some_and(|answer| answer.as_mut().poll(cx).is_ready()) =>
+            {
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("a request not whole and answered within {:?}", self.request),
                 )))
             }
             Poll::Pending => Poll::Pending,
@@ -147,7 +235,18 @@ impl Connection {
         written: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
         let moved = matches!(written, Poll::Ready(Ok(bytes)) if bytes > 0);
+        if moved {
+            // Answered: the next request's time starts at its first byte.
+            self.answer = None;
+        }
         self.timed(cx, written, moved)
+    }
+
+    /// Bytes of a request arrived: the first since the last answer starts its time.
+    fn asked(&mut self) {
+        if self.answer.is_none() {
+            self.answer = Some(Box::pin(tokio::time::sleep(self.request)));
+        }
     }
 }
 
@@ -160,6 +259,9 @@ impl AsyncRead for Connection {
         let before = buf.filled().len();
         let read = Pin::new(&mut self.stream).poll_read(cx, buf);
         let moved = buf.filled().len() > before;
+        if moved {
+            self.asked();
+        }
         self.timed(cx, read, moved)
     }
 }
