@@ -258,6 +258,18 @@ pub async fn ask_each(
 pub struct Gathered<T> {
     pub reports: Vec<T>,
     pub failures: Vec<(String, String)>,
+    /// The code of the first of `failures`: what a command that reached fewer daemons than it
+    /// should ends with (a transport code for one not reached, `INVALID_ARGUMENT` for one not in
+    /// the fleet).
+    pub unreached: Option<ErrorCode>,
+}
+
+impl<T> Gathered<T> {
+    /// The code a fan-out that did not go well everywhere ends with: why the first daemon not
+    /// reached was not, else `refused`, the code of a daemon's own refusal of its part.
+    pub fn failure_code(&self, refused: ErrorCode) -> ErrorCode {
+        self.unreached.unwrap_or(refused)
+    }
 }
 
 /// Sorts [`ask_each`]'s answers into reports (what `report` takes from an answer) and failures.
@@ -268,23 +280,27 @@ pub fn gather<T>(
 ) -> Gathered<T> {
     let mut gathered = Gathered {
         reports: Vec::new(),
-        failures: roster
-            .unlisted
-            .iter()
-            .map(|(who, error)| (who.clone(), brief(error)))
-            .collect(),
+        failures: Vec::new(),
+        unreached: None,
     };
+    let mut failed = |who: String, error: &CliError| {
+        gathered.unreached.get_or_insert(error.error.code);
+        gathered.failures.push((who, brief(error)));
+    };
+    for (who, error) in &roster.unlisted {
+        failed(who.clone(), error);
+    }
+    let mut reports = Vec::new();
     for (daemon, answer) in answers {
         match answer {
             Ok(answer) => match report(&answer) {
-                Some(taken) => gathered.reports.push(taken),
-                None => gathered
-                    .failures
-                    .push((daemon.label(), brief(&CliError::unexpected(&answer)))),
+                Some(taken) => reports.push(taken),
+                None => failed(daemon.label(), &CliError::unexpected(&answer)),
             },
-            Err(error) => gathered.failures.push((daemon.label(), brief(&error))),
+            Err(error) => failed(daemon.label(), &error),
         }
     }
+    gathered.reports = reports;
     gathered
 }
 
@@ -381,6 +397,60 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert!(found[0].2.contains("is it connected"));
         assert!(unheard_of(None, &[], &[]).is_empty());
+    }
+
+    #[test]
+    fn a_fan_out_ends_with_why_the_first_daemon_was_not_reached() {
+        let roster = |unlisted: Vec<(String, CliError)>| Roster {
+            status: ClusterStatus {
+                node: NodeId::new(1).unwrap(),
+                leader: None,
+                term: 1,
+                commit_index: 0,
+                applied_index: 0,
+                members: vec![],
+            },
+            daemons: vec![coordinator(1), agent("a")],
+            unlisted,
+        };
+        let refused = ErrorCode::InvalidArgument;
+        let report = |answer: &Response| matches!(answer, Response::Ack).then_some(());
+        // Every daemon answered: a daemon's own refusal is the code.
+        let all = gather(
+            &roster(vec![]),
+            vec![
+                (coordinator(1), Ok(Response::Ack)),
+                (agent("a"), Ok(Response::Ack)),
+            ],
+            report,
+        );
+        assert_eq!((all.reports.len(), all.failure_code(refused)), (2, refused));
+        // One not reached: its transport code, not the refusal's.
+        let timeout = CliError::local(ErrorCode::Timeout, "agent-a did not answer within 30 s");
+        let one = gather(
+            &roster(vec![]),
+            vec![
+                (coordinator(1), Ok(Response::Ack)),
+                (agent("a"), Err(timeout)),
+            ],
+            report,
+        );
+        assert_eq!(one.failure_code(refused), ErrorCode::Timeout);
+        assert_eq!(one.failures[0].0, "agent-a");
+        assert!(
+            one.failures[0].1.starts_with("TIMEOUT: "),
+            "{:?}",
+            one.failures
+        );
+        // One that could not even be listed comes first.
+        let unknown = CliError::local(ErrorCode::NetworkError, "no address");
+        let first = gather(
+            &roster(vec![("agent-b".into(), unknown)]),
+            vec![(coordinator(1), Ok(Response::EntryVersion(2)))],
+            report,
+        );
+        assert_eq!(first.failure_code(refused), ErrorCode::NetworkError);
+        assert_eq!(first.failures.len(), 2, "{:?}", first.failures);
     }
 
     #[test]

@@ -406,11 +406,15 @@ async fn reload(
         },
     )
     .await;
-    let fleet::Gathered { reports, failures } =
-        fleet::gather(&roster, answers, |answer| match answer {
-            Response::Reloaded(report) => Some(report.clone()),
-            _ => None,
-        });
+    let gathered = fleet::gather(&roster, answers, |answer| match answer {
+        Response::Reloaded(report) => Some(report.clone()),
+        _ => None,
+    });
+    // A refused reload is a configuration the daemon would not take.
+    let code = gathered.failure_code(ErrorCode::InvalidArgument);
+    let fleet::Gathered {
+        reports, failures, ..
+    } = gathered;
     let json = json!({
         "reports": reports.iter().map(report_json).collect::<Vec<_>>(),
         "unreachable": failures.iter().map(|(who, why)| json!({"daemon": who, "error": why})).collect::<Vec<_>>(),
@@ -419,7 +423,7 @@ async fn reload(
     let refused = reports.iter().filter(|r| r.failed()).count();
     if refused + failures.len() > 0 {
         return Err(CliError::local(
-            ErrorCode::InvalidArgument,
+            code,
             format!(
                 "{refused} daemon(s) refused the reload and {} could not be asked",
                 failures.len()

@@ -99,11 +99,15 @@ async fn run_now(
         |daemon| request_for(daemon, asked),
     )
     .await;
-    let fleet::Gathered { reports, failures } =
-        fleet::gather(&roster, answers, |answer| match answer {
-            Response::Maintained(report) => Some(report.clone()),
-            _ => None,
-        });
+    let gathered = fleet::gather(&roster, answers, |answer| match answer {
+        Response::Maintained(report) => Some(report.clone()),
+        _ => None,
+    });
+    // A daemon's failed part is its engine's or its store's: the backend's.
+    let code = gathered.failure_code(ErrorCode::BackendUnavailable);
+    let fleet::Gathered {
+        reports, failures, ..
+    } = gathered;
     let json = json!({
         "dry_run": asked.dry_run,
         "reports": reports.iter().map(report_json).collect::<Vec<_>>(),
@@ -114,7 +118,7 @@ async fn run_now(
     let failed = reports.iter().filter(|r| r.failed()).count();
     if failed + failures.len() > 0 {
         return Err(CliError::local(
-            ErrorCode::InvalidArgument,
+            code,
             format!(
                 "{failed} daemon(s) could not do all of it and {} could not be asked",
                 failures.len()
