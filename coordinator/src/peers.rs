@@ -252,12 +252,14 @@ impl Peers {
                 }
             }
             let snapshots = batch.iter().filter(|m| carries_snapshot(m)).count();
+            // A batch that opens the connection takes its handshake too: not a round trip.
+            let connected = lock(&self.connections).contains_key(&to);
             let started = Instant::now();
             let result = self.deliver(to, &batch, snapshots > 0).await;
             if result.is_err() {
                 // No round trip to show while the peer cannot be reached.
                 self.show_rtt(to, None);
-            } else if snapshots == 0 {
+            } else if snapshots == 0 && connected {
                 self.show_rtt(to, Some(started.elapsed()));
             }
             match &result {
