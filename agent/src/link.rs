@@ -626,27 +626,55 @@ async fn activity(
         let answer = connection
             .request_with(RequestId::random(), request, REPORT_DEADLINE)
             .await;
-        match answer {
-            Ok(Response::Ack) => {
+        match (activity_fate(&answer), answer) {
+            (ActivityFate::Delivered, _) => {
                 unsent.delivered();
             }
-            Ok(other) => return unexpected(&other),
-            Err(error)
-                if matches!(
-                    error.code,
-                    ErrorCode::InvalidArgument | ErrorCode::Unsupported | ErrorCode::ProtocolError
-                ) =>
-            {
+            (ActivityFate::Dropped, Err(error)) => {
                 let entries = unsent.delivered();
                 tracing::warn!(code = %error.code, workspaces = entries, "the coordinator refused an activity report; dropped: {}", error.message);
             }
-            Err(error) if error.code == ErrorCode::Timeout => {
+            (ActivityFate::Kept, Err(error)) if error.code == ErrorCode::HostDown => {
+                tracing::info!(
+                    "the cluster has this host marked down; its activity goes again with the next report: {}",
+                    error.message
+                );
+            }
+            (ActivityFate::Kept, _) => {
                 tracing::warn!(
                     "the coordinator did not confirm an activity report in time; it goes again with the next"
                 );
             }
-            Err(error) => return error,
+            (_, Ok(other)) => return unexpected(&other),
+            (_, Err(error)) => return error,
         }
+    }
+}
+
+/// What becomes of an activity report's entries, by the coordinator's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ActivityFate {
+    Delivered,
+    /// Refused, or not understood (a coordinator of an earlier version): it would be again.
+    Dropped,
+    /// Put back for the next report: not confirmed in time, or the host is marked down (its
+    /// next heartbeat returns it).
+    Kept,
+    /// The session ends with the answer (put back, for the next session).
+    Ends,
+}
+
+fn activity_fate(answer: &Result<Response, WireError>) -> ActivityFate {
+    match answer {
+        Ok(Response::Ack) => ActivityFate::Delivered,
+        Ok(_) => ActivityFate::Ends,
+        Err(error) => match error.code {
+            ErrorCode::InvalidArgument | ErrorCode::Unsupported | ErrorCode::ProtocolError => {
+                ActivityFate::Dropped
+            }
+            ErrorCode::Timeout | ErrorCode::HostDown => ActivityFate::Kept,
+            _ => ActivityFate::Ends,
+        },
     }
 }
 
@@ -814,6 +842,41 @@ mod tests {
         assert_eq!(
             hops[0].field("request_id"),
             Some(create.to_string().as_str())
+        );
+    }
+
+    #[test]
+    fn activity_is_kept_for_the_next_report_while_its_host_is_marked_down() {
+        let refused = |code| Err(WireError::new(code, "no"));
+        assert_eq!(activity_fate(&Ok(Response::Ack)), ActivityFate::Delivered);
+        assert_eq!(
+            activity_fate(&refused(ErrorCode::HostDown)),
+            ActivityFate::Kept
+        );
+        assert_eq!(
+            activity_fate(&refused(ErrorCode::Timeout)),
+            ActivityFate::Kept
+        );
+        assert_eq!(
+            activity_fate(&refused(ErrorCode::InvalidArgument)),
+            ActivityFate::Dropped
+        );
+        assert_eq!(
+            activity_fate(&refused(ErrorCode::ProtocolError)),
+            ActivityFate::Dropped
+        );
+        // The connection's trouble ends the session; the entries wait for the next.
+        assert_eq!(
+            activity_fate(&refused(ErrorCode::NetworkError)),
+            ActivityFate::Ends
+        );
+        assert_eq!(
+            activity_fate(&refused(ErrorCode::NotLeader)),
+            ActivityFate::Ends
+        );
+        assert_eq!(
+            activity_fate(&Ok(Response::EntryVersion(2))),
+            ActivityFate::Ends
         );
     }
 

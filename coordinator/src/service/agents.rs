@@ -77,6 +77,25 @@ impl Service {
         }
     }
 
+    /// Refuses `host`'s `what` with `HOST_DOWN` while this replica has the host marked down, as
+    /// the state machine refuses its workspace reports: its agent sends it again once a
+    /// heartbeat has returned the host. Read from the published roster before proposing, not at
+    /// apply: a host marked down between the two still has its report taken, which is harmless
+    /// (what it reports is true of its workspaces), and changing the apply would need a new
+    /// version of entries.
+    fn refuse_if_down(&self, host: &HostId, what: &str) -> Result<(), WireError> {
+        let status = self.cluster.roster_hosts().get(host).map(|h| h.status);
+        if status == Some(HostStatus::Down) {
+            return Err(WireError::new(
+                ErrorCode::HostDown,
+                format!(
+                    "host {host} is marked down; its {what} is taken once a heartbeat returns it"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Takes a heartbeat. Liveness is the leader's to judge: agents heartbeat the leader. At
     /// thousands a second this is the leader's commonest request, so it asks the driver nothing
     /// but a down host's return: whether this node leads is the driver's published word, and
@@ -231,10 +250,12 @@ impl Service {
                 ))
             }
             AgentRequest::Activity(reported) => {
+                self.refuse_if_down(host_id, "activity")?;
                 self.activity(peer, request_id, host_id, reported).await
             }
             AgentRequest::Credential(ask) => self.grant_credential(peer, host_id, ask).await,
             AgentRequest::Worktree { workspace, facts } => {
+                self.refuse_if_down(host_id, "worktree report")?;
                 self.record_worktree(request_id, peer, host_id, workspace, facts)
                     .await
             }
@@ -467,6 +488,30 @@ mod tests {
             code(ask(&service, &agent("h1"), many).await),
             Some(ErrorCode::InvalidArgument)
         );
+
+        // A host marked down has its activity refused (and recorded nothing) until a heartbeat
+        // returns it.
+        service
+            .propose_own(Command::SetHostStatus {
+                host: HostId::new("h1").unwrap(),
+                status: HostStatus::Down,
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let logs = || report(ActivityKind::Logs, clock::now());
+        assert_eq!(
+            code(ask(&service, &agent("h1"), logs()).await),
+            Some(ErrorCode::HostDown)
+        );
+        assert_eq!(last().await, traffic);
+        let beat = Request::Agent(AgentRequest::Heartbeat {
+            sequence: 1,
+            stats: None,
+        });
+        ask(&service, &agent("h1"), beat).await.unwrap();
+        ask(&service, &agent("h1"), logs()).await.unwrap();
+        assert_eq!(last().await.kind, ActivityKind::Logs);
         node.stop().await.unwrap();
     }
 

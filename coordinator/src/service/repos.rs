@@ -266,6 +266,27 @@ mod service_tests {
             Some(ErrorCode::WorkspaceNotFound)
         );
         assert!(matches!(
+            ask(&service, &agent("h1"), report.clone()).await,
+            Ok(Response::Ack)
+        ));
+        // A host marked down has its report refused until a heartbeat returns it.
+        service
+            .propose_own(Command::SetHostStatus {
+                host: HostId::new("h1").unwrap(),
+                status: nexus_protocol::model::HostStatus::Down,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            code(ask(&service, &agent("h1"), report.clone()).await),
+            Some(ErrorCode::HostDown)
+        );
+        let beat = Request::Agent(AgentRequest::Heartbeat {
+            sequence: 1,
+            stats: None,
+        });
+        ask(&service, &agent("h1"), beat).await.unwrap();
+        assert!(matches!(
             ask(&service, &agent("h1"), report).await,
             Ok(Response::Ack)
         ));
