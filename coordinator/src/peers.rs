@@ -44,6 +44,13 @@ const QUEUE: usize = 4096;
 const BATCH: usize = 256;
 /// The pause after a failed batch, so a dead peer costs little.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How long a peer's Raft batches may all go unanswered before its connection counts as gone
+/// and is made anew. Not at the first late batch: a peer busy with a storm of agents'
+/// handshakes answers late, and a new connection would wait behind those handshakes (followers
+/// that reconnected so at their first late batch lost a leader its quorum in half the fleet-ups
+/// of 5,000 hosts). Not much longer either: a paused or cut-off peer's connection holds streams
+/// it will never answer, and the election timeout is 1 s.
+const GONE_AFTER: Duration = Duration::from_secs(1);
 /// A round trip measured longer ago than this is no longer shown: a follower sends only to its
 /// leader, so what it measured to the others while it led (or campaigned) would stay.
 const RTT_SHOWN_FOR: Duration = Duration::from_secs(30);
@@ -86,6 +93,30 @@ pub struct Peers {
     rtt: Gauges<1>,
     /// When each peer's round trip shown was measured.
     measured: Mutex<HashMap<NodeId, Instant>>,
+    /// Since when each late peer's Raft batches have gone unanswered ([`GONE_AFTER`]).
+    late: Mutex<Lateness>,
+}
+
+/// Since when each peer's requests have gone unanswered: whether its connection counts as gone.
+#[derive(Debug, Default)]
+struct Lateness(HashMap<NodeId, Instant>);
+
+impl Lateness {
+    /// `to` answered: it is not late.
+    fn answered(&mut self, to: NodeId) {
+        self.0.remove(&to);
+    }
+
+    /// A request sent to `to` at `sent` went unanswered; whether, as of `now`, `to` has answered
+    /// nothing for [`GONE_AFTER`] (and is forgotten, to be counted afresh on a new connection).
+    fn unanswered(&mut self, to: NodeId, sent: Instant, now: Instant) -> bool {
+        let since = *self.0.entry(to).or_insert(sent);
+        let gone = now.saturating_duration_since(since) >= GONE_AFTER;
+        if gone {
+            self.0.remove(&to);
+        }
+        gone
+    }
 }
 
 impl std::fmt::Debug for Peers {
@@ -128,6 +159,7 @@ impl Peers {
             runtime,
             rtt,
             measured: Mutex::default(),
+            late: Mutex::default(),
         });
         (peers, deliveries)
     }
@@ -322,8 +354,8 @@ impl Peers {
             self.timeout
         };
         let request = PeerRequest::Raft(encoded);
-        // A Raft batch is answered as soon as the peer has queued it: no answer in time means the
-        // connection (or the peer) is gone.
+        // A Raft batch is answered as soon as the peer has queued it: no answer for a while
+        // ([`GONE_AFTER`]) means the connection (or the peer) is gone.
         match self
             .carry(to, RequestId::random(), request, limit, true)
             .await?
@@ -454,10 +486,20 @@ impl Peers {
         timeout_means_gone: bool,
     ) -> Result<Response, WireError> {
         let result = connection.request_with(request_id, request, limit).await;
-        if let Err(error) = &result
-            && (error.code == ErrorCode::NetworkError
-                || (timeout_means_gone && error.code == ErrorCode::Timeout))
-        {
+        let gone = match &result {
+            Ok(_) => {
+                lock(&self.late).answered(to);
+                false
+            }
+            Err(error) if error.code == ErrorCode::NetworkError => true,
+            Err(error) if timeout_means_gone && error.code == ErrorCode::Timeout => {
+                let now = Instant::now();
+                let sent = now.checked_sub(limit).unwrap_or(now);
+                lock(&self.late).unanswered(to, sent, now)
+            }
+            Err(_) => false,
+        };
+        if gone {
             // The next request reconnects. Only this connection is forgotten: another task may
             // have replaced it with a working one meanwhile.
             let mut connections = lock(&self.connections);
@@ -538,4 +580,30 @@ fn unexpected(response: &Response) -> WireError {
         ErrorCode::ProtocolError,
         format!("a peer answered with an unexpected {response:?}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_gone_once_it_answered_nothing_for_a_while_not_at_its_first_late_answer() {
+        let (one, two) = (NodeId::new(1).unwrap(), NodeId::new(2).unwrap());
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut late = Lateness::default();
+        // Batches sent every 300 ms, each unanswered at its deadline.
+        assert!(!late.unanswered(one, at(0), at(300)));
+        assert!(!late.unanswered(one, at(300), at(600)));
+        assert!(!late.unanswered(one, at(600), at(900)));
+        // Another peer's lateness is its own.
+        assert!(!late.unanswered(two, at(800), at(1_100)));
+        assert!(late.unanswered(one, at(900), at(1_200)));
+        // Counted afresh after: the next connection gets its own second.
+        assert!(!late.unanswered(one, at(1_200), at(1_500)));
+        // An answer between late batches means the peer is busy, not gone.
+        late.answered(one);
+        assert!(!late.unanswered(one, at(1_800), at(2_100)));
+        assert!(!late.unanswered(one, at(2_400), at(2_700)));
+    }
 }
