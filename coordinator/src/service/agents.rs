@@ -317,7 +317,7 @@ mod tests {
     use nexus_protocol::model::{HostStatus, WorkspaceState};
 
     use crate::service::testing::{
-        agent, ask, code, info, leading, one_node, one_node_with_h1, register, user,
+        agent, ask, code, info, leading, mark_down, one_node, one_node_with_h1, register, user,
     };
     use crate::state::Command;
 
@@ -491,13 +491,7 @@ mod tests {
 
         // A host marked down has its activity refused (and recorded nothing) until a heartbeat
         // returns it.
-        service
-            .propose_own(Command::SetHostStatus {
-                host: HostId::new("h1").unwrap(),
-                status: HostStatus::Down,
-            })
-            .await
-            .unwrap();
+        crate::service::testing::mark_down(&service, "h1").await;
         tokio::time::sleep(Duration::from_millis(5)).await;
         let logs = || report(ActivityKind::Logs, clock::now());
         assert_eq!(
@@ -699,13 +693,7 @@ mod tests {
         }
         let read_at = service.cluster.roster();
         for round in 0..2 {
-            service
-                .propose_own(Command::SetHostStatus {
-                    host: HostId::new("h1").unwrap(),
-                    status: HostStatus::Down,
-                })
-                .await
-                .unwrap();
+            mark_down(&service, "h1").await;
             assert_eq!(
                 status(&service).await,
                 Some(HostStatus::Down),

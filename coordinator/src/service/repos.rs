@@ -270,13 +270,7 @@ mod service_tests {
             Ok(Response::Ack)
         ));
         // A host marked down has its report refused until a heartbeat returns it.
-        service
-            .propose_own(Command::SetHostStatus {
-                host: HostId::new("h1").unwrap(),
-                status: nexus_protocol::model::HostStatus::Down,
-            })
-            .await
-            .unwrap();
+        crate::service::testing::mark_down(&service, "h1").await;
         assert_eq!(
             code(ask(&service, &agent("h1"), report.clone()).await),
             Some(ErrorCode::HostDown)

@@ -51,6 +51,17 @@ pub(super) async fn one_node_with_h1() -> (tempfile::TempDir, Node, Service) {
     (dir, node, service)
 }
 
+/// The cluster marks `host` down, as its failure detector would.
+pub(super) async fn mark_down(service: &Service, host: &str) {
+    service
+        .propose_own(crate::state::Command::SetHostStatus {
+            host: HostId::new(host).unwrap(),
+            status: nexus_protocol::model::HostStatus::Down,
+        })
+        .await
+        .unwrap();
+}
+
 /// `host`'s agent registers its host, as the fixtures describe it.
 pub(super) async fn register(service: &Service, host: &str) {
     ask(

@@ -107,12 +107,7 @@ mod tests {
                 proposer: proposer.clone(),
                 command,
             };
-            let outcome = self.state.apply(&proposal);
-            self.state.check_invariants().unwrap();
-            match outcome {
-                Outcome::Applied => None,
-                Outcome::Rejected(error) => Some(error.code),
-            }
+            super::super::tests::apply_checked(&mut self.state, &proposal)
         }
 
         fn run_of(&self, name: &str) -> (DesiredRun, WorkspaceState) {

@@ -27,12 +27,7 @@ impl Log {
             },
             command,
         };
-        let outcome = self.state.apply(&proposal);
-        self.state.check_invariants().unwrap();
-        match outcome {
-            Outcome::Applied => None,
-            Outcome::Rejected(error) => Some(error.code),
-        }
+        super::tests::apply_checked(&mut self.state, &proposal)
     }
 
     fn phase(&self) -> Option<CaPhase> {

@@ -31,12 +31,7 @@ impl Log {
             proposer: admin(),
             command,
         };
-        let outcome = self.state.apply(&proposal);
-        self.state.check_invariants().unwrap();
-        match outcome {
-            Outcome::Applied => None,
-            Outcome::Rejected(error) => Some(error.code),
-        }
+        super::tests::apply_checked(&mut self.state, &proposal)
     }
 
     fn token(&self, id: &TokenId) -> nexus_protocol::join::TokenView {

@@ -55,15 +55,21 @@ pub(super) fn check(commands: Vec<Command>) -> (Vec<Option<ErrorCode>>, State) {
                 },
                 command,
             };
-            let outcome = state.apply(&proposal);
-            state.check_invariants().unwrap();
-            match outcome {
-                Outcome::Applied => None,
-                Outcome::Rejected(error) => Some(error.code),
-            }
+            apply_checked(&mut state, &proposal)
         })
         .collect();
     (codes, state)
+}
+
+/// Applies `proposal` to `state`, checks the invariants, and answers the outcome's code (`None`
+/// for applied).
+pub(super) fn apply_checked(state: &mut State, proposal: &Proposal) -> Option<ErrorCode> {
+    let outcome = state.apply(proposal);
+    state.check_invariants().unwrap();
+    match outcome {
+        Outcome::Applied => None,
+        Outcome::Rejected(error) => Some(error.code),
+    }
 }
 
 pub(super) fn h(id: &str) -> HostId {
