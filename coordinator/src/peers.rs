@@ -98,20 +98,27 @@ pub struct Peers {
 }
 
 /// Since when each peer's requests have gone unanswered: whether its connection counts as gone.
+/// Each late peer's first and last unanswered request's sending.
 #[derive(Debug, Default)]
-struct Lateness(HashMap<NodeId, Instant>);
+struct Lateness(HashMap<NodeId, (Instant, Instant)>);
 
 impl Lateness {
-    /// `to` answered: it is not late.
+    /// `to` answered, or its connection is new: it is not late.
     fn answered(&mut self, to: NodeId) {
         self.0.remove(&to);
     }
 
     /// A request sent to `to` at `sent` went unanswered; whether, as of `now`, `to` has answered
     /// nothing for [`GONE_AFTER`] (and is forgotten, to be counted afresh on a new connection).
+    /// A run of late requests that ended [`GONE_AFTER`] before this one was sent (nothing was
+    /// sent to `to` meanwhile, as when this node stopped leading) does not count.
     fn unanswered(&mut self, to: NodeId, sent: Instant, now: Instant) -> bool {
-        let since = *self.0.entry(to).or_insert(sent);
-        let gone = now.saturating_duration_since(since) >= GONE_AFTER;
+        let (since, last) = self.0.entry(to).or_insert((sent, sent));
+        if sent.saturating_duration_since(*last) >= GONE_AFTER {
+            *since = sent;
+        }
+        *last = sent;
+        let gone = now.saturating_duration_since(*since) >= GONE_AFTER;
         if gone {
             self.0.remove(&to);
         }
@@ -525,6 +532,7 @@ impl Peers {
         })?;
         let connection = self.connect(to, &address).await?;
         lock(&self.connections).insert(to, connection.clone());
+        lock(&self.late).answered(to);
         Ok(connection)
     }
 
@@ -605,5 +613,8 @@ mod tests {
         late.answered(one);
         assert!(!late.unanswered(one, at(1_800), at(2_100)));
         assert!(!late.unanswered(one, at(2_400), at(2_700)));
+        // Nothing sent for a while (this node stopped leading): an old run does not count.
+        assert!(!late.unanswered(one, at(9_000), at(9_300)));
+        assert!(!late.unanswered(one, at(9_300), at(9_600)));
     }
 }

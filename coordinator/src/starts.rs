@@ -173,11 +173,16 @@ impl Starts {
                 let armed = state_of(name) != Some(WorkspaceState::Running);
                 self.open(name.clone(), StartKind::Warm, at, armed);
             }
+            // Refused (another user's workspace, checked at apply), it ended no start.
             Command::SetDesiredRun {
                 name,
                 run: DesiredRun::Stopped,
             }
-            | Command::DestroyWorkspace { name } => self.forget(name),
+            | Command::DestroyWorkspace { name }
+                if applied =>
+            {
+                self.forget(name)
+            }
             // A refused report (its host is down) changed nothing.
             Command::RecordObserved { observed, .. } if applied => {
                 for report in observed {

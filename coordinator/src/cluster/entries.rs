@@ -67,24 +67,26 @@ impl Cluster {
         self.entries.agreed()
     }
 
-    /// Refuses a new member `id` at `address` that applies older entries than the members
-    /// agree on (`VERSION_MISMATCH`): it would stop at the first entry it could not read.
+    /// Refuses a new member `id` at `address` that applies older entries than this build
+    /// (`VERSION_MISMATCH`): the log may hold entries of this build's version already, and it
+    /// would stop at the first it could not read. Against this build's version, not the agreed
+    /// one: that is an estimate, 1 after a restart or while a member does not answer, when the
+    /// log may hold newer entries all the same.
     pub(super) async fn check_new_member(
         &self,
         id: NodeId,
         address: &str,
     ) -> Result<(), WireError> {
-        let agreed = self.entries.agreed();
+        let ours = ENTRY_VERSION;
         let theirs = self.peers.entry_version_at(id, address, ASK_LIMIT).await?;
-        if theirs >= agreed {
+        if theirs >= ours {
             return Ok(());
         }
         Err(WireError::new(
             ErrorCode::VersionMismatch,
             format!(
                 "coordinator {id} at {address} applies log entries up to version {theirs}, and \
-                 this cluster's members write version {agreed}: run this cluster's build there \
-                 before adding it"
+                 this leader's build writes version {ours}: run this build there before adding it"
             ),
         ))
     }
