@@ -260,7 +260,8 @@ pub struct Gathered<T> {
     pub failures: Vec<(String, String)>,
     /// The code of the first of `failures`: what a command that reached fewer daemons than it
     /// should ends with (a transport code for one not reached, `INVALID_ARGUMENT` for one not in
-    /// the fleet).
+    /// the fleet, or the error a daemon answered instead of doing its part: `UNSUPPORTED` from
+    /// one of an earlier release, say).
     pub unreached: Option<ErrorCode>,
 }
 
